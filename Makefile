@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:  make train  |  make test
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: train test test-fast ui install clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make train: set up .venv, then run the default training (override with ARGS="task=regression ...")
+train: $(STAMP)
+	$(BIN)/pipeline-train $(ARGS)
+
+## make test: set up .venv, then run the whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-fast: skip the tests marked slow
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## make ui: the MLflow UI on this project's store, at http://127.0.0.1:5000
+ui: $(STAMP)
+	$(BIN)/pipeline-ui $(ARGS)
+
+clean:
+	rm -rf outputs multirun .pytest_cache

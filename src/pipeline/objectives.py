@@ -1,0 +1,258 @@
+"""The two training objectives, as LightningModules: regression and classification.
+
+An objective owns the loss, the metrics and the optimizer/scheduler; it wraps any plain
+``nn.Module`` and never knows which data set feeds it. Per-step work is kept to the minimum
+(forward, loss, backward): the training loss is summed in a tensor and logged once per epoch,
+and evaluation metrics are computed once per epoch from torchmetrics states.
+"""
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Any, Callable, Optional
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, value: float, epoch: int, step: int):
+        self.value, self.epoch, self.step = value, epoch, step
+        super().__init__(
+            f"training loss is {value} at epoch {epoch}, global step {step}; lower optimizer.lr, "
+            "enable gradient clipping (trainer.gradient_clip_val=1.0) or check the data for NaN/Inf"
+        )
+
+
+class Objective(pl.LightningModule):
+    """What regression and classification share: optimisation, L1, epoch-level loss logging."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Optional[Callable[..., Any]] = None,
+        monitor: str = "val/loss",
+        mode: str = "min",
+    ):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.mode = mode
+        self.l1 = float(getattr(model, "l1", 0.0) or 0.0)
+        self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
+        self.register_buffer("_train_rows", torch.zeros(()), persistent=False)
+        self._epoch_started = 0.0
+        self.best_value: Optional[float] = None
+
+    # ----- the part a subclass defines -----------------------------------------------------------
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update_metrics(self, metrics: torchmetrics.MetricCollection, output: Tensor, target: Tensor) -> None:
+        raise NotImplementedError
+
+    def make_metrics(self) -> torchmetrics.MetricCollection:
+        raise NotImplementedError
+
+    def predictor(self) -> nn.Module:
+        """The model as it should be served: inputs in, predictions in the data's units out."""
+        return self.model
+
+    # ----- training --------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def l1_penalty(self) -> Tensor:
+        weights = [p.abs().sum() for name, p in self.model.named_parameters() if p.dim() > 1]
+        return self.l1 * torch.stack(weights).sum()
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum.zero_()
+        self._train_rows.zero_()
+        self._epoch_started = time.perf_counter()
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.loss(self.model(x), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(float(loss), self.current_epoch, self.global_step)
+        rows = len(y)
+        self._train_loss_sum += loss.detach() * rows
+        self._train_rows += rows
+        if self.l1:
+            loss = loss + self.l1_penalty()
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss = self._train_loss_sum / self._train_rows.clamp_min(1)
+        self.log("train/loss", loss, sync_dist=True)
+        self.log("train/epoch_time_s", time.perf_counter() - self._epoch_started)
+
+    # ----- evaluation --------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if not hasattr(self, "val_metrics"):
+            self.val_metrics = self.make_metrics().clone(prefix="val/")
+            self.test_metrics = self.make_metrics().clone(prefix="test/")
+            self.val_metrics.to(self.device)
+            self.test_metrics.to(self.device)
+
+    def _evaluate(self, batch, metrics: torchmetrics.MetricCollection, stage: str) -> None:
+        x, y = batch
+        output = self.model(x)
+        self.log(f"{stage}/loss", self.loss(output, y), on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=len(y))
+        self.update_metrics(metrics, output, y)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict(values)
+        if self.trainer.sanity_checking:
+            return
+        current = values.get(self.monitor)
+        if current is not None and math.isfinite(float(current)):
+            current = float(current)
+            better = self.best_value is None or (current < self.best_value if self.mode == "min" else current > self.best_value)
+            if better:
+                self.best_value = current
+        if self.best_value is not None:
+            self.log(f"{self.monitor}_best", self.best_value)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    # ----- optimisation ------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        factory = self.scheduler_factory
+        target = getattr(factory, "func", factory)
+        if target is torch.optim.lr_scheduler.OneCycleLR:
+            total = int(self.trainer.estimated_stepping_batches)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": factory(optimizer=optimizer, total_steps=total), "interval": "step"}}
+        scheduler = factory(optimizer=optimizer)
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = self.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+class RegressionObjective(Objective):
+    """Mean squared error. Targets are standardised for the loss when the data provides the scale,
+    and predictions are mapped back, so metrics are always in the data's own units."""
+
+    def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/rmse", mode: str = "min",
+                 target_mean: float = 0.0, target_std: float = 1.0):
+        super().__init__(model, optimizer, scheduler, monitor, mode)
+        self.target_mean = float(target_mean)
+        self.target_std = float(target_std)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(output.squeeze(-1), (target - self.target_mean) / self.target_std)
+
+    def predict(self, output: Tensor) -> Tensor:
+        return output.squeeze(-1) * self.target_std + self.target_mean
+
+    def make_metrics(self) -> torchmetrics.MetricCollection:
+        return torchmetrics.MetricCollection({
+            "mse": torchmetrics.MeanSquaredError(),
+            "rmse": torchmetrics.MeanSquaredError(squared=False),
+            "mae": torchmetrics.MeanAbsoluteError(),
+            "r2": torchmetrics.R2Score(),
+        })
+
+    def update_metrics(self, metrics, output, target) -> None:
+        metrics.update(self.predict(output), target)
+
+    def predictor(self) -> nn.Module:
+        return _Rescaled(self.model, self.target_mean, self.target_std)
+
+
+class ClassificationObjective(Objective):
+    """Binary (one logit, BCE-with-logits) or multiclass (K logits, cross-entropy) classification."""
+
+    def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/acc", mode: str = "max",
+                 num_classes: int = 2, label_smoothing: float = 0.0):
+        super().__init__(model, optimizer, scheduler, monitor, mode)
+        self.num_classes = int(num_classes)
+        self.binary = self.num_classes == 2
+        self.label_smoothing = float(label_smoothing)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        if self.binary:
+            target = target.to(output.dtype)
+            if self.label_smoothing:
+                target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+            return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
+        return F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
+
+    def make_metrics(self) -> torchmetrics.MetricCollection:
+        if self.binary:
+            return torchmetrics.MetricCollection({
+                "acc": torchmetrics.classification.BinaryAccuracy(),
+                "f1": torchmetrics.classification.BinaryF1Score(),
+                "auroc": torchmetrics.classification.BinaryAUROC(),
+            })
+        k = self.num_classes
+        return torchmetrics.MetricCollection({
+            "acc": torchmetrics.classification.MulticlassAccuracy(k, average="micro"),
+            "f1": torchmetrics.classification.MulticlassF1Score(k, average="macro"),
+        })
+
+    def probabilities(self, output: Tensor) -> Tensor:
+        return torch.sigmoid(output.squeeze(-1)) if self.binary else output.softmax(-1)
+
+    def update_metrics(self, metrics, output, target) -> None:
+        metrics.update(self.probabilities(output), target)
+
+    def predictor(self) -> nn.Module:
+        return _Probabilities(self.model, self.binary)
+
+
+class _Rescaled(nn.Module):
+    def __init__(self, model: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model, self.mean, self.std = model, mean, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) * self.std + self.mean
+
+
+class _Probabilities(nn.Module):
+    def __init__(self, model: nn.Module, binary: bool):
+        super().__init__()
+        self.model, self.binary = model, binary
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        return torch.sigmoid(logits) if self.binary else logits.softmax(-1)
+
+
+OBJECTIVES = {"regression": RegressionObjective, "classification": ClassificationObjective}
+
+
+def build_objective(kind: str, model: nn.Module, optimizer, scheduler, spec, task_cfg) -> Objective:
+    common = dict(model=model, optimizer=optimizer, scheduler=scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode)
+    if kind == "regression":
+        return RegressionObjective(**common, target_mean=spec.extra.get("target_mean", 0.0),
+                                   target_std=spec.extra.get("target_std", 1.0))
+    return ClassificationObjective(**common, num_classes=spec.num_classes or 2,
+                                   label_smoothing=task_cfg.get("label_smoothing", 0.0))

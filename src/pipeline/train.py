@@ -1,0 +1,90 @@
+"""Entry point: ``pipeline-train [overrides]`` (or ``python -m pipeline.train``).
+
+config -> validated config -> (data, model, objective, trainer, tracker) -> fit -> test -> store.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import CONFIG_DIR, validate
+
+log = logging.getLogger("pipeline")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, test the best checkpoint, record everything; return the final metrics."""
+    validate(cfg)
+
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from pipeline import tracking
+    from pipeline.callbacks import build_callbacks
+    from pipeline.objectives import build_objective
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    spec = datamodule.spec
+
+    with tracking.start_run(cfg, output_dir) as run:
+        model = instantiate(cfg.model, **model_inputs(spec))
+        scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
+        objective = build_objective(cfg.task.objective, model, instantiate(cfg.optimizer), scheduler, spec, cfg.task)
+        checkpoint, callbacks = build_callbacks(cfg, output_dir)
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=run.lightning_logger(),
+            default_root_dir=str(output_dir),
+            enable_progress_bar=progress_bar(cfg.trainer.get("enable_progress_bar")),
+            enable_model_summary=False,
+        )
+        tracking.log_run_start(run, cfg, datamodule, trainer)
+        trainer.fit(objective, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        best = checkpoint.best_model_path or None
+        results = trainer.test(objective, datamodule=datamodule, ckpt_path=best or "last",
+                               weights_only=True, verbose=False)
+        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        tracking.log_run_end(run, cfg, objective, datamodule, trainer, checkpoint, metrics, output_dir)
+    return metrics
+
+
+def model_inputs(spec) -> dict:
+    """What the data tells a model about its inputs and outputs."""
+    inputs = {"input_shape": tuple(spec.input_shape), "num_outputs": spec.num_outputs}
+    if spec.vocab_size is not None:
+        inputs["vocab_size"] = spec.vocab_size
+        inputs["pad_id"] = spec.extra.get("pad_id", 0)
+    return inputs
+
+
+def progress_bar(setting: Optional[bool]) -> bool:
+    return sys.stderr.isatty() if setting is None else bool(setting)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> Optional[float]:
+    from pipeline.cli.errors import report_errors
+
+    with report_errors():
+        metrics = train(cfg)
+    monitor = cfg.task.monitor.replace("val/", "test/")
+    return metrics.get(monitor)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Fast checks of every model built from its Hydra config: output shapes, finite gradients,
+the textbook MLP's layer names, padding invariance of the text models, and config errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+VOCAB_SIZE = 50
+PAD_ID = 0
+TEXT_LENGTH = 64
+
+IMAGE_SHAPES = {"digits": (1, 8, 8), "fmnist": (1, 28, 28), "cifar": (3, 32, 32)}
+
+
+def build(name: str, **kwargs):
+    return instantiate(OmegaConf.load(CONF / f"{name}.yaml"), **kwargs)
+
+
+def build_text(name: str, num_outputs: int = 3, **overrides):
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), overrides)
+    return instantiate(
+        cfg, input_shape=(TEXT_LENGTH,), num_outputs=num_outputs, vocab_size=VOCAB_SIZE, pad_id=PAD_ID
+    )
+
+
+def assert_trains(model, x, num_outputs):
+    torch.manual_seed(0)
+    out = model(x)
+    assert out.shape == (x.shape[0], num_outputs)
+    assert out.dtype == torch.float32
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def padded_tokens(lengths, total_length=TEXT_LENGTH, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.full((len(lengths), total_length), PAD_ID, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        tokens[row, :length] = torch.randint(1, VOCAB_SIZE, (length,), generator=generator)
+    return tokens
+
+
+# ----- every config instantiates and trains ---------------------------------------------------
+@pytest.mark.parametrize("name", ["linear", "logistic", "mlp"])
+@pytest.mark.parametrize("num_outputs", [1, 3])
+def test_tabular_models(name, num_outputs):
+    model = build(name, input_shape=(10,), num_outputs=num_outputs)
+    assert "tabular" in model.modalities
+    assert_trains(model, torch.randn(8, 10), num_outputs)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+@pytest.mark.parametrize("data", sorted(IMAGE_SHAPES))
+def test_image_models(name, data):
+    shape = IMAGE_SHAPES[data]
+    model = build(name, input_shape=shape, num_outputs=10)
+    assert "image" in model.modalities and "classification" in model.tasks
+    assert_trains(model, torch.randn(4, *shape), 10)
+
+
+@pytest.mark.parametrize("name", ["bow", "textcnn", "rnn"])
+@pytest.mark.parametrize("num_outputs", [1, 4])
+def test_text_models(name, num_outputs):
+    model = build_text(name, num_outputs=num_outputs)
+    assert model.modalities == {"text"} and model.tasks == {"classification"}
+    assert_trains(model, padded_tokens([64, 10, 1, 0]), num_outputs)
+
+
+def test_lstm_multilayer_and_short_inputs():
+    lstm = build_text("rnn", cell="lstm", num_layers=2, bidirectional=False, dropout=0.1)
+    assert_trains(lstm, padded_tokens([5, 2]), 3)
+    textcnn = build_text("textcnn")  # kernels up to 5 on a 2-token input
+    assert_trains(textcnn, padded_tokens([2, 1], total_length=2), 3)
+
+
+def test_every_config_takes_dropout_and_l1():
+    for path in sorted(CONF.glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        assert {"dropout", "l1"} <= set(cfg), path.name
+        assert not {"input_shape", "num_outputs", "vocab_size", "pad_id"} & set(cfg), path.name
+    model = instantiate(OmegaConf.load(CONF / "cnn.yaml"), input_shape=(1, 8, 8), num_outputs=10, l1=1e-5)
+    assert model.l1 == 1e-5
+
+
+def test_tasks_and_modalities():
+    assert build("linear", input_shape=(3,), num_outputs=1).tasks == {"regression"}
+    assert build("logistic", input_shape=(3,), num_outputs=1).tasks == {"classification"}
+    assert build("mlp", input_shape=(3,), num_outputs=1).tasks == {"regression", "classification"}
+    assert build("cnn", input_shape=(1, 8, 8), num_outputs=10).modalities == {"image"}
+
+
+# ----- specific behaviour ---------------------------------------------------------------------
+def test_linear_exposes_weight_and_bias():
+    model = build("linear", input_shape=(3,), num_outputs=1)
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
+        model.linear.bias.fill_(3.0)
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(model(x), x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 3.0)
+
+
+def test_mlp_is_the_textbook_network():
+    from pipeline.models.mlp import MLP
+
+    model = MLP((10,), 1, hidden_dims=[20])
+    state = model.state_dict()
+    assert list(state) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert state["fc1.weight"].shape == (20, 10) and state["fc2.weight"].shape == (1, 20)
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear"]
+
+
+def test_mlp_with_batch_norm_and_dropout():
+    model = build("mlp", input_shape=(1, 8, 8), num_outputs=10, batch_norm=True, dropout=0.2, activation="gelu")
+    assert_trains(model, torch.randn(4, 1, 8, 8), 10)
+
+
+def test_resnet_width_and_stem():
+    model = build("resnet", input_shape=(3, 32, 32), num_outputs=10, width=16)
+    assert model.conv1.stride == (1, 1) and model.conv1.kernel_size == (3, 3)
+    assert model.layer4[0].conv1.out_channels == 128
+    assert_trains(model, torch.randn(2, 3, 32, 32), 10)
+
+
+@pytest.mark.parametrize("name,overrides", [("bow", {}), ("textcnn", {}), ("rnn", {}), ("rnn", {"cell": "lstm"})])
+def test_text_models_ignore_trailing_padding(name, overrides):
+    torch.manual_seed(0)
+    model = build_text(name, **overrides).eval()
+    short = padded_tokens([7, 3, 1, 0], total_length=12)
+    long = torch.cat([short, torch.full((4, 20), PAD_ID)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(short), model(long))
+
+
+def test_bow_bigrams_matter():
+    model = build_text("bow").eval()
+    tokens = padded_tokens([6])
+    swapped = tokens.clone()
+    swapped[0, [0, 1]] = tokens[0, [1, 0]]  # same unigrams, different bigrams
+    with torch.no_grad():
+        assert not torch.allclose(model(tokens), model(swapped))
+
+
+def test_bad_choices_name_the_config_key():
+    from pipeline.models.mlp import MLP
+    from pipeline.models.text import RNNClassifier
+
+    with pytest.raises(ValueError, match="model.activation"):
+        MLP((10,), 1, activation="swish")
+    with pytest.raises(ValueError, match="model.cell"):
+        RNNClassifier((TEXT_LENGTH,), 2, vocab_size=VOCAB_SIZE, cell="transformer")
+    # hydra wraps the error in its InstantiationException; the message still names the key
+    with pytest.raises(Exception, match="model.cell"):
+        build_text("rnn", cell="transformer")
