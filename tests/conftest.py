@@ -23,3 +23,76 @@ def real_data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"PIPELINE_DATA_DIR={value} is not a directory")
     return path
+
+
+# ----- running the pipeline ---------------------------------------------------------------------
+import subprocess
+import sys
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(tmp_path) -> dict:
+    """An isolated MLflow store and output folder for one test."""
+    mlruns = tmp_path / "mlruns"
+    mlruns.mkdir()
+    return {
+        "uri": f"sqlite:///{mlruns}/mlflow.db",
+        "artifacts": str(mlruns / "artifacts"),
+        "outputs": tmp_path / "outputs",
+        "tmp": tmp_path,
+    }
+
+
+def store_overrides(store: dict, multirun: bool = False) -> list[str]:
+    out = store["outputs"]
+    return [
+        f"logger.tracking_uri={store['uri']}",
+        f"logger.artifact_location={store['artifacts']}",
+        f"hydra.sweep.dir={out}" if multirun else f"hydra.run.dir={out}",
+    ]
+
+
+def run_cli(args: list[str], store: dict | None = None, multirun: bool = False, timeout: float = 600,
+            env: dict | None = None, module: str = "pipeline.train") -> subprocess.CompletedProcess:
+    """Run ``python -m pipeline.train`` as a user would (a fresh process, no TTY)."""
+    command = [sys.executable, "-m", module]
+    if multirun:
+        command.append("-m")
+    command += list(args)
+    if store is not None:
+        command += store_overrides(store, multirun)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    full_env.update(env or {})
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def runs_in(store: dict, experiment: str | None = None):
+    """All runs of the store (optionally of one experiment), newest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    experiments = client.search_experiments()
+    ids = [e.experiment_id for e in experiments if experiment is None or e.name == experiment]
+    return client.search_runs(ids, max_results=1000) if ids else []
+
+
+def compose(overrides: list[str]):
+    """The real config, composed with Hydra's compose API (as the CLI would)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from pipeline.config import CONFIG_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def compose_for_train(store: dict, overrides: list[str]):
+    """A composed config for calling ``train(cfg)`` in-process, writing into ``store``."""
+    return compose([
+        f"logger.tracking_uri={store['uri']}",
+        f"logger.artifact_location={store['artifacts']}",
+        f"paths.output_dir={store['outputs']}",
+        *overrides,
+    ])

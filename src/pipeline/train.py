@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import CONFIG_DIR, validate
 
 log = logging.getLogger("pipeline")
+
+# Lightning's advice that does not apply here: metrics are logged per epoch by design.
+warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -89,28 +89,35 @@ class ImageDataModule(InMemoryDataModule):
         """Per-sample random crop / horizontal flip / erasing of a batch (N, C, H, W).
 
         Random parameters are drawn on the CPU from ``generator`` (so a run is reproducible
-        whatever the device) and the pixels are moved with a single gather per op.
+        whatever the device); crop and flip together are one ``gather`` of pixel positions.
         """
-        n, c, h, w = x.shape
-        device = x.device
-        if self.crop_padding > 0:
-            p = self.crop_padding
-            padded = torch.empty((n, c, h + 2 * p, w + 2 * p), device=device, dtype=x.dtype)
-            padded[:] = self._black(c, device, x.dtype).view(1, c, 1, 1)
-            padded[:, :, p : p + h, p : p + w] = x
-            top = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(device)
-            left = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(device)
-            rows = (top[:, None] + torch.arange(h, device=device))[:, None, :, None]  # (n,1,h,1)
-            cols = (left[:, None] + torch.arange(w, device=device))[:, None, None, :]  # (n,1,1,w)
-            batch_index = torch.arange(n, device=device)[:, None, None, None]
-            channel_index = torch.arange(c, device=device)[None, :, None, None]
-            x = padded[batch_index, channel_index, rows, cols]
-        if self.hflip:
-            flip = (torch.rand(n, generator=generator) < 0.5).to(device)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if self.crop_padding > 0 or self.hflip:
+            x = self._crop_and_flip(x, generator)
         if self.erasing > 0:
             x = self._erase(x, generator)
         return x
+
+    def _crop_and_flip(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        n, c, h, w = x.shape
+        p = self.crop_padding
+        if p > 0:  # pad with black, as torchvision's RandomCrop(padding=p) does
+            source = x.new_empty((n, c, h + 2 * p, w + 2 * p))
+            source[:] = self._black(c, x.device, x.dtype).view(1, c, 1, 1)
+            source[:, :, p : p + h, p : p + w] = x
+        else:
+            source = x
+        width = w + 2 * p
+        top = torch.randint(0, 2 * p + 1, (n, 1, 1), generator=generator)
+        left = torch.randint(0, 2 * p + 1, (n, 1, 1), generator=generator)
+        rows = torch.arange(h).view(1, h, 1)
+        cols = torch.arange(w).view(1, 1, w)
+        if self.hflip:
+            flip = torch.rand(n, 1, 1, generator=generator) < 0.5
+            cols = torch.where(flip, w - 1 - cols, cols)
+        # flat position in the padded image of every output pixel: (n, h*w)
+        index = ((top + rows) * width + left + cols).view(n, 1, h * w).to(x.device)
+        out = source.reshape(n, c, -1).gather(2, index.expand(n, c, h * w))
+        return out.view(n, c, h, w)
 
     def _erase(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """RandomErasing (Zhong et al. 2017) per sample: with probability ``erasing`` a rectangle

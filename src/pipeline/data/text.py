@@ -160,7 +160,9 @@ class TextDataModule(InMemoryDataModule):
         """Token ids (len(texts), max_length) of any texts, with the trained tokenizer."""
         if self.tokenizer is None:
             raise RuntimeError("the tokenizer is trained in setup(); call setup() first")
-        encodings = self.tokenizer.encode_batch(list(texts))
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encodings = encode(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), self.max_length)
         return torch.from_numpy(ids)
 
