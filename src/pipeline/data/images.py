@@ -50,6 +50,10 @@ class ImageDataModule(InMemoryDataModule):
         self._augment_epoch = -1
         self._augment_batch = 0
 
+    def setup(self, stage: Optional[str] = None) -> None:
+        self._augment_epoch = -1  # every fit (Trainer.fit calls setup) counts batches from 0 again
+        super().setup(stage)
+
     # ----- preprocessing ---------------------------------------------------------------
     def fit_preprocessing(self, train: Split) -> None:
         if not self.normalize:
