@@ -57,10 +57,10 @@ def test_csv_data_for_both_tabular_tasks(store, tmp_path):
     lines = ["a,b,c,price,label"] + [
         f"{a:.4f},{b:.4f},{c:.4f},{2 * a - b + 0.1 * c:.4f},{'yes' if a + b > 0 else 'no'}" for a, b, c in x]
     path.write_text("\n".join(lines) + "\n")
-    # each table names only its own target; the other column is a feature like any other
-    _multirun(store, ["task=regression", "data=csv", f"data.path={path}", "data.target=price", "model=linear,mlp"])
+    _multirun(store, ["task=regression", "data=csv", f"data.path={path}", "data.target=price",
+                      "data.features=[a,b,c]", "model=linear,mlp"])
     _multirun(store, ["task=classification", "data=csv", f"data.path={path}", "data.target=label",
-                      "model=logistic"])
+                      "data.features=[a,b]", "model=logistic"])
     _assert_runs(store, "regression", 2, "test/r2")
     _assert_runs(store, "classification", 1, "test/acc")
 

@@ -149,10 +149,12 @@ class CsvData(TabularDataModule):
 
     name: ClassVar[str] = "csv"
 
-    def __init__(self, path: str = "", target: str = "", task_kind: str = "regression", **kwargs):
+    def __init__(self, path: str = "", target: str = "", task_kind: str = "regression",
+                 features: Optional[list[str]] = None, **kwargs):
         super().__init__(**kwargs)
         self.path = Path(path) if path else None
         self.target = target
+        self.features = list(features) if features else None
         if task_kind not in ("regression", "classification"):
             raise DataError(f"data.task_kind must be 'regression' or 'classification', got {task_kind!r}")
         self.task_kind = task_kind  # an instance attribute: one CSV reader serves both tasks
@@ -171,6 +173,11 @@ class CsvData(TabularDataModule):
         if self.target not in header:
             raise DataError(f"data.target: column {self.target!r} not in {path}; columns are {header}")
         target_index = header.index(self.target)
+        feature_columns = self.features or [c for c in header if c != self.target]
+        unknown = [c for c in feature_columns if c not in header or c == self.target]
+        if unknown:
+            raise DataError(f"data.features: {unknown} are not feature columns of {path}; columns are {header}")
+        feature_indices = [header.index(c) for c in feature_columns]
         data_rows = [(line_no, row) for line_no, row in enumerate(rows[1:], start=2) if any(c.strip() for c in row)]
         if not data_rows:
             raise DataError(f"{path}: no data rows after the header")
@@ -178,12 +185,7 @@ class CsvData(TabularDataModule):
         for line_no, row in data_rows:
             if len(row) != len(header):
                 raise DataError(f"{path}:{line_no}: expected {len(header)} columns, found {len(row)}")
-            values = []
-            for column, cell in zip(header, row):
-                if column == self.target:
-                    continue
-                values.append(_parse_number(cell, path, line_no, column))
-            features.append(values)
+            features.append([_parse_number(row[i], path, line_no, header[i]) for i in feature_indices])
             labels.append(row[target_index].strip())
         x = np.asarray(features, dtype=np.float64)
         if self.task_kind == "regression":
