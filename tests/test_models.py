@@ -157,3 +157,26 @@ def test_bad_choices_name_the_config_key():
     # hydra wraps the error in its InstantiationException; the message still names the key
     with pytest.raises(Exception, match="model.cell"):
         build_text("rnn", cell="transformer")
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_rnn_matches_packed_bidirectional_rnn(cell):
+    """Per-direction unpacked layers compute exactly what PyTorch's packed bidirectional RNN does."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    model = build_text("rnn", cell=cell, num_layers=2, embed_dim=8, hidden_dim=6).eval()
+    reference = getattr(torch.nn, cell.upper())(8, 6, num_layers=2, bidirectional=True, batch_first=True)
+    for name, param in reference.named_parameters():  # e.g. weight_hh_l1_reverse
+        base, layer = name.removesuffix("_reverse").rsplit("_l", 1)
+        direction = model.layers[int(layer)][int(name.endswith("_reverse"))]
+        with torch.no_grad():
+            param.copy_(direction.get_parameter(f"{base}_l0"))
+    tokens = padded_tokens([9, 4, 1, 0], total_length=12)
+    lengths = (tokens != PAD_ID).sum(1).clamp(min=1)
+    packed = pack_padded_sequence(model.embedding(tokens), lengths, batch_first=True, enforce_sorted=False)
+    _, hidden = reference(packed)
+    hidden = hidden[0] if cell == "lstm" else hidden
+    expected = model.linear(torch.cat([hidden[-2], hidden[-1]], dim=1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), expected)

@@ -8,7 +8,6 @@ from typing import ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 # fastText's bigram hashing multiplier
 BIGRAM_HASH_PRIME = 116_049_371
@@ -115,9 +114,23 @@ class TextCNN(nn.Module):
         return self.linear(self.dropout(torch.cat(pooled, dim=1)))
 
 
+def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse the first ``length`` steps of each row of ``x`` (B, L, D); padding stays put."""
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+    index = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
 class RNNClassifier(nn.Module):
-    """Embedding → packed GRU/LSTM → last layer's final hidden state of each direction → dropout
-    → linear. Packing makes the backward direction start at the last real token, not at padding."""
+    """Embedding → (bi)directional GRU/LSTM → final state of each direction of the last layer →
+    dropout → linear.
+
+    Computes what a packed ``nn.GRU/LSTM(bidirectional=True)`` computes (a test checks it), but
+    runs each direction on unpacked tensors: the backward direction reads every text reversed
+    within its own length, so it starts at the last real token, not at padding. On CPU this is
+    2-3x faster to train than packing, whose backward pass rebuilds a full-size gradient
+    at every time step.
+    """
 
     modalities: ClassVar[frozenset[str]] = frozenset({"text"})
     tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
@@ -142,27 +155,32 @@ class RNNClassifier(nn.Module):
             raise ValueError(f"model.cell must be one of {sorted(self.CELLS)}, got {cell!r}")
         self.l1 = l1
         self.pad_id = pad_id
+        self.hidden_dim = hidden_dim
+        directions = 2 if bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.rnn = self.CELLS[cell](
-            embed_dim,
-            hidden_dim,
-            num_layers=num_layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,  # PyTorch applies it between layers only
+        # layers[depth][direction]; a deeper layer reads both directions' outputs
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                self.CELLS[cell](embed_dim if depth == 0 else directions * hidden_dim, hidden_dim, batch_first=True)
+                for _ in range(directions)
+            )
+            for depth in range(num_layers)
         )
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden_dim * (2 if bidirectional else 1), num_outputs)
+        self.linear = nn.Linear(directions * hidden_dim, num_outputs)
 
     def forward(self, tokens: Tensor) -> Tensor:
         lengths = token_lengths(tokens, self.pad_id)
-        packed = pack_padded_sequence(
-            self.embedding(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        _, hidden = self.rnn(packed)
-        if isinstance(hidden, tuple):  # LSTM returns (h_n, c_n)
-            hidden = hidden[0]
-        directions = 2 if self.rnn.bidirectional else 1
-        last_layer = hidden.view(self.rnn.num_layers, directions, *hidden.shape[1:])[-1]
-        features = last_layer.transpose(0, 1).reshape(tokens.shape[0], -1)  # (B, dirs * H)
-        return self.linear(self.dropout(features))
+        x = self.embedding(tokens[:, : int(lengths.max())])  # steps past the longest text are idle
+        for depth, directions in enumerate(self.layers):
+            if depth > 0:  # dropout between layers, as nn.GRU(dropout=...) does
+                x = self.dropout(x)
+            outputs = [directions[0](x)[0]]
+            if len(directions) == 2:
+                backward, _ = directions[1](reverse_within_length(x, lengths))
+                outputs.append(reverse_within_length(backward, lengths))
+            x = torch.cat(outputs, dim=2)
+        # forward direction ends at the last real token, backward direction at the first
+        rows = torch.arange(len(tokens), device=tokens.device)
+        final = torch.cat([x[rows, lengths - 1, : self.hidden_dim], x[:, 0, self.hidden_dim :]], dim=1)
+        return self.linear(self.dropout(final))
