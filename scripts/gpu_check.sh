@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# GPU smoke check: a short bf16-mixed run of each task on one GPU (and on all GPUs with DDP when
+# there are several), printing training throughput. Run it whenever a GPU machine is at hand:
+#
+#   scripts/gpu_check.sh                  # 2 epochs per task
+#   EPOCHS=5 scripts/gpu_check.sh         # longer runs, steadier numbers
+#   scripts/gpu_check.sh data.limit_rows=2000   # extra overrides go to every run
+#
+# samples/s is train/samples_per_s of the last epoch (training rows over the training part of the
+# epoch, summed over ranks); the first epoch includes CUDA start-up and is not shown.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-.venv/bin/python}
+EPOCHS=${EPOCHS:-2}
+TASKS=(regression classification image_classification sentiment)
+gpus=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')
+if [ "$gpus" -eq 0 ]; then
+  echo "gpu_check: no CUDA GPU is visible to PyTorch (torch.cuda.is_available() is False); run this on a machine with an NVIDIA GPU and a CUDA build of torch" >&2
+  exit 1
+fi
+"$PYTHON" -c 'import torch; print(f"gpu_check: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")'
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+
+# one run: name, then overrides; prints a result line and records a failure
+failures=0
+run() {
+  local name=$1; shift
+  local dir="$OUT/$name"
+  if "$PYTHON" -m pipeline.train "$@" trainer.precision=bf16-mixed trainer.max_epochs="$EPOCHS" logger=none \
+       trainer.enable_progress_bar=false "hydra.run.dir=$dir" "${EXTRA[@]}" >"$OUT/$name.log" 2>&1; then
+    "$PYTHON" - "$dir/metrics.jsonl" "$name" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+train = [r for r in rows if "train/samples_per_s" in r][-1]
+test = {k: v for r in rows for k, v in r.items() if k.startswith("test/")}
+shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(test.items()) if k in ("test/acc", "test/rmse"))
+print(f"{sys.argv[2]:<28} {train['train/samples_per_s']:>12,.0f} samples/s  "
+      f"epoch {train['train/epoch_time_s']:.2f} s  {shown}")
+PY
+  else
+    failures=$((failures + 1))
+    printf '%-28s FAILED: %s (log: %s)\n' "$name" "$(grep -E '^Error' "$OUT/$name.log" | tail -1 || true)" "$OUT/$name.log"
+  fi
+}
+
+EXTRA=("$@")
+printf '%-28s %22s\n' "run" "throughput"
+for task in "${TASKS[@]}"; do
+  run "$task-gpu" "task=$task" trainer=gpu
+done
+if [ "$gpus" -gt 1 ]; then
+  for task in image_classification sentiment; do
+    run "$task-ddp-${gpus}gpu" "task=$task" trainer=ddp
+  done
+fi
+echo "outputs and logs: $OUT"
+exit $((failures > 0))
