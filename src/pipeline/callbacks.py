@@ -1,16 +1,47 @@
 """Lightning callbacks built from ``conf/callbacks``: best/last checkpoints, early stopping."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 
+class ResumableCheckpoint(ModelCheckpoint):
+    """Keeps comparing against the best score of the run it resumes, also when the resumed run writes to
+    a new output directory: Lightning forgets the score then and would call the first resumed epoch the
+    best, so a resumed run would test another epoch than an uninterrupted one. Files of the earlier run
+    are never deleted (Lightning only removes files in its own directory)."""
+
+    @property
+    def state_key(self) -> str:
+        # saved under ModelCheckpoint's name: checkpoints stay interchangeable with plain Lightning ones
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*dirpath has changed.*")
+            super().load_state_dict(state_dict)
+        self.best_model_score = state_dict["best_model_score"]
+        self.best_k_models = state_dict.get("best_k_models", self.best_k_models)
+        self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        # after a resume, the metrics logger's `<monitor>_best` continues from the same best score
+        if self.best_model_score is None:
+            return
+        for logger in trainer.loggers:
+            if getattr(logger, "monitor", None) == self.monitor and getattr(logger, "best", 0) is None:
+                logger.best = float(self.best_model_score)
+
+
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[ModelCheckpoint, list[Callback]]:
     """The checkpoint callback (returned separately: train.py tests its best file) and all callbacks."""
     monitor, mode = cfg.task.monitor, cfg.task.mode
-    checkpoint = ModelCheckpoint(
+    checkpoint = ResumableCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename="best-epoch{epoch:03d}",
         auto_insert_metric_name=False,
@@ -24,4 +55,10 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[ModelCheckpoint,
     if stopping.enabled:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=stopping.patience,
                                        min_delta=stopping.min_delta))
+    sweep = cfg.get("sweep")
+    if sweep and sweep.get("trial_number") is not None:
+        # this run is one trial of an Optuna study: report to it each epoch and stop when it prunes
+        from pipeline.sweep.pruning import PruningCallback
+
+        callbacks.append(PruningCallback.from_config(sweep, monitor=cfg.task.monitor))
     return checkpoint, callbacks

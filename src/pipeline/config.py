@@ -1,10 +1,14 @@
 """Typed config schema and validation: a wrong config is refused before any data is loaded.
 
-Three layers, checked in this order by :func:`validate`:
-1. the fixed parts (task, paths, logger, callbacks, top-level keys) against dataclass schemas;
-2. every ``_target_`` node (data, model, optimizer, scheduler, trainer) against the signature of
-   the class it builds: an unknown key is named with the nearest valid one (hydra-zen's idea);
-3. value ranges and choices that only make sense together (model vs data vs task).
+Checked in this order by :func:`validate`:
+1. the fixed parts (task, paths, logger, callbacks, top-level keys) against dataclass schemas, and
+   no value left as ``???``;
+2. value ranges (``optimizer.lr > 0``, ``data.fold < data.cv_folds`` ...);
+3. every ``_target_`` node (data, model, optimizer, scheduler, trainer) against the signature of
+   the class it builds: an unknown key is named with the nearest valid one, a value of the wrong
+   type is refused (hydra-zen's idea);
+4. choices that only make sense together (model vs data vs task);
+5. a checkpoint to resume from exists and is safe to load (``weights_only=True``).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -81,6 +85,7 @@ FIXED_SCHEMAS = {
     "callbacks": CallbacksConfig,
 }
 TARGET_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
+REQUIRED_TARGET_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler=none is {}
 TOP_LEVEL_KEYS = set(FIXED_SCHEMAS) | set(TARGET_GROUPS) | {"seed", "ckpt_path", "tags", "sweep"}
 
 # arguments that train.py passes when it builds the object, never set in YAML
@@ -101,12 +106,59 @@ def nearest(name: str, choices) -> str:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` with a one-line reason if ``cfg`` cannot give a meaningful run."""
     _check_fixed_parts(cfg)
+    _check_required(cfg)
+    _check_ranges(cfg)  # before the types: "optimizer.lr must be a number" says more than a type annotation
     for group in TARGET_GROUPS:
         node = cfg.get(group)
         if node is not None and "_target_" in node:
             _check_against_signature(group, node)
-    _check_ranges(cfg)
     _check_compatibility(cfg)
+    _check_checkpoint(cfg.get("ckpt_path"))
+
+
+def _check_checkpoint(ckpt_path: Optional[str]) -> None:
+    """A checkpoint to resume from exists and loads with ``torch.load(weights_only=True)``: a file that
+    would run code when unpickled is refused here, before anything is trained or logged."""
+    if ckpt_path is None:
+        return
+    import pickle
+    import re
+
+    import torch
+
+    path = Path(str(ckpt_path))
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file (resume from e.g. <output dir>/checkpoints/last.ckpt)")
+    try:
+        try:  # memory-mapped: only the pickled structure is read, not every tensor
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = re.search(r"GLOBAL (\S+)", str(error))
+        what = f"it names {unsafe.group(1)}" if unsafe else _first_line(error)
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: refused, the file holds more than tensors and plain values ({what}); "
+            "checkpoints are loaded with torch.load(weights_only=True), so only load files you trust"
+        ) from None
+    except Exception as error:
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+
+
+def _check_required(cfg: DictConfig) -> None:
+    """Every group that builds an object is there, and no value is left as ``???``."""
+    for group in REQUIRED_TARGET_GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"config group '{group}' is missing; choose one with {group}=<option> "
+                              f"(the options are the files in conf/{group}/)")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        example = " ".join(f"{key}=..." for key in missing)
+        raise ConfigError(f"{', '.join(missing)} must be set (it is ??? in the config); add {example} "
+                          "to the command line")
 
 
 def _check_fixed_parts(cfg: DictConfig) -> None:
@@ -119,11 +171,13 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
         try:
             OmegaConf.merge(OmegaConf.structured(schema), cfg[group])
         except OmegaConfBaseException as error:
-            key = getattr(error, "key", None)
-            allowed = _fields(schema)
-            if key is not None and str(key) not in allowed:
-                raise ConfigError(f"unknown key '{group}.{key}'{nearest(str(key), allowed)}") from None
-            raise ConfigError(f"{group}.{key}: {_first_line(error)}") from None
+            path = str(getattr(error, "full_key", None) or getattr(error, "key", None) or "")
+            if isinstance(error, (ConfigKeyError, ConfigAttributeError)):
+                parent, _, key = path.rpartition(".")
+                allowed = _schema_fields(schema, parent)
+                raise ConfigError(f"unknown key '{group}.{path}'{nearest(key, allowed)}") from None
+            raise ConfigError(f"{group}.{path}: {_first_line(error)}") from None
+    _integer("seed", cfg.get("seed"))  # before data.seed=${seed} is checked against its class
     task = cfg.task
     _choice("task.objective", task.objective, ("regression", "classification"))
     _choice("task.mode", task.mode, ("min", "max"))
@@ -131,6 +185,16 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
 
 def _fields(schema) -> list[str]:
     return list(schema.__dataclass_fields__)
+
+
+def _schema_fields(schema, dotted: str) -> list[str]:
+    """The field names of the (nested) dataclass at ``dotted`` inside ``schema``."""
+    for part in filter(None, dotted.split(".")):
+        field_type = schema.__dataclass_fields__[part].default_factory if part in schema.__dataclass_fields__ else None
+        if not inspect.isclass(field_type):
+            return []
+        schema = field_type
+    return _fields(schema)
 
 
 def _first_line(error: Exception) -> str:
@@ -149,18 +213,91 @@ def resolve_target(group: str, path: str) -> Callable:
 def _check_against_signature(group: str, node: DictConfig) -> None:
     target = resolve_target(group, node._target_)
     parameters = _parameters(target)
-    if parameters is None:  # accepts **kwargs all the way down
-        return
     wired = WIRED_ARGUMENTS.get(group, set())
     for key in node.keys():
         if key.startswith("_"):
             continue
         if key in wired:
             raise ConfigError(f"{group}.{key} is set by the pipeline, not in the config; remove it")
-        if key not in parameters:
+        if parameters is not None and key not in parameters:  # None: accepts **kwargs all the way down
             raise ConfigError(
                 f"unknown key '{group}.{key}' for {node._target_}{nearest(key, parameters - wired)}"
             )
+    _check_types(group, node, _annotations(target))
+
+
+def _check_types(group: str, node: DictConfig, annotations: dict[str, Any]) -> None:
+    """Each value against the type its parameter declares (``model.hidden_dims=abc`` is not a list).
+    ``null`` always passes: several classes take ``None`` as "not set" without saying Optional."""
+    for key in node.keys():
+        if key.startswith("_") or key not in annotations:
+            continue
+        try:
+            value = _plain(node[key])
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{group}.{key}: cannot resolve its value ({_first_line(error)})") from None
+        if value is not None and not _matches(value, annotations[key]):
+            raise ConfigError(f"{group}.{key}={value!r} has the wrong type; allowed: {_describe(annotations[key])}")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _annotations(target: Callable) -> dict[str, Any]:
+    """Parameter name -> type for ``target`` and, through ``**kwargs``, its base classes."""
+    import typing
+
+    annotations: dict[str, Any] = {}
+    classes = inspect.getmro(target) if inspect.isclass(target) else (target,)
+    for owner in reversed(classes):  # a subclass's annotation wins
+        function = owner.__init__ if inspect.isclass(owner) else owner
+        if (inspect.isclass(owner) and "__init__" not in vars(owner)) or owner is object:
+            continue
+        try:
+            annotations.update(typing.get_type_hints(function))
+        except Exception:  # an annotation that does not evaluate: check nothing for this class
+            continue
+    return annotations
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether a config value (plain Python) fits a type annotation; unknown annotations accept anything."""
+    import collections.abc
+    import types
+    import typing
+
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    if annotation is type(None) or annotation is None:
+        return value is None
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, argument) for argument in arguments)
+    if origin is typing.Literal:
+        return value in arguments
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+            return len(value) == len(arguments) and all(map(_matches, value, arguments))
+        return not arguments or all(_matches(item, arguments[0]) for item in value)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("collections.abc.", "").replace("NoneType", "null")
+    return {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false",
+            "<class 'str'>": "a string"}.get(text, text)[:300]
 
 
 def _parameters(target: Callable) -> Optional[set[str]]:
@@ -238,11 +375,10 @@ def _check_ranges(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} is out of range; allowed: {allowed}")
     for key, minimum in INTEGER_MINIMUMS.items():
         value = _get(cfg, key)
-        if value is None or (key == "trainer.devices" and isinstance(value, (str, list))):
+        if value is None or (key == "trainer.devices" and isinstance(_plain(value), (str, list))):
             continue
         if _integer(key, value) < minimum:
             raise ConfigError(f"{key}={value} is out of range; allowed: an integer >= {minimum}")
-    _integer("seed", cfg.seed)
     folds = _get(cfg, "data.cv_folds")
     fold = _get(cfg, "data.fold")
     if fold is not None:

@@ -48,8 +48,9 @@ class Objective(pl.LightningModule):
         self.monitor = monitor
         self.mode = mode
         self.l1 = float(getattr(model, "l1", 0.0) or 0.0)
-        self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
-        self.register_buffer("_train_rows", torch.zeros(()), persistent=False)
+        # plain tensors, not buffers: DDP overwrites every buffer with rank 0's before each forward
+        self._train_loss_sum = torch.zeros(())
+        self._train_rows = torch.zeros(())
         self._epoch_started = 0.0
         self.best_value: Optional[float] = None
 
@@ -76,8 +77,8 @@ class Objective(pl.LightningModule):
         return self.l1 * torch.stack(weights).sum()
 
     def on_train_epoch_start(self) -> None:
-        self._train_loss_sum.zero_()
-        self._train_rows.zero_()
+        self._train_loss_sum = torch.zeros((), device=self.device)
+        self._train_rows = torch.zeros((), device=self.device)
         self._epoch_started = time.perf_counter()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -95,7 +96,10 @@ class Objective(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         loss = self._train_loss_sum / self._train_rows.clamp_min(1)
         self.log("train/loss", loss, sync_dist=True)
-        self.log("train/epoch_time_s", time.perf_counter() - self._epoch_started)
+        seconds = time.perf_counter() - self._epoch_started
+        self.log("train/epoch_time_s", seconds)
+        # training rows per second over all ranks (each rank counts its own shard)
+        self.log("train/samples_per_s", self._train_rows / seconds, sync_dist=True, reduce_fx="sum")
 
     # ----- evaluation --------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -136,6 +140,16 @@ class Objective(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
+
+    # ----- checkpoints: a resumed run continues exactly where the saved one was ------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["best_value"] = self.best_value
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.best_value = checkpoint.get("best_value", self.best_value)
+        if "rng_states" in checkpoint:  # dropout after a resume draws what it would have drawn
+            restore_rng_states(checkpoint["rng_states"])
 
     # ----- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -247,6 +261,40 @@ class _Probabilities(nn.Module):
 
 
 OBJECTIVES = {"regression": RegressionObjective, "classification": ClassificationObjective}
+
+
+def rng_states() -> dict:
+    """The global torch/CUDA/numpy/Python random states as tensors and plain values, so that a
+    checkpoint holding them still loads with ``torch.load(weights_only=True)``."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def build_objective(kind: str, model: nn.Module, optimizer, scheduler, spec, task_cfg) -> Objective:

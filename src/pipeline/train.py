@@ -4,6 +4,7 @@ config -> validated config -> (data, model, objective, trainer, tracker) -> fit 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -21,11 +22,16 @@ log = logging.getLogger("pipeline")
 warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# epoch metrics come from torchmetrics (synchronised across DDP ranks by compute()) or are per-rank timings
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train, test the best checkpoint, record everything; return the final metrics."""
     validate(cfg)
+    from pipeline import distributed
+
+    distributed.check_trainer(cfg)
 
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -42,7 +48,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     spec = datamodule.spec
 
-    with tracking.start_run(cfg, output_dir) as run:
+    # a DDP run started as one process starts its other ranks here, once rank 0 has the data ready
+    with distributed.other_ranks_started(cfg), tracking.start_run(cfg, output_dir) as run:
         model = instantiate(cfg.model, **model_inputs(spec))
         scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
         objective = build_objective(cfg.task.objective, model, instantiate(cfg.optimizer), scheduler, spec, cfg.task)
@@ -56,10 +63,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             enable_model_summary=False,
         )
         tracking.log_run_start(run, cfg, datamodule, trainer)
-        trainer.fit(objective, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-        best = checkpoint.best_model_path or None
-        results = trainer.test(objective, datamodule=datamodule, ckpt_path=best or "last",
-                               weights_only=True, verbose=False)
+        with interrupt_names_checkpoint(trainer, checkpoint, run):
+            trainer.fit(objective, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+            best = checkpoint.best_model_path or None
+            results = trainer.test(objective, datamodule=datamodule, ckpt_path=best or "last",
+                                   weights_only=True, verbose=False)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
         tracking.log_run_end(run, cfg, objective, datamodule, trainer, checkpoint, metrics, output_dir)
     return metrics
@@ -78,6 +86,27 @@ def progress_bar(setting: Optional[bool]) -> bool:
     return sys.stderr.isatty() if setting is None else bool(setting)
 
 
+@contextlib.contextmanager
+def interrupt_names_checkpoint(trainer, checkpoint, run):
+    """Ctrl-C / SIGTERM during fit or test ends as a :class:`RunInterrupted` naming the checkpoint of the
+    last completed epoch (resuming from it is exact). Lightning answers an interrupt inside fit/test with
+    its own cleanup and ``sys.exit(1)``; that exit is turned back into the interrupt it was, so the
+    MLflow run is marked KILLED, not FAILED."""
+    from pipeline.cli.errors import RunInterrupted
+
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and not trainer.interrupted:
+            raise
+        last = Path(checkpoint.last_model_path) if checkpoint.last_model_path else None
+        resume_from = last.resolve() if last is not None and last.is_file() else None
+        if resume_from is not None:
+            with contextlib.suppress(Exception):  # the interrupt matters more than the tag
+                run.set_tags({"resume_from": str(resume_from)})
+        raise RunInterrupted(resume_from) from None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> Optional[float]:
     from pipeline.cli.errors import report_errors
@@ -89,6 +118,9 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
 
 
 def main() -> None:
+    from pipeline.cli.errors import check_command_line
+
+    check_command_line(sys.argv[1:], CONFIG_DIR)  # a wrong option or key: one line, before Hydra runs
     _hydra_main()
 
 

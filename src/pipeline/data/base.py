@@ -211,6 +211,9 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def _holdout(self, split: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split]:
         n = len(split)
+        if n < 2:
+            raise DataError(f"data: {n} row(s) of '{self.name}' cannot be split into a training and a held-out "
+                            "split; the train, validation or test split would be empty; use more rows")
         n_out = max(1, int(round(n * fraction)))
         if self.task_kind == "classification":
             order = _stratified_order(split.y.numpy(), rng)

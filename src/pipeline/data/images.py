@@ -7,7 +7,9 @@ flip, random erasing) is drawn per sample and applied to whole batches on the de
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -18,6 +20,18 @@ import torch
 from torch import Tensor
 
 from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split
+
+
+@contextlib.contextmanager
+def network_timeout(seconds: float = 15.0):
+    """torchvision downloads without a timeout: behind a firewall that drops packets a run would wait
+    minutes per mirror before saying the data is missing. Every socket gets a deadline meanwhile."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 class ImageDataModule(InMemoryDataModule):
@@ -257,7 +271,8 @@ class IdxImages(ImageDataModule):
             try:
                 import torchvision.datasets
 
-                getattr(torchvision.datasets, self.torchvision_class)(root=str(self.data_dir), download=True)
+                with network_timeout():
+                    getattr(torchvision.datasets, self.torchvision_class)(root=str(self.data_dir), download=True)
             except Exception as error:  # offline, read-only data_dir, ...: report below
                 download_error = f"{type(error).__name__}: {error}"
             else:
@@ -339,7 +354,8 @@ class CIFAR10(ImageDataModule):
         splits, classes = {}, None
         for part, train in (("train", True), ("test", False)):
             try:
-                dataset = torchvision.datasets.CIFAR10(root=str(self.data_dir), train=train, download=self.download)
+                with network_timeout():
+                    dataset = torchvision.datasets.CIFAR10(root=str(self.data_dir), train=train, download=self.download)
             except Exception as error:
                 tried = "download failed" if self.download else "downloading is off (data.download=false)"
                 raise DataError(

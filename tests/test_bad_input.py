@@ -1,0 +1,203 @@
+"""Bad input gets one clear error, early, and leaves no half-logged run.
+
+Every case goes through the CLI entry point (``pipeline.train.main``). Most run in-process (the same
+code path, without ~5 s of imports per case); each category also has a real ``python -m
+pipeline.train`` run. "No run" is checked on the store itself: its SQLite file is never even created.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, run_cli_in_process, runs_in
+
+
+def store_file(store: dict) -> Path:
+    return Path(store["uri"][len("sqlite:///"):])
+
+
+def assert_refused(result, store: dict, *fragments: str, code: int = 2) -> str:
+    """Non-zero exit, exactly one ``Error:`` line naming every fragment, no traceback, no MLflow run."""
+    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    assert not store_file(store).exists() or runs_in(store) == [], "an MLflow run was created"
+    return errors[0]
+
+
+# ----- unknown options and keys (Hydra composition) ------------------------------------------------
+UNKNOWN_NAMES = [
+    (["optimizer=adamm"], ["optimizer=adamm", "did you mean optimizer=adam?", "adam, adamw, rmsprop, sgd"]),
+    (["experiment=textbook"], ["experiment=textbook", "textbook_mlp"]),
+    (["trainer.max_epoch=3"], ["'trainer.max_epoch'", "did you mean 'trainer.max_epochs'?"]),
+    (["optimzer=adam"], ["'optimzer'", "did you mean 'optimizer'?"]),
+    (["data=wine", "data.val_fractoin=0.2"], ["'data.val_fractoin'", "did you mean 'data.val_fraction'?"]),
+    (["+model.hidden_dim=[8]"], ["'model.hidden_dim'", "did you mean 'hidden_dims'?"]),
+    (["+trainer.max_epoch=3"], ["'trainer.max_epoch'", "did you mean 'max_epochs'?"]),
+    (["optimizer.lr=[0.1,"], ["cannot parse the override 'optimizer.lr=[0.1,'"]),
+]
+
+
+@pytest.mark.parametrize("args,fragments", UNKNOWN_NAMES, ids=[" ".join(a) for a, _ in UNKNOWN_NAMES])
+def test_unknown_option_or_key_names_it_and_the_nearest_valid_one(store, args, fragments):
+    assert_refused(run_cli_in_process(args, store), store, *fragments)
+
+
+def test_unknown_option_and_key_through_the_real_cli(store):
+    result = run_cli(["optimizer=adamm", "trainer.max_epochs=1"], store)
+    assert_refused(result, store, "optimizer=adamm", "Available: adam, adamw, rmsprop, sgd")
+    assert "HYDRA_FULL_ERROR" not in result.stderr  # Hydra's own multi-line report is not shown
+
+    result = run_cli(["trainer.max_epoch=3"], store)
+    assert_refused(result, store, "'trainer.max_epoch'", "did you mean 'trainer.max_epochs'?")
+
+
+def test_multirun_with_an_unknown_option_fails_before_any_job(store):
+    result = run_cli_in_process(["-m", "optimizer=sgd,adamm", "trainer.max_epochs=1"],
+                                dict(store, outputs=store["tmp"] / "sweep"))
+    assert_refused(result, store, "optimizer=adamm")
+    assert not (store["tmp"] / "sweep").exists()
+
+
+# ----- wrong type or out of range (config.validate) ------------------------------------------------
+OUT_OF_RANGE = [
+    (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),
+    (["optimizer.lr=-0.1"], ["optimizer.lr=-0.1", "> 0"]),
+    (["optimizer.lr=abc"], ["optimizer.lr", "must be a number", "'abc'"]),
+    (["model.dropout=1.0"], ["model.dropout=1.0", "[0, 1)"]),
+    (["model.dropout=-0.5"], ["model.dropout=-0.5", "[0, 1)"]),
+    (["data.batch_size=0"], ["data.batch_size=0", ">= 1"]),
+    (["trainer.max_epochs=0"], ["trainer.max_epochs=0", ">= 1"]),
+    (["data.val_fraction=0"], ["data.val_fraction=0", "(0, 1)"]),
+    (["data.val_fraction=1.5"], ["data.val_fraction=1.5", "(0, 1)"]),
+    (["data.cv_folds=1"], ["data.cv_folds=1", ">= 2"]),
+    (["data.cv_folds=5", "data.fold=5"], ["data.fold=5", "0..4"]),
+    (["data.fold=2"], ["data.fold=2", "data.cv_folds"]),
+    (["seed=1.5"], ["seed", "integer", "1.5"]),
+    (["model.hidden_dims=abc"], ["model.hidden_dims='abc'", "Sequence[int]"]),
+    (["model.batch_norm=maybe"], ["model.batch_norm='maybe'", "true or false"]),
+    (["data=csv", "task=regression"], ["data.path", "data.target", "must be set"]),
+    (["ckpt_path=/no/such/last.ckpt"], ["ckpt_path=/no/such/last.ckpt", "no such file"]),
+]
+
+
+@pytest.mark.parametrize("args,fragments", OUT_OF_RANGE, ids=[" ".join(a) for a, _ in OUT_OF_RANGE])
+def test_wrong_type_or_out_of_range_is_refused_before_anything_runs(store, args, fragments):
+    assert_refused(run_cli_in_process(args, store), store, *fragments)
+
+
+def test_out_of_range_through_the_real_cli(store):
+    assert_refused(run_cli(["optimizer.lr=-1"], store), store, "optimizer.lr=-1", "allowed: > 0")
+
+
+# ----- incompatible choices --------------------------------------------------------------------------
+INCOMPATIBLE = [
+    (["task=regression", "data=breast_cancer"], ["data=breast_cancer", "classification data set", "regression"]),
+    (["task=classification", "data=diabetes"], ["data=diabetes", "regression data set"]),
+    (["task=image_classification", "model=textcnn"], ["model=textcnn", "text", "image"]),
+    (["task=sentiment", "model=cnn"], ["model=cnn", "image", "text"]),
+    (["task=classification", "model=linear"], ["model=linear", "regression", "classification"]),
+]
+
+
+@pytest.mark.parametrize("args,fragments", INCOMPATIBLE, ids=[" ".join(a) for a, _ in INCOMPATIBLE])
+def test_incompatible_choices_are_refused(store, args, fragments):
+    assert_refused(run_cli_in_process(args, store), store, *fragments)
+
+
+def test_incompatible_choice_through_the_real_cli(store):
+    assert_refused(run_cli(["task=image_classification", "model=textcnn"], store), store,
+                   "model=textcnn takes text inputs but data=digits is image data")
+
+
+# ----- missing data ------------------------------------------------------------------------------------
+def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(store, monkeypatch):
+    empty = store["tmp"] / "empty"
+    empty.mkdir()
+    monkeypatch.delenv("PIPELINE_DATA_DIR", raising=False)
+    # data.download=false: a test must not depend on (or wait for) the network
+    result = run_cli(["task=image_classification", "data=fashion_mnist", f"paths.data_dir={empty}",
+                      "data.download=false"], store)
+    assert_refused(result, store, "train-images-idx3-ubyte.gz", f"{empty}/fashion-mnist",
+                   "/usr/share/datasets/fashion-mnist", "https://github.com/zalandoresearch/fashion-mnist",
+                   "dataset-fashion-mnist")
+
+
+def test_missing_movie_reviews_says_where_it_looked_and_how_to_get_it(store):
+    empty = store["tmp"] / "empty"
+    empty.mkdir()
+    result = run_cli_in_process(["task=sentiment", f"paths.data_dir={empty}", "data.download=false"], store)
+    assert_refused(result, store, "rt-polarity.pos", f"{empty}/mr", "http")
+
+
+# ----- corrupt or malformed data -------------------------------------------------------------------------
+def test_truncated_gz_names_the_file(store, real_data_dir):
+    data_dir = store["tmp"] / "data"
+    folder = data_dir / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for source in (real_data_dir / "fashion-mnist").glob("*.gz"):
+        shutil.copy(source, folder / source.name)
+    broken = folder / "train-labels-idx1-ubyte.gz"
+    broken.write_bytes(broken.read_bytes()[:5000])
+    result = run_cli(["task=image_classification", "data=fashion_mnist", f"paths.data_dir={data_dir}",
+                      "data.download=false"], store)
+    assert_refused(result, store, "truncated or corrupt", str(broken))
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+GOOD_ROWS = "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40))
+MALFORMED_CSV = [
+    ("missing value", "a,b,label\n1,2,0\n3,,1\n" + GOOD_ROWS, "classification", [":3:", "missing value", "'b'"]),
+    ("non-numeric feature", "a,b,label\n1,2,0\n3,x7,1\n" + GOOD_ROWS, "classification", [":3:", "'x7'", "not a number"]),
+    ("label 0.5", "a,b,label\n1,2,0\n3,4,0.5\n" + GOOD_ROWS, "classification", [":3:", "'0.5'", "not a class"]),
+    ("short row", "a,b,label\n1,2,0\n3,4\n" + GOOD_ROWS, "classification", [":3:", "expected 3 columns, found 2"]),
+    ("regression target text", "a,b,label\n1,2,0.5\n3,4,high\n" + GOOD_ROWS, "regression", [":3:", "'high'"]),
+    ("empty file", "", "classification", ["the file is empty"]),
+    ("header only", "a,b,label\n", "classification", ["no data rows"]),
+    ("no target column", "a,b,y\n" + GOOD_ROWS, "classification", ["'label'", "columns are"]),
+]
+
+
+@pytest.mark.parametrize("case,text,task,fragments", MALFORMED_CSV, ids=[c[0] for c in MALFORMED_CSV])
+def test_malformed_csv_names_file_and_line(store, case, text, task, fragments):
+    path = write(store["tmp"] / "table.csv", text)
+    result = run_cli_in_process([f"task={task}", "data=csv", f"data.path={path}", "data.target=label"], store)
+    assert_refused(result, store, str(path), *fragments)
+
+
+def test_malformed_csv_through_the_real_cli(store):
+    path = write(store["tmp"] / "table.csv", "a,b,label\n1,2,0\n3,,1\n" + GOOD_ROWS)
+    result = run_cli(["task=classification", "data=csv", f"data.path={path}", "data.target=label"], store)
+    assert_refused(result, store, f"{path}:3: missing value in column 'b'")
+
+
+MALFORMED_TSV = [
+    ("row without label cell", "sentence\tlabel\ngood film\t1\nbad film\n", [":3:", "expected 2 columns"]),
+    ("empty label", "sentence\tlabel\ngood film\t1\nbad film\t\n", [":3:", "missing label"]),
+    ("empty file", "", ["the file is empty"]),
+    ("header only", "sentence\tlabel\n", ["no data rows"]),
+]
+
+
+@pytest.mark.parametrize("case,text,fragments", MALFORMED_TSV, ids=[c[0] for c in MALFORMED_TSV])
+def test_malformed_tsv_names_file_and_line(store, case, text, fragments):
+    folder = store["tmp"] / "sst"
+    path = write(folder / "train.tsv", text)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={folder}"], store)
+    assert_refused(result, store, str(path), *fragments)
+
+
+def test_empty_split_is_refused(store):
+    result = run_cli_in_process(["data=wine", "data.limit_rows=1"], store)
+    assert_refused(result, store, "wine", "split would be empty")
+

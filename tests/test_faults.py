@@ -1,0 +1,165 @@
+"""Faults lose nothing: NaN/Inf loss, Ctrl-C / SIGTERM with an exact resume, unsafe checkpoints.
+
+All through the real CLI (``python -m pipeline.train``) as a user would see them.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import PROJECT_ROOT, run_cli, runs_in, store_overrides
+
+
+def single_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith(("Error:", "Interrupted"))]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
+# ----- NaN / Inf loss ------------------------------------------------------------------------------------
+def test_nan_loss_stops_training_and_marks_the_run_failed_with_the_step(store):
+    result = run_cli(["task=regression", "optimizer=sgd", "optimizer.lr=1e10", "trainer.max_epochs=3",
+                      "callbacks=none"], store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert "training loss is" in line and "global step" in line and "optimizer.lr" in line, line
+    [run] = runs_in(store)
+    assert run.info.status == "FAILED"
+    error = run.data.tags["error"]
+    match = re.search(r"^NonFiniteLossError: training loss is (nan|inf|-inf) at epoch (\d+), global step (\d+)", error)
+    assert match, error
+    failed_epoch = int(match.group(2))
+    # training stopped there: no epoch from the failing one on was completed, and nothing was tested
+    from mlflow import MlflowClient
+
+    trained = [m.step for m in MlflowClient(store["uri"]).get_metric_history(run.info.run_id, "train/loss")]
+    assert all(epoch < failed_epoch for epoch in trained), trained
+    assert not any(key.startswith("test/") for key in run.data.metrics)
+
+
+# ----- interruption and exact resume ---------------------------------------------------------------------
+# dropout: the resumed run must also restore the random state, not only weights and optimizer
+TRAINING = ["data=synthetic_binary", "data.batch_size=16", "trainer.max_epochs=4", "model.dropout=0.3",
+            "callbacks=none"]
+
+
+def start_training(store: dict, extra: list[str] = ()) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    command = [sys.executable, "-m", "pipeline.train", *TRAINING, *extra, *store_overrides(store)]
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def interrupt_after_first_epoch(store: dict, signum: int) -> tuple[subprocess.CompletedProcess, float]:
+    """Start a run, send ``signum`` once the first epoch's checkpoint exists; return the result and how
+    many seconds the process took to exit after the signal."""
+    process = start_training(store)
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    process.send_signal(signum)
+    sent = time.monotonic()
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), time.monotonic() - sent
+
+
+def assert_killed_with_checkpoint(store: dict, result: subprocess.CompletedProcess, exit_seconds: float) -> Path:
+    assert result.returncode == 130, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    last = (store["outputs"] / "checkpoints" / "last.ckpt").resolve()
+    assert line.startswith("Interrupted") and "KILLED" in line and f"ckpt_path={last}" in line, line
+    assert exit_seconds < 10, f"took {exit_seconds:.1f} s to exit after the signal"
+    [run] = runs_in(store)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["resume_from"] == str(last)
+    assert torch.load(last, weights_only=True)["epoch"] < 3  # a checkpoint of an unfinished run
+    return last
+
+
+def final_metrics(run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if "time" not in k and "per_s" not in k}
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_marks_killed_and_resume_gives_the_uninterrupted_metrics(store, tmp_path):
+    result, exit_seconds = interrupt_after_first_epoch(store, signal.SIGINT)
+    last = assert_killed_with_checkpoint(store, result, exit_seconds)
+
+    resumed = dict(store, outputs=tmp_path / "resumed")
+    result = run_cli([*TRAINING, f"ckpt_path={last}"], resumed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    uninterrupted = dict(store, outputs=tmp_path / "uninterrupted")
+    result = run_cli(TRAINING, uninterrupted)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    _killed, resumed_run, full_run = sorted(runs_in(store), key=lambda run: run.info.start_time)
+    assert (resumed_run.info.status, full_run.info.status) == ("FINISHED", "FINISHED")
+    assert "test/acc" in final_metrics(full_run)
+    assert final_metrics(resumed_run) == final_metrics(full_run)
+
+
+def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(store):
+    result, exit_seconds = interrupt_after_first_epoch(store, signal.SIGTERM)
+    assert_killed_with_checkpoint(store, result, exit_seconds)
+
+
+# ----- checkpoints are loaded with weights_only=True -----------------------------------------------------
+class RunsCode:
+    """Unpickling this object runs a command: what a tampered checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_with_a_pickled_object_is_refused(store):
+    marker = store["tmp"] / "code-ran"
+    evil = store["tmp"] / "evil.ckpt"
+    torch.save({"state_dict": {}, "epoch": 0, "payload": RunsCode(marker)}, evil)
+    result = run_cli(["trainer.max_epochs=1", f"ckpt_path={evil}"], store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert f"ckpt_path={evil}" in line and "refused" in line and "weights_only=True" in line, line
+    assert not marker.exists(), "unpickling the checkpoint ran code"
+    assert not Path(store["uri"][len("sqlite:///"):]).exists(), "refused only after an MLflow run was created"
+    with pytest.raises(pickle.UnpicklingError):  # the file really is unsafe: a plain torch.load refuses it too
+        torch.load(evil, weights_only=True)
+
+
+def test_every_checkpoint_load_in_the_project_is_weights_only():
+    """A guard for code added later: every torch.load, load_from_checkpoint and Trainer call given a
+    ckpt_path passes weights_only=True."""
+    offenders = []
+    for path in sorted((PROJECT_ROOT / "src").rglob("*.py")):
+        text = path.read_text()
+        for call in re.finditer(r"torch\.load\(|\.load_from_checkpoint\(|\.(fit|test|validate|predict)\(", text):
+            arguments = _arguments(text, call.end())
+            loads_checkpoint = not call.group(1) or "ckpt_path" in arguments
+            if loads_checkpoint and "weights_only=True" not in arguments:
+                line = text.count("\n", 0, call.start()) + 1
+                offenders.append(f"{path.relative_to(PROJECT_ROOT)}:{line}: {call.group(0)}{arguments[:80]}")
+    assert offenders == []
+
+
+def _arguments(text: str, start: int) -> str:
+    """The text between the opening parenthesis (just before ``start``) and its closing one."""
+    depth = 1
+    for index in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start:index]
+    return text[start:]
