@@ -384,7 +384,7 @@ class IMDB(TextDataModule):
     url: ClassVar[str] = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
     folders: ClassVar[tuple[str, str]] = ("neg", "pos")  # label 0, 1
 
-    def __init__(self, path: str = "", max_length: int = 256, **kwargs):
+    def __init__(self, path: Optional[str] = None, max_length: int = 256, **kwargs):
         super().__init__(max_length=max_length, **kwargs)
         self.path = Path(path) if path else None
 

@@ -1,36 +1,70 @@
-"""Everything that talks to MLflow. Training code calls these functions and nothing else."""
+"""Everything that talks to MLflow. Training code calls these functions and nothing else.
+
+A run records: params (the whole resolved config, flattened and redacted, plus the chosen config
+options and the overrides), per-epoch metrics, test metrics, tags (task, seed, git, command, host,
+versions), the data set digests as inputs, and artifacts: config.yaml, the best checkpoint, the model
+(``runs:/<id>/model``), the tokenizer of text tasks, plots and, when the checkout had uncommitted
+changes, git.diff.
+"""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import uuid
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from .run import EpochMetricsLogger, TrackedRun, TrackingUnavailable, check_reachable
+from .run import EpochMetricsLogger, TrackedRun, TrackingFailed, TrackingUnavailable, check_reachable, open_client
 
-__all__ = ["TrackedRun", "TrackingUnavailable", "start_run", "log_run_start", "log_run_end", "check_reachable"]
+__all__ = ["TrackedRun", "TrackingUnavailable", "TrackingFailed", "start_run", "log_run_start", "log_run_end",
+           "check_reachable", "open_client", "launched_as"]
+
+# How a run was asked for, when it was not through Hydra's command line (pipeline-rerun): the config
+# options it was composed from and the overrides given.
+_launch: contextvars.ContextVar[Optional[tuple[dict, list]]] = contextvars.ContextVar("pipeline_launch", default=None)
+
+
+@contextlib.contextmanager
+def launched_as(choices: dict[str, str], overrides: list[str]):
+    """Record ``choices`` (e.g. ``{"model": "mlp"}``) and ``overrides`` for runs started inside."""
+    token = _launch.set((dict(choices), list(overrides)))
+    try:
+        yield
+    finally:
+        _launch.reset(token)
+
+
+def _hydra_config():
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return HydraConfig.get()
+    except Exception:
+        pass
+    return None
 
 
 def _choices() -> dict[str, str]:
+    if _launch.get() is not None:
+        return _launch.get()[0]
+    hydra = _hydra_config()
     try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+        return {k: str(v) for k, v in hydra.runtime.choices.items() if v is not None} if hydra else {}
     except Exception:
-        pass
-    return {}
+        return {}
 
 
 def _overrides() -> list[str]:
+    if _launch.get() is not None:
+        return _launch.get()[1]
+    hydra = _hydra_config()
     try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return list(HydraConfig.get().overrides.task)
+        return list(hydra.overrides.task) if hydra else []
     except Exception:
-        pass
-    return []
+        return []
 
 
 def choice_name(cfg: DictConfig, group: str) -> str:
@@ -43,23 +77,30 @@ def choice_name(cfg: DictConfig, group: str) -> str:
 
 
 def start_run(cfg: DictConfig, output_dir: Path) -> TrackedRun:
+    from .redact import redact_value
+
     logger_cfg = cfg.logger
     run_name = logger_cfg.run_name or f"{choice_name(cfg, 'model')}-{choice_name(cfg, 'optimizer')}-{uuid.uuid4().hex[:6]}"
-    run = TrackedRun(
+    user_tags = {str(k): str(redact_value(str(k), v)) for k, v in cfg.tags.items()}
+    return TrackedRun(
         tracking_uri=logger_cfg.tracking_uri,
         experiment_name=logger_cfg.experiment_name,
         run_name=run_name,
         artifact_location=logger_cfg.artifact_location,
-        tags={"task": cfg.task.name, "seed": str(cfg.seed), **{str(k): str(v) for k, v in cfg.tags.items()}},
+        parent_run_id=(cfg.get("sweep") or {}).get("parent_run_id"),
+        tags={"task": cfg.task.name, "seed": str(cfg.seed), **user_tags},
+        output_dir=output_dir,
+        monitor=cfg.task.monitor,
+        mode=cfg.task.mode,
     )
-    run.output_dir = output_dir
-    return run
 
 
 def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None:
-    """Params (whole config, flattened and redacted), tags, the resolved config as an artifact."""
+    """Params (whole config, flattened and redacted), tags, data set inputs, the resolved config as an artifact."""
+    from .artifacts import log_dataset_inputs
     from .params import config_params
-    from .redact import redact_tree
+    from .provenance import git_state, provenance_tags
+    from .redact import redact_text, redact_tree
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     world = trainer.world_size if trainer is not None else 1
@@ -68,31 +109,75 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     params.setdefault("task", cfg.task.name)
     run.log_params(params)
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved)))
-    (run.output_dir / "config.yaml").write_text(config_yaml)
+    if _is_main():  # every rank of a DDP run shares the output directory; rank 0 writes it
+        (run.output_dir / "config.yaml").write_text(config_yaml)
     run.log_text(config_yaml, "config.yaml")
     if isinstance(trainer.logger, EpochMetricsLogger):
         trainer.logger.local_path = run.output_dir / "metrics.jsonl"
+    if run.active:
+        from pipeline.config import PROJECT_ROOT
+
+        git = git_state(PROJECT_ROOT)
+        data_name = _choices().get("data") or getattr(datamodule, "name", None) or choice_name(cfg, "data")
+        digests = log_dataset_inputs(run, datamodule, data_name)
+        run.set_tags({**provenance_tags(PROJECT_ROOT, git), "data_digest": digests["training"]})
+        if git is not None and git.dirty:
+            diff = run.output_dir / "git.diff"
+            diff.write_text(redact_text(git.diff))
+            run.log_artifact(diff)
 
 
 def log_run_end(run: TrackedRun, cfg: DictConfig, objective, datamodule, trainer, checkpoint, metrics, output_dir: Path) -> None:
-    """Test metrics and the best checkpoint; prints where the results are."""
-    run.log_metrics({k: v for k, v in metrics.items()}, step=trainer.current_epoch)
+    """Test metrics, the best checkpoint, the tokenizer, plots and the model; prints where the results are."""
+    from .artifacts import log_data_artifacts, log_model
+
+    history = trainer.logger.history if isinstance(trainer.logger, EpochMetricsLogger) else []
+    already_logged = {key for row in history for key in row}  # the test metrics went through the logger
+    run.log_metrics({k: v for k, v in metrics.items() if k not in already_logged}, step=trainer.current_epoch)
     if checkpoint.best_model_path:
         run.log_artifact(Path(checkpoint.best_model_path), "checkpoints")
+    if _is_main():
+        log_data_artifacts(run, datamodule, output_dir)
+        if cfg.logger.get("log_plots", True):
+            _log_plots(run, cfg, objective, datamodule, history, output_dir)
+    if cfg.logger.get("log_model", True):
+        log_model(run, objective.predictor(), datamodule.example_input())
     run.flush()
     _print_summary(run, metrics, output_dir, checkpoint)
+
+
+def _log_plots(run: TrackedRun, cfg: DictConfig, objective, datamodule, history: list[dict], output_dir: Path) -> None:
+    """Learning curves, and the confusion matrix or predicted-vs-true plot of the test split, as PNGs in
+    ``<output_dir>/plots`` logged under ``plots/``."""
+    from . import plots
+    from .artifacts import predicted_classes, test_predictions
+
+    folder = output_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    plots.learning_curves(history, folder / "learning_curves.png", monitor=cfg.task.monitor)
+    y_true, outputs = test_predictions(objective.predictor(), datamodule, objective.device)
+    if cfg.task.objective == "classification":
+        spec = datamodule.spec
+        plots.confusion_matrix(y_true, predicted_classes(outputs), spec.num_classes or 2,
+                               folder / "confusion_matrix.png", spec.class_names)
+    else:
+        plots.predicted_vs_true(y_true, outputs.reshape(-1), folder / "predicted_vs_true.png")
+    run.log_artifacts(folder, "plots")
 
 
 def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint) -> None:
     if not _is_main():
         return
     lines = ["", "Test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))]
-    lines.append(f"Outputs (config, checkpoints, metrics.jsonl): {output_dir}")
+    lines.append(f"Outputs (config, checkpoints, metrics.jsonl, plots): {output_dir}")
     if checkpoint.best_model_path:
         lines.append(f"Best checkpoint: {checkpoint.best_model_path}")
-    if run.run_id:
-        lines.append(f"MLflow run {run.run_name} ({run.run_id}) in experiment '{run.experiment_name}' at {run.tracking_uri}")
-        lines.append("Open the UI with: pipeline-ui   (or: make ui)")
+    if run.run_id and run.failure is None:
+        from .redact import redact_text
+
+        lines.append(f"MLflow run {run.run_name} ({run.run_id}) in experiment '{run.experiment_name}' "
+                     f"at {redact_text(str(run.tracking_uri))}")
+        lines.append("Open the UI with: pipeline-ui   (or: make ui); compare runs: pipeline-compare")
     print("\n".join(lines), flush=True)
 
 

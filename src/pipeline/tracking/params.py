@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from .redact import redact_tree
+from .redact import redact_override, redact_tree
 
 MAX_PARAM_VALUE = 6000  # MLflow's limit for a param value (SQL stores); longer values are cut
 
@@ -25,7 +25,7 @@ def config_params(resolved: dict, choices: dict[str, str], overrides: list[str])
     for group in ("task", "data", "model", "optimizer", "scheduler", "trainer"):
         if choices.get(group):
             params[group] = str(choices[group])
-    params["overrides"] = _text(" ".join(redact_tree(list(overrides))))
+    params["overrides"] = _text(" ".join(redact_override(o) for o in overrides))
     return params
 
 

@@ -15,8 +15,33 @@ def is_secret_key(key: str) -> bool:
     return bool(SECRET_KEY_PATTERN.search(key.rsplit(".", 1)[-1])) or bool(SECRET_KEY_PATTERN.search(key))
 
 
+# a credential kept in the environment is masked wherever its value shows up (an ${oc.env:...}
+# interpolation may copy it into any key); shorter or all-digit values would mask ordinary numbers
+MIN_SECRET_LENGTH = 6
+
+
+def secret_environment_values() -> list[str]:
+    import os
+
+    values = {value for name, value in os.environ.items()
+              if is_secret_key(name) and len(value) >= MIN_SECRET_LENGTH and not value.isdigit()}
+    return sorted(values, key=len, reverse=True)  # longest first: a value may contain another
+
+
 def redact_text(text: str) -> str:
-    return URL_PASSWORD_PATTERN.sub(lambda m: f"{m.group('prefix')}{REDACTED}{m.group('at')}", text)
+    text = URL_PASSWORD_PATTERN.sub(lambda m: f"{m.group('prefix')}{REDACTED}{m.group('at')}", text)
+    for value in secret_environment_values():
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def redact_override(override: str) -> str:
+    """A command-line override ``key=value``: the value is masked when the key looks like a credential."""
+    key, equals, value = override.partition("=")
+    if equals and is_secret_key(key.lstrip("+~")) and value:
+        return f"{key}={REDACTED}"
+    return redact_text(override)
 
 
 def redact_value(key: str, value: Any) -> Any:

@@ -6,11 +6,13 @@ ended: FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C / SIGTERM).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,9 +30,11 @@ class TrackingUnavailable(RuntimeError):
     """The tracking store cannot be reached; raised before any training starts."""
 
 
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", 0))) == 0 and int(
-        os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+class TrackingFailed(TrackingUnavailable):
+    """The store failed during the run. Training went on; the message says where its results are."""
+
+
+from pipeline.distributed import is_rank_zero  # noqa: E402  (rank 0 from the environment, any launcher)
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -51,13 +55,82 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def default_store() -> tuple[str, str]:
+    """(tracking URI, artifact folder) of the project's store, as conf/logger/mlflow.yaml has them:
+    ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<project>/mlruns/mlflow.db``; artifacts in
+    ``<project>/mlruns/artifacts``. The command-line tools use it."""
+    from pipeline.config import PROJECT_ROOT
+
+    mlruns = PROJECT_ROOT / "mlruns"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns}/mlflow.db", str(mlruns / "artifacts")
+
+
+def sqlite_path(tracking_uri: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` store (relative paths are relative to the working directory)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0])
+
+
 def prepare_local_store(tracking_uri: str) -> None:
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(tracking_uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def store_creation_lock(tracking_uri: str):
+    """MLflow creates and migrates a SQLite store on first use; two processes doing that at once break
+    each other's migration ("table _alembic_tmp_... already exists"). A lock file next to the database
+    makes them take turns. Once the tables exist, SQLite's own locking (MLflow waits up to 20 s for a
+    busy database) is enough."""
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_client(tracking_uri: str):
+    """An ``MlflowClient`` on ``tracking_uri``, creating a local SQLite store safely if it is new."""
+    from mlflow import MlflowClient
+
+    if tracking_uri.startswith(("http://", "https://")):
+        limit_http_retries()
+    with store_creation_lock(tracking_uri):
+        return MlflowClient(tracking_uri)  # creates (and migrates) the store's tables
+
+
+def limit_http_retries() -> None:
+    """MLflow retries a failed HTTP call 7 times with exponential backoff: minutes per call. A server that
+    stops answering mid-run should cost seconds, after which training goes on without it. Values the user
+    set in the environment win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+# MLflow 3's UI opens an experiment on its GenAI trace overview unless the experiment says it holds
+# model training runs; then it opens on the runs table
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 class TrackedRun:
-    """Context manager around one MLflow run. With ``tracking_uri=None`` it records nothing."""
+    """Context manager around one MLflow run. With ``tracking_uri=None`` it records nothing.
+
+    Training never waits on the store: metrics go to it from a background thread, and a store that
+    fails mid-run is noted once and then left alone, so training finishes with everything kept on disk
+    (``output_dir``); the run then ends with :class:`TrackingFailed` saying where those files are.
+    """
 
     def __init__(
         self,
@@ -68,6 +141,9 @@ class TrackedRun:
         tags: Optional[Mapping[str, str]] = None,
         parent_run_id: Optional[str] = None,
         enabled: bool = True,
+        output_dir: Optional[Path] = None,
+        monitor: Optional[str] = None,
+        mode: str = "min",
     ):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -76,12 +152,22 @@ class TrackedRun:
         self.tags = dict(tags or {})
         self.parent_run_id = parent_run_id
         self.enabled = bool(tracking_uri) and enabled and is_rank_zero()
+        self.output_dir = output_dir
+        self.monitor = monitor
+        self.mode = mode
         self.client = None
         self.run_id: Optional[str] = None
         self.experiment_id: Optional[str] = None
-        self._pending: list = []
+        self.failure: Optional[str] = None  # what went wrong with the store, once it did
+        self._pending: list[Future] = []
+        self._writer: Optional[ThreadPoolExecutor] = None
         self._sigterm_previous = None
         self.final_status: Optional[str] = None
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is sent to the store: tracking is on and the store has not failed."""
+        return self.enabled and self.run_id is not None and self.failure is None
 
     # ----- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "TrackedRun":
@@ -89,10 +175,9 @@ class TrackedRun:
             return self
         check_reachable(self.tracking_uri)
         prepare_local_store(self.tracking_uri)
-        from mlflow import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = open_client(self.tracking_uri)
         self.experiment_id = self._experiment_id()
         tags = dict(self.tags)
         if self.parent_run_id:
@@ -110,14 +195,26 @@ class TrackedRun:
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:
+                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return experiment.experiment_id
-        location = None
-        if self.artifact_location:
-            location = Path(self.artifact_location).absolute().as_uri()
         try:
-            return self.client.create_experiment(self.experiment_name, artifact_location=location)
+            return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_root(),
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:  # created concurrently by another run
             return self.client.get_experiment_by_name(self.experiment_name).experiment_id
+
+    def _artifact_root(self) -> Optional[str]:
+        """Where a new experiment keeps its artifacts: a URI as given; a local folder for a local store;
+        for a tracking server its own default (it may run elsewhere and proxy the artifacts)."""
+        location = self.artifact_location
+        if not location:
+            return None
+        if "://" in location:
+            return location
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return Path(location).absolute().as_uri()
 
     def _install_sigterm_handler(self) -> None:
         """SIGTERM is turned into KeyboardInterrupt so that it ends the run like Ctrl-C does."""
@@ -142,83 +239,128 @@ class TrackedRun:
             status = "KILLED"
         else:
             status = "FAILED"
-        try:
-            self.flush()
-            if exc is not None and status != "KILLED":
-                message = redact_text(f"{exc_type.__name__}: {exc}")[:5000]
-                self.client.set_tag(self.run_id, "error", message)
-            elif status == "KILLED":
-                self.client.set_tag(self.run_id, "error", "interrupted (Ctrl-C or SIGTERM)")
-            self.client.set_terminated(self.run_id, status=status)
-            self.final_status = status
-        except Exception as error:  # the store failed: never mask the original outcome
-            log.error("could not record the end of MLflow run %s (%s): %s", self.run_id, status, error)
+        self.flush()
+        if self.active:
+            with self.recording("ending the run"):
+                if status == "KILLED":
+                    self.client.set_tag(self.run_id, "error", "interrupted (Ctrl-C or SIGTERM)")
+                elif exc is not None:
+                    self.client.set_tag(self.run_id, "error", redact_text(f"{exc_type.__name__}: {exc}")[:5000])
+                self.client.set_terminated(self.run_id, status=status)
+                self.final_status = status
+        if self._writer is not None:
+            self._writer.shutdown(wait=False)
+        if self.failure is not None:
+            message = self.failure_message()
             if exc_type is None:
-                raise
+                raise TrackingFailed(message)
+            log.error(message)  # the original error matters more; say where the results are anyway
         return False
+
+    def failure_message(self) -> str:
+        where = f"in {self.output_dir}" if self.output_dir else "in the run's output directory"
+        return (f"the MLflow store {redact_text(str(self.tracking_uri))} failed during the run ({self.failure}); "
+                f"training went on and nothing is lost: the config, checkpoints/ and metrics.jsonl (every epoch's "
+                f"and the test metrics) are {where}. MLflow run {self.run_id} is incomplete")
+
+    @contextlib.contextmanager
+    def recording(self, what: str):
+        """Send something to the store; if the store fails, note it and carry on without it."""
+        try:
+            yield
+        except Exception as error:
+            self._store_failed(what, error)
+
+    def _store_failed(self, what: str, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = f"while {what}: {type(error).__name__}: {redact_text(' '.join(str(error).split()))[:300]}"
+            log.error("MLflow store failed %s; training goes on without it, results are kept in %s",
+                      self.failure, self.output_dir)
 
     # ----- logging ---------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
-        if not self.enabled:
+        if not self.active:
             return
         from mlflow.entities import Param
 
         items = [Param(k, str(v)) for k, v in params.items()]
-        for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        with self.recording("logging params"):
+            for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+                self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        if not self.enabled:
+        if not self.active or not tags:
             return
         from mlflow.entities import RunTag
 
         items = [RunTag(k, redact_text(str(v))[:5000]) for k, v in tags.items()]
-        self.client.log_batch(self.run_id, tags=items)
+        with self.recording("setting tags"):
+            self.client.log_batch(self.run_id, tags=items)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Asynchronous and batched: one call per epoch, not one per metric."""
-        if not self.enabled or not metrics:
+        """One batched call per epoch, sent from a background thread: a SQLite write costs ~2-30 ms, which
+        training does not wait for. (Not MLflow's own async logging: ending a run with it costs ~1 s.)"""
+        if not self.active or not metrics:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
-        self._pending.append(self.client.log_batch(self.run_id, metrics=items, synchronous=False))
+        self._pending = [future for future in self._pending if not future.done()]
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-metrics")
+        self._pending.append(self._writer.submit(self._send_metrics, items))
+
+    def _send_metrics(self, items: list) -> None:
+        if self.failure is None:  # after a failure, queued epochs are not sent (each would wait for retries)
+            with self.recording("logging metrics"):
+                self.client.log_batch(self.run_id, metrics=items)
 
     def flush(self) -> None:
+        """Wait until every metric sent so far is in the store (or the store has failed)."""
         pending, self._pending = self._pending, []
-        for operation in pending:
-            if operation is not None:
-                operation.wait()
+        for future in pending:
+            future.result()
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
-        if self.enabled:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        if self.active:
+            with self.recording(f"logging {Path(path).name}"):
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_artifacts(self, directory: Path, artifact_path: Optional[str] = None) -> None:
-        if self.enabled:
-            self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+        if self.active:
+            with self.recording(f"logging {artifact_path or Path(directory).name}"):
+                self.client.log_artifacts(self.run_id, str(directory), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self.enabled:
-            self.client.log_text(self.run_id, text, artifact_file)
+        if self.active:
+            with self.recording(f"logging {artifact_file}"):
+                self.client.log_text(self.run_id, text, artifact_file)
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
-        if self.enabled:
-            self.client.log_dict(self.run_id, data, artifact_file)
+        if self.active:
+            with self.recording(f"logging {artifact_file}"):
+                self.client.log_dict(self.run_id, data, artifact_file)
 
     def lightning_logger(self) -> "EpochMetricsLogger":
-        return EpochMetricsLogger(self)
+        return EpochMetricsLogger(self, monitor=self.monitor, mode=self.mode)
 
 
 class EpochMetricsLogger(Logger):
     """Lightning's side of the tracker: metrics go to the run with the epoch as step, and to a local
-    JSON-lines file (``metrics.jsonl`` in the output directory) that survives a store failure."""
+    JSON-lines file (``metrics.jsonl`` in the output directory) that survives a store failure.
 
-    def __init__(self, run: TrackedRun, local_path: Optional[Path] = None):
+    It also records the best value so far of the monitored metric as ``<monitor>_best`` (e.g.
+    ``val/loss_best``), which the objective cannot do for a metric Lightning reduces after its hooks."""
+
+    def __init__(self, run: TrackedRun, local_path: Optional[Path] = None, monitor: Optional[str] = None,
+                 mode: str = "min"):
         super().__init__()
         self.run = run
         self.local_path = local_path
+        self.monitor = monitor
+        self.mode = mode
+        self.best: Optional[float] = None
         self.history: list[dict] = []
 
     @property
@@ -235,19 +377,27 @@ class EpochMetricsLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        metrics = dict(metrics)
+        metrics = {k: float(v) for k, v in metrics.items()}
         epoch = int(metrics.pop("epoch", step or 0))
         if not metrics:
             return
-        self.history.append({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
+        self._track_best(metrics)
+        self.history.append({"epoch": epoch, **metrics})
         if self.local_path is not None:
             with self.local_path.open("a") as handle:
                 handle.write(json.dumps(self.history[-1]) + "\n")
-        try:
-            self.run.log_metrics(metrics, step=epoch)
-        except Exception as error:
-            log.error("MLflow logging failed (%s); metrics are kept in %s", error, self.local_path)
-            self.run.enabled = False
+        self.run.log_metrics(metrics, step=epoch)
+
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        value = metrics.get(self.monitor) if self.monitor else None
+        if value is None or value != value:  # absent or NaN
+            return
+        if f"{self.monitor}_best" in metrics:  # the objective knew it (it keeps it across a resume)
+            self.best = metrics[f"{self.monitor}_best"]
+            return
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best = value
+        metrics[f"{self.monitor}_best"] = self.best
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

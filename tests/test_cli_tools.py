@@ -1,0 +1,131 @@
+"""pipeline-compare and pipeline-rerun on the runs of a real multirun (two seeds)."""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import new_store, run_cli, runs_in
+
+EXPERIMENT = "classification"
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory, migrated_store_db):
+    """``pipeline-train -m seed=1,2``: one MLflow run per job."""
+    folder = tmp_path_factory.mktemp("two_seeds")
+    store = dict(new_store(folder, migrated_store_db), outputs=folder / "multirun")
+    result = run_cli(["seed=1,2", "trainer.max_epochs=2", "logger.log_model=false", "logger.log_plots=false"],
+                     store, multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return store
+
+
+def cli(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_multirun_of_two_seeds_gives_two_runs(two_seeds):
+    runs = runs_in(two_seeds, EXPERIMENT)
+    assert sorted(r.data.params["seed"] for r in runs) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" and "test/loss" in r.data.metrics for r in runs)
+    assert len({r.info.run_name for r in runs}) == 2
+    # other seeds split the data otherwise: the digests of the training data differ
+    assert len({r.data.tags["data_digest"] for r in runs}) == 2
+    assert all(r.inputs.dataset_inputs[0].dataset.name == "breast_cancer" for r in runs)
+
+
+def test_compare_ranks_runs_by_the_task_metric_and_writes_markdown_csv_and_a_plot(two_seeds, capsys, tmp_path):
+    from pipeline.cli.compare import main
+
+    code, out, err = cli(main, ["--tracking-uri", two_seeds["uri"], "--plot", "--output", str(tmp_path)], capsys)
+    assert code == 0, err
+    runs = sorted(runs_in(two_seeds, EXPERIMENT), key=lambda r: r.data.metrics["test/loss"])  # task monitor: val/loss, min
+    assert "by test/loss (lower is better)" in out
+    assert out.index(runs[0].info.run_name) < out.index(runs[1].info.run_name)
+    with (tmp_path / "compare.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["run_id"] for row in rows] == [r.info.run_id for r in runs]
+    assert {"task", "data", "model", "optimizer", "lr", "weight_decay", "dropout", "epochs", "seed", "test/acc"} <= set(rows[0])
+    assert rows[0]["lr"] == "0.001" and rows[0]["epochs"] == "2" and rows[0]["data"] == "breast_cancer"
+    markdown = (tmp_path / "compare.md").read_text()
+    assert markdown.count(f"| {runs[0].info.run_name} |") == 1 and "|---|" in markdown
+    assert (tmp_path / "val_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    code, out, _ = cli(main, ["--tracking-uri", two_seeds["uri"], "--metric", "test/acc", "--top", "1",
+                              "--output", str(tmp_path / "acc")], capsys)
+    best_acc = max(runs, key=lambda r: r.data.metrics["test/acc"])
+    assert code == 0 and "higher is better" in out and best_acc.info.run_id in out
+    assert len(list(csv.DictReader((tmp_path / "acc" / "compare.csv").open()))) == 1
+
+
+def test_compare_names_what_is_missing(two_seeds, capsys, tmp_path):
+    from pipeline.cli.compare import main
+
+    code, _, err = cli(main, ["--tracking-uri", two_seeds["uri"], "--experiment", "nope", "--output", str(tmp_path)], capsys)
+    assert code == 2 and "no experiment 'nope'" in err and EXPERIMENT in err
+    code, _, err = cli(main, ["--tracking-uri", two_seeds["uri"], "--metric", "test/nope", "--output", str(tmp_path)], capsys)
+    assert code == 2 and "test/nope" in err and "test/acc" in err
+
+
+@pytest.mark.slow
+def test_rerun_reproduces_the_test_metrics_and_names_its_source(two_seeds, tmp_path):
+    source = next(r for r in runs_in(two_seeds, EXPERIMENT) if r.data.params["seed"] == "1")
+    result = run_cli([source.info.run_id, "--tracking-uri", two_seeds["uri"], "--output-dir", str(tmp_path / "rerun")],
+                     module="pipeline.cli.rerun")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [rerun] = [r for r in runs_in(two_seeds, EXPERIMENT) if r.data.tags.get("rerun_of") == source.info.run_id]
+    assert rerun.info.status == "FINISHED"
+    test_metrics = {k: v for k, v in source.data.metrics.items() if k.startswith("test/")}
+    assert {k: rerun.data.metrics[k] for k in test_metrics} == test_metrics  # exactly, not approximately
+    assert rerun.data.params["seed"] == "1" and rerun.data.params["model"] == "mlp"
+    assert rerun.data.params["data"] == "breast_cancer"  # the option names, not class names
+    assert (tmp_path / "rerun" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_rerun_overrides_carry_linked_keys(two_seeds, capsys, tmp_path):
+    """``seed=7`` changes data.seed too, as on pipeline-train's command line (data.seed: ${seed})."""
+    from pipeline.cli.rerun import main
+
+    source = runs_in(two_seeds, EXPERIMENT)[0]
+    code, _, err = cli(main, [source.info.run_id, "seed=7", "trainer.max_epochs=1", "--tracking-uri", two_seeds["uri"],
+                              "--output-dir", str(tmp_path / "seven")], capsys)
+    assert code == 0, err
+    [rerun] = [r for r in runs_in(two_seeds, EXPERIMENT) if r.data.params["seed"] == "7"]
+    assert rerun.data.params["data.seed"] == "7" and rerun.data.params["trainer.max_epochs"] == "1"
+    assert rerun.data.tags["rerun_of"] == source.info.run_id and "seed=7" in rerun.data.params["overrides"]
+    code, _, err = cli(main, [source.info.run_id, "optimizer=sgd", "--tracking-uri", two_seeds["uri"]], capsys)
+    assert code == 2 and "optimizer.<key>" in err
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("model._target_", "os.system", "'os.system'"),
+    ("optimizer._target_", "torch.hub.load", "'torch.hub.load'"),
+    ("logger.experiment_name", "${oc.env:HOME}", "interpolation"),
+])
+def test_rerun_refuses_a_tampered_config(two_seeds, capsys, tmp_path, key, value, named):
+    from omegaconf import OmegaConf
+
+    from pipeline.cli.rerun import main
+    from pipeline.tracking import TrackedRun
+
+    source = runs_in(two_seeds, EXPERIMENT)[0]
+    logged = Path(source.info.artifact_uri.removeprefix("file://")) / "config.yaml"
+    cfg = OmegaConf.load(logged)
+    OmegaConf.update(cfg, key, value)
+    with TrackedRun(two_seeds["uri"], "tampered", run_name="tampered") as run:
+        run.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+    code, _, err = cli(main, [run.run_id, "--tracking-uri", two_seeds["uri"], "--output-dir", str(tmp_path / "x")], capsys)
+    assert code == 2
+    assert named in err and re.search(r"Refusing to run it", err) and "Traceback" not in err
+    if "_target_" in key:
+        assert key in err and "pipeline.*, torch.*, torchvision.*, pytorch_lightning.*" in err
+    assert not (tmp_path / "x").exists()
+    assert [r.info.run_name for r in runs_in(two_seeds, EXPERIMENT) if r.data.tags.get("rerun_of") == run.run_id] == []

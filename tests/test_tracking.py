@@ -1,0 +1,356 @@
+"""MLflow tracking through the real entry points: what a researcher finds in the store after a run.
+
+One short run through the CLI (``logged_run``) is shared by the tests that read what it recorded;
+the other runs are in-process (``train(cfg)``) where the CLI itself is not the point.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import PROJECT_ROOT, compose_for_train, free_port, new_store, run_cli, run_cli_in_process, runs_in
+
+SECRET_PASSWORD = "s3cretPassw0rd"
+SECRET_TOKEN = "tok-abc-123456"
+SECRET_FROM_ENV = "envtok-987654"
+
+
+def client_of(store: dict):
+    from mlflow import MlflowClient
+
+    return MlflowClient(store["uri"])
+
+
+def artifact_paths(client, run_id: str, path: str | None = None) -> list[str]:
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found += artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return found
+
+
+# ----- one short run through the CLI, read by several tests ----------------------------------------
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory, migrated_store_db):
+    store = new_store(tmp_path_factory.mktemp("logged"), migrated_store_db)
+    result = run_cli(
+        ["trainer.max_epochs=2", f"+tags.storage=postgresql://user:{SECRET_PASSWORD}@localhost/db",
+         f"+tags.api_token={SECRET_TOKEN}", "+tags.note=${oc.env:PIPELINE_NOTE_TOKEN}"],
+        store, env={"PIPELINE_NOTE_TOKEN": SECRET_FROM_ENV})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_in(store)
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return {"store": store, "run": runs[0], "client": client_of(store), "result": result}
+
+
+def test_run_records_config_params_and_per_epoch_metrics(logged_run):
+    run, client = logged_run["run"], logged_run["client"]
+    assert run.info.status == "FINISHED"
+    assert re.fullmatch(r"mlp-adam-[0-9a-f]{6}", run.info.run_name)
+    assert client.get_experiment(run.info.experiment_id).name == "classification"
+    params = run.data.params
+    assert params["optimizer.lr"] == "0.001" and params["model.dropout"] == "0.0" and params["trainer.max_epochs"] == "2"
+    assert {k: params[k] for k in ("task", "data", "model", "optimizer")} == {
+        "task": "classification", "data": "breast_cancer", "model": "mlp", "optimizer": "adam"}
+    assert "trainer.max_epochs=2" in params["overrides"] and params["effective_batch_size"] == "64"
+    for key in ("train/loss", "train/epoch_time_s", "val/loss", "val/acc", "val/f1", "val/auroc", "val/loss_best"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1], key
+    val_loss = [m.value for m in client.get_metric_history(run.info.run_id, "val/loss")]
+    best = [m.value for m in client.get_metric_history(run.info.run_id, "val/loss_best")]
+    assert best == [val_loss[0], min(val_loss)]
+    for key in ("test/acc", "test/f1", "test/auroc", "test/loss"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 1, key  # logged once, not twice
+    assert run.data.metrics["test/acc"] > 0.8
+
+
+def test_run_records_artifacts_and_keeps_local_copies(logged_run):
+    run, client, store = logged_run["run"], logged_run["client"], logged_run["store"]
+    paths = artifact_paths(client, run.info.run_id)
+    assert "config.yaml" in paths
+    assert any(re.fullmatch(r"checkpoints/best-epoch\d+\.ckpt", p) for p in paths), paths
+    for plot in ("plots/learning_curves.png", "plots/confusion_matrix.png"):
+        assert plot in paths
+        local = client.download_artifacts(run.info.run_id, plot, str(store["tmp"]))
+        assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(local).stat().st_size > 5000
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
+    assert ("git.diff" in paths) == bool(dirty.strip())
+    outputs = store["outputs"]
+    for name in ("config.yaml", "metrics.jsonl", "plots/learning_curves.png", "checkpoints/last.ckpt"):
+        assert (outputs / name).is_file(), name
+    lines = [json.loads(line) for line in (outputs / "metrics.jsonl").read_text().splitlines()]
+    assert any("test/acc" in line for line in lines) and sum("train/loss" in line for line in lines) == 2
+
+
+def test_logged_model_predicts_the_test_metrics_on_new_inputs(logged_run):
+    """The model at runs:/<id>/model maps features to probabilities; on the test split it scores test/acc."""
+    import mlflow
+    import mlflow.pytorch
+
+    from pipeline.data.tabular import BreastCancer
+
+    run = logged_run["run"]
+    mlflow.set_tracking_uri(logged_run["store"]["uri"])
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+        signature = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert tuple(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 30)
+    data = BreastCancer(seed=42)
+    data.setup("fit")
+    with torch.no_grad():
+        probabilities = model(data.test_split.x).reshape(-1)
+    assert probabilities.min() >= 0 and probabilities.max() <= 1
+    accuracy = ((probabilities >= 0.5).long() == data.test_split.y).float().mean().item()
+    assert accuracy == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+
+
+def test_tags_say_where_the_run_came_from(logged_run):
+    run = logged_run["run"]
+    tags = run.data.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
+    assert tags["git_commit"] == head and tags["git_dirty"] == str(bool(dirty.strip())).lower()
+    assert "pipeline.train" in tags["command"] and "trainer.max_epochs=2" in tags["command"]
+    assert tags["host"] == socket.gethostname()
+    import mlflow
+    import pytorch_lightning
+
+    assert tags["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert tags["torch_version"] == torch.__version__.split("+")[0] or tags["torch_version"] == torch.__version__
+    assert tags["pytorch_lightning_version"] == pytorch_lightning.__version__
+    assert tags["mlflow_version"] == mlflow.__version__
+    assert tags["seed"] == "42" and tags["task"] == "classification"
+    contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(contexts) == {"training", "validation", "testing"}
+    assert contexts["training"].name == "breast_cancer" and contexts["training"].digest == tags["data_digest"]
+    assert len({d.digest for d in contexts.values()}) == 3
+
+
+def test_secrets_reach_neither_params_nor_tags_nor_the_logged_config(logged_run):
+    run, client, store = logged_run["run"], logged_run["client"], logged_run["store"]
+    config_yaml = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(store["tmp"]))).read_text()
+    logged_text = "\n".join([*run.data.params.values(), *run.data.tags.values(), config_yaml,
+                             (store["outputs"] / "config.yaml").read_text()])
+    for secret in (SECRET_PASSWORD, SECRET_TOKEN, SECRET_FROM_ENV):
+        assert secret not in logged_text, secret
+        assert secret not in logged_run["result"].stdout
+    # what was redacted is still recognisable
+    assert run.data.tags["storage"] == "postgresql://user:***@localhost/db"
+    assert run.data.params["tags.api_token"] == "***" and run.data.tags["api_token"] == "***"
+
+
+# ----- other tasks, in-process, in one store (an experiment each) ---------------------------------------
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory, migrated_store_db) -> dict:
+    return new_store(tmp_path_factory.mktemp("shared"), migrated_store_db)
+
+
+def in_store(store: dict, tmp_path: Path) -> dict:
+    return dict(store, outputs=tmp_path / "outputs", tmp=tmp_path)
+
+
+def test_regression_logs_predicted_vs_true_and_a_model_in_original_units(shared_store, tmp_path):
+    import mlflow.pytorch
+
+    from pipeline.train import train
+
+    store = in_store(shared_store, tmp_path)
+    metrics = train(compose_for_train(store, ["task=regression", "trainer.max_epochs=3"]))
+    [run] = runs_in(store, "regression")
+    client = client_of(store)
+    paths = artifact_paths(client, run.info.run_id)
+    assert "plots/predicted_vs_true.png" in paths and "plots/confusion_matrix.png" not in paths
+    mlflow.set_tracking_uri(store["uri"])
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    from pipeline.data.tabular import Diabetes
+
+    data = Diabetes(seed=42)
+    data.setup("fit")
+    with torch.no_grad():
+        predicted = model(data.test_split.x).reshape(-1)
+    rmse = torch.sqrt(torch.mean((predicted - data.test_split.y) ** 2)).item()
+    assert rmse == pytest.approx(metrics["test/rmse"], rel=1e-4)  # original units, as the test metric
+
+
+def test_text_task_logs_its_tokenizer_and_respects_log_model_and_log_plots(shared_store, tmp_path):
+    from pipeline.train import train
+
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    rows = [f"{'a fine good film' if i % 2 else 'a dull bad film'} number {i}\t{i % 2}" for i in range(120)]
+    (folder / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    store = in_store(shared_store, tmp_path)
+    train(compose_for_train(store, ["task=sentiment", "data=text_tsv", f"data.path={folder}", "trainer.max_epochs=1",
+                                    "logger.log_model=false", "logger.log_plots=false"]))
+    [run] = runs_in(store, "sentiment")
+    paths = artifact_paths(client_of(store), run.info.run_id)
+    assert "data/tokenizer.json" in paths
+    assert not any(p.startswith("plots/") for p in paths)
+    assert client_of(store).search_logged_models([run.info.experiment_id]) == []
+    tokenizer = json.loads((store["outputs"] / "data" / "tokenizer.json").read_text())
+    assert "good" in tokenizer["model"]["vocab"]
+
+
+def test_a_model_that_torch_export_cannot_trace_is_logged_pickled_and_loads(shared_store):
+    """The recurrent text model cuts its input at the longest text (data-dependent): no pt2 export."""
+    import mlflow
+    import mlflow.pytorch
+
+    from pipeline.models.text import RNNClassifier
+    from pipeline.tracking import TrackedRun
+    from pipeline.tracking.artifacts import log_model
+
+    torch.manual_seed(0)
+    model = RNNClassifier(input_shape=(16,), num_outputs=1, vocab_size=50, pad_id=0).eval()
+    tokens = torch.randint(1, 50, (6, 16))
+    with TrackedRun(shared_store["uri"], "pickled-models", run_name="rnn") as run:
+        assert log_model(run, model, tokens[:4]) == "pickle"
+    mlflow.set_tracking_uri(shared_store["uri"])
+    try:
+        loaded = mlflow.pytorch.load_model(f"runs:/{run.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens), model(tokens))
+    [logged] = client_of(shared_store).search_logged_models([run.experiment_id])  # the failed pt2 attempt is gone
+    assert logged.source_run_id == run.run_id
+
+
+# ----- how runs end -------------------------------------------------------------------------------
+def test_a_diverging_run_is_failed_with_the_reason(shared_store, tmp_path):
+    from pipeline.objectives import NonFiniteLossError
+    from pipeline.train import train
+
+    store = in_store(shared_store, tmp_path)
+    with pytest.raises(NonFiniteLossError):
+        train(compose_for_train(store, ["task=regression", "optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=2",
+                                        "logger.experiment_name=diverging"]))
+    [run] = runs_in(store, "diverging")
+    assert run.info.status == "FAILED"
+    assert "NonFiniteLossError" in run.data.tags["error"] and "training loss is" in run.data.tags["error"]
+
+
+def test_an_interrupted_run_is_killed(shared_store):
+    from pipeline.tracking import TrackedRun
+
+    with pytest.raises(KeyboardInterrupt):
+        with TrackedRun(shared_store["uri"], "interrupts", run_name="stopped") as run:
+            run.log_metrics({"train/loss": 1.0}, step=0)
+            raise KeyboardInterrupt
+    [logged] = runs_in(shared_store, "interrupts")
+    assert logged.info.status == "KILLED" and logged.data.metrics["train/loss"] == 1.0
+
+
+# ----- stores -------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_four_runs_started_at_once_on_a_new_local_store_are_all_logged(tmp_path):
+    store = new_store(tmp_path)  # no tables yet: four processes creating them at once is the hard case
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    processes = []
+    for seed in range(4):
+        command = [sys.executable, "-m", "pipeline.train", f"seed={seed}", "trainer.max_epochs=1",
+                   f"logger.tracking_uri={store['uri']}", f"logger.artifact_location={store['artifacts']}",
+                   f"hydra.run.dir={tmp_path / f'out{seed}'}", "logger.log_model=false", "logger.log_plots=false"]
+        processes.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    for code, stderr in results:
+        assert code == 0, stderr[-2000:]
+        assert "database is locked" not in stderr
+    runs = runs_in(store)
+    assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1", "2", "3"]
+    assert all(r.info.status == "FINISHED" and "test/acc" in r.data.metrics for r in runs)
+
+
+def test_an_unreachable_tracking_server_fails_before_training(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    store = new_store(tmp_path)
+    result = run_cli_in_process([f"logger.tracking_uri={uri}", f"hydra.run.dir={store['outputs']}"])
+    assert result.returncode != 0
+    assert uri in result.stderr and "mlflow server" in result.stderr and "Traceback" not in result.stderr
+    assert not (store["outputs"] / "checkpoints").exists()  # nothing was trained
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """``mlflow server`` on a free loopback port, with its own SQLite store and artifact folder (the
+    test that stops it comes last)."""
+    tmp_path = tmp_path_factory.mktemp("server")
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+               "--artifacts-destination", str(tmp_path / "server-artifacts")]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except Exception:
+            assert process.poll() is None, "mlflow server exited"
+            time.sleep(0.5)
+    else:
+        pytest.fail("mlflow server did not start")
+    yield {"url": url, "process": process, "tmp": tmp_path}
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.slow
+def test_a_run_against_a_tracking_server_is_recorded_there(tracking_server):
+    from mlflow import MlflowClient
+
+    out = tracking_server["tmp"] / "outputs"
+    result = run_cli(["trainer.max_epochs=2", f"logger.tracking_uri={tracking_server['url']}", f"hydra.run.dir={out}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_server["url"])
+    [run] = client.search_runs([client.get_experiment_by_name("classification").experiment_id])
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2
+    paths = artifact_paths(client, run.info.run_id)
+    assert {"config.yaml", "plots/learning_curves.png"} <= set(paths)
+    assert list((tracking_server["tmp"] / "server-artifacts").rglob("config.yaml"))  # proxied to the server's folder
+
+
+@pytest.mark.slow
+def test_a_store_that_stops_mid_run_loses_nothing_and_says_where_results_are(tracking_server):
+    out = tracking_server["tmp"] / "outputs-stopped"
+    metrics_file = out / "metrics.jsonl"
+
+    def stop_server_after_first_epoch():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not metrics_file.exists():
+            time.sleep(0.05)
+        os.killpg(tracking_server["process"].pid, signal.SIGKILL)
+
+    stopper = threading.Thread(target=stop_server_after_first_epoch, daemon=True)
+    stopper.start()
+    result = run_cli(["trainer.max_epochs=40", f"logger.tracking_uri={tracking_server['url']}", f"hydra.run.dir={out}"])
+    stopper.join(timeout=5)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "failed during the run" in result.stderr and str(out) in result.stderr
+    lines = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    assert sum("train/loss" in line for line in lines) == 40  # training went on to the end
+    assert any("test/acc" in line for line in lines)
+    assert (out / "checkpoints" / "last.ckpt").is_file() and list((out / "checkpoints").glob("best-*.ckpt"))
