@@ -68,7 +68,7 @@ def test_csv_data_for_both_tabular_tasks(store, tmp_path):
 @pytest.mark.slow
 def test_image_classification_all_models_on_real_data(store, real_data_dir):
     _multirun(store, ["task=image_classification", "data=digits,fashion_mnist", "model=mlp,cnn,resnet",
-                      "data.limit_rows=1500", "data.batch_size=32"],
+                      "data.limit_rows=1500", "data.batch_size=32", "data.eval_batch_size=64"],
               env={"PIPELINE_DATA_DIR": str(real_data_dir)})
     runs = _assert_runs(store, "image_classification", 6, "test/acc")
     assert {(r.data.params["data"], r.data.params["model"]) for r in runs} == {
