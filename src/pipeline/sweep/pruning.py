@@ -1,0 +1,71 @@
+"""Reports a trial's validation metric to Optuna each epoch and stops training when it is pruned.
+
+Optuna's own Lightning callback lives in optuna-integration and needs the ``lightning`` namespace;
+this one is for ``pytorch_lightning``. It finds its trial in the storage by study name and trial
+number, so it works wherever the trial runs (another process or machine).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional
+
+import optuna
+from pytorch_lightning import Callback, LightningModule, Trainer
+
+from .study import PRUNER_ATTR, make_pruner, open_storage
+
+log = logging.getLogger("pipeline.sweep")
+
+
+class PruningCallback(Callback):
+    def __init__(self, trial: optuna.Trial, monitor: str, report: bool = True):
+        self.trial = trial
+        self.monitor = monitor
+        # Optuna prunes single-objective studies only; several objectives still record metrics
+        self.report = report
+        self.pruned_at_epoch: Optional[int] = None
+
+    @classmethod
+    def from_config(cls, sweep_cfg: Any, monitor: str) -> "PruningCallback":
+        """``sweep_cfg`` is the run's ``sweep`` node: study_name, storage, trial_number."""
+        storage = open_storage(str(sweep_cfg.storage))
+        study_id = storage.get_study_id_from_name(str(sweep_cfg.study_name))
+        pruner_spec = storage.get_study_user_attrs(study_id).get(PRUNER_ATTR) or {"name": "none"}
+        study = optuna.load_study(study_name=str(sweep_cfg.study_name), storage=storage,
+                                  sampler=optuna.samplers.RandomSampler(),  # never samples here
+                                  pruner=make_pruner(pruner_spec["name"], pruner_spec.get("options")))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(sweep_cfg.trial_number))
+        return cls(optuna.Trial(study, trial_id), monitor, report=len(study.directions) == 1)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        run = getattr(trainer.logger, "run", None)  # the MLflow run (tracking.TrackedRun), if any
+        if run is not None and getattr(run, "run_id", None):
+            self.trial.set_user_attr("mlflow_run_id", run.run_id)
+            self.trial.set_user_attr("mlflow_tracking_uri", run.tracking_uri)
+            run.set_tags({"sweep.study_name": self.trial.study.study_name,
+                          "sweep.trial_number": self.trial.number, "sweep.state": "RUNNING"})
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # after the objective has logged this epoch's metrics (the epoch-end hooks run before)
+        if trainer.sanity_checking or not self.report:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        epoch = trainer.current_epoch + 1  # epochs trained so far: the pruners' "resource"
+        self.trial.report(float(value), step=epoch)
+        if self.trial.should_prune():
+            self.pruned_at_epoch = epoch
+            self.trial.set_user_attr("pruned_at_epoch", epoch)
+            trainer.should_stop = True  # ends fit after this epoch; the run is tested and closed as usual
+            run = getattr(trainer.logger, "run", None)
+            if run is not None:
+                run.set_tags({"sweep.state": "PRUNED"})
+            log.info("trial %d pruned after epoch %d (%s=%.4g)", self.trial.number, epoch, self.monitor, float(value))
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # the sweeper takes the trial's objective from these (validation metrics, not test ones)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        self.trial.set_user_attr("fit_metrics", metrics)
+        self.trial.set_user_attr("epochs_trained", trainer.current_epoch)

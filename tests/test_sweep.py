@@ -1,0 +1,326 @@
+"""Optuna sweeps through the real CLI (``pipeline-train -m hparams_search=...``): the study in its
+storage, the runs in MLflow, pruning, resume after SIGKILL, two workers on PostgreSQL, NaN trials."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from conftest import PROJECT_ROOT, run_cli, runs_in
+
+TINY = ["trainer.max_epochs=2", "data.limit_rows=240", "data.batch_size=32"]
+
+
+def sweep_store(root: Path) -> dict:
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
+    return {"uri": f"sqlite:///{root}/mlruns/mlflow.db", "artifacts": str(root / "mlruns" / "artifacts"),
+            "outputs": root / "multirun", "tmp": root}
+
+
+def study_trials(storage: str, name: str) -> list:
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def parent_and_children(store: dict, experiment: str):
+    runs = runs_in(store, experiment)
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+# ----- the search space (in-process, no training) ------------------------------------------------
+def test_search_space_from_sweep_grammar_with_conditional_momentum():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from pipeline.sweep.space import parse_search_space, sample, trial_overrides
+
+    space = parse_search_space(
+        {"optimizer": "choice(sgd, adam, rmsprop)", "optimizer.lr": "tag(log, interval(1e-4, 1e-1))",
+         "optimizer.momentum": "interval(0.0, 0.95)", "data.crop_padding": "range(0, 3)"},
+        ["trainer.max_epochs=3", "optimizer.lr=tag(log, interval(1e-3, 1e-2))"],  # the command line wins
+        {"optimizer.momentum": "optimizer=sgd"})
+    params = {p.name: p.distribution for p in space.params}
+    assert params["optimizer"] == CategoricalDistribution(["sgd", "adam", "rmsprop"])
+    assert params["optimizer.lr"] == FloatDistribution(1e-3, 1e-2, log=True)
+    assert params["data.crop_padding"] == IntDistribution(0, 2)
+    assert space.fixed_overrides == ("trainer.max_epochs=3",)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        values = sample(trial, space)
+        seen.add(values["optimizer"])
+        assert ("optimizer.momentum" in values) == (values["optimizer"] == "sgd"), values
+        overrides = trial_overrides(space, values)
+        assert overrides[0] == "trainer.max_epochs=3" and f"optimizer={values['optimizer']}" in overrides
+        study.tell(trial, 0.0)
+    assert seen == {"sgd", "adam", "rmsprop"}
+
+
+# ----- a 6-trial sweep, run once for several tests ------------------------------------------------
+@pytest.fixture(scope="module")
+def six_trial_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("six")
+    store = sweep_store(root)
+    storage = f"sqlite:///{root}/optuna.db"
+    args = ["hparams_search=regression_optuna", *TINY, f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler=random",
+            # keeps only the best third of the trials that reached epoch 1
+            "hydra.sweeper.pruner=successive_halving",
+            "+hydra.sweeper.pruner_options={min_resource: 1, reduction_factor: 3, min_early_stopping_rate: 0}"]
+    result = run_cli(args, store, multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {"store": store, "storage": storage, "result": result, "args": args}
+
+
+@pytest.mark.slow
+def test_sweep_fills_the_study_and_one_parent_run_with_a_child_per_trial(six_trial_sweep):
+    trials = study_trials(six_trial_sweep["storage"], "regression_optuna")
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
+    parents, children = parent_and_children(six_trial_sweep["store"], "regression")
+    assert len(parents) == 1 and len(children) == 6
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sampler"] == "random" and parent.data.params["pruner"] == "successive_halving"
+    assert parent.data.params["space.optimizer.lr"] == "log interval(0.0001, 0.1)"
+    assert "optimizer in ['sgd']" in parent.data.params["space.optimizer.momentum"]
+    by_number = {t.number: t for t in trials}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        trial = by_number[int(child.data.tags["sweep.trial_number"])]
+        assert child.data.tags["sweep.state"] == trial.state.name
+        assert child.data.params["optimizer"] == trial.params["optimizer"]
+        assert float(child.data.params["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])
+        assert float(child.data.params["model.dropout"]) == pytest.approx(trial.params["model.dropout"])
+        assert ("optimizer.momentum" in trial.params) == (trial.params["optimizer"] == "sgd")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = min(complete, key=lambda t: t.value)
+    assert parent.data.metrics["best/val/rmse_best"] == pytest.approx(best.value)
+    assert parent.data.tags["best.trial_number"] == str(best.number)
+    from mlflow import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(six_trial_sweep["store"]["uri"]).list_artifacts(parent.info.run_id, "sweep")}
+    assert "sweep/trials.csv" in artifacts and "sweep/regression_optuna_best.yaml" in artifacts
+    plots = {a.path for a in MlflowClient(six_trial_sweep["store"]["uri"]).list_artifacts(parent.info.run_id, "sweep/plots")}
+    assert {"sweep/plots/optimization_history.png", "sweep/plots/intermediate_values.png",
+            "sweep/plots/parallel_coordinate.png"} <= plots
+
+
+@pytest.mark.slow
+def test_pruned_trials_stop_after_epoch_one_and_are_tagged_in_mlflow(six_trial_sweep):
+    trials = study_trials(six_trial_sweep["storage"], "regression_optuna")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, "a pruner keeping the best third at epoch 1 must prune some of 6 trials"
+    for trial in pruned:
+        assert list(trial.intermediate_values) == [1]  # reported epoch 1, then stopped
+    for trial in (t for t in trials if t.state == TrialState.COMPLETE):
+        assert list(trial.intermediate_values) == [1, 2]
+    _, children = parent_and_children(six_trial_sweep["store"], "regression")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(six_trial_sweep["store"]["uri"])
+    pruned_numbers = {str(t.number) for t in pruned}
+    pruned_runs = [c for c in children if c.data.tags["sweep.trial_number"] in pruned_numbers]
+    assert len(pruned_runs) == len(pruned)
+    for run in pruned_runs:
+        assert run.data.tags["sweep.state"] == "PRUNED"
+        assert len(client.get_metric_history(run.info.run_id, "val/rmse")) == 1  # one epoch trained
+
+
+@pytest.mark.slow
+def test_best_config_is_printed_and_pipeline_train_accepts_it_as_experiment(six_trial_sweep):
+    stdout = six_trial_sweep["result"].stdout
+    best_file = six_trial_sweep["store"]["outputs"] / "experiment" / "regression_optuna_best.yaml"
+    assert f"Best config: {best_file}" in stdout
+    command = f"pipeline-train --config-dir {six_trial_sweep['store']['outputs'].resolve()} experiment=regression_optuna_best"
+    assert command in stdout
+    assert best_file.read_text().startswith("# @package _global_")
+    trials = study_trials(six_trial_sweep["storage"], "regression_optuna")
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    shown = subprocess.run([sys.executable, "-m", "pipeline.train", "--config-dir", str(best_file.parent.parent),
+                            "experiment=regression_optuna_best", "--cfg", "job"],
+                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    composed = yaml.safe_load(shown.stdout)
+    # the trial's own resolved config, as written into its output dir
+    trial_config = yaml.safe_load((six_trial_sweep["store"]["outputs"] / str(best.number) / "config.yaml").read_text())
+    for section, key in [("optimizer", "_target_"), ("optimizer", "lr"), ("optimizer", "weight_decay"),
+                         ("model", "dropout"), ("model", "l1"), ("data", "_target_"), ("data", "limit_rows"),
+                         ("trainer", "max_epochs"), ("task", "name"), ("task", "monitor")]:
+        assert composed[section][key] == trial_config[section][key], (section, key)
+    assert "sweep" not in composed
+
+
+# ----- resume after SIGKILL --------------------------------------------------------------------------
+@pytest.mark.slow
+def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tmp_path):
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    # longer trials (small batches, 5 epochs): the kill must land inside one
+    args = ["hparams_search=regression_optuna", *TINY, "trainer.max_epochs=5", "data.batch_size=8",
+            f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none", "hydra.sweeper.heartbeat_interval=1",
+            "logger.tracking_uri=" + store["uri"], "logger.artifact_location=" + store["artifacts"],
+            f"hydra.sweep.dir={store['outputs']}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    first = subprocess.Popen([sys.executable, "-m", "pipeline.train", "-m", *args], cwd=PROJECT_ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and first.poll() is None:
+            try:
+                trials = study_trials(storage, "regression_optuna")
+            except Exception:  # the study does not exist yet
+                trials = []
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if any(t.state == TrialState.COMPLETE for t in trials) and running and "mlflow_run_id" in running[0].user_attrs:
+                break
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    left_running = [t for t in study_trials(storage, "regression_optuna") if t.state == TrialState.RUNNING]
+    assert len(left_running) == 1, "the kill should leave exactly the trial in progress RUNNING"
+    killed_number = left_running[0].number
+    time.sleep(2.5)  # past the heartbeat grace period (2 x 1 s)
+    second = run_cli(args, multirun=True)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "Resuming Optuna study 'regression_optuna'" in second.stdout
+    trials = study_trials(storage, "regression_optuna")
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) == 5  # 4 trials + the killed one
+    stale = next(t for t in trials if t.number == killed_number)
+    assert stale.state == TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == stale.params
+    finished = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 4
+    parents, children = parent_and_children(store, "regression")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    if "mlflow_run_id" in stale.user_attrs:  # killed after its MLflow run started (the usual case)
+        killed_run = next(c for c in children if c.info.run_id == stale.user_attrs["mlflow_run_id"])
+        assert killed_run.info.status == "KILLED" and killed_run.data.tags["sweep.state"] == "FAIL"
+        assert len(children) == 5
+
+
+# ----- failures ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_nan_trial_is_pruned_and_sweep_goes_on_with_two_workers(tmp_path):
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd",
+                      "optimizer.lr=choice(1e6, 0.01)", *TINY, "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.n_jobs=2", "hydra.sweeper.study_name=nan", f"hydra.sweeper.storage={storage}"],
+                     store, multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    trials = {t.params["optimizer.lr"]: t for t in study_trials(storage, "nan")}
+    assert set(trials) == {1e6, 0.01}
+    assert trials[1e6].state == TrialState.PRUNED
+    assert "NonFiniteLossError" in trials[1e6].user_attrs["fail_reason"]
+    assert trials[0.01].state == TrialState.COMPLETE
+    assert "Best trial" in result.stdout
+    parents, children = parent_and_children(store, "regression")
+    assert len(parents) == 1 and len(children) == 2
+
+
+def test_sweep_where_every_trial_fails_stops_at_the_failure_rate(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "logger=none",
+                      "optimizer.lr=choice(-1.0, -2.0)", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=10",
+                      "hydra.sweeper.max_failure_rate=0.5", "hydra.sweeper.study_name=broken",
+                      f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"], multirun=True)
+    assert result.returncode == 2
+    assert "sweep stopped: 3 of 3 finished trials failed" in result.stderr
+    assert "optimizer.lr=-" in result.stderr  # the reason of the last failure
+    trials = study_trials(storage, "broken")
+    assert [t.state for t in trials if t.state != TrialState.WAITING] == [TrialState.FAIL] * 3
+
+
+# ----- two workers on one PostgreSQL storage -----------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (run as the ``postgres`` user when we are root)."""
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    initdb = shutil.which("initdb") or (str(binaries[-1] / "initdb") if binaries else None)
+    assert initdb, "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+    bin_dir = Path(initdb).resolve().parent
+    data = Path(tempfile_dir()) / f"pg-{os.getpid()}-{free_port()}"
+    data.mkdir(parents=True)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*command: str) -> None:
+        subprocess.run([*as_user, *command], check=True, capture_output=True, text=True, timeout=120)
+
+    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres", "--no-sync")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "-o",
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        for database in ("optuna", "mlflow"):
+            run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
+        # a password in the URL (ignored by trust auth) shows that it never reaches MLflow
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the dev extras install psycopg2
+        yield f"postgresql+psycopg2://postgres:s3cret@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()  # not pytest's tmp_path: the postgres user must be able to reach it
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_postgres_storage_run_one_study_to_exactly_n_trials(postgres, tmp_path):
+    from mlflow import MlflowClient
+
+    storage, tracking = f"{postgres}/optuna", f"{postgres}/mlflow"
+    MlflowClient(tracking).search_experiments()  # creates MLflow's tables once, before the race
+    args = ["hparams_search=regression_optuna", *TINY, f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.n_trials=6", "hydra.sweeper.study_name=shared", f"logger.tracking_uri={tracking}",
+            f"logger.artifact_location={tmp_path / 'artifacts'}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    workers = [subprocess.Popen([sys.executable, "-m", "pipeline.train", "-m", *args,
+                                 f"hydra.sweep.dir={tmp_path / f'machine{i}'}"],
+                                cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    outputs = [w.communicate(timeout=400) for w in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-4000:]
+    assert sorted("Created" in out for out, _ in outputs) == [False, True]  # one created it, one joined
+    trials = study_trials(storage, "shared")
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    store = {"uri": tracking}
+    parents, children = parent_and_children(store, "regression")
+    assert len(parents) == 1 and len(children) == 6
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert parents[0].data.params["storage"] == storage.replace("s3cret", "***")
+    assert sorted(int(c.data.tags["sweep.trial_number"]) for c in children) == list(range(6))
