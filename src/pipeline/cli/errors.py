@@ -45,10 +45,11 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
     from pipeline.config import ConfigError
     from pipeline.data.base import DataError
+    from pipeline.distributed import RankFailed
     from pipeline.objectives import NonFiniteLossError
     from pipeline.tracking.run import TrackingUnavailable
 
-    return ConfigError, DataError, TrackingUnavailable, NonFiniteLossError, InstantiationException
+    return ConfigError, DataError, TrackingUnavailable, NonFiniteLossError, InstantiationException, RankFailed
 
 
 def one_line(message: object) -> str:

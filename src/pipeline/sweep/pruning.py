@@ -19,7 +19,7 @@ log = logging.getLogger("pipeline.sweep")
 
 
 class PruningCallback(Callback):
-    def __init__(self, trial: optuna.Trial, monitor: str, report: bool = True):
+    def __init__(self, trial: Optional[optuna.Trial], monitor: str, report: bool = True):
         self.trial = trial
         self.monitor = monitor
         # Optuna prunes single-objective studies only; several objectives still record metrics
@@ -29,6 +29,10 @@ class PruningCallback(Callback):
     @classmethod
     def from_config(cls, sweep_cfg: Any, monitor: str) -> "PruningCallback":
         """``sweep_cfg`` is the run's ``sweep`` node: study_name, storage, trial_number."""
+        from pipeline.distributed import is_rank_zero
+
+        if not is_rank_zero():  # under DDP only rank 0 talks to the storage; the others follow its decision
+            return cls(None, monitor, report=False)
         storage = open_storage(str(sweep_cfg.storage))
         study_id = storage.get_study_id_from_name(str(sweep_cfg.study_name))
         pruner_spec = storage.get_study_user_attrs(study_id).get(PRUNER_ATTR) or {"name": "none"}
@@ -39,6 +43,8 @@ class PruningCallback(Callback):
         return cls(optuna.Trial(study, trial_id), monitor, report=len(study.directions) == 1)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.trial is None:
+            return
         run = getattr(trainer.logger, "run", None)  # the MLflow run (tracking.TrackedRun), if any
         if run is not None and getattr(run, "run_id", None):
             self.trial.set_user_attr("mlflow_run_id", run.run_id)
@@ -48,17 +54,23 @@ class PruningCallback(Callback):
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # after the objective has logged this epoch's metrics (the epoch-end hooks run before)
-        if trainer.sanity_checking or not self.report:
-            return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None or not math.isfinite(float(value)):
+        if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch + 1  # epochs trained so far: the pruners' "resource"
-        self.trial.report(float(value), step=epoch)
-        if self.trial.should_prune():
+        value = trainer.callback_metrics.get(self.monitor)
+        should_prune = False
+        if self.trial is not None and self.report and value is not None and math.isfinite(float(value)):
+            self.trial.report(float(value), step=epoch)
+            should_prune = self.trial.should_prune()
+        # decided once, by rank 0, and applied on every rank (a rank stopping alone would hang DDP)
+        if trainer.world_size > 1:
+            should_prune = trainer.strategy.broadcast(should_prune, src=0)
+        if should_prune:
             self.pruned_at_epoch = epoch
+            trainer.should_stop = True
+            if self.trial is None:
+                return
             self.trial.set_user_attr("pruned_at_epoch", epoch)
-            trainer.should_stop = True  # ends fit after this epoch; the run is tested and closed as usual
             run = getattr(trainer.logger, "run", None)
             if run is not None:
                 run.set_tags({"sweep.state": "PRUNED"})
@@ -66,6 +78,8 @@ class PruningCallback(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # the sweeper takes the trial's objective from these (validation metrics, not test ones)
+        if self.trial is None:
+            return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.trial.set_user_attr("fit_metrics", metrics)
         self.trial.set_user_attr("epochs_trained", trainer.current_epoch)
