@@ -1,0 +1,65 @@
+"""The benchmark scripts (benchmarks/*.py) in their quick --smoke mode: each runs through the real
+pipeline and reports the numbers BENCHMARKS.md is made of. The real measurements are not tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import PROJECT_ROOT
+
+
+def run_benchmark(script: str, results_dir, data_dir, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(BENCHMARK_RESULTS_DIR=str(results_dir), PIPELINE_DATA_DIR=str(data_dir))
+    result = subprocess.run([sys.executable, f"benchmarks/{script}", "--smoke", *args], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_overhead_reports_pipeline_over_plain_ratio_per_task_mlflow_cost_and_make_train(tmp_path, real_data_dir):
+    # one task per loss (cross-entropy, binary cross-entropy, MSE) keeps the smoke run short
+    result = run_benchmark("overhead.py", tmp_path, real_data_dir, "--tasks", "image", "classification", "regression")
+    report = json.loads((tmp_path / "overhead.json").read_text())
+    assert set(report["tasks"]) == {"image", "classification", "regression"}
+    for task, measured in report["tasks"].items():
+        for logger in ("mlflow", "none"):
+            epochs = measured["by_logger"][logger]
+            assert epochs["plain_epoch_s"] > 0 and epochs["pipeline_epoch_s"] > 0, (task, logger)
+            assert epochs["ratio_epoch"] == epochs["pipeline_epoch_s"] / epochs["plain_epoch_s"]
+            assert len(epochs["all_pipeline_epoch_s"]) == len(epochs["all_plain_epoch_s"]) == 2
+        assert "mlflow_cost" in measured
+    assert report["make_train"]["wall_s"][0] > report["import_s"] > 0
+    assert report["make_train"]["max_peak_rss_mib"] > 50
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    assert "| image | FashionMNIST / CNN |" in result.stdout and "make train:" in result.stdout
+
+
+def test_accuracy_prints_each_row_beside_its_anchor_and_keeps_every_fold(tmp_path, real_data_dir):
+    result = run_benchmark("accuracy.py", tmp_path, real_data_dir, "--rows", "mr", "breast_cancer", "diabetes")
+    mr = json.loads((tmp_path / "accuracy_mr_smoke.json").read_text())
+    assert mr["folds_total"] == 10 and [f["fold"] for f in mr["folds"]] == [0, 1]
+    assert all(0 <= f["test"] <= 1 for f in mr["folds"])
+    diabetes = json.loads((tmp_path / "accuracy_diabetes_smoke.json").read_text())
+    assert diabetes["folds_total"] == 5 and diabetes["mean"] <= 1
+    assert "NBSVM-bigram 79.4" in result.stdout and "(2/10 folds)" in result.stdout
+    assert "linear regression R² 0.489" in result.stdout
+
+    # --validate reports the validation metric and never a test value
+    validate = run_benchmark("accuracy.py", tmp_path, real_data_dir, "--rows", "breast_cancer", "--validate")
+    chosen = json.loads((tmp_path / "validation_breast_cancer_smoke.json").read_text())
+    assert chosen["folds"] and all("test" not in f and 0 <= f["val"] <= 1 for f in chosen["folds"])
+    assert "val acc" in validate.stdout and "test acc" not in validate.stdout
+    assert (tmp_path / "validation_log.jsonl").read_text().count("breast_cancer") == 1
+
+
+def test_throughput_reports_samples_per_second_of_pipeline_and_plain_variants(tmp_path, real_data_dir):
+    result = run_benchmark("throughput.py", tmp_path, real_data_dir)
+    report = json.loads((tmp_path / "throughput.json").read_text())
+    image = report["tasks"]["image"]["samples_per_s"]
+    assert {"pipeline (mlflow)", "plain (alternating)", "plain eager", "plain channels_first"} <= set(image)
+    assert "plain channels_first" not in report["tasks"]["sentiment"]["samples_per_s"]
+    assert all(rate > 0 for task in report["tasks"].values() for rate in task["samples_per_s"].values())
+    assert "samples/s" in result.stdout
