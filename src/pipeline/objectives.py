@@ -85,7 +85,7 @@ class Objective(pl.LightningModule):
         x, y = batch
         loss = self.loss(self.model(x), y)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(float(loss), self.current_epoch, self.global_step)
+            raise NonFiniteLossError(float(loss.detach()), self.current_epoch, self.global_step)
         rows = len(y)
         self._train_loss_sum += loss.detach() * rows
         self._train_rows += rows
