@@ -265,3 +265,14 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def task_overrides(parser, items: list[str], tasks) -> dict[str, list[str]]:
+    """``--set TASK:OVERRIDE`` arguments grouped by task; a malformed one is a usage error."""
+    extra: dict[str, list[str]] = {task: [] for task in tasks}
+    for item in items:
+        task, _, override = item.partition(":")
+        if task not in extra or not override:
+            parser.error(f"--set {item!r}: expected TASK:OVERRIDE with TASK one of {sorted(extra)}")
+        extra[task].append(override)
+    return extra

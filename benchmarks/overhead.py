@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import (PROJECT_ROOT, TASKS, PlainLoop, compose_config, machine, markdown_table, median, quiet_logs,
+from common import (task_overrides, PROJECT_ROOT, TASKS, PlainLoop, compose_config, machine, markdown_table, median, quiet_logs,
                     setup_data, train_with_clock, write_results)
 
 
@@ -144,12 +144,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     quiet_logs()
 
-    extra = {task: [] for task in TASKS}
-    for item in args.set:
-        task, _, override = item.partition(":")
-        if task not in TASKS or not override:
-            parser.error(f"--set {item!r}: expected TASK:OVERRIDE with TASK one of {sorted(TASKS)}")
-        extra[task].append(override)
+    extra = task_overrides(parser, args.set, TASKS)
     make_train_args: list[str] = []
     if args.smoke:
         args.epochs, args.warmup, args.make_train_runs = 1, 1, min(args.make_train_runs, 1)

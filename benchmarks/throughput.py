@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from common import (TASKS, PlainLoop, build_model, compose_config, machine, markdown_table, median, quiet_logs,
+from common import (task_overrides, TASKS, PlainLoop, build_model, compose_config, machine, markdown_table, median, quiet_logs,
                     setup_data, train_with_clock, write_results)
 
 # The image epoch is long on 2 cores; samples/s is a steady-state rate, so a 12,000-row slice
@@ -101,12 +101,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     quiet_logs()
 
-    extra = {task: [] for task in DEFAULT_EXTRA}
-    for item in args.set:
-        task, _, override = item.partition(":")
-        if task not in extra or not override:
-            parser.error(f"--set {item!r}: expected TASK:OVERRIDE with TASK one of {sorted(extra)}")
-        extra[task].append(override)
+    extra = task_overrides(parser, args.set, DEFAULT_EXTRA)
     for task in extra:
         extra[task] = extra[task] or list(DEFAULT_EXTRA[task])
     if args.smoke:

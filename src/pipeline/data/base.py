@@ -182,10 +182,6 @@ class InMemoryDataModule(pl.LightningDataModule):
             class_names=class_names,
         )
 
-    def artifacts(self) -> dict[str, Path]:
-        """Files that belong with a run (e.g. a trained tokenizer); written by ``save_artifacts``."""
-        return {}
-
     def save_artifacts(self, directory: Path) -> list[Path]:
         return []
 
@@ -290,10 +286,6 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def example_input(self, rows: int = 4) -> Tensor:
         return self.test_split.x[:rows]
-
-    def dataset_digest_source(self) -> Tensor:
-        """Tensors whose content identifies this data set (for tracking)."""
-        return self.train_split.x
 
 
 def _concat(a: Split, b: Split) -> Split:
