@@ -114,6 +114,19 @@ def test_regularization_options_apply(store):
     assert metrics["test/acc"] > 0.85
 
 
+def test_last_checkpoint_holds_the_last_epoch_also_after_epochs_without_improvement(store):
+    """pytorch-lightning 2.6 alone leaves last.ckpt at the best epoch; a resume must start after the last one."""
+    from pipeline.train import train
+
+    train(compose_for_train(store, ["trainer.max_epochs=60", "logger=none"]))
+    checkpoints = store["outputs"] / "checkpoints"
+    [best] = checkpoints.glob("best-epoch*.ckpt")
+    best_epoch = torch.load(best, weights_only=True)["epoch"]
+    assert best_epoch < 59, "the run must end with epochs that do not improve for this test to mean anything"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 59 and last["global_step"] == 60 * 7  # 409 rows, batch 64
+
+
 def test_resume_from_checkpoint_continues_training(store, tmp_path):
     from pipeline.train import train
 

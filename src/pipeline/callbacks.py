@@ -28,6 +28,24 @@ class ResumableCheckpoint(ModelCheckpoint):
         self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
         self.kth_value = state_dict.get("kth_value", self.kth_value)
 
+    # pytorch-lightning 2.6 writes last.ckpt only in an epoch that also wrote a best file, so after a
+    # run of epochs without improvement "last" held the best epoch and a resume repeated the epochs after
+    # it. Here last.ckpt is written at the end of every epoch, in the hook where Lightning saves.
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def _save_last_every_epoch(self, trainer) -> None:
+        # _should_skip_saving_checkpoint is also true when this step was just saved (best and last)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         # after a resume, the metrics logger's `<monitor>_best` continues from the same best score
