@@ -102,6 +102,7 @@ INCOMPATIBLE = [
     (["task=image_classification", "model=textcnn"], ["model=textcnn", "text", "image"]),
     (["task=sentiment", "model=cnn"], ["model=cnn", "image", "text"]),
     (["task=classification", "model=linear"], ["model=linear", "regression", "classification"]),
+    (["trainer.precision=16-mixed", "trainer.gradient_clip_val=1.0"], ["optimizer.fused=true", "optimizer.fused=false"]),
 ]
 
 

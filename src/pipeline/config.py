@@ -410,6 +410,11 @@ def _check_compatibility(cfg: DictConfig) -> None:
     tasks = getattr(model_class, "tasks", None)
     if tasks is not None and objective not in tasks:
         raise ConfigError(f"model={model_name} is for {'/'.join(sorted(tasks))}, not {objective}")
+    if (cfg.optimizer.get("fused") and str(_get(cfg, "trainer.precision")).startswith("16")
+            and _get(cfg, "trainer.gradient_clip_val")):
+        raise ConfigError("optimizer.fused=true cannot be combined with trainer.precision=16-mixed and "
+                          "trainer.gradient_clip_val (Lightning cannot unscale a fused optimizer's gradients "
+                          "before clipping); add optimizer.fused=false")
     scheduler_target = _get(cfg, "scheduler._target_") or ""
     if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
         raise ConfigError(f"scheduler.mode must match task.mode ({cfg.task.mode})")
