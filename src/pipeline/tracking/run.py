@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -161,6 +162,8 @@ class TrackedRun:
         self.failure: Optional[str] = None  # what went wrong with the store, once it did
         self._pending: list[Future] = []
         self._writer: Optional[ThreadPoolExecutor] = None
+        self._unsent: list = []  # epochs' metrics waiting for the next write
+        self._last_write = -math.inf
         self._sigterm_previous = None
         self.final_status: Optional[str] = None
 
@@ -297,16 +300,28 @@ class TrackedRun:
         with self.recording("setting tags"):
             self.client.log_batch(self.run_id, tags=items)
 
+    # A write of one epoch's metrics to a SQLite store takes ~5-10 ms of Python (SQLAlchemy), which holds
+    # the GIL even on the background thread: on a tabular epoch of ~30 ms that was +15-30 %. Epochs that end
+    # within this many seconds of the last write are sent together with the next one (or by flush()).
+    METRICS_WRITE_INTERVAL_S = 1.0
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """One batched call per epoch, sent from a background thread: a SQLite write costs ~2-30 ms, which
-        training does not wait for. (Not MLflow's own async logging: ending a run with it costs ~1 s.)"""
+        """Queue one epoch's metrics; they are written from a background thread, batched, at most one write
+        in flight and at most one per ``METRICS_WRITE_INTERVAL_S`` (the UI lags training by about a second).
+        Not MLflow's own async logging: ending a run with it costs ~1 s."""
         if not self.active or not metrics:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+        self._unsent.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
         self._pending = [future for future in self._pending if not future.done()]
+        if not self._pending and time.monotonic() - self._last_write >= self.METRICS_WRITE_INTERVAL_S:
+            self._write_unsent()
+
+    def _write_unsent(self) -> None:
+        items, self._unsent = self._unsent, []
+        self._last_write = time.monotonic()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-metrics")
         self._pending.append(self._writer.submit(self._send_metrics, items))
@@ -314,10 +329,13 @@ class TrackedRun:
     def _send_metrics(self, items: list) -> None:
         if self.failure is None:  # after a failure, queued epochs are not sent (each would wait for retries)
             with self.recording("logging metrics"):
-                self.client.log_batch(self.run_id, metrics=items)
+                for start in range(0, len(items), 1000):  # MLflow's limit per batch
+                    self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
     def flush(self) -> None:
-        """Wait until every metric sent so far is in the store (or the store has failed)."""
+        """Write every metric queued so far and wait until it is in the store (or the store has failed)."""
+        if self._unsent and self.active:
+            self._write_unsent()
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
