@@ -101,6 +101,11 @@ class PlainLoop:
         self.batch_size = datamodule.batch_size
         self.eval_batch_size = datamodule.eval_batch_size
         self.train_rows = len(self.train_y)
+        # the same mixed precision as the pipeline's trainer.precision (bf16-mixed: autocast, weights stay fp32)
+        self.autocast_bf16 = str(cfg.trainer.get("precision", "32")).startswith("bf16")
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast_bf16)
 
     def train_epoch(self) -> float:
         """One pass over the training split; returns the mean training loss."""
@@ -111,7 +116,8 @@ class PlainLoop:
             index = order[start:start + self.batch_size]
             x, y = self.train_x[index], self.train_y[index]
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(self.model(x), y)
+            with self._autocast():
+                loss = self.loss(self.model(x), y)
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.item() * len(y)
@@ -123,7 +129,8 @@ class PlainLoop:
         loss_sum = 0.0
         for start in range(0, len(self.val_y), self.eval_batch_size):
             x, y = self.val_x[start:start + self.eval_batch_size], self.val_y[start:start + self.eval_batch_size]
-            loss_sum += self.loss(self.model(x), y).item() * len(y)
+            with self._autocast():
+                loss_sum += self.loss(self.model(x), y).item() * len(y)
         return loss_sum / len(self.val_y)
 
     def timed_epoch(self) -> dict[str, float]:

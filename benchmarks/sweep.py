@@ -72,7 +72,7 @@ def steady_trials_per_minute(trials) -> float:
 
 
 def pruning(workdir: Path, seeds: list[int], n_trials: int, epochs: int, base: list[str]) -> list[str]:
-    lines = ["| seed | pruner | trials (pruned) | epochs trained | best val/rmse | sweep wall (s) |",
+    lines = ["| seed | pruner | trials (pruned) | epochs trained | best objective | sweep wall (s) |",
              "|---|---|---|---|---|---|"]
     totals = {"hyperband": [], "none": []}
     bests = {"hyperband": [], "none": []}
@@ -88,7 +88,7 @@ def pruning(workdir: Path, seeds: list[int], n_trials: int, epochs: int, base: l
             lines.append(f"| {seed} | {pruner} | {len(trials)} ({pruned}) | {epochs_sum} | {best_value(trials):.3f} | {wall:.0f} |")
     saved = 1 - sum(totals["hyperband"]) / sum(totals["none"])
     lines.append("")
-    lines.append(f"Hyperband trained **{saved:.0%} fewer epochs** than no pruning; mean best val/rmse "
+    lines.append(f"Hyperband trained **{saved:.0%} fewer epochs** than no pruning; mean best objective "
                  f"{statistics.mean(bests['hyperband']):.3f} (hyperband) vs {statistics.mean(bests['none']):.3f} "
                  f"(none), spread across seeds {spread(bests['none']):.3f} (none).")
     return lines
@@ -139,10 +139,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sweeps that only check the script runs")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
+    parser.add_argument("--search", default="regression_optuna", help="the hparams_search config to sweep")
+    parser.add_argument("--set", action="append", default=[], metavar="OVERRIDE",
+                        help="an extra override for every sweep, e.g. hydra.sweeper.pruner_options.min_resource=2")
     parser.add_argument("--only", default="pruning,parallel,overhead",
                         help="comma-separated sections to run (the timing ones need a quiet machine)")
     args = parser.parse_args()
-    base = ["hparams_search=regression_optuna"]
+    base = [f"hparams_search={args.search}", *args.set]
     if args.smoke:
         base += ["data.limit_rows=200"]
         seeds, prune_trials, prune_epochs, parallel_trials, parallel_epochs, overhead_trials = [0], 4, 3, 4, 2, 3
@@ -152,7 +155,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     report = [f"### Sweep benchmarks{' (smoke run: numbers mean nothing)' if args.smoke else ''}", "",
               f"`python benchmarks/sweep.py{' --smoke' if args.smoke else ''}` on {os.cpu_count()} cores, "
-              f"load average {load:.1f} at the start; regression_optuna (diabetes, MLP, TPE), logger=none.", ""]
+              f"load average {load:.1f} at the start; search {args.search} (TPE){' ' + ' '.join(args.set) if args.set else ''}, "
+              f"logger=none.", ""]
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         workdir = Path(tmp)
         sections = set(args.only.split(","))
