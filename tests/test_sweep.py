@@ -238,6 +238,19 @@ def test_nan_trial_is_pruned_and_sweep_goes_on_with_two_workers(tmp_path):
     assert len(parents) == 1 and len(children) == 2
 
 
+def test_classification_search_runs_without_a_logger(tmp_path):
+    """A search optimises `<monitor>_best`; it must exist with logger=none too (classification monitors
+    val/loss, which only the objective itself can track without a logger)."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=2",
+                      "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=cls",
+                      f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"], multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = study_trials(storage, "cls")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(0 < t.value < 1 for t in trials), [t.value for t in trials]  # a binary cross-entropy
+
+
 def test_sweep_where_every_trial_fails_stops_at_the_failure_rate(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "logger=none",
