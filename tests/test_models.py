@@ -180,3 +180,17 @@ def test_rnn_matches_packed_bidirectional_rnn(cell):
     expected = model.linear(torch.cat([hidden[-2], hidden[-1]], dim=1))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), expected)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_validation_loss_leaves_label_smoothing_out(num_classes):
+    """val/loss compares runs with different label smoothing (a swept value) on one measure: plain cross-entropy."""
+    from pipeline.objectives import ClassificationObjective
+
+    torch.manual_seed(0)
+    logits = torch.randn(16, 1 if num_classes == 2 else num_classes)
+    target = torch.randint(0, num_classes, (16,))
+    plain, smoothed = (ClassificationObjective(torch.nn.Identity(), optimizer=None, num_classes=num_classes,
+                                               label_smoothing=s) for s in (0.0, 0.2))
+    assert smoothed.loss(logits, target) != plain.loss(logits, target)  # training does use it
+    assert torch.equal(smoothed.evaluation_loss(logits, target), plain.loss(logits, target))

@@ -67,6 +67,27 @@ def test_search_space_from_sweep_grammar_with_conditional_momentum():
     assert seen == {"sgd", "adam", "rmsprop"}
 
 
+def test_studies_with_different_seeds_draw_different_trials():
+    """Each trial's sampler is seeded from (study seed, trial number): reproducible, but study seed 1 must
+    not replay study seed 0's trials shifted by one (as seed + trial_number did)."""
+    from types import SimpleNamespace
+
+    from pipeline.sweep.study import make_sampler
+
+    def first_draws(seed: int) -> list[float]:
+        settings = SimpleNamespace(seed=seed, sampler="random", sampler_options={})
+        draws = []
+        for number in range(4):
+            study = optuna.create_study(sampler=make_sampler(settings, number))
+            draws.append(study.ask().suggest_float("lr", 1e-4, 1e-1, log=True))
+        return draws
+
+    seed0, seed1 = first_draws(0), first_draws(1)
+    assert first_draws(0) == seed0  # reproducible
+    assert len(set(seed0)) == 4  # trials of one study differ
+    assert not set(seed0) & set(seed1), (seed0, seed1)
+
+
 # ----- a 6-trial sweep, run once for several tests ------------------------------------------------
 @pytest.fixture(scope="module")
 def six_trial_sweep(tmp_path_factory):

@@ -127,9 +127,14 @@ class Objective(pl.LightningModule):
         x, y = batch
         output = self.model(x)
         rows = len(y)
-        self._eval_loss_sum += self.loss(output, y).detach() * rows
+        self._eval_loss_sum += self.evaluation_loss(output, y).detach() * rows
         self._eval_rows += rows
         self.update_metrics(metrics, output, y)
+
+    def evaluation_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The loss reported as val/loss and test/loss (training-only terms such as label smoothing left out,
+        so that runs with different regularisation are compared on the same measure)."""
+        return self.loss(output, target)
 
     def _evaluation_loss(self) -> Tensor:
         totals = self.trainer.strategy.reduce(torch.stack([self._eval_loss_sum, self._eval_rows]), reduce_op="sum")
@@ -236,6 +241,11 @@ class ClassificationObjective(Objective):
                 target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
             return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
         return F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
+
+    def evaluation_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(output.squeeze(-1), target.to(output.dtype))
+        return F.cross_entropy(output, target)
 
     def make_metrics(self) -> torchmetrics.MetricCollection:
         if self.binary:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -168,8 +169,10 @@ def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 def make_sampler(settings: SweepSettings, trial_number: int = 0) -> optuna.samplers.BaseSampler:
-    """A fresh sampler seeded by the trial number: reproducible, and two workers never draw alike."""
-    seed = settings.seed + trial_number
+    """A fresh sampler seeded by (study seed, trial number): reproducible, two workers never draw alike,
+    and studies with different seeds draw independently (``seed + trial_number`` made study seed 1 repeat
+    study seed 0's trials shifted by one)."""
+    seed = int(np.random.SeedSequence([settings.seed, trial_number]).generate_state(1)[0])
     options = dict(settings.sampler_options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
