@@ -63,3 +63,11 @@ def test_throughput_reports_samples_per_second_of_pipeline_and_plain_variants(tm
     assert "plain channels_first" not in report["tasks"]["sentiment"]["samples_per_s"]
     assert all(rate > 0 for task in report["tasks"].values() for rate in task["samples_per_s"].values())
     assert "samples/s" in result.stdout
+
+
+def test_baselines_refit_the_anchor_methods_on_the_benchmark_folds(tmp_path, real_data_dir):
+    result = run_benchmark("baselines.py", tmp_path, real_data_dir)
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert {"diabetes", "breast_cancer", "digits"} <= set(rows)
+    assert "linear regression (OLS)" in rows["diabetes"] and "r2 0." in rows["diabetes"]
+    assert "acc 0.9" in rows["breast_cancer"] and "acc 0.9" in rows["digits"]

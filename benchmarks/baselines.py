@@ -1,0 +1,77 @@
+"""The published anchors' own methods, refitted on exactly the folds the accuracy benchmark uses.
+
+A published number comes with its own fold assignment; ``accuracy.py`` draws its folds from the
+pipeline's data modules (``data.cv_folds=K data.fold=i``, with a validation part taken out of each
+training part). To tell "the pipeline's model is worse" from "these folds are harder", this script
+fits the anchor's method with scikit-learn on the same training rows (training + validation part,
+as a non-iterative method needs no validation) and scores it on the same test fold.
+
+    .venv/bin/python benchmarks/baselines.py                 # every CV row with a scikit-learn anchor
+    .venv/bin/python benchmarks/baselines.py --rows diabetes
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from common import compose_config, setup_data
+
+# row -> (experiment whose data and folds are used, anchor method, metric)
+ROWS = {
+    "diabetes": ("diabetes_linear_cv", "linear regression (OLS)", "r2"),
+    "breast_cancer": ("breast_cancer_logistic_cv", "logistic regression (C=1)", "acc"),
+    "digits": ("digits_cnn_cv", "RBF SVM (C=1, gamma='scale')", "acc"),
+}
+
+
+def _model(row: str):
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.svm import SVC
+
+    return {"diabetes": LinearRegression, "breast_cancer": lambda: LogisticRegression(max_iter=5000),
+            "digits": SVC}[row]()
+
+
+def _flat(split) -> tuple[np.ndarray, np.ndarray]:
+    x = split.x.numpy()
+    return x.reshape(len(x), -1), split.y.numpy()
+
+
+def score_row(row: str, workdir: Path, smoke: bool = False) -> list[float]:
+    from sklearn.metrics import accuracy_score, r2_score
+
+    experiment, _, metric = ROWS[row]
+    folds = int(compose_config([f"experiment={experiment}", "logger=none"], workdir).data.cv_folds)
+    scores = []
+    for fold in range(2 if smoke else folds):
+        cfg = compose_config([f"experiment={experiment}", "logger=none", f"data.fold={fold}"], workdir)
+        data = setup_data(cfg)
+        (xt, yt), (xv, yv), (xs, ys) = _flat(data.train_split), _flat(data.val_split), _flat(data.test_split)
+        predicted = _model(row).fit(np.concatenate([xt, xv]), np.concatenate([yt, yv])).predict(xs)
+        scores.append(float(r2_score(ys, predicted) if metric == "r2" else accuracy_score(ys, predicted)))
+    return scores
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--smoke", action="store_true", help="first 2 folds only")
+    args = parser.parse_args(argv)
+    print("| row | anchor method, refitted on the benchmark's folds | per fold | mean ± std |")
+    print("|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="pipeline-baselines-") as tmp:
+        for row in args.rows:
+            scores = score_row(row, Path(tmp), args.smoke)
+            spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
+            print(f"| {row} | {ROWS[row][1]} | {' '.join(f'{s:.3f}' for s in scores)} | "
+                  f"{ROWS[row][2]} {statistics.mean(scores):.3f} ± {spread:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
