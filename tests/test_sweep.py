@@ -88,6 +88,24 @@ def test_studies_with_different_seeds_draw_different_trials():
     assert not set(seed0) & set(seed1), (seed0, seed1)
 
 
+def test_grid_trials_take_distinct_points_whatever_worker_draws_them():
+    """Trial n takes grid point n of one shuffled order shared by all trials and workers, so concurrent
+    workers never evaluate the same point twice (each trial builds its own sampler)."""
+    from types import SimpleNamespace
+
+    from pipeline.sweep.study import make_sampler
+
+    grid = {"optimizer.lr": [0.1, 0.03, 0.01, 0.003, 0.001, 0.0003]}
+    settings = SimpleNamespace(seed=0, sampler="grid", sampler_options={}, space=SimpleNamespace(grid=lambda: grid))
+    study = optuna.create_study()
+    drawn = []
+    for number in range(6):
+        study.sampler = make_sampler(settings, number)
+        trial = study.ask()
+        drawn.append(trial.suggest_categorical("optimizer.lr", grid["optimizer.lr"]))
+    assert sorted(drawn) == sorted(grid["optimizer.lr"]), drawn
+
+
 # ----- a 6-trial sweep, run once for several tests ------------------------------------------------
 @pytest.fixture(scope="module")
 def six_trial_sweep(tmp_path_factory):

@@ -182,7 +182,10 @@ def make_sampler(settings: SweepSettings, trial_number: int = 0) -> optuna.sampl
         if settings.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if settings.sampler == "grid":
-            return GridSampler(settings.space.grid(), seed=seed)
+            # the grid's shuffled order must be the same in every trial and worker: trial n then takes
+            # grid point n, and concurrent workers never pick the same point (a per-trial seed would
+            # reshuffle the grid for each trial and repeat points)
+            return GridSampler(settings.space.grid(), seed=settings.seed)
         return optuna.samplers.CmaEsSampler(seed=seed, **options)
 
 
