@@ -21,20 +21,16 @@ import numpy as np
 
 from common import compose_config, setup_data
 
-# row -> (experiment whose data and folds are used, anchor method, metric)
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.svm import SVC
+
+# row -> (experiment whose data and folds are used, anchor method, its estimator, metric)
 ROWS = {
-    "diabetes": ("diabetes_linear_cv", "linear regression (OLS)", "r2"),
-    "breast_cancer": ("breast_cancer_logistic_cv", "logistic regression (C=1)", "acc"),
-    "digits": ("digits_cnn_cv", "RBF SVM (C=1, gamma='scale')", "acc"),
+    "diabetes": ("diabetes_linear_cv", "linear regression (OLS)", LinearRegression, "r2"),
+    "breast_cancer": ("breast_cancer_logistic_cv", "logistic regression (C=1)",
+                      lambda: LogisticRegression(max_iter=5000), "acc"),
+    "digits": ("digits_cnn_cv", "RBF SVM (C=1, gamma='scale')", SVC, "acc"),
 }
-
-
-def _model(row: str):
-    from sklearn.linear_model import LinearRegression, LogisticRegression
-    from sklearn.svm import SVC
-
-    return {"diabetes": LinearRegression, "breast_cancer": lambda: LogisticRegression(max_iter=5000),
-            "digits": SVC}[row]()
 
 
 def _flat(split) -> tuple[np.ndarray, np.ndarray]:
@@ -45,14 +41,14 @@ def _flat(split) -> tuple[np.ndarray, np.ndarray]:
 def score_row(row: str, workdir: Path, smoke: bool = False) -> list[float]:
     from sklearn.metrics import accuracy_score, r2_score
 
-    experiment, _, metric = ROWS[row]
+    experiment, _, estimator, metric = ROWS[row]
     folds = int(compose_config([f"experiment={experiment}", "logger=none"], workdir).data.cv_folds)
     scores = []
     for fold in range(2 if smoke else folds):
         cfg = compose_config([f"experiment={experiment}", "logger=none", f"data.fold={fold}"], workdir)
         data = setup_data(cfg)
         (xt, yt), (xv, yv), (xs, ys) = _flat(data.train_split), _flat(data.val_split), _flat(data.test_split)
-        predicted = _model(row).fit(np.concatenate([xt, xv]), np.concatenate([yt, yv])).predict(xs)
+        predicted = estimator().fit(np.concatenate([xt, xv]), np.concatenate([yt, yv])).predict(xs)
         scores.append(float(r2_score(ys, predicted) if metric == "r2" else accuracy_score(ys, predicted)))
     return scores
 
@@ -69,7 +65,7 @@ def main(argv=None) -> int:
             scores = score_row(row, Path(tmp), args.smoke)
             spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
             print(f"| {row} | {ROWS[row][1]} | {' '.join(f'{s:.3f}' for s in scores)} | "
-                  f"{ROWS[row][2]} {statistics.mean(scores):.3f} ± {spread:.3f} |", flush=True)
+                  f"{ROWS[row][3]} {statistics.mean(scores):.3f} ± {spread:.3f} |", flush=True)
     return 0
 
 

@@ -136,7 +136,7 @@ class Objective(pl.LightningModule):
         so that runs with different regularisation are compared on the same measure)."""
         return self.loss(output, target)
 
-    def _evaluation_loss(self) -> Tensor:
+    def _epoch_evaluation_loss(self) -> Tensor:
         totals = self.trainer.strategy.reduce(torch.stack([self._eval_loss_sum, self._eval_rows]), reduce_op="sum")
         return totals[0] / totals[1].clamp_min(1)
 
@@ -147,7 +147,7 @@ class Objective(pl.LightningModule):
         self._evaluate(batch, self.test_metrics, "test")
 
     def on_validation_epoch_end(self) -> None:
-        values = {"val/loss": self._evaluation_loss(), **self.val_metrics.compute()}
+        values = {"val/loss": self._epoch_evaluation_loss(), **self.val_metrics.compute()}
         self.val_metrics.reset()
         self.log_dict(values)
         if self.trainer.sanity_checking:
@@ -162,7 +162,7 @@ class Objective(pl.LightningModule):
             self.log(f"{self.monitor}_best", self.best_value)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict({"test/loss": self._evaluation_loss(), **self.test_metrics.compute()})
+        self.log_dict({"test/loss": self._epoch_evaluation_loss(), **self.test_metrics.compute()})
         self.test_metrics.reset()
 
     # ----- checkpoints: a resumed run continues exactly where the saved one was ------------------------
@@ -235,17 +235,18 @@ class ClassificationObjective(Objective):
         self.label_smoothing = float(label_smoothing)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        if self.binary:
-            target = target.to(output.dtype)
-            if self.label_smoothing:
-                target = target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
-            return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
-        return F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
+        return self._cross_entropy(output, target, self.label_smoothing)
 
     def evaluation_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return self._cross_entropy(output, target, 0.0)
+
+    def _cross_entropy(self, output: Tensor, target: Tensor, smoothing: float) -> Tensor:
         if self.binary:
-            return F.binary_cross_entropy_with_logits(output.squeeze(-1), target.to(output.dtype))
-        return F.cross_entropy(output, target)
+            target = target.to(output.dtype)
+            if smoothing:
+                target = target * (1 - smoothing) + 0.5 * smoothing
+            return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
+        return F.cross_entropy(output, target, label_smoothing=smoothing)
 
     def make_metrics(self) -> torchmetrics.MetricCollection:
         if self.binary:
