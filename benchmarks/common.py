@@ -68,11 +68,9 @@ def setup_data(cfg):
 
 
 def build_model(cfg, spec):
-    from hydra.utils import instantiate
+    from pipeline.models import build_model as build
 
-    from pipeline.train import model_inputs
-
-    return instantiate(cfg.model, **model_inputs(spec))
+    return build(cfg.model, spec)
 
 
 def loss_function(cfg, spec) -> Callable:

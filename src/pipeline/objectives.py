@@ -176,13 +176,30 @@ class Objective(pl.LightningModule):
             restore_rng_states(checkpoint["rng_states"])
 
     # ----- optimisation ------------------------------------------------------------------------------
+    def parameter_groups(self) -> Any:
+        """The model's parameters, or its parameter groups when it defines ``parameter_groups()`` (a list of
+        ``{"params": [...], "lr_scale": s}``, e.g. a pretrained backbone trained at a fraction of the head's
+        learning rate); ``lr_scale`` becomes the group's ``lr`` (base ``optimizer.lr`` x scale)."""
+        if not hasattr(self.model, "parameter_groups"):
+            return self.model.parameters()
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        groups = []
+        for group in self.model.parameter_groups():
+            group = dict(group)
+            scale = group.pop("lr_scale", 1.0)
+            if base_lr is not None and scale != 1.0:
+                group["lr"] = base_lr * scale
+            groups.append(group)
+        return groups
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.model.parameters())
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         factory = self.scheduler_factory
         target = getattr(factory, "func", factory)
-        if target is torch.optim.lr_scheduler.OneCycleLR:
+        if target is torch.optim.lr_scheduler.OneCycleLR or getattr(target, "steps_per_batch", False):
+            # schedules over the whole run, stepped every optimizer step (one-cycle, warm-up + decay)
             total = int(self.trainer.estimated_stepping_batches)
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": factory(optimizer=optimizer, total_steps=total), "interval": "step"}}

@@ -38,6 +38,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from pipeline import tracking
     from pipeline.callbacks import build_callbacks
+    from pipeline.models import build_model
     from pipeline.objectives import build_objective
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -50,7 +51,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     # a DDP run started as one process starts its other ranks here, once rank 0 has the data ready
     with distributed.other_ranks_started(cfg), tracking.start_run(cfg, output_dir) as run:
-        model = instantiate(cfg.model, **model_inputs(spec))
+        model = build_model(cfg.model, spec)
         scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
         objective = build_objective(cfg.task.objective, model, instantiate(cfg.optimizer), scheduler, spec, cfg.task)
         checkpoint, callbacks = build_callbacks(cfg, output_dir)
@@ -71,15 +72,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
         tracking.log_run_end(run, cfg, objective, datamodule, trainer, checkpoint, metrics, output_dir)
     return metrics
-
-
-def model_inputs(spec) -> dict:
-    """What the data tells a model about its inputs and outputs."""
-    inputs = {"input_shape": tuple(spec.input_shape), "num_outputs": spec.num_outputs}
-    if spec.vocab_size is not None:
-        inputs["vocab_size"] = spec.vocab_size
-        inputs["pad_id"] = spec.extra.get("pad_id", 0)
-    return inputs
 
 
 def progress_bar(setting: Optional[bool]) -> bool:

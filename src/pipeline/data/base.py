@@ -57,6 +57,8 @@ class DataSpec:
     vocab_size: Optional[int] = None
     class_names: Optional[list[str]] = None
     extra: dict = field(default_factory=dict)
+    # further constructor arguments of the model that only the data knows (e.g. categorical cardinalities)
+    model_inputs: dict = field(default_factory=dict)
 
 
 class TensorBatcher:

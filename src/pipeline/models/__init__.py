@@ -12,7 +12,31 @@ from pipeline.models.mlp import MLP
 from pipeline.models.resnet import ResNet
 from pipeline.models.text import BagOfWords, RNNClassifier, TextCNN
 
+
+
+def model_inputs(spec) -> dict:
+    """What the data tells a model about its inputs and outputs (``DataSpec`` -> constructor arguments).
+
+    A data set that needs more wiring than shapes (a vocabulary, categorical cardinalities, ...) puts the
+    extra constructor arguments in ``spec.model_inputs``."""
+    inputs = {"input_shape": tuple(spec.input_shape), "num_outputs": spec.num_outputs}
+    if spec.vocab_size is not None:
+        inputs["vocab_size"] = spec.vocab_size
+        inputs["pad_id"] = spec.extra.get("pad_id", 0)
+    inputs.update(getattr(spec, "model_inputs", None) or {})
+    return inputs
+
+
+def build_model(model_cfg, spec):
+    """The ``nn.Module`` that ``model_cfg`` (a ``conf/model`` node) names, sized for the data ``spec``."""
+    from hydra.utils import instantiate
+
+    return instantiate(model_cfg, **model_inputs(spec))
+
+
 __all__ = [
+    "build_model",
+    "model_inputs",
     "BagOfWords",
     "CNN",
     "LinearRegression",
