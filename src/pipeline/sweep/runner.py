@@ -42,9 +42,34 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         max_failure_rate=float(options.get("max_failure_rate", 0.5)),
         heartbeat_interval=int(options.get("heartbeat_interval", 10)),
         sweep_dir=str(base_config.hydra.sweep.dir),
+        fingerprint=study_fingerprint(base_config, space),
     )
     settings.check()
     return settings
+
+
+# config parts that change what a trial trains and measures (not where it logs or how it prints)
+FINGERPRINT_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "callbacks", "seed")
+FINGERPRINT_IGNORED = ("trainer.enable_progress_bar",)
+
+
+def study_fingerprint(base_config: DictConfig, space) -> dict[str, str]:
+    """The search space and the trials' fixed settings, as {key: text}: a resumed study must match it."""
+    from pipeline.tracking.params import flatten
+
+    fingerprint = {f"search.{name}": text for name, text in space.describe().items()}
+    for group in FINGERPRINT_GROUPS:
+        node = base_config.get(group)
+        tree = OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node
+        for key, value in flatten(tree, group):
+            searched = any(key == p.name or key.startswith(p.name + ".") for p in space.params)
+            if key not in FINGERPRINT_IGNORED and not searched:
+                fingerprint[key] = str(value)
+    choices = base_config.hydra.runtime.choices
+    for group in ("task", "data", "model", "optimizer", "scheduler", "trainer"):
+        if choices.get(group):
+            fingerprint[f"choice.{group}"] = str(choices[group])
+    return fingerprint
 
 
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:

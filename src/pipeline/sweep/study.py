@@ -39,6 +39,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 SETUP_DONE_ATTR = "pipeline.n_trials"
 PARENT_RUN_ATTR = "pipeline.mlflow_parent_run_id"
 PRUNER_ATTR = "pipeline.pruner"
+FINGERPRINT_ATTR = "pipeline.fingerprint"
 
 
 class SweepError(RuntimeError):
@@ -66,6 +67,8 @@ class SweepSettings:
     heartbeat_interval: int = 10
     sweep_dir: str = "."
     started_at: float = field(default_factory=time.time)
+    # what makes two trials comparable: the search space and every config value a trial trains with
+    fingerprint: dict = field(default_factory=dict)
 
     def check(self) -> None:
         if self.n_trials < 1:
@@ -237,7 +240,10 @@ def _create_or_resume(settings: SweepSettings, storage, create_parent_run) -> tu
         existing = [d.name.lower() for d in study.directions]
         raise SweepError(f"study '{settings.study_name}' in {settings.redacted_storage} optimises {existing}, "
                          f"not {settings.directions}; pick another hydra.sweeper.study_name")
+    if not created:
+        check_same_experiment(study, settings)
     if created:
+        study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
         study.set_user_attr(PARENT_RUN_ATTR, create_parent_run())
         add_waiting_trials(study, settings.n_trials)
         study.set_user_attr(SETUP_DONE_ATTR, settings.n_trials)  # last: tells other machines setup is done
@@ -249,6 +255,29 @@ def _create_or_resume(settings: SweepSettings, storage, create_parent_run) -> tu
             study.set_user_attr(SETUP_DONE_ATTR, settings.n_trials)
     study.set_user_attr(PRUNER_ATTR, {"name": settings.pruner, "options": dict(settings.pruner_options)})
     return study, created
+
+
+def check_same_experiment(study: optuna.Study, settings: SweepSettings) -> None:
+    """Resuming a study with another search space or other fixed settings (another model=, data=, epochs ...)
+    would mix trials of two experiments in one ranking: refuse, showing what changed."""
+    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
+    if recorded is None:  # a study from before fingerprints were kept: adopt this one
+        study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
+        return
+    changed = fingerprint_difference(recorded, settings.fingerprint)
+    if changed:
+        shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise SweepError(
+            f"study '{settings.study_name}' in {settings.redacted_storage} was run with other settings ({shown}); "
+            f"its trials are not comparable with these. Resume it with the settings it was created with, or start "
+            f"a new study: hydra.sweeper.study_name={settings.study_name}_2")
+
+
+def fingerprint_difference(before: dict, now: dict) -> list[str]:
+    missing = "(not set)"
+    return [f"{key}: {before.get(key, missing)} -> {now.get(key, missing)}"
+            for key in sorted(set(before) | set(now), key=lambda k: (not k.startswith(("choice.", "search.")), k))
+            if before.get(key) != now.get(key)]
 
 
 def directions_enum(direction: str) -> optuna.study.StudyDirection:
