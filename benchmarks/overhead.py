@@ -117,7 +117,7 @@ def profile_default_run(workdir: Path, extra_args: list[str], top: int = 40) -> 
     profile_path = workdir / "default-run.prof"
     args = [f"paths.mlruns_dir={workdir / 'make-train-mlruns'}", f"hydra.run.dir={workdir / 'profile-out'}",
             *extra_args]
-    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile_path), "-m", "pipeline.train", *args],
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile_path), "-m", "pipeline.cli.train", *args],
                    cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     from io import StringIO
 

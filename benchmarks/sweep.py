@@ -31,7 +31,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def run_sweep(workdir: Path, name: str, overrides: list[str]) -> tuple[list, float]:
     """One sweep in a fresh process; returns its trials and the command's wall time."""
     storage = f"sqlite:///{workdir}/{name}.db"
-    command = [sys.executable, "-m", "pipeline.train", "-m", *overrides, "logger=none",
+    command = [sys.executable, "-m", "pipeline.cli.train", "-m", *overrides, "logger=none",
                f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={name}",
                f"hydra.sweep.dir={workdir / name}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

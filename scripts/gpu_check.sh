@@ -27,7 +27,7 @@ failures=0
 run() {
   local name=$1; shift
   local dir="$OUT/$name"
-  if "$PYTHON" -m pipeline.train "$@" trainer.precision=bf16-mixed trainer.max_epochs="$EPOCHS" logger=none \
+  if "$PYTHON" -m pipeline.cli.train "$@" trainer.precision=bf16-mixed trainer.max_epochs="$EPOCHS" logger=none \
        trainer.enable_progress_bar=false "hydra.run.dir=$dir" "${EXTRA[@]}" >"$OUT/$name.log" 2>&1; then
     "$PYTHON" - "$dir/metrics.jsonl" "$name" <<'PY'
 import json, sys

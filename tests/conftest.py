@@ -46,17 +46,18 @@ def store(tmp_path) -> dict:
 
 
 def store_overrides(store: dict, multirun: bool = False) -> list[str]:
+    """The store's folder as ``paths.mlruns_dir``: the MLflow logger's tracking URI and artifacts (and a
+    sweep's Optuna storage) follow it, whichever loggers a test picks."""
     out = store["outputs"]
     return [
-        f"logger.tracking_uri={store['uri']}",
-        f"logger.artifact_location={store['artifacts']}",
+        f"paths.mlruns_dir={Path(store['artifacts']).parent}",
         f"hydra.sweep.dir={out}" if multirun else f"hydra.run.dir={out}",
     ]
 
 
 def run_cli(args: list[str], store: dict | None = None, multirun: bool = False, timeout: float = 600,
-            env: dict | None = None, module: str = "pipeline.train") -> subprocess.CompletedProcess:
-    """Run ``python -m pipeline.train`` as a user would (a fresh process, no TTY)."""
+            env: dict | None = None, module: str = "pipeline.cli.train") -> subprocess.CompletedProcess:
+    """Run ``python -m pipeline.cli.train`` as a user would (a fresh process, no TTY)."""
     command = [sys.executable, "-m", module]
     if multirun:
         command.append("-m")
@@ -91,15 +92,14 @@ def compose(overrides: list[str]):
 def compose_for_train(store: dict, overrides: list[str]):
     """A composed config for calling ``train(cfg)`` in-process, writing into ``store``."""
     return compose([
-        f"logger.tracking_uri={store['uri']}",
-        f"logger.artifact_location={store['artifacts']}",
+        f"paths.mlruns_dir={Path(store['artifacts']).parent}",
         f"paths.output_dir={store['outputs']}",
         *overrides,
     ])
 
 
 def run_cli_in_process(args: list[str], store: dict | None = None) -> subprocess.CompletedProcess:
-    """``pipeline.train.main()`` with ``args`` as the command line, in this process: the same code path as
+    """``pipeline.cli.train.main()`` with ``args`` as the command line, in this process: the same code path as
     :func:`run_cli` without ~5 s of imports, for cases that fail before training. Captures what is
     printed to stdout/stderr and the exit code."""
     import contextlib
@@ -107,7 +107,7 @@ def run_cli_in_process(args: list[str], store: dict | None = None) -> subprocess
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from pipeline.train import main
+    from pipeline.cli.train import main
 
     argv = ["pipeline-train", *args, *(store_overrides(store) if store is not None else [])]
     stdout, stderr = io.StringIO(), io.StringIO()

@@ -1,6 +1,6 @@
 """Bad input gets one clear error, early, and leaves no half-logged run.
 
-Every case goes through the CLI entry point (``pipeline.train.main``). Most run in-process (the same
+Every case goes through the CLI entry point (``pipeline.cli.train.main``). Most run in-process (the same
 code path, without ~5 s of imports per case); each category also has a real ``python -m
 pipeline.train`` run. "No run" is checked on the store itself: its SQLite file is never even created.
 """

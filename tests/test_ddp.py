@@ -199,7 +199,7 @@ def test_a_sweep_is_not_started_in_every_rank_of_torchrun(store):
     ({"SLURM_PROCID": "0", "RANK": "3"}, False),  # torchrun inside srun: SLURM_PROCID is the node
 ])
 def test_rank_zero_is_known_from_the_environment(monkeypatch, env, rank_zero):
-    from pipeline.distributed import RANK_VARIABLES, is_rank_zero
+    from pipeline.ranks import RANK_VARIABLES, is_rank_zero
     from pipeline.tracking.run import TrackedRun
 
     for name in RANK_VARIABLES:

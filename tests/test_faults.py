@@ -1,6 +1,6 @@
 """Faults lose nothing: NaN/Inf loss, Ctrl-C / SIGTERM with an exact resume, unsafe checkpoints.
 
-All through the real CLI (``python -m pipeline.train``) as a user would see them.
+All through the real CLI (``python -m pipeline.cli.train``) as a user would see them.
 """
 from __future__ import annotations
 
@@ -50,12 +50,12 @@ def test_nan_loss_stops_training_and_marks_the_run_failed_with_the_step(store):
 # ----- interruption and exact resume ---------------------------------------------------------------------
 # dropout: the resumed run must also restore the random state, not only weights and optimizer
 TRAINING = ["data=synthetic_binary", "data.batch_size=16", "trainer.max_epochs=4", "model.dropout=0.3",
-            "callbacks=none"]
+            "callbacks=model_checkpoint"]
 
 
 def start_training(store: dict, extra: list[str] = ()) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    command = [sys.executable, "-m", "pipeline.train", *TRAINING, *extra, *store_overrides(store)]
+    command = [sys.executable, "-m", "pipeline.cli.train", *TRAINING, *extra, *store_overrides(store)]
     return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -3,7 +3,7 @@ ones, values of every type, option names that exist and that do not) and random 
 files must never hang, never end in an unhandled traceback, and never leave a FINISHED run unless the
 command succeeded.
 
-The examples run in-process through ``pipeline.train.main`` (the CLI's code path, without ~5 s of
+The examples run in-process through ``pipeline.cli.train.main`` (the CLI's code path, without ~5 s of
 imports each); two run as real processes.
 """
 from __future__ import annotations

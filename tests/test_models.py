@@ -185,7 +185,7 @@ def test_rnn_matches_packed_bidirectional_rnn(cell):
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_validation_loss_leaves_label_smoothing_out(num_classes):
     """val/loss compares runs with different label smoothing (a swept value) on one measure: plain cross-entropy."""
-    from pipeline.objectives import ClassificationObjective
+    from pipeline.tasks import ClassificationModule as ClassificationObjective
 
     torch.manual_seed(0)
     logits = torch.randn(16, 1 if num_classes == 2 else num_classes)

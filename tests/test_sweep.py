@@ -187,7 +187,7 @@ def test_best_config_is_printed_and_pipeline_train_accepts_it_as_experiment(six_
     assert best_file.read_text().startswith("# @package _global_")
     trials = study_trials(six_trial_sweep["storage"], "regression_optuna")
     best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
-    shown = subprocess.run([sys.executable, "-m", "pipeline.train", "--config-dir", str(best_file.parent.parent),
+    shown = subprocess.run([sys.executable, "-m", "pipeline.cli.train", "--config-dir", str(best_file.parent.parent),
                             "experiment=regression_optuna_best", "--cfg", "job"],
                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-3000:]
@@ -210,10 +210,10 @@ def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tm
     args = ["hparams_search=regression_optuna", *TINY, "trainer.max_epochs=5", "data.batch_size=8",
             f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none", "hydra.sweeper.heartbeat_interval=1",
-            "logger.tracking_uri=" + store["uri"], "logger.artifact_location=" + store["artifacts"],
+            "logger.mlflow.tracking_uri=" + store["uri"], "logger.mlflow.artifact_location=" + store["artifacts"],
             f"hydra.sweep.dir={store['outputs']}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    first = subprocess.Popen([sys.executable, "-m", "pipeline.train", "-m", *args], cwd=PROJECT_ROOT, env=env,
+    first = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", "-m", *args], cwd=PROJECT_ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 180
@@ -356,10 +356,10 @@ def test_two_processes_on_one_postgres_storage_run_one_study_to_exactly_n_trials
     storage, tracking = f"{postgres}/optuna", f"{postgres}/mlflow"
     MlflowClient(tracking).search_experiments()  # creates MLflow's tables once, before the race
     args = ["hparams_search=regression_optuna", *TINY, f"hydra.sweeper.storage={storage}",
-            "hydra.sweeper.n_trials=6", "hydra.sweeper.study_name=shared", f"logger.tracking_uri={tracking}",
-            f"logger.artifact_location={tmp_path / 'artifacts'}"]
+            "hydra.sweeper.n_trials=6", "hydra.sweeper.study_name=shared", f"logger.mlflow.tracking_uri={tracking}",
+            f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    workers = [subprocess.Popen([sys.executable, "-m", "pipeline.train", "-m", *args,
+    workers = [subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", "-m", *args,
                                  f"hydra.sweep.dir={tmp_path / f'machine{i}'}"],
                                 cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(2)]

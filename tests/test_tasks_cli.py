@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli, runs_in
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-         "trainer.limit_test_batches=2", "logger.log_model=false", "logger.log_plots=false"]
+         "trainer.limit_test_batches=2", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"]
 
 
 def _assert_runs(store, experiment, expected_runs, metric):

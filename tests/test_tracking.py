@@ -122,7 +122,7 @@ def test_tags_say_where_the_run_came_from(logged_run):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
     assert tags["git_commit"] == head and tags["git_dirty"] == str(bool(dirty.strip())).lower()
-    assert "pipeline.train" in tags["command"] and "trainer.max_epochs=2" in tags["command"]
+    assert "pipeline.cli.train" in tags["command"] and "trainer.max_epochs=2" in tags["command"]
     assert tags["host"] == socket.gethostname()
     import mlflow
     import pytorch_lightning
@@ -196,7 +196,7 @@ def test_text_task_logs_its_tokenizer_and_respects_log_model_and_log_plots(share
     (folder / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
     store = in_store(shared_store, tmp_path)
     train(compose_for_train(store, ["task=sentiment", "data=text_tsv", f"data.path={folder}", "trainer.max_epochs=1",
-                                    "logger.log_model=false", "logger.log_plots=false"]))
+                                    "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"]))
     [run] = runs_in(store, "sentiment")
     paths = artifact_paths(client_of(store), run.info.run_id)
     assert "data/tokenizer.json" in paths
@@ -233,13 +233,13 @@ def test_a_model_that_torch_export_cannot_trace_is_logged_pickled_and_loads(shar
 
 # ----- how runs end -------------------------------------------------------------------------------
 def test_a_diverging_run_is_failed_with_the_reason(shared_store, tmp_path):
-    from pipeline.objectives import NonFiniteLossError
+    from pipeline.errors import NonFiniteLossError
     from pipeline.train import train
 
     store = in_store(shared_store, tmp_path)
     with pytest.raises(NonFiniteLossError):
         train(compose_for_train(store, ["task=regression", "optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=2",
-                                        "logger.experiment_name=diverging"]))
+                                        "logger.mlflow.experiment_name=diverging"]))
     [run] = runs_in(store, "diverging")
     assert run.info.status == "FAILED"
     assert "NonFiniteLossError" in run.data.tags["error"] and "training loss is" in run.data.tags["error"]
@@ -288,9 +288,9 @@ def test_four_runs_started_at_once_on_a_new_local_store_are_all_logged(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     processes = []
     for seed in range(4):
-        command = [sys.executable, "-m", "pipeline.train", f"seed={seed}", "trainer.max_epochs=1",
-                   f"logger.tracking_uri={store['uri']}", f"logger.artifact_location={store['artifacts']}",
-                   f"hydra.run.dir={tmp_path / f'out{seed}'}", "logger.log_model=false", "logger.log_plots=false"]
+        command = [sys.executable, "-m", "pipeline.cli.train", f"seed={seed}", "trainer.max_epochs=1",
+                   f"logger.mlflow.tracking_uri={store['uri']}", f"logger.mlflow.artifact_location={store['artifacts']}",
+                   f"hydra.run.dir={tmp_path / f'out{seed}'}", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"]
         processes.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
     results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
@@ -305,7 +305,7 @@ def test_four_runs_started_at_once_on_a_new_local_store_are_all_logged(tmp_path)
 def test_an_unreachable_tracking_server_fails_before_training(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
     store = new_store(tmp_path)
-    result = run_cli_in_process([f"logger.tracking_uri={uri}", f"hydra.run.dir={store['outputs']}"])
+    result = run_cli_in_process([f"logger.mlflow.tracking_uri={uri}", f"hydra.run.dir={store['outputs']}"])
     assert result.returncode != 0
     assert uri in result.stderr and "mlflow server" in result.stderr and "Traceback" not in result.stderr
     assert not (store["outputs"] / "checkpoints").exists()  # nothing was trained
@@ -346,7 +346,7 @@ def test_a_run_against_a_tracking_server_is_recorded_there(tracking_server):
     from mlflow import MlflowClient
 
     out = tracking_server["tmp"] / "outputs"
-    result = run_cli(["trainer.max_epochs=2", f"logger.tracking_uri={tracking_server['url']}", f"hydra.run.dir={out}"])
+    result = run_cli(["trainer.max_epochs=2", f"logger.mlflow.tracking_uri={tracking_server['url']}", f"hydra.run.dir={out}"])
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(tracking_server["url"])
     [run] = client.search_runs([client.get_experiment_by_name("classification").experiment_id])
@@ -370,7 +370,7 @@ def test_a_store_that_stops_mid_run_loses_nothing_and_says_where_results_are(tra
 
     stopper = threading.Thread(target=stop_server_after_first_epoch, daemon=True)
     stopper.start()
-    result = run_cli(["trainer.max_epochs=40", f"logger.tracking_uri={tracking_server['url']}", f"hydra.run.dir={out}"])
+    result = run_cli(["trainer.max_epochs=40", f"logger.mlflow.tracking_uri={tracking_server['url']}", f"hydra.run.dir={out}"])
     stopper.join(timeout=5)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

@@ -53,7 +53,9 @@ def test_same_command_twice_gives_identical_metrics(store, tmp_path):
     first = train(compose_for_train(store, overrides))
     store2 = dict(store, outputs=tmp_path / "second")
     second = train(compose_for_train(store2, overrides))
-    assert first == second
+    timings = ("train/epoch_time_s", "train/samples_per_s")
+    assert {k: v for k, v in first.items() if k not in timings} == {k: v for k, v in second.items() if k not in timings}
+    assert {"val/loss", "val/acc", "val/acc_best", "test/acc", "test/loss"} <= set(first)
 
 
 def test_hydra_does_not_change_working_directory_and_writes_under_outputs():
@@ -108,7 +110,7 @@ def test_regularization_options_apply(store):
 
     cfg = compose_for_train(store, [
         "model.dropout=0.3", "model.l1=1e-4", "optimizer.weight_decay=1e-3", "task.label_smoothing=0.1",
-        "trainer.gradient_clip_val=1.0", "callbacks=early_stopping", "callbacks.early_stopping.patience=1",
+        "trainer.gradient_clip_val=1.0", "callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=1",
         "trainer.max_epochs=30", "logger=none"])
     metrics = train(cfg)
     assert metrics["test/acc"] > 0.85

@@ -34,7 +34,7 @@ def store_with_runs(tmp_path_factory, migrated_store_db) -> dict:
     store = new_store(folder, migrated_store_db)
     for optimizer in ("adam", "sgd", "rmsprop"):
         train(compose_for_train(dict(store, outputs=folder / optimizer), [
-            f"optimizer={optimizer}", "trainer.max_epochs=2", "logger.log_model=false", "logger.log_plots=false"]))
+            f"optimizer={optimizer}", "trainer.max_epochs=2", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"]))
     return store
 
 

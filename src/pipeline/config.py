@@ -1,12 +1,11 @@
 """Typed config schema and validation: a wrong config is refused before any data is loaded.
 
 Checked in this order by :func:`validate`:
-1. the fixed parts (task, paths, logger, callbacks, top-level keys) against dataclass schemas, and
-   no value left as ``???``;
+1. the fixed parts (task, paths, top-level keys) against dataclass schemas, and no value left as ``???``;
 2. value ranges (``optimizer.lr > 0``, ``data.fold < data.cv_folds`` ...);
-3. every ``_target_`` node (data, model, optimizer, scheduler, trainer) against the signature of
-   the class it builds: an unknown key is named with the nearest valid one, a value of the wrong
-   type is refused (hydra-zen's idea);
+3. every ``_target_`` node (data, model, optimizer, scheduler, trainer, each callback and logger)
+   against the signature of the class it builds: an unknown key is named with the nearest valid one,
+   a value of the wrong type is refused (hydra-zen's idea);
 4. choices that only make sense together (model vs data vs task);
 5. a checkpoint to resume from exists and is safe to load (``weights_only=True``).
 """
@@ -14,12 +13,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from pipeline.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
@@ -28,15 +29,11 @@ if not OmegaConf.has_resolver("pipeline_root"):
     OmegaConf.register_new_resolver("pipeline_root", lambda: str(PROJECT_ROOT))
 
 
-class ConfigError(ValueError):
-    """The composed config is invalid; the message names the key, the value and what is allowed."""
-
-
 # ----- schemas of the fixed parts ---------------------------------------------------------------
 @dataclass
 class TaskConfig:
     name: str = "classification"
-    objective: str = "classification"  # regression | classification
+    kind: str = "classification"  # a module of pipeline.tasks: regression | classification
     monitor: str = "val/acc"
     mode: str = "max"  # min | max
     label_smoothing: float = 0.0
@@ -50,43 +47,16 @@ class PathsConfig:
     output_dir: str = "outputs"
 
 
-@dataclass
-class LoggerConfig:
-    tracking_uri: Optional[str] = None
-    artifact_location: Optional[str] = None
-    experiment_name: str = "default"
-    run_name: Optional[str] = None
-    log_model: bool = True
-    log_plots: bool = True
-
-
-@dataclass
-class CheckpointConfig:
-    save_last: bool = True
-
-
-@dataclass
-class EarlyStoppingConfig:
-    enabled: bool = False
-    patience: int = 5
-    min_delta: float = 0.0
-
-
-@dataclass
-class CallbacksConfig:
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-
-
 FIXED_SCHEMAS = {
     "task": TaskConfig,
     "paths": PathsConfig,
-    "logger": LoggerConfig,
-    "callbacks": CallbacksConfig,
 }
 TARGET_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
 REQUIRED_TARGET_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler=none is {}
-TOP_LEVEL_KEYS = set(FIXED_SCHEMAS) | set(TARGET_GROUPS) | {"seed", "ckpt_path", "tags", "sweep"}
+# groups whose options add named ``_target_`` nodes side by side: callbacks=[default,lr_monitor], logger=[mlflow,csv]
+TARGET_COLLECTIONS = ("callbacks", "logger")
+TOP_LEVEL_KEYS = (set(FIXED_SCHEMAS) | set(TARGET_GROUPS) | set(TARGET_COLLECTIONS)
+                  | {"seed", "ckpt_path", "tags", "sweep", "test"})
 
 # arguments that train.py passes when it builds the object, never set in YAML
 WIRED_ARGUMENTS = {
@@ -95,6 +65,7 @@ WIRED_ARGUMENTS = {
     "scheduler": {"optimizer", "total_steps", "epochs", "steps_per_epoch"},
     "trainer": {"callbacks", "logger", "plugins", "default_root_dir"},
 }
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
 
 def nearest(name: str, choices) -> str:
@@ -112,6 +83,9 @@ def validate(cfg: DictConfig) -> None:
         node = cfg.get(group)
         if node is not None and "_target_" in node:
             _check_against_signature(group, node)
+    for group in TARGET_COLLECTIONS:
+        for name, node in _collection(cfg, group).items():
+            _check_against_signature(f"{group}.{name}", node)
     _check_compatibility(cfg)
     _check_checkpoint(cfg.get("ckpt_path"))
 
@@ -147,6 +121,31 @@ def _check_checkpoint(ckpt_path: Optional[str]) -> None:
         raise ConfigError(f"ckpt_path={ckpt_path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
 
 
+def _collection(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
+    """The named ``_target_`` nodes of a collection group (``callbacks``, ``logger``); ``null`` entries are
+    switched off (``callbacks.early_stopping=null``)."""
+    node = cfg.get(group)
+    if node is None:
+        return {}
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{group} must be a mapping of named entries, each with a _target_ (see conf/{group}/)")
+    entries = {}
+    for name in node.keys():
+        entry = node.get(name)
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise ConfigError(f"{group}.{name} must be a node with a _target_ (a class to build), e.g. conf/{group}/ "
+                              f"files; got {_plain(entry)!r}")
+        entries[str(name)] = entry
+    return entries
+
+
+def collection(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
+    """The enabled entries of ``callbacks`` or ``logger``, by name, for the code that builds them."""
+    return _collection(cfg, group)
+
+
 def _check_required(cfg: DictConfig) -> None:
     """Every group that builds an object is there, and no value is left as ``???``."""
     for group in REQUIRED_TARGET_GROUPS:
@@ -177,10 +176,16 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
                 allowed = _schema_fields(schema, parent)
                 raise ConfigError(f"unknown key '{group}.{path}'{nearest(key, allowed)}") from None
             raise ConfigError(f"{group}.{path}: {_first_line(error)}") from None
-    _integer("seed", cfg.get("seed"))  # before data.seed=${seed} is checked against its class
+    seed = _integer("seed", cfg.get("seed"))  # before data.seed=${seed} is checked against its class
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed} is out of range; allowed: an integer in 0..{MAX_SEED}")
+    if cfg.get("test") is not None and not isinstance(cfg.get("test"), bool):
+        raise ConfigError(f"test={cfg.get('test')!r} must be true or false")
     task = cfg.task
-    _choice("task.objective", task.objective, ("regression", "classification"))
     _choice("task.mode", task.mode, ("min", "max"))
+    if not str(task.monitor).startswith("val/"):
+        raise ConfigError(f"task.monitor={task.monitor!r} must be a validation metric (val/loss, val/acc, val/rmse ...); "
+                          "model selection never looks at the test split")
 
 
 def _fields(schema) -> list[str]:
@@ -363,6 +368,9 @@ INTEGER_MINIMUMS = {
     "trainer.max_epochs": 1,
     "trainer.devices": 1,
     "trainer.num_nodes": 1,
+    "trainer.accumulate_grad_batches": 1,
+    "trainer.check_val_every_n_epoch": 1,
+    "trainer.min_epochs": 0,
     "data.cv_folds": 2,
     "data.limit_rows": 1,
 }
@@ -396,10 +404,10 @@ def _check_compatibility(cfg: DictConfig) -> None:
     modality = getattr(data_class, "modality", None)
     data_name = _choice_name(cfg, "data")
     model_name = _choice_name(cfg, "model")
-    objective = cfg.task.objective
+    objective = cfg.task.kind
     if data_task and data_task != objective:
         raise ConfigError(
-            f"data={data_name} is a {data_task} data set but task.objective is {objective}; "
+            f"data={data_name} is a {data_task} data set but task.kind is {objective}; "
             f"pick a {objective} data set or task={'regression' if data_task == 'regression' else 'classification'}"
         )
     modalities = getattr(model_class, "modalities", None)

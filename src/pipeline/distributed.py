@@ -18,7 +18,8 @@ same job, sampled sweep parameters included, writes into the same output directo
 runs Hydra: no directory, no composition, no sweep).
 
 Under torchrun, SLURM (srun) or another launcher that creates the processes, nothing is started
-here: every process runs the job and the rank variables say which one is rank 0.
+here: every process runs the job and the rank variables say which one is rank 0. The started ranks
+run ``python -m pipeline.cli.rank``, which reads the config and calls ``train()``.
 """
 from __future__ import annotations
 
@@ -34,15 +35,10 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError, RankFailed
+from pipeline.ranks import external_world_size, launched_externally
 
 log = logging.getLogger(__name__)
-
-# Rank variables set by this module, torchrun, SLURM's srun, LSF's jsrun and Open MPI. A process is
-# rank 0 when every one of them that is set is 0 (under torchrun inside srun, SLURM_PROCID is the
-# node index and RANK the global rank: both are 0 only on global rank 0).
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK",
-                  "OMPI_COMM_WORLD_RANK")
 
 # Trainer.precision values; 32/16/64/"bf16" are Lightning's aliases of the -true/-mixed names.
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "32", "16", "bf16", "64",
@@ -55,25 +51,6 @@ SCRIPT_STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "ddp_find
 # itself to fail before it is killed (blocked in an NCCL collective, it sees no exception).
 CHILD_EXIT_TIMEOUT_S = 120.0
 FAILURE_GRACE_S = 60.0
-
-
-# ----- ranks ------------------------------------------------------------------------------------
-def is_rank_zero() -> bool:
-    """True in the process that owns the run: creates the MLflow run and writes its files.
-
-    Known from the environment before Lightning sets anything up, so it is right from the first
-    line of ``train()`` in every rank, however the ranks were started.
-    """
-    return all(int(os.environ[name]) == 0 for name in RANK_VARIABLES if os.environ.get(name, "").strip())
-
-
-def launched_externally() -> bool:
-    """The processes of this run were created by torchrun, srun, jsrun or this module's launcher."""
-    if "LOCAL_RANK" in os.environ or "RANK" in os.environ:
-        return True
-    from lightning_fabric.plugins.environments import LSFEnvironment, SLURMEnvironment, TorchElasticEnvironment
-
-    return TorchElasticEnvironment.detect() or SLURMEnvironment.detect() or LSFEnvironment.detect()
 
 
 # ----- checks before any data is loaded -----------------------------------------------------------
@@ -137,7 +114,7 @@ def _check_not_sweeping_in_every_rank() -> None:
         launcher = str(HydraConfig.get().launcher.get("_target_", ""))
     except Exception:
         return
-    if "submitit" in launcher or not launched_externally() or _external_world_size() <= 1:
+    if "submitit" in launcher or not launched_externally() or external_world_size() <= 1:
         return
     raise ConfigError(
         "a sweep (-m) cannot be started under torchrun or srun: every rank would run the whole sweep. "
@@ -160,7 +137,7 @@ def _check_one_output_dir_for_all_ranks() -> None:
         run_dir = str(hydra.run.dir)
     except Exception:
         return
-    if given or not launched_externally() or _external_world_size() <= 1:
+    if given or not launched_externally() or external_world_size() <= 1:
         return
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
     if job_id and job_id in run_dir:
@@ -168,13 +145,6 @@ def _check_one_output_dir_for_all_ranks() -> None:
     raise ConfigError(
         "this run is started as several processes (torchrun or srun): give them one output directory, "
         "e.g. hydra.run.dir=outputs/multinode/$SLURM_JOB_ID (README 'Several nodes')")
-
-
-def _external_world_size() -> int:
-    for name in ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
-        if os.environ.get(name, "").strip():
-            return int(os.environ[name])
-    return 1
 
 
 # ----- how many processes this node runs -----------------------------------------------------------
@@ -265,14 +235,10 @@ def other_ranks_started(cfg: DictConfig) -> Iterator[None]:
 
 def _start_rank(local_rank: int) -> subprocess.Popen:
     env = dict(os.environ, LOCAL_RANK=str(local_rank))
-    child = subprocess.Popen([sys.executable, "-m", "pipeline.distributed"], stdin=subprocess.PIPE, env=env,
+    child = subprocess.Popen([sys.executable, "-m", "pipeline.cli.rank"], stdin=subprocess.PIPE, env=env,
                              text=True)
     child.local_rank = local_rank  # type: ignore[attr-defined]
     return child
-
-
-class RankFailed(RuntimeError):
-    """Another rank of this run exited with an error (its message is printed above this one)."""
 
 
 def _wait_for(children: list[subprocess.Popen]) -> None:
@@ -341,31 +307,3 @@ class _Watcher(threading.Thread):
                       failed[0].local_rank, failed[0].returncode, FAILURE_GRACE_S)
             _stop(self.children)
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ----- the entry point of ranks started by other_ranks_started ---------------------------------------
-def _run_rank_from_stdin() -> None:
-    from pipeline.cli.errors import report_errors
-    from pipeline.train import train
-
-    cfg = OmegaConf.create(sys.stdin.read())
-    _exit_with_parent()
-    with report_errors():
-        train(cfg)
-
-
-def _exit_with_parent() -> None:
-    """If rank 0 dies (killed, out of memory), this rank would wait for it in a collective until the
-    timeout: leave as soon as it is gone."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(2.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watcher").start()
-
-
-if __name__ == "__main__":
-    _run_rank_from_stdin()

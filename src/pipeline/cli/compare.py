@@ -156,7 +156,7 @@ def write_csv(ranking: Ranking, path: Path) -> None:
 
 
 def plot_curves(client, ranking: Ranking, path: Path, count: int) -> Path:
-    from pipeline.tracking.plots import overlay_curves
+    from pipeline.plots import overlay_curves
 
     curves = {}
     for run in ranking.runs[:count]:

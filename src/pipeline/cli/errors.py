@@ -19,37 +19,16 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
-EXIT_USER_ERROR = 2
-EXIT_UNEXPECTED = 1
-EXIT_INTERRUPTED = 130
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during training. A KeyboardInterrupt, so the MLflow run is marked KILLED."""
-
-    def __init__(self, resume_from: Optional[Path]):
-        self.resume_from = resume_from
-        super().__init__(str(resume_from) if resume_from else "")
-
-    def __str__(self) -> str:
-        if self.resume_from is None:
-            return "stopped before the first epoch ended, so there is no checkpoint to resume from; run again"
-        return (f"the last completed epoch is saved in {self.resume_from}; "
-                f"resume with the same command plus ckpt_path={self.resume_from}")
+from pipeline.errors import (EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USER_ERROR, USER_ERRORS,  # noqa: F401
+                             RunInterrupted)
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import InstantiationException
 
-    from pipeline.config import ConfigError
-    from pipeline.data.base import DataError
-    from pipeline.distributed import RankFailed
-    from pipeline.objectives import NonFiniteLossError
-    from pipeline.tracking.run import TrackingUnavailable
-
-    return ConfigError, DataError, TrackingUnavailable, NonFiniteLossError, InstantiationException, RankFailed
+    return (*USER_ERRORS, InstantiationException)
 
 
 def one_line(message: object) -> str:

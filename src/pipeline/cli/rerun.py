@@ -5,10 +5,15 @@ The run's ``config.yaml`` (the resolved config) is downloaded, the overrides are
 ``rerun_of=<run_id>``. Without overrides, on the CPU, it reproduces the original test metrics exactly.
 
 A config in the store could have been edited by anyone with write access to it, so it is trusted no
-further than this: every ``_target_`` must name a class or function of the project, torch,
-torchvision or pytorch_lightning, and none of those that load or run code from elsewhere (torch.hub,
-torch.load, ...); and since a logged config is resolved, one with ``${...}`` interpolations is refused
-(an ``${oc.env:...}`` would copy an environment secret into the new run).
+further than this, all checked before any run exists:
+
+* every ``_target_`` (nested ones, ``_partial_`` and ``_args_`` included) is imported and judged by the
+  object it names, not by its spelling: it must be a class defined in one of the allowed modules and of
+  the kind its place builds (a data module under ``data``, an optimizer under ``optimizer`` ...). An
+  alias such as ``pipeline.cli.rerun.shutil.rmtree`` names ``shutil.rmtree`` and is refused;
+* every folder the config writes to (checkpoints, logger folders) lies inside the new run's output folder;
+* since a logged config is resolved, one with ``${...}`` interpolations is refused (an
+  ``${oc.env:...}`` would copy an environment secret into the new run).
 """
 from __future__ import annotations
 
@@ -23,11 +28,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ConfigError
 
-ALLOWED_TARGET_PACKAGES = ("pipeline", "torch", "torchvision", "pytorch_lightning")
-# inside the allowed packages: callables that load pickles, fetch code or compile it
-REFUSED_TARGETS = ("torch.hub", "torch.load", "torch.jit", "torch.package", "torch.serialization",
-                   "torch.utils.cpp_extension", "torch.compile", "torch.export.load")
-REFUSED_SUFFIXES = ("load_from_checkpoint",)
+# Modules whose classes a rerun may build (a class's defining module must be one of these or below it)
+ALLOWED_MODULES = ("pipeline.data", "pipeline.models", "pipeline.schedulers", "pipeline.callbacks",
+                   "pipeline.tracking.run", "torch.optim", "pytorch_lightning.callbacks", "pytorch_lightning.loggers",
+                   "pytorch_lightning.strategies", "pytorch_lightning.plugins", "pytorch_lightning.trainer.trainer",
+                   "lightning_fabric.plugins")
+# keys whose value is a folder the built object writes into
+WRITTEN_FOLDER_KEYS = ("dirpath", "save_dir", "default_root_dir", "log_dir", "output_dir", "root_dir")
 # groups picked by name on pipeline-train's command line; a rerun changes values inside them instead
 CONFIG_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
 CHOICE_PARAMS = ("task", "data", "model", "optimizer", "scheduler", "trainer")
@@ -63,13 +70,46 @@ def _leaves(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, tree
 
 
-def target_allowed(target: str) -> bool:
-    package = target.split(".", 1)[0]
-    if package not in ALLOWED_TARGET_PACKAGES:
-        return False
-    if any(target == refused or target.startswith(refused + ".") for refused in REFUSED_TARGETS):
-        return False
-    return not target.endswith(REFUSED_SUFFIXES)
+def _expected_base(key: str):
+    """The class a ``_target_`` at ``key`` must build, by where it sits in the config."""
+    import pytorch_lightning as pl
+    import torch
+    from torch import nn
+
+    group = key.split(".", 1)[0]
+    if key.count(".") > 1 and group not in ("callbacks", "logger"):  # nested, e.g. trainer.strategy._target_
+        return object
+    return {
+        "data": pl.LightningDataModule, "model": nn.Module, "optimizer": torch.optim.Optimizer,
+        "scheduler": (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
+        "trainer": pl.Trainer, "callbacks": pl.Callback, "logger": pl.loggers.Logger,
+    }.get(group, object)
+
+
+def target_refusal(key: str, target: str) -> Optional[str]:
+    """Why the ``_target_`` ``target`` at ``key`` may not be built, or None when it may."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(str(target))
+    except Exception:
+        return "it cannot be imported"
+    if not inspect.isclass(obj):
+        return "it is not a class (a rerun builds classes only)"
+    module = getattr(obj, "__module__", "") or ""
+    if not any(module == allowed or module.startswith(allowed + ".") for allowed in ALLOWED_MODULES):
+        return f"it is {module}.{obj.__qualname__}, outside the modules a rerun builds from"
+    try:
+        canonical = get_object(f"{module}.{obj.__qualname__}")
+    except Exception:
+        canonical = None
+    if canonical is not obj:
+        return f"it is {module}.{obj.__qualname__} under another name"
+    if not issubclass(obj, _expected_base(key)):
+        return f"{module}.{obj.__qualname__} is not the kind of object {key.split('.', 1)[0]} builds"
+    return None
 
 
 def check_logged_config(cfg: DictConfig, run_id: str) -> None:
@@ -82,12 +122,31 @@ def check_logged_config(cfg: DictConfig, run_id: str) -> None:
 
 
 def check_targets(cfg: DictConfig, what: str) -> None:
-    allowed = ", ".join(f"{package}.*" for package in ALLOWED_TARGET_PACKAGES)
+    allowed = ", ".join(f"{module}.*" for module in ALLOWED_MODULES)
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
         if key == "_target_" or key.endswith("._target_"):
-            if not target_allowed(str(value)):
-                raise RerunRefused(f"{what} sets {key}={value!r}, which is not allowed: pipeline-rerun builds only "
-                                   f"{allowed} (not torch.hub, torch.load or other code loaders). Refusing to run it")
+            reason = target_refusal(key, str(value))
+            if reason is not None:
+                raise RerunRefused(f"{what} sets {key}={value!r}, which is not allowed: {reason}. pipeline-rerun builds "
+                                   f"only classes defined in {allowed}. Refusing to run it")
+
+
+def confine_written_folders(cfg: DictConfig, old_output_dir: Optional[str], output_dir: Path, what: str) -> None:
+    """Folders the logged config writes into (all derived from the old run's output folder) are moved to the
+    new one; a folder outside it (an edited config pointing a checkpoint at /etc) is refused."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    new_root = output_dir.resolve()
+    for key, value in _leaves(container):
+        if not isinstance(value, str):
+            continue
+        if old_output_dir and (value == old_output_dir or value.startswith(old_output_dir.rstrip("/") + "/")):
+            value = str(output_dir) + value[len(old_output_dir.rstrip("/")):]
+            OmegaConf.update(cfg, key, value, merge=False)
+        if key.rsplit(".", 1)[-1] in WRITTEN_FOLDER_KEYS and not key.startswith("paths."):  # paths.*: read or reset
+            resolved = Path(value).resolve()
+            if resolved != new_root and new_root not in resolved.parents:
+                raise RerunRefused(f"{what} sets {key}={value!r}, a folder outside the new run's output folder "
+                                   f"{output_dir}. Refusing to run it")
 
 
 def linked_keys(choices: dict[str, str]) -> dict[str, list[str]]:
@@ -132,10 +191,8 @@ def apply_overrides(cfg: DictConfig, overrides: list[str], links: dict[str, list
 
 # ----- running it --------------------------------------------------------------------------------
 def fresh_output_dir() -> Path:
-    from pipeline.config import PROJECT_ROOT
-
     now = datetime.now()
-    return PROJECT_ROOT / "outputs" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
+    return Path.cwd() / "outputs" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
 
 
 def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_dir: Path,
@@ -150,18 +207,44 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
         cfg = OmegaConf.load(path)
     check_logged_config(cfg, run.info.run_id)
     cfg.pop("sweep", None)  # a sweep trial is rerun as a run of its own
-    source_uri = OmegaConf.select(cfg, "logger.tracking_uri")
-    cfg.logger.tracking_uri = tracking_uri  # the logged one may be redacted (***) or name another machine
-    if cfg.logger.get("artifact_location") and tracking_uri != source_uri:
-        cfg.logger.artifact_location = None  # the new store keeps its artifacts where it keeps them
+    mlflow_node = _mlflow_logger_node(cfg)
+    if mlflow_node is None:  # the source was logged to MLflow, so its rerun is too
+        raise RerunRefused(f"the config logged with run {run.info.run_id} has no MLflow logger (logger.mlflow); "
+                           "it was edited. Refusing to run it")
+    source_uri = mlflow_node.get("tracking_uri")
+    mlflow_node.tracking_uri = tracking_uri  # the logged one may be redacted (***) or name another machine
+    if mlflow_node.get("artifact_location") and tracking_uri != source_uri:
+        mlflow_node.artifact_location = None  # the new store keeps its artifacts where it keeps them
+    old_output_dir = OmegaConf.select(cfg, "paths.output_dir")
     cfg.paths.output_dir = str(output_dir)
     cfg.ckpt_path = None
+    confine_written_folders(cfg, str(old_output_dir) if old_output_dir else None, output_dir,
+                            f"the config logged with run {run.info.run_id}")
     cfg = apply_overrides(cfg, overrides, linked_keys(choices or {}) if overrides else {})
     check_targets(cfg, "the overrides")
+    confine_written_folders(cfg, None, output_dir, "the overrides")
     if "tags" not in cfg or cfg.tags is None:
         cfg.tags = {}
     cfg.tags.rerun_of = run.info.run_id
     return cfg
+
+
+def _mlflow_logger_node(cfg: DictConfig) -> Optional[DictConfig]:
+    loggers = cfg.get("logger")
+    if not isinstance(loggers, DictConfig):
+        return None
+    from hydra.utils import get_object
+
+    from pipeline.tracking import MLflowLogger
+
+    for node in loggers.values():
+        if isinstance(node, DictConfig) and node.get("_target_"):
+            try:
+                if get_object(str(node._target_)) is MLflowLogger:
+                    return node
+            except Exception:
+                continue
+    return None
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -18,9 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-
-class DataError(ValueError):
-    """A data set is missing, malformed or incompatible; the message says which file and why."""
+from pipeline.errors import DataError
 
 
 @dataclass
@@ -213,7 +211,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             raise DataError(f"data: {n} row(s) of '{self.name}' cannot be split into a training and a held-out "
                             "split; the train, validation or test split would be empty; use more rows")
         n_out = max(1, int(round(n * fraction)))
-        if self.task_kind == "classification":
+        if self._stratified():
             order = _stratified_order(split.y.numpy(), rng)
             # every k-th row of a label-sorted shuffled order keeps the class balance
             step = n / n_out
@@ -225,10 +223,16 @@ class InMemoryDataModule(pl.LightningDataModule):
             mask[rng.permutation(n)[:n_out]] = True
         return split.subset(np.flatnonzero(~mask)), split.subset(np.flatnonzero(mask))
 
+    def _stratified(self) -> bool:
+        """Whether splits keep the class proportions: the task kind says (classification does)."""
+        from pipeline.tasks import task_kind
+
+        return task_kind(self.task_kind).stratify
+
     def _fold(self, full: Split) -> tuple[Split, Split]:
         from sklearn.model_selection import KFold, StratifiedKFold
 
-        if self.task_kind == "classification":
+        if self._stratified():
             splitter = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed)
         else:
             splitter = KFold(self.cv_folds, shuffle=True, random_state=self.seed)

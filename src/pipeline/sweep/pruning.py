@@ -13,6 +13,9 @@ from typing import Any, Optional
 import optuna
 from pytorch_lightning import Callback, LightningModule, Trainer
 
+from pipeline.ranks import is_rank_zero
+from pipeline.tracking import find_mlflow_logger
+
 from .study import PRUNER_ATTR, make_pruner, open_storage
 
 log = logging.getLogger("pipeline.sweep")
@@ -29,8 +32,6 @@ class PruningCallback(Callback):
     @classmethod
     def from_config(cls, sweep_cfg: Any, monitor: str) -> "PruningCallback":
         """``sweep_cfg`` is the run's ``sweep`` node: study_name, storage, trial_number."""
-        from pipeline.distributed import is_rank_zero
-
         if not is_rank_zero():  # under DDP only rank 0 talks to the storage; the others follow its decision
             return cls(None, monitor, report=False)
         storage = open_storage(str(sweep_cfg.storage))
@@ -45,8 +46,8 @@ class PruningCallback(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.trial is None:
             return
-        run = getattr(trainer.logger, "run", None)  # the MLflow run (tracking.TrackedRun), if any
-        if run is not None and getattr(run, "run_id", None):
+        run = self._run(trainer)
+        if run is not None and run.run_id:
             self.trial.set_user_attr("mlflow_run_id", run.run_id)
             self.trial.set_user_attr("mlflow_tracking_uri", run.tracking_uri)
             run.set_tags({"sweep.study_name": self.trial.study.study_name,
@@ -71,15 +72,17 @@ class PruningCallback(Callback):
             if self.trial is None:
                 return
             self.trial.set_user_attr("pruned_at_epoch", epoch)
-            run = getattr(trainer.logger, "run", None)
+            run = self._run(trainer)
             if run is not None:
                 run.set_tags({"sweep.state": "PRUNED"})
             log.info("trial %d pruned after epoch %d (%s=%.4g)", self.trial.number, epoch, self.monitor, float(value))
 
+    @staticmethod
+    def _run(trainer: Trainer):
+        """The trial's MLflow run (a tracking.TrackedRun), when the config tracks it."""
+        logger = find_mlflow_logger(trainer.loggers)
+        return logger.run if logger is not None else None
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # the sweeper takes the trial's objective from these (validation metrics, not test ones)
-        if self.trial is None:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        self.trial.set_user_attr("fit_metrics", metrics)
-        self.trial.set_user_attr("epochs_trained", trainer.current_epoch)
+        if self.trial is not None:
+            self.trial.set_user_attr("epochs_trained", trainer.current_epoch)

@@ -14,95 +14,24 @@ from optuna.trial import TrialState
 
 from pipeline.tracking.redact import redact_text
 
+from pipeline.tracking.sweeps import ParentRun
+
 from .study import SweepSettings, progress
 
 log = logging.getLogger("pipeline.sweep")
 
 
-def _client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri)
-
-
-class ParentRun:
-    """The study's MLflow run; the trials' runs are its children. Created once, by the process
-    that creates the study; every other process (resume, other machines) attaches to it."""
-
-    def __init__(self, tracking_uri: Optional[str], experiment_name: str, artifact_location: Optional[str]):
-        self.tracking_uri = tracking_uri
-        self.experiment_name = experiment_name
-        self.artifact_location = artifact_location
-        self.run_id: Optional[str] = None
-
-    @classmethod
-    def from_config(cls, base_config: DictConfig) -> "ParentRun":
-        logger = base_config.logger
-        return cls(logger.tracking_uri, str(logger.experiment_name), logger.artifact_location)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.tracking_uri)
-
-    def create(self, settings: SweepSettings) -> Optional[str]:
-        if not self.enabled:
-            return None
-        from pipeline.tracking.run import TrackedRun, check_reachable, prepare_local_store
-
-        check_reachable(self.tracking_uri)
-        prepare_local_store(self.tracking_uri)
-        locator = TrackedRun(self.tracking_uri, self.experiment_name, artifact_location=self.artifact_location)
-        locator.client = client = _client(self.tracking_uri)
-        run = client.create_run(locator._experiment_id(), run_name=f"sweep-{settings.study_name}",
-                                tags={"sweep.role": "parent", "sweep.study_name": settings.study_name})
-        params = {
-            "study_name": settings.study_name, "storage": settings.redacted_storage,
-            "sampler": settings.sampler, "sampler_options": json.dumps(settings.sampler_options),
-            "pruner": settings.pruner, "pruner_options": json.dumps(settings.pruner_options),
-            "objectives": ",".join(settings.objectives), "directions": ",".join(settings.directions),
-            "seed": settings.seed,
-            **{f"space.{name}": text for name, text in settings.space.describe().items()},
-            "fixed_overrides": redact_text(" ".join(settings.space.fixed_overrides)) or "-",
-        }
-        from mlflow.entities import Param
-
-        client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        return run.info.run_id
-
-    def attach(self, run_id: Optional[str], settings: SweepSettings) -> None:
-        self.run_id = run_id if self.enabled else None
-        if self.run_id:
-            client = _client(self.tracking_uri)
-            client.update_run(self.run_id, status="RUNNING")
-            client.set_tag(self.run_id, "sweep.n_trials", str(settings.n_trials))
-
-    def finish(self, status: str) -> None:
-        if self.run_id:
-            _client(self.tracking_uri).set_terminated(self.run_id, status=status)
-
-
-def tag_child_run(tracking_uri: Optional[str], run_id: str, tags: dict[str, str]) -> None:
-    if not tracking_uri:
-        return
-    try:
-        client = _client(tracking_uri)
-        for key, value in tags.items():
-            client.set_tag(run_id, key, value)
-    except Exception as error:  # tracking is a side channel: never fail a trial over a tag
-        log.warning("could not tag MLflow run %s: %s", run_id, error)
-
-
-def close_stale_child_run(tracking_uri: Optional[str], run_id: str) -> None:
-    """The run of a trial whose worker was killed is still RUNNING in MLflow: close it."""
-    if not tracking_uri:
-        return
-    try:
-        client = _client(tracking_uri)
-        client.set_tag(run_id, "sweep.state", "FAIL")
-        client.set_tag(run_id, "error", "the worker running this trial died (no heartbeat); the trial was retried")
-        client.set_terminated(run_id, status="KILLED")
-    except Exception as error:
-        log.warning("could not close MLflow run %s: %s", run_id, error)
+def parent_run_params(settings: SweepSettings) -> dict[str, Any]:
+    """What the parent run records of the study's set-up."""
+    return {
+        "study_name": settings.study_name, "storage": settings.redacted_storage,
+        "sampler": settings.sampler, "sampler_options": json.dumps(settings.sampler_options),
+        "pruner": settings.pruner, "pruner_options": json.dumps(settings.pruner_options),
+        "objectives": ",".join(settings.objectives), "directions": ",".join(settings.directions),
+        "seed": settings.seed,
+        **{f"space.{name}": text for name, text in settings.space.describe().items()},
+        "fixed_overrides": redact_text(" ".join(settings.space.fixed_overrides)) or "-",
+    }
 
 
 # ----- the end of a sweep ---------------------------------------------------------------------------
@@ -118,19 +47,14 @@ def summarize(study: optuna.Study, settings: SweepSettings, parent: ParentRun, c
     counts = {s.name.lower(): sum(t.state == s for t in state.finished) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     best = best_trials(study)
     best_file = write_best_config(study, best[0], settings, config_loader, base_config) if best else None
-    if parent.run_id:
-        client = _client(parent.tracking_uri)
-        client.log_artifact(parent.run_id, str(out_dir / "trials.csv"), "sweep")
-        for plot in plots:
-            client.log_artifact(parent.run_id, str(plot), "sweep/plots")
-        client.log_batch(parent.run_id, metrics=_metrics({f"trials_{k}": v for k, v in counts.items()}))
-        if best:
-            client.log_artifact(parent.run_id, str(best_file), "sweep")
-            client.log_batch(parent.run_id, metrics=_metrics(
-                {f"best/{name}": value for name, value in zip(settings.objectives, best[0].values)}))
-            for name, value in best[0].params.items():
-                client.set_tag(parent.run_id, f"best.{name}", str(value))
-            client.set_tag(parent.run_id, "best.trial_number", str(best[0].number))
+    files = {"sweep": [out_dir / "trials.csv"] + ([best_file] if best_file else []), "sweep/plots": plots}
+    metrics = {f"trials_{k}": v for k, v in counts.items()}
+    tags = {}
+    if best:
+        metrics.update({f"best/{name}": value for name, value in zip(settings.objectives, best[0].values)})
+        tags = {**{f"best.{name}": value for name, value in best[0].params.items()},
+                "best.trial_number": best[0].number}
+    parent.record(files, metrics, tags)
     print_summary(study, settings, state, counts, best, best_file, parent)
     return {"counts": counts, "best_values": best[0].values if best else None,
             "best_params": best[0].params if best else None, "best_config": str(best_file) if best_file else None}
@@ -138,15 +62,6 @@ def summarize(study: optuna.Study, settings: SweepSettings, parent: ParentRun, c
 
 def counts_complete(state) -> int:
     return sum(t.state == TrialState.COMPLETE for t in state.finished)
-
-
-def _metrics(values: dict[str, float]):
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, 0) for k, v in values.items()]
 
 
 def best_trials(study: optuna.Study) -> list:

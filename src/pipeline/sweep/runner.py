@@ -48,6 +48,15 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
     return settings
 
 
+def mlflow_logger_node(base_config: DictConfig):
+    """The config's MLflow logger (``logger.mlflow``), resolved; None when the sweep is not tracked."""
+    loggers = base_config.get("logger") or {}
+    for node in loggers.values() if isinstance(loggers, DictConfig) else ():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("tracking.MLflowLogger"):
+            return OmegaConf.to_container(node, resolve=True)
+    return None
+
+
 # config parts that change what a trial trains and measures (not where it logs or how it prints)
 FINGERPRINT_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "callbacks", "seed")
 FINGERPRINT_IGNORED = ("trainer.enable_progress_bar",)
@@ -73,15 +82,18 @@ def study_fingerprint(base_config: DictConfig, space) -> dict[str, str]:
 
 
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
-    from .report import ParentRun, summarize
+    from pipeline.tracking.sweeps import ParentRun
+
+    from .report import parent_run_params, summarize
     from .worker import run_workers
 
     settings = build_settings(options, arguments, base_config)
     Path(settings.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(base_config, Path(settings.sweep_dir) / "multirun.yaml")
-    parent = ParentRun.from_config(base_config)
-    study, created = create_or_resume(settings, lambda: parent.create(settings))
-    parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), settings)
+    parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
+    study, created = create_or_resume(settings, lambda: parent.create(
+        f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
+    parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": settings.n_trials})
     print(f"{'Created' if created else 'Resuming'} Optuna study '{settings.study_name}' in {settings.redacted_storage}: "
           f"{settings.n_trials} trials, {settings.n_jobs} worker(s), sampler={settings.sampler}, "
           f"pruner={settings.pruner}, objective(s) {', '.join(f'{o} ({d})' for o, d in zip(settings.objectives, settings.directions))}",

@@ -25,7 +25,9 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from pipeline.errors import SweepError
 from pipeline.tracking.redact import redact_text
+from pipeline.tracking.sweeps import close_stale_run
 
 from .space import SearchSpace
 
@@ -40,10 +42,6 @@ SETUP_DONE_ATTR = "pipeline.n_trials"
 PARENT_RUN_ATTR = "pipeline.mlflow_parent_run_id"
 PRUNER_ATTR = "pipeline.pruner"
 FINGERPRINT_ATTR = "pipeline.fingerprint"
-
-
-class SweepError(RuntimeError):
-    """The sweep cannot start or has to stop; the message says why and what to change."""
 
 
 @dataclass
@@ -164,11 +162,8 @@ def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, trial)
     log.warning("trial %d stopped sending heartbeats (its worker died): marked FAIL, parameters re-queued",
                 trial.number)
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if run_id:
-        from .report import close_stale_child_run
-
-        close_stale_child_run(trial.user_attrs.get("mlflow_tracking_uri"), run_id)
+    close_stale_run(trial.user_attrs.get("mlflow_tracking_uri"), trial.user_attrs.get("mlflow_run_id"),
+                    "the worker running this trial died (no heartbeat); the trial was retried")
 
 
 def make_sampler(settings: SweepSettings, trial_number: int = 0) -> optuna.samplers.BaseSampler:

@@ -16,8 +16,14 @@ import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 
-from pipeline.tracking.redact import redact_text
+from hydra.errors import InstantiationException
 
+from pipeline.errors import USER_ERRORS, NonFiniteLossError
+from pipeline.tracking.redact import redact_text
+from pipeline.tracking.sweeps import tag_run
+from pipeline.train import train
+
+from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
 from .study import (PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial, fail_stale_trials,
                     is_finite, load_study, make_sampler, open_storage, progress)
@@ -25,7 +31,7 @@ from .study import (PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim
 log = logging.getLogger("pipeline.sweep")
 
 # attributes a trial gets while it runs; a retried trial starts without its predecessor's
-RUN_ATTRS = ("pruned_at_epoch", "fit_metrics", "diverged", "fail_reason", "mlflow_run_id", "epochs_trained")
+RUN_ATTRS = ("pruned_at_epoch", "diverged", "fail_reason", "mlflow_run_id", "epochs_trained")
 MIN_TRIALS_FOR_FAILURE_RATE = 3
 
 
@@ -119,18 +125,20 @@ def check_failure_rate(study: optuna.Study, settings: SweepSettings) -> None:
             f"(more than hydra.sweeper.max_failure_rate={settings.max_failure_rate}); last failure: {last}")
 
 
-_train_seconds: list[float] = [0.0]
+class TrialTask:
+    """The job each trial runs through Hydra's ``run_job``: the same ``train`` as ``pipeline-train``, with the
+    trial's pruning callback and the sweep's parent run handed in, timed."""
 
+    def __init__(self, pruning: PruningCallback, parent_run_id: Optional[str]):
+        self.pruning, self.parent_run_id = pruning, parent_run_id
+        self.seconds = 0.0
 
-def train_task(cfg: DictConfig) -> dict[str, float]:
-    """The job each trial runs: the same ``train`` as ``pipeline-train``, timed."""
-    from pipeline.train import train
-
-    started = time.perf_counter()
-    try:
-        return train(cfg)
-    finally:
-        _train_seconds[0] = time.perf_counter() - started
+    def __call__(self, cfg: DictConfig) -> dict[str, float]:
+        started = time.perf_counter()
+        try:
+            return train(cfg, callbacks=[self.pruning], parent_run=self.parent_run_id)
+        finally:
+            self.seconds = time.perf_counter() - started
 
 
 def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_context, base_config: DictConfig,
@@ -147,17 +155,18 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
     overrides = trial_overrides(settings.space, params)
     trial.set_user_attr("overrides", overrides)
     trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-    # what the trial's run needs to find its trial (the pruning callback) and its parent MLflow run
-    sweep_node = {"study_name": settings.study_name, "storage": settings.storage,
-                  "trial_number": trial.number, "parent_run_id": parent_run_id}
+    # the trial in the run's config: recorded with it, and what other DDP ranks build their pruning callback from
+    sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number}
     log.info("trial %d (worker %d): %s", trial.number, worker_index, " ".join(overrides[len(settings.space.fixed_overrides):]))
-    _train_seconds[0] = 0.0
+    task = TrialTask(PruningCallback(trial, monitor=str(base_config.task.monitor),
+                                     report=len(settings.objectives) == 1), parent_run_id)
     with Heartbeat(open_storage(settings.storage, settings.heartbeat_interval), trial._trial_id, settings.heartbeat_interval):
         try:
             config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(params, sweep_node)
             with open_dict(config):
                 config.hydra.job.id = config.hydra.job.num = trial.number
-            job = run_job(hydra_context=hydra_context, task_function=train_task, config=config,
+                name_trial_run(config, trial.number)
+            job = run_job(hydra_context=hydra_context, task_function=task, config=config,
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
             error = None if job.status == JobStatus.COMPLETED else job._return_value
@@ -166,14 +175,11 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
             log.error("trial %d: could not compose its config", trial.number, exc_info=True)
             error, metrics = composing_error, {}
         trial_seconds = time.perf_counter() - started
-        trial.set_user_attr("train_seconds", _train_seconds[0])
+        trial.set_user_attr("train_seconds", task.seconds)
         trial.set_user_attr("trial_seconds", trial_seconds)
-        state = settle(study, trial, settings, metrics or {}, error)
+        state = settle(study, trial, settings, metrics or {}, error, task.pruning.pruned_at_epoch)
     attrs = study._storage.get_trial_user_attrs(trial._trial_id)
-    if attrs.get("mlflow_run_id"):
-        from .report import tag_child_run
-
-        tag_child_run(attrs.get("mlflow_tracking_uri"), attrs["mlflow_run_id"], {"sweep.state": state.name})
+    tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": state.name})
     values = study._storage.get_trial(trial._trial_id).values
     shown = ", ".join(f"{name}={value:.4g}" for name, value in zip(settings.objectives, values or []))
     log.info("trial %d %s %s(%.1fs)%s", trial.number, state.name, f"{shown} " if shown else "", trial_seconds,
@@ -181,11 +187,9 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
 
 
 def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, metrics: dict,
-           error: Optional[BaseException]) -> TrialState:
-    """Tell the study how the trial ended: COMPLETE with its objective values, PRUNED, or FAIL."""
-    from pipeline.objectives import NonFiniteLossError
-
-    attrs = study._storage.get_trial_user_attrs(trial._trial_id)
+           error: Optional[BaseException], pruned_at_epoch: Optional[int] = None) -> TrialState:
+    """Tell the study how the trial ended: COMPLETE with its objective values (from what ``train`` returned),
+    PRUNED, or FAIL."""
     if error is not None:
         trial.set_user_attr("fail_reason", redact_text(f"{type(error).__name__}: {error}")[:2000])
         if isinstance(error, NonFiniteLossError):
@@ -193,25 +197,30 @@ def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, me
             trial.set_user_attr("diverged", True)
             study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
-        from pipeline.cli.errors import known_errors
-
-        if not isinstance(error, known_errors()):  # a bug rather than a bad setting: show where
+        if not isinstance(error, (*USER_ERRORS, InstantiationException)):  # a bug rather than a bad setting: show where
             log.error("trial %d raised", trial.number, exc_info=error)
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
-    if attrs.get("pruned_at_epoch"):
+    if pruned_at_epoch:
         study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
-    available = {**(attrs.get("fit_metrics") or {}), **metrics}
-    values = [available.get(name) for name in settings.objectives]
+    values = [metrics.get(name) for name in settings.objectives]
     bad = [name for name, value in zip(settings.objectives, values) if not is_finite(value)]
     if bad:
         trial.set_user_attr("fail_reason", f"objective {', '.join(bad)} missing or not finite; the run logged "
-                                           f"{', '.join(sorted(available)) or 'no metrics'}")
+                                           f"{', '.join(sorted(metrics)) or 'no metrics'}")
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
     study.tell(trial, [float(v) for v in values])
     return TrialState.COMPLETE
+
+
+def name_trial_run(config: DictConfig, number: int) -> None:
+    """Trial runs are named ``trial-<n>-<model>-<optimizer>`` in MLflow unless the config names them."""
+    mlflow_node = (config.get("logger") or {}).get("mlflow") if isinstance(config.get("logger"), DictConfig) else None
+    if mlflow_node is not None and not mlflow_node.get("run_name"):
+        choices = config.hydra.runtime.choices
+        mlflow_node.run_name = f"trial-{number}-{choices.get('model')}-{choices.get('optimizer')}"
 
 
 class TrialConfigs:

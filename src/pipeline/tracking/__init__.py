@@ -1,4 +1,5 @@
-"""Everything that talks to MLflow. Training code calls these functions and nothing else.
+"""Everything that talks to MLflow. Training code calls these functions and nothing else; the MLflow
+logger of the config (``conf/logger/mlflow.yaml``, a :class:`MLflowLogger`) says where and how.
 
 A run records: params (the whole resolved config, flattened and redacted, plus the chosen config
 options and the overrides), per-epoch metrics, test metrics, tags (task, seed, git, command, host,
@@ -16,10 +17,15 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from .run import EpochMetricsLogger, TrackedRun, TrackingFailed, TrackingUnavailable, check_reachable, open_client
+from pipeline.errors import TrackingFailed, TrackingUnavailable
+from pipeline.ranks import is_rank_zero
 
-__all__ = ["TrackedRun", "TrackingUnavailable", "TrackingFailed", "start_run", "log_run_start", "log_run_end",
-           "check_reachable", "open_client", "launched_as"]
+from .run import (MLflowLogger, RunHistory, TrackedRun, check_reachable, check_tracking_uri, find_mlflow_logger,
+                  open_client)
+
+__all__ = ["MLflowLogger", "RunHistory", "TrackedRun", "TrackingUnavailable", "TrackingFailed", "start_run",
+           "log_run_start", "log_run_end", "check_reachable", "check_tracking_uri", "find_mlflow_logger",
+           "open_client", "launched_as"]
 
 # How a run was asked for, when it was not through Hydra's command line (pipeline-rerun): the config
 # options it was composed from and the overrides given.
@@ -76,23 +82,30 @@ def choice_name(cfg: DictConfig, group: str) -> str:
     return str(target).rsplit(".", 1)[-1].lower() if target else "none"
 
 
-def start_run(cfg: DictConfig, output_dir: Path) -> TrackedRun:
-    from .redact import redact_value
+def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optional[str] = None,
+              extra_tags: Optional[dict] = None) -> TrackedRun:
+    """The MLflow run of this training run, as a context manager (FINISHED, FAILED or KILLED on exit). It
+    records nothing when the config has no MLflow logger (``logger=none``, ``logger=csv``). Names and tags
+    are redacted: a secret from the environment never reaches the store, the run name or the console."""
+    from .redact import redact_text, redact_value
 
-    logger_cfg = cfg.logger
-    run_name = logger_cfg.run_name or f"{choice_name(cfg, 'model')}-{choice_name(cfg, 'optimizer')}-{uuid.uuid4().hex[:6]}"
-    user_tags = {str(k): str(redact_value(str(k), v)) for k, v in cfg.tags.items()}
-    return TrackedRun(
-        tracking_uri=logger_cfg.tracking_uri,
-        experiment_name=logger_cfg.experiment_name,
-        run_name=run_name,
-        artifact_location=logger_cfg.artifact_location,
-        parent_run_id=(cfg.get("sweep") or {}).get("parent_run_id"),
-        tags={"task": cfg.task.name, "seed": str(cfg.seed), **user_tags},
+    mlflow_logger = find_mlflow_logger(loggers)
+    if mlflow_logger is None:
+        return TrackedRun(None, "", output_dir=output_dir)
+    run_name = mlflow_logger.run_name or f"{choice_name(cfg, 'model')}-{choice_name(cfg, 'optimizer')}-{uuid.uuid4().hex[:6]}"
+    user_tags = {str(k): str(redact_value(str(k), v)) for k, v in (cfg.get("tags") or {}).items()}
+    run = TrackedRun(
+        tracking_uri=mlflow_logger.tracking_uri,
+        experiment_name=redact_text(str(mlflow_logger.experiment_name)),
+        run_name=redact_text(str(run_name)),
+        artifact_location=mlflow_logger.artifact_location,
+        parent_run_id=parent_run_id,
+        tags={"task": cfg.task.name, "seed": str(cfg.seed), **user_tags, **(extra_tags or {})},
         output_dir=output_dir,
-        monitor=cfg.task.monitor,
-        mode=cfg.task.mode,
     )
+    mlflow_logger.run = run
+    run.settings = mlflow_logger
+    return run
 
 
 def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None:
@@ -109,11 +122,9 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     params.setdefault("task", cfg.task.name)
     run.log_params(params)
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved)))
-    if _is_main():  # every rank of a DDP run shares the output directory; rank 0 writes it
+    if is_rank_zero():  # every rank of a DDP run shares the output directory; rank 0 writes it
         (run.output_dir / "config.yaml").write_text(config_yaml)
     run.log_text(config_yaml, "config.yaml")
-    if isinstance(trainer.logger, EpochMetricsLogger):
-        trainer.logger.local_path = run.output_dir / "metrics.jsonl"
     if run.active:
         from pipeline.config import PROJECT_ROOT
 
@@ -127,61 +138,58 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
             run.log_artifact(diff)
 
 
-def log_run_end(run: TrackedRun, cfg: DictConfig, objective, datamodule, trainer, checkpoint, metrics, output_dir: Path) -> None:
-    """Test metrics, the best checkpoint, the tokenizer, plots and the model; prints where the results are."""
+def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, trainer, checkpoint, metrics: dict,
+                output_dir: Path, history: list[dict], tested: bool = True) -> None:
+    """Test metrics, the best checkpoint, the data module's files (tokenizer), plots and the model; prints
+    where the results are. Plots of the test split and the model are made only when the run was tested."""
     from .artifacts import log_data_artifacts, log_model
 
-    history = trainer.logger.history if isinstance(trainer.logger, EpochMetricsLogger) else []
-    already_logged = {key for row in history for key in row}  # the test metrics went through the logger
+    settings = getattr(run, "settings", None)
+    already_logged = {key for row in history for key in row}  # the test metrics went through the loggers
     run.log_metrics({k: v for k, v in metrics.items() if k not in already_logged}, step=trainer.current_epoch)
-    if checkpoint.best_model_path:
+    if checkpoint is not None and checkpoint.best_model_path:
         run.log_artifact(Path(checkpoint.best_model_path), "checkpoints")
-    if _is_main():
+    if is_rank_zero():
         log_data_artifacts(run, datamodule, output_dir)
-        if cfg.logger.get("log_plots", True):
-            _log_plots(run, cfg, objective, datamodule, history, output_dir)
-    if cfg.logger.get("log_model", True):
-        log_model(run, objective.predictor(), datamodule.example_input())
+        if run.active and settings is not None and settings.log_plots:
+            _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
+    if run.active and settings is not None and settings.log_model and tested:
+        log_model(run, task_module.predictor(), datamodule.example_input())
     run.flush()
-    _print_summary(run, metrics, output_dir, checkpoint)
+    _print_summary(run, metrics, output_dir, checkpoint, tested)
 
 
-def _log_plots(run: TrackedRun, cfg: DictConfig, objective, datamodule, history: list[dict], output_dir: Path) -> None:
-    """Learning curves, and the confusion matrix or predicted-vs-true plot of the test split, as PNGs in
-    ``<output_dir>/plots`` logged under ``plots/``."""
-    from . import plots
-    from .artifacts import predicted_classes, test_predictions
+def _log_plots(run: TrackedRun, cfg: DictConfig, task_module, datamodule, history: list[dict], output_dir: Path,
+               tested: bool) -> None:
+    """Learning curves and, when the run was tested, the task kind's plots of the test split (confusion
+    matrix, predicted vs true), as PNGs in ``<output_dir>/plots`` logged under ``plots/``."""
+    from pipeline import plots
+
+    from .artifacts import test_predictions
 
     folder = output_dir / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     plots.learning_curves(history, folder / "learning_curves.png", monitor=cfg.task.monitor)
-    y_true, outputs = test_predictions(objective.predictor(), datamodule, objective.device)
-    if cfg.task.objective == "classification":
-        spec = datamodule.spec
-        plots.confusion_matrix(y_true, predicted_classes(outputs), spec.num_classes or 2,
-                               folder / "confusion_matrix.png", spec.class_names)
-    else:
-        plots.predicted_vs_true(y_true, outputs.reshape(-1), folder / "predicted_vs_true.png")
+    if tested:
+        y_true, outputs = test_predictions(task_module.predictor(), datamodule, task_module.device)
+        task_module.test_plots(y_true, outputs, folder, datamodule.spec)
     run.log_artifacts(folder, "plots")
 
 
-def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint) -> None:
-    if not _is_main():
+def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint, tested: bool) -> None:
+    if not is_rank_zero():
         return
-    lines = ["", "Test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))]
+    shown = {k: v for k, v in metrics.items() if k.startswith("test/")} if tested else {
+        k: v for k, v in metrics.items() if k.startswith("val/")}
+    title = "Test metrics: " if tested else "Validation metrics (not tested: test=false): "
+    lines = ["", title + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))]
     lines.append(f"Outputs (config, checkpoints, metrics.jsonl, plots): {output_dir}")
-    if checkpoint.best_model_path:
+    if checkpoint is not None and checkpoint.best_model_path:
         lines.append(f"Best checkpoint: {checkpoint.best_model_path}")
     if run.run_id and run.failure is None:
         from .redact import redact_text
 
-        lines.append(f"MLflow run {run.run_name} ({run.run_id}) in experiment '{run.experiment_name}' "
-                     f"at {redact_text(str(run.tracking_uri))}")
+        lines.append(f"MLflow run {redact_text(str(run.run_name))} ({run.run_id}) in experiment "
+                     f"'{redact_text(str(run.experiment_name))}' at {redact_text(str(run.tracking_uri))}")
         lines.append("Open the UI with: pipeline-ui   (or: make ui); compare runs: pipeline-compare")
     print("\n".join(lines), flush=True)
-
-
-def _is_main() -> bool:
-    from .run import is_rank_zero
-
-    return is_rank_zero()

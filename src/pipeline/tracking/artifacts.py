@@ -76,13 +76,6 @@ def test_predictions(predictor: nn.Module, datamodule, device: torch.device) -> 
     return split.y.numpy(), torch.cat(outputs).numpy()
 
 
-def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
-    """Binary models output P(class 1) per row; multiclass models a probability per class."""
-    if probabilities.ndim == 1 or probabilities.shape[-1] == 1:
-        return (probabilities.reshape(-1) >= 0.5).astype(np.int64)
-    return probabilities.argmax(-1)
-
-
 # ----- the model ---------------------------------------------------------------------------------------
 def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor) -> Optional[str]:
     """Log ``predictor`` (inputs in, predictions in the data's units out) with its signature and an input

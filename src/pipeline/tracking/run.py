@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import os
-import signal
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 import urllib.error
@@ -22,29 +22,54 @@ from typing import Any, Mapping, Optional
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from pipeline.errors import TrackingFailed, TrackingUnavailable
+from pipeline.ranks import is_rank_zero
+
 from .redact import redact_text
 
 log = logging.getLogger(__name__)
 
 
-class TrackingUnavailable(RuntimeError):
-    """The tracking store cannot be reached; raised before any training starts."""
+# the stores MLflow 3 can track into (a plain local path counts as file:)
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+                    "databricks-uc", "uc")
 
 
-class TrackingFailed(TrackingUnavailable):
-    """The store failed during the run. Training went on; the message says where its results are."""
+def check_tracking_uri(tracking_uri: str) -> None:
+    """A tracking URI MLflow cannot use is refused with the key named, before anything runs."""
+    import re
 
-
-from pipeline.distributed import is_rank_zero  # noqa: E402  (rank 0 from the environment, any launcher)
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", tracking_uri)
+    scheme = match.group(1).lower().split("+", 1)[0] if match else "file"
+    if len(scheme) == 1:  # a Windows drive letter, C://...
+        scheme = "file"
+    if scheme not in TRACKING_SCHEMES:
+        raise TrackingUnavailable(
+            f"logger.mlflow.tracking_uri={redact_text(tracking_uri)}: MLflow cannot track to a {scheme}:// store; "
+            "use sqlite:///path/mlflow.db, a folder (file:///path), http(s)://host:port of an MLflow server, "
+            "or postgresql://user:password@host/db")
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast when an http(s) tracking server does not answer (not after an hour of training)."""
+    """Fail fast when an http(s) tracking server does not answer (not after an hour of training).
+    Credentials in the URI (http://user:password@host) are sent as HTTP basic auth, as MLflow does."""
+    check_tracking_uri(tracking_uri)
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    url = tracking_uri.rstrip("/") + "/health"
+    import base64
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(tracking_uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s):
+        with urllib.request.urlopen(request, timeout=timeout_s):
             return
     except urllib.error.HTTPError:
         return  # the server answered, even if it has no /health route
@@ -119,6 +144,79 @@ def limit_http_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
+# ----- runs whose process died -------------------------------------------------------------------
+HOST_TAG, PID_TAG, PROCESS_START_TAG, HEARTBEAT_TAG = "pipeline_host", "pipeline_pid", "pipeline_process_start", "pipeline_heartbeat"
+HEARTBEAT_S = 60.0
+# a RUNNING run of another machine whose heartbeat is older than this is taken for dead
+STALE_AFTER_S = 15 * 60.0
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, from /proc), to tell it from a later process
+    that got the same pid; None where /proc is not available."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def liveness_tags() -> dict[str, str]:
+    import socket
+
+    pid = os.getpid()
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), HEARTBEAT_TAG: str(int(time.time()))}
+    start = _process_start(pid)
+    if start is not None:
+        tags[PROCESS_START_TAG] = start
+    return tags
+
+
+def _process_alive(pid: int, start: Optional[str]) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or _process_start(pid) in (None, start)
+
+
+def close_orphaned_runs(client) -> list[str]:
+    """Runs left RUNNING by a process that died without ending them (kill -9, out of memory, a lost node)
+    are marked KILLED with the reason, so the store never shows a run as running forever. Returns their ids.
+    A store that cannot be searched is left as it is: this is housekeeping, not the run's business."""
+    import socket
+
+    host, now, closed = socket.gethostname(), time.time(), []
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000) if experiments else []
+    except Exception:
+        return closed
+    for run in runs:
+        tags = run.data.tags
+        if HOST_TAG not in tags or run.data.tags.get("sweep.role") == "parent":
+            continue
+        try:
+            if tags[HOST_TAG] == host:
+                dead = not _process_alive(int(tags.get(PID_TAG, "0")), tags.get(PROCESS_START_TAG))
+                why = f"its process (pid {tags.get(PID_TAG)} on {host}) ended without ending the run"
+            else:
+                dead = now - float(tags.get(HEARTBEAT_TAG, now)) > STALE_AFTER_S
+                why = f"no heartbeat from {tags[HOST_TAG]} for over {int(STALE_AFTER_S // 60)} min"
+            if not dead:
+                continue
+            client.set_tag(run.info.run_id, "error", f"{why} (killed, out of memory or a lost node); "
+                                                     "marked KILLED by the next run on this store")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+            log.warning("MLflow run %s was left RUNNING by a process that died; marked KILLED", run.info.run_id)
+        except Exception:
+            continue
+    return closed
+
+
 # MLflow 3's UI opens an experiment on its GenAI trace overview unless the experiment says it holds
 # model training runs; then it opens on the runs table
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -143,8 +241,6 @@ class TrackedRun:
         parent_run_id: Optional[str] = None,
         enabled: bool = True,
         output_dir: Optional[Path] = None,
-        monitor: Optional[str] = None,
-        mode: str = "min",
     ):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -154,8 +250,6 @@ class TrackedRun:
         self.parent_run_id = parent_run_id
         self.enabled = bool(tracking_uri) and enabled and is_rank_zero()
         self.output_dir = output_dir
-        self.monitor = monitor
-        self.mode = mode
         self.client = None
         self.run_id: Optional[str] = None
         self.experiment_id: Optional[str] = None
@@ -164,7 +258,7 @@ class TrackedRun:
         self._writer: Optional[ThreadPoolExecutor] = None
         self._unsent: list = []  # epochs' metrics waiting for the next write
         self._last_write = -math.inf
-        self._sigterm_previous = None
+        self._heartbeat: Optional[threading.Event] = None
         self.final_status: Optional[str] = None
 
     @property
@@ -181,17 +275,34 @@ class TrackedRun:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         self.client = open_client(self.tracking_uri)
-        self.experiment_id = self._experiment_id()
-        tags = dict(self.tags)
+        self.closed_orphans = close_orphaned_runs(self.client)
+        self.experiment_id = self.experiment()
+        tags = {**self.tags, **liveness_tags()}
         if self.parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.run_name = run.info.run_name
-        self._install_sigterm_handler()
+        self._start_heartbeat()
         return self
 
-    def _experiment_id(self) -> str:
+    def _start_heartbeat(self) -> None:
+        """A tag with the time, renewed every HEARTBEAT_S: a run whose process died on another machine is
+        recognised by its silence (one on this machine by its process being gone)."""
+        stop = self._heartbeat = threading.Event()
+        client, run_id = self.client, self.run_id
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                try:
+                    client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+                except Exception:  # the store's health is judged by the writes that matter
+                    pass
+
+        threading.Thread(target=beat, name="mlflow-heartbeat", daemon=True).start()
+
+    def experiment(self) -> str:
+        """The id of this run's experiment, created (or restored from the trash) when needed."""
         from mlflow.exceptions import MlflowException
 
         experiment = self.client.get_experiment_by_name(self.experiment_name)
@@ -219,21 +330,9 @@ class TrackedRun:
             return None
         return Path(location).absolute().as_uri()
 
-    def _install_sigterm_handler(self) -> None:
-        """SIGTERM is turned into KeyboardInterrupt so that it ends the run like Ctrl-C does."""
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def interrupt(signum, frame):
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        self._sigterm_previous = signal.signal(signal.SIGTERM, interrupt)
-
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self._sigterm_previous is not None:
-            signal.signal(signal.SIGTERM, self._sigterm_previous)
+        if self._heartbeat is not None:
+            self._heartbeat.set()
         if not self.enabled or self.run_id is None:
             return False
         if exc_type is None:
@@ -360,38 +459,27 @@ class TrackedRun:
             with self.recording(f"logging {artifact_file}"):
                 self.client.log_dict(self.run_id, data, artifact_file)
 
-    def lightning_logger(self) -> "EpochMetricsLogger":
-        return EpochMetricsLogger(self, monitor=self.monitor, mode=self.mode)
+class RunHistory(Logger):
+    """Every epoch's metrics of this run, kept in memory (for the plots and the summary) and appended to a
+    JSON-lines file (``metrics.jsonl`` in the output directory) that survives a store failure. Always
+    present, whichever loggers the config names."""
 
-
-class EpochMetricsLogger(Logger):
-    """Lightning's side of the tracker: metrics go to the run with the epoch as step, and to a local
-    JSON-lines file (``metrics.jsonl`` in the output directory) that survives a store failure.
-
-    It also records the best value so far of the monitored metric as ``<monitor>_best`` (e.g.
-    ``val/loss_best``), which the objective cannot do for a metric Lightning reduces after its hooks."""
-
-    def __init__(self, run: TrackedRun, local_path: Optional[Path] = None, monitor: Optional[str] = None,
-                 mode: str = "min"):
+    def __init__(self, local_path: Optional[Path] = None):
         super().__init__()
-        self.run = run
         self.local_path = local_path
-        self.monitor = monitor
-        self.mode = mode
-        self.best: Optional[float] = None
         self.history: list[dict] = []
 
     @property
     def name(self) -> str:
-        return "mlflow"
+        return "history"
 
     @property
     def version(self) -> str:
-        return self.run.run_id or "local"
+        return "local"
 
     @rank_zero_only
     def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass  # the whole config is logged by train.py, flattened and redacted
+        pass
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
@@ -399,24 +487,56 @@ class EpochMetricsLogger(Logger):
         epoch = int(metrics.pop("epoch", step or 0))
         if not metrics:
             return
-        self._track_best(metrics)
         self.history.append({"epoch": epoch, **metrics})
         if self.local_path is not None:
             with self.local_path.open("a") as handle:
                 handle.write(json.dumps(self.history[-1]) + "\n")
-        self.run.log_metrics(metrics, step=epoch)
 
-    def _track_best(self, metrics: dict[str, float]) -> None:
-        value = metrics.get(self.monitor) if self.monitor else None
-        if value is None or value != value:  # absent or NaN
+
+class MLflowLogger(Logger):
+    """The MLflow side of a run, as a Lightning logger built from ``conf/logger/mlflow.yaml``. Its settings
+    say where and how the run is recorded; ``tracking.start_run`` opens the :class:`TrackedRun` and hands it
+    to this logger, which then sends every epoch's metrics (epoch as step) to it."""
+
+    def __init__(self, tracking_uri: Optional[str] = None, artifact_location: Optional[str] = None,
+                 experiment_name: str = "default", run_name: Optional[str] = None, log_model: bool = True,
+                 log_plots: bool = True):
+        super().__init__()
+        self.tracking_uri = tracking_uri
+        self.artifact_location = artifact_location
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.log_model = log_model
+        self.log_plots = log_plots
+        self.run: Optional[TrackedRun] = None
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return (self.run.run_id if self.run is not None else None) or "local"
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the whole config is logged by tracking.log_run_start, flattened and redacted
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        if self.run is None:
             return
-        if f"{self.monitor}_best" in metrics:  # the objective knew it (it keeps it across a resume)
-            self.best = metrics[f"{self.monitor}_best"]
-            return
-        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
-            self.best = value
-        metrics[f"{self.monitor}_best"] = self.best
+        metrics = {k: float(v) for k, v in metrics.items()}
+        epoch = int(metrics.pop("epoch", step or 0))
+        if metrics:
+            self.run.log_metrics(metrics, step=epoch)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self.run.flush()
+        if self.run is not None:
+            self.run.flush()
+
+
+def find_mlflow_logger(loggers) -> Optional[MLflowLogger]:
+    """The MLflow logger among a run's loggers (others, such as CSV or TensorBoard, may sit beside it)."""
+    return next((logger for logger in loggers or () if isinstance(logger, MLflowLogger)), None)

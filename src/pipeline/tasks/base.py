@@ -1,6 +1,7 @@
-"""The two training objectives, as LightningModules: regression and classification.
+"""What every task kind's LightningModule shares: optimisation, L1, epoch-level logging, the best
+value of the monitored metric, and exact resume.
 
-An objective owns the loss, the metrics and the optimizer/scheduler; it wraps any plain
+A task module owns the loss, the metrics and the optimizer/scheduler of its kind; it wraps any plain
 ``nn.Module`` and never knows which data set feeds it. Per-step work is kept to the minimum
 (forward, loss, backward): the training loss is summed in a tensor and logged once per epoch,
 and evaluation metrics are computed once per epoch from torchmetrics states.
@@ -10,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 from functools import partial
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -18,20 +20,17 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, value: float, epoch: int, step: int):
-        self.value, self.epoch, self.step = value, epoch, step
-        super().__init__(
-            f"training loss is {value} at epoch {epoch}, global step {step}; lower optimizer.lr, "
-            "enable gradient clipping (trainer.gradient_clip_val=1.0) or check the data for NaN/Inf"
-        )
+from pipeline.errors import NonFiniteLossError
 
 
-class Objective(pl.LightningModule):
-    """What regression and classification share: optimisation, L1, epoch-level loss logging."""
+class TaskModule(pl.LightningModule):
+    """The LightningModule of a task kind. A subclass is the one home of its kind: the loss, the metrics,
+    the predictions as served, the test plots and whether splits keep the class balance."""
+
+    #: the value of ``task.kind`` that selects this module
+    kind: ClassVar[str] = ""
+    #: hold-out and cross-validation splits keep the class proportions (data modules read it)
+    stratify: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -67,6 +66,15 @@ class Objective(pl.LightningModule):
     def predictor(self) -> nn.Module:
         """The model as it should be served: inputs in, predictions in the data's units out."""
         return self.model
+
+    @classmethod
+    def metric_names(cls, spec) -> tuple[str, ...]:
+        """The names (without ``val/``) of the metrics this kind computes for data described by ``spec``."""
+        raise NotImplementedError
+
+    def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
+        """Figures of the test split's predictions (``outputs``: the predictor's outputs), saved into ``folder``."""
+        return []
 
     # ----- training --------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -210,106 +218,6 @@ class Objective(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
 
-class RegressionObjective(Objective):
-    """Mean squared error. Targets are standardised for the loss when the data provides the scale,
-    and predictions are mapped back, so metrics are always in the data's own units."""
-
-    def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/rmse", mode: str = "min",
-                 target_mean: float = 0.0, target_std: float = 1.0):
-        super().__init__(model, optimizer, scheduler, monitor, mode)
-        self.target_mean = float(target_mean)
-        self.target_std = float(target_std)
-
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.mse_loss(output.squeeze(-1), (target - self.target_mean) / self.target_std)
-
-    def predict(self, output: Tensor) -> Tensor:
-        return output.squeeze(-1) * self.target_std + self.target_mean
-
-    def make_metrics(self) -> torchmetrics.MetricCollection:
-        return torchmetrics.MetricCollection({
-            "mse": torchmetrics.MeanSquaredError(),
-            "rmse": torchmetrics.MeanSquaredError(squared=False),
-            "mae": torchmetrics.MeanAbsoluteError(),
-            "r2": torchmetrics.R2Score(),
-        })
-
-    def update_metrics(self, metrics, output, target) -> None:
-        metrics.update(self.predict(output), target)
-
-    def predictor(self) -> nn.Module:
-        return _Rescaled(self.model, self.target_mean, self.target_std)
-
-
-class ClassificationObjective(Objective):
-    """Binary (one logit, BCE-with-logits) or multiclass (K logits, cross-entropy) classification."""
-
-    def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/acc", mode: str = "max",
-                 num_classes: int = 2, label_smoothing: float = 0.0):
-        super().__init__(model, optimizer, scheduler, monitor, mode)
-        self.num_classes = int(num_classes)
-        self.binary = self.num_classes == 2
-        self.label_smoothing = float(label_smoothing)
-
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return self._cross_entropy(output, target, self.label_smoothing)
-
-    def evaluation_loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return self._cross_entropy(output, target, 0.0)
-
-    def _cross_entropy(self, output: Tensor, target: Tensor, smoothing: float) -> Tensor:
-        if self.binary:
-            target = target.to(output.dtype)
-            if smoothing:
-                target = target * (1 - smoothing) + 0.5 * smoothing
-            return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
-        return F.cross_entropy(output, target, label_smoothing=smoothing)
-
-    def make_metrics(self) -> torchmetrics.MetricCollection:
-        if self.binary:
-            return torchmetrics.MetricCollection({
-                "acc": torchmetrics.classification.BinaryAccuracy(),
-                "f1": torchmetrics.classification.BinaryF1Score(),
-                "auroc": torchmetrics.classification.BinaryAUROC(),
-            })
-        k = self.num_classes
-        return torchmetrics.MetricCollection({
-            "acc": torchmetrics.classification.MulticlassAccuracy(k, average="micro"),
-            "f1": torchmetrics.classification.MulticlassF1Score(k, average="macro"),
-        })
-
-    def probabilities(self, output: Tensor) -> Tensor:
-        return torch.sigmoid(output.squeeze(-1)) if self.binary else output.softmax(-1)
-
-    def update_metrics(self, metrics, output, target) -> None:
-        metrics.update(self.probabilities(output), target)
-
-    def predictor(self) -> nn.Module:
-        return _Probabilities(self.model, self.binary)
-
-
-class _Rescaled(nn.Module):
-    def __init__(self, model: nn.Module, mean: float, std: float):
-        super().__init__()
-        self.model, self.mean, self.std = model, mean, std
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x) * self.std + self.mean
-
-
-class _Probabilities(nn.Module):
-    def __init__(self, model: nn.Module, binary: bool):
-        super().__init__()
-        self.model, self.binary = model, binary
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits = self.model(x)
-        return torch.sigmoid(logits) if self.binary else logits.softmax(-1)
-
-
-OBJECTIVES = {"regression": RegressionObjective, "classification": ClassificationObjective}
-
-
 def rng_states() -> dict:
     """The global torch/CUDA/numpy/Python random states as tensors and plain values, so that a
     checkpoint holding them still loads with ``torch.load(weights_only=True)``."""
@@ -342,12 +250,3 @@ def restore_rng_states(states: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def build_objective(kind: str, model: nn.Module, optimizer, scheduler, spec, task_cfg) -> Objective:
-    common = dict(model=model, optimizer=optimizer, scheduler=scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode)
-    if kind == "regression":
-        return RegressionObjective(**common, target_mean=spec.extra.get("target_mean", 0.0),
-                                   target_std=spec.extra.get("target_std", 1.0))
-    return ClassificationObjective(**common, num_classes=spec.num_classes or 2,
-                                   label_smoothing=task_cfg.get("label_smoothing", 0.0))
