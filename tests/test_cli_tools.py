@@ -47,8 +47,9 @@ def test_compare_ranks_runs_by_the_task_metric_and_writes_markdown_csv_and_a_plo
 
     code, out, err = cli(main, ["--tracking-uri", two_seeds["uri"], "--plot", "--output", str(tmp_path)], capsys)
     assert code == 0, err
-    runs = sorted(runs_in(two_seeds, EXPERIMENT), key=lambda r: r.data.metrics["test/loss"])  # task monitor: val/loss, min
-    assert "by test/loss (lower is better)" in out
+    # ranked by the best validation loss (the task's monitor, lower is better), not by a test metric
+    runs = sorted(runs_in(two_seeds, EXPERIMENT), key=lambda r: r.data.metrics["val/loss_best"])
+    assert "by val/loss_best (lower is better; test metrics are shown, not ranked on)" in out
     assert out.index(runs[0].info.run_name) < out.index(runs[1].info.run_name)
     with (tmp_path / "compare.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -129,3 +130,43 @@ def test_rerun_refuses_a_tampered_config(two_seeds, capsys, tmp_path, key, value
         assert key in err and "pipeline.models.*" in err and "torch.optim.*" in err
     assert not (tmp_path / "x").exists()
     assert [r.info.run_name for r in runs_in(two_seeds, EXPERIMENT) if r.data.tags.get("rerun_of") == run.run_id] == []
+
+
+def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tmp_path, capsys, migrated_store_db):
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    from pipeline.cli.compare import main
+
+    store = new_store(tmp_path, migrated_store_db)
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment("houses")
+
+    def fake_run(name: str, data: str, val_loss: float, test_loss: float, status: str = "FINISHED", **tags) -> str:
+        run = client.create_run(experiment, run_name=name)
+        params = {"task": "regression", "data": data, "task.monitor": "val/loss", "task.mode": "min",
+                  "optimizer.lr": "0.00123456789", "trainer.max_epochs": "20"}
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                         metrics=[Metric("val/loss_best", val_loss, 0, 0), Metric("test/loss", test_loss, 0, 0)],
+                         tags=[RunTag(k, v) for k, v in tags.items()])
+        client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    fake_run("good-val", "diabetes", 0.10, 0.90)       # best by validation, worse on test
+    fake_run("good-test", "diabetes", 0.20, 0.10)
+    fake_run("pruned", "diabetes", 0.01, 0.01, **{"sweep.state": "PRUNED"})
+    fake_run("failed", "diabetes", 0.02, 0.02, status="FAILED")
+    fake_run("other-data", "wine", 0.001, 0.001)       # newest: its data set is the default
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--output", str(tmp_path / "a")],
+                         capsys)
+    assert code == 0, err
+    assert "other-data" in out and "good-val" not in out and "2 runs on other data left out" in out
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--all-data",
+                                "--output", str(tmp_path / "b")], capsys)
+    listed = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]
+    assert listed == ["other-data", "good-val", "good-test"], out  # by val/loss_best; pruned and failed left out
+    assert "0.001235" in out and "0.00123456789" not in out  # 4 significant digits
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--all-data", "--all",
+                                "--output", str(tmp_path / "c")], capsys)
+    listed = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]
+    assert listed[:3] == ["other-data", "pruned", "failed"] and "PRUNED" in out and "FAILED" in out

@@ -1,6 +1,8 @@
 """The core pipeline through its real entry points: what a researcher sees after a run."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -94,26 +96,84 @@ def test_task_selects_defaults_and_everything_can_be_overridden():
     assert regression.data._target_.endswith("Diabetes") and regression.task.monitor == "val/rmse"
 
 
-@pytest.mark.parametrize("optimizer,scheduler", [
-    ("sgd", "none"), ("adam", "cosine"), ("adamw", "step"), ("rmsprop", "onecycle"), ("sgd", "plateau")])
-def test_every_optimizer_and_scheduler_trains(store, optimizer, scheduler):
+def trained_checkpoint(store, tmp_path, name: str, overrides: list[str]) -> dict:
     from pipeline.train import train
 
-    cfg = compose_for_train(store, [f"optimizer={optimizer}", f"scheduler={scheduler}", "trainer.max_epochs=2",
-                                    "logger=none", "callbacks=none"])
-    metrics = train(cfg)
-    assert 0.0 <= metrics["test/acc"] <= 1.0
+    outputs = tmp_path / name
+    train(compose_for_train(dict(store, outputs=outputs), [*overrides, "logger=none", "callbacks=[model_checkpoint]"]))
+    return torch.load(outputs / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-def test_regularization_options_apply(store):
+# (optimizer, scheduler, extra overrides, what the final learning rate must be, as a function of the initial one)
+SCHEDULES = [
+    ("sgd", "none", [], lambda lr0, lr: lr == lr0),
+    ("adam", "cosine", [], lambda lr0, lr: lr < 0.1 * lr0),
+    ("adamw", "step", ["scheduler.step_size=1"], lambda lr0, lr: lr == pytest.approx(lr0 * 0.01)),
+    ("rmsprop", "onecycle", [], lambda lr0, lr: lr < 0.1 * lr0),
+    ("sgd", "plateau", [], lambda lr0, lr: lr == lr0),
+]
+LEARNING_RATES = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.001}
+OPTIMIZER_STATE_KEYS = {"sgd": "momentum", "adam": "amsgrad", "adamw": "amsgrad", "rmsprop": "alpha"}
+
+
+@pytest.mark.parametrize("optimizer,scheduler,extra,final_lr", SCHEDULES, ids=[f"{o}-{s}" for o, s, _, _ in SCHEDULES])
+def test_every_optimizer_and_scheduler_trains(store, tmp_path, optimizer, scheduler, extra, final_lr):
     from pipeline.train import train
 
-    cfg = compose_for_train(store, [
-        "model.dropout=0.3", "model.l1=1e-4", "optimizer.weight_decay=1e-3", "task.label_smoothing=0.1",
-        "trainer.gradient_clip_val=1.0", "callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=1",
-        "trainer.max_epochs=30", "logger=none"])
-    metrics = train(cfg)
-    assert metrics["test/acc"] > 0.85
+    lr = LEARNING_RATES[optimizer]
+    metrics = train(compose_for_train(store, [f"optimizer={optimizer}", f"scheduler={scheduler}", *extra,
+                                              "trainer.max_epochs=2", "logger=none", "callbacks=[model_checkpoint]",
+                                              f"optimizer.lr={lr}"]))
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["train/loss"] for row in rows if "train/loss" in row]
+    assert len(losses) == 2 and losses[1] < losses[0], losses  # it learns
+    assert metrics["test/acc"] > 0.7  # above the majority class (0.63)
+    checkpoint = torch.load(store["outputs"] / "checkpoints" / "last.ckpt", weights_only=True)
+    group = checkpoint["optimizer_states"][0]["param_groups"][0]
+    assert OPTIMIZER_STATE_KEYS[optimizer] in group  # the optimizer asked for, not a default one
+    assert (optimizer == "adamw") == (group.get("decoupled_weight_decay", optimizer == "adamw") and group["weight_decay"] > 0)
+    assert bool(checkpoint["lr_schedulers"]) == (scheduler != "none")
+    assert final_lr(lr, group["lr"]), (lr, group["lr"])
+
+
+def _weights(checkpoint: dict) -> torch.Tensor:
+    return torch.cat([v.flatten() for k, v in checkpoint["state_dict"].items() if k.endswith("weight")])
+
+
+def test_each_regularization_option_changes_the_trained_model_the_way_it_should(store, tmp_path):
+    common = ["trainer.max_epochs=4", "optimizer.lr=0.01", "model.hidden_dims=[32]"]
+    base = trained_checkpoint(store, tmp_path, "base", common)
+    w0 = _weights(base)
+
+    l1 = _weights(trained_checkpoint(store, tmp_path, "l1", [*common, "model.l1=1e-3"]))
+    assert l1.abs().sum() < 0.9 * w0.abs().sum()  # L1 shrinks the absolute weights
+    decay = _weights(trained_checkpoint(store, tmp_path, "decay", [*common, "optimizer=adamw", "optimizer.lr=0.01",
+                                                                    "optimizer.weight_decay=0.5"]))
+    no_decay = _weights(trained_checkpoint(store, tmp_path, "no_decay", [*common, "optimizer=adamw",
+                                                                         "optimizer.weight_decay=0.0"]))
+    assert decay.norm() < 0.95 * no_decay.norm()  # weight decay shrinks the weights
+    dropout = _weights(trained_checkpoint(store, tmp_path, "dropout", [*common, "model.dropout=0.5"]))
+    assert not torch.allclose(dropout, w0)  # dropout masks change what is learnt
+    clipped = trained_checkpoint(store, tmp_path, "clipped", [*common, "trainer.gradient_clip_val=0.001",
+                                                              "optimizer=sgd", "optimizer.momentum=0.0"])
+    unclipped = trained_checkpoint(store, tmp_path, "unclipped", [*common, "optimizer=sgd", "optimizer.momentum=0.0"])
+    initial = trained_checkpoint(store, tmp_path, "initial", [*common, "optimizer=sgd", "optimizer.lr=1e-12"])
+    moved = lambda ckpt: (_weights(ckpt) - _weights(initial)).norm()  # noqa: E731
+    assert moved(clipped) < 0.5 * moved(unclipped)  # clipped gradients move the weights less
+    smoothed = trained_checkpoint(store, tmp_path, "smoothed", [*common, "task.label_smoothing=0.2"])
+    # with smoothed targets the logits stay smaller: the last layer's weights are smaller
+    last = lambda ckpt: [v for k, v in ckpt["state_dict"].items() if k.endswith("weight")][-1].norm()  # noqa: E731
+    assert last(smoothed) < last(base)
+
+
+def test_early_stopping_stops_when_the_monitor_stalls(store):
+    from pipeline.train import train
+
+    train(compose_for_train(store, ["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=2",
+                                    "trainer.max_epochs=200", "optimizer.lr=0.05", "logger=none"]))
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    epochs = max(row["epoch"] for row in rows if "train/loss" in row) + 1
+    assert epochs < 200
 
 
 def test_last_checkpoint_holds_the_last_epoch_also_after_epochs_without_improvement(store):
@@ -138,3 +198,29 @@ def test_resume_from_checkpoint_continues_training(store, tmp_path):
     train(compose_for_train(store2, ["trainer.max_epochs=4", "logger=none", f"ckpt_path={last}"]))
     resumed = torch.load(store2["outputs"] / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 3
+
+
+def test_console_output_is_one_line_per_epoch_without_adverts_when_not_on_a_terminal(store):
+    result = run_cli(["trainer.max_epochs=3", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout + result.stderr
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"], result.stdout
+    assert all("train/loss" in line and "val/loss" in line and line.endswith(" s") for line in epoch_lines)
+    for noise in ("litlogger", "Tip:", "GPU available", "TPU available", "v_num"):
+        assert noise not in printed, noise
+
+
+def test_max_time_stops_a_run_inside_its_first_epoch(store):
+    """200,000 rows in steps of 4: a whole epoch would take minutes; max_time stops it after 2 s."""
+    import json
+
+    result = run_cli(["data=synthetic_binary", "data.n_samples=200000", "data.batch_size=4", "data.eval_batch_size=8192",
+                      "trainer.max_time=00:00:00:02", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    [train_row] = [row for row in rows if "train/loss" in row]  # one (partial) epoch
+    trained = train_row["train/samples_per_s"] * train_row["train/epoch_time_s"]
+    assert trained < 0.5 * 140_000, trained
+    assert (result.stdout + result.stderr).count("Time limit reached") <= 1
+    assert "Test metrics:" in result.stdout

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import sys
 import time
@@ -70,9 +71,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        # serialised in memory first: torch.save reports a failed write (a full disk) as an opaque RuntimeError
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
         try:
             with open(temporary, "wb") as handle:
-                torch.save(checkpoint, handle)
+                handle.write(buffer.getbuffer())
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, target)

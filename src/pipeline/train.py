@@ -74,6 +74,41 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     return metrics
 
 
+def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None) -> dict[str, float]:
+    """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
+    data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
+    The data's preprocessing is fitted on its training rows as in the source run, so the same config gives the
+    same inputs; ``data.test_path`` (or another test split) evaluates on other rows."""
+    validate(cfg)
+    from pipeline import distributed
+
+    distributed.check_trainer(cfg)
+    quiet_lightning()
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from pipeline import tracking
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    with sigterm_as_interrupt():
+        output_dir = claim_output_dir(cfg)
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("test")
+        run_parts = build(cfg, datamodule, (), output_dir)
+        check_resume_checkpoint(str(weights), run_parts.task_module)
+        tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}
+        if source_run:
+            tags["evaluation_of"] = source_run
+        with tracking.start_run(cfg, run_parts.loggers, output_dir, extra_tags=tags) as run:
+            tracking.log_run_start(run, cfg, datamodule, run_parts.trainer)
+            results = run_parts.trainer.test(run_parts.task_module, datamodule=datamodule, ckpt_path=str(weights),
+                                             weights_only=True, verbose=False)
+            metrics = scalar_metrics(results[0] if results else {})
+            tracking.log_run_end(run, cfg, run_parts.task_module, datamodule, run_parts.trainer, None, metrics,
+                                 output_dir, run_parts.history.history, tested=True, log_model=False)
+    return metrics
+
+
 @dataclass
 class RunParts:
     task_module: Any
@@ -140,8 +175,7 @@ def building(group: str):
         yield
     except ConfigError:
         raise
-    except (InstantiationException, ValueError, TypeError, KeyError, ImportError, AttributeError,
-            ModuleNotFoundError, RuntimeError) as error:
+    except Exception as error:  # whatever the constructor or the probe raised, it was this config's value
         from pipeline.errors import DataError
 
         cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error

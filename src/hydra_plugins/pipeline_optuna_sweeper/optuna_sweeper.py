@@ -31,8 +31,15 @@ class PipelineOptunaSweeper(Sweeper):
         # resolve ${now:...} once here, so that spawned workers write into the same sweep dir
         with read_write(self.config.hydra.sweep), open_dict(self.config.hydra.sweep):
             self.config.hydra.sweep.dir = str(OmegaConf.select(self.config, "hydra.sweep.dir"))
+        from pipeline.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, sigterm_as_interrupt
+
         try:
-            return run_sweep(dict(self.options), list(arguments), self.hydra_context, self.config)
+            with sigterm_as_interrupt():
+                return run_sweep(dict(self.options), list(arguments), self.hydra_context, self.config)
         except SweepError as error:  # a problem the user can fix: one line, not a traceback
             print(f"Error: {error}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            print("Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "
+                  "interrupted one is queued again: rerun the same command to continue", file=sys.stderr, flush=True)
+            sys.exit(EXIT_INTERRUPTED)

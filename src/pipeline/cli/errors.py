@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import logging
 import os
 import sys
@@ -60,12 +61,27 @@ def report_errors():
         if isinstance(error.__cause__, known_errors()):  # a DataError raised while Hydra built the object
             error = error.__cause__
         _fail(one_line(error), EXIT_USER_ERROR)
+    except OSError as error:
+        if _full_error_wanted():
+            raise
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is the user's to fix, not a bug
+            where = f" ({error.filename})" if error.filename else ""
+            _fail(f"no space left on the device{where}; free space or write elsewhere (hydra.run.dir=..., "
+                  "paths.mlruns_dir=...)", EXIT_USER_ERROR)
+        if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and error.filename:
+            _fail(f"cannot write {error.filename} ({error.strerror}); choose a writable place "
+                  "(hydra.run.dir=..., paths.mlruns_dir=...)", EXIT_USER_ERROR)
+        _fail_unexpected(error)
     except Exception as error:  # a bug or a case nobody foresaw: keep the traceback, answer in one line
         if _full_error_wanted():
             raise
-        where = _save_traceback()
-        _fail(f"unexpected {type(error).__name__}: {one_line(error)[:500]} (traceback in {where}; "
-              "HYDRA_FULL_ERROR=1 prints it)", EXIT_UNEXPECTED)
+        _fail_unexpected(error)
+
+
+def _fail_unexpected(error: BaseException) -> None:
+    where = _save_traceback()
+    _fail(f"unexpected {type(error).__name__}: {one_line(error)[:500]} (traceback in {where}; "
+          "HYDRA_FULL_ERROR=1 prints it)", EXIT_UNEXPECTED)
 
 
 def _exit_at_once(code: int) -> None:

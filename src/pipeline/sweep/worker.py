@@ -166,8 +166,12 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
             with open_dict(config):
                 config.hydra.job.id = config.hydra.job.num = trial.number
                 name_trial_run(config, trial.number)
-            job = run_job(hydra_context=hydra_context, task_function=task, config=config,
-                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            try:
+                job = run_job(hydra_context=hydra_context, task_function=task, config=config,
+                              job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            except KeyboardInterrupt:
+                requeue_interrupted(study, trial)
+                raise
             configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
             error = None if job.status == JobStatus.COMPLETED else job._return_value
             metrics = job._return_value if error is None else {}
@@ -184,6 +188,17 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
     shown = ", ".join(f"{name}={value:.4g}" for name, value in zip(settings.objectives, values or []))
     log.info("trial %d %s %s(%.1fs)%s", trial.number, state.name, f"{shown} " if shown else "", trial_seconds,
              f": {attrs.get('fail_reason')}" if attrs.get("fail_reason") else "")
+
+
+def requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Ctrl-C or SIGTERM during a trial: it ends FAIL and its parameters wait at the head of the queue, so
+    rerunning the sweep continues with them (as for a worker that died)."""
+    try:
+        trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+        study.tell(trial, state=TrialState.FAIL)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(trial._trial_id))
+    except Exception as error:  # the heartbeat check retries it later anyway
+        log.warning("could not queue interrupted trial %d again: %s", trial.number, error)
 
 
 def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, metrics: dict,

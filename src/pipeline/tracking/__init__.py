@@ -139,7 +139,7 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
 
 
 def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, trainer, checkpoint, metrics: dict,
-                output_dir: Path, history: list[dict], tested: bool = True) -> None:
+                output_dir: Path, history: list[dict], tested: bool = True, log_model: bool = True) -> None:
     """Test metrics, the best checkpoint, the data module's files (tokenizer), plots and the model; prints
     where the results are. Plots of the test split and the model are made only when the run was tested."""
     from .artifacts import log_data_artifacts, log_model
@@ -153,7 +153,7 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
         log_data_artifacts(run, datamodule, output_dir)
         if run.active and settings is not None and settings.log_plots:
             _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
-    if run.active and settings is not None and settings.log_model and tested:
+    if run.active and settings is not None and settings.log_model and tested and log_model:
         log_model(run, task_module.predictor(), datamodule.example_input())
     run.flush()
     _print_summary(run, metrics, output_dir, checkpoint, tested)

@@ -1,0 +1,342 @@
+"""Nothing silently wrong, nothing half-done, no way in (issue 11), through the real CLI:
+values refused by building them before any run exists, crafted rerun configs, sweeps that would mix
+experiments, runs killed with SIGKILL, checkpoints on a full disk, secrets in run names, shared folders."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import PROJECT_ROOT, run_cli, run_cli_in_process, runs_in, store_overrides
+
+
+def store_file(store: dict) -> Path:
+    return Path(store["uri"][len("sqlite:///"):])
+
+
+def one_error_line(result, code: int = 2) -> str:
+    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith(("Error:", "Interrupted"))]
+    assert len(errors) == 1, result.stderr[-3000:]
+    return errors[0]
+
+
+def assert_no_run(store: dict) -> None:
+    assert not store_file(store).exists() or runs_in(store) == [], "an MLflow run was created"
+
+
+# ----- values that only fail when built are refused before the run exists ----------------------------------
+def write_checkpoint_of_another_model(path: Path) -> Path:
+    """A real Lightning checkpoint, of a network with other layer sizes."""
+    from pipeline.train import train
+    from conftest import compose
+
+    cfg = compose(["logger=none", "callbacks=[model_checkpoint]", "model.hidden_dims=[7]", "trainer.max_epochs=1",
+                   f"paths.output_dir={path}", "test=false"])
+    train(cfg)
+    return path / "checkpoints" / "last.ckpt"
+
+
+BUILT_VALUES = [
+    (["model.activation=foo"], ["model", "activation", "foo"]),
+    (["optimizer.betas=[2,3]"], ["optimizer", "beta"]),
+    (["scheduler=step", "scheduler.step_size=0"], ["scheduler"]),
+    (["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches=0"]),
+    (["task.monitor=val/rmse"], ["task.monitor='val/rmse'", "val/loss", "val/acc"]),
+    (["seed=-1"], ["seed=-1", "0.."]),
+    (["logger.mlflow.tracking_uri=ftp://files.example.org/mlruns"], ["ftp", "logger.mlflow.tracking_uri"]),
+]
+
+
+@pytest.mark.parametrize("args,fragments", BUILT_VALUES, ids=[a[0][-1] for a in BUILT_VALUES])
+def test_a_bad_value_inside_a_built_object_is_one_line_and_no_run(store, args, fragments):
+    result = run_cli_in_process(["trainer.max_epochs=1", *args], store)
+    line = one_error_line(result)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert "unexpected" not in line
+    assert_no_run(store)
+
+
+def test_a_checkpoint_of_another_model_or_not_lightning_is_refused_before_the_run(store, tmp_path):
+    other = write_checkpoint_of_another_model(tmp_path / "other")
+    line = one_error_line(run_cli_in_process([f"ckpt_path={other}"], store))
+    assert "another model" in line and "model.fc1" in line and "[7] there but [64] here" in line and str(other) in line
+    plain = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(3)}, plain)
+    line = one_error_line(run_cli_in_process([f"ckpt_path={plain}"], store))
+    assert "not a Lightning checkpoint" in line
+    assert_no_run(store)
+
+
+def test_an_unwritable_output_folder_is_one_line(store, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli_in_process(["trainer.max_epochs=1", "paths.output_dir=" + str(blocker / "run")], store)
+    line = one_error_line(result)
+    assert "cannot write into the output folder" in line and str(blocker) in line
+    assert_no_run(store)
+
+
+# ----- crafted configs in the store cannot make pipeline-rerun run code or write elsewhere -------------------
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory):
+    from conftest import compose, new_store
+    from pipeline.train import train
+
+    root = tmp_path_factory.mktemp("logged")
+    store = new_store(root)
+    cfg = compose([f"paths.mlruns_dir={root / 'mlruns'}", f"paths.output_dir={root / 'source'}", "trainer.max_epochs=1",
+                   "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"])
+    train(cfg)
+    [run] = runs_in(store)
+    return store, run
+
+
+CRAFTED = [
+    # an alias of a function outside the allowed modules, reached through a module that imports it
+    ("callbacks.evil", {"_target_": "pipeline.tracking.provenance.subprocess.run", "_args_": [["touch", "{victim}"]]}),
+    # a class of the standard library under an allowed-looking name
+    ("model._target_", "pipeline.cli.rerun.tempfile.TemporaryDirectory"),
+    # nested inside an allowed object
+    ("trainer.strategy", {"_target_": "pipeline.tracking.provenance.subprocess.Popen", "args": ["touch", "{victim}"]}),
+    # a partial of a refused function
+    ("optimizer", {"_target_": "pipeline.cli.rerun.shutil.rmtree", "_partial_": True}),
+    # a real optimizer class where a model belongs
+    ("model._target_", "torch.optim.SGD"),
+    # torch.load reached through torch.optim's own import of torch
+    ("scheduler", {"_target_": "torch.optim.lr_scheduler.torch.load", "_args_": ["{victim}"]}),
+    # an allowed class writing outside the new run's folder
+    ("callbacks.model_checkpoint.dirpath", "{outside}"),
+]
+
+
+@pytest.mark.parametrize("key,value", CRAFTED, ids=[f"{k}" + (f"={v}" if isinstance(v, str) else "")
+                                                    for k, v in CRAFTED])
+def test_rerun_refuses_crafted_configs_by_what_they_build(logged_run, tmp_path, key, value):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from pipeline.tracking import TrackedRun
+
+    store, source = logged_run
+    victim, outside = tmp_path / "victim.txt", tmp_path / "outside"
+    victim.write_text("keep me")
+    filled = json.loads(json.dumps(value).replace("{victim}", str(victim)).replace("{outside}", str(outside)))
+    logged = Path(source.info.artifact_uri.removeprefix("file://")) / "config.yaml"
+    cfg = OmegaConf.load(logged)
+    OmegaConf.update(cfg, key, filled, force_add=True, merge=False)
+    with TrackedRun(store["uri"], "crafted", run_name="crafted") as run:
+        run.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+    before = len(runs_in(store))
+    result = run_cli([run.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "rerun")],
+                     module="pipeline.cli.rerun")
+    line = one_error_line(result)
+    assert "Refusing to run it" in line and key.split(".")[0] in line
+    assert victim.read_text() == "keep me" and not outside.exists() and not (tmp_path / "rerun").exists()
+    assert len(runs_in(store)) == before
+
+
+# ----- sweeps never mix two experiments ----------------------------------------------------------------------
+SWEEP = ["hparams_search=classification_optuna", "trainer.max_epochs=1", "data.limit_rows=200", "logger=none",
+         "hydra.sweeper.n_trials=1"]
+
+
+def sweep_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [*SWEEP, f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *extra]
+
+
+def test_a_search_config_runs_as_a_sweep_without_dash_m(tmp_path):
+    result = run_cli(sweep_args(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Created Optuna study 'classification_optuna'" in result.stdout
+    assert "1 of 1 trials finished" in result.stdout
+
+
+def test_resuming_a_study_with_another_model_or_search_space_is_refused_with_the_difference(tmp_path):
+    assert run_cli(sweep_args(tmp_path)).returncode == 0
+    line = one_error_line(run_cli(sweep_args(tmp_path, "model=logistic")))
+    assert "choice.model: mlp -> logistic" in line and "hydra.sweeper.study_name=classification_optuna_2" in line
+    changed = run_cli(sweep_args(tmp_path, "optimizer.lr=tag(log, interval(0.001, 0.1))"), multirun=True)
+    line = one_error_line(changed)
+    assert "search.optimizer.lr: log interval(0.0001, 0.1) -> log interval(0.001, 0.1)" in line
+    # the same settings resume (and more trials top the study up)
+    more = run_cli(sweep_args(tmp_path, "hydra.sweeper.n_trials=2"))
+    assert more.returncode == 0 and "Resuming Optuna study" in more.stdout and "2 of 2 trials" in more.stdout
+
+
+def test_sigterm_to_a_sweep_ends_it_with_one_line(tmp_path):
+    command = [sys.executable, "-m", "pipeline.cli.train", *sweep_args(tmp_path, "hydra.sweeper.n_trials=50",
+                                                                         "trainer.max_epochs=30")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "sweep").glob("*/metrics.jsonl")):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    line = one_error_line(subprocess.CompletedProcess(command, process.returncode, stdout, stderr), code=130)
+    assert line.startswith("Interrupted") and "rerun the same command to continue" in line
+
+
+# ----- a run whose process died is not left RUNNING; a resumed run names it ------------------------------------
+def test_a_run_killed_with_sigkill_is_closed_by_the_next_run_and_linked_from_its_resume(store, tmp_path):
+    command = [sys.executable, "-m", "pipeline.cli.train", "data=synthetic_binary", "data.batch_size=8",
+               "trainer.max_epochs=200", *store_overrides(store)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.kill()
+    process.wait()
+    [killed] = runs_in(store)
+    assert killed.info.status == "RUNNING"  # nobody could end it
+    resumed = dict(store, outputs=tmp_path / "resumed")
+    result = run_cli(["data=synthetic_binary", "data.batch_size=8", "trainer.max_epochs=200", f"ckpt_path={last}",
+                      "trainer.max_time=00:00:00:03"], resumed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {run.info.run_id: run for run in runs_in(store)}
+    closed = runs[killed.info.run_id]
+    assert closed.info.status == "KILLED" and "ended without ending the run" in closed.data.tags["error"]
+    [new] = [run for run in runs.values() if run.info.run_id != killed.info.run_id]
+    assert new.info.status == "FINISHED" and new.data.tags["resumed_from_run"] == killed.info.run_id
+
+
+# ----- checkpoints: atomic, and a full disk keeps the previous one --------------------------------------------
+def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    from pipeline.callbacks import AtomicCheckpointIO
+
+    target = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "state_dict": {"w": torch.ones(3)}}, target)
+
+    def stopped_before_the_bytes_reach_the_disk(descriptor):
+        raise KeyboardInterrupt  # the process is stopped with the new file half written
+
+    monkeypatch.setattr(os, "fsync", stopped_before_the_bytes_reach_the_disk)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "state_dict": {"w": torch.zeros(3)}}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 5 MiB file system (tmpfs) when this machine lets the test mount one, else None."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(store, small_disk, monkeypatch, tmp_path):
+    # ~1.9 MB per checkpoint (159k parameters + Adam state): epoch 1 writes best + last (3.8 MB), the third file does not fit
+    args = ["model.hidden_dims=[384,384]", "trainer.max_epochs=5", "logger.mlflow.log_model=false",
+            "logger.mlflow.log_plots=false"]
+    if small_disk is not None:
+        out = small_disk / "run"
+        result = run_cli([*args, f"paths.mlruns_dir={Path(store['artifacts']).parent}", f"hydra.run.dir={out}"])
+    else:  # no mount here: the same failure injected where the bytes are written
+        import errno
+
+        out = tmp_path / "run"
+        real_open, writes = open, []
+
+        def fill_up(path, mode="r", *a, **kw):
+            if "w" in mode and ".tmp-" in str(path):
+                writes.append(path)
+                if len(writes) > 2:
+                    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return real_open(path, mode, *a, **kw)
+
+        monkeypatch.setattr("builtins.open", fill_up)
+        result = run_cli_in_process([*args, f"paths.mlruns_dir={Path(store['artifacts']).parent}",
+                                     f"paths.output_dir={out}"])
+        monkeypatch.undo()
+    line = one_error_line(result)
+    assert "no space left" in line and str(out / "checkpoints") in line
+    last = out / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # the previous one, whole
+    assert not [p for p in last.parent.iterdir() if ".tmp-" in p.name]
+    [run] = runs_in(store)
+    assert run.info.status == "FAILED"
+
+
+# ----- secrets, shared folders, credentials in the tracking URI ------------------------------------------------
+def test_a_secret_in_the_run_or_experiment_name_is_masked_everywhere(store):
+    secret = "s3cr3t-Value-8841"
+    result = run_cli(["trainer.max_epochs=1", "logger.mlflow.run_name=run-${oc.env:TEAM_API_TOKEN}",
+                      "logger.mlflow.experiment_name=exp-${oc.env:TEAM_API_TOKEN}", "logger.mlflow.log_model=false"],
+                     store, env={"TEAM_API_TOKEN": secret})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert secret not in result.stdout + result.stderr
+    [run] = runs_in(store)
+    assert run.info.run_name == "run-***"
+    from mlflow import MlflowClient
+
+    assert MlflowClient(store["uri"]).get_experiment(run.info.experiment_id).name == "exp-***"
+    assert secret not in str(run.data.params) + str(run.data.tags)
+
+
+def test_two_runs_never_share_an_output_folder(store):
+    first = run_cli(["trainer.max_epochs=1", "logger=none"], store)
+    second = run_cli(["trainer.max_epochs=2", "logger=none"], store)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    moved = Path(f"{store['outputs']}-2")
+    assert f"this run writes to {moved}" in second.stdout
+    assert "max_epochs: 1" in (store["outputs"] / "config.yaml").read_text()
+    assert "max_epochs: 2" in (moved / "config.yaml").read_text()
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows if "train/loss" in row] == [0]  # the second run's epochs went elsewhere
+
+
+class _BasicAuthHealth(BaseHTTPRequestHandler):
+    seen: list = []
+
+    def do_GET(self):  # noqa: N802
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        ok = self.headers.get("Authorization") == "Basic dXNlcjpwQHNz"  # user:p@ss
+        self.send_response(200 if ok else 401)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_tracking_uri_with_credentials_is_checked_with_them():
+    from pipeline.errors import TrackingUnavailable
+    from pipeline.tracking import check_reachable
+
+    server = HTTPServer(("127.0.0.1", 0), _BasicAuthHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        check_reachable(f"http://user:p%40ss@127.0.0.1:{port}")
+        assert _BasicAuthHealth.seen[-1] == ("/health", "Basic dXNlcjpwQHNz")
+    finally:
+        server.shutdown()
+    with pytest.raises(TrackingUnavailable, match=r"does not answer") as refused:
+        check_reachable(f"http://user:p%40ss@127.0.0.1:{port}")
+    assert "p%40ss" not in str(refused.value) and "***" in str(refused.value)
