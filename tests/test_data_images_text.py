@@ -21,7 +21,7 @@ from pipeline.data.base import DataError, InMemoryDataModule
 from pipeline.data.images import CIFAR10, Digits, FashionMNIST, ImageFolder
 from pipeline.data.text import IMDB, PAD_ID, UNK_ID, MovieReviews, TextTSV
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from pipeline.config import CONFIG_DIR as CONF
 IMAGE_CONFIGS = ["digits", "fashion_mnist", "mnist", "cifar10", "image_folder"]
 TEXT_CONFIGS = ["mr", "text_tsv", "imdb"]
 MR_SIZE = 10662

@@ -9,7 +9,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+from pipeline.config import CONFIG_DIR
+
+CONF = CONFIG_DIR / "model"
 VOCAB_SIZE = 50
 PAD_ID = 0
 TEXT_LENGTH = 64

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,8 +71,8 @@ def test_hydra_does_not_change_working_directory_and_writes_under_outputs():
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         full = hydra_compose(config_name="config", return_hydra_config=True)
     assert full.hydra.job.chdir is False
-    assert full.hydra.run.dir.startswith(str(PROJECT_ROOT / "outputs"))
-    assert full.hydra.sweep.dir.startswith(str(PROJECT_ROOT / "multirun"))
+    assert full.hydra.run.dir.startswith(str(Path.cwd() / "outputs"))  # where pipeline-train is started
+    assert full.hydra.sweep.dir.startswith(str(Path.cwd() / "multirun"))
 
 
 def test_data_dir_follows_environment(monkeypatch):
@@ -80,7 +81,7 @@ def test_data_dir_follows_environment(monkeypatch):
     monkeypatch.delenv("PIPELINE_DATA_DIR")
     from pipeline.config import PROJECT_ROOT
 
-    assert compose([]).paths.data_dir == str(PROJECT_ROOT / "data")
+    assert compose([]).paths.data_dir == str(Path.cwd() / "data")
 
 
 def test_task_selects_defaults_and_everything_can_be_overridden():

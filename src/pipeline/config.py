@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -22,11 +23,14 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from pipeline.errors import ConfigError
 
+# the packaged configs (pip install . ships them); a user's own folder extends them: --config-dir DIR
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+# the source checkout this package runs from (for the git provenance of runs; not a git checkout when installed)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = PROJECT_ROOT / "conf"
 
-if not OmegaConf.has_resolver("pipeline_root"):
-    OmegaConf.register_new_resolver("pipeline_root", lambda: str(PROJECT_ROOT))
+if not OmegaConf.has_resolver("working_dir"):
+    # outputs, the default store and data/ live where pipeline-train is started, not where the code is
+    OmegaConf.register_new_resolver("working_dir", lambda: os.getcwd())
 
 
 # ----- schemas of the fixed parts ---------------------------------------------------------------

@@ -82,12 +82,10 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
 
 
 def default_store() -> tuple[str, str]:
-    """(tracking URI, artifact folder) of the project's store, as conf/logger/mlflow.yaml has them:
-    ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<project>/mlruns/mlflow.db``; artifacts in
-    ``<project>/mlruns/artifacts``. The command-line tools use it."""
-    from pipeline.config import PROJECT_ROOT
-
-    mlruns = PROJECT_ROOT / "mlruns"
+    """(tracking URI, artifact folder) of the default store, as conf/logger/mlflow.yaml has them:
+    ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<working dir>/mlruns/mlflow.db``; artifacts in
+    ``<working dir>/mlruns/artifacts``. The command-line tools use it."""
+    mlruns = Path.cwd() / "mlruns"
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns}/mlflow.db", str(mlruns / "artifacts")
 
 

@@ -1,0 +1,45 @@
+"""The Hydra side of the sweep: reads ``hydra.sweeper.*``, then hands over to ``pipeline.sweep``."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, List, Optional
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from .config import PipelineOptunaSweeperConf  # noqa: F401  (registers the config node)
+
+
+class PipelineOptunaSweeper(Sweeper):
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # the task function is not called: each trial runs pipeline.train.train in its worker and the
+        # sweeper reads the validation metrics, which the task function does not return
+        self.hydra_context = hydra_context
+        self.config = config
+
+    def sweep(self, arguments: List[str]) -> Dict[str, Any]:
+        from pipeline.sweep.runner import run_sweep
+        from pipeline.sweep.study import SweepError
+
+        assert self.config is not None and self.hydra_context is not None
+        # resolve ${now:...} once here, so that spawned workers write into the same sweep dir
+        with read_write(self.config.hydra.sweep), open_dict(self.config.hydra.sweep):
+            self.config.hydra.sweep.dir = str(OmegaConf.select(self.config, "hydra.sweep.dir"))
+        from pipeline.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, sigterm_as_interrupt
+
+        try:
+            with sigterm_as_interrupt():
+                return run_sweep(dict(self.options), list(arguments), self.hydra_context, self.config)
+        except SweepError as error:  # a problem the user can fix: one line, not a traceback
+            print(f"Error: {error}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            print("Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "
+                  "interrupted one is queued again: rerun the same command to continue", file=sys.stderr, flush=True)
+            sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,202 @@
+"""Lightning callbacks and the checkpoint writer. Which callbacks a run gets is config
+(``conf/callbacks/*.yaml``, each a named ``_target_`` node); launchers hand in the ones they need on top
+(a sweep's pruning callback) through ``train(cfg, callbacks=...)``."""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from pipeline.config import collection
+from pipeline.errors import StorageFull
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Keeps comparing against the best score of the run it resumes, also when the resumed run writes to
+    a new output directory: Lightning forgets the score then and would call the first resumed epoch the
+    best, so a resumed run would test another epoch than an uninterrupted one. Files of the earlier run
+    are never deleted (Lightning only removes files in its own directory)."""
+
+    @property
+    def state_key(self) -> str:
+        # saved under ModelCheckpoint's name: checkpoints stay interchangeable with plain Lightning ones
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*dirpath has changed.*")
+            super().load_state_dict(state_dict)
+        self.best_model_score = state_dict["best_model_score"]
+        self.best_k_models = state_dict.get("best_k_models", self.best_k_models)
+        self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+
+    # pytorch-lightning 2.6 writes last.ckpt only in an epoch that also wrote a best file, so after a
+    # run of epochs without improvement "last" held the best epoch and a resume repeated the epochs after
+    # it. Here last.ckpt is written at the end of every epoch, in the hook where Lightning saves.
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_every_epoch(trainer)
+
+    def _save_last_every_epoch(self, trainer) -> None:
+        # _should_skip_saving_checkpoint is also true when this step was just saved (best and last)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file in the same folder, fsyncs it, then renames it over the old
+    one: a kill or power loss during the write leaves the previous file whole (Lightning's own writer goes
+    through a temporary file that may be on another file system, where the final move is a copy). On a
+    full disk the temporary file is removed and the error names the place."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        import torch
+
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        # serialised in memory first: torch.save reports a failed write (a full disk) as an opaque RuntimeError
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(buffer.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+            _fsync_directory(target.parent)
+        except OSError as error:
+            with _ignore_missing():
+                temporary.unlink()
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left on the device of {target.parent} while writing {target.name}; "
+                                  f"the previous {target.name} is kept. Free space or set hydra.run.dir to another disk"
+                                  ) from None
+            raise
+        except BaseException:
+            with _ignore_missing():
+                temporary.unlink()
+            raise
+
+
+class _ignore_missing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return exc_type is not None and issubclass(exc_type, FileNotFoundError)
+
+
+def _fsync_directory(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+class ConsoleProgress(TQDMProgressBar):
+    """On a terminal, Lightning's progress bar showing train/loss, val/loss and the monitored metric (not
+    ``v_num``). When the output goes to a file (cluster logs), no bars but one line per epoch:
+    ``epoch 3/20  train/loss 0.4121  val/loss 0.3925  val/acc 0.9123  0.8 s``."""
+
+    def __init__(self, monitor: Optional[str] = None, refresh_rate: int = 1, stream: Any = None):
+        super().__init__(refresh_rate=refresh_rate)
+        self.monitor = monitor
+        self.stream = stream
+        self._on_terminal = stream is None and sys.stdout.isatty()
+        self._pending_epoch: Optional[int] = None
+        self._epoch_started = 0.0
+        self._epoch_seconds = 0.0
+        if not self._on_terminal:
+            self.disable()
+
+    def _shown(self, trainer) -> dict[str, float]:
+        wanted = ["train/loss", "val/loss"] + ([self.monitor] if self.monitor and self.monitor != "val/loss" else [])
+        metrics = trainer.callback_metrics
+        return {key: float(metrics[key]) for key in wanted if key in metrics}
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        return {key.split("/", 1)[-1] if key.endswith("/loss") else key: f"{value:.4g}"
+                for key, value in self._shown(trainer).items()}
+
+    # the epoch's train/loss is logged by the task module after the callbacks' on_train_epoch_end, so the
+    # line of an epoch is printed when the next one starts, or when training ends
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._on_terminal:
+            super().on_train_epoch_start(trainer, pl_module)
+        self._print_pending(trainer)
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._on_terminal:
+            super().on_train_epoch_end(trainer, pl_module)
+        self._epoch_seconds = time.perf_counter() - self._epoch_started
+        self._pending_epoch = trainer.current_epoch
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._on_terminal:
+            super().on_train_end(trainer, pl_module)
+        self._print_pending(trainer)
+
+    def _print_pending(self, trainer) -> None:
+        if self._on_terminal or self._pending_epoch is None or trainer.sanity_checking:
+            return
+        if trainer.global_rank != 0:
+            return
+        epoch, self._pending_epoch = self._pending_epoch, None
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        values = "  ".join(f"{key} {value:.4g}" for key, value in self._shown(trainer).items())
+        print(f"epoch {epoch + 1}/{total}  {values}  {self._epoch_seconds:.1f} s", file=self.stream or sys.stdout,
+              flush=True)
+
+
+def build_callbacks(cfg: DictConfig, extra: Iterable[Callback] = ()) -> list[Callback]:
+    """The callbacks ``cfg.callbacks`` names, then the ones a launcher hands in. A progress bar from the
+    config (e.g. rich_progress_bar) replaces the console output."""
+    from hydra.utils import instantiate
+
+    built = [instantiate(node) for node in collection(cfg, "callbacks").values()]
+    callbacks = [*built, *extra]
+    bars = [c for c in callbacks if isinstance(c, ProgressBar)]
+    if len(bars) > 1:
+        callbacks = [c for c in callbacks if not isinstance(c, ConsoleProgress)]
+    return callbacks
+
+
+def find_checkpoint(callbacks: Iterable[Callback]) -> Optional[ModelCheckpoint]:
+    """The callback that keeps the best checkpoint (tested at the end), if the run has one."""
+    return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+class RunIdInCheckpoint(Callback):
+    """Writes the MLflow run id into every checkpoint, so a run resumed from it is linked to the run that
+    wrote it (tag ``resumed_from_run``)."""
+
+    def __init__(self, run_id: Optional[str] = None):
+        self.run_id = run_id
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self.run_id:
+            checkpoint["mlflow_run_id"] = self.run_id

@@ -1,0 +1,253 @@
+"""``pipeline-compare [--experiment X] [--by M] [--top N] [--all] [--all-data] [--plot] [--output DIR]``:
+the finished runs of one experiment on one data set as a table, best first by the best validation value of
+the task's monitored metric (``val/loss_best``; selection never looks at the test split), with their key
+params, data and test metrics (shown, not used to rank). Pruned, failed and evaluation runs are left out
+unless ``--all``; runs on other data are left out unless ``--all-data``. Printed, and written as Markdown and
+CSV; ``--plot`` adds one figure that overlays the validation curves of the top runs."""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+# (column, param key) of the params shown for every run
+KEY_PARAMS = [
+    ("task", "task"), ("data", "data"), ("model", "model"), ("optimizer", "optimizer"),
+    ("lr", "optimizer.lr"), ("weight_decay", "optimizer.weight_decay"), ("dropout", "model.dropout"),
+    ("epochs", "trainer.max_epochs"), ("seed", "seed"),
+]
+SIGNIFICANT_DIGITS = 4
+DEFAULT_PLOTTED_RUNS = 5
+
+
+class CompareError(RuntimeError):
+    """Nothing to compare, or the request names something the store does not hold."""
+
+
+@dataclass
+class Ranking:
+    experiment: str
+    metric: str
+    mode: str  # "min" | "max"
+    monitor: str  # the validation metric the task selects on (the curves of --plot)
+    header: list[str]
+    rows: list[list[str]]
+    runs: list  # mlflow Run objects, in table order
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    from pipeline.tracking.run import default_store
+
+    uri, _ = default_store()
+    parser = argparse.ArgumentParser(prog="pipeline-compare", description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("--experiment", help="experiment name (default: the one with the most recent run)")
+    parser.add_argument("--by", "--metric", dest="metric",
+                        help="rank by this metric (default: <the task's monitored metric>_best, e.g. val/loss_best)")
+    parser.add_argument("--all", action="store_true", help="also list pruned, failed, killed and evaluation runs")
+    parser.add_argument("--all-data", action="store_true",
+                        help="rank runs on different data sets together (default: only the data of the newest run)")
+    parser.add_argument("--top", type=int, default=None, help="show only the N best runs")
+    parser.add_argument("--plot", action="store_true", help="also write val_curves.png: the validation curves of the top runs")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="folder for compare.md, compare.csv and the plot (default: outputs/compare/<experiment>)")
+    parser.add_argument("--tracking-uri", default=uri, help=f"store (default: {uri})")
+    args = parser.parse_args(argv)
+    if args.top is not None and args.top < 1:
+        parser.error("--top must be at least 1")
+    return args
+
+
+def pick_experiment(client, name: Optional[str]):
+    experiments = client.search_experiments()
+    if name is not None:
+        for experiment in experiments:
+            if experiment.name == name:
+                return experiment
+        known = ", ".join(sorted(e.name for e in experiments)) or "none"
+        raise CompareError(f"no experiment '{name}' in the store; experiments: {known}")
+    latest = client.search_runs([e.experiment_id for e in experiments], max_results=1,
+                                order_by=["attributes.start_time DESC"]) if experiments else []
+    if not latest:
+        raise CompareError("the store holds no runs yet; train one with pipeline-train")
+    return client.get_experiment(latest[0].info.experiment_id)
+
+
+def finished_runs(client, experiment, include_all: bool = False) -> list:
+    """Training runs that finished (a sweep's parent run has no ``task`` param and is left out); with
+    ``include_all`` also pruned trials, failed, killed and evaluation runs. Newest first."""
+    runs, token = [], None
+    status = None if include_all else "attributes.status = 'FINISHED'"
+    while True:
+        page = client.search_runs([experiment.experiment_id], status, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time DESC"])
+        for run in page:
+            tags = run.data.tags
+            complete = tags.get("sweep.state", "COMPLETE") == "COMPLETE" and tags.get("run_kind") != "evaluation"
+            if "task" in run.data.params and (include_all or complete):
+                runs.append(run)
+        token = page.token
+        if not token:
+            return runs
+
+
+def data_identity(run) -> str:
+    """What a run was trained on: the data option, and for a file its path and target column."""
+    params = run.data.params
+    parts = [params.get("data", "?")]
+    if params.get("data.path") not in (None, "null", ""):
+        parts.append(Path(params["data.path"]).name)
+    if params.get("data.target") not in (None, "null", ""):
+        parts.append(f"->{params['data.target']}")
+    return ":".join(parts[:2]) + "".join(parts[2:])
+
+
+def same_data(runs: list) -> tuple[list, int]:
+    """The runs on the data of the newest run, and how many were left out."""
+    if not runs:
+        return runs, 0
+    wanted = data_identity(runs[0])
+    kept = [run for run in runs if data_identity(run) == wanted]
+    return kept, len(runs) - len(kept)
+
+
+def _most_common(values) -> Optional[str]:
+    counted = Counter(v for v in values if v)
+    return counted.most_common(1)[0][0] if counted else None
+
+
+HIGHER_IS_BETTER = ("acc", "f1", "auroc", "r2")
+
+
+def direction(metric: str, monitor: str, task_mode: str) -> str:
+    """The task's mode for its own monitored metric (val or test); otherwise by the metric's name."""
+    if metric.replace("test/", "val/", 1).removesuffix("_best") == monitor:
+        return task_mode
+    return "max" if metric.rsplit("/", 1)[-1].removesuffix("_best") in HIGHER_IS_BETTER else "min"
+
+
+def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Optional[int] = None) -> Ranking:
+    if not runs:
+        raise CompareError(f"experiment '{experiment_name}' has no finished runs")
+    monitor = _most_common(r.data.params.get("task.monitor") for r in runs) or "val/loss"
+    mode = _most_common(r.data.params.get("task.mode") for r in runs) or "min"
+    metric = metric or f"{monitor}_best"
+    known = sorted({key for r in runs for key in r.data.metrics})
+    if metric not in known:
+        raise CompareError(f"no run of '{experiment_name}' has the metric '{metric}'; metrics: {', '.join(known)}")
+    mode = direction(metric, monitor, mode)
+
+    def sort_key(run):
+        value = run.data.metrics.get(metric)
+        if value is None or math.isnan(value):
+            return (1, 0.0)
+        return (0, value if mode == "min" else -value)
+
+    ordered = sorted(runs, key=sort_key)[:top]
+    test_metrics = sorted({k for r in ordered for k in r.data.metrics if k.startswith("test/")} - {metric})
+    shown_metrics = [metric] + test_metrics
+    header = (["rank", "run", "run_id", "status"] + [column for column, _ in KEY_PARAMS if column != "data"]
+              + ["data"] + shown_metrics)
+    rows = []
+    for position, run in enumerate(ordered, start=1):
+        params = run.data.params
+        status = run.data.tags.get("sweep.state") if run.data.tags.get("sweep.state") not in (None, "COMPLETE") else run.info.status
+        if run.data.tags.get("run_kind") == "evaluation":
+            status = "EVALUATION"
+        rows.append([str(position), run.info.run_name or "", run.info.run_id, status]
+                    + [_number(params.get(key, "")) for column, key in KEY_PARAMS if column != "data"]
+                    + [data_identity(run)]
+                    + [_number(run.data.metrics.get(name)) for name in shown_metrics])
+    return Ranking(experiment_name, metric, mode, monitor, header, rows, ordered)
+
+
+def _number(value) -> str:
+    """A metric or numeric param to SIGNIFICANT_DIGITS significant digits; other text as it is."""
+    if value is None or value == "":
+        return ""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return value  # integers (epochs, seed) as written
+    return f"{number:.{SIGNIFICANT_DIGITS}g}"
+
+
+def as_text(ranking: Ranking) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(ranking.header, *ranking.rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in [ranking.header, *ranking.rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def as_markdown(ranking: Ranking) -> str:
+    direction = "lower" if ranking.mode == "min" else "higher"
+    lines = [f"# Runs of experiment `{ranking.experiment}`, sorted by `{ranking.metric}` ({direction} is better)", "",
+             "| " + " | ".join(ranking.header) + " |", "|" + "---|" * len(ranking.header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in ranking.rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(ranking: Ranking, path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(ranking.header)
+        writer.writerows(ranking.rows)
+
+
+def plot_curves(client, ranking: Ranking, path: Path, count: int) -> Path:
+    from pipeline.plots import overlay_curves
+
+    curves = {}
+    for run in ranking.runs[:count]:
+        history = client.get_metric_history(run.info.run_id, ranking.monitor)
+        curves[f"{run.info.run_name} ({_number(run.data.metrics.get(ranking.metric))})"] = [(m.step, m.value) for m in history]
+    return overlay_curves(curves, ranking.monitor, path)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from pipeline.tracking.run import open_client, sqlite_path
+
+    args = parse_args(argv)
+    database = sqlite_path(args.tracking_uri)
+    if database is not None and not database.exists():
+        print(f"Error: no MLflow store at {database}; train a run first (pipeline-train)", file=sys.stderr)
+        return 2
+    try:
+        client = open_client(args.tracking_uri)
+        experiment = pick_experiment(client, args.experiment)
+        runs = finished_runs(client, experiment, include_all=args.all)
+        left_out = 0
+        if not args.all_data:
+            runs, left_out = same_data(runs)
+        ranking = rank(runs, experiment.name, args.metric, args.top)
+    except CompareError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    output = args.output or Path.cwd() / "outputs" / "compare" / experiment.name
+    output.mkdir(parents=True, exist_ok=True)
+    direction = "lower" if ranking.mode == "min" else "higher"
+    what = "runs" if args.all else "finished runs"
+    print(f"Experiment '{ranking.experiment}': {len(ranking.rows)} {what} on {ranking.rows[0][len(KEY_PARAMS) + 3]} "
+          f"by {ranking.metric} ({direction} is better; test metrics are shown, not ranked on)")
+    if left_out:
+        print(f"({left_out} runs on other data left out; --all-data ranks them too)")
+    print()
+    print(as_text(ranking))
+    (output / "compare.md").write_text(as_markdown(ranking))
+    write_csv(ranking, output / "compare.csv")
+    written = [output / "compare.md", output / "compare.csv"]
+    if args.plot:
+        written.append(plot_curves(client, ranking, output / "val_curves.png", args.top or DEFAULT_PLOTTED_RUNS))
+    print("\nWritten: " + ", ".join(str(path) for path in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Turn the errors a user can fix into one clear line on stderr and a non-zero exit code.
+
+Two places need it:
+* :func:`check_command_line` composes the config from the command line before Hydra does, so that a
+  wrong group option or key gets one line with the nearest valid choice (exit 2) instead of Hydra's
+  multi-line report; nothing has been loaded and no MLflow run exists at that point.
+* :func:`report_errors` wraps ``train()``: known errors become ``Error: ...`` (exit 2), Ctrl-C or
+  SIGTERM becomes ``Interrupted: ...`` with the checkpoint to resume from (exit 130), and anything
+  unforeseen becomes one line that says where its traceback was written (exit 1).
+  ``HYDRA_FULL_ERROR=1`` shows every traceback instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import errno
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pipeline.errors import (EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USER_ERROR, USER_ERRORS,  # noqa: F401
+                             RunInterrupted)
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import InstantiationException
+
+    return (*USER_ERRORS, InstantiationException)
+
+
+def one_line(message: object) -> str:
+    """Error messages from libraries span lines; a terminal answer should not."""
+    return " ".join(str(message).split())
+
+
+def _full_error_wanted() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def report_errors():
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        detail = f"; {interrupt}" if isinstance(interrupt, RunInterrupted) else ""
+        print(f"Interrupted (Ctrl-C or SIGTERM); the MLflow run, if any, is marked KILLED{detail}",
+              file=sys.stderr, flush=True)
+        _exit_at_once(EXIT_INTERRUPTED)
+    except known_errors() as error:
+        if _full_error_wanted():
+            raise
+        if isinstance(error.__cause__, known_errors()):  # a DataError raised while Hydra built the object
+            error = error.__cause__
+        _fail(one_line(error), EXIT_USER_ERROR)
+    except OSError as error:
+        if _full_error_wanted():
+            raise
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is the user's to fix, not a bug
+            where = f" ({error.filename})" if error.filename else ""
+            _fail(f"no space left on the device{where}; free space or write elsewhere (hydra.run.dir=..., "
+                  "paths.mlruns_dir=...)", EXIT_USER_ERROR)
+        if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and error.filename:
+            _fail(f"cannot write {error.filename} ({error.strerror}); choose a writable place "
+                  "(hydra.run.dir=..., paths.mlruns_dir=...)", EXIT_USER_ERROR)
+        _fail_unexpected(error)
+    except Exception as error:  # a bug or a case nobody foresaw: keep the traceback, answer in one line
+        if _full_error_wanted():
+            raise
+        _fail_unexpected(error)
+
+
+def _fail_unexpected(error: BaseException) -> None:
+    where = _save_traceback()
+    _fail(f"unexpected {type(error).__name__}: {one_line(error)[:500]} (traceback in {where}; "
+          "HYDRA_FULL_ERROR=1 prints it)", EXIT_UNEXPECTED)
+
+
+def _exit_at_once(code: int) -> None:
+    """The run is recorded and the checkpoint is on disk: skip the seconds Python spends tearing down
+    torch, Lightning and MLflow, so the terminal comes back at once. Not inside a sweep, whose sweeper
+    still has to record the trial."""
+    if _in_multirun():
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _in_multirun() -> bool:
+    with contextlib.suppress(Exception):
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    return False
+
+
+def _save_traceback() -> Path:
+    folder = None
+    with contextlib.suppress(Exception):
+        from hydra.core.hydra_config import HydraConfig
+
+        folder = Path(HydraConfig.get().runtime.output_dir)
+    if folder is None or not folder.is_dir():
+        folder = Path(tempfile.mkdtemp(prefix="pipeline-error-"))
+    path = folder / "error.log"
+    path.write_text(traceback.format_exc())
+    return path
+
+
+# ----- the command line, checked before Hydra runs ---------------------------------------------------
+# Hydra options that change what is composed or do not compose at all: left to Hydra.
+_HYDRA_ONLY_OPTIONS = ("help", "hydra_help", "version", "info", "shell_completion", "config_path",
+                       "config_name", "config_dir", "experimental_rerun")
+
+
+def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str = "config") -> None:
+    """Compose the config as the command line asks; on a composition error print one line and exit 2.
+
+    In multirun mode every value of a ``a=x,y`` sweep is composed too (zipped, not crossed); interval
+    sweeps are left to the sweeper. Problems of this check itself never block a run: Hydra then
+    reports whatever it finds, as it would without this check.
+    """
+    if _full_error_wanted():
+        return
+    try:
+        from hydra._internal.utils import get_args_parser
+
+        args = get_args_parser().parse_args(list(argv))
+    except BaseException:  # argparse exits on a malformed option: let Hydra print its usage
+        return
+    if any(getattr(args, name, None) for name in _HYDRA_ONLY_OPTIONS):
+        return
+    overrides = list(args.overrides or [])
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        jobs = _jobs_to_check(overrides) if args.multirun else [overrides]
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
+            for job in jobs:
+                compose(config_name, overrides=job)
+    except (HydraException, OmegaConfBaseException) as error:
+        _fail(describe_composition_error(error, config_dir, config_name, overrides), EXIT_USER_ERROR)
+    except Exception:
+        return
+
+
+def _jobs_to_check(overrides: list[str]) -> list[list[str]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)  # a parse error is reported by the caller
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweeps = [(o.get_key_element(), list(o.sweep_string_iterator())) for o in parsed if o.is_discrete_sweep()]
+    count = max((len(values) for _, values in sweeps), default=1)
+    return [fixed + [f"{key}={values[i % len(values)]}" for key, values in sweeps] for i in range(count)]
+
+
+def describe_composition_error(error: Exception, config_dir: Path, config_name: str = "config",
+                               overrides: Sequence[str] = ()) -> str:
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, name = (error.missing_cfg_file or "").rpartition("/")
+        options = sorted(option for option in error.options if not option.startswith("_"))  # _common: a base
+        match = nearest(name, options)
+        suggestion = f"; did you mean {group}={match}?" if match else ""
+        return f"{group}={name}: no such option in conf/{group}/{suggestion} Available: {', '.join(options)}"
+    if isinstance(error, OverrideParseException):
+        return (f"cannot parse the override '{error.override}': {one_line(error.message)}; "
+                "quote a value that holds special characters, e.g. key='a,b'")
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause = error.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if full_key and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        return _unknown_key_message(str(full_key), config_dir, config_name, overrides)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if cause is not None:
+        lines.append(one_line(cause).split(" full_key:")[0])
+    return one_line(" ".join(lines[:3]))
+
+
+def _unknown_key_message(full_key: str, config_dir: Path, config_name: str, overrides: Sequence[str]) -> str:
+    parent, _, key = full_key.rpartition(".")
+    # the other overrides may pick other options (data=wine has other keys than data=mnist)
+    others = [o for o in overrides if not o.lstrip("+~").split("=")[0].startswith(full_key)]
+    siblings = _keys_at(parent, config_dir, config_name, others)
+    where = f"under '{parent}'" if parent else "at the top level"
+    match = nearest(key, siblings)
+    suggestion = f"; did you mean '{parent + '.' if parent else ''}{match}'?" if match else ""
+    listed = f" Keys {where}: {', '.join(sorted(siblings))}." if siblings and len(siblings) <= 30 else ""
+    return (f"unknown key '{full_key}'{suggestion}{listed} "
+            f"(a key that is not in the config needs a '+': +{full_key}=...)")
+
+
+def _keys_at(path: str, config_dir: Path, config_name: str, overrides: Sequence[str]) -> list[str]:
+    """The keys of the config at ``path`` (dotted; '' is the top level)."""
+    try:
+        from hydra import compose, initialize_config_dir
+        from omegaconf import DictConfig, OmegaConf
+
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=path.startswith("hydra"))
+        node = OmegaConf.select(cfg, path) if path else cfg
+        return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    except Exception:
+        return []
+
+
+def nearest(name: str, choices: Iterable[str]) -> str:
+    """The closest of ``choices`` to a misspelt ``name``, or ''."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return match[0] if match else ""

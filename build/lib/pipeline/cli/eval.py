@@ -1,0 +1,95 @@
+"""``pipeline-eval <run id | checkpoint> [key=value ...]``: test a trained model again, on its test split or
+on other data (e.g. ``data.test_path=new.csv``), recorded as an evaluation run linked to its source.
+
+With a run id, the run's logged config and best checkpoint are fetched from the store (checked like
+``pipeline-rerun`` checks them: only allowed classes, nothing written outside the new output folder). With a
+checkpoint file, the config is the ``config.yaml`` of the run folder the checkpoint lies in
+(``<output dir>/checkpoints/<file>.ckpt``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
+
+from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides, check_logged_config, check_targets,
+                                confine_written_folders, fresh_output_dir, linked_keys, rerun_config)
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    from pipeline.tracking.run import default_store
+
+    uri, _ = default_store()
+    parser = argparse.ArgumentParser(prog="pipeline-eval", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser.add_argument("source", help="an MLflow run id, or a checkpoint file written by a run")
+    parser.add_argument("overrides", nargs="*", help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
+    parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run and receiving the evaluation (default: {uri})")
+    parser.add_argument("--output-dir", type=Path, default=None, help="where the evaluation writes (default: a fresh outputs/<date>/<time>)")
+    return parser.parse_args(argv)
+
+
+def _from_checkpoint(path: Path, overrides: list[str], tracking_uri: str, output_dir: Path):
+    config_file = path.resolve().parent.parent / "config.yaml"
+    if not config_file.is_file():
+        raise RerunRefused(f"{path}: no config.yaml in its run folder ({config_file.parent}); pass the run id instead, "
+                           "or keep the checkpoint inside the folder its run wrote")
+    cfg = OmegaConf.load(config_file)
+    check_logged_config(cfg, str(config_file))
+    cfg.pop("sweep", None)
+    for node in (cfg.get("logger") or {}).values():
+        if "tracking_uri" in node:
+            node.tracking_uri = tracking_uri
+    old_output_dir = OmegaConf.select(cfg, "paths.output_dir")
+    cfg.paths.output_dir = str(output_dir)
+    cfg.ckpt_path = None
+    confine_written_folders(cfg, str(old_output_dir) if old_output_dir else None, output_dir, str(config_file))
+    cfg = apply_overrides(cfg, overrides, linked_keys({}) if overrides else {})
+    check_targets(cfg, "the overrides")
+    confine_written_folders(cfg, None, output_dir, "the overrides")
+    return cfg
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from pipeline.cli.errors import report_errors
+    from pipeline.tracking import launched_as
+    from pipeline.tracking.run import open_client
+    from pipeline.train import evaluate
+
+    args = parse_args(argv)
+    output_dir = args.output_dir or fresh_output_dir()
+    with report_errors():
+        source = Path(args.source)
+        if source.suffix == ".ckpt" or source.is_file():
+            if not source.is_file():
+                raise RerunRefused(f"checkpoint {source} does not exist")
+            cfg = _from_checkpoint(source, list(args.overrides), args.tracking_uri, output_dir)
+            print(f"Evaluating {source} into {output_dir}", flush=True)
+            evaluate(cfg, source)
+            return 0
+        client = open_client(args.tracking_uri)
+        try:
+            run = client.get_run(args.source)
+        except Exception:
+            print(f"Error: no run {args.source} in {args.tracking_uri} (and no checkpoint file of that name)",
+                  file=sys.stderr)
+            return 2
+        choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
+        cfg = rerun_config(client, run, args.tracking_uri, list(args.overrides), output_dir, choices)
+        cfg.tags.pop("rerun_of", None)
+        checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints") if a.path.endswith(".ckpt")]
+        if not checkpoints:
+            raise RerunRefused(f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot be evaluated")
+        with tempfile.TemporaryDirectory() as folder:
+            weights = Path(client.download_artifacts(run.info.run_id, checkpoints[0], folder))
+            print(f"Evaluating {run.info.run_name} ({run.info.run_id}, {checkpoints[0]}) into {output_dir}", flush=True)
+            with launched_as(choices, list(args.overrides)):
+                evaluate(cfg, weights, source_run=run.info.run_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

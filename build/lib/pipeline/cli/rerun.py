@@ -1,0 +1,274 @@
+"""``pipeline-rerun <run_id> [key=value ...]``: train again from the config logged with a run.
+
+The run's ``config.yaml`` (the resolved config) is downloaded, the overrides are merged into it, and
+``train()`` runs it into a fresh ``outputs/<date>/<time>`` folder; the new run is tagged
+``rerun_of=<run_id>``. Without overrides, on the CPU, it reproduces the original test metrics exactly.
+
+A config in the store could have been edited by anyone with write access to it, so it is trusted no
+further than this, all checked before any run exists:
+
+* every ``_target_`` (nested ones, ``_partial_`` and ``_args_`` included) is imported and judged by the
+  object it names, not by its spelling: it must be a class defined in one of the allowed modules and of
+  the kind its place builds (a data module under ``data``, an optimizer under ``optimizer`` ...). An
+  alias such as ``pipeline.cli.rerun.shutil.rmtree`` names ``shutil.rmtree`` and is refused;
+* every folder the config writes to (checkpoints, logger folders) lies inside the new run's output folder;
+* since a logged config is resolved, one with ``${...}`` interpolations is refused (an
+  ``${oc.env:...}`` would copy an environment secret into the new run).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import ConfigError
+
+# Modules whose classes a rerun may build (a class's defining module must be one of these or below it)
+ALLOWED_MODULES = ("pipeline.data", "pipeline.models", "pipeline.schedulers", "pipeline.callbacks",
+                   "pipeline.tracking.run", "torch.optim", "pytorch_lightning.callbacks", "pytorch_lightning.loggers",
+                   "pytorch_lightning.strategies", "pytorch_lightning.plugins", "pytorch_lightning.trainer.trainer",
+                   "lightning_fabric.plugins")
+# keys whose value is a folder the built object writes into
+WRITTEN_FOLDER_KEYS = ("dirpath", "save_dir", "default_root_dir", "log_dir", "output_dir", "root_dir")
+# groups picked by name on pipeline-train's command line; a rerun changes values inside them instead
+CONFIG_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
+CHOICE_PARAMS = ("task", "data", "model", "optimizer", "scheduler", "trainer")
+
+
+class RerunRefused(ConfigError):
+    """The logged config or the overrides cannot be run safely or meaningfully; the message says why."""
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    from pipeline.tracking.run import default_store
+
+    uri, _ = default_store()
+    parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.split("\n\n")[1].replace("\n", " "))
+    parser.add_argument("run_id", help="the MLflow run to train again")
+    parser.add_argument("overrides", nargs="*", help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
+    parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run, and receiving the new one (default: {uri})")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="where the new run writes its config, checkpoints and plots (default: a fresh outputs/<date>/<time>)")
+    return parser.parse_args(argv)
+
+
+# ----- checking a config ---------------------------------------------------------------------------
+def _leaves(tree: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a plain (unresolved) config container."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            yield from _leaves(value, f"{path}.{index}")
+    else:
+        yield path, tree
+
+
+def _expected_base(key: str):
+    """The class a ``_target_`` at ``key`` must build, by where it sits in the config."""
+    import pytorch_lightning as pl
+    import torch
+    from torch import nn
+
+    group = key.split(".", 1)[0]
+    if key.count(".") > 1 and group not in ("callbacks", "logger"):  # nested, e.g. trainer.strategy._target_
+        return object
+    return {
+        "data": pl.LightningDataModule, "model": nn.Module, "optimizer": torch.optim.Optimizer,
+        "scheduler": (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
+        "trainer": pl.Trainer, "callbacks": pl.Callback, "logger": pl.loggers.Logger,
+    }.get(group, object)
+
+
+def target_refusal(key: str, target: str) -> Optional[str]:
+    """Why the ``_target_`` ``target`` at ``key`` may not be built, or None when it may."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(str(target))
+    except Exception:
+        return "it cannot be imported"
+    if not inspect.isclass(obj):
+        return "it is not a class (a rerun builds classes only)"
+    module = getattr(obj, "__module__", "") or ""
+    if not any(module == allowed or module.startswith(allowed + ".") for allowed in ALLOWED_MODULES):
+        return f"it is {module}.{obj.__qualname__}, outside the modules a rerun builds from"
+    try:
+        canonical = get_object(f"{module}.{obj.__qualname__}")
+    except Exception:
+        canonical = None
+    if canonical is not obj:
+        return f"it is {module}.{obj.__qualname__} under another name"
+    if not issubclass(obj, _expected_base(key)):
+        return f"{module}.{obj.__qualname__} is not the kind of object {key.split('.', 1)[0]} builds"
+    return None
+
+
+def check_logged_config(cfg: DictConfig, run_id: str) -> None:
+    """Refuse interpolations (a logged config is resolved) and ``_target_`` outside the allow-list."""
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(value, str) and "${" in value:
+            raise RerunRefused(f"the config logged with run {run_id} has an interpolation at '{key}' ({value}); "
+                               "logged configs are resolved, so it was edited. Refusing to run it")
+    check_targets(cfg, f"the config logged with run {run_id}")
+
+
+def check_targets(cfg: DictConfig, what: str) -> None:
+    allowed = ", ".join(f"{module}.*" for module in ALLOWED_MODULES)
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+        if key == "_target_" or key.endswith("._target_"):
+            reason = target_refusal(key, str(value))
+            if reason is not None:
+                raise RerunRefused(f"{what} sets {key}={value!r}, which is not allowed: {reason}. pipeline-rerun builds "
+                                   f"only classes defined in {allowed}. Refusing to run it")
+
+
+def confine_written_folders(cfg: DictConfig, old_output_dir: Optional[str], output_dir: Path, what: str) -> None:
+    """Folders the logged config writes into (all derived from the old run's output folder) are moved to the
+    new one; a folder outside it (an edited config pointing a checkpoint at /etc) is refused."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    new_root = output_dir.resolve()
+    for key, value in _leaves(container):
+        if not isinstance(value, str):
+            continue
+        if old_output_dir and (value == old_output_dir or value.startswith(old_output_dir.rstrip("/") + "/")):
+            value = str(output_dir) + value[len(old_output_dir.rstrip("/")):]
+            OmegaConf.update(cfg, key, value, merge=False)
+        if key.rsplit(".", 1)[-1] in WRITTEN_FOLDER_KEYS and not key.startswith("paths."):  # paths.*: read or reset
+            resolved = Path(value).resolve()
+            if resolved != new_root and new_root not in resolved.parents:
+                raise RerunRefused(f"{what} sets {key}={value!r}, a folder outside the new run's output folder "
+                                   f"{output_dir}. Refusing to run it")
+
+
+def linked_keys(choices: dict[str, str]) -> dict[str, list[str]]:
+    """Keys whose value the config files take from another key (``data.seed: ${seed}``), as
+    {source key: [keys that follow it]}, for the config options the run was composed from. The logged
+    config holds values only, so an override of ``seed`` must carry ``data.seed`` along itself."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.config import CONFIG_DIR
+
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            composed = compose("config", overrides=[f"{group}={name}" for group, name in choices.items()])
+    except Exception:  # an option that no longer exists: no links known
+        return {}
+    links: dict[str, list[str]] = {}
+    for key, value in _leaves(OmegaConf.to_container(composed, resolve=False)):
+        if isinstance(value, str) and value.startswith("${") and value.endswith("}") and ":" not in value:
+            links.setdefault(value[2:-1], []).append(key)
+    return links
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str], links: dict[str, list[str]]) -> DictConfig:
+    values = {}
+    for override in overrides:
+        key, equals, value = override.partition("=")
+        if not equals or not key.strip("+~"):
+            raise RerunRefused(f"cannot read the override '{override}'; write key=value, e.g. optimizer.lr=0.01")
+        key = key.lstrip("+")
+        if key.startswith("~"):
+            raise RerunRefused(f"'{override}': removing keys is not supported by pipeline-rerun")
+        if key in CONFIG_GROUPS:
+            raise RerunRefused(f"'{override}' picks another {key} option; a rerun starts from the logged config, so change "
+                               f"values inside it ({key}.<key>=...) or train anew: pipeline-train {override} ...")
+        values[key] = value
+    for key in list(values):
+        for follower in links.get(key, []):  # data.seed follows seed, unless given too
+            if follower not in values and OmegaConf.select(cfg, follower) == OmegaConf.select(cfg, key):
+                values[follower] = values[key]
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in values.items()]))
+
+
+# ----- running it --------------------------------------------------------------------------------
+def fresh_output_dir() -> Path:
+    now = datetime.now()
+    return Path.cwd() / "outputs" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
+
+
+def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_dir: Path,
+                 choices: Optional[dict[str, str]] = None) -> DictConfig:
+    """The logged config of ``run``, checked, with the overrides, writing into ``output_dir`` and the same store."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run.info.run_id, "config.yaml", folder)
+        except Exception as error:
+            raise RerunRefused(f"run {run.info.run_id} has no config.yaml artifact ({' '.join(str(error).split())[:200]}); "
+                               "only runs logged by pipeline-train can be rerun") from None
+        cfg = OmegaConf.load(path)
+    check_logged_config(cfg, run.info.run_id)
+    cfg.pop("sweep", None)  # a sweep trial is rerun as a run of its own
+    mlflow_node = _mlflow_logger_node(cfg)
+    if mlflow_node is None:  # the source was logged to MLflow, so its rerun is too
+        raise RerunRefused(f"the config logged with run {run.info.run_id} has no MLflow logger (logger.mlflow); "
+                           "it was edited. Refusing to run it")
+    source_uri = mlflow_node.get("tracking_uri")
+    mlflow_node.tracking_uri = tracking_uri  # the logged one may be redacted (***) or name another machine
+    if mlflow_node.get("artifact_location") and tracking_uri != source_uri:
+        mlflow_node.artifact_location = None  # the new store keeps its artifacts where it keeps them
+    old_output_dir = OmegaConf.select(cfg, "paths.output_dir")
+    cfg.paths.output_dir = str(output_dir)
+    cfg.ckpt_path = None
+    confine_written_folders(cfg, str(old_output_dir) if old_output_dir else None, output_dir,
+                            f"the config logged with run {run.info.run_id}")
+    cfg = apply_overrides(cfg, overrides, linked_keys(choices or {}) if overrides else {})
+    check_targets(cfg, "the overrides")
+    confine_written_folders(cfg, None, output_dir, "the overrides")
+    if "tags" not in cfg or cfg.tags is None:
+        cfg.tags = {}
+    cfg.tags.rerun_of = run.info.run_id
+    return cfg
+
+
+def _mlflow_logger_node(cfg: DictConfig) -> Optional[DictConfig]:
+    loggers = cfg.get("logger")
+    if not isinstance(loggers, DictConfig):
+        return None
+    from hydra.utils import get_object
+
+    from pipeline.tracking import MLflowLogger
+
+    for node in loggers.values():
+        if isinstance(node, DictConfig) and node.get("_target_"):
+            try:
+                if get_object(str(node._target_)) is MLflowLogger:
+                    return node
+            except Exception:
+                continue
+    return None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from pipeline.cli.errors import report_errors
+    from pipeline.tracking import launched_as
+    from pipeline.tracking.run import open_client
+
+    args = parse_args(argv)
+    with report_errors():
+        client = open_client(args.tracking_uri)
+        try:
+            run = client.get_run(args.run_id)
+        except Exception:
+            print(f"Error: no run {args.run_id} in {args.tracking_uri}", file=sys.stderr)
+            return 2
+        choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
+        cfg = rerun_config(client, run, args.tracking_uri, args.overrides, args.output_dir or fresh_output_dir(), choices)
+        from pipeline.train import train
+
+        print(f"Rerunning {run.info.run_name} ({run.info.run_id}) into {cfg.paths.output_dir}", flush=True)
+        with launched_as(choices, list(args.overrides)):
+            train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

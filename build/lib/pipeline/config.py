@@ -1,0 +1,444 @@
+"""Typed config schema and validation: a wrong config is refused before any data is loaded.
+
+Checked in this order by :func:`validate`:
+1. the fixed parts (task, paths, top-level keys) against dataclass schemas, and no value left as ``???``;
+2. value ranges (``optimizer.lr > 0``, ``data.fold < data.cv_folds`` ...);
+3. every ``_target_`` node (data, model, optimizer, scheduler, trainer, each callback and logger)
+   against the signature of the class it builds: an unknown key is named with the nearest valid one,
+   a value of the wrong type is refused (hydra-zen's idea);
+4. choices that only make sense together (model vs data vs task);
+5. a checkpoint to resume from exists and is safe to load (``weights_only=True``).
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from pipeline.errors import ConfigError
+
+# the packaged configs (pip install . ships them); a user's own folder extends them: --config-dir DIR
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+# the source checkout this package runs from (for the git provenance of runs; not a git checkout when installed)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+if not OmegaConf.has_resolver("working_dir"):
+    # outputs, the default store and data/ live where pipeline-train is started, not where the code is
+    OmegaConf.register_new_resolver("working_dir", lambda: os.getcwd())
+
+
+# ----- schemas of the fixed parts ---------------------------------------------------------------
+@dataclass
+class TaskConfig:
+    name: str = "classification"
+    kind: str = "classification"  # a module of pipeline.tasks: regression | classification
+    monitor: str = "val/acc"
+    mode: str = "max"  # min | max
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    data_dir: str = "data"
+    mlruns_dir: str = "mlruns"
+    output_dir: str = "outputs"
+
+
+FIXED_SCHEMAS = {
+    "task": TaskConfig,
+    "paths": PathsConfig,
+}
+TARGET_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
+REQUIRED_TARGET_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler=none is {}
+# groups whose options add named ``_target_`` nodes side by side: callbacks=[default,lr_monitor], logger=[mlflow,csv]
+TARGET_COLLECTIONS = ("callbacks", "logger")
+TOP_LEVEL_KEYS = (set(FIXED_SCHEMAS) | set(TARGET_GROUPS) | set(TARGET_COLLECTIONS)
+                  | {"seed", "ckpt_path", "tags", "sweep", "test"})
+
+# arguments that train.py passes when it builds the object, never set in YAML
+WIRED_ARGUMENTS = {
+    "model": {"input_shape", "num_outputs", "vocab_size", "pad_id"},
+    "optimizer": {"params"},
+    "scheduler": {"optimizer", "total_steps", "epochs", "steps_per_epoch"},
+    "trainer": {"callbacks", "logger", "plugins", "default_root_dir"},
+}
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+
+
+def nearest(name: str, choices) -> str:
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+# ----- validation ---------------------------------------------------------------------------------
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` with a one-line reason if ``cfg`` cannot give a meaningful run."""
+    _check_fixed_parts(cfg)
+    _check_required(cfg)
+    _check_ranges(cfg)  # before the types: "optimizer.lr must be a number" says more than a type annotation
+    for group in TARGET_GROUPS:
+        node = cfg.get(group)
+        if node is not None and "_target_" in node:
+            _check_against_signature(group, node)
+    for group in TARGET_COLLECTIONS:
+        for name, node in _collection(cfg, group).items():
+            _check_against_signature(f"{group}.{name}", node)
+    _check_compatibility(cfg)
+    _check_checkpoint(cfg.get("ckpt_path"))
+
+
+def _check_checkpoint(ckpt_path: Optional[str]) -> None:
+    """A checkpoint to resume from exists and loads with ``torch.load(weights_only=True)``: a file that
+    would run code when unpickled is refused here, before anything is trained or logged."""
+    if ckpt_path is None:
+        return
+    import pickle
+    import re
+
+    import torch
+
+    path = Path(str(ckpt_path))
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file (resume from e.g. <output dir>/checkpoints/last.ckpt)")
+    try:
+        try:  # memory-mapped: only the pickled structure is read, not every tensor
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = re.search(r"GLOBAL (\S+)", str(error))
+        what = f"it names {unsafe.group(1)}" if unsafe else _first_line(error)
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: refused, the file holds more than tensors and plain values ({what}); "
+            "checkpoints are loaded with torch.load(weights_only=True), so only load files you trust"
+        ) from None
+    except Exception as error:
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
+
+
+def _collection(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
+    """The named ``_target_`` nodes of a collection group (``callbacks``, ``logger``); ``null`` entries are
+    switched off (``callbacks.early_stopping=null``)."""
+    node = cfg.get(group)
+    if node is None:
+        return {}
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{group} must be a mapping of named entries, each with a _target_ (see conf/{group}/)")
+    entries = {}
+    for name in node.keys():
+        entry = node.get(name)
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise ConfigError(f"{group}.{name} must be a node with a _target_ (a class to build), e.g. conf/{group}/ "
+                              f"files; got {_plain(entry)!r}")
+        entries[str(name)] = entry
+    return entries
+
+
+def collection(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
+    """The enabled entries of ``callbacks`` or ``logger``, by name, for the code that builds them."""
+    return _collection(cfg, group)
+
+
+def _check_required(cfg: DictConfig) -> None:
+    """Every group that builds an object is there, and no value is left as ``???``."""
+    for group in REQUIRED_TARGET_GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"config group '{group}' is missing; choose one with {group}=<option> "
+                              f"(the options are the files in conf/{group}/)")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        example = " ".join(f"{key}=..." for key in missing)
+        raise ConfigError(f"{', '.join(missing)} must be set (it is ??? in the config); add {example} "
+                          "to the command line")
+
+
+def _check_fixed_parts(cfg: DictConfig) -> None:
+    for key in cfg.keys():
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"unknown top-level key '{key}'{nearest(key, TOP_LEVEL_KEYS)}")
+    for group, schema in FIXED_SCHEMAS.items():
+        if group not in cfg:
+            raise ConfigError(f"missing config group '{group}'")
+        try:
+            OmegaConf.merge(OmegaConf.structured(schema), cfg[group])
+        except OmegaConfBaseException as error:
+            path = str(getattr(error, "full_key", None) or getattr(error, "key", None) or "")
+            if isinstance(error, (ConfigKeyError, ConfigAttributeError)):
+                parent, _, key = path.rpartition(".")
+                allowed = _schema_fields(schema, parent)
+                raise ConfigError(f"unknown key '{group}.{path}'{nearest(key, allowed)}") from None
+            raise ConfigError(f"{group}.{path}: {_first_line(error)}") from None
+    seed = _integer("seed", cfg.get("seed"))  # before data.seed=${seed} is checked against its class
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed} is out of range; allowed: an integer in 0..{MAX_SEED}")
+    if cfg.get("test") is not None and not isinstance(cfg.get("test"), bool):
+        raise ConfigError(f"test={cfg.get('test')!r} must be true or false")
+    task = cfg.task
+    _choice("task.mode", task.mode, ("min", "max"))
+    if not str(task.monitor).startswith("val/"):
+        raise ConfigError(f"task.monitor={task.monitor!r} must be a validation metric (val/loss, val/acc, val/rmse ...); "
+                          "model selection never looks at the test split")
+
+
+def _fields(schema) -> list[str]:
+    return list(schema.__dataclass_fields__)
+
+
+def _schema_fields(schema, dotted: str) -> list[str]:
+    """The field names of the (nested) dataclass at ``dotted`` inside ``schema``."""
+    for part in filter(None, dotted.split(".")):
+        field_type = schema.__dataclass_fields__[part].default_factory if part in schema.__dataclass_fields__ else None
+        if not inspect.isclass(field_type):
+            return []
+        schema = field_type
+    return _fields(schema)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
+
+
+def resolve_target(group: str, path: str) -> Callable:
+    from hydra.utils import get_object
+
+    try:
+        return get_object(path)
+    except Exception as error:  # ImportError, AttributeError, ...
+        raise ConfigError(f"{group}._target_: cannot import '{path}' ({_first_line(error)})") from None
+
+
+def _check_against_signature(group: str, node: DictConfig) -> None:
+    target = resolve_target(group, node._target_)
+    parameters = _parameters(target)
+    wired = WIRED_ARGUMENTS.get(group, set())
+    for key in node.keys():
+        if key.startswith("_"):
+            continue
+        if key in wired:
+            raise ConfigError(f"{group}.{key} is set by the pipeline, not in the config; remove it")
+        if parameters is not None and key not in parameters:  # None: accepts **kwargs all the way down
+            raise ConfigError(
+                f"unknown key '{group}.{key}' for {node._target_}{nearest(key, parameters - wired)}"
+            )
+    _check_types(group, node, _annotations(target))
+
+
+def _check_types(group: str, node: DictConfig, annotations: dict[str, Any]) -> None:
+    """Each value against the type its parameter declares (``model.hidden_dims=abc`` is not a list).
+    ``null`` always passes: several classes take ``None`` as "not set" without saying Optional."""
+    for key in node.keys():
+        if key.startswith("_") or key not in annotations:
+            continue
+        try:
+            value = _plain(node[key])
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{group}.{key}: cannot resolve its value ({_first_line(error)})") from None
+        if value is not None and not _matches(value, annotations[key]):
+            raise ConfigError(f"{group}.{key}={value!r} has the wrong type; allowed: {_describe(annotations[key])}")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _annotations(target: Callable) -> dict[str, Any]:
+    """Parameter name -> type for ``target`` and, through ``**kwargs``, its base classes."""
+    import typing
+
+    annotations: dict[str, Any] = {}
+    classes = inspect.getmro(target) if inspect.isclass(target) else (target,)
+    for owner in reversed(classes):  # a subclass's annotation wins
+        function = owner.__init__ if inspect.isclass(owner) else owner
+        if (inspect.isclass(owner) and "__init__" not in vars(owner)) or owner is object:
+            continue
+        try:
+            annotations.update(typing.get_type_hints(function))
+        except Exception:  # an annotation that does not evaluate: check nothing for this class
+            continue
+    return annotations
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether a config value (plain Python) fits a type annotation; unknown annotations accept anything."""
+    import collections.abc
+    import types
+    import typing
+
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    if annotation is type(None) or annotation is None:
+        return value is None
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, argument) for argument in arguments)
+    if origin is typing.Literal:
+        return value in arguments
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+            return len(value) == len(arguments) and all(map(_matches, value, arguments))
+        return not arguments or all(_matches(item, arguments[0]) for item in value)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("collections.abc.", "").replace("NoneType", "null")
+    return {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false",
+            "<class 'str'>": "a string"}.get(text, text)[:300]
+
+
+def _parameters(target: Callable) -> Optional[set[str]]:
+    """Names accepted by ``target``, following ``**kwargs`` up the class hierarchy."""
+    names: set[str] = set()
+    classes = inspect.getmro(target) if inspect.isclass(target) else (target,)
+    for owner in classes:
+        function = owner.__init__ if inspect.isclass(owner) else owner
+        if inspect.isclass(owner) and "__init__" not in vars(owner):
+            continue
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):
+            return None
+        has_var_kwargs = False
+        for parameter in signature.parameters.values():
+            if parameter.kind is parameter.VAR_KEYWORD:
+                has_var_kwargs = True
+            elif parameter.kind is not parameter.VAR_POSITIONAL and parameter.name != "self":
+                names.add(parameter.name)
+        if not has_var_kwargs:
+            return names
+        if not inspect.isclass(owner) or owner is object:
+            return None
+    return names
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _integer(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def _choice(key: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+
+
+def _get(cfg: DictConfig, dotted: str) -> Any:
+    return OmegaConf.select(cfg, dotted, default=None)
+
+
+# key -> (check, description of what is allowed)
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "optimizer.lr": (lambda v: v > 0, "> 0"),
+    "optimizer.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "optimizer.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.l1": (lambda v: v >= 0, ">= 0"),
+    "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "data.test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "task.label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
+INTEGER_MINIMUMS = {
+    "data.batch_size": 1,
+    "data.eval_batch_size": 1,
+    "trainer.max_epochs": 1,
+    "trainer.devices": 1,
+    "trainer.num_nodes": 1,
+    "trainer.accumulate_grad_batches": 1,
+    "trainer.check_val_every_n_epoch": 1,
+    "trainer.min_epochs": 0,
+    "data.cv_folds": 2,
+    "data.limit_rows": 1,
+}
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, (check, allowed) in RANGES.items():
+        value = _get(cfg, key)
+        if value is not None and not check(_number(key, value)):
+            raise ConfigError(f"{key}={value} is out of range; allowed: {allowed}")
+    for key, minimum in INTEGER_MINIMUMS.items():
+        value = _get(cfg, key)
+        if value is None or (key == "trainer.devices" and isinstance(_plain(value), (str, list))):
+            continue
+        if _integer(key, value) < minimum:
+            raise ConfigError(f"{key}={value} is out of range; allowed: an integer >= {minimum}")
+    folds = _get(cfg, "data.cv_folds")
+    fold = _get(cfg, "data.fold")
+    if fold is not None:
+        _integer("data.fold", fold)
+        upper = folds if folds else 1
+        if not 0 <= fold < upper:
+            allowed = f"0..{folds - 1} (data.cv_folds={folds})" if folds else "0 (set data.cv_folds=K for K-fold CV)"
+            raise ConfigError(f"data.fold={fold} is out of range; allowed: {allowed}")
+
+
+def _check_compatibility(cfg: DictConfig) -> None:
+    data_class = resolve_target("data", cfg.data._target_)
+    model_class = resolve_target("model", cfg.model._target_)
+    data_task = cfg.data.get("task_kind") or getattr(data_class, "task_kind", None)
+    modality = getattr(data_class, "modality", None)
+    data_name = _choice_name(cfg, "data")
+    model_name = _choice_name(cfg, "model")
+    objective = cfg.task.kind
+    if data_task and data_task != objective:
+        raise ConfigError(
+            f"data={data_name} is a {data_task} data set but task.kind is {objective}; "
+            f"pick a {objective} data set or task={'regression' if data_task == 'regression' else 'classification'}"
+        )
+    modalities = getattr(model_class, "modalities", None)
+    if modalities is not None and modality not in modalities:
+        raise ConfigError(
+            f"model={model_name} takes {'/'.join(sorted(modalities))} inputs but data={data_name} is {modality} data"
+        )
+    tasks = getattr(model_class, "tasks", None)
+    if tasks is not None and objective not in tasks:
+        raise ConfigError(f"model={model_name} is for {'/'.join(sorted(tasks))}, not {objective}")
+    if (cfg.optimizer.get("fused") and str(_get(cfg, "trainer.precision")).startswith("16")
+            and _get(cfg, "trainer.gradient_clip_val")):
+        raise ConfigError("optimizer.fused=true cannot be combined with trainer.precision=16-mixed and "
+                          "trainer.gradient_clip_val (Lightning cannot unscale a fused optimizer's gradients "
+                          "before clipping); add optimizer.fused=false")
+    scheduler_target = _get(cfg, "scheduler._target_") or ""
+    if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
+        raise ConfigError(f"scheduler.mode must match task.mode ({cfg.task.mode})")
+
+
+def _choice_name(cfg: DictConfig, group: str) -> str:
+    """The option name the user picked (``data=wine``) when Hydra recorded it, else the class."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return str(HydraConfig.get().runtime.choices.get(group))
+    except Exception:
+        pass
+    return str(cfg[group]._target_).rsplit(".", 1)[-1]

@@ -1,0 +1,311 @@
+"""In-memory data modules: every data set the pipeline knows is loaded into tensors once,
+split (fixed split, seeded hold-out, or one fold of K-fold CV), preprocessed with statistics
+of the training split only, and batched by shuffled index slicing.
+
+A subclass implements ``load()`` (raw tensors) and, where needed, ``fit_preprocessing`` /
+``apply_preprocessing``. It never knows which model will consume the batches: it only
+describes them through ``spec`` (a :class:`DataSpec`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from pipeline.errors import DataError
+
+
+@dataclass
+class Split:
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: np.ndarray | Tensor) -> "Split":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass
+class LoadedData:
+    """What ``load()`` returns: a train split and, when the data set has them, fixed val/test splits."""
+
+    train: Split
+    test: Optional[Split] = None
+    val: Optional[Split] = None
+    class_names: Optional[list[str]] = None
+
+
+@dataclass
+class DataSpec:
+    """What a model needs to know about its inputs and outputs, and nothing more."""
+
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    task_kind: str  # "regression" | "classification"
+    num_classes: Optional[int] = None
+    vocab_size: Optional[int] = None
+    class_names: Optional[list[str]] = None
+    extra: dict = field(default_factory=dict)
+    # further constructor arguments of the model that only the data knows (e.g. categorical cardinalities)
+    model_inputs: dict = field(default_factory=dict)
+
+
+class TensorBatcher:
+    """Iterates over tensors in (optionally shuffled) contiguous index slices.
+
+    Replaces a per-row DataLoader + collate for data that fits in memory. The permutation is
+    drawn from ``seed + epoch`` so a resumed run sees the same order as an uninterrupted one.
+    Under data parallelism each rank takes a disjoint, equally long shard of the permutation
+    (padded by wrapping around, like ``DistributedSampler``).
+    """
+
+    def __init__(
+        self,
+        tensors: Sequence[Tensor],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        epoch_fn: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
+        self.tensors = tuple(tensors)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch_fn = epoch_fn
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.num_rows = len(self.tensors[0])
+
+    def _shard_size(self) -> int:
+        return math.ceil(self.num_rows / self.world_size)
+
+    def __len__(self) -> int:
+        rows = self._shard_size()
+        return rows // self.batch_size if self.drop_last else math.ceil(rows / self.batch_size)
+
+    def _indices(self) -> Optional[Tensor]:
+        if not self.shuffle and self.world_size == 1:
+            return None  # plain contiguous slices: no gather needed
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch_fn())
+            order = torch.randperm(self.num_rows, generator=generator)
+        else:
+            order = torch.arange(self.num_rows)
+        if self.world_size > 1:
+            total = self._shard_size() * self.world_size
+            if total > self.num_rows:
+                order = torch.cat([order, order[: total - self.num_rows]])
+            order = order[self.rank : total : self.world_size]
+        return order
+
+    def __iter__(self):
+        order = self._indices()
+        rows = self.num_rows if order is None else len(order)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            stop = min(start + self.batch_size, rows)
+            if order is None:
+                yield tuple(t[start:stop] for t in self.tensors)
+            else:
+                index = order[start:stop]
+                yield tuple(t[index] for t in self.tensors)
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Base for every data set. Subclasses set ``modality``/``task_kind`` and implement ``load``."""
+
+    modality: ClassVar[str] = "tabular"  # "tabular" | "image" | "text"
+    task_kind: ClassVar[str] = "classification"  # "regression" | "classification"
+    #: Data sets with an official test split set this; the others get a seeded hold-out split.
+    name: ClassVar[str] = "data"
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: Optional[int] = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        cv_folds: Optional[int] = None,
+        fold: int = 0,
+        seed: int = 0,
+        limit_rows: Optional[int] = None,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 1024)
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.cv_folds = cv_folds
+        self.fold = fold
+        self.seed = seed
+        self.limit_rows = limit_rows
+        self.train_split: Optional[Split] = None
+        self.val_split: Optional[Split] = None
+        self.test_split: Optional[Split] = None
+        self.spec: Optional[DataSpec] = None
+
+    # ----- to implement in subclasses -------------------------------------------------
+    def load(self) -> LoadedData:
+        raise NotImplementedError
+
+    def fit_preprocessing(self, train: Split) -> None:
+        """Learn preprocessing statistics (scaling, vocabulary) from the training split only."""
+
+    def apply_preprocessing(self, split: Split) -> Split:
+        return split
+
+    def describe(self, train: Split, class_names: Optional[list[str]]) -> DataSpec:
+        input_shape = tuple(train.x.shape[1:])
+        if self.task_kind == "regression":
+            return DataSpec(input_shape, 1, "regression")
+        num_classes = int(train.y.max().item()) + 1 if class_names is None else len(class_names)
+        num_classes = max(num_classes, 2)
+        return DataSpec(
+            input_shape,
+            1 if num_classes == 2 else num_classes,
+            "classification",
+            num_classes=num_classes,
+            class_names=class_names,
+        )
+
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        return []
+
+    # ----- splitting ---------------------------------------------------------------------
+    def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
+        rng = np.random.default_rng(self.seed)
+        if self.cv_folds:
+            full = data.train if data.test is None else _concat(data.train, data.test)
+            if data.val is not None:
+                full = _concat(full, data.val)
+            train, test = self._fold(full)
+            val = None
+        else:
+            train, test, val = data.train, data.test, data.val
+            if test is None:
+                train, test = self._holdout(train, self.test_fraction, rng)
+        if val is None:
+            train, val = self._holdout(train, self.val_fraction, rng)
+        for name, split in (("train", train), ("validation", val), ("test", test)):
+            if len(split) == 0:
+                raise DataError(f"data: the {name} split of '{self.name}' is empty; use more rows or other split fractions")
+        return train, val, test
+
+    def _holdout(self, split: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split]:
+        n = len(split)
+        if n < 2:
+            raise DataError(f"data: {n} row(s) of '{self.name}' cannot be split into a training and a held-out "
+                            "split; the train, validation or test split would be empty; use more rows")
+        n_out = max(1, int(round(n * fraction)))
+        if self._stratified():
+            order = _stratified_order(split.y.numpy(), rng)
+            # every k-th row of a label-sorted shuffled order keeps the class balance
+            step = n / n_out
+            held = np.unique((np.arange(n_out) * step).astype(int))
+            mask = np.zeros(n, dtype=bool)
+            mask[order[held]] = True
+        else:
+            mask = np.zeros(n, dtype=bool)
+            mask[rng.permutation(n)[:n_out]] = True
+        return split.subset(np.flatnonzero(~mask)), split.subset(np.flatnonzero(mask))
+
+    def _stratified(self) -> bool:
+        """Whether splits keep the class proportions: the task kind says (classification does)."""
+        from pipeline.tasks import task_kind
+
+        return task_kind(self.task_kind).stratify
+
+    def _fold(self, full: Split) -> tuple[Split, Split]:
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if self._stratified():
+            splitter = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed)
+        else:
+            splitter = KFold(self.cv_folds, shuffle=True, random_state=self.seed)
+        folds = list(splitter.split(np.zeros(len(full)), full.y.numpy()))
+        train_index, test_index = folds[self.fold]
+        return full.subset(train_index), full.subset(test_index)
+
+    # ----- Lightning hooks -----------------------------------------------------------------
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_split is not None:
+            return
+        data = self.load()
+        if self.limit_rows:
+            data.train = data.train.subset(np.arange(min(self.limit_rows, len(data.train))))
+            if data.test is not None:
+                data.test = data.test.subset(np.arange(min(self.limit_rows, len(data.test))))
+        train, val, test = self._split(data)
+        self.fit_preprocessing(train)
+        self.train_split, self.val_split, self.test_split = (
+            self.apply_preprocessing(s) for s in (train, val, test)
+        )
+        self.spec = self.describe(self.train_split, data.class_names)
+
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer is not None else 0
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _batcher(self, split: Split, train: bool) -> TensorBatcher:
+        rank, world_size = self._rank()
+        return TensorBatcher(
+            (split.x, split.y),
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            epoch_fn=self._epoch,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def train_dataloader(self):
+        return self._batcher(self.train_split, train=True)
+
+    def val_dataloader(self):
+        return self._batcher(self.val_split, train=False)
+
+    def test_dataloader(self):
+        return self._batcher(self.test_split, train=False)
+
+    def predict_dataloader(self):
+        return self._batcher(self.test_split, train=False)
+
+    def example_input(self, rows: int = 4) -> Tensor:
+        return self.test_split.x[:rows]
+
+
+def _concat(a: Split, b: Split) -> Split:
+    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]))
+
+
+def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    shuffled = rng.permutation(len(labels))
+    return shuffled[np.argsort(labels[shuffled], kind="stable")]
+
+
+def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: str) -> Path:
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataError(f"{what} not found; looked in: {looked}. {how_to_get}")

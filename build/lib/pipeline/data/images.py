@@ -1,0 +1,450 @@
+"""Image classification data sets, held in memory as float32 tensors (N, C, H, W).
+
+Pixels are scaled to [0, 1] when loaded and normalised per channel with the training split's
+mean and standard deviation. Training-time augmentation (random crop with padding, horizontal
+flip, random erasing) is drawn per sample and applied to whole batches on the device, in
+``on_after_batch_transfer``; it never touches validation or test batches.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import socket
+import struct
+import zlib
+from pathlib import Path
+from typing import ClassVar, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split
+
+
+@contextlib.contextmanager
+def network_timeout(seconds: float = 15.0):
+    """torchvision downloads without a timeout: behind a firewall that drops packets a run would wait
+    minutes per mirror before saying the data is missing. Every socket gets a deadline meanwhile."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+class ImageDataModule(InMemoryDataModule):
+    """Images (N, C, H, W) in [0, 1], normalised with training-split per-channel statistics."""
+
+    modality: ClassVar[str] = "image"
+    task_kind: ClassVar[str] = "classification"
+
+    def __init__(
+        self,
+        augment: bool = False,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        erasing: float = 0.0,
+        normalize: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if crop_padding < 0:
+            raise DataError(f"data.crop_padding must be >= 0, got {crop_padding}")
+        if not 0.0 <= erasing <= 1.0:
+            raise DataError(f"data.erasing is a probability in [0, 1], got {erasing}")
+        self.augment = augment
+        self.crop_padding = int(crop_padding)
+        self.hflip = hflip
+        self.erasing = float(erasing)
+        self.normalize = normalize
+        self.channel_mean: Optional[Tensor] = None
+        self.channel_std: Optional[Tensor] = None
+        self._augment_epoch = -1
+        self._augment_batch = 0
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self._augment_epoch = -1  # every fit (Trainer.fit calls setup) counts batches from 0 again
+        super().setup(stage)
+
+    # ----- preprocessing ---------------------------------------------------------------
+    def fit_preprocessing(self, train: Split) -> None:
+        if not self.normalize:
+            return
+        # torch's CPU reductions sum pairwise / by Welford: float32 is exact enough for 47M pixels
+        std, mean = torch.std_mean(train.x, dim=(0, 2, 3))
+        self.channel_mean = mean
+        self.channel_std = std.clamp_min(1e-6)
+
+    def apply_preprocessing(self, split: Split) -> Split:
+        if not self.normalize:
+            return split
+        mean = self.channel_mean.view(1, -1, 1, 1)
+        std = self.channel_std.view(1, -1, 1, 1)
+        return Split((split.x - mean) / std, split.y)
+
+    def describe(self, train: Split, class_names) -> DataSpec:
+        spec = super().describe(train, class_names)
+        spec.extra["channels"] = int(train.x.shape[1])
+        if self.normalize:
+            spec.extra["channel_mean"] = [float(v) for v in self.channel_mean]
+            spec.extra["channel_std"] = [float(v) for v in self.channel_std]
+        return spec
+
+    # ----- augmentation ----------------------------------------------------------------
+    @property
+    def augmentation_active(self) -> bool:
+        return self.augment and (self.crop_padding > 0 or self.hflip or self.erasing > 0)
+
+    def _black(self, channels: int, device, dtype) -> Tensor:
+        """The value of a black pixel after normalisation (what RandomCrop pads with)."""
+        if not self.normalize:
+            return torch.zeros(channels, device=device, dtype=dtype)
+        return (-self.channel_mean / self.channel_std).to(device=device, dtype=dtype)
+
+    def augment_batch(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Per-sample random crop / horizontal flip / erasing of a batch (N, C, H, W).
+
+        Random parameters are drawn on the CPU from ``generator`` (so a run is reproducible
+        whatever the device); crop and flip together are one ``gather`` of pixel positions.
+        """
+        if self.crop_padding > 0 or self.hflip:
+            x = self._crop_and_flip(x, generator)
+        if self.erasing > 0:
+            x = self._erase(x, generator)
+        return x
+
+    def _crop_and_flip(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        n, c, h, w = x.shape
+        p = self.crop_padding
+        if p > 0:  # pad with black, as torchvision's RandomCrop(padding=p) does
+            source = x.new_empty((n, c, h + 2 * p, w + 2 * p))
+            source[:] = self._black(c, x.device, x.dtype).view(1, c, 1, 1)
+            source[:, :, p : p + h, p : p + w] = x
+        else:
+            source = x
+        width = w + 2 * p
+        top = torch.randint(0, 2 * p + 1, (n, 1, 1), generator=generator)
+        left = torch.randint(0, 2 * p + 1, (n, 1, 1), generator=generator)
+        rows = torch.arange(h).view(1, h, 1)
+        cols = torch.arange(w).view(1, 1, w)
+        if self.hflip:
+            flip = torch.rand(n, 1, 1, generator=generator) < 0.5
+            cols = torch.where(flip, w - 1 - cols, cols)
+        # flat position in the padded image of every output pixel: (n, h*w)
+        index = ((top + rows) * width + left + cols).view(n, 1, h * w).to(x.device)
+        out = source.reshape(n, c, -1).gather(2, index.expand(n, c, h * w))
+        return out.view(n, c, h, w)
+
+    def _erase(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """RandomErasing (Zhong et al. 2017) per sample: with probability ``erasing`` a rectangle
+        of 2-33% of the area, aspect ratio 0.3-3.3, is set to 0 (the channel mean after
+        normalisation), as torchvision's ``RandomErasing(value=0)`` does. Where torchvision
+        redraws a rectangle that does not fit, this clamps it to the image."""
+        n, _, h, w = x.shape
+        device = x.device
+        apply = torch.rand(n, generator=generator) < self.erasing
+        area = h * w * torch.empty(n).uniform_(0.02, 0.33, generator=generator)
+        log_ratio = torch.empty(n).uniform_(float(np.log(0.3)), float(np.log(3.3)), generator=generator)
+        ratio = torch.exp(log_ratio)
+        eh = torch.sqrt(area * ratio).round().long().clamp(1, h)
+        ew = torch.sqrt(area / ratio).round().long().clamp(1, w)
+        top = (torch.rand(n, generator=generator) * (h - eh + 1)).long()
+        left = (torch.rand(n, generator=generator) * (w - ew + 1)).long()
+        rows = torch.arange(h)
+        cols = torch.arange(w)
+        in_rows = (rows[None, :] >= top[:, None]) & (rows[None, :] < (top + eh)[:, None])  # (n,h)
+        in_cols = (cols[None, :] >= left[:, None]) & (cols[None, :] < (left + ew)[:, None])  # (n,w)
+        mask = (in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]).to(device)
+        return x.masked_fill(mask[:, None, :, :], 0.0)
+
+    def _augment_generator(self) -> torch.Generator:
+        """A generator seeded from (seed, epoch, rank, batch number within the epoch)."""
+        trainer = self.trainer
+        epoch = int(getattr(trainer, "current_epoch", 0))
+        rank = int(getattr(trainer, "global_rank", 0))
+        if epoch != self._augment_epoch:
+            self._augment_epoch, self._augment_batch = epoch, 0
+        batch = self._augment_batch
+        self._augment_batch += 1
+        state = np.random.SeedSequence([self.seed, epoch, rank, batch]).generate_state(2, dtype=np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if trainer is None or not trainer.training or not self.augmentation_active:
+            return batch
+        x, y = batch
+        return self.augment_batch(x, self._augment_generator()), y
+
+
+# ----- scikit-learn digits ------------------------------------------------------------------
+class Digits(ImageDataModule):
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with scikit-learn)."""
+
+    name: ClassVar[str] = "digits"
+
+    def load(self) -> LoadedData:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        x = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        y = torch.as_tensor(bunch.target, dtype=torch.long)
+        return LoadedData(train=Split(x, y), class_names=[str(c) for c in bunch.target_names])
+
+
+# ----- idx files (MNIST, Fashion-MNIST) -----------------------------------------------------
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: Path, ndim: int, how_to_get: str = "") -> np.ndarray:
+    """Parse an idx file (``.gz`` or not) of unsigned bytes with ``ndim`` dimensions."""
+    opener = gzip.open if path.suffix == ".gz" else open
+
+    def corrupt(reason: str) -> DataError:
+        return DataError(f"truncated or corrupt: {path}: {reason}; re-download it{how_to_get}")
+
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise corrupt(str(error) or type(error).__name__) from None
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise corrupt(f"{len(raw)} bytes, shorter than the {header}-byte idx header")
+    zero, dtype_code, file_ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != _IDX_UBYTE or file_ndim != ndim:
+        magic = int.from_bytes(raw[:4], "big")
+        raise corrupt(f"magic number 0x{magic:08x}, expected 0x{(_IDX_UBYTE << 8) | ndim:08x} (unsigned bytes, {ndim}-d)")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected:
+        raise corrupt(f"{len(raw)} bytes, expected {expected} for shape {dims}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+class IdxImages(ImageDataModule):
+    """MNIST-format data: four idx files, a fixed 60,000/10,000 train/test split."""
+
+    #: folder names under data_dir, then absolute folders (e.g. a Debian package's)
+    folders: ClassVar[tuple[str, ...]] = ()
+    system_folders: ClassVar[tuple[str, ...]] = ()
+    torchvision_class: ClassVar[str] = ""
+    url: ClassVar[str] = ""
+    how_to_get: ClassVar[str] = ""
+    class_names: ClassVar[list[str]] = [str(i) for i in range(10)]
+    files: ClassVar[dict[str, str]] = {
+        "train_images": "train-images-idx3-ubyte",
+        "train_labels": "train-labels-idx1-ubyte",
+        "test_images": "t10k-images-idx3-ubyte",
+        "test_labels": "t10k-labels-idx1-ubyte",
+    }
+
+    def __init__(self, download: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.download = download
+
+    def candidate_folders(self) -> list[Path]:
+        return [self.data_dir / f for f in self.folders] + [Path(f) for f in self.system_folders]
+
+    def _find_files(self, folder: Path) -> Optional[dict[str, Path]]:
+        """The four files in ``folder`` (each ``.gz`` or already decompressed), or None."""
+        found = {}
+        for key, stem in self.files.items():
+            for candidate in (folder / f"{stem}.gz", folder / stem):
+                if candidate.is_file():
+                    found[key] = candidate
+                    break
+            else:
+                return None
+        return found
+
+    def _locate(self) -> dict[str, Path]:
+        folders = self.candidate_folders()
+        for folder in folders:
+            found = self._find_files(folder)
+            if found is not None:
+                return found
+        download_error = None
+        if self.download:
+            try:
+                import torchvision.datasets
+
+                with network_timeout():
+                    getattr(torchvision.datasets, self.torchvision_class)(root=str(self.data_dir), download=True)
+            except Exception as error:  # offline, read-only data_dir, ...: report below
+                download_error = f"{type(error).__name__}: {error}"
+            else:
+                found = self._find_files(self.data_dir / self.torchvision_class / "raw")
+                if found is not None:
+                    return found
+                download_error = "torchvision reported success but the files are not where expected"
+        names = ", ".join(f"{stem}.gz" for stem in self.files.values())
+        looked = "; ".join(str(f) for f in folders)
+        tried = (
+            f" Download via torchvision failed ({download_error})."
+            if download_error
+            else " Downloading is off (data.download=false)."
+        )
+        raise DataError(
+            f"{self.name}: files not found ({names}); looked in: {looked}.{tried} "
+            f"Get them from {self.url} and put them in {self.data_dir / self.folders[0]}{self.how_to_get}."
+        )
+
+    def load(self) -> LoadedData:
+        paths = self._locate()
+        hint = f" from {self.url}"
+        arrays = {key: read_idx(path, 3 if key.endswith("images") else 1, hint) for key, path in paths.items()}
+        splits = {}
+        for part in ("train", "test"):
+            images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+            if len(images) != len(labels):
+                raise DataError(
+                    f"{paths[f'{part}_images']} holds {len(images)} images but {paths[f'{part}_labels']} "
+                    f"holds {len(labels)} labels; re-download them{hint}"
+                )
+            if labels.size and labels.max() >= len(self.class_names):
+                raise DataError(
+                    f"{paths[f'{part}_labels']}: label {int(labels.max())} out of range 0..{len(self.class_names) - 1}"
+                )
+            x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1).div_(255.0)
+            splits[part] = Split(x, torch.from_numpy(labels.astype(np.int64)))
+        return LoadedData(train=splits["train"], test=splits["test"], class_names=list(self.class_names))
+
+
+class FashionMNIST(IdxImages):
+    """Zalando's Fashion-MNIST (Xiao et al. 2017): 28x28 grey clothing images, 10 classes."""
+
+    name: ClassVar[str] = "fashion_mnist"
+    folders: ClassVar[tuple[str, ...]] = ("fashion-mnist", "FashionMNIST/raw")
+    system_folders: ClassVar[tuple[str, ...]] = ("/usr/share/datasets/fashion-mnist",)
+    torchvision_class: ClassVar[str] = "FashionMNIST"
+    url: ClassVar[str] = "https://github.com/zalandoresearch/fashion-mnist"
+    how_to_get: ClassVar[str] = ", or install the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
+    class_names: ClassVar[list[str]] = [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ]  # fmt: skip
+
+
+class MNIST(IdxImages):
+    """LeCun's handwritten digits: 28x28 grey, 10 classes."""
+
+    name: ClassVar[str] = "mnist"
+    folders: ClassVar[tuple[str, ...]] = ("mnist", "MNIST/raw")
+    torchvision_class: ClassVar[str] = "MNIST"
+    url: ClassVar[str] = "https://ossci-datasets.s3.amazonaws.com/mnist/ (mirror of http://yann.lecun.com/exdb/mnist/)"
+
+
+# ----- CIFAR-10 ---------------------------------------------------------------------------
+class CIFAR10(ImageDataModule):
+    """CIFAR-10 (32x32 colour, 10 classes) read through torchvision, converted to tensors once."""
+
+    name: ClassVar[str] = "cifar10"
+    url: ClassVar[str] = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+    def __init__(self, download: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.download = download
+
+    def load(self) -> LoadedData:
+        import torchvision.datasets
+
+        splits, classes = {}, None
+        for part, train in (("train", True), ("test", False)):
+            try:
+                with network_timeout():
+                    dataset = torchvision.datasets.CIFAR10(root=str(self.data_dir), train=train, download=self.download)
+            except Exception as error:
+                tried = "download failed" if self.download else "downloading is off (data.download=false)"
+                raise DataError(
+                    f"cifar10: data not found or corrupt in {self.data_dir / 'cifar-10-batches-py'} "
+                    f"({type(error).__name__}: {error}); {tried}. Get {self.url} and extract it into "
+                    f"{self.data_dir} (giving {self.data_dir / 'cifar-10-batches-py'})"
+                ) from None
+            x = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).float().div_(255.0)
+            splits[part] = Split(x.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long))
+            classes = list(dataset.classes)
+        return LoadedData(train=splits["train"], test=splits["test"], class_names=classes)
+
+
+# ----- any folder of images -----------------------------------------------------------------
+class ImageFolder(ImageDataModule):
+    """A folder with one sub-folder of images per class (torchvision's ImageFolder layout).
+
+    If ``path`` holds ``train/`` (and optionally ``val/``, ``test/``), each with class
+    sub-folders, those are fixed splits; otherwise every image is in the pool the base class
+    splits. Images are resized to ``image_size`` x ``image_size`` and read once.
+    """
+
+    name: ClassVar[str] = "image_folder"
+    split_names: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+
+    def __init__(self, path: str = "", image_size: int = 32, channels: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        if channels not in (1, 3):
+            raise DataError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
+        self.path = Path(path) if path else None
+        self.image_size = int(image_size)
+        self.channels = channels
+
+    def _read_folder(self, folder: Path) -> tuple[list[str], list[Path], list[int]]:
+        from torchvision.datasets import ImageFolder as TorchImageFolder
+
+        try:
+            dataset = TorchImageFolder(str(folder), loader=lambda p: p)
+        except (FileNotFoundError, OSError) as error:
+            raise DataError(
+                f"data.path: no images in {folder}: {error}. Expected one sub-folder per class, "
+                "e.g. <path>/cat/001.png, <path>/dog/002.jpg"
+            ) from None
+        files = [Path(p) for p, _ in dataset.samples]
+        labels = [label for _, label in dataset.samples]
+        return list(dataset.classes), files, labels
+
+    def _read_images(self, files: Sequence[Path]) -> Tensor:
+        from PIL import Image
+
+        mode = "L" if self.channels == 1 else "RGB"
+        size = (self.image_size, self.image_size)
+        out = np.empty((len(files), self.image_size, self.image_size, self.channels), dtype=np.uint8)
+        for i, file in enumerate(files):
+            try:
+                with Image.open(file) as image:
+                    image = image.convert(mode)
+                    if image.size != size:
+                        image = image.resize(size, Image.Resampling.BILINEAR)
+                    out[i] = np.asarray(image).reshape(size[1], size[0], self.channels)
+            except (OSError, ValueError) as error:
+                raise DataError(f"{file}: cannot read the image ({error}); remove or replace the file") from None
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+    def load(self) -> LoadedData:
+        if self.path is None:
+            raise DataError("data.path is required for data=image_folder (a folder with one sub-folder per class)")
+        root = self.path if self.path.is_absolute() else Path.cwd() / self.path
+        if not root.is_dir():
+            raise DataError(f"data.path: image folder not found: {root}")
+        if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+            classes, files, labels = self._read_folder(root / "train")
+            splits = {"train": Split(self._read_images(files), torch.as_tensor(labels, dtype=torch.long))}
+            for part in ("val", "test"):
+                if (root / part).is_dir():
+                    splits[part] = self._read_split(root / part, classes)
+            return LoadedData(
+                train=splits["train"], val=splits.get("val"), test=splits.get("test"), class_names=classes
+            )
+        classes, files, labels = self._read_folder(root)
+        return LoadedData(
+            train=Split(self._read_images(files), torch.as_tensor(labels, dtype=torch.long)), class_names=classes
+        )
+
+    def _read_split(self, folder: Path, classes: list[str]) -> Split:
+        part_classes, files, labels = self._read_folder(folder)
+        unknown = sorted(set(part_classes) - set(classes))
+        if unknown:
+            raise DataError(f"{folder}: class folders {unknown} do not exist in {folder.parent / 'train'}")
+        to_train_index = [classes.index(c) for c in part_classes]
+        y = torch.as_tensor([to_train_index[label] for label in labels], dtype=torch.long)
+        return Split(self._read_images(files), y)

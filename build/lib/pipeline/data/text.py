@@ -1,0 +1,417 @@
+"""Text classification data sets: sentences -> token ids with a HuggingFace ``tokenizers``
+word-level tokenizer trained on the training split only.
+
+Until preprocessing, a :class:`Split` holds row numbers into ``TextDataModule.texts`` (a
+LongTensor), so the base class can subset, concatenate and fold it like any other tensor.
+``apply_preprocessing`` turns them into token ids (N, max_length), padded with [PAD]=0;
+words the training split never showed map to [UNK]=1.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split
+
+log = logging.getLogger(__name__)
+
+PAD, UNK = "[PAD]", "[UNK]"
+PAD_ID, UNK_ID = 0, 1
+SENTIMENT_CLASSES = ["negative", "positive"]
+
+
+def decode_text(path: Path, data: bytes) -> str:
+    """UTF-8 (with or without BOM); a file that is not valid UTF-8 is read as Latin-1.
+
+    "Latin-1" as these files are found in the wild is Windows-1252 (MR's original archive holds
+    0x85/0x91/0x96/0x97 for ellipses, quotes and dashes): it is tried first, as it agrees with
+    ISO 8859-1 on every printable character; ISO 8859-1 itself, which decodes any byte, is last.
+    """
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if encoding != "utf-8-sig":
+            log.info("%s is not UTF-8; read it as %s", path, encoding)
+        return text
+    raise AssertionError("unreachable: latin-1 decodes any byte")
+
+
+def read_text(path: Path) -> str:
+    return decode_text(path, path.read_bytes())
+
+
+def text_lines(text: str) -> list[str]:
+    # not str.splitlines(): it also splits at U+0085 / U+2028, which Latin-1 text can hold
+    return [line.rstrip("\r") for line in text.split("\n")]
+
+
+@dataclass
+class RawTexts:
+    """What a text data set reads: texts and class indices per split."""
+
+    train: tuple[list[str], list[int]]
+    class_names: list[str]
+    val: Optional[tuple[list[str], list[int]]] = None
+    test: Optional[tuple[list[str], list[int]]] = None
+
+
+class TextDataModule(InMemoryDataModule):
+    """Texts -> fixed-length token id tensors. Subclasses implement ``read_texts``."""
+
+    modality: ClassVar[str] = "text"
+    task_kind: ClassVar[str] = "classification"
+
+    def __init__(
+        self,
+        vocab_size: int = 20000,
+        min_frequency: int = 1,
+        max_length: int = 64,
+        lowercase: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if vocab_size < 3:
+            raise DataError(f"data.vocab_size must be at least 3 ([PAD], [UNK] and one word), got {vocab_size}")
+        if max_length < 1:
+            raise DataError(f"data.max_length must be >= 1, got {max_length}")
+        self.vocab_size = vocab_size
+        self.min_frequency = min_frequency
+        self.max_length = max_length
+        self.lowercase = lowercase
+        #: every text ``load`` read; before preprocessing a split's x holds row numbers into it
+        self.texts: list[str] = []
+        #: which rows of ``texts`` each split holds ("train"/"val"/"test"), e.g. to show misclassified sentences
+        self.row_index: dict[str, Tensor] = {}
+        self.tokenizer = None  # a tokenizers.Tokenizer once fit_preprocessing has run
+
+    # ----- reading -------------------------------------------------------------------------
+    def read_texts(self) -> RawTexts:
+        raise NotImplementedError
+
+    def load(self) -> LoadedData:
+        raw = self.read_texts()
+        self.texts = []
+        splits = {}
+        for part in ("train", "val", "test"):
+            pair = getattr(raw, part)
+            if pair is None:
+                continue
+            texts, labels = pair
+            start = len(self.texts)
+            self.texts.extend(texts)
+            splits[part] = Split(
+                torch.arange(start, len(self.texts), dtype=torch.long), torch.as_tensor(labels, dtype=torch.long)
+            )
+        return LoadedData(
+            train=splits["train"], val=splits.get("val"), test=splits.get("test"), class_names=raw.class_names
+        )
+
+    def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
+        train, val, test = super()._split(data)
+        self.row_index = {"train": train.x.clone(), "val": val.x.clone(), "test": test.x.clone()}
+        return train, val, test
+
+    def texts_of(self, rows: Tensor) -> list[str]:
+        return [self.texts[i] for i in rows.tolist()]
+
+    # ----- tokenizer -----------------------------------------------------------------------
+    def build_tokenizer(self):
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+        steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if self.lowercase else [])
+        tokenizer.normalizer = normalizers.Sequence(steps)
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # words and runs of punctuation
+        return tokenizer
+
+    def fit_preprocessing(self, train: Split) -> None:
+        from tokenizers import trainers
+
+        tokenizer = self.build_tokenizer()
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=self.vocab_size,
+            min_frequency=self.min_frequency,
+            special_tokens=[PAD, UNK],  # in this order: ids 0 and 1
+            show_progress=False,
+        )
+        texts = self.texts_of(train.x)
+        tokenizer.train_from_iterator(texts, trainer, length=len(texts))
+        if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
+            raise RuntimeError("tokenizer: special tokens did not get ids [PAD]=0, [UNK]=1")
+        tokenizer.enable_padding(pad_id=PAD_ID, pad_token=PAD, length=self.max_length)
+        tokenizer.enable_truncation(max_length=self.max_length)
+        self.tokenizer = tokenizer
+
+    def encode(self, texts: Sequence[str]) -> Tensor:
+        """Token ids (len(texts), max_length) of any texts, with the trained tokenizer."""
+        if self.tokenizer is None:
+            raise RuntimeError("the tokenizer is trained in setup(); call setup() first")
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encodings = encode(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), self.max_length)
+        return torch.from_numpy(ids)
+
+    def apply_preprocessing(self, split: Split) -> Split:
+        return Split(self.encode(self.texts_of(split.x)), split.y)
+
+    def describe(self, train: Split, class_names) -> DataSpec:
+        spec = super().describe(train, class_names)
+        spec.vocab_size = self.tokenizer.get_vocab_size()
+        spec.extra.update(pad_id=PAD_ID, unk_id=UNK_ID, max_length=self.max_length)
+        return spec
+
+    def tokenizer_json(self) -> str:
+        """The trained tokenizer (vocabulary, normaliser, padding) as JSON, e.g. to log it."""
+        if self.tokenizer is None:
+            raise RuntimeError("the tokenizer is trained in setup(); call setup() first")
+        return self.tokenizer.to_str()
+
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        if self.tokenizer is None:
+            return []
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "tokenizer.json"
+        self.tokenizer.save(str(path))
+        return [path]
+
+
+def _shuffled(texts: list[str], labels: list[int], seed: int = 0) -> tuple[list[str], list[int]]:
+    """A fixed mixing of class-sorted files, so ``limit_rows`` takes rows of every class."""
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return [texts[i] for i in order], [labels[i] for i in order]
+
+
+# ----- movie review sentence polarity (Pang & Lee 2005) --------------------------------------
+class MovieReviews(TextDataModule):
+    """MR: 5,331 positive + 5,331 negative one-line snippets; no official split (10-fold CV)."""
+
+    name: ClassVar[str] = "mr"
+    url: ClassVar[str] = "https://www.cs.cornell.edu/people/pabo/movie-review-data/rt-polaritydata.tar.gz"
+    files: ClassVar[tuple[str, str]] = ("rt-polarity.neg", "rt-polarity.pos")  # label 0, 1
+
+    def __init__(self, download: bool = True, max_length: int = 64, **kwargs):
+        super().__init__(max_length=max_length, **kwargs)
+        self.download = download
+
+    def candidate_folders(self) -> list[Path]:
+        return [self.data_dir / "mr", self.data_dir / "mr" / "rt-polaritydata", self.data_dir / "rt-polaritydata"]
+
+    def _locate(self) -> Optional[Path]:
+        for folder in self.candidate_folders():
+            if all((folder / f).is_file() for f in self.files):
+                return folder
+        return None
+
+    def _download(self) -> None:
+        target = self.data_dir / "mr"
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target) as tmp:
+            archive = Path(tmp) / "rt-polaritydata.tar.gz"
+            with urllib.request.urlopen(self.url, timeout=60) as response, archive.open("wb") as out:
+                out.write(response.read())
+            with tarfile.open(archive) as tar:
+                for member in tar.getmembers():
+                    if member.isfile() and Path(member.name).name in self.files:
+                        (target / Path(member.name).name).write_bytes(tar.extractfile(member).read())
+
+    def read_texts(self) -> RawTexts:
+        folder = self._locate()
+        download_error = None
+        if folder is None and self.download:
+            try:
+                self._download()
+            except Exception as error:  # offline, read-only data_dir, bad archive: reported below
+                download_error = f"{type(error).__name__}: {error}"
+            folder = self._locate()
+        if folder is None:
+            looked = "; ".join(str(f) for f in self.candidate_folders())
+            tried = (
+                f" Downloading {self.url} failed ({download_error})."
+                if download_error
+                else (" Downloading is off (data.download=false)." if not self.download else "")
+            )
+            raise DataError(
+                f"mr: {' and '.join(self.files)} not found; looked in: {looked}.{tried} "
+                f"Get {self.url} and extract rt-polarity.pos/.neg into {self.data_dir / 'mr'}"
+            )
+        texts, labels = [], []
+        for label, name in enumerate(self.files):
+            path = folder / name
+            lines = [line.strip() for line in text_lines(read_text(path))]
+            lines = [line for line in lines if line]
+            if not lines:
+                raise DataError(f"{path}: the file is empty (expected one sentence a line); re-download {self.url}")
+            texts += lines
+            labels += [label] * len(lines)
+        texts, labels = _shuffled(texts, labels)
+        return RawTexts(train=(texts, labels), class_names=list(SENTIMENT_CLASSES))
+
+
+# ----- a folder of train/dev/test tables (GLUE layout) ----------------------------------------
+class TextTSV(TextDataModule):
+    """``train``, optional ``dev`` and ``test`` files (``.tsv`` or ``.csv``) with a header row,
+    a text column and a label column, as GLUE's SST-2. A file without the label column (GLUE's
+    test set) is treated as absent. Labels map to class indices in sorted order."""
+
+    name: ClassVar[str] = "text_tsv"
+    part_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("train",),
+        "val": ("dev", "val", "validation"),
+        "test": ("test",),
+    }
+
+    def __init__(self, path: str = "", text_column: str = "sentence", label_column: str = "label", **kwargs):
+        super().__init__(**kwargs)
+        self.path = Path(path) if path else None
+        self.text_column = text_column
+        self.label_column = label_column
+
+    def _find(self, root: Path, part: str) -> Optional[Path]:
+        for stem in self.part_names[part]:
+            for suffix in (".tsv", ".csv"):
+                if (root / f"{stem}{suffix}").is_file():
+                    return root / f"{stem}{suffix}"
+        return None
+
+    def _rows(self, path: Path) -> list[tuple[int, list[str]]]:
+        """(line number, cells) of every non-blank line, the header first."""
+        text = read_text(path)
+        if path.suffix == ".tsv":
+            # no quoting: SST-2 sentences hold bare quote characters
+            numbered = [(n, line) for n, line in enumerate(text_lines(text), start=1)]
+            return [(n, line.split("\t")) for n, line in numbered if line.strip()]
+        rows, reader = [], csv.reader(io.StringIO(text, newline=""))
+        start = 1
+        try:
+            for cells in reader:
+                if any(c.strip() for c in cells):
+                    rows.append((start, cells))
+                start = reader.line_num + 1
+        except csv.Error as error:
+            raise DataError(f"{path}:{start}: {error}") from None
+        return rows
+
+    def _read(self, path: Path, required: bool) -> Optional[tuple[list[str], list[str], list[int]]]:
+        rows = self._rows(path)
+        if not rows:
+            raise DataError(f"{path}: the file is empty (expected a header row with {self.text_column!r} and {self.label_column!r})")
+        header = [h.strip() for h in rows[0][1]]
+        if self.text_column not in header:
+            raise DataError(
+                f"{path}:{rows[0][0]}: no column {self.text_column!r} in the header {header}; set data.text_column"
+            )
+        if self.label_column not in header:
+            if required:
+                raise DataError(
+                    f"{path}:{rows[0][0]}: no column {self.label_column!r} in the header {header}; set data.label_column"
+                )
+            log.info("%s has no %r column (unlabelled, like GLUE's test set): not used", path, self.label_column)
+            return None
+        text_at, label_at = header.index(self.text_column), header.index(self.label_column)
+        texts, labels, lines = [], [], []
+        for line_no, cells in rows[1:]:
+            if len(cells) != len(header):
+                raise DataError(
+                    f"{path}:{line_no}: expected {len(header)} columns ({', '.join(header)}), found {len(cells)}"
+                )
+            label = cells[label_at].strip()
+            if not label:
+                raise DataError(f"{path}:{line_no}: missing label in column {self.label_column!r}")
+            texts.append(cells[text_at])
+            labels.append(label)
+            lines.append(line_no)
+        if not texts:
+            raise DataError(f"{path}: no data rows after the header")
+        return texts, labels, lines
+
+    def read_texts(self) -> RawTexts:
+        if self.path is None:
+            raise DataError("data.path is required for data=text_tsv (a folder with train.tsv and optionally dev.tsv, test.tsv)")
+        root = self.path if self.path.is_absolute() else Path.cwd() / self.path
+        if not root.is_dir():
+            raise DataError(f"data.path: folder not found: {root}")
+        train_path = self._find(root, "train")
+        if train_path is None:
+            raise DataError(f"data.path: no train.tsv or train.csv in {root}")
+        train = self._read(train_path, required=True)
+        classes = sorted(set(train[1]), key=_label_sort_key)
+        if len(classes) < 2:
+            raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
+        index = {c: i for i, c in enumerate(classes)}
+        parts = {"train": (train[0], [index[c] for c in train[1]])}
+        for part in ("val", "test"):
+            path = self._find(root, part)
+            read = self._read(path, required=False) if path is not None else None
+            if read is None:
+                continue
+            texts, labels, lines = read
+            for label, line_no in zip(labels, lines):
+                if label not in index:
+                    raise DataError(f"{path}:{line_no}: label {label!r} does not occur in {train_path} (classes {classes})")
+            parts[part] = (texts, [index[c] for c in labels])
+        return RawTexts(class_names=classes, **parts)
+
+
+def _label_sort_key(label: str):
+    try:
+        value = float(label)
+    except ValueError:
+        return (1, 0.0, label)
+    return (0, value if math.isfinite(value) else 0.0, label)
+
+
+# ----- IMDB (Maas et al. 2011) ----------------------------------------------------------------
+class IMDB(TextDataModule):
+    """Large Movie Review Dataset: ``aclImdb/{train,test}/{pos,neg}/*.txt`` (25k/25k reviews)."""
+
+    name: ClassVar[str] = "imdb"
+    url: ClassVar[str] = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+    folders: ClassVar[tuple[str, str]] = ("neg", "pos")  # label 0, 1
+
+    def __init__(self, path: Optional[str] = None, max_length: int = 256, **kwargs):
+        super().__init__(max_length=max_length, **kwargs)
+        self.path = Path(path) if path else None
+
+    def _read_part(self, root: Path, part: str) -> tuple[list[str], list[int]]:
+        texts, labels = [], []
+        for label, name in enumerate(self.folders):
+            folder = root / part / name
+            files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+            if not files:
+                raise DataError(
+                    f"imdb: no reviews in {folder} (expected {root}/{{train,test}}/{{pos,neg}}/*.txt); "
+                    f"get {self.url} and extract it into {root.parent}"
+                )
+            for file in files:
+                texts.append(read_text(file).replace("<br />", " ").strip())
+            labels += [label] * len(files)
+        return _shuffled(texts, labels)
+
+    def read_texts(self) -> RawTexts:
+        root = self.path if self.path is not None else self.data_dir / "aclImdb"
+        if not root.is_absolute():
+            root = Path.cwd() / root
+        if not (root / "train").is_dir():
+            raise DataError(
+                f"imdb: {root / 'train'} not found (expected the aclImdb layout {root}/{{train,test}}/{{pos,neg}}/*.txt); "
+                f"get {self.url} and extract it into {root.parent}, or set data.path"
+            )
+        train = self._read_part(root, "train")
+        test = self._read_part(root, "test") if (root / "test").is_dir() else None
+        return RawTexts(train=train, test=test, class_names=list(SENTIMENT_CLASSES))

@@ -1,0 +1,93 @@
+"""The errors a user can fix, and the exit codes the command-line tools answer with.
+
+The ground floor of the package: it imports nothing of the pipeline, so every module may raise these.
+A user-fixable error prints one ``Error: ...`` line and exits with ``EXIT_USER_ERROR``; Ctrl-C or
+SIGTERM ends with ``EXIT_INTERRUPTED``; anything else is a bug and exits with ``EXIT_UNEXPECTED``.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+from typing import Iterator, Optional
+
+EXIT_UNEXPECTED = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class ConfigError(ValueError):
+    """The composed config is invalid; the message names the key, the value and what is allowed."""
+
+
+class DataError(ValueError):
+    """A data set is missing, malformed or incompatible; the message says which file and why."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, value: float, epoch: int, step: int):
+        self.value, self.epoch, self.step = value, epoch, step
+        super().__init__(
+            f"training loss is {value} at epoch {epoch}, global step {step}; lower optimizer.lr, "
+            "enable gradient clipping (trainer.gradient_clip_val=1.0) or check the data for NaN/Inf"
+        )
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached; raised before any training starts."""
+
+
+class TrackingFailed(TrackingUnavailable):
+    """The store failed during the run. Training went on; the message says where its results are."""
+
+
+class RankFailed(RuntimeError):
+    """Another rank of this run exited with an error (its message is printed above this one)."""
+
+
+class StorageFull(OSError):
+    """No space left where a run writes (checkpoints, outputs); the message names the place."""
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot start or has to stop; the message says why and what to change."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training. A KeyboardInterrupt, so the MLflow run is marked KILLED."""
+
+    def __init__(self, resume_from: Optional[Path]):
+        self.resume_from = resume_from
+        super().__init__(str(resume_from) if resume_from else "")
+
+    def __str__(self) -> str:
+        if self.resume_from is None:
+            return "stopped before the first epoch ended, so there is no checkpoint to resume from; run again"
+        return (f"the last completed epoch is saved in {self.resume_from}; "
+                f"resume with the same command plus ckpt_path={self.resume_from}")
+
+
+# what report_errors() answers with one line and EXIT_USER_ERROR
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, NonFiniteLossError, TrackingUnavailable,
+                                                 RankFailed, StorageFull, SweepError)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler ending a job, ``kill``) raises KeyboardInterrupt meanwhile, so it ends a run or a
+    sweep the way Ctrl-C does: checkpoint named, run marked KILLED, one line. Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,48 @@
+"""Plain ``nn.Module`` models. They know the shape of their inputs and outputs, never which data
+set produced them.
+
+Every model takes ``(input_shape, num_outputs, dropout=0.0, l1=0.0, ...)`` (text models also
+``vocab_size`` and ``pad_id``), returns raw predictions / logits of shape ``(B, num_outputs)``,
+stores ``l1`` for the training objective, and declares the ``modalities`` and ``tasks`` it
+supports so an incompatible model/data choice is refused before any data is loaded.
+"""
+from pipeline.models.cnn import CNN
+from pipeline.models.linear import LinearRegression, LogisticRegression
+from pipeline.models.mlp import MLP
+from pipeline.models.resnet import ResNet
+from pipeline.models.text import BagOfWords, RNNClassifier, TextCNN
+
+
+
+def model_inputs(spec) -> dict:
+    """What the data tells a model about its inputs and outputs (``DataSpec`` -> constructor arguments).
+
+    A data set that needs more wiring than shapes (a vocabulary, categorical cardinalities, ...) puts the
+    extra constructor arguments in ``spec.model_inputs``."""
+    inputs = {"input_shape": tuple(spec.input_shape), "num_outputs": spec.num_outputs}
+    if spec.vocab_size is not None:
+        inputs["vocab_size"] = spec.vocab_size
+        inputs["pad_id"] = spec.extra.get("pad_id", 0)
+    inputs.update(getattr(spec, "model_inputs", None) or {})
+    return inputs
+
+
+def build_model(model_cfg, spec):
+    """The ``nn.Module`` that ``model_cfg`` (a ``conf/model`` node) names, sized for the data ``spec``."""
+    from hydra.utils import instantiate
+
+    return instantiate(model_cfg, **model_inputs(spec))
+
+
+__all__ = [
+    "build_model",
+    "model_inputs",
+    "BagOfWords",
+    "CNN",
+    "LinearRegression",
+    "LogisticRegression",
+    "MLP",
+    "RNNClassifier",
+    "ResNet",
+    "TextCNN",
+]

@@ -1,0 +1,34 @@
+"""Linear and logistic regression on tabular features: one linear layer."""
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+from torch import Tensor, nn
+
+
+class LinearRegression(nn.Module):
+    """y = w·x + b. ``self.linear`` holds w and b."""
+
+    modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"regression"})
+
+    def __init__(
+        self, input_shape: Sequence[int], num_outputs: int, dropout: float = 0.0, l1: float = 0.0
+    ):
+        super().__init__()
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"{type(self).__name__} expects tabular inputs (F,), got input_shape={tuple(input_shape)}"
+            )
+        self.l1 = l1
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.linear = nn.Linear(input_shape[0], num_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.dropout(x))
+
+
+class LogisticRegression(LinearRegression):
+    """The same linear layer read as logits; the objective applies the sigmoid / softmax."""
+
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})

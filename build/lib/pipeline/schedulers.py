@@ -1,0 +1,36 @@
+"""Learning-rate schedules that torch.optim.lr_scheduler lacks. Schedules that span the whole run set
+``steps_per_batch = True``: the objective steps them every optimizer step and passes ``total_steps``."""
+from __future__ import annotations
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+
+class LinearWarmupDecay(LRScheduler):
+    """Linear warm-up from 0 to the optimizer's learning rate over ``warmup_fraction`` of the steps
+    (or ``warmup_steps``), then linear decay to ``final_fraction`` x that rate at the last step: the
+    usual schedule for fine-tuning pretrained transformers (BERT, Devlin et al. 2019)."""
+
+    steps_per_batch = True
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.06,
+                 warmup_steps: int | None = None, final_fraction: float = 0.0, last_epoch: int = -1):
+        if total_steps < 1:
+            raise ValueError(f"scheduler total_steps must be >= 1, got {total_steps}")
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"scheduler.warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        if not 0.0 <= final_fraction <= 1.0:
+            raise ValueError(f"scheduler.final_fraction must be in [0, 1], got {final_fraction}")
+        warmup = int(warmup_steps) if warmup_steps is not None else int(round(warmup_fraction * total_steps))
+        self.total_steps, self.warmup_steps, self.final_fraction = int(total_steps), warmup, float(final_fraction)
+        super().__init__(optimizer, last_epoch=last_epoch)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        remaining = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / remaining)
+        return 1.0 - (1.0 - self.final_fraction) * progress
+
+    def get_lr(self) -> list[float]:
+        return [base_lr * self.factor(self.last_epoch) for base_lr in self.base_lrs]

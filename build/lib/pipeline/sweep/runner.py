@@ -1,0 +1,116 @@
+"""A whole sweep, start to end: settings from ``hydra.sweeper.*``, study set-up or resume,
+the MLflow parent run, the workers, the report."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .space import SearchSpaceError, parse_search_space
+from .study import PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
+
+log = logging.getLogger("pipeline.sweep")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def build_settings(options: dict, arguments: list[str], base_config: DictConfig) -> SweepSettings:
+    options = {k: _plain(v) for k, v in options.items() if k != "_target_"}
+    try:
+        space = parse_search_space(options.get("params") or {}, arguments, options.get("conditions") or {})
+    except SearchSpaceError as error:
+        raise SweepError(str(error)) from None
+    if not space.params:
+        raise SweepError("the search space is empty: set hydra.sweeper.params (see conf/hparams_search/) "
+                         "or give sweep overrides such as optimizer.lr='tag(log, interval(1e-4, 1e-1))'")
+    task = base_config.task
+    objectives = options.get("objectives") or [f"{task.monitor}_best"]
+    directions = options.get("directions") or [{"min": "minimize", "max": "maximize"}[task.mode]] * len(objectives)
+    study_name = options.get("study_name") or base_config.hydra.runtime.choices.get("hparams_search") or "sweep"
+    storage = options.get("storage") or f"sqlite:///{Path(base_config.paths.mlruns_dir).resolve()}/optuna/optuna.db"
+    settings = SweepSettings(
+        study_name=str(study_name), storage=str(storage), n_trials=int(options.get("n_trials", 20)),
+        objectives=list(objectives), directions=[str(d) for d in directions], space=space,
+        n_jobs=int(options.get("n_jobs", 1)), timeout=options.get("timeout"),
+        sampler=str(options.get("sampler", "tpe")), sampler_options=dict(options.get("sampler_options") or {}),
+        pruner=str(options.get("pruner", "hyperband")), pruner_options=dict(options.get("pruner_options") or {}),
+        seed=int(options["seed"] if options.get("seed") is not None else base_config.seed),
+        max_failure_rate=float(options.get("max_failure_rate", 0.5)),
+        heartbeat_interval=int(options.get("heartbeat_interval", 10)),
+        sweep_dir=str(base_config.hydra.sweep.dir),
+        fingerprint=study_fingerprint(base_config, space),
+    )
+    settings.check()
+    return settings
+
+
+def mlflow_logger_node(base_config: DictConfig):
+    """The config's MLflow logger (``logger.mlflow``), resolved; None when the sweep is not tracked."""
+    loggers = base_config.get("logger") or {}
+    for node in loggers.values() if isinstance(loggers, DictConfig) else ():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("tracking.MLflowLogger"):
+            return OmegaConf.to_container(node, resolve=True)
+    return None
+
+
+# config parts that change what a trial trains and measures (not where it logs or how it prints)
+FINGERPRINT_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "callbacks", "seed")
+FINGERPRINT_IGNORED = ("trainer.enable_progress_bar",)
+
+
+def study_fingerprint(base_config: DictConfig, space) -> dict[str, str]:
+    """The search space and the trials' fixed settings, as {key: text}: a resumed study must match it."""
+    from pipeline.tracking.params import flatten
+
+    fingerprint = {f"search.{name}": text for name, text in space.describe().items()}
+    for group in FINGERPRINT_GROUPS:
+        node = base_config.get(group)
+        tree = OmegaConf.to_container(node, resolve=False) if isinstance(node, (DictConfig, ListConfig)) else node
+        for key, value in flatten(tree, group):
+            searched = any(key == p.name or key.startswith(p.name + ".") for p in space.params)
+            if key not in FINGERPRINT_IGNORED and not searched:
+                fingerprint[key] = str(value)
+    choices = base_config.hydra.runtime.choices
+    for group in ("task", "data", "model", "optimizer", "scheduler", "trainer"):
+        if choices.get(group):
+            fingerprint[f"choice.{group}"] = str(choices[group])
+    return fingerprint
+
+
+def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
+    from pipeline.tracking.sweeps import ParentRun
+
+    from .report import parent_run_params, summarize
+    from .worker import run_workers
+
+    settings = build_settings(options, arguments, base_config)
+    Path(settings.sweep_dir).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(base_config, Path(settings.sweep_dir) / "multirun.yaml")
+    parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
+    study, created = create_or_resume(settings, lambda: parent.create(
+        f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
+    parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": settings.n_trials})
+    print(f"{'Created' if created else 'Resuming'} Optuna study '{settings.study_name}' in {settings.redacted_storage}: "
+          f"{settings.n_trials} trials, {settings.n_jobs} worker(s), sampler={settings.sampler}, "
+          f"pruner={settings.pruner}, objective(s) {', '.join(f'{o} ({d})' for o, d in zip(settings.objectives, settings.directions))}",
+          flush=True)
+    try:
+        run_workers(settings, hydra_context, base_config)
+    except KeyboardInterrupt:
+        parent.finish("KILLED")
+        raise
+    except BaseException:
+        # what finished so far is still worth a report; the error itself is what the user sees
+        try:
+            summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config)
+        except Exception as error:
+            log.error("could not write the sweep report: %s", error)
+        parent.finish("FAILED")
+        raise
+    summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config)
+    parent.finish("FINISHED")
+    return summary

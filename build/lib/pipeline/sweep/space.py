@@ -1,0 +1,188 @@
+"""The search space, written with Hydra's sweep grammar, as Optuna distributions.
+
+``choice(a, b)`` -> categorical, ``interval(lo, hi)`` -> float, ``range(lo, hi[, step])`` -> int (or
+stepped float), ``tag(log, ...)`` -> log scale. A parameter may depend on another one
+(``conditions: {optimizer.momentum: optimizer=sgd}``): it is only sampled when the condition holds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+
+class SearchSpaceError(ValueError):
+    """A search-space entry cannot be understood; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    key: str  # the override key as written, e.g. "optimizer.lr" or "+model.l1"
+    distribution: BaseDistribution
+    condition: Optional[tuple[str, tuple[str, ...]]] = None  # (parent key, allowed values)
+
+    @property
+    def name(self) -> str:
+        """The parameter's name in Optuna: the config key without the override prefix."""
+        return self.key.lstrip("+~")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: tuple[SearchParam, ...]
+    fixed_overrides: tuple[str, ...]  # plain overrides every trial gets
+
+    def describe(self) -> dict[str, str]:
+        described = {}
+        for param in self.params:
+            text = describe_distribution(param.distribution)
+            if param.condition:
+                parent, allowed = param.condition
+                text += f" if {parent} in {list(allowed)}"
+            described[param.name] = text
+        return described
+
+    def grid(self) -> dict[str, list]:
+        """The search space as lists of values, for the grid sampler."""
+        grid = {}
+        for param in self.params:
+            if param.condition:
+                raise SearchSpaceError(f"sampler=grid cannot search conditional parameter '{param.name}'; "
+                                       "drop hydra.sweeper.conditions or pick another sampler")
+            distribution = param.distribution
+            if isinstance(distribution, CategoricalDistribution):
+                grid[param.name] = list(distribution.choices)
+            elif distribution.step is not None:
+                count = int(round((distribution.high - distribution.low) / distribution.step)) + 1
+                grid[param.name] = [distribution.low + i * distribution.step for i in range(count)]
+            else:
+                raise SearchSpaceError(f"sampler=grid needs choice(...) or range(...) for '{param.name}', "
+                                       f"not {describe_distribution(distribution)}")
+        return grid
+
+
+def describe_distribution(distribution: BaseDistribution) -> str:
+    if isinstance(distribution, CategoricalDistribution):
+        return f"choice({', '.join(map(str, distribution.choices))})"
+    kind = "range" if distribution.step is not None else "interval"
+    text = f"{kind}({distribution.low}, {distribution.high}" + (f", step={distribution.step})" if distribution.step else ")")
+    return f"log {text}" if distribution.log else text
+
+
+def parse_search_space(params: Mapping[str, Any], arguments: Sequence[str],
+                       conditions: Optional[Mapping[str, str]] = None) -> SearchSpace:
+    """``hydra.sweeper.params`` plus the command line's overrides (the command line wins)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(arguments)
+    searched: dict[str, SearchParam] = {}
+    fixed: dict[str, str] = {}
+    for line in lines:
+        try:
+            override = parser.parse_overrides([line])[0]
+        except Exception as error:
+            raise SearchSpaceError(f"cannot parse search-space entry '{line}': {str(error).splitlines()[0]}") from None
+        key = override.get_key_element()
+        name = key.lstrip("+~")
+        searched.pop(name, None)
+        fixed.pop(name, None)
+        if override.is_sweep_override():
+            searched[name] = SearchParam(key, to_distribution(name, override.value()))
+        else:
+            fixed[name] = line
+    conditions = dict(conditions or {})
+    for name, condition in conditions.items():
+        if name not in searched:
+            raise SearchSpaceError(f"hydra.sweeper.conditions names '{name}', which is not in the search space "
+                                   f"({', '.join(searched) or 'empty'})")
+        searched[name] = SearchParam(searched[name].key, searched[name].distribution,
+                                     parse_condition(name, condition, searched))
+    # parents before the parameters that depend on them
+    ordered = sorted(searched.values(), key=lambda p: p.condition is not None)
+    return SearchSpace(tuple(ordered), tuple(fixed.values()))
+
+
+def parse_condition(name: str, condition: str, searched: Mapping[str, SearchParam]) -> tuple[str, tuple[str, ...]]:
+    parent, separator, values = str(condition).partition("=")
+    parent = parent.strip()
+    if not separator or not values.strip():
+        raise SearchSpaceError(f"condition for '{name}' must read 'parent=value[,value...]', got '{condition}'")
+    if parent not in searched or searched[parent].condition is not None:
+        raise SearchSpaceError(f"condition for '{name}' depends on '{parent}', which must be an unconditional "
+                               f"parameter of the search space")
+    return parent, tuple(v.strip() for v in values.split(","))
+
+
+def to_distribution(name: str, sweep) -> BaseDistribution:
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    log = "log" in sweep.tags
+    if isinstance(sweep, ChoiceSweep):
+        if log:
+            raise SearchSpaceError(f"'{name}': tag(log, ...) applies to interval/range, not choice")
+        return CategoricalDistribution(list(sweep.list))
+    if isinstance(sweep, IntervalSweep):
+        low, high = float(sweep.start), float(sweep.end)
+        _check_bounds(name, low, high, log)
+        return FloatDistribution(low, high, log=log)
+    if isinstance(sweep, RangeSweep):
+        start, stop, step = sweep.start, sweep.stop, sweep.step
+        if all(isinstance(v, int) for v in (start, stop, step)):
+            # Hydra's range excludes its stop, like Python's
+            high = start + ((stop - 1 - start) // step) * step
+            _check_bounds(name, start, high, log)
+            return IntDistribution(start, high, step=step if not log else 1, log=log)
+        count = int(math.floor((stop - start) / step - 1e-9)) + 1
+        high = start + (count - 1) * step
+        _check_bounds(name, start, high, log)
+        return FloatDistribution(float(start), float(high), step=None if log else float(step), log=log)
+    raise SearchSpaceError(f"'{name}': unsupported sweep {sweep!r}; use choice(), interval() or range()")
+
+
+def _check_bounds(name: str, low: float, high: float, log: bool) -> None:
+    if high < low:
+        raise SearchSpaceError(f"'{name}': empty range ({low} > {high})")
+    if log and low <= 0:
+        raise SearchSpaceError(f"'{name}': tag(log, ...) needs a lower bound > 0, got {low}")
+
+
+def sample(trial, space: SearchSpace) -> dict[str, Any]:
+    """Suggest every parameter whose condition holds; returns {name: value}."""
+    values: dict[str, Any] = {}
+    for param in space.params:
+        if param.condition:
+            parent, allowed = param.condition
+            if str(values.get(parent)) not in allowed:
+                continue
+        values[param.name] = suggest(trial, param.name, param.distribution)
+    return values
+
+
+def suggest(trial, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    suggest_number = trial.suggest_int if isinstance(distribution, IntDistribution) else trial.suggest_float
+    return suggest_number(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+
+
+def trial_overrides(space: SearchSpace, values: Mapping[str, Any]) -> list[str]:
+    """The command-line overrides of one trial: the fixed ones, then the sampled values."""
+    keys = {param.name: param.key for param in space.params}
+    return list(space.fixed_overrides) + [f"{keys[name]}={override_value(value)}" for name, value in values.items()]
+
+
+def override_value(value: Any) -> str:
+    """A value as Hydra's override grammar reads it back unchanged."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if text.replace("_", "").replace("-", "").replace(".", "").replace("/", "").isalnum():
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,0 +1,375 @@
+"""The Optuna study behind a sweep: storage, sampler, pruner, and how workers share its trials.
+
+Exactly ``n_trials`` trials: the process that creates the study also creates ``n_trials`` WAITING
+trials, and workers only ever *claim* a waiting trial (an atomic WAITING -> RUNNING update in the
+storage); no worker creates a trial of its own, so parallel or distributed workers can neither
+overshoot nor run a trial twice. A trial whose worker died (SIGKILL, lost machine) stops sending
+heartbeats; any worker then fails it and enqueues a retry with the same parameters, which takes
+its place in the count.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import logging
+import math
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from pipeline.errors import SweepError
+from pipeline.tracking.redact import redact_text
+from pipeline.tracking.sweeps import close_stale_run
+
+from .space import SearchSpace
+
+log = logging.getLogger("pipeline.sweep")
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+PRUNERS = ("hyperband", "median", "successive_halving", "none")
+DIRECTIONS = ("minimize", "maximize")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# study user attributes through which the processes of one sweep find each other
+SETUP_DONE_ATTR = "pipeline.n_trials"
+PARENT_RUN_ATTR = "pipeline.mlflow_parent_run_id"
+PRUNER_ATTR = "pipeline.pruner"
+FINGERPRINT_ATTR = "pipeline.fingerprint"
+
+
+@dataclass
+class SweepSettings:
+    """Everything a worker needs to know about the sweep (picklable: sent to worker processes)."""
+
+    study_name: str
+    storage: str
+    n_trials: int
+    objectives: list[str]
+    directions: list[str]
+    space: SearchSpace
+    n_jobs: int = 1
+    timeout: Optional[float] = None
+    sampler: str = "tpe"
+    sampler_options: dict = field(default_factory=dict)
+    pruner: str = "hyperband"
+    pruner_options: dict = field(default_factory=dict)
+    seed: int = 0
+    max_failure_rate: float = 0.5
+    heartbeat_interval: int = 10
+    sweep_dir: str = "."
+    started_at: float = field(default_factory=time.time)
+    # what makes two trials comparable: the search space and every config value a trial trains with
+    fingerprint: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.n_trials < 1:
+            raise SweepError(f"hydra.sweeper.n_trials={self.n_trials}: must be >= 1")
+        if self.n_jobs < 1:
+            raise SweepError(f"hydra.sweeper.n_jobs={self.n_jobs}: must be >= 1")
+        if self.sampler not in SAMPLERS:
+            raise SweepError(f"hydra.sweeper.sampler={self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise SweepError(f"hydra.sweeper.pruner={self.pruner!r}: choose one of {', '.join(PRUNERS)}")
+        for direction in self.directions:
+            if direction not in DIRECTIONS:
+                raise SweepError(f"hydra.sweeper.directions: {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        if len(self.directions) != len(self.objectives):
+            raise SweepError(f"hydra.sweeper.objectives ({len(self.objectives)}) and directions "
+                             f"({len(self.directions)}) must have the same length")
+        if not 0 < self.max_failure_rate <= 1:
+            raise SweepError(f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: must be in (0, 1]")
+        if not self.storage.startswith(("sqlite:", "postgresql", "mysql")):
+            raise SweepError(f"hydra.sweeper.storage={redact_text(self.storage)!r}: use an SQLAlchemy URL "
+                             "(sqlite:///path.db, postgresql://user:password@host/db, mysql://...)")
+        if self.sampler == "grid":
+            self.space.grid()  # raises on what a grid cannot search
+
+    @property
+    def redacted_storage(self) -> str:
+        return redact_text(self.storage)
+
+
+# ----- storage, sampler, pruner ------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def open_storage(url: str, heartbeat_interval: int = 10) -> optuna.storages.RDBStorage:
+    """One storage object per URL and process (the trial callback reuses the sweeper's)."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # parallel workers on one machine wait for the file lock instead of failing with "database is locked"
+        engine_kwargs["connect_args"] = {"timeout": 120}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeat options are "experimental"
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=max(2 * heartbeat_interval, 2),
+            heartbeat_stale_trial_callback=retry_stale_trial,
+        )
+    if url.startswith("sqlite:"):
+        use_write_ahead_log(storage.engine)
+    return storage
+
+
+def use_write_ahead_log(engine) -> None:
+    """SQLite in WAL mode: readers do not block the writer, and a commit costs no full fsync;
+    every trial writes a dozen small records."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the listener existed
+
+
+@contextlib.contextmanager
+def storage_lock(url: str):
+    """Serialises claiming and failing trials between processes sharing one SQLite file.
+
+    Optuna checks a trial's state and then updates it; PostgreSQL/MySQL lock the row in between,
+    SQLite (through Python's driver) does not, so two local workers could claim the same trial.
+    """
+    path = url.split(":///", 1)[-1] if url.startswith("sqlite:") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    with open(path + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A trial whose worker died: run its parameters again (twice at most) and close its MLflow run."""
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, trial)
+    log.warning("trial %d stopped sending heartbeats (its worker died): marked FAIL, parameters re-queued",
+                trial.number)
+    close_stale_run(trial.user_attrs.get("mlflow_tracking_uri"), trial.user_attrs.get("mlflow_run_id"),
+                    "the worker running this trial died (no heartbeat); the trial was retried")
+
+
+def make_sampler(settings: SweepSettings, trial_number: int = 0) -> optuna.samplers.BaseSampler:
+    """A fresh sampler seeded by (study seed, trial number): reproducible, two workers never draw alike,
+    and studies with different seeds draw independently (``seed + trial_number`` made study seed 1 repeat
+    study seed 0's trials shifted by one)."""
+    seed = int(np.random.SeedSequence([settings.seed, trial_number]).generate_state(1)[0])
+    options = dict(settings.sampler_options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if settings.sampler == "tpe":
+            options = {"multivariate": True, "group": True, "constant_liar": True, **options}
+            return optuna.samplers.TPESampler(seed=seed, **options)
+        if settings.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if settings.sampler == "grid":
+            # the grid's shuffled order must be the same in every trial and worker: trial n then takes
+            # grid point n, and concurrent workers never pick the same point (a per-trial seed would
+            # reshuffle the grid for each trial and repeat points)
+            return GridSampler(settings.space.grid(), seed=settings.seed)
+        return optuna.samplers.CmaEsSampler(seed=seed, **options)
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler stops ``study.optimize`` when the grid is done; here the workers
+    count trials themselves (n_trials), and there is no optimize loop to stop."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def make_pruner(name: str, options: Optional[dict] = None) -> optuna.pruners.BasePruner:
+    options = dict(options or {})
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**{"min_resource": 1, **options})
+    if name == "median":
+        return optuna.pruners.MedianPruner(**{"n_startup_trials": 3, **options})
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**{"min_resource": 1, **options})
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise SweepError(f"pruner={name!r}: choose one of {', '.join(PRUNERS)}")
+
+
+def load_study(settings: SweepSettings, trial_number: int = 0) -> optuna.Study:
+    storage = open_storage(settings.storage, settings.heartbeat_interval)
+    return optuna.load_study(study_name=settings.study_name, storage=storage,
+                             sampler=make_sampler(settings, trial_number),
+                             pruner=make_pruner(settings.pruner, settings.pruner_options))
+
+
+# ----- creating / resuming a study -----------------------------------------------------------------
+def create_or_resume(settings: SweepSettings, create_parent_run) -> tuple[optuna.Study, bool]:
+    """The study, created (with its parent run and WAITING trials) or loaded. Returns (study, created)."""
+    storage = open_storage(settings.storage, settings.heartbeat_interval)
+    with storage_lock(settings.storage):
+        return _create_or_resume(settings, storage, create_parent_run)
+
+
+def _create_or_resume(settings: SweepSettings, storage, create_parent_run) -> tuple[optuna.Study, bool]:
+    try:
+        study = optuna.create_study(study_name=settings.study_name, storage=storage,
+                                    directions=settings.directions, load_if_exists=False)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=settings.study_name, storage=storage)
+        created = False
+    if not created and list(study.directions) != [directions_enum(d) for d in settings.directions]:
+        existing = [d.name.lower() for d in study.directions]
+        raise SweepError(f"study '{settings.study_name}' in {settings.redacted_storage} optimises {existing}, "
+                         f"not {settings.directions}; pick another hydra.sweeper.study_name")
+    if not created:
+        check_same_experiment(study, settings)
+    if created:
+        study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
+        study.set_user_attr(PARENT_RUN_ATTR, create_parent_run())
+        add_waiting_trials(study, settings.n_trials)
+        study.set_user_attr(SETUP_DONE_ATTR, settings.n_trials)  # last: tells other machines setup is done
+    else:
+        target = wait_for_setup(study)
+        if settings.n_trials > target:
+            # more trials asked for than the study was set up with: top it up (one process at a time)
+            add_waiting_trials(study, settings.n_trials - target)
+            study.set_user_attr(SETUP_DONE_ATTR, settings.n_trials)
+    study.set_user_attr(PRUNER_ATTR, {"name": settings.pruner, "options": dict(settings.pruner_options)})
+    return study, created
+
+
+def check_same_experiment(study: optuna.Study, settings: SweepSettings) -> None:
+    """Resuming a study with another search space or other fixed settings (another model=, data=, epochs ...)
+    would mix trials of two experiments in one ranking: refuse, showing what changed."""
+    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
+    if recorded is None:  # a study from before fingerprints were kept: adopt this one
+        study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
+        return
+    changed = fingerprint_difference(recorded, settings.fingerprint)
+    if changed:
+        shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise SweepError(
+            f"study '{settings.study_name}' in {settings.redacted_storage} was run with other settings ({shown}); "
+            f"its trials are not comparable with these. Resume it with the settings it was created with, or start "
+            f"a new study: hydra.sweeper.study_name={settings.study_name}_2")
+
+
+def fingerprint_difference(before: dict, now: dict) -> list[str]:
+    missing = "(not set)"
+    return [f"{key}: {before.get(key, missing)} -> {now.get(key, missing)}"
+            for key in sorted(set(before) | set(now), key=lambda k: (not k.startswith(("choice.", "search.")), k))
+            if before.get(key) != now.get(key)]
+
+
+def directions_enum(direction: str) -> optuna.study.StudyDirection:
+    return optuna.study.StudyDirection.MINIMIZE if direction == "minimize" else optuna.study.StudyDirection.MAXIMIZE
+
+
+def add_waiting_trials(study: optuna.Study, count: int) -> None:
+    study.add_trials([optuna.trial.create_trial(state=TrialState.WAITING) for _ in range(count)])
+
+
+def wait_for_setup(study: optuna.Study, timeout_s: float = 120) -> int:
+    """Another process created the study a moment ago: wait until it has queued its trials."""
+    deadline = time.time() + timeout_s
+    while True:
+        target = study.user_attrs.get(SETUP_DONE_ATTR)
+        if target is not None:
+            return int(target)
+        if time.time() > deadline:
+            raise SweepError(f"study '{study.study_name}' exists but was never set up by this sweeper "
+                             "(no trial queue); pick another hydra.sweeper.study_name")
+        time.sleep(1)
+
+
+# ----- the trial queue -----------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """What the study holds, counting each retried trial once (by its latest attempt)."""
+
+    finished: list[FrozenTrial]
+    running: list[FrozenTrial]
+    waiting: list[FrozenTrial]
+
+    @property
+    def failed(self) -> list[FrozenTrial]:
+        return [t for t in self.finished if t.state == TrialState.FAIL or t.user_attrs.get("diverged")]
+
+
+def progress(study: optuna.Study) -> Progress:
+    trials = study.get_trials(deepcopy=False)
+    replaced = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+    current = [t for t in trials if t.number not in replaced]
+    return Progress(
+        finished=[t for t in current if t.state in FINISHED],
+        running=[t for t in current if t.state == TrialState.RUNNING],
+        waiting=[t for t in current if t.state == TrialState.WAITING],
+    )
+
+
+def claim_waiting_trial(study: optuna.Study, settings: SweepSettings) -> Optional[FrozenTrial]:
+    """Atomically move one WAITING trial to RUNNING for this worker; None when there is none left."""
+    storage, n_trials = study._storage, settings.n_trials
+    with storage_lock(settings.storage):
+        state = progress(study)
+        if len(state.finished) + len(state.running) >= n_trials:
+            return None  # the study holds more queued trials than this command asks for
+        for trial in sorted(state.waiting, key=lambda t: t.number):
+            try:
+                if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                    return storage.get_trial(trial._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker claimed and finished it meanwhile
+    return None
+
+
+def fail_stale_trials(study: optuna.Study, settings: SweepSettings) -> None:
+    with storage_lock(settings.storage), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+
+
+class Heartbeat:
+    """Tells the storage every few seconds that this worker still runs the trial."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval_s: float):
+        self.storage, self.trial_id, self.interval_s = storage, trial_id, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as error:  # a storage hiccup must not kill the trial
+                log.warning("heartbeat for trial id %d failed: %s", self.trial_id, error)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def is_finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

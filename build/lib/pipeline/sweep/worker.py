@@ -1,0 +1,276 @@
+"""The trial loop every worker runs: claim a queued trial, sample its parameters, train it
+in this process through Hydra's ``run_job``, tell the study how it ended; repeat until the study
+holds ``n_trials`` finished trials. ``n_jobs=N`` runs N such loops (this process and N-1 spawned
+ones); each takes the next trial as soon as its own is done.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import multiprocessing
+import os
+import time
+from typing import Any, Optional
+
+import optuna
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.trial import TrialState
+
+from hydra.errors import InstantiationException
+
+from pipeline.errors import USER_ERRORS, NonFiniteLossError
+from pipeline.tracking.redact import redact_text
+from pipeline.tracking.sweeps import tag_run
+from pipeline.train import train
+
+from .pruning import PruningCallback
+from .space import SearchSpace, override_value, sample, trial_overrides
+from .study import (PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial, fail_stale_trials,
+                    is_finite, load_study, make_sampler, open_storage, progress)
+
+log = logging.getLogger("pipeline.sweep")
+
+# attributes a trial gets while it runs; a retried trial starts without its predecessor's
+RUN_ATTRS = ("pruned_at_epoch", "diverged", "fail_reason", "mlflow_run_id", "epochs_trained")
+MIN_TRIALS_FOR_FAILURE_RATE = 3
+
+
+def torch_threads(n_jobs: int) -> int:
+    """Intra-op threads per worker: the cores divided among the workers."""
+    return max(1, len(os.sched_getaffinity(0)) // n_jobs)
+
+
+def run_workers(settings: SweepSettings, hydra_context, base_config: DictConfig) -> None:
+    """This process is worker 0; workers 1..n_jobs-1 are spawned (fresh interpreters: no fork of
+    a process that already holds threads and database connections)."""
+    from hydra.core.singleton import Singleton
+
+    threads = torch_threads(settings.n_jobs)
+    context = multiprocessing.get_context("spawn")
+    # Hydra's singletons (config store, job runtime) without the OmegaConf resolvers, which are
+    # closures that cannot be pickled: the worker registers them again
+    singletons = Singleton.get_state()["instances"]
+    others = [context.Process(target=worker_process, name=f"sweep-worker-{index}",
+                              args=(settings, hydra_context, base_config, singletons, index, threads))
+              for index in range(1, settings.n_jobs)]
+    for process in others:
+        process.start()
+    try:
+        if settings.n_jobs > 1:
+            import torch
+
+            torch.set_num_threads(threads)
+        run_trials(settings, hydra_context, base_config, worker_index=0)
+    except BaseException:
+        for process in others:
+            process.terminate()  # their trials go stale and are retried by the next run
+        raise
+    finally:
+        for process in others:
+            process.join()
+    crashed = [p.name for p in others if p.exitcode != 0]
+    if crashed:
+        raise SweepError(f"{', '.join(crashed)} stopped with an error (see the log above)")
+
+
+def worker_process(settings: SweepSettings, hydra_context, base_config: DictConfig, singletons: Any,
+                   index: int, threads: int) -> None:
+    from hydra.core.plugins import Plugins
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import configure_log, setup_globals
+
+    import pipeline.config  # noqa: F401  (registers the config's own resolvers)
+
+    Singleton._instances.update(singletons)
+    Plugins.instance()
+    setup_globals()
+    configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        run_trials(settings, hydra_context, base_config, worker_index=index)
+    except SweepError as error:
+        log.error("worker %d: %s", index, error)
+        raise SystemExit(1)
+
+
+def run_trials(settings: SweepSettings, hydra_context, base_config: DictConfig, worker_index: int) -> None:
+    study = load_study(settings)
+    parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    while True:
+        fail_stale_trials(study, settings)
+        if progress(study).waiting:  # a finished study is not "stopped", whatever its failures
+            check_failure_rate(study, settings)
+        if settings.timeout is not None and time.time() - settings.started_at > settings.timeout:
+            log.info("worker %d: timeout of %ss reached; starting no new trial", worker_index, settings.timeout)
+            return
+        frozen = claim_waiting_trial(study, settings)
+        if frozen is None:
+            if not progress(study).running:
+                return
+            # other workers' trials are still running: if one of them dies, its retry lands here
+            time.sleep(min(settings.heartbeat_interval, 5))
+            continue
+        run_trial(study, frozen, settings, hydra_context, base_config, parent_run_id, worker_index)
+
+
+def check_failure_rate(study: optuna.Study, settings: SweepSettings) -> None:
+    state = progress(study)
+    failed = state.failed
+    if len(state.finished) >= MIN_TRIALS_FOR_FAILURE_RATE and len(failed) / len(state.finished) > settings.max_failure_rate:
+        last = failed[-1].user_attrs.get("fail_reason", "no reason recorded")
+        raise SweepError(
+            f"sweep stopped: {len(failed)} of {len(state.finished)} finished trials failed or diverged "
+            f"(more than hydra.sweeper.max_failure_rate={settings.max_failure_rate}); last failure: {last}")
+
+
+class TrialTask:
+    """The job each trial runs through Hydra's ``run_job``: the same ``train`` as ``pipeline-train``, with the
+    trial's pruning callback and the sweep's parent run handed in, timed."""
+
+    def __init__(self, pruning: PruningCallback, parent_run_id: Optional[str]):
+        self.pruning, self.parent_run_id = pruning, parent_run_id
+        self.seconds = 0.0
+
+    def __call__(self, cfg: DictConfig) -> dict[str, float]:
+        started = time.perf_counter()
+        try:
+            return train(cfg, callbacks=[self.pruning], parent_run=self.parent_run_id)
+        finally:
+            self.seconds = time.perf_counter() - started
+
+
+def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_context, base_config: DictConfig,
+              parent_run_id: Optional[str], worker_index: int) -> None:
+    from hydra.core.utils import JobStatus, configure_log, run_job
+
+    started = time.perf_counter()
+    study.sampler = make_sampler(settings, frozen.number)
+    trial = optuna.Trial(study, frozen._trial_id)
+    for key in RUN_ATTRS:
+        if key in frozen.user_attrs:
+            trial.set_user_attr(key, None)
+    params = sample(trial, settings.space)
+    overrides = trial_overrides(settings.space, params)
+    trial.set_user_attr("overrides", overrides)
+    trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+    # the trial in the run's config: recorded with it, and what other DDP ranks build their pruning callback from
+    sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number}
+    log.info("trial %d (worker %d): %s", trial.number, worker_index, " ".join(overrides[len(settings.space.fixed_overrides):]))
+    task = TrialTask(PruningCallback(trial, monitor=str(base_config.task.monitor),
+                                     report=len(settings.objectives) == 1), parent_run_id)
+    with Heartbeat(open_storage(settings.storage, settings.heartbeat_interval), trial._trial_id, settings.heartbeat_interval):
+        try:
+            config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(params, sweep_node)
+            with open_dict(config):
+                config.hydra.job.id = config.hydra.job.num = trial.number
+                name_trial_run(config, trial.number)
+            try:
+                job = run_job(hydra_context=hydra_context, task_function=task, config=config,
+                              job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            except KeyboardInterrupt:
+                requeue_interrupted(study, trial)
+                raise
+            configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
+            error = None if job.status == JobStatus.COMPLETED else job._return_value
+            metrics = job._return_value if error is None else {}
+        except Exception as composing_error:  # e.g. a choice that names no config file
+            log.error("trial %d: could not compose its config", trial.number, exc_info=True)
+            error, metrics = composing_error, {}
+        trial_seconds = time.perf_counter() - started
+        trial.set_user_attr("train_seconds", task.seconds)
+        trial.set_user_attr("trial_seconds", trial_seconds)
+        state = settle(study, trial, settings, metrics or {}, error, task.pruning.pruned_at_epoch)
+    attrs = study._storage.get_trial_user_attrs(trial._trial_id)
+    tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": state.name})
+    values = study._storage.get_trial(trial._trial_id).values
+    shown = ", ".join(f"{name}={value:.4g}" for name, value in zip(settings.objectives, values or []))
+    log.info("trial %d %s %s(%.1fs)%s", trial.number, state.name, f"{shown} " if shown else "", trial_seconds,
+             f": {attrs.get('fail_reason')}" if attrs.get("fail_reason") else "")
+
+
+def requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Ctrl-C or SIGTERM during a trial: it ends FAIL and its parameters wait at the head of the queue, so
+    rerunning the sweep continues with them (as for a worker that died)."""
+    try:
+        trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+        study.tell(trial, state=TrialState.FAIL)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(trial._trial_id))
+    except Exception as error:  # the heartbeat check retries it later anyway
+        log.warning("could not queue interrupted trial %d again: %s", trial.number, error)
+
+
+def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, metrics: dict,
+           error: Optional[BaseException], pruned_at_epoch: Optional[int] = None) -> TrialState:
+    """Tell the study how the trial ended: COMPLETE with its objective values (from what ``train`` returned),
+    PRUNED, or FAIL."""
+    if error is not None:
+        trial.set_user_attr("fail_reason", redact_text(f"{type(error).__name__}: {error}")[:2000])
+        if isinstance(error, NonFiniteLossError):
+            # a diverging configuration: PRUNED lets the sampler learn to avoid it; counted as a failure
+            trial.set_user_attr("diverged", True)
+            study.tell(trial, state=TrialState.PRUNED)
+            return TrialState.PRUNED
+        if not isinstance(error, (*USER_ERRORS, InstantiationException)):  # a bug rather than a bad setting: show where
+            log.error("trial %d raised", trial.number, exc_info=error)
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    if pruned_at_epoch:
+        study.tell(trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    values = [metrics.get(name) for name in settings.objectives]
+    bad = [name for name, value in zip(settings.objectives, values) if not is_finite(value)]
+    if bad:
+        trial.set_user_attr("fail_reason", f"objective {', '.join(bad)} missing or not finite; the run logged "
+                                           f"{', '.join(sorted(metrics)) or 'no metrics'}")
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
+    study.tell(trial, [float(v) for v in values])
+    return TrialState.COMPLETE
+
+
+def name_trial_run(config: DictConfig, number: int) -> None:
+    """Trial runs are named ``trial-<n>-<model>-<optimizer>`` in MLflow unless the config names them."""
+    mlflow_node = (config.get("logger") or {}).get("mlflow") if isinstance(config.get("logger"), DictConfig) else None
+    if mlflow_node is not None and not mlflow_node.get("run_name"):
+        choices = config.hydra.runtime.choices
+        mlflow_node.run_name = f"trial-{number}-{choices.get('model')}-{choices.get('optimizer')}"
+
+
+class TrialConfigs:
+    """Composes each trial's config. Hydra's composition takes 0.3-0.8 s, so it runs once per
+    combination of config-group choices (e.g. optimizer=sgd); sampled values are then set on a
+    copy, the way Hydra applies a ``key=value`` override after composing."""
+
+    def __init__(self, config_loader, base_config: DictConfig, space: SearchSpace):
+        self.config_loader, self.base_config, self.space = config_loader, base_config, space
+        self.keys = {param.name: param.key for param in space.params}
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def compose(self, params: dict[str, Any], sweep_node: dict[str, Any]) -> DictConfig:
+        # the multirun's own config was composed from the same defaults: it knows the group names
+        group_names = set(self.base_config.hydra.runtime.choices)
+        group_overrides = tuple(f"{self.keys[n]}={override_value(v)}" for n, v in params.items() if n in group_names)
+        if group_overrides not in self._composed:
+            self._composed[group_overrides] = self.config_loader.load_sweep_config(
+                self.base_config, list(self.space.fixed_overrides) + list(group_overrides))
+        config = copy.deepcopy(self._composed[group_overrides])
+        values = {n: v for n, v in params.items() if n not in group_names}
+        with open_dict(config):
+            for name, value in values.items():
+                OmegaConf.update(config, name, value, merge=True, force_add=self.keys[name].startswith("+"))
+            config.sweep = sweep_node
+            config.hydra.overrides.task.extend([f"{self.keys[n]}={override_value(v)}" for n, v in values.items()])
+        return config
+
+
+_trial_configs: dict[int, TrialConfigs] = {}
+
+
+def trial_configs(config_loader, base_config: DictConfig, space: SearchSpace) -> TrialConfigs:
+    """One composer per worker process and sweep."""
+    key = id(space)
+    if key not in _trial_configs:
+        _trial_configs[key] = TrialConfigs(config_loader, base_config, space)
+    return _trial_configs[key]

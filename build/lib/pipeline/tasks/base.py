@@ -1,0 +1,252 @@
+"""What every task kind's LightningModule shares: optimisation, L1, epoch-level logging, the best
+value of the monitored metric, and exact resume.
+
+A task module owns the loss, the metrics and the optimizer/scheduler of its kind; it wraps any plain
+``nn.Module`` and never knows which data set feeds it. Per-step work is kept to the minimum
+(forward, loss, backward): the training loss is summed in a tensor and logged once per epoch,
+and evaluation metrics are computed once per epoch from torchmetrics states.
+"""
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from pipeline.errors import NonFiniteLossError
+
+
+class TaskModule(pl.LightningModule):
+    """The LightningModule of a task kind. A subclass is the one home of its kind: the loss, the metrics,
+    the predictions as served, the test plots and whether splits keep the class balance."""
+
+    #: the value of ``task.kind`` that selects this module
+    kind: ClassVar[str] = ""
+    #: hold-out and cross-validation splits keep the class proportions (data modules read it)
+    stratify: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Optional[Callable[..., Any]] = None,
+        monitor: str = "val/loss",
+        mode: str = "min",
+    ):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.mode = mode
+        self.l1 = float(getattr(model, "l1", 0.0) or 0.0)
+        # plain tensors, not buffers: DDP overwrites every buffer with rank 0's before each forward
+        self._train_loss_sum = torch.zeros(())
+        self._train_rows = torch.zeros(())
+        self._epoch_started = 0.0
+        self.best_value: Optional[float] = None
+
+    # ----- the part a subclass defines -----------------------------------------------------------
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update_metrics(self, metrics: torchmetrics.MetricCollection, output: Tensor, target: Tensor) -> None:
+        raise NotImplementedError
+
+    def make_metrics(self) -> torchmetrics.MetricCollection:
+        raise NotImplementedError
+
+    def predictor(self) -> nn.Module:
+        """The model as it should be served: inputs in, predictions in the data's units out."""
+        return self.model
+
+    @classmethod
+    def metric_names(cls, spec) -> tuple[str, ...]:
+        """The names (without ``val/``) of the metrics this kind computes for data described by ``spec``."""
+        raise NotImplementedError
+
+    def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
+        """Figures of the test split's predictions (``outputs``: the predictor's outputs), saved into ``folder``."""
+        return []
+
+    # ----- training --------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def l1_penalty(self) -> Tensor:
+        weights = [p.abs().sum() for name, p in self.model.named_parameters() if p.dim() > 1]
+        return self.l1 * torch.stack(weights).sum()
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum = torch.zeros((), device=self.device)
+        self._train_rows = torch.zeros((), device=self.device)
+        self._epoch_started = time.perf_counter()
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.loss(self.model(x), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(float(loss.detach()), self.current_epoch, self.global_step)
+        rows = len(y)
+        self._train_loss_sum += loss.detach() * rows
+        self._train_rows += rows
+        if self.l1:
+            loss = loss + self.l1_penalty()
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss = self._train_loss_sum / self._train_rows.clamp_min(1)
+        self.log("train/loss", loss, sync_dist=True)
+        seconds = time.perf_counter() - self._epoch_started
+        self.log("train/epoch_time_s", seconds)
+        # training rows per second over all ranks (each rank counts its own shard)
+        self.log("train/samples_per_s", self._train_rows / seconds, sync_dist=True, reduce_fx="sum")
+
+    # ----- evaluation --------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if not hasattr(self, "val_metrics"):
+            self.val_metrics = self.make_metrics().clone(prefix="val/")
+            self.test_metrics = self.make_metrics().clone(prefix="test/")
+            self.val_metrics.to(self.device)
+            self.test_metrics.to(self.device)
+
+    # The evaluation loss is summed here over the epoch's rows (all ranks) rather than logged per batch:
+    # the objective then knows val/loss when the epoch ends, so `val/loss_best` and the best value kept
+    # in checkpoints exist also without a logger (a sweep with logger=none optimises val/loss_best),
+    # and one `self.log` per batch (~0.5 ms each) is saved.
+    def _start_evaluation(self) -> None:
+        self._eval_loss_sum = torch.zeros((), device=self.device)
+        self._eval_rows = torch.zeros((), device=self.device)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def _evaluate(self, batch, metrics: torchmetrics.MetricCollection, stage: str) -> None:
+        x, y = batch
+        output = self.model(x)
+        rows = len(y)
+        self._eval_loss_sum += self.evaluation_loss(output, y).detach() * rows
+        self._eval_rows += rows
+        self.update_metrics(metrics, output, y)
+
+    def evaluation_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The loss reported as val/loss and test/loss (training-only terms such as label smoothing left out,
+        so that runs with different regularisation are compared on the same measure)."""
+        return self.loss(output, target)
+
+    def _epoch_evaluation_loss(self) -> Tensor:
+        totals = self.trainer.strategy.reduce(torch.stack([self._eval_loss_sum, self._eval_rows]), reduce_op="sum")
+        return totals[0] / totals[1].clamp_min(1)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        values = {"val/loss": self._epoch_evaluation_loss(), **self.val_metrics.compute()}
+        self.val_metrics.reset()
+        self.log_dict(values)
+        if self.trainer.sanity_checking:
+            return
+        current = values.get(self.monitor)
+        if current is not None and math.isfinite(float(current)):
+            current = float(current)
+            better = self.best_value is None or (current < self.best_value if self.mode == "min" else current > self.best_value)
+            if better:
+                self.best_value = current
+        if self.best_value is not None:
+            self.log(f"{self.monitor}_best", self.best_value)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict({"test/loss": self._epoch_evaluation_loss(), **self.test_metrics.compute()})
+        self.test_metrics.reset()
+
+    # ----- checkpoints: a resumed run continues exactly where the saved one was ------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["best_value"] = self.best_value
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.best_value = checkpoint.get("best_value", self.best_value)
+        if "rng_states" in checkpoint:  # dropout after a resume draws what it would have drawn
+            restore_rng_states(checkpoint["rng_states"])
+
+    # ----- optimisation ------------------------------------------------------------------------------
+    def parameter_groups(self) -> Any:
+        """The model's parameters, or its parameter groups when it defines ``parameter_groups()`` (a list of
+        ``{"params": [...], "lr_scale": s}``, e.g. a pretrained backbone trained at a fraction of the head's
+        learning rate); ``lr_scale`` becomes the group's ``lr`` (base ``optimizer.lr`` x scale)."""
+        if not hasattr(self.model, "parameter_groups"):
+            return self.model.parameters()
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        groups = []
+        for group in self.model.parameter_groups():
+            group = dict(group)
+            scale = group.pop("lr_scale", 1.0)
+            if base_lr is not None and scale != 1.0:
+                group["lr"] = base_lr * scale
+            groups.append(group)
+        return groups
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        factory = self.scheduler_factory
+        target = getattr(factory, "func", factory)
+        if target is torch.optim.lr_scheduler.OneCycleLR or getattr(target, "steps_per_batch", False):
+            # schedules over the whole run, stepped every optimizer step (one-cycle, warm-up + decay)
+            total = int(self.trainer.estimated_stepping_batches)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": factory(optimizer=optimizer, total_steps=total), "interval": "step"}}
+        scheduler = factory(optimizer=optimizer)
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = self.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def rng_states() -> dict:
+    """The global torch/CUDA/numpy/Python random states as tensors and plain values, so that a
+    checkpoint holding them still loads with ``torch.load(weights_only=True)``."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])

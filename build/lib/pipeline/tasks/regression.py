@@ -1,0 +1,69 @@
+"""Regression: mean squared error; metrics mse, rmse, mae, r2 in the data's own units; a
+predicted-vs-true plot of the test split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import torchmetrics
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .base import TaskModule
+
+
+class RegressionModule(TaskModule):
+    """Targets are standardised for the loss when the data provides the scale, and predictions are mapped
+    back, so metrics (and the served model) are always in the data's own units."""
+
+    kind: ClassVar[str] = "regression"
+    stratify: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/rmse", mode: str = "min",
+                 target_mean: float = 0.0, target_std: float = 1.0):
+        super().__init__(model, optimizer, scheduler, monitor, mode)
+        self.target_mean = float(target_mean)
+        self.target_std = float(target_std)
+
+    @classmethod
+    def from_spec(cls, model, optimizer, scheduler, spec, task_cfg) -> "RegressionModule":
+        return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
+                   target_mean=spec.extra.get("target_mean", 0.0), target_std=spec.extra.get("target_std", 1.0))
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(output.squeeze(-1), (target - self.target_mean) / self.target_std)
+
+    def predict(self, output: Tensor) -> Tensor:
+        return output.squeeze(-1) * self.target_std + self.target_mean
+
+    @classmethod
+    def metric_names(cls, spec) -> tuple[str, ...]:
+        return ("mse", "rmse", "mae", "r2")
+
+    def make_metrics(self) -> torchmetrics.MetricCollection:
+        return torchmetrics.MetricCollection({
+            "mse": torchmetrics.MeanSquaredError(),
+            "rmse": torchmetrics.MeanSquaredError(squared=False),
+            "mae": torchmetrics.MeanAbsoluteError(),
+            "r2": torchmetrics.R2Score(),
+        })
+
+    def update_metrics(self, metrics, output, target) -> None:
+        metrics.update(self.predict(output), target)
+
+    def predictor(self) -> nn.Module:
+        return _Rescaled(self.model, self.target_mean, self.target_std)
+
+    def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
+        from pipeline import plots
+
+        return [plots.predicted_vs_true(y_true, outputs.reshape(-1), folder / "predicted_vs_true.png")]
+
+
+class _Rescaled(nn.Module):
+    def __init__(self, model: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model, self.mean, self.std = model, mean, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) * self.std + self.mean

@@ -1,0 +1,195 @@
+"""Everything that talks to MLflow. Training code calls these functions and nothing else; the MLflow
+logger of the config (``conf/logger/mlflow.yaml``, a :class:`MLflowLogger`) says where and how.
+
+A run records: params (the whole resolved config, flattened and redacted, plus the chosen config
+options and the overrides), per-epoch metrics, test metrics, tags (task, seed, git, command, host,
+versions), the data set digests as inputs, and artifacts: config.yaml, the best checkpoint, the model
+(``runs:/<id>/model``), the tokenizer of text tasks, plots and, when the checkout had uncommitted
+changes, git.diff.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import uuid
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import TrackingFailed, TrackingUnavailable
+from pipeline.ranks import is_rank_zero
+
+from .run import (MLflowLogger, RunHistory, TrackedRun, check_reachable, check_tracking_uri, find_mlflow_logger,
+                  open_client)
+
+__all__ = ["MLflowLogger", "RunHistory", "TrackedRun", "TrackingUnavailable", "TrackingFailed", "start_run",
+           "log_run_start", "log_run_end", "check_reachable", "check_tracking_uri", "find_mlflow_logger",
+           "open_client", "launched_as"]
+
+# How a run was asked for, when it was not through Hydra's command line (pipeline-rerun): the config
+# options it was composed from and the overrides given.
+_launch: contextvars.ContextVar[Optional[tuple[dict, list]]] = contextvars.ContextVar("pipeline_launch", default=None)
+
+
+@contextlib.contextmanager
+def launched_as(choices: dict[str, str], overrides: list[str]):
+    """Record ``choices`` (e.g. ``{"model": "mlp"}``) and ``overrides`` for runs started inside."""
+    token = _launch.set((dict(choices), list(overrides)))
+    try:
+        yield
+    finally:
+        _launch.reset(token)
+
+
+def _hydra_config():
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return HydraConfig.get()
+    except Exception:
+        pass
+    return None
+
+
+def _choices() -> dict[str, str]:
+    if _launch.get() is not None:
+        return _launch.get()[0]
+    hydra = _hydra_config()
+    try:
+        return {k: str(v) for k, v in hydra.runtime.choices.items() if v is not None} if hydra else {}
+    except Exception:
+        return {}
+
+
+def _overrides() -> list[str]:
+    if _launch.get() is not None:
+        return _launch.get()[1]
+    hydra = _hydra_config()
+    try:
+        return list(hydra.overrides.task) if hydra else []
+    except Exception:
+        return []
+
+
+def choice_name(cfg: DictConfig, group: str) -> str:
+    chosen = _choices().get(group)
+    if chosen:
+        return chosen
+    node = cfg.get(group)
+    target = node.get("_target_") if node is not None else None
+    return str(target).rsplit(".", 1)[-1].lower() if target else "none"
+
+
+def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optional[str] = None,
+              extra_tags: Optional[dict] = None) -> TrackedRun:
+    """The MLflow run of this training run, as a context manager (FINISHED, FAILED or KILLED on exit). It
+    records nothing when the config has no MLflow logger (``logger=none``, ``logger=csv``). Names and tags
+    are redacted: a secret from the environment never reaches the store, the run name or the console."""
+    from .redact import redact_text, redact_value
+
+    mlflow_logger = find_mlflow_logger(loggers)
+    if mlflow_logger is None:
+        return TrackedRun(None, "", output_dir=output_dir)
+    run_name = mlflow_logger.run_name or f"{choice_name(cfg, 'model')}-{choice_name(cfg, 'optimizer')}-{uuid.uuid4().hex[:6]}"
+    user_tags = {str(k): str(redact_value(str(k), v)) for k, v in (cfg.get("tags") or {}).items()}
+    run = TrackedRun(
+        tracking_uri=mlflow_logger.tracking_uri,
+        experiment_name=redact_text(str(mlflow_logger.experiment_name)),
+        run_name=redact_text(str(run_name)),
+        artifact_location=mlflow_logger.artifact_location,
+        parent_run_id=parent_run_id,
+        tags={"task": cfg.task.name, "seed": str(cfg.seed), **user_tags, **(extra_tags or {})},
+        output_dir=output_dir,
+    )
+    mlflow_logger.run = run
+    run.settings = mlflow_logger
+    return run
+
+
+def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None:
+    """Params (whole config, flattened and redacted), tags, data set inputs, the resolved config as an artifact."""
+    from .artifacts import log_dataset_inputs
+    from .params import config_params
+    from .provenance import git_state, provenance_tags
+    from .redact import redact_text, redact_tree
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    world = trainer.world_size if trainer is not None else 1
+    params = config_params(resolved, _choices() or {g: choice_name(cfg, g) for g in ("data", "model", "optimizer")}, _overrides())
+    params["effective_batch_size"] = str(cfg.data.batch_size * world * cfg.trainer.get("accumulate_grad_batches", 1))
+    params.setdefault("task", cfg.task.name)
+    run.log_params(params)
+    config_yaml = OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved)))
+    if is_rank_zero():  # every rank of a DDP run shares the output directory; rank 0 writes it
+        (run.output_dir / "config.yaml").write_text(config_yaml)
+    run.log_text(config_yaml, "config.yaml")
+    if run.active:
+        from pipeline.config import PROJECT_ROOT
+
+        git = git_state(PROJECT_ROOT)
+        data_name = _choices().get("data") or getattr(datamodule, "name", None) or choice_name(cfg, "data")
+        digests = log_dataset_inputs(run, datamodule, data_name)
+        run.set_tags({**provenance_tags(PROJECT_ROOT, git), "data_digest": digests["training"]})
+        if git is not None and git.dirty:
+            diff = run.output_dir / "git.diff"
+            diff.write_text(redact_text(git.diff))
+            run.log_artifact(diff)
+
+
+def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, trainer, checkpoint, metrics: dict,
+                output_dir: Path, history: list[dict], tested: bool = True, log_model: bool = True) -> None:
+    """Test metrics, the best checkpoint, the data module's files (tokenizer), plots and the model; prints
+    where the results are. Plots of the test split and the model are made only when the run was tested."""
+    from .artifacts import log_data_artifacts, log_model
+
+    settings = getattr(run, "settings", None)
+    already_logged = {key for row in history for key in row}  # the test metrics went through the loggers
+    run.log_metrics({k: v for k, v in metrics.items() if k not in already_logged}, step=trainer.current_epoch)
+    if checkpoint is not None and checkpoint.best_model_path:
+        run.log_artifact(Path(checkpoint.best_model_path), "checkpoints")
+    if is_rank_zero():
+        log_data_artifacts(run, datamodule, output_dir)
+        if run.active and settings is not None and settings.log_plots:
+            _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
+    if run.active and settings is not None and settings.log_model and tested and log_model:
+        log_model(run, task_module.predictor(), datamodule.example_input())
+    run.flush()
+    _print_summary(run, metrics, output_dir, checkpoint, tested)
+
+
+def _log_plots(run: TrackedRun, cfg: DictConfig, task_module, datamodule, history: list[dict], output_dir: Path,
+               tested: bool) -> None:
+    """Learning curves and, when the run was tested, the task kind's plots of the test split (confusion
+    matrix, predicted vs true), as PNGs in ``<output_dir>/plots`` logged under ``plots/``."""
+    from pipeline import plots
+
+    from .artifacts import test_predictions
+
+    folder = output_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    plots.learning_curves(history, folder / "learning_curves.png", monitor=cfg.task.monitor)
+    if tested:
+        y_true, outputs = test_predictions(task_module.predictor(), datamodule, task_module.device)
+        task_module.test_plots(y_true, outputs, folder, datamodule.spec)
+    run.log_artifacts(folder, "plots")
+
+
+def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint, tested: bool) -> None:
+    if not is_rank_zero():
+        return
+    shown = {k: v for k, v in metrics.items() if k.startswith("test/")} if tested else {
+        k: v for k, v in metrics.items() if k.startswith("val/")}
+    title = "Test metrics: " if tested else "Validation metrics (not tested: test=false): "
+    lines = ["", title + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))]
+    lines.append(f"Outputs (config, checkpoints, metrics.jsonl, plots): {output_dir}")
+    if checkpoint is not None and checkpoint.best_model_path:
+        lines.append(f"Best checkpoint: {checkpoint.best_model_path}")
+    if run.run_id and run.failure is None:
+        from .redact import redact_text
+
+        lines.append(f"MLflow run {redact_text(str(run.run_name))} ({run.run_id}) in experiment "
+                     f"'{redact_text(str(run.experiment_name))}' at {redact_text(str(run.tracking_uri))}")
+        lines.append("Open the UI with: pipeline-ui   (or: make ui); compare runs: pipeline-compare")
+    print("\n".join(lines), flush=True)

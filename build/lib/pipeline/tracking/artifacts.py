@@ -1,0 +1,176 @@
+"""What a run stores besides params and metrics: the model (an MLflow model that loads and predicts
+anywhere), the tokenizer of text tasks, the data set digests, test-set predictions for the plots."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .run import TrackedRun
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "model"  # load with mlflow.pytorch.load_model("runs:/<run id>/model")
+DIGEST_LENGTH = 16
+
+
+# ----- data set inputs -------------------------------------------------------------------------------
+def tensor_digest(*tensors: Tensor) -> str:
+    """A content hash of tensors (values, dtype and shape): equal only for the same data."""
+    digest = hashlib.blake2b(digest_size=DIGEST_LENGTH // 2)
+    for tensor in tensors:
+        array = np.ascontiguousarray(tensor.detach().cpu().numpy())
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]:
+    """The train/validation/test splits as MLflow dataset inputs, each with the digest of its tensors,
+    so that two runs on different data (another data set, split, fold or row limit) are told apart.
+    Returns the digests by split."""
+    splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
+              "testing": datamodule.test_split}
+    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items() if split is not None}
+    if not run.active:
+        return digests
+    with run.recording("logging the data set inputs"):
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        source = str(getattr(datamodule, "path", "") or datamodule.data_dir)
+        inputs = []
+        for context, split in splits.items():
+            if split is None:
+                continue
+            with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
+                warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
+                dataset = mlflow.data.from_numpy(split.x.numpy(), targets=split.y.numpy(), name=name,
+                                                 digest=digests[context], source=source)
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        run.client.log_inputs(run.run_id, datasets=inputs)
+    return digests
+
+
+# ----- predictions on the test split -------------------------------------------------------------------
+@torch.inference_mode()
+def test_predictions(predictor: nn.Module, datamodule, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(true targets, predictor outputs) over the whole test split, in evaluation batches."""
+    split = datamodule.test_split
+    was_training = predictor.training
+    predictor.eval()
+    outputs = []
+    batch = getattr(datamodule, "eval_batch_size", 1024) or 1024
+    for start in range(0, len(split), batch):
+        outputs.append(predictor(split.x[start : start + batch].to(device)).float().cpu())
+    predictor.train(was_training)
+    return split.y.numpy(), torch.cat(outputs).numpy()
+
+
+# ----- the model ---------------------------------------------------------------------------------------
+def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor) -> Optional[str]:
+    """Log ``predictor`` (inputs in, predictions in the data's units out) with its signature and an input
+    example. Saved as a ``torch.export`` program ("pt2"), which loads without this project's code and
+    without unpickling; a model that cannot be exported is saved pickled instead. Returns the format."""
+    if not run.active:
+        return None
+    predictor = _on_cpu(predictor).eval()
+    example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
+    with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan():
+        for serialization in ("pt2", "pickle"):
+            logged = run.client.create_logged_model(run.experiment_id, name=MODEL_NAME, source_run_id=run.run_id)
+            try:
+                _log_pytorch_model(run, predictor, example, logged.model_id, serialization)
+                run.client.finalize_logged_model(logged.model_id, "READY")
+                return serialization
+            except Exception as error:
+                run.client.delete_logged_model(logged.model_id)  # so runs:/<id>/model never names a half-saved one
+                if serialization == "pickle":
+                    raise
+                log.warning("the model cannot be exported as a torch.export program (%s); logging it pickled",
+                            " ".join(str(error).split())[:300])
+    return None
+
+
+def _log_pytorch_model(run: TrackedRun, predictor: nn.Module, example: Tensor, model_id: str, serialization: str):
+    import mlflow
+    import mlflow.pytorch
+
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    options = {}
+    if serialization == "pt2":
+        # MLflow would load the saved program again to run the example through it; export just ran it.
+        # (Not for pickle: there MLflow hands unknown options on to torch.save, which rejects this one.)
+        options["validate_serving_input"] = False
+    else:
+        import cloudpickle
+
+        requirements.append(f"cloudpickle=={cloudpickle.__version__}")
+    mlflow.pytorch.log_model(
+        predictor,
+        name=MODEL_NAME,
+        run_id=run.run_id,
+        model_id=model_id,
+        input_example=example.numpy(),
+        pip_requirements=requirements,  # explicit: inferring them loads the model in a subprocess
+        serialization_format=serialization,
+        metadata={"pipeline_serialization": serialization},
+        **options,
+    )
+
+
+def _on_cpu(module: nn.Module) -> nn.Module:
+    """The module on the CPU, copied when it is elsewhere so the trained objective is left as it is."""
+    if all(p.device.type == "cpu" for p in module.parameters()):
+        return module
+    return copy.deepcopy(module).cpu()
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str):
+    """``mlflow.pytorch.log_model`` reads the global tracking URI; point it at this run's store meanwhile."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@contextlib.contextmanager
+def _no_environment_scan():
+    """MLflow checks that the requirements it writes are installed by reading the file list of every
+    installed distribution: 1-3 s, the largest part of logging a small model. Our requirements are the
+    versions this process runs, so the check cannot fail; it is skipped while the model is logged."""
+    import mlflow.utils.environment as environment
+
+    original = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if original is None:  # a later MLflow without this check
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = original
+
+
+# ----- the tokenizer -----------------------------------------------------------------------------------
+def log_data_artifacts(run: TrackedRun, datamodule, output_dir: Path) -> list[Path]:
+    """Files the data module needs to turn raw inputs into model inputs (the tokenizer of a text task),
+    saved under ``<output_dir>/data`` and logged under ``data/``."""
+    files = datamodule.save_artifacts(output_dir / "data")
+    for path in files:
+        run.log_artifact(path, "data")
+    return files

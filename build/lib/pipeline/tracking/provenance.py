@@ -1,0 +1,95 @@
+"""Where a run came from: the code (git commit, uncommitted changes), the command, the machine and the
+library versions. Enough to tell two runs apart and to rebuild the environment of either."""
+from __future__ import annotations
+
+import getpass
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from .redact import redact_override, redact_text
+
+LIBRARIES = {"torch": "torch", "pytorch_lightning": "pytorch-lightning", "mlflow": "mlflow"}
+
+
+@dataclass
+class GitState:
+    commit: str
+    dirty: bool
+    diff: str  # uncommitted changes against HEAD, plus the names of untracked files
+
+
+def git_state(root: Path) -> Optional[GitState]:
+    """The checkout's state, or None when ``root`` is not a git checkout (or git is missing)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True,
+                              timeout=30).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        changed = git("status", "--porcelain", "--untracked-files=normal")
+        diff = git("diff", "HEAD") if changed else ""
+        untracked = git("ls-files", "--others", "--exclude-standard") if changed else ""
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if untracked:
+        diff += "\n# untracked files (not in the diff):\n" + "".join(f"#   {name}\n" for name in untracked.splitlines())
+    return GitState(commit=commit, dirty=bool(changed.strip()), diff=diff)
+
+
+def command_line(argv: Optional[list[str]] = None) -> str:
+    """The command as typed, with secrets in ``key=value`` overrides and URLs masked."""
+    if argv is None:
+        argv = list(sys.argv)
+        if argv and argv[0].endswith(".py") and getattr(sys, "orig_argv", None):
+            argv = ["python", *sys.orig_argv[1:]]  # as typed: python -m pipeline.train ...
+    if not argv:
+        return ""
+    program = Path(argv[0]).name
+    return redact_text(" ".join([program, *(shlex.quote(redact_override(arg)) for arg in argv[1:])]))
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for module, distribution in LIBRARIES.items():
+        try:
+            versions[module] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[module] = "not installed"
+    return versions
+
+
+def provenance_tags(root: Path, git: Optional[GitState]) -> dict[str, str]:
+    """Run tags: git commit and dirty flag, command line, host, user and library versions.
+
+    MLflow's own ``mlflow.source.*``/``mlflow.user`` tags are set too, so the UI shows them in its
+    Source and User columns."""
+    tags = {
+        "command": command_line(),
+        "host": socket.gethostname(),
+        "mlflow.user": _user(),
+        "mlflow.source.name": command_line()[:500],
+        "mlflow.source.type": "LOCAL",
+    }
+    tags.update({f"{name}_version": version for name, version in library_versions().items()})
+    if git is None:
+        tags["git_commit"] = f"unknown ({root} is not a git checkout)"
+    else:
+        tags["git_commit"] = git.commit
+        tags["git_dirty"] = str(git.dirty).lower()
+        tags["mlflow.source.git.commit"] = git.commit
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a container without /etc/passwd entry
+        return "unknown"

@@ -1,0 +1,63 @@
+"""Secrets never reach the tracking store: credentials in URLs and values of keys that look
+like credentials are replaced before anything is logged."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "***"
+SECRET_KEY_PATTERN = re.compile(r"(password|passwd|token|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|(^|[._-])key$)", re.IGNORECASE)
+# scheme://user:password@host -> scheme://user:***@host
+URL_PASSWORD_PATTERN = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]+:)(?P<password>[^@\s]+)(?P<at>@)")
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(SECRET_KEY_PATTERN.search(key.rsplit(".", 1)[-1])) or bool(SECRET_KEY_PATTERN.search(key))
+
+
+# a credential kept in the environment is masked wherever its value shows up (an ${oc.env:...}
+# interpolation may copy it into any key); shorter or all-digit values would mask ordinary numbers
+MIN_SECRET_LENGTH = 6
+
+
+def secret_environment_values() -> list[str]:
+    import os
+
+    values = {value for name, value in os.environ.items()
+              if is_secret_key(name) and len(value) >= MIN_SECRET_LENGTH and not value.isdigit()}
+    return sorted(values, key=len, reverse=True)  # longest first: a value may contain another
+
+
+def redact_text(text: str) -> str:
+    text = URL_PASSWORD_PATTERN.sub(lambda m: f"{m.group('prefix')}{REDACTED}{m.group('at')}", text)
+    for value in secret_environment_values():
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def redact_override(override: str) -> str:
+    """A command-line override ``key=value``: the value is masked when the key looks like a credential."""
+    key, equals, value = override.partition("=")
+    if equals and is_secret_key(key.lstrip("+~")) and value:
+        return f"{key}={REDACTED}"
+    return redact_text(override)
+
+
+def redact_value(key: str, value: Any) -> Any:
+    if value is None:
+        return value
+    if is_secret_key(key) and value not in ("", None):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def redact_tree(tree: Any, prefix: str = "") -> Any:
+    """Redact a nested dict/list structure (e.g. a resolved config) key by key."""
+    if isinstance(tree, dict):
+        return {k: redact_tree(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redact_tree(v, prefix) for v in tree]
+    return redact_value(prefix, tree)

@@ -1,0 +1,540 @@
+"""The MLflow run lifecycle. This module (and the rest of ``tracking/``) is the only code that
+talks to MLflow; training code sees a Lightning logger and a few ``log_*`` calls.
+
+One training run is one MLflow run, created by global rank 0 only. Its status says how it
+ended: FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C / SIGTERM).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from pytorch_lightning.loggers.logger import Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+from pipeline.errors import TrackingFailed, TrackingUnavailable
+from pipeline.ranks import is_rank_zero
+
+from .redact import redact_text
+
+log = logging.getLogger(__name__)
+
+
+# the stores MLflow 3 can track into (a plain local path counts as file:)
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+                    "databricks-uc", "uc")
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """A tracking URI MLflow cannot use is refused with the key named, before anything runs."""
+    import re
+
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", tracking_uri)
+    scheme = match.group(1).lower().split("+", 1)[0] if match else "file"
+    if len(scheme) == 1:  # a Windows drive letter, C://...
+        scheme = "file"
+    if scheme not in TRACKING_SCHEMES:
+        raise TrackingUnavailable(
+            f"logger.mlflow.tracking_uri={redact_text(tracking_uri)}: MLflow cannot track to a {scheme}:// store; "
+            "use sqlite:///path/mlflow.db, a folder (file:///path), http(s)://host:port of an MLflow server, "
+            "or postgresql://user:password@host/db")
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when an http(s) tracking server does not answer (not after an hour of training).
+    Credentials in the URI (http://user:password@host) are sent as HTTP basic auth, as MLflow does."""
+    check_tracking_uri(tracking_uri)
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import base64
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(tracking_uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # the server answered, even if it has no /health route
+    except Exception as error:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {redact_text(tracking_uri)} does not answer ({error}). Start it "
+            "(mlflow server --host 127.0.0.1 --port 5000), fix logger.tracking_uri / MLFLOW_TRACKING_URI, "
+            "or run without a server: logger.tracking_uri=null or unset MLFLOW_TRACKING_URI for the local store"
+        ) from None
+
+
+def default_store() -> tuple[str, str]:
+    """(tracking URI, artifact folder) of the default store, as conf/logger/mlflow.yaml has them:
+    ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<working dir>/mlruns/mlflow.db``; artifacts in
+    ``<working dir>/mlruns/artifacts``. The command-line tools use it."""
+    mlruns = Path.cwd() / "mlruns"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns}/mlflow.db", str(mlruns / "artifacts")
+
+
+def sqlite_path(tracking_uri: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` store (relative paths are relative to the working directory)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+def prepare_local_store(tracking_uri: str) -> None:
+    path = sqlite_path(tracking_uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def store_creation_lock(tracking_uri: str):
+    """MLflow creates and migrates a SQLite store on first use; two processes doing that at once break
+    each other's migration ("table _alembic_tmp_... already exists"). A lock file next to the database
+    makes them take turns. Once the tables exist, SQLite's own locking (MLflow waits up to 20 s for a
+    busy database) is enough."""
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_client(tracking_uri: str):
+    """An ``MlflowClient`` on ``tracking_uri``, creating a local SQLite store safely if it is new."""
+    from mlflow import MlflowClient
+
+    if tracking_uri.startswith(("http://", "https://")):
+        limit_http_retries()
+    with store_creation_lock(tracking_uri):
+        return MlflowClient(tracking_uri)  # creates (and migrates) the store's tables
+
+
+def limit_http_retries() -> None:
+    """MLflow retries a failed HTTP call 7 times with exponential backoff: minutes per call. A server that
+    stops answering mid-run should cost seconds, after which training goes on without it. Values the user
+    set in the environment win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+# ----- runs whose process died -------------------------------------------------------------------
+HOST_TAG, PID_TAG, PROCESS_START_TAG, HEARTBEAT_TAG = "pipeline_host", "pipeline_pid", "pipeline_process_start", "pipeline_heartbeat"
+HEARTBEAT_S = 60.0
+# a RUNNING run of another machine whose heartbeat is older than this is taken for dead
+STALE_AFTER_S = 15 * 60.0
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, from /proc), to tell it from a later process
+    that got the same pid; None where /proc is not available."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def liveness_tags() -> dict[str, str]:
+    import socket
+
+    pid = os.getpid()
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), HEARTBEAT_TAG: str(int(time.time()))}
+    start = _process_start(pid)
+    if start is not None:
+        tags[PROCESS_START_TAG] = start
+    return tags
+
+
+def _process_alive(pid: int, start: Optional[str]) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or _process_start(pid) in (None, start)
+
+
+def close_orphaned_runs(client) -> list[str]:
+    """Runs left RUNNING by a process that died without ending them (kill -9, out of memory, a lost node)
+    are marked KILLED with the reason, so the store never shows a run as running forever. Returns their ids.
+    A store that cannot be searched is left as it is: this is housekeeping, not the run's business."""
+    import socket
+
+    host, now, closed = socket.gethostname(), time.time(), []
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000) if experiments else []
+    except Exception:
+        return closed
+    for run in runs:
+        tags = run.data.tags
+        if HOST_TAG not in tags or run.data.tags.get("sweep.role") == "parent":
+            continue
+        try:
+            if tags[HOST_TAG] == host:
+                dead = not _process_alive(int(tags.get(PID_TAG, "0")), tags.get(PROCESS_START_TAG))
+                why = f"its process (pid {tags.get(PID_TAG)} on {host}) ended without ending the run"
+            else:
+                dead = now - float(tags.get(HEARTBEAT_TAG, now)) > STALE_AFTER_S
+                why = f"no heartbeat from {tags[HOST_TAG]} for over {int(STALE_AFTER_S // 60)} min"
+            if not dead:
+                continue
+            client.set_tag(run.info.run_id, "error", f"{why} (killed, out of memory or a lost node); "
+                                                     "marked KILLED by the next run on this store")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+            log.warning("MLflow run %s was left RUNNING by a process that died; marked KILLED", run.info.run_id)
+        except Exception:
+            continue
+    return closed
+
+
+# MLflow 3's UI opens an experiment on its GenAI trace overview unless the experiment says it holds
+# model training runs; then it opens on the runs table
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+class TrackedRun:
+    """Context manager around one MLflow run. With ``tracking_uri=None`` it records nothing.
+
+    Training never waits on the store: metrics go to it from a background thread, and a store that
+    fails mid-run is noted once and then left alone, so training finishes with everything kept on disk
+    (``output_dir``); the run then ends with :class:`TrackingFailed` saying where those files are.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: Optional[str],
+        experiment_name: str,
+        run_name: Optional[str] = None,
+        artifact_location: Optional[str] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        parent_run_id: Optional[str] = None,
+        enabled: bool = True,
+        output_dir: Optional[Path] = None,
+    ):
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.artifact_location = artifact_location
+        self.tags = dict(tags or {})
+        self.parent_run_id = parent_run_id
+        self.enabled = bool(tracking_uri) and enabled and is_rank_zero()
+        self.output_dir = output_dir
+        self.client = None
+        self.run_id: Optional[str] = None
+        self.experiment_id: Optional[str] = None
+        self.failure: Optional[str] = None  # what went wrong with the store, once it did
+        self._pending: list[Future] = []
+        self._writer: Optional[ThreadPoolExecutor] = None
+        self._unsent: list = []  # epochs' metrics waiting for the next write
+        self._last_write = -math.inf
+        self._heartbeat: Optional[threading.Event] = None
+        self.final_status: Optional[str] = None
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is sent to the store: tracking is on and the store has not failed."""
+        return self.enabled and self.run_id is not None and self.failure is None
+
+    # ----- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> "TrackedRun":
+        if not self.enabled:
+            return self
+        check_reachable(self.tracking_uri)
+        prepare_local_store(self.tracking_uri)
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        self.client = open_client(self.tracking_uri)
+        self.closed_orphans = close_orphaned_runs(self.client)
+        self.experiment_id = self.experiment()
+        tags = {**self.tags, **liveness_tags()}
+        if self.parent_run_id:
+            tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.run_name = run.info.run_name
+        self._start_heartbeat()
+        return self
+
+    def _start_heartbeat(self) -> None:
+        """A tag with the time, renewed every HEARTBEAT_S: a run whose process died on another machine is
+        recognised by its silence (one on this machine by its process being gone)."""
+        stop = self._heartbeat = threading.Event()
+        client, run_id = self.client, self.run_id
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                try:
+                    client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+                except Exception:  # the store's health is judged by the writes that matter
+                    pass
+
+        threading.Thread(target=beat, name="mlflow-heartbeat", daemon=True).start()
+
+    def experiment(self) -> str:
+        """The id of this run's experiment, created (or restored from the trash) when needed."""
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:
+                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_root(),
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException:  # created concurrently by another run
+            return self.client.get_experiment_by_name(self.experiment_name).experiment_id
+
+    def _artifact_root(self) -> Optional[str]:
+        """Where a new experiment keeps its artifacts: a URI as given; a local folder for a local store;
+        for a tracking server its own default (it may run elsewhere and proxy the artifacts)."""
+        location = self.artifact_location
+        if not location:
+            return None
+        if "://" in location:
+            return location
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return Path(location).absolute().as_uri()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._heartbeat is not None:
+            self._heartbeat.set()
+        if not self.enabled or self.run_id is None:
+            return False
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        self.flush()
+        if self.active:
+            with self.recording("ending the run"):
+                if status == "KILLED":
+                    self.client.set_tag(self.run_id, "error", "interrupted (Ctrl-C or SIGTERM)")
+                elif exc is not None:
+                    self.client.set_tag(self.run_id, "error", redact_text(f"{exc_type.__name__}: {exc}")[:5000])
+                self.client.set_terminated(self.run_id, status=status)
+                self.final_status = status
+        if self._writer is not None:
+            self._writer.shutdown(wait=False)
+        if self.failure is not None:
+            message = self.failure_message()
+            if exc_type is None:
+                raise TrackingFailed(message)
+            log.error(message)  # the original error matters more; say where the results are anyway
+        return False
+
+    def failure_message(self) -> str:
+        where = f"in {self.output_dir}" if self.output_dir else "in the run's output directory"
+        return (f"the MLflow store {redact_text(str(self.tracking_uri))} failed during the run ({self.failure}); "
+                f"training went on and nothing is lost: the config, checkpoints/ and metrics.jsonl (every epoch's "
+                f"and the test metrics) are {where}. MLflow run {self.run_id} is incomplete")
+
+    @contextlib.contextmanager
+    def recording(self, what: str):
+        """Send something to the store; if the store fails, note it and carry on without it."""
+        try:
+            yield
+        except Exception as error:
+            self._store_failed(what, error)
+
+    def _store_failed(self, what: str, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = f"while {what}: {type(error).__name__}: {redact_text(' '.join(str(error).split()))[:300]}"
+            log.error("MLflow store failed %s; training goes on without it, results are kept in %s",
+                      self.failure, self.output_dir)
+
+    # ----- logging ---------------------------------------------------------------------------------
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.active:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in params.items()]
+        with self.recording("logging params"):
+            for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+                self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not self.active or not tags:
+            return
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, redact_text(str(v))[:5000]) for k, v in tags.items()]
+        with self.recording("setting tags"):
+            self.client.log_batch(self.run_id, tags=items)
+
+    # A write of one epoch's metrics to a SQLite store takes ~5-10 ms of Python (SQLAlchemy), which holds
+    # the GIL even on the background thread: on a tabular epoch of ~30 ms that was +15-30 %. Epochs that end
+    # within this many seconds of the last write are sent together with the next one (or by flush()).
+    METRICS_WRITE_INTERVAL_S = 1.0
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Queue one epoch's metrics; they are written from a background thread, batched, at most one write
+        in flight and at most one per ``METRICS_WRITE_INTERVAL_S`` (the UI lags training by about a second).
+        Not MLflow's own async logging: ending a run with it costs ~1 s."""
+        if not self.active or not metrics:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._unsent.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        self._pending = [future for future in self._pending if not future.done()]
+        if not self._pending and time.monotonic() - self._last_write >= self.METRICS_WRITE_INTERVAL_S:
+            self._write_unsent()
+
+    def _write_unsent(self) -> None:
+        items, self._unsent = self._unsent, []
+        self._last_write = time.monotonic()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-metrics")
+        self._pending.append(self._writer.submit(self._send_metrics, items))
+
+    def _send_metrics(self, items: list) -> None:
+        if self.failure is None:  # after a failure, queued epochs are not sent (each would wait for retries)
+            with self.recording("logging metrics"):
+                for start in range(0, len(items), 1000):  # MLflow's limit per batch
+                    self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+
+    def flush(self) -> None:
+        """Write every metric queued so far and wait until it is in the store (or the store has failed)."""
+        if self._unsent and self.active:
+            self._write_unsent()
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+        if self.active:
+            with self.recording(f"logging {Path(path).name}"):
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: Path, artifact_path: Optional[str] = None) -> None:
+        if self.active:
+            with self.recording(f"logging {artifact_path or Path(directory).name}"):
+                self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.active:
+            with self.recording(f"logging {artifact_file}"):
+                self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, data: dict, artifact_file: str) -> None:
+        if self.active:
+            with self.recording(f"logging {artifact_file}"):
+                self.client.log_dict(self.run_id, data, artifact_file)
+
+class RunHistory(Logger):
+    """Every epoch's metrics of this run, kept in memory (for the plots and the summary) and appended to a
+    JSON-lines file (``metrics.jsonl`` in the output directory) that survives a store failure. Always
+    present, whichever loggers the config names."""
+
+    def __init__(self, local_path: Optional[Path] = None):
+        super().__init__()
+        self.local_path = local_path
+        self.history: list[dict] = []
+
+    @property
+    def name(self) -> str:
+        return "history"
+
+    @property
+    def version(self) -> str:
+        return "local"
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        metrics = {k: float(v) for k, v in metrics.items()}
+        epoch = int(metrics.pop("epoch", step or 0))
+        if not metrics:
+            return
+        self.history.append({"epoch": epoch, **metrics})
+        if self.local_path is not None:
+            with self.local_path.open("a") as handle:
+                handle.write(json.dumps(self.history[-1]) + "\n")
+
+
+class MLflowLogger(Logger):
+    """The MLflow side of a run, as a Lightning logger built from ``conf/logger/mlflow.yaml``. Its settings
+    say where and how the run is recorded; ``tracking.start_run`` opens the :class:`TrackedRun` and hands it
+    to this logger, which then sends every epoch's metrics (epoch as step) to it."""
+
+    def __init__(self, tracking_uri: Optional[str] = None, artifact_location: Optional[str] = None,
+                 experiment_name: str = "default", run_name: Optional[str] = None, log_model: bool = True,
+                 log_plots: bool = True):
+        super().__init__()
+        self.tracking_uri = tracking_uri
+        self.artifact_location = artifact_location
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.log_model = log_model
+        self.log_plots = log_plots
+        self.run: Optional[TrackedRun] = None
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return (self.run.run_id if self.run is not None else None) or "local"
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the whole config is logged by tracking.log_run_start, flattened and redacted
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        if self.run is None:
+            return
+        metrics = {k: float(v) for k, v in metrics.items()}
+        epoch = int(metrics.pop("epoch", step or 0))
+        if metrics:
+            self.run.log_metrics(metrics, step=epoch)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self.run is not None:
+            self.run.flush()
+
+
+def find_mlflow_logger(loggers) -> Optional[MLflowLogger]:
+    """The MLflow logger among a run's loggers (others, such as CSV or TensorBoard, may sit beside it)."""
+    return next((logger for logger in loggers or () if isinstance(logger, MLflowLogger)), None)

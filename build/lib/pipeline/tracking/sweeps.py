@@ -1,0 +1,103 @@
+"""A sweep in MLflow: one parent run per study, its trials' runs as children. The sweep code
+(``pipeline.sweep``) decides what to record; this module is where it is sent."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from .redact import redact_text
+from .run import TrackedRun, check_reachable, open_client, prepare_local_store
+
+log = logging.getLogger("pipeline.sweep")
+
+
+class ParentRun:
+    """The study's MLflow run. Created once, by the process that creates the study; every other process
+    (resume, other machines) attaches to it by id. With no tracking URI it records nothing."""
+
+    def __init__(self, tracking_uri: Optional[str], experiment_name: str, artifact_location: Optional[str]):
+        self.tracking_uri = tracking_uri
+        self.experiment_name = redact_text(str(experiment_name))
+        self.artifact_location = artifact_location
+        self.run_id: Optional[str] = None
+
+    @classmethod
+    def from_logger_config(cls, mlflow_node: Optional[Mapping[str, Any]]) -> "ParentRun":
+        """From the ``logger.mlflow`` node of the sweep's config (None: the sweep is not tracked)."""
+        if not mlflow_node:
+            return cls(None, "", None)
+        return cls(mlflow_node.get("tracking_uri"), str(mlflow_node.get("experiment_name")),
+                   mlflow_node.get("artifact_location"))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tracking_uri)
+
+    def _client(self):
+        return open_client(self.tracking_uri)
+
+    def create(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Optional[str]:
+        if not self.enabled:
+            return None
+        from mlflow.entities import Param
+
+        check_reachable(self.tracking_uri)
+        prepare_local_store(self.tracking_uri)
+        locator = TrackedRun(self.tracking_uri, self.experiment_name, artifact_location=self.artifact_location)
+        locator.client = client = self._client()
+        run = client.create_run(locator.experiment(), run_name=name, tags={"sweep.role": "parent", **tags})
+        client.log_batch(run.info.run_id, params=[Param(k, redact_text(str(v))[:6000]) for k, v in params.items()])
+        return run.info.run_id
+
+    def attach(self, run_id: Optional[str], tags: Mapping[str, str]) -> None:
+        self.run_id = run_id if self.enabled else None
+        if self.run_id:
+            client = self._client()
+            client.update_run(self.run_id, status="RUNNING")
+            for key, value in tags.items():
+                client.set_tag(self.run_id, key, str(value))
+
+    def record(self, files: Mapping[str, list[Path]], metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+        """Files ({artifact folder: paths}), metrics and tags of the sweep's summary."""
+        if not self.run_id:
+            return
+        from mlflow.entities import Metric, RunTag
+
+        client = self._client()
+        for folder, paths in files.items():
+            for path in paths:
+                client.log_artifact(self.run_id, str(path), folder)
+        now = int(time.time() * 1000)
+        client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                         tags=[RunTag(k, redact_text(str(v))[:5000]) for k, v in tags.items()])
+
+    def finish(self, status: str) -> None:
+        if self.run_id:
+            self._client().set_terminated(self.run_id, status=status)
+
+
+def tag_run(tracking_uri: Optional[str], run_id: Optional[str], tags: Mapping[str, str]) -> None:
+    """Tags on a trial's run; tracking is a side channel, so a store error is only logged."""
+    if not tracking_uri or not run_id:
+        return
+    try:
+        client = open_client(tracking_uri)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, str(value))
+    except Exception as error:
+        log.warning("could not tag MLflow run %s: %s", run_id, error)
+
+
+def close_stale_run(tracking_uri: Optional[str], run_id: Optional[str], reason: str) -> None:
+    """The run of a trial whose worker died is still RUNNING: mark it KILLED with the reason."""
+    if not tracking_uri or not run_id:
+        return
+    try:
+        client = open_client(tracking_uri)
+        client.set_tag(run_id, "sweep.state", "FAIL")
+        client.set_tag(run_id, "error", reason)
+        client.set_terminated(run_id, status="KILLED")
+    except Exception as error:
+        log.warning("could not close MLflow run %s: %s", run_id, error)

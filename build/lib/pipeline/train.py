@@ -1,0 +1,329 @@
+"""``train(cfg)``: one training run, the function every launcher calls (``pipeline-train`` in
+``pipeline.cli.train``, the DDP ranks, the sweep, ``pipeline-rerun``, ``pipeline-eval``).
+
+config -> validated config -> data -> (model, task module, callbacks, loggers, trainer) -> tracker
+-> fit -> test -> store. Everything a run is built from is built before its MLflow run exists, so a bad
+value anywhere is one ``Error:`` line with nothing left behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from omegaconf import DictConfig, open_dict
+
+from pipeline.config import ConfigError, collection, validate
+from pipeline.errors import RunInterrupted, sigterm_as_interrupt
+from pipeline.ranks import is_rank_zero
+
+log = logging.getLogger("pipeline")
+
+# Lightning's advice that does not apply here: metrics are logged per epoch by design.
+warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# epoch metrics come from torchmetrics (synchronised across DDP ranks by compute()) or are per-rank timings
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+
+
+def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[str] = None) -> dict[str, float]:
+    """Train, test the best checkpoint, record everything.
+
+    ``callbacks`` are added to the ones the config names (a sweep hands in its pruning callback);
+    ``parent_run`` is the MLflow run this one is recorded under (a sweep's). Returns the metrics at the end
+    of fit (``val/*``, ``<monitor>_best``, ``train/*``) and, unless ``test=false``, the test metrics."""
+    validate(cfg)
+    from pipeline import distributed
+
+    distributed.check_trainer(cfg)
+    quiet_lightning()
+
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from pipeline import tracking
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    with sigterm_as_interrupt():
+        output_dir = claim_output_dir(cfg)
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("fit")
+        # a DDP run started as one process starts its other ranks here, once rank 0 has the data ready
+        with distributed.other_ranks_started(cfg):
+            run_parts = build(cfg, datamodule, callbacks, output_dir)
+            trainer, task_module, checkpoint = run_parts.trainer, run_parts.task_module, run_parts.checkpoint
+            with tracking.start_run(cfg, run_parts.loggers, output_dir, parent_run, run_parts.resume_tags) as run:
+                run_parts.run_id_writer.run_id = run.run_id
+                tracking.log_run_start(run, cfg, datamodule, trainer)
+                with interrupt_names_checkpoint(trainer, checkpoint, run):
+                    trainer.fit(task_module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+                    metrics = scalar_metrics(trainer.callback_metrics)
+                    if cfg.get("test", True):
+                        best = checkpoint.best_model_path if checkpoint is not None else None
+                        tested_from = best or ("last" if checkpoint is not None and checkpoint.last_model_path else None)
+                        results = trainer.test(task_module, datamodule=datamodule, ckpt_path=tested_from,
+                                               weights_only=True, verbose=False)
+                        metrics.update(scalar_metrics(results[0] if results else {}))
+                tracking.log_run_end(run, cfg, task_module, datamodule, trainer, checkpoint, metrics, output_dir,
+                                     run_parts.history.history, tested=bool(cfg.get("test", True)))
+    return metrics
+
+
+def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None) -> dict[str, float]:
+    """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
+    data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
+    The data's preprocessing is fitted on its training rows as in the source run, so the same config gives the
+    same inputs; ``data.test_path`` (or another test split) evaluates on other rows."""
+    validate(cfg)
+    from pipeline import distributed
+
+    distributed.check_trainer(cfg)
+    quiet_lightning()
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from pipeline import tracking
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    with sigterm_as_interrupt():
+        output_dir = claim_output_dir(cfg)
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("test")
+        run_parts = build(cfg, datamodule, (), output_dir)
+        check_resume_checkpoint(str(weights), run_parts.task_module)
+        tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}
+        if source_run:
+            tags["evaluation_of"] = source_run
+        with tracking.start_run(cfg, run_parts.loggers, output_dir, extra_tags=tags) as run:
+            tracking.log_run_start(run, cfg, datamodule, run_parts.trainer)
+            results = run_parts.trainer.test(run_parts.task_module, datamodule=datamodule, ckpt_path=str(weights),
+                                             weights_only=True, verbose=False)
+            metrics = scalar_metrics(results[0] if results else {})
+            tracking.log_run_end(run, cfg, run_parts.task_module, datamodule, run_parts.trainer, None, metrics,
+                                 output_dir, run_parts.history.history, tested=True, log_model=False)
+    return metrics
+
+
+@dataclass
+class RunParts:
+    task_module: Any
+    trainer: Any
+    checkpoint: Any  # the ModelCheckpoint callback, if the config has one
+    loggers: list
+    history: Any  # tracking.RunHistory: every epoch's metrics, also in metrics.jsonl
+    run_id_writer: Any
+    resume_tags: dict
+
+
+def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_dir: Path) -> RunParts:
+    """Every object of the run, from the config and the data's description. A value that cannot build
+    (an unknown activation, Adam's betas out of range, a scheduler step of 0, a checkpoint of another model)
+    fails here, before the MLflow run is created."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ProgressBar
+
+    from pipeline.callbacks import AtomicCheckpointIO, RunIdInCheckpoint, build_callbacks, find_checkpoint
+    from pipeline.models import build_model
+    from pipeline.tasks import build_task_module
+    from pipeline.tracking import RunHistory
+
+    spec = datamodule.spec
+    with building("model"):
+        model = build_model(cfg.model, spec)
+    with building("optimizer"):
+        optimizer = instantiate(cfg.optimizer)
+    with building("scheduler"):
+        scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
+    task_module = build_task_module(cfg.task, model, optimizer, scheduler, spec)
+    check_monitor(cfg, task_module, spec)
+    probe_optimization(task_module)
+    with building("callbacks"):
+        callbacks = build_callbacks(cfg, extra_callbacks)
+    run_id_writer = RunIdInCheckpoint()
+    callbacks.append(run_id_writer)
+    if cfg.trainer.get("enable_progress_bar") is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    history = RunHistory(output_dir / "metrics.jsonl" if is_rank_zero() else None)
+    with building("logger"):
+        loggers = [history, *(instantiate(node) for node in collection(cfg, "logger").values())]
+    with building("trainer"):
+        trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "enable_progress_bar"}
+        trainer = instantiate(
+            DictConfig(trainer_cfg),
+            callbacks=callbacks,
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(output_dir),
+            enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+            enable_model_summary=False,
+        )
+    resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module)
+    return RunParts(task_module, trainer, find_checkpoint(callbacks), loggers, history, run_id_writer, resume_tags)
+
+
+@contextlib.contextmanager
+def building(group: str):
+    """An error raised while building ``group`` becomes a one-line ConfigError naming the group."""
+    from hydra.errors import InstantiationException
+
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as error:  # whatever the constructor or the probe raised, it was this config's value
+        from pipeline.errors import DataError
+
+        cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
+        if isinstance(cause, (ConfigError, DataError)):
+            raise cause from None
+        message = " ".join(str(cause).split())
+        if isinstance(cause, ModuleNotFoundError):
+            message += f" (install it: pip install {cause.name})" if cause.name else ""
+        raise ConfigError(f"{group}: cannot build it: {message[:400]}") from None
+
+
+def check_monitor(cfg: DictConfig, task_module, spec) -> None:
+    """``task.monitor`` must be a metric this run logs, or checkpoints, early stopping and sweeps watch nothing."""
+    names = ("loss", *task_module.metric_names(spec))
+    allowed = [f"val/{name}" for name in names]
+    if cfg.task.monitor not in allowed:
+        raise ConfigError(f"task.monitor={cfg.task.monitor!r} is not a metric of this run; a {task_module.kind} "
+                          f"run logs {', '.join(allowed)}")
+
+
+def probe_optimization(task_module) -> None:
+    """Build the optimizer and scheduler once on the model's parameters and take one (gradient-free) step,
+    so that values only they check (Adam's betas, a StepLR step of 0) are refused before the run starts."""
+    import torch
+
+    factory, scheduler_factory = task_module.optimizer_factory, task_module.scheduler_factory
+    with building("optimizer"):
+        optimizer = factory(params=task_module.parameter_groups())
+    if scheduler_factory is None:
+        return
+    with building("scheduler"):
+        target = getattr(scheduler_factory, "func", scheduler_factory)
+        wired = {"total_steps": 10} if (target is torch.optim.lr_scheduler.OneCycleLR
+                                        or getattr(target, "steps_per_batch", False)) else {}
+        scheduler = scheduler_factory(optimizer=optimizer, **wired)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optimizer.step()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
+
+
+def check_resume_checkpoint(ckpt_path: Optional[str], task_module) -> dict[str, str]:
+    """A checkpoint to resume from must be a Lightning checkpoint of this very model (same parameter names
+    and shapes); returns the tags that link the new run to the one that wrote it."""
+    if not ckpt_path:
+        return {}
+    import torch
+
+    path = Path(str(ckpt_path))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a Lightning checkpoint (no state_dict / version); resume from "
+                          "a file a run wrote, e.g. <output dir>/checkpoints/last.ckpt")
+    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if hasattr(v, "shape")}
+    expected = {k: tuple(v.shape) for k, v in task_module.state_dict().items()}
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    reshaped = sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k])
+    if missing or unexpected or reshaped:
+        details = []
+        if missing:
+            details.append(f"it lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            details.append(f"it has {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''} that this model lacks")
+        if reshaped:
+            key = reshaped[0]
+            details.append(f"{key} is {list(saved[key])} there but {list(expected[key])} here")
+        raise ConfigError(f"ckpt_path={ckpt_path} was written by another model or data set ({'; '.join(details)}); "
+                          "resume with the same model, data and task options as the run that wrote it")
+    tags = {"resumed_from_checkpoint": str(path.resolve())}
+    if checkpoint.get("mlflow_run_id"):
+        tags["resumed_from_run"] = str(checkpoint["mlflow_run_id"])
+    return tags
+
+
+def claim_output_dir(cfg: DictConfig) -> Path:
+    """The run's output folder, created and claimed by rank 0. Two runs never share one: when the folder is
+    already claimed (two runs of one SLURM job, a repeated ``hydra.run.dir``), this run writes to
+    ``<folder>-2`` (``-3`` ...) and says so; ``paths.output_dir`` follows, so everything lands there."""
+    output_dir = Path(str(cfg.paths.output_dir))
+    if not is_rank_zero():
+        return output_dir
+    chosen = output_dir
+    for attempt in range(2, 1000):
+        try:
+            chosen.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(chosen / ".pipeline-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            chosen = output_dir.with_name(f"{output_dir.name}-{attempt}")
+            continue
+        except OSError as error:
+            raise ConfigError(f"cannot write into the output folder {chosen} ({error.strerror}); choose a writable "
+                              "one with hydra.run.dir=... (or paths.output_dir=... when calling train())") from None
+        with os.fdopen(descriptor, "w") as marker:
+            marker.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        break
+    if chosen != output_dir:
+        print(f"Output folder {output_dir} belongs to another run; this run writes to {chosen}", flush=True)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(chosen)
+    return chosen
+
+
+def scalar_metrics(metrics) -> dict[str, float]:
+    return {str(k): float(v) for k, v in (metrics or {}).items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+# Lightning's console lines that say nothing about this run (adverts, hardware a CPU run does not use)
+_LIGHTNING_NOISE = ("Tip:", "GPU available", "TPU available", "HPU available", "IPU available",
+                    "LOCAL_RANK:", "Restoring states from the checkpoint", "Loaded model weights from",
+                    "Restored all states from the checkpoint", "Trainer already configured with model summary",
+                    "`Trainer.fit` stopped: `max_epochs=", "Using default `ModelCheckpoint`")
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in _LIGHTNING_NOISE)
+
+
+def quiet_lightning() -> None:
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+
+
+@contextlib.contextmanager
+def interrupt_names_checkpoint(trainer, checkpoint, run):
+    """Ctrl-C / SIGTERM during fit or test ends as a :class:`RunInterrupted` naming the checkpoint of the
+    last completed epoch (resuming from it is exact). Lightning answers an interrupt inside fit/test with
+    its own cleanup and ``sys.exit(1)``; that exit is turned back into the interrupt it was, so the
+    MLflow run is marked KILLED, not FAILED."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and not trainer.interrupted:
+            raise
+        last = Path(checkpoint.last_model_path) if checkpoint is not None and checkpoint.last_model_path else None
+        resume_from = last.resolve() if last is not None and last.is_file() else None
+        if resume_from is not None:
+            with contextlib.suppress(Exception):  # the interrupt matters more than the tag
+                run.set_tags({"resume_from": str(resume_from)})
+        raise RunInterrupted(resume_from) from None
