@@ -379,3 +379,18 @@ def test_a_store_that_stops_mid_run_loses_nothing_and_says_where_results_are(tra
     assert sum("train/loss" in line for line in lines) == 40  # training went on to the end
     assert any("test/acc" in line for line in lines)
     assert (out / "checkpoints" / "last.ckpt").is_file() and list((out / "checkpoints").glob("best-*.ckpt"))
+
+
+def test_other_loggers_sit_beside_mlflow(store):
+    """logger=[mlflow,csv,tensorboard]: one YAML each; MLflow still gets the run, the others their files."""
+    result = run_cli(["trainer.max_epochs=2", "logger=[mlflow,csv,tensorboard]", "logger.mlflow.log_model=false",
+                      "logger.mlflow.log_plots=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED" and "val/loss" in run.data.metrics
+    import csv
+
+    with (store["outputs"] / "csv" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"val/loss", "train/loss", "epoch"} <= set(rows[0]) and {row["epoch"] for row in rows} >= {"0", "1"}
+    assert list((store["outputs"] / "tensorboard").glob("events.out.tfevents.*"))

@@ -43,6 +43,14 @@ class PipelineOptunaSweeperConf:
     params: Dict[str, str] = field(default_factory=dict)
     # parameters sampled only under a condition on another one, e.g. optimizer.momentum: optimizer=sgd
     conditions: Dict[str, str] = field(default_factory=dict)
+    # what each trial records besides params, per-epoch metrics, status and pruning (selection is by validation:
+    # by default a trial writes no checkpoint, is not tested and logs no model or plots)
+    trial_checkpoints: bool = False
+    trial_test: bool = False
+    trial_artifacts: bool = False
+    # the best trials (by the first objective) trained once more with everything: tested, checkpoint, model,
+    # plots, in child runs tagged best=true
+    finalize_top_k: int = 1
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="pipeline_optuna", node=PipelineOptunaSweeperConf,

@@ -28,9 +28,6 @@ class PipelineOptunaSweeper(Sweeper):
         from pipeline.sweep.study import SweepError
 
         assert self.config is not None and self.hydra_context is not None
-        # resolve ${now:...} once here, so that spawned workers write into the same sweep dir
-        with read_write(self.config.hydra.sweep), open_dict(self.config.hydra.sweep):
-            self.config.hydra.sweep.dir = str(OmegaConf.select(self.config, "hydra.sweep.dir"))
         from pipeline.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, sigterm_as_interrupt
 
         try:

@@ -36,7 +36,7 @@ def parent_run_params(settings: SweepSettings) -> dict[str, Any]:
 
 # ----- the end of a sweep ---------------------------------------------------------------------------
 def summarize(study: optuna.Study, settings: SweepSettings, parent: ParentRun, config_loader,
-              base_config: DictConfig) -> dict[str, Any]:
+              base_config: DictConfig, finals: Optional[list[dict]] = None) -> dict[str, Any]:
     """Trials table, plots and best config into the sweep dir and the parent run; prints the result."""
     out_dir = Path(settings.sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,8 +54,13 @@ def summarize(study: optuna.Study, settings: SweepSettings, parent: ParentRun, c
         metrics.update({f"best/{name}": value for name, value in zip(settings.objectives, best[0].values)})
         tags = {**{f"best.{name}": value for name, value in best[0].params.items()},
                 "best.trial_number": best[0].number}
+    for final in finals or []:
+        if final["trial"] == (best[0].number if best else None):
+            metrics.update({f"best_run/{k}": v for k, v in final["metrics"].items() if k.startswith("test/")})
+            if final.get("run_id"):
+                tags["best.run_id"] = final["run_id"]
     parent.record(files, metrics, tags)
-    print_summary(study, settings, state, counts, best, best_file, parent)
+    print_summary(study, settings, state, counts, best, best_file, parent, finals or [])
     return {"counts": counts, "best_values": best[0].values if best else None,
             "best_params": best[0].params if best else None, "best_config": str(best_file) if best_file else None}
 
@@ -179,7 +184,7 @@ def _difference(config: dict, reference: dict) -> dict:
 
 
 def print_summary(study, settings: SweepSettings, state, counts: dict, best: list, best_file: Optional[Path],
-                  parent: ParentRun) -> None:
+                  parent: ParentRun, finals: list[dict]) -> None:
     lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
                  f"{len(state.finished)} of {settings.n_trials} trials finished "
                  f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"]
@@ -192,6 +197,12 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
             lines.append(f"  ({len(best)} trials on the Pareto front; this one is best on {settings.objectives[0]}; "
                          "see plots/pareto_front.png)")
         lines.append("  " + " ".join(f"{k}={v}" for k, v in best[0].params.items()))
+        for final in finals:
+            tested = ", ".join(f"{k}={v:.4f}" for k, v in sorted(final["metrics"].items()) if k.startswith("test/"))
+            note = "" if final["reproduced"] else " (its validation value differs from the trial's: see the log)"
+            lines.append(f"Trial {final['trial']} trained again and tested: {tested}{note}")
+            lines.append(f"  checkpoint, model and plots: {final['output_dir']}"
+                         + (f"; MLflow run {final['run_id']} (tagged best=true)" if final.get("run_id") else ""))
         lines.append(f"Best config: {best_file}")
         lines.append(f"  train it: pipeline-train --config-dir {Path(settings.sweep_dir).resolve()} "
                      f"experiment={best_config_name(settings)}")

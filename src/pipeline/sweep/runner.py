@@ -3,10 +3,11 @@ the MLflow parent run, the workers, the report."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .space import SearchSpaceError, parse_search_space
 from .study import PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
@@ -43,6 +44,10 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         heartbeat_interval=int(options.get("heartbeat_interval", 10)),
         sweep_dir=str(base_config.hydra.sweep.dir),
         fingerprint=study_fingerprint(base_config, space),
+        trial_checkpoints=bool(options.get("trial_checkpoints", False)),
+        trial_test=bool(options.get("trial_test", False)),
+        trial_artifacts=bool(options.get("trial_artifacts", False)),
+        finalize_top_k=int(options.get("finalize_top_k", 1)),
     )
     settings.check()
     return settings
@@ -81,13 +86,28 @@ def study_fingerprint(base_config: DictConfig, space) -> dict[str, str]:
     return fingerprint
 
 
+def study_folder(base_config: DictConfig, study_name: str) -> str:
+    """Where the sweep writes: ``hydra.sweep.dir`` when given, else ``multirun/<study name>`` under the working
+    directory, so that every resume of one study adds to one folder (trial folders are named by trial number)."""
+    from omegaconf import read_write
+
+    hydra_node = base_config.hydra
+    given = any(o.startswith("hydra.sweep.dir=") for o in hydra_node.overrides.hydra)
+    folder = str(OmegaConf.select(base_config, "hydra.sweep.dir")) if given else str(
+        Path(str(base_config.paths.root_dir)) / "multirun" / re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name))
+    with read_write(hydra_node.sweep), open_dict(hydra_node.sweep):
+        hydra_node.sweep.dir = folder
+    return folder
+
+
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
     from pipeline.tracking.sweeps import ParentRun
 
     from .report import parent_run_params, summarize
-    from .worker import run_workers
+    from .worker import finalize, run_workers
 
     settings = build_settings(options, arguments, base_config)
+    settings.sweep_dir = study_folder(base_config, settings.study_name)
     Path(settings.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(base_config, Path(settings.sweep_dir) / "multirun.yaml")
     parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
@@ -100,6 +120,7 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
           flush=True)
     try:
         run_workers(settings, hydra_context, base_config)
+        finals = finalize(load_study(settings), settings, hydra_context, base_config)
     except KeyboardInterrupt:
         parent.finish("KILLED")
         raise
@@ -111,6 +132,6 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
             log.error("could not write the sweep report: %s", error)
         parent.finish("FAILED")
         raise
-    summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config)
+    summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals)
     parent.finish("FINISHED")
     return summary

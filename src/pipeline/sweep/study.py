@@ -41,6 +41,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 SETUP_DONE_ATTR = "pipeline.n_trials"
 PARENT_RUN_ATTR = "pipeline.mlflow_parent_run_id"
 PRUNER_ATTR = "pipeline.pruner"
+FINALIZED_ATTR = "pipeline.finalized"
 FINGERPRINT_ATTR = "pipeline.fingerprint"
 
 
@@ -67,6 +68,10 @@ class SweepSettings:
     started_at: float = field(default_factory=time.time)
     # what makes two trials comparable: the search space and every config value a trial trains with
     fingerprint: dict = field(default_factory=dict)
+    trial_checkpoints: bool = False
+    trial_test: bool = False
+    trial_artifacts: bool = False
+    finalize_top_k: int = 1
 
     def check(self) -> None:
         if self.n_trials < 1:
@@ -83,6 +88,8 @@ class SweepSettings:
         if len(self.directions) != len(self.objectives):
             raise SweepError(f"hydra.sweeper.objectives ({len(self.objectives)}) and directions "
                              f"({len(self.directions)}) must have the same length")
+        if self.finalize_top_k < 0:
+            raise SweepError(f"hydra.sweeper.finalize_top_k={self.finalize_top_k}: must be >= 0 (0: no final runs)")
         if not 0 < self.max_failure_rate <= 1:
             raise SweepError(f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: must be in (0, 1]")
         if not self.storage.startswith(("sqlite:", "postgresql", "mysql")):

@@ -13,20 +13,21 @@ import time
 from typing import Any, Optional
 
 import optuna
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
-
-from hydra.errors import InstantiationException
+from pytorch_lightning import Callback
 
 from pipeline.errors import USER_ERRORS, NonFiniteLossError
+from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_text
 from pipeline.tracking.sweeps import tag_run
 from pipeline.train import train
 
 from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
-from .study import (PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial, fail_stale_trials,
-                    is_finite, load_study, make_sampler, open_storage, progress)
+from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial,
+                    fail_stale_trials, is_finite, load_study, make_sampler, open_storage, progress, storage_lock)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -164,6 +165,8 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
         try:
             config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(params, sweep_node)
             with open_dict(config):
+                record_as_trial(config, settings)
+            with open_dict(config):
                 config.hydra.job.id = config.hydra.job.num = trial.number
                 name_trial_run(config, trial.number)
             try:
@@ -230,12 +233,110 @@ def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, me
     return TrialState.COMPLETE
 
 
-def name_trial_run(config: DictConfig, number: int) -> None:
+def _mlflow_node(config: DictConfig) -> Optional[DictConfig]:
+    loggers = config.get("logger")
+    return loggers.get("mlflow") if isinstance(loggers, DictConfig) else None
+
+
+def name_trial_run(config: DictConfig, number: int, prefix: str = "trial") -> None:
     """Trial runs are named ``trial-<n>-<model>-<optimizer>`` in MLflow unless the config names them."""
-    mlflow_node = (config.get("logger") or {}).get("mlflow") if isinstance(config.get("logger"), DictConfig) else None
+    mlflow_node = _mlflow_node(config)
     if mlflow_node is not None and not mlflow_node.get("run_name"):
         choices = config.hydra.runtime.choices
-        mlflow_node.run_name = f"trial-{number}-{choices.get('model')}-{choices.get('optimizer')}"
+        mlflow_node.run_name = f"{prefix}-{number}-{choices.get('model')}-{choices.get('optimizer')}"
+
+
+def record_as_trial(config: DictConfig, settings: SweepSettings) -> None:
+    """A trial records what selection needs (params, per-epoch metrics, status, pruning); checkpoints, the test
+    pass, the model and plots only when the sweep asks for them (``hydra.sweeper.trial_*``): the best trials
+    get them when the sweep ends."""
+    if not settings.trial_test:
+        config.test = False
+    if not settings.trial_checkpoints and isinstance(config.get("callbacks"), DictConfig):
+        for name in list(config.callbacks.keys()):
+            node = config.callbacks.get(name)
+            if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith(("ModelCheckpoint", "ResumableCheckpoint")):
+                config.callbacks[name] = None
+    mlflow_node = _mlflow_node(config)
+    if mlflow_node is not None and not settings.trial_artifacts:
+        mlflow_node.log_model = False
+        mlflow_node.log_plots = False
+
+
+# ----- the end of a sweep: the best trials, once more with everything -------------------------------------
+def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_config: DictConfig) -> list[dict]:
+    """Train the ``finalize_top_k`` best complete trials again with everything a single run records (test
+    metrics, checkpoint, model, plots), each as a child run of the sweep named ``best-<n>-...`` and tagged
+    ``best=true``. Training is deterministic, so the run reproduces its trial; its objective value is
+    compared with the trial's and a difference is reported. Done once per study, by the first worker to
+    get here."""
+    if settings.finalize_top_k == 0:
+        return []
+    with storage_lock(settings.storage):
+        study_attrs = study._storage.get_study_user_attrs(study._study_id)
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if study_attrs.get(FINALIZED_ATTR) is not None or not complete or progress(study).waiting or progress(study).running:
+            return []
+        study.set_user_attr(FINALIZED_ATTR, "started")
+    try:
+        finals = _train_best_trials(study, settings, hydra_context, base_config, complete)
+    except BaseException:
+        study.set_user_attr(FINALIZED_ATTR, None)  # the next run of the sweep tries again
+        raise
+    study.set_user_attr(FINALIZED_ATTR, [f["trial"] for f in finals])
+    return finals
+
+
+def _train_best_trials(study, settings: SweepSettings, hydra_context, base_config: DictConfig, complete) -> list[dict]:
+    from hydra.core.utils import JobStatus, configure_log, run_job
+
+    from .report import best_trials
+
+    ranked = best_trials(study)
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    ranked += sorted((t for t in complete if t not in ranked), key=lambda t: sign * t.values[0])
+    parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    finals = []
+    for trial in ranked[: settings.finalize_top_k]:
+        sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number,
+                      "final": True}
+        config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(trial.params, sweep_node)
+        with open_dict(config):
+            config.hydra.job.id = f"best-{trial.number}"
+            config.hydra.job.num = trial.number
+            name_trial_run(config, trial.number, prefix="best")
+            config.tags = {**(config.get("tags") or {}), "best": "true", "sweep.trial_number": trial.number,
+                           "sweep.role": "final"}
+        log.info("best trial %d: training it again with test, checkpoint, model and plots", trial.number)
+        remember = RememberRunId()
+        job = run_job(hydra_context=hydra_context, config=config, job_dir_key="hydra.sweep.dir",
+                      job_subdir_key="hydra.job.id",
+                      task_function=lambda cfg: train(cfg, callbacks=[remember], parent_run=parent_run_id))
+        configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
+        if job.status != JobStatus.COMPLETED:
+            log.error("the final run of trial %d failed: %s", trial.number, job._return_value)
+            continue
+        metrics = job._return_value
+        values = [metrics.get(name) for name in settings.objectives]
+        reproduced = all(is_finite(v) and abs(v - t) <= 1e-6 * max(1.0, abs(t)) for v, t in zip(values, trial.values))
+        if not reproduced:
+            log.warning("the final run of trial %d gave %s where the trial gave %s (not bit-identical: non-deterministic "
+                        "kernels or a changed machine)", trial.number, values, trial.values)
+        finals.append({"trial": trial.number, "metrics": metrics, "reproduced": reproduced,
+                       "output_dir": str(job.hydra_cfg.hydra.runtime.output_dir),
+                       "run_id": remember.run_id})
+    return finals
+
+
+class RememberRunId(Callback):
+    """Keeps the MLflow run id of the run it is handed to (the sweep links its best runs)."""
+
+    def __init__(self):
+        self.run_id: Optional[str] = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        logger = find_mlflow_logger(trainer.loggers)
+        self.run_id = logger.run.run_id if logger is not None and logger.run is not None else None
 
 
 class TrialConfigs:
@@ -261,6 +362,7 @@ class TrialConfigs:
             for name, value in values.items():
                 OmegaConf.update(config, name, value, merge=True, force_add=self.keys[name].startswith("+"))
             config.sweep = sweep_node
+            config.hydra.sweep.dir = str(self.base_config.hydra.sweep.dir)  # the study's folder, not a new ${now:}
             config.hydra.overrides.task.extend([f"{self.keys[n]}={override_value(v)}" for n, v in values.items()])
         return config
 
