@@ -132,6 +132,7 @@ def test_rerun_refuses_a_tampered_config(two_seeds, capsys, tmp_path, key, value
     assert [r.info.run_name for r in runs_in(two_seeds, EXPERIMENT) if r.data.tags.get("rerun_of") == run.run_id] == []
 
 
+@pytest.mark.unit
 def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tmp_path, capsys, migrated_store_db):
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag

@@ -11,6 +11,8 @@ from omegaconf import OmegaConf
 
 from pipeline.config import CONFIG_DIR
 
+pytestmark = pytest.mark.unit
+
 CONF = CONFIG_DIR / "model"
 VOCAB_SIZE = 50
 PAD_ID = 0

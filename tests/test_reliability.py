@@ -218,6 +218,7 @@ def test_a_run_killed_with_sigkill_is_closed_by_the_next_run_and_linked_from_its
 
 
 # ----- checkpoints: atomic, and a full disk keeps the previous one --------------------------------------------
+@pytest.mark.unit
 def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     from pipeline.callbacks import AtomicCheckpointIO
 
@@ -325,6 +326,7 @@ class _BasicAuthHealth(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.unit
 def test_a_tracking_uri_with_credentials_is_checked_with_them():
     from pipeline.errors import TrackingUnavailable
     from pipeline.tracking import check_reachable

@@ -34,11 +34,17 @@ def study_trials(storage: str, name: str) -> list:
 def parent_and_children(store: dict, experiment: str):
     runs = runs_in(store, experiment)
     parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.data.tags.get("sweep.role") != "final"]
     return parents, children
 
 
+def final_runs(store: dict, experiment: str):
+    """The best trials' runs, trained again with everything when the sweep ended."""
+    return [r for r in runs_in(store, experiment) if r.data.tags.get("sweep.role") == "final"]
+
+
 # ----- the search space (in-process, no training) ------------------------------------------------
+@pytest.mark.unit
 def test_search_space_from_sweep_grammar_with_conditional_momentum():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -67,6 +73,7 @@ def test_search_space_from_sweep_grammar_with_conditional_momentum():
     assert seen == {"sgd", "adam", "rmsprop"}
 
 
+@pytest.mark.unit
 def test_studies_with_different_seeds_draw_different_trials():
     """Each trial's sampler is seeded from (study seed, trial number): reproducible, but study seed 1 must
     not replay study seed 0's trials shifted by one (as seed + trial_number did)."""
@@ -88,6 +95,7 @@ def test_studies_with_different_seeds_draw_different_trials():
     assert not set(seed0) & set(seed1), (seed0, seed1)
 
 
+@pytest.mark.unit
 def test_grid_trials_take_distinct_points_whatever_worker_draws_them():
     """Trial n takes grid point n of one shuffled order shared by all trials and workers, so concurrent
     workers never evaluate the same point twice (each trial builds its own sampler)."""
@@ -154,6 +162,32 @@ def test_sweep_fills_the_study_and_one_parent_run_with_a_child_per_trial(six_tri
     plots = {a.path for a in MlflowClient(six_trial_sweep["store"]["uri"]).list_artifacts(parent.info.run_id, "sweep/plots")}
     assert {"sweep/plots/optimization_history.png", "sweep/plots/intermediate_values.png",
             "sweep/plots/parallel_coordinate.png"} <= plots
+
+
+@pytest.mark.slow
+def test_only_the_best_trial_is_tested_and_it_reproduces_its_trial(six_trial_sweep):
+    """Selection is by validation: no trial run is evaluated on the test split, writes a checkpoint or logs a
+    model; the best trial is trained again once, tested, and matches its trial's validation value exactly."""
+    from mlflow import MlflowClient
+
+    store = six_trial_sweep["store"]
+    trials = study_trials(six_trial_sweep["storage"], "regression_optuna")
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    parents, trial_runs = parent_and_children(store, "regression")
+    [final] = final_runs(store, "regression")
+    assert final.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert len(trial_runs) == 6
+    for run in trial_runs:
+        assert not any(key.startswith("test/") for key in run.data.metrics), run.data.metrics
+        assert not MlflowClient(store["uri"]).list_artifacts(run.info.run_id, "checkpoints")
+    assert not list(store["outputs"].glob("[0-9]*/checkpoints/*.ckpt"))
+    assert final.data.tags["best"] == "true" and final.data.tags["sweep.trial_number"] == str(best.number)
+    assert final.info.run_name.startswith(f"best-{best.number}-")
+    assert final.data.metrics["val/rmse_best"] == best.value  # the same training, bit for bit
+    assert "test/rmse" in final.data.metrics
+    assert (store["outputs"] / f"best-{best.number}" / "checkpoints" / "last.ckpt").is_file()
+    assert parents[0].data.tags["best.run_id"] == final.info.run_id
+    assert f"Trial {best.number} trained again and tested: " in six_trial_sweep["result"].stdout
 
 
 @pytest.mark.slow

@@ -129,6 +129,8 @@ def open_client(tracking_uri: str):
 
     if tracking_uri.startswith(("http://", "https://")):
         limit_http_retries()
+    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." is no news
+        logging.getLogger(name).setLevel(logging.WARNING)
     with store_creation_lock(tracking_uri):
         return MlflowClient(tracking_uri)  # creates (and migrates) the store's tables
 
