@@ -4,6 +4,7 @@ its outputs and MLflow store into that folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,9 +18,14 @@ pytestmark = [pytest.mark.cli, pytest.mark.slow]
 
 
 def test_a_wheel_in_a_fresh_venv_trains_from_an_empty_folder(tmp_path):
+    # built from a copy: setuptools writes build/ next to the sources it builds
+    source = tmp_path / "source"
+    shutil.copytree(PROJECT_ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PROJECT_ROOT / name, source / name)
     wheels = tmp_path / "wheels"
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels), str(PROJECT_ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
     [wheel] = wheels.glob("pipeline-*.whl")
     venv = tmp_path / "venv"

@@ -1,1 +1,0 @@
-"""Command-line tools: pipeline-ui, pipeline-compare, pipeline-rerun (pipeline-train is pipeline.train)."""
