@@ -220,3 +220,16 @@ def test_a_model_neither_cached_nor_downloadable_is_refused_before_any_run(store
     assert "pipeline-tests/not-a-cached-model" in errors[0] and "HF_HUB_OFFLINE=1" in errors[0]
     assert "hf download pipeline-tests/not-a-cached-model" in errors[0]
     assert runs_in(store) == []
+
+
+def test_transformer_outputs_do_not_depend_on_trailing_padding(tmp_path):
+    from pipeline.models.transformer import PretrainedTransformer
+
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    model = PretrainedTransformer((64,), 1, vocab_size=5 + len(POSITIVE + NEGATIVE + FILLER), pad_id=0,
+                                  name=str(folder), bf16=False).eval()
+    tokens = torch.zeros(3, 64, dtype=torch.long)
+    for row, length in enumerate((4, 11, 7)):
+        tokens[row, :length] = torch.randint(5, 20, (length,))
+    with torch.no_grad():
+        assert torch.allclose(model(tokens), model(trim_padding(tokens, 0)), atol=1e-5)
