@@ -103,14 +103,15 @@ class TextDataModule(InMemoryDataModule):
 
     Two ways to batch: in memory (every text encoded once into a (N, max_length) tensor; batches sliced
     from it) or streamed (``data.in_memory=false``: texts read when a batch needs them, tokenised in
-    ``data.num_workers`` DataLoader workers). ``auto`` streams when the texts are larger than
-    ``STREAM_ABOVE_BYTES``. Either way a batch is padded only to its longest text.
+    ``data.num_workers`` DataLoader workers). ``auto`` streams when rows x max_length is over
+    ``STREAM_ABOVE_TOKENS``. Either way a batch is padded only to its longest text.
     """
 
     modality: ClassVar[str] = "text"
     task_kind: ClassVar[str] = "classification"
-    #: ``data.in_memory=auto`` streams data sets whose text files are larger than this
-    STREAM_ABOVE_BYTES: ClassVar[int] = 256 * 1024 * 1024
+    #: ``data.in_memory=auto`` streams when rows x max_length exceeds this many token ids (a 256 MiB int64
+    #: tensor; in memory, 1M rows of max_length 64 took 1.3 GB more peak RSS than streamed: BENCHMARKS.md)
+    STREAM_ABOVE_TOKENS: ClassVar[int] = 32 * 1024 * 1024
 
     def __init__(
         self,
@@ -151,10 +152,10 @@ class TextDataModule(InMemoryDataModule):
     def read_texts(self) -> RawTexts:
         raise NotImplementedError
 
-    def wants_streaming(self, size_bytes: int) -> bool:
-        """Whether to read texts lazily, given the size of the files they come from."""
+    def wants_streaming(self, rows: int) -> bool:
+        """Whether to read texts lazily, given (about) how many rows there are."""
         if self.in_memory == "auto":
-            return size_bytes > self.STREAM_ABOVE_BYTES
+            return rows * self.max_length > self.STREAM_ABOVE_TOKENS
         return not self.in_memory
 
     def load(self) -> LoadedData:
@@ -580,7 +581,9 @@ class TextTSV(TextDataModule):
         if train_path is None:
             raise DataError(f"data.path: no train.tsv or train.csv in {root}")
         files = [p for p in [train_path, self._find(root, "val"), self._find(root, "test")] if p is not None]
-        if self.wants_streaming(sum(p.stat().st_size for p in files)):
+        # auto never streams CSV (streaming takes .tsv only); data.in_memory=false on CSV is refused with the reason
+        csv_auto = self.in_memory == "auto" and any(p.suffix != ".tsv" for p in files)
+        if not csv_auto and self.wants_streaming(sum(_count_lines(p) for p in files)):
             return self._read_streamed(root, train_path)
         train = self._read(train_path, required=True)
         classes = sorted(set(train[1]), key=_label_sort_key)
@@ -599,6 +602,15 @@ class TextTSV(TextDataModule):
                     raise DataError(f"{path}:{line_no}: label {label!r} does not occur in {train_path} (classes {classes})")
             parts[part] = (texts, [index[c] for c in labels])
         return RawTexts(class_names=classes, **parts)
+
+
+def _count_lines(path: Path) -> int:
+    """Newlines in a file, read in 16 MiB blocks (an upper bound on its rows; ~0.1 s per 100 MB)."""
+    lines = 0
+    with open(path, "rb") as file:
+        while block := file.read(1 << 24):
+            lines += block.count(b"\n")
+    return lines
 
 
 def _label_sort_key(label: str):
@@ -648,7 +660,7 @@ class IMDB(TextDataModule):
         parts = {"train": self._files(root, "train")}
         if (root / "test").is_dir():
             parts["test"] = self._files(root, "test")
-        streamed = self.wants_streaming(sum(os.path.getsize(p) for paths, _ in parts.values() for p in paths))
+        streamed = self.wants_streaming(sum(len(paths) for paths, _ in parts.values()))
         for part, (paths, labels) in parts.items():
             texts = FileTexts(paths, clean=_clean_review) if streamed else [_clean_review(read_text(Path(p))) for p in paths]
             parts[part] = (texts, labels)
