@@ -233,3 +233,19 @@ def test_transformer_outputs_do_not_depend_on_trailing_padding(tmp_path):
         tokens[row, :length] = torch.randint(5, 20, (length,))
     with torch.no_grad():
         assert torch.allclose(model(tokens), model(trim_padding(tokens, 0)), atol=1e-5)
+
+
+def test_raw_input_adapter_tokenizes_a_text_column_as_training_did(tmp_path):
+    import pickle
+
+    import pandas as pd
+
+    datamodule = TextTSV(path=str(write_sentiment_tsv(tmp_path / "data", rows=200)), max_length=16)
+    datamodule.setup()
+    adapter = pickle.loads(pickle.dumps(datamodule.raw_input_adapter()))
+    texts = ["a great film", "the plot was dull and flat , unseenword", ""]
+    assert torch.equal(adapter.to_tensor(pd.DataFrame({"text": texts})), datamodule.encode(texts))
+    from pipeline.data.base import DataError
+
+    with pytest.raises(DataError, match="no 'text' column"):
+        adapter.to_tensor(pd.DataFrame({"review": texts}))

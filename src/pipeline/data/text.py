@@ -298,6 +298,10 @@ class TextDataModule(InMemoryDataModule):
             return super().example_input(rows)
         return self.encode(self.texts_of(self.test_split.x[:rows]))
 
+    def raw_input_adapter(self, column: str = "text") -> "TextInputAdapter":
+        """What turns raw texts (column ``column`` of a DataFrame) into the model's inputs, as training did."""
+        return TextInputAdapter(self.tokenizer_json(), self.max_length, self.pad_id, column)
+
     # ----- artifacts -------------------------------------------------------------------------
     def tokenizer_json(self) -> str:
         """The tokenizer (vocabulary, normaliser, padding) as JSON, e.g. to log it."""
@@ -313,6 +317,32 @@ class TextDataModule(InMemoryDataModule):
         path = directory / "tokenizer.json"
         self.tokenizer.save(str(path))
         return [path]
+
+
+class TextInputAdapter:
+    """Raw texts -> token ids (N, max_length), with the tokenizer of the training run. Picklable (it holds
+    the tokenizer as JSON and rebuilds it where it is unpickled), so it can travel with a logged model."""
+
+    def __init__(self, tokenizer_json: str, max_length: int, pad_id: int, column: str = "text"):
+        self.tokenizer_json, self.max_length, self.pad_id, self.column = tokenizer_json, max_length, pad_id, column
+        self._tokenizer = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_tokenizer": None}
+
+    def to_tensor(self, frame) -> Tensor:
+        if self.column not in frame:
+            raise DataError(f"the input has no {self.column!r} column (columns: {list(frame.columns)})")
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+            self._tokenizer.enable_truncation(max_length=self.max_length)
+        texts = ["" if text is None else str(text) for text in frame[self.column].tolist()]
+        ids = np.full((len(texts), self.max_length), self.pad_id, dtype=np.int64)
+        for i, encoding in enumerate(self._tokenizer.encode_batch(texts)):
+            ids[i, : len(encoding.ids)] = encoding.ids[: self.max_length]
+        return torch.from_numpy(ids)
 
 
 def load_pretrained_tokenizer(name: str, max_length: int):
