@@ -12,7 +12,7 @@ forked worker shares with its parent counts once, split between them).
 
     .venv/bin/python benchmarks/text_streaming.py                       # 1M and 3M rows
     .venv/bin/python benchmarks/text_streaming.py --rows 1000000 --modes stream
-    .venv/bin/python benchmarks/text_streaming.py --smoke               # 20,000 rows: checks that it runs
+    .venv/bin/python benchmarks/text_streaming.py --smoke               # 5,000 rows: checks that it runs
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", nargs="+", type=int, default=[1_000_000, 3_000_000])
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--steps", type=int, default=200, help="training steps per run")
-    parser.add_argument("--smoke", action="store_true", help="20,000 rows, 20 steps")
+    parser.add_argument("--smoke", action="store_true", help="5,000 rows, 20 steps, in memory and with workers")
     parser.add_argument("--output", default="text_streaming")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -129,8 +129,8 @@ def main(argv=None) -> int:
     if args.child is not None:
         child(args.child, args.mode, args.steps, args.workdir)
         return 0
-    if args.smoke:
-        args.rows, args.steps = [20_000], 20
+    if args.smoke:  # both ends: everything in memory, and streamed through worker processes
+        args.rows, args.steps, args.modes = [5_000], 20, ["memory", "stream_2_workers"]
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-text-streaming-"))
     results = {"machine": machine(), "steps": args.steps, "runs": []}
     table = []

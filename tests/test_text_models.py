@@ -217,7 +217,8 @@ def test_a_model_neither_cached_nor_downloadable_is_refused_before_any_run(store
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.stderr[-3000:]
-    assert "pipeline-tests/not-a-cached-model" in errors[0] and "HF_HUB_OFFLINE=1" in errors[0]
+    assert errors[0].startswith("Error: model.name=pipeline-tests/not-a-cached-model: not in the Hugging Face cache")
+    assert "HF_HUB_OFFLINE=1" in errors[0] and str(tmp_path / "empty-hf-home") in errors[0]
     assert "hf download pipeline-tests/not-a-cached-model" in errors[0]
     assert runs_in(store) == []
 
@@ -249,3 +250,20 @@ def test_raw_input_adapter_tokenizes_a_text_column_as_training_did(tmp_path):
 
     with pytest.raises(DataError, match="no 'text' column"):
         adapter.to_tensor(pd.DataFrame({"review": texts}))
+
+
+def test_a_tokenizer_that_cannot_be_loaded_is_a_data_error_naming_the_key(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from pipeline.data.base import DataError
+    from pipeline.data.text import load_pretrained_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataError) as error:
+        load_pretrained_tokenizer("pipeline-tests/not-a-cached-tokenizer", 64)
+    message = str(error.value)
+    assert message.startswith("data.tokenizer=pipeline-tests/not-a-cached-tokenizer: not in the Hugging Face cache")
+    assert "hf download pipeline-tests/not-a-cached-tokenizer" in message and "\n" not in message
+    with pytest.raises(DataError, match="no such folder"):
+        load_pretrained_tokenizer(str(tmp_path / "missing-folder"), 64)

@@ -31,6 +31,16 @@ def hub_cache() -> str:
         return os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
 
 
+def is_cached(name: str, filename: str = "config.json") -> bool:
+    """Whether the Hugging Face cache holds ``filename`` of the model ``name``."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, filename), str)
+    except Exception:  # not a valid repo id, or no huggingface_hub: not cached
+        return False
+
+
 def unavailable(key: str, name: str, error: BaseException) -> str:
     """One line: ``key=name`` could not be loaded, why, and how to get it."""
     if looks_like_path(name):

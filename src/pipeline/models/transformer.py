@@ -98,6 +98,24 @@ class PretrainedTransformer(nn.Module):
         self.head_lr_scale = float(head_lr_scale)
         self.l1 = l1
 
+    @classmethod
+    def check_config(cls, node) -> None:
+        """Before anything runs (config validation): a local folder exists, or, with downloads off
+        (``HF_HUB_OFFLINE=1``), the model is in the Hugging Face cache."""
+        from pipeline.config import ConfigError
+        from pipeline.hub import is_cached, is_offline, looks_like_path, unavailable
+
+        name = node.get("name")
+        if not name:
+            return
+        name = str(name)
+        if looks_like_path(name):
+            folder = Path(name).expanduser()
+            if not (folder / "config.json").is_file():
+                raise ConfigError(unavailable("model.name", name, FileNotFoundError(f"no config.json in {folder}")))
+        elif is_offline() and not is_cached(name):
+            raise ConfigError(unavailable("model.name", name, FileNotFoundError(name)))
+
     def forward(self, tokens: Tensor) -> Tensor:
         tokens = tokens.long()
         attention_mask = (tokens != self.pad_id).long()
