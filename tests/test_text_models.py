@@ -133,6 +133,33 @@ def test_streamed_reader_reads_rows_lazily_and_batches_as_in_memory(tmp_path):
     assert streamed.example_input().shape == (4, 64)
 
 
+def test_imdb_reviews_stream_from_their_files(tmp_path):
+    from pipeline.data.text import IMDB
+    from pipeline.data.text_stream import FileTexts
+
+    generator = random.Random(1)
+    for part in ("train", "test"):
+        for label, words in (("pos", POSITIVE), ("neg", NEGATIVE)):
+            folder = tmp_path / "aclImdb" / part / label
+            folder.mkdir(parents=True)
+            for i in range(30):
+                filler = " ".join(generator.choice(FILLER) for _ in range(generator.randint(3, 40)))
+                (folder / f"{i}_1.txt").write_text(f"{filler} {generator.choice(words)}.<br /><br />{filler}")
+    in_memory = IMDB(path=str(tmp_path / "aclImdb"), in_memory=True, batch_size=16)
+    streamed = IMDB(path=str(tmp_path / "aclImdb"), in_memory=False, batch_size=16)
+    in_memory.setup()
+    streamed.setup()
+    assert all(isinstance(part, FileTexts) for part in streamed.texts.parts)
+    assert streamed.texts_of(torch.arange(120)) == in_memory.texts_of(torch.arange(120))
+    assert not any("<br" in text for text in streamed.texts_of(torch.arange(120)))
+    for split in ("val_split", "test_split"):
+        streamed_batches = list(streamed.evaluation_batches(getattr(streamed, split)))
+        memory_batches = list(in_memory.evaluation_batches(getattr(in_memory, split)))
+        assert len(streamed_batches) == len(memory_batches)
+        for (xs, ys), (xm, ym) in zip(streamed_batches, memory_batches):
+            assert torch.equal(xs, xm) and torch.equal(ys, ym)
+
+
 def test_sampler_shards_each_epoch_disjointly_across_ranks():
     shards = [list(EpochBatchSampler(103, 10, shuffle=True, seed=5, rank=rank, world_size=2)) for rank in (0, 1)]
     rows = [sorted(i for batch in shard for i in batch) for shard in shards]
