@@ -48,6 +48,8 @@ ROWS = {
                          "2-conv CNN 0.916-0.922; 2 conv + 2 FC with flips 0.939; ResNet18 0.949"),
     "mr": Row("mr_bow_cv", "sentiment / mr", "acc", 0.795,
               "Kim 2014 CNN-rand 76.1; NBSVM-bigram 79.4; MNB 79.0", percent=True),
+    "mr_nbsvm": Row("mr_nbsvm_cv", "sentiment / mr", "acc", 0.795,
+                    "Kim 2014 CNN-rand 76.1; NBSVM-bigram 79.4; MNB 79.0", percent=True),
     "digits": Row("digits_cnn_cv", "image / digits", "acc", 0.990, "RBF SVM 0.987, kNN 0.988"),
     "breast_cancer": Row("breast_cancer_logistic_cv", "classification / breast_cancer", "acc", 0.980,
                          "logistic regression 0.979"),

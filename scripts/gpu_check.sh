@@ -49,6 +49,21 @@ printf '%-28s %22s\n' "run" "throughput"
 for task in "${TASKS[@]}"; do
   run "$task-gpu" "task=$task" trainer=gpu
 done
+# Transformer fine-tuning (experiment=finetune_transformer: AdamW, warm-up + linear decay, batches padded to
+# their longest text, bf16). TRANSFORMER=<Hugging Face id in the cache, or a local folder> picks the model;
+# unset, a randomly initialised BERT-base-sized model and an SST-2-like corpus are written here (GPU machines
+# are often offline): its samples/s is a speed, its accuracy means nothing.
+TEXT_DIR="$OUT/random-transformer"
+if [ -n "${TRANSFORMER:-}" ]; then
+  transformer_model=$TRANSFORMER
+  transformer_data=(data=text_tsv "data.path=${TRANSFORMER_DATA:?set TRANSFORMER_DATA to a GLUE-style folder (train.tsv, dev.tsv)}")
+else
+  "$PYTHON" scripts/random_transformer.py "$TEXT_DIR" --size base --rows 20000 >"$OUT/random-transformer.log" 2>&1
+  transformer_model="$TEXT_DIR/model"
+  transformer_data=(data=text_tsv "data.path=$TEXT_DIR/data")
+fi
+run "transformer-finetune-gpu" experiment=finetune_transformer "model.name=$transformer_model" "${transformer_data[@]}" \
+  trainer=gpu data.num_workers=4
 if [ "$gpus" -gt 1 ]; then
   for task in image_classification sentiment; do
     run "$task-ddp-${gpus}gpu" "task=$task" trainer=ddp

@@ -71,3 +71,12 @@ def test_baselines_refit_the_anchor_methods_on_the_benchmark_folds(tmp_path, rea
     assert {"diabetes", "breast_cancer", "digits"} <= set(rows)
     assert "linear regression (OLS)" in rows["diabetes"] and "r2 0." in rows["diabetes"]
     assert "acc 0.9" in rows["breast_cancer"] and "acc 0.9" in rows["digits"]
+
+
+def test_text_streaming_reports_peak_memory_of_each_mode(tmp_path):
+    result = run_benchmark("text_streaming.py", tmp_path, tmp_path)  # a generated corpus: no real data needed
+    report = json.loads((tmp_path / "text_streaming.json").read_text())
+    assert [run["mode"] for run in report["runs"]] == ["memory", "stream_2_workers"]
+    assert all(run["peak_rss_mib"] > 100 and run["peak_tree_pss_mib"] > 100 for run in report["runs"])
+    assert all(0 <= run["test_acc"] <= 1 for run in report["runs"])
+    assert "peak PSS, process + workers" in result.stdout

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # DESIGN.md's floors, lowest first; a module may import its own floor and the floors below
 FLOORS = [
-    ("pipeline", "pipeline.errors", "pipeline.ranks", "pipeline.plots"),
+    ("pipeline", "pipeline.errors", "pipeline.ranks", "pipeline.plots", "pipeline.hub"),
     ("pipeline.config",),
     ("pipeline.data", "pipeline.models", "pipeline.tasks", "pipeline.schedulers"),
     ("pipeline.tracking",),

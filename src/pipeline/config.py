@@ -233,6 +233,9 @@ def _check_against_signature(group: str, node: DictConfig) -> None:
                 f"unknown key '{group}.{key}' for {node._target_}{nearest(key, parameters - wired)}"
             )
     _check_types(group, node, _annotations(target))
+    check = getattr(target, "check_config", None)
+    if callable(check):  # the class's own checks that need no data (e.g. pretrained weights are at hand)
+        check(node)
 
 
 def _check_types(group: str, node: DictConfig, annotations: dict[str, Any]) -> None:

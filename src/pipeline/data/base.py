@@ -290,6 +290,11 @@ class InMemoryDataModule(pl.LightningDataModule):
     def predict_dataloader(self):
         return self._batcher(self.test_split, train=False)
 
+    def evaluation_batches(self, split: Split):
+        """(x, y) batches of every row of ``split`` once, in order, on this process alone (not sharded
+        across ranks): what the run's test-set plots are drawn from."""
+        return TensorBatcher((split.x, split.y), self.eval_batch_size, shuffle=False)
+
     def example_input(self, rows: int = 4) -> Tensor:
         return self.test_split.x[:rows]
 

@@ -12,18 +12,22 @@ import csv
 import io
 import logging
 import math
+import os
 import tarfile
 import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence
+from typing import ClassVar, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split
+from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher
+from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
+from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
+                          texts_at)
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +36,31 @@ PAD_ID, UNK_ID = 0, 1
 SENTIMENT_CLASSES = ["negative", "positive"]
 
 
-def decode_text(path: Path, data: bytes) -> str:
-    """UTF-8 (with or without BOM); a file that is not valid UTF-8 is read as Latin-1.
-
-    "Latin-1" as these files are found in the wild is Windows-1252 (MR's original archive holds
-    0x85/0x91/0x96/0x97 for ellipses, quotes and dashes): it is tried first, as it agrees with
-    ISO 8859-1 on every printable character; ISO 8859-1 itself, which decodes any byte, is last.
-    """
-    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if encoding != "utf-8-sig":
-            log.info("%s is not UTF-8; read it as %s", path, encoding)
-        return text
-    raise AssertionError("unreachable: latin-1 decodes any byte")
-
-
-def read_text(path: Path) -> str:
-    return decode_text(path, path.read_bytes())
-
-
 def text_lines(text: str) -> list[str]:
     # not str.splitlines(): it also splits at U+0085 / U+2028, which Latin-1 text can hold
     return [line.rstrip("\r") for line in text.split("\n")]
+
+
+def trim_padding(tokens: Tensor, pad_id: int) -> Tensor:
+    """``tokens`` (B, L) cut after the last column that holds a non-pad token of any row: each batch is
+    padded only to its longest text. At least one column is kept."""
+    used = (tokens != pad_id).any(dim=0).nonzero()
+    length = int(used[-1]) + 1 if len(used) else 1
+    return tokens[:, :length]
+
+
+class TrimmedBatcher(TensorBatcher):
+    """A :class:`TensorBatcher` of (token ids, labels) whose batches are padded only to their longest
+    text (text models give the same outputs for any amount of trailing padding; TextCNN on MR-length
+    sentences computes a quarter of the 64 positions)."""
+
+    def __init__(self, *args, pad_id: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pad_id = pad_id
+
+    def __iter__(self):
+        for tokens, *rest in super().__iter__():
+            yield (trim_padding(tokens, self.pad_id), *rest)
 
 
 @dataclass
@@ -70,10 +74,23 @@ class RawTexts:
 
 
 class TextDataModule(InMemoryDataModule):
-    """Texts -> fixed-length token id tensors. Subclasses implement ``read_texts``."""
+    """Texts -> token ids. Subclasses implement ``read_texts``.
+
+    Two tokenizers: ``data.tokenizer=null`` trains a word-level one on the training split; a Hugging
+    Face model id or local folder (by default the model's ``model.name`` when it has one, e.g.
+    ``model=transformer``) loads that model's own tokenizer from the HF cache or the folder.
+
+    Two ways to batch: in memory (every text encoded once into a (N, max_length) tensor; batches sliced
+    from it) or streamed (``data.in_memory=false``: texts read when a batch needs them, tokenised in
+    ``data.num_workers`` DataLoader workers). ``auto`` streams when rows x max_length is over
+    ``STREAM_ABOVE_TOKENS``. Either way a batch is padded only to its longest text.
+    """
 
     modality: ClassVar[str] = "text"
     task_kind: ClassVar[str] = "classification"
+    #: ``data.in_memory=auto`` streams when rows x max_length exceeds this many token ids (a 256 MiB int64
+    #: tensor; in memory, 1M rows of max_length 64 took 1.3 GB more peak RSS than streamed: BENCHMARKS.md)
+    STREAM_ABOVE_TOKENS: ClassVar[int] = 32 * 1024 * 1024
 
     def __init__(
         self,
@@ -81,6 +98,9 @@ class TextDataModule(InMemoryDataModule):
         min_frequency: int = 1,
         max_length: int = 64,
         lowercase: bool = True,
+        tokenizer: Optional[str] = None,
+        in_memory: Union[bool, str] = True,
+        num_workers: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,34 +108,59 @@ class TextDataModule(InMemoryDataModule):
             raise DataError(f"data.vocab_size must be at least 3 ([PAD], [UNK] and one word), got {vocab_size}")
         if max_length < 1:
             raise DataError(f"data.max_length must be >= 1, got {max_length}")
+        if in_memory not in (True, False, "auto"):
+            raise DataError(f"data.in_memory={in_memory!r} is not allowed; choose true, false or auto")
+        if num_workers < 0:
+            raise DataError(f"data.num_workers must be >= 0, got {num_workers}")
         self.vocab_size = vocab_size
         self.min_frequency = min_frequency
         self.max_length = max_length
         self.lowercase = lowercase
-        #: every text ``load`` read; before preprocessing a split's x holds row numbers into it
-        self.texts: list[str] = []
+        self.pretrained_tokenizer = str(tokenizer) if tokenizer else None
+        self.in_memory = in_memory
+        self.num_workers = num_workers
+        #: every text ``load`` read (a list, or file-backed rows when streamed); a split's x holds row numbers into it
+        self.texts: Sequence[str] = []
         #: which rows of ``texts`` each split holds ("train"/"val"/"test"), e.g. to show misclassified sentences
         self.row_index: dict[str, Tensor] = {}
         self.tokenizer = None  # a tokenizers.Tokenizer once fit_preprocessing has run
+        self.pad_id = PAD_ID
+        self.streaming = False
 
     # ----- reading -------------------------------------------------------------------------
     def read_texts(self) -> RawTexts:
         raise NotImplementedError
 
+    def wants_streaming(self, rows: int) -> bool:
+        """Whether to read texts lazily, given (about) how many rows there are."""
+        if self.in_memory == "auto":
+            return rows * self.max_length > self.STREAM_ABOVE_TOKENS
+        return not self.in_memory
+
     def load(self) -> LoadedData:
+        if self.pretrained_tokenizer is not None:  # a missing tokenizer is refused before reading a big corpus
+            self.tokenizer, self.pad_id = load_pretrained_tokenizer(self.pretrained_tokenizer, self.max_length)
         raw = self.read_texts()
-        self.texts = []
-        splits = {}
+        parts, splits, start = [], {}, 0
         for part in ("train", "val", "test"):
             pair = getattr(raw, part)
             if pair is None:
                 continue
             texts, labels = pair
-            start = len(self.texts)
-            self.texts.extend(texts)
+            parts.append(texts)
             splits[part] = Split(
-                torch.arange(start, len(self.texts), dtype=torch.long), torch.as_tensor(labels, dtype=torch.long)
+                torch.arange(start, start + len(texts), dtype=torch.long), torch.as_tensor(labels, dtype=torch.long)
             )
+            start += len(texts)
+        if all(isinstance(p, list) for p in parts):
+            self.texts = [text for p in parts for text in p]
+        else:
+            self.texts = ConcatTexts(parts)
+            self.streaming = True
+        if self.in_memory is False:
+            self.streaming = True
+        log.info("%s: %d texts, %s", self.name, len(self.texts),
+                 "streamed (read and tokenised per batch)" if self.streaming else "in memory")
         return LoadedData(
             train=splits["train"], val=splits.get("val"), test=splits.get("test"), class_names=raw.class_names
         )
@@ -126,7 +171,7 @@ class TextDataModule(InMemoryDataModule):
         return train, val, test
 
     def texts_of(self, rows: Tensor) -> list[str]:
-        return [self.texts[i] for i in rows.tolist()]
+        return texts_at(self.texts, rows.tolist() if isinstance(rows, Tensor) else rows)
 
     # ----- tokenizer -----------------------------------------------------------------------
     def build_tokenizer(self):
@@ -138,45 +183,107 @@ class TextDataModule(InMemoryDataModule):
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # words and runs of punctuation
         return tokenizer
 
-    def fit_preprocessing(self, train: Split) -> None:
-        from tokenizers import trainers
+    def _training_texts(self, rows: Tensor):
+        """The training split's texts, in chunks (a streamed corpus is never held whole)."""
+        rows = np.sort(rows.numpy())
+        for start in range(0, len(rows), 65536):
+            yield from texts_at(self.texts, rows[start : start + 65536])
 
-        tokenizer = self.build_tokenizer()
-        trainer = trainers.WordLevelTrainer(
-            vocab_size=self.vocab_size,
-            min_frequency=self.min_frequency,
-            special_tokens=[PAD, UNK],  # in this order: ids 0 and 1
-            show_progress=False,
-        )
-        texts = self.texts_of(train.x)
-        tokenizer.train_from_iterator(texts, trainer, length=len(texts))
-        if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
-            raise RuntimeError("tokenizer: special tokens did not get ids [PAD]=0, [UNK]=1")
-        tokenizer.enable_padding(pad_id=PAD_ID, pad_token=PAD, length=self.max_length)
-        tokenizer.enable_truncation(max_length=self.max_length)
+    def fit_preprocessing(self, train: Split) -> None:
+        if self.pretrained_tokenizer is not None:
+            tokenizer = self.tokenizer  # loaded in load(); nothing is learned from the data
+        else:
+            from tokenizers import trainers
+
+            tokenizer = self.build_tokenizer()
+            trainer = trainers.WordLevelTrainer(
+                vocab_size=self.vocab_size,
+                min_frequency=self.min_frequency,
+                special_tokens=[PAD, UNK],  # in this order: ids 0 and 1
+                show_progress=False,
+            )
+            tokenizer.train_from_iterator(self._training_texts(train.x), trainer, length=len(train))
+            if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
+                raise RuntimeError("tokenizer: special tokens did not get ids [PAD]=0, [UNK]=1")
+            tokenizer.enable_truncation(max_length=self.max_length)
+        pad_token = tokenizer.id_to_token(self.pad_id)
+        # in memory: every row padded to max_length once (a batch is trimmed to its longest text when sliced);
+        # streamed: each batch is padded to its longest text as it is encoded
+        tokenizer.enable_padding(pad_id=self.pad_id, pad_token=pad_token,
+                                 length=None if self.streaming else self.max_length)
         self.tokenizer = tokenizer
 
     def encode(self, texts: Sequence[str]) -> Tensor:
-        """Token ids (len(texts), max_length) of any texts, with the trained tokenizer."""
+        """Token ids (len(texts), max_length) of any texts, with the data's tokenizer."""
         if self.tokenizer is None:
             raise RuntimeError("the tokenizer is trained in setup(); call setup() first")
         # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        encodings = encode(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), self.max_length)
+        ids = np.full((len(texts), self.max_length), self.pad_id, dtype=np.int64)
+        for start in range(0, len(texts), 65536):  # bounded temporary memory for big corpora
+            for i, encoding in enumerate(encode(list(texts[start : start + 65536])), start=start):
+                ids[i, : len(encoding.ids)] = encoding.ids
         return torch.from_numpy(ids)
 
     def apply_preprocessing(self, split: Split) -> Split:
+        if self.streaming:
+            return split  # row numbers: texts are read and encoded per batch
         return Split(self.encode(self.texts_of(split.x)), split.y)
 
     def describe(self, train: Split, class_names) -> DataSpec:
         spec = super().describe(train, class_names)
+        spec.input_shape = (self.max_length,)
         spec.vocab_size = self.tokenizer.get_vocab_size()
-        spec.extra.update(pad_id=PAD_ID, unk_id=UNK_ID, max_length=self.max_length)
+        spec.extra.update(pad_id=self.pad_id, max_length=self.max_length,
+                          tokenizer=self.pretrained_tokenizer or "word-level")
+        if self.pretrained_tokenizer is None:
+            spec.extra["unk_id"] = UNK_ID
         return spec
 
+    # ----- batches ---------------------------------------------------------------------------
+    def _batcher(self, split: Split, train: bool):
+        rank, world_size = self._rank()
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if not self.streaming:
+            return TrimmedBatcher((split.x, split.y), batch_size, shuffle=train, seed=self.seed,
+                                  epoch_fn=self._epoch, rank=rank, world_size=world_size, pad_id=self.pad_id)
+        from torch.utils.data import DataLoader
+
+        if self.num_workers > 0:
+            # the workers are forked after the tokenizer may have used its own threads
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        sampler = EpochBatchSampler(len(split), batch_size, shuffle=train, seed=self.seed, rank=rank,
+                                    world_size=world_size, epoch_fn=self._epoch)
+        return DataLoader(
+            TokenizedBatches(self.texts, split.x, split.y, self.tokenizer, self.pad_id),
+            sampler=sampler,
+            batch_size=None,  # an item is a whole batch: one encode_batch call per batch
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0 and train,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def evaluation_batches(self, split: Split):
+        """Every row of ``split`` once, in order, on one process (the run's test-set plots)."""
+        if not self.streaming:
+            return TrimmedBatcher((split.x, split.y), self.eval_batch_size, shuffle=False, pad_id=self.pad_id)
+        dataset = TokenizedBatches(self.texts, split.x, split.y, self.tokenizer, self.pad_id)
+        sampler = EpochBatchSampler(len(split), self.eval_batch_size, shuffle=False)
+        return (dataset[rows] for rows in sampler)
+
+    def example_input(self, rows: int = 4) -> Tensor:
+        """Test rows as the logged model takes them: token ids padded to ``max_length``."""
+        if not self.streaming:
+            return super().example_input(rows)
+        return self.encode(self.texts_of(self.test_split.x[:rows]))
+
+    def raw_input_adapter(self, column: str = "text") -> "TextInputAdapter":
+        """What turns raw texts (column ``column`` of a DataFrame) into the model's inputs, as training did."""
+        return TextInputAdapter(self.tokenizer_json(), self.max_length, self.pad_id, column)
+
+    # ----- artifacts -------------------------------------------------------------------------
     def tokenizer_json(self) -> str:
-        """The trained tokenizer (vocabulary, normaliser, padding) as JSON, e.g. to log it."""
+        """The tokenizer (vocabulary, normaliser, padding) as JSON, e.g. to log it."""
         if self.tokenizer is None:
             raise RuntimeError("the tokenizer is trained in setup(); call setup() first")
         return self.tokenizer.to_str()
@@ -189,6 +296,62 @@ class TextDataModule(InMemoryDataModule):
         path = directory / "tokenizer.json"
         self.tokenizer.save(str(path))
         return [path]
+
+
+class TextInputAdapter:
+    """Raw texts -> token ids (N, max_length), with the tokenizer of the training run. Picklable (it holds
+    the tokenizer as JSON and rebuilds it where it is unpickled), so it can travel with a logged model."""
+
+    def __init__(self, tokenizer_json: str, max_length: int, pad_id: int, column: str = "text"):
+        self.tokenizer_json, self.max_length, self.pad_id, self.column = tokenizer_json, max_length, pad_id, column
+        self._tokenizer = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_tokenizer": None}
+
+    def to_tensor(self, frame) -> Tensor:
+        if self.column not in frame:
+            raise DataError(f"the input has no {self.column!r} column (columns: {list(frame.columns)})")
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+            self._tokenizer.enable_truncation(max_length=self.max_length)
+        texts = ["" if text is None else str(text) for text in frame[self.column].tolist()]
+        ids = np.full((len(texts), self.max_length), self.pad_id, dtype=np.int64)
+        for i, encoding in enumerate(self._tokenizer.encode_batch(texts)):
+            ids[i, : len(encoding.ids)] = encoding.ids[: self.max_length]
+        return torch.from_numpy(ids)
+
+
+def load_pretrained_tokenizer(name: str, max_length: int):
+    """The fast tokenizer of a Hugging Face model (id in the HF cache, or a local folder) as a
+    ``tokenizers.Tokenizer`` truncating to ``max_length`` (special tokens included), and its pad id."""
+    from pipeline.hub import unavailable
+
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise DataError(f"data.tokenizer={name} needs the transformers package: pip install transformers") from None
+    try:
+        pretrained = AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if Path(name).expanduser().is_dir()
+                                                   else name)
+    except Exception as error:  # OSError (not cached / offline / no such repo), ValueError (no tokenizer files)
+        raise DataError(unavailable("data.tokenizer", name, error)) from None
+    if not getattr(pretrained, "is_fast", False):
+        raise DataError(f"data.tokenizer={name}: only fast (Rust) tokenizers are supported; this one is "
+                        f"{type(pretrained).__name__}")
+    limit = getattr(pretrained, "model_max_length", None)
+    if limit is not None and limit < 1_000_000 and max_length > limit:
+        raise DataError(f"data.max_length={max_length} is longer than {name} takes ({limit} tokens); "
+                        f"set data.max_length<={limit}")
+    pad_id = next((i for i in (pretrained.pad_token_id, pretrained.eos_token_id, pretrained.unk_token_id)
+                   if i is not None), None)
+    if pad_id is None:
+        raise DataError(f"data.tokenizer={name} has no pad, end-of-sequence or unknown token to pad batches with")
+    tokenizer = pretrained.backend_tokenizer
+    tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer, int(pad_id)
 
 
 def _shuffled(texts: list[str], labels: list[int], seed: int = 0) -> tuple[list[str], list[int]]:
@@ -340,6 +503,83 @@ class TextTSV(TextDataModule):
             raise DataError(f"{path}: no data rows after the header")
         return texts, labels, lines
 
+    def _index(self, path: Path, required: bool) -> Optional[tuple[LineTexts, list[str], list[int]]]:
+        """The streamed counterpart of ``_read`` for a ``.tsv`` file: one pass that keeps the byte offset
+        and the label of each row (not its text); the same checks and messages."""
+        from array import array
+
+        offsets, label_ids, first_lines = array("q"), array("q"), []
+        labels: dict[str, int] = {}
+        header, text_at, label_at = None, None, None
+        with open(path, "rb") as file:
+            position, line_no = 0, 0
+            for raw in file:
+                line_no += 1
+                start, position = position, position + len(raw)
+                if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw, start = raw[3:], start + 3
+                if not raw.strip():
+                    continue
+                cells = decode_line(raw.rstrip(b"\r\n")).split("\t")
+                if header is None:
+                    header = [h.strip() for h in cells]
+                    if self.text_column not in header:
+                        raise DataError(f"{path}:{line_no}: no column {self.text_column!r} in the header {header}; "
+                                        "set data.text_column")
+                    if self.label_column not in header:
+                        if required:
+                            raise DataError(f"{path}:{line_no}: no column {self.label_column!r} in the header "
+                                            f"{header}; set data.label_column")
+                        log.info("%s has no %r column (unlabelled, like GLUE's test set): not used", path,
+                                 self.label_column)
+                        return None
+                    text_at, label_at = header.index(self.text_column), header.index(self.label_column)
+                    continue
+                if len(cells) != len(header):
+                    raise DataError(
+                        f"{path}:{line_no}: expected {len(header)} columns ({', '.join(header)}), found {len(cells)}"
+                    )
+                label = cells[label_at].strip()
+                if not label:
+                    raise DataError(f"{path}:{line_no}: missing label in column {self.label_column!r}")
+                if label not in labels:
+                    labels[label] = len(labels)
+                    first_lines.append(line_no)
+                offsets.append(start)
+                label_ids.append(labels[label])
+        if header is None:
+            raise DataError(f"{path}: the file is empty (expected a header row with {self.text_column!r} and "
+                            f"{self.label_column!r})")
+        if not offsets:
+            raise DataError(f"{path}: no data rows after the header")
+        names = sorted(labels, key=labels.get)
+        texts = LineTexts(path, np.frombuffer(offsets, dtype=np.int64).copy(), column=text_at)
+        return texts, names, np.frombuffer(label_ids, dtype=np.int64).copy(), first_lines
+
+    def _read_streamed(self, root: Path, train_path: Path) -> RawTexts:
+        found = {"train": train_path, **{part: self._find(root, part) for part in ("val", "test")}}
+        for path in found.values():
+            if path is not None and path.suffix != ".tsv":
+                raise DataError(f"{path}: streamed reading (data.in_memory=false or auto on a large corpus) takes "
+                                ".tsv files, not CSV, whose quoted fields may span lines; convert it to .tsv or set "
+                                "data.in_memory=true")
+        texts, names, label_ids, _ = self._index(train_path, required=True)
+        classes = sorted(names, key=_label_sort_key)
+        if len(classes) < 2:
+            raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
+        index = {c: i for i, c in enumerate(classes)}
+        parts = {"train": (texts, np.array([index[n] for n in names], dtype=np.int64)[label_ids])}
+        for part in ("val", "test"):
+            if found[part] is None or (read := self._index(found[part], required=False)) is None:
+                continue
+            texts, names, label_ids, first_lines = read
+            for name, line_no in zip(names, first_lines):
+                if name not in index:
+                    raise DataError(f"{found[part]}:{line_no}: label {name!r} does not occur in {train_path} "
+                                    f"(classes {classes})")
+            parts[part] = (texts, np.array([index[n] for n in names], dtype=np.int64)[label_ids])
+        return RawTexts(class_names=classes, **parts)
+
     def read_texts(self) -> RawTexts:
         if self.path is None:
             raise DataError("data.path is required for data=text_tsv (a folder with train.tsv and optionally dev.tsv, test.tsv)")
@@ -349,6 +589,11 @@ class TextTSV(TextDataModule):
         train_path = self._find(root, "train")
         if train_path is None:
             raise DataError(f"data.path: no train.tsv or train.csv in {root}")
+        files = [p for p in [train_path, self._find(root, "val"), self._find(root, "test")] if p is not None]
+        # auto never streams CSV (streaming takes .tsv only); data.in_memory=false on CSV is refused with the reason
+        csv_auto = self.in_memory == "auto" and any(p.suffix != ".tsv" for p in files)
+        if not csv_auto and self.wants_streaming(sum(_count_lines(p) for p in files)):
+            return self._read_streamed(root, train_path)
         train = self._read(train_path, required=True)
         classes = sorted(set(train[1]), key=_label_sort_key)
         if len(classes) < 2:
@@ -366,6 +611,15 @@ class TextTSV(TextDataModule):
                     raise DataError(f"{path}:{line_no}: label {label!r} does not occur in {train_path} (classes {classes})")
             parts[part] = (texts, [index[c] for c in labels])
         return RawTexts(class_names=classes, **parts)
+
+
+def _count_lines(path: Path) -> int:
+    """Newlines in a file, read in 16 MiB blocks (an upper bound on its rows; ~0.1 s per 100 MB)."""
+    lines = 0
+    with open(path, "rb") as file:
+        while block := file.read(1 << 24):
+            lines += block.count(b"\n")
+    return lines
 
 
 def _label_sort_key(label: str):
@@ -388,7 +642,8 @@ class IMDB(TextDataModule):
         super().__init__(max_length=max_length, **kwargs)
         self.path = Path(path) if path else None
 
-    def _read_part(self, root: Path, part: str) -> tuple[list[str], list[int]]:
+    def _files(self, root: Path, part: str) -> tuple[list[str], list[int]]:
+        """The review files of one part (``train``/``test``) and their labels, in a fixed shuffled order."""
         texts, labels = [], []
         for label, name in enumerate(self.folders):
             folder = root / part / name
@@ -398,8 +653,7 @@ class IMDB(TextDataModule):
                     f"imdb: no reviews in {folder} (expected {root}/{{train,test}}/{{pos,neg}}/*.txt); "
                     f"get {self.url} and extract it into {root.parent}"
                 )
-            for file in files:
-                texts.append(read_text(file).replace("<br />", " ").strip())
+            texts += [str(file) for file in files]
             labels += [label] * len(files)
         return _shuffled(texts, labels)
 
@@ -412,6 +666,15 @@ class IMDB(TextDataModule):
                 f"imdb: {root / 'train'} not found (expected the aclImdb layout {root}/{{train,test}}/{{pos,neg}}/*.txt); "
                 f"get {self.url} and extract it into {root.parent}, or set data.path"
             )
-        train = self._read_part(root, "train")
-        test = self._read_part(root, "test") if (root / "test").is_dir() else None
-        return RawTexts(train=train, test=test, class_names=list(SENTIMENT_CLASSES))
+        parts = {"train": self._files(root, "train")}
+        if (root / "test").is_dir():
+            parts["test"] = self._files(root, "test")
+        streamed = self.wants_streaming(sum(len(paths) for paths, _ in parts.values()))
+        for part, (paths, labels) in parts.items():
+            texts = FileTexts(paths, clean=_clean_review) if streamed else [_clean_review(read_text(Path(p))) for p in paths]
+            parts[part] = (texts, labels)
+        return RawTexts(class_names=list(SENTIMENT_CLASSES), **parts)
+
+
+def _clean_review(text: str) -> str:
+    return text.replace("<br />", " ").strip()

@@ -9,8 +9,10 @@ supports so an incompatible model/data choice is refused before any data is load
 from pipeline.models.cnn import CNN
 from pipeline.models.linear import LinearRegression, LogisticRegression
 from pipeline.models.mlp import MLP
+from pipeline.models.nbsvm import NBSVM
 from pipeline.models.resnet import ResNet
 from pipeline.models.text import BagOfWords, RNNClassifier, TextCNN
+from pipeline.models.transformer import PretrainedTransformer  # imports transformers only when built
 
 
 
@@ -42,6 +44,8 @@ __all__ = [
     "LinearRegression",
     "LogisticRegression",
     "MLP",
+    "NBSVM",
+    "PretrainedTransformer",
     "RNNClassifier",
     "ResNet",
     "TextCNN",

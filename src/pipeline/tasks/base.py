@@ -84,6 +84,19 @@ class TaskModule(pl.LightningModule):
         weights = [p.abs().sum() for name, p in self.model.named_parameters() if p.dim() > 1]
         return self.l1 * torch.stack(weights).sum()
 
+    def on_fit_start(self) -> None:
+        """A model with statistics of the training split (NBSVM's naive-Bayes ratios) gets them here, from
+        one pass over the training batches, summed over ranks, before the sanity check and the first
+        optimizer step. Recounted on resume: the same rows give the same counts."""
+        if not hasattr(self.model, "count_features"):
+            return
+        total = None
+        for x, y in self.trainer.datamodule.train_dataloader():
+            counts = self.model.count_features(x.to(self.device), y.to(self.device))
+            total = counts if total is None else total + counts
+        if total is not None:
+            self.model.set_feature_counts(self.trainer.strategy.reduce(total, reduce_op="sum"))
+
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum = torch.zeros((), device=self.device)
         self._train_rows = torch.zeros((), device=self.device)

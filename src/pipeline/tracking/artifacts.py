@@ -65,15 +65,14 @@ def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]
 @torch.inference_mode()
 def test_predictions(predictor: nn.Module, datamodule, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(true targets, predictor outputs) over the whole test split, in evaluation batches."""
-    split = datamodule.test_split
     was_training = predictor.training
     predictor.eval()
-    outputs = []
-    batch = getattr(datamodule, "eval_batch_size", 1024) or 1024
-    for start in range(0, len(split), batch):
-        outputs.append(predictor(split.x[start : start + batch].to(device)).float().cpu())
+    outputs, targets = [], []
+    for x, y in datamodule.evaluation_batches(datamodule.test_split):  # a streamed split is not in memory
+        outputs.append(predictor(x.to(device)).float().cpu())
+        targets.append(y)
     predictor.train(was_training)
-    return split.y.numpy(), torch.cat(outputs).numpy()
+    return torch.cat(targets).numpy(), torch.cat(outputs).numpy()
 
 
 # ----- the model ---------------------------------------------------------------------------------------

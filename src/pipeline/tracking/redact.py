@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 REDACTED = "***"
-SECRET_KEY_PATTERN = re.compile(r"(password|passwd|token|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|(^|[._-])key$)", re.IGNORECASE)
+SECRET_KEY_PATTERN = re.compile(r"(password|passwd|token(?!i[sz]er)|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|(^|[._-])key$)", re.IGNORECASE)
 # scheme://user:password@host -> scheme://user:***@host
 URL_PASSWORD_PATTERN = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]+:)(?P<password>[^@\s]+)(?P<at>@)")
 

@@ -1,0 +1,202 @@
+"""Texts that stay on disk, and batches tokenised in ``DataLoader`` workers.
+
+For corpora that do not fit in memory as token tensors (``data.in_memory=false``, or ``auto`` for
+large files): a text file is indexed once (the byte offset of every row: 8 bytes a row) and a row
+is read only when a batch needs it; tokenisation runs in the worker processes, batch by batch
+(one ``encode_batch`` call each), and each batch is padded to its longest text. Which rows form
+which batch is decided in the main process by :class:`EpochBatchSampler` (shuffled per
+``seed + epoch``, sharded across DDP ranks), so workers hold no state that the epoch changes.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler
+
+log = logging.getLogger(__name__)
+
+
+def decode_line(data: bytes) -> str:
+    """One row of a text file: UTF-8, else Windows-1252, else Latin-1 (which decodes any byte)."""
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+
+def decode_text(path: Path, data: bytes) -> str:
+    """UTF-8 (with or without BOM); a file that is not valid UTF-8 is read as Latin-1.
+
+    "Latin-1" as these files are found in the wild is Windows-1252 (MR's original archive holds
+    0x85/0x91/0x96/0x97 for ellipses, quotes and dashes): it is tried first, as it agrees with
+    ISO 8859-1 on every printable character; ISO 8859-1 itself, which decodes any byte, is last.
+    """
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if encoding != "utf-8-sig":
+            log.info("%s is not UTF-8; read it as %s", path, encoding)
+        return text
+    raise AssertionError("unreachable: latin-1 decodes any byte")
+
+
+def read_text(path: Path) -> str:
+    return decode_text(path, path.read_bytes())
+
+class LineTexts(Sequence[str]):
+    """Row ``i`` is field ``column`` (split at ``separator``) of the line starting at byte ``offsets[i]``.
+    Holds only the offsets; opens the file lazily, once per process (a forked worker reopens it)."""
+
+    def __init__(self, path: Path, offsets: np.ndarray, column: Optional[int] = None, separator: str = "\t"):
+        self.path = Path(path)
+        self.offsets = offsets
+        self.column = column
+        self.separator = separator
+        self._file = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def _handle(self):
+        import os
+
+        if self._file is None or self._pid != os.getpid():
+            self._file = open(self.path, "rb")
+            self._pid = os.getpid()
+        return self._file
+
+    def _field(self, line: bytes) -> str:
+        text = decode_line(line.rstrip(b"\r\n"))
+        return text if self.column is None else text.split(self.separator)[self.column]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        handle = self._handle()
+        handle.seek(int(self.offsets[index]))
+        return self._field(handle.readline())
+
+    def __getstate__(self):  # a file handle does not travel to a spawned worker
+        state = dict(self.__dict__)
+        state["_file"], state["_pid"] = None, None
+        return state
+
+
+class FileTexts(Sequence[str]):
+    """Row ``i`` is the whole file ``paths[i]`` (aclImdb keeps one review a file), read when asked for."""
+
+    def __init__(self, paths: Sequence[str], clean: Callable[[str], str] = lambda text: text):
+        self.paths = list(paths)
+        self.clean = clean
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.clean(read_text(Path(self.paths[index])))
+
+
+class ConcatTexts(Sequence[str]):
+    """Several text sequences (train, dev, test files) numbered one after another."""
+
+    def __init__(self, parts: Sequence[Sequence[str]]):
+        self.parts = [p for p in parts if len(p)]
+        self.starts = list(np.cumsum([0] + [len(p) for p in self.parts[:-1]]))
+        self.total = sum(len(p) for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not 0 <= index < self.total:
+            raise IndexError(index)
+        part = bisect.bisect_right(self.starts, index) - 1
+        return self.parts[part][index - self.starts[part]]
+
+
+def texts_at(texts: Sequence[str], rows: Sequence[int]) -> list[str]:
+    """``[texts[i] for i in rows]``, reading a file-backed sequence in file order (sequential reads)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if isinstance(texts, list):
+        return [texts[i] for i in rows.tolist()]
+    order = np.argsort(rows, kind="stable")
+    found = [None] * len(rows)
+    for position in order.tolist():
+        found[position] = texts[int(rows[position])]
+    return found
+
+
+class TokenizedBatches(Dataset):
+    """Item ``[row, row, ...]`` (one batch of row numbers) -> (token ids (B, longest text), labels (B,))."""
+
+    def __init__(self, texts: Sequence[str], rows: Tensor, labels: Tensor, tokenizer, pad_id: int):
+        self.texts = texts
+        self.rows = rows.numpy() if isinstance(rows, Tensor) else np.asarray(rows)
+        self.labels = labels
+        self.tokenizer = tokenizer  # a tokenizers.Tokenizer with truncation on and padding to the longest
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: Sequence[int]) -> tuple[Tensor, Tensor]:
+        positions = np.asarray(positions, dtype=np.int64)
+        batch_texts = texts_at(self.texts, self.rows[positions])
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encodings = encode(batch_texts)
+        longest = max((len(e.ids) for e in encodings), default=1)
+        ids = np.full((len(encodings), max(longest, 1)), self.pad_id, dtype=np.int64)
+        for i, encoding in enumerate(encodings):
+            ids[i, : len(encoding.ids)] = encoding.ids
+        return torch.from_numpy(ids), self.labels[torch.from_numpy(positions)]
+
+
+class EpochBatchSampler(DistributedSampler):
+    """Batches of positions into a split: shuffled from ``seed + epoch`` (Lightning calls ``set_epoch``
+    at each epoch, as for any ``DistributedSampler``), each rank taking a disjoint, equally long shard
+    (padded by wrapping around) - the order :class:`~pipeline.data.base.TensorBatcher` gives in memory.
+    A ``DistributedSampler`` subclass so that Lightning leaves it in place under DDP."""
+
+    def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, epoch_fn: Optional[Callable[[], int]] = None):
+        super().__init__(range(num_rows), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        self.num_rows = num_rows
+        self.batch_size = batch_size
+        self.epoch_fn = epoch_fn
+
+    def _shard_size(self) -> int:
+        return math.ceil(self.num_rows / self.num_replicas)
+
+    def __len__(self) -> int:
+        return math.ceil(self._shard_size() / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
+        if self.shuffle:
+            order = torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + epoch))
+        else:
+            order = torch.arange(self.num_rows)
+        if self.num_replicas > 1:
+            total = self._shard_size() * self.num_replicas
+            if total > self.num_rows:
+                order = torch.cat([order, order[: total - self.num_rows]])
+            order = order[self.rank : total : self.num_replicas]
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size].tolist()

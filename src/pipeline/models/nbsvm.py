@@ -1,0 +1,133 @@
+"""Naive-Bayes-weighted n-grams (NBSVM, Wang & Manning 2012): a linear classifier over binarised
+unigram + hashed n-gram features, each scaled by its naive-Bayes log-count ratio.
+
+The ratios are statistics of the training split. The model never sees a data set: it says how to
+count (:meth:`NBSVM.count_features`, summable over batches and ranks) and what to do with the totals
+(:meth:`NBSVM.set_feature_counts`); the training objective runs that one pass over the training
+batches before the first optimizer step. The ratios are a buffer, so checkpoints and the logged
+model carry them.
+
+Where Wang & Manning train an SVM and interpolate its weights towards the naive-Bayes solution
+(``w' = (1 - beta) mean|w| + beta w``), this model starts *at* the naive-Bayes solution and learns
+multiplicative corrections ``1 + w`` to it, so weight decay on ``w`` pulls towards plain NB the way
+the interpolation does, and the loss is the task's own (cross-entropy), trained like every other model.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# large odd multipliers for hashing n-grams of token ids (fastText's bigram prime and a second one)
+NGRAM_HASH_PRIMES = (116_049_371, 2_654_435_761)
+
+
+class NBSVM(nn.Module):
+    """logit_k = scale_k * sum over the text's distinct n-grams f of r_kf * (1 + w_kf) + b_k.
+
+    Features: token ids ``[0, vocab_size)`` (unigrams), then ``ngram_buckets`` hashed ids per n-gram
+    order 2..``max_n``. A feature occurring in a text counts once (binarised, as in the paper).
+    ``r_k`` is the log-count ratio of class k against the rest (binary: positive against negative),
+    smoothed by ``smoothing`` (the paper's alpha); a feature the training split never showed gets 0.
+    """
+
+    modalities: ClassVar[frozenset[str]] = frozenset({"text"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        vocab_size: int,
+        pad_id: int = 0,
+        max_n: int = 2,
+        ngram_buckets: int = 1 << 20,
+        smoothing: float = 1.0,
+        dropout: float = 0.0,
+        l1: float = 0.0,
+    ):
+        super().__init__()
+        if not 1 <= max_n <= 3:
+            raise ValueError(f"model.max_n must be 1, 2 or 3 (unigrams up to trigrams), got {max_n}")
+        if smoothing <= 0:
+            raise ValueError(f"model.smoothing must be > 0, got {smoothing}")
+        self.l1 = l1
+        self.vocab_size = int(vocab_size)
+        self.pad_id = int(pad_id)
+        self.max_n = int(max_n)
+        self.ngram_buckets = int(ngram_buckets)
+        self.smoothing = float(smoothing)
+        self.num_outputs = int(num_outputs)
+        self.num_features = self.vocab_size + (self.max_n - 1) * self.ngram_buckets
+        self.feature_dropout = float(dropout)
+        # (features, outputs): looked up per text with F.embedding
+        self.register_buffer("ratios", torch.zeros(self.num_features, self.num_outputs))
+        self.corrections = nn.Parameter(torch.zeros(self.num_features, self.num_outputs))
+        self.scale = nn.Parameter(torch.ones(self.num_outputs))
+        self.bias = nn.Parameter(torch.zeros(self.num_outputs))
+
+    # ----- features ------------------------------------------------------------------------------
+    def feature_ids(self, tokens: Tensor) -> Tensor:
+        """(B, M) feature ids of each text, every distinct feature once; ``pad_id`` fills the rest."""
+        tokens = tokens.long()  # int32 ids would overflow in the hash
+        features = [tokens]
+        pad = tokens == self.pad_id
+        for n in range(2, self.max_n + 1):
+            if tokens.shape[1] < n:
+                break
+            window = tokens[:, : tokens.shape[1] - n + 1]
+            touches_pad = pad[:, : tokens.shape[1] - n + 1].clone()
+            hashed = window.clone()
+            for offset in range(1, n):
+                following = tokens[:, offset : tokens.shape[1] - n + 1 + offset]
+                hashed = hashed * NGRAM_HASH_PRIMES[offset - 1] + following
+                touches_pad |= pad[:, offset : tokens.shape[1] - n + 1 + offset]
+            ids = self.vocab_size + (n - 2) * self.ngram_buckets + hashed.remainder(self.ngram_buckets)
+            features.append(ids.masked_fill(touches_pad, self.pad_id))
+        ids, _ = torch.cat(features, dim=1).sort(dim=1)
+        repeated = torch.zeros_like(ids, dtype=torch.bool)
+        repeated[:, 1:] = ids[:, 1:] == ids[:, :-1]
+        return ids.masked_fill(repeated, self.pad_id)
+
+    # ----- the naive-Bayes statistics (one pass over the training split, run by the objective) -----
+    def count_features(self, tokens: Tensor, labels: Tensor) -> Tensor:
+        """(classes, features) document frequencies of one batch; summed over batches (and ranks)
+        they are what :meth:`set_feature_counts` takes."""
+        ids = self.feature_ids(tokens)
+        classes = max(2, self.num_outputs)
+        counts = torch.zeros(classes, self.num_features, device=ids.device)
+        rows = labels.long()[:, None].expand_as(ids)
+        counts.index_put_((rows.reshape(-1), ids.reshape(-1)), torch.ones(ids.numel(), device=ids.device),
+                          accumulate=True)
+        counts[:, self.pad_id] = 0
+        return counts
+
+    @torch.no_grad()
+    def set_feature_counts(self, counts: Tensor) -> None:
+        """Log-count ratios from the training split's per-class document frequencies."""
+        counts = counts.to(self.ratios.device, torch.float64)
+        seen = counts.sum(0) > 0  # the smoothing mass covers the features of the training split only
+        alpha = self.smoothing
+
+        def log_share(frequencies: Tensor) -> Tensor:
+            smoothed = frequencies + alpha
+            return torch.log(smoothed) - torch.log(smoothed[seen].sum())
+
+        if self.num_outputs == 1:  # binary: positive (label 1) against negative (label 0)
+            ratios = (log_share(counts[1]) - log_share(counts[0]))[:, None]
+        else:  # one against the rest per class
+            total = counts.sum(0)
+            ratios = torch.stack([log_share(counts[k]) - log_share(total - counts[k])
+                                  for k in range(self.num_outputs)], dim=1)
+        self.ratios.copy_(ratios.masked_fill(~seen[:, None], 0.0).to(self.ratios.dtype))
+
+    # ----- prediction ----------------------------------------------------------------------------
+    def forward(self, tokens: Tensor) -> Tensor:
+        ids = self.feature_ids(tokens)
+        present = (ids != self.pad_id).to(self.ratios.dtype)
+        if self.training and self.feature_dropout > 0:
+            present = F.dropout(present, self.feature_dropout)
+        weights = F.embedding(ids, self.ratios) * (1 + F.embedding(ids, self.corrections))  # (B, M, K)
+        return (weights * present[:, :, None]).sum(dim=1) * self.scale + self.bias

@@ -1,0 +1,297 @@
+"""Text models at scale: NBSVM (naive-Bayes-weighted n-grams), pretrained Hugging Face transformers
+loaded from a local folder (a tiny randomly initialised BERT the test writes) and the refusal when a
+model is neither cached nor downloadable, batches padded only to their longest text, and texts
+streamed from disk and tokenised in DataLoader workers."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_for_train, run_cli, runs_in
+
+from pipeline.data.text import TextTSV, TrimmedBatcher, trim_padding
+from pipeline.data.text_stream import EpochBatchSampler, LineTexts
+from pipeline.models.nbsvm import NBSVM
+from pipeline.models.text import BagOfWords, RNNClassifier, TextCNN
+
+POSITIVE = ["great", "good", "fine", "superb", "moving"]
+NEGATIVE = ["dull", "bad", "boring", "awful", "flat"]
+FILLER = "a the film movie plot acting and was is it this some quite".split()
+
+
+def write_sentiment_tsv(folder: Path, rows: int = 600, seed: int = 0, noise: float = 0.1, dev: int = 0) -> Path:
+    """``train.tsv`` (and ``dev.tsv`` with ``dev`` rows): filler words around one sentiment word; a share
+    ``noise`` of the labels flipped, so no model can reach 1.0 and a trivial one gets 0.5."""
+    generator = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def lines(count: int) -> list[str]:
+        out = ["sentence\tlabel"]
+        for i in range(count):
+            label = i % 2
+            word = generator.choice(POSITIVE if label else NEGATIVE)
+            before = " ".join(generator.choice(FILLER) for _ in range(generator.randint(1, 12)))
+            after = " ".join(generator.choice(FILLER) for _ in range(generator.randint(0, 12)))
+            shown = label if generator.random() >= noise else 1 - label
+            out.append(f"{before} {word} {after}\t{shown}")
+        return out
+
+    (folder / "train.tsv").write_text("\n".join(lines(rows)) + "\n", encoding="utf-8")
+    if dev:
+        (folder / "dev.tsv").write_text("\n".join(lines(dev)) + "\n", encoding="utf-8")
+    return folder
+
+
+def metrics_of(run) -> dict:
+    return dict(run.data.metrics)
+
+
+# ----- NBSVM -------------------------------------------------------------------------------------------
+def test_log_count_ratios_are_those_of_the_paper():
+    """r = log((p / |p|_1) / (q / |q|_1)), p and q the smoothed document frequencies of the positive and
+    negative texts; a text counts a word once; a feature no training text has gets 0."""
+    model = NBSVM((4,), 1, vocab_size=6, max_n=1, smoothing=1.0)
+    tokens = torch.tensor([[2, 2, 3, 0], [2, 4, 0, 0], [5, 0, 0, 0]])  # 0 is padding
+    labels = torch.tensor([1, 1, 0])
+    model.set_feature_counts(model.count_features(tokens, labels))
+    # features 2..5 were seen; positive document frequencies 2,1,1,0; negative 0,0,0,1
+    p = np.array([2, 1, 1, 0]) + 1.0
+    q = np.array([0, 0, 0, 1]) + 1.0
+    expected = np.log(p / p.sum()) - np.log(q / q.sum())
+    assert torch.allclose(model.ratios[2:, 0].double(), torch.tensor(expected), atol=1e-6)
+    assert model.ratios[0, 0] == 0 and model.ratios[1, 0] == 0  # padding and the never-seen id 1
+    # untrained corrections: the logit is the naive-Bayes score
+    assert torch.allclose(model(tokens[:1])[0, 0], model.ratios[[2, 3], 0].sum())
+
+
+def test_nbsvm_trains_through_the_cli_and_beats_the_majority_class(store, tmp_path):
+    data = write_sentiment_tsv(tmp_path / "data", rows=800, noise=0.1)
+    result = run_cli(["task=sentiment", "data=text_tsv", f"data.path={data}", "model=nbsvm",
+                      "model.ngram_buckets=65536", "trainer.max_epochs=2", "optimizer.lr=0.01"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    accuracy = metrics_of(run)["test/acc"]
+    assert accuracy > 0.8, accuracy  # labels are 10 % noise: the majority class gets 0.5
+    # the ratios in the best checkpoint are those of the training split alone
+    output = store["outputs"]
+    [checkpoint] = (output / "checkpoints").glob("best-*.ckpt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]["model.ratios"]
+    datamodule = TextTSV(path=str(data), seed=42)
+    datamodule.setup()
+    recount = NBSVM((64,), 1, vocab_size=datamodule.spec.vocab_size, ngram_buckets=65536)
+    recount.set_feature_counts(recount.count_features(datamodule.train_split.x, datamodule.train_split.y))
+    assert torch.equal(saved, recount.ratios)
+    everything = NBSVM((64,), 1, vocab_size=datamodule.spec.vocab_size, ngram_buckets=65536)
+    all_rows = [datamodule.train_split, datamodule.val_split, datamodule.test_split]
+    everything.set_feature_counts(everything.count_features(torch.cat([s.x[:, :64] for s in all_rows]),
+                                                            torch.cat([s.y for s in all_rows])))
+    assert not torch.equal(saved, everything.ratios)
+
+
+# ----- padding to the longest text of each batch --------------------------------------------------------
+def test_batches_are_padded_to_their_longest_text_and_models_give_the_same_outputs():
+    torch.manual_seed(0)
+    lengths = torch.tensor([3, 9, 1, 5])
+    full = torch.zeros(4, 64, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        full[row, :length] = torch.randint(2, 50, (int(length),))
+    trimmed = trim_padding(full, pad_id=0)
+    assert trimmed.shape == (4, 9)
+    batches = list(TrimmedBatcher((full, torch.arange(4)), batch_size=2, shuffle=False, pad_id=0))
+    assert [b[0].shape[1] for b in batches] == [9, 5]
+    models = [BagOfWords((64,), 1, vocab_size=50, embed_dim=8, bigram_buckets=100), TextCNN((64,), 1, vocab_size=50),
+              RNNClassifier((64,), 3, vocab_size=50, embed_dim=8, hidden_dim=8),
+              NBSVM((64,), 1, vocab_size=50, ngram_buckets=1000)]
+    models[-1].ratios.normal_()  # non-trivial ratios
+    for model in models:
+        model.eval()
+        with torch.no_grad():
+            assert torch.allclose(model(full), model(trimmed), atol=1e-5), type(model).__name__
+
+
+# ----- texts streamed from disk --------------------------------------------------------------------------
+def test_streamed_reader_reads_rows_lazily_and_batches_as_in_memory(tmp_path):
+    data = write_sentiment_tsv(tmp_path / "data", rows=3000, dev=200)
+    in_memory = TextTSV(path=str(data), seed=3, batch_size=64, in_memory=True)
+    streamed = TextTSV(path=str(data), seed=3, batch_size=64, in_memory=False, num_workers=2)
+    in_memory.setup()
+    streamed.setup()
+    assert all(isinstance(part, LineTexts) for part in streamed.texts.parts)  # rows stay on disk
+    assert streamed.streaming and not in_memory.streaming
+    assert len(streamed.texts) == 3200 and streamed.texts_of(torch.tensor([0, 3199])) == in_memory.texts_of(
+        torch.tensor([0, 3199]))
+    assert streamed.spec.vocab_size == in_memory.spec.vocab_size  # the same word-level vocabulary
+    # the same shuffled batches, tokenised in 2 worker processes, each padded to its longest text
+    for streamed_batch, memory_batch in zip(streamed.train_dataloader(), in_memory.train_dataloader()):
+        assert torch.equal(streamed_batch[0], memory_batch[0]) and torch.equal(streamed_batch[1], memory_batch[1])
+    assert len(streamed.train_dataloader()) == len(in_memory.train_dataloader())
+    # example input of the logged model: padded to max_length
+    assert streamed.example_input().shape == (4, 64)
+
+
+def test_imdb_reviews_stream_from_their_files(tmp_path):
+    from pipeline.data.text import IMDB
+    from pipeline.data.text_stream import FileTexts
+
+    generator = random.Random(1)
+    for part in ("train", "test"):
+        for label, words in (("pos", POSITIVE), ("neg", NEGATIVE)):
+            folder = tmp_path / "aclImdb" / part / label
+            folder.mkdir(parents=True)
+            for i in range(30):
+                filler = " ".join(generator.choice(FILLER) for _ in range(generator.randint(3, 40)))
+                (folder / f"{i}_1.txt").write_text(f"{filler} {generator.choice(words)}.<br /><br />{filler}")
+    in_memory = IMDB(path=str(tmp_path / "aclImdb"), in_memory=True, batch_size=16)
+    streamed = IMDB(path=str(tmp_path / "aclImdb"), in_memory=False, batch_size=16)
+    in_memory.setup()
+    streamed.setup()
+    assert all(isinstance(part, FileTexts) for part in streamed.texts.parts)
+    assert streamed.texts_of(torch.arange(120)) == in_memory.texts_of(torch.arange(120))
+    assert not any("<br" in text for text in streamed.texts_of(torch.arange(120)))
+    for split in ("val_split", "test_split"):
+        streamed_batches = list(streamed.evaluation_batches(getattr(streamed, split)))
+        memory_batches = list(in_memory.evaluation_batches(getattr(in_memory, split)))
+        assert len(streamed_batches) == len(memory_batches)
+        for (xs, ys), (xm, ym) in zip(streamed_batches, memory_batches):
+            assert torch.equal(xs, xm) and torch.equal(ys, ym)
+
+
+def test_sampler_shards_each_epoch_disjointly_across_ranks():
+    shards = [list(EpochBatchSampler(103, 10, shuffle=True, seed=5, rank=rank, world_size=2)) for rank in (0, 1)]
+    rows = [sorted(i for batch in shard for i in batch) for shard in shards]
+    assert len(rows[0]) == len(rows[1]) == 52  # padded by wrapping around, like DistributedSampler
+    assert set(rows[0]) | set(rows[1]) == set(range(103))
+    sampler = EpochBatchSampler(103, 10, shuffle=True, seed=5)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # deterministic per seed + epoch
+
+
+def test_streaming_refuses_csv_and_names_the_file(tmp_path):
+    folder = tmp_path / "csvdata"
+    folder.mkdir()
+    (folder / "train.csv").write_text("sentence,label\n\"a, good film\",1\nbad,0\n")
+    from pipeline.data.base import DataError
+
+    with pytest.raises(DataError, match=r"train\.csv: streamed reading .* takes \.tsv files"):
+        TextTSV(path=str(folder), in_memory=False).setup()
+
+
+def test_a_streamed_run_gives_the_metrics_of_the_in_memory_run(store, tmp_path):
+    from pipeline.train import train
+
+    data = write_sentiment_tsv(tmp_path / "data", rows=1200)
+    common = ["task=sentiment", "data=text_tsv", f"data.path={data}", "model=bow", "trainer.max_epochs=2",
+              "logger=none", "trainer.enable_progress_bar=false"]
+    in_memory = train(compose_for_train(store, [*common, "data.in_memory=true"]))
+    store["outputs"] = tmp_path / "outputs-streamed"
+    streamed = train(compose_for_train(store, [*common, "data.in_memory=false", "data.num_workers=1"]))
+    assert streamed.keys() == in_memory.keys()
+    for key, value in in_memory.items():
+        if "time" not in key and "per_s" not in key:  # train() also returns the epochs' timings
+            assert streamed[key] == pytest.approx(value, abs=1e-5), key
+
+
+# ----- pretrained transformers -------------------------------------------------------------------------
+def write_tiny_bert(folder: Path) -> Path:
+    """A randomly initialised 2-layer BERT (hidden size 32) and a WordPiece tokenizer over the test's
+    words, saved with save_pretrained: what a downloaded model folder holds, a few hundred kB."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
+    tokenizer = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]", model_max_length=128).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_transformer_from_a_local_folder_fine_tunes_through_the_cli(store, tmp_path):
+    model_dir = write_tiny_bert(tmp_path / "tiny-bert")
+    data = write_sentiment_tsv(tmp_path / "data", rows=300, dev=60)
+    result = run_cli(["experiment=finetune_transformer", f"model.name={model_dir}", "data=text_tsv",
+                      f"data.path={data}", "trainer.max_epochs=1", "optimizer.lr=1e-3"], store,
+                     env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    metrics = metrics_of(run)
+    for key in ("train/loss", "val/loss", "val/acc", "test/acc", "test/loss"):
+        assert np.isfinite(metrics[key]), key
+    assert run.data.params["model.name"] == str(model_dir)
+    assert run.data.params["data.tokenizer"] == str(model_dir)  # the model's own tokenizer, by default
+    # the logged tokenizer is the model's WordPiece one ([CLS] ... [SEP]), not a word-level one trained here
+    saved = json.loads((store["outputs"] / "data" / "tokenizer.json").read_text())
+    assert saved["model"]["type"] == "WordPiece" and "[CLS]" in saved["model"]["vocab"]
+
+
+def test_a_model_neither_cached_nor_downloadable_is_refused_before_any_run(store, tmp_path):
+    result = run_cli(["experiment=finetune_transformer", "model.name=pipeline-tests/not-a-cached-model",
+                      "data=text_tsv", f"data.path={write_sentiment_tsv(tmp_path / 'data', rows=20)}"], store,
+                     env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")})
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith("Error: model.name=pipeline-tests/not-a-cached-model: not in the Hugging Face cache")
+    assert "HF_HUB_OFFLINE=1" in errors[0] and str(tmp_path / "empty-hf-home") in errors[0]
+    assert "hf download pipeline-tests/not-a-cached-model" in errors[0]
+    assert runs_in(store) == []
+
+
+def test_transformer_outputs_do_not_depend_on_trailing_padding(tmp_path):
+    from pipeline.models.transformer import PretrainedTransformer
+
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    model = PretrainedTransformer((64,), 1, vocab_size=5 + len(POSITIVE + NEGATIVE + FILLER), pad_id=0,
+                                  name=str(folder), bf16=False).eval()
+    tokens = torch.zeros(3, 64, dtype=torch.long)
+    for row, length in enumerate((4, 11, 7)):
+        tokens[row, :length] = torch.randint(5, 20, (length,))
+    with torch.no_grad():
+        assert torch.allclose(model(tokens), model(trim_padding(tokens, 0)), atol=1e-5)
+
+
+def test_raw_input_adapter_tokenizes_a_text_column_as_training_did(tmp_path):
+    import pickle
+
+    import pandas as pd
+
+    datamodule = TextTSV(path=str(write_sentiment_tsv(tmp_path / "data", rows=200)), max_length=16)
+    datamodule.setup()
+    adapter = pickle.loads(pickle.dumps(datamodule.raw_input_adapter()))
+    texts = ["a great film", "the plot was dull and flat , unseenword", ""]
+    assert torch.equal(adapter.to_tensor(pd.DataFrame({"text": texts})), datamodule.encode(texts))
+    from pipeline.data.base import DataError
+
+    with pytest.raises(DataError, match="no 'text' column"):
+        adapter.to_tensor(pd.DataFrame({"review": texts}))
+
+
+def test_a_tokenizer_that_cannot_be_loaded_is_a_data_error_naming_the_key(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from pipeline.data.base import DataError
+    from pipeline.data.text import load_pretrained_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataError) as error:
+        load_pretrained_tokenizer("pipeline-tests/not-a-cached-tokenizer", 64)
+    message = str(error.value)
+    assert message.startswith("data.tokenizer=pipeline-tests/not-a-cached-tokenizer: not in the Hugging Face cache")
+    assert "hf download pipeline-tests/not-a-cached-tokenizer" in message and "\n" not in message
+    with pytest.raises(DataError, match="no such folder"):
+        load_pretrained_tokenizer(str(tmp_path / "missing-folder"), 64)
