@@ -104,7 +104,7 @@ def _elapsed_seconds(time_output: str) -> float:
 def time_imports() -> float:
     """Seconds to import what ``pipeline-train`` imports before training (a fresh interpreter)."""
     code = ("import time; t = time.perf_counter(); import pipeline.train, pytorch_lightning, mlflow, "
-            "pipeline.objectives, pipeline.tracking; print(time.perf_counter() - t)")
+            "pipeline.tasks, pipeline.tracking; print(time.perf_counter() - t)")
     completed = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                check=True)
     return float(completed.stdout.strip().splitlines()[-1])

@@ -105,6 +105,7 @@ def test_sweep_trials_on_two_processes_train_the_sampled_parameters(tmp_path):
     result = run_cli(["hparams_search=regression_optuna", *TWO_PROCESSES, "trainer.max_epochs=2", "data.limit_rows=240",
                       "data.batch_size=32", f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=3",
                       "hydra.sweeper.sampler=random", "model.hidden_dims.0=range(4, 64)",
+                      "hydra.sweeper.trial_checkpoints=true",  # to read each trial's widths back
                       # a trial behind the better half of those before it at epoch 1 is pruned there
                       "hydra.sweeper.pruner=successive_halving",
                       "+hydra.sweeper.pruner_options={min_resource: 1, reduction_factor: 2, min_early_stopping_rate: 0}"],
@@ -120,8 +121,11 @@ def test_sweep_trials_on_two_processes_train_the_sampled_parameters(tmp_path):
     for trial in pruned:
         trained = per_epoch(history(store["outputs"] / str(trial.number)), "train/loss")
         assert sorted(trained) == [0], trial.number
-    children = [r for r in runs_in(store) if "mlflow.parentRunId" in r.data.tags]
+    children = [r for r in runs_in(store) if "mlflow.parentRunId" in r.data.tags
+                and r.data.tags.get("sweep.role") != "final"]
     assert len(children) == 3  # one MLflow run per trial, none from rank 1
+    [final] = [r for r in runs_in(store) if r.data.tags.get("sweep.role") == "final"]  # also trained on 2 ranks
+    assert final.info.status == "FINISHED" and "test/rmse" in final.data.metrics
     width_by_run = {r.info.run_id: r.data.params["model.hidden_dims"] for r in children}
     for trial in trials:
         width = trial.params["model.hidden_dims.0"]
@@ -129,7 +133,9 @@ def test_sweep_trials_on_two_processes_train_the_sampled_parameters(tmp_path):
     # one output directory per trial, none per rank
     trial_dirs = sorted(p for p in store["outputs"].iterdir() if p.name.isdigit())
     assert [p.name for p in trial_dirs] == ["0", "1", "2"]
-    assert sorted(p.parent for p in store["outputs"].rglob(".hydra")) == trial_dirs
+    final_dirs = sorted(p for p in store["outputs"].iterdir() if p.name.startswith("best-"))
+    assert len(final_dirs) == 1
+    assert sorted(p.parent for p in store["outputs"].rglob(".hydra")) == sorted(trial_dirs + final_dirs)
     for trial_dir in trial_dirs:
         state = torch.load(trial_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         widths = {w.shape[0] for name, w in state.items() if name.endswith("weight") and w.dim() == 2}

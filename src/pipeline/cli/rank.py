@@ -2,7 +2,8 @@
 ``python -m pipeline.cli.rank`` reads rank 0's resolved config on stdin and trains the same job.
 
 Rank 0 hands its callbacks to ``train()``; a rank started here builds the ones it needs from the config:
-a sweep trial's pruning callback must run in every rank, because rank 0 broadcasts its decision to them.
+a sweep trial's pruning callback must run in every rank, because rank 0 broadcasts its decision to them
+(and must not run in the ranks of a sweep's final run, where rank 0 has none to broadcast).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def main() -> None:
     _exit_with_parent()
     with report_errors():
         callbacks = []
-        if cfg.get("sweep"):
+        if cfg.get("sweep") and not cfg.sweep.get("final"):  # a sweep's final run has no trial to prune
             from pipeline.sweep.pruning import PruningCallback
 
             callbacks.append(PruningCallback.from_config(cfg.sweep, monitor=cfg.task.monitor))
