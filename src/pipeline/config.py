@@ -307,9 +307,25 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 
 def _describe(annotation: Any) -> str:
+    import typing
+
+    literals = [a for a in _flatten_union(annotation) if typing.get_origin(a) is typing.Literal]
+    if literals and len(literals) == len(_flatten_union(annotation)):  # Literal[...] | Literal[...]: list the values
+        values = [v for literal in literals for v in typing.get_args(literal)]
+        return "one of " + ", ".join(str(v) for v in values)[:300]
     text = str(annotation).replace("typing.", "").replace("collections.abc.", "").replace("NoneType", "null")
     return {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false",
             "<class 'str'>": "a string"}.get(text, text)[:300]
+
+
+def _flatten_union(annotation: Any) -> list:
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [a for argument in typing.get_args(annotation) for a in _flatten_union(argument)
+                if argument is not type(None)]
+    return [annotation]
 
 
 def _parameters(target: Callable) -> Optional[set[str]]:
@@ -360,6 +376,11 @@ def _get(cfg: DictConfig, dotted: str) -> Any:
 
 # key -> (check, description of what is allowed)
 RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "trainer.gradient_clip_val": (lambda v: v >= 0, ">= 0 (null or 0: no clipping)"),
+    # 0 would skip training, validation (model selection) or the test: the pipeline needs all three
+    "trainer.limit_train_batches": (lambda v: v > 0, "> 0 (a fraction in (0, 1] or a number of batches)"),
+    "trainer.limit_val_batches": (lambda v: v > 0, "> 0 (model selection needs validation)"),
+    "trainer.limit_test_batches": (lambda v: v > 0, "> 0 (test=false skips the test instead)"),
     "optimizer.lr": (lambda v: v > 0, "> 0"),
     "optimizer.weight_decay": (lambda v: v >= 0, ">= 0"),
     "optimizer.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -378,6 +399,7 @@ INTEGER_MINIMUMS = {
     "trainer.accumulate_grad_batches": 1,
     "trainer.check_val_every_n_epoch": 1,
     "trainer.min_epochs": 0,
+    "callbacks.early_stopping.patience": 0,
     "data.cv_folds": 2,
     "data.limit_rows": 1,
 }

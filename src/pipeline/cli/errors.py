@@ -14,13 +14,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
+import re
 import logging
 import os
 import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
+
+from omegaconf import OmegaConf
 
 from pipeline.errors import (EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USER_ERROR, USER_ERRORS,  # noqa: F401
                              RunInterrupted)
@@ -150,11 +153,39 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
         jobs = _jobs_to_check(overrides) if args.multirun else [overrides]
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
             for job in jobs:
-                compose(config_name, overrides=job)
+                composed = compose(config_name, overrides=job, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as error:
         _fail(describe_composition_error(error, config_dir, config_name, overrides), EXIT_USER_ERROR)
     except Exception:
         return
+    multirun = args.multirun or composed.hydra.get("mode") == "MULTIRUN"
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        folder = Path(str(OmegaConf.select(composed, key)))
+    except Exception:  # a resolver only Hydra's run knows (${now:...}): Hydra checks it itself
+        return
+    problem = _unwritable(folder)
+    if problem:
+        _fail(f"{key}={folder}: cannot create the run's folder there ({problem}); choose a writable place, "
+              f"e.g. {key}=outputs/my-run", EXIT_USER_ERROR)
+
+
+def _unwritable(folder: Path) -> Optional[str]:
+    """Why ``folder`` cannot be created (None when it can), without creating it."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            return "no existing parent"
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file"
+    probe = existing / f".pipeline-write-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as error:
+        return f"{existing}: {error.strerror}"
+    return None
 
 
 def _jobs_to_check(overrides: list[str]) -> list[list[str]]:
@@ -171,6 +202,12 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
                                overrides: Sequence[str] = ()) -> str:
     from hydra.errors import MissingConfigException, OverrideParseException
 
+    missing = re.search(r"Could not load '([\w/]+)/([^'/]+)'", str(error))
+    if isinstance(error, MissingConfigException) and not error.options and missing:  # an option inside a list
+        group, name = missing.groups()
+        folder = config_dir / group
+        error.options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        error.missing_cfg_file = f"{group}/{name}"
     if isinstance(error, MissingConfigException) and error.options:
         group, _, name = (error.missing_cfg_file or "").rpartition("/")
         options = sorted(option for option in error.options if not option.startswith("_"))  # _common: a base

@@ -86,6 +86,34 @@ def study_fingerprint(base_config: DictConfig, space) -> dict[str, str]:
     return fingerprint
 
 
+def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: DictConfig) -> None:
+    """Compose and validate the config of a trial at the corners of the space before any study exists: a
+    searched key the config does not have (a typo, a key of another model) is refused in one line, instead
+    of failing every trial."""
+    from optuna.distributions import CategoricalDistribution
+
+    from pipeline.config import validate
+    from pipeline.errors import ConfigError
+
+    from .worker import trial_configs
+
+    probe = {}
+    for param in settings.space.params:
+        distribution = param.distribution
+        probe[param.name] = distribution.choices[0] if isinstance(distribution, CategoricalDistribution) else distribution.low
+    try:
+        config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(probe, {})
+        with open_dict(config):
+            config.pop("sweep", None)
+            config.pop("hydra", None)
+            config.paths.output_dir = str(settings.sweep_dir)
+        validate(config)
+    except ConfigError as error:
+        raise SweepError(f"a trial of this search cannot run: {error}") from None
+    except Exception as error:  # e.g. a choice that names no config file
+        raise SweepError(f"a trial of this search cannot be composed: {' '.join(str(error).split())[:400]}") from None
+
+
 def study_folder(base_config: DictConfig, study_name: str) -> str:
     """Where the sweep writes: ``hydra.sweep.dir`` when given, else ``multirun/<study name>`` under the working
     directory, so that every resume of one study adds to one folder (trial folders are named by trial number)."""
@@ -107,6 +135,7 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     from .worker import finalize, run_workers
 
     settings = build_settings(options, arguments, base_config)
+    check_a_trial_config(settings, hydra_context, base_config)
     settings.sweep_dir = study_folder(base_config, settings.study_name)
     Path(settings.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(base_config, Path(settings.sweep_dir) / "multirun.yaml")

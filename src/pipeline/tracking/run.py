@@ -76,8 +76,8 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     except Exception as error:
         raise TrackingUnavailable(
             f"MLflow tracking server {redact_text(tracking_uri)} does not answer ({error}). Start it "
-            "(mlflow server --host 127.0.0.1 --port 5000), fix logger.tracking_uri / MLFLOW_TRACKING_URI, "
-            "or run without a server: logger.tracking_uri=null or unset MLFLOW_TRACKING_URI for the local store"
+            "(mlflow server --host 127.0.0.1 --port 5000), fix logger.mlflow.tracking_uri / MLFLOW_TRACKING_URI, "
+            "or run without a server: unset MLFLOW_TRACKING_URI for the local store, or logger=none"
         ) from None
 
 
@@ -509,6 +509,20 @@ class MLflowLogger(Logger):
         self.log_model = log_model
         self.log_plots = log_plots
         self.run: Optional[TrackedRun] = None
+
+    @staticmethod
+    def check_config(node) -> None:
+        """Refused at config validation, before any data is loaded: a store MLflow cannot use, an empty
+        experiment name."""
+        from pipeline.errors import ConfigError
+
+        uri = node.get("tracking_uri")
+        if uri:
+            check_tracking_uri(str(uri))
+        name = node.get("experiment_name")
+        if name is None or not str(name).strip():
+            raise ConfigError("logger.mlflow.experiment_name is empty; name the experiment, e.g. "
+                              "logger.mlflow.experiment_name=my-study (the default is the task's name)")
 
     @property
     def name(self) -> str:
