@@ -141,7 +141,7 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, objective, datamodule, trainer
         if cfg.logger.get("log_plots", True):
             _log_plots(run, cfg, objective, datamodule, history, output_dir)
     if cfg.logger.get("log_model", True):
-        log_model(run, objective.predictor(), datamodule.example_input())
+        log_model(run, objective.predictor(), datamodule.example_input(), datamodule.raw_input_adapter(), datamodule.spec)
     run.flush()
     _print_summary(run, metrics, output_dir, checkpoint)
 

@@ -84,12 +84,19 @@ def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
 
 
 # ----- the model ---------------------------------------------------------------------------------------
-def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor) -> Optional[str]:
+def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adapter=None, spec=None) -> Optional[str]:
     """Log ``predictor`` (inputs in, predictions in the data's units out) with its signature and an input
     example. Saved as a ``torch.export`` program ("pt2"), which loads without this project's code and
-    without unpickling; a model that cannot be exported is saved pickled instead. Returns the format."""
+    without unpickling; a model that cannot be exported is saved pickled instead. Returns the format.
+
+    With the data's raw input ``adapter`` (``datamodule.raw_input_adapter()``), the model is a pyfunc
+    model that takes raw rows instead (:mod:`pipeline.tracking.raw_model`)."""
     if not run.active:
         return None
+    if adapter is not None:
+        from .raw_model import log_raw_input_model
+
+        return log_raw_input_model(run, predictor, adapter, spec, input_example, MODEL_NAME)
     predictor = _on_cpu(predictor).eval()
     example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
     with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan():
