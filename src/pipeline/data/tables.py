@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -99,13 +100,20 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     if fmt in ("csv", "tsv"):
         encoding = encoding or _text_encoding(path)
-        _check_header(path, fmt, sep, encoding)
+        header = _check_header(path, fmt, sep, encoding) or []
+        checked = False
         try:
-            reader = pd.read_csv(path, chunksize=batch_size, **_csv_options(fmt, sep, missing, encoding))
-            for chunk in reader:
-                yield _tidy(chunk, missing)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                for chunk in pd.read_csv(path, chunksize=batch_size, **_csv_options(fmt, sep, missing, encoding)):
+                    if not checked and (caught or (chunk.shape[1] and chunk.iloc[:, -1].isna().any())):
+                        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, len(header))
+                        checked = True  # one pass over the file answers for every chunk
+                    yield _tidy(chunk, missing)
+        except DataError:
+            raise
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
-            raise _parser_error(path, fmt, error) from None
+            raise _parser_error(path, fmt, error, encoding) from None
     elif fmt == "jsonl":
         try:
             for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
@@ -179,13 +187,18 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
     if header is None:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
     try:
-        frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, LookupError) as error:
         raise _parser_error(path, fmt, error, encoding) from None
-    if frame.shape[1] and frame.iloc[:, -1].isna().any():
-        _refuse_short_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, len(header))
+    # pandas drops the extra cells of a long row with only a warning, and fills a short row with missing
+    # values without one (a short row leaves the last column missing): both mean a broken line
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught) or \
+            (frame.shape[1] and frame.iloc[:, -1].isna().any()):
+        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, len(header))
     return frame
 
 
@@ -217,16 +230,17 @@ def _refuse_duplicates(path: Path, names: Sequence[str]) -> None:
         raise DataError(f"{path}: duplicate column names: {listed}; give each column its own name")
 
 
-def _refuse_short_rows(path: Path, sep: str, encoding: str, width: int) -> None:
-    """pandas fills a row with too few cells with missing values without a word; such a row usually means
-    a broken line (an unquoted separator, a truncated write). Only called when the last column has missing
-    values, which every short row leaves."""
+def _refuse_ragged_rows(path: Path, sep: str, encoding: str, width: int) -> None:
+    """A row with fewer or more cells than the header (an unquoted separator, a truncated write)."""
     with path.open(newline="", encoding=encoding) as handle:
         reader = csv.reader(handle, delimiter=sep, skipinitialspace=True)
         next(reader, None)
-        for row in reader:
-            if row and len(row) < width and any(cell.strip() for cell in row):
-                raise DataError(f"{path}:{reader.line_num}: expected {width} columns, found {len(row)}")
+        try:
+            for row in reader:
+                if row and len(row) != width and any(cell.strip() for cell in row):
+                    raise DataError(f"{path}:{reader.line_num}: expected {width} columns, found {len(row)}")
+        except csv.Error as error:
+            raise DataError(f"{path}:{reader.line_num}: {error}") from None
 
 
 def _parser_error(path: Path, fmt: str, error: Exception, encoding: Optional[str] = None) -> DataError:
