@@ -4,8 +4,9 @@
 any column order, with extra columns) into the float32 tensor the model reads:
 
 * a **numeric** column -> its missing cells imputed with the training median, then standardised (or
-  quantile-transformed to a normal distribution), plus a 0/1 missing indicator when the training rows
-  had missing values in it;
+  quantile-transformed to a normal distribution, or piecewise-linear encoded over quantile bins: one
+  number per bin, Gorishniy et al. 2022, arXiv 2203.05556), plus a 0/1 missing indicator when the training
+  rows had missing values in it;
 * a **categorical** column -> an integer code per category seen at least ``min_category_count`` times in
   the training rows; code 0 is the bucket for unseen, rare and missing values. The codes are the last
   columns of the tensor, read by the model's embeddings (``categorical_encoding="embedding"``), or
@@ -29,10 +30,11 @@ FORMAT_VERSION = 1
 # What a table cell may hold for "missing": pandas' default list, plus "?" (UCI data sets).
 MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                   "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "?")
-NUMERIC_TRANSFORMS = ("standard", "quantile", "none")
+NUMERIC_TRANSFORMS = ("standard", "quantile", "piecewise", "none")
 CATEGORICAL_ENCODINGS = ("embedding", "onehot")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 QUANTILES = 1000  # at most this many reference quantiles per numeric column (scikit-learn's default)
+PIECEWISE_BINS = 16  # bins of the piecewise-linear encoding (fewer where a column has fewer distinct values)
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -147,7 +149,8 @@ class TablePreprocessor:
         """Width of the output tensor."""
         indicators = sum(bool(s["missing_indicator"]) for s in self.numeric.values())
         categorical = sum(self.cardinalities) if self.categorical_encoding == "onehot" else len(self.categories)
-        return len(self.numeric) + indicators + categorical
+        numeric = sum(len(s["edges"]) - 1 if "edges" in s else 1 for s in self.numeric.values())
+        return numeric + indicators + categorical
 
     @property
     def embedded_cardinalities(self) -> list[int]:
@@ -180,6 +183,9 @@ class TablePreprocessor:
             if self.numeric_transform == "quantile" and len(filled):
                 count = min(QUANTILES, len(filled))
                 stats["quantiles"] = np.quantile(filled, np.linspace(0, 1, count)).tolist()
+            if self.numeric_transform == "piecewise":
+                edges = np.unique(np.quantile(filled, np.linspace(0, 1, PIECEWISE_BINS + 1))) if len(filled) else []
+                stats["edges"] = [float(e) for e in edges] if len(edges) > 1 else [stats["median"] - 1.0, stats["median"] + 1.0]
             self.numeric[name] = stats
         for name in self.categorical_columns:
             spelled = pd.Series(canonical_values(frame[name], missing), dtype=object).dropna()
@@ -227,7 +233,10 @@ class TablePreprocessor:
                 filled = (filled - stats["mean"]) / stats["std"]
             elif self.numeric_transform == "quantile" and "quantiles" in stats:
                 filled = self._quantile(filled, np.asarray(stats["quantiles"]))
-            blocks.append(filled)
+            if "edges" in stats:
+                blocks.extend(self._piecewise(filled, np.asarray(stats["edges"])).T)
+            else:
+                blocks.append(filled)
             if stats["missing_indicator"]:
                 indicators.append(absent.astype(np.float64))
         codes = []
@@ -256,6 +265,16 @@ class TablePreprocessor:
     def transform(self, frame: pd.DataFrame) -> torch.Tensor:
         """The model input tensor (float32, one row per row of ``frame``)."""
         return torch.from_numpy(self.transform_numpy(frame))
+
+    @staticmethod
+    def _piecewise(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        """One column per bin: 0 below the bin, 1 above it, the position inside it in between (the first and
+        last bins extend linearly beyond the training range)."""
+        low, high = edges[:-1], edges[1:]
+        encoded = (values[:, None] - low[None, :]) / (high - low)[None, :]
+        encoded[:, 1:] = np.maximum(encoded[:, 1:], 0.0)
+        encoded[:, :-1] = np.minimum(encoded[:, :-1], 1.0)
+        return encoded
 
     @staticmethod
     def _quantile(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:

@@ -99,7 +99,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     if fmt in ("csv", "tsv"):
-        encoding = encoding or _text_encoding(path)
+        encoding = encoding or _text_encoding(path, head_only=True)
         header = _check_header(path, fmt, sep, encoding) or []
         checked = False
         try:
@@ -117,7 +117,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     elif fmt == "jsonl":
         try:
             for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
-                                      encoding=encoding or _text_encoding(path)):
+                                      encoding=encoding or _text_encoding(path, head_only=True)):
                 yield _tidy(chunk, missing)
         except ValueError as error:
             raise DataError(f"{path}: not a JSON-lines file (one JSON object per line): {_first_line(error)}") from None
@@ -154,16 +154,20 @@ def _check_file(path: Path, fmt: str) -> None:
                             "Feather file use the .parquet/.feather extension or data.format=parquet|feather")
 
 
-def _text_encoding(path: Path) -> str:
+def _text_encoding(path: Path, head_only: bool = False) -> str:
     """UTF-8 (BOM or not; UTF-16 with its BOM); a file that is not valid UTF-8 is read as Windows-1252
     (what "Latin-1" files in the wild are), or as ISO 8859-1 when Windows-1252 cannot decode it, with a
-    notice: both decode every accented letter of Western European text, and guessing further is not safe."""
-    data = path.read_bytes()
+    notice: both decode every accented letter of Western European text, and guessing further is not safe.
+    ``head_only``: judge by the first MiB (streaming a large file; a later bad byte is then reported)."""
+    import codecs
+
+    with path.open("rb") as handle:
+        data = handle.read(1 << 20) if head_only else handle.read()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
     for encoding in ("utf-8-sig", "cp1252", "latin-1"):
         try:
-            data.decode(encoding)
+            codecs.getincrementaldecoder(encoding)().decode(data, final=not head_only)
         except UnicodeDecodeError as error:
             if encoding == "utf-8-sig":
                 first_bad = error.start
@@ -293,12 +297,22 @@ def _tidy(frame: pd.DataFrame, missing: Sequence[str]) -> pd.DataFrame:
         column = frame[name]
         if isinstance(column.dtype, pd.StringDtype):
             stripped = column.str.strip()
-        elif column.dtype == object:  # mixed cells (JSON): strip the strings among them
-            stripped = column.map(lambda v: v.strip() if isinstance(v, str) else v)
+        elif column.dtype == object:  # mixed cells (JSON): strip the strings, nested values as their JSON text
+            stripped = column.map(_plain_cell)
         else:
             continue
         frame[name] = stripped.mask(stripped.isin(tokens))
     return frame.dropna(how="all")
+
+
+def _plain_cell(value):
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (dict, list, tuple)):
+        import json
+
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def _first_line(error: BaseException) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ClassVar, Optional, Union
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split
@@ -266,8 +267,6 @@ class CsvData(TabularDataModule):
             if len(seen) < 2:
                 raise DataError(f"{train.path}: column {self.target!r} holds a single class "
                                 f"{[class_names[i] for i in seen]}; a classifier needs at least two")
-        import pandas as pd
-
         frames = [t.frame.loc[keep, list(plan.kinds)] for t, keep in zip(tables, present)]
         self.frame = pd.concat(frames, ignore_index=True)
         splits, start = [], 0
