@@ -156,6 +156,34 @@ def test_pyfunc_on_raw_rows_equals_pipeline_predict_and_the_test_metrics(people_
     np.testing.assert_allclose(again["probability_1"], by_mlflow["probability_1"], atol=1e-6)
 
 
+BLOCKED_PIPELINE = """
+import sys, importlib.abc
+class NoPipeline(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pipeline" or name.startswith("pipeline."):
+            raise ImportError("the pipeline package is blocked in this process")
+sys.meta_path.insert(0, NoPipeline())
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(f"runs:/{sys.argv[2]}/model")
+model.predict(pd.read_csv(sys.argv[3])).to_csv(sys.argv[4], index=False)
+assert not [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")]
+"""
+
+
+def test_the_logged_model_loads_without_the_pipeline_package(people_run):
+    import subprocess
+    import sys
+
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    output = folder / "without_pipeline.csv"
+    result = subprocess.run([sys.executable, "-c", BLOCKED_PIPELINE, store["uri"], run.info.run_id,
+                             str(people_run["test"]), str(output)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = load_pyfunc(store, run.info.run_id).predict(pd.read_csv(people_run["test"]))
+    assert (pd.read_csv(output, dtype={"prediction": str})["prediction"] == expected["prediction"]).all()
+
+
 def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(people_run):
     store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
     model = load_pyfunc(store, run.info.run_id)

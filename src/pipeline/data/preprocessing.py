@@ -114,7 +114,7 @@ class TablePreprocessor:
 
     def __init__(self, columns: dict[str, str], numeric_transform: str = "standard",
                  categorical_encoding: str = "embedding", min_category_count: int = 1,
-                 missing_tokens: Sequence[str] = MISSING_TOKENS):
+                 missing_tokens: Sequence[str] = MISSING_TOKENS, piecewise_bins: int = PIECEWISE_BINS):
         if numeric_transform not in NUMERIC_TRANSFORMS:
             raise ValueError(f"numeric_transform must be one of {', '.join(NUMERIC_TRANSFORMS)}, got {numeric_transform!r}")
         if categorical_encoding not in CATEGORICAL_ENCODINGS:
@@ -124,6 +124,9 @@ class TablePreprocessor:
         self.numeric_transform = numeric_transform
         self.categorical_encoding = categorical_encoding
         self.min_category_count = int(min_category_count)
+        if piecewise_bins < 1:
+            raise ValueError(f"piecewise_bins must be >= 1, got {piecewise_bins}")
+        self.piecewise_bins = int(piecewise_bins)
         self.missing_tokens = [str(t) for t in missing_tokens]
         # fitted state, per column
         self.numeric: dict[str, dict] = {}  # name -> {median, mean, std, missing_indicator, [quantiles]}
@@ -184,7 +187,7 @@ class TablePreprocessor:
                 count = min(QUANTILES, len(filled))
                 stats["quantiles"] = np.quantile(filled, np.linspace(0, 1, count)).tolist()
             if self.numeric_transform == "piecewise":
-                edges = np.unique(np.quantile(filled, np.linspace(0, 1, PIECEWISE_BINS + 1))) if len(filled) else []
+                edges = np.unique(np.quantile(filled, np.linspace(0, 1, self.piecewise_bins + 1))) if len(filled) else []
                 stats["edges"] = [float(e) for e in edges] if len(edges) > 1 else [stats["median"] - 1.0, stats["median"] + 1.0]
             self.numeric[name] = stats
         for name in self.categorical_columns:
@@ -290,6 +293,7 @@ class TablePreprocessor:
                 "columns": self.columns,
                 "numeric_transform": self.numeric_transform, "categorical_encoding": self.categorical_encoding,
                 "min_category_count": self.min_category_count, "missing_tokens": self.missing_tokens,
+                "piecewise_bins": self.piecewise_bins,
                 "numeric": self.numeric, "categories": self.categories, "example_rows": self.example_rows}
 
     @classmethod
@@ -298,7 +302,7 @@ class TablePreprocessor:
             raise ValueError(f"preprocessing state of format {state.get('format_version')!r}; this code reads "
                              f"format {FORMAT_VERSION}")
         made = cls(state["columns"], state["numeric_transform"], state["categorical_encoding"],
-                   state["min_category_count"], state["missing_tokens"])
+                   state["min_category_count"], state["missing_tokens"], state.get("piecewise_bins", PIECEWISE_BINS))
         made.numeric = {k: dict(v) for k, v in state["numeric"].items()}
         made.categories = {k: list(v) for k, v in state["categories"].items()}
         made.example_rows = list(state.get("example_rows", []))

@@ -166,7 +166,7 @@ class CsvData(TabularDataModule):
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
                  na_values: Union[str, list, None] = None, encoding: Optional[str] = None,
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
-                 min_category_count: int = 5, max_integer_categories: int = 10, **kwargs):
+                 min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
         super().__init__(**kwargs)
         self.path = Path(path) if path else None
         self.test_path = Path(test_path) if test_path else None
@@ -189,6 +189,9 @@ class CsvData(TabularDataModule):
         self.categorical_encoding = categorical_encoding
         self.numeric_transform = numeric_transform if self.standardize else "none"
         self.min_category_count = min_category_count
+        if piecewise_bins < 1:
+            raise DataError(f"data.piecewise_bins must be >= 1, got {piecewise_bins}")
+        self.piecewise_bins = piecewise_bins
         self.max_integer_categories = max_integer_categories
         self.kinds: dict[str, str] = {}
         self.frame = None  # the feature columns of every row read (train file, then test file), as read
@@ -283,7 +286,7 @@ class CsvData(TabularDataModule):
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
             self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,
-            [*MISSING_TOKENS, *self.na_values]).fit(self.frame.iloc[train.x.numpy()])
+            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins).fit(self.frame.iloc[train.x.numpy()])
         self.timings["fit_s"] = time.perf_counter() - started
 
     def apply_preprocessing(self, split: Split) -> Split:
