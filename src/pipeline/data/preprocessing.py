@@ -93,9 +93,12 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(column), dtype=bool)
     text = column.astype("string").str.strip()
-    text = text.mask(text.isin(missing))
-    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = text.notna().to_numpy(dtype=bool) & np.isnan(values)
+    # each distinct text parsed once: a column of category names has few, and parsing them is the slow part
+    codes, uniques = pd.factorize(text.mask(text.isin(missing)), use_na_sentinel=True)
+    parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object), dtype=object), errors="coerce")
+    parsed = np.append(parsed.to_numpy(dtype=np.float64, na_value=np.nan), np.nan)  # code -1: missing
+    values = parsed[codes]
+    bad = (codes >= 0) & np.isnan(values)
     return values, bad
 
 
