@@ -64,7 +64,7 @@ TOP_LEVEL_KEYS = (set(FIXED_SCHEMAS) | set(TARGET_GROUPS) | set(TARGET_COLLECTIO
 
 # arguments that train.py passes when it builds the object, never set in YAML
 WIRED_ARGUMENTS = {
-    "model": {"input_shape", "num_outputs", "vocab_size", "pad_id"},
+    "model": {"input_shape", "num_outputs", "vocab_size", "pad_id", "categorical_cardinalities"},
     "optimizer": {"params"},
     "scheduler": {"optimizer", "total_steps", "epochs", "steps_per_epoch"},
     "trainer": {"callbacks", "logger", "plugins", "default_root_dir"},

@@ -1,1 +1,2 @@
-"""Command-line tools: pipeline-ui, pipeline-compare, pipeline-rerun (pipeline-train is pipeline.train)."""
+"""Command-line tools: pipeline-ui, pipeline-compare, pipeline-rerun, pipeline-predict (pipeline-train is
+pipeline.train)."""

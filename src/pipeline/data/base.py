@@ -9,7 +9,7 @@ describes them through ``spec`` (a :class:`DataSpec`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Optional, Sequence
 
@@ -57,6 +57,14 @@ class DataSpec:
     extra: dict = field(default_factory=dict)
     # further constructor arguments of the model that only the data knows (e.g. categorical cardinalities)
     model_inputs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (saved beside a run's checkpoints, to rebuild its model)."""
+        return {**asdict(self), "input_shape": list(self.input_shape)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DataSpec":
+        return cls(**{**values, "input_shape": tuple(values["input_shape"])})
 
 
 class TensorBatcher:
@@ -184,6 +192,15 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def save_artifacts(self, directory: Path) -> list[Path]:
         return []
+
+    def raw_input_adapter(self):
+        """An object that turns a pandas DataFrame of raw inputs (a table's columns; later an image ``path``
+        or a ``text`` column) into this model's input tensor, or None when the data set has none (the model
+        is then logged to take tensors). It must provide ``transform(frame) -> Tensor``, ``input_schema() ->
+        [(column, kind)]``, ``input_example() -> DataFrame``, ``to_dict()`` with a classmethod
+        ``from_dict(state)``, and its class must live in a module that imports only numpy, pandas and torch:
+        that file is stored with the logged model and imported from there when the model is loaded."""
+        return None
 
     # ----- splitting ---------------------------------------------------------------------
     def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:

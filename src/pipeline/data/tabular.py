@@ -1,15 +1,20 @@
-"""Tabular data sets: synthetic ones with a known truth, scikit-learn's bundled ones, any CSV."""
+"""Tabular data sets: synthetic ones with a known truth, scikit-learn's bundled ones, any table file."""
 from __future__ import annotations
 
-import csv
-import math
+import logging
+import time
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Union
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split
+from .preprocessing import CATEGORICAL_ENCODINGS, MISSING_TOKENS, NUMERIC_TRANSFORMS, TablePreprocessor
+from .tables import check_numeric_column, class_labels, column_kinds, read_table, regression_targets
+
+log = logging.getLogger(__name__)
 
 
 class TabularDataModule(InMemoryDataModule):
@@ -141,97 +146,177 @@ class Wine(SklearnDataset):
 
 
 class CsvData(TabularDataModule):
-    """Any CSV with a header row: numeric feature columns and one target column.
+    """Any table: CSV, TSV, Parquet, Feather or JSON lines (``format`` or the file's extension), read with
+    pandas/pyarrow as it comes (see :mod:`pipeline.data.tables`).
 
-    For classification the target may hold any labels (strings or integers); they are mapped
-    to class indices in sorted order. For regression it must be numeric.
+    Columns of numbers are numeric; strings, booleans and integer columns with few values are categorical;
+    identifier-like and free-text columns are left out with a notice (``categorical`` / ``numeric`` override
+    either choice). Missing cells (empty, ``NA``, ``?``, ``na_values``) are imputed. ``test_path`` names an
+    official test file; without it a seeded hold-out (or ``cv_folds``) split is drawn. The preprocessing
+    (:class:`~pipeline.data.preprocessing.TablePreprocessor`) is fitted on the training rows only and is
+    the logged model's raw input adapter. For classification the labels may be names or integers
+    (``1``, ``1.0`` and `` 1`` are one class); for regression the target must be numeric.
     """
 
     name: ClassVar[str] = "csv"
 
     def __init__(self, path: str = "", target: str = "", task_kind: str = "regression",
-                 features: Optional[list[str]] = None, **kwargs):
+                 features: Optional[list] = None, drop: Optional[list] = None,
+                 categorical: Optional[list] = None, numeric: Optional[list] = None,
+                 test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
+                 na_values: Union[str, list, None] = None, encoding: Optional[str] = None,
+                 categorical_encoding: str = "embedding", numeric_transform: str = "standard",
+                 min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
         super().__init__(**kwargs)
         self.path = Path(path) if path else None
+        self.test_path = Path(test_path) if test_path else None
         self.target = target
-        self.features = list(features) if features else None
+        self.features = [str(c) for c in features] if features else None
+        self.drop = [str(c) for c in drop or ()]
+        self.categorical = [str(c) for c in categorical or ()]
+        self.numeric = [str(c) for c in numeric or ()]
+        self.format = format
+        self.sep = sep
+        self.na_values = [str(v) for v in ([na_values] if isinstance(na_values, str) else na_values or ())]
+        self.encoding = encoding
         if task_kind not in ("regression", "classification"):
             raise DataError(f"data.task_kind must be 'regression' or 'classification', got {task_kind!r}")
-        self.task_kind = task_kind  # an instance attribute: one CSV reader serves both tasks
+        self.task_kind = task_kind  # an instance attribute: one table reader serves both tasks
+        _choice("data.categorical_encoding", categorical_encoding, CATEGORICAL_ENCODINGS)
+        _choice("data.numeric_transform", numeric_transform, NUMERIC_TRANSFORMS)
+        if min_category_count < 1:
+            raise DataError(f"data.min_category_count must be >= 1, got {min_category_count}")
+        self.categorical_encoding = categorical_encoding
+        self.numeric_transform = numeric_transform if self.standardize else "none"
+        self.min_category_count = min_category_count
+        if piecewise_bins < 1:
+            raise DataError(f"data.piecewise_bins must be >= 1, got {piecewise_bins}")
+        self.piecewise_bins = piecewise_bins
+        self.max_integer_categories = max_integer_categories
+        self.kinds: dict[str, str] = {}
+        self.frame = None  # the feature columns of every row read (train file, then test file), as read
+        self.preprocessor: Optional[TablePreprocessor] = None
+        self.timings: dict[str, float] = {}  # seconds spent reading, fitting and applying the preprocessing
+
+    # ----- reading ---------------------------------------------------------------------------------------
+    def _resolve(self, path: Optional[Path], key: str) -> Path:
+        if path is None:
+            raise DataError(f"{key} is required for data=csv (e.g. data.path=/path/to/file.csv data.target=label)")
+        path = path if path.is_absolute() else Path.cwd() / path
+        if not path.is_file():
+            raise DataError(f"{key}: file not found: {path}")
+        return path
+
+    def _read(self, path: Path):
+        return read_table(path, self.format, self.sep, self.na_values, self.encoding)
+
+    def _feature_columns(self, columns: list[str], path: Path) -> list[str]:
+        for key, names in (("data.features", self.features or []), ("data.drop", self.drop),
+                           ("data.categorical", self.categorical), ("data.numeric", self.numeric)):
+            unknown = [c for c in names if c not in columns or c == self.target]
+            if unknown:
+                raise DataError(f"{key}: {unknown} are not feature columns of {path}; columns are {columns} "
+                                f"(target: {self.target!r})")
+        both = sorted(set(self.categorical) & set(self.numeric))
+        if both:
+            raise DataError(f"data.categorical and data.numeric both list {both}; a column is one or the other")
+        chosen = self.features or [c for c in columns if c != self.target]
+        return [c for c in chosen if c not in self.drop]
 
     def load(self) -> LoadedData:
-        if self.path is None:
-            raise DataError("data.path is required for data=csv (e.g. data.path=/path/to/file.csv data.target=label)")
-        path = self.path if self.path.is_absolute() else Path.cwd() / self.path
-        if not path.is_file():
-            raise DataError(f"data.path: CSV file not found: {path}")
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-        if not rows:
-            raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
-        header = [h.strip() for h in rows[0]]
-        if self.target not in header:
-            raise DataError(f"data.target: column {self.target!r} not in {path}; columns are {header}")
-        target_index = header.index(self.target)
-        feature_columns = self.features or [c for c in header if c != self.target]
-        unknown = [c for c in feature_columns if c not in header or c == self.target]
-        if unknown:
-            raise DataError(f"data.features: {unknown} are not feature columns of {path}; columns are {header}")
-        feature_indices = [header.index(c) for c in feature_columns]
-        data_rows = [(line_no, row) for line_no, row in enumerate(rows[1:], start=2) if any(c.strip() for c in row)]
-        if not data_rows:
-            raise DataError(f"{path}: no data rows after the header")
-        features, labels = [], []
-        for line_no, row in data_rows:
-            if len(row) != len(header):
-                raise DataError(f"{path}:{line_no}: expected {len(header)} columns, found {len(row)}")
-            features.append([_parse_number(row[i], path, line_no, header[i]) for i in feature_indices])
-            labels.append(row[target_index].strip())
-        x = np.asarray(features, dtype=np.float64)
-        if self.task_kind == "regression":
-            y = np.asarray(
-                [_parse_number(v, path, n, self.target) for (n, _), v in zip(data_rows, labels)], dtype=np.float64
-            )
-            return LoadedData(train=_regression_split(x, y))
-        for (line_no, _), label in zip(data_rows, labels):
-            if label == "":
-                raise DataError(f"{path}:{line_no}: missing label in column {self.target!r}")
-            if _is_fractional_number(label):
-                raise DataError(
-                    f"{path}:{line_no}: label {label!r} in column {self.target!r} is not a class "
-                    "(classification labels must be integers or names)"
-                )
-        classes = sorted(set(labels), key=_label_sort_key)
-        if len(classes) < 2:
-            raise DataError(f"{path}: column {self.target!r} holds a single class {classes}; need at least two")
-        index = {c: i for i, c in enumerate(classes)}
-        y = np.asarray([index[label] for label in labels], dtype=np.int64)
-        return LoadedData(train=_classification_split(x, y), class_names=classes)
+        started = time.perf_counter()
+        train = self._read(self._resolve(self.path, "data.path"))
+        columns = list(train.frame.columns)
+        if self.target not in columns:
+            raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}")
+        features = self._feature_columns(columns, train.path)
+        tables = [train]
+        if self.test_path is not None:
+            test = self._read(self._resolve(self.test_path, "data.test_path"))
+            absent = [c for c in [*features, self.target] if c not in test.frame.columns]
+            if absent:
+                raise DataError(f"data.test_path: {test.path} has no column {', '.join(map(repr, absent))}; "
+                                f"its columns are {list(test.frame.columns)}")
+            tables.append(test)
+        plan = column_kinds(train, features, self.categorical, self.numeric, self.max_integer_categories,
+                            self.na_values)
+        if plan.left_out:
+            listed = ", ".join(f"{name!r} ({why})" for name, why in plan.left_out.items())
+            log.warning("data: left out %s: identifier-like, free text or empty; bring one back with "
+                        "data.categorical=[<name>] (or data.numeric=[<name>])", listed)
+        if not plan.kinds:
+            raise DataError(f"{train.path}: no feature columns left (target {self.target!r}; left out: "
+                            f"{', '.join(plan.left_out) or '-'}); choose them with data.features=[...]")
+        self.kinds = plan.kinds
+        for table in tables[1:]:  # the training file's numeric columns were checked while typing them
+            for name, kind in plan.kinds.items():
+                if kind == "numeric":
+                    check_numeric_column(table, name, self.na_values)
+        if self.task_kind == "classification":
+            targets, class_names = class_labels(tables, self.target)
+            present = [t >= 0 for t in targets]
+        else:
+            targets, class_names = [regression_targets(t, self.target) for t in tables], None
+            present = [~np.isnan(t) for t in targets]
+        for table, keep in zip(tables, present):
+            if not keep.all():
+                first = table.where(table.frame.index[int(np.flatnonzero(~keep)[0])])
+                log.warning("data.target: %d row(s) of %s have no value in column %r and are left out (first: %s)",
+                            int((~keep).sum()), table.path, self.target, first)
+            if not keep.any():
+                raise DataError(f"{table.path}: no row has a value in the target column {self.target!r}")
+        if class_names is not None:
+            seen = sorted(set(targets[0][present[0]].tolist()))
+            if len(seen) < 2:
+                raise DataError(f"{train.path}: column {self.target!r} holds a single class "
+                                f"{[class_names[i] for i in seen]}; a classifier needs at least two")
+        frames = [t.frame.loc[keep, list(plan.kinds)] for t, keep in zip(tables, present)]
+        self.frame = pd.concat(frames, ignore_index=True)
+        splits, start = [], 0
+        for frame, y, keep in zip(frames, targets, present):
+            rows = torch.arange(start, start + len(frame), dtype=torch.long)
+            start += len(frame)
+            y = torch.as_tensor(y[keep], dtype=torch.long if class_names is not None else torch.float32)
+            splits.append(Split(rows, y))
+        self.timings["read_s"] = time.perf_counter() - started
+        return LoadedData(train=splits[0], test=splits[1] if len(splits) > 1 else None, class_names=class_names)
+
+    # ----- preprocessing: fitted on the training rows only -------------------------------------------------
+    def fit_preprocessing(self, train: Split) -> None:
+        started = time.perf_counter()
+        self.preprocessor = TablePreprocessor(
+            self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,
+            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins).fit(self.frame.iloc[train.x.numpy()])
+        self.timings["fit_s"] = time.perf_counter() - started
+
+    def apply_preprocessing(self, split: Split) -> Split:
+        started = time.perf_counter()
+        x = self.preprocessor.transform(self.frame.iloc[split.x.numpy()])
+        self.timings["transform_s"] = self.timings.get("transform_s", 0.0) + time.perf_counter() - started
+        return Split(x, split.y)
+
+    def describe(self, train: Split, class_names) -> DataSpec:
+        spec = super().describe(train, class_names)
+        if self.preprocessor.embedded_cardinalities:
+            spec.model_inputs["categorical_cardinalities"] = self.preprocessor.embedded_cardinalities
+        return spec
+
+    def raw_input_adapter(self) -> TablePreprocessor:
+        return self.preprocessor
+
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        """``preprocessing.json`` (the fitted preprocessing, readable) and ``model_spec.json`` (what the model
+        was built for): with a checkpoint, all ``pipeline-predict`` needs."""
+        import json
+
+        directory.mkdir(parents=True, exist_ok=True)
+        preprocessing = directory / "preprocessing.json"
+        preprocessing.write_text(json.dumps(self.preprocessor.to_dict(), indent=1))
+        spec = directory / "model_spec.json"
+        spec.write_text(json.dumps(self.spec.to_dict(), indent=1))
+        return [preprocessing, spec]
 
 
-def _parse_number(cell: str, path: Path, line_no: int, column: str) -> float:
-    text = cell.strip()
-    if text == "":
-        raise DataError(f"{path}:{line_no}: missing value in column {column!r} (fill or drop the row)")
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{path}:{line_no}: column {column!r} holds {text!r}, not a number") from None
-    if not math.isfinite(value):
-        raise DataError(f"{path}:{line_no}: column {column!r} holds {text!r}, not a finite number")
-    return value
-
-
-def _is_fractional_number(text: str) -> bool:
-    try:
-        value = float(text)
-    except ValueError:
-        return False
-    return not math.isfinite(value) or value != int(value)
-
-
-def _label_sort_key(label: str):
-    try:
-        return (0, float(label), label)
-    except ValueError:
-        return (1, 0.0, label)
+def _choice(key: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise DataError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")

@@ -1,5 +1,6 @@
 """Plain ``nn.Module`` models. They know the shape of their inputs and outputs, never which data
-set produced them.
+set produced them. Tabular models also take ``categorical_cardinalities`` (learned embeddings of the
+categorical columns that close their input, see ``pipeline.models.categorical``).
 
 Every model takes ``(input_shape, num_outputs, dropout=0.0, l1=0.0, ...)`` (text models also
 ``vocab_size`` and ``pad_id``), returns raw predictions / logits of shape ``(B, num_outputs)``,
@@ -11,6 +12,7 @@ from pipeline.models.linear import LinearRegression, LogisticRegression
 from pipeline.models.mlp import MLP
 from pipeline.models.nbsvm import NBSVM
 from pipeline.models.resnet import ResNet
+from pipeline.models.tabular_resnet import TabularResNet
 from pipeline.models.text import BagOfWords, RNNClassifier, TextCNN
 from pipeline.models.transformer import PretrainedTransformer  # imports transformers only when built
 
@@ -48,5 +50,6 @@ __all__ = [
     "PretrainedTransformer",
     "RNNClassifier",
     "ResNet",
+    "TabularResNet",
     "TextCNN",
 ]

@@ -154,7 +154,8 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
         if run.active and settings is not None and settings.log_plots:
             _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
     if run.active and settings is not None and settings.log_model and tested and log_model:
-        log_model(run, task_module.predictor(), datamodule.example_input())
+        log_model(run, task_module.predictor(), datamodule.example_input(), datamodule.raw_input_adapter(),
+                  datamodule.spec)
     run.flush()
     _print_summary(run, metrics, output_dir, checkpoint, tested)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .model_context import _no_environment_scan, _on_cpu, _tracking_uri  # noqa: F401
 from .run import TrackedRun
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,19 @@ def test_predictions(predictor: nn.Module, datamodule, device: torch.device) -> 
 
 
 # ----- the model ---------------------------------------------------------------------------------------
-def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor) -> Optional[str]:
+def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adapter=None, spec=None) -> Optional[str]:
     """Log ``predictor`` (inputs in, predictions in the data's units out) with its signature and an input
     example. Saved as a ``torch.export`` program ("pt2"), which loads without this project's code and
-    without unpickling; a model that cannot be exported is saved pickled instead. Returns the format."""
+    without unpickling; a model that cannot be exported is saved pickled instead. Returns the format.
+
+    With the data's raw input ``adapter`` (``datamodule.raw_input_adapter()``), the model is a pyfunc
+    model that takes raw rows instead (:mod:`pipeline.tracking.raw_model`)."""
     if not run.active:
         return None
+    if adapter is not None:
+        from .raw_model import log_raw_input_model
+
+        return log_raw_input_model(run, predictor, adapter, spec, input_example, MODEL_NAME)
     predictor = _on_cpu(predictor).eval()
     example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
     with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan():
@@ -125,44 +133,6 @@ def _log_pytorch_model(run: TrackedRun, predictor: nn.Module, example: Tensor, m
         metadata={"pipeline_serialization": serialization},
         **options,
     )
-
-
-def _on_cpu(module: nn.Module) -> nn.Module:
-    """The module on the CPU, copied when it is elsewhere so the trained objective is left as it is."""
-    if all(p.device.type == "cpu" for p in module.parameters()):
-        return module
-    return copy.deepcopy(module).cpu()
-
-
-@contextlib.contextmanager
-def _tracking_uri(uri: str):
-    """``mlflow.pytorch.log_model`` reads the global tracking URI; point it at this run's store meanwhile."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-@contextlib.contextmanager
-def _no_environment_scan():
-    """MLflow checks that the requirements it writes are installed by reading the file list of every
-    installed distribution: 1-3 s, the largest part of logging a small model. Our requirements are the
-    versions this process runs, so the check cannot fail; it is skipped while the model is logged."""
-    import mlflow.utils.environment as environment
-
-    original = getattr(environment, "warn_dependency_requirement_mismatches", None)
-    if original is None:  # a later MLflow without this check
-        yield
-        return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
-    try:
-        yield
-    finally:
-        environment.warn_dependency_requirement_mismatches = original
 
 
 # ----- the tokenizer -----------------------------------------------------------------------------------

@@ -1,0 +1,268 @@
+"""``pipeline-predict <run id | checkpoint> --input new.csv --output predictions.csv``: predictions of a
+trained tabular model on new raw rows.
+
+With a run id (or a ``runs:/`` / ``models:/`` URI) the MLflow model logged with the run is loaded, so the
+answers are exactly ``mlflow.pyfunc.load_model(...).predict(...)``'s. With a checkpoint file
+(``outputs/<date>/<time>/checkpoints/best-*.ckpt``) the network is rebuilt from the run folder's
+``config.yaml`` and ``data/`` (the fitted preprocessing) and gives the same answers. The input is any table
+format the training reads (CSV, TSV, Parquet, Feather, JSON lines), streamed in batches; the output is
+CSV, TSV, JSON lines or Parquet (by its extension): the ``--keep`` columns, ``prediction`` and, for
+classification, ``probability_<class>`` per class.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+RUN_ID_LENGTH = 32
+
+
+class PredictError(RuntimeError):
+    """The model or the input cannot be used; the message says which and why."""
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    from pipeline.tracking.run import default_store
+
+    uri, _ = default_store()
+    parser = argparse.ArgumentParser(prog="pipeline-predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser.add_argument("model", help="an MLflow run id (or runs:/<id>/model, models:/...), or a checkpoint file")
+    parser.add_argument("--input", required=True, type=Path, help="the rows to predict (.csv .tsv .parquet .feather .jsonl)")
+    parser.add_argument("--output", required=True, type=Path, help="where to write the predictions (.csv .tsv .jsonl .parquet)")
+    parser.add_argument("--keep", action="append", default=[], metavar="COLUMN",
+                        help="copy this input column (e.g. an id) into the output; repeat or separate by commas")
+    parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
+    parser.add_argument("--format", default=None, help="input format when the extension does not say it")
+    parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input (default: ',' or tab)")
+    parser.add_argument("--tracking-uri", default=uri, help=f"the store holding the run (default: {uri})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    args.keep = [c.strip() for item in args.keep for c in item.split(",") if c.strip()]
+    return args
+
+
+# ----- loading the model -----------------------------------------------------------------------------
+class Predictor:
+    """A function from a DataFrame of raw rows to a DataFrame of predictions, and the columns it reads."""
+
+    def __init__(self, predict: Callable, columns: list[str], source: str):
+        self.predict, self.columns, self.source = predict, columns, source
+
+
+def load_predictor(source: str, tracking_uri: str) -> Predictor:
+    path = Path(source)
+    if path.suffix == ".ckpt" or path.is_file():
+        return _from_checkpoint(path)
+    if source.startswith(("runs:/", "models:/")):
+        return _from_mlflow(source, tracking_uri)
+    if len(source) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in source.lower()):
+        return _from_mlflow(f"runs:/{source}/model", tracking_uri)
+    raise PredictError(f"{source!r} is neither a checkpoint file nor an MLflow run id (32 hex digits) or "
+                       "runs:/<id>/model URI")
+
+
+def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking.pyfunc_model import RawRowsModel
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except MlflowException as error:
+        from pipeline.cli.errors import one_line
+
+        raise PredictError(f"cannot load the model {uri} from {tracking_uri}: {one_line(error)[:300]} (was the run "
+                           "logged with logger.log_model=false? then pass its checkpoint file instead)") from None
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:
+        python_model = None
+    if not isinstance(python_model, RawRowsModel) and type(python_model).__name__ != "RawRowsModel":
+        raise PredictError(f"{uri} is not a model that takes raw rows (it was logged by a data set without a raw "
+                           "input adapter, e.g. scikit-learn's bundled ones); load it with mlflow.pytorch.load_model")
+    columns = [name for name, _ in python_model.adapter.input_schema()]
+    return Predictor(model.predict, columns, uri)
+
+
+def _from_checkpoint(path: Path) -> Predictor:
+    import torch
+    from omegaconf import OmegaConf
+
+    from pipeline.data.base import DataSpec
+    from pipeline.models import build_model
+    from pipeline.tasks import build_task_module
+    from pipeline.tracking.pyfunc_model import predict_frame
+
+    if not path.is_file():
+        raise PredictError(f"{path}: no such checkpoint file")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    needed = {"config": run_dir / "config.yaml", "spec": run_dir / "data" / "model_spec.json",
+              "adapter": run_dir / "data" / "preprocessing.json"}
+    absent = [str(p) for p in needed.values() if not p.is_file()]
+    if absent:
+        raise PredictError(f"{path}: the run folder {run_dir} lacks {', '.join(absent)} (a checkpoint is read with "
+                           "its run's config.yaml and data/, written when the run ends; a run without them can be "
+                           "predicted from its MLflow run id)")
+    cfg = OmegaConf.load(needed["config"])
+    target = str(cfg.model.get("_target_", ""))
+    if not target.startswith("pipeline.models."):
+        raise PredictError(f"{needed['config']}: model._target_={target!r} is not one of the pipeline's models; refusing it")
+    spec = DataSpec.from_dict(json.loads(needed["spec"].read_text()))
+    state = json.loads(needed["adapter"].read_text())
+    if not str(state.get("module", "")).startswith("pipeline.data."):
+        raise PredictError(f"{needed['adapter']}: names {state.get('module')!r}, not a pipeline data module; refusing it")
+    import importlib
+
+    adapter = getattr(importlib.import_module(state["module"]), state["class"]).from_dict(state)
+    model = build_model(cfg.model, spec)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        weights = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(weights)
+    except Exception as error:
+        from pipeline.cli.errors import one_line
+
+        raise PredictError(f"{path}: not a checkpoint of this run's model ({one_line(error)[:300]})") from None
+    predictor = build_task_module(cfg.task, model, None, None, spec).predictor().eval()
+
+    def predict(frame):
+        return predict_frame(adapter, predictor, spec.task_kind, spec.class_names, frame)
+
+    return Predictor(predict, [name for name, _ in adapter.input_schema()], str(path))
+
+
+# ----- writing ------------------------------------------------------------------------------------------
+OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+class PredictionWriter:
+    """Appends batches to a temporary file beside ``path``, renamed to ``path`` once every batch is in: a
+    failed run leaves no half-written predictions behind."""
+
+    def __init__(self, path: Path):
+        self.format = OUTPUT_FORMATS.get(path.suffix.lower())
+        if self.format is None:
+            raise PredictError(f"--output {path}: unknown extension; use one of {', '.join(OUTPUT_FORMATS)}")
+        if not path.parent.is_dir():
+            raise PredictError(f"--output {path}: the folder {path.parent} does not exist")
+        self.path = path
+        self.partial = path.with_name(f".{path.name}.partial")
+        self.parquet = None
+        self.rows = 0
+
+    def write(self, frame) -> None:
+        if self.format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self.parquet is None:
+                self.parquet = pq.ParquetWriter(self.partial, table.schema)
+            self.parquet.write_table(table)
+        elif self.format == "jsonl":
+            with self.partial.open("a" if self.rows else "w") as handle:
+                frame.to_json(handle, orient="records", lines=True)
+        else:
+            frame.to_csv(self.partial, sep="\t" if self.format == "tsv" else ",", index=False,
+                         mode="a" if self.rows else "w", header=self.rows == 0)
+        self.rows += len(frame)
+
+    def close(self, success: bool) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        if success and self.partial.exists():
+            os.replace(self.partial, self.path)
+        elif self.partial.exists():
+            self.partial.unlink()
+
+
+def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
+    """Stream ``args.input`` through ``predictor`` into ``args.output``; returns the number of rows."""
+    import pandas as pd
+
+    from pipeline.data.tables import iter_table
+
+    writer = PredictionWriter(args.output)
+    progress = _progress_bar(args)
+    success = False
+    try:
+        for batch in iter_table(args.input, args.batch_size, args.format, args.sep):
+            if writer.rows == 0:
+                _check_columns(batch, predictor, args)
+            if len(batch) == 0:
+                continue
+            predictions = _predict(predictor, batch, args.input)
+            kept = batch[args.keep].reset_index(drop=True)
+            writer.write(pd.concat([kept, predictions.reset_index(drop=True)], axis=1))
+            if progress is not None:
+                progress.update(len(batch))
+        if writer.rows == 0:
+            raise PredictError(f"--input {args.input}: no data rows")
+        success = True
+    finally:
+        writer.close(success)
+        if progress is not None:
+            progress.close()
+    return writer.rows
+
+
+def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> None:
+    columns = [str(c) for c in batch.columns]
+    absent = [c for c in predictor.columns if c not in columns]
+    if absent:
+        raise PredictError(f"--input {args.input} has no column {', '.join(map(repr, absent))}, which the model reads "
+                           f"(it reads {', '.join(predictor.columns)}); add it: empty cells count as missing")
+    unknown = [c for c in args.keep if c not in columns]
+    if unknown:
+        raise PredictError(f"--keep {', '.join(unknown)}: not a column of {args.input}; its columns are {columns}")
+
+
+def _predict(predictor: Predictor, batch, source: Path):
+    try:
+        return predictor.predict(batch[predictor.columns])
+    except Exception as error:
+        from pipeline.cli.errors import one_line
+
+        if type(error).__name__ in ("RawInputError", "MlflowException"):
+            message = one_line(error)
+            if "Error: " in message:  # MLflow quotes the whole batch before saying what is wrong
+                message = message.rsplit("Error: ", 1)[1]
+            raise PredictError(f"{source}: {message[:400]} (index: the data row, 0 for the first)") from None
+        raise
+
+
+def _progress_bar(args: argparse.Namespace):
+    if args.no_progress or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc="predicting", unit=" rows", file=sys.stderr)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    from pipeline.cli.errors import EXIT_USER_ERROR, one_line
+    from pipeline.config import ConfigError
+    from pipeline.data.base import DataError
+
+    args = parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own bar is about rows
+    try:
+        predictor = load_predictor(args.model, args.tracking_uri)
+        rows = predict_file(predictor, args)
+    except (PredictError, DataError, ConfigError) as error:
+        print(f"Error: {one_line(error)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    print(f"{rows} predictions written to {args.output}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

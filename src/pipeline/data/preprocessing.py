@@ -1,0 +1,319 @@
+"""Preprocessing of raw table rows, fitted on the training rows only: one small, inspectable object.
+
+:class:`TablePreprocessor` turns a pandas DataFrame of raw columns (strings, numbers, missing values, in
+any column order, with extra columns) into the float32 tensor the model reads:
+
+* a **numeric** column -> its missing cells imputed with the training median, then standardised (or
+  quantile-transformed to a normal distribution, or piecewise-linear encoded over quantile bins: one
+  number per bin, Gorishniy et al. 2022, arXiv 2203.05556), plus a 0/1 missing indicator when the training
+  rows had missing values in it;
+* a **categorical** column -> an integer code per category seen at least ``min_category_count`` times in
+  the training rows; code 0 is the bucket for unseen, rare and missing values. The codes are the last
+  columns of the tensor, read by the model's embeddings (``categorical_encoding="embedding"``), or
+  expanded here into one-hot columns (``"onehot"``).
+
+The same object is the **raw input adapter** of the model logged to MLflow: its state is plain JSON
+(:meth:`to_dict`), and this file is stored beside it and imported from there when the model is loaded.
+So this module imports nothing of the project, only numpy, pandas and torch; keep it that way.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+FORMAT_VERSION = 1
+# What a table cell may hold for "missing": pandas' default list, plus "?" (UCI data sets).
+MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                  "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "?")
+NUMERIC_TRANSFORMS = ("standard", "quantile", "piecewise", "none")
+CATEGORICAL_ENCODINGS = ("embedding", "onehot")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+QUANTILES = 1000  # at most this many reference quantiles per numeric column (scikit-learn's default)
+PIECEWISE_BINS = 16  # bins of the piecewise-linear encoding (fewer where a column has fewer distinct values)
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+class RawInputError(ValueError):
+    """Raw rows the fitted preprocessing cannot read (a column missing, a number that is not one)."""
+
+
+# ----- one spelling per value ------------------------------------------------------------------------
+def canonical_float(value: float) -> str:
+    """``1.0`` -> ``"1"``, ``0.5`` -> ``"0.5"``: integral numbers without a fraction, others as Python's shortest repr."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+def canonical_value(value: Any, missing: frozenset = frozenset(MISSING_TOKENS)) -> Optional[str]:
+    """The one spelling of a category or class label; None for a missing value.
+
+    ``1``, ``1.0``, ``" 1"`` and ``"1.0"`` are all ``"1"``; ``True``, ``"true"`` and ``"TRUE"`` are ``"True"``;
+    other strings lose surrounding white space."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "True" if value else "False"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else canonical_float(float(value))
+    text = str(value).strip()
+    if text in missing:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.capitalize()
+    if _INTEGER.fullmatch(text):
+        return str(int(text))
+    if _NUMBER.fullmatch(text):
+        return canonical_float(float(text))
+    return text
+
+
+def canonical_values(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)) -> np.ndarray:
+    """:func:`canonical_value` of every cell (an object array, None where missing); each distinct raw value is
+    converted once, so this costs little more than one ``pd.factorize``."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    spelled = np.array([canonical_value(u, missing) for u in uniques] + [None], dtype=object)
+    return spelled[codes]  # code -1 (missing) picks the None appended last
+
+
+def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with NaN where missing, boolean mask of the cells that hold something that is not a number)."""
+    if pd.api.types.is_bool_dtype(column.dtype):
+        values = column.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        return values, np.zeros(len(values), dtype=bool)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(column), dtype=bool)
+    text = column.astype("string").str.strip()
+    # each distinct text parsed once: a column of category names has few, and parsing them is the slow part
+    codes, uniques = pd.factorize(text.mask(text.isin(missing)), use_na_sentinel=True)
+    parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object), dtype=object), errors="coerce")
+    parsed = np.append(parsed.to_numpy(dtype=np.float64, na_value=np.nan), np.nan)  # code -1: missing
+    values = parsed[codes]
+    bad = (codes >= 0) & np.isnan(values)
+    return values, bad
+
+
+def _normal_quantile(p: np.ndarray) -> np.ndarray:
+    return torch.special.ndtri(torch.from_numpy(p)).numpy()
+
+
+# ----- the fitted object -----------------------------------------------------------------------------
+class TablePreprocessor:
+    """Raw table columns -> model input tensor, with statistics of the training rows only.
+
+    ``columns`` maps each raw input column, in order, to ``"numeric"`` or ``"categorical"``.
+    Inspect it with ``print(preprocessor)`` or :meth:`to_dict`; the layout of the output tensor is
+    ``[numeric columns | missing indicators | one-hot blocks or category codes]``.
+    """
+
+    def __init__(self, columns: dict[str, str], numeric_transform: str = "standard",
+                 categorical_encoding: str = "embedding", min_category_count: int = 1,
+                 missing_tokens: Sequence[str] = MISSING_TOKENS, piecewise_bins: int = PIECEWISE_BINS):
+        if numeric_transform not in NUMERIC_TRANSFORMS:
+            raise ValueError(f"numeric_transform must be one of {', '.join(NUMERIC_TRANSFORMS)}, got {numeric_transform!r}")
+        if categorical_encoding not in CATEGORICAL_ENCODINGS:
+            raise ValueError(f"categorical_encoding must be one of {', '.join(CATEGORICAL_ENCODINGS)}, "
+                             f"got {categorical_encoding!r}")
+        self.columns = dict(columns)
+        self.numeric_transform = numeric_transform
+        self.categorical_encoding = categorical_encoding
+        self.min_category_count = int(min_category_count)
+        if piecewise_bins < 1:
+            raise ValueError(f"piecewise_bins must be >= 1, got {piecewise_bins}")
+        self.piecewise_bins = int(piecewise_bins)
+        self.missing_tokens = [str(t) for t in missing_tokens]
+        # fitted state, per column
+        self.numeric: dict[str, dict] = {}  # name -> {median, mean, std, missing_indicator, [quantiles]}
+        self.categories: dict[str, list[str]] = {}  # name -> categories with codes 1..K (0: unseen/missing)
+        self.example_rows: list[dict] = []  # a few raw training rows: the logged model's input example
+
+    # ----- what the model sees ---------------------------------------------------------------------
+    @property
+    def numeric_columns(self) -> list[str]:
+        return [c for c, kind in self.columns.items() if kind == "numeric"]
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        return [c for c, kind in self.columns.items() if kind == "categorical"]
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Codes per categorical column, the unseen/missing bucket included."""
+        return [len(self.categories[c]) + 1 for c in self.categorical_columns]
+
+    @property
+    def num_features(self) -> int:
+        """Width of the output tensor."""
+        indicators = sum(bool(s["missing_indicator"]) for s in self.numeric.values())
+        categorical = sum(self.cardinalities) if self.categorical_encoding == "onehot" else len(self.categories)
+        numeric = sum(len(s["edges"]) - 1 if "edges" in s else 1 for s in self.numeric.values())
+        return numeric + indicators + categorical
+
+    @property
+    def embedded_cardinalities(self) -> list[int]:
+        """What the model's embeddings must cover: the cardinalities when codes are passed on, else nothing."""
+        return self.cardinalities if self.categorical_encoding == "embedding" else []
+
+    def input_schema(self) -> list[tuple[str, str]]:
+        """(raw column name, kind) of every input column, in training order."""
+        return list(self.columns.items())
+
+    def input_example(self) -> pd.DataFrame:
+        return pd.DataFrame(self.example_rows, columns=list(self.columns))
+
+    # ----- fitting -----------------------------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame) -> "TablePreprocessor":
+        """Learn medians, scales, quantiles and category lists from ``frame`` (the training rows)."""
+        frame = self._select(frame)
+        missing = frozenset(self.missing_tokens)
+        self.numeric, self.categories = {}, {}
+        for name in self.numeric_columns:
+            values, _ = to_numbers(frame[name], missing)
+            present = values[~np.isnan(values)]
+            median = float(np.median(present)) if len(present) else 0.0
+            filled = np.where(np.isnan(values), median, values)
+            stats = {"median": median, "mean": float(filled.mean()) if len(filled) else 0.0,
+                     "std": float(filled.std()) if len(filled) else 1.0,
+                     "missing_indicator": bool(len(present) < len(values))}
+            if not stats["std"] > 0:
+                stats["std"] = 1.0
+            if self.numeric_transform == "quantile" and len(filled):
+                count = min(QUANTILES, len(filled))
+                stats["quantiles"] = np.quantile(filled, np.linspace(0, 1, count)).tolist()
+            if self.numeric_transform == "piecewise":
+                edges = np.unique(np.quantile(filled, np.linspace(0, 1, self.piecewise_bins + 1))) if len(filled) else []
+                stats["edges"] = [float(e) for e in edges] if len(edges) > 1 else [stats["median"] - 1.0, stats["median"] + 1.0]
+            self.numeric[name] = stats
+        for name in self.categorical_columns:
+            spelled = pd.Series(canonical_values(frame[name], missing), dtype=object).dropna()
+            counts = spelled.value_counts()
+            kept = counts[counts >= self.min_category_count]
+            # most frequent first, then by name: the order does not depend on the row order
+            self.categories[name] = sorted(kept.index.tolist(), key=lambda c: (-int(kept[c]), c))
+        sample = frame.head(4).astype(object)
+        self.example_rows = [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+                             for row in sample.to_dict(orient="records")]
+        return self
+
+    # ----- transforming ------------------------------------------------------------------------------
+    def _select(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(frame, pd.DataFrame):
+            raise RawInputError(f"expected a pandas DataFrame of raw rows, got {type(frame).__name__}")
+        stripped = {str(c).strip(): c for c in frame.columns}
+        absent = [c for c in self.columns if c not in stripped]
+        if absent:
+            raise RawInputError(
+                f"the input has no column {', '.join(repr(c) for c in absent)} (the model reads "
+                f"{', '.join(self.columns)}); add {'it' if len(absent) == 1 else 'them'}: empty cells count as missing")
+        return frame[[stripped[c] for c in self.columns]].set_axis(list(self.columns), axis=1)
+
+    def transform_numpy(self, frame: pd.DataFrame) -> np.ndarray:
+        frame = self._select(frame)
+        missing = frozenset(self.missing_tokens)
+        rows = len(frame)
+        blocks: list[np.ndarray] = []
+        indicators: list[np.ndarray] = []
+        for name, stats in self.numeric.items():
+            values, bad = to_numbers(frame[name], missing)
+            if bad.any():
+                first = int(np.flatnonzero(bad)[0])
+                raise RawInputError(f"column {name!r} holds {frame[name].iloc[first]!r} at index {frame.index[first]!r}, "
+                                    "not a number")
+            too_large = np.abs(values) > FLOAT32_MAX
+            if too_large.any():
+                first = int(np.flatnonzero(too_large)[0])
+                raise RawInputError(f"column {name!r} holds {values[first]!r} at index {frame.index[first]!r}, "
+                                    "more than float32 can hold")
+            absent = np.isnan(values)
+            filled = np.where(absent, stats["median"], values)
+            if self.numeric_transform == "standard":
+                filled = (filled - stats["mean"]) / stats["std"]
+            elif self.numeric_transform == "quantile" and "quantiles" in stats:
+                filled = self._quantile(filled, np.asarray(stats["quantiles"]))
+            if "edges" in stats:
+                blocks.extend(self._piecewise(filled, np.asarray(stats["edges"])).T)
+            else:
+                blocks.append(filled)
+            if stats["missing_indicator"]:
+                indicators.append(absent.astype(np.float64))
+        codes = []
+        for name, categories in self.categories.items():
+            index = {c: i + 1 for i, c in enumerate(categories)}
+            spelled = canonical_values(frame[name], missing)
+            found, uniques = pd.factorize(pd.Series(spelled, dtype=object), use_na_sentinel=True)
+            code_of_unique = np.array([index.get(u, 0) for u in uniques] + [0], dtype=np.int64)
+            codes.append(code_of_unique[found])
+        out = np.empty((rows, self.num_features), dtype=np.float32)
+        position = 0
+        for block in [*blocks, *indicators]:
+            out[:, position] = block
+            position += 1
+        for name, code in zip(self.categories, codes):
+            if self.categorical_encoding == "onehot":
+                width = len(self.categories[name]) + 1
+                out[:, position:position + width] = 0.0
+                out[np.arange(rows), position + code] = 1.0
+                position += width
+            else:
+                out[:, position] = code
+                position += 1
+        return out
+
+    def transform(self, frame: pd.DataFrame) -> torch.Tensor:
+        """The model input tensor (float32, one row per row of ``frame``)."""
+        return torch.from_numpy(self.transform_numpy(frame))
+
+    @staticmethod
+    def _piecewise(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        """One column per bin: 0 below the bin, 1 above it, the position inside it in between (the first and
+        last bins extend linearly beyond the training range)."""
+        low, high = edges[:-1], edges[1:]
+        encoded = (values[:, None] - low[None, :]) / (high - low)[None, :]
+        encoded[:, 1:] = np.maximum(encoded[:, 1:], 0.0)
+        encoded[:, :-1] = np.minimum(encoded[:, :-1], 1.0)
+        return encoded
+
+    @staticmethod
+    def _quantile(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+        references = np.linspace(0, 1, len(quantiles))
+        # the mean of a forward and a backward interpolation, as scikit-learn does: repeated quantiles
+        # (a column with few distinct values) then map to the middle of their range, not its end
+        p = 0.5 * (np.interp(values, quantiles, references) - np.interp(-values, -quantiles[::-1], -references[::-1]))
+        return _normal_quantile(np.clip(p, 1e-7, 1 - 1e-7))
+
+    # ----- plain-JSON state --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "module": type(self).__module__, "class": type(self).__name__,
+                "columns": self.columns,
+                "numeric_transform": self.numeric_transform, "categorical_encoding": self.categorical_encoding,
+                "min_category_count": self.min_category_count, "missing_tokens": self.missing_tokens,
+                "piecewise_bins": self.piecewise_bins,
+                "numeric": self.numeric, "categories": self.categories, "example_rows": self.example_rows}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "TablePreprocessor":
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"preprocessing state of format {state.get('format_version')!r}; this code reads "
+                             f"format {FORMAT_VERSION}")
+        made = cls(state["columns"], state["numeric_transform"], state["categorical_encoding"],
+                   state["min_category_count"], state["missing_tokens"], state.get("piecewise_bins", PIECEWISE_BINS))
+        made.numeric = {k: dict(v) for k, v in state["numeric"].items()}
+        made.categories = {k: list(v) for k, v in state["categories"].items()}
+        made.example_rows = list(state.get("example_rows", []))
+        return made
+
+    def __repr__(self) -> str:
+        numeric = ", ".join(f"{c}{' (+missing)' if self.numeric[c]['missing_indicator'] else ''}" for c in self.numeric)
+        categorical = ", ".join(f"{c} ({len(v) + 1})" for c, v in self.categories.items())
+        return (f"TablePreprocessor(numeric [{self.numeric_transform}]: {numeric or '-'}; categorical "
+                f"[{self.categorical_encoding}, codes incl. unseen/missing]: {categorical or '-'}; "
+                f"{self.num_features} model inputs)")

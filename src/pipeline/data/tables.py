@@ -1,0 +1,479 @@
+"""Reading tables as they come: CSV, TSV, Parquet, Feather and JSON lines, through pandas/pyarrow.
+
+:func:`read_table` reads a whole file (training), :func:`iter_table` streams one in batches (prediction).
+Both answer a problem with one :class:`DataError` line that names the file (and the line, where there is
+one). :func:`column_kinds` decides, per column, numeric / categorical / left out, and
+:func:`class_labels` / :func:`regression_targets` read the target.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .base import DataError
+from .preprocessing import FLOAT32_MAX, MISSING_TOKENS, canonical_values, to_numbers
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
+           ".feather": "feather", ".arrow": "feather", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+FORMAT_NAMES = ("csv", "tsv", "parquet", "feather", "jsonl")
+TEXT_FORMATS = ("csv", "tsv", "jsonl")
+DEFAULT_SEPARATORS = {"csv": ",", "tsv": "\t"}
+# a column whose values are numbers but for a few cells: those cells are typos or unlisted missing-value codes
+TYPO_SHARE = 0.05
+# a string column with at least this share of distinct values (and more than IDENTIFIER_MIN values) is an
+# identifier or free text: a category per row teaches a model nothing
+IDENTIFIER_SHARE = 0.5
+IDENTIFIER_MIN = 10
+
+
+@dataclass
+class Table:
+    """A table as read: ``frame`` keeps the row numbers of the file as its index (for messages)."""
+
+    frame: pd.DataFrame
+    path: Path
+    format: str
+
+    def where(self, index) -> str:
+        """``path:line`` of a row (text formats; the header is line 1), or ``path: row N``."""
+        if self.format in ("csv", "tsv"):
+            return f"{self.path}:{int(index) + 2}"
+        if self.format == "jsonl":
+            return f"{self.path}:{int(index) + 1}"
+        return f"{self.path}: row {int(index) + 1}"
+
+
+def table_format(path: Path, format: Optional[str] = None) -> str:
+    """The format named by ``format`` or, failing that, by the extension; anything else is read as CSV
+    (e.g. UCI's ``adult.data``)."""
+    if format:
+        name = str(format).lower().lstrip(".")
+        name = {"parq": "parquet", "pq": "parquet", "arrow": "feather", "ndjson": "jsonl", "json": "jsonl",
+                "tab": "tsv"}.get(name, name)
+        if name not in FORMAT_NAMES:
+            raise DataError(f"data.format={format!r} is not a table format; choose one of {', '.join(FORMAT_NAMES)}")
+        return name
+    return FORMATS.get(path.suffix.lower(), "csv")
+
+
+# ----- reading ---------------------------------------------------------------------------------------
+def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = None,
+               na_values: Sequence[str] = (), encoding: Optional[str] = None) -> Table:
+    """The whole file as a DataFrame: column names and string cells stripped of white space, missing-value
+    codes (pandas' defaults, ``?`` and ``na_values``) read as missing, blank lines dropped."""
+    path = Path(path)
+    fmt = table_format(path, format)
+    _check_file(path, fmt)
+    missing = [*MISSING_TOKENS, *map(str, na_values)]
+    if fmt in ("csv", "tsv"):
+        frame = _read_delimited(path, fmt, sep, missing, encoding)
+    elif fmt == "jsonl":
+        frame = _read_json_lines(path, encoding)
+    else:
+        frame = _read_arrow(path, fmt)
+    frame = _tidy(frame, missing)
+    if frame.shape[1] == 0:
+        raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
+    if len(frame) == 0:
+        raise DataError(f"{path}: no data rows after the header")
+    return Table(frame, path, fmt)
+
+
+def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: Optional[str] = None,
+               na_values: Sequence[str] = (), encoding: Optional[str] = None) -> Iterator[pd.DataFrame]:
+    """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
+    :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet."""
+    path = Path(path)
+    fmt = table_format(path, format)
+    _check_file(path, fmt)
+    missing = [*MISSING_TOKENS, *map(str, na_values)]
+    if fmt in ("csv", "tsv"):
+        encoding = encoding or _text_encoding(path, head_only=True)
+        header = _check_header(path, fmt, sep, encoding) or []
+        checked = False
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                for chunk in pd.read_csv(path, chunksize=batch_size, **_csv_options(fmt, sep, missing, encoding)):
+                    if not checked and (caught or (chunk.shape[1] and chunk.iloc[:, -1].isna().any())):
+                        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, len(header))
+                        checked = True  # one pass over the file answers for every chunk
+                    yield _tidy(chunk, missing)
+        except DataError:
+            raise
+        except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
+            raise _parser_error(path, fmt, error, encoding) from None
+    elif fmt == "jsonl":
+        try:
+            for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
+                                      encoding=encoding or _text_encoding(path, head_only=True)):
+                yield _tidy(chunk, missing)
+        except ValueError as error:
+            raise DataError(f"{path}: not a JSON-lines file (one JSON object per line): {_first_line(error)}") from None
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            source = pq.ParquetFile(path)
+            _refuse_duplicates(path, source.schema_arrow.names)
+            start = 0
+            for batch in source.iter_batches(batch_size=batch_size):
+                chunk = batch.to_pandas()
+                chunk.index = pd.RangeIndex(start, start + len(chunk))
+                start += len(chunk)
+                yield _tidy(chunk, missing)
+        except DataError:
+            raise
+        except Exception as error:
+            raise DataError(f"{path}: not a readable Parquet file ({_first_line(error)})") from None
+    else:  # Feather/Arrow IPC files are memory-mapped: slicing them costs no copy of the whole file
+        frame = _tidy(_read_arrow(path, fmt), missing)
+        for start in range(0, len(frame), batch_size):
+            yield frame.iloc[start:start + batch_size]
+
+
+def _check_file(path: Path, fmt: str) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if fmt in TEXT_FORMATS:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16)
+        if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise DataError(f"{path}: a binary file (it holds NUL bytes), not {fmt.upper()} text; for a Parquet or "
+                            "Feather file use the .parquet/.feather extension or data.format=parquet|feather")
+
+
+def _text_encoding(path: Path, head_only: bool = False) -> str:
+    """UTF-8 (BOM or not; UTF-16 with its BOM); a file that is not valid UTF-8 is read as Windows-1252
+    (what "Latin-1" files in the wild are), or as ISO 8859-1 when Windows-1252 cannot decode it, with a
+    notice: both decode every accented letter of Western European text, and guessing further is not safe.
+    ``head_only``: judge by the first MiB (streaming a large file; a later bad byte is then reported)."""
+    import codecs
+
+    with path.open("rb") as handle:
+        data = handle.read(1 << 20) if head_only else handle.read()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(data, final=not head_only)
+        except UnicodeDecodeError as error:
+            if encoding == "utf-8-sig":
+                first_bad = error.start
+            continue
+        if encoding != "utf-8-sig":
+            log.warning("%s is not UTF-8 (byte %d is 0x%02x); read it as %s. If its text looks wrong, convert "
+                        "it to UTF-8 or set data.encoding", path, first_bad, data[first_bad],
+                        "Windows-1252 (Latin-1)" if encoding == "cp1252" else "ISO 8859-1 (Latin-1)")
+        return encoding
+    raise AssertionError("unreachable: latin-1 decodes any byte")
+
+
+def _csv_options(fmt: str, sep: Optional[str], missing: list[str], encoding: str) -> dict:
+    return dict(sep=sep or DEFAULT_SEPARATORS[fmt], skipinitialspace=True, na_values=missing, keep_default_na=True,
+                skip_blank_lines=False, index_col=False, encoding=encoding, low_memory=False, engine="c")
+
+
+def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str], encoding: Optional[str]) -> pd.DataFrame:
+    encoding = encoding or _text_encoding(path)
+    header = _check_header(path, fmt, sep, encoding)
+    if header is None:
+        raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding))
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError, LookupError) as error:
+        raise _parser_error(path, fmt, error, encoding) from None
+    # pandas drops the extra cells of a long row with only a warning, and fills a short row with missing
+    # values without one (a short row leaves the last column missing): both mean a broken line
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught) or \
+            (frame.shape[1] and frame.iloc[:, -1].isna().any()):
+        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, len(header))
+    return frame
+
+
+def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str) -> Optional[list[str]]:
+    """The header's column names (None for an empty file); duplicates are refused, naming them (pandas would
+    silently rename the second ``a`` to ``a.1``)."""
+    try:
+        with path.open(newline="", encoding=encoding) as handle:
+            first = next(csv.reader(handle, delimiter=sep or DEFAULT_SEPARATORS[fmt], skipinitialspace=True), None)
+    except (UnicodeDecodeError, LookupError) as error:
+        raise DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set data.encoding "
+                        "to the file's encoding or convert it to UTF-8") from None
+    except csv.Error as error:
+        raise DataError(f"{path}:1: the header row cannot be read ({error})") from None
+    if first is None:
+        return None
+    names = [name.strip() for name in first]
+    _refuse_duplicates(path, names)
+    return names
+
+
+def _refuse_duplicates(path: Path, names: Sequence[str]) -> None:
+    seen: dict[str, list[int]] = {}
+    for position, name in enumerate(names, start=1):
+        seen.setdefault(str(name).strip(), []).append(position)
+    duplicated = {name: places for name, places in seen.items() if len(places) > 1}
+    if duplicated:
+        listed = "; ".join(f"{name!r} (columns {', '.join(map(str, places))})" for name, places in duplicated.items())
+        raise DataError(f"{path}: duplicate column names: {listed}; give each column its own name")
+
+
+def _refuse_ragged_rows(path: Path, sep: str, encoding: str, width: int) -> None:
+    """A row with fewer or more cells than the header (an unquoted separator, a truncated write)."""
+    with path.open(newline="", encoding=encoding) as handle:
+        reader = csv.reader(handle, delimiter=sep, skipinitialspace=True)
+        next(reader, None)
+        try:
+            for row in reader:
+                if row and len(row) != width and any(cell.strip() for cell in row):
+                    raise DataError(f"{path}:{reader.line_num}: expected {width} columns, found {len(row)}")
+        except csv.Error as error:
+            raise DataError(f"{path}:{reader.line_num}: {error}") from None
+
+
+def _parser_error(path: Path, fmt: str, error: Exception, encoding: Optional[str] = None) -> DataError:
+    text = str(error)
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        expected, line, found = fields.groups()
+        return DataError(f"{path}:{line}: expected {expected} columns, found {found}")
+    if isinstance(error, (UnicodeDecodeError, LookupError)):
+        return DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set data.encoding to "
+                         "the file's encoding or convert it to UTF-8")
+    return DataError(f"{path}: cannot be read as {fmt.upper()} ({_first_line(error)})")
+
+
+def _read_json_lines(path: Path, encoding: Optional[str]) -> pd.DataFrame:
+    encoding = encoding or _text_encoding(path)
+    try:
+        return pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding=encoding)
+    except ValueError as lines_error:
+        if path.suffix.lower() == ".json":  # a .json file may also be one array of records
+            try:
+                return pd.read_json(path, dtype=False, convert_dates=False, encoding=encoding)
+            except ValueError:
+                pass
+        raise DataError(f"{path}: not a JSON-lines file (one JSON object per line): {_first_line(lines_error)}") from None
+
+
+def _read_arrow(path: Path, fmt: str) -> pd.DataFrame:
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.feather as feather
+
+            table = feather.read_table(path, memory_map=True)
+    except Exception as error:
+        raise DataError(f"{path}: not a readable {fmt.capitalize()} file ({_first_line(error)})") from None
+    _refuse_duplicates(path, table.column_names)
+    return table.to_pandas()
+
+
+def _tidy(frame: pd.DataFrame, missing: Sequence[str]) -> pd.DataFrame:
+    """Names and string cells without surrounding white space; missing-value codes as missing; rows with
+    nothing in them (blank lines) dropped, keeping the file's row numbers as the index."""
+    frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)
+    tokens = set(missing)
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.StringDtype):
+            stripped = column.str.strip()
+        elif column.dtype == object:  # mixed cells (JSON): strip the strings, nested values as their JSON text
+            stripped = column.map(_plain_cell)
+        else:
+            continue
+        frame[name] = stripped.mask(stripped.isin(tokens))
+    return frame.dropna(how="all")
+
+
+def _plain_cell(value):
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (dict, list, tuple)):
+        import json
+
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+# ----- what each column is ------------------------------------------------------------------------------
+@dataclass
+class ColumnPlan:
+    """Per feature column: ``"numeric"`` or ``"categorical"``; and the columns left out, with why."""
+
+    kinds: dict[str, str]
+    left_out: dict[str, str]
+
+
+def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str] = (), numeric: Sequence[str] = (),
+                 max_integer_categories: int = 10, na_values: Sequence[str] = ()) -> ColumnPlan:
+    """Numbers are numeric, except integer columns with at most ``max_integer_categories`` distinct values;
+    strings and booleans are categorical; identifier-like or free-text columns (mostly distinct strings, or
+    integers counting the rows) and empty columns are left out. ``categorical`` / ``numeric`` override."""
+    missing = frozenset([*MISSING_TOKENS, *map(str, na_values)])
+    kinds: dict[str, str] = {}
+    left_out: dict[str, str] = {}
+    for name in columns:
+        column = table.frame[name]
+        present = int(column.notna().sum())
+        if name in categorical:
+            kinds[name] = "categorical"
+            continue
+        if present == 0:
+            left_out[name] = "no values"
+            continue
+        values, bad = to_numbers(column, missing)
+        if name in numeric:
+            _refuse_bad_numbers(table, name, column, bad, forced=True)
+            _refuse_overflow(table, name, values)
+            kinds[name] = "numeric"
+            continue
+        if pd.api.types.is_bool_dtype(column.dtype):
+            kinds[name] = "categorical"
+            continue
+        if not bad.any():
+            _refuse_overflow(table, name, values)
+            finite = values[~np.isnan(values)]
+            integral = bool(np.all(finite == np.round(finite)))
+            distinct = len(np.unique(finite))
+            if integral and distinct <= max_integer_categories:
+                kinds[name] = "categorical"
+            elif integral and distinct == len(values) == present and finite.max() - finite.min() == distinct - 1 \
+                    and distinct > IDENTIFIER_MIN:
+                left_out[name] = "a row number"
+            else:
+                kinds[name] = "numeric"
+            continue
+        if bad.sum() < TYPO_SHARE * present:
+            _refuse_bad_numbers(table, name, column, bad, forced=False)
+        spelled = pd.Series(canonical_values(column, missing), dtype=object)
+        distinct = spelled.nunique(dropna=True)
+        if distinct > IDENTIFIER_MIN and distinct >= IDENTIFIER_SHARE * present:
+            left_out[name] = f"{distinct} distinct values in {present} rows"
+        else:
+            kinds[name] = "categorical"
+    return ColumnPlan(kinds, left_out)
+
+
+def check_numeric_column(table: Table, name: str, na_values: Sequence[str] = ()) -> None:
+    """A column typed numeric in the training file holds numbers in ``table`` too (e.g. the test file)."""
+    column = table.frame[name]
+    values, bad = to_numbers(column, frozenset([*MISSING_TOKENS, *map(str, na_values)]))
+    _refuse_bad_numbers(table, name, column, bad, forced=False)
+    _refuse_overflow(table, name, values)
+
+
+def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndarray, forced: bool) -> None:
+    if not bad.any():
+        return
+    first = int(np.flatnonzero(bad)[0])
+    value = str(column.iloc[first]).strip()
+    how = "data.numeric lists it" if forced else f"the column is numbers but for {int(bad.sum())} cell(s)"
+    raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number ({how}); "
+                    f"if it means missing add data.na_values=[{value!r}], if the column is categorical add "
+                    f"data.categorical=[{name}]")
+
+
+def _refuse_overflow(table: Table, name: str, values: np.ndarray, role: str = "column") -> None:
+    infinite = np.isinf(values)
+    too_large = np.abs(np.where(infinite, 0.0, np.nan_to_num(values))) > FLOAT32_MAX
+    for mask, what in ((infinite, "not a finite number"), (too_large, "larger than float32 can hold (3.4e38)")):
+        if mask.any():
+            first = int(np.flatnonzero(mask)[0])
+            raise DataError(f"{table.where(table.frame.index[first])}: {role} {name!r} holds {values[first]!r}, {what}; "
+                            f"rescale it, or leave the column out with data.drop=[{name}]")
+
+
+# ----- the target -----------------------------------------------------------------------------------------
+def _without_trailing_punctuation(label: str) -> str:
+    stripped = label.rstrip(" .,;:!")
+    return stripped or label
+
+
+def class_labels(tables: Sequence[Table], target: str) -> tuple[list[np.ndarray], list[str]]:
+    """Class indices (-1 where the label is missing) per table and the class names, sorted.
+
+    Labels are spelled one way (``1``, ``1.0`` and `` 1`` are one class, see ``canonical_value``); labels that
+    differ only by trailing punctuation or space (``>50K`` in a training file, ``>50K.`` in UCI's test file)
+    are merged, with a notice; numbers with a fraction are refused (a regression target, most likely)."""
+    spelled = [canonical_values(t.frame[target]) for t in tables]
+    every = pd.Series(np.concatenate(spelled), dtype=object).dropna()
+    counts = every.value_counts()
+    if len(counts) and all(_is_number(label) for label in counts.index):
+        for table, labels in zip(tables, spelled):
+            for position, label in enumerate(labels):
+                if label is not None and not float(label).is_integer():
+                    raise DataError(f"{table.where(table.frame.index[position])}: label {label!r} in column {target!r} "
+                                    "is not a class (classification labels must be integers or names; for a "
+                                    "numeric target use task=regression)")
+    groups: dict[str, list[str]] = {}
+    for label in counts.index:
+        groups.setdefault(_without_trailing_punctuation(label), []).append(label)
+    rename: dict[str, str] = {}
+    merged = []
+    for key, spellings in groups.items():
+        if len(spellings) > 1:
+            name = key if key in spellings else max(spellings, key=lambda s: (int(counts[s]), s))
+            rename.update({s: name for s in spellings})
+            merged.append(" and ".join(f"{s!r} ({int(counts[s])} rows)" for s in sorted(spellings)) + f" as {name!r}")
+    if merged:
+        log.warning("data.target: labels in column %r that differ only by trailing punctuation or space are read "
+                    "as one class: %s", target, "; ".join(merged))
+    classes = sorted({rename.get(label, label) for label in counts.index}, key=_label_sort_key)
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for labels in spelled:
+        out.append(np.array([-1 if label is None else index[rename.get(label, label)] for label in labels],
+                            dtype=np.int64))
+    return out, classes
+
+
+def regression_targets(table: Table, target: str) -> np.ndarray:
+    """The target as float64 (NaN where missing); a cell that is not a number is refused, naming its line."""
+    column = table.frame[target]
+    values, bad = to_numbers(column)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{table.where(column.index[first])}: column {target!r} holds {str(column.iloc[first]).strip()!r}, "
+                        "not a number (a regression target must be numeric; for classes use task=classification)")
+    _refuse_overflow(table, target, values, role="target column")
+    return values
+
+
+def _is_number(label: str) -> bool:
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return True
+
+
+def _label_sort_key(label: str):
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)

@@ -1,0 +1,90 @@
+"""The MLflow model of a run whose data takes raw rows: a pandas DataFrame in, predictions out.
+
+    model = mlflow.pyfunc.load_model("runs:/<run id>/model")
+    model.predict(pd.read_csv("new.csv"))   # -> prediction (+ probability_<class> per class)
+
+It is logged as an MLflow "model from code": this file is stored with the model as its code, with four
+artifacts: the raw input adapter's source file and its state (plain JSON; for tables the fitted
+preprocessing, ``pipeline.data.preprocessing``), the trained network as a ``torch.export`` program, and
+``meta.json`` (task kind, class names). Loading therefore runs no pickle and needs mlflow, torch, numpy and
+pandas, not this project's package. For that reason this file imports nothing of the project; keep it so.
+
+``pipeline-predict`` uses :func:`predict_frame` with the same adapter and the checkpoint's network, so both
+answer alike.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.pyfunc import PythonModel
+
+PREDICTION = "prediction"
+PROBABILITY_PREFIX = "probability_"
+
+
+def predict_frame(adapter, predictor, task_kind: str, class_names: Optional[Sequence[str]],
+                  frame: pd.DataFrame) -> pd.DataFrame:
+    """Raw rows -> ``prediction`` (a class name, or a value in the target's units) and, for classification,
+    ``probability_<class>`` per class; one output row per input row, with the input's index."""
+    x = adapter.transform(frame)
+    with torch.inference_mode():
+        output = predictor(x).float().cpu().numpy()
+    if task_kind == "regression":
+        return pd.DataFrame({PREDICTION: output.reshape(-1).astype(np.float64)}, index=frame.index)
+    if output.ndim == 1 or output.shape[1] == 1:  # binary: P(second class)
+        positive = output.reshape(-1)
+        output = np.stack([1.0 - positive, positive], axis=1)
+    names = [str(c) for c in class_names] if class_names else [str(i) for i in range(output.shape[1])]
+    columns = {PREDICTION: np.asarray(names, dtype=object)[output.argmax(axis=1)]}
+    for position, name in enumerate(names):
+        columns[PROBABILITY_PREFIX + name] = output[:, position].astype(np.float64)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def import_file(path: str):
+    """The module in the file ``path``, under a name of its own (nothing installed is shadowed)."""
+    spec = importlib.util.spec_from_file_location(f"pipeline_logged_adapter_{uuid.uuid4().hex}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_adapter(code_path: str, state_path: str):
+    state = json.loads(Path(state_path).read_text())
+    return getattr(import_file(code_path), state["class"]).from_dict(state)
+
+
+class RawRowsModel(PythonModel):
+    """Raw rows -> predictions; the parts are read from the model's artifacts in :meth:`load_context`."""
+
+    def __init__(self):
+        self.adapter = None
+        self.predictor = None
+        self.task_kind = "regression"
+        self.class_names: Optional[list[str]] = None
+
+    def load_context(self, context) -> None:
+        artifacts = context.artifacts
+        meta = json.loads(Path(artifacts["meta"]).read_text())
+        self.task_kind, self.class_names = meta["task_kind"], meta.get("class_names")
+        self.adapter = load_adapter(artifacts["adapter_code"], artifacts["adapter_state"])
+        if meta.get("predictor_format", "pt2") == "pt2":
+            self.predictor = torch.export.load(artifacts["predictor"]).module()
+        else:  # a network torch.export could not trace, saved pickled: needs the classes it was built from
+            self.predictor = torch.load(artifacts["predictor"], weights_only=False).eval()
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return predict_frame(self.adapter, self.predictor, self.task_kind, self.class_names, model_input)
+
+
+if not __name__.startswith("pipeline."):  # run by MLflow as the logged model's code file
+    import mlflow.models
+
+    mlflow.models.set_model(RawRowsModel())

@@ -1,0 +1,310 @@
+"""Tables as they come: string and missing columns, several file formats, refusals, and a logged model that
+takes raw rows (``mlflow.pyfunc``) and answers like ``pipeline-predict``.
+
+Training runs go through the real CLI (``python -m pipeline.cli.train``); refusals through the CLI entry point
+in-process (the same code path without ~5 s of imports); ``pipeline-predict`` through its ``main``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import new_store, run_cli, run_cli_in_process, runs_in
+
+SHORT_RUN = ["logger.mlflow.log_plots=false", "trainer.enable_progress_bar=false"]
+
+
+# ----- helpers ---------------------------------------------------------------------------------------------
+def predict_cli(args: list[str]) -> tuple[int, str, str]:
+    """``pipeline-predict`` in this process: (exit code, stdout, stderr)."""
+    from pipeline.cli.predict import main
+
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main(args)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def error_line(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return errors[0]
+
+
+def finished_run(store: dict, result):
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    runs = runs_in(store)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", [r.info.status for r in runs]
+    return runs[0]
+
+
+def load_pyfunc(store: dict, run_id: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(store["uri"])
+    try:
+        return mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def assert_refused(result, store: dict, *fragments: str) -> None:
+    """Exit 2, one ``Error:`` line naming every fragment, and no FINISHED run in the store."""
+    assert result.returncode == 2, (result.returncode, result.stdout[-1500:], result.stderr[-3000:])
+    line = error_line(result.stderr)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert not Path(store["uri"][len("sqlite:///"):]).exists() or \
+        all(run.info.status != "FINISHED" for run in runs_in(store))
+
+
+# ----- a classification table with everything a real one has -------------------------------------------------
+def people(rows: int, seed: int) -> pd.DataFrame:
+    """Strings (with stray spaces, ``?`` and empty cells), a boolean, a small integer column, an id per row,
+    and the label written ``1``, ``1.0``, `` 1`` or ``0``/``0.0``. The label follows ``score`` and ``colour``."""
+    rng = np.random.default_rng(seed)
+    score = rng.normal(size=rows)
+    colour = rng.choice(["red", "green", "blue"], size=rows)
+    label = (score + 1.5 * (colour == "red") - 0.5 > 0).astype(int)
+    noise = np.round(rng.normal(size=rows), 3).astype(object)
+    noise[rng.random(rows) < 0.15] = ""  # missing numbers
+    colour_cell = np.array([f" {c} " if i % 5 == 0 else c for i, c in enumerate(colour)], dtype=object)
+    colour_cell[rng.random(rows) < 0.05] = "?"
+    spelled = {1: ["1", "1.0", '" 1"'], 0: ["0", "0.0"]}
+    return pd.DataFrame({
+        "id": [f"p{seed}-{i:05d}" for i in range(rows)],
+        "score": np.round(score, 4),
+        "colour": colour_cell,
+        "member": rng.choice(["true", "false"], size=rows),
+        "visits": rng.integers(0, 4, size=rows),
+        "noise": noise,
+        "label": [spelled[v][i % len(spelled[v])] for i, v in enumerate(label)],
+    })
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    # by hand: pandas would quote the label '" 1"' itself
+    lines = [",".join(frame.columns)] + [",".join(str(v) for v in row) for row in frame.itertuples(index=False)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def true_labels(path: Path) -> np.ndarray:
+    raw = pd.read_csv(path, dtype=str, skipinitialspace=True)["label"].str.strip()
+    return np.array([str(int(float(v))) for v in raw])
+
+
+@pytest.fixture(scope="module")
+def people_run(tmp_path_factory, migrated_store_db):
+    folder = tmp_path_factory.mktemp("people")
+    store = new_store(folder, migrated_store_db)
+    train_csv = write_csv(people(600, seed=0), folder / "train.csv")
+    test_csv = write_csv(people(300, seed=1), folder / "test.csv")
+    result = run_cli(["task=classification", "data=csv", f"data.path={train_csv}", f"data.test_path={test_csv}",
+                      "data.target=label", "trainer.max_epochs=20", "optimizer.lr=0.01", *SHORT_RUN], store)
+    return {"store": store, "run": finished_run(store, result), "result": result, "train": train_csv,
+            "test": test_csv, "folder": folder}
+
+
+def test_strings_missing_values_and_label_spellings_train(people_run):
+    run, result = people_run["run"], people_run["result"]
+    assert run.data.metrics["test/acc"] > 0.9, run.data.metrics
+    output = result.stdout + result.stderr
+    # the id column is left out, and the notice says how to bring it back
+    assert re.search(r"left out 'id' \(600 distinct values in 600 rows\).*data\.categorical=", output), output[-3000:]
+    model = load_pyfunc(people_run["store"], run.info.run_id)
+    inputs = [c["name"] for c in model.metadata.get_input_schema().to_dict()]
+    assert inputs == ["score", "colour", "member", "visits", "noise"]  # raw names; no id, no target
+    outputs = [c["name"] for c in model.metadata.get_output_schema().to_dict()]
+    assert outputs == ["prediction", "probability_0", "probability_1"]  # '1', '1.0' and ' 1' are one class
+
+
+def test_pyfunc_on_raw_rows_equals_pipeline_predict_and_the_test_metrics(people_run):
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    raw = pd.read_csv(people_run["test"])  # as pandas reads the file: strings, '?', NaN, the id and the label
+    by_mlflow = load_pyfunc(store, run.info.run_id).predict(raw)
+    accuracy = float((by_mlflow["prediction"].to_numpy() == true_labels(people_run["test"])).mean())
+    assert accuracy == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)  # the metric is a float32
+
+    output = folder / "predictions.csv"
+    code, stdout, stderr = predict_cli([run.info.run_id, "--input", str(people_run["test"]), "--output", str(output),
+                                        "--keep", "id", "--batch-size", "64", "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    by_cli = pd.read_csv(output, dtype={"prediction": str})
+    assert list(by_cli.columns) == ["id", "prediction", "probability_0", "probability_1"]
+    assert (by_cli["id"] == raw["id"]).all()
+    assert (by_cli["prediction"].to_numpy() == by_mlflow["prediction"].to_numpy()).all()
+    np.testing.assert_allclose(by_cli["probability_1"], by_mlflow["probability_1"], rtol=0, atol=1e-12)
+
+    # from the checkpoint instead of the store: the same answers
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    from_checkpoint = folder / "from_checkpoint.parquet"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(people_run["test"]), "--output", str(from_checkpoint)])
+    assert code == 0, stderr[-3000:]
+    again = pd.read_parquet(from_checkpoint)
+    assert (again["prediction"].to_numpy() == by_mlflow["prediction"].to_numpy()).all()
+    np.testing.assert_allclose(again["probability_1"], by_mlflow["probability_1"], atol=1e-6)
+
+
+BLOCKED_PIPELINE = """
+import sys, importlib.abc
+class NoPipeline(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pipeline" or name.startswith("pipeline."):
+            raise ImportError("the pipeline package is blocked in this process")
+sys.meta_path.insert(0, NoPipeline())
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(f"runs:/{sys.argv[2]}/model")
+model.predict(pd.read_csv(sys.argv[3])).to_csv(sys.argv[4], index=False)
+assert not [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")]
+"""
+
+
+def test_the_logged_model_loads_without_the_pipeline_package(people_run):
+    import subprocess
+    import sys
+
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    output = folder / "without_pipeline.csv"
+    result = subprocess.run([sys.executable, "-c", BLOCKED_PIPELINE, store["uri"], run.info.run_id,
+                             str(people_run["test"]), str(output)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = load_pyfunc(store, run.info.run_id).predict(pd.read_csv(people_run["test"]))
+    assert (pd.read_csv(output, dtype={"prediction": str})["prediction"] == expected["prediction"]).all()
+
+
+def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(people_run):
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    model = load_pyfunc(store, run.info.run_id)
+    new = pd.DataFrame({"extra": ["ignored", "too"], "noise": [None, "0.5"], "visits": [9, 1],
+                        "member": ["TRUE", None], "colour": ["purple", "red"], "score": [2.0, "-0.1"]})
+    predicted = model.predict(new)
+    assert len(predicted) == 2 and set(predicted["prediction"]) <= {"0", "1"}
+    assert np.isfinite(predicted[["probability_0", "probability_1"]].to_numpy()).all()
+    assert predicted["prediction"].iloc[0] == "1"  # score 2.0 decides, whatever the unseen colour
+
+    without_colour = folder / "no_colour.csv"
+    new.drop(columns=["colour"]).to_csv(without_colour, index=False)
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(without_colour), "--output",
+                                   str(folder / "never.csv"), "--tracking-uri", store["uri"]])
+    assert code == 2 and "no column 'colour'" in error_line(stderr)
+    assert not (folder / "never.csv").exists()
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="colour"):
+        model.predict(new.drop(columns=["colour"]))
+
+
+# ----- regression on Parquet files -----------------------------------------------------------------------------
+def houses(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rooms = rng.uniform(1, 8, size=rows)
+    town = rng.choice(["north", "south", "east"], size=rows)
+    price = 50_000 * rooms + np.where(town == "north", 80_000, 0) + rng.normal(0, 10_000, size=rows)
+    rooms_cell = rooms.copy()
+    rooms_cell[rng.random(rows) < 0.1] = np.nan
+    return pd.DataFrame({"rooms": rooms_cell, "town": town, "price": price})
+
+
+def test_parquet_regression_predicts_in_the_targets_units(tmp_path, migrated_store_db):
+    store = new_store(tmp_path, migrated_store_db)
+    houses(500, 0).to_parquet(tmp_path / "train.parquet")
+    houses(200, 1).to_parquet(tmp_path / "test.parquet")
+    result = run_cli(["task=regression", "data=csv", f"data.path={tmp_path / 'train.parquet'}",
+                      f"data.test_path={tmp_path / 'test.parquet'}", "data.target=price", "trainer.max_epochs=30",
+                      "optimizer.lr=0.01", "data.categorical_encoding=onehot", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    assert run.data.metrics["test/r2"] > 0.8, run.data.metrics
+    output = tmp_path / "predictions.jsonl"
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(tmp_path / "test.parquet"), "--output", str(output),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    predicted = pd.read_json(output, lines=True)["prediction"].to_numpy()
+    truth = pd.read_parquet(tmp_path / "test.parquet")["price"].to_numpy()
+    rmse = math.sqrt(float(np.mean((predicted - truth) ** 2)))
+    assert rmse == pytest.approx(run.data.metrics["test/rmse"], rel=1e-5)  # dollars, like the test metric
+
+
+# ----- refused, with one line naming the file and the column ------------------------------------------------------
+def table_text(header: str, rows: list[str]) -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+GOOD = [f"{i * 0.37:.2f},{'ab'[i % 2]},{i % 2}" for i in range(40)]
+REFUSED = [
+    ("duplicate column name", table_text("a,b,a,label", [f"{i},x,{i},{i % 2}" for i in range(40)]),
+     ["duplicate column names: 'a' (columns 1, 3)"]),
+    ("one class", table_text("a,b,label", [f"{i},x,yes" for i in range(40)]), ["holds a single class ['yes']"]),
+    ("float32 overflow", table_text("a,b,label", [*GOOD, "1e39,a,1"]), [":42:", "column 'a'", "float32"]),
+    ("infinite value", table_text("a,b,label", [*GOOD, "inf,a,1"]), [":42:", "column 'a'", "not a finite number"]),
+    ("text in a numeric column", table_text("a,b,label", [*GOOD[:5], "seven,a,1", *GOOD[5:]]),
+     [":7:", "column 'a' holds 'seven'", "data.na_values=['seven']", "data.categorical=[a]"]),
+    ("fractional labels", table_text("a,b,label", [*GOOD, "3,a,0.5"]), [":42:", "'0.5'", "not a class"]),
+]
+
+
+@pytest.mark.parametrize("case,text,fragments", REFUSED, ids=[c[0] for c in REFUSED])
+def test_bad_tables_are_refused_before_any_run(store, case, text, fragments):
+    path = store["tmp"] / "table.csv"
+    path.write_text(text)
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label"], store)
+    assert_refused(result, store, str(path), *fragments)
+
+
+def test_binary_and_mismatched_test_files_are_refused(store):
+    binary = store["tmp"] / "table.csv"
+    binary.write_bytes(b"PK\x03\x04\x00\x00binary\x00" * 50)
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={binary}", "data.target=label"], store), store,
+                   str(binary), "binary file")
+    train = store["tmp"] / "train.csv"
+    train.write_text(table_text("a,b,label", GOOD))
+    test = store["tmp"] / "test.tsv"
+    test.write_text(table_text("a\tb\tlabel", ["1\tx\t0", "oops\ty\t1", *(f"{i}\tx\t{i % 2}" for i in range(30))]))
+    result = run_cli_in_process(["data=csv", f"data.path={train}", f"data.test_path={test}", "data.target=label"], store)
+    assert_refused(result, store, f"{test}:3", "column 'a' holds 'oops'")
+
+
+def test_a_latin1_file_is_read_with_a_notice(store):
+    path = store["tmp"] / "latin1.csv"
+    rows = [f"{i},{['Zürich', 'Genève', 'Köln'][i % 3]},{i % 2}" for i in range(60)]
+    path.write_bytes(table_text("a,city,label", rows).encode("latin-1"))
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "is not UTF-8" in result.stdout + result.stderr and "Windows-1252" in result.stdout + result.stderr
+
+
+# ----- the real thing: UCI Adult with its official test split -------------------------------------------------------
+@pytest.mark.slow
+def test_adult_as_distributed_trains_and_its_model_reads_the_raw_test_file(tmp_path, migrated_store_db, real_data_dir):
+    store = new_store(tmp_path, migrated_store_db)
+    result = run_cli(["task=classification", "data=csv", f"data.path={real_data_dir / 'adult' / 'adult.data'}",
+                      f"data.test_path={real_data_dir / 'adult' / 'adult.test'}", "data.target=Y",
+                      "trainer.max_epochs=3", "data.batch_size=256", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    output = result.stdout + result.stderr
+    assert "'>50K' (7841 rows) and '>50K.' (3846 rows) as '>50K'" in output, output[-3000:]
+    assert run.data.metrics["test/acc"] > 0.83, run.data.metrics  # 3 epochs; the benchmark row trains longer
+
+    predictions = tmp_path / "adult_predictions.csv"
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(real_data_dir / "adult" / "adult.test"),
+                                   "--output", str(predictions), "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    predicted = pd.read_csv(predictions)["prediction"].to_numpy()
+    raw = pd.read_csv(real_data_dir / "adult" / "adult.test", skipinitialspace=True)  # '?' and all
+    truth = raw["Y"].str.rstrip(".").to_numpy()
+    assert len(predicted) == 16281
+    assert float((predicted == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+    by_mlflow = load_pyfunc(store, run.info.run_id).predict(raw.head(2000))
+    assert (by_mlflow["prediction"].to_numpy() == predicted[:2000]).all()
