@@ -324,17 +324,32 @@ def test_classification_search_runs_without_a_logger(tmp_path):
     assert all(0 < t.value < 1 for t in trials), [t.value for t in trials]  # a binary cross-entropy
 
 
-def test_sweep_where_every_trial_fails_stops_at_the_failure_rate(tmp_path):
+def test_a_search_space_no_trial_can_run_is_refused_before_the_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "logger=none",
-                      "optimizer.lr=choice(-1.0, -2.0)", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=10",
+                      "optimizer.lr=choice(-1.0, -2.0)", "hydra.sweeper.n_trials=10", "hydra.sweeper.study_name=bad",
+                      f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"], multirun=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Error: a trial of this search cannot run: optimizer.lr=-1.0 is out of range; allowed: > 0"]
+    assert not (tmp_path / "optuna.db").exists() or "bad" not in optuna.get_all_study_names(storage)
+
+
+def test_sweep_where_every_trial_fails_stops_at_the_failure_rate(tmp_path):
+    # learning rates this large are valid values but make the loss infinite in the first step: every trial
+    # fails while training, which no check before the study can see
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "logger=none", "optimizer=sgd",
+                      "optimizer.lr=choice(1e30, 1e31)", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=10",
                       "hydra.sweeper.max_failure_rate=0.5", "hydra.sweeper.study_name=broken",
                       f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"], multirun=True)
     assert result.returncode == 2
     assert "sweep stopped: 3 of 3 finished trials failed" in result.stderr
-    assert "optimizer.lr=-" in result.stderr  # the reason of the last failure
+    assert "training loss is" in result.stderr  # the reason of the last failure
     trials = study_trials(storage, "broken")
-    assert [t.state for t in trials if t.state != TrialState.WAITING] == [TrialState.FAIL] * 3
+    finished = [t for t in trials if t.state != TrialState.WAITING]
+    # a diverged trial is recorded as pruned (so the sampler learns to avoid the region), tagged diverged
+    assert [(t.state, t.user_attrs.get("diverged")) for t in finished] == [(TrialState.PRUNED, True)] * 3
 
 
 # ----- two workers on one PostgreSQL storage -----------------------------------------------------------
