@@ -73,6 +73,10 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> tuple[ModelCheckpoint,
     if stopping.enabled:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=stopping.patience,
                                        min_delta=stopping.min_delta))
+    if cfg.model.get("unfreeze_at_epoch") is not None:  # a pretrained backbone trained from that epoch on
+        from pipeline.fine_tuning import UnfreezeBackbone
+
+        callbacks.append(UnfreezeBackbone(cfg.model.unfreeze_at_epoch))
     sweep = cfg.get("sweep")
     if sweep and sweep.get("trial_number") is not None:
         # this run is one trial of an Optuna study: report to it each epoch and stop when it prunes

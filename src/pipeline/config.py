@@ -8,6 +8,7 @@ Checked in this order by :func:`validate`:
    the class it builds: an unknown key is named with the nearest valid one, a value of the wrong
    type is refused (hydra-zen's idea);
 4. choices that only make sense together (model vs data vs task);
+   then a built class's own ``check_config(cfg)``, where it has one (a pretrained model: its weights file);
 5. a checkpoint to resume from exists and is safe to load (``weights_only=True``).
 """
 from __future__ import annotations
@@ -113,7 +114,20 @@ def validate(cfg: DictConfig) -> None:
         if node is not None and "_target_" in node:
             _check_against_signature(group, node)
     _check_compatibility(cfg)
+    _check_target_hooks(cfg)
     _check_checkpoint(cfg.get("ckpt_path"))
+
+
+def _check_target_hooks(cfg: DictConfig) -> None:
+    """A class that needs more checked than its signature (that a pretrained model's weights file is there and
+    fits) defines a classmethod ``check_config(cfg)`` raising :class:`ConfigError`; it runs here, before any
+    data is loaded or MLflow run created."""
+    for group in TARGET_GROUPS:
+        node = cfg.get(group)
+        if node is not None and "_target_" in node:
+            hook = getattr(resolve_target(group, node._target_), "check_config", None)
+            if callable(hook):
+                hook(cfg)
 
 
 def _check_checkpoint(ckpt_path: Optional[str]) -> None:

@@ -33,13 +33,24 @@ def tensor_digest(*tensors: Tensor) -> str:
     return digest.hexdigest()
 
 
-def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]:
-    """The train/validation/test splits as MLflow dataset inputs, each with the digest of its tensors,
-    so that two runs on different data (another data set, split, fold or row limit) are told apart.
-    Returns the digests by split."""
+def dataset_records(datamodule) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """MLflow dataset context -> (digest, features, targets) of each split: a streamed data module describes
+    its splits without reading them (``dataset_records()``: file paths, sizes and times); the others by
+    their tensors."""
+    if hasattr(datamodule, "dataset_records"):
+        return datamodule.dataset_records()
     splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
               "testing": datamodule.test_split}
-    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items() if split is not None}
+    return {context: (tensor_digest(split.x, split.y), split.x.numpy(), split.y.numpy())
+            for context, split in splits.items() if split is not None}
+
+
+def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]:
+    """The train/validation/test splits as MLflow dataset inputs, each with the digest of its contents,
+    so that two runs on different data (another data set, split, fold or row limit) are told apart.
+    Returns the digests by split."""
+    records = dataset_records(datamodule)
+    digests = {context: digest for context, (digest, _, _) in records.items()}
     if not run.active:
         return digests
     with run.recording("logging the data set inputs"):
@@ -49,13 +60,10 @@ def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]
 
         source = str(getattr(datamodule, "path", "") or datamodule.data_dir)
         inputs = []
-        for context, split in splits.items():
-            if split is None:
-                continue
+        for context, (digest, features, targets) in records.items():
             with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
                 warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
-                dataset = mlflow.data.from_numpy(split.x.numpy(), targets=split.y.numpy(), name=name,
-                                                 digest=digests[context], source=source)
+                dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=source)
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
         run.client.log_inputs(run.run_id, datasets=inputs)
     return digests
@@ -65,15 +73,20 @@ def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]
 @torch.inference_mode()
 def test_predictions(predictor: nn.Module, datamodule, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(true targets, predictor outputs) over the whole test split, in evaluation batches."""
-    split = datamodule.test_split
+    if hasattr(datamodule, "test_batches"):  # a streamed test split, read batch by batch
+        batches = datamodule.test_batches()
+    else:
+        split = datamodule.test_split
+        size = getattr(datamodule, "eval_batch_size", 1024) or 1024
+        batches = ((split.x[start : start + size], split.y[start : start + size]) for start in range(0, len(split), size))
     was_training = predictor.training
     predictor.eval()
-    outputs = []
-    batch = getattr(datamodule, "eval_batch_size", 1024) or 1024
-    for start in range(0, len(split), batch):
-        outputs.append(predictor(split.x[start : start + batch].to(device)).float().cpu())
+    outputs, targets = [], []
+    for x, y in batches:
+        outputs.append(predictor(x.to(device)).float().cpu())
+        targets.append(y)
     predictor.train(was_training)
-    return split.y.numpy(), torch.cat(outputs).numpy()
+    return torch.cat(targets).numpy(), torch.cat(outputs).numpy()
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
