@@ -44,13 +44,35 @@ class UnreadableItem(Exception):
 # ----- the order of the items -------------------------------------------------------------------------------
 class EpochSampler(DistributedSampler):
     """``DistributedSampler`` (a permutation drawn from ``seed + epoch``, padded by wrapping around and dealt
-    out to the ranks) whose items are ``(epoch, index)`` pairs, so that a worker can draw the item's random
-    transform from the epoch and the row. A subclass of ``DistributedSampler``: Lightning leaves it in place
-    under DDP and calls ``set_epoch`` before every epoch, also after a resume."""
+    out to the ranks: the order :class:`TensorBatcher` gives the in-memory data sets) whose items are
+    ``(epoch, index)`` pairs, so that a worker can draw the item's random transform from the epoch and the row.
+    The epoch is read from ``epoch_fn`` (the trainer's) when iteration starts (see :class:`DeferredLoader`).
+    A subclass of ``DistributedSampler``, so Lightning leaves it in place under DDP."""
+
+    def __init__(self, *args, epoch_fn: Callable[[], int] = lambda: 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch_fn = epoch_fn
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        self.set_epoch(self.epoch_fn())
         epoch = self.epoch
         return ((epoch, int(index)) for index in super().__iter__())
+
+
+class DeferredLoader:
+    """A ``DataLoader`` whose iterator is created when the first batch is asked for, not when Lightning calls
+    ``iter()``. Lightning creates the first epoch's iterator before it restores the epoch counter of a resumed
+    run, and a loader with workers draws its indices (prefetching) at once: a run resumed at epoch 3 would
+    replay epoch 0's order. (The in-memory :class:`TensorBatcher` is a generator, lazy in the same way.)"""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        yield from self.loader
 
 
 def item_seed(seed: int, epoch: int, row: int) -> int:
@@ -288,12 +310,13 @@ class StreamedDataModule(InMemoryDataModule):
         return Split(x[:filled], y[:filled])
 
     # ----- Lightning hooks -----------------------------------------------------------------------------------
-    def _loader(self, name: str, train: bool) -> DataLoader:
+    def _loader(self, name: str, train: bool) -> DeferredLoader:
         rank, world_size = self._rank()
         dataset = self.dataset(self.rows[name], train)
-        sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=self.seed)
+        sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=self.seed,
+                               epoch_fn=self._epoch)
         workers = self.num_workers
-        return DataLoader(
+        return DeferredLoader(DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
@@ -304,7 +327,7 @@ class StreamedDataModule(InMemoryDataModule):
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             # the loader's base seed would otherwise be drawn from (and advance) the global RNG every epoch
             generator=torch.Generator().manual_seed(self.seed),
-        )
+        ))
 
     def _pin_memory(self) -> bool:
         if self.pin_memory is not None:
