@@ -19,8 +19,9 @@ Folder layouts:
 """
 from __future__ import annotations
 
-import math
+import io
 import os
+import warnings
 from pathlib import Path
 from typing import ClassVar, Optional, Sequence
 
@@ -40,31 +41,51 @@ STATISTICS_SAMPLE = 1000
 VAL_FOLDERS = ("val", "valid", "validation")
 AUTO_AUGMENTS = ("trivial", "randaugment")
 
+# torchvision 0.29 warns on every decode that its decoders will move to TorchCodec; they are used while they
+# exist (see _torchvision_decoder) and the warning says nothing a user can act on
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
 
 # ----- reading one image (runs in the DataLoader workers: everything here pickles) ------------------------------
 def decode_image_file(path: str, channels: int) -> Tensor:
     """The image at ``path`` as uint8 (channels, H, W), upright (EXIF orientation applied)."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
     try:
-        data = read_file(path)
-    except (OSError, RuntimeError) as error:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
         raise UnreadableItem(_reason(error)) from None
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    try:
-        image = decode_image(data, mode=mode, apply_exif_orientation=True)
-        return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
-    except (RuntimeError, ValueError) as first_error:  # BMP, TIFF, PPM ... or a broken file
+    decoder = _torchvision_decoder()
+    if decoder is not None:
+        decode_image, modes = decoder
         try:
-            return _decode_with_pil(path, channels)
-        except Exception:  # PIL's errors for broken files are of many types
-            raise UnreadableItem(_reason(first_error)) from None
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                 mode=modes.GRAY if channels == 1 else modes.RGB, apply_exif_orientation=True)
+            return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+        except (RuntimeError, ValueError) as error:  # BMP, TIFF, PPM ... or a broken file: PIL decides
+            first_error: Optional[BaseException] = error
+    else:
+        first_error = None
+    try:
+        return _decode_with_pil(io.BytesIO(data), channels)
+    except Exception as error:  # PIL's errors for broken files are of many types
+        raise UnreadableItem(_reason(first_error or error)) from None
 
 
-def _decode_with_pil(path: str, channels: int) -> Tensor:
+def _torchvision_decoder():
+    """torchvision's decoder (libjpeg-turbo/libpng: 1.5-3x PIL's speed on JPEG/PNG, measured here), or None
+    where a torchvision without it is installed (0.29 deprecates it for TorchCodec); PIL reads the rest."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image
+    except ImportError:
+        return None
+    return decode_image, ImageReadMode
+
+
+def _decode_with_pil(source, channels: int) -> Tensor:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
+    with Image.open(source) as image:
         image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
         array = np.asarray(image, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
@@ -227,9 +248,11 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
             self.split_notes = [f"splits as given: {sources['train']}, {sources['val']}, {sources['test']}"]
         return LoadedData(train=train, val=val, test=test, class_names=class_names)
 
-    def _check_classes(self, class_names: Sequence[str], where: str) -> None:
-        if len(class_names) < 2:
-            found = f"one class ({class_names[0]})" if class_names else "no class"
+    def _check_classes(self, train: list[tuple[int, int]], class_names: Sequence[str], where: str) -> None:
+        """Refuse training images of fewer than two classes (counted after unreadable files are left out)."""
+        present = [class_names[label] for label in sorted({label for _, label in train})]
+        if len(present) < 2:
+            found = f"one class ({present[0]})" if present else "no readable image"
             raise DataError(f"{where} has {found}; classification needs at least two classes"
                             f"{self.class_hint()}")
 
@@ -405,9 +428,9 @@ class ImageFolder(ImageFiles):
                 for image in images:
                     rows.append((len(files), label))
                     files.append(os.path.join(prefix, image))
-        self._check_classes(classes, f"data.path: {folders['train']}")
         problems = self._set_table(root, files)
         parts = self._drop_unreadable(parts, problems)
+        self._check_classes(parts["train"], classes, f"data.path: {folders['train']}")
         if split_layout:
             sources = {part: f"{folder.name}/" for part, folder in folders.items()}
         else:
@@ -461,7 +484,6 @@ class ImageCSV(ImageFiles):
             raise DataError(f"{csv}: no training rows ({self.split_column}=train)")
         labels = table[self.label_column].str.strip()
         classes = sorted(set(labels.iloc[rows_by_part["train"]]))
-        self._check_classes(classes, f"{csv} (column '{self.label_column}')")
         unknown = sorted(set(labels) - set(classes))
         if unknown:
             raise DataError(f"{csv}: labels {unknown[:5]} of the val/test rows never occur in the training rows")
@@ -470,5 +492,6 @@ class ImageCSV(ImageFiles):
             parts[part] = [(i, index_of[labels.iat[i]]) for i in indices]
         problems = self._set_table(csv.parent, [p.strip() for p in table[self.path_column]])
         parts = self._drop_unreadable(parts, problems)
+        self._check_classes(parts["train"], classes, f"{csv} (column '{self.label_column}')")
         return self._arrange(parts, classes, {"train": f"the train rows of {csv.name}", "val": "its val rows",
                                               "test": "its test rows"} if has_splits else {"train": f"{csv}"})
