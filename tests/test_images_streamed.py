@@ -284,6 +284,25 @@ def test_image_csv_lists_relative_paths_with_a_split_column(tmp_path):
     assert sorted(data.rows["test"].y.tolist()) == [0, 0, 1, 1]
 
 
+def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):
+    import pickle
+
+    import pandas as pd
+
+    from pipeline.data.image_files import ImageFolder
+
+    folder = tutorial_folder(tmp_path / "photos", per_class=4, test_per_class=2)
+    data = ImageFolder(path=str(folder), image_size=12, num_workers=0)
+    data.setup()
+    adapter = pickle.loads(pickle.dumps(data.raw_input_adapter()))  # it travels with a logged model
+    test = data.rows["test"]
+    frame = pd.DataFrame({"path": [data.row_name(row) for row in test.x.tolist()]})
+    expected = torch.cat([x for x, _ in data.test_batches()])
+    assert torch.equal(adapter.to_tensor(frame), expected)
+    with pytest.raises(ValueError, match="cut.png: cannot read the image"):
+        adapter.to_tensor(pd.DataFrame({"path": [str(truncated_png(tmp_path / "cut.png"))]}))
+
+
 # ----- pretrained torchvision models ---------------------------------------------------------------------------
 def resnet18_state_dict(path: Path) -> dict:
     import torchvision

@@ -109,6 +109,27 @@ class ImageFileReader:
         return decode_image_file(os.path.join(self.root, str(self.relative_paths[row])), self.channels)
 
 
+class ImageInputAdapter:
+    """Raw inputs to model inputs, for serving: a table with a ``path`` column of image files, each decoded and
+    transformed as the evaluation images were (resize, centre crop, normalisation). Picklable."""
+
+    def __init__(self, transform, channels: int, column: str = "path"):
+        self.transform = transform
+        self.channels = channels
+        self.column = column
+
+    def to_tensor(self, frame) -> Tensor:
+        if self.column not in frame:
+            raise ValueError(f"expected a '{self.column}' column of image file paths, got columns {list(frame.columns)}")
+        images = []
+        for path in frame[self.column]:
+            try:
+                images.append(self.transform(decode_image_file(str(path), self.channels)))
+            except UnreadableItem as error:
+                raise ValueError(f"{path}: cannot read the image ({error})") from None
+        return torch.stack(images)
+
+
 def header_problem(path: Path) -> Optional[str]:
     """Why ``path`` is not an image, from its header alone (cheap: no pixels are decoded), or None."""
     from PIL import Image, UnidentifiedImageError
@@ -354,6 +375,10 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         variance = (squares - pixels * mean * mean) / (pixels - 1)
         self.channel_mean = (mean / 255).float()
         self.channel_std = (variance.clamp_min(0).sqrt() / 255).float().clamp_min(1e-6)
+
+    def raw_input_adapter(self) -> ImageInputAdapter:
+        """What turns image files into this data's model inputs (after :meth:`setup`: it holds the statistics)."""
+        return ImageInputAdapter(self.transform(train=False), self.channels)
 
     @property
     def augmentation_active(self) -> bool:

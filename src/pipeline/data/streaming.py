@@ -227,6 +227,10 @@ class StreamedDataModule(InMemoryDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.spec is not None:
             return
+        per_item = self.streamed_only_transforms()
+        if self.in_memory is True and per_item:  # before anything is read
+            raise DataError(f"data.in_memory=true cannot apply {', '.join(per_item)} (drawn per {self.item_noun} "
+                            "while it is read); set data.in_memory=false or auto, or turn them off")
         data = self.load()
         if self.limit_rows:
             data.train = self._limit(data.train)
@@ -255,9 +259,6 @@ class StreamedDataModule(InMemoryDataModule):
         """(streamed?, why), from data.in_memory."""
         per_item = self.streamed_only_transforms()
         if self.in_memory is True:
-            if per_item:
-                raise DataError(f"data.in_memory=true cannot apply {', '.join(per_item)} (drawn per "
-                                f"{self.item_noun} while it is read); set data.in_memory=false or auto, or turn them off")
             return False, "data.in_memory=true"
         if self.in_memory is False:
             return True, "data.in_memory=false"
