@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # GPU smoke check: a short bf16-mixed run of each task on one GPU (and on all GPUs with DDP when
-# there are several), printing training throughput. Run it whenever a GPU machine is at hand:
+# there are several), and a pretrained-backbone fine-tuning run on image files (resnet50, 224 px,
+# channels-last), printing training throughput. Run it whenever a GPU machine is at hand:
 #
 #   scripts/gpu_check.sh                  # 2 epochs per task
 #   EPOCHS=5 scripts/gpu_check.sh         # longer runs, steadier numbers
 #   scripts/gpu_check.sh data.limit_rows=2000   # extra overrides go to every run
+#   FINETUNE_WORKERS=16 scripts/gpu_check.sh  # DataLoader workers of the fine-tuning run (default 8)
 #
 # samples/s is train/samples_per_s of the last epoch (training rows over the training part of the
 # epoch, summed over ranks); the first epoch includes CUDA start-up and is not shown.
@@ -64,6 +66,42 @@ else
 fi
 run "transformer-finetune-gpu" experiment=finetune_transformer "model.name=$transformer_model" "${transformer_data[@]}" \
   trainer=gpu data.num_workers=4
+# Fine-tuning a pretrained backbone on image files: resnet50 at 224 px, images decoded and augmented
+# in DataLoader workers (RandomResizedCrop + flip), bf16 autocast, channels-last. GPU machines are often
+# offline: the images are synthetic JPEGs and random weights are saved where torchvision caches resnet50's
+# ImageNet weights, so the real loading path runs (the throughput does not depend on the weights' values).
+IMAGES="$OUT/images"
+FINETUNE_TORCH_HOME="$OUT/torch"
+"$PYTHON" - "$IMAGES" "$FINETUNE_TORCH_HOME" <<'PY'
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+
+images, torch_home = Path(sys.argv[1]), Path(sys.argv[2])
+rng = np.random.default_rng(0)
+for split, per_class in (("train", 256), ("val", 32)):
+    for label in range(10):
+        folder = images / split / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (256 + 8 * (i % 8), 320, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
+weights = torchvision.models.ResNet50_Weights.DEFAULT
+cached = torch_home / "hub" / "checkpoints" / Path(weights.url).name
+cached.parent.mkdir(parents=True, exist_ok=True)
+torch.save(torchvision.models.resnet50().state_dict(), cached)
+PY
+export TORCH_HOME="$FINETUNE_TORCH_HOME"
+run "finetune-resnet50-gpu" task=image_classification data=image_folder "data.path=$IMAGES" data.image_size=224 \
+  data.batch_size=128 data.num_workers="${FINETUNE_WORKERS:-8}" model=torchvision model.name=resnet50 \
+  model.weights=DEFAULT model.download=false model.channels_last=true model.backbone_lr_scale=0.1 \
+  optimizer=adamw trainer=gpu
+unset TORCH_HOME
+
 if [ "$gpus" -gt 1 ]; then
   for task in image_classification sentiment; do
     run "$task-ddp-${gpus}gpu" "task=$task" trainer=ddp

@@ -18,7 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from pipeline.data.base import DataError, InMemoryDataModule
-from pipeline.data.images import CIFAR10, Digits, FashionMNIST, ImageFolder
+from pipeline.data.image_files import ImageFolder
+from pipeline.data.images import CIFAR10, Digits, FashionMNIST
 from pipeline.data.text import IMDB, PAD_ID, UNK_ID, MovieReviews, TextTSV
 
 from pipeline.config import CONFIG_DIR as CONF
@@ -296,14 +297,21 @@ def write_pngs(root: Path, classes=("cat", "dog"), per_class=6, size=(12, 10)) -
 def test_image_folder_loads_resized_images_with_folder_class_names(tmp_path):
     write_pngs(tmp_path / "pets")
     dm = build("image_folder", tmp_path, f"path={tmp_path / 'pets'}", "image_size=8", "test_fraction=0.25")
-    dm.setup()
+    dm.setup()  # streamed (random crops are drawn per image): the splits are rows of the file list
     assert dm.spec.class_names == ["cat", "dog"] and dm.spec.input_shape == (3, 8, 8)
-    assert len(dm.train_split) + len(dm.val_split) + len(dm.test_split) == 12
-    raw = dm.load().train
-    assert raw.y.tolist() == [0] * 6 + [1] * 6
-    assert torch.all(raw.x[:6, 0] == 1.0) and torch.all(raw.x[6:, 1] == 1.0)
-    grey = ImageFolder(path=str(tmp_path / "pets"), image_size=5, channels=1)
-    assert grey.load().train.x.shape == (12, 1, 5, 5)
+    assert sum(len(rows) for rows in dm.rows.values()) == 12 and dm.train_split is None
+    assert dm.load().train.y.tolist() == [0] * 6 + [1] * 6
+    # read into memory with no normalisation: each class keeps its saturated colour channel at 8x8
+    memory = build("image_folder", tmp_path, f"path={tmp_path / 'pets'}", "image_size=8", "in_memory=true",
+                   "augment=false", "normalization=none", "num_workers=0")
+    memory.setup()
+    for split in (memory.train_split, memory.val_split, memory.test_split):
+        assert split.x.shape[1:] == (3, 8, 8)
+        assert torch.all(split.x[split.y == 0, 0] == 1.0) and torch.all(split.x[split.y == 1, 1] == 1.0)
+    grey = ImageFolder(path=str(tmp_path / "pets"), image_size=5, channels=1, in_memory=True, augment=False,
+                       num_workers=0)
+    grey.setup()
+    assert grey.train_split.x.shape[1:] == (1, 5, 5) and grey.spec.input_shape == (1, 5, 5)
 
 
 def test_image_folder_with_train_test_subfolders(tmp_path):

@@ -178,6 +178,10 @@ def build_callbacks(cfg: DictConfig, extra: Iterable[Callback] = ()) -> list[Cal
     from hydra.utils import instantiate
 
     built = [instantiate(node) for node in collection(cfg, "callbacks").values()]
+    if cfg.model.get("unfreeze_at_epoch") is not None:  # a pretrained backbone trained from that epoch on
+        from pipeline.fine_tuning import UnfreezeBackbone
+
+        built.append(UnfreezeBackbone(cfg.model.unfreeze_at_epoch))
     callbacks = [*built, *extra]
     bars = [c for c in callbacks if isinstance(c, ProgressBar)]
     if len(bars) > 1:

@@ -7,6 +7,7 @@ Checked in this order by :func:`validate`:
    against the signature of the class it builds: an unknown key is named with the nearest valid one,
    a value of the wrong type is refused (hydra-zen's idea);
 4. choices that only make sense together (model vs data vs task);
+   then a built class's own ``check_config(node)``, where it has one (a pretrained model: its weights file);
 5. a checkpoint to resume from exists and is safe to load (``weights_only=True``).
 """
 from __future__ import annotations
@@ -426,7 +427,21 @@ def _check_ranges(cfg: DictConfig) -> None:
             raise ConfigError(f"data.fold={fold} is out of range; allowed: {allowed}")
 
 
+def data_parallel(trainer: Any) -> bool:
+    """Whether the trainer config trains on several processes (DDP, FSDP, several devices or nodes)."""
+    if trainer is None:
+        return False
+    strategy = str(trainer.get("strategy", "auto"))
+    devices = trainer.get("devices", 1)
+    return ("ddp" in strategy or "fsdp" in strategy or int(trainer.get("num_nodes", 1) or 1) > 1
+            or (isinstance(devices, int) and devices > 1))
+
+
 def _check_compatibility(cfg: DictConfig) -> None:
+    if cfg.model.get("unfreeze_at_epoch") is not None and data_parallel(cfg.get("trainer")):
+        raise ConfigError("model.unfreeze_at_epoch cannot be used with data-parallel training (DDP fixes "
+                          "the trainable parameters when it starts); train on one device, or keep the "
+                          "backbone frozen or trainable throughout")
     data_class = resolve_target("data", cfg.data._target_)
     model_class = resolve_target("model", cfg.model._target_)
     data_task = cfg.data.get("task_kind") or getattr(data_class, "task_kind", None)

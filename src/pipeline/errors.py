@@ -84,10 +84,22 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum, frame):
+        _quiet_multiprocessing_teardown()
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def _quiet_multiprocessing_teardown() -> None:
+    """The process is going down: DataLoader workers are stopped while the thread that hands their batches'
+    file descriptors over may be mid-handshake, and it prints a BrokenPipe traceback unless multiprocessing
+    knows the process is exiting (what its own exit hook would tell it a moment later)."""
+    import multiprocessing.util
+
+    multiprocessing.util._exiting = True

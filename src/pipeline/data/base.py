@@ -272,6 +272,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             self.apply_preprocessing(s) for s in (train, val, test)
         )
         self.spec = self.describe(self.train_split, data.class_names)
+        announce_splits(self, "in memory", (len(self.train_split), len(self.val_split), len(self.test_split)))
 
     def _epoch(self) -> int:
         trainer = getattr(self, "trainer", None)
@@ -323,6 +324,20 @@ def _concat(a: Split, b: Split) -> Split:
 def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     shuffled = rng.permutation(len(labels))
     return shuffled[np.argsort(labels[shuffled], kind="stable")]
+
+
+def announce_splits(module: InMemoryDataModule, how: str, sizes: Sequence[int], noun: str = "row",
+                    notes: Sequence[str] = ()) -> None:
+    """Print at the start of a run (rank 0 only) how the data is read and how many rows each split has."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    counts = " / ".join(f"{size:,} {name}" for size, name in zip(sizes, ("train", "validation", "test")))
+    notes = list(notes)
+    if module.cv_folds:
+        notes.insert(0, f"fold {module.fold} of {module.cv_folds}-fold cross-validation is the test split")
+    print(f"Data: {module.name} {how}: {counts} {noun}s" + "".join(f"; {note}" for note in notes), flush=True)
 
 
 def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: str) -> Path:

@@ -1,9 +1,12 @@
-"""Image classification data sets, held in memory as float32 tensors (N, C, H, W).
+"""Image classification data sets held in memory as float32 tensors (N, C, H, W); image files at
+real resolution (folders, CSV lists) are in :mod:`pipeline.data.image_files`.
 
 Pixels are scaled to [0, 1] when loaded and normalised per channel with the training split's
-mean and standard deviation. Training-time augmentation (random crop with padding, horizontal
-flip, random erasing) is drawn per sample and applied to whole batches on the device, in
-``on_after_batch_transfer``; it never touches validation or test batches.
+mean and standard deviation (``normalization=dataset``) or with ImageNet's, which pretrained
+backbones expect (``normalization=imagenet``; conf/data/*.yaml take it from
+``model.input_normalization`` when the model declares one). Training-time augmentation (random
+crop with padding, horizontal flip, random erasing) is drawn per sample and applied to whole
+batches on the device, in ``on_after_batch_transfer``; it never touches validation or test batches.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import socket
 import struct
 import zlib
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
@@ -34,8 +37,32 @@ def network_timeout(seconds: float = 15.0):
         socket.setdefaulttimeout(previous)
 
 
+#: ImageNet's per-channel mean and standard deviation (pixels in [0, 1]): what torchvision's pretrained
+#: weights expect their inputs to be normalised with
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("dataset", "imagenet", "none")
+
+
+def check_normalization(normalization: str) -> str:
+    if normalization not in NORMALIZATIONS:
+        raise DataError(f"data.normalization={normalization!r} is not allowed; choose one of {', '.join(NORMALIZATIONS)}")
+    return normalization
+
+
+def imagenet_statistics(channels: int) -> tuple[Tensor, Tensor]:
+    """ImageNet's mean and std for ``channels`` (3, or 1 for grey images a model repeats into RGB: the
+    averages of the three)."""
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    if channels == 1:
+        return mean.mean().view(1), std.mean().view(1)
+    if channels != 3:
+        raise DataError(f"data.normalization=imagenet needs grey or RGB images, these have {channels} channels")
+    return mean, std
+
+
 class ImageDataModule(InMemoryDataModule):
-    """Images (N, C, H, W) in [0, 1], normalised with training-split per-channel statistics."""
+    """Images (N, C, H, W) in [0, 1], normalised per channel (training-split or ImageNet statistics)."""
 
     modality: ClassVar[str] = "image"
     task_kind: ClassVar[str] = "classification"
@@ -47,9 +74,11 @@ class ImageDataModule(InMemoryDataModule):
         hflip: bool = False,
         erasing: float = 0.0,
         normalize: bool = True,
+        normalization: str = "dataset",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_normalization(normalization)
         if crop_padding < 0:
             raise DataError(f"data.crop_padding must be >= 0, got {crop_padding}")
         if not 0.0 <= erasing <= 1.0:
@@ -58,7 +87,8 @@ class ImageDataModule(InMemoryDataModule):
         self.crop_padding = int(crop_padding)
         self.hflip = hflip
         self.erasing = float(erasing)
-        self.normalize = normalize
+        self.normalization = normalization if normalize else "none"
+        self.normalize = self.normalization != "none"
         self.channel_mean: Optional[Tensor] = None
         self.channel_std: Optional[Tensor] = None
         self._augment_epoch = -1
@@ -71,6 +101,9 @@ class ImageDataModule(InMemoryDataModule):
     # ----- preprocessing ---------------------------------------------------------------
     def fit_preprocessing(self, train: Split) -> None:
         if not self.normalize:
+            return
+        if self.normalization == "imagenet":
+            self.channel_mean, self.channel_std = imagenet_statistics(int(train.x.shape[1]))
             return
         # torch's CPU reductions sum pairwise / by Welford: float32 is exact enough for 47M pixels
         std, mean = torch.std_mean(train.x, dim=(0, 2, 3))
@@ -367,84 +400,3 @@ class CIFAR10(ImageDataModule):
             splits[part] = Split(x.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long))
             classes = list(dataset.classes)
         return LoadedData(train=splits["train"], test=splits["test"], class_names=classes)
-
-
-# ----- any folder of images -----------------------------------------------------------------
-class ImageFolder(ImageDataModule):
-    """A folder with one sub-folder of images per class (torchvision's ImageFolder layout).
-
-    If ``path`` holds ``train/`` (and optionally ``val/``, ``test/``), each with class
-    sub-folders, those are fixed splits; otherwise every image is in the pool the base class
-    splits. Images are resized to ``image_size`` x ``image_size`` and read once.
-    """
-
-    name: ClassVar[str] = "image_folder"
-    split_names: ClassVar[tuple[str, ...]] = ("train", "val", "test")
-
-    def __init__(self, path: str = "", image_size: int = 32, channels: int = 3, **kwargs):
-        super().__init__(**kwargs)
-        if channels not in (1, 3):
-            raise DataError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
-        self.path = Path(path) if path else None
-        self.image_size = int(image_size)
-        self.channels = channels
-
-    def _read_folder(self, folder: Path) -> tuple[list[str], list[Path], list[int]]:
-        from torchvision.datasets import ImageFolder as TorchImageFolder
-
-        try:
-            dataset = TorchImageFolder(str(folder), loader=lambda p: p)
-        except (FileNotFoundError, OSError) as error:
-            raise DataError(
-                f"data.path: no images in {folder}: {error}. Expected one sub-folder per class, "
-                "e.g. <path>/cat/001.png, <path>/dog/002.jpg"
-            ) from None
-        files = [Path(p) for p, _ in dataset.samples]
-        labels = [label for _, label in dataset.samples]
-        return list(dataset.classes), files, labels
-
-    def _read_images(self, files: Sequence[Path]) -> Tensor:
-        from PIL import Image
-
-        mode = "L" if self.channels == 1 else "RGB"
-        size = (self.image_size, self.image_size)
-        out = np.empty((len(files), self.image_size, self.image_size, self.channels), dtype=np.uint8)
-        for i, file in enumerate(files):
-            try:
-                with Image.open(file) as image:
-                    image = image.convert(mode)
-                    if image.size != size:
-                        image = image.resize(size, Image.Resampling.BILINEAR)
-                    out[i] = np.asarray(image).reshape(size[1], size[0], self.channels)
-            except (OSError, ValueError) as error:
-                raise DataError(f"{file}: cannot read the image ({error}); remove or replace the file") from None
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-
-    def load(self) -> LoadedData:
-        if self.path is None:
-            raise DataError("data.path is required for data=image_folder (a folder with one sub-folder per class)")
-        root = self.path if self.path.is_absolute() else Path.cwd() / self.path
-        if not root.is_dir():
-            raise DataError(f"data.path: image folder not found: {root}")
-        if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
-            classes, files, labels = self._read_folder(root / "train")
-            splits = {"train": Split(self._read_images(files), torch.as_tensor(labels, dtype=torch.long))}
-            for part in ("val", "test"):
-                if (root / part).is_dir():
-                    splits[part] = self._read_split(root / part, classes)
-            return LoadedData(
-                train=splits["train"], val=splits.get("val"), test=splits.get("test"), class_names=classes
-            )
-        classes, files, labels = self._read_folder(root)
-        return LoadedData(
-            train=Split(self._read_images(files), torch.as_tensor(labels, dtype=torch.long)), class_names=classes
-        )
-
-    def _read_split(self, folder: Path, classes: list[str]) -> Split:
-        part_classes, files, labels = self._read_folder(folder)
-        unknown = sorted(set(part_classes) - set(classes))
-        if unknown:
-            raise DataError(f"{folder}: class folders {unknown} do not exist in {folder.parent / 'train'}")
-        to_train_index = [classes.index(c) for c in part_classes]
-        y = torch.as_tensor([to_train_index[label] for label in labels], dtype=torch.long)
-        return Split(self._read_images(files), y)

@@ -34,13 +34,24 @@ def tensor_digest(*tensors: Tensor) -> str:
     return digest.hexdigest()
 
 
-def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]:
-    """The train/validation/test splits as MLflow dataset inputs, each with the digest of its tensors,
-    so that two runs on different data (another data set, split, fold or row limit) are told apart.
-    Returns the digests by split."""
+def dataset_records(datamodule) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """MLflow dataset context -> (digest, features, targets) of each split: a streamed data module describes
+    its splits without reading them (``dataset_records()``: file paths, sizes and times); the others by
+    their tensors."""
+    if hasattr(datamodule, "dataset_records"):
+        return datamodule.dataset_records()
     splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
               "testing": datamodule.test_split}
-    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items() if split is not None}
+    return {context: (tensor_digest(split.x, split.y), split.x.numpy(), split.y.numpy())
+            for context, split in splits.items() if split is not None}
+
+
+def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]:
+    """The train/validation/test splits as MLflow dataset inputs, each with the digest of its contents,
+    so that two runs on different data (another data set, split, fold or row limit) are told apart.
+    Returns the digests by split."""
+    records = dataset_records(datamodule)
+    digests = {context: digest for context, (digest, _, _) in records.items()}
     if not run.active:
         return digests
     with run.recording("logging the data set inputs"):
@@ -50,13 +61,10 @@ def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]
 
         source = str(getattr(datamodule, "path", "") or datamodule.data_dir)
         inputs = []
-        for context, split in splits.items():
-            if split is None:
-                continue
+        for context, (digest, features, targets) in records.items():
             with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
                 warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
-                dataset = mlflow.data.from_numpy(split.x.numpy(), targets=split.y.numpy(), name=name,
-                                                 digest=digests[context], source=source)
+                dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=source)
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
         run.client.log_inputs(run.run_id, datasets=inputs)
     return digests
@@ -82,11 +90,13 @@ def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adap
     example. Saved as a ``torch.export`` program ("pt2"), which loads without this project's code and
     without unpickling; a model that cannot be exported is saved pickled instead. Returns the format.
 
-    With the data's raw input ``adapter`` (``datamodule.raw_input_adapter()``), the model is a pyfunc
-    model that takes raw rows instead (:mod:`pipeline.tracking.raw_model`)."""
+    With the data's raw input ``adapter`` (``datamodule.raw_input_adapter()``) in the self-contained form
+    :mod:`pipeline.tracking.raw_model` stores (tables: ``to_dict``/``from_dict``, ``input_schema``), the model
+    is a pyfunc model that takes raw rows instead. The text and image adapters (``to_tensor``, picklable) are
+    not stored with the model yet: those models take the tensors the data module makes."""
     if not run.active:
         return None
-    if adapter is not None:
+    if adapter is not None and hasattr(adapter, "to_dict") and hasattr(adapter, "input_schema"):
         from .raw_model import log_raw_input_model
 
         return log_raw_input_model(run, predictor, adapter, spec, input_example, MODEL_NAME)

@@ -112,6 +112,7 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
     example = example[: max(2, min(len(example), 4))].cpu()  # > 1 row: the batch size stays free
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                     f"pandas=={pandas.__version__}", f"numpy=={numpy.__version__}"]
+    predictor_format = None  # stays None when the store fails: run.recording() keeps the run going
     with tempfile.TemporaryDirectory(prefix="pipeline-model-") as tmp, run.recording("logging the model"), \
             _tracking_uri(run.tracking_uri), _no_environment_scan(), _no_requirement_check_on_load(), \
             _no_copy_progress_bars():

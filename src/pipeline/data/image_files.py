@@ -1,0 +1,522 @@
+"""Image files at their real resolution: a folder with one sub-folder per class (``data=image_folder``) or a
+CSV of ``path,label`` (``data=image_csv``).
+
+Files are listed once (paths, sizes, modification times, labels: no pixels) and their headers checked, so a
+file that is not an image is named before anything trains. Images are decoded in ``DataLoader`` workers
+(``torchvision.io.decode_image``, EXIF orientation applied, grey/RGBA/CMYK/palette converted to
+``data.channels``; PIL for the formats it does not read) and transformed with torchvision's
+``transforms.v2``: for training ``RandomResizedCrop`` (or resize + centre crop + padded random crop),
+horizontal flips, TrivialAugmentWide or RandAugment, normalisation, ``RandomErasing``; for evaluation
+``Resize`` + ``CenterCrop``. See :mod:`pipeline.data.streaming` for the order of the items, the in-memory
+choice and resuming.
+
+Folder layouts:
+* ``<path>/<class>/...``: every image in one pool; test and validation splits are held out of it;
+* ``<path>/train/<class>/...`` with ``val/`` and/or ``test/`` beside it: fixed splits. With ``train/`` and
+  ``val/`` but no ``test/`` (the PyTorch transfer-learning tutorial's layout), ``val/`` is the split the run
+  reports as ``test/*`` and the validation split that selects the checkpoint is held out of ``train/``, so the
+  reported figure is not the one the checkpoint was chosen on. The run says so when it starts.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import ClassVar, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import DataError, LoadedData, Split
+from .images import ImageDataModule, imagenet_statistics
+from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
+
+#: what torchvision's ImageFolder reads, plus GIF
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+#: how many training images the "dataset" normalisation statistics are estimated from
+STATISTICS_SAMPLE = 1000
+#: names of the folder that holds the validation images in the train/val/test layout
+VAL_FOLDERS = ("val", "valid", "validation")
+AUTO_AUGMENTS = ("trivial", "randaugment")
+
+# torchvision 0.29 warns on every decode that its decoders will move to TorchCodec; they are used while they
+# exist (see _torchvision_decoder) and the warning says nothing a user can act on
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
+# ----- reading one image (runs in the DataLoader workers: everything here pickles) ------------------------------
+def decode_image_file(path: str, channels: int) -> Tensor:
+    """The image at ``path`` as uint8 (channels, H, W), upright (EXIF orientation applied)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise UnreadableItem(_reason(error)) from None
+    decoder = _torchvision_decoder()
+    if decoder is not None:
+        decode_image, modes = decoder
+        try:
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                 mode=modes.GRAY if channels == 1 else modes.RGB, apply_exif_orientation=True)
+            return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+        except (RuntimeError, ValueError) as error:  # BMP, TIFF, PPM ... or a broken file: PIL decides
+            first_error: Optional[BaseException] = error
+    else:
+        first_error = None
+    try:
+        return _decode_with_pil(io.BytesIO(data), channels)
+    except Exception as error:  # PIL's errors for broken files are of many types
+        raise UnreadableItem(_reason(first_error or error)) from None
+
+
+def _torchvision_decoder():
+    """torchvision's decoder (libjpeg-turbo/libpng: 1.5-3x PIL's speed on JPEG/PNG, measured here), or None
+    where a torchvision without it is installed (0.29 deprecates it for TorchCodec); PIL reads the rest."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image
+    except ImportError:
+        return None
+    return decode_image, ImageReadMode
+
+
+def _decode_with_pil(source, channels: int) -> Tensor:
+    from PIL import Image, ImageOps
+
+    with Image.open(source) as image:
+        image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
+        array = np.asarray(image, dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+class ImageFileReader:
+    """row -> uint8 image; the paths are one numpy string array (no Python object per file, so forked workers
+    do not copy the list page by page as they touch reference counts)."""
+
+    def __init__(self, root: Path, relative_paths: np.ndarray, channels: int):
+        self.root = str(root)
+        self.relative_paths = relative_paths
+        self.channels = channels
+
+    def __call__(self, row: int) -> Tensor:
+        return decode_image_file(os.path.join(self.root, str(self.relative_paths[row])), self.channels)
+
+
+class ImageInputAdapter:
+    """Raw inputs to model inputs, for serving: a table with a ``path`` column of image files, each decoded and
+    transformed as the evaluation images were (resize, centre crop, normalisation). Picklable."""
+
+    def __init__(self, transform, channels: int, column: str = "path"):
+        self.transform = transform
+        self.channels = channels
+        self.column = column
+
+    def to_tensor(self, frame) -> Tensor:
+        if self.column not in frame:
+            raise ValueError(f"expected a '{self.column}' column of image file paths, got columns {list(frame.columns)}")
+        images = []
+        for path in frame[self.column]:
+            try:
+                images.append(self.transform(decode_image_file(str(path), self.channels)))
+            except UnreadableItem as error:
+                raise ValueError(f"{path}: cannot read the image ({error})") from None
+        return torch.stack(images)
+
+
+def header_problem(path: Path) -> Optional[str]:
+    """Why ``path`` is not an image, from its header alone (cheap: no pixels are decoded), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return None
+    except UnidentifiedImageError:
+        return "not an image file PIL or torchvision can read"
+    except Exception as error:
+        return _reason(error)
+
+
+# ----- the data modules -------------------------------------------------------------------------------------------
+class ImageFiles(StreamedDataModule, ImageDataModule):
+    """What the folder and CSV layouts share: transforms, normalisation, the file table, the split rules.
+
+    Read into memory (``data.in_memory``), images are decoded once with the evaluation transform and training
+    batches are augmented on the device by :class:`ImageDataModule` (``crop_padding``, ``hflip``, ``erasing``);
+    streamed, every training image gets the per-image ``transforms.v2`` pipeline.
+    """
+
+    modality: ClassVar[str] = "image"
+    task_kind: ClassVar[str] = "classification"
+    item_noun: ClassVar[str] = "image"
+
+    def __init__(
+        self,
+        path: str = "",
+        image_size: int = 224,
+        resize_size: Optional[int] = None,
+        channels: int = 3,
+        random_resized_crop: bool = True,
+        crop_scale: Sequence[float] = (0.08, 1.0),
+        auto_augment: Optional[str] = None,
+        augment: bool = True,
+        hflip: bool = True,
+        **kwargs,
+    ):
+        super().__init__(augment=augment, hflip=hflip, **kwargs)
+        if channels not in (1, 3):
+            raise DataError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}")
+        if image_size < 1:
+            raise DataError(f"data.image_size must be >= 1, got {image_size}")
+        if resize_size is not None and resize_size < image_size:
+            raise DataError(f"data.resize_size={resize_size} must be >= data.image_size={image_size} "
+                            "(evaluation resizes to it, then crops the centre image_size square)")
+        scale = tuple(float(v) for v in crop_scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise DataError(f"data.crop_scale={list(crop_scale)} must be [min, max] with 0 < min <= max <= 1")
+        if auto_augment is not None and auto_augment not in AUTO_AUGMENTS:
+            raise DataError(f"data.auto_augment={auto_augment!r} is not allowed; choose one of "
+                            f"{', '.join(AUTO_AUGMENTS)} or null")
+        self.path = Path(path) if path else None
+        self.image_size = int(image_size)
+        self.resize_size = int(resize_size) if resize_size is not None else self.image_size
+        self.channels = channels
+        self.random_resized_crop = bool(random_resized_crop)
+        self.crop_scale = scale
+        self.auto_augment = auto_augment
+        self.root: Optional[Path] = None
+        self.files = np.array([], dtype=str)  # paths relative to root, one per row
+        self.file_sizes = np.array([], dtype=np.int64)
+        self.file_mtimes = np.array([], dtype=np.int64)
+
+    # ----- the file table ----------------------------------------------------------------------------------
+    def _resolved_path(self, what: str) -> Path:
+        if self.path is None:
+            raise DataError(f"data.path is required for data={self.name} ({what})")
+        return self.path if self.path.is_absolute() else Path.cwd() / self.path
+
+    def _set_table(self, root: Path, files: list[str]) -> list[Optional[str]]:
+        """Record the files (relative to ``root``) with their sizes and modification times; returns, per
+        file, why it cannot be read (missing, empty, not an image) or None."""
+        self.root = root
+        sizes, mtimes, problems = [], [], []
+        for name in files:
+            path = root / name
+            try:
+                stat = path.stat()
+            except OSError as error:
+                sizes.append(-1)
+                mtimes.append(-1)
+                problems.append("no such file" if isinstance(error, FileNotFoundError) else _reason(error))
+                continue
+            sizes.append(stat.st_size)
+            mtimes.append(stat.st_mtime_ns)
+            problems.append("empty file" if stat.st_size == 0 else header_problem(path))
+        self.files = np.array(files, dtype=str)
+        self.file_sizes = np.array(sizes, dtype=np.int64)
+        self.file_mtimes = np.array(mtimes, dtype=np.int64)
+        return problems
+
+    def _drop_unreadable(self, parts: dict[str, list[tuple[int, int]]], problems: list[Optional[str]]):
+        """Refuse the first unreadable file, or (skip_bad_files) leave them all out and note them."""
+        bad = [row for row, problem in enumerate(problems) if problem is not None]
+        if not bad:
+            return parts
+        if not self.skip_bad_files:
+            first = bad[0]
+            more = f" ({len(bad)} unreadable files in all)" if len(bad) > 1 else ""
+            raise DataError(f"{self.row_name(first)}: cannot read the image ({problems[first]}){more}; remove or "
+                            "replace it, or set data.skip_bad_files=true to leave such files out")
+        for row in bad:
+            self.skipped[self.row_name(row)] = problems[row]
+        bad_rows = set(bad)
+        return {name: [(row, label) for row, label in rows if row not in bad_rows] for name, rows in parts.items()}
+
+    def _arrange(self, parts: dict[str, list[tuple[int, int]]], class_names: list[str],
+                 sources: dict[str, str]) -> LoadedData:
+        """The fixed splits (``train`` and optionally ``val``, ``test``: rows and labels) for the base class to
+        split, with a note of where each split comes from (``sources`` names them: "train/", "the val rows")."""
+        def split(name: str) -> Optional[Split]:
+            rows = parts.get(name)
+            if rows is None:
+                return None
+            ids = torch.as_tensor([row for row, _ in rows], dtype=torch.long)
+            labels = torch.as_tensor([label for _, label in rows], dtype=torch.long)
+            return Split(ids.view(-1), labels.view(-1))
+
+        train, val, test = split("train"), split("val"), split("test")
+        share = f"{self.val_fraction:.0%} of {sources['train']}"
+        if self.cv_folds:
+            pooled = ", ".join(sources[name] for name in ("train", "val", "test") if parts.get(name) is not None)
+            self.split_notes = [f"the folds pool {pooled}"] if (val or test) else []
+        elif val is not None and test is None:
+            # the transfer-learning tutorial's train/ + val/: report on val/, select the checkpoint on a cut of train/
+            test, val = val, None
+            self.split_notes = [f"no test split given: {sources['val']} is the test split (reported as test/*) and "
+                                f"the validation split, which selects the checkpoint, is {share}"]
+        elif test is None:
+            self.split_notes = [f"test {self.test_fraction:.0%} and validation {self.val_fraction:.0%} of the rest "
+                                f"held out of {sources['train']}"]
+        elif val is None:
+            self.split_notes = [f"test split: {sources['test']}; validation split: {share}"]
+        else:
+            self.split_notes = [f"splits as given: {sources['train']}, {sources['val']}, {sources['test']}"]
+        return LoadedData(train=train, val=val, test=test, class_names=class_names)
+
+    def _check_classes(self, train: list[tuple[int, int]], class_names: Sequence[str], where: str) -> None:
+        """Refuse training images of fewer than two classes (counted after unreadable files are left out)."""
+        present = [class_names[label] for label in sorted({label for _, label in train})]
+        if len(present) < 2:
+            found = f"one class ({present[0]})" if present else "no readable image"
+            raise DataError(f"{where} has {found}; classification needs at least two classes"
+                            f"{self.class_hint()}")
+
+    def class_hint(self) -> str:
+        return ""
+
+    # ----- StreamedDataModule -----------------------------------------------------------------------------
+    def row_name(self, row: int) -> str:
+        return os.path.join(str(self.root), str(self.files[row]))
+
+    def row_records(self, rows: np.ndarray) -> tuple[np.ndarray, bytes]:
+        files, sizes, mtimes = self.files[rows], self.file_sizes[rows], self.file_mtimes[rows]
+        identity = "\n".join(f"{f}\0{s}\0{m}" for f, s, m in zip(files.tolist(), sizes.tolist(), mtimes.tolist()))
+        return files, identity.encode()
+
+    def reader(self) -> ImageFileReader:
+        return ImageFileReader(self.root, self.files, self.channels)
+
+    def item_shape(self) -> tuple[int, ...]:
+        return self.channels, self.image_size, self.image_size
+
+    def streamed_only_transforms(self) -> list[str]:
+        if not self.augment:
+            return []
+        named = [("data.random_resized_crop=true", self.random_resized_crop),
+                 (f"data.auto_augment={self.auto_augment}", self.auto_augment is not None)]
+        return [name for name, on in named if on]
+
+    def random_transform(self) -> bool:
+        return self.augment and (self.random_resized_crop or self.auto_augment is not None or self.crop_padding > 0
+                                 or self.hflip or self.erasing > 0)
+
+    def _geometry(self) -> list:
+        """Evaluation: the shorter side resized to resize_size, the centre image_size square (uint8)."""
+        from torchvision.transforms import v2
+
+        return [v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size)]
+
+    def _to_model_input(self) -> list:
+        from torchvision.transforms import v2
+
+        steps = [v2.ToDtype(torch.float32, scale=True)]
+        if self.normalize:
+            steps.append(v2.Normalize([float(v) for v in self.channel_mean], [float(v) for v in self.channel_std]))
+        return steps
+
+    def transform(self, train: bool):
+        from torchvision.transforms import v2
+
+        if not (train and self.augment):
+            return v2.Compose(self._geometry() + self._to_model_input())
+        if self.random_resized_crop:
+            steps = [v2.RandomResizedCrop(self.image_size, scale=self.crop_scale, antialias=True)]
+        else:
+            steps = self._geometry()
+            if self.crop_padding > 0:  # black borders, as the in-memory path pads
+                steps.append(v2.RandomCrop(self.image_size, padding=self.crop_padding, fill=0))
+        if self.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if self.auto_augment == "trivial":
+            steps.append(v2.TrivialAugmentWide())
+        elif self.auto_augment == "randaugment":
+            steps.append(v2.RandAugment())
+        steps += self._to_model_input()
+        if self.erasing > 0:  # after normalisation, value 0 is the mean colour (as in the in-memory path)
+            steps.append(v2.RandomErasing(p=self.erasing, value=0))
+        return v2.Compose(steps)
+
+    def fit_preprocessing_rows(self, train: Split) -> None:
+        """Normalisation statistics: ImageNet's, or estimated on up to STATISTICS_SAMPLE training images
+        (seeded sample) after the evaluation resize and crop; exact integer sums, so the figure does not
+        depend on the order or batching of the reads."""
+        self._augment_epoch = -1
+        if not self.normalize:
+            return
+        if self.normalization == "imagenet":
+            self.channel_mean, self.channel_std = imagenet_statistics(self.channels)
+            return
+        from torchvision.transforms import v2
+
+        count = min(STATISTICS_SAMPLE, len(train))
+        chosen = np.sort(np.random.default_rng(self.seed).choice(len(train), count, replace=False))
+        sample = train.subset(chosen)
+        dataset = ItemDataset(sample.x.numpy(), sample.y.numpy(), self.reader(), v2.Compose(self._geometry()))
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        squares = torch.zeros(self.channels, dtype=torch.float64)
+        pixels = 0
+        for x, _y, failed in self._reading_loader(dataset):
+            self.unreadable(failed)
+            if not len(x):
+                continue
+            values = x.to(torch.int64).transpose(0, 1).reshape(self.channels, -1)
+            total += values.sum(1).double()
+            squares += (values * values).sum(1).double()
+            pixels += values.shape[1]
+        if pixels < 2:
+            raise DataError(f"data.path: no readable training image in {self.root} to take statistics from")
+        mean = total / pixels
+        variance = (squares - pixels * mean * mean) / (pixels - 1)
+        self.channel_mean = (mean / 255).float()
+        self.channel_std = (variance.clamp_min(0).sqrt() / 255).float().clamp_min(1e-6)
+
+    def raw_input_adapter(self) -> ImageInputAdapter:
+        """What turns image files into this data's model inputs (after :meth:`setup`: it holds the statistics)."""
+        return ImageInputAdapter(self.transform(train=False), self.channels)
+
+    @property
+    def augmentation_active(self) -> bool:
+        """Batch augmentation on the device: only in the in-memory path (streamed images are augmented one
+        by one as they are read)."""
+        return self.streamed is False and super().augmentation_active
+
+    def describe_rows(self, train: Split, class_names):
+        spec = super().describe_rows(train, class_names)
+        spec.extra["image_size"] = self.image_size
+        return spec
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """Sub-folders of ``folder``, sorted; hidden ones (.ipynb_checkpoints, .git) are not classes."""
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[str]:
+    """Image files under ``folder`` (recursively, sorted), relative to it; hidden files and folders skipped."""
+    found = []
+    for directory, subfolders, names in os.walk(folder, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        relative = os.path.relpath(directory, folder)
+        for name in sorted(names):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(name if relative == "." else os.path.join(relative, name))
+    return found
+
+
+class ImageFolder(ImageFiles):
+    """A folder with one sub-folder of images per class (torchvision's ImageFolder layout), optionally split
+    into ``train/``, ``val/``, ``test/`` folders; see the module docstring."""
+
+    name: ClassVar[str] = "image_folder"
+
+    def class_hint(self) -> str:
+        return " (one sub-folder per class, e.g. <path>/cat/1.jpg and <path>/dog/2.jpg)"
+
+    def load(self) -> LoadedData:
+        root = self._resolved_path("a folder with one sub-folder per class")
+        if not root.is_dir():
+            raise DataError(f"data.path: image folder not found: {root}")
+        folders = {"train": root / "train"}
+        for name in VAL_FOLDERS:
+            if (root / name).is_dir():
+                folders["val"] = root / name
+                break
+        if (root / "test").is_dir():
+            folders["test"] = root / "test"
+        split_layout = folders["train"].is_dir() and bool(_class_folders(folders["train"]))
+        if not split_layout:
+            folders = {"train": root}
+        classes = _class_folders(folders["train"])
+        if not classes:
+            raise DataError(f"data.path: no class sub-folders in {folders['train']}{self.class_hint()}")
+        files: list[str] = []
+        parts: dict[str, list[tuple[int, int]]] = {}
+        for part, folder in folders.items():
+            part_classes = _class_folders(folder)
+            unknown = sorted(set(part_classes) - set(classes))
+            if unknown:
+                raise DataError(f"{folder}: class folders {unknown} do not exist in {folders['train']}")
+            rows = parts.setdefault(part, [])
+            for class_name in part_classes:
+                images = _image_files(folder / class_name)
+                if not images and part == "train":
+                    raise DataError(f"data.path: no images in {folder / class_name} (looked for "
+                                    f"{', '.join(IMAGE_EXTENSIONS)}); add its images or remove the folder")
+                label = classes.index(class_name)
+                prefix = os.path.relpath(folder / class_name, root)
+                for image in images:
+                    rows.append((len(files), label))
+                    files.append(os.path.join(prefix, image))
+        problems = self._set_table(root, files)
+        parts = self._drop_unreadable(parts, problems)
+        self._check_classes(parts["train"], classes, f"data.path: {folders['train']}")
+        if split_layout:
+            sources = {part: f"{folder.name}/" for part, folder in folders.items()}
+        else:
+            sources = {"train": f"all images in {root}"}
+        return self._arrange(parts, classes, sources)
+
+
+class ImageCSV(ImageFiles):
+    """A CSV file with a column of image paths (relative to the CSV's folder, or absolute) and a column of
+    labels; an optional split column (train / val / test) gives fixed splits, as the folders of
+    :class:`ImageFolder` do."""
+
+    name: ClassVar[str] = "image_csv"
+
+    def __init__(self, path_column: str = "path", label_column: str = "label", split_column: str = "split",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.path_column = path_column
+        self.label_column = label_column
+        self.split_column = split_column
+
+    def load(self) -> LoadedData:
+        import pandas as pd
+
+        csv = self._resolved_path("a CSV file with a path and a label column")
+        if not csv.is_file():
+            raise DataError(f"data.path: CSV file not found: {csv}")
+        try:
+            table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise DataError(f"{csv}: not a readable CSV file ({_reason(error)})") from None
+        for key, column in (("path_column", self.path_column), ("label_column", self.label_column)):
+            if column not in table.columns:
+                raise DataError(f"{csv}: no column '{column}' (data.{key}); its columns are {list(table.columns)}")
+        has_splits = self.split_column in table.columns
+        split_names = {"train": "train", "test": "test", **{name: "val" for name in VAL_FOLDERS}}
+        parts: dict[str, list[tuple[int, int]]] = {}
+        rows_by_part: dict[str, list[int]] = {}
+        for index, (image, label) in enumerate(zip(table[self.path_column], table[self.label_column])):
+            line = index + 2  # the header is line 1
+            if not image.strip() or not label.strip():
+                raise DataError(f"{csv}, line {line}: empty {'path' if not image.strip() else 'label'}")
+            part = "train"
+            if has_splits:
+                value = table[self.split_column].iat[index].strip().lower()
+                if value not in split_names:
+                    raise DataError(f"{csv}, line {line}: {self.split_column}={value!r}; allowed: train, val, test")
+                part = split_names[value]
+            rows_by_part.setdefault(part, []).append(index)
+        if "train" not in rows_by_part:
+            raise DataError(f"{csv}: no training rows ({self.split_column}=train)")
+        labels = table[self.label_column].str.strip()
+        classes = sorted(set(labels.iloc[rows_by_part["train"]]))
+        unknown = sorted(set(labels) - set(classes))
+        if unknown:
+            raise DataError(f"{csv}: labels {unknown[:5]} of the val/test rows never occur in the training rows")
+        index_of = {name: i for i, name in enumerate(classes)}
+        for part, indices in rows_by_part.items():
+            parts[part] = [(i, index_of[labels.iat[i]]) for i in indices]
+        problems = self._set_table(csv.parent, [p.strip() for p in table[self.path_column]])
+        parts = self._drop_unreadable(parts, problems)
+        self._check_classes(parts["train"], classes, f"{csv} (column '{self.label_column}')")
+        return self._arrange(parts, classes, {"train": f"the train rows of {csv.name}", "val": "its val rows",
+                                              "test": "its test rows"} if has_splits else {"train": f"{csv}"})

@@ -1,0 +1,309 @@
+"""Any torchvision classification model (``torchvision.models.list_models(module=torchvision.models)``),
+pretrained or not, with a new head for the data's classes.
+
+Weights (``weights``): a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``, ...) read from torch hub's
+cache (``$TORCH_HOME/hub/checkpoints``, where torchvision itself caches them), a state-dict file of the same
+architecture, or ``none``. Whether they are there, and fit the architecture, is checked before any data is
+loaded (:meth:`TorchvisionClassifier.check_config`, called by config validation): a missing file is refused
+with its URL and the path to put it at, unless ``download=true`` and the download succeeds. Every file is
+read with ``torch.load(weights_only=True)``, memory-mapped.
+
+Fine-tuning: ``freeze_backbone`` trains the new head only, ``unfreeze_at_epoch`` trains everything from that
+epoch on (:class:`pipeline.fine_tuning.UnfreezeBackbone` calls :meth:`set_backbone_trainable`), and
+``backbone_lr_scale`` gives the pretrained layers a fraction of ``optimizer.lr`` (:meth:`parameter_groups`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Sequence
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.config import ConfigError, nearest
+
+NO_WEIGHTS = ("none", "null", "")
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+def classification_models() -> list[str]:
+    import torchvision.models
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    return " ".join(str(error).split())[:limit] or type(error).__name__
+
+
+# ----- which weights, and where they are ------------------------------------------------------------------------
+def resolve_weights(name: str, weights: Any) -> tuple[str, Any]:
+    """("none", None) | ("torchvision", a WeightsEnum member) | ("file", Path); ConfigError if unknown."""
+    import torchvision.models
+
+    text = "none" if weights is None else str(weights).strip()
+    if text.lower() in NO_WEIGHTS:
+        return "none", None
+    if os.sep in text or text.startswith(("~", ".")) or text.endswith((".pth", ".pt")):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model.weights={text}: no such file (a state dict of torchvision's {name}, "
+                              "saved with torch.save(model.state_dict(), path))")
+        return "file", path.resolve()
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        return "torchvision", enum[text]
+    except KeyError:
+        allowed = ", ".join(list(enum.__members__) + ["none", "/path/to/state_dict.pth"])
+        raise ConfigError(f"model.weights={text!r} is not a weights name of {name}; allowed: {allowed}") from None
+
+
+def cache_path(weights) -> Path:
+    """Where torchvision reads (and would download) ``weights``: torch hub's checkpoint folder."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
+def ensure_cached(name: str, weights, download: bool, requested: str = "") -> Path:
+    """The cached weights file; downloaded first when missing and ``download``; else a ConfigError saying
+    which file to download and where to put it."""
+    path = cache_path(weights)
+    if path.is_file():
+        return path
+    why = "model.download=false"
+    if download:
+        try:
+            _download(weights.url, path)
+            return path
+        except Exception as error:  # offline, proxy, disk full, ...
+            why = f"downloading it failed: {_one_line(error, 200)}"
+    raise ConfigError(
+        f"model.weights={_weights_label(weights, requested)}: the {name} weights are not in torch hub's cache "
+        f"({why}); download "
+        f"{weights.url} and save it as {path} (torch hub's cache: $TORCH_HOME/hub/checkpoints, TORCH_HOME="
+        f"{os.environ.get('TORCH_HOME', 'unset, so ~/.cache/torch')}), or set model.weights=/path/to/state_dict.pth "
+        "or model.weights=none")
+
+
+def _weights_label(weights, requested: str) -> str:
+    return weights.name if requested in ("", weights.name) else f"{requested} ({weights.name})"
+
+
+def _download(url: str, path: Path) -> None:
+    from torch.hub import HASH_REGEX, download_url_to_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    match = HASH_REGEX.search(path.name)  # torchvision checks the hash its file names carry
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        print(f"Downloading {url} to {path}", file=sys.stderr, flush=True)
+        download_url_to_file(url, str(path), match.group(1) if match else None, progress=sys.stderr.isatty())
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
+    """A state dict from ``path``, memory-mapped, with ``weights_only=True`` (a file that would run code when
+    unpickled is refused)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        raise ConfigError(f"{what}={path}: not a readable PyTorch state dict ({_one_line(error)})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ConfigError(f"{what}={path}: holds no state dict (a dict of tensor names to tensors)")
+    return state
+
+
+@contextlib.contextmanager
+def _weights_read_from(path: Path):
+    """torchvision's builders fetch their weights with ``WeightsEnum.get_state_dict`` (a download, then an
+    unrestricted ``torch.load``); meanwhile it reads the checked cache file with ``weights_only=True``."""
+    from torchvision.models._api import WeightsEnum
+
+    original = WeightsEnum.get_state_dict
+    WeightsEnum.get_state_dict = lambda self, *args, **kwargs: read_state_dict(path, "model.weights")
+    try:
+        yield
+    finally:
+        WeightsEnum.get_state_dict = original
+
+
+# ----- the architecture -------------------------------------------------------------------------------------------
+def build_network(name: str, weights: Any, download: bool = True) -> nn.Module:
+    """torchvision's ``name`` with ``weights`` loaded (its original head still on)."""
+    import torchvision.models
+
+    kind, value = resolve_weights(name, weights)
+    if kind == "torchvision":
+        path = ensure_cached(name, value, download, str(weights))
+        with _weights_read_from(path), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(meta parameter|no-op).*")
+            try:
+                network = torchvision.models.get_model(name, weights=value)
+            except RuntimeError as error:  # the cached file does not fit the architecture
+                raise ConfigError(f"model.weights={_weights_label(value, str(weights))}: {path} does not fit torchvision's {name} "
+                                  f"({_one_line(error)}); delete it and download it again") from None
+    else:
+        network = torchvision.models.get_model(name, weights=None)
+    _drop_auxiliary_heads(network)
+    if kind == "file":
+        _load_file(network, name, value)
+    return network
+
+
+def _drop_auxiliary_heads(network: nn.Module) -> None:
+    """Inception-v3 and GoogLeNet also return auxiliary logits in training; only the main head is trained."""
+    if getattr(network, "aux_logits", False):
+        network.aux_logits = False
+        for attribute in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(network, attribute):
+                setattr(network, attribute, None)
+
+
+def _load_file(network: nn.Module, name: str, path: Path) -> None:
+    """A state dict of the same architecture; its head may have any number of classes (it is replaced)."""
+    state = read_state_dict(path, "model.weights")
+    head_name, _ = find_head(network)
+    expected = network.state_dict()
+    head_keys = {key for key in expected if key.startswith(head_name + ".")}
+    state = {k: v for k, v in state.items() if not (k in head_keys and v.shape != expected[k].shape)}
+    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state) - head_keys)
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if unexpected or missing or wrong:
+        details = "; ".join(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                            for label, keys in (("unexpected keys", unexpected), ("missing keys", missing),
+                                                ("other shapes", wrong)) if keys)
+        raise ConfigError(f"model.weights={path}: not a state dict of torchvision's {name} ({details})")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(meta parameter|no-op).*")
+        network.load_state_dict(state, strict=False)
+
+
+def find_head(network: nn.Module) -> tuple[str, nn.Module]:
+    """The final classification layer: the last Linear (or, in SqueezeNet, 1x1 Conv2d) in registration order
+    whose outputs are the classes (every torchvision classifier registers its head last)."""
+    head = None
+    for module_name, module in network.named_modules():
+        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)):
+            head = (module_name, module)
+    if head is None:
+        raise ValueError(f"no final Linear layer found in {type(network).__name__}")
+    return head
+
+
+def new_head(old: nn.Module, num_outputs: int, dropout: float) -> nn.Module:
+    if isinstance(old, nn.Conv2d):
+        layer: nn.Module = nn.Conv2d(old.in_channels, num_outputs, kernel_size=1)
+    else:
+        layer = nn.Linear(old.in_features, num_outputs)
+    if old.weight.device.type != "meta":
+        layer = layer.to(device=old.weight.device)
+    return nn.Sequential(nn.Dropout(dropout), layer) if dropout > 0 else layer
+
+
+# ----- the model --------------------------------------------------------------------------------------------------
+class TorchvisionClassifier(nn.Module):
+    """A torchvision classification network with a new head (``num_outputs`` logits). Grey images (1 channel)
+    are repeated into the 3 channels the network expects."""
+
+    modalities: ClassVar[frozenset[str]] = frozenset({"image"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        name: str = "resnet18",
+        weights: Optional[str] = "DEFAULT",
+        download: bool = True,
+        freeze_backbone: bool = False,
+        unfreeze_at_epoch: Optional[int] = None,
+        backbone_lr_scale: float = 1.0,
+        input_normalization: str = "imagenet",
+        channels_last: bool = True,
+        dropout: float = 0.0,
+        l1: float = 0.0,
+    ):
+        """``input_normalization`` is what the weights expect the pixels to be normalised with; the data
+        configs read it (``data.normalization: ${oc.select:model.input_normalization,dataset}``), the model
+        does not normalise."""
+        super().__init__()
+        if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+            raise ValueError(f"{name} expects grey or RGB images (1 or 3, H, W), got input_shape={tuple(input_shape)}")
+        self.name = name
+        self.input_normalization = input_normalization
+        self.network = build_network(name, weights, download)
+        self.head_name, old_head = find_head(self.network)
+        self.network.set_submodule(self.head_name, new_head(old_head, num_outputs, dropout))
+        self.grey_input = input_shape[0] == 1
+        self.backbone_lr_scale = float(backbone_lr_scale)
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.l1 = l1
+        self.channels_last = channels_last
+        self.set_backbone_trainable(not freeze_backbone)
+        if channels_last:  # oneDNN and tensor cores prefer NHWC convolutions
+            self.to(memory_format=torch.channels_last)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.network.get_submodule(self.head_name).parameters())
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        head = {id(p) for p in self.head_parameters()}
+        return [p for p in self.network.parameters() if id(p) not in head]
+
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        """Frozen parameters stay in the optimizer (their gradients are None, so it skips them): unfreezing
+        later needs no new parameter group."""
+        for parameter in self.backbone_parameters():
+            parameter.requires_grad_(trainable)
+
+    @property
+    def backbone_trainable(self) -> bool:
+        return all(p.requires_grad for p in self.backbone_parameters())
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": self.backbone_parameters(), "lr_scale": self.backbone_lr_scale},
+                {"params": self.head_parameters(), "lr_scale": 1.0}]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.grey_input:
+            x = x.expand(-1, 3, -1, -1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.network(x)
+
+    # ----- checked when the config is validated, before any data is loaded or run created -----------------------
+    @classmethod
+    def check_config(cls, model) -> None:
+        """``model``: the model's config node. (That unfreeze_at_epoch and data-parallel training exclude each
+        other is checked with the trainer, in :func:`pipeline.config.validate`.)"""
+        name = model.get("name", "resnet18")
+        names = classification_models()
+        if name not in names:
+            raise ConfigError(f"model.name={name!r} is not a torchvision classification model{nearest(str(name), names)} "
+                              "(the names: torchvision.models.list_models(module=torchvision.models))")
+        unfreeze = model.get("unfreeze_at_epoch")
+        if unfreeze is not None:
+            if not model.get("freeze_backbone", False):
+                raise ConfigError("model.unfreeze_at_epoch is set but model.freeze_backbone=false; add "
+                                  "model.freeze_backbone=true (train the head first) or drop unfreeze_at_epoch")
+            if unfreeze < 1:
+                raise ConfigError(f"model.unfreeze_at_epoch={unfreeze} is out of range; allowed: an epoch >= 1")
+        scale = model.get("backbone_lr_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
+            raise ConfigError(f"model.backbone_lr_scale={scale!r} is out of range; allowed: a number > 0 "
+                              "(freeze with model.freeze_backbone=true)")
+        # build it on the meta device: the weights file is found (or downloaded) and its keys and shapes
+        # checked against the architecture, without reading its tensors
+        with torch.device("meta"):
+            build_network(name, model.get("weights", "DEFAULT"), bool(model.get("download", True)))

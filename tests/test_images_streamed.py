@@ -1,0 +1,380 @@
+"""Image files at real resolution, streamed through DataLoader workers, and pretrained torchvision models.
+
+Through the real CLI on small generated PNG/JPEG folders (grey, RGBA, palette, CMYK, an EXIF-rotated JPEG,
+unreadable files, a one-class folder, the train/ + val/ layout): exit codes, the one-line errors, the split
+sizes printed, metrics and the MLflow store. Streamed and in-memory give the same metrics on the same images;
+a run interrupted with Ctrl-C and resumed from last.ckpt gives the uninterrupted run's metrics; a torchvision
+model loads a state-dict file the test writes; missing cached weights are refused before any run exists.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import (PROJECT_ROOT, compose_for_train, new_store, run_cli, run_cli_in_process, runs_in,
+                      store_overrides)
+
+# a small CNN on 16-px images: a few seconds per run
+FAST = ["task=image_classification", "model=cnn", "model.channels=[8,16]", "model.hidden_dim=16",
+        "data.image_size=16", "data.batch_size=8", "data.eval_batch_size=16", "logger.mlflow.log_plots=false",
+        "logger.mlflow.log_model=false"]
+BRIGHT, DARK = (150, 256), (0, 100)  # the two classes differ in brightness, so grey copies keep the label
+
+
+def pixels(rng, height: int, width: int, levels: tuple[int, int]) -> np.ndarray:
+    return rng.integers(*levels, size=(height, width, 3), dtype=np.uint8)
+
+
+def save(image, path: Path, **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+    return path
+
+
+def exif_rotated_jpeg(path: Path, array: np.ndarray) -> Path:
+    """A JPEG stored ``array.shape`` wide/high whose EXIF says: rotate 90 degrees to display (orientation 6)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return save(Image.fromarray(array), path, exif=exif.tobytes())
+
+
+def write_class(folder: Path, count: int, levels, rng, modes: bool = False) -> None:
+    """``count`` RGB images of various sizes; with ``modes`` also grey, RGBA, palette, CMYK and EXIF-rotated."""
+    from PIL import Image
+
+    for i in range(count):
+        image = Image.fromarray(pixels(rng, 18 + i % 5, 22 + 2 * (i % 3), levels))
+        save(image, folder / (f"{i:02d}.png" if i % 2 else f"{i:02d}.jpg"))
+    if modes:
+        base = Image.fromarray(pixels(rng, 20, 24, levels))
+        save(base.convert("L"), folder / "grey.png")
+        save(base.convert("RGBA"), folder / "rgba.png")
+        save(base.convert("P"), folder / "palette.png")
+        save(base.convert("CMYK"), folder / "cmyk.jpg")
+        exif_rotated_jpeg(folder / "rotated.jpg", pixels(rng, 20, 30, levels))
+
+
+def truncated_png(path: Path) -> Path:
+    """A PNG whose header is intact (it passes the listing's check) but whose pixels are cut off."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((20, 20, 3), 200, dtype=np.uint8)).save(buffer, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue()[:60])
+    return path
+
+
+def tutorial_folder(root: Path, per_class: int = 8, test_per_class: int = 6, modes: bool = True) -> Path:
+    """The PyTorch transfer-learning tutorial's layout: train/ and val/, each with ants/ and bees/."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", test_per_class)):
+        write_class(root / split / "ants", count, BRIGHT, rng, modes=modes and split == "train")
+        write_class(root / split / "bees", count, DARK, rng, modes=modes and split == "train")
+    return root
+
+
+def data_line(stdout: str) -> str:
+    [line] = [line for line in stdout.splitlines() if line.startswith("Data: image_")]
+    return line
+
+
+def single_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith(("Error:", "Interrupted"))]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
+def final_metrics(run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if "time" not in k and "per_s" not in k}
+
+
+@pytest.fixture
+def quick_store(tmp_path, migrated_store_db) -> dict:
+    """A store whose tables exist already (a test about refusals should not spend 4 s creating them)."""
+    return new_store(tmp_path / "store", migrated_store_db)
+
+
+# ----- reading images ------------------------------------------------------------------------------------
+def test_every_image_mode_decodes_upright_to_the_channels_asked_for(tmp_path):
+    from pipeline.data.image_files import decode_image_file
+    from pipeline.data.streaming import UnreadableItem
+
+    folder = tmp_path / "modes"
+    write_class(folder, 1, BRIGHT, np.random.default_rng(1), modes=True)
+    for name in ("grey.png", "rgba.png", "palette.png", "cmyk.jpg", "rotated.jpg", "00.jpg"):
+        rgb = decode_image_file(str(folder / name), channels=3)
+        grey = decode_image_file(str(folder / name), channels=1)
+        assert rgb.dtype == torch.uint8 and rgb.shape[0] == 3 and grey.shape[0] == 1, name
+        assert rgb.float().mean() > 120, name  # a bright image stays bright whatever its mode
+    # stored 30 wide and 20 high with "rotate 90" in its EXIF: read upright, 30 high and 20 wide
+    assert decode_image_file(str(folder / "rotated.jpg"), channels=3).shape == (3, 30, 20)
+    grey = decode_image_file(str(folder / "grey.png"), channels=3)
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    with pytest.raises(UnreadableItem):
+        decode_image_file(str(truncated_png(tmp_path / "cut.png")), channels=3)
+
+
+def test_sampler_gives_the_in_memory_order_per_epoch_and_rank():
+    """The streamed order is the in-memory TensorBatcher's: DistributedSampler semantics, seed + epoch."""
+    from pipeline.data.base import TensorBatcher
+    from pipeline.data.streaming import EpochSampler
+
+    rows = torch.arange(23)
+    for world_size in (1, 2, 3):
+        for rank in range(world_size):
+            for epoch in (0, 1, 5):
+                batcher = TensorBatcher((rows,), batch_size=4, shuffle=True, seed=7, epoch_fn=lambda: epoch,
+                                        rank=rank, world_size=world_size)
+                sampler = EpochSampler(rows, num_replicas=world_size, rank=rank, shuffle=True, seed=7,
+                                       epoch_fn=lambda: epoch)
+                items = list(sampler)
+                assert [index for _, index in items] == torch.cat([b[0] for b in batcher]).tolist()
+                assert {e for e, _ in items} == {epoch}
+    orders = [[i for _, i in EpochSampler(rows, num_replicas=1, rank=0, seed=7, epoch_fn=lambda: e)] for e in (0, 1)]
+    assert orders[0] != orders[1]
+
+
+# ----- the CLI on a folder of image files -------------------------------------------------------------------
+@pytest.mark.slow
+def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_as_test(tmp_path, store):
+    folder = tutorial_folder(tmp_path / "hymenoptera")
+    (folder / "train" / "bees" / "notes.jpg").write_text("not an image")  # found when listed
+    truncated_png(folder / "val" / "ants" / "cut.png")  # found when the test split is read
+    result = run_cli([*FAST, "data=image_folder", f"data.path={folder}", "data.skip_bad_files=true",
+                      "data.auto_augment=trivial", "trainer.max_epochs=6", "optimizer.lr=0.01",
+                      "logger.mlflow.log_model=true"], store)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    line = data_line(result.stdout)
+    # train/: 2 x (8 + 5 other modes) readable images, 10% held out for validation; val/: 2 x 6 + the cut one
+    assert "streamed from the files (2 DataLoader workers; data.in_memory=auto" in line, line
+    assert ": 23 train / 3 validation / 13 test images;" in line, line
+    assert "val/ is the test split (reported as test/*)" in line, line
+    assert f"left out 1 unreadable file(s) (data.skip_bad_files=true), e.g. {folder}/train/bees/notes.jpg" in line
+    assert f"left out unreadable image {folder}/val/ants/cut.png" in result.stdout
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test/acc"] >= 0.9, run.data.metrics
+    contexts = sorted(tag.value for d in run.inputs.dataset_inputs for tag in d.tags)
+    assert contexts == ["testing", "training", "validation"]
+    assert run.data.tags["data_digest"] == next(d.dataset.digest for d in run.inputs.dataset_inputs
+                                                if d.tags[0].value == "training")
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(store["uri"])
+    try:  # the logged model's input example came from the streamed test split
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 1)  # binary: P(bees) per image
+
+
+def test_unreadable_file_is_named_in_one_line_before_any_run(tmp_path, quick_store):
+    folder = tutorial_folder(tmp_path / "pets", per_class=3, test_per_class=1, modes=False)
+    (folder / "train" / "bees" / "index.html.jpg").write_text("<html>a saved web page</html>")
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}"], quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert line.startswith(f"Error: {folder}/train/bees/index.html.jpg: cannot read the image (") and \
+        "data.skip_bad_files=true" in line, line
+    assert runs_in(quick_store) == []
+
+
+def test_one_class_folder_is_refused_before_any_run(tmp_path, quick_store):
+    write_class(tmp_path / "cats" / "cat", 4, BRIGHT, np.random.default_rng(0))
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={tmp_path / 'cats'}"], quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert "has one class (cat); classification needs at least two classes" in line, line
+    assert runs_in(quick_store) == []
+
+
+@pytest.mark.slow
+def test_file_unreadable_while_streaming_stops_the_run_with_its_name(tmp_path, quick_store):
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=4, test_per_class=2, modes=False)
+    cut = truncated_png(folder / "val" / "bees" / "cut.png")  # in the test split: read after training
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "trainer.max_epochs=1"],
+                                quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert line.startswith(f"Error: {cut}: cannot read the image ("), line
+    [run] = runs_in(quick_store)
+    assert run.info.status == "FAILED"
+
+
+def test_streamed_and_in_memory_give_the_same_metrics(tmp_path, migrated_store_db):
+    """Without random augmentation both paths feed the model the same tensors in the same order."""
+    from pipeline.train import train
+
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=6, test_per_class=3)
+    common = [*FAST, "data=image_folder", f"data.path={folder}", "data.augment=false", "trainer.max_epochs=3",
+              "model.dropout=0.2"]
+    metrics = {}
+    for in_memory, workers in (("true", 0), ("false", 2)):
+        store = new_store(tmp_path / f"in_memory_{in_memory}", migrated_store_db)
+        cfg = compose_for_train(store, [*common, f"data.in_memory={in_memory}", f"data.num_workers={workers}"])
+        metrics[in_memory] = {k: v for k, v in train(cfg).items()}
+    assert metrics["true"].keys() == metrics["false"].keys() and "test/acc" in metrics["true"]
+    for key, value in metrics["true"].items():
+        if "time" in key or "per_s" in key:  # wall-clock measurements
+            continue
+        assert metrics["false"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_workers_then_resume_gives_the_uninterrupted_metrics(tmp_path, store):
+    """Per-image random transforms, dropout and 2 workers: the resumed run sees what the uninterrupted one saw."""
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=6, test_per_class=3, modes=False)
+    training = [*FAST, "data=image_folder", f"data.path={folder}", "data.auto_augment=trivial", "data.erasing=0.5",
+                "model.dropout=0.3", "trainer.max_epochs=3"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *training, *store_overrides(store)],
+                               cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and time.monotonic() - sent < 10, stderr[-3000:]
+    assert f"ckpt_path={last.resolve()}" in single_error_line(stderr)
+    assert torch.load(last, weights_only=True)["epoch"] < 2  # a checkpoint of an unfinished run
+
+    resumed = run_cli([*training, f"ckpt_path={last.resolve()}"], dict(store, outputs=tmp_path / "resumed"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    uninterrupted = run_cli(training, dict(store, outputs=tmp_path / "uninterrupted"))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    killed, resumed_run, full_run = sorted(runs_in(store), key=lambda run: run.info.start_time)
+    assert (killed.info.status, resumed_run.info.status, full_run.info.status) == ("KILLED", "FINISHED", "FINISHED")
+    assert "test/acc" in final_metrics(full_run) and "train/loss" in final_metrics(full_run)
+    assert final_metrics(resumed_run) == final_metrics(full_run)
+
+
+def test_image_csv_lists_relative_paths_with_a_split_column(tmp_path):
+    from pipeline.data.base import DataError
+    from pipeline.data.image_files import ImageCSV
+
+    folder = tutorial_folder(tmp_path / "photos", per_class=5, test_per_class=2, modes=False)
+    lines = ["path,label,split"]
+    for split in ("train", "val"):
+        for label in ("ants", "bees"):
+            for image in sorted((folder / split / label).iterdir()):
+                lines.append(f"{image.relative_to(folder)},{label},{split}")
+    lines.append("train/bees/missing.png,bees,train")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"{folder}/train/bees/missing.png: cannot read the image \\(no such file\\)"):
+        ImageCSV(path=str(folder / "labels.csv"), image_size=8).setup()
+    data = ImageCSV(path=str(folder / "labels.csv"), image_size=8, skip_bad_files=True, num_workers=0)
+    data.setup()
+    assert data.spec.class_names == ["ants", "bees"] and data.spec.input_shape == (3, 8, 8)
+    assert [len(data.rows[name]) for name in ("train", "val", "test")] == [9, 1, 4]  # val rows are the test split
+    assert sorted(data.rows["test"].y.tolist()) == [0, 0, 1, 1]
+
+
+def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):
+    import pickle
+
+    import pandas as pd
+
+    from pipeline.data.image_files import ImageFolder
+
+    folder = tutorial_folder(tmp_path / "photos", per_class=4, test_per_class=2)
+    data = ImageFolder(path=str(folder), image_size=12, num_workers=0)
+    data.setup()
+    adapter = pickle.loads(pickle.dumps(data.raw_input_adapter()))  # it travels with a logged model
+    test = data.rows["test"]
+    frame = pd.DataFrame({"path": [data.row_name(row) for row in test.x.tolist()]})
+    expected = torch.cat([x for x, _ in data.test_batches()])
+    assert torch.equal(adapter.to_tensor(frame), expected)
+    with pytest.raises(ValueError, match="cut.png: cannot read the image"):
+        adapter.to_tensor(pd.DataFrame({"path": [str(truncated_png(tmp_path / "cut.png"))]}))
+
+
+# ----- pretrained torchvision models ---------------------------------------------------------------------------
+def resnet18_state_dict(path: Path) -> dict:
+    import torchvision
+
+    torch.manual_seed(3)
+    state = torchvision.models.resnet18(num_classes=1000).state_dict()
+    torch.save(state, path)
+    return state
+
+
+@pytest.mark.slow
+def test_torchvision_model_from_a_state_dict_file_through_the_cli(tmp_path, store):
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=6, test_per_class=2, modes=False)
+    weights = tmp_path / "resnet18.pth"
+    state = resnet18_state_dict(weights)
+    result = run_cli(["task=image_classification", "data=image_folder", f"data.path={folder}", "data.image_size=32",
+                      "data.batch_size=8", "model=torchvision", "model.name=resnet18", f"model.weights={weights}",
+                      "model.freeze_backbone=true", "trainer.max_epochs=1", "trainer.precision=bf16-mixed",
+                      "logger.mlflow.log_plots=false", "logger.mlflow.log_model=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DataLoader workers" in data_line(result.stdout)
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    assert run.data.params["data.normalization"] == "imagenet"  # what the model's weights expect
+    best = next((store["outputs"] / "checkpoints").glob("best-*.ckpt"))
+    trained = torch.load(best, weights_only=True)["state_dict"]
+    # the backbone came from the file and stayed frozen; the head is new, with one logit for two classes
+    assert torch.equal(trained["model.network.conv1.weight"], state["conv1.weight"])
+    assert trained["model.network.fc.weight"].shape == (1, 512)
+
+
+def test_named_weights_load_from_torch_hub_cache_and_unfreeze_on_schedule(tmp_path, monkeypatch):
+    from pipeline.fine_tuning import UnfreezeBackbone
+    from pipeline.models.torchvision import TorchvisionClassifier, cache_path
+
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = cache_path(torchvision.models.ResNet18_Weights.DEFAULT)
+    assert cached == tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    state = resnet18_state_dict(cached)
+    model = TorchvisionClassifier((1, 32, 32), 3, name="resnet18", weights="DEFAULT", download=False,
+                                  freeze_backbone=True, unfreeze_at_epoch=2, backbone_lr_scale=0.1, dropout=0.2)
+    assert torch.equal(model.network.conv1.weight, state["conv1.weight"])
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2, 3)  # grey images are repeated into RGB
+    groups = model.parameter_groups()
+    assert [g["lr_scale"] for g in groups] == [0.1, 1.0] and len(groups[1]["params"]) == 2
+    callback = UnfreezeBackbone(2)
+    for epoch, trainable in ((0, False), (1, False), (2, True), (3, True)):
+        callback.on_train_epoch_start(SimpleNamespace(current_epoch=epoch), SimpleNamespace(model=model))
+        assert model.backbone_trainable is trainable
+        assert all(p.requires_grad for p in model.head_parameters())
+
+
+def test_weights_not_cached_are_refused_before_any_run_naming_url_and_path(tmp_path, quick_store):
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=3, test_per_class=1, modes=False)
+    torch_home = tmp_path / "empty-torch-home"
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(torch_home)
+    try:
+        result = run_cli_in_process(["task=image_classification", "data=image_folder", f"data.path={folder}",
+                                     "model=torchvision", "model.name=efficientnet_b0", "model.download=false"],
+                                    quick_store)
+    finally:
+        os.environ.pop("TORCH_HOME") if previous is None else os.environ.update(TORCH_HOME=previous)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    wanted = torch_home / "hub" / "checkpoints" / "efficientnet_b0_rwightman-7f5810bc.pth"
+    assert "model.weights=DEFAULT (IMAGENET1K_V1): the efficientnet_b0 weights are not in torch hub's cache" in line
+    assert f"download https://download.pytorch.org/models/{wanted.name} and save it as {wanted}" in line, line
+    assert "Data:" not in result.stdout  # refused before the data was read
+    assert runs_in(quick_store) == [] and not torch_home.exists()
