@@ -10,11 +10,12 @@ from omegaconf import DictConfig
 
 from pipeline.cli.errors import check_command_line, report_errors
 from pipeline.config import CONFIG_DIR
-from pipeline.train import train
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> Optional[float]:
+    from pipeline.train import train
+
     with report_errors():
         metrics = train(cfg)
     return metrics.get(cfg.task.monitor.replace("val/", "test/"))
@@ -22,7 +23,22 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
 
 def main() -> None:
     check_command_line(sys.argv[1:], CONFIG_DIR)  # a wrong option or key: one line, before Hydra runs
+    if tracks_to_mlflow(sys.argv[1:]):
+        from pipeline.tracking.remote import start_early
+
+        start_early()  # MLflow is imported in the store-writer process while this one imports torch
     _hydra_main()
+
+
+def tracks_to_mlflow(arguments: list[str]) -> bool:
+    """Whether this command will probably record MLflow runs (the default logger, unless the command line picks
+    others); a wrong guess only starts the store-writer process for nothing, or later."""
+    from pipeline.ranks import is_rank_zero
+
+    if not is_rank_zero() or any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments):
+        return False  # other ranks never record; --help, --cfg ... do not run
+    choices = [a.split("=", 1)[1] for a in arguments if a.lstrip("+~").startswith("logger=")]
+    return not choices or "mlflow" in choices[-1]
 
 
 if __name__ == "__main__":

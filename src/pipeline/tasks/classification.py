@@ -11,6 +11,8 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pipeline.models.heads import Probabilities
+
 from .base import TaskModule
 
 
@@ -69,7 +71,7 @@ class ClassificationModule(TaskModule):
         metrics.update(self.probabilities(output), target)
 
     def predictor(self) -> nn.Module:
-        return _Probabilities(self.model, self.binary)
+        return Probabilities(self.model, self.binary)
 
     def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
         from pipeline import plots
@@ -84,12 +86,4 @@ def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
         return (probabilities.reshape(-1) >= 0.5).astype(np.int64)
     return probabilities.argmax(-1)
 
-
-class _Probabilities(nn.Module):
-    def __init__(self, model: nn.Module, binary: bool):
-        super().__init__()
-        self.model, self.binary = model, binary
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits = self.model(x)
-        return torch.sigmoid(logits) if self.binary else logits.softmax(-1)
+_Probabilities = Probabilities  # the name pickled models of earlier versions refer to

@@ -9,6 +9,8 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pipeline.models.heads import Rescaled
+
 from .base import TaskModule
 
 
@@ -52,18 +54,11 @@ class RegressionModule(TaskModule):
         metrics.update(self.predict(output), target)
 
     def predictor(self) -> nn.Module:
-        return _Rescaled(self.model, self.target_mean, self.target_std)
+        return Rescaled(self.model, self.target_mean, self.target_std)
 
     def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
         from pipeline import plots
 
         return [plots.predicted_vs_true(y_true, outputs.reshape(-1), folder / "predicted_vs_true.png")]
 
-
-class _Rescaled(nn.Module):
-    def __init__(self, model: nn.Module, mean: float, std: float):
-        super().__init__()
-        self.model, self.mean, self.std = model, mean, std
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x) * self.std + self.mean
+_Rescaled = Rescaled  # the name pickled models of earlier versions refer to

@@ -20,8 +20,20 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.errors import TrackingFailed, TrackingUnavailable
 from pipeline.ranks import is_rank_zero
 
-from .run import (MLflowLogger, RunHistory, TrackedRun, check_reachable, check_tracking_uri, find_mlflow_logger,
-                  open_client)
+from .run import TrackedRun, check_reachable, check_tracking_uri, open_client
+
+# the Lightning loggers are imported when first used: the store-writer process imports this package and
+# must not pay for Lightning
+_LOGGERS = ("MLflowLogger", "RunHistory", "find_mlflow_logger")
+
+
+def __getattr__(name: str):
+    if name in _LOGGERS:
+        from . import loggers
+
+        return getattr(loggers, name)
+    raise AttributeError(f"module 'pipeline.tracking' has no attribute {name!r}")
+
 
 __all__ = ["MLflowLogger", "RunHistory", "TrackedRun", "TrackingUnavailable", "TrackingFailed", "start_run",
            "log_run_start", "log_run_end", "check_reachable", "check_tracking_uri", "find_mlflow_logger",
@@ -89,12 +101,16 @@ def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optiona
     are redacted: a secret from the environment never reaches the store, the run name or the console."""
     from .redact import redact_text, redact_value
 
+    from .loggers import find_mlflow_logger
+
     mlflow_logger = find_mlflow_logger(loggers)
     if mlflow_logger is None:
         return TrackedRun(None, "", output_dir=output_dir)
     run_name = mlflow_logger.run_name or f"{choice_name(cfg, 'model')}-{choice_name(cfg, 'optimizer')}-{uuid.uuid4().hex[:6]}"
     user_tags = {str(k): str(redact_value(str(k), v)) for k, v in (cfg.get("tags") or {}).items()}
-    run = TrackedRun(
+    from . import remote
+
+    settings = dict(
         tracking_uri=mlflow_logger.tracking_uri,
         experiment_name=redact_text(str(mlflow_logger.experiment_name)),
         run_name=redact_text(str(run_name)),
@@ -103,6 +119,10 @@ def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optiona
         tags={"task": cfg.task.name, "seed": str(cfg.seed), **user_tags, **(extra_tags or {})},
         output_dir=output_dir,
     )
+    if remote.enabled() and is_rank_zero():
+        run = remote.RemoteRun(**settings, log_model_expected=bool(mlflow_logger.log_model and cfg.get("test", True)))
+    else:
+        run = TrackedRun(**settings)
     mlflow_logger.run = run
     run.settings = mlflow_logger
     return run
@@ -125,7 +145,16 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     if is_rank_zero():  # every rank of a DDP run shares the output directory; rank 0 writes it
         (run.output_dir / "config.yaml").write_text(config_yaml)
     run.log_text(config_yaml, "config.yaml")
-    if run.active:
+    if run.active and hasattr(run, "send_provenance"):  # the store-writer process runs git and reads versions
+        from pipeline.config import PROJECT_ROOT
+
+        from .provenance import command_line
+
+        run.send_provenance(PROJECT_ROOT, command_line(), is_rank_zero())
+        data_name = _choices().get("data") or getattr(datamodule, "name", None) or choice_name(cfg, "data")
+        digests = log_dataset_inputs(run, datamodule, data_name)
+        run.set_tags({"data_digest": digests["training"]})
+    elif run.active:
         from pipeline.config import PROJECT_ROOT
 
         git = git_state(PROJECT_ROOT)

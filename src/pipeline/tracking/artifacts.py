@@ -6,7 +6,6 @@ import contextlib
 import copy
 import hashlib
 import logging
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -33,31 +32,38 @@ def tensor_digest(*tensors: Tensor) -> str:
     return digest.hexdigest()
 
 
+def split_digests(datamodule) -> dict[str, str]:
+    """The digest of each split's tensors, kept on the data module: a sweep's worker reuses one data module
+    for every trial and hashes its splits once."""
+    splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
+              "testing": datamodule.test_split}
+    key = tuple(id(split) for split in splits.values())
+    cached = getattr(datamodule, "_pipeline_split_digests", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items() if split is not None}
+    datamodule._pipeline_split_digests = (key, digests)
+    return digests
+
+
 def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]:
     """The train/validation/test splits as MLflow dataset inputs, each with the digest of its tensors,
     so that two runs on different data (another data set, split, fold or row limit) are told apart.
     Returns the digests by split."""
-    splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
-              "testing": datamodule.test_split}
-    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items() if split is not None}
+    from .inputs import log_dataset_entities, split_description
+
+    digests = split_digests(datamodule)
     if not run.active:
         return digests
-    with run.recording("logging the data set inputs"):
-        import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-        source = str(getattr(datamodule, "path", "") or datamodule.data_dir)
-        inputs = []
-        for context, split in splits.items():
-            if split is None:
-                continue
-            with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
-                warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
-                dataset = mlflow.data.from_numpy(split.x.numpy(), targets=split.y.numpy(), name=name,
-                                                 digest=digests[context], source=source)
-            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-        run.client.log_inputs(run.run_id, datasets=inputs)
+    splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
+              "testing": datamodule.test_split}
+    described = [split_description(context, split.x.numpy(), split.y.numpy(), digests[context])
+                 for context, split in splits.items() if split is not None]
+    source = str(getattr(datamodule, "path", "") or datamodule.data_dir)
+    if hasattr(run, "send_dataset_inputs"):  # a run recorded by the store-writer process
+        run.send_dataset_inputs(name, source, described)
+    else:
+        log_dataset_entities(run, name, source, described)
     return digests
 
 
@@ -85,6 +91,11 @@ def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor) -> O
         return None
     predictor = _on_cpu(predictor).eval()
     example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
+    if hasattr(run, "send_model"):  # a run recorded by the store-writer process: the model is logged there
+        logged, in_process = run.send_model(predictor, example)
+        if in_process is None:
+            return logged
+        run = in_process  # the writer could not load the module (e.g. a class it cannot import): log it here
     with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan():
         for serialization in ("pt2", "pickle"):
             logged = run.client.create_logged_model(run.experiment_id, name=MODEL_NAME, source_run_id=run.run_id)
