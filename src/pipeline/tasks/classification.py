@@ -7,12 +7,12 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torchmetrics
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pipeline.models.heads import Probabilities
 
+from . import metrics
 from .base import TaskModule
 
 
@@ -51,24 +51,14 @@ class ClassificationModule(TaskModule):
         binary = (getattr(spec, "num_classes", None) or 2) == 2
         return ("acc", "f1", "auroc") if binary else ("acc", "f1")
 
-    def make_metrics(self) -> torchmetrics.MetricCollection:
-        if self.binary:
-            return torchmetrics.MetricCollection({
-                "acc": torchmetrics.classification.BinaryAccuracy(),
-                "f1": torchmetrics.classification.BinaryF1Score(),
-                "auroc": torchmetrics.classification.BinaryAUROC(),
-            })
-        k = self.num_classes
-        return torchmetrics.MetricCollection({
-            "acc": torchmetrics.classification.MulticlassAccuracy(k, average="micro"),
-            "f1": torchmetrics.classification.MulticlassF1Score(k, average="macro"),
-        })
+    def metric_inputs(self, output: Tensor) -> Tensor:
+        return self.probabilities(output)
+
+    def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return metrics.binary(inputs, targets) if self.binary else metrics.multiclass(inputs, targets, self.num_classes)
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.sigmoid(output.squeeze(-1)) if self.binary else output.softmax(-1)
-
-    def update_metrics(self, metrics, output, target) -> None:
-        metrics.update(self.probabilities(output), target)
 
     def predictor(self) -> nn.Module:
         return Probabilities(self.model, self.binary)

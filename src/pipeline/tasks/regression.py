@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import torchmetrics
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pipeline.models.heads import Rescaled
 
+from . import metrics
 from .base import TaskModule
 
 
@@ -42,16 +42,11 @@ class RegressionModule(TaskModule):
     def metric_names(cls, spec) -> tuple[str, ...]:
         return ("mse", "rmse", "mae", "r2")
 
-    def make_metrics(self) -> torchmetrics.MetricCollection:
-        return torchmetrics.MetricCollection({
-            "mse": torchmetrics.MeanSquaredError(),
-            "rmse": torchmetrics.MeanSquaredError(squared=False),
-            "mae": torchmetrics.MeanAbsoluteError(),
-            "r2": torchmetrics.R2Score(),
-        })
+    def metric_inputs(self, output: Tensor) -> Tensor:
+        return self.predict(output)
 
-    def update_metrics(self, metrics, output, target) -> None:
-        metrics.update(self.predict(output), target)
+    def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return metrics.regression(inputs, targets)
 
     def predictor(self) -> nn.Module:
         return Rescaled(self.model, self.target_mean, self.target_std)

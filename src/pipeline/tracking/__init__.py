@@ -137,11 +137,15 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     world = trainer.world_size if trainer is not None else 1
-    params = config_params(resolved, _choices() or {g: choice_name(cfg, g) for g in ("data", "model", "optimizer")}, _overrides())
-    params["effective_batch_size"] = str(cfg.data.batch_size * world * cfg.trainer.get("accumulate_grad_batches", 1))
-    params.setdefault("task", cfg.task.name)
-    run.log_params(params)
-    config_yaml = OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved)))
+    choices = _choices() or {g: choice_name(cfg, g) for g in ("data", "model", "optimizer")}
+    extra = {"effective_batch_size": str(cfg.data.batch_size * world * cfg.trainer.get("accumulate_grad_batches", 1))}
+    if "task" not in choices:
+        extra["task"] = cfg.task.name
+    if hasattr(run, "send_config"):  # flattened and redacted in the store-writer process
+        run.send_config(resolved, choices, _overrides(), extra)
+    else:
+        run.log_params({**config_params(resolved, choices, _overrides()), **extra})
+    config_yaml = _yaml(redact_tree(resolved))
     if is_rank_zero():  # every rank of a DDP run shares the output directory; rank 0 writes it
         (run.output_dir / "config.yaml").write_text(config_yaml)
     run.log_text(config_yaml, "config.yaml")
@@ -167,23 +171,35 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
             run.log_artifact(diff)
 
 
+def _yaml(tree: dict) -> str:
+    """``OmegaConf.to_yaml`` of a plain tree, without building an OmegaConf node from it first."""
+    import yaml
+    from omegaconf._utils import get_omega_conf_dumper
+
+    return yaml.dump(tree, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
+
+
 def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, trainer, checkpoint, metrics: dict,
                 output_dir: Path, history: list[dict], tested: bool = True, log_model: bool = True) -> None:
     """Test metrics, the best checkpoint, the data module's files (tokenizer), plots and the model; prints
     where the results are. Plots of the test split and the model are made only when the run was tested."""
-    from .artifacts import log_data_artifacts, log_model
+    from .artifacts import log_data_artifacts, start_log_model
 
     settings = getattr(run, "settings", None)
     already_logged = {key for row in history for key in row}  # the test metrics went through the loggers
     run.log_metrics({k: v for k, v in metrics.items() if k not in already_logged}, step=trainer.current_epoch)
     if checkpoint is not None and checkpoint.best_model_path:
         run.log_artifact(Path(checkpoint.best_model_path), "checkpoints")
+    model_logged = None
+    if run.active and settings is not None and settings.log_model and tested and log_model:
+        # started first: the store-writer process exports the model while this process draws the plots
+        model_logged = start_log_model(run, task_module.predictor(), datamodule.example_input())
     if is_rank_zero():
         log_data_artifacts(run, datamodule, output_dir)
         if run.active and settings is not None and settings.log_plots:
             _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
-    if run.active and settings is not None and settings.log_model and tested and log_model:
-        log_model(run, task_module.predictor(), datamodule.example_input())
+    if model_logged is not None:
+        model_logged()
     run.flush()
     _print_summary(run, metrics, output_dir, checkpoint, tested)
 

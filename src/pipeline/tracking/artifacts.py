@@ -7,7 +7,7 @@ import copy
 import hashlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -87,15 +87,31 @@ def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor) -> O
     """Log ``predictor`` (inputs in, predictions in the data's units out) with its signature and an input
     example. Saved as a ``torch.export`` program ("pt2"), which loads without this project's code and
     without unpickling; a model that cannot be exported is saved pickled instead. Returns the format."""
+    return start_log_model(run, predictor, input_example)()
+
+
+def start_log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor) -> Callable[[], Optional[str]]:
+    """Start logging the model (see :func:`log_model`); the returned function waits until it is logged and returns
+    the format. A run recorded by the store-writer process exports and logs it there, while this process goes
+    on (drawing the plots); in-process it is done before this returns."""
     if not run.active:
-        return None
+        return lambda: None
     predictor = _on_cpu(predictor).eval()
     example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
-    if hasattr(run, "send_model"):  # a run recorded by the store-writer process: the model is logged there
-        logged, in_process = run.send_model(predictor, example)
-        if in_process is None:
-            return logged
-        run = in_process  # the writer could not load the module (e.g. a class it cannot import): log it here
+    if hasattr(run, "start_model"):
+        wait = run.start_model(predictor, example)
+
+        def finish() -> Optional[str]:
+            logged, in_process = wait()
+            # the writer could not load the module (e.g. a class defined in __main__): logged here then
+            return logged if in_process is None else _log_model_here(in_process, predictor, example)
+
+        return finish
+    logged = _log_model_here(run, predictor, example)
+    return lambda: logged
+
+
+def _log_model_here(run: TrackedRun, predictor: nn.Module, example: Tensor) -> Optional[str]:
     with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan():
         for serialization in ("pt2", "pickle"):
             logged = run.client.create_logged_model(run.experiment_id, name=MODEL_NAME, source_run_id=run.run_id)

@@ -21,7 +21,7 @@ import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pipeline.errors import TrackingUnavailable
 
@@ -74,11 +74,15 @@ class StoreWriter:
 
     def ask(self, op: str, **arguments) -> tuple[bool, Any]:
         """A request and its answer: (True, value) or (False, what went wrong)."""
+        return self.ask_later(op, **arguments).result()
+
+    def ask_later(self, op: str, **arguments) -> Future:
+        """A request; the future gets its answer."""
         future: Future = Future()
         request_id = next(self._ids)
         self._waiting[request_id] = future
         self._write((op, request_id, arguments))
-        return future.result()
+        return future
 
     def _write(self, message: tuple) -> None:
         self.used = self.used or message[0] != "warm"
@@ -245,29 +249,40 @@ class RemoteRun(TrackedRun):
         if self.active:
             self.writer.send("log_inputs", key=self.key, name=name, source=source, splits=splits)
 
+    def send_config(self, resolved: dict, choices: dict, overrides: list, extra: dict) -> None:
+        if self.active:
+            self.writer.send("log_config", key=self.key, resolved=resolved, choices=choices, overrides=overrides,
+                             extra=extra)
+
     def send_provenance(self, root: Path, command: str, rank_zero: bool) -> None:
         if self.active:
             self.writer.send("provenance", key=self.key, root=str(root), command=command,
                              output_dir=str(self.output_dir) if self.output_dir else None, rank_zero=rank_zero)
 
-    def send_model(self, predictor, example) -> tuple[Optional[str], Optional[TrackedRun]]:
-        """Log the model in the writer. Returns (format, None), or (None, an in-process run to log it with) when
-        the writer cannot load the module (it pickles classes by reference: one defined in ``__main__``)."""
+    def start_model(self, predictor, example) -> Callable[[], tuple[Optional[str], Optional[TrackedRun]]]:
+        """Have the writer log the model; the returned function waits and gives (format, None), or (None, an
+        in-process run to log it with) when the writer cannot load the module (it pickles classes by
+        reference: one defined in ``__main__`` is not found there)."""
         import torch
 
         buffer = io.BytesIO()
         try:
             torch.save(predictor, buffer)
         except Exception:
-            return None, self.in_process()
-        ok, value = self.writer.ask("log_model", key=self.key, model=buffer.getvalue(), example=example.numpy(),
-                                    search_path=list(sys.path))
-        if ok:
-            return value, None
-        if str(value).startswith("RuntimeError: unavailable:"):
-            return None, self.in_process()
-        self.note_failure(f"while logging the model: {value}")
-        return None, None
+            return lambda: (None, self.in_process())
+        answer = self.writer.ask_later("log_model", key=self.key, model=buffer.getvalue(), example=example.numpy(),
+                                       search_path=list(sys.path))
+
+        def wait() -> tuple[Optional[str], Optional[TrackedRun]]:
+            ok, value = answer.result()
+            if ok:
+                return value, None
+            if str(value).startswith("RuntimeError: unavailable:"):
+                return None, self.in_process()
+            self.note_failure(f"while logging the model: {value}")
+            return None, None
+
+        return wait
 
     def in_process(self) -> TrackedRun:
         """This run seen through an MLflow client of this process (for what the writer cannot do)."""

@@ -35,9 +35,18 @@ class StoreServer:
         self.runs: dict[int, Any] = {}  # run key (chosen by the training process) -> TrackedRun
         self.orphans_closed: set[str] = set()  # tracking URIs whose dead runs this process has closed
         self.experiments: dict[tuple[str, str], str] = {}  # (tracking URI, experiment name) -> id
+        self.functions: list[threading.Thread] = []
 
     # ----- dispatch ------------------------------------------------------------------------------------
     def handle(self, op: str, request_id: Optional[int], arguments: dict) -> None:
+        if op == "call_function":  # long (drawing plots): beside the requests of the runs
+            thread = threading.Thread(target=self._handle, args=(op, request_id, arguments), name="store-function")
+            self.functions.append(thread)
+            thread.start()
+            return
+        self._handle(op, request_id, arguments)
+
+    def _handle(self, op: str, request_id: Optional[int], arguments: dict) -> None:
         try:
             value = getattr(self, f"op_{op}")(**arguments)
         except Exception as error:  # answered; the training process decides what it means
@@ -66,8 +75,9 @@ class StoreServer:
 
             prepare_local_store(tracking_uri)
             open_client(tracking_uri)
-        for module in modules:
-            __import__(module)
+        if modules:  # beside the requests that arrive meanwhile (a request needing one of them waits for it)
+            threading.Thread(target=lambda: [__import__(module) for module in modules], name="store-warm",
+                             daemon=True).start()
 
     def op_start_run(self, key: int, tracking_uri: str, experiment_name: str, run_name: Optional[str],
                      artifact_location: Optional[str], tags: dict, parent_run_id: Optional[str],
@@ -152,8 +162,9 @@ class StoreServer:
     # ----- runs of a sweep that this process did not create ------------------------------------------------
     def op_client_call(self, tracking_uri: str, calls: list[tuple[str, tuple, dict]]) -> list:
         """MlflowClient methods on any run (a sweep's parent run, tags on a finished trial's run)."""
-        from .run import open_client
+        from .run import open_client, prepare_local_store
 
+        prepare_local_store(tracking_uri)
         client = open_client(tracking_uri)
         return [self._client_call(client, method, args, kwargs) for method, args, kwargs in calls]
 
@@ -186,7 +197,17 @@ class StoreServer:
         module, name = function.split(":")
         return getattr(importlib.import_module(module), name)(*args, **(kwargs or {}))
 
+    def op_log_config(self, key: int, resolved: dict, choices: dict, overrides: list, extra: dict) -> None:
+        """The whole config as params (flattened, redacted) and the chosen options and overrides."""
+        from .params import config_params
+
+        params = config_params(resolved, choices, overrides)
+        params.update(extra)
+        self._run(key).log_params(params)
+
     def close(self) -> None:
+        for thread in self.functions:
+            thread.join()
         for key, run in list(self.runs.items()):
             if run._heartbeat is not None:
                 run._heartbeat.set()
