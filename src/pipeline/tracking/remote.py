@@ -11,7 +11,6 @@ before the command returns. ``PIPELINE_STORE_WRITER=0`` makes every call in the 
 from __future__ import annotations
 
 import atexit
-import io
 import itertools
 import logging
 import os
@@ -50,7 +49,8 @@ class StoreWriter:
         """This process's writer, started when there is none (or it is gone)."""
         with cls._lock:
             writer = cls._instance
-            if writer is None or writer.owner != os.getpid() or writer.gone is not None:
+            if (writer is None or writer.owner != os.getpid() or writer.gone is not None
+                    or writer.process.poll() is not None):
                 writer = cls._instance = StoreWriter()
             return writer
 
@@ -263,14 +263,11 @@ class RemoteRun(TrackedRun):
         """Have the writer log the model; the returned function waits and gives (format, None), or (None, an
         in-process run to log it with) when the writer cannot load the module (it pickles classes by
         reference: one defined in ``__main__`` is not found there)."""
-        import torch
-
-        buffer = io.BytesIO()
         try:
-            torch.save(predictor, buffer)
+            model = pickle.dumps(predictor, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
             return lambda: (None, self.in_process())
-        answer = self.writer.ask_later("log_model", key=self.key, model=buffer.getvalue(), example=example.numpy(),
+        answer = self.writer.ask_later("log_model", key=self.key, model=model, example=example.numpy(),
                                        search_path=list(sys.path))
 
         def wait() -> tuple[Optional[str], Optional[TrackedRun]]:

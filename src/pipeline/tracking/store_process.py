@@ -142,10 +142,9 @@ class StoreServer:
             run.log_artifact(diff)
 
     def op_log_model(self, key: int, model: bytes, example, search_path: list[str]) -> Optional[str]:
-        """The model, sent as ``torch.save`` bytes of the module; logged as in-process. An error answer starting
-        with ``unavailable:`` means the module could not be loaded here (the training process logs it itself)."""
-        import io
-
+        """The model, sent pickled by the training process through this process's own pipe (never a file);
+        logged as in-process. An error answer starting with ``unavailable:`` means the module could not be
+        loaded here (the training process then logs it itself)."""
         import torch
 
         from .artifacts import log_model
@@ -154,7 +153,7 @@ class StoreServer:
             if entry not in sys.path:
                 sys.path.insert(0, entry)
         try:
-            predictor = torch.load(io.BytesIO(model), map_location="cpu", weights_only=False)
+            predictor = pickle.loads(model)
         except Exception as error:
             raise RuntimeError(f"unavailable: {type(error).__name__}: {error}") from None
         return log_model(self._run(key), predictor, torch.as_tensor(example))
