@@ -8,11 +8,14 @@ Both epochs include a validation pass. Reported: the medians after warm-up and t
 once with the default MLflow logging and once with ``logger=none`` (what MLflow adds).
 
 Also measured: the wall time and peak memory of ``make train`` (the default run, after set-up),
-and, with ``--profile``, where that run's time goes (cProfile, top functions by cumulative time).
+with ``--vs-plain-train N`` N alternating pairs of ``make train`` and ``benchmarks/plain_train.py`` (the same
+job written by hand: load breast_cancer, 10 epochs, test, print), and, with ``--profile``, where that run's
+time goes (cProfile, top functions by cumulative time).
 
     .venv/bin/python benchmarks/overhead.py                      # everything (~20 min on 2 cores)
     .venv/bin/python benchmarks/overhead.py --tasks classification regression --make-train-runs 0
     .venv/bin/python benchmarks/overhead.py --set image:data.limit_rows=20000   # a shorter image epoch
+    .venv/bin/python benchmarks/overhead.py --tasks --make-train-runs 0 --vs-plain-train 5   # make train vs by hand
     .venv/bin/python benchmarks/overhead.py --smoke               # seconds: checks that it runs
 """
 from __future__ import annotations

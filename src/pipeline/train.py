@@ -17,9 +17,12 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, open_dict
 
+from pipeline import interpolation_cache
 from pipeline.config import ConfigError, collection, validate
 from pipeline.errors import RunInterrupted, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
+
+interpolation_cache.install()
 
 log = logging.getLogger("pipeline")
 
@@ -53,6 +56,7 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     skip_gpu_probe_without_a_driver()
+    remember_lightning_entry_points()
     with sigterm_as_interrupt():
         output_dir = claim_output_dir(cfg)
         if isinstance(datamodule, PreparedData):
@@ -130,6 +134,34 @@ def skip_gpu_probe_without_a_driver() -> None:
         ctypes.CDLL("libnvidia-ml.so.1")
     except OSError:
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
+def remember_lightning_entry_points() -> None:
+    """Every Trainer asks ``importlib.metadata`` for callbacks that installed packages register (two entry-point
+    groups), which reads the metadata of every installed distribution: ~20-40 ms per Trainer, i.e. per trial of
+    a sweep. What is installed does not change while a process runs: each group is looked up once per process
+    (the callbacks themselves are still made anew for each Trainer)."""
+    import functools
+    import importlib.metadata
+
+    try:
+        from lightning_fabric.utilities import registry
+    except ImportError:
+        return
+    if getattr(registry.entry_points, "_pipeline_cached", False):
+        return
+
+    @functools.lru_cache(maxsize=None)
+    def group_entry_points(group: str) -> tuple:
+        return tuple(importlib.metadata.entry_points(group=group))
+
+    def entry_points(group: Optional[str] = None, **selection):
+        if group is None or selection:
+            return importlib.metadata.entry_points(**({"group": group} if group else {}), **selection)
+        return group_entry_points(group)
+
+    entry_points._pipeline_cached = True
+    registry.entry_points = entry_points
 
 
 class PreparedData:

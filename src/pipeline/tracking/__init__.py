@@ -120,7 +120,10 @@ def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optiona
         output_dir=output_dir,
     )
     if remote.enabled() and is_rank_zero():
-        run = remote.RemoteRun(**settings, log_model_expected=bool(mlflow_logger.log_model and cfg.get("test", True)))
+        sweep = cfg.get("sweep")
+        trial = bool(sweep) and sweep.get("trial_number") is not None and not sweep.get("final")
+        run = remote.RemoteRun(**settings, log_model_expected=bool(mlflow_logger.log_model and cfg.get("test", True)),
+                               wait_for_store=not trial)
     else:
         run = TrackedRun(**settings)
     mlflow_logger.run = run

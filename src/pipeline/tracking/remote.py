@@ -163,11 +163,14 @@ _keys = itertools.count(1)
 class RemoteRun(TrackedRun):
     """A TrackedRun whose store calls are carried out by the store-writer process."""
 
-    def __init__(self, *args, log_model_expected: bool = False, **kwargs):
+    def __init__(self, *args, log_model_expected: bool = False, wait_for_store: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.key = next(_keys)
         self.writer: Optional[StoreWriter] = None
         self.log_model_expected = log_model_expected
+        # False for a sweep's trial: its end is sent without waiting for the store to take everything, so the next
+        # trial starts at once; a store failure is still logged, and the command waits for the writer at exit
+        self.wait_for_store = wait_for_store
 
     # ----- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> "RemoteRun":
@@ -193,6 +196,11 @@ class RemoteRun(TrackedRun):
 
     def end(self, status: str, error: Optional[str]) -> None:
         if self.writer is None:
+            return
+        if not self.wait_for_store:
+            self.writer.send("end_run", key=self.key, status=status, error=error)
+            if self.failure is None:
+                self.final_status = status
             return
         ok, failure = self.writer.ask("end_run", key=self.key, status=status, error=error)
         self.writer.runs.pop(self.key, None)
@@ -226,7 +234,7 @@ class RemoteRun(TrackedRun):
             self._call("log_metrics", {str(k): float(v) for k, v in metrics.items()}, int(step))
 
     def flush(self) -> None:
-        if not self.active:
+        if not self.active or not self.wait_for_store:
             return
         ok, failure = self.writer.ask("flush", key=self.key)
         if not ok or failure:

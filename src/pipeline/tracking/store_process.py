@@ -36,6 +36,7 @@ class StoreServer:
         self.orphans_closed: set[str] = set()  # tracking URIs whose dead runs this process has closed
         self.experiments: dict[tuple[str, str], str] = {}  # (tracking URI, experiment name) -> id
         self.functions: list[threading.Thread] = []
+        self.git_states: dict[str, Any] = {}
 
     # ----- dispatch ------------------------------------------------------------------------------------
     def handle(self, op: str, request_id: Optional[int], arguments: dict) -> None:
@@ -133,7 +134,10 @@ class StoreServer:
         run = self._run(key)
         if not run.active:
             return
-        git = git_state(Path(root))
+        # the code a training process runs was imported when it started: its checkout's state is read once
+        if root not in self.git_states:
+            self.git_states[root] = git_state(Path(root))
+        git = self.git_states[root]
         run.set_tags(provenance_tags(Path(root), git, command=command))
         if git is not None and git.dirty and output_dir:
             diff = Path(output_dir) / "git.diff"
@@ -235,26 +239,54 @@ def main() -> None:
             except (BrokenPipeError, ValueError):
                 pass  # the training process is gone; its answers are not needed
 
-    inbox: queue.Queue = queue.Queue()
-
-    def read() -> None:
-        while True:
-            try:
-                inbox.put(pickle.load(requests))
-            except (EOFError, OSError, pickle.UnpicklingError):
-                inbox.put(None)
-                return
-
-    threading.Thread(target=read, name="store-requests", daemon=True).start()
     server = StoreServer(answer)
+    lanes = Lanes(server)
     while True:
-        request = inbox.get()
-        if request is None:
+        try:
+            request = pickle.load(requests)
+        except (EOFError, OSError, pickle.UnpicklingError):
             break
-        op, request_id, arguments = request
-        server.handle(op, request_id, arguments)
+        lanes.put(request)
+    lanes.close()
     server.close()
     answers.close()
+
+
+class Lanes:
+    """One queue and thread per run (requests carrying its ``key``), one for everything else: the requests of a
+    run are carried out in order, while a new trial's run is created without waiting behind the previous
+    trial's writes."""
+
+    def __init__(self, server: StoreServer):
+        self.server = server
+        self.lanes: dict[Any, tuple[queue.Queue, threading.Thread]] = {}
+
+    def put(self, request: tuple) -> None:
+        op, request_id, arguments = request
+        lane = arguments.get("key") if op not in ("warm", "client_call", "call_function") else None
+        if lane not in self.lanes:
+            inbox: queue.Queue = queue.Queue()
+            thread = threading.Thread(target=self._serve, args=(inbox,), name=f"store-lane-{lane}")
+            self.lanes[lane] = (inbox, thread)
+            thread.start()
+        self.lanes[lane][0].put(request)
+        if op == "end_run":  # nothing more comes for this run
+            self.lanes.pop(lane)[0].put(None)
+
+    def _serve(self, inbox: queue.Queue) -> None:
+        while True:
+            request = inbox.get()
+            if request is None:
+                return
+            self.server.handle(*request)
+
+    def close(self) -> None:
+        """Carry out what is queued (the end of stdin: the training process exited or died)."""
+        for inbox, _ in self.lanes.values():
+            inbox.put(None)
+        for thread in threading.enumerate():
+            if thread.name.startswith("store-lane-"):
+                thread.join()
 
 
 if __name__ == "__main__":
