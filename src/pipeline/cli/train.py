@@ -26,7 +26,10 @@ def main() -> None:
     if tracks_to_mlflow(sys.argv[1:]):
         from pipeline.tracking.remote import start_early
 
-        start_early()  # MLflow is imported in the store-writer process while this one imports torch
+        # MLflow is imported in the store-writer process while this one imports torch; so is what exporting the
+        # model needs at the end (a run logs it unless told not to; a sweep's best trial does)
+        logs_model = not any(a.replace(" ", "").endswith("log_model=false") for a in sys.argv[1:])
+        start_early(modules=("torch", "torch.export", "mlflow.pytorch") if logs_model else ())
     _hydra_main()
 
 

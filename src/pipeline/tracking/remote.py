@@ -150,11 +150,11 @@ class StoreWriter:
             self.process.kill()
 
 
-def start_early(tracking_uri: Optional[str] = None) -> None:
-    """Start the writer and have it import MLflow (and open ``tracking_uri``) now, while this process goes on
-    importing torch and Lightning."""
+def start_early(tracking_uri: Optional[str] = None, modules: tuple[str, ...] = ()) -> None:
+    """Start the writer and have it import MLflow (and open ``tracking_uri``, import ``modules``) now, while this
+    process goes on importing torch and Lightning."""
     if enabled():
-        StoreWriter.get().send("warm", tracking_uri=tracking_uri)
+        StoreWriter.get().send("warm", tracking_uri=tracking_uri, modules=tuple(modules))
 
 
 _keys = itertools.count(1)
