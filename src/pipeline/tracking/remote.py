@@ -60,6 +60,7 @@ class StoreWriter:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self.gone: Optional[str] = None
         self.used = False  # asked for anything but warming up
+        self.closed = False
         self.runs: dict[int, "RemoteRun"] = {}
         self._ids = itertools.count(1)
         self._waiting: dict[int, Future] = {}
@@ -132,8 +133,9 @@ class StoreWriter:
     def close(self) -> None:
         """No more requests: the writer carries out what is queued and exits; this waits for it, so that the
         store holds everything when the command returns."""
-        if self.owner != os.getpid():
+        if self.owner != os.getpid() or self.closed:
             return
+        self.closed = True
         if not self.used:  # it only imported MLflow: nothing of the store to wait for
             self.process.kill()
             self.process.wait()
@@ -148,6 +150,13 @@ class StoreWriter:
         except subprocess.TimeoutExpired:
             log.warning("the MLflow store-writer process did not finish within %.0f s; stopping it", EXIT_WAIT_S)
             self.process.kill()
+
+
+def close_writer() -> None:
+    """Wait until this process's writer has carried out every request and exited (also done at exit)."""
+    writer = StoreWriter._instance
+    if writer is not None and writer.owner == os.getpid():
+        writer.close()
 
 
 def start_early(tracking_uri: Optional[str] = None, modules: tuple[str, ...] = ()) -> None:
@@ -171,6 +180,18 @@ class RemoteRun(TrackedRun):
         # False for a sweep's trial: its end is sent without waiting for the store to take everything, so the next
         # trial starts at once; a store failure is still logged, and the command waits for the writer at exit
         self.wait_for_store = wait_for_store
+
+    @property
+    def client(self):
+        """An MlflowClient in this process, made on first use, for code written against an in-process TrackedRun
+        (``run.client.log_...``); it imports MLflow here, which the writer spares everything else."""
+        if getattr(self, "_client", None) is None and self.enabled and self.run_id is not None:
+            self._client = open_client(self.tracking_uri)
+        return getattr(self, "_client", None)
+
+    @client.setter
+    def client(self, value) -> None:
+        self._client = value
 
     # ----- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> "RemoteRun":
