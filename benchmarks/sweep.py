@@ -157,10 +157,13 @@ def vs_plain(workdir: Path, trials: list[int], pairs: int, data: str, epochs: in
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     mlruns = workdir / "mlruns"
-    # the store exists, as it does after a researcher's first run (creating MLflow's tables takes seconds)
+    # the stores exist, as they do after a researcher's first sweep (creating MLflow's and Optuna's tables takes
+    # seconds): the MLflow store and the default Optuna storage, <paths.mlruns_dir>/optuna/optuna.db
     subprocess.run([sys.executable, "-c", "import sys; from pipeline.tracking.run import open_client, "
-                    "prepare_local_store; prepare_local_store(sys.argv[1]); open_client(sys.argv[1])",
-                    f"sqlite:///{mlruns}/mlflow.db"], cwd=PROJECT_ROOT, check=True, env=env)
+                    "prepare_local_store; from pipeline.sweep.study import open_storage; "
+                    "prepare_local_store(sys.argv[1]); open_client(sys.argv[1]); open_storage(sys.argv[2])",
+                    f"sqlite:///{mlruns}/mlflow.db", f"sqlite:///{mlruns}/optuna/optuna.db"],
+                   cwd=PROJECT_ROOT, check=True, env=env)
     plain = [sys.executable, "benchmarks/plain_sweep.py", "--data", data, "--epochs", str(epochs)]
     rows, measured = [], {"data": data, "epochs": epochs, "threads": threads, "by_trials": {}}
     for n_trials in trials:
