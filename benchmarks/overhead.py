@@ -8,21 +8,26 @@ Both epochs include a validation pass. Reported: the medians after warm-up and t
 once with the default MLflow logging and once with ``logger=none`` (what MLflow adds).
 
 Also measured: the wall time and peak memory of ``make train`` (the default run, after set-up),
-and, with ``--profile``, where that run's time goes (cProfile, top functions by cumulative time).
+with ``--vs-plain-train N`` N alternating pairs of ``make train`` and ``benchmarks/plain_train.py`` (the same
+job written by hand: load breast_cancer, 10 epochs, test, print), and, with ``--profile``, where that run's
+time goes (cProfile, top functions by cumulative time).
 
     .venv/bin/python benchmarks/overhead.py                      # everything (~20 min on 2 cores)
     .venv/bin/python benchmarks/overhead.py --tasks classification regression --make-train-runs 0
     .venv/bin/python benchmarks/overhead.py --set image:data.limit_rows=20000   # a shorter image epoch
+    .venv/bin/python benchmarks/overhead.py --tasks --make-train-runs 0 --vs-plain-train 5   # make train vs by hand
     .venv/bin/python benchmarks/overhead.py --smoke               # seconds: checks that it runs
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import (task_overrides, PROJECT_ROOT, TASKS, PlainLoop, compose_config, machine, markdown_table, median, quiet_logs,
@@ -93,6 +98,37 @@ def time_make_train(runs: int, workdir: Path, extra_args: list[str]) -> dict:
             "args": args}
 
 
+def make_train_vs_plain(pairs: int, workdir: Path, extra_args: list[str]) -> dict:
+    """``make train`` (set-up done, the store exists) against ``benchmarks/plain_train.py`` (the same job by hand),
+    each a fresh process timed from start to exit, alternating which goes first."""
+    store = workdir / "vs-plain-mlruns"
+    subprocess.run([sys.executable, "-c", "import sys; from pipeline.tracking.run import open_client, "
+                    "prepare_local_store; prepare_local_store(sys.argv[1]); open_client(sys.argv[1])",
+                    f"sqlite:///{store}/mlflow.db"], cwd=PROJECT_ROOT, check=True)
+    runs = []
+    for pair in range(pairs):
+        out = workdir / f"vs-plain-out-{pair}"
+        make = ["make", "-s", "-o", ".venv/.installed", "train",
+                "ARGS=" + " ".join([f"paths.mlruns_dir={store}", f"hydra.run.dir={out}", *extra_args])]
+        plain = [sys.executable, "benchmarks/plain_train.py"]
+        order = [("make_train", make), ("plain", plain)]
+        if pair % 2:
+            order.reverse()
+        walls = {"first": order[0][0], "load_1min": os.getloadavg()[0]}
+        for side, command in order:
+            started = time.perf_counter()
+            completed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
+            walls[side] = time.perf_counter() - started
+            if completed.returncode != 0:
+                raise RuntimeError(f"{side} failed:\n{completed.stderr[-3000:]}")
+        walls["ratio"] = walls["make_train"] / walls["plain"]
+        runs.append(walls)
+        print(f"  pair {pair + 1} ({walls['first']} first, load {walls['load_1min']:.1f}): make train "
+              f"{walls['make_train']:.2f} s, plain {walls['plain']:.2f} s, ratio {walls['ratio']:.2f}", flush=True)
+    return {"runs": runs, "median_make_train_s": median(r["make_train"] for r in runs),
+            "median_plain_s": median(r["plain"] for r in runs), "median_ratio": median(r["ratio"] for r in runs)}
+
+
 def _elapsed_seconds(time_output: str) -> float:
     value = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", time_output).group(1)
     seconds = 0.0
@@ -129,7 +165,8 @@ def profile_default_run(workdir: Path, extra_args: list[str], top: int = 40) -> 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    parser.add_argument("--tasks", nargs="*", choices=sorted(TASKS), default=list(TASKS),
+                        help="tasks whose epochs are timed (none: only the make train measurements)")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"measured epochs after warm-up (median); default per task: {DEFAULT_EPOCHS}")
     parser.add_argument("--warmup", type=int, default=1, help="epochs left out of the median")
@@ -138,6 +175,8 @@ def main(argv=None) -> int:
                         help="an extra config override for one task, e.g. image:data.limit_rows=20000")
     parser.add_argument("--make-train-runs", type=int, default=4, help="0 skips the make train timing")
     parser.add_argument("--profile", action="store_true", help="cProfile the default run")
+    parser.add_argument("--vs-plain-train", type=int, default=0, metavar="PAIRS",
+                        help="alternating pairs of make train and benchmarks/plain_train.py (0: none)")
     parser.add_argument("--smoke", action="store_true", help="tiny data, 1+1 epochs, 1 make train run")
     parser.add_argument("--output", default="overhead", help="results/<name>.json")
     parser.add_argument("--workdir", default=None, help="where runs write (default: a temporary folder)")
@@ -167,6 +206,10 @@ def main(argv=None) -> int:
             results["import_s"] = time_imports()
             results["make_train"] = time_make_train(args.make_train_runs, workdir, make_train_args)
             write_results(args.output, results)
+        if args.vs_plain_train:
+            print("make train vs a plain script:", flush=True)
+            results["make_train_vs_plain"] = make_train_vs_plain(args.vs_plain_train, workdir, make_train_args)
+            write_results(args.output, results)
         if args.profile:
             profile = profile_default_run(workdir, make_train_args)
             (write_results(args.output, results).parent / f"{args.output}_profile.txt").write_text(profile)
@@ -194,6 +237,10 @@ def main(argv=None) -> int:
         m = results["make_train"]
         print(f"\nimports: {results['import_s']:.2f} s; make train: first run (new store) {m['first_run_wall_s']:.2f} s, "
               f"median of later runs {m['median_wall_s_existing_store']:.2f} s, peak RSS {m['max_peak_rss_mib']:.0f} MiB")
+    if "make_train_vs_plain" in results:
+        m = results["make_train_vs_plain"]
+        print(f"\nmake train vs plain script, {len(m['runs'])} alternating pairs: median make train "
+              f"{m['median_make_train_s']:.2f} s, plain {m['median_plain_s']:.2f} s, median ratio {m['median_ratio']:.2f}")
     print(f"\nresults: {write_results(args.output, results)}")
     return 0
 

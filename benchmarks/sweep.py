@@ -4,8 +4,14 @@
 2. Parallel: trials per minute with 1 vs 2 workers (n_jobs), from the trials' own start/end times.
 3. Overhead per trial: a trial's wall time minus the time spent in ``train(cfg)`` (composing the
    config, Hydra's job set-up, sampling, storage writes), plus the gap between two trials of one worker.
+4. ``--vs-plain``: the whole sweep against a hand-written Optuna + PyTorch script
+   (``benchmarks/plain_sweep.py``: the same search space, MLP, epochs, TPE and Hyperband settings and torch
+   threads), each side a fresh process timed from start to exit, alternating which goes first, for each
+   number of trials. The pipeline runs with its default MLflow logging into a store that exists (created
+   once before the first pair, as after a researcher's first run).
 
-    python benchmarks/sweep.py            # full run (minutes; run it on a quiet machine)
+    python benchmarks/sweep.py            # sections 1-3 (minutes; run it on a quiet machine)
+    python benchmarks/sweep.py --vs-plain --trials 20 100 --pairs 3 [--data adult]
     python benchmarks/sweep.py --smoke    # a few tiny sweeps: checks that the script works (CI)
 
 Prints a Markdown report (and writes it to --out).
@@ -13,7 +19,9 @@ Prints a Markdown report (and writes it to --out).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -134,6 +142,63 @@ def overhead(workdir: Path, n_trials: int, base: list[str]) -> list[str]:
     ]
 
 
+# ----- the whole sweep against a hand-written script --------------------------------------------------------
+def timed(command: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:6])} ... failed:\n{result.stderr[-3000:]}")
+    return wall, result
+
+
+def vs_plain(workdir: Path, trials: list[int], pairs: int, data: str, epochs: int, threads: int,
+             extra: list[str]) -> tuple[list[str], dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    mlruns = workdir / "mlruns"
+    # the stores exist, as they do after a researcher's first sweep (creating MLflow's and Optuna's tables takes
+    # seconds): the MLflow store and the default Optuna storage, <paths.mlruns_dir>/optuna/optuna.db
+    subprocess.run([sys.executable, "-c", "import sys; from pipeline.tracking.run import open_client, "
+                    "prepare_local_store; from pipeline.sweep.study import open_storage; "
+                    "prepare_local_store(sys.argv[1]); open_client(sys.argv[1]); open_storage(sys.argv[2])",
+                    f"sqlite:///{mlruns}/mlflow.db", f"sqlite:///{mlruns}/optuna/optuna.db"],
+                   cwd=PROJECT_ROOT, check=True, env=env)
+    plain = [sys.executable, "benchmarks/plain_sweep.py", "--data", data, "--epochs", str(epochs)]
+    rows, measured = [], {"data": data, "epochs": epochs, "threads": threads, "by_trials": {}}
+    for n_trials in trials:
+        runs = []
+        for pair in range(pairs):
+            name = f"vs_plain_{n_trials}_{pair}"
+            pipeline = [sys.executable, "-m", "pipeline.cli.train", "hparams_search=classification_optuna",
+                        f"data={data}", f"trainer.max_epochs={epochs}", f"hydra.sweeper.n_trials={n_trials}",
+                        f"paths.mlruns_dir={mlruns}", f"hydra.sweep.dir={workdir / name}",
+                        f"hydra.sweeper.study_name={name}", *extra]
+            order = ["pipeline", "plain"] if pair % 2 == 0 else ["plain", "pipeline"]
+            walls, load = {}, os.getloadavg()[0]
+            for side in order:
+                walls[side], result = timed(pipeline if side == "pipeline" else [*plain, "--trials", str(n_trials)], env)
+                if side == "pipeline":
+                    finished = re.search(r"(\d+) of (\d+) trials finished \((\d+) complete, (\d+) pruned", result.stdout)
+                    walls["pipeline_trials"] = finished.group(0) if finished else "?"
+            runs.append({**walls, "first": order[0], "load_1min": load})
+            ratio = walls["pipeline"] / walls["plain"]
+            rows.append(f"| {n_trials} | {pair + 1} | {order[0]} | {walls['pipeline']:.1f} | {walls['plain']:.1f} | "
+                        f"{ratio:.2f} | {load:.1f} |")
+            print(rows[-1], flush=True)
+        ratios = [r["pipeline"] / r["plain"] for r in runs]
+        measured["by_trials"][n_trials] = {
+            "runs": runs, "median_pipeline_s": statistics.median(r["pipeline"] for r in runs),
+            "median_plain_s": statistics.median(r["plain"] for r in runs), "median_ratio": statistics.median(ratios)}
+    lines = ["| trials | pair | first | pipeline wall (s) | plain wall (s) | ratio | load (1 min) |",
+             "|---|---|---|---|---|---|---|", *rows, "",
+             "| trials | median pipeline (s) | median plain (s) | median ratio |", "|---|---|---|---|"]
+    for n_trials, summary in measured["by_trials"].items():
+        lines.append(f"| {n_trials} | {summary['median_pipeline_s']:.1f} | {summary['median_plain_s']:.1f} | "
+                     f"**{summary['median_ratio']:.2f}** |")
+    return lines, measured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sweeps that only check the script runs")
@@ -144,7 +209,33 @@ def main() -> None:
                         help="an extra override for every sweep, e.g. hydra.sweeper.pruner_options.min_resource=2")
     parser.add_argument("--only", default="pruning,parallel,overhead",
                         help="comma-separated sections to run (the timing ones need a quiet machine)")
+    parser.add_argument("--vs-plain", action="store_true",
+                        help="only the whole sweep against benchmarks/plain_sweep.py (section 4)")
+    parser.add_argument("--trials", type=int, nargs="+", default=[20, 100], help="--vs-plain: sweep sizes")
+    parser.add_argument("--pairs", type=int, default=3, help="--vs-plain: alternating pairs per size")
+    parser.add_argument("--data", default="breast_cancer", help="--vs-plain: breast_cancer or adult")
+    parser.add_argument("--epochs", type=int, default=20, help="--vs-plain: epochs per trial")
+    parser.add_argument("--threads", type=int, default=1, help="--vs-plain: torch threads of both sides")
     args = parser.parse_args()
+    if args.vs_plain:
+        if args.smoke:
+            args.trials, args.pairs, args.epochs = [2], 1, 2
+        with tempfile.TemporaryDirectory(prefix="sweep-vs-plain-") as tmp:
+            lines, measured = vs_plain(Path(tmp), args.trials, args.pairs, args.data, args.epochs, args.threads,
+                                       args.set)
+        header = [f"### The whole sweep against a hand-written script{' (smoke run: numbers mean nothing)' if args.smoke else ''}",
+                  "", f"`python benchmarks/sweep.py --vs-plain --trials {' '.join(map(str, args.trials))} --pairs "
+                  f"{args.pairs} --data {args.data}` on {os.cpu_count()} cores; {args.epochs} epochs per trial, "
+                  f"{args.threads} torch thread(s) on both sides.", ""]
+        text = "\n".join(header + lines)
+        print(text)
+        results = Path(os.environ.get("BENCHMARK_RESULTS_DIR") or PROJECT_ROOT / "benchmarks" / "results")
+        results.mkdir(parents=True, exist_ok=True)
+        (results / f"sweep_vs_plain_{args.data}{'_smoke' if args.smoke else ''}.json").write_text(
+            json.dumps({**measured, "command": " ".join(sys.argv)}, indent=2) + "\n")
+        if args.out:
+            args.out.write_text(text + "\n")
+        return
     base = [f"hparams_search={args.search}", *args.set]
     if args.smoke:
         base += ["data.limit_rows=200"]

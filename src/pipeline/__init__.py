@@ -7,3 +7,9 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # the command-line tools download one small file at a time: MLflow's progress bars would only clutter stderr
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+# Lightning imports torchmetrics, whose image, audio and plotting modules pull in torchvision.models,
+# torch._dynamo, scipy and matplotlib: seconds of imports for metrics this project never computes
+from pipeline import lean_imports as _lean_imports  # noqa: E402
+
+_lean_imports.install()

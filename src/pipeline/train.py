@@ -17,9 +17,12 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, open_dict
 
+from pipeline import interpolation_cache
 from pipeline.config import ConfigError, collection, validate
 from pipeline.errors import RunInterrupted, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
+
+interpolation_cache.install()
 
 log = logging.getLogger("pipeline")
 
@@ -31,12 +34,15 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
-def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[str] = None) -> dict[str, float]:
+def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[str] = None,
+          datamodule: Any = None) -> dict[str, float]:
     """Train, test the best checkpoint, record everything.
 
     ``callbacks`` are added to the ones the config names (a sweep hands in its pruning callback);
-    ``parent_run`` is the MLflow run this one is recorded under (a sweep's). Returns the metrics at the end
-    of fit (``val/*``, ``<monitor>_best``, ``train/*``) and, unless ``test=false``, the test metrics."""
+    ``parent_run`` is the MLflow run this one is recorded under (a sweep's); ``datamodule`` a data module
+    already built and set up from this very ``cfg.data``, or a :class:`PreparedData` that keeps one (a sweep's
+    worker reuses it for every trial). Returns the metrics at the end of fit (``val/*``, ``<monitor>_best``,
+    ``train/*``) and, unless ``test=false``, the test metrics."""
     validate(cfg)
     from pipeline import distributed
 
@@ -49,10 +55,15 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     from pipeline import tracking
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    skip_gpu_probe_without_a_driver()
+    remember_lightning_entry_points()
     with sigterm_as_interrupt():
         output_dir = claim_output_dir(cfg)
-        datamodule = instantiate(cfg.data)
-        datamodule.setup("fit")
+        if isinstance(datamodule, PreparedData):
+            datamodule = datamodule(cfg)
+        elif datamodule is None:
+            datamodule = instantiate(cfg.data)
+            datamodule.setup("fit")
         # a DDP run started as one process starts its other ranks here, once rank 0 has the data ready
         with distributed.other_ranks_started(cfg):
             run_parts = build(cfg, datamodule, callbacks, output_dir)
@@ -109,6 +120,74 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None) -
     return metrics
 
 
+def skip_gpu_probe_without_a_driver() -> None:
+    """Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (so that forked data loader workers of a GPU
+    machine stay usable); torch then asks NVML whether a GPU exists on every ``torch.cuda.is_available()``,
+    which fused Adam calls each step: ~80 us to try to load libnvidia-ml, ~1 ms of a 10 ms tabular epoch. On a
+    machine without NVIDIA's driver there is no GPU to protect and the answer is always no: the plain check
+    (~5 us, CUDA cannot be initialised without a driver) is used instead."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
+def remember_lightning_entry_points() -> None:
+    """Every Trainer asks ``importlib.metadata`` for callbacks that installed packages register (two entry-point
+    groups), which reads the metadata of every installed distribution: ~20-40 ms per Trainer, i.e. per trial of
+    a sweep. What is installed does not change while a process runs: each group is looked up once per process
+    (the callbacks themselves are still made anew for each Trainer)."""
+    import functools
+    import importlib.metadata
+
+    try:
+        from lightning_fabric.utilities import registry
+    except ImportError:
+        return
+    if getattr(registry.entry_points, "_pipeline_cached", False):
+        return
+
+    @functools.lru_cache(maxsize=None)
+    def group_entry_points(group: str) -> tuple:
+        return tuple(importlib.metadata.entry_points(group=group))
+
+    def entry_points(group: Optional[str] = None, **selection):
+        if group is None or selection:
+            return importlib.metadata.entry_points(**({"group": group} if group else {}), **selection)
+        return group_entry_points(group)
+
+    entry_points._pipeline_cached = True
+    registry.entry_points = entry_points
+
+
+class PreparedData:
+    """The data module of the last data config asked for, built and set up once: the trials of a sweep that
+    does not search a data key all train on the same data, and loading, splitting and preprocessing it
+    (with its imports) is paid once per worker. Keyed by the resolved ``cfg.data`` (the seed included)."""
+
+    def __init__(self):
+        self.key: Optional[str] = None
+        self.datamodule: Any = None
+
+    def __call__(self, cfg: DictConfig):
+        import json
+
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        key = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True, default=str)
+        if key != self.key:
+            self.key, self.datamodule = None, None
+            datamodule = instantiate(cfg.data)
+            datamodule.setup("fit")
+            self.key, self.datamodule = key, datamodule
+        return self.datamodule
+
+
 @dataclass
 class RunParts:
     task_module: Any
@@ -153,6 +232,10 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
         loggers = [history, *(instantiate(node) for node in collection(cfg, "logger").values())]
     with building("trainer"):
         trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "enable_progress_bar"}
+        if find_checkpoint(callbacks) is None:
+            # without a checkpoint callback in the config (a sweep's trial, callbacks=none) Lightning would add
+            # its own and write a checkpoint every epoch into <output dir>/<logger name>/<version>/checkpoints
+            trainer_cfg.setdefault("enable_checkpointing", False)
         trainer = instantiate(
             DictConfig(trainer_cfg),
             callbacks=callbacks,

@@ -7,15 +7,18 @@ Every model takes ``(input_shape, num_outputs, dropout=0.0, l1=0.0, ...)`` (text
 stores ``l1`` for the training objective, and declares the ``modalities`` and ``tasks`` it
 supports so an incompatible model/data choice is refused before any data is loaded.
 """
-from pipeline.models.cnn import CNN
-from pipeline.models.linear import LinearRegression, LogisticRegression
-from pipeline.models.mlp import MLP
-from pipeline.models.nbsvm import NBSVM
-from pipeline.models.resnet import ResNet
-from pipeline.models.tabular_resnet import TabularResNet
-from pipeline.models.text import BagOfWords, RNNClassifier, TextCNN
-from pipeline.models.transformer import PretrainedTransformer  # imports transformers only when built
+import importlib
 
+# each model's module is imported when it is used (the configs name them: pipeline.models.mlp.MLP), so a
+# tabular run does not import torchvision for the ResNet
+_HOMES = {"CNN": "cnn", "LinearRegression": "linear", "LogisticRegression": "linear", "MLP": "mlp",
+          "ResNet": "resnet", "BagOfWords": "text", "RNNClassifier": "text", "TextCNN": "text"}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"pipeline.models.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'pipeline.models' has no attribute {name!r}")
 
 
 def model_inputs(spec) -> dict:

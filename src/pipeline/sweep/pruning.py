@@ -16,7 +16,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pipeline.ranks import is_rank_zero
 from pipeline.tracking import find_mlflow_logger
 
-from .study import PRUNER_ATTR, make_pruner, open_storage
+from .study import PRUNER_ATTR, RunningTrialCache, make_pruner, open_storage
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -46,6 +46,8 @@ class PruningCallback(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.trial is None:
             return
+        if isinstance(self.trial.study._storage, RunningTrialCache):
+            self.trial.study._storage.hold(self.trial._trial_id)  # its reports are read back from memory
         run = self._run(trainer)
         if run is not None and run.run_id:
             self.trial.set_user_attr("mlflow_run_id", run.run_id)

@@ -35,15 +35,46 @@ def parent_run_params(settings: SweepSettings) -> dict[str, Any]:
 
 
 # ----- the end of a sweep ---------------------------------------------------------------------------
+def start_plots(settings: SweepSettings, parent: ParentRun):
+    """When the sweep is tracked, the store-writer process draws the study's plots while this process trains the
+    best trials again; returns the future of their paths (None: :func:`summarize` draws them)."""
+    if not parent.enabled:
+        return None
+    from pipeline.tracking import remote
+
+    if not remote.enabled():
+        return None
+    return remote.call_in_writer("pipeline.sweep.report:draw_study_plots", settings.storage, settings.study_name,
+                                 list(settings.objectives), str(Path(settings.sweep_dir) / "plots"))
+
+
+def draw_study_plots(storage: str, study_name: str, objectives: list[str], plot_dir: str) -> list[str]:
+    """:func:`write_plots` of a study given by its storage and name (in the store-writer process)."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if not counts_complete(progress(study)):
+        return []
+    settings = SweepSettings(study_name=study_name, storage=storage, n_trials=0, objectives=objectives,
+                             directions=[], space=None)
+    return [str(path) for path in write_plots(study, settings, Path(plot_dir))]
+
+
 def summarize(study: optuna.Study, settings: SweepSettings, parent: ParentRun, config_loader,
-              base_config: DictConfig, finals: Optional[list[dict]] = None) -> dict[str, Any]:
-    """Trials table, plots and best config into the sweep dir and the parent run; prints the result."""
+              base_config: DictConfig, finals: Optional[list[dict]] = None, plots_drawn=None) -> dict[str, Any]:
+    """Trials table, plots and best config into the sweep dir and the parent run; prints the result.
+    ``plots_drawn``: the future of :func:`start_plots`."""
     out_dir = Path(settings.sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = progress(study)
     table = study.trials_dataframe(multi_index=False)
     table.to_csv(out_dir / "trials.csv", index=False)
-    plots = write_plots(study, settings, out_dir / "plots") if counts_complete(state) else []
+    plots = None
+    if plots_drawn is not None:
+        ok, drawn = plots_drawn.result()
+        plots = [Path(path) for path in drawn] if ok else None
+        if not ok:
+            log.info("the study's plots could not be drawn in the store-writer process (%s); drawing them here", drawn)
+    if plots is None:
+        plots = write_plots(study, settings, out_dir / "plots") if counts_complete(state) else []
     counts = {s.name.lower(): sum(t.state == s for t in state.finished) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     best = best_trials(study)
     best_file = write_best_config(study, best[0], settings, config_loader, base_config) if best else None

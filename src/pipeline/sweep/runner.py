@@ -131,7 +131,7 @@ def study_folder(base_config: DictConfig, study_name: str) -> str:
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
     from pipeline.tracking.sweeps import ParentRun
 
-    from .report import parent_run_params, summarize
+    from .report import parent_run_params, start_plots, summarize
     from .worker import finalize, run_workers
 
     settings = build_settings(options, arguments, base_config)
@@ -147,8 +147,10 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
           f"{settings.n_trials} trials, {settings.n_jobs} worker(s), sampler={settings.sampler}, "
           f"pruner={settings.pruner}, objective(s) {', '.join(f'{o} ({d})' for o, d in zip(settings.objectives, settings.directions))}",
           flush=True)
+    plots_drawn = None
     try:
         run_workers(settings, hydra_context, base_config)
+        plots_drawn = start_plots(settings, parent)
         finals = finalize(load_study(settings), settings, hydra_context, base_config)
     except KeyboardInterrupt:
         parent.finish("KILLED")
@@ -161,6 +163,7 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
             log.error("could not write the sweep report: %s", error)
         parent.finish("FAILED")
         raise
-    summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals)
+    summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals,
+                        plots_drawn)
     parent.finish("FINISHED")
     return summary

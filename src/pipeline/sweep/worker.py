@@ -22,7 +22,7 @@ from pipeline.errors import USER_ERRORS, NonFiniteLossError
 from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_text
 from pipeline.tracking.sweeps import tag_run
-from pipeline.train import train
+from pipeline.train import PreparedData, train
 
 from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
@@ -31,6 +31,8 @@ from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, Heartbeat, SweepError, Swee
 
 log = logging.getLogger("pipeline.sweep")
 
+# one data module per worker, set up once, for every trial (and the final runs) with the same data config
+PREPARED_DATA = PreparedData()
 # attributes a trial gets while it runs; a retried trial starts without its predecessor's
 RUN_ATTRS = ("pruned_at_epoch", "diverged", "fail_reason", "mlflow_run_id", "epochs_trained")
 MIN_TRIALS_FOR_FAILURE_RATE = 3
@@ -137,7 +139,7 @@ class TrialTask:
     def __call__(self, cfg: DictConfig) -> dict[str, float]:
         started = time.perf_counter()
         try:
-            return train(cfg, callbacks=[self.pruning], parent_run=self.parent_run_id)
+            return train(cfg, callbacks=[self.pruning], parent_run=self.parent_run_id, datamodule=PREPARED_DATA)
         finally:
             self.seconds = time.perf_counter() - started
 
@@ -311,7 +313,8 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
         remember = RememberRunId()
         job = run_job(hydra_context=hydra_context, config=config, job_dir_key="hydra.sweep.dir",
                       job_subdir_key="hydra.job.id",
-                      task_function=lambda cfg: train(cfg, callbacks=[remember], parent_run=parent_run_id))
+                      task_function=lambda cfg: train(cfg, callbacks=[remember], parent_run=parent_run_id,
+                                                      datamodule=PREPARED_DATA))
         configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
         if job.status != JobStatus.COMPLETED:
             log.error("the final run of trial %d failed: %s", trial.number, job._return_value)
@@ -362,6 +365,10 @@ class TrialConfigs:
             for name, value in values.items():
                 OmegaConf.update(config, name, value, merge=True, force_add=self.keys[name].startswith("+"))
             config.sweep = sweep_node
+            if "num_sanity_val_steps" not in config.trainer:
+                # Lightning's validation pass before training finds a broken validation step early in a long
+                # run; a trial is short, and the pass costs it as much as an epoch of small data
+                config.trainer.num_sanity_val_steps = 0
             config.hydra.sweep.dir = str(self.base_config.hydra.sweep.dir)  # the study's folder, not a new ${now:}
             config.hydra.overrides.task.extend([f"{self.keys[n]}={override_value(v)}" for n, v in values.items()])
         return config

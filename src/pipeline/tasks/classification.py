@@ -7,10 +7,12 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torchmetrics
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pipeline.models.heads import Probabilities
+
+from . import metrics
 from .base import TaskModule
 
 
@@ -49,27 +51,17 @@ class ClassificationModule(TaskModule):
         binary = (getattr(spec, "num_classes", None) or 2) == 2
         return ("acc", "f1", "auroc") if binary else ("acc", "f1")
 
-    def make_metrics(self) -> torchmetrics.MetricCollection:
-        if self.binary:
-            return torchmetrics.MetricCollection({
-                "acc": torchmetrics.classification.BinaryAccuracy(),
-                "f1": torchmetrics.classification.BinaryF1Score(),
-                "auroc": torchmetrics.classification.BinaryAUROC(),
-            })
-        k = self.num_classes
-        return torchmetrics.MetricCollection({
-            "acc": torchmetrics.classification.MulticlassAccuracy(k, average="micro"),
-            "f1": torchmetrics.classification.MulticlassF1Score(k, average="macro"),
-        })
+    def metric_inputs(self, output: Tensor) -> Tensor:
+        return self.probabilities(output)
+
+    def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return metrics.binary(inputs, targets) if self.binary else metrics.multiclass(inputs, targets, self.num_classes)
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.sigmoid(output.squeeze(-1)) if self.binary else output.softmax(-1)
 
-    def update_metrics(self, metrics, output, target) -> None:
-        metrics.update(self.probabilities(output), target)
-
     def predictor(self) -> nn.Module:
-        return _Probabilities(self.model, self.binary)
+        return Probabilities(self.model, self.binary)
 
     def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
         from pipeline import plots
@@ -84,12 +76,4 @@ def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
         return (probabilities.reshape(-1) >= 0.5).astype(np.int64)
     return probabilities.argmax(-1)
 
-
-class _Probabilities(nn.Module):
-    def __init__(self, model: nn.Module, binary: bool):
-        super().__init__()
-        self.model, self.binary = model, binary
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits = self.model(x)
-        return torch.sigmoid(logits) if self.binary else logits.softmax(-1)
+_Probabilities = Probabilities  # the name pickled models of earlier versions refer to

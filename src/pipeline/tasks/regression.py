@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import torchmetrics
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pipeline.models.heads import Rescaled
+
+from . import metrics
 from .base import TaskModule
 
 
@@ -40,30 +42,18 @@ class RegressionModule(TaskModule):
     def metric_names(cls, spec) -> tuple[str, ...]:
         return ("mse", "rmse", "mae", "r2")
 
-    def make_metrics(self) -> torchmetrics.MetricCollection:
-        return torchmetrics.MetricCollection({
-            "mse": torchmetrics.MeanSquaredError(),
-            "rmse": torchmetrics.MeanSquaredError(squared=False),
-            "mae": torchmetrics.MeanAbsoluteError(),
-            "r2": torchmetrics.R2Score(),
-        })
+    def metric_inputs(self, output: Tensor) -> Tensor:
+        return self.predict(output)
 
-    def update_metrics(self, metrics, output, target) -> None:
-        metrics.update(self.predict(output), target)
+    def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return metrics.regression(inputs, targets)
 
     def predictor(self) -> nn.Module:
-        return _Rescaled(self.model, self.target_mean, self.target_std)
+        return Rescaled(self.model, self.target_mean, self.target_std)
 
     def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
         from pipeline import plots
 
         return [plots.predicted_vs_true(y_true, outputs.reshape(-1), folder / "predicted_vs_true.png")]
 
-
-class _Rescaled(nn.Module):
-    def __init__(self, model: nn.Module, mean: float, std: float):
-        super().__init__()
-        self.model, self.mean, self.std = model, mean, std
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x) * self.std + self.mean
+_Rescaled = Rescaled  # the name pickled models of earlier versions refer to

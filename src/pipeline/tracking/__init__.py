@@ -20,8 +20,20 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.errors import TrackingFailed, TrackingUnavailable
 from pipeline.ranks import is_rank_zero
 
-from .run import (MLflowLogger, RunHistory, TrackedRun, check_reachable, check_tracking_uri, find_mlflow_logger,
-                  open_client)
+from .run import TrackedRun, check_reachable, check_tracking_uri, open_client
+
+# the Lightning loggers are imported when first used: the store-writer process imports this package and
+# must not pay for Lightning
+_LOGGERS = ("MLflowLogger", "RunHistory", "find_mlflow_logger")
+
+
+def __getattr__(name: str):
+    if name in _LOGGERS:
+        from . import loggers
+
+        return getattr(loggers, name)
+    raise AttributeError(f"module 'pipeline.tracking' has no attribute {name!r}")
+
 
 __all__ = ["MLflowLogger", "RunHistory", "TrackedRun", "TrackingUnavailable", "TrackingFailed", "start_run",
            "log_run_start", "log_run_end", "check_reachable", "check_tracking_uri", "find_mlflow_logger",
@@ -89,12 +101,16 @@ def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optiona
     are redacted: a secret from the environment never reaches the store, the run name or the console."""
     from .redact import redact_text, redact_value
 
+    from .loggers import find_mlflow_logger
+
     mlflow_logger = find_mlflow_logger(loggers)
     if mlflow_logger is None:
         return TrackedRun(None, "", output_dir=output_dir)
     run_name = mlflow_logger.run_name or f"{choice_name(cfg, 'model')}-{choice_name(cfg, 'optimizer')}-{uuid.uuid4().hex[:6]}"
     user_tags = {str(k): str(redact_value(str(k), v)) for k, v in (cfg.get("tags") or {}).items()}
-    run = TrackedRun(
+    from . import remote
+
+    settings = dict(
         tracking_uri=mlflow_logger.tracking_uri,
         experiment_name=redact_text(str(mlflow_logger.experiment_name)),
         run_name=redact_text(str(run_name)),
@@ -103,6 +119,13 @@ def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optiona
         tags={"task": cfg.task.name, "seed": str(cfg.seed), **user_tags, **(extra_tags or {})},
         output_dir=output_dir,
     )
+    if remote.enabled() and is_rank_zero():
+        sweep = cfg.get("sweep")
+        trial = bool(sweep) and sweep.get("trial_number") is not None and not sweep.get("final")
+        run = remote.RemoteRun(**settings, log_model_expected=bool(mlflow_logger.log_model and cfg.get("test", True)),
+                               wait_for_store=not trial)
+    else:
+        run = TrackedRun(**settings)
     mlflow_logger.run = run
     run.settings = mlflow_logger
     return run
@@ -117,15 +140,28 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     world = trainer.world_size if trainer is not None else 1
-    params = config_params(resolved, _choices() or {g: choice_name(cfg, g) for g in ("data", "model", "optimizer")}, _overrides())
-    params["effective_batch_size"] = str(cfg.data.batch_size * world * cfg.trainer.get("accumulate_grad_batches", 1))
-    params.setdefault("task", cfg.task.name)
-    run.log_params(params)
-    config_yaml = OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved)))
+    choices = _choices() or {g: choice_name(cfg, g) for g in ("data", "model", "optimizer")}
+    extra = {"effective_batch_size": str(cfg.data.batch_size * world * cfg.trainer.get("accumulate_grad_batches", 1))}
+    if "task" not in choices:
+        extra["task"] = cfg.task.name
+    if hasattr(run, "send_config"):  # flattened and redacted in the store-writer process
+        run.send_config(resolved, choices, _overrides(), extra)
+    else:
+        run.log_params({**config_params(resolved, choices, _overrides()), **extra})
+    config_yaml = _yaml(redact_tree(resolved))
     if is_rank_zero():  # every rank of a DDP run shares the output directory; rank 0 writes it
         (run.output_dir / "config.yaml").write_text(config_yaml)
     run.log_text(config_yaml, "config.yaml")
-    if run.active:
+    if run.active and hasattr(run, "send_provenance"):  # the store-writer process runs git and reads versions
+        from pipeline.config import PROJECT_ROOT
+
+        from .provenance import command_line
+
+        run.send_provenance(PROJECT_ROOT, command_line(), is_rank_zero())
+        data_name = _choices().get("data") or getattr(datamodule, "name", None) or choice_name(cfg, "data")
+        digests = log_dataset_inputs(run, datamodule, data_name)
+        run.set_tags({"data_digest": digests["training"]})
+    elif run.active:
         from pipeline.config import PROJECT_ROOT
 
         git = git_state(PROJECT_ROOT)
@@ -138,24 +174,36 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
             run.log_artifact(diff)
 
 
+def _yaml(tree: dict) -> str:
+    """``OmegaConf.to_yaml`` of a plain tree, without building an OmegaConf node from it first."""
+    import yaml
+    from omegaconf._utils import get_omega_conf_dumper
+
+    return yaml.dump(tree, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
+
+
 def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, trainer, checkpoint, metrics: dict,
                 output_dir: Path, history: list[dict], tested: bool = True, log_model: bool = True) -> None:
     """Test metrics, the best checkpoint, the data module's files (tokenizer), plots and the model; prints
     where the results are. Plots of the test split and the model are made only when the run was tested."""
-    from .artifacts import log_data_artifacts, log_model
+    from .artifacts import log_data_artifacts, start_log_model
 
     settings = getattr(run, "settings", None)
     already_logged = {key for row in history for key in row}  # the test metrics went through the loggers
     run.log_metrics({k: v for k, v in metrics.items() if k not in already_logged}, step=trainer.current_epoch)
     if checkpoint is not None and checkpoint.best_model_path:
         run.log_artifact(Path(checkpoint.best_model_path), "checkpoints")
+    model_logged = None
+    if run.active and settings is not None and settings.log_model and tested and log_model:
+        # started first: the store-writer process exports the model while this process draws the plots
+        model_logged = start_log_model(run, task_module.predictor(), datamodule.example_input(),
+                                       datamodule.raw_input_adapter(), datamodule.spec)
     if is_rank_zero():
         log_data_artifacts(run, datamodule, output_dir)
         if run.active and settings is not None and settings.log_plots:
             _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
-    if run.active and settings is not None and settings.log_model and tested and log_model:
-        log_model(run, task_module.predictor(), datamodule.example_input(), datamodule.raw_input_adapter(),
-                  datamodule.spec)
+    if model_logged is not None:
+        model_logged()
     run.flush()
     _print_summary(run, metrics, output_dir, checkpoint, tested)
 

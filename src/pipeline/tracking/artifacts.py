@@ -6,9 +6,8 @@ import contextlib
 import copy
 import hashlib
 import logging
-import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -34,15 +33,30 @@ def tensor_digest(*tensors: Tensor) -> str:
     return digest.hexdigest()
 
 
+def split_digests(datamodule) -> dict[str, str]:
+    """The digest of each split's tensors, kept on the data module: a sweep's worker reuses one data module
+    for every trial and hashes its splits once."""
+    splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
+              "testing": datamodule.test_split}
+    key = tuple(id(split) for split in splits.values())
+    cached = getattr(datamodule, "_pipeline_split_digests", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items() if split is not None}
+    datamodule._pipeline_split_digests = (key, digests)
+    return digests
+
+
 def dataset_records(datamodule) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
     """MLflow dataset context -> (digest, features, targets) of each split: a streamed data module describes
     its splits without reading them (``dataset_records()``: file paths, sizes and times); the others by
     their tensors."""
     if hasattr(datamodule, "dataset_records"):
         return datamodule.dataset_records()
+    digests = split_digests(datamodule)
     splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
               "testing": datamodule.test_split}
-    return {context: (tensor_digest(split.x, split.y), split.x.numpy(), split.y.numpy())
+    return {context: (digests[context], split.x.numpy(), split.y.numpy())
             for context, split in splits.items() if split is not None}
 
 
@@ -50,23 +64,19 @@ def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]
     """The train/validation/test splits as MLflow dataset inputs, each with the digest of its contents,
     so that two runs on different data (another data set, split, fold or row limit) are told apart.
     Returns the digests by split."""
+    from .inputs import log_dataset_entities, split_description
+
     records = dataset_records(datamodule)
     digests = {context: digest for context, (digest, _, _) in records.items()}
     if not run.active:
         return digests
-    with run.recording("logging the data set inputs"):
-        import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-        source = str(getattr(datamodule, "path", "") or datamodule.data_dir)
-        inputs = []
-        for context, (digest, features, targets) in records.items():
-            with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
-                warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
-                dataset = mlflow.data.from_numpy(features, targets=targets, name=name, digest=digest, source=source)
-            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-        run.client.log_inputs(run.run_id, datasets=inputs)
+    described = [split_description(context, features, targets, digest)
+                 for context, (digest, features, targets) in records.items()]
+    source = str(getattr(datamodule, "path", "") or datamodule.data_dir)
+    if hasattr(run, "send_dataset_inputs"):  # a run recorded by the store-writer process
+        run.send_dataset_inputs(name, source, described)
+    else:
+        log_dataset_entities(run, name, source, described)
     return digests
 
 
@@ -94,14 +104,39 @@ def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adap
     :mod:`pipeline.tracking.raw_model` stores (tables: ``to_dict``/``from_dict``, ``input_schema``), the model
     is a pyfunc model that takes raw rows instead. The text and image adapters (``to_tensor``, picklable) are
     not stored with the model yet: those models take the tensors the data module makes."""
+    return start_log_model(run, predictor, input_example, adapter, spec)()
+
+
+def start_log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adapter=None,
+                    spec=None) -> Callable[[], Optional[str]]:
+    """Start logging the model (see :func:`log_model`); the returned function waits until it is logged and returns
+    the format. A run recorded by the store-writer process exports and logs it there, while this process goes
+    on (drawing the plots); in-process it is done before this returns. A raw-rows model is logged from this
+    process."""
     if not run.active:
-        return None
+        return lambda: None
     if adapter is not None and hasattr(adapter, "to_dict") and hasattr(adapter, "input_schema"):
         from .raw_model import log_raw_input_model
 
-        return log_raw_input_model(run, predictor, adapter, spec, input_example, MODEL_NAME)
+        here = run.in_process() if hasattr(run, "in_process") else run
+        logged_raw = log_raw_input_model(here, predictor, adapter, spec, input_example, MODEL_NAME)
+        return lambda: logged_raw
     predictor = _on_cpu(predictor).eval()
     example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
+    if hasattr(run, "start_model"):
+        wait = run.start_model(predictor, example)
+
+        def finish() -> Optional[str]:
+            logged, in_process = wait()
+            # the writer could not load the module (e.g. a class defined in __main__): logged here then
+            return logged if in_process is None else _log_model_here(in_process, predictor, example)
+
+        return finish
+    logged = _log_model_here(run, predictor, example)
+    return lambda: logged
+
+
+def _log_model_here(run: TrackedRun, predictor: nn.Module, example: Tensor) -> Optional[str]:
     with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan():
         for serialization in ("pt2", "pickle"):
             logged = run.client.create_logged_model(run.experiment_id, name=MODEL_NAME, source_run_id=run.run_id)

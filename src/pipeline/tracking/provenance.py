@@ -66,16 +66,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def provenance_tags(root: Path, git: Optional[GitState]) -> dict[str, str]:
-    """Run tags: git commit and dirty flag, command line, host, user and library versions.
+def provenance_tags(root: Path, git: Optional[GitState], command: Optional[str] = None) -> dict[str, str]:
+    """Run tags: git commit and dirty flag, command line (``command``: as the training process was started;
+    default: this process's), host, user and library versions.
 
     MLflow's own ``mlflow.source.*``/``mlflow.user`` tags are set too, so the UI shows them in its
     Source and User columns."""
+    command = command_line() if command is None else command
     tags = {
-        "command": command_line(),
+        "command": command,
         "host": socket.gethostname(),
         "mlflow.user": _user(),
-        "mlflow.source.name": command_line()[:500],
+        "mlflow.source.name": command[:500],
         "mlflow.source.type": "LOCAL",
     }
     tags.update({f"{name}_version": version for name, version in library_versions().items()})

@@ -19,9 +19,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from pytorch_lightning.loggers.logger import Logger
-from pytorch_lightning.utilities import rank_zero_only
-
 from pipeline.errors import TrackingFailed, TrackingUnavailable
 from pipeline.ranks import is_rank_zero
 
@@ -223,6 +220,15 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 
+def ending(exc_type, exc) -> tuple[str, Optional[str]]:
+    """(status, error tag) of a run left with this exception (none: FINISHED)."""
+    if exc_type is None:
+        return "FINISHED", None
+    if issubclass(exc_type, KeyboardInterrupt):
+        return "KILLED", "interrupted (Ctrl-C or SIGTERM)"
+    return "FAILED", redact_text(f"{exc_type.__name__}: {exc}")[:5000] if exc is not None else None
+
+
 class TrackedRun:
     """Context manager around one MLflow run. With ``tracking_uri=None`` it records nothing.
 
@@ -241,6 +247,8 @@ class TrackedRun:
         parent_run_id: Optional[str] = None,
         enabled: bool = True,
         output_dir: Optional[Path] = None,
+        close_orphans: bool = True,
+        on_failure=None,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -260,6 +268,9 @@ class TrackedRun:
         self._last_write = -math.inf
         self._heartbeat: Optional[threading.Event] = None
         self.final_status: Optional[str] = None
+        self.close_orphans = close_orphans  # the store-writer process does it once, not for every run
+        self.closed_orphans: list[str] = []
+        self.on_failure = on_failure  # told the failure message once, when the store fails
 
     @property
     def active(self) -> bool:
@@ -271,20 +282,26 @@ class TrackedRun:
         if not self.enabled:
             return self
         check_reachable(self.tracking_uri)
+        self.create()
+        return self
+
+    def create(self, liveness: Optional[dict] = None) -> None:
+        """Create the MLflow run (the store opened, its experiment created when new). ``liveness``: the tags
+        that tell whether the training process still runs (the store-writer process passes its parent's)."""
         prepare_local_store(self.tracking_uri)
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         self.client = open_client(self.tracking_uri)
-        self.closed_orphans = close_orphaned_runs(self.client)
+        if self.close_orphans:
+            self.closed_orphans = close_orphaned_runs(self.client)
         self.experiment_id = self.experiment()
-        tags = {**self.tags, **liveness_tags()}
+        tags = {**self.tags, **(liveness or liveness_tags())}
         if self.parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self.run_name = run.info.run_name
         self._start_heartbeat()
-        return self
 
     def _start_heartbeat(self) -> None:
         """A tag with the time, renewed every HEARTBEAT_S: a run whose process died on another machine is
@@ -335,29 +352,27 @@ class TrackedRun:
             self._heartbeat.set()
         if not self.enabled or self.run_id is None:
             return False
-        if exc_type is None:
-            status = "FINISHED"
-        elif issubclass(exc_type, KeyboardInterrupt):
-            status = "KILLED"
-        else:
-            status = "FAILED"
-        self.flush()
-        if self.active:
-            with self.recording("ending the run"):
-                if status == "KILLED":
-                    self.client.set_tag(self.run_id, "error", "interrupted (Ctrl-C or SIGTERM)")
-                elif exc is not None:
-                    self.client.set_tag(self.run_id, "error", redact_text(f"{exc_type.__name__}: {exc}")[:5000])
-                self.client.set_terminated(self.run_id, status=status)
-                self.final_status = status
-        if self._writer is not None:
-            self._writer.shutdown(wait=False)
+        self.end(*ending(exc_type, exc))
         if self.failure is not None:
             message = self.failure_message()
             if exc_type is None:
                 raise TrackingFailed(message)
             log.error(message)  # the original error matters more; say where the results are anyway
         return False
+
+    def end(self, status: str, error: Optional[str]) -> None:
+        """Send what is queued, then mark the run ``status`` (FINISHED, FAILED or KILLED) with ``error`` as its tag."""
+        if self._heartbeat is not None:
+            self._heartbeat.set()
+        self.flush()
+        if self.active:
+            with self.recording("ending the run"):
+                if error:
+                    self.client.set_tag(self.run_id, "error", error)
+                self.client.set_terminated(self.run_id, status=status)
+                self.final_status = status
+        if self._writer is not None:
+            self._writer.shutdown(wait=False)
 
     def failure_message(self) -> str:
         where = f"in {self.output_dir}" if self.output_dir else "in the run's output directory"
@@ -378,6 +393,8 @@ class TrackedRun:
             self.failure = f"while {what}: {type(error).__name__}: {redact_text(' '.join(str(error).split()))[:300]}"
             log.error("MLflow store failed %s; training goes on without it, results are kept in %s",
                       self.failure, self.output_dir)
+            if self.on_failure is not None:
+                self.on_failure(self.failure)
 
     # ----- logging ---------------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -458,99 +475,3 @@ class TrackedRun:
         if self.active:
             with self.recording(f"logging {artifact_file}"):
                 self.client.log_dict(self.run_id, data, artifact_file)
-
-class RunHistory(Logger):
-    """Every epoch's metrics of this run, kept in memory (for the plots and the summary) and appended to a
-    JSON-lines file (``metrics.jsonl`` in the output directory) that survives a store failure. Always
-    present, whichever loggers the config names."""
-
-    def __init__(self, local_path: Optional[Path] = None):
-        super().__init__()
-        self.local_path = local_path
-        self.history: list[dict] = []
-
-    @property
-    def name(self) -> str:
-        return "history"
-
-    @property
-    def version(self) -> str:
-        return "local"
-
-    @rank_zero_only
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        metrics = {k: float(v) for k, v in metrics.items()}
-        epoch = int(metrics.pop("epoch", step or 0))
-        if not metrics:
-            return
-        self.history.append({"epoch": epoch, **metrics})
-        if self.local_path is not None:
-            with self.local_path.open("a") as handle:
-                handle.write(json.dumps(self.history[-1]) + "\n")
-
-
-class MLflowLogger(Logger):
-    """The MLflow side of a run, as a Lightning logger built from ``conf/logger/mlflow.yaml``. Its settings
-    say where and how the run is recorded; ``tracking.start_run`` opens the :class:`TrackedRun` and hands it
-    to this logger, which then sends every epoch's metrics (epoch as step) to it."""
-
-    def __init__(self, tracking_uri: Optional[str] = None, artifact_location: Optional[str] = None,
-                 experiment_name: str = "default", run_name: Optional[str] = None, log_model: bool = True,
-                 log_plots: bool = True):
-        super().__init__()
-        self.tracking_uri = tracking_uri
-        self.artifact_location = artifact_location
-        self.experiment_name = experiment_name
-        self.run_name = run_name
-        self.log_model = log_model
-        self.log_plots = log_plots
-        self.run: Optional[TrackedRun] = None
-
-    @staticmethod
-    def check_config(node) -> None:
-        """Refused at config validation, before any data is loaded: a store MLflow cannot use, an empty
-        experiment name."""
-        from pipeline.errors import ConfigError
-
-        uri = node.get("tracking_uri")
-        if uri:
-            check_tracking_uri(str(uri))
-        name = node.get("experiment_name")
-        if name is None or not str(name).strip():
-            raise ConfigError("logger.mlflow.experiment_name is empty; name the experiment, e.g. "
-                              "logger.mlflow.experiment_name=my-study (the default is the task's name)")
-
-    @property
-    def name(self) -> str:
-        return "mlflow"
-
-    @property
-    def version(self) -> str:
-        return (self.run.run_id if self.run is not None else None) or "local"
-
-    @rank_zero_only
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass  # the whole config is logged by tracking.log_run_start, flattened and redacted
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        if self.run is None:
-            return
-        metrics = {k: float(v) for k, v in metrics.items()}
-        epoch = int(metrics.pop("epoch", step or 0))
-        if metrics:
-            self.run.log_metrics(metrics, step=epoch)
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        if self.run is not None:
-            self.run.flush()
-
-
-def find_mlflow_logger(loggers) -> Optional[MLflowLogger]:
-    """The MLflow logger among a run's loggers (others, such as CSV or TensorBoard, may sit beside it)."""
-    return next((logger for logger in loggers or () if isinstance(logger, MLflowLogger)), None)

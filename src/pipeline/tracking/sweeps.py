@@ -8,9 +8,22 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from .redact import redact_text
-from .run import TrackedRun, check_reachable, open_client, prepare_local_store
+from .run import check_reachable, open_client, prepare_local_store
 
 log = logging.getLogger("pipeline.sweep")
+
+
+def store_calls(tracking_uri: str, calls: list[tuple[str, tuple, dict]], wait: bool = True) -> Optional[list]:
+    """MlflowClient calls ``(method, args, kwargs)``, made by the store-writer process (or here, with
+    ``PIPELINE_STORE_WRITER=0``); entities travel as tuples (see ``store_process.StoreServer``)."""
+    from . import remote
+
+    if remote.enabled():
+        return remote.client_calls(tracking_uri, calls, wait=wait)
+    from .store_process import StoreServer
+
+    client = open_client(tracking_uri)
+    return [StoreServer._client_call(client, method, args, kwargs) for method, args, kwargs in calls]
 
 
 class ParentRun:
@@ -35,57 +48,49 @@ class ParentRun:
     def enabled(self) -> bool:
         return bool(self.tracking_uri)
 
-    def _client(self):
-        return open_client(self.tracking_uri)
-
     def create(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Optional[str]:
         if not self.enabled:
             return None
-        from mlflow.entities import Param
-
         check_reachable(self.tracking_uri)
         prepare_local_store(self.tracking_uri)
-        locator = TrackedRun(self.tracking_uri, self.experiment_name, artifact_location=self.artifact_location)
-        locator.client = client = self._client()
-        run = client.create_run(locator.experiment(), run_name=name, tags={"sweep.role": "parent", **tags})
-        client.log_batch(run.info.run_id, params=[Param(k, redact_text(str(v))[:6000]) for k, v in params.items()])
-        return run.info.run_id
+        [experiment_id] = store_calls(self.tracking_uri, [
+            ("experiment_id", (self.tracking_uri, self.experiment_name, self.artifact_location), {})])
+        [run_id] = store_calls(self.tracking_uri, [
+            ("create_run", (experiment_id,), {"run_name": name, "tags": {"sweep.role": "parent", **tags}})])
+        store_calls(self.tracking_uri, [("log_batch", (run_id,), {
+            "params": [(k, redact_text(str(v))[:6000]) for k, v in params.items()]})])
+        return run_id
 
     def attach(self, run_id: Optional[str], tags: Mapping[str, str]) -> None:
         self.run_id = run_id if self.enabled else None
         if self.run_id:
-            client = self._client()
-            client.update_run(self.run_id, status="RUNNING")
-            for key, value in tags.items():
-                client.set_tag(self.run_id, key, str(value))
+            store_calls(self.tracking_uri, [("update_run", (self.run_id,), {"status": "RUNNING"})]
+                        + [("set_tag", (self.run_id, key, str(value)), {}) for key, value in tags.items()])
 
     def record(self, files: Mapping[str, list[Path]], metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
         """Files ({artifact folder: paths}), metrics and tags of the sweep's summary."""
         if not self.run_id:
             return
-        from mlflow.entities import Metric, RunTag
-
-        client = self._client()
-        for folder, paths in files.items():
-            for path in paths:
-                client.log_artifact(self.run_id, str(path), folder)
         now = int(time.time() * 1000)
-        client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                         tags=[RunTag(k, redact_text(str(v))[:5000]) for k, v in tags.items()])
+        calls = [("log_artifact", (self.run_id, str(path), folder), {}) for folder, paths in files.items()
+                 for path in paths]
+        calls.append(("log_batch", (self.run_id,), {
+            "metrics": [(k, float(v), now, 0) for k, v in metrics.items()],
+            "tags": [(k, redact_text(str(v))[:5000]) for k, v in tags.items()]}))
+        store_calls(self.tracking_uri, calls)
 
     def finish(self, status: str) -> None:
         if self.run_id:
-            self._client().set_terminated(self.run_id, status=status)
+            store_calls(self.tracking_uri, [("set_terminated", (self.run_id,), {"status": status})])
 
 
 def tag_run(tracking_uri: Optional[str], run_id: Optional[str], tags: Mapping[str, str]) -> None:
-    """Tags on a trial's run; tracking is a side channel, so a store error is only logged."""
+    """Tags on a trial's run; tracking is a side channel, so a store error is only logged (nobody waits)."""
     if not tracking_uri or not run_id:
         return
     try:
-        client = open_client(tracking_uri)
-        for key, value in tags.items():
-            client.set_tag(run_id, key, str(value))
+        store_calls(tracking_uri, [("set_tag", (run_id, key, str(value)), {}) for key, value in tags.items()],
+                    wait=False)
     except Exception as error:
         log.warning("could not tag MLflow run %s: %s", run_id, error)
 
@@ -95,9 +100,8 @@ def close_stale_run(tracking_uri: Optional[str], run_id: Optional[str], reason: 
     if not tracking_uri or not run_id:
         return
     try:
-        client = open_client(tracking_uri)
-        client.set_tag(run_id, "sweep.state", "FAIL")
-        client.set_tag(run_id, "error", reason)
-        client.set_terminated(run_id, status="KILLED")
+        store_calls(tracking_uri, [("set_tag", (run_id, "sweep.state", "FAIL"), {}),
+                                   ("set_tag", (run_id, "error", reason), {}),
+                                   ("set_terminated", (run_id,), {"status": "KILLED"})], wait=False)
     except Exception as error:
         log.warning("could not close MLflow run %s: %s", run_id, error)

@@ -1,0 +1,242 @@
+"""Speed without losing what a run or a sweep guarantees (issue 13): what is imported where, the store-writer
+process, checkpoints kept in memory between writes, metrics in one pass, data reused by a sweep's worker, and
+trials that never look at the test split."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import PROJECT_ROOT, compose_for_train, new_store, run_cli, runs_in
+
+
+def python(code: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+# ----- imports -------------------------------------------------------------------------------------------
+def test_a_tabular_run_without_tracking_imports_neither_mlflow_nor_plotting_nor_vision(tmp_path):
+    result = python(f"""
+        import sys
+        from conftest import compose
+        from pipeline.train import train
+        cfg = compose(["data=synthetic_binary", "trainer.max_epochs=1", "logger=none",
+                       "paths.output_dir={tmp_path / 'out'}"])
+        train(cfg)
+        heavy = ("mlflow", "matplotlib", "torchvision", "scipy", "sklearn", "pandas", "pyarrow", "sqlalchemy")
+        print("IMPORTED", sorted(name for name in heavy if name in sys.modules))
+    """, env={"PYTHONPATH": str(PROJECT_ROOT / "tests")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "IMPORTED []" in result.stdout, result.stdout[-2000:]
+
+
+def test_a_tracked_run_records_everything_without_importing_mlflow_in_the_training_process(tmp_path, migrated_store_db):
+    """MLflow lives in the store-writer process; the run in the store is still complete when train() returns:
+    params, per-epoch metrics, test metrics, the model, plots and FINISHED."""
+    store = new_store(tmp_path, migrated_store_db)
+    result = python(f"""
+        import sys
+        from conftest import compose_for_train
+        from pipeline.train import train
+        store = {{"artifacts": {store['artifacts']!r}, "outputs": {str(store['outputs'])!r}}}
+        train(compose_for_train(store, ["trainer.max_epochs=2"]))
+        print("MLFLOW IMPORTED", "mlflow" in sys.modules, "matplotlib" in sys.modules)
+    """, env={"PYTHONPATH": str(PROJECT_ROOT / "tests")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MLFLOW IMPORTED False True" in result.stdout  # plots are drawn here, at the end
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED"
+    assert {"val/loss", "train/loss", "test/acc", "val/loss_best"} <= set(run.data.metrics)
+    assert run.data.params["optimizer._target_"] == "torch.optim.Adam" and run.data.tags["git_commit"]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} >= {"plots/learning_curves.png"}
+    [model] = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id and model.status.name == "READY"
+
+
+def test_a_store_writer_that_dies_mid_run_ends_the_run_with_tracking_failed_and_loses_nothing(tmp_path,
+                                                                                            migrated_store_db):
+    from pytorch_lightning import Callback
+
+    from pipeline.errors import TrackingFailed
+    from pipeline.tracking.remote import StoreWriter
+    from pipeline.train import train
+
+    class KillTheWriter(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                writer = StoreWriter.get()
+                writer.process.kill()
+                writer.process.wait()
+
+    store = new_store(tmp_path, migrated_store_db)
+    with pytest.raises(TrackingFailed, match="nothing is lost") as failed:
+        train(compose_for_train(store, ["trainer.max_epochs=4", "logger.mlflow.log_model=false"]),
+              callbacks=[KillTheWriter()])
+    assert str(store["outputs"]) in str(failed.value)
+    lines = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    assert sum("train/loss" in line for line in lines) == 4 and any("test/acc" in line for line in lines)
+    assert (store["outputs"] / "checkpoints" / "last.ckpt").is_file()
+
+
+# ----- checkpoints kept in memory between writes ------------------------------------------------------------
+@pytest.mark.unit
+def test_checkpoints_written_within_the_interval_are_kept_in_memory_and_written_together(tmp_path):
+    from pipeline.callbacks import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO(write_interval_s=3600)
+    weights = torch.zeros(3)
+    last, best_1, best_2 = tmp_path / "last.ckpt", tmp_path / "best-1.ckpt", tmp_path / "best-2.ckpt"
+    io.save_checkpoint({"epoch": 0, "w": weights}, best_1)
+    io.save_checkpoint({"epoch": 0, "w": weights, "best": str(best_1)}, last)  # last.ckpt: written at once
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    weights += 1  # training goes on changing the tensors in place
+    io.save_checkpoint({"epoch": 1, "w": weights}, best_2)
+    io.remove_checkpoint(best_1)  # the last.ckpt on disk still names best-1: kept until best-2 is on disk
+    io.save_checkpoint({"epoch": 1, "w": weights, "best": str(best_2)}, last)
+    weights += 1
+    assert not best_2.exists() and best_1.exists() and torch.load(last, weights_only=True)["epoch"] == 0
+    io.teardown()  # end of training, Ctrl-C or an error: Lightning tears the run down
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 1 and saved["best"] == str(best_2) and torch.equal(saved["w"], torch.ones(3))
+    assert torch.equal(torch.load(best_2, weights_only=True)["w"], torch.ones(3)) and not best_1.exists()
+
+
+def test_an_interrupt_between_writes_saves_the_last_completed_epoch(tmp_path, store):
+    """With nothing written for the interval, Ctrl-C still leaves last.ckpt at the end of the last completed epoch,
+    and resuming from it gives the uninterrupted run's metrics exactly."""
+    from pytorch_lightning import Callback
+
+    from pipeline.errors import RunInterrupted
+    from pipeline.train import train
+
+    class InterruptMidEpoch(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 3 and batch_idx == 2:
+                raise KeyboardInterrupt
+
+    args = ["data=synthetic_binary", "data.limit_rows=400", "model.dropout=0.3", "trainer.max_epochs=6",
+            "logger=none", "callbacks=model_checkpoint", "callbacks.model_checkpoint.write_interval_s=3600"]
+    with pytest.raises(RunInterrupted) as interrupted:
+        train(compose_for_train(store, args), callbacks=[InterruptMidEpoch()])
+    last = interrupted.value.resume_from
+    assert torch.load(last, weights_only=True)["epoch"] == 2  # epochs 0-2 completed, not the first one's state
+    resumed = dict(store, outputs=tmp_path / "resumed")
+    metrics = train(compose_for_train(resumed, [*args, f"ckpt_path={last}"]))
+    whole = dict(store, outputs=tmp_path / "whole")
+    expected = train(compose_for_train(whole, args))
+    assert metrics["test/acc"] == expected["test/acc"] and metrics["val/loss_best"] == expected["val/loss_best"]
+
+
+# ----- metrics in one pass ------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_one_pass_metrics_match_torchmetrics_with_ties_and_absent_classes():
+    import torchmetrics
+    from torchmetrics import classification as tc
+
+    from pipeline.tasks import metrics
+
+    generator = torch.Generator().manual_seed(0)
+    for rows in (1, 2, 7, 46, 113):
+        scores = (torch.rand(rows, generator=generator) * 8).round() / 8  # ties, and exactly 0.5
+        for targets in (torch.randint(0, 2, (rows,), generator=generator), torch.zeros(rows, dtype=torch.long)):
+            ours = metrics.binary(scores, targets)
+            theirs = {"acc": tc.BinaryAccuracy()(scores, targets), "f1": tc.BinaryF1Score()(scores, targets),
+                      "auroc": tc.BinaryAUROC()(scores, targets)}
+            for name, value in theirs.items():
+                assert float(ours[name]) == pytest.approx(float(value), abs=1e-6), (rows, name)
+        probabilities = torch.rand(rows, 4, generator=generator).softmax(-1)
+        labels = torch.randint(0, 3, (rows,), generator=generator)  # class 3 never occurs
+        ours = metrics.multiclass(probabilities, labels, 4)
+        assert float(ours["acc"]) == pytest.approx(float(tc.MulticlassAccuracy(4, average="micro")(probabilities, labels)))
+        assert float(ours["f1"]) == pytest.approx(float(tc.MulticlassF1Score(4, average="macro")(probabilities, labels)))
+        if rows > 1:
+            predictions, truth = torch.randn(rows, generator=generator), torch.randn(rows, generator=generator)
+            ours = metrics.regression(predictions, truth)
+            assert float(ours["r2"]) == pytest.approx(float(torchmetrics.R2Score()(predictions, truth)), abs=1e-5)
+            assert float(ours["mae"]) == pytest.approx(float(torchmetrics.MeanAbsoluteError()(predictions, truth)))
+            assert float(ours["rmse"]) == pytest.approx(
+                float(torchmetrics.MeanSquaredError(squared=False)(predictions, truth)))
+
+
+# ----- a sweep's worker ---------------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_a_worker_sets_up_its_data_once_per_data_config():
+    from conftest import compose
+
+    from pipeline.train import PreparedData
+
+    prepared = PreparedData()
+    first = prepared(compose(["data=synthetic_binary", "optimizer.lr=0.1"]))
+    assert prepared(compose(["data=synthetic_binary", "optimizer.lr=0.01", "model.dropout=0.2"])) is first
+    other = prepared(compose(["data=synthetic_binary", "data.n_samples=500"]))
+    assert other is not first and len(other.train_split) < len(first.train_split)
+
+
+def test_trials_never_evaluate_the_test_split_or_write_checkpoints_and_the_best_config_reproduces_the_trial(
+        tmp_path, migrated_store_db):
+    """Only the final run of the best trial runs a test step; no trial folder holds a checkpoint (Lightning's
+    default checkpoint included); the best config, trained as an experiment, gives the trial's value exactly."""
+    from conftest import run_cli_in_process
+    from optuna.trial import TrialState
+
+    import optuna
+    from pipeline.tasks.base import TaskModule
+
+    store = new_store(tmp_path, migrated_store_db)
+    tested_in: list[str] = []
+    original = TaskModule.test_step
+
+    def recording_test_step(self, batch, batch_idx):
+        tested_in.append(Path(self.trainer.default_root_dir).name)
+        return original(self, batch, batch_idx)
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    TaskModule.test_step = recording_test_step
+    try:
+        result = run_cli_in_process(["-m", "hparams_search=classification_optuna", "data.limit_rows=300",
+                                     "trainer.max_epochs=3", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler=random",
+                                     f"hydra.sweeper.storage={storage}", f"paths.mlruns_dir={store['outputs'].parent / 'mlruns'}",
+                                     f"hydra.sweep.dir={store['outputs']}"])
+    finally:
+        TaskModule.test_step = original
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="classification_optuna", storage=storage).get_trials(deepcopy=False)
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert set(tested_in) == {f"best-{best.number}"}, tested_in
+    trial_dirs = [p for p in store["outputs"].iterdir() if p.name.isdigit()]
+    assert len(trial_dirs) == 4 and not [p for d in trial_dirs for p in d.rglob("*.ckpt")]
+    assert list((store["outputs"] / f"best-{best.number}" / "checkpoints").glob("*.ckpt"))
+    children = [r for r in runs_in(store) if "sweep.trial_number" in r.data.tags and "best" not in r.data.tags]
+    assert len(children) == 4 and all(not any(k.startswith("test/") for k in r.data.metrics) for r in children)
+
+    rerun = run_cli(["--config-dir", str(store["outputs"]), "experiment=classification_optuna_best", "logger=none",
+                     f"hydra.run.dir={tmp_path / 'best-again'}"])
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "best-again" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["val/loss_best"] for row in rows if "val/loss_best" in row][-1] == best.value
+
+
+@pytest.mark.slow
+def test_the_sweep_benchmark_compares_the_pipeline_with_a_hand_written_script(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["BENCHMARK_RESULTS_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "benchmarks/sweep.py", "--vs-plain", "--smoke"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "sweep_vs_plain_breast_cancer_smoke.json").read_text())
+    [run] = report["by_trials"]["2"]["runs"]
+    assert run["pipeline"] > 0 and run["plain"] > 0 and "2 of 2 trials finished" in run["pipeline_trials"]
+    assert "| 2 | 1 | pipeline |" in result.stdout
