@@ -124,7 +124,22 @@ def check_training_command(arguments: list[str], tmp_path: Path, monkeypatch) ->
     GlobalHydra.instance().clear()
     if "model.name=" in " ".join(plain) and "transformer" in " ".join(plain):
         return  # a Hugging Face model id: validation would (rightly) refuse it here, where nothing is downloaded
+    if cfg.model._target_.endswith("TorchvisionClassifier") and str(cfg.model.get("weights")) not in ("none", "None"):
+        cache_pretrained_weights(str(cfg.model.name), tmp_path / "torch", monkeypatch)
     validate(cfg)
+
+
+def cache_pretrained_weights(name: str, torch_home: Path, monkeypatch) -> None:
+    """What downloading the weights would leave in torch hub's cache (random values: nothing is downloaded
+    here), so validation checks the command as on a machine that has them."""
+    import torch
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    cached = torch_home / "hub" / "checkpoints" / Path(weights.url).name
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision.models.get_model(name).state_dict(), cached)
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
 
 
 TOOLS = {"pipeline-compare": "pipeline.cli.compare", "pipeline-rerun": "pipeline.cli.rerun",

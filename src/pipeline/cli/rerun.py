@@ -30,9 +30,9 @@ from pipeline.config import ConfigError
 
 # Modules whose classes a rerun may build (a class's defining module must be one of these or below it)
 ALLOWED_MODULES = ("pipeline.data", "pipeline.models", "pipeline.schedulers", "pipeline.callbacks",
-                   "pipeline.tracking.run", "torch.optim", "pytorch_lightning.callbacks", "pytorch_lightning.loggers",
-                   "pytorch_lightning.strategies", "pytorch_lightning.plugins", "pytorch_lightning.trainer.trainer",
-                   "lightning_fabric.plugins")
+                   "pipeline.fine_tuning", "pipeline.tracking.run", "pipeline.tracking.loggers", "torch.optim",
+                   "pytorch_lightning.callbacks", "pytorch_lightning.loggers", "pytorch_lightning.strategies",
+                   "pytorch_lightning.plugins", "pytorch_lightning.trainer.trainer", "lightning_fabric.plugins")
 # keys whose value is a folder the built object writes into
 WRITTEN_FOLDER_KEYS = ("dirpath", "save_dir", "default_root_dir", "log_dir", "output_dir", "root_dir")
 # groups picked by name on pipeline-train's command line; a rerun changes values inside them instead

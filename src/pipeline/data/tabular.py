@@ -5,15 +5,18 @@ import csv
 import logging
 import time
 from pathlib import Path
-from typing import ClassVar, Optional, Union
+from typing import TYPE_CHECKING, ClassVar, Optional, Union
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split
-from .preprocessing import CATEGORICAL_ENCODINGS, MISSING_TOKENS, NUMERIC_TRANSFORMS, TablePreprocessor
-from .tables import check_numeric_column, class_labels, column_kinds, read_table, regression_targets
+
+if TYPE_CHECKING:
+    from .preprocessing import TablePreprocessor
+
+# pandas (with pyarrow) is imported by the table files' reader and preprocessing only (tables.py,
+# preprocessing.py): the bundled and synthetic data sets do not pay its ~0.5 s import
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +216,8 @@ class CsvData(TabularDataModule):
         if task_kind not in ("regression", "classification"):
             raise DataError(f"data.task_kind must be 'regression' or 'classification', got {task_kind!r}")
         self.task_kind = task_kind  # an instance attribute: one table reader serves both tasks
+        from .preprocessing import CATEGORICAL_ENCODINGS, NUMERIC_TRANSFORMS
+
         _choice("data.categorical_encoding", categorical_encoding, CATEGORICAL_ENCODINGS)
         _choice("data.numeric_transform", numeric_transform, NUMERIC_TRANSFORMS)
         if min_category_count < 1:
@@ -239,6 +244,8 @@ class CsvData(TabularDataModule):
         return path
 
     def _read(self, path: Path):
+        from .tables import read_table
+
         return read_table(path, self.format, self.sep, self.na_values, self.encoding)
 
     def _feature_columns(self, columns: list[str], path: Path) -> list[str]:
@@ -255,6 +262,10 @@ class CsvData(TabularDataModule):
         return [c for c in chosen if c not in self.drop]
 
     def load(self) -> LoadedData:
+        import pandas as pd
+
+        from .tables import check_numeric_column, class_labels, column_kinds, regression_targets
+
         started = time.perf_counter()
         train = self._read(self._resolve(self.path, "data.path"))
         columns = list(train.frame.columns)
@@ -314,6 +325,8 @@ class CsvData(TabularDataModule):
 
     # ----- preprocessing: fitted on the training rows only -------------------------------------------------
     def fit_preprocessing(self, train: Split) -> None:
+        from .preprocessing import MISSING_TOKENS, TablePreprocessor
+
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
             self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,

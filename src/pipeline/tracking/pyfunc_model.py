@@ -78,7 +78,8 @@ class RawRowsModel(PythonModel):
         if meta.get("predictor_format", "pt2") == "pt2":
             self.predictor = torch.export.load(artifacts["predictor"]).module()
         else:  # a network torch.export could not trace, saved pickled: needs the classes it was built from
-            self.predictor = torch.load(artifacts["predictor"], weights_only=False).eval()
+            # not a checkpoint: the run's own logged model, unpickled only by whoever loads it (as mlflow.pytorch does)
+            self.predictor = torch.load(artifacts["predictor"], weights_only=False).eval()  # logged-model-pickle
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return predict_frame(self.adapter, self.predictor, self.task_kind, self.class_names, model_input)

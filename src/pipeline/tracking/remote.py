@@ -152,6 +152,26 @@ class StoreWriter:
             self.process.kill()
 
 
+def _release_in_child() -> None:
+    """In a process forked from one with a writer (DataLoader workers): let go of the pipe to the writer. The
+    writer ends when its input reaches end-of-file, which never happens while a forked copy of the write end
+    stays open (persistent workers outlive the training loop): the command would wait for it at exit."""
+    writer = StoreWriter._instance
+    stdin = getattr(getattr(writer, "process", None), "stdin", None)
+    if stdin is None:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdin.fileno())  # the file object stays valid; the pipe's write end is released
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    writer.closed = True  # the child never writes to its parent's writer
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
 def close_writer() -> None:
     """Wait until this process's writer has carried out every request and exited (also done at exit)."""
     writer = StoreWriter._instance

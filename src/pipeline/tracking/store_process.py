@@ -260,15 +260,27 @@ def main() -> None:
 class Lanes:
     """One queue and thread per run (requests carrying its ``key``), one for everything else: the requests of a
     run are carried out in order, while a new trial's run is created without waiting behind the previous
-    trial's writes."""
+    trial's writes. A ``client_call`` (tags on a run this process did not start, e.g. a finished trial's state)
+    is carried out after everything already asked of every run: it may tag a run whose own lane is still
+    writing."""
 
     def __init__(self, server: StoreServer):
         self.server = server
         self.lanes: dict[Any, tuple[queue.Queue, threading.Thread]] = {}
+        self.ending: list[threading.Thread] = []  # lanes told to end (their run's end_run is queued)
 
     def put(self, request: tuple) -> None:
         op, request_id, arguments = request
         lane = arguments.get("key") if op not in ("warm", "client_call", "call_function") else None
+        if op == "client_call":
+            self.ending = [thread for thread in self.ending if thread.is_alive()]
+            markers = []
+            for key, (inbox, _) in self.lanes.items():
+                if key is not None:
+                    marker = threading.Event()
+                    inbox.put(marker)
+                    markers.append(marker)
+            request = ("after", list(self.ending), markers, request)
         if lane not in self.lanes:
             inbox: queue.Queue = queue.Queue()
             thread = threading.Thread(target=self._serve, args=(inbox,), name=f"store-lane-{lane}")
@@ -276,13 +288,24 @@ class Lanes:
             thread.start()
         self.lanes[lane][0].put(request)
         if op == "end_run":  # nothing more comes for this run
-            self.lanes.pop(lane)[0].put(None)
+            inbox, thread = self.lanes.pop(lane)
+            inbox.put(None)
+            self.ending.append(thread)
 
     def _serve(self, inbox: queue.Queue) -> None:
         while True:
             request = inbox.get()
             if request is None:
                 return
+            if isinstance(request, threading.Event):  # a later client_call waits for this lane up to here
+                request.set()
+                continue
+            if request[0] == "after":
+                _, threads, markers, request = request
+                for thread in threads:
+                    thread.join()
+                for marker in markers:
+                    marker.wait()
             self.server.handle(*request)
 
     def close(self) -> None:
