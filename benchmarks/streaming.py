@@ -9,7 +9,7 @@
    normalisation statistics, and for the in-memory path decoding every image) beside it.
 2. ``loader``: images/s of the training DataLoader alone (no model): decoding + transforms, 0/1/2 workers, at
    28 px (crop + flip) and on the 224-px files (RandomResizedCrop 224 + flip + TrivialAugmentWide).
-3. ``memory``: peak memory of a streamed run (``python -m pipeline.train``, 2 workers, fixed number of steps)
+3. ``memory``: peak memory of a streamed run (``python -m pipeline.cli.train``, 2 workers, fixed number of steps)
    on folders of 10,000 and 70,000 files, sampled every 50 ms from /proc over the process and its workers:
    the sum of RSS (pages shared by the forked workers counted in each), the sum of PSS (shared pages
    divided among the processes sharing them) and the main process's own RSS.

@@ -82,3 +82,81 @@ def test_a_searched_key_that_no_trial_can_set_stops_the_sweep_before_it_starts(s
                       f"hydra.sweep.dir={tmp_path / 'sweep'}", "model.nonexistent=interval(0,1)"], multirun=True)
     line = refused(result, store, "a trial of this search cannot run", "'model.nonexistent'")
     assert not (tmp_path / "mlruns" / "optuna" / "optuna.db").exists(), line  # no study was created
+
+
+# ----- second round: your own files and pretrained models (tables, image folders, torchvision, transformers) -----
+GOOD_ROWS = [f"{i * 0.37:.2f},{'xyz'[i % 3]},{i % 5},{i % 2}" for i in range(60)]
+FILES = {
+    "good.csv": "a,b,c,label\n" + "\n".join(GOOD_ROWS) + "\n",
+    "empty.csv": "",
+    "header.csv": "a,b,label\n",
+    "semicolons.csv": "a;b;c;label\n" + "\n".join(r.replace(",", ";") for r in GOOD_ROWS) + "\n",
+    "blank_b.csv": "a,b,label\n" + "\n".join(f"{i},,{i % 2}" for i in range(60)) + "\n",
+    "words.csv": "a,b,label\n" + "\n".join(f"{i * 0.5},{i % 3},{'cat' if i % 2 else 'dog'}" for i in range(60)) + "\n",
+    "not_weights.pth": "hello",
+}
+DATA_CASES = [
+    (["data=csv", "data.path={d}/good.csv", "data.target=nope"], ["data.target", "'nope'", "columns are"]),
+    (["data=csv", "data.path={d}/empty.csv", "data.target=label"], ["empty.csv", "empty"]),
+    (["data=csv", "data.path={d}/header.csv", "data.target=label"], ["header.csv", "no data rows"]),
+    (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.test_path={d}/missing.csv"],
+     ["data.test_path", "missing.csv"]),
+    (["data=csv", "data.path={d}/semicolons.csv", "data.target=label"], ["'label'", "a;b;c;label"]),
+    (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.features=[nope]"], ["data.features", "nope"]),
+    (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.format=xlsx"], ["data.format='xlsx'", "parquet"]),
+    (["data=csv", "data.path={d}/blank_b.csv", "data.target=label"], ["no feature columns left", "data.features"]),
+    (["task=regression", "data=csv", "data.path={d}/words.csv", "data.target=label"],
+     ["words.csv:2", "'dog'", "task=classification"]),
+    (["task=image_classification", "data=image_folder", "data.path={d}/no_images"], ["data.path", "no images"]),
+    (["task=image_classification", "data=image_folder", "data.path={d}/nothere"], ["data.path", "not found"]),
+    (["task=image_classification", "data=image_folder", "data.path={d}/no_images", "data.image_size=0"],
+     ["data.image_size", ">= 1"]),
+    (["task=image_classification", "data=image_folder", "data.path={d}/no_images", "data.num_workers=-1"],
+     ["data.num_workers", ">= 0"]),
+    (["task=image_classification", "data=image_folder", "data.path={d}/no_images", "data.in_memory=maybe"],
+     ["data.in_memory='maybe'", "auto"]),
+    (["task=image_classification", "model=torchvision", "model.name=resnet999"], ["model.name='resnet999'", "resnet"]),
+    (["task=image_classification", "model=torchvision", "model.weights={d}/nothere.pth"], ["model.weights", "no such file"]),
+    (["task=image_classification", "model=torchvision", "model.weights={d}/not_weights.pth"],
+     ["model.weights", "not a readable PyTorch state dict"]),
+    (["task=image_classification", "model=torchvision", "model.unfreeze_at_epoch=2"], ["model.freeze_backbone=true"]),
+    (["task=sentiment", "model=transformer", "model.name={d}/nothere"], ["model.name", "no such folder"]),
+]
+
+
+@pytest.fixture
+def files(tmp_path) -> Path:
+    folder = tmp_path / "files"
+    (folder / "no_images" / "train").mkdir(parents=True)
+    for name, text in FILES.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize("args,fragments", DATA_CASES, ids=[" ".join(a)[:70] for a, _ in DATA_CASES])
+def test_a_mistake_with_your_own_files_is_one_line_exit_2_and_no_run(store, files, args, fragments):
+    args = [a.replace("{d}", str(files)) for a in args]
+    refused(run_cli_in_process(["trainer.max_epochs=1", *args], store), store, *fragments)
+
+
+@pytest.mark.parametrize("source,fragments", [
+    ("0123456789abcdef0123456789abcdef", ["0123456789abcdef0123456789abcdef", "not found"]),
+    ("{d}/nothere.ckpt", ["nothere.ckpt", "no such checkpoint file"]),
+    ("{d}/not_weights.pth", ["config.yaml", "run folder"]),
+])
+def test_pipeline_predict_on_what_is_not_a_model_is_one_line_exit_2(store, files, source, fragments):
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli.predict", source.replace("{d}", str(files)),
+                             "--input", str(files / "good.csv"), "--output", str(files / "out.csv"),
+                             "--tracking-uri", store["uri"]],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    assert not (files / "out.csv").exists()

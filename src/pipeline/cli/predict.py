@@ -81,7 +81,7 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
         from pipeline.cli.errors import one_line
 
         raise PredictError(f"cannot load the model {uri} from {tracking_uri}: {one_line(error)[:300]} (was the run "
-                           "logged with logger.log_model=false? then pass its checkpoint file instead)") from None
+                           "logged with logger.mlflow.log_model=false? then pass its checkpoint file instead)") from None
     try:
         python_model = model.unwrap_python_model()
     except Exception:

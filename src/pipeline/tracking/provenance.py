@@ -49,7 +49,7 @@ def command_line(argv: Optional[list[str]] = None) -> str:
     if argv is None:
         argv = list(sys.argv)
         if argv and argv[0].endswith(".py") and getattr(sys, "orig_argv", None):
-            argv = ["python", *sys.orig_argv[1:]]  # as typed: python -m pipeline.train ...
+            argv = ["python", *sys.orig_argv[1:]]  # as typed: python -m pipeline.cli.train ...
     if not argv:
         return ""
     program = Path(argv[0]).name
