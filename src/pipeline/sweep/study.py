@@ -117,15 +117,26 @@ def open_storage(url: str, heartbeat_interval: int = 10) -> "RunningTrialCache":
         engine_kwargs["connect_args"] = {"timeout": 120}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # heartbeat options are "experimental"
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=max(2 * heartbeat_interval, 2),
-            heartbeat_stale_trial_callback=retry_stale_trial,
-        )
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeat options are "experimental"
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=max(2 * heartbeat_interval, 2),
+                    heartbeat_stale_trial_callback=retry_stale_trial,
+                )
+            break
+        except (IntegrityError, ProgrammingError):
+            # two workers started together on a new database both create Optuna's tables (PostgreSQL:
+            # "duplicate key ... pg_type_typname_nsp_index"); the other one won: open it again
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * (attempt + 1))
     if url.startswith("sqlite:"):
         use_write_ahead_log(storage.engine)
     return RunningTrialCache(storage)
