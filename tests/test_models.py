@@ -2,7 +2,6 @@
 the textbook MLP's layer names, padding invariance of the text models, and config errors."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -66,7 +66,7 @@ def test_hydra_does_not_change_working_directory_and_writes_under_outputs():
     assert cfg.paths.data_dir.endswith("data") or cfg.paths.data_dir
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from pipeline.config import CONFIG_DIR, PROJECT_ROOT
+    from pipeline.config import CONFIG_DIR
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         full = hydra_compose(config_name="config", return_hydra_config=True)
@@ -79,8 +79,6 @@ def test_data_dir_follows_environment(monkeypatch):
     monkeypatch.setenv("PIPELINE_DATA_DIR", "/somewhere/else")
     assert compose([]).paths.data_dir == "/somewhere/else"
     monkeypatch.delenv("PIPELINE_DATA_DIR")
-    from pipeline.config import PROJECT_ROOT
-
     assert compose([]).paths.data_dir == str(Path.cwd() / "data")
 
 

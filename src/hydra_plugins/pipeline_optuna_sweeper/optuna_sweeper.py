@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig
 
 from .config import PipelineOptunaSweeperConf  # noqa: F401  (registers the config node)
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .base import DataError, InMemoryDataModule, LoadedData, Split, TensorBatcher, announce_splits
+from .base import DataError, InMemoryDataModule, Split, announce_splits
 
 #: data.in_memory=auto reads a data set into memory when its items as float32 tensors take at most this much
 AUTO_IN_MEMORY_BYTES = 1 << 30

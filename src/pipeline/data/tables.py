@@ -8,7 +8,6 @@ one). :func:`column_kinds` decides, per column, numeric / categorical / left out
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import re
 import warnings

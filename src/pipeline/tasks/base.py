@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from pipeline.errors import NonFiniteLossError
 

@@ -2,8 +2,6 @@
 anywhere), the tokenizer of text tasks, the data set digests, test-set predictions for the plots."""
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import logging
 from pathlib import Path

@@ -7,7 +7,6 @@ ended: FINISHED, FAILED (with the error as a tag) or KILLED (Ctrl-C / SIGTERM).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
