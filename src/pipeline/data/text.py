@@ -470,34 +470,45 @@ class TextTSV(TextDataModule):
             raise DataError(f"{path}:{start}: {error}") from None
         return rows
 
+    def _columns(self, path: Path, line_no: int, header: list[str], required: bool) -> Optional[tuple[int, int]]:
+        """Where the text and label columns are in ``header``; None for a file without labels (not used)."""
+        if self.text_column not in header:
+            raise DataError(
+                f"{path}:{line_no}: no column {self.text_column!r} in the header {header}; set data.text_column"
+            )
+        if self.label_column not in header:
+            if required:
+                raise DataError(
+                    f"{path}:{line_no}: no column {self.label_column!r} in the header {header}; set data.label_column"
+                )
+            log.info("%s has no %r column (unlabelled, like GLUE's test set): not used", path, self.label_column)
+            return None
+        return header.index(self.text_column), header.index(self.label_column)
+
+    def _label(self, path: Path, line_no: int, cells: list[str], header: list[str], label_at: int) -> str:
+        """The label of one data row, after checking the row has every column and a label."""
+        if len(cells) != len(header):
+            raise DataError(
+                f"{path}:{line_no}: expected {len(header)} columns ({', '.join(header)}), found {len(cells)}"
+            )
+        label = cells[label_at].strip()
+        if not label:
+            raise DataError(f"{path}:{line_no}: missing label in column {self.label_column!r}")
+        return label
+
     def _read(self, path: Path, required: bool) -> Optional[tuple[list[str], list[str], list[int]]]:
         rows = self._rows(path)
         if not rows:
             raise DataError(f"{path}: the file is empty (expected a header row with {self.text_column!r} and {self.label_column!r})")
         header = [h.strip() for h in rows[0][1]]
-        if self.text_column not in header:
-            raise DataError(
-                f"{path}:{rows[0][0]}: no column {self.text_column!r} in the header {header}; set data.text_column"
-            )
-        if self.label_column not in header:
-            if required:
-                raise DataError(
-                    f"{path}:{rows[0][0]}: no column {self.label_column!r} in the header {header}; set data.label_column"
-                )
-            log.info("%s has no %r column (unlabelled, like GLUE's test set): not used", path, self.label_column)
+        columns = self._columns(path, rows[0][0], header, required)
+        if columns is None:
             return None
-        text_at, label_at = header.index(self.text_column), header.index(self.label_column)
+        text_at, label_at = columns
         texts, labels, lines = [], [], []
         for line_no, cells in rows[1:]:
-            if len(cells) != len(header):
-                raise DataError(
-                    f"{path}:{line_no}: expected {len(header)} columns ({', '.join(header)}), found {len(cells)}"
-                )
-            label = cells[label_at].strip()
-            if not label:
-                raise DataError(f"{path}:{line_no}: missing label in column {self.label_column!r}")
+            labels.append(self._label(path, line_no, cells, header, label_at))
             texts.append(cells[text_at])
-            labels.append(label)
             lines.append(line_no)
         if not texts:
             raise DataError(f"{path}: no data rows after the header")
@@ -523,25 +534,12 @@ class TextTSV(TextDataModule):
                 cells = decode_line(raw.rstrip(b"\r\n")).split("\t")
                 if header is None:
                     header = [h.strip() for h in cells]
-                    if self.text_column not in header:
-                        raise DataError(f"{path}:{line_no}: no column {self.text_column!r} in the header {header}; "
-                                        "set data.text_column")
-                    if self.label_column not in header:
-                        if required:
-                            raise DataError(f"{path}:{line_no}: no column {self.label_column!r} in the header "
-                                            f"{header}; set data.label_column")
-                        log.info("%s has no %r column (unlabelled, like GLUE's test set): not used", path,
-                                 self.label_column)
+                    columns = self._columns(path, line_no, header, required)
+                    if columns is None:
                         return None
-                    text_at, label_at = header.index(self.text_column), header.index(self.label_column)
+                    text_at, label_at = columns
                     continue
-                if len(cells) != len(header):
-                    raise DataError(
-                        f"{path}:{line_no}: expected {len(header)} columns ({', '.join(header)}), found {len(cells)}"
-                    )
-                label = cells[label_at].strip()
-                if not label:
-                    raise DataError(f"{path}:{line_no}: missing label in column {self.label_column!r}")
+                label = self._label(path, line_no, cells, header, label_at)
                 if label not in labels:
                     labels[label] = len(labels)
                     first_lines.append(line_no)
@@ -556,6 +554,13 @@ class TextTSV(TextDataModule):
         texts = LineTexts(path, np.frombuffer(offsets, dtype=np.int64).copy(), column=text_at)
         return texts, names, np.frombuffer(label_ids, dtype=np.int64).copy(), first_lines
 
+    def _classes(self, train_path: Path, labels) -> list[str]:
+        """The training file's classes in sorted order; at least two."""
+        classes = sorted(labels, key=_label_sort_key)
+        if len(classes) < 2:
+            raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
+        return classes
+
     def _read_streamed(self, root: Path, train_path: Path) -> RawTexts:
         found = {"train": train_path, **{part: self._find(root, part) for part in ("val", "test")}}
         for path in found.values():
@@ -564,9 +569,7 @@ class TextTSV(TextDataModule):
                                 ".tsv files, not CSV, whose quoted fields may span lines; convert it to .tsv or set "
                                 "data.in_memory=true")
         texts, names, label_ids, _ = self._index(train_path, required=True)
-        classes = sorted(names, key=_label_sort_key)
-        if len(classes) < 2:
-            raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
+        classes = self._classes(train_path, names)
         index = {c: i for i, c in enumerate(classes)}
         parts = {"train": (texts, np.array([index[n] for n in names], dtype=np.int64)[label_ids])}
         for part in ("val", "test"):
@@ -595,9 +598,7 @@ class TextTSV(TextDataModule):
         if not csv_auto and self.wants_streaming(sum(_count_lines(p) for p in files)):
             return self._read_streamed(root, train_path)
         train = self._read(train_path, required=True)
-        classes = sorted(set(train[1]), key=_label_sort_key)
-        if len(classes) < 2:
-            raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
+        classes = self._classes(train_path, set(train[1]))
         index = {c: i for i, c in enumerate(classes)}
         parts = {"train": (train[0], [index[c] for c in train[1]])}
         for part in ("val", "test"):

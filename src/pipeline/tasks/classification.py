@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from pipeline.models.heads import Probabilities
 
-from . import metrics
+from .metrics import binary, multiclass
 from .base import TaskModule
 
 
@@ -55,7 +55,7 @@ class ClassificationModule(TaskModule):
         return self.probabilities(output)
 
     def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return metrics.binary(inputs, targets) if self.binary else metrics.multiclass(inputs, targets, self.num_classes)
+        return binary(inputs, targets) if self.binary else multiclass(inputs, targets, self.num_classes)
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.sigmoid(output.squeeze(-1)) if self.binary else output.softmax(-1)

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from pipeline.models.heads import Rescaled
 
-from . import metrics
+from .metrics import regression
 from .base import TaskModule
 
 
@@ -46,7 +46,7 @@ class RegressionModule(TaskModule):
         return self.predict(output)
 
     def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return metrics.regression(inputs, targets)
+        return regression(inputs, targets)
 
     def predictor(self) -> nn.Module:
         return Rescaled(self.model, self.target_mean, self.target_std)

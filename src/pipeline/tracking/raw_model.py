@@ -105,7 +105,7 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
     from mlflow.models import Model
     import pandas
 
-    from . import pyfunc_model
+    import pipeline.tracking.pyfunc_model as pyfunc_model
     from .model_context import _no_environment_scan, _on_cpu, _tracking_uri
 
     predictor = _on_cpu(predictor).eval()

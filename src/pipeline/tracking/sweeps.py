@@ -16,10 +16,10 @@ log = logging.getLogger("pipeline.sweep")
 def store_calls(tracking_uri: str, calls: list[tuple[str, tuple, dict]], wait: bool = True) -> Optional[list]:
     """MlflowClient calls ``(method, args, kwargs)``, made by the store-writer process (or here, with
     ``PIPELINE_STORE_WRITER=0``); entities travel as tuples (see ``store_process.StoreServer``)."""
-    from . import remote
+    from .remote import client_calls, enabled
 
-    if remote.enabled():
-        return remote.client_calls(tracking_uri, calls, wait=wait)
+    if enabled():
+        return client_calls(tracking_uri, calls, wait=wait)
     from .store_process import StoreServer
 
     client = open_client(tracking_uri)
