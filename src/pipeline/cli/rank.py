@@ -28,6 +28,11 @@ def main() -> None:
 
             callbacks.append(PruningCallback.from_config(cfg.sweep, monitor=cfg.task.monitor))
         train(cfg, callbacks=callbacks)
+    # the work is done: skip the interpreter's teardown, where gloo's threads can abort the process (exit -6)
+    # once rank 0 has already closed the process group, failing a run that succeeded
+    from pipeline.cli.train import exit_at_once
+
+    exit_at_once()
 
 
 def _exit_with_parent() -> None:
