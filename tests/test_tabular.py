@@ -285,12 +285,32 @@ def test_a_latin1_file_is_read_with_a_notice(store):
     assert "is not UTF-8" in result.stdout + result.stderr and "Windows-1252" in result.stdout + result.stderr
 
 
+@pytest.mark.unit
+def test_tree_bins_fall_where_the_target_changes_and_survive_the_json_state():
+    from pipeline.data.preprocessing import TablePreprocessor
+
+    rng = np.random.default_rng(0)
+    age = rng.uniform(0, 100, 2000)
+    frame = pd.DataFrame({"age": age, "noise": rng.normal(size=2000)})
+    target = ((age > 30) & (age < 70)).astype(int)  # two thresholds quantile bins know nothing about
+    fitted = TablePreprocessor({"age": "numeric", "noise": "numeric"}, "piecewise_tree", piecewise_bins=4).fit(
+        frame, target, classification=True)
+    edges = fitted.numeric["age"]["edges"]
+    assert any(abs(e - 30) < 1 for e in edges) and any(abs(e - 70) < 1 for e in edges), edges
+    assert edges[0] == pytest.approx(age.min()) and edges[-1] == pytest.approx(age.max())
+    reloaded = TablePreprocessor.from_dict(fitted.to_dict())
+    assert np.array_equal(reloaded.transform_numpy(frame), fitted.transform_numpy(frame))
+    with pytest.raises(ValueError, match="needs the training rows' target"):
+        TablePreprocessor({"age": "numeric"}, "piecewise_tree").fit(frame)
+
+
 # ----- the real thing: UCI Adult with its official test split -------------------------------------------------------
 @pytest.mark.slow
 def test_adult_as_distributed_trains_and_its_model_reads_the_raw_test_file(tmp_path, migrated_store_db, real_data_dir):
     store = new_store(tmp_path, migrated_store_db)
     result = run_cli(["task=classification", "data=csv", f"data.path={real_data_dir / 'adult' / 'adult.data'}",
                       f"data.test_path={real_data_dir / 'adult' / 'adult.test'}", "data.target=Y",
+                      "data.numeric_transform=piecewise_tree",  # the benchmark row's encoding, fitted and reloaded
                       "trainer.max_epochs=3", "data.batch_size=256", *SHORT_RUN], store)
     run = finished_run(store, result)
     output = result.stdout + result.stderr

@@ -4,8 +4,9 @@
 any column order, with extra columns) into the float32 tensor the model reads:
 
 * a **numeric** column -> its missing cells imputed with the training median, then standardised (or
-  quantile-transformed to a normal distribution, or piecewise-linear encoded over quantile bins: one
-  number per bin, Gorishniy et al. 2022, arXiv 2203.05556), plus a 0/1 missing indicator when the training
+  quantile-transformed to a normal distribution, or piecewise-linear encoded over quantile bins, or over
+  bins whose edges a small decision tree on the target chose: one number per bin, Gorishniy et al. 2022,
+  arXiv 2203.05556, "PLE-Q" and "PLE-T"), plus a 0/1 missing indicator when the training
   rows had missing values in it;
 * a **categorical** column -> an integer code per category seen at least ``min_category_count`` times in
   the training rows; code 0 is the bucket for unseen, rare and missing values. The codes are the last
@@ -30,7 +31,7 @@ FORMAT_VERSION = 1
 # What a table cell may hold for "missing": pandas' default list, plus "?" (UCI data sets).
 MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                   "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "?")
-NUMERIC_TRANSFORMS = ("standard", "quantile", "piecewise", "none")
+NUMERIC_TRANSFORMS = ("standard", "quantile", "piecewise", "piecewise_tree", "none")
 CATEGORICAL_ENCODINGS = ("embedding", "onehot")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 QUANTILES = 1000  # at most this many reference quantiles per numeric column (scikit-learn's default)
@@ -171,8 +172,14 @@ class TablePreprocessor:
         return pd.DataFrame(self.example_rows, columns=list(self.columns))
 
     # ----- fitting -----------------------------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame) -> "TablePreprocessor":
-        """Learn medians, scales, quantiles and category lists from ``frame`` (the training rows)."""
+    def fit(self, frame: pd.DataFrame, target: Optional[np.ndarray] = None,
+            classification: bool = True) -> "TablePreprocessor":
+        """Learn medians, scales, quantiles and category lists from ``frame`` (the training rows).
+
+        ``target`` (the training rows' class codes or values) is needed by ``numeric_transform="piecewise_tree"``
+        only: its bin edges are the thresholds of a small decision tree fitted per column on that target."""
+        if self.numeric_transform == "piecewise_tree" and (target is None or len(target) != len(frame)):
+            raise ValueError("numeric_transform='piecewise_tree' needs the training rows' target to place its bins")
         frame = self._select(frame)
         missing = frozenset(self.missing_tokens)
         self.numeric, self.categories = {}, {}
@@ -191,6 +198,9 @@ class TablePreprocessor:
                 stats["quantiles"] = np.quantile(filled, np.linspace(0, 1, count)).tolist()
             if self.numeric_transform == "piecewise":
                 edges = np.unique(np.quantile(filled, np.linspace(0, 1, self.piecewise_bins + 1))) if len(filled) else []
+            elif self.numeric_transform == "piecewise_tree":
+                edges = self._tree_edges(filled, np.asarray(target), classification) if len(filled) else []
+            if self.numeric_transform in ("piecewise", "piecewise_tree"):
                 stats["edges"] = [float(e) for e in edges] if len(edges) > 1 else [stats["median"] - 1.0, stats["median"] + 1.0]
             self.numeric[name] = stats
         for name in self.categorical_columns:
@@ -271,6 +281,19 @@ class TablePreprocessor:
     def transform(self, frame: pd.DataFrame) -> torch.Tensor:
         """The model input tensor (float32, one row per row of ``frame``)."""
         return torch.from_numpy(self.transform_numpy(frame))
+
+    def _tree_edges(self, values: np.ndarray, target: np.ndarray, classification: bool) -> np.ndarray:
+        """The column's range cut at the thresholds of a decision tree with at most ``piecewise_bins`` leaves
+        fitted on this one column (each leaf holds at least 0.5 % of the rows). scikit-learn is needed to fit
+        only: the fitted edges are plain numbers, and a loaded model reads them without it."""
+        from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+        tree_class = DecisionTreeClassifier if classification else DecisionTreeRegressor
+        tree = tree_class(max_leaf_nodes=max(2, self.piecewise_bins), min_samples_leaf=max(1, len(values) // 200),
+                          random_state=0).fit(values.reshape(-1, 1), target.reshape(len(values), -1).squeeze(1))
+        inner = tree.tree_.children_left != tree.tree_.children_right
+        thresholds = tree.tree_.threshold[inner]
+        return np.unique(np.concatenate([[values.min(), values.max()], thresholds]))
 
     @staticmethod
     def _piecewise(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

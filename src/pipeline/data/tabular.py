@@ -330,7 +330,8 @@ class CsvData(TabularDataModule):
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
             self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,
-            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins).fit(self.frame.iloc[train.x.numpy()])
+            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins).fit(
+                self.frame.iloc[train.x.numpy()], train.y.numpy(), classification=self.task_kind != "regression")
         self.timings["fit_s"] = time.perf_counter() - started
 
     def apply_preprocessing(self, split: Split) -> Split:
