@@ -105,6 +105,12 @@ class StoreWriter:
                 request_id, ok, value = pickle.load(answers)
             except Exception:  # end of the pipe: the process exited or was killed
                 code = self.process.wait()
+                if self.closed and code == 0:
+                    # the end close() asked for: every failure was reported before it, so the runs that are still
+                    # registered (a sweep's trials, which end without waiting) lost nothing
+                    self.gone = "the store-writer process has finished"
+                    self._answer_all()
+                    return
                 self._lost(f"the store-writer process ended (exit code {code})")
                 return
             if request_id is None and ok == "failure":
