@@ -80,3 +80,9 @@ def test_text_streaming_reports_peak_memory_of_each_mode(tmp_path):
     assert all(run["peak_rss_mib"] > 100 and run["peak_tree_pss_mib"] > 100 for run in report["runs"])
     assert all(0 <= run["test_acc"] <= 1 for run in report["runs"])
     assert "peak PSS, process + workers" in result.stdout
+
+
+def test_default_anchors_refit_on_the_default_runs_rows(tmp_path, real_data_dir):
+    result = run_benchmark("default_anchors.py", tmp_path, real_data_dir)
+    assert "| diabetes | seed 42 hold-out | LinearRegression | R² 0.383 |" in result.stdout, result.stdout
+    assert "| breast_cancer | 5 folds | LogisticRegression | acc 0.977 (" in result.stdout, result.stdout
