@@ -427,8 +427,9 @@ def test_tokenizer_artifact_reloads_to_the_same_encoding(tmp_path):
     write_glue(tmp_path / "glue")
     dm = TextTSV(path=str(tmp_path / "glue"), max_length=12)
     dm.setup()
-    [path] = dm.save_artifacts(tmp_path / "artifacts")
+    path, *rest = dm.save_artifacts(tmp_path / "artifacts")
     assert path.name == "tokenizer.json"
+    assert [p.name for p in rest] == ["preprocessing.json", "model_spec.json"]  # pipeline-predict <checkpoint> reads them
     from tokenizers import Tokenizer
 
     reloaded = Tokenizer.from_file(str(path))

@@ -172,14 +172,37 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     assert contexts == ["testing", "training", "validation"]
     assert run.data.tags["data_digest"] == next(d.dataset.digest for d in run.inputs.dataset_inputs
                                                 if d.tags[0].value == "training")
-    import mlflow.pytorch
+    # the logged model takes image files: a "path" column in, class and probabilities out; pipeline-predict on the
+    # val/ folder answers alike and scores the run's test/acc there
+    import mlflow.pyfunc
+    import pandas as pd
 
+    from pipeline.cli.predict import main as predict_main
+
+    def predict(args):
+        try:
+            predict_main([*args, "--tracking-uri", store["uri"]])
+        except SystemExit as exit_:
+            return exit_.code or 0
+        return 0
+
+    output = tmp_path / "val_predictions.csv"
+    assert predict([run.info.run_id, "--input", str(folder / "val"), "--output", str(output)]) == 2  # cut.png
+    assert not output.exists()
+    (folder / "val" / "ants" / "cut.png").unlink()
+    assert predict([run.info.run_id, "--input", str(folder / "val"), "--output", str(output)]) == 0
+    predicted = pd.read_csv(output)
+    assert len(predicted) == 12 and list(predicted.columns) == ["path", "prediction", "probability_ants", "probability_bees"]
+    truth = [Path(p).parent.name for p in predicted["path"]]
+    assert float((predicted["prediction"] == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
     mlflow.set_tracking_uri(store["uri"])
-    try:  # the logged model's input example came from the streamed test split
-        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     finally:
         mlflow.set_tracking_uri(None)
-    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 1)  # binary: P(bees) per image
+    by_mlflow = model.predict(pd.DataFrame({"path": predicted["path"]}))
+    assert by_mlflow["prediction"].tolist() == predicted["prediction"].tolist()
+    assert by_mlflow["probability_bees"].to_numpy() == pytest.approx(predicted["probability_bees"].to_numpy(), abs=1e-6)
 
 
 def test_unreadable_file_is_named_in_one_line_before_any_run(tmp_path, quick_store):

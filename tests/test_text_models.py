@@ -273,11 +273,56 @@ def test_raw_input_adapter_tokenizes_a_text_column_as_training_did(tmp_path):
     datamodule.setup()
     adapter = pickle.loads(pickle.dumps(datamodule.raw_input_adapter()))
     texts = ["a great film", "the plot was dull and flat , unseenword", ""]
-    assert torch.equal(adapter.to_tensor(pd.DataFrame({"text": texts})), datamodule.encode(texts))
-    from pipeline.data.base import DataError
+    assert torch.equal(adapter.to_tensor(pd.DataFrame({"sentence": texts})), datamodule.encode(texts))
+    from pipeline.data.raw_inputs import RawInputError, TextInput
 
-    with pytest.raises(DataError, match="no 'text' column"):
+    reloaded = TextInput.from_dict(json.loads(json.dumps(adapter.to_dict())))  # the logged model's copy
+    assert torch.equal(reloaded.transform(pd.DataFrame({"sentence": texts})), datamodule.encode(texts))
+    with pytest.raises(RawInputError, match="no 'sentence' column"):
         adapter.to_tensor(pd.DataFrame({"review": texts}))
+
+
+def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(store, tmp_path):
+    """runs:/<id>/model is a pyfunc model on a ``text`` column; pipeline-predict on a .txt file (run id) and on
+    a TSV (checkpoint) give the same answers, and on the test file they score the run's test/acc."""
+    import mlflow
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from pipeline.cli.predict import main as predict_main
+
+    data = write_sentiment_tsv(tmp_path / "data", rows=600, dev=120)
+    (data / "dev.tsv").rename(data / "test.tsv")
+    result = run_cli(["task=sentiment", "data=text_tsv", f"data.path={data}", "model=bow", "trainer.max_epochs=3",
+                      "logger.mlflow.log_plots=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    test = pd.read_csv(data / "test.tsv", sep="\t")
+    mlflow.set_tracking_uri(store["uri"])
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    by_mlflow = model.predict(pd.DataFrame({"sentence": test["sentence"]}))  # data.text_column, as in training
+    assert list(by_mlflow.columns) == ["prediction", "probability_0", "probability_1"]
+    accuracy = float((by_mlflow["prediction"] == test["label"].astype(str)).mean())
+    assert accuracy == pytest.approx(metrics_of(run)["test/acc"], abs=1e-6)
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(test["sentence"]) + "\n")
+    out_run, out_ckpt = tmp_path / "by_run.csv", tmp_path / "by_checkpoint.csv"
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    for source, source_input, output in ((run.info.run_id, texts, out_run), (str(checkpoint), data / "test.tsv", out_ckpt)):
+        try:
+            predict_main([source, "--input", str(source_input), "--output", str(output), "--tracking-uri", store["uri"],
+                          *(["--keep", "label"] if source_input.suffix == ".tsv" else [])])
+        except SystemExit as exit_:
+            assert exit_.code in (0, None)
+    by_run, by_checkpoint = pd.read_csv(out_run), pd.read_csv(out_ckpt)
+    assert by_run["sentence"].tolist() == test["sentence"].tolist()  # a .txt input keeps its texts
+    assert by_run["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
+    assert by_checkpoint["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
+    assert by_checkpoint["probability_1"].to_numpy() == pytest.approx(by_mlflow["probability_1"].to_numpy(), abs=1e-6)
 
 
 def test_a_tokenizer_that_cannot_be_loaded_is_a_data_error_naming_the_key(monkeypatch, tmp_path):

@@ -1,12 +1,15 @@
 """``pipeline-predict <run id | checkpoint> --input new.csv --output predictions.csv``: predictions of a
-trained tabular model on new raw rows.
+trained model on new raw inputs: table rows, texts, image files.
 
 With a run id (or a ``runs:/`` / ``models:/`` URI) the MLflow model logged with the run is loaded, so the
 answers are exactly ``mlflow.pyfunc.load_model(...).predict(...)``'s. With a checkpoint file
 (``outputs/<date>/<time>/checkpoints/best-*.ckpt``) the network is rebuilt from the run folder's
 ``config.yaml`` and ``data/`` (the fitted preprocessing) and gives the same answers. The input is any table
-format the training reads (CSV, TSV, Parquet, Feather, JSON lines), streamed in batches; the output is
-CSV, TSV, JSON lines or Parquet (by its extension): the ``--keep`` columns, ``prediction`` and, for
+format the training reads (CSV, TSV, Parquet, Feather, JSON lines), streamed in batches; for a text model
+also a ``.txt`` file (one text per line), for an image model also a folder (every image file under it, with
+its path). A table given to an image model holds a ``path`` column (relative paths: from the table's folder);
+to a text model, a ``text`` column. The output is CSV, TSV, JSON lines or Parquet (by its extension): the
+``--keep`` columns (the path or text itself for a folder or ``.txt`` input), ``prediction`` and, for
 classification, ``probability_<class>`` per class.
 """
 from __future__ import annotations
@@ -31,7 +34,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     uri, _ = default_store()
     parser = argparse.ArgumentParser(prog="pipeline-predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("model", help="an MLflow run id (or runs:/<id>/model, models:/...), or a checkpoint file")
-    parser.add_argument("--input", required=True, type=Path, help="the rows to predict (.csv .tsv .parquet .feather .jsonl)")
+    parser.add_argument("--input", required=True, type=Path,
+                        help="what to predict: a table (.csv .tsv .parquet .feather .jsonl); for a text model also a .txt "
+                             "file (a text per line), for an image model also a folder of images")
     parser.add_argument("--output", required=True, type=Path, help="where to write the predictions (.csv .tsv .jsonl .parquet)")
     parser.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                         help="copy this input column (e.g. an id) into the output; repeat or separate by commas")
@@ -51,8 +56,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 class Predictor:
     """A function from a DataFrame of raw rows to a DataFrame of predictions, and the columns it reads."""
 
-    def __init__(self, predict: Callable, columns: list[str], source: str):
-        self.predict, self.columns, self.source = predict, columns, source
+    def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str):
+        self.predict, self.source = predict, source
+        self.columns = [name for name, _ in schema]
+        kinds = [kind for _, kind in schema]
+        # one column of texts or of image file paths (pipeline.data.raw_inputs), else table columns
+        self.reads = {("text",): "texts", ("image file path",): "images"}.get(tuple(kinds), "rows")
 
 
 def load_predictor(source: str, tracking_uri: str) -> Predictor:
@@ -89,8 +98,7 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     if not isinstance(python_model, RawRowsModel) and type(python_model).__name__ != "RawRowsModel":
         raise PredictError(f"{uri} is not a model that takes raw rows (it was logged by a data set without a raw "
                            "input adapter, e.g. scikit-learn's bundled ones); load it with mlflow.pytorch.load_model")
-    columns = [name for name, _ in python_model.adapter.input_schema()]
-    return Predictor(model.predict, columns, uri)
+    return Predictor(model.predict, python_model.adapter.input_schema(), uri)
 
 
 def _from_checkpoint(path: Path) -> Predictor:
@@ -137,7 +145,7 @@ def _from_checkpoint(path: Path) -> Predictor:
     def predict(frame):
         return predict_frame(adapter, predictor, spec.task_kind, spec.class_names, frame)
 
-    return Predictor(predict, [name for name, _ in adapter.input_schema()], str(path))
+    return Predictor(predict, adapter.input_schema(), str(path))
 
 
 # ----- writing ------------------------------------------------------------------------------------------
@@ -185,17 +193,63 @@ class PredictionWriter:
             self.partial.unlink()
 
 
-def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
-    """Stream ``args.input`` through ``predictor`` into ``args.output``; returns the number of rows."""
+def iter_inputs(predictor: Predictor, args: argparse.Namespace):
+    """``args.input`` in DataFrames of ``args.batch_size`` rows: a table as it is; a folder of images or a
+    ``.txt`` file of texts as a one-column table (that column then kept in the output)."""
     import pandas as pd
 
     from pipeline.data.tables import iter_table
+
+    source = args.input
+    [column] = predictor.columns if predictor.reads != "rows" else [None]
+    if source.is_dir():
+        if predictor.reads != "images":
+            raise PredictError(f"--input {source} is a folder; this model reads the columns "
+                               f"{', '.join(predictor.columns)}: give it a table")
+        from pipeline.data.image_files import _image_files
+
+        files = _image_files(source)
+        if not files:
+            raise PredictError(f"--input {source}: no image files in this folder or below it")
+        args.keep = [column, *[c for c in args.keep if c != column]]
+        for start in range(0, len(files), args.batch_size):
+            yield pd.DataFrame({column: [str(source / f) for f in files[start : start + args.batch_size]]},
+                               index=range(start, min(start + args.batch_size, len(files))))
+        return
+    if source.suffix.lower() == ".txt" and args.format is None:
+        if predictor.reads != "texts":
+            raise PredictError(f"--input {source}: a .txt file is read as one text per line, and this model reads "
+                               f"the columns {', '.join(predictor.columns)}: give it a table")
+        from pipeline.data.text import text_lines
+        from pipeline.data.text_stream import read_text
+
+        if not source.is_file():
+            raise PredictError(f"--input {source}: no such file")
+        lines = text_lines(read_text(source))
+        if lines and lines[-1] == "":
+            lines.pop()  # the newline that ends the last line
+        args.keep = [column, *[c for c in args.keep if c != column]]
+        for start in range(0, len(lines), args.batch_size):
+            yield pd.DataFrame({column: lines[start : start + args.batch_size]},
+                               index=range(start, min(start + args.batch_size, len(lines))))
+        return
+    for batch in iter_table(source, args.batch_size, args.format, args.sep):
+        if predictor.reads == "images" and column in batch:
+            batch = batch.copy()
+            batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)
+                             for p in batch[column]]
+        yield batch
+
+
+def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
+    """Stream ``args.input`` through ``predictor`` into ``args.output``; returns the number of rows."""
+    import pandas as pd
 
     writer = PredictionWriter(args.output)
     progress = _progress_bar(args)
     success = False
     try:
-        for batch in iter_table(args.input, args.batch_size, args.format, args.sep):
+        for batch in iter_inputs(predictor, args):
             if writer.rows == 0:
                 _check_columns(batch, predictor, args)
             if len(batch) == 0:

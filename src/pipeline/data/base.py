@@ -346,3 +346,21 @@ def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: st
             return candidate
     looked = ", ".join(str(c) for c in candidates)
     raise DataError(f"{what} not found; looked in: {looked}. {how_to_get}")
+
+
+def save_raw_input_artifacts(datamodule, directory: Path) -> list[Path]:
+    """``preprocessing.json`` (the raw input adapter's state: what turns raw texts, image files or table rows into
+    model inputs) and ``model_spec.json`` (what the model was built for): with a checkpoint, all
+    ``pipeline-predict`` needs."""
+    import json
+
+    adapter = datamodule.raw_input_adapter()
+    if adapter is None or datamodule.spec is None:
+        return []
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    preprocessing = directory / "preprocessing.json"
+    preprocessing.write_text(json.dumps(adapter.to_dict(), indent=1))
+    spec = directory / "model_spec.json"
+    spec.write_text(json.dumps(datamodule.spec.to_dict(), indent=1))
+    return [preprocessing, spec]

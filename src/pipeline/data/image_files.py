@@ -19,7 +19,6 @@ Folder layouts:
 """
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from pathlib import Path
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import DataError, LoadedData, Split
+from . import raw_inputs
+from .base import DataError, LoadedData, Split, save_raw_input_artifacts
 from .images import ImageDataModule, imagenet_statistics
 from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
 
@@ -49,51 +49,16 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 
 # ----- reading one image (runs in the DataLoader workers: everything here pickles) ------------------------------
 def decode_image_file(path: str, channels: int) -> Tensor:
-    """The image at ``path`` as uint8 (channels, H, W), upright (EXIF orientation applied)."""
+    """The image at ``path`` as uint8 (channels, H, W), upright (EXIF orientation applied); raises
+    :class:`UnreadableItem`. (The decoding itself is :mod:`pipeline.data.raw_inputs`', which the logged model
+    carries: served images are decoded as training ones.)"""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        raise UnreadableItem(_reason(error)) from None
-    decoder = _torchvision_decoder()
-    if decoder is not None:
-        decode_image, modes = decoder
-        try:
-            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                 mode=modes.GRAY if channels == 1 else modes.RGB, apply_exif_orientation=True)
-            return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
-        except (RuntimeError, ValueError) as error:  # BMP, TIFF, PPM ... or a broken file: PIL decides
-            first_error: Optional[BaseException] = error
-    else:
-        first_error = None
-    try:
-        return _decode_with_pil(io.BytesIO(data), channels)
-    except Exception as error:  # PIL's errors for broken files are of many types
-        raise UnreadableItem(_reason(first_error or error)) from None
+        return raw_inputs.decode_image_file(path, channels)
+    except raw_inputs.UnreadableImage as error:
+        raise UnreadableItem(str(error)) from None
 
 
-def _torchvision_decoder():
-    """torchvision's decoder (libjpeg-turbo/libpng: 1.5-3x PIL's speed on JPEG/PNG, measured here), or None
-    where a torchvision without it is installed (0.29 deprecates it for TorchCodec); PIL reads the rest."""
-    try:
-        from torchvision.io import ImageReadMode, decode_image
-    except ImportError:
-        return None
-    return decode_image, ImageReadMode
-
-
-def _decode_with_pil(source, channels: int) -> Tensor:
-    from PIL import Image, ImageOps
-
-    with Image.open(source) as image:
-        image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
-        array = np.asarray(image, dtype=np.uint8)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def _reason(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__
+_reason = raw_inputs.reason
 
 
 class ImageFileReader:
@@ -107,27 +72,6 @@ class ImageFileReader:
 
     def __call__(self, row: int) -> Tensor:
         return decode_image_file(os.path.join(self.root, str(self.relative_paths[row])), self.channels)
-
-
-class ImageInputAdapter:
-    """Raw inputs to model inputs, for serving: a table with a ``path`` column of image files, each decoded and
-    transformed as the evaluation images were (resize, centre crop, normalisation). Picklable."""
-
-    def __init__(self, transform, channels: int, column: str = "path"):
-        self.transform = transform
-        self.channels = channels
-        self.column = column
-
-    def to_tensor(self, frame) -> Tensor:
-        if self.column not in frame:
-            raise ValueError(f"expected a '{self.column}' column of image file paths, got columns {list(frame.columns)}")
-        images = []
-        for path in frame[self.column]:
-            try:
-                images.append(self.transform(decode_image_file(str(path), self.channels)))
-            except UnreadableItem as error:
-                raise ValueError(f"{path}: cannot read the image ({error})") from None
-        return torch.stack(images)
 
 
 def header_problem(path: Path) -> Optional[str]:
@@ -376,9 +320,16 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         self.channel_mean = (mean / 255).float()
         self.channel_std = (variance.clamp_min(0).sqrt() / 255).float().clamp_min(1e-6)
 
-    def raw_input_adapter(self) -> ImageInputAdapter:
-        """What turns image files into this data's model inputs (after :meth:`setup`: it holds the statistics)."""
-        return ImageInputAdapter(self.transform(train=False), self.channels)
+    def raw_input_adapter(self) -> raw_inputs.ImageInput:
+        """What turns image files into this data's model inputs: the evaluation transform, with the statistics
+        :meth:`setup` took (a ``path`` column in; the logged model and ``pipeline-predict`` read folders)."""
+        mean, std = (self.channel_mean, self.channel_std) if self.normalize else (None, None)
+        return raw_inputs.ImageInput(self.channels, self.resize_size, self.image_size,
+                                     None if mean is None else [float(v) for v in mean],
+                                     None if std is None else [float(v) for v in std])
+
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        return save_raw_input_artifacts(self, directory)
 
     @property
     def augmentation_active(self) -> bool:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher
+from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher, save_raw_input_artifacts
+from .raw_inputs import TextInput
 from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
 from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
                           texts_at)
@@ -277,9 +278,14 @@ class TextDataModule(InMemoryDataModule):
             return super().example_input(rows)
         return self.encode(self.texts_of(self.test_split.x[:rows]))
 
-    def raw_input_adapter(self, column: str = "text") -> "TextInputAdapter":
+    def raw_input_adapter(self, column: Optional[str] = "text") -> TextInput:
         """What turns raw texts (column ``column`` of a DataFrame) into the model's inputs, as training did."""
-        return TextInputAdapter(self.tokenizer_json(), self.max_length, self.pad_id, column)
+        examples: Sequence[str] = ()
+        if self.train_split is not None and len(self.train_split):  # two training texts: the model's input example
+            first = self.train_split.x[:2]
+            examples = (self.texts_of(first) if self.streaming  # row numbers; in memory: token ids
+                        else [self.tokenizer.decode([int(i) for i in row if int(i) != self.pad_id]) for row in first])
+        return TextInput(self.tokenizer_json(), self.max_length, self.pad_id, column, examples)
 
     # ----- artifacts -------------------------------------------------------------------------
     def tokenizer_json(self) -> str:
@@ -295,33 +301,7 @@ class TextDataModule(InMemoryDataModule):
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "tokenizer.json"
         self.tokenizer.save(str(path))
-        return [path]
-
-
-class TextInputAdapter:
-    """Raw texts -> token ids (N, max_length), with the tokenizer of the training run. Picklable (it holds
-    the tokenizer as JSON and rebuilds it where it is unpickled), so it can travel with a logged model."""
-
-    def __init__(self, tokenizer_json: str, max_length: int, pad_id: int, column: str = "text"):
-        self.tokenizer_json, self.max_length, self.pad_id, self.column = tokenizer_json, max_length, pad_id, column
-        self._tokenizer = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_tokenizer": None}
-
-    def to_tensor(self, frame) -> Tensor:
-        if self.column not in frame:
-            raise DataError(f"the input has no {self.column!r} column (columns: {list(frame.columns)})")
-        if self._tokenizer is None:
-            from tokenizers import Tokenizer
-
-            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
-            self._tokenizer.enable_truncation(max_length=self.max_length)
-        texts = ["" if text is None else str(text) for text in frame[self.column].tolist()]
-        ids = np.full((len(texts), self.max_length), self.pad_id, dtype=np.int64)
-        for i, encoding in enumerate(self._tokenizer.encode_batch(texts)):
-            ids[i, : len(encoding.ids)] = encoding.ids[: self.max_length]
-        return torch.from_numpy(ids)
+        return [path, *save_raw_input_artifacts(self, directory)]
 
 
 def load_pretrained_tokenizer(name: str, max_length: int):
@@ -444,6 +424,10 @@ class TextTSV(TextDataModule):
         self.path = Path(path) if path else None
         self.text_column = text_column
         self.label_column = label_column
+
+    def raw_input_adapter(self, column: Optional[str] = None) -> TextInput:
+        """Texts in a column named as in the training files (``data.text_column``)."""
+        return super().raw_input_adapter(column or self.text_column)
 
     def _find(self, root: Path, part: str) -> Optional[Path]:
         for stem in self.part_names[part]:

@@ -100,8 +100,9 @@ def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adap
 
     With the data's raw input ``adapter`` (``datamodule.raw_input_adapter()``) in the self-contained form
     :mod:`pipeline.tracking.raw_model` stores (tables: ``to_dict``/``from_dict``, ``input_schema``), the model
-    is a pyfunc model that takes raw rows instead. The text and image adapters (``to_tensor``, picklable) are
-    not stored with the model yet: those models take the tensors the data module makes."""
+    is a pyfunc model that takes raw rows instead: table columns, a ``text`` column, or a ``path`` column of
+    image files (:mod:`pipeline.data.raw_inputs`). Data sets without one (scikit-learn's bundled tables, the
+    image arrays of MNIST/CIFAR) log a model that takes the tensors the data module makes."""
     return start_log_model(run, predictor, input_example, adapter, spec)()
 
 

@@ -1,11 +1,14 @@
 """The MLflow model of a run whose data takes raw rows: a pandas DataFrame in, predictions out.
 
     model = mlflow.pyfunc.load_model("runs:/<run id>/model")
-    model.predict(pd.read_csv("new.csv"))   # -> prediction (+ probability_<class> per class)
+    model.predict(pd.read_csv("new.csv"))                  # a table's model: its raw columns
+    model.predict(pd.DataFrame({"text": ["a fine film"]}))  # a text model
+    model.predict(pd.DataFrame({"path": ["cat.jpg"]}))      # an image model: image files
+    # -> prediction (+ probability_<class> per class)
 
 It is logged as an MLflow "model from code": this file is stored with the model as its code, with four
 artifacts: the raw input adapter's source file and its state (plain JSON; for tables the fitted
-preprocessing, ``pipeline.data.preprocessing``), the trained network as a ``torch.export`` program, and
+preprocessing, ``pipeline.data.preprocessing``; for texts and images ``pipeline.data.raw_inputs``), the trained network as a ``torch.export`` program, and
 ``meta.json`` (task kind, class names). Loading therefore runs no pickle and needs mlflow, torch, numpy and
 pandas, not this project's package. For that reason this file imports nothing of the project; keep it so.
 
@@ -27,15 +30,20 @@ from mlflow.pyfunc import PythonModel
 
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
+CHUNK_ROWS = 256  # rows transformed and predicted at once
 
 
 def predict_frame(adapter, predictor, task_kind: str, class_names: Optional[Sequence[str]],
                   frame: pd.DataFrame) -> pd.DataFrame:
     """Raw rows -> ``prediction`` (a class name, or a value in the target's units) and, for classification,
     ``probability_<class>`` per class; one output row per input row, with the input's index."""
-    x = adapter.transform(frame)
-    with torch.inference_mode():
-        output = predictor(x).float().cpu().numpy()
+    outputs = []
+    for start in range(0, len(frame), CHUNK_ROWS):  # bounded memory: images are decoded a chunk at a time
+        x = adapter.transform(frame.iloc[start : start + CHUNK_ROWS])
+        with torch.inference_mode():
+            outputs.append(predictor(x).float().cpu().numpy())
+    width = len(class_names) if task_kind != "regression" and class_names and len(class_names) > 2 else 1
+    output = np.concatenate(outputs) if outputs else np.empty((0, width), dtype=np.float32)
     if task_kind == "regression":
         return pd.DataFrame({PREDICTION: output.reshape(-1).astype(np.float64)}, index=frame.index)
     if output.ndim == 1 or output.shape[1] == 1:  # binary: P(second class)

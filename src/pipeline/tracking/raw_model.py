@@ -1,4 +1,4 @@
-"""Logging the model of a data set with a raw input adapter (tables today) as an MLflow pyfunc model that
+"""Logging the model of a data set with a raw input adapter (table rows, texts, image files) as an MLflow pyfunc model that
 takes raw rows (see :mod:`pipeline.tracking.pyfunc_model`, the model's code)."""
 from __future__ import annotations
 
@@ -44,6 +44,17 @@ def write_model_parts(folder: Path, predictor: nn.Module, adapter, spec, example
     parts["meta"].write_text(json.dumps({"task_kind": spec.task_kind, "class_names": spec.class_names,
                                          "predictor_format": predictor_format}, indent=1))
     return {name: str(path) for name, path in parts.items()}
+
+
+def _pinned(distribution: str) -> str:
+    """``name==<installed version>`` (the adapter's own needs: tokenizers for texts, torchvision and pillow
+    for images), or the bare name where it is not installed here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{distribution}=={version(distribution)}"
+    except PackageNotFoundError:
+        return distribution
 
 
 def signature(adapter, spec):
@@ -112,6 +123,7 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
     example = example[: max(2, min(len(example), 4))].cpu()  # > 1 row: the batch size stays free
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                     f"pandas=={pandas.__version__}", f"numpy=={numpy.__version__}"]
+    requirements += [_pinned(name) for name in getattr(adapter, "requirements", ())]
     predictor_format = None  # stays None when the store fails: run.recording() keeps the run going
     with tempfile.TemporaryDirectory(prefix="pipeline-model-") as tmp, run.recording("logging the model"), \
             _tracking_uri(run.tracking_uri), _no_environment_scan(), _no_requirement_check_on_load(), \

@@ -1,0 +1,211 @@
+"""Raw inputs of text and image models: texts and image files in, the model's input tensor out, as training
+made it. The table counterpart is :class:`pipeline.data.preprocessing.TablePreprocessor`.
+
+* :class:`TextInput` -- a ``text`` column -> token ids (N, max_length), with the run's tokenizer (its JSON);
+* :class:`ImageInput` -- a ``path`` column of image files -> decoded (EXIF orientation applied, converted
+  to the run's channels), resized and centre-cropped as the evaluation images were, normalised with the
+  run's statistics.
+
+Each is the **raw input adapter** of the model logged to MLflow: its state is plain JSON (:meth:`to_dict`),
+and this file is stored beside the model and imported from there when the model is loaded. So this module
+imports nothing of the project, only numpy, pandas and torch at the top (``tokenizers``, ``torchvision`` and
+``PIL`` where they are used); keep it that way. The training code reads images with :func:`decode_image_file`
+from here, so a served image is decoded exactly as a training one.
+"""
+from __future__ import annotations
+
+import io
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+FORMAT_VERSION = 1
+
+
+class RawInputError(ValueError):
+    """Raw inputs the adapter cannot read (a column missing, a file that is not an image)."""
+
+
+class UnreadableImage(Exception):
+    """A file that cannot be read or decoded as an image; the message says why."""
+
+
+# ----- images ------------------------------------------------------------------------------------------
+def decode_image_file(path: str, channels: int) -> Tensor:
+    """The image at ``path`` as uint8 (channels, H, W), upright (EXIF orientation applied); raises
+    :class:`UnreadableImage`."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise UnreadableImage(reason(error)) from None
+    decoder = _torchvision_decoder()
+    if decoder is not None:
+        decode_image, modes = decoder
+        try:
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                 mode=modes.GRAY if channels == 1 else modes.RGB, apply_exif_orientation=True)
+            return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+        except (RuntimeError, ValueError) as error:  # BMP, TIFF, PPM ... or a broken file: PIL decides
+            first_error: Optional[BaseException] = error
+    else:
+        first_error = None
+    try:
+        return _decode_with_pil(io.BytesIO(data), channels)
+    except Exception as error:  # PIL's errors for broken files are of many types
+        raise UnreadableImage(reason(first_error or error)) from None
+
+
+def _torchvision_decoder():
+    """torchvision's decoder (libjpeg-turbo/libpng: 1.5-3x PIL's speed on JPEG/PNG, measured here), or None
+    where a torchvision without it is installed (0.29 deprecates it for TorchCodec); PIL reads the rest."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image
+    except ImportError:
+        return None
+    return decode_image, ImageReadMode
+
+
+def _decode_with_pil(source, channels: int) -> Tensor:
+    from PIL import Image, ImageOps
+
+    with Image.open(source) as image:
+        image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
+        array = np.asarray(image, dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def reason(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def _column(frame: pd.DataFrame, column: str) -> pd.Series:
+    if not isinstance(frame, pd.DataFrame):
+        raise RawInputError(f"expected a pandas DataFrame with a {column!r} column, got {type(frame).__name__}")
+    stripped = {str(c).strip(): c for c in frame.columns}
+    if column not in stripped:
+        raise RawInputError(f"the input has no {column!r} column (columns: {', '.join(map(str, frame.columns))})")
+    return frame[stripped[column]]
+
+
+class ImageInput:
+    """Image file paths -> the model's input tensor (N, channels, image_size, image_size): the evaluation
+    transform of the run (shorter side resized to ``resize_size``, centre ``image_size`` square, values in
+    [0, 1], normalised with ``mean``/``std`` when given)."""
+
+    requirements = ("torchvision", "pillow")
+
+    def __init__(self, channels: int, resize_size: int, image_size: int, mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None, column: str = "path"):
+        self.channels, self.resize_size, self.image_size, self.column = int(channels), int(resize_size), int(image_size), column
+        self.mean = None if mean is None else [float(v) for v in mean]
+        self.std = None if std is None else [float(v) for v in std]
+        self._transform = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_transform": None}
+
+    def input_schema(self) -> list[tuple[str, str]]:
+        return [(self.column, "image file path")]
+
+    def input_example(self) -> None:
+        return None  # paths of this machine's files would mean nothing where the model is served
+
+    def evaluation_transform(self):
+        from torchvision.transforms import v2
+
+        steps = [v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size),
+                 v2.ToDtype(torch.float32, scale=True)]
+        if self.mean is not None:
+            steps.append(v2.Normalize(self.mean, self.std))
+        return v2.Compose(steps)
+
+    def transform(self, frame: pd.DataFrame) -> Tensor:
+        paths = _column(frame, self.column)
+        if self._transform is None:
+            self._transform = self.evaluation_transform()
+        images = []
+        for index, path in zip(frame.index, paths.tolist()):
+            if path is None or (isinstance(path, float) and np.isnan(path)):
+                raise RawInputError(f"column {self.column!r} is empty at index {index!r}")
+            try:
+                images.append(self._transform(decode_image_file(str(path), self.channels)))
+            except UnreadableImage as error:
+                raise RawInputError(f"{path}: cannot read the image ({error})") from None
+        if not images:
+            return torch.empty((0, self.channels, self.image_size, self.image_size))
+        return torch.stack(images)
+
+    to_tensor = transform
+
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "module": type(self).__module__, "class": type(self).__name__,
+                "column": self.column, "channels": self.channels, "resize_size": self.resize_size,
+                "image_size": self.image_size, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "ImageInput":
+        _check_format(state)
+        return cls(state["channels"], state["resize_size"], state["image_size"], state.get("mean"), state.get("std"),
+                   state.get("column", "path"))
+
+
+# ----- texts -------------------------------------------------------------------------------------------
+class TextInput:
+    """Texts -> token ids (N, max_length) padded with ``pad_id``, with the training run's tokenizer (a
+    ``tokenizers`` JSON: vocabulary, normaliser, pre-tokeniser; a word-level one trained on the training split
+    or a pretrained model's)."""
+
+    requirements = ("tokenizers",)
+
+    def __init__(self, tokenizer_json: str, max_length: int, pad_id: int, column: str = "text",
+                 examples: Sequence[str] = ()):
+        self.tokenizer_json, self.max_length, self.pad_id, self.column = tokenizer_json, int(max_length), int(pad_id), column
+        self.examples = [str(t) for t in examples][:4]
+        self._tokenizer = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_tokenizer": None}
+
+    def input_schema(self) -> list[tuple[str, str]]:
+        return [(self.column, "text")]
+
+    def input_example(self) -> Optional[pd.DataFrame]:
+        return pd.DataFrame({self.column: self.examples}) if self.examples else None
+
+    def transform(self, frame: pd.DataFrame) -> Tensor:
+        texts = ["" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
+                 for text in _column(frame, self.column).tolist()]
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+            self._tokenizer.no_padding()
+            self._tokenizer.enable_truncation(max_length=self.max_length)
+        ids = np.full((len(texts), self.max_length), self.pad_id, dtype=np.int64)
+        for i, encoding in enumerate(self._tokenizer.encode_batch(texts)):
+            ids[i, : len(encoding.ids)] = encoding.ids[: self.max_length]
+        return torch.from_numpy(ids)
+
+    to_tensor = transform
+
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "module": type(self).__module__, "class": type(self).__name__,
+                "column": self.column, "max_length": self.max_length, "pad_id": self.pad_id,
+                "examples": self.examples, "tokenizer": self.tokenizer_json}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "TextInput":
+        _check_format(state)
+        return cls(state["tokenizer"], state["max_length"], state["pad_id"], state.get("column", "text"),
+                   state.get("examples", ()))
+
+
+def _check_format(state: dict) -> None:
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"raw input state of format {state.get('format_version')!r}; this code reads format "
+                         f"{FORMAT_VERSION}")
