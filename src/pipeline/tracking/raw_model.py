@@ -93,6 +93,19 @@ def _no_requirement_check_on_load():
 
 
 @contextlib.contextmanager
+def _quiet_model_validation():
+    """MLflow prints "INFO mlflow.pyfunc: Validating input example against model signature" in every run that
+    logs a model: a check of its own, not news for the user (a failure still raises)."""
+    logger = logging.getLogger("mlflow.pyfunc")
+    previous = logger.level
+    logger.setLevel(max(previous, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+@contextlib.contextmanager
 def _no_copy_progress_bars():
     """MLflow draws a progress bar for each artifact it copies into the model folder (four tiny files)."""
     name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -127,7 +140,7 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
     predictor_format = None  # stays None when the store fails: run.recording() keeps the run going
     with tempfile.TemporaryDirectory(prefix="pipeline-model-") as tmp, run.recording("logging the model"), \
             _tracking_uri(run.tracking_uri), _no_environment_scan(), _no_requirement_check_on_load(), \
-            _no_copy_progress_bars():
+            _no_copy_progress_bars(), _quiet_model_validation():
         artifacts = write_model_parts(Path(tmp), predictor, adapter, spec, example)
         predictor_format = json.loads(Path(artifacts["meta"]).read_text())["predictor_format"]
         logged = run.client.create_logged_model(run.experiment_id, name=model_name, source_run_id=run.run_id)
