@@ -204,6 +204,14 @@ def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(peopl
 
     with pytest.raises(MlflowException, match="colour"):
         model.predict(new.drop(columns=["colour"]))
+    # a folder (images) or a .txt file (texts) is not what a table's model reads: one line each
+    (folder / "texts.txt").write_text("a text\n")
+    for given, says in ((folder, "is a folder; this model reads the columns"),
+                        (folder / "texts.txt", "a .txt file is read as one text per line")):
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(given), "--output", str(folder / "never.csv"),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 2 and says in error_line(stderr), stderr[-2000:]
+    assert not (folder / "never.csv").exists()
 
 
 # ----- regression on Parquet files -----------------------------------------------------------------------------
