@@ -196,8 +196,6 @@ class PredictionWriter:
 def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     """``args.input`` in DataFrames of ``args.batch_size`` rows: a table as it is; a folder of images or a
     ``.txt`` file of texts as a one-column table (that column then kept in the output)."""
-    import pandas as pd
-
     from pipeline.data.tables import iter_table
 
     source = args.input
@@ -211,10 +209,7 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         files = _image_files(source)
         if not files:
             raise PredictError(f"--input {source}: no image files in this folder or below it")
-        args.keep = [column, *[c for c in args.keep if c != column]]
-        for start in range(0, len(files), args.batch_size):
-            yield pd.DataFrame({column: [str(source / f) for f in files[start : start + args.batch_size]]},
-                               index=range(start, min(start + args.batch_size, len(files))))
+        yield from _one_column(column, [str(source / f) for f in files], args)
         return
     if source.suffix.lower() == ".txt" and args.format is None:
         if predictor.reads != "texts":
@@ -228,10 +223,7 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         lines = text_lines(read_text(source))
         if lines and lines[-1] == "":
             lines.pop()  # the newline that ends the last line
-        args.keep = [column, *[c for c in args.keep if c != column]]
-        for start in range(0, len(lines), args.batch_size):
-            yield pd.DataFrame({column: lines[start : start + args.batch_size]},
-                               index=range(start, min(start + args.batch_size, len(lines))))
+        yield from _one_column(column, lines, args)
         return
     for batch in iter_table(source, args.batch_size, args.format, args.sep):
         if predictor.reads == "images" and column in batch:
@@ -239,6 +231,16 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)
                              for p in batch[column]]
         yield batch
+
+
+def _one_column(column: str, values: list[str], args: argparse.Namespace):
+    """``values`` as a table of one column, in batches; the column is kept in the output (it names the row)."""
+    import pandas as pd
+
+    args.keep = [column, *[c for c in args.keep if c != column]]
+    for start in range(0, len(values), args.batch_size):
+        chunk = values[start : start + args.batch_size]
+        yield pd.DataFrame({column: chunk}, index=range(start, start + len(chunk)))
 
 
 def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:

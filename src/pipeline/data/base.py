@@ -191,7 +191,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         )
 
     def save_artifacts(self, directory: Path) -> list[Path]:
-        return []
+        """Files ``pipeline-predict <checkpoint>`` needs beside the checkpoint (see :func:`save_raw_input_artifacts`)."""
+        return save_raw_input_artifacts(self, directory)
 
     def raw_input_adapter(self):
         """An object that turns a pandas DataFrame of raw inputs (a table's columns; later an image ``path``

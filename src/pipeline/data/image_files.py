@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from . import raw_inputs
-from .base import DataError, LoadedData, Split, save_raw_input_artifacts
+from .base import DataError, LoadedData, Split
 from .images import ImageDataModule, imagenet_statistics
 from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
 
@@ -251,18 +251,16 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
                                  or self.hflip or self.erasing > 0)
 
     def _geometry(self) -> list:
-        """Evaluation: the shorter side resized to resize_size, the centre image_size square (uint8)."""
-        from torchvision.transforms import v2
-
-        return [v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size)]
+        """Evaluation: the shorter side resized to resize_size, the centre image_size square (uint8); the same
+        steps as the logged model's (:mod:`pipeline.data.raw_inputs`)."""
+        return raw_inputs.evaluation_geometry(self.resize_size, self.image_size)
 
     def _to_model_input(self) -> list:
-        from torchvision.transforms import v2
+        return raw_inputs.to_model_input(*self._statistics())
 
-        steps = [v2.ToDtype(torch.float32, scale=True)]
-        if self.normalize:
-            steps.append(v2.Normalize([float(v) for v in self.channel_mean], [float(v) for v in self.channel_std]))
-        return steps
+    def _statistics(self) -> tuple:
+        """(mean, std) of the normalisation, or (None, None) without one."""
+        return (self.channel_mean, self.channel_std) if self.normalize else (None, None)
 
     def transform(self, train: bool):
         from torchvision.transforms import v2
@@ -323,13 +321,7 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
     def raw_input_adapter(self) -> raw_inputs.ImageInput:
         """What turns image files into this data's model inputs: the evaluation transform, with the statistics
         :meth:`setup` took (a ``path`` column in; the logged model and ``pipeline-predict`` read folders)."""
-        mean, std = (self.channel_mean, self.channel_std) if self.normalize else (None, None)
-        return raw_inputs.ImageInput(self.channels, self.resize_size, self.image_size,
-                                     None if mean is None else [float(v) for v in mean],
-                                     None if std is None else [float(v) for v in std])
-
-    def save_artifacts(self, directory: Path) -> list[Path]:
-        return save_raw_input_artifacts(self, directory)
+        return raw_inputs.ImageInput(self.channels, self.resize_size, self.image_size, *self._statistics())
 
     @property
     def augmentation_active(self) -> bool:

@@ -92,6 +92,24 @@ def _column(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[stripped[column]]
 
 
+def evaluation_geometry(resize_size: int, image_size: int) -> list:
+    """The evaluation images' geometry (uint8 in, uint8 out): the shorter side resized to ``resize_size``, the
+    centre ``image_size`` square. Training's data module uses these very steps."""
+    from torchvision.transforms import v2
+
+    return [v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size)]
+
+
+def to_model_input(mean: Optional[Sequence[float]], std: Optional[Sequence[float]]) -> list:
+    """uint8 -> float values in [0, 1], normalised with ``mean``/``std`` when given."""
+    from torchvision.transforms import v2
+
+    steps = [v2.ToDtype(torch.float32, scale=True)]
+    if mean is not None:
+        steps.append(v2.Normalize([float(v) for v in mean], [float(v) for v in std]))
+    return steps
+
+
 class ImageInput:
     """Image file paths -> the model's input tensor (N, channels, image_size, image_size): the evaluation
     transform of the run (shorter side resized to ``resize_size``, centre ``image_size`` square, values in
@@ -118,11 +136,7 @@ class ImageInput:
     def evaluation_transform(self):
         from torchvision.transforms import v2
 
-        steps = [v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(self.image_size),
-                 v2.ToDtype(torch.float32, scale=True)]
-        if self.mean is not None:
-            steps.append(v2.Normalize(self.mean, self.std))
-        return v2.Compose(steps)
+        return v2.Compose(evaluation_geometry(self.resize_size, self.image_size) + to_model_input(self.mean, self.std))
 
     def transform(self, frame: pd.DataFrame) -> Tensor:
         paths = _column(frame, self.column)

@@ -349,18 +349,6 @@ class CsvData(TabularDataModule):
     def raw_input_adapter(self) -> TablePreprocessor:
         return self.preprocessor
 
-    def save_artifacts(self, directory: Path) -> list[Path]:
-        """``preprocessing.json`` (the fitted preprocessing, readable) and ``model_spec.json`` (what the model
-        was built for): with a checkpoint, all ``pipeline-predict`` needs."""
-        import json
-
-        directory.mkdir(parents=True, exist_ok=True)
-        preprocessing = directory / "preprocessing.json"
-        preprocessing.write_text(json.dumps(self.preprocessor.to_dict(), indent=1))
-        spec = directory / "model_spec.json"
-        spec.write_text(json.dumps(self.spec.to_dict(), indent=1))
-        return [preprocessing, spec]
-
 
 def _choice(key: str, value: str, allowed) -> None:
     if value not in allowed:

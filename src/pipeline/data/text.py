@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher, save_raw_input_artifacts
+from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher
 from .raw_inputs import TextInput
 from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
 from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
@@ -278,7 +278,7 @@ class TextDataModule(InMemoryDataModule):
             return super().example_input(rows)
         return self.encode(self.texts_of(self.test_split.x[:rows]))
 
-    def raw_input_adapter(self, column: Optional[str] = "text") -> TextInput:
+    def raw_input_adapter(self, column: str = "text") -> TextInput:
         """What turns raw texts (column ``column`` of a DataFrame) into the model's inputs, as training did."""
         examples: Sequence[str] = ()
         if self.train_split is not None and len(self.train_split):  # two training texts: the model's input example
@@ -301,7 +301,7 @@ class TextDataModule(InMemoryDataModule):
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "tokenizer.json"
         self.tokenizer.save(str(path))
-        return [path, *save_raw_input_artifacts(self, directory)]
+        return [path, *super().save_artifacts(directory)]
 
 
 def load_pretrained_tokenizer(name: str, max_length: int):
