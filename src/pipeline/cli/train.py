@@ -25,12 +25,12 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
 def main() -> None:
     check_command_line(sys.argv[1:], CONFIG_DIR)  # a wrong option or key: one line, before Hydra runs
     if tracks_to_mlflow(sys.argv[1:]):
-        from pipeline.tracking.remote import start_early
+        from pipeline.tracking.remote import MODEL_EXPORT_MODULES, start_early
 
         # MLflow is imported in the store-writer process while this one imports torch; so is what exporting the
         # model needs at the end (a run logs it unless told not to; a sweep's best trial does)
         logs_model = not any(a.replace(" ", "").endswith("log_model=false") for a in sys.argv[1:])
-        start_early(modules=("torch", "torch.export", "mlflow.pytorch") if logs_model else ())
+        start_early(modules=MODEL_EXPORT_MODULES if logs_model else ())
     _hydra_main()
     if launched_as_a_command():
         exit_at_once()

@@ -35,6 +35,18 @@ def parent_run_params(settings: SweepSettings) -> dict[str, Any]:
 
 
 # ----- the end of a sweep ---------------------------------------------------------------------------
+# what drawing the study's plots imports (optuna.importance pulls scipy: ~1.2 s; pyplot ~0.3 s); imported by the
+# store-writer process while the trials run, so that the end of the sweep does not wait for it
+PLOT_MODULES = ("matplotlib.pyplot", "optuna.visualization.matplotlib", "optuna.importance")
+
+
+def warm_plots(parent: ParentRun) -> None:
+    if parent.enabled:
+        from pipeline.tracking import remote
+
+        remote.start_early(modules=PLOT_MODULES)
+
+
 def start_plots(settings: SweepSettings, parent: ParentRun):
     """When the sweep is tracked, the store-writer process draws the study's plots while this process trains the
     best trials again; returns the future of their paths (None: :func:`summarize` draws them)."""
@@ -115,10 +127,12 @@ def write_plots(study: optuna.Study, settings: SweepSettings, plot_dir: Path) ->
     import warnings
 
     import matplotlib
-
-    matplotlib.use("Agg")
+    # pyplot first: the import waits while another thread of this process is importing it (PLOT_MODULES), where
+    # matplotlib.use would reach into the half-imported module; pyplot picks no backend before it draws
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
+
+    matplotlib.use("Agg")
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     first = settings.objectives[0]

@@ -131,7 +131,7 @@ def study_folder(base_config: DictConfig, study_name: str) -> str:
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
     from pipeline.tracking.sweeps import ParentRun
 
-    from .report import parent_run_params, start_plots, summarize
+    from .report import parent_run_params, start_plots, summarize, warm_plots
     from .worker import finalize, run_workers
 
     settings = build_settings(options, arguments, base_config)
@@ -143,6 +143,7 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     study, created = create_or_resume(settings, lambda: parent.create(
         f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
     parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": settings.n_trials})
+    warm_plots(parent)
     print(f"{'Created' if created else 'Resuming'} Optuna study '{settings.study_name}' in {settings.redacted_storage}: "
           f"{settings.n_trials} trials, {settings.n_jobs} worker(s), sampler={settings.sampler}, "
           f"pruner={settings.pruner}, objective(s) {', '.join(f'{o} ({d})' for o, d in zip(settings.objectives, settings.directions))}",
