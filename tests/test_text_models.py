@@ -92,6 +92,67 @@ def test_nbsvm_trains_through_the_cli_and_beats_the_majority_class(store, tmp_pa
     assert not torch.equal(saved, everything.ratios)
 
 
+def test_character_ngrams_are_those_of_each_word_as_scikit_learn_takes_them():
+    """model.char_ngrams=[2, 4]: a text's features are its words, its bigrams and the character n-grams of each
+    word padded by a space on both sides (scikit-learn's char_wb analyser), each counted once per text;
+    [UNK] and padding add none."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from pipeline.models.nbsvm import char_ngram_id
+
+    vocabulary = ["[PAD]", "[UNK]", "good", "goods", "a", "!"]
+    model = NBSVM((6,), 1, vocab_size=6, max_n=2, ngram_buckets=100, char_ngrams=[2, 4], char_buckets=1 << 20,
+                  vocabulary=vocabulary)
+    tokens = torch.tensor([[2, 3, 2, 4, 5, 0], [1, 0, 0, 0, 0, 0]])  # "good goods good a !", "[UNK]"
+    ids = set(model.feature_ids(tokens)[0].tolist()) - {0}
+    chars = {i for i in ids if i >= model.char_offset}
+    analyzer = CountVectorizer(analyzer="char_wb", ngram_range=(2, 4)).build_analyzer()
+    assert chars == {model.char_offset + char_ngram_id(g, model.char_buckets) for g in analyzer("good goods good a !")}
+    assert len(chars) == len(set(analyzer("good goods good a !")))  # no two n-grams share a bucket here
+    words, bigrams = ids & {2, 3, 4, 5}, ids - chars - {2, 3, 4, 5}
+    assert words == {2, 3, 4, 5} and len(bigrams) == 4  # good goods, goods good, good a, a !
+    assert set(model.feature_ids(tokens)[1].tolist()) == {0, 1}  # [UNK]: the word id only
+    with pytest.raises(ValueError, match="vocabulary"):
+        NBSVM((6,), 1, vocab_size=6, char_ngrams=[2, 4])
+    with pytest.raises(ValueError, match=r"char_ngrams must be \[shortest, longest\]"):
+        NBSVM((6,), 1, vocab_size=6, char_ngrams=[4, 2], vocabulary=vocabulary)
+
+
+def test_nbsvm_with_character_ngrams_trains_through_the_cli_and_its_model_takes_texts(store, tmp_path):
+    """The vocabulary reaches NBSVM from the data (and no other text model); the logged model and a model
+    rebuilt from the checkpoint answer alike, and score the run's test/acc."""
+    import mlflow
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from pipeline.cli.predict import main as predict_main
+
+    data = write_sentiment_tsv(tmp_path / "data", rows=600, dev=120)
+    (data / "dev.tsv").rename(data / "test.tsv")
+    result = run_cli(["task=sentiment", "data=text_tsv", f"data.path={data}", "model=nbsvm", "model.char_ngrams=[2,4]",
+                      "model.ngram_buckets=4096", "model.char_buckets=4096", "trainer.max_epochs=2",
+                      "logger.mlflow.log_plots=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    accuracy = metrics_of(run)["test/acc"]
+    assert accuracy > 0.8, accuracy
+    test = pd.read_csv(data / "test.tsv", sep="\t")
+    mlflow.set_tracking_uri(store["uri"])
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    by_mlflow = model.predict(pd.DataFrame({"sentence": test["sentence"]}))
+    assert float((by_mlflow["prediction"] == test["label"].astype(str)).mean()) == pytest.approx(accuracy, abs=1e-6)
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    output = tmp_path / "predictions.csv"
+    try:
+        predict_main([str(checkpoint), "--input", str(data / "test.tsv"), "--output", str(output)])
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    assert pd.read_csv(output)["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
+
+
 # ----- padding to the longest text of each batch --------------------------------------------------------
 def test_batches_are_padded_to_their_longest_text_and_models_give_the_same_outputs():
     torch.manual_seed(0)

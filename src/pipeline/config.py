@@ -65,7 +65,7 @@ TOP_LEVEL_KEYS = (set(FIXED_SCHEMAS) | set(TARGET_GROUPS) | set(TARGET_COLLECTIO
 
 # arguments that train.py passes when it builds the object, never set in YAML
 WIRED_ARGUMENTS = {
-    "model": {"input_shape", "num_outputs", "vocab_size", "pad_id", "categorical_cardinalities"},
+    "model": {"input_shape", "num_outputs", "vocab_size", "pad_id", "categorical_cardinalities", "vocabulary"},
     "optimizer": {"params"},
     "scheduler": {"optimizer", "total_steps", "epochs", "steps_per_epoch"},
     "trainer": {"callbacks", "logger", "plugins", "default_root_dir"},
@@ -327,6 +327,11 @@ def _flatten_union(annotation: Any) -> list:
         return [a for argument in typing.get_args(annotation) for a in _flatten_union(argument)
                 if argument is not type(None)]
     return [annotation]
+
+
+def accepted_parameters(target: Callable) -> Optional[set[str]]:
+    """The keyword arguments ``target`` accepts (None: any, through ``**kwargs``)."""
+    return _parameters(target)
 
 
 def _parameters(target: Callable) -> Optional[set[str]]:

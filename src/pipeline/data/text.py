@@ -239,6 +239,9 @@ class TextDataModule(InMemoryDataModule):
                           tokenizer=self.pretrained_tokenizer or "word-level")
         if self.pretrained_tokenizer is None:
             spec.extra["unk_id"] = UNK_ID
+            # the words, for models that look inside them (NBSVM's character n-grams); a model gets it only if it
+            # asks for it (pipeline.models.model_inputs)
+            spec.model_inputs["vocabulary"] = [self.tokenizer.id_to_token(i) for i in range(spec.vocab_size)]
         return spec
 
     # ----- batches ---------------------------------------------------------------------------

@@ -21,24 +21,34 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'pipeline.models' has no attribute {name!r}")
 
 
-def model_inputs(spec) -> dict:
+# inputs the data offers to the models that want them (the words of a word-level vocabulary)
+OFFERED_INPUTS = frozenset({"vocabulary"})
+
+
+def model_inputs(spec, accepted=None) -> dict:
     """What the data tells a model about its inputs and outputs (``DataSpec`` -> constructor arguments).
 
     A data set that needs more wiring than shapes (a vocabulary, categorical cardinalities, ...) puts the
-    extra constructor arguments in ``spec.model_inputs``."""
+    extra constructor arguments in ``spec.model_inputs``. Those in :data:`OFFERED_INPUTS` a model gets only if its
+    constructor names them (``accepted``: the parameter names, None for all): only NBSVM takes a text set's
+    ``vocabulary``. The others every model of that data must take."""
     inputs = {"input_shape": tuple(spec.input_shape), "num_outputs": spec.num_outputs}
     if spec.vocab_size is not None:
         inputs["vocab_size"] = spec.vocab_size
         inputs["pad_id"] = spec.extra.get("pad_id", 0)
-    inputs.update(getattr(spec, "model_inputs", None) or {})
+    offered = getattr(spec, "model_inputs", None) or {}
+    inputs.update({k: v for k, v in offered.items() if k not in OFFERED_INPUTS or accepted is None or k in accepted})
     return inputs
 
 
 def build_model(model_cfg, spec):
     """The ``nn.Module`` that ``model_cfg`` (a ``conf/model`` node) names, sized for the data ``spec``."""
-    from hydra.utils import instantiate
+    from hydra.utils import get_object, instantiate
 
-    return instantiate(model_cfg, **model_inputs(spec))
+    from pipeline.config import accepted_parameters
+
+    accepted = accepted_parameters(get_object(model_cfg._target_))
+    return instantiate(model_cfg, **model_inputs(spec, accepted))
 
 
 __all__ = [

@@ -7,6 +7,12 @@ count (:meth:`NBSVM.count_features`, summable over batches and ranks) and what t
 batches before the first optimizer step. The ratios are a buffer, so checkpoints and the logged
 model carry them.
 
+With ``char_ngrams=[lo, hi]`` the features also hold the character n-grams (lengths lo..hi) of each word, taken
+within the word padded by a space on each side (scikit-learn's ``char_wb``), hashed into ``char_buckets`` ids:
+word endings, stems and misspellings share statistics that whole words do not. The model gets the words of the
+data's word-level vocabulary (``vocabulary``, wired from the data) and keeps a table of each token's character
+n-gram ids.
+
 Where Wang & Manning train an SVM and interpolate its weights towards the naive-Bayes solution
 (``w' = (1 - beta) mean|w| + beta w``), this model starts *at* the naive-Bayes solution and learns
 multiplicative corrections ``1 + w`` to it, so weight decay on ``w`` pulls towards plain NB the way
@@ -14,7 +20,8 @@ the interpolation does, and the loss is the task's own (cross-entropy), trained 
 """
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+import zlib
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +35,7 @@ class NBSVM(nn.Module):
     """logit_k = scale_k * sum over the text's distinct n-grams f of r_kf * (1 + w_kf) + b_k.
 
     Features: token ids ``[0, vocab_size)`` (unigrams), then ``ngram_buckets`` hashed ids per n-gram
-    order 2..``max_n``. A feature occurring in a text counts once (binarised, as in the paper).
+    order 2..``max_n``, then (with ``char_ngrams``) ``char_buckets`` hashed character n-gram ids. A feature occurring in a text counts once (binarised, as in the paper).
     ``r_k`` is the log-count ratio of class k against the rest (binary: positive against negative),
     smoothed by ``smoothing`` (the paper's alpha); a feature the training split never showed gets 0.
     """
@@ -45,14 +52,18 @@ class NBSVM(nn.Module):
         max_n: int = 2,
         ngram_buckets: int = 1 << 20,
         smoothing: float = 1.0,
+        char_ngrams: Optional[Sequence[int]] = None,
+        char_buckets: int = 1 << 20,
         dropout: float = 0.0,
         l1: float = 0.0,
+        vocabulary: Optional[Sequence[str]] = None,
     ):
         super().__init__()
         if not 1 <= max_n <= 3:
             raise ValueError(f"model.max_n must be 1, 2 or 3 (unigrams up to trigrams), got {max_n}")
         if smoothing <= 0:
             raise ValueError(f"model.smoothing must be > 0, got {smoothing}")
+        chars = check_char_ngrams(char_ngrams, char_buckets, vocabulary, vocab_size)
         self.l1 = l1
         self.vocab_size = int(vocab_size)
         self.pad_id = int(pad_id)
@@ -60,7 +71,14 @@ class NBSVM(nn.Module):
         self.ngram_buckets = int(ngram_buckets)
         self.smoothing = float(smoothing)
         self.num_outputs = int(num_outputs)
-        self.num_features = self.vocab_size + (self.max_n - 1) * self.ngram_buckets
+        self.char_offset = self.vocab_size + (self.max_n - 1) * self.ngram_buckets
+        self.char_ngrams = chars
+        self.char_buckets = int(char_buckets) if chars else 0
+        self.num_features = self.char_offset + self.char_buckets
+        # (vocab_size, most n-grams of a word): each token's character n-gram ids, pad_id where a word has fewer;
+        # derived from the vocabulary and the settings, so not saved in checkpoints
+        table = token_char_ids(vocabulary, chars, self.char_buckets, self.char_offset, self.pad_id) if chars else None
+        self.register_buffer("token_chars", table, persistent=False)
         self.feature_dropout = float(dropout)
         # (features, outputs): looked up per text with F.embedding
         self.register_buffer("ratios", torch.zeros(self.num_features, self.num_outputs))
@@ -86,6 +104,11 @@ class NBSVM(nn.Module):
                 touches_pad |= pad[:, offset : tokens.shape[1] - n + 1 + offset]
             ids = self.vocab_size + (n - 2) * self.ngram_buckets + hashed.remainder(self.ngram_buckets)
             features.append(ids.masked_fill(touches_pad, self.pad_id))
+        if self.token_chars is not None:
+            # ids outside the vocabulary (another tokenizer's) have no characters: the pad row
+            known = tokens.clamp(0, self.token_chars.shape[0] - 1).masked_fill(tokens >= self.token_chars.shape[0],
+                                                                               self.pad_id)
+            features.append(self.token_chars[known].reshape(tokens.shape[0], -1))
         ids, _ = torch.cat(features, dim=1).sort(dim=1)
         repeated = torch.zeros_like(ids, dtype=torch.bool)
         repeated[:, 1:] = ids[:, 1:] == ids[:, :-1]
@@ -131,3 +154,46 @@ class NBSVM(nn.Module):
             present = F.dropout(present, self.feature_dropout)
         weights = F.embedding(ids, self.ratios) * (1 + F.embedding(ids, self.corrections))  # (B, M, K)
         return (weights * present[:, :, None]).sum(dim=1) * self.scale + self.bias
+
+
+# ----- character n-grams of the vocabulary's words ----------------------------------------------------
+def check_char_ngrams(char_ngrams, char_buckets: int, vocabulary, vocab_size: int) -> Optional[tuple[int, int]]:
+    if char_ngrams is None:
+        return None
+    lengths = tuple(int(n) for n in char_ngrams)
+    if len(lengths) != 2 or not 1 <= lengths[0] <= lengths[1] <= 8:
+        raise ValueError(f"model.char_ngrams must be [shortest, longest] with 1 <= shortest <= longest <= 8 "
+                         f"(e.g. [2, 5]), got {list(char_ngrams)}")
+    if char_buckets < 1:
+        raise ValueError(f"model.char_buckets must be >= 1, got {char_buckets}")
+    if vocabulary is None:
+        raise ValueError("model.char_ngrams needs the words of the data's vocabulary: use it with a text data set "
+                         "whose tokenizer is word-level (the default; not data.tokenizer=<a Hugging Face model>)")
+    if len(vocabulary) != vocab_size:
+        raise ValueError(f"the vocabulary has {len(vocabulary)} words for vocab_size {vocab_size}")
+    return lengths
+
+
+def char_ngram_id(ngram: str, buckets: int) -> int:
+    """A fixed hash (CRC-32 of the UTF-8 bytes: the same in every process, unlike ``hash``)."""
+    return zlib.crc32(ngram.encode("utf-8")) % buckets
+
+
+def token_char_ids(vocabulary: Sequence[str], lengths: tuple[int, int], buckets: int, offset: int,
+                   pad_id: int) -> Tensor:
+    """(len(vocabulary), widest) feature ids of each word's character n-grams, ``pad_id`` filling the rest.
+    Special tokens (``[PAD]``, ``[UNK]``, ...) have none."""
+    rows = []
+    for word in vocabulary:
+        if word.startswith("[") and word.endswith("]") and len(word) > 2:
+            rows.append([])
+            continue
+        padded = f" {word} "
+        # as scikit-learn's char_wb: a padded word shorter than n counts as a whole
+        grams = {padded[i:i + n] for n in range(lengths[0], lengths[1] + 1)
+                 for i in range(max(1, len(padded) - n + 1))}
+        rows.append(sorted({offset + char_ngram_id(gram, buckets) for gram in grams}))
+    table = torch.full((len(rows), max(1, max(map(len, rows), default=1))), pad_id, dtype=torch.long)
+    for i, ids in enumerate(rows):
+        table[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return table
