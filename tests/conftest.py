@@ -98,6 +98,18 @@ def compose_for_train(store: dict, overrides: list[str]):
     ])
 
 
+def load_pyfunc(store: dict, run_id: str):
+    """The model logged by run ``run_id`` of ``store``, as ``mlflow.pyfunc`` loads it."""
+    import mlflow
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(store["uri"])
+    try:
+        return mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def run_cli_in_process(args: list[str], store: dict | None = None) -> subprocess.CompletedProcess:
     """``pipeline.cli.train.main()`` with ``args`` as the command line, in this process: the same code path as
     :func:`run_cli` without ~5 s of imports, for cases that fail before training. Captures what is

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (PROJECT_ROOT, compose_for_train, new_store, run_cli, run_cli_in_process, runs_in,
-                      store_overrides)
+from conftest import (PROJECT_ROOT, compose_for_train, load_pyfunc, new_store, run_cli, run_cli_in_process,
+                      runs_in, store_overrides)
 
 # a small CNN on 16-px images: a few seconds per run
 FAST = ["task=image_classification", "model=cnn", "model.channels=[8,16]", "model.hidden_dim=16",
@@ -174,7 +174,6 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
                                                 if d.tags[0].value == "training")
     # the logged model takes image files: a "path" column in, class and probabilities out; pipeline-predict on the
     # val/ folder answers alike and scores the run's test/acc there
-    import mlflow.pyfunc
     import pandas as pd
 
     from pipeline.cli.predict import main as predict_main
@@ -195,11 +194,7 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     assert len(predicted) == 12 and list(predicted.columns) == ["path", "prediction", "probability_ants", "probability_bees"]
     truth = [Path(p).parent.name for p in predicted["path"]]
     assert float((predicted["prediction"] == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
-    mlflow.set_tracking_uri(store["uri"])
-    try:
-        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    finally:
-        mlflow.set_tracking_uri(None)
+    model = load_pyfunc(store, run.info.run_id)
     by_mlflow = model.predict(pd.DataFrame({"path": predicted["path"]}))
     assert by_mlflow["prediction"].tolist() == predicted["prediction"].tolist()
     assert by_mlflow["probability_bees"].to_numpy() == pytest.approx(predicted["probability_bees"].to_numpy(), abs=1e-6)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import new_store, run_cli, run_cli_in_process, runs_in
+from conftest import load_pyfunc, new_store, run_cli, run_cli_in_process, runs_in
 
 SHORT_RUN = ["logger.mlflow.log_plots=false", "trainer.enable_progress_bar=false"]
 
@@ -46,16 +46,6 @@ def finished_run(store: dict, result):
     runs = runs_in(store)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED", [r.info.status for r in runs]
     return runs[0]
-
-
-def load_pyfunc(store: dict, run_id: str):
-    import mlflow
-
-    mlflow.set_tracking_uri(store["uri"])
-    try:
-        return mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    finally:
-        mlflow.set_tracking_uri(None)
 
 
 def assert_refused(result, store: dict, *fragments: str) -> None:

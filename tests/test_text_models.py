@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_for_train, run_cli, runs_in
+from conftest import compose_for_train, load_pyfunc, run_cli, runs_in
 
 from pipeline.data.text import TextTSV, TrimmedBatcher, trim_padding
 from pipeline.data.text_stream import EpochBatchSampler, LineTexts
@@ -121,8 +121,6 @@ def test_character_ngrams_are_those_of_each_word_as_scikit_learn_takes_them():
 def test_nbsvm_with_character_ngrams_trains_through_the_cli_and_its_model_takes_texts(store, tmp_path):
     """The vocabulary reaches NBSVM from the data (and no other text model); the logged model and a model
     rebuilt from the checkpoint answer alike, and score the run's test/acc."""
-    import mlflow
-    import mlflow.pyfunc
     import pandas as pd
 
     from pipeline.cli.predict import main as predict_main
@@ -137,11 +135,7 @@ def test_nbsvm_with_character_ngrams_trains_through_the_cli_and_its_model_takes_
     accuracy = metrics_of(run)["test/acc"]
     assert accuracy > 0.8, accuracy
     test = pd.read_csv(data / "test.tsv", sep="\t")
-    mlflow.set_tracking_uri(store["uri"])
-    try:
-        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    finally:
-        mlflow.set_tracking_uri(None)
+    model = load_pyfunc(store, run.info.run_id)
     by_mlflow = model.predict(pd.DataFrame({"sentence": test["sentence"]}))
     assert float((by_mlflow["prediction"] == test["label"].astype(str)).mean()) == pytest.approx(accuracy, abs=1e-6)
     [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
@@ -346,8 +340,6 @@ def test_raw_input_adapter_tokenizes_a_text_column_as_training_did(tmp_path):
 def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(store, tmp_path):
     """runs:/<id>/model is a pyfunc model on a ``text`` column; pipeline-predict on a .txt file (run id) and on
     a TSV (checkpoint) give the same answers, and on the test file they score the run's test/acc."""
-    import mlflow
-    import mlflow.pyfunc
     import pandas as pd
 
     from pipeline.cli.predict import main as predict_main
@@ -359,11 +351,7 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = runs_in(store)
     test = pd.read_csv(data / "test.tsv", sep="\t")
-    mlflow.set_tracking_uri(store["uri"])
-    try:
-        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    finally:
-        mlflow.set_tracking_uri(None)
+    model = load_pyfunc(store, run.info.run_id)
     by_mlflow = model.predict(pd.DataFrame({"sentence": test["sentence"]}))  # data.text_column, as in training
     assert list(by_mlflow.columns) == ["prediction", "probability_0", "probability_1"]
     accuracy = float((by_mlflow["prediction"] == test["label"].astype(str)).mean())

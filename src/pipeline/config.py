@@ -222,7 +222,7 @@ def resolve_target(group: str, path: str) -> Callable:
 
 def _check_against_signature(group: str, node: DictConfig) -> None:
     target = resolve_target(group, node._target_)
-    parameters = _parameters(target)
+    parameters = accepted_parameters(target)
     wired = WIRED_ARGUMENTS.get(group, set())
     for key in node.keys():
         if key.startswith("_"):
@@ -330,12 +330,7 @@ def _flatten_union(annotation: Any) -> list:
 
 
 def accepted_parameters(target: Callable) -> Optional[set[str]]:
-    """The keyword arguments ``target`` accepts (None: any, through ``**kwargs``)."""
-    return _parameters(target)
-
-
-def _parameters(target: Callable) -> Optional[set[str]]:
-    """Names accepted by ``target``, following ``**kwargs`` up the class hierarchy."""
+    """Names accepted by ``target``, following ``**kwargs`` up the class hierarchy (None: any)."""
     names: set[str] = set()
     classes = inspect.getmro(target) if inspect.isclass(target) else (target,)
     for owner in classes:

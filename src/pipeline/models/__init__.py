@@ -25,30 +25,33 @@ def __getattr__(name: str):
 OFFERED_INPUTS = frozenset({"vocabulary"})
 
 
-def model_inputs(spec, accepted=None) -> dict:
+def model_inputs(spec, target=None) -> dict:
     """What the data tells a model about its inputs and outputs (``DataSpec`` -> constructor arguments).
 
     A data set that needs more wiring than shapes (a vocabulary, categorical cardinalities, ...) puts the
-    extra constructor arguments in ``spec.model_inputs``. Those in :data:`OFFERED_INPUTS` a model gets only if its
-    constructor names them (``accepted``: the parameter names, None for all): only NBSVM takes a text set's
+    extra constructor arguments in ``spec.model_inputs``. Those in :data:`OFFERED_INPUTS` the model class
+    ``target`` gets only if its constructor names them (no ``target``: all): only NBSVM takes a text set's
     ``vocabulary``. The others every model of that data must take."""
     inputs = {"input_shape": tuple(spec.input_shape), "num_outputs": spec.num_outputs}
     if spec.vocab_size is not None:
         inputs["vocab_size"] = spec.vocab_size
         inputs["pad_id"] = spec.extra.get("pad_id", 0)
-    offered = getattr(spec, "model_inputs", None) or {}
-    inputs.update({k: v for k, v in offered.items() if k not in OFFERED_INPUTS or accepted is None or k in accepted})
-    return inputs
+    offered = dict(getattr(spec, "model_inputs", None) or {})
+    optional = OFFERED_INPUTS & offered.keys()
+    if optional and target is not None:
+        from pipeline.config import accepted_parameters
+
+        accepted = accepted_parameters(target)
+        for key in optional - (accepted if accepted is not None else optional):
+            del offered[key]
+    return {**inputs, **offered}
 
 
 def build_model(model_cfg, spec):
     """The ``nn.Module`` that ``model_cfg`` (a ``conf/model`` node) names, sized for the data ``spec``."""
     from hydra.utils import get_object, instantiate
 
-    from pipeline.config import accepted_parameters
-
-    accepted = accepted_parameters(get_object(model_cfg._target_))
-    return instantiate(model_cfg, **model_inputs(spec, accepted))
+    return instantiate(model_cfg, **model_inputs(spec, get_object(model_cfg._target_)))
 
 
 __all__ = [

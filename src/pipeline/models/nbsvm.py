@@ -35,7 +35,8 @@ class NBSVM(nn.Module):
     """logit_k = scale_k * sum over the text's distinct n-grams f of r_kf * (1 + w_kf) + b_k.
 
     Features: token ids ``[0, vocab_size)`` (unigrams), then ``ngram_buckets`` hashed ids per n-gram
-    order 2..``max_n``, then (with ``char_ngrams``) ``char_buckets`` hashed character n-gram ids. A feature occurring in a text counts once (binarised, as in the paper).
+    order 2..``max_n``, then (with ``char_ngrams``) ``char_buckets`` hashed character n-gram ids. A feature
+    occurring in a text counts once (binarised, as in the paper).
     ``r_k`` is the log-count ratio of class k against the rest (binary: positive against negative),
     smoothed by ``smoothing`` (the paper's alpha); a feature the training split never showed gets 0.
     """
@@ -72,7 +73,6 @@ class NBSVM(nn.Module):
         self.smoothing = float(smoothing)
         self.num_outputs = int(num_outputs)
         self.char_offset = self.vocab_size + (self.max_n - 1) * self.ngram_buckets
-        self.char_ngrams = chars
         self.char_buckets = int(char_buckets) if chars else 0
         self.num_features = self.char_offset + self.char_buckets
         # (vocab_size, most n-grams of a word): each token's character n-gram ids, pad_id where a word has fewer;
@@ -104,11 +104,8 @@ class NBSVM(nn.Module):
                 touches_pad |= pad[:, offset : tokens.shape[1] - n + 1 + offset]
             ids = self.vocab_size + (n - 2) * self.ngram_buckets + hashed.remainder(self.ngram_buckets)
             features.append(ids.masked_fill(touches_pad, self.pad_id))
-        if self.token_chars is not None:
-            # ids outside the vocabulary (another tokenizer's) have no characters: the pad row
-            known = tokens.clamp(0, self.token_chars.shape[0] - 1).masked_fill(tokens >= self.token_chars.shape[0],
-                                                                               self.pad_id)
-            features.append(self.token_chars[known].reshape(tokens.shape[0], -1))
+        if self.token_chars is not None:  # one row per token id of the vocabulary (check_char_ngrams)
+            features.append(self.token_chars[tokens].reshape(tokens.shape[0], -1))
         ids, _ = torch.cat(features, dim=1).sort(dim=1)
         repeated = torch.zeros_like(ids, dtype=torch.bool)
         repeated[:, 1:] = ids[:, 1:] == ids[:, :-1]
