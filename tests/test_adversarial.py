@@ -59,6 +59,11 @@ CASES = [
     (["hparams_search=classification_optuna", "hydra.sweeper.n_trials=0", "logger=none"], ["n_trials=0", ">= 1"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.sampler=foo", "logger=none"], ["sampler='foo'", "tpe"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.finalize_top_k=-1", "logger=none"], ["finalize_top_k"]),
+    # L-BFGS evaluates each batch several times per step: what cannot follow that is refused before the run
+    (["optimizer=lbfgs", "trainer.precision=bf16-mixed"], ["optimizer=lbfgs", "bf16-mixed", "32-true"]),
+    (["optimizer=lbfgs", "trainer.gradient_clip_val=1"], ["optimizer=lbfgs", "gradient_clip_val"]),
+    (["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"], ["optimizer=lbfgs", "accumulate_grad_batches=1"]),
+    (["optimizer=lbfgs", "optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", ">= 0"]),
 ]
 
 
@@ -121,6 +126,8 @@ DATA_CASES = [
      ["model.weights", "not a readable PyTorch state dict"]),
     (["task=image_classification", "model=torchvision", "model.unfreeze_at_epoch=2"], ["model.freeze_backbone=true"]),
     (["task=sentiment", "model=transformer", "model.name={d}/nothere"], ["model.name", "no such folder"]),
+    (["task=image_classification", "model=torchvision", "model.weights=none", "optimizer=lbfgs"],
+     ["optimizer=lbfgs", "model=torchvision", "parameter group"]),
 ]
 
 

@@ -32,7 +32,7 @@ def assert_refused(result, store: dict, *fragments: str, code: int = 2) -> str:
 
 # ----- unknown options and keys (Hydra composition) ------------------------------------------------
 UNKNOWN_NAMES = [
-    (["optimizer=adamm"], ["optimizer=adamm", "did you mean optimizer=adam?", "adam, adamw, rmsprop, sgd"]),
+    (["optimizer=adamm"], ["optimizer=adamm", "did you mean optimizer=adam?", "adam, adamw, lbfgs, rmsprop, sgd"]),
     (["experiment=textbook"], ["experiment=textbook", "textbook_mlp"]),
     (["trainer.max_epoch=3"], ["'trainer.max_epoch'", "did you mean 'trainer.max_epochs'?"]),
     (["optimzer=adam"], ["'optimzer'", "did you mean 'optimizer'?"]),
@@ -50,7 +50,7 @@ def test_unknown_option_or_key_names_it_and_the_nearest_valid_one(store, args, f
 
 def test_unknown_option_and_key_through_the_real_cli(store):
     result = run_cli(["optimizer=adamm", "trainer.max_epochs=1"], store)
-    assert_refused(result, store, "optimizer=adamm", "Available: adam, adamw, rmsprop, sgd")
+    assert_refused(result, store, "optimizer=adamm", "Available: adam, adamw, lbfgs, rmsprop, sgd")
     assert "HYDRA_FULL_ERROR" not in result.stderr  # Hydra's own multi-line report is not shown
 
     result = run_cli(["trainer.max_epoch=3"], store)

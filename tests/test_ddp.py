@@ -90,6 +90,22 @@ def test_classification_on_two_processes_matches_one_process(store, tmp_path):
 
 
 @pytest.mark.slow
+def test_lbfgs_on_two_processes_takes_the_steps_of_one_process(store, tmp_path):
+    """L-BFGS's line search decides on loss values: each rank computes its shard's, so the optimizer averages them
+    over the ranks (DDP averages the gradients). Full batch on each rank = the full batch of one process; a rank
+    deciding on its own loss would take other steps, and its replica would drift from the other's."""
+    args = [*REGRESSION, "data.noise=2.0", "optimizer=lbfgs", "optimizer.max_iter=5", "optimizer.weight_decay=0.01",
+            "trainer.max_epochs=2"]
+    two = run_cli([*args, *TWO_PROCESSES, "data.batch_size=360"], store)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = single_process([*args, "data.batch_size=720"], tmp_path / "one")
+    ddp = history(store["outputs"])
+    for key in ("train/loss", "val/rmse"):
+        assert per_epoch(ddp, key) == pytest.approx(per_epoch(one, key), rel=1e-5), key
+    assert final(ddp) == pytest.approx(final(one), rel=1e-5)
+
+
+@pytest.mark.slow
 def test_sweep_trials_on_two_processes_train_the_sampled_parameters(tmp_path):
     """Each trial of an Optuna sweep runs on two processes. The sampled width of the hidden layer
     changes the parameter shapes: a rank that sampled (or re-swept) for itself would fail DDP's

@@ -467,9 +467,33 @@ def _check_compatibility(cfg: DictConfig) -> None:
         raise ConfigError("optimizer.fused=true cannot be combined with trainer.precision=16-mixed and "
                           "trainer.gradient_clip_val (Lightning cannot unscale a fused optimizer's gradients "
                           "before clipping); add optimizer.fused=false")
+    _check_lbfgs(cfg, model_class)
     scheduler_target = _get(cfg, "scheduler._target_") or ""
     if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
         raise ConfigError(f"scheduler.mode must match task.mode ({cfg.task.mode})")
+
+
+def _check_lbfgs(cfg: DictConfig, model_class) -> None:
+    """L-BFGS evaluates the loss several times per step (Lightning's closure) and keeps one parameter group."""
+    import torch
+
+    optimizer_class = resolve_target("optimizer", cfg.optimizer._target_)
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.LBFGS)):
+        return
+    name = _choice_name(cfg, "optimizer")
+    precision = str(_get(cfg, "trainer.precision") or "32")
+    if "mixed" in precision:
+        raise ConfigError(f"optimizer={name} cannot train with trainer.precision={precision} (Lightning's mixed "
+                          "precision does not support L-BFGS); use trainer.precision=32-true")
+    if _get(cfg, "trainer.gradient_clip_val"):
+        raise ConfigError(f"optimizer={name} cannot be combined with trainer.gradient_clip_val: clipped gradients "
+                          "would not be the gradients of the loss its line search evaluates")
+    if (_get(cfg, "trainer.accumulate_grad_batches") or 1) > 1:
+        raise ConfigError(f"optimizer={name} needs trainer.accumulate_grad_batches=1: each step evaluates the "
+                          "loss of one (full) batch several times")
+    if hasattr(model_class, "parameter_groups"):
+        raise ConfigError(f"optimizer={name} keeps one parameter group, but model={_choice_name(cfg, 'model')} "
+                          "trains its parameters in groups (a learning rate per group); use optimizer=adamw")
 
 
 def _choice_name(cfg: DictConfig, group: str) -> str:

@@ -114,12 +114,16 @@ class TaskModule(pl.LightningModule):
         loss = self.loss(self.model(x), y)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(float(loss.detach()), self.current_epoch, self.global_step)
-        rows = len(y)
-        self._train_loss_sum += loss.detach() * rows
-        self._train_rows += rows
+        # counted once the step is done (on_train_batch_end): L-BFGS evaluates a batch several times per step
+        self._batch_loss = loss.detach()
         if self.l1:
             loss = loss + self.l1_penalty()
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        rows = len(batch[1])
+        self._train_loss_sum += self._batch_loss * rows
+        self._train_rows += rows
 
     def on_train_epoch_end(self) -> None:
         seconds = time.perf_counter() - self._epoch_started
