@@ -64,7 +64,7 @@ def test_log_count_ratios_are_those_of_the_paper():
     expected = np.log(p / p.sum()) - np.log(q / q.sum())
     assert torch.allclose(model.ratios[2:, 0].double(), torch.tensor(expected), atol=1e-6)
     assert model.ratios[0, 0] == 0 and model.ratios[1, 0] == 0  # padding and the never-seen id 1
-    # untrained corrections: the logit is the naive-Bayes score
+    # untrained weights (all 1): the logit is the naive-Bayes score
     assert torch.allclose(model(tokens[:1])[0, 0], model.ratios[[2, 3], 0].sum())
 
 
