@@ -116,8 +116,8 @@ class NBSVM(nn.Module):
         return left_aligned(ids, distinct, self.pad_id)
 
     def _training_feature_ids(self, tokens: Tensor) -> Tensor:
-        """:meth:`feature_ids`, remembered for the last training batch: L-BFGS evaluates one (full) batch ~20-60
-        times per step, and on MR with character n-grams the ids cost 2/3 of an evaluation."""
+        """:meth:`feature_ids`, remembered for the last training batch: L-BFGS evaluates one (full) batch up to
+        1.25 x max_iter times per step, and on MR with character n-grams the ids are 2/3 of an evaluation."""
         last = self.__dict__.get("_last_batch")
         if last is not None and last[0] is tokens and last[1] == tokens._version:
             return last[2]
