@@ -53,6 +53,7 @@ def test_linear_regression_with_lbfgs_is_ordinary_least_squares_on_the_runs_rows
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = runs_in(store)
     assert run.info.status == "FINISHED" and run.data.params["optimizer._target_"] == "pipeline.optimizers.LBFGS"
+    assert "batches per epoch" not in result.stdout + result.stderr
 
     from hydra.utils import instantiate
 
@@ -73,6 +74,14 @@ def test_linear_regression_with_lbfgs_is_ordinary_least_squares_on_the_runs_rows
     for epoch in timed:  # one full batch per epoch, however many times L-BFGS evaluated it
         rows_per_epoch = epoch["train/samples_per_s"] * epoch["train/epoch_time_s"]
         assert rows_per_epoch == pytest.approx(len(xt), rel=0.05)
+
+
+def test_lbfgs_on_mini_batches_is_warned_about(tmp_path):
+    result = run_cli(["task=regression", "data=synthetic_linear", "model=linear", "optimizer=lbfgs", "data.batch_size=64",
+                      "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("optimizer=lbfgs with 12 batches per epoch" in result.stdout + result.stderr
+            and "set data.batch_size to at least the training rows" in result.stdout + result.stderr)
 
 
 @pytest.mark.unit

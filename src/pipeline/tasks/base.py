@@ -104,6 +104,17 @@ class TaskModule(pl.LightningModule):
         if total is not None:
             self.model.set_feature_counts(self.trainer.strategy.reduce(total, reduce_op="sum"))
 
+    def on_train_start(self) -> None:
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        batches = self.trainer.num_training_batches
+        if isinstance(optimizer, torch.optim.LBFGS) and batches > 1 and self.trainer.is_global_zero:
+            import logging
+
+            logging.getLogger("pipeline").warning(
+                "optimizer=lbfgs with %s batches per epoch: L-BFGS assumes one fixed objective and its line search "
+                "is unreliable on mini-batches; set data.batch_size to at least the training rows (per device)",
+                batches if batches != float("inf") else "unknown")
+
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum = torch.zeros((), device=self.device)
         self._train_rows = torch.zeros((), device=self.device)
