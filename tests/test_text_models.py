@@ -118,6 +118,33 @@ def test_character_ngrams_are_those_of_each_word_as_scikit_learn_takes_them():
         NBSVM((6,), 1, vocab_size=6, char_ngrams=[4, 2], vocabulary=vocabulary)
 
 
+def test_nbsvm_packs_its_features_in_training_and_exports_with_a_free_batch_size():
+    """Training packs each text's feature ids to the left (fewer slots; the width depends on the data), evaluation
+    keeps every slot (static shapes): the same ids, the same logits, and the evaluation graph traces with
+    torch.export, so the logged model is a pt2 program that loads without the pipeline package."""
+    vocabulary = ["[PAD]", "[UNK]", *(f"w{i}" for i in range(38))]
+    model = NBSVM((16,), 1, vocab_size=40, max_n=3, ngram_buckets=101, char_ngrams=[2, 3], char_buckets=257,
+                  vocabulary=vocabulary)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, 40, (8, 16), generator=generator)
+    tokens[torch.arange(16).expand(8, 16) >= torch.randint(1, 17, (8, 1), generator=generator)] = 0
+    tokens[:, 5] = tokens[:, 2]  # repeats
+    model.set_feature_counts(model.count_features(tokens, torch.arange(8) % 2))
+    with torch.no_grad():
+        model.weights.uniform_(0.5, 1.5, generator=generator)
+    packed, full = model.feature_ids(tokens, packed=True), model.feature_ids(tokens)
+    assert packed.shape[1] < full.shape[1]
+    for row in range(8):
+        assert sorted(set(packed[row].tolist()) - {0}) == sorted(set(full[row].tolist()) - {0})
+        assert (packed[row] != 0).sum() == (full[row] != 0).sum()  # each feature once in both
+    with torch.no_grad():
+        trained_view = model.train()(tokens)
+        evaluated = model.eval()(tokens)
+    assert torch.allclose(trained_view, evaluated, atol=1e-5)
+    program = torch.export.export(model, (tokens[:4],), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    assert torch.allclose(program.module()(tokens), evaluated, atol=1e-5)
+
+
 def test_nbsvm_with_character_ngrams_trains_through_the_cli_and_its_model_takes_texts(store, tmp_path):
     """The vocabulary reaches NBSVM from the data (and no other text model); the logged model and a model
     rebuilt from the checkpoint answer alike, and score the run's test/acc."""

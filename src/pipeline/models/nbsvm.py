@@ -88,8 +88,13 @@ class NBSVM(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.num_outputs))
 
     # ----- features ------------------------------------------------------------------------------
-    def feature_ids(self, tokens: Tensor) -> Tensor:
-        """(B, M) feature ids of each text, every distinct feature once; ``pad_id`` fills the rest."""
+    def feature_ids(self, tokens: Tensor, packed: bool = False) -> Tensor:
+        """(B, M) feature ids of each text, every distinct feature once; ``pad_id`` fills the rest.
+
+        ``packed``: each row's ids moved to the left and M cut to the row with the most -- far fewer slots to sort,
+        look up and back-propagate through (with character n-grams ~7 % of the slots hold distinct features on
+        MR), but M then depends on the data, which ``torch.export`` cannot trace: training packs, evaluation and
+        the exported model do not."""
         tokens = tokens.long()  # int32 ids would overflow in the hash
         features = [tokens]
         pad = tokens == self.pad_id
@@ -107,13 +112,15 @@ class NBSVM(nn.Module):
             features.append(ids.masked_fill(touches_pad, self.pad_id))
         if self.token_chars is not None:  # one row per token id of the vocabulary (check_char_ngrams)
             features.append(self.token_chars[tokens].reshape(tokens.shape[0], -1))
-        # with character n-grams most of the (B, tokens x n-grams per token) slots are padding or repeats (~7 % are
-        # distinct features on MR), and sorting, lookups and their gradients cost per slot: compact, sort, compact
         features = torch.cat(features, dim=1)
-        ids, _ = left_aligned(features, features != self.pad_id, self.pad_id).sort(dim=1)
-        distinct = ids != self.pad_id
-        distinct[:, 1:] &= ids[:, 1:] != ids[:, :-1]
-        return left_aligned(ids, distinct, self.pad_id)
+        if packed:
+            features = left_aligned(features, features != self.pad_id, self.pad_id)
+        ids, _ = features.sort(dim=1)
+        repeated = torch.zeros_like(ids, dtype=torch.bool)
+        repeated[:, 1:] = ids[:, 1:] == ids[:, :-1]
+        if packed:
+            return left_aligned(ids, (ids != self.pad_id) & ~repeated, self.pad_id)
+        return ids.masked_fill(repeated, self.pad_id)
 
     def _training_feature_ids(self, tokens: Tensor) -> Tensor:
         """:meth:`feature_ids`, remembered for the last training batch: L-BFGS evaluates one (full) batch up to
@@ -121,7 +128,7 @@ class NBSVM(nn.Module):
         last = self.__dict__.get("_last_batch")
         if last is not None and last[0] is tokens and last[1] == tokens._version:
             return last[2]
-        ids = self.feature_ids(tokens)
+        ids = self.feature_ids(tokens, packed=True)
         self.__dict__["_last_batch"] = (tokens, tokens._version, ids)
         return ids
 
@@ -133,7 +140,7 @@ class NBSVM(nn.Module):
     def count_features(self, tokens: Tensor, labels: Tensor) -> Tensor:
         """(classes, features) document frequencies of one batch; summed over batches (and ranks)
         they are what :meth:`set_feature_counts` takes."""
-        ids = self.feature_ids(tokens)
+        ids = self.feature_ids(tokens, packed=True)
         classes = max(2, self.num_outputs)
         counts = torch.zeros(classes, self.num_features, device=ids.device)
         rows = labels.long()[:, None].expand_as(ids)
@@ -174,7 +181,7 @@ class NBSVM(nn.Module):
 def left_aligned(ids: Tensor, keep: Tensor, pad_id: int) -> Tensor:
     """Each row's kept ids moved left in their order, ``pad_id`` after them; as wide as the row keeping the most."""
     column = keep.cumsum(dim=1) - 1
-    width = max(1, int(column[:, -1].max()) + 1) if ids.shape[1] else 1
+    width = max(1, int(column[:, -1].max()) + 1) if ids.numel() else 1
     packed = ids.new_full((ids.shape[0], width + 1), pad_id)
     packed.scatter_(1, torch.where(keep, column, width), ids)  # the dropped slots all land in the spare last column
     return packed[:, :width]
