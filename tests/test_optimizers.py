@@ -126,17 +126,21 @@ def test_nbsvm_fitted_by_lbfgs_is_logistic_regression_on_its_scaled_features(tmp
 
 
 def _lbfgs_rank(rank: int, port: int, folder: str, average: bool) -> None:
-    """One of two processes: a linear model on this rank's own shard, gradients averaged as DDP does."""
+    """One of two processes: a linear model, each rank with its own shard, and the gradient DDP would give every
+    rank (the mean over both shards; computed here from both shards, so that the ranks exchange nothing but what
+    the optimizer itself sends -- ranks that take different steps must not meet in mismatched collectives)."""
     import torch.distributed as dist
 
     import pipeline.optimizers
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        generator = torch.Generator().manual_seed(rank)
-        x = torch.randn(100, 3, generator=generator, dtype=torch.float64)
-        # shards that disagree: the ranks' own losses along a search direction differ a lot
-        y = x @ torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64) * (1 if rank == 0 else -5)
+        shards = []
+        for shard in (0, 1):
+            generator = torch.Generator().manual_seed(shard)
+            x = torch.randn(100, 3, generator=generator, dtype=torch.float64)
+            # shards that disagree: the ranks' own losses along a search direction differ a lot
+            shards.append((x, x @ torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64) * (1 if shard == 0 else -5)))
         layer = torch.nn.Linear(3, 1).double()
         torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
         optimizer = pipeline.optimizers.LBFGS(layer.parameters(), max_iter=4, line_search_fn="strong_wolfe")
@@ -145,15 +149,13 @@ def _lbfgs_rank(rank: int, port: int, folder: str, average: bool) -> None:
 
         def closure():
             optimizer.zero_grad()
-            loss = torch.nn.functional.mse_loss(layer(x)[:, 0], y)
-            loss.backward()
-            for p in layer.parameters():
-                dist.all_reduce(p.grad)
-                p.grad /= 2
-            return loss
+            losses = [torch.nn.functional.mse_loss(layer(x)[:, 0], y) for x, y in shards]
+            (sum(losses) / 2).backward()  # DDP: the gradients averaged over the ranks
+            return losses[rank]  # a training step returns its own shard's loss
 
         optimizer.step(closure)
         torch.save([p.detach() for p in layer.parameters()], Path(folder) / f"rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other may still use it
     finally:
         dist.destroy_process_group()
 
