@@ -8,6 +8,7 @@ and evaluation metrics are computed once per epoch over the split's predictions 
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -50,10 +51,13 @@ class TaskModule(pl.LightningModule):
         self._epoch_started = 0.0
         self.best_value: Optional[float] = None
 
+    # plain attributes set on every training step: Lightning sets _current_fx_name around every hook it calls (~50
+    # times per step), the step's loss and the epoch's sums are updated once per step. nn.Module's __setattr__
+    # (parameter, buffer and submodule checks) made the first ~10 % of a small model's step.
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_batch_loss", "_train_loss_sum", "_train_rows"})
+
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets this plain string around every hook it calls, ~50 times per training step; nn.Module's
-        # __setattr__ (parameter, buffer and submodule checks) made that ~10 % of a small model's step
-        if name == "_current_fx_name":
+        if name in self._PLAIN_ATTRIBUTES:
             object.__setattr__(self, name, value)
             return
         super().__setattr__(name, value)
@@ -108,8 +112,6 @@ class TaskModule(pl.LightningModule):
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
         batches = self.trainer.num_training_batches
         if isinstance(optimizer, torch.optim.LBFGS) and batches > 1 and self.trainer.is_global_zero:
-            import logging
-
             logging.getLogger("pipeline").warning(
                 "optimizer=lbfgs with %s batches per epoch: L-BFGS assumes one fixed objective and its line search "
                 "is unreliable on mini-batches; set data.batch_size to at least the training rows (per device)",
