@@ -125,7 +125,7 @@ def test_nbsvm_fitted_by_lbfgs_is_logistic_regression_on_its_scaled_features(tmp
     assert ((ours > 0) == (theirs > 0)).mean() >= 0.99
 
 
-def _lbfgs_rank(rank: int, port: int, folder: str, average: bool) -> None:
+def _lbfgs_rank(rank: int, folder: str, average: bool) -> None:
     """One of two processes: a linear model, each rank with its own shard, and the gradient DDP would give every
     rank (the mean over both shards; computed here from both shards, so that the ranks exchange nothing but what
     the optimizer itself sends -- ranks that take different steps must not meet in mismatched collectives)."""
@@ -133,7 +133,8 @@ def _lbfgs_rank(rank: int, port: int, folder: str, average: bool) -> None:
 
     import pipeline.optimizers
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # a file rendezvous: no port chosen ahead that something else could take meanwhile
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
     try:
         shards = []
         for shard in (0, 1):
@@ -166,9 +167,8 @@ def test_under_ddp_the_ranks_take_the_same_lbfgs_steps(tmp_path, average):
     identical; deciding on each rank's own loss -- plain torch.optim.LBFGS -- they drift apart, which is what the
     averaging is for."""
     import torch.multiprocessing as mp
-    from conftest import free_port
 
-    mp.spawn(_lbfgs_rank, args=(free_port(), str(tmp_path), average), nprocs=2, join=True)
+    mp.spawn(_lbfgs_rank, args=(str(tmp_path), average), nprocs=2, join=True)
     first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     same = all(torch.equal(a, b) for a, b in zip(first, second))
     assert same is average, (first, second)
