@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .base import DataError, InMemoryDataModule, Split, announce_splits
+from .workers import quiet_worker
 
 #: data.in_memory=auto reads a data set into memory when its items as float32 tensors take at most this much
 AUTO_IN_MEMORY_BYTES = 1 << 30
@@ -314,7 +315,7 @@ class StreamedDataModule(InMemoryDataModule):
     def _reading_loader(self, dataset: Dataset, batch_size: int = READ_BATCH) -> DataLoader:
         """A one-pass loader for setup-time reading (no shuffling, workers not kept)."""
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=collate_items, generator=torch.Generator())
+                          collate_fn=collate_items, generator=torch.Generator(), worker_init_fn=quiet_worker)
 
     def read_rows(self, rows: Split, train: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
         """The rows in order, in batches of (x, y), read in the workers; unreadable ones as :meth:`unreadable` says."""
@@ -352,6 +353,7 @@ class StreamedDataModule(InMemoryDataModule):
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             # the loader's base seed would otherwise be drawn from (and advance) the global RNG every epoch
             generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=quiet_worker,
         ))
 
     def _pin_memory(self) -> bool:

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher
 from .raw_inputs import TextInput
+from .workers import quiet_worker
 from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
 from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
                           texts_at)
@@ -265,6 +266,7 @@ class TextDataModule(InMemoryDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0 and train,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=quiet_worker,
         )
 
     def evaluation_batches(self, split: Split):
