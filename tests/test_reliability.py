@@ -237,6 +237,30 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
 
 
+@pytest.mark.unit
+def test_random_states_in_a_checkpoint_restore_every_generator(tmp_path):
+    """What a resumed run draws next (dropout, augmentation, Python's random) is what the saved run drew next,
+    with the states as checkpoints hold them now (Python's as one tensor) and as they held them before (a tuple)."""
+    import random
+
+    import numpy as np
+
+    from pipeline.tasks import restore_rng_states, rng_states
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    torch.save({"rng_states": rng_states()}, tmp_path / "states.ckpt")
+    expected = draws()
+    saved = torch.load(tmp_path / "states.ckpt", weights_only=True)["rng_states"]
+    assert isinstance(saved["python"][1], torch.Tensor) and saved["python"][1].shape == (625,)
+    restore_rng_states(saved)
+    assert draws() == expected
+    version, internal, gauss_next = saved["python"]
+    restore_rng_states(dict(saved, python=(version, tuple(internal.tolist()), gauss_next)))  # the older format
+    assert draws() == expected
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 5 MiB file system (tmpfs) when this machine lets the test mount one, else None."""

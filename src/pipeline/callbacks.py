@@ -70,6 +70,18 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._state_key = super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
         return self._state_key
 
+    def _monitor_candidates(self, trainer) -> dict:
+        """Lightning's, with each metric tensor cloned instead of the dict deep-copied: the same fresh values
+        at a tenth of the cost (tensor ``__deepcopy__`` is ~40 us in Python; this runs 2-3 times per epoch)."""
+        import torch
+
+        candidates = {name: value.detach().clone() if isinstance(value, torch.Tensor) else value
+                      for name, value in trainer.callback_metrics.items()}
+        epoch, step = candidates.get("epoch"), candidates.get("step")
+        candidates["epoch"] = epoch.int() if isinstance(epoch, torch.Tensor) else torch.tensor(trainer.current_epoch)
+        candidates["step"] = step.int() if isinstance(step, torch.Tensor) else torch.tensor(trainer.global_step)
+        return candidates
+
     def load_state_dict(self, state_dict: dict) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*dirpath has changed.*")

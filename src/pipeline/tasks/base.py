@@ -297,11 +297,14 @@ def rng_states() -> dict:
     import numpy as np
 
     kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     states = {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
-        "python": random.getstate(),
+        # 625 ints as one tensor: a checkpoint of a small model is copied every epoch (AtomicCheckpointIO), and
+        # 625 separate ints were most of the nodes walked
+        "python": (version, torch.tensor(internal, dtype=torch.int64), gauss_next),
     }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -318,6 +321,7 @@ def restore_rng_states(states: dict) -> None:
     np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
                          numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     version, internal, gauss_next = states["python"]
+    internal = internal.tolist() if isinstance(internal, torch.Tensor) else internal  # a tuple before 2026-12
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
