@@ -86,3 +86,11 @@ def test_default_anchors_refit_on_the_default_runs_rows(tmp_path, real_data_dir)
     result = run_benchmark("default_anchors.py", tmp_path, real_data_dir)
     assert "| diabetes | seed 42 hold-out | LinearRegression | R² 0.383 |" in result.stdout, result.stdout
     assert "| breast_cancer | 5 folds | LogisticRegression | acc 0.977 (" in result.stdout, result.stdout
+
+
+def test_lightning_floor_times_plain_bare_lightning_and_manual_optimisation(tmp_path):
+    result = run_benchmark("lightning_floor.py", tmp_path, tmp_path)  # breast_cancer ships with scikit-learn
+    report = json.loads((tmp_path / "lightning_floor_smoke.json").read_text())
+    assert set(report["epoch_s"]) == {"plain", "lightning", "lightning-manual"}
+    assert all(len(seconds) == 1 and seconds[0] > 0 for seconds in report["epoch_s"].values())
+    assert "| lightning | " in result.stdout and "| / plain |" in result.stdout
