@@ -26,10 +26,10 @@ from torch import Tensor
 
 from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher
 from .raw_inputs import TextInput
-from .workers import quiet_worker
 from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
 from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
                           texts_at)
+from .workers import quiet_worker
 
 log = logging.getLogger(__name__)
 
