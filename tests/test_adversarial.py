@@ -42,7 +42,7 @@ CASES = [
     (["task=regression", "task.monitor=val/acc"], ["task.monitor='val/acc'", "val/rmse"]),
     (["task.monitor=test/acc"], ["task.monitor", "validation metric"]),
     (["task.mode=up"], ["task.mode='up'", "min, max"]),
-    (["data=wine", "data.val_fraction=1.5"], ["data.val_fraction=1.5", "(0, 1)"]),
+    (["data=wine", "data.val_fraction=1.5"], ["data.val_fraction=1.5", "[0, 1)"]),
     (["trainer.max_time=abc"], ["trainer", "DD:HH:MM:SS"]),
     (["trainer.gradient_clip_val=-1"], ["trainer.gradient_clip_val=-1", ">= 0"]),
     (["trainer.limit_train_batches=0"], ["trainer.limit_train_batches=0", "> 0"]),

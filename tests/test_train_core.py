@@ -223,3 +223,57 @@ def test_max_time_stops_a_run_inside_its_first_epoch(store):
     assert trained < 0.5 * 140_000, trained
     assert (result.stdout + result.stderr).count("Time limit reached") <= 1
     assert "Test metrics:" in result.stdout
+
+
+# ----- data.val_fraction=0: every training row trains, the last epoch is tested -----------------------------
+def test_without_a_validation_split_every_training_row_trains_and_the_last_epoch_is_tested(store):
+    result = run_cli(["data.val_fraction=0", "trainer.max_epochs=3"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("Data: breast_cancer in memory: 455 train / 0 validation / 114 test rows; no validation split "
+            "(data.val_fraction=0): the last epoch is tested") in result.stdout
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("Checkpoint of the last epoch")]
+    tested = torch.load(line.split(": ", 1)[1], weights_only=True)
+    assert tested["epoch"] == 2 and tested["global_step"] == 3 * 8  # 455 rows, batch 64: 8 steps an epoch
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED" and run.data.params["data.val_fraction"] == "0"
+    assert {"test/acc", "train/loss"} <= set(run.data.metrics)
+    assert not [name for name in run.data.metrics if name.startswith("val/")]
+    contexts = sorted(tag.value for record in run.inputs.dataset_inputs for tag in record.tags)
+    assert contexts == ["testing", "training"]
+
+
+@pytest.mark.parametrize("override,named", [
+    ("callbacks=[default,early_stopping]", "callbacks.early_stopping stops on val/loss"),
+    ("scheduler=plateau", "scheduler=plateau steps on val/loss"),
+])
+def test_without_a_validation_split_what_watches_validation_is_refused(store, override, named):
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["data.val_fraction=0", override], store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"Error: data.val_fraction=0 leaves no validation split, and {named}" in result.stderr
+    assert not (Path(store["artifacts"]).parent / "mlflow.db").exists()  # no run, not even a store
+
+
+def test_a_sweep_without_a_validation_split_is_refused_before_its_study_exists(store, tmp_path):
+    result = run_cli(["hparams_search=classification_optuna", "data.val_fraction=0", "hydra.sweeper.n_trials=2",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}"], store, multirun=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert ("Error: a trial of this search cannot run: data.val_fraction=0 leaves no validation split, and a sweep "
+            "selects its trials on val/loss") in result.stderr
+    assert not (Path(store["artifacts"]).parent / "optuna").exists()  # no study
+
+
+@pytest.mark.unit
+def test_without_a_validation_split_the_datas_own_validation_rows_train_too():
+    from pipeline.data.base import InMemoryDataModule, LoadedData, Split
+
+    def rows(start, stop):
+        return Split(torch.arange(start, stop, dtype=torch.float32).view(-1, 1), torch.zeros(stop - start))
+
+    module = InMemoryDataModule(val_fraction=0)
+    train, val, test = module._split(LoadedData(train=rows(0, 8), val=rows(8, 10), test=rows(10, 13)))
+    assert train.x.view(-1).tolist() == list(range(10)) and len(val) == 0 and len(test) == 3
+    train, val, _ = InMemoryDataModule(val_fraction=0.25)._split(LoadedData(train=rows(0, 8), val=rows(8, 10),
+                                                                           test=rows(10, 13)))
+    assert len(train) == 8 and len(val) == 2  # otherwise the data's validation rows are the validation split

@@ -387,7 +387,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "optimizer.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "model.l1": (lambda v: v >= 0, ">= 0"),
-    "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "data.val_fraction": (lambda v: 0 <= v < 1, "in [0, 1) (0: no validation split, every training row trains)"),
     "data.test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "task.label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
@@ -468,9 +468,33 @@ def _check_compatibility(cfg: DictConfig) -> None:
                           "trainer.gradient_clip_val (Lightning cannot unscale a fused optimizer's gradients "
                           "before clipping); add optimizer.fused=false")
     _check_lbfgs(cfg, model_class)
+    _check_without_validation(cfg)
     scheduler_target = _get(cfg, "scheduler._target_") or ""
     if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
         raise ConfigError(f"scheduler.mode must match task.mode ({cfg.task.mode})")
+
+
+def without_validation(cfg: DictConfig) -> bool:
+    """``data.val_fraction=0``: no validation split; the data's own validation rows, if any, train too."""
+    value = _get(cfg, "data.val_fraction")
+    return value is not None and float(value) == 0
+
+
+def _check_without_validation(cfg: DictConfig) -> None:
+    """What watches validation metrics cannot run without a validation split: refused in one line."""
+    if not without_validation(cfg):
+        return
+    why = "data.val_fraction=0 leaves no validation split"
+    for name, node in _collection(cfg, "callbacks").items():
+        if str(node.get("_target_", "")).endswith("EarlyStopping"):
+            raise ConfigError(f"{why}, and callbacks.{name} stops on {node.get('monitor', cfg.task.monitor)}; drop it "
+                              f"(callbacks.{name}=null) or hold rows out (data.val_fraction > 0)")
+    if str(_get(cfg, "scheduler._target_") or "").endswith("ReduceLROnPlateau"):
+        raise ConfigError(f"{why}, and scheduler=plateau steps on {cfg.task.monitor}; pick another scheduler or hold "
+                          "rows out (data.val_fraction > 0)")
+    if cfg.get("sweep"):
+        raise ConfigError(f"{why}: a sweep selects its trials on {cfg.task.monitor}; hold rows out "
+                          "(data.val_fraction > 0)")
 
 
 def _check_lbfgs(cfg: DictConfig, model_class) -> None:

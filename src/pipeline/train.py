@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
-from pipeline.config import ConfigError, collection, validate
+from pipeline.config import ConfigError, collection, validate, without_validation
 from pipeline.errors import RunInterrupted, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
 
@@ -232,6 +232,10 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
         loggers = [history, *(instantiate(node) for node in collection(cfg, "logger").values())]
     with building("trainer"):
         trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "enable_progress_bar"}
+        if without_validation(cfg):  # data.val_fraction=0: no validation loop; the last epoch is the one tested
+            trainer_cfg.update(limit_val_batches=0, num_sanity_val_steps=0)
+            if find_checkpoint(callbacks) is not None:
+                find_checkpoint(callbacks).monitor = None  # keeps the latest epoch (and last.ckpt)
         if find_checkpoint(callbacks) is None:
             # without a checkpoint callback in the config (a sweep's trial, callbacks=none) Lightning would add
             # its own and write a checkpoint every epoch into <output dir>/<logger name>/<version>/checkpoints

@@ -216,10 +216,13 @@ class InMemoryDataModule(pl.LightningDataModule):
             train, test, val = data.train, data.test, data.val
             if test is None:
                 train, test = self._holdout(train, self.test_fraction, rng)
-        if val is None:
+        if self.val_fraction == 0:  # data.val_fraction=0: every training row trains, the data's validation rows too
+            train = train if val is None else _concat(train, val)
+            val = train.subset(np.arange(0))
+        elif val is None:
             train, val = self._holdout(train, self.val_fraction, rng)
         for name, split in (("train", train), ("validation", val), ("test", test)):
-            if len(split) == 0:
+            if len(split) == 0 and not (name == "validation" and self.val_fraction == 0):
                 raise DataError(f"data: the {name} split of '{self.name}' is empty; use more rows or other split fractions")
         return train, val, test
 
@@ -336,6 +339,8 @@ def announce_splits(module: InMemoryDataModule, how: str, sizes: Sequence[int], 
         return
     counts = " / ".join(f"{size:,} {name}" for size, name in zip(sizes, ("train", "validation", "test")))
     notes = list(notes)
+    if getattr(module, "val_fraction", None) == 0:
+        notes.append("no validation split (data.val_fraction=0): the last epoch is tested")
     if module.cv_folds:
         notes.insert(0, f"fold {module.fold} of {module.cv_folds}-fold cross-validation is the test split")
     print(f"Data: {module.name} {how}: {counts} {noun}s" + "".join(f"; {note}" for note in notes), flush=True)

@@ -195,15 +195,16 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
             return Split(ids.view(-1), labels.view(-1))
 
         train, val, test = split("train"), split("val"), split("test")
-        share = f"{self.val_fraction:.0%} of {sources['train']}"
+        share = f"{self.val_fraction:.0%} of {sources['train']}" if self.val_fraction else "none"
         if self.cv_folds:
             pooled = ", ".join(sources[name] for name in ("train", "val", "test") if parts.get(name) is not None)
             self.split_notes = [f"the folds pool {pooled}"] if (val or test) else []
         elif val is not None and test is None:
             # the transfer-learning tutorial's train/ + val/: report on val/, select the checkpoint on a cut of train/
             test, val = val, None
-            self.split_notes = [f"no test split given: {sources['val']} is the test split (reported as test/*) and "
-                                f"the validation split, which selects the checkpoint, is {share}"]
+            selection = f" and the validation split, which selects the checkpoint, is {share}" if self.val_fraction else ""
+            self.split_notes = [f"no test split given: {sources['val']} is the test split (reported as test/*)"
+                                + selection]
         elif test is None:
             self.split_notes = [f"test {self.test_fraction:.0%} and validation {self.val_fraction:.0%} of the rest "
                                 f"held out of {sources['train']}"]

@@ -413,6 +413,8 @@ class StreamedDataModule(InMemoryDataModule):
         records = {}
         for context, name in (("training", "train"), ("validation", "val"), ("testing", "test")):
             rows = self.rows[name]
+            if not len(rows):  # no validation rows (data.val_fraction=0): no data set input
+                continue
             features, identity = self.row_records(rows.x.numpy())
             digest = hashlib.blake2b(digest_size=8)
             digest.update(identity)

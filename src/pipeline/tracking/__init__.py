@@ -234,7 +234,9 @@ def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint,
     lines = ["", title + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))]
     lines.append(f"Outputs (config, checkpoints, metrics.jsonl, plots): {output_dir}")
     if checkpoint is not None and checkpoint.best_model_path:
-        lines.append(f"Best checkpoint: {checkpoint.best_model_path}")
+        # without a validation split (data.val_fraction=0) the checkpoint callback monitors nothing: the last epoch
+        kind = "Best checkpoint" if checkpoint.monitor else "Checkpoint of the last epoch (no validation split)"
+        lines.append(f"{kind}: {checkpoint.best_model_path}")
     if run.run_id and run.failure is None:
         from .redact import redact_text
 

@@ -40,7 +40,9 @@ def split_digests(datamodule) -> dict[str, str]:
     cached = getattr(datamodule, "_pipeline_split_digests", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items() if split is not None}
+    # an empty split (no validation rows: data.val_fraction=0) is no data set input
+    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items()
+               if split is not None and len(split)}
     datamodule._pipeline_split_digests = (key, digests)
     return digests
 
@@ -55,7 +57,7 @@ def dataset_records(datamodule) -> dict[str, tuple[str, np.ndarray, np.ndarray]]
     splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
               "testing": datamodule.test_split}
     return {context: (digests[context], split.x.numpy(), split.y.numpy())
-            for context, split in splits.items() if split is not None}
+            for context, split in splits.items() if context in digests}
 
 
 def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]:
