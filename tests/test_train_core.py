@@ -277,3 +277,17 @@ def test_without_a_validation_split_the_datas_own_validation_rows_train_too():
     train, val, _ = InMemoryDataModule(val_fraction=0.25)._split(LoadedData(train=rows(0, 8), val=rows(8, 10),
                                                                            test=rows(10, 13)))
     assert len(train) == 8 and len(val) == 2  # otherwise the data's validation rows are the validation split
+
+
+def test_without_a_validation_split_a_resumed_run_ends_as_the_uninterrupted_one(store, tmp_path):
+    from pipeline.train import train
+
+    common = ["data.val_fraction=0", "logger=none"]
+    train(compose_for_train(store, [*common, "trainer.max_epochs=2"]))
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    resumed = train(compose_for_train(dict(store, outputs=tmp_path / "resumed"),
+                                      [*common, "trainer.max_epochs=4", f"ckpt_path={last}"]))
+    uninterrupted = train(compose_for_train(dict(store, outputs=tmp_path / "whole"), [*common, "trainer.max_epochs=4"]))
+    timing = ("train/epoch_time_s", "train/samples_per_s")
+    same = lambda metrics: {k: v for k, v in metrics.items() if k not in timing}  # noqa: E731
+    assert same(resumed) == same(uninterrupted) and "test/acc" in resumed
