@@ -493,8 +493,14 @@ def _check_without_validation(cfg: DictConfig) -> None:
         raise ConfigError(f"{why}, and scheduler=plateau steps on {cfg.task.monitor}; pick another scheduler or hold "
                           "rows out (data.val_fraction > 0)")
     if cfg.get("sweep"):
-        raise ConfigError(f"{why}: a sweep selects its trials on {cfg.task.monitor}; hold rows out "
-                          "(data.val_fraction > 0)")
+        check_sweepable(cfg)
+
+
+def check_sweepable(cfg: DictConfig) -> None:
+    """A sweep selects its trials on validation metrics: a config without a validation split is refused."""
+    if without_validation(cfg):
+        raise ConfigError(f"data.val_fraction=0 leaves no validation split, and a sweep selects its trials on "
+                          f"{cfg.task.monitor}; hold rows out (data.val_fraction > 0)")
 
 
 def _check_lbfgs(cfg: DictConfig, model_class) -> None:

@@ -230,13 +230,14 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     history = RunHistory(output_dir / "metrics.jsonl" if is_rank_zero() else None)
     with building("logger"):
         loggers = [history, *(instantiate(node) for node in collection(cfg, "logger").values())]
+    checkpoint = find_checkpoint(callbacks)
     with building("trainer"):
         trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "enable_progress_bar"}
         if without_validation(cfg):  # data.val_fraction=0: no validation loop; the last epoch is the one tested
             trainer_cfg.update(limit_val_batches=0, num_sanity_val_steps=0)
-            if find_checkpoint(callbacks) is not None:
-                find_checkpoint(callbacks).monitor = None  # keeps the latest epoch (and last.ckpt)
-        if find_checkpoint(callbacks) is None:
+            if checkpoint is not None:
+                checkpoint.monitor = None  # keeps the latest epoch (and last.ckpt)
+        if checkpoint is None:
             # without a checkpoint callback in the config (a sweep's trial, callbacks=none) Lightning would add
             # its own and write a checkpoint every epoch into <output dir>/<logger name>/<version>/checkpoints
             trainer_cfg.setdefault("enable_checkpointing", False)
@@ -250,7 +251,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             enable_model_summary=False,
         )
     resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module)
-    return RunParts(task_module, trainer, find_checkpoint(callbacks), loggers, history, run_id_writer, resume_tags)
+    return RunParts(task_module, trainer, checkpoint, loggers, history, run_id_writer, resume_tags)
 
 
 @contextlib.contextmanager

@@ -92,7 +92,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
     of failing every trial."""
     from optuna.distributions import CategoricalDistribution
 
-    from pipeline.config import validate, without_validation
+    from pipeline.config import check_sweepable, validate
     from pipeline.errors import ConfigError
 
     from .worker import trial_configs
@@ -108,9 +108,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             config.pop("hydra", None)
             config.paths.output_dir = str(settings.sweep_dir)
         validate(config)
-        if without_validation(config):
-            raise ConfigError(f"data.val_fraction=0 leaves no validation split, and a sweep selects its trials on "
-                              f"{config.task.monitor}; hold rows out (data.val_fraction > 0)")
+        check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
     except ConfigError as error:
         raise SweepError(f"a trial of this search cannot run: {error}") from None
     except Exception as error:  # e.g. a choice that names no config file
