@@ -10,6 +10,7 @@ its place in the count.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import functools
 import logging
@@ -147,9 +148,11 @@ class RunningTrialCache(_CachedStorage):
 
     Every epoch a trial reports its value and asks whether to stop; the pruners read the trial itself back
     from the storage for that (its bracket and the rungs it completed are system attributes): ~5 ms of
-    SQL per epoch, more than the epoch of a small model. This process is the only writer of its running
-    trial's values and attributes, so a copy kept here, updated on each write, is what the storage would
-    return. Held from the start of training (:meth:`hold`) until the trial's state is set."""
+    SQL per epoch, more than the epoch of a small model. Sampling reads it back twice per parameter (the
+    trial, then every trial for TPE). This process is the only writer of its running trial's params,
+    values and attributes, so a copy kept here, updated on each write, is what the storage would return.
+    Held from the moment this process sets the trial RUNNING (or :meth:`hold`) until its state is set
+    again; a held trial whose state another process changed (a heartbeat judged stale) is read afresh."""
 
     def __init__(self, backend: optuna.storages.RDBStorage):
         super().__init__(backend)
@@ -163,32 +166,44 @@ class RunningTrialCache(_CachedStorage):
     def hold(self, trial_id: int) -> None:
         self._held[trial_id] = self._backend.get_trial(trial_id)
 
+    # Whoever reads the held trial gets a shallow copy, and a write replaces the copy's dicts instead of changing
+    # them: a list of trials taken before a write keeps what it saw (the successive-halving pruner lists the
+    # trials, then records this one's rung value, then compares with the list: the new value must not be in it).
     def get_trial(self, trial_id: int) -> FrozenTrial:
         held = self._held.get(trial_id)
-        return held if held is not None else super().get_trial(trial_id)
+        return copy.copy(held) if held is not None else super().get_trial(trial_id)
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         super().set_trial_intermediate_value(trial_id, step, intermediate_value)
-        if trial_id in self._held:
-            self._held[trial_id].intermediate_values[step] = intermediate_value
+        held = self._held.get(trial_id)
+        if held is not None:
+            held.intermediate_values = {**held.intermediate_values, step: intermediate_value}
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_user_attr(trial_id, key, value)
-        if trial_id in self._held:
-            self._held[trial_id].user_attrs[key] = value
+        held = self._held.get(trial_id)
+        if held is not None:
+            held.user_attrs = {**held.user_attrs, key: value}
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_system_attr(trial_id, key, value)
-        if trial_id in self._held:
-            self._held[trial_id].system_attrs[key] = value
+        held = self._held.get(trial_id)
+        if held is not None:
+            held.system_attrs = {**held.system_attrs, key: value}
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution) -> None:
-        self._held.pop(trial_id, None)  # parameters are sampled before training: nothing held then
         super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        held = self._held.get(trial_id)
+        if held is not None:
+            held.params = {**held.params, param_name: distribution.to_external_repr(param_value_internal)}
+            held.distributions = {**held.distributions, param_name: distribution}
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         self._held.pop(trial_id, None)
-        return super().set_trial_state_values(trial_id, state=state, values=values)
+        changed = super().set_trial_state_values(trial_id, state=state, values=values)
+        if changed and state == TrialState.RUNNING:  # claimed by this process: it samples and trains it
+            self.hold(trial_id)
+        return changed
 
     # Optuna's cache reads every unfinished trial back in full whenever the trials are listed (the pruner at
     # each rung, the sampler for each trial); a sweep queues all its trials as WAITING at the start, so that
@@ -232,7 +247,8 @@ class RunningTrialCache(_CachedStorage):
             return backend._get_trials(study_id, None, unfinished, last_finished)
         still_waiting = {trial_id for trial_id, state in rows
                          if state == TrialState.WAITING and trial_id in self._waiting}
-        to_load = {trial_id for trial_id, _ in rows} - still_waiting
+        held = {trial_id for trial_id, state in rows if trial_id in self._held and self._held[trial_id].state == state}
+        to_load = {trial_id for trial_id, _ in rows} - still_waiting - held
         newest = max((trial_id for trial_id, _ in rows), default=-1)  # nothing newer than the rows just seen
         loaded = backend._get_trials(study_id, None, to_load, newest) if to_load else []
         for trial in loaded:
@@ -240,7 +256,8 @@ class RunningTrialCache(_CachedStorage):
                 self._waiting[trial._trial_id] = trial
             else:
                 self._waiting.pop(trial._trial_id, None)
-        return sorted(loaded + [self._waiting[trial_id] for trial_id in still_waiting], key=lambda t: t._trial_id)
+        return sorted(loaded + [self._waiting[trial_id] for trial_id in still_waiting]
+                      + [copy.copy(self._held[trial_id]) for trial_id in held], key=lambda t: t._trial_id)
 
 
 def use_write_ahead_log(engine) -> None:

@@ -2,6 +2,8 @@
 like credentials are replaced before anything is logged."""
 from __future__ import annotations
 
+import functools
+import os
 import re
 from typing import Any
 
@@ -11,6 +13,7 @@ SECRET_KEY_PATTERN = re.compile(r"(password|passwd|token(?!i[sz]er)|secret|api[_
 URL_PASSWORD_PATTERN = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]+:)(?P<password>[^@\s]+)(?P<at>@)")
 
 
+@functools.lru_cache(maxsize=8192)  # the same keys come back for every run and trial
 def is_secret_key(key: str) -> bool:
     return bool(SECRET_KEY_PATTERN.search(key.rsplit(".", 1)[-1])) or bool(SECRET_KEY_PATTERN.search(key))
 
@@ -20,12 +23,16 @@ def is_secret_key(key: str) -> bool:
 MIN_SECRET_LENGTH = 6
 
 
-def secret_environment_values() -> list[str]:
-    import os
+def secret_environment_values() -> tuple[str, ...]:
+    # looked up for every text redacted (~50 per trial of a sweep): worked out again only when the environment changed
+    return _secret_values(tuple(os.environ.items()))
 
-    values = {value for name, value in os.environ.items()
+
+@functools.lru_cache(maxsize=4)
+def _secret_values(environment: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    values = {value for name, value in environment
               if is_secret_key(name) and len(value) >= MIN_SECRET_LENGTH and not value.isdigit()}
-    return sorted(values, key=len, reverse=True)  # longest first: a value may contain another
+    return tuple(sorted(values, key=len, reverse=True))  # longest first: a value may contain another
 
 
 def redact_text(text: str) -> str:
