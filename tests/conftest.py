@@ -113,7 +113,9 @@ def load_pyfunc(store: dict, run_id: str):
 def run_cli_in_process(args: list[str], store: dict | None = None) -> subprocess.CompletedProcess:
     """``pipeline.cli.train.main()`` with ``args`` as the command line, in this process: the same code path as
     :func:`run_cli` without ~5 s of imports, for cases that fail before training. Captures what is
-    printed to stdout/stderr and the exit code."""
+    printed to stdout/stderr and the exit code. A store-writer process that recorded anything is closed at the
+    end, as the command closes it before exiting: the store then holds everything (trials' runs are recorded
+    without waiting, so the end of a sweep may come before the last of them is written)."""
     import contextlib
     import io
 
@@ -134,6 +136,10 @@ def run_cli_in_process(args: list[str], store: dict | None = None) -> subprocess
     finally:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
+        from pipeline.tracking.remote import StoreWriter, close_writer
+
+        if StoreWriter._instance is not None and StoreWriter._instance.used:
+            close_writer()
     return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 

@@ -185,6 +185,93 @@ def test_a_worker_sets_up_its_data_once_per_data_config():
     assert other is not first and len(other.train_split) < len(first.train_split)
 
 
+def test_a_claimed_trial_is_read_from_memory_exactly_as_the_storage_holds_it(tmp_path, monkeypatch):
+    """Sampling and pruning read the running trial back again and again; this process is its only writer, so
+    the storage wrapper answers from a copy it updates on each write instead of loading the trial (five tables)
+    from SQLite. What it answers must be what SQLite holds, and a list of trials taken before a write must
+    not change with it (the successive-halving pruner lists the trials, records this trial's rung value,
+    then compares against the list)."""
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from pipeline.sweep.study import claim_waiting_trial, open_storage
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="held")
+    for _ in range(2):
+        study.enqueue_trial({})
+    frozen = claim_waiting_trial(study, SimpleNamespace(storage=url, n_trials=2))
+    trial_id = frozen._trial_id
+    loaded: list[int] = []
+    backend_get_trials = storage._backend._get_trials
+    monkeypatch.setattr(storage._backend, "_get_trials", lambda study_id, states, included, last: (
+        loaded.extend(included), backend_get_trials(study_id, states, included, last))[1])
+
+    trial = optuna.Trial(study, trial_id)
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.suggest_categorical("optimizer", ["adam", "sgd"])
+    trial.report(0.5, 1)
+    trial.set_user_attr("worker", "here")
+    listed = {t.number: t for t in study.get_trials(deepcopy=False)}
+    storage.set_trial_system_attr(trial_id, "completed_rung_0", 0.5)
+
+    fresh = storage._backend.get_trial(trial_id)
+    for seen in (storage.get_trial(trial_id), {t.number: t for t in study.get_trials(deepcopy=False)}[frozen.number]):
+        assert (seen.state, seen.params, seen.distributions, seen.intermediate_values, seen.user_attrs,
+                seen.system_attrs) == (fresh.state, fresh.params, fresh.distributions, fresh.intermediate_values,
+                                       fresh.user_attrs, fresh.system_attrs)
+    assert "completed_rung_0" not in listed[frozen.number].system_attrs  # the earlier list kept what it saw
+    assert listed[frozen.number].params == fresh.params
+    assert trial_id not in loaded, "the running trial was loaded from SQLite for a list of trials"
+
+    study.tell(trial, 1.0)  # finished: read from the storage again
+    [done] = [t for t in study.get_trials(deepcopy=False) if t.number == frozen.number]
+    assert done.state == TrialState.COMPLETE and done.value == 1.0
+    assert storage.get_trial(trial_id).state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("objectives", [["val/loss"], ["val/loss", "val/acc"]])
+def test_the_trials_table_has_the_columns_and_values_of_optunas_dataframe(tmp_path, objectives):
+    """trials.csv is written without pandas (its import was ~0.4 s at the end of every sweep); it holds what
+    ``study.trials_dataframe()`` holds, read back with pandas."""
+    import optuna
+    import pandas as pd
+
+    from pipeline.sweep.report import write_trials_table
+
+    import warnings
+
+    study = optuna.create_study(directions=["minimize"] * len(objectives))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental"
+        study.set_metric_names(objectives)
+    for number in range(4):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        if number % 2:
+            trial.suggest_categorical("optimizer", ["sgd", "adam"])
+        trial.set_user_attr("overrides", [f"optimizer.lr={number}"])
+        if number == 2:
+            if len(objectives) == 1:  # Optuna reports intermediate values of one objective only
+                trial.report(0.3, 1)
+            trial.set_user_attr("pruned_at_epoch", 1)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif number == 3:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, [0.1 * (number + 1)] * len(objectives))
+    study.ask()  # one still running: no end, no value
+
+    write_trials_table(study, tmp_path / "trials.csv")
+    study.trials_dataframe(multi_index=False).to_csv(tmp_path / "pandas.csv", index=False)
+    ours, theirs = pd.read_csv(tmp_path / "trials.csv"), pd.read_csv(tmp_path / "pandas.csv")
+    assert list(ours.columns) == list(theirs.columns)
+    pd.testing.assert_frame_equal(ours, theirs, check_dtype=False)
+
+
 def test_trials_never_evaluate_the_test_split_or_write_checkpoints_and_the_best_config_reproduces_the_trial(
         tmp_path, migrated_store_db):
     """Only the final run of the best trial runs a test step; no trial folder holds a checkpoint (Lightning's

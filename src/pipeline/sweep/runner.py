@@ -132,7 +132,7 @@ def study_folder(base_config: DictConfig, study_name: str) -> str:
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
     from pipeline.tracking.sweeps import ParentRun
 
-    from .report import parent_run_params, start_plots, summarize, warm_plots
+    from .report import parent_run_params, start_plots, summarize, warm_plots, write_tables
     from .worker import finalize, run_workers
 
     settings = build_settings(options, arguments, base_config)
@@ -149,10 +149,12 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
           f"{settings.n_trials} trials, {settings.n_jobs} worker(s), sampler={settings.sampler}, "
           f"pruner={settings.pruner}, objective(s) {', '.join(f'{o} ({d})' for o, d in zip(settings.objectives, settings.directions))}",
           flush=True)
-    plots_drawn = None
+    plots_drawn = tables = None
     try:
         run_workers(settings, hydra_context, base_config)
         plots_drawn = start_plots(settings, parent)
+        # written while the store-writer draws the plots; the final runs add no trial
+        tables = write_tables(load_study(settings), settings, hydra_context.config_loader, base_config)
         finals = finalize(load_study(settings), settings, hydra_context, base_config)
     except KeyboardInterrupt:
         parent.finish("KILLED")
@@ -166,6 +168,6 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
         parent.finish("FAILED")
         raise
     summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals,
-                        plots_drawn)
+                        plots_drawn, tables)
     parent.finish("FINISHED")
     return summary
