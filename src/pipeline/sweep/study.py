@@ -152,7 +152,8 @@ class RunningTrialCache(_CachedStorage):
     trial, then every trial for TPE). This process is the only writer of its running trial's params,
     values and attributes, so a copy kept here, updated on each write, is what the storage would return.
     Held from the moment this process sets the trial RUNNING (or :meth:`hold`) until its state is set
-    again; a held trial whose state another process changed (a heartbeat judged stale) is read afresh."""
+    again; in a list of trials, a held trial whose state another process changed (a heartbeat judged stale)
+    is read afresh."""
 
     def __init__(self, backend: optuna.storages.RDBStorage):
         super().__init__(backend)
