@@ -237,12 +237,12 @@ def test_a_claimed_trial_is_read_from_memory_exactly_as_the_storage_holds_it(tmp
 def test_the_trials_table_has_the_columns_and_values_of_optunas_dataframe(tmp_path, objectives):
     """trials.csv is written without pandas (its import was ~0.4 s at the end of every sweep); it holds what
     ``study.trials_dataframe()`` holds, read back with pandas."""
+    import warnings
+
     import optuna
     import pandas as pd
 
     from pipeline.sweep.report import write_trials_table
-
-    import warnings
 
     study = optuna.create_study(directions=["minimize"] * len(objectives))
     with warnings.catch_warnings():

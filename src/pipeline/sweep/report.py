@@ -6,7 +6,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -70,7 +70,14 @@ def draw_study_plots(storage: str, study_name: str, objectives: list[str], plot_
     return [str(path) for path in write_plots(study, settings, Path(plot_dir))]
 
 
-def write_tables(study: optuna.Study, settings: SweepSettings, config_loader, base_config: DictConfig) -> dict[str, Any]:
+class SweepTables(NamedTuple):
+    """What :func:`write_tables` wrote: the trials table, the best trial(s) and the best config's file."""
+    table: Path
+    best: list
+    best_file: Optional[Path]
+
+
+def write_tables(study: optuna.Study, settings: SweepSettings, config_loader, base_config: DictConfig) -> SweepTables:
     """``trials.csv`` and the best trial's experiment config into the sweep dir. Done when the trials have ended,
     before the best trials train again: this process writes them while the store-writer process draws the
     study's plots, instead of after the final runs."""
@@ -79,12 +86,12 @@ def write_tables(study: optuna.Study, settings: SweepSettings, config_loader, ba
     table = write_trials_table(study, out_dir / "trials.csv")
     best = best_trials(study)
     best_file = write_best_config(study, best[0], settings, config_loader, base_config) if best else None
-    return {"table": table, "best": best, "best_file": best_file}
+    return SweepTables(table, best, best_file)
 
 
 def summarize(study: optuna.Study, settings: SweepSettings, parent: ParentRun, config_loader,
               base_config: DictConfig, finals: Optional[list[dict]] = None, plots_drawn=None,
-              tables: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+              tables: Optional[SweepTables] = None) -> dict[str, Any]:
     """Trials table, plots and best config into the sweep dir and the parent run; prints the result.
     ``plots_drawn``: the future of :func:`start_plots`; ``tables``: what :func:`write_tables` wrote (None: written
     here)."""
@@ -101,8 +108,8 @@ def summarize(study: optuna.Study, settings: SweepSettings, parent: ParentRun, c
     if plots is None:
         plots = write_plots(study, settings, out_dir / "plots") if counts_complete(state) else []
     counts = {s.name.lower(): sum(t.state == s for t in state.finished) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    best, best_file = tables["best"], tables["best_file"]
-    files = {"sweep": [tables["table"]] + ([best_file] if best_file else []), "sweep/plots": plots}
+    best, best_file = tables.best, tables.best_file
+    files = {"sweep": [tables.table] + ([best_file] if best_file else []), "sweep/plots": plots}
     metrics = {f"trials_{k}": v for k, v in counts.items()}
     tags = {}
     if best:

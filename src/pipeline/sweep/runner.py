@@ -153,16 +153,17 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     try:
         run_workers(settings, hydra_context, base_config)
         plots_drawn = start_plots(settings, parent)
+        study = load_study(settings)
         # written while the store-writer draws the plots; the final runs add no trial
-        tables = write_tables(load_study(settings), settings, hydra_context.config_loader, base_config)
-        finals = finalize(load_study(settings), settings, hydra_context, base_config)
+        tables = write_tables(study, settings, hydra_context.config_loader, base_config)
+        finals = finalize(study, settings, hydra_context, base_config)
     except KeyboardInterrupt:
         parent.finish("KILLED")
         raise
     except BaseException:
         # what finished so far is still worth a report; the error itself is what the user sees
         try:
-            summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config)
+            summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, tables=tables)
         except Exception as error:
             log.error("could not write the sweep report: %s", error)
         parent.finish("FAILED")
