@@ -1,7 +1,9 @@
 """How fast can a Lightning epoch be? The floor under the pipeline's tabular epoch ratio (section 7).
 
 On the default task's real data and model (``task=classification``: breast_cancer, the MLP, batch 64, fused
-Adam), three loops train and validate the same epochs, alternating round by round:
+Adam; or ``--task sentiment``: MR, the bag of words, batch 64), three loops train and validate the same epochs,
+alternating round by round (or, with ``--interleave``, epoch by epoch: a plain epoch runs just before each
+Lightning epoch, outside its clock, as in ``overhead.py``; for epochs long enough to drift with the machine):
 
 * ``plain``: the hand-written loop of the other benchmarks (``common.PlainLoop``);
 * ``lightning``: a bare ``LightningModule`` (forward, loss, nothing else) in a ``Trainer`` with no logger, no
@@ -14,6 +16,8 @@ row, so ``lightning / plain`` is the lowest epoch ratio reachable while Lightnin
 
     .venv/bin/python benchmarks/lightning_floor.py                 # 3 rounds x 300 epochs, ~1 min
     .venv/bin/python benchmarks/lightning_floor.py --smoke         # seconds: checks that it runs
+    PIPELINE_DATA_DIR=../shared/data .venv/bin/python benchmarks/lightning_floor.py --task sentiment --threads 2 \
+        --rounds 3 --epochs 10 --warmup 1 --interleave                # MR, ~2 min
 """
 from __future__ import annotations
 
@@ -22,14 +26,17 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from common import PlainLoop, build_model, compose_config, loss_function, machine, median, setup_data, write_results
 
 
-def bare_lightning(cfg, datamodule, epochs: int, manual: bool) -> list[float]:
-    """Per-epoch seconds (training and validation) of a bare LightningModule on the same tensors."""
+def bare_lightning(cfg, datamodule, epochs: int, manual: bool, plain: Optional[PlainLoop] = None
+                   ) -> tuple[list[float], list[float]]:
+    """Per-epoch seconds (training and validation) of a bare LightningModule on the same tensors; with ``plain``,
+    also those of the plain loop's epoch run just before each Lightning epoch (not on Lightning's clock)."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -76,13 +83,16 @@ def bare_lightning(cfg, datamodule, epochs: int, manual: bool) -> list[float]:
     class Clock(pl.Callback):
         def __init__(self):
             self.seconds: list[float] = []
+            self.plain_seconds: list[float] = []
             self.started = None
 
         def on_train_epoch_start(self, trainer, pl_module):
             now = time.perf_counter()
             if self.started is not None:
                 self.seconds.append(now - self.started)
-            self.started = now
+            if plain is not None and trainer.current_epoch < epochs:
+                self.plain_seconds.append(plain.timed_epoch()["epoch_s"])
+            self.started = time.perf_counter()
 
     clock = Clock()
     trainer = pl.Trainer(max_epochs=epochs + 1, callbacks=[clock], logger=False, enable_checkpointing=False,
@@ -91,7 +101,7 @@ def bare_lightning(cfg, datamodule, epochs: int, manual: bool) -> list[float]:
     train, val = datamodule.train_split, datamodule.val_split
     trainer.fit(Bare(), train_dataloaders=Batches(train.x, train.y, datamodule.batch_size, True),
                 val_dataloaders=Batches(val.x, val.y, datamodule.eval_batch_size, False))
-    return clock.seconds  # the epochs 0..epochs-1, each up to the start of the next
+    return clock.seconds, clock.plain_seconds  # the epochs 0..epochs-1, each up to the start of the next
 
 
 def main() -> None:
@@ -99,33 +109,49 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--output", default="lightning_floor")
+    parser.add_argument("--task", choices=["classification", "sentiment"], default="classification")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--interleave", action="store_true",
+                        help="a plain epoch before each Lightning epoch instead of a plain round before each loop")
+    parser.add_argument("--output", default=None, help="results/<name>.json (default: lightning_floor[_<task>])")
     parser.add_argument("--smoke", action="store_true", help="1 round of 6 epochs (checks that it runs)")
     args = parser.parse_args()
+    args.output = args.output or ("lightning_floor" if args.task == "classification" else f"lightning_floor_{args.task}")
     if args.smoke:
         args.rounds, args.epochs, args.warmup, args.output = 1, 6, 2, f"{args.output}_smoke"
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
-    cfg = compose_config(["task=classification", "logger=none"], Path(tempfile.mkdtemp()))
+    cfg = compose_config([f"task={args.task}", "logger=none"], Path(tempfile.mkdtemp()))
     datamodule = setup_data(cfg)
     sides: dict[str, list[float]] = {"plain": [], "lightning": [], "lightning-manual": []}
+    # each loop against the plain epochs measured beside it: the whole round's (rounds), or the epochs run just
+    # before its own (--interleave)
+    ratios: dict[str, list[float]] = {"plain": [], "lightning": [], "lightning-manual": []}
     for round_ in range(args.rounds):
         plain = PlainLoop(cfg, datamodule)
-        epochs = [plain.timed_epoch()["epoch_s"] for _ in range(args.epochs)]
-        sides["plain"].append(median(epochs[args.warmup:]))
+        plain_epochs: list[float] = []
+        if not args.interleave:
+            plain_epochs = [plain.timed_epoch()["epoch_s"] for _ in range(args.epochs)][args.warmup:]
         for name, manual in (("lightning", False), ("lightning-manual", True)):
-            sides[name].append(median(bare_lightning(cfg, datamodule, args.epochs, manual)[args.warmup:]))
+            seconds, beside = bare_lightning(cfg, datamodule, args.epochs, manual, plain if args.interleave else None)
+            sides[name].append(median(seconds[args.warmup:]))
+            baseline = median(beside[args.warmup:]) if args.interleave else median(plain_epochs)
+            ratios[name].append(sides[name][-1] / baseline)
+            plain_epochs += beside[args.warmup:] if args.interleave else []
+        sides["plain"].append(median(plain_epochs))
+        ratios["plain"].append(1.0)
         print(f"round {round_ + 1}: " + ", ".join(f"{name} {values[-1] * 1000:.2f} ms" for name, values in sides.items()),
               flush=True)
-    plain_ms = median(sides["plain"]) * 1000
-    print("\n| loop | epoch (ms), median of rounds | per round (ms) | / plain |\n|---|---|---|---|")
+    print("\n| loop | epoch (ms), median of rounds | per round (ms) | / plain, per round | / plain, median |"
+          "\n|---|---|---|---|---|")
     for name, values in sides.items():
-        ms = median(values) * 1000
-        print(f"| {name} | {ms:.2f} | {' / '.join(f'{v * 1000:.2f}' for v in values)} | {ms / plain_ms:.2f} |")
-    path = write_results(args.output, {"machine": machine(), "epochs": args.epochs, "warmup": args.warmup,
-                                       "epoch_s": sides})
+        print(f"| {name} | {median(values) * 1000:.2f} | {' / '.join(f'{v * 1000:.2f}' for v in values)} | "
+              f"{' / '.join(f'{r:.2f}' for r in ratios[name])} | {median(ratios[name]):.2f} |")
+    path = write_results(args.output, {"machine": machine(), "task": args.task, "threads": args.threads,
+                                       "interleave": args.interleave, "epochs": args.epochs, "warmup": args.warmup,
+                                       "epoch_s": sides, "ratio_to_plain": ratios})
     print(f"\nresults: {path}")
 
 
