@@ -93,4 +93,14 @@ def test_lightning_floor_times_plain_bare_lightning_and_manual_optimisation(tmp_
     report = json.loads((tmp_path / "lightning_floor_smoke.json").read_text())
     assert set(report["epoch_s"]) == {"plain", "lightning", "lightning-manual"}
     assert all(len(seconds) == 1 and seconds[0] > 0 for seconds in report["epoch_s"].values())
-    assert "| lightning | " in result.stdout and "| / plain |" in result.stdout
+    assert "| lightning | " in result.stdout and "| / plain, median |" in result.stdout
+    assert all(len(ratios) == 1 and ratios[0] > 0 for ratios in report["ratio_to_plain"].values())
+
+
+def test_lightning_floor_interleaves_plain_epochs_with_the_lightning_epochs(tmp_path):
+    """--interleave: each Lightning epoch is compared with plain epochs run just before it, one per Lightning epoch."""
+    run_benchmark("lightning_floor.py", tmp_path, tmp_path, "--interleave", "--output", "floor")
+    report = json.loads((tmp_path / "floor_smoke.json").read_text())
+    assert report["interleave"] is True and report["task"] == "classification"
+    assert report["ratio_to_plain"]["plain"] == [1.0]
+    assert all(seconds[0] > 0 for seconds in report["epoch_s"].values())
