@@ -188,9 +188,10 @@ def test_a_worker_sets_up_its_data_once_per_data_config():
 def test_a_claimed_trial_is_read_from_memory_exactly_as_the_storage_holds_it(tmp_path, monkeypatch):
     """Sampling and pruning read the running trial back again and again; this process is its only writer, so
     the storage wrapper answers from a copy it updates on each write instead of loading the trial (five tables)
-    from SQLite. What it answers must be what SQLite holds, and a list of trials taken before a write must
-    not change with it (the successive-halving pruner lists the trials, records this trial's rung value,
-    then compares against the list)."""
+    from SQLite. What it answers must be what SQLite holds (its intermediate values are written when it ends, in
+    one transaction, whether it completes or fails), and a list of trials taken before a write must not change
+    with it (the successive-halving pruner lists the trials, records this trial's rung value, then compares
+    against the list)."""
     from types import SimpleNamespace
 
     import optuna
@@ -218,19 +219,31 @@ def test_a_claimed_trial_is_read_from_memory_exactly_as_the_storage_holds_it(tmp
     listed = {t.number: t for t in study.get_trials(deepcopy=False)}
     storage.set_trial_system_attr(trial_id, "completed_rung_0", 0.5)
 
+    trial.report(0.4, 2)
     fresh = storage._backend.get_trial(trial_id)
     for seen in (storage.get_trial(trial_id), {t.number: t for t in study.get_trials(deepcopy=False)}[frozen.number]):
-        assert (seen.state, seen.params, seen.distributions, seen.intermediate_values, seen.user_attrs,
-                seen.system_attrs) == (fresh.state, fresh.params, fresh.distributions, fresh.intermediate_values,
-                                       fresh.user_attrs, fresh.system_attrs)
+        assert (seen.state, seen.params, seen.distributions, seen.user_attrs, seen.system_attrs) == (
+            fresh.state, fresh.params, fresh.distributions, fresh.user_attrs, fresh.system_attrs)
+        assert seen.intermediate_values == {1: 0.5, 2: 0.4}
+    # the running trial's intermediate values are written when it ends, in one transaction
+    assert fresh.intermediate_values == {}
     assert "completed_rung_0" not in listed[frozen.number].system_attrs  # the earlier list kept what it saw
     assert listed[frozen.number].params == fresh.params
     assert trial_id not in loaded, "the running trial was loaded from SQLite for a list of trials"
 
     study.tell(trial, 1.0)  # finished: read from the storage again
     [done] = [t for t in study.get_trials(deepcopy=False) if t.number == frozen.number]
-    assert done.state == TrialState.COMPLETE and done.value == 1.0
+    assert done.state == TrialState.COMPLETE and done.value == 1.0 and done.intermediate_values == {1: 0.5, 2: 0.4}
     assert storage.get_trial(trial_id).state == TrialState.COMPLETE
+    assert storage._backend.get_trial(trial_id).intermediate_values == {1: 0.5, 2: 0.4}
+
+    # a trial that fails (Ctrl-C, an error) keeps what it reported too, as another process reads it
+    second = claim_waiting_trial(study, SimpleNamespace(storage=url, n_trials=2))
+    failing = optuna.Trial(study, second._trial_id)
+    failing.report(0.7, 1)
+    study.tell(failing, state=TrialState.FAIL)
+    other_process = optuna.storages.RDBStorage(url)
+    assert other_process.get_trial(second._trial_id).intermediate_values == {1: 0.7}
 
 
 @pytest.mark.parametrize("objectives", [["val/loss"], ["val/loss", "val/acc"]])

@@ -153,19 +153,21 @@ class RunningTrialCache(_CachedStorage):
     values and attributes, so a copy kept here, updated on each write, is what the storage would return.
     Held from the moment this process sets the trial RUNNING (or :meth:`hold`) until its state is set
     again; in a list of trials, a held trial whose state another process changed (a heartbeat judged stale)
-    is read afresh."""
+    is read afresh. Its intermediate values reach the storage together when its state is set."""
 
     def __init__(self, backend: optuna.storages.RDBStorage):
         super().__init__(backend)
         self._held: dict[int, FrozenTrial] = {}
         self._waiting: dict[int, FrozenTrial] = {}  # queued trials as last read, while they are WAITING
+        self._unwritten: dict[int, dict[int, float]] = {}  # held trials' intermediate values not yet written
 
     @property
     def engine(self):
         return self._backend.engine
 
     def hold(self, trial_id: int) -> None:
-        self._held[trial_id] = self._backend.get_trial(trial_id)
+        if trial_id not in self._held:  # a held copy is ahead of the storage (values not yet written)
+            self._held[trial_id] = self._backend.get_trial(trial_id)
 
     # Whoever reads the held trial gets a shallow copy, and a write replaces the copy's dicts instead of changing
     # them: a list of trials taken before a write keeps what it saw (the successive-halving pruner lists the
@@ -174,11 +176,31 @@ class RunningTrialCache(_CachedStorage):
         held = self._held.get(trial_id)
         return copy.copy(held) if held is not None else super().get_trial(trial_id)
 
+    # A held trial's intermediate values (one per epoch) are written when its state is set (it ends, or fails), in one
+    # transaction, instead of one SQLite transaction each (~1.7 ms, a third of a small table's epoch). Nothing else
+    # reads them meanwhile: the pruners read this trial from here, other trials' rungs from their system attributes
+    # (written at once) and other trials' intermediate values only once those are finished. A process killed mid-trial
+    # loses its running trial's values, and the trial is failed by its heartbeat and run again anyway.
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
         held = self._held.get(trial_id)
-        if held is not None:
-            held.intermediate_values = {**held.intermediate_values, step: intermediate_value}
+        if held is None or not hasattr(self._backend, "_set_trial_intermediate_value_without_commit"):
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+            if held is None:
+                return
+        else:
+            self._unwritten.setdefault(trial_id, {})[step] = intermediate_value
+        held.intermediate_values = {**held.intermediate_values, step: intermediate_value}
+
+    def _write_intermediate_values(self, trial_id: int) -> None:
+        values = self._unwritten.pop(trial_id, None)
+        if not values:
+            return
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        backend = self._backend
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            for step, value in values.items():
+                backend._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_user_attr(trial_id, key, value)
@@ -200,6 +222,7 @@ class RunningTrialCache(_CachedStorage):
             held.distributions = {**held.distributions, param_name: distribution}
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        self._write_intermediate_values(trial_id)
         self._held.pop(trial_id, None)
         changed = super().set_trial_state_values(trial_id, state=state, values=values)
         if changed and state == TrialState.RUNNING:  # claimed by this process: it samples and trains it
