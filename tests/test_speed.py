@@ -185,6 +185,35 @@ def test_a_worker_sets_up_its_data_once_per_data_config():
     assert other is not first and len(other.train_split) < len(first.train_split)
 
 
+def test_hyperband_does_not_look_the_study_up_by_name_at_every_epoch(tmp_path, monkeypatch):
+    """Hyperband builds a view of the trial's bracket at every should_prune, which asks the storage for the study's id
+    by name: that answer is kept (one SQL query per study instead of one per epoch), and is still right."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from pipeline.sweep.study import claim_waiting_trial, make_pruner, open_storage
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="by-name", pruner=make_pruner(
+        "hyperband", {"min_resource": 1, "max_resource": 9, "reduction_factor": 3}))  # its brackets exist at once
+    study.enqueue_trial({})
+    frozen = claim_waiting_trial(study, SimpleNamespace(storage=url, n_trials=1))
+    lookups: list[str] = []
+    backend_lookup = storage._backend.get_study_id_from_name
+    monkeypatch.setattr(storage._backend, "get_study_id_from_name",
+                        lambda name: (lookups.append(name), backend_lookup(name))[1])
+    trial = optuna.Trial(study, frozen._trial_id)
+    for epoch in range(1, 6):
+        trial.report(1.0 / epoch, epoch)
+        trial.should_prune()
+    assert len(lookups) <= 1, lookups
+    assert storage.get_study_id_from_name("by-name") == study._study_id
+    with pytest.raises(KeyError):
+        storage.get_study_id_from_name("no-such-study")
+
+
 def test_a_claimed_trial_is_read_from_memory_exactly_as_the_storage_holds_it(tmp_path, monkeypatch):
     """Sampling and pruning read the running trial back again and again; this process is its only writer, so
     the storage wrapper answers from a copy it updates on each write instead of loading the trial (five tables)

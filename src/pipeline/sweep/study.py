@@ -160,10 +160,23 @@ class RunningTrialCache(_CachedStorage):
         self._held: dict[int, FrozenTrial] = {}
         self._waiting: dict[int, FrozenTrial] = {}  # queued trials as last read, while they are WAITING
         self._unwritten: dict[int, dict[int, float]] = {}  # held trials' intermediate values not yet written
+        self._study_ids: dict[str, int] = {}
 
     @property
     def engine(self):
         return self._backend.engine
+
+    # Hyperband makes a view of the trial's bracket (an optuna.Study) at every should_prune, which looks the study up
+    # by name: an SQL query per epoch. A study keeps its id as long as it exists (the pipeline never deletes one).
+    def get_study_id_from_name(self, study_name: str) -> int:
+        study_id = self._study_ids.get(study_name)
+        if study_id is None:
+            study_id = self._study_ids[study_name] = super().get_study_id_from_name(study_name)
+        return study_id
+
+    def delete_study(self, study_id: int) -> None:
+        self._study_ids = {name: known for name, known in self._study_ids.items() if known != study_id}
+        super().delete_study(study_id)
 
     def hold(self, trial_id: int) -> None:
         if trial_id not in self._held:  # a held copy is ahead of the storage (values not yet written)
