@@ -131,15 +131,15 @@ def main() -> None:
     ratios: dict[str, list[float]] = {"plain": [], "lightning": [], "lightning-manual": []}
     for round_ in range(args.rounds):
         plain = PlainLoop(cfg, datamodule)
-        plain_epochs: list[float] = []
-        if not args.interleave:
-            plain_epochs = [plain.timed_epoch()["epoch_s"] for _ in range(args.epochs)][args.warmup:]
+        plain_epochs = [] if args.interleave else [
+            plain.timed_epoch()["epoch_s"] for _ in range(args.epochs)][args.warmup:]
         for name, manual in (("lightning", False), ("lightning-manual", True)):
             seconds, beside = bare_lightning(cfg, datamodule, args.epochs, manual, plain if args.interleave else None)
+            if args.interleave:
+                beside = beside[args.warmup:]
+                plain_epochs += beside
             sides[name].append(median(seconds[args.warmup:]))
-            baseline = median(beside[args.warmup:]) if args.interleave else median(plain_epochs)
-            ratios[name].append(sides[name][-1] / baseline)
-            plain_epochs += beside[args.warmup:] if args.interleave else []
+            ratios[name].append(sides[name][-1] / median(beside if args.interleave else plain_epochs))
         sides["plain"].append(median(plain_epochs))
         ratios["plain"].append(1.0)
         print(f"round {round_ + 1}: " + ", ".join(f"{name} {values[-1] * 1000:.2f} ms" for name, values in sides.items()),

@@ -160,6 +160,8 @@ class RunningTrialCache(_CachedStorage):
         self._held: dict[int, FrozenTrial] = {}
         self._waiting: dict[int, FrozenTrial] = {}  # queued trials as last read, while they are WAITING
         self._unwritten: dict[int, dict[int, float]] = {}  # held trials' intermediate values not yet written
+        # another Optuna without the one-session write: each value is written at once, as Optuna does
+        self._defer_intermediate_values = hasattr(backend, "_set_trial_intermediate_value_without_commit")
         self._study_ids: dict[str, int] = {}
 
     @property
@@ -196,13 +198,12 @@ class RunningTrialCache(_CachedStorage):
     # loses its running trial's values, and the trial is failed by its heartbeat and run again anyway.
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         held = self._held.get(trial_id)
-        if held is None or not hasattr(self._backend, "_set_trial_intermediate_value_without_commit"):
-            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
-            if held is None:
-                return
-        else:
+        if held is not None and self._defer_intermediate_values:
             self._unwritten.setdefault(trial_id, {})[step] = intermediate_value
-        held.intermediate_values = {**held.intermediate_values, step: intermediate_value}
+        else:
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        if held is not None:
+            held.intermediate_values = {**held.intermediate_values, step: intermediate_value}
 
     def _write_intermediate_values(self, trial_id: int) -> None:
         values = self._unwritten.pop(trial_id, None)
