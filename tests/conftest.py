@@ -110,6 +110,28 @@ def load_pyfunc(store: dict, run_id: str):
         mlflow.set_tracking_uri(None)
 
 
+def predict_cli(args: list[str]) -> tuple[int, str, str]:
+    """``pipeline-predict`` in this process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from pipeline.cli.predict import main
+
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main(args)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def error_line(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return errors[0]
+
+
 def run_cli_in_process(args: list[str], store: dict | None = None) -> subprocess.CompletedProcess:
     """``pipeline.cli.train.main()`` with ``args`` as the command line, in this process: the same code path as
     :func:`run_cli` without ~5 s of imports, for cases that fail before training. Captures what is

@@ -6,8 +6,6 @@ in-process (the same code path without ~5 s of imports); ``pipeline-predict`` th
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import re
 from pathlib import Path
@@ -16,31 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import load_pyfunc, new_store, run_cli, run_cli_in_process, runs_in
+from conftest import error_line, load_pyfunc, new_store, predict_cli, run_cli, run_cli_in_process, runs_in
 
 SHORT_RUN = ["logger.mlflow.log_plots=false", "trainer.enable_progress_bar=false"]
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------
-def predict_cli(args: list[str]) -> tuple[int, str, str]:
-    """``pipeline-predict`` in this process: (exit code, stdout, stderr)."""
-    from pipeline.cli.predict import main
-
-    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            main(args)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return code, stdout.getvalue(), stderr.getvalue()
-
-
-def error_line(stderr: str) -> str:
-    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "Traceback" not in stderr, stderr[-3000:]
-    return errors[0]
-
-
 def finished_run(store: dict, result):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     runs = runs_in(store)
@@ -300,6 +279,44 @@ def test_tree_bins_fall_where_the_target_changes_and_survive_the_json_state():
     assert np.array_equal(reloaded.transform_numpy(frame), fitted.transform_numpy(frame))
     with pytest.raises(ValueError, match="needs the training rows' target"):
         TablePreprocessor({"age": "numeric"}, "piecewise_tree").fit(frame)
+
+
+# ----- the bundled and synthetic tables: their models read named columns too --------------------------------------
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["Diabetes", "BreastCancer", "Wine"])
+def test_bundled_tables_read_scikit_learns_columns_into_exactly_the_training_inputs(name):
+    """Named as scikit-learn's loader names them (written out in the code, which does not import scikit-learn), and
+    the adapter, through its JSON state, turns scikit-learn's own DataFrame into the very tensors training used."""
+    import sklearn.datasets
+    import torch
+
+    import pipeline.data.tabular as tabular
+    from pipeline.data.numeric_inputs import NumericColumns
+
+    cls = getattr(tabular, name)
+    frame = getattr(sklearn.datasets, cls.loader)(as_frame=True).frame
+    assert list(cls.columns) == [str(c) for c in frame.columns if c != "target"]
+    data, raw = cls(seed=3), cls(seed=3, standardize=False)
+    data.setup("fit")
+    raw.setup("fit")
+    adapter = NumericColumns.from_dict(data.raw_input_adapter().to_dict())
+    rows = pd.DataFrame(raw.test_split.x.double().numpy(), columns=list(cls.columns))
+    assert torch.equal(adapter.transform(rows[rows.columns[::-1]].assign(extra="x")), data.test_split.x)
+    assert adapter.input_example().shape == (2, len(cls.columns))
+
+
+@pytest.mark.unit
+def test_synthetic_tables_name_their_columns_x():
+    from pipeline.data.tabular import SyntheticBinary, SyntheticLinear
+
+    line = SyntheticLinear(seed=0, n_samples=50)
+    line.setup("fit")
+    adapter = line.raw_input_adapter()
+    assert adapter.input_schema() == [("x", "numeric")] and adapter.mean is None  # y = wx + b on x as it is
+    assert adapter.transform(pd.DataFrame({"x": [0.5, "1.5"]})).tolist() == [[0.5], [1.5]]
+    binary = SyntheticBinary(seed=0, n_samples=50, n_features=3)
+    binary.setup("fit")
+    assert [c for c, _ in binary.raw_input_adapter().input_schema()] == ["x1", "x2", "x3"]
 
 
 # ----- the real thing: UCI Adult with its official test split -------------------------------------------------------

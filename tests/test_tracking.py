@@ -17,10 +17,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, compose_for_train, free_port, new_store, run_cli, run_cli_in_process, runs_in
+from conftest import (PROJECT_ROOT, compose_for_train, error_line, free_port, load_pyfunc, new_store, predict_cli, run_cli,
+                      run_cli_in_process, runs_in)
 
 SECRET_PASSWORD = "s3cretPassw0rd"
 SECRET_TOKEN = "tok-abc-123456"
@@ -92,28 +95,52 @@ def test_run_records_artifacts_and_keeps_local_copies(logged_run):
     assert any("test/acc" in line for line in lines) and sum("train/loss" in line for line in lines) == 2
 
 
-def test_logged_model_predicts_the_test_metrics_on_new_inputs(logged_run):
-    """The model at runs:/<id>/model maps features to probabilities; on the test split it scores test/acc."""
-    import mlflow
-    import mlflow.pytorch
-
+def test_logged_model_reads_the_named_feature_columns_and_scores_the_test_metrics(logged_run, tmp_path):
+    """The model at runs:/<id>/model of the default data set takes raw rows: scikit-learn's feature columns by
+    name, in any order, extra columns ignored. On the test rows it scores test/acc; ``pipeline-predict`` answers
+    the same from the run id and from the checkpoint; an absent column or a cell that is not a number is one line."""
     from pipeline.data.tabular import BreastCancer
 
-    run = logged_run["run"]
-    mlflow.set_tracking_uri(logged_run["store"]["uri"])
-    try:
-        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-        signature = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature
-    finally:
-        mlflow.set_tracking_uri(None)
-    assert tuple(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 30)
-    data = BreastCancer(seed=42)
+    run, store = logged_run["run"], logged_run["store"]
+    model = load_pyfunc(store, run.info.run_id)
+    assert [column["name"] for column in model.metadata.signature.inputs.to_dict()] == list(BreastCancer.columns)
+    data = BreastCancer(seed=42, standardize=False)  # the same split, the features as scikit-learn gives them
     data.setup("fit")
-    with torch.no_grad():
-        probabilities = model(data.test_split.x).reshape(-1)
-    assert probabilities.min() >= 0 and probabilities.max() <= 1
-    accuracy = ((probabilities >= 0.5).long() == data.test_split.y).float().mean().item()
+    test_rows = pd.DataFrame(data.test_split.x.double().numpy(), columns=list(BreastCancer.columns))
+    test_rows = test_rows[test_rows.columns[::-1]].assign(id=np.arange(len(test_rows)) + 1000)
+    predicted = model.predict(test_rows)
+    assert list(predicted.columns) == ["prediction", "probability_malignant", "probability_benign"]
+    labels = np.asarray(["malignant", "benign"])[data.test_split.y.numpy()]
+    accuracy = float((predicted["prediction"].to_numpy() == labels).mean())
     assert accuracy == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+
+    table = tmp_path / "new.csv"
+    test_rows.to_csv(table, index=False)
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    for source in (run.info.run_id, str(checkpoint)):
+        output = tmp_path / "predictions.csv"
+        code, _, stderr = predict_cli([source, "--input", str(table), "--output", str(output), "--keep", "id",
+                                       "--tracking-uri", store["uri"]])
+        assert code == 0, stderr[-3000:]
+        answered = pd.read_csv(output)
+        assert (answered["id"] == test_rows["id"]).all()
+        assert (answered["prediction"] == predicted["prediction"]).all()
+        np.testing.assert_allclose(answered["probability_benign"], predicted["probability_benign"], atol=1e-6)
+
+    def refusal(frame) -> str:
+        frame.to_csv(table, index=False)
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(table), "--output", str(tmp_path / "never.csv"),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 2 and not (tmp_path / "never.csv").exists()
+        return error_line(stderr)
+
+    line = refusal(test_rows.drop(columns=["worst area"]))
+    assert "no column 'worst area'" in line and "missing" not in line, line  # no imputation: no "add it empty"
+    broken = test_rows.astype({"mean radius": object, "mean area": float})
+    broken.loc[3, "mean radius"] = "abc"
+    assert "column 'mean radius' holds 'abc' at index 3, not a number" in refusal(broken)
+    broken.loc[3, "mean radius"], broken.loc[5, "mean area"] = 1.0, None
+    assert "column 'mean area' at index 5 is missing" in refusal(broken)
 
 
 def test_tags_say_where_the_run_came_from(logged_run):
@@ -162,8 +189,6 @@ def in_store(store: dict, tmp_path: Path) -> dict:
 
 
 def test_regression_logs_predicted_vs_true_and_a_model_in_original_units(shared_store, tmp_path):
-    import mlflow.pytorch
-
     from pipeline.train import train
 
     store = in_store(shared_store, tmp_path)
@@ -172,18 +197,13 @@ def test_regression_logs_predicted_vs_true_and_a_model_in_original_units(shared_
     client = client_of(store)
     paths = artifact_paths(client, run.info.run_id)
     assert "plots/predicted_vs_true.png" in paths and "plots/confusion_matrix.png" not in paths
-    mlflow.set_tracking_uri(store["uri"])
-    try:
-        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    finally:
-        mlflow.set_tracking_uri(None)
     from pipeline.data.tabular import Diabetes
 
-    data = Diabetes(seed=42)
+    data = Diabetes(seed=42, standardize=False)
     data.setup("fit")
-    with torch.no_grad():
-        predicted = model(data.test_split.x).reshape(-1)
-    rmse = torch.sqrt(torch.mean((predicted - data.test_split.y) ** 2)).item()
+    rows = pd.DataFrame(data.test_split.x.double().numpy(), columns=list(Diabetes.columns))
+    predicted = load_pyfunc(store, run.info.run_id).predict(rows)["prediction"].to_numpy()
+    rmse = float(np.sqrt(np.mean((predicted - data.test_split.y.double().numpy()) ** 2)))
     assert rmse == pytest.approx(metrics["test/rmse"], rel=1e-4)  # original units, as the test metric
 
 

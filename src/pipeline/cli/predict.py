@@ -56,8 +56,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 class Predictor:
     """A function from a DataFrame of raw rows to a DataFrame of predictions, and the columns it reads."""
 
-    def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str):
-        self.predict, self.source = predict, source
+    def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str, accepts_missing: bool = True):
+        self.predict, self.source, self.accepts_missing = predict, source, accepts_missing
         self.columns = [name for name, _ in schema]
         kinds = [kind for _, kind in schema]
         # one column of texts or of image file paths (pipeline.data.raw_inputs), else table columns
@@ -81,11 +81,12 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
+    from pipeline.tracking.model_context import _tracking_uri
     from pipeline.tracking.pyfunc_model import RawRowsModel
 
-    mlflow.set_tracking_uri(tracking_uri)
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        with _tracking_uri(tracking_uri):  # MLflow's global URI (and MLFLOW_TRACKING_URI) as it was afterwards
+            model = mlflow.pyfunc.load_model(uri)
     except MlflowException as error:
         from pipeline.cli.errors import one_line
 
@@ -97,8 +98,10 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
         python_model = None
     if not isinstance(python_model, RawRowsModel) and type(python_model).__name__ != "RawRowsModel":
         raise PredictError(f"{uri} is not a model that takes raw rows (it was logged by a data set without a raw "
-                           "input adapter, e.g. scikit-learn's bundled ones); load it with mlflow.pytorch.load_model")
-    return Predictor(model.predict, python_model.adapter.input_schema(), uri)
+                           "input adapter, e.g. the image arrays of digits or MNIST); load it with "
+                           "mlflow.pytorch.load_model")
+    adapter = python_model.adapter
+    return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True))
 
 
 def _from_checkpoint(path: Path) -> Predictor:
@@ -145,7 +148,7 @@ def _from_checkpoint(path: Path) -> Predictor:
     def predict(frame):
         return predict_frame(adapter, predictor, spec.task_kind, spec.class_names, frame)
 
-    return Predictor(predict, adapter.input_schema(), str(path))
+    return Predictor(predict, adapter.input_schema(), str(path), getattr(adapter, "accepts_missing", True))
 
 
 # ----- writing ------------------------------------------------------------------------------------------
@@ -276,7 +279,8 @@ def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> Non
     absent = [c for c in predictor.columns if c not in columns]
     if absent:
         raise PredictError(f"--input {args.input} has no column {', '.join(map(repr, absent))}, which the model reads "
-                           f"(it reads {', '.join(predictor.columns)}); add it: empty cells count as missing")
+                           f"(it reads {', '.join(predictor.columns)})"
+                           + ("; add it: empty cells count as missing" if predictor.accepts_missing else ""))
     unknown = [c for c in args.keep if c not in columns]
     if unknown:
         raise PredictError(f"--keep {', '.join(unknown)}: not a column of {args.input}; its columns are {columns}")

@@ -32,8 +32,15 @@ class TabularDataModule(InMemoryDataModule):
         self.standardize_target = standardize_target
         self.feature_mean: Optional[torch.Tensor] = None
         self.feature_std: Optional[torch.Tensor] = None
+        self._example_rows: list[list[float]] = []
+
+    def feature_names(self) -> Optional[list[str]]:
+        """The names of the feature columns, in order: what the logged model reads from a DataFrame of raw rows.
+        None: the data set has no names (its model then takes tensors)."""
+        return None
 
     def fit_preprocessing(self, train: Split) -> None:
+        self._example_rows = train.x[:2].double().tolist()
         if self.standardize:
             self.feature_mean = train.x.mean(0)
             self.feature_std = train.x.std(0).clamp_min(1e-8)
@@ -49,6 +56,19 @@ class TabularDataModule(InMemoryDataModule):
             spec.extra["target_mean"] = float(train.y.mean())
             spec.extra["target_std"] = float(train.y.std().clamp_min(1e-8))
         return spec
+
+    def raw_input_adapter(self):
+        """The feature columns by name, standardised as in training (:mod:`pipeline.data.numeric_inputs`)."""
+        names = self.feature_names()
+        if names is None:
+            return None
+        from .numeric_inputs import NumericColumns
+
+        if self.spec is not None and tuple(self.spec.input_shape) != (len(names),):
+            raise DataError(f"data '{self.name}': {len(names)} feature names for inputs of shape {self.spec.input_shape}")
+        standardized = self.standardize and self.feature_mean is not None
+        return NumericColumns(names, self.feature_mean.tolist() if standardized else None,
+                              self.feature_std.tolist() if standardized else None, self._example_rows)
 
 
 def _regression_split(x: np.ndarray, y: np.ndarray) -> Split:
@@ -85,6 +105,9 @@ class SyntheticLinear(TabularDataModule):
         self.bias = bias
         self.noise = noise
 
+    def feature_names(self) -> list[str]:
+        return ["x"] if self.n_features == 1 else [f"x{i + 1}" for i in range(self.n_features)]
+
     def load(self) -> LoadedData:
         rng = np.random.default_rng(self.seed + 7919)
         x = rng.uniform(-2.0, 2.0, size=(self.n_samples, self.n_features))
@@ -104,6 +127,9 @@ class SyntheticBinary(TabularDataModule):
         self.n_features = n_features
         self.flip_fraction = flip_fraction
 
+    def feature_names(self) -> list[str]:
+        return [f"x{i + 1}" for i in range(self.n_features)]
+
     def load(self) -> LoadedData:
         rng = np.random.default_rng(self.seed + 104729)
         x = rng.normal(size=(self.n_samples, self.n_features))
@@ -122,6 +148,11 @@ class SklearnDataset(TabularDataModule):
     loader: ClassVar[str] = ""
     #: the CSV in sklearn/datasets/data that ``loader`` reads as it is (no rescaling), if it does
     bundled_csv: ClassVar[Optional[str]] = None
+    #: the loader's ``feature_names`` (written out: reading them from scikit-learn costs its ~1.5 s import)
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    def feature_names(self) -> Optional[list[str]]:
+        return list(self.columns) or None
 
     def load(self) -> LoadedData:
         loaded = self._read_bundled_csv()
@@ -163,6 +194,11 @@ class Diabetes(SklearnDataset):
     task_kind: ClassVar[str] = "regression"
     name: ClassVar[str] = "diabetes"
     loader: ClassVar[str] = "load_diabetes"
+    columns: ClassVar[tuple[str, ...]] = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+
+
+_CELL_MEASURES = ("radius", "texture", "perimeter", "area", "smoothness", "compactness", "concavity", "concave points",
+                  "symmetry", "fractal dimension")
 
 
 class BreastCancer(SklearnDataset):
@@ -170,6 +206,8 @@ class BreastCancer(SklearnDataset):
     name: ClassVar[str] = "breast_cancer"
     loader: ClassVar[str] = "load_breast_cancer"
     bundled_csv: ClassVar[Optional[str]] = "breast_cancer.csv"
+    columns: ClassVar[tuple[str, ...]] = (*(f"mean {m}" for m in _CELL_MEASURES), *(f"{m} error" for m in _CELL_MEASURES),
+                                          *(f"worst {m}" for m in _CELL_MEASURES))
 
 
 class Wine(SklearnDataset):
@@ -177,6 +215,9 @@ class Wine(SklearnDataset):
     name: ClassVar[str] = "wine"
     loader: ClassVar[str] = "load_wine"
     bundled_csv: ClassVar[Optional[str]] = "wine_data.csv"
+    columns: ClassVar[tuple[str, ...]] = (
+        "alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols", "flavanoids",
+        "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue", "od280/od315_of_diluted_wines", "proline")
 
 
 class CsvData(TabularDataModule):

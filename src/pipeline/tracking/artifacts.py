@@ -102,38 +102,41 @@ def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adap
 
     With the data's raw input ``adapter`` (``datamodule.raw_input_adapter()``) in the self-contained form
     :mod:`pipeline.tracking.raw_model` stores (tables: ``to_dict``/``from_dict``, ``input_schema``), the model
-    is a pyfunc model that takes raw rows instead: table columns, a ``text`` column, or a ``path`` column of
-    image files (:mod:`pipeline.data.raw_inputs`). Data sets without one (scikit-learn's bundled tables, the
-    image arrays of MNIST/CIFAR) log a model that takes the tensors the data module makes."""
+    is a pyfunc model that takes raw rows instead: table columns (a table file's, or the named features of
+    scikit-learn's bundled and the synthetic tables), a ``text`` column, or a ``path`` column of image files
+    (:mod:`pipeline.data.raw_inputs`). Data sets without one (the image arrays of digits, MNIST, CIFAR) log a
+    model that takes the tensors the data module makes."""
     return start_log_model(run, predictor, input_example, adapter, spec)()
 
 
 def start_log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adapter=None,
                     spec=None) -> Callable[[], Optional[str]]:
     """Start logging the model (see :func:`log_model`); the returned function waits until it is logged and returns
-    the format. A run recorded by the store-writer process exports and logs it there, while this process goes
-    on (drawing the plots); in-process it is done before this returns. A raw-rows model is logged from this
-    process."""
+    the format. A run recorded by the store-writer process exports and logs it there (a raw-rows model with its
+    adapter too), while this process goes on (drawing the plots); in-process it is done before this returns."""
     if not run.active:
         return lambda: None
-    if adapter is not None and hasattr(adapter, "to_dict") and hasattr(adapter, "input_schema"):
-        from .raw_model import log_raw_input_model
-
-        here = run.in_process() if hasattr(run, "in_process") else run
-        logged_raw = log_raw_input_model(here, predictor, adapter, spec, input_example, MODEL_NAME)
-        return lambda: logged_raw
+    raw_rows = adapter is not None and hasattr(adapter, "to_dict") and hasattr(adapter, "input_schema")
     predictor = _on_cpu(predictor).eval()
     example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
+
+    def log_here(here: TrackedRun) -> Optional[str]:
+        if raw_rows:
+            from .raw_model import log_raw_input_model
+
+            return log_raw_input_model(here, predictor, adapter, spec, example, MODEL_NAME)
+        return _log_model_here(here, predictor, example)
+
     if hasattr(run, "start_model"):
-        wait = run.start_model(predictor, example)
+        wait = run.start_model(predictor, example, adapter if raw_rows else None, spec if raw_rows else None)
 
         def finish() -> Optional[str]:
             logged, in_process = wait()
             # the writer could not load the module (e.g. a class defined in __main__): logged here then
-            return logged if in_process is None else _log_model_here(in_process, predictor, example)
+            return logged if in_process is None else log_here(in_process)
 
         return finish
-    logged = _log_model_here(run, predictor, example)
+    logged = log_here(run)
     return lambda: logged
 
 

@@ -318,16 +318,19 @@ class RemoteRun(TrackedRun):
             self.writer.send("provenance", key=self.key, root=str(root), command=command,
                              output_dir=str(self.output_dir) if self.output_dir else None, rank_zero=rank_zero)
 
-    def start_model(self, predictor, example) -> Callable[[], tuple[Optional[str], Optional[TrackedRun]]]:
-        """Have the writer log the model; the returned function waits and gives (format, None), or (None, an
-        in-process run to log it with) when the writer cannot load the module (it pickles classes by
-        reference: one defined in ``__main__`` is not found there)."""
+    def start_model(self, predictor, example, adapter=None, spec=None
+                    ) -> Callable[[], tuple[Optional[str], Optional[TrackedRun]]]:
+        """Have the writer log the model (with the data's raw input ``adapter`` and ``spec``: a model that takes
+        raw rows); the returned function waits and gives (format, None), or (None, an in-process run to log it
+        with) when the writer cannot load the module (it pickles classes by reference: one defined in
+        ``__main__`` is not found there)."""
         try:
             model = pickle.dumps(predictor, protocol=pickle.HIGHEST_PROTOCOL)
+            raw_input = pickle.dumps((adapter, spec), protocol=pickle.HIGHEST_PROTOCOL) if adapter is not None else None
         except Exception:
             return lambda: (None, self.in_process())
         answer = self.writer.ask_later("log_model", key=self.key, model=model, example=example.numpy(),
-                                       search_path=list(sys.path))
+                                       search_path=list(sys.path), raw_input=raw_input)
 
         def wait() -> tuple[Optional[str], Optional[TrackedRun]]:
             ok, value = answer.result()

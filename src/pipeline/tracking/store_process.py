@@ -145,10 +145,12 @@ class StoreServer:
                 diff.write_text(redact_text(git.diff))
             run.log_artifact(diff)
 
-    def op_log_model(self, key: int, model: bytes, example, search_path: list[str]) -> Optional[str]:
-        """The model, sent pickled by the training process through this process's own pipe (never a file);
-        logged as in-process. An error answer starting with ``unavailable:`` means the module could not be
-        loaded here (the training process then logs it itself)."""
+    def op_log_model(self, key: int, model: bytes, example, search_path: list[str],
+                     raw_input: Optional[bytes] = None) -> Optional[str]:
+        """The model, sent pickled by the training process through this process's own pipe (never a file), with
+        the data's raw input adapter and spec when it takes raw rows; logged as in-process. An error answer
+        starting with ``unavailable:`` means the module could not be loaded here (the training process then
+        logs it itself)."""
         import torch
 
         from .artifacts import log_model
@@ -158,9 +160,10 @@ class StoreServer:
                 sys.path.insert(0, entry)
         try:
             predictor = pickle.loads(model)
+            adapter, spec = pickle.loads(raw_input) if raw_input is not None else (None, None)
         except Exception as error:
             raise RuntimeError(f"unavailable: {type(error).__name__}: {error}") from None
-        return log_model(self._run(key), predictor, torch.as_tensor(example))
+        return log_model(self._run(key), predictor, torch.as_tensor(example), adapter, spec)
 
     # ----- runs of a sweep that this process did not create ------------------------------------------------
     def op_client_call(self, tracking_uri: str, calls: list[tuple[str, tuple, dict]]) -> list:
