@@ -196,3 +196,26 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def write_idx(path: Path, array) -> None:
+    """``array`` as an idx file of unsigned bytes (gzip), as MNIST and Fashion-MNIST are distributed."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_fashion(folder: Path, n_train=30, n_test=10) -> None:
+    """Random 28x28 images with labels 0..9 in Fashion-MNIST's four files."""
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{part}-labels-idx1-ubyte.gz", np.arange(n) % 10)

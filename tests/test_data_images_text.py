@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import struct
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+
+from conftest import fake_fashion
 
 from pipeline.data.base import DataError, InMemoryDataModule
 from pipeline.data.image_files import ImageFolder
@@ -173,20 +174,6 @@ def test_augmentation_runs_in_lightning_training_but_not_validation(tmp_path):
 
 
 # ----- idx files (Fashion-MNIST / MNIST) --------------------------------------------------------
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(np.uint8).tobytes())
-
-
-def fake_fashion(folder: Path, n_train=30, n_test=10) -> None:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for part, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(folder / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(folder / f"{part}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-
-
 def test_fashion_mnist_real_files_parse_fast_with_official_split(real_data_dir):
     start = time.perf_counter()
     data = FashionMNIST(data_dir=str(real_data_dir), download=False).load()

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (PROJECT_ROOT, compose_for_train, load_pyfunc, new_store, run_cli, run_cli_in_process,
-                      runs_in, store_overrides)
+from conftest import (PROJECT_ROOT, compose_for_train, error_line, fake_fashion, load_pyfunc, new_store, predict_cli,
+                      run_cli, run_cli_in_process, runs_in, store_overrides)
 
 # a small CNN on 16-px images: a few seconds per run
 FAST = ["task=image_classification", "model=cnn", "model.channels=[8,16]", "model.hidden_dim=16",
@@ -355,6 +355,51 @@ def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):
     assert torch.equal(adapter.to_tensor(frame), expected)
     with pytest.raises(ValueError, match="cut.png: cannot read the image"):
         adapter.to_tensor(pd.DataFrame({"path": [str(truncated_png(tmp_path / "cut.png"))]}))
+
+
+def test_a_model_trained_on_fashion_mnist_arrays_predicts_png_files(tmp_path, migrated_store_db):
+    """Fashion-MNIST is read from its idx arrays, yet its logged model and pipeline-predict take image files: the
+    test images written as PNG files get the run's test accuracy, from the run id and from the checkpoint."""
+    import pandas as pd
+    from PIL import Image
+
+    from pipeline.data.images import FashionMNIST
+    from pipeline.train import train
+
+    fake_fashion(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
+    store = new_store(tmp_path / "store", migrated_store_db)
+    metrics = train(compose_for_train(store, [
+        "task=image_classification", "data=fashion_mnist", f"paths.data_dir={tmp_path / 'data'}", "data.download=false",
+        "model=cnn", "model.channels=[4,8]", "model.hidden_dim=8", "trainer.max_epochs=2",
+        "logger.mlflow.log_plots=false"]))
+    [run] = runs_in(store)
+    raw = FashionMNIST(data_dir=str(tmp_path / "data"), download=False, normalize=False)
+    raw.setup("fit")
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    names = []
+    for index, image in enumerate(raw.test_split.x[:, 0]):
+        names.append(f"{index:02d}.png")
+        Image.fromarray((image * 255).round().to(torch.uint8).numpy()).save(folder / names[-1])
+    truth = np.asarray(FashionMNIST.class_names)[raw.test_split.y.numpy()]
+
+    by_model = load_pyfunc(store, run.info.run_id).predict(pd.DataFrame({"path": [str(folder / n) for n in names]}))
+    assert float((by_model["prediction"].to_numpy() == truth).mean()) == pytest.approx(metrics["test/acc"], abs=1e-6)
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    for source in (run.info.run_id, str(checkpoint)):
+        output = tmp_path / "predictions.csv"
+        code, _, stderr = predict_cli([source, "--input", str(folder), "--output", str(output),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 0, stderr[-3000:]
+        answered = pd.read_csv(output).sort_values("path")
+        assert [Path(p).name for p in answered["path"]] == names
+        assert (answered["prediction"].to_numpy() == by_model["prediction"].to_numpy()).all()
+        np.testing.assert_allclose(answered["probability_Bag"], by_model["probability_Bag"], atol=1e-5)
+    (folder / "notes.txt").write_text("not an image")
+    Path(folder / "broken.png").write_bytes(b"not a png")
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(folder), "--output", str(tmp_path / "never.csv"),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 2 and "broken.png: cannot read the image" in error_line(stderr)
 
 
 # ----- pretrained torchvision models ---------------------------------------------------------------------------

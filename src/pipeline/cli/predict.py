@@ -98,7 +98,7 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
         python_model = None
     if not isinstance(python_model, RawRowsModel) and type(python_model).__name__ != "RawRowsModel":
         raise PredictError(f"{uri} is not a model that takes raw rows (it was logged by a data set without a raw "
-                           "input adapter, e.g. the image arrays of digits or MNIST); load it with "
+                           "input adapter, e.g. scikit-learn's digits); load it with "
                            "mlflow.pytorch.load_model")
     adapter = python_model.adapter
     return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True))

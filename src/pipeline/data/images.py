@@ -66,6 +66,8 @@ class ImageDataModule(InMemoryDataModule):
 
     modality: ClassVar[str] = "image"
     task_kind: ClassVar[str] = "classification"
+    #: the arrays are 8-bit images (pixels / 255), so image files are the raw inputs of its model
+    arrays_are_images: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -124,6 +126,22 @@ class ImageDataModule(InMemoryDataModule):
             spec.extra["channel_mean"] = [float(v) for v in self.channel_mean]
             spec.extra["channel_std"] = [float(v) for v in self.channel_std]
         return spec
+
+    def raw_input_adapter(self):
+        """Image files -> this data's model inputs (:class:`~pipeline.data.raw_inputs.ImageInput`: decoded to the
+        data's channels, the shorter side resized to the arrays' size and the centre square cropped, pixels / 255,
+        normalised with the run's statistics), where the arrays are 8-bit images: a PNG of a Fashion-MNIST image
+        gives the tensor training used, to float32 rounding (torchvision multiplies by 1/255 where the arrays were
+        divided by 255: <= 3e-7 apart). None for other arrays (scikit-learn's digits: 17 grey levels)."""
+        if not self.arrays_are_images or self.spec is None:
+            return None
+        from .raw_inputs import ImageInput
+
+        channels, height, width = self.spec.input_shape
+        if height != width:
+            return None
+        mean, std = (self.channel_mean.tolist(), self.channel_std.tolist()) if self.normalize else (None, None)
+        return ImageInput(channels, width, width, mean, std)
 
     # ----- augmentation ----------------------------------------------------------------
     @property
@@ -260,6 +278,7 @@ def read_idx(path: Path, ndim: int, how_to_get: str = "") -> np.ndarray:
 class IdxImages(ImageDataModule):
     """MNIST-format data: four idx files, a fixed 60,000/10,000 train/test split."""
 
+    arrays_are_images: ClassVar[bool] = True
     #: folder names under data_dir, then absolute folders (e.g. a Debian package's)
     folders: ClassVar[tuple[str, ...]] = ()
     system_folders: ClassVar[tuple[str, ...]] = ()
@@ -374,6 +393,7 @@ class MNIST(IdxImages):
 class CIFAR10(ImageDataModule):
     """CIFAR-10 (32x32 colour, 10 classes) read through torchvision, converted to tensors once."""
 
+    arrays_are_images: ClassVar[bool] = True
     name: ClassVar[str] = "cifar10"
     url: ClassVar[str] = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 

@@ -104,8 +104,8 @@ def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adap
     :mod:`pipeline.tracking.raw_model` stores (tables: ``to_dict``/``from_dict``, ``input_schema``), the model
     is a pyfunc model that takes raw rows instead: table columns (a table file's, or the named features of
     scikit-learn's bundled and the synthetic tables), a ``text`` column, or a ``path`` column of image files
-    (:mod:`pipeline.data.raw_inputs`). Data sets without one (the image arrays of digits, MNIST, CIFAR) log a
-    model that takes the tensors the data module makes."""
+    (:mod:`pipeline.data.raw_inputs`; image folders, and the 8-bit arrays of MNIST, Fashion-MNIST, CIFAR-10). Data
+    sets without one (scikit-learn's digits) log a model that takes the tensors the data module makes."""
     return start_log_model(run, predictor, input_example, adapter, spec)()
 
 
