@@ -16,7 +16,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import PROJECT_ROOT, run_cli, runs_in
+from conftest import PROJECT_ROOT, error_line, predict_cli, run_cli, runs_in
 
 TINY = ["trainer.max_epochs=2", "data.limit_rows=240", "data.batch_size=32"]
 
@@ -191,6 +191,12 @@ def test_only_the_best_trial_is_tested_and_it_reproduces_its_trial(six_trial_swe
     assert (store["outputs"] / f"best-{best.number}" / "checkpoints" / "last.ckpt").is_file()
     assert parents[0].data.tags["best.run_id"] == final.info.run_id
     assert f"Trial {best.number} trained again and tested: " in six_trial_sweep["result"].stdout
+    # asked to predict with a trial's run, pipeline-predict says which run has the model
+    code, _, stderr = predict_cli([trial_runs[0].info.run_id, "--input", str(store["tmp"] / "new.csv"), "--output",
+                                   str(store["tmp"] / "never.csv"), "--tracking-uri", store["uri"]])
+    line = error_line(stderr)
+    assert code == 2 and f"is trial {trial_runs[0].data.tags['sweep.trial_number']} of the sweep 'regression_optuna'" in line
+    assert f"predict with the sweep's best run, {final.info.run_id}" in line
 
 
 @pytest.mark.slow

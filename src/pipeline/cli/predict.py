@@ -90,6 +90,9 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     except MlflowException as error:
         from pipeline.cli.errors import one_line
 
+        trial = _sweep_trial_without_model(uri, tracking_uri)
+        if trial is not None:
+            raise PredictError(trial) from None
         raise PredictError(f"cannot load the model {uri} from {tracking_uri}: {one_line(error)[:300]} (was the run "
                            "logged with logger.mlflow.log_model=false? then pass its checkpoint file instead)") from None
     try:
@@ -102,6 +105,29 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
                            "mlflow.pytorch.load_model")
     adapter = python_model.adapter
     return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True))
+
+
+def _sweep_trial_without_model(uri: str, tracking_uri: str) -> Optional[str]:
+    """Why ``runs:/<id>/model`` of a sweep's trial is absent, and which run to use instead; None for other runs."""
+    from mlflow import MlflowClient
+
+    parts = uri.split("/")
+    if not uri.startswith("runs:/") or len(parts) < 2:
+        return None
+    try:
+        client = MlflowClient(tracking_uri)
+        tags = client.get_run(parts[1]).data.tags
+        if "sweep.trial_number" not in tags or tags.get("sweep.role") == "final":
+            return None
+        parent = tags.get("mlflow.parentRunId")
+        best = client.get_run(parent).data.tags.get("best.run_id") if parent else None
+    except Exception:  # the store cannot say: the plain message then
+        return None
+    instead = f"predict with the sweep's best run, {best}" if best else (
+        "the sweep's best trial, trained again when the sweep ends, has them")
+    return (f"run {parts[1]} is trial {tags['sweep.trial_number']} of the sweep '{tags.get('sweep.study_name', '?')}': "
+            "a trial logs no model or checkpoint (hydra.sweeper.trial_artifacts=false, trial_checkpoints=false); "
+            f"{instead}")
 
 
 def _from_checkpoint(path: Path) -> Predictor:
