@@ -122,7 +122,9 @@ def _no_copy_progress_bars():
 
 def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, example: Tensor,
                         model_name: str) -> Optional[str]:
-    """Log the pyfunc model under ``runs:/<run id>/<model_name>``; returns the predictor's format."""
+    """Log the pyfunc model under ``runs:/<run id>/<model_name>``; returns the predictor's format. ``predictor`` is
+    on the CPU in eval mode and ``example`` a few rows, as :func:`~pipeline.tracking.artifacts.start_log_model`
+    hands them on."""
     import mlflow
     import mlflow.pyfunc
     import numpy
@@ -130,10 +132,8 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
     import pandas
 
     import pipeline.tracking.pyfunc_model as pyfunc_model
-    from .model_context import _no_environment_scan, _on_cpu, _tracking_uri
+    from .model_context import _no_environment_scan, _tracking_uri
 
-    predictor = _on_cpu(predictor).eval()
-    example = example[: max(2, min(len(example), 4))].cpu()  # > 1 row: the batch size stays free
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                     f"pandas=={pandas.__version__}", f"numpy=={numpy.__version__}"]
     requirements += [_pinned(name) for name in getattr(adapter, "requirements", ())]
