@@ -121,7 +121,7 @@ def test_rerun_refuses_a_tampered_config(two_seeds, capsys, tmp_path, key, value
     logged = Path(source.info.artifact_uri.removeprefix("file://")) / "config.yaml"
     cfg = OmegaConf.load(logged)
     OmegaConf.update(cfg, key, value)
-    with TrackedRun(two_seeds["uri"], "tampered", run_name="tampered") as run:
+    with TrackedRun(two_seeds["uri"], "tampered", run_name="tampered", artifact_location=two_seeds["artifacts"]) as run:
         run.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
     code, _, err = cli(main, [run.run_id, "--tracking-uri", two_seeds["uri"], "--output-dir", str(tmp_path / "x")], capsys)
     assert code == 2

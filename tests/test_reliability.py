@@ -137,7 +137,7 @@ def test_rerun_refuses_crafted_configs_by_what_they_build(logged_run, tmp_path, 
     logged = Path(source.info.artifact_uri.removeprefix("file://")) / "config.yaml"
     cfg = OmegaConf.load(logged)
     OmegaConf.update(cfg, key, filled, force_add=True, merge=False)
-    with TrackedRun(store["uri"], "crafted", run_name="crafted") as run:
+    with TrackedRun(store["uri"], "crafted", run_name="crafted", artifact_location=store["artifacts"]) as run:
         run.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
     before = len(runs_in(store))
     result = run_cli([run.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "rerun")],

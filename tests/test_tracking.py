@@ -238,7 +238,7 @@ def test_a_model_that_torch_export_cannot_trace_is_logged_pickled_and_loads(shar
     torch.manual_seed(0)
     model = RNNClassifier(input_shape=(16,), num_outputs=1, vocab_size=50, pad_id=0).eval()
     tokens = torch.randint(1, 50, (6, 16))
-    with TrackedRun(shared_store["uri"], "pickled-models", run_name="rnn") as run:
+    with TrackedRun(shared_store["uri"], "pickled-models", run_name="rnn", artifact_location=shared_store["artifacts"]) as run:
         assert log_model(run, model, tokens[:4]) == "pickle"
     mlflow.set_tracking_uri(shared_store["uri"])
     try:
@@ -269,7 +269,8 @@ def test_an_interrupted_run_is_killed(shared_store):
     from pipeline.tracking import TrackedRun
 
     with pytest.raises(KeyboardInterrupt):
-        with TrackedRun(shared_store["uri"], "interrupts", run_name="stopped") as run:
+        with TrackedRun(shared_store["uri"], "interrupts", run_name="stopped",
+                        artifact_location=shared_store["artifacts"]) as run:
             run.log_metrics({"train/loss": 1.0}, step=0)
             raise KeyboardInterrupt
     [logged] = runs_in(shared_store, "interrupts")
@@ -283,7 +284,7 @@ def test_fast_epochs_are_written_together_and_none_is_lost(shared_store):
 
     writes = []
     with pytest.raises(KeyboardInterrupt):
-        with TrackedRun(shared_store["uri"], "coalesced", run_name="fast") as run:
+        with TrackedRun(shared_store["uri"], "coalesced", run_name="fast", artifact_location=shared_store["artifacts"]) as run:
             send = run.client.log_batch
             run.client.log_batch = lambda *a, **k: (writes.append(len(k.get("metrics") or [])), send(*a, **k))[1]
             for epoch in range(50):
