@@ -40,6 +40,8 @@ UNKNOWN_NAMES = [
     (["+model.hidden_dim=[8]"], ["'model.hidden_dim'", "did you mean 'hidden_dims'?"]),
     (["+trainer.max_epoch=3"], ["'trainer.max_epoch'", "did you mean 'max_epochs'?"]),
     (["optimizer.lr=[0.1,"], ["cannot parse the override 'optimizer.lr=[0.1,'"]),
+    # conf/data/_common.yaml is a base of the data options, listed by --help beside them
+    (["data=_common"], ["data=_common: a base file that the data options build on", "Available: adult, breast_cancer"]),
 ]
 
 

@@ -154,10 +154,15 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
             for job in jobs:
                 composed = compose(config_name, overrides=job, return_hydra_config=True)
+                base = _base_file_chosen(composed, config_dir)
+                if base:
+                    break
     except (HydraException, OmegaConfBaseException) as error:
         _fail(describe_composition_error(error, config_dir, config_name, overrides), EXIT_USER_ERROR)
     except Exception:
         return
+    if base:
+        _fail(base, EXIT_USER_ERROR)
     multirun = args.multirun or composed.hydra.get("mode") == "MULTIRUN"
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
@@ -168,6 +173,19 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     if problem:
         _fail(f"{key}={folder}: cannot create the run's folder there ({problem}); choose a writable place, "
               f"e.g. {key}=outputs/my-run", EXIT_USER_ERROR)
+
+
+def _base_file_chosen(composed, config_dir: Path) -> Optional[str]:
+    """What is wrong when an option is a base file (``data=_common``: the ``_*.yaml`` files hold the keys that the
+    group's options share); None when no chosen option is one."""
+    choices = OmegaConf.select(composed, "hydra.runtime.choices") or {}
+    for group, name in choices.items():
+        if str(group).startswith("hydra") or not isinstance(name, str) or not name.startswith("_"):
+            continue
+        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+        return (f"{group}={name}: a base file that the {group} options build on, not an option of its own; "
+                f"Available: {', '.join(options)}")
+    return None
 
 
 def _unwritable(folder: Path) -> Optional[str]:
