@@ -131,6 +131,19 @@ def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(store, mon
                    "dataset-fashion-mnist")
 
 
+@pytest.mark.parametrize("data,folder", [("adult", "adult"), ("california_housing", "california-housing")])
+def test_a_missing_table_of_the_data_folder_says_how_to_point_at_it(store, data, folder):
+    empty = store["tmp"] / "empty"
+    empty.mkdir()
+    task = "classification" if data == "adult" else "regression"
+    result = run_cli_in_process([f"task={task}", f"data={data}", f"paths.data_dir={empty}"], store)
+    assert_refused(result, store, f"file not found: {empty}/{folder}/",
+                   f"set PIPELINE_DATA_DIR or paths.data_dir to the folder that holds {folder}/")
+    # a path of one's own gets no such hint
+    result = run_cli_in_process(["data=csv", f"data.path={empty}/mine.csv", "data.target=y"], store)
+    assert "paths.data_dir" not in assert_refused(result, store, f"file not found: {empty}/mine.csv")
+
+
 def test_missing_movie_reviews_says_where_it_looked_and_how_to_get_it(store):
     empty = store["tmp"] / "empty"
     empty.mkdir()

@@ -281,8 +281,18 @@ class CsvData(TabularDataModule):
             raise DataError(f"{key} is required for data=csv (e.g. data.path=/path/to/file.csv data.target=label)")
         path = path if path.is_absolute() else Path.cwd() / path
         if not path.is_file():
-            raise DataError(f"{key}: file not found: {path}")
+            raise DataError(f"{key}: file not found: {path}{self._data_dir_hint(path)}")
         return path
+
+    def _data_dir_hint(self, path: Path) -> str:
+        """For a file under paths.data_dir (data=adult, data=california_housing): how to point it elsewhere."""
+        data_dir = self.data_dir if self.data_dir.is_absolute() else Path.cwd() / self.data_dir
+        try:
+            inside = path.relative_to(data_dir)
+        except ValueError:
+            return ""
+        return (f" (it is read from paths.data_dir, {data_dir}: set PIPELINE_DATA_DIR or paths.data_dir to the "
+                f"folder that holds {inside.parts[0]}/)")
 
     def _read(self, path: Path):
         from .tables import read_table
