@@ -149,6 +149,7 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    base = None
     try:
         jobs = _jobs_to_check(overrides) if args.multirun else [overrides]
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):

@@ -291,8 +291,9 @@ class CsvData(TabularDataModule):
             inside = path.relative_to(data_dir)
         except ValueError:
             return ""
+        held = f"{inside.parts[0]}/" if len(inside.parts) > 1 else inside.name
         return (f" (it is read from paths.data_dir, {data_dir}: set PIPELINE_DATA_DIR or paths.data_dir to the "
-                f"folder that holds {inside.parts[0]}/)")
+                f"folder that holds {held})")
 
     def _read(self, path: Path):
         from .tables import read_table
