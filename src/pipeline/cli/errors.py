@@ -183,10 +183,14 @@ def _base_file_chosen(composed, config_dir: Path) -> Optional[str]:
     for group, name in choices.items():
         if str(group).startswith("hydra") or not isinstance(name, str) or not name.startswith("_"):
             continue
-        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
         return (f"{group}={name}: a base file that the {group} options build on, not an option of its own; "
-                f"Available: {', '.join(options)}")
+                f"Available: {', '.join(_options_in(config_dir, group))}")
     return None
+
+
+def _options_in(config_dir: Path, group: str) -> list[str]:
+    """The options of a config group: its files, less the ``_*.yaml`` bases they share."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def _unwritable(folder: Path) -> Optional[str]:
@@ -224,8 +228,7 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
     missing = re.search(r"Could not load '([\w/]+)/([^'/]+)'", str(error))
     if isinstance(error, MissingConfigException) and not error.options and missing:  # an option inside a list
         group, name = missing.groups()
-        folder = config_dir / group
-        error.options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        error.options = _options_in(config_dir, group)
         error.missing_cfg_file = f"{group}/{name}"
     if isinstance(error, MissingConfigException) and error.options:
         group, _, name = (error.missing_cfg_file or "").rpartition("/")
