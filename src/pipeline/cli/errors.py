@@ -149,7 +149,6 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    base = None
     try:
         jobs = _jobs_to_check(overrides) if args.multirun else [overrides]
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
@@ -157,13 +156,11 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
                 composed = compose(config_name, overrides=job, return_hydra_config=True)
                 base = _base_file_chosen(composed, config_dir)
                 if base:
-                    break
+                    _fail(base, EXIT_USER_ERROR)  # SystemExit: neither handler below takes it
     except (HydraException, OmegaConfBaseException) as error:
         _fail(describe_composition_error(error, config_dir, config_name, overrides), EXIT_USER_ERROR)
     except Exception:
         return
-    if base:
-        _fail(base, EXIT_USER_ERROR)
     multirun = args.multirun or composed.hydra.get("mode") == "MULTIRUN"
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
