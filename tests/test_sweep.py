@@ -244,6 +244,50 @@ def test_best_config_is_printed_and_pipeline_train_accepts_it_as_experiment(six_
     assert "sweep" not in composed
 
 
+@pytest.mark.slow
+def test_every_trial_folder_holds_hydras_three_config_files_for_that_trial(six_trial_sweep):
+    """Trials run as Hydra jobs without Hydra's config copies (pipeline.sweep.job): each job folder still gets
+    the .hydra/ files Hydra writes, in Hydra's YAML, describing that trial and that folder."""
+    from omegaconf import OmegaConf
+
+    outputs = six_trial_sweep["store"]["outputs"]
+    trials = {t.number: t for t in study_trials(six_trial_sweep["storage"], "regression_optuna")}
+    best = min((t for t in trials.values() if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    folders = {number: outputs / str(number) for number in trials} | {"final": outputs / f"best-{best.number}"}
+    for name, folder in folders.items():
+        trial = best if name == "final" else trials[name]
+        files = {f: folder / ".hydra" / f for f in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+        for path in files.values():
+            assert path.read_text() == OmegaConf.to_yaml(OmegaConf.load(path)), path  # Hydra's own writer
+        config, hydra = OmegaConf.load(files["config.yaml"]), OmegaConf.load(files["hydra.yaml"]).hydra
+        assert "hydra" not in config and config.sweep.trial_number == trial.number
+        assert config.optimizer.lr == pytest.approx(trial.params["optimizer.lr"])
+        assert hydra.runtime.output_dir == str(folder.resolve()) and hydra.job.num == trial.number
+        assert hydra.mode == "MULTIRUN" and hydra.runtime.choices.optimizer == trial.params["optimizer"]
+        overrides = OmegaConf.to_container(OmegaConf.load(files["overrides.yaml"]))
+        assert list(hydra.overrides.task) == overrides and f"optimizer={trial.params['optimizer']}" in overrides
+        assert (folder / "config.yaml").is_file()  # the run's own resolved config beside them
+
+
+@pytest.mark.unit
+def test_fast_yaml_writer_gives_omegaconfs_text():
+    from omegaconf import OmegaConf
+
+    from conftest import compose
+    from pipeline.sweep.job import config_yaml, copy_config
+
+    tricky = OmegaConf.create({"a": "1.0", "b": "true", "c": "", "d": "${a}", "e": "é ü 日本", "f": "x: y # z",
+                               "g": "line one\nline two", "h": "null", "i": 1e-7, "j": [None, "-", "'q'", '"dq"'],
+                               "k": "a" * 120 + " " + "b" * 40, "l": {"m": "~", "n": "0x1F", "o": "2026-12-01"}})
+    assert config_yaml(tricky) == OmegaConf.to_yaml(tricky)
+    composed = compose(["hparams_search=classification_optuna"])
+    assert config_yaml(composed) == OmegaConf.to_yaml(composed)
+    copied = copy_config(composed)
+    assert copied == composed and copied is not composed
+    assert OmegaConf.is_struct(copied) == OmegaConf.is_struct(composed)
+    assert OmegaConf.get_type(copied, "optimizer") is OmegaConf.get_type(composed, "optimizer")
+
+
 # ----- resume after SIGKILL --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tmp_path):

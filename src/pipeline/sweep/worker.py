@@ -1,14 +1,14 @@
 """The trial loop every worker runs: claim a queued trial, sample its parameters, train it
-in this process through Hydra's ``run_job``, tell the study how it ended; repeat until the study
+in this process as a Hydra job (``job.run_trial_job``), tell the study how it ended; repeat until the study
 holds ``n_trials`` finished trials. ``n_jobs=N`` runs N such loops (this process and N-1 spawned
 ones); each takes the next trial as soon as its own is done.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import multiprocessing
 import os
+import pickle
 import time
 from typing import Any, Optional
 
@@ -24,6 +24,7 @@ from pipeline.tracking.redact import redact_text
 from pipeline.tracking.sweeps import tag_run
 from pipeline.train import PreparedData, train
 
+from .job import run_trial_job
 from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
 from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial,
@@ -129,7 +130,7 @@ def check_failure_rate(study: optuna.Study, settings: SweepSettings) -> None:
 
 
 class TrialTask:
-    """The job each trial runs through Hydra's ``run_job``: the same ``train`` as ``pipeline-train``, with the
+    """The job each trial runs as a Hydra job: the same ``train`` as ``pipeline-train``, with the
     trial's pruning callback and the sweep's parent run handed in, timed."""
 
     def __init__(self, pruning: PruningCallback, parent_run_id: Optional[str]):
@@ -146,7 +147,7 @@ class TrialTask:
 
 def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_context, base_config: DictConfig,
               parent_run_id: Optional[str], worker_index: int) -> None:
-    from hydra.core.utils import JobStatus, configure_log, run_job
+    from hydra.core.utils import JobStatus, configure_log
 
     started = time.perf_counter()
     study.sampler = make_sampler(settings, frozen.number)
@@ -172,8 +173,7 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
                 config.hydra.job.id = config.hydra.job.num = trial.number
                 name_trial_run(config, trial.number)
             try:
-                job = run_job(hydra_context=hydra_context, task_function=task, config=config,
-                              job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+                job = run_trial_job(task, config, "hydra.sweep.dir", "hydra.sweep.subdir", hydra_context)
             except KeyboardInterrupt:
                 requeue_interrupted(study, trial)
                 raise
@@ -290,7 +290,7 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
 
 
 def _train_best_trials(study, settings: SweepSettings, hydra_context, base_config: DictConfig, complete) -> list[dict]:
-    from hydra.core.utils import JobStatus, configure_log, run_job
+    from hydra.core.utils import JobStatus, configure_log
 
     from .report import best_trials
 
@@ -311,10 +311,9 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
                            "sweep.role": "final"}
         log.info("best trial %d: training it again with test, checkpoint, model and plots", trial.number)
         remember = RememberRunId()
-        job = run_job(hydra_context=hydra_context, config=config, job_dir_key="hydra.sweep.dir",
-                      job_subdir_key="hydra.job.id",
-                      task_function=lambda cfg: train(cfg, callbacks=[remember], parent_run=parent_run_id,
-                                                      datamodule=PREPARED_DATA))
+        job = run_trial_job(lambda cfg: train(cfg, callbacks=[remember], parent_run=parent_run_id,
+                                              datamodule=PREPARED_DATA),
+                            config, "hydra.sweep.dir", "hydra.job.id", hydra_context)
         configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
         if job.status != JobStatus.COMPLETED:
             log.error("the final run of trial %d failed: %s", trial.number, job._return_value)
@@ -345,21 +344,23 @@ class RememberRunId(Callback):
 class TrialConfigs:
     """Composes each trial's config. Hydra's composition takes 0.3-0.8 s, so it runs once per
     combination of config-group choices (e.g. optimizer=sgd); sampled values are then set on a
-    copy, the way Hydra applies a ``key=value`` override after composing."""
+    copy, the way Hydra applies a ``key=value`` override after composing. The copy is unpickled from
+    bytes kept per combination (~1 ms, where ``copy.deepcopy`` of the composed config takes ~10-15 ms)."""
 
     def __init__(self, config_loader, base_config: DictConfig, space: SearchSpace):
         self.config_loader, self.base_config, self.space = config_loader, base_config, space
         self.keys = {param.name: param.key for param in space.params}
-        self._composed: dict[tuple[str, ...], DictConfig] = {}
+        self._composed: dict[tuple[str, ...], bytes] = {}
 
     def compose(self, params: dict[str, Any], sweep_node: dict[str, Any]) -> DictConfig:
         # the multirun's own config was composed from the same defaults: it knows the group names
         group_names = set(self.base_config.hydra.runtime.choices)
         group_overrides = tuple(f"{self.keys[n]}={override_value(v)}" for n, v in params.items() if n in group_names)
         if group_overrides not in self._composed:
-            self._composed[group_overrides] = self.config_loader.load_sweep_config(
+            composed = self.config_loader.load_sweep_config(
                 self.base_config, list(self.space.fixed_overrides) + list(group_overrides))
-        config = copy.deepcopy(self._composed[group_overrides])
+            self._composed[group_overrides] = pickle.dumps(composed, protocol=pickle.HIGHEST_PROTOCOL)
+        config = pickle.loads(self._composed[group_overrides])
         values = {n: v for n, v in params.items() if n not in group_names}
         with open_dict(config):
             for name, value in values.items():
