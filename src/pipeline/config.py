@@ -79,6 +79,22 @@ def nearest(name: str, choices) -> str:
 
 
 # ----- validation ---------------------------------------------------------------------------------
+def config_options(config_dir: Path, group: str) -> list[str]:
+    """The options of a config group: its files, less the ``_*.yaml`` bases they share."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def base_file_chosen(choices, config_dir: Path = CONFIG_DIR) -> Optional[str]:
+    """What is wrong when an option is a base file (``data=_common``: the ``_*.yaml`` files hold the keys that the
+    group's options share); None when no chosen option (``hydra.runtime.choices``) is one."""
+    for group, name in choices.items():
+        if str(group).startswith("hydra") or not isinstance(name, str) or not name.startswith("_"):
+            continue
+        return (f"{group}={name}: a base file that the {group} options build on, not an option of its own; "
+                f"Available: {', '.join(config_options(config_dir, group))}")
+    return None
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` with a one-line reason if ``cfg`` cannot give a meaningful run."""
     _check_fixed_parts(cfg)

@@ -9,21 +9,26 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from pipeline.cli.errors import check_command_line, report_errors
+from pipeline.cli.errors import (check_command_line, hydra_errors_described, refuse_base_file_choice,
+                                 report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> Optional[float]:
+    from hydra.core.hydra_config import HydraConfig
+
     from pipeline.train import train
 
+    refuse_base_file_choice(HydraConfig.get().runtime.choices, CONFIG_DIR)
     with report_errors():
         metrics = train(cfg)
     return metrics.get(cfg.task.monitor.replace("val/", "test/"))
 
 
 def main() -> None:
-    check_command_line(sys.argv[1:], CONFIG_DIR)  # a wrong option or key: one line, before Hydra runs
+    if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
+        check_command_line(sys.argv[1:], CONFIG_DIR)
     if tracks_to_mlflow(sys.argv[1:]):
         from pipeline.tracking.remote import MODEL_EXPORT_MODULES, start_early
 
@@ -31,7 +36,8 @@ def main() -> None:
         # model needs at the end (a run logs it unless told not to; a sweep's best trial does)
         logs_model = not any(a.replace(" ", "").endswith("log_model=false") for a in sys.argv[1:])
         start_early(modules=MODEL_EXPORT_MODULES if logs_model else ())
-    _hydra_main()
+    with hydra_errors_described(sys.argv[1:], CONFIG_DIR):  # a wrong option or key: one line, exit 2
+        _hydra_main()
     if launched_as_a_command():
         exit_at_once()
 

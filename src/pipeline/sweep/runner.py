@@ -92,10 +92,14 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
     of failing every trial."""
     from optuna.distributions import CategoricalDistribution
 
-    from pipeline.config import check_sweepable, validate
+    from pipeline.config import base_file_chosen, check_sweepable, validate
     from pipeline.errors import ConfigError
 
     from .worker import trial_configs
+
+    base_file = base_file_chosen(base_config.hydra.runtime.choices)
+    if base_file:
+        raise SweepError(base_file)
 
     probe = {}
     for param in settings.space.params:
