@@ -275,6 +275,75 @@ def test_a_claimed_trial_is_read_from_memory_exactly_as_the_storage_holds_it(tmp
     assert other_process.get_trial(second._trial_id).intermediate_values == {1: 0.7}
 
 
+def test_a_trials_writes_reach_the_storage_together_and_as_optuna_writes_them(tmp_path):
+    """A trial's params and user attributes were an SQLite transaction each (a dozen per trial). Inside
+    ``writes_together`` they are written in one, at ``flush_writes`` (the worker: its parameters before it trains,
+    its MLflow run id once the run exists), when its state is set, or when the block ends (an error included). What
+    another process then reads is what Optuna's own writes leave: compared row by row with a study written by
+    plain Optuna. A distribution that clashes with an earlier trial's is still refused when it is suggested."""
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from pipeline.sweep.study import claim_waiting_trial, flush_writes, open_storage, tell, writes_together
+
+    def play(study, trial, together):
+        with together(trial):
+            trial.set_user_attr("fail_reason", None)  # the worker resets a retried trial's attributes
+            trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+            trial.suggest_categorical("optimizer", ["adam", "sgd"])
+            trial.set_user_attr("overrides", ["optimizer=adam"])
+            flushed.append(before_flush(trial))
+            flush_writes(study, trial._trial_id)
+            trial.set_user_attr("mlflow_run_id", "abc")
+            trial.report(0.5, 1)
+            trial.report(0.25, 2)
+            trial.set_user_attr("epochs_trained", 2)
+            return tell(study, trial, [0.25])
+
+    def rows(url):
+        reader = optuna.storages.RDBStorage(url)  # another process's view
+        study_id = reader.get_study_id_from_name("w")
+        return [(t.number, t.state, t.values, t.params, t.distributions, t.user_attrs, t.intermediate_values)
+                for t in reader.get_all_trials(study_id)]
+
+    results, flushed = {}, []
+    for side in ("optuna", "together"):
+        url = f"sqlite:///{tmp_path}/{side}.db"
+        storage = open_storage(url) if side == "together" else optuna.storages.RDBStorage(url)
+        study = optuna.create_study(storage=storage, study_name="w", sampler=optuna.samplers.RandomSampler(seed=0))
+        study.enqueue_trial({}, user_attrs={"fail_reason": "an earlier try"})
+        if side == "together":
+            frozen = claim_waiting_trial(study, SimpleNamespace(storage=url, n_trials=1))
+            trial = optuna.Trial(study, frozen._trial_id)
+            before_flush = lambda t: rows(url)[0][3:6]  # noqa: E731
+            ended = play(study, trial, lambda t: writes_together(study, t._trial_id))
+        else:
+            trial = study.ask()
+            before_flush = lambda t: None  # noqa: E731
+            import contextlib
+            ended = play(study, trial, lambda t: contextlib.nullcontext())
+        assert ended == (TrialState.COMPLETE, [0.25])
+        results[side] = rows(url)
+    # nothing of the block was written before the first flush (the retried trial's old attribute still there)
+    assert flushed[1] == ({}, {}, {"fail_reason": "an earlier try"})
+    assert results["together"] == results["optuna"]
+
+    # a second trial: an error leaving the block still writes what the trial wrote; a clash is refused at once
+    url = f"sqlite:///{tmp_path}/together.db"
+    study = optuna.load_study(study_name="w", storage=open_storage(url))
+    study.enqueue_trial({})
+    frozen = claim_waiting_trial(study, SimpleNamespace(storage=url, n_trials=2))
+    trial = optuna.Trial(study, frozen._trial_id)
+    with pytest.raises(RuntimeError), writes_together(study, trial._trial_id):
+        trial.set_user_attr("worker", "here")
+        with pytest.raises(ValueError, match="Cannot set different"):
+            trial.suggest_float("lr", 0.0, 1.0)
+        raise RuntimeError("the trial's job failed")
+    assert optuna.storages.RDBStorage(url).get_trial(frozen._trial_id).user_attrs == {"worker": "here"}
+
+
 @pytest.mark.parametrize("objectives", [["val/loss"], ["val/loss", "val/acc"]])
 def test_the_trials_table_has_the_columns_and_values_of_optunas_dataframe(tmp_path, objectives):
     """trials.csv is written without pandas (its import was ~0.4 s at the end of every sweep); it holds what

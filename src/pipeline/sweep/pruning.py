@@ -16,7 +16,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pipeline.ranks import is_rank_zero
 from pipeline.tracking import find_mlflow_logger
 
-from .study import PRUNER_ATTR, RunningTrialCache, make_pruner, open_storage
+from .study import PRUNER_ATTR, RunningTrialCache, flush_writes, make_pruner, open_storage
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -52,6 +52,7 @@ class PruningCallback(Callback):
         if run is not None and run.run_id:
             self.trial.set_user_attr("mlflow_run_id", run.run_id)
             self.trial.set_user_attr("mlflow_tracking_uri", run.tracking_uri)
+            flush_writes(self.trial.study, self.trial._trial_id)  # a dead worker's run is closed by whoever finds it
             run.set_tags({"sweep.study_name": self.trial.study.study_name,
                           "sweep.trial_number": self.trial.number, "sweep.state": "RUNNING"})
 

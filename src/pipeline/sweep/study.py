@@ -13,6 +13,7 @@ import contextlib
 import copy
 import fcntl
 import functools
+import json
 import logging
 import math
 import threading
@@ -153,15 +154,22 @@ class RunningTrialCache(_CachedStorage):
     values and attributes, so a copy kept here, updated on each write, is what the storage would return.
     Held from the moment this process sets the trial RUNNING (or :meth:`hold`) until its state is set
     again; in a list of trials, a held trial whose state another process changed (a heartbeat judged stale)
-    is read afresh. Its intermediate values reach the storage together when its state is set."""
+    is read afresh. Its intermediate values reach the storage together when its state is set, and so do its
+    params and user attributes inside :meth:`writes_together` unless flushed before."""
 
     def __init__(self, backend: optuna.storages.RDBStorage):
         super().__init__(backend)
         self._held: dict[int, FrozenTrial] = {}
         self._waiting: dict[int, FrozenTrial] = {}  # queued trials as last read, while they are WAITING
         self._unwritten: dict[int, dict[int, float]] = {}  # held trials' intermediate values not yet written
-        # another Optuna without the one-session write: each value is written at once, as Optuna does
-        self._defer_intermediate_values = hasattr(backend, "_set_trial_intermediate_value_without_commit")
+        # params and user attributes of held trials inside writes_together(), not yet written
+        self._pending_params: dict[int, list[tuple]] = {}
+        self._pending_attrs: dict[int, dict[str, Any]] = {}
+        self._together: dict[int, int] = {}  # trial id -> depth of writes_together() blocks
+        # another Optuna without the one-session writes: each write goes to the storage at once, as Optuna does
+        self._defer_intermediate_values = all(hasattr(backend, name) for name in (
+            "_set_trial_intermediate_value_without_commit", "_set_trial_param_without_commit",
+            "_set_trial_attr_without_commit"))
         self._study_ids: dict[str, int] = {}
 
     @property
@@ -205,19 +213,92 @@ class RunningTrialCache(_CachedStorage):
         if held is not None:
             held.intermediate_values = {**held.intermediate_values, step: intermediate_value}
 
-    def _write_intermediate_values(self, trial_id: int) -> None:
-        values = self._unwritten.pop(trial_id, None)
-        if not values:
+    # A trial writes a dozen params and user attributes (its sampled values, overrides, worker, MLflow run, timings,
+    # how it ended), each an SQLite transaction of its own in Optuna (~2-10 ms, with a query for the trial row). Inside
+    # writes_together() those of a held trial are kept with its copy and written in one transaction: at
+    # flush_writes(), when its state is set, or at the end of the block. The worker writes the sampled parameters and
+    # the MLflow run id at once (a trial whose worker dies is retried with its parameters, and its MLflow run closed);
+    # the rest goes with the state. System attributes (the pruners' rungs, read by other workers) are always at once.
+    @contextlib.contextmanager
+    def writes_together(self, trial_id: int):
+        self._together[trial_id] = self._together.get(trial_id, 0) + 1
+        try:
+            yield
+        except BaseException:
+            self._end_together(trial_id, quiet=True)  # what the trial wrote is kept if it can be
+            raise
+        self._end_together(trial_id)
+
+    def _end_together(self, trial_id: int, quiet: bool = False) -> None:
+        self._together[trial_id] -= 1
+        if self._together[trial_id]:
             return
+        del self._together[trial_id]
+        try:
+            self.flush_writes(trial_id)
+        except Exception as error:
+            if not quiet:
+                raise
+            log.warning("trial %s: could not write its attributes: %s", trial_id, error)
+
+    def _queued(self, trial_id: int) -> bool:
+        return trial_id in self._together and trial_id in self._held and self._defer_intermediate_values
+
+    def flush_writes(self, trial_id: int) -> None:
+        """The held trial's queued params and user attributes, to the storage now (one transaction)."""
+        self._write_together(trial_id, with_values=False)
+
+    def _write_together(self, trial_id: int, with_values: bool) -> None:
+        params = self._pending_params.pop(trial_id, [])
+        attrs = self._pending_attrs.pop(trial_id, {})
+        values = self._unwritten.pop(trial_id, {}) if with_values else {}
+        if not (params or attrs or values):
+            return
+        from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
         backend = self._backend
+        # Optuna's own writes query the trial row (and an existing row) for each value; this trial is RUNNING and written
+        # by this process alone, so its row is checked once and its attributes and values are read once
         with _create_scoped_session(backend.scoped_session, True) as session:
-            for step, value in values.items():
-                backend._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            backend.check_trial_is_updatable(trial_id, trial.state)
+            for name, value, distribution, previous in params:
+                if previous is None:  # the study's first use of this name: Optuna checks it against the storage
+                    backend._set_trial_param_without_commit(session, trial_id, name, value, distribution)
+                else:
+                    session.add(models.TrialParamModel(
+                        trial_id=trial_id, param_name=name, param_value=value,
+                        distribution_json=optuna.distributions.distribution_to_json(distribution)))
+            if attrs:
+                stored = {row.key: row for row in session.query(models.TrialUserAttributeModel).filter(
+                    models.TrialUserAttributeModel.trial_id == trial_id)}
+                for key, value in attrs.items():
+                    if key in stored:
+                        stored[key].value_json = json.dumps(value)
+                    else:
+                        session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+            if values:
+                stored = {row.step: row for row in session.query(models.TrialIntermediateValueModel).filter(
+                    models.TrialIntermediateValueModel.trial_id == trial_id)}
+                for step, value in values.items():
+                    number, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+                    if step in stored:
+                        stored[step].intermediate_value, stored[step].intermediate_value_type = number, kind
+                    else:
+                        session.add(models.TrialIntermediateValueModel(
+                            trial_id=trial_id, step=step, intermediate_value=number, intermediate_value_type=kind))
+        with self._lock:
+            study_id = self._trial_id_to_study_id_and_number[trial_id][0] if params else None
+            for name, _, distribution, previous in params:
+                if previous is None:  # the first trial with this param: as Optuna's cache records it
+                    self._studies[study_id].param_distribution.setdefault(name, distribution)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        super().set_trial_user_attr(trial_id, key, value)
+        if self._queued(trial_id):
+            self._pending_attrs.setdefault(trial_id, {})[key] = value
+        else:
+            super().set_trial_user_attr(trial_id, key, value)
         held = self._held.get(trial_id)
         if held is not None:
             held.user_attrs = {**held.user_attrs, key: value}
@@ -229,14 +310,23 @@ class RunningTrialCache(_CachedStorage):
             held.system_attrs = {**held.system_attrs, key: value}
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution) -> None:
-        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        with self._lock:
+            known = self._trial_id_to_study_id_and_number.get(trial_id)
+            previous = self._studies[known[0]].param_distribution.get(param_name) if known else None
+        if self._queued(trial_id) and known is not None:
+            if previous is not None:  # checked now, as Optuna does (the first trial's is checked when written)
+                optuna.distributions.check_distribution_compatibility(previous, distribution)
+            self._pending_params.setdefault(trial_id, []).append((param_name, param_value_internal, distribution,
+                                                                  previous))
+        else:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
         held = self._held.get(trial_id)
         if held is not None:
             held.params = {**held.params, param_name: distribution.to_external_repr(param_value_internal)}
             held.distributions = {**held.distributions, param_name: distribution}
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
-        self._write_intermediate_values(trial_id)
+        self._write_together(trial_id, with_values=True)
         self._held.pop(trial_id, None)
         changed = super().set_trial_state_values(trial_id, state=state, values=values)
         if changed and state == TrialState.RUNNING:  # claimed by this process: it samples and trains it
@@ -296,6 +386,32 @@ class RunningTrialCache(_CachedStorage):
                 self._waiting.pop(trial._trial_id, None)
         return sorted(loaded + [self._waiting[trial_id] for trial_id in still_waiting]
                       + [copy.copy(self._held[trial_id]) for trial_id in held], key=lambda t: t._trial_id)
+
+
+def writes_together(study: optuna.Study, trial_id: int):
+    """The trial's params and user attributes written together (see ``RunningTrialCache.writes_together``); as
+    Optuna writes them (each at once) on another storage."""
+    storage = study._storage
+    return storage.writes_together(trial_id) if isinstance(storage, RunningTrialCache) else contextlib.nullcontext()
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, values: Optional[list[float]] = None,
+         state: Optional[TrialState] = None) -> tuple[TrialState, Optional[list[float]]]:
+    """``study.tell``, returning the state and values the trial ended with (for a pruned trial, its last reported
+    value) without reading the finished trial back from the storage: ``Study.tell`` returns a deep copy of it, a
+    query over five tables that a worker does not need."""
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:  # another Optuna
+        finished = study.tell(trial, values, state=state)
+        return finished.state, finished.values
+    state, values, _ = _tell_with_warning(study=study, trial=trial, value_or_values=values, state=state)
+    return state, values
+
+
+def flush_writes(study: optuna.Study, trial_id: int) -> None:
+    if isinstance(study._storage, RunningTrialCache):
+        study._storage.flush_writes(trial_id)
 
 
 def use_write_ahead_log(engine) -> None:

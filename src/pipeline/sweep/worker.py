@@ -28,7 +28,8 @@ from .job import run_trial_job
 from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
 from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial,
-                    fail_stale_trials, is_finite, load_study, make_sampler, open_storage, progress, storage_lock)
+                    fail_stale_trials, flush_writes, is_finite, load_study, make_sampler, open_storage, progress,
+                    storage_lock, tell, writes_together)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -147,18 +148,27 @@ class TrialTask:
 
 def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_context, base_config: DictConfig,
               parent_run_id: Optional[str], worker_index: int) -> None:
-    from hydra.core.utils import JobStatus, configure_log
-
     started = time.perf_counter()
     study.sampler = make_sampler(settings, frozen.number)
     trial = optuna.Trial(study, frozen._trial_id)
+    # the trial's writes go to the storage in three transactions: its parameters before it trains (a trial whose
+    # worker dies is retried with them), its MLflow run id when the run exists (PruningCallback), the rest with its state
+    with writes_together(study, trial._trial_id):
+        _run_trial(study, trial, settings, hydra_context, base_config, parent_run_id, worker_index, started)
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, hydra_context,
+               base_config: DictConfig, parent_run_id: Optional[str], worker_index: int, started: float) -> None:
+    from hydra.core.utils import JobStatus, configure_log
+
     for key in RUN_ATTRS:
-        if key in frozen.user_attrs:
+        if key in trial.user_attrs:
             trial.set_user_attr(key, None)
     params = sample(trial, settings.space)
     overrides = trial_overrides(settings.space, params)
     trial.set_user_attr("overrides", overrides)
     trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+    flush_writes(study, trial._trial_id)
     # the trial in the run's config: recorded with it, and what other DDP ranks build their pruning callback from
     sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number}
     log.info("trial %d (worker %d): %s", trial.number, worker_index, " ".join(overrides[len(settings.space.fixed_overrides):]))
@@ -186,10 +196,9 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
         trial_seconds = time.perf_counter() - started
         trial.set_user_attr("train_seconds", task.seconds)
         trial.set_user_attr("trial_seconds", trial_seconds)
-        state = settle(study, trial, settings, metrics or {}, error, task.pruning.pruned_at_epoch)
-    attrs = study._storage.get_trial_user_attrs(trial._trial_id)
+        state, values = settle(study, trial, settings, metrics or {}, error, task.pruning.pruned_at_epoch)
+    attrs = trial.user_attrs  # everything this trial wrote went through ``trial``
     tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": state.name})
-    values = study._storage.get_trial(trial._trial_id).values
     shown = ", ".join(f"{name}={value:.4g}" for name, value in zip(settings.objectives, values or []))
     log.info("trial %d %s %s(%.1fs)%s", trial.number, state.name, f"{shown} " if shown else "", trial_seconds,
              f": {attrs.get('fail_reason')}" if attrs.get("fail_reason") else "")
@@ -207,32 +216,28 @@ def requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
 
 
 def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, metrics: dict,
-           error: Optional[BaseException], pruned_at_epoch: Optional[int] = None) -> TrialState:
+           error: Optional[BaseException], pruned_at_epoch: Optional[int] = None
+           ) -> tuple[TrialState, Optional[list[float]]]:
     """Tell the study how the trial ended: COMPLETE with its objective values (from what ``train`` returned),
-    PRUNED, or FAIL."""
+    PRUNED, or FAIL; returns the state and values it ended with."""
     if error is not None:
         trial.set_user_attr("fail_reason", redact_text(f"{type(error).__name__}: {error}")[:2000])
         if isinstance(error, NonFiniteLossError):
             # a diverging configuration: PRUNED lets the sampler learn to avoid it; counted as a failure
             trial.set_user_attr("diverged", True)
-            study.tell(trial, state=TrialState.PRUNED)
-            return TrialState.PRUNED
+            return tell(study, trial, state=TrialState.PRUNED)
         if not isinstance(error, (*USER_ERRORS, InstantiationException)):  # a bug rather than a bad setting: show where
             log.error("trial %d raised", trial.number, exc_info=error)
-        study.tell(trial, state=TrialState.FAIL)
-        return TrialState.FAIL
+        return tell(study, trial, state=TrialState.FAIL)
     if pruned_at_epoch:
-        study.tell(trial, state=TrialState.PRUNED)
-        return TrialState.PRUNED
+        return tell(study, trial, state=TrialState.PRUNED)
     values = [metrics.get(name) for name in settings.objectives]
     bad = [name for name, value in zip(settings.objectives, values) if not is_finite(value)]
     if bad:
         trial.set_user_attr("fail_reason", f"objective {', '.join(bad)} missing or not finite; the run logged "
                                            f"{', '.join(sorted(metrics)) or 'no metrics'}")
-        study.tell(trial, state=TrialState.FAIL)
-        return TrialState.FAIL
-    study.tell(trial, [float(v) for v in values])
-    return TrialState.COMPLETE
+        return tell(study, trial, state=TrialState.FAIL)
+    return tell(study, trial, [float(v) for v in values])
 
 
 def _mlflow_node(config: DictConfig) -> Optional[DictConfig]:
