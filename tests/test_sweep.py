@@ -290,6 +290,42 @@ def test_fast_yaml_writer_gives_omegaconfs_text():
     assert OmegaConf.get_type(copied, "optimizer") is OmegaConf.get_type(composed, "optimizer")
 
 
+@pytest.mark.unit
+def test_a_jobs_hydra_config_is_what_hydras_set_config_keeps():
+    """A trial's job sets ``HydraConfig`` with a pickled copy of its ``hydra`` node instead of Hydra's deep copy:
+    the same text, flags, types and parent (``${hydra:...}`` in the job's keys and the node's own
+    interpolations of them resolve the same)."""
+    import pickle
+
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from pipeline.config import CONFIG_DIR
+    from pipeline.sweep.job import hydra_config_copy
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        composed = hydra_compose(config_name="config", overrides=["hparams_search=classification_optuna"],
+                                 return_hydra_config=True)
+    ours_source, theirs_source = (pickle.loads(pickle.dumps(composed)) for _ in range(2))
+    HydraConfig.instance().set_config(theirs_source)
+    theirs = HydraConfig.instance().cfg
+    OmegaConf.set_readonly(ours_source.hydra, True)
+    ours = hydra_config_copy(ours_source)
+    assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(theirs)
+    assert list(ours) == list(theirs) == ["hydra"] and ours.hydra is not ours_source.hydra
+    assert ours.hydra._get_parent() is ours_source and ours._get_parent() is None
+    for flag in ("readonly", "struct"):
+        assert ours.hydra._get_flag(flag) == theirs.hydra._get_flag(flag)
+        assert ours._get_flag(flag) == theirs._get_flag(flag)
+    assert OmegaConf.get_type(ours, "hydra") is OmegaConf.get_type(theirs, "hydra")
+    HydraConfig.instance().cfg = ours
+    assert HydraConfig.get().job.name == theirs.hydra.job.name
+    # resolved: the node's interpolations of the job's keys (${paths.root_dir}) and of its own
+    assert ours.hydra.sweep.dir.rsplit("/", 2)[0] == theirs.hydra.sweep.dir.rsplit("/", 2)[0]  # up to ${now:...}
+    assert ours.hydra.job.override_dirname == theirs.hydra.job.override_dirname
+
+
 # ----- resume after SIGKILL --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tmp_path):

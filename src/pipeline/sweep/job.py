@@ -1,15 +1,16 @@
-"""One trial's job: what Hydra's ``run_job`` does for a sweep job, without the copies it makes of a config
-that is already the trial's own.
+"""One trial's job: what Hydra's ``run_job`` does for a sweep job, without the copies it makes of a config that is
+already the trial's own.
 
 Hydra's ``run_job`` copies the job's config four times (two masked copies of its ``hydra`` node when it sets
-``HydraConfig`` twice, a deep copy for the task, a deep copy of the ``hydra`` node for the job's return),
-~45 ms per trial here. A trial's config is composed fresh for it (``TrialConfigs.compose``), so the job may
-take it as it is: ``HydraConfig`` is set once, the task gets a copy without ``hydra`` made by pickling (4x
-faster than ``copy.deepcopy`` of an OmegaConf tree), the job returns the ``hydra`` node ``HydraConfig`` held,
-and the job's YAML files are written by libyaml's emitter (the same text as ``OmegaConf.to_yaml``).
-What the job leaves behind is Hydra's: the same output folder, the same ``.hydra/config.yaml``, ``hydra.yaml``
-and ``overrides.yaml``, the job's logging set-up, ``hydra.job.env_set``, the ``JobReturn``. Where Hydra would do
-more (``hydra.callbacks`` configured, ``hydra.job.chdir`` not false) the trial runs through Hydra's own ``run_job``.
+``HydraConfig`` twice, a deep copy for the task, a deep copy of the ``hydra`` node for the job's return), ~45 ms
+per trial here. A trial's config is composed fresh for it (``TrialConfigs.compose``), so the job may take it as
+it is: ``HydraConfig`` is set once (its copy of the ``hydra`` node made by pickling), the task gets a copy
+without ``hydra`` made by pickling too (4x faster than ``copy.deepcopy`` of an OmegaConf tree), the job returns
+the ``hydra`` node ``HydraConfig`` held, and the job's YAML files are written by libyaml's emitter (the same
+text as ``OmegaConf.to_yaml``). What the job leaves behind is Hydra's: the same output folder, the same
+``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, the job's logging set-up, ``hydra.job.env_set``,
+the ``JobReturn``. Where Hydra would do more (``hydra.callbacks`` configured, ``hydra.job.chdir`` not false) the
+trial runs through Hydra's own ``run_job``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, flag_override, open_dict, read_write
 
 from pipeline.tracking import yaml_text
 
@@ -27,6 +28,24 @@ def copy_config(config: DictConfig) -> DictConfig:
     """An independent copy of a root config, as ``copy.deepcopy`` makes (flags, types, interpolations kept)."""
     assert config._get_parent() is None, "only a root config is copied whole by pickling"
     return pickle.loads(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def hydra_config_copy(config: DictConfig) -> DictConfig:
+    """What ``HydraConfig.set_config(config)`` keeps: ``OmegaConf.masked_copy(config, "hydra")`` (a root holding a
+    copy of the ``hydra`` node) whose node is parented to ``config``, so that its interpolations see the job's keys.
+    The node is copied by pickling (masked_copy deep-copies it: ~4x slower)."""
+    node = config._get_node("hydra")
+    parent = node._get_parent()
+    node._set_parent(None)  # pickled alone, not with the config around it
+    try:
+        copied = pickle.loads(pickle.dumps(node, protocol=pickle.HIGHEST_PROTOCOL))
+    finally:
+        node._set_parent(parent)
+    root = DictConfig(content={})
+    with flag_override(root, "no_deepcopy_set_nodes", True):
+        root["hydra"] = copied  # as masked_copy sets it, without copying it again
+    copied._set_parent(config)
+    return root
 
 
 def config_yaml(config: DictConfig | ListConfig) -> str:
@@ -52,7 +71,9 @@ def run_trial_job(task_function: Callable[[DictConfig], Any], config: DictConfig
                        job_dir_key=job_dir_key, job_subdir_key=job_subdir_key)
     hydra = HydraConfig.instance()
     previous = hydra.cfg
-    hydra.set_config(config)  # the job's keys may interpolate ${hydra:...}
+    # HydraConfig.set_config(config): the job's keys may interpolate ${hydra:...}
+    OmegaConf.set_readonly(config.hydra, True)
+    hydra.cfg = hydra_config_copy(config)
     try:
         output_dir = str(OmegaConf.select(config, job_dir_key))
         if job_subdir_key is not None:

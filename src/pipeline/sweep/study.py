@@ -258,8 +258,8 @@ class RunningTrialCache(_CachedStorage):
         from optuna.storages._rdb.storage import _create_scoped_session
 
         backend = self._backend
-        # Optuna's own writes query the trial row (and an existing row) for each value; this trial is RUNNING and written
-        # by this process alone, so its row is checked once and its attributes and values are read once
+        # Optuna's own writes query the trial row (and an existing row) for each value; this trial is RUNNING and
+        # written by this process alone, so its row is checked once and its attributes and values are read once
         with _create_scoped_session(backend.scoped_session, True) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
             backend.check_trial_is_updatable(trial_id, trial.state)
@@ -277,7 +277,8 @@ class RunningTrialCache(_CachedStorage):
                     if key in stored:
                         stored[key].value_json = json.dumps(value)
                     else:
-                        session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+                        session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key,
+                                                                   value_json=json.dumps(value)))
             if values:
                 stored = {row.step: row for row in session.query(models.TrialIntermediateValueModel).filter(
                     models.TrialIntermediateValueModel.trial_id == trial_id)}
