@@ -167,7 +167,7 @@ class RunningTrialCache(_CachedStorage):
         self._pending_attrs: dict[int, dict[str, Any]] = {}
         self._together: dict[int, int] = {}  # trial id -> depth of writes_together() blocks
         # another Optuna without the one-session writes: each write goes to the storage at once, as Optuna does
-        self._defer_intermediate_values = all(hasattr(backend, name) for name in (
+        self._one_session_writes = all(hasattr(backend, name) for name in (
             "_set_trial_intermediate_value_without_commit", "_set_trial_param_without_commit",
             "_set_trial_attr_without_commit"))
         self._study_ids: dict[str, int] = {}
@@ -206,7 +206,7 @@ class RunningTrialCache(_CachedStorage):
     # loses its running trial's values, and the trial is failed by its heartbeat and run again anyway.
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         held = self._held.get(trial_id)
-        if held is not None and self._defer_intermediate_values:
+        if held is not None and self._one_session_writes:
             self._unwritten.setdefault(trial_id, {})[step] = intermediate_value
         else:
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
@@ -242,7 +242,7 @@ class RunningTrialCache(_CachedStorage):
             log.warning("trial %s: could not write its attributes: %s", trial_id, error)
 
     def _queued(self, trial_id: int) -> bool:
-        return trial_id in self._together and trial_id in self._held and self._defer_intermediate_values
+        return trial_id in self._together and trial_id in self._held and self._one_session_writes
 
     def flush_writes(self, trial_id: int) -> None:
         """The held trial's queued params and user attributes, to the storage now (one transaction)."""

@@ -152,8 +152,8 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
     study.sampler = make_sampler(settings, frozen.number)
     trial = optuna.Trial(study, frozen._trial_id)
     # the trial's writes go to the storage in three transactions: its parameters before it trains (a trial whose
-    # worker dies is retried with them), its MLflow run id when the run exists (PruningCallback), the rest with
-    # its state
+    # worker dies is retried with them), its MLflow run id when the run exists (PruningCallback), the rest just
+    # before its state
     with writes_together(study, trial._trial_id):
         _run_trial(study, trial, settings, hydra_context, base_config, parent_run_id, worker_index, started)
 
