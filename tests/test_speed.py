@@ -281,6 +281,7 @@ def test_a_trials_writes_reach_the_storage_together_and_as_optuna_writes_them(tm
     its MLflow run id once the run exists), when its state is set, or when the block ends (an error included). What
     another process then reads is what Optuna's own writes leave: compared row by row with a study written by
     plain Optuna. A distribution that clashes with an earlier trial's is still refused when it is suggested."""
+    import contextlib
     from types import SimpleNamespace
 
     import optuna
@@ -322,7 +323,6 @@ def test_a_trials_writes_reach_the_storage_together_and_as_optuna_writes_them(tm
         else:
             trial = study.ask()
             before_flush = lambda t: None  # noqa: E731
-            import contextlib
             ended = play(study, trial, lambda t: contextlib.nullcontext())
         assert ended == (TrialState.COMPLETE, [0.25])
         results[side] = rows(url)

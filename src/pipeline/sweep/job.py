@@ -25,8 +25,9 @@ from pipeline.tracking import yaml_text
 
 
 def copy_config(config: DictConfig) -> DictConfig:
-    """An independent copy of a root config, as ``copy.deepcopy`` makes (flags, types, interpolations kept)."""
-    assert config._get_parent() is None, "only a root config is copied whole by pickling"
+    """An independent copy of a root config (or of a node detached from its parent), as ``copy.deepcopy`` makes
+    (flags, types, interpolations kept)."""
+    assert config._get_parent() is None, "only a config without a parent is copied whole by pickling"
     return pickle.loads(pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -38,7 +39,7 @@ def hydra_config_copy(config: DictConfig) -> DictConfig:
     parent = node._get_parent()
     node._set_parent(None)  # pickled alone, not with the config around it
     try:
-        copied = pickle.loads(pickle.dumps(node, protocol=pickle.HIGHEST_PROTOCOL))
+        copied = copy_config(node)
     finally:
         node._set_parent(parent)
     root = DictConfig(content={})
