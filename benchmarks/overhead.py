@@ -9,7 +9,9 @@ once with the default MLflow logging and once with ``logger=none`` (what MLflow 
 
 Also measured: the wall time and peak memory of ``make train`` (the default run, after set-up),
 with ``--vs-plain-train N`` N alternating pairs of ``make train`` and ``benchmarks/plain_train.py`` (the same
-job written by hand: load breast_cancer, 10 epochs, test, print), and, with ``--profile``, where that run's
+job written by hand: load breast_cancer, 50 epochs with a validation loss each, test the best epoch's weights,
+print; ``--train-epochs 10`` has both train 10 epochs, the job ``make train`` had when the speed issue was
+written), and, with ``--profile``, where that run's
 time goes (cProfile, top functions by cumulative time).
 
     .venv/bin/python benchmarks/overhead.py                      # everything (~20 min on 2 cores)
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from common import (task_overrides, PROJECT_ROOT, TASKS, PlainLoop, compose_config, machine, markdown_table, median, quiet_logs,
                     setup_data, train_with_clock, write_results)
@@ -98,9 +101,10 @@ def time_make_train(runs: int, workdir: Path, extra_args: list[str]) -> dict:
             "args": args}
 
 
-def make_train_vs_plain(pairs: int, workdir: Path, extra_args: list[str]) -> dict:
+def make_train_vs_plain(pairs: int, workdir: Path, extra_args: list[str], epochs: Optional[int] = None) -> dict:
     """``make train`` (set-up done, the store exists) against ``benchmarks/plain_train.py`` (the same job by hand),
-    each a fresh process timed from start to exit, alternating which goes first."""
+    each a fresh process timed from start to exit, alternating which goes first. ``epochs``: both train that many
+    epochs (None: the default run's)."""
     store = workdir / "vs-plain-mlruns"
     subprocess.run([sys.executable, "-c", "import sys; from pipeline.tracking.run import open_client, "
                     "prepare_local_store; prepare_local_store(sys.argv[1]); open_client(sys.argv[1])",
@@ -109,8 +113,9 @@ def make_train_vs_plain(pairs: int, workdir: Path, extra_args: list[str]) -> dic
     for pair in range(pairs):
         out = workdir / f"vs-plain-out-{pair}"
         make = ["make", "-s", "-o", ".venv/.installed", "train",
-                "ARGS=" + " ".join([f"paths.mlruns_dir={store}", f"hydra.run.dir={out}", *extra_args])]
-        plain = [sys.executable, "benchmarks/plain_train.py"]
+                "ARGS=" + " ".join([f"paths.mlruns_dir={store}", f"hydra.run.dir={out}", *extra_args,
+                                    *([f"trainer.max_epochs={epochs}"] if epochs else [])])]
+        plain = [sys.executable, "benchmarks/plain_train.py", *(["--epochs", str(epochs)] if epochs else [])]
         order = [("make_train", make), ("plain", plain)]
         if pair % 2:
             order.reverse()
@@ -125,7 +130,7 @@ def make_train_vs_plain(pairs: int, workdir: Path, extra_args: list[str]) -> dic
         runs.append(walls)
         print(f"  pair {pair + 1} ({walls['first']} first, load {walls['load_1min']:.1f}): make train "
               f"{walls['make_train']:.2f} s, plain {walls['plain']:.2f} s, ratio {walls['ratio']:.2f}", flush=True)
-    return {"runs": runs, "median_make_train_s": median(r["make_train"] for r in runs),
+    return {"runs": runs, "epochs": epochs or "default", "median_make_train_s": median(r["make_train"] for r in runs),
             "median_plain_s": median(r["plain"] for r in runs), "median_ratio": median(r["ratio"] for r in runs)}
 
 
@@ -177,6 +182,8 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the default run")
     parser.add_argument("--vs-plain-train", type=int, default=0, metavar="PAIRS",
                         help="alternating pairs of make train and benchmarks/plain_train.py (0: none)")
+    parser.add_argument("--train-epochs", type=int, default=None, metavar="N",
+                        help="with --vs-plain-train: both train N epochs (default: the default run's 50)")
     parser.add_argument("--smoke", action="store_true", help="tiny data, 1+1 epochs, 1 make train run")
     parser.add_argument("--output", default="overhead", help="results/<name>.json")
     parser.add_argument("--workdir", default=None, help="where runs write (default: a temporary folder)")
@@ -208,7 +215,8 @@ def main(argv=None) -> int:
             write_results(args.output, results)
         if args.vs_plain_train:
             print("make train vs a plain script:", flush=True)
-            results["make_train_vs_plain"] = make_train_vs_plain(args.vs_plain_train, workdir, make_train_args)
+            results["make_train_vs_plain"] = make_train_vs_plain(args.vs_plain_train, workdir, make_train_args,
+                                                                 1 if args.smoke else args.train_epochs)
             write_results(args.output, results)
         if args.profile:
             profile = profile_default_run(workdir, make_train_args)
