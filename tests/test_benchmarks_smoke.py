@@ -21,7 +21,8 @@ def run_benchmark(script: str, results_dir, data_dir, *args: str) -> subprocess.
 
 def test_overhead_reports_pipeline_over_plain_ratio_per_task_mlflow_cost_and_make_train(tmp_path, real_data_dir):
     # one task per loss (cross-entropy, binary cross-entropy, MSE) keeps the smoke run short
-    result = run_benchmark("overhead.py", tmp_path, real_data_dir, "--tasks", "image", "classification", "regression")
+    result = run_benchmark("overhead.py", tmp_path, real_data_dir, "--tasks", "image", "classification", "regression",
+                           "--vs-plain-train", "1")
     report = json.loads((tmp_path / "overhead.json").read_text())
     assert set(report["tasks"]) == {"image", "classification", "regression"}
     for task, measured in report["tasks"].items():
@@ -35,6 +36,10 @@ def test_overhead_reports_pipeline_over_plain_ratio_per_task_mlflow_cost_and_mak
     assert report["make_train"]["max_peak_rss_mib"] > 50
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
     assert "| image | FashionMNIST / CNN |" in result.stdout and "make train:" in result.stdout
+    # make train against the hand-written script, both training the same (smoke: 1) epochs
+    versus = report["make_train_vs_plain"]
+    assert versus["epochs"] == 1 and len(versus["runs"]) == 1
+    assert versus["median_ratio"] == versus["runs"][0]["make_train"] / versus["runs"][0]["plain"] > 0
 
 
 def test_accuracy_prints_each_row_beside_its_anchor_and_keeps_every_fold(tmp_path, real_data_dir):
