@@ -113,7 +113,8 @@ def make_train_vs_plain(pairs: int, workdir: Path, extra_args: list[str], epochs
     for pair in range(pairs):
         out = workdir / f"vs-plain-out-{pair}"
         make = ["make", "-s", "-o", ".venv/.installed", "train",
-                "ARGS=" + " ".join([f"paths.mlruns_dir={store}", f"hydra.run.dir={out}", *extra_args,
+                "ARGS=" + " ".join([f"paths.mlruns_dir={store}", f"hydra.run.dir={out}",
+                                    *(a for a in extra_args if not (epochs and a.startswith("trainer.max_epochs="))),
                                     *([f"trainer.max_epochs={epochs}"] if epochs else [])])]
         plain = [sys.executable, "benchmarks/plain_train.py", *(["--epochs", str(epochs)] if epochs else [])]
         order = [("make_train", make), ("plain", plain)]
