@@ -109,14 +109,15 @@ def make_train_vs_plain(pairs: int, workdir: Path, extra_args: list[str], epochs
     subprocess.run([sys.executable, "-c", "import sys; from pipeline.tracking.run import open_client, "
                     "prepare_local_store; prepare_local_store(sys.argv[1]); open_client(sys.argv[1])",
                     f"sqlite:///{store}/mlflow.db"], cwd=PROJECT_ROOT, check=True)
+    make_args, plain = list(extra_args), [sys.executable, "benchmarks/plain_train.py"]
+    if epochs:  # one trainer.max_epochs for make train, the same number for the plain script
+        make_args = [a for a in make_args if not a.startswith("trainer.max_epochs=")] + [f"trainer.max_epochs={epochs}"]
+        plain += ["--epochs", str(epochs)]
     runs = []
     for pair in range(pairs):
         out = workdir / f"vs-plain-out-{pair}"
         make = ["make", "-s", "-o", ".venv/.installed", "train",
-                "ARGS=" + " ".join([f"paths.mlruns_dir={store}", f"hydra.run.dir={out}",
-                                    *(a for a in extra_args if not (epochs and a.startswith("trainer.max_epochs="))),
-                                    *([f"trainer.max_epochs={epochs}"] if epochs else [])])]
-        plain = [sys.executable, "benchmarks/plain_train.py", *(["--epochs", str(epochs)] if epochs else [])]
+                "ARGS=" + " ".join([f"paths.mlruns_dir={store}", f"hydra.run.dir={out}", *make_args])]
         order = [("make_train", make), ("plain", plain)]
         if pair % 2:
             order.reverse()
