@@ -185,6 +185,34 @@ def test_a_worker_sets_up_its_data_once_per_data_config():
     assert other is not first and len(other.train_split) < len(first.train_split)
 
 
+@pytest.mark.unit
+def test_lightnings_bookkeeping_per_step_is_cheap_and_a_configured_profiler_is_kept(tmp_path):
+    """Lightning wraps ~45 calls per training step in ``profiler.profile(name)`` and reads the step methods'
+    signatures at every batch: the default Trainer gets a profiler whose context costs nothing, the step methods
+    keep their signature, and a profiler the user asks for is still the one used."""
+    import inspect
+
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    from conftest import compose
+    from pipeline.callbacks import NoProfiler
+    from pipeline.tasks.base import TaskModule
+    from pipeline.tasks.regression import RegressionModule
+    from pipeline.train import PreparedData, build
+
+    base = ["data=synthetic_binary", "logger=none", "callbacks=none"]
+    datamodule = PreparedData()(compose(base))
+    default = build(compose(base), datamodule, (), tmp_path / "default")
+    assert type(default.trainer.profiler) is NoProfiler
+    assert default.trainer.profiler.profile("a") is default.trainer.profiler.profile("b")
+    asked = build(compose([*base, "+trainer.profiler=simple"]), datamodule, (), tmp_path / "asked")
+    assert isinstance(asked.trainer.profiler, SimpleProfiler)
+    for name in ("training_step", "validation_step", "test_step"):
+        assert "__signature__" in getattr(TaskModule, name).__dict__
+        assert inspect.getfullargspec(getattr(RegressionModule(torch.nn.Linear(2, 1), torch.optim.SGD), name)).args \
+            == ["self", "batch", "batch_idx"]
+
+
 def test_hyperband_does_not_look_the_study_up_by_name_at_every_epoch(tmp_path, monkeypatch):
     """Hyperband builds a view of the trial's bracket at every should_prune, which asks the storage for the study's id
     by name: that answer is kept (one SQL query per study instead of one per epoch), and is still right."""

@@ -3,6 +3,7 @@
 (a sweep's pruning callback) through ``train(cfg, callbacks=...)``."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import math
@@ -16,6 +17,7 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.profilers import PassThroughProfiler
 
 from pipeline.config import collection
 from pipeline.errors import StorageFull
@@ -108,6 +110,18 @@ class ResumableCheckpoint(ModelCheckpoint):
         # _should_skip_saving_checkpoint is also true when this step was just saved (best and last)
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default profiler (none) without its cost. Lightning wraps every hook it calls, every
+    strategy call and every loop step in ``with trainer.profiler.profile(name)`` (~45 times per training step),
+    and its pass-through profiler still builds a generator-based context manager for each. This one hands back
+    one shared no-op context. A profiler in the config (``+trainer.profiler=simple``) replaces it as usual."""
+
+    _nothing = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.nullcontext:
+        return self._nothing
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

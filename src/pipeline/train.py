@@ -206,7 +206,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ProgressBar
 
-    from pipeline.callbacks import AtomicCheckpointIO, RunIdInCheckpoint, build_callbacks, find_checkpoint
+    from pipeline.callbacks import AtomicCheckpointIO, NoProfiler, RunIdInCheckpoint, build_callbacks, find_checkpoint
     from pipeline.models import build_model
     from pipeline.tasks import build_task_module
     from pipeline.tracking import RunHistory
@@ -241,6 +241,11 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             # without a checkpoint callback in the config (a sweep's trial, callbacks=none) Lightning would add
             # its own and write a checkpoint every epoch into <output dir>/<logger name>/<version>/checkpoints
             trainer_cfg.setdefault("enable_checkpointing", False)
+        if trainer_cfg.get("profiler") is None:  # none asked for: Lightning's no-op profiler without its cost
+            trainer_cfg.pop("profiler", None)
+            extra_arguments = {"profiler": NoProfiler()}
+        else:
+            extra_arguments = {}
         trainer = instantiate(
             DictConfig(trainer_cfg),
             callbacks=callbacks,
@@ -249,6 +254,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             default_root_dir=str(output_dir),
             enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
             enable_model_summary=False,
+            **extra_arguments,
         )
     resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module)
     return RunParts(task_module, trainer, checkpoint, loggers, history, run_id_writer, resume_tags)

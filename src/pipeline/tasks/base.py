@@ -45,9 +45,10 @@ class TaskModule(pl.LightningModule):
         self.monitor = monitor
         self.mode = mode
         self.l1 = float(getattr(model, "l1", 0.0) or 0.0)
-        # plain tensors, not buffers: DDP overwrites every buffer with rank 0's before each forward
-        self._train_loss_sum = torch.zeros(())
-        self._train_rows = torch.zeros(())
+        # the epoch's training loss summed in Python floats (each step reads its loss once anyway, to check it
+        # is finite); not buffers: DDP overwrites every buffer with rank 0's before each forward
+        self._train_loss_sum = 0.0
+        self._train_rows = 0
         self._epoch_started = 0.0
         self.best_value: Optional[float] = None
 
@@ -61,6 +62,15 @@ class TaskModule(pl.LightningModule):
             object.__setattr__(self, name, value)
             return
         super().__setattr__(name, value)
+
+    # Lightning reads the signature of training_step / validation_step / test_step with inspect.getfullargspec
+    # at every batch (does it take batch_idx?): ~30 us each time, a tenth of Lightning's cost per step on a
+    # small table. A function's __signature__ is what inspect returns without rebuilding it (~8 us).
+    _STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        _remember_step_signatures(cls)
 
     # ----- the part a subclass defines -----------------------------------------------------------
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -118,17 +128,20 @@ class TaskModule(pl.LightningModule):
                 batches if batches != float("inf") else "unknown")
 
     def on_train_epoch_start(self) -> None:
-        self._train_loss_sum = torch.zeros((), device=self.device)
-        self._train_rows = torch.zeros((), device=self.device)
+        self._train_loss_sum = 0.0
+        self._train_rows = 0
         self._epoch_started = time.perf_counter()
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch
         loss = self.loss(self.model(x), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(float(loss.detach()), self.current_epoch, self.global_step)
+        # one read of the value (a device sync, as any finiteness check is): ~0.3 us against ~14 us for
+        # bool(torch.isfinite(loss)) on the CPU
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(value, self.current_epoch, self.global_step)
         # counted once the step is done (on_train_batch_end): L-BFGS evaluates a batch several times per step
-        self._batch_loss = loss.detach()
+        self._batch_loss = value
         if self.l1:
             loss = loss + self.l1_penalty()
         return loss
@@ -141,8 +154,8 @@ class TaskModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         seconds = time.perf_counter() - self._epoch_started
         # the mean over every rank's rows, and training rows per second over all ranks (each counts its shard)
-        totals = self.trainer.strategy.reduce(
-            torch.stack([self._train_loss_sum, self._train_rows, self._train_rows / seconds]), reduce_op="sum")
+        totals = self.trainer.strategy.reduce(torch.tensor(
+            [self._train_loss_sum, self._train_rows, self._train_rows / seconds], device=self.device), reduce_op="sum")
         self._publish({"train/loss": totals[0] / totals[1].clamp_min(1), "train/epoch_time_s": torch.tensor(seconds),
                        "train/samples_per_s": totals[2]})
         self._send_to_loggers()
@@ -287,6 +300,18 @@ class TaskModule(pl.LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = self.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _remember_step_signatures(cls: type) -> None:
+    import inspect
+
+    for name in TaskModule._STEP_METHODS:
+        function = cls.__dict__.get(name)
+        if inspect.isfunction(function) and "__signature__" not in function.__dict__:
+            function.__signature__ = inspect.signature(function)
+
+
+_remember_step_signatures(TaskModule)
 
 
 def rng_states() -> dict:
