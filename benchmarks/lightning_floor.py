@@ -7,7 +7,10 @@ Lightning epoch, outside its clock, as in ``overhead.py``; for epochs long enoug
 
 * ``plain``: the hand-written loop of the other benchmarks (``common.PlainLoop``);
 * ``lightning``: a bare ``LightningModule`` (forward, loss, nothing else) in a ``Trainer`` with no logger, no
-  checkpoints, no progress bar and no callbacks, automatic optimisation;
+  checkpoints, no progress bar and no callbacks, automatic optimisation, and the two Lightning-level savings every
+  pipeline run has (since 2026-12-02): the no-op profiler without its contexts (``pipeline.callbacks.NoProfiler``)
+  and, on a machine without NVIDIA's driver, no NVML probe at each optimizer step (for the plain loop as well, as in
+  ``overhead.py``, where both loops run inside the pipeline's process);
 * ``lightning-manual``: the same with ``automatic_optimization = False`` (``zero_grad``, ``manual_backward``,
   ``step`` in ``training_step``), what a "manual-optimisation fast path" could at best save.
 
@@ -31,6 +34,8 @@ from typing import Optional
 import torch
 
 from common import PlainLoop, build_model, compose_config, loss_function, machine, median, setup_data, write_results
+from pipeline.callbacks import NoProfiler
+from pipeline.train import skip_gpu_probe_without_a_driver
 
 
 def bare_lightning(cfg, datamodule, epochs: int, manual: bool, plain: Optional[PlainLoop] = None
@@ -97,7 +102,7 @@ def bare_lightning(cfg, datamodule, epochs: int, manual: bool, plain: Optional[P
     clock = Clock()
     trainer = pl.Trainer(max_epochs=epochs + 1, callbacks=[clock], logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         accelerator="cpu", devices=1)
+                         accelerator="cpu", devices=1, profiler=NoProfiler())
     train, val = datamodule.train_split, datamodule.val_split
     trainer.fit(Bare(), train_dataloaders=Batches(train.x, train.y, datamodule.batch_size, True),
                 val_dataloaders=Batches(val.x, val.y, datamodule.eval_batch_size, False))
@@ -122,6 +127,7 @@ def main() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
+    skip_gpu_probe_without_a_driver()  # Lightning, imported with pipeline.callbacks, switched the probe on
 
     cfg = compose_config([f"task={args.task}", "logger=none"], Path(tempfile.mkdtemp()))
     datamodule = setup_data(cfg)

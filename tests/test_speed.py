@@ -114,9 +114,12 @@ def test_checkpoints_written_within_the_interval_are_kept_in_memory_and_written_
     assert torch.equal(torch.load(best_2, weights_only=True)["w"], torch.ones(3)) and not best_1.exists()
 
 
-def test_an_interrupt_between_writes_saves_the_last_completed_epoch(tmp_path, store):
-    """With nothing written for the interval, Ctrl-C still leaves last.ckpt at the end of the last completed epoch,
-    and resuming from it gives the uninterrupted run's metrics exactly."""
+@pytest.mark.parametrize("refresh_share", [1.0, 0.05])
+def test_an_interrupt_between_writes_saves_a_completed_epoch_and_resumes_exactly(tmp_path, store, refresh_share):
+    """With nothing written for the interval, Ctrl-C still leaves last.ckpt at the end of a completed epoch: the last
+    one when it is refreshed every epoch (refresh_share=1), the newest refresh otherwise (epochs of milliseconds
+    are not all refreshed); resuming from it gives the uninterrupted run's metrics exactly, and a run that ends
+    leaves its last epoch in last.ckpt."""
     from pytorch_lightning import Callback
 
     from pipeline.errors import RunInterrupted
@@ -128,16 +131,21 @@ def test_an_interrupt_between_writes_saves_the_last_completed_epoch(tmp_path, st
                 raise KeyboardInterrupt
 
     args = ["data=synthetic_binary", "data.limit_rows=400", "model.dropout=0.3", "trainer.max_epochs=6",
-            "logger=none", "callbacks=model_checkpoint", "callbacks.model_checkpoint.write_interval_s=3600"]
+            "logger=none", "callbacks=model_checkpoint", "callbacks.model_checkpoint.write_interval_s=3600",
+            f"callbacks.model_checkpoint.refresh_share={refresh_share}"]
     with pytest.raises(RunInterrupted) as interrupted:
         train(compose_for_train(store, args), callbacks=[InterruptMidEpoch()])
     last = interrupted.value.resume_from
-    assert torch.load(last, weights_only=True)["epoch"] == 2  # epochs 0-2 completed, not the first one's state
+    epoch = torch.load(last, weights_only=True)["epoch"]
+    assert epoch == 2 if refresh_share == 1 else epoch <= 2  # epochs 0-2 completed, never the unfinished one
     resumed = dict(store, outputs=tmp_path / "resumed")
     metrics = train(compose_for_train(resumed, [*args, f"ckpt_path={last}"]))
     whole = dict(store, outputs=tmp_path / "whole")
     expected = train(compose_for_train(whole, args))
     assert metrics["test/acc"] == expected["test/acc"] and metrics["val/loss_best"] == expected["val/loss_best"]
+    finals = [torch.load(outputs["outputs"] / "checkpoints" / "last.ckpt", weights_only=True) for outputs in (resumed, whole)]
+    assert [final["epoch"] for final in finals] == [5, 5]  # the run's last epoch
+    assert finals[0]["global_step"] == finals[1]["global_step"] > 0
 
 
 # ----- metrics in one pass ------------------------------------------------------------------------------------

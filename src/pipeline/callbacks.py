@@ -29,16 +29,22 @@ class ResumableCheckpoint(ModelCheckpoint):
     best, so a resumed run would test another epoch than an uninterrupted one. Files of the earlier run
     are never deleted (Lightning only removes files in its own directory)."""
 
-    def __init__(self, *args, write_interval_s: float = 10.0, **kwargs):
+    def __init__(self, *args, write_interval_s: float = 10.0, refresh_share: float = 0.05, **kwargs):
         super().__init__(*args, **kwargs)
+        if not 0 < refresh_share <= 1:
+            raise ValueError(f"refresh_share must be in (0, 1], got {refresh_share}")
         self.write_interval_s = write_interval_s
+        self.refresh_share = refresh_share
         self._gathered: Optional[tuple[tuple, dict]] = None  # (epoch, step, weights only), the checkpoint
+        self._saved_at = -math.inf  # when a checkpoint was last gathered and saved (time.perf_counter)
+        self._save_seconds = 0.0  # what that took
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         """As Lightning's, except that the best file and last.ckpt of one epoch share one gathering of the state
         (~1 ms each on a small model); this callback's own state is taken afresh for each file."""
         from weakref import proxy
 
+        started = time.perf_counter()
         key = (trainer.current_epoch, trainer.global_step, self.save_weights_only)
         if self._gathered is None or self._gathered[0] != key:
             self._gathered = (key, trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only))
@@ -47,6 +53,8 @@ class ResumableCheckpoint(ModelCheckpoint):
             checkpoint["callbacks"][self.state_key] = self.state_dict()
         trainer.strategy.save_checkpoint(checkpoint, filepath)
         trainer.strategy.barrier("Trainer.save_checkpoint")
+        self._saved_at = time.perf_counter()
+        self._save_seconds = self._saved_at - started
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
@@ -95,7 +103,8 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     # pytorch-lightning 2.6 writes last.ckpt only in an epoch that also wrote a best file, so after a
     # run of epochs without improvement "last" held the best epoch and a resume repeated the epochs after
-    # it. Here last.ckpt is written at the end of every epoch, in the hook where Lightning saves.
+    # it. Here last.ckpt is saved at the end of every epoch (in memory between writes: see _refresh_due), in the
+    # hook where Lightning saves.
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
@@ -108,8 +117,25 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def _save_last_every_epoch(self, trainer) -> None:
         # _should_skip_saving_checkpoint is also true when this step was just saved (best and last)
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) and self._refresh_due(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _refresh_due(self, trainer) -> bool:
+        """Whether last.ckpt is saved at the end of this epoch. While files are kept in memory between writes
+        (``write_interval_s`` > 0), saving it means gathering the whole state and copying it (~1-2 ms on a small
+        model: an eighth of a tabular epoch). It is then saved when at least ``1 / refresh_share`` times the last
+        save's duration has passed since (with 0.05: at most 5 % of the training time; every epoch once epochs
+        take longer than that), and always in the epoch that saves a best file and in the run's last epoch. An
+        interrupt (Ctrl-C, SIGTERM, an error) writes the newest one: resuming from it repeats at most those
+        milliseconds of training, exactly. Every epoch with ``refresh_share=1``, ``write_interval_s=0`` or DDP
+        (all ranks must save together)."""
+        if self.refresh_share >= 1 or self.write_interval_s <= 0 or trainer.world_size > 1 or trainer.should_stop:
+            return True
+        last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        last_step = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        if last_epoch or last_step:
+            return True
+        return time.perf_counter() - self._saved_at >= self._save_seconds / self.refresh_share
 
 
 class NoProfiler(PassThroughProfiler):

@@ -66,7 +66,7 @@ class RunInterrupted(KeyboardInterrupt):
     def __str__(self) -> str:
         if self.resume_from is None:
             return "stopped before the first epoch ended, so there is no checkpoint to resume from; run again"
-        return (f"the last completed epoch is saved in {self.resume_from}; "
+        return (f"the newest saved end of an epoch is in {self.resume_from}; "
                 f"resume with the same command plus ckpt_path={self.resume_from}")
 
 

@@ -407,7 +407,7 @@ def quiet_lightning() -> None:
 @contextlib.contextmanager
 def interrupt_names_checkpoint(trainer, checkpoint, run):
     """Ctrl-C / SIGTERM during fit or test ends as a :class:`RunInterrupted` naming the checkpoint of the
-    last completed epoch (resuming from it is exact). Lightning answers an interrupt inside fit/test with
+    newest saved epoch end (resuming from it is exact). Lightning answers an interrupt inside fit/test with
     its own cleanup and ``sys.exit(1)``; that exit is turned back into the interrupt it was, so the
     MLflow run is marked KILLED, not FAILED."""
     try:
