@@ -103,8 +103,8 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     # pytorch-lightning 2.6 writes last.ckpt only in an epoch that also wrote a best file, so after a
     # run of epochs without improvement "last" held the best epoch and a resume repeated the epochs after
-    # it. Here last.ckpt is saved at the end of every epoch (in memory between writes: see _refresh_due), in the
-    # hook where Lightning saves.
+    # it. Here last.ckpt is also saved at the end of epochs without a best file (between file writes not at every
+    # one: see _refresh_due), in the hook where Lightning saves.
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):

@@ -64,8 +64,8 @@ class TaskModule(pl.LightningModule):
         super().__setattr__(name, value)
 
     # Lightning reads the signature of training_step / validation_step / test_step with inspect.getfullargspec
-    # at every batch (does it take batch_idx?): ~30 us each time, a tenth of Lightning's cost per step on a
-    # small table. A function's __signature__ is what inspect returns without rebuilding it (~8 us).
+    # at every batch (does it take batch_idx?): ~30 us each time on a 2-core machine. A function's __signature__
+    # is what inspect returns without rebuilding it (~8 us).
     _STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
 
     def __init_subclass__(cls, **kwargs) -> None:
