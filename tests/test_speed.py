@@ -221,6 +221,22 @@ def test_lightnings_bookkeeping_per_step_is_cheap_and_a_configured_profiler_is_k
             == ["self", "batch", "batch_idx"]
 
 
+@pytest.mark.unit
+def test_the_task_module_steps_the_optimizer_itself_unless_lightnings_loop_is_needed(tmp_path):
+    """The short loop (manual optimisation) by default; Lightning's automatic loop where its machinery is used:
+    gradient accumulation, clipping, L-BFGS's closure, mixed precision."""
+    from conftest import compose
+    from pipeline.train import PreparedData, build
+
+    base = ["data=synthetic_binary", "logger=none", "callbacks=none"]
+    datamodule = PreparedData()(compose(base))
+    cases = {(): False, ("trainer.accumulate_grad_batches=2",): True, ("trainer.gradient_clip_val=1.0",): True,
+             ("optimizer=lbfgs",): True, ("trainer.precision=bf16-mixed",): True, ("scheduler=plateau",): False}
+    for number, (overrides, automatic) in enumerate(cases.items()):
+        parts = build(compose([*base, *overrides]), datamodule, (), tmp_path / str(number))
+        assert parts.task_module.automatic_optimization is automatic, overrides
+
+
 def test_hyperband_does_not_look_the_study_up_by_name_at_every_epoch(tmp_path, monkeypatch):
     """Hyperband builds a view of the trial's bracket at every should_prune, which asks the storage for the study's id
     by name: that answer is kept (one SQL query per study instead of one per epoch), and is still right."""

@@ -139,6 +139,73 @@ def _weights(checkpoint: dict) -> torch.Tensor:
     return torch.cat([v.flatten() for k, v in checkpoint["state_dict"].items() if k.endswith("weight")])
 
 
+# ----- the short loop (the task module steps the optimizer) against Lightning's automatic loop --------------------
+LOOP_RUN = ["task=regression", "logger=none", "callbacks=[model_checkpoint]", "optimizer=sgd", "optimizer.lr=0.05",
+            "trainer.max_epochs=4"]
+# a clipping threshold no gradient reaches: Lightning's automatic loop (clipping is its part), the same arithmetic
+AUTOMATIC_LOOP = ["trainer.gradient_clip_val=1e9"]
+PLATEAU = ["scheduler=plateau", "scheduler.patience=0", "+scheduler.threshold=0.5"]  # no epoch improves by 50 %
+
+
+def _loop_run(store: dict, folder: Path, overrides: list[str]) -> tuple[dict, list[dict], dict]:
+    """Test metrics and the per-epoch history (both without timings), and last.ckpt of one in-process run."""
+    from pipeline.train import train
+
+    outputs = folder
+    metrics = train(compose_for_train(dict(store, outputs=outputs), [*LOOP_RUN, *overrides]))
+    untimed = lambda values: {k: v for k, v in values.items() if "time" not in k and "per_s" not in k}  # noqa: E731
+    rows = [json.loads(line) for line in (outputs / "metrics.jsonl").read_text().splitlines()]
+    return (untimed(metrics), [untimed(row) for row in rows],
+            torch.load(outputs / "checkpoints" / "last.ckpt", weights_only=True))
+
+
+def _steps(checkpoint: dict) -> tuple[int, int]:
+    """Optimizer steps counted by Lightning's automatic loop and by the manual (short) one."""
+    loops = checkpoint["loops"]["fit_loop"]
+    return (loops["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]["total"]["completed"],
+            loops["epoch_loop.manual_optimization.optim_step_progress"]["total"]["completed"])
+
+
+@pytest.mark.parametrize("schedule", [["scheduler=onecycle"], PLATEAU], ids=["per-step-onecycle", "per-epoch-plateau"])
+def test_the_short_loop_trains_what_lightnings_automatic_loop_trains(store, tmp_path, schedule):
+    short = _loop_run(store, tmp_path / "short", schedule)
+    automatic = _loop_run(store, tmp_path / "automatic", [*schedule, *AUTOMATIC_LOOP])
+    assert _steps(short[2]) == (0, short[2]["global_step"]) and _steps(automatic[2]) == (automatic[2]["global_step"], 0)
+    assert short[2]["global_step"] == automatic[2]["global_step"] > 0
+    assert short[0] == automatic[0] and short[1] == automatic[1]  # test metrics, every epoch's values
+    for key, value in short[2]["state_dict"].items():
+        assert torch.equal(value, automatic[2]["state_dict"][key]), key
+    (short_schedule,), (automatic_schedule,) = short[2]["lr_schedulers"], automatic[2]["lr_schedulers"]
+    if schedule == PLATEAU:  # the short loop's last.ckpt holds the epoch's step: what makes its resume exact (below)
+        assert short_schedule["last_epoch"] == automatic_schedule["last_epoch"] + 1
+    else:
+        assert short_schedule == automatic_schedule
+    assert short[2]["optimizer_states"][0]["param_groups"][0]["lr"] < 0.05  # the schedule did lower the rate
+
+
+def test_a_run_resumed_under_a_plateau_schedule_matches_the_uninterrupted_run(store, tmp_path):
+    """ReduceLROnPlateau lowers the rate after an epoch's validation; a run resumed from that epoch's last.ckpt
+    goes on with the lowered rate (Lightning's automatic loop saved the checkpoint before stepping it and did not
+    step it on resume: the resumed epochs trained at the old rate)."""
+    full = _loop_run(store, tmp_path / "full", PLATEAU)
+    _loop_run(store, tmp_path / "half", [*PLATEAU, "trainer.max_epochs=2"])
+    resumed = _loop_run(store, tmp_path / "resumed", [*PLATEAU, f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}"])
+    assert resumed[0] == full[0]
+    assert resumed[1] == [row for row in full[1] if row["epoch"] >= 2]
+    assert resumed[2]["lr_schedulers"] == full[2]["lr_schedulers"] and resumed[2]["global_step"] == full[2]["global_step"]
+
+
+def test_a_checkpoint_of_the_automatic_loop_resumes_in_the_short_loop_with_its_step_count(store, tmp_path):
+    schedule = ["scheduler=step", "scheduler.step_size=1"]
+    full = _loop_run(store, tmp_path / "full", schedule)
+    half = _loop_run(store, tmp_path / "half", [*schedule, *AUTOMATIC_LOOP, "trainer.max_epochs=2"])
+    assert _steps(half[2]) == (half[2]["global_step"], 0) and half[2]["global_step"] > 0
+    resumed = _loop_run(store, tmp_path / "resumed", [*schedule, f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}"])
+    assert resumed[2]["global_step"] == full[2]["global_step"] == 2 * half[2]["global_step"]
+    assert resumed[0] == full[0]
+    assert resumed[1] == [row for row in full[1] if row["epoch"] >= 2]
+
+
 def test_each_regularization_option_changes_the_trained_model_the_way_it_should(store, tmp_path):
     common = ["trainer.max_epochs=4", "optimizer.lr=0.01", "model.hidden_dims=[32]"]
     base = trained_checkpoint(store, tmp_path, "base", common)

@@ -219,6 +219,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     with building("scheduler"):
         scheduler = instantiate(cfg.scheduler) if cfg.scheduler.get("_target_") else None
     task_module = build_task_module(cfg.task, model, optimizer, scheduler, spec)
+    task_module.automatic_optimization = not task_module.use_short_loop(cfg.trainer, optimizer)
     check_monitor(cfg, task_module, spec)
     probe_optimization(task_module)
     with building("callbacks"):

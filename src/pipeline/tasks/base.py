@@ -132,7 +132,19 @@ class TaskModule(pl.LightningModule):
         self._train_rows = 0
         self._epoch_started = time.perf_counter()
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Optional[Tensor]:
+        if self.automatic_optimization:
+            return self._training_loss(batch)
+        # the short loop (see use_short_loop): zero the gradients, backward, step, the step schedulers
+        optimizer = self.optimizers()
+        loss = self._training_loss(batch)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self._step_schedulers("step", batch_idx + 1)
+        return None
+
+    def _training_loss(self, batch) -> Tensor:
         x, y = batch
         loss = self.loss(self.model(x), y)
         # one read of the value (a device sync, as any finiteness check is): ~0.3 us against ~14 us for
@@ -159,6 +171,11 @@ class TaskModule(pl.LightningModule):
         self._publish({"train/loss": totals[0] / totals[1].clamp_min(1), "train/epoch_time_s": torch.tensor(seconds),
                        "train/samples_per_s": totals[2]})
         self._send_to_loggers()
+        epoch_loop = self.trainer.fit_loop.epoch_loop
+        whole_epoch = (epoch_loop.batch_progress.is_last_batch
+                       or epoch_loop.batch_progress.current.ready == self.trainer.num_training_batches)
+        if not self.automatic_optimization and whole_epoch and not self.trainer.fit_loop.restarting:
+            self._step_schedulers("epoch", self.current_epoch + 1)
 
     def on_train_end(self) -> None:
         self._send_to_loggers()  # a last validation without a training epoch end after it (a stop mid-epoch)
@@ -264,10 +281,41 @@ class TaskModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.best_value = checkpoint.get("best_value", self.best_value)
+        _carry_step_count(checkpoint, self.automatic_optimization)
         if "rng_states" in checkpoint:  # dropout after a resume draws what it would have drawn
             restore_rng_states(checkpoint["rng_states"])
 
     # ----- optimisation ------------------------------------------------------------------------------
+    # Lightning's automatic optimisation builds a closure per step and calls ~10 hooks, strategy and precision
+    # methods around it: on a small model ~10 % of an epoch (BENCHMARKS.md section 7). Where none of what that
+    # machinery is for is asked for, the task module steps the optimizer itself (Lightning's manual optimisation,
+    # "the short loop"): the same zero_grad, backward and step in the same order, the same hooks
+    # (on_before_backward, on_after_backward, on_before_optimizer_step), and the schedulers stepped where Lightning
+    # steps them. Gradient accumulation, gradient clipping, L-BFGS (its closure) and mixed precision keep Lightning's
+    # automatic loop.
+    @staticmethod
+    def use_short_loop(trainer_cfg, optimizer_factory) -> bool:
+        """Whether a run with this Trainer config and optimizer takes the short loop (see above)."""
+        target = getattr(optimizer_factory, "func", optimizer_factory)
+        precision = str(trainer_cfg.get("precision") or "32-true")
+        return ((trainer_cfg.get("accumulate_grad_batches") or 1) == 1 and not trainer_cfg.get("gradient_clip_val")
+                and precision in ("32", "32-true") and not (isinstance(target, type) and issubclass(target, torch.optim.LBFGS)))
+
+    def _step_schedulers(self, interval: str, index: int) -> None:
+        """What Lightning's automatic loop does with the schedulers of ``interval`` ("step": after each optimizer
+        step, ``index`` the batch of the epoch counted from 1; "epoch": after a whole epoch, ``index`` the epoch
+        counted from 1), for the short loop."""
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != interval or index % config.frequency:
+                continue
+            metric = None
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                metric = self.trainer.callback_metrics.get(self.monitor)
+                if metric is None:
+                    raise RuntimeError(f"ReduceLROnPlateau conditioned on metric {self.monitor} which is not "
+                                       f"available. Available metrics are: {list(self.trainer.callback_metrics)}.")
+            self.lr_scheduler_step(config.scheduler, metric)
+
     def parameter_groups(self) -> Any:
         """The model's parameters, or its parameter groups when it defines ``parameter_groups()`` (a list of
         ``{"params": [...], "lr_scale": s}``, e.g. a pretrained backbone trained at a fraction of the head's
@@ -297,9 +345,23 @@ class TaskModule(pl.LightningModule):
                     "lr_scheduler": {"scheduler": factory(optimizer=optimizer, total_steps=total), "interval": "step"}}
         scheduler = factory(optimizer=optimizer)
         config = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = self.monitor
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and self.automatic_optimization:
+            config["monitor"] = self.monitor  # the short loop steps it on self.monitor itself
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _carry_step_count(checkpoint: dict, automatic: bool) -> None:
+    """Lightning counts optimizer steps (``global_step``) apart for its automatic and manual loops; a checkpoint
+    written by one loop and resumed by the other continues the count of the one that wrote it."""
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    automatic_steps = loops.get("epoch_loop.automatic_optimization.optim_progress", {}).get("optimizer", {}).get("step")
+    manual_steps = loops.get("epoch_loop.manual_optimization.optim_step_progress")
+    if not automatic_steps or not manual_steps:
+        return
+    source, target = (manual_steps, automatic_steps) if automatic else (automatic_steps, manual_steps)
+    if target["total"]["completed"] == 0 and source["total"]["completed"] > 0:
+        for scope in ("total", "current"):
+            target[scope].update(source[scope])
 
 
 def _remember_step_signatures(cls: type) -> None:
