@@ -12,10 +12,12 @@ Lightning epoch, outside its clock, as in ``overhead.py``; for epochs long enoug
   and, on a machine without NVIDIA's driver, no NVML probe at each optimizer step (for the plain loop as well, as in
   ``overhead.py``, where both loops run inside the pipeline's process);
 * ``lightning-manual``: the same with ``automatic_optimization = False`` (``zero_grad``, ``manual_backward``,
-  ``step`` in ``training_step``), what a "manual-optimisation fast path" could at best save.
+  ``step`` in ``training_step``): the loop a pipeline run takes since 2026-12-02 unless it accumulates gradients,
+  clips them, uses L-BFGS or mixed precision (``TaskModule.use_short_loop``).
 
-Whatever the pipeline adds (metrics, logging, checkpoints, resume state) comes on top of the bare ``lightning``
-row, so ``lightning / plain`` is the lowest epoch ratio reachable while Lightning runs the loop.
+Whatever the pipeline adds (metrics, logging, checkpoints, resume state) comes on top of the bare rows, so
+``lightning-manual / plain`` is the lowest epoch ratio reachable for a pipeline run while Lightning runs the loop
+(``lightning / plain`` for runs that keep Lightning's automatic loop).
 
     .venv/bin/python benchmarks/lightning_floor.py                 # 3 rounds x 300 epochs, ~1 min
     .venv/bin/python benchmarks/lightning_floor.py --smoke         # seconds: checks that it runs
