@@ -3,7 +3,8 @@ value of the monitored metric, and exact resume.
 
 A task module owns the loss, the metrics and the optimizer/scheduler of its kind; it wraps any plain
 ``nn.Module`` and never knows which data set feeds it. Per-step work is kept to the minimum
-(forward, loss, backward): the training loss is summed in a tensor and logged once per epoch,
+(forward, loss, backward, step; the optimizer stepped by the module itself unless Lightning's automatic loop
+is needed, see ``use_short_loop``): the training loss is summed in Python floats and logged once per epoch,
 and evaluation metrics are computed once per epoch over the split's predictions (``tasks.metrics``).
 """
 from __future__ import annotations
@@ -135,13 +136,13 @@ class TaskModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Optional[Tensor]:
         if self.automatic_optimization:
             return self._training_loss(batch)
-        # the short loop (see use_short_loop): zero the gradients, backward, step, the step schedulers
+        # the short loop (see use_short_loop): zero the gradients, backward, step; the per-step schedulers after
+        # the batch's on_train_batch_end callbacks, as in Lightning's loop
         optimizer = self.optimizers()
         loss = self._training_loss(batch)
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
-        self._step_schedulers("step", batch_idx + 1)
         return None
 
     def _training_loss(self, batch) -> Tensor:
@@ -162,6 +163,8 @@ class TaskModule(pl.LightningModule):
         rows = len(batch[1])
         self._train_loss_sum += self._batch_loss * rows
         self._train_rows += rows
+        if not self.automatic_optimization:
+            self._step_schedulers("step", batch_idx + 1)
 
     def on_train_epoch_end(self) -> None:
         seconds = time.perf_counter() - self._epoch_started
@@ -171,10 +174,7 @@ class TaskModule(pl.LightningModule):
         self._publish({"train/loss": totals[0] / totals[1].clamp_min(1), "train/epoch_time_s": torch.tensor(seconds),
                        "train/samples_per_s": totals[2]})
         self._send_to_loggers()
-        epoch_loop = self.trainer.fit_loop.epoch_loop
-        whole_epoch = (epoch_loop.batch_progress.is_last_batch
-                       or epoch_loop.batch_progress.current.ready == self.trainer.num_training_batches)
-        if not self.automatic_optimization and whole_epoch and not self.trainer.fit_loop.restarting:
+        if not self.automatic_optimization and self._whole_epoch_trained():
             self._step_schedulers("epoch", self.current_epoch + 1)
 
     def on_train_end(self) -> None:
@@ -300,6 +300,14 @@ class TaskModule(pl.LightningModule):
         precision = str(trainer_cfg.get("precision") or "32-true")
         return ((trainer_cfg.get("accumulate_grad_batches") or 1) == 1 and not trainer_cfg.get("gradient_clip_val")
                 and precision in ("32", "32-true") and not (isinstance(target, type) and issubclass(target, torch.optim.LBFGS)))
+
+    def _whole_epoch_trained(self) -> bool:
+        """Whether this epoch ran to its last batch (not stopped by max_steps), as Lightning asks before it steps
+        the per-epoch schedulers; never on the epoch a mid-epoch resume restarted."""
+        fit_loop = self.trainer.fit_loop
+        progress = fit_loop.epoch_loop.batch_progress
+        return not fit_loop.restarting and (progress.is_last_batch
+                                            or progress.current.ready == self.trainer.num_training_batches)
 
     def _step_schedulers(self, interval: str, index: int) -> None:
         """What Lightning's automatic loop does with the schedulers of ``interval`` ("step": after each optimizer
