@@ -151,12 +151,11 @@ def _loop_run(store: dict, folder: Path, overrides: list[str]) -> tuple[dict, li
     """Test metrics and the per-epoch history (both without timings), and last.ckpt of one in-process run."""
     from pipeline.train import train
 
-    outputs = folder
-    metrics = train(compose_for_train(dict(store, outputs=outputs), [*LOOP_RUN, *overrides]))
+    metrics = train(compose_for_train(dict(store, outputs=folder), [*LOOP_RUN, *overrides]))
     untimed = lambda values: {k: v for k, v in values.items() if "time" not in k and "per_s" not in k}  # noqa: E731
-    rows = [json.loads(line) for line in (outputs / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return (untimed(metrics), [untimed(row) for row in rows],
-            torch.load(outputs / "checkpoints" / "last.ckpt", weights_only=True))
+            torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True))
 
 
 def _steps(checkpoint: dict) -> tuple[int, int]:
