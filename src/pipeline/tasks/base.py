@@ -297,9 +297,10 @@ class TaskModule(pl.LightningModule):
     def use_short_loop(trainer_cfg, optimizer_factory) -> bool:
         """Whether a run with this Trainer config and optimizer takes the short loop (see above)."""
         target = getattr(optimizer_factory, "func", optimizer_factory)
-        precision = str(trainer_cfg.get("precision") or "32-true")
-        return ((trainer_cfg.get("accumulate_grad_batches") or 1) == 1 and not trainer_cfg.get("gradient_clip_val")
-                and precision in ("32", "32-true") and not (isinstance(target, type) and issubclass(target, torch.optim.LBFGS)))
+        lbfgs = isinstance(target, type) and issubclass(target, torch.optim.LBFGS)
+        accumulates = (trainer_cfg.get("accumulate_grad_batches") or 1) > 1
+        not_32_bit = str(trainer_cfg.get("precision") or "32-true") not in ("32", "32-true")
+        return not (lbfgs or accumulates or trainer_cfg.get("gradient_clip_val") or not_32_bit)
 
     def _whole_epoch_trained(self) -> bool:
         """Whether this epoch ran to its last batch (not stopped by max_steps), as Lightning asks before it steps
