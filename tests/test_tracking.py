@@ -178,6 +178,22 @@ def test_secrets_reach_neither_params_nor_tags_nor_the_logged_config(logged_run)
     assert run.data.params["tags.api_token"] == "***" and run.data.tags["api_token"] == "***"
 
 
+def test_the_store_file_alone_holds_the_run_once_the_command_returns(logged_run, tmp_path):
+    """The store is written in write-ahead-log mode (cheaper commits; the UI reading it does not block the run);
+    the command folds the log into mlflow.db before it returns, so the file alone, copied or backed up, holds
+    the whole run."""
+    import contextlib
+    import shutil
+    import sqlite3
+
+    database = Path(logged_run["store"]["uri"][len("sqlite:///"):])
+    shutil.copy(database, tmp_path / "mlflow.db")  # without mlflow.db-wal, as a user copies a store
+    with contextlib.closing(sqlite3.connect(tmp_path / "mlflow.db")) as copy:
+        assert copy.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert copy.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)]
+        assert copy.execute("SELECT count(*) FROM latest_metrics WHERE key = 'test/acc'").fetchone()[0] == 1
+
+
 # ----- other tasks, in-process, in one store (an experiment each) ---------------------------------------
 @pytest.fixture(scope="module")
 def shared_store(tmp_path_factory, migrated_store_db) -> dict:

@@ -97,6 +97,9 @@ def _exit_at_once(code: int) -> None:
     still has to record the trial."""
     if _in_multirun():
         sys.exit(code)
+    from pipeline.sqlite import close_write_ahead_logs
+
+    close_write_ahead_logs()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

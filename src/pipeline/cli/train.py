@@ -55,9 +55,11 @@ def exit_at_once() -> None:
     import logging
     import os
 
+    from pipeline.sqlite import close_write_ahead_logs
     from pipeline.tracking.remote import close_writer
 
     close_writer()
+    close_write_ahead_logs()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -29,6 +29,7 @@ from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.errors import SweepError
+from pipeline.sqlite import use_write_ahead_log
 from pipeline.tracking.redact import redact_text
 from pipeline.tracking.sweeps import close_stale_run
 
@@ -139,8 +140,7 @@ def open_storage(url: str, heartbeat_interval: int = 10) -> "RunningTrialCache":
             if attempt == 5:
                 raise
             time.sleep(0.5 * (attempt + 1))
-    if url.startswith("sqlite:"):
-        use_write_ahead_log(storage.engine)
+    use_write_ahead_log(storage.engine)  # SQLite only
     return RunningTrialCache(storage)
 
 
@@ -413,21 +413,6 @@ def tell(study: optuna.Study, trial: optuna.Trial, values: Optional[list[float]]
 def flush_writes(study: optuna.Study, trial_id: int) -> None:
     if isinstance(study._storage, RunningTrialCache):
         study._storage.flush_writes(trial_id)
-
-
-def use_write_ahead_log(engine) -> None:
-    """SQLite in WAL mode: readers do not block the writer, and a commit costs no full fsync;
-    every trial writes a dozen small records."""
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(connection, _record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    engine.dispose()  # connections opened before the listener existed
 
 
 @contextlib.contextmanager

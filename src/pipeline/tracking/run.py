@@ -128,7 +128,15 @@ def open_client(tracking_uri: str):
     for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." is no news
         logging.getLogger(name).setLevel(logging.WARNING)
     with store_creation_lock(tracking_uri):
-        return MlflowClient(tracking_uri)  # creates (and migrates) the store's tables
+        client = MlflowClient(tracking_uri)  # creates (and migrates) the store's tables
+    if sqlite_path(tracking_uri) is not None:
+        from pipeline.sqlite import use_write_ahead_log
+
+        # a run writes dozens of small records (params, tags, a metric row per epoch, a trial's run per trial)
+        engine = getattr(getattr(client._tracking_client, "store", None), "engine", None)
+        if engine is not None:
+            use_write_ahead_log(engine)
+    return client
 
 
 def limit_http_retries() -> None:

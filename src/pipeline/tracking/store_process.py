@@ -26,6 +26,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from pipeline.sqlite import close_write_ahead_logs
+
 log = logging.getLogger("pipeline.tracking.store_process")
 
 
@@ -252,6 +254,7 @@ def main() -> None:
         lanes.put(request)
     lanes.close()
     server.close()
+    close_write_ahead_logs()
     answers.close()
     # everything is in the store (committed, files closed): skip the interpreter's teardown of MLflow, SQLAlchemy
     # and torch (and their exit handlers), 2-3 s the training command would otherwise wait for at its exit
