@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import compose_for_train, load_pyfunc, run_cli, runs_in
 
-from pipeline.data.text import TextTSV, TrimmedBatcher, trim_padding
+from pipeline.data.text import TextTSV, TrimmedBatcher, text_lengths, trim_padding
 from pipeline.data.text_stream import EpochBatchSampler, LineTexts
 from pipeline.models.nbsvm import NBSVM
 from pipeline.models.text import BagOfWords, RNNClassifier, TextCNN
@@ -185,6 +185,12 @@ def test_batches_are_padded_to_their_longest_text_and_models_give_the_same_outpu
     assert trimmed.shape == (4, 9)
     batches = list(TrimmedBatcher((full, torch.arange(4)), batch_size=2, shuffle=False, pad_id=0))
     assert [b[0].shape[1] for b in batches] == [9, 5]
+    assert text_lengths(full, pad_id=0, chunk_rows=3).tolist() == lengths.tolist()
+    for tokens, rows in TrimmedBatcher((full, torch.arange(4)), batch_size=3, shuffle=True, seed=1, pad_id=0):
+        assert torch.equal(tokens, trim_padding(full[rows], pad_id=0))  # the same cut as scanning the batch
+    [(only_pads, _)] = TrimmedBatcher((torch.zeros(2, 6, dtype=torch.long), torch.arange(2)), batch_size=2,
+                                      shuffle=False, pad_id=0)
+    assert only_pads.shape == (2, 1) == trim_padding(torch.zeros(2, 6, dtype=torch.long), pad_id=0).shape
     models = [BagOfWords((64,), 1, vocab_size=50, embed_dim=8, bigram_buckets=100), TextCNN((64,), 1, vocab_size=50),
               RNNClassifier((64,), 3, vocab_size=50, embed_dim=8, hidden_dim=8),
               NBSVM((64,), 1, vocab_size=50, ngram_buckets=1000)]

@@ -51,18 +51,28 @@ def trim_padding(tokens: Tensor, pad_id: int) -> Tensor:
     return tokens[:, :length]
 
 
+def text_lengths(tokens: Tensor, pad_id: int, chunk_rows: int = 65536) -> Tensor:
+    """Per row of ``tokens`` (N, L): one past its last non-pad column (0 for a row of pads only), computed in
+    chunks of rows (the comparison's temporary stays small for millions of rows)."""
+    positions = torch.arange(1, tokens.shape[1] + 1)
+    return torch.cat([((chunk != pad_id) * positions).amax(dim=1) for chunk in tokens.split(chunk_rows)]
+                     ) if len(tokens) else torch.zeros(0, dtype=torch.long)
+
+
 class TrimmedBatcher(TensorBatcher):
     """A :class:`TensorBatcher` of (token ids, labels) whose batches are padded only to their longest
     text (text models give the same outputs for any amount of trailing padding; TextCNN on MR-length
-    sentences computes a quarter of the 64 positions)."""
+    sentences computes a quarter of the 64 positions). Each text's length is found once, when the batcher
+    is made: a batch's length is then the maximum of its rows' (~10 us), not a scan of its tokens (~80 us)."""
 
-    def __init__(self, *args, pad_id: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, tensors, *args, pad_id: int = 0, **kwargs):
+        tokens, *rest = tensors
+        super().__init__((tokens, *rest, text_lengths(tokens, pad_id)), *args, **kwargs)
         self.pad_id = pad_id
 
     def __iter__(self):
-        for tokens, *rest in super().__iter__():
-            yield (trim_padding(tokens, self.pad_id), *rest)
+        for tokens, *rest, lengths in super().__iter__():
+            yield (tokens[:, :max(int(lengths.max()), 1)], *rest)
 
 
 @dataclass
