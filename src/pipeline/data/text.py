@@ -51,12 +51,13 @@ def trim_padding(tokens: Tensor, pad_id: int) -> Tensor:
     return tokens[:, :length]
 
 
-def text_lengths(tokens: Tensor, pad_id: int, chunk_rows: int = 65536) -> Tensor:
+def text_lengths(tokens: Tensor, pad_id: int, chunk_rows: int = 8192) -> Tensor:
     """Per row of ``tokens`` (N, L): one past its last non-pad column (0 for a row of pads only), computed in
-    chunks of rows (the comparison's temporary stays small for millions of rows)."""
-    positions = torch.arange(1, tokens.shape[1] + 1)
-    return torch.cat([((chunk != pad_id) * positions).amax(dim=1) for chunk in tokens.split(chunk_rows)]
-                     ) if len(tokens) else torch.zeros(0, dtype=torch.long)
+    chunks of rows (the temporary stays at most ``chunk_rows`` x L int32s, 16 MiB for L = 512)."""
+    positions = torch.arange(1, tokens.shape[1] + 1, dtype=torch.int32)
+    if not len(tokens):
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat([((chunk != pad_id) * positions).amax(dim=1) for chunk in tokens.split(chunk_rows)]).long()
 
 
 class TrimmedBatcher(TensorBatcher):
