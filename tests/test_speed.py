@@ -114,6 +114,80 @@ def test_checkpoints_written_within_the_interval_are_kept_in_memory_and_written_
     assert torch.equal(torch.load(best_2, weights_only=True)["w"], torch.ones(3)) and not best_1.exists()
 
 
+@pytest.mark.unit
+def test_checkpoints_due_are_written_in_the_background_in_order_and_a_failed_write_is_raised(tmp_path, monkeypatch):
+    import errno
+    import threading
+
+    from pipeline.callbacks import AtomicCheckpointIO
+    from pipeline.errors import StorageFull
+
+    io = AtomicCheckpointIO(write_interval_s=3600)
+    started, release, order = threading.Event(), threading.Event(), []
+    real_write = AtomicCheckpointIO._write
+
+    def slow_write(self, checkpoint, path):
+        order.append(Path(path).name)
+        if threading.current_thread() is not threading.main_thread():
+            started.set()
+            release.wait(10)
+        real_write(self, checkpoint, path)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "_write", slow_write)
+    weights = torch.zeros(3)
+    last, best_1, best_2 = tmp_path / "last.ckpt", tmp_path / "best-1.ckpt", tmp_path / "best-2.ckpt"
+    io.save_checkpoint({"epoch": 0, "global_step": 4, "w": weights}, last)  # the first last.ckpt: at once
+    io.write_interval_s = 1e-9  # the interval has passed: the next save starts a batch in the background
+    io.save_checkpoint({"epoch": 1, "global_step": 8, "w": weights}, best_1)
+    assert started.wait(10)
+    io.write_interval_s = 3600
+    weights += 1  # training goes on while best-1 is written
+    io.save_checkpoint({"epoch": 2, "global_step": 12, "w": weights}, best_2)  # kept in memory
+    io.remove_checkpoint(best_1)  # being written: deleted after the files that replace it, not before
+    io.save_checkpoint({"epoch": 2, "global_step": 12, "w": weights, "best": str(best_2)}, last)
+    assert not best_2.exists() and torch.load(last, weights_only=True)["epoch"] == 0
+    release.set()
+    io._writing.join(10)
+    assert torch.equal(torch.load(best_1, weights_only=True)["w"], torch.zeros(3))  # the state it was saved with
+    io.teardown()  # the end of training: best-2, then the last.ckpt naming it, then best-1 deleted
+    assert order == ["last.ckpt", "best-1.ckpt", "best-2.ckpt", "last.ckpt"]
+    assert not best_1.exists() and torch.load(last, weights_only=True)["best"] == str(best_2)
+    assert torch.equal(torch.load(best_2, weights_only=True)["w"], torch.ones(3))
+
+    # a background write that fails is raised in the training thread, at its next save, naming the place
+    monkeypatch.setattr(AtomicCheckpointIO, "_write", real_write)
+    io = AtomicCheckpointIO(write_interval_s=1e-9)
+    real_open = open
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        if "w" in mode and ".tmp-" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    io.save_checkpoint({"epoch": 2, "global_step": 12, "w": weights}, tmp_path / "best-3.ckpt")
+    io._writing.join(10)
+    with pytest.raises(StorageFull, match=f"no space left on the device of {tmp_path}"):
+        io.save_checkpoint({"epoch": 3, "global_step": 16, "w": weights}, tmp_path / "best-4.ckpt")
+    monkeypatch.setattr("builtins.open", real_open)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.unit
+def test_the_best_file_and_last_ckpt_of_one_epoch_share_their_copy_of_each_unchanged_tensor():
+    from pipeline.callbacks import _Copies
+
+    copies, weights = _Copies(), torch.zeros(1000)
+    gathered = {"epoch": 3, "global_step": 30, "state_dict": {"w": weights}}
+    best, last = copies.snapshot(gathered), copies.snapshot(gathered)
+    assert best["state_dict"]["w"] is last["state_dict"]["w"] and best["state_dict"]["w"] is not weights
+    weights += 1  # changed in place (its version moves): copied again, and the earlier copy keeps the old values
+    again = copies.snapshot(gathered)
+    assert torch.equal(again["state_dict"]["w"], torch.ones(1000)) and torch.equal(best["state_dict"]["w"], torch.zeros(1000))
+    later = copies.snapshot({**gathered, "global_step": 31})  # another step: nothing is shared
+    assert later["state_dict"]["w"] is not again["state_dict"]["w"]
+
+
 @pytest.mark.parametrize("refresh_share", [1.0, 0.05])
 def test_an_interrupt_between_writes_saves_a_completed_epoch_and_resumes_exactly(tmp_path, store, refresh_share):
     """With nothing written for the interval, Ctrl-C still leaves last.ckpt at the end of a completed epoch: the last
