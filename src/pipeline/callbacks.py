@@ -323,39 +323,63 @@ class _Copies:
         return copy
 
 
+# leaves of a checkpoint kept as they are (immutable), by exact type: most of a checkpoint's ~200 nodes (the loops'
+# progress counters, hyperparameters) are these
+_ATOMS = frozenset((str, bytes, int, float, bool, type(None)))
+
+
 def _snapshot(tree: Any, copy_tensor=None) -> Any:
     """A copy of a checkpoint: its containers copied, its tensors cloned (by ``copy_tensor`` when given), the rest
-    copied (``copy.deepcopy`` would do the same at ~10x the cost)."""
+    copied (``copy.deepcopy`` would do the same at ~10x the cost). torch and copy are looked up once per call, not
+    at each node (~0.5 us each: a third of the time on a small model's checkpoint)."""
     import copy
 
     import torch
 
-    if isinstance(tree, torch.Tensor):
-        return copy_tensor(tree) if copy_tensor is not None else tree.detach().clone()
-    if isinstance(tree, dict):
-        copied = copy.copy(tree)
-        for key, value in tree.items():
-            copied[key] = _snapshot(value, copy_tensor)
-        return copied
-    if isinstance(tree, list):
-        return [_snapshot(value, copy_tensor) for value in tree]
-    if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
-        return tuple(_snapshot(value, copy_tensor) for value in tree)
-    if isinstance(tree, (str, bytes, int, float, bool, type(None))):
-        return tree
-    return copy.deepcopy(tree)
+    tensor_type, copy_node, deepcopy = torch.Tensor, copy.copy, copy.deepcopy
+    clone = copy_tensor if copy_tensor is not None else (lambda tensor: tensor.detach().clone())
+
+    def walk(node: Any) -> Any:
+        kind = type(node)
+        if kind in _ATOMS:
+            return node
+        if isinstance(node, tensor_type):
+            return clone(node)
+        if kind is dict:
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, dict):  # e.g. a state_dict's OrderedDict, with its _metadata
+            copied = copy_node(node)
+            for key, value in node.items():
+                copied[key] = walk(value)
+            return copied
+        if kind is list:
+            return [walk(value) for value in node]
+        if kind is tuple:
+            return tuple(walk(value) for value in node)
+        if isinstance(node, (str, bytes, int, float, bool)):
+            return node
+        return deepcopy(node)
+
+    return walk(tree)
 
 
 def _tensor_bytes(tree: Any) -> int:
     import torch
 
-    if isinstance(tree, torch.Tensor):
-        return tree.numel() * tree.element_size()
-    if isinstance(tree, dict):
-        return sum(_tensor_bytes(value) for value in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return sum(_tensor_bytes(value) for value in tree)
-    return 0
+    tensor_type = torch.Tensor
+
+    def walk(node: Any) -> int:
+        if type(node) in _ATOMS:
+            return 0
+        if isinstance(node, tensor_type):
+            return node.numel() * node.element_size()
+        if isinstance(node, dict):
+            return sum(walk(value) for value in node.values())
+        if isinstance(node, (list, tuple)):
+            return sum(walk(value) for value in node)
+        return 0
+
+    return walk(tree)
 
 
 class _ignore_missing:

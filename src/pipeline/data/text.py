@@ -69,7 +69,6 @@ class TrimmedBatcher(TensorBatcher):
     def __init__(self, tensors, *args, pad_id: int = 0, **kwargs):
         tokens, *rest = tensors
         super().__init__((tokens, *rest, text_lengths(tokens, pad_id)), *args, **kwargs)
-        self.pad_id = pad_id
 
     def __iter__(self):
         for tokens, *rest, lengths in super().__iter__():
