@@ -30,7 +30,7 @@ class ResumableCheckpoint(ModelCheckpoint):
     best, so a resumed run would test another epoch than an uninterrupted one. Files of the earlier run
     are never deleted (Lightning only removes files in its own directory)."""
 
-    def __init__(self, *args, write_interval_s: float = 10.0, refresh_share: float = 0.05, **kwargs):
+    def __init__(self, *args, write_interval_s: float = 10.0, refresh_share: float = 0.02, **kwargs):
         super().__init__(*args, **kwargs)
         if not 0 < refresh_share <= 1:
             raise ValueError(f"refresh_share must be in (0, 1], got {refresh_share}")
@@ -125,7 +125,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         """Whether last.ckpt is saved at the end of this epoch. While files are kept in memory between writes
         (``write_interval_s`` > 0), saving it means gathering the whole state and copying it (~1-2 ms on a small
         model: an eighth of a tabular epoch). It is then saved when at least ``1 / refresh_share`` times the last
-        save's duration has passed since (with 0.05: at most 5 % of the training time; every epoch once epochs
+        save's duration has passed since (with 0.02: at most 2 % of the training time; every epoch once epochs
         take longer than that), and always in the epoch that saves a best file and in the run's last epoch. An
         interrupt (Ctrl-C, SIGTERM, an error) writes the newest one: resuming from it repeats at most those
         milliseconds of training, exactly. Every epoch with ``refresh_share=1``, ``write_interval_s=0`` or DDP
