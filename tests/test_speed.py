@@ -91,6 +91,64 @@ def test_a_store_writer_that_dies_mid_run_ends_the_run_with_tracking_failed_and_
     assert (store["outputs"] / "checkpoints" / "last.ckpt").is_file()
 
 
+class _StoreThatRefusesRuns:
+    """An MLflow server that answers its health check and refuses every API call (400, no retries)."""
+
+    @staticmethod
+    def handler():
+        from http.server import BaseHTTPRequestHandler
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                body = b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "refused by the test server"}'
+                self.send_response(200 if self.path.startswith("/health") else 400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+def test_a_trial_run_is_created_while_the_trial_trains_and_a_refused_one_fails_the_trial_at_its_end(tmp_path, capfd):
+    """A sweep's trial does not wait for its MLflow run to be created: what it logs meanwhile is queued behind the
+    creation. When the store refuses the run, the trial still ends with the error that a single run gets at once,
+    and what it sent meanwhile is dropped without a warning per request."""
+    import threading
+    from http.server import HTTPServer
+
+    from pipeline.errors import TrackingUnavailable
+    from pipeline.tracking.remote import RemoteRun, close_writer
+
+    server = HTTPServer(("127.0.0.1", 0), _StoreThatRefusesRuns.handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        trial_run = RemoteRun(uri, "refused", run_name="trial-0", output_dir=tmp_path, wait_for_store=False)
+        trained = False
+        with pytest.raises(TrackingUnavailable, match="cannot create an MLflow run") as refused:
+            with trial_run:
+                assert trial_run.active  # being created: logging goes on meanwhile
+                trial_run.log_params({"lr": 0.1})
+                trial_run.log_metrics({"val/loss": 0.5}, step=0)
+                trial_run.set_tags({"sweep.state": "RUNNING"})
+                trained = True
+        assert trained and "refused by the test server" in str(refused.value)
+        assert trial_run.run_id is None and not trial_run.active
+        single_run = RemoteRun(uri, "refused", run_name="single", output_dir=tmp_path)
+        with pytest.raises(TrackingUnavailable, match="cannot create an MLflow run"):
+            single_run.__enter__()  # a single run waits for its creation and is refused before it trains
+        close_writer()  # every request carried out
+    finally:
+        server.shutdown()
+    assert "MLflow store request" not in capfd.readouterr().err  # no warning per request the refused run sent
+
+
 # ----- checkpoints kept in memory between writes ------------------------------------------------------------
 @pytest.mark.unit
 def test_checkpoints_written_within_the_interval_are_kept_in_memory_and_written_together(tmp_path):

@@ -487,11 +487,12 @@ def find_checkpoint(callbacks: Iterable[Callback]) -> Optional[ModelCheckpoint]:
 
 class RunIdInCheckpoint(Callback):
     """Writes the MLflow run id into every checkpoint, so a run resumed from it is linked to the run that
-    wrote it (tag ``resumed_from_run``)."""
+    wrote it (tag ``resumed_from_run``). ``run``: the tracking run, whose id is read when a checkpoint is saved."""
 
-    def __init__(self, run_id: Optional[str] = None):
-        self.run_id = run_id
+    def __init__(self, run: Any = None):
+        self.run = run
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self.run_id:
-            checkpoint["mlflow_run_id"] = self.run_id
+        run_id = self.run.run_id if self.run is not None else None
+        if run_id:
+            checkpoint["mlflow_run_id"] = run_id

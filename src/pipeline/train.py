@@ -69,7 +69,7 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
             run_parts = build(cfg, datamodule, callbacks, output_dir)
             trainer, task_module, checkpoint = run_parts.trainer, run_parts.task_module, run_parts.checkpoint
             with tracking.start_run(cfg, run_parts.loggers, output_dir, parent_run, run_parts.resume_tags) as run:
-                run_parts.run_id_writer.run_id = run.run_id
+                run_parts.run_id_writer.run = run
                 tracking.log_run_start(run, cfg, datamodule, trainer)
                 with interrupt_names_checkpoint(trainer, checkpoint, run):
                     trainer.fit(task_module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)

@@ -28,6 +28,7 @@ class PruningCallback(Callback):
         # Optuna prunes single-objective studies only; several objectives still record metrics
         self.report = report
         self.pruned_at_epoch: Optional[int] = None
+        self._unrecorded_run: Any = None  # the trial's MLflow run, until its id is in the trial's attributes
 
     @classmethod
     def from_config(cls, sweep_cfg: Any, monitor: str) -> "PruningCallback":
@@ -49,17 +50,33 @@ class PruningCallback(Callback):
         if isinstance(self.trial.study._storage, RunningTrialCache):
             self.trial.study._storage.hold(self.trial._trial_id)  # its reports are read back from memory
         run = self._run(trainer)
-        if run is not None and run.run_id:
-            self.trial.set_user_attr("mlflow_run_id", run.run_id)
-            self.trial.set_user_attr("mlflow_tracking_uri", run.tracking_uri)
-            flush_writes(self.trial.study, self.trial._trial_id)  # a dead worker's run is closed by whoever finds it
+        if run is not None and run.active:
             run.set_tags({"sweep.study_name": self.trial.study.study_name,
                           "sweep.trial_number": self.trial.number, "sweep.state": "RUNNING"})
+            self._unrecorded_run = run
+            self._record_run_id(wait=False)
+
+    def _record_run_id(self, wait: bool) -> None:
+        """The trial's run id into its attributes (a dead worker's run is closed by whoever finds it; the sweep tags
+        the run with the trial's end). The store-writer creates a trial's run while the trial trains: its id is
+        recorded at the first epoch's end that finds it known, at the latest when fit ends."""
+        run = self._unrecorded_run
+        if run is None or self.trial is None:
+            return
+        run_id = run.run_id if wait else run.known_run_id()
+        if run_id is None and not wait:
+            return
+        self._unrecorded_run = None
+        if run_id:
+            self.trial.set_user_attr("mlflow_run_id", run_id)
+            self.trial.set_user_attr("mlflow_tracking_uri", run.tracking_uri)
+            flush_writes(self.trial.study, self.trial._trial_id)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # after the objective has logged this epoch's metrics (the epoch-end hooks run before)
         if trainer.sanity_checking:
             return
+        self._record_run_id(wait=False)
         epoch = trainer.current_epoch + 1  # epochs trained so far: the pruners' "resource"
         value = trainer.callback_metrics.get(self.monitor)
         should_prune = False
@@ -87,5 +104,9 @@ class PruningCallback(Callback):
         return logger.run if logger is not None else None
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._record_run_id(wait=True)
         if self.trial is not None:
             self.trial.set_user_attr("epochs_trained", trainer.current_epoch)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._record_run_id(wait=True)

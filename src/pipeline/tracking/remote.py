@@ -3,8 +3,8 @@
 One writer process per training process, started on first use (``pipeline-train`` starts it before it
 imports torch, see :func:`start_early`) and reused by every run of the process (the trials of a sweep). A
 :class:`RemoteRun` is a :class:`~pipeline.tracking.run.TrackedRun` whose MLflow calls are sent to it:
-training never imports MLflow and never waits for the store, except where an answer is needed (the run's
-id when it starts, its end). The guarantees stay those of the in-process run: a failing store is noted
+training never imports MLflow and never waits for the store, except where an answer is needed (a single run's
+id when it starts, its end; a sweep's trial waits for neither). The guarantees stay those of the in-process run: a failing store is noted
 once and training goes on, the run ends FINISHED, FAILED or KILLED, and every run is ended in the store
 before the command returns. ``PIPELINE_STORE_WRITER=0`` makes every call in the training process again.
 """
@@ -203,13 +203,37 @@ class RemoteRun(TrackedRun):
     """A TrackedRun whose store calls are carried out by the store-writer process."""
 
     def __init__(self, *args, log_model_expected: bool = False, wait_for_store: bool = True, **kwargs):
+        self._starting: Optional[Future] = None  # the writer's answer to start_run, while not yet read
+        self.start_error: Optional[TrackingUnavailable] = None
         super().__init__(*args, **kwargs)
         self.key = next(_keys)
         self.writer: Optional[StoreWriter] = None
         self.log_model_expected = log_model_expected
-        # False for a sweep's trial: its end is sent without waiting for the store to take everything, so the next
-        # trial starts at once; a store failure is still logged, and the command waits for the writer at exit
+        # False for a sweep's trial: its run is created and ended without waiting for the store (its id is read
+        # where it is first needed), so the trial trains meanwhile and the next one starts at once; a store
+        # failure is still logged, and the command waits for the writer at exit
         self.wait_for_store = wait_for_store
+
+    @property
+    def run_id(self) -> Optional[str]:
+        if self._starting is not None:
+            self._settle_start()
+        return self._run_id
+
+    @run_id.setter
+    def run_id(self, value: Optional[str]) -> None:
+        self._run_id = value
+
+    @property
+    def active(self) -> bool:
+        """As for an in-process run; a run being created counts (what is sent now is carried out after it)."""
+        return self.enabled and (self._starting is not None or self._run_id is not None) and self.failure is None
+
+    def known_run_id(self) -> Optional[str]:
+        """The run's id if the store has answered already (never waits)."""
+        if self._starting is not None and not self._starting.done():
+            return None
+        return self.run_id
 
     @property
     def client(self):
@@ -234,16 +258,39 @@ class RemoteRun(TrackedRun):
         self.writer.runs[self.key] = self
         if self.log_model_expected:  # imports the writer needs at the end, done while this process trains
             self.writer.send("warm", modules=MODEL_EXPORT_MODULES)
-        ok, value = self.writer.ask(
+        self._starting = self.writer.ask_later(
             "start_run", key=self.key, tracking_uri=self.tracking_uri, experiment_name=self.experiment_name,
             run_name=self.run_name, artifact_location=self.artifact_location, tags=self.tags,
             parent_run_id=self.parent_run_id, output_dir=str(self.output_dir) if self.output_dir else None,
             liveness=liveness_tags())
-        if not ok:
-            self.writer.runs.pop(self.key, None)
-            raise TrackingUnavailable(f"cannot create an MLflow run in {redact_text(str(self.tracking_uri))}: {value}")
-        self.run_id, self.run_name, self.experiment_id = value["run_id"], value["run_name"], value["experiment_id"]
+        if self.wait_for_store:
+            self._settle_start()
+            if self.start_error is not None:
+                raise self.start_error
         return self
+
+    def _settle_start(self) -> None:
+        """Read the writer's answer to start_run (waiting for it). A run that could not be created records nothing
+        more: ``start_error`` says why (raised when the run's block ends, if nothing else went wrong first)."""
+        starting, self._starting = self._starting, None
+        ok, value = starting.result()
+        if ok:
+            self._run_id, self.run_name, self.experiment_id = value["run_id"], value["run_name"], value["experiment_id"]
+            return
+        self.writer.runs.pop(self.key, None)
+        self.writer = None
+        self.start_error = TrackingUnavailable(
+            f"cannot create an MLflow run in {redact_text(str(self.tracking_uri))}: {value}")
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._starting is not None:
+            self._settle_start()
+        if self.start_error is not None:
+            if exc_type is None:
+                raise self.start_error
+            log.error("%s", self.start_error)  # the original error matters more
+            return False
+        return super().__exit__(exc_type, exc, tb)
 
     def end(self, status: str, error: Optional[str]) -> None:
         if self.writer is None:

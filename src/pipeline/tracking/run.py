@@ -284,6 +284,10 @@ class TrackedRun:
         """Whether anything is sent to the store: tracking is on and the store has not failed."""
         return self.enabled and self.run_id is not None and self.failure is None
 
+    def known_run_id(self) -> Optional[str]:
+        """The run's id if it is known without waiting (a sweep trial's run may still be being created)."""
+        return self.run_id
+
     # ----- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "TrackedRun":
         if not self.enabled:

@@ -39,6 +39,7 @@ class StoreServer:
         self.experiments: dict[tuple[str, str], str] = {}  # (tracking URI, experiment name) -> id
         self.functions: list[threading.Thread] = []
         self.git_states: dict[str, Any] = {}
+        self.not_started: set[int] = set()  # keys of runs that could not be created
 
     # ----- dispatch ------------------------------------------------------------------------------------
     def handle(self, op: str, request_id: Optional[int], arguments: dict) -> None:
@@ -50,10 +51,18 @@ class StoreServer:
         self._handle(op, request_id, arguments)
 
     def _handle(self, op: str, request_id: Optional[int], arguments: dict) -> None:
+        if op != "start_run" and arguments.get("key") in self.not_started:
+            # sent while the run was being created (a sweep's trial does not wait): the failure was answered
+            if request_id is not None:
+                self.answer((request_id, True, None))
+            return
         try:
             value = getattr(self, f"op_{op}")(**arguments)
         except Exception as error:  # answered; the training process decides what it means
             from .redact import redact_text
+
+            if op == "start_run":
+                self.not_started.add(arguments.get("key"))
 
             if request_id is not None:
                 self.answer((request_id, False, redact_text(f"{type(error).__name__}: {' '.join(str(error).split())}")[:2000]))
