@@ -4,9 +4,10 @@ One writer process per training process, started on first use (``pipeline-train`
 imports torch, see :func:`start_early`) and reused by every run of the process (the trials of a sweep). A
 :class:`RemoteRun` is a :class:`~pipeline.tracking.run.TrackedRun` whose MLflow calls are sent to it:
 training never imports MLflow and never waits for the store, except where an answer is needed (a single run's
-id when it starts, its end; a sweep's trial waits for neither). The guarantees stay those of the in-process run: a failing store is noted
-once and training goes on, the run ends FINISHED, FAILED or KILLED, and every run is ended in the store
-before the command returns. ``PIPELINE_STORE_WRITER=0`` makes every call in the training process again.
+id when it starts, its end; a sweep's trial waits for neither). The guarantees stay those of the in-process
+run: a failing store is noted once and training goes on, the run ends FINISHED, FAILED or KILLED, and every
+run is ended in the store before the command returns. ``PIPELINE_STORE_WRITER=0`` makes every call in the
+training process again.
 """
 from __future__ import annotations
 
