@@ -104,8 +104,10 @@ class MLflowLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
+        # the end of fit or test: what was logged goes to the store now, without waiting for it (the run's end
+        # waits, and reports a store failure before the run is marked FINISHED)
         if self.run is not None:
-            self.run.flush()
+            self.run.flush(wait=False)
 
 
 def find_mlflow_logger(loggers) -> Optional[MLflowLogger]:

@@ -332,8 +332,11 @@ class RemoteRun(TrackedRun):
         if metrics:
             self._call("log_metrics", {str(k): float(v) for k, v in metrics.items()}, int(step))
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
         if not self.active or not self.wait_for_store:
+            return
+        if not wait:  # the writer writes what it holds of the run; a failure is read at the next waiting flush
+            self.writer.send("flush", key=self.key)
             return
         ok, failure = self.writer.ask("flush", key=self.key)
         if not ok or failure:

@@ -459,10 +459,13 @@ class TrackedRun:
                 for start in range(0, len(items), 1000):  # MLflow's limit per batch
                     self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
-    def flush(self) -> None:
-        """Write every metric queued so far and wait until it is in the store (or the store has failed)."""
+    def flush(self, wait: bool = True) -> None:
+        """Write every metric queued so far and wait until it is in the store (or the store has failed);
+        ``wait=False``: start writing them and return."""
         if self._unsent and self.active:
             self._write_unsent()
+        if not wait:
+            return
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
