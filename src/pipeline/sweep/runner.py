@@ -145,6 +145,7 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     Path(settings.sweep_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(base_config, Path(settings.sweep_dir) / "multirun.yaml")
     parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
+    parent.prepare()  # the experiment is looked up while the study's storage opens
     study, created = create_or_resume(settings, lambda: parent.create(
         f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
     parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": settings.n_trials})

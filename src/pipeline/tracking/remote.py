@@ -407,14 +407,23 @@ def client_calls(tracking_uri: str, calls: list[tuple[str, tuple, dict]], wait: 
     """MlflowClient calls (``(method, args, kwargs)``) on runs this process did not start (a sweep's parent
     run, a finished trial's tags), made by the writer. Waits for the results unless ``wait`` is false;
     raises :class:`TrackingUnavailable` when they failed."""
-    writer = StoreWriter.get()
     if not wait:
-        writer.send("client_call", tracking_uri=tracking_uri, calls=calls)
+        StoreWriter.get().send("client_call", tracking_uri=tracking_uri, calls=calls)
         return None
-    ok, value = writer.ask("client_call", tracking_uri=tracking_uri, calls=calls)
-    if not ok:
-        raise TrackingUnavailable(f"MLflow store {redact_text(tracking_uri)}: {value}")
-    return value
+    return client_calls_later(tracking_uri, calls)()
+
+
+def client_calls_later(tracking_uri: str, calls: list[tuple[str, tuple, dict]]) -> Callable[[], list]:
+    """:func:`client_calls` sent now; the returned function waits for their results (or raises)."""
+    answer = StoreWriter.get().ask_later("client_call", tracking_uri=tracking_uri, calls=calls)
+
+    def results() -> list:
+        ok, value = answer.result()
+        if not ok:
+            raise TrackingUnavailable(f"MLflow store {redact_text(tracking_uri)}: {value}")
+        return value
+
+    return results
 
 
 def call_in_writer(function: str, *args, **kwargs) -> Future:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from .redact import redact_text
 from .run import check_reachable, open_client, prepare_local_store
@@ -26,6 +26,15 @@ def store_calls(tracking_uri: str, calls: list[tuple[str, tuple, dict]], wait: b
     return [StoreServer._client_call(client, method, args, kwargs) for method, args, kwargs in calls]
 
 
+def start_store_calls(tracking_uri: str, calls: list[tuple[str, tuple, dict]]) -> Callable[[], list]:
+    """:func:`store_calls` started now; the returned function waits for their results (or raises)."""
+    from .remote import client_calls_later, enabled
+
+    if enabled():
+        return client_calls_later(tracking_uri, calls)
+    return lambda: store_calls(tracking_uri, calls)
+
+
 class ParentRun:
     """The study's MLflow run. Created once, by the process that creates the study; every other process
     (resume, other machines) attaches to it by id. With no tracking URI it records nothing."""
@@ -35,6 +44,7 @@ class ParentRun:
         self.experiment_name = redact_text(str(experiment_name))
         self.artifact_location = artifact_location
         self.run_id: Optional[str] = None
+        self._experiment_id: Optional[Callable[[], list]] = None
 
     @classmethod
     def from_logger_config(cls, mlflow_node: Optional[Mapping[str, Any]]) -> "ParentRun":
@@ -48,13 +58,21 @@ class ParentRun:
     def enabled(self) -> bool:
         return bool(self.tracking_uri)
 
+    def prepare(self) -> None:
+        """Checks the store and starts finding (or creating) the experiment, without waiting: the store-writer
+        process may still be starting while the caller opens the study."""
+        if not self.enabled or self._experiment_id is not None:
+            return
+        check_reachable(self.tracking_uri)
+        prepare_local_store(self.tracking_uri)
+        self._experiment_id = start_store_calls(self.tracking_uri, [
+            ("experiment_id", (self.tracking_uri, self.experiment_name, self.artifact_location), {})])
+
     def create(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Optional[str]:
         if not self.enabled:
             return None
-        check_reachable(self.tracking_uri)
-        prepare_local_store(self.tracking_uri)
-        [experiment_id] = store_calls(self.tracking_uri, [
-            ("experiment_id", (self.tracking_uri, self.experiment_name, self.artifact_location), {})])
+        self.prepare()
+        [experiment_id] = self._experiment_id()
         [run_id] = store_calls(self.tracking_uri, [
             ("create_run", (experiment_id,), {"run_name": name, "tags": {"sweep.role": "parent", **tags}})])
         store_calls(self.tracking_uri, [("log_batch", (run_id,), {
