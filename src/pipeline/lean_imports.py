@@ -1,4 +1,5 @@
-"""Importing Lightning without the parts of torchmetrics this project never uses.
+"""Importing Lightning without the parts of torchmetrics this project never uses, and Optuna's plots without
+scikit-learn.
 
 Lightning imports torchmetrics (for its ``Metric`` type), and torchmetrics' package ``__init__`` imports
 every metric domain it has: its image metrics pull in ``torchvision.models`` (and with it ``torch._dynamo``
@@ -15,6 +16,12 @@ of them.
 
 ``PIPELINE_FULL_TORCHMETRICS=1`` switches this off (torchmetrics then imports everything, as without
 this project).
+
+:func:`optuna_plots` imports ``optuna.visualization.matplotlib`` and ``optuna.importance`` for a sweep's plots.
+``optuna.importance`` defines its default evaluator, fANOVA, on scikit-learn's random forest and imports
+scikit-learn for it (~0.9 s); the sweep ranks parameters with PED-ANOVA, which needs numpy alone. While those two
+are imported, scikit-learn is reported missing to the importing thread, so Optuna records it as unavailable for
+fANOVA only. Where scikit-learn is already imported nothing is hidden.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ import importlib.abc
 import importlib.machinery
 import os
 import sys
+import threading
+from types import ModuleType
 from typing import Iterator, Optional
 
 HIDDEN_FROM_TORCHMETRICS = frozenset({"torchvision", "scipy", "matplotlib", "transformers"})
@@ -97,3 +106,32 @@ def install() -> None:
         return
     if not any(isinstance(finder, _LeanTorchmetricsFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _LeanTorchmetricsFinder())
+
+
+class _MissingInThisThread(importlib.abc.MetaPathFinder):
+    """Reports ``packages`` as not installed to imports made by one thread."""
+
+    def __init__(self, packages: frozenset[str]):
+        self.packages, self.thread = packages, threading.get_ident()
+
+    def find_spec(self, name: str, path=None, target=None) -> None:
+        if name.split(".")[0] in self.packages and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError(f"No module named {name!r} (not used by this import: pipeline.lean_imports)",
+                                      name=name)
+        return None
+
+
+def optuna_plots() -> ModuleType:
+    """``optuna.visualization.matplotlib``, with ``optuna.importance`` imported without scikit-learn (see above)."""
+    if "sklearn" in sys.modules or "optuna.importance" in sys.modules:
+        from optuna.visualization import matplotlib as plots
+
+        return plots
+    finder = _MissingInThisThread(frozenset({"sklearn"}))
+    sys.meta_path.insert(0, finder)
+    try:
+        import optuna.importance  # noqa: F401
+        from optuna.visualization import matplotlib as plots
+    finally:
+        sys.meta_path.remove(finder)
+    return plots

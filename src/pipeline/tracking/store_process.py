@@ -88,8 +88,7 @@ class StoreServer:
             prepare_local_store(tracking_uri)
             open_client(tracking_uri)
         if modules:  # beside the requests that arrive meanwhile (a request needing one of them waits for it)
-            threading.Thread(target=lambda: [__import__(module) for module in modules], name="store-warm",
-                             daemon=True).start()
+            threading.Thread(target=_import_all, args=(modules,), name="store-warm", daemon=True).start()
 
     def op_start_run(self, key: int, tracking_uri: str, experiment_name: str, run_name: Optional[str],
                      artifact_location: Optional[str], tags: dict, parent_run_id: Optional[str],
@@ -229,6 +228,18 @@ class StoreServer:
             if run._heartbeat is not None:
                 run._heartbeat.set()
             run.flush()
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    """Each ``module`` imported, or ``module:function`` called (a function that imports, see
+    ``pipeline.lean_imports``)."""
+    import importlib
+
+    for entry in modules:
+        module, _, function = entry.partition(":")
+        imported = importlib.import_module(module)
+        if function:
+            getattr(imported, function)()
 
 
 def main() -> None:
