@@ -331,8 +331,9 @@ def test_a_jobs_hydra_config_is_what_hydras_set_config_keeps():
 def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tmp_path):
     store = sweep_store(tmp_path)
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    # longer trials (small batches, 5 epochs): the kill must land inside one
-    args = ["hparams_search=regression_optuna", *TINY, "trainer.max_epochs=5", "data.batch_size=8",
+    # longer trials (small batches, 20 epochs: ~1 s each on a fast machine): the kill must land inside one, after
+    # the trial has recorded its MLflow run (at its first epoch end that finds the run created)
+    args = ["hparams_search=regression_optuna", *TINY, "trainer.max_epochs=20", "data.batch_size=8",
             f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none", "hydra.sweeper.heartbeat_interval=1",
             "logger.mlflow.tracking_uri=" + store["uri"], "logger.mlflow.artifact_location=" + store["artifacts"],
@@ -350,7 +351,8 @@ def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tm
             running = [t for t in trials if t.state == TrialState.RUNNING]
             if any(t.state == TrialState.COMPLETE for t in trials) and running and "mlflow_run_id" in running[0].user_attrs:
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
+        assert first.poll() is None, "the sweep ended before a trial with its MLflow run was seen running"
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     finally:
