@@ -606,6 +606,7 @@ def test_trials_never_evaluate_the_test_split_or_write_checkpoints_and_the_best_
     assert len(children) == 4, (  # what the store and the study hold, should this ever fail again
         [(r.info.run_name, r.info.status, {k: v for k, v in r.data.tags.items() if k.startswith(("sweep", "best"))})
          for r in runs], [(t.number, t.state.name, t.user_attrs.get("mlflow_run_id")) for t in trials],
+        [line for line in (result.stdout + result.stderr).splitlines() if "store" in line.lower()],
         result.stdout[-3000:], result.stderr[-3000:])
     assert all(not any(k.startswith("test/") for k in r.data.metrics) for r in children)
 
