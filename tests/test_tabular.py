@@ -228,6 +228,10 @@ REFUSED = [
     ("text in a numeric column", table_text("a,b,label", [*GOOD[:5], "seven,a,1", *GOOD[5:]]),
      [":7:", "column 'a' holds 'seven'", "data.na_values=['seven']", "data.categorical=[a]"]),
     ("fractional labels", table_text("a,b,label", [*GOOD, "3,a,0.5"]), [":42:", "'0.5'", "not a class"]),
+    ("semicolon-separated", table_text("a;b;label", [g.replace(",", ";") for g in GOOD]),
+     ["column 'label' not in", "looks ';'-separated", """set 'data.sep=";"'"""]),
+    ("tab-separated in a .csv", table_text("a\tb\tlabel", [g.replace(",", "\t") for g in GOOD]),
+     ["column 'label' not in", "tab-separated", "data.format=tsv"]),
 ]
 
 

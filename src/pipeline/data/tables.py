@@ -89,6 +89,21 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
     return Table(frame, path, fmt)
 
 
+def separator_hint(columns: Sequence[str]) -> str:
+    """For a delimited file read as one column: the separator its header seems to use, as a hint to add to an
+    error about a missing column (a ``;``-separated export read with the default ``,``)."""
+    if len(columns) != 1:
+        return ""
+    header = str(columns[0])
+    found = [sep for sep in (";", "\t", "|", ",") if sep in header]
+    if not found:
+        return ""
+    if found[0] == "\t":
+        return " (the file was read as one column: it looks tab-separated; set data.format=tsv)"
+    # quoted for Hydra inside quotes for the shell: data.sep=; alone is refused by Hydra's override parser
+    return f" (the file was read as one column: it looks {found[0]!r}-separated; set 'data.sep=\"{found[0]}\"')"
+
+
 def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: Optional[str] = None,
                na_values: Sequence[str] = (), encoding: Optional[str] = None) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as

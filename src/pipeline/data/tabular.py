@@ -316,13 +316,14 @@ class CsvData(TabularDataModule):
     def load(self) -> LoadedData:
         import pandas as pd
 
-        from .tables import check_numeric_column, class_labels, column_kinds, regression_targets
+        from .tables import check_numeric_column, class_labels, column_kinds, regression_targets, separator_hint
 
         started = time.perf_counter()
         train = self._read(self._resolve(self.path, "data.path"))
         columns = list(train.frame.columns)
         if self.target not in columns:
-            raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}")
+            raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}"
+                            f"{separator_hint(columns)}")
         features = self._feature_columns(columns, train.path)
         tables = [train]
         if self.test_path is not None:
@@ -330,7 +331,7 @@ class CsvData(TabularDataModule):
             absent = [c for c in [*features, self.target] if c not in test.frame.columns]
             if absent:
                 raise DataError(f"data.test_path: {test.path} has no column {', '.join(map(repr, absent))}; "
-                                f"its columns are {list(test.frame.columns)}")
+                                f"its columns are {list(test.frame.columns)}{separator_hint(list(test.frame.columns))}")
             tables.append(test)
         plan = column_kinds(train, features, self.categorical, self.numeric, self.max_integer_categories,
                             self.na_values)
