@@ -603,11 +603,11 @@ def test_trials_never_evaluate_the_test_split_or_write_checkpoints_and_the_best_
     assert list((store["outputs"] / f"best-{best.number}" / "checkpoints").glob("*.ckpt"))
     runs = runs_in(store)
     children = [r for r in runs if "sweep.trial_number" in r.data.tags and "best" not in r.data.tags]
-    assert len(children) == 4, (  # what the store and the study hold, should this ever fail again
-        [(r.info.run_name, r.info.status, {k: v for k, v in r.data.tags.items() if k.startswith(("sweep", "best"))})
-         for r in runs], [(t.number, t.state.name, t.user_attrs.get("mlflow_run_id")) for t in trials],
-        [line for line in (result.stdout + result.stderr).splitlines() if "store" in line.lower()],
-        result.stdout[-3000:], result.stderr[-3000:])
+    assert len(children) == 4, "\n".join([  # what the store and the study hold, should this ever fail again
+        *(f"run {r.info.run_id} {r.info.run_name} {r.info.status} {r.data.tags}" for r in runs),
+        *(f"trial {t.number} {t.state.name} {t.user_attrs}" for t in trials),
+        "store lines:", *(line for line in (result.stdout + result.stderr).splitlines() if "store" in line.lower()),
+        "stdout:", result.stdout[-3000:], "stderr:", result.stderr[-3000:]])
     assert all(not any(k.startswith("test/") for k in r.data.metrics) for r in children)
 
     rerun = run_cli(["--config-dir", str(store["outputs"]), "experiment=classification_optuna_best", "logger=none",

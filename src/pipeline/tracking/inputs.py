@@ -3,6 +3,8 @@ the store-writer process builds them from the first row and the split's shape)."
 from __future__ import annotations
 
 import json
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -17,6 +19,22 @@ def split_description(context: str, x, y, digest: str) -> dict:
                "targets_shape": list(y.shape), "targets_size": int(y.size), "targets_nbytes": int(y.nbytes)}
     return {"context": context, "x_head": np.array(x[:1]), "y_head": np.array(y[:1]), "profile": profile,
             "digest": digest}
+
+
+# MLflow records a data set once per experiment: it looks for it, then inserts it. Two runs of one experiment that
+# log the same data set at the same moment (a sweep's trials in the store-writer's lanes, parallel workers) both
+# insert it, and the second write failed on the table's key; the store was then taken for broken and the run left
+# without its tags, metrics and end. One writer per process takes turns here; across processes the loser tries
+# again and finds the data set the other one wrote.
+_inputs_lock = threading.Lock()
+CONFLICT_MARKERS = ("IntegrityError", "UNIQUE constraint", "duplicate key", "Duplicate entry", "database is locked")
+CONFLICT_RETRIES = 3
+
+
+def is_write_conflict(error: BaseException) -> bool:
+    """A write that lost a race with another writer of the same record (worth trying again), not a broken store."""
+    text = f"{type(error).__name__}: {error}"
+    return any(marker in text for marker in CONFLICT_MARKERS)
 
 
 def log_dataset_entities(run: TrackedRun, name: str, source: str, splits: list[dict]) -> None:
@@ -37,4 +55,12 @@ def log_dataset_entities(run: TrackedRun, name: str, source: str, splits: list[d
             entity = dataset._to_mlflow_entity()
             entity._profile = json.dumps(split["profile"])  # the whole split's, not the first row's
             inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, split["context"])]))
-        run.client.log_inputs(run.run_id, datasets=inputs)
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                with _inputs_lock:
+                    run.client.log_inputs(run.run_id, datasets=inputs)
+                return
+            except Exception as error:
+                if attempt == CONFLICT_RETRIES or not is_write_conflict(error):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
