@@ -448,3 +448,42 @@ def test_a_data_set_write_that_lost_a_race_is_tried_again_and_a_broken_store_is_
     assert len(lost_race.client.get_run(lost_race.run_id).inputs.dataset_inputs) == 1
     for run in (lost_race, broken):
         run._heartbeat.set()
+
+
+@pytest.mark.unit
+def test_runs_starting_at_once_in_an_experiment_made_elsewhere_both_start(tmp_path, migrated_store_db):
+    """An experiment created outside the pipeline (the UI, ``mlflow experiments create``) gets the tag that opens it
+    on its runs table when its first run starts; two runs starting at that moment (a sweep's first trials) both
+    inserted the tag, and the second run could not be created. The same for an experiment in the trash, restored."""
+    from conftest import new_store
+
+    from pipeline.tracking.run import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, TrackedRun, open_client
+
+    store = new_store(tmp_path, migrated_store_db)
+    client = open_client(store["uri"])
+    for attempt in range(12):
+        name = f"made-elsewhere-{attempt}"
+        experiment_id = client.create_experiment(name)
+        if attempt % 3 == 2:
+            client.delete_experiment(experiment_id)
+        runs = [TrackedRun(store["uri"], name, close_orphans=False) for _ in range(2)]
+        start, errors = threading.Barrier(2), []
+
+        def create(run):
+            start.wait()
+            try:
+                run.create()
+            except Exception as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=create, args=(run,)) for run in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert all(run.run_id and run.experiment_id == experiment_id for run in runs)
+        experiment = client.get_experiment(experiment_id)
+        assert experiment.lifecycle_stage == "active" and experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+        for run in runs:
+            run.end("FINISHED", None)

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from .run import TrackedRun
+from .run import TrackedRun, is_write_conflict
 
 
 def split_description(context: str, x, y, digest: str) -> dict:
@@ -27,14 +27,7 @@ def split_description(context: str, x, y, digest: str) -> dict:
 # without its tags, metrics and end. One writer per process takes turns here; across processes the loser tries
 # again and finds the data set the other one wrote.
 _inputs_lock = threading.Lock()
-CONFLICT_MARKERS = ("IntegrityError", "UNIQUE constraint", "duplicate key", "Duplicate entry", "database is locked")
 CONFLICT_RETRIES = 3
-
-
-def is_write_conflict(error: BaseException) -> bool:
-    """A write that lost a race with another writer of the same record (worth trying again), not a broken store."""
-    text = f"{type(error).__name__}: {error}"
-    return any(marker in text for marker in CONFLICT_MARKERS)
 
 
 def log_dataset_entities(run: TrackedRun, name: str, source: str, splits: list[dict]) -> None:

@@ -227,6 +227,17 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 
+# what a write that lost a race with another writer of the same record says (MLflow looks a record up, then
+# inserts it: two runs doing that at once for one data set or one experiment tag both insert it)
+CONFLICT_MARKERS = ("IntegrityError", "UNIQUE constraint", "duplicate key", "Duplicate entry", "database is locked")
+
+
+def is_write_conflict(error: BaseException) -> bool:
+    """A write that lost a race with another writer of the same record (worth trying again), not a broken store."""
+    text = f"{type(error).__name__}: {error}"
+    return any(marker in text for marker in CONFLICT_MARKERS)
+
+
 def ending(exc_type, exc) -> tuple[str, Optional[str]]:
     """(status, error tag) of a run left with this exception (none: FINISHED)."""
     if exc_type is None:
@@ -336,9 +347,17 @@ class TrackedRun:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
+                try:
+                    self.client.restore_experiment(experiment.experiment_id)
+                except Exception:  # restored at the same moment by another run: fine if it is active now
+                    if self.client.get_experiment(experiment.experiment_id).lifecycle_stage == "deleted":
+                        raise
             if EXPERIMENT_KIND_TAG not in experiment.tags:
-                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+                try:
+                    self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+                except Exception as error:  # another run tagged it at the same moment, with the same value
+                    if not is_write_conflict(error):
+                        raise
             return experiment.experiment_id
         try:
             return self.client.create_experiment(self.experiment_name, artifact_location=self._artifact_root(),
