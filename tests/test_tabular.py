@@ -266,6 +266,66 @@ def test_a_latin1_file_is_read_with_a_notice(store):
     assert "is not UTF-8" in result.stdout + result.stderr and "Windows-1252" in result.stdout + result.stderr
 
 
+def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, store):
+    """A gzipped training file with a .tsv.bz2 test file trains (the format is the extension before the
+    compression's); pipeline-predict answers on a .csv.gz and a one-file .zip exactly as on the plain file."""
+    import bz2
+    import gzip
+    import zipfile
+
+    plain = people_run["test"]
+    train_gz = store["tmp"] / "train.csv.gz"
+    train_gz.write_bytes(gzip.compress(people_run["train"].read_bytes()))
+    test_bz2 = store["tmp"] / "test.tsv.bz2"
+    test_bz2.write_bytes(bz2.compress(plain.read_text().replace(",", "\t").encode()))
+    result = run_cli_in_process(["data=csv", f"data.path={train_gz}", f"data.test_path={test_bz2}",
+                                 "data.target=label", "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "/ 300 test rows" in result.stdout, result.stdout[-2000:]
+
+    gz = store["tmp"] / "new.csv.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    zipped = store["tmp"] / "new.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(plain, "new.csv")
+    answers = []
+    for source in (plain, gz, zipped):
+        output = store["tmp"] / f"{source.name}.predictions.csv"
+        code, _, stderr = predict_cli([people_run["run"].info.run_id, "--input", str(source), "--output", str(output),
+                                       "--tracking-uri", people_run["store"]["uri"]])
+        assert code == 0, (source, stderr[-3000:])
+        answers.append(pd.read_csv(output, dtype={"prediction": str}))
+    assert len(answers[0]) == 300
+    for answer in answers[1:]:
+        pd.testing.assert_frame_equal(answer, answers[0])
+
+
+def test_compressed_and_spreadsheet_files_that_cannot_be_read_are_refused(store):
+    import gzip
+    import zipfile
+
+    table = table_text("a,b,label", GOOD).encode()
+    truncated = store["tmp"] / "cut.csv.gz"
+    truncated.write_bytes(gzip.compress(table)[:60])
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={truncated}", "data.target=label"], store), store,
+                   str(truncated), "cannot be decompressed as gzip")
+    two = store["tmp"] / "two.zip"
+    with zipfile.ZipFile(two, "w") as archive:
+        archive.writestr("train.csv", table)
+        archive.writestr("test.csv", table)
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={two}", "data.target=label"], store), store,
+                   str(two), "exactly one table", "holds 2 files: train.csv, test.csv")
+    sheet = store["tmp"] / "table.xlsx"
+    with zipfile.ZipFile(sheet, "w") as archive:  # what an .xlsx file is
+        archive.writestr("[Content_Types].xml", "<Types/>")
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={sheet}", "data.target=label"], store), store,
+                   str(sheet), "a spreadsheet (.xlsx) is not read", "save the sheet as CSV")
+    packed = store["tmp"] / "table.parquet.gz"
+    packed.write_bytes(gzip.compress(b"PAR1"))
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={packed}", "data.target=label"], store), store,
+                   str(packed), "a compressed Parquet file is not read")
+
+
 @pytest.mark.unit
 def test_tree_bins_fall_where_the_target_changes_and_survive_the_json_state():
     from pipeline.data.preprocessing import TablePreprocessor

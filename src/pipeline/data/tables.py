@@ -1,4 +1,5 @@
-"""Reading tables as they come: CSV, TSV, Parquet, Feather and JSON lines, through pandas/pyarrow.
+"""Reading tables as they come: CSV, TSV, Parquet, Feather and JSON lines, through pandas/pyarrow; the text
+formats also compressed (``.gz``, ``.bz2``, ``.xz``, ``.zip`` of one file, ``.zst``), as downloads often are.
 
 :func:`read_table` reads a whole file (training), :func:`iter_table` streams one in batches (prediction).
 Both answer a problem with one :class:`DataError` line that names the file (and the line, where there is
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
            ".feather": "feather", ".arrow": "feather", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 FORMAT_NAMES = ("csv", "tsv", "parquet", "feather", "jsonl")
+# a text table compressed as a whole, by its last extension (``adult.data.gz``, ``train.csv.zip``); pandas reads
+# these itself, the checks here read them through :func:`_open_bytes`
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
+# spreadsheets, refused by name: pandas reads them only with an extra engine, and a sheet is not one table
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 TEXT_FORMATS = ("csv", "tsv", "jsonl")
 DEFAULT_SEPARATORS = {"csv": ",", "tsv": "\t"}
 # a column whose values are numbers but for a few cells: those cells are typos or unlisted missing-value codes
@@ -54,16 +60,87 @@ class Table:
 
 
 def table_format(path: Path, format: Optional[str] = None) -> str:
-    """The format named by ``format`` or, failing that, by the extension; anything else is read as CSV
-    (e.g. UCI's ``adult.data``)."""
+    """The format named by ``format`` or, failing that, by the extension (the one before a compression's:
+    ``train.csv.gz`` is CSV); anything else is read as CSV (e.g. UCI's ``adult.data``)."""
     if format:
         name = str(format).lower().lstrip(".")
         name = {"parq": "parquet", "pq": "parquet", "arrow": "feather", "ndjson": "jsonl", "json": "jsonl",
                 "tab": "tsv"}.get(name, name)
         if name not in FORMAT_NAMES:
             raise DataError(f"data.format={format!r} is not a table format; choose one of {', '.join(FORMAT_NAMES)}")
-        return name
-    return FORMATS.get(path.suffix.lower(), "csv")
+    else:
+        suffix = _table_suffix(path)
+        if suffix in SPREADSHEETS:
+            raise DataError(f"{path}: a spreadsheet ({suffix}) is not read; save the sheet as CSV (or, in Python, "
+                            "pandas.read_excel(path).to_parquet('table.parquet')) and give that file")
+        name = FORMATS.get(suffix, "csv")
+    if compression(path) and name not in TEXT_FORMATS:
+        raise DataError(f"{path}: a compressed {name.capitalize()} file is not read; {name.capitalize()} compresses "
+                        "its own columns: decompress the file, or write it with its own compression")
+    return name
+
+
+def compression(path: Path) -> Optional[str]:
+    """How a text table is compressed, by its last extension (None: not compressed)."""
+    return COMPRESSIONS.get(Path(path).suffix.lower())
+
+
+def _table_suffix(path: Path) -> str:
+    """The extension that names the table's format: the one before ``.gz`` and the like."""
+    path = Path(path)
+    return Path(path.stem).suffix.lower() if compression(path) else path.suffix.lower()
+
+
+def _open_bytes(path: Path):
+    """The file's bytes, decompressed where its extension says so; a file that does not decompress (or a
+    ``.zip`` that does not hold exactly one file) is a :class:`DataError` naming it."""
+    kind = compression(path)
+    if kind is None:
+        return path.open("rb")
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(f"{path}: reading .zst files needs the zstandard package (pip install zstandard), "
+                            "or decompress the file first") from None
+        return zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)
+    if kind == "zip":
+        import zipfile
+
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise DataError(f"{path}: not a readable zip file ({_first_line(error)})") from None
+        members = [m for m in archive.namelist() if not m.endswith("/")]
+        if len(members) != 1:
+            archive.close()
+            raise DataError(f"{path}: a zip file must hold exactly one table, this one holds {len(members)} files"
+                            f"{': ' + ', '.join(members[:5]) if members else ''}; unzip it and give "
+                            "the table's file")
+        return archive.open(members[0])
+    import bz2
+    import gzip
+    import lzma
+
+    return {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind](path, "rb")
+
+
+def _open_text(path: Path, encoding: str):
+    """The file as text (decompressed where its extension says so), newlines left to the csv module."""
+    import io
+
+    return io.TextIOWrapper(_open_bytes(path), encoding=encoding, newline="")
+
+
+def _read_head(path: Path, size: Optional[int]) -> bytes:
+    """The first ``size`` bytes of the file's (decompressed) content, all of it for None."""
+    try:
+        with _open_bytes(path) as handle:
+            return handle.read(size) if size is not None else handle.read()
+    except DataError:
+        raise
+    except Exception as error:  # gzip.BadGzipFile, EOFError (truncated), lzma.LZMAError, zlib.error, OSError
+        raise DataError(f"{path}: cannot be decompressed as {compression(path)} ({_first_line(error)})") from None
 
 
 # ----- reading ---------------------------------------------------------------------------------------
@@ -161,8 +238,7 @@ def _check_file(path: Path, fmt: str) -> None:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if fmt in TEXT_FORMATS:
-        with path.open("rb") as handle:
-            head = handle.read(1 << 16)
+        head = _read_head(path, 1 << 16)
         if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise DataError(f"{path}: a binary file (it holds NUL bytes), not {fmt.upper()} text; for a Parquet or "
                             "Feather file use the .parquet/.feather extension or data.format=parquet|feather")
@@ -175,8 +251,7 @@ def _text_encoding(path: Path, head_only: bool = False) -> str:
     ``head_only``: judge by the first MiB (streaming a large file; a later bad byte is then reported)."""
     import codecs
 
-    with path.open("rb") as handle:
-        data = handle.read(1 << 20) if head_only else handle.read()
+    data = _read_head(path, 1 << 20 if head_only else None)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
     for encoding in ("utf-8-sig", "cp1252", "latin-1"):
@@ -224,7 +299,7 @@ def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str) -> Op
     """The header's column names (None for an empty file); duplicates are refused, naming them (pandas would
     silently rename the second ``a`` to ``a.1``)."""
     try:
-        with path.open(newline="", encoding=encoding) as handle:
+        with _open_text(path, encoding) as handle:
             first = next(csv.reader(handle, delimiter=sep or DEFAULT_SEPARATORS[fmt], skipinitialspace=True), None)
     except (UnicodeDecodeError, LookupError) as error:
         raise DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set data.encoding "
@@ -250,7 +325,7 @@ def _refuse_duplicates(path: Path, names: Sequence[str]) -> None:
 
 def _refuse_ragged_rows(path: Path, sep: str, encoding: str, width: int) -> None:
     """A row with fewer or more cells than the header (an unquoted separator, a truncated write)."""
-    with path.open(newline="", encoding=encoding) as handle:
+    with _open_text(path, encoding) as handle:
         reader = csv.reader(handle, delimiter=sep, skipinitialspace=True)
         next(reader, None)
         try:
@@ -278,7 +353,7 @@ def _read_json_lines(path: Path, encoding: Optional[str]) -> pd.DataFrame:
     try:
         return pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding=encoding)
     except ValueError as lines_error:
-        if path.suffix.lower() == ".json":  # a .json file may also be one array of records
+        if _table_suffix(path) == ".json":  # a .json file may also be one array of records
             try:
                 return pd.read_json(path, dtype=False, convert_dates=False, encoding=encoding)
             except ValueError:
