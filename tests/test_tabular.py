@@ -213,6 +213,39 @@ def test_parquet_regression_predicts_in_the_targets_units(tmp_path, migrated_sto
     assert rmse == pytest.approx(run.data.metrics["test/rmse"], rel=1e-5)  # dollars, like the test metric
 
 
+def written_houses(rows: int, seed: int) -> pd.DataFrame:
+    """:func:`houses` as a report writes it: the price in dollars with thousands separators, the area with
+    thousands separators, a tax rate in percent (some cells empty)."""
+    frame = houses(rows, seed)
+    area = [f"{v * 1000:,.0f}" if v == v else "" for v in frame["rooms"]]
+    return pd.DataFrame({"area": area, "tax": [f"{1 + i % 7 * 0.25:.2f}%" for i in range(rows)], "town": frame["town"],
+                         "price": [f"${v:,.2f}" for v in frame["price"]]})
+
+
+def test_numbers_written_with_currency_thousands_and_percent_signs_are_numbers(store):
+    train, test = store["tmp"] / "train.csv", store["tmp"] / "test.csv"
+    written_houses(500, 0).to_csv(train, index=False)
+    written_houses(200, 1).to_csv(test, index=False)
+    assert '"$' in train.read_text() and "%" in train.read_text()  # quoted cells with commas: as exports write them
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={train}", f"data.test_path={test}",
+                                 "data.target=price", "trainer.max_epochs=30", "optimizer.lr=0.01", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "read as numbers written with a currency sign, thousands separators or '%'" in output, output[-3000:]
+    assert "'area' ('" in output and "'tax' ('1.00%' -> 0.01)" in output, output[-3000:]
+    metrics = dict(re.findall(r"test/(\w+)=([-\d.e]+)", output))
+    assert float(metrics["r2"]) > 0.8, metrics  # the area is what the price follows: it was read, as a number
+
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    predictions = store["tmp"] / "predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(test), "--output", str(predictions)])
+    assert code == 0, stderr[-3000:]
+    truth = pd.read_csv(test)["price"].str.replace("[$,]", "", regex=True).astype(float).to_numpy()
+    predicted = pd.read_csv(predictions)["prediction"].to_numpy()
+    rmse = math.sqrt(float(np.mean((predicted - truth) ** 2)))
+    assert rmse == pytest.approx(float(metrics["rmse"]), rel=1e-3)  # dollars, from the raw written rows
+
+
 # ----- refused, with one line naming the file and the column ------------------------------------------------------
 def table_text(header: str, rows: list[str]) -> str:
     return "\n".join([header, *rows]) + "\n"

@@ -39,6 +39,11 @@ PIECEWISE_BINS = 16  # bins of the piecewise-linear encoding (fewer where a colu
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# a number as spreadsheets and reports write it: a currency sign before or after, thousands separated by commas,
+# a percent sign ("$1,234.50", "1,234", "10.65%", "-€5", "5 €")
+_WRITTEN_NUMBER = re.compile(
+    r"(?P<sign>[+-]?)\s*(?P<before>[$€£¥]?)\s*(?P<sign2>[+-]?)(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)"
+    r"(?P<exponent>[eE][+-]?\d+)?\s*(?P<after>[$€£¥]?)\s*(?P<percent>%?)")
 
 
 class RawInputError(ValueError):
@@ -86,8 +91,26 @@ def canonical_values(column: pd.Series, missing: frozenset = frozenset(MISSING_T
     return spelled[codes]  # code -1 (missing) picks the None appended last
 
 
+def written_number(text: str) -> float:
+    """The value of a number written with a currency sign, thousands separators or a percent sign
+    (``"$1,234.50"`` -> 1234.5, ``"10.65%"`` -> 0.1065: a percentage is its fraction, so that ``"5%"`` and
+    ``"0.05"`` in one column agree); NaN for anything else, plain numbers included (pandas reads those)."""
+    match = _WRITTEN_NUMBER.fullmatch(text)
+    if match is None or (match["sign"] and match["sign2"]) or (match["before"] and match["after"]) or \
+            (match["percent"] and (match["before"] or match["after"])):
+        return math.nan
+    if not (match["before"] or match["after"] or match["percent"] or "," in match["digits"]):
+        return math.nan
+    value = float(match["digits"].replace(",", "") + (match["exponent"] or ""))
+    if "-" in (match["sign"], match["sign2"]):
+        value = -value
+    return value / 100 if match["percent"] else value
+
+
 def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values with NaN where missing, boolean mask of the cells that hold something that is not a number)."""
+    """(float64 values with NaN where missing, boolean mask of the cells that hold something that is not a number).
+    Numbers written with a currency sign, thousands separators or a percent sign are numbers
+    (:func:`written_number`)."""
     if pd.api.types.is_bool_dtype(column.dtype):
         values = column.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
         return values, np.zeros(len(values), dtype=bool)
@@ -97,7 +120,10 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
     # each distinct text parsed once: a column of category names has few, and parsing them is the slow part
     codes, uniques = pd.factorize(text.mask(text.isin(missing)), use_na_sentinel=True)
     parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object), dtype=object), errors="coerce")
-    parsed = np.append(parsed.to_numpy(dtype=np.float64, na_value=np.nan), np.nan)  # code -1: missing
+    parsed = np.array(parsed.to_numpy(dtype=np.float64, na_value=np.nan))  # writable
+    for position in np.flatnonzero(np.isnan(parsed)):
+        parsed[position] = written_number(str(uniques[position]))
+    parsed = np.append(parsed, np.nan)  # code -1: missing
     values = parsed[codes]
     bad = (codes >= 0) & np.isnan(values)
     return values, bad

@@ -12,7 +12,7 @@ import csv
 import logging
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError
-from .preprocessing import FLOAT32_MAX, MISSING_TOKENS, canonical_values, to_numbers
+from .preprocessing import FLOAT32_MAX, MISSING_TOKENS, canonical_values, to_numbers, written_number
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,8 @@ class ColumnPlan:
 
     kinds: dict[str, str]
     left_out: dict[str, str]
+    # numeric columns of text that pandas alone would not read as numbers: name -> (a cell, its value)
+    written: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str] = (), numeric: Sequence[str] = (),
@@ -465,7 +467,24 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             left_out[name] = f"{distinct} distinct values in {present} rows"
         else:
             kinds[name] = "categorical"
-    return ColumnPlan(kinds, left_out)
+    written = {}
+    for name, kind in kinds.items():
+        example = _written_example(table.frame[name], missing) if kind == "numeric" else None
+        if example is not None:
+            written[name] = example
+    return ColumnPlan(kinds, left_out, written)
+
+
+def _written_example(column: pd.Series, missing: frozenset) -> Optional[tuple[str, float]]:
+    """A cell of a column read as numbers that pandas alone would not have read (a currency sign, thousands
+    separators, a percent sign), with its value; None when every number is written plainly."""
+    if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        return None
+    for text in column.dropna().astype(str).str.strip().unique():
+        value = written_number(text) if text not in missing else float("nan")
+        if not np.isnan(value):
+            return text, value
+    return None
 
 
 def check_numeric_column(table: Table, name: str, na_values: Sequence[str] = ()) -> None:
