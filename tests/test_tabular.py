@@ -215,14 +215,15 @@ def test_parquet_regression_predicts_in_the_targets_units(tmp_path, migrated_sto
 
 def written_houses(rows: int, seed: int) -> pd.DataFrame:
     """:func:`houses` as a report writes it: the price in dollars with thousands separators, the area with
-    thousands separators, a tax rate in percent (some cells empty)."""
+    thousands separators (some cells empty), a tax rate in percent, the day of the listing as an ISO date."""
     frame = houses(rows, seed)
     area = [f"{v * 1000:,.0f}" if v == v else "" for v in frame["rooms"]]
+    listed = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.random.default_rng(seed).integers(0, 700, rows), unit="D")
     return pd.DataFrame({"area": area, "tax": [f"{1 + i % 7 * 0.25:.2f}%" for i in range(rows)], "town": frame["town"],
-                         "price": [f"${v:,.2f}" for v in frame["price"]]})
+                         "listed": listed.strftime("%Y-%m-%d"), "price": [f"${v:,.2f}" for v in frame["price"]]})
 
 
-def test_numbers_written_with_currency_thousands_and_percent_signs_are_numbers(store):
+def test_numbers_written_with_currency_thousands_and_percent_signs_and_iso_dates_are_numbers(store):
     train, test = store["tmp"] / "train.csv", store["tmp"] / "test.csv"
     written_houses(500, 0).to_csv(train, index=False)
     written_houses(200, 1).to_csv(test, index=False)
@@ -231,8 +232,11 @@ def test_numbers_written_with_currency_thousands_and_percent_signs_are_numbers(s
                                  "data.target=price", "trainer.max_epochs=30", "optimizer.lr=0.01", "logger=none"], store)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert "read as numbers written with a currency sign, thousands separators or '%'" in output, output[-3000:]
+    assert "read as numbers (written with a currency sign, thousands separators or '%'; ISO dates as days since " \
+        "1970-01-01)" in output, output[-3000:]
     assert "'area' ('" in output and "'tax' ('1.00%' -> 0.01)" in output, output[-3000:]
+    day, days = re.search(r"'listed' \('(\d{4}-\d\d-\d\d)' -> (\d+)\)", output).groups()
+    assert int(days) == (pd.Timestamp(day) - pd.Timestamp("1970-01-01")).days
     metrics = dict(re.findall(r"test/(\w+)=([-\d.e]+)", output))
     assert float(metrics["r2"]) > 0.8, metrics  # the area is what the price follows: it was read, as a number
 

@@ -44,6 +44,9 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _WRITTEN_NUMBER = re.compile(
     r"(?P<sign>[+-]?)\s*(?P<before>[$€£¥]?)\s*(?P<sign2>[+-]?)(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)"
     r"(?P<exponent>[eE][+-]?\d+)?\s*(?P<after>[$€£¥]?)\s*(?P<percent>%?)")
+# an ISO 8601 date, with a time and a zone or not ("2024-01-05", "2024-01-05T13:45:00Z", "2024-01-05 13:45")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?")
+_EPOCH = None  # 1970-01-01 UTC, made on first use
 
 
 class RawInputError(ValueError):
@@ -107,10 +110,37 @@ def written_number(text: str) -> float:
     return value / 100 if match["percent"] else value
 
 
+def date_number(text: str) -> float:
+    """An ISO 8601 date as days since 1970-01-01 (a time of day as the fraction; a zone converted to UTC, none
+    read as UTC): ``"2024-01-05"`` -> 19727.0. NaN for anything else; other spellings (``01/05/2024``) are
+    ambiguous between countries and are not read."""
+    global _EPOCH
+    if not _ISO_DATE.fullmatch(text):
+        return math.nan
+    import datetime
+
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:  # 2024-13-45
+        return math.nan
+    if _EPOCH is None:
+        _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return (moment - _EPOCH).total_seconds() / 86400.0
+
+
+def text_number(text: str) -> float:
+    """What a cell that pandas does not read as a number means as one: :func:`written_number`, else
+    :func:`date_number`; NaN for anything else."""
+    value = written_number(text)
+    return date_number(text) if math.isnan(value) else value
+
+
 def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values with NaN where missing, boolean mask of the cells that hold something that is not a number).
-    Numbers written with a currency sign, thousands separators or a percent sign are numbers
-    (:func:`written_number`)."""
+    Numbers written with a currency sign, thousands separators or a percent sign, and ISO dates, are numbers
+    (:func:`text_number`)."""
     if pd.api.types.is_bool_dtype(column.dtype):
         values = column.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
         return values, np.zeros(len(values), dtype=bool)
@@ -122,7 +152,7 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
     parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object), dtype=object), errors="coerce")
     parsed = np.array(parsed.to_numpy(dtype=np.float64, na_value=np.nan))  # writable
     for position in np.flatnonzero(np.isnan(parsed)):
-        parsed[position] = written_number(str(uniques[position]))
+        parsed[position] = text_number(str(uniques[position]))
     parsed = np.append(parsed, np.nan)  # code -1: missing
     values = parsed[codes]
     bad = (codes >= 0) & np.isnan(values)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError
-from .preprocessing import FLOAT32_MAX, MISSING_TOKENS, canonical_values, to_numbers, written_number
+from .preprocessing import FLOAT32_MAX, MISSING_TOKENS, canonical_values, text_number, to_numbers
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +416,8 @@ class ColumnPlan:
 
     kinds: dict[str, str]
     left_out: dict[str, str]
-    # numeric columns of text that pandas alone would not read as numbers: name -> (a cell, its value)
+    # numeric columns of text that pandas alone would not read as numbers (written numbers, ISO dates):
+    # name -> (a cell, its value)
     written: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
@@ -454,7 +455,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             if integral and distinct <= max_integer_categories:
                 kinds[name] = "categorical"
             elif integral and distinct == len(values) == present and finite.max() - finite.min() == distinct - 1 \
-                    and distinct > IDENTIFIER_MIN:
+                    and distinct > IDENTIFIER_MIN and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day
                 left_out[name] = "a row number"
             else:
                 kinds[name] = "numeric"
@@ -477,11 +478,11 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
 
 def _written_example(column: pd.Series, missing: frozenset) -> Optional[tuple[str, float]]:
     """A cell of a column read as numbers that pandas alone would not have read (a currency sign, thousands
-    separators, a percent sign), with its value; None when every number is written plainly."""
+    separators, a percent sign, an ISO date), with its value; None when every number is written plainly."""
     if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
         return None
     for text in column.dropna().astype(str).str.strip().unique():
-        value = written_number(text) if text not in missing else float("nan")
+        value = text_number(text) if text not in missing else float("nan")
         if not np.isnan(value):
             return text, value
     return None

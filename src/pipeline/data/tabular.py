@@ -341,8 +341,8 @@ class CsvData(TabularDataModule):
                         "data.categorical=[<name>] (or data.numeric=[<name>])", listed)
         if plan.written:
             listed = ", ".join(f"{name!r} ({text!r} -> {value:g})" for name, (text, value) in plan.written.items())
-            log.warning("data: read as numbers written with a currency sign, thousands separators or '%%': %s; keep "
-                        "one as text with data.categorical=[<name>]", listed)
+            log.warning("data: read as numbers (written with a currency sign, thousands separators or '%%'; ISO dates as "
+                        "days since 1970-01-01): %s; keep one as text with data.categorical=[<name>]", listed)
         if not plan.kinds:
             raise DataError(f"{train.path}: no feature columns left (target {self.target!r}; left out: "
                             f"{', '.join(plan.left_out) or '-'}); choose them with data.features=[...]")
