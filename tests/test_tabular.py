@@ -326,15 +326,21 @@ def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, st
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(plain, "new.csv")
     answers = []
-    for source in (plain, gz, zipped):
-        output = store["tmp"] / f"{source.name}.predictions.csv"
+    # the predictions of the compressed inputs written compressed too, in small batches
+    for source, suffix in ((plain, ".csv"), (gz, ".csv.gz"), (zipped, ".csv.xz")):
+        output = store["tmp"] / f"{source.name}.predictions{suffix}"
         code, _, stderr = predict_cli([people_run["run"].info.run_id, "--input", str(source), "--output", str(output),
-                                       "--tracking-uri", people_run["store"]["uri"]])
+                                       "--batch-size", "64", "--tracking-uri", people_run["store"]["uri"]])
         assert code == 0, (source, stderr[-3000:])
-        answers.append(pd.read_csv(output, dtype={"prediction": str}))
+        assert not list(store["tmp"].glob(".*.partial"))
+        answers.append(pd.read_csv(output, dtype={"prediction": str}))  # pandas decompresses by the extension
     assert len(answers[0]) == 300
     for answer in answers[1:]:
         pd.testing.assert_frame_equal(answer, answers[0])
+    assert gzip.decompress((store["tmp"] / "new.csv.gz.predictions.csv.gz").read_bytes()).startswith(b"prediction,")
+    code, _, stderr = predict_cli([people_run["run"].info.run_id, "--input", str(plain), "--output",
+                                   str(store["tmp"] / "out.parquet.gz"), "--tracking-uri", people_run["store"]["uri"]])
+    assert code == 2 and "unknown extension" in stderr and ".gz, .bz2, .xz" in stderr, stderr[-2000:]
 
 
 def test_compressed_and_spreadsheet_files_that_cannot_be_read_are_refused(store):

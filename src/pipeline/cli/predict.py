@@ -35,9 +35,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline-predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("model", help="an MLflow run id (or runs:/<id>/model, models:/...), or a checkpoint file")
     parser.add_argument("--input", required=True, type=Path,
-                        help="what to predict: a table (.csv .tsv .parquet .feather .jsonl); for a text model also a .txt "
+                        help="what to predict: a table (.csv .tsv .parquet .feather .jsonl, the text ones also compressed: "
+                             ".gz .bz2 .xz .zip); for a text model also a .txt "
                              "file (a text per line), for an image model also a folder of images")
-    parser.add_argument("--output", required=True, type=Path, help="where to write the predictions (.csv .tsv .jsonl .parquet)")
+    parser.add_argument("--output", required=True, type=Path,
+                        help="where to write the predictions (.csv .tsv .jsonl .parquet; the text ones also compressed: "
+                             ".csv.gz .csv.bz2 .csv.xz)")
     parser.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                         help="copy this input column (e.g. an id) into the output; repeat or separate by commas")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
@@ -179,22 +182,39 @@ def _from_checkpoint(path: Path) -> Predictor:
 
 # ----- writing ------------------------------------------------------------------------------------------
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+# a text output compressed by its last extension (predictions.csv.gz)
+OUTPUT_COMPRESSIONS = (".gz", ".bz2", ".xz")
 
 
 class PredictionWriter:
     """Appends batches to a temporary file beside ``path``, renamed to ``path`` once every batch is in: a
-    failed run leaves no half-written predictions behind."""
+    failed run leaves no half-written predictions behind. CSV, TSV and JSON lines may be compressed
+    (``.csv.gz``, ``.bz2``, ``.xz``)."""
 
     def __init__(self, path: Path):
-        self.format = OUTPUT_FORMATS.get(path.suffix.lower())
-        if self.format is None:
-            raise PredictError(f"--output {path}: unknown extension; use one of {', '.join(OUTPUT_FORMATS)}")
+        compressed = path.suffix.lower() if path.suffix.lower() in OUTPUT_COMPRESSIONS else None
+        self.format = OUTPUT_FORMATS.get(Path(path.stem).suffix.lower() if compressed else path.suffix.lower())
+        if self.format is None or (compressed and self.format == "parquet"):
+            raise PredictError(f"--output {path}: unknown extension; use one of {', '.join(OUTPUT_FORMATS)} (the text "
+                               f"ones may end in {', '.join(OUTPUT_COMPRESSIONS)} to be compressed)")
         if not path.parent.is_dir():
             raise PredictError(f"--output {path}: the folder {path.parent} does not exist")
         self.path = path
+        self.compressed = compressed
         self.partial = path.with_name(f".{path.name}.partial")
         self.parquet = None
+        self.text = None  # the open output of a text format
         self.rows = 0
+
+    def _open_text(self):
+        if self.compressed is None:
+            return self.partial.open("w", newline="")
+        import bz2
+        import gzip
+        import lzma
+
+        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[self.compressed]
+        return opener(self.partial, "wt", newline="")
 
     def write(self, frame) -> None:
         if self.format == "parquet":
@@ -205,17 +225,20 @@ class PredictionWriter:
             if self.parquet is None:
                 self.parquet = pq.ParquetWriter(self.partial, table.schema)
             self.parquet.write_table(table)
-        elif self.format == "jsonl":
-            with self.partial.open("a" if self.rows else "w") as handle:
-                frame.to_json(handle, orient="records", lines=True)
         else:
-            frame.to_csv(self.partial, sep="\t" if self.format == "tsv" else ",", index=False,
-                         mode="a" if self.rows else "w", header=self.rows == 0)
+            if self.text is None:
+                self.text = self._open_text()
+            if self.format == "jsonl":
+                frame.to_json(self.text, orient="records", lines=True)
+            else:
+                frame.to_csv(self.text, sep="\t" if self.format == "tsv" else ",", index=False, header=self.rows == 0)
         self.rows += len(frame)
 
     def close(self, success: bool) -> None:
         if self.parquet is not None:
             self.parquet.close()
+        if self.text is not None:
+            self.text.close()
         if success and self.partial.exists():
             os.replace(self.partial, self.path)
         elif self.partial.exists():
