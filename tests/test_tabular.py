@@ -303,6 +303,18 @@ def test_a_latin1_file_is_read_with_a_notice(store):
     assert "is not UTF-8" in result.stdout + result.stderr and "Windows-1252" in result.stdout + result.stderr
 
 
+def test_labels_that_differ_only_by_case_are_said_not_merged(store):
+    path = store["tmp"] / "cased.csv"
+    labels = ["yes", "no"] * 30 + ["Yes", "NO.", "No"]
+    path.write_text(table_text("a,b,label", [f"{i * 0.37:.2f},{'ab'[i % 2]},{label}" for i, label in enumerate(labels)]))
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "differ only by case (or case and trailing punctuation) are separate classes: 'NO.' (1 rows), 'No' (1 rows), " \
+        "'no' (30 rows); 'Yes' (1 rows), 'yes' (30 rows)" in output, output[-3000:]
+
+
 def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, store):
     """A gzipped training file with a .tsv.bz2 test file trains (the format is the extension before the
     compression's); pipeline-predict answers on a .csv.gz and a one-file .zip exactly as on the plain file."""

@@ -553,6 +553,15 @@ def class_labels(tables: Sequence[Table], target: str) -> tuple[list[np.ndarray]
         log.warning("data.target: labels in column %r that differ only by trailing punctuation or space are read "
                     "as one class: %s", target, "; ".join(merged))
     classes = sorted({rename.get(label, label) for label in counts.index}, key=_label_sort_key)
+    by_case: dict[str, list[str]] = {}
+    for label in classes:
+        by_case.setdefault(_without_trailing_punctuation(label).casefold(), []).append(label)
+    cased = [spellings for spellings in by_case.values() if len(spellings) > 1]
+    if cased:  # 'A' and 'a' may be two classes (letters): said, not merged
+        total = counts.groupby(lambda label: rename.get(label, label)).sum()
+        log.warning("data.target: labels in column %r that differ only by case (or case and trailing punctuation) are separate classes: %s; if they "
+                    "mean one class, write them one way in the file", target,
+                    "; ".join(", ".join(f"{s!r} ({int(total[s])} rows)" for s in spellings) for spellings in cased))
     index = {c: i for i, c in enumerate(classes)}
     out = []
     for labels in spelled:
