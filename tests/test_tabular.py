@@ -315,6 +315,22 @@ def test_labels_that_differ_only_by_case_are_said_not_merged(store):
         "'no' (30 rows); 'Yes' (1 rows), 'yes' (30 rows)" in output, output[-3000:]
 
 
+def test_an_integer_per_row_named_like_an_identifier_is_left_out(store):
+    """Random unique integers named ``user_id`` say nothing about the label (they would be an input of pure
+    noise); the same kind of column named ``visits`` is a measurement and stays."""
+    rng = np.random.default_rng(0)
+    ids, visits = rng.choice(10**6, size=60, replace=False), rng.choice(10**4, size=60, replace=False)
+    path = store["tmp"] / "users.csv"
+    path.write_text(table_text("user_id,visits,b,label", [f"{i},{v},{'ab'[k % 2]},{k % 2}"
+                                                           for k, (i, v) in enumerate(zip(ids, visits))]))
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "left out 'user_id' (a different integer per row, named like an identifier)" in output, output[-3000:]
+    assert "'visits'" not in output.split("left out", 1)[1].split("\n", 1)[0]
+
+
 def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, store):
     """A gzipped training file with a .tsv.bz2 test file trains (the format is the extension before the
     compression's); pipeline-predict answers on a .csv.gz and a one-file .zip exactly as on the plain file."""

@@ -40,6 +40,8 @@ TYPO_SHARE = 0.05
 # identifier or free text: a category per row teaches a model nothing
 IDENTIFIER_SHARE = 0.5
 IDENTIFIER_MIN = 10
+# a column named like an identifier: "id", "user_id", "row id", "PassengerId", "customerID" (not "paid", "VALID")
+_IDENTIFIER_NAME = re.compile(r"(?:^|[_\s.\-])[iI][dD]$|[a-z](?:Id|ID)$|^(?:id|ID|Id)$")
 
 
 @dataclass
@@ -457,6 +459,9 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             elif integral and distinct == len(values) == present and finite.max() - finite.min() == distinct - 1 \
                     and distinct > IDENTIFIER_MIN and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day
                 left_out[name] = "a row number"
+            elif integral and distinct == len(values) == present and distinct > IDENTIFIER_MIN \
+                    and _IDENTIFIER_NAME.search(str(name)):
+                left_out[name] = "a different integer per row, named like an identifier"
             else:
                 kinds[name] = "numeric"
             continue
