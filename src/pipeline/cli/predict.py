@@ -208,13 +208,13 @@ class PredictionWriter:
 
     def _open_text(self):
         if self.compressed is None:
-            return self.partial.open("w", newline="")
+            return self.partial.open("w", encoding="utf-8", newline="")
         import bz2
         import gzip
         import lzma
 
         opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[self.compressed]
-        return opener(self.partial, "wt", newline="")
+        return opener(self.partial, "wt", encoding="utf-8", newline="")
 
     def write(self, frame) -> None:
         if self.format == "parquet":
