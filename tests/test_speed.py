@@ -302,6 +302,14 @@ def test_one_pass_metrics_match_torchmetrics_with_ties_and_absent_classes():
         ours = metrics.multiclass(probabilities, labels, 4)
         assert float(ours["acc"]) == pytest.approx(float(tc.MulticlassAccuracy(4, average="micro")(probabilities, labels)))
         assert float(ours["f1"]) == pytest.approx(float(tc.MulticlassF1Score(4, average="macro")(probabilities, labels)))
+        per_class = tc.MulticlassAUROC(4, average=None)(probabilities, labels)  # class 3: 0, it has no ROC curve
+        present = [k for k in range(4) if 0 < int((labels == k).sum()) < rows]
+        expected = float(per_class[present].mean()) if present else 0.0
+        assert float(ours["auroc"]) == pytest.approx(expected, abs=1e-6), rows
+        if rows >= 4:  # every class occurs: torchmetrics' macro average itself
+            every = torch.randperm(rows, generator=generator) % 4
+            assert float(metrics.multiclass(probabilities, every, 4)["auroc"]) == pytest.approx(
+                float(tc.MulticlassAUROC(4, average="macro")(probabilities, every)), abs=1e-6)
         if rows > 1:
             predictions, truth = torch.randn(rows, generator=generator), torch.randn(rows, generator=generator)
             ours = metrics.regression(predictions, truth)

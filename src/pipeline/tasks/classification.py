@@ -1,5 +1,6 @@
-"""Classification: binary (one logit, BCE-with-logits) or multiclass (K logits, cross-entropy);
-metrics acc, f1 (and auroc when binary); a confusion matrix of the test split; stratified splits."""
+"""Classification: binary (one logit, BCE-with-logits) or multiclass (K logits, cross-entropy); metrics acc, f1
+and auroc (macro one versus rest for more than two classes); a confusion matrix of the test split; stratified
+splits."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,8 +49,7 @@ class ClassificationModule(TaskModule):
 
     @classmethod
     def metric_names(cls, spec) -> tuple[str, ...]:
-        binary = (getattr(spec, "num_classes", None) or 2) == 2
-        return ("acc", "f1", "auroc") if binary else ("acc", "f1")
+        return ("acc", "f1", "auroc")
 
     def metric_inputs(self, output: Tensor) -> Tensor:
         return self.probabilities(output)

@@ -38,7 +38,9 @@ def auroc(scores: Tensor, positive: Tensor) -> Tensor:
 
 
 def multiclass(probabilities: Tensor, targets: Tensor, num_classes: int) -> dict[str, Tensor]:
-    """acc (micro) and f1 (macro over the classes that occur among targets or predictions)."""
+    """acc (micro), f1 (macro over the classes that occur among targets or predictions) and auroc (macro one
+    versus rest over the classes that occur among the targets: torchmetrics' MulticlassAUROC when every class
+    occurs; a class absent from the split has no ROC curve, and torchmetrics would count it as 0)."""
     predicted = probabilities.argmax(-1)
     targets = targets.reshape(-1)
     classes = torch.arange(num_classes)
@@ -51,7 +53,10 @@ def multiclass(probabilities: Tensor, targets: Tensor, num_classes: int) -> dict
     present = denominator > 0
     per_class = torch.where(present, 2 * true_positives / denominator.clamp_min(1), torch.zeros(()))
     f1 = per_class[present].mean() if bool(present.any()) else torch.zeros(())
-    return {"acc": (predicted == targets).float().mean(), "f1": f1}
+    scores = [auroc(probabilities[:, k], targets == k) for k in range(num_classes)
+              if 0 < int(is_target[:, k].sum()) < len(targets)]
+    macro_auroc = torch.stack(scores).mean() if scores else torch.zeros(())
+    return {"acc": (predicted == targets).float().mean(), "f1": f1, "auroc": macro_auroc}
 
 
 def regression(predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
