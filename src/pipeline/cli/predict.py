@@ -182,7 +182,7 @@ def _from_checkpoint(path: Path) -> Predictor:
 
 # ----- writing ------------------------------------------------------------------------------------------
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-# a text output compressed by its last extension (predictions.csv.gz)
+# a text output compressed by its last extension (predictions.csv.gz): the stream compressions of data.tables
 OUTPUT_COMPRESSIONS = (".gz", ".bz2", ".xz")
 
 
@@ -192,29 +192,26 @@ class PredictionWriter:
     (``.csv.gz``, ``.bz2``, ``.xz``)."""
 
     def __init__(self, path: Path):
-        compressed = path.suffix.lower() if path.suffix.lower() in OUTPUT_COMPRESSIONS else None
-        self.format = OUTPUT_FORMATS.get(Path(path.stem).suffix.lower() if compressed else path.suffix.lower())
-        if self.format is None or (compressed and self.format == "parquet"):
+        from pipeline.data.tables import compression, stream_opener, table_suffix
+
+        compressed = compression(path)
+        self.format = OUTPUT_FORMATS.get(table_suffix(path))
+        self.opener = stream_opener(compressed)  # None: not compressed
+        if self.format is None or (compressed and (self.opener is None or self.format == "parquet")):
             raise PredictError(f"--output {path}: unknown extension; use one of {', '.join(OUTPUT_FORMATS)} (the text "
                                f"ones may end in {', '.join(OUTPUT_COMPRESSIONS)} to be compressed)")
         if not path.parent.is_dir():
             raise PredictError(f"--output {path}: the folder {path.parent} does not exist")
         self.path = path
-        self.compressed = compressed
         self.partial = path.with_name(f".{path.name}.partial")
         self.parquet = None
         self.text = None  # the open output of a text format
         self.rows = 0
 
     def _open_text(self):
-        if self.compressed is None:
+        if self.opener is None:
             return self.partial.open("w", encoding="utf-8", newline="")
-        import bz2
-        import gzip
-        import lzma
-
-        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[self.compressed]
-        return opener(self.partial, "wt", encoding="utf-8", newline="")
+        return self.opener(self.partial, "wt", encoding="utf-8", newline="")
 
     def write(self, frame) -> None:
         if self.format == "parquet":

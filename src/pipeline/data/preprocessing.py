@@ -19,6 +19,7 @@ So this module imports nothing of the project, only numpy, pandas and torch; kee
 """
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from typing import Any, Optional, Sequence
@@ -46,7 +47,7 @@ _WRITTEN_NUMBER = re.compile(
     r"(?P<exponent>[eE][+-]?\d+)?\s*(?P<after>[$€£¥]?)\s*(?P<percent>%?)")
 # an ISO 8601 date, with a time and a zone or not ("2024-01-05", "2024-01-05T13:45:00Z", "2024-01-05 13:45")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?")
-_EPOCH = None  # 1970-01-01 UTC, made on first use
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 class RawInputError(ValueError):
@@ -114,17 +115,12 @@ def date_number(text: str) -> float:
     """An ISO 8601 date as days since 1970-01-01 (a time of day as the fraction; a zone converted to UTC, none
     read as UTC): ``"2024-01-05"`` -> 19727.0. NaN for anything else; other spellings (``01/05/2024``) are
     ambiguous between countries and are not read."""
-    global _EPOCH
     if not _ISO_DATE.fullmatch(text):
         return math.nan
-    import datetime
-
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:  # 2024-13-45
         return math.nan
-    if _EPOCH is None:
-        _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return (moment - _EPOCH).total_seconds() / 86400.0

@@ -71,7 +71,7 @@ def table_format(path: Path, format: Optional[str] = None) -> str:
         if name not in FORMAT_NAMES:
             raise DataError(f"data.format={format!r} is not a table format; choose one of {', '.join(FORMAT_NAMES)}")
     else:
-        suffix = _table_suffix(path)
+        suffix = table_suffix(path)
         if suffix in SPREADSHEETS:
             raise DataError(f"{path}: a spreadsheet ({suffix}) is not read; save the sheet as CSV (or, in Python, "
                             "pandas.read_excel(path).to_parquet('table.parquet')) and give that file")
@@ -87,7 +87,7 @@ def compression(path: Path) -> Optional[str]:
     return COMPRESSIONS.get(Path(path).suffix.lower())
 
 
-def _table_suffix(path: Path) -> str:
+def table_suffix(path: Path) -> str:
     """The extension that names the table's format: the one before ``.gz`` and the like."""
     path = Path(path)
     return Path(path.stem).suffix.lower() if compression(path) else path.suffix.lower()
@@ -120,11 +120,24 @@ def _open_bytes(path: Path):
                             f"{': ' + ', '.join(members[:5]) if members else ''}; unzip it and give "
                             "the table's file")
         return archive.open(members[0])
-    import bz2
-    import gzip
-    import lzma
+    return stream_opener(kind)(path, "rb")
 
-    return {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}[kind](path, "rb")
+
+def stream_opener(kind: Optional[str]):
+    """``open`` of a stream compression (``gzip.open``, ``bz2.open``, ``lzma.open``); None for another kind."""
+    if kind == "gzip":
+        import gzip
+
+        return gzip.open
+    if kind == "bz2":
+        import bz2
+
+        return bz2.open
+    if kind == "xz":
+        import lzma
+
+        return lzma.open
+    return None
 
 
 def _open_text(path: Path, encoding: str):
@@ -355,7 +368,7 @@ def _read_json_lines(path: Path, encoding: Optional[str]) -> pd.DataFrame:
     try:
         return pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding=encoding)
     except ValueError as lines_error:
-        if _table_suffix(path) == ".json":  # a .json file may also be one array of records
+        if table_suffix(path) == ".json":  # a .json file may also be one array of records
             try:
                 return pd.read_json(path, dtype=False, convert_dates=False, encoding=encoding)
             except ValueError:
@@ -454,13 +467,13 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             finite = values[~np.isnan(values)]
             integral = bool(np.all(finite == np.round(finite)))
             distinct = len(np.unique(finite))
+            unique_integers = integral and distinct == len(values) == present and distinct > IDENTIFIER_MIN
             if integral and distinct <= max_integer_categories:
                 kinds[name] = "categorical"
-            elif integral and distinct == len(values) == present and finite.max() - finite.min() == distinct - 1 \
-                    and distinct > IDENTIFIER_MIN and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day
+            elif unique_integers and finite.max() - finite.min() == distinct - 1 \
+                    and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day
                 left_out[name] = "a row number"
-            elif integral and distinct == len(values) == present and distinct > IDENTIFIER_MIN \
-                    and _IDENTIFIER_NAME.search(str(name)):
+            elif unique_integers and _IDENTIFIER_NAME.search(str(name)):
                 left_out[name] = "a different integer per row, named like an identifier"
             else:
                 kinds[name] = "numeric"
