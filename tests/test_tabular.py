@@ -6,6 +6,7 @@ in-process (the same code path without ~5 s of imports); ``pipeline-predict`` th
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -250,6 +251,48 @@ def test_numbers_written_with_currency_thousands_and_percent_signs_and_iso_dates
     assert rmse == pytest.approx(float(metrics["rmse"]), rel=1e-3)  # dollars, from the raw written rows
 
 
+def european_houses(rows: int, seed: int) -> pd.DataFrame:
+    """:func:`houses` as a continental European export writes it, for a ';'-separated file: decimal commas,
+    '.' between thousands (an area of ``3.456`` m² is three thousand and more), percent and euro signs."""
+    def european(value: float, decimals: int) -> str:
+        return f"{value:,.{decimals}f}".translate(str.maketrans({",": ".", ".": ","}))
+
+    frame = houses(rows, seed)
+    area = [european(v * 1000, 0) if v == v else "" for v in frame["rooms"]]
+    return pd.DataFrame({"fläche": area, "zins": [f"{european(1 + i % 7 * 0.25, 2)} %" for i in range(rows)],
+                         "ort": frame["town"], "preis": [f"{european(v, 2)} €" for v in frame["price"]]})
+
+
+def test_numbers_written_with_decimal_commas_are_refused_then_read_with_data_decimal(store):
+    train, test = store["tmp"] / "train.csv", store["tmp"] / "test.csv"
+    european_houses(500, 0).to_csv(train, index=False, sep=";")
+    european_houses(200, 1).to_csv(test, index=False, sep=";")
+    assert ";1,75 %;" in train.read_text() and " €" in train.read_text()
+    # read as written in English, '3.456' would be three and a half square metres: refused, naming the key
+    refused = run_cli_in_process(["task=regression", "data=csv", f"data.path={train}", "data.target=preis",
+                                  'data.sep=";"'], store)
+    assert_refused(refused, store, f"{train}:2", "column 'zins' holds", "decimal comma", """'data.decimal=","'""")
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={train}", f"data.test_path={test}",
+                                 "data.target=preis", 'data.sep=";"', 'data.decimal=","', "trainer.max_epochs=30",
+                                 "optimizer.lr=0.01", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "'zins' ('1,00 %' -> 0.01)" in output, output[-3000:]
+    metrics = dict(re.findall(r"test/(\w+)=([-\d.e]+)", output))
+    assert float(metrics["r2"]) > 0.8, metrics  # the area, read in thousands, is what the price follows
+
+    [checkpoint] = store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")  # the refused run kept outputs/ itself
+    assert json.loads((checkpoint.parent.parent / "data" / "preprocessing.json").read_text())["decimal"] == ","
+    predictions = store["tmp"] / "predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(test), "--output", str(predictions)])
+    assert code == 2 and "looks ';'-separated; set --sep ';'" in stderr, stderr[-2000:]
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(test), "--output", str(predictions), "--sep", ";"])
+    assert code == 0, stderr[-3000:]
+    truth = houses(200, 1)["price"].to_numpy()
+    rmse = math.sqrt(float(np.mean((pd.read_csv(predictions)["prediction"].to_numpy() - truth) ** 2)))
+    assert rmse == pytest.approx(float(metrics["rmse"]), rel=1e-3)  # euros, from the rows as written
+
+
 # ----- refused, with one line naming the file and the column ------------------------------------------------------
 def table_text(header: str, rows: list[str]) -> str:
     return "\n".join([header, *rows]) + "\n"
@@ -267,6 +310,9 @@ REFUSED = [
     ("fractional labels", table_text("a,b,label", [*GOOD, "3,a,0.5"]), [":42:", "'0.5'", "not a class"]),
     ("semicolon-separated", table_text("a;b;label", [g.replace(",", ";") for g in GOOD]),
      ["column 'label' not in", "looks ';'-separated", """set 'data.sep=";"'"""]),
+    ("decimal commas", table_text("a,b,label", [f'"{i * 0.37:.2f}",{"ab"[i % 2]},{i % 2}'.replace(".", ",", 1)
+                                                 for i in range(40)]),
+     [":2:", "column 'a' holds '0,00'", "decimal comma", """'data.decimal=","'""", "data.categorical=[a]"]),
     ("tab-separated in a .csv", table_text("a\tb\tlabel", [g.replace(",", "\t") for g in GOOD]),
      ["column 'label' not in", "tab-separated", "data.format=tsv"]),
 ]

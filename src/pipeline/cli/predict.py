@@ -59,8 +59,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 class Predictor:
     """A function from a DataFrame of raw rows to a DataFrame of predictions, and the columns it reads."""
 
-    def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str, accepts_missing: bool = True):
+    def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str, accepts_missing: bool = True,
+                 decimal: str = "."):
         self.predict, self.source, self.accepts_missing = predict, source, accepts_missing
+        self.decimal = decimal  # the decimal mark the training file's numbers were read with (data.decimal)
         self.columns = [name for name, _ in schema]
         kinds = [kind for _, kind in schema]
         # one column of texts or of image file paths (pipeline.data.raw_inputs), else table columns
@@ -107,7 +109,8 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
                            "input adapter, e.g. scikit-learn's digits); load it with "
                            "mlflow.pytorch.load_model")
     adapter = python_model.adapter
-    return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True))
+    return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True),
+                     getattr(adapter, "decimal", "."))
 
 
 def _sweep_trial_without_model(uri: str, tracking_uri: str) -> Optional[str]:
@@ -177,7 +180,8 @@ def _from_checkpoint(path: Path) -> Predictor:
     def predict(frame):
         return predict_frame(adapter, predictor, spec.task_kind, spec.class_names, frame)
 
-    return Predictor(predict, adapter.input_schema(), str(path), getattr(adapter, "accepts_missing", True))
+    return Predictor(predict, adapter.input_schema(), str(path), getattr(adapter, "accepts_missing", True),
+                     getattr(adapter, "decimal", "."))
 
 
 # ----- writing ------------------------------------------------------------------------------------------
@@ -274,7 +278,7 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             lines.pop()  # the newline that ends the last line
         yield from _one_column(column, lines, args)
         return
-    for batch in iter_table(source, args.batch_size, args.format, args.sep):
+    for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=predictor.decimal, flags=True):
         if predictor.reads == "images" and column in batch:
             batch = batch.copy()
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)
@@ -324,9 +328,12 @@ def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> Non
     columns = [str(c) for c in batch.columns]
     absent = [c for c in predictor.columns if c not in columns]
     if absent:
+        from pipeline.data.tables import separator_hint
+
         raise PredictError(f"--input {args.input} has no column {', '.join(map(repr, absent))}, which the model reads "
                            f"(it reads {', '.join(predictor.columns)})"
-                           + ("; add it: empty cells count as missing" if predictor.accepts_missing else ""))
+                           + (separator_hint(columns, flags=True) or
+                              ("; add it: empty cells count as missing" if predictor.accepts_missing else "")))
     unknown = [c for c in args.keep if c not in columns]
     if unknown:
         raise PredictError(f"--keep {', '.join(unknown)}: not a column of {args.input}; its columns are {columns}")

@@ -34,6 +34,9 @@ MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", 
                   "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "?")
 NUMERIC_TRANSFORMS = ("standard", "quantile", "piecewise", "piecewise_tree", "none")
 CATEGORICAL_ENCODINGS = ("embedding", "onehot")
+# the decimal mark of numbers written as text: "." (3.14, 1,234.5) or "," (3,14, 1.234,5: continental Europe)
+DECIMAL_MARKS = (".", ",")
+_SWAP_MARKS = str.maketrans({".": ",", ",": "."})
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 QUANTILES = 1000  # at most this many reference quantiles per numeric column (scikit-learn's default)
 PIECEWISE_BINS = 16  # bins of the piecewise-linear encoding (fewer where a column has fewer distinct values)
@@ -133,10 +136,20 @@ def text_number(text: str) -> float:
     return date_number(text) if math.isnan(value) else value
 
 
-def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)) -> tuple[np.ndarray, np.ndarray]:
+def cell_number(text: str, decimal: str = ".") -> float:
+    """One text cell as :func:`to_numbers` reads it (NaN: not a number), without pandas' per-call cost."""
+    text = text.strip()
+    if decimal == ",":
+        text = text.translate(_SWAP_MARKS)
+    return float(text) if _NUMBER.fullmatch(text) else text_number(text)
+
+
+def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS),
+               decimal: str = ".") -> tuple[np.ndarray, np.ndarray]:
     """(float64 values with NaN where missing, boolean mask of the cells that hold something that is not a number).
     Numbers written with a currency sign, thousands separators or a percent sign, and ISO dates, are numbers
-    (:func:`text_number`)."""
+    (:func:`text_number`). ``decimal=","``: text is read with a decimal comma and ``.`` between thousands
+    (``"3,14"`` is 3.14, ``"1.234,5 €"`` 1234.5, ``"1.500"`` 1500, and ``"3.14"`` is not a number)."""
     if pd.api.types.is_bool_dtype(column.dtype):
         values = column.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
         return values, np.zeros(len(values), dtype=bool)
@@ -145,10 +158,13 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
     text = column.astype("string").str.strip()
     # each distinct text parsed once: a column of category names has few, and parsing them is the slow part
     codes, uniques = pd.factorize(text.mask(text.isin(missing)), use_na_sentinel=True)
-    parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object), dtype=object), errors="coerce")
+    written = np.asarray(uniques, dtype=object)
+    if decimal == ",":  # "1.234,5" read as the English "1,234.5"; dates hold neither mark
+        written = np.array([str(u).translate(_SWAP_MARKS) for u in written], dtype=object)
+    parsed = pd.to_numeric(pd.Series(written, dtype=object), errors="coerce")
     parsed = np.array(parsed.to_numpy(dtype=np.float64, na_value=np.nan))  # writable
     for position in np.flatnonzero(np.isnan(parsed)):
-        parsed[position] = text_number(str(uniques[position]))
+        parsed[position] = text_number(str(written[position]))
     parsed = np.append(parsed, np.nan)  # code -1: missing
     values = parsed[codes]
     bad = (codes >= 0) & np.isnan(values)
@@ -170,7 +186,8 @@ class TablePreprocessor:
 
     def __init__(self, columns: dict[str, str], numeric_transform: str = "standard",
                  categorical_encoding: str = "embedding", min_category_count: int = 1,
-                 missing_tokens: Sequence[str] = MISSING_TOKENS, piecewise_bins: int = PIECEWISE_BINS):
+                 missing_tokens: Sequence[str] = MISSING_TOKENS, piecewise_bins: int = PIECEWISE_BINS,
+                 decimal: str = "."):
         if numeric_transform not in NUMERIC_TRANSFORMS:
             raise ValueError(f"numeric_transform must be one of {', '.join(NUMERIC_TRANSFORMS)}, got {numeric_transform!r}")
         if categorical_encoding not in CATEGORICAL_ENCODINGS:
@@ -184,6 +201,9 @@ class TablePreprocessor:
             raise ValueError(f"piecewise_bins must be >= 1, got {piecewise_bins}")
         self.piecewise_bins = int(piecewise_bins)
         self.missing_tokens = [str(t) for t in missing_tokens]
+        if decimal not in DECIMAL_MARKS:
+            raise ValueError(f"decimal must be one of {' '.join(map(repr, DECIMAL_MARKS))}, got {decimal!r}")
+        self.decimal = decimal  # how numbers written as text are read (to_numbers)
         # fitted state, per column
         self.numeric: dict[str, dict] = {}  # name -> {median, mean, std, missing_indicator, [quantiles]}
         self.categories: dict[str, list[str]] = {}  # name -> categories with codes 1..K (0: unseen/missing)
@@ -236,7 +256,7 @@ class TablePreprocessor:
         missing = frozenset(self.missing_tokens)
         self.numeric, self.categories = {}, {}
         for name in self.numeric_columns:
-            values, _ = to_numbers(frame[name], missing)
+            values, _ = to_numbers(frame[name], missing, self.decimal)
             present = values[~np.isnan(values)]
             median = float(np.median(present)) if len(present) else 0.0
             filled = np.where(np.isnan(values), median, values)
@@ -285,11 +305,12 @@ class TablePreprocessor:
         blocks: list[np.ndarray] = []
         indicators: list[np.ndarray] = []
         for name, stats in self.numeric.items():
-            values, bad = to_numbers(frame[name], missing)
+            values, bad = to_numbers(frame[name], missing, self.decimal)
             if bad.any():
                 first = int(np.flatnonzero(bad)[0])
                 raise RawInputError(f"column {name!r} holds {frame[name].iloc[first]!r} at index {frame.index[first]!r}, "
-                                    "not a number")
+                                    "not a number" + (" (numbers are read with a decimal comma, as in training: 3,14 "
+                                                      "and 1.234,5)" if self.decimal == "," else ""))
             too_large = np.abs(values) > FLOAT32_MAX
             if too_large.any():
                 first = int(np.flatnonzero(too_large)[0])
@@ -371,7 +392,7 @@ class TablePreprocessor:
                 "columns": self.columns,
                 "numeric_transform": self.numeric_transform, "categorical_encoding": self.categorical_encoding,
                 "min_category_count": self.min_category_count, "missing_tokens": self.missing_tokens,
-                "piecewise_bins": self.piecewise_bins,
+                "piecewise_bins": self.piecewise_bins, "decimal": self.decimal,
                 "numeric": self.numeric, "categories": self.categories, "example_rows": self.example_rows}
 
     @classmethod
@@ -380,7 +401,8 @@ class TablePreprocessor:
             raise ValueError(f"preprocessing state of format {state.get('format_version')!r}; this code reads "
                              f"format {FORMAT_VERSION}")
         made = cls(state["columns"], state["numeric_transform"], state["categorical_encoding"],
-                   state["min_category_count"], state["missing_tokens"], state.get("piecewise_bins", PIECEWISE_BINS))
+                   state["min_category_count"], state["missing_tokens"], state.get("piecewise_bins", PIECEWISE_BINS),
+                   state.get("decimal", "."))
         made.numeric = {k: dict(v) for k, v in state["numeric"].items()}
         made.categories = {k: list(v) for k, v in state["categories"].items()}
         made.example_rows = list(state.get("example_rows", []))

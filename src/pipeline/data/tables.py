@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError
-from .preprocessing import FLOAT32_MAX, MISSING_TOKENS, canonical_values, text_number, to_numbers
+from .preprocessing import (DECIMAL_MARKS, FLOAT32_MAX, MISSING_TOKENS, canonical_values, cell_number,
+                            to_numbers)
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +162,17 @@ def _read_head(path: Path, size: Optional[int]) -> bytes:
 
 # ----- reading ---------------------------------------------------------------------------------------
 def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = None,
-               na_values: Sequence[str] = (), encoding: Optional[str] = None) -> Table:
+               na_values: Sequence[str] = (), encoding: Optional[str] = None, decimal: str = ".") -> Table:
     """The whole file as a DataFrame: column names and string cells stripped of white space, missing-value
-    codes (pandas' defaults, ``?`` and ``na_values``) read as missing, blank lines dropped."""
+    codes (pandas' defaults, ``?`` and ``na_values``) read as missing, blank lines dropped. ``decimal``: the
+    decimal mark of the numbers in a CSV/TSV file (``","``: ``3,14``)."""
     path = Path(path)
+    _check_decimal(decimal)
     fmt = table_format(path, format)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     if fmt in ("csv", "tsv"):
-        frame = _read_delimited(path, fmt, sep, missing, encoding)
+        frame = _read_delimited(path, fmt, sep, missing, encoding, decimal)
     elif fmt == "jsonl":
         frame = _read_json_lines(path, encoding)
     else:
@@ -181,9 +185,10 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
     return Table(frame, path, fmt)
 
 
-def separator_hint(columns: Sequence[str]) -> str:
+def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
     """For a delimited file read as one column: the separator its header seems to use, as a hint to add to an
-    error about a missing column (a ``;``-separated export read with the default ``,``)."""
+    error about a missing column (a ``;``-separated export read with the default ``,``). ``flags``: named as
+    pipeline-predict's options (``--sep``) instead of the config keys (``data.sep``)."""
     if len(columns) != 1:
         return ""
     header = str(columns[0])
@@ -191,16 +196,20 @@ def separator_hint(columns: Sequence[str]) -> str:
     if not found:
         return ""
     if found[0] == "\t":
-        return " (the file was read as one column: it looks tab-separated; set data.format=tsv)"
+        return f" (the file was read as one column: it looks tab-separated; set {'--format tsv' if flags else 'data.format=tsv'})"
     # quoted for Hydra inside quotes for the shell: data.sep=; alone is refused by Hydra's override parser
-    return f" (the file was read as one column: it looks {found[0]!r}-separated; set 'data.sep=\"{found[0]}\"')"
+    how = f"--sep '{found[0]}'" if flags else f"'data.sep=\"{found[0]}\"'"
+    return f" (the file was read as one column: it looks {found[0]!r}-separated; set {how})"
 
 
 def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: Optional[str] = None,
-               na_values: Sequence[str] = (), encoding: Optional[str] = None) -> Iterator[pd.DataFrame]:
+               na_values: Sequence[str] = (), encoding: Optional[str] = None,
+               decimal: str = ".", flags: bool = False) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
-    :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet."""
+    :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
+    a hint in an error names pipeline-predict's options (``--sep``), not the config's keys."""
     path = Path(path)
+    _check_decimal(decimal)
     fmt = table_format(path, format)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
@@ -211,15 +220,16 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
-                for chunk in pd.read_csv(path, chunksize=batch_size, **_csv_options(fmt, sep, missing, encoding)):
+                for chunk in pd.read_csv(path, chunksize=batch_size,
+                                         **_csv_options(fmt, sep, missing, encoding, decimal)):
                     if not checked and (caught or (chunk.shape[1] and chunk.iloc[:, -1].isna().any())):
-                        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, len(header))
+                        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags)
                         checked = True  # one pass over the file answers for every chunk
                     yield _tidy(chunk, missing)
         except DataError:
             raise
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
-            raise _parser_error(path, fmt, error, encoding) from None
+            raise _parser_error(path, fmt, error, encoding, header, flags) from None
     elif fmt == "jsonl":
         try:
             for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
@@ -284,12 +294,20 @@ def _text_encoding(path: Path, head_only: bool = False) -> str:
     raise AssertionError("unreachable: latin-1 decodes any byte")
 
 
-def _csv_options(fmt: str, sep: Optional[str], missing: list[str], encoding: str) -> dict:
-    return dict(sep=sep or DEFAULT_SEPARATORS[fmt], skipinitialspace=True, na_values=missing, keep_default_na=True,
+def _check_decimal(decimal: str) -> None:
+    if decimal not in DECIMAL_MARKS:
+        raise DataError(f"data.decimal={decimal!r} is not a decimal mark; choose '.' (3.14) or ',' (3,14)")
+
+
+def _csv_options(fmt: str, sep: Optional[str], missing: list[str], encoding: str, decimal: str = ".") -> dict:
+    # decimal=",": pandas reads 3,14 as a number and leaves 1.234 (a thousand and more) as text for to_numbers
+    return dict(sep=sep or DEFAULT_SEPARATORS[fmt], decimal=decimal, skipinitialspace=True, na_values=missing,
+                keep_default_na=True,
                 skip_blank_lines=False, index_col=False, encoding=encoding, low_memory=False, engine="c")
 
 
-def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str], encoding: Optional[str]) -> pd.DataFrame:
+def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str], encoding: Optional[str],
+                    decimal: str = ".") -> pd.DataFrame:
     encoding = encoding or _text_encoding(path)
     header = _check_header(path, fmt, sep, encoding)
     if header is None:
@@ -297,16 +315,16 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding))
+            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding, decimal))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, LookupError) as error:
-        raise _parser_error(path, fmt, error, encoding) from None
+        raise _parser_error(path, fmt, error, encoding, header) from None
     # pandas drops the extra cells of a long row with only a warning, and fills a short row with missing
     # values without one (a short row leaves the last column missing): both mean a broken line
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught) or \
             (frame.shape[1] and frame.iloc[:, -1].isna().any()):
-        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, len(header))
+        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header)
     return frame
 
 
@@ -338,25 +356,29 @@ def _refuse_duplicates(path: Path, names: Sequence[str]) -> None:
         raise DataError(f"{path}: duplicate column names: {listed}; give each column its own name")
 
 
-def _refuse_ragged_rows(path: Path, sep: str, encoding: str, width: int) -> None:
-    """A row with fewer or more cells than the header (an unquoted separator, a truncated write)."""
+def _refuse_ragged_rows(path: Path, sep: str, encoding: str, header: Sequence[str], flags: bool = False) -> None:
+    """A row with fewer or more cells than the header (an unquoted separator, a truncated write, or a header
+    read as one column: another separator)."""
+    width = len(header)
     with _open_text(path, encoding) as handle:
         reader = csv.reader(handle, delimiter=sep, skipinitialspace=True)
         next(reader, None)
         try:
             for row in reader:
                 if row and len(row) != width and any(cell.strip() for cell in row):
-                    raise DataError(f"{path}:{reader.line_num}: expected {width} columns, found {len(row)}")
+                    raise DataError(f"{path}:{reader.line_num}: expected {width} columns, found {len(row)}"
+                                    f"{separator_hint(header, flags)}")
         except csv.Error as error:
             raise DataError(f"{path}:{reader.line_num}: {error}") from None
 
 
-def _parser_error(path: Path, fmt: str, error: Exception, encoding: Optional[str] = None) -> DataError:
+def _parser_error(path: Path, fmt: str, error: Exception, encoding: Optional[str] = None,
+                  header: Sequence[str] = (), flags: bool = False) -> DataError:
     text = str(error)
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if fields:
         expected, line, found = fields.groups()
-        return DataError(f"{path}:{line}: expected {expected} columns, found {found}")
+        return DataError(f"{path}:{line}: expected {expected} columns, found {found}{separator_hint(header, flags)}")
     if isinstance(error, (UnicodeDecodeError, LookupError)):
         return DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set data.encoding to "
                          "the file's encoding or convert it to UTF-8")
@@ -437,10 +459,11 @@ class ColumnPlan:
 
 
 def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str] = (), numeric: Sequence[str] = (),
-                 max_integer_categories: int = 10, na_values: Sequence[str] = ()) -> ColumnPlan:
+                 max_integer_categories: int = 10, na_values: Sequence[str] = (), decimal: str = ".") -> ColumnPlan:
     """Numbers are numeric, except integer columns with at most ``max_integer_categories`` distinct values;
     strings and booleans are categorical; identifier-like or free-text columns (mostly distinct strings, or
-    integers counting the rows) and empty columns are left out. ``categorical`` / ``numeric`` override."""
+    integers counting the rows) and empty columns are left out. ``categorical`` / ``numeric`` override.
+    A column of numbers written with a decimal comma, read with ``decimal="."``, is refused with the key to set."""
     missing = frozenset([*MISSING_TOKENS, *map(str, na_values)])
     kinds: dict[str, str] = {}
     left_out: dict[str, str] = {}
@@ -453,9 +476,9 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
         if present == 0:
             left_out[name] = "no values"
             continue
-        values, bad = to_numbers(column, missing)
+        values, bad = to_numbers(column, missing, decimal)
         if name in numeric:
-            _refuse_bad_numbers(table, name, column, bad, forced=True)
+            _refuse_bad_numbers(table, name, column, bad, forced=True, decimal=decimal)
             _refuse_overflow(table, name, values)
             kinds[name] = "numeric"
             continue
@@ -478,8 +501,13 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             else:
                 kinds[name] = "numeric"
             continue
+        if _read_with_other_mark(column, np.flatnonzero(bad), decimal):  # 3,14 with data.decimal=".", 3.14 with ","
+            first = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {str(column.iloc[first]).strip()!r}: "
+                            f"numbers written with {_other_mark(decimal)}, or keep the column as text with "
+                            f"data.categorical=[{name}]")
         if bad.sum() < TYPO_SHARE * present:
-            _refuse_bad_numbers(table, name, column, bad, forced=False)
+            _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal)
         spelled = pd.Series(canonical_values(column, missing), dtype=object)
         distinct = spelled.nunique(dropna=True)
         if distinct > IDENTIFIER_MIN and distinct >= IDENTIFIER_SHARE * present:
@@ -488,41 +516,66 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             kinds[name] = "categorical"
     written = {}
     for name, kind in kinds.items():
-        example = _written_example(table.frame[name], missing) if kind == "numeric" else None
+        example = _written_example(table.frame[name], missing, decimal) if kind == "numeric" else None
         if example is not None:
             written[name] = example
     return ColumnPlan(kinds, left_out, written)
 
 
-def _written_example(column: pd.Series, missing: frozenset) -> Optional[tuple[str, float]]:
+def _written_example(column: pd.Series, missing: frozenset, decimal: str = ".") -> Optional[tuple[str, float]]:
     """A cell of a column read as numbers that pandas alone would not have read (a currency sign, thousands
     separators, a percent sign, an ISO date), with its value; None when every number is written plainly."""
     if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
         return None
-    for text in column.dropna().astype(str).str.strip().unique():
-        value = text_number(text) if text not in missing else float("nan")
-        if not np.isnan(value):
-            return text, value
+    texts = pd.Series(column.dropna().astype(str).str.strip().unique(), dtype=object)
+    values, _ = to_numbers(texts, missing, decimal)
+    plain = pd.to_numeric(texts, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    for text, value, simple in zip(texts, values, plain):
+        if not np.isnan(value) and (decimal == "," or np.isnan(simple)):
+            return text, float(value)
     return None
 
 
-def check_numeric_column(table: Table, name: str, na_values: Sequence[str] = ()) -> None:
+def check_numeric_column(table: Table, name: str, na_values: Sequence[str] = (), decimal: str = ".") -> None:
     """A column typed numeric in the training file holds numbers in ``table`` too (e.g. the test file)."""
     column = table.frame[name]
-    values, bad = to_numbers(column, frozenset([*MISSING_TOKENS, *map(str, na_values)]))
-    _refuse_bad_numbers(table, name, column, bad, forced=False)
+    values, bad = to_numbers(column, frozenset([*MISSING_TOKENS, *map(str, na_values)]), decimal)
+    _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal)
     _refuse_overflow(table, name, values)
 
 
-def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndarray, forced: bool) -> None:
+def _read_with_other_mark(column: pd.Series, positions: np.ndarray, decimal: str) -> bool:
+    """Every cell at ``positions``, not a number with ``decimal``, is a number written with the other decimal mark.
+    The first few are tried first: a column of names fails there, without a pass over all its cells."""
+    other = "," if decimal == "." else "."
+    if not len(positions) or any(math.isnan(cell_number(str(column.iloc[p]), other)) for p in positions[:16]):
+        return False
+    return not to_numbers(column.iloc[positions[16:]].astype(str), decimal=other)[1].any()
+
+
+def _other_mark(decimal: str) -> str:
+    """The other decimal mark, and the key to set for it (quoted for Hydra inside quotes for the shell:
+    data.decimal=, alone is a sweep list to Hydra)."""
+    if decimal == ".":
+        return "a decimal comma; read them with 'data.decimal=\",\"'"
+    return "a decimal point, and data.decimal=',' reads 3,14 and 1.234,5; read them with 'data.decimal=\".\"'"
+
+
+def _decimal_hint(value: str, decimal: str) -> str:
+    """What to set when a cell that is not a number is one written with the other decimal mark."""
+    return f"(written with {_other_mark(decimal)}) " if _read_with_other_mark(pd.Series([value]), np.array([0]), decimal) else ""
+
+
+def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndarray, forced: bool,
+                        decimal: str = ".") -> None:
     if not bad.any():
         return
     first = int(np.flatnonzero(bad)[0])
     value = str(column.iloc[first]).strip()
     how = "data.numeric lists it" if forced else f"the column is numbers but for {int(bad.sum())} cell(s)"
-    raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number ({how}); "
-                    f"if it means missing add data.na_values=[{value!r}], if the column is categorical add "
-                    f"data.categorical=[{name}]")
+    raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number "
+                    f"{_decimal_hint(value, decimal)}({how}); if it means missing add data.na_values=[{value!r}], if the "
+                    f"column is categorical add data.categorical=[{name}]")
 
 
 def _refuse_overflow(table: Table, name: str, values: np.ndarray, role: str = "column") -> None:
@@ -588,14 +641,16 @@ def class_labels(tables: Sequence[Table], target: str) -> tuple[list[np.ndarray]
     return out, classes
 
 
-def regression_targets(table: Table, target: str) -> np.ndarray:
+def regression_targets(table: Table, target: str, decimal: str = ".") -> np.ndarray:
     """The target as float64 (NaN where missing); a cell that is not a number is refused, naming its line."""
     column = table.frame[target]
-    values, bad = to_numbers(column)
+    values, bad = to_numbers(column, decimal=decimal)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{table.where(column.index[first])}: column {target!r} holds {str(column.iloc[first]).strip()!r}, "
-                        "not a number (a regression target must be numeric; for classes use task=classification)")
+        value = str(column.iloc[first]).strip()
+        raise DataError(f"{table.where(column.index[first])}: column {target!r} holds {value!r}, not a number "
+                        f"{_decimal_hint(value, decimal)}(a regression target must be numeric; for classes use "
+                        "task=classification)")
     _refuse_overflow(table, target, values, role="target column")
     return values
 

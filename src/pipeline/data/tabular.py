@@ -239,7 +239,7 @@ class CsvData(TabularDataModule):
                  features: Optional[list] = None, drop: Optional[list] = None,
                  categorical: Optional[list] = None, numeric: Optional[list] = None,
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
-                 na_values: Union[str, list, None] = None, encoding: Optional[str] = None,
+                 na_values: Union[str, list, None] = None, encoding: Optional[str] = None, decimal: str = ".",
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
                  min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
         super().__init__(**kwargs)
@@ -257,8 +257,11 @@ class CsvData(TabularDataModule):
         if task_kind not in ("regression", "classification"):
             raise DataError(f"data.task_kind must be 'regression' or 'classification', got {task_kind!r}")
         self.task_kind = task_kind  # an instance attribute: one table reader serves both tasks
-        from .preprocessing import CATEGORICAL_ENCODINGS, NUMERIC_TRANSFORMS
+        from .preprocessing import CATEGORICAL_ENCODINGS, DECIMAL_MARKS, NUMERIC_TRANSFORMS
 
+        if decimal not in DECIMAL_MARKS:
+            raise DataError(f"data.decimal={decimal!r} is not a decimal mark; choose '.' (3.14) or ',' (3,14)")
+        self.decimal = decimal
         _choice("data.categorical_encoding", categorical_encoding, CATEGORICAL_ENCODINGS)
         _choice("data.numeric_transform", numeric_transform, NUMERIC_TRANSFORMS)
         if min_category_count < 1:
@@ -298,7 +301,7 @@ class CsvData(TabularDataModule):
     def _read(self, path: Path):
         from .tables import read_table
 
-        return read_table(path, self.format, self.sep, self.na_values, self.encoding)
+        return read_table(path, self.format, self.sep, self.na_values, self.encoding, self.decimal)
 
     def _feature_columns(self, columns: list[str], path: Path) -> list[str]:
         for key, names in (("data.features", self.features or []), ("data.drop", self.drop),
@@ -334,7 +337,7 @@ class CsvData(TabularDataModule):
                                 f"its columns are {list(test.frame.columns)}{separator_hint(list(test.frame.columns))}")
             tables.append(test)
         plan = column_kinds(train, features, self.categorical, self.numeric, self.max_integer_categories,
-                            self.na_values)
+                            self.na_values, self.decimal)
         if plan.left_out:
             listed = ", ".join(f"{name!r} ({why})" for name, why in plan.left_out.items())
             log.warning("data: left out %s: identifier-like, free text or empty; bring one back with "
@@ -350,12 +353,12 @@ class CsvData(TabularDataModule):
         for table in tables[1:]:  # the training file's numeric columns were checked while typing them
             for name, kind in plan.kinds.items():
                 if kind == "numeric":
-                    check_numeric_column(table, name, self.na_values)
+                    check_numeric_column(table, name, self.na_values, self.decimal)
         if self.task_kind == "classification":
             targets, class_names = class_labels(tables, self.target)
             present = [t >= 0 for t in targets]
         else:
-            targets, class_names = [regression_targets(t, self.target) for t in tables], None
+            targets, class_names = [regression_targets(t, self.target, self.decimal) for t in tables], None
             present = [~np.isnan(t) for t in targets]
         for table, keep in zip(tables, present):
             if not keep.all():
@@ -387,7 +390,7 @@ class CsvData(TabularDataModule):
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
             self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,
-            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins).fit(
+            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins, self.decimal).fit(
                 self.frame.iloc[train.x.numpy()], train.y.numpy(), classification=self.task_kind != "regression")
         self.timings["fit_s"] = time.perf_counter() - started
 
