@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import compose_for_train, load_pyfunc, run_cli, runs_in
+from conftest import compose_for_train, error_line, load_pyfunc, predict_cli, run_cli, run_cli_in_process, runs_in
 
 from pipeline.data.text import TextTSV, TrimmedBatcher, text_lengths, trim_padding
 from pipeline.data.text_stream import EpochBatchSampler, LineTexts
@@ -405,6 +406,44 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     assert by_run["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
     assert by_checkpoint["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
     assert by_checkpoint["probability_1"].to_numpy() == pytest.approx(by_mlflow["probability_1"].to_numpy(), abs=1e-6)
+
+
+def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(store, tmp_path):
+    """``data.path`` may name one labelled file (texts with quoted commas, named columns), as a researcher's own
+    export comes: it is split as a folder with only train.csv is, and pipeline-predict answers on it."""
+    import pandas as pd
+
+    generator = random.Random(3)
+    rows = []
+    for i in range(600):
+        label = i % 2
+        word = generator.choice(POSITIVE if label else NEGATIVE)
+        rows.append({"id": i, "review": f"{' '.join(generator.sample(FILLER, 4))}, {word}, {generator.choice(FILLER)}",
+                     "sentiment": "pos" if label else "neg"})
+    reviews = tmp_path / "reviews.csv"
+    pd.DataFrame(rows).to_csv(reviews, index=False)
+    assert '",' in reviews.read_text()  # quoted texts with commas
+    common = ["task=sentiment", "data=text_tsv", "data.text_column=review", "data.label_column=sentiment", "logger=none"]
+    result = run_cli_in_process([*common, f"data.path={reviews}", "model=nbsvm"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sizes = re.search(r"Data: text_tsv in memory: ([\d,]+) train / ([\d,]+) validation / ([\d,]+) test rows", result.stdout)
+    assert sizes and sum(int(n.replace(",", "")) for n in sizes.groups()) == 600, result.stdout[-2000:]
+    assert float(re.search(r"test/acc=([\d.]+)", result.stdout).group(1)) > 0.9, result.stdout[-2000:]
+
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    output = tmp_path / "predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(reviews), "--output", str(output), "--keep", "id"])
+    assert code == 0, stderr[-2000:]
+    predicted = pd.read_csv(output)
+    assert predicted["id"].tolist() == list(range(600)) and set(predicted["prediction"]) <= {"neg", "pos"}
+    assert (predicted["prediction"] == pd.DataFrame(rows)["sentiment"]).mean() > 0.9
+
+    notes = tmp_path / "reviews.txt"
+    notes.write_text("a plain text file\n")
+    for path, fragment in ((notes, "is neither a .tsv nor a .csv file"), (tmp_path / "absent.csv", "not found")):
+        refused = run_cli_in_process([*common, f"data.path={path}"], store)
+        assert refused.returncode == 2 and str(path) in error_line(refused.stderr), refused.stderr[-2000:]
+        assert fragment in error_line(refused.stderr), error_line(refused.stderr)
 
 
 def test_a_tokenizer_that_cannot_be_loaded_is_a_data_error_naming_the_key(monkeypatch, tmp_path):

@@ -424,8 +424,9 @@ class MovieReviews(TextDataModule):
 # ----- a folder of train/dev/test tables (GLUE layout) ----------------------------------------
 class TextTSV(TextDataModule):
     """``train``, optional ``dev`` and ``test`` files (``.tsv`` or ``.csv``) with a header row,
-    a text column and a label column, as GLUE's SST-2. A file without the label column (GLUE's
-    test set) is treated as absent. Labels map to class indices in sorted order."""
+    a text column and a label column, as GLUE's SST-2; or one such file (``data.path=reviews.csv``),
+    split into training, validation and test rows as a folder with only ``train`` is. A file without the
+    label column (GLUE's test set) is treated as absent. Labels map to class indices in sorted order."""
 
     name: ClassVar[str] = "text_tsv"
     part_names: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -560,8 +561,8 @@ class TextTSV(TextDataModule):
             raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
         return classes
 
-    def _read_streamed(self, root: Path, train_path: Path) -> RawTexts:
-        found = {"train": train_path, **{part: self._find(root, part) for part in ("val", "test")}}
+    def _read_streamed(self, found: dict[str, Optional[Path]]) -> RawTexts:
+        train_path = found["train"]
         for path in found.values():
             if path is not None and path.suffix != ".tsv":
                 raise DataError(f"{path}: streamed reading (data.in_memory=false or auto on a large corpus) takes "
@@ -582,26 +583,40 @@ class TextTSV(TextDataModule):
             parts[part] = (texts, np.array([index[n] for n in names], dtype=np.int64)[label_ids])
         return RawTexts(class_names=classes, **parts)
 
-    def read_texts(self) -> RawTexts:
+    def _files(self) -> dict[str, Optional[Path]]:
+        """The training file and the validation and test files beside it (None: absent): a folder's
+        ``train``/``dev``/``test`` files, or one file given by name (the other splits then drawn from it)."""
         if self.path is None:
-            raise DataError("data.path is required for data=text_tsv (a folder with train.tsv and optionally dev.tsv, test.tsv)")
+            raise DataError("data.path is required for data=text_tsv (a folder with train.tsv and optionally dev.tsv, "
+                            "test.tsv; or one .tsv/.csv file)")
         root = self.path if self.path.is_absolute() else Path.cwd() / self.path
+        if root.is_file():
+            if root.suffix.lower() not in (".tsv", ".csv"):
+                raise DataError(f"data.path: {root} is neither a .tsv nor a .csv file (a header row, then a text and "
+                                f"a label per row); or give the folder that holds train.tsv")
+            return {"train": root, "val": None, "test": None}
         if not root.is_dir():
-            raise DataError(f"data.path: folder not found: {root}")
-        train_path = self._find(root, "train")
-        if train_path is None:
+            raise DataError(f"data.path: not found: {root} (a folder with train.tsv and optionally dev.tsv, test.tsv; "
+                            "or one .tsv/.csv file)")
+        found = {part: self._find(root, part) for part in ("train", "val", "test")}
+        if found["train"] is None:
             raise DataError(f"data.path: no train.tsv or train.csv in {root}")
-        files = [p for p in [train_path, self._find(root, "val"), self._find(root, "test")] if p is not None]
+        return found
+
+    def read_texts(self) -> RawTexts:
+        found = self._files()
+        train_path = found["train"]
+        files = [p for p in found.values() if p is not None]
         # auto never streams CSV (streaming takes .tsv only); data.in_memory=false on CSV is refused with the reason
         csv_auto = self.in_memory == "auto" and any(p.suffix != ".tsv" for p in files)
         if not csv_auto and self.wants_streaming(sum(_count_lines(p) for p in files)):
-            return self._read_streamed(root, train_path)
+            return self._read_streamed(found)
         train = self._read(train_path, required=True)
         classes = self._classes(train_path, set(train[1]))
         index = {c: i for i, c in enumerate(classes)}
         parts = {"train": (train[0], [index[c] for c in train[1]])}
         for part in ("val", "test"):
-            path = self._find(root, part)
+            path = found[part]
             read = self._read(path, required=False) if path is not None else None
             if read is None:
                 continue
