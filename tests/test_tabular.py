@@ -417,6 +417,48 @@ def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, st
     assert code == 2 and "unknown extension" in stderr and ".gz, .bz2, .xz" in stderr, stderr[-2000:]
 
 
+def test_files_without_a_header_row_are_named_by_data_columns(people_run, store):
+    """UCI's files come without a header row: the first row is taken for names, so the target is 'not in' the
+    file, with the hint; data.columns names the columns, a test file and pipeline-predict's input are read the
+    same way (with a header or without), and a line number in an error counts from the file's first line."""
+    names = list(pd.read_csv(people_run["train"], nrows=0).columns)
+    bare = {}
+    for part in ("train", "test"):
+        lines = people_run[part].read_text().splitlines(keepends=True)
+        bare[part] = store["tmp"] / f"{part}.data"
+        bare[part].write_text("".join(lines[1:]))
+    refused = run_cli_in_process(["data=csv", f"data.path={bare['train']}", "data.target=label"], store)
+    assert_refused(refused, store, "column 'label' not in", "first row looks like data",
+                   f"name its {len(names)} columns in order with data.columns=[")
+    columns = f"data.columns=[{','.join(names)}]"
+    result = run_cli_in_process(["data=csv", f"data.path={bare['train']}", f"data.test_path={bare['test']}", columns,
+                                 "data.target=label", "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "/ 300 test rows" in result.stdout, result.stdout[-2000:]
+    sizes = re.search(r"([\d,]+) train / ([\d,]+) validation", result.stdout).groups()
+    assert sum(int(n.replace(",", "")) for n in sizes) == 600  # no row lost to a header
+
+    [checkpoint] = store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")
+    answers = []
+    for source in (bare["test"], people_run["test"]):  # without and with the header row
+        output = store["tmp"] / f"{source.name}.predictions.csv"
+        code, _, stderr = predict_cli([str(checkpoint), "--input", str(source), "--output", str(output)])
+        assert code == 0, (source, stderr[-3000:])
+        answers.append(pd.read_csv(output, dtype={"prediction": str}))
+    assert len(answers[0]) == 300
+    pd.testing.assert_frame_equal(answers[0], answers[1])
+
+    lines = bare["train"].read_text().splitlines(keepends=True)
+    lines[5] = ",".join(["p-x", "seven", *lines[5].split(",")[2:]])  # the sixth line of a file without a header
+    bare["train"].write_text("".join(lines))
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={bare['train']}", columns, "data.target=label"], store),
+                   store, f"{bare['train']}:6:", "column 'score' holds 'seven'")
+    parquet = store["tmp"] / "train.parquet"
+    pd.read_csv(people_run["train"]).to_parquet(parquet)
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={parquet}", columns, "data.target=label"], store),
+                   store, "data.columns names the columns of a CSV/TSV file without a header row")
+
+
 def test_compressed_and_spreadsheet_files_that_cannot_be_read_are_refused(store):
     import gzip
     import zipfile

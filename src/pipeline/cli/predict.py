@@ -60,9 +60,10 @@ class Predictor:
     """A function from a DataFrame of raw rows to a DataFrame of predictions, and the columns it reads."""
 
     def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str, accepts_missing: bool = True,
-                 decimal: str = "."):
+                 decimal: str = ".", file_columns: Optional[list[str]] = None):
         self.predict, self.source, self.accepts_missing = predict, source, accepts_missing
         self.decimal = decimal  # the decimal mark the training file's numbers were read with (data.decimal)
+        self.file_columns = file_columns  # the training file's columns when it had no header row (data.columns)
         self.columns = [name for name, _ in schema]
         kinds = [kind for _, kind in schema]
         # one column of texts or of image file paths (pipeline.data.raw_inputs), else table columns
@@ -110,7 +111,7 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
                            "mlflow.pytorch.load_model")
     adapter = python_model.adapter
     return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True),
-                     getattr(adapter, "decimal", "."))
+                     getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None))
 
 
 def _sweep_trial_without_model(uri: str, tracking_uri: str) -> Optional[str]:
@@ -181,7 +182,7 @@ def _from_checkpoint(path: Path) -> Predictor:
         return predict_frame(adapter, predictor, spec.task_kind, spec.class_names, frame)
 
     return Predictor(predict, adapter.input_schema(), str(path), getattr(adapter, "accepts_missing", True),
-                     getattr(adapter, "decimal", "."))
+                     getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None))
 
 
 # ----- writing ------------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ class PredictionWriter:
 def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     """``args.input`` in DataFrames of ``args.batch_size`` rows: a table as it is; a folder of images or a
     ``.txt`` file of texts as a one-column table (that column then kept in the output)."""
-    from pipeline.data.tables import iter_table
+    from pipeline.data.tables import iter_table, table_format
 
     source = args.input
     [column] = predictor.columns if predictor.reads != "rows" else [None]
@@ -278,7 +279,9 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             lines.pop()  # the newline that ends the last line
         yield from _one_column(column, lines, args)
         return
-    for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=predictor.decimal, flags=True):
+    for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=predictor.decimal, flags=True,
+                            names=predictor.file_columns if table_format(source, args.format) in ("csv", "tsv") else None,
+                            required=predictor.columns):
         if predictor.reads == "images" and column in batch:
             batch = batch.copy()
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)
@@ -328,11 +331,11 @@ def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> Non
     columns = [str(c) for c in batch.columns]
     absent = [c for c in predictor.columns if c not in columns]
     if absent:
-        from pipeline.data.tables import separator_hint
+        from pipeline.data.tables import header_hint, separator_hint
 
         raise PredictError(f"--input {args.input} has no column {', '.join(map(repr, absent))}, which the model reads "
                            f"(it reads {', '.join(predictor.columns)})"
-                           + (separator_hint(columns, flags=True) or
+                           + (separator_hint(columns, flags=True) or header_hint(columns, flags=True) or
                               ("; add it: empty cells count as missing" if predictor.accepts_missing else "")))
     unknown = [c for c in args.keep if c not in columns]
     if unknown:

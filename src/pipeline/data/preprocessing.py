@@ -187,7 +187,7 @@ class TablePreprocessor:
     def __init__(self, columns: dict[str, str], numeric_transform: str = "standard",
                  categorical_encoding: str = "embedding", min_category_count: int = 1,
                  missing_tokens: Sequence[str] = MISSING_TOKENS, piecewise_bins: int = PIECEWISE_BINS,
-                 decimal: str = "."):
+                 decimal: str = ".", file_columns: Optional[Sequence[str]] = None):
         if numeric_transform not in NUMERIC_TRANSFORMS:
             raise ValueError(f"numeric_transform must be one of {', '.join(NUMERIC_TRANSFORMS)}, got {numeric_transform!r}")
         if categorical_encoding not in CATEGORICAL_ENCODINGS:
@@ -204,6 +204,9 @@ class TablePreprocessor:
         if decimal not in DECIMAL_MARKS:
             raise ValueError(f"decimal must be one of {' '.join(map(repr, DECIMAL_MARKS))}, got {decimal!r}")
         self.decimal = decimal  # how numbers written as text are read (to_numbers)
+        # the training file's columns when it had no header row (data.columns): how pipeline-predict names the
+        # columns of a new file without one
+        self.file_columns = [str(c) for c in file_columns] if file_columns is not None else None
         # fitted state, per column
         self.numeric: dict[str, dict] = {}  # name -> {median, mean, std, missing_indicator, [quantiles]}
         self.categories: dict[str, list[str]] = {}  # name -> categories with codes 1..K (0: unseen/missing)
@@ -392,7 +395,7 @@ class TablePreprocessor:
                 "columns": self.columns,
                 "numeric_transform": self.numeric_transform, "categorical_encoding": self.categorical_encoding,
                 "min_category_count": self.min_category_count, "missing_tokens": self.missing_tokens,
-                "piecewise_bins": self.piecewise_bins, "decimal": self.decimal,
+                "piecewise_bins": self.piecewise_bins, "decimal": self.decimal, "file_columns": self.file_columns,
                 "numeric": self.numeric, "categories": self.categories, "example_rows": self.example_rows}
 
     @classmethod
@@ -402,7 +405,7 @@ class TablePreprocessor:
                              f"format {FORMAT_VERSION}")
         made = cls(state["columns"], state["numeric_transform"], state["categorical_encoding"],
                    state["min_category_count"], state["missing_tokens"], state.get("piecewise_bins", PIECEWISE_BINS),
-                   state.get("decimal", "."))
+                   state.get("decimal", "."), state.get("file_columns"))
         made.numeric = {k: dict(v) for k, v in state["numeric"].items()}
         made.categories = {k: list(v) for k, v in state["categories"].items()}
         made.example_rows = list(state.get("example_rows", []))

@@ -43,6 +43,7 @@ TYPO_SHARE = 0.05
 IDENTIFIER_SHARE = 0.5
 IDENTIFIER_MIN = 10
 # a column named like an identifier: "id", "user_id", "row id", "PassengerId", "customerID" (not "paid", "VALID")
+_INTEGER_OR_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 _IDENTIFIER_NAME = re.compile(r"(?:^|[_\s.\-])[iI][dD]$|[a-z](?:Id|ID)$|^(?:id|ID|Id)$")
 
 
@@ -53,11 +54,12 @@ class Table:
     frame: pd.DataFrame
     path: Path
     format: str
+    header_lines: int = 1  # 0: a CSV/TSV file without a header row, its columns named by data.columns
 
     def where(self, index) -> str:
         """``path:line`` of a row (text formats; the header is line 1), or ``path: row N``."""
         if self.format in ("csv", "tsv"):
-            return f"{self.path}:{int(index) + 2}"
+            return f"{self.path}:{int(index) + 1 + self.header_lines}"
         if self.format == "jsonl":
             return f"{self.path}:{int(index) + 1}"
         return f"{self.path}: row {int(index) + 1}"
@@ -162,17 +164,21 @@ def _read_head(path: Path, size: Optional[int]) -> bytes:
 
 # ----- reading ---------------------------------------------------------------------------------------
 def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = None,
-               na_values: Sequence[str] = (), encoding: Optional[str] = None, decimal: str = ".") -> Table:
+               na_values: Sequence[str] = (), encoding: Optional[str] = None, decimal: str = ".",
+               names: Optional[Sequence[str]] = None) -> Table:
     """The whole file as a DataFrame: column names and string cells stripped of white space, missing-value
     codes (pandas' defaults, ``?`` and ``na_values``) read as missing, blank lines dropped. ``decimal``: the
-    decimal mark of the numbers in a CSV/TSV file (``","``: ``3,14``)."""
+    decimal mark of the numbers in a CSV/TSV file (``","``: ``3,14``); ``names``: the columns of a CSV/TSV
+    file without a header row, in order (a first row equal to them is read as the header)."""
     path = Path(path)
     _check_decimal(decimal)
     fmt = table_format(path, format)
+    _check_names(path, fmt, names)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
+    header_lines = 1
     if fmt in ("csv", "tsv"):
-        frame = _read_delimited(path, fmt, sep, missing, encoding, decimal)
+        frame, header_lines = _read_delimited(path, fmt, sep, missing, encoding, decimal, names)
     elif fmt == "jsonl":
         frame = _read_json_lines(path, encoding)
     else:
@@ -182,7 +188,30 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows after the header")
-    return Table(frame, path, fmt)
+    return Table(frame, path, fmt, header_lines)
+
+
+def _check_names(path: Path, fmt: str, names: Optional[Sequence[str]]) -> None:
+    if names is None:
+        return
+    if fmt not in ("csv", "tsv"):
+        raise DataError(f"data.columns names the columns of a CSV/TSV file without a header row; {path} is "
+                        f"{fmt.capitalize()}, whose columns have their names: leave data.columns out")
+    if not names:
+        raise DataError("data.columns is empty; list the file's column names in order, or leave it out (null)")
+    _refuse_duplicates(Path("data.columns"), [str(n) for n in names])
+
+
+def header_hint(columns: Sequence[str], flags: bool = False) -> str:
+    """For a file whose header row holds numbers (UCI's files as downloaded start with data, not names): how
+    to name the columns of a file without a header row (``flags``: for pipeline-predict, whose model was
+    trained on a file with one). Empty when the header looks like names."""
+    if not any(_INTEGER_OR_DECIMAL.fullmatch(str(c).strip()) for c in columns):
+        return ""
+    if flags:
+        return " (its first row looks like data, not column names: add a header row that names the columns)"
+    return (f" (its first row looks like data, not column names: for a file without a header row, name its "
+            f"{len(columns)} columns in order with data.columns=[name1,name2,...])")
 
 
 def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
@@ -204,26 +233,32 @@ def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
 
 def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: Optional[str] = None,
                na_values: Sequence[str] = (), encoding: Optional[str] = None,
-               decimal: str = ".", flags: bool = False) -> Iterator[pd.DataFrame]:
+               decimal: str = ".", flags: bool = False, names: Optional[Sequence[str]] = None,
+               required: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
     :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
     a hint in an error names pipeline-predict's options (``--sep``), not the config's keys."""
     path = Path(path)
     _check_decimal(decimal)
     fmt = table_format(path, format)
+    _check_names(path, fmt, names)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     if fmt in ("csv", "tsv"):
         encoding = encoding or _text_encoding(path, head_only=True)
         header = _check_header(path, fmt, sep, encoding) or []
+        names, header_lines = _naming(header, names, required)
+        header = header if names is None else names
+        if names is None:
+            _refuse_duplicates(path, header)
         checked = False
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
                 for chunk in pd.read_csv(path, chunksize=batch_size,
-                                         **_csv_options(fmt, sep, missing, encoding, decimal)):
+                                         **_csv_options(fmt, sep, missing, encoding, decimal, names)):
                     if not checked and (caught or (chunk.shape[1] and chunk.iloc[:, -1].isna().any())):
-                        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags)
+                        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags, header_lines)
                         checked = True  # one pass over the file answers for every chunk
                     yield _tidy(chunk, missing)
         except DataError:
@@ -299,23 +334,41 @@ def _check_decimal(decimal: str) -> None:
         raise DataError(f"data.decimal={decimal!r} is not a decimal mark; choose '.' (3.14) or ',' (3,14)")
 
 
-def _csv_options(fmt: str, sep: Optional[str], missing: list[str], encoding: str, decimal: str = ".") -> dict:
+def _naming(first_row: Sequence[str], names: Optional[Sequence[str]],
+            required: Sequence[str] = ()) -> tuple[Optional[list[str]], int]:
+    """(the names to give the columns, None: the header's; 1 when the first row is a header, else 0). With
+    ``names`` the file has no header row, unless its first row spells them or holds every ``required`` column
+    (a file to predict on that came with a header)."""
+    cells = [str(c).strip() for c in first_row]
+    if names is None or cells == [str(n).strip() for n in names] or (required and set(required) <= set(cells)):
+        return None, 1
+    return [str(n).strip() for n in names], 0
+
+
+def _csv_options(fmt: str, sep: Optional[str], missing: list[str], encoding: str, decimal: str = ".",
+                 names: Optional[Sequence[str]] = None) -> dict:
     # decimal=",": pandas reads 3,14 as a number and leaves 1.234 (a thousand and more) as text for to_numbers
+    named = {} if names is None else dict(names=list(names), header=None)
     return dict(sep=sep or DEFAULT_SEPARATORS[fmt], decimal=decimal, skipinitialspace=True, na_values=missing,
-                keep_default_na=True,
+                **named, keep_default_na=True,
                 skip_blank_lines=False, index_col=False, encoding=encoding, low_memory=False, engine="c")
 
 
 def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str], encoding: Optional[str],
-                    decimal: str = ".") -> pd.DataFrame:
+                    decimal: str = ".", names: Optional[Sequence[str]] = None) -> tuple[pd.DataFrame, int]:
+    """The frame, and 1 when the file's first line is its header (0: a file without one, ``names`` given)."""
     encoding = encoding or _text_encoding(path)
     header = _check_header(path, fmt, sep, encoding)
     if header is None:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
+    names, header_lines = _naming(header, names)
+    header = header if names is None else names
+    if names is None:
+        _refuse_duplicates(path, header)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding, decimal))
+            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding, decimal, names))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, LookupError) as error:
@@ -324,13 +377,13 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
     # values without one (a short row leaves the last column missing): both mean a broken line
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught) or \
             (frame.shape[1] and frame.iloc[:, -1].isna().any()):
-        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header)
-    return frame
+        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, header_lines=header_lines)
+    return frame, header_lines
 
 
 def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str) -> Optional[list[str]]:
-    """The header's column names (None for an empty file); duplicates are refused, naming them (pandas would
-    silently rename the second ``a`` to ``a.1``)."""
+    """The first row's cells (None for an empty file): the header's column names, unless data.columns names
+    them (the caller refuses duplicate names, which pandas would silently rename: ``a``, ``a.1``)."""
     try:
         with _open_text(path, encoding) as handle:
             first = next(csv.reader(handle, delimiter=sep or DEFAULT_SEPARATORS[fmt], skipinitialspace=True), None)
@@ -341,9 +394,7 @@ def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str) -> Op
         raise DataError(f"{path}:1: the header row cannot be read ({error})") from None
     if first is None:
         return None
-    names = [name.strip() for name in first]
-    _refuse_duplicates(path, names)
-    return names
+    return [name.strip() for name in first]
 
 
 def _refuse_duplicates(path: Path, names: Sequence[str]) -> None:
@@ -356,17 +407,21 @@ def _refuse_duplicates(path: Path, names: Sequence[str]) -> None:
         raise DataError(f"{path}: duplicate column names: {listed}; give each column its own name")
 
 
-def _refuse_ragged_rows(path: Path, sep: str, encoding: str, header: Sequence[str], flags: bool = False) -> None:
+def _refuse_ragged_rows(path: Path, sep: str, encoding: str, header: Sequence[str], flags: bool = False,
+                        header_lines: int = 1) -> None:
     """A row with fewer or more cells than the header (an unquoted separator, a truncated write, or a header
     read as one column: another separator)."""
     width = len(header)
     with _open_text(path, encoding) as handle:
         reader = csv.reader(handle, delimiter=sep, skipinitialspace=True)
-        next(reader, None)
+        if header_lines:
+            next(reader, None)
         try:
             for row in reader:
                 if row and len(row) != width and any(cell.strip() for cell in row):
-                    raise DataError(f"{path}:{reader.line_num}: expected {width} columns, found {len(row)}"
+                    named = "" if header_lines else f", as {'the training run' if flags else 'data.columns'} named them " \
+                        f"({', '.join(header)}; a value left out is an empty cell)"
+                    raise DataError(f"{path}:{reader.line_num}: expected {width} columns{named}, found {len(row)}"
                                     f"{separator_hint(header, flags)}")
         except csv.Error as error:
             raise DataError(f"{path}:{reader.line_num}: {error}") from None

@@ -239,6 +239,7 @@ class CsvData(TabularDataModule):
                  features: Optional[list] = None, drop: Optional[list] = None,
                  categorical: Optional[list] = None, numeric: Optional[list] = None,
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
+                 columns: Optional[list] = None,
                  na_values: Union[str, list, None] = None, encoding: Optional[str] = None, decimal: str = ".",
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
                  min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
@@ -252,6 +253,7 @@ class CsvData(TabularDataModule):
         self.numeric = [str(c) for c in numeric or ()]
         self.format = format
         self.sep = sep
+        self.columns = [str(c).strip() for c in columns] if columns is not None else None  # a file without a header row
         self.na_values = [str(v) for v in ([na_values] if isinstance(na_values, str) else na_values or ())]
         self.encoding = encoding
         if task_kind not in ("regression", "classification"):
@@ -301,7 +303,7 @@ class CsvData(TabularDataModule):
     def _read(self, path: Path):
         from .tables import read_table
 
-        return read_table(path, self.format, self.sep, self.na_values, self.encoding, self.decimal)
+        return read_table(path, self.format, self.sep, self.na_values, self.encoding, self.decimal, self.columns)
 
     def _feature_columns(self, columns: list[str], path: Path) -> list[str]:
         for key, names in (("data.features", self.features or []), ("data.drop", self.drop),
@@ -319,14 +321,15 @@ class CsvData(TabularDataModule):
     def load(self) -> LoadedData:
         import pandas as pd
 
-        from .tables import check_numeric_column, class_labels, column_kinds, regression_targets, separator_hint
+        from .tables import (check_numeric_column, class_labels, column_kinds, header_hint, regression_targets,
+                             separator_hint)
 
         started = time.perf_counter()
         train = self._read(self._resolve(self.path, "data.path"))
         columns = list(train.frame.columns)
         if self.target not in columns:
             raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}"
-                            f"{separator_hint(columns)}")
+                            f"{separator_hint(columns) or (header_hint(columns) if self.columns is None else '')}")
         features = self._feature_columns(columns, train.path)
         tables = [train]
         if self.test_path is not None:
@@ -390,7 +393,7 @@ class CsvData(TabularDataModule):
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
             self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,
-            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins, self.decimal).fit(
+            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins, self.decimal, self.columns).fit(
                 self.frame.iloc[train.x.numpy()], train.y.numpy(), classification=self.task_kind != "regression")
         self.timings["fit_s"] = time.perf_counter() - started
 
