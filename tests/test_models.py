@@ -2,7 +2,9 @@
 the textbook MLP's layer names, padding invariance of the text models, and config errors."""
 from __future__ import annotations
 
+import re
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -197,3 +199,48 @@ def test_validation_loss_leaves_label_smoothing_out(num_classes):
                                                label_smoothing=s) for s in (0.0, 0.2))
     assert smoothed.loss(logits, target) != plain.loss(logits, target)  # training does use it
     assert torch.equal(smoothed.evaluation_loss(logits, target), plain.loss(logits, target))
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_class_weights_weigh_the_training_loss_as_scikit_learn_weighs_log_loss(num_classes):
+    """task.class_weights: the training loss is the weighted mean sum(w_y * loss) / sum(w_y) (scikit-learn's
+    log_loss with sample_weight); val/loss and test/loss stay plain cross-entropy."""
+    from sklearn.metrics import log_loss
+
+    from pipeline.tasks import ClassificationModule
+
+    torch.manual_seed(0)
+    logits = torch.randn(40, 1 if num_classes == 2 else num_classes, dtype=torch.float64)
+    target = torch.randint(0, num_classes, (40,))
+    weights = [0.5, 4.0, 2.0][:num_classes]
+    module = ClassificationModule(torch.nn.Identity(), optimizer=None, num_classes=num_classes, class_weights=weights)
+    plain = ClassificationModule(torch.nn.Identity(), optimizer=None, num_classes=num_classes)
+    probabilities = module.probabilities(logits).numpy()
+    if num_classes == 2:
+        probabilities = np.stack([1 - probabilities, probabilities], axis=1)
+    expected = log_loss(target.numpy(), probabilities, sample_weight=np.asarray(weights)[target.numpy()],
+                        labels=list(range(num_classes)))
+    assert float(module.loss(logits, target)) == pytest.approx(expected, rel=1e-6)
+    assert float(module.evaluation_loss(logits, target)) == pytest.approx(float(plain.loss(logits, target)), rel=1e-9)
+    assert "class_weight" not in module.state_dict()  # checkpoints stay loadable by runs without weights
+
+
+def test_class_weights_settings_and_their_refusals():
+    from pipeline.data.base import DataSpec
+    from pipeline.errors import ConfigError
+    from pipeline.tasks.classification import class_weights
+
+    spec = DataSpec((3,), 1, "classification", num_classes=2, class_names=["no", "yes"], extra={"class_counts": [90, 10]})
+    assert class_weights(None, spec) is None
+    assert class_weights("balanced", spec) == pytest.approx([100 / 180, 100 / 20])  # n / (k * n_c)
+    assert class_weights([1, 3], spec) == [1.0, 3.0]
+    assert class_weights(OmegaConf.create({"yes": 5}), spec) == [1.0, 5.0]
+    numbered = DataSpec((3,), 3, "classification", num_classes=3, class_names=["0", "1", "2"])
+    assert class_weights(OmegaConf.create({2: 4}), numbered) == [1.0, 1.0, 4.0]  # Hydra reads {2: 4} with an int key
+    for setting, message in (("inverse", "is not a weighting"), ([1, 2, 3], "3 weights for 2 classes"),
+                             ({"maybe": 2}, "names ['maybe'], not classes"), ([1, 0], "must be a finite number > 0"),
+                             (["a", 1], "must be numbers")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            class_weights(setting, spec)
+    with pytest.raises(ConfigError, match="needs the training split's class counts"):
+        class_weights("balanced", numbered)

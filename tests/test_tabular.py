@@ -293,6 +293,33 @@ def test_numbers_written_with_decimal_commas_are_refused_then_read_with_data_dec
     assert rmse == pytest.approx(float(metrics["rmse"]), rel=1e-3)  # euros, from the rows as written
 
 
+def test_balanced_class_weights_find_more_of_a_rare_class(store):
+    """An imbalanced table (~8 % positives, a noisy boundary): task.class_weights=balanced weighs the rare class up
+    in the training loss, so the model predicts it more often and finds more of it; regression refuses the key."""
+    rng = np.random.default_rng(0)
+    rows = 3000
+    signal, other = rng.normal(size=rows), rng.normal(size=rows)
+    rare = (signal + 0.8 * rng.normal(size=rows) > 2.0).astype(int)
+    table = store["tmp"] / "rare.csv"
+    pd.DataFrame({"signal": signal.round(4), "other": other.round(4), "fraud": rare}).to_csv(table, index=False)
+    assert 0.04 < rare.mean() < 0.12
+    found = {}
+    for weights in ("null", "balanced"):
+        result = run_cli_in_process(["task=classification", "data=csv", f"data.path={table}", "data.target=fraud",
+                                     f"task.class_weights={weights}", "trainer.max_epochs=20", "logger=none"], store)
+        assert result.returncode == 0, result.stderr[-3000:]
+        [checkpoint] = [c for c in store["tmp"].glob("outputs*/checkpoints/best-*.ckpt") if c not in found.values()]
+        output = store["tmp"] / f"{weights}.csv"
+        code, _, stderr = predict_cli([str(checkpoint), "--input", str(table), "--output", str(output), "--keep", "fraud"])
+        assert code == 0, stderr[-2000:]
+        predicted = pd.read_csv(output)
+        found[weights] = checkpoint
+        found[f"{weights} recall"] = float(predicted.loc[predicted["fraud"] == 1, "prediction"].mean())
+    assert found["balanced recall"] > found["null recall"] + 0.15, found
+    refused = run_cli_in_process(["task=regression", "+task.class_weights=balanced"], store)
+    assert_refused(refused, store, "task.class_weights weighs classes; task.kind=regression has none")
+
+
 # ----- refused, with one line naming the file and the column ------------------------------------------------------
 def table_text(header: str, rows: list[str]) -> str:
     return "\n".join([header, *rows]) + "\n"

@@ -42,6 +42,8 @@ class TaskConfig:
     monitor: str = "val/acc"
     mode: str = "max"  # min | max
     label_smoothing: float = 0.0
+    # classification: null | balanced | [w_0, w_1, ...] in class order | {class: weight}; see tasks/classification.py
+    class_weights: Any = None
 
 
 @dataclass
@@ -204,6 +206,8 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
         raise ConfigError(f"test={cfg.get('test')!r} must be true or false")
     task = cfg.task
     _choice("task.mode", task.mode, ("min", "max"))
+    if task.get("class_weights") is not None and task.kind != "classification":
+        raise ConfigError(f"task.class_weights weighs classes; task.kind={task.kind} has none (leave it null)")
     if not str(task.monitor).startswith("val/"):
         raise ConfigError(f"task.monitor={task.monitor!r} must be a validation metric (val/loss, val/acc, val/rmse ...); "
                           "model selection never looks at the test split")

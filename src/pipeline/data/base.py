@@ -182,12 +182,15 @@ class InMemoryDataModule(pl.LightningDataModule):
             return DataSpec(input_shape, 1, "regression")
         num_classes = int(train.y.max().item()) + 1 if class_names is None else len(class_names)
         num_classes = max(num_classes, 2)
+        # the training rows per class: what task.class_weights=balanced weighs by
+        counts = torch.bincount(train.y.reshape(-1).long().cpu(), minlength=num_classes).tolist()
         return DataSpec(
             input_shape,
             1 if num_classes == 2 else num_classes,
             "classification",
             num_classes=num_classes,
             class_names=class_names,
+            extra={"class_counts": counts},
         )
 
     def save_artifacts(self, directory: Path) -> list[Path]:

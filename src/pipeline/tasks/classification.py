@@ -1,16 +1,17 @@
-"""Classification: binary (one logit, BCE-with-logits) or multiclass (K logits, cross-entropy); metrics acc, f1
-and auroc (macro one versus rest for more than two classes); a confusion matrix of the test split; stratified
-splits."""
+"""Classification: binary (one logit, BCE-with-logits) or multiclass (K logits, cross-entropy), optionally with a
+weight per class (``task.class_weights``); metrics acc, f1 and auroc (macro one versus rest for more than two
+classes); a confusion matrix of the test split; stratified splits."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pipeline.errors import ConfigError
 from pipeline.models.heads import Probabilities
 
 from .metrics import binary, multiclass
@@ -22,30 +23,43 @@ class ClassificationModule(TaskModule):
     stratify: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/acc", mode: str = "max",
-                 num_classes: int = 2, label_smoothing: float = 0.0):
+                 num_classes: int = 2, label_smoothing: float = 0.0, class_weights: Optional[list[float]] = None):
         super().__init__(model, optimizer, scheduler, monitor, mode)
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 2
         self.label_smoothing = float(label_smoothing)
+        # one weight per class in the training loss (None: all 1); not saved in checkpoints, the config has it
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weight", weights, persistent=False)
 
     @classmethod
     def from_spec(cls, model, optimizer, scheduler, spec, task_cfg) -> "ClassificationModule":
         return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
-                   num_classes=spec.num_classes or 2, label_smoothing=task_cfg.get("label_smoothing", 0.0))
+                   num_classes=spec.num_classes or 2, label_smoothing=task_cfg.get("label_smoothing", 0.0),
+                   class_weights=class_weights(task_cfg.get("class_weights"), spec))
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return self._cross_entropy(output, target, self.label_smoothing)
+        return self._cross_entropy(output, target, self.label_smoothing, self.class_weight)
 
     def evaluation_loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return self._cross_entropy(output, target, 0.0)
+        """Plain cross-entropy, without smoothing or class weights: val/loss and test/loss compare across runs."""
+        return self._cross_entropy(output, target, 0.0, None)
 
-    def _cross_entropy(self, output: Tensor, target: Tensor, smoothing: float) -> Tensor:
+    def _cross_entropy(self, output: Tensor, target: Tensor, smoothing: float, weight: Optional[Tensor]) -> Tensor:
+        if weight is not None and weight.dtype != output.dtype:  # float64 or bf16-true runs
+            weight = weight.to(output.dtype)
         if self.binary:
+            labels = target
             target = target.to(output.dtype)
             if smoothing:
                 target = target * (1 - smoothing) + 0.5 * smoothing
-            return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
-        return F.cross_entropy(output, target, label_smoothing=smoothing)
+            if weight is None:
+                return F.binary_cross_entropy_with_logits(output.squeeze(-1), target)
+            # the weighted mean, as cross_entropy(weight=...) takes it: sum(w_i * loss_i) / sum(w_i)
+            row_weights = weight[labels.long()]
+            losses = F.binary_cross_entropy_with_logits(output.squeeze(-1), target, reduction="none")
+            return (losses * row_weights).sum() / row_weights.sum()
+        return F.cross_entropy(output, target, weight=weight, label_smoothing=smoothing)
 
     @classmethod
     def metric_names(cls, spec) -> tuple[str, ...]:
@@ -68,6 +82,48 @@ class ClassificationModule(TaskModule):
 
         return [plots.confusion_matrix(y_true, predicted_classes(outputs), spec.num_classes or 2,
                                        folder / "confusion_matrix.png", spec.class_names)]
+
+
+def class_weights(setting: Any, spec) -> Optional[list[float]]:
+    """``task.class_weights`` as one weight per class, in class order (None: every class weighs 1).
+
+    ``balanced``: n / (k * n_c) for the n training rows of k classes, n_c of class c (scikit-learn's
+    ``class_weight="balanced"``); a list: one weight per class, in the order of the class names; a mapping
+    ``{class name: weight}``: the classes it names, the others 1."""
+    if setting is None:
+        return None
+    names = list(spec.class_names or [str(i) for i in range(spec.num_classes or 2)])
+    allowed = (f"allowed: null, balanced, a list of {len(names)} positive weights in class order ({', '.join(names)}), "
+               "or {class: weight}")
+    if isinstance(setting, str):
+        if setting != "balanced":
+            raise ConfigError(f"task.class_weights={setting!r} is not a weighting; {allowed}")
+        counts = spec.extra.get("class_counts")
+        if not counts:
+            raise ConfigError("task.class_weights=balanced needs the training split's class counts, which this run's "
+                              f"data does not give; give the weights instead ({allowed})")
+        present = [c for c in counts if c > 0]
+        total = sum(present)
+        return [total / (len(present) * c) if c > 0 else 1.0 for c in counts]
+    if hasattr(setting, "items"):  # a dict (DictConfig): keys are class names; Hydra reads {1: 3} with an int key
+        weights = {str(k).strip(): v for k, v in setting.items()}
+        unknown = [k for k in weights if k not in names]
+        if unknown:
+            raise ConfigError(f"task.class_weights names {unknown}, not classes of this data ({', '.join(names)})")
+        values = [weights.get(name, 1.0) for name in names]
+    elif isinstance(setting, (list, tuple)) or hasattr(setting, "__len__"):
+        values = list(setting)
+        if len(values) != len(names):
+            raise ConfigError(f"task.class_weights has {len(values)} weights for {len(names)} classes; {allowed}")
+    else:
+        raise ConfigError(f"task.class_weights={setting!r} is not a weighting; {allowed}")
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(f"task.class_weights={list(values)!r}: the weights must be numbers; {allowed}") from None
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        raise ConfigError(f"task.class_weights={values}: every weight must be a finite number > 0")
+    return values
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
