@@ -320,6 +320,35 @@ def test_balanced_class_weights_find_more_of_a_rare_class(store):
     assert_refused(refused, store, "task.class_weights weighs classes; task.kind=regression has none")
 
 
+def test_dates_give_month_and_weekday_inputs(store):
+    """Sales that follow the weekday and the season: a day count alone cannot learn them (R² near 0), its month
+    and weekday as categorical inputs can; predictions from the written dates give the run's test RMSE."""
+    rng = np.random.default_rng(0)
+    days = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 730, 1500), unit="D")
+    sales = 100 + 40 * (days.day_of_week >= 5) + 25 * np.isin(days.month, [11, 12]) + rng.normal(0, 5, len(days))
+    table = store["tmp"] / "sales.csv"
+    pd.DataFrame({"day": days.strftime("%Y-%m-%d"), "sales": sales.round(2)}).to_csv(table, index=False)
+    scores = {}
+    for features in ("true", "false"):
+        result = run_cli_in_process(["task=regression", "data=csv", f"data.path={table}", "data.target=sales",
+                                     f"data.date_features={features}", "trainer.max_epochs=30", "optimizer.lr=0.01",
+                                     "logger=none"], store)
+        assert result.returncode == 0, result.stderr[-3000:]
+        output = result.stdout + result.stderr
+        scores[features] = dict(re.findall(r"test/(\w+)=([-\d.e]+)", output))
+        assert ("'day' (month, weekday)" in output) == (features == "true"), output[-3000:]
+    assert float(scores["true"]["r2"]) > 0.9 and float(scores["false"]["r2"]) < 0.3, scores
+
+    with_parts = [c for c in store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")
+                  if "day.weekday" in (c.parent.parent / "data" / "preprocessing.json").read_text()]
+    assert len(with_parts) == 1  # the run with date features saved them with its preprocessing; the other did not
+    checkpoint = with_parts[0]
+    predictions = store["tmp"] / "predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(table), "--output", str(predictions)])
+    assert code == 0, stderr[-2000:]
+    assert pd.read_csv(predictions)["prediction"].std() > 15  # weekends and the season apart, as trained
+
+
 # ----- refused, with one line naming the file and the column ------------------------------------------------------
 def table_text(header: str, rows: list[str]) -> str:
     return "\n".join([header, *rows]) + "\n"
@@ -510,6 +539,17 @@ def test_compressed_and_spreadsheet_files_that_cannot_be_read_are_refused(store)
     packed.write_bytes(gzip.compress(b"PAR1"))
     assert_refused(run_cli_in_process(["data=csv", f"data.path={packed}", "data.target=label"], store), store,
                    str(packed), "a compressed Parquet file is not read")
+
+
+@pytest.mark.unit
+def test_date_parts_are_read_in_utc():
+    from pipeline.data.preprocessing import date_number, date_part_labels
+
+    days = np.array([date_number(t) for t in ("2024-01-05T13:00:00Z", "2024-01-05T23:59:59+01:00", "2024-12-31",
+                                               "2024-06-15T00:00")] + [np.nan])
+    assert date_part_labels(days, "month").tolist() == ["1", "1", "12", "6", None]
+    assert date_part_labels(days, "weekday").tolist() == ["Fri", "Fri", "Tue", "Sat", None]
+    assert date_part_labels(days, "hour").tolist() == ["13", "22", "0", "0", None]
 
 
 @pytest.mark.unit

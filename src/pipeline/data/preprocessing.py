@@ -9,7 +9,9 @@ any column order, with extra columns) into the float32 tensor the model reads:
   arXiv 2203.05556, "PLE-Q" and "PLE-T"), plus a 0/1 missing indicator when the training
   rows had missing values in it;
 * a **categorical** column -> an integer code per category seen at least ``min_category_count`` times in
-  the training rows; code 0 is the bucket for unseen, rare and missing values. The codes are the last
+  the training rows; code 0 is the bucket for unseen, rare and missing values;
+* a numeric column of **dates** may also give categorical inputs of their parts (``date_parts``: the month, the
+  weekday, the hour), derived from the same cells, so that a season or a weekday effect can be learned. The codes are the last
   columns of the tensor, read by the model's embeddings (``categorical_encoding="embedding"``), or
   expanded here into one-hot columns (``"onehot"``).
 
@@ -51,6 +53,8 @@ _WRITTEN_NUMBER = re.compile(
 # an ISO 8601 date, with a time and a zone or not ("2024-01-05", "2024-01-05T13:45:00Z", "2024-01-05 13:45")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+DATE_PARTS = ("month", "weekday", "hour")
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 class RawInputError(ValueError):
@@ -171,6 +175,25 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
     return values, bad
 
 
+def date_part_labels(days: np.ndarray, part: str) -> np.ndarray:
+    """The ``part`` (month ``"1"``..``"12"``, weekday ``"Mon"``..``"Sun"``, hour ``"0"``..``"23"``) of each date given
+    as days since 1970-01-01 in UTC (:func:`date_number`); None where the date is missing."""
+    labels = np.full(len(days), None, dtype=object)
+    present = ~np.isnan(days)
+    whole = np.floor(days[present]).astype(np.int64)
+    if part == "weekday":  # 1970-01-01 was a Thursday
+        labels[present] = np.asarray(WEEKDAYS, dtype=object)[(whole + 3) % 7]
+    elif part == "month":
+        months = whole.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) % 12 + 1
+        labels[present] = months.astype(str).astype(object)
+    elif part == "hour":  # a hair over the fraction: 13:00 is 0.54166.. of a day, which times 24 may fall short of 13
+        hours = np.clip(np.floor((days[present] - whole) * 24 + 1e-6), 0, 23).astype(np.int64)
+        labels[present] = hours.astype(str).astype(object)
+    else:
+        raise ValueError(f"date part {part!r}; allowed: {', '.join(DATE_PARTS)}")
+    return labels
+
+
 def _normal_quantile(p: np.ndarray) -> np.ndarray:
     return torch.special.ndtri(torch.from_numpy(p)).numpy()
 
@@ -179,7 +202,9 @@ def _normal_quantile(p: np.ndarray) -> np.ndarray:
 class TablePreprocessor:
     """Raw table columns -> model input tensor, with statistics of the training rows only.
 
-    ``columns`` maps each raw input column, in order, to ``"numeric"`` or ``"categorical"``.
+    ``columns`` maps each raw input column, in order, to ``"numeric"`` or ``"categorical"``; ``date_parts``
+    maps a numeric column of dates to the parts of its dates that are also categorical inputs, named
+    ``<column>.<part>`` (e.g. ``listed.weekday``) after the raw categorical columns.
     Inspect it with ``print(preprocessor)`` or :meth:`to_dict`; the layout of the output tensor is
     ``[numeric columns | missing indicators | one-hot blocks or category codes]``.
     """
@@ -187,7 +212,8 @@ class TablePreprocessor:
     def __init__(self, columns: dict[str, str], numeric_transform: str = "standard",
                  categorical_encoding: str = "embedding", min_category_count: int = 1,
                  missing_tokens: Sequence[str] = MISSING_TOKENS, piecewise_bins: int = PIECEWISE_BINS,
-                 decimal: str = ".", file_columns: Optional[Sequence[str]] = None):
+                 decimal: str = ".", file_columns: Optional[Sequence[str]] = None,
+                 date_parts: Optional[dict[str, Sequence[str]]] = None):
         if numeric_transform not in NUMERIC_TRANSFORMS:
             raise ValueError(f"numeric_transform must be one of {', '.join(NUMERIC_TRANSFORMS)}, got {numeric_transform!r}")
         if categorical_encoding not in CATEGORICAL_ENCODINGS:
@@ -207,6 +233,13 @@ class TablePreprocessor:
         # the training file's columns when it had no header row (data.columns): how pipeline-predict names the
         # columns of a new file without one
         self.file_columns = [str(c) for c in file_columns] if file_columns is not None else None
+        self.date_parts = {str(c): [str(p) for p in parts] for c, parts in (date_parts or {}).items() if parts}
+        for column, parts in self.date_parts.items():
+            if self.columns.get(column) != "numeric":
+                raise ValueError(f"date_parts: {column!r} is not a numeric input column")
+            unknown = [p for p in parts if p not in DATE_PARTS]
+            if unknown:
+                raise ValueError(f"date_parts of {column!r}: {unknown}; allowed: {', '.join(DATE_PARTS)}")
         # fitted state, per column
         self.numeric: dict[str, dict] = {}  # name -> {median, mean, std, missing_indicator, [quantiles]}
         self.categories: dict[str, list[str]] = {}  # name -> categories with codes 1..K (0: unseen/missing)
@@ -219,7 +252,17 @@ class TablePreprocessor:
 
     @property
     def categorical_columns(self) -> list[str]:
-        return [c for c, kind in self.columns.items() if kind == "categorical"]
+        """The raw categorical columns, then the date parts (``listed.month``)."""
+        raw = [c for c, kind in self.columns.items() if kind == "categorical"]
+        return raw + [f"{c}.{p}" for c, parts in self.date_parts.items() for p in parts]
+
+    def _categorical_values(self, frame: pd.DataFrame, name: str, missing: frozenset) -> np.ndarray:
+        """One spelling per cell of a categorical input (None: missing): a raw column's, or a date part's."""
+        if name in self.columns:
+            return canonical_values(frame[name], missing)
+        column, _, part = name.rpartition(".")
+        days, _ = to_numbers(frame[column], missing, self.decimal)  # a cell that is not a date: refused as a number
+        return date_part_labels(days, part)
 
     @property
     def cardinalities(self) -> list[int]:
@@ -279,7 +322,7 @@ class TablePreprocessor:
                 stats["edges"] = [float(e) for e in edges] if len(edges) > 1 else [stats["median"] - 1.0, stats["median"] + 1.0]
             self.numeric[name] = stats
         for name in self.categorical_columns:
-            spelled = pd.Series(canonical_values(frame[name], missing), dtype=object).dropna()
+            spelled = pd.Series(self._categorical_values(frame, name, missing), dtype=object).dropna()
             counts = spelled.value_counts()
             kept = counts[counts >= self.min_category_count]
             # most frequent first, then by name: the order does not depend on the row order
@@ -334,7 +377,7 @@ class TablePreprocessor:
         codes = []
         for name, categories in self.categories.items():
             index = {c: i + 1 for i, c in enumerate(categories)}
-            spelled = canonical_values(frame[name], missing)
+            spelled = self._categorical_values(frame, name, missing)
             found, uniques = pd.factorize(pd.Series(spelled, dtype=object), use_na_sentinel=True)
             code_of_unique = np.array([index.get(u, 0) for u in uniques] + [0], dtype=np.int64)
             codes.append(code_of_unique[found])
@@ -396,6 +439,7 @@ class TablePreprocessor:
                 "numeric_transform": self.numeric_transform, "categorical_encoding": self.categorical_encoding,
                 "min_category_count": self.min_category_count, "missing_tokens": self.missing_tokens,
                 "piecewise_bins": self.piecewise_bins, "decimal": self.decimal, "file_columns": self.file_columns,
+                "date_parts": self.date_parts,
                 "numeric": self.numeric, "categories": self.categories, "example_rows": self.example_rows}
 
     @classmethod
@@ -405,7 +449,7 @@ class TablePreprocessor:
                              f"format {FORMAT_VERSION}")
         made = cls(state["columns"], state["numeric_transform"], state["categorical_encoding"],
                    state["min_category_count"], state["missing_tokens"], state.get("piecewise_bins", PIECEWISE_BINS),
-                   state.get("decimal", "."), state.get("file_columns"))
+                   state.get("decimal", "."), state.get("file_columns"), state.get("date_parts"))
         made.numeric = {k: dict(v) for k, v in state["numeric"].items()}
         made.categories = {k: list(v) for k, v in state["categories"].items()}
         made.example_rows = list(state.get("example_rows", []))

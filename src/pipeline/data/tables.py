@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .base import DataError
-from .preprocessing import (DECIMAL_MARKS, FLOAT32_MAX, MISSING_TOKENS, canonical_values, cell_number,
+from .preprocessing import (DECIMAL_MARKS, FLOAT32_MAX, MISSING_TOKENS, canonical_values, cell_number, date_number,
                             to_numbers)
 
 log = logging.getLogger(__name__)
@@ -511,6 +511,8 @@ class ColumnPlan:
     # numeric columns of text that pandas alone would not read as numbers (written numbers, ISO dates):
     # name -> (a cell, its value)
     written: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # the numeric columns whose every value is an ISO date: name -> whether any has a time of day
+    dates: dict[str, bool] = field(default_factory=dict)
 
 
 def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str] = (), numeric: Sequence[str] = (),
@@ -569,12 +571,25 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             left_out[name] = f"{distinct} distinct values in {present} rows"
         else:
             kinds[name] = "categorical"
-    written = {}
+    written, dates = {}, {}
     for name, kind in kinds.items():
         example = _written_example(table.frame[name], missing, decimal) if kind == "numeric" else None
         if example is not None:
             written[name] = example
-    return ColumnPlan(kinds, left_out, written)
+            timed = _date_column(table.frame[name], missing)
+            if timed is not None:
+                dates[name] = timed
+    return ColumnPlan(kinds, left_out, written, dates)
+
+
+def _date_column(column: pd.Series, missing: frozenset) -> Optional[bool]:
+    """For a column whose every value is an ISO date: whether any has a time of day other than midnight; None
+    for any other column."""
+    texts = [t for t in column.dropna().astype(str).str.strip().unique() if t not in missing]
+    days = np.array([date_number(t) for t in texts], dtype=np.float64)
+    if not len(days) or np.isnan(days).any():
+        return None
+    return bool((days != np.floor(days)).any())
 
 
 def _written_example(column: pd.Series, missing: frozenset, decimal: str = ".") -> Optional[tuple[str, float]]:

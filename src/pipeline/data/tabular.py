@@ -239,7 +239,7 @@ class CsvData(TabularDataModule):
                  features: Optional[list] = None, drop: Optional[list] = None,
                  categorical: Optional[list] = None, numeric: Optional[list] = None,
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
-                 columns: Optional[list] = None,
+                 columns: Optional[list] = None, date_features: bool = True,
                  na_values: Union[str, list, None] = None, encoding: Optional[str] = None, decimal: str = ".",
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
                  min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
@@ -254,6 +254,8 @@ class CsvData(TabularDataModule):
         self.format = format
         self.sep = sep
         self.columns = [str(c).strip() for c in columns] if columns is not None else None  # a file without a header row
+        self.date_features = bool(date_features)
+        self.date_parts: dict[str, list[str]] = {}  # a date column -> its parts that are categorical inputs too
         self.na_values = [str(v) for v in ([na_values] if isinstance(na_values, str) else na_values or ())]
         self.encoding = encoding
         if task_kind not in ("regression", "classification"):
@@ -353,6 +355,14 @@ class CsvData(TabularDataModule):
             raise DataError(f"{train.path}: no feature columns left (target {self.target!r}; left out: "
                             f"{', '.join(plan.left_out) or '-'}); choose them with data.features=[...]")
         self.kinds = plan.kinds
+        if self.date_features:
+            self.date_parts = {name: ["month", "weekday", *(["hour"] if timed else [])]
+                               for name, timed in plan.dates.items()
+                               if not any(f"{name}.{part}" in plan.kinds for part in ("month", "weekday", "hour"))}
+        if self.date_parts:
+            listed = ", ".join(f"{name!r} ({', '.join(parts)})" for name, parts in self.date_parts.items())
+            log.warning("data: dates also give categorical inputs of their parts (in UTC): %s; data.date_features=false "
+                        "keeps the day count alone", listed)
         for table in tables[1:]:  # the training file's numeric columns were checked while typing them
             for name, kind in plan.kinds.items():
                 if kind == "numeric":
@@ -393,7 +403,7 @@ class CsvData(TabularDataModule):
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
             self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,
-            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins, self.decimal, self.columns).fit(
+            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins, self.decimal, self.columns, self.date_parts).fit(
                 self.frame.iloc[train.x.numpy()], train.y.numpy(), classification=self.task_kind != "regression")
         self.timings["fit_s"] = time.perf_counter() - started
 
