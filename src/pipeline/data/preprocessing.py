@@ -142,10 +142,11 @@ def text_number(text: str) -> float:
 
 def cell_number(text: str, decimal: str = ".") -> float:
     """One text cell as :func:`to_numbers` reads it (NaN: not a number), without pandas' per-call cost."""
-    text = text.strip()
+    text = written = text.strip()
     if decimal == ",":
-        text = text.translate(_SWAP_MARKS)
-    return float(text) if _NUMBER.fullmatch(text) else text_number(text)
+        written = text.translate(_SWAP_MARKS)
+    value = float(written) if _NUMBER.fullmatch(written) else text_number(written)
+    return date_number(text) if decimal == "," and math.isnan(value) else value
 
 
 def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS),
@@ -169,6 +170,8 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
     parsed = np.array(parsed.to_numpy(dtype=np.float64, na_value=np.nan))  # writable
     for position in np.flatnonzero(np.isnan(parsed)):
         parsed[position] = text_number(str(written[position]))
+        if decimal == "," and np.isnan(parsed[position]):  # a date with a fraction of a second: 13:45:00.5
+            parsed[position] = date_number(str(uniques[position]))
     parsed = np.append(parsed, np.nan)  # code -1: missing
     values = parsed[codes]
     bad = (codes >= 0) & np.isnan(values)
