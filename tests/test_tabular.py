@@ -349,6 +349,38 @@ def test_dates_give_month_and_weekday_inputs(store):
     assert pd.read_csv(predictions)["prediction"].std() > 15  # weekends and the season apart, as trained
 
 
+def skewed_prices(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
+    return pd.DataFrame({"x1": x1.round(4), "x2": x2.round(4),
+                         "price": (np.exp(1.5 * x1 + 0.5 * x2 + rng.normal(0, 0.3, rows)) * 1000).round(2)})
+
+
+def test_a_log_target_is_learned_in_log_space_and_predicted_in_its_units(store):
+    """task.target_transform=log: the model learns log1p of a skewed price; the test metrics, pipeline-predict's
+    answers and the served model are in the price's units (expm1), never below zero; targets <= -1 are refused."""
+    train, test = store["tmp"] / "train.csv", store["tmp"] / "test.csv"
+    skewed_prices(1500, 0).to_csv(train, index=False)
+    skewed_prices(500, 1).to_csv(test, index=False)
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={train}", f"data.test_path={test}",
+                                 "data.target=price", "task.target_transform=log", "trainer.max_epochs=30",
+                                 "optimizer.lr=0.01", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = dict(re.findall(r"test/(\w+)=([-\d.e]+)", result.stdout))
+    assert float(metrics["r2"]) > 0.3, metrics  # a heavy tail: a few prices far out weigh on the squared error
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    predictions = store["tmp"] / "predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(test), "--output", str(predictions)])
+    assert code == 0, stderr[-2000:]
+    predicted, truth = pd.read_csv(predictions)["prediction"].to_numpy(), pd.read_csv(test)["price"].to_numpy()
+    assert predicted.min() > 0
+    assert math.sqrt(float(np.mean((predicted - truth) ** 2))) == pytest.approx(float(metrics["rmse"]), rel=1e-3)
+    assert_refused(run_cli_in_process(["task=regression", "data=synthetic_linear", "task.target_transform=log"], store),
+                   store, "task.target_transform=log needs targets > -1 (log1p); the training rows' smallest is -")
+    assert_refused(run_cli_in_process(["task=classification", "+task.target_transform=log"], store), store,
+                   "task.target_transform transforms a regression target; task.kind=classification has none")
+
+
 # ----- refused, with one line naming the file and the column ------------------------------------------------------
 def table_text(header: str, rows: list[str]) -> str:
     return "\n".join([header, *rows]) + "\n"

@@ -44,6 +44,8 @@ class TaskConfig:
     label_smoothing: float = 0.0
     # classification: null | balanced | [w_0, w_1, ...] in class order | {class: weight}; see tasks/classification.py
     class_weights: Any = None
+    # regression: none | log (the model learns log1p of the target; predictions and metrics in the target's units)
+    target_transform: str = "none"
 
 
 @dataclass
@@ -208,6 +210,9 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
     _choice("task.mode", task.mode, ("min", "max"))
     if task.get("class_weights") is not None and task.kind != "classification":
         raise ConfigError(f"task.class_weights weighs classes; task.kind={task.kind} has none (leave it null)")
+    _choice("task.target_transform", task.get("target_transform", "none"), ("none", "log"))
+    if task.get("target_transform", "none") != "none" and task.kind != "regression":
+        raise ConfigError(f"task.target_transform transforms a regression target; task.kind={task.kind} has none")
     if not str(task.monitor).startswith("val/"):
         raise ConfigError(f"task.monitor={task.monitor!r} must be a validation metric (val/loss, val/acc, val/rmse ...); "
                           "model selection never looks at the test split")

@@ -52,9 +52,16 @@ class TabularDataModule(InMemoryDataModule):
 
     def describe(self, train: Split, class_names) -> DataSpec:
         spec = super().describe(train, class_names)
-        if self.task_kind == "regression" and self.standardize_target:
-            spec.extra["target_mean"] = float(train.y.mean())
-            spec.extra["target_std"] = float(train.y.std().clamp_min(1e-8))
+        if self.task_kind == "regression":
+            y = train.y.double()
+            spec.extra["target_min"] = float(y.min())  # task.target_transform=log needs y > -1
+            if self.standardize_target:
+                spec.extra["target_mean"] = float(y.mean())
+                spec.extra["target_std"] = float(y.std().clamp_min(1e-8))
+                if spec.extra["target_min"] > -1:  # the scale of log1p(y), for task.target_transform=log
+                    logged = torch.log1p(y)
+                    spec.extra["log_target_mean"] = float(logged.mean())
+                    spec.extra["log_target_std"] = float(logged.std().clamp_min(1e-8))
         return spec
 
     def raw_input_adapter(self):

@@ -19,12 +19,20 @@ class Probabilities(nn.Module):
         return torch.sigmoid(logits) if self.binary else logits.softmax(-1)
 
 
-class Rescaled(nn.Module):
-    """Standardised regression outputs back in the data's units."""
+# the largest log1p value whose expm1 float32 holds (about 3.4e38)
+LOG_FLOAT32_MAX = 88.7
 
-    def __init__(self, model: nn.Module, mean: float, std: float):
+
+class Rescaled(nn.Module):
+    """Standardised regression outputs back in the data's units (``log``: the model learned log1p of the
+    target, so its outputs go back through expm1)."""
+
+    log: bool = False  # predictors pickled before the option unpickle without the attribute
+
+    def __init__(self, model: nn.Module, mean: float, std: float, log: bool = False):
         super().__init__()
-        self.model, self.mean, self.std = model, mean, std
+        self.model, self.mean, self.std, self.log = model, mean, std, log
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x) * self.std + self.mean
+        value = self.model(x) * self.std + self.mean
+        return torch.expm1(value.clamp(max=LOG_FLOAT32_MAX)) if self.log else value

@@ -1,14 +1,16 @@
-"""Regression: mean squared error; metrics mse, rmse, mae, r2 in the data's own units; a
-predicted-vs-true plot of the test split."""
+"""Regression: mean squared error (of the target, or of log1p of it: ``task.target_transform=log``); metrics mse,
+rmse, mae, r2 in the data's own units; a predicted-vs-true plot of the test split."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pipeline.models.heads import Rescaled
+from pipeline.errors import ConfigError
+from pipeline.models.heads import LOG_FLOAT32_MAX, Rescaled
 
 from .metrics import regression
 from .base import TaskModule
@@ -16,27 +18,39 @@ from .base import TaskModule
 
 class RegressionModule(TaskModule):
     """Targets are standardised for the loss when the data provides the scale, and predictions are mapped
-    back, so metrics (and the served model) are always in the data's own units."""
+    back, so metrics (and the served model) are always in the data's own units. ``log_target``: the model
+    learns log1p of the target (prices, counts: errors relative to the value), predictions are expm1 of it."""
 
     kind: ClassVar[str] = "regression"
     stratify: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/rmse", mode: str = "min",
-                 target_mean: float = 0.0, target_std: float = 1.0):
+                 target_mean: float = 0.0, target_std: float = 1.0, log_target: bool = False):
         super().__init__(model, optimizer, scheduler, monitor, mode)
         self.target_mean = float(target_mean)
         self.target_std = float(target_std)
+        self.log_target = bool(log_target)
 
     @classmethod
     def from_spec(cls, model, optimizer, scheduler, spec, task_cfg) -> "RegressionModule":
-        return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
-                   target_mean=spec.extra.get("target_mean", 0.0), target_std=spec.extra.get("target_std", 1.0))
+        if task_cfg.get("target_transform", "none") == "none":  # the config's checks allow none and log
+            return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
+                       target_mean=spec.extra.get("target_mean", 0.0), target_std=spec.extra.get("target_std", 1.0))
+        smallest = spec.extra.get("target_min")
+        if smallest is None or smallest <= -1:
+            raise ConfigError("task.target_transform=log needs targets > -1 (log1p); the training rows' smallest is "
+                              f"{smallest}" if smallest is not None else
+                              "task.target_transform=log needs the training targets' range, which this data does not give")
+        return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode, log_target=True,
+                   target_mean=spec.extra.get("log_target_mean", 0.0), target_std=spec.extra.get("log_target_std", 1.0))
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        target = torch.log1p(target) if self.log_target else target
         return F.mse_loss(output.squeeze(-1), (target - self.target_mean) / self.target_std)
 
     def predict(self, output: Tensor) -> Tensor:
-        return output.squeeze(-1) * self.target_std + self.target_mean
+        value = output.squeeze(-1) * self.target_std + self.target_mean
+        return torch.expm1(value.clamp(max=LOG_FLOAT32_MAX)) if self.log_target else value
 
     @classmethod
     def metric_names(cls, spec) -> tuple[str, ...]:
@@ -49,7 +63,7 @@ class RegressionModule(TaskModule):
         return regression(inputs, targets)
 
     def predictor(self) -> nn.Module:
-        return Rescaled(self.model, self.target_mean, self.target_std)
+        return Rescaled(self.model, self.target_mean, self.target_std, log=self.log_target)
 
     def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
         from pipeline import plots
