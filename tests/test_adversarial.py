@@ -109,7 +109,7 @@ DATA_CASES = [
      ["data.test_path", "missing.csv"]),
     (["data=csv", "data.path={d}/semicolons.csv", "data.target=label"], ["'label'", "a;b;c;label"]),
     (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.features=[nope]"], ["data.features", "nope"]),
-    (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.format=xlsx"], ["data.format='xlsx'", "parquet"]),
+    (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.format=xls"], ["data.format='xls'", "parquet", "excel"]),
     (["data=csv", "data.path={d}/blank_b.csv", "data.target=label"], ["no feature columns left", "data.features"]),
     (["task=regression", "data=csv", "data.path={d}/words.csv", "data.target=label"],
      ["words.csv:2", "'dog'", "task=classification"]),

@@ -381,6 +381,45 @@ def test_a_log_target_is_learned_in_log_space_and_predicted_in_its_units(store):
                    "task.target_transform transforms a regression target; task.kind=classification has none")
 
 
+def test_an_excel_workbook_trains_from_its_sheet_and_predicts(people_run, store):
+    """A workbook with a notes sheet first: the first sheet is read with a notice, so the target is not found
+    and the error names the other sheet; data.sheet chooses it, Excel's typed cells (numbers, text, dates) and
+    '?' read as in the CSV, and pipeline-predict answers on a workbook as on the same rows in CSV."""
+    rows = pd.read_csv(people_run["train"], dtype=str, keep_default_na=False)
+    rows["score"] = pd.to_numeric(rows["score"])  # typed cells, as Excel keeps them
+    rows["joined"] = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.arange(len(rows)) % 300, unit="D")
+    book = store["tmp"] / "people.xlsx"
+    with pd.ExcelWriter(book) as writer:
+        pd.DataFrame({"note": ["exported from the registry"]}).to_excel(writer, sheet_name="README", index=False)
+        rows.to_excel(writer, sheet_name="people", index=False)
+    common = ["data=csv", f"data.path={book}", "data.target=label", "trainer.max_epochs=3", "logger=none"]
+    refused = run_cli_in_process(common, store)
+    assert_refused(refused, store, "column 'label' not in", "read its sheet 'README'; it also has 'people'")
+    assert "read its first sheet, 'README', of 2" in refused.stdout + refused.stderr
+    result = run_cli_in_process([*common, "data.sheet=people"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'joined' (month, weekday)" in result.stdout + result.stderr  # Excel's dates are dates
+
+    [checkpoint] = store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")
+    csv_rows = store["tmp"] / "people.csv"
+    rows.assign(joined=rows["joined"].dt.strftime("%Y-%m-%d")).to_csv(csv_rows, index=False)
+    answers = []
+    for source, extra in ((book, ["--sheet", "people"]), (csv_rows, [])):
+        output = store["tmp"] / f"{source.name}.predictions.csv"
+        code, _, stderr = predict_cli([str(checkpoint), "--input", str(source), "--output", str(output), *extra])
+        assert code == 0, (source, stderr[-3000:])
+        answers.append(pd.read_csv(output, dtype={"prediction": str}))
+    assert len(answers[0]) == len(rows)
+    pd.testing.assert_frame_equal(answers[0], answers[1])
+
+    for frame, fragment in ((pd.DataFrame([[1, 2, 0]], columns=["a", "a", "label"]), "duplicate column names: 'a'"),
+                            (pd.DataFrame([[1, 2, 0]], columns=["a", None, "label"]), "no name in column(s) B")):
+        bad = store["tmp"] / "bad.xlsx"
+        frame.to_excel(bad, index=False)
+        assert_refused(run_cli_in_process(["data=csv", f"data.path={bad}", "data.target=label"], store), store,
+                       str(bad), fragment)
+
+
 # ----- refused, with one line naming the file and the column ------------------------------------------------------
 def table_text(header: str, rows: list[str]) -> str:
     return "\n".join([header, *rows]) + "\n"
@@ -563,10 +602,14 @@ def test_compressed_and_spreadsheet_files_that_cannot_be_read_are_refused(store)
     assert_refused(run_cli_in_process(["data=csv", f"data.path={two}", "data.target=label"], store), store,
                    str(two), "exactly one table", "holds 2 files: train.csv, test.csv")
     sheet = store["tmp"] / "table.xlsx"
-    with zipfile.ZipFile(sheet, "w") as archive:  # what an .xlsx file is
+    with zipfile.ZipFile(sheet, "w") as archive:  # what an .xlsx file is, without the workbook in it
         archive.writestr("[Content_Types].xml", "<Types/>")
     assert_refused(run_cli_in_process(["data=csv", f"data.path={sheet}", "data.target=label"], store), store,
-                   str(sheet), "a spreadsheet (.xlsx) is not read", "save the sheet as CSV")
+                   str(sheet), "not a readable Excel workbook")
+    other = store["tmp"] / "table.ods"
+    other.write_bytes(b"PK\x03\x04")
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={other}", "data.target=label"], store), store,
+                   str(other), "a .ods spreadsheet is not read", "save the sheet as .xlsx or CSV")
     packed = store["tmp"] / "table.parquet.gz"
     packed.write_bytes(gzip.compress(b"PAR1"))
     assert_refused(run_cli_in_process(["data=csv", f"data.path={packed}", "data.target=label"], store), store,

@@ -35,8 +35,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline-predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("model", help="an MLflow run id (or runs:/<id>/model, models:/...), or a checkpoint file")
     parser.add_argument("--input", required=True, type=Path,
-                        help="what to predict: a table (.csv .tsv .parquet .feather .jsonl, the text ones also compressed: "
-                             ".gz .bz2 .xz .zip); for a text model also a .txt "
+                        help="what to predict: a table (.csv .tsv .parquet .feather .jsonl .xlsx, the text ones also "
+                             "compressed: .gz .bz2 .xz .zip); for a text model also a .txt "
                              "file (a text per line), for an image model also a folder of images")
     parser.add_argument("--output", required=True, type=Path,
                         help="where to write the predictions (.csv .tsv .jsonl .parquet; the text ones also compressed: "
@@ -46,6 +46,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
     parser.add_argument("--format", default=None, help="input format when the extension does not say it")
     parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input (default: ',' or tab)")
+    parser.add_argument("--sheet", default=None, help="the sheet of an Excel (.xlsx) input (default: the first)")
     parser.add_argument("--tracking-uri", default=uri, help=f"the store holding the run (default: {uri})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     args = parser.parse_args(argv)
@@ -281,7 +282,7 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         return
     for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=predictor.decimal, flags=True,
                             names=predictor.file_columns if table_format(source, args.format) in ("csv", "tsv") else None,
-                            required=predictor.columns):
+                            required=predictor.columns, sheet=args.sheet):
         if predictor.reads == "images" and column in batch:
             batch = batch.copy()
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)

@@ -201,6 +201,16 @@ def _normal_quantile(p: np.ndarray) -> np.ndarray:
     return torch.special.ndtri(torch.from_numpy(p)).numpy()
 
 
+def _plain_value(value: Any) -> Any:
+    """A cell as a JSON value: None for missing, numpy scalars as Python's, a date or time (an Excel cell, a
+    Parquet timestamp) as its ISO text, which :func:`date_number` reads back."""
+    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+        return None
+    if isinstance(value, (datetime.date, datetime.time)):  # pd.Timestamp is a datetime.datetime
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
 # ----- the fitted object -----------------------------------------------------------------------------
 class TablePreprocessor:
     """Raw table columns -> model input tensor, with statistics of the training rows only.
@@ -331,8 +341,7 @@ class TablePreprocessor:
             # most frequent first, then by name: the order does not depend on the row order
             self.categories[name] = sorted(kept.index.tolist(), key=lambda c: (-int(kept[c]), c))
         sample = frame.head(4).astype(object)
-        self.example_rows = [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-                             for row in sample.to_dict(orient="records")]
+        self.example_rows = [{k: _plain_value(v) for k, v in row.items()} for row in sample.to_dict(orient="records")]
         return self
 
     # ----- transforming ------------------------------------------------------------------------------

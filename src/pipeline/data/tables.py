@@ -1,5 +1,6 @@
-"""Reading tables as they come: CSV, TSV, Parquet, Feather and JSON lines, through pandas/pyarrow; the text
-formats also compressed (``.gz``, ``.bz2``, ``.xz``, ``.zip`` of one file, ``.zst``), as downloads often are.
+"""Reading tables as they come: CSV, TSV, Parquet, Feather, JSON lines and Excel workbooks (``.xlsx``, one sheet),
+through pandas/pyarrow/openpyxl; the text formats also compressed (``.gz``, ``.bz2``, ``.xz``, ``.zip`` of one
+file, ``.zst``), as downloads often are.
 
 :func:`read_table` reads a whole file (training), :func:`iter_table` streams one in batches (prediction).
 Both answer a problem with one :class:`DataError` line that names the file (and the line, where there is
@@ -27,13 +28,14 @@ from .preprocessing import (DECIMAL_MARKS, FLOAT32_MAX, MISSING_TOKENS, canonica
 log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
-           ".feather": "feather", ".arrow": "feather", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-FORMAT_NAMES = ("csv", "tsv", "parquet", "feather", "jsonl")
+           ".feather": "feather", ".arrow": "feather", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+           ".xlsx": "excel", ".xlsm": "excel"}
+FORMAT_NAMES = ("csv", "tsv", "parquet", "feather", "jsonl", "excel")
 # a text table compressed as a whole, by its last extension (``adult.data.gz``, ``train.csv.zip``); pandas reads
 # these itself, the checks here read them through :func:`_open_bytes`
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
-# spreadsheets, refused by name: pandas reads them only with an extra engine, and a sheet is not one table
-SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
+# spreadsheets of other programs, refused by name: pandas reads them only with engines not installed here
+SPREADSHEETS = (".xls", ".ods")
 TEXT_FORMATS = ("csv", "tsv", "jsonl")
 DEFAULT_SEPARATORS = {"csv": ",", "tsv": "\t"}
 # a column whose values are numbers but for a few cells: those cells are typos or unlisted missing-value codes
@@ -55,6 +57,16 @@ class Table:
     path: Path
     format: str
     header_lines: int = 1  # 0: a CSV/TSV file without a header row, its columns named by data.columns
+    sheet: str = ""  # an Excel workbook: the sheet read, and all its sheets
+    sheets: tuple = ()
+
+    def sheet_hint(self) -> str:
+        """For a workbook of several sheets: which one was read and how to choose another (for an error about a
+        missing column)."""
+        if len(self.sheets) < 2:
+            return ""
+        others = ", ".join(repr(s) for s in self.sheets if s != self.sheet)
+        return f" (read its sheet {self.sheet!r}; it also has {others}: choose one with data.sheet=<name>)"
 
     def where(self, index) -> str:
         """``path:line`` of a row (text formats; the header is line 1), or ``path: row N``."""
@@ -62,6 +74,8 @@ class Table:
             return f"{self.path}:{int(index) + 1 + self.header_lines}"
         if self.format == "jsonl":
             return f"{self.path}:{int(index) + 1}"
+        if self.format == "excel":  # the row number the spreadsheet shows, its header being row 1
+            return f"{self.path}: row {int(index) + 2}"
         return f"{self.path}: row {int(index) + 1}"
 
 
@@ -71,14 +85,14 @@ def table_format(path: Path, format: Optional[str] = None) -> str:
     if format:
         name = str(format).lower().lstrip(".")
         name = {"parq": "parquet", "pq": "parquet", "arrow": "feather", "ndjson": "jsonl", "json": "jsonl",
-                "tab": "tsv"}.get(name, name)
+                "tab": "tsv", "xlsx": "excel", "xlsm": "excel"}.get(name, name)
         if name not in FORMAT_NAMES:
             raise DataError(f"data.format={format!r} is not a table format; choose one of {', '.join(FORMAT_NAMES)}")
     else:
         suffix = table_suffix(path)
         if suffix in SPREADSHEETS:
-            raise DataError(f"{path}: a spreadsheet ({suffix}) is not read; save the sheet as CSV (or, in Python, "
-                            "pandas.read_excel(path).to_parquet('table.parquet')) and give that file")
+            raise DataError(f"{path}: a {suffix} spreadsheet is not read; save the sheet as .xlsx or CSV and give that "
+                            "file")
         name = FORMATS.get(suffix, "csv")
     if compression(path) and name not in TEXT_FORMATS:
         raise DataError(f"{path}: a compressed {name.capitalize()} file is not read; {name.capitalize()} compresses "
@@ -165,22 +179,26 @@ def _read_head(path: Path, size: Optional[int]) -> bytes:
 # ----- reading ---------------------------------------------------------------------------------------
 def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = None,
                na_values: Sequence[str] = (), encoding: Optional[str] = None, decimal: str = ".",
-               names: Optional[Sequence[str]] = None) -> Table:
+               names: Optional[Sequence[str]] = None, sheet: Optional[str] = None) -> Table:
     """The whole file as a DataFrame: column names and string cells stripped of white space, missing-value
     codes (pandas' defaults, ``?`` and ``na_values``) read as missing, blank lines dropped. ``decimal``: the
     decimal mark of the numbers in a CSV/TSV file (``","``: ``3,14``); ``names``: the columns of a CSV/TSV
-    file without a header row, in order (a first row equal to them is read as the header)."""
+    file without a header row, in order (a first row equal to them is read as the header); ``sheet``: the sheet
+    of an Excel workbook, by name or position (None: the first)."""
     path = Path(path)
     _check_decimal(decimal)
     fmt = table_format(path, format)
     _check_names(path, fmt, names)
+    _check_sheet(path, fmt, sheet)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
-    header_lines = 1
+    header_lines, sheet_read, sheet_names = 1, "", ()
     if fmt in ("csv", "tsv"):
         frame, header_lines = _read_delimited(path, fmt, sep, missing, encoding, decimal, names)
     elif fmt == "jsonl":
         frame = _read_json_lines(path, encoding)
+    elif fmt == "excel":
+        frame, sheet_read, sheet_names = _read_excel(path, sheet)
     else:
         frame = _read_arrow(path, fmt)
     frame = _tidy(frame, missing)
@@ -188,7 +206,67 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows after the header")
-    return Table(frame, path, fmt, header_lines)
+    return Table(frame, path, fmt, header_lines, sheet_read, tuple(sheet_names))
+
+
+def _check_sheet(path: Path, fmt: str, sheet) -> None:
+    if sheet is not None and fmt != "excel":
+        raise DataError(f"data.sheet chooses a sheet of an Excel workbook (.xlsx); {path} is {fmt.upper()}: leave "
+                        "data.sheet out")
+
+
+def _read_excel(path: Path, sheet) -> tuple[pd.DataFrame, str, list[str]]:
+    """One sheet of a workbook (the first when ``sheet`` is None, with a notice naming the others), its name and
+    the names of all; cells that hold a formula are read as the value Excel saved with it."""
+    try:
+        import openpyxl
+    except ImportError:
+        raise DataError(f"{path}: reading .xlsx files needs the openpyxl package (pip install openpyxl), or save the "
+                        "sheet as CSV") from None
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # zipfile.BadZipFile, KeyError, InvalidFileException: not a workbook
+        raise DataError(f"{path}: not a readable Excel workbook ({_first_line(error)})") from None
+    try:
+        names = book.sheetnames
+        if sheet is None:
+            chosen = names[0]
+            if len(names) > 1:
+                log.warning("%s: read its first sheet, %r, of %d (%s); choose another with data.sheet=<name>", path,
+                            chosen, len(names), ", ".join(map(repr, names)))
+        elif str(sheet) in names:
+            chosen = str(sheet)
+        elif isinstance(sheet, int) and 0 <= sheet < len(names):
+            chosen = names[sheet]
+        else:
+            raise DataError(f"data.sheet={sheet!r}: {path} has no such sheet; its sheets are "
+                            f"{', '.join(map(repr, names))} (or their positions 0..{len(names) - 1})")
+        rows = book[chosen].iter_rows(values_only=True)
+        header = next(rows, None)
+        if header is None or all(cell is None for cell in header):
+            raise DataError(f"{path}: sheet {chosen!r} is empty (expected a header row and data rows)")
+        width = max((i + 1 for i, cell in enumerate(header) if cell is not None), default=0)
+        names_in_sheet = ["" if cell is None else str(cell).strip() for cell in header[:width]]
+        unnamed = [i + 1 for i, name in enumerate(names_in_sheet) if not name]
+        if unnamed:
+            raise DataError(f"{path}: sheet {chosen!r}: the header row has no name in column(s) "
+                            f"{', '.join(_column_letter(i) for i in unnamed)}; name every column of the table")
+        _refuse_duplicates(path, names_in_sheet)
+        body = [list(row[:width]) + [None] * (width - len(row)) for row in rows]
+    finally:
+        book.close()
+    # cells right of the header's last name (notes, totals) are not read; a column's type is inferred from its
+    # cells, as pandas.read_excel does (numbers, dates as datetime64, text)
+    return pd.DataFrame(body, columns=names_in_sheet), chosen, names
+
+
+def _column_letter(position: int) -> str:
+    """Excel's letter of a 1-based column position (1 -> A, 27 -> AA)."""
+    letters = ""
+    while position:
+        position, rest = divmod(position - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
 
 
 def _check_names(path: Path, fmt: str, names: Optional[Sequence[str]]) -> None:
@@ -234,7 +312,7 @@ def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
 def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: Optional[str] = None,
                na_values: Sequence[str] = (), encoding: Optional[str] = None,
                decimal: str = ".", flags: bool = False, names: Optional[Sequence[str]] = None,
-               required: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+               required: Sequence[str] = (), sheet=None) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
     :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
     a hint in an error names pipeline-predict's options (``--sep``), not the config's keys."""
@@ -242,6 +320,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     _check_decimal(decimal)
     fmt = table_format(path, format)
     _check_names(path, fmt, names)
+    _check_sheet(path, fmt, sheet)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     if fmt in ("csv", "tsv"):
@@ -288,8 +367,8 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
             raise
         except Exception as error:
             raise DataError(f"{path}: not a readable Parquet file ({_first_line(error)})") from None
-    else:  # Feather/Arrow IPC files are memory-mapped: slicing them costs no copy of the whole file
-        frame = _tidy(_read_arrow(path, fmt), missing)
+    else:  # Feather/Arrow IPC files are memory-mapped: slicing them costs no copy of the whole file; a sheet is small
+        frame = _tidy(_read_excel(path, sheet)[0] if fmt == "excel" else _read_arrow(path, fmt), missing)
         for start in range(0, len(frame), batch_size):
             yield frame.iloc[start:start + batch_size]
 

@@ -246,7 +246,7 @@ class CsvData(TabularDataModule):
                  features: Optional[list] = None, drop: Optional[list] = None,
                  categorical: Optional[list] = None, numeric: Optional[list] = None,
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
-                 columns: Optional[list] = None, date_features: bool = True,
+                 columns: Optional[list] = None, date_features: bool = True, sheet: Union[str, int, None] = None,
                  na_values: Union[str, list, None] = None, encoding: Optional[str] = None, decimal: str = ".",
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
                  min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
@@ -262,6 +262,7 @@ class CsvData(TabularDataModule):
         self.sep = sep
         self.columns = [str(c).strip() for c in columns] if columns is not None else None  # a file without a header row
         self.date_features = bool(date_features)
+        self.sheet = sheet  # the sheet of an Excel workbook (None: the first)
         self.date_parts: dict[str, list[str]] = {}  # a date column -> its parts that are categorical inputs too
         self.na_values = [str(v) for v in ([na_values] if isinstance(na_values, str) else na_values or ())]
         self.encoding = encoding
@@ -312,7 +313,8 @@ class CsvData(TabularDataModule):
     def _read(self, path: Path):
         from .tables import read_table
 
-        return read_table(path, self.format, self.sep, self.na_values, self.encoding, self.decimal, self.columns)
+        return read_table(path, self.format, self.sep, self.na_values, self.encoding, self.decimal, self.columns,
+                          self.sheet)
 
     def _feature_columns(self, columns: list[str], path: Path) -> list[str]:
         for key, names in (("data.features", self.features or []), ("data.drop", self.drop),
@@ -337,8 +339,8 @@ class CsvData(TabularDataModule):
         train = self._read(self._resolve(self.path, "data.path"))
         columns = list(train.frame.columns)
         if self.target not in columns:
-            raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}"
-                            f"{separator_hint(columns) or (header_hint(columns) if self.columns is None else '')}")
+            hint = separator_hint(columns) or train.sheet_hint() or (header_hint(columns) if self.columns is None else "")
+            raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}{hint}")
         features = self._feature_columns(columns, train.path)
         tables = [train]
         if self.test_path is not None:
