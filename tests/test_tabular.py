@@ -617,14 +617,17 @@ def test_compressed_and_spreadsheet_files_that_cannot_be_read_are_refused(store)
 
 
 @pytest.mark.unit
-def test_date_parts_are_read_in_utc():
-    from pipeline.data.preprocessing import date_number, date_part_labels
+def test_date_parts_are_read_in_the_time_as_written():
+    from pipeline.data.preprocessing import date_number, date_part_labels, local_days
 
-    days = np.array([date_number(t) for t in ("2024-01-05T13:00:00Z", "2024-01-05T23:59:59+01:00", "2024-12-31",
-                                               "2024-06-15T00:00")] + [np.nan])
+    written = pd.Series(["2024-01-05T13:00:00Z", "2024-01-05T23:59:59+01:00", "2024-12-31", "2024-06-15T00:00", "?"])
+    days = local_days(written, frozenset(["?"]))
     assert date_part_labels(days, "month").tolist() == ["1", "1", "12", "6", None]
     assert date_part_labels(days, "weekday").tolist() == ["Fri", "Fri", "Tue", "Sat", None]
-    assert date_part_labels(days, "hour").tolist() == ["13", "22", "0", "0", None]
+    assert date_part_labels(days, "hour").tolist() == ["13", "23", "0", "0", None]  # 22:59 in UTC
+    assert date_number("2024-01-05T23:59:59+01:00") == pytest.approx(days[1] - 1 / 24)  # the day count is in UTC
+    berlin = pd.Series(pd.to_datetime(["2024-07-01 08:30"]).tz_localize("Europe/Berlin"))  # a Parquet/Excel column
+    assert date_part_labels(local_days(berlin), "hour").tolist() == ["8"]
 
 
 @pytest.mark.unit

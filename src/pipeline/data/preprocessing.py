@@ -118,16 +118,19 @@ def written_number(text: str) -> float:
     return value / 100 if match["percent"] else value
 
 
-def date_number(text: str) -> float:
+def date_number(text: str, local: bool = False) -> float:
     """An ISO 8601 date as days since 1970-01-01 (a time of day as the fraction; a zone converted to UTC, none
     read as UTC): ``"2024-01-05"`` -> 19727.0. NaN for anything else; other spellings (``01/05/2024``) are
-    ambiguous between countries and are not read."""
+    ambiguous between countries and are not read. ``local``: the time as written, its zone's offset not applied
+    (what a date's weekday and hour are taken from)."""
     if not _ISO_DATE.fullmatch(text):
         return math.nan
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:  # 2024-13-45
         return math.nan
+    if local:
+        moment = moment.replace(tzinfo=None)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return (moment - _EPOCH).total_seconds() / 86400.0
@@ -178,9 +181,18 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
     return values, bad
 
 
+def local_days(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)) -> np.ndarray:
+    """The dates of a column as days since 1970-01-01 in the time as written (``date_number(local=True)``; a
+    datetime column as its wall-clock time), NaN where a cell is missing or not a date."""
+    text = column.astype("string").str.strip()
+    codes, uniques = pd.factorize(text.mask(text.isin(missing)), use_na_sentinel=True)
+    values = np.array([date_number(str(u), local=True) for u in uniques] + [math.nan], dtype=np.float64)
+    return values[codes]  # code -1 (missing) picks the NaN appended last
+
+
 def date_part_labels(days: np.ndarray, part: str) -> np.ndarray:
     """The ``part`` (month ``"1"``..``"12"``, weekday ``"Mon"``..``"Sun"``, hour ``"0"``..``"23"``) of each date given
-    as days since 1970-01-01 in UTC (:func:`date_number`); None where the date is missing."""
+    as days since 1970-01-01 (:func:`local_days`); None where the date is missing."""
     labels = np.full(len(days), None, dtype=object)
     present = ~np.isnan(days)
     whole = np.floor(days[present]).astype(np.int64)
@@ -274,8 +286,7 @@ class TablePreprocessor:
         if name in self.columns:
             return canonical_values(frame[name], missing)
         column, _, part = name.rpartition(".")
-        days, _ = to_numbers(frame[column], missing, self.decimal)  # a cell that is not a date: refused as a number
-        return date_part_labels(days, part)
+        return date_part_labels(local_days(frame[column], missing), part)  # not a date: refused as a number
 
     @property
     def cardinalities(self) -> list[int]:
