@@ -9,11 +9,11 @@ any column order, with extra columns) into the float32 tensor the model reads:
   arXiv 2203.05556, "PLE-Q" and "PLE-T"), plus a 0/1 missing indicator when the training
   rows had missing values in it;
 * a **categorical** column -> an integer code per category seen at least ``min_category_count`` times in
-  the training rows; code 0 is the bucket for unseen, rare and missing values;
-* a numeric column of **dates** may also give categorical inputs of their parts (``date_parts``: the month, the
-  weekday, the hour), derived from the same cells, so that a season or a weekday effect can be learned. The codes are the last
+  the training rows; code 0 is the bucket for unseen, rare and missing values. The codes are the last
   columns of the tensor, read by the model's embeddings (``categorical_encoding="embedding"``), or
-  expanded here into one-hot columns (``"onehot"``).
+  expanded here into one-hot columns (``"onehot"``);
+* a numeric column of **dates** may also give categorical inputs of their parts (``date_parts``: the month, the
+  weekday, the hour), derived from the same cells, so that a season or a weekday effect can be learned.
 
 The same object is the **raw input adapter** of the model logged to MLflow: its state is plain JSON
 (:meth:`to_dict`), and this file is stored beside it and imported from there when the model is loaded.

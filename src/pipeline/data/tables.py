@@ -45,8 +45,9 @@ TYPO_SHARE = 0.05
 IDENTIFIER_SHARE = 0.5
 IDENTIFIER_MIN = 10
 # a column named like an identifier: "id", "user_id", "row id", "PassengerId", "customerID" (not "paid", "VALID")
-_INTEGER_OR_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 _IDENTIFIER_NAME = re.compile(r"(?:^|[_\s.\-])[iI][dD]$|[a-z](?:Id|ID)$|^(?:id|ID|Id)$")
+# a header cell that is a number: the first row of a file without a header row (header_hint)
+_INTEGER_OR_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 
 
 @dataclass
@@ -232,8 +233,8 @@ def _read_excel(path: Path, sheet) -> tuple[pd.DataFrame, str, list[str]]:
         if sheet is None:
             chosen = names[0]
             if len(names) > 1:
-                log.warning("%s: read its first sheet, %r, of %d (%s); choose another with data.sheet=<name>", path,
-                            chosen, len(names), ", ".join(map(repr, names)))
+                log.warning("%s: read its first sheet, %r, of %d (%s); choose another with data.sheet=<name> "
+                            "(pipeline-predict: --sheet <name>)", path, chosen, len(names), ", ".join(map(repr, names)))
         elif str(sheet) in names:
             chosen = str(sheet)
         elif isinstance(sheet, int) and 0 <= sheet < len(names):

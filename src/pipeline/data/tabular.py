@@ -370,8 +370,8 @@ class CsvData(TabularDataModule):
                                if not any(f"{name}.{part}" in plan.kinds for part in ("month", "weekday", "hour"))}
         if self.date_parts:
             listed = ", ".join(f"{name!r} ({', '.join(parts)})" for name, parts in self.date_parts.items())
-            log.warning("data: dates also give categorical inputs of their parts (as written, not in UTC): %s; data.date_features=false "
-                        "keeps the day count alone", listed)
+            log.warning("data: dates also give categorical inputs of their parts (as written, not in UTC): %s; "
+                        "data.date_features=false keeps the day count alone", listed)
         for table in tables[1:]:  # the training file's numeric columns were checked while typing them
             for name, kind in plan.kinds.items():
                 if kind == "numeric":
