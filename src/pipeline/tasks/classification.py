@@ -3,6 +3,7 @@ weight per class (``task.class_weights``); metrics acc, f1 and auroc (macro one 
 classes); a confusion matrix of the test split; stratified splits."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -16,6 +17,8 @@ from pipeline.models.heads import Probabilities
 
 from .metrics import binary, multiclass
 from .base import TaskModule
+
+log = logging.getLogger(__name__)
 
 
 class ClassificationModule(TaskModule):
@@ -34,9 +37,14 @@ class ClassificationModule(TaskModule):
 
     @classmethod
     def from_spec(cls, model, optimizer, scheduler, spec, task_cfg) -> "ClassificationModule":
+        weights = class_weights(task_cfg.get("class_weights"), spec)
+        if weights is not None and optimizer is not None and task_cfg.monitor == "val/loss":
+            log.warning("task.class_weights weighs the training loss only; the checkpoint is chosen on val/loss, plain "
+                        "cross-entropy, which favours the common classes: consider task.monitor=val/f1 task.mode=max "
+                        "(or val/auroc)")
         return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
                    num_classes=spec.num_classes or 2, label_smoothing=task_cfg.get("label_smoothing", 0.0),
-                   class_weights=class_weights(task_cfg.get("class_weights"), spec))
+                   class_weights=weights)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return self._cross_entropy(output, target, self.label_smoothing, self.class_weight)
