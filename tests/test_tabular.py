@@ -386,7 +386,8 @@ def test_an_excel_workbook_trains_from_its_sheet_and_predicts(people_run, store)
     and the error names the other sheet; data.sheet chooses it, Excel's typed cells (numbers, text, dates) and
     '?' read as in the CSV, and pipeline-predict answers on a workbook as on the same rows in CSV."""
     rows = pd.read_csv(people_run["train"], dtype=str, keep_default_na=False)
-    rows["score"] = pd.to_numeric(rows["score"])  # typed cells, as Excel keeps them
+    rows["score"] = pd.to_numeric(rows["score"]).astype(object)  # typed cells, as Excel keeps them
+    rows.loc[7, "score"] = "#DIV/0!"  # a formula's error value: missing, in the workbook and in its CSV
     rows["joined"] = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.arange(len(rows)) % 300, unit="D")
     book = store["tmp"] / "people.xlsx"
     with pd.ExcelWriter(book) as writer:

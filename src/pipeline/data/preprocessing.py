@@ -31,9 +31,11 @@ import pandas as pd
 import torch
 
 FORMAT_VERSION = 1
-# What a table cell may hold for "missing": pandas' default list, plus "?" (UCI data sets).
+# What a table cell may hold for "missing": pandas' default list, plus "?" (UCI data sets) and the error values
+# of a spreadsheet's formulas (in a workbook, or a CSV saved from one).
 MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                  "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "?")
+                  "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "?",
+                  "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!")
 NUMERIC_TRANSFORMS = ("standard", "quantile", "piecewise", "piecewise_tree", "none")
 CATEGORICAL_ENCODINGS = ("embedding", "onehot")
 # the decimal mark of numbers written as text: "." (3.14, 1,234.5) or "," (3,14, 1.234,5: continental Europe)
