@@ -96,7 +96,8 @@ FILES = {
     "good.csv": "a,b,c,label\n" + "\n".join(GOOD_ROWS) + "\n",
     "empty.csv": "",
     "header.csv": "a,b,label\n",
-    "semicolons.csv": "a;b;c;label\n" + "\n".join(r.replace(",", ";") for r in GOOD_ROWS) + "\n",
+    # ';'-separated (found from the header and the first rows) with a short row further down: refused at its line
+    "semicolons.csv": "a;b;c;label\n" + "\n".join(r.replace(",", ";") for r in GOOD_ROWS) + "\n1;x\n",
     "blank_b.csv": "a,b,label\n" + "\n".join(f"{i},,{i % 2}" for i in range(60)) + "\n",
     "words.csv": "a,b,label\n" + "\n".join(f"{i * 0.5},{i % 3},{'cat' if i % 2 else 'dog'}" for i in range(60)) + "\n",
     "not_weights.pth": "hello",
@@ -107,7 +108,7 @@ DATA_CASES = [
     (["data=csv", "data.path={d}/header.csv", "data.target=label"], ["header.csv", "no data rows"]),
     (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.test_path={d}/missing.csv"],
      ["data.test_path", "missing.csv"]),
-    (["data=csv", "data.path={d}/semicolons.csv", "data.target=label"], ["'label'", "a;b;c;label"]),
+    (["data=csv", "data.path={d}/semicolons.csv", "data.target=label"], ["semicolons.csv:62:", "expected 4 columns, found 2"]),
     (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.features=[nope]"], ["data.features", "nope"]),
     (["data=csv", "data.path={d}/good.csv", "data.target=label", "data.format=xls"], ["data.format='xls'", "parquet", "excel"]),
     (["data=csv", "data.path={d}/blank_b.csv", "data.target=label"], ["no feature columns left", "data.features"]),

@@ -285,12 +285,16 @@ def test_numbers_written_with_decimal_commas_are_refused_then_read_with_data_dec
     assert json.loads((checkpoint.parent.parent / "data" / "preprocessing.json").read_text())["decimal"] == ","
     predictions = store["tmp"] / "predictions.csv"
     code, _, stderr = predict_cli([str(checkpoint), "--input", str(test), "--output", str(predictions)])
-    assert code == 2 and "looks ';'-separated; set --sep ';'" in stderr, stderr[-2000:]
-    code, _, stderr = predict_cli([str(checkpoint), "--input", str(test), "--output", str(predictions), "--sep", ";"])
-    assert code == 0, stderr[-3000:]
+    assert code == 0, stderr[-3000:]  # no --sep: the ';' is found as in training
     truth = houses(200, 1)["price"].to_numpy()
     rmse = math.sqrt(float(np.mean((pd.read_csv(predictions)["prediction"].to_numpy() - truth) ** 2)))
     assert rmse == pytest.approx(float(metrics["rmse"]), rel=1e-3)  # euros, from the rows as written
+    lines = test.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].rsplit(";", 1)[0] + "\n"  # a short row: no separator splits every row alike
+    broken = store["tmp"] / "broken.csv"
+    broken.write_text("".join(lines))
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(broken), "--output", str(predictions)])
+    assert code == 2 and "looks ';'-separated; set --sep ';'" in stderr, stderr[-2000:]
 
 
 def test_balanced_class_weights_find_more_of_a_rare_class(store):
@@ -436,14 +440,27 @@ REFUSED = [
     ("text in a numeric column", table_text("a,b,label", [*GOOD[:5], "seven,a,1", *GOOD[5:]]),
      [":7:", "column 'a' holds 'seven'", "data.na_values=['seven']", "data.categorical=[a]"]),
     ("fractional labels", table_text("a,b,label", [*GOOD, "3,a,0.5"]), [":42:", "'0.5'", "not a class"]),
-    ("semicolon-separated", table_text("a;b;label", [g.replace(",", ";") for g in GOOD]),
+    ("semicolon-separated, a row short", table_text("a;b;label", [g.replace(",", ";") for g in GOOD] + ["1;x"]),
      ["column 'label' not in", "looks ';'-separated", """set 'data.sep=";"'"""]),
     ("decimal commas", table_text("a,b,label", [f'"{i * 0.37:.2f}",{"ab"[i % 2]},{i % 2}'.replace(".", ",", 1)
                                                  for i in range(40)]),
      [":2:", "column 'a' holds '0,00'", "decimal comma", """'data.decimal=","'""", "data.categorical=[a]"]),
-    ("tab-separated in a .csv", table_text("a\tb\tlabel", [g.replace(",", "\t") for g in GOOD]),
+    ("tab-separated in a .csv, a row long", table_text("a\tb\tlabel", [g.replace(",", "\t") for g in GOOD] + ["1\tx\t0\t9"]),
      ["column 'label' not in", "tab-separated", "data.format=tsv"]),
 ]
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_file_separated_otherwise_is_read_with_a_notice(store, sep):
+    """A ';' export, a tab-separated .csv, a '|' file: the header is one column with ',', and the separator that
+    splits it and every row alike is taken, with a notice."""
+    path = store["tmp"] / "table.csv"
+    path.write_text(table_text(sep.join(["a", "b", "label"]), [g.replace(",", sep) for g in GOOD]))
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    name = "tab" if sep == "\t" else repr(sep)
+    assert f"read as {name}-separated (its header holds no ',')" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("case,text,fragments", REFUSED, ids=[c[0] for c in REFUSED])

@@ -38,6 +38,9 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst"
 SPREADSHEETS = (".xls", ".ods")
 TEXT_FORMATS = ("csv", "tsv", "jsonl")
 DEFAULT_SEPARATORS = {"csv": ",", "tsv": "\t"}
+# tried, in order, when a CSV/TSV file's header is one column with its format's separator (a ';' export)
+SEPARATORS = (";", "\t", "|", ",")
+SNIFFED_ROWS = 50  # the rows after the header that must split into as many cells as the header
 # a column whose values are numbers but for a few cells: those cells are typos or unlisted missing-value codes
 TYPO_SHARE = 0.05
 # a string column with at least this share of distinct values (and more than IDENTIFIER_MIN values) is an
@@ -327,6 +330,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     if fmt in ("csv", "tsv"):
         encoding = encoding or _text_encoding(path, head_only=True)
         header = _check_header(path, fmt, sep, encoding) or []
+        sep, header = _detect_separator(path, fmt, sep, encoding, header, "--sep" if flags else "data.sep")
         names, header_lines = _naming(header, names, required)
         header = header if names is None else names
         if names is None:
@@ -441,6 +445,7 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
     header = _check_header(path, fmt, sep, encoding)
     if header is None:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
+    sep, header = _detect_separator(path, fmt, sep, encoding, header, "data.sep")
     names, header_lines = _naming(header, names)
     header = header if names is None else names
     if names is None:
@@ -459,6 +464,32 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
             (frame.shape[1] and frame.iloc[:, -1].isna().any()):
         _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, header_lines=header_lines)
     return frame, header_lines
+
+
+def _detect_separator(path: Path, fmt: str, sep: Optional[str], encoding: str, header: list[str],
+                      key: str) -> tuple[Optional[str], list[str]]:
+    """(the separator to read with, the header's cells with it). Without ``sep``, a header that is one column
+    with the format's separator is tried with the others (``;``, tab, ``|``, ``,``): the first that splits it
+    into two or more names, and the first rows into as many cells, is taken, with a notice. Otherwise nothing
+    changes (a file that is one column stays one; a ``;`` header over ragged rows gets separator_hint)."""
+    if sep is not None or len(header) != 1:
+        return sep, header
+    default = DEFAULT_SEPARATORS[fmt]
+    for candidate in SEPARATORS:
+        if candidate == default:
+            continue
+        with _open_text(path, encoding) as handle:
+            reader = csv.reader(handle, delimiter=candidate, skipinitialspace=True)
+            try:
+                rows = [row for _, row in zip(range(SNIFFED_ROWS + 1), reader) if any(c.strip() for c in row)]
+            except csv.Error:
+                continue
+        if len(rows) > 1 and len(rows[0]) > 1 and all(len(row) == len(rows[0]) for row in rows[1:]):
+            name = "tab" if candidate == "\t" else repr(candidate)
+            log.warning("%s: read as %s-separated (its header holds no %r); set %s to read it otherwise", path, name,
+                        default, key)
+            return candidate, [cell.strip() for cell in rows[0]]
+    return sep, header
 
 
 def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str) -> Optional[list[str]]:
