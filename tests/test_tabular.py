@@ -385,6 +385,40 @@ def test_a_log_target_is_learned_in_log_space_and_predicted_in_its_units(store):
                    "task.target_transform transforms a regression target; task.kind=classification has none")
 
 
+def test_a_title_above_the_header_is_left_out_with_data_skip_rows(people_run, store):
+    """A report's title and a blank line above the header, in a CSV and in a sheet: refused with the number of
+    lines to leave out; data.skip_rows leaves them out, line numbers in errors still count from the file's first
+    line, and pipeline-predict --skip-rows reads the same file."""
+    titled = store["tmp"] / "report.csv"
+    lines = people_run["train"].read_text().splitlines(keepends=True)
+    titled.write_text("Registry export, 2024\n\n" + "".join(lines))
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={titled}", "data.target=label"], store), store,
+                   f"{titled}:3: expected 2 columns, found 7", "leave out the 2 line(s) above its header with "
+                   "data.skip_rows=2")
+    common = ["data=csv", "data.target=label", "data.skip_rows=2", "trainer.max_epochs=1", "logger=none"]
+    result = run_cli_in_process([*common, f"data.path={titled}"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")
+    output = store["tmp"] / "predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(titled), "--output", str(output)])
+    assert code == 2 and "--skip-rows=2" in stderr, stderr[-2000:]
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(titled), "--output", str(output), "--skip-rows", "2"])
+    assert code == 0 and len(pd.read_csv(output)) == 600, stderr[-2000:]
+    lines[9] = ",".join(["p-x", "seven", *lines[9].split(",")[2:]])  # line 10 of the file, 12 with the title
+    titled.write_text("Registry export, 2024\n\n" + "".join(lines))
+    assert_refused(run_cli_in_process([*common, f"data.path={titled}"], store), store,
+                   f"{titled}:12:", "column 'score' holds 'seven'")
+
+    book = store["tmp"] / "report.xlsx"
+    with pd.ExcelWriter(book) as writer:
+        pd.DataFrame([["Registry export, 2024"]]).to_excel(writer, index=False, header=False)
+        pd.read_csv(people_run["test"], dtype=str).to_excel(writer, index=False, startrow=2)
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={book}", "data.target=label"], store), store,
+                   "row 1 holds one name, 'Registry export, 2024'", "data.skip_rows=2")
+    result = run_cli_in_process([*common, f"data.path={book}"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_an_excel_workbook_trains_from_its_sheet_and_predicts(people_run, store):
     """A workbook with a notes sheet first: the first sheet is read with a notice, so the target is not found
     and the error names the other sheet; data.sheet chooses it, Excel's typed cells (numbers, text, dates) and

@@ -428,6 +428,7 @@ INTEGER_MINIMUMS = {
     "callbacks.early_stopping.patience": 0,
     "data.cv_folds": 2,
     "data.limit_rows": 1,
+    "data.skip_rows": 0,
 }
 
 

@@ -47,11 +47,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--format", default=None, help="input format when the extension does not say it")
     parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input (default: ',' or tab)")
     parser.add_argument("--sheet", default=None, help="the sheet of an Excel (.xlsx) input (default: the first)")
+    parser.add_argument("--skip-rows", type=int, default=0, metavar="N",
+                        help="lines of a CSV/TSV input (rows of a sheet) above its header to leave out, e.g. a title")
     parser.add_argument("--tracking-uri", default=uri, help=f"the store holding the run (default: {uri})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.skip_rows < 0:
+        parser.error("--skip-rows must be 0 or more")
     args.keep = [c.strip() for item in args.keep for c in item.split(",") if c.strip()]
     return args
 
@@ -282,7 +286,7 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         return
     for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=predictor.decimal, flags=True,
                             names=predictor.file_columns if table_format(source, args.format) in ("csv", "tsv") else None,
-                            required=predictor.columns, sheet=args.sheet):
+                            required=predictor.columns, sheet=args.sheet, skip_rows=args.skip_rows):
         if predictor.reads == "images" and column in batch:
             batch = batch.copy()
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)

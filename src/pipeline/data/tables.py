@@ -41,6 +41,7 @@ DEFAULT_SEPARATORS = {"csv": ",", "tsv": "\t"}
 # tried, in order, when a CSV/TSV file's header is one column with its format's separator (a ';' export)
 SEPARATORS = (";", "\t", "|", ",")
 SNIFFED_ROWS = 50  # the rows after the header that must split into as many cells as the header
+TITLE_LINES = 10  # a title over a table (data.skip_rows) is suggested for a first wide row up to this line
 # a column whose values are numbers but for a few cells: those cells are typos or unlisted missing-value codes
 TYPO_SHARE = 0.05
 # a string column with at least this share of distinct values (and more than IDENTIFIER_MIN values) is an
@@ -63,6 +64,7 @@ class Table:
     header_lines: int = 1  # 0: a CSV/TSV file without a header row, its columns named by data.columns
     sheet: str = ""  # an Excel workbook: the sheet read, and all its sheets
     sheets: tuple = ()
+    skipped: int = 0  # lines (rows of a sheet) above the header left out: data.skip_rows
 
     def sheet_hint(self) -> str:
         """For a workbook of several sheets: which one was read and how to choose another (for an error about a
@@ -75,11 +77,11 @@ class Table:
     def where(self, index) -> str:
         """``path:line`` of a row (text formats; the header is line 1), or ``path: row N``."""
         if self.format in ("csv", "tsv"):
-            return f"{self.path}:{int(index) + 1 + self.header_lines}"
+            return f"{self.path}:{int(index) + 1 + self.header_lines + self.skipped}"
         if self.format == "jsonl":
             return f"{self.path}:{int(index) + 1}"
         if self.format == "excel":  # the row number the spreadsheet shows, its header being row 1
-            return f"{self.path}: row {int(index) + 2}"
+            return f"{self.path}: row {int(index) + 2 + self.skipped}"
         return f"{self.path}: row {int(index) + 1}"
 
 
@@ -183,26 +185,28 @@ def _read_head(path: Path, size: Optional[int]) -> bytes:
 # ----- reading ---------------------------------------------------------------------------------------
 def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = None,
                na_values: Sequence[str] = (), encoding: Optional[str] = None, decimal: str = ".",
-               names: Optional[Sequence[str]] = None, sheet: Optional[str] = None) -> Table:
+               names: Optional[Sequence[str]] = None, sheet: Optional[str] = None, skip_rows: int = 0) -> Table:
     """The whole file as a DataFrame: column names and string cells stripped of white space, missing-value
     codes (pandas' defaults, ``?`` and ``na_values``) read as missing, blank lines dropped. ``decimal``: the
     decimal mark of the numbers in a CSV/TSV file (``","``: ``3,14``); ``names``: the columns of a CSV/TSV
     file without a header row, in order (a first row equal to them is read as the header); ``sheet``: the sheet
-    of an Excel workbook, by name or position (None: the first)."""
+    of an Excel workbook, by name or position (None: the first); ``skip_rows``: lines of a CSV/TSV file (rows of
+    a sheet) above the header to leave out, e.g. a report's title."""
     path = Path(path)
     _check_decimal(decimal)
     fmt = table_format(path, format)
     _check_names(path, fmt, names)
     _check_sheet(path, fmt, sheet)
+    _check_skip(path, fmt, skip_rows)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     header_lines, sheet_read, sheet_names = 1, "", ()
     if fmt in ("csv", "tsv"):
-        frame, header_lines = _read_delimited(path, fmt, sep, missing, encoding, decimal, names)
+        frame, header_lines = _read_delimited(path, fmt, sep, missing, encoding, decimal, names, skip_rows)
     elif fmt == "jsonl":
         frame = _read_json_lines(path, encoding)
     elif fmt == "excel":
-        frame, sheet_read, sheet_names = _read_excel(path, sheet)
+        frame, sheet_read, sheet_names = _read_excel(path, sheet, skip_rows)
     else:
         frame = _read_arrow(path, fmt)
     frame = _tidy(frame, missing)
@@ -210,7 +214,19 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows after the header")
-    return Table(frame, path, fmt, header_lines, sheet_read, tuple(sheet_names))
+    return Table(frame, path, fmt, header_lines, sheet_read, tuple(sheet_names), skip_rows)
+
+
+def _check_skip(path: Path, fmt: str, skip_rows) -> None:
+    if isinstance(skip_rows, bool) or not isinstance(skip_rows, int) or skip_rows < 0:
+        raise DataError(f"data.skip_rows={skip_rows!r}: the number of lines above the header to leave out, 0 or more")
+    if skip_rows and fmt not in ("csv", "tsv", "excel"):
+        raise DataError(f"data.skip_rows leaves out lines above the header of a CSV/TSV file or a sheet; {path} is "
+                        f"{fmt.capitalize()}: leave data.skip_rows out")
+
+
+# a first line (sheet row) with one name above wider rows: a report's title above its table
+_TITLE_HINT = " (a title over the table? leave out the {skip} line(s) above its header with {key}={skip})"
 
 
 def _check_sheet(path: Path, fmt: str, sheet) -> None:
@@ -219,7 +235,7 @@ def _check_sheet(path: Path, fmt: str, sheet) -> None:
                         "data.sheet out")
 
 
-def _read_excel(path: Path, sheet) -> tuple[pd.DataFrame, str, list[str]]:
+def _read_excel(path: Path, sheet, skip_rows: int = 0, key: str = "data.skip_rows") -> tuple[pd.DataFrame, str, list[str]]:
     """One sheet of a workbook (the first when ``sheet`` is None, with a notice naming the others), its name and
     the names of all; cells that hold a formula are read as the value Excel saved with it."""
     try:
@@ -246,6 +262,8 @@ def _read_excel(path: Path, sheet) -> tuple[pd.DataFrame, str, list[str]]:
             raise DataError(f"data.sheet={sheet!r}: {path} has no such sheet; its sheets are "
                             f"{', '.join(map(repr, names))} (or their positions 0..{len(names) - 1})")
         rows = book[chosen].iter_rows(values_only=True)
+        for _ in range(skip_rows):
+            next(rows, None)
         header = next(rows, None)
         if header is None or all(cell is None for cell in header):
             raise DataError(f"{path}: sheet {chosen!r} is empty (expected a header row and data rows)")
@@ -256,6 +274,11 @@ def _read_excel(path: Path, sheet) -> tuple[pd.DataFrame, str, list[str]]:
             raise DataError(f"{path}: sheet {chosen!r}: the header row has no name in column(s) "
                             f"{', '.join(_column_letter(i) for i in unnamed)}; name every column of the table")
         _refuse_duplicates(path, names_in_sheet)
+        rows = list(rows)
+        wide = next((i for i, row in enumerate(rows[:SNIFFED_ROWS]) if sum(cell is not None for cell in row) > 1), None)
+        if width == 1 and wide is not None:  # the first wide row is the header: leave out the rows above it
+            raise DataError(f"{path}: sheet {chosen!r}: row {skip_rows + 1} holds one name, {names_in_sheet[0]!r}, above "
+                            f"rows of more cells{_TITLE_HINT.format(key=key, skip=skip_rows + 1 + wide)}")
         body = [list(row[:width]) + [None] * (width - len(row)) for row in rows]
     finally:
         book.close()
@@ -316,7 +339,7 @@ def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
 def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: Optional[str] = None,
                na_values: Sequence[str] = (), encoding: Optional[str] = None,
                decimal: str = ".", flags: bool = False, names: Optional[Sequence[str]] = None,
-               required: Sequence[str] = (), sheet=None) -> Iterator[pd.DataFrame]:
+               required: Sequence[str] = (), sheet=None, skip_rows: int = 0) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
     :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
     a hint in an error names pipeline-predict's options (``--sep``), not the config's keys."""
@@ -325,12 +348,14 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     fmt = table_format(path, format)
     _check_names(path, fmt, names)
     _check_sheet(path, fmt, sheet)
+    _check_skip(path, fmt, skip_rows)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
+    skip_key = "--skip-rows" if flags else "data.skip_rows"
     if fmt in ("csv", "tsv"):
         encoding = encoding or _text_encoding(path, head_only=True)
-        header = _check_header(path, fmt, sep, encoding) or []
-        sep, header = _detect_separator(path, fmt, sep, encoding, header, "--sep" if flags else "data.sep")
+        header = _check_header(path, fmt, sep, encoding, skip_rows) or []
+        sep, header = _detect_separator(path, fmt, sep, encoding, header, "--sep" if flags else "data.sep", skip_rows)
         names, header_lines = _naming(header, names, required)
         header = header if names is None else names
         if names is None:
@@ -340,15 +365,16 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
                 for chunk in pd.read_csv(path, chunksize=batch_size,
-                                         **_csv_options(fmt, sep, missing, encoding, decimal, names)):
+                                         **_csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows)):
                     if not checked and (caught or (chunk.shape[1] and chunk.iloc[:, -1].isna().any())):
-                        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags, header_lines)
+                        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags, header_lines,
+                                            skip_rows)
                         checked = True  # one pass over the file answers for every chunk
                     yield _tidy(chunk, missing)
         except DataError:
             raise
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
-            raise _parser_error(path, fmt, error, encoding, header, flags) from None
+            raise _parser_error(path, fmt, error, encoding, header, flags, sep or DEFAULT_SEPARATORS[fmt]) from None
     elif fmt == "jsonl":
         try:
             for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
@@ -373,7 +399,8 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         except Exception as error:
             raise DataError(f"{path}: not a readable Parquet file ({_first_line(error)})") from None
     else:  # Feather/Arrow IPC files are memory-mapped: slicing them costs no copy of the whole file; a sheet is small
-        frame = _tidy(_read_excel(path, sheet)[0] if fmt == "excel" else _read_arrow(path, fmt), missing)
+        frame = _tidy(_read_excel(path, sheet, skip_rows, skip_key)[0] if fmt == "excel" else _read_arrow(path, fmt),
+                      missing)
         for start in range(0, len(frame), batch_size):
             yield frame.iloc[start:start + batch_size]
 
@@ -430,22 +457,23 @@ def _naming(first_row: Sequence[str], names: Optional[Sequence[str]],
 
 
 def _csv_options(fmt: str, sep: Optional[str], missing: list[str], encoding: str, decimal: str = ".",
-                 names: Optional[Sequence[str]] = None) -> dict:
+                 names: Optional[Sequence[str]] = None, skip_rows: int = 0) -> dict:
     # decimal=",": pandas reads 3,14 as a number and leaves 1.234 (a thousand and more) as text for to_numbers
     named = {} if names is None else dict(names=list(names), header=None)
     return dict(sep=sep or DEFAULT_SEPARATORS[fmt], decimal=decimal, skipinitialspace=True, na_values=missing,
-                **named, keep_default_na=True,
+                **named, skiprows=skip_rows or None, keep_default_na=True,
                 skip_blank_lines=False, index_col=False, encoding=encoding, low_memory=False, engine="c")
 
 
 def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str], encoding: Optional[str],
-                    decimal: str = ".", names: Optional[Sequence[str]] = None) -> tuple[pd.DataFrame, int]:
+                    decimal: str = ".", names: Optional[Sequence[str]] = None,
+                    skip_rows: int = 0) -> tuple[pd.DataFrame, int]:
     """The frame, and 1 when the file's first line is its header (0: a file without one, ``names`` given)."""
     encoding = encoding or _text_encoding(path)
-    header = _check_header(path, fmt, sep, encoding)
+    header = _check_header(path, fmt, sep, encoding, skip_rows)
     if header is None:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
-    sep, header = _detect_separator(path, fmt, sep, encoding, header, "data.sep")
+    sep, header = _detect_separator(path, fmt, sep, encoding, header, "data.sep", skip_rows)
     names, header_lines = _naming(header, names)
     header = header if names is None else names
     if names is None:
@@ -453,21 +481,22 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding, decimal, names))
+            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, LookupError) as error:
-        raise _parser_error(path, fmt, error, encoding, header) from None
+        raise _parser_error(path, fmt, error, encoding, header, sep=sep or DEFAULT_SEPARATORS[fmt]) from None
     # pandas drops the extra cells of a long row with only a warning, and fills a short row with missing
     # values without one (a short row leaves the last column missing): both mean a broken line
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught) or \
             (frame.shape[1] and frame.iloc[:, -1].isna().any()):
-        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, header_lines=header_lines)
+        _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, header_lines=header_lines,
+                            skip_rows=skip_rows)
     return frame, header_lines
 
 
 def _detect_separator(path: Path, fmt: str, sep: Optional[str], encoding: str, header: list[str],
-                      key: str) -> tuple[Optional[str], list[str]]:
+                      key: str, skip_rows: int = 0) -> tuple[Optional[str], list[str]]:
     """(the separator to read with, the header's cells with it). Without ``sep``, a header that is one column
     with the format's separator is tried with the others (``;``, tab, ``|``, ``,``): the first that splits it
     into two or more names, and the first rows into as many cells, is taken, with a notice. Otherwise nothing
@@ -481,6 +510,8 @@ def _detect_separator(path: Path, fmt: str, sep: Optional[str], encoding: str, h
         with _open_text(path, encoding) as handle:
             reader = csv.reader(handle, delimiter=candidate, skipinitialspace=True)
             try:
+                for _ in range(skip_rows):
+                    next(reader, None)
                 rows = [row for _, row in zip(range(SNIFFED_ROWS + 1), reader) if any(c.strip() for c in row)]
             except csv.Error:
                 continue
@@ -492,12 +523,15 @@ def _detect_separator(path: Path, fmt: str, sep: Optional[str], encoding: str, h
     return sep, header
 
 
-def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str) -> Optional[list[str]]:
+def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str, skip_rows: int = 0) -> Optional[list[str]]:
     """The first row's cells (None for an empty file): the header's column names, unless data.columns names
     them (the caller refuses duplicate names, which pandas would silently rename: ``a``, ``a.1``)."""
     try:
         with _open_text(path, encoding) as handle:
-            first = next(csv.reader(handle, delimiter=sep or DEFAULT_SEPARATORS[fmt], skipinitialspace=True), None)
+            reader = csv.reader(handle, delimiter=sep or DEFAULT_SEPARATORS[fmt], skipinitialspace=True)
+            for _ in range(skip_rows):
+                next(reader, None)
+            first = next(reader, None)
     except (UnicodeDecodeError, LookupError) as error:
         raise DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set data.encoding "
                         "to the file's encoding or convert it to UTF-8") from None
@@ -519,13 +553,13 @@ def _refuse_duplicates(path: Path, names: Sequence[str]) -> None:
 
 
 def _refuse_ragged_rows(path: Path, sep: str, encoding: str, header: Sequence[str], flags: bool = False,
-                        header_lines: int = 1) -> None:
+                        header_lines: int = 1, skip_rows: int = 0) -> None:
     """A row with fewer or more cells than the header (an unquoted separator, a truncated write, or a header
     read as one column: another separator)."""
     width = len(header)
     with _open_text(path, encoding) as handle:
         reader = csv.reader(handle, delimiter=sep, skipinitialspace=True)
-        if header_lines:
+        for _ in range(skip_rows + header_lines):
             next(reader, None)
         try:
             for row in reader:
@@ -533,18 +567,43 @@ def _refuse_ragged_rows(path: Path, sep: str, encoding: str, header: Sequence[st
                     named = "" if header_lines else f", as {'the training run' if flags else 'data.columns'} named them " \
                         f"({', '.join(header)}; a value left out is an empty cell)"
                     raise DataError(f"{path}:{reader.line_num}: expected {width} columns{named}, found {len(row)}"
-                                    f"{separator_hint(header, flags)}")
+                                    f"{_ragged_hint(path, sep, encoding, header, flags, reader.line_num, len(row))}")
         except csv.Error as error:
             raise DataError(f"{path}:{reader.line_num}: {error}") from None
 
 
+def _ragged_hint(path: Path, sep: str, encoding: str, header: Sequence[str], flags: bool, line: int,
+                 found: int) -> str:
+    """For a row of another width than the header, at ``line``: another separator (a header of one column), or a
+    title over the table (the row comes within the first lines, wider, and the rows after it are as wide: it is
+    the header, and the lines above it are to be left out)."""
+    hint = separator_hint(header, flags) if len(header) == 1 else ""
+    if hint or found <= len(header) or line > TITLE_LINES:
+        return hint
+    with _open_text(path, encoding) as handle:
+        reader = csv.reader(handle, delimiter=sep, skipinitialspace=True)
+        rows = []
+        try:
+            for row in reader:
+                if reader.line_num >= line and any(cell.strip() for cell in row):
+                    rows.append(row)
+                if len(rows) > SNIFFED_ROWS:
+                    break
+        except csv.Error:
+            return ""
+    if len(rows) > 1 and all(len(row) == found for row in rows):
+        return _TITLE_HINT.format(key="--skip-rows" if flags else "data.skip_rows", skip=line - 1)
+    return ""
+
+
 def _parser_error(path: Path, fmt: str, error: Exception, encoding: Optional[str] = None,
-                  header: Sequence[str] = (), flags: bool = False) -> DataError:
+                  header: Sequence[str] = (), flags: bool = False, sep: str = ",") -> DataError:
     text = str(error)
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
     if fields:
         expected, line, found = fields.groups()
-        return DataError(f"{path}:{line}: expected {expected} columns, found {found}{separator_hint(header, flags)}")
+        return DataError(f"{path}:{line}: expected {expected} columns, found {found}"
+                         f"{_ragged_hint(path, sep, encoding, header, flags, int(line), int(found))}")
     if isinstance(error, (UnicodeDecodeError, LookupError)):
         return DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set data.encoding to "
                          "the file's encoding or convert it to UTF-8")

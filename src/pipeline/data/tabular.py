@@ -247,6 +247,7 @@ class CsvData(TabularDataModule):
                  categorical: Optional[list] = None, numeric: Optional[list] = None,
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
                  columns: Optional[list] = None, date_features: bool = True, sheet: Union[str, int, None] = None,
+                 skip_rows: int = 0,
                  na_values: Union[str, list, None] = None, encoding: Optional[str] = None, decimal: str = ".",
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
                  min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
@@ -263,6 +264,7 @@ class CsvData(TabularDataModule):
         self.columns = [str(c).strip() for c in columns] if columns is not None else None  # a file without a header row
         self.date_features = bool(date_features)
         self.sheet = sheet  # the sheet of an Excel workbook (None: the first)
+        self.skip_rows = skip_rows  # lines (sheet rows) above the header to leave out: a report's title
         self.date_parts: dict[str, list[str]] = {}  # a date column -> its parts that are categorical inputs too
         self.na_values = [str(v) for v in ([na_values] if isinstance(na_values, str) else na_values or ())]
         self.encoding = encoding
@@ -314,7 +316,7 @@ class CsvData(TabularDataModule):
         from .tables import read_table
 
         return read_table(path, self.format, self.sep, self.na_values, self.encoding, self.decimal, self.columns,
-                          self.sheet)
+                          self.sheet, self.skip_rows)
 
     def _feature_columns(self, columns: list[str], path: Path) -> list[str]:
         for key, names in (("data.features", self.features or []), ("data.drop", self.drop),
