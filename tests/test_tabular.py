@@ -450,6 +450,13 @@ def test_an_excel_workbook_trains_from_its_sheet_and_predicts(people_run, store)
         answers.append(pd.read_csv(output, dtype={"prediction": str}))
     assert len(answers[0]) == len(rows)
     pd.testing.assert_frame_equal(answers[0], answers[1])
+    sheet = store["tmp"] / "predictions.xlsx"  # the answers written as a workbook, with an id kept
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(book), "--output", str(sheet), "--sheet", "people",
+                                   "--keep", "id", "--batch-size", "100"])
+    assert code == 0, stderr[-3000:]
+    written = pd.read_excel(sheet, sheet_name="predictions", dtype={"prediction": str})
+    assert written["id"].tolist() == rows["id"].tolist()
+    pd.testing.assert_frame_equal(written.drop(columns="id"), answers[0], check_exact=False, rtol=1e-6)
 
     for frame, fragment in ((pd.DataFrame([[1, 2, 0]], columns=["a", "a", "label"]), "duplicate column names: 'a'"),
                             (pd.DataFrame([[1, 2, 0]], columns=["a", None, "label"]), "no name in column(s) B")):

@@ -39,8 +39,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "compressed: .gz .bz2 .xz .zip); for a text model also a .txt "
                              "file (a text per line), for an image model also a folder of images")
     parser.add_argument("--output", required=True, type=Path,
-                        help="where to write the predictions (.csv .tsv .jsonl .parquet; the text ones also compressed: "
-                             ".csv.gz .csv.bz2 .csv.xz)")
+                        help="where to write the predictions (.csv .tsv .jsonl .parquet .xlsx; the text ones also "
+                             "compressed: .csv.gz .csv.bz2 .csv.xz)")
     parser.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                         help="copy this input column (e.g. an id) into the output; repeat or separate by commas")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
@@ -191,7 +191,9 @@ def _from_checkpoint(path: Path) -> Predictor:
 
 
 # ----- writing ------------------------------------------------------------------------------------------
-OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+                  ".xlsx": "excel"}
+EXCEL_MAX_ROWS = 1_048_576  # rows of a sheet, its header included
 # a text output compressed by its last extension (predictions.csv.gz): the stream compressions of data.tables
 OUTPUT_COMPRESSIONS = (".gz", ".bz2", ".xz")
 
@@ -199,7 +201,7 @@ OUTPUT_COMPRESSIONS = (".gz", ".bz2", ".xz")
 class PredictionWriter:
     """Appends batches to a temporary file beside ``path``, renamed to ``path`` once every batch is in: a
     failed run leaves no half-written predictions behind. CSV, TSV and JSON lines may be compressed
-    (``.csv.gz``, ``.bz2``, ``.xz``)."""
+    (``.csv.gz``, ``.bz2``, ``.xz``); an ``.xlsx`` workbook gets one sheet, ``predictions``."""
 
     def __init__(self, path: Path):
         from pipeline.data.tables import compression, stream_opener, table_suffix
@@ -207,7 +209,7 @@ class PredictionWriter:
         compressed = compression(path)
         self.format = OUTPUT_FORMATS.get(table_suffix(path))
         self.opener = stream_opener(compressed)  # None: not compressed
-        if self.format is None or (compressed and (self.opener is None or self.format == "parquet")):
+        if self.format is None or (compressed and (self.opener is None or self.format in ("parquet", "excel"))):
             raise PredictError(f"--output {path}: unknown extension; use one of {', '.join(OUTPUT_FORMATS)} (the text "
                                f"ones may end in {', '.join(OUTPUT_COMPRESSIONS)} to be compressed)")
         if not path.parent.is_dir():
@@ -215,6 +217,8 @@ class PredictionWriter:
         self.path = path
         self.partial = path.with_name(f".{path.name}.partial")
         self.parquet = None
+        self.book = None  # an .xlsx output: a write-only workbook and its sheet
+        self.sheet = None
         self.text = None  # the open output of a text format
         self.rows = 0
 
@@ -232,6 +236,8 @@ class PredictionWriter:
             if self.parquet is None:
                 self.parquet = pq.ParquetWriter(self.partial, table.schema)
             self.parquet.write_table(table)
+        elif self.format == "excel":
+            self._write_sheet(frame)
         else:
             if self.text is None:
                 self.text = self._open_text()
@@ -241,7 +247,27 @@ class PredictionWriter:
                 frame.to_csv(self.text, sep="\t" if self.format == "tsv" else ",", index=False, header=self.rows == 0)
         self.rows += len(frame)
 
+    def _write_sheet(self, frame) -> None:
+        if self.rows + len(frame) >= EXCEL_MAX_ROWS:
+            raise PredictError(f"--output {self.path}: more than {EXCEL_MAX_ROWS - 1:,} predictions, what a sheet holds; "
+                               "write them to .csv or .parquet")
+        import pandas as pd
+
+        if self.book is None:
+            import openpyxl
+
+            self.book = openpyxl.Workbook(write_only=True)
+            self.sheet = self.book.create_sheet("predictions")
+            self.sheet.append([str(c) for c in frame.columns])
+        for row in frame.itertuples(index=False):  # empty cells for missing values; numpy scalars as Python's
+            self.sheet.append([None if pd.isna(value) else value.item() if hasattr(value, "item") else value
+                               for value in row])
+
     def close(self, success: bool) -> None:
+        if self.book is not None:
+            if success:
+                self.book.save(self.partial)
+            self.book = None
         if self.parquet is not None:
             self.parquet.close()
         if self.text is not None:
