@@ -281,7 +281,7 @@ class PredictionWriter:
 def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     """``args.input`` in DataFrames of ``args.batch_size`` rows: a table as it is; a folder of images or a
     ``.txt`` file of texts as a one-column table (that column then kept in the output)."""
-    from pipeline.data.tables import iter_table, table_format
+    from pipeline.data.tables import iter_table
 
     source = args.input
     [column] = predictor.columns if predictor.reads != "rows" else [None]
@@ -311,8 +311,7 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         yield from _one_column(column, lines, args)
         return
     for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=predictor.decimal, flags=True,
-                            names=predictor.file_columns if table_format(source, args.format) in ("csv", "tsv") else None,
-                            required=predictor.columns, sheet=args.sheet, skip_rows=args.skip_rows):
+                            names=predictor.file_columns, required=predictor.columns, sheet=args.sheet, skip_rows=args.skip_rows):
         if predictor.reads == "images" and column in batch:
             batch = batch.copy()
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)

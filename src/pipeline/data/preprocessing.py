@@ -173,10 +173,8 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
         written = np.array([str(u).translate(_SWAP_MARKS) for u in written], dtype=object)
     parsed = pd.to_numeric(pd.Series(written, dtype=object), errors="coerce")
     parsed = np.array(parsed.to_numpy(dtype=np.float64, na_value=np.nan))  # writable
-    for position in np.flatnonzero(np.isnan(parsed)):
-        parsed[position] = text_number(str(written[position]))
-        if decimal == "," and np.isnan(parsed[position]):  # a date with a fraction of a second: 13:45:00.5
-            parsed[position] = date_number(str(uniques[position]))
+    for position in np.flatnonzero(np.isnan(parsed)):  # written numbers and dates, one distinct text at a time
+        parsed[position] = cell_number(str(uniques[position]), decimal)
     parsed = np.append(parsed, np.nan)  # code -1: missing
     values = parsed[codes]
     bad = (codes >= 0) & np.isnan(values)

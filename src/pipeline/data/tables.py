@@ -275,8 +275,9 @@ def _read_excel(path: Path, sheet, skip_rows: int = 0, key: str = "data.skip_row
                             f"{', '.join(_column_letter(i) for i in unnamed)}; name every column of the table")
         _refuse_duplicates(path, names_in_sheet)
         rows = list(rows)
-        wide = next((i for i, row in enumerate(rows[:SNIFFED_ROWS]) if sum(cell is not None for cell in row) > 1), None)
-        if width == 1 and wide is not None:  # the first wide row is the header: leave out the rows above it
+        wide = None if width > 1 else next(
+            (i for i, row in enumerate(rows[:SNIFFED_ROWS]) if sum(cell is not None for cell in row) > 1), None)
+        if wide is not None:  # the first wide row is the header: leave out the rows above it
             raise DataError(f"{path}: sheet {chosen!r}: row {skip_rows + 1} holds one name, {names_in_sheet[0]!r}, above "
                             f"rows of more cells{_TITLE_HINT.format(key=key, skip=skip_rows + 1 + wide)}")
         body = [list(row[:width]) + [None] * (width - len(row)) for row in rows]
@@ -342,11 +343,12 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                required: Sequence[str] = (), sheet=None, skip_rows: int = 0) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
     :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
-    a hint in an error names pipeline-predict's options (``--sep``), not the config's keys."""
+    a hint in an error names pipeline-predict's options (``--sep``), not the config's keys. ``names`` (the
+    training file's columns, when it had no header row) apply to a CSV/TSV file whose first row does not hold
+    every ``required`` column; other formats name their columns themselves."""
     path = Path(path)
     _check_decimal(decimal)
     fmt = table_format(path, format)
-    _check_names(path, fmt, names)
     _check_sheet(path, fmt, sheet)
     _check_skip(path, fmt, skip_rows)
     _check_file(path, fmt)
@@ -354,12 +356,8 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     skip_key = "--skip-rows" if flags else "data.skip_rows"
     if fmt in ("csv", "tsv"):
         encoding = encoding or _text_encoding(path, head_only=True)
-        header = _check_header(path, fmt, sep, encoding, skip_rows) or []
-        sep, header = _detect_separator(path, fmt, sep, encoding, header, "--sep" if flags else "data.sep", skip_rows)
-        names, header_lines = _naming(header, names, required)
-        header = header if names is None else names
-        if names is None:
-            _refuse_duplicates(path, header)
+        sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, required, skip_rows,
+                                                   "--sep" if flags else "data.sep")
         checked = False
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -470,14 +468,7 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
                     skip_rows: int = 0) -> tuple[pd.DataFrame, int]:
     """The frame, and 1 when the file's first line is its header (0: a file without one, ``names`` given)."""
     encoding = encoding or _text_encoding(path)
-    header = _check_header(path, fmt, sep, encoding, skip_rows)
-    if header is None:
-        raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
-    sep, header = _detect_separator(path, fmt, sep, encoding, header, "data.sep", skip_rows)
-    names, header_lines = _naming(header, names)
-    header = header if names is None else names
-    if names is None:
-        _refuse_duplicates(path, header)
+    sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, (), skip_rows, "data.sep")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -493,6 +484,20 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
         _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, header_lines=header_lines,
                             skip_rows=skip_rows)
     return frame, header_lines
+
+
+def _layout(path: Path, fmt: str, sep: Optional[str], encoding: str, names: Optional[Sequence[str]],
+            required: Sequence[str], skip_rows: int, key: str) -> tuple[Optional[str], list[str], Optional[list[str]], int]:
+    """How a CSV/TSV file is laid out: (its separator, its columns, the names to give pandas (None: the header's),
+    1 when its first line after ``skip_rows`` is a header). An empty file and duplicate names are refused."""
+    header = _check_header(path, fmt, sep, encoding, skip_rows)
+    if header is None:
+        raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
+    sep, header = _detect_separator(path, fmt, sep, encoding, header, key, skip_rows)
+    names, header_lines = _naming(header, names, required)
+    if names is None:
+        _refuse_duplicates(path, header)
+    return sep, header if names is None else names, names, header_lines
 
 
 def _detect_separator(path: Path, fmt: str, sep: Optional[str], encoding: str, header: list[str],

@@ -271,11 +271,9 @@ class CsvData(TabularDataModule):
         if task_kind not in ("regression", "classification"):
             raise DataError(f"data.task_kind must be 'regression' or 'classification', got {task_kind!r}")
         self.task_kind = task_kind  # an instance attribute: one table reader serves both tasks
-        from .preprocessing import CATEGORICAL_ENCODINGS, DECIMAL_MARKS, NUMERIC_TRANSFORMS
+        from .preprocessing import CATEGORICAL_ENCODINGS, NUMERIC_TRANSFORMS
 
-        if decimal not in DECIMAL_MARKS:
-            raise DataError(f"data.decimal={decimal!r} is not a decimal mark; choose '.' (3.14) or ',' (3,14)")
-        self.decimal = decimal
+        self.decimal = decimal  # checked by the reader (data.tables), before any run
         _choice("data.categorical_encoding", categorical_encoding, CATEGORICAL_ENCODINGS)
         _choice("data.numeric_transform", numeric_transform, NUMERIC_TRANSFORMS)
         if min_category_count < 1:

@@ -119,7 +119,7 @@ def class_weights(setting: Any, spec) -> Optional[list[float]]:
         if unknown:
             raise ConfigError(f"task.class_weights names {unknown}, not classes of this data ({', '.join(names)})")
         values = [weights.get(name, 1.0) for name in names]
-    elif isinstance(setting, (list, tuple)) or hasattr(setting, "__len__"):
+    elif hasattr(setting, "__len__"):  # a list (ListConfig)
         values = list(setting)
         if len(values) != len(names):
             raise ConfigError(f"task.class_weights has {len(values)} weights for {len(names)} classes; {allowed}")
