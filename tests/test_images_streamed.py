@@ -158,6 +158,7 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
                       "data.auto_augment=trivial", "trainer.max_epochs=6", "optimizer.lr=0.01",
                       "logger.mlflow.log_model=true"], store)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]  # the model's export and logging say nothing
     line = data_line(result.stdout)
     # train/: 2 x (8 + 5 other modes) readable images, 10% held out for validation; val/: 2 x 6 + the cut one
     assert "streamed from the files (2 DataLoader workers; data.in_memory=auto" in line, line

@@ -69,6 +69,26 @@ def test_image_models(name, data):
     assert_trains(model, torch.randn(4, *shape), 10)
 
 
+def test_a_channels_last_conv_net_exports_quietly_and_loads_with_its_outputs(tmp_path):
+    """torch's archive writer warns about channels-last weights ("No complete tensor found in the group")
+    though it saves them whole: the export says nothing to the user, and the loaded program answers alike."""
+    import warnings
+
+    from pipeline.tracking.raw_model import export_predictor
+
+    torch.manual_seed(0)
+    model = build("cnn", input_shape=(1, 28, 28), num_outputs=10).eval().to(memory_format=torch.channels_last)
+    example = torch.randn(3, 1, 28, 28)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert export_predictor(model, example, tmp_path / "predictor.pt2") == "pt2"
+    assert [str(w.message) for w in caught] == []
+    loaded = torch.export.load(tmp_path / "predictor.pt2").module()
+    batch = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(loaded(batch), model(batch), atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["bow", "textcnn", "rnn"])
 @pytest.mark.parametrize("num_outputs", [1, 4])
 def test_text_models(name, num_outputs):

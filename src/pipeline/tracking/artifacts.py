@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .model_context import _no_environment_scan, _on_cpu, _tracking_uri  # noqa: F401
+from .model_context import _no_environment_scan, _on_cpu, _quiet_export, _tracking_uri  # noqa: F401
 from .run import TrackedRun
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def start_log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor
 
 
 def _log_model_here(run: TrackedRun, predictor: nn.Module, example: Tensor) -> Optional[str]:
-    with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan():
+    with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan(), _quiet_export():
         for serialization in ("pt2", "pickle"):
             logged = run.client.create_logged_model(run.experiment_id, name=MODEL_NAME, source_run_id=run.run_id)
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 
 from torch import nn
 
@@ -14,6 +15,17 @@ def _on_cpu(module: nn.Module) -> nn.Module:
     if all(p.device.type == "cpu" for p in module.parameters()):
         return module
     return copy.deepcopy(module).cpu()
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """Channels-last weights (conv nets) are not "complete" row-major tensors to the writer of torch.export's
+    archive, which warns once per model ("No complete tensor found in the group"); it saves them whole all the
+    same, and the loaded program gives the checkpoint's predictions (tests/test_images_streamed.py compares
+    them). Not news for the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+        yield
 
 
 @contextlib.contextmanager

@@ -8,12 +8,14 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
+from .model_context import _no_environment_scan, _quiet_export, _tracking_uri
 from .run import TrackedRun
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,8 @@ def export_predictor(predictor: nn.Module, example: Tensor, path: Path) -> str:
     traced, pickled ("pickle"). Returns the format."""
     try:
         program = torch.export.export(predictor, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
-        torch.export.save(program, path)
+        with _quiet_export():
+            torch.export.save(program, path)
         return "pt2"
     except Exception as error:
         log.warning("the model cannot be exported as a torch.export program (%s); saving it pickled, so loading "
@@ -132,7 +135,6 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
     import pandas
 
     import pipeline.tracking.pyfunc_model as pyfunc_model
-    from .model_context import _no_environment_scan, _tracking_uri
 
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
                     f"pandas=={pandas.__version__}", f"numpy=={numpy.__version__}"]
@@ -140,7 +142,10 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
     predictor_format = None  # stays None when the store fails: run.recording() keeps the run going
     with tempfile.TemporaryDirectory(prefix="pipeline-model-") as tmp, run.recording("logging the model"), \
             _tracking_uri(run.tracking_uri), _no_environment_scan(), _no_requirement_check_on_load(), \
-            _no_copy_progress_bars(), _quiet_model_validation():
+            _no_copy_progress_bars(), _quiet_model_validation(), warnings.catch_warnings():
+        # an image model has no input example on purpose (this machine's file paths would mean nothing where
+        # it is served): MLflow's warning that it lacks one is not news for the user
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
         artifacts = write_model_parts(Path(tmp), predictor, adapter, spec, example)
         predictor_format = json.loads(Path(artifacts["meta"]).read_text())["predictor_format"]
         logged = run.client.create_logged_model(run.experiment_id, name=model_name, source_run_id=run.run_id)
