@@ -438,6 +438,12 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
     assert predicted["id"].tolist() == list(range(600)) and set(predicted["prediction"]) <= {"neg", "pos"}
     assert (predicted["prediction"] == pd.DataFrame(rows)["sentiment"]).mean() > 0.9
 
+    # read with the default column names (sentence, label): the error names the keys with this file's columns
+    defaults = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={reviews}", "logger=none"], store)
+    assert defaults.returncode == 2 and error_line(defaults.stderr) == (
+        f"Error: {reviews}:1: no column 'sentence' in the header ['id', 'review', 'sentiment']; "
+        "set data.text_column=review data.label_column=sentiment"), defaults.stderr[-2000:]
+
     notes = tmp_path / "reviews.txt"
     notes.write_text("a plain text file\n")
     for path, fragment in ((notes, "is neither a .tsv nor a .csv file"), (tmp_path / "absent.csv", "not found")):

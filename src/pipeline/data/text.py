@@ -422,6 +422,24 @@ class MovieReviews(TextDataModule):
 
 
 # ----- a folder of train/dev/test tables (GLUE layout) ----------------------------------------
+# the names exported review and tweet tables give their columns, for the hint of a missing column
+TEXT_COLUMN_NAMES = ("text", "review", "sentence", "comment", "content", "body", "tweet", "document", "message",
+                     "reviewtext", "review_text", "phrase")
+LABEL_COLUMN_NAMES = ("label", "sentiment", "polarity", "class", "target", "rating", "stars", "score", "y")
+
+
+def _column_keys(header: list[str], text: bool, label: bool) -> str:
+    """The keys to set for missing columns, with the header's likely column as an example where one is
+    named as exported tables name them (``data.text_column=review``)."""
+    def key(name: str, known: tuple[str, ...]) -> str:
+        likely = next((column for column in header if column.lower() in known), None)
+        return f"data.{name}={likely}" if likely is not None else f"data.{name}"
+
+    keys = ([key("text_column", TEXT_COLUMN_NAMES)] if text else []) + \
+        ([key("label_column", LABEL_COLUMN_NAMES)] if label else [])
+    return " ".join(keys)
+
+
 class TextTSV(TextDataModule):
     """``train``, optional ``dev`` and ``test`` files (``.tsv`` or ``.csv``) with a header row,
     a text column and a label column, as GLUE's SST-2; or one such file (``data.path=reviews.csv``),
@@ -473,14 +491,12 @@ class TextTSV(TextDataModule):
     def _columns(self, path: Path, line_no: int, header: list[str], required: bool) -> Optional[tuple[int, int]]:
         """Where the text and label columns are in ``header``; None for a file without labels (not used)."""
         if self.text_column not in header:
-            raise DataError(
-                f"{path}:{line_no}: no column {self.text_column!r} in the header {header}; set data.text_column"
-            )
+            raise DataError(f"{path}:{line_no}: no column {self.text_column!r} in the header {header}; set "
+                            f"{_column_keys(header, text=True, label=required and self.label_column not in header)}")
         if self.label_column not in header:
             if required:
-                raise DataError(
-                    f"{path}:{line_no}: no column {self.label_column!r} in the header {header}; set data.label_column"
-                )
+                raise DataError(f"{path}:{line_no}: no column {self.label_column!r} in the header {header}; set "
+                                f"{_column_keys(header, text=False, label=True)}")
             log.info("%s has no %r column (unlabelled, like GLUE's test set): not used", path, self.label_column)
             return None
         return header.index(self.text_column), header.index(self.label_column)
