@@ -169,7 +169,22 @@ def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(peopl
     code, _, stderr = predict_cli([run.info.run_id, "--input", str(without_colour), "--output",
                                    str(folder / "never.csv"), "--tracking-uri", store["uri"]])
     assert code == 2 and "no column 'colour'" in error_line(stderr)
+    assert "--rename COLUMN=colour" in error_line(stderr) and "add it: empty cells" in error_line(stderr)
     assert not (folder / "never.csv").exists()
+    # a new export that names the column otherwise: --rename reads it under the model's name
+    renamed, output = folder / "color.csv", folder / "renamed_predictions.csv"
+    new.rename(columns={"colour": "color"}).to_csv(renamed, index=False)
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(renamed), "--output", str(output),
+                                   "--rename", "color=colour", "--keep", "color", "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-2000:]
+    answered = pd.read_csv(output, dtype={"prediction": str})
+    assert answered["colour"].tolist() == ["purple", "red"]  # kept, under the model's name
+    assert answered["prediction"].tolist() == predicted["prediction"].tolist()
+    assert answered["probability_1"].to_numpy() == pytest.approx(predicted["probability_1"].to_numpy(), abs=1e-6)
+    for rename, says in (("colr=colour", "'colr' is not a column of"), ("color=score", "has a column 'score' already")):
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(renamed), "--output", str(folder / "never.csv"),
+                                       "--rename", rename, "--tracking-uri", store["uri"]])
+        assert code == 2 and says in error_line(stderr), stderr[-2000:]
     from mlflow.exceptions import MlflowException
 
     with pytest.raises(MlflowException, match="colour"):

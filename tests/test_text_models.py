@@ -437,6 +437,16 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
     predicted = pd.read_csv(output)
     assert predicted["id"].tolist() == list(range(600)) and set(predicted["prediction"]) <= {"neg", "pos"}
     assert (predicted["prediction"] == pd.DataFrame(rows)["sentiment"]).mean() > 0.9
+    # new texts in a column named otherwise: refused with the flag to use, then read with it
+    comments, renamed = tmp_path / "comments.csv", tmp_path / "renamed.csv"
+    pd.DataFrame(rows).rename(columns={"review": "comment"}).to_csv(comments, index=False)
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(comments), "--output", str(renamed)])
+    assert code == 2 and error_line(stderr).endswith(
+        "its columns are ['id', 'comment', 'sentiment']: --rename COLUMN=review reads one of them as 'review'"), stderr
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(comments), "--output", str(renamed),
+                                   "--rename", "comment=review", "--keep", "id"])
+    assert code == 0, stderr[-2000:]
+    assert pd.read_csv(renamed).equals(predicted)
 
     # read with the default column names (sentence, label): the error names the keys with this file's columns
     defaults = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={reviews}", "logger=none"], store)

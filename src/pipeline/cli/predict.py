@@ -43,6 +43,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "compressed: .csv.gz .csv.bz2 .csv.xz)")
     parser.add_argument("--keep", action="append", default=[], metavar="COLUMN",
                         help="copy this input column (e.g. an id) into the output; repeat or separate by commas")
+    parser.add_argument("--rename", action="append", default=[], metavar="COLUMN=NAME",
+                        help="read a table input's COLUMN as the model's column NAME (e.g. comment=review when the "
+                             "new file names its texts otherwise); repeat for more")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
     parser.add_argument("--format", default=None, help="input format when the extension does not say it")
     parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input (default: ',' or tab)")
@@ -56,7 +59,17 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--batch-size must be at least 1")
     if args.skip_rows < 0:
         parser.error("--skip-rows must be 0 or more")
-    args.keep = [c.strip() for item in args.keep for c in item.split(",") if c.strip()]
+    renames = {}
+    for item in args.rename:
+        column, _, name = (part.strip() for part in item.partition("="))
+        if not column or not name:
+            parser.error(f"--rename {item}: write it COLUMN=NAME (the input's column, then the model's)")
+        if column in renames or name in renames.values():
+            parser.error(f"--rename {item}: {column if column in renames else name} is renamed twice")
+        renames[column] = name
+    args.rename = renames
+    # --keep may name a renamed column by either name; the output has it under the model's
+    args.keep = [renames.get(c, c) for c in (c.strip() for item in args.keep for c in item.split(",")) if c]
     return args
 
 
@@ -285,6 +298,9 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
 
     source = args.input
     [column] = predictor.columns if predictor.reads != "rows" else [None]
+    if args.rename and (source.is_dir() or (source.suffix.lower() == ".txt" and args.format is None)):
+        raise PredictError(f"--rename: --input {source} is a {'folder' if source.is_dir() else '.txt file'}, "
+                           "which has no columns to rename; it renames the columns of a table")
     if source.is_dir():
         if predictor.reads != "images":
             raise PredictError(f"--input {source} is a folder; this model reads the columns "
@@ -310,13 +326,30 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             lines.pop()  # the newline that ends the last line
         yield from _one_column(column, lines, args)
         return
+    original = {name: column for column, name in args.rename.items()}
+    required = [original.get(c, c) for c in predictor.columns]  # as the file names them
     for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=predictor.decimal, flags=True,
-                            names=predictor.file_columns, required=predictor.columns, sheet=args.sheet, skip_rows=args.skip_rows):
+                            names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows):
+        if args.rename:
+            _check_renames(batch, args)
+            batch = batch.rename(columns=args.rename)
         if predictor.reads == "images" and column in batch:
             batch = batch.copy()
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)
                              for p in batch[column]]
         yield batch
+
+
+def _check_renames(batch, args: argparse.Namespace) -> None:
+    columns = [str(c) for c in batch.columns]
+    absent = [c for c in args.rename if c not in columns]
+    if absent:
+        raise PredictError(f"--rename {absent[0]}={args.rename[absent[0]]}: {absent[0]!r} is not a column of "
+                           f"{args.input}; its columns are {columns}")
+    taken = [name for column, name in args.rename.items() if name in columns and name not in args.rename]
+    if taken:
+        raise PredictError(f"--rename: {args.input} has a column {taken[0]!r} already; renaming another to it would "
+                           "give two columns of that name")
 
 
 def _one_column(column: str, values: list[str], args: argparse.Namespace):
@@ -366,7 +399,9 @@ def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> Non
         raise PredictError(f"--input {args.input} has no column {', '.join(map(repr, absent))}, which the model reads "
                            f"(it reads {', '.join(predictor.columns)})"
                            + (separator_hint(columns, flags=True) or header_hint(columns, flags=True) or
-                              ("; add it: empty cells count as missing" if predictor.accepts_missing else "")))
+                              f"; its columns are {columns}: --rename COLUMN={absent[0]} reads one of them as "
+                              f"{absent[0]!r}" + ("; or add it: empty cells count as missing"
+                                                  if predictor.accepts_missing and predictor.reads == "rows" else "")))
     unknown = [c for c in args.keep if c not in columns]
     if unknown:
         raise PredictError(f"--keep {', '.join(unknown)}: not a column of {args.input}; its columns are {columns}")
