@@ -120,15 +120,26 @@ def load_pyfunc(store: dict, run_id: str):
 
 def predict_cli(args: list[str]) -> tuple[int, str, str]:
     """``pipeline-predict`` in this process: (exit code, stdout, stderr)."""
+    from pipeline.cli.predict import main
+
+    return _main_in_process(main, args)
+
+
+def eval_cli(args: list[str]) -> tuple[int, str, str]:
+    """``pipeline-eval`` in this process: (exit code, stdout, stderr)."""
+    from pipeline.cli.eval import main
+
+    return _main_in_process(main, args)
+
+
+def _main_in_process(main, args: list[str]) -> tuple[int, str, str]:
     import contextlib
     import io
-
-    from pipeline.cli.predict import main
 
     stdout, stderr, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            main(args)
+            code = main(args) or 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     return code, stdout.getvalue(), stderr.getvalue()

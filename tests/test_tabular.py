@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import error_line, load_pyfunc, new_store, predict_cli, run_cli, run_cli_in_process, runs_in
+from conftest import error_line, eval_cli, load_pyfunc, new_store, predict_cli, run_cli, run_cli_in_process, runs_in
 
 SHORT_RUN = ["logger.mlflow.log_plots=false", "trainer.enable_progress_bar=false"]
 
@@ -197,6 +197,45 @@ def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(peopl
                                        "--tracking-uri", store["uri"]])
         assert code == 2 and says in error_line(stderr), stderr[-2000:]
     assert not (folder / "never.csv").exists()
+
+
+def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_path, migrated_store_db):
+    """A run that drew its test rows from its file, evaluated again on a test file of its own: the rows are made
+    into inputs by the run's fitted preprocessing (not one fitted again on the rows the new split leaves for
+    training), so pipeline-eval's metrics are those of the model's own predictions on that file."""
+    from sklearn.metrics import log_loss
+
+    store = new_store(tmp_path, migrated_store_db)
+    train_csv = write_csv(people(500, seed=0), tmp_path / "people.csv")
+    new_csv = write_csv(people(300, seed=2), tmp_path / "new.csv")
+    run = finished_run(store, run_cli(["task=classification", "data=csv", f"data.path={train_csv}", "data.target=label",
+                                       "trainer.max_epochs=8", "optimizer.lr=0.01", *SHORT_RUN], store))
+    output = tmp_path / "predictions.csv"
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(new_csv), "--output", str(output),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-2000:]
+    predicted, truth = pd.read_csv(output, dtype={"prediction": str}), true_labels(new_csv)
+
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new_csv}", "--tracking-uri", store["uri"],
+                                     "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 0 and "Warning" not in stderr, stderr[-3000:]
+    [evaluation] = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
+    metrics = evaluation.data.metrics
+    assert metrics["test/acc"] == pytest.approx(float((predicted["prediction"] == truth).mean()), abs=1e-6)
+    assert metrics["test/loss"] == pytest.approx(log_loss(truth.astype(int), predicted["probability_1"]), abs=1e-5)
+
+    # a label the model was not trained on is refused, naming it and the file's line
+    unseen = people(20, seed=3)
+    unseen.loc[4, "label"] = "7"
+    code, _, stderr = eval_cli([run.info.run_id, f"data.test_path={write_csv(unseen, tmp_path / 'unseen.csv')}",
+                                "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "refused")])
+    assert code == 2 and "label '7' in column 'label' is not a class the model was trained on ('0', '1')" in \
+        error_line(stderr), stderr[-2000:]
+    assert f"{tmp_path / 'unseen.csv'}:6" in error_line(stderr)
+    # other test rows drawn from the training file: tested, with a warning that they may be training rows
+    code, _, stderr = eval_cli([run.info.run_id, "data.seed=5", "--tracking-uri", store["uri"],
+                                "--output-dir", str(tmp_path / "redrawn")])
+    assert code == 0 and stderr.startswith("Warning: data.seed draw other test rows than the source run's"), stderr
 
 
 # ----- regression on Parquet files -----------------------------------------------------------------------------

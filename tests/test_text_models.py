@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_for_train, error_line, load_pyfunc, predict_cli, run_cli, run_cli_in_process, runs_in
+from conftest import compose_for_train, error_line, eval_cli, load_pyfunc, predict_cli, run_cli, run_cli_in_process, runs_in
 
 from pipeline.data.text import TextTSV, TrimmedBatcher, text_lengths, trim_padding
 from pipeline.data.text_stream import EpochBatchSampler, LineTexts
@@ -437,6 +437,15 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
     predicted = pd.read_csv(output)
     assert predicted["id"].tolist() == list(range(600)) and set(predicted["prediction"]) <= {"neg", "pos"}
     assert (predicted["prediction"] == pd.DataFrame(rows)["sentiment"]).mean() > 0.9
+    # pipeline-eval: the run's test rows again give its test accuracy; rows drawn otherwise would fit another
+    # vocabulary on the rows left for training, so the model's inputs would not be its own: refused before any run
+    code, stdout, stderr = eval_cli([str(checkpoint), "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 0, stderr[-3000:]
+    assert re.search(r"test/acc=([\d.]+)", stdout).group(1) == re.search(r"test/acc=([\d.]+)", result.stdout).group(1)
+    code, _, stderr = eval_cli([str(checkpoint), "data.seed=7", "--output-dir", str(tmp_path / "refused")])
+    assert code == 2 and "the model would be tested on inputs it was not trained on" in error_line(stderr), stderr
+    assert "it differs in preprocessing.tokenizer" in error_line(stderr), error_line(stderr)
+
     # new texts in a column named otherwise: refused with the flag to use, then read with it
     comments, renamed = tmp_path / "comments.csv", tmp_path / "renamed.csv"
     pd.DataFrame(rows).rename(columns={"review": "comment"}).to_csv(comments, index=False)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
 from pipeline.config import ConfigError, collection, validate, without_validation
-from pipeline.errors import RunInterrupted, sigterm_as_interrupt
+from pipeline.errors import DataError, RunInterrupted, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
 
 interpolation_cache.install()
@@ -85,11 +85,16 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     return metrics
 
 
-def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None) -> dict[str, float]:
+def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
+             source_data: Optional[Path] = None) -> dict[str, float]:
     """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
     data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
-    The data's preprocessing is fitted on its training rows as in the source run, so the same config gives the
-    same inputs; ``data.test_path`` (or another test split) evaluates on other rows."""
+
+    ``source_data`` is the source run's ``data/`` folder (its fitted preprocessing and model spec). Tables take
+    them as they are, so ``data.test_path=new.csv`` tests the new rows as the model's inputs were made, whatever
+    rows the config now leaves for training. Other data sets fit their preprocessing again on their training
+    rows; when it does not come out as the source run's (the overrides changed those rows), the evaluation is
+    refused before any run rather than tested on inputs the model was not trained on."""
     validate(cfg)
     from pipeline import distributed
 
@@ -99,12 +104,23 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None) -
     from hydra.utils import instantiate
 
     from pipeline import tracking
+    from pipeline.data.base import fitted_differences, saved_fitted_state
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     with sigterm_as_interrupt():
         output_dir = claim_output_dir(cfg)
         datamodule = instantiate(cfg.data)
+        saved = saved_fitted_state(source_data)
+        if saved is not None:
+            datamodule.use_fitted(*saved)
         datamodule.setup("test")
+        differ = fitted_differences(datamodule, *saved) if saved is not None else []
+        if differ:
+            raise DataError(
+                f"with these settings the model would be tested on inputs it was not trained on: the data's "
+                f"preprocessing, fitted again on the training rows they leave, is not the source run's (it differs in "
+                f"{', '.join(differ[:4])}{' ...' if len(differ) > 4 else ''}). Keep the keys that choose the training "
+                "rows as the run had them, or answer for new rows with pipeline-predict")
         run_parts = build(cfg, datamodule, (), output_dir)
         check_resume_checkpoint(str(weights), run_parts.task_module)
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}

@@ -53,6 +53,22 @@ def _from_checkpoint(path: Path, overrides: list[str], tracking_uri: str, output
     return cfg
 
 
+# keys that choose which rows a drawn test split holds (with data.val_fraction it stays the same rows)
+SPLIT_KEYS = ("seed", "data.seed", "data.test_fraction", "data.cv_folds", "data.fold", "data.limit_rows")
+
+
+def redrawn_test_rows_warning(overrides: list[str]) -> Optional[str]:
+    """A warning when the overrides draw other test rows from the data the model was trained on: some of them
+    may be its training rows, which flatters the metrics. None for the same rows, or for a test file of its own."""
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    changed = sorted(keys & set(SPLIT_KEYS))
+    if not changed or "data.test_path" in keys:
+        return None
+    return (f"Warning: {', '.join(changed)} draw other test rows than the source run's: some of them may be rows "
+            "the model was trained on, and its test metrics then look better than they are; to test on new rows, "
+            "give them a file of their own (data.test_path=... for a table)")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import report_errors
     from pipeline.tracking import launched_as
@@ -62,13 +78,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     output_dir = args.output_dir or fresh_output_dir()
     with report_errors():
+        warning = redrawn_test_rows_warning(list(args.overrides))
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         source = Path(args.source)
         if source.suffix == ".ckpt" or source.is_file():
             if not source.is_file():
                 raise RerunRefused(f"checkpoint {source} does not exist")
             cfg = _from_checkpoint(source, list(args.overrides), args.tracking_uri, output_dir)
             print(f"Evaluating {source} into {output_dir}", flush=True)
-            evaluate(cfg, source)
+            evaluate(cfg, source, source_data=source.resolve().parent.parent / "data")
             return 0
         client = open_client(args.tracking_uri)
         try:
@@ -85,9 +104,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise RerunRefused(f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot be evaluated")
         with tempfile.TemporaryDirectory() as folder:
             weights = Path(client.download_artifacts(run.info.run_id, checkpoints[0], folder))
+            data = None  # the fitted preprocessing and model spec, where the run logged them
+            if any(a.path == "data/preprocessing.json" for a in client.list_artifacts(run.info.run_id, "data")):
+                data = Path(client.download_artifacts(run.info.run_id, "data", folder))
             print(f"Evaluating {run.info.run_name} ({run.info.run_id}, {checkpoints[0]}) into {output_dir}", flush=True)
             with launched_as(choices, list(args.overrides)):
-                evaluate(cfg, weights, source_run=run.info.run_id)
+                evaluate(cfg, weights, source_run=run.info.run_id, source_data=data)
     return 0
 
 

@@ -197,6 +197,13 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Files ``pipeline-predict <checkpoint>`` needs beside the checkpoint (see :func:`save_raw_input_artifacts`)."""
         return save_raw_input_artifacts(self, directory)
 
+    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+        """Take the preprocessing a trained run fitted (its ``data/preprocessing.json`` and ``model_spec.json``)
+        instead of fitting it again on this config's training rows, so that ``pipeline-eval`` can test the model
+        on other rows (``data.test_path``) with the inputs it was trained on. False where a data set cannot: its
+        preprocessing is then fitted again, and :func:`fitted_differences` tells whether it came out the same."""
+        return False
+
     def raw_input_adapter(self):
         """An object that turns a pandas DataFrame of raw inputs (a table's columns; later an image ``path``
         or a ``text`` column) into this model's input tensor, or None when the data set has none (the model
@@ -355,6 +362,41 @@ def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: st
             return candidate
     looked = ", ".join(str(c) for c in candidates)
     raise DataError(f"{what} not found; looked in: {looked}. {how_to_get}")
+
+
+def saved_fitted_state(directory: Optional[Path]) -> Optional[tuple[dict, dict]]:
+    """(preprocessing state, model spec) that :func:`save_raw_input_artifacts` wrote into ``directory`` (a run's
+    ``data/``); None when it holds none (a data set without a raw input adapter, or no folder)."""
+    import json
+
+    if directory is None:
+        return None
+    files = Path(directory) / "preprocessing.json", Path(directory) / "model_spec.json"
+    if not all(f.is_file() for f in files):
+        return None
+    return tuple(json.loads(f.read_text()) for f in files)
+
+
+def fitted_differences(datamodule, adapter_state: dict, spec: dict) -> list[str]:
+    """What the data module's fitted preprocessing and model spec (after ``setup``) differ in from a trained
+    run's saved ones: ``preprocessing.<key>`` / ``model_spec.<key>``; empty when they are the same."""
+    import json
+
+    adapter = datamodule.raw_input_adapter()
+    now = {"preprocessing": adapter.to_dict() if adapter is not None else {},
+           "model_spec": datamodule.spec.to_dict() if datamodule.spec is not None else {}}
+    saved = {"preprocessing": adapter_state, "model_spec": spec}
+    differ = []
+    for part in ("preprocessing", "model_spec"):
+        # through JSON, as the saved files went: tuples are lists, keys strings
+        before, after = json.loads(json.dumps(saved[part])), json.loads(json.dumps(now[part]))
+        differ += [f"{part}.{key}" for key in sorted(set(before) | set(after))
+                   if key not in EXAMPLE_KEYS and before.get(key) != after.get(key)]
+    return differ
+
+
+# a raw input adapter's input examples (a few training rows, for the logged model): not how inputs are made
+EXAMPLE_KEYS = ("examples", "example_rows")
 
 
 def save_raw_input_artifacts(datamodule, directory: Path) -> list[Path]:

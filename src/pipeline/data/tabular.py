@@ -33,6 +33,16 @@ class TabularDataModule(InMemoryDataModule):
         self.feature_mean: Optional[torch.Tensor] = None
         self.feature_std: Optional[torch.Tensor] = None
         self._example_rows: list[list[float]] = []
+        self.fitted: Optional[tuple[object, DataSpec]] = None  # a trained run's (raw input adapter, spec): use_fitted
+
+    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+        """The run's standardisation (feature means and deviations of its training rows) and model spec."""
+        from .numeric_inputs import NumericColumns
+
+        if adapter_state.get("class") != NumericColumns.__name__ or adapter_state.get("columns") != self.feature_names():
+            return False
+        self.fitted = NumericColumns.from_dict(adapter_state), DataSpec.from_dict(spec)
+        return True
 
     def feature_names(self) -> Optional[list[str]]:
         """The names of the feature columns, in order: what the logged model reads from a DataFrame of raw rows.
@@ -41,7 +51,12 @@ class TabularDataModule(InMemoryDataModule):
 
     def fit_preprocessing(self, train: Split) -> None:
         self._example_rows = train.x[:2].double().tolist()
-        if self.standardize:
+        if self.fitted is not None:  # a trained run's (use_fitted)
+            columns = self.fitted[0]
+            self.feature_mean = None if columns.mean is None else torch.tensor(columns.mean, dtype=torch.float32)
+            self.feature_std = None if columns.std is None else torch.tensor(columns.std, dtype=torch.float32)
+            self._example_rows = [list(row) for row in columns.example_rows]
+        elif self.standardize:
             self.feature_mean = train.x.mean(0)
             self.feature_std = train.x.std(0).clamp_min(1e-8)
 
@@ -51,6 +66,8 @@ class TabularDataModule(InMemoryDataModule):
         return Split((split.x - self.feature_mean) / self.feature_std, split.y)
 
     def describe(self, train: Split, class_names) -> DataSpec:
+        if self.fitted is not None:  # what the trained run's model was built for
+            return self.fitted[1]
         spec = super().describe(train, class_names)
         if self.task_kind == "regression":
             y = train.y.double()
@@ -290,6 +307,16 @@ class CsvData(TabularDataModule):
         self.preprocessor: Optional[TablePreprocessor] = None
         self.timings: dict[str, float] = {}  # seconds spent reading, fitting and applying the preprocessing
 
+    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+        """The run's preprocessing, columns (their kinds and date parts) and classes, instead of what this
+        config's training rows would give: the test rows are read as the model's inputs were."""
+        from .preprocessing import TablePreprocessor
+
+        if adapter_state.get("class") != TablePreprocessor.__name__:
+            return False
+        self.fitted = TablePreprocessor.from_dict(adapter_state), DataSpec.from_dict(spec)
+        return True
+
     # ----- reading ---------------------------------------------------------------------------------------
     def _resolve(self, path: Optional[Path], key: str) -> Path:
         if path is None:
@@ -332,8 +359,7 @@ class CsvData(TabularDataModule):
     def load(self) -> LoadedData:
         import pandas as pd
 
-        from .tables import (check_numeric_column, class_labels, column_kinds, header_hint, regression_targets,
-                             separator_hint)
+        from .tables import check_numeric_column, class_labels, header_hint, regression_targets, separator_hint
 
         started = time.perf_counter()
         train = self._read(self._resolve(self.path, "data.path"))
@@ -341,7 +367,12 @@ class CsvData(TabularDataModule):
         if self.target not in columns:
             hint = separator_hint(columns) or train.sheet_hint() or (header_hint(columns) if self.columns is None else "")
             raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}{hint}")
-        features = self._feature_columns(columns, train.path)
+        features = self._feature_columns(columns, train.path) if self.fitted is None else list(self.fitted[0].columns)
+        if self.fitted is not None:
+            absent = [c for c in features if c not in columns]
+            if absent:
+                raise DataError(f"data.path: {train.path} has no column {', '.join(map(repr, absent))}, which the "
+                                f"model reads; its columns are {columns}")
         tables = [train]
         if self.test_path is not None:
             test = self._read(self._resolve(self.test_path, "data.test_path"))
@@ -350,6 +381,50 @@ class CsvData(TabularDataModule):
                 raise DataError(f"data.test_path: {test.path} has no column {', '.join(map(repr, absent))}; "
                                 f"its columns are {list(test.frame.columns)}{separator_hint(list(test.frame.columns))}")
             tables.append(test)
+        if self.fitted is None:
+            self._type_columns(train, features)
+        else:  # the trained run's columns: the train file is checked as the test file is
+            self.kinds, self.date_parts = dict(self.fitted[0].columns), dict(self.fitted[0].date_parts)
+        for table in tables[1:] if self.fitted is None else tables:  # typing checked the training file's numbers
+            for name, kind in self.kinds.items():
+                if kind == "numeric":
+                    check_numeric_column(table, name, self.na_values, self.decimal)
+        if self.task_kind == "classification":
+            targets, class_names = class_labels(tables, self.target)
+            if self.fitted is not None:
+                targets, class_names = self._as_trained_classes(tables, targets, class_names)
+            present = [t >= 0 for t in targets]
+        else:
+            targets, class_names = [regression_targets(t, self.target, self.decimal) for t in tables], None
+            present = [~np.isnan(t) for t in targets]
+        for table, keep in zip(tables, present):
+            if not keep.all():
+                first = table.where(table.frame.index[int(np.flatnonzero(~keep)[0])])
+                log.warning("data.target: %d row(s) of %s have no value in column %r and are left out (first: %s)",
+                            int((~keep).sum()), table.path, self.target, first)
+            if not keep.any():
+                raise DataError(f"{table.path}: no row has a value in the target column {self.target!r}")
+        if class_names is not None:
+            seen = sorted(set(targets[0][present[0]].tolist()))
+            if len(seen) < 2:
+                raise DataError(f"{train.path}: column {self.target!r} holds a single class "
+                                f"{[class_names[i] for i in seen]}; a classifier needs at least two")
+        frames = [t.frame.loc[keep, list(self.kinds)] for t, keep in zip(tables, present)]
+        self.frame = pd.concat(frames, ignore_index=True)
+        splits, start = [], 0
+        for frame, y, keep in zip(frames, targets, present):
+            rows = torch.arange(start, start + len(frame), dtype=torch.long)
+            start += len(frame)
+            y = torch.as_tensor(y[keep], dtype=torch.long if class_names is not None else torch.float32)
+            splits.append(Split(rows, y))
+        self.timings["read_s"] = time.perf_counter() - started
+        return LoadedData(train=splits[0], test=splits[1] if len(splits) > 1 else None, class_names=class_names)
+
+    def _type_columns(self, train, features: list[str]) -> None:
+        """``self.kinds`` (numeric or categorical, per feature column) and ``self.date_parts`` from the training
+        file, with a notice for the columns left out and those read as numbers."""
+        from .tables import column_kinds
+
         plan = column_kinds(train, features, self.categorical, self.numeric, self.max_integer_categories,
                             self.na_values, self.decimal)
         if plan.left_out:
@@ -372,43 +447,28 @@ class CsvData(TabularDataModule):
             listed = ", ".join(f"{name!r} ({', '.join(parts)})" for name, parts in self.date_parts.items())
             log.warning("data: dates also give categorical inputs of their parts (as written, not in UTC): %s; "
                         "data.date_features=false keeps the day count alone", listed)
-        for table in tables[1:]:  # the training file's numeric columns were checked while typing them
-            for name, kind in plan.kinds.items():
-                if kind == "numeric":
-                    check_numeric_column(table, name, self.na_values, self.decimal)
-        if self.task_kind == "classification":
-            targets, class_names = class_labels(tables, self.target)
-            present = [t >= 0 for t in targets]
-        else:
-            targets, class_names = [regression_targets(t, self.target, self.decimal) for t in tables], None
-            present = [~np.isnan(t) for t in targets]
-        for table, keep in zip(tables, present):
-            if not keep.all():
-                first = table.where(table.frame.index[int(np.flatnonzero(~keep)[0])])
-                log.warning("data.target: %d row(s) of %s have no value in column %r and are left out (first: %s)",
-                            int((~keep).sum()), table.path, self.target, first)
-            if not keep.any():
-                raise DataError(f"{table.path}: no row has a value in the target column {self.target!r}")
-        if class_names is not None:
-            seen = sorted(set(targets[0][present[0]].tolist()))
-            if len(seen) < 2:
-                raise DataError(f"{train.path}: column {self.target!r} holds a single class "
-                                f"{[class_names[i] for i in seen]}; a classifier needs at least two")
-        frames = [t.frame.loc[keep, list(plan.kinds)] for t, keep in zip(tables, present)]
-        self.frame = pd.concat(frames, ignore_index=True)
-        splits, start = [], 0
-        for frame, y, keep in zip(frames, targets, present):
-            rows = torch.arange(start, start + len(frame), dtype=torch.long)
-            start += len(frame)
-            y = torch.as_tensor(y[keep], dtype=torch.long if class_names is not None else torch.float32)
-            splits.append(Split(rows, y))
-        self.timings["read_s"] = time.perf_counter() - started
-        return LoadedData(train=splits[0], test=splits[1] if len(splits) > 1 else None, class_names=class_names)
+
+    def _as_trained_classes(self, tables, targets: list[np.ndarray], class_names: list[str]):
+        """The class indices of the trained run (``use_fitted``): this data's labels mapped onto its classes; a
+        label it was not trained on is refused with the file that holds it."""
+        trained = list(self.fitted[1].class_names or [])
+        for name in class_names:
+            if name not in trained:
+                index = class_names.index(name)
+                table, labels = next((t, y) for t, y in zip(tables, targets) if (y == index).any())
+                where = table.where(table.frame.index[int(np.flatnonzero(labels == index)[0])])
+                raise DataError(f"{where}: label {name!r} in column {self.target!r} is not a class the model was "
+                                f"trained on ({', '.join(map(repr, trained))})")
+        mapping = np.array([trained.index(name) for name in class_names], dtype=np.int64)
+        return [np.where(y >= 0, mapping[np.maximum(y, 0)], -1) for y in targets], trained
 
     # ----- preprocessing: fitted on the training rows only -------------------------------------------------
     def fit_preprocessing(self, train: Split) -> None:
         from .preprocessing import MISSING_TOKENS, TablePreprocessor
 
+        if self.fitted is not None:  # a trained run's (use_fitted)
+            self.preprocessor = self.fitted[0]
+            return
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
             self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,
@@ -423,6 +483,8 @@ class CsvData(TabularDataModule):
         return Split(x, split.y)
 
     def describe(self, train: Split, class_names) -> DataSpec:
+        if self.fitted is not None:  # what the trained run's model was built for
+            return self.fitted[1]
         spec = super().describe(train, class_names)
         if self.preprocessor.embedded_cardinalities:
             spec.model_inputs["categorical_cardinalities"] = self.preprocessor.embedded_cardinalities
