@@ -96,6 +96,19 @@ def test_studies_with_different_seeds_draw_different_trials():
 
 
 @pytest.mark.unit
+def test_a_study_begun_before_a_key_was_added_resumes_when_the_key_is_off():
+    """An upgrade that adds an optional key (null: off) leaves the study's trials comparable; any other
+    difference, a new key that is on included, is one."""
+    from pipeline.sweep.study import fingerprint_difference
+
+    before = {"choice.model": "mlp", "data.path": "a.csv", "data.removed": "None"}
+    assert fingerprint_difference(before, {"choice.model": "mlp", "data.path": "a.csv", "data.groups": "None"}) == []
+    assert fingerprint_difference(before, {"choice.model": "mlp", "data.path": "a.csv", "data.groups": "patient"}) == [
+        "data.groups: (not set) -> patient"]
+    assert fingerprint_difference(before, {"choice.model": "cnn", "data.path": "a.csv"}) == ["choice.model: mlp -> cnn"]
+    assert fingerprint_difference({"data.seed": "None"}, {"data.seed": "3"}) == ["data.seed: None -> 3"]
+
+
 def test_grid_trials_take_distinct_points_whatever_worker_draws_them():
     """Trial n takes grid point n of one shuffled order shared by all trials and workers, so concurrent
     workers never evaluate the same point twice (each trial builds its own sampler)."""

@@ -546,10 +546,13 @@ def check_same_experiment(study: optuna.Study, settings: SweepSettings) -> None:
 
 
 def fingerprint_difference(before: dict, now: dict) -> list[str]:
+    """``key: before -> now`` for each setting that differs. A key one side lacks and the other holds as null
+    is not a difference: a key this code added since the study began (or one it dropped) whose null is "off",
+    as every optional key's is, so resuming after an upgrade goes on."""
     missing = "(not set)"
     return [f"{key}: {before.get(key, missing)} -> {now.get(key, missing)}"
             for key in sorted(set(before) | set(now), key=lambda k: (not k.startswith(("choice.", "search.")), k))
-            if before.get(key) != now.get(key)]
+            if before.get(key) != now.get(key) and {before.get(key, missing), now.get(key, missing)} != {missing, "None"}]
 
 
 def directions_enum(direction: str) -> optuna.study.StudyDirection:
