@@ -824,3 +824,73 @@ def test_adult_as_distributed_trains_and_its_model_reads_the_raw_test_file(tmp_p
     assert float((predicted == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
     by_mlflow = load_pyfunc(store, run.info.run_id).predict(raw.head(2000))
     assert (by_mlflow["prediction"].to_numpy() == predicted[:2000]).all()
+
+
+# ----- rows that belong together (data.groups) ----------------------------------------------------------------
+def visits(patients: int = 60, per_patient: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Repeated measurements: each patient has a feature signature of their own and a random label, so the
+    label follows from the features only by recognising the patient (what a split that leaks groups rewards)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for patient in range(patients):
+        signature, label = rng.normal(0, 3, 3), int(rng.integers(0, 2))
+        for _ in range(per_patient):
+            x = signature + rng.normal(0, 0.3, 3)
+            rows.append({"patient": f"P{patient:03d}", "x1": x[0], "x2": x[1], "x3": x[2], "y": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("folds", [None, 5])
+def test_data_groups_keep_each_groups_rows_in_one_split(tmp_path, folds):
+    from pipeline.data.tabular import CsvData
+
+    path = tmp_path / "visits.csv"
+    visits().to_csv(path, index=False)
+    module = CsvData(path=str(path), target="y", task_kind="classification", groups="patient", cv_folds=folds,
+                     fold=1 if folds else 0)
+    module.setup("fit")
+    raw = pd.read_csv(path)
+    # the splits' rows, back to their patients: x is standardised, so match rows on the raw x1 values
+    patient_of = dict(zip(np.round(raw["x1"], 6), raw["patient"]))
+    mean, std = module.preprocessor.numeric["x1"]["mean"], module.preprocessor.numeric["x1"]["std"]
+    held = {}
+    for name in ("train_split", "val_split", "test_split"):
+        x1 = getattr(module, name).x[:, 0].double().numpy() * std + mean
+        held[name] = {patient_of[v] for v in np.round(x1, 6) if v in patient_of}
+        assert held[name], name
+    assert not held["train_split"] & held["test_split"] and not held["train_split"] & held["val_split"]
+    assert not held["val_split"] & held["test_split"]
+    assert len(module.test_split) == 120 and sorted(held["train_split"] | held["val_split"] | held["test_split"]) == \
+        sorted(raw["patient"].unique())
+    assert module.split_notes() == ["rows of one 'patient' stay in one split (data.groups; 60 groups)"]
+    assert "patient" not in module.preprocessor.columns  # the group is not an input
+
+
+def test_data_groups_through_the_cli_score_the_unseen_patients_and_refuse_bad_keys(store, tmp_path):
+    path = tmp_path / "visits.csv"
+    table = visits()
+    table.to_csv(path, index=False)
+    common = ["task=classification", "data=csv", f"data.path={path}", "data.target=y", "trainer.max_epochs=30",
+              "logger=none"]
+
+    def accuracy(result):
+        assert result.returncode == 0, result.stderr[-3000:]
+        return float(re.search(r"test/acc=([\d.]+)", result.stdout).group(1))
+
+    leaked = run_cli_in_process(common, store)
+    grouped = run_cli_in_process([*common, "data.groups=patient"], store)
+    # rows of a patient on both sides of the split: the model recognises the patient; held out whole: it cannot
+    assert accuracy(leaked) >= 0.95 and accuracy(grouped) <= 0.75, (leaked.stdout[-500:], grouped.stdout[-500:])
+    assert "rows of one 'patient' stay in one split (data.groups; 60 groups)" in grouped.stdout
+
+    table.loc[7, "patient"] = ""
+    table.to_csv(tmp_path / "gap.csv", index=False)
+    for overrides, says in (
+        (["data.groups=patiant"], "data.groups: column 'patiant' not in"),
+        (["data.groups=y"], "data.groups: column 'y' is the target"),
+        (["data.groups=patient", "data.features=[patient,x1]"], "data.groups='patient' says which rows belong together"),
+        (["data.groups=patient", "data.cv_folds=80"], "data.groups: 60 groups cannot fill data.cv_folds=80 folds"),
+        (["data.groups=patient", f"data.path={tmp_path / 'gap.csv'}"], f"{tmp_path / 'gap.csv'}:9: no group in column"),
+    ):
+        refused = run_cli_in_process([*common, *overrides], store)
+        assert refused.returncode == 2 and says in error_line(refused.stderr), (overrides, refused.stderr[-2000:])

@@ -236,11 +236,24 @@ class InMemoryDataModule(pl.LightningDataModule):
                 raise DataError(f"data: the {name} split of '{self.name}' is empty; use more rows or other split fractions")
         return train, val, test
 
+    def split_notes(self) -> list[str]:
+        """What the run's data line says about how the splits were drawn, besides their sizes."""
+        return []
+
+    def split_groups(self, split: Split) -> Optional[np.ndarray]:
+        """The group of each row of ``split`` (a patient, a user: rows of one group are held out together, so no
+        group is both trained and tested on), or None: every row on its own."""
+        return None
+
     def _holdout(self, split: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split]:
         n = len(split)
         if n < 2:
             raise DataError(f"data: {n} row(s) of '{self.name}' cannot be split into a training and a held-out "
                             "split; the train, validation or test split would be empty; use more rows")
+        groups = self.split_groups(split)
+        if groups is not None:
+            mask = _group_mask(groups, split.y.numpy(), fraction, rng, self._stratified())
+            return split.subset(np.flatnonzero(~mask)), split.subset(np.flatnonzero(mask))
         n_out = max(1, int(round(n * fraction)))
         if self._stratified():
             order = _stratified_order(split.y.numpy(), rng)
@@ -261,8 +274,19 @@ class InMemoryDataModule(pl.LightningDataModule):
         return task_kind(self.task_kind).stratify
 
     def _fold(self, full: Split) -> tuple[Split, Split]:
-        from sklearn.model_selection import KFold, StratifiedKFold
+        from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
+        groups = self.split_groups(full)
+        if groups is not None:
+            count = len(np.unique(groups))
+            if count < self.cv_folds:
+                raise DataError(f"data.groups: {count} groups cannot fill data.cv_folds={self.cv_folds} folds "
+                                "(a fold holds whole groups); use fewer folds")
+            kind = StratifiedGroupKFold if self._stratified() else GroupKFold
+            folds = list(kind(self.cv_folds, shuffle=True, random_state=self.seed).split(
+                np.zeros(len(full)), full.y.numpy(), groups))
+            train_index, test_index = folds[self.fold]
+            return full.subset(train_index), full.subset(test_index)
         if self._stratified():
             splitter = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed)
         else:
@@ -286,7 +310,8 @@ class InMemoryDataModule(pl.LightningDataModule):
             self.apply_preprocessing(s) for s in (train, val, test)
         )
         self.spec = self.describe(self.train_split, data.class_names)
-        announce_splits(self, "in memory", (len(self.train_split), len(self.val_split), len(self.test_split)))
+        announce_splits(self, "in memory", (len(self.train_split), len(self.val_split), len(self.test_split)),
+                        notes=self.split_notes())
 
     def _epoch(self) -> int:
         trainer = getattr(self, "trainer", None)
@@ -333,6 +358,26 @@ class InMemoryDataModule(pl.LightningDataModule):
 
 def _concat(a: Split, b: Split) -> Split:
     return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]))
+
+
+def _group_mask(groups: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator,
+                stratified: bool) -> np.ndarray:
+    """Rows to hold out: ``fraction`` of the groups, whole (at least one; at least one left). Stratified, the
+    groups are ordered by their most common label before every k-th one is taken, as rows are without groups."""
+    names, inverse = np.unique(groups, return_inverse=True)
+    if len(names) < 2:
+        raise DataError(f"data.groups: every row is in one group ({names[0]!r}); a held-out split needs rows of "
+                        "another group")
+    n_out = min(len(names) - 1, max(1, int(round(len(names) * fraction))))
+    if stratified:
+        classes = int(labels.max()) + 1
+        counts = np.bincount(inverse * classes + labels.astype(np.int64), minlength=len(names) * classes)
+        label_of = counts.reshape(len(names), classes).argmax(1)
+        order = _stratified_order(label_of, rng)
+        held = order[np.unique((np.arange(n_out) * (len(names) / n_out)).astype(int))]
+    else:
+        held = rng.permutation(len(names))[:n_out]
+    return np.isin(inverse, held)
 
 
 def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -264,7 +264,7 @@ class CsvData(TabularDataModule):
                  categorical: Optional[list] = None, numeric: Optional[list] = None,
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
                  columns: Optional[list] = None, date_features: bool = True, sheet: Union[str, int, None] = None,
-                 skip_rows: int = 0,
+                 skip_rows: int = 0, groups: Optional[str] = None,
                  na_values: Union[str, list, None] = None, encoding: Optional[str] = None, decimal: str = ".",
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
                  min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
@@ -282,6 +282,9 @@ class CsvData(TabularDataModule):
         self.date_features = bool(date_features)
         self.sheet = sheet  # the sheet of an Excel workbook (None: the first)
         self.skip_rows = skip_rows  # lines (sheet rows) above the header to leave out: a report's title
+        # a column naming each row's group (a patient, a user): rows of a group are held out together
+        self.groups = str(groups) if groups is not None else None
+        self.row_groups: Optional[np.ndarray] = None  # the group of every row of self.frame
         self.date_parts: dict[str, list[str]] = {}  # a date column -> its parts that are categorical inputs too
         self.na_values = [str(v) for v in ([na_values] if isinstance(na_values, str) else na_values or ())]
         self.encoding = encoding
@@ -353,7 +356,10 @@ class CsvData(TabularDataModule):
         both = sorted(set(self.categorical) & set(self.numeric))
         if both:
             raise DataError(f"data.categorical and data.numeric both list {both}; a column is one or the other")
-        chosen = self.features or [c for c in columns if c != self.target]
+        if self.groups is not None and self.groups in [*(self.features or []), *self.categorical, *self.numeric]:
+            raise DataError(f"data.groups={self.groups!r} says which rows belong together; it cannot be a feature "
+                            "too (leave it out of data.features, data.categorical and data.numeric)")
+        chosen = self.features or [c for c in columns if c not in (self.target, self.groups)]
         return [c for c in chosen if c not in self.drop]
 
     def load(self) -> LoadedData:
@@ -367,6 +373,9 @@ class CsvData(TabularDataModule):
         if self.target not in columns:
             hint = separator_hint(columns) or train.sheet_hint() or (header_hint(columns) if self.columns is None else "")
             raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}{hint}")
+        if self.groups is not None and (self.groups not in columns or self.groups == self.target):
+            raise DataError(f"data.groups: column {self.groups!r} " + (
+                "is the target" if self.groups == self.target else f"not in {train.path}; columns are {columns}"))
         features = self._feature_columns(columns, train.path) if self.fitted is None else list(self.fitted[0].columns)
         if self.fitted is not None:
             absent = [c for c in features if c not in columns]
@@ -411,6 +420,9 @@ class CsvData(TabularDataModule):
                                 f"{[class_names[i] for i in seen]}; a classifier needs at least two")
         frames = [t.frame.loc[keep, list(self.kinds)] for t, keep in zip(tables, present)]
         self.frame = pd.concat(frames, ignore_index=True)
+        if self.groups is not None:
+            self.row_groups = np.concatenate([self._groups_of(t, keep, i) for i, (t, keep) in
+                                              enumerate(zip(tables, present))])
         splits, start = [], 0
         for frame, y, keep in zip(frames, targets, present):
             rows = torch.arange(start, start + len(frame), dtype=torch.long)
@@ -419,6 +431,28 @@ class CsvData(TabularDataModule):
             splits.append(Split(rows, y))
         self.timings["read_s"] = time.perf_counter() - started
         return LoadedData(train=splits[0], test=splits[1] if len(splits) > 1 else None, class_names=class_names)
+
+    def _groups_of(self, table, keep: np.ndarray, position: int) -> np.ndarray:
+        """The group names of the kept rows of ``table`` (the training file, or the test file: its groups matter
+        when data.cv_folds pools the two; a test file without the column gives each row a group of its own)."""
+        from .preprocessing import canonical_values
+
+        if self.groups not in table.frame.columns:
+            return np.array([f"\x00{position}:{i}" for i in range(int(keep.sum()))], dtype=object)
+        names = np.array(canonical_values(table.frame[self.groups]), dtype=object)
+        missing = np.flatnonzero(names == None)  # noqa: E711 (element-wise: canonical_values marks missing by None)
+        if len(missing):
+            raise DataError(f"{table.where(table.frame.index[int(missing[0])])}: no group in column {self.groups!r} "
+                            "(data.groups); every row needs one")
+        return names[keep]
+
+    def split_groups(self, split: Split) -> Optional[np.ndarray]:
+        return None if self.row_groups is None else self.row_groups[split.x.numpy()]
+
+    def split_notes(self) -> list[str]:
+        if self.row_groups is None:
+            return []
+        return [f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} groups)"]
 
     def _type_columns(self, train, features: list[str]) -> None:
         """``self.kinds`` (numeric or categorical, per feature column) and ``self.date_parts`` from the training
