@@ -894,3 +894,50 @@ def test_data_groups_through_the_cli_score_the_unseen_patients_and_refuse_bad_ke
     ):
         refused = run_cli_in_process([*common, *overrides], store)
         assert refused.returncode == 2 and says in error_line(refused.stderr), (overrides, refused.stderr[-2000:])
+
+
+# ----- splits in time (data.order_by) -------------------------------------------------------------------------
+def daily_sales(days: int = 300, seed: int = 0) -> pd.DataFrame:
+    """A rising trend with a weekend effect, written in shuffled order (as exports often are); two rows a day."""
+    rng = np.random.default_rng(seed)
+    dates = np.repeat(pd.date_range("2023-01-01", periods=days).strftime("%Y-%m-%d").to_numpy(), 2)
+    t = np.repeat(np.arange(days), 2)
+    frame = pd.DataFrame({"date": dates, "promo": rng.integers(0, 2, 2 * days),
+                          "sales": 100 + 0.2 * t + rng.normal(0, 5, 2 * days)})
+    return frame.sample(frac=1, random_state=1).reset_index(drop=True)
+
+
+def test_data_order_by_tests_on_the_latest_rows_and_validates_on_the_latest_before_them(tmp_path):
+    from pipeline.data.tabular import CsvData
+
+    path = tmp_path / "sales.csv"
+    daily_sales().to_csv(path, index=False)
+    module = CsvData(path=str(path), target="sales", task_kind="regression", order_by="date")
+    module.setup("fit")
+    stats = module.preprocessor.numeric["date"]
+    days = {name: getattr(module, name).x[:, 0].double().numpy() * stats["std"] + stats["mean"]
+            for name in ("train_split", "val_split", "test_split")}
+    # every test day after every validation day, after every training day; no day on two sides
+    assert days["train_split"].max() < days["val_split"].min() - 0.5
+    assert days["val_split"].max() < days["test_split"].min() - 0.5
+    assert [len(getattr(module, n)) for n in ("train_split", "val_split", "test_split")] == [432, 48, 120]
+    assert module.split_notes() == ["test rows are the latest by 'date', from 2023-08-29 on",
+                                    "validation rows are the latest by 'date', from 2023-08-05 on (data.order_by)"]
+
+
+def test_data_order_by_refusals_name_the_key_and_the_row(store, tmp_path):
+    table = daily_sales(60)
+    path = tmp_path / "sales.csv"
+    table.to_csv(path, index=False)
+    table.loc[3, "date"] = None  # a number column may miss cells (imputed); a time column may not
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    common = ["task=regression", "data=csv", f"data.path={path}", "data.target=sales", "logger=none"]
+    for overrides, says in (
+        (["data.order_by=when"], "data.order_by: column 'when' not in"),
+        (["data.order_by=date", "data.cv_folds=5"], "data.order_by holds out the latest rows; data.cv_folds"),
+        (["data.order_by=date", "data.groups=promo"], "data.groups and data.order_by both choose"),
+        (["data.order_by=date", f"data.path={tmp_path / 'bad.csv'}"],
+         f"{tmp_path / 'bad.csv'}:5: no time in column 'date' (data.order_by); every row needs one"),
+    ):
+        refused = run_cli_in_process([*common, *overrides], store)
+        assert refused.returncode == 2 and says in error_line(refused.stderr), (overrides, refused.stderr[-2000:])

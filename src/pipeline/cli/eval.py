@@ -54,7 +54,8 @@ def _from_checkpoint(path: Path, overrides: list[str], tracking_uri: str, output
 
 
 # keys that choose which rows a drawn test split holds (with data.val_fraction it stays the same rows)
-SPLIT_KEYS = ("seed", "data.seed", "data.test_fraction", "data.cv_folds", "data.fold", "data.limit_rows")
+SPLIT_KEYS = ("seed", "data.seed", "data.test_fraction", "data.cv_folds", "data.fold", "data.limit_rows", "data.groups",
+              "data.order_by")
 
 
 def redrawn_test_rows_warning(overrides: list[str]) -> Optional[str]:

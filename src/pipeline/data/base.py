@@ -240,6 +240,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         """What the run's data line says about how the splits were drawn, besides their sizes."""
         return []
 
+    def split_order(self, split: Split) -> Optional[np.ndarray]:
+        """A time (or any order) of each row of ``split``: a held-out split is then its latest rows, so the model is
+        tested on what came after what it learned from; None: rows are drawn at random."""
+        return None
+
     def split_groups(self, split: Split) -> Optional[np.ndarray]:
         """The group of each row of ``split`` (a patient, a user: rows of one group are held out together, so no
         group is both trained and tested on), or None: every row on its own."""
@@ -250,9 +255,10 @@ class InMemoryDataModule(pl.LightningDataModule):
         if n < 2:
             raise DataError(f"data: {n} row(s) of '{self.name}' cannot be split into a training and a held-out "
                             "split; the train, validation or test split would be empty; use more rows")
-        groups = self.split_groups(split)
-        if groups is not None:
-            mask = _group_mask(groups, split.y.numpy(), fraction, rng, self._stratified())
+        groups, order = self.split_groups(split), self.split_order(split)
+        if groups is not None or order is not None:
+            mask = (_group_mask(groups, split.y.numpy(), fraction, rng, self._stratified()) if order is None
+                    else _latest_mask(order, fraction))
             return split.subset(np.flatnonzero(~mask)), split.subset(np.flatnonzero(mask))
         n_out = max(1, int(round(n * fraction)))
         if self._stratified():
@@ -378,6 +384,17 @@ def _group_mask(groups: np.ndarray, labels: np.ndarray, fraction: float, rng: np
     else:
         held = rng.permutation(len(names))[:n_out]
     return np.isin(inverse, held)
+
+
+def _latest_mask(order: np.ndarray, fraction: float) -> np.ndarray:
+    """Rows to hold out: the latest ``fraction`` of them by ``order``; rows of the first held-out time all go with it
+    (a time is never on both sides)."""
+    ranked = np.sort(order, kind="stable")
+    first = ranked[len(order) - max(1, int(round(len(order) * fraction)))]
+    mask = order >= first
+    if mask.all():
+        raise DataError("data.order_by: the rows left to split all have one time; a held-out split needs later rows")
+    return mask
 
 
 def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

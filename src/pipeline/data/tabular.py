@@ -264,7 +264,7 @@ class CsvData(TabularDataModule):
                  categorical: Optional[list] = None, numeric: Optional[list] = None,
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
                  columns: Optional[list] = None, date_features: bool = True, sheet: Union[str, int, None] = None,
-                 skip_rows: int = 0, groups: Optional[str] = None,
+                 skip_rows: int = 0, groups: Optional[str] = None, order_by: Optional[str] = None,
                  na_values: Union[str, list, None] = None, encoding: Optional[str] = None, decimal: str = ".",
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
                  min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
@@ -285,6 +285,13 @@ class CsvData(TabularDataModule):
         # a column naming each row's group (a patient, a user): rows of a group are held out together
         self.groups = str(groups) if groups is not None else None
         self.row_groups: Optional[np.ndarray] = None  # the group of every row of self.frame
+        # a column of times (dates or numbers): the test and validation splits are the latest rows
+        self.order_by = str(order_by) if order_by is not None else None
+        self.row_order: Optional[np.ndarray] = None  # the time of every row of self.frame (training file)
+        self.row_order_text: Optional[np.ndarray] = None  # ... as written, for the data line
+        self._order_notes: list[str] = []
+        if self.groups is not None and self.order_by is not None:
+            raise DataError("data.groups and data.order_by both choose how rows are held out; set one of them")
         self.date_parts: dict[str, list[str]] = {}  # a date column -> its parts that are categorical inputs too
         self.na_values = [str(v) for v in ([na_values] if isinstance(na_values, str) else na_values or ())]
         self.encoding = encoding
@@ -373,9 +380,13 @@ class CsvData(TabularDataModule):
         if self.target not in columns:
             hint = separator_hint(columns) or train.sheet_hint() or (header_hint(columns) if self.columns is None else "")
             raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}{hint}")
-        if self.groups is not None and (self.groups not in columns or self.groups == self.target):
-            raise DataError(f"data.groups: column {self.groups!r} " + (
-                "is the target" if self.groups == self.target else f"not in {train.path}; columns are {columns}"))
+        for key, column in (("data.groups", self.groups), ("data.order_by", self.order_by)):
+            if column is not None and (column not in columns or column == self.target):
+                raise DataError(f"{key}: column {column!r} " + (
+                    "is the target" if column == self.target else f"not in {train.path}; columns are {columns}"))
+        if self.order_by is not None and self.cv_folds:
+            raise DataError("data.order_by holds out the latest rows; data.cv_folds draws folds across all times: "
+                            "set one of them")
         features = self._feature_columns(columns, train.path) if self.fitted is None else list(self.fitted[0].columns)
         if self.fitted is not None:
             absent = [c for c in features if c not in columns]
@@ -423,6 +434,8 @@ class CsvData(TabularDataModule):
         if self.groups is not None:
             self.row_groups = np.concatenate([self._groups_of(t, keep, i) for i, (t, keep) in
                                               enumerate(zip(tables, present))])
+        if self.order_by is not None:  # the training file's rows only: a test file is a split of its own
+            self.row_order, self.row_order_text = self._times_of(train, present[0])
         splits, start = [], 0
         for frame, y, keep in zip(frames, targets, present):
             rows = torch.arange(start, start + len(frame), dtype=torch.long)
@@ -446,13 +459,49 @@ class CsvData(TabularDataModule):
                             "(data.groups); every row needs one")
         return names[keep]
 
+    def _times_of(self, table, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The times of the kept rows of ``table`` (dates as day counts, or numbers), and as written."""
+        import pandas as pd
+
+        from .preprocessing import MISSING_TOKENS, to_numbers
+
+        column, missing = table.frame[self.order_by], frozenset([*MISSING_TOKENS, *self.na_values])
+        values, _ = to_numbers(column, missing, self.decimal)
+        unreadable = np.flatnonzero(np.isnan(values))
+        if len(unreadable):
+            cell = column.iloc[int(unreadable[0])]
+            raise DataError(f"{table.where(table.frame.index[int(unreadable[0])])}: "
+                            + ("no time" if pd.isna(cell) or str(cell).strip() in missing else f"{str(cell)!r} is neither a date nor a number")
+                            + f" in column {self.order_by!r} (data.order_by); every row needs one")
+        return values[keep], column.astype("string").to_numpy(dtype=object)[keep]
+
     def split_groups(self, split: Split) -> Optional[np.ndarray]:
         return None if self.row_groups is None else self.row_groups[split.x.numpy()]
 
+    def split_order(self, split: Split) -> Optional[np.ndarray]:
+        if self.row_order is None:
+            return None
+        rows = split.x.numpy()
+        inside = rows < len(self.row_order)  # rows of a test file have no time here, and are never split
+        return np.where(inside, self.row_order[np.minimum(rows, len(self.row_order) - 1)], np.inf)
+
+    def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
+        train, val, test = super()._split(data)
+        self._order_notes = []
+        if self.row_order is not None:
+            for name, split, drawn in (("test", test, data.test is None), ("validation", val, True)):
+                rows = split.x.numpy()
+                if drawn and len(rows):
+                    first = rows[np.argmin(self.row_order[rows])]
+                    self._order_notes.append(f"{name} rows are the latest by {self.order_by!r}, from "
+                                             f"{self.row_order_text[first]} on")
+            self._order_notes[-1:] = [note + " (data.order_by)" for note in self._order_notes[-1:]]
+        return train, val, test
+
     def split_notes(self) -> list[str]:
-        if self.row_groups is None:
-            return []
-        return [f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} groups)"]
+        if self.row_groups is not None:
+            return [f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} groups)"]
+        return list(self._order_notes)
 
     def _type_columns(self, train, features: list[str]) -> None:
         """``self.kinds`` (numeric or categorical, per feature column) and ``self.date_parts`` from the training
