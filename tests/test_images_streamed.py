@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (PROJECT_ROOT, compose_for_train, error_line, fake_fashion, load_pyfunc, new_store, predict_cli,
-                      run_cli, run_cli_in_process, runs_in, store_overrides)
+from conftest import (PROJECT_ROOT, compose_for_train, error_line, eval_cli, fake_fashion, load_pyfunc, new_store,
+                      predict_cli, run_cli, run_cli_in_process, runs_in, store_overrides)
 
 # a small CNN on 16-px images: a few seconds per run
 FAST = ["task=image_classification", "model=cnn", "model.channels=[8,16]", "model.hidden_dim=16",
@@ -195,6 +195,12 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     assert len(predicted) == 12 and list(predicted.columns) == ["path", "prediction", "probability_ants", "probability_bees"]
     truth = [Path(p).parent.name for p in predicted["path"]]
     assert float((predicted["prediction"] == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+    # pipeline-eval with another seed holds out other validation images: the data's own normalisation, computed
+    # again on the training images left, would not be the run's, so the model would see other inputs: refused
+    code, _, stderr = eval_cli([run.info.run_id, "data.seed=9", "--tracking-uri", store["uri"],
+                                "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 2 and "the model would be tested on inputs it was not trained on" in error_line(stderr), stderr
+    assert "it differs in preprocessing.mean, preprocessing.std" in error_line(stderr), error_line(stderr)
     model = load_pyfunc(store, run.info.run_id)
     by_mlflow = model.predict(pd.DataFrame({"path": predicted["path"]}))
     assert by_mlflow["prediction"].tolist() == predicted["prediction"].tolist()

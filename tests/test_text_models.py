@@ -437,14 +437,23 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
     predicted = pd.read_csv(output)
     assert predicted["id"].tolist() == list(range(600)) and set(predicted["prediction"]) <= {"neg", "pos"}
     assert (predicted["prediction"] == pd.DataFrame(rows)["sentiment"]).mean() > 0.9
-    # pipeline-eval: the run's test rows again give its test accuracy; rows drawn otherwise would fit another
-    # vocabulary on the rows left for training, so the model's inputs would not be its own: refused before any run
+    # pipeline-eval: the run's test rows again give its test accuracy; a labelled test file of its own
+    # (data.test_path) is read with the run's vocabulary, not one learned again from the rows the split now leaves
+    # for training, so its metrics are those of the model's own predictions on that file
     code, stdout, stderr = eval_cli([str(checkpoint), "--output-dir", str(tmp_path / "evaluation")])
     assert code == 0, stderr[-3000:]
     assert re.search(r"test/acc=([\d.]+)", stdout).group(1) == re.search(r"test/acc=([\d.]+)", result.stdout).group(1)
-    code, _, stderr = eval_cli([str(checkpoint), "data.seed=7", "--output-dir", str(tmp_path / "refused")])
-    assert code == 2 and "the model would be tested on inputs it was not trained on" in error_line(stderr), stderr
-    assert "it differs in preprocessing.tokenizer" in error_line(stderr), error_line(stderr)
+    labelled = tmp_path / "labelled.csv"
+    pd.DataFrame(rows[:150]).to_csv(labelled, index=False)
+    code, stdout, stderr = eval_cli([str(checkpoint), f"data.test_path={labelled}", "--output-dir", str(tmp_path / "new")])
+    assert code == 0 and "Warning" not in stderr, stderr[-3000:]
+    assert "/ 150 test rows" in stdout, stdout[-2000:]
+    expected = (predicted["prediction"][:150] == pd.DataFrame(rows[:150])["sentiment"]).mean()
+    assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(expected, abs=6e-5)
+    pd.DataFrame([{**rows[0], "sentiment": "meh"}, *rows[1:20]]).to_csv(tmp_path / "meh.csv", index=False)
+    code, _, stderr = eval_cli([str(checkpoint), f"data.test_path={tmp_path / 'meh.csv'}", "--output-dir",
+                                str(tmp_path / "refused")])
+    assert code == 2 and "label 'meh'" in error_line(stderr), stderr[-2000:]
 
     # new texts in a column named otherwise: refused with the flag to use, then read with it
     comments, renamed = tmp_path / "comments.csv", tmp_path / "renamed.csv"

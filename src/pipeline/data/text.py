@@ -138,6 +138,16 @@ class TextDataModule(InMemoryDataModule):
         self.tokenizer = None  # a tokenizers.Tokenizer once fit_preprocessing has run
         self.pad_id = PAD_ID
         self.streaming = False
+        self.fitted: Optional[tuple[dict, DataSpec]] = None  # a trained run's (tokenizer state, spec): use_fitted
+
+    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+        """The run's tokenizer (its vocabulary, or the pretrained one it loaded), ``max_length`` and classes,
+        instead of a vocabulary learned again from this config's training rows."""
+        if adapter_state.get("class") != TextInput.__name__:
+            return False
+        self.fitted = adapter_state, DataSpec.from_dict(spec)
+        self.max_length, self.pad_id = int(adapter_state["max_length"]), int(adapter_state["pad_id"])
+        return True
 
     # ----- reading -------------------------------------------------------------------------
     def read_texts(self) -> RawTexts:
@@ -150,9 +160,12 @@ class TextDataModule(InMemoryDataModule):
         return not self.in_memory
 
     def load(self) -> LoadedData:
-        if self.pretrained_tokenizer is not None:  # a missing tokenizer is refused before reading a big corpus
+        if self.pretrained_tokenizer is not None and self.fitted is None:
+            # a missing tokenizer is refused before reading a big corpus
             self.tokenizer, self.pad_id = load_pretrained_tokenizer(self.pretrained_tokenizer, self.max_length)
         raw = self.read_texts()
+        if self.fitted is not None:
+            raw = self._as_trained_classes(raw)
         parts, splits, start = [], {}, 0
         for part in ("train", "val", "test"):
             pair = getattr(raw, part)
@@ -176,6 +189,21 @@ class TextDataModule(InMemoryDataModule):
         return LoadedData(
             train=splits["train"], val=splits.get("val"), test=splits.get("test"), class_names=raw.class_names
         )
+
+    def _as_trained_classes(self, raw: RawTexts) -> RawTexts:
+        """The labels of ``raw`` as indices of the trained run's classes (``use_fitted``); a label it was not
+        trained on is refused."""
+        trained = list(self.fitted[1].class_names or [])
+        if raw.class_names == trained:
+            return raw
+        unseen = [name for name in raw.class_names if name not in trained]
+        if unseen:
+            raise DataError(f"{self.name}: label {unseen[0]!r} is not a class the model was trained on "
+                            f"({', '.join(map(repr, trained))})")
+        mapping = np.array([trained.index(name) for name in raw.class_names], dtype=np.int64)
+        parts = {part: (pair[0], mapping[np.asarray(pair[1], dtype=np.int64)])
+                 for part in ("train", "val", "test") if (pair := getattr(raw, part)) is not None}
+        return RawTexts(class_names=trained, **parts)
 
     def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
         train, val, test = super()._split(data)
@@ -202,7 +230,11 @@ class TextDataModule(InMemoryDataModule):
             yield from texts_at(self.texts, rows[start : start + 65536])
 
     def fit_preprocessing(self, train: Split) -> None:
-        if self.pretrained_tokenizer is not None:
+        if self.fitted is not None:  # the trained run's, padding and truncation included
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_str(self.fitted[0]["tokenizer"])
+        elif self.pretrained_tokenizer is not None:
             tokenizer = self.tokenizer  # loaded in load(); nothing is learned from the data
         else:
             from tokenizers import trainers
@@ -243,6 +275,8 @@ class TextDataModule(InMemoryDataModule):
         return Split(self.encode(self.texts_of(split.x)), split.y)
 
     def describe(self, train: Split, class_names) -> DataSpec:
+        if self.fitted is not None:  # what the trained run's model was built for
+            return self.fitted[1]
         spec = super().describe(train, class_names)
         spec.input_shape = (self.max_length,)
         spec.vocab_size = self.tokenizer.get_vocab_size()
@@ -453,9 +487,11 @@ class TextTSV(TextDataModule):
         "test": ("test",),
     }
 
-    def __init__(self, path: str = "", text_column: str = "sentence", label_column: str = "label", **kwargs):
+    def __init__(self, path: str = "", text_column: str = "sentence", label_column: str = "label",
+                 test_path: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         self.path = Path(path) if path else None
+        self.test_path = Path(test_path) if test_path else None  # a labelled test file of its own
         self.text_column = text_column
         self.label_column = label_column
 
@@ -570,8 +606,15 @@ class TextTSV(TextDataModule):
         texts = LineTexts(path, np.frombuffer(offsets, dtype=np.int64).copy(), column=text_at)
         return texts, names, np.frombuffer(label_ids, dtype=np.int64).copy(), first_lines
 
+    def _labels_required(self, part: str) -> bool:
+        """A dev/test file without labels is ignored (GLUE's test set); a test file named by data.test_path is not."""
+        return part == "test" and self.test_path is not None
+
     def _classes(self, train_path: Path, labels) -> list[str]:
-        """The training file's classes in sorted order; at least two."""
+        """The training file's classes in sorted order; at least two. A trained run's classes (``use_fitted``)
+        instead, when they hold every label."""
+        if self.fitted is not None and set(labels) <= set(self.fitted[1].class_names or []):
+            return list(self.fitted[1].class_names)
         classes = sorted(labels, key=_label_sort_key)
         if len(classes) < 2:
             raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
@@ -589,7 +632,7 @@ class TextTSV(TextDataModule):
         index = {c: i for i, c in enumerate(classes)}
         parts = {"train": (texts, np.array([index[n] for n in names], dtype=np.int64)[label_ids])}
         for part in ("val", "test"):
-            if found[part] is None or (read := self._index(found[part], required=False)) is None:
+            if found[part] is None or (read := self._index(found[part], required=self._labels_required(part))) is None:
                 continue
             texts, names, label_ids, first_lines = read
             for name, line_no in zip(names, first_lines):
@@ -605,6 +648,17 @@ class TextTSV(TextDataModule):
         if self.path is None:
             raise DataError("data.path is required for data=text_tsv (a folder with train.tsv and optionally dev.tsv, "
                             "test.tsv; or one .tsv/.csv file)")
+        found = self._layout()
+        if self.test_path is not None:  # an official test file: the test rows, labelled, whatever the folder holds
+            test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
+            if not test.is_file() or test.suffix.lower() not in (".tsv", ".csv"):
+                raise DataError(f"data.test_path: {test} is " + ("not a .tsv or .csv file" if test.is_file() else
+                                                                 "not found") + " (a header row, then a text and a label per row)")
+            found["test"] = test
+        return found
+
+    def _layout(self) -> dict[str, Optional[Path]]:
+        """The files of ``data.path``: one file to train on, or a folder's train/dev/test files."""
         root = self.path if self.path.is_absolute() else Path.cwd() / self.path
         if root.is_file():
             if root.suffix.lower() not in (".tsv", ".csv"):
@@ -633,7 +687,7 @@ class TextTSV(TextDataModule):
         parts = {"train": (train[0], [index[c] for c in train[1]])}
         for part in ("val", "test"):
             path = found[part]
-            read = self._read(path, required=False) if path is not None else None
+            read = self._read(path, required=self._labels_required(part)) if path is not None else None
             if read is None:
                 continue
             texts, labels, lines = read
