@@ -589,6 +589,19 @@ def test_a_latin1_file_is_read_with_a_notice(store):
     assert "is not UTF-8" in result.stdout + result.stderr and "Windows-1252" in result.stdout + result.stderr
 
 
+def test_a_class_only_in_the_test_file_is_said(store):
+    rng = np.random.default_rng(0)
+    train, test = store["tmp"] / "three_train.csv", store["tmp"] / "three_test.csv"
+    for path, classes, rows in ((train, ["a", "b"], 120), (test, ["a", "b", "c"], 60)):
+        pd.DataFrame({"x": rng.normal(size=rows), "y": [classes[i % len(classes)] for i in range(rows)]}).to_csv(
+            path, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={train}", f"data.test_path={test}", "data.target=y",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"labels in the test file {test} but not in the training file {train}: 'c' (20 rows); the model cannot "
+            "learn them") in result.stdout + result.stderr, result.stdout[-2000:]
+
+
 def test_labels_that_differ_only_by_case_are_said_not_merged(store):
     path = store["tmp"] / "cased.csv"
     labels = ["yes", "no"] * 30 + ["Yes", "NO.", "No"]

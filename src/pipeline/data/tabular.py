@@ -429,6 +429,12 @@ class CsvData(TabularDataModule):
             if len(seen) < 2:
                 raise DataError(f"{train.path}: column {self.target!r} holds a single class "
                                 f"{[class_names[i] for i in seen]}; a classifier needs at least two")
+            unlearned = [(name, int((targets[1] == i).sum())) for i, name in enumerate(class_names)
+                         if i not in seen] if len(tables) > 1 and self.fitted is None else []
+            if unlearned:
+                log.warning("data.target: labels in the test file %s but not in the training file %s: %s; the model "
+                            "cannot learn them, and their test rows count as errors", tables[1].path, train.path,
+                            ", ".join(f"{n!r} ({c} rows)" for n, c in unlearned))
         frames = [t.frame.loc[keep, list(self.kinds)] for t, keep in zip(tables, present)]
         self.frame = pd.concat(frames, ignore_index=True)
         if self.groups is not None:
