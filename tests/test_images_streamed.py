@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,12 +196,15 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     assert len(predicted) == 12 and list(predicted.columns) == ["path", "prediction", "probability_ants", "probability_bees"]
     truth = [Path(p).parent.name for p in predicted["path"]]
     assert float((predicted["prediction"] == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
-    # pipeline-eval with another seed holds out other validation images: the data's own normalisation, computed
-    # again on the training images left, would not be the run's, so the model would see other inputs: refused
-    code, _, stderr = eval_cli([run.info.run_id, "data.seed=9", "--tracking-uri", store["uri"],
-                                "--output-dir", str(tmp_path / "evaluation")])
-    assert code == 2 and "the model would be tested on inputs it was not trained on" in error_line(stderr), stderr
-    assert "it differs in preprocessing.mean, preprocessing.std" in error_line(stderr), error_line(stderr)
+    # pipeline-eval on a labelled folder of its own (data.test_path): read with the run's normalisation, it scores
+    # what pipeline-predict answered on those images
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={folder / 'val'}", "--tracking-uri",
+                                     store["uri"], "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 0 and "Warning" not in stderr, stderr[-3000:]
+    line = data_line(stdout)
+    assert f"{folder / 'val'} (data.test_path)" in line and "/ 12 test images" in line, line
+    assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(
+        float((predicted["prediction"] == truth).mean()), abs=6e-5)
     model = load_pyfunc(store, run.info.run_id)
     by_mlflow = model.predict(pd.DataFrame({"path": predicted["path"]}))
     assert by_mlflow["prediction"].tolist() == predicted["prediction"].tolist()
@@ -407,6 +411,12 @@ def test_a_model_trained_on_fashion_mnist_arrays_predicts_png_files(tmp_path, mi
     code, _, stderr = predict_cli([run.info.run_id, "--input", str(folder), "--output", str(tmp_path / "never.csv"),
                                    "--tracking-uri", store["uri"]])
     assert code == 2 and "broken.png: cannot read the image" in error_line(stderr)
+    # pipeline-eval with another seed holds out other validation images: the normalisation, computed again on the
+    # training images left, would not be the run's, so the model would see other inputs: refused before any run
+    code, _, stderr = eval_cli([run.info.run_id, "data.seed=9", "--tracking-uri", store["uri"],
+                                "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 2 and "the model would be tested on inputs it was not trained on" in error_line(stderr), stderr
+    assert "it differs in preprocessing.mean, preprocessing.std" in error_line(stderr), error_line(stderr)
 
 
 # ----- pretrained torchvision models ---------------------------------------------------------------------------

@@ -875,7 +875,7 @@ def test_data_groups_keep_each_groups_rows_in_one_split(tmp_path, folds):
     assert not held["val_split"] & held["test_split"]
     assert len(module.test_split) == 120 and sorted(held["train_split"] | held["val_split"] | held["test_split"]) == \
         sorted(raw["patient"].unique())
-    assert module.split_notes() == ["rows of one 'patient' stay in one split (data.groups; 60 groups)"]
+    assert module.how_split() == ["rows of one 'patient' stay in one split (data.groups; 60 groups)"]
     assert "patient" not in module.preprocessor.columns  # the group is not an input
 
 
@@ -934,7 +934,7 @@ def test_data_order_by_tests_on_the_latest_rows_and_validates_on_the_latest_befo
     assert days["train_split"].max() < days["val_split"].min() - 0.5
     assert days["val_split"].max() < days["test_split"].min() - 0.5
     assert [len(getattr(module, n)) for n in ("train_split", "val_split", "test_split")] == [432, 48, 120]
-    assert module.split_notes() == ["test rows are the latest by 'date', from 2023-08-29 on",
+    assert module.how_split() == ["test rows are the latest by 'date', from 2023-08-29 on",
                                     "validation rows are the latest by 'date', from 2023-08-05 on (data.order_by)"]
 
 

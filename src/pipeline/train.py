@@ -90,12 +90,12 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
     data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
 
-    ``source_data`` is the source run's ``data/`` folder (its fitted preprocessing and model spec). Tables and
-    texts take them as they are (``use_fitted``), so ``data.test_path=new.csv`` tests the new rows as the model's
-    inputs were made, whatever rows the config now leaves for training. Other data sets (images) fit their
-    preprocessing again on their training rows; when it does not come out as the source run's (the overrides
-    changed those rows), the evaluation is refused before any run rather than tested on inputs the model was
-    not trained on."""
+    ``source_data`` is the source run's ``data/`` folder (its fitted preprocessing and model spec). Tables, texts
+    and image files take them as they are (``use_fitted``), so ``data.test_path=new.csv`` tests the new rows as
+    the model's inputs were made, whatever rows the config now leaves for training. Other data sets (the array
+    image sets) fit their preprocessing again on their training rows; when it does not come out as the source
+    run's (the overrides changed those rows), the evaluation is refused before any run rather than tested on
+    inputs the model was not trained on."""
     validate(cfg)
     from pipeline import distributed
 

@@ -67,7 +67,7 @@ def redrawn_test_rows_warning(overrides: list[str]) -> Optional[str]:
         return None
     return (f"Warning: {', '.join(changed)} draw other test rows than the source run's: some of them may be rows "
             "the model was trained on, and its test metrics then look better than they are; to test on new rows, "
-            "give them a file of their own (data.test_path=... for a table)")
+            "give them a file or folder of their own (data.test_path)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

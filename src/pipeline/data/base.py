@@ -236,7 +236,7 @@ class InMemoryDataModule(pl.LightningDataModule):
                 raise DataError(f"data: the {name} split of '{self.name}' is empty; use more rows or other split fractions")
         return train, val, test
 
-    def split_notes(self) -> list[str]:
+    def how_split(self) -> list[str]:
         """What the run's data line says about how the splits were drawn, besides their sizes."""
         return []
 
@@ -317,7 +317,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         )
         self.spec = self.describe(self.train_split, data.class_names)
         announce_splits(self, "in memory", (len(self.train_split), len(self.val_split), len(self.test_split)),
-                        notes=self.split_notes())
+                        notes=self.how_split())
 
     def _epoch(self) -> int:
         trainer = getattr(self, "trainer", None)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from . import raw_inputs
-from .base import DataError, LoadedData, Split
+from .base import DataError, DataSpec, LoadedData, Split
 from .images import ImageDataModule, imagenet_statistics
 from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
 
@@ -135,9 +135,20 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         self.crop_scale = scale
         self.auto_augment = auto_augment
         self.root: Optional[Path] = None
+        self.fitted: Optional[tuple[dict, DataSpec]] = None  # a trained run's (image input state, spec): use_fitted
         self.files = np.array([], dtype=str)  # paths relative to root, one per row
         self.file_sizes = np.array([], dtype=np.int64)
         self.file_mtimes = np.array([], dtype=np.int64)
+
+    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+        """The run's normalisation (the statistics of its training images) and classes, for images read at the
+        run's size and channels; instead of statistics taken again from this config's training images."""
+        same_reading = [adapter_state.get(key) for key in ("channels", "image_size", "resize_size")] == [
+            self.channels, self.image_size, self.resize_size]
+        if adapter_state.get("class") != raw_inputs.ImageInput.__name__ or not same_reading:
+            return False
+        self.fitted = adapter_state, DataSpec.from_dict(spec)
+        return True
 
     # ----- the file table ----------------------------------------------------------------------------------
     def _resolved_path(self, what: str) -> Path:
@@ -292,6 +303,10 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         self._augment_epoch = -1
         if not self.normalize:
             return
+        if self.fitted is not None and self.fitted[0].get("mean") is not None:  # the trained run's
+            self.channel_mean = torch.tensor(self.fitted[0]["mean"], dtype=torch.float32)
+            self.channel_std = torch.tensor(self.fitted[0]["std"], dtype=torch.float32)
+            return
         if self.normalization == "imagenet":
             self.channel_mean, self.channel_std = imagenet_statistics(self.channels)
             return
@@ -331,6 +346,12 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         return self.streamed is False and super().augmentation_active
 
     def describe_rows(self, train: Split, class_names):
+        if self.fitted is not None:  # what the trained run's model was built for, if these are its classes
+            trained = list(self.fitted[1].class_names or [])
+            if list(class_names) != trained:
+                raise DataError(f"data.path: the classes {list(class_names)} are not the ones the model was trained "
+                                f"on ({trained})")
+            return self.fitted[1]
         spec = super().describe_rows(train, class_names)
         spec.extra["image_size"] = self.image_size
         return spec
@@ -359,6 +380,10 @@ class ImageFolder(ImageFiles):
 
     name: ClassVar[str] = "image_folder"
 
+    def __init__(self, test_path: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.test_path = Path(test_path) if test_path else None  # a labelled folder of test images of its own
+
     def class_hint(self) -> str:
         return " (one sub-folder per class, e.g. <path>/cat/1.jpg and <path>/dog/2.jpg)"
 
@@ -376,6 +401,13 @@ class ImageFolder(ImageFiles):
         split_layout = folders["train"].is_dir() and bool(_class_folders(folders["train"]))
         if not split_layout:
             folders = {"train": root}
+        if self.test_path is not None:  # the test images, whatever the folder holds
+            test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
+            if not test.is_dir() or not _class_folders(test):
+                raise DataError(f"data.test_path: {test} is " + ("not a folder" if not test.is_dir() else
+                                                                 "a folder without class sub-folders")
+                                + f" (one sub-folder per class, named as in {folders['train']})")
+            folders["test"] = test
         classes = _class_folders(folders["train"])
         if not classes:
             raise DataError(f"data.path: no class sub-folders in {folders['train']}{self.class_hint()}")
@@ -404,6 +436,8 @@ class ImageFolder(ImageFiles):
             sources = {part: f"{folder.name}/" for part, folder in folders.items()}
         else:
             sources = {"train": f"all images in {root}"}
+        if self.test_path is not None:
+            sources["test"] = f"{folders['test']} (data.test_path)"
         return self._arrange(parts, classes, sources)
 
 

@@ -504,7 +504,7 @@ class CsvData(TabularDataModule):
             self._order_notes[-1:] = [note + " (data.order_by)" for note in self._order_notes[-1:]]
         return train, val, test
 
-    def split_notes(self) -> list[str]:
+    def how_split(self) -> list[str]:
         if self.row_groups is not None:
             return [f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} groups)"]
         return list(self._order_notes)
