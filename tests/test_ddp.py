@@ -43,6 +43,7 @@ def assert_one_run_one_directory(result, store: dict):
     (no second Hydra directory for rank 1), one best checkpoint."""
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("Test metrics:") == 1, result.stdout
+    assert "deprecated" not in result.stderr, result.stderr[-3000:]  # torch's notes to Lightning are not the user's
     runs = runs_in(store)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["effective_batch_size"] == "64"

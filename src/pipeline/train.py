@@ -32,6 +32,9 @@ warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 # epoch metrics come from torchmetrics (synchronised across DDP ranks by compute()) or are per-rank timings
 warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+# torch 2.14 deprecates the collective Lightning's all_gather calls (gathering the test rows for the plots under DDP);
+# a note to Lightning's authors, printed by every rank at every test
+warnings.filterwarnings("ignore", message=".*torch.distributed.nn.functional.all_gather is deprecated.*")
 
 
 def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[str] = None,
