@@ -93,11 +93,11 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
     data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
 
-    ``source_data`` is the source run's ``data/`` folder (its fitted preprocessing and model spec). Tables, texts
-    and image files take them as they are (``use_fitted``), so ``data.test_path=new.csv`` tests the new rows as
-    the model's inputs were made, whatever rows the config now leaves for training. Other data sets (the array
-    image sets) fit their preprocessing again on their training rows; when it does not come out as the source
-    run's (the overrides changed those rows), the evaluation is refused before any run rather than tested on
+    ``source_data`` is the source run's ``data/`` folder (its fitted preprocessing and model spec). Every data set
+    takes them as they are (``use_fitted``), so ``data.test_path=new.csv`` tests the new rows as the model's
+    inputs were made, whatever rows the config now leaves for training. Where it cannot (the overrides read the
+    data otherwise: another normalisation, image size, tokenizer) the preprocessing is fitted again; when that
+    does not come out as the source run's, the evaluation is refused before any run rather than tested on
     inputs the model was not trained on."""
     validate(cfg)
     from pipeline import distributed
@@ -122,9 +122,9 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
         if differ:
             raise DataError(
                 f"with these settings the model would be tested on inputs it was not trained on: the data's "
-                f"preprocessing, fitted again on the training rows they leave, is not the source run's (it differs in "
-                f"{', '.join(differ[:4])}{' ...' if len(differ) > 4 else ''}). Keep the keys that choose the training "
-                "rows as the run had them, or answer for new rows with pipeline-predict")
+                f"preprocessing would not be the source run's (it differs in {', '.join(differ[:4])}"
+                f"{' ...' if len(differ) > 4 else ''}). Keep the data keys as the run had them (other test rows: "
+                "data.test_path), or answer for new rows with pipeline-predict")
         run_parts = build(cfg, datamodule, (), output_dir)
         check_resume_checkpoint(str(weights), run_parts.task_module)
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}

@@ -65,9 +65,9 @@ def redrawn_test_rows_warning(overrides: list[str]) -> Optional[str]:
     changed = sorted(keys & set(SPLIT_KEYS))
     if not changed or "data.test_path" in keys:
         return None
-    return (f"Warning: {', '.join(changed)} draw other test rows than the source run's: some of them may be rows "
-            "the model was trained on, and its test metrics then look better than they are; to test on new rows, "
-            "give them a file or folder of their own (data.test_path)")
+    return (f"Warning: {', '.join(changed)} may draw other test rows than the source run's (where they are drawn "
+            "from the training data), some of them rows the model was trained on, and its test metrics then look "
+            "better than they are; to test on new rows, give them a file or folder of their own (data.test_path)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -106,7 +106,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             weights = Path(client.download_artifacts(run.info.run_id, checkpoints[0], folder))
             data = None  # the fitted preprocessing and model spec, where the run logged them
-            if any(a.path == "data/preprocessing.json" for a in client.list_artifacts(run.info.run_id, "data")):
+            if any(a.path == "data/model_spec.json" for a in client.list_artifacts(run.info.run_id, "data")):
                 data = Path(client.download_artifacts(run.info.run_id, "data", folder))
             print(f"Evaluating {run.info.run_name} ({run.info.run_id}, {checkpoints[0]}) into {output_dir}", flush=True)
             with launched_as(choices, list(args.overrides)):

@@ -197,10 +197,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Files ``pipeline-predict <checkpoint>`` needs beside the checkpoint (see :func:`save_raw_input_artifacts`)."""
         return save_raw_input_artifacts(self, directory)
 
-    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
-        """Take the preprocessing a trained run fitted (its ``data/preprocessing.json`` and ``model_spec.json``)
-        instead of fitting it again on this config's training rows, so that ``pipeline-eval`` can test the model
-        on other rows (``data.test_path``) with the inputs it was trained on. False where a data set cannot: its
+    def use_fitted(self, adapter_state: Optional[dict], spec: dict) -> bool:
+        """Take the preprocessing a trained run fitted (its ``data/preprocessing.json``, absent for a data set
+        without a raw input adapter, and ``model_spec.json``) instead of fitting it again on this config's
+        training rows, so that ``pipeline-eval`` can test the model on other rows (``data.test_path``) with the
+        inputs it was trained on. False where a data set cannot (or the run read its data otherwise): its
         preprocessing is then fitted again, and :func:`fitted_differences` tells whether it came out the same."""
         return False
 
@@ -426,20 +427,19 @@ def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: st
     raise DataError(f"{what} not found; looked in: {looked}. {how_to_get}")
 
 
-def saved_fitted_state(directory: Optional[Path]) -> Optional[tuple[dict, dict]]:
-    """(preprocessing state, model spec) that :func:`save_raw_input_artifacts` wrote into ``directory`` (a run's
-    ``data/``); None when it holds none (a data set without a raw input adapter, or no folder)."""
+def saved_fitted_state(directory: Optional[Path]) -> Optional[tuple[Optional[dict], dict]]:
+    """(preprocessing state or None, model spec) that :func:`save_raw_input_artifacts` wrote into ``directory`` (a
+    run's ``data/``); None when it holds no model spec (no folder, or a run from before it was written)."""
     import json
 
-    if directory is None:
+    if directory is None or not (Path(directory) / "model_spec.json").is_file():
         return None
-    files = Path(directory) / "preprocessing.json", Path(directory) / "model_spec.json"
-    if not all(f.is_file() for f in files):
-        return None
-    return tuple(json.loads(f.read_text()) for f in files)
+    state = Path(directory) / "preprocessing.json"
+    return (json.loads(state.read_text()) if state.is_file() else None,
+            json.loads((Path(directory) / "model_spec.json").read_text()))
 
 
-def fitted_differences(datamodule, adapter_state: dict, spec: dict) -> list[str]:
+def fitted_differences(datamodule, adapter_state: Optional[dict], spec: dict) -> list[str]:
     """What the data module's fitted preprocessing and model spec (after ``setup``) differ in from a trained
     run's saved ones: ``preprocessing.<key>`` / ``model_spec.<key>``; empty when they are the same."""
     import json
@@ -447,7 +447,7 @@ def fitted_differences(datamodule, adapter_state: dict, spec: dict) -> list[str]
     adapter = datamodule.raw_input_adapter()
     now = {"preprocessing": adapter.to_dict() if adapter is not None else {},
            "model_spec": datamodule.spec.to_dict() if datamodule.spec is not None else {}}
-    saved = {"preprocessing": adapter_state, "model_spec": spec}
+    saved = {"preprocessing": adapter_state or {}, "model_spec": spec}
     differ = []
     for part in ("preprocessing", "model_spec"):
         # through JSON, as the saved files went: tuples are lists, keys strings
@@ -467,13 +467,16 @@ def save_raw_input_artifacts(datamodule, directory: Path) -> list[Path]:
     ``pipeline-predict`` needs."""
     import json
 
-    adapter = datamodule.raw_input_adapter()
-    if adapter is None or datamodule.spec is None:
+    if datamodule.spec is None:
         return []
+    adapter = datamodule.raw_input_adapter()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    preprocessing = directory / "preprocessing.json"
-    preprocessing.write_text(json.dumps(adapter.to_dict(), indent=1))
-    spec = directory / "model_spec.json"
-    spec.write_text(json.dumps(datamodule.spec.to_dict(), indent=1))
-    return [preprocessing, spec]
+    written = []
+    if adapter is not None:
+        written.append(directory / "preprocessing.json")
+        written[-1].write_text(json.dumps(adapter.to_dict(), indent=1))
+    # without an adapter too: pipeline-eval compares the data's spec (its normalisation) with it
+    written.append(directory / "model_spec.json")
+    written[-1].write_text(json.dumps(datamodule.spec.to_dict(), indent=1))
+    return written

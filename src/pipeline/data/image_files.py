@@ -143,9 +143,10 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
     def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
         """The run's normalisation (the statistics of its training images) and classes, for images read at the
         run's size and channels; instead of statistics taken again from this config's training images."""
-        same_reading = [adapter_state.get(key) for key in ("channels", "image_size", "resize_size")] == [
+        state = adapter_state or {}
+        same_reading = [state.get(key) for key in ("channels", "image_size", "resize_size")] == [
             self.channels, self.image_size, self.resize_size]
-        if adapter_state.get("class") != raw_inputs.ImageInput.__name__ or not same_reading:
+        if state.get("class") != raw_inputs.ImageInput.__name__ or not same_reading:
             return False
         self.fitted = adapter_state, DataSpec.from_dict(spec)
         return True

@@ -93,8 +93,18 @@ class ImageDataModule(InMemoryDataModule):
         self.normalize = self.normalization != "none"
         self.channel_mean: Optional[Tensor] = None
         self.channel_std: Optional[Tensor] = None
+        self.fitted_spec: Optional[DataSpec] = None  # a trained run's (use_fitted)
         self._augment_epoch = -1
         self._augment_batch = 0
+
+    def use_fitted(self, adapter_state: Optional[dict], spec: dict) -> bool:
+        """The run's normalisation (``channel_mean``/``channel_std`` of its spec, the statistics of its training
+        images) and spec; not when this config normalises otherwise than the run did."""
+        saved = DataSpec.from_dict(spec)
+        if self.normalize != ("channel_mean" in saved.extra) or self.normalization == "imagenet":
+            return False
+        self.fitted_spec = saved
+        return True
 
     def setup(self, stage: Optional[str] = None) -> None:
         self._augment_epoch = -1  # every fit (Trainer.fit calls setup) counts batches from 0 again
@@ -103,6 +113,10 @@ class ImageDataModule(InMemoryDataModule):
     # ----- preprocessing ---------------------------------------------------------------
     def fit_preprocessing(self, train: Split) -> None:
         if not self.normalize:
+            return
+        if self.fitted_spec is not None:  # the trained run's statistics
+            self.channel_mean = torch.tensor(self.fitted_spec.extra["channel_mean"], dtype=torch.float32)
+            self.channel_std = torch.tensor(self.fitted_spec.extra["channel_std"], dtype=torch.float32)
             return
         if self.normalization == "imagenet":
             self.channel_mean, self.channel_std = imagenet_statistics(int(train.x.shape[1]))
@@ -120,6 +134,8 @@ class ImageDataModule(InMemoryDataModule):
         return Split((split.x - mean) / std, split.y)
 
     def describe(self, train: Split, class_names) -> DataSpec:
+        if self.fitted_spec is not None and list(class_names or []) == list(self.fitted_spec.class_names or []):
+            return self.fitted_spec  # what the trained run's model was built for
         spec = super().describe(train, class_names)
         spec.extra["channels"] = int(train.x.shape[1])
         if self.normalize:

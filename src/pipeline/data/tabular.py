@@ -39,7 +39,7 @@ class TabularDataModule(InMemoryDataModule):
         """The run's standardisation (feature means and deviations of its training rows) and model spec."""
         from .numeric_inputs import NumericColumns
 
-        if adapter_state.get("class") != NumericColumns.__name__ or adapter_state.get("columns") != self.feature_names():
+        if (adapter_state or {}).get("class") != NumericColumns.__name__ or adapter_state.get("columns") != self.feature_names():
             return False
         self.fitted = NumericColumns.from_dict(adapter_state), DataSpec.from_dict(spec)
         return True
@@ -322,7 +322,7 @@ class CsvData(TabularDataModule):
         config's training rows would give: the test rows are read as the model's inputs were."""
         from .preprocessing import TablePreprocessor
 
-        if adapter_state.get("class") != TablePreprocessor.__name__:
+        if (adapter_state or {}).get("class") != TablePreprocessor.__name__:
             return False
         self.fitted = TablePreprocessor.from_dict(adapter_state), DataSpec.from_dict(spec)
         return True

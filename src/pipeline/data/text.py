@@ -143,7 +143,7 @@ class TextDataModule(InMemoryDataModule):
     def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
         """The run's tokenizer (its vocabulary, or the pretrained one it loaded), ``max_length`` and classes,
         instead of a vocabulary learned again from this config's training rows."""
-        if adapter_state.get("class") != TextInput.__name__:
+        if (adapter_state or {}).get("class") != TextInput.__name__:
             return False
         self.fitted = adapter_state, DataSpec.from_dict(spec)
         self.max_length, self.pad_id = int(adapter_state["max_length"]), int(adapter_state["pad_id"])
