@@ -77,6 +77,27 @@ def test_digits_are_scaled_and_normalised_with_training_statistics(tmp_path):
     assert float(raw.min()) == 0.0 and float(raw.max()) == 1.0
 
 
+def test_digits_lend_their_runs_normalisation_to_an_evaluation_with_other_rows(tmp_path):
+    """digits has no raw input adapter; its model spec, written for every run, carries the statistics that an
+    evaluation drawing other training rows takes over (and a config that normalises otherwise cannot)."""
+    from pipeline.data.base import fitted_differences, saved_fitted_state
+
+    trained = Digits(seed=0)
+    trained.setup()
+    assert [p.name for p in trained.save_artifacts(tmp_path / "data")] == ["model_spec.json"]
+    saved = saved_fitted_state(tmp_path / "data")
+    assert saved[0] is None and saved[1]["extra"]["channel_mean"] == [float(trained.channel_mean[0])]
+    other = Digits(seed=5)
+    assert other.use_fitted(*saved)
+    other.setup()
+    assert torch.equal(other.channel_mean, trained.channel_mean) and fitted_differences(other, *saved) == []
+    assert not torch.equal(other.test_split.y, trained.test_split.y)  # other rows, the same normalisation
+    plain = Digits(seed=0, normalize=False)
+    assert not plain.use_fitted(*saved)
+    plain.setup()
+    assert fitted_differences(plain, *saved) == ["model_spec.extra"]
+
+
 def augmenting_digits(**kwargs) -> Digits:
     dm = Digits(augment=True, seed=3, **kwargs)
     dm.setup()
