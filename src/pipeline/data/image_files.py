@@ -140,7 +140,7 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         self.file_sizes = np.array([], dtype=np.int64)
         self.file_mtimes = np.array([], dtype=np.int64)
 
-    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+    def use_fitted(self, adapter_state: Optional[dict], spec: dict) -> bool:
         """The run's normalisation (the statistics of its training images) and classes, for images read at the
         run's size and channels; instead of statistics taken again from this config's training images."""
         state = adapter_state or {}

@@ -35,7 +35,7 @@ class TabularDataModule(InMemoryDataModule):
         self._example_rows: list[list[float]] = []
         self.fitted: Optional[tuple[object, DataSpec]] = None  # a trained run's (raw input adapter, spec): use_fitted
 
-    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+    def use_fitted(self, adapter_state: Optional[dict], spec: dict) -> bool:
         """The run's standardisation (feature means and deviations of its training rows) and model spec."""
         from .numeric_inputs import NumericColumns
 
@@ -317,7 +317,7 @@ class CsvData(TabularDataModule):
         self.preprocessor: Optional[TablePreprocessor] = None
         self.timings: dict[str, float] = {}  # seconds spent reading, fitting and applying the preprocessing
 
-    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+    def use_fitted(self, adapter_state: Optional[dict], spec: dict) -> bool:
         """The run's preprocessing, columns (their kinds and date parts) and classes, instead of what this
         config's training rows would give: the test rows are read as the model's inputs were."""
         from .preprocessing import TablePreprocessor
@@ -476,9 +476,10 @@ class CsvData(TabularDataModule):
         unreadable = np.flatnonzero(np.isnan(values))
         if len(unreadable):
             cell = column.iloc[int(unreadable[0])]
-            raise DataError(f"{table.where(table.frame.index[int(unreadable[0])])}: "
-                            + ("no time" if pd.isna(cell) or str(cell).strip() in missing else f"{str(cell)!r} is neither a date nor a number")
-                            + f" in column {self.order_by!r} (data.order_by); every row needs one")
+            what = ("no time" if pd.isna(cell) or str(cell).strip() in missing
+                    else f"{str(cell)!r} is neither a date nor a number")
+            raise DataError(f"{table.where(table.frame.index[int(unreadable[0])])}: {what} in column "
+                            f"{self.order_by!r} (data.order_by); every row needs one")
         return values[keep], column.astype("string").to_numpy(dtype=object)[keep]
 
     def split_groups(self, split: Split) -> Optional[np.ndarray]:

@@ -140,7 +140,7 @@ class TextDataModule(InMemoryDataModule):
         self.streaming = False
         self.fitted: Optional[tuple[dict, DataSpec]] = None  # a trained run's (tokenizer state, spec): use_fitted
 
-    def use_fitted(self, adapter_state: dict, spec: dict) -> bool:
+    def use_fitted(self, adapter_state: Optional[dict], spec: dict) -> bool:
         """The run's tokenizer (its vocabulary, or the pretrained one it loaded), ``max_length`` and classes,
         instead of a vocabulary learned again from this config's training rows."""
         if (adapter_state or {}).get("class") != TextInput.__name__:
