@@ -266,6 +266,12 @@ def test_parquet_regression_predicts_in_the_targets_units(tmp_path, migrated_sto
     truth = pd.read_parquet(tmp_path / "test.parquet")["price"].to_numpy()
     rmse = math.sqrt(float(np.mean((predicted - truth) ** 2)))
     assert rmse == pytest.approx(run.data.metrics["test/rmse"], rel=1e-5)  # dollars, like the test metric
+    # a colleague's continental export of new rows: refused, saying how the numbers are written
+    pd.read_parquet(tmp_path / "test.parquet").to_csv(tmp_path / "comma.csv", sep=";", decimal=",", index=False)
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(tmp_path / "comma.csv"), "--output", str(output),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 2 and "not a number (written with a decimal comma; the model reads numbers as its training file " \
+        "wrote them, with a decimal point" in error_line(stderr), stderr[-2000:]
 
 
 def written_houses(rows: int, seed: int) -> pd.DataFrame:

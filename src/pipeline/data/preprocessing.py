@@ -377,9 +377,13 @@ class TablePreprocessor:
             values, bad = to_numbers(frame[name], missing, self.decimal)
             if bad.any():
                 first = int(np.flatnonzero(bad)[0])
-                raise RawInputError(f"column {name!r} holds {frame[name].iloc[first]!r} at index {frame.index[first]!r}, "
-                                    "not a number" + (" (numbers are read with a decimal comma, as in training: 3,14 "
-                                                      "and 1.234,5)" if self.decimal == "," else ""))
+                cell = frame[name].iloc[first]
+                comma = self.decimal == "." and np.isfinite(cell_number(str(cell).strip(), ","))
+                raise RawInputError(f"column {name!r} holds {cell!r} at index {frame.index[first]!r}, not a number"
+                                    + (" (numbers are read with a decimal comma, as in training: 3,14 and 1.234,5)"
+                                       if self.decimal == "," else "")
+                                    + (" (written with a decimal comma; the model reads numbers as its training file "
+                                       "wrote them, with a decimal point: save the file so)" if comma else ""))
             too_large = np.abs(values) > FLOAT32_MAX
             if too_large.any():
                 first = int(np.flatnonzero(too_large)[0])
