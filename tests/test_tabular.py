@@ -154,6 +154,25 @@ def test_the_logged_model_loads_without_the_pipeline_package(people_run):
     assert (pd.read_csv(output, dtype={"prediction": str})["prediction"] == expected["prediction"]).all()
 
 
+def test_pipeline_predict_threshold_moves_a_binary_models_cut_off_only(people_run):
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    answers = {}
+    for threshold in (None, 0.2, 0.8):
+        output = folder / f"threshold_{threshold}.csv"
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(people_run["test"]), "--output", str(output),
+                                       "--tracking-uri", store["uri"],
+                                       *(["--threshold", str(threshold)] if threshold else [])])
+        assert code == 0, stderr[-2000:]
+        answers[threshold] = pd.read_csv(output, dtype={"prediction": str})
+    plain = answers[None]
+    for threshold in (0.2, 0.8):
+        moved = answers[threshold]
+        assert moved["probability_1"].equals(plain["probability_1"])  # the probabilities stay
+        assert (moved["prediction"] == np.where(plain["probability_1"] >= threshold, "1", "0")).all()
+    assert (answers[0.2]["prediction"] == "1").sum() > (plain["prediction"] == "1").sum() > \
+        (answers[0.8]["prediction"] == "1").sum()
+
+
 def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(people_run):
     store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
     model = load_pyfunc(store, run.info.run_id)

@@ -46,6 +46,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--rename", action="append", default=[], metavar="COLUMN=NAME",
                         help="read a table input's COLUMN as the model's column NAME (e.g. comment=review when the "
                              "new file names its texts otherwise); repeat for more")
+    parser.add_argument("--threshold", type=float, default=None, metavar="P",
+                        help="a binary model's cut-off: the second class when its probability is at least P "
+                             "(default: the more probable class, 0.5); the probabilities are the same either way")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
     parser.add_argument("--format", default=None, help="input format when the extension does not say it")
     parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input (default: ',' or tab)")
@@ -59,6 +62,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--batch-size must be at least 1")
     if args.skip_rows < 0:
         parser.error("--skip-rows must be 0 or more")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        parser.error(f"--threshold {args.threshold:g}: a probability strictly between 0 and 1")
     renames = {}
     for item in args.rename:
         column, _, name = (part.strip() for part in item.partition("="))
@@ -376,6 +381,8 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             if len(batch) == 0:
                 continue
             predictions = _predict(predictor, batch, args.input)
+            if args.threshold is not None:
+                predictions = _cut_off(predictions, args.threshold)
             kept = batch[args.keep].reset_index(drop=True)
             writer.write(pd.concat([kept, predictions.reset_index(drop=True)], axis=1))
             if progress is not None:
@@ -419,6 +426,21 @@ def _predict(predictor: Predictor, batch, source: Path):
                 message = message.rsplit("Error: ", 1)[1]
             raise PredictError(f"{source}: {message[:400]} (index: the data row, 0 for the first)") from None
         raise
+
+
+def _cut_off(predictions, threshold: float):
+    """A binary model's predictions with the second class from ``threshold`` on (its probability column is the
+    last); the probabilities as they are."""
+    import numpy as np
+
+    probabilities = [c for c in predictions.columns if str(c).startswith("probability_")]
+    if len(probabilities) != 2:
+        what = "a regression model" if not probabilities else f"a model of {len(probabilities)} classes"
+        raise PredictError(f"--threshold is a binary model's cut-off; this is {what}")
+    first, second = (name[len("probability_"):] for name in probabilities)
+    predictions = predictions.copy()
+    predictions["prediction"] = np.where(predictions[probabilities[1]].to_numpy() >= threshold, second, first)
+    return predictions
 
 
 def _progress_bar(args: argparse.Namespace):
