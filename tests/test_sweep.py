@@ -16,7 +16,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import PROJECT_ROOT, error_line, predict_cli, run_cli, runs_in
+from conftest import PROJECT_ROOT, error_line, eval_cli, predict_cli, run_cli, runs_in
 
 TINY = ["trainer.max_epochs=2", "data.limit_rows=240", "data.batch_size=32"]
 
@@ -210,6 +210,10 @@ def test_only_the_best_trial_is_tested_and_it_reproduces_its_trial(six_trial_swe
     line = error_line(stderr)
     assert code == 2 and f"is trial {trial_runs[0].data.tags['sweep.trial_number']} of the sweep 'regression_optuna'" in line
     assert f"predict with the sweep's best run, {final.info.run_id}" in line
+    # and pipeline-eval, which needs its checkpoint, says so too
+    code, _, stderr = eval_cli([trial_runs[0].info.run_id, "--tracking-uri", store["uri"],
+                                "--output-dir", str(store["tmp"] / "never")])
+    assert code == 2 and f"evaluate with the sweep's best run, {final.info.run_id}" in error_line(stderr), stderr
 
 
 @pytest.mark.slow

@@ -102,7 +102,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg.tags.pop("rerun_of", None)
         checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints") if a.path.endswith(".ckpt")]
         if not checkpoints:
-            raise RerunRefused(f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot be evaluated")
+            from pipeline.cli.predict import sweep_trial_without_model
+
+            trial = sweep_trial_without_model(f"runs:/{run.info.run_id}/model", args.tracking_uri, verb="evaluate")
+            raise RerunRefused(trial or f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot "
+                               "be evaluated")
         with tempfile.TemporaryDirectory() as folder:
             weights = Path(client.download_artifacts(run.info.run_id, checkpoints[0], folder))
             data = None  # the fitted preprocessing and model spec, where the run logged them

@@ -119,7 +119,7 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     except MlflowException as error:
         from pipeline.cli.errors import one_line
 
-        trial = _sweep_trial_without_model(uri, tracking_uri)
+        trial = sweep_trial_without_model(uri, tracking_uri)
         if trial is not None:
             raise PredictError(trial) from None
         raise PredictError(f"cannot load the model {uri} from {tracking_uri}: {one_line(error)[:300]} (was the run "
@@ -137,8 +137,9 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
                      getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None))
 
 
-def _sweep_trial_without_model(uri: str, tracking_uri: str) -> Optional[str]:
-    """Why ``runs:/<id>/model`` of a sweep's trial is absent, and which run to use instead; None for other runs."""
+def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
+    """Why ``runs:/<id>/model`` of a sweep's trial is absent (its checkpoint too), and which run to ``verb`` with
+    instead; None for other runs. pipeline-eval says it too."""
     from mlflow import MlflowClient
 
     parts = uri.split("/")
@@ -153,7 +154,7 @@ def _sweep_trial_without_model(uri: str, tracking_uri: str) -> Optional[str]:
         best = client.get_run(parent).data.tags.get("best.run_id") if parent else None
     except Exception:  # the store cannot say: the plain message then
         return None
-    instead = f"predict with the sweep's best run, {best}" if best else (
+    instead = f"{verb} with the sweep's best run, {best}" if best else (
         "the sweep's best trial, trained again when the sweep ends, has them")
     return (f"run {parts[1]} is trial {tags['sweep.trial_number']} of the sweep '{tags.get('sweep.study_name', '?')}': "
             "a trial logs no model or checkpoint (hydra.sweeper.trial_artifacts=false, trial_checkpoints=false); "
