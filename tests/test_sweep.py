@@ -348,9 +348,9 @@ def test_a_jobs_hydra_config_is_what_hydras_set_config_keeps():
 def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tmp_path):
     store = sweep_store(tmp_path)
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    # longer trials (small batches, 20 epochs: ~1 s each on a fast machine): the kill must land inside one, after
+    # longer trials (small batches, 30 epochs: ~1.5 s each on a fast machine): the kill must land inside one, after
     # the trial has recorded its MLflow run (at its first epoch end that finds the run created)
-    args = ["hparams_search=regression_optuna", *TINY, "trainer.max_epochs=20", "data.batch_size=8",
+    args = ["hparams_search=regression_optuna", *TINY, "trainer.max_epochs=30", "data.batch_size=8",
             f"hydra.sweeper.storage={storage}",
             "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none", "hydra.sweeper.heartbeat_interval=1",
             "logger.mlflow.tracking_uri=" + store["uri"], "logger.mlflow.artifact_location=" + store["artifacts"],
@@ -358,12 +358,14 @@ def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tm
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     first = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", "-m", *args], cwd=PROJECT_ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    polled = None  # one storage for the polling: opening one per look (~0.1 s, more under load) could miss a trial
     try:
         deadline = time.time() + 180
         while time.time() < deadline and first.poll() is None:
             try:
-                trials = study_trials(storage, "regression_optuna")
-            except Exception:  # the study does not exist yet
+                polled = polled or optuna.storages.RDBStorage(storage)
+                trials = optuna.load_study(study_name="regression_optuna", storage=polled).get_trials(deepcopy=False)
+            except Exception:  # the study (or its database) does not exist yet
                 trials = []
             running = [t for t in trials if t.state == TrialState.RUNNING]
             if any(t.state == TrialState.COMPLETE for t in trials) and running and "mlflow_run_id" in running[0].user_attrs:
@@ -375,6 +377,8 @@ def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tm
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+        if polled is not None:
+            polled.engine.dispose()
     left_running = [t for t in study_trials(storage, "regression_optuna") if t.state == TrialState.RUNNING]
     assert len(left_running) == 1, "the kill should leave exactly the trial in progress RUNNING"
     killed_number = left_running[0].number
