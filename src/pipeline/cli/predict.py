@@ -434,13 +434,15 @@ def _cut_off(predictions, threshold: float):
     last); the probabilities as they are."""
     import numpy as np
 
-    probabilities = [c for c in predictions.columns if str(c).startswith("probability_")]
+    from pipeline.tracking.pyfunc_model import PREDICTION, PROBABILITY_PREFIX
+
+    probabilities = [c for c in predictions.columns if str(c).startswith(PROBABILITY_PREFIX)]
     if len(probabilities) != 2:
         what = "a regression model" if not probabilities else f"a model of {len(probabilities)} classes"
         raise PredictError(f"--threshold is a binary model's cut-off; this is {what}")
-    first, second = (name[len("probability_"):] for name in probabilities)
+    first, second = (name[len(PROBABILITY_PREFIX):] for name in probabilities)
     predictions = predictions.copy()
-    predictions["prediction"] = np.where(predictions[probabilities[1]].to_numpy() >= threshold, second, first)
+    predictions[PREDICTION] = np.where(predictions[probabilities[1]].to_numpy() >= threshold, second, first)
     return predictions
 
 

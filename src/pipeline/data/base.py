@@ -427,6 +427,13 @@ def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: st
     raise DataError(f"{what} not found; looked in: {looked}. {how_to_get}")
 
 
+def onto_classes(names: Sequence[str], trained: Sequence[str]) -> tuple[np.ndarray, Optional[str]]:
+    """(for each of ``names``, its index among a trained model's classes ``trained``; the first name that is not
+    one of them, or None): how labels read now become the class indices the model was trained with."""
+    unseen = next((name for name in names if name not in trained), None)
+    return np.array([list(trained).index(name) if name in trained else -1 for name in names], dtype=np.int64), unseen
+
+
 def saved_fitted_state(directory: Optional[Path]) -> Optional[tuple[Optional[dict], dict]]:
     """(preprocessing state or None, model spec) that :func:`save_raw_input_artifacts` wrote into ``directory`` (a
     run's ``data/``); None when it holds no model spec (no folder, or a run from before it was written)."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional, Union
 import numpy as np
 import torch
 
-from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split
+from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, onto_classes
 
 if TYPE_CHECKING:
     from .preprocessing import TablePreprocessor
@@ -486,11 +486,9 @@ class CsvData(TabularDataModule):
         return None if self.row_groups is None else self.row_groups[split.x.numpy()]
 
     def split_order(self, split: Split) -> Optional[np.ndarray]:
-        if self.row_order is None:
-            return None
-        rows = split.x.numpy()
-        inside = rows < len(self.row_order)  # rows of a test file have no time here, and are never split
-        return np.where(inside, self.row_order[np.minimum(rows, len(self.row_order) - 1)], np.inf)
+        # only the training file's rows are ever held out by time (a test file is its own split; with data.cv_folds,
+        # which would pool it, data.order_by is refused), and they come first in self.frame
+        return None if self.row_order is None else self.row_order[split.x.numpy()]
 
     def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
         train, val, test = super()._split(data)
@@ -542,14 +540,13 @@ class CsvData(TabularDataModule):
         """The class indices of the trained run (``use_fitted``): this data's labels mapped onto its classes; a
         label it was not trained on is refused with the file that holds it."""
         trained = list(self.fitted[1].class_names or [])
-        for name in class_names:
-            if name not in trained:
-                index = class_names.index(name)
-                table, labels = next((t, y) for t, y in zip(tables, targets) if (y == index).any())
-                where = table.where(table.frame.index[int(np.flatnonzero(labels == index)[0])])
-                raise DataError(f"{where}: label {name!r} in column {self.target!r} is not a class the model was "
-                                f"trained on ({', '.join(map(repr, trained))})")
-        mapping = np.array([trained.index(name) for name in class_names], dtype=np.int64)
+        mapping, unseen = onto_classes(class_names, trained)
+        if unseen is not None:
+            index = class_names.index(unseen)
+            table, labels = next((t, y) for t, y in zip(tables, targets) if (y == index).any())
+            where = table.where(table.frame.index[int(np.flatnonzero(labels == index)[0])])
+            raise DataError(f"{where}: label {unseen!r} in column {self.target!r} is not a class the model was "
+                            f"trained on ({', '.join(map(repr, trained))})")
         return [np.where(y >= 0, mapping[np.maximum(y, 0)], -1) for y in targets], trained
 
     # ----- preprocessing: fitted on the training rows only -------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher
+from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher, onto_classes
 from .raw_inputs import TextInput
 from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
 from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
@@ -196,11 +196,10 @@ class TextDataModule(InMemoryDataModule):
         trained = list(self.fitted[1].class_names or [])
         if raw.class_names == trained:
             return raw
-        unseen = [name for name in raw.class_names if name not in trained]
-        if unseen:
-            raise DataError(f"{self.name}: label {unseen[0]!r} is not a class the model was trained on "
+        mapping, unseen = onto_classes(raw.class_names, trained)
+        if unseen is not None:
+            raise DataError(f"{self.name}: label {unseen!r} is not a class the model was trained on "
                             f"({', '.join(map(repr, trained))})")
-        mapping = np.array([trained.index(name) for name in raw.class_names], dtype=np.int64)
         parts = {part: (pair[0], mapping[np.asarray(pair[1], dtype=np.int64)])
                  for part in ("train", "val", "test") if (pair := getattr(raw, part)) is not None}
         return RawTexts(class_names=trained, **parts)
