@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -347,6 +348,52 @@ def test_image_csv_lists_relative_paths_with_a_split_column(tmp_path):
     assert data.spec.class_names == ["ants", "bees"] and data.spec.input_shape == (3, 8, 8)
     assert [len(data.rows[name]) for name in ("train", "val", "test")] == [9, 1, 4]  # val rows are the test split
     assert sorted(data.rows["test"].y.tolist()) == [0, 0, 1, 1]
+
+
+def listing(folder: Path, splits=("train", "val"), relative_to: Optional[Path] = None) -> list[str]:
+    """``path,label,split`` lines for the images of ``folder``'s split folders, paths relative to ``relative_to``."""
+    lines = ["path,label,split"]
+    for split in splits:
+        for label in ("ants", "bees"):
+            for image in sorted((folder / split / label).iterdir()):
+                lines.append(f"{os.path.relpath(image, relative_to or folder)},{label},{split}")
+    return lines
+
+
+def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_store):
+    """data.test_path for data=image_csv: a second CSV, its paths relative to itself, is the test split;
+    pipeline-eval reads it with the run's normalisation and classes and scores what pipeline-predict answers."""
+    import pandas as pd
+
+    folder = tutorial_folder(tmp_path / "photos", per_class=8, test_per_class=3, modes=False)
+    (folder / "labels.csv").write_text("\n".join(listing(folder)) + "\n")
+    new = tutorial_folder(tmp_path / "new" / "photos", per_class=0, test_per_class=5, modes=False)
+    (new.parent / "new_labels.csv").write_text("\n".join(listing(new, ("val",), new.parent)) + "\n")
+    result = run_cli_in_process([*FAST, "data=image_csv", f"data.path={folder / 'labels.csv'}", "trainer.max_epochs=4",
+                                 "optimizer.lr=0.01", "logger.mlflow.log_model=true"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(quick_store)
+    code, stdout, stderr = predict_cli([run.info.run_id, "--input", str(new / "val"), "--output",
+                                        str(tmp_path / "p.csv"), "--tracking-uri", quick_store["uri"]])
+    assert code == 0, stderr[-3000:]
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    truth = [Path(p).parent.name for p in predicted["path"]]
+    accuracy = float((predicted["prediction"] == truth).mean())
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new.parent / 'new_labels.csv'}",
+                                     "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "eval")])
+    assert code == 0 and "Warning" not in stderr, stderr[-3000:]
+    line = data_line(stdout)
+    assert f"its val rows, {new.parent / 'new_labels.csv'} (data.test_path)" in line and "/ 10 test images" in line, line
+    assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(accuracy, abs=6e-5)
+    # a label the run never trained on is refused, naming it, before any evaluation run
+    (new.parent / "new_labels.csv").write_text("\n".join([*listing(new, ("val",), new.parent),
+                                                          "photos/val/ants/00.jpg,wasps,test"]) + "\n")
+    runs = len(runs_in(quick_store))
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new.parent / 'new_labels.csv'}",
+                                     "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "eval2")])
+    assert code == 2 and "labels ['wasps'] of the val/test rows never occur in the training rows" in \
+        single_error_line(stderr), stderr[-3000:]
+    assert len(runs_in(quick_store)) == runs
 
 
 def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):

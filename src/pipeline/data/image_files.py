@@ -445,57 +445,77 @@ class ImageFolder(ImageFiles):
 class ImageCSV(ImageFiles):
     """A CSV file with a column of image paths (relative to the CSV's folder, or absolute) and a column of
     labels; an optional split column (train / val / test) gives fixed splits, as the folders of
-    :class:`ImageFolder` do."""
+    :class:`ImageFolder` do; ``test_path`` names a second such CSV whose rows are the test split."""
 
     name: ClassVar[str] = "image_csv"
 
     def __init__(self, path_column: str = "path", label_column: str = "label", split_column: str = "split",
-                 **kwargs):
+                 test_path: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         self.path_column = path_column
         self.label_column = label_column
         self.split_column = split_column
+        self.test_path = Path(test_path) if test_path else None  # a labelled CSV of test images of its own
 
-    def load(self) -> LoadedData:
+    def _read_listing(self, csv: Path, key: str):
+        """The listing's table (all columns as text), its path and label columns checked (``key`` names the
+        config key of the file in errors)."""
         import pandas as pd
 
-        csv = self._resolved_path("a CSV file with a path and a label column")
         if not csv.is_file():
-            raise DataError(f"data.path: CSV file not found: {csv}")
+            raise DataError(f"data.{key}: CSV file not found: {csv}")
         try:
             table = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
         except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
             raise DataError(f"{csv}: not a readable CSV file ({_reason(error)})") from None
-        for key, column in (("path_column", self.path_column), ("label_column", self.label_column)):
+        for option, column in (("path_column", self.path_column), ("label_column", self.label_column)):
             if column not in table.columns:
-                raise DataError(f"{csv}: no column '{column}' (data.{key}); its columns are {list(table.columns)}")
+                raise DataError(f"{csv}: no column '{column}' (data.{option}); its columns are {list(table.columns)}")
+        for index, (image, label) in enumerate(zip(table[self.path_column], table[self.label_column])):
+            if not image.strip() or not label.strip():
+                raise DataError(f"{csv}, line {index + 2}: empty {'path' if not image.strip() else 'label'}")
+        return table
+
+    def load(self) -> LoadedData:
+        csv = self._resolved_path("a CSV file with a path and a label column")
+        table = self._read_listing(csv, "path")
         has_splits = self.split_column in table.columns
         split_names = {"train": "train", "test": "test", **{name: "val" for name in VAL_FOLDERS}}
-        parts: dict[str, list[tuple[int, int]]] = {}
         rows_by_part: dict[str, list[int]] = {}
-        for index, (image, label) in enumerate(zip(table[self.path_column], table[self.label_column])):
-            line = index + 2  # the header is line 1
-            if not image.strip() or not label.strip():
-                raise DataError(f"{csv}, line {line}: empty {'path' if not image.strip() else 'label'}")
+        for index in range(len(table)):
             part = "train"
             if has_splits:
                 value = table[self.split_column].iat[index].strip().lower()
                 if value not in split_names:
-                    raise DataError(f"{csv}, line {line}: {self.split_column}={value!r}; allowed: train, val, test")
+                    raise DataError(f"{csv}, line {index + 2}: {self.split_column}={value!r}; allowed: train, val, "
+                                    "test")
                 part = split_names[value]
             rows_by_part.setdefault(part, []).append(index)
         if "train" not in rows_by_part:
             raise DataError(f"{csv}: no training rows ({self.split_column}=train)")
-        labels = table[self.label_column].str.strip()
-        classes = sorted(set(labels.iloc[rows_by_part["train"]]))
+        labels = table[self.label_column].str.strip().tolist()
+        files = [p.strip() for p in table[self.path_column]]
+        sources = ({"train": f"the train rows of {csv.name}", "val": "its val rows", "test": "its test rows"}
+                   if has_splits else {"train": f"{csv}"})
+        if self.test_path is not None:  # the test images, whatever test rows the listing holds
+            test_csv = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
+            test_table = self._read_listing(test_csv, "test_path")
+            left_out = len(rows_by_part.pop("test", []))
+            rows_by_part["test"] = list(range(len(files), len(files) + len(test_table)))
+            labels += test_table[self.label_column].str.strip().tolist()
+            # its paths are relative to its own folder: written relative to the listing's, or absolute
+            files += [os.path.relpath(test_csv.parent / p.strip(), csv.parent) if not os.path.isabs(p.strip())
+                      else p.strip() for p in test_table[self.path_column]]
+            sources["test"] = f"{test_csv} (data.test_path" + (
+                f"; the {left_out} test rows of {csv.name} are left out)" if left_out else ")")
+        classes = sorted({labels[i] for i in rows_by_part["train"]})
         unknown = sorted(set(labels) - set(classes))
         if unknown:
-            raise DataError(f"{csv}: labels {unknown[:5]} of the val/test rows never occur in the training rows")
+            where = f"{csv}" + (f" and {self.test_path}" if self.test_path is not None else "")
+            raise DataError(f"{where}: labels {unknown[:5]} of the val/test rows never occur in the training rows")
         index_of = {name: i for i, name in enumerate(classes)}
-        for part, indices in rows_by_part.items():
-            parts[part] = [(i, index_of[labels.iat[i]]) for i in indices]
-        problems = self._set_table(csv.parent, [p.strip() for p in table[self.path_column]])
+        parts = {part: [(i, index_of[labels[i]]) for i in indices] for part, indices in rows_by_part.items()}
+        problems = self._set_table(csv.parent, files)
         parts = self._drop_unreadable(parts, problems)
         self._check_classes(parts["train"], classes, f"{csv} (column '{self.label_column}')")
-        return self._arrange(parts, classes, {"train": f"the train rows of {csv.name}", "val": "its val rows",
-                                              "test": "its test rows"} if has_splits else {"train": f"{csv}"})
+        return self._arrange(parts, classes, sources)
