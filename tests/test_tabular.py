@@ -291,6 +291,12 @@ def test_parquet_regression_predicts_in_the_targets_units(tmp_path, migrated_sto
                                    "--tracking-uri", store["uri"]])
     assert code == 2 and "not a number (written with a decimal comma; the model reads numbers as its training file " \
         "wrote them, with a decimal point" in error_line(stderr), stderr[-2000:]
+    assert error_line(stderr).endswith("; --decimal , reads the file's numbers with ','"), stderr[-2000:]
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(tmp_path / "comma.csv"), "--output",
+                                   str(tmp_path / "comma.jsonl"), "--decimal", ",", "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-2000:]
+    assert pd.read_json(tmp_path / "comma.jsonl", lines=True)["prediction"].to_numpy() == pytest.approx(predicted,
+                                                                                                       rel=1e-6)
 
 
 def written_houses(rows: int, seed: int) -> pd.DataFrame:
@@ -330,11 +336,13 @@ def test_numbers_written_with_currency_thousands_and_percent_signs_and_iso_dates
     assert rmse == pytest.approx(float(metrics["rmse"]), rel=1e-3)  # dollars, from the raw written rows
 
 
-def european_houses(rows: int, seed: int) -> pd.DataFrame:
+def european_houses(rows: int, seed: int, english: bool = False) -> pd.DataFrame:
     """:func:`houses` as a continental European export writes it, for a ';'-separated file: decimal commas,
-    '.' between thousands (an area of ``3.456`` m² is three thousand and more), percent and euro signs."""
+    '.' between thousands (an area of ``3.456`` m² is three thousand and more), percent and euro signs; with
+    ``english``, the same numbers written with a decimal point and ',' between thousands."""
     def european(value: float, decimals: int) -> str:
-        return f"{value:,.{decimals}f}".translate(str.maketrans({",": ".", ".": ","}))
+        written = f"{value:,.{decimals}f}"
+        return written if english else written.translate(str.maketrans({",": ".", ".": ","}))
 
     frame = houses(rows, seed)
     area = [european(v * 1000, 0) if v == v else "" for v in frame["rooms"]]
@@ -366,7 +374,8 @@ def test_numbers_written_with_decimal_commas_are_refused_then_read_with_data_dec
     code, _, stderr = predict_cli([str(checkpoint), "--input", str(test), "--output", str(predictions)])
     assert code == 0, stderr[-3000:]  # no --sep: the ';' is found as in training
     truth = houses(200, 1)["price"].to_numpy()
-    rmse = math.sqrt(float(np.mean((pd.read_csv(predictions)["prediction"].to_numpy() - truth) ** 2)))
+    continental = pd.read_csv(predictions)["prediction"].to_numpy()
+    rmse = math.sqrt(float(np.mean((continental - truth) ** 2)))
     assert rmse == pytest.approx(float(metrics["rmse"]), rel=1e-3)  # euros, from the rows as written
     lines = test.read_text().splitlines(keepends=True)
     lines[3] = lines[3].rsplit(";", 1)[0] + "\n"  # a short row: no separator splits every row alike
@@ -374,6 +383,17 @@ def test_numbers_written_with_decimal_commas_are_refused_then_read_with_data_dec
     broken.write_text("".join(lines))
     code, _, stderr = predict_cli([str(checkpoint), "--input", str(broken), "--output", str(predictions)])
     assert code == 2 and "looks ';'-separated; set --sep ';'" in stderr, stderr[-2000:]
+    # the same rows written in English ('1.75 %', '3,456' m², '123,456.78 €'): refused as the model
+    # reads them, naming --decimal; read with --decimal . they get the continental file's predictions
+    english = store["tmp"] / "english.csv"
+    european_houses(200, 1, english=True).to_csv(english, index=False, sep=";")
+    assert ";1.75 %;" in english.read_text()
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(english), "--output", str(predictions)])
+    assert code == 2 and "--decimal . reads the file's numbers with '.'" in error_line(stderr), stderr[-2000:]
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(english), "--output", str(predictions),
+                                   "--decimal", "."])
+    assert code == 0, stderr[-2000:]
+    assert pd.read_csv(predictions)["prediction"].to_numpy() == pytest.approx(continental, rel=1e-6)
 
 
 def test_balanced_class_weights_find_more_of_a_rare_class(store):

@@ -52,6 +52,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
     parser.add_argument("--format", default=None, help="input format when the extension does not say it")
     parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input (default: ',' or tab)")
+    parser.add_argument("--decimal", choices=[".", ","], default=None,
+                        help="the decimal mark of the input's numbers when it is not the training file's, e.g. , "
+                             "for 3,14 (default: the training file's, data.decimal)")
     parser.add_argument("--sheet", default=None, help="the sheet of an Excel (.xlsx) input (default: the first)")
     parser.add_argument("--skip-rows", type=int, default=0, metavar="N",
                         help="lines of a CSV/TSV input (rows of a sheet) above its header to leave out, e.g. a title")
@@ -88,6 +91,7 @@ class Predictor:
         self.decimal = decimal  # the decimal mark the training file's numbers were read with (data.decimal)
         self.file_columns = file_columns  # the training file's columns when it had no header row (data.columns)
         self.columns = [name for name, _ in schema]
+        self.numeric = [name for name, kind in schema if kind == "numeric"]
         kinds = [kind for _, kind in schema]
         # one column of texts or of image file paths (pipeline.data.raw_inputs), else table columns
         self.reads = {("text",): "texts", ("image file path",): "images"}.get(tuple(kinds), "rows")
@@ -334,16 +338,47 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         return
     original = {name: column for column, name in args.rename.items()}
     required = [original.get(c, c) for c in predictor.columns]  # as the file names them
-    for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=predictor.decimal, flags=True,
+    decimal = args.decimal or predictor.decimal
+    for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=decimal, flags=True,
                             names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows):
         if args.rename:
             _check_renames(batch, args)
             batch = batch.rename(columns=args.rename)
+        if decimal != predictor.decimal:
+            batch = _written_as_trained(batch, predictor, decimal)
         if predictor.reads == "images" and column in batch:
             batch = batch.copy()
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)
                              for p in batch[column]]
         yield batch
+
+
+def _written_as_trained(batch, predictor: Predictor, decimal: str):
+    """``batch`` with the numbers of the model's numeric columns that were read as text (a column that also holds
+    a missing-value code, a currency sign, thousands separators) written again with the training file's decimal
+    mark, which the model reads them with; cells that read alike either way (integers, dates) and cells that are
+    no number (the model's error names them) stay as they are."""
+    import math
+
+    import pandas as pd
+
+    from pipeline.data.preprocessing import cell_number
+
+    def rewrite(cell):
+        if not isinstance(cell, str):
+            return cell
+        value = cell_number(cell, decimal)
+        if not math.isfinite(value) or value == cell_number(cell, predictor.decimal):
+            return cell
+        return repr(value).replace(".", ",") if predictor.decimal == "," else repr(value)
+
+    texts = [c for c in predictor.numeric if c in batch and not pd.api.types.is_numeric_dtype(batch[c].dtype)]
+    if not texts:
+        return batch
+    batch = batch.copy()
+    for column in texts:
+        batch[column] = batch[column].map(rewrite)
+    return batch
 
 
 def _check_renames(batch, args: argparse.Namespace) -> None:
@@ -425,7 +460,10 @@ def _predict(predictor: Predictor, batch, source: Path):
             message = one_line(error)
             if "Error: " in message:  # MLflow quotes the whole batch before saying what is wrong
                 message = message.rsplit("Error: ", 1)[1]
-            raise PredictError(f"{source}: {message[:400]} (index: the data row, 0 for the first)") from None
+            mark = ("," if "written with a decimal comma" in message else
+                    "." if "read with a decimal comma, as in training" in message else None)
+            raise PredictError(f"{source}: {message[:400]} (index: the data row, 0 for the first)"
+                               + (f"; --decimal {mark} reads the file's numbers with {mark!r}" if mark else "")) from None
         raise
 
 
