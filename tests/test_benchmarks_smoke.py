@@ -109,3 +109,13 @@ def test_lightning_floor_interleaves_plain_epochs_with_the_lightning_epochs(tmp_
     assert report["interleave"] is True and report["task"] == "classification"
     assert report["ratio_to_plain"]["plain"] == [1.0]
     assert all(seconds[0] > 0 for seconds in report["epoch_s"].values())
+
+
+def test_written_columns_reads_each_column_in_bulk_as_one_cell_at_a_time(tmp_path):
+    result = run_benchmark("written_columns.py", tmp_path, tmp_path)  # generated columns: no data set needed
+    report = json.loads((tmp_path / "written_columns_smoke.json").read_text())
+    assert set(report["columns"]) == {"thousands 1,234.56", "dollars $1,234.56", "percent 12.345%",
+                                      "timestamps (days)", "continental 1.234,56 €", "timestamps (local parts)"}
+    for measured in report["columns"].values():
+        assert measured["rows"] == 20_000 and measured["median_s"]["bulk"] > 0 and measured["median_s"]["one by one"] > 0
+    assert "| timestamps (days) | 20,000 |" in result.stdout and "bulk speed-up" in result.stdout

@@ -802,6 +802,51 @@ def test_date_parts_are_read_in_the_time_as_written():
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("decimal", [".", ","])
+def test_a_column_of_many_written_numbers_and_dates_reads_as_one_cell_at_a_time(decimal):
+    """From 64 distinct texts on, to_numbers reads prices, percentages and ISO timestamps in bulk (pyarrow's RE2,
+    pandas' ISO parser): every value must equal what cell_number and date_number give one cell at a time, odd
+    spellings (other zones, Unicode digits, a non-breaking space, dates pandas cannot hold) included."""
+    import datetime
+    import random
+
+    from pipeline.data.preprocessing import cell_number, date_number, local_days, to_numbers
+
+    rng, pick = np.random.default_rng(0), random.Random(0)
+    suffixes = ["%", " %", " €", "\u00a0€"]  # a non-breaking space, as French exports write it
+    cells = []
+    for i in range(6000):
+        value = float(rng.uniform(-1e7, 1e7)) * 10.0 ** int(rng.integers(-6, 3))
+        moment = datetime.datetime(1700, 1, 1) + datetime.timedelta(seconds=float(rng.uniform(0, 560 * 365 * 86400)))
+        written = [f"{value:,.2f}", f"{pick.choice(['', '-', '+'])}{pick.choice(['', '$', '€', '£'])}{abs(value):,.3f}",
+                   f"{abs(value):.2f}{pick.choice(suffixes)}", f"{value:.3e}%", f"{int(value):,}",
+                   moment.strftime(pick.choice(["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S",
+                                                "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%SZ"]))
+                   + pick.choice(["", "+05:30", "-02:00", "+0530", "+05"]),
+                   pick.choice(["2024-02-30", "2024-01-05T24:00", "9999-12-31T23:59:59.999999", "0001-01-01",
+                                "2024-01-05T13:45:00.1234567", "1,23", "$-5", "-$5", "+-5", "$5€", "5%$",
+                                "\u0663,\u0664\u0665\u0666.5", "1_000", "abc", "?"])]
+        cells.append(written[i % len(written)])
+    if decimal == ",":
+        cells = [c.translate(str.maketrans({",": ".", ".": ","})) if i % 3 else c for i, c in enumerate(cells)]
+    column = pd.Series(cells, dtype=object)
+    values, bad = to_numbers(column, frozenset(["?"]), decimal)
+    one_by_one = np.array([np.nan if c == "?" else cell_number(c, decimal) for c in cells])
+    np.testing.assert_array_equal(values, one_by_one)  # NaN where both are NaN, else bit for bit
+    assert bad.tolist() == [c != "?" and np.isnan(v) for c, v in zip(cells, one_by_one)]
+    assert 0.5 < np.isfinite(values).mean() < 0.95  # most cells are numbers, some are not
+    local = local_days(column, frozenset(["?"]))
+    np.testing.assert_array_equal(local, [np.nan if c == "?" else date_number(c, local=True) for c in cells])
+    assert np.isfinite(local).sum() > 500
+    # and the bulk readers did read them (pyarrow is installed with pandas' Parquet support)
+    from pipeline.data.preprocessing import _plain_dates, _written_numbers
+
+    texts = np.array(cells, dtype=object)
+    assert np.isfinite(_plain_dates(texts)).sum() > 250
+    assert np.isfinite(_written_numbers(texts)).sum() > (2000 if decimal == "." else 300)
+
+
+@pytest.mark.unit
 def test_tree_bins_fall_where_the_target_changes_and_survive_the_json_state():
     from pipeline.data.preprocessing import TablePreprocessor
 

@@ -154,6 +154,86 @@ def cell_number(text: str, decimal: str = ".") -> float:
     return date_number(text) if decimal == "," and math.isnan(value) else value
 
 
+_VECTORISED_FROM = 64  # distinct texts from which :func:`to_numbers` reads written numbers and dates in bulk
+# the same patterns for RE2 (pyarrow.compute): "$" ends the text there. RE2's \d and \s are ASCII only, so it matches
+# a subset of what Python's re matches (the rest is read one by one), with the same groups (leftmost-first)
+_WRITTEN_NUMBER_RE2 = r"^(?:" + _WRITTEN_NUMBER.pattern + r")$"
+# dates that datetime.fromisoformat and pandas read alike (a zone as Z or +hh:mm, at most microseconds)
+_ZONE_RE2 = r"(?:Z|[+-]\d{2}:\d{2})$"
+_PLAIN_DATE_RE2 = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?$"
+
+
+def _bulk_texts(texts: np.ndarray):
+    """``texts`` as an Arrow string array, or None where pyarrow is not installed (then all is read one by one)."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pandas' parquet support brings it
+        return None
+    try:
+        return pa.array(texts, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a cell that is not a str
+        return pa.array([str(text) for text in texts], type=pa.string())
+
+
+def _written_numbers(texts: np.ndarray) -> np.ndarray:
+    """:func:`written_number` of many stripped texts at once, the same values (the same pattern and rules, the
+    digits converted as ``float`` converts them); NaN for the others, which :func:`cell_number` reads one by one."""
+    values = np.full(len(texts), np.nan)
+    array = _bulk_texts(texts)
+    if array is None:
+        return values
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.extract_regex(array, _WRITTEN_NUMBER_RE2)
+    matched = np.flatnonzero(found.is_valid().to_numpy(zero_copy_only=False))
+    if not len(matched):
+        return values
+    found = found.take(matched)
+    has = {name: pc.not_equal(found.field(name), "").to_numpy(zero_copy_only=False)
+           for name in ("sign", "before", "sign2", "exponent", "after", "percent")}
+    minus = (pc.equal(found.field("sign"), "-").to_numpy(zero_copy_only=False)
+             | pc.equal(found.field("sign2"), "-").to_numpy(zero_copy_only=False))
+    digits = found.field("digits")
+    valid = ~(has["sign"] & has["sign2"]) & ~(has["before"] & has["after"])
+    valid &= ~(has["percent"] & (has["before"] | has["after"]))
+    valid &= has["before"] | has["after"] | has["percent"] | pc.match_substring(digits, ",").to_numpy(
+        zero_copy_only=False)
+    if not valid.any():
+        return values
+    written = pc.binary_join_element_wise(pc.replace_substring(digits, ",", ""), found.field("exponent"), "")
+    # Arrow reads decimal text as float() does (correctly rounded: fast_float)
+    numbers = pc.cast(written.filter(pa.array(valid)), pa.float64()).to_numpy(zero_copy_only=False)
+    numbers = np.where(minus[valid], -numbers, numbers)
+    numbers = np.where(has["percent"][valid], numbers / 100, numbers)
+    values[matched[valid]] = numbers
+    return values
+
+
+def _plain_dates(texts: np.ndarray, local: bool = False) -> np.ndarray:
+    """:func:`date_number` (``local``: as written, the zone not applied) of many stripped texts at once, for the
+    ISO spellings that pandas and ``datetime.fromisoformat`` read alike; NaN for the others, which
+    :func:`date_number` reads one by one."""
+    values = np.full(len(texts), np.nan)
+    array = _bulk_texts(texts)
+    if array is None:
+        return values
+    import pyarrow.compute as pc
+
+    plain = np.flatnonzero(pc.match_substring_regex(array, _PLAIN_DATE_RE2).to_numpy(zero_copy_only=False))
+    if len(plain):
+        written = array.take(plain)
+        if local:
+            written = pc.replace_substring_regex(written, _ZONE_RE2, "")
+        moments = pd.to_datetime(pd.Series(written.to_numpy(zero_copy_only=False)), format="ISO8601", utc=True,
+                                 errors="coerce").dt.tz_localize(None)
+        known = moments.notna().to_numpy()
+        micros = moments[known].to_numpy().astype("datetime64[us]").astype(np.int64)  # whole: <= 6 digits
+        # divided as datetime's total_seconds() divides them, where a float64 holds them exactly
+        values[plain[known]] = np.where(np.abs(micros) < 2**53, micros / 1e6 / 86400.0, np.nan)
+    return values
+
+
 def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS),
                decimal: str = ".") -> tuple[np.ndarray, np.ndarray]:
     """(float64 values with NaN where missing, boolean mask of the cells that hold something that is not a number).
@@ -173,7 +253,14 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
         written = np.array([str(u).translate(_SWAP_MARKS) for u in written], dtype=object)
     parsed = pd.to_numeric(pd.Series(written, dtype=object), errors="coerce")
     parsed = np.array(parsed.to_numpy(dtype=np.float64, na_value=np.nan))  # writable
-    for position in np.flatnonzero(np.isnan(parsed)):  # written numbers and dates, one distinct text at a time
+    unread = np.flatnonzero(np.isnan(parsed))
+    if len(unread) >= _VECTORISED_FROM:  # e.g. a price or a timestamp per row: the common spellings all at once
+        # (no text is both: a date's '-' between digits is no number's)
+        parsed[unread] = _plain_dates(np.asarray(uniques, dtype=object)[unread])
+        unread = unread[np.isnan(parsed[unread])]
+        parsed[unread] = _written_numbers(written[unread])
+        unread = unread[np.isnan(parsed[unread])]
+    for position in unread:  # written numbers and dates, one distinct text at a time
         parsed[position] = cell_number(str(uniques[position]), decimal)
     parsed = np.append(parsed, np.nan)  # code -1: missing
     values = parsed[codes]
@@ -186,8 +273,11 @@ def local_days(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
     datetime column as its wall-clock time), NaN where a cell is missing or not a date."""
     text = column.astype("string").str.strip()
     codes, uniques = pd.factorize(text.mask(text.isin(missing)), use_na_sentinel=True)
-    values = np.array([date_number(str(u), local=True) for u in uniques] + [math.nan], dtype=np.float64)
-    return values[codes]  # code -1 (missing) picks the NaN appended last
+    uniques = np.asarray(uniques, dtype=object)
+    values = _plain_dates(uniques, local=True) if len(uniques) >= _VECTORISED_FROM else np.full(len(uniques), np.nan)
+    for position in np.flatnonzero(np.isnan(values)):  # the other spellings, one distinct text at a time
+        values[position] = date_number(str(uniques[position]), local=True)
+    return np.append(values, np.nan)[codes]  # code -1 (missing) picks the NaN appended last
 
 
 def date_part_labels(days: np.ndarray, part: str) -> np.ndarray:
