@@ -137,7 +137,8 @@ def six_trial_sweep(tmp_path_factory):
             "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler=random",
             # keeps only the best third of the trials that reached epoch 1
             "hydra.sweeper.pruner=successive_halving",
-            "+hydra.sweeper.pruner_options={min_resource: 1, reduction_factor: 3, min_early_stopping_rate: 0}"]
+            "+hydra.sweeper.pruner_options={min_resource: 1, reduction_factor: 3, min_early_stopping_rate: 0}",
+            "logger.mlflow.register_as=house-prices"]  # the best run's model, not the trials'
     result = run_cli(args, store, multirun=True)
     assert result.returncode == 0, result.stderr[-4000:]
     return {"store": store, "storage": storage, "result": result, "args": args}
@@ -204,6 +205,9 @@ def test_only_the_best_trial_is_tested_and_it_reproduces_its_trial(six_trial_swe
     assert (store["outputs"] / f"best-{best.number}" / "checkpoints" / "last.ckpt").is_file()
     assert parents[0].data.tags["best.run_id"] == final.info.run_id
     assert f"Trial {best.number} trained again and tested: " in six_trial_sweep["result"].stdout
+    # logger.mlflow.register_as: the best run's model is the registered model's one version; no trial registered
+    [version] = MlflowClient(store["uri"]).search_model_versions("name='house-prices'")
+    assert int(version.version) == 1 and version.run_id == final.info.run_id
     # asked to predict with a trial's run, pipeline-predict says which run has the model
     code, _, stderr = predict_cli([trial_runs[0].info.run_id, "--input", str(store["tmp"] / "new.csv"), "--output",
                                    str(store["tmp"] / "never.csv"), "--tracking-uri", store["uri"]])

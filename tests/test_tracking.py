@@ -431,3 +431,39 @@ def test_other_loggers_sit_beside_mlflow(store):
         rows = list(csv.DictReader(handle))
     assert {"val/loss", "train/loss", "epoch"} <= set(rows[0]) and {row["epoch"] for row in rows} >= {"0", "1"}
     assert list((store["outputs"] / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_path, migrated_store_db):
+    """logger.mlflow.register_as: the run's logged model is the registered model's next version (through the CLI,
+    where the store-writer process records the run, and through train() in this process); pipeline-predict and
+    mlflow.pyfunc load models:/<name>/<version> and answer as the run's own model; a config that logs no model is
+    refused before any run."""
+    from pipeline.train import train
+
+    store = new_store(tmp_path, migrated_store_db)
+    result = run_cli(["trainer.max_epochs=2", "logger.mlflow.register_as=tumours"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Registered model: models:/tumours/1 (pipeline-predict models:/tumours/1" in result.stdout
+    train(compose_for_train(store, ["trainer.max_epochs=3", "logger.mlflow.register_as=tumours"]))
+    first, second = sorted(runs_in(store), key=lambda r: r.info.start_time)
+    versions = {int(v.version): v for v in client_of(store).search_model_versions("name='tumours'")}
+    assert sorted(versions) == [1, 2]
+    assert (versions[1].run_id, versions[2].run_id) == (first.info.run_id, second.info.run_id)
+    from sklearn.datasets import load_breast_cancer
+
+    load_breast_cancer(as_frame=True).frame.head(40).to_csv(tmp_path / "rows.csv", index=False)
+    answers = {}
+    for model in ("models:/tumours/2", second.info.run_id):
+        output = tmp_path / f"{len(answers)}.csv"
+        code, _, stderr = predict_cli([model, "--input", str(tmp_path / "rows.csv"), "--output", str(output),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 0, stderr[-2000:]
+        answers[model] = pd.read_csv(output)
+    pd.testing.assert_frame_equal(answers["models:/tumours/2"], answers[second.info.run_id])
+    for extra, fragment in (("test=false", "a run with test=false logs none"),
+                            ("logger.mlflow.log_model=false", "logger.mlflow.log_model=false logs none"),
+                            ("", "logger.mlflow.register_as='a/b': a registered model's name")):
+        overrides = ["logger.mlflow.register_as=a/b"] if not extra else ["logger.mlflow.register_as=tumours", extra]
+        refused = run_cli_in_process(overrides, store)
+        assert refused.returncode == 2 and fragment in error_line(refused.stderr), refused.stderr[-2000:]
+    assert len(runs_in(store)) == 2

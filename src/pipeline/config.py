@@ -206,6 +206,11 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
         raise ConfigError(f"seed={seed} is out of range; allowed: an integer in 0..{MAX_SEED}")
     if cfg.get("test") is not None and not isinstance(cfg.get("test"), bool):
         raise ConfigError(f"test={cfg.get('test')!r} must be true or false")
+    loggers = cfg.get("logger")
+    mlflow_node = loggers.get("mlflow") if isinstance(loggers, DictConfig) else None
+    if isinstance(mlflow_node, DictConfig) and mlflow_node.get("register_as") is not None and cfg.get("test") is False:
+        raise ConfigError("logger.mlflow.register_as registers the run's logged model, and a run with test=false "
+                          "logs none (its model is logged once it is tested); set test=true or register_as=null")
     task = cfg.task
     _choice("task.mode", task.mode, ("min", "max"))
     if task.get("class_weights") is not None and task.kind != "classification":

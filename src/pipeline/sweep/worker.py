@@ -266,6 +266,8 @@ def record_as_trial(config: DictConfig, settings: SweepSettings) -> None:
             if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith(("ModelCheckpoint", "ResumableCheckpoint")):
                 config.callbacks[name] = None
     mlflow_node = _mlflow_node(config)
+    if mlflow_node is not None and "register_as" in mlflow_node:
+        mlflow_node.register_as = None  # the best runs trained again at the end register their models
     if mlflow_node is not None and not settings.trial_artifacts:
         mlflow_node.log_model = False
         mlflow_node.log_plots = False

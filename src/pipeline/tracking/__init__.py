@@ -219,10 +219,31 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
         log_data_artifacts(run, datamodule, output_dir)
         if run.active and settings is not None and settings.log_plots:
             _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
-    if model_logged is not None:
-        model_logged()
+    registered = None
+    if model_logged is not None and model_logged() is not None and getattr(settings, "register_as", None):
+        registered = _register_model(run, settings.register_as)
     run.flush()
-    _print_summary(run, metrics, output_dir, checkpoint, tested)
+    _print_summary(run, metrics, output_dir, checkpoint, tested, registered)
+
+
+def _register_model(run: TrackedRun, name: str) -> Optional[str]:
+    """``models:/<name>/<version>`` for the run's logged model registered as ``name``'s next version (by the
+    store-writer process when it records the run); None, the run's store failure noted, if that failed."""
+    what = f"registering the model as {name!r}"
+    if hasattr(run, "note_failure"):  # recorded by the store-writer process
+        from .remote import call_in_writer
+
+        ok, value = call_in_writer("pipeline.tracking.artifacts:register_model", run.tracking_uri, run.run_id,
+                                   name).result()
+        if not ok:
+            run.note_failure(f"while {what}: {value}")
+            return None
+        return f"models:/{name}/{value}"
+    from .artifacts import register_model
+
+    with run.recording(what):
+        return f"models:/{name}/{register_model(run.tracking_uri, run.run_id, name)}"
+    return None
 
 
 def _log_plots(run: TrackedRun, cfg: DictConfig, task_module, datamodule, history: list[dict], output_dir: Path,
@@ -242,7 +263,8 @@ def _log_plots(run: TrackedRun, cfg: DictConfig, task_module, datamodule, histor
     run.log_artifacts(folder, "plots")
 
 
-def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint, tested: bool) -> None:
+def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint, tested: bool,
+                   registered: Optional[str] = None) -> None:
     if not is_rank_zero():
         return
     shown = {k: v for k, v in metrics.items() if k.startswith("test/")} if tested else {
@@ -259,5 +281,8 @@ def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint,
 
         lines.append(f"MLflow run {redact_text(str(run.run_name))} ({run.run_id}) in experiment "
                      f"'{redact_text(str(run.experiment_name))}' at {redact_text(str(run.tracking_uri))}")
+        if registered:
+            lines.append(f"Registered model: {redact_text(registered)} (pipeline-predict {redact_text(registered)} "
+                         "--input ... --output ...)")
         lines.append("Open the UI with: pipeline-ui   (or: make ui); compare runs: pipeline-compare")
     print("\n".join(lines), flush=True)

@@ -184,6 +184,31 @@ def _log_pytorch_model(run: TrackedRun, predictor: nn.Module, example: Tensor, m
     )
 
 
+def register_model(tracking_uri: str, run_id: str, name: str) -> str:
+    """The model run ``run_id`` logged, as the next version of the registered model ``name`` (created if new) in
+    the store's Model Registry; returns the version number."""
+    from mlflow.exceptions import MlflowException
+
+    from .run import open_client
+
+    client = open_client(tracking_uri)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    experiment_id = client.get_run(run_id).info.experiment_id
+    logged = [m for m in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+              if m.name == MODEL_NAME]
+    if not logged:
+        raise RuntimeError(f"run {run_id} has no logged model to register")
+    model = max(logged, key=lambda m: m.creation_timestamp)
+    with _tracking_uri(tracking_uri):  # the registry looks the logged model up through MLflow's global URI
+        version = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run_id,
+                                              model_id=model.model_id)
+    return str(version.version)
+
+
 # ----- the tokenizer -----------------------------------------------------------------------------------
 def log_data_artifacts(run: TrackedRun, datamodule, output_dir: Path) -> list[Path]:
     """Files the data module needs to turn raw inputs into model inputs (the tokenizer of a text task),

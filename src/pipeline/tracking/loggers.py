@@ -55,7 +55,7 @@ class MLflowLogger(Logger):
 
     def __init__(self, tracking_uri: Optional[str] = None, artifact_location: Optional[str] = None,
                  experiment_name: str = "default", run_name: Optional[str] = None, log_model: bool = True,
-                 log_plots: bool = True):
+                 log_plots: bool = True, register_as: Optional[str] = None):
         super().__init__()
         self.tracking_uri = tracking_uri
         self.artifact_location = artifact_location
@@ -63,6 +63,7 @@ class MLflowLogger(Logger):
         self.run_name = run_name
         self.log_model = log_model
         self.log_plots = log_plots
+        self.register_as = register_as
         self.run: Optional[TrackedRun] = None
 
     @staticmethod
@@ -80,6 +81,14 @@ class MLflowLogger(Logger):
         if name is None or not str(name).strip():
             raise ConfigError("logger.mlflow.experiment_name is empty; name the experiment, e.g. "
                               "logger.mlflow.experiment_name=my-study (the default is the task's name)")
+        registered = node.get("register_as")
+        if registered is not None:
+            if not isinstance(registered, str) or not registered.strip() or "/" in registered or ":" in registered:
+                raise ConfigError(f"logger.mlflow.register_as={registered!r}: a registered model's name (e.g. "
+                                  "logger.mlflow.register_as=churn-classifier; no '/' or ':'), or null")
+            if not node.get("log_model", True):
+                raise ConfigError("logger.mlflow.register_as registers the run's logged model, and "
+                                  "logger.mlflow.log_model=false logs none; set log_model=true or register_as=null")
 
     @property
     def name(self) -> str:
