@@ -1028,6 +1028,32 @@ def test_data_order_by_tests_on_the_latest_rows_and_validates_on_the_latest_befo
                                     "validation rows are the latest by 'date', from 2023-08-05 on (data.order_by)"]
 
 
+def test_test_rows_that_repeat_a_training_rows_inputs_are_counted(tmp_path, capsys):
+    """Duplicated records (an export that lists a customer twice): test rows whose input cells repeat a training
+    row's exactly are counted on the data line, since the test metrics then overstate the model on new rows."""
+    from pipeline.data.tabular import CsvData
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"age": rng.integers(18, 90, 400), "income": rng.normal(50, 10, 400).round(3),
+                          "city": rng.choice(["a", "b", "c"], 400), "label": rng.integers(0, 2, 400)})
+    table.to_csv(tmp_path / "train.csv", index=False)
+    fresh = pd.DataFrame({"age": rng.integers(18, 90, 50), "income": rng.normal(50, 10, 50).round(3),
+                          "city": rng.choice(["a", "b", "c"], 50), "label": rng.integers(0, 2, 50)})
+    fresh.to_csv(tmp_path / "new.csv", index=False)
+    module = CsvData(path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "new.csv"), target="label")
+    module.setup("fit")
+    assert module.how_split() == []  # nothing repeated: nothing said
+    copied = table.iloc[:40].assign(label=1 - table["label"].iloc[:40])  # the same inputs, even with other labels
+    pd.concat([copied, fresh]).to_csv(tmp_path / "test.csv", index=False)
+    module = CsvData(path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"), target="label")
+    module.setup("fit")
+    line = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Data: csv")][-1]
+    note = module.how_split()[-1]
+    count = int(note.split(" test row")[0].replace(",", ""))
+    assert note == f"{count} test rows ({count / 90:.1%}) repeat a training row's inputs exactly" and note in line
+    assert 30 <= count <= 40  # the copies of the rows that the training split kept (10% went to validation)
+
+
 def test_data_order_by_refusals_name_the_key_and_the_row(store, tmp_path):
     table = daily_sales(60)
     path = tmp_path / "sales.csv"

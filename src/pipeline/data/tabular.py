@@ -501,12 +501,30 @@ class CsvData(TabularDataModule):
                     self._order_notes.append(f"{name} rows are the latest by {self.order_by!r}, from "
                                              f"{self.row_order_text[first]} on")
             self._order_notes[-1:] = [note + " (data.order_by)" for note in self._order_notes[-1:]]
+        self._repeat_note = self._repeated_inputs(train, test)
         return train, val, test
 
+    def _repeated_inputs(self, train: Split, test: Split) -> Optional[str]:
+        """A note when test rows repeat a training row's input cells exactly (duplicated records: the model may
+        have seen those answers, and the test metrics then overstate how it does on new rows)."""
+        import pandas as pd
+
+        columns = [c for c in self.kinds if c in self.frame.columns]
+        if not len(test) or not len(train) or not columns:
+            return None
+        hashes = pd.util.hash_pandas_object(self.frame[columns], index=False).to_numpy()
+        repeated = int(np.isin(hashes[test.x.numpy()], hashes[train.x.numpy()]).sum())
+        if not repeated:
+            return None
+        return (f"{repeated:,} test row{'s' if repeated > 1 else ''} ({repeated / len(test):.1%}) repeat"
+                f"{'' if repeated > 1 else 's'} a training row's inputs exactly")
+
     def how_split(self) -> list[str]:
+        repeats = [self._repeat_note] if getattr(self, "_repeat_note", None) else []
         if self.row_groups is not None:
-            return [f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} groups)"]
-        return list(self._order_notes)
+            return [f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} groups)",
+                    *repeats]
+        return [*self._order_notes, *repeats]
 
     def _type_columns(self, train, features: list[str]) -> None:
         """``self.kinds`` (numeric or categorical, per feature column) and ``self.date_parts`` from the training
