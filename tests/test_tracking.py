@@ -433,7 +433,7 @@ def test_other_loggers_sit_beside_mlflow(store):
     assert list((store["outputs"] / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_path, migrated_store_db):
+def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_path, migrated_store_db, monkeypatch):
     """logger.mlflow.register_as: the run's logged model is the registered model's next version (through the CLI,
     where the store-writer process records the run, and through train() in this process); pipeline-predict and
     mlflow.pyfunc load models:/<name>/<version> and answer as the run's own model; a config that logs no model is
@@ -467,3 +467,20 @@ def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_p
         refused = run_cli_in_process(overrides, store)
         assert refused.returncode == 2 and fragment in error_line(refused.stderr), refused.stderr[-2000:]
     assert len(runs_in(store)) == 2
+    # a registry that fails: the run did not do all it was asked, so it ends FAILED with the reason (its model
+    # logged all the same), and the command with that one line
+    import pipeline.tracking.artifacts as artifacts
+    from pipeline.errors import RegistrationFailed
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("registry unavailable")
+
+    monkeypatch.setattr(artifacts, "register_model", unavailable)
+    monkeypatch.setenv("PIPELINE_STORE_WRITER", "0")  # registered from this process, where the fault is
+    with pytest.raises(RegistrationFailed, match="registering it as 'tumours' failed: RuntimeError: registry "
+                                                  "unavailable; register it in the UI or with mlflow.register_model"):
+        train(compose_for_train(store, ["trainer.max_epochs=2", "logger.mlflow.register_as=tumours"]))
+    failed = max(runs_in(store), key=lambda r: r.info.start_time)
+    assert failed.info.status == "FAILED" and failed.data.tags["error"].startswith("RegistrationFailed: the run's model")
+    assert load_pyfunc(store, failed.info.run_id) is not None
+    assert len(client_of(store).search_model_versions("name='tumours'")) == 2

@@ -44,6 +44,10 @@ class TrackingFailed(TrackingUnavailable):
     """The store failed during the run. Training went on; the message says where its results are."""
 
 
+class RegistrationFailed(RuntimeError):
+    """The run's model was logged but registering it in the Model Registry (logger.mlflow.register_as) failed."""
+
+
 class RankFailed(RuntimeError):
     """Another rank of this run exited with an error (its message is printed above this one)."""
 
@@ -72,7 +76,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 # what report_errors() answers with one line and EXIT_USER_ERROR
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, NonFiniteLossError, TrackingUnavailable,
-                                                 RankFailed, StorageFull, SweepError)
+                                                 RankFailed, StorageFull, SweepError, RegistrationFailed)
 
 
 @contextlib.contextmanager

@@ -219,31 +219,36 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
         log_data_artifacts(run, datamodule, output_dir)
         if run.active and settings is not None and settings.log_plots:
             _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
-    registered = None
+    registered, unregistered = None, None
     if model_logged is not None and model_logged() is not None and getattr(settings, "register_as", None):
-        registered = _register_model(run, settings.register_as)
+        registered, unregistered = _register_model(run, settings.register_as)
     run.flush()
     _print_summary(run, metrics, output_dir, checkpoint, tested, registered)
+    if unregistered is not None:  # the run ends FAILED with the reason: it did not do all it was asked
+        from pipeline.errors import RegistrationFailed
+
+        raise RegistrationFailed(f"the run's model is logged (runs:/{run.run_id}/model), but registering it as "
+                                 f"{settings.register_as!r} failed: {unregistered}; register it in the UI or with "
+                                 f"mlflow.register_model('runs:/{run.run_id}/model', {settings.register_as!r})")
 
 
-def _register_model(run: TrackedRun, name: str) -> Optional[str]:
-    """``models:/<name>/<version>`` for the run's logged model registered as ``name``'s next version (by the
-    store-writer process when it records the run); None, the run's store failure noted, if that failed."""
-    what = f"registering the model as {name!r}"
+def _register_model(run: TrackedRun, name: str) -> tuple[Optional[str], Optional[str]]:
+    """(``models:/<name>/<version>``, None) for the run's logged model registered as ``name``'s next version (by the
+    store-writer process when it records the run), or (None, why not)."""
+    from .redact import redact_text
+
     if hasattr(run, "note_failure"):  # recorded by the store-writer process
         from .remote import call_in_writer
 
         ok, value = call_in_writer("pipeline.tracking.artifacts:register_model", run.tracking_uri, run.run_id,
                                    name).result()
-        if not ok:
-            run.note_failure(f"while {what}: {value}")
-            return None
-        return f"models:/{name}/{value}"
+        return (f"models:/{name}/{value}", None) if ok else (None, redact_text(" ".join(str(value).split()))[:300])
     from .artifacts import register_model
 
-    with run.recording(what):
-        return f"models:/{name}/{register_model(run.tracking_uri, run.run_id, name)}"
-    return None
+    try:
+        return f"models:/{name}/{register_model(run.tracking_uri, run.run_id, name)}", None
+    except Exception as error:
+        return None, redact_text(" ".join(f"{type(error).__name__}: {error}".split()))[:300]
 
 
 def _log_plots(run: TrackedRun, cfg: DictConfig, task_module, datamodule, history: list[dict], output_dir: Path,

@@ -83,9 +83,10 @@ class MLflowLogger(Logger):
                               "logger.mlflow.experiment_name=my-study (the default is the task's name)")
         registered = node.get("register_as")
         if registered is not None:
-            if not isinstance(registered, str) or not registered.strip() or "/" in registered or ":" in registered:
+            if not isinstance(registered, str) or not registered.strip() or "/" in registered or ":" in registered \
+                    or registered == "." or registered.startswith(".."):
                 raise ConfigError(f"logger.mlflow.register_as={registered!r}: a registered model's name (e.g. "
-                                  "logger.mlflow.register_as=churn-classifier; no '/' or ':'), or null")
+                                  "logger.mlflow.register_as=churn-classifier; no '/' or ':', not '.' or '..'), or null")
             if not node.get("log_model", True):
                 raise ConfigError("logger.mlflow.register_as registers the run's logged model, and "
                                   "logger.mlflow.log_model=false logs none; set log_model=true or register_as=null")
