@@ -295,6 +295,10 @@ def test_one_pass_metrics_match_torchmetrics_with_ties_and_absent_classes():
             ours = metrics.binary(scores, targets)
             theirs = {"acc": tc.BinaryAccuracy()(scores, targets), "f1": tc.BinaryF1Score()(scores, targets),
                       "auroc": tc.BinaryAUROC()(scores, targets)}
+            if int(targets.sum()):  # torchmetrics' average precision without positives is NaN; ours 0
+                theirs["ap"] = tc.BinaryAveragePrecision()(scores, targets)
+            else:
+                assert float(ours["ap"]) == 0.0
             for name, value in theirs.items():
                 assert float(ours[name]) == pytest.approx(float(value), abs=1e-6), (rows, name)
         probabilities = torch.rand(rows, 4, generator=generator).softmax(-1)
@@ -306,6 +310,9 @@ def test_one_pass_metrics_match_torchmetrics_with_ties_and_absent_classes():
         present = [k for k in range(4) if 0 < int((labels == k).sum()) < rows]
         expected = float(per_class[present].mean()) if present else 0.0
         assert float(ours["auroc"]) == pytest.approx(expected, abs=1e-6), rows
+        per_class = tc.MulticlassAveragePrecision(4, average=None)(probabilities, labels)  # class 3: no positives
+        occurring = [k for k in range(4) if int((labels == k).sum()) > 0]
+        assert float(ours["ap"]) == pytest.approx(float(per_class[occurring].mean()), abs=1e-6), rows
         if rows >= 4:  # every class occurs: torchmetrics' macro average itself
             every = torch.randperm(rows, generator=generator) % 4
             assert float(metrics.multiclass(probabilities, every, 4)["auroc"]) == pytest.approx(

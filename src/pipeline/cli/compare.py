@@ -120,7 +120,7 @@ def _most_common(values) -> Optional[str]:
     return counted.most_common(1)[0][0] if counted else None
 
 
-HIGHER_IS_BETTER = ("acc", "f1", "auroc", "r2")
+HIGHER_IS_BETTER = ("acc", "f1", "auroc", "ap", "r2")
 
 
 def direction(metric: str, monitor: str, task_mode: str) -> str:

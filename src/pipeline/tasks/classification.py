@@ -1,6 +1,6 @@
 """Classification: binary (one logit, BCE-with-logits) or multiclass (K logits, cross-entropy), optionally with a
-weight per class (``task.class_weights``); metrics acc, f1 and auroc (macro one versus rest for more than two
-classes); a confusion matrix of the test split; stratified splits."""
+weight per class (``task.class_weights``); metrics acc, f1, auroc and ap (average precision; the last two
+macro one versus rest for more than two classes); a confusion matrix of the test split; stratified splits."""
 from __future__ import annotations
 
 import logging
@@ -41,7 +41,7 @@ class ClassificationModule(TaskModule):
         if weights is not None and optimizer is not None and task_cfg.monitor == "val/loss":
             log.warning("task.class_weights weighs the training loss only; the checkpoint is chosen on val/loss, plain "
                         "cross-entropy, which favours the common classes: consider task.monitor=val/f1 task.mode=max "
-                        "(or val/auroc)")
+                        "(or val/ap, the average precision, or val/auroc)")
         return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
                    num_classes=spec.num_classes or 2, label_smoothing=task_cfg.get("label_smoothing", 0.0),
                    class_weights=weights)
@@ -71,7 +71,7 @@ class ClassificationModule(TaskModule):
 
     @classmethod
     def metric_names(cls, spec) -> tuple[str, ...]:
-        return ("acc", "f1", "auroc")
+        return ("acc", "f1", "auroc", "ap")
 
     def metric_inputs(self, output: Tensor) -> Tensor:
         return self.probabilities(output)

@@ -1,46 +1,83 @@
 """Evaluation metrics of a whole split, computed in one pass over its predictions at the end of the epoch.
 
-The same definitions as torchmetrics' (BinaryAccuracy/F1Score/AUROC, MulticlassAccuracy micro and
-F1Score macro, MeanSquaredError, MeanAbsoluteError, R2Score); torchmetrics' update/compute/reset per
-epoch cost ~1.3 ms on a one-batch validation split, these ~0.15 ms. The predictions of every rank are
+The same definitions as torchmetrics' (BinaryAccuracy/F1Score/AUROC/AveragePrecision, MulticlassAccuracy micro
+and F1Score macro, MeanSquaredError, MeanAbsoluteError, R2Score); torchmetrics' update/compute/reset per
+epoch cost ~1.3 ms on a one-batch validation split, these ~0.07 ms (binary). The predictions of every rank are
 gathered first, so a DDP run scores its whole (padded) split as torchmetrics' synchronised states would.
 """
 from __future__ import annotations
 
+from typing import Optional
+
+import numpy as np
 import torch
 from torch import Tensor
 
 
 def binary(probabilities: Tensor, targets: Tensor) -> dict[str, Tensor]:
-    """acc, f1 (class 1 above 0.5, as torchmetrics decides) and auroc of P(class 1) per row; auroc with tied scores counted half
-    (the area under the ROC curve of every distinct threshold); 0 when a class is absent."""
-    probabilities, positive = probabilities.reshape(-1).float(), targets.reshape(-1).bool()
-    predicted = probabilities > 0.5
-    true_positives = (predicted & positive).sum()
-    false_positives = (predicted & ~positive).sum()
-    false_negatives = (~predicted & positive).sum()
-    denominator = 2 * true_positives + false_positives + false_negatives
-    f1 = torch.where(denominator > 0, 2 * true_positives / denominator.clamp_min(1), torch.zeros(()))
-    return {"acc": (predicted == positive).float().mean(), "f1": f1.float(), "auroc": auroc(probabilities, positive)}
+    """acc, f1 (class 1 above 0.5, as torchmetrics decides), auroc and ap (average precision) of P(class 1) per row;
+    auroc with tied scores counted half (the area under the ROC curve of every distinct threshold), 0 when a class is
+    absent; ap 0 without positive rows."""
+    values, positive = _numpy(probabilities.reshape(-1).float(), np.float64), _numpy(targets.reshape(-1), bool)
+    predicted = values > 0.5
+    true_positives = int((predicted & positive).sum())
+    wrong = int((predicted != positive).sum())  # false positives and false negatives
+    f1 = 2 * true_positives / (2 * true_positives + wrong) if true_positives + wrong else 0.0
+    area, precision = _curves(values, positive)
+    device = probabilities.device
+    return {"acc": _value(1 - wrong / len(values) if len(values) else 0.0, device), "f1": _value(f1, device),
+            "auroc": _value(area, device), "ap": _value(precision, device)}
+
+
+def _curves(values: np.ndarray, positive: np.ndarray) -> tuple[Optional[float], Optional[float]]:
+    """(auroc, average precision) of float64 ``values`` against the boolean ``positive``; None where undefined (no
+    negative or no positive row for auroc, no positive row for ap). In numpy: a handful of calls of ~2 us each on a
+    validation split, where torch takes ~6 us per call.
+
+    auroc is Mann-Whitney's: the chance that a positive row scores above a negative one, ties counted half (for
+    each positive score, the negatives below it and those not above it, counted by binary search in the sorted
+    negative scores, sum to twice its wins). Average precision is the area under the precision-recall curve as
+    scikit-learn and torchmetrics take it (the precision at each distinct score, rows of one score entering
+    together, weighted by the recall it adds): for each positive row, the share of positives among the rows
+    scored at least as high, averaged over the positive rows. Exact counts, O(n log n)."""
+    positives, negatives = np.sort(values[positive]), np.sort(values[~positive])
+    if len(positives) == 0:
+        return None, None
+    not_below = len(negatives) - np.searchsorted(negatives, positives)  # negatives scored at least this high
+    hits = len(positives) - np.searchsorted(positives, positives)  # and positives
+    precision = float((hits / (hits + not_below)).mean())
+    if len(negatives) == 0:
+        return None, precision
+    twice_wins = int((np.searchsorted(negatives, positives) + np.searchsorted(negatives, positives, "right")).sum())
+    return twice_wins / (2.0 * len(positives) * len(negatives)), precision
+
+
+def _numpy(tensor: Tensor, dtype) -> np.ndarray:
+    return tensor.detach().cpu().numpy().astype(dtype, copy=False)
+
+
+def _value(number: Optional[float], device: torch.device = torch.device("cpu")) -> Tensor:
+    """A metric as a float32 scalar on ``device`` (where the predictions were); 0 where it is undefined."""
+    return torch.tensor(0.0 if number is None else number, dtype=torch.float32, device=device)
 
 
 def auroc(scores: Tensor, positive: Tensor) -> Tensor:
-    """Mann-Whitney: the chance that a positive row scores above a negative one, ties counted half. For each
-    positive score, the negatives below it and those not above it are counted by binary search in the sorted
-    negative scores: their sum is twice the wins (ties once). Exact integer counts, O(n log n)."""
-    scores = scores.double()
-    positives, negatives = scores[positive], scores[~positive]
-    if len(positives) == 0 or len(negatives) == 0:
-        return torch.zeros(())
-    negatives = negatives.sort().values
-    twice_wins = (torch.searchsorted(negatives, positives) + torch.searchsorted(negatives, positives, right=True)).sum()
-    return (twice_wins / (2.0 * len(positives) * len(negatives))).float()
+    """The area under the ROC curve of ``scores`` for the rows where ``positive`` (see :func:`_curves`); 0 when a
+    class is absent."""
+    return _value(_curves(_numpy(scores.reshape(-1), np.float64), _numpy(positive.reshape(-1), bool))[0])
+
+
+def average_precision(scores: Tensor, positive: Tensor) -> Tensor:
+    """The area under the precision-recall curve (see :func:`_curves`): for imbalanced data, where auroc looks
+    good while the rare class is found among many false alarms. 0 without positive rows."""
+    return _value(_curves(_numpy(scores.reshape(-1), np.float64), _numpy(positive.reshape(-1), bool))[1])
 
 
 def multiclass(probabilities: Tensor, targets: Tensor, num_classes: int) -> dict[str, Tensor]:
-    """acc (micro), f1 (macro over the classes that occur among targets or predictions) and auroc (macro one
-    versus rest over the classes that occur among the targets: torchmetrics' MulticlassAUROC when every class
-    occurs; a class absent from the split has no ROC curve, and torchmetrics would count it as 0)."""
+    """acc (micro), f1 (macro over the classes that occur among targets or predictions), auroc and ap (macro one
+    versus rest over the classes that occur among the targets: torchmetrics' MulticlassAUROC and
+    MulticlassAveragePrecision when every class occurs; a class absent from the split has no ROC curve, and
+    torchmetrics would count it as 0)."""
     predicted = probabilities.argmax(-1)
     targets = targets.reshape(-1)
     classes = torch.arange(num_classes)
@@ -53,10 +90,14 @@ def multiclass(probabilities: Tensor, targets: Tensor, num_classes: int) -> dict
     present = denominator > 0
     per_class = torch.where(present, 2 * true_positives / denominator.clamp_min(1), torch.zeros(()))
     f1 = per_class[present].mean() if bool(present.any()) else torch.zeros(())
-    scores = [auroc(probabilities[:, k], targets == k) for k in range(num_classes)
-              if 0 < int(is_target[:, k].sum()) < len(targets)]
-    macro_auroc = torch.stack(scores).mean() if scores else torch.zeros(())
-    return {"acc": (predicted == targets).float().mean(), "f1": f1, "auroc": macro_auroc}
+    values, labels = _numpy(probabilities, np.float64), _numpy(targets, np.int64)
+    curves = [_curves(values[:, k], labels == k) for k in range(num_classes)]
+    areas = [area for area, _ in curves if area is not None]  # the classes that occur, not in every row
+    precisions = [precision for _, precision in curves if precision is not None]  # the classes that occur
+    device = probabilities.device
+    return {"acc": (predicted == targets).float().mean(), "f1": f1,
+            "auroc": _value(float(np.mean(areas)) if areas else None, device),
+            "ap": _value(float(np.mean(precisions)) if precisions else None, device)}
 
 
 def regression(predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
