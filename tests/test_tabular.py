@@ -1042,7 +1042,7 @@ def test_test_rows_that_repeat_a_training_rows_inputs_are_counted(tmp_path, caps
     fresh.to_csv(tmp_path / "new.csv", index=False)
     module = CsvData(path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "new.csv"), target="label")
     module.setup("fit")
-    assert module.how_split() == []  # nothing repeated: nothing said
+    assert module.how_split() == [f"test split: {tmp_path / 'new.csv'} (data.test_path)"]  # nothing repeated
     copied = table.iloc[:40].assign(label=1 - table["label"].iloc[:40])  # the same inputs, even with other labels
     pd.concat([copied, fresh]).to_csv(tmp_path / "test.csv", index=False)
     module = CsvData(path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"), target="label")

@@ -447,7 +447,7 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
     pd.DataFrame(rows[:150]).to_csv(labelled, index=False)
     code, stdout, stderr = eval_cli([str(checkpoint), f"data.test_path={labelled}", "--output-dir", str(tmp_path / "new")])
     assert code == 0 and "Warning" not in stderr, stderr[-3000:]
-    assert "/ 150 test rows" in stdout, stdout[-2000:]
+    assert f"/ 150 test rows; test split: {labelled} (data.test_path)" in stdout, stdout[-2000:]
     expected = (predicted["prediction"][:150] == pd.DataFrame(rows[:150])["sentiment"]).mean()
     assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(expected, abs=6e-5)
     pd.DataFrame([{**rows[0], "sentiment": "meh"}, *rows[1:20]]).to_csv(tmp_path / "meh.csv", index=False)

@@ -521,6 +521,10 @@ class CsvData(TabularDataModule):
 
     def how_split(self) -> list[str]:
         repeats = [self._repeat_note] if getattr(self, "_repeat_note", None) else []
+        if self.test_path is not None:
+            test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
+            repeats.insert(0, f"the folds pool data.path and {test} (data.test_path)" if self.cv_folds
+                           else f"test split: {test} (data.test_path)")
         if self.row_groups is not None:
             return [f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} groups)",
                     *repeats]

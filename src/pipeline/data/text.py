@@ -498,6 +498,13 @@ class TextTSV(TextDataModule):
         """Texts in a column named as in the training files (``data.text_column``)."""
         return super().raw_input_adapter(column or self.text_column)
 
+    def how_split(self) -> list[str]:
+        if self.test_path is None:
+            return super().how_split()
+        test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
+        return [f"the folds pool data.path and {test} (data.test_path)" if self.cv_folds
+                else f"test split: {test} (data.test_path)", *super().how_split()]
+
     def _find(self, root: Path, part: str) -> Optional[Path]:
         for stem in self.part_names[part]:
             for suffix in (".tsv", ".csv"):
