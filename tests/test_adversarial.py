@@ -59,6 +59,8 @@ CASES = [
     (["hparams_search=classification_optuna", "hydra.sweeper.n_trials=0", "logger=none"], ["n_trials=0", ">= 1"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.sampler=foo", "logger=none"], ["sampler='foo'", "tpe"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.finalize_top_k=-1", "logger=none"], ["finalize_top_k"]),
+    (["hparams_search=classification_optuna", "hydra.sweeper.finalize_top_k=0", "logger.mlflow.register_as=bc"],
+     ["logger.mlflow.register_as", "finalize_top_k=0 trains none"]),
     (["hparams_search=classification_optuna", "data=_common", "logger=none"], ["data=_common: a base file", "Available:"]),
     # L-BFGS evaluates each batch several times per step: what cannot follow that is refused before the run
     (["optimizer=lbfgs", "trainer.precision=bf16-mixed"], ["optimizer=lbfgs", "bf16-mixed", "32-true"]),

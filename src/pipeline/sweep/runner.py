@@ -50,6 +50,11 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         finalize_top_k=int(options.get("finalize_top_k", 1)),
     )
     settings.check()
+    loggers = base_config.get("logger")
+    mlflow_node = loggers.get("mlflow") if isinstance(loggers, DictConfig) else None
+    if isinstance(mlflow_node, DictConfig) and mlflow_node.get("register_as") and settings.finalize_top_k == 0:
+        raise SweepError("logger.mlflow.register_as registers the best runs a sweep trains again at its end, and "
+                         "hydra.sweeper.finalize_top_k=0 trains none; set finalize_top_k >= 1 or register_as=null")
     return settings
 
 
