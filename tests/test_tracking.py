@@ -484,3 +484,14 @@ def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_p
     assert failed.info.status == "FAILED" and failed.data.tags["error"].startswith("RegistrationFailed: the run's model")
     assert load_pyfunc(store, failed.info.run_id) is not None
     assert len(client_of(store).search_model_versions("name='tumours'")) == 2
+    # pipeline-eval (and pipeline-rerun) take a registered version for the run that logged it
+    from conftest import eval_cli
+
+    code, stdout, stderr = eval_cli(["models:/tumours/1", "--tracking-uri", store["uri"],
+                                     "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 0, stderr[-2000:]
+    assert f"({first.info.run_id}, checkpoints/" in stdout
+    evaluation = max(runs_in(store), key=lambda r: r.info.start_time)
+    assert evaluation.data.tags["evaluation_of"] == first.info.run_id
+    code, _, stderr = eval_cli(["models:/tumours/7", "--tracking-uri", store["uri"]])
+    assert code == 2 and f"no registered model version models:/tumours/7 in {store['uri']}" in error_line(stderr)

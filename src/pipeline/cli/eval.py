@@ -17,7 +17,7 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides, check_logged_config, check_targets,
-                                confine_written_folders, fresh_output_dir, linked_keys, rerun_config)
+                                confine_written_folders, fresh_output_dir, linked_keys, rerun_config, run_of)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -25,7 +25,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
     uri, _ = default_store()
     parser = argparse.ArgumentParser(prog="pipeline-eval", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    parser.add_argument("source", help="an MLflow run id, or a checkpoint file written by a run")
+    parser.add_argument("source", help="an MLflow run id (or a registered model's version, models:/<name>/<version>), "
+                                       "or a checkpoint file written by a run")
     parser.add_argument("overrides", nargs="*", help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run and receiving the evaluation (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None, help="where the evaluation writes (default: a fresh outputs/<date>/<time>)")
@@ -92,10 +93,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         client = open_client(args.tracking_uri)
         try:
-            run = client.get_run(args.source)
-        except Exception:
-            print(f"Error: no run {args.source} in {args.tracking_uri} (and no checkpoint file of that name)",
-                  file=sys.stderr)
+            run = run_of(client, args.source, args.tracking_uri)
+        except LookupError as error:
+            print(f"Error: {error} (and no checkpoint file of that name)", file=sys.stderr)
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         cfg = rerun_config(client, run, args.tracking_uri, list(args.overrides), output_dir, choices)

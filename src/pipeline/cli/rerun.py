@@ -44,12 +44,38 @@ class RerunRefused(ConfigError):
     """The logged config or the overrides cannot be run safely or meaningfully; the message says why."""
 
 
+def run_of(client, source: str, tracking_uri: str):
+    """The MLflow run ``source`` names: a run id, ``runs:/<id>/...``, or a registered model's version
+    (``models:/<name>/<version>`` or ``models:/<name>@<alias>``, as ``logger.mlflow.register_as`` makes them: the
+    run that logged it). Raises LookupError saying what the store lacks."""
+    if source.startswith("runs:/"):
+        source = source[len("runs:/"):].split("/", 1)[0]
+    elif source.startswith("models:/"):
+        named = source[len("models:/"):]
+        name, alias = named.split("@", 1) if "@" in named else (None, None)
+        if name is None:
+            name, _, version = named.rpartition("/")
+            if not name or not version.isdigit():
+                raise LookupError(f"{source} is not a registered model's version; give models:/<name>/<version> or "
+                                  f"models:/<name>@<alias> (the versions of {tracking_uri} are listed in its UI)")
+        try:
+            found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        except Exception:
+            raise LookupError(f"no registered model version {source} in {tracking_uri}") from None
+        source = found.run_id
+    try:
+        return client.get_run(source)
+    except Exception:
+        raise LookupError(f"no run {source} in {tracking_uri}") from None
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     from pipeline.tracking.run import default_store
 
     uri, _ = default_store()
     parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.split("\n\n")[1].replace("\n", " "))
-    parser.add_argument("run_id", help="the MLflow run to train again")
+    parser.add_argument("run_id", help="the MLflow run to train again (its id, or a registered model's version: "
+                                       "models:/<name>/<version>)")
     parser.add_argument("overrides", nargs="*", help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run, and receiving the new one (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None,
@@ -256,9 +282,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     with report_errors():
         client = open_client(args.tracking_uri)
         try:
-            run = client.get_run(args.run_id)
-        except Exception:
-            print(f"Error: no run {args.run_id} in {args.tracking_uri}", file=sys.stderr)
+            run = run_of(client, args.run_id, args.tracking_uri)
+        except LookupError as error:
+            print(f"Error: {error}", file=sys.stderr)
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         cfg = rerun_config(client, run, args.tracking_uri, args.overrides, args.output_dir or fresh_output_dir(), choices)
