@@ -520,15 +520,19 @@ class CsvData(TabularDataModule):
                 f"{'' if repeated > 1 else 's'} a training row's inputs exactly")
 
     def how_split(self) -> list[str]:
-        repeats = [self._repeat_note] if getattr(self, "_repeat_note", None) else []
+        notes = []
         if self.test_path is not None:
             test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
-            repeats.insert(0, f"the folds pool data.path and {test} (data.test_path)" if self.cv_folds
-                           else f"test split: {test} (data.test_path)")
+            notes.append(f"the folds pool data.path and {test} (data.test_path)" if self.cv_folds
+                         else f"test split: {test} (data.test_path)")
         if self.row_groups is not None:
-            return [f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} groups)",
-                    *repeats]
-        return [*self._order_notes, *repeats]
+            notes.append(f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} "
+                         "groups)")
+        else:
+            notes += self._order_notes
+        if getattr(self, "_repeat_note", None):  # set when the splits are drawn
+            notes.append(self._repeat_note)
+        return notes
 
     def _type_columns(self, train, features: list[str]) -> None:
         """``self.kinds`` (numeric or categorical, per feature column) and ``self.date_parts`` from the training
