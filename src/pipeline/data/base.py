@@ -427,6 +427,13 @@ def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: st
     raise DataError(f"{what} not found; looked in: {looked}. {how_to_get}")
 
 
+def test_file_note(test_path: Path, cv_folds: int) -> str:
+    """What the data line says of a labelled test file of its own (``data.test_path``): the test split, or, under
+    ``data.cv_folds``, a part of the rows the folds are drawn from."""
+    test = Path.cwd() / test_path  # an absolute path stays as it is
+    return f"the folds pool data.path and {test} (data.test_path)" if cv_folds else f"test split: {test} (data.test_path)"
+
+
 def onto_classes(names: Sequence[str], trained: Sequence[str]) -> tuple[np.ndarray, Optional[str]]:
     """(for each of ``names``, its index among a trained model's classes ``trained``; the first name that is not
     one of them, or None): how labels read now become the class indices the model was trained with."""

@@ -159,8 +159,9 @@ _VECTORISED_FROM = 64  # distinct texts from which :func:`to_numbers` reads writ
 # a subset of what Python's re matches (the rest is read one by one), with the same groups (leftmost-first)
 _WRITTEN_NUMBER_RE2 = r"^(?:" + _WRITTEN_NUMBER.pattern + r")$"
 # dates that datetime.fromisoformat and pandas read alike (a zone as Z or +hh:mm, at most microseconds)
-_ZONE_RE2 = r"(?:Z|[+-]\d{2}:\d{2})$"
-_PLAIN_DATE_RE2 = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:\d{2})?)?$"
+_ZONE = r"(?:Z|[+-]\d{2}:\d{2})"
+_ZONE_RE2 = _ZONE + "$"
+_PLAIN_DATE_RE2 = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?" + _ZONE + "?)?$"
 
 
 def _bulk_texts(texts: np.ndarray):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional, Union
 import numpy as np
 import torch
 
-from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, onto_classes
+from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, onto_classes, test_file_note
 
 if TYPE_CHECKING:
     from .preprocessing import TablePreprocessor
@@ -522,9 +522,7 @@ class CsvData(TabularDataModule):
     def how_split(self) -> list[str]:
         notes = []
         if self.test_path is not None:
-            test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
-            notes.append(f"the folds pool data.path and {test} (data.test_path)" if self.cv_folds
-                         else f"test split: {test} (data.test_path)")
+            notes.append(test_file_note(self.test_path, self.cv_folds))
         if self.row_groups is not None:
             notes.append(f"rows of one {self.groups!r} stay in one split (data.groups; {len(set(self.row_groups)):,} "
                          "groups)")

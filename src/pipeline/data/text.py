@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher, onto_classes
+from .base import (DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher, onto_classes,
+                   test_file_note)
 from .raw_inputs import TextInput
 from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
 from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
@@ -501,9 +502,7 @@ class TextTSV(TextDataModule):
     def how_split(self) -> list[str]:
         if self.test_path is None:
             return super().how_split()
-        test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
-        return [f"the folds pool data.path and {test} (data.test_path)" if self.cv_folds
-                else f"test split: {test} (data.test_path)", *super().how_split()]
+        return [test_file_note(self.test_path, self.cv_folds), *super().how_split()]
 
     def _find(self, root: Path, part: str) -> Optional[Path]:
         for stem in self.part_names[part]:

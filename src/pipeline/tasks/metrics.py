@@ -61,18 +61,6 @@ def _value(number: Optional[float], device: torch.device = torch.device("cpu")) 
     return torch.tensor(0.0 if number is None else number, dtype=torch.float32, device=device)
 
 
-def auroc(scores: Tensor, positive: Tensor) -> Tensor:
-    """The area under the ROC curve of ``scores`` for the rows where ``positive`` (see :func:`_curves`); 0 when a
-    class is absent."""
-    return _value(_curves(_numpy(scores.reshape(-1), np.float64), _numpy(positive.reshape(-1), bool))[0])
-
-
-def average_precision(scores: Tensor, positive: Tensor) -> Tensor:
-    """The area under the precision-recall curve (see :func:`_curves`): for imbalanced data, where auroc looks
-    good while the rare class is found among many false alarms. 0 without positive rows."""
-    return _value(_curves(_numpy(scores.reshape(-1), np.float64), _numpy(positive.reshape(-1), bool))[1])
-
-
 def multiclass(probabilities: Tensor, targets: Tensor, num_classes: int) -> dict[str, Tensor]:
     """acc (micro), f1 (macro over the classes that occur among targets or predictions), auroc and ap (macro one
     versus rest over the classes that occur among the targets: torchmetrics' MulticlassAUROC and
