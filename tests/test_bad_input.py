@@ -81,6 +81,8 @@ OUT_OF_RANGE = [
     (["data.cv_folds=5", "data.fold=5"], ["data.fold=5", "0..4"]),
     (["data.fold=2"], ["data.fold=2", "data.cv_folds"]),
     (["seed=1.5"], ["seed", "integer", "1.5"]),
+    (["task.test_intervals=20"], ["task.test_intervals=20", "0 (no intervals) or 100-100000 redraws"]),
+    (["task.test_intervals=0.5"], ["task.test_intervals", "0.5"]),
     (["model.hidden_dims=abc"], ["model.hidden_dims='abc'", "Sequence[int]"]),
     (["model.batch_norm=maybe"], ["model.batch_norm='maybe'", "true or false"]),
     (["data=csv", "task=regression"], ["data.path", "data.target", "must be set"]),

@@ -143,18 +143,20 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     client = MlflowClient(store["uri"])
     experiment = client.create_experiment("houses")
 
-    def fake_run(name: str, data: str, val_loss: float, test_loss: float, status: str = "FINISHED", **tags) -> str:
+    def fake_run(name: str, data: str, val_loss: float, test_loss: float, status: str = "FINISHED",
+                 r2: tuple = (), **tags) -> str:
         run = client.create_run(experiment, run_name=name)
         params = {"task": "regression", "data": data, "task.monitor": "val/loss", "task.mode": "min",
                   "optimizer.lr": "0.00123456789", "trainer.max_epochs": "20"}
-        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
-                         metrics=[Metric("val/loss_best", val_loss, 0, 0), Metric("test/loss", test_loss, 0, 0)],
+        metrics = [Metric("val/loss_best", val_loss, 0, 0), Metric("test/loss", test_loss, 0, 0)]
+        metrics += [Metric(f"test/r2{part}", value, 0, 0) for part, value in zip(("_ci_low", "", "_ci_high"), r2)]
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()], metrics=metrics,
                          tags=[RunTag(k, v) for k, v in tags.items()])
         client.set_terminated(run.info.run_id, status)
         return run.info.run_id
 
     fake_run("good-val", "diabetes", 0.10, 0.90)       # best by validation, worse on test
-    fake_run("good-test", "diabetes", 0.20, 0.10)
+    fake_run("good-test", "diabetes", 0.20, 0.10, r2=(0.301, 0.45, 0.5678))
     fake_run("pruned", "diabetes", 0.01, 0.01, **{"sweep.state": "PRUNED"})
     fake_run("failed", "diabetes", 0.02, 0.02, status="FAILED")
     fake_run("other-data", "wine", 0.001, 0.001)       # newest: its data set is the default
@@ -171,3 +173,11 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
                                 "--output", str(tmp_path / "c")], capsys)
     listed = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]
     assert listed[:3] == ["other-data", "pruned", "failed"] and "PRUNED" in out and "FAILED" in out
+    # a test metric's 95 % bootstrap interval: in brackets in the table, its own columns in the CSV
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--all-data",
+                                "--by", "test/r2_ci_low", "--output", str(tmp_path / "d")], capsys)
+    assert code == 0 and "by test/r2_ci_low (higher is better" in out, err
+    assert "0.45 [0.301, 0.5678]" in out and "0.45 [0.301, 0.5678]" in (tmp_path / "d" / "compare.md").read_text()
+    rows = list(csv.DictReader((tmp_path / "d" / "compare.csv").open()))
+    assert [(r["run"], r["test/r2_ci_low"], r["test/r2"], r["test/r2_ci_high"]) for r in rows][0] == (
+        "good-test", "0.301", "0.45", "0.5678")

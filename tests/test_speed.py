@@ -326,6 +326,44 @@ def test_one_pass_metrics_match_torchmetrics_with_ties_and_absent_classes():
                 float(torchmetrics.MeanSquaredError(squared=False)(predictions, truth)))
 
 
+@pytest.mark.unit
+def test_bootstrap_intervals_are_the_metrics_of_redrawn_test_rows():
+    """task.test_intervals: each redraw's metrics, computed with row weights, are the metrics of the redrawn rows;
+    the interval is the 2.5th and 97.5th percentile of those of a plain loop over the same redraws; the order the
+    rows come in (a DDP run gathers them rank by rank) changes nothing."""
+    import numpy as np
+
+    from pipeline.tasks import intervals, metrics
+
+    generator = np.random.default_rng(3)
+    for rows in (1, 7, 46, 113):
+        scores = np.round(generator.random(rows) * 8) / 8  # ties, and exactly 0.5
+        positive = generator.random(rows) < 0.3
+        probabilities = generator.random((rows, 4))
+        probabilities /= probabilities.sum(1, keepdims=True)
+        labels = generator.integers(0, 3, rows)  # class 3 never occurs
+        truth = generator.normal(size=rows)
+        predictions = truth + generator.normal(size=rows)
+        kinds = [(lambda x, y: metrics.binary(torch.tensor(x), torch.tensor(y)), intervals.binary, scores, positive),
+                 (lambda x, y: metrics.multiclass(torch.tensor(x), torch.tensor(y), 4),
+                  lambda x, y: intervals.multiclass(x, y, 4), probabilities, labels),
+                 (lambda x, y: metrics.regression(torch.tensor(x), torch.tensor(y)), intervals.regression, predictions,
+                  truth)]
+        for plain, weighted, inputs, targets in kinds:
+            draws = np.random.default_rng(intervals.SEED).integers(0, rows, size=(200, rows))
+            weights = np.stack([np.bincount(draw, minlength=rows) for draw in draws]).astype(np.float64)
+            ours = weighted(inputs, targets)(np.vstack([np.ones(rows), weights]))
+            expected = [plain(inputs, targets)] + [plain(inputs[draw], targets[draw]) for draw in draws]
+            for name in expected[0]:
+                values = np.array([float(e[name]) for e in expected])
+                assert ours[name] == pytest.approx(values, abs=1e-5), (rows, name)
+                low, high = intervals.bootstrap(weighted(inputs, targets), rows, 200)[name]
+                assert (low, high) == pytest.approx(tuple(np.percentile(values[1:], [2.5, 97.5])), abs=1e-5)
+            shuffled = generator.permutation(rows)
+            assert intervals.bootstrap(weighted(*intervals.in_canonical_order(inputs, targets)), rows, 300) == \
+                intervals.bootstrap(weighted(*intervals.in_canonical_order(inputs[shuffled], targets[shuffled])), rows, 300)
+
+
 # ----- a sweep's worker ---------------------------------------------------------------------------------------
 @pytest.mark.unit
 def test_a_worker_sets_up_its_data_once_per_data_config():

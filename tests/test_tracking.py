@@ -75,6 +75,13 @@ def test_run_records_config_params_and_per_epoch_metrics(logged_run):
     for key in ("test/acc", "test/f1", "test/auroc", "test/ap", "test/loss"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 1, key  # logged once, not twice
     assert run.data.metrics["test/acc"] > 0.8
+    # each test metric with its 95 % bootstrap interval (task.test_intervals), printed in brackets
+    metrics = run.data.metrics
+    for name in ("acc", "f1", "auroc", "ap"):
+        low, value, high = (metrics[f"test/{name}{part}"] for part in ("_ci_low", "", "_ci_high"))
+        assert low <= value <= high and low < high, (name, low, value, high)
+        assert f"test/{name}={value:.4f} [{low:.4f}, {high:.4f}]" in logged_run["result"].stdout
+    assert "test/loss_ci_low" not in metrics
 
 
 def test_run_records_artifacts_and_keeps_local_copies(logged_run):

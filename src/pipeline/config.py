@@ -46,6 +46,9 @@ class TaskConfig:
     class_weights: Any = None
     # regression: none | log (the model learns log1p of the target; predictions and metrics in the target's units)
     target_transform: str = "none"
+    # redraws of the test rows for the 95 % bootstrap interval of each test metric (test/<metric>_ci_low, _ci_high);
+    # 0: none
+    test_intervals: int = 1000
 
 
 @dataclass
@@ -420,6 +423,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "data.val_fraction": (lambda v: 0 <= v < 1, "in [0, 1) (0: no validation split, every training row trains)"),
     "data.test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "task.label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "task.test_intervals": (lambda v: v == 0 or 100 <= v <= 100_000, "0 (no intervals) or 100-100000 redraws"),
 }
 INTEGER_MINIMUMS = {
     "data.batch_size": 1,

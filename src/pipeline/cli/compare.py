@@ -36,8 +36,10 @@ class Ranking:
     mode: str  # "min" | "max"
     monitor: str  # the validation metric the task selects on (the curves of --plot)
     header: list[str]
-    rows: list[list[str]]
+    rows: list[list[str]]  # a test metric's cell with its 95 % interval in brackets where the run logged one
     runs: list  # mlflow Run objects, in table order
+    csv_header: list[str]  # as header, with a _ci_low and a _ci_high column after each metric that has intervals
+    csv_rows: list[list[str]]
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -127,7 +129,10 @@ def direction(metric: str, monitor: str, task_mode: str) -> str:
     """The task's mode for its own monitored metric (val or test); otherwise by the metric's name."""
     if metric.replace("test/", "val/", 1).removesuffix("_best") == monitor:
         return task_mode
-    return "max" if metric.rsplit("/", 1)[-1].removesuffix("_best") in HIGHER_IS_BETTER else "min"
+    name = metric.rsplit("/", 1)[-1].removesuffix("_best")
+    for suffix in INTERVAL_SUFFIXES:  # an interval's bound: as its metric
+        name = name.removesuffix(suffix)
+    return "max" if name in HIGHER_IS_BETTER else "min"
 
 
 def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Optional[int] = None) -> Ranking:
@@ -148,11 +153,16 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
         return (0, value if mode == "min" else -value)
 
     ordered = sorted(runs, key=sort_key)[:top]
-    test_metrics = sorted({k for r in ordered for k in r.data.metrics if k.startswith("test/")} - {metric})
+    test_metrics = sorted({k for r in ordered for k in r.data.metrics
+                           if k.startswith("test/") and not k.endswith(INTERVAL_SUFFIXES)} - {metric})
     shown_metrics = [metric] + test_metrics
+    with_bounds = [name for name in shown_metrics if any(name + INTERVAL_SUFFIXES[0] in r.data.metrics for r in ordered)]
     header = (["rank", "run", "run_id", "status"] + [column for column, _ in KEY_PARAMS if column != "data"]
               + ["data"] + shown_metrics)
-    rows = []
+    csv_header = header[: len(header) - len(shown_metrics)]
+    for name in shown_metrics:
+        csv_header += [name] + ([name + suffix for suffix in INTERVAL_SUFFIXES] if name in with_bounds else [])
+    rows, csv_rows = [], []
     for position, run in enumerate(ordered, start=1):
         params = run.data.params
         status = run.data.tags.get("sweep.state") if run.data.tags.get("sweep.state") not in (None, "COMPLETE") else run.info.status
@@ -160,9 +170,21 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
             status = "EVALUATION"
         rows.append([str(position), run.info.run_name or "", run.info.run_id, status]
                     + [_number(params.get(key, "")) for column, key in KEY_PARAMS if column != "data"]
-                    + [data_identity(run)]
-                    + [_number(run.data.metrics.get(name)) for name in shown_metrics])
-    return Ranking(experiment_name, metric, mode, monitor, header, rows, ordered)
+                    + [data_identity(run)])
+        metrics = run.data.metrics
+        csv_rows.append(rows[-1] + [_number(metrics.get(key)) for key in csv_header[len(rows[-1]):]])
+        rows[-1] += [_with_interval(metrics, name) for name in shown_metrics]
+    return Ranking(experiment_name, metric, mode, monitor, header, rows, ordered, csv_header, csv_rows)
+
+
+INTERVAL_SUFFIXES = ("_ci_low", "_ci_high")  # a test metric's 95 % bootstrap interval (task.test_intervals)
+
+
+def _with_interval(metrics: dict, name: str) -> str:
+    """The metric's value, followed by its interval in brackets where the run logged one."""
+    low, high = (metrics.get(name + suffix) for suffix in INTERVAL_SUFFIXES)
+    value = _number(metrics.get(name))
+    return f"{value} [{_number(low)}, {_number(high)}]" if value and low is not None and high is not None else value
 
 
 def _number(value) -> str:
@@ -197,8 +219,8 @@ def as_markdown(ranking: Ranking) -> str:
 def write_csv(ranking: Ranking, path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(ranking.header)
-        writer.writerows(ranking.rows)
+        writer.writerow(ranking.csv_header)
+        writer.writerows(ranking.csv_rows)
 
 
 def plot_curves(client, ranking: Ranking, path: Path, count: int) -> Path:

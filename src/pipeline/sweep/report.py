@@ -289,6 +289,8 @@ def _difference(config: dict, reference: dict) -> dict:
 
 def print_summary(study, settings: SweepSettings, state, counts: dict, best: list, best_file: Optional[Path],
                   parent: ParentRun, finals: list[dict]) -> None:
+    from pipeline.tasks.intervals import split_intervals, with_interval
+
     lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
                  f"{len(state.finished)} of {settings.n_trials} trials finished "
                  f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"]
@@ -302,7 +304,8 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
                          "see plots/pareto_front.png)")
         lines.append("  " + " ".join(f"{k}={v}" for k, v in best[0].params.items()))
         for final in finals:
-            tested = ", ".join(f"{k}={v:.4f}" for k, v in sorted(final["metrics"].items()) if k.startswith("test/"))
+            shown, bounds = split_intervals({k: v for k, v in final["metrics"].items() if k.startswith("test/")})
+            tested = ", ".join(f"{k}={with_interval(v, bounds.get(k))}" for k, v in sorted(shown.items()))
             note = "" if final["reproduced"] else " (its validation value differs from the trial's: see the log)"
             lines.append(f"Trial {final['trial']} trained again and tested: {tested}{note}")
             lines.append(f"  checkpoint, model and plots: {final['output_dir']}"

@@ -5,6 +5,7 @@ A new kind (e.g. multi-label) is one new module here, registered in ``KINDS``, p
 """
 from __future__ import annotations
 
+from pipeline.config import TaskConfig
 from pipeline.errors import ConfigError
 
 from .base import TaskModule, restore_rng_states, rng_states
@@ -23,7 +24,10 @@ def task_kind(name: str) -> type[TaskModule]:
 
 def build_task_module(task_cfg, model, optimizer, scheduler, spec) -> TaskModule:
     """The LightningModule of ``task_cfg.kind`` around ``model``, sized for the data ``spec``."""
-    return task_kind(task_cfg.kind).from_spec(model, optimizer, scheduler, spec, task_cfg)
+    module = task_kind(task_cfg.kind).from_spec(model, optimizer, scheduler, spec, task_cfg)
+    # a config logged before the key existed gets the default
+    module.test_resamples = int(task_cfg.get("test_intervals", TaskConfig.test_intervals) or 0)
+    return module
 
 
 __all__ = ["KINDS", "ClassificationModule", "RegressionModule", "TaskModule", "build_task_module", "task_kind",

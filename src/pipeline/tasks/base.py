@@ -52,6 +52,8 @@ class TaskModule(pl.LightningModule):
         self._train_rows = 0
         self._epoch_started = 0.0
         self.best_value: Optional[float] = None
+        #: redraws of the test rows for the 95 % intervals of the test metrics (``task.test_intervals``; 0: none)
+        self.test_resamples = 0
 
     # plain attributes set on every training step: Lightning sets _current_fx_name around every hook it calls (~50
     # times per step), the step's loss and the epoch's sums are updated once per step. nn.Module's __setattr__
@@ -83,6 +85,11 @@ class TaskModule(pl.LightningModule):
 
     def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """The metrics (names without ``val/``) of a whole split from its rows' ``metric_inputs`` and targets."""
+        raise NotImplementedError
+
+    def weighted_metrics(self, inputs, targets):
+        """``compute_metrics`` of the rows' ``metric_inputs`` and targets (numpy arrays) as a function of row weights
+        (redraws x rows) -> {metric: value per redraw}, for the bootstrap intervals of the test metrics."""
         raise NotImplementedError
 
     def predictor(self) -> nn.Module:
@@ -239,8 +246,9 @@ class TaskModule(pl.LightningModule):
         totals = self.trainer.strategy.reduce(torch.stack([self._eval_loss_sum, self._eval_rows]), reduce_op="sum")
         return totals[0] / totals[1].clamp_min(1)
 
-    def _epoch_evaluation(self, prefix: str) -> dict[str, Tensor]:
-        """Loss and metrics of the split just evaluated, over the rows of every rank."""
+    def _epoch_evaluation(self, prefix: str, resamples: int = 0) -> dict[str, Tensor]:
+        """Loss and metrics of the split just evaluated, over the rows of every rank; with ``resamples``, also the
+        95 % bootstrap interval of each metric (``<prefix>/<metric>_ci_low``, ``_ci_high``; see ``intervals``)."""
         values = {f"{prefix}/loss": self._epoch_evaluation_loss()}
         if self._eval_inputs:
             inputs, targets = torch.cat(self._eval_inputs), torch.cat(self._eval_targets)
@@ -248,6 +256,12 @@ class TaskModule(pl.LightningModule):
                 inputs = self.all_gather(inputs).reshape(-1, *inputs.shape[1:])
                 targets = self.all_gather(targets).reshape(-1, *targets.shape[1:])
             values.update({f"{prefix}/{name}": value for name, value in self.compute_metrics(inputs, targets).items()})
+            if resamples:
+                from .intervals import bootstrap, in_canonical_order, interval_metrics
+
+                weighted = self.weighted_metrics(*in_canonical_order(inputs.cpu().numpy(), targets.cpu().numpy()))
+                bounds = interval_metrics(bootstrap(weighted, len(targets), resamples), prefix)
+                values.update({key: torch.tensor(value) for key, value in bounds.items()})
         self._eval_inputs, self._eval_targets = [], []
         return values
 
@@ -272,7 +286,7 @@ class TaskModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         # through Lightning's logging: trainer.test() returns what is logged here
-        self.log_dict(self._epoch_evaluation("test"))
+        self.log_dict(self._epoch_evaluation("test", self.test_resamples))
 
     # ----- checkpoints: a resumed run continues exactly where the saved one was ------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -79,6 +79,11 @@ class ClassificationModule(TaskModule):
     def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         return binary(inputs, targets) if self.binary else multiclass(inputs, targets, self.num_classes)
 
+    def weighted_metrics(self, inputs, targets):
+        from . import intervals
+
+        return intervals.binary(inputs, targets) if self.binary else intervals.multiclass(inputs, targets, self.num_classes)
+
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.sigmoid(output.squeeze(-1)) if self.binary else output.softmax(-1)
 

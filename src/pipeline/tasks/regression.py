@@ -62,6 +62,11 @@ class RegressionModule(TaskModule):
     def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         return regression(inputs, targets)
 
+    def weighted_metrics(self, inputs, targets):
+        from .intervals import regression as weighted
+
+        return weighted(inputs, targets)
+
     def predictor(self) -> nn.Module:
         return Rescaled(self.model, self.target_mean, self.target_std, log=self.log_target)
 

@@ -274,8 +274,13 @@ def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint,
         return
     shown = {k: v for k, v in metrics.items() if k.startswith("test/")} if tested else {
         k: v for k, v in metrics.items() if k.startswith("val/")}
+    from pipeline.tasks.intervals import split_intervals, with_interval
+
+    shown, bounds = split_intervals(shown)
     title = "Test metrics: " if tested else "Validation metrics (not tested: test=false): "
-    lines = ["", title + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))]
+    lines = ["", title + ", ".join(f"{k}={with_interval(v, bounds.get(k))}" for k, v in sorted(shown.items()))]
+    if bounds:
+        lines.append("  (in brackets: the 95 % bootstrap interval over the test rows, task.test_intervals)")
     lines.append(f"Outputs (config, checkpoints, metrics.jsonl, plots): {output_dir}")
     if checkpoint is not None and checkpoint.best_model_path:
         # without a validation split (data.val_fraction=0) the checkpoint callback monitors nothing: the last epoch
