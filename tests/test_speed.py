@@ -364,6 +364,29 @@ def test_bootstrap_intervals_are_the_metrics_of_redrawn_test_rows():
                 intervals.bootstrap(weighted(*intervals.in_canonical_order(inputs[shuffled], targets[shuffled])), rows, 300)
 
 
+@pytest.mark.unit
+def test_the_plotted_roc_and_precision_recall_curves_have_the_areas_of_the_metrics(tmp_path):
+    """plots/roc_pr_curves.png draws the curves whose areas are test/auroc and test/ap (ties entering together);
+    one curve per class for up to ten classes, none beyond."""
+    import numpy as np
+
+    from pipeline import plots
+    from pipeline.tasks import metrics
+
+    generator = np.random.default_rng(5)
+    for rows in (2, 9, 113):
+        scores = np.round(generator.random(rows) * 8) / 8
+        positive = np.arange(rows) % 3 == 0
+        *_, area, average = plots._curves(scores, positive)
+        expected = metrics.binary(torch.tensor(scores), torch.tensor(positive))
+        assert (area, average) == pytest.approx((float(expected["auroc"]), float(expected["ap"])), abs=1e-6)
+    labels = np.arange(60) % 3
+    assert plots.roc_and_precision_recall(labels % 2, generator.random(60), tmp_path / "b.png", ["no", "yes"])
+    assert plots.roc_and_precision_recall(labels, generator.dirichlet(np.ones(3), 60), tmp_path / "m.png")
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    assert plots.roc_and_precision_recall(np.arange(60) % 12, generator.dirichlet(np.ones(12), 60), tmp_path / "x.png") is None
+
+
 # ----- a sweep's worker ---------------------------------------------------------------------------------------
 @pytest.mark.unit
 def test_a_worker_sets_up_its_data_once_per_data_config():

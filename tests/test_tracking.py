@@ -89,7 +89,7 @@ def test_run_records_artifacts_and_keeps_local_copies(logged_run):
     paths = artifact_paths(client, run.info.run_id)
     assert "config.yaml" in paths
     assert any(re.fullmatch(r"checkpoints/best-epoch\d+\.ckpt", p) for p in paths), paths
-    for plot in ("plots/learning_curves.png", "plots/confusion_matrix.png"):
+    for plot in ("plots/learning_curves.png", "plots/confusion_matrix.png", "plots/roc_pr_curves.png"):
         assert plot in paths
         local = client.download_artifacts(run.info.run_id, plot, str(store["tmp"]))
         assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(local).stat().st_size > 5000
@@ -220,6 +220,7 @@ def test_regression_logs_predicted_vs_true_and_a_model_in_original_units(shared_
     client = client_of(store)
     paths = artifact_paths(client, run.info.run_id)
     assert "plots/predicted_vs_true.png" in paths and "plots/confusion_matrix.png" not in paths
+    assert "plots/roc_pr_curves.png" not in paths
     from pipeline.data.tabular import Diabetes
 
     data = Diabetes(seed=42, standardize=False)

@@ -9,10 +9,17 @@ from typing import Optional, Sequence
 import numpy as np
 
 
-def _figure(width: float = 6.0, height: float = 4.5):
+def _figure(width: float = 6.0, height: float = 4.5, layout: Optional[str] = "constrained"):
+    """A figure; ``layout=None`` for two side-by-side panels of curves, placed by :func:`_two_panels` instead:
+    matplotlib's constrained layout measures every label first, half of such a figure's ~0.3 s."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return Figure(figsize=(width, height), dpi=100, layout=layout)
+
+
+def _two_panels(figure) -> None:
+    """Fixed margins for two panels of curves with numeric ticks (room for the labels of 0.0001 or 1e+04)."""
+    figure.subplots_adjust(left=0.065, right=0.985, bottom=0.12, top=0.92, wspace=0.2)
 
 
 def _epoch_axis(axes) -> None:
@@ -33,8 +40,9 @@ def learning_curves(history: Sequence[dict], path: Path, monitor: Optional[str] 
                 series.setdefault(key, {})[int(row["epoch"])] = float(value)
     if not series:
         return None
-    figure = _figure(11, 4.2)
+    figure = _figure(11, 4.2, layout=None)
     loss_axes, metric_axes = figure.subplots(1, 2)
+    _two_panels(figure)
     for key in sorted(series):
         axes = loss_axes if key.endswith("/loss") else metric_axes
         epochs = sorted(series[key])
@@ -77,6 +85,66 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, p
                           color="white" if counts[row, column] > threshold else "black")
     figure.savefig(path)
     return path
+
+
+def roc_and_precision_recall(y_true: np.ndarray, probabilities: np.ndarray, path: Path,
+                             class_names: Optional[Sequence[str]] = None, max_classes: int = 10) -> Optional[Path]:
+    """The ROC curve and the precision-recall curve of the test split, side by side: of class 1 for a binary model
+    (``probabilities``: P(class 1) per row), with the operating point of the 0.5 cut-off; one versus rest per class
+    for up to ``max_classes`` classes (None beyond: too many lines to read)."""
+    labels = y_true.astype(np.int64).reshape(-1)
+    binary = probabilities.ndim == 1 or probabilities.shape[-1] == 1
+    scores = probabilities.reshape(-1, 1) if binary else probabilities
+    count = 2 if binary else scores.shape[1]
+    if not binary and count > max_classes:
+        return None
+    names = list(class_names) if class_names and len(class_names) == count else [str(i) for i in range(count)]
+    figure = _figure(11, 4.6, layout=None)
+    roc_axes, pr_axes = figure.subplots(1, 2)
+    _two_panels(figure)
+    for column, k in ([(0, 1)] if binary else [(k, k) for k in range(count)]):
+        positive = labels == k
+        if not positive.any() or positive.all():
+            continue  # no curve without both positive and negative rows
+        false_rate, true_rate, precision, recall, area, average = _curves(scores[:, column], positive)
+        label = f"{names[k]}: " if not binary else ""
+        roc_axes.plot(false_rate, true_rate, linewidth=1.5, label=f"{label}auroc {area:.3f}")
+        pr_axes.step(recall, precision, where="pre", linewidth=1.5, label=f"{label}ap {average:.3f}")
+        if binary:
+            cut = scores[:, 0] > 0.5
+            point_tpr, point_fpr = cut[positive].mean(), cut[~positive].mean()
+            point_precision = positive[cut].mean() if cut.any() else 1.0
+            roc_axes.plot([point_fpr], [point_tpr], "ko", markersize=5, label="cut-off 0.5")
+            pr_axes.plot([point_tpr], [point_precision], "ko", markersize=5, label="cut-off 0.5")
+            pr_axes.axhline(positive.mean(), color="grey", linestyle=":", linewidth=1, label="chance")
+    roc_axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    what = f"class {names[1]}" if binary else "one vs rest"
+    roc_axes.set(xlabel="false positive rate", ylabel="true positive rate (recall)", xlim=(-0.01, 1.01),
+                 ylim=(-0.01, 1.01), title=f"ROC curve (test, n={len(labels)}, {what})")
+    pr_axes.set(xlabel="recall", ylabel="precision", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
+                title=f"precision-recall curve (test, {what})")
+    for axes in (roc_axes, pr_axes):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8, loc="lower right" if axes is roc_axes else "lower left")
+    figure.savefig(path)
+    return path
+
+
+def _curves(scores: np.ndarray, positive: np.ndarray):
+    """(false positive rates, true positive rates, precisions, recalls, auroc, average precision) at every distinct
+    score as a cut-off, highest first; ties enter together (the definitions of ``pipeline.tasks.metrics``)."""
+    order = np.argsort(-scores, kind="stable")
+    ordered, hits = scores[order], positive[order]
+    last_of_score = np.r_[np.flatnonzero(ordered[1:] != ordered[:-1]), len(ordered) - 1]
+    true_positives = np.cumsum(hits)[last_of_score].astype(np.float64)
+    false_positives = (last_of_score + 1) - true_positives
+    positives, negatives = true_positives[-1], false_positives[-1]
+    true_rate, false_rate = np.r_[0.0, true_positives / positives], np.r_[0.0, false_positives / negatives]
+    precision = true_positives / (true_positives + false_positives)
+    recall = true_positives / positives
+    area = float(np.trapezoid(true_rate, false_rate))
+    average = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return false_rate, true_rate, np.r_[1.0, precision], np.r_[0.0, recall], area, average
 
 
 def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:

@@ -93,8 +93,10 @@ class ClassificationModule(TaskModule):
     def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
         from pipeline import plots
 
-        return [plots.confusion_matrix(y_true, predicted_classes(outputs), spec.num_classes or 2,
-                                       folder / "confusion_matrix.png", spec.class_names)]
+        figures = [plots.confusion_matrix(y_true, predicted_classes(outputs), spec.num_classes or 2,
+                                          folder / "confusion_matrix.png", spec.class_names),
+                   plots.roc_and_precision_recall(y_true, outputs, folder / "roc_pr_curves.png", spec.class_names)]
+        return [figure for figure in figures if figure is not None]
 
 
 def class_weights(setting: Any, spec) -> Optional[list[float]]:
