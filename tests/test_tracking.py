@@ -120,6 +120,13 @@ def test_logged_model_reads_the_named_feature_columns_and_scores_the_test_metric
     labels = np.asarray(["malignant", "benign"])[data.test_split.y.numpy()]
     accuracy = float((predicted["prediction"].to_numpy() == labels).mean())
     assert accuracy == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+    # predictions/test.csv: the same rows, targets, predictions and probabilities, in the artifacts and the outputs
+    logged = pd.read_csv(client_of(store).download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
+    assert logged.equals(pd.read_csv(store["outputs"] / "predictions" / "test.csv"))
+    assert list(logged.columns) == ["row", "target", "prediction", "probability_malignant", "probability_benign"]
+    assert logged["row"].tolist() == list(range(len(labels))) and (logged["target"] == labels).all()
+    assert (logged["prediction"] == predicted["prediction"].to_numpy()).all()
+    assert logged["probability_benign"].to_numpy() == pytest.approx(predicted["probability_benign"].to_numpy(), abs=1e-6)
 
     table = tmp_path / "new.csv"
     test_rows.to_csv(table, index=False)
@@ -229,6 +236,10 @@ def test_regression_logs_predicted_vs_true_and_a_model_in_original_units(shared_
     predicted = load_pyfunc(store, run.info.run_id).predict(rows)["prediction"].to_numpy()
     rmse = float(np.sqrt(np.mean((predicted - data.test_split.y.double().numpy()) ** 2)))
     assert rmse == pytest.approx(metrics["test/rmse"], rel=1e-4)  # original units, as the test metric
+    logged = pd.read_csv(store["outputs"] / "predictions" / "test.csv")
+    assert list(logged.columns) == ["row", "target", "prediction"] and "predictions/test.csv" in paths
+    assert logged["target"].to_numpy() == pytest.approx(data.test_split.y.double().numpy(), rel=1e-6)
+    assert logged["prediction"].to_numpy() == pytest.approx(predicted, rel=1e-5)
 
 
 def test_text_task_logs_its_tokenizer_and_respects_log_model_and_log_plots(shared_store, tmp_path):
@@ -240,11 +251,12 @@ def test_text_task_logs_its_tokenizer_and_respects_log_model_and_log_plots(share
     (folder / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
     store = in_store(shared_store, tmp_path)
     train(compose_for_train(store, ["task=sentiment", "data=text_tsv", f"data.path={folder}", "trainer.max_epochs=1",
-                                    "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"]))
+                                    "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false",
+                                    "logger.mlflow.log_predictions=false"]))
     [run] = runs_in(store, "sentiment")
     paths = artifact_paths(client_of(store), run.info.run_id)
     assert "data/tokenizer.json" in paths
-    assert not any(p.startswith("plots/") for p in paths)
+    assert not any(p.startswith(("plots/", "predictions/")) for p in paths)
     assert client_of(store).search_logged_models([run.info.experiment_id]) == []
     tokenizer = json.loads((store["outputs"] / "data" / "tokenizer.json").read_text())
     assert "good" in tokenizer["model"]["vocab"]

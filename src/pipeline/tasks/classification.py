@@ -142,9 +142,10 @@ def class_weights(setting: Any, spec) -> Optional[list[float]]:
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
-    """Binary models output P(class 1) per row; multiclass models a probability per class."""
+    """The class of each row: binary models output P(class 1) per row (class 1 above 0.5, as test/acc counts it and
+    the logged model answers), multiclass models a probability per class (the most probable)."""
     if probabilities.ndim == 1 or probabilities.shape[-1] == 1:
-        return (probabilities.reshape(-1) >= 0.5).astype(np.int64)
+        return (probabilities.reshape(-1) > 0.5).astype(np.int64)
     return probabilities.argmax(-1)
 
 _Probabilities = Probabilities  # the name pickled models of earlier versions refer to

@@ -217,8 +217,8 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
                                        datamodule.raw_input_adapter(), datamodule.spec)
     if is_rank_zero():
         log_data_artifacts(run, datamodule, output_dir)
-        if run.active and settings is not None and settings.log_plots:
-            _log_plots(run, cfg, task_module, datamodule, history, output_dir, tested)
+        if run.active and settings is not None:
+            _log_test_outputs(run, cfg, task_module, datamodule, history, output_dir, tested, settings)
     registered, unregistered = None, None
     if model_logged is not None and model_logged() is not None and getattr(settings, "register_as", None):
         registered, unregistered = _register_model(run, settings.register_as)
@@ -251,21 +251,33 @@ def _register_model(run: TrackedRun, name: str) -> tuple[Optional[str], Optional
         return None, redact_text(" ".join(f"{type(error).__name__}: {error}".split()))[:300]
 
 
-def _log_plots(run: TrackedRun, cfg: DictConfig, task_module, datamodule, history: list[dict], output_dir: Path,
-               tested: bool) -> None:
-    """Learning curves and, when the run was tested, the task kind's plots of the test split (confusion
-    matrix, predicted vs true), as PNGs in ``<output_dir>/plots`` logged under ``plots/``."""
-    from pipeline import plots
+def _log_test_outputs(run: TrackedRun, cfg: DictConfig, task_module, datamodule, history: list[dict],
+                      output_dir: Path, tested: bool, settings) -> None:
+    """With ``log_plots``: the learning curves and, when the run was tested, the task kind's plots of the test split
+    (confusion matrix and ROC/precision-recall curves, predicted vs true), as PNGs in ``<output_dir>/plots`` logged
+    under ``plots/``. With ``log_predictions`` and a test: each test row's target and prediction (and class
+    probabilities) as ``<output_dir>/predictions/test.csv``, logged under ``predictions/``."""
+    from .artifacts import test_predictions, write_predictions
 
-    from .artifacts import test_predictions
+    plots_wanted = settings.log_plots
+    predictions_wanted = tested and getattr(settings, "log_predictions", True)
+    if not plots_wanted and not predictions_wanted:
+        return
+    y_true, outputs = (test_predictions(task_module.predictor(), datamodule, task_module.device)
+                       if tested else (None, None))
+    if predictions_wanted:
+        folder = output_dir / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        run.log_artifact(write_predictions(y_true, outputs, datamodule.spec, folder / "test.csv"), "predictions")
+    if plots_wanted:
+        from pipeline import plots
 
-    folder = output_dir / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
-    plots.learning_curves(history, folder / "learning_curves.png", monitor=cfg.task.monitor)
-    if tested:
-        y_true, outputs = test_predictions(task_module.predictor(), datamodule, task_module.device)
-        task_module.test_plots(y_true, outputs, folder, datamodule.spec)
-    run.log_artifacts(folder, "plots")
+        folder = output_dir / "plots"
+        folder.mkdir(parents=True, exist_ok=True)
+        plots.learning_curves(history, folder / "learning_curves.png", monitor=cfg.task.monitor)
+        if tested:
+            task_module.test_plots(y_true, outputs, folder, datamodule.spec)
+        run.log_artifacts(folder, "plots")
 
 
 def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint, tested: bool,
@@ -281,7 +293,7 @@ def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint,
     lines = ["", title + ", ".join(f"{k}={with_interval(v, bounds.get(k))}" for k, v in sorted(shown.items()))]
     if bounds:
         lines.append("  (in brackets: the 95 % bootstrap interval over the test rows, task.test_intervals)")
-    lines.append(f"Outputs (config, checkpoints, metrics.jsonl, plots): {output_dir}")
+    lines.append(f"Outputs (config, checkpoints, metrics.jsonl, plots, predictions): {output_dir}")
     if checkpoint is not None and checkpoint.best_model_path:
         # without a validation split (data.val_fraction=0) the checkpoint callback monitors nothing: the last epoch
         kind = "Best checkpoint" if checkpoint.monitor else "Checkpoint of the last epoch (no validation split)"

@@ -94,6 +94,40 @@ def test_predictions(predictor: nn.Module, datamodule, device: torch.device) -> 
     return torch.cat(targets).numpy(), torch.cat(outputs).numpy()
 
 
+def write_predictions(y_true: np.ndarray, outputs: np.ndarray, spec, path: Path) -> Path:
+    """Each test row as a CSV line: ``row`` (its position in the test split), ``target`` and ``prediction`` (class
+    names, or values in the target's units) and, for classification, ``probability_<class>`` per class, the columns
+    the logged model and ``pipeline-predict`` answer with. A binary row is predicted class 1 above 0.5, as
+    test/acc counts it."""
+    import csv
+
+    from pipeline.tasks.classification import predicted_classes
+
+    from .pyfunc_model import PREDICTION, PROBABILITY_PREFIX
+
+    outputs = np.asarray(outputs, dtype=np.float32)
+    columns: dict[str, np.ndarray] = {"row": np.arange(len(y_true)).astype(str)}
+    if spec.task_kind == "regression":
+        columns["target"] = np.asarray(y_true, dtype=np.float32).reshape(-1).astype(str)
+        columns[PREDICTION] = outputs.reshape(-1).astype(str)
+    else:
+        probabilities = outputs.reshape(len(outputs), -1)
+        if probabilities.shape[1] == 1:  # binary: P(class 1)
+            probabilities = np.concatenate([1 - probabilities, probabilities], axis=1)
+        names = np.asarray([str(n) for n in spec.class_names] if spec.class_names and
+                           len(spec.class_names) == probabilities.shape[1] else
+                           [str(k) for k in range(probabilities.shape[1])], dtype=object)
+        columns["target"] = names[np.asarray(y_true).astype(np.int64).reshape(-1)]
+        columns[PREDICTION] = names[predicted_classes(outputs)]
+        for k, name in enumerate(names):
+            columns[PROBABILITY_PREFIX + name] = probabilities[:, k].astype(str)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values()))
+    return path
+
+
 # ----- the model ---------------------------------------------------------------------------------------
 def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adapter=None, spec=None) -> Optional[str]:
     """Log ``predictor`` (inputs in, predictions in the data's units out) with its signature and an input

@@ -55,7 +55,7 @@ class MLflowLogger(Logger):
 
     def __init__(self, tracking_uri: Optional[str] = None, artifact_location: Optional[str] = None,
                  experiment_name: str = "default", run_name: Optional[str] = None, log_model: bool = True,
-                 log_plots: bool = True, register_as: Optional[str] = None):
+                 log_plots: bool = True, register_as: Optional[str] = None, log_predictions: bool = True):
         super().__init__()
         self.tracking_uri = tracking_uri
         self.artifact_location = artifact_location
@@ -63,6 +63,7 @@ class MLflowLogger(Logger):
         self.run_name = run_name
         self.log_model = log_model
         self.log_plots = log_plots
+        self.log_predictions = log_predictions
         self.register_as = register_as
         self.run: Optional[TrackedRun] = None
 
