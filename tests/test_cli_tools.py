@@ -5,6 +5,8 @@ import csv
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import new_store, run_cli, runs_in
@@ -181,3 +183,63 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     rows = list(csv.DictReader((tmp_path / "d" / "compare.csv").open()))
     assert [(r["run"], r["test/r2_ci_low"], r["test/r2"], r["test/r2_ci_high"]) for r in rows][0] == (
         "good-test", "0.301", "0.45", "0.5678")
+
+
+def test_compare_paired_tells_two_runs_on_the_same_test_rows_apart_only_where_the_rows_can(tmp_path, capsys,
+                                                                                            migrated_store_db):
+    """pipeline-compare --paired A B: both runs' predictions/test.csv redrawn together. A run right on 80 more of 200
+    rows is better on every metric; one right on 2 more rows is 'neither'; an error metric is better when lower;
+    runs without the same test rows, or without predictions, are refused with the reason."""
+    from mlflow import MlflowClient
+
+    from pipeline.cli.compare import main
+
+    store = new_store(tmp_path, migrated_store_db)
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment("paired")
+    rows = np.arange(200)
+    labels = np.where(rows % 2 == 0, "no", "yes")
+
+    def logged(name: str, frame: pd.DataFrame) -> str:
+        run = client.create_run(experiment, run_name=name)
+        folder = tmp_path / name
+        folder.mkdir()
+        frame.to_csv(folder / "test.csv", index=False)
+        client.log_artifact(run.info.run_id, str(folder / "test.csv"), "predictions")
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    def classifier(name: str, wrong: int) -> str:
+        probability = np.where(labels == "yes", 0.8, 0.2)
+        probability[:wrong] = 1 - probability[:wrong]  # the first rows predicted the other class
+        return logged(name, pd.DataFrame({"row": rows, "target": labels, "prediction": np.where(probability > 0.5, "yes", "no"),
+                                          "probability_no": 1 - probability, "probability_yes": probability}))
+
+    good, bad, close = classifier("good", 10), classifier("bad", 90), classifier("close", 12)
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--paired", good, bad], capsys)
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] in (["acc"], ["f1"], ["auroc"], ["ap"])}
+    assert "0.9500    0.5500   +0.4000 [" in lines["acc"] and "100.0%   better: A" in lines["acc"]
+    assert all(line.endswith("better: A") for line in lines.values()), out
+    code, out, _ = cli(main, ["--tracking-uri", store["uri"], "--paired", good, close], capsys)
+    acc = next(line for line in out.splitlines() if line.startswith("acc"))
+    assert "+0.0100 [" in acc and acc.endswith("better: neither"), out
+
+    truth = rows / 10.0
+    near = logged("near", pd.DataFrame({"row": rows, "target": truth, "prediction": truth + 0.1}))
+    far = logged("far", pd.DataFrame({"row": rows, "target": truth, "prediction": truth + 1.0}))
+    code, out, _ = cli(main, ["--tracking-uri", store["uri"], "--paired", near, far], capsys)
+    rmse = next(line for line in out.splitlines() if line.startswith("rmse"))
+    assert "0.1000    1.0000   -0.9000 [-0.9000, -0.9000]" in rmse and rmse.endswith("100.0%   better: A"), out
+
+    other_rows = logged("other", pd.DataFrame({"row": rows[:50], "target": labels[:50], "prediction": labels[:50],
+                                               "probability_no": 0.5, "probability_yes": 0.5}))
+    three = logged("three", pd.DataFrame({"row": rows, "target": labels, "prediction": labels, "probability_no": 0.4,
+                                          "probability_yes": 0.4, "probability_maybe": 0.2}))
+    nothing = client.create_run(experiment, run_name="nothing").info.run_id
+    for pair, fragments in [((good, other_rows), ["different test rows", "same data, split and seed"]),
+                            ((good, near), ["different test rows"]), ((good, three), ["predict different classes"]),
+                            ((good, nothing), [f"run {nothing} logged no predictions/test.csv", f"pipeline-eval {nothing}"]),
+                            ((good, "0" * 32), ["no run '" + "0" * 32 + "'"])]:
+        code, _, err = cli(main, ["--tracking-uri", store["uri"], "--paired", *pair], capsys)
+        assert code == 2 and err.startswith("Error: ") and all(f in err for f in fragments), err

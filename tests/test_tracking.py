@@ -124,6 +124,9 @@ def test_logged_model_reads_the_named_feature_columns_and_scores_the_test_metric
     logged = pd.read_csv(client_of(store).download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
     assert logged.equals(pd.read_csv(store["outputs"] / "predictions" / "test.csv"))
     assert list(logged.columns) == ["row", "target", "prediction", "probability_malignant", "probability_benign"]
+    from pipeline.tracking import artifacts, pyfunc_model
+
+    assert (artifacts.PREDICTION, artifacts.PROBABILITY_PREFIX) == (pyfunc_model.PREDICTION, pyfunc_model.PROBABILITY_PREFIX)
     assert logged["row"].tolist() == list(range(len(labels))) and (logged["target"] == labels).all()
     assert (logged["prediction"] == predicted["prediction"].to_numpy()).all()
     assert logged["probability_benign"].to_numpy() == pytest.approx(predicted["probability_benign"].to_numpy(), abs=1e-6)

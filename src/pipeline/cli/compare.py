@@ -57,6 +57,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--plot", action="store_true", help="also write val_curves.png: the validation curves of the top runs")
     parser.add_argument("--output", type=Path, default=None,
                         help="folder for compare.md, compare.csv and the plot (default: outputs/compare/<experiment>)")
+    parser.add_argument("--paired", nargs=2, metavar=("RUN_A", "RUN_B"),
+                        help="compare two runs tested on the same rows, row by row: each test metric's difference "
+                             "with its 95%% interval over redraws of the rows (from their predictions/test.csv)")
     parser.add_argument("--tracking-uri", default=uri, help=f"store (default: {uri})")
     args = parser.parse_args(argv)
     if args.top is not None and args.top < 1:
@@ -233,6 +236,92 @@ def plot_curves(client, ranking: Ranking, path: Path, count: int) -> Path:
     return overlay_curves(curves, ranking.monitor, path)
 
 
+# ----- two runs on the same test rows --------------------------------------------------------------------------
+PAIRED_REDRAWS = 1000
+
+
+def paired_text(client, first: str, second: str, resamples: int = PAIRED_REDRAWS) -> str:
+    """Two runs' test predictions (``predictions/test.csv``) on the same rows, redrawn together: per test metric
+    both values, the difference with its 95 % interval, and the share of redraws where the first scores higher."""
+    from pipeline.tasks import intervals
+
+    runs = [_run(client, run_id) for run_id in (first, second)]
+    digests = [_test_digest(run) for run in runs]
+    if None not in digests and digests[0] != digests[1]:
+        raise CompareError(f"the two runs were tested on different rows (test split digests {digests[0]} and "
+                           f"{digests[1]}); a paired comparison needs the same test rows: the same data, split and seed")
+    frames = [_predictions(client, run) for run in runs]
+    if len(frames[0]) != len(frames[1]) or not (frames[0]["target"].astype(str) == frames[1]["target"].astype(str)).all():
+        raise CompareError("the two runs' predictions/test.csv hold different test rows (their targets differ); a "
+                           "paired comparison needs the same test rows: the same data, split and seed")
+    columns = [[c for c in frame.columns if c.startswith("probability_")] for frame in frames]
+    if columns[0] != columns[1]:
+        raise CompareError(f"the two runs predict different classes ({', '.join(columns[0]) or 'values'} against "
+                           f"{', '.join(columns[1]) or 'values'})")
+    weighted = [_weighted(frame, names) for frame, names in zip(frames, columns)]
+    result = intervals.paired(*weighted, len(frames[0]), resamples)
+    names = [run.info.run_name or run.info.run_id for run in runs]
+    lines = [f"A = {names[0]} ({runs[0].info.run_id}), B = {names[1]} ({runs[1].info.run_id}): {len(frames[0])} test "
+             f"rows, {resamples} paired redraws", "",
+             f"{'metric':<8}{'A':>10}{'B':>10}   {'A - B [95 % interval]':<34}{'redraws where A is better':>26}"]
+    for metric, (a, b, low, high, higher, lower) in result.items():
+        if metric in HIGHER_IS_BETTER:
+            better, verdict = higher, "A" if low > 0 else "B" if high < 0 else "neither"
+        else:  # an error: lower is better
+            better, verdict = lower, "A" if high < 0 else "B" if low > 0 else "neither"
+        lines.append(f"{metric:<8}{a:>10.4f}{b:>10.4f}   {f'{a - b:+.4f} [{low:+.4f}, {high:+.4f}]':<34}"
+                     f"{better:>25.1%}   better: {verdict}")
+    lines += ["", "better: the run whose difference interval excludes 0; 'neither': these test rows cannot tell the two "
+              "apart (ties count for neither run)"]
+    return "\n".join(lines)
+
+
+def _run(client, run_id: str):
+    try:
+        return client.get_run(run_id)
+    except Exception:
+        raise CompareError(f"no run {run_id!r} in the store") from None
+
+
+def _test_digest(run) -> Optional[str]:
+    for dataset_input in run.inputs.dataset_inputs:
+        if any(tag.key == "mlflow.data.context" and tag.value == "testing" for tag in dataset_input.tags):
+            return dataset_input.dataset.digest
+    return None
+
+
+def _predictions(client, run):
+    import tempfile
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(run.info.run_id, "predictions/test.csv", folder)
+        except Exception:
+            raise CompareError(f"run {run.info.run_id} logged no predictions/test.csv (a run with test=false or "
+                               "logger.mlflow.log_predictions=false, or from before runs logged them); "
+                               f"pipeline-eval {run.info.run_id} tests it again and logs them") from None
+        return pd.read_csv(path, keep_default_na=False)
+
+
+def _weighted(frame, probability_columns: list[str]):
+    """The test metrics of one run's predictions as a function of row weights (``tasks.intervals``)."""
+    import numpy as np
+
+    from pipeline.tasks import intervals
+
+    if not probability_columns:
+        return intervals.regression(frame["prediction"].to_numpy(np.float64), frame["target"].to_numpy(np.float64))
+    classes = [c.removeprefix("probability_") for c in probability_columns]
+    index = {name: k for k, name in enumerate(classes)}
+    targets = np.asarray([index[str(t)] for t in frame["target"]], dtype=np.int64)
+    probabilities = frame[probability_columns].to_numpy(np.float64)
+    if len(classes) == 2:
+        return intervals.binary(probabilities[:, 1], targets)
+    return intervals.multiclass(probabilities, targets, len(classes))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.tracking.run import open_client, sqlite_path
 
@@ -241,6 +330,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if database is not None and not database.exists():
         print(f"Error: no MLflow store at {database}; train a run first (pipeline-train)", file=sys.stderr)
         return 2
+    if args.paired:
+        try:
+            print(paired_text(open_client(args.tracking_uri), *args.paired))
+        except CompareError as error:
+            print(f"Error: {error}", file=sys.stderr)
+            return 2
+        return 0
     try:
         client = open_client(args.tracking_uri)
         experiment = pick_experiment(client, args.experiment)

@@ -26,6 +26,13 @@ Weighted = Callable[[np.ndarray], dict[str, np.ndarray]]
 def bootstrap(weighted: Weighted, rows: int, resamples: int, seed: int = SEED) -> dict[str, tuple[float, float]]:
     """{metric: (low, high)}: the central ``LEVEL`` share of ``weighted``'s values over ``resamples`` redraws of
     ``rows`` rows with replacement. ``weighted`` maps row weights (redraws x rows) to {metric: value per redraw}."""
+    tail = (1 - LEVEL) / 2 * 100
+    return {name: tuple(float(v) for v in np.percentile(values, [tail, 100 - tail]))
+            for name, values in redrawn(weighted, rows, resamples, seed).items()}
+
+
+def redrawn(weighted: Weighted, rows: int, resamples: int, seed: int = SEED) -> dict[str, np.ndarray]:
+    """{metric: its value on each of ``resamples`` redraws of ``rows`` rows with replacement}, drawn in blocks."""
     if rows == 0 or resamples <= 0:
         return {}
     generator = np.random.default_rng(seed)
@@ -37,9 +44,31 @@ def bootstrap(weighted: Weighted, rows: int, resamples: int, seed: int = SEED) -
         weights = np.bincount(drawn.ravel(), minlength=count * rows).reshape(count, rows).astype(np.float64)
         for name, value in weighted(weights).items():
             values.setdefault(name, []).append(value)
+    return {name: np.concatenate(parts) for name, parts in values.items()}
+
+
+def paired(first: Weighted, second: Weighted, rows: int, resamples: int,
+           seed: int = SEED) -> dict[str, tuple[float, float, float, float, float, float]]:
+    """Two models' predictions of the same test rows, redrawn together: {metric: (first's value, second's value,
+    the central ``LEVEL`` share of first - second over the redraws (low, high), the share of redraws where the first
+    scores higher, and lower)}. A difference whose interval holds 0 is one these rows cannot tell from chance."""
+    ones = np.ones((1, rows))
+    points = first(ones), second(ones)
+
+    def both(weights: np.ndarray) -> dict[str, np.ndarray]:
+        a, b = first(weights), second(weights)
+        return {**{f"difference/{name}": a[name] - b[name] for name in a},
+                **{f"higher/{name}": (a[name] > b[name]).astype(np.float64) for name in a},
+                **{f"lower/{name}": (a[name] < b[name]).astype(np.float64) for name in a}}
+
+    values = redrawn(both, rows, resamples, seed)
     tail = (1 - LEVEL) / 2 * 100
-    return {name: tuple(float(v) for v in np.percentile(np.concatenate(parts), [tail, 100 - tail]))
-            for name, parts in values.items()}
+    out = {}
+    for name in points[0]:
+        low, high = np.percentile(values[f"difference/{name}"], [tail, 100 - tail])
+        out[name] = (float(points[0][name][0]), float(points[1][name][0]), float(low), float(high),
+                     float(values[f"higher/{name}"].mean()), float(values[f"lower/{name}"].mean()))
+    return out
 
 
 def in_canonical_order(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,9 @@ from .run import TrackedRun
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "model"  # load with mlflow.pytorch.load_model("runs:/<run id>/model")
+# the logged model's output columns, as pyfunc_model names them (it imports mlflow, which a run's training process
+# does not; a test checks the two agree)
+PREDICTION, PROBABILITY_PREFIX = "prediction", "probability_"
 DIGEST_LENGTH = 16
 
 
@@ -102,8 +105,6 @@ def write_predictions(y_true: np.ndarray, outputs: np.ndarray, spec, path: Path)
     import csv
 
     from pipeline.tasks.classification import predicted_classes
-
-    from .pyfunc_model import PREDICTION, PROBABILITY_PREFIX
 
     outputs = np.asarray(outputs, dtype=np.float32)
     columns: dict[str, np.ndarray] = {"row": np.arange(len(y_true)).astype(str)}
