@@ -119,3 +119,12 @@ def test_written_columns_reads_each_column_in_bulk_as_one_cell_at_a_time(tmp_pat
     for measured in report["columns"].values():
         assert measured["rows"] == 20_000 and measured["median_s"]["bulk"] > 0 and measured["median_s"]["one by one"] > 0
     assert "| timestamps (days) | 20,000 |" in result.stdout and "bulk speed-up" in result.stdout
+
+
+def test_intervals_benchmark_times_the_pipeline_and_a_loop_by_hand_that_agree(tmp_path):
+    result = run_benchmark("intervals.py", tmp_path, tmp_path)  # generated predictions: no data set needed
+    report = json.loads((tmp_path / "intervals_smoke.json").read_text())
+    assert report["redraws"] == 100 and set(report["splits"]) == {"breast_cancer", "diabetes", "MR", "Adult",
+                                                                  "Fashion-MNIST"}
+    assert all(s["median_s"]["pipeline"] > 0 and s["median_s"]["by hand"] > 0 for s in report["splits"].values())
+    assert "| Adult | 16,281 | binary |" in result.stdout
