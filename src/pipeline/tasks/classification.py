@@ -80,9 +80,9 @@ class ClassificationModule(TaskModule):
         return binary(inputs, targets) if self.binary else multiclass(inputs, targets, self.num_classes)
 
     def weighted_metrics(self, inputs, targets):
-        from . import intervals
+        from .intervals import binary as weighted_binary, multiclass as weighted_multiclass
 
-        return intervals.binary(inputs, targets) if self.binary else intervals.multiclass(inputs, targets, self.num_classes)
+        return weighted_binary(inputs, targets) if self.binary else weighted_multiclass(inputs, targets, self.num_classes)
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.sigmoid(output.squeeze(-1)) if self.binary else output.softmax(-1)

@@ -6,7 +6,8 @@ the test rows with replacement (the percentile bootstrap), logged as ``test/<met
 
 A redraw is a count per row (how often it was drawn); the metrics here are those of :mod:`.metrics` computed
 with the counts as row weights, for a block of redraws at once: the rows are sorted by score once, and each
-redraw costs a few matrix products instead of a sort (Adult's 16,281 test rows, 1,000 redraws: ~0.3 s). With a
+redraw costs a few matrix products instead of a sort (Adult's 16,281 test rows, 1,000 redraws: ~0.9 s; BENCHMARKS.md
+section 9). With a
 weight of 1 per row they are the metrics of :mod:`.metrics` (tested). The redraws are seeded: the same
 predictions get the same intervals.
 """
@@ -26,9 +27,14 @@ Weighted = Callable[[np.ndarray], dict[str, np.ndarray]]
 def bootstrap(weighted: Weighted, rows: int, resamples: int, seed: int = SEED) -> dict[str, tuple[float, float]]:
     """{metric: (low, high)}: the central ``LEVEL`` share of ``weighted``'s values over ``resamples`` redraws of
     ``rows`` rows with replacement. ``weighted`` maps row weights (redraws x rows) to {metric: value per redraw}."""
+    return {name: _central(values) for name, values in redrawn(weighted, rows, resamples, seed).items()}
+
+
+def _central(values: np.ndarray) -> tuple[float, float]:
+    """The bounds of the central ``LEVEL`` share of ``values`` (their percentiles)."""
     tail = (1 - LEVEL) / 2 * 100
-    return {name: tuple(float(v) for v in np.percentile(values, [tail, 100 - tail]))
-            for name, values in redrawn(weighted, rows, resamples, seed).items()}
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def redrawn(weighted: Weighted, rows: int, resamples: int, seed: int = SEED) -> dict[str, np.ndarray]:
@@ -62,11 +68,10 @@ def paired(first: Weighted, second: Weighted, rows: int, resamples: int,
                 **{f"lower/{name}": (a[name] < b[name]).astype(np.float64) for name in a}}
 
     values = redrawn(both, rows, resamples, seed)
-    tail = (1 - LEVEL) / 2 * 100
     out = {}
     for name in points[0]:
-        low, high = np.percentile(values[f"difference/{name}"], [tail, 100 - tail])
-        out[name] = (float(points[0][name][0]), float(points[1][name][0]), float(low), float(high),
+        low, high = _central(values[f"difference/{name}"])
+        out[name] = (float(points[0][name][0]), float(points[1][name][0]), low, high,
                      float(values[f"higher/{name}"].mean()), float(values[f"lower/{name}"].mean()))
     return out
 
