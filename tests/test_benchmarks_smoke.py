@@ -128,3 +128,15 @@ def test_intervals_benchmark_times_the_pipeline_and_a_loop_by_hand_that_agree(tm
                                                                   "Fashion-MNIST"}
     assert all(s["median_s"]["pipeline"] > 0 and s["median_s"]["by hand"] > 0 for s in report["splits"].values())
     assert "| Adult | 16,281 | binary |" in result.stdout
+
+
+def test_thread_contention_benchmark_times_steps_quiet_and_beside_a_busy_process(tmp_path):
+    result = run_benchmark("thread_contention.py", tmp_path, tmp_path)  # generated tensors: no data set needed
+    report = json.loads((tmp_path / "thread_contention_smoke.json").read_text())
+    mlp = report["models"]["mlp"]
+    assert set(report["models"]) == {"mlp"} and 1 in report["threads"]
+    assert set(mlp["median_ms"]) == {f"{machine}/{threads}" for machine in ("quiet", "busy")
+                                     for threads in report["threads"]}
+    assert all(ms > 0 for ms in mlp["median_ms"].values())
+    assert mlp["reproducible_per_thread_count"]  # quiet or busy, one thread count gives one set of weights
+    assert "| mlp | busy |" in result.stdout
