@@ -273,6 +273,18 @@ def _mlflow_logger_node(cfg: DictConfig) -> Optional[DictConfig]:
     return None
 
 
+def note_thread_count(logged: Optional[str]) -> None:
+    """One line on stderr when this process runs another number of torch threads than the run did: torch's results
+    can differ in their last bits between counts, so the rerun's metrics may not repeat the run's exactly."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if logged and logged != str(threads):
+        print(f"Note: the run trained with {logged} torch threads and this process has {threads}: its metrics may "
+              f"differ in their last digits (OMP_NUM_THREADS={logged} repeats the run's setting)", file=sys.stderr,
+              flush=True)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import report_errors
     from pipeline.tracking import launched_as
@@ -291,6 +303,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         from pipeline.train import train
 
         print(f"Rerunning {run.info.run_name} ({run.info.run_id}) into {cfg.paths.output_dir}", flush=True)
+        note_thread_count(run.data.params.get("torch_threads"))
         with launched_as(choices, list(args.overrides)):
             train(cfg)
     return 0

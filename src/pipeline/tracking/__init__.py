@@ -142,7 +142,12 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     resolved = OmegaConf.to_container(cfg, resolve=True)
     world = trainer.world_size if trainer is not None else 1
     choices = _choices() or {g: choice_name(cfg, g) for g in ("data", "model", "optimizer")}
-    extra = {"effective_batch_size": str(cfg.data.batch_size * world * cfg.trainer.get("accumulate_grad_batches", 1))}
+    import torch
+
+    # the number of torch threads is part of what a run's numbers depend on (results can differ in their last bits
+    # from one count to another); it comes from the environment (OMP_NUM_THREADS), not the config
+    extra = {"effective_batch_size": str(cfg.data.batch_size * world * cfg.trainer.get("accumulate_grad_batches", 1)),
+             "torch_threads": str(torch.get_num_threads())}
     if "task" not in choices:
         extra["task"] = cfg.task.name
     if hasattr(run, "send_config"):  # flattened and redacted in the store-writer process
