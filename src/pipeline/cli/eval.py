@@ -17,7 +17,8 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides, check_logged_config, check_targets,
-                                confine_written_folders, fresh_output_dir, linked_keys, rerun_config, run_of)
+                                confine_written_folders, fresh_output_dir, linked_keys, note_thread_count,
+                                rerun_config, run_of)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -113,6 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if any(a.path == "data/model_spec.json" for a in client.list_artifacts(run.info.run_id, "data")):
                 data = Path(client.download_artifacts(run.info.run_id, "data", folder))
             print(f"Evaluating {run.info.run_name} ({run.info.run_id}, {checkpoints[0]}) into {output_dir}", flush=True)
+            note_thread_count(run.data.params.get("torch_threads"))
             with launched_as(choices, list(args.overrides)):
                 evaluate(cfg, weights, source_run=run.info.run_id, source_data=data)
     return 0

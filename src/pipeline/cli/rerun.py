@@ -275,7 +275,8 @@ def _mlflow_logger_node(cfg: DictConfig) -> Optional[DictConfig]:
 
 def note_thread_count(logged: Optional[str]) -> None:
     """One line on stderr when this process runs another number of torch threads than the run did: torch's results
-    can differ in their last bits between counts, so the rerun's metrics may not repeat the run's exactly."""
+    can differ in their last bits between counts, so a rerun's (or an evaluation's) metrics may not repeat the
+    run's exactly."""
     import torch
 
     threads = torch.get_num_threads()
