@@ -281,9 +281,9 @@ def note_thread_count(logged: Optional[str]) -> None:
 
     threads = torch.get_num_threads()
     if logged and logged != str(threads):
-        print(f"Note: the run trained with {logged} torch threads and this process has {threads}: its metrics may "
-              f"differ in their last digits (OMP_NUM_THREADS={logged} repeats the run's setting)", file=sys.stderr,
-              flush=True)
+        print(f"Note: the run trained with {logged} torch threads and this process has {threads}: the metrics here "
+              f"may differ from the run's in their last digits (OMP_NUM_THREADS={logged} repeats the run's setting)",
+              file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
