@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -63,8 +64,7 @@ def child(model_name: str, threads: int, steps: int) -> dict:
         step()
     seconds = (time.perf_counter() - started) / steps
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
-    return {"step_ms": seconds * 1000, "weights": hashlib.sha256(weights.numpy().tobytes()).hexdigest()[:16],
-            "threads": torch.get_num_threads()}
+    return {"step_ms": seconds * 1000, "weights": hashlib.sha256(weights.numpy().tobytes()).hexdigest()[:16]}
 
 
 def measure(model_name: str, threads: int, steps: int, busy: bool, env: dict) -> dict:
@@ -97,8 +97,6 @@ def main(argv=None) -> int:
         return 0
     if args.smoke:
         args.repeats, args.output = 1, args.output + "_smoke"
-    import os
-
     default_threads = os.cpu_count() or 1
     thread_counts = sorted({default_threads, 1}, reverse=True)
     results, table = {}, []

@@ -34,10 +34,25 @@ def real_data_dir() -> Path:
 
 
 # ----- running the pipeline ---------------------------------------------------------------------
+import contextlib
 import subprocess
 import sys
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def another_thread_count():
+    """torch in this process runs one thread more than it does (than a run it started recorded), for a block;
+    yields that count and restores the old one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        yield threads + 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture

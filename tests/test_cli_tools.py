@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from conftest import new_store, run_cli, runs_in
+from conftest import another_thread_count, new_store, run_cli, runs_in
 
 EXPERIMENT = "classification"
 
@@ -100,16 +99,12 @@ def test_rerun_overrides_carry_linked_keys(two_seeds, capsys, tmp_path):
     from pipeline.cli.rerun import main
 
     source = runs_in(two_seeds, EXPERIMENT)[0]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads + 1)  # another count than the source run's: the rerun says so
-    try:
+    with another_thread_count() as threads:  # another count than the source run's: the rerun says so
         code, _, err = cli(main, [source.info.run_id, "seed=7", "trainer.max_epochs=1", "--tracking-uri",
                                   two_seeds["uri"], "--output-dir", str(tmp_path / "seven")], capsys)
-    finally:
-        torch.set_num_threads(threads)
     assert code == 0, err
     assert (f"Note: the run trained with {source.data.params['torch_threads']} torch threads and this process has "
-            f"{threads + 1}") in err and f"OMP_NUM_THREADS={source.data.params['torch_threads']}" in err
+            f"{threads}") in err and f"OMP_NUM_THREADS={source.data.params['torch_threads']}" in err
     [rerun] = [r for r in runs_in(two_seeds, EXPERIMENT) if r.data.params["seed"] == "7"]
     assert rerun.data.params["data.seed"] == "7" and rerun.data.params["trainer.max_epochs"] == "1"
     assert rerun.data.tags["rerun_of"] == source.info.run_id and "seed=7" in rerun.data.params["overrides"]

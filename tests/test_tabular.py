@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import error_line, eval_cli, load_pyfunc, new_store, predict_cli, run_cli, run_cli_in_process, runs_in
+from conftest import (another_thread_count, error_line, eval_cli, load_pyfunc, new_store, predict_cli, run_cli,
+                      run_cli_in_process, runs_in)
 
 SHORT_RUN = ["logger.mlflow.log_plots=false", "trainer.enable_progress_bar=false"]
 
@@ -254,18 +255,12 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
     # other test rows drawn from the training file: tested, with a warning that they may be training rows; in a
     # process with another torch thread count than the run's, with a note that the metrics may differ in their last
     # digits
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(threads + 1)
-    try:
+    with another_thread_count() as threads:
         code, _, stderr = eval_cli([run.info.run_id, "data.seed=5", "--tracking-uri", store["uri"],
                                     "--output-dir", str(tmp_path / "redrawn")])
-    finally:
-        torch.set_num_threads(threads)
     assert code == 0 and stderr.startswith("Warning: data.seed may draw other test rows than the source run's"), stderr
     assert f"Note: the run trained with {run.data.params['torch_threads']} torch threads and this process has " \
-           f"{threads + 1}" in stderr
+           f"{threads}" in stderr
 
 
 # ----- regression on Parquet files -----------------------------------------------------------------------------
