@@ -41,7 +41,8 @@ def test_a_tabular_run_without_tracking_imports_neither_mlflow_nor_plotting_nor_
 
 def test_a_tracked_run_records_everything_without_importing_mlflow_in_the_training_process(tmp_path, migrated_store_db):
     """MLflow lives in the store-writer process; the run in the store is still complete when train() returns:
-    params, per-epoch metrics, test metrics, the model, plots and FINISHED."""
+    params, per-epoch metrics, test metrics, the model, plots and FINISHED. The raw-rows model is exported by the
+    training process, so the writer never imports torch."""
     store = new_store(tmp_path, migrated_store_db)
     result = python(f"""
         import sys
@@ -50,9 +51,13 @@ def test_a_tracked_run_records_everything_without_importing_mlflow_in_the_traini
         store = {{"artifacts": {store['artifacts']!r}, "outputs": {str(store['outputs'])!r}}}
         train(compose_for_train(store, ["trainer.max_epochs=2"]))
         print("MLFLOW IMPORTED", "mlflow" in sys.modules, "matplotlib" in sys.modules)
+        from pipeline.tracking.remote import call_in_writer
+        ok, writer_has = call_in_writer("builtins:eval", "[m in __import__('sys').modules for m in ('mlflow', 'torch')]").result()
+        print("WRITER HAS MLFLOW, TORCH", writer_has)
     """, env={"PYTHONPATH": str(PROJECT_ROOT / "tests")})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MLFLOW IMPORTED False True" in result.stdout  # plots are drawn here, at the end
+    assert "WRITER HAS MLFLOW, TORCH [True, False]" in result.stdout, result.stdout[-2000:]
     [run] = runs_in(store)
     assert run.info.status == "FINISHED"
     assert {"val/loss", "train/loss", "test/acc", "val/loss_best"} <= set(run.data.metrics)

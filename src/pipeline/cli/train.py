@@ -30,12 +30,13 @@ def main() -> None:
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
         check_command_line(sys.argv[1:], CONFIG_DIR)
     if tracks_to_mlflow(sys.argv[1:]):
-        from pipeline.tracking.remote import MODEL_EXPORT_MODULES, start_early
+        from pipeline.tracking.remote import RAW_MODEL_MODULES, start_early
 
-        # MLflow is imported in the store-writer process while this one imports torch; so is what exporting the
-        # model needs at the end (a run logs it unless told not to; a sweep's best trial does)
+        # MLflow is imported in the store-writer process while this one imports torch; so is what logging the
+        # model needs at the end (a run logs it unless told not to; a sweep's best trial does), for the usual
+        # raw-rows model (a model that takes tensors has its exporter warmed once the data is known)
         logs_model = not any(a.replace(" ", "").endswith("log_model=false") for a in sys.argv[1:])
-        start_early(modules=MODEL_EXPORT_MODULES if logs_model else ())
+        start_early(modules=RAW_MODEL_MODULES if logs_model else ())
     with hydra_errors_described(sys.argv[1:], CONFIG_DIR):  # a wrong option or key: one line, exit 2
         _hydra_main()
     if launched_as_a_command():

@@ -152,6 +152,8 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
         extra["task"] = cfg.task.name
     if hasattr(run, "send_config"):  # flattened and redacted in the store-writer process
         run.send_config(resolved, choices, _overrides(), extra)
+        if run.log_model_expected:  # the writer imports what logging this data's kind of model needs, meanwhile
+            run.warm_model_modules(raw_rows=datamodule.raw_input_adapter() is not None)
     else:
         run.log_params({**config_params(resolved, choices, _overrides()), **extra})
     config_yaml = yaml_text(redact_tree(resolved))

@@ -147,32 +147,55 @@ def log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adap
 def start_log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor, adapter=None,
                     spec=None) -> Callable[[], Optional[str]]:
     """Start logging the model (see :func:`log_model`); the returned function waits until it is logged and returns
-    the format. A run recorded by the store-writer process exports and logs it there (a raw-rows model with its
-    adapter too), while this process goes on (drawing the plots); in-process it is done before this returns."""
+    the format. A run recorded by the store-writer process has it logged there while this process goes on (drawing
+    the plots); in-process it is done before this returns. A raw-rows model is exported here first (this process has
+    torch, the writer then only MLflow); a model that takes tensors is exported by ``mlflow.pytorch`` in the writer."""
     if not run.active:
         return lambda: None
     raw_rows = adapter is not None and hasattr(adapter, "to_dict") and hasattr(adapter, "input_schema")
     predictor = _on_cpu(predictor).eval()
     example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
-
-    def log_here(here: TrackedRun) -> Optional[str]:
-        if raw_rows:
-            from .raw_model import log_raw_input_model
-
-            return log_raw_input_model(here, predictor, adapter, spec, example, MODEL_NAME)
-        return _log_model_here(here, predictor, example)
-
+    if raw_rows:
+        return _start_log_raw_model(run, predictor, example, adapter, spec)
     if hasattr(run, "start_model"):
-        wait = run.start_model(predictor, example, adapter if raw_rows else None, spec if raw_rows else None)
+        wait = run.start_model(predictor, example)
 
         def finish() -> Optional[str]:
             logged, in_process = wait()
             # the writer could not load the module (e.g. a class defined in __main__): logged here then
-            return logged if in_process is None else log_here(in_process)
+            return logged if in_process is None else _log_model_here(in_process, predictor, example)
 
         return finish
-    logged = log_here(run)
+    logged = _log_model_here(run, predictor, example)
     return lambda: logged
+
+
+def _start_log_raw_model(run: TrackedRun, predictor: nn.Module, example: Tensor, adapter,
+                         spec) -> Callable[[], Optional[str]]:
+    """The raw-rows model's parts written to a folder of their own here, then logged by the writer (which deletes
+    the folder when done) or in-process."""
+    import shutil
+    import tempfile
+
+    from .raw_model import log_model_parts, model_description, write_model_parts
+
+    folder = Path(tempfile.mkdtemp(prefix="pipeline-model-"))
+    handed_on, artifacts, description = False, None, None
+    try:
+        with run.recording("logging the model"):  # a part that cannot be written fails the model, not the run
+            artifacts = write_model_parts(folder, predictor, adapter, spec, example)
+            description = model_description(adapter, spec)
+        if description is None:  # noted as the store's failure by run.recording()
+            return lambda: None
+        if hasattr(run, "start_model_parts"):
+            wait = run.start_model_parts(str(folder), artifacts, description, MODEL_NAME)
+            handed_on = True
+            return wait
+        logged = log_model_parts(run, artifacts, description, MODEL_NAME)
+        return lambda: logged
+    finally:
+        if not handed_on:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _log_model_here(run: TrackedRun, predictor: nn.Module, example: Tensor) -> Optional[str]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is not imported here: the store-writer process logs a raw-rows model without it
+    from torch import nn
 
 
-def _on_cpu(module: nn.Module) -> nn.Module:
+def _on_cpu(module: "nn.Module") -> "nn.Module":
     """The module on the CPU, copied when it is elsewhere so the trained objective is left as it is."""
     if all(p.device.type == "cpu" for p in module.parameters()):
         return module

@@ -25,7 +25,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.pyfunc import PythonModel
 
 PREDICTION = "prediction"
@@ -37,6 +36,8 @@ def predict_frame(adapter, predictor, task_kind: str, class_names: Optional[Sequ
                   frame: pd.DataFrame) -> pd.DataFrame:
     """Raw rows -> ``prediction`` (a class name, or a value in the target's units) and, for classification,
     ``probability_<class>`` per class; one output row per input row, with the input's index."""
+    import torch
+
     outputs = []
     for start in range(0, len(frame), CHUNK_ROWS):  # bounded memory: images are decoded a chunk at a time
         x = adapter.transform(frame.iloc[start : start + CHUNK_ROWS])
@@ -79,6 +80,8 @@ class RawRowsModel(PythonModel):
         self.class_names: Optional[list[str]] = None
 
     def load_context(self, context) -> None:
+        import torch  # here, not at the top: MLflow runs this file when it saves the model, which needs no torch
+
         artifacts = context.artifacts
         meta = json.loads(Path(artifacts["meta"]).read_text())
         self.task_kind, self.class_names = meta["task_kind"], meta.get("class_names")

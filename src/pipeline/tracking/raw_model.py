@@ -1,5 +1,9 @@
 """Logging the model of a data set with a raw input adapter (table rows, texts, image files) as an MLflow pyfunc model that
-takes raw rows (see :mod:`pipeline.tracking.pyfunc_model`, the model's code)."""
+takes raw rows (see :mod:`pipeline.tracking.pyfunc_model`, the model's code).
+
+Two halves, so that the store-writer process needs no torch: the training process, which has torch, exports the
+network and writes the model's parts into a folder (:func:`write_model_parts`, :func:`model_description`); MLflow's
+part, :func:`log_model_parts`, copies them into the run's model and imports neither torch nor the adapter's classes."""
 from __future__ import annotations
 
 import contextlib
@@ -7,23 +11,24 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, Optional
 
 from .model_context import _no_environment_scan, _quiet_export, _tracking_uri
 from .run import TrackedRun
 
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
 log = logging.getLogger(__name__)
 
 
-def export_predictor(predictor: nn.Module, example: Tensor, path: Path) -> str:
+def export_predictor(predictor: "nn.Module", example: "Tensor", path: Path) -> str:
     """Save ``predictor`` as a ``torch.export`` program with a free batch size ("pt2"), or, if it cannot be
     traced, pickled ("pickle"). Returns the format."""
+    import torch
+
     try:
         program = torch.export.export(predictor, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
         with _quiet_export():
@@ -36,7 +41,7 @@ def export_predictor(predictor: nn.Module, example: Tensor, path: Path) -> str:
         return "pickle"
 
 
-def write_model_parts(folder: Path, predictor: nn.Module, adapter, spec, example: Tensor) -> dict[str, str]:
+def write_model_parts(folder: Path, predictor: "nn.Module", adapter, spec, example: "Tensor") -> dict[str, str]:
     """The artifacts of the pyfunc model, written into ``folder``; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
     parts = {"adapter_code": folder / "adapter.py", "adapter_state": folder / "adapter.json",
@@ -47,6 +52,17 @@ def write_model_parts(folder: Path, predictor: nn.Module, adapter, spec, example
     parts["meta"].write_text(json.dumps({"task_kind": spec.task_kind, "class_names": spec.class_names,
                                          "predictor_format": predictor_format}, indent=1))
     return {name: str(path) for name, path in parts.items()}
+
+
+def model_description(adapter, spec) -> dict[str, Any]:
+    """What :func:`log_model_parts` needs of the adapter and the data's spec, as plain values (a pandas frame for
+    the input example): the raw columns, the input example, the task and the requirements besides MLflow's own."""
+    import torch
+
+    return {"inputs": [name for name, _ in adapter.input_schema()], "input_example": adapter.input_example(),
+            "task_kind": spec.task_kind, "class_names": spec.class_names, "num_classes": spec.num_classes,
+            "requirements": [f"torch=={torch.__version__.split('+')[0]}",
+                             *(_pinned(name) for name in getattr(adapter, "requirements", ()))]}
 
 
 def _pinned(distribution: str) -> str:
@@ -60,39 +76,40 @@ def _pinned(distribution: str) -> str:
         return distribution
 
 
-def signature(adapter, spec):
-    """Inputs: the raw columns, by name. Their type is "any": MLflow's own casting refuses an integer column
+def signature(description: dict[str, Any]):
+    """Inputs: the raw columns, by name (``description``: :func:`model_description`'s). Their type is "any": MLflow's own casting refuses an integer column
     declared double and a missing value in a column declared integer, so the adapter checks values itself."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     from .pyfunc_model import PREDICTION, PROBABILITY_PREFIX
 
-    inputs = Schema([ColSpec(AnyType(), name) for name, _ in adapter.input_schema()])
-    if spec.task_kind == "regression":
+    inputs = Schema([ColSpec(AnyType(), name) for name in description["inputs"]])
+    if description["task_kind"] == "regression":
         outputs = Schema([ColSpec("double", PREDICTION)])
     else:
-        names = spec.class_names or [str(i) for i in range(spec.num_classes or 2)]
+        names = description["class_names"] or [str(i) for i in range(description["num_classes"] or 2)]
         outputs = Schema([ColSpec("string", PREDICTION), *(ColSpec("double", PROBABILITY_PREFIX + str(n)) for n in names)])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 @contextlib.contextmanager
-def _no_requirement_check_on_load():
-    """MLflow loads the logged model once to run its input example through it (a real check that it loads
-    and predicts, kept), and loading compares the model's requirements with every installed distribution's
-    file list: 1.7 s, and the requirements are this process's own versions. Skipped during logging."""
-    import mlflow.pyfunc
+def _no_serving_check():
+    """After saving, MLflow loads the model again and predicts its input example, and only warns when that fails
+    (a warning the store-writer process never shows): it would import torch there (~2 s of the run's end on this
+    project's machine). Skipped; the tests load every kind of raw-rows model and compare its predictions with
+    ``pipeline-predict``'s."""
+    import mlflow.models.utils as utils
 
-    original = getattr(mlflow.pyfunc, "warn_dependency_requirement_mismatches", None)
-    if original is None:
+    original = getattr(utils, "_validate_serving_input", None)
+    if original is None:  # a later MLflow that validates otherwise
         yield
         return
-    mlflow.pyfunc.warn_dependency_requirement_mismatches = lambda requirements: None
+    utils._validate_serving_input = lambda model_uri, serving_input: None
     try:
         yield
     finally:
-        mlflow.pyfunc.warn_dependency_requirement_mismatches = original
+        utils._validate_serving_input = original
 
 
 @contextlib.contextmanager
@@ -123,11 +140,10 @@ def _no_copy_progress_bars():
             os.environ[name] = previous
 
 
-def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, example: Tensor,
-                        model_name: str) -> Optional[str]:
-    """Log the pyfunc model under ``runs:/<run id>/<model_name>``; returns the predictor's format. ``predictor`` is
-    on the CPU in eval mode and ``example`` a few rows, as :func:`~pipeline.tracking.artifacts.start_log_model`
-    hands them on."""
+def log_model_parts(run: TrackedRun, artifacts: dict[str, str], description: dict[str, Any],
+                    model_name: str) -> Optional[str]:
+    """Log the pyfunc model made of ``artifacts`` (:func:`write_model_parts`' files) under ``runs:/<run id>/<model_name>``;
+    returns the predictor's format, or None when the store failed (``run.recording()`` keeps the run going)."""
     import mlflow
     import mlflow.pyfunc
     import numpy
@@ -136,18 +152,14 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
 
     import pipeline.tracking.pyfunc_model as pyfunc_model
 
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
-                    f"pandas=={pandas.__version__}", f"numpy=={numpy.__version__}"]
-    requirements += [_pinned(name) for name in getattr(adapter, "requirements", ())]
-    predictor_format = None  # stays None when the store fails: run.recording() keeps the run going
-    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as tmp, run.recording("logging the model"), \
-            _tracking_uri(run.tracking_uri), _no_environment_scan(), _no_requirement_check_on_load(), \
-            _no_copy_progress_bars(), _quiet_model_validation(), warnings.catch_warnings():
+    requirements = [*description["requirements"][:1], f"mlflow=={mlflow.__version__}", f"pandas=={pandas.__version__}",
+                    f"numpy=={numpy.__version__}", *description["requirements"][1:]]
+    predictor_format = json.loads(Path(artifacts["meta"]).read_text())["predictor_format"]
+    with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan(), \
+            _no_serving_check(), _no_copy_progress_bars(), _quiet_model_validation(), warnings.catch_warnings():
         # an image model has no input example on purpose (this machine's file paths would mean nothing where
         # it is served): MLflow's warning that it lacks one is not news for the user
         warnings.filterwarnings("ignore", message=".*An input example was not provided")
-        artifacts = write_model_parts(Path(tmp), predictor, adapter, spec, example)
-        predictor_format = json.loads(Path(artifacts["meta"]).read_text())["predictor_format"]
         logged = run.client.create_logged_model(run.experiment_id, name=model_name, source_run_id=run.run_id)
         try:
             Model.log(  # what mlflow.pyfunc.log_model does, with this run's id rather than an active run's
@@ -157,8 +169,8 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
                 flavor_name="pyfunc.ModelFromCode",
                 python_model=pyfunc_model.__file__,
                 artifacts=artifacts,
-                signature=signature(adapter, spec),
-                input_example=adapter.input_example(),
+                signature=signature(description),
+                input_example=description["input_example"],
                 pip_requirements=requirements,  # explicit: inferring them loads the model in a subprocess
                 metadata={"pipeline_serialization": f"raw-rows/{predictor_format}"},
                 run_id=run.run_id,
@@ -168,4 +180,5 @@ def log_raw_input_model(run: TrackedRun, predictor: nn.Module, adapter, spec, ex
         except BaseException:
             run.client.delete_logged_model(logged.model_id)  # so runs:/<id>/model never names a half-saved one
             raise
-    return predictor_format
+        return predictor_format
+    return None

@@ -186,7 +186,10 @@ def close_writer() -> None:
         writer.close()
 
 
-# what logging a model imports in the writer (torch.export's tracer alone is ~1.4 s): warmed while training runs
+# what logging a model imports in the writer, warmed while training runs: a raw-rows model's (exported by the
+# training process) needs MLflow's pyfunc flavour; a model that takes tensors is exported there too (torch.export's
+# tracer alone is ~1.4 s)
+RAW_MODEL_MODULES = ("mlflow.pyfunc", "mlflow.models.model", "pipeline.tracking.pyfunc_model")
 MODEL_EXPORT_MODULES = ("torch", "torch.export", "torch.export._trace", "mlflow.pytorch")
 
 
@@ -257,8 +260,6 @@ class RemoteRun(TrackedRun):
 
         self.writer = StoreWriter.get()
         self.writer.runs[self.key] = self
-        if self.log_model_expected:  # imports the writer needs at the end, done while this process trains
-            self.writer.send("warm", modules=MODEL_EXPORT_MODULES)
         self._starting = self.writer.ask_later(
             "start_run", key=self.key, tracking_uri=self.tracking_uri, experiment_name=self.experiment_name,
             run_name=self.run_name, artifact_location=self.artifact_location, tags=self.tags,
@@ -369,19 +370,22 @@ class RemoteRun(TrackedRun):
             self.writer.send("provenance", key=self.key, root=str(root), command=command,
                              output_dir=str(self.output_dir) if self.output_dir else None, rank_zero=rank_zero)
 
-    def start_model(self, predictor, example, adapter=None, spec=None
-                    ) -> Callable[[], tuple[Optional[str], Optional[TrackedRun]]]:
-        """Have the writer log the model (with the data's raw input ``adapter`` and ``spec``: a model that takes
-        raw rows); the returned function waits and gives (format, None), or (None, an in-process run to log it
-        with) when the writer cannot load the module (it pickles classes by reference: one defined in
-        ``__main__`` is not found there)."""
+    def warm_model_modules(self, raw_rows: bool) -> None:
+        """Have the writer import, while this process trains, what logging the model needs at the end (if the run
+        logs one): MLflow's pyfunc flavour for a raw-rows model, torch's exporter for one that takes tensors."""
+        if self.writer is not None:
+            self.writer.send("warm", modules=RAW_MODEL_MODULES if raw_rows else MODEL_EXPORT_MODULES)
+
+    def start_model(self, predictor, example) -> Callable[[], tuple[Optional[str], Optional[TrackedRun]]]:
+        """Have the writer export and log the model (one that takes tensors); the returned function waits and gives
+        (format, None), or (None, an in-process run to log it with) when the writer cannot load the module (it
+        pickles classes by reference: one defined in ``__main__`` is not found there)."""
         try:
             model = pickle.dumps(predictor, protocol=pickle.HIGHEST_PROTOCOL)
-            raw_input = pickle.dumps((adapter, spec), protocol=pickle.HIGHEST_PROTOCOL) if adapter is not None else None
         except Exception:
             return lambda: (None, self.in_process())
         answer = self.writer.ask_later("log_model", key=self.key, model=model, example=example.numpy(),
-                                       search_path=list(sys.path), raw_input=raw_input)
+                                       search_path=list(sys.path))
 
         def wait() -> tuple[Optional[str], Optional[TrackedRun]]:
             ok, value = answer.result()
@@ -391,6 +395,22 @@ class RemoteRun(TrackedRun):
                 return None, self.in_process()
             self.note_failure(f"while logging the model: {value}")
             return None, None
+
+        return wait
+
+    def start_model_parts(self, folder: str, artifacts: dict[str, str], description: dict,
+                          model_name: str) -> Callable[[], Optional[str]]:
+        """Have the writer log the raw-rows model whose parts this process wrote into ``folder`` (the writer deletes
+        it afterwards); the returned function waits and gives the predictor's format."""
+        answer = self.writer.ask_later("log_model_parts", key=self.key, folder=folder, artifacts=artifacts,
+                                       description=description, model_name=model_name)
+
+        def wait() -> Optional[str]:
+            ok, value = answer.result()
+            if ok:
+                return value
+            self.note_failure(f"while logging the model: {value}")
+            return None
 
         return wait
 

@@ -155,12 +155,10 @@ class StoreServer:
                 diff.write_text(redact_text(git.diff))
             run.log_artifact(diff)
 
-    def op_log_model(self, key: int, model: bytes, example, search_path: list[str],
-                     raw_input: Optional[bytes] = None) -> Optional[str]:
-        """The model, sent pickled by the training process through this process's own pipe (never a file), with
-        the data's raw input adapter and spec when it takes raw rows; logged as in-process. An error answer
-        starting with ``unavailable:`` means the module could not be loaded here (the training process then
-        logs it itself)."""
+    def op_log_model(self, key: int, model: bytes, example, search_path: list[str]) -> Optional[str]:
+        """A model that takes tensors, sent pickled by the training process through this process's own pipe (never a
+        file); exported and logged as in-process. An error answer starting with ``unavailable:`` means the module
+        could not be loaded here (the training process then logs it itself)."""
         import torch
 
         from .artifacts import log_model
@@ -170,10 +168,22 @@ class StoreServer:
                 sys.path.insert(0, entry)
         try:
             predictor = pickle.loads(model)
-            adapter, spec = pickle.loads(raw_input) if raw_input is not None else (None, None)
         except Exception as error:
             raise RuntimeError(f"unavailable: {type(error).__name__}: {error}") from None
-        return log_model(self._run(key), predictor, torch.as_tensor(example), adapter, spec)
+        return log_model(self._run(key), predictor, torch.as_tensor(example))
+
+    def op_log_model_parts(self, key: int, folder: str, artifacts: dict[str, str], description: dict,
+                           model_name: str) -> Optional[str]:
+        """A raw-rows model whose parts the training process wrote into ``folder`` (deleted here when done): MLflow's
+        part only, without torch."""
+        import shutil
+
+        from .raw_model import log_model_parts
+
+        try:
+            return log_model_parts(self._run(key), artifacts, description, model_name)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # ----- runs of a sweep that this process did not create ------------------------------------------------
     def op_client_call(self, tracking_uri: str, calls: list[tuple[str, tuple, dict]]) -> list:
