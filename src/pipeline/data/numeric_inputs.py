@@ -46,7 +46,12 @@ class NumericColumns:
     def input_example(self):
         import pandas as pd
 
-        return pd.DataFrame(self.example_rows, columns=self.columns) if self.example_rows else None
+        columns, rows = self.input_example_rows()
+        return pd.DataFrame(rows, columns=columns) if rows else None
+
+    def input_example_rows(self) -> tuple[list[str], list[list[float]]]:
+        """The input example as (columns, rows), without pandas (a training run on these sets never imports it)."""
+        return self.columns, self.example_rows
 
     def transform(self, frame) -> Tensor:
         import pandas as pd

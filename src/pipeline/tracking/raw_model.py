@@ -55,11 +55,16 @@ def write_model_parts(folder: Path, predictor: "nn.Module", adapter, spec, examp
 
 
 def model_description(adapter, spec) -> dict[str, Any]:
-    """What :func:`log_model_parts` needs of the adapter and the data's spec, as plain values (a pandas frame for
-    the input example): the raw columns, the input example, the task and the requirements besides MLflow's own."""
+    """What :func:`log_model_parts` needs of the adapter and the data's spec, as plain values: the raw columns, the
+    input example (a pandas frame, or (columns, rows) from an adapter that offers ``input_example_rows()``, so that
+    a run that has not imported pandas does not import it for this), the task and the requirements besides MLflow's
+    own."""
     import torch
 
-    return {"inputs": [name for name, _ in adapter.input_schema()], "input_example": adapter.input_example(),
+    example_rows = getattr(adapter, "input_example_rows", None)
+    example = {"input_example_rows": example_rows()} if example_rows is not None else {
+        "input_example": adapter.input_example()}
+    return {"inputs": [name for name, _ in adapter.input_schema()], **example,
             "task_kind": spec.task_kind, "class_names": spec.class_names, "num_classes": spec.num_classes,
             "requirements": [f"torch=={torch.__version__.split('+')[0]}",
                              *(_pinned(name) for name in getattr(adapter, "requirements", ()))]}
@@ -155,6 +160,10 @@ def log_model_parts(run: TrackedRun, artifacts: dict[str, str], description: dic
     requirements = [*description["requirements"][:1], f"mlflow=={mlflow.__version__}", f"pandas=={pandas.__version__}",
                     f"numpy=={numpy.__version__}", *description["requirements"][1:]]
     predictor_format = json.loads(Path(artifacts["meta"]).read_text())["predictor_format"]
+    example = description.get("input_example")
+    if description.get("input_example_rows") is not None:
+        columns, rows = description["input_example_rows"]
+        example = pandas.DataFrame(rows, columns=columns) if rows else None
     with run.recording("logging the model"), _tracking_uri(run.tracking_uri), _no_environment_scan(), \
             _no_serving_check(), _no_copy_progress_bars(), _quiet_model_validation(), warnings.catch_warnings():
         # an image model has no input example on purpose (this machine's file paths would mean nothing where
@@ -170,7 +179,7 @@ def log_model_parts(run: TrackedRun, artifacts: dict[str, str], description: dic
                 python_model=pyfunc_model.__file__,
                 artifacts=artifacts,
                 signature=signature(description),
-                input_example=description["input_example"],
+                input_example=example,
                 pip_requirements=requirements,  # explicit: inferring them loads the model in a subprocess
                 metadata={"pipeline_serialization": f"raw-rows/{predictor_format}"},
                 run_id=run.run_id,
