@@ -52,7 +52,8 @@ def test_a_tracked_run_records_everything_without_importing_mlflow_in_the_traini
         train(compose_for_train(store, ["trainer.max_epochs=2"]))
         print("MLFLOW IMPORTED", "mlflow" in sys.modules, "matplotlib" in sys.modules)
         from pipeline.tracking.remote import call_in_writer
-        ok, writer_has = call_in_writer("builtins:eval", "[m in __import__('sys').modules for m in ('mlflow', 'torch')]").result()
+        question = "[name in __import__('sys').modules for name in ('mlflow', 'torch')]"  # asked of the writer
+        ok, writer_has = call_in_writer("builtins:eval", question).result()
         print("WRITER HAS MLFLOW, TORCH", writer_has)
     """, env={"PYTHONPATH": str(PROJECT_ROOT / "tests")})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -82,8 +82,9 @@ def _pinned(distribution: str) -> str:
 
 
 def signature(description: dict[str, Any]):
-    """Inputs: the raw columns, by name (``description``: :func:`model_description`'s). Their type is "any": MLflow's own casting refuses an integer column
-    declared double and a missing value in a column declared integer, so the adapter checks values itself."""
+    """Inputs: the raw columns, by name (``description``: :func:`model_description`'s). Their type is "any": MLflow's
+    own casting refuses an integer column declared double and a missing value in a column declared integer, so the
+    adapter checks values itself."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
@@ -147,8 +148,9 @@ def _no_copy_progress_bars():
 
 def log_model_parts(run: TrackedRun, artifacts: dict[str, str], description: dict[str, Any],
                     model_name: str) -> Optional[str]:
-    """Log the pyfunc model made of ``artifacts`` (:func:`write_model_parts`' files) under ``runs:/<run id>/<model_name>``;
-    returns the predictor's format, or None when the store failed (``run.recording()`` keeps the run going)."""
+    """Log the pyfunc model made of ``artifacts`` (:func:`write_model_parts`' files) under
+    ``runs:/<run id>/<model_name>``; returns the predictor's format, or None when the store failed
+    (``run.recording()`` keeps the run going)."""
     import mlflow
     import mlflow.pyfunc
     import numpy
@@ -157,8 +159,8 @@ def log_model_parts(run: TrackedRun, artifacts: dict[str, str], description: dic
 
     import pipeline.tracking.pyfunc_model as pyfunc_model
 
-    requirements = [*description["requirements"][:1], f"mlflow=={mlflow.__version__}", f"pandas=={pandas.__version__}",
-                    f"numpy=={numpy.__version__}", *description["requirements"][1:]]
+    requirements = [*description["requirements"], f"mlflow=={mlflow.__version__}", f"pandas=={pandas.__version__}",
+                    f"numpy=={numpy.__version__}"]
     predictor_format = json.loads(Path(artifacts["meta"]).read_text())["predictor_format"]
     example = description.get("input_example")
     if description.get("input_example_rows") is not None:

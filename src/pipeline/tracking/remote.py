@@ -401,12 +401,16 @@ class RemoteRun(TrackedRun):
     def start_model_parts(self, folder: str, artifacts: dict[str, str], description: dict,
                           model_name: str) -> Callable[[], Optional[str]]:
         """Have the writer log the raw-rows model whose parts this process wrote into ``folder`` (the writer deletes
-        it afterwards); the returned function waits and gives the predictor's format."""
+        it afterwards; so does the returned function, for a writer that died first); the returned function waits and
+        gives the predictor's format."""
         answer = self.writer.ask_later("log_model_parts", key=self.key, folder=folder, artifacts=artifacts,
                                        description=description, model_name=model_name)
 
         def wait() -> Optional[str]:
+            import shutil
+
             ok, value = answer.result()
+            shutil.rmtree(folder, ignore_errors=True)
             if ok:
                 return value
             self.note_failure(f"while logging the model: {value}")
