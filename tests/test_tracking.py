@@ -305,6 +305,41 @@ def test_a_diverging_run_is_failed_with_the_reason(shared_store, tmp_path):
     assert "NonFiniteLossError" in run.data.tags["error"] and "training loss is" in run.data.tags["error"]
 
 
+@pytest.mark.parametrize("writer", ["0", "1"], ids=["in-process", "store-writer"])
+def test_a_model_the_store_cannot_take_fails_the_tracking_not_the_results(shared_store, tmp_path, monkeypatch, writer):
+    """The raw-rows model is written by the training process into a temporary folder that the store then copies:
+    when the store fails on it, the run ends with TrackingFailed naming the model, the run's files are all there, no
+    half-saved model is left in the store, and the temporary folder is gone (in-process and by the writer)."""
+    import tempfile
+
+    from pipeline.errors import TrackingFailed
+    from pipeline.tracking import raw_model
+    from pipeline.train import train
+
+    store = in_store(shared_store, tmp_path)
+    temporary = tmp_path / "tmp"  # where the training process makes the model's folder
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.setenv("PIPELINE_STORE_WRITER", writer)
+    write_model_parts = raw_model.write_model_parts
+
+    def parts_with_the_network_missing(folder, *args):  # the store cannot copy the model
+        parts = write_model_parts(folder, *args)
+        Path(parts["predictor"]).unlink()
+        return parts
+
+    monkeypatch.setattr(raw_model, "write_model_parts", parts_with_the_network_missing)
+    with pytest.raises(TrackingFailed, match="while logging the model") as failed:
+        train(compose_for_train(store, ["trainer.max_epochs=2", f"logger.mlflow.experiment_name=model-refused-{writer}",
+                                        "logger.mlflow.log_plots=false"]))
+    assert "nothing is lost" in str(failed.value)
+    lines = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    assert any("test/acc" in line for line in lines) and list((store["outputs"] / "checkpoints").glob("best-*.ckpt"))
+    [run] = runs_in(store, f"model-refused-{writer}")
+    assert not client_of(store).search_logged_models([run.info.experiment_id])
+    assert not list(temporary.glob("pipeline-model-*"))
+
+
 def test_an_interrupted_run_is_killed(shared_store):
     from pipeline.tracking import TrackedRun
 
