@@ -72,6 +72,21 @@ def test_a_tracked_run_records_everything_without_importing_mlflow_in_the_traini
     assert model.source_run_id == run.info.run_id and model.status.name == "READY"
 
 
+def test_the_data_sets_whose_model_takes_tensors_are_listed_for_the_store_writers_warm_up():
+    """pipeline-train tells from the composed config which modules the store writer should import for the model
+    (pipeline.data.TENSOR_MODEL_DATA); the list must say what each data config's class says."""
+    import yaml
+    from hydra.utils import get_class
+
+    from pipeline.config import CONFIG_DIR
+    from pipeline.data import TENSOR_MODEL_DATA
+
+    targets = {yaml.safe_load(path.read_text()).get("_target_") for path in (CONFIG_DIR / "data").glob("*.yaml")}
+    targets.discard(None)  # the shared parts (_common.yaml ...)
+    assert len(targets) > 10 and TENSOR_MODEL_DATA <= targets
+    assert {t for t in targets if not get_class(t).model_takes_raw_rows()} == TENSOR_MODEL_DATA
+
+
 def test_a_store_writer_that_dies_mid_run_ends_the_run_with_tracking_failed_and_loses_nothing(tmp_path,
                                                                                             migrated_store_db):
     from pytorch_lightning import Callback

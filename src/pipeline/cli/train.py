@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli.errors import (check_command_line, hydra_errors_described, refuse_base_file_choice,
                                  report_errors, several_jobs)
@@ -21,6 +21,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
     from pipeline.train import train
 
     refuse_base_file_choice(HydraConfig.get().runtime.choices, CONFIG_DIR)
+    if OmegaConf.select(cfg, "logger.mlflow.log_model", default=False):  # a run logs it; a sweep's best trial does
+        from pipeline.tracking.remote import warm_for_model
+
+        warm_for_model(OmegaConf.select(cfg, "data._target_"))
     with report_errors():
         metrics = train(cfg)
     return metrics.get(cfg.task.monitor.replace("val/", "test/"))
@@ -30,13 +34,11 @@ def main() -> None:
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
         check_command_line(sys.argv[1:], CONFIG_DIR)
     if tracks_to_mlflow(sys.argv[1:]):
-        from pipeline.tracking.remote import RAW_MODEL_MODULES, start_early
+        from pipeline.tracking.remote import start_early
 
-        # MLflow is imported in the store-writer process while this one imports torch; so is what logging the
-        # model needs at the end (a run logs it unless told not to; a sweep's best trial does), for the usual
-        # raw-rows model (a model that takes tensors has its exporter warmed once the data is known)
-        logs_model = not any(a.replace(" ", "").endswith("log_model=false") for a in sys.argv[1:])
-        start_early(modules=RAW_MODEL_MODULES if logs_model else ())
+        # MLflow is imported in the store-writer process while this one imports torch (what logging the model needs
+        # at the end is asked for once the config names the data: _hydra_main)
+        start_early()
     with hydra_errors_described(sys.argv[1:], CONFIG_DIR):  # a wrong option or key: one line, exit 2
         _hydra_main()
     if launched_as_a_command():

@@ -205,6 +205,13 @@ class InMemoryDataModule(pl.LightningDataModule):
         preprocessing is then fitted again, and :func:`fitted_differences` tells whether it came out the same."""
         return False
 
+    @classmethod
+    def model_takes_raw_rows(cls) -> bool:
+        """Whether this data's logged model will take raw rows (:meth:`raw_input_adapter` not None), guessed from the
+        class alone, before any data is read: ``pipeline-train`` has the store writer import what logging that kind
+        of model needs while the run starts. The model is logged the right way whatever the guess."""
+        return True
+
     def raw_input_adapter(self):
         """An object that turns a pandas DataFrame of raw inputs (a table's columns; later an image ``path``
         or a ``text`` column) into this model's input tensor, or None when the data set has none (the model

@@ -335,6 +335,10 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         self.channel_mean = (mean / 255).float()
         self.channel_std = (variance.clamp_min(0).sqrt() / 255).float().clamp_min(1e-6)
 
+    @classmethod
+    def model_takes_raw_rows(cls) -> bool:
+        return True  # image files
+
     def raw_input_adapter(self) -> raw_inputs.ImageInput:
         """What turns image files into this data's model inputs: the evaluation transform, with the statistics
         :meth:`setup` took (a ``path`` column in; the logged model and ``pipeline-predict`` read folders)."""

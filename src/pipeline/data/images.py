@@ -143,6 +143,10 @@ class ImageDataModule(InMemoryDataModule):
             spec.extra["channel_std"] = [float(v) for v in self.channel_std]
         return spec
 
+    @classmethod
+    def model_takes_raw_rows(cls) -> bool:
+        return cls.arrays_are_images
+
     def raw_input_adapter(self):
         """Image files -> this data's model inputs (:class:`~pipeline.data.raw_inputs.ImageInput`: decoded to the
         data's channels, the shorter side resized to the arrays' size and the centre square cropped, pixels / 255,

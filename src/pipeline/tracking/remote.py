@@ -200,6 +200,17 @@ def start_early(tracking_uri: Optional[str] = None, modules: tuple[str, ...] = (
         StoreWriter.get().send("warm", tracking_uri=tracking_uri, modules=tuple(modules))
 
 
+def warm_for_model(data_target: Optional[str]) -> None:
+    """Once the config is composed: a writer that :func:`start_early` started imports what logging the model will
+    need, after MLflow and beside this process's imports of torch and Lightning: MLflow's pyfunc flavour, or torch's
+    exporter for a data module whose model takes tensors (``pipeline.data.TENSOR_MODEL_DATA``)."""
+    from pipeline.data import TENSOR_MODEL_DATA
+
+    writer = StoreWriter._instance
+    if writer is not None and writer.owner == os.getpid():
+        writer.send("warm", modules=MODEL_EXPORT_MODULES if data_target in TENSOR_MODEL_DATA else RAW_MODEL_MODULES)
+
+
 _keys = itertools.count(1)
 
 
