@@ -207,9 +207,9 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     @classmethod
     def model_takes_raw_rows(cls) -> bool:
-        """Whether this data's logged model will take raw rows (:meth:`raw_input_adapter` not None), guessed from the
-        class alone, before any data is read: ``pipeline-train`` has the store writer import what logging that kind
-        of model needs while the run starts. The model is logged the right way whatever the guess."""
+        """Whether this data's logged model will take raw rows (:meth:`raw_input_adapter` not None), said by the class
+        alone, before any data is read. The classes that say no are listed in ``pipeline.data.TENSOR_MODEL_DATA``
+        (``pipeline-train`` reads the list before it imports them; a test keeps the two in step)."""
         return True
 
     def raw_input_adapter(self):
