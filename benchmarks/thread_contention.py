@@ -1,7 +1,7 @@
 """torch's threads beside another busy process: the training step of a small MLP and of a small CNN with torch's
 default thread count and with one thread, on a quiet machine and with a busy process beside (a Python loop
-spinning, as the store-writer process is while it imports MLflow and torch.export's tracer in the first seconds
-of a tracked run). Also whether the two thread counts give bitwise the same weights after the same steps (the
+spinning, as the store-writer process was while it imported MLflow and torch.export's tracer in the first seconds
+of a tracked run, BENCHMARKS.md section 10). Also whether the two thread counts give bitwise the same weights after the same steps (the
 reason the pipeline does not change the count while a run trains).
 
 Each measurement is a fresh process (``--child``) with the thread count set before any work; the conditions

@@ -22,9 +22,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
 
     refuse_base_file_choice(HydraConfig.get().runtime.choices, CONFIG_DIR)
     if OmegaConf.select(cfg, "logger.mlflow.log_model", default=False):  # a run logs it; a sweep's best trial does
+        from pipeline.data import TENSOR_MODEL_DATA
         from pipeline.tracking.remote import warm_for_model
 
-        warm_for_model(OmegaConf.select(cfg, "data._target_"))
+        warm_for_model(raw_rows=OmegaConf.select(cfg, "data._target_") not in TENSOR_MODEL_DATA)
     with report_errors():
         metrics = train(cfg)
     return metrics.get(cfg.task.monitor.replace("val/", "test/"))

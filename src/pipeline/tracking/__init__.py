@@ -153,7 +153,9 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     if hasattr(run, "send_config"):  # flattened and redacted in the store-writer process
         run.send_config(resolved, choices, _overrides(), extra)
         if run.log_model_expected:  # the writer imports what logging this data's kind of model needs, meanwhile
-            run.warm_model_modules(raw_rows=datamodule.raw_input_adapter() is not None)
+            from .remote import warm_for_model
+
+            warm_for_model(raw_rows=type(datamodule).model_takes_raw_rows())
     else:
         run.log_params({**config_params(resolved, choices, _overrides()), **extra})
     config_yaml = yaml_text(redact_tree(resolved))

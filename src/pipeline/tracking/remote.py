@@ -61,6 +61,7 @@ class StoreWriter:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self.gone: Optional[str] = None
         self.used = False  # asked for anything but warming up
+        self.warmed_for_model = False  # warm_for_model has asked for the model's modules
         self.closed = False
         self.runs: dict[int, "RemoteRun"] = {}
         self._ids = itertools.count(1)
@@ -200,15 +201,15 @@ def start_early(tracking_uri: Optional[str] = None, modules: tuple[str, ...] = (
         StoreWriter.get().send("warm", tracking_uri=tracking_uri, modules=tuple(modules))
 
 
-def warm_for_model(data_target: Optional[str]) -> None:
-    """Once the config is composed: a writer that :func:`start_early` started imports what logging the model will
-    need, after MLflow and beside this process's imports of torch and Lightning: MLflow's pyfunc flavour, or torch's
-    exporter for a data module whose model takes tensors (``pipeline.data.TENSOR_MODEL_DATA``)."""
-    from pipeline.data import TENSOR_MODEL_DATA
-
+def warm_for_model(raw_rows: bool) -> None:
+    """Have this process's writer import, while training goes on, what logging the model will need at the end:
+    MLflow's pyfunc flavour for a model that takes raw rows, torch's exporter for one that takes tensors. Asked once
+    per writer: by ``pipeline-train`` as soon as the config names the data (``pipeline.data.TENSOR_MODEL_DATA``, before
+    torch is imported), else when a run starts (the data module's class says)."""
     writer = StoreWriter._instance
-    if writer is not None and writer.owner == os.getpid():
-        writer.send("warm", modules=MODEL_EXPORT_MODULES if data_target in TENSOR_MODEL_DATA else RAW_MODEL_MODULES)
+    if writer is not None and writer.owner == os.getpid() and not writer.warmed_for_model:
+        writer.warmed_for_model = True
+        writer.send("warm", modules=RAW_MODEL_MODULES if raw_rows else MODEL_EXPORT_MODULES)
 
 
 _keys = itertools.count(1)
@@ -380,12 +381,6 @@ class RemoteRun(TrackedRun):
         if self.active:
             self.writer.send("provenance", key=self.key, root=str(root), command=command,
                              output_dir=str(self.output_dir) if self.output_dir else None, rank_zero=rank_zero)
-
-    def warm_model_modules(self, raw_rows: bool) -> None:
-        """Have the writer import, while this process trains, what logging the model needs at the end (if the run
-        logs one): MLflow's pyfunc flavour for a raw-rows model, torch's exporter for one that takes tensors."""
-        if self.writer is not None:
-            self.writer.send("warm", modules=RAW_MODEL_MODULES if raw_rows else MODEL_EXPORT_MODULES)
 
     def start_model(self, predictor, example) -> Callable[[], tuple[Optional[str], Optional[TrackedRun]]]:
         """Have the writer export and log the model (one that takes tensors); the returned function waits and gives
