@@ -429,6 +429,27 @@ def test_nan_trial_is_pruned_and_sweep_goes_on_with_two_workers(tmp_path):
     assert len(parents) == 1 and len(children) == 2
 
 
+@pytest.mark.slow
+def test_a_second_worker_runs_trials_that_choose_a_config_group(tmp_path):
+    """A spawned worker composes each trial's config group (optimizer=...) itself; Hydra's plugin scan executes
+    the launcher's module again there, and a config typed by the first execution's class could not be pickled
+    (every trial of worker 1 failed, while the sweep exited 0). Trials long enough that worker 1, which imports
+    for ~10 s, gets some."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=classification", "logger=none",
+                      "trainer.max_epochs=1000", "data.limit_rows=240", "data.batch_size=32",
+                      "optimizer=choice(adam, sgd, rmsprop, adamw)", "hydra.sweeper.sampler=grid",
+                      "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+                      "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=two",
+                      f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"], multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    assert "(worker 1)" in output, output[-3000:]
+    assert "Traceback" not in output, output[-4000:]
+    trials = study_trials(storage, "two")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, [t.user_attrs.get("fail_reason") for t in trials]
+
+
 def test_classification_search_runs_without_a_logger(tmp_path):
     """A search optimises `<monitor>_best`; it must exist with logger=none too (classification monitors
     val/loss, which only the objective itself can track without a logger)."""

@@ -55,8 +55,11 @@ def run_workers(settings: SweepSettings, hydra_context, base_config: DictConfig)
     # Hydra's singletons (config store, job runtime) without the OmegaConf resolvers, which are
     # closures that cannot be pickled: the worker registers them again
     singletons = Singleton.get_state()["instances"]
-    others = [context.Process(target=worker_process, name=f"sweep-worker-{index}",
-                              args=(settings, hydra_context, base_config, singletons, index, threads))
+    # sent as bytes, unpickled by the worker only after Hydra's plugin scan: the scan executes the plugin
+    # modules again, and a config node typed by a class of the first execution (the launcher's
+    # BasicLauncherConf) could then not be pickled again in the worker
+    payload = pickle.dumps((settings, hydra_context, base_config, singletons), protocol=pickle.HIGHEST_PROTOCOL)
+    others = [context.Process(target=worker_process, name=f"sweep-worker-{index}", args=(payload, index, threads))
               for index in range(1, settings.n_jobs)]
     for process in others:
         process.start()
@@ -78,16 +81,16 @@ def run_workers(settings: SweepSettings, hydra_context, base_config: DictConfig)
         raise SweepError(f"{', '.join(crashed)} stopped with an error (see the log above)")
 
 
-def worker_process(settings: SweepSettings, hydra_context, base_config: DictConfig, singletons: Any,
-                   index: int, threads: int) -> None:
+def worker_process(payload: bytes, index: int, threads: int) -> None:
     from hydra.core.plugins import Plugins
     from hydra.core.singleton import Singleton
     from hydra.core.utils import configure_log, setup_globals
 
     import pipeline.config  # noqa: F401  (registers the config's own resolvers)
 
+    Plugins.instance()  # before the payload's classes are looked up (see run_workers)
+    settings, hydra_context, base_config, singletons = pickle.loads(payload)
     Singleton._instances.update(singletons)
-    Plugins.instance()
     setup_globals()
     configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
     import torch
