@@ -474,6 +474,50 @@ def test_a_search_space_no_trial_can_run_is_refused_before_the_study(tmp_path):
     assert not (tmp_path / "optuna.db").exists() or "bad" not in optuna.get_all_study_names(storage)
 
 
+SWEEP_REFUSALS = [
+    # a grid cannot search an interval: one line, exit 2 (was a traceback, exit 1)
+    (["hparams_search=classification_optuna", "hydra.sweeper.sampler=grid"],
+     "Error: hydra.sweeper.sampler=grid needs choice(...) or range(...) for 'optimizer.lr', not log interval(0.0001, 0.1)"),
+    # an objective no run logs: refused before the study (every trial used to train to its end and fail)
+    (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/nonexistent]"],
+     "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/nonexistent' is not a metric of this "
+     "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best"),
+]
+
+
+@pytest.mark.parametrize("args,line", SWEEP_REFUSALS, ids=[a[-1] for a, _ in SWEEP_REFUSALS])
+def test_a_sweep_setting_no_trial_can_use_is_refused_before_the_study(tmp_path, args, line):
+    from conftest import run_cli_in_process
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli_in_process([*args, "hydra.sweeper.n_trials=2", "logger=none", "hydra.sweeper.study_name=refused",
+                                 f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
+    assert not (tmp_path / "optuna.db").exists() or "refused" not in optuna.get_all_study_names(storage)
+
+
+def test_a_sweep_whose_trials_all_fail_exits_2_and_says_so_again_when_resumed(tmp_path):
+    """Data the trials cannot read (a file that is not there when the trials run): no trial completes. The sweep used
+    to exit 0 with its parent run FINISHED, and running it again printed "3 of 3 trials finished" and exit 0."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "data=csv", f"data.path={tmp_path / 'gone.csv'}",
+            "data.target=y", "optimizer.lr=choice(0.01, 0.1)", "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.study_name=unread", f"hydra.sweeper.storage={storage}"]
+    for attempt in range(2):
+        result = run_cli(args, store, multirun=True)
+        assert result.returncode == 2, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and errors[0].startswith(
+            "Error: no trial of study 'unread' completed (2 failed or diverged, 0 pruned); last failure: DataError"), errors
+        assert "start a new study (hydra.sweeper.study_name=<new name>)" in errors[0]
+    assert [t.state for t in study_trials(storage, "unread")] == [TrialState.FAIL] * 2
+    parents, _ = parent_and_children(store, "regression")
+    assert [p.info.status for p in parents] == ["FAILED"]
+
+
 def test_sweep_where_every_trial_fails_stops_at_the_failure_rate(tmp_path):
     # learning rates this large are valid values but make the loss infinite in the first step: every trial
     # fails while training, which no check before the study can see

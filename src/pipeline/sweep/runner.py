@@ -118,10 +118,25 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             config.paths.output_dir = str(settings.sweep_dir)
         validate(config)
         check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
+        check_objectives(settings, str(config.task.kind))
     except ConfigError as error:
         raise SweepError(f"a trial of this search cannot run: {error}") from None
     except Exception as error:  # e.g. a choice that names no config file
         raise SweepError(f"a trial of this search cannot be composed: {' '.join(str(error).split())[:400]}") from None
+
+
+def check_objectives(settings: SweepSettings, kind: str) -> None:
+    """A validation objective must be a metric the trials log (``val/<metric>`` or ``val/<metric>_best``); else every
+    trial would train to its end and fail. Other objectives (``train/epoch_time_s``) are checked per trial."""
+    from pipeline.errors import ConfigError
+    from pipeline.tasks import task_kind
+
+    names = ("loss", *task_kind(kind).metric_names(None))
+    allowed = [f"val/{name}" for name in names] + [f"val/{name}_best" for name in names]
+    for objective in settings.objectives:
+        if objective.startswith("val/") and objective not in allowed:
+            raise ConfigError(f"hydra.sweeper.objectives: {objective!r} is not a metric of this search's runs; a {kind} "
+                              f"run logs {', '.join(allowed)}")
 
 
 def study_folder(base_config: DictConfig, study_name: str) -> str:
@@ -136,6 +151,24 @@ def study_folder(base_config: DictConfig, study_name: str) -> str:
     with read_write(hydra_node.sweep), open_dict(hydra_node.sweep):
         hydra_node.sweep.dir = folder
     return folder
+
+
+def check_some_trial_completed(study, settings: SweepSettings) -> None:
+    """A sweep whose every finished trial failed or was pruned has no best trial: it ends with an error (exit 2, the
+    parent run FAILED), not as a success with nothing to show."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if not trials or any(t.state == TrialState.COMPLETE for t in trials):
+        return
+    failed = [t for t in trials if t.state == TrialState.FAIL or t.user_attrs.get("diverged")]
+    pruned = sum(t.state == TrialState.PRUNED and not t.user_attrs.get("diverged") for t in trials)
+    last = failed[-1].user_attrs.get("fail_reason", "no reason recorded") if failed else None
+    raise SweepError(
+        f"no trial of study '{settings.study_name}' completed ({len(failed)} failed or diverged, {pruned} pruned)"
+        + (f"; last failure: {last}" if last else "")
+        + ". A study keeps its finished trials: once the cause is fixed, start a new study "
+          "(hydra.sweeper.study_name=<new name>) or add trials (a larger hydra.sweeper.n_trials)")
 
 
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
@@ -162,8 +195,9 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     plots_drawn = tables = None
     try:
         run_workers(settings, hydra_context, base_config)
-        plots_drawn = start_plots(settings, parent)
         study = load_study(settings)
+        check_some_trial_completed(study, settings)
+        plots_drawn = start_plots(settings, parent)
         # written while the store-writer draws the plots; the final runs add no trial
         tables = write_tables(study, settings, hydra_context.config_loader, base_config)
         finals = finalize(study, settings, hydra_context, base_config)

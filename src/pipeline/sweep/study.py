@@ -100,7 +100,12 @@ class SweepSettings:
             raise SweepError(f"hydra.sweeper.storage={redact_text(self.storage)!r}: use an SQLAlchemy URL "
                              "(sqlite:///path.db, postgresql://user:password@host/db, mysql://...)")
         if self.sampler == "grid":
-            self.space.grid()  # raises on what a grid cannot search
+            from .space import SearchSpaceError
+
+            try:
+                self.space.grid()  # raises on what a grid cannot search
+            except SearchSpaceError as error:
+                raise SweepError(f"hydra.sweeper.{error}") from None
 
     @property
     def redacted_storage(self) -> str:
