@@ -430,11 +430,19 @@ class CsvData(TabularDataModule):
                 raise DataError(f"{train.path}: column {self.target!r} holds a single class "
                                 f"{[class_names[i] for i in seen]}; a classifier needs at least two")
             unlearned = [(name, int((targets[1] == i).sum())) for i, name in enumerate(class_names)
-                         if i not in seen] if len(tables) > 1 and self.fitted is None else []
+                         if i not in seen] if len(tables) > 1 and self.fitted is None and not self.cv_folds else []
             if unlearned:
-                log.warning("data.target: labels in the test file %s but not in the training file %s: %s; the model "
-                            "cannot learn them, and their test rows count as errors", tables[1].path, train.path,
-                            ", ".join(f"{n!r} ({c} rows)" for n, c in unlearned))
+                # the classes are the training file's: a test file must not add outputs to the model (nor columns to
+                # its predictions), and its rows of a class never trained on would measure something else
+                known = [name for i, name in enumerate(class_names) if i in seen]
+                cased = {k.casefold(): k for k in known}
+                hints = [f"{n!r} may be {cased[n.casefold()]!r}" for n, _ in unlearned if n.casefold() in cased]
+                raise DataError(
+                    f"data.test_path: labels in the test file {tables[1].path} that the training file {train.path} does "
+                    f"not hold: {', '.join(f'{n!r} ({c} rows)' for n, c in unlearned)}; the model learns the training "
+                    f"file's classes ({', '.join(map(repr, known))}) and cannot be tested on others"
+                    + (f" ({'; '.join(hints)}: write labels one way in both files)" if hints else
+                       "; spell them as the training file does, or leave those rows out of the test file"))
         frames = [t.frame.loc[keep, list(self.kinds)] for t, keep in zip(tables, present)]
         self.frame = pd.concat(frames, ignore_index=True)
         if self.groups is not None:
