@@ -127,6 +127,33 @@ def test_pyfunc_on_raw_rows_equals_pipeline_predict_and_the_test_metrics(people_
     np.testing.assert_allclose(again["probability_1"], by_mlflow["probability_1"], atol=1e-6)
 
 
+def test_kept_columns_are_copied_as_written_and_never_clash_with_the_answers(people_run):
+    """An id written 000123 used to come out as 123; a kept column named like an output column gave a file with two
+    'prediction' columns (CSV) or a traceback (Parquet, JSON lines)."""
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    raw = pd.read_csv(people_run["test"], dtype=str)
+    raw["id"] = [f"{i:06d}" for i in range(len(raw))]
+    raw["prediction"] = "given"
+    table = folder / "with_codes.csv"
+    raw.to_csv(table, index=False)
+    common = [run.info.run_id, "--input", str(table), "--tracking-uri", store["uri"]]
+    for suffix in ("csv", "parquet", "jsonl"):
+        output = folder / f"clash.{suffix}"
+        code, _, stderr = predict_cli([*common, "--output", str(output), "--keep", "prediction"])
+        assert code == 2 and error_line(stderr) == ("Error: --keep prediction: the output has a column 'prediction' of "
+                                                    "its own; keep it under another name: --rename prediction=<name> "
+                                                    "--keep <name>"), stderr[-2000:]
+        assert not output.exists()
+    output = folder / "kept.parquet"
+    code, _, stderr = predict_cli([*common, "--output", str(output), "--keep", "id", "--keep", "id,given",
+                                   "--rename", "prediction=given"])
+    assert code == 0, stderr[-3000:]
+    kept = pd.read_parquet(output)
+    assert list(kept.columns) == ["id", "given", "prediction", "probability_0", "probability_1"]
+    assert kept["id"].tolist() == raw["id"].tolist() and kept["id"].iloc[1] == "000001"
+    assert set(kept["given"]) == {"given"}
+
+
 BLOCKED_PIPELINE = """
 import sys, importlib.abc
 class NoPipeline(importlib.abc.MetaPathFinder):

@@ -77,7 +77,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         renames[column] = name
     args.rename = renames
     # --keep may name a renamed column by either name; the output has it under the model's
-    args.keep = [renames.get(c, c) for c in (c.strip() for item in args.keep for c in item.split(",")) if c]
+    args.keep = list(dict.fromkeys(renames.get(c, c) for c in (c.strip() for item in args.keep for c in item.split(","))
+                                   if c))  # a column named twice is kept once
     return args
 
 
@@ -339,8 +340,11 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     original = {name: column for column, name in args.rename.items()}
     required = [original.get(c, c) for c in predictor.columns]  # as the file names them
     decimal = args.decimal or predictor.decimal
+    # kept columns the model does not read are copied as written (ids with leading zeros, codes)
+    text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns]
     for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=decimal, flags=True,
-                            names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows):
+                            names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows,
+                            text_columns=text_columns):
         if args.rename:
             _check_renames(batch, args)
             batch = batch.rename(columns=args.rename)
@@ -419,6 +423,10 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             predictions = _predict(predictor, batch, args.input)
             if args.threshold is not None:
                 predictions = _cut_off(predictions, args.threshold)
+            clash = [c for c in args.keep if c in predictions.columns]
+            if clash:
+                raise PredictError(f"--keep {clash[0]}: the output has a column {clash[0]!r} of its own; keep it under "
+                                   f"another name: --rename {clash[0]}=<name> --keep <name>")
             kept = batch[args.keep].reset_index(drop=True)
             writer.write(pd.concat([kept, predictions.reset_index(drop=True)], axis=1))
             if progress is not None:

@@ -340,12 +340,14 @@ def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
 def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: Optional[str] = None,
                na_values: Sequence[str] = (), encoding: Optional[str] = None,
                decimal: str = ".", flags: bool = False, names: Optional[Sequence[str]] = None,
-               required: Sequence[str] = (), sheet=None, skip_rows: int = 0) -> Iterator[pd.DataFrame]:
+               required: Sequence[str] = (), sheet=None, skip_rows: int = 0,
+               text_columns: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
     :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
     a hint in an error names pipeline-predict's options (``--sep``), not the config's keys. ``names`` (the
     training file's columns, when it had no header row) apply to a CSV/TSV file whose first row does not hold
-    every ``required`` column; other formats name their columns themselves."""
+    every ``required`` column; other formats name their columns themselves. ``text_columns`` of a CSV/TSV file are
+    read as the text written (an id ``000123`` stays ``000123``), not as numbers."""
     path = Path(path)
     _check_decimal(decimal)
     fmt = table_format(path, format)
@@ -359,11 +361,15 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, required, skip_rows,
                                                    "--sep" if flags else "data.sep")
         checked = False
+        options = _csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows)
         try:
+            if text_columns:
+                # the header as written ("id " is the column "id" once tidied)
+                written = {str(c).strip(): c for c in pd.read_csv(path, nrows=0, **options).columns}
+                options["dtype"] = {written[c]: str for c in text_columns if c in written}
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
-                for chunk in pd.read_csv(path, chunksize=batch_size,
-                                         **_csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows)):
+                for chunk in pd.read_csv(path, chunksize=batch_size, **options):
                     if not checked and (caught or (chunk.shape[1] and chunk.iloc[:, -1].isna().any())):
                         _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags, header_lines,
                                             skip_rows)
