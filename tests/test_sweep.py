@@ -292,6 +292,31 @@ def test_every_trial_folder_holds_hydras_three_config_files_for_that_trial(six_t
         assert OmegaConf.load(resolved).optimizer.lr == config.optimizer.lr
 
 
+@pytest.mark.slow
+def test_an_evaluation_or_rerun_of_a_sweeps_run_is_not_tagged_as_the_sweeps(six_trial_sweep, tmp_path):
+    """pipeline-eval of the best run made a run tagged best=true, sweep.role=final and named best-<n>-..., found by a
+    search for the sweep's best runs; pipeline-rerun of a trial made an untested run named like the trial, silently.
+    (Last of the tests on this sweep: it adds runs to its experiment.)"""
+    from conftest import _main_in_process
+    from pipeline.cli.rerun import main as rerun_main
+
+    store = six_trial_sweep["store"]
+    [final] = final_runs(store, "regression")
+    _, trial_runs = parent_and_children(store, "regression")
+    code, _, stderr = eval_cli([final.info.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "e")])
+    assert code == 0, stderr[-3000:]
+    code, stdout, stderr = _main_in_process(rerun_main, [trial_runs[0].info.run_id, "--tracking-uri", store["uri"],
+                                                         "--output-dir", str(tmp_path / "r")])
+    assert code == 0, stderr[-3000:]
+    assert f"Note: {trial_runs[0].info.run_name} is a trial of a sweep: a trial is not tested" in stdout
+    made = [r for r in runs_in(store, "regression") if r.data.tags.get("evaluation_of") or r.data.tags.get("rerun_of")]
+    assert len(made) == 2
+    for run in made:
+        assert not {"best", "sweep.role", "sweep.trial_number"} & set(run.data.tags), run.data.tags
+        assert not run.info.run_name.startswith(("best-", "trial-")), run.info.run_name
+    assert [r.info.run_id for r in final_runs(store, "regression")] == [final.info.run_id]
+
+
 @pytest.mark.unit
 def test_fast_yaml_writer_gives_omegaconfs_text():
     from omegaconf import OmegaConf

@@ -40,6 +40,10 @@ CONFIG_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "
 CHOICE_PARAMS = ("task", "data", "model", "optimizer", "scheduler", "trainer")
 
 
+# tags a sweep gives its runs in their config (its best runs: best=true); a rerun or an evaluation does not copy them
+SWEEP_TAGS = ("best", "sweep.role", "sweep.trial_number")
+
+
 class RerunRefused(ConfigError):
     """The logged config or the overrides cannot be run safely or meaningfully; the message says why."""
 
@@ -232,11 +236,15 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
                                "only runs logged by pipeline-train can be rerun") from None
         cfg = OmegaConf.load(path)
     check_logged_config(cfg, run.info.run_id)
-    cfg.pop("sweep", None)  # a sweep trial is rerun as a run of its own
     mlflow_node = _mlflow_logger_node(cfg)
     if mlflow_node is None:  # the source was logged to MLflow, so its rerun is too
         raise RerunRefused(f"the config logged with run {run.info.run_id} has no MLflow logger (logger.mlflow); "
                            "it was edited. Refusing to run it")
+    if cfg.pop("sweep", None) is not None:
+        # a sweep's run is rerun as a run of its own: not named, tagged or found as the sweep's trial or best run
+        mlflow_node.run_name = None
+        for tag in SWEEP_TAGS:
+            (cfg.get("tags") or {}).pop(tag, None)
     source_uri = mlflow_node.get("tracking_uri")
     mlflow_node.tracking_uri = tracking_uri  # the logged one may be redacted (***) or name another machine
     if mlflow_node.get("artifact_location") and tracking_uri != source_uri:
@@ -304,6 +312,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         from pipeline.train import train
 
         print(f"Rerunning {run.info.run_name} ({run.info.run_id}) into {cfg.paths.output_dir}", flush=True)
+        if "sweep.state" in run.data.tags and not cfg.get("test", True):
+            print(f"Note: {run.info.run_name} is a trial of a sweep: a trial is not tested and keeps no checkpoint or "
+                  "model, and neither does its rerun (it repeats the trial's validation metrics). A tested run with its "
+                  "checkpoint and model is the sweep's best run (tag best=true), or pipeline-train with the sweep's best "
+                  "config", flush=True)
         note_thread_count(run.data.params.get("torch_threads"))
         with launched_as(choices, list(args.overrides)):
             train(cfg)
