@@ -644,6 +644,15 @@ def test_bad_tables_are_refused_before_any_run(store, case, text, fragments):
     assert_refused(result, store, str(path), *fragments)
 
 
+def test_a_column_name_written_otherwise_gets_the_nearest_name(store):
+    path = store["tmp"] / "named.csv"
+    path.write_text(table_text("age,colour,Label", GOOD))
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label"], store), store,
+                   "data.target: column 'label' not in", "did you mean 'Label'?")
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={path}", "data.target=Label", "data.drop=[color]"], store),
+                   store, "data.drop: ['color'] are not feature columns", "did you mean 'colour'?")
+
+
 def test_binary_and_mismatched_test_files_are_refused(store):
     binary = store["tmp"] / "table.csv"
     binary.write_bytes(b"PK\x03\x04\x00\x00binary\x00" * 50)

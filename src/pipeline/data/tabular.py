@@ -359,7 +359,7 @@ class CsvData(TabularDataModule):
             unknown = [c for c in names if c not in columns or c == self.target]
             if unknown:
                 raise DataError(f"{key}: {unknown} are not feature columns of {path}; columns are {columns} "
-                                f"(target: {self.target!r})")
+                                f"(target: {self.target!r}){_nearest_name(unknown[0], columns)}")
         both = sorted(set(self.categorical) & set(self.numeric))
         if both:
             raise DataError(f"data.categorical and data.numeric both list {both}; a column is one or the other")
@@ -378,7 +378,8 @@ class CsvData(TabularDataModule):
         train = self._read(self._resolve(self.path, "data.path"))
         columns = list(train.frame.columns)
         if self.target not in columns:
-            hint = separator_hint(columns) or train.sheet_hint() or (header_hint(columns) if self.columns is None else "")
+            hint = (separator_hint(columns) or train.sheet_hint() or (header_hint(columns) if self.columns is None else "")
+                    or _nearest_name(self.target, columns))
             raise DataError(f"data.target: column {self.target!r} not in {train.path}; columns are {columns}{hint}")
         for key, column in (("data.groups", self.groups), ("data.order_by", self.order_by)):
             if column is not None and (column not in columns or column == self.target):
@@ -616,3 +617,12 @@ class CsvData(TabularDataModule):
 def _choice(key: str, value: str, allowed) -> None:
     if value not in allowed:
         raise DataError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def _nearest_name(name: str, columns: list[str]) -> str:
+    """``; did you mean 'Survived'?`` for a column name written with another case or a small typo; else ``""``."""
+    import difflib
+
+    by_case = [c for c in columns if str(c).casefold() == str(name).casefold()]
+    close = by_case or difflib.get_close_matches(str(name), [str(c) for c in columns], n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close and close[0] != name else ""
