@@ -177,8 +177,8 @@ def test_resuming_a_study_with_another_model_or_search_space_is_refused_with_the
 
 
 def test_sigterm_to_a_sweep_ends_it_with_one_line(tmp_path):
-    command = [sys.executable, "-m", "pipeline.cli.train", *sweep_args(tmp_path, "hydra.sweeper.n_trials=50",
-                                                                         "trainer.max_epochs=30")]
+    tracked = [a for a in sweep_args(tmp_path, "hydra.sweeper.n_trials=50", "trainer.max_epochs=30") if a != "logger=none"]
+    command = [sys.executable, "-m", "pipeline.cli.train", *tracked]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
@@ -189,6 +189,16 @@ def test_sigterm_to_a_sweep_ends_it_with_one_line(tmp_path):
     stdout, stderr = process.communicate(timeout=120)
     line = one_error_line(subprocess.CompletedProcess(command, process.returncode, stdout, stderr), code=130)
     assert line.startswith("Interrupted") and "rerun the same command to continue" in line
+    assert "ExperimentalWarning" not in stderr
+    # the interrupted trial's run is KILLED and tagged as its trial ended (it kept sweep.state=RUNNING)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    trials = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+              if "sweep.trial_number" in r.data.tags or r.info.run_name.startswith("trial-")]
+    killed = [r for r in trials if r.info.status == "KILLED"]
+    assert len(killed) == 1 and killed[0].data.tags["sweep.state"] == "FAIL", [
+        (r.info.status, r.data.tags.get("sweep.state")) for r in trials]
 
 
 # ----- a run whose process died is not left RUNNING; a resumed run names it ------------------------------------

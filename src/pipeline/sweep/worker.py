@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import pickle
 import time
+import warnings
 from typing import Any, Optional
 
 import optuna
@@ -214,9 +215,14 @@ def requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     try:
         trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
         study.tell(trial, state=TrialState.FAIL)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(trial._trial_id))
+        with warnings.catch_warnings():  # Optuna's "experimental" notice is not the user's business
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+        retry(study, study._storage.get_trial(trial._trial_id))
     except Exception as error:  # the heartbeat check retries it later anyway
         log.warning("could not queue interrupted trial %d again: %s", trial.number, error)
+    attrs = trial.user_attrs  # the trial's run (KILLED) says how its trial ended, as a trial that ends otherwise does
+    tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": TrialState.FAIL.name})
 
 
 def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, metrics: dict,
