@@ -653,6 +653,19 @@ def test_a_column_name_written_otherwise_gets_the_nearest_name(store):
                    store, "data.drop: ['color'] are not feature columns", "did you mean 'colour'?")
 
 
+def test_a_suggested_override_for_a_column_name_with_spaces_is_typed_as_given(store):
+    """The override a refusal suggests must work when pasted into a shell: a name with spaces and brackets quoted
+    for Hydra and the whole for the shell (Hydra could not parse data.categorical=[sepal length (cm)])."""
+    path = store["tmp"] / "spaced.csv"
+    path.write_text(table_text("sepal length (cm),b,label", [*GOOD[:5], "seven,a,1", *GOOD[5:]]))
+    line = error_line(run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label"], store).stderr)
+    suggested = '"data.categorical=[\'sepal length (cm)\']"'
+    assert suggested in line, line
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", suggested.strip('"'),
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_binary_and_mismatched_test_files_are_refused(store):
     binary = store["tmp"] / "table.csv"
     binary.write_bytes(b"PK\x03\x04\x00\x00binary\x00" * 50)

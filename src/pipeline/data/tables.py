@@ -743,7 +743,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             first = int(np.flatnonzero(bad)[0])
             raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {str(column.iloc[first]).strip()!r}: "
                             f"numbers written with {_other_mark(decimal)}, or keep the column as text with "
-                            f"data.categorical=[{name}]")
+                            f"{list_override('data.categorical', [name])}")
         if bad.sum() < TYPO_SHARE * present:
             _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal)
         spelled = pd.Series(canonical_values(column, missing), dtype=object)
@@ -825,18 +825,36 @@ def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndar
     value = str(column.iloc[first]).strip()
     how = "data.numeric lists it" if forced else f"the column is numbers but for {int(bad.sum())} cell(s)"
     raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number "
-                    f"{_decimal_hint(value, decimal)}({how}); if it means missing add data.na_values=[{value!r}], if the "
-                    f"column is categorical add data.categorical=[{name}]")
+                    f"{_decimal_hint(value, decimal)}({how}); if it means missing add {_shell_safe(f'data.na_values=[{value!r}]')}, "
+                    f"if the column is categorical add {list_override('data.categorical', [name])}")
 
 
 def _refuse_overflow(table: Table, name: str, values: np.ndarray, role: str = "column") -> None:
     infinite = np.isinf(values)
     too_large = np.abs(np.where(infinite, 0.0, np.nan_to_num(values))) > FLOAT32_MAX
-    for mask, what in ((infinite, "not a finite number"), (too_large, "larger than float32 can hold (3.4e38)")):
+    for mask, what, remedy in ((infinite, "not a finite number", "if it means missing, leave the cell empty"),
+                               (too_large, "larger than float32 can hold (3.4e38)", "rescale it")):
         if mask.any():
             first = int(np.flatnonzero(mask)[0])
-            raise DataError(f"{table.where(table.frame.index[first])}: {role} {name!r} holds {values[first]!r}, {what}; "
-                            f"rescale it, or leave the column out with data.drop=[{name}]")
+            leave_out = "" if role != "column" else f", or leave the column out with {list_override('data.drop', [name])}"
+            raise DataError(f"{table.where(table.frame.index[first])}: {role} {name!r} holds {float(values[first])!r}, "
+                            f"{what}; {remedy}{leave_out}")
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+def _shell_safe(override: str) -> str:
+    """``override`` as it is typed in a shell: in double quotes when it holds a space, quote or bracket the shell
+    would take (``"data.categorical=['sepal length (cm)']"``)."""
+    return override if re.fullmatch(r"[A-Za-z0-9_.=,\[\]+:/-]*", override) else '"' + override.replace('"', '\\"') + '"'
+
+
+def list_override(key: str, names: Sequence[str]) -> str:
+    """``key=[a,b]`` to type in a shell, names that are not plain quoted for Hydra (``'sepal length (cm)'``)."""
+    items = [name if PLAIN_NAME.fullmatch(name) else "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+             for name in map(str, names)]
+    return _shell_safe(f"{key}=[{','.join(items)}]")
 
 
 # ----- the target -----------------------------------------------------------------------------------------
