@@ -485,6 +485,18 @@ def test_dates_give_month_and_weekday_inputs(store):
     assert pd.read_csv(predictions)["prediction"].std() > 15  # weekends and the season apart, as trained
 
 
+def test_date_parts_a_column_already_holds_are_said_not_dropped_silently(store):
+    days = pd.Timestamp("2022-01-01") + pd.to_timedelta(np.arange(80) * 3, unit="D")
+    table = store["tmp"] / "clash.csv"
+    pd.DataFrame({"day": days.strftime("%Y-%m-%d"), "day.month": np.arange(80) % 7 * 1.5,
+                  "label": np.arange(80) % 2}).to_csv(table, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={table}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("the dates of 'day' give no month/weekday/hour inputs: the file has a column named 'day.month' already"
+            in result.stdout + result.stderr), (result.stdout + result.stderr)[-3000:]
+
+
 def skewed_prices(rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     x1, x2 = rng.normal(size=rows), rng.normal(size=rows)

@@ -561,9 +561,15 @@ class CsvData(TabularDataModule):
                             f"{', '.join(plan.left_out) or '-'}); choose them with data.features=[...]")
         self.kinds = plan.kinds
         if self.date_features:
+            clashing = {name: [f"{name}.{part}" for part in ("month", "weekday", "hour") if f"{name}.{part}" in plan.kinds]
+                        for name in plan.dates}
             self.date_parts = {name: ["month", "weekday", *(["hour"] if timed else [])]
-                               for name, timed in plan.dates.items()
-                               if not any(f"{name}.{part}" in plan.kinds for part in ("month", "weekday", "hour"))}
+                               for name, timed in plan.dates.items() if not clashing[name]}
+            for name, taken in clashing.items():
+                if taken:
+                    log.warning("data: the dates of %r give no month/weekday/hour inputs: the file has a column named "
+                                "%s already (its day count stays an input); rename that column to have them", name,
+                                " and ".join(map(repr, taken)))
         if self.date_parts:
             listed = ", ".join(f"{name!r} ({', '.join(parts)})" for name, parts in self.date_parts.items())
             log.warning("data: dates also give categorical inputs of their parts (as written, not in UTC): %s; "
