@@ -1061,6 +1061,15 @@ def test_data_groups_through_the_cli_score_the_unseen_patients_and_refuse_bad_ke
     assert accuracy(leaked) >= 0.95 and accuracy(grouped) <= 0.75, (leaked.stdout[-500:], grouped.stdout[-500:])
     assert "rows of one 'patient' stay in one split (data.groups; 60 groups)" in grouped.stdout
 
+    # three sites: the test split takes one whole site, far from 20 % of the rows: said
+    table.assign(site=[f"s{int(p[1:]) % 3}" if isinstance(p, str) and p[1:].isdigit() else "s0"
+                       for p in table["patient"]]).to_csv(tmp_path / "sites.csv", index=False)
+    sites = run_cli_in_process([*common, f"data.path={tmp_path / 'sites.csv'}", "data.groups=site",
+                                "trainer.max_epochs=1"], store)
+    assert sites.returncode == 0, sites.stderr[-3000:]
+    assert re.search(r"data.groups: a held-out split of \S+ takes 1 of 3 groups, \d+ % of the rows where 20 % were asked",
+                     sites.stdout + sites.stderr), (sites.stdout + sites.stderr)[-3000:]
+
     table.loc[7, "patient"] = ""
     table.to_csv(tmp_path / "gap.csv", index=False)
     for overrides, says in (

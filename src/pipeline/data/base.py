@@ -8,6 +8,7 @@ describes them through ``spec`` (a :class:`DataSpec`).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ import torch
 from torch import Tensor
 
 from pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -267,6 +270,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         if groups is not None or order is not None:
             mask = (_group_mask(groups, split.y.numpy(), fraction, rng, self._stratified()) if order is None
                     else _latest_mask(order, fraction))
+            if groups is not None and abs(mask.mean() - fraction) > 0.1:
+                log.warning("data.groups: a held-out split of %s takes %d of %d groups, %.0f %% of the rows where %.0f %% "
+                            "were asked: groups are held out whole; with more (or more even) groups the splits come "
+                            "closer to the fractions", self.name, len(np.unique(groups[mask])), len(np.unique(groups)),
+                            100 * mask.mean(), 100 * fraction)
             return split.subset(np.flatnonzero(~mask)), split.subset(np.flatnonzero(mask))
         n_out = max(1, int(round(n * fraction)))
         if self._stratified():
