@@ -803,6 +803,11 @@ def test_files_without_a_header_row_are_named_by_data_columns(people_run, store)
     refused = run_cli_in_process(["data=csv", f"data.path={bare['train']}", "data.target=label"], store)
     assert_refused(refused, store, "column 'label' not in", "first row looks like data",
                    f"name its {len(names)} columns in order with data.columns=[")
+    repeated = store["tmp"] / "repeated.data"  # a first row of data whose values repeat: read as duplicate names
+    repeated.write_text("1,2.5,1,0\n0,3.5,1,1\n1,1.5,0,0\n")
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={repeated}", "data.target=label"], store), store,
+                   "duplicate column names: '1' (columns 1, 3) (its first row looks like data",
+                   "name its 4 columns in order with data.columns=[")
     columns = f"data.columns=[{','.join(names)}]"
     result = run_cli_in_process(["data=csv", f"data.path={bare['train']}", f"data.test_path={bare['test']}", columns,
                                  "data.target=label", "trainer.max_epochs=1", "logger=none"], store)

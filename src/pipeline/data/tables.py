@@ -502,7 +502,7 @@ def _layout(path: Path, fmt: str, sep: Optional[str], encoding: str, names: Opti
     sep, header = _detect_separator(path, fmt, sep, encoding, header, key, skip_rows)
     names, header_lines = _naming(header, names, required)
     if names is None:
-        _refuse_duplicates(path, header)
+        _refuse_duplicates(path, header, flags=key.startswith("--"))
     return sep, header if names is None else names, names, header_lines
 
 
@@ -553,14 +553,16 @@ def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str, skip_
     return [name.strip() for name in first]
 
 
-def _refuse_duplicates(path: Path, names: Sequence[str]) -> None:
+def _refuse_duplicates(path: Path, names: Sequence[str], flags: bool = False) -> None:
     seen: dict[str, list[int]] = {}
     for position, name in enumerate(names, start=1):
         seen.setdefault(str(name).strip(), []).append(position)
     duplicated = {name: places for name, places in seen.items() if len(places) > 1}
     if duplicated:
         listed = "; ".join(f"{name!r} (columns {', '.join(map(str, places))})" for name, places in duplicated.items())
-        raise DataError(f"{path}: duplicate column names: {listed}; give each column its own name")
+        # a first row of data read as names repeats its values (0, 1, ...): say so rather than ask for other names
+        hint = header_hint(list(names), flags) if header_hint(list(duplicated)) else ""
+        raise DataError(f"{path}: duplicate column names: {listed}" + (hint or "; give each column its own name"))
 
 
 def _refuse_ragged_rows(path: Path, sep: str, encoding: str, header: Sequence[str], flags: bool = False,
