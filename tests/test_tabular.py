@@ -825,6 +825,14 @@ def test_files_without_a_header_row_are_named_by_data_columns(people_run, store)
         answers.append(pd.read_csv(output, dtype={"prediction": str}))
     assert len(answers[0]) == 300
     pd.testing.assert_frame_equal(answers[0], answers[1])
+    # new rows without a header row and without the label column (it was refused: 'expected N columns')
+    unlabelled = store["tmp"] / "unlabelled.data"
+    pd.read_csv(people_run["test"], dtype=str, keep_default_na=False).drop(columns="label").to_csv(
+        unlabelled, index=False, header=False)
+    output = store["tmp"] / "unlabelled.predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(unlabelled), "--output", str(output)])
+    assert code == 0, stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_csv(output, dtype={"prediction": str}), answers[0])
 
     lines = bare["train"].read_text().splitlines(keepends=True)
     lines[5] = ",".join(["p-x", "seven", *lines[5].split(",")[2:]])  # the sixth line of a file without a header

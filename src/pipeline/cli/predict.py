@@ -87,10 +87,11 @@ class Predictor:
     """A function from a DataFrame of raw rows to a DataFrame of predictions, and the columns it reads."""
 
     def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str, accepts_missing: bool = True,
-                 decimal: str = ".", file_columns: Optional[list[str]] = None):
+                 decimal: str = ".", file_columns: Optional[list[str]] = None, file_target: Optional[str] = None):
         self.predict, self.source, self.accepts_missing = predict, source, accepts_missing
         self.decimal = decimal  # the decimal mark the training file's numbers were read with (data.decimal)
         self.file_columns = file_columns  # the training file's columns when it had no header row (data.columns)
+        self.file_target = file_target  # the one of them a file to predict on may lack
         self.columns = [name for name, _ in schema]
         self.numeric = [name for name, kind in schema if kind == "numeric"]
         kinds = [kind for _, kind in schema]
@@ -139,7 +140,8 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
                            "mlflow.pytorch.load_model")
     adapter = python_model.adapter
     return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True),
-                     getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None))
+                     getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None),
+                     getattr(adapter, "file_target", None))
 
 
 def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
@@ -211,7 +213,8 @@ def _from_checkpoint(path: Path) -> Predictor:
         return predict_frame(adapter, predictor, spec.task_kind, spec.class_names, frame)
 
     return Predictor(predict, adapter.input_schema(), str(path), getattr(adapter, "accepts_missing", True),
-                     getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None))
+                     getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None),
+                     getattr(adapter, "file_target", None))
 
 
 # ----- writing ------------------------------------------------------------------------------------------
@@ -344,7 +347,7 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns]
     for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=decimal, flags=True,
                             names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows,
-                            text_columns=text_columns):
+                            text_columns=text_columns, target=predictor.file_target):
         if args.rename:
             _check_renames(batch, args)
             batch = batch.rename(columns=args.rename)

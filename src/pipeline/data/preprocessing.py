@@ -329,7 +329,7 @@ class TablePreprocessor:
                  categorical_encoding: str = "embedding", min_category_count: int = 1,
                  missing_tokens: Sequence[str] = MISSING_TOKENS, piecewise_bins: int = PIECEWISE_BINS,
                  decimal: str = ".", file_columns: Optional[Sequence[str]] = None,
-                 date_parts: Optional[dict[str, Sequence[str]]] = None):
+                 date_parts: Optional[dict[str, Sequence[str]]] = None, file_target: Optional[str] = None):
         if numeric_transform not in NUMERIC_TRANSFORMS:
             raise ValueError(f"numeric_transform must be one of {', '.join(NUMERIC_TRANSFORMS)}, got {numeric_transform!r}")
         if categorical_encoding not in CATEGORICAL_ENCODINGS:
@@ -349,6 +349,7 @@ class TablePreprocessor:
         # the training file's columns when it had no header row (data.columns): how pipeline-predict names the
         # columns of a new file without one
         self.file_columns = [str(c) for c in file_columns] if file_columns is not None else None
+        self.file_target = file_target  # the one of them new rows to predict on may lack
         self.date_parts = {str(c): [str(p) for p in parts] for c, parts in (date_parts or {}).items() if parts}
         for column, parts in self.date_parts.items():
             if self.columns.get(column) != "numeric":
@@ -557,7 +558,7 @@ class TablePreprocessor:
                 "numeric_transform": self.numeric_transform, "categorical_encoding": self.categorical_encoding,
                 "min_category_count": self.min_category_count, "missing_tokens": self.missing_tokens,
                 "piecewise_bins": self.piecewise_bins, "decimal": self.decimal, "file_columns": self.file_columns,
-                "date_parts": self.date_parts,
+                "file_target": self.file_target, "date_parts": self.date_parts,
                 "numeric": self.numeric, "categories": self.categories, "example_rows": self.example_rows}
 
     @classmethod
@@ -567,7 +568,8 @@ class TablePreprocessor:
                              f"format {FORMAT_VERSION}")
         made = cls(state["columns"], state["numeric_transform"], state["categorical_encoding"],
                    state["min_category_count"], state["missing_tokens"], state.get("piecewise_bins", PIECEWISE_BINS),
-                   state.get("decimal", "."), state.get("file_columns"), state.get("date_parts"))
+                   state.get("decimal", "."), state.get("file_columns"), state.get("date_parts"),
+                   state.get("file_target"))
         made.numeric = {k: dict(v) for k, v in state["numeric"].items()}
         made.categories = {k: list(v) for k, v in state["categories"].items()}
         made.example_rows = list(state.get("example_rows", []))

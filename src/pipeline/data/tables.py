@@ -341,13 +341,14 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                na_values: Sequence[str] = (), encoding: Optional[str] = None,
                decimal: str = ".", flags: bool = False, names: Optional[Sequence[str]] = None,
                required: Sequence[str] = (), sheet=None, skip_rows: int = 0,
-               text_columns: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+               text_columns: Sequence[str] = (), target: Optional[str] = None) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
     :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
     a hint in an error names pipeline-predict's options (``--sep``), not the config's keys. ``names`` (the
     training file's columns, when it had no header row) apply to a CSV/TSV file whose first row does not hold
     every ``required`` column; other formats name their columns themselves. ``text_columns`` of a CSV/TSV file are
-    read as the text written (an id ``000123`` stays ``000123``), not as numbers."""
+    read as the text written (an id ``000123`` stays ``000123``), not as numbers. ``target``: the one of ``names`` a file
+    without a header row may lack (new rows have no label)."""
     path = Path(path)
     _check_decimal(decimal)
     fmt = table_format(path, format)
@@ -358,7 +359,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     skip_key = "--skip-rows" if flags else "data.skip_rows"
     if fmt in ("csv", "tsv"):
         encoding = encoding or _text_encoding(path, head_only=True)
-        sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, required, skip_rows,
+        sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, required, skip_rows, target,
                                                    "--sep" if flags else "data.sep")
         checked = False
         options = _csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows)
@@ -450,14 +451,17 @@ def _check_decimal(decimal: str) -> None:
 
 
 def _naming(first_row: Sequence[str], names: Optional[Sequence[str]],
-            required: Sequence[str] = ()) -> tuple[Optional[list[str]], int]:
+            required: Sequence[str] = (), target: Optional[str] = None) -> tuple[Optional[list[str]], int]:
     """(the names to give the columns, None: the header's; 1 when the first row is a header, else 0). With
     ``names`` the file has no header row, unless its first row spells them or holds every ``required`` column
-    (a file to predict on that came with a header)."""
+    (a file to predict on that came with a header); a row one cell short of ``names`` is read without ``target``."""
     cells = [str(c).strip() for c in first_row]
     if names is None or cells == [str(n).strip() for n in names] or (required and set(required) <= set(cells)):
         return None, 1
-    return [str(n).strip() for n in names], 0
+    names = [str(n).strip() for n in names]
+    if target is not None and target in names and len(cells) == len(names) - 1:
+        names.remove(target)
+    return names, 0
 
 
 def _csv_options(fmt: str, sep: Optional[str], missing: list[str], encoding: str, decimal: str = ".",
@@ -474,7 +478,7 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
                     skip_rows: int = 0) -> tuple[pd.DataFrame, int]:
     """The frame, and 1 when the file's first line is its header (0: a file without one, ``names`` given)."""
     encoding = encoding or _text_encoding(path)
-    sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, (), skip_rows, "data.sep")
+    sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, (), skip_rows, None, "data.sep")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -493,14 +497,14 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
 
 
 def _layout(path: Path, fmt: str, sep: Optional[str], encoding: str, names: Optional[Sequence[str]],
-            required: Sequence[str], skip_rows: int, key: str) -> tuple[Optional[str], list[str], Optional[list[str]], int]:
+            required: Sequence[str], skip_rows: int, target: Optional[str], key: str) -> tuple[Optional[str], list[str], Optional[list[str]], int]:
     """How a CSV/TSV file is laid out: (its separator, its columns, the names to give pandas (None: the header's),
     1 when its first line after ``skip_rows`` is a header). An empty file and duplicate names are refused."""
     header = _check_header(path, fmt, sep, encoding, skip_rows)
     if header is None:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
     sep, header = _detect_separator(path, fmt, sep, encoding, header, key, skip_rows)
-    names, header_lines = _naming(header, names, required)
+    names, header_lines = _naming(header, names, required, target)
     if names is None:
         _refuse_duplicates(path, header, flags=key.startswith("--"))
     return sep, header if names is None else names, names, header_lines

@@ -598,7 +598,8 @@ class CsvData(TabularDataModule):
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
             self.kinds, self.numeric_transform, self.categorical_encoding, self.min_category_count,
-            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins, self.decimal, self.columns, self.date_parts).fit(
+            [*MISSING_TOKENS, *self.na_values], self.piecewise_bins, self.decimal, self.columns, self.date_parts,
+            self.target if self.columns is not None else None).fit(
                 self.frame.iloc[train.x.numpy()], train.y.numpy(), classification=self.task_kind != "regression")
         self.timings["fit_s"] = time.perf_counter() - started
 
