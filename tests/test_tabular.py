@@ -678,6 +678,17 @@ def test_a_suggested_override_for_a_column_name_with_spaces_is_typed_as_given(st
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_numbers_written_with_a_unit_in_a_forced_numeric_column_are_not_called_missing(store):
+    """Half the cells written '6,971 km': the refusal used to suggest data.na_values for one of them."""
+    path = store["tmp"] / "cars.csv"
+    path.write_text(table_text("mileage,b,label", [f'"{1000 + 37 * i:,} km",{"ab"[i % 2]},{i % 2}' if i % 2 else
+                                                   f"{1000 + 37 * i},{'ab'[i % 2]},{i % 2}" for i in range(40)]))
+    line = error_line(run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "data.numeric=[mileage]"],
+                                         store).stderr)
+    assert "20 of 40 cells, 20 distinct, are not numbers as written, e.g. with a unit" in line, line
+    assert "data.na_values" not in line and "data.categorical=[mileage]" in line
+
+
 def test_binary_and_mismatched_test_files_are_refused(store):
     binary = store["tmp"] / "table.csv"
     binary.write_bytes(b"PK\x03\x04\x00\x00binary\x00" * 50)

@@ -830,6 +830,15 @@ def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndar
     first = int(np.flatnonzero(bad)[0])
     value = str(column.iloc[first]).strip()
     how = "data.numeric lists it" if forced else f"the column is numbers but for {int(bad.sum())} cell(s)"
+    present = int(column.notna().sum())
+    if forced and bad.sum() > TYPO_SHARE * present:
+        # many cells, not a stray code: numbers written with a unit or a note ('6,971 km') are not missing values
+        distinct = int(column[bad].nunique())
+        raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number "
+                        f"{_decimal_hint(value, decimal)}(data.numeric lists it; {int(bad.sum())} of {present} cells, "
+                        f"{distinct} distinct, are not numbers as written, e.g. with a unit); write them as plain "
+                        f"numbers in the file, or read the column as categories with "
+                        f"{list_override('data.categorical', [name])}")
     raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number "
                     f"{_decimal_hint(value, decimal)}({how}); if it means missing add {_shell_safe(f'data.na_values=[{value!r}]')}, "
                     f"if the column is categorical add {list_override('data.categorical', [name])}")
