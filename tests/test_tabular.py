@@ -483,6 +483,10 @@ def test_dates_give_month_and_weekday_inputs(store):
     code, _, stderr = predict_cli([str(checkpoint), "--input", str(table), "--output", str(predictions)])
     assert code == 0, stderr[-2000:]
     assert pd.read_csv(predictions)["prediction"].std() > 15  # weekends and the season apart, as trained
+    american = store["tmp"] / "american.csv"
+    american.write_text("day,sales\n12/05/2023,1\n")
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(american), "--output", str(predictions)])
+    assert code == 2 and "column 'day' holds '12/05/2023'" in stderr and "a date is read as ISO 8601" in stderr, stderr
 
 
 def test_date_parts_a_column_already_holds_are_said_not_dropped_silently(store):

@@ -475,7 +475,10 @@ class TablePreprocessor:
                                     + (" (numbers are read with a decimal comma, as in training: 3,14 and 1.234,5)"
                                        if self.decimal == "," else "")
                                     + (" (written with a decimal comma; the model reads numbers as its training file "
-                                       "wrote them, with a decimal point: save the file so)" if comma else ""))
+                                       "wrote them, with a decimal point: save the file so)" if comma else "")
+                                    + (" (a date is read as ISO 8601, 2024-01-05 or 2024-01-05T10:30; a day/month "
+                                       "order cannot be told from month/day: write the dates so)"
+                                       if re.fullmatch(r"\d{1,4}[/.]\d{1,2}[/.]\d{1,4}", str(cell).strip()) else ""))
             too_large = np.abs(values) > FLOAT32_MAX
             if too_large.any():
                 first = int(np.flatnonzero(too_large)[0])
