@@ -302,7 +302,11 @@ def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint,
     lines = ["", title + ", ".join(f"{k}={with_interval(v, bounds.get(k))}" for k, v in sorted(shown.items()))]
     if bounds:
         lines.append("  (in brackets: the 95 % bootstrap interval over the test rows, task.test_intervals)")
-    lines.append(f"Outputs (config, checkpoints, metrics.jsonl, plots, predictions): {output_dir}")
+    # what the folder holds (a sweep's trial: no checkpoints, plots or predictions)
+    held = [label for name, label in (("config.yaml", "config"), ("checkpoints", "checkpoints"),
+                                      ("metrics.jsonl", "metrics.jsonl"), ("plots", "plots"),
+                                      ("predictions", "predictions")) if (Path(output_dir) / name).exists()]
+    lines.append(f"Outputs ({', '.join(held)}): {output_dir}" if held else f"Outputs: {output_dir}")
     if checkpoint is not None and checkpoint.best_model_path:
         # without a validation split (data.val_fraction=0) the checkpoint callback monitors nothing: the last epoch
         kind = "Best checkpoint" if checkpoint.monitor else "Checkpoint of the last epoch (no validation split)"
