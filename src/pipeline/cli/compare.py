@@ -351,7 +351,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     output = args.output or Path.cwd() / "outputs" / "compare" / experiment.name
     output.mkdir(parents=True, exist_ok=True)
     direction = "lower" if ranking.mode == "min" else "higher"
-    what = "runs" if args.all else "finished runs"
+    what = ("run" if len(ranking.rows) == 1 else "runs") if args.all else (
+        "finished run" if len(ranking.rows) == 1 else "finished runs")
     print(f"Experiment '{ranking.experiment}': {len(ranking.rows)} {what} on {ranking.rows[0][len(KEY_PARAMS) + 3]} "
           f"by {ranking.metric} ({direction} is better; test metrics are shown, not ranked on)")
     if left_out:

@@ -295,9 +295,10 @@ def _unknown_key_message(full_key: str, config_dir: Path, config_name: str, over
     where = f"under '{parent}'" if parent else "at the top level"
     match = nearest(key, siblings)
     suggestion = f"; did you mean '{parent + '.' if parent else ''}{match}'?" if match else ""
-    listed = f" Keys {where}: {', '.join(sorted(siblings))}." if siblings and len(siblings) <= 30 else ""
-    return (f"unknown key '{full_key}'{suggestion}{listed} "
-            f"(a key that is not in the config needs a '+': +{full_key}=...)")
+    listed = f"; keys {where}: {', '.join(sorted(siblings))}" if siblings and len(siblings) <= 30 else ""
+    # '+' adds a key; offered when no existing key is meant (a typo gets the nearest name instead)
+    plus = "" if match else f" (a key that is not in the config needs a '+': +{full_key}=...)"
+    return f"unknown key '{full_key}'{suggestion}{listed}{plus}"
 
 
 def _keys_at(path: str, config_dir: Path, config_name: str, overrides: Sequence[str]) -> list[str]:
