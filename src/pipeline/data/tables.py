@@ -497,7 +497,8 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
 
 
 def _layout(path: Path, fmt: str, sep: Optional[str], encoding: str, names: Optional[Sequence[str]],
-            required: Sequence[str], skip_rows: int, target: Optional[str], key: str) -> tuple[Optional[str], list[str], Optional[list[str]], int]:
+            required: Sequence[str], skip_rows: int, target: Optional[str],
+            key: str) -> tuple[Optional[str], list[str], Optional[list[str]], int]:
     """How a CSV/TSV file is laid out: (its separator, its columns, the names to give pandas (None: the header's),
     1 when its first line after ``skip_rows`` is a header). An empty file and duplicate names are refused."""
     header = _check_header(path, fmt, sep, encoding, skip_rows)
@@ -860,8 +861,8 @@ PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
 
 def _shell_safe(override: str) -> str:
-    """``override`` as it is typed in a shell: in double quotes when it holds a space, quote or bracket the shell
-    would take (``"data.categorical=['sepal length (cm)']"``)."""
+    """``override`` as it is typed in a shell: in double quotes when it holds anything but letters, digits and
+    ``_.=,[]+:/-`` (a space, a quote, a parenthesis: ``"data.categorical=['sepal length (cm)']"``)."""
     return override if re.fullmatch(r"[A-Za-z0-9_.=,\[\]+:/-]*", override) else '"' + override.replace('"', '\\"') + '"'
 
 
