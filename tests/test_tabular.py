@@ -1160,6 +1160,7 @@ def test_test_rows_that_repeat_a_training_rows_inputs_are_counted(tmp_path, caps
     module = CsvData(path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "test.csv"), target="label")
     module.setup("fit")
     line = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Data: csv")][-1]
+    assert line.startswith("Data: csv train.csv in memory: ")  # the file read, not only the reader
     note = module.how_split()[-1]
     count = int(note.split(" test row")[0].replace(",", ""))
     assert note == f"{count} test rows ({count / 90:.1%}) repeat a training row's inputs exactly" and note in line

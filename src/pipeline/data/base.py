@@ -431,7 +431,8 @@ def announce_splits(module: InMemoryDataModule, how: str, sizes: Sequence[int], 
         notes.append("no validation split (data.val_fraction=0): the last epoch is tested")
     if module.cv_folds:
         notes.insert(0, f"fold {module.fold} of {module.cv_folds}-fold cross-validation is the test split")
-    print(f"Data: {module.name} {how}: {counts} {noun}s" + "".join(f"; {note}" for note in notes), flush=True)
+    source = getattr(module, "source_label", lambda: module.name)()
+    print(f"Data: {source} {how}: {counts} {noun}s" + "".join(f"; {note}" for note in notes), flush=True)
 
 
 def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: str) -> Path:

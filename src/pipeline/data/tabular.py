@@ -317,6 +317,11 @@ class CsvData(TabularDataModule):
         self.preprocessor: Optional[TablePreprocessor] = None
         self.timings: dict[str, float] = {}  # seconds spent reading, fitting and applying the preprocessing
 
+    def source_label(self) -> str:
+        """The data line's name for the table: the reader and the file (``csv adult.data``), so that ``data=adult``
+        and every other table config say which file they read."""
+        return f"{self.name} {self.path.name}" if self.path is not None else self.name
+
     def use_fitted(self, adapter_state: Optional[dict], spec: dict) -> bool:
         """The run's preprocessing, columns (their kinds and date parts) and classes, instead of what this
         config's training rows would give: the test rows are read as the model's inputs were."""
