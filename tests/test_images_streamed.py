@@ -130,6 +130,34 @@ def test_every_image_mode_decodes_upright_to_the_channels_asked_for(tmp_path):
         decode_image_file(str(truncated_png(tmp_path / "cut.png")), channels=3)
 
 
+def test_sixteen_bit_webp_and_animated_images_decode_like_their_eight_bit_copies(tmp_path):
+    """A 16-bit PNG came back as uint16 (0..65535, normalised as if 0..255: a silently useless input), WebP
+    and animated GIFs kept 3-4 channels when 1 was asked (a crash in the batch), WebP lay sideways."""
+    from PIL import Image
+
+    from pipeline.data.image_files import decode_image_file
+
+    rng = np.random.default_rng(2)
+    grey = pixels(rng, 12, 10, BRIGHT)[..., 0]
+    eight = decode_image_file(str(save(Image.fromarray(grey), tmp_path / "g8.png")), channels=1)
+    sixteen = decode_image_file(str(save(Image.fromarray(grey.astype(np.uint16) * 257), tmp_path / "g16.png")),
+                                channels=1)
+    assert sixteen.dtype == torch.uint8 and torch.equal(sixteen, eight)
+    assert decode_image_file(str(tmp_path / "g16.png"), channels=3).shape == (3, 12, 10)
+    colour = Image.fromarray(pixels(rng, 20, 30, BRIGHT))
+    for name, image in (("rgb.webp", colour), ("rgba.webp", colour.convert("RGBA"))):
+        path = save(image, tmp_path / name)
+        assert decode_image_file(str(path), channels=1).shape == (1, 20, 30), name
+        assert decode_image_file(str(path), channels=3).shape == (3, 20, 30), name
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = save(colour, tmp_path / "rotated.webp", exif=exif.tobytes())
+    assert decode_image_file(str(rotated), channels=3).shape == (3, 30, 20)
+    frames = [Image.fromarray(pixels(rng, 8, 8, BRIGHT)) for _ in range(2)]
+    animated = save(frames[0], tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    assert decode_image_file(str(animated), channels=1).shape == (1, 8, 8)
+
+
 def test_sampler_gives_the_in_memory_order_per_epoch_and_rank():
     """The streamed order is the in-memory TensorBatcher's: DistributedSampler semantics, seed + epoch."""
     from pipeline.data.base import TensorBatcher

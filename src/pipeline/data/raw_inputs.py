@@ -42,15 +42,23 @@ def decode_image_file(path: str, channels: int) -> Tensor:
             data = handle.read()
     except OSError as error:
         raise UnreadableImage(reason(error)) from None
-    decoder = _torchvision_decoder()
+    # WebP: torchvision's decoder neither converts it to grey nor applies its EXIF orientation, PIL does
+    decoder = None if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else _torchvision_decoder()
     if decoder is not None:
         decode_image, modes = decoder
         try:
             image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
                                  mode=modes.GRAY if channels == 1 else modes.RGB, apply_exif_orientation=True)
-            return image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+            image = image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
+            if image.dtype == torch.uint16:  # a 16-bit PNG: 0..65535 onto 0..255, as an 8-bit save would write it
+                image = torch.div(image.to(torch.int32) * 255 + 32767, 65535, rounding_mode="floor").to(torch.uint8)
+            if image.dtype == torch.uint8 and image.shape[0] == channels:
+                return image
+            # torchvision ignored the mode (an animated GIF comes back with 3 channels whatever was asked): PIL
+            # converts it
+            first_error: Optional[BaseException] = None
         except (RuntimeError, ValueError) as error:  # BMP, TIFF, PPM ... or a broken file: PIL decides
-            first_error: Optional[BaseException] = error
+            first_error = error
     else:
         first_error = None
     try:
@@ -74,7 +82,7 @@ def _decode_with_pil(source, channels: int) -> Tensor:
 
     with Image.open(source) as image:
         image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
-        array = np.asarray(image, dtype=np.uint8)
+        array = np.array(image, dtype=np.uint8)  # a copy torch may write to
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
 
