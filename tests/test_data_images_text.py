@@ -329,6 +329,15 @@ def test_image_folder_with_train_test_subfolders(tmp_path):
     assert len(data.train) == 10 and data.test.y.tolist() == [1, 1] and data.val is None
 
 
+def test_split_folders_are_found_whatever_their_case(tmp_path):
+    """Train/ and Val/ (a Windows export) were taken as two classes, 'Train' and 'Val', without a word."""
+    write_pngs(tmp_path / "d" / "Train", per_class=5)
+    write_pngs(tmp_path / "d" / "Val", classes=("dog",), per_class=2)
+    data = ImageFolder(path=str(tmp_path / "d"), image_size=4).load()
+    assert data.class_names == ["cat", "dog"]
+    assert len(data.train) == 10 and data.test.y.tolist() == [1, 1] and data.val is None
+
+
 def test_image_folder_missing_or_empty_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="not found"):
         ImageFolder(path=str(tmp_path / "nope")).load()

@@ -396,13 +396,18 @@ class ImageFolder(ImageFiles):
         root = self._resolved_path("a folder with one sub-folder per class")
         if not root.is_dir():
             raise DataError(f"data.path: image folder not found: {root}")
-        folders = {"train": root / "train"}
+        # split folders whatever their case (Train/ and Val/ of a Windows export are splits, not two classes)
+        subfolders = {}
+        for folder in sorted(root.iterdir(), key=lambda path: path.name != path.name.lower()):  # exact names first
+            if folder.is_dir():
+                subfolders.setdefault(folder.name.lower(), folder)
+        folders = {"train": subfolders.get("train", root / "train")}
         for name in VAL_FOLDERS:
-            if (root / name).is_dir():
-                folders["val"] = root / name
+            if name in subfolders:
+                folders["val"] = subfolders[name]
                 break
-        if (root / "test").is_dir():
-            folders["test"] = root / "test"
+        if "test" in subfolders:
+            folders["test"] = subfolders["test"]
         split_layout = folders["train"].is_dir() and bool(_class_folders(folders["train"]))
         if not split_layout:
             folders = {"train": root}
