@@ -173,6 +173,23 @@ def test_nbsvm_with_character_ngrams_trains_through_the_cli_and_its_model_takes_
     except SystemExit as exit_:
         assert exit_.code in (0, None)
     assert pd.read_csv(output)["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
+    # texts that a table reader would take for missing values, and quote characters in a TSV (no quoting in
+    # training): every row is predicted, as the text written, as the logged model predicts that text
+    texts = ["NA", "None", "?", "null", '" great film', 'he said "awful" twice', "n/a", test["sentence"][0]]
+    (tmp_path / "new.tsv").write_text("sentence\n" + "\n".join(texts) + "\n")
+    (tmp_path / "new.csv").write_text("id,sentence\n" + "\n".join(f'{i},"{t.replace(chr(34), 2 * chr(34))}"'
+                                                                   for i, t in enumerate(texts)) + "\n")
+    expected = model.predict(pd.DataFrame({"sentence": texts}))["probability_1"].to_numpy()
+    for name in ("new.tsv", "new.csv"):
+        output = tmp_path / f"{name}.predictions.csv"
+        try:
+            predict_main([str(checkpoint), "--input", str(tmp_path / name), "--output", str(output), "--keep",
+                          "sentence"])
+        except SystemExit as exit_:
+            assert exit_.code in (0, None)
+        predicted = pd.read_csv(output, keep_default_na=False)
+        assert predicted["sentence"].tolist() == texts, name
+        assert predicted["probability_1"].to_numpy() == pytest.approx(expected, abs=1e-6), name
 
 
 # ----- padding to the longest text of each batch --------------------------------------------------------

@@ -347,7 +347,8 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns]
     for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=decimal, flags=True,
                             names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows,
-                            text_columns=text_columns, target=predictor.file_target):
+                            text_columns=text_columns, target=predictor.file_target,
+                            literal_columns=[original.get(column, column)] if predictor.reads == "texts" else ()):
         if args.rename:
             _check_renames(batch, args)
             batch = batch.rename(columns=args.rename)

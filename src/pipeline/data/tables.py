@@ -341,14 +341,17 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                na_values: Sequence[str] = (), encoding: Optional[str] = None,
                decimal: str = ".", flags: bool = False, names: Optional[Sequence[str]] = None,
                required: Sequence[str] = (), sheet=None, skip_rows: int = 0,
-               text_columns: Sequence[str] = (), target: Optional[str] = None) -> Iterator[pd.DataFrame]:
+               text_columns: Sequence[str] = (), target: Optional[str] = None,
+               literal_columns: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
     """The file in DataFrames of ``batch_size`` rows (index: row number in the file), read as
     :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
     a hint in an error names pipeline-predict's options (``--sep``), not the config's keys. ``names`` (the
     training file's columns, when it had no header row) apply to a CSV/TSV file whose first row does not hold
     every ``required`` column; other formats name their columns themselves. ``text_columns`` of a CSV/TSV file are
     read as the text written (an id ``000123`` stays ``000123``), not as numbers. ``target``: the one of ``names`` a file
-    without a header row may lack (new rows have no label)."""
+    without a header row may lack (new rows have no label). ``literal_columns`` (a text model's texts) are read as
+    written, as its training file was: ``NA``, ``None``, ``?`` and empty cells are texts, not missing values, and a
+    TSV file has no quoting (a quote character is part of the text)."""
     path = Path(path)
     _check_decimal(decimal)
     fmt = table_format(path, format)
@@ -368,6 +371,13 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                 # the header as written ("id " is the column "id" once tidied)
                 written = {str(c).strip(): c for c in pd.read_csv(path, nrows=0, **options).columns}
                 options["dtype"] = {written[c]: str for c in text_columns if c in written}
+            if literal_columns:
+                written = {str(c).strip(): c for c in pd.read_csv(path, nrows=0, **options).columns}
+                literal = {written[c] for c in literal_columns if c in written}
+                options.update(keep_default_na=False, na_values={c: missing for c in written.values() if c not in literal},
+                               dtype={**options.get("dtype", {}), **{c: str for c in literal}})
+                if fmt == "tsv":
+                    options["quoting"] = csv.QUOTE_NONE
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
                 for chunk in pd.read_csv(path, chunksize=batch_size, **options):
@@ -375,7 +385,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                         _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags, header_lines,
                                             skip_rows)
                         checked = True  # one pass over the file answers for every chunk
-                    yield _tidy(chunk, missing)
+                    yield _tidy(chunk, missing, literal_columns)
         except DataError:
             raise
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
@@ -384,7 +394,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         try:
             for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
                                       encoding=encoding or _text_encoding(path, head_only=True)):
-                yield _tidy(chunk, missing)
+                yield _tidy(chunk, missing, literal_columns)
         except ValueError as error:
             raise DataError(f"{path}: not a JSON-lines file (one JSON object per line): {_first_line(error)}") from None
     elif fmt == "parquet":
@@ -398,14 +408,14 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                 chunk = batch.to_pandas()
                 chunk.index = pd.RangeIndex(start, start + len(chunk))
                 start += len(chunk)
-                yield _tidy(chunk, missing)
+                yield _tidy(chunk, missing, literal_columns)
         except DataError:
             raise
         except Exception as error:
             raise DataError(f"{path}: not a readable Parquet file ({_first_line(error)})") from None
     else:  # Feather/Arrow IPC files are memory-mapped: slicing them costs no copy of the whole file; a sheet is small
         frame = _tidy(_read_excel(path, sheet, skip_rows, skip_key)[0] if fmt == "excel" else _read_arrow(path, fmt),
-                      missing)
+                      missing, literal_columns)
         for start in range(0, len(frame), batch_size):
             yield frame.iloc[start:start + batch_size]
 
@@ -657,9 +667,10 @@ def _read_arrow(path: Path, fmt: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _tidy(frame: pd.DataFrame, missing: Sequence[str]) -> pd.DataFrame:
-    """Names and string cells without surrounding white space; missing-value codes as missing; rows with
-    nothing in them (blank lines) dropped, keeping the file's row numbers as the index."""
+def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = ()) -> pd.DataFrame:
+    """Names and string cells without surrounding white space; missing-value codes as missing, except in the
+    ``literal`` columns (texts); rows with nothing in them (blank lines) dropped, keeping the file's row numbers
+    as the index."""
     frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)
     tokens = set(missing)
     for name in frame.columns:
@@ -670,7 +681,7 @@ def _tidy(frame: pd.DataFrame, missing: Sequence[str]) -> pd.DataFrame:
             stripped = column.map(_plain_cell)
         else:
             continue
-        frame[name] = stripped.mask(stripped.isin(tokens))
+        frame[name] = stripped if name in literal else stripped.mask(stripped.isin(tokens))
     return frame.dropna(how="all")
 
 
