@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -538,6 +539,11 @@ def test_imdb_reads_an_acl_imdb_tree(tmp_path):
     assert not any("<br" in t for t in dm.texts)
     positives = [t for t, y in zip(dm.texts_of(dm.row_index["test"]), dm.test_split.y) if y == 1]
     assert positives and all("wonderful" in t for t in positives)
+    # the model logged for a review file as written sees what training saw: "<br />" replaced by a space
+    adapter = type(dm.raw_input_adapter()).from_dict(dm.raw_input_adapter().to_dict())
+    raw = (tmp_path / "aclImdb" / "test" / "pos" / "0_7.txt").read_text()
+    assert "<br />" in raw and torch.equal(adapter.transform(pd.DataFrame({"text": [raw]})),
+                                           dm.encode([raw.replace("<br />", " ").strip()]))
     with pytest.raises(DataError, match="aclImdb_v1.tar.gz"):
         IMDB(data_dir=str(tmp_path / "elsewhere")).load()
     shutil.rmtree(tmp_path / "aclImdb" / "train" / "neg")

@@ -185,9 +185,11 @@ class TextInput:
     requirements = ("tokenizers",)
 
     def __init__(self, tokenizer_json: str, max_length: int, pad_id: int, column: str = "text",
-                 examples: Sequence[str] = ()):
+                 examples: Sequence[str] = (), replacements: Sequence[Sequence[str]] = ()):
         self.tokenizer_json, self.max_length, self.pad_id, self.column = tokenizer_json, int(max_length), int(pad_id), column
         self.examples = [str(t) for t in examples][:4]
+        # what the data's reader replaced in every text before training (IMDB's "<br />" line breaks)
+        self.replacements = [(str(old), str(new)) for old, new in replacements]
         self._tokenizer = None
 
     def __getstate__(self):
@@ -202,6 +204,8 @@ class TextInput:
     def transform(self, frame: pd.DataFrame) -> Tensor:
         texts = ["" if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
                  for text in _column(frame, self.column).tolist()]
+        for old, new in self.replacements:
+            texts = [text.replace(old, new) for text in texts]
         if self._tokenizer is None:
             from tokenizers import Tokenizer
 
@@ -218,13 +222,14 @@ class TextInput:
     def to_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, "module": type(self).__module__, "class": type(self).__name__,
                 "column": self.column, "max_length": self.max_length, "pad_id": self.pad_id,
-                "examples": self.examples, "tokenizer": self.tokenizer_json}
+                "examples": self.examples, "tokenizer": self.tokenizer_json,
+                "replacements": [list(pair) for pair in self.replacements]}
 
     @classmethod
     def from_dict(cls, state: dict) -> "TextInput":
         _check_format(state)
         return cls(state["tokenizer"], state["max_length"], state["pad_id"], state.get("column", "text"),
-                   state.get("examples", ()))
+                   state.get("examples", ()), state.get("replacements", ()))
 
 
 def _check_format(state: dict) -> None:

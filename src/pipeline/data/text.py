@@ -39,6 +39,9 @@ PAD_ID, UNK_ID = 0, 1
 SENTIMENT_CLASSES = ["negative", "positive"]
 
 
+REVIEW_REPLACEMENTS = (("<br />", " "),)  # aclImdb's line breaks; the logged model replaces them too
+
+
 def text_lines(text: str) -> list[str]:
     # not str.splitlines(): it also splits at U+0085 / U+2028, which Latin-1 text can hold
     return [line.rstrip("\r") for line in text.split("\n")]
@@ -98,6 +101,9 @@ class TextDataModule(InMemoryDataModule):
     ``data.num_workers`` DataLoader workers). ``auto`` streams when rows x max_length is over
     ``STREAM_ABOVE_TOKENS``. Either way a batch is padded only to its longest text.
     """
+
+    # (old, new) replaced in every text before it is tokenised, by the reader and by the logged model
+    text_replacements: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     modality: ClassVar[str] = "text"
     task_kind: ClassVar[str] = "classification"
@@ -334,7 +340,7 @@ class TextDataModule(InMemoryDataModule):
             first = self.train_split.x[:2]
             examples = (self.texts_of(first) if self.streaming  # row numbers; in memory: token ids
                         else [self.tokenizer.decode([int(i) for i in row if int(i) != self.pad_id]) for row in first])
-        return TextInput(self.tokenizer_json(), self.max_length, self.pad_id, column, examples)
+        return TextInput(self.tokenizer_json(), self.max_length, self.pad_id, column, examples, self.text_replacements)
 
     # ----- artifacts -------------------------------------------------------------------------
     def tokenizer_json(self) -> str:
@@ -727,6 +733,7 @@ class IMDB(TextDataModule):
     name: ClassVar[str] = "imdb"
     url: ClassVar[str] = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
     folders: ClassVar[tuple[str, str]] = ("neg", "pos")  # label 0, 1
+    text_replacements = REVIEW_REPLACEMENTS
 
     def __init__(self, path: Optional[str] = None, max_length: int = 256, **kwargs):
         super().__init__(max_length=max_length, **kwargs)
@@ -767,4 +774,6 @@ class IMDB(TextDataModule):
 
 
 def _clean_review(text: str) -> str:
-    return text.replace("<br />", " ").strip()
+    for old, new in REVIEW_REPLACEMENTS:
+        text = text.replace(old, new)
+    return text.strip()
