@@ -220,12 +220,15 @@ def test_batches_are_padded_to_their_longest_text_and_models_give_the_same_outpu
 
 
 # ----- texts streamed from disk --------------------------------------------------------------------------
-def test_streamed_reader_reads_rows_lazily_and_batches_as_in_memory(tmp_path):
+def test_streamed_reader_reads_rows_lazily_and_batches_as_in_memory(tmp_path, capsys):
     data = write_sentiment_tsv(tmp_path / "data", rows=3000, dev=200)
     in_memory = TextTSV(path=str(data), seed=3, batch_size=64, in_memory=True)
     streamed = TextTSV(path=str(data), seed=3, batch_size=64, in_memory=False, num_workers=2)
     in_memory.setup()
     streamed.setup()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Data: ")]
+    assert lines[0].startswith("Data: text_tsv in memory: ")  # the data line says which of the two it is
+    assert lines[1].startswith("Data: text_tsv streamed (read and tokenised per batch): ")
     assert all(isinstance(part, LineTexts) for part in streamed.texts.parts)  # rows stay on disk
     assert streamed.streaming and not in_memory.streaming
     assert len(streamed.texts) == 3200 and streamed.texts_of(torch.tensor([0, 3199])) == in_memory.texts_of(
@@ -512,3 +515,27 @@ def test_a_tokenizer_that_cannot_be_loaded_is_a_data_error_naming_the_key(monkey
     assert "hf download pipeline-tests/not-a-cached-tokenizer" in message and "\n" not in message
     with pytest.raises(DataError, match="no such folder"):
         load_pretrained_tokenizer(str(tmp_path / "missing-folder"), 64)
+
+
+def test_a_max_length_that_leaves_no_room_for_words_is_refused(tmp_path):
+    """BERT adds [CLS] and [SEP]: at data.max_length=2 every text was those two tokens, at 1 a traceback."""
+    from pipeline.data.base import DataError
+    from pipeline.data.text import load_pretrained_tokenizer
+
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    for length in (1, 2):
+        with pytest.raises(DataError, match=rf"data.max_length={length} leaves no room for words: .* adds 2 special "
+                                            r"tokens to every text; set data.max_length>2"):
+            load_pretrained_tokenizer(str(folder), length)
+    tokenizer, _ = load_pretrained_tokenizer(str(folder), 3)
+    assert len(tokenizer.encode("great film").ids) == 3
+
+
+def test_a_csv_cell_longer_than_pythons_default_limit_is_read(tmp_path):
+    """Python's csv module refuses fields over 128 KiB by default; a long review is a normal text."""
+    long = " ".join(["great"] * 30000)
+    rows = [f'"{long if i == 3 else "great film" if i % 2 else "awful film"}",{i % 2}' for i in range(40)]
+    (tmp_path / "reviews.csv").write_text("sentence,label\n" + "\n".join(rows) + "\n")
+    module = TextTSV(path=str(tmp_path / "reviews.csv"))
+    module.setup()
+    assert len(module.train_split) + len(module.val_split) + len(module.test_split) == 40

@@ -332,7 +332,8 @@ class InMemoryDataModule(pl.LightningDataModule):
             self.apply_preprocessing(s) for s in (train, val, test)
         )
         self.spec = self.describe(self.train_split, data.class_names)
-        announce_splits(self, "in memory", (len(self.train_split), len(self.val_split), len(self.test_split)),
+        how = "streamed (read and tokenised per batch)" if getattr(self, "streaming", False) else "in memory"
+        announce_splits(self, how, (len(self.train_split), len(self.val_split), len(self.test_split)),
                         notes=self.how_split())
 
     def _epoch(self) -> int:

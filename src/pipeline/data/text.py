@@ -384,6 +384,10 @@ def load_pretrained_tokenizer(name: str, max_length: int):
                    if i is not None), None)
     if pad_id is None:
         raise DataError(f"data.tokenizer={name} has no pad, end-of-sequence or unknown token to pad batches with")
+    special = pretrained.num_special_tokens_to_add()
+    if max_length <= special:  # the tokenizer cannot cut below its own markers: it would not truncate at all
+        raise DataError(f"data.max_length={max_length} leaves no room for words: {name} adds {special} special "
+                        f"tokens to every text; set data.max_length>{special}")
     tokenizer = pretrained.backend_tokenizer
     tokenizer.enable_truncation(max_length=max_length)
     return tokenizer, int(pad_id)
@@ -524,6 +528,7 @@ class TextTSV(TextDataModule):
             # no quoting: SST-2 sentences hold bare quote characters
             numbered = [(n, line) for n, line in enumerate(text_lines(text), start=1)]
             return [(n, line.split("\t")) for n, line in numbered if line.strip()]
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # a whole book in one cell (default: 128 KiB)
         rows, reader = [], csv.reader(io.StringIO(text, newline=""))
         start = 1
         try:
