@@ -263,6 +263,16 @@ def test_resume_from_checkpoint_continues_training(store, tmp_path):
     train(compose_for_train(store2, ["trainer.max_epochs=4", "logger=none", f"ckpt_path={last}"]))
     resumed = torch.load(store2["outputs"] / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 3
+    # what the saved state would override silently, or fail on after set-up, is refused before training
+    from pipeline.errors import ConfigError
+
+    refusals = {"optimizer.lr=0.5": r"its optimizer has lr=0\.\d+, this config gives lr=0\.5; a resumed run continues",
+                "optimizer=sgd": r"was written by another optimizer \(it has no .*momentum",
+                "trainer.max_epochs=1": r"was written in epoch 2, past trainer.max_epochs=1; resume with trainer.max_epochs>=2"}
+    for number, (override, message) in enumerate(refusals.items()):
+        with pytest.raises(ConfigError, match=message):
+            train(compose_for_train(dict(store, outputs=tmp_path / f"refused{number}"),
+                                    ["trainer.max_epochs=4", "logger=none", override, f"ckpt_path={last}"]))
 
 
 def test_console_output_is_one_line_per_epoch_without_adverts_when_not_on_a_terminal(store):

@@ -277,7 +277,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             enable_model_summary=False,
             **extra_arguments,
         )
-    resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module)
+    resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module, trainer.max_epochs)
     return RunParts(task_module, trainer, checkpoint, loggers, history, run_id_writer, resume_tags)
 
 
@@ -335,9 +335,10 @@ def probe_optimization(task_module) -> None:
                 scheduler.step()
 
 
-def check_resume_checkpoint(ckpt_path: Optional[str], task_module) -> dict[str, str]:
+def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: Optional[int] = None) -> dict[str, str]:
     """A checkpoint to resume from must be a Lightning checkpoint of this very model (same parameter names
-    and shapes); returns the tags that link the new run to the one that wrote it."""
+    and shapes), of an optimizer with this config's settings (the saved state would replace them silently) and
+    of no more epochs than ``max_epochs``; returns the tags that link the new run to the one that wrote it."""
     if not ckpt_path:
         return {}
     import torch
@@ -366,10 +367,56 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module) -> dict[str, 
             details.append(f"{key} is {list(saved[key])} there but {list(expected[key])} here")
         raise ConfigError(f"ckpt_path={ckpt_path} was written by another model or data set ({'; '.join(details)}); "
                           "resume with the same model, data and task options as the run that wrote it")
+    _check_resumed_optimizer(ckpt_path, checkpoint, task_module)
+    epoch = checkpoint.get("epoch")  # from 0: the epoch the checkpoint was written in (at its end, or during it)
+    if max_epochs is not None and max_epochs != -1 and isinstance(epoch, int) and epoch + 1 > max_epochs:
+        raise ConfigError(f"ckpt_path={ckpt_path} was written in epoch {epoch + 1}, past trainer.max_epochs="
+                          f"{max_epochs}; resume with trainer.max_epochs>={epoch + 1} (the run's own value or more)")
     tags = {"resumed_from_checkpoint": str(path.resolve())}
     if checkpoint.get("mlflow_run_id"):
         tags["resumed_from_run"] = str(checkpoint["mlflow_run_id"])
     return tags
+
+
+# how an optimizer runs, not what it computes (they may differ between machines): not compared on resume
+_OPTIMIZER_FLAGS = frozenset({"params", "initial_lr", "foreach", "fused", "capturable", "differentiable"})
+
+
+def _check_resumed_optimizer(ckpt_path: str, checkpoint: dict, task_module) -> None:
+    """Lightning loads the saved optimizer state over the new optimizer: its settings (learning rate, weight decay,
+    momentum ...) replace this config's without a word, and another optimizer's state fails at its first step.
+    Both are refused here, naming the first setting that differs."""
+    saved_states = checkpoint.get("optimizer_states") or []
+    factory = getattr(task_module, "optimizer_factory", None)
+    if len(saved_states) != 1 or factory is None:
+        return
+    fresh = factory(params=task_module.parameter_groups()).state_dict()["param_groups"]
+    saved = saved_states[0].get("param_groups", [])
+    hint = ("a resumed run continues the optimizer it saved: resume with the run's own optimizer settings, or "
+            "start a new run (without ckpt_path) for new ones")
+    if len(saved) != len(fresh):
+        raise ConfigError(f"ckpt_path={ckpt_path}: its optimizer has {len(saved)} parameter group(s), this config's "
+                          f"{len(fresh)}; {hint}")
+    for was, now in zip(saved, fresh):
+        keys = set(now) - _OPTIMIZER_FLAGS  # this optimizer's own settings; a schedule may add its own to the group
+        if not keys <= set(was):
+            raise ConfigError(f"ckpt_path={ckpt_path} was written by another optimizer (it has no "
+                              f"{', '.join(sorted(keys - set(was)))}); {hint}")
+        # a cyclic schedule (OneCycleLR, CyclicLR) sets lr, and may cycle the momentum, itself
+        moved = {"lr", "momentum", "betas"} if "max_lr" in was else set()
+        if "initial_lr" not in was and checkpoint.get("lr_schedulers"):
+            moved.add("lr")  # ReduceLROnPlateau lowers lr and keeps no record of where it began
+        for key in sorted(keys - moved):
+            old = was.get("initial_lr", was[key]) if key == "lr" else was[key]  # a schedule moves lr, not initial_lr
+            new = now[key]
+            plain = (int, float, bool, str, tuple, list, type(None))
+            if isinstance(old, plain) and isinstance(new, plain) and _as_plain(old) != _as_plain(new):
+                raise ConfigError(f"ckpt_path={ckpt_path}: its optimizer has {key}={_as_plain(old)}, this config gives "
+                                  f"{key}={_as_plain(new)}; {hint}")
+
+
+def _as_plain(value):
+    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 def claim_output_dir(cfg: DictConfig) -> Path:
