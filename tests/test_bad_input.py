@@ -95,6 +95,13 @@ def test_wrong_type_or_out_of_range_is_refused_before_anything_runs(store, args,
     assert_refused(run_cli_in_process(args, store), store, *fragments)
 
 
+def test_a_url_as_a_data_path_is_refused_with_its_password_masked(store):
+    result = run_cli_in_process(["data=csv", "task=regression", "data.path=https://alice:hunter2pass@example.com/x.csv",
+                                 "data.target=y"], store)
+    assert_refused(result, store, "data.path=https://alice:***@example.com/x.csv is a URL", "download it first")
+    assert "hunter2pass" not in result.stderr + result.stdout
+
+
 def test_out_of_range_through_the_real_cli(store):
     assert_refused(run_cli(["optimizer.lr=-1"], store), store, "optimizer.lr=-1", "allowed: > 0")
 

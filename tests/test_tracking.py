@@ -336,6 +336,8 @@ def test_a_model_the_store_cannot_take_fails_the_tracking_not_the_results(shared
     lines = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
     assert any("test/acc" in line for line in lines) and list((store["outputs"] / "checkpoints").glob("best-*.ckpt"))
     [run] = runs_in(store, f"model-refused-{writer}")
+    # ended, with what failed (it stayed RUNNING, and the next run on the store called it KILLED by a lost process)
+    assert run.info.status == "FAILED" and "while logging the model" in run.data.tags["error"], run.data.tags
     assert not client_of(store).search_logged_models([run.info.experiment_id])
     assert not list(temporary.glob("pipeline-model-*"))
 

@@ -49,7 +49,9 @@ def _full_error_wanted() -> bool:
 
 
 def _fail(message: str, code: int) -> None:
-    print(f"Error: {message}", file=sys.stderr, flush=True)
+    from pipeline.tracking.redact import redact_text
+
+    print(f"Error: {redact_text(message)}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 

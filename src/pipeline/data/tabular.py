@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Optional, Union
@@ -336,6 +337,9 @@ class CsvData(TabularDataModule):
     def _resolve(self, path: Optional[Path], key: str) -> Path:
         if path is None:
             raise DataError(f"{key} is required for data=csv (e.g. data.path=/path/to/file.csv data.target=label)")
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]+:/", str(path)):  # https://..., s3://... (the path joined the //)
+            raise DataError(f"{key}={str(path).replace(':/', '://', 1)} is a URL; tables are read from local files: "
+                            "download it first and give its path")
         path = path if path.is_absolute() else Path.cwd() / path
         if not path.is_file():
             raise DataError(f"{key}: file not found: {path}{self._data_dir_hint(path)}")

@@ -10,7 +10,8 @@ from typing import Any
 REDACTED = "***"
 SECRET_KEY_PATTERN = re.compile(r"(password|passwd|token(?!i[sz]er)|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|(^|[._-])key$)", re.IGNORECASE)
 # scheme://user:password@host -> scheme://user:***@host
-URL_PASSWORD_PATTERN = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]+:)(?P<password>[^@\s]+)(?P<at>@)")
+# (also scheme:/user:password@host: a URL given as a file path, whose // the path joined)
+URL_PASSWORD_PATTERN = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*:/{1,2}[^/:@\s]+:)(?P<password>[^@\s]+)(?P<at>@)")
 
 
 @functools.lru_cache(maxsize=8192)  # the same keys come back for every run and trial

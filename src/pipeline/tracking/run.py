@@ -401,6 +401,15 @@ class TrackedRun:
                     self.client.set_tag(self.run_id, "error", error)
                 self.client.set_terminated(self.run_id, status=status)
                 self.final_status = status
+        elif self.enabled and self.run_id is not None and not self.tracking_uri.startswith(("http://", "https://")):
+            # the store failed on one part (an artifact, the model) and may still take the end: the run is marked
+            # FAILED with what failed instead of staying RUNNING (which the next run would call KILLED); a database
+            # that is gone fails here again, quietly (a server is not asked: its retries would keep the run waiting)
+            try:
+                self.client.set_tag(self.run_id, "error", error or f"TrackingFailed: {self.failure}"[:5000])
+                self.client.set_terminated(self.run_id, status="FAILED" if status == "FINISHED" else status)
+            except Exception:
+                pass
         if self._writer is not None:
             self._writer.shutdown(wait=False)
 
