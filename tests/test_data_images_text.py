@@ -339,6 +339,15 @@ def test_split_folders_are_found_whatever_their_case(tmp_path):
     assert len(data.train) == 10 and data.test.y.tolist() == [1, 1] and data.val is None
 
 
+def test_a_link_back_up_the_folder_is_read_once(tmp_path):
+    """os.walk follows links: `ln -s . self` listed each image 40 times (in train and test), `ln -s .. up` hung."""
+    write_pngs(tmp_path / "d", per_class=4)
+    (tmp_path / "d" / "cat" / "self").symlink_to(".")
+    (tmp_path / "d" / "dog" / "up").symlink_to("..")
+    data = ImageFolder(path=str(tmp_path / "d"), image_size=4).load()
+    assert len(data.train) == 8 and data.class_names == ["cat", "dog"]
+
+
 def test_image_folder_missing_or_empty_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="not found"):
         ImageFolder(path=str(tmp_path / "nope")).load()

@@ -368,10 +368,14 @@ def _class_folders(folder: Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively, sorted), relative to it; hidden files and folders skipped."""
+    """Image files under ``folder`` (recursively, sorted), relative to it; hidden files and folders skipped, and a
+    folder reached again through a link (``ln -s . self``: a loop) read once, not without end or twice."""
     found = []
+    seen = {str(parent) for parent in Path(os.path.realpath(folder)).parents}  # a link up the tree is a loop too
     for directory, subfolders, names in os.walk(folder, followlinks=True):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        seen.add(os.path.realpath(directory))
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
+                               and os.path.realpath(os.path.join(directory, d)) not in seen)
         relative = os.path.relpath(directory, folder)
         for name in sorted(names):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
