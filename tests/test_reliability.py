@@ -313,6 +313,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(store
     line = one_error_line(result)
     assert "no space left" in line and str(out / "checkpoints") in line
     last = out / "checkpoints" / "last.ckpt"
+    # the files that are there (it named a best-epoch file that was never written) and how to go on
+    kept = sorted(p.name for p in last.parent.glob("*.ckpt"))
+    assert f"kept there: {', '.join(kept)}; resume with ckpt_path={last}." in line, line
     assert torch.load(last, weights_only=True)["epoch"] == 0  # the previous one, whole
     assert not [p for p in last.parent.iterdir() if ".tmp-" in p.name]
     [run] = runs_in(store)

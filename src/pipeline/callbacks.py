@@ -289,9 +289,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with _ignore_missing():
                 temporary.unlink()
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                # a best-epochNNN file is new (the previous best has another name); last.ckpt is replaced
+                kept = sorted(p.name for p in target.parent.glob("*.ckpt"))
+                last = target.parent / "last.ckpt"
+                resume = f"; resume with ckpt_path={last}" if last.exists() else ""
                 raise StorageFull(f"no space left on the device of {target.parent} while writing {target.name}; "
-                                  f"the previous {target.name} is kept. Free space or set hydra.run.dir to another disk"
-                                  ) from None
+                                  f"kept there: {', '.join(kept) or 'no checkpoint'}{resume}. Free space or set "
+                                  "hydra.run.dir to another disk") from None
             raise
         except BaseException:
             with _ignore_missing():
