@@ -556,3 +556,15 @@ def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_p
     assert evaluation.data.tags["evaluation_of"] == first.info.run_id
     code, _, stderr = eval_cli(["models:/tumours/7", "--tracking-uri", store["uri"]])
     assert code == 2 and f"no registered model version models:/tumours/7 in {store['uri']}" in error_line(stderr)
+
+
+def test_hydra_job_chdir_keeps_the_store_where_the_command_was_started(tmp_path):
+    """hydra.job.chdir=true moves the process into the run's folder: each run got an MLflow store of its own
+    there, which pipeline-ui and pipeline-compare started where the command was never saw."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli.train", "trainer.max_epochs=1", "hydra.job.chdir=true",
+                             "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"at sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}" in result.stdout + result.stderr
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file() and not list((tmp_path / "outputs").rglob("mlruns"))

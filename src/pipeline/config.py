@@ -29,9 +29,21 @@ CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 # the source checkout this package runs from (for the git provenance of runs; not a git checkout when installed)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+def _working_dir() -> str:
+    """Where pipeline-train was started: Hydra's record of it when a job runs (``hydra.job.chdir=true`` moves the
+    process into the run's folder, and each run would get a store of its own there), else the current folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        started = HydraConfig.get().runtime.get("cwd")
+        if started:
+            return str(started)
+    return os.getcwd()
+
+
 if not OmegaConf.has_resolver("working_dir"):
     # outputs, the default store and data/ live where pipeline-train is started, not where the code is
-    OmegaConf.register_new_resolver("working_dir", lambda: os.getcwd())
+    OmegaConf.register_new_resolver("working_dir", _working_dir)
 
 
 # ----- schemas of the fixed parts ---------------------------------------------------------------
