@@ -29,6 +29,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 # the source checkout this package runs from (for the git provenance of runs; not a git checkout when installed)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+
 def _working_dir() -> str:
     """Where pipeline-train was started: Hydra's record of it when a job runs (``hydra.job.chdir=true`` moves the
     process into the run's folder, and each run would get a store of its own there), else the current folder."""
