@@ -380,6 +380,7 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
 
 # how an optimizer runs, not what it computes (they may differ between machines): not compared on resume
 _OPTIMIZER_FLAGS = frozenset({"params", "initial_lr", "foreach", "fused", "capturable", "differentiable"})
+_PLAIN_SETTINGS = (int, float, bool, str, tuple, list, type(None))  # compared; a tensor lr or a callable is not
 
 
 def _check_resumed_optimizer(ckpt_path: str, checkpoint: dict, task_module) -> None:
@@ -409,8 +410,8 @@ def _check_resumed_optimizer(ckpt_path: str, checkpoint: dict, task_module) -> N
         for key in sorted(keys - moved):
             old = was.get("initial_lr", was[key]) if key == "lr" else was[key]  # a schedule moves lr, not initial_lr
             new = now[key]
-            plain = (int, float, bool, str, tuple, list, type(None))
-            if isinstance(old, plain) and isinstance(new, plain) and _as_plain(old) != _as_plain(new):
+            comparable = isinstance(old, _PLAIN_SETTINGS) and isinstance(new, _PLAIN_SETTINGS)
+            if comparable and _as_plain(old) != _as_plain(new):
                 raise ConfigError(f"ckpt_path={ckpt_path}: its optimizer has {key}={_as_plain(old)}, this config gives "
                                   f"{key}={_as_plain(new)}; {hint}")
 

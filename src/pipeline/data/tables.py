@@ -367,12 +367,11 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         checked = False
         options = _csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows)
         try:
-            if text_columns:
+            if text_columns or literal_columns:
                 # the header as written ("id " is the column "id" once tidied)
                 written = {str(c).strip(): c for c in pd.read_csv(path, nrows=0, **options).columns}
                 options["dtype"] = {written[c]: str for c in text_columns if c in written}
             if literal_columns:
-                written = {str(c).strip(): c for c in pd.read_csv(path, nrows=0, **options).columns}
                 literal = {written[c] for c in literal_columns if c in written}
                 options.update(keep_default_na=False, na_values={c: missing for c in written.values() if c not in literal},
                                dtype={**options.get("dtype", {}), **{c: str for c in literal}})
