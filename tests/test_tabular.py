@@ -737,6 +737,39 @@ def test_a_class_only_in_the_test_file_is_refused_not_added_to_the_model(store):
     assert_refused(result, store, "'A' (20 rows), 'B' (20 rows)", "'A' may be 'a'; 'B' may be 'b'")
 
 
+def test_metrics_undefined_on_the_test_rows_are_left_out_and_said_not_logged_as_0(store):
+    """A test file of one class has no auroc (it needs both classes) and ap needs a positive row; test targets that
+    do not vary have no r2. They used to be logged as 0.0, which reads as the worst model there is."""
+    rng = np.random.default_rng(0)
+    train, test = store["tmp"] / "two.csv", store["tmp"] / "only_no.csv"
+    x = rng.normal(size=200)
+    pd.DataFrame({"x": x, "y": np.where(x > 0, "yes", "no")}).to_csv(train, index=False)
+    pd.DataFrame({"x": -np.abs(rng.normal(size=40)), "y": "no"}).to_csv(test, index=False)
+    result = run_cli(["task=classification", "data=csv", f"data.path={train}", f"data.test_path={test}",
+                      "data.target=y", "trainer.max_epochs=3", "optimizer.lr=0.05", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    metrics = run.data.metrics
+    assert metrics["test/acc"] > 0.8 and "test/acc_ci_low" in metrics and "test/f1" in metrics, metrics
+    assert not [k for k in metrics if k.startswith(("test/auroc", "test/ap"))], metrics
+    assert "val/auroc" in metrics  # the validation split holds both classes
+    output = result.stdout + result.stderr
+    assert "Note: test/ap, test/auroc not logged: undefined on these test rows (ap needs a positive row; auroc " \
+        "needs rows of both classes, or of two classes at least)" in output, output[-3000:]
+    assert "test/auroc=" not in output and "test/acc=" in output
+
+    flat = store["tmp"] / "flat.csv"
+    pd.DataFrame({"x": rng.normal(size=30), "price": 5.0}).to_csv(flat, index=False)
+    houses_csv = store["tmp"] / "houses.csv"
+    x = rng.normal(size=200)
+    pd.DataFrame({"x": x, "price": 3 * x + 5}).to_csv(houses_csv, index=False)
+    result = run_cli(["task=regression", "data=csv", f"data.path={houses_csv}", f"data.test_path={flat}",
+                      "data.target=price", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Note: test/r2 not logged: undefined on these test rows (r2 needs targets that vary)" in output
+    assert "test/r2=" not in output and "test/rmse=" in output, output[-2000:]
+
+
 def test_labels_that_differ_only_by_case_are_said_not_merged(store):
     path = store["tmp"] / "cased.csv"
     labels = ["yes", "no"] * 30 + ["Yes", "NO.", "No"]

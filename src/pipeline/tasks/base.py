@@ -54,6 +54,8 @@ class TaskModule(pl.LightningModule):
         self.best_value: Optional[float] = None
         #: redraws of the test rows for the 95 % intervals of the test metrics (``task.test_intervals``; 0: none)
         self.test_resamples = 0
+        #: the test metrics undefined on the test rows, left out of the logged metrics (see ``undefined_reasons``)
+        self.undefined_test_metrics: list[str] = []
 
     # plain attributes set on every training step: Lightning sets _current_fx_name around every hook it calls (~50
     # times per step), the step's loss and the epoch's sums are updated once per step. nn.Module's __setattr__
@@ -255,13 +257,22 @@ class TaskModule(pl.LightningModule):
             if self.trainer.world_size > 1:  # the shards are equally long (padded), as all_gather needs
                 inputs = self.all_gather(inputs).reshape(-1, *inputs.shape[1:])
                 targets = self.all_gather(targets).reshape(-1, *targets.shape[1:])
-            values.update({f"{prefix}/{name}": value for name, value in self.compute_metrics(inputs, targets).items()})
+            metrics = self.compute_metrics(inputs, targets)
+            undefined = sorted(name for name, value in metrics.items() if math.isnan(float(value)))
+            if prefix == "test":  # left out, and said: a 0 would read as the worst score
+                self.undefined_test_metrics = undefined
+                metrics = {name: value for name, value in metrics.items() if name not in undefined}
+            else:  # 0, as torchmetrics gives, so that a monitor or early stopping on it keeps working
+                metrics = {name: torch.zeros_like(value) if name in undefined else value
+                           for name, value in metrics.items()}
+            values.update({f"{prefix}/{name}": value for name, value in metrics.items()})
             if resamples:
                 from .intervals import bootstrap, in_canonical_order, interval_metrics
 
                 weighted = self.weighted_metrics(*in_canonical_order(inputs.cpu().numpy(), targets.cpu().numpy()))
-                bounds = interval_metrics(bootstrap(weighted, len(targets), resamples), prefix)
-                values.update({key: torch.tensor(value) for key, value in bounds.items()})
+                intervals = {name: bounds for name, bounds in bootstrap(weighted, len(targets), resamples).items()
+                             if name in metrics}
+                values.update({key: torch.tensor(value) for key, value in interval_metrics(intervals, prefix).items()})
         self._eval_inputs, self._eval_targets = [], []
         return values
 
@@ -284,9 +295,16 @@ class TaskModule(pl.LightningModule):
                 values[f"{self.monitor}_best"] = torch.tensor(self.best_value)
         self._publish(values)
 
+    #: why a metric can be undefined on a split (its value NaN), for the note that says it is not logged
+    undefined_reasons: ClassVar[dict[str, str]] = {}
+
     def on_test_epoch_end(self) -> None:
         # through Lightning's logging: trainer.test() returns what is logged here
         self.log_dict(self._epoch_evaluation("test", self.test_resamples))
+        if self.undefined_test_metrics and self.trainer.is_global_zero:
+            reasons = sorted({self.undefined_reasons.get(name, "") for name in self.undefined_test_metrics} - {""})
+            print(f"Note: {', '.join('test/' + name for name in self.undefined_test_metrics)} not logged: undefined on "
+                  f"these test rows{' (' + '; '.join(reasons) + ')' if reasons else ''}", flush=True)
 
     # ----- checkpoints: a resumed run continues exactly where the saved one was ------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

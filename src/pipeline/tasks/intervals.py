@@ -26,12 +26,23 @@ Weighted = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 def bootstrap(weighted: Weighted, rows: int, resamples: int, seed: int = SEED) -> dict[str, tuple[float, float]]:
     """{metric: (low, high)}: the central ``LEVEL`` share of ``weighted``'s values over ``resamples`` redraws of
-    ``rows`` rows with replacement. ``weighted`` maps row weights (redraws x rows) to {metric: value per redraw}."""
-    return {name: _central(values) for name, values in redrawn(weighted, rows, resamples, seed).items()}
+    ``rows`` rows with replacement. ``weighted`` maps row weights (redraws x rows) to {metric: value per redraw}.
+    A metric undefined on a redraw (NaN: auroc of a redraw without a positive row) is taken over the redraws where
+    it is defined; one undefined on every redraw has no interval."""
+    out = {}
+    for name, values in redrawn(weighted, rows, resamples, seed).items():
+        bounds = _central(values)
+        if bounds is not None:
+            out[name] = bounds
+    return out
 
 
-def _central(values: np.ndarray) -> tuple[float, float]:
-    """The bounds of the central ``LEVEL`` share of ``values`` (their percentiles)."""
+def _central(values: np.ndarray) -> Optional[tuple[float, float]]:
+    """The bounds of the central ``LEVEL`` share of the defined (non-NaN) ``values`` (their percentiles); None
+    where none is defined."""
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return None
     tail = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
@@ -70,7 +81,10 @@ def paired(first: Weighted, second: Weighted, rows: int, resamples: int,
     values = redrawn(both, rows, resamples, seed)
     out = {}
     for name in points[0]:
-        low, high = _central(values[f"difference/{name}"])
+        bounds = _central(values[f"difference/{name}"])
+        if bounds is None or np.isnan(points[0][name][0]) or np.isnan(points[1][name][0]):
+            continue  # undefined on these rows (auroc of a split with one class)
+        low, high = bounds
         out[name] = (float(points[0][name][0]), float(points[1][name][0]), low, high,
                      float(values[f"higher/{name}"].mean()), float(values[f"lower/{name}"].mean()))
     return out
@@ -96,7 +110,7 @@ def binary(probabilities: np.ndarray, targets: np.ndarray) -> Weighted:
         true_positives, wrong = weights @ hit, weights @ miss
         area, precision = curves(weights)
         return {"acc": 1 - _ratio(wrong, weights.sum(1)), "f1": _ratio(2 * true_positives, 2 * true_positives + wrong),
-                "auroc": np.nan_to_num(area), "ap": np.nan_to_num(precision)}
+                "auroc": area, "ap": precision}
 
     return weighted
 
@@ -174,13 +188,14 @@ def multiclass(probabilities: np.ndarray, targets: np.ndarray, num_classes: int)
 
 
 def _nan_mean(values: np.ndarray) -> np.ndarray:
-    """Mean per row over the defined (non-NaN) values; 0 where none is."""
+    """Mean per row over the defined (non-NaN) values; NaN where none is."""
     defined = ~np.isnan(values)
-    return _ratio(np.where(defined, values, 0.0).sum(1), defined.sum(1).astype(np.float64))
+    counts = defined.sum(1)
+    return np.where(counts > 0, np.where(defined, values, 0.0).sum(1) / np.maximum(counts, 1), np.nan)
 
 
 def regression(predictions: np.ndarray, targets: np.ndarray) -> Weighted:
-    """:func:`.metrics.regression` with row weights: mse, rmse, mae and r2 (0 where the targets do not vary)."""
+    """:func:`.metrics.regression` with row weights: mse, rmse, mae and r2 (NaN where the targets do not vary)."""
     actual = targets.reshape(-1).astype(np.float64)
     error = predictions.reshape(-1).astype(np.float64) - actual
     squared_error, absolute_error = error ** 2, np.abs(error)
@@ -195,7 +210,7 @@ def regression(predictions: np.ndarray, targets: np.ndarray) -> Weighted:
         # the weighted sum of squares about the weighted mean, centred first (no cancellation of large values)
         spread = weights @ squared_about_centre - total * (mean - centre) ** 2
         return {"mse": mse, "rmse": np.sqrt(mse), "mae": _ratio(weights @ absolute_error, total),
-                "r2": np.where(spread > 0, 1 - _ratio(squared, spread), 0.0)}
+                "r2": np.where(spread > 0, 1 - _ratio(squared, spread), np.nan)}
 
     return weighted
 

@@ -7,6 +7,7 @@ gathered first, so a DDP run scores its whole (padded) split as torchmetrics' sy
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -16,8 +17,8 @@ from torch import Tensor
 
 def binary(probabilities: Tensor, targets: Tensor) -> dict[str, Tensor]:
     """acc, f1 (class 1 above 0.5, as torchmetrics decides), auroc and ap (average precision) of P(class 1) per row;
-    auroc with tied scores counted half (the area under the ROC curve of every distinct threshold), 0 when a class is
-    absent; ap 0 without positive rows."""
+    auroc with tied scores counted half (the area under the ROC curve of every distinct threshold), NaN (undefined)
+    when a class is absent; ap NaN without positive rows."""
     values, positive = _numpy(probabilities.reshape(-1).float(), np.float64), _numpy(targets.reshape(-1), bool)
     predicted = values > 0.5
     true_positives = int((predicted & positive).sum())
@@ -57,8 +58,9 @@ def _numpy(tensor: Tensor, dtype) -> np.ndarray:
 
 
 def _value(number: Optional[float], device: torch.device = torch.device("cpu")) -> Tensor:
-    """A metric as a float32 scalar on ``device`` (where the predictions were); 0 where it is undefined."""
-    return torch.tensor(0.0 if number is None else number, dtype=torch.float32, device=device)
+    """A metric as a float32 scalar on ``device`` (where the predictions were); NaN where it is undefined (the
+    task module logs 0 for it in validation, as torchmetrics does, and leaves it out of the test metrics)."""
+    return torch.tensor(math.nan if number is None else number, dtype=torch.float32, device=device)
 
 
 def multiclass(probabilities: Tensor, targets: Tensor, num_classes: int) -> dict[str, Tensor]:
@@ -89,10 +91,11 @@ def multiclass(probabilities: Tensor, targets: Tensor, num_classes: int) -> dict
 
 
 def regression(predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
-    """mse, rmse, mae and r2 (1 - residual / total sum of squares), in the targets' units."""
+    """mse, rmse, mae and r2 (1 - residual / total sum of squares; NaN where the targets do not vary), in the
+    targets' units."""
     predictions, targets = predictions.reshape(-1).float(), targets.reshape(-1).float()
     error = predictions - targets
     mse = (error ** 2).mean()
     total = ((targets - targets.mean()) ** 2).sum()
-    r2 = 1 - (error ** 2).sum() / total if total > 0 else torch.zeros(())
+    r2 = 1 - (error ** 2).sum() / total if total > 0 else torch.tensor(math.nan)
     return {"mse": mse, "rmse": mse.sqrt(), "mae": error.abs().mean(), "r2": r2}

@@ -23,6 +23,7 @@ class RegressionModule(TaskModule):
 
     kind: ClassVar[str] = "regression"
     stratify: ClassVar[bool] = False
+    undefined_reasons: ClassVar[dict[str, str]] = {"r2": "r2 needs targets that vary"}
 
     def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/rmse", mode: str = "min",
                  target_mean: float = 0.0, target_std: float = 1.0, log_target: bool = False):
