@@ -489,6 +489,28 @@ def test_text_tsv_reads_a_glue_folder(tmp_path):
     assert dm.tokenizer.token_to_id("dev") is None  # dev words are not in the vocabulary
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_limit_rows_takes_rows_of_every_class_from_a_sorted_file_and_limits_the_dev_file(tmp_path, in_memory):
+    """data.limit_rows used to take a file's first rows: a train.tsv sorted by label gave one class, and the test
+    split drawn from it scored acc 1.0; the dev file was not limited at all."""
+    root = tmp_path / "sorted"
+    root.mkdir()
+    for name, count in (("train", 300), ("dev", 120)):
+        lines = ["sentence\tlabel"] + [f"{'dull' if i < count // 2 else 'great'} {name} {i}\t{int(i >= count // 2)}"
+                                       for i in range(count)]
+        (root / f"{name}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dm = build("text_tsv", tmp_path, f"path={root}", "limit_rows=40", f"in_memory={str(in_memory).lower()}")
+    dm.setup()
+    labels = {name: getattr(dm, f"{name}_split").y.tolist() for name in ("train", "val", "test")}
+    assert len(labels["val"]) == 40 and len(labels["train"]) + len(labels["test"]) == 40
+    for name in ("train", "val"):
+        assert 10 < sum(labels[name]) < len(labels[name]) - 5, (name, labels[name])
+    assert set(labels["test"]) == {0, 1}
+    again = build("text_tsv", tmp_path, f"path={root}", "limit_rows=40", f"in_memory={str(in_memory).lower()}")
+    again.setup()  # seeded: the same rows every time
+    assert {name: getattr(again, f"{name}_split").y.tolist() for name in labels} == labels
+
+
 def test_text_tsv_row_without_label_names_file_and_line(tmp_path):
     write_glue(tmp_path / "glue")
     train = tmp_path / "glue" / "train.tsv"

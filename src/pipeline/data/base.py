@@ -37,6 +37,15 @@ class Split:
         return Split(self.x[index], self.y[index])
 
 
+def limited_rows(rows: int, limit: int, seed: int) -> np.ndarray:
+    """``data.limit_rows``: the positions of a seeded random subset of ``limit`` of ``rows`` rows, in their order
+    (all of them when there are no more). Not the first rows: a file sorted by label (iris by species, a text
+    export by class, an image listing by folder) would give one class."""
+    if rows <= limit:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+
+
 @dataclass
 class LoadedData:
     """What ``load()`` returns: a train split and, when the data set has them, fixed val/test splits."""
@@ -323,9 +332,9 @@ class InMemoryDataModule(pl.LightningDataModule):
             return
         data = self.load()
         if self.limit_rows:
-            data.train = data.train.subset(np.arange(min(self.limit_rows, len(data.train))))
-            if data.test is not None:
-                data.test = data.test.subset(np.arange(min(self.limit_rows, len(data.test))))
+            data.train, data.val, data.test = (
+                None if split is None else split.subset(limited_rows(len(split), self.limit_rows, self.seed))
+                for split in (data.train, data.val, data.test))
         train, val, test = self._split(data)
         self.fit_preprocessing(train)
         self.train_split, self.val_split, self.test_split = (

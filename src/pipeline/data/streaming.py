@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .base import DataError, InMemoryDataModule, Split, announce_splits
+from .base import DataError, InMemoryDataModule, Split, announce_splits, limited_rows
 from .workers import quiet_worker
 
 #: data.in_memory=auto reads a data set into memory when its items as float32 tensors take at most this much
@@ -234,9 +234,8 @@ class StreamedDataModule(InMemoryDataModule):
                             "while it is read); set data.in_memory=false or auto, or turn them off")
         data = self.load()
         if self.limit_rows:
-            data.train = self._limit(data.train)
-            if data.test is not None:
-                data.test = self._limit(data.test)
+            data.train, data.val, data.test = (None if split is None else self._limit(split)
+                                               for split in (data.train, data.val, data.test))
         train, val, test = self._split(data)
         self.rows = {"train": train, "val": val, "test": test}
         self.fit_preprocessing_rows(train)
@@ -253,8 +252,7 @@ class StreamedDataModule(InMemoryDataModule):
         """A seeded random subset (listings are grouped by class: their first rows would be one class)."""
         if len(split) <= self.limit_rows:
             return split
-        chosen = np.sort(np.random.default_rng(self.seed).choice(len(split), self.limit_rows, replace=False))
-        return split.subset(chosen)
+        return split.subset(limited_rows(len(split), self.limit_rows, self.seed))
 
     def _choose_path(self) -> tuple[bool, str]:
         """(streamed?, why), from data.in_memory."""
