@@ -568,3 +568,30 @@ def test_hydra_job_chdir_keeps_the_store_where_the_command_was_started(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"at sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}" in result.stdout + result.stderr
     assert (tmp_path / "mlruns" / "mlflow.db").is_file() and not list((tmp_path / "outputs").rglob("mlruns"))
+
+
+def test_a_relative_data_path_is_logged_absolute_and_reruns_from_another_folder(tmp_path):
+    """data.path=tables/x.csv was logged as written: pipeline-rerun started in any other folder stopped with
+    "file not found", and with hydra.job.chdir=true (the process moved into the run's folder) the file was not
+    found at all."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "tables").mkdir(parents=True)
+    elsewhere.mkdir()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=120)
+    pd.DataFrame({"x": x, "y": np.where(x > 0, "yes", "no")}).to_csv(project / "tables" / "x.csv", index=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli.train", "data=csv", "data.path=tables/x.csv",
+                             "data.target=y", "trainer.max_epochs=1", "hydra.job.chdir=true",
+                             "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"],
+                            cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = {"uri": f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"}
+    [run] = runs_in(store)
+    assert run.data.params["data.path"] == str(project / "tables" / "x.csv")
+    rerun = subprocess.run([sys.executable, "-m", "pipeline.cli.rerun", run.info.run_id, "--tracking-uri", store["uri"],
+                            "--output-dir", str(elsewhere / "rerun")],
+                           cwd=elsewhere, capture_output=True, text=True, timeout=600, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    [again] = [r for r in runs_in(store) if r.data.tags.get("rerun_of") == run.info.run_id]
+    assert again.data.metrics["test/acc"] == run.data.metrics["test/acc"]

@@ -15,11 +15,12 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from pipeline.errors import ConfigError
@@ -40,6 +41,31 @@ def _working_dir() -> str:
         if started:
             return str(started)
     return os.getcwd()
+
+
+#: keys of the data config naming a local file or folder
+LOCAL_PATH_KEYS = ("data_dir", "path", "test_path")
+
+
+def absolute_data_paths(cfg: DictConfig) -> None:
+    """Make ``data.path``, ``data.test_path`` and ``data.data_dir`` absolute, against where pipeline-train was
+    started, before a run is built: the logged config (and ``pipeline-rerun``) then finds the files from any
+    folder, and ``hydra.job.chdir=true`` (which moves the process into the run's folder) still finds them. URLs are
+    left for the data module to refuse."""
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig):
+        return
+    started = Path(_working_dir())
+    for key in LOCAL_PATH_KEYS:
+        if key not in data:
+            continue
+        value = data.get(key)
+        if not isinstance(value, str) or not value or re.match(r"[a-zA-Z][a-zA-Z0-9+.-]+:/", value):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute() or str(path) != value:
+            with open_dict(data):
+                data[key] = os.path.normpath(started / path)
 
 
 if not OmegaConf.has_resolver("working_dir"):

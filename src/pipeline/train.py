@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
-from pipeline.config import ConfigError, collection, validate, without_validation
+from pipeline.config import ConfigError, absolute_data_paths, collection, validate, without_validation
 from pipeline.errors import DataError, RunInterrupted, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
 
@@ -46,6 +46,7 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     already built and set up from this very ``cfg.data``, or a :class:`PreparedData` that keeps one (a sweep's
     worker reuses it for every trial). Returns the metrics at the end of fit (``val/*``, ``<monitor>_best``,
     ``train/*``) and, unless ``test=false``, the test metrics."""
+    absolute_data_paths(cfg)
     validate(cfg)
     from pipeline import distributed
 
@@ -99,6 +100,7 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     data otherwise: another normalisation, image size, tokenizer) the preprocessing is fitted again; when that
     does not come out as the source run's, the evaluation is refused before any run rather than tested on
     inputs the model was not trained on."""
+    absolute_data_paths(cfg)
     validate(cfg)
     from pipeline import distributed
 
