@@ -511,6 +511,24 @@ def test_limit_rows_takes_rows_of_every_class_from_a_sorted_file_and_limits_the_
     assert {name: getattr(again, f"{name}_split").y.tolist() for name in labels} == labels
 
 
+def test_a_utf8_file_with_one_windows_1252_line_reads_alike_in_memory_and_streamed(tmp_path):
+    """One stray Windows-1252 byte made the in-memory reader decode the whole file as Windows-1252 (every UTF-8
+    "café" became "cafÃ©") while the streamed reader, line by line, kept the UTF-8 lines as they are."""
+    root = tmp_path / "mixed"
+    root.mkdir()
+    lines = ["sentence\tlabel"] + [f"{'a café film' if i % 2 else 'a dull naïve film'} {i}\t{i % 2}" for i in range(60)]
+    data = "\n".join(lines).encode("utf-8") + "\nan old \u201cquoted\u201d review\t1\n".encode("cp1252")
+    (root / "train.tsv").write_bytes(data)
+    vocabularies = []
+    for in_memory in ("true", "false"):
+        dm = build("text_tsv", tmp_path, f"path={root}", f"in_memory={in_memory}", "val_fraction=0", "test_fraction=0.1")
+        dm.setup()
+        vocabulary = dm.tokenizer.get_vocab()
+        assert "café" in vocabulary and "naïve" in vocabulary and "cafã" not in vocabulary, in_memory
+        vocabularies.append(vocabulary)
+    assert vocabularies[0] == vocabularies[1]
+
+
 def test_text_tsv_row_without_label_names_file_and_line(tmp_path):
     write_glue(tmp_path / "glue")
     train = tmp_path / "glue" / "train.tsv"

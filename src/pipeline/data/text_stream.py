@@ -33,27 +33,38 @@ def decode_line(data: bytes) -> str:
     return data.decode("latin-1")
 
 
-
 def decode_text(path: Path, data: bytes) -> str:
-    """UTF-8 (with or without BOM); a file that is not valid UTF-8 is read as Latin-1.
+    """UTF-8 (with or without BOM); in a file that is not valid UTF-8 as a whole, each line that is not is read as
+    :func:`decode_line` reads it (Windows-1252, else Latin-1), and the UTF-8 lines stay UTF-8: what the streamed
+    reader, which decodes line by line, reads from the same file. (A file decoded whole as Windows-1252 because
+    of one stray byte turned every "é" of its UTF-8 lines into "Ã©".)
 
     "Latin-1" as these files are found in the wild is Windows-1252 (MR's original archive holds
     0x85/0x91/0x96/0x97 for ellipses, quotes and dashes): it is tried first, as it agrees with
     ISO 8859-1 on every printable character; ISO 8859-1 itself, which decodes any byte, is last.
     """
-    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    lines, other = data.split(b"\n"), 0
+    decoded = []
+    for line in lines:
         try:
-            text = data.decode(encoding)
+            decoded.append(line.decode("utf-8"))
         except UnicodeDecodeError:
-            continue
-        if encoding != "utf-8-sig":
-            log.info("%s is not UTF-8; read it as %s", path, encoding)
-        return text
-    raise AssertionError("unreachable: latin-1 decodes any byte")
+            decoded.append(decode_line(line))
+            other += 1
+    log.info("%s is not all UTF-8: %d of its %d lines read as Windows-1252 (Latin-1 where that fails)", path, other,
+             len(lines))
+    return "\n".join(decoded)
 
 
 def read_text(path: Path) -> str:
     return decode_text(path, path.read_bytes())
+
 
 class LineTexts(Sequence[str]):
     """Row ``i`` is field ``column`` (split at ``separator``) of the line starting at byte ``offsets[i]``.
