@@ -66,6 +66,26 @@ def test_multirun_with_an_unknown_option_fails_before_any_job(store):
     assert not (store["tmp"] / "sweep").exists()
 
 
+def test_a_multirun_stopped_by_a_failing_job_says_the_jobs_after_it_did_not_run(store):
+    """Hydra's basic sweeper stops at the first job that fails: the error line named only that job's problem,
+    and nothing said that the jobs after it never ran."""
+    import numpy as np
+    import pandas as pd
+
+    x = np.random.default_rng(0).normal(size=80)
+    good, bad = store["tmp"] / "good.csv", store["tmp"] / "bad.csv"
+    pd.DataFrame({"x": x, "y": np.where(x > 0, "a", "b")}).to_csv(good, index=False)
+    pd.DataFrame({"x": x, "z": np.where(x > 0, "a", "b")}).to_csv(bad, index=False)
+    result = run_cli(["data=csv", f"data.path={good},{bad},{good}", "data.target=y", "trainer.max_epochs=1",
+                      "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false",
+                      "trainer.enable_progress_bar=false"], dict(store, outputs=store["tmp"] / "sweep"), multirun=True)
+    assert result.returncode == 2, result.stderr[-3000:]
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert f"column 'y' not in {bad}" in error
+    assert error.endswith("[multirun job #1: the multirun stops here, the jobs after it did not run; job #0 ran]")
+    assert [run.info.status for run in runs_in(store)] == ["FINISHED"]
+
+
 # ----- wrong type or out of range (config.validate) ------------------------------------------------
 OUT_OF_RANGE = [
     (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),

@@ -51,8 +51,22 @@ def _full_error_wanted() -> bool:
 def _fail(message: str, code: int) -> None:
     from pipeline.tracking.redact import redact_text
 
-    print(f"Error: {redact_text(message)}", file=sys.stderr, flush=True)
+    print(f"Error: {redact_text(message)}{_multirun_stop_note()}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def _multirun_stop_note() -> str:
+    """In a multirun over lists of values (Hydra's basic sweeper, which stops at the first job that fails): which
+    job failed and that the ones after it did not run. (A sweep's sweeper records a failed trial and goes on.)"""
+    with contextlib.suppress(Exception):
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        if _in_multirun() and str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            number = int(hydra_cfg.job.num)
+            ran = f"; jobs #0-#{number - 1} ran" if number > 1 else "; job #0 ran" if number == 1 else ""
+            return f" [multirun job #{number}: the multirun stops here, the jobs after it did not run{ran}]"
+    return ""
 
 
 @contextlib.contextmanager
