@@ -492,6 +492,19 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
         f"Error: {reviews}:1: no column 'sentence' in the header ['id', 'review', 'sentiment']; "
         "set data.text_column=review data.label_column=sentiment"), defaults.stderr[-2000:]
 
+    # files no column key can fix: the hint says what is wrong with them instead
+    headerless, semicolons = tmp_path / "headerless.tsv", tmp_path / "semicolons.csv"
+    headerless.write_text("a great film\t1\na dull film\t0\n" * 10)
+    semicolons.write_text("sentence;label\na great film;1\na dull film;0\n" * 10)
+    for path, expected in (
+            (headerless, "no column 'sentence' in the header ['a great film', '1']; the first line looks like data "
+                         "('1'), not a header naming the columns; add a header line first, e.g. 'sentence<tab>label'"),
+            (semicolons, "no column 'sentence' in the header ['sentence;label']; the file seems separated by ';', "
+                         "and a .csv file is read as comma-separated (CSV quoting)")):
+        refused = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={path}", "logger=none"], store)
+        assert refused.returncode == 2 and expected in error_line(refused.stderr), refused.stderr[-2000:]
+        assert "data.text_column=" not in error_line(refused.stderr)
+
     notes = tmp_path / "reviews.txt"
     notes.write_text("a plain text file\n")
     for path, fragment in ((notes, "is neither a .tsv nor a .csv file"), (tmp_path / "absent.csv", "not found")):

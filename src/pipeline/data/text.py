@@ -13,6 +13,7 @@ import io
 import logging
 import math
 import os
+import re
 import tarfile
 import tempfile
 import urllib.request
@@ -484,6 +485,26 @@ def _column_keys(header: list[str], text: bool, label: bool) -> str:
     return " ".join(keys)
 
 
+def _header_problem(path: Path, header: list[str], text_column: str, label_column: str) -> Optional[str]:
+    """What is wrong with a first line that names neither column, where no column key can fix it: a file separated
+    otherwise (the header read as one column), or a file without a header row (its first line is data)."""
+    if len(header) == 1:
+        separator = next((sep for sep in (";", "|", "\t", ",") if sep in header[0]), None)
+        if separator is not None:
+            read_as = "tab-separated" if path.suffix == ".tsv" else "comma-separated (CSV quoting)"
+            return (f"the file seems separated by {separator!r}, and a {path.suffix} file is read as {read_as}; "
+                    f"write it with tabs (.tsv) or commas (.csv), e.g. pandas.read_csv(path, sep={separator!r})"
+                    ".to_csv('texts.csv', index=False)")
+    looks_like_data = [cell for cell in header if re.fullmatch(r"\s*[-+]?\d+(\.\d+)?\s*", cell)
+                       or len(cell.split()) >= 4]
+    if looks_like_data:
+        sep = "<tab>" if path.suffix == ".tsv" else ","
+        return (f"the first line looks like data ({looks_like_data[0]!r}), not a header naming the columns; add a "
+                f"header line first, e.g. '{text_column}{sep}{label_column}' for a text then a label (if it is the "
+                "header, set data.text_column and data.label_column to its names)")
+    return None
+
+
 class TextTSV(TextDataModule):
     """``train``, optional ``dev`` and ``test`` files (``.tsv`` or ``.csv``) with a header row,
     a text column and a label column, as GLUE's SST-2; or one such file (``data.path=reviews.csv``),
@@ -543,8 +564,9 @@ class TextTSV(TextDataModule):
     def _columns(self, path: Path, line_no: int, header: list[str], required: bool) -> Optional[tuple[int, int]]:
         """Where the text and label columns are in ``header``; None for a file without labels (not used)."""
         if self.text_column not in header:
-            raise DataError(f"{path}:{line_no}: no column {self.text_column!r} in the header {header}; set "
-                            f"{_column_keys(header, text=True, label=required and self.label_column not in header)}")
+            raise DataError(f"{path}:{line_no}: no column {self.text_column!r} in the header {header}; "
+                            + (_header_problem(path, header, self.text_column, self.label_column) or "set "
+                               + _column_keys(header, text=True, label=required and self.label_column not in header)))
         if self.label_column not in header:
             if required:
                 raise DataError(f"{path}:{line_no}: no column {self.label_column!r} in the header {header}; set "
