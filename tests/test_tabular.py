@@ -770,6 +770,30 @@ def test_metrics_undefined_on_the_test_rows_are_left_out_and_said_not_logged_as_
     assert "test/r2=" not in output and "test/rmse=" in output, output[-2000:]
 
 
+def test_few_valued_whole_numbers_read_as_categories_and_far_out_cells_are_said(store):
+    """A column of hours 0..9 became categories without a word (a linear model then has no slope for it); a cell of
+    1e30 in an income column made its standard deviation ~1e28, so every other row of it standardised to ~0."""
+    rng = np.random.default_rng(0)
+    hours = rng.integers(0, 10, 200)
+    income = rng.lognormal(10, 1, 200)
+    income[5] = 1e30
+    path = store["tmp"] / "hours.csv"
+    pd.DataFrame({"hours": hours, "income": income, "score": 3 * hours + 2 + rng.normal(0, 0.5, 200)}).to_csv(
+        path, index=False)
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={path}", "data.target=score",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "data: read as categories (whole numbers with at most data.max_integer_categories=10 distinct values: one " \
+        "input per value, no slope): 'hours' (10 values); read one as a number with data.numeric=[<name>]" in output
+    assert re.search(r"data: column 'income' holds values far from the rest \(e\.g\. 1e\+30\): its standard deviation "
+                     r"\S+ is \S+ times the spread of its middle half .*data\.numeric_transform=quantile", output), output
+    quiet = run_cli_in_process(["task=regression", "data=csv", f"data.path={path}", "data.target=score",
+                                "data.numeric=[hours]", "data.numeric_transform=quantile", "trainer.max_epochs=1",
+                                "logger=none"], store)
+    assert quiet.returncode == 0 and "read as categories" not in quiet.stderr and "far from" not in quiet.stderr
+
+
 def test_labels_that_differ_only_by_case_are_said_not_merged(store):
     path = store["tmp"] / "cased.csv"
     labels = ["yes", "no"] * 30 + ["Yes", "NO.", "No"]

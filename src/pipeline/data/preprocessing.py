@@ -42,6 +42,10 @@ CATEGORICAL_ENCODINGS = ("embedding", "onehot")
 DECIMAL_MARKS = (".", ",")
 _SWAP_MARKS = str.maketrans({".": ",", ",": "."})
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# a standardised column whose standard deviation is this many times the spread of its middle half (its interquartile
+# range) is scaled by a few far-out values: every other row becomes ~0 (heavy-tailed columns such as incomes stay
+# well under it: a log-normal of sigma 2 gives ~15)
+FAR_OUT_RATIO = 100.0
 QUANTILES = 1000  # at most this many reference quantiles per numeric column (scikit-learn's default)
 PIECEWISE_BINS = 16  # bins of the piecewise-linear encoding (fewer where a column has fewer distinct values)
 
@@ -417,6 +421,9 @@ class TablePreprocessor:
         frame = self._select(frame)
         missing = frozenset(self.missing_tokens)
         self.numeric, self.categories = {}, {}
+        #: standardised columns whose scale a few far-out values set: name -> (the farthest value, std, the spread
+        #: of the middle half); said by the data module, not saved
+        self.far_out: dict[str, tuple[float, float, float]] = {}
         for name in self.numeric_columns:
             values, _ = to_numbers(frame[name], missing, self.decimal)
             present = values[~np.isnan(values)]
@@ -427,6 +434,11 @@ class TablePreprocessor:
                      "missing_indicator": bool(len(present) < len(values))}
             if not stats["std"] > 0:
                 stats["std"] = 1.0
+            if self.numeric_transform == "standard" and len(present):
+                low, high = np.quantile(present, [0.25, 0.75])
+                if high > low and stats["std"] > FAR_OUT_RATIO * (high - low):
+                    extreme = float(present[np.argmax(np.abs(present - median))])
+                    self.far_out[name] = (extreme, stats["std"], float(high - low))
             if self.numeric_transform == "quantile" and len(filled):
                 count = min(QUANTILES, len(filled))
                 stats["quantiles"] = np.quantile(filled, np.linspace(0, 1, count)).tolist()

@@ -711,6 +711,8 @@ class ColumnPlan:
     written: dict[str, tuple[str, float]] = field(default_factory=dict)
     # the numeric columns whose every value is an ISO date: name -> whether any has a time of day
     dates: dict[str, bool] = field(default_factory=dict)
+    # the columns of whole numbers read as categories for having few distinct values: name -> how many
+    few_integers: dict[str, int] = field(default_factory=dict)
 
 
 def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str] = (), numeric: Sequence[str] = (),
@@ -722,6 +724,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
     missing = frozenset([*MISSING_TOKENS, *map(str, na_values)])
     kinds: dict[str, str] = {}
     left_out: dict[str, str] = {}
+    few_integers: dict[str, int] = {}
     for name in columns:
         column = table.frame[name]
         present = int(column.notna().sum())
@@ -748,6 +751,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             unique_integers = integral and distinct == len(values) == present and distinct > IDENTIFIER_MIN
             if integral and distinct <= max_integer_categories:
                 kinds[name] = "categorical"
+                few_integers[name] = distinct
             elif unique_integers and finite.max() - finite.min() == distinct - 1 \
                     and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day
                 left_out[name] = "a row number"
@@ -777,7 +781,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             timed = _date_column(table.frame[name], missing)
             if timed is not None:
                 dates[name] = timed
-    return ColumnPlan(kinds, left_out, written, dates)
+    return ColumnPlan(kinds, left_out, written, dates, few_integers)
 
 
 def _date_column(column: pd.Series, missing: frozenset) -> Optional[bool]:

@@ -561,6 +561,11 @@ class CsvData(TabularDataModule):
             listed = ", ".join(f"{name!r} ({why})" for name, why in plan.left_out.items())
             log.warning("data: left out %s: identifier-like, free text or empty; bring one back with "
                         "data.categorical=[<name>] (or data.numeric=[<name>])", listed)
+        if plan.few_integers:
+            listed = ", ".join(f"{name!r} ({count} values)" for name, count in plan.few_integers.items())
+            log.warning("data: read as categories (whole numbers with at most data.max_integer_categories=%d distinct "
+                        "values: one input per value, no slope): %s; read one as a number with data.numeric=[<name>]",
+                        self.max_integer_categories, listed)
         if plan.written:
             listed = ", ".join(f"{name!r} ({text!r} -> {value:g})" for name, (text, value) in plan.written.items())
             log.warning("data: read as numbers (written with a currency sign, thousands separators or '%%'; ISO dates as "
@@ -610,6 +615,11 @@ class CsvData(TabularDataModule):
             [*MISSING_TOKENS, *self.na_values], self.piecewise_bins, self.decimal, self.columns, self.date_parts,
             self.target if self.columns is not None else None).fit(
                 self.frame.iloc[train.x.numpy()], train.y.numpy(), classification=self.task_kind != "regression")
+        for name, (extreme, std, spread) in self.preprocessor.far_out.items():
+            log.warning("data: column %r holds values far from the rest (e.g. %.6g): its standard deviation %.3g is "
+                        "%.3g times the spread of its middle half (%.3g), so standardised, every other row of it is ~0. "
+                        "Check those cells (a unit or a typo?), or set data.numeric_transform=quantile",
+                        name, extreme, std, std / spread, spread)
         self.timings["fit_s"] = time.perf_counter() - started
 
     def apply_preprocessing(self, split: Split) -> Split:
