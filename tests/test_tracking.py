@@ -101,6 +101,11 @@ def test_run_records_artifacts_and_keeps_local_copies(logged_run):
         assert (outputs / name).is_file(), name
     lines = [json.loads(line) for line in (outputs / "metrics.jsonl").read_text().splitlines()]
     assert any("test/acc" in line for line in lines) and sum("train/loss" in line for line in lines) == 2
+    # what was trained, readable without the checkpoint: the default MLP (30 -> 64 -> 32 -> 1 ...)
+    summary = (outputs / "model_summary.txt").read_text()
+    assert "model_summary.txt" in paths and summary.startswith("MLP(") and "Linear(in_features=30" in summary
+    count = int(run.data.tags["model_parameters"])
+    assert f"trainable parameters: {count:,}" in summary and count > 1000
 
 
 def test_logged_model_reads_the_named_feature_columns_and_scores_the_test_metrics(logged_run, tmp_path):

@@ -226,6 +226,11 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
                                        datamodule.raw_input_adapter(), datamodule.spec)
     if is_rank_zero():
         log_data_artifacts(run, datamodule, output_dir)
+        if run.active and tested:
+            summary, count = model_summary(task_module.model)
+            (Path(output_dir) / "model_summary.txt").write_text(summary)
+            run.log_text(summary, "model_summary.txt")
+            run.set_tags({"model_parameters": str(count)})
         if run.active and settings is not None:
             _log_test_outputs(run, cfg, task_module, datamodule, history, output_dir, tested, settings)
     registered, unregistered = None, None
@@ -239,6 +244,16 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
         raise RegistrationFailed(f"the run's model is logged (runs:/{run.run_id}/model), but registering it as "
                                  f"{settings.register_as!r} failed: {unregistered}; register it in the UI or with "
                                  f"mlflow.register_model('runs:/{run.run_id}/model', {settings.register_as!r})")
+
+
+def model_summary(model) -> tuple[str, int]:
+    """(the model as PyTorch prints it, then each parameter's name, shape and count; the number of trainable
+    parameters): what the run trained, readable without loading the checkpoint (``model_summary.txt``)."""
+    rows = [(name, tuple(p.shape), p.numel(), p.requires_grad) for name, p in model.named_parameters()]
+    trainable = sum(count for *_, count, grad in rows if grad)
+    lines = [str(model), "", f"trainable parameters: {trainable:,}", f"all parameters: {sum(r[2] for r in rows):,}", ""]
+    lines += [f"{name}  {list(shape)}  {count:,}{'' if grad else '  (frozen)'}" for name, shape, count, grad in rows]
+    return "\n".join(lines) + "\n", trainable
 
 
 def _register_model(run: TrackedRun, name: str) -> tuple[Optional[str], Optional[str]]:
