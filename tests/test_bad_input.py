@@ -42,6 +42,9 @@ UNKNOWN_NAMES = [
     (["optimizer.lr=[0.1,"], ["cannot parse the override 'optimizer.lr=[0.1,'"]),
     # conf/data/_common.yaml is a base of the data options, listed by --help beside them
     (["data=_common"], ["data=_common: a base file that the data options build on", "Available: adult, breast_cancer"]),
+    (["optimizer=SGD"], ["optimizer=SGD: no such option in conf/optimizer/; did you mean optimizer=sgd?"]),
+    (["optimizer=xyzzy"], ["optimizer=xyzzy: no such option in conf/optimizer/. Available: adam, adamw"]),
+    (["optimizer.lr=1e-3,1e-2"], ["optimizer.lr=1e-3,1e-2", "several values run as a multirun: add -m"]),
 ]
 
 
@@ -88,6 +91,9 @@ def test_a_multirun_stopped_by_a_failing_job_says_the_jobs_after_it_did_not_run(
 
 # ----- wrong type or out of range (config.validate) ------------------------------------------------
 OUT_OF_RANGE = [
+    (["optimizer.weight_decay=null"], ["optimizer.weight_decay=null: a number is needed here; allowed: >= 0"]),
+    (["model.hidden_dims=[-3]"], ["model.hidden_dims=[-3] is out of range; allowed: a list of integers >= 1"]),
+    (["model.hidden_dims=[8,0.5]"], ["model.hidden_dims=[8, 0.5] is out of range"]),
     (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),
     (["optimizer.lr=-0.1"], ["optimizer.lr=-0.1", "> 0"]),
     (["optimizer.lr=abc"], ["optimizer.lr", "must be a number", "'abc'"]),

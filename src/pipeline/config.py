@@ -480,7 +480,22 @@ INTEGER_MINIMUMS = {
 }
 
 
+# keys that, where the config has them, must hold a number (null would reach torch as a TypeError)
+NOT_NULL = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "model.l1")
+
+
 def _check_ranges(cfg: DictConfig) -> None:
+    for key in NOT_NULL:
+        if OmegaConf.select(cfg, key, default=0) is None:
+            allowed = RANGES[key][1] if key in RANGES else "a number"
+            raise ConfigError(f"{key}=null: a number is needed here; allowed: {allowed}")
+    dims = OmegaConf.select(cfg, "model.hidden_dims", default=None)
+    if OmegaConf.is_list(dims) or isinstance(dims, (list, tuple)):  # not a list: the type check says so
+        values = list(dims)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise ConfigError(f"model.hidden_dims={OmegaConf.to_container(dims) if OmegaConf.is_list(dims) else dims} "
+                              "is out of range; allowed: a list of integers >= 1, one width per hidden layer "
+                              "(e.g. model.hidden_dims=[64,32]; [] for none)")
     for key, (check, allowed) in RANGES.items():
         value = _get(cfg, key)
         if value is not None and not check(_number(key, value)):

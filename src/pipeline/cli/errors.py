@@ -286,7 +286,7 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
         group, _, name = (error.missing_cfg_file or "").rpartition("/")
         options = sorted(option for option in error.options if not option.startswith("_"))  # _common: a base
         match = nearest(name, options)
-        suggestion = f"; did you mean {group}={match}?" if match else ""
+        suggestion = f"; did you mean {group}={match}?" if match else "."
         return f"{group}={name}: no such option in conf/{group}/{suggestion} Available: {', '.join(options)}"
     if isinstance(error, OverrideParseException):
         return (f"cannot parse the override '{error.override}': {one_line(error.message)}; "
@@ -297,6 +297,11 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
     full_key = getattr(cause, "full_key", None)
     if full_key and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
         return _unknown_key_message(str(full_key), config_dir, config_name, overrides)
+    if "Ambiguous value for argument" in str(error):  # a=x,y without -m
+        override = next((o for o in overrides if "," in o and "=" in o), None)
+        shown = f"{override}: " if override else ""
+        return (f"{shown}several values run as a multirun: add -m (pipeline-train -m {override or 'key=x,y'}); "
+                "a value that holds a comma is quoted: key='a,b'")
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if cause is not None:
         lines.append(one_line(cause).split(" full_key:")[0])
@@ -333,5 +338,9 @@ def _keys_at(path: str, config_dir: Path, config_name: str, overrides: Sequence[
 
 def nearest(name: str, choices: Iterable[str]) -> str:
     """The closest of ``choices`` to a misspelt ``name``, or ''."""
-    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    choices = list(choices)
+    folded = {choice.casefold(): choice for choice in choices}
+    if name.casefold() in folded:  # optimizer=SGD: the option is sgd
+        return folded[name.casefold()]
+    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return match[0] if match else ""
