@@ -130,6 +130,8 @@ def test_a_url_as_a_data_path_is_refused_with_its_password_masked(store):
 
 def test_out_of_range_through_the_real_cli(store):
     assert_refused(run_cli(["optimizer.lr=-1"], store), store, "optimizer.lr=-1", "allowed: > 0")
+    # nothing ran: no output folder holding only Hydra's copy of the config and an empty log is left behind
+    assert not store["outputs"].exists()
 
 
 # ----- incompatible choices --------------------------------------------------------------------------
@@ -164,6 +166,7 @@ def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(store, mon
     assert_refused(result, store, "train-images-idx3-ubyte.gz", f"{empty}/fashion-mnist",
                    "/usr/share/datasets/fashion-mnist", "https://github.com/zalandoresearch/fashion-mnist",
                    "dataset-fashion-mnist")
+    assert not store["outputs"].exists()  # refused before the run wrote anything: no folder left behind
 
 
 @pytest.mark.parametrize("data,folder", [("adult", "adult"), ("california_housing", "california-housing")])

@@ -2,6 +2,7 @@
 train, and answer with one line on a mistake (exit 2), an interrupt (exit 130) or a bug (exit 1)."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.cli.errors import (check_command_line, hydra_errors_described, refuse_base_file_choice,
                                  report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
+from pipeline.errors import EXIT_USER_ERROR
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -26,9 +28,33 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
         from pipeline.tracking.remote import warm_for_model
 
         warm_for_model(raw_rows=OmegaConf.select(cfg, "data._target_") not in TENSOR_MODEL_DATA)
-    with report_errors():
-        metrics = train(cfg)
+    try:
+        with report_errors():
+            metrics = train(cfg)
+    except SystemExit as refused:
+        if refused.code == EXIT_USER_ERROR:
+            remove_untouched_output_dir(Path(HydraConfig.get().runtime.output_dir))
+        raise
     return metrics.get(cfg.task.monitor.replace("val/", "test/"))
+
+
+# what Hydra and the folder's claim put into a run's output folder before anything of the run is written
+UNTOUCHED_OUTPUT = {".hydra", "train.log", ".pipeline-run"}
+
+
+def remove_untouched_output_dir(folder: Path) -> None:
+    """A command refused before its run wrote anything (a config, data or resume refusal: exit 2) leaves no
+    ``outputs/<date>/<time>/`` folder behind holding only Hydra's copy of the config and an empty log. A folder
+    with anything else in it (a config.yaml, checkpoints, a user's files) is kept."""
+    import shutil
+
+    try:
+        if folder.is_dir() and {entry.name for entry in folder.iterdir()} <= UNTOUCHED_OUTPUT:
+            shutil.rmtree(folder)
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.parent.name) and not any(folder.parent.iterdir()):
+                folder.parent.rmdir()  # the day's folder (outputs/<date>/) this run created
+    except OSError:
+        pass  # a folder that cannot be removed is left as it is
 
 
 def main() -> None:
