@@ -600,3 +600,15 @@ def test_a_relative_data_path_is_logged_absolute_and_reruns_from_another_folder(
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     [again] = [r for r in runs_in(store) if r.data.tags.get("rerun_of") == run.info.run_id]
     assert again.data.metrics["test/acc"] == run.data.metrics["test/acc"]
+    assert "rows differ" not in rerun.stderr
+
+    # the file changed since: the rerun says its metrics are not the run's to repeat
+    table = pd.read_csv(project / "tables" / "x.csv")
+    table.loc[::7, "x"] *= -1
+    table.to_csv(project / "tables" / "x.csv", index=False)
+    rerun = subprocess.run([sys.executable, "-m", "pipeline.cli.rerun", run.info.run_id, "--tracking-uri", store["uri"],
+                            "--output-dir", str(elsewhere / "rerun-2")],
+                           cwd=elsewhere, capture_output=True, text=True, timeout=600, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert re.search(r"Note: the training, validation, testing rows differ from \S+'s \(split digests \w+ -> \w+, "
+                     r".*\): the files it read have changed since", rerun.stderr), rerun.stderr[-3000:]

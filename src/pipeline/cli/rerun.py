@@ -294,6 +294,40 @@ def note_thread_count(logged: Optional[str]) -> None:
               file=sys.stderr, flush=True)
 
 
+def logged_split_digests(run) -> dict[str, str]:
+    """{MLflow dataset context (training, validation, testing): the digest of that split's contents} of a run."""
+    digests = {}
+    for dataset_input in run.inputs.dataset_inputs:
+        for tag in dataset_input.tags:
+            if tag.key == "mlflow.data.context":
+                digests[tag.value] = dataset_input.dataset.digest
+    return digests
+
+
+def data_change_check(source_digests: dict[str, str], run_name: str, data_overridden: bool):
+    """A Lightning callback that says, when training starts, which splits hold other rows than the source run's
+    (the files under data.path changed since, or another data set): the rerun then cannot repeat its metrics."""
+    import pytorch_lightning as pl
+
+    class DataChangeCheck(pl.Callback):
+        def on_fit_start(self, trainer, pl_module) -> None:
+            from pipeline.tracking.artifacts import dataset_records
+
+            if not source_digests or not trainer.is_global_zero:
+                return
+            now = {context: digest for context, (digest, _, _) in dataset_records(trainer.datamodule).items()}
+            changed = [context for context in ("training", "validation", "testing")
+                       if context in now and context in source_digests and now[context] != source_digests[context]]
+            if changed:
+                why = "the overrides change the data" if data_overridden else \
+                    "the files it read have changed since, or the data set's split did"
+                print(f"Note: the {', '.join(changed)} rows differ from {run_name}'s (split digests "
+                      f"{', '.join(f'{source_digests[c]} -> {now[c]}' for c in changed)}): {why}, so its metrics "
+                      "are not repeated here", file=sys.stderr, flush=True)
+
+    return DataChangeCheck()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import report_errors
     from pipeline.tracking import launched_as
@@ -318,8 +352,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                   "checkpoint and model is the sweep's best run (tag best=true), or pipeline-train with the sweep's best "
                   "config", flush=True)
         note_thread_count(run.data.params.get("torch_threads"))
+        check = data_change_check(logged_split_digests(run), str(run.info.run_name or run.info.run_id),
+                                  any(o.lstrip("+~").startswith(("data.", "data=", "seed=")) for o in args.overrides))
         with launched_as(choices, list(args.overrides)):
-            train(cfg)
+            train(cfg, callbacks=[check])
     return 0
 
 
