@@ -40,7 +40,7 @@ UNKNOWN_NAMES = [
     (["+model.hidden_dim=[8]"], ["'model.hidden_dim'", "did you mean 'hidden_dims'?"]),
     (["+trainer.max_epoch=3"], ["'trainer.max_epoch'", "did you mean 'max_epochs'?"]),
     (["optimizer.lr=[0.1,"], ["cannot parse the override 'optimizer.lr=[0.1,'"]),
-    # conf/data/_common.yaml is a base of the data options, listed by --help beside them
+    # conf/data/_common.yaml is a base of the data options (Hydra's --help listed it beside them)
     (["data=_common"], ["data=_common: a base file that the data options build on", "Available: adult, breast_cancer"]),
     (["optimizer=SGD"], ["optimizer=SGD: no such option in conf/optimizer/; did you mean optimizer=sgd?"]),
     (["optimizer=xyzzy"], ["optimizer=xyzzy: no such option in conf/optimizer/. Available: adam, adamw"]),
@@ -51,6 +51,14 @@ UNKNOWN_NAMES = [
 @pytest.mark.parametrize("args,fragments", UNKNOWN_NAMES, ids=[" ".join(a) for a, _ in UNKNOWN_NAMES])
 def test_unknown_option_or_key_names_it_and_the_nearest_valid_one(store, args, fragments):
     assert_refused(run_cli_in_process(args, store), store, *fragments)
+
+
+def test_help_lists_the_options_without_the_base_files(store):
+    result = run_cli(["--help"], store)
+    assert result.returncode == 0, result.stderr[-2000:]
+    groups, _, config = result.stdout.partition("== Config ==")
+    assert "\ndata: adult, breast_cancer," in groups and "_common" not in groups and "_image_files" not in groups
+    assert "optimizer: adam, adamw, lbfgs, rmsprop, sgd" in groups and "max_epochs: 50" in config
 
 
 def test_unknown_option_and_key_through_the_real_cli(store):

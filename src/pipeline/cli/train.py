@@ -67,9 +67,34 @@ def main() -> None:
         # at the end is asked for once the config names the data: _hydra_main)
         start_early()
     with hydra_errors_described(sys.argv[1:], CONFIG_DIR):  # a wrong option or key: one line, exit 2
+        if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+            _help_without_base_files()
         _hydra_main()
     if launched_as_a_command():
         exit_at_once()
+
+
+def _help_without_base_files() -> None:
+    """Hydra's --help, less the ``_*.yaml`` base files its list of config groups shows as options (``data: _common,
+    _image_files, adult, ...``): they are not options (``data=_common`` is refused)."""
+    import contextlib
+    import io
+
+    text = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(text):
+            _hydra_main()
+    finally:
+        groups, _, rest = text.getvalue().partition("== Config ==")
+        lines = []
+        for line in groups.splitlines(keepends=True):
+            group = re.match(r"([\w/]+): (.*?)(\n?)$", line)
+            if group:
+                options = [o for o in group.group(2).split(", ") if not o.startswith("_")]
+                line = f"{group.group(1)}: {', '.join(options)}{group.group(3)}"
+            lines.append(line)
+        sys.stdout.write("".join(lines) + ("== Config ==" + rest if rest else ""))
+        sys.stdout.flush()
 
 
 def launched_as_a_command() -> bool:
