@@ -191,8 +191,11 @@ def test_tags_say_where_the_run_came_from(logged_run):
 def test_secrets_reach_neither_params_nor_tags_nor_the_logged_config(logged_run):
     run, client, store = logged_run["run"], logged_run["client"], logged_run["store"]
     config_yaml = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(store["tmp"]))).read_text()
+    # Hydra's own record of the job (.hydra/overrides.yaml, config.yaml, hydra.yaml) held the command line's secrets
+    hydra_record = [path.read_text() for path in sorted((store["outputs"] / ".hydra").glob("*.yaml"))]
+    assert len(hydra_record) == 3 and "api_token=***" in hydra_record[2]
     logged_text = "\n".join([*run.data.params.values(), *run.data.tags.values(), config_yaml,
-                             (store["outputs"] / "config.yaml").read_text()])
+                             (store["outputs"] / "config.yaml").read_text(), *hydra_record])
     for secret in (SECRET_PASSWORD, SECRET_TOKEN, SECRET_FROM_ENV):
         assert secret not in logged_text, secret
         assert secret not in logged_run["result"].stdout

@@ -14,6 +14,7 @@ from pipeline.cli.errors import (check_command_line, hydra_errors_described, ref
                                  report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
 from pipeline.errors import EXIT_USER_ERROR
+from pipeline.ranks import is_rank_zero
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -23,6 +24,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
     from pipeline.train import train
 
     refuse_base_file_choice(HydraConfig.get().runtime.choices, CONFIG_DIR)
+    if is_rank_zero():
+        from pipeline.tracking.redact import redact_hydra_record
+
+        redact_hydra_record(Path(HydraConfig.get().runtime.output_dir) / ".hydra")
     if OmegaConf.select(cfg, "logger.mlflow.log_model", default=False):  # a run logs it; a sweep's best trial does
         from pipeline.data import TENSOR_MODEL_DATA
         from pipeline.tracking.remote import warm_for_model
@@ -124,8 +129,6 @@ def exit_at_once() -> None:
 def tracks_to_mlflow(arguments: list[str]) -> bool:
     """Whether this command will probably record MLflow runs (the default logger, unless the command line picks
     others); a wrong guess only starts the store-writer process for nothing, or later."""
-    from pipeline.ranks import is_rank_zero
-
     if not is_rank_zero() or any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments):
         return False  # other ranks never record; --help, --cfg ... do not run
     choices = [a.split("=", 1)[1] for a in arguments if a.lstrip("+~").startswith("logger=")]

@@ -69,3 +69,44 @@ def redact_tree(tree: Any, prefix: str = "") -> Any:
     if isinstance(tree, list):
         return [redact_tree(v, prefix) for v in tree]
     return redact_value(prefix, tree)
+
+
+# ``key=value`` in an override (``+tags.api_token=...``, Hydra's override_dirname ``a=1,b=2``) and ``key: value`` in YAML
+_OVERRIDE = re.compile(r"(?P<key>[+~]{0,2}[A-Za-z_][\w.\-]*)=(?P<value>[^,\s'\"\]]+)")
+_YAML_ENTRY = re.compile(r"^(?P<head>\s*(?P<key>[A-Za-z_][\w.\-]*): )(?P<value>\S.*)$", re.MULTILINE)
+_NOT_A_VALUE = ("null", "''", '""', "{}", "[]", REDACTED, f"'{REDACTED}'")
+
+
+def redact_yaml_text(text: str) -> str:
+    """The text of a YAML file with its secrets masked as the store masks them: values of keys that look like
+    credentials (in mappings and in ``key=value`` overrides), URL passwords, credentials from the environment.
+    Interpolations (``${oc.env:TOKEN}``) hold no secret and stay."""
+    def entry(match: re.Match) -> str:
+        value = match.group("value")
+        if is_secret_key(match.group("key")) and value not in _NOT_A_VALUE and not value.startswith("${"):
+            return f"{match.group('head')}'{REDACTED}'"  # quoted: a bare * starts a YAML alias
+        return match.group(0)
+
+    def override(match: re.Match) -> str:
+        key, value = match.group("key"), match.group("value")
+        if is_secret_key(key.lstrip("+~")) and not value.startswith("${"):
+            return f"{key}={REDACTED}"
+        return match.group(0)
+
+    return redact_text(_OVERRIDE.sub(override, _YAML_ENTRY.sub(entry, text)))
+
+
+def redact_hydra_record(folder) -> None:
+    """Mask secrets in Hydra's record of a job (``<output folder>/.hydra/*.yaml``: the command line's overrides, the
+    composed config), which Hydra writes before the job starts: an ``+tags.api_token=...`` given on the command line
+    is masked in the store and the run's config.yaml, and is here too. Files without a secret are not rewritten."""
+    from pathlib import Path
+
+    for path in sorted(Path(folder).glob("*.yaml")):
+        try:
+            text = path.read_text()
+            masked = redact_yaml_text(text)
+            if masked != text:
+                path.write_text(masked)
+        except OSError:
+            continue
