@@ -99,6 +99,9 @@ def run_trial_job(task_function: Callable[[DictConfig], Any], config: DictConfig
             save_config(task_cfg, "config.yaml", hydra_output)
             save_config(hydra_cfg, "hydra.yaml", hydra_output)
             save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+            from pipeline.tracking.redact import redact_hydra_record
+
+            redact_hydra_record(hydra_output)  # secrets given on the command line, as pipeline-train's job does
         with env_override(hydra_cfg.hydra.job.env_set):
             try:
                 ret.return_value = task_function(task_cfg)
