@@ -429,6 +429,25 @@ def test_numbers_written_with_decimal_commas_are_refused_then_read_with_data_dec
     assert pd.read_csv(predictions)["prediction"].to_numpy() == pytest.approx(continental, rel=1e-6)
 
 
+def test_decimal_commas_before_three_digits_are_not_thousands_when_the_number_starts_with_0(store):
+    """'0,346' was read as 346 (a comma before three digits taken for a thousands separator): a ';' export of
+    values between -1 and 1 with three decimals trained on numbers 1000 times too large, without a word. No number
+    written with thousands separators starts with 0: it is refused with the decimal-comma hint, as '0,34' is."""
+    from pipeline.data.preprocessing import cell_number, to_numbers
+
+    assert cell_number("1,500") == 1500 and cell_number("-12,345.5") == -12345.5
+    assert math.isnan(cell_number("0,346")) and math.isnan(cell_number("-0,593")) and math.isnan(cell_number("012,345"))
+    assert cell_number("0.346", decimal=",") != cell_number("0.346", decimal=",")  # NaN: '.' is then a thousands mark
+    many = pd.Series([f"0,{i:03d}" for i in range(100, 200)])  # enough distinct texts for the bulk reader
+    assert np.isnan(to_numbers(many, frozenset(), ".")[0]).all()
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-0.99, 0.99, size=(80, 2))
+    path = store["tmp"] / "small.csv"
+    path.write_text("a;b;y\n" + "".join(f"{a:.3f};{b:.3f};{int(a > 0)}\n".replace(".", ",") for a, b in values))
+    refused = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=y", "trainer.max_epochs=1"], store)
+    assert_refused(refused, store, f"{path}:2", "column 'a' holds", "decimal comma", """'data.decimal=","'""")
+
+
 def test_balanced_class_weights_find_more_of_a_rare_class(store):
     """An imbalanced table (~8 % positives, a noisy boundary): task.class_weights=balanced weighs the rare class up
     in the training loss, so the model predicts it more often and finds more of it; regression refuses the key."""

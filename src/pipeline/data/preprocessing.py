@@ -54,7 +54,7 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 # a number as spreadsheets and reports write it: a currency sign before or after, thousands separated by commas,
 # a percent sign ("$1,234.50", "1,234", "10.65%", "-€5", "5 €")
 _WRITTEN_NUMBER = re.compile(
-    r"(?P<sign>[+-]?)\s*(?P<before>[$€£¥]?)\s*(?P<sign2>[+-]?)(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)"
+    r"(?P<sign>[+-]?)\s*(?P<before>[$€£¥]?)\s*(?P<sign2>[+-]?)(?P<digits>[1-9]\d{0,2}(?:,\d{3})+(?:\.\d*)?|\d+\.?\d*|\.\d+)"
     r"(?P<exponent>[eE][+-]?\d+)?\s*(?P<after>[$€£¥]?)\s*(?P<percent>%?)")
 # an ISO 8601 date, with a time and a zone or not ("2024-01-05", "2024-01-05T13:45:00Z", "2024-01-05 13:45")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?")
