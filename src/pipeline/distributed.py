@@ -68,7 +68,7 @@ def check_trainer(cfg: DictConfig) -> None:
     if num_nodes > 1 and not launched_externally() and "MASTER_ADDR" not in os.environ:
         raise ConfigError(
             f"trainer.num_nodes={num_nodes} needs a cluster launcher: start the run with torchrun or srun "
-            "(see README 'Several nodes'), or set MASTER_ADDR, MASTER_PORT and NODE_RANK on every node")
+            "(see docs/clusters.md 'Several nodes'), or set MASTER_ADDR, MASTER_PORT and NODE_RANK on every node")
     _check_not_sweeping_in_every_rank()
     _check_one_output_dir_for_all_ranks()
 
@@ -144,7 +144,7 @@ def _check_one_output_dir_for_all_ranks() -> None:
         return
     raise ConfigError(
         "this run is started as several processes (torchrun or srun): give them one output directory, "
-        "e.g. hydra.run.dir=outputs/multinode/$SLURM_JOB_ID (README 'Several nodes')")
+        "e.g. hydra.run.dir=outputs/multinode/$SLURM_JOB_ID (docs/clusters.md 'Several nodes')")
 
 
 # ----- how many processes this node runs -----------------------------------------------------------
