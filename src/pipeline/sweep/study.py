@@ -99,6 +99,14 @@ class SweepSettings:
         if not self.storage.startswith(("sqlite:", "postgresql", "mysql")):
             raise SweepError(f"hydra.sweeper.storage={redact_text(self.storage)!r}: use an SQLAlchemy URL "
                              "(sqlite:///path.db, postgresql://user:password@host/db, mysql://...)")
+        # options the pruner or sampler does not take: refused now, before a study or a run exists
+        for kind, build in (("pruner", lambda: make_pruner(self.pruner, self.pruner_options)),
+                            ("sampler", lambda: make_sampler(self) if self.sampler_options else None)):
+            try:
+                build()
+            except (TypeError, ValueError) as error:
+                raise SweepError(f"hydra.sweeper.{kind}_options={dict(getattr(self, kind + '_options'))} do not suit "
+                                 f"{kind}={getattr(self, kind)!r}: {error}") from None
         if self.sampler == "grid":
             from .space import SearchSpaceError
 
