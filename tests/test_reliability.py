@@ -50,7 +50,7 @@ def write_checkpoint_of_another_model(path: Path) -> Path:
 BUILT_VALUES = [
     (["model.activation=foo"], ["model", "activation", "foo"]),
     (["optimizer.betas=[2,3]"], ["optimizer", "beta"]),
-    (["scheduler=step", "scheduler.step_size=0"], ["scheduler"]),
+    (["scheduler=step", "scheduler.step_size=0"], ["scheduler.step_size=0 is out of range; allowed: an integer >= 1"]),
     (["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches=0"]),
     (["task.monitor=val/rmse"], ["task.monitor='val/rmse'", "val/loss", "val/acc"]),
     (["seed=-1"], ["seed=-1", "0.."]),

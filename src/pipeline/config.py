@@ -477,6 +477,8 @@ INTEGER_MINIMUMS = {
     "data.cv_folds": 2,
     "data.limit_rows": 1,
     "data.skip_rows": 0,
+    "scheduler.step_size": 1,
+    "scheduler.T_max": 1,
 }
 
 
