@@ -238,6 +238,11 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     by_mlflow = model.predict(pd.DataFrame({"path": predicted["path"]}))
     assert by_mlflow["prediction"].tolist() == predicted["prediction"].tolist()
     assert by_mlflow["probability_bees"].to_numpy() == pytest.approx(predicted["probability_bees"].to_numpy(), abs=1e-6)
+    # ImageNet's statistics instead of the run's: was ignored (the run's statistics used) while the evaluation's
+    # config recorded normalization=imagenet
+    code, _, stderr = eval_cli([run.info.run_id, f"data.test_path={folder / 'val'}", "data.normalization=imagenet",
+                                "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "refused")])
+    assert code == 2 and "it differs in preprocessing.mean, preprocessing.std" in error_line(stderr), stderr[-2000:]
 
 
 def test_unreadable_file_is_named_in_one_line_before_any_run(tmp_path, quick_store):

@@ -148,6 +148,10 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
             self.channels, self.image_size, self.resize_size]
         if state.get("class") != raw_inputs.ImageInput.__name__ or not same_reading:
             return False
+        if self.normalize and state.get("mean") is not None:  # data.normalization as the run had it, or refit
+            imagenet = self.channels in (1, 3) and np.allclose(state["mean"], imagenet_statistics(self.channels)[0])
+            if imagenet != (self.normalization == "imagenet"):
+                return False
         self.fitted = adapter_state, DataSpec.from_dict(spec)
         return True
 
