@@ -61,6 +61,9 @@ CASES = [
     (["hparams_search=classification_optuna", "hydra.sweeper.finalize_top_k=-1", "logger=none"], ["finalize_top_k"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_options.min_resource=2"],
      ["hydra.sweeper.pruner_options={'min_resource': 2} do not suit pruner='median'", "min_resource"]),
+    # data no trial can read: one line before a study or run exists (every trial failed on it, after both were made)
+    (["hparams_search=classification_optuna", "data=csv", "data.path=/nonexistent/people.csv", "data.target=y"],
+     ["data.path: file not found: /nonexistent/people.csv"]),
     (["hparams_search=classification_optuna", "+hydra.sweeper.sampler_options.nonsense=1", "logger=none"],
      ["hydra.sweeper.sampler_options={'nonsense': 1} do not suit sampler='tpe'"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.finalize_top_k=0", "logger.mlflow.register_as=bc"],

@@ -97,7 +97,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
     of failing every trial."""
     from optuna.distributions import CategoricalDistribution
 
-    from pipeline.config import base_file_chosen, check_sweepable, validate
+    from pipeline.config import absolute_data_paths, base_file_chosen, check_sweepable, validate
     from pipeline.errors import ConfigError
 
     from .worker import trial_configs
@@ -116,6 +116,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             config.pop("sweep", None)
             config.pop("hydra", None)
             config.paths.output_dir = str(settings.sweep_dir)
+        absolute_data_paths(config)
         validate(config)
         check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
         check_objectives(settings, str(config.task.kind))
@@ -123,6 +124,17 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
         raise SweepError(f"a trial of this search cannot run: {error}") from None
     except Exception as error:  # e.g. a choice that names no config file
         raise SweepError(f"a trial of this search cannot be composed: {' '.join(str(error).split())[:400]}") from None
+    # the data of this corner of the space, set up now (in worker 0's cache: this process, so trials with the same
+    # data config reuse it): data that is missing or cannot be read is one line before any study or run exists,
+    # not a failure of every trial
+    from pipeline.errors import DataError
+
+    from .worker import PREPARED_DATA
+
+    try:
+        PREPARED_DATA(config)
+    except DataError as error:
+        raise SweepError(str(error)) from None
 
 
 def check_objectives(settings: SweepSettings, kind: str) -> None:
