@@ -208,6 +208,13 @@ def test_a_sweep_is_not_started_in_every_rank_of_torchrun(store):
     assert result.returncode == 2
     assert "Error: a sweep (-m) cannot be started under torchrun or srun" in result.stderr
     assert not list(store["outputs"].rglob("metrics.jsonl"))
+    # the sweeper's sweep: refused before a study or a parent run exists (every trial failed, after both were made)
+    result = run_cli(["hparams_search=regression_optuna", *TWO_PROCESSES, "hydra.sweeper.n_trials=2"], store,
+                     multirun=True, env=torchrun_rank0)
+    assert result.returncode == 2, result.stderr[-3000:]
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert error.startswith("Error: a sweep (-m) cannot be started under torchrun or srun"), error
+    assert not (Path(store["artifacts"]).parent / "optuna").exists() and runs_in(store) == []
 
 
 # ----- who is rank 0, how many processes: decided from the config and the environment --------------

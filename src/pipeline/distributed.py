@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -69,7 +69,7 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.num_nodes={num_nodes} needs a cluster launcher: start the run with torchrun or srun "
             "(see docs/clusters.md 'Several nodes'), or set MASTER_ADDR, MASTER_PORT and NODE_RANK on every node")
-    _check_not_sweeping_in_every_rank()
+    check_not_sweeping_in_every_rank()
     _check_one_output_dir_for_all_ranks()
 
 
@@ -101,19 +101,20 @@ def _trainer_choice() -> str:
     return "this trainer config"
 
 
-def _check_not_sweeping_in_every_rank() -> None:
+def check_not_sweeping_in_every_rank(launcher: Optional[str] = None) -> None:
     """A Hydra sweep (-m) started under torchrun or srun runs the whole sweep in every rank: each
     rank would sample its own parameters. (Hydra's submitit launcher, with a sweeper that uses
     Hydra's launchers, is fine: it samples once and submits each job to SLURM, whose tasks are the ranks.)"""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    if launcher is None:  # a job's: from Hydra's config of the job (a sweeper gives its own launcher)
+        try:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
 
-        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+                return
+            launcher = str(HydraConfig.get().launcher.get("_target_", ""))
+        except Exception:
             return
-        launcher = str(HydraConfig.get().launcher.get("_target_", ""))
-    except Exception:
-        return
     if "submitit" in launcher or not launched_externally() or external_world_size() <= 1:
         return
     raise ConfigError(

@@ -105,6 +105,12 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
     base_file = base_file_chosen(base_config.hydra.runtime.choices)
     if base_file:
         raise SweepError(base_file)
+    from pipeline.distributed import check_not_sweeping_in_every_rank
+
+    try:  # every rank of torchrun or srun would create and run the whole study
+        check_not_sweeping_in_every_rank(str(base_config.hydra.launcher.get("_target_", "")))
+    except ConfigError as error:
+        raise SweepError(str(error)) from None
 
     probe = {}
     for param in settings.space.params:
