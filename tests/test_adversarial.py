@@ -82,6 +82,13 @@ def test_a_mistake_is_one_line_exit_2_and_no_run(store, args, fragments):
     refused(run_cli_in_process(["trainer.max_epochs=1", *args], store), store, *fragments)
 
 
+def test_a_file_that_is_no_checkpoint_is_called_so(store, tmp_path):
+    table = tmp_path / "bc.csv"
+    table.write_text("a,b\n1,2\n")
+    refused(run_cli_in_process([f"ckpt_path={table}"], store), store,
+            f"ckpt_path={table}: not a PyTorch checkpoint (not a file torch.save or Lightning writes)")
+
+
 def test_a_run_folder_that_cannot_be_created_is_one_line(store, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

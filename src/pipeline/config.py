@@ -170,6 +170,11 @@ def _check_checkpoint(ckpt_path: Optional[str]) -> None:
     path = Path(str(ckpt_path))
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file (resume from e.g. <output dir>/checkpoints/last.ckpt)")
+    with open(path, "rb") as file:
+        head = file.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip, or a legacy pickle
+        raise ConfigError(f"ckpt_path={ckpt_path}: not a PyTorch checkpoint (not a file torch.save or Lightning "
+                          "writes); resume from e.g. <output dir>/checkpoints/last.ckpt")
     try:
         try:  # memory-mapped: only the pickled structure is read, not every tensor
             torch.load(path, map_location="cpu", weights_only=True, mmap=True)
