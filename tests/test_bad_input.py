@@ -140,6 +140,15 @@ def test_out_of_range_through_the_real_cli(store):
     assert_refused(run_cli(["optimizer.lr=-1"], store), store, "optimizer.lr=-1", "allowed: > 0")
     # nothing ran: no output folder holding only Hydra's copy of the config and an empty log is left behind
     assert not store["outputs"].exists()
+    # but the folder the command runs in (hydra.run.dir=.) is the user's: never removed
+    import subprocess
+    import sys
+
+    here = store["tmp"] / "here"
+    here.mkdir()
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli.train", "optimizer.lr=-1", "hydra.run.dir=."],
+                            cwd=here, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and here.is_dir(), result.stderr[-2000:]
 
 
 # ----- incompatible choices --------------------------------------------------------------------------

@@ -54,6 +54,9 @@ def remove_untouched_output_dir(folder: Path) -> None:
     import shutil
 
     try:
+        here = Path.cwd().resolve()
+        if folder.resolve() == here or folder.resolve() in here.parents:  # hydra.run.dir=. : the user's own folder
+            return
         if folder.is_dir() and {entry.name for entry in folder.iterdir()} <= UNTOUCHED_OUTPUT:
             shutil.rmtree(folder)
             if re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.parent.name) and not any(folder.parent.iterdir()):
