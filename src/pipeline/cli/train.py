@@ -50,12 +50,15 @@ UNTOUCHED_OUTPUT = {".hydra", "train.log", ".pipeline-run"}
 def remove_untouched_output_dir(folder: Path) -> None:
     """A command refused before its run wrote anything (a config, data or resume refusal: exit 2) leaves no
     ``outputs/<date>/<time>/`` folder behind holding only Hydra's copy of the config and an empty log. A folder
-    with anything else in it (a config.yaml, checkpoints, a user's files) is kept."""
+    with anything else in it (a config.yaml, checkpoints, a user's files), one named by hydra.run.dir or
+    hydra.sweep.dir, and the folder the command runs in are kept."""
     import shutil
 
+    if any(a.lstrip("+~").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in sys.argv[1:]):
+        return  # a folder the user named (it may be one they made, or the folder they work in): theirs to keep
     try:
         here = Path.cwd().resolve()
-        if folder.resolve() == here or folder.resolve() in here.parents:  # hydra.run.dir=. : the user's own folder
+        if folder.resolve() == here or folder.resolve() in here.parents:
             return
         if folder.is_dir() and {entry.name for entry in folder.iterdir()} <= UNTOUCHED_OUTPUT:
             shutil.rmtree(folder)
