@@ -258,13 +258,17 @@ class TaskModule(pl.LightningModule):
                 inputs = self.all_gather(inputs).reshape(-1, *inputs.shape[1:])
                 targets = self.all_gather(targets).reshape(-1, *targets.shape[1:])
             metrics = self.compute_metrics(inputs, targets)
-            undefined = sorted(name for name, value in metrics.items() if math.isnan(float(value)))
+            # the metrics some splits leave undefined (NaN there); a NaN of any other metric (a diverged model's
+            # rmse) stays what it is
+            may_lack = sorted(name for name in self.undefined_reasons if name in metrics)
             if prefix == "test":  # left out, and said: a 0 would read as the worst score
-                self.undefined_test_metrics = undefined
-                metrics = {name: value for name, value in metrics.items() if name not in undefined}
-            else:  # 0, as torchmetrics gives, so that a monitor or early stopping on it keeps working
-                metrics = {name: torch.zeros_like(value) if name in undefined else value
-                           for name, value in metrics.items()}
+                self.undefined_test_metrics = [name for name in may_lack if math.isnan(float(metrics[name]))]
+                for name in self.undefined_test_metrics:
+                    del metrics[name]
+            else:  # 0, as torchmetrics gives, so that a monitor or early stopping on it keeps working (no sync)
+                for name in may_lack:
+                    metrics[name] = torch.where(torch.isnan(metrics[name]), torch.zeros_like(metrics[name]),
+                                                metrics[name])
             values.update({f"{prefix}/{name}": value for name, value in metrics.items()})
             if resamples:
                 from .intervals import bootstrap, in_canonical_order, interval_metrics
