@@ -263,9 +263,14 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
     assert code == 0, stderr[-2000:]
     predicted, truth = pd.read_csv(output, dtype={"prediction": str}), true_labels(new_csv)
 
+    # the training file is not needed (nor read): the run's preprocessing makes the new rows its inputs
+    train_csv.rename(tmp_path / "elsewhere.csv")
     code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new_csv}", "--tracking-uri", store["uri"],
                                      "--output-dir", str(tmp_path / "evaluation")])
     assert code == 0 and "Warning" not in stderr and "torch threads" not in stderr, stderr[-3000:]
+    assert "Data: csv new.csv in memory: 0 train / 0 validation / 300 test rows" in stdout, stdout
+    assert "its training data is not read" in stdout
+    (tmp_path / "elsewhere.csv").rename(train_csv)
     [evaluation] = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
     metrics = evaluation.data.metrics
     assert metrics["test/acc"] == pytest.approx(float((predicted["prediction"] == truth).mean()), abs=1e-6)

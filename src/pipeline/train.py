@@ -117,8 +117,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
         output_dir = claim_output_dir(cfg)
         datamodule = instantiate(cfg.data)
         saved = saved_fitted_state(source_data)
-        if saved is not None:
-            datamodule.use_fitted(*saved)
+        if saved is not None and datamodule.use_fitted(*saved):
+            datamodule.test_file_alone()  # with a test file of its own: the training data is not read
         datamodule.setup("test")
         differ = fitted_differences(datamodule, *saved) if saved is not None else []
         if differ:

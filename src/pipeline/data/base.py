@@ -150,6 +150,10 @@ class InMemoryDataModule(pl.LightningDataModule):
     task_kind: ClassVar[str] = "classification"  # "regression" | "classification"
     #: Data sets with an official test split set this; the others get a seeded hold-out split.
     name: ClassVar[str] = "data"
+    #: Whether the data set can read its test file (``data.test_path``) without its training data, when a trained
+    #: run's preprocessing is used (``use_fitted``): ``pipeline-eval <run> data.test_path=new.csv`` then needs only
+    #: the new file, not the files the run was trained on (see :meth:`test_file_alone`).
+    reads_test_file_alone: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -177,6 +181,18 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.val_split: Optional[Split] = None
         self.test_split: Optional[Split] = None
         self.spec: Optional[DataSpec] = None
+        self.test_file_only = False  # test_file_alone(): load() reads the test file alone, as LoadedData.test
+
+    def test_file_alone(self) -> bool:
+        """Read only the test file (``data.test_path``) from now on, with the trained run's preprocessing that
+        :meth:`use_fitted` took: the training and validation splits are empty, and the files the run was trained
+        on need not exist (an evaluation on new rows, from another folder or machine). False where this data
+        set cannot, or has no test file of its own (under ``data.cv_folds`` the folds pool it with the training
+        data)."""
+        if not self.reads_test_file_alone or getattr(self, "test_path", None) is None or self.cv_folds:
+            return False
+        self.test_file_only = True
+        return True
 
     # ----- to implement in subclasses -------------------------------------------------
     def load(self) -> LoadedData:
@@ -335,7 +351,11 @@ class InMemoryDataModule(pl.LightningDataModule):
             data.train, data.val, data.test = (
                 None if split is None else split.subset(limited_rows(len(split), self.limit_rows, self.seed))
                 for split in (data.train, data.val, data.test))
-        train, val, test = self._split(data)
+        if self.test_file_only:  # an evaluation on the test file alone (test_file_alone)
+            test = data.test
+            train = val = test.subset(np.arange(0))
+        else:
+            train, val, test = self._split(data)
         self.fit_preprocessing(train)
         self.train_split, self.val_split, self.test_split = (
             self.apply_preprocessing(s) for s in (train, val, test)
@@ -437,7 +457,9 @@ def announce_splits(module: InMemoryDataModule, how: str, sizes: Sequence[int], 
         return
     counts = " / ".join(f"{size:,} {name}" for size, name in zip(sizes, ("train", "validation", "test")))
     notes = list(notes)
-    if getattr(module, "val_fraction", None) == 0:
+    if getattr(module, "test_file_only", False):
+        notes.append("the source run's preprocessing; its training data is not read")
+    elif getattr(module, "val_fraction", None) == 0:
         notes.append("no validation split (data.val_fraction=0): the last epoch is tested")
     if module.cv_folds:
         notes.insert(0, f"fold {module.fold} of {module.cv_folds}-fold cross-validation is the test split")

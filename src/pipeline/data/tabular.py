@@ -259,6 +259,7 @@ class CsvData(TabularDataModule):
     """
 
     name: ClassVar[str] = "csv"
+    reads_test_file_alone: ClassVar[bool] = True
 
     def __init__(self, path: str = "", target: str = "", task_kind: str = "regression",
                  features: Optional[list] = None, drop: Optional[list] = None,
@@ -321,7 +322,8 @@ class CsvData(TabularDataModule):
     def source_label(self) -> str:
         """The data line's name for the table: the reader and the file (``csv adult.data``), so that ``data=adult``
         and every other table config say which file they read."""
-        return f"{self.name} {self.path.name}" if self.path is not None else self.name
+        path = self.test_path if self.test_file_only else self.path
+        return f"{self.name} {path.name}" if path is not None else self.name
 
     def use_fitted(self, adapter_state: Optional[dict], spec: dict) -> bool:
         """The run's preprocessing, columns (their kinds and date parts) and classes, instead of what this
@@ -381,9 +383,11 @@ class CsvData(TabularDataModule):
     def load(self) -> LoadedData:
         import pandas as pd
 
-        from .tables import check_numeric_column, class_labels, header_hint, regression_targets, separator_hint
+        from .tables import check_numeric_column, class_labels, header_hint, separator_hint
 
         started = time.perf_counter()
+        if self.test_file_only:
+            return self._load_test_file_alone(started)
         train = self._read(self._resolve(self.path, "data.path"))
         columns = list(train.frame.columns)
         if self.target not in columns:
@@ -405,12 +409,7 @@ class CsvData(TabularDataModule):
                                 f"model reads; its columns are {columns}")
         tables = [train]
         if self.test_path is not None:
-            test = self._read(self._resolve(self.test_path, "data.test_path"))
-            absent = [c for c in [*features, self.target] if c not in test.frame.columns]
-            if absent:
-                raise DataError(f"data.test_path: {test.path} has no column {', '.join(map(repr, absent))}; "
-                                f"its columns are {list(test.frame.columns)}{separator_hint(list(test.frame.columns))}")
-            tables.append(test)
+            tables.append(self._test_table(features))
         if self.fitted is None:
             self._type_columns(train, features)
         else:  # the trained run's columns: the train file is checked as the test file is
@@ -419,21 +418,7 @@ class CsvData(TabularDataModule):
             for name, kind in self.kinds.items():
                 if kind == "numeric":
                     check_numeric_column(table, name, self.na_values, self.decimal)
-        if self.task_kind == "classification":
-            targets, class_names = class_labels(tables, self.target)
-            if self.fitted is not None:
-                targets, class_names = self._as_trained_classes(tables, targets, class_names)
-            present = [t >= 0 for t in targets]
-        else:
-            targets, class_names = [regression_targets(t, self.target, self.decimal) for t in tables], None
-            present = [~np.isnan(t) for t in targets]
-        for table, keep in zip(tables, present):
-            if not keep.all():
-                first = table.where(table.frame.index[int(np.flatnonzero(~keep)[0])])
-                log.warning("data.target: %d row(s) of %s have no value in column %r and are left out (first: %s)",
-                            int((~keep).sum()), table.path, self.target, first)
-            if not keep.any():
-                raise DataError(f"{table.path}: no row has a value in the target column {self.target!r}")
+        targets, class_names, present = self._targets(tables)
         if class_names is not None:
             seen = sorted(set(targets[0][present[0]].tolist()))
             if len(seen) < 2:
@@ -468,6 +453,56 @@ class CsvData(TabularDataModule):
             splits.append(Split(rows, y))
         self.timings["read_s"] = time.perf_counter() - started
         return LoadedData(train=splits[0], test=splits[1] if len(splits) > 1 else None, class_names=class_names)
+
+    def _load_test_file_alone(self, started: float) -> LoadedData:
+        """The test file's rows alone, read as the trained run's (``use_fitted``) columns and classes: what
+        ``pipeline-eval <run> data.test_path=new.csv`` tests, without reading the training file."""
+        from .tables import check_numeric_column
+
+        test = self._test_table(list(self.fitted[0].columns))
+        self.kinds, self.date_parts = dict(self.fitted[0].columns), dict(self.fitted[0].date_parts)
+        for name, kind in self.kinds.items():
+            if kind == "numeric":
+                check_numeric_column(test, name, self.na_values, self.decimal)
+        (targets,), class_names, (keep,) = self._targets([test])
+        self.frame = test.frame.loc[keep, list(self.kinds)].reset_index(drop=True)
+        y = torch.as_tensor(targets[keep], dtype=torch.long if class_names is not None else torch.float32)
+        self.timings["read_s"] = time.perf_counter() - started
+        return LoadedData(train=None, test=Split(torch.arange(len(self.frame), dtype=torch.long), y),
+                          class_names=class_names)
+
+    def _test_table(self, features: list[str]):
+        """The test file (``data.test_path``), read, with every feature column and the target."""
+        from .tables import separator_hint
+
+        test = self._read(self._resolve(self.test_path, "data.test_path"))
+        absent = [c for c in [*features, self.target] if c not in test.frame.columns]
+        if absent:
+            raise DataError(f"data.test_path: {test.path} has no column {', '.join(map(repr, absent))}; "
+                            f"its columns are {list(test.frame.columns)}{separator_hint(list(test.frame.columns))}")
+        return test
+
+    def _targets(self, tables) -> tuple[list[np.ndarray], Optional[list[str]], list[np.ndarray]]:
+        """(targets per table, class names or None, rows with a target per table): classes mapped onto the trained
+        run's where its preprocessing is used; rows without a target are left out with a warning."""
+        from .tables import class_labels, regression_targets
+
+        if self.task_kind == "classification":
+            targets, class_names = class_labels(tables, self.target)
+            if self.fitted is not None:
+                targets, class_names = self._as_trained_classes(tables, targets, class_names)
+            present = [t >= 0 for t in targets]
+        else:
+            targets, class_names = [regression_targets(t, self.target, self.decimal) for t in tables], None
+            present = [~np.isnan(t) for t in targets]
+        for table, keep in zip(tables, present):
+            if not keep.all():
+                first = table.where(table.frame.index[int(np.flatnonzero(~keep)[0])])
+                log.warning("data.target: %d row(s) of %s have no value in column %r and are left out (first: %s)",
+                            int((~keep).sum()), table.path, self.target, first)
+            if not keep.any():
+                raise DataError(f"{table.path}: no row has a value in the target column {self.target!r}")
+        return targets, class_names, present
 
     def _groups_of(self, table, keep: np.ndarray, position: int) -> np.ndarray:
         """The group names of the kept rows of ``table`` (the training file, or the test file: its groups matter

@@ -170,14 +170,16 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
         run.send_provenance(PROJECT_ROOT, command_line(), is_rank_zero())
         data_name = _choices().get("data") or getattr(datamodule, "name", None) or choice_name(cfg, "data")
         digests = log_dataset_inputs(run, datamodule, data_name)
-        run.set_tags({"data_digest": digests["training"]})
+        if "training" in digests:  # an evaluation on a test file alone has no training rows
+            run.set_tags({"data_digest": digests["training"]})
     elif run.active:
         from pipeline.config import PROJECT_ROOT
 
         git = git_state(PROJECT_ROOT)
         data_name = _choices().get("data") or getattr(datamodule, "name", None) or choice_name(cfg, "data")
         digests = log_dataset_inputs(run, datamodule, data_name)
-        run.set_tags({**provenance_tags(PROJECT_ROOT, git), "data_digest": digests["training"]})
+        run.set_tags({**provenance_tags(PROJECT_ROOT, git),
+                      **({"data_digest": digests["training"]} if "training" in digests else {})})
         if git is not None and git.dirty:
             diff = run.output_dir / "git.diff"
             diff.write_text(redact_text(git.diff))

@@ -75,7 +75,8 @@ def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]
         return digests
     described = [split_description(context, features, targets, digest)
                  for context, (digest, features, targets) in records.items()]
-    source = str(getattr(datamodule, "path", "") or datamodule.data_dir)
+    path = getattr(datamodule, "test_path" if getattr(datamodule, "test_file_only", False) else "path", "")
+    source = str(path or datamodule.data_dir)
     if hasattr(run, "send_dataset_inputs"):  # a run recorded by the store-writer process
         run.send_dataset_inputs(name, source, described)
     else:
