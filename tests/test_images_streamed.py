@@ -226,12 +226,14 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     truth = [Path(p).parent.name for p in predicted["path"]]
     assert float((predicted["prediction"] == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
     # pipeline-eval on a labelled folder of its own (data.test_path): read with the run's normalisation, it scores
-    # what pipeline-predict answered on those images
+    # what pipeline-predict answered on those images; the training images need not be there
+    (folder / "train").rename(tmp_path / "elsewhere")
     code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={folder / 'val'}", "--tracking-uri",
                                      store["uri"], "--output-dir", str(tmp_path / "evaluation")])
+    (tmp_path / "elsewhere").rename(folder / "train")
     assert code == 0 and "Warning" not in stderr, stderr[-3000:]
     line = data_line(stdout)
-    assert f"{folder / 'val'} (data.test_path)" in line and "/ 12 test images" in line, line
+    assert f"{folder / 'val'} (data.test_path)" in line and ": 0 train / 0 validation / 12 test images" in line, line
     assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(
         float((predicted["prediction"] == truth).mean()), abs=6e-5)
     model = load_pyfunc(store, run.info.run_id)
@@ -412,11 +414,14 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     predicted = pd.read_csv(tmp_path / "p.csv")
     truth = [Path(p).parent.name for p in predicted["path"]]
     accuracy = float((predicted["prediction"] == truth).mean())
+    (folder / "labels.csv").rename(tmp_path / "elsewhere.csv")  # the training listing is not needed (nor read)
     code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new.parent / 'new_labels.csv'}",
                                      "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "eval")])
+    (tmp_path / "elsewhere.csv").rename(folder / "labels.csv")
     assert code == 0 and "Warning" not in stderr, stderr[-3000:]
     line = data_line(stdout)
-    assert f"its val rows, {new.parent / 'new_labels.csv'} (data.test_path)" in line and "/ 10 test images" in line, line
+    assert f"test split: {new.parent / 'new_labels.csv'} (data.test_path)" in line, line
+    assert ": 0 train / 0 validation / 10 test images" in line, line
     assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(accuracy, abs=6e-5)
     # a label the run never trained on is refused, naming it, before any evaluation run
     (new.parent / "new_labels.csv").write_text("\n".join([*listing(new, ("val",), new.parent),
@@ -424,7 +429,7 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     runs = len(runs_in(quick_store))
     code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new.parent / 'new_labels.csv'}",
                                      "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "eval2")])
-    assert code == 2 and "labels ['wasps'] of the val/test rows never occur in the training rows" in \
+    assert code == 2 and "labels ['wasps'] are not classes the model was trained on ('ants', 'bees')" in \
         single_error_line(stderr), stderr[-3000:]
     assert len(runs_in(quick_store)) == runs
 

@@ -465,9 +465,11 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
     assert re.search(r"test/acc=([\d.]+)", stdout).group(1) == re.search(r"test/acc=([\d.]+)", result.stdout).group(1)
     labelled = tmp_path / "labelled.csv"
     pd.DataFrame(rows[:150]).to_csv(labelled, index=False)
+    reviews.rename(tmp_path / "elsewhere.csv")  # the training file is not needed (nor read)
     code, stdout, stderr = eval_cli([str(checkpoint), f"data.test_path={labelled}", "--output-dir", str(tmp_path / "new")])
+    (tmp_path / "elsewhere.csv").rename(reviews)
     assert code == 0 and "Warning" not in stderr, stderr[-3000:]
-    assert f"/ 150 test rows; test split: {labelled} (data.test_path)" in stdout, stdout[-2000:]
+    assert f"0 train / 0 validation / 150 test rows; test split: {labelled} (data.test_path)" in stdout, stdout[-2000:]
     expected = (predicted["prediction"][:150] == pd.DataFrame(rows[:150])["sentiment"]).mean()
     assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(expected, abs=6e-5)
     pd.DataFrame([{**rows[0], "sentiment": "meh"}, *rows[1:20]]).to_csv(tmp_path / "meh.csv", index=False)
@@ -542,6 +544,34 @@ def test_a_max_length_that_leaves_no_room_for_words_is_refused(tmp_path):
             load_pretrained_tokenizer(str(folder), length)
     tokenizer, _ = load_pretrained_tokenizer(str(folder), 3)
     assert len(tokenizer.encode("great film").ids) == 3
+
+
+def test_pipeline_eval_of_a_streamed_run_on_a_small_test_file_alone(store, tmp_path):
+    """A run whose corpus was streamed (padded per batch) evaluated on a small labelled file of its own, which is
+    read in memory (padded to max_length, data.in_memory=true as data.in_memory=auto reads a small file): the
+    training folder is gone, the padding does not count as another
+    preprocessing, and the metrics are those of the model's own predictions on that file."""
+    import pandas as pd
+
+    corpus = write_sentiment_tsv(tmp_path / "corpus", rows=400, seed=1)
+    new = write_sentiment_tsv(tmp_path / "new", rows=120, seed=2) / "train.tsv"
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={corpus}", "data.in_memory=false",
+                                 "trainer.max_epochs=8", "optimizer.lr=0.01", "logger=none"], store)
+    assert result.returncode == 0 and "Data: text_tsv streamed" in result.stdout, result.stderr[-3000:]
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    output = tmp_path / "predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(new), "--output", str(output)])
+    assert code == 0, stderr[-2000:]
+    truth = pd.read_csv(new, sep="\t")["label"].astype(str)
+    expected = (pd.read_csv(output)["prediction"].astype(str) == truth).mean()
+    assert expected > 0.8  # a model that learned something
+
+    (corpus / "train.tsv").unlink()
+    code, stdout, stderr = eval_cli([str(checkpoint), f"data.test_path={new}", "data.in_memory=true", "--output-dir",
+                                     str(tmp_path / "eval")])
+    assert code == 0, stderr[-3000:]
+    assert "Data: text_tsv in memory: 0 train / 0 validation / 120 test rows" in stdout, stdout[-2000:]
+    assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(expected, abs=6e-5)
 
 
 def test_a_csv_cell_longer_than_pythons_default_limit_is_read(tmp_path):

@@ -272,6 +272,12 @@ class InMemoryDataModule(pl.LightningDataModule):
                 raise DataError(f"data: the {name} split of '{self.name}' is empty; use more rows or other split fractions")
         return train, val, test
 
+    def _test_file_splits(self, data: LoadedData) -> tuple[Split, Split, Split]:
+        """The splits of an evaluation on the test file alone (:meth:`test_file_alone`): its rows, nothing to train
+        or validate on."""
+        empty = data.test.subset(np.arange(0))
+        return empty, empty, data.test
+
     def how_split(self) -> list[str]:
         """What the run's data line says about how the splits were drawn, besides their sizes."""
         return []
@@ -351,11 +357,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             data.train, data.val, data.test = (
                 None if split is None else split.subset(limited_rows(len(split), self.limit_rows, self.seed))
                 for split in (data.train, data.val, data.test))
-        if self.test_file_only:  # an evaluation on the test file alone (test_file_alone)
-            test = data.test
-            train = val = test.subset(np.arange(0))
-        else:
-            train, val, test = self._split(data)
+        train, val, test = self._test_file_splits(data) if self.test_file_only else self._split(data)
         self.fit_preprocessing(train)
         self.train_split, self.val_split, self.test_split = (
             self.apply_preprocessing(s) for s in (train, val, test)
@@ -513,7 +515,7 @@ def fitted_differences(datamodule, adapter_state: Optional[dict], spec: dict) ->
     differ = []
     for part in ("preprocessing", "model_spec"):
         # through JSON, as the saved files went: tuples are lists, keys strings
-        before, after = json.loads(json.dumps(saved[part])), json.loads(json.dumps(now[part]))
+        before, after = (_as_inputs_are_made(json.loads(json.dumps(state[part]))) for state in (saved, now))
         differ += [f"{part}.{key}" for key in sorted(set(before) | set(after))
                    if key not in EXAMPLE_KEYS and before.get(key) != after.get(key)]
     return differ
@@ -521,6 +523,20 @@ def fitted_differences(datamodule, adapter_state: Optional[dict], spec: dict) ->
 
 # a raw input adapter's input examples (a few training rows, for the logged model): not how inputs are made
 EXAMPLE_KEYS = ("examples", "example_rows")
+
+
+def _as_inputs_are_made(state: dict) -> dict:
+    """A saved preprocessing state without what does not change a model's inputs: a text tokenizer's padding (to
+    ``max_length`` when the texts are held in memory, to each batch's longest when streamed; a batch is trimmed to
+    its longest text either way, and the logged model pads on its own), so that a run read one way can be evaluated
+    on a test file read the other."""
+    import json
+
+    if isinstance(state.get("tokenizer"), str):
+        tokenizer = json.loads(state["tokenizer"])
+        tokenizer.pop("padding", None)
+        state = {**state, "tokenizer": tokenizer}
+    return state
 
 
 def save_raw_input_artifacts(datamodule, directory: Path) -> list[Path]:

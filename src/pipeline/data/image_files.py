@@ -230,6 +230,21 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
             self.split_notes = [f"splits as given: {sources['train']}, {sources['val']}, {sources['test']}"]
         return LoadedData(train=train, val=val, test=test, class_names=class_names)
 
+    def _test_files_alone(self, root: Path, files: list[str], labels: list[str], source: str) -> LoadedData:
+        """The test images alone (``test_file_alone``): ``files`` relative to ``root``, labelled as the trained
+        run's classes; a label it was not trained on is refused."""
+        trained = list(self.fitted[1].class_names or [])
+        unknown = sorted(set(labels) - set(trained))
+        if unknown:
+            raise DataError(f"{source}: labels {unknown[:5]} are not classes the model was trained on "
+                            f"({', '.join(map(repr, trained))})")
+        parts = self._drop_unreadable({"test": [(row, trained.index(label)) for row, label in enumerate(labels)]},
+                                      self._set_table(root, files))
+        self.split_notes = [f"test split: {source}"]
+        test = Split(torch.as_tensor([row for row, _ in parts["test"]], dtype=torch.long).view(-1),
+                     torch.as_tensor([label for _, label in parts["test"]], dtype=torch.long).view(-1))
+        return LoadedData(train=None, test=test, class_names=trained)
+
     def _check_classes(self, train: list[tuple[int, int]], class_names: Sequence[str], where: str) -> None:
         """Refuse training images of fewer than two classes (counted after unreadable files are left out)."""
         present = [class_names[label] for label in sorted({label for _, label in train})]
@@ -392,6 +407,7 @@ class ImageFolder(ImageFiles):
     into ``train/``, ``val/``, ``test/`` folders; see the module docstring."""
 
     name: ClassVar[str] = "image_folder"
+    reads_test_file_alone: ClassVar[bool] = True
 
     def __init__(self, test_path: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
@@ -400,7 +416,23 @@ class ImageFolder(ImageFiles):
     def class_hint(self) -> str:
         return " (one sub-folder per class, e.g. <path>/cat/1.jpg and <path>/dog/2.jpg)"
 
+    def _test_folder(self, train_folder: str) -> Path:
+        test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
+        if not test.is_dir() or not _class_folders(test):
+            raise DataError(f"data.test_path: {test} is " + ("not a folder" if not test.is_dir() else
+                                                             "a folder without class sub-folders")
+                            + f" (one sub-folder per class, named as in {train_folder})")
+        return test
+
     def load(self) -> LoadedData:
+        if self.test_file_only:  # the test folder alone, with the trained run's classes
+            test = self._test_folder("the training folder")
+            files, labels = [], []
+            for class_name in _class_folders(test):
+                images = _image_files(test / class_name)
+                files += [os.path.join(class_name, image) for image in images]
+                labels += [class_name] * len(images)
+            return self._test_files_alone(test, files, labels, f"{test} (data.test_path)")
         root = self._resolved_path("a folder with one sub-folder per class")
         if not root.is_dir():
             raise DataError(f"data.path: image folder not found: {root}")
@@ -420,12 +452,7 @@ class ImageFolder(ImageFiles):
         if not split_layout:
             folders = {"train": root}
         if self.test_path is not None:  # the test images, whatever the folder holds
-            test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
-            if not test.is_dir() or not _class_folders(test):
-                raise DataError(f"data.test_path: {test} is " + ("not a folder" if not test.is_dir() else
-                                                                 "a folder without class sub-folders")
-                                + f" (one sub-folder per class, named as in {folders['train']})")
-            folders["test"] = test
+            folders["test"] = self._test_folder(str(folders["train"]))
         classes = _class_folders(folders["train"])
         if not classes:
             raise DataError(f"data.path: no class sub-folders in {folders['train']}{self.class_hint()}")
@@ -465,6 +492,7 @@ class ImageCSV(ImageFiles):
     :class:`ImageFolder` do; ``test_path`` names a second such CSV whose rows are the test split."""
 
     name: ClassVar[str] = "image_csv"
+    reads_test_file_alone: ClassVar[bool] = True
 
     def __init__(self, path_column: str = "path", label_column: str = "label", split_column: str = "split",
                  test_path: Optional[str] = None, **kwargs):
@@ -494,6 +522,12 @@ class ImageCSV(ImageFiles):
         return table
 
     def load(self) -> LoadedData:
+        if self.test_file_only:  # the test listing alone, with the trained run's classes
+            test_csv = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
+            table = self._read_listing(test_csv, "test_path")
+            return self._test_files_alone(test_csv.parent, [p.strip() for p in table[self.path_column]],
+                                          table[self.label_column].str.strip().tolist(),
+                                          f"{test_csv} (data.test_path)")
         csv = self._resolved_path("a CSV file with a path and a label column")
         table = self._read_listing(csv, "path")
         has_splits = self.split_column in table.columns

@@ -236,7 +236,7 @@ class StreamedDataModule(InMemoryDataModule):
         if self.limit_rows:
             data.train, data.val, data.test = (None if split is None else self._limit(split)
                                                for split in (data.train, data.val, data.test))
-        train, val, test = self._split(data)
+        train, val, test = self._test_file_splits(data) if self.test_file_only else self._split(data)
         self.rows = {"train": train, "val": val, "test": test}
         self.fit_preprocessing_rows(train)
         self.streamed, self.path_reason = self._choose_path()

@@ -84,8 +84,8 @@ class TrimmedBatcher(TensorBatcher):
 class RawTexts:
     """What a text data set reads: texts and class indices per split."""
 
-    train: tuple[list[str], list[int]]
     class_names: list[str]
+    train: Optional[tuple[list[str], list[int]]] = None  # None: an evaluation on the test file alone
     val: Optional[tuple[list[str], list[int]]] = None
     test: Optional[tuple[list[str], list[int]]] = None
 
@@ -194,8 +194,8 @@ class TextDataModule(InMemoryDataModule):
             self.streaming = True
         log.info("%s: %d texts, %s", self.name, len(self.texts),
                  "streamed (read and tokenised per batch)" if self.streaming else "in memory")
-        return LoadedData(
-            train=splits["train"], val=splits.get("val"), test=splits.get("test"), class_names=raw.class_names
+        return LoadedData(  # no training rows in an evaluation on the test file alone (test_file_alone)
+            train=splits.get("train"), val=splits.get("val"), test=splits.get("test"), class_names=raw.class_names
         )
 
     def _as_trained_classes(self, raw: RawTexts) -> RawTexts:
@@ -213,7 +213,12 @@ class TextDataModule(InMemoryDataModule):
         return RawTexts(class_names=trained, **parts)
 
     def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
-        train, val, test = super()._split(data)
+        return self._index_rows(*super()._split(data))
+
+    def _test_file_splits(self, data: LoadedData) -> tuple[Split, Split, Split]:
+        return self._index_rows(*super()._test_file_splits(data))
+
+    def _index_rows(self, train: Split, val: Split, test: Split) -> tuple[Split, Split, Split]:
         self.row_index = {"train": train.x.clone(), "val": val.x.clone(), "test": test.x.clone()}
         return train, val, test
 
@@ -512,6 +517,7 @@ class TextTSV(TextDataModule):
     label column (GLUE's test set) is treated as absent. Labels map to class indices in sorted order."""
 
     name: ClassVar[str] = "text_tsv"
+    reads_test_file_alone: ClassVar[bool] = True
     part_names: ClassVar[dict[str, tuple[str, ...]]] = {
         "train": ("train",),
         "val": ("dev", "val", "validation"),
@@ -688,12 +694,27 @@ class TextTSV(TextDataModule):
                             "test.tsv; or one .tsv/.csv file)")
         found = self._layout()
         if self.test_path is not None:  # an official test file: the test rows, labelled, whatever the folder holds
-            test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
-            if not test.is_file() or test.suffix.lower() not in (".tsv", ".csv"):
-                raise DataError(f"data.test_path: {test} is " + ("not a .tsv or .csv file" if test.is_file() else
-                                                                 "not found") + " (a header row, then a text and a label per row)")
-            found["test"] = test
+            found["test"] = self._test_file()
         return found
+
+    def _test_file(self) -> Path:
+        test = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
+        if not test.is_file() or test.suffix.lower() not in (".tsv", ".csv"):
+            raise DataError(f"data.test_path: {test} is " + ("not a .tsv or .csv file" if test.is_file() else
+                                                             "not found") + " (a header row, then a text and a label per row)")
+        return test
+
+    def _read_test_file_alone(self) -> RawTexts:
+        """The test file's texts alone (``test_file_alone``), labels as written: ``load`` maps them onto the
+        trained run's classes, refusing one it was not trained on."""
+        test = self._test_file()
+        if test.suffix == ".tsv" and self.wants_streaming(_count_lines(test)):
+            texts, names, label_ids, _ = self._index(test, required=True)
+            return RawTexts(class_names=names, test=(texts, label_ids))
+        texts, labels, _ = self._read(test, required=True)
+        names = sorted(set(labels), key=_label_sort_key)
+        index = {name: i for i, name in enumerate(names)}
+        return RawTexts(class_names=names, test=(texts, [index[label] for label in labels]))
 
     def _layout(self) -> dict[str, Optional[Path]]:
         """The files of ``data.path``: one file to train on, or a folder's train/dev/test files."""
@@ -712,6 +733,8 @@ class TextTSV(TextDataModule):
         return found
 
     def read_texts(self) -> RawTexts:
+        if self.test_file_only:
+            return self._read_test_file_alone()
         found = self._files()
         train_path = found["train"]
         files = [p for p in found.values() if p is not None]
