@@ -91,6 +91,28 @@ def test_classification_on_two_processes_matches_one_process(store, tmp_path):
 
 
 @pytest.mark.slow
+def test_test_metrics_on_two_processes_count_each_test_row_once(store):
+    """A test split of an odd number of rows: the second rank's shard is padded with a repeat of the first row (so
+    that both ranks take as many), and that repeat was counted in test/acc and test/loss. They are now those of
+    the run's own predictions/test.csv, which holds each row once."""
+    import numpy as np
+    import pandas as pd
+
+    result = run_cli([*CLASSIFICATION, *TWO_PROCESSES, "data.n_samples=2005", "data.batch_size=32"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "/ 401 test rows" in result.stdout, result.stdout[-2000:]
+    [run] = runs_in(store)
+    predictions = pd.read_csv(store["outputs"] / "predictions" / "test.csv")
+    assert len(predictions) == 401
+    right = (predictions["target"].astype(str) == predictions["prediction"].astype(str)).mean()
+    assert run.data.metrics["test/acc"] == pytest.approx(right, abs=1e-6)
+    p = predictions["probability_1"].clip(1e-7, 1 - 1e-7)
+    target = predictions["target"].astype(int)
+    log_loss = float(-(target * np.log(p) + (1 - target) * np.log(1 - p)).mean())
+    assert run.data.metrics["test/loss"] == pytest.approx(log_loss, abs=2e-5)
+
+
+@pytest.mark.slow
 def test_lbfgs_on_two_processes_takes_the_steps_of_one_process(store, tmp_path):
     """L-BFGS's line search decides on loss values: each rank computes its shard's, so the optimizer averages them
     over the ranks (DDP averages the gradients). Full batch on each rank = the full batch of one process; a rank

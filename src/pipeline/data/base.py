@@ -401,6 +401,11 @@ class InMemoryDataModule(pl.LightningDataModule):
     def predict_dataloader(self):
         return self._batcher(self.test_split, train=False)
 
+    def evaluation_rows(self, split: str) -> int:
+        """How many rows the ``val`` or ``test`` split holds (the task leaves out the repeats that pad the ranks'
+        last shards under DDP)."""
+        return len(self.val_split if split == "val" else self.test_split)
+
     def evaluation_batches(self, split: Split):
         """(x, y) batches of every row of ``split`` once, in order, on this process alone (not sharded
         across ranks): what the run's test-set plots are drawn from."""

@@ -248,6 +248,9 @@ class StreamedDataModule(InMemoryDataModule):
         self.spec = self.describe_rows(train, data.class_names)
         self.announce()
 
+    def evaluation_rows(self, split: str) -> int:
+        return len(self.rows[split])
+
     def _limit(self, split: Split) -> Split:
         """A seeded random subset (listings are grouped by class: their first rows would be one class)."""
         if len(split) <= self.limit_rows:

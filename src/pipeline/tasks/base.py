@@ -218,24 +218,47 @@ class TaskModule(pl.LightningModule):
     # the objective then knows val/loss when the epoch ends, so `val/loss_best` and the best value kept
     # in checkpoints exist also without a logger (a sweep with logger=none optimises val/loss_best),
     # and one `self.log` per batch (~0.5 ms each) is saved.
-    def _start_evaluation(self) -> None:
+    def _start_evaluation(self, split: str) -> None:
         self._eval_loss_sum = torch.zeros((), device=self.device)
         self._eval_rows = torch.zeros((), device=self.device)
         self._eval_inputs: list[Tensor] = []
         self._eval_targets: list[Tensor] = []
+        # Under DDP each rank evaluates rows split_position = local_position * world_size + rank of the split, the
+        # last shards padded by wrapping around to the first rows (DistributedSampler's dealing, also
+        # TensorBatcher's) so that every rank takes as many rows: those repeats are left out of the loss and
+        # metrics, which are then the split's, row for row (predictions/test.csv has each row once)
+        self._eval_split_rows: Optional[int] = None
+        self._eval_seen = 0
+        rows_of = getattr(self.trainer.datamodule, "evaluation_rows", None)
+        if self.trainer.world_size > 1 and rows_of is not None:
+            self._eval_split_rows = rows_of(split)
 
     def on_validation_epoch_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation("val")
 
     def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation("test")
 
     def _evaluate(self, batch) -> None:
         x, y = batch
         output = self.model(x)
         rows = len(y)
-        self._eval_loss_sum += self.evaluation_loss(output, y).detach() * rows
-        self._eval_rows += rows
+        if self._eval_split_rows is not None:
+            positions = torch.arange(self._eval_seen, self._eval_seen + rows) * self.trainer.world_size \
+                + self.trainer.global_rank
+            self._eval_seen += rows
+            own = positions < self._eval_split_rows  # not a repeat padding this rank's shard
+            if not bool(own.all()):
+                rows = int(own.sum())
+                own = own.to(output.device)
+                if rows:
+                    self._eval_loss_sum += self.evaluation_loss(output[own], y[own]).detach() * rows
+            else:
+                self._eval_loss_sum += self.evaluation_loss(output, y).detach() * rows
+            self._eval_rows += rows
+        else:
+            self._eval_loss_sum += self.evaluation_loss(output, y).detach() * rows
+            self._eval_rows += rows
         self._eval_inputs.append(self.metric_inputs(output).detach().float())
         self._eval_targets.append(y.detach())
 
@@ -255,8 +278,7 @@ class TaskModule(pl.LightningModule):
         if self._eval_inputs:
             inputs, targets = torch.cat(self._eval_inputs), torch.cat(self._eval_targets)
             if self.trainer.world_size > 1:  # the shards are equally long (padded), as all_gather needs
-                inputs = self.all_gather(inputs).reshape(-1, *inputs.shape[1:])
-                targets = self.all_gather(targets).reshape(-1, *targets.shape[1:])
+                inputs, targets = (self._split_order(self.all_gather(tensor)) for tensor in (inputs, targets))
             metrics = self.compute_metrics(inputs, targets)
             # the metrics some splits leave undefined (NaN there); a NaN of any other metric (a diverged model's
             # rmse) stays what it is
@@ -279,6 +301,12 @@ class TaskModule(pl.LightningModule):
                 values.update({key: torch.tensor(value) for key, value in interval_metrics(intervals, prefix).items()})
         self._eval_inputs, self._eval_targets = [], []
         return values
+
+    def _split_order(self, gathered: Tensor) -> Tensor:
+        """The rows every rank evaluated (all_gather's ``(world_size, rows per rank, ...)``) in the split's order,
+        without the repeats that padded the last shards (see :meth:`_start_evaluation`)."""
+        rows = gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])  # row i of rank r: position i * W + r
+        return rows if self._eval_split_rows is None else rows[: self._eval_split_rows]
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch)
