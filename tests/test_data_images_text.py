@@ -339,6 +339,31 @@ def test_split_folders_are_found_whatever_their_case(tmp_path):
     assert len(data.train) == 10 and data.test.y.tolist() == [1, 1] and data.val is None
 
 
+def test_kaggle_split_folders_are_splits_and_unknown_ones_are_warned_of(tmp_path, caplog):
+    """Training/ and Testing/ (Kaggle's names) were two classes, 'Testing' and 'Training', without a word: a model
+    of which split an image came from. They are splits now; split folders under names not known (seg_train/,
+    seg_test/) stay classes, with a warning that names the shared sub-folders."""
+    write_pngs(tmp_path / "kaggle" / "Training", per_class=5)
+    write_pngs(tmp_path / "kaggle" / "Testing", classes=("dog",), per_class=2)
+    data = ImageFolder(path=str(tmp_path / "kaggle"), image_size=4).load()
+    assert data.class_names == ["cat", "dog"]
+    assert len(data.train) == 10 and data.test.y.tolist() == [1, 1] and data.val is None
+    write_pngs(tmp_path / "intel" / "seg_train", per_class=3)
+    write_pngs(tmp_path / "intel" / "seg_test", per_class=2)
+    with caplog.at_level("WARNING"):
+        data = ImageFolder(path=str(tmp_path / "intel"), image_size=4).load()
+    assert data.class_names == ["seg_test", "seg_train"]
+    assert "hold no image of their own but the same sub-folders (cat, dog)" in caplog.text
+    # classes with sub-folders of their own, and an image beside them: no warning
+    caplog.clear()
+    write_pngs(tmp_path / "years" / "cat", classes=("2020", "2021"), per_class=2)
+    write_pngs(tmp_path / "years" / "dog", classes=("2020", "2021"), per_class=2)
+    (tmp_path / "years" / "dog" / "loose.png").write_bytes((tmp_path / "years" / "dog" / "2020" / "000.png").read_bytes())
+    with caplog.at_level("WARNING"):
+        ImageFolder(path=str(tmp_path / "years"), image_size=4).load()
+    assert "same sub-folders" not in caplog.text
+
+
 def test_a_link_back_up_the_folder_is_read_once(tmp_path):
     """os.walk follows links: `ln -s . self` listed each image 40 times (in train and test), `ln -s .. up` hung."""
     write_pngs(tmp_path / "d", per_class=4)

@@ -19,6 +19,7 @@ Folder layouts:
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -33,12 +34,16 @@ from .base import DataError, DataSpec, LoadedData, Split
 from .images import ImageDataModule, imagenet_statistics
 from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
 
+log = logging.getLogger(__name__)
+
 #: what torchvision's ImageFolder reads, plus GIF
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 #: how many training images the "dataset" normalisation statistics are estimated from
 STATISTICS_SAMPLE = 1000
-#: names of the folder that holds the validation images in the train/val/test layout
-VAL_FOLDERS = ("val", "valid", "validation")
+#: split folder names, in any case (Kaggle's Training/ and Testing/, training_set/ and test_set/ too)
+TRAIN_FOLDERS = ("train", "training", "train_set", "training_set", "trainset")
+VAL_FOLDERS = ("val", "valid", "validation", "val_set", "valid_set", "validation_set")
+TEST_FOLDERS = ("test", "testing", "test_set", "testing_set", "testset")
 AUTO_AUGMENTS = ("trivial", "randaugment")
 
 # torchvision 0.29 warns on every decode that its decoders will move to TorchCodec; they are used while they
@@ -381,6 +386,28 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         return spec
 
 
+def _warn_if_splits_as_classes(root: Path) -> None:
+    """A warning when the class folders of ``root`` hold no image of their own but the same sub-folders (e.g.
+    ``seg_train/`` and ``seg_test/``, each with the real classes): they are then likely splits, and a model of
+    "which split is this image from" would be trained. Only a warning: ``cat/2020/`` and ``dog/2020/`` is a layout
+    of classes too."""
+    classes = _class_folders(root)
+    if len(classes) < 2:
+        return
+    inner = []
+    for name in classes:
+        entries = list(os.scandir(root / name))
+        if any(e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries):
+            return
+        inner.append({e.name for e in entries if e.is_dir() and not e.name.startswith(".")})
+    shared = sorted(set.intersection(*inner))
+    if len(shared) >= 2:
+        log.warning("data.path: the class folders %s of %s hold no image of their own but the same sub-folders (%s): "
+                    "if they are splits of the data rather than classes, name them train/, val/, test/ (or point "
+                    "data.path at one of them); the classes are now %s", classes, root,
+                    ", ".join(shared[:6]) + (", ..." if len(shared) > 6 else ""), classes)
+
+
 def _class_folders(folder: Path) -> list[str]:
     """Sub-folders of ``folder``, sorted; hidden ones (.ipynb_checkpoints, .git) are not classes."""
     return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
@@ -441,16 +468,15 @@ class ImageFolder(ImageFiles):
         for folder in sorted(root.iterdir(), key=lambda path: path.name != path.name.lower()):  # exact names first
             if folder.is_dir():
                 subfolders.setdefault(folder.name.lower(), folder)
-        folders = {"train": subfolders.get("train", root / "train")}
-        for name in VAL_FOLDERS:
-            if name in subfolders:
-                folders["val"] = subfolders[name]
-                break
-        if "test" in subfolders:
-            folders["test"] = subfolders["test"]
+        folders = {"train": next((subfolders[n] for n in TRAIN_FOLDERS if n in subfolders), root / "train")}
+        for part, names in (("val", VAL_FOLDERS), ("test", TEST_FOLDERS)):
+            found = next((subfolders[n] for n in names if n in subfolders), None)
+            if found is not None:
+                folders[part] = found
         split_layout = folders["train"].is_dir() and bool(_class_folders(folders["train"]))
         if not split_layout:
             folders = {"train": root}
+            _warn_if_splits_as_classes(root)
         if self.test_path is not None:  # the test images, whatever the folder holds
             folders["test"] = self._test_folder(str(folders["train"]))
         classes = _class_folders(folders["train"])
@@ -531,7 +557,8 @@ class ImageCSV(ImageFiles):
         csv = self._resolved_path("a CSV file with a path and a label column")
         table = self._read_listing(csv, "path")
         has_splits = self.split_column in table.columns
-        split_names = {"train": "train", "test": "test", **{name: "val" for name in VAL_FOLDERS}}
+        split_names = {**{name: "train" for name in TRAIN_FOLDERS}, **{name: "val" for name in VAL_FOLDERS},
+                       **{name: "test" for name in TEST_FOLDERS}}
         rows_by_part: dict[str, list[int]] = {}
         for index in range(len(table)):
             part = "train"
