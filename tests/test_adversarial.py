@@ -144,6 +144,9 @@ DATA_CASES = [
      ["model.weights", "not a readable PyTorch state dict"]),
     (["task=image_classification", "model=torchvision", "model.unfreeze_at_epoch=2"], ["model.freeze_backbone=true"]),
     (["task=sentiment", "model=transformer", "model.name={d}/nothere"], ["model.name", "no such folder"]),
+    # a network built for one size, given another: failed mid-run (a FAILED run), now refused before any
+    (["task=image_classification", "model=torchvision", "model.name=vit_b_16", "model.weights=none"],
+     ["model.name=vit_b_16 does not take 8x8 images", "Wrong image height", "data.image_size"]),
     (["task=image_classification", "model=torchvision", "model.weights=none", "optimizer=lbfgs"],
      ["optimizer=lbfgs", "model=torchvision", "parameter group"]),
 ]

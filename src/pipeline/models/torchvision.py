@@ -252,6 +252,23 @@ class TorchvisionClassifier(nn.Module):
         self.set_backbone_trainable(not freeze_backbone)
         if channels_last:  # oneDNN and tensor cores prefer NHWC convolutions
             self.to(memory_format=torch.channels_last)
+        self._check_image_size(tuple(input_shape))
+
+    def _check_image_size(self, input_shape: tuple[int, ...]) -> None:
+        """One image through the network, before any run: a network built for one size (vit_b_16: 224) or with a
+        smallest size (inception_v3) failed mid-run on others, leaving a FAILED run, instead of being refused."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self(torch.zeros(1, *input_shape))
+        except (AssertionError, RuntimeError, ValueError) as error:
+            raise ConfigError(
+                f"model.name={self.name} does not take {input_shape[1]}x{input_shape[2]} images ({_one_line(error, 160)}); "
+                "give it images of a size it takes (data.image_size for image files; torchvision's pretrained weights "
+                "were trained at 224)") from None
+        finally:
+            self.train(was_training)
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.network.get_submodule(self.head_name).parameters())
