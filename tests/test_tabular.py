@@ -246,7 +246,7 @@ def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(peopl
     assert not (folder / "never.csv").exists()
 
 
-def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_path, migrated_store_db):
+def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_path, migrated_store_db, monkeypatch):
     """A run that drew its test rows from its file, evaluated again on a test file of its own: the rows are made
     into inputs by the run's fitted preprocessing (not one fitted again on the rows the new split leaves for
     training), so pipeline-eval's metrics are those of the model's own predictions on that file."""
@@ -284,6 +284,15 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
     assert code == 2 and "label '7' in column 'label' is not a class the model was trained on ('0', '1')" in \
         error_line(stderr), stderr[-2000:]
     assert f"{tmp_path / 'unseen.csv'}:6" in error_line(stderr)
+    assert (tmp_path / "refused").is_dir()  # --output-dir: the user's folder, kept
+    # without --output-dir, the outputs/<date>/<time>/ folder it named for itself is not left behind
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, stderr = eval_cli([run.info.run_id, f"data.test_path={tmp_path / 'unseen.csv'}", "--tracking-uri",
+                                store["uri"]])
+    assert code == 2 and "is not a class the model was trained on" in error_line(stderr), stderr[-2000:]
+    assert not list((tmp_path / "work").rglob("*/*")), list((tmp_path / "work").rglob("*"))
+    monkeypatch.undo()
     # other test rows drawn from the training file: tested, with a warning that they may be training rows; in a
     # process with another torch thread count than the run's, with a note that the metrics may differ in their last
     # digits

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides, check_logged_config, check_targets,
                                 confine_written_folders, fresh_output_dir, linked_keys, note_thread_count,
-                                rerun_config, run_of)
+                                output_dir_removed_if_refused, rerun_config, run_of)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -80,7 +80,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = parse_args(argv)
     output_dir = args.output_dir or fresh_output_dir()
-    with report_errors():
+    with output_dir_removed_if_refused(output_dir, args.output_dir is not None), report_errors():
         warning = redrawn_test_rows_warning(list(args.overrides))
         if warning:
             print(warning, file=sys.stderr, flush=True)

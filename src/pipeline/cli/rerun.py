@@ -18,6 +18,7 @@ further than this, all checked before any run exists:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from datetime import datetime
@@ -225,6 +226,23 @@ def fresh_output_dir() -> Path:
     return Path.cwd() / "outputs" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
 
 
+@contextlib.contextmanager
+def output_dir_removed_if_refused(output_dir: Path, named_by_user: bool) -> Iterator[None]:
+    """A command refused (exit 2) before its run wrote anything leaves no ``outputs/<date>/<time>/`` folder it
+    named itself holding only the folder's claim, as ``pipeline-train`` leaves none; a folder given by
+    ``--output-dir`` is the user's and kept."""
+    from pipeline.errors import EXIT_USER_ERROR
+
+    try:
+        yield
+    except SystemExit as refused:
+        if refused.code == EXIT_USER_ERROR and not named_by_user:
+            from pipeline.cli.train import remove_untouched_output_dir
+
+            remove_untouched_output_dir(output_dir)
+        raise
+
+
 def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_dir: Path,
                  choices: Optional[dict[str, str]] = None) -> DictConfig:
     """The logged config of ``run``, checked, with the overrides, writing into ``output_dir`` and the same store."""
@@ -334,7 +352,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.tracking.run import open_client
 
     args = parse_args(argv)
-    with report_errors():
+    output_dir = args.output_dir or fresh_output_dir()
+    with output_dir_removed_if_refused(output_dir, args.output_dir is not None), report_errors():
         client = open_client(args.tracking_uri)
         try:
             run = run_of(client, args.run_id, args.tracking_uri)
@@ -342,7 +361,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"Error: {error}", file=sys.stderr)
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
-        cfg = rerun_config(client, run, args.tracking_uri, args.overrides, args.output_dir or fresh_output_dir(), choices)
+        cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices)
         from pipeline.train import train
 
         print(f"Rerunning {run.info.run_name} ({run.info.run_id}) into {cfg.paths.output_dir}", flush=True)
