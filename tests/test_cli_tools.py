@@ -139,6 +139,23 @@ def test_rerun_refuses_a_tampered_config(two_seeds, capsys, tmp_path, key, value
 
 
 @pytest.mark.unit
+def test_compare_tells_apart_two_folders_of_one_name():
+    """Two image folders named simple/ in different places (4 classes and 2) were ranked as one data set,
+    image_folder:simple; a run with a test folder of its own is on other data too."""
+    from types import SimpleNamespace
+
+    from pipeline.cli.compare import data_identity, same_data
+
+    def run(path: str, test_path: str = "") -> SimpleNamespace:
+        params = {"data": "image_folder", "data.path": path, **({"data.test_path": test_path} if test_path else {})}
+        return SimpleNamespace(data=SimpleNamespace(params=params))
+
+    newest, elsewhere, same, tested = run("/d/simple"), run("/other/simple"), run("/d/simple"), run("/d/simple", "/t")
+    assert data_identity(newest) == data_identity(elsewhere) == "image_folder:simple"  # as shown
+    assert same_data([newest, elsewhere, same, tested]) == ([newest, same], 2)
+
+
+@pytest.mark.unit
 def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tmp_path, capsys, migrated_store_db):
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag

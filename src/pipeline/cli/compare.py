@@ -111,12 +111,20 @@ def data_identity(run) -> str:
     return ":".join(parts[:2]) + "".join(parts[2:])
 
 
+def data_key(run) -> tuple[str, ...]:
+    """Which runs are ranked together: the data option, the whole paths of the data and test files (two folders
+    named ``simple`` in different places are two data sets, though :func:`data_identity` shows both as ``simple``)
+    and the target column."""
+    params = run.data.params
+    return tuple(params.get(key, "") for key in ("data", "data.path", "data.test_path", "data.target"))
+
+
 def same_data(runs: list) -> tuple[list, int]:
     """The runs on the data of the newest run, and how many were left out."""
     if not runs:
         return runs, 0
-    wanted = data_identity(runs[0])
-    kept = [run for run in runs if data_identity(run) == wanted]
+    wanted = data_key(runs[0])
+    kept = [run for run in runs if data_key(run) == wanted]
     return kept, len(runs) - len(kept)
 
 
