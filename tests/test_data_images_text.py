@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from conftest import fake_fashion
 
 from pipeline.data.base import DataError, InMemoryDataModule
-from pipeline.data.image_files import ImageFolder
+from pipeline.data.image_files import ImageCSV, ImageFolder
 from pipeline.data.images import CIFAR10, Digits, FashionMNIST
 from pipeline.data.text import IMDB, PAD_ID, UNK_ID, MovieReviews, TextTSV
 
@@ -362,6 +362,41 @@ def test_kaggle_split_folders_are_splits_and_unknown_ones_are_warned_of(tmp_path
     with caplog.at_level("WARNING"):
         ImageFolder(path=str(tmp_path / "years"), image_size=4).load()
     assert "same sub-folders" not in caplog.text
+
+
+def test_test_images_that_are_training_images_are_counted(tmp_path, caplog):
+    """data.test_path naming the training folder itself, or a listing with a file in both splits: the test metrics
+    were read on training images without a word. The data line now counts them; a file listed with two labels
+    gets a warning."""
+    write_pngs(tmp_path / "d", per_class=6)
+    data = ImageFolder(path=str(tmp_path / "d"), test_path=str(tmp_path / "d"), image_size=4, num_workers=0)
+    data.setup()
+    assert [len(data.rows[part]) for part in ("train", "val", "test")] == [11, 1, 12]
+    assert any(note.startswith("11 test images (91.7%) are also training images") for note in data.split_notes)
+    (tmp_path / "labels.csv").write_text("path,label,split\n" + "".join(
+        f"d/{name}/{i:03d}.png,{name},{'test' if i == 5 else 'train'}\n" for name in ("cat", "dog") for i in range(6))
+        + "d/cat/000.png,cat,test\nd/dog/001.png,cat,train\n")
+    listed = ImageCSV(path=str(tmp_path / "labels.csv"), image_size=4, num_workers=0)
+    with caplog.at_level("WARNING"):
+        listed.setup()
+    assert any(note.startswith("1 test image (33.3%) is also a training image (the same file)")
+               for note in listed.split_notes), listed.split_notes
+    assert "1 image file(s) listed with two labels, e.g. d/dog/001.png as 'dog' and 'cat'" in caplog.text
+
+
+def test_a_truncated_bmp_is_said_to_be_truncated(tmp_path):
+    """torchvision reads JPEG, PNG, WebP and GIF; for a broken BMP (PIL's format) its "Unsupported image file.
+    Only jpeg, png, ..." was the reason given, cut mid-word, for a format the docs list as supported."""
+    from PIL import Image
+
+    from pipeline.data.raw_inputs import UnreadableImage, decode_image_file
+
+    Image.new("RGB", (50, 50), (200, 10, 10)).save(tmp_path / "whole.bmp")
+    (tmp_path / "cut.bmp").write_bytes((tmp_path / "whole.bmp").read_bytes()[:4000])
+    assert decode_image_file(str(tmp_path / "whole.bmp"), 3).shape == (3, 50, 50)
+    with pytest.raises(UnreadableImage, match="truncated") as raised:
+        decode_image_file(str(tmp_path / "cut.bmp"), 3)
+    assert "Unsupported" not in str(raised.value)
 
 
 def test_a_link_back_up_the_folder_is_read_once(tmp_path):

@@ -250,6 +250,25 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
                      torch.as_tensor([label for _, label in parts["test"]], dtype=torch.long).view(-1))
         return LoadedData(train=None, test=test, class_names=trained)
 
+    def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
+        train, val, test = super()._split(data)
+        repeated = self._repeated_files(train, test)
+        if repeated:
+            self.split_notes = [*self.split_notes, f"{repeated:,} test image{'s' if repeated > 1 else ''} "
+                                f"({repeated / len(test):.1%}) "
+                                f"{'are also training images' if repeated > 1 else 'is also a training image'} (the "
+                                "same file): the test metrics overstate how the model does on new images"]
+        return train, val, test
+
+    def _path_of(self, row: int) -> str:
+        return os.path.normpath(os.path.join(str(self.root), str(self.files[row])))
+
+    def _repeated_files(self, train: Split, test: Split) -> int:
+        """How many test rows name a file a training row names too (a test folder that is the training folder, a
+        listing with a path in both splits)."""
+        trained = {self._path_of(row) for row in train.x.tolist()}
+        return sum(self._path_of(row) in trained for row in test.x.tolist())
+
     def _check_classes(self, train: list[tuple[int, int]], class_names: Sequence[str], where: str) -> None:
         """Refuse training images of fewer than two classes (counted after unreadable files are left out)."""
         present = [class_names[label] for label in sorted({label for _, label in train})]
@@ -384,6 +403,19 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         spec = super().describe_rows(train, class_names)
         spec.extra["image_size"] = self.image_size
         return spec
+
+
+def _warn_of_files_with_two_labels(csv: Path, files: list[str], labels: list[str]) -> None:
+    """A warning when a listing gives one image file two labels (the model is then taught both)."""
+    seen: dict[str, str] = {}
+    for path, label in zip(files, labels):
+        key = os.path.normpath(path)
+        if seen.setdefault(key, label) != label:
+            count = len({os.path.normpath(p) for p, l in zip(files, labels)
+                         if seen.get(os.path.normpath(p), l) != l})
+            log.warning("%s: %d image file(s) listed with two labels, e.g. %s as %r and %r: the model is taught both",
+                        csv, count, path, seen[key], label)
+            return
 
 
 def _warn_if_splits_as_classes(root: Path) -> None:
@@ -586,6 +618,7 @@ class ImageCSV(ImageFiles):
                       else p.strip() for p in test_table[self.path_column]]
             sources["test"] = f"{test_csv} (data.test_path" + (
                 f"; the {left_out} test rows of {csv.name} are left out)" if left_out else ")")
+        _warn_of_files_with_two_labels(csv, files, labels)
         classes = sorted({labels[i] for i in rows_by_part["train"]})
         unknown = sorted(set(labels) - set(classes))
         if unknown:
