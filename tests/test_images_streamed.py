@@ -225,6 +225,10 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     assert len(predicted) == 12 and list(predicted.columns) == ["path", "prediction", "probability_ants", "probability_bees"]
     truth = [Path(p).parent.name for p in predicted["path"]]
     assert float((predicted["prediction"] == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+    # one image file: one row, as the folder's answer for it (it was refused as "a binary file, not CSV text")
+    one = tmp_path / "one.csv"
+    assert predict([run.info.run_id, "--input", predicted["path"][3], "--output", str(one)]) == 0
+    assert pd.read_csv(one).equals(predicted.iloc[[3]].reset_index(drop=True))
     # pipeline-eval on a labelled folder of its own (data.test_path): read with the run's normalisation, it scores
     # what pipeline-predict answered on those images; the training images need not be there
     (folder / "train").rename(tmp_path / "elsewhere")

@@ -7,7 +7,7 @@ answers are exactly ``mlflow.pyfunc.load_model(...).predict(...)``'s. With a che
 ``config.yaml`` and ``data/`` (the fitted preprocessing) and gives the same answers. The input is any table
 format the training reads (CSV, TSV, Parquet, Feather, JSON lines), streamed in batches; for a text model
 also a ``.txt`` file (one text per line), for an image model also a folder (every image file under it, with
-its path). A table given to an image model holds a ``path`` column (relative paths: from the table's folder);
+its path) or one image file. A table given to an image model holds a ``path`` column (relative paths: from the table's folder);
 to a text model, a ``text`` column. The output is CSV, TSV, JSON lines or Parquet (by its extension): the
 ``--keep`` columns (the path or text itself for a folder or ``.txt`` input), ``prediction`` and, for
 classification, ``probability_<class>`` per class.
@@ -37,7 +37,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--input", required=True, type=Path,
                         help="what to predict: a table (.csv .tsv .parquet .feather .jsonl .xlsx, the text ones also "
                              "compressed: .gz .bz2 .xz .zip); for a text model also a .txt "
-                             "file (a text per line), for an image model also a folder of images")
+                             "file (a text per line), for an image model also a folder of images or one image")
     parser.add_argument("--output", required=True, type=Path,
                         help="where to write the predictions (.csv .tsv .jsonl .parquet .xlsx; the text ones also "
                              "compressed: .csv.gz .csv.bz2 .csv.xz)")
@@ -326,6 +326,16 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             raise PredictError(f"--input {source}: no image files in this folder or below it")
         yield from _one_column(column, [str(source / f) for f in files], args)
         return
+    from pipeline.data.image_files import IMAGE_EXTENSIONS
+
+    if source.suffix.lower() in IMAGE_EXTENSIONS and args.format is None:  # one image file: one prediction
+        if predictor.reads != "images":
+            raise PredictError(f"--input {source} is an image file, and this model reads the columns "
+                               f"{', '.join(predictor.columns)}: give it a table")
+        if not source.is_file():
+            raise PredictError(f"--input {source}: no such file")
+        yield from _one_column(column, [str(source)], args)
+        return
     if source.suffix.lower() == ".txt" and args.format is None:
         if predictor.reads != "texts":
             raise PredictError(f"--input {source}: a .txt file is read as one text per line, and this model reads "
@@ -474,6 +484,9 @@ def _predict(predictor: Predictor, batch, source: Path):
                 message = message.rsplit("Error: ", 1)[1]
             mark = ("," if "written with a decimal comma" in message else
                     "." if "read with a decimal comma, as in training" in message else None)
+            if predictor.reads != "rows":  # an image file or a text named by its message: no row index to explain
+                where = "" if message.startswith(str(source)) else f"{source}: "
+                raise PredictError(f"{where}{message[:400]}") from None
             raise PredictError(f"{source}: {message[:400]} (index: the data row, 0 for the first)"
                                + (f"; --decimal {mark} reads the file's numbers with {mark!r}" if mark else "")) from None
         raise

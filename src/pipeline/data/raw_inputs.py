@@ -64,7 +64,10 @@ def decode_image_file(path: str, channels: int) -> Tensor:
     try:
         return _decode_with_pil(io.BytesIO(data), channels)
     except Exception as error:  # PIL's errors for broken files are of many types
-        raise UnreadableImage(reason(first_error or error)) from None
+        # torchvision's reason where it read the format (a broken JPEG or PNG); PIL's for the formats torchvision
+        # does not read (a truncated BMP or TIFF: "Unsupported image file. Only jpeg, png, ..." said nothing)
+        known = first_error is not None and "unsupported image file" not in str(first_error).lower()
+        raise UnreadableImage(reason(first_error if known else error)) from None
 
 
 def _torchvision_decoder():
@@ -88,7 +91,10 @@ def _decode_with_pil(source, channels: int) -> Tensor:
 
 
 def reason(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__
+    text = " ".join(str(error).split())
+    if len(text) > 200:  # cut at a word, said to be cut
+        text = text[:200].rsplit(" ", 1)[0] + " ..."
+    return text or type(error).__name__
 
 
 def _column(frame: pd.DataFrame, column: str) -> pd.Series:
