@@ -51,6 +51,11 @@ BUILT_VALUES = [
     (["model.activation=foo"], ["model", "activation", "foo"]),
     (["optimizer.betas=[2,3]"], ["optimizer", "beta"]),
     (["scheduler=step", "scheduler.step_size=0"], ["scheduler.step_size=0 is out of range; allowed: an integer >= 1"]),
+    # text models: a ZeroDivisionError, a max() of nothing, a negative count reaching the tokenizer (exit 1)
+    (["task=sentiment", "model=nbsvm", "model.ngram_buckets=0"], ["model.ngram_buckets=0 is out of range"]),
+    (["task=sentiment", "model=textcnn", "model.kernel_sizes=[]"], ["model.kernel_sizes=[] is out of range"]),
+    (["task=sentiment", "data.min_frequency=-1"], ["data.min_frequency=-1 is out of range; allowed: an integer >= 1"]),
+    (["task=sentiment", "model.embed_dim=0"], ["model.embed_dim=0 is out of range"]),
     (["trainer.accumulate_grad_batches=0"], ["trainer.accumulate_grad_batches=0"]),
     (["task.monitor=val/rmse"], ["task.monitor='val/rmse'", "val/loss", "val/acc"]),
     (["seed=-1"], ["seed=-1", "0.."]),

@@ -360,6 +360,25 @@ def test_a_model_neither_cached_nor_downloadable_is_refused_before_any_run(store
     assert runs_in(store) == []
 
 
+def test_a_model_folder_without_its_tokenizer_or_too_short_for_max_length_is_refused(tmp_path):
+    """A folder saved with the model alone: transformers made a tokenizer of its 5 special tokens, every word was
+    [UNK], and the run learned nothing with exit 0. A data.max_length beyond the model's positions failed mid-run."""
+    from pipeline.config import ConfigError
+    from pipeline.data.base import DataError
+    from pipeline.data.text import load_pretrained_tokenizer
+    from pipeline.models.transformer import PretrainedTransformer
+
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    tokenizer, _ = load_pretrained_tokenizer(str(folder), 64)
+    assert tokenizer.get_vocab_size() > 10
+    with pytest.raises(ConfigError, match=r"data.max_length=256 is longer than model.name=.* takes \(128 positions"):
+        PretrainedTransformer((256,), 1, vocab_size=40, name=str(folder), bf16=False)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(DataError, match="the tokenizer has no words, only its special tokens"):
+        load_pretrained_tokenizer(str(folder), 64)
+
+
 def test_transformer_outputs_do_not_depend_on_trailing_padding(tmp_path):
     from pipeline.models.transformer import PretrainedTransformer
 

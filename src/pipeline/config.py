@@ -484,6 +484,12 @@ INTEGER_MINIMUMS = {
     "data.skip_rows": 0,
     "scheduler.step_size": 1,
     "scheduler.T_max": 1,
+    # text models and their vocabulary: 0 or less failed mid-build (a division by zero, a negative count)
+    "model.embed_dim": 1,
+    "model.num_filters": 1,
+    "model.bigram_buckets": 1,
+    "model.ngram_buckets": 1,
+    "data.min_frequency": 1,
 }
 
 
@@ -503,6 +509,13 @@ def _check_ranges(cfg: DictConfig) -> None:
             raise ConfigError(f"model.hidden_dims={OmegaConf.to_container(dims) if OmegaConf.is_list(dims) else dims} "
                               "is out of range; allowed: a list of integers >= 1, one width per hidden layer "
                               "(e.g. model.hidden_dims=[64,32]; [] for none)")
+    sizes = OmegaConf.select(cfg, "model.kernel_sizes", default=None)
+    if OmegaConf.is_list(sizes) or isinstance(sizes, (list, tuple)):
+        values = list(sizes)
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise ConfigError(f"model.kernel_sizes={OmegaConf.to_container(sizes) if OmegaConf.is_list(sizes) else sizes} "
+                              "is out of range; allowed: a non-empty list of integers >= 1, one convolution width "
+                              "each (e.g. model.kernel_sizes=[3,4,5])")
     for key, (check, allowed) in RANGES.items():
         value = _get(cfg, key)
         if value is not None and not check(_number(key, value)):

@@ -395,6 +395,13 @@ def load_pretrained_tokenizer(name: str, max_length: int):
         raise DataError(f"data.max_length={max_length} leaves no room for words: {name} adds {special} special "
                         f"tokens to every text; set data.max_length>{special}")
     tokenizer = pretrained.backend_tokenizer
+    if tokenizer.get_vocab_size(with_added_tokens=True) <= len(set(pretrained.all_special_ids)):
+        # a folder saved with the model alone: transformers makes a tokenizer of special tokens only, and every
+        # word would be [UNK] (a run that learns nothing, with exit 0)
+        raise DataError(f"data.tokenizer={name} (model.name, unless set apart): the tokenizer has no words, only its "
+                        f"special tokens ({', '.join(pretrained.all_special_tokens)}); the folder holds no tokenizer "
+                        "files (tokenizer.json, or vocab.txt with tokenizer_config.json): save the tokenizer beside the "
+                        "model (tokenizer.save_pretrained(folder))")
     tokenizer.enable_truncation(max_length=max_length)
     return tokenizer, int(pad_id)
 

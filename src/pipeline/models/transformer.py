@@ -78,6 +78,13 @@ class PretrainedTransformer(nn.Module):
         source = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
         try:
             config = AutoConfig.from_pretrained(source, num_labels=num_outputs)
+        except Exception as error:  # OSError: not cached / offline / no config in the folder
+            raise ConfigError(unavailable("model.name", name, error)) from None
+        positions = getattr(config, "max_position_embeddings", None)
+        if isinstance(positions, int) and input_shape and input_shape[0] > positions:  # failed mid-run otherwise
+            raise ConfigError(f"data.max_length={input_shape[0]} is longer than model.name={name} takes ({positions} "
+                              f"positions, its config's max_position_embeddings); set data.max_length<={positions}")
+        try:
             if dropout is not None:
                 for key in HEAD_DROPOUT_KEYS:
                     if hasattr(config, key):
