@@ -429,6 +429,9 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     assert list(by_mlflow.columns) == ["prediction", "probability_0", "probability_1"]
     accuracy = float((by_mlflow["prediction"] == test["label"].astype(str)).mean())
     assert accuracy == pytest.approx(metrics_of(run)["test/acc"], abs=1e-6)
+    # a dict of lists (a serving request's form): one answer per text, not one for the list's printed form
+    by_dict = model.predict({"sentence": test["sentence"][:5].tolist()})
+    assert by_dict.equals(by_mlflow.iloc[:5].reset_index(drop=True)), by_dict
 
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(test["sentence"]) + "\n")

@@ -93,7 +93,23 @@ class RawRowsModel(PythonModel):
             self.predictor = torch.load(artifacts["predictor"], weights_only=False).eval()  # logged-model-pickle
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return predict_frame(self.adapter, self.predictor, self.task_kind, self.class_names, model_input)
+        return predict_frame(self.adapter, self.predictor, self.task_kind, self.class_names, rows_of(model_input))
+
+
+def rows_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a caller meant: MLflow makes ``{"text": ["a", "b"]}`` (a dict of lists, as a serving request sends
+    them) one row whose cells are the lists, since the inputs' type is "any"; that row was answered as one text,
+    the list's printed form. Cells that are all lists (of one length per row) are spread into one row each."""
+    if not isinstance(frame, pd.DataFrame) or not len(frame) or not len(frame.columns):
+        return frame
+    cells = frame.to_numpy(dtype=object)
+    if not all(isinstance(cell, (list, tuple, np.ndarray)) for cell in cells.ravel()):
+        return frame
+    lengths = [{len(cell) for cell in row} for row in cells]
+    if any(len(each) != 1 for each in lengths):
+        raise ValueError(f"the input's columns {list(frame.columns)} hold lists of different lengths; give one value per "
+                         "row (a DataFrame, or a dict of equally long lists)")
+    return pd.DataFrame({column: [value for cell in frame[column] for value in cell] for column in frame.columns})
 
 
 if not __name__.startswith("pipeline."):  # run by MLflow as the logged model's code file
