@@ -771,7 +771,7 @@ def test_a_class_only_in_the_test_file_is_refused_not_added_to_the_model(store):
 
 
 def test_metrics_undefined_on_the_test_rows_are_left_out_and_said_not_logged_as_0(store):
-    """A test file of one class has no auroc (it needs both classes) and ap needs a positive row; test targets that
+    """A test file of one class has no auroc (it needs both classes) nor ap (1 whatever the model); test targets that
     do not vary have no r2. They used to be logged as 0.0, which reads as the worst model there is."""
     rng = np.random.default_rng(0)
     train, test = store["tmp"] / "two.csv", store["tmp"] / "only_no.csv"
@@ -786,9 +786,20 @@ def test_metrics_undefined_on_the_test_rows_are_left_out_and_said_not_logged_as_
     assert not [k for k in metrics if k.startswith(("test/auroc", "test/ap"))], metrics
     assert "val/auroc" in metrics  # the validation split holds both classes
     output = result.stdout + result.stderr
-    assert "Note: test/ap, test/auroc not logged: undefined on these test rows (ap needs a positive row; auroc " \
-        "needs rows of both classes, or of two classes at least)" in output, output[-3000:]
+    assert "Note: test/ap, test/auroc not logged: undefined on these test rows (ap needs rows of both classes, or " \
+        "of two classes at least: on rows of one class it is 1 whatever the model; auroc needs rows of both " \
+        "classes, or of two classes at least)" in output, output[-3000:]
     assert "test/auroc=" not in output and "test/acc=" in output
+    # every test row positive: ap was 1.0 [1.0, 1.0] whatever the model scored (a 3-class model's too)
+    import torch
+
+    from pipeline.tasks.intervals import binary as weighted_binary, bootstrap
+    from pipeline.tasks.metrics import binary, multiclass
+
+    scores = torch.tensor([0.9, 0.2, 0.6, 0.4])
+    assert np.isnan(float(binary(scores, torch.ones(4, dtype=torch.long))["ap"]))
+    assert np.isnan(float(multiclass(torch.softmax(torch.randn(4, 3), -1), torch.full((4,), 2), 3)["ap"]))
+    assert "ap" not in bootstrap(weighted_binary(scores.numpy(), np.ones(4, dtype=np.int64)), 4, 200)
 
     flat = store["tmp"] / "flat.csv"
     pd.DataFrame({"x": rng.normal(size=30), "price": 5.0}).to_csv(flat, index=False)

@@ -25,7 +25,8 @@ class ClassificationModule(TaskModule):
     kind: ClassVar[str] = "classification"
     stratify: ClassVar[bool] = True
     undefined_reasons: ClassVar[dict[str, str]] = {
-        "auroc": "auroc needs rows of both classes, or of two classes at least", "ap": "ap needs a positive row"}
+        "auroc": "auroc needs rows of both classes, or of two classes at least",
+        "ap": "ap needs rows of both classes, or of two classes at least: on rows of one class it is 1 whatever the model"}
 
     def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/acc", mode: str = "max",
                  num_classes: int = 2, label_smoothing: float = 0.0, class_weights: Optional[list[float]] = None):

@@ -153,7 +153,8 @@ class _Curves:
             precision_sum = (positives * positives_above / np.where(above > 0, above, 1.0)).sum(1)
             area = np.where((total_positive > 0) & (total_negative > 0), wins / (total_positive * total_negative),
                             np.nan)
-            precision = np.where(total_positive > 0, precision_sum / total_positive, np.nan)
+            # without negatives it is 1 whatever the scores: undefined, as in .metrics._curves
+            precision = np.where((total_positive > 0) & (total_negative > 0), precision_sum / total_positive, np.nan)
         return area, precision
 
 

@@ -18,7 +18,8 @@ from torch import Tensor
 def binary(probabilities: Tensor, targets: Tensor) -> dict[str, Tensor]:
     """acc, f1 (class 1 above 0.5, as torchmetrics decides), auroc and ap (average precision) of P(class 1) per row;
     auroc with tied scores counted half (the area under the ROC curve of every distinct threshold), NaN (undefined)
-    when a class is absent; ap NaN without positive rows."""
+    when a class is absent; ap NaN as well (without positive rows it has nothing to average, without negative
+    ones it is 1 whatever the scores)."""
     values, positive = _numpy(probabilities.reshape(-1).float(), np.float64), _numpy(targets.reshape(-1), bool)
     predicted = values > 0.5
     true_positives = int((predicted & positive).sum())
@@ -32,7 +33,7 @@ def binary(probabilities: Tensor, targets: Tensor) -> dict[str, Tensor]:
 
 def _curves(values: np.ndarray, positive: np.ndarray) -> tuple[Optional[float], Optional[float]]:
     """(auroc, average precision) of float64 ``values`` against the boolean ``positive``; None where undefined (no
-    negative or no positive row for auroc, no positive row for ap). In numpy: a handful of calls of ~2 us each on a
+    negative or no positive row: auroc has no pairs, ap is nothing or 1 whatever the scores). In numpy: a handful of calls of ~2 us each on a
     validation split, where torch takes ~6 us per call.
 
     auroc is Mann-Whitney's: the chance that a positive row scores above a negative one, ties counted half (for
@@ -47,8 +48,8 @@ def _curves(values: np.ndarray, positive: np.ndarray) -> tuple[Optional[float], 
     not_below = len(negatives) - np.searchsorted(negatives, positives)  # negatives scored at least this high
     hits = len(positives) - np.searchsorted(positives, positives)  # and positives
     precision = float((hits / (hits + not_below)).mean())
-    if len(negatives) == 0:
-        return None, precision
+    if len(negatives) == 0:  # every row positive: precision is 1 at every threshold, whatever the model scored
+        return None, None
     twice_wins = int((np.searchsorted(negatives, positives) + np.searchsorted(negatives, positives, "right")).sum())
     return twice_wins / (2.0 * len(positives) * len(negatives)), precision
 
