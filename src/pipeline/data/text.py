@@ -576,6 +576,12 @@ class TextTSV(TextDataModule):
 
     def _columns(self, path: Path, line_no: int, header: list[str], required: bool) -> Optional[tuple[int, int]]:
         """Where the text and label columns are in ``header``; None for a file without labels (not used)."""
+        test_file = self.test_path if self.test_path is None or self.test_path.is_absolute() else Path.cwd() / self.test_path
+        if path == test_file and (self.text_column not in header or (required and self.label_column not in header)):
+            # the column keys read every file: the hint to set them would break the training file
+            raise DataError(f"{path}:{line_no}: the header {header} lacks {self.text_column!r} or {self.label_column!r} "
+                            f"(data.text_column, data.label_column, as the training file names them); name the test "
+                            "file's columns as the training file's")
         if self.text_column not in header:
             raise DataError(f"{path}:{line_no}: no column {self.text_column!r} in the header {header}; "
                             + (_header_problem(path, header, self.text_column, self.label_column) or "set "
@@ -597,7 +603,7 @@ class TextTSV(TextDataModule):
         label = cells[label_at].strip()
         if not label:
             raise DataError(f"{path}:{line_no}: missing label in column {self.label_column!r}")
-        return label
+        return _one_spelling(label)
 
     def _read(self, path: Path, required: bool) -> Optional[tuple[list[str], list[str], list[int]]]:
         rows = self._rows(path)
@@ -632,6 +638,9 @@ class TextTSV(TextDataModule):
                 start, position = position, position + len(raw)
                 if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw, start = raw[3:], start + 3
+                if line_no == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise DataError(f"{path}: a UTF-16 file (its byte-order mark), which is not read line by line; "
+                                    "save it as UTF-8, or set data.in_memory=true")
                 if not raw.strip():
                     continue
                 cells = decode_line(raw.rstrip(b"\r\n")).split("\t")
@@ -661,14 +670,23 @@ class TextTSV(TextDataModule):
         """A dev/test file without labels is ignored (GLUE's test set); a test file named by data.test_path is not."""
         return part == "test" and self.test_path is not None
 
-    def _classes(self, train_path: Path, labels) -> list[str]:
-        """The training file's classes in sorted order; at least two. A trained run's classes (``use_fitted``)
-        instead, when they hold every label."""
+    def _classes(self, train_path: Path, labels, rows: int) -> list[str]:
+        """The training file's classes in sorted order; at least two, and not one per row (an identifier or the
+        text column read as the label). A trained run's classes (``use_fitted``) instead, when they hold every
+        label."""
         if self.fitted is not None and set(labels) <= set(self.fitted[1].class_names or []):
             return list(self.fitted[1].class_names)
         classes = sorted(labels, key=_label_sort_key)
         if len(classes) < 2:
             raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
+        if self.label_column == self.text_column:
+            raise DataError(f"data.label_column and data.text_column both name {self.label_column!r}; the label is "
+                            "another column")
+        _warn_of_labels_differing_by_case(train_path, self.label_column, classes)
+        if len(classes) > 20 and len(classes) > rows / 2:
+            raise DataError(f"{train_path}: column {self.label_column!r} (data.label_column) holds {len(classes):,} "
+                            f"different labels in {rows:,} rows, about one per row: an identifier or a text, not "
+                            "a class; name the label column with data.label_column=<column>")
         return classes
 
     def _read_streamed(self, found: dict[str, Optional[Path]]) -> RawTexts:
@@ -679,7 +697,7 @@ class TextTSV(TextDataModule):
                                 ".tsv files, not CSV, whose quoted fields may span lines; convert it to .tsv or set "
                                 "data.in_memory=true")
         texts, names, label_ids, _ = self._index(train_path, required=True)
-        classes = self._classes(train_path, names)
+        classes = self._classes(train_path, names, len(label_ids))
         index = {c: i for i, c in enumerate(classes)}
         parts = {"train": (texts, np.array([index[n] for n in names], dtype=np.int64)[label_ids])}
         for part in ("val", "test"):
@@ -750,7 +768,7 @@ class TextTSV(TextDataModule):
         if not csv_auto and self.wants_streaming(sum(_count_lines(p) for p in files)):
             return self._read_streamed(found)
         train = self._read(train_path, required=True)
-        classes = self._classes(train_path, set(train[1]))
+        classes = self._classes(train_path, set(train[1]), len(train[1]))
         index = {c: i for i, c in enumerate(classes)}
         parts = {"train": (train[0], [index[c] for c in train[1]])}
         for part in ("val", "test"):
@@ -773,6 +791,27 @@ def _count_lines(path: Path) -> int:
         while block := file.read(1 << 24):
             lines += block.count(b"\n")
     return lines
+
+
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:\.0*)?")
+
+
+def _one_spelling(label: str) -> str:
+    """A label as tables spell classes: ``1``, ``1.0`` and ``+1`` are one class, ``"1"`` (a test file written
+    from floats said ``1.0`` and was refused as a label the training file lacks); other labels as written."""
+    if _WHOLE_NUMBER.fullmatch(label):
+        return str(int(float(label))) if "." in label else str(int(label))
+    return label
+
+
+def _warn_of_labels_differing_by_case(path: Path, column: str, classes: Sequence[str]) -> None:
+    by_case: dict[str, list[str]] = {}
+    for name in classes:
+        by_case.setdefault(name.casefold(), []).append(name)
+    alike = [names for names in by_case.values() if len(names) > 1]
+    if alike:
+        log.warning("%s: labels in column %r that differ only by case are different classes: %s; write each class "
+                    "one way if they are one", path, column, "; ".join(" and ".join(map(repr, n)) for n in alike))
 
 
 def _label_sort_key(label: str):

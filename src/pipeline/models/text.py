@@ -171,7 +171,9 @@ class RNNClassifier(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         lengths = token_lengths(tokens, self.pad_id)
-        x = self.embedding(tokens[:, : int(lengths.max())])  # steps past the longest text are idle
+        if not torch.compiler.is_exporting():  # steps past the longest text are idle (the outputs before them are
+            tokens = tokens[:, : int(lengths.max())]  # the same without them); torch.export cannot trace the cut
+        x = self.embedding(tokens)
         for depth, directions in enumerate(self.layers):
             if depth > 0:  # dropout between layers, as nn.GRU(dropout=...) does
                 x = self.dropout(x)

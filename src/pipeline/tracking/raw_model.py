@@ -30,7 +30,9 @@ def export_predictor(predictor: "nn.Module", example: "Tensor", path: Path) -> s
     import torch
 
     try:
-        program = torch.export.export(predictor, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        with warnings.catch_warnings():  # nn.GRU/LSTM re-assign their _flat_weights while traced: torch's note to itself
+            warnings.filterwarnings("ignore", message=".*were assigned during export.*")
+            program = torch.export.export(predictor, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
         with _quiet_export():
             torch.export.save(program, path)
         return "pt2"
