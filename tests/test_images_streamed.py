@@ -411,6 +411,10 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     result = run_cli_in_process([*FAST, "data=image_csv", f"data.path={folder / 'labels.csv'}", "trainer.max_epochs=4",
                                  "optimizer.lr=0.01", "logger.mlflow.log_model=true"], quick_store)
     assert result.returncode == 0, result.stderr[-3000:]
+    # predictions/test.csv names each test row's image file
+    tested = pd.read_csv(next(quick_store["tmp"].rglob("predictions/test.csv")))
+    assert list(tested.columns[:3]) == ["row", "path", "target"] and len(tested) > 0
+    assert all(Path(p).is_file() and Path(p).parent.name == t for p, t in zip(tested["path"], tested["target"]))
     [run] = runs_in(quick_store)
     code, stdout, stderr = predict_cli([run.info.run_id, "--input", str(new / "val"), "--output",
                                         str(tmp_path / "p.csv"), "--tracking-uri", quick_store["uri"]])

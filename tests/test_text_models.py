@@ -437,6 +437,11 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     assert list(by_mlflow.columns) == ["prediction", "probability_0", "probability_1"]
     accuracy = float((by_mlflow["prediction"] == test["label"].astype(str)).mean())
     assert accuracy == pytest.approx(metrics_of(run)["test/acc"], abs=1e-6)
+    # predictions/test.csv names each test row's text, so a misclassified one can be read
+    tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv", keep_default_na=False)
+    assert list(tested.columns[:3]) == ["row", "text", "target"]
+    assert tested["text"].tolist() == test["sentence"].tolist()
+    assert tested["target"].astype(str).tolist() == test["label"].astype(str).tolist()
     # a dict of lists (a serving request's form): one answer per text, not one for the list's printed form
     by_dict = model.predict({"sentence": test["sentence"][:5].tolist()})
     assert by_dict.equals(by_mlflow.iloc[:5].reset_index(drop=True)), by_dict

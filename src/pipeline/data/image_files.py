@@ -260,6 +260,10 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
                                 "same file): the test metrics overstate how the model does on new images"]
         return train, val, test
 
+    def test_row_sources(self) -> tuple[str, list[str]]:
+        """The file of each test row, in the test split's order (a ``path`` column of predictions/test.csv)."""
+        return "path", [self._path_of(row) for row in self.rows["test"].x.tolist()]
+
     def _path_of(self, row: int) -> str:
         return os.path.normpath(os.path.join(str(self.root), str(self.files[row])))
 

@@ -222,6 +222,11 @@ class TextDataModule(InMemoryDataModule):
         self.row_index = {"train": train.x.clone(), "val": val.x.clone(), "test": test.x.clone()}
         return train, val, test
 
+    def test_row_sources(self) -> Optional[tuple[str, list[str]]]:
+        """The text of each test row, in the test split's order (a ``text`` column of predictions/test.csv)."""
+        rows = self.row_index.get("test")
+        return None if rows is None else ("text", self.texts_of(rows))
+
     def texts_of(self, rows: Tensor) -> list[str]:
         return texts_at(self.texts, rows.tolist() if isinstance(rows, Tensor) else rows)
 

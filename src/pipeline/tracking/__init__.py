@@ -294,7 +294,9 @@ def _log_test_outputs(run: TrackedRun, cfg: DictConfig, task_module, datamodule,
     if predictions_wanted:
         folder = output_dir / "predictions"
         folder.mkdir(parents=True, exist_ok=True)
-        run.log_artifact(write_predictions(y_true, outputs, datamodule.spec, folder / "test.csv"), "predictions")
+        sources = getattr(datamodule, "test_row_sources", lambda: None)()  # image paths, texts
+        run.log_artifact(write_predictions(y_true, outputs, datamodule.spec, folder / "test.csv", sources),
+                         "predictions")
     if plots_wanted:
         from pipeline import plots
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -98,17 +98,21 @@ def test_predictions(predictor: nn.Module, datamodule, device: torch.device) -> 
     return torch.cat(targets).numpy(), torch.cat(outputs).numpy()
 
 
-def write_predictions(y_true: np.ndarray, outputs: np.ndarray, spec, path: Path) -> Path:
-    """Each test row as a CSV line: ``row`` (its position in the test split), ``target`` and ``prediction`` (class
-    names, or values in the target's units) and, for classification, ``probability_<class>`` per class, the columns
-    the logged model and ``pipeline-predict`` answer with. A binary row is predicted class 1 above 0.5, as
-    test/acc counts it."""
+def write_predictions(y_true: np.ndarray, outputs: np.ndarray, spec, path: Path,
+                      sources: Optional[tuple[str, Sequence[str]]] = None) -> Path:
+    """Each test row as a CSV line: ``row`` (its position in the test split), the row's source where the data
+    names one (``sources``: ``path`` of an image file, ``text`` of a text: what a misclassified row was), ``target``
+    and ``prediction`` (class names, or values in the target's units) and, for classification,
+    ``probability_<class>`` per class, the columns the logged model and ``pipeline-predict`` answer with. A binary
+    row is predicted class 1 above 0.5, as test/acc counts it."""
     import csv
 
     from pipeline.tasks.classification import predicted_classes
 
     outputs = np.asarray(outputs, dtype=np.float32)
     columns: dict[str, np.ndarray] = {"row": np.arange(len(y_true)).astype(str)}
+    if sources is not None and len(sources[1]) == len(y_true):  # not where unreadable files were left out
+        columns[sources[0]] = np.asarray(sources[1], dtype=object)
     if spec.task_kind == "regression":
         columns["target"] = np.asarray(y_true, dtype=np.float32).reshape(-1).astype(str)
         columns[PREDICTION] = outputs.reshape(-1).astype(str)
