@@ -621,6 +621,14 @@ def test_text_labels_are_spelled_one_way_and_an_identifier_is_not_a_label(tmp_pa
     assert data.class_names == ["0", "1"] and data.test.y.tolist() == [1, 0, 1]
     with pytest.raises(DataError, match=r"column 'id' \(data.label_column\) holds 60 different labels in 60 rows"):
         TextTSV(path=str(tmp_path / "train.csv"), label_column="id").load()
+    # the training file as its own test file: counted on the data line, as tables count repeated rows
+    same = TextTSV(path=str(tmp_path / "train.csv"), test_path=str(tmp_path / "train.csv"))
+    same.setup()
+    assert "60 test rows (100.0%) repeat a training text exactly" in same.how_split()
+    # a vocabulary of no words (every text [UNK]s) was trained on with exit 0
+    words = TextTSV(path=str(tmp_path / "train.csv"), min_frequency=100_000)
+    with pytest.raises(DataError, match="no word occurs data.min_frequency=100000 times"):
+        words.setup()
     # UTF-16 with its byte-order mark (Excel's "Unicode text"): its header read as 'ÿþs\x00e\x00n...'
     (tmp_path / "utf16.csv").write_text((tmp_path / "train.csv").read_text(), encoding="utf-16")
     assert TextTSV(path=str(tmp_path / "utf16.csv")).load().class_names == ["0", "1"]

@@ -213,7 +213,26 @@ class TextDataModule(InMemoryDataModule):
         return RawTexts(class_names=trained, **parts)
 
     def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
-        return self._index_rows(*super()._split(data))
+        train, val, test = self._index_rows(*super()._split(data))
+        self._repeat_note = self._repeated_texts(train, test)
+        return train, val, test
+
+    def _repeated_texts(self, train: Split, test: Split) -> Optional[str]:
+        """A note when test rows repeat a training text exactly (duplicated rows, or the training file given as
+        data.test_path): the test metrics then overstate how the model does on new texts. Texts held in memory
+        only (a streamed corpus is not read whole for it)."""
+        if not isinstance(self.texts, list) or not len(test) or not len(train):
+            return None
+        trained = set(self.texts_of(train.x))
+        repeated = sum(text in trained for text in self.texts_of(test.x))
+        if not repeated:
+            return None
+        return (f"{repeated:,} test row{'s' if repeated > 1 else ''} ({repeated / len(test):.1%}) repeat"
+                f"{'' if repeated > 1 else 's'} a training text exactly")
+
+    def how_split(self) -> list[str]:
+        note = getattr(self, "_repeat_note", None)
+        return [note] if note else []
 
     def _test_file_splits(self, data: LoadedData) -> tuple[Split, Split, Split]:
         return self._index_rows(*super()._test_file_splits(data))
@@ -266,6 +285,10 @@ class TextDataModule(InMemoryDataModule):
             tokenizer.train_from_iterator(self._training_texts(train.x), trainer, length=len(train))
             if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
                 raise RuntimeError("tokenizer: special tokens did not get ids [PAD]=0, [UNK]=1")
+            if tokenizer.get_vocab_size() <= 2:  # every text would be [UNK]s: a model of the text lengths
+                raise DataError(f"data: no word occurs data.min_frequency={self.min_frequency} times in the "
+                                f"{len(train):,} training texts, so the vocabulary holds [PAD] and [UNK] only; lower "
+                                "data.min_frequency")
             tokenizer.enable_truncation(max_length=self.max_length)
         pad_token = tokenizer.id_to_token(self.pad_id)
         # in memory: every row padded to max_length once (a batch is trimmed to its longest text when sliced);
