@@ -534,10 +534,14 @@ def test_torchvision_model_from_a_state_dict_file_through_the_cli(tmp_path, stor
     state = resnet18_state_dict(weights)
     result = run_cli(["task=image_classification", "data=image_folder", f"data.path={folder}", "data.image_size=32",
                       "data.batch_size=8", "model=torchvision", "model.name=resnet18", f"model.weights={weights}",
-                      "model.freeze_backbone=true", "trainer.max_epochs=1", "trainer.precision=bf16-mixed",
-                      "logger.mlflow.log_plots=false", "logger.mlflow.log_model=false"], store)
+                      "model.freeze_backbone=true", "model.unfreeze_at_epoch=5", "trainer.max_epochs=1",
+                      "trainer.precision=bf16-mixed", "logger.mlflow.log_plots=false", "logger.mlflow.log_model=false"],
+                     store)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DataLoader workers" in data_line(result.stdout)
+    # an unfreezing epoch after the last one: said, not silently never reached
+    assert "Note: model.unfreeze_at_epoch=5 is not an epoch of this run (epochs 0..0, trainer.max_epochs=1): the " \
+        "backbone stays frozen throughout" in result.stdout, result.stdout[-2000:]
     [run] = runs_in(store)
     assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
     assert run.data.params["data.normalization"] == "imagenet"  # what the model's weights expect
