@@ -39,6 +39,9 @@ UNKNOWN_NAMES = [
     (["data=wine", "data.val_fractoin=0.2"], ["'data.val_fractoin'", "did you mean 'data.val_fraction'?"]),
     (["+model.hidden_dim=[8]"], ["'model.hidden_dim'", "did you mean 'hidden_dims'?"]),
     (["+trainer.max_epoch=3"], ["'trainer.max_epoch'", "did you mean 'max_epochs'?"]),
+    # a bundled data set has no test file of its own: "did you mean 'data.test_fraction'?" was the hint
+    (["data=wine", "data.test_path=new.csv"], ["unknown key 'data.test_path': this data set reads its own files",
+                                              "data=csv", "pipeline-predict"]),
     (["optimizer.lr=[0.1,"], ["cannot parse the override 'optimizer.lr=[0.1,'"]),
     # conf/data/_common.yaml is a base of the data options (Hydra's --help listed it beside them)
     (["data=_common"], ["data=_common: a base file that the data options build on", "Available: adult, breast_cancer"]),

@@ -297,6 +297,12 @@ def resolve_target(group: str, path: str) -> Callable:
         raise ConfigError(f"{group}._target_: cannot import '{path}' ({_first_line(error)})") from None
 
 
+# why a bundled data set takes no data.test_path, and what does
+NO_TEST_FILE = ("this data set reads its own files and has no test file of its own; a labelled file of yours is read "
+                "by data=csv (tables), data=text_tsv (texts) or data=image_folder / image_csv (images), and "
+                "pipeline-predict answers any model on it")
+
+
 def _check_against_signature(group: str, node: DictConfig) -> None:
     target = resolve_target(group, node._target_)
     parameters = accepted_parameters(target)
@@ -307,6 +313,8 @@ def _check_against_signature(group: str, node: DictConfig) -> None:
         if key in wired:
             raise ConfigError(f"{group}.{key} is set by the pipeline, not in the config; remove it")
         if parameters is not None and key not in parameters:  # None: accepts **kwargs all the way down
+            if group == "data" and key == "test_path":  # a bundled data set (mr, imdb, fashion_mnist): its own files
+                raise ConfigError(f"unknown key 'data.test_path' for {node._target_}: {NO_TEST_FILE}")
             raise ConfigError(
                 f"unknown key '{group}.{key}' for {node._target_}{nearest(key, parameters - wired)}"
             )

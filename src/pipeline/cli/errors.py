@@ -310,6 +310,10 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
 
 def _unknown_key_message(full_key: str, config_dir: Path, config_name: str, overrides: Sequence[str]) -> str:
     parent, _, key = full_key.rpartition(".")
+    if full_key == "data.test_path":  # a bundled data set: data.test_fraction would not be what is meant
+        from pipeline.config import NO_TEST_FILE
+
+        return f"unknown key 'data.test_path': {NO_TEST_FILE}"
     # the other overrides may pick other options (data=wine has other keys than data=mnist)
     others = [o for o in overrides if not o.lstrip("+~").split("=")[0].startswith(full_key)]
     siblings = _keys_at(parent, config_dir, config_name, others)
