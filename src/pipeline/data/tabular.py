@@ -383,7 +383,7 @@ class CsvData(TabularDataModule):
     def load(self) -> LoadedData:
         import pandas as pd
 
-        from .tables import check_numeric_column, class_labels, header_hint, separator_hint
+        from .tables import check_numeric_column, header_hint, separator_hint
 
         started = time.perf_counter()
         if self.test_file_only:
