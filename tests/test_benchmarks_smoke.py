@@ -32,7 +32,9 @@ def test_overhead_reports_pipeline_over_plain_ratio_per_task_mlflow_cost_and_mak
             assert epochs["ratio_epoch"] == epochs["pipeline_epoch_s"] / epochs["plain_epoch_s"]
             assert len(epochs["all_pipeline_epoch_s"]) == len(epochs["all_plain_epoch_s"]) == 2
         assert "mlflow_cost" in measured
-    assert report["make_train"]["wall_s"][0] > report["import_s"] > 0
+    # both measured, in separate processes at separate times: on a loaded machine the imports alone, timed first,
+    # have taken longer than the whole make train after them (7.9 s against 6.7 s), so they are not compared
+    assert report["make_train"]["wall_s"][0] > 0 and report["import_s"] > 0
     assert report["make_train"]["max_peak_rss_mib"] > 50
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
     assert "| image | FashionMNIST / CNN |" in result.stdout and "make train:" in result.stdout

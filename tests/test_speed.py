@@ -320,9 +320,9 @@ def test_one_pass_metrics_match_torchmetrics_with_ties_and_absent_classes():
                 theirs["auroc"] = tc.BinaryAUROC()(scores, targets)
             else:  # undefined: torchmetrics says 0, which reads as the worst score; ours is NaN (not logged)
                 assert math.isnan(float(ours["auroc"]))
-            if int(targets.sum()):  # torchmetrics' average precision without positives is NaN, as ours
+            if 0 < int(targets.sum()) < rows:
                 theirs["ap"] = tc.BinaryAveragePrecision()(scores, targets)
-            else:
+            else:  # without positives torchmetrics says NaN, as ours; without negatives 1 whatever the scores, ours NaN
                 assert math.isnan(float(ours["ap"]))
             for name, value in theirs.items():
                 assert float(ours[name]) == pytest.approx(float(value), abs=1e-6), (rows, name)
@@ -336,8 +336,9 @@ def test_one_pass_metrics_match_torchmetrics_with_ties_and_absent_classes():
         expected = float(per_class[present].mean()) if present else math.nan
         assert float(ours["auroc"]) == pytest.approx(expected, abs=1e-6, nan_ok=True), rows
         per_class = tc.MulticlassAveragePrecision(4, average=None)(probabilities, labels)  # class 3: no positives
-        occurring = [k for k in range(4) if int((labels == k).sum()) > 0]
-        assert float(ours["ap"]) == pytest.approx(float(per_class[occurring].mean()), abs=1e-6), rows
+        occurring = [k for k in range(4) if 0 < int((labels == k).sum()) < rows]  # a class of every row: 1, left out
+        expected = float(per_class[occurring].mean()) if occurring else math.nan
+        assert float(ours["ap"]) == pytest.approx(expected, abs=1e-6, nan_ok=True), rows
         if rows >= 4:  # every class occurs: torchmetrics' macro average itself
             every = torch.randperm(rows, generator=generator) % 4
             assert float(metrics.multiclass(probabilities, every, 4)["auroc"]) == pytest.approx(

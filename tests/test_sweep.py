@@ -74,6 +74,30 @@ def test_search_space_from_sweep_grammar_with_conditional_momentum():
 
 
 @pytest.mark.unit
+def test_the_corners_checked_before_a_study_respect_conditions_and_a_fixed_parent():
+    """The check before the study composed one trial of every parameter's first value, conditions ignored: adam
+    with the momentum only sgd takes (optimizer=choice(adam,sgd) refused, choice(rmsprop,adam) accepted), and no
+    later value checked (dropout's upper end of 1.5 failed trial after trial). optimizer=adam fixed on the command
+    line of a search conditioned on it was refused as "must be an unconditional parameter"."""
+    from pipeline.sweep.space import corners, parse_search_space
+
+    conditions = {"optimizer.momentum": "optimizer=sgd"}
+    params = {"optimizer": "choice(adam, sgd)", "optimizer.momentum": "interval(0.0, 0.95)",
+              "model.dropout": "interval(0.0, 0.5)"}
+    probes = corners(parse_search_space(params, [], conditions))
+    assert probes[0] == {"optimizer": "adam", "model.dropout": 0.0}
+    assert {"optimizer": "sgd", "model.dropout": 0.0, "optimizer.momentum": 0.0} in probes
+    assert {"optimizer": "sgd", "model.dropout": 0.0, "optimizer.momentum": 0.95} in probes
+    assert {"optimizer": "adam", "model.dropout": 0.5} in probes
+    assert all("optimizer.momentum" not in p for p in probes if p["optimizer"] == "adam")
+    # the parent fixed on the command line: the condition decided once
+    for fixed, searched in (("optimizer=adam", False), ("optimizer=sgd", True)):
+        space = parse_search_space(params, [fixed], conditions)
+        names = {p.name: p.condition for p in space.params}
+        assert ("optimizer.momentum" in names) == searched and names.get("optimizer.momentum") is None
+
+
+@pytest.mark.unit
 def test_studies_with_different_seeds_draw_different_trials():
     """Each trial's sampler is seeded from (study seed, trial number): reproducible, but study seed 1 must
     not replay study seed 0's trials shifted by one (as seed + trial_number did)."""
@@ -504,6 +528,9 @@ SWEEP_REFUSALS = [
     (["hparams_search=classification_optuna", "hydra.sweeper.sampler=grid"],
      "Error: hydra.sweeper.sampler=grid needs choice(...) or range(...) for 'optimizer.lr', not log interval(0.0001, 0.1)"),
     # an objective no run logs: refused before the study (every trial used to train to its end and fail)
+    # the upper end of a range no trial can run: found by the check of every corner (was: trials FAILED one by one)
+    (["hparams_search=classification_optuna", "model.dropout=interval(0.0,1.5)"],
+     "Error: a trial of this search cannot run (one drawing model.dropout=1.5): model.dropout=1.5 is out of range"),
     (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/nonexistent]"],
      "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/nonexistent' is not a metric of this "
      "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best"),

@@ -91,15 +91,42 @@ def study_fingerprint(base_config: DictConfig, space) -> dict[str, str]:
     return fingerprint
 
 
+def _validate_with(config: DictConfig, values: dict, validate) -> None:
+    """``validate`` ``config`` with ``values`` (dotted keys) set, then the config as it was."""
+    absent = object()
+    before = {key.lstrip("+~"): OmegaConf.select(config, key.lstrip("+~"), default=absent) for key in values}
+    try:
+        with open_dict(config):
+            for key, value in values.items():
+                OmegaConf.update(config, key.lstrip("+~"), value, force_add=True)
+        validate(config)
+    finally:
+        with open_dict(config):
+            for key, value in before.items():
+                if value is absent:  # a key the corner added (+key=...): taken out again
+                    parent, _, leaf = key.rpartition(".")
+                    node = OmegaConf.select(config, parent) if parent else config
+                    node.pop(leaf, None)
+                else:
+                    OmegaConf.update(config, key, value, force_add=True)
+
+
+def _drawing(probe: dict, first) -> str:
+    """Which values a refused trial would draw, where it is not the first corner of the space."""
+    if first is None:
+        return ""
+    drawn = [f"{name}={value}" for name, value in probe.items() if first.get(name) != value]
+    return f" (one drawing {', '.join(drawn)})" if drawn else ""
+
+
 def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: DictConfig) -> None:
     """Compose and validate the config of a trial at the corners of the space before any study exists: a
     searched key the config does not have (a typo, a key of another model) is refused in one line, instead
     of failing every trial."""
-    from optuna.distributions import CategoricalDistribution
-
     from pipeline.config import absolute_data_paths, base_file_chosen, check_sweepable, validate
     from pipeline.errors import ConfigError
 
+    from .space import corners
     from .worker import trial_configs
 
     base_file = base_file_chosen(base_config.hydra.runtime.choices)
@@ -112,35 +139,48 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
     except ConfigError as error:
         raise SweepError(str(error)) from None
 
-    probe = {}
-    for param in settings.space.params:
-        distribution = param.distribution
-        probe[param.name] = distribution.choices[0] if isinstance(distribution, CategoricalDistribution) else distribution.low
-    try:
-        config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(probe, {})
-        with open_dict(config):
-            config.pop("sweep", None)
-            config.pop("hydra", None)
-            config.paths.output_dir = str(settings.sweep_dir)
-        absolute_data_paths(config)
-        validate(config)
-        check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
-        check_objectives(settings, str(config.task.kind))
-    except ConfigError as error:
-        raise SweepError(f"a trial of this search cannot run: {error}") from None
-    except Exception as error:  # e.g. a choice that names no config file
-        raise SweepError(f"a trial of this search cannot be composed: {' '.join(str(error).split())[:400]}") from None
-    # the data of this corner of the space, set up now (in worker 0's cache: this process, so trials with the same
-    # data config reuse it): data that is missing or cannot be read is one line before any study or run exists,
-    # not a failure of every trial
+    configs = trial_configs(hydra_context.config_loader, base_config, settings.space)
+    first = None
+    # every choice and both ends of every range (conditional parameters where their condition holds): a value
+    # that cannot run is refused now, not found by the trials that draw it (each a FAILED run)
+    for probe in corners(settings.space):
+        try:
+            changed = {} if first is None else {k: v for k, v in probe.items() if first.get(k) != v}
+            if first is not None and set(probe) == set(first) and all("." in k for k in changed):
+                # values of keys, not other config files: the first corner's config with them (composing each
+                # corner anew costs ~60 ms); validated, then given its own values back
+                _validate_with(first_config, changed, validate)
+                continue
+            config = configs.compose(probe, {})
+            with open_dict(config):
+                config.pop("sweep", None)
+                config.pop("hydra", None)
+                config.paths.output_dir = str(settings.sweep_dir)
+            absolute_data_paths(config)
+            validate(config)
+            check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
+            check_objectives(settings, str(config.task.kind))
+        except ConfigError as error:
+            raise SweepError(f"a trial of this search cannot run{_drawing(probe, first)}: {error}") from None
+        except Exception as error:  # e.g. a choice that names no config file
+            raise SweepError(f"a trial of this search cannot be composed{_drawing(probe, first)}: "
+                             f"{' '.join(str(error).split())[:400]}") from None
+        if first is None:
+            first, first_config = probe, config
+    # the data of the first corner of the space, set up now (in worker 0's cache: this process, so trials with the
+    # same data config reuse it): data that is missing or cannot be read is one line before any study or run
+    # exists, not a failure of every trial
     from pipeline.errors import DataError
 
     from .worker import PREPARED_DATA
 
     try:
-        PREPARED_DATA(config)
-    except DataError as error:
-        raise SweepError(str(error)) from None
+        PREPARED_DATA(first_config)
+    except Exception as error:
+        cause = error if isinstance(error, DataError) else error.__cause__  # Hydra wraps what the data class raised
+        if isinstance(cause, (DataError, ConfigError)):
+            raise SweepError(str(cause)) from None
+        raise
 
 
 def check_objectives(settings: SweepSettings, kind: str) -> None:

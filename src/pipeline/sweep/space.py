@@ -98,6 +98,12 @@ def parse_search_space(params: Mapping[str, Any], arguments: Sequence[str],
         if name not in searched:
             raise SearchSpaceError(f"hydra.sweeper.conditions names '{name}', which is not in the search space "
                                    f"({', '.join(searched) or 'empty'})")
+        parent = str(condition).partition("=")[0].strip()
+        if parent in fixed and parent not in searched:  # optimizer=adam on the command line of a search over it
+            _, allowed = parse_condition(name, condition, {parent: SearchParam(parent, CategoricalDistribution([0]))})
+            if fixed[parent].split("=", 1)[1].strip() not in allowed:
+                del searched[name]  # its condition never holds: not searched (optimizer.momentum for adam)
+            continue  # or always holds: searched as any other parameter
         searched[name] = SearchParam(searched[name].key, searched[name].distribution,
                                      parse_condition(name, condition, searched))
     # parents before the parameters that depend on them
@@ -147,6 +153,42 @@ def _check_bounds(name: str, low: float, high: float, log: bool) -> None:
         raise SearchSpaceError(f"'{name}': empty range ({low} > {high})")
     if log and low <= 0:
         raise SearchSpaceError(f"'{name}': tag(log, ...) needs a lower bound > 0, got {low}")
+
+
+def corners(space: SearchSpace) -> list[dict[str, Any]]:
+    """Values of every parameter that a trial could take, to check before any study exists: every choice of each
+    categorical parameter and both ends of each range, each with the other parameters at their first choice or low
+    end; a conditional parameter only where its condition holds, as :func:`sample` gives it."""
+    def probe(changed: Optional[tuple[str, Any]] = None) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param in space.params:
+            if param.condition and str(values.get(param.condition[0])) not in param.condition[1]:
+                continue
+            distribution = param.distribution
+            first = distribution.choices[0] if isinstance(distribution, CategoricalDistribution) else distribution.low
+            values[param.name] = changed[1] if changed is not None and changed[0] == param.name else first
+        return values
+
+    probes = [probe()]
+    for param in space.params:
+        distribution = param.distribution
+        others = (distribution.choices[1:] if isinstance(distribution, CategoricalDistribution)
+                  else [distribution.high] if distribution.high != distribution.low else [])
+        for value in others:
+            if param.condition:  # with its parent at a value that lets it be sampled
+                parent, allowed = param.condition
+                parent_param = next(p for p in space.params if p.name == parent)
+                parent_value = next((c for c in getattr(parent_param.distribution, "choices", ())
+                                     if str(c) in allowed), None)
+                if parent_value is None:
+                    continue
+                candidate = probe((parent, parent_value))
+                candidate[param.name] = value
+            else:
+                candidate = probe((param.name, value))
+            if candidate not in probes:
+                probes.append(candidate)
+    return probes
 
 
 def sample(trial, space: SearchSpace) -> dict[str, Any]:
