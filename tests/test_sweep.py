@@ -90,6 +90,15 @@ def test_the_corners_checked_before_a_study_respect_conditions_and_a_fixed_paren
     assert {"optimizer": "sgd", "model.dropout": 0.0, "optimizer.momentum": 0.95} in probes
     assert {"optimizer": "adam", "model.dropout": 0.5} in probes
     assert all("optimizer.momentum" not in p for p in probes if p["optimizer"] == "adam")
+    # a list among the choices (model.hidden_dims=choice([32],[64,32])) goes into a trial's overrides, and from there
+    # into the best config YAML, as a list: it was the text '[64, 32]', which pipeline-train refused as a wrong type
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from pipeline.sweep.space import trial_overrides
+
+    listed = parse_search_space({"model.hidden_dims": "choice([32],[64,32])"}, [], {})
+    [override] = trial_overrides(listed, {"model.hidden_dims": [64, 32]})
+    assert OverridesParser.create().parse_overrides([override])[0].value() == [64, 32]
     # the parent fixed on the command line: the condition decided once
     for fixed, searched in (("optimizer=adam", False), ("optimizer=sgd", True)):
         space = parse_search_space(params, [fixed], conditions)

@@ -224,6 +224,8 @@ def override_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":  # choice([32],[64,32]): a list,
+        return "[" + ",".join(override_value(item) for item in value) + "]"   # not the text '[64, 32]'
     text = str(value)
     if text.replace("_", "").replace("-", "").replace(".", "").replace("/", "").isalnum():
         return text
