@@ -107,6 +107,26 @@ def test_the_corners_checked_before_a_study_respect_conditions_and_a_fixed_paren
 
 
 @pytest.mark.unit
+def test_best_runs_left_unfinished_by_a_killed_process_are_trained_again():
+    """kill -9 while the best trial was trained again left the study marked "started" for ever: rerunning the
+    command printed the summary and exit 0, and the study never got its tested best run."""
+    import subprocess
+    import time
+
+    from pipeline.sweep.worker import FINALIZER_STALE_S, _finalizer_gone
+
+    host = os.uname().nodename
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert _finalizer_gone({"by": f"{host}:{dead.pid}", "at": time.time()})
+    assert not _finalizer_gone({"by": f"{host}:{os.getpid()}", "at": time.time()})  # still at it
+    assert not _finalizer_gone([3])  # done: the final trials
+    assert _finalizer_gone("started")  # an older version's record: its process cannot be found
+    assert not _finalizer_gone({"by": "another-machine:12", "at": time.time()})
+    assert _finalizer_gone({"by": "another-machine:12", "at": time.time() - FINALIZER_STALE_S - 1})
+
+
+@pytest.mark.unit
 def test_studies_with_different_seeds_draw_different_trials():
     """Each trial's sampler is seeded from (study seed, trial number): reproducible, but study seed 1 must
     not replay study seed 0's trials shifted by one (as seed + trial_number did)."""
@@ -537,6 +557,9 @@ SWEEP_REFUSALS = [
     (["hparams_search=classification_optuna", "hydra.sweeper.sampler=grid"],
      "Error: hydra.sweeper.sampler=grid needs choice(...) or range(...) for 'optimizer.lr', not log interval(0.0001, 0.1)"),
     # an objective no run logs: refused before the study (every trial used to train to its end and fail)
+    # a direction against its objective: the sweep maximised val/loss_best and trained the worst trial as best
+    (["hparams_search=classification_optuna", "hydra.sweeper.directions=[maximize]"],
+     "Error: hydra.sweeper.directions: maximize for val/loss_best, which is better lower; set minimize"),
     # the upper end of a range no trial can run: found by the check of every corner (was: trials FAILED one by one)
     (["hparams_search=classification_optuna", "model.dropout=interval(0.0,1.5)"],
      "Error: a trial of this search cannot run (one drawing model.dropout=1.5): model.dropout=1.5 is out of range"),
@@ -557,6 +580,26 @@ def test_a_sweep_setting_no_trial_can_use_is_refused_before_the_study(tmp_path, 
     assert "Traceback" not in result.stderr
     assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
     assert not (tmp_path / "optuna.db").exists() or "refused" not in optuna.get_all_study_names(storage)
+
+
+def test_a_sweep_puts_no_credential_into_the_study_the_store_or_its_files(tmp_path):
+    """A token given on the command line of a sweep was masked in the runs but kept in clear in the parent run's
+    fixed_overrides param, each trial's overrides (Optuna's database, trials.csv), multirun.yaml and the best
+    config YAML (also logged to the store); a storage URL's password in multirun.yaml."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    secret = "hf_" + "ABCDEF" + "secret123"  # not in this file as one string: a checkout with changes logs git.diff
+    result = run_cli(["hparams_search=classification_optuna", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=tokens", f"hydra.sweeper.storage={storage}",
+                      f"+tags.hf_token={secret}", "logger.mlflow.log_model=false"], store, multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert secret not in result.stdout + result.stderr
+    leaks = [str(path) for path in tmp_path.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    assert leaks == [], leaks  # the databases (Optuna's, MLflow's), the artifacts, the sweep folder
+    best = next(store["outputs"].rglob("experiment/tokens_best.yaml")).read_text()
+    assert "# Left out (credentials): tags.hf_token; give them on the command line" in best, best
+    [parent] = [r for r in runs_in(store) if r.info.run_name == "sweep-tokens"]
+    assert "+tags.hf_token=***" in parent.data.params["fixed_overrides"]
 
 
 def test_a_sweep_whose_trials_all_fail_exits_2_and_says_so_again_when_resumed(tmp_path):

@@ -12,7 +12,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from pipeline.tracking.redact import redact_text
+from pipeline.tracking.redact import redact_override, redact_text
 
 from pipeline.tracking.sweeps import ParentRun
 
@@ -30,7 +30,7 @@ def parent_run_params(settings: SweepSettings) -> dict[str, Any]:
         "objectives": ",".join(settings.objectives), "directions": ",".join(settings.directions),
         "seed": settings.seed,
         **{f"space.{name}": text for name, text in settings.space.describe().items()},
-        "fixed_overrides": redact_text(" ".join(settings.space.fixed_overrides)) or "-",
+        "fixed_overrides": " ".join(redact_override(o) for o in settings.space.fixed_overrides) or "-",
     }
 
 
@@ -235,8 +235,11 @@ def write_best_config(study: optuna.Study, trial, settings: SweepSettings, confi
     config differs from the defaults, so ``experiment=<study>_best`` reproduces it exactly."""
     from hydra.types import RunMode
 
+    from .space import trial_overrides
+
     config_name = base_config.hydra.job.config_name
-    trial_config = config_loader.load_sweep_config(base_config, list(trial.user_attrs.get("overrides") or []))
+    # this command line's fixed overrides (the study's records mask credentials) and the trial's values
+    trial_config = config_loader.load_sweep_config(base_config, trial_overrides(settings.space, dict(trial.params)))
     defaults = config_loader.load_configuration(config_name, [], RunMode.RUN)
     chosen = {g: c for g, c in trial_config.hydra.runtime.choices.items()
               if c is not None and not g.startswith(SKIPPED_GROUPS)}
@@ -248,6 +251,7 @@ def write_best_config(study: optuna.Study, trial, settings: SweepSettings, confi
     ordered += [(g, c) for g, c in chosen.items() if g != "task" and defaults.hydra.runtime.choices.get(g) != c]
     plain = config_loader.load_configuration(config_name, [f"{g}={c}" for g, c in ordered], RunMode.RUN)
     values = _difference(_without_hydra(trial_config), _without_hydra(plain))
+    secrets = _take_out_secrets(values)
     lines = [
         "# @package _global_",
         f"# Best trial {trial.number} of Optuna study '{settings.study_name}': "
@@ -255,6 +259,8 @@ def write_best_config(study: optuna.Study, trial, settings: SweepSettings, confi
         f"# Run it: pipeline-train --config-dir {Path(settings.sweep_dir).resolve()} experiment={best_config_name(settings)}",
         f"# (or copy this file into conf/experiment/ and run: pipeline-train experiment={best_config_name(settings)})",
     ]
+    if secrets:  # this file is logged to the store: credentials stay on the command line
+        lines.append(f"# Left out (credentials): {', '.join(secrets)}; give them on the command line as the sweep had them")
     body = {}
     if ordered:
         body["defaults"] = [{f"override /{g}": c} for g, c in ordered]
@@ -263,6 +269,25 @@ def write_best_config(study: optuna.Study, trial, settings: SweepSettings, confi
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n" + (OmegaConf.to_yaml(OmegaConf.create(body)) if body else ""))
     return path
+
+
+def _take_out_secrets(values: dict, prefix: str = "") -> list[str]:
+    """Remove from ``values`` (nested) every value the store would mask (a key that looks like a credential, a URL
+    with a password, a credential from the environment); returns their dotted keys."""
+    from pipeline.tracking.redact import is_secret_key
+
+    taken = []
+    for key in list(values):
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        value = values[key]
+        if isinstance(value, dict):
+            taken += _take_out_secrets(value, dotted)
+            if not value:
+                del values[key]
+        elif value not in (None, "") and (is_secret_key(dotted) or redact_text(str(value)) != str(value)):
+            del values[key]
+            taken.append(dotted)
+    return taken
 
 
 def _without_hydra(config: DictConfig) -> dict:

@@ -50,6 +50,12 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         finalize_top_k=int(options.get("finalize_top_k", 1)),
     )
     settings.check()
+    for objective, way in zip(settings.objectives, settings.directions):
+        better = _better_way(objective)
+        if better is not None and way != better:  # maximize val/loss_best: the worst trial would be "best"
+            raise SweepError(f"hydra.sweeper.directions: {way} for {objective}, which is better "
+                             f"{'lower' if better == 'minimize' else 'higher'}; set {better} (or leave directions "
+                             "out: they follow the objectives)")
     loggers = base_config.get("logger")
     mlflow_node = loggers.get("mlflow") if isinstance(loggers, DictConfig) else None
     if isinstance(mlflow_node, DictConfig) and mlflow_node.get("register_as") and settings.finalize_top_k == 0:
@@ -111,6 +117,17 @@ def _validate_with(config: DictConfig, values: dict, validate) -> None:
                     OmegaConf.update(config, key, value, force_add=True)
 
 
+def _better_way(objective: str):
+    """minimize or maximize for a metric whose better side its name says (a loss, an error; an accuracy, a score);
+    None for others (epoch time, a metric of the user's own)."""
+    name = objective.rsplit("/", 1)[-1].removesuffix("_best")
+    if name in ("loss", "mse", "rmse", "mae"):
+        return "minimize"
+    if name in ("acc", "f1", "auroc", "ap", "r2"):
+        return "maximize"
+    return None
+
+
 def _drawing(probe: dict, first) -> str:
     """Which values a refused trial would draw, where it is not the first corner of the space."""
     if first is None:
@@ -140,7 +157,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
         raise SweepError(str(error)) from None
 
     configs = trial_configs(hydra_context.config_loader, base_config, settings.space)
-    first = None
+    first, first_config = None, None
     # every choice and both ends of every range (conditional parameters where their condition holds): a value
     # that cannot run is refused now, not found by the trials that draw it (each a FAILED run)
     for probe in corners(settings.space):
@@ -239,7 +256,10 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     check_a_trial_config(settings, hydra_context, base_config)
     settings.sweep_dir = study_folder(base_config, settings.study_name)
     Path(settings.sweep_dir).mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(base_config, Path(settings.sweep_dir) / "multirun.yaml")
+    record = Path(settings.sweep_dir) / "multirun.yaml"  # Hydra's record of the sweep, credentials masked
+    from pipeline.tracking.redact import redact_yaml_text
+
+    record.write_text(redact_yaml_text(OmegaConf.to_yaml(base_config)))
     parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
     parent.prepare()  # the experiment is looked up while the study's storage opens
     study, created = create_or_resume(settings, lambda: parent.create(

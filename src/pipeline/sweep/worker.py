@@ -21,7 +21,7 @@ from pytorch_lightning import Callback
 
 from pipeline.errors import USER_ERRORS, NonFiniteLossError
 from pipeline.tracking import find_mlflow_logger
-from pipeline.tracking.redact import redact_text
+from pipeline.tracking.redact import redact_override, redact_text
 from pipeline.tracking.sweeps import tag_run
 from pipeline.train import PreparedData, train
 
@@ -171,7 +171,9 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings
             trial.set_user_attr(key, None)
     params = sample(trial, settings.space)
     overrides = trial_overrides(settings.space, params)
-    trial.set_user_attr("overrides", overrides)
+    # recorded in the study (and its trials.csv) as the store records overrides: credentials masked (the trial's
+    # config is composed from its values, and the best config from the command line's overrides and its params)
+    trial.set_user_attr("overrides", [redact_override(override) for override in overrides])
     trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
     flush_writes(study, trial._trial_id)
     # the trial in the run's config: recorded with it, and what other DDP ranks build their pruning callback from
@@ -294,9 +296,14 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
     with storage_lock(settings.storage):
         study_attrs = study._storage.get_study_user_attrs(study._study_id)
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        if study_attrs.get(FINALIZED_ATTR) is not None or not complete or progress(study).waiting or progress(study).running:
+        state = study_attrs.get(FINALIZED_ATTR)
+        if (state is not None and not _finalizer_gone(state)) or not complete or progress(study).waiting or \
+                progress(study).running:
             return []
-        study.set_user_attr(FINALIZED_ATTR, "started")
+        if state is not None:
+            log.info("the best runs of this study were being trained by a process that is gone (%s): training them "
+                     "again", state.get("by") if isinstance(state, dict) else state)
+        study.set_user_attr(FINALIZED_ATTR, {"by": f"{os.uname().nodename}:{os.getpid()}", "at": time.time()})
     try:
         finals = _train_best_trials(study, settings, hydra_context, base_config, complete)
     except BaseException:
@@ -304,6 +311,30 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
         raise
     study.set_user_attr(FINALIZED_ATTR, [f["trial"] for f in finals])
     return finals
+
+
+# a finalizer on another machine that has not finished after this long is taken for gone
+FINALIZER_STALE_S = 24 * 3600
+
+
+def _finalizer_gone(state) -> bool:
+    """Whether the best runs were being trained ("started": a record of which process and when) by a process that
+    no longer runs: killed with SIGKILL, or its machine lost, it could not clear the record (a finished study's
+    record is the list of its final trials). "started" of an older version: gone (it cannot be told apart)."""
+    if isinstance(state, list):
+        return False  # done
+    if not isinstance(state, dict):
+        return True
+    host, _, pid = str(state.get("by", "")).rpartition(":")
+    if host == os.uname().nodename and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False  # still running: it will finish them
+    return time.time() - float(state.get("at", 0)) > FINALIZER_STALE_S
 
 
 def _train_best_trials(study, settings: SweepSettings, hydra_context, base_config: DictConfig, complete) -> list[dict]:
@@ -342,7 +373,8 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
             log.warning("the final run of trial %d gave %s where the trial gave %s (not bit-identical: non-deterministic "
                         "kernels or a changed machine)", trial.number, values, trial.values)
         finals.append({"trial": trial.number, "metrics": metrics, "reproduced": reproduced,
-                       "output_dir": str(job.hydra_cfg.hydra.runtime.output_dir),
+                       # where the run wrote: Hydra's folder, or <folder>-2 where a killed final run had claimed it
+                       "output_dir": remember.output_dir or str(job.hydra_cfg.hydra.runtime.output_dir),
                        "run_id": remember.run_id})
     return finals
 
@@ -352,8 +384,10 @@ class RememberRunId(Callback):
 
     def __init__(self):
         self.run_id: Optional[str] = None
+        self.output_dir: Optional[str] = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        self.output_dir = str(trainer.default_root_dir)
         logger = find_mlflow_logger(trainer.loggers)
         self.run_id = logger.run.run_id if logger is not None and logger.run is not None else None
 
