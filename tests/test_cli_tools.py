@@ -153,6 +153,9 @@ def test_compare_tells_apart_two_folders_of_one_name():
     newest, elsewhere, same, tested = run("/d/simple"), run("/other/simple"), run("/d/simple"), run("/d/simple", "/t")
     assert data_identity(newest) == data_identity(elsewhere) == "image_folder:simple"  # as shown
     assert same_data([newest, elsewhere, same, tested]) == ([newest, same], 2)
+    fewer = run("/d/simple")  # 600 rows of it validate on other rows than all of it
+    fewer.data.params["data.limit_rows"] = "600"
+    assert same_data([newest, fewer, same]) == ([newest, same], 1)
 
 
 @pytest.mark.unit

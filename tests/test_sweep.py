@@ -99,6 +99,11 @@ def test_the_corners_checked_before_a_study_respect_conditions_and_a_fixed_paren
     listed = parse_search_space({"model.hidden_dims": "choice([32],[64,32])"}, [], {})
     [override] = trial_overrides(listed, {"model.hidden_dims": [64, 32]})
     assert OverridesParser.create().parse_overrides([override])[0].value() == [64, 32]
+    # a value the parent never takes: the parameter was silently never searched
+    from pipeline.sweep.space import SearchSpaceError
+
+    with pytest.raises(SearchSpaceError, match=r"optimizer=sgdd is not a value optimizer takes \(choice\(adam, sgd\)\)"):
+        parse_search_space(params, [], {"optimizer.momentum": "optimizer=sgdd"})
     # the parent fixed on the command line: the condition decided once
     for fixed, searched in (("optimizer=adam", False), ("optimizer=sgd", True)):
         space = parse_search_space(params, [fixed], conditions)
@@ -600,6 +605,25 @@ def test_a_sweep_puts_no_credential_into_the_study_the_store_or_its_files(tmp_pa
     assert "# Left out (credentials): tags.hf_token; give them on the command line" in best, best
     [parent] = [r for r in runs_in(store) if r.info.run_name == "sweep-tokens"]
     assert "+tags.hf_token=***" in parent.data.params["fixed_overrides"]
+
+
+@pytest.mark.parametrize("setting,line", [
+    ("hydra.sweeper.storage=sqlite:///{tmp}/a-folder",  # a folder where the database file would be
+     "Error: hydra.sweeper.storage: cannot open the study's storage (OperationalError: "),
+    ("logger.mlflow.tracking_uri=http://127.0.0.1:1", "Error: MLflow tracking server http://127.0.0.1:1 does not answer"),
+], ids=["storage", "tracking"])
+def test_a_sweep_whose_stores_cannot_be_reached_is_one_line_exit_2(tmp_path, setting, line):
+    """A plain run says so in one line; a sweep printed a traceback (SQLAlchemy's, or TrackingUnavailable) and
+    exit 1."""
+    from conftest import run_cli_in_process
+
+    (tmp_path / "a-folder").mkdir()
+    result = run_cli_in_process(["hparams_search=classification_optuna", "hydra.sweeper.n_trials=1",
+                                 f"hydra.sweep.dir={tmp_path / 'out'}", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db",
+                                 setting.replace("{tmp}", str(tmp_path))])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
 
 
 def test_a_sweep_whose_trials_all_fail_exits_2_and_says_so_again_when_resumed(tmp_path):

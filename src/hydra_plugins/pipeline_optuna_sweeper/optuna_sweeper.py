@@ -1,6 +1,7 @@
 """The Hydra side of the sweep: reads ``hydra.sweeper.*``, then hands over to ``pipeline.sweep``."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -28,13 +29,26 @@ class PipelineOptunaSweeper(Sweeper):
         from pipeline.sweep.study import SweepError
 
         assert self.config is not None and self.hydra_context is not None
-        from pipeline.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, sigterm_as_interrupt
+        from pipeline.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, TrackingUnavailable, sigterm_as_interrupt
 
         try:
             with sigterm_as_interrupt():
                 return run_sweep(dict(self.options), list(arguments), self.hydra_context, self.config)
         except SweepError as error:  # a problem the user can fix: one line, not a traceback
             print(f"Error: {error}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+        except TrackingUnavailable as error:  # the store cannot be reached: as a single run says it
+            from pipeline.tracking.redact import redact_text
+
+            print(f"Error: {redact_text(' '.join(str(error).split()))}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
+        except Exception as error:  # the study's storage cannot be reached (SQLAlchemy's OperationalError, ...)
+            if type(error).__module__.split(".")[0] != "sqlalchemy" or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            from pipeline.tracking.redact import redact_text
+
+            print(f"Error: hydra.sweeper.storage: cannot open the study's storage ({type(error).__name__}: "
+                  f"{redact_text(' '.join(str(error).split()))[:300]})", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             print("Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "

@@ -111,12 +111,17 @@ def data_identity(run) -> str:
     return ":".join(parts[:2]) + "".join(parts[2:])
 
 
+# the keys that say which rows a run was validated and tested on (besides the seed, whose runs are compared)
+DATA_KEYS = ("data", "data.path", "data.test_path", "data.target", "data.limit_rows", "data.val_fraction",
+             "data.test_fraction", "data.cv_folds", "data.fold")
+
+
 def data_key(run) -> tuple[str, ...]:
     """Which runs are ranked together: the data option, the whole paths of the data and test files (two folders
-    named ``simple`` in different places are two data sets, though :func:`data_identity` shows both as ``simple``)
-    and the target column."""
+    named ``simple`` in different places are two data sets, though :func:`data_identity` shows both as ``simple``),
+    the target column and what draws the splits (600 rows or 2,000 of MR validate on other rows)."""
     params = run.data.params
-    return tuple(params.get(key, "") for key in ("data", "data.path", "data.test_path", "data.target"))
+    return tuple(params.get(key, "") for key in DATA_KEYS)
 
 
 def same_data(runs: list) -> tuple[list, int]:

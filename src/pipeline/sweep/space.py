@@ -119,7 +119,14 @@ def parse_condition(name: str, condition: str, searched: Mapping[str, SearchPara
     if parent not in searched or searched[parent].condition is not None:
         raise SearchSpaceError(f"condition for '{name}' depends on '{parent}', which must be an unconditional "
                                f"parameter of the search space")
-    return parent, tuple(v.strip() for v in values.split(","))
+    allowed = tuple(v.strip() for v in values.split(","))
+    choices = getattr(searched[parent].distribution, "choices", None)
+    if choices is not None and len(choices) > 1:  # a value the parent never takes: the parameter never searched
+        unknown = [v for v in allowed if v not in {str(c) for c in choices}]
+        if unknown:
+            raise SearchSpaceError(f"condition for '{name}': {parent}={','.join(unknown)} is not a value {parent} takes "
+                                   f"(choice({', '.join(map(str, choices))}))")
+    return parent, allowed
 
 
 def to_distribution(name: str, sweep) -> BaseDistribution:
