@@ -250,6 +250,13 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
         try:
             path = client.download_artifacts(run.info.run_id, "config.yaml", folder)
         except Exception as error:
+            tags = run.data.tags
+            if "sweep.study_name" in tags and "sweep.trial_number" not in tags and "mlflow.parentRunId" not in tags:
+                best = tags.get("best.run_id")
+                raise RerunRefused(
+                    f"run {run.info.run_id} is the parent run of the sweep '{tags['sweep.study_name']}', which holds "
+                    "the study's table and plots, not a model: use its best run"
+                    + (f", {best}" if best else " (tag best=true), trained again when the sweep ends")) from None
             raise RerunRefused(f"run {run.info.run_id} has no config.yaml artifact ({' '.join(str(error).split())[:200]}); "
                                "only runs logged by pipeline-train can be rerun") from None
         cfg = OmegaConf.load(path)
