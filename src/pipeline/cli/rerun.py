@@ -42,7 +42,7 @@ CHOICE_PARAMS = ("task", "data", "model", "optimizer", "scheduler", "trainer")
 
 
 # tags a sweep gives its runs in their config (its best runs: best=true); a rerun or an evaluation does not copy them
-SWEEP_TAGS = ("best", "sweep.role", "sweep.trial_number")
+SWEEP_TAGS = ("best", "sweep.role", "sweep.trial_number", "sweep.study_name")
 
 
 class RerunRefused(ConfigError):

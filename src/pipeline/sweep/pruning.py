@@ -51,7 +51,7 @@ class PruningCallback(Callback):
             self.trial.study._storage.hold(self.trial._trial_id)  # its reports are read back from memory
         run = self._run(trainer)
         if run is not None and run.active:
-            run.set_tags({"sweep.study_name": self.trial.study.study_name,
+            run.set_tags({"sweep.study_name": self.trial.study.study_name, "sweep.role": "trial",
                           "sweep.trial_number": self.trial.number, "sweep.state": "RUNNING"})
             self._unrecorded_run = run
             self._record_run_id(wait=False)

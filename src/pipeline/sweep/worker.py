@@ -356,7 +356,7 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
             config.hydra.job.num = trial.number
             name_trial_run(config, trial.number, prefix="best")
             config.tags = {**(config.get("tags") or {}), "best": "true", "sweep.trial_number": trial.number,
-                           "sweep.role": "final"}
+                           "sweep.role": "final", "sweep.study_name": settings.study_name}
         log.info("best trial %d: training it again with test, checkpoint, model and plots", trial.number)
         remember = RememberRunId()
         job = run_trial_job(lambda cfg: train(cfg, callbacks=[remember], parent_run=parent_run_id,
