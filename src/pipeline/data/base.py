@@ -482,6 +482,15 @@ def resolve_first_existing(candidates: Sequence[Path], what: str, how_to_get: st
     raise DataError(f"{what} not found; looked in: {looked}. {how_to_get}")
 
 
+def repeats_note(repeated: int, rows: int, what: str) -> Optional[str]:
+    """The data line's note that ``repeated`` of the ``rows`` test rows repeat ``what`` (a training row's inputs, a
+    training text) exactly: the test metrics then overstate how the model does on new rows. None for none."""
+    if not repeated:
+        return None
+    return (f"{repeated:,} test row{'s' if repeated > 1 else ''} ({repeated / rows:.1%}) repeat"
+            f"{'' if repeated > 1 else 's'} {what} exactly")
+
+
 def test_file_note(test_path: Path, cv_folds: int) -> str:
     """What the data line says of a labelled test file of its own (``data.test_path``): the test split, or, under
     ``data.cv_folds``, a part of the rows the folds are drawn from."""

@@ -411,15 +411,14 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
 
 def _warn_of_files_with_two_labels(csv: Path, files: list[str], labels: list[str]) -> None:
     """A warning when a listing gives one image file two labels (the model is then taught both)."""
-    seen: dict[str, str] = {}
+    labels_of: dict[str, dict[str, None]] = {}  # file -> its labels, in the order listed
     for path, label in zip(files, labels):
-        key = os.path.normpath(path)
-        if seen.setdefault(key, label) != label:
-            count = len({os.path.normpath(p) for p, l in zip(files, labels)
-                         if seen.get(os.path.normpath(p), l) != l})
-            log.warning("%s: %d image file(s) listed with two labels, e.g. %s as %r and %r: the model is taught both",
-                        csv, count, path, seen[key], label)
-            return
+        labels_of.setdefault(os.path.normpath(path), {})[label] = None
+    twice = {path: list(named) for path, named in labels_of.items() if len(named) > 1}
+    if twice:
+        path, named = next(iter(twice.items()))
+        log.warning("%s: %d image file(s) listed with two labels, e.g. %s as %s: the model is taught both",
+                    csv, len(twice), path, " and ".join(map(repr, named)))
 
 
 def _warn_if_splits_as_classes(root: Path) -> None:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, ClassVar, Optional, Union
 import numpy as np
 import torch
 
-from .base import DataError, DataSpec, InMemoryDataModule, LoadedData, Split, onto_classes, test_file_note
+from .base import (DataError, DataSpec, InMemoryDataModule, LoadedData, Split, onto_classes, repeats_note,
+                   test_file_note)
 
 if TYPE_CHECKING:
     from .preprocessing import TablePreprocessor
@@ -567,10 +568,7 @@ class CsvData(TabularDataModule):
             return None
         hashes = pd.util.hash_pandas_object(self.frame[columns], index=False).to_numpy()
         repeated = int(np.isin(hashes[test.x.numpy()], hashes[train.x.numpy()]).sum())
-        if not repeated:
-            return None
-        return (f"{repeated:,} test row{'s' if repeated > 1 else ''} ({repeated / len(test):.1%}) repeat"
-                f"{'' if repeated > 1 else 's'} a training row's inputs exactly")
+        return repeats_note(repeated, len(test), "a training row's inputs")
 
     def how_split(self) -> list[str]:
         notes = []

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .base import (DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher, onto_classes,
-                   test_file_note)
+                   repeats_note, test_file_note)
 from .raw_inputs import TextInput
 from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
 from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
@@ -224,11 +224,7 @@ class TextDataModule(InMemoryDataModule):
         if not isinstance(self.texts, list) or not len(test) or not len(train):
             return None
         trained = set(self.texts_of(train.x))
-        repeated = sum(text in trained for text in self.texts_of(test.x))
-        if not repeated:
-            return None
-        return (f"{repeated:,} test row{'s' if repeated > 1 else ''} ({repeated / len(test):.1%}) repeat"
-                f"{'' if repeated > 1 else 's'} a training text exactly")
+        return repeats_note(sum(text in trained for text in self.texts_of(test.x)), len(test), "a training text")
 
     def how_split(self) -> list[str]:
         note = getattr(self, "_repeat_note", None)
@@ -604,8 +600,7 @@ class TextTSV(TextDataModule):
 
     def _columns(self, path: Path, line_no: int, header: list[str], required: bool) -> Optional[tuple[int, int]]:
         """Where the text and label columns are in ``header``; None for a file without labels (not used)."""
-        test_file = self.test_path if self.test_path is None or self.test_path.is_absolute() else Path.cwd() / self.test_path
-        if path == test_file and (self.text_column not in header or (required and self.label_column not in header)):
+        if self.test_path is not None and path == Path.cwd() / self.test_path and (self.text_column not in header or (required and self.label_column not in header)):
             # the column keys read every file: the hint to set them would break the training file
             raise DataError(f"{path}:{line_no}: the header {header} lacks {self.text_column!r} or {self.label_column!r} "
                             f"(data.text_column, data.label_column, as the training file names them); name the test "

@@ -242,23 +242,20 @@ class TaskModule(pl.LightningModule):
     def _evaluate(self, batch) -> None:
         x, y = batch
         output = self.model(x)
-        rows = len(y)
-        if self._eval_split_rows is not None:
+        scored, targets = output, y
+        if self._eval_split_rows is not None:  # under DDP: the repeats padding this rank's shard are not scored
+            rows = len(y)
             positions = torch.arange(self._eval_seen, self._eval_seen + rows) * self.trainer.world_size \
                 + self.trainer.global_rank
             self._eval_seen += rows
-            own = positions < self._eval_split_rows  # not a repeat padding this rank's shard
+            own = positions < self._eval_split_rows
             if not bool(own.all()):
-                rows = int(own.sum())
                 own = own.to(output.device)
-                if rows:
-                    self._eval_loss_sum += self.evaluation_loss(output[own], y[own]).detach() * rows
-            else:
-                self._eval_loss_sum += self.evaluation_loss(output, y).detach() * rows
-            self._eval_rows += rows
-        else:
-            self._eval_loss_sum += self.evaluation_loss(output, y).detach() * rows
-            self._eval_rows += rows
+                scored, targets = output[own], y[own]
+        rows = len(targets)
+        if rows:
+            self._eval_loss_sum += self.evaluation_loss(scored, targets).detach() * rows
+        self._eval_rows += rows
         self._eval_inputs.append(self.metric_inputs(output).detach().float())
         self._eval_targets.append(y.detach())
 
