@@ -131,6 +131,54 @@ def test_best_runs_left_unfinished_by_a_killed_process_are_trained_again():
     assert _finalizer_gone({"by": "another-machine:12", "at": time.time() - FINALIZER_STALE_S - 1})
 
 
+@pytest.mark.slow
+def test_one_best_run_after_a_killed_final_run_and_after_more_trials(tmp_path):
+    """A final run killed while it trained (its process gone, the run left RUNNING) kept best=true beside the run
+    trained in its place, and a finished study given more trials never trained its new best trial: its parent's
+    best.run_id named the old one. Now the earlier runs are tagged best=false (and a RUNNING one KILLED), and
+    exactly one run is best=true: the finished final run of the study's best trial."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd", "optimizer.lr=choice(0.01, 1e-6)",
+            *TINY, "hydra.sweeper.sampler=grid", "hydra.sweeper.study_name=best", f"hydra.sweeper.storage={storage}"]
+    first = run_cli([*args, "hydra.sweeper.n_trials=1"], store, multirun=True)
+    assert first.returncode == 0, first.stderr[-4000:]
+    [killed] = final_runs(store, "regression")
+    assert killed.data.tags["best"] == "true" and killed.data.tags["sweep.trial_number"] == "0"
+    # as kill -9 leaves it while the best trial is trained again: the study's record names a process that is gone
+    from mlflow import MlflowClient
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    MlflowClient(store["uri"]).update_run(killed.info.run_id, status="RUNNING")
+    study = optuna.load_study(study_name="best", storage=storage)
+    study.set_user_attr("pipeline.finalized", {"by": f"{os.uname().nodename}:{dead.pid}", "at": time.time(), "done": []})
+    second = run_cli([*args, "hydra.sweeper.n_trials=1"], store, multirun=True)  # the same command again
+    assert second.returncode == 0, second.stderr[-4000:]
+    runs = {r.info.run_id: r for r in final_runs(store, "regression")}
+    assert runs[killed.info.run_id].info.status == "KILLED" and runs[killed.info.run_id].data.tags["best"] == "false"
+    [retrained] = [r for r in runs.values() if r.data.tags["best"] == "true"]
+    assert retrained.info.status == "FINISHED" and retrained.data.tags["sweep.trial_number"] == "0"
+    # a second trial, which is better (the grid, shuffled by the seed, tried 1e-6 first): it is trained again, and
+    # trial 0's run is no longer the best
+    third = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
+    assert third.returncode == 0, third.stderr[-4000:]
+    study = optuna.load_study(study_name="best", storage=storage)
+    assert study.best_trial.number == 1 and study.best_trial.params["optimizer.lr"] == 0.01
+    runs = {r.info.run_id: r for r in final_runs(store, "regression")}
+    best = [r for r in runs.values() if r.data.tags["best"] == "true"]
+    assert len(runs) == 3 and len(best) == 1, [(r.data.tags["best"], r.info.status) for r in runs.values()]
+    assert best[0].info.status == "FINISHED" and best[0].data.tags["sweep.trial_number"] == "1"
+    assert runs[retrained.info.run_id].data.tags["best"] == "false"
+    [parent], _ = parent_and_children(store, "regression")
+    assert parent.data.tags["best.run_id"] == best[0].info.run_id and parent.data.tags["best.trial_number"] == "1"
+    assert study.user_attrs["pipeline.finalized"] == [1]
+    # the same command again: the best trial has its run; nothing is trained again
+    fourth = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
+    assert fourth.returncode == 0, fourth.stderr[-4000:]
+    assert "trained again" not in fourth.stdout and len(final_runs(store, "regression")) == 3
+
+
 @pytest.mark.unit
 def test_studies_with_different_seeds_draw_different_trials():
     """Each trial's sampler is seeded from (study seed, trial number): reproducible, but study seed 1 must

@@ -22,7 +22,7 @@ from pytorch_lightning import Callback
 from pipeline.errors import USER_ERRORS, NonFiniteLossError
 from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_override, redact_text
-from pipeline.tracking.sweeps import tag_run
+from pipeline.tracking.sweeps import retire_best_runs, tag_run
 from pipeline.train import PreparedData, train
 
 from .job import run_trial_job
@@ -289,28 +289,63 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
     """Train the ``finalize_top_k`` best complete trials again with everything a single run records (test
     metrics, checkpoint, model, plots), each as a child run of the sweep named ``best-<n>-...`` and tagged
     ``best=true``. Training is deterministic, so the run reproduces its trial; its objective value is
-    compared with the trial's and a difference is reported. Done once per study, by the first worker to
-    get here."""
+    compared with the trial's and a difference is reported. Done once per study and best trial, by the first
+    worker to get here: a study given more trials whose best trial changed trains its new best again; the runs
+    of trials no longer among the best, and final runs that did not finish (a killed final run), are tagged
+    ``best=false``."""
     if settings.finalize_top_k == 0:
         return []
     with storage_lock(settings.storage):
         study_attrs = study._storage.get_study_user_attrs(study._study_id)
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         state = study_attrs.get(FINALIZED_ATTR)
-        if (state is not None and not _finalizer_gone(state)) or not complete or progress(study).waiting or \
+        if (isinstance(state, dict) and not _finalizer_gone(state)) or not complete or progress(study).waiting or \
                 progress(study).running:
-            return []
-        if state is not None:
+            return []  # another process is training the best trials, or trials are still to run
+        done = _finalized_trials(state)
+        top = _top_trials(study, complete, settings.finalize_top_k)
+        wanted = [t.number for t in top]
+        if isinstance(state, list) and all(number in done for number in wanted):
+            return []  # the best trials of this study have their final runs
+        if isinstance(state, (dict, str)):
             log.info("the best runs of this study were being trained by a process that is gone (%s): training them "
                      "again", state.get("by") if isinstance(state, dict) else state)
-        study.set_user_attr(FINALIZED_ATTR, {"by": f"{os.uname().nodename}:{os.getpid()}", "at": time.time()})
+        kept = [number for number in done if number in wanted]
+        study.set_user_attr(FINALIZED_ATTR, {"by": f"{os.uname().nodename}:{os.getpid()}", "at": time.time(),
+                                             "done": kept})
+    parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    from .runner import mlflow_logger_node
+
+    retire_best_runs((mlflow_logger_node(base_config) or {}).get("tracking_uri"), parent_run_id, keep_trials=kept)
     try:
-        finals = _train_best_trials(study, settings, hydra_context, base_config, complete)
+        finals = _train_best_trials(study, settings, hydra_context, base_config,
+                                    [t for t in top if t.number not in kept], parent_run_id)
     except BaseException:
-        study.set_user_attr(FINALIZED_ATTR, None)  # the next run of the sweep tries again
+        study.set_user_attr(FINALIZED_ATTR, kept)  # the next run of the sweep trains the others again
         raise
-    study.set_user_attr(FINALIZED_ATTR, [f["trial"] for f in finals])
+    study.set_user_attr(FINALIZED_ATTR, sorted(kept + [f["trial"] for f in finals]))
     return finals
+
+
+def _finalized_trials(state) -> list[int]:
+    """The trials with a finished final run, from the study's record: their list, or, while (or where) a
+    process was training the others, its record's ``done``."""
+    if isinstance(state, list):
+        return [int(n) for n in state]
+    if isinstance(state, dict):
+        return [int(n) for n in state.get("done") or []]
+    return []
+
+
+def _top_trials(study: optuna.Study, complete: list, k: int) -> list:
+    """The ``k`` best complete trials: the best trial (or the Pareto front), then the others by the first
+    objective."""
+    from .report import best_trials
+
+    ranked = best_trials(study)
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    ranked += sorted((t for t in complete if t not in ranked), key=lambda t: sign * t.values[0])
+    return ranked[:k]
 
 
 # a finalizer on another machine that has not finished after this long is taken for gone
@@ -337,17 +372,12 @@ def _finalizer_gone(state) -> bool:
     return time.time() - float(state.get("at", 0)) > FINALIZER_STALE_S
 
 
-def _train_best_trials(study, settings: SweepSettings, hydra_context, base_config: DictConfig, complete) -> list[dict]:
+def _train_best_trials(study, settings: SweepSettings, hydra_context, base_config: DictConfig, trials: list,
+                       parent_run_id: Optional[str]) -> list[dict]:
     from hydra.core.utils import JobStatus, configure_log
 
-    from .report import best_trials
-
-    ranked = best_trials(study)
-    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-    ranked += sorted((t for t in complete if t not in ranked), key=lambda t: sign * t.values[0])
-    parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
     finals = []
-    for trial in ranked[: settings.finalize_top_k]:
+    for trial in trials:
         sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number,
                       "final": True}
         config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(trial.params, sweep_node)

@@ -113,6 +113,49 @@ def tag_run(tracking_uri: Optional[str], run_id: Optional[str], tags: Mapping[st
         log.warning("could not tag MLflow run %s: %s", run_id, error)
 
 
+def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], keep_trials: list[int]) -> None:
+    """Before a sweep trains its best trials again: the runs under its parent run tagged ``best=true`` that are
+    not the finished final run of a trial in ``keep_trials`` (a trial no longer among the best, since the study
+    was given more trials; a final run killed while it trained) are tagged ``best=false``, so that
+    ``tags.best = 'true'`` finds the sweep's current best runs only. One still RUNNING (its process killed with
+    SIGKILL) is marked KILLED, and the parent's ``best.run_id`` that named one of them is removed."""
+    if not tracking_uri or not parent_run_id:
+        return
+    from .remote import call_in_writer, enabled
+
+    if enabled():
+        ok, value = call_in_writer("pipeline.tracking.sweeps:_retire_best_runs", tracking_uri, parent_run_id,
+                                   [int(n) for n in keep_trials]).result()
+        if not ok:
+            log.warning("could not update the best=true tags of the sweep's earlier final runs: %s", value)
+            return
+        retired = value
+    else:
+        retired = _retire_best_runs(tracking_uri, parent_run_id, keep_trials)
+    if retired:
+        log.info("tagged best=false (no longer a finished final run of the sweep's best trials): %s", ", ".join(retired))
+
+
+def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[int]) -> list[str]:
+    client = open_client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.best = 'true'")
+    retired = []
+    for run in runs:
+        trial = run.data.tags.get("sweep.trial_number", "")
+        if run.info.status == "FINISHED" and trial.isdigit() and int(trial) in keep_trials:
+            continue
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", "its process was gone when the sweep trained its best trials")
+            client.set_terminated(run.info.run_id, status="KILLED")
+        client.set_tag(run.info.run_id, "best", "false")
+        retired.append(run.info.run_id)
+    if parent.data.tags.get("best.run_id") in retired:
+        client.delete_tag(parent_run_id, "best.run_id")
+    return retired
+
+
 def close_stale_run(tracking_uri: Optional[str], run_id: Optional[str], reason: str) -> None:
     """The run of a trial whose worker died is still RUNNING: mark it KILLED with the reason."""
     if not tracking_uri or not run_id:
