@@ -179,6 +179,32 @@ def test_one_best_run_after_a_killed_final_run_and_after_more_trials(tmp_path):
     assert "trained again" not in fourth.stdout and len(final_runs(store, "regression")) == 3
 
 
+@pytest.mark.slow
+def test_a_sweep_stopped_by_its_timeout_is_finished_with_fewer_trials(tmp_path):
+    """A timeout reached before any trial finished was reported as "no trial completed (0 failed or diverged, 0
+    pruned) ... once the cause is fixed"; and a study so stopped, run again with a smaller n_trials, ran them and then
+    never trained its best trial ("rerun the same command to continue", which ran nothing more)."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd", "optimizer.lr=interval(0.001, 0.1)",
+            *TINY, "hydra.sweeper.study_name=timed", f"hydra.sweeper.storage={storage}"]
+    stopped = run_cli([*args, "hydra.sweeper.n_trials=5", "hydra.sweeper.timeout=0.001"], store, multirun=True)
+    assert stopped.returncode == 2
+    assert error_line(stopped.stderr) == (
+        "Error: hydra.sweeper.timeout=0.001 (seconds, counted from the command's start) was reached before a trial of "
+        "study 'timed' finished; its 5 queued trials wait: rerun the command with a larger hydra.sweeper.timeout (or "
+        "none) to run them")
+    fewer = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
+    assert fewer.returncode == 0, fewer.stderr[-4000:]
+    assert "2 of 2 trials finished" in fewer.stdout
+    assert ("3 more queued: the study was given n_trials=5 by an earlier command; hydra.sweeper.n_trials=5 runs them"
+            in fewer.stdout)
+    [final] = final_runs(store, "regression")
+    assert final.info.status == "FINISHED" and final.data.tags["best"] == "true"
+    study = optuna.load_study(study_name="timed", storage=storage)
+    assert final.data.tags["sweep.trial_number"] == str(study.best_trial.number)
+
+
 @pytest.mark.unit
 def test_studies_with_different_seeds_draw_different_trials():
     """Each trial's sampler is seeded from (study seed, trial number): reproducible, but study seed 1 must

@@ -16,7 +16,7 @@ from pipeline.tracking.redact import redact_override, redact_text
 
 from pipeline.tracking.sweeps import ParentRun
 
-from .study import SweepSettings, progress
+from .study import SETUP_DONE_ATTR, SweepSettings, progress
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -319,7 +319,11 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
     lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
                  f"{len(state.finished)} of {settings.n_trials} trials finished "
                  f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"]
-    if state.waiting or state.running:
+    queued = int(study.user_attrs.get(SETUP_DONE_ATTR) or settings.n_trials)
+    if state.waiting and not state.running and len(state.finished) >= settings.n_trials:
+        lines.append(f"  {len(state.waiting)} more queued: the study was given n_trials={queued} by an earlier command; "
+                     f"hydra.sweeper.n_trials={queued} runs them")
+    elif state.waiting or state.running:
         lines.append(f"  {len(state.waiting)} waiting, {len(state.running)} running: rerun the same command to continue")
     if best:
         values = ", ".join(f"{n}={v:.6g}" for n, v in zip(settings.objectives, best[0].values))

@@ -236,6 +236,12 @@ def check_some_trial_completed(study, settings: SweepSettings) -> None:
     trials = study.get_trials(deepcopy=False)
     if not trials or any(t.state == TrialState.COMPLETE for t in trials):
         return
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    if settings.timeout is not None and waiting and not any(t.state.is_finished() for t in trials):
+        raise SweepError(
+            f"hydra.sweeper.timeout={settings.timeout:g} (seconds, counted from the command's start) was reached before "
+            f"a trial of study '{settings.study_name}' finished; its {waiting} queued trials wait: rerun the command "
+            "with a larger hydra.sweeper.timeout (or none) to run them")
     failed = [t for t in trials if t.state == TrialState.FAIL or t.user_attrs.get("diverged")]
     pruned = sum(t.state == TrialState.PRUNED and not t.user_attrs.get("diverged") for t in trials)
     last = failed[-1].user_attrs.get("fail_reason", "no reason recorded") if failed else None

@@ -299,8 +299,11 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
         study_attrs = study._storage.get_study_user_attrs(study._study_id)
         complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         state = study_attrs.get(FINALIZED_ATTR)
-        if (isinstance(state, dict) and not _finalizer_gone(state)) or not complete or progress(study).waiting or \
-                progress(study).running:
+        now = progress(study)
+        # trials still to run for this command (queued trials beyond its n_trials, left by a command that asked
+        # for more, wait for one that asks for them again)
+        to_run = now.running or (now.waiting and len(now.finished) < settings.n_trials)
+        if (isinstance(state, dict) and not _finalizer_gone(state)) or not complete or to_run:
             return []  # another process is training the best trials, or trials are still to run
         done = _finalized_trials(state)
         top = _top_trials(study, complete, settings.finalize_top_k)
