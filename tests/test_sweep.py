@@ -205,6 +205,22 @@ def test_a_sweep_stopped_by_its_timeout_is_finished_with_fewer_trials(tmp_path):
     assert final.data.tags["sweep.trial_number"] == str(study.best_trial.number)
 
 
+@pytest.mark.slow
+def test_a_time_objective_is_not_taken_for_a_result_that_was_not_reproduced(tmp_path):
+    """With train/epoch_time_s among the objectives, every final run was reported as "its validation value differs
+    from the trial's": a measured time differs from run to run; what training computes is what must be equal."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd",
+                      "optimizer.lr=interval(0.001, 0.1)", *TINY, "hydra.sweeper.study_name=timed",
+                      "hydra.sweeper.objectives=[val/rmse_best,train/epoch_time_s]",
+                      "hydra.sweeper.directions=[minimize,minimize]", "hydra.sweeper.n_trials=2",
+                      f"hydra.sweeper.storage={storage}"], store, multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "trained again and tested" in result.stdout
+    assert "differs from the trial's" not in result.stdout and "not bit-identical" not in result.stderr
+
+
 @pytest.mark.unit
 def test_studies_with_different_seeds_draw_different_trials():
     """Each trial's sampler is seeded from (study seed, trial number): reproducible, but study seed 1 must
