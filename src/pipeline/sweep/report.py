@@ -319,6 +319,10 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
     lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
                  f"{len(state.finished)} of {settings.n_trials} trials finished "
                  f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"]
+    retried = {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])}
+    if retried:  # counted above by their latest attempt
+        lines.append(f"  {len(retried)} trial(s) retried with the same parameters after the worker running them was lost "
+                     f"(the first attempts are FAIL in trials.csv): {', '.join(map(str, sorted(retried)))}")
     queued = int(study.user_attrs.get(SETUP_DONE_ATTR) or settings.n_trials)
     if state.waiting and not state.running and len(state.finished) >= settings.n_trials:
         lines.append(f"  {len(state.waiting)} more queued: the study was given n_trials={queued} by an earlier command; "
