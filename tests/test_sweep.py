@@ -725,6 +725,21 @@ def test_a_sweep_whose_stores_cannot_be_reached_is_one_line_exit_2(tmp_path, set
     assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
 
 
+def test_a_search_file_with_empty_params_and_conditions_is_read(tmp_path):
+    """``conditions:`` (or ``params:``) left empty in a search file of one's own was Hydra's ValidationError "field
+    'hydra.sweeper.conditions' is not Optional", exit 1; an empty node is no condition (no parameter)."""
+    from conftest import run_cli_in_process
+
+    (tmp_path / "hparams_search").mkdir()
+    (tmp_path / "hparams_search" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: pipeline_optuna\n"
+        "hydra:\n  sweeper:\n    n_trials: 1\n    params:\n    conditions:\n")
+    result = run_cli_in_process(["-m", "--config-dir", str(tmp_path), "hparams_search=mine",
+                                 f"hydra.sweep.dir={tmp_path / 'out'}", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert error_line(result.stderr).startswith("Error: the search space is empty: set hydra.sweeper.params")
+
+
 def test_a_sweep_whose_trials_all_fail_exits_2_and_says_so_again_when_resumed(tmp_path):
     """Trials that all fail while training (learning rates that make the first loss infinite; data that cannot be
     read is refused before the study exists): no trial completes. The sweep used to exit 0 with its parent run

@@ -40,9 +40,9 @@ class PipelineOptunaSweeperConf:
     # seconds between a running trial's heartbeats; a trial silent for twice as long is retried
     heartbeat_interval: int = 10
     # the search space in Hydra's sweep grammar: key: choice(...) | interval(...) | range(...) | tag(log, ...)
-    params: Dict[str, str] = field(default_factory=dict)
+    params: Optional[Dict[str, str]] = field(default_factory=dict)  # Optional: `params:` left empty in a YAML
     # parameters sampled only under a condition on another one, e.g. optimizer.momentum: optimizer=sgd
-    conditions: Dict[str, str] = field(default_factory=dict)
+    conditions: Optional[Dict[str, str]] = field(default_factory=dict)
     # what each trial records besides params, per-epoch metrics, status and pruning (selection is by validation:
     # by default a trial writes no checkpoint, is not tested and logs no model or plots)
     trial_checkpoints: bool = False
