@@ -550,6 +550,25 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
         assert fragment in error_line(refused.stderr), error_line(refused.stderr)
 
 
+@pytest.mark.parametrize("override,key", [("model.name", "model.name"), ("data.tokenizer", "data.tokenizer")])
+def test_a_model_not_cached_with_the_hub_out_of_reach_is_refused_at_once(store, tmp_path, override, key):
+    """With downloads on and no internet, a model or tokenizer not in the cache was asked for with retries for about
+    a minute (Hugging Face's warnings, one per attempt), then refused as data.tokenizer even where only model.name
+    was set. Now refused before any run, naming the key that was set and the host that cannot be reached."""
+    name = "pipeline-tests/not-a-cached-model"
+    args = (["experiment=finetune_transformer", f"model.name={name}"] if override == "model.name" else
+            ["task=sentiment", f"data.tokenizer={name}", "trainer.max_epochs=1"])
+    result = run_cli([*args, "data=text_tsv", f"data.path={write_sentiment_tsv(tmp_path / 'data', rows=20)}"], store,
+                     env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:1",
+                          "HF_HOME": str(tmp_path / "empty-hf-home")})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert error_line(result.stderr).startswith(
+        f"Error: {key}={name}: not in the Hugging Face cache ({tmp_path / 'empty-hf-home'}/hub) and 127.0.0.1 cannot be "
+        "reached (")
+    assert "thrown while requesting" not in result.stderr  # no retries
+    assert runs_in(store) == []
+
+
 def test_a_tokenizer_that_cannot_be_loaded_is_a_data_error_naming_the_key(monkeypatch, tmp_path):
     import huggingface_hub.constants
 

@@ -4,7 +4,9 @@ the models (weights) both use it."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from typing import Optional
 
 
 def looks_like_path(name: str) -> bool:
@@ -41,7 +43,44 @@ def is_cached(name: str, filename: str = "config.json") -> bool:
         return False
 
 
-def unavailable(key: str, name: str, error: BaseException) -> str:
+def hub_unreachable(timeout: float = 5.0) -> Optional[str]:
+    """Why the Hub's endpoint (``HF_ENDPOINT``, default huggingface.co) cannot be reached, or None when a connection
+    opens: a model that is not cached is then downloaded. Without this, a machine with no internet retried
+    each file for about a minute before saying so."""
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"{host} cannot be reached ({_first_line(error) or type(error).__name__})"
+    return None
+
+
+def check_at_hand(key: str, name: Optional[str], files: tuple[str, ...] = ("config.json",)) -> None:
+    """Before anything runs: ``key=name`` is a local folder (with ``files[0]``, where given), or is in the Hugging
+    Face cache (one of ``files``), or can be downloaded (downloads on, the Hub reachable); else ValueError with
+    :func:`unavailable`'s line."""
+    if not name:
+        return
+    name = str(name)
+    if looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir() or (files and not (folder / files[0]).is_file()):
+            raise ValueError(unavailable(key, name, FileNotFoundError(f"no {files[0] if files else 'folder'} in {folder}")))
+        return
+    if any(is_cached(name, filename) for filename in files or ("config.json",)):
+        return
+    if is_offline():
+        raise ValueError(unavailable(key, name, FileNotFoundError(name)))
+    why = hub_unreachable()
+    if why is not None:
+        raise ValueError(unavailable(key, name, ConnectionError(why), reason=why))
+
+
+def unavailable(key: str, name: str, error: BaseException, reason: Optional[str] = None) -> str:
     """One line: ``key=name`` could not be loaded, why, and how to get it."""
     if looks_like_path(name):
         folder = Path(name).expanduser()
@@ -50,7 +89,7 @@ def unavailable(key: str, name: str, error: BaseException) -> str:
         return (f"{key}={name}: the folder cannot be loaded as a Hugging Face model/tokenizer "
                 f"({_first_line(error)}); it needs config.json, the weights and the tokenizer files written by "
                 "save_pretrained")
-    why = "downloading is off (HF_HUB_OFFLINE=1)" if is_offline() else f"loading it failed ({_first_line(error)})"
+    why = reason or ("downloading is off (HF_HUB_OFFLINE=1)" if is_offline() else f"loading it failed ({_first_line(error)})")
     return (f"{key}={name}: not in the Hugging Face cache ({hub_cache()}) and {why}; download it where there "
             f"is internet with `hf download {name}` (older clients: `huggingface-cli download {name}`) and copy "
             "the cache folder to this machine's HF_HOME (default ~/.cache/huggingface), or pass a local folder "

@@ -112,6 +112,25 @@ class TextDataModule(InMemoryDataModule):
     #: tensor; in memory, 1M rows of max_length 64 took 1.3 GB more peak RSS than streamed: BENCHMARKS.md)
     STREAM_ABOVE_TOKENS: ClassVar[int] = 32 * 1024 * 1024
 
+    @classmethod
+    def check_config(cls, node) -> None:
+        """Before anything runs (config validation): a pretrained tokenizer is a folder, in the Hugging Face cache,
+        or can be downloaded; a name the model's (``model.name``) is reported under that key."""
+        from omegaconf import OmegaConf
+
+        from pipeline.config import ConfigError
+        from pipeline.hub import check_at_hand
+
+        name = node.get("tokenizer")
+        if not name:
+            return
+        model_name = OmegaConf.select(node._get_root(), "model.name", default=None)
+        key = "model.name" if model_name is not None and str(model_name) == str(name) else "data.tokenizer"
+        try:
+            check_at_hand(key, name, files=() if key == "data.tokenizer" else ("config.json",))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
     def __init__(
         self,
         vocab_size: int = 20000,

@@ -107,21 +107,15 @@ class PretrainedTransformer(nn.Module):
 
     @classmethod
     def check_config(cls, node) -> None:
-        """Before anything runs (config validation): a local folder exists, or, with downloads off
-        (``HF_HUB_OFFLINE=1``), the model is in the Hugging Face cache."""
+        """Before anything runs (config validation): a local folder exists, or the model is in the Hugging Face
+        cache, or it can be downloaded (downloads on and the Hub reachable)."""
         from pipeline.config import ConfigError
-        from pipeline.hub import is_cached, is_offline, looks_like_path, unavailable
+        from pipeline.hub import check_at_hand
 
-        name = node.get("name")
-        if not name:
-            return
-        name = str(name)
-        if looks_like_path(name):
-            folder = Path(name).expanduser()
-            if not (folder / "config.json").is_file():
-                raise ConfigError(unavailable("model.name", name, FileNotFoundError(f"no config.json in {folder}")))
-        elif is_offline() and not is_cached(name):
-            raise ConfigError(unavailable("model.name", name, FileNotFoundError(name)))
+        try:
+            check_at_hand("model.name", node.get("name"))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     def forward(self, tokens: Tensor) -> Tensor:
         tokens = tokens.long()
