@@ -1109,7 +1109,8 @@ def test_synthetic_tables_name_their_columns_x():
 
 # ----- the real thing: UCI Adult with its official test split -------------------------------------------------------
 @pytest.mark.slow
-def test_adult_as_distributed_trains_and_its_model_reads_the_raw_test_file(tmp_path, migrated_store_db, real_data_dir):
+def test_adult_as_distributed_trains_and_its_model_reads_the_raw_test_file(tmp_path, migrated_store_db, real_data_dir,
+                                                                          caplog):
     store = new_store(tmp_path, migrated_store_db)
     result = run_cli(["task=classification", "data=csv", f"data.path={real_data_dir / 'adult' / 'adult.data'}",
                       f"data.test_path={real_data_dir / 'adult' / 'adult.test'}", "data.target=Y",
@@ -1131,6 +1132,13 @@ def test_adult_as_distributed_trains_and_its_model_reads_the_raw_test_file(tmp_p
     assert float((predicted == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
     by_mlflow = load_pyfunc(store, run.info.run_id).predict(raw.head(2000))
     assert (by_mlflow["prediction"].to_numpy() == predicted[:2000]).all()
+    # pipeline-eval on the run's own test split reads adult.test alone, '>50K.' and all: the run's metrics (it was
+    # refused: "label '<=50K.' in column 'Y' is not a class the model was trained on")
+    code, _, stderr = eval_cli([run.info.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "eval")])
+    assert code == 0, stderr[-3000:]
+    assert "read as that class: '<=50K.' as '<=50K'; '>50K.' as '>50K'" in caplog.text, caplog.text[-3000:]
+    [evaluation] = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
+    assert evaluation.data.metrics["test/acc"] == run.data.metrics["test/acc"]
 
 
 # ----- rows that belong together (data.groups) ----------------------------------------------------------------

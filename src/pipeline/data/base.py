@@ -498,11 +498,37 @@ def test_file_note(test_path: Path, cv_folds: int) -> str:
     return f"the folds pool data.path and {test} (data.test_path)" if cv_folds else f"test split: {test} (data.test_path)"
 
 
+def without_trailing_punctuation(label: str) -> str:
+    """A class label as compared across files: ``>50K.`` (UCI Adult's test file) is ``>50K``."""
+    stripped = label.rstrip(" .,;:!")
+    return stripped or label
+
+
 def onto_classes(names: Sequence[str], trained: Sequence[str]) -> tuple[np.ndarray, Optional[str]]:
     """(for each of ``names``, its index among a trained model's classes ``trained``; the first name that is not
-    one of them, or None): how labels read now become the class indices the model was trained with."""
-    unseen = next((name for name in names if name not in trained), None)
-    return np.array([list(trained).index(name) if name in trained else -1 for name in names], dtype=np.int64), unseen
+    one of them, or None): how labels read now become the class indices the model was trained with. A label that
+    differs from one trained class only by trailing punctuation or space is that class, as in training (a note
+    says so)."""
+    trained = list(trained)
+    bare = {}
+    for index, name in enumerate(trained):
+        bare.setdefault(without_trailing_punctuation(name), []).append(index)
+    indices, unseen, merged = [], None, []
+    for name in names:
+        if name in trained:
+            indices.append(trained.index(name))
+            continue
+        same = bare.get(without_trailing_punctuation(name), [])
+        if len(same) == 1:
+            indices.append(same[0])
+            merged.append(f"{name!r} as {trained[same[0]]!r}")
+            continue
+        indices.append(-1)
+        unseen = name if unseen is None else unseen
+    if merged:
+        log.warning("data.target: labels that differ from a trained class only by trailing punctuation or space are "
+                    "read as that class: %s", "; ".join(merged))
+    return np.array(indices, dtype=np.int64), unseen
 
 
 def saved_fitted_state(directory: Optional[Path]) -> Optional[tuple[Optional[dict], dict]]:

@@ -21,7 +21,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .base import DataError
+from .base import DataError, without_trailing_punctuation
 from .preprocessing import (DECIMAL_MARKS, FLOAT32_MAX, MISSING_TOKENS, canonical_values, cell_number, date_number,
                             to_numbers)
 
@@ -888,11 +888,6 @@ def list_override(key: str, names: Sequence[str]) -> str:
 
 
 # ----- the target -----------------------------------------------------------------------------------------
-def _without_trailing_punctuation(label: str) -> str:
-    stripped = label.rstrip(" .,;:!")
-    return stripped or label
-
-
 def class_labels(tables: Sequence[Table], target: str) -> tuple[list[np.ndarray], list[str]]:
     """Class indices (-1 where the label is missing) per table and the class names, sorted.
 
@@ -911,7 +906,7 @@ def class_labels(tables: Sequence[Table], target: str) -> tuple[list[np.ndarray]
                                     "numeric target use task=regression)")
     groups: dict[str, list[str]] = {}
     for label in counts.index:
-        groups.setdefault(_without_trailing_punctuation(label), []).append(label)
+        groups.setdefault(without_trailing_punctuation(label), []).append(label)
     rename: dict[str, str] = {}
     merged = []
     for key, spellings in groups.items():
@@ -925,7 +920,7 @@ def class_labels(tables: Sequence[Table], target: str) -> tuple[list[np.ndarray]
     classes = sorted({rename.get(label, label) for label in counts.index}, key=_label_sort_key)
     by_case: dict[str, list[str]] = {}
     for label in classes:
-        by_case.setdefault(_without_trailing_punctuation(label).casefold(), []).append(label)
+        by_case.setdefault(without_trailing_punctuation(label).casefold(), []).append(label)
     cased = [spellings for spellings in by_case.values() if len(spellings) > 1]
     if cased:  # 'A' and 'a' may be two classes (letters): said, not merged
         total = counts.groupby(lambda label: rename.get(label, label)).sum()
