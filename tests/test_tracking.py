@@ -373,6 +373,57 @@ def test_an_interrupted_run_is_killed(shared_store):
     assert logged.info.status == "KILLED" and logged.data.metrics["train/loss"] == 1.0
 
 
+def test_a_run_interrupted_while_the_store_writer_creates_it_is_killed(shared_store, monkeypatch, tmp_path):
+    """Ctrl-C or SIGTERM while the run waited for the store-writer to create it (pipeline-eval: its first seconds,
+    the writer still importing MLflow) raised out of ``__enter__``, so no ``__exit__`` ended the run: it stayed
+    RUNNING, and the next command on the store called it KILLED by a lost process."""
+    from pipeline.tracking import remote
+
+    real, calls = remote.RemoteRun._settle_start, []
+
+    def interrupted_once(self):
+        calls.append(self._starting)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # while waiting for the writer's answer
+        real(self)
+
+    monkeypatch.setattr(remote.RemoteRun, "_settle_start", interrupted_once)
+    entered = False
+    with pytest.raises(KeyboardInterrupt):
+        with remote.RemoteRun(shared_store["uri"], "interrupted-start", run_name="stopped",
+                              artifact_location=shared_store["artifacts"], output_dir=tmp_path):
+            entered = True
+    remote.close_writer()
+    assert not entered and len(calls) == 2 and calls[1] is calls[0]  # the same request, answered once
+    [logged] = runs_in(shared_store, "interrupted-start")
+    assert logged.info.status == "KILLED" and logged.data.tags["error"].startswith("interrupted"), logged.data.tags
+
+
+def test_pipeline_eval_interrupted_while_testing_is_killed_exit_130(store, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM while pipeline-eval tested: Lightning's cleanup ends with sys.exit(1), and the evaluation run
+    was marked FAILED ("SystemExit: 1") and the command exited 1."""
+    from conftest import eval_cli
+
+    result = run_cli(["trainer.max_epochs=1"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [source] = runs_in(store)
+    from pipeline.tasks.base import TaskModule
+
+    def interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt  # as the signal handler raises it inside the test loop
+
+    monkeypatch.setattr(TaskModule, "test_step", interrupt)
+    import pipeline.cli.errors
+
+    monkeypatch.setattr(pipeline.cli.errors, "_exit_at_once", sys.exit)  # not os._exit: this is pytest's process
+    code, _, stderr = eval_cli([source.info.run_id, "--tracking-uri", store["uri"],
+                                "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 130, stderr[-3000:]
+    assert "Interrupted (Ctrl-C or SIGTERM)" in stderr
+    [evaluation] = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == source.info.run_id]
+    assert evaluation.info.status == "KILLED" and evaluation.data.tags["error"].startswith("interrupted")
+
+
 def test_fast_epochs_are_written_together_and_none_is_lost(shared_store):
     """Epochs of a few milliseconds share one store write (it holds the GIL for ~5-10 ms); every epoch
     still arrives with its own step, also when the run is interrupted right after."""

@@ -134,8 +134,9 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
             tags["evaluation_of"] = source_run
         with tracking.start_run(cfg, run_parts.loggers, output_dir, extra_tags=tags) as run:
             tracking.log_run_start(run, cfg, datamodule, run_parts.trainer)
-            results = run_parts.trainer.test(run_parts.task_module, datamodule=datamodule, ckpt_path=str(weights),
-                                             weights_only=True, verbose=False)
+            with interrupted_evaluation(run_parts.trainer):
+                results = run_parts.trainer.test(run_parts.task_module, datamodule=datamodule, ckpt_path=str(weights),
+                                                 weights_only=True, verbose=False)
             metrics = scalar_metrics(results[0] if results else {})
             tracking.log_run_end(run, cfg, run_parts.task_module, datamodule, run_parts.trainer, None, metrics,
                                  output_dir, run_parts.history.history, tested=True, log_model=False)
@@ -473,6 +474,18 @@ def quiet_lightning() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
+
+
+@contextlib.contextmanager
+def interrupted_evaluation(trainer):
+    """Ctrl-C / SIGTERM while an evaluation tests: Lightning's cleanup ends with ``sys.exit(1)``, which marked the run
+    FAILED ("SystemExit: 1") and exited 1; it is the interrupt it was (KILLED, exit 130)."""
+    try:
+        yield
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        raise KeyboardInterrupt("interrupted while testing") from None
 
 
 @contextlib.contextmanager

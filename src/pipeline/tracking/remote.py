@@ -278,7 +278,11 @@ class RemoteRun(TrackedRun):
             parent_run_id=self.parent_run_id, output_dir=str(self.output_dir) if self.output_dir else None,
             liveness=liveness_tags())
         if self.wait_for_store:
-            self._settle_start()
+            try:
+                self._settle_start()
+            except BaseException:  # Ctrl-C or SIGTERM while the writer creates the run: no __exit__ would end it
+                self.__exit__(*sys.exc_info())
+                raise
             if self.start_error is not None:
                 raise self.start_error
         return self
@@ -286,8 +290,8 @@ class RemoteRun(TrackedRun):
     def _settle_start(self) -> None:
         """Read the writer's answer to start_run (waiting for it). A run that could not be created records nothing
         more: ``start_error`` says why (raised when the run's block ends, if nothing else went wrong first)."""
-        starting, self._starting = self._starting, None
-        ok, value = starting.result()
+        ok, value = self._starting.result()
+        self._starting = None
         if ok:
             self._run_id, self.run_name, self.experiment_id = value["run_id"], value["run_name"], value["experiment_id"]
             return
