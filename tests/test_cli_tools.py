@@ -267,3 +267,33 @@ def test_compare_paired_tells_two_runs_on_the_same_test_rows_apart_only_where_th
                             ((good, "0" * 32), ["no run '" + "0" * 32 + "'"])]:
         code, _, err = cli(main, ["--tracking-uri", store["uri"], "--paired", *pair], capsys)
         assert code == 2 and err.startswith("Error: ") and all(f in err for f in fragments), err
+
+
+def test_a_deleted_run_is_not_used_to_rerun_evaluate_predict_or_compare(tmp_path, capsys, migrated_store_db):
+    """A run deleted in the UI (deleted because it was wrong, most likely) was trained again, evaluated, answered
+    predictions and was paired in pipeline-compare, without a word that it is in the trash."""
+    from mlflow import MlflowClient
+
+    from conftest import eval_cli, predict_cli
+    from pipeline.cli import compare, rerun
+
+    store = new_store(tmp_path, migrated_store_db)
+    result = run_cli(["trainer.max_epochs=1"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    run_id = run.info.run_id
+    MlflowClient(store["uri"]).delete_run(run_id)
+    says = (f"run {run_id} is deleted (in the trash of {store['uri']}); restore it first if it is to be used: "
+            f"MLFLOW_TRACKING_URI={store['uri']} mlflow runs restore --run-id {run_id}")
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame({"x": [1.0]}).to_csv(rows, index=False)
+    answers = {
+        "rerun": cli(rerun.main, [run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "r")], capsys),
+        "eval": eval_cli([run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "e")]),
+        "predict": predict_cli([run_id, "--input", str(rows), "--output", str(tmp_path / "p.csv"),
+                                "--tracking-uri", store["uri"]]),
+        "compare": cli(compare.main, ["--paired", run_id, run_id, "--tracking-uri", store["uri"]], capsys),
+    }
+    for command, (code, _, err) in answers.items():
+        assert code == 2 and says in err and "Traceback" not in err, (command, err[-2000:])
+    assert [r.info.run_id for r in runs_in(store)] == []  # nothing new: the store's active runs

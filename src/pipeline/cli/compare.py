@@ -290,10 +290,16 @@ def paired_text(client, first: str, second: str, resamples: int = PAIRED_REDRAWS
 
 
 def _run(client, run_id: str):
+    from pipeline.cli.rerun import deleted_run
+
     try:
-        return client.get_run(run_id)
+        run = client.get_run(run_id)
     except Exception:
         raise CompareError(f"no run {run_id!r} in the store") from None
+    deleted = deleted_run(run, client.tracking_uri)
+    if deleted:
+        raise CompareError(deleted)
+    return run
 
 
 def _test_digest(run) -> Optional[str]:

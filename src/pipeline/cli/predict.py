@@ -119,6 +119,16 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     from pipeline.tracking.model_context import _tracking_uri
     from pipeline.tracking.pyfunc_model import RawRowsModel
 
+    if uri.startswith("runs:/"):
+        from pipeline.cli.rerun import deleted_run
+        from pipeline.tracking.run import open_client
+
+        try:
+            run = open_client(tracking_uri).get_run(uri[len("runs:/"):].split("/", 1)[0])
+        except MlflowException:
+            run = None  # no such run: said below, as MLflow says it
+        if run is not None and deleted_run(run, tracking_uri):
+            raise PredictError(deleted_run(run, tracking_uri))
     try:
         with _tracking_uri(tracking_uri):  # MLflow's global URI (and MLFLOW_TRACKING_URI) as it was afterwards
             model = mlflow.pyfunc.load_model(uri)

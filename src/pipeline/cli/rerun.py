@@ -69,9 +69,22 @@ def run_of(client, source: str, tracking_uri: str):
             raise LookupError(f"no registered model version {source} in {tracking_uri}") from None
         source = found.run_id
     try:
-        return client.get_run(source)
+        run = client.get_run(source)
     except Exception:
         raise LookupError(f"no run {source} in {tracking_uri}") from None
+    deleted = deleted_run(run, tracking_uri)
+    if deleted:
+        raise LookupError(deleted)
+    return run
+
+
+def deleted_run(run, tracking_uri: str) -> Optional[str]:
+    """Why a deleted run (in the store's trash: deleted because it was wrong, most likely) is not used to train,
+    test, predict or compare; None for a run that is not deleted."""
+    if getattr(run.info, "lifecycle_stage", "active") != "deleted":
+        return None
+    return (f"run {run.info.run_id} is deleted (in the trash of {tracking_uri}); restore it first if it is to be used: "
+            f"MLFLOW_TRACKING_URI={tracking_uri} mlflow runs restore --run-id {run.info.run_id}")
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
