@@ -168,6 +168,9 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     if any(getattr(args, name, None) for name in _HYDRA_ONLY_OPTIONS):
         return
     overrides = list(args.overrides or [])
+    hydra_sweep = _sweep_over_hydra(overrides)
+    if hydra_sweep:
+        _fail(hydra_sweep, EXIT_USER_ERROR)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -194,6 +197,25 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     if problem:
         _fail(f"{key}={folder}: cannot create the run's folder there ({problem}); choose a writable place, "
               f"e.g. {key}=outputs/my-run", EXIT_USER_ERROR)
+
+
+def _sweep_over_hydra(overrides: Sequence[str]) -> Optional[str]:
+    """Why an override sweeps over Hydra's own config (``+hydra.sweeper.params.optimizer.lr=interval(...)``, as the
+    search files write the space), which Hydra refuses with its own message and exit 1; None when none does."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # a malformed override: Hydra says so itself
+        return None
+    for override, text in zip(parsed, overrides):
+        key = override.key_or_group
+        if key.startswith("hydra.") and override.is_sweep_override():
+            searched = key[len("hydra.sweeper.params."):] if key.startswith("hydra.sweeper.params.") else "<key>"
+            return (f"{text}: Hydra does not sweep over its own config ({key}); a search parameter is given on the "
+                    f"command line as {searched}=<expression>, e.g. {searched}='{text.partition('=')[2]}' "
+                    "(a key the config lacks takes a leading +)")
+    return None
 
 
 def several_jobs(argv: Sequence[str]) -> bool:
