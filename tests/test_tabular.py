@@ -125,6 +125,14 @@ def test_pyfunc_on_raw_rows_equals_pipeline_predict_and_the_test_metrics(people_
     again = pd.read_parquet(from_checkpoint)
     assert (again["prediction"].to_numpy() == by_mlflow["prediction"].to_numpy()).all()
     np.testing.assert_allclose(again["probability_1"], by_mlflow["probability_1"], atol=1e-6)
+    # a copy of the checkpoint cut short: said to be unreadable (it was "not a checkpoint of this run's model")
+    cut = checkpoint.parent / "cut.ckpt"
+    cut.write_bytes(checkpoint.read_bytes()[:5000])
+    try:
+        code, _, stderr = predict_cli([str(cut), "--input", str(people_run["test"]), "--output", str(folder / "no.csv")])
+    finally:
+        cut.unlink()
+    assert code == 2 and error_line(stderr).startswith(f"Error: {cut}: not a readable PyTorch checkpoint ("), stderr
 
 
 def test_kept_columns_are_copied_as_written_and_never_clash_with_the_answers(people_run):

@@ -209,13 +209,18 @@ def _from_checkpoint(path: Path) -> Predictor:
 
     adapter = getattr(importlib.import_module(state["module"]), state["class"]).from_dict(state)
     model = build_model(cfg.model, spec)
+    from pipeline.cli.errors import one_line
+
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or damaged file, or not one torch.save wrote
+        raise PredictError(f"{path}: not a readable PyTorch checkpoint ({one_line(error)[:300]}); a file cut short "
+                           "(a full disk, a copy that did not finish) cannot be read: take the run's other "
+                           "checkpoint or its MLflow run id") from None
+    try:
         weights = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(weights)
     except Exception as error:
-        from pipeline.cli.errors import one_line
-
         raise PredictError(f"{path}: not a checkpoint of this run's model ({one_line(error)[:300]})") from None
     predictor = build_task_module(cfg.task, model, None, None, spec).predictor().eval()
 
