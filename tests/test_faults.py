@@ -36,9 +36,12 @@ def test_nan_loss_stops_training_and_marks_the_run_failed_with_the_step(store):
     [run] = runs_in(store)
     assert run.info.status == "FAILED"
     error = run.data.tags["error"]
-    match = re.search(r"^NonFiniteLossError: training loss is (nan|inf|-inf) at epoch (\d+), global step (\d+)", error)
+    match = re.search(r"^NonFiniteLossError: training loss is (nan|inf|-inf) at epoch (\d+) \(MLflow step (\d+)\), "
+                      r"global step (\d+)", error)
     assert match, error
-    failed_epoch = int(match.group(2))
+    # the epoch as the console counts it (epoch 1/3), and the step of the metrics in MLflow
+    assert int(match.group(2)) == int(match.group(3)) + 1
+    failed_epoch = int(match.group(3))
     # training stopped there: no epoch from the failing one on was completed, and nothing was tested
     from mlflow import MlflowClient
 

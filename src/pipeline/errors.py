@@ -31,7 +31,8 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, value: float, epoch: int, step: int):
         self.value, self.epoch, self.step = value, epoch, step
         super().__init__(
-            f"training loss is {value} at epoch {epoch}, global step {step}; lower optimizer.lr, "
+            # epochs counted from 1 as the console prints them (epoch 1/3); MLflow's steps count from 0
+            f"training loss is {value} at epoch {epoch + 1} (MLflow step {epoch}), global step {step}; lower optimizer.lr, "
             "enable gradient clipping (trainer.gradient_clip_val=1.0) or check the data for NaN/Inf"
         )
 
