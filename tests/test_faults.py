@@ -113,6 +113,19 @@ def test_ctrl_c_saves_a_checkpoint_marks_killed_and_resume_gives_the_uninterrupt
     assert final_metrics(resumed_run) == final_metrics(full_run)
 
 
+def test_a_run_resumed_from_its_last_epoch_keeps_its_best_validation_value(store, tmp_path):
+    """Stopped during the test after the last epoch (its last.ckpt that of the last epoch), then resumed: no epoch
+    runs, and the run had no val/loss_best, so pipeline-compare ranked it below every run that has one."""
+    first = run_cli(TRAINING, store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    resumed = run_cli([*TRAINING, f"ckpt_path={last}"], dict(store, outputs=tmp_path / "resumed"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    full, again = sorted(runs_in(store), key=lambda run: run.info.start_time)
+    assert again.data.metrics["val/loss_best"] == full.data.metrics["val/loss_best"]
+    assert again.data.metrics["test/acc"] == full.data.metrics["test/acc"]
+
+
 def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(store):
     result, exit_seconds = interrupt_after_first_epoch(store, signal.SIGTERM)
     assert_killed_with_checkpoint(store, result, exit_seconds)

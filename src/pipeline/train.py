@@ -78,6 +78,11 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
                 with interrupt_names_checkpoint(trainer, checkpoint, run):
                     trainer.fit(task_module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
                     metrics = scalar_metrics(trainer.callback_metrics)
+                    best_key = f"{task_module.monitor}_best"
+                    if best_key not in metrics and task_module.best_value is not None:
+                        # resumed from a checkpoint of the last epoch: no epoch ran, and the best validation value
+                        # is the checkpoint's (pipeline-compare ranks by it; a run without it came last)
+                        metrics[best_key] = float(task_module.best_value)
                     if cfg.get("test", True):
                         best = checkpoint.best_model_path if checkpoint is not None else None
                         tested_from = best or ("last" if checkpoint is not None and checkpoint.last_model_path else None)
