@@ -469,8 +469,8 @@ def announce_splits(module: InMemoryDataModule, how: str, sizes: Sequence[int], 
     elif getattr(module, "val_fraction", None) == 0:
         notes.append("no validation split (data.val_fraction=0): the last epoch is tested")
     if module.cv_folds:
-        notes.insert(0, f"fold {module.fold} (data.fold counts from 0: the fold numbered {module.fold + 1} of "
-                        f"{module.cv_folds}) of {module.cv_folds}-fold cross-validation is the test split")
+        notes.insert(0, f"data.fold={module.fold} (counted from 0: fold {module.fold + 1} of {module.cv_folds}) of "
+                        f"{module.cv_folds}-fold cross-validation is the test split")
     source = getattr(module, "source_label", lambda: module.name)()
     print(f"Data: {source} {how}: {counts} {noun}s" + "".join(f"; {note}" for note in notes), flush=True)
 
