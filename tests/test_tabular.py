@@ -422,6 +422,15 @@ def test_numbers_written_with_decimal_commas_are_refused_then_read_with_data_dec
     assert "'zins' ('1,00 %' -> 0.01)" in output, output[-3000:]
     metrics = dict(re.findall(r"test/(\w+)=([-\d.e]+)", output))
     assert float(metrics["r2"]) > 0.8, metrics  # the area, read in thousands, is what the price follows
+    # a file whose target is written with a point among columns written with commas: the hint for the target said
+    # 'data.decimal="."', which the other columns' hint had just turned round (one mark is read per file)
+    mixed = european_houses(50, 0)
+    mixed["preis"] = [f"{price:.1f}" for price in houses(50, 0)["price"]]
+    mixed.to_csv(store["tmp"] / "mixed.csv", index=False, sep=";")
+    refused = run_cli_in_process(["task=regression", "data=csv", f"data.path={store['tmp'] / 'mixed.csv'}",
+                                  "data.target=preis", 'data.sep=";"', 'data.decimal=","'], store)
+    assert_refused(refused, store, "column 'preis' holds", "while data.decimal=',' reads every number of the file "
+                   "with a comma", "one mark per file")
 
     [checkpoint] = store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")  # the refused run kept outputs/ itself
     assert json.loads((checkpoint.parent.parent / "data" / "preprocessing.json").read_text())["decimal"] == ","

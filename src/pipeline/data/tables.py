@@ -830,7 +830,9 @@ def _other_mark(decimal: str) -> str:
     data.decimal=, alone is a sweep list to Hydra)."""
     if decimal == ".":
         return "a decimal comma; read them with 'data.decimal=\",\"'"
-    return "a decimal point, and data.decimal=',' reads 3,14 and 1.234,5; read them with 'data.decimal=\".\"'"
+    return ("a decimal point, while data.decimal=',' reads every number of the file with a comma (3,14 and 1.234,5): "
+            "if other columns need the comma, this one's numbers must be written with it too (one mark per file); "
+            "else read them with 'data.decimal=\".\"'")
 
 
 def _decimal_hint(value: str, decimal: str) -> str:
