@@ -670,6 +670,10 @@ SWEEP_REFUSALS = [
     (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/nonexistent]"],
      "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/nonexistent' is not a metric of this "
      "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best"),
+    # a typo in a key of a searched optimizer: which optimizer the first trial drew (it read as if SGD were chosen)
+    (["hparams_search=classification_optuna", "optimizer.lrr=interval(0.001,0.01)"],
+     "Error: a trial of this search cannot run (one drawing optimizer=sgd): unknown key 'optimizer.lrr' for "
+     "torch.optim.SGD; did you mean 'lr'?"),
     # the space as the search files write it (hydra.sweeper.params): Hydra's own refusal, exit 1
     (["hparams_search=classification_optuna", "+hydra.sweeper.params.optimizer.lrr=interval(0.001,0.01)"],
      "Error: +hydra.sweeper.params.optimizer.lrr=interval(0.001,0.01): Hydra does not sweep over its own config "

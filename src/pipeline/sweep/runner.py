@@ -128,11 +128,14 @@ def _better_way(objective: str):
     return None
 
 
-def _drawing(probe: dict, first) -> str:
-    """Which values a refused trial would draw, where it is not the first corner of the space."""
+def _drawing(probe: dict, first, error: str = "") -> str:
+    """Which values a refused trial would draw: where it is not the first corner of the space, those that differ
+    from the first's; for the first, a searched config option whose keys the error names (``unknown key
+    'optimizer.lrr' for torch.optim.SGD`` where optimizer=choice(sgd,adam) drew sgd)."""
     if first is None:
-        return ""
-    drawn = [f"{name}={value}" for name, value in probe.items() if first.get(name) != value]
+        drawn = [f"{name}={value}" for name, value in probe.items() if "." not in name and f"{name}." in error]
+    else:
+        drawn = [f"{name}={value}" for name, value in probe.items() if first.get(name) != value]
     return f" (one drawing {', '.join(drawn)})" if drawn else ""
 
 
@@ -178,7 +181,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
             check_objectives(settings, str(config.task.kind))
         except ConfigError as error:
-            raise SweepError(f"a trial of this search cannot run{_drawing(probe, first)}: {error}") from None
+            raise SweepError(f"a trial of this search cannot run{_drawing(probe, first, str(error))}: {error}") from None
         except Exception as error:  # e.g. a choice that names no config file
             raise SweepError(f"a trial of this search cannot be composed{_drawing(probe, first)}: "
                              f"{' '.join(str(error).split())[:400]}") from None
