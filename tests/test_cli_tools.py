@@ -278,7 +278,7 @@ def test_a_deleted_run_is_not_used_to_rerun_evaluate_predict_or_compare(tmp_path
     from pipeline.cli import compare, rerun
 
     store = new_store(tmp_path, migrated_store_db)
-    result = run_cli(["trainer.max_epochs=1"], store)
+    result = run_cli(["trainer.max_epochs=1", "logger.mlflow.register_as=trashed"], store)
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = runs_in(store)
     run_id = run.info.run_id
@@ -292,6 +292,8 @@ def test_a_deleted_run_is_not_used_to_rerun_evaluate_predict_or_compare(tmp_path
         "eval": eval_cli([run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "e")]),
         "predict": predict_cli([run_id, "--input", str(rows), "--output", str(tmp_path / "p.csv"),
                                 "--tracking-uri", store["uri"]]),
+        "predict a registered version": predict_cli(["models:/trashed/1", "--input", str(rows), "--output",
+                                                     str(tmp_path / "p.csv"), "--tracking-uri", store["uri"]]),
         "compare": cli(compare.main, ["--paired", run_id, run_id, "--tracking-uri", store["uri"]], capsys),
     }
     for command, (code, _, err) in answers.items():

@@ -114,7 +114,7 @@ def test_ctrl_c_saves_a_checkpoint_marks_killed_and_resume_gives_the_uninterrupt
 
 
 def test_a_run_resumed_from_its_last_epoch_keeps_its_best_validation_value(store, tmp_path):
-    """Stopped during the test after the last epoch (its last.ckpt that of the last epoch), then resumed: no epoch
+    """Resumed from the last.ckpt of its last epoch (as after a stop during the test that follows it): no epoch
     runs, and the run had no val/loss_best, so pipeline-compare ranked it below every run that has one."""
     first = run_cli(TRAINING, store)
     assert first.returncode == 0, first.stderr[-3000:]

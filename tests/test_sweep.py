@@ -177,6 +177,16 @@ def test_one_best_run_after_a_killed_final_run_and_after_more_trials(tmp_path):
     fourth = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
     assert fourth.returncode == 0, fourth.stderr[-4000:]
     assert "trained again" not in fourth.stdout and len(final_runs(store, "regression")) == 3
+    # the two best: trial 0 trained again beside trial 1's run; then the best alone: trial 0's new run retires
+    both = run_cli([*args, "hydra.sweeper.n_trials=2", "hydra.sweeper.finalize_top_k=2"], store, multirun=True)
+    assert both.returncode == 0, both.stderr[-4000:]
+    assert "Trial 0 trained again" in both.stdout and "Trial 1 trained again" not in both.stdout
+    assert sorted(r.data.tags["sweep.trial_number"] for r in final_runs(store, "regression")
+                  if r.data.tags["best"] == "true") == ["0", "1"]
+    one = run_cli([*args, "hydra.sweeper.n_trials=2", "hydra.sweeper.finalize_top_k=1"], store, multirun=True)
+    assert one.returncode == 0, one.stderr[-4000:]
+    assert [r.info.run_id for r in final_runs(store, "regression") if r.data.tags["best"] == "true"] == \
+        [best[0].info.run_id]
 
 
 @pytest.mark.slow
@@ -570,8 +580,8 @@ def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tm
     assert second.returncode == 0, second.stderr[-4000:]
     assert "Resuming Optuna study 'regression_optuna'" in second.stdout
     assert "4 of 4 trials finished" in second.stdout  # each trial once, by its latest attempt, and the retry said
-    assert ("1 trial(s) retried with the same parameters after the worker running them was lost (the first attempts "
-            "are FAIL in trials.csv)") in second.stdout
+    assert ("1 trial(s) retried with the same parameters after the worker running them was lost (the earlier "
+            "attempts are FAIL in trials.csv)") in second.stdout
     trials = study_trials(storage, "regression_optuna")
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) == 5  # 4 trials + the killed one

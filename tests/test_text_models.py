@@ -628,6 +628,46 @@ def test_pipeline_eval_of_a_streamed_run_on_a_small_test_file_alone(store, tmp_p
     assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(expected, abs=6e-5)
 
 
+def test_a_run_with_a_pretrained_tokenizer_is_evaluated_where_the_tokenizer_is_not(store, tmp_path):
+    """The check that a pretrained tokenizer is at hand also ran for pipeline-eval, which makes the data with the
+    run's saved tokenizer and never loads the pretrained one: a run evaluated on a machine without the tokenizer (or
+    its Hugging Face cache) was refused."""
+    tokenizer = write_tiny_bert(tmp_path / "tiny-bert")
+    data = write_sentiment_tsv(tmp_path / "data", rows=200, dev=40)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={data}", f"data.tokenizer={tokenizer}",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    tokenizer.rename(tmp_path / "elsewhere")
+    code, stdout, stderr = eval_cli([str(checkpoint), "--output-dir", str(tmp_path / "eval")])
+    assert code == 0, stderr[-3000:]
+    assert "test/acc=" in stdout
+
+
+@pytest.mark.unit
+def test_labels_with_trailing_punctuation_are_a_trained_class_only_where_training_merges_them():
+    from pipeline.data.base import onto_classes
+
+    mapping, unseen = onto_classes(["<=50K.", ">50K"], ["<=50K", ">50K"], key="data.target")  # tables merge them
+    assert mapping.tolist() == [0, 1] and unseen is None
+    mapping, unseen = onto_classes(["neg", "pos!"], ["neg", "pos"])  # texts do not: a class of its own
+    assert mapping.tolist() == [0, -1] and unseen == "pos!"
+
+
+@pytest.mark.unit
+def test_the_hub_is_not_probed_through_a_proxy_and_an_unreachable_one_is_named(monkeypatch):
+    from pipeline.hub import hub_unreachable
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")
+    assert hub_unreachable(timeout=5).startswith("127.0.0.1 cannot be reached (")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # the download goes through it: not tried here
+    assert hub_unreachable(timeout=5) is None
+
+
 def test_text_labels_are_spelled_one_way_and_an_identifier_is_not_a_label(tmp_path, caplog):
     """A test file written from floats (1.0) was refused as holding a label the training file (1) lacks; labels
     differing by case became classes without a word; an id column named as the label trained a class per row."""

@@ -3,6 +3,7 @@ refusal when they are not there. Imports nothing of ours: the text data modules 
 the models (weights) both use it."""
 from __future__ import annotations
 
+import contextvars
 import os
 import socket
 from pathlib import Path
@@ -45,18 +46,36 @@ def is_cached(name: str, filename: str = "config.json") -> bool:
 
 def hub_unreachable(timeout: float = 5.0) -> Optional[str]:
     """Why the Hub's endpoint (``HF_ENDPOINT``, default huggingface.co) cannot be reached, or None when a connection
-    opens: a model that is not cached is then downloaded. Without this, a machine with no internet retried
-    each file for about a minute before saying so."""
+    opens (a model that is not cached is then downloaded) or goes through a proxy (which this does not try: the
+    download will). Without this, a machine with no internet retried each file for about a minute before saying
+    so. The name lookup and the connection together get ``timeout`` seconds."""
+    import threading
+    import urllib.request
     from urllib.parse import urlparse
 
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host = endpoint.hostname or "huggingface.co"
     port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as error:
-        return f"{host} cannot be reached ({_first_line(error) or type(error).__name__})"
-    return None
+    if urllib.request.getproxies().get(endpoint.scheme or "https") and not urllib.request.proxy_bypass(host):
+        return None
+    outcome: list[Optional[str]] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(f"{host} cannot be reached ({_first_line(error) or type(error).__name__})")
+
+    attempt = threading.Thread(target=connect, name="hub-reachable", daemon=True)
+    attempt.start()
+    attempt.join(timeout)
+    return outcome[0] if outcome else f"{host} did not answer within {timeout:g} s"
+
+
+# off while an evaluation validates its config: its data is made by the source run's fitted state (a saved
+# tokenizer), and only the model's files are loaded (pipeline.train.evaluate)
+TOKENIZER_CHECKED = contextvars.ContextVar("pipeline_tokenizer_checked", default=True)
 
 
 def check_at_hand(key: str, name: Optional[str], files: tuple[str, ...] = ("config.json",)) -> None:

@@ -106,7 +106,16 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     does not come out as the source run's, the evaluation is refused before any run rather than tested on
     inputs the model was not trained on."""
     absolute_data_paths(cfg)
-    validate(cfg)
+    from pipeline.data.base import fitted_differences, saved_fitted_state
+    from pipeline.hub import TOKENIZER_CHECKED
+
+    saved = saved_fitted_state(source_data)
+    # with the source run's fitted state, a pretrained tokenizer is not loaded: it need not be at hand
+    checked = TOKENIZER_CHECKED.set(saved is None)
+    try:
+        validate(cfg)
+    finally:
+        TOKENIZER_CHECKED.reset(checked)
     from pipeline import distributed
 
     distributed.check_trainer(cfg)
@@ -115,13 +124,11 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     from hydra.utils import instantiate
 
     from pipeline import tracking
-    from pipeline.data.base import fitted_differences, saved_fitted_state
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     with sigterm_as_interrupt():
         output_dir = claim_output_dir(cfg)
         datamodule = instantiate(cfg.data)
-        saved = saved_fitted_state(source_data)
         if saved is not None and datamodule.use_fitted(*saved):
             datamodule.test_file_alone()  # with a test file of its own: the training data is not read
         datamodule.setup("test")

@@ -119,16 +119,15 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     from pipeline.tracking.model_context import _tracking_uri
     from pipeline.tracking.pyfunc_model import RawRowsModel
 
-    if uri.startswith("runs:/"):
-        from pipeline.cli.rerun import deleted_run
+    if uri.startswith(("runs:/", "models:/")):
+        from pipeline.cli.rerun import run_of
         from pipeline.tracking.run import open_client
 
         try:
-            run = open_client(tracking_uri).get_run(uri[len("runs:/"):].split("/", 1)[0])
-        except MlflowException:
-            run = None  # no such run: said below, as MLflow says it
-        if run is not None and deleted_run(run, tracking_uri):
-            raise PredictError(deleted_run(run, tracking_uri))
+            run_of(open_client(tracking_uri), uri, tracking_uri)  # a registered version: the run that logged it
+        except LookupError as error:
+            if "is deleted" in str(error):
+                raise PredictError(str(error)) from None  # else no such run or version: said below, as MLflow says it
     try:
         with _tracking_uri(tracking_uri):  # MLflow's global URI (and MLFLOW_TRACKING_URI) as it was afterwards
             model = mlflow.pyfunc.load_model(uri)
@@ -211,8 +210,14 @@ def _from_checkpoint(path: Path) -> Predictor:
     model = build_model(cfg.model, spec)
     from pipeline.cli.errors import one_line
 
+    import pickle
+
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # an intact file holding more than tensors: weights_only refuses it
+        raise PredictError(f"{path}: refused, the file holds more than tensors and plain values "
+                           f"({one_line(error)[:200]}); checkpoints are loaded with torch.load(weights_only=True), "
+                           "so only load files you trust") from None
     except Exception as error:  # a truncated or damaged file, or not one torch.save wrote
         raise PredictError(f"{path}: not a readable PyTorch checkpoint ({one_line(error)[:300]}); a file cut short "
                            "(a full disk, a copy that did not finish) cannot be read: take the run's other "

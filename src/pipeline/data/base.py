@@ -505,14 +505,15 @@ def without_trailing_punctuation(label: str) -> str:
     return stripped or label
 
 
-def onto_classes(names: Sequence[str], trained: Sequence[str]) -> tuple[np.ndarray, Optional[str]]:
+def onto_classes(names: Sequence[str], trained: Sequence[str],
+                 key: Optional[str] = None) -> tuple[np.ndarray, Optional[str]]:
     """(for each of ``names``, its index among a trained model's classes ``trained``; the first name that is not
-    one of them, or None): how labels read now become the class indices the model was trained with. A label that
-    differs from one trained class only by trailing punctuation or space is that class, as in training (a note
-    says so)."""
+    one of them, or None): how labels read now become the class indices the model was trained with. With ``key``
+    (the label's key, for data whose training merges such labels: tables), a label that differs from one trained
+    class only by trailing punctuation or space is that class, as in training (a note says so)."""
     trained = list(trained)
     bare = {}
-    for index, name in enumerate(trained):
+    for index, name in enumerate(trained if key is not None else ()):
         bare.setdefault(without_trailing_punctuation(name), []).append(index)
     indices, unseen, merged = [], None, []
     for name in names:
@@ -527,8 +528,8 @@ def onto_classes(names: Sequence[str], trained: Sequence[str]) -> tuple[np.ndarr
         indices.append(-1)
         unseen = name if unseen is None else unseen
     if merged:
-        log.warning("data.target: labels that differ from a trained class only by trailing punctuation or space are "
-                    "read as that class: %s", "; ".join(merged))
+        log.warning("%s: labels that differ from a trained class only by trailing punctuation or space are read as "
+                    "that class: %s", key, "; ".join(merged))
     return np.array(indices, dtype=np.int64), unseen
 
 

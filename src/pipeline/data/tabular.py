@@ -626,7 +626,7 @@ class CsvData(TabularDataModule):
         """The class indices of the trained run (``use_fitted``): this data's labels mapped onto its classes; a
         label it was not trained on is refused with the file that holds it."""
         trained = list(self.fitted[1].class_names or [])
-        mapping, unseen = onto_classes(class_names, trained)
+        mapping, unseen = onto_classes(class_names, trained, key="data.target")
         if unseen is not None:
             index = class_names.index(unseen)
             table, labels = next((t, y) for t, y in zip(tables, targets) if (y == index).any())

@@ -119,10 +119,10 @@ class TextDataModule(InMemoryDataModule):
         from omegaconf import OmegaConf
 
         from pipeline.config import ConfigError
-        from pipeline.hub import check_at_hand
+        from pipeline.hub import TOKENIZER_CHECKED, check_at_hand
 
         name = node.get("tokenizer")
-        if not name:
+        if not name or not TOKENIZER_CHECKED.get():
             return
         model_name = OmegaConf.select(node._get_root(), "model.name", default=None)
         key = "model.name" if model_name is not None and str(model_name) == str(name) else "data.tokenizer"

@@ -319,10 +319,12 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
     lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
                  f"{len(state.finished)} of {settings.n_trials} trials finished "
                  f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"]
-    retried = {n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])}
-    if retried:  # counted above by their latest attempt
+    # counted above by their latest attempt; Optuna's failed_trial names the first attempt of a chain of retries
+    retried = {int(t.system_attrs["failed_trial"]) for t in state.finished + state.running + state.waiting
+               if t.system_attrs.get("failed_trial") is not None}
+    if retried:
         lines.append(f"  {len(retried)} trial(s) retried with the same parameters after the worker running them was lost "
-                     f"(the first attempts are FAIL in trials.csv): {', '.join(map(str, sorted(retried)))}")
+                     f"(the earlier attempts are FAIL in trials.csv): {', '.join(map(str, sorted(retried)))}")
     queued = int(study.user_attrs.get(SETUP_DONE_ATTR) or settings.n_trials)
     if state.waiting and not state.running and len(state.finished) >= settings.n_trials:
         lines.append(f"  {len(state.waiting)} more queued: the study was given n_trials={queued} by an earlier command; "

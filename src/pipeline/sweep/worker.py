@@ -29,8 +29,8 @@ from .job import run_trial_job
 from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
 from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial,
-                    fail_stale_trials, flush_writes, is_finite, load_study, make_sampler, open_storage, progress,
-                    storage_lock, tell, writes_together)
+                    fail_stale_trials, flush_writes, is_finite, load_study, make_sampler, mlflow_logger_node,
+                    open_storage, progress, storage_lock, tell, writes_together)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -308,26 +308,38 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
         done = _finalized_trials(state)
         top = _top_trials(study, complete, settings.finalize_top_k)
         wanted = [t.number for t in top]
-        if isinstance(state, list) and all(number in done for number in wanted):
+        kept = [number for number in done if number in wanted]
+        if isinstance(state, list) and len(kept) == len(wanted):
+            if set(done) != set(wanted):  # fewer best trials asked for (a smaller finalize_top_k): the others retire
+                study.set_user_attr(FINALIZED_ATTR, sorted(kept))
+                retire_best_runs(_tracking_uri(base_config), study.user_attrs.get(PARENT_RUN_ATTR), keep_trials=kept)
             return []  # the best trials of this study have their final runs
         if isinstance(state, (dict, str)):
             log.info("the best runs of this study were being trained by a process that is gone (%s): training them "
                      "again", state.get("by") if isinstance(state, dict) else state)
-        kept = [number for number in done if number in wanted]
-        study.set_user_attr(FINALIZED_ATTR, {"by": f"{os.uname().nodename}:{os.getpid()}", "at": time.time(),
-                                             "done": kept})
+        record = {"by": f"{os.uname().nodename}:{os.getpid()}", "at": time.time(), "done": kept}
+        study.set_user_attr(FINALIZED_ATTR, record)
     parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
-    from .runner import mlflow_logger_node
+    finished = list(kept)
 
-    retire_best_runs((mlflow_logger_node(base_config) or {}).get("tracking_uri"), parent_run_id, keep_trials=kept)
+    def one_done(number: int) -> None:  # recorded at once: a killed finalizer's finished runs are kept
+        finished.append(number)
+        study.set_user_attr(FINALIZED_ATTR, {**record, "done": sorted(finished)})
+
     try:
         finals = _train_best_trials(study, settings, hydra_context, base_config,
-                                    [t for t in top if t.number not in kept], parent_run_id)
+                                    [t for t in top if t.number not in kept], parent_run_id, one_done)
     except BaseException:
-        study.set_user_attr(FINALIZED_ATTR, kept)  # the next run of the sweep trains the others again
+        study.set_user_attr(FINALIZED_ATTR, sorted(finished))  # the next run of the sweep trains the others again
         raise
-    study.set_user_attr(FINALIZED_ATTR, sorted(kept + [f["trial"] for f in finals]))
+    study.set_user_attr(FINALIZED_ATTR, sorted(finished))
+    # after the new runs finished: the earlier ones they replace, and a final run that failed, are not the best
+    retire_best_runs(_tracking_uri(base_config), parent_run_id, keep_trials=finished)
     return finals
+
+
+def _tracking_uri(base_config: DictConfig) -> Optional[str]:
+    return (mlflow_logger_node(base_config) or {}).get("tracking_uri")
 
 
 def _finalized_trials(state) -> list[int]:
@@ -376,7 +388,7 @@ def _finalizer_gone(state) -> bool:
 
 
 def _train_best_trials(study, settings: SweepSettings, hydra_context, base_config: DictConfig, trials: list,
-                       parent_run_id: Optional[str]) -> list[dict]:
+                       parent_run_id: Optional[str], one_done=lambda number: None) -> list[dict]:
     from hydra.core.utils import JobStatus, configure_log
 
     finals = []
@@ -407,6 +419,7 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
         if not reproduced:
             log.warning("the final run of trial %d gave %s where the trial gave %s (not bit-identical: non-deterministic "
                         "kernels or a changed machine)", trial.number, values, trial.values)
+        one_done(trial.number)
         finals.append({"trial": trial.number, "metrics": metrics, "reproduced": reproduced,
                        # where the run wrote: Hydra's folder, or <folder>-2 where a killed final run had claimed it
                        "output_dir": remember.output_dir or str(job.hydra_cfg.hydra.runtime.output_dir),

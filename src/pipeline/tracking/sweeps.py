@@ -131,7 +131,11 @@ def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], 
             return
         retired = value
     else:
-        retired = _retire_best_runs(tracking_uri, parent_run_id, keep_trials)
+        try:
+            retired = _retire_best_runs(tracking_uri, parent_run_id, keep_trials)
+        except Exception as error:  # tracking is a side channel: the sweep's result stands
+            log.warning("could not update the best=true tags of the sweep's earlier final runs: %s", error)
+            return
     if retired:
         log.info("tagged best=false (no longer a finished final run of the sweep's best trials): %s", ", ".join(retired))
 
