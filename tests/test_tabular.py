@@ -133,6 +133,16 @@ def test_pyfunc_on_raw_rows_equals_pipeline_predict_and_the_test_metrics(people_
     finally:
         cut.unlink()
     assert code == 2 and error_line(stderr).startswith(f"Error: {cut}: not a readable PyTorch checkpoint ("), stderr
+    # an intact file that holds an object (what weights_only refuses): called unsafe, not cut short
+    import torch
+
+    unsafe = checkpoint.parent / "unsafe.ckpt"
+    torch.save({**torch.load(checkpoint, weights_only=True), "where": Path("/tmp")}, unsafe)
+    try:
+        code, _, stderr = predict_cli([str(unsafe), "--input", str(people_run["test"]), "--output", str(folder / "no.csv")])
+    finally:
+        unsafe.unlink()
+    assert code == 2 and "refused, the file holds more than tensors and plain values" in error_line(stderr), stderr
 
 
 def test_kept_columns_are_copied_as_written_and_never_clash_with_the_answers(people_run):
