@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -129,106 +127,6 @@ def test_best_runs_left_unfinished_by_a_killed_process_are_trained_again():
     assert _finalizer_gone("started")  # an older version's record: its process cannot be found
     assert not _finalizer_gone({"by": "another-machine:12", "at": time.time()})
     assert _finalizer_gone({"by": "another-machine:12", "at": time.time() - FINALIZER_STALE_S - 1})
-
-
-@pytest.mark.slow
-def test_one_best_run_after_a_killed_final_run_and_after_more_trials(tmp_path):
-    """A final run killed while it trained (its process gone, the run left RUNNING) kept best=true beside the run
-    trained in its place, and a finished study given more trials never trained its new best trial: its parent's
-    best.run_id named the old one. Now the earlier runs are tagged best=false (and a RUNNING one KILLED), and
-    exactly one run is best=true: the finished final run of the study's best trial."""
-    store = sweep_store(tmp_path)
-    storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd", "optimizer.lr=choice(0.01, 1e-6)",
-            *TINY, "hydra.sweeper.sampler=grid", "hydra.sweeper.study_name=best", f"hydra.sweeper.storage={storage}"]
-    first = run_cli([*args, "hydra.sweeper.n_trials=1"], store, multirun=True)
-    assert first.returncode == 0, first.stderr[-4000:]
-    [killed] = final_runs(store, "regression")
-    assert killed.data.tags["best"] == "true" and killed.data.tags["sweep.trial_number"] == "0"
-    # as kill -9 leaves it while the best trial is trained again: the study's record names a process that is gone
-    from mlflow import MlflowClient
-
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    MlflowClient(store["uri"]).update_run(killed.info.run_id, status="RUNNING")
-    study = optuna.load_study(study_name="best", storage=storage)
-    study.set_user_attr("pipeline.finalized", {"by": f"{os.uname().nodename}:{dead.pid}", "at": time.time(), "done": []})
-    second = run_cli([*args, "hydra.sweeper.n_trials=1"], store, multirun=True)  # the same command again
-    assert second.returncode == 0, second.stderr[-4000:]
-    runs = {r.info.run_id: r for r in final_runs(store, "regression")}
-    assert runs[killed.info.run_id].info.status == "KILLED" and runs[killed.info.run_id].data.tags["best"] == "false"
-    [retrained] = [r for r in runs.values() if r.data.tags["best"] == "true"]
-    assert retrained.info.status == "FINISHED" and retrained.data.tags["sweep.trial_number"] == "0"
-    # a second trial, which is better (the grid, shuffled by the seed, tried 1e-6 first): it is trained again, and
-    # trial 0's run is no longer the best
-    third = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
-    assert third.returncode == 0, third.stderr[-4000:]
-    study = optuna.load_study(study_name="best", storage=storage)
-    assert study.best_trial.number == 1 and study.best_trial.params["optimizer.lr"] == 0.01
-    runs = {r.info.run_id: r for r in final_runs(store, "regression")}
-    best = [r for r in runs.values() if r.data.tags["best"] == "true"]
-    assert len(runs) == 3 and len(best) == 1, [(r.data.tags["best"], r.info.status) for r in runs.values()]
-    assert best[0].info.status == "FINISHED" and best[0].data.tags["sweep.trial_number"] == "1"
-    assert runs[retrained.info.run_id].data.tags["best"] == "false"
-    [parent], _ = parent_and_children(store, "regression")
-    assert parent.data.tags["best.run_id"] == best[0].info.run_id and parent.data.tags["best.trial_number"] == "1"
-    assert study.user_attrs["pipeline.finalized"] == [1]
-    # the same command again: the best trial has its run; nothing is trained again
-    fourth = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
-    assert fourth.returncode == 0, fourth.stderr[-4000:]
-    assert "trained again" not in fourth.stdout and len(final_runs(store, "regression")) == 3
-    # the two best: trial 0 trained again beside trial 1's run; then the best alone: trial 0's new run retires
-    both = run_cli([*args, "hydra.sweeper.n_trials=2", "hydra.sweeper.finalize_top_k=2"], store, multirun=True)
-    assert both.returncode == 0, both.stderr[-4000:]
-    assert "Trial 0 trained again" in both.stdout and "Trial 1 trained again" not in both.stdout
-    assert sorted(r.data.tags["sweep.trial_number"] for r in final_runs(store, "regression")
-                  if r.data.tags["best"] == "true") == ["0", "1"]
-    one = run_cli([*args, "hydra.sweeper.n_trials=2", "hydra.sweeper.finalize_top_k=1"], store, multirun=True)
-    assert one.returncode == 0, one.stderr[-4000:]
-    assert [r.info.run_id for r in final_runs(store, "regression") if r.data.tags["best"] == "true"] == \
-        [best[0].info.run_id]
-
-
-@pytest.mark.slow
-def test_a_sweep_stopped_by_its_timeout_is_finished_with_fewer_trials(tmp_path):
-    """A timeout reached before any trial finished was reported as "no trial completed (0 failed or diverged, 0
-    pruned) ... once the cause is fixed"; and a study so stopped, run again with a smaller n_trials, ran them and then
-    never trained its best trial ("rerun the same command to continue", which ran nothing more)."""
-    store = sweep_store(tmp_path)
-    storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd", "optimizer.lr=interval(0.001, 0.1)",
-            *TINY, "hydra.sweeper.study_name=timed", f"hydra.sweeper.storage={storage}"]
-    stopped = run_cli([*args, "hydra.sweeper.n_trials=5", "hydra.sweeper.timeout=0.001"], store, multirun=True)
-    assert stopped.returncode == 2
-    assert error_line(stopped.stderr) == (
-        "Error: hydra.sweeper.timeout=0.001 (seconds, counted from the command's start) was reached before a trial of "
-        "study 'timed' finished; its 5 queued trials wait: rerun the command with a larger hydra.sweeper.timeout (or "
-        "none) to run them")
-    fewer = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
-    assert fewer.returncode == 0, fewer.stderr[-4000:]
-    assert "2 of 2 trials finished" in fewer.stdout
-    assert ("3 more queued: the study was given n_trials=5 by an earlier command; hydra.sweeper.n_trials=5 runs them"
-            in fewer.stdout)
-    [final] = final_runs(store, "regression")
-    assert final.info.status == "FINISHED" and final.data.tags["best"] == "true"
-    study = optuna.load_study(study_name="timed", storage=storage)
-    assert final.data.tags["sweep.trial_number"] == str(study.best_trial.number)
-
-
-@pytest.mark.slow
-def test_a_time_objective_is_not_taken_for_a_result_that_was_not_reproduced(tmp_path):
-    """With train/epoch_time_s among the objectives, every final run was reported as "its validation value differs
-    from the trial's": a measured time differs from run to run; what training computes is what must be equal."""
-    store = sweep_store(tmp_path)
-    storage = f"sqlite:///{tmp_path}/optuna.db"
-    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd",
-                      "optimizer.lr=interval(0.001, 0.1)", *TINY, "hydra.sweeper.study_name=timed",
-                      "hydra.sweeper.objectives=[val/rmse_best,train/epoch_time_s]",
-                      "hydra.sweeper.directions=[minimize,minimize]", "hydra.sweeper.n_trials=2",
-                      f"hydra.sweeper.storage={storage}"], store, multirun=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "trained again and tested" in result.stdout
-    assert "differs from the trial's" not in result.stdout and "not bit-identical" not in result.stderr
 
 
 @pytest.mark.unit
@@ -534,71 +432,6 @@ def test_a_jobs_hydra_config_is_what_hydras_set_config_keeps():
     # resolved: the node's interpolations of the job's keys (${paths.root_dir}) and of its own
     assert ours.hydra.sweep.dir.rsplit("/", 2)[0] == theirs.hydra.sweep.dir.rsplit("/", 2)[0]  # up to ${now:...}
     assert ours.hydra.job.override_dirname == theirs.hydra.job.override_dirname
-
-
-# ----- resume after SIGKILL --------------------------------------------------------------------------
-@pytest.mark.slow
-def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tmp_path):
-    store = sweep_store(tmp_path)
-    storage = f"sqlite:///{tmp_path}/optuna.db"
-    # longer trials (small batches, 30 epochs: ~1.5 s each on a fast machine): the kill must land inside one, after
-    # the trial has recorded its MLflow run (at its first epoch end that finds the run created)
-    args = ["hparams_search=regression_optuna", *TINY, "trainer.max_epochs=30", "data.batch_size=8",
-            f"hydra.sweeper.storage={storage}",
-            "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=none", "hydra.sweeper.heartbeat_interval=1",
-            "logger.mlflow.tracking_uri=" + store["uri"], "logger.mlflow.artifact_location=" + store["artifacts"],
-            f"hydra.sweep.dir={store['outputs']}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    first = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", "-m", *args], cwd=PROJECT_ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    polled = None  # one storage for the polling: opening one per look (~0.1 s, more under load) could miss a trial
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and first.poll() is None:
-            try:
-                polled = polled or optuna.storages.RDBStorage(storage)
-                trials = optuna.load_study(study_name="regression_optuna", storage=polled).get_trials(deepcopy=False)
-            except Exception:  # the study (or its database) does not exist yet
-                trials = []
-            running = [t for t in trials if t.state == TrialState.RUNNING]
-            if any(t.state == TrialState.COMPLETE for t in trials) and running and "mlflow_run_id" in running[0].user_attrs:
-                break
-            time.sleep(0.1)
-        assert first.poll() is None, "the sweep ended before a trial with its MLflow run was seen running"
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        if polled is not None:
-            polled.engine.dispose()
-    left_running = [t for t in study_trials(storage, "regression_optuna") if t.state == TrialState.RUNNING]
-    assert len(left_running) == 1, "the kill should leave exactly the trial in progress RUNNING"
-    killed_number = left_running[0].number
-    time.sleep(2.5)  # past the heartbeat grace period (2 x 1 s)
-    second = run_cli(args, multirun=True)
-    assert second.returncode == 0, second.stderr[-4000:]
-    assert "Resuming Optuna study 'regression_optuna'" in second.stdout
-    assert "4 of 4 trials finished" in second.stdout  # each trial once, by its latest attempt, and the retry said
-    assert ("1 trial(s) retried with the same parameters after the worker running them was lost (the earlier "
-            "attempts are FAIL in trials.csv)") in second.stdout
-    trials = study_trials(storage, "regression_optuna")
-    numbers = [t.number for t in trials]
-    assert len(numbers) == len(set(numbers)) == 5  # 4 trials + the killed one
-    stale = next(t for t in trials if t.number == killed_number)
-    assert stale.state == TrialState.FAIL
-    retry = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
-    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
-    assert retry[0].params == stale.params
-    finished = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(finished) == 4
-    parents, children = parent_and_children(store, "regression")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
-    if "mlflow_run_id" in stale.user_attrs:  # killed after its MLflow run started (the usual case)
-        killed_run = next(c for c in children if c.info.run_id == stale.user_attrs["mlflow_run_id"])
-        assert killed_run.info.status == "KILLED" and killed_run.data.tags["sweep.state"] == "FAIL"
-        assert len(children) == 5
 
 
 # ----- failures ---------------------------------------------------------------------------------------
