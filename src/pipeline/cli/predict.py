@@ -208,9 +208,9 @@ def _from_checkpoint(path: Path) -> Predictor:
 
     adapter = getattr(importlib.import_module(state["module"]), state["class"]).from_dict(state)
     model = build_model(cfg.model, spec)
-    from pipeline.cli.errors import one_line
-
     import pickle
+
+    from pipeline.cli.errors import one_line
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .space import SearchSpaceError, parse_search_space
-from .study import PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study, mlflow_logger_node
+from .study import PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -62,6 +62,15 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         raise SweepError("logger.mlflow.register_as registers the best runs a sweep trains again at its end, and "
                          "hydra.sweeper.finalize_top_k=0 trains none; set finalize_top_k >= 1 or register_as=null")
     return settings
+
+
+def mlflow_logger_node(base_config: DictConfig):
+    """The config's MLflow logger (``logger.mlflow``), resolved; None when the sweep is not tracked."""
+    loggers = base_config.get("logger") or {}
+    for node in loggers.values() if isinstance(loggers, DictConfig) else ():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("tracking.MLflowLogger"):
+            return OmegaConf.to_container(node, resolve=True)
+    return None
 
 
 # config parts that change what a trial trains and measures (not where it logs or how it prints)

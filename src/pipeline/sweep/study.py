@@ -666,14 +666,3 @@ def is_finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
-
-
-def mlflow_logger_node(base_config) -> Optional[dict]:
-    """The config's MLflow logger (``logger.mlflow``), resolved; None when the sweep is not tracked."""
-    from omegaconf import DictConfig, OmegaConf
-
-    loggers = base_config.get("logger") or {}
-    for node in loggers.values() if isinstance(loggers, DictConfig) else ():
-        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("tracking.MLflowLogger"):
-            return OmegaConf.to_container(node, resolve=True)
-    return None

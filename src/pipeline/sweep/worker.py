@@ -29,8 +29,8 @@ from .job import run_trial_job
 from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
 from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial,
-                    fail_stale_trials, flush_writes, is_finite, load_study, make_sampler, mlflow_logger_node,
-                    open_storage, progress, storage_lock, tell, writes_together)
+                    fail_stale_trials, flush_writes, is_finite, load_study, make_sampler, open_storage, progress,
+                    storage_lock, tell, writes_together)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -339,7 +339,8 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
 
 
 def _tracking_uri(base_config: DictConfig) -> Optional[str]:
-    return (mlflow_logger_node(base_config) or {}).get("tracking_uri")
+    mlflow_node = _mlflow_node(base_config)
+    return mlflow_node.get("tracking_uri") if mlflow_node is not None else None
 
 
 def _finalized_trials(state) -> list[int]:

@@ -114,28 +114,26 @@ def tag_run(tracking_uri: Optional[str], run_id: Optional[str], tags: Mapping[st
 
 
 def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], keep_trials: list[int]) -> None:
-    """Before a sweep trains its best trials again: the runs under its parent run tagged ``best=true`` that are
-    not the finished final run of a trial in ``keep_trials`` (a trial no longer among the best, since the study
-    was given more trials; a final run killed while it trained) are tagged ``best=false``, so that
-    ``tags.best = 'true'`` finds the sweep's current best runs only. One still RUNNING (its process killed with
-    SIGKILL) is marked KILLED, and the parent's ``best.run_id`` that named one of them is removed."""
+    """Once a sweep has trained its best trials again: the runs under its parent run tagged ``best=true`` that are
+    not the finished final run of a trial in ``keep_trials`` (a trial no longer among the best; a final run that
+    failed, or was killed while it trained) are tagged ``best=false``, so that ``tags.best = 'true'`` finds the
+    sweep's current best runs only. One still RUNNING (its process killed with SIGKILL) is marked KILLED, and the
+    parent's ``best.run_id`` that named one of them is removed. Tracking is a side channel: a store error is logged."""
     if not tracking_uri or not parent_run_id:
         return
     from .remote import call_in_writer, enabled
 
-    if enabled():
-        ok, value = call_in_writer("pipeline.tracking.sweeps:_retire_best_runs", tracking_uri, parent_run_id,
-                                   [int(n) for n in keep_trials]).result()
-        if not ok:
-            log.warning("could not update the best=true tags of the sweep's earlier final runs: %s", value)
-            return
-        retired = value
-    else:
-        try:
+    try:
+        if enabled():
+            ok, retired = call_in_writer("pipeline.tracking.sweeps:_retire_best_runs", tracking_uri, parent_run_id,
+                                         [int(n) for n in keep_trials]).result()
+            if not ok:
+                raise RuntimeError(retired)
+        else:
             retired = _retire_best_runs(tracking_uri, parent_run_id, keep_trials)
-        except Exception as error:  # tracking is a side channel: the sweep's result stands
-            log.warning("could not update the best=true tags of the sweep's earlier final runs: %s", error)
-            return
+    except Exception as error:
+        log.warning("could not update the best=true tags of the sweep's earlier final runs: %s", error)
+        return
     if retired:
         log.info("tagged best=false (no longer a finished final run of the sweep's best trials): %s", ", ".join(retired))
 
