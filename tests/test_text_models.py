@@ -710,3 +710,35 @@ def test_a_csv_cell_longer_than_pythons_default_limit_is_read(tmp_path):
     module = TextTSV(path=str(tmp_path / "reviews.csv"))
     module.setup()
     assert len(module.train_split) + len(module.val_split) + len(module.test_split) == 40
+
+
+def test_the_logged_model_takes_any_number_of_texts_after_an_rnn_run_and_a_one_row_test_split(store, tmp_path):
+    """torch.export fixes a batch size the model reads as a number (the RNN's ``len(tokens)``) or that the
+    example has as its only size (a test split of one row), with only a warning: the logged model then refused
+    every other number of rows. Both runs' models answer 1, 2 and 5 texts as pipeline-predict does."""
+    import pandas as pd
+
+    data = write_sentiment_tsv(tmp_path / "data", rows=200, dev=40)
+    (data / "dev.tsv").rename(data / "test.tsv")
+    one_row = tmp_path / "one" / "test.tsv"
+    one_row.parent.mkdir()
+    one_row.write_text("\n".join((data / "test.tsv").read_text().splitlines()[:2]) + "\n")
+    texts = pd.read_csv(data / "test.tsv", sep="\t")["sentence"]
+    for extra in (["model=rnn"], ["model=bow", f"data.test_path={one_row}"]):
+        result = run_cli(["task=sentiment", "data=text_tsv", f"data.path={data}", "trainer.max_epochs=1",
+                          "logger.mlflow.log_plots=false", *extra], store)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "cannot be exported" not in result.stderr, result.stderr[-2000:]
+        run = runs_in(store)[0]
+        model = load_pyfunc(store, run.info.run_id)
+        answers = {rows: model.predict(pd.DataFrame({"sentence": texts[:rows]})) for rows in (1, 2, 5)}
+        assert [len(answer) for answer in answers.values()] == [1, 2, 5], extra
+        assert answers[5]["probability_1"][:2].to_numpy() == pytest.approx(answers[2]["probability_1"].to_numpy(),
+                                                                          abs=1e-6)
+        given = tmp_path / "texts.txt"
+        given.write_text("\n".join(texts[:5]) + "\n")
+        output = tmp_path / f"predicted_{len(extra)}.csv"
+        code, _, err = predict_cli([run.info.run_id, "--input", str(given), "--output", str(output),
+                                    "--tracking-uri", store["uri"]])
+        assert code == 0, (extra, err[-2000:])
+        assert pd.read_csv(output)["prediction"].astype(str).tolist() == answers[5]["prediction"].tolist()

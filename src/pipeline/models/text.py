@@ -183,6 +183,6 @@ class RNNClassifier(nn.Module):
                 outputs.append(reverse_within_length(backward, lengths))
             x = torch.cat(outputs, dim=2)
         # forward direction ends at the last real token, backward direction at the first
-        rows = torch.arange(len(tokens), device=tokens.device)
+        rows = torch.arange(tokens.shape[0], device=tokens.device)  # not len(): export keeps it free
         final = torch.cat([x[rows, lengths - 1, : self.hidden_dim], x[:, 0, self.hidden_dim :]], dim=1)
         return self.linear(self.dropout(final))

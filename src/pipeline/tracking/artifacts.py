@@ -159,7 +159,9 @@ def start_log_model(run: TrackedRun, predictor: nn.Module, input_example: Tensor
         return lambda: None
     raw_rows = adapter is not None and hasattr(adapter, "to_dict") and hasattr(adapter, "input_schema")
     predictor = _on_cpu(predictor).eval()
-    example = input_example[: max(2, min(len(input_example), 4))].cpu()  # >1 row: the batch size stays free
+    example = input_example[:4].cpu()
+    if len(example) == 1:  # a one-row test split: torch.export would fix the batch size at the example's 1
+        example = example.repeat(2, *([1] * (example.dim() - 1)))
     if raw_rows:
         return _start_log_raw_model(run, predictor, example, adapter, spec)
     if hasattr(run, "start_model"):

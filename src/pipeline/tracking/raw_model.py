@@ -33,6 +33,7 @@ def export_predictor(predictor: "nn.Module", example: "Tensor", path: Path) -> s
         with warnings.catch_warnings():  # nn.GRU/LSTM re-assign their _flat_weights while traced: torch's note to itself
             warnings.filterwarnings("ignore", message=".*were assigned during export.*")
             program = torch.export.export(predictor, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        _check_free_batch(program, predictor, example)
         with _quiet_export():
             torch.export.save(program, path)
         return "pt2"
@@ -41,6 +42,19 @@ def export_predictor(predictor: "nn.Module", example: "Tensor", path: Path) -> s
                     "it needs the pipeline package", " ".join(str(error).split())[:300])
         torch.save(predictor, path)
         return "pickle"
+
+
+def _check_free_batch(program, predictor: "nn.Module", example: "Tensor") -> None:
+    """Raise unless the exported program answers a batch of another size than the example's as the model does: code
+    that reads the batch size as a number (``len(x)``) has torch.export fix it at the example's, with only a warning,
+    and the logged model would then refuse every other batch size."""
+    import torch
+
+    other = example[:1] if len(example) > 1 else example.repeat(2, *([1] * (example.dim() - 1)))
+    with torch.no_grad():
+        exported, eager = program.module()(other), predictor(other)
+    if exported.shape != eager.shape or not torch.allclose(exported, eager, rtol=1e-3, atol=1e-5):
+        raise ValueError(f"the exported program answers a batch of {len(other)} unlike the model")
 
 
 def write_model_parts(folder: Path, predictor: "nn.Module", adapter, spec, example: "Tensor") -> dict[str, str]:
