@@ -199,6 +199,11 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     [run] = runs_in(store)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test/acc"] >= 0.9, run.data.metrics
+    # each tested image named beside its prediction, the one the test pass left out not among them (the column was
+    # dropped where a file had been left out)
+    tested = (store["outputs"] / "predictions" / "test.csv").read_text().splitlines()
+    assert tested[0].startswith("row,path,target,") and len(tested) == 1 + 12, tested[:2]
+    assert not any("cut.png" in line for line in tested)
     contexts = sorted(tag.value for d in run.inputs.dataset_inputs for tag in d.tags)
     assert contexts == ["testing", "training", "validation"]
     assert run.data.tags["data_digest"] == next(d.dataset.digest for d in run.inputs.dataset_inputs
@@ -387,6 +392,24 @@ def test_image_csv_lists_relative_paths_with_a_split_column(tmp_path):
     assert data.spec.class_names == ["ants", "bees"] and data.spec.input_shape == (3, 8, 8)
     assert [len(data.rows[name]) for name in ("train", "val", "test")] == [9, 1, 4]  # val rows are the test split
     assert sorted(data.rows["test"].y.tolist()) == [0, 0, 1, 1]
+
+
+def test_split_sizes_read_into_memory_leave_out_files_found_unreadable_while_read(tmp_path, capsys):
+    """A truncated image passes the listing's header check and fails when read: read into memory, it is out of the
+    split sizes announced (they counted it), of the data set records and of each test row's file."""
+    folder = tutorial_folder(tmp_path / "photos", per_class=5, test_per_class=2, modes=False)
+    truncated_png(folder / "val" / "ants" / "cut.png")
+    from pipeline.data.image_files import ImageFolder
+
+    data = ImageFolder(path=str(folder), image_size=8, skip_bad_files=True, num_workers=0, in_memory=True,
+                       augment=False)
+    data.setup()
+    assert [len(data.rows[name]) for name in ("train", "val", "test")] == [
+        len(data.train_split), len(data.val_split), len(data.test_split)]
+    assert len(data.test_split) == 4
+    assert "/ 4 test images" in capsys.readouterr().out
+    _, paths = data.test_row_sources()
+    assert len(paths) == 4 and not any(path.endswith("cut.png") for path in paths)
 
 
 def listing(folder: Path, splits=("train", "val"), relative_to: Optional[Path] = None) -> list[str]:
@@ -594,3 +617,23 @@ def test_weights_not_cached_are_refused_before_any_run_naming_url_and_path(tmp_p
     assert f"download https://download.pytorch.org/models/{wanted.name} and save it as {wanted}" in line, line
     assert "Data:" not in result.stdout  # refused before the data was read
     assert runs_in(quick_store) == [] and not torch_home.exists()
+
+
+def test_listing_labels_are_spelled_and_ordered_as_in_tables_and_texts(tmp_path):
+    """``1``, `` 1`` and ``1.0`` in a path,label listing are one class (they were three), and numeric classes are in
+    numeric order, 2 before 10 (they were in string order: 1, 10, 2), as tables and text files read them."""
+    from PIL import Image
+
+    from pipeline.data.image_files import ImageCSV
+
+    rng = np.random.default_rng(0)
+    lines = ["path,label"]
+    for index, label in enumerate(["1", "1.0", " 1", "2", "2.0", "2 ", "10", "10.0", "10"] * 2):
+        levels = {"1": BRIGHT, "2": DARK}.get(label.strip().split(".")[0], (90, 160))
+        save(Image.fromarray(pixels(rng, 8, 8, levels)), tmp_path / f"{index}.png")
+        lines.append(f"{index}.png,{label}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    data = ImageCSV(path=str(tmp_path / "labels.csv"), image_size=8, num_workers=0, val_fraction=0.0,
+                    test_fraction=0.34, augment=False)
+    data.setup()
+    assert data.spec.class_names == ["1", "2", "10"]

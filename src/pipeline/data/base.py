@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Optional, Sequence
@@ -497,6 +498,26 @@ def test_file_note(test_path: Path, cv_folds: int) -> str:
     ``data.cv_folds``, a part of the rows the folds are drawn from."""
     test = Path.cwd() / test_path  # an absolute path stays as it is
     return f"the folds pool data.path and {test} (data.test_path)" if cv_folds else f"test split: {test} (data.test_path)"
+
+
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:\.0*)?")
+
+
+def one_spelling(label: str) -> str:
+    """A class label read from text (a text file's or an image listing's label column) as tables spell classes:
+    ``1``, ``1.0`` and ``+1`` are one class, ``"1"``; other labels as written."""
+    if _WHOLE_NUMBER.fullmatch(label):
+        return str(int(float(label))) if "." in label else str(int(label))
+    return label
+
+
+def label_sort_key(label: str):
+    """The order of class names: numbers by value (``2`` before ``10``), then names alphabetically."""
+    try:
+        value = float(label)
+    except ValueError:
+        return (1, 0.0, label)
+    return (0, value if math.isfinite(value) else 0.0, label)
 
 
 def without_trailing_punctuation(label: str) -> str:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from . import raw_inputs
-from .base import DataError, DataSpec, LoadedData, Split
+from .base import DataError, DataSpec, LoadedData, Split, label_sort_key, one_spelling
 from .images import ImageDataModule, imagenet_statistics
 from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
 
@@ -262,7 +262,8 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
 
     def test_row_sources(self) -> tuple[str, list[str]]:
         """The file of each test row, in the test split's order (a ``path`` column of predictions/test.csv)."""
-        return "path", [self._path_of(row) for row in self.rows["test"].x.tolist()]
+        # the test pass of a streamed run may have left out more unreadable files since setup
+        return "path", [self._path_of(row) for row in self.without_skipped(self.rows["test"]).x.tolist()]
 
     def _path_of(self, row: int) -> str:
         return os.path.normpath(os.path.join(str(self.root), str(self.files[row])))
@@ -407,6 +408,11 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         spec = super().describe_rows(train, class_names)
         spec.extra["image_size"] = self.image_size
         return spec
+
+
+def _labels(column) -> list[str]:
+    """A listing's labels as classes are spelled (``1``, `` 1`` and ``1.0`` are one class, as in tables and texts)."""
+    return [one_spelling(label.strip()) for label in column]
 
 
 def _warn_of_files_with_two_labels(csv: Path, files: list[str], labels: list[str]) -> None:
@@ -587,7 +593,7 @@ class ImageCSV(ImageFiles):
             test_csv = self.test_path if self.test_path.is_absolute() else Path.cwd() / self.test_path
             table = self._read_listing(test_csv, "test_path")
             return self._test_files_alone(test_csv.parent, [p.strip() for p in table[self.path_column]],
-                                          table[self.label_column].str.strip().tolist(),
+                                          _labels(table[self.label_column]),
                                           f"{test_csv} (data.test_path)")
         csv = self._resolved_path("a CSV file with a path and a label column")
         table = self._read_listing(csv, "path")
@@ -606,7 +612,7 @@ class ImageCSV(ImageFiles):
             rows_by_part.setdefault(part, []).append(index)
         if "train" not in rows_by_part:
             raise DataError(f"{csv}: no training rows ({self.split_column}=train)")
-        labels = table[self.label_column].str.strip().tolist()
+        labels = _labels(table[self.label_column])
         files = [p.strip() for p in table[self.path_column]]
         sources = ({"train": f"the train rows of {csv.name}", "val": "its val rows", "test": "its test rows"}
                    if has_splits else {"train": f"{csv}"})
@@ -615,14 +621,14 @@ class ImageCSV(ImageFiles):
             test_table = self._read_listing(test_csv, "test_path")
             left_out = len(rows_by_part.pop("test", []))
             rows_by_part["test"] = list(range(len(files), len(files) + len(test_table)))
-            labels += test_table[self.label_column].str.strip().tolist()
+            labels += _labels(test_table[self.label_column])
             # its paths are relative to its own folder: written relative to the listing's, or absolute
             files += [os.path.relpath(test_csv.parent / p.strip(), csv.parent) if not os.path.isabs(p.strip())
                       else p.strip() for p in test_table[self.path_column]]
             sources["test"] = f"{test_csv} (data.test_path" + (
                 f"; the {left_out} test rows of {csv.name} are left out)" if left_out else ")")
         _warn_of_files_with_two_labels(csv, files, labels)
-        classes = sorted({labels[i] for i in rows_by_part["train"]})
+        classes = sorted({labels[i] for i in rows_by_part["train"]}, key=label_sort_key)
         unknown = sorted(set(labels) - set(classes))
         if unknown:
             where = f"{csv}" + (f" and {self.test_path}" if self.test_path is not None else "")

@@ -245,6 +245,9 @@ class StreamedDataModule(InMemoryDataModule):
         if not self.streamed:
             self.train_split, self.val_split, self.test_split = (self.read_split(self.rows[name])
                                                                  for name in ("train", "val", "test"))
+            # files whose header read well but whose contents did not (a truncated image) are out of the splits
+            # read: the sizes announced, the data sets recorded and each test row's file count without them
+            self.rows = {name: self.without_skipped(rows) for name, rows in self.rows.items()}
         self.spec = self.describe_rows(train, data.class_names)
         self.announce()
 
@@ -287,6 +290,13 @@ class StreamedDataModule(InMemoryDataModule):
             how = f"read into memory ({self.path_reason})"
         sizes = [len(self.rows[name]) for name in ("train", "val", "test")]
         announce_splits(self, how, sizes, self.item_noun, self.split_notes + self._skip_note())
+
+    def without_skipped(self, rows: Split) -> Split:
+        """``rows`` without those left out as unreadable so far (data.skip_bad_files)."""
+        if not self.skipped:
+            return rows
+        kept = [position for position, row in enumerate(rows.x.tolist()) if self.row_name(row) not in self.skipped]
+        return rows if len(kept) == len(rows) else rows.subset(np.asarray(kept, dtype=np.int64))
 
     def _skip_note(self) -> list[str]:
         if not self.skipped:

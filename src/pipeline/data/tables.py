@@ -21,7 +21,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .base import DataError, without_trailing_punctuation
+from .base import DataError, label_sort_key, without_trailing_punctuation
 from .preprocessing import (DECIMAL_MARKS, FLOAT32_MAX, MISSING_TOKENS, canonical_values, cell_number, date_number,
                             to_numbers)
 
@@ -919,7 +919,7 @@ def class_labels(tables: Sequence[Table], target: str) -> tuple[list[np.ndarray]
     if merged:
         log.warning("data.target: labels in column %r that differ only by trailing punctuation or space are read "
                     "as one class: %s", target, "; ".join(merged))
-    classes = sorted({rename.get(label, label) for label in counts.index}, key=_label_sort_key)
+    classes = sorted({rename.get(label, label) for label in counts.index}, key=label_sort_key)
     by_case: dict[str, list[str]] = {}
     for label in classes:
         by_case.setdefault(without_trailing_punctuation(label).casefold(), []).append(label)
@@ -957,10 +957,3 @@ def _is_number(label: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _label_sort_key(label: str):
-    try:
-        return (0, float(label), label)
-    except ValueError:
-        return (1, 0.0, label)

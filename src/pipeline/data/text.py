@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 import re
 import tarfile
@@ -25,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher, onto_classes,
-                   repeats_note, test_file_note)
+from .base import (DataError, DataSpec, InMemoryDataModule, LoadedData, Split, TensorBatcher, label_sort_key,
+                   one_spelling, onto_classes, repeats_note, test_file_note)
 from .raw_inputs import TextInput
 from .text_stream import decode_text, read_text  # noqa: F401  (read here, used by the readers below)
 from .text_stream import (ConcatTexts, EpochBatchSampler, FileTexts, LineTexts, TokenizedBatches, decode_line,
@@ -645,7 +644,7 @@ class TextTSV(TextDataModule):
         label = cells[label_at].strip()
         if not label:
             raise DataError(f"{path}:{line_no}: missing label in column {self.label_column!r}")
-        return _one_spelling(label)
+        return one_spelling(label)
 
     def _read(self, path: Path, required: bool) -> Optional[tuple[list[str], list[str], list[int]]]:
         rows = self._rows(path)
@@ -718,7 +717,7 @@ class TextTSV(TextDataModule):
         label."""
         if self.fitted is not None and set(labels) <= set(self.fitted[1].class_names or []):
             return list(self.fitted[1].class_names)
-        classes = sorted(labels, key=_label_sort_key)
+        classes = sorted(labels, key=label_sort_key)
         if len(classes) < 2:
             raise DataError(f"{train_path}: column {self.label_column!r} holds a single class {classes}; need at least two")
         if self.label_column == self.text_column:
@@ -779,7 +778,7 @@ class TextTSV(TextDataModule):
             texts, names, label_ids, _ = self._index(test, required=True)
             return RawTexts(class_names=names, test=(texts, label_ids))
         texts, labels, _ = self._read(test, required=True)
-        names = sorted(set(labels), key=_label_sort_key)
+        names = sorted(set(labels), key=label_sort_key)
         index = {name: i for i, name in enumerate(names)}
         return RawTexts(class_names=names, test=(texts, [index[label] for label in labels]))
 
@@ -835,17 +834,6 @@ def _count_lines(path: Path) -> int:
     return lines
 
 
-_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:\.0*)?")
-
-
-def _one_spelling(label: str) -> str:
-    """A label as tables spell classes: ``1``, ``1.0`` and ``+1`` are one class, ``"1"`` (a test file written
-    from floats said ``1.0`` and was refused as a label the training file lacks); other labels as written."""
-    if _WHOLE_NUMBER.fullmatch(label):
-        return str(int(float(label))) if "." in label else str(int(label))
-    return label
-
-
 def _warn_of_labels_differing_by_case(path: Path, column: str, classes: Sequence[str]) -> None:
     by_case: dict[str, list[str]] = {}
     for name in classes:
@@ -854,14 +842,6 @@ def _warn_of_labels_differing_by_case(path: Path, column: str, classes: Sequence
     if alike:
         log.warning("%s: labels in column %r that differ only by case are different classes: %s; write each class "
                     "one way if they are one", path, column, "; ".join(" and ".join(map(repr, n)) for n in alike))
-
-
-def _label_sort_key(label: str):
-    try:
-        value = float(label)
-    except ValueError:
-        return (1, 0.0, label)
-    return (0, value if math.isfinite(value) else 0.0, label)
 
 
 # ----- IMDB (Maas et al. 2011) ----------------------------------------------------------------
