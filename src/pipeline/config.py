@@ -146,14 +146,19 @@ def validate(cfg: DictConfig) -> None:
     _check_fixed_parts(cfg)
     _check_required(cfg)
     _check_ranges(cfg)  # before the types: "optimizer.lr must be a number" says more than a type annotation
+    own_checks = []
     for group in TARGET_GROUPS:
         node = cfg.get(group)
         if node is not None and "_target_" in node:
-            _check_against_signature(group, node)
+            own_checks.append(_check_against_signature(group, node))
     for group in TARGET_COLLECTIONS:
         for name, node in _collection(cfg, group).items():
-            _check_against_signature(f"{group}.{name}", node)
+            own_checks.append(_check_against_signature(f"{group}.{name}", node))
     _check_compatibility(cfg)
+    # after the compatibility of the choices: model=torchvision on text data is that, not a tokenizer named like
+    # the model (data.tokenizer defaults to model.name) that is not in the Hugging Face cache
+    for check in own_checks:
+        check()
     _check_checkpoint(cfg.get("ckpt_path"))
 
 
@@ -303,7 +308,9 @@ NO_TEST_FILE = ("this data set reads its own files and has no test file of its o
                 "pipeline-predict answers any model on it")
 
 
-def _check_against_signature(group: str, node: DictConfig) -> None:
+def _check_against_signature(group: str, node: DictConfig) -> Callable[[], None]:
+    """Check ``node``'s keys and values against the class it builds; returns the class's own checks of the node
+    (``check_config``, e.g. pretrained weights at hand), to run once the choices are known to fit together."""
     target = resolve_target(group, node._target_)
     parameters = accepted_parameters(target)
     wired = WIRED_ARGUMENTS.get(group, set())
@@ -319,9 +326,8 @@ def _check_against_signature(group: str, node: DictConfig) -> None:
                 f"unknown key '{group}.{key}' for {node._target_}{nearest(key, parameters - wired)}"
             )
     _check_types(group, node, _annotations(target))
-    check = getattr(target, "check_config", None)
-    if callable(check):  # the class's own checks that need no data (e.g. pretrained weights are at hand)
-        check(node)
+    check = getattr(target, "check_config", None)  # the class's own checks that need no data
+    return (lambda: check(node)) if callable(check) else (lambda: None)
 
 
 def _check_types(group: str, node: DictConfig, annotations: dict[str, Any]) -> None:
