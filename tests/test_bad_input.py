@@ -48,6 +48,10 @@ UNKNOWN_NAMES = [
     (["optimizer=SGD"], ["optimizer=SGD: no such option in conf/optimizer/; did you mean optimizer=sgd?"]),
     (["optimizer=xyzzy"], ["optimizer=xyzzy: no such option in conf/optimizer/. Available: adam, adamw"]),
     (["optimizer.lr=1e-3,1e-2"], ["optimizer.lr=1e-3,1e-2", "several values run as a multirun: add -m"]),
+    # a key the class takes gets the '+' to add it; one it does not take is not sent to a '+' it would then refuse
+    (["optimizer.amsgrad=true"], ["unknown key 'optimizer.amsgrad'", "needs a '+': +optimizer.amsgrad=..."]),
+    (["task=image_classification", "model=cnn", "model.freeze_backbone=true"],
+     ["unknown key 'model.freeze_backbone': pipeline.models.cnn.CNN takes no 'freeze_backbone'; keys under 'model'"]),
 ]
 
 

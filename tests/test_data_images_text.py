@@ -589,6 +589,18 @@ def test_a_utf8_file_with_one_windows_1252_line_reads_alike_in_memory_and_stream
     assert vocabularies[0] == vocabularies[1]
 
 
+def test_the_lines_read_as_windows_1252_are_counted_of_the_lines_the_file_has(tmp_path, caplog):
+    """A file ending with a newline has as many lines as newlines (the empty text after the last one was counted)."""
+    import logging
+
+    from pipeline.data.text_stream import decode_text
+
+    data = "sentence\tlabel\n".encode() + "a na\u00efve film\t1\n".encode("cp1252") + "fine\t0\n".encode()
+    with caplog.at_level(logging.INFO, logger="pipeline.data.text_stream"):
+        assert decode_text(tmp_path / "mixed.tsv", data) == "sentence\tlabel\na na\u00efve film\t1\nfine\t0\n"
+    assert "is not all UTF-8: 1 of its 3 lines read as Windows-1252" in caplog.text, caplog.text
+
+
 def test_text_tsv_row_without_label_names_file_and_line(tmp_path):
     write_glue(tmp_path / "glue")
     train = tmp_path / "glue" / "train.tsv"

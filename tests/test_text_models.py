@@ -507,10 +507,13 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
     assert f"0 train / 0 validation / 150 test rows; test split: {labelled} (data.test_path)" in stdout, stdout[-2000:]
     expected = (predicted["prediction"][:150] == pd.DataFrame(rows[:150])["sentiment"]).mean()
     assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(expected, abs=6e-5)
-    pd.DataFrame([{**rows[0], "sentiment": "meh"}, *rows[1:20]]).to_csv(tmp_path / "meh.csv", index=False)
+    pd.DataFrame([*rows[:3], {**rows[3], "sentiment": "meh"}, *rows[4:20]]).to_csv(tmp_path / "meh.csv", index=False)
     code, _, stderr = eval_cli([str(checkpoint), f"data.test_path={tmp_path / 'meh.csv'}", "--output-dir",
                                 str(tmp_path / "refused")])
-    assert code == 2 and "label 'meh'" in error_line(stderr), stderr[-2000:]
+    # the file and the row named (it said "text_tsv: label 'meh' ...")
+    assert code == 2 and error_line(stderr).startswith(
+        f"Error: {tmp_path / 'meh.csv'} (data.test_path): label 'meh' (1 row, the first is data row 4) is not a "
+        "class the model was trained on"), stderr[-2000:]
 
     # new texts in a column named otherwise: refused with the flag to use, then read with it
     comments, renamed = tmp_path / "comments.csv", tmp_path / "renamed.csv"

@@ -338,18 +338,33 @@ def _unknown_key_message(full_key: str, config_dir: Path, config_name: str, over
         return f"unknown key 'data.test_path': {NO_TEST_FILE}"
     # the other overrides may pick other options (data=wine has other keys than data=mnist)
     others = [o for o in overrides if not o.lstrip("+~").split("=")[0].startswith(full_key)]
-    siblings = _keys_at(parent, config_dir, config_name, others)
+    siblings, target = _keys_at(parent, config_dir, config_name, others)
     where = f"under '{parent}'" if parent else "at the top level"
     match = nearest(key, siblings)
     suggestion = f"; did you mean '{parent + '.' if parent else ''}{match}'?" if match else ""
     listed = f"; keys {where}: {', '.join(sorted(siblings))}" if siblings and len(siblings) <= 30 else ""
+    if not match and target is not None and not _takes(target, key):
+        # not offered a '+' that the class would then refuse (model=cnn has no model.freeze_backbone)
+        return f"unknown key '{full_key}': {target} takes no '{key}'{listed}"
     # '+' adds a key; offered when no existing key is meant (a typo gets the nearest name instead)
     plus = "" if match else f" (a key that is not in the config needs a '+': +{full_key}=...)"
     return f"unknown key '{full_key}'{suggestion}{listed}{plus}"
 
 
-def _keys_at(path: str, config_dir: Path, config_name: str, overrides: Sequence[str]) -> list[str]:
-    """The keys of the config at ``path`` (dotted; '' is the top level)."""
+def _takes(target: str, key: str) -> bool:
+    """Whether the class a ``_target_`` names takes ``key`` (True where that cannot be told)."""
+    try:
+        from pipeline.config import accepted_parameters, resolve_target
+
+        accepted = accepted_parameters(resolve_target("", target))
+    except Exception:
+        return True
+    return accepted is None or key in accepted
+
+
+def _keys_at(path: str, config_dir: Path, config_name: str,
+             overrides: Sequence[str]) -> tuple[list[str], Optional[str]]:
+    """The keys of the config at ``path`` (dotted; '' is the top level) and the ``_target_`` there, if any."""
     try:
         from hydra import compose, initialize_config_dir
         from omegaconf import DictConfig, OmegaConf
@@ -357,9 +372,12 @@ def _keys_at(path: str, config_dir: Path, config_name: str, overrides: Sequence[
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
             cfg = compose(config_name, overrides=list(overrides), return_hydra_config=path.startswith("hydra"))
         node = OmegaConf.select(cfg, path) if path else cfg
-        return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        if not isinstance(node, DictConfig):
+            return [], None
+        target = node.get("_target_")
+        return [str(k) for k in node.keys()], (str(target) if target else None)
     except Exception:
-        return []
+        return [], None
 
 
 def nearest(name: str, choices: Iterable[str]) -> str:

@@ -224,7 +224,13 @@ class TextDataModule(InMemoryDataModule):
             return raw
         mapping, unseen = onto_classes(raw.class_names, trained)
         if unseen is not None:
-            raise DataError(f"{self.name}: label {unseen!r} is not a class the model was trained on "
+            where, rows = self.name, ""
+            if self.test_path is not None and raw.test is not None:  # an evaluation on a test file: name it
+                where = f"{self._test_file()} (data.test_path)"
+                ids = np.asarray(raw.test[1], dtype=np.int64)
+                found = np.flatnonzero(ids == raw.class_names.index(unseen))
+                rows = f" ({len(found):,} row{'s' if len(found) != 1 else ''}, the first is data row {found[0] + 1:,})"
+            raise DataError(f"{where}: label {unseen!r}{rows} is not a class the model was trained on "
                             f"({', '.join(map(repr, trained))})")
         parts = {part: (pair[0], mapping[np.asarray(pair[1], dtype=np.int64)])
                  for part in ("train", "val", "test") if (pair := getattr(raw, part)) is not None}

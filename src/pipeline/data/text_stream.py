@@ -63,7 +63,7 @@ def decode_text(path: Path, data: bytes) -> str:
             decoded.append(decode_line(line))
             other += 1
     log.info("%s is not all UTF-8: %d of its %d lines read as Windows-1252 (Latin-1 where that fails)", path, other,
-             len(lines))
+             len(lines) - (lines[-1] == b""))  # a file's last line ends with a newline: not one more line
     return "\n".join(decoded)
 
 
