@@ -144,7 +144,7 @@ def test_compare_tells_apart_two_folders_of_one_name():
     image_folder:simple; a run with a test folder of its own is on other data too."""
     from types import SimpleNamespace
 
-    from pipeline.cli.compare import data_identity, same_data
+    from pipeline.cli.compare import data_identity, differing_keys, same_data
 
     def run(path: str, test_path: str = "") -> SimpleNamespace:
         params = {"data": "image_folder", "data.path": path, **({"data.test_path": test_path} if test_path else {})}
@@ -156,6 +156,9 @@ def test_compare_tells_apart_two_folders_of_one_name():
     fewer = run("/d/simple")  # 600 rows of it validate on other rows than all of it
     fewer.data.params["data.limit_rows"] = "600"
     assert same_data([newest, fewer, same]) == ([newest, same], 1)
+    # shown as they differ, and the keys they differ in named (runs left out were shown as the kept ones were)
+    assert data_identity(tested) == "image_folder:simple test:t" and data_identity(fewer) == "image_folder:simple limit:600"
+    assert differing_keys(newest, [elsewhere, tested, fewer]) == ["data.path", "data.test_path", "data.limit_rows"]
 
 
 @pytest.mark.unit
@@ -189,7 +192,8 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--output", str(tmp_path / "a")],
                          capsys)
     assert code == 0, err
-    assert "other-data" in out and "good-val" not in out and "2 runs on other data left out" in out
+    assert "other-data" in out and "good-val" not in out
+    assert "(2 runs on other data left out, other data; --all-data ranks them too)" in out, out
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--all-data",
                                 "--output", str(tmp_path / "b")], capsys)
     listed = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]

@@ -108,6 +108,13 @@ def data_identity(run) -> str:
         parts.append(Path(params["data.path"]).name)
     if params.get("data.target") not in (None, "null", ""):
         parts.append(f"->{params['data.target']}")
+    # what else draws the rows, where set: runs that differ only there were shown alike
+    if params.get("data.test_path") not in (None, "null", ""):
+        parts.append(f" test:{Path(params['data.test_path']).name}")
+    if params.get("data.limit_rows") not in (None, "null", ""):
+        parts.append(f" limit:{params['data.limit_rows']}")
+    if params.get("data.cv_folds") not in (None, "null", ""):
+        parts.append(f" fold:{params.get('data.fold', '0')}/{params['data.cv_folds']}")
     return ":".join(parts[:2]) + "".join(parts[2:])
 
 
@@ -122,6 +129,13 @@ def data_key(run) -> tuple[str, ...]:
     the target column and what draws the splits (600 rows or 2,000 of MR validate on other rows)."""
     params = run.data.params
     return tuple(params.get(key, "") for key in DATA_KEYS)
+
+
+def differing_keys(run, others: list) -> list[str]:
+    """The keys of :data:`DATA_KEYS` on which any of ``others`` differs from ``run``."""
+    wanted = data_key(run)
+    return [key for position, key in enumerate(DATA_KEYS) if any(data_key(o)[position] != wanted[position]
+                                                                 for o in others)]
 
 
 def same_data(runs: list) -> tuple[list, int]:
@@ -360,8 +374,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         client = open_client(args.tracking_uri)
         experiment = pick_experiment(client, args.experiment)
         runs = finished_runs(client, experiment, include_all=args.all)
-        left_out = 0
-        if not args.all_data:
+        left_out, differ = 0, []
+        if not args.all_data and runs:
+            differ = differing_keys(runs[0], [run for run in runs if data_key(run) != data_key(runs[0])])
             runs, left_out = same_data(runs)
         ranking = rank(runs, experiment.name, args.metric, args.top)
     except CompareError as error:
@@ -375,7 +390,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"Experiment '{ranking.experiment}': {len(ranking.rows)} {what} on {ranking.rows[0][len(KEY_PARAMS) + 3]} "
           f"by {ranking.metric} ({direction} is better; test metrics are shown, not ranked on)")
     if left_out:
-        print(f"({left_out} runs on other data left out; --all-data ranks them too)")
+        print(f"({left_out} runs on other data left out, other {', '.join(differ)}; --all-data ranks them too)")
     print()
     print(as_text(ranking))
     (output / "compare.md").write_text(as_markdown(ranking))
