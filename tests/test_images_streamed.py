@@ -637,3 +637,24 @@ def test_listing_labels_are_spelled_and_ordered_as_in_tables_and_texts(tmp_path)
                     test_fraction=0.34, augment=False)
     data.setup()
     assert data.spec.class_names == ["1", "2", "10"]
+
+
+def test_a_class_folder_named_in_another_unicode_form_is_the_same_class(tmp_path):
+    """macOS writes "blé" as e + a combining accent (NFD); a val/ folder so named was refused as a class that
+    train/ lacks, with the two names printed alike."""
+    import unicodedata
+
+    from PIL import Image
+
+    from pipeline.data.image_files import ImageFolder
+
+    rng = np.random.default_rng(0)
+    composed, decomposed = unicodedata.normalize("NFC", "blé"), unicodedata.normalize("NFD", "blé")
+    for split, wheat in (("train", composed), ("val", decomposed)):
+        for name, levels in ((wheat, BRIGHT), ("orge", DARK)):
+            for index in range(4):
+                save(Image.fromarray(pixels(rng, 8, 8, levels)), tmp_path / split / name / f"{index}.png")
+    data = ImageFolder(path=str(tmp_path), image_size=8, num_workers=0, augment=False)
+    data.setup()
+    assert data.spec.class_names == [composed, "orge"]
+    assert sorted(data.test_split.y.tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]

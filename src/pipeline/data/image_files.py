@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import ClassVar, Optional, Sequence
@@ -239,11 +240,12 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         """The test images alone (``test_file_alone``): ``files`` relative to ``root``, labelled as the trained
         run's classes; a label it was not trained on is refused."""
         trained = list(self.fitted[1].class_names or [])
-        unknown = sorted(set(labels) - set(trained))
+        index_of = {_one_form(name): index for index, name in enumerate(trained)}
+        unknown = sorted({label for label in labels if _one_form(label) not in index_of})
         if unknown:
             raise DataError(f"{source}: labels {unknown[:5]} are not classes the model was trained on "
                             f"({', '.join(map(repr, trained))})")
-        parts = self._drop_unreadable({"test": [(row, trained.index(label)) for row, label in enumerate(labels)]},
+        parts = self._drop_unreadable({"test": [(row, index_of[_one_form(label)]) for row, label in enumerate(labels)]},
                                       self._set_table(root, files))
         self.split_notes = [f"test split: {source}"]
         test = Split(torch.as_tensor([row for row, _ in parts["test"]], dtype=torch.long).view(-1),
@@ -410,9 +412,15 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         return spec
 
 
+def _one_form(name: str) -> str:
+    """A class name as compared across folders and listings: Unicode's composed form (NFC), so that "blé" written
+    by macOS (e + a combining accent, NFD) is the "blé" of a folder made elsewhere."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _labels(column) -> list[str]:
     """A listing's labels as classes are spelled (``1``, `` 1`` and ``1.0`` are one class, as in tables and texts)."""
-    return [one_spelling(label.strip()) for label in column]
+    return [one_spelling(_one_form(label.strip())) for label in column]
 
 
 def _warn_of_files_with_two_labels(csv: Path, files: list[str], labels: list[str]) -> None:
@@ -525,9 +533,10 @@ class ImageFolder(ImageFiles):
             raise DataError(f"data.path: no class sub-folders in {folders['train']}{self.class_hint()}")
         files: list[str] = []
         parts: dict[str, list[tuple[int, int]]] = {}
+        index_of = {_one_form(name): index for index, name in enumerate(classes)}
         for part, folder in folders.items():
             part_classes = _class_folders(folder)
-            unknown = sorted(set(part_classes) - set(classes))
+            unknown = sorted(name for name in part_classes if _one_form(name) not in index_of)
             if unknown:
                 raise DataError(f"{folder}: class folders {unknown} do not exist in {folders['train']}")
             rows = parts.setdefault(part, [])
@@ -536,7 +545,7 @@ class ImageFolder(ImageFiles):
                 if not images and part == "train":
                     raise DataError(f"data.path: no images in {folder / class_name} (looked for "
                                     f"{', '.join(IMAGE_EXTENSIONS)}); add its images or remove the folder")
-                label = classes.index(class_name)
+                label = index_of[_one_form(class_name)]
                 prefix = os.path.relpath(folder / class_name, root)
                 for image in images:
                     rows.append((len(files), label))
