@@ -415,6 +415,13 @@ def test_the_plotted_roc_and_precision_recall_curves_have_the_areas_of_the_metri
     assert plots.roc_and_precision_recall(labels, generator.dirichlet(np.ones(3), 60), tmp_path / "m.png")
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
     assert plots.roc_and_precision_recall(np.arange(60) % 12, generator.dirichlet(np.ones(12), 60), tmp_path / "x.png") is None
+    # test rows of one class (pipeline-eval on such a file): no curve, said on the plot; matplotlib's "No artists
+    # with labels found to put in legend" warning reached the console
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plots.roc_and_precision_recall(np.ones(20), generator.random(20), tmp_path / "one.png", ["no", "yes"])
 
 
 # ----- a sweep's worker ---------------------------------------------------------------------------------------

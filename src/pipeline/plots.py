@@ -123,9 +123,12 @@ def roc_and_precision_recall(y_true: np.ndarray, probabilities: np.ndarray, path
                  ylim=(-0.01, 1.01), title=f"ROC curve (test, n={len(labels)}, {what})")
     pr_axes.set(xlabel="recall", ylabel="precision", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
                 title=f"precision-recall curve (test, {what})")
+    if not pr_axes.lines:  # every test row of one class (an evaluation on a file of one class): no curve
+        pr_axes.text(0.5, 0.5, "no curve: the test rows hold one class", ha="center", va="center")
     for axes in (roc_axes, pr_axes):
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8, loc="lower right" if axes is roc_axes else "lower left")
+        if axes.get_legend_handles_labels()[0]:  # matplotlib warns of a legend with nothing in it
+            axes.legend(fontsize=8, loc="lower right" if axes is roc_axes else "lower left")
     figure.savefig(path)
     return path
 
