@@ -320,6 +320,11 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
     assert code == 0 and stderr.startswith("Warning: data.seed may draw other test rows than the source run's"), stderr
     assert f"Note: the run trained with {run.data.params['torch_threads']} torch threads and this process has " \
            f"{threads}" in stderr
+    # the training file itself as the test file: evaluated, with a warning that its rows are training rows
+    code, _, stderr = eval_cli([run.info.run_id, f"data.test_path={train_csv}", "--tracking-uri", store["uri"],
+                                "--output-dir", str(tmp_path / "trained_on")])
+    assert code == 0 and stderr.startswith(f"Warning: data.test_path={train_csv} is the data the model was trained "
+                                           "on (data.path)"), stderr[-2000:]
 
 
 # ----- regression on Parquet files -----------------------------------------------------------------------------

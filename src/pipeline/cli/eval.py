@@ -9,6 +9,7 @@ checkpoint file, the config is the ``config.yaml`` of the run folder the checkpo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -72,6 +73,25 @@ def redrawn_test_rows_warning(overrides: list[str]) -> Optional[str]:
             "better than they are; to test on new rows, give them a file or folder of their own (data.test_path)")
 
 
+def training_file_as_test_warning(cfg) -> Optional[str]:
+    """A warning when data.test_path names the file or folder the run was trained on (data.path): every test row
+    is then a training row, and the test metrics look better than they are."""
+    data = cfg.get("data") or {}
+    test, trained = data.get("test_path"), data.get("path")
+    if not test or not trained:
+        return None
+    test_file, trained_file = (Path(str(p)).expanduser() for p in (test, trained))
+    try:
+        same = os.path.samefile(test_file, trained_file)
+    except OSError:  # either is not there: the data module says so
+        return None
+    if not same:
+        return None
+    return (f"Warning: data.test_path={test} is the data the model was trained on (data.path): its rows are training "
+            "rows, and the test metrics look better than they are; to test on new rows, give them a file or folder "
+            "of their own")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import report_errors
     from pipeline.tracking import launched_as
@@ -81,14 +101,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     output_dir = args.output_dir or fresh_output_dir()
     with output_dir_removed_if_refused(output_dir, args.output_dir is not None), report_errors():
-        warning = redrawn_test_rows_warning(list(args.overrides))
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
+        _warn_if_any(redrawn_test_rows_warning(list(args.overrides)))
         source = Path(args.source)
         if source.suffix == ".ckpt" or source.is_file():
             if not source.is_file():
                 raise RerunRefused(f"checkpoint {source} does not exist")
             cfg = _from_checkpoint(source, list(args.overrides), args.tracking_uri, output_dir)
+            _warn_if_any(training_file_as_test_warning(cfg))
             print(f"Evaluating {source} into {output_dir}", flush=True)
             evaluate(cfg, source, source_data=source.resolve().parent.parent / "data")
             return 0
@@ -101,6 +120,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         cfg = rerun_config(client, run, args.tracking_uri, list(args.overrides), output_dir, choices)
         cfg.tags.pop("rerun_of", None)
+        _warn_if_any(training_file_as_test_warning(cfg))
         checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints") if a.path.endswith(".ckpt")]
         if not checkpoints:
             from pipeline.cli.predict import sweep_trial_without_model
@@ -118,6 +138,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             with launched_as(choices, list(args.overrides)):
                 evaluate(cfg, weights, source_run=run.info.run_id, source_data=data)
     return 0
+
+
+def _warn_if_any(warning: Optional[str]) -> None:
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
