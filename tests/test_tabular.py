@@ -172,6 +172,21 @@ def test_kept_columns_are_copied_as_written_and_never_clash_with_the_answers(peo
     assert set(kept["given"]) == {"given"}
 
 
+def test_predictions_never_overwrite_the_input_file(people_run):
+    """--output naming the --input file replaced the user's rows with predictions, without a word."""
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    mine = folder / "mine.csv"
+    mine.write_bytes(people_run["test"].read_bytes())
+    link = folder / "mine_link.csv"
+    link.symlink_to(mine)
+    for output in (mine, folder / "." / "mine.csv", link):
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(mine), "--output", str(output),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 2 and error_line(stderr) == (f"Error: --output {output} is the --input file; the predictions "
+                                                    "would overwrite it: write them to another file"), stderr[-2000:]
+        assert mine.read_bytes() == people_run["test"].read_bytes()
+
+
 BLOCKED_PIPELINE = """
 import sys, importlib.abc
 class NoPipeline(importlib.abc.MetaPathFinder):

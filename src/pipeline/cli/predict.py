@@ -529,6 +529,15 @@ def _cut_off(predictions, threshold: float):
     return predictions
 
 
+def _refuse_overwriting_input(args: argparse.Namespace) -> None:
+    """--output naming the --input file (by another spelling, or a link to it) would replace the rows with their
+    predictions; checked before the model is loaded. An --output that does not exist yet is no input."""
+    source, output = args.input, args.output
+    if source.is_file() and output.exists() and os.path.samefile(source, output):
+        raise PredictError(f"--output {output} is the --input file; the predictions would overwrite it: write them to "
+                           "another file")
+
+
 def _progress_bar(args: argparse.Namespace):
     if args.no_progress or not sys.stderr.isatty():
         return None
@@ -545,6 +554,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own bar is about rows
     try:
+        _refuse_overwriting_input(args)
         predictor = load_predictor(args.model, args.tracking_uri)
         rows = predict_file(predictor, args)
     except (PredictError, DataError, ConfigError) as error:
