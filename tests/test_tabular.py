@@ -735,6 +735,34 @@ def test_bad_tables_are_refused_before_any_run(store, case, text, fragments):
     assert_refused(result, store, str(path), *fragments)
 
 
+def test_a_separator_is_one_character_and_a_tab_is_given_as_the_refusal_says(people_run, store):
+    """'data.sep="\\t"' (a backslash and a t) and "::" crashed with 'unexpected TypeError: "delimiter" must be a
+    1-character string' (exit 1; pipeline-predict: a traceback); an empty separator read the file with ','."""
+    tabbed = store["tmp"] / "tabbed.csv"
+    tabbed.write_text(people_run["train"].read_text().replace(",", "\t"))
+    common = ["data=csv", f"data.path={tabbed}", "data.target=label"]
+    for sep, says in (("\\t", "data.sep: \\t arrives as two characters, a backslash and a t"),
+                      ("", "data.sep is empty (an unquoted tab is dropped on the command line)")):
+        assert_refused(run_cli_in_process([*common, f'data.sep="{sep}"'], store), store, says,
+                       """set data.format=tsv, or a real tab: $'data.sep="\\t"'""")
+    assert_refused(run_cli_in_process([*common, 'data.sep="::"'], store), store,
+                   "data.sep='::': a column separator is one character")
+    result = run_cli_in_process([*common, 'data.sep="\t"', "trainer.max_epochs=1", "logger=none"], store)  # a real tab
+    assert result.returncode == 0, result.stderr[-3000:]
+    run, output = people_run["run"].info.run_id, store["tmp"] / "predictions.csv"
+    common = [run, "--input", str(tabbed), "--output", str(output), "--tracking-uri", people_run["store"]["uri"]]
+    for sep, says in (("\\t", "Error: --sep: \\t arrives as two characters, a backslash and a t, and a column "
+                              "separator is one character; for a tab-separated file set --format tsv, or a real tab: "
+                              "--sep $'\\t'"),
+                      ("::", "Error: --sep '::': a column separator is one character, e.g. ',' ';' '|'"),
+                      ("", "Error: --sep is empty, and a column separator is one character")):
+        code, _, stderr = predict_cli([*common, "--sep", sep])
+        assert code == 2 and error_line(stderr).startswith(says), stderr[-2000:]
+    for given in (["--sep", "\t"], ["--format", "tsv"]):
+        code, _, stderr = predict_cli([*common, *given])
+        assert code == 0 and len(pd.read_csv(output)) == 600, stderr[-2000:]
+
+
 def test_a_column_name_written_otherwise_gets_the_nearest_name(store):
     path = store["tmp"] / "named.csv"
     path.write_text(table_text("age,colour,Label", GOOD))

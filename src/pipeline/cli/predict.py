@@ -51,7 +51,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "(default: the more probable class, 0.5); the probabilities are the same either way")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
     parser.add_argument("--format", default=None, help="input format when the extension does not say it")
-    parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input (default: ',' or tab)")
+    parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input, one character (default: ',' or tab; "
+                                                      "a tab: --format tsv)")
     parser.add_argument("--decimal", choices=[".", ","], default=None,
                         help="the decimal mark of the input's numbers when it is not the training file's, e.g. , "
                              "for 3,14 (default: the training file's, data.decimal)")

@@ -194,6 +194,7 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
     a sheet) above the header to leave out, e.g. a report's title."""
     path = Path(path)
     _check_decimal(decimal)
+    _check_sep(sep)
     fmt = table_format(path, format)
     _check_names(path, fmt, names)
     _check_sheet(path, fmt, sheet)
@@ -354,6 +355,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     TSV file has no quoting (a quote character is part of the text)."""
     path = Path(path)
     _check_decimal(decimal)
+    _check_sep(sep, flags)
     fmt = table_format(path, format)
     _check_sheet(path, fmt, sheet)
     _check_skip(path, fmt, skip_rows)
@@ -457,6 +459,25 @@ def _text_encoding(path: Path, head_only: bool = False) -> str:
 def _check_decimal(decimal: str) -> None:
     if decimal not in DECIMAL_MARKS:
         raise DataError(f"data.decimal={decimal!r} is not a decimal mark; choose '.' (3.14) or ',' (3,14)")
+
+
+def _check_sep(sep, flags: bool = False) -> None:
+    """A separator is one character (pandas' and the csv module's); an empty one (what Hydra makes of an unquoted
+    tab) is refused rather than read as the default. ``flags``: named as pipeline-predict's --sep."""
+    if sep is None or (isinstance(sep, str) and len(sep) == 1):
+        return
+    key = "--sep" if flags else "data.sep"
+    tab = ("--format tsv, or a real tab: --sep $'\\t'" if flags else
+           """data.format=tsv, or a real tab: $'data.sep="\\t"'""")
+    if sep == "\\t":
+        raise DataError(f"{key}: \\t arrives as two characters, a backslash and a t, and a column separator is one "
+                        f"character; for a tab-separated file set {tab}")
+    if sep == "":
+        dropped = "" if flags else " (an unquoted tab is dropped on the command line)"
+        raise DataError(f"{key} is empty{dropped}, and a column separator is one character; for a tab-separated file "
+                        f"set {tab}")
+    raise DataError(f"{key} {sep!r}: a column separator is one character, e.g. ',' ';' '|'" if flags else
+                    f"data.sep={sep!r}: a column separator is one character, e.g. 'data.sep=\";\"'")
 
 
 def _naming(first_row: Sequence[str], names: Optional[Sequence[str]],
