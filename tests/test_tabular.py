@@ -763,6 +763,43 @@ def test_a_separator_is_one_character_and_a_tab_is_given_as_the_refusal_says(peo
         assert code == 0 and len(pd.read_csv(output)) == 600, stderr[-2000:]
 
 
+def test_a_json_array_of_records_is_a_table_and_a_json_of_columns_is_refused(people_run, store):
+    """df.to_json(orient="records") on one line was read as 1 row of 600 columns (the training) and the indented
+    array was refused by pipeline-predict; pandas' default layout (an object of columns) was read as one row."""
+    rows = pd.read_csv(people_run["train"], dtype=str, keep_default_na=False)
+    one_line, indented, columns = (store["tmp"] / name for name in ("rows.json", "indented.json", "columns.json"))
+    rows.to_json(one_line, orient="records")
+    rows.to_json(indented, orient="records", indent=2)
+    rows.to_json(columns)
+    layouts = ("tables are read from JSON lines (one object per line: df.to_json(path, orient='records', lines=True)) "
+               "or one array of objects ([{...}, {...}]: orient='records')")
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={columns}", "data.target=label"], store), store,
+                   f"{columns}: one JSON object of columns (pandas' to_json() default, orient='columns'), not rows; "
+                   + layouts)
+    for path in (one_line, indented):
+        result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1",
+                                     "logger=none"], store)
+        assert result.returncode == 0, result.stderr[-3000:]
+        sizes = re.search(r"([\d,]+) train / ([\d,]+) validation / ([\d,]+) test", result.stdout).groups()
+        assert sum(int(n.replace(",", "")) for n in sizes) == 600, result.stdout[-2000:]
+
+    run, uri = people_run["run"].info.run_id, people_run["store"]["uri"]
+    new = pd.read_csv(people_run["test"], dtype=str, keep_default_na=False)
+    new.to_json(indented, orient="records", indent=2)
+    answers = []
+    for source in (people_run["test"], indented):
+        output = store["tmp"] / f"{source.name}.predictions.csv"
+        code, _, stderr = predict_cli([run, "--input", str(source), "--output", str(output), "--batch-size", "64",
+                                       "--tracking-uri", uri])
+        assert code == 0, stderr[-2000:]
+        answers.append(pd.read_csv(output, dtype={"prediction": str}))
+    assert len(answers[1]) == 300
+    pd.testing.assert_frame_equal(answers[0], answers[1])
+    new.to_json(columns)
+    code, _, stderr = predict_cli([run, "--input", str(columns), "--output", str(output), "--tracking-uri", uri])
+    assert code == 2 and layouts in error_line(stderr) and len(error_line(stderr)) < 400, stderr[-2000:]
+
+
 def test_a_column_name_written_otherwise_gets_the_nearest_name(store):
     path = store["tmp"] / "named.csv"
     path.write_text(table_text("age,colour,Label", GOOD))

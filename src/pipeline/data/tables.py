@@ -392,12 +392,23 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
             raise _parser_error(path, fmt, error, encoding, header, flags, sep or DEFAULT_SEPARATORS[fmt]) from None
     elif fmt == "jsonl":
+        encoding = encoding or _text_encoding(path, head_only=True)
+        frame = _read_json_array(path, encoding)  # an array is read whole, then served in batches
+        if frame is not None:
+            frame = _tidy(frame, missing, literal_columns)
+            for start in range(0, len(frame), batch_size):
+                yield frame.iloc[start:start + batch_size]
+            return
         try:
             for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
-                                      encoding=encoding or _text_encoding(path, head_only=True)):
+                                      encoding=encoding):
+                if chunk.index[0] == 0:
+                    _refuse_json_columns(path, chunk)
                 yield _tidy(chunk, missing, literal_columns)
+        except DataError:
+            raise
         except ValueError as error:
-            raise DataError(f"{path}: not a JSON-lines file (one JSON object per line): {_first_line(error)}") from None
+            raise _json_error(path, error) from None
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -658,17 +669,49 @@ def _parser_error(path: Path, fmt: str, error: Exception, encoding: Optional[str
     return DataError(f"{path}: cannot be read as {fmt.upper()} ({_first_line(error)})")
 
 
+JSON_LAYOUTS = ("JSON lines (one object per line: df.to_json(path, orient='records', lines=True)) or one array of "
+                "objects ([{...}, {...}]: orient='records')")
+
+
 def _read_json_lines(path: Path, encoding: Optional[str]) -> pd.DataFrame:
     encoding = encoding or _text_encoding(path)
+    frame = _read_json_array(path, encoding)
+    if frame is not None:
+        return frame
     try:
-        return pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding=encoding)
-    except ValueError as lines_error:
-        if table_suffix(path) == ".json":  # a .json file may also be one array of records
-            try:
-                return pd.read_json(path, dtype=False, convert_dates=False, encoding=encoding)
-            except ValueError:
-                pass
-        raise DataError(f"{path}: not a JSON-lines file (one JSON object per line): {_first_line(lines_error)}") from None
+        frame = pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding=encoding)
+    except ValueError as error:
+        raise _json_error(path, error) from None
+    _refuse_json_columns(path, frame)
+    return frame
+
+
+def _read_json_array(path: Path, encoding: str) -> Optional[pd.DataFrame]:
+    """The file as a table when it is one JSON array of records (on one line or indented); None when it does not
+    start with ``[`` (JSON lines). An array of anything but objects is refused."""
+    head = _read_head(path, 1 << 12).decode(encoding, errors="ignore").lstrip("\ufeff \t\r\n")
+    if not head.startswith("["):
+        return None
+    if not re.match(r"\[\s*(\{|\]|$)", head):
+        raise DataError(f"{path}: a JSON array of {head[1:].lstrip()[:1]!r}..., not of objects (one per row); tables are "
+                        f"read from {JSON_LAYOUTS}")
+    try:
+        return pd.read_json(path, orient="records", dtype=False, convert_dates=False, encoding=encoding)
+    except ValueError as error:
+        raise _json_error(path, error) from None
+
+
+def _refuse_json_columns(path: Path, frame: pd.DataFrame) -> None:
+    """One object whose values are objects: a table written by pandas' default orient='columns' (or 'index'), read
+    as JSON lines it is one row of dictionaries."""
+    if len(frame) == 1 and frame.shape[1] and all(isinstance(value, dict) for value in frame.iloc[0]):
+        raise DataError(f"{path}: one JSON object of columns (pandas' to_json() default, orient='columns'), not rows; "
+                        f"tables are read from {JSON_LAYOUTS}")
+
+
+def _json_error(path: Path, error: ValueError) -> DataError:
+    return DataError(f"{path}: not a readable JSON table ({_first_line(error)[:200]}); tables are read from "
+                     f"{JSON_LAYOUTS}")
 
 
 def _read_arrow(path: Path, fmt: str) -> pd.DataFrame:
