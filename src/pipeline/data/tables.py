@@ -312,13 +312,20 @@ def _check_names(path: Path, fmt: str, names: Optional[Sequence[str]]) -> None:
 def header_hint(columns: Sequence[str], flags: bool = False) -> str:
     """For a file whose header row holds numbers (UCI's files as downloaded start with data, not names): how
     to name the columns of a file without a header row (``flags``: for pipeline-predict, whose model was
-    trained on a file with one). Empty when the header looks like names."""
-    if not any(_INTEGER_OR_DECIMAL.fullmatch(str(c).strip()) for c in columns):
+    trained on a file with one). Empty when the header looks like names: it looks like data when more than a third
+    of its names, and two at least, are numbers (UCI's adult.data: 6 of 15); a header naming a year (``2024``) or
+    two among more names is names."""
+    numbers = sum(_is_number_name(c) for c in columns)
+    if numbers < 2 or numbers * 3 <= len(columns):
         return ""
     if flags:
         return " (its first row looks like data, not column names: add a header row that names the columns)"
     return (f" (its first row looks like data, not column names: for a file without a header row, name its "
             f"{len(columns)} columns in order with data.columns=[name1,name2,...])")
+
+
+def _is_number_name(name) -> bool:
+    return bool(_INTEGER_OR_DECIMAL.fullmatch(str(name).strip()))
 
 
 def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
@@ -607,7 +614,7 @@ def _refuse_duplicates(path: Path, names: Sequence[str], flags: bool = False) ->
     if duplicated:
         listed = "; ".join(f"{name!r} (columns {', '.join(map(str, places))})" for name, places in duplicated.items())
         # a first row of data read as names repeats its values (0, 1, ...): say so rather than ask for other names
-        hint = header_hint(list(names), flags) if header_hint(list(duplicated)) else ""
+        hint = header_hint(list(names), flags) if any(map(_is_number_name, duplicated)) else ""
         raise DataError(f"{path}: duplicate column names: {listed}" + (hint or "; give each column its own name"))
 
 
