@@ -807,6 +807,8 @@ def test_a_column_name_written_otherwise_gets_the_nearest_name(store):
                    "data.target: column 'label' not in", "did you mean 'Label'?")
     assert_refused(run_cli_in_process(["data=csv", f"data.path={path}", "data.target=Label", "data.drop=[color]"], store),
                    store, "data.drop: ['color'] are not feature columns", "did you mean 'colour'?")
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={path}", "data.target=Label", "data.features=[]"], store),
+                   store, "data.features=[] lists no column")  # it read every column
     # a column named by a year is a name: the hint for a file without a header row took the place of the nearest name
     path.write_text(table_text("age,2024,Label", GOOD))
     result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label"], store)
