@@ -980,6 +980,20 @@ def test_an_integer_per_row_named_like_an_identifier_is_left_out(store):
     assert "'visits'" not in output.split("left out", 1)[1].split("\n", 1)[0]
 
 
+def test_consecutive_years_are_an_input_and_a_row_index_is_left_out(store):
+    """A year per row (1950..2020) was left out as "a row number"; a row index counts from 0 or 1."""
+    rng = np.random.default_rng(0)
+    years = np.arange(1950, 2021)
+    path = store["tmp"] / "years.csv"
+    pd.DataFrame({"row": np.arange(len(years)), "year": years, "pop": rng.normal(size=len(years)),
+                  "gdp": 3.0 * (years - 1950) + rng.normal(size=len(years))}).to_csv(path, index=False)
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={path}", "data.target=gdp",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    left_out = [line for line in (result.stdout + result.stderr).splitlines() if "left out" in line]
+    assert left_out and "'row' (a row number)" in left_out[0] and "'year'" not in " ".join(left_out), left_out
+
+
 def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, store):
     """A gzipped training file with a .tsv.bz2 test file trains (the format is the extension before the
     compression's); pipeline-predict answers on a .csv.gz and a one-file .zip exactly as on the plain file."""

@@ -823,8 +823,8 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             if integral and distinct <= max_integer_categories:
                 kinds[name] = "categorical"
                 few_integers[name] = distinct
-            elif unique_integers and finite.max() - finite.min() == distinct - 1 \
-                    and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day
+            elif unique_integers and finite.min() in (0, 1) and finite.max() - finite.min() == distinct - 1 \
+                    and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day, nor a year a row (1950..)
                 left_out[name] = "a row number"
             elif unique_integers and _IDENTIFIER_NAME.search(str(name)):
                 left_out[name] = "a different integer per row, named like an identifier"
