@@ -187,6 +187,43 @@ def test_predictions_never_overwrite_the_input_file(people_run):
         assert mine.read_bytes() == people_run["test"].read_bytes()
 
 
+def test_predict_options_are_named_as_given_and_the_keep_advice_works_for_a_column_the_model_reads(store):
+    """--format xls was called data.format='xls'; --rename of a column the model reads listed the new name as a column
+    of the file; following "--rename prediction=<name> --keep <name>" for an input column the model reads failed, as
+    --rename took that column from the model."""
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"city": rng.choice(["Oslo", "Rome", "Lima"], 120), "prediction": np.round(rng.normal(size=120), 3)})
+    rows["label"] = np.where(rows["prediction"] + (rows["city"] == "Rome") > 0.5, "yes", "no")
+    train = store["tmp"] / "forecasts.csv"
+    rows.to_csv(train, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={train}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")
+    output = store["tmp"] / "predictions.csv"
+    common = [str(checkpoint), "--input", str(train), "--output", str(output)]
+    code, _, stderr = predict_cli([*common, "--format", "xls"])
+    assert code == 2 and error_line(stderr).startswith("Error: --format xls is not a table format; choose one of csv,")
+    code, _, stderr = predict_cli([*common, "--rename", "city=town"])
+    assert code == 2 and error_line(stderr) == (
+        f"Error: --rename city=town: the model reads 'city', and {train} (after --rename) has 'town' in its place; "
+        "--rename COLUMN=NAME reads the file's COLUMN as the model's NAME: leave city out of it (or add --keep town to "
+        "copy 'city' into the output as 'town')"), stderr[-2000:]
+    code, _, stderr = predict_cli(common)
+    assert code == 0, stderr[-2000:]
+    plain = pd.read_csv(output)
+    code, _, stderr = predict_cli([*common, "--keep", "prediction"])
+    advice = error_line(stderr).split("keep it under another name: ", 1)[1]
+    assert code == 2 and advice == "--rename prediction=<name> --keep <name>", stderr[-2000:]
+    code, _, stderr = predict_cli([*common, *advice.replace("<name>", "given").split()])
+    assert code == 0, stderr[-2000:]
+    kept = pd.read_csv(output)
+    assert list(kept.columns) == ["given", *plain.columns] and kept["given"].tolist() == rows["prediction"].tolist()
+    pd.testing.assert_frame_equal(kept[plain.columns], plain)
+    code, _, stderr = predict_cli([*common, "--rename", "city=town", "--keep", "town"])
+    assert code == 0 and pd.read_csv(output)["town"].tolist() == rows["city"].tolist(), stderr[-2000:]
+
+
 BLOCKED_PIPELINE = """
 import sys, importlib.abc
 class NoPipeline(importlib.abc.MetaPathFinder):

@@ -85,15 +85,17 @@ class Table:
         return f"{self.path}: row {int(index) + 1}"
 
 
-def table_format(path: Path, format: Optional[str] = None) -> str:
+def table_format(path: Path, format: Optional[str] = None, flags: bool = False) -> str:
     """The format named by ``format`` or, failing that, by the extension (the one before a compression's:
-    ``train.csv.gz`` is CSV); anything else is read as CSV (e.g. UCI's ``adult.data``)."""
+    ``train.csv.gz`` is CSV); anything else is read as CSV (e.g. UCI's ``adult.data``). ``flags``: ``format`` is
+    pipeline-predict's --format, not data.format."""
     if format:
         name = str(format).lower().lstrip(".")
         name = {"parq": "parquet", "pq": "parquet", "arrow": "feather", "ndjson": "jsonl", "json": "jsonl",
                 "tab": "tsv", "xlsx": "excel", "xlsm": "excel"}.get(name, name)
         if name not in FORMAT_NAMES:
-            raise DataError(f"data.format={format!r} is not a table format; choose one of {', '.join(FORMAT_NAMES)}")
+            given = f"--format {format}" if flags else f"data.format={format!r}"
+            raise DataError(f"{given} is not a table format; choose one of {', '.join(FORMAT_NAMES)}")
     else:
         suffix = table_suffix(path)
         if suffix in SPREADSHEETS:
@@ -363,7 +365,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     path = Path(path)
     _check_decimal(decimal)
     _check_sep(sep, flags)
-    fmt = table_format(path, format)
+    fmt = table_format(path, format, flags)
     _check_sheet(path, fmt, sheet)
     _check_skip(path, fmt, skip_rows)
     _check_file(path, fmt)
