@@ -172,6 +172,58 @@ def test_kept_columns_are_copied_as_written_and_never_clash_with_the_answers(peo
     assert set(kept["given"]) == {"given"}
 
 
+def test_predictions_never_overwrite_the_input_file(people_run):
+    """--output naming the --input file replaced the user's rows with predictions, without a word."""
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    mine = folder / "mine.csv"
+    mine.write_bytes(people_run["test"].read_bytes())
+    link = folder / "mine_link.csv"
+    link.symlink_to(mine)
+    for output in (mine, folder / "." / "mine.csv", link):
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(mine), "--output", str(output),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 2 and error_line(stderr) == (f"Error: --output {output} is the --input file; the predictions "
+                                                    "would overwrite it: write them to another file"), stderr[-2000:]
+        assert mine.read_bytes() == people_run["test"].read_bytes()
+
+
+def test_predict_options_are_named_as_given_and_the_keep_advice_works_for_a_column_the_model_reads(store):
+    """--format xls was called data.format='xls'; --rename of a column the model reads listed the new name as a column
+    of the file; following "--rename prediction=<name> --keep <name>" for an input column the model reads failed, as
+    --rename took that column from the model."""
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"city": rng.choice(["Oslo", "Rome", "Lima"], 120), "prediction": np.round(rng.normal(size=120), 3)})
+    rows["label"] = np.where(rows["prediction"] + (rows["city"] == "Rome") > 0.5, "yes", "no")
+    train = store["tmp"] / "forecasts.csv"
+    rows.to_csv(train, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={train}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")
+    output = store["tmp"] / "predictions.csv"
+    common = [str(checkpoint), "--input", str(train), "--output", str(output)]
+    code, _, stderr = predict_cli([*common, "--format", "xls"])
+    assert code == 2 and error_line(stderr).startswith("Error: --format xls is not a table format; choose one of csv,")
+    code, _, stderr = predict_cli([*common, "--rename", "city=town"])
+    assert code == 2 and error_line(stderr) == (
+        f"Error: --rename city=town: the model reads 'city', and {train} (after --rename) has 'town' in its place; "
+        "--rename COLUMN=NAME reads the file's COLUMN as the model's NAME: leave city out of it (or add --keep town to "
+        "copy 'city' into the output as 'town')"), stderr[-2000:]
+    code, _, stderr = predict_cli(common)
+    assert code == 0, stderr[-2000:]
+    plain = pd.read_csv(output)
+    code, _, stderr = predict_cli([*common, "--keep", "prediction"])
+    advice = error_line(stderr).split("keep it under another name: ", 1)[1]
+    assert code == 2 and advice == "--rename prediction=<name> --keep <name>", stderr[-2000:]
+    code, _, stderr = predict_cli([*common, *advice.replace("<name>", "given").split()])
+    assert code == 0, stderr[-2000:]
+    kept = pd.read_csv(output)
+    assert list(kept.columns) == ["given", *plain.columns] and kept["given"].tolist() == rows["prediction"].tolist()
+    pd.testing.assert_frame_equal(kept[plain.columns], plain)
+    code, _, stderr = predict_cli([*common, "--rename", "city=town", "--keep", "town"])
+    assert code == 0 and pd.read_csv(output)["town"].tolist() == rows["city"].tolist(), stderr[-2000:]
+
+
 BLOCKED_PIPELINE = """
 import sys, importlib.abc
 class NoPipeline(importlib.abc.MetaPathFinder):
@@ -725,6 +777,71 @@ def test_bad_tables_are_refused_before_any_run(store, case, text, fragments):
     assert_refused(result, store, str(path), *fragments)
 
 
+def test_a_separator_is_one_character_and_a_tab_is_given_as_the_refusal_says(people_run, store):
+    """'data.sep="\\t"' (a backslash and a t) and "::" crashed with 'unexpected TypeError: "delimiter" must be a
+    1-character string' (exit 1; pipeline-predict: a traceback); an empty separator read the file with ','."""
+    tabbed = store["tmp"] / "tabbed.csv"
+    tabbed.write_text(people_run["train"].read_text().replace(",", "\t"))
+    common = ["data=csv", f"data.path={tabbed}", "data.target=label"]
+    for sep, says in (("\\t", "data.sep: \\t arrives as two characters, a backslash and a t"),
+                      ("", "data.sep is empty (an unquoted tab is dropped on the command line)")):
+        assert_refused(run_cli_in_process([*common, f'data.sep="{sep}"'], store), store, says,
+                       """set data.format=tsv, or a real tab: $'data.sep="\\t"'""")
+    assert_refused(run_cli_in_process([*common, 'data.sep="::"'], store), store,
+                   "data.sep='::': a column separator is one character")
+    result = run_cli_in_process([*common, 'data.sep="\t"', "trainer.max_epochs=1", "logger=none"], store)  # a real tab
+    assert result.returncode == 0, result.stderr[-3000:]
+    run, output = people_run["run"].info.run_id, store["tmp"] / "predictions.csv"
+    common = [run, "--input", str(tabbed), "--output", str(output), "--tracking-uri", people_run["store"]["uri"]]
+    for sep, says in (("\\t", "Error: --sep: \\t arrives as two characters, a backslash and a t, and a column "
+                              "separator is one character; for a tab-separated file set --format tsv, or a real tab: "
+                              "--sep $'\\t'"),
+                      ("::", "Error: --sep '::': a column separator is one character, e.g. ',' ';' '|'"),
+                      ("", "Error: --sep is empty, and a column separator is one character")):
+        code, _, stderr = predict_cli([*common, "--sep", sep])
+        assert code == 2 and error_line(stderr).startswith(says), stderr[-2000:]
+    for given in (["--sep", "\t"], ["--format", "tsv"]):
+        code, _, stderr = predict_cli([*common, *given])
+        assert code == 0 and len(pd.read_csv(output)) == 600, stderr[-2000:]
+
+
+def test_a_json_array_of_records_is_a_table_and_a_json_of_columns_is_refused(people_run, store):
+    """df.to_json(orient="records") on one line was read as 1 row of 600 columns (the training) and the indented
+    array was refused by pipeline-predict; pandas' default layout (an object of columns) was read as one row."""
+    rows = pd.read_csv(people_run["train"], dtype=str, keep_default_na=False)
+    one_line, indented, columns = (store["tmp"] / name for name in ("rows.json", "indented.json", "columns.json"))
+    rows.to_json(one_line, orient="records")
+    rows.to_json(indented, orient="records", indent=2)
+    rows.to_json(columns)
+    layouts = ("tables are read from JSON lines (one object per line: df.to_json(path, orient='records', lines=True)) "
+               "or one array of objects ([{...}, {...}]: orient='records')")
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={columns}", "data.target=label"], store), store,
+                   f"{columns}: one JSON object of columns (pandas' to_json() default, orient='columns'), not rows; "
+                   + layouts)
+    for path in (one_line, indented):
+        result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1",
+                                     "logger=none"], store)
+        assert result.returncode == 0, result.stderr[-3000:]
+        sizes = re.search(r"([\d,]+) train / ([\d,]+) validation / ([\d,]+) test", result.stdout).groups()
+        assert sum(int(n.replace(",", "")) for n in sizes) == 600, result.stdout[-2000:]
+
+    run, uri = people_run["run"].info.run_id, people_run["store"]["uri"]
+    new = pd.read_csv(people_run["test"], dtype=str, keep_default_na=False)
+    new.to_json(indented, orient="records", indent=2)
+    answers = []
+    for source in (people_run["test"], indented):
+        output = store["tmp"] / f"{source.name}.predictions.csv"
+        code, _, stderr = predict_cli([run, "--input", str(source), "--output", str(output), "--batch-size", "64",
+                                       "--tracking-uri", uri])
+        assert code == 0, stderr[-2000:]
+        answers.append(pd.read_csv(output, dtype={"prediction": str}))
+    assert len(answers[1]) == 300
+    pd.testing.assert_frame_equal(answers[0], answers[1])
+    new.to_json(columns)
+    code, _, stderr = predict_cli([run, "--input", str(columns), "--output", str(output), "--tracking-uri", uri])
+    assert code == 2 and layouts in error_line(stderr) and len(error_line(stderr)) < 400, stderr[-2000:]
+
+
 def test_a_column_name_written_otherwise_gets_the_nearest_name(store):
     path = store["tmp"] / "named.csv"
     path.write_text(table_text("age,colour,Label", GOOD))
@@ -732,6 +849,13 @@ def test_a_column_name_written_otherwise_gets_the_nearest_name(store):
                    "data.target: column 'label' not in", "did you mean 'Label'?")
     assert_refused(run_cli_in_process(["data=csv", f"data.path={path}", "data.target=Label", "data.drop=[color]"], store),
                    store, "data.drop: ['color'] are not feature columns", "did you mean 'colour'?")
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={path}", "data.target=Label", "data.features=[]"], store),
+                   store, "data.features=[] lists no column")  # it read every column
+    # a column named by a year is a name: the hint for a file without a header row took the place of the nearest name
+    path.write_text(table_text("age,2024,Label", GOOD))
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label"], store)
+    assert_refused(result, store, "data.target: column 'label' not in", "did you mean 'Label'?")
+    assert "looks like data" not in result.stderr
 
 
 def test_a_suggested_override_for_a_column_name_with_spaces_is_typed_as_given(store):
@@ -896,6 +1020,20 @@ def test_an_integer_per_row_named_like_an_identifier_is_left_out(store):
     output = result.stdout + result.stderr
     assert "left out 'user_id' (a different integer per row, named like an identifier)" in output, output[-3000:]
     assert "'visits'" not in output.split("left out", 1)[1].split("\n", 1)[0]
+
+
+def test_consecutive_years_are_an_input_and_a_row_index_is_left_out(store):
+    """A year per row (1950..2020) was left out as "a row number"; a row index counts from 0 or 1."""
+    rng = np.random.default_rng(0)
+    years = np.arange(1950, 2021)
+    path = store["tmp"] / "years.csv"
+    pd.DataFrame({"row": np.arange(len(years)), "year": years, "pop": rng.normal(size=len(years)),
+                  "gdp": 3.0 * (years - 1950) + rng.normal(size=len(years))}).to_csv(path, index=False)
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={path}", "data.target=gdp",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    left_out = [line for line in (result.stdout + result.stderr).splitlines() if "left out" in line]
+    assert left_out and "'row' (a row number)" in left_out[0] and "'year'" not in " ".join(left_out), left_out
 
 
 def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, store):

@@ -45,13 +45,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="copy this input column (e.g. an id) into the output; repeat or separate by commas")
     parser.add_argument("--rename", action="append", default=[], metavar="COLUMN=NAME",
                         help="read a table input's COLUMN as the model's column NAME (e.g. comment=review when the "
-                             "new file names its texts otherwise); repeat for more")
+                             "new file names its texts otherwise); repeat for more. A column the model reads, renamed "
+                             "to a --keep name, is kept as a copy under that name")
     parser.add_argument("--threshold", type=float, default=None, metavar="P",
                         help="a binary model's cut-off: the second class when its probability is at least P "
                              "(default: the more probable class, 0.5); the probabilities are the same either way")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
     parser.add_argument("--format", default=None, help="input format when the extension does not say it")
-    parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input (default: ',' or tab)")
+    parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input, one character (default: ',' or tab; "
+                                                      "a tab: --format tsv)")
     parser.add_argument("--decimal", choices=[".", ","], default=None,
                         help="the decimal mark of the input's numbers when it is not the training file's, e.g. , "
                              "for 3,14 (default: the training file's, data.decimal)")
@@ -374,14 +376,19 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     required = [original.get(c, c) for c in predictor.columns]  # as the file names them
     decimal = args.decimal or predictor.decimal
     # kept columns the model does not read are copied as written (ids with leading zeros, codes)
-    text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns]
+    text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns
+                    and original.get(c, c) not in predictor.columns]
     for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=decimal, flags=True,
                             names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows,
                             text_columns=text_columns, target=predictor.file_target,
                             literal_columns=[original.get(column, column)] if predictor.reads == "texts" else ()):
         if args.rename:
             _check_renames(batch, args)
-            batch = batch.rename(columns=args.rename)
+            renamed = batch.rename(columns=args.rename)
+            for column, name in args.rename.items():  # a column the model reads, kept under another name: a copy
+                if column in predictor.columns and column not in renamed and name in args.keep:
+                    renamed[column] = batch[column]
+            batch = renamed
         if decimal != predictor.decimal:
             batch = _written_as_trained(batch, predictor, decimal)
         if predictor.reads == "images" and column in batch:
@@ -478,13 +485,20 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
 def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> None:
     columns = [str(c) for c in batch.columns]
     absent = [c for c in predictor.columns if c not in columns]
+    renamed_away = [c for c in absent if c in args.rename]
+    if renamed_away:
+        column, name = renamed_away[0], args.rename[renamed_away[0]]
+        raise PredictError(f"--rename {column}={name}: the model reads {column!r}, and {args.input} (after --rename) has "
+                           f"{name!r} in its place; --rename COLUMN=NAME reads the file's COLUMN as the model's NAME: "
+                           f"leave {column} out of it (or add --keep {name} to copy {column!r} into the output as "
+                           f"{name!r})")
     if absent:
         from pipeline.data.tables import header_hint, separator_hint
 
         raise PredictError(f"--input {args.input} has no column {', '.join(map(repr, absent))}, which the model reads "
                            f"(it reads {', '.join(predictor.columns)})"
                            + (separator_hint(columns, flags=True) or header_hint(columns, flags=True) or
-                              f"; its columns are {columns}: --rename COLUMN={absent[0]} reads one of them as "
+                              f"; its columns{' after --rename' if args.rename else ''} are {columns}: --rename COLUMN={absent[0]} reads one of them as "
                               f"{absent[0]!r}" + ("; or add it: empty cells count as missing"
                                                   if predictor.accepts_missing and predictor.reads == "rows" else "")))
     unknown = [c for c in args.keep if c not in columns]
@@ -529,6 +543,15 @@ def _cut_off(predictions, threshold: float):
     return predictions
 
 
+def _refuse_overwriting_input(args: argparse.Namespace) -> None:
+    """--output naming the --input file (by another spelling, or a link to it) would replace the rows with their
+    predictions; checked before the model is loaded. An --output that does not exist yet is no input."""
+    source, output = args.input, args.output
+    if source.is_file() and output.exists() and os.path.samefile(source, output):
+        raise PredictError(f"--output {output} is the --input file; the predictions would overwrite it: write them to "
+                           "another file")
+
+
 def _progress_bar(args: argparse.Namespace):
     if args.no_progress or not sys.stderr.isatty():
         return None
@@ -545,6 +568,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own bar is about rows
     try:
+        _refuse_overwriting_input(args)
         predictor = load_predictor(args.model, args.tracking_uri)
         rows = predict_file(predictor, args)
     except (PredictError, DataError, ConfigError) as error:

@@ -85,15 +85,17 @@ class Table:
         return f"{self.path}: row {int(index) + 1}"
 
 
-def table_format(path: Path, format: Optional[str] = None) -> str:
+def table_format(path: Path, format: Optional[str] = None, flags: bool = False) -> str:
     """The format named by ``format`` or, failing that, by the extension (the one before a compression's:
-    ``train.csv.gz`` is CSV); anything else is read as CSV (e.g. UCI's ``adult.data``)."""
+    ``train.csv.gz`` is CSV); anything else is read as CSV (e.g. UCI's ``adult.data``). ``flags``: ``format`` is
+    pipeline-predict's --format, not data.format."""
     if format:
         name = str(format).lower().lstrip(".")
         name = {"parq": "parquet", "pq": "parquet", "arrow": "feather", "ndjson": "jsonl", "json": "jsonl",
                 "tab": "tsv", "xlsx": "excel", "xlsm": "excel"}.get(name, name)
         if name not in FORMAT_NAMES:
-            raise DataError(f"data.format={format!r} is not a table format; choose one of {', '.join(FORMAT_NAMES)}")
+            given = f"--format {format}" if flags else f"data.format={format!r}"
+            raise DataError(f"{given} is not a table format; choose one of {', '.join(FORMAT_NAMES)}")
     else:
         suffix = table_suffix(path)
         if suffix in SPREADSHEETS:
@@ -194,6 +196,7 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
     a sheet) above the header to leave out, e.g. a report's title."""
     path = Path(path)
     _check_decimal(decimal)
+    _check_sep(sep)
     fmt = table_format(path, format)
     _check_names(path, fmt, names)
     _check_sheet(path, fmt, sheet)
@@ -311,13 +314,20 @@ def _check_names(path: Path, fmt: str, names: Optional[Sequence[str]]) -> None:
 def header_hint(columns: Sequence[str], flags: bool = False) -> str:
     """For a file whose header row holds numbers (UCI's files as downloaded start with data, not names): how
     to name the columns of a file without a header row (``flags``: for pipeline-predict, whose model was
-    trained on a file with one). Empty when the header looks like names."""
-    if not any(_INTEGER_OR_DECIMAL.fullmatch(str(c).strip()) for c in columns):
+    trained on a file with one). Empty when the header looks like names: it looks like data when more than a third
+    of its names, and two at least, are numbers (UCI's adult.data: 6 of 15); a header naming a year (``2024``) or
+    two among more names is names."""
+    numbers = sum(_is_number_name(c) for c in columns)
+    if numbers < 2 or numbers * 3 <= len(columns):
         return ""
     if flags:
         return " (its first row looks like data, not column names: add a header row that names the columns)"
     return (f" (its first row looks like data, not column names: for a file without a header row, name its "
             f"{len(columns)} columns in order with data.columns=[name1,name2,...])")
+
+
+def _is_number_name(name) -> bool:
+    return bool(_INTEGER_OR_DECIMAL.fullmatch(str(name).strip()))
 
 
 def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
@@ -354,7 +364,8 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     TSV file has no quoting (a quote character is part of the text)."""
     path = Path(path)
     _check_decimal(decimal)
-    fmt = table_format(path, format)
+    _check_sep(sep, flags)
+    fmt = table_format(path, format, flags)
     _check_sheet(path, fmt, sheet)
     _check_skip(path, fmt, skip_rows)
     _check_file(path, fmt)
@@ -390,12 +401,23 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
             raise _parser_error(path, fmt, error, encoding, header, flags, sep or DEFAULT_SEPARATORS[fmt]) from None
     elif fmt == "jsonl":
+        encoding = encoding or _text_encoding(path, head_only=True)
+        frame = _read_json_array(path, encoding)  # an array is read whole, then served in batches
+        if frame is not None:
+            frame = _tidy(frame, missing, literal_columns)
+            for start in range(0, len(frame), batch_size):
+                yield frame.iloc[start:start + batch_size]
+            return
         try:
             for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
-                                      encoding=encoding or _text_encoding(path, head_only=True)):
+                                      encoding=encoding):
+                if chunk.index[0] == 0:
+                    _refuse_json_columns(path, chunk)
                 yield _tidy(chunk, missing, literal_columns)
+        except DataError:
+            raise
         except ValueError as error:
-            raise DataError(f"{path}: not a JSON-lines file (one JSON object per line): {_first_line(error)}") from None
+            raise _json_error(path, error) from None
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -457,6 +479,25 @@ def _text_encoding(path: Path, head_only: bool = False) -> str:
 def _check_decimal(decimal: str) -> None:
     if decimal not in DECIMAL_MARKS:
         raise DataError(f"data.decimal={decimal!r} is not a decimal mark; choose '.' (3.14) or ',' (3,14)")
+
+
+def _check_sep(sep, flags: bool = False) -> None:
+    """A separator is one character (pandas' and the csv module's); an empty one (what Hydra makes of an unquoted
+    tab) is refused rather than read as the default. ``flags``: named as pipeline-predict's --sep."""
+    if sep is None or (isinstance(sep, str) and len(sep) == 1):
+        return
+    key = "--sep" if flags else "data.sep"
+    tab = ("--format tsv, or a real tab: --sep $'\\t'" if flags else
+           """data.format=tsv, or a real tab: $'data.sep="\\t"'""")
+    if sep == "\\t":
+        raise DataError(f"{key}: \\t arrives as two characters, a backslash and a t, and a column separator is one "
+                        f"character; for a tab-separated file set {tab}")
+    if sep == "":
+        dropped = "" if flags else " (an unquoted tab is dropped on the command line)"
+        raise DataError(f"{key} is empty{dropped}, and a column separator is one character; for a tab-separated file "
+                        f"set {tab}")
+    raise DataError(f"{key} {sep!r}: a column separator is one character, e.g. ',' ';' '|'" if flags else
+                    f"data.sep={sep!r}: a column separator is one character, e.g. 'data.sep=\";\"'")
 
 
 def _naming(first_row: Sequence[str], names: Optional[Sequence[str]],
@@ -575,7 +616,7 @@ def _refuse_duplicates(path: Path, names: Sequence[str], flags: bool = False) ->
     if duplicated:
         listed = "; ".join(f"{name!r} (columns {', '.join(map(str, places))})" for name, places in duplicated.items())
         # a first row of data read as names repeats its values (0, 1, ...): say so rather than ask for other names
-        hint = header_hint(list(names), flags) if header_hint(list(duplicated)) else ""
+        hint = header_hint(list(names), flags) if any(map(_is_number_name, duplicated)) else ""
         raise DataError(f"{path}: duplicate column names: {listed}" + (hint or "; give each column its own name"))
 
 
@@ -637,17 +678,49 @@ def _parser_error(path: Path, fmt: str, error: Exception, encoding: Optional[str
     return DataError(f"{path}: cannot be read as {fmt.upper()} ({_first_line(error)})")
 
 
+JSON_LAYOUTS = ("JSON lines (one object per line: df.to_json(path, orient='records', lines=True)) or one array of "
+                "objects ([{...}, {...}]: orient='records')")
+
+
 def _read_json_lines(path: Path, encoding: Optional[str]) -> pd.DataFrame:
     encoding = encoding or _text_encoding(path)
+    frame = _read_json_array(path, encoding)
+    if frame is not None:
+        return frame
     try:
-        return pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding=encoding)
-    except ValueError as lines_error:
-        if table_suffix(path) == ".json":  # a .json file may also be one array of records
-            try:
-                return pd.read_json(path, dtype=False, convert_dates=False, encoding=encoding)
-            except ValueError:
-                pass
-        raise DataError(f"{path}: not a JSON-lines file (one JSON object per line): {_first_line(lines_error)}") from None
+        frame = pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding=encoding)
+    except ValueError as error:
+        raise _json_error(path, error) from None
+    _refuse_json_columns(path, frame)
+    return frame
+
+
+def _read_json_array(path: Path, encoding: str) -> Optional[pd.DataFrame]:
+    """The file as a table when it is one JSON array of records (on one line or indented); None when it does not
+    start with ``[`` (JSON lines). An array of anything but objects is refused."""
+    head = _read_head(path, 1 << 12).decode(encoding, errors="ignore").lstrip("\ufeff \t\r\n")
+    if not head.startswith("["):
+        return None
+    if not re.match(r"\[\s*(\{|\]|$)", head):
+        raise DataError(f"{path}: a JSON array of {head[1:].lstrip()[:1]!r}..., not of objects (one per row); tables are "
+                        f"read from {JSON_LAYOUTS}")
+    try:
+        return pd.read_json(path, orient="records", dtype=False, convert_dates=False, encoding=encoding)
+    except ValueError as error:
+        raise _json_error(path, error) from None
+
+
+def _refuse_json_columns(path: Path, frame: pd.DataFrame) -> None:
+    """One object whose values are objects: a table written by pandas' default orient='columns' (or 'index'), read
+    as JSON lines it is one row of dictionaries."""
+    if len(frame) == 1 and frame.shape[1] and all(isinstance(value, dict) for value in frame.iloc[0]):
+        raise DataError(f"{path}: one JSON object of columns (pandas' to_json() default, orient='columns'), not rows; "
+                        f"tables are read from {JSON_LAYOUTS}")
+
+
+def _json_error(path: Path, error: ValueError) -> DataError:
+    return DataError(f"{path}: not a readable JSON table ({_first_line(error)[:200]}); tables are read from "
+                     f"{JSON_LAYOUTS}")
 
 
 def _read_arrow(path: Path, fmt: str) -> pd.DataFrame:
@@ -752,8 +825,8 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             if integral and distinct <= max_integer_categories:
                 kinds[name] = "categorical"
                 few_integers[name] = distinct
-            elif unique_integers and finite.max() - finite.min() == distinct - 1 \
-                    and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day
+            elif unique_integers and finite.min() in (0, 1) and finite.max() - finite.min() == distinct - 1 \
+                    and pd.api.types.is_numeric_dtype(column.dtype):  # not one date a day, nor a year a row (1950..)
                 left_out[name] = "a row number"
             elif unique_integers and _IDENTIFIER_NAME.search(str(name)):
                 left_out[name] = "a different integer per row, named like an identifier"

@@ -275,7 +275,10 @@ class CsvData(TabularDataModule):
         self.path = Path(path) if path else None
         self.test_path = Path(test_path) if test_path else None
         self.target = target
-        self.features = [str(c) for c in features] if features else None
+        if features is not None and len(features) == 0:  # null reads every column; an empty list is a mistake
+            raise DataError("data.features=[] lists no column; list the feature columns, or leave data.features out "
+                            "(null) to read every column but the target")
+        self.features = [str(c) for c in features] if features is not None else None
         self.drop = [str(c) for c in drop or ()]
         self.categorical = [str(c) for c in categorical or ()]
         self.numeric = [str(c) for c in numeric or ()]
