@@ -355,6 +355,13 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
         error_line(stderr), stderr[-2000:]
     assert f"{tmp_path / 'unseen.csv'}:6" in error_line(stderr)
     assert (tmp_path / "refused").is_dir()  # --output-dir: the user's folder, kept
+    # numbers written with a decimal comma: said so, not also "if it means missing add data.na_values=[...]" for
+    # every cell of the column
+    people(20, seed=4).to_csv(tmp_path / "comma.csv", decimal=",", index=False)
+    code, _, stderr = eval_cli([run.info.run_id, f"data.test_path={tmp_path / 'comma.csv'}", "--tracking-uri",
+                                store["uri"], "--output-dir", str(tmp_path / "comma")])
+    assert code == 2 and "of it is written with a decimal comma; read them with 'data.decimal=\",\"'" in \
+        error_line(stderr) and "na_values" not in error_line(stderr), stderr[-2000:]
     # without --output-dir, the outputs/<date>/<time>/ folder it named for itself is not left behind
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")

@@ -919,6 +919,10 @@ def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndar
         return
     first = int(np.flatnonzero(bad)[0])
     value = str(column.iloc[first]).strip()
+    if _read_with_other_mark(column, np.flatnonzero(bad), decimal):  # not a missing-value code nor a category
+        every = "every cell" if bad.sum() == column.notna().sum() else f"{int(bad.sum())} cells"
+        raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number: {every} "
+                        f"of it is written with {_other_mark(decimal)}")
     how = "data.numeric lists it" if forced else f"the column is numbers but for {int(bad.sum())} cell(s)"
     present = int(column.notna().sum())
     if forced and bad.sum() > TYPO_SHARE * present:
