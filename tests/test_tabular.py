@@ -204,6 +204,9 @@ def test_predict_options_are_named_as_given_and_the_keep_advice_works_for_a_colu
     common = [str(checkpoint), "--input", str(train), "--output", str(output)]
     code, _, stderr = predict_cli([*common, "--format", "xls"])
     assert code == 2 and error_line(stderr).startswith("Error: --format xls is not a table format; choose one of csv,")
+    code, _, stderr = predict_cli([*common, "--sheet", "Data"])
+    assert code == 2 and error_line(stderr).startswith("Error: --sheet chooses a sheet of an Excel workbook (.xlsx);")
+    assert error_line(stderr).endswith("leave --sheet out"), stderr[-2000:]
     code, _, stderr = predict_cli([*common, "--rename", "city=town"])
     assert code == 2 and error_line(stderr) == (
         f"Error: --rename city=town: the model reads 'city', and {train} (after --rename) has 'town' in its place; "

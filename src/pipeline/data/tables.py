@@ -220,22 +220,27 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
     return Table(frame, path, fmt, header_lines, sheet_read, tuple(sheet_names), skip_rows)
 
 
-def _check_skip(path: Path, fmt: str, skip_rows) -> None:
+def _check_skip(path: Path, fmt: str, skip_rows, flags: bool = False) -> None:
+    """``flags``: named as pipeline-predict's --skip-rows, not data.skip_rows."""
+    key = "--skip-rows" if flags else "data.skip_rows"
     if isinstance(skip_rows, bool) or not isinstance(skip_rows, int) or skip_rows < 0:
-        raise DataError(f"data.skip_rows={skip_rows!r}: the number of lines above the header to leave out, 0 or more")
+        given = f"--skip-rows {skip_rows}" if flags else f"data.skip_rows={skip_rows!r}"
+        raise DataError(f"{given}: the number of lines above the header to leave out, 0 or more")
     if skip_rows and fmt not in ("csv", "tsv", "excel"):
-        raise DataError(f"data.skip_rows leaves out lines above the header of a CSV/TSV file or a sheet; {path} is "
-                        f"{fmt.capitalize()}: leave data.skip_rows out")
+        raise DataError(f"{key} leaves out lines above the header of a CSV/TSV file or a sheet; {path} is "
+                        f"{fmt.capitalize()}: leave {key} out")
 
 
 # a first line (sheet row) with one name above wider rows: a report's title above its table
 _TITLE_HINT = " (a title over the table? leave out the {skip} line(s) above its header with {key}={skip})"
 
 
-def _check_sheet(path: Path, fmt: str, sheet) -> None:
+def _check_sheet(path: Path, fmt: str, sheet, flags: bool = False) -> None:
+    """``flags``: named as pipeline-predict's --sheet, not data.sheet."""
     if sheet is not None and fmt != "excel":
-        raise DataError(f"data.sheet chooses a sheet of an Excel workbook (.xlsx); {path} is {fmt.upper()}: leave "
-                        "data.sheet out")
+        key = "--sheet" if flags else "data.sheet"
+        raise DataError(f"{key} chooses a sheet of an Excel workbook (.xlsx); {path} is {fmt.upper()}: leave "
+                        f"{key} out")
 
 
 def _read_excel(path: Path, sheet, skip_rows: int = 0, key: str = "data.skip_rows") -> tuple[pd.DataFrame, str, list[str]]:
@@ -366,8 +371,8 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     _check_decimal(decimal)
     _check_sep(sep, flags)
     fmt = table_format(path, format, flags)
-    _check_sheet(path, fmt, sheet)
-    _check_skip(path, fmt, skip_rows)
+    _check_sheet(path, fmt, sheet, flags)
+    _check_skip(path, fmt, skip_rows, flags)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     skip_key = "--skip-rows" if flags else "data.skip_rows"
