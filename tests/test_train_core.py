@@ -310,6 +310,7 @@ def test_without_a_validation_split_every_training_row_trains_and_the_last_epoch
     [line] = [line for line in result.stdout.splitlines() if line.startswith("Checkpoint of the last epoch")]
     tested = torch.load(line.split(": ", 1)[1], weights_only=True)
     assert tested["epoch"] == 2 and tested["global_step"] == 3 * 8  # 455 rows, batch 64: 8 steps an epoch
+    assert Path(line.split(": ", 1)[1]).name == "epoch002.ckpt"  # not best-epoch002: nothing chose it as best
     [run] = runs_in(store)
     assert run.info.status == "FINISHED" and run.data.params["data.val_fraction"] == "0"
     assert {"test/acc", "train/loss"} <= set(run.data.metrics)

@@ -273,6 +273,8 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             trainer_cfg.update(limit_val_batches=0, num_sanity_val_steps=0)
             if checkpoint is not None:
                 checkpoint.monitor = None  # keeps the latest epoch (and last.ckpt)
+                if checkpoint.filename and checkpoint.filename.startswith("best-"):  # no best without validation
+                    checkpoint.filename = checkpoint.filename[len("best-"):]
         if checkpoint is None:
             # without a checkpoint callback in the config (a sweep's trial, callbacks=none) Lightning would add
             # its own and write a checkpoint every epoch into <output dir>/<logger name>/<version>/checkpoints
