@@ -110,6 +110,18 @@ def test_the_corners_checked_before_a_study_respect_conditions_and_a_fixed_paren
 
 
 @pytest.mark.unit
+def test_a_log_range_with_a_step_is_refused_not_searched_without_it():
+    """tag(log, range(16, 129, 16)) drew 115, 37, 24: Optuna's log scale has no steps, and the step was dropped."""
+    from pipeline.sweep.space import SearchSpaceError, parse_search_space
+
+    for expression in ("tag(log, range(16, 129, 16))", "tag(log, range(0.001, 0.1, 0.01))"):
+        with pytest.raises(SearchSpaceError, match=r"cannot keep the step .* use tag\(log, interval\("):
+            parse_search_space({"data.batch_size": expression}, [], {})
+    [param] = parse_search_space({"data.batch_size": "tag(log, range(16, 129))"}, [], {}).params  # step 1: kept
+    assert (param.distribution.low, param.distribution.high, param.distribution.log) == (16, 128, True)
+
+
+@pytest.mark.unit
 def test_best_runs_left_unfinished_by_a_killed_process_are_trained_again():
     """kill -9 while the best trial was trained again left the study marked "started" for ever: rerunning the
     command printed the summary and exit 0, and the study never got its tested best run."""
@@ -513,6 +525,12 @@ SWEEP_REFUSALS = [
     (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/nonexistent]"],
      "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/nonexistent' is not a metric of this "
      "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best"),
+    # the best value of a metric that is not task.monitor: not kept, so every trial failed (was allowed here)
+    (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/loss_best,val/acc_best]",
+      "hydra.sweeper.directions=[minimize,maximize]"],
+     "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/acc_best' is not a metric of this "
+     "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best; a best "
+     "value is kept of task.monitor (val/loss) alone: task.monitor=val/acc keeps it"),
     # a typo in a key of a searched optimizer: which optimizer the first trial drew (it read as if SGD were chosen)
     (["hparams_search=classification_optuna", "optimizer.lrr=interval(0.001,0.01)"],
      "Error: a trial of this search cannot run (one drawing optimizer=sgd): unknown key 'optimizer.lrr' for "

@@ -179,7 +179,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             absolute_data_paths(config)
             validate(config)
             check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
-            check_objectives(settings, str(config.task.kind))
+            check_objectives(settings, str(config.task.kind), str(config.task.monitor))
         except ConfigError as error:
             raise SweepError(f"a trial of this search cannot run{_drawing(probe, first, str(error))}: {error}") from None
         except Exception as error:  # e.g. a choice that names no config file
@@ -203,18 +203,21 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
         raise
 
 
-def check_objectives(settings: SweepSettings, kind: str) -> None:
-    """A validation objective must be a metric the trials log (``val/<metric>`` or ``val/<metric>_best``); else every
-    trial would train to its end and fail. Other objectives (``train/epoch_time_s``) are checked per trial."""
+def check_objectives(settings: SweepSettings, kind: str, monitor: str) -> None:
+    """A validation objective must be a metric the trials log (``val/<metric>``, or ``<task.monitor>_best``: the
+    best value is kept of the monitored metric alone); else every trial would train to its end and fail. Other
+    objectives (``train/epoch_time_s``) are checked per trial."""
     from pipeline.errors import ConfigError
     from pipeline.tasks import task_kind
 
     names = ("loss", *task_kind(kind).metric_names(None))
-    allowed = [f"val/{name}" for name in names] + [f"val/{name}_best" for name in names]
+    allowed = [f"val/{name}" for name in names] + [f"{monitor}_best"]
     for objective in settings.objectives:
         if objective.startswith("val/") and objective not in allowed:
+            best = (f"; a best value is kept of task.monitor ({monitor}) alone: task.monitor={objective[:-len('_best')]} "
+                    "keeps it" if objective.endswith("_best") and objective[:-len("_best")] in allowed else "")
             raise ConfigError(f"hydra.sweeper.objectives: {objective!r} is not a metric of this search's runs; a {kind} "
-                              f"run logs {', '.join(allowed)}")
+                              f"run logs {', '.join(allowed)}{best}")
 
 
 def study_folder(base_config: DictConfig, study_name: str) -> str:

@@ -143,11 +143,15 @@ def to_distribution(name: str, sweep) -> BaseDistribution:
         return FloatDistribution(low, high, log=log)
     if isinstance(sweep, RangeSweep):
         start, stop, step = sweep.start, sweep.stop, sweep.step
+        if log and step != 1:  # Optuna's log scale has no steps: the step was dropped, another space searched
+            raise SearchSpaceError(f"'{name}': tag(log, range({start}, {stop}, {step})) cannot keep the step {step} "
+                                   f"(Optuna draws a log scale without steps); use tag(log, interval({start}, {stop})) "
+                                   f"or range({start}, {stop}, {step}) without log")
         if all(isinstance(v, int) for v in (start, stop, step)):
             # Hydra's range excludes its stop, like Python's
             high = start + ((stop - 1 - start) // step) * step
             _check_bounds(name, start, high, log)
-            return IntDistribution(start, high, step=step if not log else 1, log=log)
+            return IntDistribution(start, high, step=step, log=log)
         count = int(math.floor((stop - start) / step - 1e-9)) + 1
         high = start + (count - 1) * step
         _check_bounds(name, start, high, log)
