@@ -177,3 +177,51 @@ def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tm
         killed_run = next(c for c in children if c.info.run_id == stale.user_attrs["mlflow_run_id"])
         assert killed_run.info.status == "KILLED" and killed_run.data.tags["sweep.state"] == "FAIL"
         assert len(children) == 5
+
+
+def test_the_parent_run_describes_the_current_best_trial_only(tmp_path, monkeypatch, migrated_store_db):
+    """A study whose best trial changed kept the earlier best's tags on its parent run (best.optimizer.momentum of an
+    SGD trial beside best.optimizer=adam); and extended with finalize_top_k=0, its earlier best trial's final run
+    stayed best=true and the parent's best.run_id named it, beside best.trial_number of the new best."""
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+    from omegaconf import OmegaConf
+    from optuna.distributions import FloatDistribution
+
+    from conftest import new_store
+    from pipeline.sweep.study import PARENT_RUN_ATTR
+    from pipeline.sweep.worker import FINALIZED_ATTR, finalize
+    from pipeline.tracking.sweeps import ParentRun
+
+    monkeypatch.setenv("PIPELINE_STORE_WRITER", "0")
+    store = new_store(tmp_path, migrated_store_db)
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment("sweep")
+    parent = client.create_run(experiment, tags={"best.optimizer": "sgd", "best.optimizer.momentum": "0.62",
+                                                 "best.trial_number": "0"})
+    parent_id = parent.info.run_id
+    old_final = client.create_run(experiment, tags={"mlflow.parentRunId": parent_id, "best": "true",
+                                                    "sweep.trial_number": "0"})
+    client.set_terminated(old_final.info.run_id, "FINISHED")
+    client.set_tag(parent_id, "best.run_id", old_final.info.run_id)
+    recorder = ParentRun.__new__(ParentRun)
+    recorder.run_id, recorder.tracking_uri = parent_id, store["uri"]
+    recorder.record({}, {}, {"best.optimizer": "adam", "best.optimizer.lr": "0.01", "best.trial_number": 1})
+    tags = client.get_run(parent_id).data.tags
+    assert {k: v for k, v in tags.items() if k.startswith("best.")} == {
+        "best.optimizer": "adam", "best.optimizer.lr": "0.01", "best.trial_number": "1",
+        "best.run_id": old_final.info.run_id}  # left to the retirement of the run it names, below
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="s")
+    for number, value in enumerate((0.5, 0.1)):  # trial 0 was the best; trial 1 is now
+        study.add_trial(optuna.trial.create_trial(params={"x": float(number)}, distributions={
+            "x": FloatDistribution(0, 1)}, value=value))
+    study.set_user_attr(FINALIZED_ATTR, [0])
+    study.set_user_attr(PARENT_RUN_ATTR, parent_id)
+    settings = SimpleNamespace(finalize_top_k=0, storage=f"sqlite:///{tmp_path}/optuna.db")
+    base_config = OmegaConf.create({"logger": {"mlflow": {"tracking_uri": store["uri"]}}})
+    assert finalize(study, settings, None, base_config) == []
+    assert client.get_run(old_final.info.run_id).data.tags["best"] == "false"
+    assert "best.run_id" not in client.get_run(parent_id).data.tags
+    assert study.user_attrs[FINALIZED_ATTR] == []

@@ -285,6 +285,23 @@ def record_as_trial(config: DictConfig, settings: SweepSettings) -> None:
 
 
 # ----- the end of a sweep: the best trials, once more with everything -------------------------------------
+def _retire_replaced_finals(study: optuna.Study, settings: SweepSettings, base_config: DictConfig) -> None:
+    """finalize_top_k=0 on a study whose best trials an earlier command trained again: the final runs of trials
+    no longer among as many best trials are not the best (``best=false``, the parent's ``best.run_id`` removed);
+    nothing is trained."""
+    with storage_lock(settings.storage):
+        done = study._storage.get_study_user_attrs(study._study_id).get(FINALIZED_ATTR)
+        if not isinstance(done, list) or not done:
+            return
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = {t.number for t in _top_trials(study, complete, len(done))}
+        kept = [number for number in done if number in best]
+        if len(kept) == len(done):
+            return
+        study.set_user_attr(FINALIZED_ATTR, kept)
+    retire_best_runs(_tracking_uri(base_config), study.user_attrs.get(PARENT_RUN_ATTR), keep_trials=kept)
+
+
 def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_config: DictConfig) -> list[dict]:
     """Train the ``finalize_top_k`` best complete trials again with everything a single run records (test
     metrics, checkpoint, model, plots), each as a child run of the sweep named ``best-<n>-...`` and tagged
@@ -294,6 +311,7 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
     of trials no longer among the best, and final runs that did not finish (a killed final run), are tagged
     ``best=false``."""
     if settings.finalize_top_k == 0:
+        _retire_replaced_finals(study, settings, base_config)
         return []
     with storage_lock(settings.storage):
         study_attrs = study._storage.get_study_user_attrs(study._study_id)

@@ -96,6 +96,8 @@ class ParentRun:
             "metrics": [(k, float(v), now, 0) for k, v in metrics.items()],
             "tags": [(k, redact_text(str(v))[:5000]) for k, v in tags.items()]}))
         store_calls(self.tracking_uri, calls)
+        if "best.trial_number" in tags:  # a new best described: what described an earlier one goes
+            drop_stale_best_tags(self.tracking_uri, self.run_id, list(tags))
 
     def finish(self, status: str) -> None:
         if self.run_id:
@@ -156,6 +158,33 @@ def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[i
     if parent.data.tags.get("best.run_id") in retired:
         client.delete_tag(parent_run_id, "best.run_id")
     return retired
+
+
+def drop_stale_best_tags(tracking_uri: str, run_id: str, keep: list[str]) -> None:
+    """The parent run's ``best.<key>`` tags that ``keep`` lacks are deleted: a key the earlier best trial had and the
+    new one has not (``best.optimizer.momentum`` of an SGD trial beside ``best.optimizer=adam``). ``best.run_id`` is
+    left to :func:`retire_best_runs`, which removes it with the run it names."""
+    from .remote import call_in_writer, enabled
+
+    try:
+        if enabled():
+            ok, value = call_in_writer("pipeline.tracking.sweeps:_drop_stale_best_tags", tracking_uri, run_id,
+                                       keep).result()
+            if not ok:
+                raise RuntimeError(value)
+        else:
+            _drop_stale_best_tags(tracking_uri, run_id, keep)
+    except Exception as error:
+        log.warning("could not remove the parent run's tags of an earlier best trial: %s", error)
+
+
+def _drop_stale_best_tags(tracking_uri: str, run_id: str, keep: list[str]) -> list[str]:
+    client = open_client(tracking_uri)
+    stale = [key for key in client.get_run(run_id).data.tags
+             if key.startswith("best.") and key != "best.run_id" and key not in keep]
+    for key in stale:
+        client.delete_tag(run_id, key)
+    return stale
 
 
 def close_stale_run(tracking_uri: Optional[str], run_id: Optional[str], reason: str) -> None:
