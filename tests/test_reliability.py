@@ -181,6 +181,28 @@ def test_resuming_a_study_with_another_model_or_search_space_is_refused_with_the
     assert more.returncode == 0 and "Resuming Optuna study" in more.stdout and "2 of 2 trials" in more.stdout
 
 
+def test_resuming_a_study_on_a_file_whose_rows_changed_is_refused(tmp_path):
+    """The same data.path with other rows (a file cut down, fixed or regenerated in place): the study went on and
+    ranked trials of the two data sets together, its best trial's score from rows the later ones never saw."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    table = tmp_path / "mine.csv"
+
+    def write(rows: int) -> None:
+        x = rng.normal(size=(rows, 3))
+        lines = ["a,b,c,label"] + [f"{a:.4f},{b:.4f},{c:.4f},{int(a + b > 0)}" for a, b, c in x]
+        table.write_text("\n".join(lines) + "\n")
+
+    write(300)
+    args = [*SWEEP, "data=csv", f"data.path={table}", "data.target=label"]
+    assert run_cli(sweep_args(tmp_path, *args[len(SWEEP):])).returncode == 0
+    write(200)
+    line = one_error_line(run_cli(sweep_args(tmp_path, *args[len(SWEEP):], "hydra.sweeper.n_trials=2")))
+    assert "was run with other settings (data contents (digest of each split): testing " in line, line
+    assert "hydra.sweeper.study_name=classification_optuna_2" in line
+
+
 def test_sigterm_to_a_sweep_ends_it_with_one_line(tmp_path):
     tracked = [a for a in sweep_args(tmp_path, "hydra.sweeper.n_trials=50", "trainer.max_epochs=30") if a != "logger=none"]
     command = [sys.executable, "-m", "pipeline.cli.train", *tracked]

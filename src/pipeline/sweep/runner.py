@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .space import SearchSpaceError, parse_search_space
-from .study import PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
+from .study import DATA_CONTENTS, PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -195,12 +195,19 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
     from .worker import PREPARED_DATA
 
     try:
-        PREPARED_DATA(first_config)
+        datamodule = PREPARED_DATA(first_config)
     except Exception as error:
         cause = error if isinstance(error, DataError) else error.__cause__  # Hydra wraps what the data class raised
         if isinstance(cause, (DataError, ConfigError)):
             raise SweepError(str(cause)) from None
         raise
+    if not any(p.name in ("seed", "data") or p.name.startswith("data.") for p in settings.space.params):
+        # every trial trains on these rows: a study resumed on a file whose rows changed (same path, other contents)
+        # would rank trials of two data sets together
+        from pipeline.tracking.artifacts import dataset_records
+
+        settings.fingerprint[DATA_CONTENTS] = ", ".join(
+            f"{context} {digest}" for context, (digest, _, _) in sorted(dataset_records(datamodule).items()))
 
 
 def check_objectives(settings: SweepSettings, kind: str, monitor: str) -> None:

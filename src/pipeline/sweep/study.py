@@ -47,6 +47,8 @@ PARENT_RUN_ATTR = "pipeline.mlflow_parent_run_id"
 PRUNER_ATTR = "pipeline.pruner"
 FINALIZED_ATTR = "pipeline.finalized"
 FINGERPRINT_ATTR = "pipeline.fingerprint"
+# the fingerprint's digests of the splits every trial trains, validates and tests on (where no data key is searched)
+DATA_CONTENTS = "data contents (digest of each split)"
 
 
 @dataclass
@@ -549,6 +551,9 @@ def check_same_experiment(study: optuna.Study, settings: SweepSettings) -> None:
     if recorded is None:  # a study from before fingerprints were kept: adopt this one
         study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
         return
+    if DATA_CONTENTS in settings.fingerprint and DATA_CONTENTS not in recorded:  # kept since: from now on
+        recorded = {**recorded, DATA_CONTENTS: settings.fingerprint[DATA_CONTENTS]}
+        study.set_user_attr(FINGERPRINT_ATTR, recorded)
     changed = fingerprint_difference(recorded, settings.fingerprint)
     if changed:
         shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
