@@ -519,6 +519,11 @@ SWEEP_REFUSALS = [
     # a direction against its objective: the sweep maximised val/loss_best and trained the worst trial as best
     (["hparams_search=classification_optuna", "hydra.sweeper.directions=[maximize]"],
      "Error: hydra.sweeper.directions: maximize for val/loss_best, which is better lower; set minimize"),
+    # more trials than grid points: Optuna's grid trained points again, counted as trials of their own
+    (["--multirun", "hydra/sweeper=pipeline_optuna", "task=regression", "optimizer.lr=choice(0.01)",
+      "hydra.sweeper.sampler=grid"],
+     "Error: hydra.sweeper.n_trials=2 is more than the 1 point of the grid (sampler=grid tries each once); set "
+     "hydra.sweeper.n_trials=1"),
     # the upper end of a range no trial can run: found by the check of every corner (was: trials FAILED one by one)
     (["hparams_search=classification_optuna", "model.dropout=interval(0.0,1.5)"],
      "Error: a trial of this search cannot run (one drawing model.dropout=1.5): model.dropout=1.5 is out of range"),

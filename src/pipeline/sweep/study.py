@@ -113,9 +113,13 @@ class SweepSettings:
             from .space import SearchSpaceError
 
             try:
-                self.space.grid()  # raises on what a grid cannot search
+                grid = self.space.grid()  # raises on what a grid cannot search
             except SearchSpaceError as error:
                 raise SweepError(f"hydra.sweeper.{error}") from None
+            points = math.prod(len(values) for values in grid.values())
+            if self.n_trials > points:  # Optuna's grid then trains points again (with only a warning)
+                raise SweepError(f"hydra.sweeper.n_trials={self.n_trials} is more than the {points} point{'s' if points > 1 else ''} of the grid "
+                                 f"(sampler=grid tries each once); set hydra.sweeper.n_trials={points}")
 
     @property
     def redacted_storage(self) -> str:
