@@ -286,6 +286,13 @@ def test_only_the_best_trial_is_tested_and_it_reproduces_its_trial(six_trial_swe
     code, _, stderr = eval_cli([trial_runs[0].info.run_id, "--tracking-uri", store["uri"],
                                 "--output-dir", str(store["tmp"] / "never")])
     assert code == 2 and f"evaluate with the sweep's best run, {final.info.run_id}" in error_line(stderr), stderr
+    # the sweep's parent run: pipeline-predict said "cannot load the model runs:/<parent>/model ... (was the run
+    # logged with logger.mlflow.log_model=false?"
+    code, _, stderr = predict_cli([parents[0].info.run_id, "--input", str(store["tmp"] / "new.csv"), "--output",
+                                   str(store["tmp"] / "never.csv"), "--tracking-uri", store["uri"]])
+    assert code == 2 and error_line(stderr).endswith(
+        f"is the parent run of the sweep 'regression_optuna', which holds the study's table and plots, not a model: "
+        f"predict with its best run, {final.info.run_id}"), stderr
     # the sweep's parent run: "only runs logged by pipeline-train can be rerun" (it was logged by pipeline-train)
     code, _, stderr = eval_cli([parents[0].info.run_id, "--tracking-uri", store["uri"],
                                 "--output-dir", str(store["tmp"] / "never")])

@@ -166,6 +166,12 @@ def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict"
     try:
         client = MlflowClient(tracking_uri)
         tags = client.get_run(parts[1]).data.tags
+        if "sweep.study_name" in tags and "sweep.trial_number" not in tags:  # the sweep's parent run
+            best = tags.get("best.run_id")
+            instead = f"{verb} with its best run, {best}" if best else (
+                "the sweep's best trial, trained again when the sweep ends, has one")
+            return (f"run {parts[1]} is the parent run of the sweep '{tags['sweep.study_name']}', which holds the "
+                    f"study's table and plots, not a model: {instead}")
         if "sweep.trial_number" not in tags or tags.get("sweep.role") == "final":
             return None
         parent = tags.get("mlflow.parentRunId")
