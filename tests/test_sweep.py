@@ -525,7 +525,12 @@ SWEEP_REFUSALS = [
     # an objective no run logs: refused before the study (every trial used to train to its end and fail)
     # a direction against its objective: the sweep maximised val/loss_best and trained the worst trial as best
     (["hparams_search=classification_optuna", "hydra.sweeper.directions=[maximize]"],
-     "Error: hydra.sweeper.directions: maximize for val/loss_best, which is better lower; set minimize"),
+     "Error: hydra.sweeper.directions: maximize for val/loss_best, which is better lower; set minimize: "
+     "hydra.sweeper.directions=[minimize]"),
+    # an objective other than the search file's: its directions ([minimize]) cannot be left out, as was advised
+    (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/acc]"],
+     "Error: hydra.sweeper.directions: minimize for val/acc, which is better higher; set maximize: "
+     "hydra.sweeper.directions=[maximize]"),
     # more trials than grid points: Optuna's grid trained points again, counted as trials of their own
     (["--multirun", "hydra/sweeper=pipeline_optuna", "task=regression", "optimizer.lr=choice(0.01)",
       "hydra.sweeper.sampler=grid"],

@@ -50,12 +50,13 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         finalize_top_k=int(options.get("finalize_top_k", 1)),
     )
     settings.check()
-    for objective, way in zip(settings.objectives, settings.directions):
-        better = _better_way(objective)
-        if better is not None and way != better:  # maximize val/loss_best: the worst trial would be "best"
+    ways = [_better_way(objective) or way for objective, way in zip(settings.objectives, settings.directions)]
+    for objective, way, better in zip(settings.objectives, settings.directions, ways):
+        if way != better:  # maximize val/loss_best: the worst trial would be "best"
+            # the whole list to set: a search file's directions cannot be left out on the command line
             raise SweepError(f"hydra.sweeper.directions: {way} for {objective}, which is better "
-                             f"{'lower' if better == 'minimize' else 'higher'}; set {better} (or leave directions "
-                             "out: they follow the objectives)")
+                             f"{'lower' if better == 'minimize' else 'higher'}; set {better}: "
+                             f"hydra.sweeper.directions=[{','.join(ways)}]")
     loggers = base_config.get("logger")
     mlflow_node = loggers.get("mlflow") if isinstance(loggers, DictConfig) else None
     if isinstance(mlflow_node, DictConfig) and mlflow_node.get("register_as") and settings.finalize_top_k == 0:
