@@ -548,6 +548,12 @@ SWEEP_REFUSALS = [
      "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/acc_best' is not a metric of this "
      "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best; a best "
      "value is kept of task.monitor (val/loss) alone: task.monitor=val/acc keeps it"),
+    # values only the optimizer checks: built at the corners (was: the trials that drew them FAILED one by one)
+    (["hparams_search=classification_optuna", "optimizer=sgd", "optimizer.momentum=choice(0.0,0.9)",
+      "optimizer.nesterov=choice(true,false)"],
+     "Error: a trial of this search cannot run (one drawing optimizer.lr=0.0001, optimizer.weight_decay=1e-06, "
+     "optimizer.momentum=0.0, optimizer.nesterov=True): optimizer: cannot build it: Nesterov momentum requires a "
+     "momentum and zero dampening"),
     # a typo in a key of a searched optimizer: which optimizer the first trial drew (it read as if SGD were chosen)
     (["hparams_search=classification_optuna", "optimizer.lrr=interval(0.001,0.01)"],
      "Error: a trial of this search cannot run (one drawing optimizer=sgd): unknown key 'optimizer.lrr' for "

@@ -158,8 +158,8 @@ def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tm
     assert second.returncode == 0, second.stderr[-4000:]
     assert "Resuming Optuna study 'regression_optuna'" in second.stdout
     assert "4 of 4 trials finished" in second.stdout  # each trial once, by its latest attempt, and the retry said
-    assert ("1 trial(s) retried with the same parameters after the worker running them was lost (the earlier "
-            "attempts are FAIL in trials.csv)") in second.stdout
+    assert ("1 trial(s) retried with the same parameters after the process running them stopped (interrupted or "
+            "killed; the earlier attempts are FAIL in trials.csv)") in second.stdout
     trials = study_trials(storage, "regression_optuna")
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) == 5  # 4 trials + the killed one

@@ -323,8 +323,8 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
     retried = {int(t.system_attrs["failed_trial"]) for t in state.finished + state.running + state.waiting
                if t.system_attrs.get("failed_trial") is not None}
     if retried:
-        lines.append(f"  {len(retried)} trial(s) retried with the same parameters after the worker running them was lost "
-                     f"(the earlier attempts are FAIL in trials.csv): {', '.join(map(str, sorted(retried)))}")
+        lines.append(f"  {len(retried)} trial(s) retried with the same parameters after the process running them stopped "
+                     f"(interrupted or killed; the earlier attempts are FAIL in trials.csv): {', '.join(map(str, sorted(retried)))}")
     queued = int(study.user_attrs.get(SETUP_DONE_ATTR) or settings.n_trials)
     if state.waiting and not state.running and len(state.finished) >= settings.n_trials:
         lines.append(f"  {len(state.waiting)} more queued: the study was given n_trials={queued} by an earlier command; "

@@ -98,6 +98,21 @@ def study_fingerprint(base_config: DictConfig, space) -> dict[str, str]:
     return fingerprint
 
 
+def _build_optimizer(config: DictConfig) -> None:
+    """Build the config's optimizer on one parameter: values only the optimizer checks (SGD's nesterov=true with
+    momentum=0) are refused before the study, not by the trials that draw them."""
+    import torch
+    from hydra.utils import instantiate
+
+    from pipeline.errors import ConfigError
+
+    try:
+        instantiate(config.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+    except Exception as error:
+        cause = error.__cause__ or error  # Hydra wraps what the optimizer raised
+        raise ConfigError(f"optimizer: cannot build it: {' '.join(str(cause).split())[:400]}") from None
+
+
 def _validate_with(config: DictConfig, values: dict, validate) -> None:
     """``validate`` ``config`` with ``values`` (dotted keys) set, then the config as it was."""
     absent = object()
@@ -135,6 +150,8 @@ def _drawing(probe: dict, first, error: str = "") -> str:
     'optimizer.lrr' for torch.optim.SGD`` where optimizer=choice(sgd,adam) drew sgd)."""
     if first is None:
         drawn = [f"{name}={value}" for name, value in probe.items() if "." not in name and f"{name}." in error]
+        built = error.split(": cannot build it", 1)[0] if ": cannot build it" in error else None
+        drawn += [f"{name}={value}" for name, value in probe.items() if built and name.startswith(f"{built}.")]
     else:
         drawn = [f"{name}={value}" for name, value in probe.items() if first.get(name) != value]
     return f" (one drawing {', '.join(drawn)})" if drawn else ""
@@ -162,6 +179,11 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
 
     configs = trial_configs(hydra_context.config_loader, base_config, settings.space)
     first, first_config = None, None
+
+    def checked(config: DictConfig) -> None:  # the config's values, then the optimizer they build
+        validate(config)
+        _build_optimizer(config)
+
     # every choice and both ends of every range (conditional parameters where their condition holds): a value
     # that cannot run is refused now, not found by the trials that draw it (each a FAILED run)
     for probe in corners(settings.space):
@@ -170,7 +192,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             if first is not None and set(probe) == set(first) and all("." in k for k in changed):
                 # values of keys, not other config files: the first corner's config with them (composing each
                 # corner anew costs ~60 ms); validated, then given its own values back
-                _validate_with(first_config, changed, validate)
+                _validate_with(first_config, changed, checked)
                 continue
             config = configs.compose(probe, {})
             with open_dict(config):
@@ -178,7 +200,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
                 config.pop("hydra", None)
                 config.paths.output_dir = str(settings.sweep_dir)
             absolute_data_paths(config)
-            validate(config)
+            checked(config)
             check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
             check_objectives(settings, str(config.task.kind), str(config.task.monitor))
         except ConfigError as error:
