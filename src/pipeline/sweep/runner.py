@@ -224,7 +224,10 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
         if isinstance(cause, (DataError, ConfigError)):
             raise SweepError(str(cause)) from None
         raise
-    if not any(p.name in ("seed", "data") or p.name.startswith("data.") for p in settings.space.params):
+    searched = any(p.name in ("seed", "data") or p.name.startswith("data.") for p in settings.space.params)
+    # image files are told apart by path, size and modification time, not contents: a copy on another machine of
+    # a study's workers, or a folder copied anew, would differ; only digests of the rows' contents are kept
+    if not searched and not hasattr(datamodule, "dataset_records"):
         # every trial trains on these rows: a study resumed on a file whose rows changed (same path, other contents)
         # would rank trials of two data sets together
         from pipeline.tracking.artifacts import dataset_records
