@@ -133,9 +133,8 @@ def data_key(run) -> tuple[str, ...]:
 
 def differing_keys(run, others: list) -> list[str]:
     """The keys of :data:`DATA_KEYS` on which any of ``others`` differs from ``run``."""
-    wanted = data_key(run)
-    return [key for position, key in enumerate(DATA_KEYS) if any(data_key(o)[position] != wanted[position]
-                                                                 for o in others)]
+    wanted, keys = data_key(run), [data_key(other) for other in others]
+    return [key for position, key in enumerate(DATA_KEYS) if any(k[position] != wanted[position] for k in keys)]
 
 
 def same_data(runs: list) -> tuple[list, int]:

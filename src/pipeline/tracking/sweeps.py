@@ -123,21 +123,26 @@ def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], 
     parent's ``best.run_id`` that named one of them is removed. Tracking is a side channel: a store error is logged."""
     if not tracking_uri or not parent_run_id:
         return
-    from .remote import call_in_writer, enabled
-
     try:
-        if enabled():
-            ok, retired = call_in_writer("pipeline.tracking.sweeps:_retire_best_runs", tracking_uri, parent_run_id,
-                                         [int(n) for n in keep_trials]).result()
-            if not ok:
-                raise RuntimeError(retired)
-        else:
-            retired = _retire_best_runs(tracking_uri, parent_run_id, keep_trials)
+        retired = _by_the_writer("_retire_best_runs", tracking_uri, parent_run_id, [int(n) for n in keep_trials])
     except Exception as error:
         log.warning("could not update the best=true tags of the sweep's earlier final runs: %s", error)
         return
     if retired:
         log.info("tagged best=false (no longer a finished final run of the sweep's best trials): %s", ", ".join(retired))
+
+
+def _by_the_writer(function: str, *args):
+    """This module's ``function(*args)``, called in the store-writer process (or here, with
+    ``PIPELINE_STORE_WRITER=0``); raises what it raised."""
+    from .remote import call_in_writer, enabled
+
+    if not enabled():
+        return globals()[function](*args)
+    ok, value = call_in_writer(f"pipeline.tracking.sweeps:{function}", *args).result()
+    if not ok:
+        raise RuntimeError(value)
+    return value
 
 
 def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[int]) -> list[str]:
@@ -164,16 +169,8 @@ def drop_stale_best_tags(tracking_uri: str, run_id: str, keep: list[str]) -> Non
     """The parent run's ``best.<key>`` tags that ``keep`` lacks are deleted: a key the earlier best trial had and the
     new one has not (``best.optimizer.momentum`` of an SGD trial beside ``best.optimizer=adam``). ``best.run_id`` is
     left to :func:`retire_best_runs`, which removes it with the run it names."""
-    from .remote import call_in_writer, enabled
-
     try:
-        if enabled():
-            ok, value = call_in_writer("pipeline.tracking.sweeps:_drop_stale_best_tags", tracking_uri, run_id,
-                                       keep).result()
-            if not ok:
-                raise RuntimeError(value)
-        else:
-            _drop_stale_best_tags(tracking_uri, run_id, keep)
+        _by_the_writer("_drop_stale_best_tags", tracking_uri, run_id, keep)
     except Exception as error:
         log.warning("could not remove the parent run's tags of an earlier best trial: %s", error)
 
