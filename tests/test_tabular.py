@@ -431,6 +431,35 @@ def test_parquet_regression_predicts_in_the_targets_units(tmp_path, migrated_sto
                                                                                                        rel=1e-6)
 
 
+def test_large_targets_that_vary_little_keep_their_digits_in_predictions_and_metrics(store):
+    """Targets near 1e9 that vary by ~100: in float32 they were multiples of 64, so the 300 test predictions took 9
+    values, predictions/test.csv's targets were off the file's by up to 60 and test/rmse was computed against them
+    (16.9 where the predictions' own error was 18.7)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1500, 3))
+    frame = pd.DataFrame(x, columns=["x0", "x1", "x2"]).assign(y=1e9 + 100 * x[:, 0] + rng.normal(size=1500))
+    train, test = store["tmp"] / "train.csv", store["tmp"] / "test.csv"
+    frame.iloc[:1200].to_csv(train, index=False)
+    frame.iloc[1200:].to_csv(test, index=False)
+    result = run_cli(["task=regression", "data=csv", f"data.path={train}", f"data.test_path={test}", "data.target=y",
+                      "trainer.max_epochs=10", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    truth = pd.read_csv(test)["y"].to_numpy()
+    tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv")
+    assert np.abs(tested["target"].to_numpy() - truth).max() < 1e-6  # the file's values, every digit
+    output = store["tmp"] / "predicted.csv"
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(test), "--output", str(output),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    predicted = pd.read_csv(output)["prediction"].to_numpy()
+    assert len(np.unique(predicted)) == len(truth)
+    assert np.abs(predicted - tested["prediction"].to_numpy()).max() < 1e-6  # the logged model = the run's test pass
+    error = predicted - truth
+    assert math.sqrt(float(np.mean(error ** 2))) == pytest.approx(run.data.metrics["test/rmse"], rel=1e-6)
+    assert float(np.mean(np.abs(error))) == pytest.approx(run.data.metrics["test/mae"], rel=1e-6)
+    assert run.data.metrics["test/r2"] > 0.99, run.data.metrics
+
+
 def written_houses(rows: int, seed: int) -> pd.DataFrame:
     """:func:`houses` as a report writes it: the price in dollars with thousands separators, the area with
     thousands separators (some cells empty), a tax rate in percent, the day of the listing as an ISO date."""

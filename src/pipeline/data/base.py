@@ -25,6 +25,11 @@ from pipeline.errors import DataError
 log = logging.getLogger(__name__)
 
 
+#: regression targets are held in float64: float32 keeps 24 bits, so targets of 1e9 that vary by 100 would be
+#: rounded to steps of 64 (and their metrics with them); the loss still sees float32 standardised targets
+REGRESSION_TARGET = torch.float64
+
+
 @dataclass
 class Split:
     x: Tensor

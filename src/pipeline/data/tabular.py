@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, ClassVar, Optional, Union
 import numpy as np
 import torch
 
-from .base import (DataError, DataSpec, InMemoryDataModule, LoadedData, Split, onto_classes, repeats_note,
-                   test_file_note)
+from .base import (REGRESSION_TARGET, DataError, DataSpec, InMemoryDataModule, LoadedData, Split, onto_classes,
+                   repeats_note, test_file_note)
 
 if TYPE_CHECKING:
     from .preprocessing import TablePreprocessor
@@ -98,7 +98,7 @@ class TabularDataModule(InMemoryDataModule):
 
 
 def _regression_split(x: np.ndarray, y: np.ndarray) -> Split:
-    return Split(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32).reshape(-1))
+    return Split(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=REGRESSION_TARGET).reshape(-1))
 
 
 def _classification_split(x: np.ndarray, y: np.ndarray) -> Split:
@@ -453,7 +453,7 @@ class CsvData(TabularDataModule):
         for frame, y, keep in zip(frames, targets, present):
             rows = torch.arange(start, start + len(frame), dtype=torch.long)
             start += len(frame)
-            y = torch.as_tensor(y[keep], dtype=torch.long if class_names is not None else torch.float32)
+            y = torch.as_tensor(y[keep], dtype=torch.long if class_names is not None else REGRESSION_TARGET)
             splits.append(Split(rows, y))
         self.timings["read_s"] = time.perf_counter() - started
         return LoadedData(train=splits[0], test=splits[1] if len(splits) > 1 else None, class_names=class_names)
@@ -470,7 +470,7 @@ class CsvData(TabularDataModule):
                 check_numeric_column(test, name, self.na_values, self.decimal)
         (targets,), class_names, (keep,) = self._targets([test])
         self.frame = test.frame.loc[keep, list(self.kinds)].reset_index(drop=True)
-        y = torch.as_tensor(targets[keep], dtype=torch.long if class_names is not None else torch.float32)
+        y = torch.as_tensor(targets[keep], dtype=torch.long if class_names is not None else REGRESSION_TARGET)
         self.timings["read_s"] = time.perf_counter() - started
         return LoadedData(train=None, test=Split(torch.arange(len(self.frame), dtype=torch.long), y),
                           class_names=class_names)

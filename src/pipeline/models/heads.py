@@ -34,5 +34,5 @@ class Rescaled(nn.Module):
         self.model, self.mean, self.std, self.log = model, mean, std, log
 
     def forward(self, x: Tensor) -> Tensor:
-        value = self.model(x) * self.std + self.mean
+        value = self.model(x).double() * self.std + self.mean  # in float64, as the task's predict
         return torch.expm1(value.clamp(max=LOG_FLOAT32_MAX)) if self.log else value

@@ -256,7 +256,8 @@ class TaskModule(pl.LightningModule):
         if rows:
             self._eval_loss_sum += self.evaluation_loss(scored, targets).detach() * rows
         self._eval_rows += rows
-        self._eval_inputs.append(self.metric_inputs(output).detach().float())
+        inputs = self.metric_inputs(output).detach()  # float64 stays (regression values in the data's units)
+        self._eval_inputs.append(inputs if inputs.dtype == torch.float64 else inputs.float())
         self._eval_targets.append(y.detach())
 
     def evaluation_loss(self, output: Tensor, target: Tensor) -> Tensor:

@@ -94,7 +94,7 @@ def multiclass(probabilities: Tensor, targets: Tensor, num_classes: int) -> dict
 def regression(predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
     """mse, rmse, mae and r2 (1 - residual / total sum of squares; NaN where the targets do not vary), in the
     targets' units."""
-    predictions, targets = predictions.reshape(-1).float(), targets.reshape(-1).float()
+    predictions, targets = predictions.reshape(-1).double(), targets.reshape(-1).double()  # large values, exactly
     error = predictions - targets
     mse = (error ** 2).mean()
     total = ((targets - targets.mean()) ** 2).sum()

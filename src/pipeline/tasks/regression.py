@@ -47,10 +47,13 @@ class RegressionModule(TaskModule):
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         target = torch.log1p(target) if self.log_target else target
-        return F.mse_loss(output.squeeze(-1), (target - self.target_mean) / self.target_std)
+        # standardised where the target is held (float64 for tables), then in the model's float32
+        scaled = (target - self.target_mean) / self.target_std
+        return F.mse_loss(output.squeeze(-1), scaled.to(torch.float64 if output.dtype == torch.float64 else torch.float32))
 
     def predict(self, output: Tensor) -> Tensor:
-        value = output.squeeze(-1) * self.target_std + self.target_mean
+        """In the data's units, in float64: a float32 output of 1e9 is a multiple of 64."""
+        value = output.squeeze(-1).double() * self.target_std + self.target_mean
         return torch.expm1(value.clamp(max=LOG_FLOAT32_MAX)) if self.log_target else value
 
     @classmethod

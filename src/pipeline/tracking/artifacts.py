@@ -44,10 +44,16 @@ def split_digests(datamodule) -> dict[str, str]:
     if cached is not None and cached[0] == key:
         return cached[1]
     # an empty split (no validation rows: data.val_fraction=0) is no data set input
-    digests = {context: tensor_digest(split.x, split.y) for context, split in splits.items()
+    digests = {context: tensor_digest(split.x, _as_logged_before(split.y)) for context, split in splits.items()
                if split is not None and len(split)}
     datamodule._pipeline_split_digests = (key, digests)
     return digests
+
+
+def _as_logged_before(y: Tensor) -> Tensor:
+    """Regression targets (float64 since 2026-12-05) digested as the float32 they were held in before, so that the
+    digests runs logged earlier (a resumed sweep's, a rerun's source) still compare equal on the same data."""
+    return y.float() if y.dtype == torch.float64 else y
 
 
 def dataset_records(datamodule) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
@@ -92,7 +98,8 @@ def test_predictions(predictor: nn.Module, datamodule, device: torch.device) -> 
     predictor.eval()
     outputs, targets = [], []
     for x, y in datamodule.evaluation_batches(datamodule.test_split):  # a streamed split is not in memory
-        outputs.append(predictor(x.to(device)).float().cpu())
+        output = predictor(x.to(device))  # float64 stays (regression values in the data's units)
+        outputs.append((output if output.dtype == torch.float64 else output.float()).cpu())
         targets.append(y)
     predictor.train(was_training)
     return torch.cat(targets).numpy(), torch.cat(outputs).numpy()
@@ -109,12 +116,12 @@ def write_predictions(y_true: np.ndarray, outputs: np.ndarray, spec, path: Path,
 
     from pipeline.tasks.classification import predicted_classes
 
-    outputs = np.asarray(outputs, dtype=np.float32)
+    outputs = np.asarray(outputs, dtype=np.float64 if spec.task_kind == "regression" else np.float32)
     columns: dict[str, np.ndarray] = {"row": np.arange(len(y_true)).astype(str)}
     if sources is not None and len(sources[1]) == len(y_true):  # not where unreadable files were left out
         columns[sources[0]] = np.asarray(sources[1], dtype=object)
     if spec.task_kind == "regression":
-        columns["target"] = np.asarray(y_true, dtype=np.float32).reshape(-1).astype(str)
+        columns["target"] = np.asarray(y_true, dtype=np.float64).reshape(-1).astype(str)
         columns[PREDICTION] = outputs.reshape(-1).astype(str)
     else:
         probabilities = outputs.reshape(len(outputs), -1)

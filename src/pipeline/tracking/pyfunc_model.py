@@ -42,7 +42,8 @@ def predict_frame(adapter, predictor, task_kind: str, class_names: Optional[Sequ
     for start in range(0, len(frame), CHUNK_ROWS):  # bounded memory: images are decoded a chunk at a time
         x = adapter.transform(frame.iloc[start : start + CHUNK_ROWS])
         with torch.inference_mode():
-            outputs.append(predictor(x).float().cpu().numpy())
+            output = predictor(x)  # float64 stays (regression values in the data's units)
+            outputs.append((output if output.dtype == torch.float64 else output.float()).cpu().numpy())
     width = len(class_names) if task_kind != "regression" and class_names and len(class_names) > 2 else 1
     output = np.concatenate(outputs) if outputs else np.empty((0, width), dtype=np.float32)
     if task_kind == "regression":
