@@ -1009,6 +1009,28 @@ def test_metrics_undefined_on_the_test_rows_are_left_out_and_said_not_logged_as_
     assert "test/r2=" not in output and "test/rmse=" in output, output[-2000:]
 
 
+def test_a_monitored_metric_undefined_on_the_validation_rows_is_said_once(store):
+    """2 positives in 60 rows: the 5 validation rows hold none, so val/auroc is undefined there and counts as 0 for
+    the checkpoint and early stopping, which then choose arbitrarily. That used to go unsaid."""
+    rng = np.random.default_rng(1)
+    y = np.zeros(60, dtype=int)
+    y[[3, 40]] = 1
+    path = store["tmp"] / "tiny.csv"
+    pd.DataFrame(rng.normal(size=(60, 3)) + y[:, None], columns=["a", "b", "c"]).assign(label=y).to_csv(path, index=False)
+    common = ["task=classification", "data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=4",
+              "trainer.enable_progress_bar=false", "logger=none"]
+    result = run_cli([*common, "task.monitor=val/auroc", "task.mode=max"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "5 validation" in output, output[-2000:]
+    said = "val/auroc is undefined on the validation rows (auroc needs rows of both classes, or of two classes at " \
+        "least) and counts as 0 there: the checkpoint tested and early stopping, chosen by it, are then arbitrary; " \
+        "select by task.monitor=val/loss task.mode=min, or hold out more rows (data.val_fraction)"
+    assert output.count(said) == 1, output[-3000:]
+    result = run_cli(common, store)  # val/acc, the default, is defined on rows of one class
+    assert result.returncode == 0 and "is undefined on the validation rows" not in result.stdout + result.stderr
+
+
 def test_few_valued_whole_numbers_read_as_categories_and_far_out_cells_are_said(store):
     """A column of hours 0..9 became categories without a word (a linear model then has no slope for it); a cell of
     1e30 in an income column made its standard deviation ~1e28, so every other row of it standardised to ~0."""
@@ -1501,3 +1523,25 @@ def test_data_order_by_refusals_name_the_key_and_the_row(store, tmp_path):
     ):
         refused = run_cli_in_process([*common, *overrides], store)
         assert refused.returncode == 2 and says in error_line(refused.stderr), (overrides, refused.stderr[-2000:])
+
+
+def test_a_rare_class_gets_its_share_of_the_held_out_rows_whatever_its_name_sorts_as(tmp_path):
+    """9 rare rows of 1,000: the held-out rows (20 % test, then 10 % validation) should hold ~2.5 of them on average.
+    Taking every k-th row of the label-sorted order from position 0 gave a class that sorts last 1 for every seed
+    (its validation rows: none) and one that sorts first 3."""
+    from pipeline.data.tabular import CsvData
+
+    rng = np.random.default_rng(0)
+    held = {}
+    for rare in ("aaa", "zzz"):
+        path = tmp_path / f"{rare}.csv"
+        labels = np.array(["mmm"] * 991 + [rare] * 9)
+        pd.DataFrame({"x": rng.normal(size=1000), "y": labels}).to_csv(path, index=False)
+        counts = []
+        for seed in range(60):
+            module = CsvData(path=str(path), target="y", task_kind="classification", seed=seed)
+            module.setup("fit")
+            rare_class = module.spec.class_names.index(rare)
+            counts.append(sum(int((split.y == rare_class).sum()) for split in (module.val_split, module.test_split)))
+        held[rare] = float(np.mean(counts))
+    assert 2.1 < held["aaa"] < 2.9 and 2.1 < held["zzz"] < 2.9, held

@@ -54,6 +54,8 @@ class TaskModule(pl.LightningModule):
         self.best_value: Optional[float] = None
         #: redraws of the test rows for the 95 % intervals of the test metrics (``task.test_intervals``; 0: none)
         self.test_resamples = 0
+        #: whether task.monitor was undefined on the last validation rows (counted as 0), and whether that was said
+        self.monitor_undefined, self._said_monitor_undefined = False, False
         #: the test metrics undefined on the test rows, left out of the logged metrics (see ``undefined_reasons``)
         self.undefined_test_metrics: list[str] = []
 
@@ -287,6 +289,8 @@ class TaskModule(pl.LightningModule):
                     del metrics[name]
             else:  # 0, as torchmetrics gives, so that a monitor or early stopping on it keeps working (no sync)
                 for name in may_lack:
+                    if f"{prefix}/{name}" == self.monitor:  # what the checkpoint is chosen by: said (one sync)
+                        self.monitor_undefined = bool(torch.isnan(metrics[name]))
                     metrics[name] = torch.where(torch.isnan(metrics[name]), torch.zeros_like(metrics[name]),
                                                 metrics[name])
             values.update({f"{prefix}/{name}": value for name, value in metrics.items()})
@@ -315,6 +319,13 @@ class TaskModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self._epoch_evaluation("val")
         if not self.trainer.sanity_checking:
+            if self.monitor_undefined and not self._said_monitor_undefined and self.trainer.is_global_zero:
+                self._said_monitor_undefined = True
+                reason = self.undefined_reasons.get(self.monitor.partition("/")[2], "")
+                logging.getLogger("pipeline").warning(
+                    "%s is undefined on the validation rows%s and counts as 0 there: the checkpoint tested and early "
+                    "stopping, chosen by it, are then arbitrary; select by task.monitor=val/loss task.mode=min, or "
+                    "hold out more rows (data.val_fraction)", self.monitor, f" ({reason})" if reason else "")
             current = values.get(self.monitor)
             if current is not None and math.isfinite(float(current)):
                 current = float(current)
