@@ -387,6 +387,17 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
                                 "--output-dir", str(tmp_path / "trained_on")])
     assert code == 0 and stderr.startswith(f"Warning: data.test_path={train_csv} is the data the model was trained "
                                            "on (data.path)"), stderr[-2000:]
+    # the run's own test rows: tested without a warning; after the training file changed, they are other rows (some
+    # of them maybe training rows), and that is said, as it is when this version draws the split otherwise
+    code, _, stderr = eval_cli([run.info.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "own")])
+    assert code == 0 and "Warning" not in stderr, stderr[-2000:]
+    own = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
+    assert any(r.data.metrics.get("test/acc") == run.data.metrics["test/acc"] for r in own), \
+        ([r.data.metrics.get("test/acc") for r in own], run.data.metrics["test/acc"])
+    write_csv(people(500, seed=7), train_csv)
+    code, _, stderr = eval_cli([run.info.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "moved")])
+    assert code == 0 and "Warning: the test rows differ from the source run's (digest " in stderr and \
+        "the files it read have changed since, or this version draws the split otherwise" in stderr, stderr[-2000:]
 
 
 # ----- regression on Parquet files -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,18 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     return metrics
 
 
+def _warn_if_other_test_rows(datamodule, source_digest: str) -> None:
+    from pipeline.tracking.artifacts import dataset_records
+
+    now = dataset_records(datamodule).get("testing", (None,))[0]
+    if now is not None and now != source_digest:
+        print(f"Warning: the test rows differ from the source run's (digest {source_digest} -> {now}): the files it "
+              "read have changed since, or this version draws the split otherwise; some may be rows the model was "
+              "trained on, and the metrics are not the run's to compare", file=sys.stderr, flush=True)
+
+
 def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
-             source_data: Optional[Path] = None) -> dict[str, float]:
+             source_data: Optional[Path] = None, source_test_digest: Optional[str] = None) -> dict[str, float]:
     """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
     data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
 
@@ -104,7 +115,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     inputs were made, whatever rows the config now leaves for training. Where it cannot (the overrides read the
     data otherwise: another normalisation, image size, tokenizer) the preprocessing is fitted again; when that
     does not come out as the source run's, the evaluation is refused before any run rather than tested on
-    inputs the model was not trained on."""
+    inputs the model was not trained on. ``source_test_digest``: the digest of the source run's test rows, where
+    the overrides keep them; other rows now (the files changed, or the split is drawn otherwise) are warned of."""
     absolute_data_paths(cfg)
     from pipeline.data.base import fitted_differences, saved_fitted_state
     from pipeline.hub import TOKENIZER_CHECKED
@@ -139,6 +151,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
                 f"preprocessing would not be the source run's (it differs in {', '.join(differ[:4])}"
                 f"{' ...' if len(differ) > 4 else ''}). Keep the data keys as the run had them (other test rows: "
                 "data.test_path), or answer for new rows with pipeline-predict")
+        if source_test_digest:
+            _warn_if_other_test_rows(datamodule, source_test_digest)
         run_parts = build(cfg, datamodule, (), output_dir)
         check_resume_checkpoint(str(weights), run_parts.task_module)
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}

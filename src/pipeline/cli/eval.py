@@ -18,8 +18,8 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides, check_logged_config, check_targets,
-                                confine_written_folders, fresh_output_dir, linked_keys, note_thread_count,
-                                output_dir_removed_if_refused, rerun_config, run_of)
+                                confine_written_folders, fresh_output_dir, linked_keys, logged_split_digests,
+                                note_thread_count, output_dir_removed_if_refused, rerun_config, run_of)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -71,6 +71,12 @@ def redrawn_test_rows_warning(overrides: list[str]) -> Optional[str]:
     return (f"Warning: {', '.join(changed)} may draw other test rows than the source run's (where they are drawn "
             "from the training data), some of them rows the model was trained on, and its test metrics then look "
             "better than they are; to test on new rows, give them a file or folder of their own (data.test_path)")
+
+
+def _other_test_rows_asked(overrides) -> bool:
+    """Whether the overrides name other test rows (a test file, or keys that redraw the split)."""
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    return bool(keys & {*SPLIT_KEYS, "data.test_path"})
 
 
 def training_file_as_test_warning(cfg) -> Optional[str]:
@@ -136,7 +142,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"Evaluating {run.info.run_name} ({run.info.run_id}, {checkpoints[0]}) into {output_dir}", flush=True)
             note_thread_count(run.data.params.get("torch_threads"))
             with launched_as(choices, list(args.overrides)):
-                evaluate(cfg, weights, source_run=run.info.run_id, source_data=data)
+                evaluate(cfg, weights, source_run=run.info.run_id, source_data=data,
+                         source_test_digest=None if _other_test_rows_asked(args.overrides) else
+                         logged_split_digests(run).get("testing"))
     return 0
 
 
