@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, run_cli, runs_in, store_overrides
+from conftest import PROJECT_ROOT, run_cli, run_cli_in_process, runs_in, store_overrides
 
 
 def single_error_line(stderr: str) -> str:
@@ -124,6 +124,31 @@ def test_a_run_resumed_from_its_last_epoch_keeps_its_best_validation_value(store
     full, again = sorted(runs_in(store), key=lambda run: run.info.start_time)
     assert again.data.metrics["val/loss_best"] == full.data.metrics["val/loss_best"]
     assert again.data.metrics["test/acc"] == full.data.metrics["test/acc"]
+
+
+def test_a_checkpoint_of_another_seed_or_other_rows_is_refused_and_a_multirun_job_is_told_to_resume_alone(store, tmp_path):
+    """`pipeline-train -m seed=1,2,3 ... ckpt_path=<job 2's last.ckpt>`, as the interrupted multirun's message said,
+    resumed every job from job 2's weights: seed 1's run was tested on rows that were seed 2's training rows, and
+    finished as if nothing were amiss."""
+    from pipeline.errors import RunInterrupted
+
+    first = run_cli(TRAINING, store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["seed"] == 42 and set(saved["data_digests"]) == {"training", "validation"}
+    for override, said in (("seed=7", f"ckpt_path={last} was written by a run with seed=42, and this run has seed=7"),
+                           ("data.val_fraction=0.2", f"ckpt_path={last} was written on other training and "
+                                                     "validation rows than this run's (digests ")):
+        result = run_cli_in_process([*TRAINING, override, f"ckpt_path={last}"],
+                                    dict(store, outputs=tmp_path / override.partition("=")[0]))
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert said in single_error_line(result.stderr), result.stderr[-2000:]
+    assert len(runs_in(store)) == 1  # refused before any run
+    job = str(RunInterrupted(Path("/r/1/checkpoints/last.ckpt"), ["task=regression", "seed=2", "+tags.note=a b"]))
+    assert job == ("the newest saved end of an epoch of this job is in /r/1/checkpoints/last.ckpt; resume this job "
+                   "alone with pipeline-train task=regression seed=2 '+tags.note=a b' "
+                   "ckpt_path=/r/1/checkpoints/last.ckpt, then run the multirun's jobs after it")
 
 
 def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(store):

@@ -245,7 +245,8 @@ def test_last_checkpoint_holds_the_last_epoch_also_after_epochs_without_improvem
     """pytorch-lightning 2.6 alone leaves last.ckpt at the best epoch; a resume must start after the last one."""
     from pipeline.train import train
 
-    train(compose_for_train(store, ["trainer.max_epochs=60", "logger=none"]))
+    # by accuracy, which stops improving once it is reached (ties do not replace the best)
+    train(compose_for_train(store, ["trainer.max_epochs=60", "task.monitor=val/acc", "task.mode=max", "logger=none"]))
     checkpoints = store["outputs"] / "checkpoints"
     [best] = checkpoints.glob("best-epoch*.ckpt")
     best_epoch = torch.load(best, weights_only=True)["epoch"]

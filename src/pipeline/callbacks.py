@@ -491,12 +491,29 @@ def find_checkpoint(callbacks: Iterable[Callback]) -> Optional[ModelCheckpoint]:
 
 class RunIdInCheckpoint(Callback):
     """Writes the MLflow run id into every checkpoint, so a run resumed from it is linked to the run that
-    wrote it (tag ``resumed_from_run``). ``run``: the tracking run, whose id is read when a checkpoint is saved."""
+    wrote it (tag ``resumed_from_run``). ``run``: the tracking run, whose id is read when a checkpoint is saved.
+    Also the run's ``seed`` and the digests of its training and validation rows (data held in memory), which a
+    resume must have too (``check_resume_checkpoint``)."""
 
-    def __init__(self, run: Any = None):
-        self.run = run
+    def __init__(self, run: Any = None, seed: Optional[int] = None):
+        self.run, self.seed = run, seed
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         run_id = self.run.run_id if self.run is not None else None
         if run_id:
             checkpoint["mlflow_run_id"] = run_id
+        if self.seed is not None:
+            checkpoint["seed"] = int(self.seed)
+        digests = fitted_rows_digests(trainer.datamodule)
+        if digests:
+            checkpoint["data_digests"] = digests
+
+
+def fitted_rows_digests(datamodule) -> dict[str, str]:
+    """{training, validation: digest} of a data module held in memory (cached on it: hashed once per run); {} for
+    one streamed from files, whose digests describe the files, not the rows."""
+    if datamodule is None or hasattr(datamodule, "dataset_records") or getattr(datamodule, "train_split", None) is None:
+        return {}
+    from pipeline.tracking.artifacts import split_digests
+
+    return {k: v for k, v in split_digests(datamodule).items() if k in ("training", "validation")}

@@ -7,6 +7,7 @@ SIGTERM ends with ``EXIT_INTERRUPTED``; anything else is a bug and exits with ``
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -64,13 +65,17 @@ class SweepError(RuntimeError):
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during training. A KeyboardInterrupt, so the MLflow run is marked KILLED."""
 
-    def __init__(self, resume_from: Optional[Path]):
-        self.resume_from = resume_from
+    def __init__(self, resume_from: Optional[Path], job_overrides: Optional[list[str]] = None):
+        self.resume_from, self.job_overrides = resume_from, job_overrides  # job_overrides: in a multirun
         super().__init__(str(resume_from) if resume_from else "")
 
     def __str__(self) -> str:
         if self.resume_from is None:
             return "stopped before the first epoch ended, so there is no checkpoint to resume from; run again"
+        if self.job_overrides is not None:  # ckpt_path on the multirun's command would go to every job
+            return (f"the newest saved end of an epoch of this job is in {self.resume_from}; resume this job alone "
+                    f"with pipeline-train {' '.join(map(shlex.quote, self.job_overrides))} ckpt_path={self.resume_from}, then run the "
+                    "multirun's jobs after it")
         return (f"the newest saved end of an epoch is in {self.resume_from}; "
                 f"resume with the same command plus ckpt_path={self.resume_from}")
 

@@ -273,7 +273,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     probe_optimization(task_module)
     with building("callbacks"):
         callbacks = build_callbacks(cfg, extra_callbacks)
-    run_id_writer = RunIdInCheckpoint()
+    run_id_writer = RunIdInCheckpoint(seed=cfg.get("seed"))
     callbacks.append(run_id_writer)
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -308,7 +308,8 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             enable_model_summary=False,
             **extra_arguments,
         )
-    resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module, trainer.max_epochs)
+    resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module, trainer.max_epochs, seed=cfg.get("seed"),
+                                          datamodule=datamodule)
     return RunParts(task_module, trainer, checkpoint, loggers, history, run_id_writer, resume_tags)
 
 
@@ -366,10 +367,12 @@ def probe_optimization(task_module) -> None:
                 scheduler.step()
 
 
-def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: Optional[int] = None) -> dict[str, str]:
+def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: Optional[int] = None,
+                            seed: Optional[int] = None, datamodule=None) -> dict[str, str]:
     """A checkpoint to resume from must be a Lightning checkpoint of this very model (same parameter names
-    and shapes), of an optimizer with this config's settings (the saved state would replace them silently) and
-    of no more epochs than ``max_epochs``; returns the tags that link the new run to the one that wrote it."""
+    and shapes), of an optimizer with this config's settings (the saved state would replace them silently), of
+    no more epochs than ``max_epochs`` and, where given, of a run with this ``seed`` and the training and
+    validation rows of ``datamodule``; returns the tags that link the new run to the one that wrote it."""
     if not ckpt_path:
         return {}
     import torch
@@ -399,6 +402,7 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
         raise ConfigError(f"ckpt_path={ckpt_path} was written by another model or data set ({'; '.join(details)}); "
                           "resume with the same model, data and task options as the run that wrote it")
     _check_resumed_optimizer(ckpt_path, checkpoint, task_module)
+    _check_resumed_rows(ckpt_path, checkpoint, seed, datamodule)
     epoch = checkpoint.get("epoch")  # from 0: the epoch the checkpoint was written in (at its end, or during it)
     if max_epochs is not None and max_epochs != -1 and isinstance(epoch, int) and epoch + 1 > max_epochs:
         raise ConfigError(f"ckpt_path={ckpt_path} was written in epoch {epoch + 1}, past trainer.max_epochs="
@@ -407,6 +411,27 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
     if checkpoint.get("mlflow_run_id"):
         tags["resumed_from_run"] = str(checkpoint["mlflow_run_id"])
     return tags
+
+
+def _check_resumed_rows(ckpt_path: str, checkpoint: dict, seed: Optional[int], datamodule) -> None:
+    """A checkpoint of a run with another seed (another split, batch order and initialisation: a multirun's
+    ``seed=1,2,3`` resumed with one job's checkpoint) or other training/validation rows is refused: the resumed
+    run would be neither that run nor this one, and its test rows may be the checkpoint's training rows."""
+    from pipeline.callbacks import fitted_rows_digests
+
+    saved_seed = checkpoint.get("seed")
+    if seed is not None and saved_seed is not None and int(saved_seed) != int(seed):
+        raise ConfigError(f"ckpt_path={ckpt_path} was written by a run with seed={saved_seed}, and this run has "
+                          f"seed={seed} (other splits, batch order and initial weights); resume with seed={saved_seed}, "
+                          "or in a multirun resume the interrupted job alone (its overrides plus ckpt_path)")
+    saved_digests = checkpoint.get("data_digests") or {}
+    now = fitted_rows_digests(datamodule) if saved_digests else {}
+    differ = [name for name in ("training", "validation") if name in saved_digests and name in now
+              and saved_digests[name] != now[name]]
+    if differ:
+        raise ConfigError(f"ckpt_path={ckpt_path} was written on other {' and '.join(differ)} rows than this run's "
+                          f"(digests {', '.join(f'{saved_digests[n]} -> {now[n]}' for n in differ)}): the data or its "
+                          "split settings differ; resume with the data and data.* settings of the run that wrote it")
 
 
 # how an optimizer runs, not what it computes (they may differ between machines): not compared on resume
@@ -516,6 +541,18 @@ def interrupted_evaluation(trainer):
         raise KeyboardInterrupt("interrupted while testing") from None
 
 
+def multirun_job_overrides() -> Optional[list[str]]:
+    """The overrides of this job where it is one of a multirun's (``-m seed=1,2,3``), else None."""
+    with contextlib.suppress(Exception):
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        config = HydraConfig.get()
+        if config.mode == RunMode.MULTIRUN:
+            return list(config.overrides.task)
+    return None
+
+
 @contextlib.contextmanager
 def interrupt_names_checkpoint(trainer, checkpoint, run):
     """Ctrl-C / SIGTERM during fit or test ends as a :class:`RunInterrupted` naming the checkpoint of the
@@ -532,4 +569,4 @@ def interrupt_names_checkpoint(trainer, checkpoint, run):
         if resume_from is not None:
             with contextlib.suppress(Exception):  # the interrupt matters more than the tag
                 run.set_tags({"resume_from": str(resume_from)})
-        raise RunInterrupted(resume_from) from None
+        raise RunInterrupted(resume_from, multirun_job_overrides()) from None
