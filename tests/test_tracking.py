@@ -568,6 +568,26 @@ def test_a_run_against_a_tracking_server_is_recorded_there(tracking_server):
 
 
 @pytest.mark.slow
+def test_a_password_in_the_tracking_uri_is_not_printed(tracking_server):
+    """``MLFLOW_TRACKING_URI=http://alice:<password>@host`` printed the password on the console: MLflow's own
+    "View run ... at: http://alice:<password>@..." line when a run ended on a tracking server."""
+    from mlflow import MlflowClient
+
+    password = "uripass" + "9191"
+    out = tracking_server["tmp"] / "outputs-password"
+    url = tracking_server["url"].replace("http://", f"http://alice:{password}@")
+    result = run_cli(["trainer.max_epochs=1", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false",
+                      "logger.mlflow.experiment_name=with-password", f"hydra.run.dir={out}"],
+                     env={"MLFLOW_TRACKING_URI": url})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert password not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "alice:***@" in result.stdout  # where the run is, as the pipeline says it
+    client = MlflowClient(tracking_server["url"])
+    [run] = client.search_runs([client.get_experiment_by_name("with-password").experiment_id])
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
 def test_a_store_that_stops_mid_run_loses_nothing_and_says_where_results_are(tracking_server):
     out = tracking_server["tmp"] / "outputs-stopped"
     metrics_file = out / "metrics.jsonl"
