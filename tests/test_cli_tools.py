@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import another_thread_count, new_store, run_cli, runs_in
+from conftest import another_thread_count, error_line, new_store, run_cli, runs_in
 
 EXPERIMENT = "classification"
 
@@ -110,6 +110,20 @@ def test_rerun_overrides_carry_linked_keys(two_seeds, capsys, tmp_path):
     assert rerun.data.tags["rerun_of"] == source.info.run_id and "seed=7" in rerun.data.params["overrides"]
     code, _, err = cli(main, [source.info.run_id, "optimizer=sgd", "--tracking-uri", two_seeds["uri"]], capsys)
     assert code == 2 and "optimizer.<key>" in err
+
+
+def test_a_rerun_whose_overrides_are_refused_names_no_folder(two_seeds, capsys, tmp_path, monkeypatch):
+    """``pipeline-rerun <id> optimizer.lrr=1`` printed "Rerunning ... into outputs/<date>/<time>" before the refusal,
+    naming a folder that was never kept."""
+    from pipeline.cli.rerun import main
+
+    monkeypatch.chdir(tmp_path)  # the default output folder: ./outputs/<date>/<time>
+    source = runs_in(two_seeds, EXPERIMENT)[0]
+    code, out, err = cli(main, [source.info.run_id, "optimizer.lrr=1", "--tracking-uri", two_seeds["uri"]], capsys)
+    assert code == 2, err
+    assert "optimizer.lrr" in error_line(err)
+    assert "Rerunning" not in out + err and "outputs" not in out, out
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("key,value,named", [

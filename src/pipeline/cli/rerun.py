@@ -397,8 +397,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices)
+        from pipeline.config import absolute_data_paths, validate
         from pipeline.train import train
 
+        # checked (as train() checks it) before the folder is named: an override the config refuses
+        # (optimizer.lrr=1) printed "Rerunning ... into <folder>" for a folder that was then removed
+        absolute_data_paths(cfg)
+        validate(cfg)
         print(f"Rerunning {run.info.run_name} ({run.info.run_id}) into {cfg.paths.output_dir}", flush=True)
         if "sweep.state" in run.data.tags and not cfg.get("test", True):
             print(f"Note: {run.info.run_name} is a trial of a sweep: a trial is not tested and keeps no checkpoint or "
