@@ -207,7 +207,7 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
                          capsys)
     assert code == 0, err
     assert "other-data" in out and "good-val" not in out
-    assert "(2 runs on other data left out, other data; --all-data ranks them too)" in out, out
+    assert "(2 runs on other data left out: they differ in data; --all-data ranks them too)" in out, out
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--all-data",
                                 "--output", str(tmp_path / "b")], capsys)
     listed = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]
@@ -258,7 +258,7 @@ def test_compare_all_ranks_the_training_runs_data_after_an_evaluation_on_other_d
         assert code == 0, (by, err)
         listed = {line.split()[2] for line in out.splitlines() if line[:1].isdigit()}
         assert listed == trained, (by, out)  # the two training runs; the evaluation on test.csv is on other data
-        assert "1 runs on other data left out" in out, out
+        assert "(1 run on other data left out: it differs in data.test_path; --all-data ranks it too)" in out, out
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "regression", "--all", "--all-data",
                                 "--by", "test/rmse", "--output", str(tmp_path / "compare")], capsys)
     assert code == 0 and "EVALUATION" in out and len([l for l in out.splitlines() if l[:1].isdigit()]) == 3, out

@@ -397,7 +397,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"Experiment '{ranking.experiment}': {len(ranking.rows)} {what} on {ranking.rows[0][len(KEY_PARAMS) + 3]} "
           f"by {ranking.metric} ({direction} is better; test metrics are shown, not ranked on)")
     if left_out:
-        print(f"({left_out} runs on other data left out, other {', '.join(differ)}; --all-data ranks them too)")
+        runs_word, they, them = ("run", "it differs", "it") if left_out == 1 else ("runs", "they differ", "them")
+        print(f"({left_out} {runs_word} on other data left out: {they} in {', '.join(differ)}; "
+              f"--all-data ranks {them} too)")
     print()
     print(as_text(ranking))
     (output / "compare.md").write_text(as_markdown(ranking))
