@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import another_thread_count, new_store, run_cli, runs_in
+from conftest import another_thread_count, error_line, new_store, run_cli, runs_in
 
 EXPERIMENT = "classification"
 
@@ -112,6 +112,20 @@ def test_rerun_overrides_carry_linked_keys(two_seeds, capsys, tmp_path):
     assert code == 2 and "optimizer.<key>" in err
 
 
+def test_a_rerun_whose_overrides_are_refused_names_no_folder(two_seeds, capsys, tmp_path, monkeypatch):
+    """``pipeline-rerun <id> optimizer.lrr=1`` printed "Rerunning ... into outputs/<date>/<time>" before the refusal,
+    naming a folder that was never kept."""
+    from pipeline.cli.rerun import main
+
+    monkeypatch.chdir(tmp_path)  # the default output folder: ./outputs/<date>/<time>
+    source = runs_in(two_seeds, EXPERIMENT)[0]
+    code, out, err = cli(main, [source.info.run_id, "optimizer.lrr=1", "--tracking-uri", two_seeds["uri"]], capsys)
+    assert code == 2, err
+    assert "optimizer.lrr" in error_line(err)
+    assert "Rerunning" not in out + err and "outputs" not in out, out
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.yaml"))
+
+
 @pytest.mark.parametrize("key,value,named", [
     ("model._target_", "os.system", "'os.system'"),
     ("optimizer._target_", "torch.hub.load", "'torch.hub.load'"),
@@ -148,7 +162,7 @@ def test_compare_tells_apart_two_folders_of_one_name():
 
     def run(path: str, test_path: str = "") -> SimpleNamespace:
         params = {"data": "image_folder", "data.path": path, **({"data.test_path": test_path} if test_path else {})}
-        return SimpleNamespace(data=SimpleNamespace(params=params))
+        return SimpleNamespace(data=SimpleNamespace(params=params, tags={}))
 
     newest, elsewhere, same, tested = run("/d/simple"), run("/other/simple"), run("/d/simple"), run("/d/simple", "/t")
     assert data_identity(newest) == data_identity(elsewhere) == "image_folder:simple"  # as shown
@@ -193,7 +207,7 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
                          capsys)
     assert code == 0, err
     assert "other-data" in out and "good-val" not in out
-    assert "(2 runs on other data left out, other data; --all-data ranks them too)" in out, out
+    assert "(2 runs on other data left out: they differ in data; --all-data ranks them too)" in out, out
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--all-data",
                                 "--output", str(tmp_path / "b")], capsys)
     listed = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]
@@ -211,6 +225,43 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     rows = list(csv.DictReader((tmp_path / "d" / "compare.csv").open()))
     assert [(r["run"], r["test/r2_ci_low"], r["test/r2"], r["test/r2_ci_high"]) for r in rows][0] == (
         "good-test", "0.301", "0.45", "0.5678")
+
+
+def test_compare_all_ranks_the_training_runs_data_after_an_evaluation_on_other_data(tmp_path, capsys, migrated_store_db):
+    """``pipeline-eval <run> data.test_path=test.csv`` and then ``pipeline-compare --all``: the newest run, the
+    evaluation, was taken as the data set to rank, which no training run was on: "Error: no run of 'regression' has
+    the metric 'val/rmse_best'", exit 2 (``--by test/rmse --all`` listed the evaluation alone). The newest training
+    run names the data set; an evaluation on other data is left out with the other runs on other data."""
+    from conftest import eval_cli, run_cli_in_process
+
+    from pipeline.cli.compare import main
+
+    store = new_store(tmp_path, migrated_store_db)
+    rng = np.random.default_rng(0)
+    for name, rows in (("train.csv", 150), ("test.csv", 40)):
+        x = rng.normal(size=(rows, 3))
+        pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "target": x @ [1.0, -2.0, 0.5]}).to_csv(
+            tmp_path / name, index=False)
+    for seed in (1, 2):
+        result = run_cli_in_process(["task=regression", "data=csv", f"data.path={tmp_path / 'train.csv'}",
+                                     "data.target=target", "trainer.max_epochs=2", f"seed={seed}",
+                                     "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false",
+                                     f"hydra.run.dir={tmp_path / f'out{seed}'}", f"paths.mlruns_dir={tmp_path / 'mlruns'}"])
+        assert result.returncode == 0, result.stderr[-3000:]
+    trained = {run.info.run_id for run in runs_in(store, "regression")}
+    code, _, err = eval_cli([sorted(trained)[0], f"data.test_path={tmp_path / 'test.csv'}", "--tracking-uri", store["uri"],
+                             "--output-dir", str(tmp_path / "eval")])
+    assert code == 0, err
+    for by in ([], ["--by", "val/loss"], ["--by", "test/rmse"]):
+        code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "regression", "--all", *by,
+                                    "--output", str(tmp_path / "compare")], capsys)
+        assert code == 0, (by, err)
+        listed = {line.split()[2] for line in out.splitlines() if line[:1].isdigit()}
+        assert listed == trained, (by, out)  # the two training runs; the evaluation on test.csv is on other data
+        assert "(1 run on other data left out: it differs in data.test_path; --all-data ranks it too)" in out, out
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "regression", "--all", "--all-data",
+                                "--by", "test/rmse", "--output", str(tmp_path / "compare")], capsys)
+    assert code == 0 and "EVALUATION" in out and len([l for l in out.splitlines() if l[:1].isdigit()]) == 3, out
 
 
 def test_compare_paired_tells_two_runs_on_the_same_test_rows_apart_only_where_the_rows_can(tmp_path, capsys,

@@ -376,8 +376,8 @@ def test_every_trial_folder_holds_hydras_three_config_files_for_that_trial(six_t
 @pytest.mark.slow
 def test_an_evaluation_or_rerun_of_a_sweeps_run_is_not_tagged_as_the_sweeps(six_trial_sweep, tmp_path):
     """pipeline-eval of the best run made a run tagged best=true, sweep.role=final and named best-<n>-..., found by a
-    search for the sweep's best runs; pipeline-rerun of a trial made an untested run named like the trial, silently.
-    (Last of the tests on this sweep: it adds runs to its experiment.)"""
+    search for the sweep's best runs; pipeline-rerun of a trial made an untested run named like the trial, silently,
+    and of a pruned trial said it repeats the trial's metrics. (Last of the tests on this sweep: it adds runs to its experiment.)"""
     from conftest import _main_in_process
     from pipeline.cli.rerun import main as rerun_main
 
@@ -386,10 +386,16 @@ def test_an_evaluation_or_rerun_of_a_sweeps_run_is_not_tagged_as_the_sweeps(six_
     _, trial_runs = parent_and_children(store, "regression")
     code, _, stderr = eval_cli([final.info.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "e")])
     assert code == 0, stderr[-3000:]
-    code, stdout, stderr = _main_in_process(rerun_main, [trial_runs[0].info.run_id, "--tracking-uri", store["uri"],
+    # a pruned trial (one epoch of two): its rerun trains on past the epoch the trial was pruned at; the note said
+    # the rerun "repeats the trial's validation metrics"
+    pruned = next(run for run in trial_runs if run.data.tags.get("sweep.state") == "PRUNED")
+    code, stdout, stderr = _main_in_process(rerun_main, [pruned.info.run_id, "--tracking-uri", store["uri"],
                                                          "--output-dir", str(tmp_path / "r")])
     assert code == 0, stderr[-3000:]
-    assert f"Note: {trial_runs[0].info.run_name} is a trial of a sweep: a trial is not tested" in stdout
+    assert f"Note: {pruned.info.run_name} is a trial of a sweep: a trial is not tested" in stdout
+    assert ("(the trial was pruned after epoch 1: the rerun repeats its epochs up to there, then trains on to "
+            "trainer.max_epochs=2, which nothing prunes here)") in stdout, stdout
+    assert "repeats the trial's validation metrics" not in stdout
     made = [r for r in runs_in(store, "regression") if r.data.tags.get("evaluation_of") or r.data.tags.get("rerun_of")]
     assert len(made) == 2
     for run in made:

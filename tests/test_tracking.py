@@ -204,6 +204,48 @@ def test_secrets_reach_neither_params_nor_tags_nor_the_logged_config(logged_run)
     assert run.data.params["tags.api_token"] == "***" and run.data.tags["api_token"] == "***"
 
 
+@pytest.mark.parametrize("writer", ["0", "1"], ids=["in-process", "store-writer"])
+def test_secrets_written_into_the_checkout_are_masked_in_git_diff(shared_store, tmp_path, monkeypatch, writer):
+    """A credential written into a file of the checkout (a config's ``wandb_api_key: ...``, ``HF_TOKEN = "..."`` in
+    a .py file, a comment's ``password=...``) was in plain text in git.diff, in the output folder and the store,
+    while the same key was ``'***'`` in config.yaml and the params: values of keys named like credentials are
+    masked in the diff too, the rest of it stays as git wrote it."""
+    import pipeline.config
+
+    checkout = tmp_path / "checkout"
+    (checkout / "conf").mkdir(parents=True)
+    (checkout / "conf" / "config.yaml").write_text("seed: 1\ntags: {}\nlr: 0.1\n")
+    (checkout / "settings.py").write_text("BATCH = 8\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run([*git, "add", "."], cwd=checkout, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "start"], cwd=checkout, check=True)
+    secrets = ["blocksecret7171", "wbsecretkey4242", "hfsecrettoken5151", "pwdsecret6161", "jsonsecret3131"]
+    (checkout / "conf" / "config.yaml").write_text(
+        "seed: 1\ntags:\n  wandb_api_key: blocksecret7171\nlr: 0.5\n"
+        "other: {wandb_api_key: wbsecretkey4242, size: 3}\n# service password=pwdsecret6161\n")
+    (checkout / "settings.py").write_text(
+        'BATCH = 8\nHF_TOKEN = "hfsecrettoken5151"\nHEADERS = {"api_key": "jsonsecret3131", "name": "x"}\n')
+    monkeypatch.setattr(pipeline.config, "PROJECT_ROOT", checkout)
+    monkeypatch.setenv("PIPELINE_STORE_WRITER", writer)
+    store = in_store(shared_store, tmp_path)
+    name = f"git-diff-{writer}"
+    result = run_cli_in_process(["trainer.max_epochs=1", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false",
+                                 f"logger.mlflow.experiment_name={name}"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store, name)
+    client = client_of(store)
+    logged = Path(client.download_artifacts(run.info.run_id, "git.diff", str(tmp_path))).read_text()
+    local = (store["outputs"] / "git.diff").read_text()
+    for diff in (logged, local):
+        assert not [secret for secret in secrets if secret in diff], diff
+        for line in ("+  wandb_api_key: ***", "+other: {wandb_api_key: ***, size: 3}", "+# service password=***",
+                     '+HF_TOKEN = "***"', '+HEADERS = {"api_key": "***", "name": "x"}', "-lr: 0.1", "+lr: 0.5",
+                     "-tags: {}"):
+            assert line in diff.splitlines(), (line, diff)
+    assert not [secret for secret in secrets if secret in result.stdout + result.stderr]
+
+
 def test_the_store_file_alone_holds_the_run_once_the_command_returns(logged_run, tmp_path):
     """The store is written in write-ahead-log mode (cheaper commits; the UI reading it does not block the run);
     the command folds the log into mlflow.db before it returns, so the file alone, copied or backed up, holds
@@ -523,6 +565,26 @@ def test_a_run_against_a_tracking_server_is_recorded_there(tracking_server):
     paths = artifact_paths(client, run.info.run_id)
     assert {"config.yaml", "plots/learning_curves.png"} <= set(paths)
     assert list((tracking_server["tmp"] / "server-artifacts").rglob("config.yaml"))  # proxied to the server's folder
+
+
+@pytest.mark.slow
+def test_a_password_in_the_tracking_uri_is_not_printed(tracking_server):
+    """``MLFLOW_TRACKING_URI=http://alice:<password>@host`` printed the password on the console: MLflow's own
+    "View run ... at: http://alice:<password>@..." line when a run ended on a tracking server."""
+    from mlflow import MlflowClient
+
+    password = "uripass" + "9191"
+    out = tracking_server["tmp"] / "outputs-password"
+    url = tracking_server["url"].replace("http://", f"http://alice:{password}@")
+    result = run_cli(["trainer.max_epochs=1", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false",
+                      "logger.mlflow.experiment_name=with-password", f"hydra.run.dir={out}"],
+                     env={"MLFLOW_TRACKING_URI": url})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert password not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "alice:***@" in result.stdout  # where the run is, as the pipeline says it
+    client = MlflowClient(tracking_server["url"])
+    [run] = client.search_runs([client.get_experiment_by_name("with-password").experiment_id])
+    assert run.info.status == "FINISHED"
 
 
 @pytest.mark.slow

@@ -52,7 +52,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="rank by this metric (default: <the task's monitored metric>_best, e.g. val/loss_best)")
     parser.add_argument("--all", action="store_true", help="also list pruned, failed, killed and evaluation runs")
     parser.add_argument("--all-data", action="store_true",
-                        help="rank runs on different data sets together (default: only the data of the newest run)")
+                        help="rank runs on different data sets together (default: only the data of the newest training run)")
     parser.add_argument("--top", type=int, default=None, help="show only the N best runs")
     parser.add_argument("--plot", action="store_true", help="also write val_curves.png: the validation curves of the top runs")
     parser.add_argument("--output", type=Path, default=None,
@@ -137,11 +137,18 @@ def differing_keys(run, others: list) -> list[str]:
     return [key for position, key in enumerate(DATA_KEYS) if any(k[position] != wanted[position] for k in keys)]
 
 
+def reference_run(runs: list):
+    """The run whose data set is ranked: the newest training run. With ``--all`` the newest run may be an evaluation
+    (``pipeline-eval <run> data.test_path=...``), on a test file no training run was on and without the validation
+    metrics ranked on; the newest run when all are evaluations."""
+    return next((run for run in runs if run.data.tags.get("run_kind") != "evaluation"), runs[0])
+
+
 def same_data(runs: list) -> tuple[list, int]:
-    """The runs on the data of the newest run, and how many were left out."""
+    """The runs on the data of the newest training run, and how many were left out."""
     if not runs:
         return runs, 0
-    wanted = data_key(runs[0])
+    wanted = data_key(reference_run(runs))
     kept = [run for run in runs if data_key(run) == wanted]
     return kept, len(runs) - len(kept)
 
@@ -375,7 +382,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         runs = finished_runs(client, experiment, include_all=args.all)
         left_out, differ = 0, []
         if not args.all_data and runs:
-            differ = differing_keys(runs[0], [run for run in runs if data_key(run) != data_key(runs[0])])
+            reference = reference_run(runs)
+            differ = differing_keys(reference, [run for run in runs if data_key(run) != data_key(reference)])
             runs, left_out = same_data(runs)
         ranking = rank(runs, experiment.name, args.metric, args.top)
     except CompareError as error:
@@ -389,7 +397,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"Experiment '{ranking.experiment}': {len(ranking.rows)} {what} on {ranking.rows[0][len(KEY_PARAMS) + 3]} "
           f"by {ranking.metric} ({direction} is better; test metrics are shown, not ranked on)")
     if left_out:
-        print(f"({left_out} runs on other data left out, other {', '.join(differ)}; --all-data ranks them too)")
+        runs_word, they, them = ("run", "it differs", "it") if left_out == 1 else ("runs", "they differ", "them")
+        print(f"({left_out} {runs_word} on other data left out: {they} in {', '.join(differ)}; "
+              f"--all-data ranks {them} too)")
     print()
     print(as_text(ranking))
     (output / "compare.md").write_text(as_markdown(ranking))

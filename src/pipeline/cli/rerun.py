@@ -366,6 +366,21 @@ def data_change_check(source_digests: dict[str, str], run_name: str, data_overri
     return DataChangeCheck()
 
 
+def trial_rerun_repeats(client, run, cfg) -> str:
+    """What the rerun of a sweep's trial repeats: a complete trial's validation metrics; a pruned one's epochs up to
+    where it was pruned, after which the rerun, which nothing prunes, trains on to trainer.max_epochs."""
+    if run.data.tags.get("sweep.state") != "PRUNED":
+        return "it repeats the trial's validation metrics"
+    epochs = cfg.trainer.get("max_epochs")
+    try:  # the epochs the trial trained: one validation value each
+        trained = len(client.get_metric_history(run.info.run_id, run.data.params.get("task.monitor", "val/loss")))
+    except Exception:
+        trained = 0
+    where = f"after epoch {trained}" if trained else ""
+    return (f"the trial was pruned{' ' + where if where else ''}: the rerun repeats its epochs up to there, then trains "
+            f"on to trainer.max_epochs={epochs}, which nothing prunes here")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import report_errors
     from pipeline.tracking import launched_as
@@ -382,12 +397,17 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices)
+        from pipeline.config import absolute_data_paths, validate
         from pipeline.train import train
 
+        # checked (as train() checks it) before the folder is named: an override the config refuses
+        # (optimizer.lrr=1) printed "Rerunning ... into <folder>" for a folder that was then removed
+        absolute_data_paths(cfg)
+        validate(cfg)
         print(f"Rerunning {run.info.run_name} ({run.info.run_id}) into {cfg.paths.output_dir}", flush=True)
         if "sweep.state" in run.data.tags and not cfg.get("test", True):
             print(f"Note: {run.info.run_name} is a trial of a sweep: a trial is not tested and keeps no checkpoint or "
-                  "model, and neither does its rerun (it repeats the trial's validation metrics). A tested run with its "
+                  f"model, and neither does its rerun ({trial_rerun_repeats(client, run, cfg)}). A tested run with its "
                   "checkpoint and model is the sweep's best run (tag best=true), or pipeline-train with the sweep's best "
                   "config", flush=True)
         note_thread_count(run.data.params.get("torch_threads"))

@@ -137,7 +137,7 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     from .artifacts import log_dataset_inputs
     from .params import config_params
     from .provenance import git_state, provenance_tags
-    from .redact import redact_text, redact_tree
+    from .redact import redact_tree
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     world = trainer.world_size if trainer is not None else 1
@@ -182,7 +182,7 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
                       **({"data_digest": digests["training"]} if "training" in digests else {})})
         if git is not None and git.dirty:
             diff = run.output_dir / "git.diff"
-            diff.write_text(redact_text(git.diff))
+            diff.write_text(git.diff)  # masked by git_state (redact_diff)
             run.log_artifact(diff)
 
 

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from .redact import redact_override, redact_text
+from .redact import redact_diff, redact_override, redact_text
 
 LIBRARIES = {"torch": "torch", "pytorch_lightning": "pytorch-lightning", "mlflow": "mlflow"}
 
@@ -22,7 +22,7 @@ LIBRARIES = {"torch": "torch", "pytorch_lightning": "pytorch-lightning", "mlflow
 class GitState:
     commit: str
     dirty: bool
-    diff: str  # uncommitted changes against HEAD, plus the names of untracked files
+    diff: str  # uncommitted changes against HEAD, plus the names of untracked files; secrets masked (redact_diff)
 
 
 def git_state(root: Path) -> Optional[GitState]:
@@ -41,7 +41,7 @@ def git_state(root: Path) -> Optional[GitState]:
         return None
     if untracked:
         diff += "\n# untracked files (not in the diff):\n" + "".join(f"#   {name}\n" for name in untracked.splitlines())
-    return GitState(commit=commit, dirty=bool(changed.strip()), diff=diff)
+    return GitState(commit=commit, dirty=bool(changed.strip()), diff=redact_diff(diff))
 
 
 def command_line(argv: Optional[list[str]] = None) -> str:

@@ -96,6 +96,35 @@ def redact_yaml_text(text: str) -> str:
     return redact_text(_OVERRIDE.sub(override, _YAML_ENTRY.sub(entry, text)))
 
 
+# a ``key: value``, ``key = value``, ``key=value`` or ``"key": "value"`` anywhere on a line of a diff (YAML, Python,
+# JSON, .env files, comments, a removed line's ``-key: value``, ``--password=...``): the key (quoted or not) and the
+# value (an interpolation, a quoted string or one bare word)
+_DIFF_ENTRY = re.compile(
+    r"""(?<![\w.])(?P<head>(?P<quote>["']?)(?P<key>[+~\-]*[A-Za-z_][\w.\-]*)(?P=quote)[ \t]*"""
+    r"""(?:=(?!=)|:(?=[\s"']))[ \t]*)(?P<value>\$\{[^}\n]*\}|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;(){}\[\]"']+)""")
+_DIFF_NOT_A_VALUE = frozenset({"null", "None", "~", "''", '""', REDACTED, "|", ">", "|-", ">-"})
+
+
+def redact_diff(text: str) -> str:
+    """A ``git diff`` with the values of keys that look like credentials masked, by the rule of the config's keys
+    (``wandb_api_key: ...`` in a YAML file, ``HF_TOKEN = "..."`` in a .py file, ``password=...`` in a comment, a
+    JSON ``"token": "..."``), and URL passwords and credentials from the environment as everywhere. The rest of the
+    diff stays as git wrote it. A bare word followed by ``(`` or ``[`` is code (``token = tokenizer(text)``) and
+    stays, as do interpolations (``${oc.env:TOKEN}``) and empty values."""
+    def entry(match: re.Match) -> str:
+        value = match.group("value")
+        if not is_secret_key(match.group("key").lstrip("+~-")):
+            return match.group(0)
+        quoted = value[:1] in "\"'" and len(value) >= 2
+        inner = value[1:-1] if quoted else value
+        if (not inner or value in _DIFF_NOT_A_VALUE or inner == REDACTED or inner.startswith("${")
+                or (not quoted and match.string[match.end():match.end() + 1] in ("(", "["))):
+            return match.group(0)
+        return f"{match.group('head')}{value[0]}{REDACTED}{value[0]}" if quoted else f"{match.group('head')}{REDACTED}"
+
+    return redact_text(_DIFF_ENTRY.sub(entry, text))
+
+
 def redact_hydra_record(folder) -> None:
     """Mask secrets in Hydra's record of a job (``<output folder>/.hydra/*.yaml``: the command line's overrides, the
     composed config), which Hydra writes before the job starts: an ``+tags.api_token=...`` given on the command line

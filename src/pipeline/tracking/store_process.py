@@ -139,7 +139,6 @@ class StoreServer:
     def op_provenance(self, key: int, root: str, command: str, output_dir: Optional[str], rank_zero: bool) -> None:
         """Git state, command, host, user and library versions as tags; git.diff when the checkout is dirty."""
         from .provenance import git_state, provenance_tags
-        from .redact import redact_text
 
         run = self._run(key)
         if not run.active:
@@ -152,7 +151,7 @@ class StoreServer:
         if git is not None and git.dirty and output_dir:
             diff = Path(output_dir) / "git.diff"
             if rank_zero:
-                diff.write_text(redact_text(git.diff))
+                diff.write_text(git.diff)  # masked by git_state (redact_diff)
             run.log_artifact(diff)
 
     def op_log_model(self, key: int, model: bytes, example, search_path: list[str]) -> Optional[str]:
