@@ -231,7 +231,7 @@ def test_each_regularization_option_changes_the_trained_model_the_way_it_should(
     assert last(smoothed) < last(base)
 
 
-def test_early_stopping_stops_when_the_monitor_stalls(store):
+def test_early_stopping_stops_when_the_monitor_stalls_and_says_so(store, capsys):
     from pipeline.train import train
 
     train(compose_for_train(store, ["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=2",
@@ -239,6 +239,9 @@ def test_early_stopping_stops_when_the_monitor_stalls(store):
     rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
     epochs = max(row["epoch"] for row in rows if "train/loss" in row) + 1
     assert epochs < 200
+    # the console's last epoch line alone did not say why it was the last
+    assert f"Stopped early after epoch {epochs} of 200: Monitored metric val/loss did not improve in the last 2 " \
+        "records. Best score: " in capsys.readouterr().out
 
 
 def test_last_checkpoint_holds_the_last_epoch_also_after_epochs_without_improvement(store):

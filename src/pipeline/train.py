@@ -79,6 +79,11 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
                 with interrupt_names_checkpoint(trainer, checkpoint, run):
                     trainer.fit(task_module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
                     metrics = scalar_metrics(trainer.callback_metrics)
+                    stopped = early_stop(trainer)
+                    if stopped is not None:  # said: the console's last epoch line alone did not tell why it was last
+                        run.set_tags({"stopped_early_at_epoch": str(stopped[0])})
+                        if is_rank_zero() and parent_run is None:
+                            print(stopped[1], flush=True)
                     best_key = f"{task_module.monitor}_best"
                     if best_key not in metrics and task_module.best_value is not None:
                         # resumed from a checkpoint of the last epoch: no epoch ran, and the best validation value
@@ -93,6 +98,19 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
                 tracking.log_run_end(run, cfg, task_module, datamodule, trainer, checkpoint, metrics, output_dir,
                                      run_parts.history.history, tested=bool(cfg.get("test", True)))
     return metrics
+
+
+def early_stop(trainer) -> Optional[tuple[int, str]]:
+    """(the last epoch trained, counted from 1, a line saying why) where early stopping ended the fit, else None."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            epoch = callback.stopped_epoch + 1
+            reason = (callback.stopping_reason_message or f"{callback.monitor} stopped improving")
+            reason = reason.replace(" Signaling Trainer to stop.", "")
+            return epoch, f"Stopped early after epoch {epoch} of {trainer.max_epochs}: {reason}"
+    return None
 
 
 def _warn_if_other_test_rows(datamodule, source_digest: str) -> None:
