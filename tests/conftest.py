@@ -140,6 +140,13 @@ def predict_cli(args: list[str]) -> tuple[int, str, str]:
     return _main_in_process(main, args)
 
 
+def rerun_cli(args: list[str]) -> tuple[int, str, str]:
+    """``pipeline-rerun`` in this process: (exit code, stdout, stderr)."""
+    from pipeline.cli.rerun import main
+
+    return _main_in_process(main, args)
+
+
 def eval_cli(args: list[str]) -> tuple[int, str, str]:
     """``pipeline-eval`` in this process: (exit code, stdout, stderr)."""
     from pipeline.cli.eval import main

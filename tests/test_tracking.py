@@ -653,13 +653,23 @@ def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_p
         assert code == 0, stderr[-2000:]
         answers[model] = pd.read_csv(output)
     pd.testing.assert_frame_equal(answers["models:/tumours/2"], answers[second.info.run_id])
+    # a rerun checks a result: it made version 3 of the registered model unasked; now it says it registers none
+    from conftest import rerun_cli
+
+    code, out, err = rerun_cli(["models:/tumours/2", "--tracking-uri", store["uri"], "--output-dir",
+                                str(tmp_path / "rerun")])
+    assert code == 0, err[-2000:]
+    assert "registered its model as 'tumours'; this rerun registers none (add logger.mlflow.register_as=tumours " \
+        "for a new version)" in out, out[-2000:]
+    assert sorted(int(v.version) for v in client_of(store).search_model_versions("name='tumours'")) == [1, 2]
+    first, second = sorted([r for r in runs_in(store) if "rerun_of" not in r.data.tags], key=lambda r: r.info.start_time)
     for extra, fragment in (("test=false", "a run with test=false logs none"),
                             ("logger.mlflow.log_model=false", "logger.mlflow.log_model=false logs none"),
                             ("", "logger.mlflow.register_as='a/b': a registered model's name")):
         overrides = ["logger.mlflow.register_as=a/b"] if not extra else ["logger.mlflow.register_as=tumours", extra]
         refused = run_cli_in_process(overrides, store)
         assert refused.returncode == 2 and fragment in error_line(refused.stderr), refused.stderr[-2000:]
-    assert len(runs_in(store)) == 2
+    assert len(runs_in(store)) == 3  # the two runs and the rerun
     # a registry that fails: the run did not do all it was asked, so it ends FAILED with the reason (its model
     # logged all the same), and the command with that one line
     import pipeline.tracking.artifacts as artifacts

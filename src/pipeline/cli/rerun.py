@@ -257,8 +257,10 @@ def output_dir_removed_if_refused(output_dir: Path, named_by_user: bool) -> Iter
 
 
 def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_dir: Path,
-                 choices: Optional[dict[str, str]] = None) -> DictConfig:
-    """The logged config of ``run``, checked, with the overrides, writing into ``output_dir`` and the same store."""
+                 choices: Optional[dict[str, str]] = None, say_registration: bool = False) -> DictConfig:
+    """The logged config of ``run``, checked, with the overrides, writing into ``output_dir`` and the same store.
+    The run's ``logger.mlflow.register_as`` is not repeated (a rerun that checks a result made a new version of the
+    registered model) unless the overrides set it; ``say_registration``: print a note when it is dropped."""
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = client.download_artifacts(run.info.run_id, "config.yaml", folder)
@@ -290,9 +292,15 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
     old_output_dir = OmegaConf.select(cfg, "paths.output_dir")
     cfg.paths.output_dir = str(output_dir)
     cfg.ckpt_path = None
+    registered = mlflow_node.get("register_as")
+    if registered:
+        mlflow_node.register_as = None
     confine_written_folders(cfg, str(old_output_dir) if old_output_dir else None, output_dir,
                             f"the config logged with run {run.info.run_id}")
     cfg = apply_overrides(cfg, overrides, linked_keys(choices or {}) if overrides else {})
+    if registered and say_registration and not _mlflow_logger_node(cfg).get("register_as"):
+        print(f"Note: {run.info.run_name or run.info.run_id} registered its model as '{registered}'; this rerun "
+              f"registers none (add logger.mlflow.register_as={registered} for a new version)", flush=True)
     check_targets(cfg, "the overrides")
     confine_written_folders(cfg, None, output_dir, "the overrides")
     if "tags" not in cfg or cfg.tags is None:
@@ -396,7 +404,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"Error: {error}", file=sys.stderr)
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
-        cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices)
+        cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices, say_registration=True)
         from pipeline.config import absolute_data_paths, validate
         from pipeline.train import train
 
