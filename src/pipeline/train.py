@@ -345,11 +345,25 @@ def probe_optimization(task_module) -> None:
         scheduler = scheduler_factory(optimizer=optimizer, **wired)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optimizer.step()
+            if needs_closure(optimizer):  # L-BFGS evaluates the loss itself: a loss of 0 with no gradient, no move
+                optimizer.step(lambda: torch.zeros(()))
+            else:
+                optimizer.step()
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(1.0)
             else:
                 scheduler.step()
+
+
+def needs_closure(optimizer) -> bool:
+    """Whether ``optimizer.step`` must be given a closure (L-BFGS: it re-evaluates the loss itself)."""
+    import inspect
+
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: Optional[int] = None) -> dict[str, str]:
