@@ -483,6 +483,19 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "task.test_intervals": (lambda v: v == 0 or 100 <= v <= 100_000, "0 (no intervals) or 100-100000 redraws"),
 }
+# scheduler values that would take the learning rate to 0 or below (a negative one is gradient ascent) or make no
+# schedule; key -> (check, what is allowed, the scheduler classes it is checked for by name: None for any).
+# A value may be a list, one per parameter group (OneCycleLR's max_lr): each is checked.
+SCHEDULER_RANGES: dict[str, tuple[Callable[[float], bool], str, Optional[tuple[str, ...]]]] = {
+    "scheduler.gamma": (lambda v: v > 0, "> 0 (the factor the learning rate is multiplied by)", None),
+    "scheduler.eta_min": (lambda v: v >= 0, ">= 0 (the lowest learning rate)", None),
+    "scheduler.max_lr": (lambda v: v > 0, "> 0 (the peak learning rate)", None),
+    "scheduler.div_factor": (lambda v: v > 0, "> 0 (the first learning rate is max_lr / div_factor)", None),
+    "scheduler.final_div_factor": (lambda v: v > 0, "> 0 (the last learning rate is the first / final_div_factor)",
+                                   None),
+    "scheduler.factor": (lambda v: 0 < v < 1, "in (0, 1) (the learning rate is multiplied by it when the metric "
+                                              "stops improving)", ("ReduceLROnPlateau",)),
+}
 INTEGER_MINIMUMS = {
     "data.batch_size": 1,
     "data.eval_batch_size": 1,
@@ -498,6 +511,7 @@ INTEGER_MINIMUMS = {
     "data.skip_rows": 0,
     "scheduler.step_size": 1,
     "scheduler.T_max": 1,
+    "scheduler.patience": 0,
     # text models and their vocabulary: 0 or less failed mid-build (a division by zero, a negative count)
     "model.embed_dim": 1,
     "model.num_filters": 1,
@@ -534,6 +548,14 @@ def _check_ranges(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not None and not check(_number(key, value)):
             raise ConfigError(f"{key}={value} is out of range; allowed: {allowed}")
+    scheduler_class = str(_get(cfg, "scheduler._target_") or "").rsplit(".", 1)[-1]
+    for key, (check, allowed, classes) in SCHEDULER_RANGES.items():
+        value = _get(cfg, key)
+        if value is None or (classes is not None and scheduler_class not in classes):
+            continue
+        values = _plain(value) if OmegaConf.is_list(value) else [value]
+        if not all(check(_number(key, item)) for item in values):
+            raise ConfigError(f"{key}={_plain(value)} is out of range; allowed: {allowed}")
     for key, minimum in INTEGER_MINIMUMS.items():
         value = _get(cfg, key)
         if value is None or (key == "trainer.devices" and isinstance(_plain(value), (str, list))):
