@@ -139,6 +139,11 @@ OUT_OF_RANGE = [
     (["scheduler=plateau", "scheduler.factor=-0.5"], ["scheduler.factor=-0.5 is out of range", "in (0, 1)"]),
     (["scheduler=plateau", "scheduler.factor=0"], ["scheduler.factor=0 is out of range", "in (0, 1)"]),
     (["scheduler=plateau", "scheduler.patience=-1"], ["scheduler.patience=-1 is out of range", ">= 0"]),
+    # Lightning's forms of a time limit, or seconds; "'int' object has no attribute 'total_seconds'" was the answer
+    (["trainer.max_time=00:30:00"], ["trainer.max_time='00:30:00' is not a time limit", '"DD:HH:MM:SS"',
+                                     "trainer.max_time={minutes: 30}", "a number of seconds"]),
+    (["trainer.max_time={mins:5}"], ["trainer.max_time={'mins': 5} is not a time limit", "timedelta keys"]),
+    (["trainer.max_time=0"], ["trainer.max_time=0 is not a time limit", "more than 0"]),
 ]
 
 

@@ -301,6 +301,21 @@ def test_max_time_stops_a_run_inside_its_first_epoch(store):
     assert "Test metrics:" in result.stdout
 
 
+@pytest.mark.parametrize("limit", ["{seconds: 2}", "2"])
+def test_max_time_as_timedelta_keys_or_seconds_stops_the_run(store, limit):
+    """Lightning's dict of timedelta keys failed ('Missing key total_seconds': it came as a DictConfig) and a
+    number ('int' object has no attribute 'total_seconds'); both are limits now."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["data=synthetic_binary", "data.n_samples=200000", "data.batch_size=4",
+                                 "data.eval_batch_size=8192", f"trainer.max_time={limit}", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    [train_row] = [row for row in rows if "train/loss" in row]
+    assert train_row["train/samples_per_s"] * train_row["train/epoch_time_s"] < 0.5 * 140_000
+    assert "Test metrics:" in result.stdout
+
+
 # ----- data.val_fraction=0: every training row trains, the last epoch is tested -----------------------------
 def test_without_a_validation_split_every_training_row_trains_and_the_last_epoch_is_tested(store):
     result = run_cli(["data.val_fraction=0", "trainer.max_epochs=3"], store)

@@ -525,7 +525,38 @@ INTEGER_MINIMUMS = {
 NOT_NULL = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "model.l1")
 
 
+# the keyword arguments of datetime.timedelta: the keys of a trainer.max_time mapping
+TIMEDELTA_KEYS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds")
+MAX_TIME_FORMS = ('"DD:HH:MM:SS" (e.g. trainer.max_time=00:00:30:00), a mapping of timedelta keys '
+                  "(e.g. 'trainer.max_time={minutes: 30}') or a number of seconds (e.g. trainer.max_time=1800)")
+
+
+def max_time(value: Any):
+    """``trainer.max_time`` as the ``timedelta`` handed to the Trainer (None: no limit). Lightning takes a
+    "DD:HH:MM:SS" string or a dict of timedelta keys (a DictConfig failed: 'Missing key total_seconds'); a number
+    of seconds is taken too. Anything else, or a limit of 0 or less, is refused naming the accepted forms."""
+    import datetime
+
+    value = _plain(value)
+    if value is None:
+        return None
+    limit = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        limit = datetime.timedelta(seconds=value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+:\d+:\d+:\d+\s*", value):
+        days, hours, minutes, seconds = (int(part) for part in value.split(":"))
+        limit = datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    elif isinstance(value, dict) and value and all(key in TIMEDELTA_KEYS for key in value) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        limit = datetime.timedelta(**value)
+    if limit is None or limit.total_seconds() <= 0:
+        shown = value if isinstance(value, (dict, list)) else repr(value) if isinstance(value, str) else value
+        raise ConfigError(f"trainer.max_time={shown} is not a time limit; allowed: {MAX_TIME_FORMS}, more than 0")
+    return limit
+
+
 def _check_ranges(cfg: DictConfig) -> None:
+    max_time(OmegaConf.select(cfg, "trainer.max_time", default=None))
     for key in NOT_NULL:
         if OmegaConf.select(cfg, key, default=0) is None:
             allowed = RANGES[key][1] if key in RANGES else "a number"

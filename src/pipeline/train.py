@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
-from pipeline.config import ConfigError, absolute_data_paths, collection, validate, without_validation
+from pipeline.config import ConfigError, absolute_data_paths, collection, max_time, validate, without_validation
 from pipeline.errors import DataError, RunInterrupted, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
 
@@ -269,6 +269,8 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     checkpoint = find_checkpoint(callbacks)
     with building("trainer"):
         trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "enable_progress_bar"}
+        # a timedelta: Lightning reads a dict of timedelta keys only as a plain dict (not a DictConfig), and no number
+        time_limit = {"max_time": max_time(trainer_cfg.pop("max_time", None))}
         if without_validation(cfg):  # data.val_fraction=0: no validation loop; the last epoch is the one tested
             trainer_cfg.update(limit_val_batches=0, num_sanity_val_steps=0)
             if checkpoint is not None:
@@ -292,6 +294,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             default_root_dir=str(output_dir),
             enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
             enable_model_summary=False,
+            **time_limit,
             **extra_arguments,
         )
     resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module, trainer.max_epochs)
