@@ -184,7 +184,6 @@ INCOMPATIBLE = [
     # not "model.name=resnet18: not in the Hugging Face cache" (the text data's tokenizer defaults to model.name)
     (["task=sentiment", "model=torchvision"], ["model=torchvision takes image inputs but data=mr is text data"]),
     (["task=classification", "model=linear"], ["model=linear", "regression", "classification"]),
-    (["trainer.precision=16-mixed", "trainer.gradient_clip_val=1.0"], ["optimizer.fused=true", "optimizer.fused=false"]),
 ]
 
 

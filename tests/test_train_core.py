@@ -316,6 +316,23 @@ def test_max_time_as_timedelta_keys_or_seconds_stops_the_run(store, limit):
     assert "Test metrics:" in result.stdout
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_gradient_clipping_under_bf16_mixed_trains_the_unfused_optimizer_and_says_so(store, optimizer):
+    """Lightning refuses to clip a fused optimizer's gradients under mixed precision: the default (fused) Adam with
+    bf16-mixed and gradient clipping failed in its first step, a FAILED run. The unfused optimizer trains, said in
+    one line, and the run records the optimizer it built."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process([f"optimizer={optimizer}", "trainer.precision=bf16-mixed",
+                                 "trainer.gradient_clip_val=1", "trainer.max_epochs=1"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout + result.stderr
+    assert printed.count("optimizer.fused=false for this run") == 1, printed[-3000:]
+    assert "trainer.precision=bf16-mixed" in printed and "Test metrics:" in result.stdout
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED" and run.data.params["optimizer.fused"] == "False"
+
+
 # ----- data.val_fraction=0: every training row trains, the last epoch is tested -----------------------------
 def test_without_a_validation_split_every_training_row_trains_and_the_last_epoch_is_tested(store):
     result = run_cli(["data.val_fraction=0", "trainer.max_epochs=3"], store)

@@ -638,16 +638,34 @@ def _check_compatibility(cfg: DictConfig) -> None:
     tasks = getattr(model_class, "tasks", None)
     if tasks is not None and objective not in tasks:
         raise ConfigError(f"model={model_name} is for {'/'.join(sorted(tasks))}, not {objective}")
-    if (cfg.optimizer.get("fused") and str(_get(cfg, "trainer.precision")).startswith("16")
-            and _get(cfg, "trainer.gradient_clip_val")):
-        raise ConfigError("optimizer.fused=true cannot be combined with trainer.precision=16-mixed and "
-                          "trainer.gradient_clip_val (Lightning cannot unscale a fused optimizer's gradients "
-                          "before clipping); add optimizer.fused=false")
     _check_lbfgs(cfg, model_class)
     _check_without_validation(cfg)
     scheduler_target = _get(cfg, "scheduler._target_") or ""
     if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
         raise ConfigError(f"scheduler.mode must match task.mode ({cfg.task.mode})")
+
+
+def mixed_precision(cfg: DictConfig) -> bool:
+    """Whether ``trainer.precision`` trains under Lightning's mixed precision (autocast: 16-mixed, bf16-mixed)."""
+    precision = str(_get(cfg, "trainer.precision") or "32-true")
+    return precision.endswith("-mixed") or precision in ("16", "bf16")
+
+
+def unfused_for_clipping(cfg: DictConfig) -> Optional[str]:
+    """Lightning refuses to clip the gradients of a fused optimizer under mixed precision, mid-training (a FAILED
+    run): under 16-mixed a fused step unscales the gradients itself, after clipping would have seen them scaled;
+    under bf16-mixed (no scaling) it refuses all the same. ``optimizer.fused`` says how the update runs, not what it
+    computes, so with gradient clipping under mixed precision the unfused (foreach) optimizer is built instead, and
+    ``cfg`` records it (the logged config, ``pipeline-rerun``). Returns the line saying so; None: nothing changed."""
+    optimizer = cfg.get("optimizer")
+    if not (isinstance(optimizer, DictConfig) and optimizer.get("fused") is True and mixed_precision(cfg)
+            and _get(cfg, "trainer.gradient_clip_val")):
+        return None
+    with open_dict(optimizer):
+        optimizer.fused = False
+    return (f"optimizer.fused=false for this run: Lightning cannot clip the gradients of a fused optimizer under "
+            f"trainer.precision={_get(cfg, 'trainer.precision')} (trainer.gradient_clip_val); the unfused optimizer "
+            "makes the same update, somewhat slower")
 
 
 def without_validation(cfg: DictConfig) -> bool:

@@ -18,7 +18,8 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
-from pipeline.config import ConfigError, absolute_data_paths, collection, max_time, validate, without_validation
+from pipeline.config import (ConfigError, absolute_data_paths, collection, max_time, unfused_for_clipping, validate,
+                             without_validation)
 from pipeline.errors import DataError, RunInterrupted, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
 
@@ -47,7 +48,10 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     worker reuses it for every trial). Returns the metrics at the end of fit (``val/*``, ``<monitor>_best``,
     ``train/*``) and, unless ``test=false``, the test metrics."""
     absolute_data_paths(cfg)
+    unfused = unfused_for_clipping(cfg)
     validate(cfg)
+    if unfused and is_rank_zero():
+        log.warning(unfused)
     from pipeline import distributed
 
     distributed.check_trainer(cfg)
