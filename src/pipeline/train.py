@@ -50,8 +50,13 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     absolute_data_paths(cfg)
     unfused = unfused_for_clipping(cfg)
     validate(cfg)
-    if unfused and is_rank_zero():
-        log.warning(unfused)
+    if is_rank_zero():
+        from pipeline.data.images import ignored_augmentation
+        from pipeline.tracking import _overrides
+
+        for note in (unfused, ignored_augmentation(cfg.get("data"), _overrides())):
+            if note:
+                log.warning(note)
     from pipeline import distributed
 
     distributed.check_trainer(cfg)
