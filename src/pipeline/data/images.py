@@ -84,8 +84,8 @@ def ignored_augmentation(data_cfg, overrides) -> Optional[str]:
              if key in data_cfg and on(data_cfg.get(key)) and (key in _NEVER_DEFAULTS or f"data.{key}" in named)]
     if not asked:
         return None
-    shown = ", ".join(f"data.{key}={str(data_cfg.get(key)).lower() if isinstance(data_cfg.get(key), bool) else data_cfg.get(key)}"
-                      for key in asked)
+    values = {key: data_cfg.get(key) for key in asked}
+    shown = ", ".join(f"data.{key}={str(v).lower() if isinstance(v, bool) else v}" for key, v in values.items())
     return (f"{shown} not used: training-time augmentation is off (data.augment=false); add data.augment=true to "
             "train with it")
 
