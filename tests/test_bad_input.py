@@ -128,6 +128,22 @@ OUT_OF_RANGE = [
     (["model.batch_norm=maybe"], ["model.batch_norm='maybe'", "true or false"]),
     (["data=csv", "task=regression"], ["data.path", "data.target", "must be set"]),
     (["ckpt_path=/no/such/last.ckpt"], ["ckpt_path=/no/such/last.ckpt", "no such file"]),
+    # schedules that took the learning rate below 0 (gradient ascent) trained to the end, FINISHED
+    (["scheduler=step", "scheduler.gamma=-1", "scheduler.step_size=1"], ["scheduler.gamma=-1 is out of range",
+                                                                         "allowed: > 0"]),
+    (["scheduler=step", "scheduler.gamma=0"], ["scheduler.gamma=0 is out of range", "allowed: > 0"]),
+    (["scheduler=cosine", "scheduler.eta_min=-0.01"], ["scheduler.eta_min=-0.01 is out of range", "allowed: >= 0"]),
+    (["scheduler=onecycle", "scheduler.max_lr=-1"], ["scheduler.max_lr=-1 is out of range", "allowed: > 0"]),
+    (["scheduler=onecycle", "scheduler.max_lr=[0.1,-1]"], ["scheduler.max_lr=[0.1, -1] is out of range"]),
+    (["scheduler=onecycle", "+scheduler.div_factor=-25"], ["scheduler.div_factor=-25 is out of range", "> 0"]),
+    (["scheduler=plateau", "scheduler.factor=-0.5"], ["scheduler.factor=-0.5 is out of range", "in (0, 1)"]),
+    (["scheduler=plateau", "scheduler.factor=0"], ["scheduler.factor=0 is out of range", "in (0, 1)"]),
+    (["scheduler=plateau", "scheduler.patience=-1"], ["scheduler.patience=-1 is out of range", ">= 0"]),
+    # Lightning's forms of a time limit, or seconds; "'int' object has no attribute 'total_seconds'" was the answer
+    (["trainer.max_time=00:30:00"], ["trainer.max_time='00:30:00' is not a time limit", '"DD:HH:MM:SS"',
+                                     "trainer.max_time={minutes: 30}", "a number of seconds"]),
+    (["trainer.max_time={mins:5}"], ["trainer.max_time={'mins': 5} is not a time limit", "timedelta keys"]),
+    (["trainer.max_time=0"], ["trainer.max_time=0 is not a time limit", "more than 0"]),
 ]
 
 
@@ -168,7 +184,6 @@ INCOMPATIBLE = [
     # not "model.name=resnet18: not in the Hugging Face cache" (the text data's tokenizer defaults to model.name)
     (["task=sentiment", "model=torchvision"], ["model=torchvision takes image inputs but data=mr is text data"]),
     (["task=classification", "model=linear"], ["model=linear", "regression", "classification"]),
-    (["trainer.precision=16-mixed", "trainer.gradient_clip_val=1.0"], ["optimizer.fused=true", "optimizer.fused=false"]),
 ]
 
 

@@ -670,3 +670,21 @@ def test_imdb_reads_an_acl_imdb_tree(tmp_path):
     shutil.rmtree(tmp_path / "aclImdb" / "train" / "neg")
     with pytest.raises(DataError, match=r"no reviews in .*train/neg"):
         IMDB(path=str(tmp_path / "aclImdb")).load()
+
+
+@pytest.mark.parametrize("args,said", [
+    (["data.erasing=0.5", "data.hflip=true"], "data.hflip=true, data.erasing=0.5 not used: training-time augmentation "
+                                              "is off (data.augment=false); add data.augment=true"),
+    (["data.augment=true", "data.erasing=0.5"], None),
+])
+def test_augmentation_values_without_data_augment_are_said_to_be_unused(store, args, said):
+    """data.erasing / data.hflip without data.augment=true trained bit for bit as a run without them, silently."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["task=image_classification", *args, "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout + result.stderr
+    if said:
+        assert printed.count(said) == 1, printed[-3000:]
+    else:
+        assert "not used: training-time augmentation" not in printed

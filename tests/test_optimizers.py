@@ -172,3 +172,18 @@ def test_under_ddp_the_ranks_take_the_same_lbfgs_steps(tmp_path, average):
     first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     same = all(torch.equal(a, b) for a, b in zip(first, second))
     assert same is average, (first, second)
+
+
+def test_lbfgs_trains_with_a_schedule_stepped_each_epoch(store):
+    """The scheduler's probe stepped L-BFGS without the closure it needs: any scheduler with optimizer=lbfgs was
+    refused ('LBFGS.step() missing 1 required positional argument: closure'). It trains, and tests, with the
+    learning rate the schedule gives each epoch."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["model=logistic", *FULL_BATCH, "trainer.max_epochs=3", "scheduler=step",
+                                 "scheduler.step_size=1", "callbacks=[default,lr_monitor]", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test metrics: test/acc=" in result.stdout
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    rates = [(row["epoch"], row["lr-LBFGS"]) for row in rows if "lr-LBFGS" in row]
+    assert rates == [(0, pytest.approx(1.0)), (1, pytest.approx(0.1)), (2, pytest.approx(0.01))]

@@ -305,6 +305,63 @@ def test_max_time_stops_a_run_inside_its_first_epoch(store):
     assert "Test metrics:" in result.stdout
 
 
+@pytest.mark.parametrize("limit", ["{seconds: 2}", "2"])
+def test_max_time_as_timedelta_keys_or_seconds_stops_the_run(store, limit):
+    """Lightning's dict of timedelta keys failed ('Missing key total_seconds': it came as a DictConfig) and a
+    number ('int' object has no attribute 'total_seconds'); both are limits now."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["data=synthetic_binary", "data.n_samples=200000", "data.batch_size=4",
+                                 "data.eval_batch_size=8192", f"trainer.max_time={limit}", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    [train_row] = [row for row in rows if "train/loss" in row]
+    assert train_row["train/samples_per_s"] * train_row["train/epoch_time_s"] < 0.5 * 140_000
+    assert "Test metrics:" in result.stdout
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_gradient_clipping_under_bf16_mixed_trains_the_unfused_optimizer_and_says_so(store, optimizer):
+    """Lightning refuses to clip a fused optimizer's gradients under mixed precision: the default (fused) Adam with
+    bf16-mixed and gradient clipping failed in its first step, a FAILED run. The unfused optimizer trains, said in
+    one line, and the run records the optimizer it built."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process([f"optimizer={optimizer}", "trainer.precision=bf16-mixed",
+                                 "trainer.gradient_clip_val=1", "trainer.max_epochs=1"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout + result.stderr
+    assert printed.count("optimizer.fused=false for this run") == 1, printed[-3000:]
+    assert "trainer.precision=bf16-mixed" in printed and "Test metrics:" in result.stdout
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED" and run.data.params["optimizer.fused"] == "False"
+
+
+@pytest.mark.parametrize("interval", ["step", "epoch"])
+def test_lr_monitor_records_each_step_or_epoch_under_its_epoch(store, interval):
+    """callbacks.lr_monitor.logging_interval=step logged nothing on breast_cancer (7 steps per epoch, Lightning logs
+    every 50th), and the epoch interval's values were filed under the step count as their epoch (0, 7, 14)."""
+    from mlflow import MlflowClient
+
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["callbacks=[default,lr_monitor]", f"callbacks.lr_monitor.logging_interval={interval}",
+                                 "scheduler=onecycle", "trainer.max_epochs=2"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    rates = [row for row in rows if "lr-Adam" in row]
+    [run] = runs_in(store)
+    logged = MlflowClient(store["uri"]).get_metric_history(run.info.run_id, "lr-Adam")
+    if interval == "step":  # 7 optimizer steps per epoch, each with its rate: the one-cycle schedule rises and falls
+        assert [(row["epoch"], row["step"]) for row in rates] == [(step // 7, step) for step in range(14)]
+        values = [row["lr-Adam"] for row in rates]
+        assert len(set(values)) == 14 and max(values) == pytest.approx(1e-3, rel=0.05)
+        assert sorted((m.step, m.value) for m in logged) == [(row["step"], row["lr-Adam"]) for row in rates]
+    else:
+        assert [row["epoch"] for row in rates] == [0, 1] and all("step" not in row for row in rates)
+        assert sorted(m.step for m in logged) == [0, 1]
+
+
 # ----- data.val_fraction=0: every training row trains, the last epoch is tested -----------------------------
 def test_without_a_validation_split_every_training_row_trains_and_the_last_epoch_is_tested(store):
     result = run_cli(["data.val_fraction=0", "trainer.max_epochs=3"], store)

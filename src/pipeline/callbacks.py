@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.profilers import PassThroughProfiler
 
@@ -137,6 +138,39 @@ class ResumableCheckpoint(ModelCheckpoint):
         if last_epoch or last_step:
             return True
         return time.perf_counter() - self._saved_at >= self._save_seconds / self.refresh_share
+
+
+class LearningRateMonitor(_LightningLearningRateMonitor):
+    """Lightning's learning-rate monitor, recorded the way the pipeline's loggers record a run. Lightning's logs
+    ``logging_interval=step`` values only every ``trainer.log_every_n_steps`` (50) optimizer steps, so a run of
+    fewer steps logged none, and it hands every value over with the optimizer step as the step, which the
+    pipeline's loggers (metrics.jsonl, MLflow) read as the epoch. Here an ``epoch`` value is logged at the start
+    of each epoch under that epoch, a ``step`` value at every optimizer step under its epoch with the step beside
+    it (``{"epoch": 0, "step": 3, "lr-Adam": ...}``; in MLflow at that step). Other loggers (csv, tensorboard) get
+    what Lightning gives them."""
+
+    def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if self.logging_interval != "epoch":
+            self._send(trainer, self._extract_stats(trainer, "step" if self.logging_interval is None else "any"),
+                       per_step=True)
+
+    def on_train_epoch_start(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if self.logging_interval != "step":
+            self._send(trainer, self._extract_stats(trainer, "epoch" if self.logging_interval is None else "any"),
+                       per_step=False)
+
+    @staticmethod
+    def _send(trainer, stats: dict, per_step: bool) -> None:
+        from pipeline.tracking.loggers import MLflowLogger, RunHistory
+
+        if not stats:
+            return
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in trainer.loggers:
+            if isinstance(logger, (RunHistory, MLflowLogger)):
+                logger.log_metrics({**stats, "epoch": trainer.current_epoch, **({"step": step} if per_step else {})})
+            else:
+                logger.log_metrics(stats, step=step)
 
 
 class NoProfiler(PassThroughProfiler):

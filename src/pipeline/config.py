@@ -483,6 +483,19 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "task.label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "task.test_intervals": (lambda v: v == 0 or 100 <= v <= 100_000, "0 (no intervals) or 100-100000 redraws"),
 }
+# scheduler values that would take the learning rate to 0 or below (a negative one is gradient ascent) or make no
+# schedule; key -> (check, what is allowed, the scheduler classes it is checked for by name: None for any).
+# A value may be a list, one per parameter group (OneCycleLR's max_lr): each is checked.
+SCHEDULER_RANGES: dict[str, tuple[Callable[[float], bool], str, Optional[tuple[str, ...]]]] = {
+    "scheduler.gamma": (lambda v: v > 0, "> 0 (the factor the learning rate is multiplied by)", None),
+    "scheduler.eta_min": (lambda v: v >= 0, ">= 0 (the lowest learning rate)", None),
+    "scheduler.max_lr": (lambda v: v > 0, "> 0 (the peak learning rate)", None),
+    "scheduler.div_factor": (lambda v: v > 0, "> 0 (the first learning rate is max_lr / div_factor)", None),
+    "scheduler.final_div_factor": (lambda v: v > 0, "> 0 (the last learning rate is the first / final_div_factor)",
+                                   None),
+    "scheduler.factor": (lambda v: 0 < v < 1, "in (0, 1) (the learning rate is multiplied by it when the metric "
+                                              "stops improving)", ("ReduceLROnPlateau",)),
+}
 INTEGER_MINIMUMS = {
     "data.batch_size": 1,
     "data.eval_batch_size": 1,
@@ -498,6 +511,7 @@ INTEGER_MINIMUMS = {
     "data.skip_rows": 0,
     "scheduler.step_size": 1,
     "scheduler.T_max": 1,
+    "scheduler.patience": 0,
     # text models and their vocabulary: 0 or less failed mid-build (a division by zero, a negative count)
     "model.embed_dim": 1,
     "model.num_filters": 1,
@@ -511,7 +525,38 @@ INTEGER_MINIMUMS = {
 NOT_NULL = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "model.l1")
 
 
+# the keyword arguments of datetime.timedelta: the keys of a trainer.max_time mapping
+TIMEDELTA_KEYS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds")
+MAX_TIME_FORMS = ('"DD:HH:MM:SS" (e.g. trainer.max_time=00:00:30:00), a mapping of timedelta keys '
+                  "(e.g. 'trainer.max_time={minutes: 30}') or a number of seconds (e.g. trainer.max_time=1800)")
+
+
+def max_time(value: Any):
+    """``trainer.max_time`` as the ``timedelta`` handed to the Trainer (None: no limit). Lightning takes a
+    "DD:HH:MM:SS" string or a dict of timedelta keys (a DictConfig failed: 'Missing key total_seconds'); a number
+    of seconds is taken too. Anything else, or a limit of 0 or less, is refused naming the accepted forms."""
+    import datetime
+
+    value = _plain(value)
+    if value is None:
+        return None
+    limit = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        limit = datetime.timedelta(seconds=value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+:\d+:\d+:\d+\s*", value):
+        days, hours, minutes, seconds = (int(part) for part in value.split(":"))
+        limit = datetime.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    elif isinstance(value, dict) and value and all(key in TIMEDELTA_KEYS for key in value) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        limit = datetime.timedelta(**value)
+    if limit is None or limit.total_seconds() <= 0:
+        shown = value if isinstance(value, (dict, list)) else repr(value) if isinstance(value, str) else value
+        raise ConfigError(f"trainer.max_time={shown} is not a time limit; allowed: {MAX_TIME_FORMS}, more than 0")
+    return limit
+
+
 def _check_ranges(cfg: DictConfig) -> None:
+    max_time(OmegaConf.select(cfg, "trainer.max_time", default=None))
     for key in NOT_NULL:
         if OmegaConf.select(cfg, key, default=0) is None:
             allowed = RANGES[key][1] if key in RANGES else "a number"
@@ -534,6 +579,14 @@ def _check_ranges(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not None and not check(_number(key, value)):
             raise ConfigError(f"{key}={value} is out of range; allowed: {allowed}")
+    scheduler_class = str(_get(cfg, "scheduler._target_") or "").rsplit(".", 1)[-1]
+    for key, (check, allowed, classes) in SCHEDULER_RANGES.items():
+        value = _get(cfg, key)
+        if value is None or (classes is not None and scheduler_class not in classes):
+            continue
+        values = _plain(value) if OmegaConf.is_list(value) else [value]
+        if not all(check(_number(key, item)) for item in values):
+            raise ConfigError(f"{key}={_plain(value)} is out of range; allowed: {allowed}")
     for key, minimum in INTEGER_MINIMUMS.items():
         value = _get(cfg, key)
         if value is None or (key == "trainer.devices" and isinstance(_plain(value), (str, list))):
@@ -585,16 +638,34 @@ def _check_compatibility(cfg: DictConfig) -> None:
     tasks = getattr(model_class, "tasks", None)
     if tasks is not None and objective not in tasks:
         raise ConfigError(f"model={model_name} is for {'/'.join(sorted(tasks))}, not {objective}")
-    if (cfg.optimizer.get("fused") and str(_get(cfg, "trainer.precision")).startswith("16")
-            and _get(cfg, "trainer.gradient_clip_val")):
-        raise ConfigError("optimizer.fused=true cannot be combined with trainer.precision=16-mixed and "
-                          "trainer.gradient_clip_val (Lightning cannot unscale a fused optimizer's gradients "
-                          "before clipping); add optimizer.fused=false")
     _check_lbfgs(cfg, model_class)
     _check_without_validation(cfg)
     scheduler_target = _get(cfg, "scheduler._target_") or ""
     if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
         raise ConfigError(f"scheduler.mode must match task.mode ({cfg.task.mode})")
+
+
+def mixed_precision(cfg: DictConfig) -> bool:
+    """Whether ``trainer.precision`` trains under Lightning's mixed precision (autocast: 16-mixed, bf16-mixed)."""
+    precision = str(_get(cfg, "trainer.precision") or "32-true")
+    return precision.endswith("-mixed") or precision in ("16", "bf16")
+
+
+def unfused_for_clipping(cfg: DictConfig) -> Optional[str]:
+    """Lightning refuses to clip the gradients of a fused optimizer under mixed precision, mid-training (a FAILED
+    run): under 16-mixed a fused step unscales the gradients itself, after clipping would have seen them scaled;
+    under bf16-mixed (no scaling) it refuses all the same. ``optimizer.fused`` says how the update runs, not what it
+    computes, so with gradient clipping under mixed precision the unfused (foreach) optimizer is built instead, and
+    ``cfg`` records it (the logged config, ``pipeline-rerun``). Returns the line saying so; None: nothing changed."""
+    optimizer = cfg.get("optimizer")
+    if not (isinstance(optimizer, DictConfig) and optimizer.get("fused") is True and mixed_precision(cfg)
+            and _get(cfg, "trainer.gradient_clip_val")):
+        return None
+    with open_dict(optimizer):
+        optimizer.fused = False
+    return (f"optimizer.fused=false for this run: Lightning cannot clip the gradients of a fused optimizer under "
+            f"trainer.precision={_get(cfg, 'trainer.precision')} (trainer.gradient_clip_val); the unfused optimizer "
+            "makes the same update, somewhat slower")
 
 
 def without_validation(cfg: DictConfig) -> bool:

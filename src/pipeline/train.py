@@ -19,7 +19,8 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
-from pipeline.config import ConfigError, absolute_data_paths, collection, validate, without_validation
+from pipeline.config import (ConfigError, absolute_data_paths, collection, max_time, unfused_for_clipping, validate,
+                             without_validation)
 from pipeline.errors import DataError, RunInterrupted, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
 
@@ -48,7 +49,15 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     worker reuses it for every trial). Returns the metrics at the end of fit (``val/*``, ``<monitor>_best``,
     ``train/*``) and, unless ``test=false``, the test metrics."""
     absolute_data_paths(cfg)
+    unfused = unfused_for_clipping(cfg)
     validate(cfg)
+    if is_rank_zero():
+        from pipeline.data.images import ignored_augmentation
+        from pipeline.tracking import _overrides
+
+        for note in (unfused, ignored_augmentation(cfg.get("data"), _overrides())):
+            if note:
+                log.warning(note)
     from pipeline import distributed
 
     distributed.check_trainer(cfg)
@@ -301,6 +310,8 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     checkpoint = find_checkpoint(callbacks)
     with building("trainer"):
         trainer_cfg = {k: v for k, v in cfg.trainer.items() if k != "enable_progress_bar"}
+        # a timedelta: Lightning reads a dict of timedelta keys only as a plain dict (not a DictConfig), and no number
+        time_limit = {"max_time": max_time(trainer_cfg.pop("max_time", None))}
         if without_validation(cfg):  # data.val_fraction=0: no validation loop; the last epoch is the one tested
             trainer_cfg.update(limit_val_batches=0, num_sanity_val_steps=0)
             if checkpoint is not None:
@@ -324,6 +335,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             default_root_dir=str(output_dir),
             enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
             enable_model_summary=False,
+            **time_limit,
             **extra_arguments,
         )
     resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module, trainer.max_epochs, seed=cfg.get("seed"),
@@ -378,11 +390,25 @@ def probe_optimization(task_module) -> None:
         scheduler = scheduler_factory(optimizer=optimizer, **wired)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optimizer.step()
+            if needs_closure(optimizer):  # L-BFGS evaluates the loss itself: a loss of 0 with no gradient, no move
+                optimizer.step(lambda: torch.zeros(()))
+            else:
+                optimizer.step()
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(1.0)
             else:
                 scheduler.step()
+
+
+def needs_closure(optimizer) -> bool:
+    """Whether ``optimizer.step`` must be given a closure (L-BFGS: it re-evaluates the loss itself)."""
+    import inspect
+
+    try:
+        closure = inspect.signature(optimizer.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: Optional[int] = None,

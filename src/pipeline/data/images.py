@@ -61,6 +61,35 @@ def imagenet_statistics(channels: int) -> tuple[Tensor, Tensor]:
     return mean, std
 
 
+#: the data keys of training-time augmentation, each with whether its value asks for any; only data.augment=true
+#: switches them on (the data options keep their recipe in them with augment off: fashion_mnist's hflip=true)
+AUGMENTATION_KEYS = {
+    "crop_padding": lambda v: v is not None and v > 0,
+    "hflip": lambda v: v is True,
+    "erasing": lambda v: v is not None and v > 0,
+    "random_resized_crop": lambda v: v is True,
+    "auto_augment": lambda v: v is not None,
+}
+# values that no data option sets: asked for wherever they come from (the others, when named on the command line)
+_NEVER_DEFAULTS = ("erasing", "auto_augment")
+
+
+def ignored_augmentation(data_cfg, overrides) -> Optional[str]:
+    """The line saying which augmentation values a run with ``data.augment=false`` asked for and leaves unused
+    (they trained bit for bit as a run without them); None when there are none."""
+    if data_cfg is None or data_cfg.get("augment") is not False:
+        return None
+    named = {str(o).lstrip("+~").split("=", 1)[0] for o in overrides or ()}
+    asked = [key for key, on in AUGMENTATION_KEYS.items()
+             if key in data_cfg and on(data_cfg.get(key)) and (key in _NEVER_DEFAULTS or f"data.{key}" in named)]
+    if not asked:
+        return None
+    values = {key: data_cfg.get(key) for key in asked}
+    shown = ", ".join(f"data.{key}={str(v).lower() if isinstance(v, bool) else v}" for key, v in values.items())
+    return (f"{shown} not used: training-time augmentation is off (data.augment=false); add data.augment=true to "
+            "train with it")
+
+
 class ImageDataModule(InMemoryDataModule):
     """Images (N, C, H, W) in [0, 1], normalised per channel (training-split or ImageNet statistics)."""
 

@@ -40,9 +40,11 @@ class RunHistory(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
         epoch = int(metrics.pop("epoch", step or 0))
+        optimizer_step = metrics.pop("step", None)  # a value logged per optimizer step (callbacks.LearningRateMonitor)
         if not metrics:
             return
-        self.history.append({"epoch": epoch, **metrics})
+        self.history.append({"epoch": epoch, **({"step": int(optimizer_step)} if optimizer_step is not None else {}),
+                             **metrics})
         if self.local_path is not None:
             with self.local_path.open("a") as handle:
                 handle.write(json.dumps(self.history[-1]) + "\n")
@@ -110,8 +112,9 @@ class MLflowLogger(Logger):
             return
         metrics = {k: float(v) for k, v in metrics.items()}
         epoch = int(metrics.pop("epoch", step or 0))
+        optimizer_step = metrics.pop("step", None)  # a value logged per optimizer step: at that step
         if metrics:
-            self.run.log_metrics(metrics, step=epoch)
+            self.run.log_metrics(metrics, step=int(optimizer_step) if optimizer_step is not None else epoch)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
