@@ -755,6 +755,11 @@ REFUSED = [
     ("infinite value", table_text("a,b,label", [*GOOD, "inf,a,1"]), [":42:", "column 'a'", "not a finite number"]),
     ("text in a numeric column", table_text("a,b,label", [*GOOD[:5], "seven,a,1", *GOOD[5:]]),
      [":7:", "column 'a' holds 'seven'", "data.na_values=['seven']", "data.categorical=[a]"]),
+    # every distinct value is named, with its count: following the hint for the first met the next one
+    ("several texts in a numeric column", table_text("a,b,label", [*GOOD[:5], "unknown,a,1", "2024-02-30,b,0",
+                                                                   *GOOD[5:], *GOOD, "unknown,a,1"]),
+     [":7:", "column 'a' holds values that are not numbers: 'unknown' (2 rows), '2024-02-30' (1 row)",
+      "data.na_values=['unknown', '2024-02-30']", "data.categorical=[a]"]),
     ("fractional labels", table_text("a,b,label", [*GOOD, "3,a,0.5"]), [":42:", "'0.5'", "not a class"]),
     ("semicolon-separated, a row short", table_text("a;b;label", [g.replace(",", ";") for g in GOOD] + ["1;x"]),
      ["column 'label' not in", "looks ';'-separated", """set 'data.sep=";"'"""]),

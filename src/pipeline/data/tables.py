@@ -938,9 +938,28 @@ def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndar
                         f"{distinct} distinct, are not numbers as written, e.g. with a unit); write them as plain "
                         f"numbers in the file, or read the column as categories with "
                         f"{list_override('data.categorical', [name])}")
-    raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number "
-                    f"{_decimal_hint(value, decimal)}({how}); if it means missing add {_shell_safe(f'data.na_values=[{value!r}]')}, "
+    values, listed = _bad_cells(column, bad)
+    if len(values) == 1:
+        holds, missing = f"holds {value!r}, not a number {_decimal_hint(value, decimal)}", "if it means missing add"
+    else:  # every distinct value, so that following the hint does not meet the next one
+        holds, missing = f"holds values that are not numbers: {listed} ", "if they mean missing add"
+    suggestion = (f"{missing} {_shell_safe(f'data.na_values={values!r}')}" if len(values) <= SHOWN_VALUES
+                  else "if they mean missing list them in data.na_values")
+    raise DataError(f"{table.where(column.index[first])}: column {name!r} {holds}({how}); {suggestion}, "
                     f"if the column is categorical add {list_override('data.categorical', [name])}")
+
+
+SHOWN_VALUES = 5  # the distinct cells an error lists ("and N more" after them)
+
+
+def _bad_cells(column: pd.Series, bad: np.ndarray) -> tuple[list[str], str]:
+    """The distinct cells at ``bad`` as written (most frequent first, then in file order), and those of them an
+    error shows with their counts: ``'unknown' (2 rows), '2024-02-30' (1 row)``, ``and N more`` past a few."""
+    counts = column[bad].astype(str).str.strip().value_counts(sort=False)
+    counts = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")]
+    shown = [f"{text!r} ({int(n)} row{'s' if n != 1 else ''})" for text, n in counts.iloc[:SHOWN_VALUES].items()]
+    more = f" and {len(counts) - SHOWN_VALUES} more" if len(counts) > SHOWN_VALUES else ""
+    return list(counts.index), ", ".join(shown) + more
 
 
 def _refuse_overflow(table: Table, name: str, values: np.ndarray, role: str = "column") -> None:
