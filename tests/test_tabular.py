@@ -771,6 +771,19 @@ REFUSED = [
 ]
 
 
+def test_a_regression_target_with_a_few_dashes_is_offered_na_values_which_then_leaves_those_rows_out(store):
+    """'-' in 2 rows of a regression target was refused without the data.na_values hint that fixes it."""
+    path = store["tmp"] / "table.csv"
+    path.write_text(table_text("a,price", [f"{i * 0.37:.2f},{i * 1.5:.1f}" for i in range(60)] + ["1,-", "2,-"]))
+    common = ["task=regression", "data=csv", f"data.path={path}", "data.target=price"]
+    assert_refused(run_cli_in_process(common, store), store, ":62:", "column 'price' holds '-', not a number",
+                   "task=classification", "if it means missing add \"data.na_values=['-']\" (those rows are then left out)")
+    result = run_cli_in_process([*common, "data.na_values=['-']", "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "data.target: 2 row(s) of" in output and "are left out" in output, output[-3000:]
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_a_file_separated_otherwise_is_read_with_a_notice(store, sep):
     """A ';' export, a tab-separated .csv, a '|' file: the header is one column with ',', and the separator that

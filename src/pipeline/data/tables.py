@@ -1045,9 +1045,15 @@ def regression_targets(table: Table, target: str, decimal: str = ".") -> np.ndar
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         value = str(column.iloc[first]).strip()
-        raise DataError(f"{table.where(column.index[first])}: column {target!r} holds {value!r}, not a number "
-                        f"{_decimal_hint(value, decimal)}(a regression target must be numeric; for classes use "
-                        "task=classification)")
+        texts, listed = _bad_cells(column, bad)
+        holds = (f"holds {value!r}, not a number {_decimal_hint(value, decimal)}" if len(texts) == 1
+                 else f"holds values that are not numbers: {listed} ")
+        # a few cells: a missing-value code ('-', 'unknown'), whose rows are then left out with a notice
+        few = bad.sum() < TYPO_SHARE * int(column.notna().sum()) and len(texts) <= SHOWN_VALUES
+        missing = (f"; if {'it means' if len(texts) == 1 else 'they mean'} missing add "
+                   f"{_shell_safe(f'data.na_values={texts!r}')} (those rows are then left out)" if few else "")
+        raise DataError(f"{table.where(column.index[first])}: column {target!r} {holds}(a regression target must be "
+                        f"numeric; for classes use task=classification){missing}")
     _refuse_overflow(table, target, values, role="target column")
     return values
 
