@@ -453,6 +453,7 @@ def test_numbers_written_with_currency_thousands_and_percent_signs_and_iso_dates
     assert "read as numbers (written with a currency sign, thousands separators or '%'; ISO dates as days since " \
         "1970-01-01)" in output, output[-3000:]
     assert "'area' ('" in output and "'tax' ('1.00%' -> 0.01)" in output, output[-3000:]
+    assert re.search(r"'price', the target \('\$[\d,]+\.\d\d' -> [\d.]+\)", output), output[-3000:]  # as documented
     day, days = re.search(r"'listed' \('(\d{4}-\d\d-\d\d)' -> (\d+)\)", output).groups()
     assert int(days) == (pd.Timestamp(day) - pd.Timestamp("1970-01-01")).days
     metrics = dict(re.findall(r"test/(\w+)=([-\d.e]+)", output))

@@ -602,10 +602,20 @@ class CsvData(TabularDataModule):
             log.warning("data: read as categories (whole numbers with at most data.max_integer_categories=%d distinct "
                         "values: one input per value, no slope): %s; read one as a number with data.numeric=[<name>]",
                         self.max_integer_categories, listed)
-        if plan.written:
-            listed = ", ".join(f"{name!r} ({text!r} -> {value:g})" for name, (text, value) in plan.written.items())
+        written = [f"{name!r} ({text!r} -> {value:g})" for name, (text, value) in plan.written.items()]
+        if self.task_kind == "regression":  # the target's numbers are read the same way: named too
+            from .preprocessing import MISSING_TOKENS
+            from .tables import _written_example
+
+            example = _written_example(train.frame[self.target], frozenset([*MISSING_TOKENS, *self.na_values]),
+                                       self.decimal)
+            if example is not None:
+                written.append(f"{self.target!r}, the target ({example[0]!r} -> {example[1]:g})")
+        if written:
+            listed = ", ".join(written)
             log.warning("data: read as numbers (written with a currency sign, thousands separators or '%%'; ISO dates as "
-                        "days since 1970-01-01): %s; keep one as text with data.categorical=[<name>]", listed)
+                        "days since 1970-01-01): %s%s", listed,
+                        "; keep one as text with data.categorical=[<name>]" if plan.written else "")
         if not plan.kinds:
             raise DataError(f"{train.path}: no feature columns left (target {self.target!r}; left out: "
                             f"{', '.join(plan.left_out) or '-'}); choose them with data.features=[...]")
