@@ -756,6 +756,8 @@ REFUSED = [
     ("infinite value", table_text("a,b,label", [*GOOD, "inf,a,1"]), [":42:", "column 'a'", "not a finite number"]),
     ("text in a numeric column", table_text("a,b,label", [*GOOD[:5], "seven,a,1", *GOOD[5:]]),
      [":7:", "column 'a' holds 'seven'", "data.na_values=['seven']", "data.categorical=[a]"]),
+    ("constant regression target", table_text("a,b,label", [f"{i},x,7.0" for i in range(40)]) + "40,y,7\n",
+     ["column 'label' holds a single value, 7, in every row; a regression model needs a target that varies"]),
     # every distinct value is named, with its count: following the hint for the first met the next one
     ("several texts in a numeric column", table_text("a,b,label", [*GOOD[:5], "unknown,a,1", "2024-02-30,b,0",
                                                                    *GOOD[5:], *GOOD, "unknown,a,1"]),
@@ -802,7 +804,8 @@ def test_a_file_separated_otherwise_is_read_with_a_notice(store, sep):
 def test_bad_tables_are_refused_before_any_run(store, case, text, fragments):
     path = store["tmp"] / "table.csv"
     path.write_text(text)
-    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label"], store)
+    task = ["task=regression"] if "regression" in case else []
+    result = run_cli_in_process([*task, "data=csv", f"data.path={path}", "data.target=label"], store)
     assert_refused(result, store, str(path), *fragments)
 
 

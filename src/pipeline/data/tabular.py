@@ -423,6 +423,11 @@ class CsvData(TabularDataModule):
                 if kind == "numeric":
                     check_numeric_column(table, name, self.na_values, self.decimal)
         targets, class_names, present = self._targets(tables)
+        if class_names is None and self.fitted is None:
+            trained = targets[0][present[0]]
+            if (trained == trained[0]).all():  # rmse 0 and a model that learns nothing, as one class is refused
+                raise DataError(f"{train.path}: column {self.target!r} holds a single value, {trained[0]:g}, in every "
+                                f"row; a regression model needs a target that varies")
         if class_names is not None:
             seen = sorted(set(targets[0][present[0]].tolist()))
             if len(seen) < 2:
