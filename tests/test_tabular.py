@@ -787,6 +787,22 @@ def test_a_regression_target_with_a_few_dashes_is_offered_na_values_which_then_l
     assert "data.target: 2 row(s) of" in output and "are left out" in output, output[-3000:]
 
 
+def test_a_categorical_column_of_mostly_rare_values_is_named_with_the_key_that_keeps_them(store):
+    """data.categorical=[zip] on ~1 distinct value per row kept next to no category (data.min_category_count=5),
+    silently: the column named on purpose became nearly constant."""
+    rng = np.random.default_rng(0)
+    path = store["tmp"] / "zips.csv"
+    pd.DataFrame({"a": rng.normal(size=300), "zip": [str(10000 + i % 250) for i in range(300)],
+                  "label": rng.integers(0, 2, 300)}).to_csv(path, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "data.categorical=[zip]",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert re.search(r"data: column 'zip': \d+ of its \d+ distinct values \(\d+ of \d+ rows\) are seen fewer than "
+                     r"data.min_category_count=5 times and share the unseen/rare category, leaving \d+ categories; "
+                     r"lower data.min_category_count", output), output[-3000:]
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_a_file_separated_otherwise_is_read_with_a_notice(store, sep):
     """A ';' export, a tab-separated .csv, a '|' file: the header is one column with ',', and the separator that

@@ -656,6 +656,7 @@ class CsvData(TabularDataModule):
     # ----- preprocessing: fitted on the training rows only -------------------------------------------------
     def fit_preprocessing(self, train: Split) -> None:
         from .preprocessing import MISSING_TOKENS, TablePreprocessor
+        from .tables import list_override
 
         if self.fitted is not None:  # a trained run's (use_fitted)
             self.preprocessor = self.fitted[0]
@@ -671,6 +672,14 @@ class CsvData(TabularDataModule):
                         "%.3g times the spread of its middle half (%.3g), so standardised, every other row of it is ~0. "
                         "Check those cells (a unit or a typo?), or set data.numeric_transform=quantile",
                         name, extreme, std, std / spread, spread)
+        for name, (values, rows, present) in self.preprocessor.folded.items():
+            if rows >= present / 2:  # most rows in one code: the column says next to nothing
+                log.warning("data: column %r: %d of its %d distinct values (%d of %d rows) are seen fewer than "
+                            "data.min_category_count=%d times and share the unseen/rare category, leaving %d "
+                            "categories; lower data.min_category_count, or leave the column out with %s",
+                            name, values, values + len(self.preprocessor.categories[name]), rows, present,
+                            self.min_category_count, len(self.preprocessor.categories[name]),
+                            list_override("data.drop", [name]))
         self.timings["fit_s"] = time.perf_counter() - started
 
     def apply_preprocessing(self, split: Split) -> Split:
