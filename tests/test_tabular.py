@@ -187,6 +187,28 @@ def test_predictions_never_overwrite_the_input_file(people_run):
         assert mine.read_bytes() == people_run["test"].read_bytes()
 
 
+def test_a_header_only_file_gets_a_header_only_output_and_an_empty_file_is_still_refused(people_run):
+    """A batch job's day without rows: pipeline-predict refused a file of a header alone (exit 2) while
+    mlflow.pyfunc answers an empty frame; now its output is the header it would have had, --keep columns too."""
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    header_only = folder / "no_rows.csv"
+    header_only.write_text(people_run["test"].read_text().splitlines()[0] + "\n")
+    output = folder / "no_rows_predictions.csv"
+    code, stdout, stderr = predict_cli([run.info.run_id, "--input", str(header_only), "--output", str(output),
+                                        "--keep", "id", "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    assert stdout.strip() == f"Note: --input {header_only} has no data rows; {output} holds the header only"
+    assert output.read_text() == "id,prediction,probability_0,probability_1\n"
+    by_mlflow = load_pyfunc(store, run.info.run_id).predict(pd.read_csv(header_only))
+    assert list(by_mlflow.columns) == ["prediction", "probability_0", "probability_1"] and len(by_mlflow) == 0
+    empty = folder / "empty.csv"
+    empty.write_text("")
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(empty), "--output", str(folder / "none.csv"),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 2 and "the file is empty" in error_line(stderr), stderr[-2000:]
+    assert not (folder / "none.csv").exists()
+
+
 def test_predict_options_are_named_as_given_and_the_keep_advice_works_for_a_column_the_model_reads(store):
     """--format xls was called data.format='xls'; --rename of a column the model reads listed the new name as a column
     of the file; following "--rename prediction=<name> --keep <name>" for an input column the model reads failed, as
