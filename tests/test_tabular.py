@@ -825,6 +825,56 @@ def test_a_categorical_column_of_mostly_rare_values_is_named_with_the_key_that_k
                      r"lower data.min_category_count", output), output[-3000:]
 
 
+def regions(rows: int, seed: int) -> pd.DataFrame:
+    """A class 'NA' (North America), which pandas reads as missing, that the feature ``a`` tells apart."""
+    a = np.random.default_rng(seed).uniform(-3, 3, rows)
+    return pd.DataFrame({"a": np.round(a, 3), "region": np.where(a < -1, "NA", np.where(a > 1, "EU", "AS"))})
+
+
+def test_a_class_spelled_na_is_named_and_kept_with_data_target_keep_values(store):
+    """'region' NA/EU/AS lost every NA row with only 'have no value ... left out', and the model became AS/EU."""
+    train, new = store["tmp"] / "regions.csv", store["tmp"] / "new.csv"
+    regions(600, 0).to_csv(train, index=False)
+    regions(60, 1).to_csv(new, index=False)
+    count = int((regions(600, 0)["region"] == "NA").sum())
+    common = ["data=csv", f"data.path={train}", "data.target=region", "trainer.max_epochs=1", "logger=none"]
+    result = run_cli_in_process(common, store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"data.target: {count} row(s) of {train} have no value in column 'region' ({count} written 'NA') and are "
+            "left out") in result.stdout + result.stderr
+    assert "if 'NA' is a class, keep it with data.target_keep_values=[NA]" in result.stdout + result.stderr
+
+    for bad, says in (("[XX]", "data.target_keep_values: 'XX' is not read as missing, so there is nothing to keep"),
+                      ("[null]", "quote each spelling")):
+        assert_refused(run_cli_in_process([*common, f"data.target_keep_values={bad}"], store), store, says)
+
+    kept = store["tmp"] / "kept" / "mlruns"  # a store of its own: the run of the notice above is in the first
+    kept.mkdir(parents=True)
+    store = {**store, "uri": f"sqlite:///{kept}/mlflow.db", "artifacts": str(kept / "artifacts"),
+             "outputs": store["tmp"] / "kept" / "outputs"}
+    result = run_cli_in_process([*common[:-2], "data.target_keep_values=[NA]", "trainer.max_epochs=60",
+                                 "optimizer.lr=0.05", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    assert "have no value" not in result.stdout + result.stderr
+    tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv", keep_default_na=False)
+    assert "NA" in set(tested["prediction"]), tested.head()
+    # pipeline-predict, the logged model and pipeline-eval read and answer the class NA alike
+    output = store["tmp"] / "new_predictions.csv"
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(new), "--output", str(output),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    predicted = pd.read_csv(output, keep_default_na=False)
+    assert "probability_NA" in predicted.columns
+    truth = regions(60, 1)["region"]
+    assert (predicted["prediction"][truth == "NA"] == "NA").mean() > 0.8, predicted.head()
+    by_mlflow = load_pyfunc(store, run.info.run_id).predict(pd.read_csv(new))
+    assert (by_mlflow["prediction"].to_numpy() == predicted["prediction"].to_numpy()).all()
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new}", "--tracking-uri", store["uri"],
+                                     "--output-dir", str(store["tmp"] / "evaluation")])
+    assert code == 0 and "have no value" not in stdout + stderr, stderr[-3000:]
+    assert "60 test rows" in stdout, stdout
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_a_file_separated_otherwise_is_read_with_a_notice(store, sep):
     """A ';' export, a tab-separated .csv, a '|' file: the header is one column with ',', and the separator that
