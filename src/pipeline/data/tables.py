@@ -1076,10 +1076,11 @@ def regression_targets(table: Table, target: str, decimal: str = ".") -> np.ndar
         first = int(np.flatnonzero(bad)[0])
         value = str(column.iloc[first]).strip()
         texts, listed = _bad_cells(column, bad)
-        holds = (f"holds {value!r}, not a number {_decimal_hint(value, decimal)}" if len(texts) == 1
+        other_mark = _read_with_other_mark(column, np.flatnonzero(bad), decimal)  # the hint names the mark to set
+        holds = (f"holds {value!r}, not a number {_decimal_hint(value, decimal)}" if len(texts) == 1 or other_mark
                  else f"holds values that are not numbers: {listed} ")
         # a few cells: a missing-value code ('-', 'unknown'), whose rows are then left out with a notice
-        few = bad.sum() < TYPO_SHARE * int(column.notna().sum()) and len(texts) <= SHOWN_VALUES
+        few = bad.sum() < TYPO_SHARE * int(column.notna().sum()) and len(texts) <= SHOWN_VALUES and not other_mark
         missing = (f"; if {'it means' if len(texts) == 1 else 'they mean'} missing add "
                    f"{_shell_safe(f'data.na_values={texts!r}')} (those rows are then left out)" if few else "")
         raise DataError(f"{table.where(column.index[first])}: column {target!r} {holds}(a regression target must be "
