@@ -547,9 +547,9 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
             options = _csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows)
             if target is not None:  # the header as written ("label " is the column "label" once tidied)
                 written = [c for c in pd.read_csv(path, nrows=0, **options).columns]
-                if target in [str(c).strip() for c in written]:
+                if target in [str(c).strip() for c in written]:  # empty stays missing: a short row's cells too
                     options.update(keep_default_na=False,
-                                   na_values={c: missing for c in written if str(c).strip() != target})
+                                   na_values={c: missing if str(c).strip() != target else [""] for c in written})
             frame = pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
