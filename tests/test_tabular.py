@@ -187,6 +187,28 @@ def test_predictions_never_overwrite_the_input_file(people_run):
         assert mine.read_bytes() == people_run["test"].read_bytes()
 
 
+def test_a_header_only_file_gets_a_header_only_output_and_an_empty_file_is_still_refused(people_run):
+    """A batch job's day without rows: pipeline-predict refused a file of a header alone (exit 2) while
+    mlflow.pyfunc answers an empty frame; now its output is the header it would have had, --keep columns too."""
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    header_only = folder / "no_rows.csv"
+    header_only.write_text(people_run["test"].read_text().splitlines()[0] + "\n")
+    output = folder / "no_rows_predictions.csv"
+    code, stdout, stderr = predict_cli([run.info.run_id, "--input", str(header_only), "--output", str(output),
+                                        "--keep", "id", "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    assert stdout.strip() == f"Note: --input {header_only} has no data rows; {output} holds the header only"
+    assert output.read_text() == "id,prediction,probability_0,probability_1\n"
+    by_mlflow = load_pyfunc(store, run.info.run_id).predict(pd.read_csv(header_only))
+    assert list(by_mlflow.columns) == ["prediction", "probability_0", "probability_1"] and len(by_mlflow) == 0
+    empty = folder / "empty.csv"
+    empty.write_text("")
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(empty), "--output", str(folder / "none.csv"),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 2 and "the file is empty" in error_line(stderr), stderr[-2000:]
+    assert not (folder / "none.csv").exists()
+
+
 def test_predict_options_are_named_as_given_and_the_keep_advice_works_for_a_column_the_model_reads(store):
     """--format xls was called data.format='xls'; --rename of a column the model reads listed the new name as a column
     of the file; following "--rename prediction=<name> --keep <name>" for an input column the model reads failed, as
@@ -493,6 +515,7 @@ def test_numbers_written_with_currency_thousands_and_percent_signs_and_iso_dates
     assert "read as numbers (written with a currency sign, thousands separators or '%'; ISO dates as days since " \
         "1970-01-01)" in output, output[-3000:]
     assert "'area' ('" in output and "'tax' ('1.00%' -> 0.01)" in output, output[-3000:]
+    assert re.search(r"'price', the target \('\$[\d,]+\.\d\d' -> [\d.]+\)", output), output[-3000:]  # as documented
     day, days = re.search(r"'listed' \('(\d{4}-\d\d-\d\d)' -> (\d+)\)", output).groups()
     assert int(days) == (pd.Timestamp(day) - pd.Timestamp("1970-01-01")).days
     metrics = dict(re.findall(r"test/(\w+)=([-\d.e]+)", output))
@@ -795,6 +818,13 @@ REFUSED = [
     ("infinite value", table_text("a,b,label", [*GOOD, "inf,a,1"]), [":42:", "column 'a'", "not a finite number"]),
     ("text in a numeric column", table_text("a,b,label", [*GOOD[:5], "seven,a,1", *GOOD[5:]]),
      [":7:", "column 'a' holds 'seven'", "data.na_values=['seven']", "data.categorical=[a]"]),
+    ("constant regression target", table_text("a,b,label", [f"{i},x,7.0" for i in range(40)]) + "40,y,7\n",
+     ["column 'label' holds a single value, 7, in every row; a regression model needs a target that varies"]),
+    # every distinct value is named, with its count: following the hint for the first met the next one
+    ("several texts in a numeric column", table_text("a,b,label", [*GOOD[:5], "unknown,a,1", "2024-02-30,b,0",
+                                                                   *GOOD[5:], *GOOD, "unknown,a,1"]),
+     [":7:", "column 'a' holds values that are not numbers: 'unknown' (2 rows), '2024-02-30' (1 row)",
+      "data.na_values=['unknown', '2024-02-30']", "data.categorical=[a]"]),
     ("fractional labels", table_text("a,b,label", [*GOOD, "3,a,0.5"]), [":42:", "'0.5'", "not a class"]),
     ("semicolon-separated, a row short", table_text("a;b;label", [g.replace(",", ";") for g in GOOD] + ["1;x"]),
      ["column 'label' not in", "looks ';'-separated", """set 'data.sep=";"'"""]),
@@ -804,6 +834,85 @@ REFUSED = [
     ("tab-separated in a .csv, a row long", table_text("a\tb\tlabel", [g.replace(",", "\t") for g in GOOD] + ["1\tx\t0\t9"]),
      ["column 'label' not in", "tab-separated", "data.format=tsv"]),
 ]
+
+
+def test_a_regression_target_with_a_few_dashes_is_offered_na_values_which_then_leaves_those_rows_out(store):
+    """'-' in 2 rows of a regression target was refused without the data.na_values hint that fixes it."""
+    path = store["tmp"] / "table.csv"
+    path.write_text(table_text("a,price", [f"{i * 0.37:.2f},{i * 1.5:.1f}" for i in range(60)] + ["1,-", "2,-"]))
+    common = ["task=regression", "data=csv", f"data.path={path}", "data.target=price"]
+    assert_refused(run_cli_in_process(common, store), store, ":62:", "column 'price' holds '-', not a number",
+                   "task=classification", "if it means missing add \"data.na_values=['-']\" (those rows are then left out)")
+    result = run_cli_in_process([*common, "data.na_values=['-']", "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "data.target: 2 row(s) of" in output and "are left out" in output, output[-3000:]
+
+
+def test_a_categorical_column_of_mostly_rare_values_is_named_with_the_key_that_keeps_them(store):
+    """data.categorical=[zip] on ~1 distinct value per row kept next to no category (data.min_category_count=5),
+    silently: the column named on purpose became nearly constant."""
+    rng = np.random.default_rng(0)
+    path = store["tmp"] / "zips.csv"
+    pd.DataFrame({"a": rng.normal(size=300), "zip": [str(10000 + i % 250) for i in range(300)],
+                  "label": rng.integers(0, 2, 300)}).to_csv(path, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "data.categorical=[zip]",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert re.search(r"data: column 'zip': \d+ of its \d+ distinct values \(\d+ of \d+ rows\) are seen fewer than "
+                     r"data.min_category_count=5 times and share the unseen/rare category, leaving \d+ categories; "
+                     r"lower data.min_category_count", output), output[-3000:]
+
+
+def regions(rows: int, seed: int) -> pd.DataFrame:
+    """A class 'NA' (North America), which pandas reads as missing, that the feature ``a`` tells apart."""
+    a = np.random.default_rng(seed).uniform(-3, 3, rows)
+    return pd.DataFrame({"a": np.round(a, 3), "region": np.where(a < -1, "NA", np.where(a > 1, "EU", "AS"))})
+
+
+def test_a_class_spelled_na_is_named_and_kept_with_data_target_keep_values(store):
+    """'region' NA/EU/AS lost every NA row with only 'have no value ... left out', and the model became AS/EU."""
+    train, new = store["tmp"] / "regions.csv", store["tmp"] / "new.csv"
+    regions(600, 0).to_csv(train, index=False)
+    regions(60, 1).to_csv(new, index=False)
+    count = int((regions(600, 0)["region"] == "NA").sum())
+    common = ["data=csv", f"data.path={train}", "data.target=region", "trainer.max_epochs=1", "logger=none"]
+    result = run_cli_in_process(common, store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"data.target: {count} row(s) of {train} have no value in column 'region' ({count} written 'NA') and are "
+            "left out") in result.stdout + result.stderr
+    assert "if 'NA' is a class, keep it with data.target_keep_values=[NA]" in result.stdout + result.stderr
+
+    for bad, says in (("[XX]", "data.target_keep_values: 'XX' is not read as missing, so there is nothing to keep"),
+                      ("[null]", "quote each spelling")):
+        assert_refused(run_cli_in_process([*common, f"data.target_keep_values={bad}"], store), store, says)
+
+    kept = store["tmp"] / "kept" / "mlruns"  # a store of its own: the run of the notice above is in the first
+    kept.mkdir(parents=True)
+    store = {**store, "uri": f"sqlite:///{kept}/mlflow.db", "artifacts": str(kept / "artifacts"),
+             "outputs": store["tmp"] / "kept" / "outputs"}
+    result = run_cli_in_process([*common[:-2], "data.target_keep_values=[NA]", "trainer.max_epochs=60",
+                                 "optimizer.lr=0.05", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    assert "have no value" not in result.stdout + result.stderr
+    tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv", keep_default_na=False)
+    assert "NA" in set(tested["prediction"]), tested.head()
+    # pipeline-predict, the logged model and pipeline-eval read and answer the class NA alike
+    output = store["tmp"] / "new_predictions.csv"
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(new), "--output", str(output),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    predicted = pd.read_csv(output, keep_default_na=False)
+    assert "probability_NA" in predicted.columns
+    truth = regions(60, 1)["region"]
+    assert (predicted["prediction"][truth == "NA"] == "NA").mean() > 0.8, predicted.head()
+    by_mlflow = load_pyfunc(store, run.info.run_id).predict(pd.read_csv(new))
+    assert (by_mlflow["prediction"].to_numpy() == predicted["prediction"].to_numpy()).all()
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new}", "--tracking-uri", store["uri"],
+                                     "--output-dir", str(store["tmp"] / "evaluation")])
+    assert code == 0 and "have no value" not in stdout + stderr, stderr[-3000:]
+    assert "60 test rows" in stdout, stdout
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
@@ -823,7 +932,8 @@ def test_a_file_separated_otherwise_is_read_with_a_notice(store, sep):
 def test_bad_tables_are_refused_before_any_run(store, case, text, fragments):
     path = store["tmp"] / "table.csv"
     path.write_text(text)
-    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label"], store)
+    task = ["task=regression"] if "regression" in case else []
+    result = run_cli_in_process([*task, "data=csv", f"data.path={path}", "data.target=label"], store)
     assert_refused(result, store, str(path), *fragments)
 
 

@@ -460,12 +460,13 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
 
     writer = PredictionWriter(args.output)
     progress = _progress_bar(args)
-    success = False
+    success, header_only = False, None
     try:
         for batch in iter_inputs(predictor, args):
             if writer.rows == 0:
                 _check_columns(batch, predictor, args)
             if len(batch) == 0:
+                header_only = batch
                 continue
             predictions = _predict(predictor, batch, args.input)
             if args.threshold is not None:
@@ -478,7 +479,15 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             writer.write(pd.concat([kept, predictions.reset_index(drop=True)], axis=1))
             if progress is not None:
                 progress.update(len(batch))
-        if writer.rows == 0:
+        if writer.rows == 0 and header_only is not None:
+            # a header without rows (a batch job's day without records): the output's header alone, its columns
+            # those it would have had, as mlflow.pyfunc answers an empty frame
+            predictions = _predict(predictor, header_only, args.input)
+            if args.threshold is not None:
+                predictions = _cut_off(predictions, args.threshold)
+            writer.write(pd.concat([header_only[args.keep].reset_index(drop=True),
+                                    predictions.reset_index(drop=True)], axis=1))
+        elif writer.rows == 0:
             raise PredictError(f"--input {args.input}: no data rows")
         success = True
     finally:
@@ -580,7 +589,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     except (PredictError, DataError, ConfigError) as error:
         print(f"Error: {one_line(error)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
-    print(f"{rows} predictions written to {args.output}", flush=True)
+    if rows == 0:
+        print(f"Note: --input {args.input} has no data rows; {args.output} holds the header only", flush=True)
+    else:
+        print(f"{rows} predictions written to {args.output}", flush=True)
 
 
 if __name__ == "__main__":

@@ -424,6 +424,7 @@ class TablePreprocessor:
         #: standardised columns whose scale a few far-out values set: name -> (the farthest value, std, the spread
         #: of the middle half); said by the data module, not saved
         self.far_out: dict[str, tuple[float, float, float]] = {}
+        self.folded: dict[str, tuple[int, int, int]] = {}
         for name in self.numeric_columns:
             values, _ = to_numbers(frame[name], missing, self.decimal)
             present = values[~np.isnan(values)]
@@ -453,6 +454,9 @@ class TablePreprocessor:
             spelled = pd.Series(self._categorical_values(frame, name, missing), dtype=object).dropna()
             counts = spelled.value_counts()
             kept = counts[counts >= self.min_category_count]
+            rare = counts[counts < self.min_category_count]
+            if len(rare):  # (values, rows) that share the unseen/missing code, of the rows with a value
+                self.folded[name] = (len(rare), int(rare.sum()), int(counts.sum()))
             # most frequent first, then by name: the order does not depend on the row order
             self.categories[name] = sorted(kept.index.tolist(), key=lambda c: (-int(kept[c]), c))
         sample = frame.head(4).astype(object)

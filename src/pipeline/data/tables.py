@@ -65,6 +65,8 @@ class Table:
     sheet: str = ""  # an Excel workbook: the sheet read, and all its sheets
     sheets: tuple = ()
     skipped: int = 0  # lines (rows of a sheet) above the header left out: data.skip_rows
+    # the target's cells read as missing, by their spelling ('' for empty): {'NA': 291}
+    target_missing: dict = field(default_factory=dict)
 
     def sheet_hint(self) -> str:
         """For a workbook of several sheets: which one was read and how to choose another (for an error about a
@@ -187,13 +189,16 @@ def _read_head(path: Path, size: Optional[int]) -> bytes:
 # ----- reading ---------------------------------------------------------------------------------------
 def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = None,
                na_values: Sequence[str] = (), encoding: Optional[str] = None, decimal: str = ".",
-               names: Optional[Sequence[str]] = None, sheet: Optional[str] = None, skip_rows: int = 0) -> Table:
+               names: Optional[Sequence[str]] = None, sheet: Optional[str] = None, skip_rows: int = 0,
+               target: Optional[str] = None, target_keep: Sequence[str] = ()) -> Table:
     """The whole file as a DataFrame: column names and string cells stripped of white space, missing-value
     codes (pandas' defaults, ``?`` and ``na_values``) read as missing, blank lines dropped. ``decimal``: the
     decimal mark of the numbers in a CSV/TSV file (``","``: ``3,14``); ``names``: the columns of a CSV/TSV
     file without a header row, in order (a first row equal to them is read as the header); ``sheet``: the sheet
     of an Excel workbook, by name or position (None: the first); ``skip_rows``: lines of a CSV/TSV file (rows of
-    a sheet) above the header to leave out, e.g. a report's title."""
+    a sheet) above the header to leave out, e.g. a report's title. ``target``: the column whose cells read as
+    missing are counted by spelling (``Table.target_missing``), but for ``target_keep``, missing-value spellings
+    that are labels there (a class ``NA``)."""
     path = Path(path)
     _check_decimal(decimal)
     _check_sep(sep)
@@ -205,19 +210,20 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     header_lines, sheet_read, sheet_names = 1, "", ()
     if fmt in ("csv", "tsv"):
-        frame, header_lines = _read_delimited(path, fmt, sep, missing, encoding, decimal, names, skip_rows)
+        frame, header_lines = _read_delimited(path, fmt, sep, missing, encoding, decimal, names, skip_rows, target)
     elif fmt == "jsonl":
         frame = _read_json_lines(path, encoding)
     elif fmt == "excel":
         frame, sheet_read, sheet_names = _read_excel(path, sheet, skip_rows)
     else:
         frame = _read_arrow(path, fmt)
-    frame = _tidy(frame, missing)
+    spelled = {}
+    frame = _tidy(frame, missing, target=target, target_keep=target_keep, spelled=spelled)
     if frame.shape[1] == 0:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows after the header")
-    return Table(frame, path, fmt, header_lines, sheet_read, tuple(sheet_names), skip_rows)
+    return Table(frame, path, fmt, header_lines, sheet_read, tuple(sheet_names), skip_rows, spelled)
 
 
 def _check_skip(path: Path, fmt: str, skip_rows, flags: bool = False) -> None:
@@ -530,14 +536,21 @@ def _csv_options(fmt: str, sep: Optional[str], missing: list[str], encoding: str
 
 def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str], encoding: Optional[str],
                     decimal: str = ".", names: Optional[Sequence[str]] = None,
-                    skip_rows: int = 0) -> tuple[pd.DataFrame, int]:
-    """The frame, and 1 when the file's first line is its header (0: a file without one, ``names`` given)."""
+                    skip_rows: int = 0, target: Optional[str] = None) -> tuple[pd.DataFrame, int]:
+    """The frame, and 1 when the file's first line is its header (0: a file without one, ``names`` given).
+    ``target``'s cells are read as written (``_tidy`` reads its missing-value spellings, counting them)."""
     encoding = encoding or _text_encoding(path)
     sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, (), skip_rows, None, "data.sep")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, **_csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows))
+            options = _csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows)
+            if target is not None:  # the header as written ("label " is the column "label" once tidied)
+                written = [c for c in pd.read_csv(path, nrows=0, **options).columns]
+                if target in [str(c).strip() for c in written]:  # empty stays missing: a short row's cells too
+                    options.update(keep_default_na=False,
+                                   na_values={c: missing if str(c).strip() != target else [""] for c in written})
+            frame = pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, LookupError) as error:
@@ -744,12 +757,15 @@ def _read_arrow(path: Path, fmt: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = ()) -> pd.DataFrame:
+def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = (), target: Optional[str] = None,
+          target_keep: Sequence[str] = (), spelled: Optional[dict] = None) -> pd.DataFrame:
     """Names and string cells without surrounding white space; missing-value codes as missing, except in the
-    ``literal`` columns (texts); rows with nothing in them (blank lines) dropped, keeping the file's row numbers
-    as the index."""
+    ``literal`` columns (texts) and, in the ``target`` column, the ``target_keep`` ones; rows with nothing in them
+    (blank lines) dropped, keeping the file's row numbers as the index. ``spelled``: filled with the target's
+    missing cells by their spelling as written ('' for empty)."""
     frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)
     tokens = set(missing)
+    written = None
     for name in frame.columns:
         column = frame[name]
         if isinstance(column.dtype, pd.StringDtype):
@@ -758,8 +774,19 @@ def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = 
             stripped = column.map(_plain_cell)
         else:
             continue
-        frame[name] = stripped if name in literal else stripped.mask(stripped.isin(tokens))
-    return frame.dropna(how="all")
+        if name == target:
+            written = stripped
+            frame[name] = stripped.mask(stripped.isin(tokens - set(map(str, target_keep))))
+        else:
+            frame[name] = stripped if name in literal else stripped.mask(stripped.isin(tokens))
+    frame = frame.dropna(how="all")
+    if spelled is not None and target in frame.columns:
+        absent = frame[target].isna()
+        if absent.any():
+            cells = written.loc[frame.index[absent]] if written is not None else pd.Series([""] * int(absent.sum()))
+            spelled.update({("" if pd.isna(k) else str(k)): int(n)
+                            for k, n in cells.value_counts(dropna=False).items()})
+    return frame
 
 
 def _plain_cell(value):
@@ -938,9 +965,28 @@ def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndar
                         f"{distinct} distinct, are not numbers as written, e.g. with a unit); write them as plain "
                         f"numbers in the file, or read the column as categories with "
                         f"{list_override('data.categorical', [name])}")
-    raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number "
-                    f"{_decimal_hint(value, decimal)}({how}); if it means missing add {_shell_safe(f'data.na_values=[{value!r}]')}, "
+    values, listed = _bad_cells(column, bad)
+    if len(values) == 1:
+        holds, missing = f"holds {value!r}, not a number {_decimal_hint(value, decimal)}", "if it means missing add"
+    else:  # every distinct value, so that following the hint does not meet the next one
+        holds, missing = f"holds values that are not numbers: {listed} ", "if they mean missing add"
+    suggestion = (f"{missing} {_shell_safe(f'data.na_values={values!r}')}" if len(values) <= SHOWN_VALUES
+                  else "if they mean missing list them in data.na_values")
+    raise DataError(f"{table.where(column.index[first])}: column {name!r} {holds}({how}); {suggestion}, "
                     f"if the column is categorical add {list_override('data.categorical', [name])}")
+
+
+SHOWN_VALUES = 5  # the distinct cells an error lists ("and N more" after them)
+
+
+def _bad_cells(column: pd.Series, bad: np.ndarray) -> tuple[list[str], str]:
+    """The distinct cells at ``bad`` as written (most frequent first, then in file order), and those of them an
+    error shows with their counts: ``'unknown' (2 rows), '2024-02-30' (1 row)``, ``and N more`` past a few."""
+    counts = column[bad].astype(str).str.strip().value_counts(sort=False)
+    counts = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")]
+    shown = [f"{text!r} ({int(n)} row{'s' if n != 1 else ''})" for text, n in counts.iloc[:SHOWN_VALUES].items()]
+    more = f" and {len(counts) - SHOWN_VALUES} more" if len(counts) > SHOWN_VALUES else ""
+    return list(counts.index), ", ".join(shown) + more
 
 
 def _refuse_overflow(table: Table, name: str, values: np.ndarray, role: str = "column") -> None:
@@ -956,6 +1002,8 @@ def _refuse_overflow(table: Table, name: str, values: np.ndarray, role: str = "c
 
 
 PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+# plain names that Hydra reads as something else unquoted: [null] is None, [NaN] the float nan, [true] a bool
+HYDRA_WORDS = ("null", "nan", "inf", "true", "false")
 
 
 def _shell_safe(override: str) -> str:
@@ -966,19 +1014,20 @@ def _shell_safe(override: str) -> str:
 
 def list_override(key: str, names: Sequence[str]) -> str:
     """``key=[a,b]`` to type in a shell, names that are not plain quoted for Hydra (``'sepal length (cm)'``)."""
-    items = [name if PLAIN_NAME.fullmatch(name) else "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
-             for name in map(str, names)]
+    items = [name if PLAIN_NAME.fullmatch(name) and name.lower() not in HYDRA_WORDS
+             else "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'" for name in map(str, names)]
     return _shell_safe(f"{key}=[{','.join(items)}]")
 
 
 # ----- the target -----------------------------------------------------------------------------------------
-def class_labels(tables: Sequence[Table], target: str) -> tuple[list[np.ndarray], list[str]]:
+def class_labels(tables: Sequence[Table], target: str, keep: Sequence[str] = ()) -> tuple[list[np.ndarray], list[str]]:
     """Class indices (-1 where the label is missing) per table and the class names, sorted.
 
     Labels are spelled one way (``1``, ``1.0`` and `` 1`` are one class, see ``canonical_value``); labels that
     differ only by trailing punctuation or space (``>50K`` in a training file, ``>50K.`` in UCI's test file)
     are merged, with a notice; numbers with a fraction are refused (a regression target, most likely)."""
-    spelled = [canonical_values(t.frame[target]) for t in tables]
+    missing = frozenset(MISSING_TOKENS) - set(map(str, keep))  # data.target_keep_values: labels, not missing
+    spelled = [canonical_values(t.frame[target], missing) for t in tables]
     every = pd.Series(np.concatenate(spelled), dtype=object).dropna()
     counts = every.value_counts()
     if len(counts) and all(_is_number(label) for label in counts.index):
@@ -1026,9 +1075,16 @@ def regression_targets(table: Table, target: str, decimal: str = ".") -> np.ndar
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         value = str(column.iloc[first]).strip()
-        raise DataError(f"{table.where(column.index[first])}: column {target!r} holds {value!r}, not a number "
-                        f"{_decimal_hint(value, decimal)}(a regression target must be numeric; for classes use "
-                        "task=classification)")
+        texts, listed = _bad_cells(column, bad)
+        other_mark = _read_with_other_mark(column, np.flatnonzero(bad), decimal)  # the hint names the mark to set
+        holds = (f"holds {value!r}, not a number {_decimal_hint(value, decimal)}" if len(texts) == 1 or other_mark
+                 else f"holds values that are not numbers: {listed} ")
+        # a few cells: a missing-value code ('-', 'unknown'), whose rows are then left out with a notice
+        few = bad.sum() < TYPO_SHARE * int(column.notna().sum()) and len(texts) <= SHOWN_VALUES and not other_mark
+        missing = (f"; if {'it means' if len(texts) == 1 else 'they mean'} missing add "
+                   f"{_shell_safe(f'data.na_values={texts!r}')} (those rows are then left out)" if few else "")
+        raise DataError(f"{table.where(column.index[first])}: column {target!r} {holds}(a regression target must be "
+                        f"numeric; for classes use task=classification){missing}")
     _refuse_overflow(table, target, values, role="target column")
     return values
 

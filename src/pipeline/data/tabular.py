@@ -268,7 +268,8 @@ class CsvData(TabularDataModule):
                  test_path: Optional[str] = None, format: Optional[str] = None, sep: Optional[str] = None,
                  columns: Optional[list] = None, date_features: bool = True, sheet: Union[str, int, None] = None,
                  skip_rows: int = 0, groups: Optional[str] = None, order_by: Optional[str] = None,
-                 na_values: Union[str, list, None] = None, encoding: Optional[str] = None, decimal: str = ".",
+                 na_values: Union[str, list, None] = None, target_keep_values: Optional[list] = None,
+                 encoding: Optional[str] = None, decimal: str = ".",
                  categorical_encoding: str = "embedding", numeric_transform: str = "standard",
                  min_category_count: int = 5, max_integer_categories: int = 10, piecewise_bins: int = 16, **kwargs):
         super().__init__(**kwargs)
@@ -303,6 +304,7 @@ class CsvData(TabularDataModule):
         self.encoding = encoding
         if task_kind not in ("regression", "classification"):
             raise DataError(f"data.task_kind must be 'regression' or 'classification', got {task_kind!r}")
+        self.target_keep_values = _target_keep_values(target_keep_values, self.na_values, task_kind)
         self.task_kind = task_kind  # an instance attribute: one table reader serves both tasks
         from .preprocessing import CATEGORICAL_ENCODINGS, NUMERIC_TRANSFORMS
 
@@ -366,7 +368,7 @@ class CsvData(TabularDataModule):
         from .tables import read_table
 
         return read_table(path, self.format, self.sep, self.na_values, self.encoding, self.decimal, self.columns,
-                          self.sheet, self.skip_rows)
+                          self.sheet, self.skip_rows, self.target, self.target_keep_values)
 
     def _feature_columns(self, columns: list[str], path: Path) -> list[str]:
         for key, names in (("data.features", self.features or []), ("data.drop", self.drop),
@@ -423,6 +425,11 @@ class CsvData(TabularDataModule):
                 if kind == "numeric":
                     check_numeric_column(table, name, self.na_values, self.decimal)
         targets, class_names, present = self._targets(tables)
+        if class_names is None and self.fitted is None:
+            trained = targets[0][present[0]]
+            if (trained == trained[0]).all():  # rmse 0 and a model that learns nothing, as one class is refused
+                raise DataError(f"{train.path}: column {self.target!r} holds a single value, {trained[0]:g}, in every "
+                                f"row; a regression model needs a target that varies")
         if class_names is not None:
             seen = sorted(set(targets[0][present[0]].tolist()))
             if len(seen) < 2:
@@ -492,7 +499,7 @@ class CsvData(TabularDataModule):
         from .tables import class_labels, regression_targets
 
         if self.task_kind == "classification":
-            targets, class_names = class_labels(tables, self.target)
+            targets, class_names = class_labels(tables, self.target, self.target_keep_values)
             if self.fitted is not None:
                 targets, class_names = self._as_trained_classes(tables, targets, class_names)
             present = [t >= 0 for t in targets]
@@ -502,11 +509,29 @@ class CsvData(TabularDataModule):
         for table, keep in zip(tables, present):
             if not keep.all():
                 first = table.where(table.frame.index[int(np.flatnonzero(~keep)[0])])
-                log.warning("data.target: %d row(s) of %s have no value in column %r and are left out (first: %s)",
-                            int((~keep).sum()), table.path, self.target, first)
+                said, hint = self._missing_spellings(table)
+                log.warning("data.target: %d row(s) of %s have no value in column %r%s and are left out (first: %s)%s",
+                            int((~keep).sum()), table.path, self.target, said, first, hint)
             if not keep.any():
                 raise DataError(f"{table.path}: no row has a value in the target column {self.target!r}")
         return targets, class_names, present
+
+    def _missing_spellings(self, table) -> tuple[str, str]:
+        """How the target's missing cells are written (`` (291 written 'NA', 3 empty)``) and, for classes spelled
+        as pandas' missing values (``NA``: North America; ``None``), the key that keeps them as classes."""
+        from .preprocessing import MISSING_TOKENS
+
+        spelled = sorted(table.target_missing.items(), key=lambda item: -item[1])
+        if not spelled:
+            return "", ""
+        said = ", ".join(f"{n} empty" if text == "" else f"{n} written {text!r}" for text, n in spelled)
+        labels = [text for text, _ in spelled if text and text in MISSING_TOKENS and text not in self.na_values]
+        if self.task_kind != "classification" or not labels:
+            return f" ({said})", ""
+        from .tables import list_override
+
+        keep = list_override("data.target_keep_values", [*self.target_keep_values, *labels])
+        return f" ({said})", f"; if {' or '.join(map(repr, labels))} is a class, keep it with {keep}"
 
     def _groups_of(self, table, keep: np.ndarray, position: int) -> np.ndarray:
         """The group names of the kept rows of ``table`` (the training file, or the test file: its groups matter
@@ -602,10 +627,20 @@ class CsvData(TabularDataModule):
             log.warning("data: read as categories (whole numbers with at most data.max_integer_categories=%d distinct "
                         "values: one input per value, no slope): %s; read one as a number with data.numeric=[<name>]",
                         self.max_integer_categories, listed)
-        if plan.written:
-            listed = ", ".join(f"{name!r} ({text!r} -> {value:g})" for name, (text, value) in plan.written.items())
+        written = [f"{name!r} ({text!r} -> {value:g})" for name, (text, value) in plan.written.items()]
+        if self.task_kind == "regression":  # the target's numbers are read the same way: named too
+            from .preprocessing import MISSING_TOKENS
+            from .tables import _written_example
+
+            example = _written_example(train.frame[self.target], frozenset([*MISSING_TOKENS, *self.na_values]),
+                                       self.decimal)
+            if example is not None:
+                written.append(f"{self.target!r}, the target ({example[0]!r} -> {example[1]:g})")
+        if written:
+            listed = ", ".join(written)
             log.warning("data: read as numbers (written with a currency sign, thousands separators or '%%'; ISO dates as "
-                        "days since 1970-01-01): %s; keep one as text with data.categorical=[<name>]", listed)
+                        "days since 1970-01-01): %s%s", listed,
+                        "; keep one as text with data.categorical=[<name>]" if plan.written else "")
         if not plan.kinds:
             raise DataError(f"{train.path}: no feature columns left (target {self.target!r}; left out: "
                             f"{', '.join(plan.left_out) or '-'}); choose them with data.features=[...]")
@@ -641,6 +676,7 @@ class CsvData(TabularDataModule):
     # ----- preprocessing: fitted on the training rows only -------------------------------------------------
     def fit_preprocessing(self, train: Split) -> None:
         from .preprocessing import MISSING_TOKENS, TablePreprocessor
+        from .tables import list_override
 
         if self.fitted is not None:  # a trained run's (use_fitted)
             self.preprocessor = self.fitted[0]
@@ -656,6 +692,14 @@ class CsvData(TabularDataModule):
                         "%.3g times the spread of its middle half (%.3g), so standardised, every other row of it is ~0. "
                         "Check those cells (a unit or a typo?), or set data.numeric_transform=quantile",
                         name, extreme, std, std / spread, spread)
+        for name, (values, rows, present) in self.preprocessor.folded.items():
+            if rows >= present / 2:  # most rows in one code: the column says next to nothing
+                log.warning("data: column %r: %d of its %d distinct values (%d of %d rows) are seen fewer than "
+                            "data.min_category_count=%d times and share the unseen/rare category, leaving %d "
+                            "categories; lower data.min_category_count, or leave the column out with %s",
+                            name, values, values + len(self.preprocessor.categories[name]), rows, present,
+                            self.min_category_count, len(self.preprocessor.categories[name]),
+                            list_override("data.drop", [name]))
         self.timings["fit_s"] = time.perf_counter() - started
 
     def apply_preprocessing(self, split: Split) -> Split:
@@ -674,6 +718,30 @@ class CsvData(TabularDataModule):
 
     def raw_input_adapter(self) -> TablePreprocessor:
         return self.preprocessor
+
+
+def _target_keep_values(values, na_values: list[str], task_kind: str) -> list[str]:
+    """data.target_keep_values: spellings of pandas' missing values (``NA``, ``None``, ``null``, ``N/A``, ``nan``)
+    that are labels in the target column (a region ``NA``), checked."""
+    from .preprocessing import MISSING_TOKENS
+
+    values = [values] if isinstance(values, str) else list(values or ())
+    if any(not isinstance(v, str) for v in values):  # [null] arrives as None, [NaN] as the float nan
+        raise DataError("data.target_keep_values: quote each spelling, as Hydra reads null, NaN and nan unquoted as "
+                        "other things than text: \"data.target_keep_values=['null','NaN']\"")
+    allowed = [t for t in MISSING_TOKENS if t]
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise DataError(f"data.target_keep_values: {unknown[0]!r} is not read as missing, so there is nothing to keep; "
+                        f"list spellings that are: {', '.join(allowed)}")
+    both = [v for v in values if v in na_values]
+    if both:
+        raise DataError(f"data.target_keep_values and data.na_values both list {both[0]!r}; a value is a label or "
+                        "missing, not both")
+    if values and task_kind != "classification":
+        raise DataError("data.target_keep_values keeps class labels spelled like missing values (NA); a regression "
+                        "target is numbers: leave it out")
+    return values
 
 
 def _choice(key: str, value: str, allowed) -> None:
