@@ -621,7 +621,7 @@ def test_pipeline_eval_of_a_streamed_run_on_a_small_test_file_alone(store, tmp_p
     assert code == 0, stderr[-2000:]
     truth = pd.read_csv(new, sep="\t")["label"].astype(str)
     expected = (pd.read_csv(output)["prediction"].astype(str) == truth).mean()
-    assert expected > 0.8  # a model that learned something
+    assert expected > 0.7  # a model that learned something (chance: 0.5)
 
     (corpus / "train.tsv").unlink()
     code, stdout, stderr = eval_cli([str(checkpoint), f"data.test_path={new}", "data.in_memory=true", "--output-dir",
