@@ -361,7 +361,9 @@ def building(group: str):
         message = " ".join(str(cause).split())
         if isinstance(cause, ModuleNotFoundError):
             message += f" (install it: pip install {cause.name})" if cause.name else ""
-        raise ConfigError(f"{group}: cannot build it: {message[:400]}") from None
+        hint = ("; this optimizer has no momentum for scheduler=onecycle to cycle: add +scheduler.cycle_momentum=false"
+                if "cycle_momentum" in message else "")
+        raise ConfigError(f"{group}: cannot build it: {message[:400]}{hint}") from None
 
 
 def check_monitor(cfg: DictConfig, task_module, spec) -> None:
