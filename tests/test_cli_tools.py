@@ -354,3 +354,45 @@ def test_a_deleted_run_is_not_used_to_rerun_evaluate_predict_or_compare(tmp_path
     for command, (code, _, err) in answers.items():
         assert code == 2 and says in err and "Traceback" not in err, (command, err[-2000:])
     assert [r.info.run_id for r in runs_in(store)] == []  # nothing new: the store's active runs
+
+
+def _compare_store(tmp_path, migrated_store_db, name: str):
+    """A store with one experiment, and a function that logs a finished run of it: (run name, params, metrics)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    store = new_store(tmp_path, migrated_store_db)
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment(name)
+
+    def fake_run(run_name: str, params: dict, metrics: dict) -> str:
+        run = client.create_run(experiment, run_name=run_name)
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                         metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    return store, fake_run
+
+
+def test_compare_keeps_apart_runs_split_by_groups_or_by_time(tmp_path, capsys, migrated_store_db):
+    """data.groups=grp (groups held out whole) and data.order_by=date (the latest rows tested) draw other validation
+    and test rows from the same file: the three runs were all labelled csv:cls4.csv->label and ranked together."""
+    from pipeline.cli.compare import main
+
+    store, fake_run = _compare_store(tmp_path, migrated_store_db, "classification")
+    base = {"task": "classification", "data": "csv", "data.path": "/d/cls4.csv", "data.target": "label",
+            "task.monitor": "val/loss", "task.mode": "min", "data.groups": "null", "data.order_by": "null"}
+    fake_run("random", base, {"val/loss_best": 0.3})
+    fake_run("by-time", {**base, "data.order_by": "date"}, {"val/loss_best": 0.2})
+    fake_run("quantile", {**base, "data.numeric_transform": "quantile"}, {"val/loss_best": 0.4})  # the same rows
+    fake_run("grouped", {**base, "data.groups": "grp"}, {"val/loss_best": 0.1})  # newest: its data is ranked
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    assert [line.split()[1] for line in out.splitlines() if line[:1].isdigit()] == ["grouped"], out
+    assert "on csv:cls4.csv->label groups:grp by val/loss_best" in out, out
+    assert "(3 runs on other data left out: they differ in data.groups, data.order_by; --all-data ranks them too)" in out
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all-data",
+                                "--output", str(tmp_path / "b")], capsys)
+    assert "csv:cls4.csv->label order_by:date" in out and "csv:cls4.csv->label groups:grp" in out, out

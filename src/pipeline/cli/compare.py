@@ -115,12 +115,20 @@ def data_identity(run) -> str:
         parts.append(f" limit:{params['data.limit_rows']}")
     if params.get("data.cv_folds") not in (None, "null", ""):
         parts.append(f" fold:{params.get('data.fold', '0')}/{params['data.cv_folds']}")
+    for key, shown, default in (("data.label_column", "label", "label"), ("data.sheet", "sheet", None),
+                                ("data.groups", "groups", None), ("data.order_by", "order_by", None)):
+        if params.get(key) not in (None, "null", "", default):
+            parts.append(f" {shown}:{params[key]}")
     return ":".join(parts[:2]) + "".join(parts[2:])
 
 
-# the keys that say which rows a run was validated and tested on (besides the seed, whose runs are compared)
-DATA_KEYS = ("data", "data.path", "data.test_path", "data.target", "data.limit_rows", "data.val_fraction",
-             "data.test_fraction", "data.cv_folds", "data.fold")
+# the keys that say which rows a run was validated and tested on (besides the seed, whose runs are compared): the
+# file and sheet, the target (label) column and the rows whose label is kept, and how the splits are drawn (groups
+# held out whole, the latest rows by a time column). Not the keys of how the rows' inputs are made (columns chosen,
+# their transforms, a tokenizer), which are compared on the same rows
+DATA_KEYS = ("data", "data.path", "data.test_path", "data.sheet", "data.target", "data.label_column",
+             "data.target_keep_values", "data.limit_rows", "data.val_fraction", "data.test_fraction", "data.cv_folds",
+             "data.fold", "data.groups", "data.order_by")
 
 
 def data_key(run) -> tuple[str, ...]:
