@@ -199,7 +199,7 @@ def test_resuming_a_study_on_a_file_whose_rows_changed_is_refused(tmp_path):
     assert run_cli(sweep_args(tmp_path, *args[len(SWEEP):])).returncode == 0
     write(200)
     line = one_error_line(run_cli(sweep_args(tmp_path, *args[len(SWEEP):], "hydra.sweeper.n_trials=2")))
-    assert "was run with other settings (data contents (digest of each split): testing " in line, line
+    assert "was run with other settings (data contents (digest of each split's rows): testing " in line, line
     assert "hydra.sweeper.study_name=classification_optuna_2" in line
 
 

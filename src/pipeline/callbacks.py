@@ -540,14 +540,19 @@ class RunIdInCheckpoint(Callback):
             checkpoint["seed"] = int(self.seed)
         digests = fitted_rows_digests(trainer.datamodule)
         if digests:
-            checkpoint["data_digests"] = digests
+            from pipeline.tracking.run import ROWS
+
+            # the kind says these digest the rows drawn; a checkpoint without it, the preprocessed inputs
+            checkpoint["data_digests"], checkpoint["data_digests_kind"] = digests, ROWS
 
 
-def fitted_rows_digests(datamodule) -> dict[str, str]:
-    """{training, validation: digest} of a data module held in memory (cached on it: hashed once per run); {} for
-    one streamed from files, whose digests describe the files, not the rows."""
+def fitted_rows_digests(datamodule, kind: Optional[str] = None) -> dict[str, str]:
+    """{training, validation: digest} of a data module held in memory (hashed once per run): of the rows drawn, or
+    of the preprocessed inputs (``kind``, see ``tracking.artifacts.split_digests``); {} for one streamed from files,
+    whose digests describe the files, not the rows."""
     if datamodule is None or hasattr(datamodule, "dataset_records") or getattr(datamodule, "train_split", None) is None:
         return {}
     from pipeline.tracking.artifacts import split_digests
+    from pipeline.tracking.run import ROWS
 
-    return {k: v for k, v in split_digests(datamodule).items() if k in ("training", "validation")}
+    return {k: v for k, v in split_digests(datamodule, kind or ROWS).items() if k in ("training", "validation")}

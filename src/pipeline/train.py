@@ -122,10 +122,10 @@ def early_stop(trainer) -> Optional[tuple[int, str]]:
     return None
 
 
-def _warn_if_other_test_rows(datamodule, source_digest: str) -> None:
-    from pipeline.tracking.artifacts import dataset_records
+def _warn_if_other_test_rows(datamodule, source_digest: str, kind: str) -> None:
+    from pipeline.tracking.artifacts import digests_now
 
-    now = dataset_records(datamodule).get("testing", (None,))[0]
+    now = digests_now(datamodule, kind).get("testing")  # a digest of the kind the source run logged
     if now is not None and now != source_digest:
         print(f"Warning: the test rows differ from the source run's (digest {source_digest} -> {now}): the files it "
               "read have changed since, or this version draws the split otherwise; some may be rows the model was "
@@ -133,7 +133,8 @@ def _warn_if_other_test_rows(datamodule, source_digest: str) -> None:
 
 
 def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
-             source_data: Optional[Path] = None, source_test_digest: Optional[str] = None) -> dict[str, float]:
+             source_data: Optional[Path] = None, source_test_digest: Optional[str] = None,
+             source_digest_kind: str = "rows") -> dict[str, float]:
     """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
     data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
 
@@ -143,7 +144,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     data otherwise: another normalisation, image size, tokenizer) the preprocessing is fitted again; when that
     does not come out as the source run's, the evaluation is refused before any run rather than tested on
     inputs the model was not trained on. ``source_test_digest``: the digest of the source run's test rows, where
-    the overrides keep them; other rows now (the files changed, or the split is drawn otherwise) are warned of."""
+    the overrides keep them; other rows now (the files changed, or the split is drawn otherwise) are warned of.
+    ``source_digest_kind``: what that digest covers (``tracking.artifacts.digest_kind``)."""
     absolute_data_paths(cfg)
     from pipeline.data.base import fitted_differences, saved_fitted_state
     from pipeline.hub import TOKENIZER_CHECKED
@@ -179,7 +181,7 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
                 f"{' ...' if len(differ) > 4 else ''}). Keep the data keys as the run had them (other test rows: "
                 "data.test_path), or answer for new rows with pipeline-predict")
         if source_test_digest:
-            _warn_if_other_test_rows(datamodule, source_test_digest)
+            _warn_if_other_test_rows(datamodule, source_test_digest, source_digest_kind)
         run_parts = build(cfg, datamodule, (), output_dir)
         check_resume_checkpoint(str(weights), run_parts.task_module)
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}
@@ -470,8 +472,12 @@ def _check_resumed_rows(ckpt_path: str, checkpoint: dict, seed: Optional[int], d
         raise ConfigError(f"ckpt_path={ckpt_path} was written by a run with seed={saved_seed}, and this run has "
                           f"seed={seed} (other splits, batch order and initial weights); resume with seed={saved_seed}, "
                           "or in a multirun resume the interrupted job alone (its overrides plus ckpt_path)")
+    from pipeline.tracking.run import PREPROCESSED
+
     saved_digests = checkpoint.get("data_digests") or {}
-    now = fitted_rows_digests(datamodule) if saved_digests else {}
+    # compared with digests of the same kind: a checkpoint written before the rows were digested holds the
+    # preprocessed inputs' digests
+    now = fitted_rows_digests(datamodule, checkpoint.get("data_digests_kind", PREPROCESSED)) if saved_digests else {}
     differ = [name for name in ("training", "validation") if name in saved_digests and name in now
               and saved_digests[name] != now[name]]
     if differ:

@@ -102,6 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import report_errors
     from pipeline.tracking import launched_as
     from pipeline.tracking.run import open_client
+    from pipeline.tracking.run import digest_kind
     from pipeline.train import evaluate
 
     args = parse_args(argv)
@@ -144,7 +145,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             with launched_as(choices, list(args.overrides)):
                 evaluate(cfg, weights, source_run=run.info.run_id, source_data=data,
                          source_test_digest=None if _other_test_rows_asked(args.overrides) else
-                         logged_split_digests(run).get("testing"))
+                         logged_split_digests(run).get("testing"), source_digest_kind=digest_kind(run))
     return 0
 
 

@@ -350,18 +350,19 @@ def logged_split_digests(run) -> dict[str, str]:
     return digests
 
 
-def data_change_check(source_digests: dict[str, str], run_name: str, data_overridden: bool):
+def data_change_check(source_digests: dict[str, str], run_name: str, data_overridden: bool, kind: str = "rows"):
     """A Lightning callback that says, when training starts, which splits hold other rows than the source run's
-    (the files under data.path changed since, or another data set): the rerun then cannot repeat its metrics."""
+    (the files under data.path changed since, or another data set): the rerun then cannot repeat its metrics.
+    ``kind``: what the source run's digests cover (``tracking.artifacts.digest_kind``); compared with the same."""
     import pytorch_lightning as pl
 
     class DataChangeCheck(pl.Callback):
         def on_fit_start(self, trainer, pl_module) -> None:
-            from pipeline.tracking.artifacts import dataset_records
+            from pipeline.tracking.artifacts import digests_now
 
             if not source_digests or not trainer.is_global_zero:
                 return
-            now = {context: digest for context, (digest, _, _) in dataset_records(trainer.datamodule).items()}
+            now = digests_now(trainer.datamodule, kind)
             changed = [context for context in ("training", "validation", "testing")
                        if context in now and context in source_digests and now[context] != source_digests[context]]
             if changed:
@@ -406,6 +407,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices, say_registration=True)
         from pipeline.config import absolute_data_paths, validate
+        from pipeline.tracking.run import digest_kind
         from pipeline.train import train
 
         # checked (as train() checks it) before the folder is named: an override the config refuses
@@ -420,7 +422,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   "config", flush=True)
         note_thread_count(run.data.params.get("torch_threads"))
         check = data_change_check(logged_split_digests(run), str(run.info.run_name or run.info.run_id),
-                                  any(o.lstrip("+~").startswith(("data.", "data=", "seed=")) for o in args.overrides))
+                                  any(o.lstrip("+~").startswith(("data.", "data=", "seed=")) for o in args.overrides),
+                                  digest_kind(run))
         with launched_as(choices, list(args.overrides)):
             train(cfg, callbacks=[check])
     return 0

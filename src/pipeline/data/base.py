@@ -8,6 +8,7 @@ describes them through ``spec`` (a :class:`DataSpec`).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -41,6 +42,16 @@ class Split:
     def subset(self, index: np.ndarray | Tensor) -> "Split":
         index = torch.as_tensor(index, dtype=torch.long)
         return Split(self.x[index], self.y[index])
+
+
+def rows_digest(parts) -> str:
+    """A content hash of arrays or tensors (values, dtype and shape): equal only for the same rows."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        array = np.ascontiguousarray(part.detach().cpu().numpy() if isinstance(part, Tensor) else part)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
 
 
 def limited_rows(rows: int, limit: int, seed: int) -> np.ndarray:
@@ -187,6 +198,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.val_split: Optional[Split] = None
         self.test_split: Optional[Split] = None
         self.spec: Optional[DataSpec] = None
+        self.rows_digests: dict[str, str] = {}  # MLflow dataset context -> digest of the split's rows (setup)
         self.test_file_only = False  # test_file_alone(): load() reads the test file alone, as LoadedData.test
 
     def test_file_alone(self) -> bool:
@@ -284,6 +296,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         empty = data.test.subset(np.arange(0))
         return empty, empty, data.test
 
+    def row_identity(self, split: Split) -> list:
+        """What identifies the rows of ``split`` as drawn, before any preprocessing (arrays or tensors): what the
+        split's digest covers (:attr:`rows_digests`). Here its raw inputs and targets."""
+        return [split.x, split.y]
+
     def how_split(self) -> list[str]:
         """What the run's data line says about how the splits were drawn, besides their sizes."""
         return []
@@ -362,6 +379,10 @@ class InMemoryDataModule(pl.LightningDataModule):
                 None if split is None else split.subset(limited_rows(len(split), self.limit_rows, self.seed))
                 for split in (data.train, data.val, data.test))
         train, val, test = self._test_file_splits(data) if self.test_file_only else self._split(data)
+        # hashed here, before preprocessing fitted on the training rows (standardisation, a vocabulary) changes
+        # the inputs: the digests say which rows were drawn, whatever the inputs were made of them
+        self.rows_digests = {context: rows_digest(self.row_identity(split)) for context, split in
+                             (("training", train), ("validation", val), ("testing", test)) if len(split)}
         self.fit_preprocessing(train)
         self.train_split, self.val_split, self.test_split = (
             self.apply_preprocessing(s) for s in (train, val, test)

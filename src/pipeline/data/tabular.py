@@ -322,6 +322,7 @@ class CsvData(TabularDataModule):
         self.max_integer_categories = max_integer_categories
         self.kinds: dict[str, str] = {}
         self.frame = None  # the feature columns of every row read (train file, then test file), as read
+        self.row_hashes = None  # a hash of each row of self.frame, all its columns as read (row_identity)
         self.preprocessor: Optional[TablePreprocessor] = None
         self.timings: dict[str, float] = {}  # seconds spent reading, fitting and applying the preprocessing
 
@@ -451,6 +452,7 @@ class CsvData(TabularDataModule):
                        "; spell them as the training file does, or leave those rows out of the test file"))
         frames = [t.frame.loc[keep, list(self.kinds)] for t, keep in zip(tables, present)]
         self.frame = pd.concat(frames, ignore_index=True)
+        self.row_hashes = np.concatenate([_row_hashes(t.frame.loc[keep]) for t, keep in zip(tables, present)])
         if self.groups is not None:
             self.row_groups = np.concatenate([self._groups_of(t, keep, i) for i, (t, keep) in
                                               enumerate(zip(tables, present))])
@@ -477,6 +479,7 @@ class CsvData(TabularDataModule):
                 check_numeric_column(test, name, self.na_values, self.decimal)
         (targets,), class_names, (keep,) = self._targets([test])
         self.frame = test.frame.loc[keep, list(self.kinds)].reset_index(drop=True)
+        self.row_hashes = _row_hashes(test.frame.loc[keep])
         y = torch.as_tensor(targets[keep], dtype=torch.long if class_names is not None else REGRESSION_TARGET)
         self.timings["read_s"] = time.perf_counter() - started
         return LoadedData(train=None, test=Split(torch.arange(len(self.frame), dtype=torch.long), y),
@@ -702,6 +705,11 @@ class CsvData(TabularDataModule):
                             list_override("data.drop", [name]))
         self.timings["fit_s"] = time.perf_counter() - started
 
+    def row_identity(self, split: Split) -> list:
+        """Each row's cells as read, every column (not only the features chosen: runs that differ in data.drop or
+        data.features are tested on the same rows), and its target."""
+        return [self.row_hashes[split.x.numpy()], split.y]
+
     def apply_preprocessing(self, split: Split) -> Split:
         started = time.perf_counter()
         x = self.preprocessor.transform(self.frame.iloc[split.x.numpy()])
@@ -756,3 +764,13 @@ def _nearest_name(name: str, columns: list[str]) -> str:
     by_case = [c for c in columns if str(c).casefold() == str(name).casefold()]
     close = by_case or difflib.get_close_matches(str(name), [str(c) for c in columns], n=1, cutoff=0.75)
     return f"; did you mean {close[0]!r}?" if close and close[0] != name else ""
+
+
+def _row_hashes(frame) -> np.ndarray:
+    """A 64-bit hash of each row of a table as read (its cells, not its position)."""
+    import pandas as pd
+
+    try:
+        return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    except TypeError:  # cells pandas cannot hash (lists of a JSON lines file): as text
+        return pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()

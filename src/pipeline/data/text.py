@@ -329,6 +329,14 @@ class TextDataModule(InMemoryDataModule):
                 ids[i, : len(encoding.ids)] = encoding.ids
         return torch.from_numpy(ids)
 
+    def row_identity(self, split: Split) -> list:
+        """The texts themselves (held in memory) and labels, not their token ids, which come from a vocabulary fitted
+        on the training rows; a streamed corpus, not read here: its row numbers."""
+        if self.streaming:
+            return [split.x, split.y]
+        texts = "\0".join(self.texts_of(split.x)).encode("utf-8", "surrogatepass")
+        return [np.frombuffer(texts, dtype=np.uint8), split.y]
+
     def apply_preprocessing(self, split: Split) -> Split:
         if self.streaming:
             return split  # row numbers: texts are read and encoded per batch

@@ -48,7 +48,10 @@ PRUNER_ATTR = "pipeline.pruner"
 FINALIZED_ATTR = "pipeline.finalized"
 FINGERPRINT_ATTR = "pipeline.fingerprint"
 # the fingerprint's digests of the splits every trial trains, validates and tests on (where no data key is searched)
-DATA_CONTENTS = "data contents (digest of each split)"
+DATA_CONTENTS = "data contents (digest of each split's rows)"
+# the key studies recorded before the splits' digests identified the rows drawn (they digested the preprocessed
+# inputs): not compared with the rows' digests, which replace it
+DATA_CONTENTS_BEFORE = "data contents (digest of each split)"
 
 
 @dataclass
@@ -556,7 +559,8 @@ def check_same_experiment(study: optuna.Study, settings: SweepSettings) -> None:
         study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
         return
     if DATA_CONTENTS in settings.fingerprint and DATA_CONTENTS not in recorded:  # kept since: from now on
-        recorded = {**recorded, DATA_CONTENTS: settings.fingerprint[DATA_CONTENTS]}
+        recorded = {**{k: v for k, v in recorded.items() if k != DATA_CONTENTS_BEFORE},
+                    DATA_CONTENTS: settings.fingerprint[DATA_CONTENTS]}
         study.set_user_attr(FINGERPRINT_ATTR, recorded)
     changed = fingerprint_difference(recorded, settings.fingerprint)
     if changed:

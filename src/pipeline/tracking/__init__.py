@@ -135,6 +135,7 @@ def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optiona
 def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None:
     """Params (whole config, flattened and redacted), tags, data set inputs, the resolved config as an artifact."""
     from .artifacts import log_dataset_inputs
+    from .run import DIGESTS_TAG, ROWS
     from .params import config_params
     from .provenance import git_state, provenance_tags
     from .redact import redact_tree
@@ -170,15 +171,15 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
         run.send_provenance(PROJECT_ROOT, command_line(), is_rank_zero())
         data_name = _choices().get("data") or getattr(datamodule, "name", None) or choice_name(cfg, "data")
         digests = log_dataset_inputs(run, datamodule, data_name)
-        if "training" in digests:  # an evaluation on a test file alone has no training rows
-            run.set_tags({"data_digest": digests["training"]})
+        # an evaluation on a test file alone has no training rows
+        run.set_tags({DIGESTS_TAG: ROWS, **({"data_digest": digests["training"]} if "training" in digests else {})})
     elif run.active:
         from pipeline.config import PROJECT_ROOT
 
         git = git_state(PROJECT_ROOT)
         data_name = _choices().get("data") or getattr(datamodule, "name", None) or choice_name(cfg, "data")
         digests = log_dataset_inputs(run, datamodule, data_name)
-        run.set_tags({**provenance_tags(PROJECT_ROOT, git),
+        run.set_tags({**provenance_tags(PROJECT_ROOT, git), DIGESTS_TAG: ROWS,
                       **({"data_digest": digests["training"]} if "training" in digests else {})})
         if git is not None and git.dirty:
             diff = run.output_dir / "git.diff"

@@ -2,7 +2,6 @@
 anywhere), the tokenizer of text tasks, the data set digests, test-set predictions for the plots."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -12,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .model_context import _no_environment_scan, _on_cpu, _quiet_export, _tracking_uri  # noqa: F401
-from .run import TrackedRun
+from .run import ROWS, TrackedRun
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +25,17 @@ DIGEST_LENGTH = 16
 # ----- data set inputs -------------------------------------------------------------------------------
 def tensor_digest(*tensors: Tensor) -> str:
     """A content hash of tensors (values, dtype and shape): equal only for the same data."""
-    digest = hashlib.blake2b(digest_size=DIGEST_LENGTH // 2)
-    for tensor in tensors:
-        array = np.ascontiguousarray(tensor.detach().cpu().numpy())
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
+    from pipeline.data.base import rows_digest
+
+    return rows_digest(tensors)
 
 
-def split_digests(datamodule) -> dict[str, str]:
-    """The digest of each split's tensors, kept on the data module: a sweep's worker reuses one data module
-    for every trial and hashes its splits once."""
+def split_digests(datamodule, kind: str = ROWS) -> dict[str, str]:
+    """The digest of each split: of the rows drawn (``setup`` hashed them once), or with ``kind=PREPROCESSED`` of the
+    split's tensors, as runs logged before the rows' digests were (kept on the data module: a sweep's worker reuses
+    one data module for every trial and hashes its splits once)."""
+    if kind == ROWS:
+        return dict(getattr(datamodule, "rows_digests", None) or {})
     splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
               "testing": datamodule.test_split}
     key = tuple(id(split) for split in splits.values())
@@ -56,17 +55,22 @@ def _as_logged_before(y: Tensor) -> Tensor:
     return y.float() if y.dtype == torch.float64 else y
 
 
-def dataset_records(datamodule) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+def dataset_records(datamodule, kind: str = ROWS) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
     """MLflow dataset context -> (digest, features, targets) of each split: a streamed data module describes
-    its splits without reading them (``dataset_records()``: file paths, sizes and times); the others by
-    their tensors."""
+    its splits without reading them (``dataset_records()``: file paths, sizes and times, whatever the kind); the
+    others by their tensors."""
     if hasattr(datamodule, "dataset_records"):
         return datamodule.dataset_records()
-    digests = split_digests(datamodule)
+    digests = split_digests(datamodule, kind)
     splits = {"training": datamodule.train_split, "validation": datamodule.val_split,
               "testing": datamodule.test_split}
     return {context: (digests[context], split.x.numpy(), split.y.numpy())
             for context, split in splits.items() if context in digests}
+
+
+def digests_now(datamodule, kind: str = ROWS) -> dict[str, str]:
+    """{context: digest} of a data module's splits, of the kind a logged run's are (:func:`digest_kind`)."""
+    return {context: digest for context, (digest, _, _) in dataset_records(datamodule, kind).items()}
 
 
 def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]:

@@ -77,6 +77,17 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+#: the tag that marks a run whose split digests (its MLflow dataset inputs, tag data_digest) identify the rows drawn
+#: (raw inputs and targets, before preprocessing); runs logged before it digested the preprocessed inputs, which change
+#: with preprocessing fitted on the training rows. Digests are compared only with digests of the same kind.
+DIGESTS_TAG, ROWS, PREPROCESSED = "split_digests", "rows", "preprocessed"
+
+
+def digest_kind(run) -> str:
+    """:data:`ROWS` or, for a run logged before (no tag), :data:`PREPROCESSED`."""
+    return ROWS if run.data.tags.get(DIGESTS_TAG) == ROWS else PREPROCESSED
+
+
 def default_store() -> tuple[str, str]:
     """(tracking URI, artifact folder) of the default store, as conf/logger/mlflow.yaml has them:
     ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<working dir>/mlruns/mlflow.db``; artifacts in
