@@ -396,3 +396,27 @@ def test_compare_keeps_apart_runs_split_by_groups_or_by_time(tmp_path, capsys, m
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all-data",
                                 "--output", str(tmp_path / "b")], capsys)
     assert "csv:cls4.csv->label order_by:date" in out and "csv:cls4.csv->label groups:grp" in out, out
+
+
+def test_compare_names_the_newest_run_without_validation_rows_when_no_run_has_the_metric(tmp_path, capsys,
+                                                                                      migrated_store_db):
+    """The newest run trained with data.val_fraction=0 (no validation split): "Error: no run of 'regression' has
+    the metric 'val/rmse_best'", though five runs had it. The error names that run and the ways round it."""
+    from pipeline.cli.compare import main
+
+    store, fake_run = _compare_store(tmp_path, migrated_store_db, "regression")
+    base = {"task": "regression", "data": "diabetes", "task.monitor": "val/rmse", "task.mode": "min",
+            "data.val_fraction": "0.1"}
+    for k in range(2):
+        fake_run(f"with-val-{k}", base, {"val/rmse_best": 50.0 + k, "test/rmse": 55.0})
+    fake_run("no-val", {**base, "data.val_fraction": "0"}, {"test/rmse": 54.0})
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "regression",
+                                "--output", str(tmp_path / "a")], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("Error: no run ranked has the metric 'val/rmse_best': the newest training run, no-val, "
+                          "trained with data.val_fraction=0"), err
+    assert "--by test/rmse" in err and "--all-data" in err, err
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "regression", "--by", "test/rmse",
+                                "--output", str(tmp_path / "b")], capsys)
+    assert code == 0 and "no-val" in out, err
+

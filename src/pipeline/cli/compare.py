@@ -179,7 +179,9 @@ def direction(metric: str, monitor: str, task_mode: str) -> str:
     return "max" if name in HIGHER_IS_BETTER else "min"
 
 
-def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Optional[int] = None) -> Ranking:
+def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Optional[int] = None,
+         reference=None) -> Ranking:
+    """``reference``: the run whose data set the runs are on (see :func:`same_data`), named where none has the metric."""
     if not runs:
         raise CompareError(f"experiment '{experiment_name}' has no finished runs")
     monitor = _most_common(r.data.params.get("task.monitor") for r in runs) or "val/loss"
@@ -187,6 +189,16 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
     metric = metric or f"{monitor}_best"
     known = sorted({key for r in runs for key in r.data.metrics})
     if metric not in known:
+        if (metric.startswith("val/") and reference is not None
+                and reference.data.params.get("data.val_fraction") in ("0", "0.0")):
+            test = metric.replace("val/", "test/", 1).removesuffix("_best")
+            test = test if test in known else next((k for k in known if k.startswith("test/")), "test/<metric>")
+            raise CompareError(
+                f"no run ranked has the metric '{metric}': the newest training run, "
+                f"{reference.info.run_name or reference.info.run_id}, trained with data.val_fraction=0 (no validation "
+                f"split, so no validation metrics), and only the runs on its data ({data_identity(reference)}, "
+                f"data.val_fraction=0) are ranked; rank them by a test metric (--by {test}), or rank the runs with a "
+                "validation split too with --all-data")
         raise CompareError(f"no run of '{experiment_name}' has the metric '{metric}'; metrics: {', '.join(known)}")
     mode = direction(metric, monitor, mode)
 
@@ -392,12 +404,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         client = open_client(args.tracking_uri)
         experiment = pick_experiment(client, args.experiment)
         runs = finished_runs(client, experiment, include_all=args.all)
-        left_out, differ = 0, []
+        left_out, differ, reference = 0, [], None
         if not args.all_data and runs:
             reference = reference_run(runs)
             differ = differing_keys(reference, [run for run in runs if data_key(run) != data_key(reference)])
             runs, left_out = same_data(runs)
-        ranking = rank(runs, experiment.name, args.metric, args.top)
+        ranking = rank(runs, experiment.name, args.metric, args.top, reference)
     except CompareError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
