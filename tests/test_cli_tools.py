@@ -420,3 +420,27 @@ def test_compare_names_the_newest_run_without_validation_rows_when_no_run_has_th
                                 "--output", str(tmp_path / "b")], capsys)
     assert code == 0 and "no-val" in out, err
 
+
+def test_compare_all_data_says_it_mixes_data_sets_and_ranks_runs_without_the_metric_last(tmp_path, capsys,
+                                                                                         migrated_store_db):
+    """--all-data printed "10 finished runs on wine" over a table of wine and breast_cancer runs; a regression run
+    sat in a classification ranking with an empty cell, unexplained; --by test/acc said test metrics were not
+    ranked on."""
+    from pipeline.cli.compare import main
+
+    store, fake_run = _compare_store(tmp_path, migrated_store_db, "classification")
+    base = {"task": "classification", "task.monitor": "val/acc", "task.mode": "max"}
+    fake_run("cancer", {**base, "data": "breast_cancer"}, {"val/acc_best": 0.95, "test/acc": 0.9})
+    fake_run("houses", {"task": "regression", "data": "diabetes", "task.monitor": "val/rmse", "task.mode": "min"},
+             {"val/rmse_best": 50.0})
+    fake_run("wine", {**base, "data": "wine"}, {"val/acc_best": 0.9, "test/acc": 0.97})
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all-data",
+                                "--output", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    assert "3 finished runs on 3 data sets (--all-data: ranked together) by val/acc_best" in out, out
+    assert "(1 run without val/acc_best ranked last, 1 of another task (regression))" in out, out
+    assert [line.split()[1] for line in out.splitlines() if line[:1].isdigit()] == ["cancer", "wine", "houses"], out
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all-data",
+                                "--by", "test/acc", "--output", str(tmp_path / "b")], capsys)
+    assert "by test/acc (higher is better; ranked on a test metric, so the test rows choose the run)" in out, out
+    assert "not ranked on" not in out

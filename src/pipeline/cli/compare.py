@@ -418,8 +418,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     direction = "lower" if ranking.mode == "min" else "higher"
     what = ("run" if len(ranking.rows) == 1 else "runs") if args.all else (
         "finished run" if len(ranking.rows) == 1 else "finished runs")
-    print(f"Experiment '{ranking.experiment}': {len(ranking.rows)} {what} on {ranking.rows[0][len(KEY_PARAMS) + 3]} "
-          f"by {ranking.metric} ({direction} is better; test metrics are shown, not ranked on)")
+    data_sets = sorted({row[len(KEY_PARAMS) + 3] for row in ranking.rows})
+    on = data_sets[0] if len(data_sets) == 1 else f"{len(data_sets)} data sets (--all-data: ranked together)"
+    test = ("ranked on a test metric, so the test rows choose the run" if ranking.metric.startswith("test/")
+            else "test metrics are shown, not ranked on")
+    print(f"Experiment '{ranking.experiment}': {len(ranking.rows)} {what} on {on} "
+          f"by {ranking.metric} ({direction} is better; {test})")
+    without = [run for run in ranking.runs if _number(run.data.metrics.get(ranking.metric)) in ("", "nan")]
+    if without:
+        tasks = Counter(run.data.params.get("task", "?") for run in ranking.runs)
+        other = [run for run in without if run.data.params.get("task") != tasks.most_common(1)[0][0]]
+        print(f"({len(without)} {'run' if len(without) == 1 else 'runs'} without {ranking.metric} ranked last"
+              + (f", {len(other)} of another task ({', '.join(sorted({r.data.params.get('task', '?') for r in other}))})"
+                 if other else "") + ")")
     if left_out:
         runs_word, they, them = ("run", "it differs", "it") if left_out == 1 else ("runs", "they differ", "them")
         print(f"({left_out} {runs_word} on other data left out: {they} in {', '.join(differ)}; "
