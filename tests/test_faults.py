@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -149,6 +151,30 @@ def test_a_checkpoint_of_another_seed_or_other_rows_is_refused_and_a_multirun_jo
     assert job == ("the newest saved end of an epoch of this job is in /r/1/checkpoints/last.ckpt; resume this job "
                    "alone with pipeline-train task=regression seed=2 '+tags.note=a b' "
                    "ckpt_path=/r/1/checkpoints/last.ckpt, then run the multirun's jobs after it")
+
+
+def test_a_checkpoint_of_the_same_rows_prepared_otherwise_is_refused(store, tmp_path):
+    """The split's digests identify the rows drawn, whatever their preprocessing; the weights, though, learned the
+    inputs one preprocessing made of them: resumed with another data.numeric_transform they would continue on
+    inputs they never saw, and the run would end FINISHED."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)) * [1, 10, 100]
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": (x[:, 0] > 0).astype(int)}).to_csv(table, index=False)
+    training = ["task=classification", "data=csv", f"data.path={table}", "data.target=y", "trainer.max_epochs=2"]
+    first = run_cli_in_process(training, store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    assert set(torch.load(last, weights_only=True)["input_digests"]) == {"training", "validation"}
+    result = run_cli_in_process([*training, "trainer.max_epochs=4", "data.numeric_transform=quantile",
+                                 f"ckpt_path={last}"], dict(store, outputs=tmp_path / "resumed"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (f"ckpt_path={last} was written on the same rows prepared otherwise"
+            in single_error_line(result.stderr)), result.stderr[-2000:]
+    assert len(runs_in(store)) == 1  # refused before any run
+    again = run_cli_in_process([*training, "trainer.max_epochs=4", f"ckpt_path={last}"],
+                               dict(store, outputs=tmp_path / "same"))
+    assert again.returncode == 0, again.stderr[-3000:]
 
 
 def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(store):

@@ -540,10 +540,13 @@ class RunIdInCheckpoint(Callback):
             checkpoint["seed"] = int(self.seed)
         digests = fitted_rows_digests(trainer.datamodule)
         if digests:
-            from pipeline.tracking.run import ROWS
+            from pipeline.tracking.run import PREPROCESSED, ROWS
 
             # the kind says these digest the rows drawn; a checkpoint without it, the preprocessed inputs
             checkpoint["data_digests"], checkpoint["data_digests_kind"] = digests, ROWS
+            # and the inputs made of them (preprocessing fitted on the training rows): the same rows prepared
+            # otherwise (another data.numeric_transform ...) are not the inputs the weights were trained on
+            checkpoint["input_digests"] = fitted_rows_digests(trainer.datamodule, PREPROCESSED)
 
 
 def fitted_rows_digests(datamodule, kind: Optional[str] = None) -> dict[str, str]:

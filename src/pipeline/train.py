@@ -484,6 +484,16 @@ def _check_resumed_rows(ckpt_path: str, checkpoint: dict, seed: Optional[int], d
         raise ConfigError(f"ckpt_path={ckpt_path} was written on other {' and '.join(differ)} rows than this run's "
                           f"(digests {', '.join(f'{saved_digests[n]} -> {now[n]}' for n in differ)}): the data or its "
                           "split settings differ; resume with the data and data.* settings of the run that wrote it")
+    saved_inputs = checkpoint.get("input_digests") or {}
+    now = fitted_rows_digests(datamodule, PREPROCESSED) if saved_inputs else {}
+    differ = [name for name in ("training", "validation") if name in saved_inputs and name in now
+              and saved_inputs[name] != now[name]]
+    if differ:
+        raise ConfigError(f"ckpt_path={ckpt_path} was written on the same rows prepared otherwise (digests of the "
+                          f"{' and '.join(differ)} inputs {', '.join(f'{saved_inputs[n]} -> {now[n]}' for n in differ)})"
+                          ": a data.* setting of the preprocessing differs (numeric_transform, categorical_encoding, "
+                          "the tokenizer ...), and the saved weights learned the other inputs; resume with the data.* "
+                          "settings of the run that wrote it")
 
 
 # how an optimizer runs, not what it computes (they may differ between machines): not compared on resume
