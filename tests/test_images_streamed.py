@@ -599,6 +599,42 @@ def test_named_weights_load_from_torch_hub_cache_and_unfreeze_on_schedule(tmp_pa
         assert all(p.requires_grad for p in model.head_parameters())
 
 
+def test_a_checkpoint_is_predicted_and_evaluated_after_the_pretrained_weights_file_is_gone(tmp_path, quick_store,
+                                                                                          monkeypatch):
+    """The checkpoint holds every weight, yet pipeline-predict <checkpoint> built the model with model.weights first:
+    with the run's weights file moved away it crashed with Hydra's traceback (exit 1), and pipeline-eval refused
+    (model.weights=...: no such file). Both now build the architecture alone; nothing is downloaded."""
+    import pandas as pd
+
+    import pipeline.models.torchvision as tv
+
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=4, test_per_class=2, modes=False)
+    weights = tmp_path / "resnet18.pth"
+    resnet18_state_dict(weights)
+    result = run_cli_in_process(["task=image_classification", "data=image_folder", f"data.path={folder}",
+                                 "data.image_size=32", "data.num_workers=0", "model=torchvision", "model.name=resnet18",
+                                 f"model.weights={weights}", "trainer.max_epochs=1", "logger.mlflow.log_plots=false",
+                                 "logger.mlflow.log_model=false"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = (quick_store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    expected = pd.read_csv(quick_store["outputs"] / "predictions" / "test.csv")
+    weights.rename(tmp_path / "moved.pth")
+    monkeypatch.setattr(tv, "_download", lambda *args: pytest.fail("downloaded weights a checkpoint holds"))
+    output = tmp_path / "predictions.csv"
+    code, stdout, stderr = predict_cli([str(checkpoint), "--input", str(folder / "val"), "--output", str(output),
+                                        "--no-progress"])
+    assert code == 0, stderr[-3000:]
+    predicted = pd.read_csv(output)
+    assert len(predicted) == 4 and sorted(predicted["prediction"].unique()) <= ["ants", "bees"]
+    by_path = dict(zip(predicted["path"], predicted["prediction"]))
+    assert all(by_path[path] == label for path, label in zip(expected["path"], expected["prediction"])), (expected,
+                                                                                                           predicted)
+    code, stdout, stderr = eval_cli([str(checkpoint), "--tracking-uri", quick_store["uri"], "--output-dir",
+                                     str(tmp_path / "evaluation")])
+    assert code == 0, stderr[-3000:]
+    assert "test/acc=" in stdout
+
+
 def test_weights_not_cached_are_refused_before_any_run_naming_url_and_path(tmp_path, quick_store):
     folder = tutorial_folder(tmp_path / "hymenoptera", per_class=3, test_per_class=1, modes=False)
     torch_home = tmp_path / "empty-torch-home"

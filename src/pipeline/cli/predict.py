@@ -190,8 +190,10 @@ def _from_checkpoint(path: Path) -> Predictor:
     from omegaconf import OmegaConf
 
     from pipeline.data.base import DataSpec
-    from pipeline.models import build_model
+    from pipeline.config import ConfigError
+    from pipeline.models import build_model, weights_from_checkpoint
     from pipeline.tasks import build_task_module
+    from pipeline.train import building
     from pipeline.tracking.pyfunc_model import predict_frame
 
     if not path.is_file():
@@ -215,7 +217,6 @@ def _from_checkpoint(path: Path) -> Predictor:
     import importlib
 
     adapter = getattr(importlib.import_module(state["module"]), state["class"]).from_dict(state)
-    model = build_model(cfg.model, spec)
     import pickle
 
     from pipeline.cli.errors import one_line
@@ -230,6 +231,15 @@ def _from_checkpoint(path: Path) -> Predictor:
         raise PredictError(f"{path}: not a readable PyTorch checkpoint ({one_line(error)[:300]}); a file cut short "
                            "(a full disk, a copy that did not finish) cannot be read: take the run's other "
                            "checkpoint or its MLflow run id") from None
+    try:
+        # the checkpoint holds every weight: a pretrained model's own (model.weights) need not be at hand
+        with weights_from_checkpoint(), building("model"):
+            model = build_model(cfg.model, spec)
+    except ConfigError as error:  # the architecture's own files (model.name's folder) are gone, ...
+        run_id = checkpoint.get("mlflow_run_id") if isinstance(checkpoint, dict) else None
+        raise PredictError(f"{path}: cannot rebuild the run's model: {one_line(error)}; the checkpoint holds its "
+                           "weights, not what model.name reads to build it: put that back, or predict with the "
+                           f"run's id{f' ({run_id})' if run_id else ''}, whose logged model needs neither") from None
     try:
         weights = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(weights)
@@ -576,6 +586,8 @@ def _progress_bar(args: argparse.Namespace):
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    from hydra.errors import InstantiationException
+
     from pipeline.cli.errors import EXIT_USER_ERROR, one_line
     from pipeline.config import ConfigError
     from pipeline.data.base import DataError
@@ -586,7 +598,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         _refuse_overwriting_input(args)
         predictor = load_predictor(args.model, args.tracking_uri)
         rows = predict_file(predictor, args)
-    except (PredictError, DataError, ConfigError) as error:
+    except (PredictError, DataError, ConfigError, InstantiationException) as error:
+        if isinstance(error, InstantiationException):  # Hydra's wrapping of what a class raised while built
+            if not isinstance(error.__cause__, (DataError, ConfigError)):
+                raise
+            error = error.__cause__
         print(f"Error: {one_line(error)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     if rows == 0:

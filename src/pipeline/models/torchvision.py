@@ -6,7 +6,9 @@ cache (``$TORCH_HOME/hub/checkpoints``, where torchvision itself caches them), a
 architecture, or ``none``. Whether they are there, and fit the architecture, is checked before any data is
 loaded (:meth:`TorchvisionClassifier.check_config`, called by config validation): a missing file is refused
 with its URL and the path to put it at, unless ``download=true`` and the download succeeds. Every file is
-read with ``torch.load(weights_only=True)``, memory-mapped.
+read with ``torch.load(weights_only=True)``, memory-mapped. Built to take a checkpoint's weights
+(:func:`pipeline.models.weights_from_checkpoint`: ``pipeline-predict <checkpoint>``, ``pipeline-eval``), the model
+reads none of them: the architecture alone.
 
 Fine-tuning: ``freeze_backbone`` trains the new head only, ``unfreeze_at_epoch`` trains everything from that
 epoch on (:class:`pipeline.fine_tuning.UnfreezeBackbone` calls :meth:`set_backbone_trainable`), and
@@ -136,6 +138,14 @@ def _weights_read_from(path: Path):
         WeightsEnum.get_state_dict = original
 
 
+def pretrained_weights(weights: Any) -> Any:
+    """``weights``, or none where the model is built to take a checkpoint's weights (which hold them all):
+    :func:`pipeline.models.weights_from_checkpoint`."""
+    from pipeline.models import PRETRAINED_WEIGHTS
+
+    return weights if PRETRAINED_WEIGHTS.get() else None
+
+
 # ----- the architecture -------------------------------------------------------------------------------------------
 def build_network(name: str, weights: Any, download: bool = True) -> nn.Module:
     """torchvision's ``name`` with ``weights`` loaded (its original head still on)."""
@@ -241,7 +251,7 @@ class TorchvisionClassifier(nn.Module):
             raise ValueError(f"{name} expects grey or RGB images (1 or 3, H, W), got input_shape={tuple(input_shape)}")
         self.name = name
         self.input_normalization = input_normalization
-        self.network = build_network(name, weights, download)
+        self.network = build_network(name, pretrained_weights(weights), download)
         self.head_name, old_head = find_head(self.network)
         self.network.set_submodule(self.head_name, new_head(old_head, num_outputs, dropout))
         self.grey_input = input_shape[0] == 1
@@ -322,4 +332,4 @@ class TorchvisionClassifier(nn.Module):
         # build it on the meta device: the weights file is found (or downloaded) and its keys and shapes
         # checked against the architecture, without reading its tensors
         with torch.device("meta"):
-            build_network(name, model.get("weights", "DEFAULT"), bool(model.get("download", True)))
+            build_network(name, pretrained_weights(model.get("weights", "DEFAULT")), bool(model.get("download", True)))
