@@ -276,6 +276,36 @@ def test_one_class_folder_is_refused_before_any_run(tmp_path, quick_store):
     assert runs_in(quick_store) == []
 
 
+@pytest.mark.parametrize("in_memory", ["true", "false"])
+def test_a_class_whose_every_file_is_unreadable_is_refused_with_skip_bad_files(tmp_path, quick_store, in_memory):
+    """data.skip_bad_files=true left out every file of a class, and the run finished as a model with that class
+    (a probability_<class> column) which never saw an image of it; the only sign was "left out 3 unreadable
+    file(s)". Refused now, as an empty class folder is: one line naming the folder (or the label), no run."""
+    from pipeline.data.image_files import ImageCSV
+
+    folder = tutorial_folder(tmp_path / "pets", per_class=3, test_per_class=1, modes=False)
+    for index in range(3):
+        (folder / "train" / "wasps" / f"{index}.png").parent.mkdir(parents=True, exist_ok=True)
+        (folder / "train" / "wasps" / f"{index}.png").write_text("junk")
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "data.skip_bad_files=true",
+                                 f"data.in_memory={in_memory}", "data.augment=false", "data.num_workers=0"], quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert line.startswith(f"Error: data.path: no readable images in {folder / 'train' / 'wasps'}: every one is "
+                           "unreadable and data.skip_bad_files=true left it out"), line
+    assert "remove the class's folder" in line, line
+    assert runs_in(quick_store) == []
+    # a listing: the label is named
+    listing = tmp_path / "labels.csv"
+    rows = [f"{path.relative_to(tmp_path)},{path.parent.name}" for path in sorted((folder / "train").rglob("*.*"))]
+    listing.write_text("path,label\n" + "\n".join(rows) + "\n")
+    data = ImageCSV(path=str(listing), image_size=16, num_workers=0, skip_bad_files=True, augment=False,
+                    in_memory=in_memory == "true")
+    with pytest.raises(Exception, match=rf"{listing} \(column 'label'\): no readable training image labelled 'wasps': "
+                                        "every one is unreadable"):
+        data.setup()
+
+
 @pytest.mark.slow
 def test_file_unreadable_while_streaming_stops_the_run_with_its_name(tmp_path, quick_store):
     folder = tutorial_folder(tmp_path / "hymenoptera", per_class=4, test_per_class=2, modes=False)
