@@ -685,6 +685,43 @@ def test_weights_not_cached_are_refused_before_any_run_naming_url_and_path(tmp_p
     assert runs_in(quick_store) == [] and not torch_home.exists()
 
 
+def test_an_unreadable_weights_file_is_named_as_what_the_user_set_without_torchs_mmap_advice(tmp_path, quick_store,
+                                                                                             monkeypatch):
+    """A cut-off download in torch hub's cache with model.weights=DEFAULT was refused as 'model.weights=<cache path>:
+    not a readable PyTorch state dict (mmap can only be used with files saved with torch.save(...
+    _use_new_zipfile_serialization=True) ...)': the user set DEFAULT, not a path, and torch's advice was wrong. Now it
+    is the cached download, to delete and download again; a file of the user's own gets how to save one; a state
+    dict in torch.save's legacy (non-zip) format, which cannot be memory-mapped, is read."""
+    from pipeline.models.torchvision import TorchvisionClassifier
+
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=3, test_per_class=1, modes=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_text("hello")
+    own = tmp_path / "mine.pth"
+    own.write_text("hello")
+    common = ["task=image_classification", "data=image_folder", f"data.path={folder}", "model=torchvision",
+              "model.download=false"]
+    result = run_cli_in_process(common, quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert line.startswith(f"Error: model.weights=DEFAULT (IMAGENET1K_V1): {cached}, the cached download of these "
+                           "weights, is unreadable (cut off while downloading?"), line
+    assert line.endswith("delete it and download it again") and "mmap" not in line, line
+    result = run_cli_in_process([*common, f"model.weights={own}"], quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert single_error_line(result.stderr) == (f"Error: model.weights={own}: not a readable PyTorch state dict (not a "
+                                                "file torch.save wrote); save one with torch.save(model.state_dict(), "
+                                                "path)")
+    assert runs_in(quick_store) == []
+    legacy = tmp_path / "legacy.pth"
+    state = resnet18_state_dict(tmp_path / "zip.pth")
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    model = TorchvisionClassifier((3, 32, 32), 2, name="resnet18", weights=str(legacy))
+    assert torch.equal(model.network.conv1.weight, state["conv1.weight"])
+
+
 def test_listing_labels_are_spelled_and_ordered_as_in_tables_and_texts(tmp_path):
     """``1``, `` 1`` and ``1.0`` in a path,label listing are one class (they were three), and numeric classes are in
     numeric order, 2 before 10 (they were in string order: 1, 10, 2), as tables and text files read them."""

@@ -110,13 +110,19 @@ def _download(url: str, path: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
+def read_state_dict(path: Path, what: str, cached_as: str = "") -> dict[str, Tensor]:
     """A state dict from ``path``, memory-mapped, with ``weights_only=True`` (a file that would run code when
-    unpickled is refused)."""
+    unpickled is refused). ``cached_as``: the weights name whose download ``path`` is (torch hub's cache), which an
+    unreadable file is then said to be."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = _load_tensors(path)
     except Exception as error:
-        raise ConfigError(f"{what}={path}: not a readable PyTorch state dict ({_one_line(error)})") from None
+        if cached_as:
+            raise ConfigError(f"model.weights={cached_as}: {path}, the cached download of these weights, is unreadable "
+                              f"(cut off while downloading?: {_one_line(error)}); delete it and download it again"
+                              ) from None
+        raise ConfigError(f"{what}={path}: not a readable PyTorch state dict ({_one_line(error)}); save one with "
+                          "torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -124,14 +130,32 @@ def read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
     return state
 
 
+def _load_tensors(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+    # not the zip archive torch.save writes, which alone can be memory-mapped (torch's advice then is to save it
+    # so): torch.save's legacy format is read whole; anything else is no file torch.save wrote
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused it: its message says why
+        raise
+    except Exception:
+        raise ValueError("not a file torch.save wrote") from None
+
+
 @contextlib.contextmanager
-def _weights_read_from(path: Path):
+def _weights_read_from(path: Path, label: str):
     """torchvision's builders fetch their weights with ``WeightsEnum.get_state_dict`` (a download, then an
     unrestricted ``torch.load``); meanwhile it reads the checked cache file with ``weights_only=True``."""
     from torchvision.models._api import WeightsEnum
 
     original = WeightsEnum.get_state_dict
-    WeightsEnum.get_state_dict = lambda self, *args, **kwargs: read_state_dict(path, "model.weights")
+    WeightsEnum.get_state_dict = lambda self, *args, **kwargs: read_state_dict(path, "model.weights", cached_as=label)
     try:
         yield
     finally:
@@ -154,7 +178,7 @@ def build_network(name: str, weights: Any, download: bool = True) -> nn.Module:
     kind, value = resolve_weights(name, weights)
     if kind == "torchvision":
         path = ensure_cached(name, value, download, str(weights))
-        with _weights_read_from(path), warnings.catch_warnings():
+        with _weights_read_from(path, _weights_label(value, str(weights))), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(meta parameter|no-op).*")
             try:
                 network = torchvision.models.get_model(name, weights=value)
