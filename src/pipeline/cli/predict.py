@@ -57,6 +57,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--decimal", choices=[".", ","], default=None,
                         help="the decimal mark of the input's numbers when it is not the training file's, e.g. , "
                              "for 3,14 (default: the training file's, data.decimal)")
+    parser.add_argument("--encoding", default=None,
+                        help="the text encoding of a CSV/TSV/JSON lines input, e.g. cp1252 or latin-1 (default: UTF-8; a "
+                             "file that is not is read as Windows-1252, with a notice), as data.encoding does")
     parser.add_argument("--sheet", default=None, help="the sheet of an Excel (.xlsx) input (default: the first)")
     parser.add_argument("--skip-rows", type=int, default=0, metavar="N",
                         help="lines of a CSV/TSV input (rows of a sheet) above its header to leave out, e.g. a title")
@@ -394,8 +397,9 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     # kept columns the model does not read are copied as written (ids with leading zeros, codes)
     text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns
                     and original.get(c, c) not in predictor.columns]
-    for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=decimal, flags=True,
-                            names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows,
+    for batch in iter_table(source, args.batch_size, args.format, args.sep, encoding=args.encoding, decimal=decimal,
+                            flags=True, names=predictor.file_columns, required=required, sheet=args.sheet,
+                            skip_rows=args.skip_rows,
                             text_columns=text_columns, target=predictor.file_target,
                             literal_columns=[original.get(column, column)] if predictor.reads == "texts" else ()):
         if args.rename:
