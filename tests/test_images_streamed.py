@@ -306,6 +306,21 @@ def test_a_class_whose_every_file_is_unreadable_is_refused_with_skip_bad_files(t
         data.setup()
 
 
+@pytest.mark.parametrize("in_memory", ["true", "false"])
+def test_the_split_sizes_count_no_file_found_unreadable_in_set_up(tmp_path, quick_store, in_memory):
+    """A streamed run reads its training images in set-up to take their statistics; the files found cut short there
+    were left out, yet the data line counted them (9 train images of 8 readable ones). Both paths count alike now."""
+    folder = tutorial_folder(tmp_path / "pets", per_class=4, test_per_class=2, modes=False)
+    cut = truncated_png(folder / "train" / "bees" / "cut.png")  # its header reads well: found when decoded
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "data.skip_bad_files=true",
+                                 f"data.in_memory={in_memory}", "data.augment=false", "data.num_workers=0",
+                                 "data.val_fraction=0", "trainer.max_epochs=1"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = data_line(result.stdout)
+    assert ": 8 train / 0 validation / 4 test images;" in line, line
+    assert f"left out 1 unreadable file(s) (data.skip_bad_files=true), e.g. {cut}" in line, line
+
+
 @pytest.mark.slow
 def test_file_unreadable_while_streaming_stops_the_run_with_its_name(tmp_path, quick_store):
     folder = tutorial_folder(tmp_path / "hymenoptera", per_class=4, test_per_class=2, modes=False)
