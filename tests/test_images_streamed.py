@@ -276,6 +276,51 @@ def test_one_class_folder_is_refused_before_any_run(tmp_path, quick_store):
     assert runs_in(quick_store) == []
 
 
+@pytest.mark.parametrize("in_memory", ["true", "false"])
+def test_a_class_whose_every_file_is_unreadable_is_refused_with_skip_bad_files(tmp_path, quick_store, in_memory):
+    """data.skip_bad_files=true left out every file of a class, and the run finished as a model with that class
+    (a probability_<class> column) which never saw an image of it; the only sign was "left out 3 unreadable
+    file(s)". Refused now, as an empty class folder is: one line naming the folder (or the label), no run."""
+    from pipeline.data.image_files import ImageCSV
+
+    folder = tutorial_folder(tmp_path / "pets", per_class=3, test_per_class=1, modes=False)
+    for index in range(3):
+        (folder / "train" / "wasps" / f"{index}.png").parent.mkdir(parents=True, exist_ok=True)
+        (folder / "train" / "wasps" / f"{index}.png").write_text("junk")
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "data.skip_bad_files=true",
+                                 f"data.in_memory={in_memory}", "data.augment=false", "data.num_workers=0"], quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert line.startswith(f"Error: data.path: no readable images in {folder / 'train' / 'wasps'}: every one is "
+                           "unreadable and data.skip_bad_files=true left it out"), line
+    assert "remove the class's folder" in line, line
+    assert runs_in(quick_store) == []
+    # a listing: the label is named
+    listing = tmp_path / "labels.csv"
+    rows = [f"{path.relative_to(tmp_path)},{path.parent.name}" for path in sorted((folder / "train").rglob("*.*"))]
+    listing.write_text("path,label\n" + "\n".join(rows) + "\n")
+    data = ImageCSV(path=str(listing), image_size=16, num_workers=0, skip_bad_files=True, augment=False,
+                    in_memory=in_memory == "true")
+    with pytest.raises(Exception, match=rf"{listing} \(column 'label'\): no readable training image labelled 'wasps': "
+                                        "every one is unreadable"):
+        data.setup()
+
+
+@pytest.mark.parametrize("in_memory", ["true", "false"])
+def test_the_split_sizes_count_no_file_found_unreadable_in_set_up(tmp_path, quick_store, in_memory):
+    """A streamed run reads its training images in set-up to take their statistics; the files found cut short there
+    were left out, yet the data line counted them (9 train images of 8 readable ones). Both paths count alike now."""
+    folder = tutorial_folder(tmp_path / "pets", per_class=4, test_per_class=2, modes=False)
+    cut = truncated_png(folder / "train" / "bees" / "cut.png")  # its header reads well: found when decoded
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "data.skip_bad_files=true",
+                                 f"data.in_memory={in_memory}", "data.augment=false", "data.num_workers=0",
+                                 "data.val_fraction=0", "trainer.max_epochs=1"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = data_line(result.stdout)
+    assert ": 8 train / 0 validation / 4 test images;" in line, line
+    assert f"left out 1 unreadable file(s) (data.skip_bad_files=true), e.g. {cut}" in line, line
+
+
 @pytest.mark.slow
 def test_file_unreadable_while_streaming_stops_the_run_with_its_name(tmp_path, quick_store):
     folder = tutorial_folder(tmp_path / "hymenoptera", per_class=4, test_per_class=2, modes=False)
@@ -599,6 +644,42 @@ def test_named_weights_load_from_torch_hub_cache_and_unfreeze_on_schedule(tmp_pa
         assert all(p.requires_grad for p in model.head_parameters())
 
 
+def test_a_checkpoint_is_predicted_and_evaluated_after_the_pretrained_weights_file_is_gone(tmp_path, quick_store,
+                                                                                          monkeypatch):
+    """The checkpoint holds every weight, yet pipeline-predict <checkpoint> built the model with model.weights first:
+    with the run's weights file moved away it crashed with Hydra's traceback (exit 1), and pipeline-eval refused
+    (model.weights=...: no such file). Both now build the architecture alone; nothing is downloaded."""
+    import pandas as pd
+
+    import pipeline.models.torchvision as tv
+
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=4, test_per_class=2, modes=False)
+    weights = tmp_path / "resnet18.pth"
+    resnet18_state_dict(weights)
+    result = run_cli_in_process(["task=image_classification", "data=image_folder", f"data.path={folder}",
+                                 "data.image_size=32", "data.num_workers=0", "model=torchvision", "model.name=resnet18",
+                                 f"model.weights={weights}", "trainer.max_epochs=1", "logger.mlflow.log_plots=false",
+                                 "logger.mlflow.log_model=false"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = (quick_store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    expected = pd.read_csv(quick_store["outputs"] / "predictions" / "test.csv")
+    weights.rename(tmp_path / "moved.pth")
+    monkeypatch.setattr(tv, "_download", lambda *args: pytest.fail("downloaded weights a checkpoint holds"))
+    output = tmp_path / "predictions.csv"
+    code, stdout, stderr = predict_cli([str(checkpoint), "--input", str(folder / "val"), "--output", str(output),
+                                        "--no-progress"])
+    assert code == 0, stderr[-3000:]
+    predicted = pd.read_csv(output)
+    assert len(predicted) == 4 and sorted(predicted["prediction"].unique()) <= ["ants", "bees"]
+    by_path = dict(zip(predicted["path"], predicted["prediction"]))
+    assert all(by_path[path] == label for path, label in zip(expected["path"], expected["prediction"])), (expected,
+                                                                                                           predicted)
+    code, stdout, stderr = eval_cli([str(checkpoint), "--tracking-uri", quick_store["uri"], "--output-dir",
+                                     str(tmp_path / "evaluation")])
+    assert code == 0, stderr[-3000:]
+    assert "test/acc=" in stdout
+
+
 def test_weights_not_cached_are_refused_before_any_run_naming_url_and_path(tmp_path, quick_store):
     folder = tutorial_folder(tmp_path / "hymenoptera", per_class=3, test_per_class=1, modes=False)
     torch_home = tmp_path / "empty-torch-home"
@@ -617,6 +698,43 @@ def test_weights_not_cached_are_refused_before_any_run_naming_url_and_path(tmp_p
     assert f"download https://download.pytorch.org/models/{wanted.name} and save it as {wanted}" in line, line
     assert "Data:" not in result.stdout  # refused before the data was read
     assert runs_in(quick_store) == [] and not torch_home.exists()
+
+
+def test_an_unreadable_weights_file_is_named_as_what_the_user_set_without_torchs_mmap_advice(tmp_path, quick_store,
+                                                                                             monkeypatch):
+    """A cut-off download in torch hub's cache with model.weights=DEFAULT was refused as 'model.weights=<cache path>:
+    not a readable PyTorch state dict (mmap can only be used with files saved with torch.save(...
+    _use_new_zipfile_serialization=True) ...)': the user set DEFAULT, not a path, and torch's advice was wrong. Now it
+    is the cached download, to delete and download again; a file of the user's own gets how to save one; a state
+    dict in torch.save's legacy (non-zip) format, which cannot be memory-mapped, is read."""
+    from pipeline.models.torchvision import TorchvisionClassifier
+
+    folder = tutorial_folder(tmp_path / "hymenoptera", per_class=3, test_per_class=1, modes=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_text("hello")
+    own = tmp_path / "mine.pth"
+    own.write_text("hello")
+    common = ["task=image_classification", "data=image_folder", f"data.path={folder}", "model=torchvision",
+              "model.download=false"]
+    result = run_cli_in_process(common, quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert line.startswith(f"Error: model.weights=DEFAULT (IMAGENET1K_V1): {cached}, the cached download of these "
+                           "weights, is unreadable (cut off while downloading?"), line
+    assert line.endswith("delete it and download it again") and "mmap" not in line, line
+    result = run_cli_in_process([*common, f"model.weights={own}"], quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert single_error_line(result.stderr) == (f"Error: model.weights={own}: not a readable PyTorch state dict (not a "
+                                                "file torch.save wrote); save one with torch.save(model.state_dict(), "
+                                                "path)")
+    assert runs_in(quick_store) == []
+    legacy = tmp_path / "legacy.pth"
+    state = resnet18_state_dict(tmp_path / "zip.pth")
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    model = TorchvisionClassifier((3, 32, 32), 2, name="resnet18", weights=str(legacy))
+    assert torch.equal(model.network.conv1.weight, state["conv1.weight"])
 
 
 def test_listing_labels_are_spelled_and_ordered_as_in_tables_and_texts(tmp_path):

@@ -1063,6 +1063,19 @@ def test_a_latin1_file_is_read_with_a_notice(store):
                                  "logger=none"], store)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "is not UTF-8" in result.stdout + result.stderr and "Windows-1252" in result.stdout + result.stderr
+    # pipeline-predict has no data.encoding: its notice said "set data.encoding"; it names --encoding, which reads it
+    [checkpoint] = store["tmp"].glob("outputs*/checkpoints/best-*.ckpt")
+    output = store["tmp"] / "predictions.csv"
+    predict = ["pipeline.cli.predict", str(checkpoint), "--input", str(path), "--output", str(output), "--no-progress"]
+    result = run_cli(predict[1:], module=predict[0])
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = result.stdout + result.stderr
+    assert "is not UTF-8" in said and "convert it to UTF-8 or set --encoding" in said and "data.encoding" not in said, said
+    result = run_cli([*predict[1:], "--encoding", "latin-1"], module=predict[0])
+    assert result.returncode == 0 and "is not UTF-8" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert len(pd.read_csv(output)) == 60
+    code, _, stderr = predict_cli([*predict[1:], "--encoding", "klingon"])
+    assert code == 2 and "set --encoding to the file's encoding" in error_line(stderr), stderr[-2000:]
 
 
 def test_a_class_only_in_the_test_file_is_refused_not_added_to_the_model(store):

@@ -355,6 +355,32 @@ def test_transformer_from_a_local_folder_fine_tunes_through_the_cli(store, tmp_p
     assert saved["model"]["type"] == "WordPiece" and "[CLS]" in saved["model"]["vocab"]
 
 
+def test_predicting_from_a_checkpoint_whose_model_folder_has_moved_is_one_error_line(store, tmp_path, monkeypatch):
+    """The checkpoint holds the weights, but the run saved nothing of the architecture that model.name's folder holds
+    (its config.json): pipeline-predict <checkpoint> crashed with Hydra's InstantiationException traceback (exit 1).
+    Now one line names model.name and the ways round it (the folder back, or the run id's logged model); exit 2."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model_dir = write_tiny_bert(tmp_path / "tiny-bert")
+    data = write_sentiment_tsv(tmp_path / "data", rows=60, dev=20)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={data}", "model=transformer",
+                                 f"model.name={model_dir}", "data.max_length=16", "trainer.max_epochs=1",
+                                 "logger.mlflow.log_plots=false", "logger.mlflow.log_model=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    model_dir.rename(tmp_path / "moved")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a great film\na dull plot\n")
+    output = tmp_path / "predictions.csv"
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(texts), "--output", str(output), "--no-progress"])
+    assert code == 2, stderr[-3000:]
+    line = error_line(stderr)
+    assert line.startswith(f"Error: {checkpoint}: cannot rebuild the run's model: model.name={model_dir}: no such "
+                           "folder"), line
+    assert f"predict with the run's id ({run.info.run_id})" in line, line
+    assert not output.exists()
+
+
 def test_a_model_neither_cached_nor_downloadable_is_refused_before_any_run(store, tmp_path):
     result = run_cli(["experiment=finetune_transformer", "model.name=pipeline-tests/not-a-cached-model",
                       "data=text_tsv", f"data.path={write_sentiment_tsv(tmp_path / 'data', rows=20)}"], store,

@@ -149,12 +149,15 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     absolute_data_paths(cfg)
     from pipeline.data.base import fitted_differences, saved_fitted_state
     from pipeline.hub import TOKENIZER_CHECKED
+    from pipeline.models import weights_from_checkpoint
 
     saved = saved_fitted_state(source_data)
-    # with the source run's fitted state, a pretrained tokenizer is not loaded: it need not be at hand
+    # with the source run's fitted state, a pretrained tokenizer is not loaded: it need not be at hand; nor need
+    # a pretrained model's weights (model.weights), which the checkpoint's replace
     checked = TOKENIZER_CHECKED.set(saved is None)
     try:
-        validate(cfg)
+        with weights_from_checkpoint():
+            validate(cfg)
     finally:
         TOKENIZER_CHECKED.reset(checked)
     from pipeline import distributed
@@ -182,7 +185,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
                 "data.test_path), or answer for new rows with pipeline-predict")
         if source_test_digest:
             _warn_if_other_test_rows(datamodule, source_test_digest, source_digest_kind)
-        run_parts = build(cfg, datamodule, (), output_dir)
+        with weights_from_checkpoint():
+            run_parts = build(cfg, datamodule, (), output_dir)
         check_resume_checkpoint(str(weights), run_parts.task_module)
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}
         if source_run:

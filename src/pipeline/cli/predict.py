@@ -57,6 +57,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--decimal", choices=[".", ","], default=None,
                         help="the decimal mark of the input's numbers when it is not the training file's, e.g. , "
                              "for 3,14 (default: the training file's, data.decimal)")
+    parser.add_argument("--encoding", default=None,
+                        help="the text encoding of a CSV/TSV/JSON lines input, e.g. cp1252 or latin-1 (default: UTF-8; a "
+                             "file that is not is read as Windows-1252, with a notice), as data.encoding does")
     parser.add_argument("--sheet", default=None, help="the sheet of an Excel (.xlsx) input (default: the first)")
     parser.add_argument("--skip-rows", type=int, default=0, metavar="N",
                         help="lines of a CSV/TSV input (rows of a sheet) above its header to leave out, e.g. a title")
@@ -190,8 +193,10 @@ def _from_checkpoint(path: Path) -> Predictor:
     from omegaconf import OmegaConf
 
     from pipeline.data.base import DataSpec
-    from pipeline.models import build_model
+    from pipeline.config import ConfigError
+    from pipeline.models import build_model, weights_from_checkpoint
     from pipeline.tasks import build_task_module
+    from pipeline.train import building
     from pipeline.tracking.pyfunc_model import predict_frame
 
     if not path.is_file():
@@ -215,7 +220,6 @@ def _from_checkpoint(path: Path) -> Predictor:
     import importlib
 
     adapter = getattr(importlib.import_module(state["module"]), state["class"]).from_dict(state)
-    model = build_model(cfg.model, spec)
     import pickle
 
     from pipeline.cli.errors import one_line
@@ -230,6 +234,15 @@ def _from_checkpoint(path: Path) -> Predictor:
         raise PredictError(f"{path}: not a readable PyTorch checkpoint ({one_line(error)[:300]}); a file cut short "
                            "(a full disk, a copy that did not finish) cannot be read: take the run's other "
                            "checkpoint or its MLflow run id") from None
+    try:
+        # the checkpoint holds every weight: a pretrained model's own (model.weights) need not be at hand
+        with weights_from_checkpoint(), building("model"):
+            model = build_model(cfg.model, spec)
+    except ConfigError as error:  # the architecture's own files (model.name's folder) are gone, ...
+        run_id = checkpoint.get("mlflow_run_id") if isinstance(checkpoint, dict) else None
+        raise PredictError(f"{path}: cannot rebuild the run's model: {one_line(error)}; the checkpoint holds its "
+                           "weights, not what model.name reads to build it: put that back, or predict with the "
+                           f"run's id{f' ({run_id})' if run_id else ''}, whose logged model needs neither") from None
     try:
         weights = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(weights)
@@ -384,8 +397,9 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     # kept columns the model does not read are copied as written (ids with leading zeros, codes)
     text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns
                     and original.get(c, c) not in predictor.columns]
-    for batch in iter_table(source, args.batch_size, args.format, args.sep, decimal=decimal, flags=True,
-                            names=predictor.file_columns, required=required, sheet=args.sheet, skip_rows=args.skip_rows,
+    for batch in iter_table(source, args.batch_size, args.format, args.sep, encoding=args.encoding, decimal=decimal,
+                            flags=True, names=predictor.file_columns, required=required, sheet=args.sheet,
+                            skip_rows=args.skip_rows,
                             text_columns=text_columns, target=predictor.file_target,
                             literal_columns=[original.get(column, column)] if predictor.reads == "texts" else ()):
         if args.rename:
@@ -576,6 +590,8 @@ def _progress_bar(args: argparse.Namespace):
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    from hydra.errors import InstantiationException
+
     from pipeline.cli.errors import EXIT_USER_ERROR, one_line
     from pipeline.config import ConfigError
     from pipeline.data.base import DataError
@@ -586,7 +602,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         _refuse_overwriting_input(args)
         predictor = load_predictor(args.model, args.tracking_uri)
         rows = predict_file(predictor, args)
-    except (PredictError, DataError, ConfigError) as error:
+    except (PredictError, DataError, ConfigError, InstantiationException) as error:
+        if isinstance(error, InstantiationException):  # Hydra's wrapping of what a class raised while built
+            if not isinstance(error.__cause__, (DataError, ConfigError)):
+                raise
+            error = error.__cause__
         print(f"Error: {one_line(error)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     if rows == 0:

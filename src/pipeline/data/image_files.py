@@ -24,7 +24,7 @@ import os
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -276,9 +276,19 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         trained = {self._path_of(row) for row in train.x.tolist()}
         return sum(self._path_of(row) in trained for row in test.x.tolist())
 
-    def _check_classes(self, train: list[tuple[int, int]], class_names: Sequence[str], where: str) -> None:
-        """Refuse training images of fewer than two classes (counted after unreadable files are left out)."""
+    def _check_classes(self, train: list[tuple[int, int]], class_names: Sequence[str], where: str,
+                       images_of: Optional[Callable[[str], str]] = None) -> None:
+        """Refuse training images of fewer than two classes, or a class whose every training image was left out as
+        unreadable (data.skip_bad_files): the model would have a class it never saw an image of. ``images_of(name)``
+        names where that class's images are (default: the training rows labelled ``name`` in ``where``)."""
         present = [class_names[label] for label in sorted({label for _, label in train})]
+        lost = [name for name in class_names if name not in present]
+        if lost and present:  # (none readable at all: said below)
+            place = images_of(lost[0]) if images_of else f"{where}: no readable training image labelled {lost[0]!r}"
+            others = f" (and the same for {', '.join(map(repr, lost[1:]))})" if len(lost) > 1 else ""
+            raise DataError(f"{place}{others}: every one is unreadable and data.skip_bad_files=true left it out, "
+                            "which would leave a class the model never saw an image of; replace them with readable "
+                            f"images or remove the class's {'folder' if images_of else 'rows'}")
         if len(present) < 2:
             found = f"one class ({present[0]})" if present else "no readable image"
             raise DataError(f"{where} has {found}; classification needs at least two classes"
@@ -552,7 +562,8 @@ class ImageFolder(ImageFiles):
                     files.append(os.path.join(prefix, image))
         problems = self._set_table(root, files)
         parts = self._drop_unreadable(parts, problems)
-        self._check_classes(parts["train"], classes, f"data.path: {folders['train']}")
+        self._check_classes(parts["train"], classes, f"data.path: {folders['train']}",
+                            lambda name: f"data.path: no readable images in {folders['train'] / name}")
         if split_layout:
             sources = {part: f"{folder.name}/" for part, folder in folders.items()}
         else:

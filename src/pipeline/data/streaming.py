@@ -288,7 +288,8 @@ class StreamedDataModule(InMemoryDataModule):
             how = f"streamed from the files ({workers}; {self.path_reason})"
         else:
             how = f"read into memory ({self.path_reason})"
-        sizes = [len(self.rows[name]) for name in ("train", "val", "test")]
+        # without the files found unreadable so far (streamed: while the statistics were taken), as the note counts
+        sizes = [len(self.without_skipped(self.rows[name])) for name in ("train", "val", "test")]
         announce_splits(self, how, sizes, self.item_noun, self.split_notes + self._skip_note())
 
     def without_skipped(self, rows: Split) -> Split:

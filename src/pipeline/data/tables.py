@@ -383,7 +383,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     missing = [*MISSING_TOKENS, *map(str, na_values)]
     skip_key = "--skip-rows" if flags else "data.skip_rows"
     if fmt in ("csv", "tsv"):
-        encoding = encoding or _text_encoding(path, head_only=True)
+        encoding = encoding or _text_encoding(path, head_only=True, flags=flags)
         sep, header, names, header_lines = _layout(path, fmt, sep, encoding, names, required, skip_rows, target,
                                                    "--sep" if flags else "data.sep")
         checked = False
@@ -412,7 +412,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
             raise _parser_error(path, fmt, error, encoding, header, flags, sep or DEFAULT_SEPARATORS[fmt]) from None
     elif fmt == "jsonl":
-        encoding = encoding or _text_encoding(path, head_only=True)
+        encoding = encoding or _text_encoding(path, head_only=True, flags=flags)
         frame = _read_json_array(path, encoding)  # an array is read whole, then served in batches
         if frame is not None:
             frame = _tidy(frame, missing, literal_columns)
@@ -462,11 +462,12 @@ def _check_file(path: Path, fmt: str) -> None:
                             "Feather file use the .parquet/.feather extension or data.format=parquet|feather")
 
 
-def _text_encoding(path: Path, head_only: bool = False) -> str:
+def _text_encoding(path: Path, head_only: bool = False, flags: bool = False) -> str:
     """UTF-8 (BOM or not; UTF-16 with its BOM); a file that is not valid UTF-8 is read as Windows-1252
     (what "Latin-1" files in the wild are), or as ISO 8859-1 when Windows-1252 cannot decode it, with a
     notice: both decode every accented letter of Western European text, and guessing further is not safe.
-    ``head_only``: judge by the first MiB (streaming a large file; a later bad byte is then reported)."""
+    ``head_only``: judge by the first MiB (streaming a large file; a later bad byte is then reported). ``flags``: the
+    notice names pipeline-predict's --encoding, not data.encoding."""
     import codecs
 
     data = _read_head(path, 1 << 20 if head_only else None)
@@ -481,10 +482,16 @@ def _text_encoding(path: Path, head_only: bool = False) -> str:
             continue
         if encoding != "utf-8-sig":
             log.warning("%s is not UTF-8 (byte %d is 0x%02x); read it as %s. If its text looks wrong, convert "
-                        "it to UTF-8 or set data.encoding", path, first_bad, data[first_bad],
-                        "Windows-1252 (Latin-1)" if encoding == "cp1252" else "ISO 8859-1 (Latin-1)")
+                        "it to UTF-8 or set %s", path, first_bad, data[first_bad],
+                        "Windows-1252 (Latin-1)" if encoding == "cp1252" else "ISO 8859-1 (Latin-1)",
+                        _encoding_key(flags))
         return encoding
     raise AssertionError("unreachable: latin-1 decodes any byte")
+
+
+def _encoding_key(flags: bool) -> str:
+    """The setting that names a file's encoding: pipeline-predict's flag (``flags``) or the data config's key."""
+    return "--encoding" if flags else "data.encoding"
 
 
 def _check_decimal(decimal: str) -> None:
@@ -569,7 +576,7 @@ def _layout(path: Path, fmt: str, sep: Optional[str], encoding: str, names: Opti
             key: str) -> tuple[Optional[str], list[str], Optional[list[str]], int]:
     """How a CSV/TSV file is laid out: (its separator, its columns, the names to give pandas (None: the header's),
     1 when its first line after ``skip_rows`` is a header). An empty file and duplicate names are refused."""
-    header = _check_header(path, fmt, sep, encoding, skip_rows)
+    header = _check_header(path, fmt, sep, encoding, skip_rows, flags=key.startswith("--"))
     if header is None:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
     sep, header = _detect_separator(path, fmt, sep, encoding, header, key, skip_rows)
@@ -607,7 +614,8 @@ def _detect_separator(path: Path, fmt: str, sep: Optional[str], encoding: str, h
     return sep, header
 
 
-def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str, skip_rows: int = 0) -> Optional[list[str]]:
+def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str, skip_rows: int = 0,
+                  flags: bool = False) -> Optional[list[str]]:
     """The first row's cells (None for an empty file): the header's column names, unless data.columns names
     them (the caller refuses duplicate names, which pandas would silently rename: ``a``, ``a.1``)."""
     try:
@@ -617,8 +625,8 @@ def _check_header(path: Path, fmt: str, sep: Optional[str], encoding: str, skip_
                 next(reader, None)
             first = next(reader, None)
     except (UnicodeDecodeError, LookupError) as error:
-        raise DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set data.encoding "
-                        "to the file's encoding or convert it to UTF-8") from None
+        raise DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set "
+                        f"{_encoding_key(flags)} to the file's encoding or convert it to UTF-8") from None
     except csv.Error as error:
         raise DataError(f"{path}:1: the header row cannot be read ({error})") from None
     if first is None:
@@ -691,8 +699,8 @@ def _parser_error(path: Path, fmt: str, error: Exception, encoding: Optional[str
         return DataError(f"{path}:{line}: expected {expected} columns, found {found}"
                          f"{_ragged_hint(path, sep, encoding, header, flags, int(line), int(found))}")
     if isinstance(error, (UnicodeDecodeError, LookupError)):
-        return DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set data.encoding to "
-                         "the file's encoding or convert it to UTF-8")
+        return DataError(f"{path}: cannot be read as {encoding} text ({_first_line(error)}); set "
+                         f"{_encoding_key(flags)} to the file's encoding or convert it to UTF-8")
     return DataError(f"{path}: cannot be read as {fmt.upper()} ({_first_line(error)})")
 
 

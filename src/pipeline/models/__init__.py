@@ -7,6 +7,8 @@ Every model takes ``(input_shape, num_outputs, dropout=0.0, l1=0.0, ...)`` (text
 stores ``l1`` for the training objective, and declares the ``modalities`` and ``tasks`` it
 supports so an incompatible model/data choice is refused before any data is loaded.
 """
+import contextlib
+import contextvars
 import importlib
 
 # each model's module is imported when it is used (the configs name them: pipeline.models.mlp.MLP), so a
@@ -47,6 +49,22 @@ def model_inputs(spec, target=None) -> dict:
     return {**inputs, **offered}
 
 
+# off while a model is built to take a checkpoint's weights (pipeline-predict <checkpoint>, pipeline-eval): the
+# checkpoint holds every weight, so a pretrained model's own (a torchvision model.weights file, torch hub's cache, a
+# download) are neither read nor needed; the architecture alone is built
+PRETRAINED_WEIGHTS = contextvars.ContextVar("pipeline_pretrained_weights", default=True)
+
+
+@contextlib.contextmanager
+def weights_from_checkpoint():
+    """Models built (and their configs checked) meanwhile leave out their pretrained weights."""
+    token = PRETRAINED_WEIGHTS.set(False)
+    try:
+        yield
+    finally:
+        PRETRAINED_WEIGHTS.reset(token)
+
+
 def build_model(model_cfg, spec):
     """The ``nn.Module`` that ``model_cfg`` (a ``conf/model`` node) names, sized for the data ``spec``."""
     from hydra.utils import get_object, instantiate
@@ -57,6 +75,7 @@ def build_model(model_cfg, spec):
 __all__ = [
     "build_model",
     "model_inputs",
+    "weights_from_checkpoint",
     "BagOfWords",
     "CNN",
     "LinearRegression",

@@ -6,7 +6,9 @@ cache (``$TORCH_HOME/hub/checkpoints``, where torchvision itself caches them), a
 architecture, or ``none``. Whether they are there, and fit the architecture, is checked before any data is
 loaded (:meth:`TorchvisionClassifier.check_config`, called by config validation): a missing file is refused
 with its URL and the path to put it at, unless ``download=true`` and the download succeeds. Every file is
-read with ``torch.load(weights_only=True)``, memory-mapped.
+read with ``torch.load(weights_only=True)``, memory-mapped. Built to take a checkpoint's weights
+(:func:`pipeline.models.weights_from_checkpoint`: ``pipeline-predict <checkpoint>``, ``pipeline-eval``), the model
+reads none of them: the architecture alone.
 
 Fine-tuning: ``freeze_backbone`` trains the new head only, ``unfreeze_at_epoch`` trains everything from that
 epoch on (:class:`pipeline.fine_tuning.UnfreezeBackbone` calls :meth:`set_backbone_trainable`), and
@@ -108,13 +110,19 @@ def _download(url: str, path: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
+def read_state_dict(path: Path, what: str, cached_as: str = "") -> dict[str, Tensor]:
     """A state dict from ``path``, memory-mapped, with ``weights_only=True`` (a file that would run code when
-    unpickled is refused)."""
+    unpickled is refused). ``cached_as``: the weights name whose download ``path`` is (torch hub's cache), which an
+    unreadable file is then said to be."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = _load_tensors(path)
     except Exception as error:
-        raise ConfigError(f"{what}={path}: not a readable PyTorch state dict ({_one_line(error)})") from None
+        if cached_as:
+            raise ConfigError(f"model.weights={cached_as}: {path}, the cached download of these weights, is unreadable "
+                              f"(cut off while downloading?: {_one_line(error)}); delete it and download it again"
+                              ) from None
+        raise ConfigError(f"{what}={path}: not a readable PyTorch state dict ({_one_line(error)}); save one with "
+                          "torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -122,18 +130,44 @@ def read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
     return state
 
 
+def _load_tensors(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+    # not the zip archive torch.save writes, which alone can be memory-mapped (torch's advice then is to save it
+    # so): torch.save's legacy format is read whole; anything else is no file torch.save wrote
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused it: its message says why
+        raise
+    except Exception:
+        raise ValueError("not a file torch.save wrote") from None
+
+
 @contextlib.contextmanager
-def _weights_read_from(path: Path):
+def _weights_read_from(path: Path, label: str):
     """torchvision's builders fetch their weights with ``WeightsEnum.get_state_dict`` (a download, then an
     unrestricted ``torch.load``); meanwhile it reads the checked cache file with ``weights_only=True``."""
     from torchvision.models._api import WeightsEnum
 
     original = WeightsEnum.get_state_dict
-    WeightsEnum.get_state_dict = lambda self, *args, **kwargs: read_state_dict(path, "model.weights")
+    WeightsEnum.get_state_dict = lambda self, *args, **kwargs: read_state_dict(path, "model.weights", cached_as=label)
     try:
         yield
     finally:
         WeightsEnum.get_state_dict = original
+
+
+def pretrained_weights(weights: Any) -> Any:
+    """``weights``, or none where the model is built to take a checkpoint's weights (which hold them all):
+    :func:`pipeline.models.weights_from_checkpoint`."""
+    from pipeline.models import PRETRAINED_WEIGHTS
+
+    return weights if PRETRAINED_WEIGHTS.get() else None
 
 
 # ----- the architecture -------------------------------------------------------------------------------------------
@@ -144,7 +178,7 @@ def build_network(name: str, weights: Any, download: bool = True) -> nn.Module:
     kind, value = resolve_weights(name, weights)
     if kind == "torchvision":
         path = ensure_cached(name, value, download, str(weights))
-        with _weights_read_from(path), warnings.catch_warnings():
+        with _weights_read_from(path, _weights_label(value, str(weights))), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(meta parameter|no-op).*")
             try:
                 network = torchvision.models.get_model(name, weights=value)
@@ -241,7 +275,7 @@ class TorchvisionClassifier(nn.Module):
             raise ValueError(f"{name} expects grey or RGB images (1 or 3, H, W), got input_shape={tuple(input_shape)}")
         self.name = name
         self.input_normalization = input_normalization
-        self.network = build_network(name, weights, download)
+        self.network = build_network(name, pretrained_weights(weights), download)
         self.head_name, old_head = find_head(self.network)
         self.network.set_submodule(self.head_name, new_head(old_head, num_outputs, dropout))
         self.grey_input = input_shape[0] == 1
@@ -322,4 +356,4 @@ class TorchvisionClassifier(nn.Module):
         # build it on the meta device: the weights file is found (or downloaded) and its keys and shapes
         # checked against the architecture, without reading its tensors
         with torch.device("meta"):
-            build_network(name, model.get("weights", "DEFAULT"), bool(model.get("download", True)))
+            build_network(name, pretrained_weights(model.get("weights", "DEFAULT")), bool(model.get("download", True)))
