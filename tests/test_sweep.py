@@ -461,6 +461,32 @@ def test_a_jobs_hydra_config_is_what_hydras_set_config_keeps():
 
 # ----- failures ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+def test_the_pruner_compares_the_studys_objective_and_a_pruned_trial_keeps_its_value(tmp_path):
+    """A study of val/acc (maximised) was fed task.monitor (val/loss, minimised) each epoch: its pruner pruned the
+    most accurate trials, and a pruned trial's value, printed and told to the sampler as its val/acc, was its last
+    val/loss. Each epoch's report is now the objective, as the trial's run logged it."""
+    from mlflow import MlflowClient
+
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hparams_search=classification_optuna", "trainer.max_epochs=3", "hydra.sweeper.n_trials=4",
+                      "hydra.sweeper.sampler=random", "hydra.sweeper.objectives=[val/acc]",
+                      "hydra.sweeper.directions=[maximize]", "hydra.sweeper.pruner=median",
+                      "+hydra.sweeper.pruner_options={n_startup_trials: 1, n_warmup_steps: 0}",
+                      "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=acc",
+                      f"hydra.sweeper.storage={storage}"], store, multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(store["uri"])
+    trials = [t for t in study_trials(storage, "acc") if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(trials) == 4
+    for trial in trials:
+        history = sorted(client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val/acc"), key=lambda m: m.step)
+        assert trial.intermediate_values == {epoch: m.value for epoch, m in enumerate(history, 1)}, trial.number
+        assert trial.value == history[-1].value  # a pruned trial's too: its val/acc when it stopped
+        assert f"trial {trial.number} {trial.state.name} val/acc={trial.value:.4g} " in result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_nan_trial_is_pruned_and_sweep_goes_on_with_two_workers(tmp_path):
     store = sweep_store(tmp_path)
     storage = f"sqlite:///{tmp_path}/optuna.db"

@@ -177,10 +177,13 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings
     trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
     flush_writes(study, trial._trial_id)
     # the trial in the run's config: recorded with it, and what other DDP ranks build their pruning callback from
-    sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number}
+    sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number,
+                  "objective": settings.objectives[0]}
     log.info("trial %d (worker %d): %s", trial.number, worker_index, " ".join(overrides[len(settings.space.fixed_overrides):]))
-    task = TrialTask(PruningCallback(trial, monitor=str(base_config.task.monitor),
-                                     report=len(settings.objectives) == 1), parent_run_id)
+    # the pruner compares what the study optimises (not task.monitor: a study of val/f1 pruned its best trials by
+    # their val/loss, and recorded a pruned trial's last val/loss as its val/f1)
+    task = TrialTask(PruningCallback(trial, settings.objectives[0], report=len(settings.objectives) == 1),
+                     parent_run_id)
     with Heartbeat(open_storage(settings.storage, settings.heartbeat_interval), trial._trial_id, settings.heartbeat_interval):
         try:
             config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(params, sweep_node)
