@@ -486,6 +486,33 @@ def test_the_pruner_compares_the_studys_objective_and_a_pruned_trial_keeps_its_v
         assert f"trial {trial.number} {trial.state.name} val/acc={trial.value:.4g} " in result.stdout + result.stderr
 
 
+def test_a_study_resumed_with_other_objectives_is_refused(tmp_path):
+    """A study of val/loss_best resumed with objectives=[val/loss] went on, and printed its best trial's val/loss_best
+    as its val/loss (val/f1 read as val/acc likewise). Refused in one line naming both; a study recorded before its objectives were (an older version)
+    adopts those of its first resume."""
+    from conftest import run_cli_in_process
+
+    fingerprint, objectives = "pipeline.fingerprint", "hydra.sweeper.objectives"  # the study's record of its settings
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=1", "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=obj",
+            f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    assert run_cli_in_process(args).returncode == 0
+    refused = run_cli_in_process([*args, "hydra.sweeper.objectives=[val/loss]", "hydra.sweeper.n_trials=2"])
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert error_line(refused.stderr) == (
+        f"Error: study 'obj' in {storage} was run with other settings (hydra.sweeper.objectives: [val/loss_best] -> "
+        "[val/loss]); its trials are not comparable with these. Resume it with the settings it was created with, or "
+        "start a new study: hydra.sweeper.study_name=obj_2")
+    assert len(study_trials(storage, "obj")) == 1  # no trial added
+    # a study of an older version: its objectives are not known, and the first resume's are taken
+    study = optuna.load_study(study_name="obj", storage=storage)
+    study.set_user_attr(fingerprint, {k: v for k, v in study.user_attrs[fingerprint].items() if k != objectives})
+    assert run_cli_in_process([*args, "hydra.sweeper.objectives=[val/loss]"]).returncode == 0
+    assert optuna.load_study(study_name="obj", storage=storage).user_attrs[fingerprint][objectives] == "[val/loss]"
+    assert run_cli_in_process(args).returncode == 2
+
+
 @pytest.mark.slow
 def test_nan_trial_is_pruned_and_sweep_goes_on_with_two_workers(tmp_path):
     store = sweep_store(tmp_path)

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .space import SearchSpaceError, parse_search_space
-from .study import DATA_CONTENTS, PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
+from .study import DATA_CONTENTS, OBJECTIVES, PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -43,7 +43,8 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         max_failure_rate=float(options.get("max_failure_rate", 0.5)),
         heartbeat_interval=int(options.get("heartbeat_interval", 10)),
         sweep_dir=str(base_config.hydra.sweep.dir),
-        fingerprint=study_fingerprint(base_config, space),
+        # resumed with other objectives, the study's values (another metric's) would be ranked as these
+        fingerprint={**study_fingerprint(base_config, space), OBJECTIVES: f"[{','.join(map(str, objectives))}]"},
         trial_checkpoints=bool(options.get("trial_checkpoints", False)),
         trial_test=bool(options.get("trial_test", False)),
         trial_artifacts=bool(options.get("trial_artifacts", False)),

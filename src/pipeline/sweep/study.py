@@ -49,6 +49,11 @@ FINALIZED_ATTR = "pipeline.finalized"
 FINGERPRINT_ATTR = "pipeline.fingerprint"
 # the fingerprint's digests of the splits every trial trains, validates and tests on (where no data key is searched)
 DATA_CONTENTS = "data contents (digest of each split)"
+# the metrics the study optimises (its directions are Optuna's own): a study's values are of these, and no other
+OBJECTIVES = "hydra.sweeper.objectives"
+# fingerprint keys kept since studies began: a study recorded without one adopts this command's when it resumes
+# (an older study's objectives were not recorded: its first resume names them)
+KEPT_SINCE = (DATA_CONTENTS, OBJECTIVES)
 
 
 @dataclass
@@ -555,8 +560,9 @@ def check_same_experiment(study: optuna.Study, settings: SweepSettings) -> None:
     if recorded is None:  # a study from before fingerprints were kept: adopt this one
         study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
         return
-    if DATA_CONTENTS in settings.fingerprint and DATA_CONTENTS not in recorded:  # kept since: from now on
-        recorded = {**recorded, DATA_CONTENTS: settings.fingerprint[DATA_CONTENTS]}
+    adopted = {key: settings.fingerprint[key] for key in KEPT_SINCE if key in settings.fingerprint and key not in recorded}
+    if adopted:  # kept since: from now on
+        recorded = {**recorded, **adopted}
         study.set_user_attr(FINGERPRINT_ATTR, recorded)
     changed = fingerprint_difference(recorded, settings.fingerprint)
     if changed:
