@@ -225,3 +225,50 @@ def test_the_parent_run_describes_the_current_best_trial_only(tmp_path, monkeypa
     assert client.get_run(old_final.info.run_id).data.tags["best"] == "false"
     assert "best.run_id" not in client.get_run(parent_id).data.tags
     assert study.user_attrs[FINALIZED_ATTR] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["claim", "sample"])
+def test_an_interrupt_right_after_a_trial_is_claimed_leaves_no_trial_running_for_ever(tmp_path, monkeypatch, where):
+    """Ctrl-C while the first trial was claimed (or drew its values) left it RUNNING with no heartbeat: the command
+    said "the interrupted one is queued again", and every rerun ran the other trials, then waited for it for ever,
+    its parent run RUNNING. Interrupted in drawing, it is queued again at once; interrupted before its worker knew
+    it (in the claim itself), the next run takes it for a trial whose worker is gone once the heartbeat's grace
+    period has passed, and runs it again."""
+    from conftest import run_cli_in_process
+
+    import pipeline.sweep.worker as worker
+
+    name = {"claim": "claim_waiting_trial", "sample": "sample"}[where]
+    real = getattr(worker, name)
+
+    def interrupted(*args, **kwargs):  # Ctrl-C just after the storage has the trial RUNNING (or its values drawn)
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, name, interrupted)
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.heartbeat_interval=1",
+            "hydra.sweeper.study_name=early", f"hydra.sweeper.storage={storage}",
+            "logger.mlflow.tracking_uri=" + store["uri"], "logger.mlflow.artifact_location=" + store["artifacts"],
+            f"hydra.sweep.dir={store['outputs']}"]
+    first = run_cli_in_process(args)
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert "Traceback" not in first.stderr
+    monkeypatch.setattr(worker, name, real)
+    trials = study_trials(storage, "early")
+    if where == "sample":  # the trial knew it was interrupted: FAIL, and its retry waits
+        assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
+        assert trials[2].system_attrs.get("failed_trial") == 0
+    second = run_cli(args, multirun=True, timeout=120)  # was: waited for trial 0 for ever
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 of 2 trials finished" in second.stdout
+    trials = study_trials(storage, "early")
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert trials[0].state == TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    parents, _ = parent_and_children(store, "classification")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import fcntl
 import functools
 import json
@@ -461,8 +462,8 @@ def storage_lock(url: str):
 def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """A trial whose worker died: run its parameters again (twice at most) and close its MLflow run."""
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, trial)
-    log.warning("trial %d stopped sending heartbeats (its worker died): marked FAIL, parameters re-queued",
-                trial.number)
+    log.warning("trial %d stopped sending heartbeats (its worker died or was interrupted): marked FAIL, parameters "
+                "re-queued", trial.number)
     close_stale_run(trial.user_attrs.get("mlflow_tracking_uri"), trial.user_attrs.get("mlflow_run_id"),
                     "the worker running this trial died (no heartbeat); the trial was retried")
 
@@ -649,6 +650,35 @@ def fail_stale_trials(study: optuna.Study, settings: SweepSettings) -> None:
     with storage_lock(settings.storage), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(study)
+        # Optuna's check looks at heartbeats only: a trial whose worker stopped between claiming it and its first
+        # heartbeat (interrupted or killed then) stayed RUNNING forever, and every later run waited for it
+        for trial_id in claimed_without_heartbeat(study):
+            try:
+                if not study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker failed it (or it ended) meanwhile
+            retry_stale_trial(study, copy.deepcopy(study._storage.get_trial(trial_id)))
+
+
+def claimed_without_heartbeat(study: optuna.Study) -> list[int]:
+    """Ids of the study's RUNNING trials that have no heartbeat and were claimed longer ago than the heartbeat's grace
+    period (a worker records its first heartbeat as soon as it claims a trial)."""
+    storage = study._storage
+    backend = storage._backend if isinstance(storage, RunningTrialCache) else storage
+    grace_s = getattr(backend, "grace_period", None)
+    if grace_s is None or not hasattr(backend, "scoped_session"):
+        return []
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session) as session:
+        rows = [(trial.trial_id, trial.datetime_start) for trial in session.query(models.TrialModel)
+                .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING,
+                        ~models.TrialModel.heartbeats.any())]
+    now = datetime.datetime.now()  # Optuna gives datetime_start in local time, without a time zone
+    return [trial_id for trial_id, claimed in rows
+            if claimed is None or (now - claimed).total_seconds() > grace_s]
 
 
 class Heartbeat:
