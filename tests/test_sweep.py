@@ -598,6 +598,17 @@ SWEEP_REFUSALS = [
     # the upper end of a range no trial can run: found by the check of every corner (was: trials FAILED one by one)
     (["hparams_search=classification_optuna", "model.dropout=interval(0.0,1.5)"],
      "Error: a trial of this search cannot run (one drawing model.dropout=1.5): model.dropout=1.5 is out of range"),
+    # a test objective: without trial_test no trial has it (the study was created and every trial failed); with it,
+    # the sweep selected on the test rows, whose score then no longer estimates new data
+    (["hparams_search=classification_optuna", "hydra.sweeper.directions=[maximize]", "hydra.sweeper.objectives=[test/acc]"],
+     "Error: hydra.sweeper.objectives: 'test/acc' is measured on the test split, which selection must not see (the "
+     "chosen trial's test score would no longer estimate new data); select by validation: "
+     "hydra.sweeper.objectives=[val/acc] (the best trials are tested when the sweep ends)"),
+    (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/loss_best,test/acc]",
+      "hydra.sweeper.directions=[minimize,maximize]", "hydra.sweeper.trial_test=true"],
+     "Error: hydra.sweeper.objectives: 'test/acc' is measured on the test split, which selection must not see (the "
+     "chosen trial's test score would no longer estimate new data); select by validation: "
+     "hydra.sweeper.objectives=[val/loss_best,val/acc]"),
     (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/nonexistent]"],
      "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/nonexistent' is not a metric of this "
      "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best"),

@@ -51,6 +51,12 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         finalize_top_k=int(options.get("finalize_top_k", 1)),
     )
     settings.check()
+    tested = [objective for objective in settings.objectives if objective.startswith("test/")]
+    if tested:  # without trial_test no trial has it (each failed); with it, the sweep selected on the test rows
+        chosen = ",".join("val/" + o[len("test/"):] if o in tested else o for o in settings.objectives)
+        raise SweepError(f"hydra.sweeper.objectives: {tested[0]!r} is measured on the test split, which selection must "
+                         "not see (the chosen trial's test score would no longer estimate new data); select by "
+                         f"validation: hydra.sweeper.objectives=[{chosen}] (the best trials are tested when the sweep ends)")
     ways = [_better_way(objective) or way for objective, way in zip(settings.objectives, settings.directions)]
     for objective, way, better in zip(settings.objectives, settings.directions, ways):
         if way != better:  # maximize val/loss_best: the worst trial would be "best"
