@@ -272,3 +272,41 @@ def test_an_interrupt_right_after_a_trial_is_claimed_leaves_no_trial_running_for
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     parents, _ = parent_and_children(store, "classification")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_of_two_workers_ends_it_in_one_line(tmp_path):
+    """SIGTERM to the command of an n_jobs=2 sweep printed a traceback from 'Process sweep-worker-1' ending in
+    "RunInterrupted: stopped before the first epoch ended, so there is no checkpoint to resume from" (trials keep
+    no checkpoint). The workers stop quietly; the command says in one line that the sweep was interrupted."""
+    import threading
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=150", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0",
+            "hydra.sweeper.study_name=par", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=PROJECT_ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and sweep.poll() is None and not any("(worker 1)" in l for l in lines):
+            time.sleep(0.1)
+        assert sweep.poll() is None, "".join(lines)[-3000:]
+        time.sleep(3)  # worker 1 is training its trial
+        sweep.send_signal(signal.SIGTERM)  # the command's own process, as `kill <pid>` does
+        sweep.wait(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert sweep.returncode == 130, output[-3000:]
+    assert "Traceback" not in output and "RunInterrupted" not in output, output[-3000:]
+    assert [l for l in output.splitlines() if l.startswith("Interrupted")] == [
+        "Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "
+        "interrupted one is queued again: rerun the same command to continue"]
+    assert not [t.number for t in study_trials(storage, "par") if t.state == TrialState.RUNNING]

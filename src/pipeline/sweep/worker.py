@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 from pytorch_lightning import Callback
 
-from pipeline.errors import USER_ERRORS, NonFiniteLossError
+from pipeline.errors import EXIT_INTERRUPTED, USER_ERRORS, NonFiniteLossError, sigterm_as_interrupt
 from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_override, redact_text
 from pipeline.tracking.sweeps import retire_best_runs, tag_run
@@ -98,10 +98,13 @@ def worker_process(payload: bytes, index: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     try:
-        run_trials(settings, hydra_context, base_config, worker_index=index)
+        with sigterm_as_interrupt():  # the main process stops its workers with SIGTERM: the trial is queued again
+            run_trials(settings, hydra_context, base_config, worker_index=index)
     except SweepError as error:
         log.error("worker %d: %s", index, error)
         raise SystemExit(1)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: quietly, the main process says what happened and how to go on
+        raise SystemExit(EXIT_INTERRUPTED)
 
 
 def run_trials(settings: SweepSettings, hydra_context, base_config: DictConfig, worker_index: int) -> None:
