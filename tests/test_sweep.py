@@ -461,6 +461,59 @@ def test_a_jobs_hydra_config_is_what_hydras_set_config_keeps():
 
 # ----- failures ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+def test_the_pruner_compares_the_studys_objective_and_a_pruned_trial_keeps_its_value(tmp_path):
+    """A study of val/acc (maximised) was fed task.monitor (val/loss, minimised) each epoch: its pruner pruned the
+    most accurate trials, and a pruned trial's value, printed and told to the sampler as its val/acc, was its last
+    val/loss. Each epoch's report is now the objective, as the trial's run logged it."""
+    from mlflow import MlflowClient
+
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hparams_search=classification_optuna", "trainer.max_epochs=3", "hydra.sweeper.n_trials=4",
+                      "hydra.sweeper.sampler=random", "hydra.sweeper.objectives=[val/acc]",
+                      "hydra.sweeper.directions=[maximize]", "hydra.sweeper.pruner=median",
+                      "+hydra.sweeper.pruner_options={n_startup_trials: 1, n_warmup_steps: 0}",
+                      "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=acc",
+                      f"hydra.sweeper.storage={storage}"], store, multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = MlflowClient(store["uri"])
+    trials = [t for t in study_trials(storage, "acc") if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(trials) == 4
+    for trial in trials:
+        history = sorted(client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val/acc"), key=lambda m: m.step)
+        assert trial.intermediate_values == {epoch: m.value for epoch, m in enumerate(history, 1)}, trial.number
+        assert trial.value == history[-1].value  # a pruned trial's too: its val/acc when it stopped
+        assert f"trial {trial.number} {trial.state.name} val/acc={trial.value:.4g} " in result.stdout + result.stderr
+
+
+def test_a_study_resumed_with_other_objectives_is_refused(tmp_path):
+    """A study of val/loss_best resumed with objectives=[val/loss] went on, and printed its best trial's val/loss_best
+    as its val/loss (val/f1 read as val/acc likewise). Refused in one line naming both; a study recorded before its objectives were (an older version)
+    adopts those of its first resume."""
+    from conftest import run_cli_in_process
+
+    fingerprint, objectives = "pipeline.fingerprint", "hydra.sweeper.objectives"  # the study's record of its settings
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=1", "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=obj",
+            f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    assert run_cli_in_process(args).returncode == 0
+    refused = run_cli_in_process([*args, "hydra.sweeper.objectives=[val/loss]", "hydra.sweeper.n_trials=2"])
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert error_line(refused.stderr) == (
+        f"Error: study 'obj' in {storage} was run with other settings (hydra.sweeper.objectives: [val/loss_best] -> "
+        "[val/loss]); its trials are not comparable with these. Resume it with the settings it was created with, or "
+        "start a new study: hydra.sweeper.study_name=obj_2")
+    assert len(study_trials(storage, "obj")) == 1  # no trial added
+    # a study of an older version: its objectives are not known, and the first resume's are taken
+    study = optuna.load_study(study_name="obj", storage=storage)
+    study.set_user_attr(fingerprint, {k: v for k, v in study.user_attrs[fingerprint].items() if k != objectives})
+    assert run_cli_in_process([*args, "hydra.sweeper.objectives=[val/loss]"]).returncode == 0
+    assert optuna.load_study(study_name="obj", storage=storage).user_attrs[fingerprint][objectives] == "[val/loss]"
+    assert run_cli_in_process(args).returncode == 2
+
+
+@pytest.mark.slow
 def test_nan_trial_is_pruned_and_sweep_goes_on_with_two_workers(tmp_path):
     store = sweep_store(tmp_path)
     storage = f"sqlite:///{tmp_path}/optuna.db"
@@ -545,6 +598,17 @@ SWEEP_REFUSALS = [
     # the upper end of a range no trial can run: found by the check of every corner (was: trials FAILED one by one)
     (["hparams_search=classification_optuna", "model.dropout=interval(0.0,1.5)"],
      "Error: a trial of this search cannot run (one drawing model.dropout=1.5): model.dropout=1.5 is out of range"),
+    # a test objective: without trial_test no trial has it (the study was created and every trial failed); with it,
+    # the sweep selected on the test rows, whose score then no longer estimates new data
+    (["hparams_search=classification_optuna", "hydra.sweeper.directions=[maximize]", "hydra.sweeper.objectives=[test/acc]"],
+     "Error: hydra.sweeper.objectives: 'test/acc' is measured on the test split, which selection must not see (the "
+     "chosen trial's test score would no longer estimate new data); select by validation: "
+     "hydra.sweeper.objectives=[val/acc] (the best trials are tested when the sweep ends)"),
+    (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/loss_best,test/acc]",
+      "hydra.sweeper.directions=[minimize,maximize]", "hydra.sweeper.trial_test=true"],
+     "Error: hydra.sweeper.objectives: 'test/acc' is measured on the test split, which selection must not see (the "
+     "chosen trial's test score would no longer estimate new data); select by validation: "
+     "hydra.sweeper.objectives=[val/loss_best,val/acc]"),
     (["hparams_search=classification_optuna", "hydra.sweeper.objectives=[val/nonexistent]"],
      "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/nonexistent' is not a metric of this "
      "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best"),

@@ -31,7 +31,7 @@ class PipelineOptunaSweeperConf:
     pruner: str = "hyperband"
     pruner_options: Dict[str, Any] = field(default_factory=dict)
     # metrics to optimise: any metric logged during fit, as at its end (val/*, val/*_best,
-    # train/epoch_time_s) or a test/* metric; null: [<task.monitor>_best]
+    # train/epoch_time_s); test/* is refused (selection is by validation); null: [<task.monitor>_best]
     objectives: Optional[List[str]] = None
     # minimize | maximize per objective; null: from task.mode
     directions: Optional[List[str]] = None

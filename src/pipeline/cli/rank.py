@@ -26,7 +26,7 @@ def main() -> None:
         if cfg.get("sweep") and not cfg.sweep.get("final"):  # a sweep's final run has no trial to prune
             from pipeline.sweep.pruning import PruningCallback
 
-            callbacks.append(PruningCallback.from_config(cfg.sweep, monitor=cfg.task.monitor))
+            callbacks.append(PruningCallback.from_config(cfg.sweep, objective=f"{cfg.task.monitor}_best"))
         train(cfg, callbacks=callbacks)
     # the work is done: skip the interpreter's teardown, where gloo's threads can abort the process (exit -6)
     # once rank 0 has already closed the process group, failing a run that succeeded

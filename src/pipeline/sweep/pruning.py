@@ -1,4 +1,10 @@
-"""Reports a trial's validation metric to Optuna each epoch and stops training when it is pruned.
+"""Reports a trial's objective to Optuna each epoch and stops training when it is pruned.
+
+The value reported is the study's objective as it stands after the epoch: ``val/<metric>``, or for
+``<task.monitor>_best`` the best value of the monitored metric so far (what the task publishes under that name).
+The pruners then compare what the study optimises, in its direction, and a pruned trial's value (its last
+report) is its objective's. Objectives measured outside validation (``train/epoch_time_s``: published after
+the validation pass, a whole epoch late here) are not reported: such a study is not pruned.
 
 Optuna's own Lightning callback lives in optuna-integration and needs the ``lightning`` namespace;
 this one is for ``pytorch_lightning``. It finds its trial in the storage by study name and trial
@@ -22,19 +28,20 @@ log = logging.getLogger("pipeline.sweep")
 
 
 class PruningCallback(Callback):
-    def __init__(self, trial: Optional[optuna.Trial], monitor: str, report: bool = True):
+    def __init__(self, trial: Optional[optuna.Trial], objective: str, report: bool = True):
         self.trial = trial
-        self.monitor = monitor
+        self.objective = objective
         # Optuna prunes single-objective studies only; several objectives still record metrics
-        self.report = report
+        self.report = report and objective.startswith("val/")
         self.pruned_at_epoch: Optional[int] = None
         self._unrecorded_run: Any = None  # the trial's MLflow run, until its id is in the trial's attributes
 
     @classmethod
-    def from_config(cls, sweep_cfg: Any, monitor: str) -> "PruningCallback":
-        """``sweep_cfg`` is the run's ``sweep`` node: study_name, storage, trial_number."""
+    def from_config(cls, sweep_cfg: Any, objective: str) -> "PruningCallback":
+        """``sweep_cfg`` is the run's ``sweep`` node: study_name, storage, trial_number, objective."""
+        objective = str(sweep_cfg.get("objective") or objective)
         if not is_rank_zero():  # under DDP only rank 0 talks to the storage; the others follow its decision
-            return cls(None, monitor, report=False)
+            return cls(None, objective, report=False)
         storage = open_storage(str(sweep_cfg.storage))
         study_id = storage.get_study_id_from_name(str(sweep_cfg.study_name))
         pruner_spec = storage.get_study_user_attrs(study_id).get(PRUNER_ATTR) or {"name": "none"}
@@ -42,7 +49,7 @@ class PruningCallback(Callback):
                                   sampler=optuna.samplers.RandomSampler(),  # never samples here
                                   pruner=make_pruner(pruner_spec["name"], pruner_spec.get("options")))
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(sweep_cfg.trial_number))
-        return cls(optuna.Trial(study, trial_id), monitor, report=len(study.directions) == 1)
+        return cls(optuna.Trial(study, trial_id), objective, report=len(study.directions) == 1)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.trial is None:
@@ -78,7 +85,7 @@ class PruningCallback(Callback):
             return
         self._record_run_id(wait=False)
         epoch = trainer.current_epoch + 1  # epochs trained so far: the pruners' "resource"
-        value = trainer.callback_metrics.get(self.monitor)
+        value = trainer.callback_metrics.get(self.objective)
         should_prune = False
         if self.trial is not None and self.report and value is not None and math.isfinite(float(value)):
             self.trial.report(float(value), step=epoch)
@@ -95,7 +102,7 @@ class PruningCallback(Callback):
             run = self._run(trainer)
             if run is not None:
                 run.set_tags({"sweep.state": "PRUNED"})
-            log.info("trial %d pruned after epoch %d (%s=%.4g)", self.trial.number, epoch, self.monitor, float(value))
+            log.info("trial %d pruned after epoch %d (%s=%.4g)", self.trial.number, epoch, self.objective, float(value))
 
     @staticmethod
     def _run(trainer: Trainer):

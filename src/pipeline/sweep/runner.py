@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .space import SearchSpaceError, parse_search_space
-from .study import DATA_CONTENTS, PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
+from .study import DATA_CONTENTS, OBJECTIVES, PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -43,13 +43,20 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
         max_failure_rate=float(options.get("max_failure_rate", 0.5)),
         heartbeat_interval=int(options.get("heartbeat_interval", 10)),
         sweep_dir=str(base_config.hydra.sweep.dir),
-        fingerprint=study_fingerprint(base_config, space),
+        # resumed with other objectives, the study's values (another metric's) would be ranked as these
+        fingerprint={**study_fingerprint(base_config, space), OBJECTIVES: f"[{','.join(map(str, objectives))}]"},
         trial_checkpoints=bool(options.get("trial_checkpoints", False)),
         trial_test=bool(options.get("trial_test", False)),
         trial_artifacts=bool(options.get("trial_artifacts", False)),
         finalize_top_k=int(options.get("finalize_top_k", 1)),
     )
     settings.check()
+    tested = [objective for objective in settings.objectives if objective.startswith("test/")]
+    if tested:  # without trial_test no trial has it (each failed); with it, the sweep selected on the test rows
+        chosen = ",".join("val/" + o[len("test/"):] if o in tested else o for o in settings.objectives)
+        raise SweepError(f"hydra.sweeper.objectives: {tested[0]!r} is measured on the test split, which selection must "
+                         "not see (the chosen trial's test score would no longer estimate new data); select by "
+                         f"validation: hydra.sweeper.objectives=[{chosen}] (the best trials are tested when the sweep ends)")
     ways = [_better_way(objective) or way for objective, way in zip(settings.objectives, settings.directions)]
     for objective, way, better in zip(settings.objectives, settings.directions, ways):
         if way != better:  # maximize val/loss_best: the worst trial would be "best"

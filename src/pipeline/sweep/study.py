@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import fcntl
 import functools
 import json
@@ -52,6 +53,11 @@ DATA_CONTENTS = "data contents (digest of each split's rows)"
 # the key studies recorded before the splits' digests identified the rows drawn (they digested the preprocessed
 # inputs): not compared with the rows' digests, which replace it
 DATA_CONTENTS_BEFORE = "data contents (digest of each split)"
+# the metrics the study optimises (its directions are Optuna's own): a study's values are of these, and no other
+OBJECTIVES = "hydra.sweeper.objectives"
+# fingerprint keys kept since studies began: a study recorded without one adopts this command's when it resumes
+# (an older study's objectives were not recorded: its first resume names them)
+KEPT_SINCE = (DATA_CONTENTS, OBJECTIVES)
 
 
 @dataclass
@@ -459,8 +465,8 @@ def storage_lock(url: str):
 def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """A trial whose worker died: run its parameters again (twice at most) and close its MLflow run."""
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, trial)
-    log.warning("trial %d stopped sending heartbeats (its worker died): marked FAIL, parameters re-queued",
-                trial.number)
+    log.warning("trial %d stopped sending heartbeats (its worker died or was interrupted): marked FAIL, parameters "
+                "re-queued", trial.number)
     close_stale_run(trial.user_attrs.get("mlflow_tracking_uri"), trial.user_attrs.get("mlflow_run_id"),
                     "the worker running this trial died (no heartbeat); the trial was retried")
 
@@ -558,9 +564,10 @@ def check_same_experiment(study: optuna.Study, settings: SweepSettings) -> None:
     if recorded is None:  # a study from before fingerprints were kept: adopt this one
         study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
         return
-    if DATA_CONTENTS in settings.fingerprint and DATA_CONTENTS not in recorded:  # kept since: from now on
-        recorded = {**{k: v for k, v in recorded.items() if k != DATA_CONTENTS_BEFORE},
-                    DATA_CONTENTS: settings.fingerprint[DATA_CONTENTS]}
+    adopted = {key: settings.fingerprint[key] for key in KEPT_SINCE if key in settings.fingerprint and key not in recorded}
+    if adopted:  # kept since: from now on
+        replaced = DATA_CONTENTS_BEFORE if DATA_CONTENTS in adopted else None  # the old digests, by the rows'
+        recorded = {**{k: v for k, v in recorded.items() if k != replaced}, **adopted}
         study.set_user_attr(FINGERPRINT_ATTR, recorded)
     changed = fingerprint_difference(recorded, settings.fingerprint)
     if changed:
@@ -647,6 +654,35 @@ def fail_stale_trials(study: optuna.Study, settings: SweepSettings) -> None:
     with storage_lock(settings.storage), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(study)
+        # Optuna's check looks at heartbeats only: a trial whose worker stopped between claiming it and its first
+        # heartbeat (interrupted or killed then) stayed RUNNING forever, and every later run waited for it
+        for trial_id in claimed_without_heartbeat(study):
+            try:
+                if not study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker failed it (or it ended) meanwhile
+            retry_stale_trial(study, copy.deepcopy(study._storage.get_trial(trial_id)))
+
+
+def claimed_without_heartbeat(study: optuna.Study) -> list[int]:
+    """Ids of the study's RUNNING trials that have no heartbeat and were claimed longer ago than the heartbeat's grace
+    period (a worker records its first heartbeat as soon as it claims a trial)."""
+    storage = study._storage
+    backend = storage._backend if isinstance(storage, RunningTrialCache) else storage
+    grace_s = getattr(backend, "grace_period", None)
+    if grace_s is None or not hasattr(backend, "scoped_session"):
+        return []
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session) as session:
+        rows = [(trial.trial_id, trial.datetime_start) for trial in session.query(models.TrialModel)
+                .filter(models.TrialModel.study_id == study._study_id, models.TrialModel.state == TrialState.RUNNING,
+                        ~models.TrialModel.heartbeats.any())]
+    now = datetime.datetime.now()  # Optuna gives datetime_start in local time, without a time zone
+    return [trial_id for trial_id, claimed in rows
+            if claimed is None or (now - claimed).total_seconds() > grace_s]
 
 
 class Heartbeat:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 from pytorch_lightning import Callback
 
-from pipeline.errors import USER_ERRORS, NonFiniteLossError
+from pipeline.errors import EXIT_INTERRUPTED, USER_ERRORS, NonFiniteLossError, sigterm_as_interrupt
 from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_override, redact_text
 from pipeline.tracking.sweeps import retire_best_runs, tag_run
@@ -98,10 +98,13 @@ def worker_process(payload: bytes, index: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     try:
-        run_trials(settings, hydra_context, base_config, worker_index=index)
+        with sigterm_as_interrupt():  # the main process stops its workers with SIGTERM: the trial is queued again
+            run_trials(settings, hydra_context, base_config, worker_index=index)
     except SweepError as error:
         log.error("worker %d: %s", index, error)
         raise SystemExit(1)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: quietly, the main process says what happened and how to go on
+        raise SystemExit(EXIT_INTERRUPTED)
 
 
 def run_trials(settings: SweepSettings, hydra_context, base_config: DictConfig, worker_index: int) -> None:
@@ -153,13 +156,21 @@ class TrialTask:
 def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_context, base_config: DictConfig,
               parent_run_id: Optional[str], worker_index: int) -> None:
     started = time.perf_counter()
-    study.sampler = make_sampler(settings, frozen.number)
-    trial = optuna.Trial(study, frozen._trial_id)
-    # the trial's writes go to the storage in three transactions: its parameters before it trains (a trial whose
-    # worker dies is retried with them), its MLflow run id when the run exists (PruningCallback), the rest just
-    # before its state
-    with writes_together(study, trial._trial_id):
-        _run_trial(study, trial, settings, hydra_context, base_config, parent_run_id, worker_index, started)
+    try:
+        # heartbeats from the claim on (a worker killed while it samples or composes leaves a trial that is retried),
+        # and an interrupt anywhere in the trial queues it again
+        with Heartbeat(open_storage(settings.storage, settings.heartbeat_interval), frozen._trial_id,
+                       settings.heartbeat_interval):
+            study.sampler = make_sampler(settings, frozen.number)
+            trial = optuna.Trial(study, frozen._trial_id)
+            # the trial's writes go to the storage in three transactions: its parameters before it trains (a trial
+            # whose worker dies is retried with them), its MLflow run id when the run exists (PruningCallback), the
+            # rest just before its state
+            with writes_together(study, trial._trial_id):
+                _run_trial(study, trial, settings, hydra_context, base_config, parent_run_id, worker_index, started)
+    except KeyboardInterrupt:
+        requeue_interrupted(study, frozen)
+        raise
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, hydra_context,
@@ -177,33 +188,31 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings
     trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
     flush_writes(study, trial._trial_id)
     # the trial in the run's config: recorded with it, and what other DDP ranks build their pruning callback from
-    sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number}
+    sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number,
+                  "objective": settings.objectives[0]}
     log.info("trial %d (worker %d): %s", trial.number, worker_index, " ".join(overrides[len(settings.space.fixed_overrides):]))
-    task = TrialTask(PruningCallback(trial, monitor=str(base_config.task.monitor),
-                                     report=len(settings.objectives) == 1), parent_run_id)
-    with Heartbeat(open_storage(settings.storage, settings.heartbeat_interval), trial._trial_id, settings.heartbeat_interval):
-        try:
-            config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(params, sweep_node)
-            with open_dict(config):
-                record_as_trial(config, settings)
-            with open_dict(config):
-                config.hydra.job.id = config.hydra.job.num = trial.number
-                name_trial_run(config, trial.number)
-            try:
-                job = run_trial_job(task, config, "hydra.sweep.dir", "hydra.sweep.subdir", hydra_context)
-            except KeyboardInterrupt:
-                requeue_interrupted(study, trial)
-                raise
-            configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
-            error = None if job.status == JobStatus.COMPLETED else job._return_value
-            metrics = job._return_value if error is None else {}
-        except Exception as composing_error:  # e.g. a choice that names no config file
-            log.error("trial %d: could not compose its config", trial.number, exc_info=True)
-            error, metrics = composing_error, {}
-        trial_seconds = time.perf_counter() - started
-        trial.set_user_attr("train_seconds", task.seconds)
-        trial.set_user_attr("trial_seconds", trial_seconds)
-        state, values = settle(study, trial, settings, metrics or {}, error, task.pruning.pruned_at_epoch)
+    # the pruner compares what the study optimises (not task.monitor: a study of val/f1 pruned its best trials by
+    # their val/loss, and recorded a pruned trial's last val/loss as its val/f1)
+    task = TrialTask(PruningCallback(trial, settings.objectives[0], report=len(settings.objectives) == 1),
+                     parent_run_id)
+    try:
+        config = trial_configs(hydra_context.config_loader, base_config, settings.space).compose(params, sweep_node)
+        with open_dict(config):
+            record_as_trial(config, settings)
+        with open_dict(config):
+            config.hydra.job.id = config.hydra.job.num = trial.number
+            name_trial_run(config, trial.number)
+        job = run_trial_job(task, config, "hydra.sweep.dir", "hydra.sweep.subdir", hydra_context)
+        configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
+        error = None if job.status == JobStatus.COMPLETED else job._return_value
+        metrics = job._return_value if error is None else {}
+    except Exception as composing_error:  # e.g. a choice that names no config file
+        log.error("trial %d: could not compose its config", trial.number, exc_info=True)
+        error, metrics = composing_error, {}
+    trial_seconds = time.perf_counter() - started
+    trial.set_user_attr("train_seconds", task.seconds)
+    trial.set_user_attr("trial_seconds", trial_seconds)
+    state, values = settle(study, trial, settings, metrics or {}, error, task.pruning.pruned_at_epoch)
     attrs = trial.user_attrs  # everything this trial wrote went through ``trial``
     tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": state.name})
     shown = ", ".join(f"{name}={value:.4g}" for name, value in zip(settings.objectives, values or []))
@@ -211,19 +220,25 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings
              f": {attrs.get('fail_reason')}" if attrs.get("fail_reason") else "")
 
 
-def requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Ctrl-C or SIGTERM during a trial: it ends FAIL and its parameters wait at the head of the queue, so
-    rerunning the sweep continues with them (as for a worker that died)."""
+def requeue_interrupted(study: optuna.Study, frozen) -> None:
+    """Ctrl-C or SIGTERM between the claim of a trial and its end: it ends FAIL and its parameters (those it drew)
+    wait at the head of the queue, so rerunning the sweep continues with them (as for a worker that died). A trial
+    already told how it ended is left so."""
+    storage = study._storage
     try:
-        trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
-        study.tell(trial, state=TrialState.FAIL)
+        if storage.get_trial(frozen._trial_id).state.is_finished():
+            return
+        storage.set_trial_user_attr(frozen._trial_id, "fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+        study.tell(frozen.number, state=TrialState.FAIL)
         with warnings.catch_warnings():  # Optuna's "experimental" notice is not the user's business
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-        retry(study, study._storage.get_trial(trial._trial_id))
+        retry(study, storage.get_trial(frozen._trial_id))
+        attrs = storage.get_trial(frozen._trial_id).user_attrs
     except Exception as error:  # the heartbeat check retries it later anyway
-        log.warning("could not queue interrupted trial %d again: %s", trial.number, error)
-    attrs = trial.user_attrs  # the trial's run (KILLED) says how its trial ended, as a trial that ends otherwise does
+        log.warning("could not queue interrupted trial %d again: %s", frozen.number, error)
+        return
+    # the trial's run (KILLED) says how its trial ended, as a trial that ends otherwise does
     tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": TrialState.FAIL.name})
 
 
