@@ -225,3 +225,66 @@ def test_the_parent_run_describes_the_current_best_trial_only(tmp_path, monkeypa
     assert client.get_run(old_final.info.run_id).data.tags["best"] == "false"
     assert "best.run_id" not in client.get_run(parent_id).data.tags
     assert study.user_attrs[FINALIZED_ATTR] == []
+
+
+def _train_it(stdout: str, run_dir) -> subprocess.CompletedProcess:
+    """The summary's "train it:" command, run as printed (in a shell; its run folder named)."""
+    [line] = [l for l in stdout.splitlines() if l.strip().startswith("train it: pipeline-train ")]
+    command = line.split("train it: ", 1)[1]
+    script = f"pipeline-train() {{ {sys.executable} -m pipeline.cli.train \"$@\"; }}; {command} hydra.run.dir={run_dir}"
+    return subprocess.run(["bash", "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _best_logged(run_dir, metric: str) -> float:
+    import json
+
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    return [row[metric] for row in lines if metric in row][-1]
+
+
+@pytest.mark.slow
+def test_the_printed_best_command_reproduces_a_sweep_of_another_primary_config(tmp_path):
+    """A sweep with ``--config-name myconfig`` (seed 7): its best config was a difference from myconfig, and the
+    printed command named the sweep dir alone, so it trained the packaged config's seed 42 on another split,
+    without a word. The command now names the primary config and its folder."""
+    conf = tmp_path / "my_conf"
+    conf.mkdir()
+    (conf / "myconfig.yaml").write_text("defaults:\n  - config\n  - _self_\nseed: 7\n")
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["--config-dir", str(conf), "--config-name", "myconfig", "hydra/sweeper=pipeline_optuna",
+                      "task=regression", "logger=none", "optimizer.lr=tag(log, interval(1e-3, 1e-1))", *TINY,
+                      "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=cn",
+                      f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    best = optuna.load_study(study_name="cn", storage=storage).best_trial
+    again = _train_it(result.stdout, tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert _best_logged(tmp_path / "again", "val/rmse_best") == pytest.approx(best.value, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_the_printed_best_command_finds_the_options_of_the_sweeps_config_dir(tmp_path):
+    """A search over a data set of the user's ``--config-dir`` (data/tiny.yaml): the printed command failed with
+    Hydra's "Could not find 'data/tiny'" (exit 1): it named only the sweep dir."""
+    import numpy as np
+
+    rows = np.random.default_rng(0).normal(size=(200, 3))
+    (tmp_path / "tiny.csv").write_text("a,b,c,label\n" + "".join(
+        f"{a:.4f},{b:.4f},{c:.4f},{int(a + 0.5 * b > 0)}\n" for a, b, c in rows))
+    conf = tmp_path / "my_conf"
+    (conf / "data").mkdir(parents=True)
+    (conf / "data" / "tiny.yaml").write_text(f"defaults: [csv, _self_]\npath: {tmp_path / 'tiny.csv'}\ntarget: label\n")
+    (conf / "hparams_search").mkdir()
+    (conf / "hparams_search" / "tinys.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /task: classification\n  - override /data: tiny\n"
+        "  - override /hydra/sweeper: pipeline_optuna\ntrainer: {max_epochs: 2}\n"
+        "hydra:\n  sweeper:\n    n_trials: 2\n    pruner: none\n    params:\n"
+        "      optimizer.lr: tag(log, interval(1e-3, 1e-1))\n")
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["--config-dir", str(conf), "hparams_search=tinys", "logger=none", "hydra.sweeper.study_name=tn",
+                      f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    best = optuna.load_study(study_name="tn", storage=storage).best_trial
+    again = _train_it(result.stdout, tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert _best_logged(tmp_path / "again", "val/loss_best") == pytest.approx(best.value, rel=1e-6)
