@@ -3,6 +3,7 @@ storage, the runs in MLflow, pruning, resume after SIGKILL, two workers on Postg
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -114,11 +115,35 @@ def test_a_log_range_with_a_step_is_refused_not_searched_without_it():
     """tag(log, range(16, 129, 16)) drew 115, 37, 24: Optuna's log scale has no steps, and the step was dropped."""
     from pipeline.sweep.space import SearchSpaceError, parse_search_space
 
-    for expression in ("tag(log, range(16, 129, 16))", "tag(log, range(0.001, 0.1, 0.01))"):
-        with pytest.raises(SearchSpaceError, match=r"cannot keep the step .* use tag\(log, interval\("):
+    # integers are offered a range (interval() drew 16.0, which an integer key refuses), other numbers an interval
+    for expression, instead in [("tag(log, range(16, 129, 16))", "tag(log, range(16, 129))"),
+                                ("tag(log, range(0.001, 0.1, 0.01))", "tag(log, interval(0.001, 0.1))")]:
+        with pytest.raises(SearchSpaceError, match=r"cannot keep the step .* use " + re.escape(instead) + " or"):
             parse_search_space({"data.batch_size": expression}, [], {})
+        [param] = parse_search_space({"data.batch_size": instead}, [], {}).params  # the advice is taken
+        assert param.distribution.log and isinstance(param.distribution.low, int) == ("range" in instead)
     [param] = parse_search_space({"data.batch_size": "tag(log, range(16, 129))"}, [], {}).params  # step 1: kept
     assert (param.distribution.low, param.distribution.high, param.distribution.log) == (16, 128, True)
+
+
+@pytest.mark.unit
+def test_a_condition_on_a_bool_or_int_choice_reads_its_value_as_hydra_does():
+    """``conditions: {data.crop_padding: data.augment=true}`` over ``choice(true,false)`` was refused ("data.augment=true
+    is not a value data.augment takes (choice(True, False))"): only ``=True`` was taken."""
+    from pipeline.sweep.space import corners, parse_search_space
+
+    for written in ("true", "True"):
+        space = parse_search_space({"data.augment": "choice(true,false)", "data.crop_padding": "range(0, 3)",
+                                    "data.batch_size": "choice(16, 32)", "model.dropout": "interval(0, 0.5)"}, [],
+                                   {"data.crop_padding": f"data.augment={written}", "model.dropout": "data.batch_size=32"})
+        probes = corners(space)
+        assert all(("data.crop_padding" in p) == (p["data.augment"] is True) for p in probes), probes
+        assert all(("model.dropout" in p) == (p["data.batch_size"] == 32) for p in probes), probes
+        assert any("data.crop_padding" in p for p in probes) and any("model.dropout" in p for p in probes)
+    # a parent fixed on the command line: its condition holds as it is written there
+    space = parse_search_space({"data.crop_padding": "range(0, 3)"}, ["data.augment=true"],
+                               {"data.crop_padding": "data.augment=True"})
+    assert [p.name for p in space.params] == ["data.crop_padding"]
 
 
 @pytest.mark.unit
