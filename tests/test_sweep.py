@@ -585,6 +585,13 @@ SWEEP_REFUSALS = [
      "Error: a trial of this search cannot run (one drawing optimizer.lr=0.0001, optimizer.weight_decay=1e-06, "
      "optimizer.momentum=0.0, optimizer.nesterov=True): optimizer: cannot build it: Nesterov momentum requires a "
      "momentum and zero dampening"),
+    # values only the model's class judges: the model built at the corners, as a run builds it (was: a study
+    # created, its trials FAILED, exit 2, and the study's name taken)
+    (["hparams_search=classification_optuna", "model.activation=choice(relu,tanhh)"],
+     "Error: a trial of this search cannot run (one drawing model.activation=tanhh): model: cannot build it: "
+     "model.activation must be one of ['gelu', 'relu', 'sigmoid', 'tanh'], got 'tanhh'"),
+    (["hparams_search=classification_optuna", "model.activation=choice(swishy,relu)"],
+     "Error: a trial of this search cannot run (one drawing model.activation=swishy): model: cannot build it: "),
     # a typo in a key of a searched optimizer: which optimizer the first trial drew (it read as if SGD were chosen)
     (["hparams_search=classification_optuna", "optimizer.lrr=interval(0.001,0.01)"],
      "Error: a trial of this search cannot run (one drawing optimizer=sgd): unknown key 'optimizer.lrr' for "

@@ -151,7 +151,9 @@ def _drawing(probe: dict, first, error: str = "") -> str:
     if first is None:
         drawn = [f"{name}={value}" for name, value in probe.items() if "." not in name and f"{name}." in error]
         built = error.split(": cannot build it", 1)[0] if ": cannot build it" in error else None
-        drawn += [f"{name}={value}" for name, value in probe.items() if built and name.startswith(f"{built}.")]
+        of_built = [name for name in probe if built and name.startswith(f"{built}.")]
+        named = [name for name in of_built if name in error]  # model.activation in "model.activation must be one of"
+        drawn += [f"{name}={probe[name]}" for name in named or of_built]
     else:
         drawn = [f"{name}={value}" for name, value in probe.items() if first.get(name) != value]
     return f" (one drawing {', '.join(drawn)})" if drawn else ""
@@ -179,10 +181,18 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
 
     configs = trial_configs(hydra_context.config_loader, base_config, settings.space)
     first, first_config = None, None
+    # the corners that draw a model's values, with their model config: built as a run builds it once the data (whose
+    # description sizes the model) is set up below; values only the class judges (an unknown activation) are refused
+    models: list[tuple[dict, Any, dict]] = []
 
     def checked(config: DictConfig) -> None:  # the config's values, then the optimizer they build
         validate(config)
         _build_optimizer(config)
+        other_data = first is not None and any(k in ("task", "data") or k.startswith("data.") for k in changed)
+        model = OmegaConf.to_container(config.model, resolve=True)
+        drawn = any(k == "model" or k.startswith("model.") for k in probe)
+        if drawn and not other_data and all(model != built for _, _, built in models):
+            models.append((probe, first, model))
 
     # every choice and both ends of every range (conditional parameters where their condition holds): a value
     # that cannot run is refused now, not found by the trials that draw it (each a FAILED run)
@@ -224,6 +234,15 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
         if isinstance(cause, (DataError, ConfigError)):
             raise SweepError(str(cause)) from None
         raise
+    from pipeline.models import build_model
+    from pipeline.train import building
+
+    for probe, before, model in models:
+        try:
+            with building("model"):
+                build_model(OmegaConf.create(model), datamodule.spec)
+        except ConfigError as error:
+            raise SweepError(f"a trial of this search cannot run{_drawing(probe, before, str(error))}: {error}") from None
     searched = any(p.name in ("seed", "data") or p.name.startswith("data.") for p in settings.space.params)
     # image files are told apart by path, size and modification time, not contents: a copy on another machine of
     # a study's workers, or a folder copied anew, would differ; only digests of the rows' contents are kept
