@@ -288,3 +288,29 @@ def test_the_printed_best_command_finds_the_options_of_the_sweeps_config_dir(tmp
     again = _train_it(result.stdout, tmp_path / "again")
     assert again.returncode == 0, again.stderr[-4000:]
     assert _best_logged(tmp_path / "again", "val/loss_best") == pytest.approx(best.value, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_the_summary_says_what_a_timeout_or_a_smaller_n_trials_left_unrun(tmp_path):
+    """A timeout that left trials unrun ended FINISHED with "3 waiting, 0 running: rerun the same command to
+    continue" and no word of the timeout; a later n_trials smaller than the study's trials printed "2 of 1 trials
+    finished" and retagged the parent run sweep.n_trials=1."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "logger.mlflow.log_model=false",
+            "optimizer.lr=tag(log, interval(0.001, 0.1))", *TINY, "hydra.sweeper.pruner=none",
+            "hydra.sweeper.study_name=cut", f"hydra.sweeper.storage={storage}"]
+    first = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
+    assert first.returncode == 0, first.stderr[-4000:]
+    cut = run_cli([*args, "hydra.sweeper.n_trials=5", "hydra.sweeper.timeout=0.001"], store, multirun=True)
+    assert cut.returncode == 0, cut.stderr[-4000:]
+    assert "2 of 5 trials finished" in cut.stdout
+    assert ("hydra.sweeper.timeout=0.001 (seconds) stopped the sweep with 3 of its 5 trials not run; the sweep ended "
+            "as the timeout asks (its parent run FINISHED) with the best of the finished trials: rerun the same command "
+            "to run the rest") in cut.stdout, cut.stdout
+    fewer = run_cli([*args, "hydra.sweeper.n_trials=1"], store, multirun=True)
+    assert fewer.returncode == 0, fewer.stderr[-4000:]
+    assert ("2 trials finished (2 complete, 0 pruned, 0 failed); hydra.sweeper.n_trials=1: the study already had 2 >= "
+            "1, so this command ran no trial (a larger n_trials adds trials)") in fewer.stdout, fewer.stdout
+    [parent], _ = parent_and_children(store, "regression")
+    assert parent.data.tags["sweep.n_trials"] == "5"

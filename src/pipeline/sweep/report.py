@@ -345,9 +345,15 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
                   parent: ParentRun, finals: list[dict], command: str) -> None:
     from pipeline.tasks.intervals import split_intervals, with_interval
 
-    lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
-                 f"{len(state.finished)} of {settings.n_trials} trials finished "
-                 f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"]
+    finished = len(state.finished)
+    counted = f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"
+    if finished > settings.n_trials:  # "17 of 2 trials finished" read as a count gone wrong
+        lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): {finished} trials finished "
+                     f"{counted}; hydra.sweeper.n_trials={settings.n_trials}: the study already had {finished} >= "
+                     f"{settings.n_trials}, so this command ran no trial (a larger n_trials adds trials)"]
+    else:
+        lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
+                     f"{finished} of {settings.n_trials} trials finished {counted}"]
     # counted above by their latest attempt; Optuna's failed_trial names the first attempt of a chain of retries
     retried = {int(t.system_attrs["failed_trial"]) for t in state.finished + state.running + state.waiting
                if t.system_attrs.get("failed_trial") is not None}
@@ -358,6 +364,11 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
     if state.waiting and not state.running and len(state.finished) >= settings.n_trials:
         lines.append(f"  {len(state.waiting)} more queued: the study was given n_trials={queued} by an earlier command; "
                      f"hydra.sweeper.n_trials={queued} runs them")
+    elif settings.timeout is not None and finished < settings.n_trials and not state.running:
+        lines.append(f"  hydra.sweeper.timeout={settings.timeout:g} (seconds) stopped the sweep with "
+                     f"{settings.n_trials - finished} of its {settings.n_trials} trials not run; the sweep ended as the "
+                     "timeout asks (its parent run FINISHED) with the best of the finished trials: rerun the same "
+                     "command to run the rest")
     elif state.waiting or state.running:
         lines.append(f"  {len(state.waiting)} waiting, {len(state.running)} running: rerun the same command to continue")
     if best:

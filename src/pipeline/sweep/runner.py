@@ -10,7 +10,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .space import SearchSpaceError, parse_search_space
-from .study import DATA_CONTENTS, PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
+from .study import (DATA_CONTENTS, PARENT_RUN_ATTR, SETUP_DONE_ATTR, SweepError, SweepSettings, create_or_resume,
+                    load_study, progress)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -328,7 +329,9 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     parent.prepare()  # the experiment is looked up while the study's storage opens
     study, created = create_or_resume(settings, lambda: parent.create(
         f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
-    parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": settings.n_trials})
+    # the study's number of trials: a later command's smaller n_trials runs none and takes none away
+    queued = max(int(study.user_attrs.get(SETUP_DONE_ATTR) or 0), len(progress(study).finished))
+    parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": max(settings.n_trials, queued)})
     warm_plots(parent)
     print(f"{'Created' if created else 'Resuming'} Optuna study '{settings.study_name}' in {settings.redacted_storage}: "
           f"{settings.n_trials} trials, {settings.n_jobs} worker(s), sampler={settings.sampler}, "
