@@ -538,6 +538,19 @@ def test_classification_search_runs_without_a_logger(tmp_path):
     assert all(0 < t.value < 1 for t in trials), [t.value for t in trials]  # a binary cross-entropy
 
 
+def test_a_search_over_list_choices_prints_no_optuna_warning(tmp_path):
+    """``model.hidden_dims: choice([32],[64,32])`` printed Optuna's UserWarning "Choices for a categorical distribution
+    should be a tuple of None, bool, int, float and str" several times a trial: list choices are handled by design."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=classification", "logger=none", "trainer.max_epochs=1",
+                      "model.hidden_dims=choice([32],[64,32])", "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.study_name=lists", f"hydra.sweeper.storage={storage}",
+                      f"hydra.sweep.dir={tmp_path / 'out'}"], multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Choices for a categorical distribution" not in result.stdout + result.stderr
+    assert sorted(str(t.params["model.hidden_dims"]) for t in study_trials(storage, "lists")) == ["[32]", "[64, 32]"]
+
+
 def test_a_search_space_no_trial_can_run_is_refused_before_the_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "logger=none",

@@ -7,10 +7,18 @@ stepped float), ``tag(log, ...)`` -> log scale. A parameter may depend on anothe
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+
+# choice([32],[64,32]): list choices are handled by design (override_value writes them back as lists, and Optuna
+# stores them as they are); Optuna warned that they "should be a tuple of None, bool, int, float and str" each time
+# it built such a distribution, four times a trial
+warnings.filterwarnings("ignore", message="Choices for a categorical distribution should be a tuple of None, bool, int, "
+                        "float and str", category=UserWarning)
 
 
 class SearchSpaceError(ValueError):
