@@ -314,3 +314,27 @@ def test_the_summary_says_what_a_timeout_or_a_smaller_n_trials_left_unrun(tmp_pa
             "1, so this command ran no trial (a larger n_trials adds trials)") in fewer.stdout, fewer.stdout
     [parent], _ = parent_and_children(store, "regression")
     assert parent.data.tags["sweep.n_trials"] == "5"
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_best_trials_final_training_says_so_and_a_rerun_finishes_it(tmp_path):
+    """SIGTERM while the best trial was trained again said "the interrupted one is queued again", though every
+    trial had ended and none was queued."""
+    args = [sys.executable, "-u", "-m", "pipeline.cli.train", "-m", "hydra/sweeper=pipeline_optuna", "task=regression",
+            "logger=none", "optimizer.lr=choice(0.01)", "trainer.max_epochs=400", "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=term", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db",
+            f"hydra.sweep.dir={tmp_path / 'out'}"]
+    process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "training it again" in line:
+            time.sleep(1.0)
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stdout.read()
+    assert process.wait(timeout=120) == 130, rest[-3000:]
+    assert ("Interrupted (Ctrl-C or SIGTERM) in the best trial's final training (every trial had ended and is kept in "
+            "the study): rerun the same command to finish it") in rest, rest[-3000:]
+    assert "queued again" not in rest
+    again = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Trial 0 trained again and tested: test/loss=" in again.stdout

@@ -346,8 +346,10 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
         # written while the store-writer draws the plots; the final runs add no trial
         tables = write_tables(study, settings, hydra_context.config_loader, base_config)
         finals = finalize(study, settings, hydra_context, base_config)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         parent.finish("KILLED")
+        # every trial had ended: what stopped was the best trial(s) trained again (rerunning trains them again)
+        interrupt.sweep_stage = "final training" if tables is not None else None
         raise
     except BaseException:
         # what finished so far is still worth a report; the error itself is what the user sees
@@ -357,7 +359,12 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
             log.error("could not write the sweep report: %s", error)
         parent.finish("FAILED")
         raise
-    summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals,
-                        plots_drawn, tables)
+    try:
+        summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals,
+                            plots_drawn, tables)
+    except KeyboardInterrupt as interrupt:
+        parent.finish("KILLED")
+        interrupt.sweep_stage = "report"
+        raise
     parent.finish("FINISHED")
     return summary
