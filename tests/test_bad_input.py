@@ -60,6 +60,22 @@ def test_unknown_option_or_key_names_it_and_the_nearest_valid_one(store, args, f
     assert_refused(run_cli_in_process(args, store), store, *fragments)
 
 
+def test_an_unknown_option_in_a_config_files_defaults_names_the_file(store):
+    """An experiment of one's own ``--config-dir`` whose defaults name a missing option gave Hydra's multi-line
+    report (``In 'task/classification': Could not find 'data/nosuch'``, the search path) and exit 1: the check of
+    the command line was skipped for any ``--config-dir`` or ``--config-name``."""
+    folder = store["tmp"] / "cd" / "experiment"
+    folder.mkdir(parents=True)
+    (folder / "x.yaml").write_text("# @package _global_\ndefaults:\n- override /data: wines\n")
+    result = run_cli_in_process(["--config-dir", str(folder.parent), "experiment=x"], store)
+    assert_refused(result, store, f"{folder / 'x.yaml'}: its defaults choose data=wines: no such option in data/; "
+                                  "did you mean data=wine?", "Available: adult, breast_cancer")
+    # the other checks of the command line hold with --config-dir and --config-name too
+    (folder.parent / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nseed: 7\n")
+    result = run_cli_in_process(["--config-dir", str(folder.parent), "--config-name", "mine", "optimizer.lrr=1"], store)
+    assert_refused(result, store, "unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?")
+
+
 def test_help_lists_the_options_without_the_base_files(store):
     result = run_cli(["--help"], store)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -3,6 +3,7 @@ storage, the runs in MLflow, pruning, resume after SIGKILL, two workers on Postg
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -114,11 +115,35 @@ def test_a_log_range_with_a_step_is_refused_not_searched_without_it():
     """tag(log, range(16, 129, 16)) drew 115, 37, 24: Optuna's log scale has no steps, and the step was dropped."""
     from pipeline.sweep.space import SearchSpaceError, parse_search_space
 
-    for expression in ("tag(log, range(16, 129, 16))", "tag(log, range(0.001, 0.1, 0.01))"):
-        with pytest.raises(SearchSpaceError, match=r"cannot keep the step .* use tag\(log, interval\("):
+    # integers are offered a range (interval() drew 16.0, which an integer key refuses), other numbers an interval
+    for expression, instead in [("tag(log, range(16, 129, 16))", "tag(log, range(16, 129))"),
+                                ("tag(log, range(0.001, 0.1, 0.01))", "tag(log, interval(0.001, 0.1))")]:
+        with pytest.raises(SearchSpaceError, match=r"cannot keep the step .* use " + re.escape(instead) + " or"):
             parse_search_space({"data.batch_size": expression}, [], {})
+        [param] = parse_search_space({"data.batch_size": instead}, [], {}).params  # the advice is taken
+        assert param.distribution.log and isinstance(param.distribution.low, int) == ("range" in instead)
     [param] = parse_search_space({"data.batch_size": "tag(log, range(16, 129))"}, [], {}).params  # step 1: kept
     assert (param.distribution.low, param.distribution.high, param.distribution.log) == (16, 128, True)
+
+
+@pytest.mark.unit
+def test_a_condition_on_a_bool_or_int_choice_reads_its_value_as_hydra_does():
+    """``conditions: {data.crop_padding: data.augment=true}`` over ``choice(true,false)`` was refused ("data.augment=true
+    is not a value data.augment takes (choice(True, False))"): only ``=True`` was taken."""
+    from pipeline.sweep.space import corners, parse_search_space
+
+    for written in ("true", "True"):
+        space = parse_search_space({"data.augment": "choice(true,false)", "data.crop_padding": "range(0, 3)",
+                                    "data.batch_size": "choice(16, 32)", "model.dropout": "interval(0, 0.5)"}, [],
+                                   {"data.crop_padding": f"data.augment={written}", "model.dropout": "data.batch_size=32"})
+        probes = corners(space)
+        assert all(("data.crop_padding" in p) == (p["data.augment"] is True) for p in probes), probes
+        assert all(("model.dropout" in p) == (p["data.batch_size"] == 32) for p in probes), probes
+        assert any("data.crop_padding" in p for p in probes) and any("model.dropout" in p for p in probes)
+    # a parent fixed on the command line: its condition holds as it is written there
+    space = parse_search_space({"data.crop_padding": "range(0, 3)"}, ["data.augment=true"],
+                               {"data.crop_padding": "data.augment=True"})
+    assert [p.name for p in space.params] == ["data.crop_padding"]
 
 
 @pytest.mark.unit
@@ -566,6 +591,19 @@ def test_classification_search_runs_without_a_logger(tmp_path):
     assert all(0 < t.value < 1 for t in trials), [t.value for t in trials]  # a binary cross-entropy
 
 
+def test_a_search_over_list_choices_prints_no_optuna_warning(tmp_path):
+    """``model.hidden_dims: choice([32],[64,32])`` printed Optuna's UserWarning "Choices for a categorical distribution
+    should be a tuple of None, bool, int, float and str" several times a trial: list choices are handled by design."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=classification", "logger=none", "trainer.max_epochs=1",
+                      "model.hidden_dims=choice([32],[64,32])", "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.study_name=lists", f"hydra.sweeper.storage={storage}",
+                      f"hydra.sweep.dir={tmp_path / 'out'}"], multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Choices for a categorical distribution" not in result.stdout + result.stderr
+    assert sorted(str(t.params["model.hidden_dims"]) for t in study_trials(storage, "lists")) == ["[32]", "[64, 32]"]
+
+
 def test_a_search_space_no_trial_can_run_is_refused_before_the_study(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "logger=none",
@@ -624,6 +662,13 @@ SWEEP_REFUSALS = [
      "Error: a trial of this search cannot run (one drawing optimizer.lr=0.0001, optimizer.weight_decay=1e-06, "
      "optimizer.momentum=0.0, optimizer.nesterov=True): optimizer: cannot build it: Nesterov momentum requires a "
      "momentum and zero dampening"),
+    # values only the model's class judges: the model built at the corners, as a run builds it (was: a study
+    # created, its trials FAILED, exit 2, and the study's name taken)
+    (["hparams_search=classification_optuna", "model.activation=choice(relu,tanhh)"],
+     "Error: a trial of this search cannot run (one drawing model.activation=tanhh): model: cannot build it: "
+     "model.activation must be one of ['gelu', 'relu', 'sigmoid', 'tanh'], got 'tanhh'"),
+    (["hparams_search=classification_optuna", "model.activation=choice(swishy,relu)"],
+     "Error: a trial of this search cannot run (one drawing model.activation=swishy): model: cannot build it: "),
     # a typo in a key of a searched optimizer: which optimizer the first trial drew (it read as if SGD were chosen)
     (["hparams_search=classification_optuna", "optimizer.lrr=interval(0.001,0.01)"],
      "Error: a trial of this search cannot run (one drawing optimizer=sgd): unknown key 'optimizer.lrr' for "

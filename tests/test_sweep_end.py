@@ -310,3 +310,116 @@ def test_sigterm_to_a_sweep_of_two_workers_ends_it_in_one_line(tmp_path):
         "Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "
         "interrupted one is queued again: rerun the same command to continue"]
     assert not [t.number for t in study_trials(storage, "par") if t.state == TrialState.RUNNING]
+
+
+def _train_it(stdout: str, run_dir) -> subprocess.CompletedProcess:
+    """The summary's "train it:" command, run as printed (in a shell; its run folder named)."""
+    [line] = [l for l in stdout.splitlines() if l.strip().startswith("train it: pipeline-train ")]
+    command = line.split("train it: ", 1)[1]
+    script = f"pipeline-train() {{ {sys.executable} -m pipeline.cli.train \"$@\"; }}; {command} hydra.run.dir={run_dir}"
+    return subprocess.run(["bash", "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _best_logged(run_dir, metric: str) -> float:
+    import json
+
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    return [row[metric] for row in lines if metric in row][-1]
+
+
+@pytest.mark.slow
+def test_the_printed_best_command_reproduces_a_sweep_of_another_primary_config(tmp_path):
+    """A sweep with ``--config-name myconfig`` (seed 7): its best config was a difference from myconfig, and the
+    printed command named the sweep dir alone, so it trained the packaged config's seed 42 on another split,
+    without a word. The command now names the primary config and its folder."""
+    conf = tmp_path / "my_conf"
+    conf.mkdir()
+    (conf / "myconfig.yaml").write_text("defaults:\n  - config\n  - _self_\nseed: 7\n")
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["--config-dir", str(conf), "--config-name", "myconfig", "hydra/sweeper=pipeline_optuna",
+                      "task=regression", "logger=none", "optimizer.lr=tag(log, interval(1e-3, 1e-1))", *TINY,
+                      "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=cn",
+                      f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    best = optuna.load_study(study_name="cn", storage=storage).best_trial
+    again = _train_it(result.stdout, tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert _best_logged(tmp_path / "again", "val/rmse_best") == pytest.approx(best.value, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_the_printed_best_command_finds_the_options_of_the_sweeps_config_dir(tmp_path):
+    """A search over a data set of the user's ``--config-dir`` (data/tiny.yaml): the printed command failed with
+    Hydra's "Could not find 'data/tiny'" (exit 1): it named only the sweep dir."""
+    import numpy as np
+
+    rows = np.random.default_rng(0).normal(size=(200, 3))
+    (tmp_path / "tiny.csv").write_text("a,b,c,label\n" + "".join(
+        f"{a:.4f},{b:.4f},{c:.4f},{int(a + 0.5 * b > 0)}\n" for a, b, c in rows))
+    conf = tmp_path / "my_conf"
+    (conf / "data").mkdir(parents=True)
+    (conf / "data" / "tiny.yaml").write_text(f"defaults: [csv, _self_]\npath: {tmp_path / 'tiny.csv'}\ntarget: label\n")
+    (conf / "hparams_search").mkdir()
+    (conf / "hparams_search" / "tinys.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /task: classification\n  - override /data: tiny\n"
+        "  - override /hydra/sweeper: pipeline_optuna\ntrainer: {max_epochs: 2}\n"
+        "hydra:\n  sweeper:\n    n_trials: 2\n    pruner: none\n    params:\n"
+        "      optimizer.lr: tag(log, interval(1e-3, 1e-1))\n")
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["--config-dir", str(conf), "hparams_search=tinys", "logger=none", "hydra.sweeper.study_name=tn",
+                      f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    best = optuna.load_study(study_name="tn", storage=storage).best_trial
+    again = _train_it(result.stdout, tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert _best_logged(tmp_path / "again", "val/loss_best") == pytest.approx(best.value, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_the_summary_says_what_a_timeout_or_a_smaller_n_trials_left_unrun(tmp_path):
+    """A timeout that left trials unrun ended FINISHED with "3 waiting, 0 running: rerun the same command to
+    continue" and no word of the timeout; a later n_trials smaller than the study's trials printed "2 of 1 trials
+    finished" and retagged the parent run sweep.n_trials=1."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "logger.mlflow.log_model=false",
+            "optimizer.lr=tag(log, interval(0.001, 0.1))", *TINY, "hydra.sweeper.pruner=none",
+            "hydra.sweeper.study_name=cut", f"hydra.sweeper.storage={storage}"]
+    first = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
+    assert first.returncode == 0, first.stderr[-4000:]
+    cut = run_cli([*args, "hydra.sweeper.n_trials=5", "hydra.sweeper.timeout=0.001"], store, multirun=True)
+    assert cut.returncode == 0, cut.stderr[-4000:]
+    assert "2 of 5 trials finished" in cut.stdout
+    assert ("hydra.sweeper.timeout=0.001 (seconds) stopped the sweep with 3 of its 5 trials not run; the sweep ended "
+            "as the timeout asks (its parent run FINISHED) with the best of the finished trials: rerun the same command "
+            "to run the rest") in cut.stdout, cut.stdout
+    fewer = run_cli([*args, "hydra.sweeper.n_trials=1"], store, multirun=True)
+    assert fewer.returncode == 0, fewer.stderr[-4000:]
+    assert ("2 trials finished (2 complete, 0 pruned, 0 failed); hydra.sweeper.n_trials=1: the study already had 2 >= "
+            "1, so this command ran no trial (a larger n_trials adds trials)") in fewer.stdout, fewer.stdout
+    [parent], _ = parent_and_children(store, "regression")
+    assert parent.data.tags["sweep.n_trials"] == "5"
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_best_trials_final_training_says_so_and_a_rerun_finishes_it(tmp_path):
+    """SIGTERM while the best trial was trained again said "the interrupted one is queued again", though every
+    trial had ended and none was queued."""
+    args = [sys.executable, "-u", "-m", "pipeline.cli.train", "-m", "hydra/sweeper=pipeline_optuna", "task=regression",
+            "logger=none", "optimizer.lr=choice(0.01)", "trainer.max_epochs=400", "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=term", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db",
+            f"hydra.sweep.dir={tmp_path / 'out'}"]
+    process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "training it again" in line:
+            time.sleep(1.0)
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stdout.read()
+    assert process.wait(timeout=120) == 130, rest[-3000:]
+    assert ("Interrupted (Ctrl-C or SIGTERM) in the best trial's final training (every trial had ended and is kept in "
+            "the study): rerun the same command to finish it") in rest, rest[-3000:]
+    assert "queued again" not in rest
+    again = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Trial 0 trained again and tested: test/loss=" in again.stdout

@@ -50,7 +50,15 @@ class PipelineOptunaSweeper(Sweeper):
             print(f"Error: hydra.sweeper.storage: cannot open the study's storage ({type(error).__name__}: "
                   f"{redact_text(' '.join(str(error).split()))[:300]})", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            stage = getattr(interrupt, "sweep_stage", None)  # after the trials: none of them was running
+            if stage:
+                done = ("the best trial's final training (every trial had ended and is kept in the study): rerun the "
+                        "same command to finish it" if stage == "final training" else
+                        "the sweep's report, after its trials and the best trial's final training had ended: rerun the "
+                        "same command to write it")
+                print(f"Interrupted (Ctrl-C or SIGTERM) in {done}", file=sys.stderr, flush=True)
+                sys.exit(EXIT_INTERRUPTED)
             print("Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "
                   "interrupted one is queued again: rerun the same command to continue", file=sys.stderr, flush=True)
             sys.exit(EXIT_INTERRUPTED)

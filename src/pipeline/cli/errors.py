@@ -147,7 +147,27 @@ def _save_traceback() -> Path:
 # ----- the command line, checked before Hydra runs ---------------------------------------------------
 # Hydra options that change what is composed or do not compose at all: left to Hydra.
 _HYDRA_ONLY_OPTIONS = ("help", "hydra_help", "version", "info", "shell_completion", "config_path",
-                       "config_name", "config_dir", "experimental_rerun")
+                       "experimental_rerun")
+
+
+@contextlib.contextmanager
+def _hydra_for(config_dir: Path, user_dir: Optional[str] = None):
+    """Hydra initialized as the command initializes it: the packaged ``config_dir``, and ``--config-dir`` after it."""
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
+        if user_dir:
+            from hydra._internal.hydra import Hydra
+            from hydra._internal.utils import create_config_search_path
+            from hydra.core.config_search_path import SearchPathQuery
+            from hydra.core.global_hydra import GlobalHydra
+
+            search_path = create_config_search_path(str(config_dir))
+            search_path.prepend(provider="command-line", path=f"file://{os.path.abspath(user_dir)}",
+                                anchor=SearchPathQuery(provider="schema"))
+            GlobalHydra.instance().clear()
+            Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+        yield
 
 
 def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str = "config") -> None:
@@ -168,23 +188,27 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     if any(getattr(args, name, None) for name in _HYDRA_ONLY_OPTIONS):
         return
     overrides = list(args.overrides or [])
+    config_name = args.config_name or config_name
+    user_dir = args.config_dir
+    if user_dir and not os.path.isdir(user_dir):  # Hydra says so itself
+        return
     hydra_sweep = _sweep_over_hydra(overrides)
     if hydra_sweep:
         _fail(hydra_sweep, EXIT_USER_ERROR)
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         jobs = _jobs_to_check(overrides) if args.multirun else [overrides]
-        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
+        with _hydra_for(config_dir, user_dir):
             for job in jobs:
                 composed = compose(config_name, overrides=job, return_hydra_config=True)
                 base = base_file_chosen(OmegaConf.select(composed, "hydra.runtime.choices") or {}, config_dir)
                 if base:
                     _fail(base, EXIT_USER_ERROR)  # SystemExit: neither handler below takes it
     except (HydraException, OmegaConfBaseException) as error:
-        _fail(describe_composition_error(error, config_dir, config_name, overrides), EXIT_USER_ERROR)
+        _fail(describe_composition_error(error, config_dir, config_name, overrides, user_dir), EXIT_USER_ERROR)
     except Exception:
         return
     multirun = args.multirun or composed.hydra.get("mode") == "MULTIRUN"
@@ -296,7 +320,7 @@ def _jobs_to_check(overrides: list[str]) -> list[list[str]]:
 
 
 def describe_composition_error(error: Exception, config_dir: Path, config_name: str = "config",
-                               overrides: Sequence[str] = ()) -> str:
+                               overrides: Sequence[str] = (), user_dir: Optional[str] = None) -> str:
     from hydra.errors import MissingConfigException, OverrideParseException
 
     missing = re.search(r"Could not load '([\w/]+)/([^'/]+)'", str(error))
@@ -309,6 +333,10 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
         options = sorted(option for option in error.options if not option.startswith("_"))  # _common: a base
         match = nearest(name, options)
         suggestion = f"; did you mean {group}={match}?" if match else "."
+        chooser = _file_choosing(group, name, overrides, [d for d in (config_dir, user_dir) if d])
+        if chooser:  # a defaults list of a file the command line chose (an experiment's override /data: nosuch)
+            return (f"{chooser}: its defaults choose {group}={name}: no such option in {group}/{suggestion} "
+                    f"Available: {', '.join(options)}")
         return f"{group}={name}: no such option in conf/{group}/{suggestion} Available: {', '.join(options)}"
     if isinstance(error, OverrideParseException):
         return (f"cannot parse the override '{error.override}': {one_line(error.message)}; "
@@ -318,7 +346,7 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
     cause = error.__cause__
     full_key = getattr(cause, "full_key", None)
     if full_key and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-        return _unknown_key_message(str(full_key), config_dir, config_name, overrides)
+        return _unknown_key_message(str(full_key), config_dir, config_name, overrides, user_dir)
     if "Ambiguous value for argument" in str(error):  # a=x,y without -m
         override = next((o for o in overrides if "," in o and "=" in o), None)
         shown = f"{override}: " if override else ""
@@ -330,7 +358,32 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
     return one_line(" ".join(lines[:3]))
 
 
-def _unknown_key_message(full_key: str, config_dir: Path, config_name: str, overrides: Sequence[str]) -> str:
+def _file_choosing(group: str, name: str, overrides: Sequence[str], folders: Sequence) -> Optional[str]:
+    """The config file a command line's option names (``experiment=x``: ``<folder>/experiment/x.yaml``) whose
+    defaults list chooses ``group=name``; None when the command line chooses it itself, or no such file does."""
+    if any(o.lstrip("+~").partition("=")[::2] == (group, name) for o in overrides):
+        return None
+    for override in overrides:
+        chosen_group, _, option = override.lstrip("+~").partition("=")
+        if not option or "." in chosen_group or "," in option:
+            continue
+        for folder in folders:
+            path = Path(folder) / chosen_group / f"{option}.yaml"
+            try:
+                defaults = (OmegaConf.load(path) or {}).get("defaults") or []
+            except Exception:  # no such file, or not YAML
+                continue
+            for entry in defaults:
+                pairs = entry.items() if hasattr(entry, "items") else ()
+                if any(str(v) == name and str(k).split()[-1].strip("/").rsplit("@", 1)[0] in (
+                        group, group.rsplit("/", 1)[-1]) for k, v in pairs):
+                    return str(path)
+            break  # the first folder that has the file is the one Hydra reads
+    return None
+
+
+def _unknown_key_message(full_key: str, config_dir: Path, config_name: str, overrides: Sequence[str],
+                         user_dir: Optional[str] = None) -> str:
     parent, _, key = full_key.rpartition(".")
     if full_key == "data.test_path":  # a bundled data set: data.test_fraction would not be what is meant
         from pipeline.config import NO_TEST_FILE
@@ -338,7 +391,7 @@ def _unknown_key_message(full_key: str, config_dir: Path, config_name: str, over
         return f"unknown key 'data.test_path': {NO_TEST_FILE}"
     # the other overrides may pick other options (data=wine has other keys than data=mnist)
     others = [o for o in overrides if not o.lstrip("+~").split("=")[0].startswith(full_key)]
-    siblings, target = _keys_at(parent, config_dir, config_name, others)
+    siblings, target = _keys_at(parent, config_dir, config_name, others, user_dir)
     where = f"under '{parent}'" if parent else "at the top level"
     match = nearest(key, siblings)
     suggestion = f"; did you mean '{parent + '.' if parent else ''}{match}'?" if match else ""
@@ -363,13 +416,13 @@ def _takes(target: str, key: str) -> bool:
 
 
 def _keys_at(path: str, config_dir: Path, config_name: str,
-             overrides: Sequence[str]) -> tuple[list[str], Optional[str]]:
+             overrides: Sequence[str], user_dir: Optional[str] = None) -> tuple[list[str], Optional[str]]:
     """The keys of the config at ``path`` (dotted; '' is the top level) and the ``_target_`` there, if any."""
     try:
-        from hydra import compose, initialize_config_dir
+        from hydra import compose
         from omegaconf import DictConfig, OmegaConf
 
-        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir), job_name="train"):
+        with _hydra_for(config_dir, user_dir):
             cfg = compose(config_name, overrides=list(overrides), return_hydra_config=path.startswith("hydra"))
         node = OmegaConf.select(cfg, path) if path else cfg
         if not isinstance(node, DictConfig):

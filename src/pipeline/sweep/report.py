@@ -123,7 +123,7 @@ def summarize(study: optuna.Study, settings: SweepSettings, parent: ParentRun, c
             if final.get("run_id"):
                 tags["best.run_id"] = final["run_id"]
     parent.record(files, metrics, tags)
-    print_summary(study, settings, state, counts, best, best_file, parent, finals or [])
+    print_summary(study, settings, state, counts, best, best_file, parent, finals or [], train_command(settings, base_config))
     return {"counts": counts, "best_values": best[0].values if best else None,
             "best_params": best[0].params if best else None, "best_config": str(best_file) if best_file else None}
 
@@ -230,6 +230,32 @@ def best_config_name(settings: SweepSettings) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", settings.study_name) + "_best"
 
 
+def user_config_dir(base_config: DictConfig) -> Optional[str]:
+    """The sweep's ``--config-dir`` (None without one)."""
+    return next((source.path for source in base_config.hydra.runtime.config_sources
+                 if source.provider == "command-line" and source.schema == "file"), None)
+
+
+def train_command(settings: SweepSettings, base_config: DictConfig) -> str:
+    """The ``pipeline-train`` command that trains the best config as the sweep composed its trials: the best config
+    differs from the sweep's primary config (``--config-name``), and may choose options of the sweep's own
+    ``--config-dir``; the sweep dir, which holds ``experiment/<study>_best.yaml``, is then added to the search path
+    (Hydra takes one ``--config-dir``)."""
+    import shlex
+
+    sweep_dir = str(Path(settings.sweep_dir).resolve())
+    user_dir = user_config_dir(base_config)
+    config_name = str(base_config.hydra.job.config_name)
+    words = ["pipeline-train", "--config-dir", user_dir or sweep_dir]
+    if config_name != "config":
+        words += ["--config-name", config_name]
+    if user_dir:
+        searchpath = [str(p) for p in base_config.hydra.searchpath or ()] + [f"file://{sweep_dir}"]
+        words.append(f"hydra.searchpath=[{','.join(searchpath)}]")
+    words.append(f"experiment={best_config_name(settings)}")
+    return " ".join(shlex.quote(word) for word in words)
+
+
 def write_best_config(study: optuna.Study, trial, settings: SweepSettings, config_loader, base_config: DictConfig) -> Path:
     """``<sweep dir>/experiment/<study>_best.yaml``: the groups and values in which the best trial's
     config differs from the defaults, so ``experiment=<study>_best`` reproduces it exactly."""
@@ -256,8 +282,11 @@ def write_best_config(study: optuna.Study, trial, settings: SweepSettings, confi
         "# @package _global_",
         f"# Best trial {trial.number} of Optuna study '{settings.study_name}': "
         + ", ".join(f"{n}={v:.6g}" for n, v in zip(settings.objectives, trial.values)),
-        f"# Run it: pipeline-train --config-dir {Path(settings.sweep_dir).resolve()} experiment={best_config_name(settings)}",
-        f"# (or copy this file into conf/experiment/ and run: pipeline-train experiment={best_config_name(settings)})",
+        f"# Run it: {train_command(settings, base_config)}",
+        f"# (or copy this file into {user_config_dir(base_config) or 'conf'}/experiment/ and run: pipeline-train "
+        + (f"--config-dir {user_config_dir(base_config)} " if user_config_dir(base_config) else "")
+        + (f"--config-name {config_name} " if config_name != "config" else "")
+        + f"experiment={best_config_name(settings)})",
     ]
     if secrets:  # this file is logged to the store: credentials stay on the command line
         lines.append(f"# Left out (credentials): {', '.join(secrets)}; give them on the command line as the sweep had them")
@@ -313,12 +342,18 @@ def _difference(config: dict, reference: dict) -> dict:
 
 
 def print_summary(study, settings: SweepSettings, state, counts: dict, best: list, best_file: Optional[Path],
-                  parent: ParentRun, finals: list[dict]) -> None:
+                  parent: ParentRun, finals: list[dict], command: str) -> None:
     from pipeline.tasks.intervals import split_intervals, with_interval
 
-    lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
-                 f"{len(state.finished)} of {settings.n_trials} trials finished "
-                 f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"]
+    finished = len(state.finished)
+    counted = f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed)"
+    if finished > settings.n_trials:  # "17 of 2 trials finished" read as a count gone wrong
+        lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): {finished} trials finished "
+                     f"{counted}; hydra.sweeper.n_trials={settings.n_trials}: the study already had {finished} >= "
+                     f"{settings.n_trials}, so this command ran no trial (a larger n_trials adds trials)"]
+    else:
+        lines = ["", f"Optuna study '{settings.study_name}' ({settings.redacted_storage}): "
+                     f"{finished} of {settings.n_trials} trials finished {counted}"]
     # counted above by their latest attempt; Optuna's failed_trial names the first attempt of a chain of retries
     retried = {int(t.system_attrs["failed_trial"]) for t in state.finished + state.running + state.waiting
                if t.system_attrs.get("failed_trial") is not None}
@@ -329,6 +364,11 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
     if state.waiting and not state.running and len(state.finished) >= settings.n_trials:
         lines.append(f"  {len(state.waiting)} more queued: the study was given n_trials={queued} by an earlier command; "
                      f"hydra.sweeper.n_trials={queued} runs them")
+    elif settings.timeout is not None and finished < settings.n_trials and not state.running:
+        lines.append(f"  hydra.sweeper.timeout={settings.timeout:g} (seconds) stopped the sweep with "
+                     f"{settings.n_trials - finished} of its {settings.n_trials} trials not run; the sweep ended as the "
+                     "timeout asks (its parent run FINISHED) with the best of the finished trials: rerun the same "
+                     "command to run the rest")
     elif state.waiting or state.running:
         lines.append(f"  {len(state.waiting)} waiting, {len(state.running)} running: rerun the same command to continue")
     if best:
@@ -346,8 +386,7 @@ def print_summary(study, settings: SweepSettings, state, counts: dict, best: lis
             lines.append(f"  checkpoint, model and plots: {final['output_dir']}"
                          + (f"; MLflow run {final['run_id']} (tagged best=true)" if final.get("run_id") else ""))
         lines.append(f"Best config: {best_file}")
-        lines.append(f"  train it: pipeline-train --config-dir {Path(settings.sweep_dir).resolve()} "
-                     f"experiment={best_config_name(settings)}")
+        lines.append(f"  train it: {command}")
     lines.append(f"Trials table and plots: {Path(settings.sweep_dir).resolve()}")
     if parent.run_id:
         lines.append(f"MLflow parent run {parent.run_id} in experiment '{parent.experiment_name}' at {redact_text(parent.tracking_uri)}")

@@ -10,7 +10,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from .space import SearchSpaceError, parse_search_space
-from .study import DATA_CONTENTS, OBJECTIVES, PARENT_RUN_ATTR, SweepError, SweepSettings, create_or_resume, load_study
+from .study import (DATA_CONTENTS, OBJECTIVES, PARENT_RUN_ATTR, SETUP_DONE_ATTR, SweepError, SweepSettings,
+                    create_or_resume, load_study, progress)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -158,7 +159,9 @@ def _drawing(probe: dict, first, error: str = "") -> str:
     if first is None:
         drawn = [f"{name}={value}" for name, value in probe.items() if "." not in name and f"{name}." in error]
         built = error.split(": cannot build it", 1)[0] if ": cannot build it" in error else None
-        drawn += [f"{name}={value}" for name, value in probe.items() if built and name.startswith(f"{built}.")]
+        of_built = [name for name in probe if built and name.startswith(f"{built}.")]
+        named = [name for name in of_built if name in error]  # model.activation in "model.activation must be one of"
+        drawn += [f"{name}={probe[name]}" for name in named or of_built]
     else:
         drawn = [f"{name}={value}" for name, value in probe.items() if first.get(name) != value]
     return f" (one drawing {', '.join(drawn)})" if drawn else ""
@@ -186,10 +189,18 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
 
     configs = trial_configs(hydra_context.config_loader, base_config, settings.space)
     first, first_config = None, None
+    # the corners that draw a model's values, with their model config: built as a run builds it once the data (whose
+    # description sizes the model) is set up below; values only the class judges (an unknown activation) are refused
+    models: list[tuple[dict, Any, dict]] = []
 
     def checked(config: DictConfig) -> None:  # the config's values, then the optimizer they build
         validate(config)
         _build_optimizer(config)
+        other_data = first is not None and any(k in ("task", "data") or k.startswith("data.") for k in changed)
+        model = OmegaConf.to_container(config.model, resolve=True)
+        drawn = any(k == "model" or k.startswith("model.") for k in probe)
+        if drawn and not other_data and all(model != built for _, _, built in models):
+            models.append((probe, first, model))
 
     # every choice and both ends of every range (conditional parameters where their condition holds): a value
     # that cannot run is refused now, not found by the trials that draw it (each a FAILED run)
@@ -231,6 +242,15 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
         if isinstance(cause, (DataError, ConfigError)):
             raise SweepError(str(cause)) from None
         raise
+    from pipeline.models import build_model
+    from pipeline.train import building
+
+    for probe, before, model in models:
+        try:
+            with building("model"):
+                build_model(OmegaConf.create(model), datamodule.spec)
+        except ConfigError as error:
+            raise SweepError(f"a trial of this search cannot run{_drawing(probe, before, str(error))}: {error}") from None
     searched = any(p.name in ("seed", "data") or p.name.startswith("data.") for p in settings.space.params)
     # image files are told apart by path, size and modification time, not contents: a copy on another machine of
     # a study's workers, or a folder copied anew, would differ; only digests of the rows' contents are kept
@@ -316,7 +336,9 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     parent.prepare()  # the experiment is looked up while the study's storage opens
     study, created = create_or_resume(settings, lambda: parent.create(
         f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
-    parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": settings.n_trials})
+    # the study's number of trials: a later command's smaller n_trials runs none and takes none away
+    queued = max(int(study.user_attrs.get(SETUP_DONE_ATTR) or 0), len(progress(study).finished))
+    parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": max(settings.n_trials, queued)})
     warm_plots(parent)
     print(f"{'Created' if created else 'Resuming'} Optuna study '{settings.study_name}' in {settings.redacted_storage}: "
           f"{settings.n_trials} trials, {settings.n_jobs} worker(s), sampler={settings.sampler}, "
@@ -331,8 +353,10 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
         # written while the store-writer draws the plots; the final runs add no trial
         tables = write_tables(study, settings, hydra_context.config_loader, base_config)
         finals = finalize(study, settings, hydra_context, base_config)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         parent.finish("KILLED")
+        # every trial had ended: what stopped was the best trial(s) trained again (rerunning trains them again)
+        interrupt.sweep_stage = "final training" if tables is not None else None
         raise
     except BaseException:
         # what finished so far is still worth a report; the error itself is what the user sees
@@ -342,7 +366,12 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
             log.error("could not write the sweep report: %s", error)
         parent.finish("FAILED")
         raise
-    summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals,
-                        plots_drawn, tables)
+    try:
+        summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals,
+                            plots_drawn, tables)
+    except KeyboardInterrupt as interrupt:
+        parent.finish("KILLED")
+        interrupt.sweep_stage = "report"
+        raise
     parent.finish("FINISHED")
     return summary

@@ -7,10 +7,18 @@ stepped float), ``tag(log, ...)`` -> log scale. A parameter may depend on anothe
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+
+# choice([32],[64,32]): list choices are handled by design (override_value writes them back as lists, and Optuna
+# stores them as they are); Optuna warned that they "should be a tuple of None, bool, int, float and str" each time
+# it built such a distribution, four times a trial
+warnings.filterwarnings("ignore", message="Choices for a categorical distribution should be a tuple of None, bool, int, "
+                        "float and str", category=UserWarning)
 
 
 class SearchSpaceError(ValueError):
@@ -101,7 +109,8 @@ def parse_search_space(params: Mapping[str, Any], arguments: Sequence[str],
         parent = str(condition).partition("=")[0].strip()
         if parent in fixed and parent not in searched:  # optimizer=adam on the command line of a search over it
             _, allowed = parse_condition(name, condition, {parent: SearchParam(parent, CategoricalDistribution([0]))})
-            if fixed[parent].split("=", 1)[1].strip() not in allowed:
+            given = _parsed_value(fixed[parent].split("=", 1)[1].strip())
+            if not any(_same_value(_parsed_value(value), given) for value in allowed):
                 del searched[name]  # its condition never holds: not searched (optimizer.momentum for adam)
             continue  # or always holds: searched as any other parameter
         searched[name] = SearchParam(searched[name].key, searched[name].distribution,
@@ -119,14 +128,33 @@ def parse_condition(name: str, condition: str, searched: Mapping[str, SearchPara
     if parent not in searched or searched[parent].condition is not None:
         raise SearchSpaceError(f"condition for '{name}' depends on '{parent}', which must be an unconditional "
                                f"parameter of the search space")
-    allowed = tuple(v.strip() for v in values.split(","))
     choices = getattr(searched[parent].distribution, "choices", None)
+    # a value as Hydra reads it (true: True, 1: 1), written as the choice it is: sample() compares str(value)
+    allowed = tuple(next((str(c) for c in choices or () if _same_value(c, _parsed_value(v.strip()))), v.strip())
+                    for v in values.split(","))
     if choices is not None and len(choices) > 1:  # a value the parent never takes: the parameter never searched
         unknown = [v for v in allowed if v not in {str(c) for c in choices}]
         if unknown:
             raise SearchSpaceError(f"condition for '{name}': {parent}={','.join(unknown)} is not a value {parent} takes "
                                    f"(choice({', '.join(map(str, choices))}))")
     return parent, allowed
+
+
+def _parsed_value(text: str) -> Any:
+    """``text`` as the override grammar reads a value (``true`` is True, ``1`` is 1); the text where it cannot."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides([f"key={text}"])[0].value()
+    except Exception:
+        return text
+
+
+def _same_value(choice: Any, value: Any) -> bool:
+    """``choice == value``, where True is not 1, and a text is the same as a choice written as that text."""
+    if isinstance(choice, bool) != isinstance(value, bool):
+        return False
+    return choice == value or str(choice) == str(value)
 
 
 def to_distribution(name: str, sweep) -> BaseDistribution:
@@ -144,8 +172,11 @@ def to_distribution(name: str, sweep) -> BaseDistribution:
     if isinstance(sweep, RangeSweep):
         start, stop, step = sweep.start, sweep.stop, sweep.step
         if log and step != 1:  # Optuna's log scale has no steps: the step was dropped, another space searched
+            # integers stay integers: tag(log, range(8, 128)); interval() would draw 8.0 for an integer key
+            integers = all(isinstance(v, int) for v in (start, stop))
+            without_step = f"range({start}, {stop})" if integers else f"interval({start}, {stop})"
             raise SearchSpaceError(f"'{name}': tag(log, range({start}, {stop}, {step})) cannot keep the step {step} "
-                                   f"(Optuna draws a log scale without steps); use tag(log, interval({start}, {stop})) "
+                                   f"(Optuna draws a log scale without steps); use tag(log, {without_step}) "
                                    f"or range({start}, {stop}, {step}) without log")
         if all(isinstance(v, int) for v in (start, stop, step)):
             # Hydra's range excludes its stop, like Python's
