@@ -296,6 +296,24 @@ def test_regression_logs_predicted_vs_true_and_a_model_in_original_units(shared_
     assert logged["prediction"].to_numpy() == pytest.approx(predicted, rel=1e-5)
 
 
+def test_regression_intervals_keep_the_precision_of_their_metric(tmp_path, migrated_store_db):
+    """A regression metric is logged in float64 (the data's units); its bootstrap interval was float32 beside it
+    (test/mse=4333870.101239996, test/mse_ci_high=7462357.0): the bounds are float64 too."""
+    from pipeline.train import train
+
+    store = new_store(tmp_path, migrated_store_db)
+    train(compose_for_train(store, ["task=regression", "data=synthetic_linear", "data.bias=3000", "data.noise=700",
+                                    "trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                                    "logger.mlflow.log_plots=false", "task.test_intervals=200"]))
+    [run] = runs_in(store, "regression")
+    metrics = run.data.metrics
+    for name in ("mse", "rmse", "mae"):
+        low, value, high = (metrics[f"test/{name}{part}"] for part in ("_ci_low", "", "_ci_high"))
+        assert low < value < high, (name, low, value, high)
+        for bound in (low, high):  # not rounded to float32 (24 bits: a multiple of 1/16 above 1e5)
+            assert float(np.float32(bound)) != bound, (name, bound)
+
+
 def test_text_task_logs_its_tokenizer_and_respects_log_model_and_log_plots(shared_store, tmp_path):
     from pipeline.train import train
 
