@@ -718,6 +718,36 @@ def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_p
     assert code == 2 and f"no registered model version models:/tumours/7 in {store['uri']}" in error_line(stderr)
 
 
+def test_eval_rerun_and_predict_take_the_same_model_references(tmp_path, migrated_store_db):
+    """models:/<name>/latest and models:/<name>@<alias> name the run that logged the version for pipeline-eval and
+    pipeline-rerun as they do for pipeline-predict (they said "is not a registered model's version")."""
+    from conftest import eval_cli, rerun_cli
+    from pipeline.train import train
+
+    store = new_store(tmp_path, migrated_store_db)
+    train(compose_for_train(store, ["trainer.max_epochs=1", "logger.mlflow.register_as=refs",
+                                    "logger.mlflow.log_plots=false"]))
+    [run] = runs_in(store)
+    client_of(store).set_registered_model_alias("refs", "champion", "1")
+    from sklearn.datasets import load_breast_cancer
+
+    load_breast_cancer(as_frame=True).frame.head(20).to_csv(tmp_path / "rows.csv", index=False)
+    for number, reference in enumerate(("models:/refs/latest", "models:/refs@champion")):
+        code, stdout, stderr = eval_cli([reference, "--tracking-uri", store["uri"],
+                                         "--output-dir", str(tmp_path / f"evaluation{number}")])
+        assert code == 0, (reference, stderr[-2000:])
+        assert f"({run.info.run_id}, checkpoints/" in stdout
+        code, _, stderr = predict_cli([reference, "--input", str(tmp_path / "rows.csv"), "--output",
+                                       str(tmp_path / f"p{number}.csv"), "--tracking-uri", store["uri"]])
+        assert code == 0, (reference, stderr[-2000:])
+    code, _, stderr = rerun_cli(["models:/refs/latest", "trainer.max_epochs=1", "--tracking-uri", store["uri"],
+                                 "--output-dir", str(tmp_path / "rerun")])
+    assert code == 0, stderr[-2000:]
+    evaluations = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
+    reruns = [r for r in runs_in(store) if r.data.tags.get("rerun_of") == run.info.run_id]
+    assert len(evaluations) == 2 and len(reruns) == 1
+
+
 def test_hydra_job_chdir_keeps_the_store_where_the_command_was_started(tmp_path):
     """hydra.job.chdir=true moves the process into the run's folder: each run got an MLflow store of its own
     there, which pipeline-ui and pipeline-compare started where the command was never saw."""

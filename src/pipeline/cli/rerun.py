@@ -50,24 +50,12 @@ class RerunRefused(ConfigError):
 
 
 def run_of(client, source: str, tracking_uri: str):
-    """The MLflow run ``source`` names: a run id, ``runs:/<id>/...``, or a registered model's version
-    (``models:/<name>/<version>`` or ``models:/<name>@<alias>``, as ``logger.mlflow.register_as`` makes them: the
-    run that logged it). Raises LookupError saying what the store lacks."""
+    """The MLflow run ``source`` names: a run id, ``runs:/<id>/...``, or a model reference (see
+    :func:`logging_run_id`: the run that logged it). Raises LookupError saying what the store lacks."""
     if source.startswith("runs:/"):
         source = source[len("runs:/"):].split("/", 1)[0]
     elif source.startswith("models:/"):
-        named = source[len("models:/"):]
-        name, alias = named.split("@", 1) if "@" in named else (None, None)
-        if name is None:
-            name, _, version = named.rpartition("/")
-            if not name or not version.isdigit():
-                raise LookupError(f"{source} is not a registered model's version; give models:/<name>/<version> or "
-                                  f"models:/<name>@<alias> (the versions of {tracking_uri} are listed in its UI)")
-        try:
-            found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        except Exception:
-            raise LookupError(f"no registered model version {source} in {tracking_uri}") from None
-        source = found.run_id
+        source = logging_run_id(client, source, tracking_uri)
     try:
         run = client.get_run(source)
     except Exception:
@@ -76,6 +64,28 @@ def run_of(client, source: str, tracking_uri: str):
     if deleted:
         raise LookupError(deleted)
     return run
+
+
+def logging_run_id(client, source: str, tracking_uri: str) -> str:
+    """The id of the run that logged the model ``source`` names, resolved as ``mlflow.pyfunc.load_model`` (and so
+    pipeline-predict) resolves it: ``models:/<name>/<version>``, ``models:/<name>/latest``, ``models:/<name>/<stage>``,
+    ``models:/<name>@<alias>`` (``logger.mlflow.register_as`` makes the versions) or ``models:/<model id>``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import _parse_model_uri, get_model_name_and_version
+
+    try:
+        _parse_model_uri(source)
+    except MlflowException:
+        raise LookupError(f"{source} is not a registered model's version; give models:/<name>/<version>, "
+                          f"models:/<name>/latest or models:/<name>@<alias> (the versions of {tracking_uri} are "
+                          "listed in its UI)") from None
+    try:
+        found = get_model_name_and_version(client, source)
+        if len(found) == 1:  # models:/<model id>: a model logged by a run
+            return client.get_logged_model(found[0]).source_run_id
+        return client.get_model_version(*found).run_id
+    except MlflowException:
+        raise LookupError(f"no registered model version {source} in {tracking_uri}") from None
 
 
 def deleted_run(run, tracking_uri: str) -> Optional[str]:
@@ -93,7 +103,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     uri, _ = default_store()
     parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("run_id", help="the MLflow run to train again (its id, or a registered model's version: "
-                                       "models:/<name>/<version>)")
+                                       "models:/<name>/<version>, models:/<name>/latest, models:/<name>@<alias>)")
     parser.add_argument("overrides", nargs="*", help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run, and receiving the new one (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None,
