@@ -715,7 +715,8 @@ def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_p
     evaluation = max(runs_in(store), key=lambda r: r.info.start_time)
     assert evaluation.data.tags["evaluation_of"] == first.info.run_id
     code, _, stderr = eval_cli(["models:/tumours/7", "--tracking-uri", store["uri"]])
-    assert code == 2 and f"no registered model version models:/tumours/7 in {store['uri']}" in error_line(stderr)
+    assert code == 2 and (f"the registered model 'tumours' in {store['uri']} has no version 7 (models:/tumours/7); "
+                          "its versions: 1, 2") in error_line(stderr)
 
 
 def test_eval_rerun_and_predict_take_the_same_model_references(tmp_path, migrated_store_db):
@@ -746,6 +747,49 @@ def test_eval_rerun_and_predict_take_the_same_model_references(tmp_path, migrate
     evaluations = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
     reruns = [r for r in runs_in(store) if r.data.tags.get("rerun_of") == run.info.run_id]
     assert len(evaluations) == 2 and len(reruns) == 1
+
+
+def test_what_the_store_lacks_is_said_not_a_log_model_hint(tmp_path, migrated_store_db):
+    """A run id of another store, a version or a registered model the store lacks: each is said (with the store,
+    and what it has), not "was the run logged with logger.mlflow.log_model=false?"; a run that logged no checkpoint
+    (killed before its end) but left one in its output folder: pipeline-eval names that file, which it evaluates."""
+    import shutil
+    import urllib.parse
+
+    from conftest import eval_cli, rerun_cli
+    from pipeline.train import train
+
+    store, other = new_store(tmp_path / "a", migrated_store_db), new_store(tmp_path / "b", migrated_store_db)
+    train(compose_for_train(store, ["trainer.max_epochs=1", "logger.mlflow.register_as=lacks",
+                                    "logger.mlflow.log_plots=false"]))
+    [run] = runs_in(store)
+    from sklearn.datasets import load_breast_cancer
+
+    rows = tmp_path / "rows.csv"
+    load_breast_cancer(as_frame=True).frame.head(20).to_csv(rows, index=False)
+    predict = ["--input", str(rows), "--output", str(tmp_path / "p.csv")]
+    code, _, stderr = predict_cli([run.info.run_id, *predict, "--tracking-uri", other["uri"]])
+    line = error_line(stderr)
+    assert code == 2 and f"the store {other['uri']} has no run {run.info.run_id}; " in line and \
+        "--tracking-uri or MLFLOW_TRACKING_URI" in line and "log_model" not in line, line
+    for reference, said in (("models:/lacks/9", f"the registered model 'lacks' in {store['uri']} has no version 9 "
+                                                "(models:/lacks/9); its versions: 1"),
+                            ("models:/nope/1", f"the store {store['uri']} has no registered model 'nope' "
+                                               "(models:/nope/1); its registered models: lacks"),
+                            ("models:/lacks@gold", "the registered model 'lacks' in")):
+        for cli, args in ((predict_cli, [reference, *predict]), (eval_cli, [reference]), (rerun_cli, [reference])):
+            code, _, stderr = cli([*args, "--tracking-uri", store["uri"]])
+            line = error_line(stderr)
+            assert code == 2 and said in line and "log_model" not in line, (cli.__name__, line)
+    # a run killed before it logged its checkpoint: the store has none, its output folder has one
+    shutil.rmtree(Path(urllib.parse.urlparse(run.info.artifact_uri).path) / "checkpoints")
+    code, _, stderr = eval_cli([run.info.run_id, "--tracking-uri", store["uri"]])
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    assert code == 2 and (f"logged no checkpoint (checkpoints/*.ckpt); it cannot be evaluated from the store; its "
+                          f"output folder has {checkpoint}: evaluate that file (pipeline-eval {checkpoint})"
+                          ) in error_line(stderr), stderr[-2000:]
+    code, _, stderr = eval_cli([str(checkpoint), "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "e")])
+    assert code == 0, stderr[-2000:]
 
 
 def test_hydra_job_chdir_keeps_the_store_where_the_command_was_started(tmp_path):

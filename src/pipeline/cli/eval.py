@@ -133,7 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             trial = sweep_trial_without_model(f"runs:/{run.info.run_id}/model", args.tracking_uri, verb="evaluate")
             raise RerunRefused(trial or f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot "
-                               "be evaluated")
+                               f"be evaluated from the store{local_checkpoint_hint(run)}")
         with tempfile.TemporaryDirectory() as folder:
             weights = Path(client.download_artifacts(run.info.run_id, checkpoints[0], folder))
             data = None  # the fitted preprocessing and model spec, where the run logged them
@@ -146,6 +146,24 @@ def main(argv: Optional[list[str]] = None) -> int:
                          source_test_digest=None if _other_test_rows_asked(args.overrides) else
                          logged_split_digests(run).get("testing"))
     return 0
+
+
+def local_checkpoint_hint(run) -> str:
+    """Where a run that logged no checkpoint (killed before its end, kill -9) left one in its output folder: that
+    file, and the commands that take it. An evaluation of a run id tests what the store holds, never a local file
+    that may have changed since; the file is evaluated by its path, recorded as the evaluated checkpoint."""
+    params = run.data.params
+    folder = params.get("callbacks.model_checkpoint.dirpath") or (
+        str(Path(params["paths.output_dir"]) / "checkpoints") if params.get("paths.output_dir") else None)
+    if not folder or not Path(folder).is_dir():
+        return ""
+    found = sorted(Path(folder).glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime) or \
+        sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return ""
+    path = found[-1]
+    return (f"; its output folder has {path}: evaluate that file (pipeline-eval {path}), answer with it "
+            f"(pipeline-predict {path}), or resume the training from it with ckpt_path={path}")
 
 
 def _warn_if_any(warning: Optional[str]) -> None:

@@ -127,9 +127,8 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
 
         try:
             run_of(open_client(tracking_uri), uri, tracking_uri)  # a registered version: the run that logged it
-        except LookupError as error:
-            if "is deleted" in str(error):
-                raise PredictError(str(error)) from None  # else no such run or version: said below, as MLflow says it
+        except LookupError as error:  # no such run, model or version, or a deleted run: what the store lacks
+            raise PredictError(str(error)) from None
     try:
         with _tracking_uri(tracking_uri):  # MLflow's global URI (and MLFLOW_TRACKING_URI) as it was afterwards
             model = mlflow.pyfunc.load_model(uri)

@@ -58,8 +58,8 @@ def run_of(client, source: str, tracking_uri: str):
         source = logging_run_id(client, source, tracking_uri)
     try:
         run = client.get_run(source)
-    except Exception:
-        raise LookupError(f"no run {source} in {tracking_uri}") from None
+    except Exception as error:
+        raise LookupError(_missing_run(source, tracking_uri, error)) from None
     deleted = deleted_run(run, tracking_uri)
     if deleted:
         raise LookupError(deleted)
@@ -73,19 +73,71 @@ def logging_run_id(client, source: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.utils.models import _parse_model_uri, get_model_name_and_version
 
+    from pipeline.tracking.redact import redact_text
+
     try:
-        _parse_model_uri(source)
+        parsed = _parse_model_uri(source)
     except MlflowException:
         raise LookupError(f"{source} is not a registered model's version; give models:/<name>/<version>, "
-                          f"models:/<name>/latest or models:/<name>@<alias> (the versions of {tracking_uri} are "
-                          "listed in its UI)") from None
+                          f"models:/<name>/latest or models:/<name>@<alias> (the versions of "
+                          f"{redact_text(tracking_uri)} are listed in its UI)") from None
     try:
         found = get_model_name_and_version(client, source)
         if len(found) == 1:  # models:/<model id>: a model logged by a run
             return client.get_logged_model(found[0]).source_run_id
         return client.get_model_version(*found).run_id
     except MlflowException:
-        raise LookupError(f"no registered model version {source} in {tracking_uri}") from None
+        raise LookupError(_missing_model(client, parsed, source, tracking_uri)) from None
+
+
+def _missing_run(run_id: str, tracking_uri: str, error: Exception) -> str:
+    from pipeline.cli.errors import one_line
+    from pipeline.tracking.redact import redact_text
+
+    store = redact_text(tracking_uri)
+    if getattr(error, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        return f"cannot read run {run_id} from the store {store}: {redact_text(one_line(error))[:300]}"
+    return (f"the store {store} has no run {run_id}; if it was recorded in another store, name that one with "
+            "--tracking-uri or MLFLOW_TRACKING_URI (a run trained with paths.mlruns_dir=<dir> is in "
+            "sqlite:///<dir>/mlflow.db)")
+
+
+def _brief(items: list) -> str:
+    return ", ".join(str(item) for item in items[:10]) + (f" ... ({len(items)} in all)" if len(items) > 10 else "")
+
+
+def _missing_model(client, parsed, source: str, tracking_uri: str) -> str:
+    """What the store lacks of the model ``source`` names: the registered model (and the ones it has), or the
+    version, alias or stage (and the versions it has)."""
+    from pipeline.tracking.redact import redact_text
+
+    store = redact_text(tracking_uri)
+    if parsed.model_id is not None:
+        return f"the store {store} has no logged model {parsed.model_id} ({source})"
+    try:
+        model = client.get_registered_model(parsed.name)
+    except Exception:
+        try:
+            names = sorted(m.name for m in client.search_registered_models(max_results=100))
+        except Exception:
+            names = []
+        return (f"the store {store} has no registered model '{parsed.name}' ({source}); "
+                + (f"its registered models: {_brief(names)}" if names else
+                   "it has none (logger.mlflow.register_as=<name> registers a run's model)"))
+    try:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{parsed.name}'"))
+    except Exception:
+        versions = []
+    has = [f"its versions: {_brief(versions)}" if versions else "it has no versions"]
+    if parsed.alias is not None:
+        missing = f"no alias '{parsed.alias}'"
+        aliases = [f"@{alias} (version {version})" for alias, version in sorted((model.aliases or {}).items())]
+        has.append(f"its aliases: {_brief(aliases)}" if aliases else "it has no aliases")
+    elif parsed.version is not None:
+        missing = f"no version {parsed.version}"
+    else:
+        missing = f"no version in stage '{parsed.stage}'" if parsed.stage else "no versions"
+    return f"the registered model '{parsed.name}' in {store} has {missing} ({source}); {'; '.join(has)}"
 
 
 def deleted_run(run, tracking_uri: str) -> Optional[str]:
