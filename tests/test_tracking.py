@@ -792,6 +792,34 @@ def test_what_the_store_lacks_is_said_not_a_log_model_hint(tmp_path, migrated_st
     assert code == 0, stderr[-2000:]
 
 
+def test_a_closed_stdout_leaves_the_run_finished_and_prints_no_traceback(tmp_path, migrated_store_db):
+    """pipeline-eval ... | head -1 (and pipeline-train): the reader goes away after a line; the command's work is
+    done and recorded all the same, so its run stays FINISHED (a BrokenPipeError made it FAILED) and stderr holds
+    no traceback; the exit code is the command's own."""
+    from pipeline.train import train
+
+    store = new_store(tmp_path, migrated_store_db)
+    train(compose_for_train(store, ["trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                                    "logger.mlflow.log_plots=false"]))
+    [trained] = runs_in(store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    commands = ([sys.executable, "-m", "pipeline.cli.eval", trained.info.run_id, "--tracking-uri", store["uri"],
+                 "--output-dir", str(tmp_path / "evaluation")],
+                [sys.executable, "-m", "pipeline.cli.train", "trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                 f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.run.dir={tmp_path / 'again'}"])
+    for command in commands:
+        before = {r.info.run_id for r in runs_in(store)}
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env)
+        process.stdout.readline()
+        process.stdout.close()  # as head -1 does
+        stderr = process.stderr.read()
+        assert process.wait(timeout=600) == 0, stderr[-3000:]
+        assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-3000:]
+        [new] = [r for r in runs_in(store) if r.info.run_id not in before]
+        assert new.info.status == "FINISHED", (command[2], new.data.tags.get("error"))
+
+
 def test_hydra_job_chdir_keeps_the_store_where_the_command_was_started(tmp_path):
     """hydra.job.chdir=true moves the process into the run's folder: each run got an MLflow store of its own
     there, which pipeline-ui and pipeline-compare started where the command was never saw."""

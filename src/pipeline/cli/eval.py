@@ -99,11 +99,12 @@ def training_file_as_test_warning(cfg) -> Optional[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from pipeline.cli.errors import report_errors
+    from pipeline.cli.errors import closed_stdout_ignored, report_errors
     from pipeline.tracking import launched_as
     from pipeline.tracking.run import open_client
     from pipeline.train import evaluate
 
+    closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)
     output_dir = args.output_dir or fresh_output_dir()
     with output_dir_removed_if_refused(output_dir, args.output_dir is not None), report_errors():

@@ -575,10 +575,11 @@ def _progress_bar(args: argparse.Namespace):
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    from pipeline.cli.errors import EXIT_USER_ERROR, one_line
+    from pipeline.cli.errors import EXIT_USER_ERROR, closed_stdout_ignored, one_line
     from pipeline.config import ConfigError
     from pipeline.data.base import DataError
 
+    closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own bar is about rows
     try:
