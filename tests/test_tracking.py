@@ -820,6 +820,29 @@ def test_a_closed_stdout_leaves_the_run_finished_and_prints_no_traceback(tmp_pat
         assert new.info.status == "FINISHED", (command[2], new.data.tags.get("error"))
 
 
+def test_a_store_folder_with_url_characters_is_used_as_written(tmp_path):
+    """paths.mlruns_dir with '?', '%' or '#': the database is <dir>/mlflow.db and the artifacts <dir>/artifacts (a
+    '?' made the database the file before it, a '%20' a folder 'pc t' that sqlite could not open, retried nine
+    times with SQLAlchemy's messages), and the store the run prints is the one pipeline-eval reads."""
+    from mlflow import MlflowClient
+
+    from conftest import eval_cli
+
+    folder = tmp_path / "odd" / "q?x pc%20t#h"
+    result = run_cli_in_process(["trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                                 f"paths.mlruns_dir='{folder}'", f"hydra.run.dir={tmp_path / 'outputs'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "OperationalError" not in output and "sqlalche.me" not in output, output[-3000:]
+    assert (folder / "mlflow.db").is_file() and not (tmp_path / "odd" / "q").exists()
+    uri = re.search(r"in experiment 'classification' at (sqlite:///.*)$", output, re.M).group(1)
+    [run] = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("classification").experiment_id])
+    assert run.info.status == "FINISHED" and (folder / "artifacts" / run.info.run_id).is_dir()
+    code, _, stderr = eval_cli([run.info.run_id, "--tracking-uri", uri, "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 0, stderr[-2000:]
+    assert len(MlflowClient(uri).search_runs([run.info.experiment_id])) == 2
+
+
 def test_hydra_job_chdir_keeps_the_store_where_the_command_was_started(tmp_path):
     """hydra.job.chdir=true moves the process into the run's folder: each run got an MLflow store of its own
     there, which pipeline-ui and pipeline-compare started where the command was never saw."""
