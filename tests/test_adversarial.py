@@ -168,7 +168,7 @@ def test_a_mistake_with_your_own_files_is_one_line_exit_2_and_no_run(store, file
 
 
 @pytest.mark.parametrize("source,fragments", [
-    ("0123456789abcdef0123456789abcdef", ["0123456789abcdef0123456789abcdef", "not found"]),
+    ("0123456789abcdef0123456789abcdef", ["0123456789abcdef0123456789abcdef", "has no run", "--tracking-uri or MLFLOW_TRACKING_URI"]),
     ("{d}/nothere.ckpt", ["nothere.ckpt", "no such checkpoint file"]),
     ("{d}/not_weights.pth", ["config.yaml", "run folder"]),
 ])

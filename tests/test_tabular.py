@@ -723,6 +723,29 @@ def test_a_log_target_is_learned_in_log_space_and_predicted_in_its_units(store):
                    "task.target_transform transforms a regression target; task.kind=classification has none")
 
 
+def test_pipeline_eval_refuses_test_targets_a_log_target_cannot_take(store):
+    """A model that learned log1p of its target, tested on a file with a target <= -1: refused as training refuses
+    such targets (the same message, naming the file, the column and the values), before any evaluation run; it
+    was tested, and its evaluation run FINISHED, with test/loss=nan."""
+    train, negative = store["tmp"] / "train.csv", store["tmp"] / "negative.csv"
+    skewed_prices(300, 0).to_csv(train, index=False)
+    rows = skewed_prices(50, 1)
+    rows.loc[3, "price"] = -5
+    rows.to_csv(negative, index=False)
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={train}", "data.target=price",
+                                 "task.target_transform=log", "trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                                 "logger.mlflow.log_plots=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={negative}", "--tracking-uri", store["uri"],
+                                     "--output-dir", str(store["tmp"] / "evaluation")])
+    assert code == 2, (stdout[-2000:], stderr[-2000:])
+    assert error_line(stderr) == (
+        "Error: task.target_transform=log needs targets > -1 (log1p); the test rows' smallest is -5.0 "
+        f"(data.test_path={negative}, column 'price', 1 row(s) <= -1: -5)")
+    assert [r.info.run_id for r in runs_in(store)] == [run.info.run_id]
+
+
 def test_a_title_above_the_header_is_left_out_with_data_skip_rows(people_run, store):
     """A report's title and a blank line above the header, in a CSV and in a sheet: refused with the number of
     lines to leave out; data.skip_rows leaves them out, line numbers in errors still count from the file's first

@@ -296,6 +296,24 @@ def test_regression_logs_predicted_vs_true_and_a_model_in_original_units(shared_
     assert logged["prediction"].to_numpy() == pytest.approx(predicted, rel=1e-5)
 
 
+def test_regression_intervals_keep_the_precision_of_their_metric(tmp_path, migrated_store_db):
+    """A regression metric is logged in float64 (the data's units); its bootstrap interval was float32 beside it
+    (test/mse=4333870.101239996, test/mse_ci_high=7462357.0): the bounds are float64 too."""
+    from pipeline.train import train
+
+    store = new_store(tmp_path, migrated_store_db)
+    train(compose_for_train(store, ["task=regression", "data=synthetic_linear", "data.bias=3000", "data.noise=700",
+                                    "trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                                    "logger.mlflow.log_plots=false", "task.test_intervals=200"]))
+    [run] = runs_in(store, "regression")
+    metrics = run.data.metrics
+    for name in ("mse", "rmse", "mae"):
+        low, value, high = (metrics[f"test/{name}{part}"] for part in ("_ci_low", "", "_ci_high"))
+        assert low < value < high, (name, low, value, high)
+        for bound in (low, high):  # not rounded to float32 (24 bits: a multiple of 1/16 above 1e5)
+            assert float(np.float32(bound)) != bound, (name, bound)
+
+
 def test_text_task_logs_its_tokenizer_and_respects_log_model_and_log_plots(shared_store, tmp_path):
     from pipeline.train import train
 
@@ -697,7 +715,132 @@ def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_p
     evaluation = max(runs_in(store), key=lambda r: r.info.start_time)
     assert evaluation.data.tags["evaluation_of"] == first.info.run_id
     code, _, stderr = eval_cli(["models:/tumours/7", "--tracking-uri", store["uri"]])
-    assert code == 2 and f"no registered model version models:/tumours/7 in {store['uri']}" in error_line(stderr)
+    assert code == 2 and (f"the registered model 'tumours' in {store['uri']} has no version 7 (models:/tumours/7); "
+                          "its versions: 1, 2") in error_line(stderr)
+
+
+def test_eval_rerun_and_predict_take_the_same_model_references(tmp_path, migrated_store_db):
+    """models:/<name>/latest and models:/<name>@<alias> name the run that logged the version for pipeline-eval and
+    pipeline-rerun as they do for pipeline-predict (they said "is not a registered model's version")."""
+    from conftest import eval_cli, rerun_cli
+    from pipeline.train import train
+
+    store = new_store(tmp_path, migrated_store_db)
+    train(compose_for_train(store, ["trainer.max_epochs=1", "logger.mlflow.register_as=refs",
+                                    "logger.mlflow.log_plots=false"]))
+    [run] = runs_in(store)
+    client_of(store).set_registered_model_alias("refs", "champion", "1")
+    from sklearn.datasets import load_breast_cancer
+
+    load_breast_cancer(as_frame=True).frame.head(20).to_csv(tmp_path / "rows.csv", index=False)
+    for number, reference in enumerate(("models:/refs/latest", "models:/refs@champion")):
+        code, stdout, stderr = eval_cli([reference, "--tracking-uri", store["uri"],
+                                         "--output-dir", str(tmp_path / f"evaluation{number}")])
+        assert code == 0, (reference, stderr[-2000:])
+        assert f"({run.info.run_id}, checkpoints/" in stdout
+        code, _, stderr = predict_cli([reference, "--input", str(tmp_path / "rows.csv"), "--output",
+                                       str(tmp_path / f"p{number}.csv"), "--tracking-uri", store["uri"]])
+        assert code == 0, (reference, stderr[-2000:])
+    code, _, stderr = rerun_cli(["models:/refs/latest", "trainer.max_epochs=1", "--tracking-uri", store["uri"],
+                                 "--output-dir", str(tmp_path / "rerun")])
+    assert code == 0, stderr[-2000:]
+    evaluations = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
+    reruns = [r for r in runs_in(store) if r.data.tags.get("rerun_of") == run.info.run_id]
+    assert len(evaluations) == 2 and len(reruns) == 1
+
+
+def test_what_the_store_lacks_is_said_not_a_log_model_hint(tmp_path, migrated_store_db):
+    """A run id of another store, a version or a registered model the store lacks: each is said (with the store,
+    and what it has), not "was the run logged with logger.mlflow.log_model=false?"; a run that logged no checkpoint
+    (killed before its end) but left one in its output folder: pipeline-eval names that file, which it evaluates."""
+    import shutil
+    import urllib.parse
+
+    from conftest import eval_cli, rerun_cli
+    from pipeline.train import train
+
+    store, other = new_store(tmp_path / "a", migrated_store_db), new_store(tmp_path / "b", migrated_store_db)
+    train(compose_for_train(store, ["trainer.max_epochs=1", "logger.mlflow.register_as=lacks",
+                                    "logger.mlflow.log_plots=false"]))
+    [run] = runs_in(store)
+    from sklearn.datasets import load_breast_cancer
+
+    rows = tmp_path / "rows.csv"
+    load_breast_cancer(as_frame=True).frame.head(20).to_csv(rows, index=False)
+    predict = ["--input", str(rows), "--output", str(tmp_path / "p.csv")]
+    code, _, stderr = predict_cli([run.info.run_id, *predict, "--tracking-uri", other["uri"]])
+    line = error_line(stderr)
+    assert code == 2 and f"the store {other['uri']} has no run {run.info.run_id}; " in line and \
+        "--tracking-uri or MLFLOW_TRACKING_URI" in line and "log_model" not in line, line
+    for reference, said in (("models:/lacks/9", f"the registered model 'lacks' in {store['uri']} has no version 9 "
+                                                "(models:/lacks/9); its versions: 1"),
+                            ("models:/nope/1", f"the store {store['uri']} has no registered model 'nope' "
+                                               "(models:/nope/1); its registered models: lacks"),
+                            ("models:/lacks@gold", "the registered model 'lacks' in")):
+        for cli, args in ((predict_cli, [reference, *predict]), (eval_cli, [reference]), (rerun_cli, [reference])):
+            code, _, stderr = cli([*args, "--tracking-uri", store["uri"]])
+            line = error_line(stderr)
+            assert code == 2 and said in line and "log_model" not in line, (cli.__name__, line)
+    # a run killed before it logged its checkpoint: the store has none, its output folder has one
+    shutil.rmtree(Path(urllib.parse.urlparse(run.info.artifact_uri).path) / "checkpoints")
+    code, _, stderr = eval_cli([run.info.run_id, "--tracking-uri", store["uri"]])
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    assert code == 2 and (f"logged no checkpoint (checkpoints/*.ckpt); it cannot be evaluated from the store; its "
+                          f"output folder has {checkpoint}: evaluate that file (pipeline-eval {checkpoint})"
+                          ) in error_line(stderr), stderr[-2000:]
+    code, _, stderr = eval_cli([str(checkpoint), "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "e")])
+    assert code == 0, stderr[-2000:]
+
+
+def test_a_closed_stdout_leaves_the_run_finished_and_prints_no_traceback(tmp_path, migrated_store_db):
+    """pipeline-eval ... | head -1 (and pipeline-train): the reader goes away after a line; the command's work is
+    done and recorded all the same, so its run stays FINISHED (a BrokenPipeError made it FAILED) and stderr holds
+    no traceback; the exit code is the command's own."""
+    from pipeline.train import train
+
+    store = new_store(tmp_path, migrated_store_db)
+    train(compose_for_train(store, ["trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                                    "logger.mlflow.log_plots=false"]))
+    [trained] = runs_in(store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    commands = ([sys.executable, "-m", "pipeline.cli.eval", trained.info.run_id, "--tracking-uri", store["uri"],
+                 "--output-dir", str(tmp_path / "evaluation")],
+                [sys.executable, "-m", "pipeline.cli.train", "trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                 f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.run.dir={tmp_path / 'again'}"])
+    for command in commands:
+        before = {r.info.run_id for r in runs_in(store)}
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env)
+        process.stdout.readline()
+        process.stdout.close()  # as head -1 does
+        stderr = process.stderr.read()
+        assert process.wait(timeout=600) == 0, stderr[-3000:]
+        assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-3000:]
+        [new] = [r for r in runs_in(store) if r.info.run_id not in before]
+        assert new.info.status == "FINISHED", (command[2], new.data.tags.get("error"))
+
+
+def test_a_store_folder_with_url_characters_is_used_as_written(tmp_path):
+    """paths.mlruns_dir with '?', '%' or '#': the database is <dir>/mlflow.db and the artifacts <dir>/artifacts (a
+    '?' made the database the file before it, a '%20' a folder 'pc t' that sqlite could not open, retried nine
+    times with SQLAlchemy's messages), and the store the run prints is the one pipeline-eval reads."""
+    from mlflow import MlflowClient
+
+    from conftest import eval_cli
+
+    folder = tmp_path / "odd" / "q?x pc%20t#h"
+    result = run_cli_in_process(["trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                                 f"paths.mlruns_dir='{folder}'", f"hydra.run.dir={tmp_path / 'outputs'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "OperationalError" not in output and "sqlalche.me" not in output, output[-3000:]
+    assert (folder / "mlflow.db").is_file() and not (tmp_path / "odd" / "q").exists()
+    uri = re.search(r"in experiment 'classification' at (sqlite:///.*)$", output, re.M).group(1)
+    [run] = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("classification").experiment_id])
+    assert run.info.status == "FINISHED" and (folder / "artifacts" / run.info.run_id).is_dir()
+    code, _, stderr = eval_cli([run.info.run_id, "--tracking-uri", uri, "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 0, stderr[-2000:]
+    assert len(MlflowClient(uri).search_runs([run.info.experiment_id])) == 2
 
 
 def test_hydra_job_chdir_keeps_the_store_where_the_command_was_started(tmp_path):

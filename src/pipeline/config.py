@@ -71,6 +71,11 @@ def absolute_data_paths(cfg: DictConfig) -> None:
 if not OmegaConf.has_resolver("working_dir"):
     # outputs, the default store and data/ live where pipeline-train is started, not where the code is
     OmegaConf.register_new_resolver("working_dir", _working_dir)
+if not OmegaConf.has_resolver("sqlite_uri"):
+    from pipeline.sqlite import sqlite_uri
+
+    # the default MLflow store's URL (conf/logger/mlflow.yaml): the folder as written, whatever characters it holds
+    OmegaConf.register_new_resolver("sqlite_uri", sqlite_uri)
 
 
 # ----- schemas of the fixed parts ---------------------------------------------------------------

@@ -1,9 +1,33 @@
 """The project's SQLite stores (MLflow's ``mlflow.db``, Optuna's ``optuna.db``) in write-ahead-log mode."""
 from __future__ import annotations
 
+import urllib.parse
 import weakref
+from pathlib import Path
+from typing import Optional
 
 _engines: "weakref.WeakSet" = weakref.WeakSet()
+# what SQLAlchemy's URL parser reads otherwise in the path of a sqlite:/// URL: an escape (it decodes %xx), the
+# start of a query and of a fragment; '%' first, so that the escapes written for the others stay as they are
+_URL_SPECIAL = (("%", "%25"), ("?", "%3F"), ("#", "%23"))
+
+
+def sqlite_uri(path) -> str:
+    """``sqlite:///<path>``, read by SQLAlchemy (MLflow's and Optuna's stores) as the file ``path`` as written:
+    ``paths.mlruns_dir='odd/q?x'`` made the database file ``odd/q`` (the rest read as a query), and ``pc%20t`` a
+    folder ``pc t`` that did not exist. Other paths come out as they are."""
+    text = str(path)
+    for char, escaped in _URL_SPECIAL:
+        text = text.replace(char, escaped)
+    return f"sqlite:///{text}"
+
+
+def sqlite_path(url: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` URL, as SQLAlchemy reads it (relative paths are relative to the
+    working directory); None for other URLs."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(urllib.parse.unquote(url[len("sqlite:///"):].split("?", 1)[0]))
 
 
 def _write_ahead_log(connection, _record) -> None:

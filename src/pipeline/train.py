@@ -188,6 +188,9 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
         with weights_from_checkpoint():
             run_parts = build(cfg, datamodule, (), output_dir)
         check_resume_checkpoint(str(weights), run_parts.task_module)
+        from pipeline.tasks.regression import check_log_test_targets
+
+        check_log_test_targets(run_parts.task_module, datamodule)  # as training refuses them: before the run
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}
         if source_run:
             tags["evaluation_of"] = source_run

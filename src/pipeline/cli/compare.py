@@ -386,8 +386,10 @@ def _weighted(frame, probability_columns: list[str]):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from pipeline.cli.errors import closed_stdout_ignored
     from pipeline.tracking.run import open_client, sqlite_path
 
+    closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)
     database = sqlite_path(args.tracking_uri)
     if database is not None and not database.exists():

@@ -44,6 +44,47 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
+class _StdoutOrNothing:
+    """``sys.stdout`` of a command whose reader may go away (``pipeline-eval ... | head -4``): once the pipe is
+    closed, what the command prints goes to /dev/null (Python's documented way, done where the write fails) and the
+    command carries on. Its work is done and recorded all the same: a BrokenPipeError raised inside the MLflow run
+    made the run FAILED, and printed a traceback, for output nobody reads."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def closed_stdout_ignored() -> None:
+    """Install :class:`_StdoutOrNothing` (the command-line tools call it first, before logging takes the stream)."""
+    if not isinstance(sys.stdout, _StdoutOrNothing):
+        try:
+            sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a test's StringIO): nothing to close under it
+            return
+        sys.stdout = _StdoutOrNothing(sys.stdout)
+
+
 def _full_error_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 

@@ -27,8 +27,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
     uri, _ = default_store()
     parser = argparse.ArgumentParser(prog="pipeline-eval", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    parser.add_argument("source", help="an MLflow run id (or a registered model's version, models:/<name>/<version>), "
-                                       "or a checkpoint file written by a run")
+    parser.add_argument("source", help="an MLflow run id (or a registered model's version, models:/<name>/<version>, "
+                                       "models:/<name>/latest, models:/<name>@<alias>), or a checkpoint file written by a run")
     parser.add_argument("overrides", nargs="*", help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run and receiving the evaluation (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None, help="where the evaluation writes (default: a fresh outputs/<date>/<time>)")
@@ -99,12 +99,13 @@ def training_file_as_test_warning(cfg) -> Optional[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from pipeline.cli.errors import report_errors
+    from pipeline.cli.errors import closed_stdout_ignored, report_errors
     from pipeline.tracking import launched_as
     from pipeline.tracking.run import open_client
     from pipeline.tracking.run import digest_kind
     from pipeline.train import evaluate
 
+    closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)
     output_dir = args.output_dir or fresh_output_dir()
     with output_dir_removed_if_refused(output_dir, args.output_dir is not None), report_errors():
@@ -134,7 +135,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             trial = sweep_trial_without_model(f"runs:/{run.info.run_id}/model", args.tracking_uri, verb="evaluate")
             raise RerunRefused(trial or f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot "
-                               "be evaluated")
+                               f"be evaluated from the store{local_checkpoint_hint(run)}")
         with tempfile.TemporaryDirectory() as folder:
             weights = Path(client.download_artifacts(run.info.run_id, checkpoints[0], folder))
             data = None  # the fitted preprocessing and model spec, where the run logged them
@@ -147,6 +148,24 @@ def main(argv: Optional[list[str]] = None) -> int:
                          source_test_digest=None if _other_test_rows_asked(args.overrides) else
                          logged_split_digests(run).get("testing"), source_digest_kind=digest_kind(run))
     return 0
+
+
+def local_checkpoint_hint(run) -> str:
+    """Where a run that logged no checkpoint (killed before its end, kill -9) left one in its output folder: that
+    file, and the commands that take it. An evaluation of a run id tests what the store holds, never a local file
+    that may have changed since; the file is evaluated by its path, recorded as the evaluated checkpoint."""
+    params = run.data.params
+    folder = params.get("callbacks.model_checkpoint.dirpath") or (
+        str(Path(params["paths.output_dir"]) / "checkpoints") if params.get("paths.output_dir") else None)
+    if not folder or not Path(folder).is_dir():
+        return ""
+    found = sorted(Path(folder).glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime) or \
+        sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return ""
+    path = found[-1]
+    return (f"; its output folder has {path}: evaluate that file (pipeline-eval {path}), answer with it "
+            f"(pipeline-predict {path}), or resume the training from it with ckpt_path={path}")
 
 
 def _warn_if_any(warning: Optional[str]) -> None:

@@ -130,9 +130,8 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
 
         try:
             run_of(open_client(tracking_uri), uri, tracking_uri)  # a registered version: the run that logged it
-        except LookupError as error:
-            if "is deleted" in str(error):
-                raise PredictError(str(error)) from None  # else no such run or version: said below, as MLflow says it
+        except LookupError as error:  # no such run, model or version, or a deleted run: what the store lacks
+            raise PredictError(str(error)) from None
     try:
         with _tracking_uri(tracking_uri):  # MLflow's global URI (and MLFLOW_TRACKING_URI) as it was afterwards
             model = mlflow.pyfunc.load_model(uri)
@@ -592,10 +591,11 @@ def _progress_bar(args: argparse.Namespace):
 def main(argv: Optional[list[str]] = None) -> None:
     from hydra.errors import InstantiationException
 
-    from pipeline.cli.errors import EXIT_USER_ERROR, one_line
+    from pipeline.cli.errors import EXIT_USER_ERROR, closed_stdout_ignored, one_line
     from pipeline.config import ConfigError
     from pipeline.data.base import DataError
 
+    closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own bar is about rows
     try:

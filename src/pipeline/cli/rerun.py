@@ -50,32 +50,94 @@ class RerunRefused(ConfigError):
 
 
 def run_of(client, source: str, tracking_uri: str):
-    """The MLflow run ``source`` names: a run id, ``runs:/<id>/...``, or a registered model's version
-    (``models:/<name>/<version>`` or ``models:/<name>@<alias>``, as ``logger.mlflow.register_as`` makes them: the
-    run that logged it). Raises LookupError saying what the store lacks."""
+    """The MLflow run ``source`` names: a run id, ``runs:/<id>/...``, or a model reference (see
+    :func:`logging_run_id`: the run that logged it). Raises LookupError saying what the store lacks."""
     if source.startswith("runs:/"):
         source = source[len("runs:/"):].split("/", 1)[0]
     elif source.startswith("models:/"):
-        named = source[len("models:/"):]
-        name, alias = named.split("@", 1) if "@" in named else (None, None)
-        if name is None:
-            name, _, version = named.rpartition("/")
-            if not name or not version.isdigit():
-                raise LookupError(f"{source} is not a registered model's version; give models:/<name>/<version> or "
-                                  f"models:/<name>@<alias> (the versions of {tracking_uri} are listed in its UI)")
-        try:
-            found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        except Exception:
-            raise LookupError(f"no registered model version {source} in {tracking_uri}") from None
-        source = found.run_id
+        source = logging_run_id(client, source, tracking_uri)
     try:
         run = client.get_run(source)
-    except Exception:
-        raise LookupError(f"no run {source} in {tracking_uri}") from None
+    except Exception as error:
+        raise LookupError(_missing_run(source, tracking_uri, error)) from None
     deleted = deleted_run(run, tracking_uri)
     if deleted:
         raise LookupError(deleted)
     return run
+
+
+def logging_run_id(client, source: str, tracking_uri: str) -> str:
+    """The id of the run that logged the model ``source`` names, resolved as ``mlflow.pyfunc.load_model`` (and so
+    pipeline-predict) resolves it: ``models:/<name>/<version>``, ``models:/<name>/latest``, ``models:/<name>/<stage>``,
+    ``models:/<name>@<alias>`` (``logger.mlflow.register_as`` makes the versions) or ``models:/<model id>``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import _parse_model_uri, get_model_name_and_version
+
+    from pipeline.tracking.redact import redact_text
+
+    try:
+        parsed = _parse_model_uri(source)
+    except MlflowException:
+        raise LookupError(f"{source} is not a registered model's version; give models:/<name>/<version>, "
+                          f"models:/<name>/latest or models:/<name>@<alias> (the versions of "
+                          f"{redact_text(tracking_uri)} are listed in its UI)") from None
+    try:
+        found = get_model_name_and_version(client, source)
+        if len(found) == 1:  # models:/<model id>: a model logged by a run
+            return client.get_logged_model(found[0]).source_run_id
+        return client.get_model_version(*found).run_id
+    except MlflowException:
+        raise LookupError(_missing_model(client, parsed, source, tracking_uri)) from None
+
+
+def _missing_run(run_id: str, tracking_uri: str, error: Exception) -> str:
+    from pipeline.cli.errors import one_line
+    from pipeline.tracking.redact import redact_text
+
+    store = redact_text(tracking_uri)
+    if getattr(error, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        return f"cannot read run {run_id} from the store {store}: {redact_text(one_line(error))[:300]}"
+    return (f"the store {store} has no run {run_id}; if it was recorded in another store, name that one with "
+            "--tracking-uri or MLFLOW_TRACKING_URI (a run trained with paths.mlruns_dir=<dir> is in "
+            "sqlite:///<dir>/mlflow.db)")
+
+
+def _brief(items: list) -> str:
+    return ", ".join(str(item) for item in items[:10]) + (f" ... ({len(items)} in all)" if len(items) > 10 else "")
+
+
+def _missing_model(client, parsed, source: str, tracking_uri: str) -> str:
+    """What the store lacks of the model ``source`` names: the registered model (and the ones it has), or the
+    version, alias or stage (and the versions it has)."""
+    from pipeline.tracking.redact import redact_text
+
+    store = redact_text(tracking_uri)
+    if parsed.model_id is not None:
+        return f"the store {store} has no logged model {parsed.model_id} ({source})"
+    try:
+        model = client.get_registered_model(parsed.name)
+    except Exception:
+        try:
+            names = sorted(m.name for m in client.search_registered_models(max_results=100))
+        except Exception:
+            names = []
+        return (f"the store {store} has no registered model '{parsed.name}' ({source}); "
+                + (f"its registered models: {_brief(names)}" if names else
+                   "it has none (logger.mlflow.register_as=<name> registers a run's model)"))
+    try:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{parsed.name}'"))
+    except Exception:
+        versions = []
+    has = [f"its versions: {_brief(versions)}" if versions else "it has no versions"]
+    if parsed.alias is not None:
+        missing = f"no alias '{parsed.alias}'"
+        aliases = [f"@{alias} (version {version})" for alias, version in sorted((model.aliases or {}).items())]
+        has.append(f"its aliases: {_brief(aliases)}" if aliases else "it has no aliases")
+    elif parsed.version is not None:
+        missing = f"no version {parsed.version}"
+    else:
+        missing = f"no version in stage '{parsed.stage}'" if parsed.stage else "no versions"
+    return f"the registered model '{parsed.name}' in {store} has {missing} ({source}); {'; '.join(has)}"
 
 
 def deleted_run(run, tracking_uri: str) -> Optional[str]:
@@ -93,7 +155,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     uri, _ = default_store()
     parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("run_id", help="the MLflow run to train again (its id, or a registered model's version: "
-                                       "models:/<name>/<version>)")
+                                       "models:/<name>/<version>, models:/<name>/latest, models:/<name>@<alias>)")
     parser.add_argument("overrides", nargs="*", help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run, and receiving the new one (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None,
@@ -391,10 +453,11 @@ def trial_rerun_repeats(client, run, cfg) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from pipeline.cli.errors import report_errors
+    from pipeline.cli.errors import closed_stdout_ignored, report_errors
     from pipeline.tracking import launched_as
     from pipeline.tracking.run import open_client
 
+    closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)
     output_dir = args.output_dir or fresh_output_dir()
     with output_dir_removed_if_refused(output_dir, args.output_dir is not None), report_errors():

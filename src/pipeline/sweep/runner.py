@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from pipeline.sqlite import sqlite_uri
+
 from .space import SearchSpaceError, parse_search_space
 from .study import (DATA_CONTENTS, OBJECTIVES, PARENT_RUN_ATTR, SETUP_DONE_ATTR, SweepError, SweepSettings,
                     create_or_resume, load_study, progress)
@@ -33,7 +35,7 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
     objectives = options.get("objectives") or [f"{task.monitor}_best"]
     directions = options.get("directions") or [{"min": "minimize", "max": "maximize"}[task.mode]] * len(objectives)
     study_name = options.get("study_name") or base_config.hydra.runtime.choices.get("hparams_search") or "sweep"
-    storage = options.get("storage") or f"sqlite:///{Path(base_config.paths.mlruns_dir).resolve()}/optuna/optuna.db"
+    storage = options.get("storage") or sqlite_uri(Path(base_config.paths.mlruns_dir).resolve() / "optuna" / "optuna.db")
     settings = SweepSettings(
         study_name=str(study_name), storage=str(storage), n_trials=int(options.get("n_trials", 20)),
         objectives=list(objectives), directions=[str(d) for d in directions], space=space,

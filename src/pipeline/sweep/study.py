@@ -30,7 +30,7 @@ from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.errors import SweepError
-from pipeline.sqlite import use_write_ahead_log
+from pipeline.sqlite import sqlite_path, use_write_ahead_log
 from pipeline.tracking.redact import redact_text
 from pipeline.tracking.sweeps import close_stale_run
 
@@ -141,7 +141,7 @@ def open_storage(url: str, heartbeat_interval: int = 10) -> "RunningTrialCache":
     """One storage object per URL and process (the trial callback reuses the sweeper's)."""
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
-        path = url.split(":///", 1)[-1]
+        path = str(sqlite_path(url) or "")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # parallel workers on one machine wait for the file lock instead of failing with "database is locked"
@@ -450,7 +450,7 @@ def storage_lock(url: str):
     Optuna checks a trial's state and then updates it; PostgreSQL/MySQL lock the row in between,
     SQLite (through Python's driver) does not, so two local workers could claim the same trial.
     """
-    path = url.split(":///", 1)[-1] if url.startswith("sqlite:") else ""
+    path = str(sqlite_path(url) or "")
     if not path or path == ":memory:":
         yield
         return

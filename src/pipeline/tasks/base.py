@@ -300,7 +300,10 @@ class TaskModule(pl.LightningModule):
                 weighted = self.weighted_metrics(*in_canonical_order(inputs.cpu().numpy(), targets.cpu().numpy()))
                 intervals = {name: bounds for name, bounds in bootstrap(weighted, len(targets), resamples).items()
                              if name in metrics}
-                values.update({key: torch.tensor(value) for key, value in interval_metrics(intervals, prefix).items()})
+                # in the metrics' precision (float64 for regression values in the data's units, as the metrics are)
+                dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
+                values.update({key: torch.tensor(value, dtype=dtype)
+                               for key, value in interval_metrics(intervals, prefix).items()})
         self._eval_inputs, self._eval_targets = [], []
         return values
 

@@ -16,6 +16,30 @@ from .metrics import regression
 from .base import TaskModule
 
 
+def log_target_refusal(smallest: float, rows: str, detail: str = "") -> str:
+    """Why targets down to ``smallest`` (of ``rows``: "the training rows'") cannot be learned or tested in log1p."""
+    return (f"task.target_transform=log needs targets > -1 (log1p); {rows} smallest is {smallest}"
+            + (f" ({detail})" if detail else ""))
+
+
+def check_log_test_targets(task_module, datamodule) -> None:
+    """pipeline-eval of a model that learned log1p of its target: test targets <= -1 would give a NaN loss; refused
+    as training refuses them, naming the file, the column and the values."""
+    split = getattr(datamodule, "test_split", None)
+    if not getattr(task_module, "log_target", False) or getattr(split, "y", None) is None:
+        return
+    y = split.y.double().reshape(-1)
+    below = y[y <= -1].tolist()
+    if not below:
+        return
+    path, column = getattr(datamodule, "test_path", None), getattr(datamodule, "target", None)
+    where = [f"data.test_path={path}"] if path is not None else []
+    where += [f"column '{column}'"] if column else []
+    shown = ", ".join(f"{value:g}" for value in below[:5]) + (" ..." if len(below) > 5 else "")
+    raise ConfigError(log_target_refusal(float(y.min()), "the test rows'",
+                                         ", ".join(where + [f"{len(below)} row(s) <= -1: {shown}"])))
+
+
 class RegressionModule(TaskModule):
     """Targets are standardised for the loss when the data provides the scale, and predictions are mapped
     back, so metrics (and the served model) are always in the data's own units. ``log_target``: the model
@@ -39,8 +63,7 @@ class RegressionModule(TaskModule):
                        target_mean=spec.extra.get("target_mean", 0.0), target_std=spec.extra.get("target_std", 1.0))
         smallest = spec.extra.get("target_min")
         if smallest is None or smallest <= -1:
-            raise ConfigError("task.target_transform=log needs targets > -1 (log1p); the training rows' smallest is "
-                              f"{smallest}" if smallest is not None else
+            raise ConfigError(log_target_refusal(smallest, "the training rows'") if smallest is not None else
                               "task.target_transform=log needs the training targets' range, which this data does not give")
         return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode, log_target=True,
                    target_mean=spec.extra.get("log_target_mean", 0.0), target_std=spec.extra.get("log_target_std", 1.0))

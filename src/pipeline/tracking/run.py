@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 
 from pipeline.errors import TrackingFailed, TrackingUnavailable
 from pipeline.ranks import is_rank_zero
+from pipeline.sqlite import sqlite_path, sqlite_uri  # noqa: F401 (sqlite_path: the command-line tools import it here)
 
 from .redact import redact_text
 
@@ -93,14 +94,7 @@ def default_store() -> tuple[str, str]:
     ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<working dir>/mlruns/mlflow.db``; artifacts in
     ``<working dir>/mlruns/artifacts``. The command-line tools use it."""
     mlruns = Path.cwd() / "mlruns"
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns}/mlflow.db", str(mlruns / "artifacts")
-
-
-def sqlite_path(tracking_uri: str) -> Optional[Path]:
-    """The database file of a ``sqlite:///`` store (relative paths are relative to the working directory)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0])
+    return os.environ.get("MLFLOW_TRACKING_URI") or sqlite_uri(mlruns / "mlflow.db"), str(mlruns / "artifacts")
 
 
 def prepare_local_store(tracking_uri: str) -> None:
