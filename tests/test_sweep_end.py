@@ -320,11 +320,16 @@ def _train_it(stdout: str, run_dir) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
 
 
-def _best_logged(run_dir, metric: str) -> float:
+def _assert_train_it_reproduces(result, tmp_path, study: str, storage: str, metric: str) -> None:
+    """The sweep ended well, and its printed "train it:" command, run as printed, logs the best trial's value."""
     import json
 
-    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    return [row[metric] for row in lines if metric in row][-1]
+    assert result.returncode == 0, result.stderr[-4000:]
+    best = optuna.load_study(study_name=study, storage=storage).best_trial
+    again = _train_it(result.stdout, tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-4000:]
+    lines = [json.loads(l) for l in (tmp_path / "again" / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    assert [row[metric] for row in lines if metric in row][-1] == pytest.approx(best.value, rel=1e-6)
 
 
 @pytest.mark.slow
@@ -340,11 +345,7 @@ def test_the_printed_best_command_reproduces_a_sweep_of_another_primary_config(t
                       "task=regression", "logger=none", "optimizer.lr=tag(log, interval(1e-3, 1e-1))", *TINY,
                       "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=cn",
                       f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], multirun=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    best = optuna.load_study(study_name="cn", storage=storage).best_trial
-    again = _train_it(result.stdout, tmp_path / "again")
-    assert again.returncode == 0, again.stderr[-4000:]
-    assert _best_logged(tmp_path / "again", "val/rmse_best") == pytest.approx(best.value, rel=1e-6)
+    _assert_train_it_reproduces(result, tmp_path, "cn", storage, "val/rmse_best")
 
 
 @pytest.mark.slow
@@ -368,11 +369,7 @@ def test_the_printed_best_command_finds_the_options_of_the_sweeps_config_dir(tmp
     storage = f"sqlite:///{tmp_path}/optuna.db"
     result = run_cli(["--config-dir", str(conf), "hparams_search=tinys", "logger=none", "hydra.sweeper.study_name=tn",
                       f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], multirun=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    best = optuna.load_study(study_name="tn", storage=storage).best_trial
-    again = _train_it(result.stdout, tmp_path / "again")
-    assert again.returncode == 0, again.stderr[-4000:]
-    assert _best_logged(tmp_path / "again", "val/loss_best") == pytest.approx(best.value, rel=1e-6)
+    _assert_train_it_reproduces(result, tmp_path, "tn", storage, "val/loss_best")
 
 
 @pytest.mark.slow
