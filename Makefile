@@ -19,10 +19,11 @@ train: $(STAMP)
 	$(BIN)/pipeline-train $(ARGS)
 
 ## make test: set up .venv, then run the whole test suite on TEST_JOBS pytest workers (pytest-xdist; a test
-## module stays on one worker, so its module fixtures are built once)
+## module stays on one worker, so its module fixtures are built once: the slowest tests are listed at the end, to
+## keep the modules' times even)
 TEST_JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadscope --durations=15 $(PYTEST_ARGS)
 
 ## make test-unit: the fast tier (no subprocess, no real training beyond a few steps), about a minute
 test-unit: $(STAMP)

@@ -1,0 +1,124 @@
+"""Sweeps interrupted where a trial is claimed, in a second worker, and in the best trial's final training: one
+line, exit 130, no trial left RUNNING, and a rerun that finishes the sweep (a module of its own so that pytest's
+workers share the sweep tests' time)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+from conftest import PROJECT_ROOT, run_cli
+from test_sweep import parent_and_children, study_trials, sweep_store
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["claim", "sample"])
+def test_an_interrupt_right_after_a_trial_is_claimed_leaves_no_trial_running_for_ever(tmp_path, monkeypatch, where):
+    """Ctrl-C while the first trial was claimed (or drew its values) left it RUNNING with no heartbeat: the command
+    said "the interrupted one is queued again", and every rerun ran the other trials, then waited for it for ever,
+    its parent run RUNNING. Interrupted in drawing, it is queued again at once; interrupted before its worker knew
+    it (in the claim itself), the next run takes it for a trial whose worker is gone once the heartbeat's grace
+    period has passed, and runs it again."""
+    from conftest import run_cli_in_process
+
+    import pipeline.sweep.worker as worker
+
+    name = {"claim": "claim_waiting_trial", "sample": "sample"}[where]
+    real = getattr(worker, name)
+
+    def interrupted(*args, **kwargs):  # Ctrl-C just after the storage has the trial RUNNING (or its values drawn)
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, name, interrupted)
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.heartbeat_interval=1",
+            "hydra.sweeper.study_name=early", f"hydra.sweeper.storage={storage}",
+            "logger.mlflow.tracking_uri=" + store["uri"], "logger.mlflow.artifact_location=" + store["artifacts"],
+            f"hydra.sweep.dir={store['outputs']}"]
+    first = run_cli_in_process(args)
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert "Traceback" not in first.stderr
+    monkeypatch.setattr(worker, name, real)
+    trials = study_trials(storage, "early")
+    if where == "sample":  # the trial knew it was interrupted: FAIL, and its retry waits
+        assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
+        assert trials[2].system_attrs.get("failed_trial") == 0
+    second = run_cli(args, multirun=True, timeout=120)  # was: waited for trial 0 for ever
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 of 2 trials finished" in second.stdout
+    trials = study_trials(storage, "early")
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert trials[0].state == TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    parents, _ = parent_and_children(store, "classification")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_of_two_workers_ends_it_in_one_line(tmp_path):
+    """SIGTERM to the command of an n_jobs=2 sweep printed a traceback from 'Process sweep-worker-1' ending in
+    "RunInterrupted: stopped before the first epoch ended, so there is no checkpoint to resume from" (trials keep
+    no checkpoint). The workers stop quietly; the command says in one line that the sweep was interrupted."""
+    import threading
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=150", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0",
+            "hydra.sweeper.study_name=par", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=PROJECT_ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and sweep.poll() is None and not any("(worker 1)" in l for l in lines):
+            time.sleep(0.1)
+        assert sweep.poll() is None, "".join(lines)[-3000:]
+        time.sleep(3)  # worker 1 is training its trial
+        sweep.send_signal(signal.SIGTERM)  # the command's own process, as `kill <pid>` does
+        sweep.wait(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert sweep.returncode == 130, output[-3000:]
+    assert "Traceback" not in output and "RunInterrupted" not in output, output[-3000:]
+    assert [l for l in output.splitlines() if l.startswith("Interrupted")] == [
+        "Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "
+        "interrupted one is queued again: rerun the same command to continue"]
+    assert not [t.number for t in study_trials(storage, "par") if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_best_trials_final_training_says_so_and_a_rerun_finishes_it(tmp_path):
+    """SIGTERM while the best trial was trained again said "the interrupted one is queued again", though every
+    trial had ended and none was queued."""
+    args = [sys.executable, "-u", "-m", "pipeline.cli.train", "-m", "hydra/sweeper=pipeline_optuna", "task=regression",
+            "logger=none", "optimizer.lr=choice(0.01)", "trainer.max_epochs=400", "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=term", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db",
+            f"hydra.sweep.dir={tmp_path / 'out'}"]
+    process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "training it again" in line:
+            time.sleep(1.0)
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stdout.read()
+    assert process.wait(timeout=120) == 130, rest[-3000:]
+    assert ("Interrupted (Ctrl-C or SIGTERM) in the best trial's final training (every trial had ended and is kept in "
+            "the study): rerun the same command to finish it") in rest, rest[-3000:]
+    assert "queued again" not in rest
+    again = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Trial 0 trained again and tested: test/loss=" in again.stdout
