@@ -468,6 +468,11 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
     return tags
 
 
+def _differing_splits(saved: dict, now: dict) -> list[str]:
+    """The fitted splits (training, validation) whose digest both sides have and that differ."""
+    return [name for name in ("training", "validation") if name in saved and name in now and saved[name] != now[name]]
+
+
 def _check_resumed_rows(ckpt_path: str, checkpoint: dict, seed: Optional[int], datamodule) -> None:
     """A checkpoint of a run with another seed (another split, batch order and initialisation: a multirun's
     ``seed=1,2,3`` resumed with one job's checkpoint) or other training/validation rows is refused: the resumed
@@ -485,16 +490,14 @@ def _check_resumed_rows(ckpt_path: str, checkpoint: dict, seed: Optional[int], d
     # compared with digests of the same kind: a checkpoint written before the rows were digested holds the
     # preprocessed inputs' digests
     now = fitted_rows_digests(datamodule, checkpoint.get("data_digests_kind", PREPROCESSED)) if saved_digests else {}
-    differ = [name for name in ("training", "validation") if name in saved_digests and name in now
-              and saved_digests[name] != now[name]]
+    differ = _differing_splits(saved_digests, now)
     if differ:
         raise ConfigError(f"ckpt_path={ckpt_path} was written on other {' and '.join(differ)} rows than this run's "
                           f"(digests {', '.join(f'{saved_digests[n]} -> {now[n]}' for n in differ)}): the data or its "
                           "split settings differ; resume with the data and data.* settings of the run that wrote it")
     saved_inputs = checkpoint.get("input_digests") or {}
     now = fitted_rows_digests(datamodule, PREPROCESSED) if saved_inputs else {}
-    differ = [name for name in ("training", "validation") if name in saved_inputs and name in now
-              and saved_inputs[name] != now[name]]
+    differ = _differing_splits(saved_inputs, now)
     if differ:
         raise ConfigError(f"ckpt_path={ckpt_path} was written on the same rows prepared otherwise (digests of the "
                           f"{' and '.join(differ)} inputs {', '.join(f'{saved_inputs[n]} -> {now[n]}' for n in differ)})"
