@@ -387,7 +387,8 @@ def _weighted(frame, probability_columns: list[str]):
 
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import closed_stdout_ignored
-    from pipeline.tracking.run import open_client, sqlite_path
+    from pipeline.sqlite import sqlite_path
+    from pipeline.tracking.run import open_client
 
     closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 
 from pipeline.errors import TrackingFailed, TrackingUnavailable
 from pipeline.ranks import is_rank_zero
-from pipeline.sqlite import sqlite_path, sqlite_uri  # noqa: F401 (sqlite_path: the command-line tools import it here)
+from pipeline.sqlite import sqlite_path, sqlite_uri
 
 from .redact import redact_text
 
