@@ -523,14 +523,67 @@ def find_checkpoint(callbacks: Iterable[Callback]) -> Optional[ModelCheckpoint]:
     return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
+# config keys that do not change what a resumed run computes: where files are, how the model is fetched or laid
+# out in memory, test-time work
+_NOT_TRAINING = frozenset({"model.weights", "model.download", "model.name", "model.channels_last", "model.bf16",
+                           "optimizer.fused", "optimizer.foreach", "optimizer.capturable", "optimizer.differentiable",
+                           "task.test_intervals"})
+# the data keys that shape training beyond the rows (which the rows' digests cover): the batches and augmentation
+_DATA_TRAINING = ("batch_size", "augment", "random_resized_crop", "crop_scale", "crop_padding", "hflip",
+                  "auto_augment", "erasing")
+
+
+def training_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config values that decide how a run trains, as ``{dotted key: value}``: the model's,
+    optimizer's, scheduler's and task's keys, the data's batch size and augmentation, gradient clipping and
+    accumulation, the batches per epoch and, for a schedule that spans the whole run (OneCycleLR, a warm-up and
+    decay by steps), ``trainer.max_epochs``. A checkpoint keeps them, and a run resumed from it must have the same:
+    Lightning loads the saved optimizer and scheduler state over the new ones, so a changed value would be logged
+    as the run's while the run went on with the old one (``train.check_resume_checkpoint``)."""
+    from hydra.utils import get_object
+    from omegaconf import OmegaConf
+
+    settings: dict[str, Any] = {}
+
+    def add(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                add(f"{prefix}.{key}", value)
+        elif prefix not in _NOT_TRAINING:
+            settings[prefix] = list(node) if isinstance(node, tuple) else node
+
+    for group in ("model", "optimizer", "scheduler", "task"):
+        node = cfg.get(group)
+        if node is not None:
+            add(group, OmegaConf.to_container(node, resolve=True))
+    data = cfg.get("data") or {}
+    for key in _DATA_TRAINING:
+        if key in data:
+            add(f"data.{key}", OmegaConf.to_container(data, resolve=True)[key])
+    trainer = cfg.get("trainer") or {}
+    spans_run = False
+    target = (cfg.get("scheduler") or {}).get("_target_")
+    if target:
+        try:
+            scheduler = get_object(str(target))
+            spans_run = scheduler.__name__ == "OneCycleLR" or bool(getattr(scheduler, "steps_per_batch", False))
+        except Exception:  # a scheduler that cannot be found fails where it is built
+            pass
+    for key in ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "limit_train_batches",
+                *(("max_epochs",) if spans_run else ())):
+        if key in trainer:
+            add(f"trainer.{key}", trainer.get(key))
+    return settings
+
+
 class RunIdInCheckpoint(Callback):
     """Writes the MLflow run id into every checkpoint, so a run resumed from it is linked to the run that
     wrote it (tag ``resumed_from_run``). ``run``: the tracking run, whose id is read when a checkpoint is saved.
-    Also the run's ``seed`` and the digests of its training and validation rows (data held in memory), which a
-    resume must have too (``check_resume_checkpoint``)."""
+    Also the run's ``seed``, its ``training_settings`` and the digests of its training and validation rows (data
+    held in memory), which a resume must have too (``check_resume_checkpoint``)."""
 
-    def __init__(self, run: Any = None, seed: Optional[int] = None):
-        self.run, self.seed = run, seed
+    def __init__(self, run: Any = None, seed: Optional[int] = None, settings: Optional[dict[str, Any]] = None):
+        self.run, self.seed, self.settings = run, seed, settings
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         run_id = self.run.run_id if self.run is not None else None
@@ -538,6 +591,8 @@ class RunIdInCheckpoint(Callback):
             checkpoint["mlflow_run_id"] = run_id
         if self.seed is not None:
             checkpoint["seed"] = int(self.seed)
+        if self.settings is not None:
+            checkpoint["training_settings"] = self.settings
         digests = fitted_rows_digests(trainer.datamodule)
         if digests:
             from pipeline.tracking.run import PREPROCESSED, ROWS

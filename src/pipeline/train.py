@@ -291,7 +291,8 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ProgressBar
 
-    from pipeline.callbacks import AtomicCheckpointIO, NoProfiler, RunIdInCheckpoint, build_callbacks, find_checkpoint
+    from pipeline.callbacks import (AtomicCheckpointIO, NoProfiler, RunIdInCheckpoint, build_callbacks, find_checkpoint,
+                                     training_settings)
     from pipeline.models import build_model
     from pipeline.tasks import build_task_module
     from pipeline.tracking import RunHistory
@@ -309,7 +310,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     probe_optimization(task_module)
     with building("callbacks"):
         callbacks = build_callbacks(cfg, extra_callbacks)
-    run_id_writer = RunIdInCheckpoint(seed=cfg.get("seed"))
+    run_id_writer = RunIdInCheckpoint(seed=cfg.get("seed"), settings=training_settings(cfg))
     callbacks.append(run_id_writer)
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -348,7 +349,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             **extra_arguments,
         )
     resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module, trainer.max_epochs, seed=cfg.get("seed"),
-                                          datamodule=datamodule)
+                                          datamodule=datamodule, cfg=cfg)
     return RunParts(task_module, trainer, checkpoint, loggers, history, run_id_writer, resume_tags)
 
 
@@ -423,11 +424,13 @@ def needs_closure(optimizer) -> bool:
 
 
 def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: Optional[int] = None,
-                            seed: Optional[int] = None, datamodule=None) -> dict[str, str]:
+                            seed: Optional[int] = None, datamodule=None, cfg: Optional[DictConfig] = None
+                            ) -> dict[str, str]:
     """A checkpoint to resume from must be a Lightning checkpoint of this very model (same parameter names
     and shapes), of an optimizer with this config's settings (the saved state would replace them silently), of
-    no more epochs than ``max_epochs`` and, where given, of a run with this ``seed`` and the training and
-    validation rows of ``datamodule``; returns the tags that link the new run to the one that wrote it."""
+    no more epochs than ``max_epochs`` and, where given, of a run with this ``seed``, the training and validation
+    rows of ``datamodule`` and the training settings of ``cfg`` (``callbacks.training_settings``); returns the
+    tags that link the new run to the one that wrote it."""
     if not ckpt_path:
         return {}
     import torch
@@ -457,6 +460,8 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
         raise ConfigError(f"ckpt_path={ckpt_path} was written by another model or data set ({'; '.join(details)}); "
                           "resume with the same model, data and task options as the run that wrote it")
     _check_resumed_optimizer(ckpt_path, checkpoint, task_module)
+    if cfg is not None:
+        _check_resumed_settings(ckpt_path, checkpoint, cfg)
     _check_resumed_rows(ckpt_path, checkpoint, seed, datamodule)
     epoch = checkpoint.get("epoch")  # from 0: the epoch the checkpoint was written in (at its end, or during it)
     if max_epochs is not None and max_epochs != -1 and isinstance(epoch, int) and epoch + 1 > max_epochs:
@@ -542,6 +547,49 @@ def _check_resumed_optimizer(ckpt_path: str, checkpoint: dict, task_module) -> N
             if comparable and _as_plain(old) != _as_plain(new):
                 raise ConfigError(f"ckpt_path={ckpt_path}: its optimizer has {key}={_as_plain(old)}, this config gives "
                                   f"{key}={_as_plain(new)}; {hint}")
+
+
+def _check_resumed_settings(ckpt_path: str, checkpoint: dict, cfg: DictConfig) -> None:
+    """Lightning loads the saved scheduler state over the new scheduler (its step size, decay, cycle length and
+    even its kind), and the saved optimizer state over settings a schedule moves (a OneCycleLR's or a plateau's
+    learning rate); a changed dropout, L1 strength, label smoothing or batch size would be logged as the run's
+    while only its last epochs had it. Any such difference from the run that wrote the checkpoint is refused,
+    naming the keys. (A checkpoint written before the settings were kept is checked by its optimizer alone.)"""
+    from omegaconf import OmegaConf
+
+    from pipeline.callbacks import training_settings
+
+    saved = checkpoint.get("training_settings")
+    if not isinstance(saved, dict):
+        return
+    now = training_settings(cfg)
+    keys = sorted(key for key in set(saved) | set(now)
+                  if (key in saved and key in now) or key.endswith("._target_"))
+    differ = [key for key in keys if _as_plain(saved.get(key)) != _as_plain(now.get(key))]
+    if not differ:
+        return
+
+    def source(key: str) -> str:  # scheduler.T_max: ${trainer.max_epochs} names what the user changed
+        group, _, rest = key.partition(".")
+        node = cfg.get(group)
+        try:
+            raw = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+            for part in rest.split("."):
+                raw = raw[part]
+        except (KeyError, TypeError, ValueError):
+            return ""
+        return f" (set by {raw})" if isinstance(raw, str) and raw.startswith("${") else ""
+
+    shown = "; ".join(f"{key}={saved.get(key)!r} there, {now.get(key)!r} here{source(key)}" for key in differ[:3])
+    more = f" (and {len(differ) - 3} more: {', '.join(differ[3:6])}{' ...' if len(differ) > 6 else ''})" \
+        if len(differ) > 3 else ""
+    spans = (" The scheduler spans the whole run, so trainer.max_epochs cannot change either."
+             if "trainer.max_epochs" in differ else "")
+    raise ConfigError(f"ckpt_path={ckpt_path} was written by a run that trained otherwise: {shown}{more}. A resumed "
+                      "run must go on as that run trained: the saved optimizer and scheduler state replace new "
+                      "settings, and any other would hold for the epochs left alone, yet be logged as the whole run's."
+                      f"{spans} Resume with the run's own settings (pipeline-rerun <run id> ckpt_path=... keeps them), "
+                      "or start a new run (without ckpt_path) for new ones")
 
 
 def _as_plain(value):
