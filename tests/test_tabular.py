@@ -646,6 +646,58 @@ def test_balanced_class_weights_find_more_of_a_rare_class(store):
     assert_refused(refused, store, "task.class_weights weighs classes; task.kind=regression has none")
 
 
+def test_positive_class_chooses_the_class_f1_ap_and_the_threshold_are_of(store):
+    """Labels fraud (~8 %) and ok: binary f1 and ap were of the second class in sorted order, ok, so a useless
+    model scored f1 0.98 and selecting by val/f1 or val/ap selected for finding ok. Without task.positive_class
+    that stays (bundled data sets keep their numbers), but the run is tagged positive_class=ok and warns, naming
+    task.positive_class=fraud; with it, test/f1 and test/ap are scikit-learn's for fraud on the run's own test
+    predictions, the console says so, and pipeline-predict --threshold cuts P(fraud). An unknown label is refused
+    before any run, naming the classes."""
+    from sklearn.metrics import average_precision_score, f1_score
+
+    rng = np.random.default_rng(15)
+    rows = 1200
+    signal, other = rng.normal(size=rows), rng.normal(size=rows)
+    label = np.where(signal + 0.5 * rng.normal(size=rows) > 1.5, "fraud", "ok")
+    table = store["tmp"] / "fraud.csv"
+    pd.DataFrame({"signal": signal.round(4), "other": other.round(4), "y": label}).to_csv(table, index=False)
+    assert 0.04 < (label == "fraud").mean() < 0.12
+    common = ["task=classification", "data=csv", f"data.path={table}", "data.target=y", "trainer.max_epochs=15",
+              "optimizer.lr=0.01", "task.test_intervals=200"]
+    refused = run_cli_in_process(common + ["task.positive_class=frod"], store)
+    assert_refused(refused, store, "task.positive_class=frod is not a class of this data", "fraud, ok")
+    seen = {}
+    for positive in (None, "fraud"):
+        result = run_cli_in_process(common + ([f"task.positive_class={positive}"] if positive else []), store)
+        assert result.returncode == 0, result.stderr[-3000:]
+        [run] = [r for r in runs_in(store) if r.info.run_id not in seen]
+        seen[run.info.run_id] = positive
+        output = result.stdout + result.stderr
+        folder = Path(re.search(r"Outputs \([^)]*\): (\S+)", output).group(1))
+        tested = pd.read_csv(folder / "predictions" / "test.csv")
+        scored = positive or "ok"
+        assert run.data.tags["positive_class"] == scored
+        assert f"f1 and ap: of the class {scored}, the positive class" in output
+        warned = "task.positive_class=fraud scores the rare class" in output
+        assert warned == (positive is None), output[-3000:]
+        truth = tested["target"].astype(str) == scored
+        assert run.data.metrics["test/f1"] == pytest.approx(
+            f1_score(tested["target"].astype(str), tested["prediction"].astype(str), pos_label=scored), abs=1e-6)
+        assert run.data.metrics["test/ap"] == pytest.approx(
+            average_precision_score(truth, tested[f"probability_{scored}"]), abs=1e-5)
+        low, high = run.data.metrics["test/f1_ci_low"], run.data.metrics["test/f1_ci_high"]
+        assert low <= run.data.metrics["test/f1"] <= high
+    assert run.data.metrics["test/f1"] > 0  # the model finds some fraud: a meaningful comparison
+    # the logged model cuts P(fraud), the positive class, at --threshold
+    predicted = store["tmp"] / "cut.csv"
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(table), "--output", str(predicted),
+                                   "--threshold", "0.2", "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-2000:]
+    cut = pd.read_csv(predicted)
+    assert (cut["prediction"] == np.where(cut["probability_fraud"] >= 0.2, "fraud", "ok")).all()
+    assert (cut["prediction"] == "fraud").sum() > (cut["probability_fraud"] > 0.5).sum()  # the cut-off moved
+
+
 def test_dates_give_month_and_weekday_inputs(store):
     """Sales that follow the weekday and the season: a day count alone cannot learn them (R² near 0), its month
     and weekday as categorical inputs can; predictions from the written dates give the run's test RMSE."""

@@ -88,6 +88,9 @@ class TaskConfig:
     label_smoothing: float = 0.0
     # classification: null | balanced | [w_0, w_1, ...] in class order | {class: weight}; see tasks/classification.py
     class_weights: Any = None
+    # binary classification: the class f1, ap, the precision-recall curve and predict --threshold are of, a label
+    # as written in the data (fraud) or a number; null: the second class in sorted order
+    positive_class: Any = None
     # regression: none | log (the model learns log1p of the target; predictions and metrics in the target's units)
     target_transform: str = "none"
     # redraws of the test rows for the 95 % bootstrap interval of each test metric (test/<metric>_ci_low, _ci_high);

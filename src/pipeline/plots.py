@@ -88,13 +88,17 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, p
 
 
 def roc_and_precision_recall(y_true: np.ndarray, probabilities: np.ndarray, path: Path,
-                             class_names: Optional[Sequence[str]] = None, max_classes: int = 10) -> Optional[Path]:
-    """The ROC curve and the precision-recall curve of the test split, side by side: of class 1 for a binary model
-    (``probabilities``: P(class 1) per row), with the operating point of the 0.5 cut-off; one versus rest per class
-    for up to ``max_classes`` classes (None beyond: too many lines to read)."""
+                             class_names: Optional[Sequence[str]] = None, max_classes: int = 10,
+                             positive_class: int = 1) -> Optional[Path]:
+    """The ROC curve and the precision-recall curve of the test split, side by side: of ``positive_class`` (0 or 1,
+    task.positive_class) for a binary model (``probabilities``: P(class 1) per row), with the operating point of
+    the 0.5 cut-off; one versus rest per class for up to ``max_classes`` classes (None beyond: too many lines to
+    read)."""
     labels = y_true.astype(np.int64).reshape(-1)
     binary = probabilities.ndim == 1 or probabilities.shape[-1] == 1
     scores = probabilities.reshape(-1, 1) if binary else probabilities
+    if binary and positive_class == 0:  # class 0 scored by -P(class 1): the same ranking reversed, and the same
+        scores, labels = -scores.astype(np.float64), 1 - labels  # 0.5 cut-off (class 0 where P(class 1) <= 0.5)
     count = 2 if binary else scores.shape[1]
     if not binary and count > max_classes:
         return None
@@ -111,13 +115,15 @@ def roc_and_precision_recall(y_true: np.ndarray, probabilities: np.ndarray, path
         roc_axes.plot(false_rate, true_rate, linewidth=1.5, label=f"{label}auroc {area:.3f}")
         pr_axes.step(recall, precision, where="pre", linewidth=1.5, label=f"{label}ap {average:.3f}")
         if binary:
-            cut = scores[:, 0] > 0.5
+            cut = scores[:, 0] > 0.5 if positive_class == 1 else scores[:, 0] >= -0.5
             point_tpr, point_fpr = cut[positive].mean(), cut[~positive].mean()
             point_precision = positive[cut].mean() if cut.any() else 1.0
             roc_axes.plot([point_fpr], [point_tpr], "ko", markersize=5, label="cut-off 0.5")
             pr_axes.plot([point_tpr], [point_precision], "ko", markersize=5, label="cut-off 0.5")
             pr_axes.axhline(positive.mean(), color="grey", linestyle=":", linewidth=1, label="chance")
     roc_axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    if binary and positive_class == 0:
+        names = names[::-1]  # the labels were flipped above: "class 1" of the curves is class 0
     what = f"class {names[1]}" if binary else "one vs rest"
     roc_axes.set(xlabel="false positive rate", ylabel="true positive rate (recall)", xlim=(-0.01, 1.01),
                  ylim=(-0.01, 1.01), title=f"ROC curve (test, n={len(labels)}, {what})")

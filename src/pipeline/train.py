@@ -82,7 +82,8 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
         with distributed.other_ranks_started(cfg):
             run_parts = build(cfg, datamodule, callbacks, output_dir)
             trainer, task_module, checkpoint = run_parts.trainer, run_parts.task_module, run_parts.checkpoint
-            with tracking.start_run(cfg, run_parts.loggers, output_dir, parent_run, run_parts.resume_tags) as run:
+            with tracking.start_run(cfg, run_parts.loggers, output_dir, parent_run,
+                                    {**(run_parts.resume_tags or {}), **task_tags(task_module)}) as run:
                 run_parts.run_id_writer.run = run
                 tracking.log_run_start(run, cfg, datamodule, trainer)
                 with interrupt_names_checkpoint(trainer, checkpoint, run):
@@ -107,6 +108,12 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
                 tracking.log_run_end(run, cfg, task_module, datamodule, trainer, checkpoint, metrics, output_dir,
                                      run_parts.history.history, tested=bool(cfg.get("test", True)))
     return metrics
+
+
+def task_tags(task_module) -> dict[str, str]:
+    """The task's own tags of the run (a binary classifier's ``positive_class``)."""
+    tags = getattr(task_module, "run_tags", None)
+    return tags() if tags is not None else {}
 
 
 def early_stop(trainer) -> Optional[tuple[int, str]]:
@@ -194,7 +201,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}
         if source_run:
             tags["evaluation_of"] = source_run
-        with tracking.start_run(cfg, run_parts.loggers, output_dir, extra_tags=tags) as run:
+        with tracking.start_run(cfg, run_parts.loggers, output_dir,
+                                extra_tags={**(tags or {}), **task_tags(run_parts.task_module)}) as run:
             tracking.log_run_start(run, cfg, datamodule, run_parts.trainer)
             with interrupted_evaluation(run_parts.trainer):
                 results = run_parts.trainer.test(run_parts.task_module, datamodule=datamodule, ckpt_path=str(weights),

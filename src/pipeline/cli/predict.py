@@ -48,8 +48,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                              "new file names its texts otherwise); repeat for more. A column the model reads, renamed "
                              "to a --keep name, is kept as a copy under that name")
     parser.add_argument("--threshold", type=float, default=None, metavar="P",
-                        help="a binary model's cut-off: the second class when its probability is at least P "
-                             "(default: the more probable class, 0.5); the probabilities are the same either way")
+                        help="a binary model's cut-off: its positive class (task.positive_class; by default the "
+                             "second in sorted order) when its probability is at least P (default: the more "
+                             "probable class, 0.5); the probabilities are the same either way")
     parser.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default: 4096)")
     parser.add_argument("--format", default=None, help="input format when the extension does not say it")
     parser.add_argument("--sep", default=None, help="column separator of a CSV/TSV input, one character (default: ',' or tab; "
@@ -92,8 +93,11 @@ class Predictor:
     """A function from a DataFrame of raw rows to a DataFrame of predictions, and the columns it reads."""
 
     def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str, accepts_missing: bool = True,
-                 decimal: str = ".", file_columns: Optional[list[str]] = None, file_target: Optional[str] = None):
+                 decimal: str = ".", file_columns: Optional[list[str]] = None, file_target: Optional[str] = None,
+                 positive_class: Optional[str] = None):
         self.predict, self.source, self.accepts_missing = predict, source, accepts_missing
+        # a binary model's positive class (task.positive_class), what --threshold cuts; None: the second class
+        self.positive_class = positive_class
         self.decimal = decimal  # the decimal mark the training file's numbers were read with (data.decimal)
         self.file_columns = file_columns  # the training file's columns when it had no header row (data.columns)
         self.file_target = file_target  # the one of them a file to predict on may lack
@@ -154,7 +158,7 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     adapter = python_model.adapter
     return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True),
                      getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None),
-                     getattr(adapter, "file_target", None))
+                     getattr(adapter, "file_target", None), getattr(python_model, "positive_class", None))
 
 
 def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
@@ -254,7 +258,7 @@ def _from_checkpoint(path: Path) -> Predictor:
 
     return Predictor(predict, adapter.input_schema(), str(path), getattr(adapter, "accepts_missing", True),
                      getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None),
-                     getattr(adapter, "file_target", None))
+                     getattr(adapter, "file_target", None), getattr(predictor, "positive_class", None))
 
 
 # ----- writing ------------------------------------------------------------------------------------------
@@ -483,7 +487,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
                 continue
             predictions = _predict(predictor, batch, args.input)
             if args.threshold is not None:
-                predictions = _cut_off(predictions, args.threshold)
+                predictions = _cut_off(predictions, args.threshold, predictor.positive_class)
             clash = [c for c in args.keep if c in predictions.columns]
             if clash:
                 raise PredictError(f"--keep {clash[0]}: the output has a column {clash[0]!r} of its own; keep it under "
@@ -497,7 +501,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             # those it would have had, as mlflow.pyfunc answers an empty frame
             predictions = _predict(predictor, header_only, args.input)
             if args.threshold is not None:
-                predictions = _cut_off(predictions, args.threshold)
+                predictions = _cut_off(predictions, args.threshold, predictor.positive_class)
             writer.write(pd.concat([header_only[args.keep].reset_index(drop=True),
                                     predictions.reset_index(drop=True)], axis=1))
         elif writer.rows == 0:
@@ -554,9 +558,9 @@ def _predict(predictor: Predictor, batch, source: Path):
         raise
 
 
-def _cut_off(predictions, threshold: float):
-    """A binary model's predictions with the second class from ``threshold`` on (its probability column is the
-    last); the probabilities as they are."""
+def _cut_off(predictions, threshold: float, positive: Optional[str] = None):
+    """A binary model's predictions with its ``positive`` class (task.positive_class; None, a model logged before
+    it: the second, whose probability column is the last) from ``threshold`` on; the probabilities as they are."""
     import numpy as np
 
     from pipeline.tracking.pyfunc_model import PREDICTION, PROBABILITY_PREFIX
@@ -566,6 +570,8 @@ def _cut_off(predictions, threshold: float):
         what = "a regression model" if not probabilities else f"a model of {len(probabilities)} classes"
         raise PredictError(f"--threshold is a binary model's cut-off; this is {what}")
     first, second = (name[len(PROBABILITY_PREFIX):] for name in probabilities)
+    if positive is not None and str(positive) == first:
+        probabilities, first, second = probabilities[::-1], second, first
     predictions = predictions.copy()
     predictions[PREDICTION] = np.where(predictions[probabilities[1]].to_numpy() >= threshold, second, first)
     return predictions

@@ -29,10 +29,15 @@ class ClassificationModule(TaskModule):
         "ap": "ap needs rows of both classes, or of two classes at least: on rows of one class it is 1 whatever the model"}
 
     def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/acc", mode: str = "max",
-                 num_classes: int = 2, label_smoothing: float = 0.0, class_weights: Optional[list[float]] = None):
+                 num_classes: int = 2, label_smoothing: float = 0.0, class_weights: Optional[list[float]] = None,
+                 positive_class: int = 1, positive_name: Optional[str] = None):
         super().__init__(model, optimizer, scheduler, monitor, mode)
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 2
+        # binary: the class (0 or 1, in class order) that f1, ap, the precision-recall curve and a predict
+        # --threshold are of; the model's output stays P(class 1)
+        self.positive_class = int(positive_class)
+        self.positive_name = positive_name if self.binary else None
         self.label_smoothing = float(label_smoothing)
         # one weight per class in the training loss (None: all 1); not saved in checkpoints, the config has it
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
@@ -41,13 +46,24 @@ class ClassificationModule(TaskModule):
     @classmethod
     def from_spec(cls, model, optimizer, scheduler, spec, task_cfg) -> "ClassificationModule":
         weights = class_weights(task_cfg.get("class_weights"), spec)
+        positive, name = positive_class(task_cfg.get("positive_class"), spec)
         if weights is not None and optimizer is not None and task_cfg.monitor == "val/loss":
             log.warning("task.class_weights weighs the training loss only; the checkpoint is chosen on val/loss, plain "
                         "cross-entropy, which favours the common classes: consider task.monitor=val/f1 task.mode=max "
-                        "(or val/ap, the average precision, or val/auroc)")
+                        "(or val/ap, the average precision, or val/auroc)"
+                        + (f"; binary f1 and ap are of the positive class, {name} (task.positive_class)"
+                           if name is not None else ""))
+        if optimizer is not None and name is not None:  # training (not pipeline-predict rebuilding the model)
+            warning = majority_positive_warning(positive, spec, explicit=task_cfg.get("positive_class") is not None)
+            if warning:
+                log.warning(warning)
         return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
                    num_classes=spec.num_classes or 2, label_smoothing=task_cfg.get("label_smoothing", 0.0),
-                   class_weights=weights)
+                   class_weights=weights, positive_class=positive, positive_name=name)
+
+    def run_tags(self) -> dict[str, str]:
+        """``positive_class``: the class binary f1 and ap are of (none for more than two classes)."""
+        return {"positive_class": self.positive_name} if self.positive_name is not None else {}
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return self._cross_entropy(output, target, self.label_smoothing, self.class_weight)
@@ -80,25 +96,31 @@ class ClassificationModule(TaskModule):
         return self.probabilities(output)
 
     def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        return binary(inputs, targets) if self.binary else multiclass(inputs, targets, self.num_classes)
+        return binary(inputs, targets, self.positive_class) if self.binary else multiclass(inputs, targets,
+                                                                                             self.num_classes)
 
     def weighted_metrics(self, inputs, targets):
         from .intervals import binary as weighted_binary, multiclass as weighted_multiclass
 
-        return weighted_binary(inputs, targets) if self.binary else weighted_multiclass(inputs, targets, self.num_classes)
+        return (weighted_binary(inputs, targets, self.positive_class) if self.binary
+                else weighted_multiclass(inputs, targets, self.num_classes))
 
     def probabilities(self, output: Tensor) -> Tensor:
         return torch.sigmoid(output.squeeze(-1)) if self.binary else output.softmax(-1)
 
     def predictor(self) -> nn.Module:
-        return Probabilities(self.model, self.binary)
+        predictor = Probabilities(self.model, self.binary)
+        # the logged model's meta.json keeps it: pipeline-predict --threshold is the positive class's cut-off
+        predictor.positive_class = self.positive_name
+        return predictor
 
     def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
         from pipeline import plots
 
         figures = [plots.confusion_matrix(y_true, predicted_classes(outputs), spec.num_classes or 2,
                                           folder / "confusion_matrix.png", spec.class_names),
-                   plots.roc_and_precision_recall(y_true, outputs, folder / "roc_pr_curves.png", spec.class_names)]
+                   plots.roc_and_precision_recall(y_true, outputs, folder / "roc_pr_curves.png", spec.class_names,
+                                                  positive_class=self.positive_class)]
         return [figure for figure in figures if figure is not None]
 
 
@@ -142,6 +164,52 @@ def class_weights(setting: Any, spec) -> Optional[list[float]]:
     if not all(np.isfinite(v) and v > 0 for v in values):
         raise ConfigError(f"task.class_weights={values}: every weight must be a finite number > 0")
     return values
+
+
+def positive_class(setting: Any, spec) -> tuple[int, Optional[str]]:
+    """``task.positive_class`` as (its position in class order, its name); (1, the second class's name) for null,
+    the class binary metrics have always been of. A label as written in the data (``fraud``), or for numeric
+    labels the number (``1``, ``1.0`` for a class named ``1``). (1, None) for more than two classes, where f1 and
+    ap are macro averages over every class: a positive class is refused there."""
+    count = spec.num_classes or 2
+    names = [str(n) for n in (spec.class_names or [str(i) for i in range(count)])]
+    if count != 2:
+        if setting is not None:
+            raise ConfigError(f"task.positive_class={setting}: this data has {count} classes, whose f1 and ap are "
+                              "macro averages over every class; a positive class is for two classes. Leave it null")
+        return 1, None
+    if setting is None:
+        return 1, names[1]
+    wanted = str(setting).strip()
+    for index, name in enumerate(names):
+        if name == wanted or _same_number(name, wanted):
+            return index, name
+    raise ConfigError(f"task.positive_class={wanted} is not a class of this data; its classes are {', '.join(names)}")
+
+
+def _same_number(name: str, wanted: str) -> bool:
+    try:
+        return float(name) == float(wanted)
+    except ValueError:
+        return False
+
+
+def majority_positive_warning(positive: int, spec, explicit: bool, share: float = 0.25) -> Optional[str]:
+    """A line when the positive class holds most training rows and the other class fewer than ``share`` of them:
+    f1 and ap then score how well the model finds the common class, and a useless model that answers it for
+    every row looks good (None otherwise, or when ``task.positive_class`` chose it)."""
+    counts = spec.extra.get("class_counts") if spec.extra else None
+    if explicit or not counts or len(counts) != 2 or sum(counts) == 0:
+        return None
+    other = 1 - positive
+    names = [str(n) for n in (spec.class_names or ["0", "1"])]
+    minority = counts[other] / sum(counts)
+    if counts[positive] <= counts[other] or minority >= share:
+        return None
+    return (f"f1 and ap are of the class {names[positive]} ({100 * (1 - minority):.0f} % of the training rows), "
+            f"the second in sorted order, not of the rare class {names[other]} ({100 * minority:.1f} %): a model that "
+            f"answers {names[positive]} for every row scores well; task.positive_class={names[other]} scores the "
+            "rare class")
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:

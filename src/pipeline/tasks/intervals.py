@@ -98,10 +98,13 @@ def in_canonical_order(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndar
     return inputs[order], targets[order]
 
 
-def binary(probabilities: np.ndarray, targets: np.ndarray) -> Weighted:
-    """:func:`.metrics.binary` with row weights (redraws x rows): acc, f1 (class 1 above 0.5), auroc, ap."""
+def binary(probabilities: np.ndarray, targets: np.ndarray, positive_class: int = 1) -> Weighted:
+    """:func:`.metrics.binary` with row weights (redraws x rows): acc, f1 (class 1 above 0.5), auroc, ap; f1 and
+    ap of ``positive_class`` (0: class 0 where P(class 1) <= 0.5, ranked by -P(class 1)), as there."""
     values, positive = probabilities.reshape(-1).astype(np.float64), targets.reshape(-1).astype(bool)
     predicted = values > 0.5
+    if positive_class == 0:
+        values, positive, predicted = -values, ~positive, ~predicted
     hit = (predicted & positive).astype(np.float64)
     miss = (predicted != positive).astype(np.float64)  # false positives and false negatives
     curves = _Curves(values, positive)

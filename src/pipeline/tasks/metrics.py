@@ -15,13 +15,19 @@ import torch
 from torch import Tensor
 
 
-def binary(probabilities: Tensor, targets: Tensor) -> dict[str, Tensor]:
+def binary(probabilities: Tensor, targets: Tensor, positive_class: int = 1) -> dict[str, Tensor]:
     """acc, f1 (class 1 above 0.5, as torchmetrics decides), auroc and ap (average precision) of P(class 1) per row;
     auroc with tied scores counted half (the area under the ROC curve of every distinct threshold), NaN (undefined)
     when a class is absent; ap NaN as well (without positive rows it has nothing to average, without negative
-    ones it is 1 whatever the scores)."""
+    ones it is 1 whatever the scores).
+
+    f1 and ap are those of ``positive_class`` (0 or 1, ``task.positive_class``): with 0, class 0 is predicted where
+    class 1 is not (P(class 1) <= 0.5, the same predictions as acc counts) and ranked by -P(class 1); acc and auroc
+    do not depend on it."""
     values, positive = _numpy(probabilities.reshape(-1).float(), np.float64), _numpy(targets.reshape(-1), bool)
     predicted = values > 0.5
+    if positive_class == 0:  # the same predictions, the other class scored: exact (negation loses no bits)
+        values, positive, predicted = -values, ~positive, ~predicted
     true_positives = int((predicted & positive).sum())
     wrong = int((predicted != positive).sum())  # false positives and false negatives
     f1 = 2 * true_positives / (2 * true_positives + wrong) if true_positives + wrong else 0.0

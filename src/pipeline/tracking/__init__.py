@@ -240,7 +240,8 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
     if model_logged is not None and model_logged() is not None and getattr(settings, "register_as", None):
         registered, unregistered = _register_model(run, settings.register_as)
     run.flush()
-    _print_summary(run, metrics, output_dir, checkpoint, tested, registered)
+    _print_summary(run, metrics, output_dir, checkpoint, tested, registered,
+                   getattr(task_module, "positive_name", None))
     if unregistered is not None:  # the run ends FAILED with the reason: it did not do all it was asked
         from pipeline.errors import RegistrationFailed
 
@@ -310,7 +311,7 @@ def _log_test_outputs(run: TrackedRun, cfg: DictConfig, task_module, datamodule,
 
 
 def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint, tested: bool,
-                   registered: Optional[str] = None) -> None:
+                   registered: Optional[str] = None, positive: Optional[str] = None) -> None:
     if not is_rank_zero():
         return
     shown = {k: v for k, v in metrics.items() if k.startswith("test/")} if tested else {
@@ -322,6 +323,8 @@ def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint,
     lines = ["", title + ", ".join(f"{k}={with_interval(v, bounds.get(k))}" for k, v in sorted(shown.items()))]
     if bounds:
         lines.append("  (in brackets: the 95 % bootstrap interval over the test rows, task.test_intervals)")
+    if positive is not None:
+        lines.append(f"  (f1 and ap: of the class {positive}, the positive class; task.positive_class)")
     # what the folder holds (a sweep's trial: no checkpoints, plots or predictions)
     held = [label for name, label in (("config.yaml", "config"), ("checkpoints", "checkpoints"),
                                       ("metrics.jsonl", "metrics.jsonl"), ("plots", "plots"),

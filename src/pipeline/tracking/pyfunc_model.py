@@ -79,6 +79,7 @@ class RawRowsModel(PythonModel):
         self.predictor = None
         self.task_kind = "regression"
         self.class_names: Optional[list[str]] = None
+        self.positive_class: Optional[str] = None  # a binary model's (task.positive_class); None: logged before it
 
     def load_context(self, context) -> None:
         import torch  # here, not at the top: MLflow runs this file when it saves the model, which needs no torch
@@ -86,6 +87,7 @@ class RawRowsModel(PythonModel):
         artifacts = context.artifacts
         meta = json.loads(Path(artifacts["meta"]).read_text())
         self.task_kind, self.class_names = meta["task_kind"], meta.get("class_names")
+        self.positive_class = meta.get("positive_class")
         self.adapter = load_adapter(artifacts["adapter_code"], artifacts["adapter_state"])
         if meta.get("predictor_format", "pt2") == "pt2":
             self.predictor = torch.export.load(artifacts["predictor"]).module()

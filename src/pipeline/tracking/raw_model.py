@@ -65,7 +65,9 @@ def write_model_parts(folder: Path, predictor: "nn.Module", adapter, spec, examp
     parts["adapter_code"].write_text(Path(inspect.getsourcefile(type(adapter))).read_text())
     parts["adapter_state"].write_text(json.dumps(adapter.to_dict(), indent=1))
     predictor_format = export_predictor(predictor, example, parts["predictor"])
+    # positive_class: a binary model's class of pipeline-predict --threshold (task.positive_class)
     parts["meta"].write_text(json.dumps({"task_kind": spec.task_kind, "class_names": spec.class_names,
+                                         "positive_class": getattr(predictor, "positive_class", None),
                                          "predictor_format": predictor_format}, indent=1))
     return {name: str(path) for name, path in parts.items()}
 
