@@ -47,6 +47,13 @@ CASES = [
     (["trainer.gradient_clip_val=-1"], ["trainer.gradient_clip_val=-1", ">= 0"]),
     (["trainer.limit_train_batches=0"], ["trainer.limit_train_batches=0", "> 0"]),
     (["trainer.limit_val_batches=0"], ["trainer.limit_val_batches=0", "model selection"]),
+    # a fraction that keeps no batch of its split: Lightning refused it once fit or test began (exit 1, a FAILED run)
+    (["trainer.limit_train_batches=0.01"], ["trainer.limit_train_batches=0.01", "7 batches",
+                                            "at least trainer.limit_train_batches=0.143", "integer"]),
+    (["trainer.limit_val_batches=0.5"], ["trainer.limit_val_batches=0.5", "1 batch",
+                                         "at least trainer.limit_val_batches=1.0", "integer"]),
+    (["trainer.limit_test_batches=0.5"], ["trainer.limit_test_batches=0.5", "1 batch",
+                                          "at least trainer.limit_test_batches=1.0", "integer"]),
     (["model=cnn"], ["model=cnn", "tabular"]),
     (["experiment=nonexistent"], ["experiment=nonexistent", "textbook_mlp"]),
     (["model.activation=[relu]"], ["model.activation", "string"]),

@@ -166,6 +166,44 @@ def test_logged_model_reads_the_named_feature_columns_and_scores_the_test_metric
     assert "column 'mean area' at index 5 is missing" in refusal(broken)
 
 
+@pytest.mark.parametrize("precision", ["64-true", "bf16-true"])
+def test_a_run_trained_in_float64_or_bfloat16_finishes_with_its_predictions_and_model(store, tmp_path, precision):
+    """trainer.precision=64-true (bf16-true) trained and tested, then ended 'Error: unexpected RuntimeError: mat1 and
+    mat2 must have the same dtype, but got Float and Double' (BFloat16), exit 1: a FAILED run without
+    predictions/test.csv or a logged model, the test split's float32 batches run through float64 weights outside
+    Lightning. Now the run finishes; its predictions score test/acc, and the logged model and pipeline-predict (from
+    the run id and from the checkpoint) take the float32 rows a user gives and answer as the run's test did."""
+    from pipeline.data.tabular import BreastCancer
+
+    result = run_cli([f"trainer.precision={precision}", "trainer.max_epochs=2", "trainer.enable_progress_bar=false"],
+                     store)
+    assert result.returncode == 0 and "Error:" not in result.stderr, result.stderr[-3000:]
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED"
+    assert "predictions/test.csv" in artifact_paths(client_of(store), run.info.run_id)
+    tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv")
+    assert float((tested["prediction"] == tested["target"]).mean()) == pytest.approx(run.data.metrics["test/acc"],
+                                                                                     abs=1e-6)
+    data = BreastCancer(seed=42, standardize=False)  # the same split, the features as scikit-learn gives them
+    data.setup("fit")
+    rows = pd.DataFrame(data.test_split.x.double().numpy(), columns=list(BreastCancer.columns))
+    predicted = load_pyfunc(store, run.info.run_id).predict(rows)
+    assert (predicted["prediction"].to_numpy() == tested["prediction"].to_numpy()).all()
+    np.testing.assert_allclose(predicted["probability_benign"], tested["probability_benign"], atol=1e-6)
+    table = tmp_path / "rows.csv"
+    rows.to_csv(table, index=False)
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    for source in (run.info.run_id, str(checkpoint)):
+        output = tmp_path / "answered.csv"
+        code, _, stderr = predict_cli([source, "--input", str(table), "--output", str(output),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 0, stderr[-3000:]
+        answered = pd.read_csv(output)
+        assert (answered["prediction"] == tested["prediction"]).all(), source
+        np.testing.assert_allclose(answered["probability_benign"], tested["probability_benign"], atol=1e-6,
+                                   err_msg=source)
+
+
 def test_tags_say_where_the_run_came_from(logged_run):
     run = logged_run["run"]
     tags = run.data.tags

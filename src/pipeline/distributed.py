@@ -44,6 +44,21 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "32", "16", "bf16", "64",
               32, 16, 64)
 
+# the "-true" precisions: Lightning converts the whole module to this dtype (its weights are held in it)
+TRUE_PRECISION_DTYPES = {"64-true": "float64", "64": "float64", 64: "float64", "bf16-true": "bfloat16",
+                         "16-true": "float16"}
+
+
+def weights_dtype(precision: Any):
+    """The torch dtype a model trained with ``trainer.precision=precision`` holds its weights in (None: float32, as
+    built): a checkpoint's weights loaded into a freshly built model are converted to it, so that the model
+    computes as it did in the run's test (its predictions/test.csv, its logged model)."""
+    import torch
+
+    name = TRUE_PRECISION_DTYPES.get(precision if isinstance(precision, int) else str(precision))
+    return getattr(torch, name) if name else None
+
+
 # Strategies whose extra ranks Lightning would start by re-running the script.
 SCRIPT_STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "fsdp")
 

@@ -82,6 +82,7 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
         with distributed.other_ranks_started(cfg):
             run_parts = build(cfg, datamodule, callbacks, output_dir)
             trainer, task_module, checkpoint = run_parts.trainer, run_parts.task_module, run_parts.checkpoint
+            check_batch_limits(trainer, datamodule, tested=bool(cfg.get("test", True)))
             with tracking.start_run(cfg, run_parts.loggers, output_dir, parent_run,
                                     {**(run_parts.resume_tags or {}), **task_tags(task_module)}) as run:
                 run_parts.run_id_writer.run = run
@@ -195,6 +196,7 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
         with weights_from_checkpoint():
             run_parts = build(cfg, datamodule, (), output_dir)
         check_resume_checkpoint(str(weights), run_parts.task_module)
+        check_batch_limits(run_parts.trainer, datamodule, splits=())
         from pipeline.tasks.regression import check_log_test_targets
 
         check_log_test_targets(run_parts.task_module, datamodule)  # as training refuses them: before the run
@@ -359,6 +361,52 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module, trainer.max_epochs, seed=cfg.get("seed"),
                                           datamodule=datamodule, cfg=cfg)
     return RunParts(task_module, trainer, checkpoint, loggers, history, run_id_writer, resume_tags)
+
+
+# (split, the data key of its batch size) of each trainer.limit_<split>_batches
+BATCH_LIMITS = {"train": ("training", "data.batch_size"), "val": ("validation", "data.eval_batch_size"),
+                "test": ("test", "data.eval_batch_size")}
+
+
+def check_batch_limits(trainer, datamodule, tested: bool = True, splits: Iterable[str] = ("train", "val")) -> None:
+    """A fraction ``trainer.limit_<split>_batches`` that keeps no batch of its split (0.01 of 7 batches) is refused
+    here, before the run exists: Lightning refused it only once fit (or test) began, a FAILED run and a traceback.
+    The batches are counted as Lightning will count them, per process under DDP."""
+    splits = [*splits, *(["test"] if tested else [])]
+    attached = datamodule.trainer
+    datamodule.trainer = trainer  # the loaders then shard as the run's ranks will
+    try:
+        for split in splits:
+            limit = getattr(trainer, f"limit_{split}_batches")
+            if not isinstance(limit, float) or limit <= 0 or limit >= 1:
+                continue
+            batches = len(getattr(datamodule, f"{split}_dataloader")())
+            if batches == 0 or int(batches * limit) > 0:
+                continue
+            name, size_key = BATCH_LIMITS[split]
+            size = datamodule.batch_size if split == "train" else datamodule.eval_batch_size
+            per = " per process" if trainer.world_size > 1 else ""
+            raise ConfigError(
+                f"trainer.limit_{split}_batches={limit:g} keeps no batch: the {name} split makes {batches} "
+                f"batch{'es' if batches > 1 else ''}{per} ({size_key}={size}), and {limit:g} x {batches} < 1; "
+                f"use at least trainer.limit_{split}_batches={smallest_fraction(batches)}, or a number of batches "
+                f"(an integer, e.g. trainer.limit_{split}_batches=1)")
+    finally:
+        datamodule.trainer = attached
+
+
+def smallest_fraction(batches: int) -> str:
+    """1/``batches`` rounded up to three significant digits (1/7: 0.143), which Lightning counts as one batch."""
+    import math
+
+    if batches <= 1:
+        return "1.0"
+    decimals = 2 - math.floor(math.log10(1 / batches))
+    scale = 10 ** decimals
+    numerator = -(-scale // batches)  # rounded up
+    while int(batches * (numerator / scale)) < 1:
+        numerator += 1
+    return f"{numerator / scale:.{decimals}f}".rstrip("0")
 
 
 @contextlib.contextmanager

@@ -249,6 +249,11 @@ def _from_checkpoint(path: Path) -> Predictor:
     try:
         weights = {k[len("model."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(weights)
+        from pipeline.distributed import weights_dtype
+
+        dtype = weights_dtype(cfg.get("trainer", {}).get("precision"))
+        if dtype is not None:  # trained in float64 or bfloat16 (trainer.precision=64-true, bf16-true): computes in it
+            model.to(dtype)
     except Exception as error:
         raise PredictError(f"{path}: not a checkpoint of this run's model ({one_line(error)[:300]})") from None
     predictor = build_task_module(cfg.task, model, None, None, spec).predictor().eval()
