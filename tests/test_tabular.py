@@ -1254,6 +1254,36 @@ def test_consecutive_years_are_an_input_and_a_row_index_is_left_out(store):
     assert left_out and "'row' (a row number)" in left_out[0] and "'year'" not in " ".join(left_out), left_out
 
 
+def test_the_index_pandas_writes_into_a_saved_split_is_left_out_not_learned(store):
+    """A split saved with pandas' default ``to_csv(index=True)`` starts with a column without a name (pandas reads
+    it as ``Unnamed: 0``): the rows' numbers before shuffling, out of order and not from 0, so not "a row number".
+    It was a numeric input, and on rows indexed by class it gave a model of noise a test accuracy near 1."""
+    rng = np.random.default_rng(14)
+    noise = {"x1": rng.normal(size=800), "x2": rng.normal(size=800)}
+    rows = pd.DataFrame({**noise, "y": np.repeat(["no", "yes"], 400)}).sample(frac=1, random_state=0)
+    train, test = store["tmp"] / "split_train.csv", store["tmp"] / "split_test.csv"
+    rows.iloc[:600].to_csv(train)
+    rows.iloc[600:].to_csv(test)
+    result = run_cli(["task=classification", "data=csv", f"data.path={train}", f"data.test_path={test}",
+                      "data.target=y", "trainer.max_epochs=8", "optimizer.lr=0.05", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    output = result.stdout + result.stderr
+    assert "left out 'Unnamed: 0' (no name in the header: the row index pandas writes)" in output, output[-3000:]
+    assert "bring one back with data.categorical=[<name>] (or data.numeric=[<name>])" in output
+    assert run.data.metrics["test/acc"] < 0.7, run.data.metrics  # no signal in x1, x2: about a coin's toss
+    # the model reads x1 and x2 only: new rows without the index are answered, by pipeline-predict and by MLflow
+    model = load_pyfunc(store, run.info.run_id)
+    assert [c["name"] for c in model.metadata.get_input_schema().to_dict()] == ["x1", "x2"]
+    plain = store["tmp"] / "plain.csv"
+    rows.iloc[600:].drop(columns="y").to_csv(plain, index=False)
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(plain), "--output", str(store["tmp"] / "p.csv"),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    answered = pd.read_csv(store["tmp"] / "p.csv")
+    by_mlflow = model.predict(pd.read_csv(plain))
+    np.testing.assert_allclose(answered["probability_yes"], by_mlflow["probability_yes"], atol=1e-6)
+
+
 def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, store):
     """A gzipped training file with a .tsv.bz2 test file trains (the format is the extension before the
     compression's); pipeline-predict answers on a .csv.gz and a one-file .zip exactly as on the plain file."""
