@@ -264,6 +264,19 @@ assert not [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.
 """
 
 
+def test_a_number_too_large_for_float32_is_named_as_written(people_run):
+    """``score=inf`` was said as ``holds np.float64(inf)``: numpy's repr, not the number."""
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    for cell, said in (("inf", "inf"), ("-1e39", "-1e+39")):
+        given = folder / "too_large.csv"
+        given.write_text(f"score,colour,member,visits,noise\n{cell},red,true,1,0.5\n")
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(given), "--output", str(folder / "never.csv"),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 2, stderr[-3000:]
+        assert error_line(stderr).startswith(f"Error: {given}: column 'score' holds {said} at index 0, more than "
+                                             "float32 can hold"), stderr[-3000:]
+
+
 def test_the_logged_model_loads_without_the_pipeline_package(people_run):
     import subprocess
     import sys
