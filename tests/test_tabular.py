@@ -354,6 +354,48 @@ def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(peopl
     assert not (folder / "never.csv").exists()
 
 
+def test_an_unseen_category_in_a_column_whose_every_training_value_is_frequent_moves_no_prediction(store):
+    """The unseen/missing code 0 of a column where no training row is missing or rare was never trained: its
+    embedding stayed at its random start, and a category new at prediction time, in a column that carries no
+    signal, moved the answers by chance (accuracy 0.98 -> 0.86). It now reads the mean of the column's learned
+    vectors: the model answers as it does on the known categories, by pipeline-predict, from the checkpoint and
+    by the logged model alike."""
+    rng = np.random.default_rng(3)
+
+    def rows(count: int) -> pd.DataFrame:
+        x = rng.normal(size=count)
+        return pd.DataFrame({"x": np.round(x, 4), "shade": rng.choice(["dark", "light", "pale"], size=count),
+                             "y": np.where(x > 0, "yes", "no")})
+
+    train, new = store["tmp"] / "shades.csv", rows(400)
+    rows(600).to_csv(train, index=False)
+    result = run_cli(["task=classification", "data=csv", f"data.path={train}", "data.target=y",
+                      "trainer.max_epochs=15", "optimizer.lr=0.02", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    answers = {}
+    for case, shade in (("known", new["shade"]), ("unseen", "mauve"), ("missing", "")):
+        given = store["tmp"] / f"{case}.csv"
+        new.assign(shade=shade).drop(columns="y").to_csv(given, index=False)
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(given), "--output",
+                                       str(store["tmp"] / f"{case}_answers.csv"), "--tracking-uri", store["uri"]])
+        assert code == 0, stderr[-3000:]
+        answers[case] = pd.read_csv(store["tmp"] / f"{case}_answers.csv")
+    accuracy = {case: float((a["prediction"] == new["y"]).mean()) for case, a in answers.items()}
+    assert accuracy["known"] > 0.95, accuracy
+    assert accuracy["unseen"] >= accuracy["known"] - 0.02 and accuracy["missing"] >= accuracy["known"] - 0.02, accuracy
+    # an unseen category and a missing value share code 0: one answer
+    np.testing.assert_allclose(answers["unseen"]["probability_yes"], answers["missing"]["probability_yes"], atol=1e-6)
+    # the logged model and the checkpoint build the same embedding of code 0
+    by_mlflow = load_pyfunc(store, run.info.run_id).predict(new.assign(shade="mauve").drop(columns="y"))
+    np.testing.assert_allclose(by_mlflow["probability_yes"], answers["unseen"]["probability_yes"], atol=1e-6)
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(store["tmp"] / "unseen.csv"), "--output",
+                                   str(store["tmp"] / "from_checkpoint.csv")])
+    assert code == 0, stderr[-3000:]
+    np.testing.assert_allclose(pd.read_csv(store["tmp"] / "from_checkpoint.csv")["probability_yes"],
+                               answers["unseen"]["probability_yes"], atol=1e-6)
+
+
 def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_path, migrated_store_db, monkeypatch):
     """A run that drew its test rows from its file, evaluated again on a test file of its own: the rows are made
     into inputs by the run's fitted preprocessing (not one fitted again on the rows the new split leaves for

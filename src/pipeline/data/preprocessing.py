@@ -369,6 +369,7 @@ class TablePreprocessor:
         # fitted state, per column
         self.numeric: dict[str, dict] = {}  # name -> {median, mean, std, missing_indicator, [quantiles]}
         self.categories: dict[str, list[str]] = {}  # name -> categories with codes 1..K (0: unseen/missing)
+        self.unknown_seen: dict[str, bool] = {}  # set by fit (see there)
         self.example_rows: list[dict] = []  # a few raw training rows: the logged model's input example
 
     # ----- what the model sees ---------------------------------------------------------------------
@@ -407,6 +408,13 @@ class TablePreprocessor:
         """What the model's embeddings must cover: the cardinalities when codes are passed on, else nothing."""
         return self.cardinalities if self.categorical_encoding == "embedding" else []
 
+    @property
+    def embedded_unknown_seen(self) -> list[bool]:
+        """Per embedded categorical column, whether its code 0 (unseen, rare, missing) occurred in the fitted
+        rows; empty without embeddings, and when every column's did (the model then needs no word of it)."""
+        seen = [self.unknown_seen.get(c, True) for c in self.categorical_columns]
+        return seen if self.categorical_encoding == "embedding" and not all(seen) else []
+
     def input_schema(self) -> list[tuple[str, str]]:
         """(raw column name, kind) of every input column, in training order."""
         return list(self.columns.items())
@@ -430,6 +438,10 @@ class TablePreprocessor:
         #: of the middle half); said by the data module, not saved
         self.far_out: dict[str, tuple[float, float, float]] = {}
         self.folded: dict[str, tuple[int, int, int]] = {}
+        #: categorical columns -> whether a training row had code 0 (a missing or rare value): where none did, the
+        #: model's embedding of code 0 is never trained (``embedded_unknown_seen``); known after fit only, not saved
+        #: (the model spec carries it)
+        self.unknown_seen = {}
         for name in self.numeric_columns:
             values, _ = to_numbers(frame[name], missing, self.decimal)
             present = values[~np.isnan(values)]
@@ -462,6 +474,7 @@ class TablePreprocessor:
             rare = counts[counts < self.min_category_count]
             if len(rare):  # (values, rows) that share the unseen/missing code, of the rows with a value
                 self.folded[name] = (len(rare), int(rare.sum()), int(counts.sum()))
+            self.unknown_seen[name] = bool(len(rare)) or len(spelled) < len(frame)
             # most frequent first, then by name: the order does not depend on the row order
             self.categories[name] = sorted(kept.index.tolist(), key=lambda c: (-int(kept[c]), c))
         sample = frame.head(4).astype(object)
