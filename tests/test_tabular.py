@@ -380,6 +380,10 @@ def test_an_unseen_category_in_a_column_whose_every_training_value_is_frequent_m
                                        str(store["tmp"] / f"{case}_answers.csv"), "--tracking-uri", store["uri"]])
         assert code == 0, stderr[-3000:]
         answers[case] = pd.read_csv(store["tmp"] / f"{case}_answers.csv")
+        warned = [line for line in stderr.splitlines() if line.startswith("Warning: column 'shade'")]
+        assert warned == ([] if case != "unseen" else [  # said once, when most of a column's values are new
+            "Warning: column 'shade': 400 of its 400 values are categories the model's training rows did not have "
+            "(e.g. 'mauve'); it reads them as one unseen category"]), stderr[-3000:]
     accuracy = {case: float((a["prediction"] == new["y"]).mean()) for case, a in answers.items()}
     assert accuracy["known"] > 0.95, accuracy
     assert accuracy["unseen"] >= accuracy["known"] - 0.02 and accuracy["missing"] >= accuracy["known"] - 0.02, accuracy
