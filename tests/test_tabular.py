@@ -264,6 +264,19 @@ assert not [m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.
 """
 
 
+def test_a_number_too_large_for_float32_is_named_as_written(people_run):
+    """``score=inf`` was said as ``holds np.float64(inf)``: numpy's repr, not the number."""
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    for cell, said in (("inf", "inf"), ("-1e39", "-1e+39")):
+        given = folder / "too_large.csv"
+        given.write_text(f"score,colour,member,visits,noise\n{cell},red,true,1,0.5\n")
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(given), "--output", str(folder / "never.csv"),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 2, stderr[-3000:]
+        assert error_line(stderr).startswith(f"Error: {given}: column 'score' holds {said} at index 0, more than "
+                                             "float32 can hold"), stderr[-3000:]
+
+
 def test_the_logged_model_loads_without_the_pipeline_package(people_run):
     import subprocess
     import sys
@@ -339,6 +352,52 @@ def test_new_rows_in_any_order_with_unseen_categories_and_a_missing_column(peopl
                                        "--tracking-uri", store["uri"]])
         assert code == 2 and says in error_line(stderr), stderr[-2000:]
     assert not (folder / "never.csv").exists()
+
+
+def test_an_unseen_category_in_a_column_whose_every_training_value_is_frequent_moves_no_prediction(store):
+    """The unseen/missing code 0 of a column where no training row is missing or rare was never trained: its
+    embedding stayed at its random start, and a category new at prediction time, in a column that carries no
+    signal, moved the answers by chance (accuracy 0.98 -> 0.86). It now reads the mean of the column's learned
+    vectors: the model answers as it does on the known categories, by pipeline-predict, from the checkpoint and
+    by the logged model alike."""
+    rng = np.random.default_rng(3)
+
+    def rows(count: int) -> pd.DataFrame:
+        x = rng.normal(size=count)
+        return pd.DataFrame({"x": np.round(x, 4), "shade": rng.choice(["dark", "light", "pale"], size=count),
+                             "y": np.where(x > 0, "yes", "no")})
+
+    train, new = store["tmp"] / "shades.csv", rows(400)
+    rows(600).to_csv(train, index=False)
+    result = run_cli(["task=classification", "data=csv", f"data.path={train}", "data.target=y",
+                      "trainer.max_epochs=15", "optimizer.lr=0.02", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    answers = {}
+    for case, shade in (("known", new["shade"]), ("unseen", "mauve"), ("missing", "")):
+        given = store["tmp"] / f"{case}.csv"
+        new.assign(shade=shade).drop(columns="y").to_csv(given, index=False)
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(given), "--output",
+                                       str(store["tmp"] / f"{case}_answers.csv"), "--tracking-uri", store["uri"]])
+        assert code == 0, stderr[-3000:]
+        answers[case] = pd.read_csv(store["tmp"] / f"{case}_answers.csv")
+        warned = [line for line in stderr.splitlines() if line.startswith("Warning: column 'shade'")]
+        assert warned == ([] if case != "unseen" else [  # said once, when most of a column's values are new
+            "Warning: column 'shade': 400 of its 400 values are categories the model's training rows did not have "
+            "(e.g. 'mauve'); it reads them as one unseen category"]), stderr[-3000:]
+    accuracy = {case: float((a["prediction"] == new["y"]).mean()) for case, a in answers.items()}
+    assert accuracy["known"] > 0.95, accuracy
+    assert accuracy["unseen"] >= accuracy["known"] - 0.02 and accuracy["missing"] >= accuracy["known"] - 0.02, accuracy
+    # an unseen category and a missing value share code 0: one answer
+    np.testing.assert_allclose(answers["unseen"]["probability_yes"], answers["missing"]["probability_yes"], atol=1e-6)
+    # the logged model and the checkpoint build the same embedding of code 0
+    by_mlflow = load_pyfunc(store, run.info.run_id).predict(new.assign(shade="mauve").drop(columns="y"))
+    np.testing.assert_allclose(by_mlflow["probability_yes"], answers["unseen"]["probability_yes"], atol=1e-6)
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(store["tmp"] / "unseen.csv"), "--output",
+                                   str(store["tmp"] / "from_checkpoint.csv")])
+    assert code == 0, stderr[-3000:]
+    np.testing.assert_allclose(pd.read_csv(store["tmp"] / "from_checkpoint.csv")["probability_yes"],
+                               answers["unseen"]["probability_yes"], atol=1e-6)
 
 
 def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_path, migrated_store_db, monkeypatch):
@@ -1304,6 +1363,36 @@ def test_consecutive_years_are_an_input_and_a_row_index_is_left_out(store):
     assert result.returncode == 0, result.stderr[-3000:]
     left_out = [line for line in (result.stdout + result.stderr).splitlines() if "left out" in line]
     assert left_out and "'row' (a row number)" in left_out[0] and "'year'" not in " ".join(left_out), left_out
+
+
+def test_the_index_pandas_writes_into_a_saved_split_is_left_out_not_learned(store):
+    """A split saved with pandas' default ``to_csv(index=True)`` starts with a column without a name (pandas reads
+    it as ``Unnamed: 0``): the rows' numbers before shuffling, out of order and not from 0, so not "a row number".
+    It was a numeric input, and on rows indexed by class it gave a model of noise a test accuracy near 1."""
+    rng = np.random.default_rng(14)
+    noise = {"x1": rng.normal(size=800), "x2": rng.normal(size=800)}
+    rows = pd.DataFrame({**noise, "y": np.repeat(["no", "yes"], 400)}).sample(frac=1, random_state=0)
+    train, test = store["tmp"] / "split_train.csv", store["tmp"] / "split_test.csv"
+    rows.iloc[:600].to_csv(train)
+    rows.iloc[600:].to_csv(test)
+    result = run_cli(["task=classification", "data=csv", f"data.path={train}", f"data.test_path={test}",
+                      "data.target=y", "trainer.max_epochs=8", "optimizer.lr=0.05", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    output = result.stdout + result.stderr
+    assert "left out 'Unnamed: 0' (no name in the header: the row index pandas writes)" in output, output[-3000:]
+    assert "bring one back with data.categorical=[<name>] (or data.numeric=[<name>])" in output
+    assert run.data.metrics["test/acc"] < 0.7, run.data.metrics  # no signal in x1, x2: about a coin's toss
+    # the model reads x1 and x2 only: new rows without the index are answered, by pipeline-predict and by MLflow
+    model = load_pyfunc(store, run.info.run_id)
+    assert [c["name"] for c in model.metadata.get_input_schema().to_dict()] == ["x1", "x2"]
+    plain = store["tmp"] / "plain.csv"
+    rows.iloc[600:].drop(columns="y").to_csv(plain, index=False)
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(plain), "--output", str(store["tmp"] / "p.csv"),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    answered = pd.read_csv(store["tmp"] / "p.csv")
+    by_mlflow = model.predict(pd.read_csv(plain))
+    np.testing.assert_allclose(answered["probability_yes"], by_mlflow["probability_yes"], atol=1e-6)
 
 
 def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, store):

@@ -119,7 +119,8 @@ TOP_LEVEL_KEYS = (set(FIXED_SCHEMAS) | set(TARGET_GROUPS) | set(TARGET_COLLECTIO
 
 # arguments that train.py passes when it builds the object, never set in YAML
 WIRED_ARGUMENTS = {
-    "model": {"input_shape", "num_outputs", "vocab_size", "pad_id", "categorical_cardinalities", "vocabulary"},
+    "model": {"input_shape", "num_outputs", "vocab_size", "pad_id", "categorical_cardinalities",
+              "categorical_unknown_seen", "vocabulary"},
     "optimizer": {"params"},
     "scheduler": {"optimizer", "total_steps", "epochs", "steps_per_epoch"},
     "trainer": {"callbacks", "logger", "plugins", "default_root_dir"},

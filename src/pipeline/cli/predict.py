@@ -94,10 +94,11 @@ class Predictor:
 
     def __init__(self, predict: Callable, schema: list[tuple[str, str]], source: str, accepts_missing: bool = True,
                  decimal: str = ".", file_columns: Optional[list[str]] = None, file_target: Optional[str] = None,
-                 positive_class: Optional[str] = None):
+                 positive_class: Optional[str] = None, adapter=None):
         self.predict, self.source, self.accepts_missing = predict, source, accepts_missing
         # a binary model's positive class (task.positive_class), what --threshold cuts; None: the second class
         self.positive_class = positive_class
+        self.adapter = adapter  # the raw input adapter (a table's categories: unseen values are counted)
         self.decimal = decimal  # the decimal mark the training file's numbers were read with (data.decimal)
         self.file_columns = file_columns  # the training file's columns when it had no header row (data.columns)
         self.file_target = file_target  # the one of them a file to predict on may lack
@@ -158,7 +159,7 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     adapter = python_model.adapter
     return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True),
                      getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None),
-                     getattr(adapter, "file_target", None), getattr(python_model, "positive_class", None))
+                     getattr(adapter, "file_target", None), getattr(python_model, "positive_class", None), adapter)
 
 
 def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
@@ -263,7 +264,7 @@ def _from_checkpoint(path: Path) -> Predictor:
 
     return Predictor(predict, adapter.input_schema(), str(path), getattr(adapter, "accepts_missing", True),
                      getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None),
-                     getattr(adapter, "file_target", None), getattr(predictor, "positive_class", None))
+                     getattr(adapter, "file_target", None), getattr(predictor, "positive_class", None), adapter)
 
 
 # ----- writing ------------------------------------------------------------------------------------------
@@ -481,6 +482,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
     import pandas as pd
 
     writer = PredictionWriter(args.output)
+    unseen = UnseenCategories(predictor.adapter)
     progress = _progress_bar(args)
     success, header_only = False, None
     try:
@@ -491,6 +493,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
                 header_only = batch
                 continue
             predictions = _predict(predictor, batch, args.input)
+            unseen.count(batch)
             if args.threshold is not None:
                 predictions = _cut_off(predictions, args.threshold, predictor.positive_class)
             clash = [c for c in args.keep if c in predictions.columns]
@@ -511,12 +514,50 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
                                     predictions.reset_index(drop=True)], axis=1))
         elif writer.rows == 0:
             raise PredictError(f"--input {args.input}: no data rows")
+        unseen.warn()
         success = True
     finally:
         writer.close(success)
         if progress is not None:
             progress.close()
     return writer.rows
+
+
+class UnseenCategories:
+    """Counts, per categorical column of a table's model, the values its training rows did not have; ``warn``
+    names (one line each) the columns where they are most of the values given: the model reads them all as one
+    unseen/missing category, which a renamed or respelled category (a new export) would explain."""
+
+    def __init__(self, adapter):
+        self.categories = {name: set(values) for name, values in getattr(adapter, "categories", {}).items()
+                           if name in getattr(adapter, "columns", {})}  # raw columns (not date parts)
+        self.missing = frozenset(getattr(adapter, "missing_tokens", ()))
+        self.counts = {name: [0, 0, None] for name in self.categories}  # given, unseen, an unseen value
+
+    def count(self, batch) -> None:
+        if not self.categories:
+            return
+        import pandas as pd
+
+        from pipeline.data.preprocessing import canonical_values
+
+        for name, known in self.categories.items():
+            if name not in batch.columns:
+                continue
+            values = pd.Series(canonical_values(batch[name], self.missing), dtype=object).dropna()
+            new = values[~values.isin(known)]
+            counts = self.counts[name]
+            counts[0] += len(values)
+            counts[1] += len(new)
+            if counts[2] is None and len(new):
+                counts[2] = new.iloc[0]
+
+    def warn(self) -> None:
+        for name, (given, new, example) in self.counts.items():
+            if new and new > given / 2:
+                print(f"Warning: column {name!r}: {new} of its {given} values are categories the model's training rows "
+                      f"did not have (e.g. {example!r}); it reads them as one unseen category", file=sys.stderr,
+                      flush=True)
 
 
 def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> None:

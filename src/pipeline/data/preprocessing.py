@@ -318,6 +318,11 @@ def _plain_value(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as Python's, for messages: ``inf``, not ``np.float64(inf)``."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 # ----- the fitted object -----------------------------------------------------------------------------
 class TablePreprocessor:
     """Raw table columns -> model input tensor, with statistics of the training rows only.
@@ -364,6 +369,7 @@ class TablePreprocessor:
         # fitted state, per column
         self.numeric: dict[str, dict] = {}  # name -> {median, mean, std, missing_indicator, [quantiles]}
         self.categories: dict[str, list[str]] = {}  # name -> categories with codes 1..K (0: unseen/missing)
+        self.unknown_seen: dict[str, bool] = {}  # set by fit (see there)
         self.example_rows: list[dict] = []  # a few raw training rows: the logged model's input example
 
     # ----- what the model sees ---------------------------------------------------------------------
@@ -402,6 +408,13 @@ class TablePreprocessor:
         """What the model's embeddings must cover: the cardinalities when codes are passed on, else nothing."""
         return self.cardinalities if self.categorical_encoding == "embedding" else []
 
+    @property
+    def embedded_unknown_seen(self) -> list[bool]:
+        """Per embedded categorical column, whether its code 0 (unseen, rare, missing) occurred in the fitted
+        rows; empty without embeddings, and when every column's did (the model then needs no word of it)."""
+        seen = [self.unknown_seen.get(c, True) for c in self.categorical_columns]
+        return seen if self.categorical_encoding == "embedding" and not all(seen) else []
+
     def input_schema(self) -> list[tuple[str, str]]:
         """(raw column name, kind) of every input column, in training order."""
         return list(self.columns.items())
@@ -425,6 +438,10 @@ class TablePreprocessor:
         #: of the middle half); said by the data module, not saved
         self.far_out: dict[str, tuple[float, float, float]] = {}
         self.folded: dict[str, tuple[int, int, int]] = {}
+        #: categorical columns -> whether a training row had code 0 (a missing or rare value): where none did, the
+        #: model's embedding of code 0 is never trained (``embedded_unknown_seen``); known after fit only, not saved
+        #: (the model spec carries it)
+        self.unknown_seen = {}
         for name in self.numeric_columns:
             values, _ = to_numbers(frame[name], missing, self.decimal)
             present = values[~np.isnan(values)]
@@ -457,6 +474,7 @@ class TablePreprocessor:
             rare = counts[counts < self.min_category_count]
             if len(rare):  # (values, rows) that share the unseen/missing code, of the rows with a value
                 self.folded[name] = (len(rare), int(rare.sum()), int(counts.sum()))
+            self.unknown_seen[name] = bool(len(rare)) or len(spelled) < len(frame)
             # most frequent first, then by name: the order does not depend on the row order
             self.categories[name] = sorted(kept.index.tolist(), key=lambda c: (-int(kept[c]), c))
         sample = frame.head(4).astype(object)
@@ -487,7 +505,7 @@ class TablePreprocessor:
                 first = int(np.flatnonzero(bad)[0])
                 cell = frame[name].iloc[first]
                 comma = self.decimal == "." and np.isfinite(cell_number(str(cell).strip(), ","))
-                raise RawInputError(f"column {name!r} holds {cell!r} at index {frame.index[first]!r}, not a number"
+                raise RawInputError(f"column {name!r} holds {_plain(cell)!r} at index {_plain(frame.index[first])!r}, not a number"
                                     + (" (numbers are read with a decimal comma, as in training: 3,14 and 1.234,5)"
                                        if self.decimal == "," else "")
                                     + (" (written with a decimal comma; the model reads numbers as its training file "
@@ -498,8 +516,8 @@ class TablePreprocessor:
             too_large = np.abs(values) > FLOAT32_MAX
             if too_large.any():
                 first = int(np.flatnonzero(too_large)[0])
-                raise RawInputError(f"column {name!r} holds {values[first]!r} at index {frame.index[first]!r}, "
-                                    "more than float32 can hold")
+                raise RawInputError(f"column {name!r} holds {float(values[first])!r} at index "
+                                    f"{_plain(frame.index[first])!r}, more than float32 can hold")
             absent = np.isnan(values)
             filled = np.where(absent, stats["median"], values)
             if self.numeric_transform == "standard":

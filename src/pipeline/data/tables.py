@@ -50,6 +50,17 @@ IDENTIFIER_SHARE = 0.5
 IDENTIFIER_MIN = 10
 # a column named like an identifier: "id", "user_id", "row id", "PassengerId", "customerID" (not "paid", "VALID")
 _IDENTIFIER_NAME = re.compile(r"(?:^|[_\s.\-])[iI][dD]$|[a-z](?:Id|ID)$|^(?:id|ID|Id)$")
+# a column without a name in the header: the index pandas writes first (to_csv's default index=True), named
+# "Unnamed: 0" by pandas ("Unnamed: 0_level_0" under a header of two rows, "Unnamed: 0.1" beside a column named so
+# already), "__index_level_0__" by pyarrow, or left empty by a reader that keeps the header as written
+_UNNAMED = re.compile(r"Unnamed: \d+(?:_level_\d+)?(?:\.\d+)*|__index_level_\d+__|")
+
+
+def unnamed_column(name: object) -> bool:
+    """Whether a column's header cell was empty (a row index written by pandas, not a measurement)."""
+    return bool(_UNNAMED.fullmatch(str(name).strip()))
+
+
 # a header cell that is a number: the first row of a file without a header row (header_hint)
 _INTEGER_OR_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 
@@ -832,7 +843,8 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
                  max_integer_categories: int = 10, na_values: Sequence[str] = (), decimal: str = ".") -> ColumnPlan:
     """Numbers are numeric, except integer columns with at most ``max_integer_categories`` distinct values;
     strings and booleans are categorical; identifier-like or free-text columns (mostly distinct strings, or
-    integers counting the rows) and empty columns are left out. ``categorical`` / ``numeric`` override.
+    integers counting the rows), columns without a name in the header (an index pandas wrote) and empty columns
+    are left out. ``categorical`` / ``numeric`` override.
     A column of numbers written with a decimal comma, read with ``decimal="."``, is refused with the key to set."""
     missing = frozenset([*MISSING_TOKENS, *map(str, na_values)])
     kinds: dict[str, str] = {}
@@ -846,6 +858,9 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             continue
         if present == 0:
             left_out[name] = "no values"
+            continue
+        if name not in numeric and unnamed_column(name):  # a saved split's index: row numbers out of order
+            left_out[name] = "no name in the header: the row index pandas writes"
             continue
         values, bad = to_numbers(column, missing, decimal)
         if name in numeric:

@@ -722,6 +722,8 @@ class CsvData(TabularDataModule):
         spec = super().describe(train, class_names)
         if self.preprocessor.embedded_cardinalities:
             spec.model_inputs["categorical_cardinalities"] = self.preprocessor.embedded_cardinalities
+            if self.preprocessor.embedded_unknown_seen:  # a column whose code 0 the model never trains
+                spec.model_inputs["categorical_unknown_seen"] = self.preprocessor.embedded_unknown_seen
         return spec
 
     def raw_input_adapter(self) -> TablePreprocessor:

@@ -1,7 +1,7 @@
 """Linear and logistic regression on tabular features: one linear layer."""
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar, Optional, Sequence
 
 from torch import Tensor, nn
 
@@ -18,6 +18,7 @@ class LinearRegression(nn.Module):
     def __init__(
         self, input_shape: Sequence[int], num_outputs: int, dropout: float = 0.0, l1: float = 0.0,
         embedding_dim: int = 8, categorical_cardinalities: Sequence[int] = (),
+        categorical_unknown_seen: Optional[Sequence[bool]] = None,
     ):
         super().__init__()
         if len(input_shape) != 1:
@@ -25,7 +26,8 @@ class LinearRegression(nn.Module):
                 f"{type(self).__name__} expects tabular inputs (F,), got input_shape={tuple(input_shape)}"
             )
         self.l1 = l1
-        embed, in_features = tabular_inputs(input_shape, categorical_cardinalities, embedding_dim)
+        embed, in_features = tabular_inputs(input_shape, categorical_cardinalities, embedding_dim,
+                                             categorical_unknown_seen)
         self.embed = embed if embed is not None else nn.Identity()  # no parameters: the textbook keys stay
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.linear = nn.Linear(in_features, num_outputs)

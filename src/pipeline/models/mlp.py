@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import ClassVar, Sequence
+from typing import ClassVar, Optional, Sequence
 
 from torch import nn
 
@@ -33,13 +33,15 @@ class MLP(nn.Sequential):
         batch_norm: bool = False,
         embedding_dim: int = 8,
         categorical_cardinalities: Sequence[int] = (),
+        categorical_unknown_seen: Optional[Sequence[bool]] = None,
     ):
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"model.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
             )
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        embed, in_features = tabular_inputs(input_shape, categorical_cardinalities, embedding_dim)
+        embed, in_features = tabular_inputs(input_shape, categorical_cardinalities, embedding_dim,
+                                             categorical_unknown_seen)
         if embed is not None:
             layers["embed"] = embed
         elif len(input_shape) > 1:  # tabular inputs are already flat; keep the textbook net minimal

@@ -8,7 +8,7 @@ to its input; hidden = width x hidden_factor. Categorical columns go through lea
 """
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar, Optional, Sequence
 
 from torch import Tensor, nn
 
@@ -51,6 +51,7 @@ class TabularResNet(nn.Module):
         l1: float = 0.0,
         embedding_dim: int = 8,
         categorical_cardinalities: Sequence[int] = (),
+        categorical_unknown_seen: Optional[Sequence[bool]] = None,
     ):
         super().__init__()
         if len(input_shape) != 1:
@@ -63,7 +64,8 @@ class TabularResNet(nn.Module):
         if not 0 <= residual_dropout < 1:
             raise ValueError(f"model.residual_dropout must be in [0, 1), got {residual_dropout}")
         self.l1 = l1
-        embed, in_features = tabular_inputs(input_shape, categorical_cardinalities, embedding_dim)
+        embed, in_features = tabular_inputs(input_shape, categorical_cardinalities, embedding_dim,
+                                             categorical_unknown_seen)
         self.embed = embed if embed is not None else nn.Identity()
         self.first = nn.Linear(in_features, width)
         hidden = max(1, int(round(width * hidden_factor)))
