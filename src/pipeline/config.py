@@ -280,6 +280,18 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
                           "model selection never looks at the test split")
 
 
+# metrics whose better side their name says: the last part of val/acc, test/rmse, val/f1_best...
+HIGHER_IS_BETTER = ("acc", "f1", "auroc", "ap", "r2")
+LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae")
+
+
+def metric_direction(metric: str) -> Optional[str]:
+    """"max" for a metric better higher (an accuracy, a score), "min" for one better lower (a loss, an error),
+    None for others (epoch time, a metric of the user's own)."""
+    name = metric.rsplit("/", 1)[-1].removesuffix("_best")
+    return "max" if name in HIGHER_IS_BETTER else "min" if name in LOWER_IS_BETTER else None
+
+
 def _fields(schema) -> list[str]:
     return list(schema.__dataclass_fields__)
 
