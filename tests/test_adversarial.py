@@ -39,6 +39,10 @@ CASES = [
     (["seed=abc"], ["seed", "integer"]),
     (["seed=99999999999"], ["seed=99999999999", "4294967295"]),
     (["+foo=bar"], ["'foo'"]),
+    # tags are names with values: a word crashed (AttributeError) after the run began; a list gave Hydra's merge error
+    (["tags=foo"], ["tags=foo: tags are names with values", "+tags.note=<value>"]),
+    (["tags=123"], ["tags=123: tags are names with values", "+tags.note=<value>"]),
+    (["tags=[a,b]"], ["tags=[a,b]: tags are names with values", "+tags.note=<value>"]),
     (["task=regression", "task.monitor=val/acc"], ["task.monitor='val/acc'", "val/rmse"]),
     (["task.monitor=test/acc"], ["task.monitor", "validation metric"]),
     # a metric better higher with the task's mode=min: the worst epoch's checkpoint was kept and tested, silently

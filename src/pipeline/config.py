@@ -258,6 +258,9 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
                 allowed = _schema_fields(schema, parent)
                 raise ConfigError(f"unknown key '{group}.{path}'{nearest(key, allowed)}") from None
             raise ConfigError(f"{group}.{path}: {_first_line(error)}") from None
+    tags = cfg.get("tags")
+    if tags is not None and not isinstance(tags, DictConfig):
+        raise ConfigError(tags_refused(OmegaConf.to_yaml(tags).strip() if OmegaConf.is_config(tags) else str(tags)))
     seed = _integer("seed", cfg.get("seed"))  # before data.seed=${seed} is checked against its class
     if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed={seed} is out of range; allowed: an integer in 0..{MAX_SEED}")
@@ -278,6 +281,12 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
     if not str(task.monitor).startswith("val/"):
         raise ConfigError(f"task.monitor={task.monitor!r} must be a validation metric (val/loss, val/acc, val/rmse ...); "
                           "model selection never looks at the test split")
+
+
+def tags_refused(value: str) -> str:
+    """Why ``tags=<value>`` (a word, a number, a list) is refused: tags are names with values."""
+    return (f"tags={value}: tags are names with values (the run's MLflow tags); add one as +tags.note=<value> "
+            "(several: +tags.note=... +tags.owner=...)")
 
 
 # metrics whose better side their name says: the last part of val/acc, test/rmse, val/f1_best...
