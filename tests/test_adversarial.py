@@ -69,6 +69,8 @@ CASES = [
     (["ckpt_path=/dev/null"], ["ckpt_path=/dev/null"]),
     (["test=maybe"], ["test"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.n_trials=0", "logger=none"], ["n_trials=0", ">= 1"]),
+    # was accepted: a FAILED parent run and a study of WAITING trials, then "the timeout was reached"
+    (["hparams_search=classification_optuna", "hydra.sweeper.timeout=-5"], ["hydra.sweeper.timeout=-5", "> 0"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.sampler=foo", "logger=none"], ["sampler='foo'", "tpe"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.finalize_top_k=-1", "logger=none"], ["finalize_top_k"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_options.min_resource=2"],
