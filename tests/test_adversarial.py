@@ -68,6 +68,9 @@ CASES = [
     (["scheduler=plateau", "task.monitor=val/acc", "task.mode=max", "scheduler.mode=min"], ["scheduler.mode"]),
     (["ckpt_path=/dev/null"], ["ckpt_path=/dev/null"]),
     (["test=maybe"], ["test"]),
+    # a value the choices do not hold: was "has the wrong type; allowed: one of 64, 32, 16, ..., 64, 32, 16, bf16"
+    (["trainer.precision=bf17"], ["trainer.precision='bf17' is not allowed; choose one of 64, 32, 16, transformer-engine",
+                                  "bf16-mixed"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.n_trials=0", "logger=none"], ["n_trials=0", ">= 1"]),
     # was accepted: a FAILED parent run and a study of WAITING trials, then "the timeout was reached"
     (["hparams_search=classification_optuna", "hydra.sweeper.timeout=-5"], ["hydra.sweeper.timeout=-5", "> 0"]),

@@ -367,7 +367,10 @@ def _check_types(group: str, node: DictConfig, annotations: dict[str, Any]) -> N
         except OmegaConfBaseException as error:
             raise ConfigError(f"{group}.{key}: cannot resolve its value ({_first_line(error)})") from None
         if value is not None and not _matches(value, annotations[key]):
-            raise ConfigError(f"{group}.{key}={value!r} has the wrong type; allowed: {_describe(annotations[key])}")
+            allowed = _describe(annotations[key])
+            if allowed.startswith("one of "):  # Literal values (trainer.precision=bf17): not a question of type
+                raise ConfigError(f"{group}.{key}={value!r} is not allowed; choose {allowed}")
+            raise ConfigError(f"{group}.{key}={value!r} has the wrong type; allowed: {allowed}")
 
 
 def _plain(value: Any) -> Any:
@@ -429,8 +432,8 @@ def _describe(annotation: Any) -> str:
 
     literals = [a for a in _flatten_union(annotation) if typing.get_origin(a) is typing.Literal]
     if literals and len(literals) == len(_flatten_union(annotation)):  # Literal[...] | Literal[...]: list the values
-        values = [v for literal in literals for v in typing.get_args(literal)]
-        return "one of " + ", ".join(str(v) for v in values)[:300]
+        values = dict.fromkeys(str(v) for literal in literals for v in typing.get_args(literal))  # once each
+        return "one of " + ", ".join(values)[:300]
     text = str(annotation).replace("typing.", "").replace("collections.abc.", "").replace("NoneType", "null")
     return {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false",
             "<class 'str'>": "a string"}.get(text, text)[:300]
