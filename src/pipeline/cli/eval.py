@@ -29,7 +29,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline-eval", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("source", help="an MLflow run id (or a registered model's version, models:/<name>/<version>, "
                                        "models:/<name>/latest, models:/<name>@<alias>), or a checkpoint file written by a run")
-    parser.add_argument("overrides", nargs="*", help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
+    parser.add_argument("overrides", nargs="*", default=[],  # default: optional, not named as required
+                        help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run and receiving the evaluation (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None, help="where the evaluation writes (default: a fresh outputs/<date>/<time>)")
     return parser.parse_args(argv)

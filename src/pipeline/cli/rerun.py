@@ -156,7 +156,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("run_id", help="the MLflow run to train again (its id, or a registered model's version: "
                                        "models:/<name>/<version>, models:/<name>/latest, models:/<name>@<alias>)")
-    parser.add_argument("overrides", nargs="*", help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
+    parser.add_argument("overrides", nargs="*", default=[],  # default: optional, not named as required
+                        help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run, and receiving the new one (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="where the new run writes its config, checkpoints and plots (default: a fresh outputs/<date>/<time>)")
