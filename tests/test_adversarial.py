@@ -39,8 +39,20 @@ CASES = [
     (["seed=abc"], ["seed", "integer"]),
     (["seed=99999999999"], ["seed=99999999999", "4294967295"]),
     (["+foo=bar"], ["'foo'"]),
+    # tags are names with values: a word crashed (AttributeError) after the run began; a list gave Hydra's merge error
+    (["tags=foo"], ["tags=foo: tags are names with values", "+tags.note=<value>"]),
+    (["tags=123"], ["tags=123: tags are names with values", "+tags.note=<value>"]),
+    (["tags=[a,b]"], ["tags=[a,b]: tags are names with values", "+tags.note=<value>"]),
     (["task=regression", "task.monitor=val/acc"], ["task.monitor='val/acc'", "val/rmse"]),
     (["task.monitor=test/acc"], ["task.monitor", "validation metric"]),
+    # a metric better higher with the task's mode=min: the worst epoch's checkpoint was kept and tested, silently
+    (["task.monitor=val/f1"], ["task.monitor=val/f1 is better higher, but task.mode=min", "add task.mode=max"]),
+    (["task=regression", "task.monitor=val/r2"], ["task.monitor=val/r2", "task.mode=min", "add task.mode=max"]),
+    (["task=image_classification", "data=digits", "model=mlp", "task.monitor=val/loss"],
+     ["task.monitor=val/loss is better lower, but task.mode=max", "add task.mode=min"]),
+    (["hparams_search=classification_optuna", "task.monitor=val/acc", "hydra.sweeper.objectives=[val/acc_best]",
+      "hydra.sweeper.directions=[maximize]", "logger=none"],
+     ["task.monitor=val/acc is better higher, but task.mode=min", "add task.mode=max"]),
     (["task.mode=up"], ["task.mode='up'", "min, max"]),
     (["data=wine", "data.val_fraction=1.5"], ["data.val_fraction=1.5", "[0, 1)"]),
     (["trainer.max_time=abc"], ["trainer", "DD:HH:MM:SS"]),
@@ -63,7 +75,12 @@ CASES = [
     (["scheduler=plateau", "task.monitor=val/acc", "task.mode=max", "scheduler.mode=min"], ["scheduler.mode"]),
     (["ckpt_path=/dev/null"], ["ckpt_path=/dev/null"]),
     (["test=maybe"], ["test"]),
+    # a value the choices do not hold: was "has the wrong type; allowed: one of 64, 32, 16, ..., 64, 32, 16, bf16"
+    (["trainer.precision=bf17"], ["trainer.precision='bf17' is not allowed; choose one of 64, 32, 16, transformer-engine",
+                                  "bf16-mixed"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.n_trials=0", "logger=none"], ["n_trials=0", ">= 1"]),
+    # was accepted: a FAILED parent run and a study of WAITING trials, then "the timeout was reached"
+    (["hparams_search=classification_optuna", "hydra.sweeper.timeout=-5"], ["hydra.sweeper.timeout=-5", "> 0"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.sampler=foo", "logger=none"], ["sampler='foo'", "tpe"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.finalize_top_k=-1", "logger=none"], ["finalize_top_k"]),
     (["hparams_search=classification_optuna", "hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_options.min_resource=2"],

@@ -66,7 +66,19 @@ def test_compare_ranks_runs_by_the_task_metric_and_writes_markdown_csv_and_a_plo
                               "--output", str(tmp_path / "acc")], capsys)
     best_acc = max(runs, key=lambda r: r.data.metrics["test/acc"])
     assert code == 0 and "higher is better" in out and best_acc.info.run_id in out
+    assert f"Experiment '{EXPERIMENT}': the best 1 of 2 finished runs on breast_cancer by test/acc" in out, out  # was "1 finished run"
     assert len(list(csv.DictReader((tmp_path / "acc" / "compare.csv").open()))) == 1
+
+
+@pytest.mark.parametrize("module,required", [("rerun", "run_id"), ("eval", "source")])
+def test_rerun_and_eval_without_arguments_name_only_what_is_required(module, required, capsys):
+    """pipeline-rerun with no arguments said "the following arguments are required: run_id, overrides", though
+    the overrides are optional."""
+    import importlib
+
+    main = importlib.import_module(f"pipeline.cli.{module}").main
+    code, _, err = cli(main, [], capsys)
+    assert code == 2 and err.strip().splitlines()[-1].endswith(f"the following arguments are required: {required}"), err
 
 
 def test_compare_names_what_is_missing(two_seeds, capsys, tmp_path):

@@ -655,7 +655,7 @@ SWEEP_REFUSALS = [
       "hydra.sweeper.directions=[minimize,maximize]"],
      "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/acc_best' is not a metric of this "
      "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best; a best "
-     "value is kept of task.monitor (val/loss) alone: task.monitor=val/acc keeps it"),
+     "value is kept of task.monitor (val/loss) alone: task.monitor=val/acc task.mode=max keeps it"),
     # values only the optimizer checks: built at the corners (was: the trials that drew them FAILED one by one)
     (["hparams_search=classification_optuna", "optimizer=sgd", "optimizer.momentum=choice(0.0,0.9)",
       "optimizer.nesterov=choice(true,false)"],

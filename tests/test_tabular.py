@@ -857,6 +857,35 @@ def test_pipeline_eval_refuses_test_targets_a_log_target_cannot_take(store):
     assert [r.info.run_id for r in runs_in(store)] == [run.info.run_id]
 
 
+def test_pipeline_eval_refuses_overrides_that_would_read_the_table_otherwise(store):
+    """pipeline-eval data.numeric_transform=quantile (or another encoding) was tested with the run's fitted
+    preprocessing, the override ignored while the evaluation run recorded it: refused before any run, naming the
+    keys and the run's values; an override that reads the same inputs (the batch size) still evaluates."""
+    train, new = store["tmp"] / "train.csv", store["tmp"] / "new.csv"
+    write_csv(people(300, seed=0), train)
+    write_csv(people(60, seed=1), new)
+    result = run_cli_in_process(["task=classification", "data=csv", f"data.path={train}", "data.target=label",
+                                 "trainer.max_epochs=1", "logger.mlflow.log_model=false",
+                                 "logger.mlflow.log_plots=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new}", "data.numeric_transform=quantile",
+                                     "data.categorical_encoding=onehot", "--tracking-uri", store["uri"],
+                                     "--output-dir", str(store["tmp"] / "refused")])
+    assert code == 2, (stdout[-2000:], stderr[-2000:])
+    assert error_line(stderr).startswith(
+        "Error: data.categorical_encoding=onehot (the run's: embedding), data.numeric_transform=quantile (the run's: "
+        "standard): pipeline-eval tests the model on inputs made as the run made them"), error_line(stderr)
+    assert [r.info.run_id for r in runs_in(store)] == [run.info.run_id]
+    # the run's own value, and keys that do not change the inputs: evaluated
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new}", "data.numeric_transform=standard",
+                                     "data.eval_batch_size=7", "--tracking-uri", store["uri"],
+                                     "--output-dir", str(store["tmp"] / "evaluation")])
+    assert code == 0, stderr[-3000:]
+    [evaluation] = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
+    assert evaluation.info.status == "FINISHED"
+
+
 def test_a_title_above_the_header_is_left_out_with_data_skip_rows(people_run, store):
     """A report's title and a blank line above the header, in a CSV and in a sheet: refused with the number of
     lines to leave out; data.skip_rows leaves them out, line numbers in errors still count from the file's first

@@ -673,6 +673,27 @@ def test_a_run_with_a_pretrained_tokenizer_is_evaluated_where_the_tokenizer_is_n
     assert "test/acc=" in stdout
 
 
+def test_pipeline_eval_refuses_overrides_that_would_tokenize_otherwise(store, tmp_path):
+    """pipeline-eval <checkpoint> data.max_length=1 (or data.vocab_size, data.lowercase) was tested with the run's
+    tokenizer and max_length, the overrides ignored while the evaluation recorded them: refused before any
+    evaluation, naming the keys and the run's values; data.eval_batch_size still evaluates."""
+    data = write_sentiment_tsv(tmp_path / "data", rows=200, dev=40)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={data}", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    code, stdout, stderr = eval_cli([str(checkpoint), "data.max_length=1", "data.vocab_size=5", "data.lowercase=false",
+                                     "--output-dir", str(tmp_path / "refused")])
+    assert code == 2, (stdout[-2000:], stderr[-2000:])
+    assert error_line(stderr).startswith(
+        "Error: data.vocab_size=5 (the run's: 20000), data.max_length=1 (the run's: 64), data.lowercase=false (the "
+        "run's: true): pipeline-eval tests the model on inputs made as the run made them"), error_line(stderr)
+    assert "Evaluating" not in stdout and not (tmp_path / "refused" / "checkpoints").exists()
+    code, stdout, stderr = eval_cli([str(checkpoint), "data.max_length=64", "data.eval_batch_size=3",
+                                     "--output-dir", str(tmp_path / "eval")])
+    assert code == 0 and "test/acc=" in stdout, stderr[-3000:]
+
+
 @pytest.mark.unit
 def test_labels_with_trailing_punctuation_are_a_trained_class_only_where_training_merges_them():
     from pipeline.data.base import onto_classes

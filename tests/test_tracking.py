@@ -204,6 +204,24 @@ def test_a_run_trained_in_float64_or_bfloat16_finishes_with_its_predictions_and_
                                    err_msg=source)
 
 
+def test_the_run_end_says_how_to_open_its_own_store(logged_run, tmp_path, monkeypatch):
+    """A run logged to another store (paths.mlruns_dir, MLFLOW_TRACKING_URI) ended with "Open the UI with:
+    pipeline-ui ...; compare runs: pipeline-compare", which then found no store: the commands now name it."""
+    from pipeline.cli.compare import main as compare_main
+    from pipeline.tracking import store_commands_line
+
+    uri = logged_run["store"]["uri"]
+    line = next(line for line in logged_run["result"].stdout.splitlines() if line.startswith("Open the UI"))
+    assert line == f"Open the UI with: pipeline-ui --tracking-uri {uri}; compare runs: pipeline-compare --tracking-uri {uri}"
+    code, stdout, stderr = _main_in_process(compare_main, line.split("pipeline-compare ", 1)[1].split()
+                                            + ["--output", str(tmp_path / "compare")])
+    assert code == 0 and logged_run["run"].info.run_id[:8] in stdout + (tmp_path / "compare").joinpath(
+        "compare.md").read_text(), (stdout[-2000:], stderr[-2000:])
+    monkeypatch.chdir(tmp_path)  # the default store, ./mlruns/mlflow.db: what the commands read without options
+    assert store_commands_line("sqlite:///mlruns/mlflow.db") == \
+        "Open the UI with: pipeline-ui   (or: make ui); compare runs: pipeline-compare"
+
+
 def test_tags_say_where_the_run_came_from(logged_run):
     run = logged_run["run"]
     tags = run.data.tags

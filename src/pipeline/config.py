@@ -262,6 +262,9 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
                 allowed = _schema_fields(schema, parent)
                 raise ConfigError(f"unknown key '{group}.{path}'{nearest(key, allowed)}") from None
             raise ConfigError(f"{group}.{path}: {_first_line(error)}") from None
+    tags = cfg.get("tags")
+    if tags is not None and not isinstance(tags, DictConfig):
+        raise ConfigError(tags_refused(OmegaConf.to_yaml(tags).strip() if OmegaConf.is_config(tags) else str(tags)))
     seed = _integer("seed", cfg.get("seed"))  # before data.seed=${seed} is checked against its class
     if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed={seed} is out of range; allowed: an integer in 0..{MAX_SEED}")
@@ -282,6 +285,24 @@ def _check_fixed_parts(cfg: DictConfig) -> None:
     if not str(task.monitor).startswith("val/"):
         raise ConfigError(f"task.monitor={task.monitor!r} must be a validation metric (val/loss, val/acc, val/rmse ...); "
                           "model selection never looks at the test split")
+
+
+def tags_refused(value: str) -> str:
+    """Why ``tags=<value>`` (a word, a number, a list) is refused: tags are names with values."""
+    return (f"tags={value}: tags are names with values (the run's MLflow tags); add one as +tags.note=<value> "
+            "(several: +tags.note=... +tags.owner=...)")
+
+
+# metrics whose better side their name says: the last part of val/acc, test/rmse, val/f1_best...
+HIGHER_IS_BETTER = ("acc", "f1", "auroc", "ap", "r2")
+LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae")
+
+
+def metric_direction(metric: str) -> Optional[str]:
+    """"max" for a metric better higher (an accuracy, a score), "min" for one better lower (a loss, an error),
+    None for others (epoch time, a metric of the user's own)."""
+    name = metric.rsplit("/", 1)[-1].removesuffix("_best")
+    return "max" if name in HIGHER_IS_BETTER else "min" if name in LOWER_IS_BETTER else None
 
 
 def _fields(schema) -> list[str]:
@@ -350,7 +371,10 @@ def _check_types(group: str, node: DictConfig, annotations: dict[str, Any]) -> N
         except OmegaConfBaseException as error:
             raise ConfigError(f"{group}.{key}: cannot resolve its value ({_first_line(error)})") from None
         if value is not None and not _matches(value, annotations[key]):
-            raise ConfigError(f"{group}.{key}={value!r} has the wrong type; allowed: {_describe(annotations[key])}")
+            allowed = _describe(annotations[key])
+            if allowed.startswith("one of "):  # Literal values (trainer.precision=bf17): not a question of type
+                raise ConfigError(f"{group}.{key}={value!r} is not allowed; choose {allowed}")
+            raise ConfigError(f"{group}.{key}={value!r} has the wrong type; allowed: {allowed}")
 
 
 def _plain(value: Any) -> Any:
@@ -412,8 +436,8 @@ def _describe(annotation: Any) -> str:
 
     literals = [a for a in _flatten_union(annotation) if typing.get_origin(a) is typing.Literal]
     if literals and len(literals) == len(_flatten_union(annotation)):  # Literal[...] | Literal[...]: list the values
-        values = [v for literal in literals for v in typing.get_args(literal)]
-        return "one of " + ", ".join(str(v) for v in values)[:300]
+        values = dict.fromkeys(str(v) for literal in literals for v in typing.get_args(literal))  # once each
+        return "one of " + ", ".join(values)[:300]
     text = str(annotation).replace("typing.", "").replace("collections.abc.", "").replace("NoneType", "null")
     return {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false",
             "<class 'str'>": "a string"}.get(text, text)[:300]

@@ -439,6 +439,14 @@ def check_monitor(cfg: DictConfig, task_module, spec) -> None:
     if cfg.task.monitor not in allowed:
         raise ConfigError(f"task.monitor={cfg.task.monitor!r} is not a metric of this run; a {task_module.kind} "
                           f"run logs {', '.join(allowed)}")
+    from pipeline.config import metric_direction
+
+    better, mode = metric_direction(cfg.task.monitor), cfg.task.mode
+    if better is not None and better != mode:  # the task's config says min (val/loss): its worst epoch was kept
+        raise ConfigError(f"task.monitor={cfg.task.monitor} is better {'higher' if better == 'max' else 'lower'}, "
+                          f"but task.mode={mode} would keep (and test) the checkpoint of its "
+                          f"{'lowest' if better == 'max' else 'highest'}, i.e. worst, epoch and stop early on it; "
+                          f"add task.mode={better}")
 
 
 def probe_optimization(task_module) -> None:

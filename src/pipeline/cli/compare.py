@@ -419,13 +419,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     output = args.output or Path.cwd() / "outputs" / "compare" / experiment.name
     output.mkdir(parents=True, exist_ok=True)
     direction = "lower" if ranking.mode == "min" else "higher"
-    what = ("run" if len(ranking.rows) == 1 else "runs") if args.all else (
-        "finished run" if len(ranking.rows) == 1 else "finished runs")
+    eligible = len(runs)  # --top shows the best of them
+    what = ("run" if eligible == 1 else "runs") if args.all else ("finished run" if eligible == 1 else "finished runs")
+    counted = f"{eligible} {what}" if len(ranking.rows) == eligible else f"the best {len(ranking.rows)} of {eligible} {what}"
     data_sets = sorted({row[len(KEY_PARAMS) + 3] for row in ranking.rows})
     on = data_sets[0] if len(data_sets) == 1 else f"{len(data_sets)} data sets (--all-data: ranked together)"
     test = ("ranked on a test metric, so the test rows choose the run" if ranking.metric.startswith("test/")
             else "test metrics are shown, not ranked on")
-    print(f"Experiment '{ranking.experiment}': {len(ranking.rows)} {what} on {on} "
+    print(f"Experiment '{ranking.experiment}': {counted} on {on} "
           f"by {ranking.metric} ({direction} is better; {test})")
     without = [run for run in ranking.runs if _number(run.data.metrics.get(ranking.metric)) in ("", "nan")]
     if without:

@@ -393,6 +393,11 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
         shown = f"{override}: " if override else ""
         return (f"{shown}several values run as a multirun: add -m (pipeline-train -m {override or 'key=x,y'}); "
                 "a value that holds a comma is quoted: key='a,b'")
+    tags = next((o for o in overrides if o.lstrip("+").startswith("tags=")), None)
+    if tags is not None and "Cannot merge DictConfig with" in f"{error} {cause}":  # tags=[a,b]
+        from pipeline.config import tags_refused
+
+        return tags_refused(tags.split("=", 1)[1])
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if cause is not None:
         lines.append(one_line(cause).split(" full_key:")[0])

@@ -29,7 +29,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline-eval", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("source", help="an MLflow run id (or a registered model's version, models:/<name>/<version>, "
                                        "models:/<name>/latest, models:/<name>@<alias>), or a checkpoint file written by a run")
-    parser.add_argument("overrides", nargs="*", help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
+    parser.add_argument("overrides", nargs="*", default=[],  # default: optional, not named as required
+                        help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run and receiving the evaluation (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None, help="where the evaluation writes (default: a fresh outputs/<date>/<time>)")
     return parser.parse_args(argv)
@@ -50,10 +51,61 @@ def _from_checkpoint(path: Path, overrides: list[str], tracking_uri: str, output
     cfg.paths.output_dir = str(output_dir)
     cfg.ckpt_path = None
     confine_written_folders(cfg, str(old_output_dir) if old_output_dir else None, output_dir, str(config_file))
-    cfg = apply_overrides(cfg, overrides, linked_keys({}) if overrides else {})
+    logged, cfg = cfg, apply_overrides(cfg, overrides, linked_keys({}) if overrides else {})
+    refuse_other_preprocessing(logged, cfg)
     check_targets(cfg, "the overrides")
     confine_written_folders(cfg, None, output_dir, "the overrides")
     return cfg
+
+
+# data keys that make the model's inputs from raw rows or texts (the table's columns and their encoding, the
+# standardisation, the tokenizer): an evaluation takes the run's fitted preprocessing, which these would not change.
+# (Images read otherwise, data.image_size, data.normalization..., are refused by evaluate(): their preprocessing is
+# fitted again and compared with the run's.)
+PREPROCESSING_KEYS = tuple(f"data.{key}" for key in (
+    "target", "task_kind", "features", "drop", "categorical", "numeric", "max_integer_categories", "date_features",
+    "categorical_encoding", "min_category_count", "numeric_transform", "piecewise_bins", "standardize",
+    "standardize_target", "n_features", "vocab_size", "min_frequency", "max_length", "lowercase", "tokenizer"))
+
+_NOT_SET = object()
+
+
+def _value(cfg, key: str):
+    """``key``'s value in ``cfg`` (resolved where it can be, as plain data), or _NOT_SET."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None)
+    if not OmegaConf.is_dict(node) or leaf not in node:
+        return _NOT_SET
+    try:
+        value = node[leaf]
+    except Exception:  # an interpolation that cannot be resolved here: compared as written
+        return str(node._get_node(leaf)._value())
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _shown(value) -> str:
+    """A value as an override writes it."""
+    if value is _NOT_SET:
+        return "not set"
+    if isinstance(value, bool) or value is None:
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_shown(v) for v in value) + "]"
+    return str(value)
+
+
+def refuse_other_preprocessing(logged, cfg) -> None:
+    """Refuse overrides that would read the data otherwise than the run (another numeric transform, encoding,
+    vocabulary, max_length...): the model is tested with the run's fitted preprocessing, so they would be
+    ignored while the evaluation recorded them."""
+    differ = [(key, _value(logged, key), _value(cfg, key)) for key in PREPROCESSING_KEYS]
+    differ = [(key, before, after) for key, before, after in differ if before != after]
+    if not differ:
+        return
+    named = ", ".join(f"{key}={_shown(after)} (the run's: {_shown(before)})" for key, before, after in differ)
+    raise RerunRefused(f"{named}: pipeline-eval tests the model on inputs made as the run made them (its fitted "
+                       "preprocessing), so the data cannot be read otherwise; keep these keys as the run had them "
+                       "(other test rows: data.test_path), or train anew with them (pipeline-train)")
 
 
 # keys that choose which rows a drawn test split holds (with data.val_fraction it stays the same rows)
@@ -126,7 +178,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"Error: {error} (and no checkpoint file of that name)", file=sys.stderr)
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
-        cfg = rerun_config(client, run, args.tracking_uri, list(args.overrides), output_dir, choices)
+        cfg = rerun_config(client, run, args.tracking_uri, list(args.overrides), output_dir, choices,
+                           check=refuse_other_preprocessing)
         cfg.tags.pop("rerun_of", None)
         _warn_if_any(training_file_as_test_warning(cfg))
         checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints") if a.path.endswith(".ckpt")]

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -156,7 +156,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline-rerun", description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("run_id", help="the MLflow run to train again (its id, or a registered model's version: "
                                        "models:/<name>/<version>, models:/<name>/latest, models:/<name>@<alias>)")
-    parser.add_argument("overrides", nargs="*", help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
+    parser.add_argument("overrides", nargs="*", default=[],  # default: optional, not named as required
+                        help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run, and receiving the new one (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="where the new run writes its config, checkpoints and plots (default: a fresh outputs/<date>/<time>)")
@@ -319,10 +320,12 @@ def output_dir_removed_if_refused(output_dir: Path, named_by_user: bool) -> Iter
 
 
 def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_dir: Path,
-                 choices: Optional[dict[str, str]] = None, say_registration: bool = False) -> DictConfig:
+                 choices: Optional[dict[str, str]] = None, say_registration: bool = False,
+                 check: Optional[Callable[[DictConfig, DictConfig], None]] = None) -> DictConfig:
     """The logged config of ``run``, checked, with the overrides, writing into ``output_dir`` and the same store.
     The run's ``logger.mlflow.register_as`` is not repeated (a rerun that checks a result made a new version of the
-    registered model) unless the overrides set it; ``say_registration``: print a note when it is dropped."""
+    registered model) unless the overrides set it; ``say_registration``: print a note when it is dropped.
+    ``check(logged, overridden)``: called with the logged config and the one with the overrides, to refuse some."""
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = client.download_artifacts(run.info.run_id, "config.yaml", folder)
@@ -359,7 +362,9 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
         mlflow_node.register_as = None
     confine_written_folders(cfg, str(old_output_dir) if old_output_dir else None, output_dir,
                             f"the config logged with run {run.info.run_id}")
-    cfg = apply_overrides(cfg, overrides, linked_keys(choices or {}) if overrides else {})
+    logged, cfg = cfg, apply_overrides(cfg, overrides, linked_keys(choices or {}) if overrides else {})
+    if check is not None:
+        check(logged, cfg)
     if registered and say_registration and not _mlflow_logger_node(cfg).get("register_as"):
         print(f"Note: {run.info.run_name or run.info.run_id} registered its model as '{registered}'; this rerun "
               f"registers none (add logger.mlflow.register_as={registered} for a new version)", flush=True)

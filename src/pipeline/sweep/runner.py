@@ -146,12 +146,9 @@ def _validate_with(config: DictConfig, values: dict, validate) -> None:
 def _better_way(objective: str):
     """minimize or maximize for a metric whose better side its name says (a loss, an error; an accuracy, a score);
     None for others (epoch time, a metric of the user's own)."""
-    name = objective.rsplit("/", 1)[-1].removesuffix("_best")
-    if name in ("loss", "mse", "rmse", "mae"):
-        return "minimize"
-    if name in ("acc", "f1", "auroc", "ap", "r2"):
-        return "maximize"
-    return None
+    from pipeline.config import metric_direction
+
+    return {"min": "minimize", "max": "maximize", None: None}[metric_direction(objective)]
 
 
 def _drawing(probe: dict, first, error: str = "") -> str:
@@ -222,7 +219,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             absolute_data_paths(config)
             checked(config)
             check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
-            check_objectives(settings, str(config.task.kind), str(config.task.monitor))
+            check_objectives(settings, str(config.task.kind), str(config.task.monitor), str(config.task.mode))
         except ConfigError as error:
             raise SweepError(f"a trial of this search cannot run{_drawing(probe, first, str(error))}: {error}") from None
         except Exception as error:  # e.g. a choice that names no config file
@@ -265,7 +262,7 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             f"{context} {digest}" for context, (digest, _, _) in sorted(dataset_records(datamodule).items()))
 
 
-def check_objectives(settings: SweepSettings, kind: str, monitor: str) -> None:
+def check_objectives(settings: SweepSettings, kind: str, monitor: str, mode: str = "min") -> None:
     """A validation objective must be a metric the trials log (``val/<metric>``, or ``<task.monitor>_best``: the
     best value is kept of the monitored metric alone); else every trial would train to its end and fail. Other
     objectives (``train/epoch_time_s``) are checked per trial."""
@@ -276,8 +273,13 @@ def check_objectives(settings: SweepSettings, kind: str, monitor: str) -> None:
     allowed = [f"val/{name}" for name in names] + [f"{monitor}_best"]
     for objective in settings.objectives:
         if objective.startswith("val/") and objective not in allowed:
-            best = (f"; a best value is kept of task.monitor ({monitor}) alone: task.monitor={objective[:-len('_best')]} "
-                    "keeps it" if objective.endswith("_best") and objective[:-len("_best")] in allowed else "")
+            from pipeline.config import metric_direction
+
+            metric = objective[:-len("_best")]
+            better = metric_direction(metric)
+            best = (f"; a best value is kept of task.monitor ({monitor}) alone: task.monitor={metric}"
+                    f"{f' task.mode={better}' if better not in (None, mode) else ''} keeps it"
+                    if objective.endswith("_best") and metric in allowed else "")
             raise ConfigError(f"hydra.sweeper.objectives: {objective!r} is not a metric of this search's runs; a {kind} "
                               f"run logs {', '.join(allowed)}{best}")
 

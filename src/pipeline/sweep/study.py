@@ -93,6 +93,8 @@ class SweepSettings:
             raise SweepError(f"hydra.sweeper.n_trials={self.n_trials}: must be >= 1")
         if self.n_jobs < 1:
             raise SweepError(f"hydra.sweeper.n_jobs={self.n_jobs}: must be >= 1")
+        if self.timeout is not None and not self.timeout > 0:  # also NaN
+            raise SweepError(f"hydra.sweeper.timeout={self.timeout}: must be > 0 seconds (null: no time limit)")
         if self.sampler not in SAMPLERS:
             raise SweepError(f"hydra.sweeper.sampler={self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:

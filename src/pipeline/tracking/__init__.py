@@ -342,5 +342,22 @@ def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint,
         if registered:
             lines.append(f"Registered model: {redact_text(registered)} (pipeline-predict {redact_text(registered)} "
                          "--input ... --output ...)")
-        lines.append("Open the UI with: pipeline-ui   (or: make ui); compare runs: pipeline-compare")
+        lines.append(store_commands_line(str(run.tracking_uri)))
     print("\n".join(lines), flush=True)
+
+
+def store_commands_line(tracking_uri: str) -> str:
+    """How to open the UI on the run's store and compare its runs: plain commands for the default store
+    (``./mlruns/mlflow.db``), which is what they read without options; ``--tracking-uri <uri>`` for any other
+    (``paths.mlruns_dir``, ``MLFLOW_TRACKING_URI``, which a later shell may not have set)."""
+    import shlex
+
+    from pipeline.sqlite import sqlite_path
+
+    from .redact import redact_text
+
+    path = sqlite_path(tracking_uri)
+    if path is not None and Path(path).resolve() == (Path.cwd() / "mlruns" / "mlflow.db").resolve():
+        return "Open the UI with: pipeline-ui   (or: make ui); compare runs: pipeline-compare"
+    option = f"--tracking-uri {shlex.quote(redact_text(tracking_uri))}"
+    return f"Open the UI with: pipeline-ui {option}; compare runs: pipeline-compare {option}"
