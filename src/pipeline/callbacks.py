@@ -523,23 +523,19 @@ def find_checkpoint(callbacks: Iterable[Callback]) -> Optional[ModelCheckpoint]:
     return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
 
-# config keys that do not change what a resumed run computes: where files are, how the model is fetched or laid
-# out in memory, test-time work
-_NOT_TRAINING = frozenset({"model.weights", "model.download", "model.name", "model.channels_last", "model.bf16",
-                           "optimizer.fused", "optimizer.foreach", "optimizer.capturable", "optimizer.differentiable",
-                           "task.test_intervals"})
-# the data keys that shape training beyond the rows (which the rows' digests cover): the batches and augmentation
-_DATA_TRAINING = ("batch_size", "augment", "random_resized_crop", "crop_scale", "crop_padding", "hflip",
-                  "auto_augment", "erasing")
+# optimizer keys that say how it runs, not what it computes (they may differ between machines)
+_NOT_TRAINING = frozenset({"optimizer.fused", "optimizer.foreach", "optimizer.capturable", "optimizer.differentiable"})
 
 
 def training_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config values that decide how a run trains, as ``{dotted key: value}``: the model's,
-    optimizer's, scheduler's and task's keys, the data's batch size and augmentation, gradient clipping and
-    accumulation, the batches per epoch and, for a schedule that spans the whole run (OneCycleLR, a warm-up and
-    decay by steps), ``trainer.max_epochs``. A checkpoint keeps them, and a run resumed from it must have the same:
-    Lightning loads the saved optimizer and scheduler state over the new ones, so a changed value would be logged
-    as the run's while the run went on with the old one (``train.check_resume_checkpoint``)."""
+    """The resolved config values that a checkpoint's saved state overrides on resume, as ``{dotted key: value}``:
+    the optimizer's and the scheduler's keys (Lightning loads the saved optimizer and scheduler state over the new
+    ones: a new learning rate under a schedule, a new step size or decay, another kind of scheduler would be logged
+    as the run's while the run went on with the saved ones) and, for a schedule that spans the whole run (OneCycleLR,
+    a warm-up and decay by steps, whose saved state fixes the number of steps), what sets that number:
+    ``trainer.max_epochs``, ``accumulate_grad_batches``, ``limit_train_batches`` and ``data.batch_size``. A checkpoint
+    keeps them and a run resumed from it must have the same (``train.check_resume_checkpoint``). Settings that the
+    resumed epochs do use as given (dropout, clipping ...) are not among them."""
     from hydra.utils import get_object
     from omegaconf import OmegaConf
 
@@ -552,15 +548,10 @@ def training_settings(cfg: DictConfig) -> dict[str, Any]:
         elif prefix not in _NOT_TRAINING:
             settings[prefix] = list(node) if isinstance(node, tuple) else node
 
-    for group in ("model", "optimizer", "scheduler", "task"):
+    for group in ("optimizer", "scheduler"):
         node = cfg.get(group)
         if node is not None:
             add(group, OmegaConf.to_container(node, resolve=True))
-    data = cfg.get("data") or {}
-    for key in _DATA_TRAINING:
-        if key in data:
-            add(f"data.{key}", OmegaConf.to_container(data, resolve=True)[key])
-    trainer = cfg.get("trainer") or {}
     spans_run = False
     target = (cfg.get("scheduler") or {}).get("_target_")
     if target:
@@ -569,10 +560,14 @@ def training_settings(cfg: DictConfig) -> dict[str, Any]:
             spans_run = scheduler.__name__ == "OneCycleLR" or bool(getattr(scheduler, "steps_per_batch", False))
         except Exception:  # a scheduler that cannot be found fails where it is built
             pass
-    for key in ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "limit_train_batches",
-                *(("max_epochs",) if spans_run else ())):
-        if key in trainer:
-            add(f"trainer.{key}", trainer.get(key))
+    if spans_run:
+        trainer = cfg.get("trainer") or {}
+        for key in ("max_epochs", "accumulate_grad_batches", "limit_train_batches"):
+            if key in trainer:
+                add(f"trainer.{key}", trainer.get(key))
+        data = cfg.get("data") or {}
+        if "batch_size" in data:
+            add("data.batch_size", data.get("batch_size"))
     return settings
 
 

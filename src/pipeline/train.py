@@ -616,9 +616,10 @@ def _check_resumed_optimizer(ckpt_path: str, checkpoint: dict, task_module) -> N
 def _check_resumed_settings(ckpt_path: str, checkpoint: dict, cfg: DictConfig) -> None:
     """Lightning loads the saved scheduler state over the new scheduler (its step size, decay, cycle length and
     even its kind), and the saved optimizer state over settings a schedule moves (a OneCycleLR's or a plateau's
-    learning rate); a changed dropout, L1 strength, label smoothing or batch size would be logged as the run's
-    while only its last epochs had it. Any such difference from the run that wrote the checkpoint is refused,
-    naming the keys. (A checkpoint written before the settings were kept is checked by its optimizer alone.)"""
+    learning rate): a resume that changes them would log the new values while training on with the saved ones.
+    Any such difference from the run that wrote the checkpoint is refused, naming the keys
+    (``callbacks.training_settings``). A checkpoint written before the settings were kept is checked by its
+    optimizer alone."""
     from omegaconf import OmegaConf
 
     from pipeline.callbacks import training_settings
@@ -647,13 +648,13 @@ def _check_resumed_settings(ckpt_path: str, checkpoint: dict, cfg: DictConfig) -
     shown = "; ".join(f"{key}={saved.get(key)!r} there, {now.get(key)!r} here{source(key)}" for key in differ[:3])
     more = f" (and {len(differ) - 3} more: {', '.join(differ[3:6])}{' ...' if len(differ) > 6 else ''})" \
         if len(differ) > 3 else ""
-    spans = (" The scheduler spans the whole run, so trainer.max_epochs cannot change either."
-             if "trainer.max_epochs" in differ else "")
-    raise ConfigError(f"ckpt_path={ckpt_path} was written by a run that trained otherwise: {shown}{more}. A resumed "
-                      "run must go on as that run trained: the saved optimizer and scheduler state replace new "
-                      "settings, and any other would hold for the epochs left alone, yet be logged as the whole run's."
-                      f"{spans} Resume with the run's own settings (pipeline-rerun <run id> ckpt_path=... keeps them), "
-                      "or start a new run (without ckpt_path) for new ones")
+    spans = (" The scheduler's saved state fixes the number of steps of the whole run, so the epochs and the "
+             "batches per epoch cannot change either."
+             if any(key.startswith(("trainer.", "data.")) for key in differ) else "")
+    raise ConfigError(f"ckpt_path={ckpt_path} was written by a run with other optimizer or scheduler settings: "
+                      f"{shown}{more}. A resumed run goes on with the optimizer and scheduler state it saved, so these "
+                      f"would be logged but not used.{spans} Resume with the run's own settings (pipeline-rerun <run "
+                      "id> ckpt_path=... keeps them), or start a new run (without ckpt_path) for new ones")
 
 
 def _as_plain(value):
