@@ -552,12 +552,13 @@ def training_settings(cfg: DictConfig) -> dict[str, Any]:
         node = cfg.get(group)
         if node is not None:
             add(group, OmegaConf.to_container(node, resolve=True))
+    from pipeline.schedulers import spans_the_run
+
     spans_run = False
     target = (cfg.get("scheduler") or {}).get("_target_")
     if target:
         try:
-            scheduler = get_object(str(target))
-            spans_run = scheduler.__name__ == "OneCycleLR" or bool(getattr(scheduler, "steps_per_batch", False))
+            spans_run = spans_the_run(get_object(str(target)))
         except Exception:  # a scheduler that cannot be found fails where it is built
             pass
     if spans_run:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
+
+
+def spans_the_run(target) -> bool:
+    """Whether a scheduler class (or a partial of one) schedules over the whole run, stepped every optimizer step
+    over the ``total_steps`` the objective passes: OneCycleLR, and ours that set ``steps_per_batch``."""
+    target = getattr(target, "func", target)
+    return target is OneCycleLR or bool(getattr(target, "steps_per_batch", False))
 
 
 class LinearWarmupDecay(LRScheduler):

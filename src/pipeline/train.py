@@ -460,9 +460,9 @@ def probe_optimization(task_module) -> None:
     if scheduler_factory is None:
         return
     with building("scheduler"):
-        target = getattr(scheduler_factory, "func", scheduler_factory)
-        wired = {"total_steps": 10} if (target is torch.optim.lr_scheduler.OneCycleLR
-                                        or getattr(target, "steps_per_batch", False)) else {}
+        from pipeline.schedulers import spans_the_run
+
+        wired = {"total_steps": 10} if spans_the_run(scheduler_factory) else {}
         scheduler = scheduler_factory(optimizer=optimizer, **wired)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

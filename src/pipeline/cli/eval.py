@@ -85,13 +85,9 @@ def _value(cfg, key: str):
 
 def _shown(value) -> str:
     """A value as an override writes it."""
-    if value is _NOT_SET:
-        return "not set"
-    if isinstance(value, bool) or value is None:
-        return "null" if value is None else str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_shown(v) for v in value) + "]"
-    return str(value)
+    from pipeline.sweep.space import override_value
+
+    return "not set" if value is _NOT_SET else override_value(value)
 
 
 def refuse_other_preprocessing(logged, cfg) -> None:

@@ -318,11 +318,6 @@ def _plain_value(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar as Python's, for messages: ``inf``, not ``np.float64(inf)``."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 # ----- the fitted object -----------------------------------------------------------------------------
 class TablePreprocessor:
     """Raw table columns -> model input tensor, with statistics of the training rows only.
@@ -505,7 +500,7 @@ class TablePreprocessor:
                 first = int(np.flatnonzero(bad)[0])
                 cell = frame[name].iloc[first]
                 comma = self.decimal == "." and np.isfinite(cell_number(str(cell).strip(), ","))
-                raise RawInputError(f"column {name!r} holds {_plain(cell)!r} at index {_plain(frame.index[first])!r}, not a number"
+                raise RawInputError(f"column {name!r} holds {_plain_value(cell)!r} at index {_plain_value(frame.index[first])!r}, not a number"
                                     + (" (numbers are read with a decimal comma, as in training: 3,14 and 1.234,5)"
                                        if self.decimal == "," else "")
                                     + (" (written with a decimal comma; the model reads numbers as its training file "
@@ -517,7 +512,7 @@ class TablePreprocessor:
             if too_large.any():
                 first = int(np.flatnonzero(too_large)[0])
                 raise RawInputError(f"column {name!r} holds {float(values[first])!r} at index "
-                                    f"{_plain(frame.index[first])!r}, more than float32 can hold")
+                                    f"{_plain_value(frame.index[first])!r}, more than float32 can hold")
             absent = np.isnan(values)
             filled = np.where(absent, stats["median"], values)
             if self.numeric_transform == "standard":

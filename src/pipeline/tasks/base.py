@@ -421,9 +421,10 @@ class TaskModule(pl.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
+        from pipeline.schedulers import spans_the_run
+
         factory = self.scheduler_factory
-        target = getattr(factory, "func", factory)
-        if target is torch.optim.lr_scheduler.OneCycleLR or getattr(target, "steps_per_batch", False):
+        if spans_the_run(factory):
             # schedules over the whole run, stepped every optimizer step (one-cycle, warm-up + decay)
             total = int(self.trainer.estimated_stepping_batches)
             return {"optimizer": optimizer,
