@@ -959,12 +959,18 @@ def test_an_excel_workbook_trains_from_its_sheet_and_predicts(people_run, store)
     assert written["id"].tolist() == rows["id"].tolist()
     pd.testing.assert_frame_equal(written.drop(columns="id"), answers[0], check_exact=False, rtol=1e-6)
 
-    for frame, fragment in ((pd.DataFrame([[1, 2, 0]], columns=["a", "a", "label"]), "duplicate column names: 'a'"),
-                            (pd.DataFrame([[1, 2, 0]], columns=["a", None, "label"]), "no name in column(s) B")):
-        bad = store["tmp"] / "bad.xlsx"
-        frame.to_excel(bad, index=False)
-        assert_refused(run_cli_in_process(["data=csv", f"data.path={bad}", "data.target=label"], store), store,
-                       str(bad), fragment)
+    bad = store["tmp"] / "bad.xlsx"
+    pd.DataFrame([[1, 2, 0]], columns=["a", "a", "label"]).to_excel(bad, index=False)
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={bad}", "data.target=label"], store), store,
+                   str(bad), "duplicate column names: 'a'")
+    # the sheet to_excel writes by default (index=True): its first header cell is empty, the rows' numbers below;
+    # the column is left out as a CSV file's unnamed index is, not refused and not learned
+    indexed = store["tmp"] / "indexed.xlsx"
+    rows.to_excel(indexed, sheet_name="people")
+    result = run_cli_in_process(["data=csv", f"data.path={indexed}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "left out 'Unnamed: 0' (no name in the header: the row index pandas writes)" in result.stdout + result.stderr
 
 
 # ----- refused, with one line naming the file and the column ------------------------------------------------------

@@ -293,11 +293,10 @@ def _read_excel(path: Path, sheet, skip_rows: int = 0, key: str = "data.skip_row
         if header is None or all(cell is None for cell in header):
             raise DataError(f"{path}: sheet {chosen!r} is empty (expected a header row and data rows)")
         width = max((i + 1 for i, cell in enumerate(header) if cell is not None), default=0)
-        names_in_sheet = ["" if cell is None else str(cell).strip() for cell in header[:width]]
-        unnamed = [i + 1 for i, name in enumerate(names_in_sheet) if not name]
-        if unnamed:
-            raise DataError(f"{path}: sheet {chosen!r}: the header row has no name in column(s) "
-                            f"{', '.join(_column_letter(i) for i in unnamed)}; name every column of the table")
+        # a cell of the header without a name is named as pandas names it, "Unnamed: <position>" (the index
+        # to_excel writes first, index=True being its default): left out as a CSV file's is (column_kinds)
+        names_in_sheet = [f"Unnamed: {i}" if cell is None or not str(cell).strip() else str(cell).strip()
+                          for i, cell in enumerate(header[:width])]
         _refuse_duplicates(path, names_in_sheet)
         rows = list(rows)
         wide = None if width > 1 else next(
@@ -311,15 +310,6 @@ def _read_excel(path: Path, sheet, skip_rows: int = 0, key: str = "data.skip_row
     # cells right of the header's last name (notes, totals) are not read; a column's type is inferred from its
     # cells, as pandas.read_excel does (numbers, dates as datetime64, text)
     return pd.DataFrame(body, columns=names_in_sheet), chosen, names
-
-
-def _column_letter(position: int) -> str:
-    """Excel's letter of a 1-based column position (1 -> A, 27 -> AA)."""
-    letters = ""
-    while position:
-        position, rest = divmod(position - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
 
 
 def _check_names(path: Path, fmt: str, names: Optional[Sequence[str]]) -> None:
