@@ -747,6 +747,12 @@ def test_positive_class_chooses_the_class_f1_ap_and_the_threshold_are_of(store):
         low, high = run.data.metrics["test/f1_ci_low"], run.data.metrics["test/f1_ci_high"]
         assert low <= run.data.metrics["test/f1"] <= high
     assert run.data.metrics["test/f1"] > 0  # the model finds some fraud: a meaningful comparison
+    # a sweep's trials build a module each from the same settings: the warning is said once, not once per trial
+    swept = run_cli_in_process(["-m", "hparams_search=classification_optuna", "hydra.sweeper.n_trials=3",
+                                "hydra.sweeper.sampler=random", f"hydra.sweep.dir={store['tmp'] / 'sweep'}",
+                                *common[:4], "trainer.max_epochs=2"], store)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    assert (swept.stdout + swept.stderr).count("task.positive_class=fraud scores the rare class") == 1
     # the logged model cuts P(fraud), the positive class, at --threshold
     predicted = store["tmp"] / "cut.csv"
     code, _, stderr = predict_cli([run.info.run_id, "--input", str(table), "--output", str(predicted),

@@ -113,3 +113,19 @@ def _quiet_multiprocessing_teardown() -> None:
     import multiprocessing.util
 
     multiprocessing.util._exiting = True
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(logger, message: str) -> None:
+    """A warning about a command's settings, once per command: a sweep's trials (and a multirun's jobs) build
+    their module from the same settings, with the same warning, unless a searched key changes it."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+def forget_warnings() -> None:
+    """A new command (the tests run several in one process) warns again."""
+    _WARNED.clear()

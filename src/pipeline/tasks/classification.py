@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, warn_once
 from pipeline.models.heads import Probabilities
 
 from .metrics import binary, multiclass
@@ -48,15 +48,15 @@ class ClassificationModule(TaskModule):
         weights = class_weights(task_cfg.get("class_weights"), spec)
         positive, name = positive_class(task_cfg.get("positive_class"), spec)
         if weights is not None and optimizer is not None and task_cfg.monitor == "val/loss":
-            log.warning("task.class_weights weighs the training loss only; the checkpoint is chosen on val/loss, plain "
-                        "cross-entropy, which favours the common classes: consider task.monitor=val/f1 task.mode=max "
-                        "(or val/ap, the average precision, or val/auroc)"
-                        + (f"; binary f1 and ap are of the positive class, {name} (task.positive_class)"
-                           if name is not None else ""))
+            warn_once(log, "task.class_weights weighs the training loss only; the checkpoint is chosen on val/loss, "
+                      "plain cross-entropy, which favours the common classes: consider task.monitor=val/f1 "
+                      "task.mode=max (or val/ap, the average precision, or val/auroc)"
+                      + (f"; binary f1 and ap are of the positive class, {name} (task.positive_class)"
+                         if name is not None else ""))
         if optimizer is not None and name is not None:  # training (not pipeline-predict rebuilding the model)
             warning = majority_positive_warning(positive, spec, explicit=task_cfg.get("positive_class") is not None)
             if warning:
-                log.warning(warning)
+                warn_once(log, warning)
         return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
                    num_classes=spec.num_classes or 2, label_smoothing=task_cfg.get("label_smoothing", 0.0),
                    class_weights=weights, positive_class=positive, positive_name=name)
