@@ -58,14 +58,15 @@ def _from_checkpoint(path: Path, overrides: list[str], tracking_uri: str, output
     return cfg
 
 
-# data keys that make the model's inputs from raw rows or texts (the table's columns and their encoding, the
-# standardisation, the tokenizer): an evaluation takes the run's fitted preprocessing, which these would not change.
-# (Images read otherwise, data.image_size, data.normalization..., are refused by evaluate(): their preprocessing is
-# fitted again and compared with the run's.)
+# data keys that make the model's inputs from raw rows, texts or images (the table's columns and their encoding, the
+# standardisation, the tokenizer, the image size and normalisation): an evaluation takes the run's fitted
+# preprocessing, which these would not change. (What else reads the data otherwise is refused by evaluate(), which
+# compares the preprocessing fitted again with the run's.)
 PREPROCESSING_KEYS = tuple(f"data.{key}" for key in (
     "target", "task_kind", "features", "drop", "categorical", "numeric", "max_integer_categories", "date_features",
     "categorical_encoding", "min_category_count", "numeric_transform", "piecewise_bins", "standardize",
-    "standardize_target", "n_features", "vocab_size", "min_frequency", "max_length", "lowercase", "tokenizer"))
+    "standardize_target", "n_features", "vocab_size", "min_frequency", "max_length", "lowercase", "tokenizer",
+    "image_size", "channels", "resize_size", "normalization"))
 
 _NOT_SET = object()
 
