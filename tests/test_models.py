@@ -264,3 +264,29 @@ def test_class_weights_settings_and_their_refusals():
             class_weights(setting, spec)
     with pytest.raises(ConfigError, match="needs the training split's class counts"):
         class_weights("balanced", numbered)
+
+
+def test_categorical_embedding_trains_on_its_weights_and_answers_unseen_codes_with_the_mean():
+    """In training the table is the weights as they are (training rows never hold the code 0 of a column no
+    training row had): outputs and gradients equal the averaging path's bit for bit, without recomputing it every
+    step. In evaluation that code reads the mean of its column's category vectors."""
+    from pipeline.models.categorical import CategoricalEmbedding
+
+    torch.manual_seed(0)
+    cards = [5, 9, 3, 4]
+    embed = CategoricalEmbedding(2 + len(cards), cards, 4, unknown_seen=[False, True, False, True])
+    x = torch.cat([torch.randn(32, 2)] + [torch.randint(int(i % 2 == 0), c, (32, 1)).float()
+                                           for i, c in enumerate(cards)], 1)
+    codes = x[:, 2:].long() + embed.offsets
+    gradients = []
+    for averaged in (False, True):
+        embed.embedding.weight.grad = None
+        out = (torch.cat([x[:, :2], torch.nn.functional.embedding(codes, embed.table()).flatten(1)], 1) if averaged
+               else embed.train()(x))
+        out.pow(2).sum().backward()
+        gradients.append((out.detach(), embed.embedding.weight.grad.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*gradients))
+    unseen = x[:1].clone()
+    unseen[0, 2] = 0  # column 0's code 0: no training row had it
+    looked_up = embed.eval()(unseen)[0, 2:6]
+    assert torch.allclose(looked_up, embed.embedding.weight[1:5].mean(0))

@@ -70,7 +70,9 @@ class CategoricalEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         codes = x[:, self.num_numeric:].long() + self.offsets
-        if not self.averages_unknown:
+        # training rows never hold the code 0 of a column no training row had (that is what makes it untrained):
+        # in training the table is the weights as they are, without recomputing the averages every step
+        if not self.averages_unknown or self.training:
             return torch.cat([x[:, : self.num_numeric], self.embedding(codes).flatten(1)], dim=1)
         looked_up = nn.functional.embedding(codes, self.table())
         return torch.cat([x[:, : self.num_numeric], looked_up.flatten(1)], dim=1)
