@@ -276,12 +276,16 @@ def test_secrets_written_into_the_checkout_are_masked_in_git_diff(shared_store, 
     subprocess.run(["git", "init", "-q", str(checkout)], check=True)
     subprocess.run([*git, "add", "."], cwd=checkout, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "start"], cwd=checkout, check=True)
-    secrets = ["blocksecret7171", "wbsecretkey4242", "hfsecrettoken5151", "pwdsecret6161", "jsonsecret3131"]
+    secrets = ["blocksecret7171", "wbsecretkey4242", "hfsecrettoken5151", "pwdsecret6161", "jsonsecret3131",
+               # a secret key=value inside another key's value (they were kept: the outer key took the whole value)
+               "nestedsecret1", "nestedsecret2", "nestedsecret3", "nestedsecret4"]
     (checkout / "conf" / "config.yaml").write_text(
         "seed: 1\ntags:\n  wandb_api_key: blocksecret7171\nlr: 0.5\n"
-        "other: {wandb_api_key: wbsecretkey4242, size: 3}\n# service password=pwdsecret6161\n")
+        "other: {wandb_api_key: wbsecretkey4242, size: 3}\n# service password=pwdsecret6161\n"
+        "# creds: password=nestedsecret1\nargs: --password=nestedsecret2\nenv: API_KEY=nestedsecret3\n")
     (checkout / "settings.py").write_text(
-        'BATCH = 8\nHF_TOKEN = "hfsecrettoken5151"\nHEADERS = {"api_key": "jsonsecret3131", "name": "x"}\n')
+        'BATCH = 8\nHF_TOKEN = "hfsecrettoken5151"\nHEADERS = {"api_key": "jsonsecret3131", "name": "x"}\n'
+        'CMD = "run --token=nestedsecret4 --fast"\n')
     monkeypatch.setattr(pipeline.config, "PROJECT_ROOT", checkout)
     monkeypatch.setenv("PIPELINE_STORE_WRITER", writer)
     store = in_store(shared_store, tmp_path)
@@ -297,7 +301,8 @@ def test_secrets_written_into_the_checkout_are_masked_in_git_diff(shared_store, 
         assert not [secret for secret in secrets if secret in diff], diff
         for line in ("+  wandb_api_key: ***", "+other: {wandb_api_key: ***, size: 3}", "+# service password=***",
                      '+HF_TOKEN = "***"', '+HEADERS = {"api_key": "***", "name": "x"}', "-lr: 0.1", "+lr: 0.5",
-                     "-tags: {}"):
+                     "-tags: {}", "+# creds: password=***", "+args: --password=***", "+env: API_KEY=***",
+                     '+CMD = "run --token=*** --fast"'):
             assert line in diff.splitlines(), (line, diff)
     assert not [secret for secret in secrets if secret in result.stdout + result.stderr]
 

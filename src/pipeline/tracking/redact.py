@@ -101,7 +101,8 @@ def redact_yaml_text(text: str) -> str:
 # value (an interpolation, a quoted string or one bare word)
 _DIFF_ENTRY = re.compile(
     r"""(?<![\w.])(?P<head>(?P<quote>["']?)(?P<key>[+~\-]*[A-Za-z_][\w.\-]*)(?P=quote)[ \t]*"""
-    r"""(?:=(?!=)|:(?=[\s"']))[ \t]*)(?P<value>\$\{[^}\n]*\}|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,;(){}\[\]"']+)""")
+    r"""(?:=(?!=)|:(?=[\s"']))[ \t]*)(?P<value>\$\{[^}\n]*\}|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'"""
+    r"""|(?:\$\{[^}\n]*\}|[^\s,;(){}\[\]"'$]|\$(?!\{))+)""")
 _DIFF_NOT_A_VALUE = frozenset({"null", "None", "~", "''", '""', REDACTED, "|", ">", "|-", ">-"})
 
 
@@ -114,7 +115,10 @@ def redact_diff(text: str) -> str:
     def entry(match: re.Match) -> str:
         value = match.group("value")
         if not is_secret_key(match.group("key").lstrip("+~-")):
-            return match.group(0)
+            # the value of another key may hold one: ``args: --password=...``, ``env: API_KEY=...``, ``cmd = "run
+            # --token=..."``, ``# creds: password=...``
+            inner = _DIFF_ENTRY.sub(entry, value)
+            return match.group(0) if inner == value else f"{match.group('head')}{inner}"
         quoted = value[:1] in "\"'" and len(value) >= 2
         inner = value[1:-1] if quoted else value
         if (not inner or value in _DIFF_NOT_A_VALUE or inner == REDACTED or inner.startswith("${")
