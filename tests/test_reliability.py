@@ -375,6 +375,9 @@ def test_two_runs_never_share_an_output_folder(store):
     assert "max_epochs: 2" in (moved / "config.yaml").read_text()
     rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows if "train/loss" in row] == [0]  # the second run's epochs went elsewhere
+    # Hydra's record of the job went with it: the first run's .hydra/ still says what the first run was
+    assert "trainer.max_epochs=1" in (store["outputs"] / ".hydra" / "overrides.yaml").read_text()
+    assert "trainer.max_epochs=2" in (moved / ".hydra" / "overrides.yaml").read_text()
 
 
 class _BasicAuthHealth(BaseHTTPRequestHandler):

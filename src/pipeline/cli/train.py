@@ -71,6 +71,7 @@ def remove_untouched_output_dir(folder: Path) -> None:
 def main() -> None:
     closed_stdout_ignored()  # pipeline-train | head: a closed stdout ends no run FAILED (before Hydra's logging takes it)
     forget_warnings()
+    free_run_dir(sys.argv)
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
         check_command_line(sys.argv[1:], CONFIG_DIR)
     if tracks_to_mlflow(sys.argv[1:]):
@@ -85,6 +86,26 @@ def main() -> None:
         _hydra_main()
     if launched_as_a_command():
         exit_at_once()
+
+
+def free_run_dir(argv: list[str]) -> None:
+    """``hydra.run.dir=<folder>`` naming a folder another run claimed (the same command given twice): this run takes
+    ``<folder>-2`` (``-3`` ...) before Hydra starts, as ``train.claim_output_dir`` would once it ran, so that Hydra's
+    record of the job (``.hydra/*.yaml``, its log) goes there too and does not overwrite the other run's."""
+    if not is_rank_zero() or any(a in ("-m", "--multirun") for a in argv[1:]):
+        return  # other ranks write into rank 0's folder; a multirun's jobs have folders of their own
+    for index, argument in enumerate(argv[1:], start=1):
+        key, _, value = argument.partition("=")
+        if key.lstrip("+") != "hydra.run.dir" or not value or "${" in value:
+            continue
+        folder, chosen = Path(value), Path(value)
+        for attempt in range(2, 1000):
+            if not (chosen / ".pipeline-run").exists():
+                break
+            chosen = folder.with_name(f"{folder.name}-{attempt}")
+        if chosen != folder:
+            print(f"Output folder {folder} belongs to another run; this run writes to {chosen}", flush=True)
+            argv[index] = f"{key}={chosen}"
 
 
 def _help_without_base_files() -> None:
