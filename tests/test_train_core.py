@@ -303,6 +303,18 @@ def test_max_time_stops_a_run_inside_its_first_epoch(store):
     assert trained < 0.5 * 140_000, trained
     assert (result.stdout + result.stderr).count("Time limit reached") <= 1
     assert "Test metrics:" in result.stdout
+    # said, as early stopping is: a run the clock cut short is not taken for one that trained its epochs
+    assert "Stopped by the time limit after epoch 1 of 50: trainer.max_time (2 s) ran out" in result.stdout
+
+
+def test_a_run_the_time_limit_stopped_is_tagged_so(store):
+    result = run_cli(["data=synthetic_binary", "data.n_samples=200000", "data.batch_size=4", "data.eval_batch_size=8192",
+                      "trainer.max_time=2", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    assert run.info.status == "FINISHED"
+    assert {k: run.data.tags.get(k) for k in ("stopped_by", "max_time", "stopped_early_at_epoch")} == {
+        "stopped_by": "trainer.max_time", "max_time": "2 s", "stopped_early_at_epoch": "1"}
 
 
 @pytest.mark.parametrize("limit", ["{seconds: 2}", "2"])

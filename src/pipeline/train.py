@@ -92,7 +92,7 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
                     metrics = scalar_metrics(trainer.callback_metrics)
                     stopped = early_stop(trainer)
                     if stopped is not None:  # said: the console's last epoch line alone did not tell why it was last
-                        run.set_tags({"stopped_early_at_epoch": str(stopped[0])})
+                        run.set_tags(stopped[2])
                         if is_rank_zero() and parent_run is None:
                             print(stopped[1], flush=True)
                     best_key = f"{task_module.monitor}_best"
@@ -117,16 +117,28 @@ def task_tags(task_module) -> dict[str, str]:
     return tags() if tags is not None else {}
 
 
-def early_stop(trainer) -> Optional[tuple[int, str]]:
-    """(the last epoch trained, counted from 1, a line saying why) where early stopping ended the fit, else None."""
-    from pytorch_lightning.callbacks import EarlyStopping
+def early_stop(trainer) -> Optional[tuple[int, str, dict[str, str]]]:
+    """(the last epoch trained, counted from 1, a line saying why, the run's tags saying so) where early stopping or
+    the time limit (``trainer.max_time``) ended the fit before ``trainer.max_epochs``, else None."""
+    from pytorch_lightning.callbacks import EarlyStopping, Timer
 
     for callback in trainer.callbacks:
         if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
             epoch = callback.stopped_epoch + 1
             reason = (callback.stopping_reason_message or f"{callback.monitor} stopped improving")
             reason = reason.replace(" Signaling Trainer to stop.", "")
-            return epoch, f"Stopped early after epoch {epoch} of {trainer.max_epochs}: {reason}"
+            return (epoch, f"Stopped early after epoch {epoch} of {trainer.max_epochs}: {reason}",
+                    {"stopped_early_at_epoch": str(epoch)})
+    for callback in trainer.callbacks:
+        duration = getattr(callback, "_duration", None)
+        if (isinstance(callback, Timer) and duration is not None and trainer.current_epoch < (trainer.max_epochs or 0)
+                and callback.time_elapsed() >= duration):
+            epoch = max(int(trainer.current_epoch), 1)
+            limit = f"{duration:g} s"
+            return (epoch, f"Stopped by the time limit after epoch {epoch} of {trainer.max_epochs}: trainer.max_time "
+                           f"({limit}) ran out; how many epochs fit in it depends on the machine, so a rerun may train "
+                           "other epochs and end with other metrics",
+                    {"stopped_early_at_epoch": str(epoch), "stopped_by": "trainer.max_time", "max_time": limit})
     return None
 
 
