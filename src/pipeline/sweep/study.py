@@ -464,9 +464,29 @@ def storage_lock(url: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+MAX_RETRY = 2
+RUNG_ATTR_PREFIX = "completed_rung_"  # a successive-halving pruner's record of a trial's value at a rung
+
+
+def queue_retry(study: optuna.Study, trial: FrozenTrial, max_retry: int = MAX_RETRY) -> None:
+    """Queue a trial that did not end (interrupted, or its worker died) again with its parameters, as Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` does (system attributes ``failed_trial``, ``retry_history``; ``max_retry``
+    attempts at most), less the rungs the pruner recorded for the stopped attempt: with them the retry began past its
+    first rung and was never compared there. ``claim_waiting_trial`` runs it first, and ``RetriesInPlace`` prunes it
+    as the trial it replaces, so a resumed sweep ends as an uninterrupted one."""
+    system_attrs: dict[str, Any] = {"failed_trial": trial.number, "retry_history": [],
+                                    **{k: v for k, v in trial.system_attrs.items() if not k.startswith(RUNG_ATTR_PREFIX)}}
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+    if len(system_attrs["retry_history"]) > max_retry:
+        return
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
+                                        distributions=trial.distributions, user_attrs=trial.user_attrs,
+                                        system_attrs=system_attrs))
+
+
 def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """A trial whose worker died: run its parameters again (twice at most) and close its MLflow run."""
-    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)(study, trial)
+    queue_retry(study, trial)
     log.warning("trial %d stopped sending heartbeats (its worker died or was interrupted): marked FAIL, parameters "
                 "re-queued", trial.number)
     close_stale_run(trial.user_attrs.get("mlflow_tracking_uri"), trial.user_attrs.get("mlflow_run_id"),
@@ -505,14 +525,72 @@ class GridSampler(optuna.samplers.GridSampler):
 def make_pruner(name: str, options: Optional[dict] = None) -> optuna.pruners.BasePruner:
     options = dict(options or {})
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**{"min_resource": 1, **options})
+        return RetriesInPlace(_Hyperband(**{"min_resource": 1, **options}))
     if name == "median":
-        return optuna.pruners.MedianPruner(**{"n_startup_trials": 3, **options})
+        return RetriesInPlace(optuna.pruners.MedianPruner(**{"n_startup_trials": 3, **options}))
     if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**{"min_resource": 1, **options})
+        return RetriesInPlace(optuna.pruners.SuccessiveHalvingPruner(**{"min_resource": 1, **options}))
     if name == "none":
         return optuna.pruners.NopPruner()
     raise SweepError(f"pruner={name!r}: choose one of {', '.join(PRUNERS)}")
+
+
+def _in_place(trial: FrozenTrial) -> FrozenTrial:
+    """A retried trial as the trial it replaces (its first attempt's number); others as they are."""
+    history = trial.system_attrs.get("retry_history")
+    if not history:
+        return trial
+    renumbered = copy.copy(trial)
+    renumbered._stored_number = trial.number
+    renumbered.number = int(history[0])
+    return renumbered
+
+
+class _TrialsView(optuna.Study):
+    """The study as a pruner sees it: its trials are ``trials``."""
+
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial]):  # a view: no Study.__init__
+        self.__dict__.update(study.__dict__)
+        self._view_trials = trials
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
+        trials = [t for t in self._view_trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states)
+
+
+class RetriesInPlace(optuna.pruners.BasePruner):
+    """A pruner that judges a retried trial (queued again after an interrupt or a dead worker) as the trial it
+    replaces: under its first attempt's number (Hyperband's bracket follows the number) and without the stopped
+    attempts, whose reports would compete with their own retry. An interrupted and resumed sweep then prunes what the
+    uninterrupted one did (its retry runs first: ``claim_waiting_trial``)."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner):
+        self.pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        trials = study.get_trials(deepcopy=False)
+        replaced = frozenset(n for t in trials for n in t.system_attrs.get("retry_history", ()))
+        if not replaced:
+            return self.pruner.prune(study, trial)
+        if isinstance(self.pruner, _Hyperband):
+            self.pruner.replaced = replaced
+        view = sorted((_in_place(t) for t in trials if t.number not in replaced), key=lambda t: t.number)
+        return self.pruner.prune(_TrialsView(study, view), _in_place(trial))
+
+
+class _Hyperband(optuna.pruners.HyperbandPruner):
+    """Hyperband whose brackets hold a retried trial where the trial it replaces was, and no stopped attempt (its
+    bracket studies list the storage's trials, not ``RetriesInPlace``'s view)."""
+
+    replaced: frozenset = frozenset()
+
+    def _get_bracket_id(self, study, trial: FrozenTrial) -> int:
+        if getattr(trial, "_stored_number", trial.number) in self.replaced:
+            return -1  # in no bracket
+        return super()._get_bracket_id(study, _in_place(trial))
 
 
 def load_study(settings: SweepSettings, trial_number: int = 0) -> optuna.Study:
@@ -643,7 +721,8 @@ def claim_waiting_trial(study: optuna.Study, settings: SweepSettings) -> Optiona
         state = progress(study)
         if len(state.finished) + len(state.running) >= n_trials:
             return None  # the study holds more queued trials than this command asks for
-        for trial in sorted(state.waiting, key=lambda t: t.number):
+        # a retried trial first: it takes the place of the trial it replaces, which ran before the ones queued after it
+        for trial in sorted(state.waiting, key=lambda t: ("failed_trial" not in t.system_attrs, t.number)):
             try:
                 if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
                     return storage.get_trial(trial._trial_id)

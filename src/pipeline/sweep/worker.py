@@ -10,7 +10,6 @@ import multiprocessing
 import os
 import pickle
 import time
-import warnings
 from typing import Any, Optional
 
 import optuna
@@ -30,7 +29,7 @@ from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
 from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial,
                     fail_stale_trials, flush_writes, is_finite, load_study, make_sampler, open_storage, progress,
-                    storage_lock, tell, writes_together)
+                    queue_retry, storage_lock, tell, writes_together)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -230,10 +229,7 @@ def requeue_interrupted(study: optuna.Study, frozen) -> None:
             return
         storage.set_trial_user_attr(frozen._trial_id, "fail_reason", "interrupted (Ctrl-C or SIGTERM)")
         study.tell(frozen.number, state=TrialState.FAIL)
-        with warnings.catch_warnings():  # Optuna's "experimental" notice is not the user's business
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-        retry(study, storage.get_trial(frozen._trial_id))
+        queue_retry(study, storage.get_trial(frozen._trial_id))
         attrs = storage.get_trial(frozen._trial_id).user_attrs
     except Exception as error:  # the heartbeat check retries it later anyway
         log.warning("could not queue interrupted trial %d again: %s", frozen.number, error)
