@@ -136,6 +136,7 @@ def test_sixteen_bit_webp_and_animated_images_decode_like_their_eight_bit_copies
     from PIL import Image
 
     from pipeline.data.image_files import decode_image_file
+    from pipeline.data.streaming import UnreadableItem
 
     rng = np.random.default_rng(2)
     grey = pixels(rng, 12, 10, BRIGHT)[..., 0]
@@ -144,6 +145,17 @@ def test_sixteen_bit_webp_and_animated_images_decode_like_their_eight_bit_copies
                                 channels=1)
     assert sixteen.dtype == torch.uint8 and torch.equal(sixteen, eight)
     assert decode_image_file(str(tmp_path / "g16.png"), channels=3).shape == (3, 12, 10)
+    # TIFFs of more than 8 bits go through PIL, whose conversion clipped at 255: a 16-bit TIFF came out black and
+    # white, a float TIFF of 0..1 black
+    as_tiff = {"g16.tif": grey.astype(np.uint16) * 257, "f01.tif": (grey / 255).astype(np.float32),
+               "f255.tif": grey.astype(np.float32), "i32.tif": grey.astype(np.int32)}
+    for name, values in as_tiff.items():
+        path = save(Image.fromarray(values), tmp_path / name)
+        assert torch.equal(decode_image_file(str(path), channels=1), eight), name
+        assert torch.equal(decode_image_file(str(path), channels=3)[1], eight[0]), name
+    with pytest.raises(UnreadableItem, match="a 32-bit integer image with values from 0 to 69990"):
+        decode_image_file(str(save(Image.fromarray(np.arange(16, dtype=np.int32).reshape(4, 4) * 4666), tmp_path /
+                                   "wide.tif")), 1)
     colour = Image.fromarray(pixels(rng, 20, 30, BRIGHT))
     for name, image in (("rgb.webp", colour), ("rgba.webp", colour.convert("RGBA"))):
         path = save(image, tmp_path / name)

@@ -84,10 +84,34 @@ def _decode_with_pil(source, channels: int) -> Tensor:
     from PIL import Image, ImageOps
 
     with Image.open(source) as image:
-        image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
+        image = _eight_bit(ImageOps.exif_transpose(image)).convert("L" if channels == 1 else "RGB")
         array = np.array(image, dtype=np.uint8)  # a copy torch may write to
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _eight_bit(image):
+    """A grey image of more than 8 bits (a 16-bit, 32-bit integer or floating-point TIFF) as 8 bits: PIL's convert
+    clips its values at 255, which made a 16-bit image black and white and a 0..1 float image black. 16 bits are
+    scaled as a 16-bit PNG is (0..65535 onto 0..255); 32-bit integers and floats are taken as 0..255, floats whose
+    values all lie in 0..1 as that range; other values are refused (ValueError), rather than guessed."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode.startswith("I;16"):
+        wide = np.array(image).astype(np.int64)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if mode not in ("I", "F"):
+        return image
+    values = np.array(image, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode == "F" and low >= 0 and high <= 1:
+        values = values * 255
+    elif low < 0 or high > 255 or not np.isfinite(values).all():
+        kind = "32-bit integer" if mode == "I" else "floating-point"
+        raise ValueError(f"a {kind} image with values from {low:g} to {high:g}; images are read as 8-bit (0-255) or "
+                         f"16-bit pixels{', or floats from 0 to 1' if mode == 'F' else ''}: save it in one of these")
+    return Image.fromarray(np.round(values).astype(np.uint8), "L")
 
 
 def reason(error: BaseException) -> str:
