@@ -115,6 +115,27 @@ def test_ctrl_c_saves_a_checkpoint_marks_killed_and_resume_gives_the_uninterrupt
     assert final_metrics(resumed_run) == final_metrics(full_run)
 
 
+def test_an_interrupt_after_training_still_names_the_checkpoint_to_resume_from(store):
+    """SIGTERM while the run's model and plots were logged (after its test), or a second Ctrl-C during the first
+    one's clean-up, escaped the run's own handler: the line said nothing of last.ckpt, which was there, and a user
+    trained again from the start."""
+    program = ("import sys, pipeline.tracking\n"
+               "def interrupted(*args, **kwargs):\n    raise KeyboardInterrupt\n"
+               "pipeline.tracking.log_run_end = interrupted  # Ctrl-C as the run's model and plots are logged\n"
+               "from pipeline.cli.train import main\nsys.argv = ['pipeline-train', *sys.argv[1:]]\nmain()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run([sys.executable, "-c", program, *TRAINING, "logger.mlflow.log_model=false",
+                             *store_overrides(store)], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    last = (store["outputs"] / "checkpoints" / "last.ckpt").resolve()
+    assert result.returncode == 130 and last.is_file(), result.stderr[-3000:]
+    assert single_error_line(result.stderr) == (
+        "Interrupted (Ctrl-C or SIGTERM); the MLflow run, if any, is marked KILLED; the newest saved end of an epoch "
+        f"is in {last}; resume with the same command plus ckpt_path={last}")
+    [run] = runs_in(store)
+    assert run.info.status == "KILLED"
+
+
 def test_a_run_resumed_from_its_last_epoch_keeps_its_best_validation_value(store, tmp_path):
     """Resumed from the last.ckpt of its last epoch (as after a stop during the test that follows it): no epoch
     runs, and the run had no val/loss_best, so pipeline-compare ranked it below every run that has one."""

@@ -129,3 +129,20 @@ def warn_once(logger, message: str) -> None:
 def forget_warnings() -> None:
     """A new command (the tests run several in one process) warns again."""
     _WARNED.clear()
+
+
+_RESUME_POINT: list = []  # a function naming the running run's newest checkpoint (train() sets it while it runs)
+
+
+def remember_resume_point(find) -> None:
+    """``find()`` -> a :class:`RunInterrupted` naming the run's newest saved epoch end, or None: what an interrupt
+    that escapes the run's own handler (a second Ctrl-C during the first one's clean-up, one while the run's model
+    and plots are logged) is told with, instead of no checkpoint at all."""
+    _RESUME_POINT[:] = [find] if find is not None else []
+
+
+def resume_point() -> Optional["RunInterrupted"]:
+    try:
+        return _RESUME_POINT[0]() if _RESUME_POINT else None
+    except Exception:
+        return None

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, open_dict
 from pipeline import interpolation_cache
 from pipeline.config import (ConfigError, absolute_data_paths, collection, max_time, unfused_for_clipping, validate,
                              without_validation)
-from pipeline.errors import DataError, RunInterrupted, sigterm_as_interrupt
+from pipeline.errors import DataError, RunInterrupted, remember_resume_point, sigterm_as_interrupt
 from pipeline.ranks import is_rank_zero
 
 interpolation_cache.install()
@@ -87,6 +87,8 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
                                     {**(run_parts.resume_tags or {}), **task_tags(task_module)}) as run:
                 run_parts.run_id_writer.run = run
                 tracking.log_run_start(run, cfg, datamodule, trainer)
+                if parent_run is None and checkpoint is not None:  # a sweep's trials are queued again instead
+                    remember_resume_point(lambda: newest_checkpoint(checkpoint))
                 with interrupt_names_checkpoint(trainer, checkpoint, run):
                     trainer.fit(task_module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
                     metrics = scalar_metrics(trainer.callback_metrics)
@@ -108,6 +110,7 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
                         metrics.update(scalar_metrics(results[0] if results else {}))
                 tracking.log_run_end(run, cfg, task_module, datamodule, trainer, checkpoint, metrics, output_dir,
                                      run_parts.history.history, tested=bool(cfg.get("test", True)))
+    remember_resume_point(None)
     return metrics
 
 
@@ -761,9 +764,14 @@ def interrupt_names_checkpoint(trainer, checkpoint, run):
     except (KeyboardInterrupt, SystemExit) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
-        last = Path(checkpoint.last_model_path) if checkpoint is not None and checkpoint.last_model_path else None
-        resume_from = last.resolve() if last is not None and last.is_file() else None
-        if resume_from is not None:
+        interrupted = newest_checkpoint(checkpoint)
+        if interrupted.resume_from is not None:
             with contextlib.suppress(Exception):  # the interrupt matters more than the tag
-                run.set_tags({"resume_from": str(resume_from)})
-        raise RunInterrupted(resume_from, multirun_job_overrides()) from None
+                run.set_tags({"resume_from": str(interrupted.resume_from)})
+        raise interrupted from None
+
+
+def newest_checkpoint(checkpoint) -> RunInterrupted:
+    """The interrupt of a run, naming its ``last.ckpt`` (the newest saved epoch end) where one was written."""
+    last = Path(checkpoint.last_model_path) if checkpoint is not None and checkpoint.last_model_path else None
+    return RunInterrupted(last.resolve() if last is not None and last.is_file() else None, multirun_job_overrides())

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import base_file_chosen, config_options
 from pipeline.errors import (EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USER_ERROR, USER_ERRORS,  # noqa: F401
-                             RunInterrupted)
+                             RunInterrupted, resume_point)
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
@@ -115,6 +115,8 @@ def report_errors():
     try:
         yield
     except KeyboardInterrupt as interrupt:
+        if not isinstance(interrupt, RunInterrupted):  # not the run's own handler's: a second Ctrl-C, or after fit
+            interrupt = resume_point() or interrupt
         detail = f"; {interrupt}" if isinstance(interrupt, RunInterrupted) else ""
         print(f"Interrupted (Ctrl-C or SIGTERM); the MLflow run, if any, is marked KILLED{detail}",
               file=sys.stderr, flush=True)
