@@ -169,3 +169,37 @@ def test_a_trial_interrupted_mid_training_ends_as_in_the_uninterrupted_sweep_onc
     resumed = run_cli_in_process(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert outcomes(storage) == expected
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_while_a_worker_imports_ends_the_sweep_in_one_line(tmp_path):
+    """Ctrl-C in the terminal reaches every process of the group: a second worker still importing torch printed a
+    50-line KeyboardInterrupt traceback from multiprocessing's spawn. It ignores Ctrl-C until its imports are done;
+    the command stops it and says in one line that the sweep was interrupted."""
+    import threading
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=150", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0",
+            "hydra.sweeper.study_name=group", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=PROJECT_ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and sweep.poll() is None and not any("(worker 0)" in l for l in lines):
+            time.sleep(0.05)
+        assert sweep.poll() is None and not any("(worker 1)" in l for l in lines), "".join(lines)[-3000:]
+        os.killpg(sweep.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the command and its worker, still importing
+        sweep.wait(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert sweep.returncode == 130, output[-3000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    assert len([l for l in output.splitlines() if l.startswith("Interrupted")]) == 1, output[-3000:]

@@ -9,6 +9,8 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
+import threading
 import time
 from typing import Any, Optional
 
@@ -61,8 +63,17 @@ def run_workers(settings: SweepSettings, hydra_context, base_config: DictConfig)
     payload = pickle.dumps((settings, hydra_context, base_config, singletons), protocol=pickle.HIGHEST_PROTOCOL)
     others = [context.Process(target=worker_process, name=f"sweep-worker-{index}", args=(payload, index, threads))
               for index in range(1, settings.n_jobs)]
-    for process in others:
-        process.start()
+    # started ignoring Ctrl-C (an ignored signal stays ignored in the new interpreter) until their imports are done: a
+    # Ctrl-C to the terminal's process group printed a worker's traceback from the middle of importing torch; this
+    # process stops them with SIGTERM, which ends one that is still importing without a word
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+    try:
+        for process in others:
+            process.start()
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
     try:
         if settings.n_jobs > 1:
             import torch
@@ -96,6 +107,7 @@ def worker_process(payload: bytes, index: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored while importing (run_workers)
     try:
         with sigterm_as_interrupt():  # the main process stops its workers with SIGTERM: the trial is queued again
             run_trials(settings, hydra_context, base_config, worker_index=index)
