@@ -203,3 +203,30 @@ def test_ctrl_c_to_the_process_group_while_a_worker_imports_ends_the_sweep_in_on
     assert sweep.returncode == 130, output[-3000:]
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
     assert len([l for l in output.splitlines() if l.startswith("Interrupted")]) == 1, output[-3000:]
+
+
+def test_an_interrupt_after_every_trial_ended_does_not_say_one_was_queued_again(tmp_path, monkeypatch):
+    """Ctrl-C while the sweep waited for its other worker, every trial ended: the line said "the interrupted one is
+    queued again", and the study held no such trial. It says where the sweep stopped and what a rerun does."""
+    from conftest import run_cli_in_process
+
+    import pipeline.sweep.worker as worker
+
+    real = worker.run_workers
+
+    def then_interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, "run_workers", then_interrupted)  # the sweep imports it when it starts
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.study_name=ended", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    result = run_cli_in_process(args)
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("Interrupted")] == [
+        "Interrupted (Ctrl-C or SIGTERM) in the sweep's end, after every trial had ended (they are kept in the study) "
+        "and before the best trial's final training: rerun the same command to train it"]
+    monkeypatch.setattr(worker, "run_workers", real)
+    again = run_cli_in_process(args)
+    assert again.returncode == 0 and "trained again and tested" in again.stdout, again.stderr[-3000:]

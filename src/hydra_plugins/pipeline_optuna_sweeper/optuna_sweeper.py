@@ -53,10 +53,13 @@ class PipelineOptunaSweeper(Sweeper):
         except KeyboardInterrupt as interrupt:
             stage = getattr(interrupt, "sweep_stage", None)  # after the trials: none of them was running
             if stage:
-                done = ("the best trial's final training (every trial had ended and is kept in the study): rerun the "
-                        "same command to finish it" if stage == "final training" else
-                        "the sweep's report, after its trials and the best trial's final training had ended: rerun the "
-                        "same command to write it")
+                done = {"final training": "the best trial's final training (every trial had ended and is kept in the "
+                                          "study): rerun the same command to finish it",
+                        "after the trials": "the sweep's end, after every trial had ended (they are kept in the study) "
+                                            "and before the best trial's final training: rerun the same command to "
+                                            "train it"}.get(stage, "the sweep's report, after its trials and the best "
+                                                                   "trial's final training had ended: rerun the same "
+                                                                   "command to write it")
                 print(f"Interrupted (Ctrl-C or SIGTERM) in {done}", file=sys.stderr, flush=True)
                 sys.exit(EXIT_INTERRUPTED)
             print("Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "

@@ -2,6 +2,7 @@
 the MLflow parent run, the workers, the report."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -361,6 +362,11 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
         parent.finish("KILLED")
         # every trial had ended: what stopped was the best trial(s) trained again (rerunning trains them again)
         interrupt.sweep_stage = "final training" if tables is not None else None
+        if tables is None:
+            with contextlib.suppress(Exception):
+                state = progress(load_study(settings))
+                if not state.waiting and not state.running:  # between the last trial's end and the final training
+                    interrupt.sweep_stage = "after the trials"
         raise
     except BaseException:
         # what finished so far is still worth a report; the error itself is what the user sees
