@@ -749,6 +749,16 @@ def test_an_unreadable_weights_file_is_named_as_what_the_user_set_without_torchs
     torch.save(state, legacy, _use_new_zipfile_serialization=False)
     model = TorchvisionClassifier((3, 32, 32), 2, name="resnet18", weights=str(legacy))
     assert torch.equal(model.network.conv1.weight, state["conv1.weight"])
+    # a whole model pickled (torch.save(model)): torch's weights_only advice (with terminal escapes, cut mid-word)
+    # was about options this command does not have
+    whole = tmp_path / "whole.pth"
+    torch.save(torch.nn.Linear(2, 2), whole)
+    result = run_cli_in_process([*common, f"model.weights={whole}"], quick_store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert single_error_line(result.stderr) == (
+        f"Error: model.weights={whole}: holds a pickled torch.nn.modules.linear.Linear (a whole model saved with "
+        "torch.save(model)?), not a state dict, and is not unpickled (that could run any code); save its weights with "
+        "torch.save(model.state_dict(), path)")
 
 
 def test_listing_labels_are_spelled_and_ordered_as_in_tables_and_texts(tmp_path):

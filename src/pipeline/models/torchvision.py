@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sys
 import warnings
@@ -121,6 +122,11 @@ def read_state_dict(path: Path, what: str, cached_as: str = "") -> dict[str, Ten
             raise ConfigError(f"model.weights={cached_as}: {path}, the cached download of these weights, is unreadable "
                               f"(cut off while downloading?: {_one_line(error)}); delete it and download it again"
                               ) from None
+        pickled = re.search(r"GLOBAL ([\w.]+) was not an allowed global", str(error))
+        if pickled:  # torch's text about weights_only is about options this command does not offer
+            raise ConfigError(f"{what}={path}: holds a pickled {pickled.group(1)} (a whole model saved with "
+                              "torch.save(model)?), not a state dict, and is not unpickled (that could run any code); "
+                              "save its weights with torch.save(model.state_dict(), path)") from None
         raise ConfigError(f"{what}={path}: not a readable PyTorch state dict ({_one_line(error)}); save one with "
                           "torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
