@@ -127,6 +127,19 @@ def test_a_log_range_with_a_step_is_refused_not_searched_without_it():
 
 
 @pytest.mark.unit
+def test_an_empty_range_is_refused_as_written():
+    """range(64, 16) was refused as "empty range (64 > 15)": the last value range() reaches, not what was typed."""
+    from pipeline.sweep.space import SearchSpaceError, parse_search_space
+
+    for expression, said in (("range(64, 16)", "range(64, 16) is empty: it counts from 64 by 1, up to 16 excluded"),
+                             ("range(8, 8)", "range(8, 8) is empty"), ("range(0.5, 0.1, 0.1)", "range(0.5, 0.1, 0.1)")):
+        with pytest.raises(SearchSpaceError, match=re.escape(f"'data.batch_size': {said}")):
+            parse_search_space({"data.batch_size": expression}, [], {})
+    [param] = parse_search_space({"data.batch_size": "range(16, 17)"}, [], {}).params
+    assert (param.distribution.low, param.distribution.high) == (16, 16)
+
+
+@pytest.mark.unit
 def test_a_condition_on_a_bool_or_int_choice_reads_its_value_as_hydra_does():
     """``conditions: {data.crop_padding: data.augment=true}`` over ``choice(true,false)`` was refused ("data.augment=true
     is not a value data.augment takes (choice(True, False))"): only ``=True`` was taken."""

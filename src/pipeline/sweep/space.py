@@ -178,6 +178,9 @@ def to_distribution(name: str, sweep) -> BaseDistribution:
             raise SearchSpaceError(f"'{name}': tag(log, range({start}, {stop}, {step})) cannot keep the step {step} "
                                    f"(Optuna draws a log scale without steps); use tag(log, {without_step}) "
                                    f"or range({start}, {stop}, {step}) without log")
+        if (stop - start) * step <= 0:  # as written, not the last value range() reaches (64 > 15 for range(64, 16))
+            raise SearchSpaceError(f"'{name}': range({start}, {stop}{f', {step}' if step != 1 else ''}) is empty: it "
+                                   f"counts from {start} by {step}, up to {stop} excluded")
         if all(isinstance(v, int) for v in (start, stop, step)):
             # Hydra's range excludes its stop, like Python's
             high = start + ((stop - 1 - start) // step) * step
