@@ -547,14 +547,16 @@ def _in_place(trial: FrozenTrial) -> FrozenTrial:
 
 
 class _TrialsView(optuna.Study):
-    """The study as a pruner sees it: its trials are ``trials``."""
+    """The study as a pruner sees it: its trials as the storage lists them, less the attempts in ``replaced``
+    (stopped, and queued again), and a retried trial under its first attempt's number."""
 
-    def __init__(self, study: optuna.Study, trials: list[FrozenTrial]):  # a view: no Study.__init__
+    def __init__(self, study: optuna.Study, replaced: frozenset):  # a view: no Study.__init__
         self.__dict__.update(study.__dict__)
-        self._view_trials = trials
+        self._study, self._replaced = study, replaced
 
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
-        trials = [t for t in self._view_trials if states is None or t.state in states]
+        listed = self._study._get_trials(deepcopy=False, states=states, use_cache=use_cache)
+        trials = sorted((_in_place(t) for t in listed if t.number not in self._replaced), key=lambda t: t.number)
         return copy.deepcopy(trials) if deepcopy else trials
 
     def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
@@ -565,20 +567,23 @@ class RetriesInPlace(optuna.pruners.BasePruner):
     """A pruner that judges a retried trial (queued again after an interrupt or a dead worker) as the trial it
     replaces: under its first attempt's number (Hyperband's bracket follows the number) and without the stopped
     attempts, whose reports would compete with their own retry. An interrupted and resumed sweep then prunes what the
-    uninterrupted one did (its retry runs first: ``claim_waiting_trial``)."""
+    uninterrupted one did (its retry runs first: ``claim_waiting_trial``). Which attempts were stopped is read once
+    per trial, at its first report (a trial's epochs are not slowed by another read of the study)."""
 
     def __init__(self, pruner: optuna.pruners.BasePruner):
         self.pruner = pruner
+        self._replaced: tuple[int, frozenset] = (-1, frozenset())  # (trial id, the stopped attempts it was told of)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        trials = study.get_trials(deepcopy=False)
-        replaced = frozenset(n for t in trials for n in t.system_attrs.get("retry_history", ()))
+        if self._replaced[0] != trial._trial_id:
+            self._replaced = (trial._trial_id, frozenset(
+                n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", ())))
+        replaced = self._replaced[1]
         if not replaced:
             return self.pruner.prune(study, trial)
         if isinstance(self.pruner, _Hyperband):
             self.pruner.replaced = replaced
-        view = sorted((_in_place(t) for t in trials if t.number not in replaced), key=lambda t: t.number)
-        return self.pruner.prune(_TrialsView(study, view), _in_place(trial))
+        return self.pruner.prune(_TrialsView(study, replaced), _in_place(trial))
 
 
 class _Hyperband(optuna.pruners.HyperbandPruner):
