@@ -1,6 +1,7 @@
 """The core pipeline through its real entry points: what a researcher sees after a run."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -315,6 +316,13 @@ def test_a_run_the_time_limit_stopped_is_tagged_so(store):
     assert run.info.status == "FINISHED"
     assert {k: run.data.tags.get(k) for k in ("stopped_by", "max_time", "stopped_early_at_epoch")} == {
         "stopped_by": "trainer.max_time", "max_time": "2 s", "stopped_early_at_epoch": "1"}
+    # pipeline-compare's epochs: those it trained, of trainer.max_epochs (it showed 50, as for a run that trained them)
+    from pipeline.cli.compare import main
+
+    assert main(["--tracking-uri", store["uri"], "--output", str(store["tmp"] / "compare")]) == 0
+    with (store["tmp"] / "compare" / "compare.csv").open() as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["epochs"] == "1/50"
 
 
 @pytest.mark.parametrize("limit", ["{seconds: 2}", "2"])

@@ -22,6 +22,14 @@ KEY_PARAMS = [
     ("epochs", "trainer.max_epochs"), ("seed", "seed"),
 ]
 SIGNIFICANT_DIGITS = 4
+
+
+def _key_param(run, column: str, key: str) -> str:
+    """A run's value of a key param; ``epochs``: the epochs it trained where it stopped before trainer.max_epochs
+    (early stopping, the time limit, a pruned sweep trial), as ``<trained>/<max_epochs>``."""
+    value = _number(run.data.params.get(key, ""))
+    stopped = run.data.tags.get("stopped_early_at_epoch") if column == "epochs" else None
+    return f"{stopped}/{value}" if stopped and value else value
 DEFAULT_PLOTTED_RUNS = 5
 
 
@@ -225,7 +233,7 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
         if run.data.tags.get("run_kind") == "evaluation":
             status = "EVALUATION"
         rows.append([str(position), run.info.run_name or "", run.info.run_id, status]
-                    + [_number(params.get(key, "")) for column, key in KEY_PARAMS if column != "data"]
+                    + [_key_param(run, column, key) for column, key in KEY_PARAMS if column != "data"]
                     + [data_identity(run)])
         metrics = run.data.metrics
         csv_rows.append(rows[-1] + [_number(metrics.get(key)) for key in csv_header[len(rows[-1]):]])

@@ -101,7 +101,7 @@ class PruningCallback(Callback):
             self.trial.set_user_attr("pruned_at_epoch", epoch)
             run = self._run(trainer)
             if run is not None:
-                run.set_tags({"sweep.state": "PRUNED"})
+                run.set_tags({"sweep.state": "PRUNED", "stopped_early_at_epoch": str(epoch)})
             log.info("trial %d pruned after epoch %d (%s=%.4g)", self.trial.number, epoch, self.objective, float(value))
 
     @staticmethod
