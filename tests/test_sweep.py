@@ -873,3 +873,18 @@ def test_two_processes_on_one_postgres_storage_run_one_study_to_exactly_n_trials
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert parents[0].data.params["storage"] == storage.replace("s3cret", "***")
     assert sorted(int(c.data.tags["sweep.trial_number"]) for c in children) == list(range(6))
+
+
+def test_a_sweep_over_data_sets_warns_that_their_validation_values_are_not_comparable(tmp_path):
+    """data=choice(breast_cancer,wine) picked its best trial by comparing val/loss across the two data sets, with no
+    word: the winner was the easier data set, not the better model."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["-m", "task=classification", "data=choice(breast_cancer,wine)",
+                                 "hydra/sweeper=pipeline_optuna", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
+                                 "hydra.sweeper.finalize_top_k=0", "logger=none",
+                                 f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
+                                 f"hydra.sweep.dir={tmp_path / 'out'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("data searched: the study compares val/loss_best across data sets, whose values do not measure the same "
+            "thing") in result.stdout + result.stderr

@@ -349,6 +349,12 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
           f"{settings.n_trials} trials, {settings.n_jobs} worker(s), sampler={settings.sampler}, "
           f"pruner={settings.pruner}, objective(s) {', '.join(f'{o} ({d})' for o, d in zip(settings.objectives, settings.directions))}",
           flush=True)
+    compared = [p.name for p in settings.space.params if p.name in ("data", "task")]
+    if compared and all(o.startswith("val/") for o in settings.objectives):
+        log.warning("%s searched: the study compares %s across %s, whose values do not measure the same thing; the "
+                    "best trial is the one whose data gives the lowest (or highest) number, not the best model",
+                    " and ".join(compared), ", ".join(settings.objectives),
+                    "data sets" if "data" in compared else "tasks")
     plots_drawn = tables = None
     try:
         run_workers(settings, hydra_context, base_config)
