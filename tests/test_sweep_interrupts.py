@@ -230,3 +230,18 @@ def test_an_interrupt_after_every_trial_ended_does_not_say_one_was_queued_again(
     monkeypatch.setattr(worker, "run_workers", real)
     again = run_cli_in_process(args)
     assert again.returncode == 0 and "trained again and tested" in again.stdout, again.stderr[-3000:]
+
+
+def test_a_worker_still_starting_when_the_trials_end_is_not_waited_for(tmp_path):
+    """n_jobs=2 on a small table: worker 0 ran every trial while worker 1 imported torch (seconds), then the sweep
+    waited for worker 1 to finish importing, find nothing to do and exit: 7-12 s idle before the final training.
+    (A one-epoch trial takes about a second here, a worker's imports several.)"""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=1", "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=quick",
+            f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    result = run_cli(args, multirun=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
+    assert "the trials ended before sweep-worker-1 started: stopped" in output, output[-3000:]
+    assert [t.state for t in study_trials(storage, "quick")] == [TrialState.COMPLETE]

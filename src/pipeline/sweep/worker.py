@@ -61,7 +61,9 @@ def run_workers(settings: SweepSettings, hydra_context, base_config: DictConfig)
     # modules again, and a config node typed by a class of the first execution (the launcher's
     # BasicLauncherConf) could then not be pickled again in the worker
     payload = pickle.dumps((settings, hydra_context, base_config, singletons), protocol=pickle.HIGHEST_PROTOCOL)
-    others = [context.Process(target=worker_process, name=f"sweep-worker-{index}", args=(payload, index, threads))
+    started = [context.Event() for _ in range(1, settings.n_jobs)]  # set by a worker once it looks for trials
+    others = [context.Process(target=worker_process, name=f"sweep-worker-{index}",
+                              args=(payload, index, threads, started[index - 1]))
               for index in range(1, settings.n_jobs)]
     # started ignoring Ctrl-C (an ignored signal stays ignored in the new interpreter) until their imports are done: a
     # Ctrl-C to the terminal's process group printed a worker's traceback from the middle of importing torch; this
@@ -84,15 +86,24 @@ def run_workers(settings: SweepSettings, hydra_context, base_config: DictConfig)
         for process in others:
             process.terminate()  # their trials go stale and are retried by the next run
         raise
+    else:
+        # every trial has ended and none runs: a worker still starting (importing torch: seconds, while the trials
+        # of a small table took less) would find nothing to do; stopped, not waited for
+        unstarted = {p.name for p, event in zip(others, started) if not event.is_set()}
+        for process in others:
+            if process.name in unstarted:
+                process.terminate()
+        if unstarted:
+            log.info("the trials ended before %s started: stopped", ", ".join(sorted(unstarted)))
     finally:
         for process in others:
             process.join()
-    crashed = [p.name for p in others if p.exitcode != 0]
+    crashed = [p.name for p in others if p.exitcode != 0 and p.name not in unstarted]
     if crashed:
         raise SweepError(f"{', '.join(crashed)} stopped with an error (see the log above)")
 
 
-def worker_process(payload: bytes, index: int, threads: int) -> None:
+def worker_process(payload: bytes, index: int, threads: int, started=None) -> None:
     from hydra.core.plugins import Plugins
     from hydra.core.singleton import Singleton
     from hydra.core.utils import configure_log, setup_globals
@@ -108,6 +119,8 @@ def worker_process(payload: bytes, index: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored while importing (run_workers)
+    if started is not None:
+        started.set()
     try:
         with sigterm_as_interrupt():  # the main process stops its workers with SIGTERM: the trial is queued again
             run_trials(settings, hydra_context, base_config, worker_index=index)
