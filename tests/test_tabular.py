@@ -705,6 +705,19 @@ def test_balanced_class_weights_find_more_of_a_rare_class(store):
     assert_refused(refused, store, "task.class_weights weighs classes; task.kind=regression has none")
 
 
+def _cli(main, argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
 def test_positive_class_chooses_the_class_f1_ap_and_the_threshold_are_of(store):
     """Labels fraud (~8 %) and ok: binary f1 and ap were of the second class in sorted order, ok, so a useless
     model scored f1 0.98 and selecting by val/f1 or val/ap selected for finding ok. Without task.positive_class
@@ -747,6 +760,19 @@ def test_positive_class_chooses_the_class_f1_ap_and_the_threshold_are_of(store):
         low, high = run.data.metrics["test/f1_ci_low"], run.data.metrics["test/f1_ci_high"]
         assert low <= run.data.metrics["test/f1"] <= high
     assert run.data.metrics["test/f1"] > 0  # the model finds some fraud: a meaningful comparison
+    # pipeline-compare: the paired comparison scores each run's positive class (it scored the second class, "ok",
+    # whatever the run's was) and refuses runs of different positive classes; the table does not rank them together
+    from pipeline.cli.compare import main as compare
+
+    first, second = list(seen)
+    code, out, err = _cli(compare, ["--paired", second, second, "--tracking-uri", store["uri"]])
+    assert code == 0, err
+    f1_line = next(line for line in out.splitlines() if line.startswith("f1 "))
+    assert float(f1_line.split()[1]) == pytest.approx(run.data.metrics["test/f1"], abs=1e-4), out
+    code, out, err = _cli(compare, ["--paired", first, second, "--tracking-uri", store["uri"]])
+    assert code == 2 and "score f1 and ap of different classes (task.positive_class: ok and fraud)" in err, err
+    code, out, err = _cli(compare, ["--tracking-uri", store["uri"], "--output", str(store["tmp"] / "cmp")])
+    assert code == 0 and "1 run on other data left out: it differs in task.positive_class" in out, out
     # a sweep's trials build a module each from the same settings: the warning is said once, not once per trial
     swept = run_cli_in_process(["-m", "hparams_search=classification_optuna", "hydra.sweeper.n_trials=3",
                                 "hydra.sweeper.sampler=random", f"hydra.sweep.dir={store['tmp'] / 'sweep'}",

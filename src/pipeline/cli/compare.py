@@ -147,10 +147,22 @@ def data_key(run) -> tuple[str, ...]:
     return tuple(params.get(key, "") for key in DATA_KEYS)
 
 
+# besides the data: the class binary f1 and ap are of (the run's tag, from task.positive_class or the second class
+# where it is null; a run logged before the tag existed is taken to agree), since one model scores another f1 of it
+RANKED_TOGETHER = (*DATA_KEYS, "task.positive_class")
+
+
+def keys_differing(run, reference) -> list[str]:
+    """The keys of :data:`RANKED_TOGETHER` on which ``run`` differs from ``reference`` (empty: ranked together)."""
+    keys = [key for key, mine, theirs in zip(DATA_KEYS, data_key(run), data_key(reference)) if mine != theirs]
+    positives = run.data.tags.get("positive_class"), reference.data.tags.get("positive_class")
+    return keys + (["task.positive_class"] if None not in positives and positives[0] != positives[1] else [])
+
+
 def differing_keys(run, others: list) -> list[str]:
-    """The keys of :data:`DATA_KEYS` on which any of ``others`` differs from ``run``."""
-    wanted, keys = data_key(run), [data_key(other) for other in others]
-    return [key for position, key in enumerate(DATA_KEYS) if any(k[position] != wanted[position] for k in keys)]
+    """The keys of :data:`RANKED_TOGETHER` on which any of ``others`` differs from ``run``."""
+    differ = {key for other in others for key in keys_differing(other, run)}
+    return [key for key in RANKED_TOGETHER if key in differ]
 
 
 def reference_run(runs: list):
@@ -164,8 +176,8 @@ def same_data(runs: list) -> tuple[list, int]:
     """The runs on the data of the newest training run, and how many were left out."""
     if not runs:
         return runs, 0
-    wanted = data_key(reference_run(runs))
-    kept = [run for run in runs if data_key(run) == wanted]
+    reference = reference_run(runs)
+    kept = [run for run in runs if not keys_differing(run, reference)]
     return kept, len(runs) - len(kept)
 
 
@@ -228,7 +240,6 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
         csv_header += [name] + ([name + suffix for suffix in INTERVAL_SUFFIXES] if name in with_bounds else [])
     rows, csv_rows = [], []
     for position, run in enumerate(ordered, start=1):
-        params = run.data.params
         status = run.data.tags.get("sweep.state") if run.data.tags.get("sweep.state") not in (None, "COMPLETE") else run.info.status
         if run.data.tags.get("run_kind") == "evaluation":
             status = "EVALUATION"
@@ -323,7 +334,11 @@ def paired_text(client, first: str, second: str, resamples: int = PAIRED_REDRAWS
     if columns[0] != columns[1]:
         raise CompareError(f"the two runs predict different classes ({', '.join(columns[0]) or 'values'} against "
                            f"{', '.join(columns[1]) or 'values'})")
-    weighted = [_weighted(frame, names) for frame, names in zip(frames, columns)]
+    positives = [run.data.tags.get("positive_class") for run in runs]  # the class binary f1 and ap are of
+    if len(columns[0]) == 2 and positives[0] != positives[1] and None not in positives:
+        raise CompareError(f"the two runs score f1 and ap of different classes (task.positive_class: {positives[0]} "
+                           f"and {positives[1]}); a paired comparison needs the same positive class")
+    weighted = [_weighted(frame, names, positive) for frame, names, positive in zip(frames, columns, positives)]
     result = intervals.paired(*weighted, len(frames[0]), resamples)
     names = [run.info.run_name or run.info.run_id for run in runs]
     lines = [f"A = {names[0]} ({runs[0].info.run_id}), B = {names[1]} ({runs[1].info.run_id}): {len(frames[0])} test "
@@ -376,8 +391,9 @@ def _predictions(client, run):
         return pd.read_csv(path, keep_default_na=False)
 
 
-def _weighted(frame, probability_columns: list[str]):
-    """The test metrics of one run's predictions as a function of row weights (``tasks.intervals``)."""
+def _weighted(frame, probability_columns: list[str], positive: Optional[str] = None):
+    """The test metrics of one run's predictions as a function of row weights (``tasks.intervals``); binary f1 and
+    ap of the run's positive class (its tag ``positive_class``; the second class where it has none)."""
     import numpy as np
 
     from pipeline.tasks import intervals
@@ -389,7 +405,7 @@ def _weighted(frame, probability_columns: list[str]):
     targets = np.asarray([index[str(t)] for t in frame["target"]], dtype=np.int64)
     probabilities = frame[probability_columns].to_numpy(np.float64)
     if len(classes) == 2:
-        return intervals.binary(probabilities[:, 1], targets)
+        return intervals.binary(probabilities[:, 1], targets, positive_class=index.get(str(positive), 1))
     return intervals.multiclass(probabilities, targets, len(classes))
 
 
@@ -418,7 +434,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         left_out, differ, reference = 0, [], None
         if not args.all_data and runs:
             reference = reference_run(runs)
-            differ = differing_keys(reference, [run for run in runs if data_key(run) != data_key(reference)])
+            differ = differing_keys(reference, [run for run in runs if keys_differing(run, reference)])
             runs, left_out = same_data(runs)
         ranking = rank(runs, experiment.name, args.metric, args.top, reference)
     except CompareError as error:
