@@ -134,6 +134,22 @@ def test_an_interrupt_after_training_still_names_the_checkpoint_to_resume_from(s
         f"is in {last}; resume with the same command plus ckpt_path={last}")
     [run] = runs_in(store)
     assert run.info.status == "KILLED"
+    # the tools that need what the run's end logs say that it was interrupted (they said it logged nothing, asked
+    # whether log_model=false was set, and named test=false)
+    from conftest import eval_cli, predict_cli
+
+    from pipeline.cli.compare import main as compare
+
+    run_id, said = run.info.run_id, f"run {run.info.run_id} was interrupted"
+    code, _, stderr = eval_cli([run_id, "--tracking-uri", store["uri"]])
+    assert code == 2 and said in stderr and "before it logged a checkpoint" in stderr, stderr[-2000:]
+    assert "its output folder has" in stderr, stderr[-2000:]  # and the file it left, to evaluate or resume from
+    rows = store["tmp"] / "rows.csv"
+    rows.write_text("x0,x1\n0.1,0.2\n")
+    code, _, stderr = predict_cli([run_id, "--input", str(rows), "--output", str(store["tmp"] / "p.csv"),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 2 and said in stderr and "before it logged its model" in stderr, stderr[-2000:]
+    assert compare(["--paired", run_id, run_id, "--tracking-uri", store["uri"]]) == 2
 
 
 def test_a_run_resumed_from_its_last_epoch_keeps_its_best_validation_value(store, tmp_path):

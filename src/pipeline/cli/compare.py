@@ -385,6 +385,11 @@ def _predictions(client, run):
         try:
             path = client.download_artifacts(run.info.run_id, "predictions/test.csv", folder)
         except Exception:
+            from pipeline.cli.rerun import unfinished_run
+
+            unfinished = unfinished_run(run, "its test predictions (predictions/test.csv)")
+            if unfinished:
+                raise CompareError(unfinished) from None
             raise CompareError(f"run {run.info.run_id} logged no predictions/test.csv (a run with test=false or "
                                "logger.mlflow.log_predictions=false, or from before runs logged them); "
                                f"pipeline-eval {run.info.run_id} tests it again and logs them") from None

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides, check_logged_config, check_targets,
                                 confine_written_folders, fresh_output_dir, linked_keys, logged_split_digests,
-                                note_thread_count, output_dir_removed_if_refused, rerun_config, run_of)
+                                note_thread_count, output_dir_removed_if_refused, rerun_config, run_of, unfinished_run)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -184,8 +184,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             from pipeline.cli.predict import sweep_trial_without_model
 
             trial = sweep_trial_without_model(f"runs:/{run.info.run_id}/model", args.tracking_uri, verb="evaluate")
-            raise RerunRefused(trial or f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot "
-                               f"be evaluated from the store{local_checkpoint_hint(run)}")
+            unfinished = unfinished_run(run, "a checkpoint (checkpoints/*.ckpt)")
+            raise RerunRefused(trial or (f"{unfinished}{local_checkpoint_hint(run)}" if unfinished else
+                                         f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot "
+                                         f"be evaluated from the store{local_checkpoint_hint(run)}"))
         with tempfile.TemporaryDirectory() as folder:
             weights = Path(client.download_artifacts(run.info.run_id, checkpoints[0], folder))
             data = None  # the fitted preprocessing and model spec, where the run logged them

@@ -143,7 +143,7 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     except MlflowException as error:
         from pipeline.cli.errors import one_line
 
-        trial = sweep_trial_without_model(uri, tracking_uri)
+        trial = sweep_trial_without_model(uri, tracking_uri) or unfinished_without_model(uri, tracking_uri)
         if trial is not None:
             raise PredictError(trial) from None
         raise PredictError(f"cannot load the model {uri} from {tracking_uri}: {one_line(error)[:300]} (was the run "
@@ -160,6 +160,23 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True),
                      getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None),
                      getattr(adapter, "file_target", None), getattr(python_model, "positive_class", None), adapter)
+
+
+def unfinished_without_model(uri: str, tracking_uri: str) -> Optional[str]:
+    """Why ``runs:/<id>/model`` of a run that did not finish is absent (None for other runs and URIs)."""
+    from mlflow import MlflowClient
+
+    from pipeline.cli.rerun import unfinished_run
+
+    parts = uri.split("/")
+    if not uri.startswith("runs:/") or len(parts) < 2:
+        return None
+    try:
+        run = MlflowClient(tracking_uri).get_run(parts[1])
+    except Exception:  # the store cannot say: the plain message then
+        return None
+    unfinished = unfinished_run(run, "its model")
+    return f"{unfinished}; or answer with a checkpoint file it wrote" if unfinished else None
 
 
 def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:

@@ -149,6 +149,21 @@ def deleted_run(run, tracking_uri: str) -> Optional[str]:
             f"MLFLOW_TRACKING_URI={tracking_uri} mlflow runs restore --run-id {run.info.run_id}")
 
 
+def unfinished_run(run, lacks: str) -> Optional[str]:
+    """Why a run that did not end FINISHED (interrupted, failed, or killed without a word: RUNNING) lacks what its end
+    logs (``lacks``: its model, checkpoint, test predictions), and where its training can be resumed from; None for a
+    finished run."""
+    status = run.info.status
+    if status == "FINISHED":
+        return None
+    state = {"KILLED": "was interrupted", "FAILED": "failed",
+             "RUNNING": "is still RUNNING (or its process was killed)"}.get(status, f"is {status}")
+    error = " ".join(run.data.tags.get("error", "").split())[:200]
+    text = f"run {run.info.run_id} {state}{f' ({error})' if error and status != 'RUNNING' else ''} before it logged {lacks}"
+    resume = run.data.tags.get("resume_from")
+    return text + (f"; resume its training with its command plus ckpt_path={resume}" if resume else "")
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     from pipeline.tracking.run import default_store
 
