@@ -456,3 +456,19 @@ def test_compare_all_data_says_it_mixes_data_sets_and_ranks_runs_without_the_met
                                 "--by", "test/acc", "--output", str(tmp_path / "b")], capsys)
     assert "by test/acc (higher is better; ranked on a test metric, so the test rows choose the run)" in out, out
     assert "not ranked on" not in out
+
+
+def test_the_ui_on_a_store_that_does_not_exist_says_it_makes_an_empty_one(tmp_path, capsys):
+    """pipeline-ui --tracking-uri with a mistyped path served an empty UI (and made the store) without a word."""
+    import socket
+
+    from pipeline.cli.ui import main
+
+    missing = tmp_path / "typo" / "mlflow.db"
+    with socket.socket() as busy:  # a port in use: the command stops before it serves anything
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = cli(main, ["--tracking-uri", f"sqlite:///{missing}", "--port", str(port)], capsys)
+    assert code == 2 and f"Note: no MLflow store at {missing} yet: a new, empty one is made there" in err, err
+    assert not missing.exists()

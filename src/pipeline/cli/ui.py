@@ -71,6 +71,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.tracking_uri.startswith(("http://", "https://")):
         print(f"The store is the MLflow server at {shown_uri}: open that address in a browser.")
         return 0
+    from pipeline.sqlite import sqlite_path
+
+    database = sqlite_path(args.tracking_uri)
+    if database is not None and not database.exists():  # a typo in --tracking-uri shows an empty UI: said
+        print(f"Note: no MLflow store at {database} yet: a new, empty one is made there (runs are written to the "
+              "store their pipeline-train names; a mistyped --tracking-uri?)", file=sys.stderr, flush=True)
     if not port_free(args.host, args.port):
         print(f"Error: port {args.port} on {args.host} is in use (another UI?); pick another with --port",
               file=sys.stderr)
