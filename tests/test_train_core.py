@@ -449,3 +449,25 @@ def test_without_a_validation_split_a_resumed_run_ends_as_the_uninterrupted_one(
     timing = ("train/epoch_time_s", "train/samples_per_s")
     same = lambda metrics: {k: v for k, v in metrics.items() if k not in timing}  # noqa: E731
     assert same(resumed) == same(uninterrupted) and "test/acc" in resumed
+
+
+def test_bf16_mixed_test_metrics_are_those_of_the_predictions_it_writes(store):
+    """Under bf16-mixed the test pass ran under autocast: test/auroc and test/ap were of bfloat16 outputs, while
+    predictions/test.csv (and the logged model) answer in float32, so the metrics recomputed from the predictions
+    differed in the 4th digit. The float32 weights are now tested in float32."""
+    import pandas as pd
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["trainer.precision=bf16-mixed", "trainer.max_epochs=6", "logger.mlflow.log_model=false",
+                                 "logger.mlflow.log_plots=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv")
+    positive = run.data.tags["positive_class"]
+    truth = tested["target"].astype(str) == positive
+    assert run.data.metrics["test/auroc"] == pytest.approx(roc_auc_score(truth, tested[f"probability_{positive}"]),
+                                                           abs=1e-6)
+    assert run.data.metrics["test/ap"] == pytest.approx(
+        average_precision_score(truth, tested[f"probability_{positive}"]), abs=1e-6)

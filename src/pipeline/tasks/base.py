@@ -317,7 +317,13 @@ class TaskModule(pl.LightningModule):
         self._evaluate(batch)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch)
+        if "mixed" in str(self.trainer.precision):
+            # the weights are float32: tested in float32, as the logged model and predictions/test.csv answer (under
+            # autocast the test metrics were of bfloat16 outputs, and differed from the predictions' in the 4th digit)
+            with torch.autocast(device_type=self.device.type, enabled=False):
+                self._evaluate(batch)
+        else:
+            self._evaluate(batch)
 
     def on_validation_epoch_end(self) -> None:
         values = self._epoch_evaluation("val")
