@@ -14,9 +14,11 @@ def spans_the_run(target) -> bool:
 
 
 class LinearWarmupDecay(LRScheduler):
-    """Linear warm-up from 0 to the optimizer's learning rate over ``warmup_fraction`` of the steps
-    (or ``warmup_steps``), then linear decay to ``final_fraction`` x that rate at the last step: the
-    usual schedule for fine-tuning pretrained transformers (BERT, Devlin et al. 2019)."""
+    """Linear warm-up to the optimizer's learning rate over ``warmup_fraction`` of the steps (or ``warmup_steps``;
+    step k of w at (k + 1) / (w + 1) of the rate: no step is spent at 0), then linear decay towards ``final_fraction``
+    x that rate, which the schedule reaches as training ends (the last of d decay steps is 1/d of the way above it, as
+    in Hugging Face's ``get_linear_schedule_with_warmup``): the usual schedule for fine-tuning pretrained
+    transformers (BERT, Devlin et al. 2019)."""
 
     steps_per_batch = True
 
