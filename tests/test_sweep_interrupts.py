@@ -62,23 +62,31 @@ def test_an_interrupt_right_after_a_trial_is_claimed_leaves_no_trial_running_for
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
 
-@pytest.mark.slow
-def test_sigterm_to_a_sweep_of_two_workers_ends_it_in_one_line(tmp_path):
-    """SIGTERM to the command of an n_jobs=2 sweep printed a traceback from 'Process sweep-worker-1' ending in
-    "RunInterrupted: stopped before the first epoch ended, so there is no checkpoint to resume from" (trials keep
-    no checkpoint). The workers stop quietly; the command says in one line that the sweep was interrupted."""
+def two_worker_sweep(tmp_path, study: str):
+    """An n_jobs=2 sweep of long trials (2,000 epochs: many seconds each; 150 could all end within the seconds a test
+    waits on a quiet machine) started in a session of its own, its output read line by line: (process, lines so far,
+    reader thread, storage)."""
     import threading
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=150", "hydra.sweeper.n_trials=4",
+    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=2000", "hydra.sweeper.n_trials=4",
             "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0",
-            "hydra.sweeper.study_name=par", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+            f"hydra.sweeper.study_name={study}", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=PROJECT_ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
     reader.start()
+    return sweep, lines, reader, storage
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_of_two_workers_ends_it_in_one_line(tmp_path):
+    """SIGTERM to the command of an n_jobs=2 sweep printed a traceback from 'Process sweep-worker-1' ending in
+    "RunInterrupted: stopped before the first epoch ended, so there is no checkpoint to resume from" (trials keep
+    no checkpoint). The workers stop quietly; the command says in one line that the sweep was interrupted."""
+    sweep, lines, reader, storage = two_worker_sweep(tmp_path, "par")
     try:
         deadline = time.time() + 180
         while time.time() < deadline and sweep.poll() is None and not any("(worker 1)" in l for l in lines):
@@ -176,18 +184,7 @@ def test_ctrl_c_to_the_process_group_while_a_worker_imports_ends_the_sweep_in_on
     """Ctrl-C in the terminal reaches every process of the group: a second worker still importing torch printed a
     50-line KeyboardInterrupt traceback from multiprocessing's spawn. It ignores Ctrl-C until its imports are done;
     the command stops it and says in one line that the sweep was interrupted."""
-    import threading
-
-    storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=150", "hydra.sweeper.n_trials=4",
-            "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0",
-            "hydra.sweeper.study_name=group", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=PROJECT_ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
-    reader.start()
+    sweep, lines, reader, _ = two_worker_sweep(tmp_path, "group")
     try:
         deadline = time.time() + 180
         while time.time() < deadline and sweep.poll() is None and not any("(worker 0)" in l for l in lines):
