@@ -328,9 +328,13 @@ def test_compare_paired_tells_two_runs_on_the_same_test_rows_apart_only_where_th
     three = logged("three", pd.DataFrame({"row": rows, "target": labels, "prediction": labels, "probability_no": 0.4,
                                           "probability_yes": 0.4, "probability_maybe": 0.2}))
     nothing = client.create_run(experiment, run_name="nothing").info.run_id
+    client.set_terminated(nothing)  # finished without predictions (test=false)
+    running = client.create_run(experiment, run_name="running").info.run_id  # still training, or killed -9
     for pair, fragments in [((good, other_rows), ["different test rows", "same data, split and seed"]),
                             ((good, near), ["different test rows"]), ((good, three), ["predict different classes"]),
                             ((good, nothing), [f"run {nothing} logged no predictions/test.csv", f"pipeline-eval {nothing}"]),
+                            ((good, running), [f"run {running} is still RUNNING (or its process was killed) before it "
+                                               "logged its test predictions"]),
                             ((good, "0" * 32), ["no run '" + "0" * 32 + "'"])]:
         code, _, err = cli(main, ["--tracking-uri", store["uri"], "--paired", *pair], capsys)
         assert code == 2 and err.startswith("Error: ") and all(f in err for f in fragments), err
