@@ -81,25 +81,35 @@ def two_worker_sweep(tmp_path, study: str):
     return sweep, lines, reader, storage
 
 
+def interrupted_once(sweep, lines: list[str], reader, marker: str, poll_s: float, interrupt) -> str:
+    """Once a line holding ``marker`` is printed, ``interrupt()``; the sweep's whole output once it has ended (killed
+    after 120 s, or if the interrupt's checks fail)."""
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and sweep.poll() is None and not any(marker in l for l in lines):
+            time.sleep(poll_s)
+        interrupt()
+        sweep.wait(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    reader.join(timeout=10)
+    return "".join(lines)
+
+
 @pytest.mark.slow
 def test_sigterm_to_a_sweep_of_two_workers_ends_it_in_one_line(tmp_path):
     """SIGTERM to the command of an n_jobs=2 sweep printed a traceback from 'Process sweep-worker-1' ending in
     "RunInterrupted: stopped before the first epoch ended, so there is no checkpoint to resume from" (trials keep
     no checkpoint). The workers stop quietly; the command says in one line that the sweep was interrupted."""
     sweep, lines, reader, storage = two_worker_sweep(tmp_path, "par")
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and sweep.poll() is None and not any("(worker 1)" in l for l in lines):
-            time.sleep(0.1)
+
+    def sigterm() -> None:
         assert sweep.poll() is None, "".join(lines)[-3000:]
         time.sleep(3)  # worker 1 is training its trial
         sweep.send_signal(signal.SIGTERM)  # the command's own process, as `kill <pid>` does
-        sweep.wait(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-    reader.join(timeout=10)
-    output = "".join(lines)
+
+    output = interrupted_once(sweep, lines, reader, "(worker 1)", 0.1, sigterm)
     assert sweep.returncode == 130, output[-3000:]
     assert "Traceback" not in output and "RunInterrupted" not in output, output[-3000:]
     assert [l for l in output.splitlines() if l.startswith("Interrupted")] == [
@@ -185,18 +195,12 @@ def test_ctrl_c_to_the_process_group_while_a_worker_imports_ends_the_sweep_in_on
     50-line KeyboardInterrupt traceback from multiprocessing's spawn. It ignores Ctrl-C until its imports are done;
     the command stops it and says in one line that the sweep was interrupted."""
     sweep, lines, reader, _ = two_worker_sweep(tmp_path, "group")
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and sweep.poll() is None and not any("(worker 0)" in l for l in lines):
-            time.sleep(0.05)
+
+    def ctrl_c() -> None:
         assert sweep.poll() is None and not any("(worker 1)" in l for l in lines), "".join(lines)[-3000:]
         os.killpg(sweep.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the command and its worker, still importing
-        sweep.wait(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-    reader.join(timeout=10)
-    output = "".join(lines)
+
+    output = interrupted_once(sweep, lines, reader, "(worker 0)", 0.05, ctrl_c)
     assert sweep.returncode == 130, output[-3000:]
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
     assert len([l for l in output.splitlines() if l.startswith("Interrupted")]) == 1, output[-3000:]

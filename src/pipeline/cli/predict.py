@@ -162,26 +162,8 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
                      getattr(adapter, "file_target", None), getattr(python_model, "positive_class", None), adapter)
 
 
-def unfinished_without_model(uri: str, tracking_uri: str) -> Optional[str]:
-    """Why ``runs:/<id>/model`` of a run that did not finish is absent (None for other runs and URIs)."""
-    from mlflow import MlflowClient
-
-    from pipeline.cli.rerun import unfinished_run
-
-    parts = uri.split("/")
-    if not uri.startswith("runs:/") or len(parts) < 2:
-        return None
-    try:
-        run = MlflowClient(tracking_uri).get_run(parts[1])
-    except Exception:  # the store cannot say: the plain message then
-        return None
-    unfinished = unfinished_run(run, "its model")
-    return f"{unfinished}; or answer with a checkpoint file it wrote" if unfinished else None
-
-
-def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
-    """Why ``runs:/<id>/model`` of a sweep's trial is absent (its checkpoint too), and which run to ``verb`` with
-    instead; None for other runs. pipeline-eval says it too."""
+def _run_of_model_uri(uri: str, tracking_uri: str):
+    """(client, run) of a ``runs:/<id>/...`` URI, or None (another kind of URI, or the store cannot say)."""
     from mlflow import MlflowClient
 
     parts = uri.split("/")
@@ -189,22 +171,44 @@ def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict"
         return None
     try:
         client = MlflowClient(tracking_uri)
-        tags = client.get_run(parts[1]).data.tags
-        if "sweep.study_name" in tags and "sweep.trial_number" not in tags:  # the sweep's parent run
-            best = tags.get("best.run_id")
-            instead = f"{verb} with its best run, {best}" if best else (
-                "the sweep's best trial, trained again when the sweep ends, has one")
-            return (f"run {parts[1]} is the parent run of the sweep '{tags['sweep.study_name']}', which holds the "
-                    f"study's table and plots, not a model: {instead}")
-        if "sweep.trial_number" not in tags or tags.get("sweep.role") == "final":
-            return None
+        return client, client.get_run(parts[1])
+    except Exception:  # the store cannot say: the plain message then
+        return None
+
+
+def unfinished_without_model(uri: str, tracking_uri: str) -> Optional[str]:
+    """Why ``runs:/<id>/model`` of a run that did not finish is absent (None for other runs and URIs)."""
+    from pipeline.cli.rerun import unfinished_run
+
+    found = _run_of_model_uri(uri, tracking_uri)
+    unfinished = unfinished_run(found[1], "its model") if found else None
+    return f"{unfinished}; or answer with a checkpoint file it wrote" if unfinished else None
+
+
+def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
+    """Why ``runs:/<id>/model`` of a sweep's trial is absent (its checkpoint too), and which run to ``verb`` with
+    instead; None for other runs. pipeline-eval says it too."""
+    found = _run_of_model_uri(uri, tracking_uri)
+    if found is None:
+        return None
+    client, run = found
+    run_id, tags = run.info.run_id, run.data.tags
+    if "sweep.study_name" in tags and "sweep.trial_number" not in tags:  # the sweep's parent run
+        best = tags.get("best.run_id")
+        instead = f"{verb} with its best run, {best}" if best else (
+            "the sweep's best trial, trained again when the sweep ends, has one")
+        return (f"run {run_id} is the parent run of the sweep '{tags['sweep.study_name']}', which holds the "
+                f"study's table and plots, not a model: {instead}")
+    if "sweep.trial_number" not in tags or tags.get("sweep.role") == "final":
+        return None
+    try:
         parent = tags.get("mlflow.parentRunId")
         best = client.get_run(parent).data.tags.get("best.run_id") if parent else None
     except Exception:  # the store cannot say: the plain message then
         return None
     instead = f"{verb} with the sweep's best run, {best}" if best else (
         "the sweep's best trial, trained again when the sweep ends, has them")
-    return (f"run {parts[1]} is trial {tags['sweep.trial_number']} of the sweep '{tags.get('sweep.study_name', '?')}': "
+    return (f"run {run_id} is trial {tags['sweep.trial_number']} of the sweep '{tags.get('sweep.study_name', '?')}': "
             "a trial logs no model or checkpoint (hydra.sweeper.trial_artifacts=false, trial_checkpoints=false); "
             f"{instead}")
 

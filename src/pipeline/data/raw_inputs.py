@@ -51,7 +51,7 @@ def decode_image_file(path: str, channels: int) -> Tensor:
                                  mode=modes.GRAY if channels == 1 else modes.RGB, apply_exif_orientation=True)
             image = image[0] if image.ndim == 4 else image  # an animated GIF: its first frame
             if image.dtype == torch.uint16:  # a 16-bit PNG: 0..65535 onto 0..255, as an 8-bit save would write it
-                image = torch.div(image.to(torch.int32) * 255 + 32767, 65535, rounding_mode="floor").to(torch.uint8)
+                image = _sixteen_bits_as_eight(image.to(torch.int32)).to(torch.uint8)
             if image.dtype == torch.uint8 and image.shape[0] == channels:
                 return image
             # torchvision ignored the mode (an animated GIF comes back with 3 channels whatever was asked): PIL
@@ -90,6 +90,11 @@ def _decode_with_pil(source, channels: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def _sixteen_bits_as_eight(values):
+    """0..65535 onto 0..255, rounded, as an 8-bit save would write it (integer tensors or arrays wide enough)."""
+    return (values * 255 + 32767) // 65535
+
+
 def _eight_bit(image):
     """A grey image of more than 8 bits (a 16-bit, 32-bit integer or floating-point TIFF) as 8 bits: PIL's convert
     clips its values at 255, which made a 16-bit image black and white and a 0..1 float image black. 16 bits are
@@ -100,7 +105,7 @@ def _eight_bit(image):
     mode = image.mode
     if mode.startswith("I;16"):
         wide = np.array(image).astype(np.int64)
-        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+        return Image.fromarray(_sixteen_bits_as_eight(wide).astype(np.uint8), "L")
     if mode not in ("I", "F"):
         return image
     values = np.array(image, dtype=np.float64)
