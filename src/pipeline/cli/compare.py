@@ -30,6 +30,21 @@ def _key_param(run, column: str, key: str) -> str:
     value = _number(run.data.params.get(key, ""))
     stopped = run.data.tags.get("stopped_early_at_epoch") if column == "epochs" else None
     return f"{stopped}/{value}" if stopped and value else value
+
+
+def _csv_key_params(run) -> list[str]:
+    """The key params as compare.csv holds them: numbers a spreadsheet can sort, so ``epochs`` is the epochs the run
+    trained and ``max_epochs`` (after it) the trainer.max_epochs it was given, equal where it was not stopped early."""
+    cells = []
+    for column, key in KEY_PARAMS:
+        if column == "data":
+            continue
+        value = _number(run.data.params.get(key, ""))
+        if column == "epochs":
+            cells += [run.data.tags.get("stopped_early_at_epoch") or value, value]
+        else:
+            cells.append(value)
+    return cells
 DEFAULT_PLOTTED_RUNS = 5
 
 
@@ -236,6 +251,7 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
     header = (["rank", "run", "run_id", "status"] + [column for column, _ in KEY_PARAMS if column != "data"]
               + ["data"] + shown_metrics)
     csv_header = header[: len(header) - len(shown_metrics)]
+    csv_header.insert(csv_header.index("epochs") + 1, "max_epochs")
     for name in shown_metrics:
         csv_header += [name] + ([name + suffix for suffix in INTERVAL_SUFFIXES] if name in with_bounds else [])
     rows, csv_rows = [], []
@@ -247,7 +263,8 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
                     + [_key_param(run, column, key) for column, key in KEY_PARAMS if column != "data"]
                     + [data_identity(run)])
         metrics = run.data.metrics
-        csv_rows.append(rows[-1] + [_number(metrics.get(key)) for key in csv_header[len(rows[-1]):]])
+        csv_row = rows[-1][:4] + _csv_key_params(run) + [data_identity(run)]
+        csv_rows.append(csv_row + [_number(metrics.get(key)) for key in csv_header[len(csv_row):]])
         rows[-1] += [_with_interval(metrics, name) for name in shown_metrics]
     return Ranking(experiment_name, metric, mode, monitor, header, rows, ordered, csv_header, csv_rows)
 
