@@ -97,6 +97,24 @@ def final_metrics(run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if "time" not in k and "per_s" not in k}
 
 
+def test_an_interrupted_multirun_job_says_the_jobs_after_it_did_not_run(store):
+    """A failing multirun job said that the jobs after it did not run; an interrupted one said nothing of them,
+    and the multirun's last lines were its first job's, as if that had been the whole command."""
+    program = ("import sys, pipeline.tracking\n"
+               "def interrupted(*args, **kwargs):\n    raise KeyboardInterrupt\n"
+               "pipeline.tracking.log_run_end = interrupted  # Ctrl-C as the first job's model is logged\n"
+               "from pipeline.cli.train import main\nsys.argv = ['pipeline-train', *sys.argv[1:]]\nmain()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run([sys.executable, "-c", program, "-m", "seed=1,2,3", *TRAINING[:-1], "trainer.max_epochs=1",
+                             "logger.mlflow.log_model=false", *store_overrides(store, multirun=True)],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert line.startswith("Interrupted") and "KILLED" in line, line
+    assert line.endswith("[multirun job #0: the multirun stops here, the jobs after it did not run]"), line
+    assert [run.info.status for run in runs_in(store)] == ["KILLED"]  # seeds 2 and 3 never started
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_marks_killed_and_resume_gives_the_uninterrupted_metrics(store, tmp_path):
     result, exit_seconds = interrupt_after_first_epoch(store, signal.SIGINT)

@@ -97,8 +97,9 @@ def _fail(message: str, code: int) -> None:
 
 
 def _multirun_stop_note() -> str:
-    """In a multirun over lists of values (Hydra's basic sweeper, which stops at the first job that fails): which
-    job failed and that the ones after it did not run. (A sweep's sweeper records a failed trial and goes on.)"""
+    """In a multirun over lists of values (Hydra's basic sweeper, which stops at the first job that fails or is
+    interrupted): which job it was and that the ones after it did not run. (A sweep's sweeper records a failed
+    trial and goes on.)"""
     with contextlib.suppress(Exception):
         from hydra.core.hydra_config import HydraConfig
 
@@ -118,8 +119,8 @@ def report_errors():
         if not isinstance(interrupt, RunInterrupted):  # not the run's own handler's: a second Ctrl-C, or after fit
             interrupt = resume_point() or interrupt
         detail = f"; {interrupt}" if isinstance(interrupt, RunInterrupted) else ""
-        print(f"Interrupted (Ctrl-C or SIGTERM); the MLflow run, if any, is marked KILLED{detail}",
-              file=sys.stderr, flush=True)
+        print(f"Interrupted (Ctrl-C or SIGTERM); the MLflow run, if any, is marked KILLED{detail}"
+              f"{_multirun_stop_note()}", file=sys.stderr, flush=True)
         _exit_at_once(EXIT_INTERRUPTED)
     except known_errors() as error:
         if _full_error_wanted():
