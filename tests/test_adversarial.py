@@ -98,6 +98,10 @@ CASES = [
     (["optimizer=lbfgs", "trainer.gradient_clip_val=1"], ["optimizer=lbfgs", "gradient_clip_val"]),
     (["optimizer=lbfgs", "trainer.accumulate_grad_batches=2"], ["optimizer=lbfgs", "accumulate_grad_batches=1"]),
     (["optimizer=lbfgs", "optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", ">= 0"]),
+    # float16 state: Adam's and RMSprop's eps of 1e-8 is 0 there (the run failed with an inf loss, told to lower lr)
+    (["optimizer=adam", "trainer.precision=16-true"], ["optimizer=adam", "16-true", "eps (1e-08) is 0", "16-mixed",
+                                                       "+optimizer.eps=1e-4"]),
+    (["optimizer=rmsprop", "trainer.precision=16-true"], ["optimizer=rmsprop", "16-true", "eps (1e-08) is 0"]),
 ]
 
 

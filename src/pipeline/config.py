@@ -672,6 +672,7 @@ def _check_compatibility(cfg: DictConfig) -> None:
     if tasks is not None and objective not in tasks:
         raise ConfigError(f"model={model_name} is for {'/'.join(sorted(tasks))}, not {objective}")
     _check_lbfgs(cfg, model_class)
+    _check_eps_in_float16(cfg)
     _check_without_validation(cfg)
     scheduler_target = _get(cfg, "scheduler._target_") or ""
     if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
@@ -751,6 +752,32 @@ def _check_lbfgs(cfg: DictConfig, model_class) -> None:
     if hasattr(model_class, "parameter_groups"):
         raise ConfigError(f"optimizer={name} keeps one parameter group, but model={_choice_name(cfg, 'model')} "
                           "trains its parameters in groups (a learning rate per group); use optimizer=adamw")
+
+
+def _check_eps_in_float16(cfg: DictConfig) -> None:
+    """Under ``trainer.precision=16-true`` the weights and the optimizer's state are float16, where Adam's and
+    RMSprop's default eps (1e-8) is 0: the first step divides by 0 and the run failed with an inf/NaN loss whose
+    hint (lower the learning rate) did not help. Refused before the run, saying what does."""
+    if str(_get(cfg, "trainer.precision") or "") != "16-true":
+        return
+    import inspect
+
+    import torch
+
+    optimizer_class = resolve_target("optimizer", cfg.optimizer._target_)
+    try:
+        default = inspect.signature(optimizer_class).parameters.get("eps")
+    except (TypeError, ValueError):
+        return
+    eps = cfg.optimizer.get("eps", default.default if default is not None else None)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps <= 0:
+        return
+    if torch.tensor(float(eps), dtype=torch.float16).item() == 0:
+        name = _choice_name(cfg, "optimizer")
+        raise ConfigError(
+            f"optimizer={name} cannot train with trainer.precision=16-true: its state is float16 there, where its "
+            f"eps ({eps:g}) is 0, so its first steps divide by 0 (an inf or NaN loss); use trainer.precision=16-mixed "
+            "(float32 weights, float16 compute) or bf16-true, or give it an eps float16 holds (+optimizer.eps=1e-4)")
 
 
 def _choice_name(cfg: DictConfig, group: str) -> str:
