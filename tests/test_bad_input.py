@@ -181,17 +181,20 @@ def test_a_url_as_a_data_path_is_refused_with_its_password_masked(store):
 def test_out_of_range_through_the_real_cli(store):
     assert_refused(run_cli(["optimizer.lr=-1"], store), store, "optimizer.lr=-1", "allowed: > 0")
     # nothing ran: no outputs/<date>/<time>/ folder holding only Hydra's copy of the config and an empty log is
-    # left behind; a folder the user named (hydra.run.dir), or the one they work in, is kept
+    # left behind, nor one hydra.run.dir named that the command made; a folder that was there (one the user made, the
+    # one they work in) is kept, without the refused run's claim on it (the next run there wrote to <folder>-2)
     import subprocess
     import sys
 
     here = store["tmp"] / "here"
-    here.mkdir()
-    for extra in ([], ["hydra.run.dir=."], ["hydra.run.dir=mine"]):
+    (here / "theirs").mkdir(parents=True)
+    for extra in ([], ["hydra.run.dir=."], ["hydra.run.dir=made"], ["hydra.run.dir=theirs"]):
         result = subprocess.run([sys.executable, "-m", "pipeline.cli.train", "optimizer.lr=-1", *extra],
                                 cwd=here, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2, result.stderr[-2000:]
-    assert here.is_dir() and (here / "mine").is_dir() and not list((here / "outputs").rglob("*"))
+    assert here.is_dir() and (here / "theirs").is_dir() and not (here / "made").exists(), sorted(here.iterdir())
+    assert not list((here / "outputs").rglob("*"))
+    assert not list(here.rglob(".pipeline-run")), list(here.rglob(".pipeline-run"))
 
 
 # ----- incompatible choices --------------------------------------------------------------------------

@@ -502,6 +502,16 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     predicted = pd.read_csv(tmp_path / "p.csv")
     truth = [Path(p).parent.name for p in predicted["path"]]
     accuracy = float((predicted["prediction"] == truth).mean())
+    # a listing of paths relative to itself with an empty cell: --keep copies the paths as written (it wrote them
+    # resolved), and the row the empty cell lost is said (3 predictions for 4 rows, without a word)
+    paths = [line.split(",")[0] for line in listing(new, ("val",), new.parent)[1:3]]
+    (new.parent / "paths.csv").write_text("\n".join(["path", paths[0], "", paths[1], paths[0]]) + "\n")
+    code, stdout, stderr = predict_cli([run.info.run_id, "--input", str(new.parent / "paths.csv"), "--keep", "path",
+                                        "--output", str(tmp_path / "kept.csv"), "--tracking-uri", quick_store["uri"]])
+    assert code == 0, stderr[-3000:]
+    assert list(pd.read_csv(tmp_path / "kept.csv")["path"]) == [paths[0], paths[1], paths[0]]
+    assert (f"Note: 1 blank row of {new.parent / 'paths.csv'} skipped (row 1; 0 is the first data row): the output "
+            "has 3 rows for 4") in stderr, stderr[-2000:]
     (folder / "labels.csv").rename(tmp_path / "elsewhere.csv")  # the training listing is not needed (nor read)
     code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new.parent / 'new_labels.csv'}",
                                      "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "eval")])
@@ -515,11 +525,15 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     (new.parent / "new_labels.csv").write_text("\n".join([*listing(new, ("val",), new.parent),
                                                           "photos/val/ants/00.jpg,wasps,test"]) + "\n")
     runs = len(runs_in(quick_store))
+    (tmp_path / "eval2").mkdir()
+    (tmp_path / "eval2" / "notes.txt").write_text("mine")
     code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new.parent / 'new_labels.csv'}",
                                      "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "eval2")])
     assert code == 2 and "labels ['wasps'] are not classes the model was trained on ('ants', 'bees')" in \
         single_error_line(stderr), stderr[-3000:]
     assert len(runs_in(quick_store)) == runs
+    # the user's folder is kept, without the refused evaluation's claim on it (the next one there wrote to eval2-2)
+    assert sorted(p.name for p in (tmp_path / "eval2").iterdir()) == ["notes.txt"]
 
 
 def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):

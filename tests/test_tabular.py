@@ -143,6 +143,38 @@ def test_pyfunc_on_raw_rows_equals_pipeline_predict_and_the_test_metrics(people_
     finally:
         unsafe.unlink()
     assert code == 2 and "refused, the file holds more than tensors and plain values" in error_line(stderr), stderr
+    # a file torch.save never wrote (the run's config.yaml): called so (it was "not a readable PyTorch checkpoint
+    # (pop from empty list); a file cut short ... cannot be read")
+    config = store["outputs"] / "config.yaml"
+    code, _, stderr = predict_cli([str(config), "--input", str(people_run["test"]), "--output", str(folder / "no.csv")])
+    assert code == 2 and error_line(stderr).startswith(
+        f"Error: {config}: not a PyTorch checkpoint (not a file torch.save or Lightning writes)"), stderr
+
+
+def test_a_downloaded_model_folder_and_a_bare_runs_uri_predict_as_the_run_id(people_run):
+    """A logged model's folder, downloaded as MLflow does it, was 'neither a checkpoint file nor an MLflow run id',
+    and runs:/<id> (without /model) was 'Not a proper runs:/ URI: runs:/.'."""
+    import mlflow
+    import mlflow.artifacts
+
+    store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
+    mlflow.set_tracking_uri(store["uri"])
+    try:
+        downloaded = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model",
+                                                              dst_path=str(folder / "dl")))
+    finally:
+        mlflow.set_tracking_uri(None)
+    answers = []
+    for source in (run.info.run_id, str(downloaded), f"runs:/{run.info.run_id}"):
+        output = folder / f"by_{len(answers)}.csv"
+        code, _, stderr = predict_cli([source, "--input", str(people_run["test"]), "--output", str(output),
+                                       "--tracking-uri", store["uri"]])
+        assert code == 0, (source, stderr[-3000:])
+        answers.append(pd.read_csv(output))
+    pd.testing.assert_frame_equal(answers[0], answers[1])
+    pd.testing.assert_frame_equal(answers[0], answers[2])
+    code, _, stderr = predict_cli([str(folder), "--input", str(people_run["test"]), "--output", str(folder / "no.csv")])
+    assert code == 2 and "models:/<name>/<version>" in stderr and "MLmodel" in stderr, stderr[-2000:]
 
 
 def test_kept_columns_are_copied_as_written_and_never_clash_with_the_answers(people_run):
@@ -438,7 +470,7 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
     assert code == 2 and "label '7' in column 'label' is not a class the model was trained on ('0', '1')" in \
         error_line(stderr), stderr[-2000:]
     assert f"{tmp_path / 'unseen.csv'}:6" in error_line(stderr)
-    assert (tmp_path / "refused").is_dir()  # --output-dir: the user's folder, kept
+    assert not (tmp_path / "refused").exists()  # --output-dir named a folder the refused command made: not left
     # numbers written with a decimal comma: said so, not also "if it means missing add data.na_values=[...]" for
     # every cell of the column
     people(20, seed=4).to_csv(tmp_path / "comma.csv", decimal=",", index=False)

@@ -73,6 +73,18 @@ def test_image_classification_all_models_on_real_data(store, real_data_dir):
     runs = _assert_runs(store, "image_classification", 6, "test/acc")
     assert {(r.data.params["data"], r.data.params["model"]) for r in runs} == {
         (d, m) for d in ("digits", "fashion_mnist") for m in ("mlp", "cnn", "resnet")}
+    # pipeline-predict on a digits checkpoint (read as tensors: no image files to give it) says so; it said the run
+    # folder lacked preprocessing.json, "written when the run ends", and to predict from the run id, which refuses too
+    from PIL import Image
+
+    from conftest import predict_cli
+
+    image = store["tmp"] / "eight.png"
+    Image.new("L", (8, 8)).save(image)
+    checkpoint = store["outputs"] / "0" / "checkpoints" / "last.ckpt"  # job 0: data=digits model=mlp
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(image), "--output", str(store["tmp"] / "p.csv")])
+    assert code == 2 and f"{checkpoint}: its run's data has no raw input adapter" in stderr, stderr[-2000:]
+    assert "give tensors to the model itself" in stderr and "written when the run ends" not in stderr
 
 
 @pytest.mark.slow

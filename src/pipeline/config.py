@@ -171,6 +171,13 @@ def validate(cfg: DictConfig) -> None:
     _check_checkpoint(cfg.get("ckpt_path"))
 
 
+def written_by_torch_save(path: Path) -> bool:
+    """Whether the file begins as torch.save writes one: its zip, or a legacy pickle."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def _check_checkpoint(ckpt_path: Optional[str]) -> None:
     """A checkpoint to resume from exists and loads with ``torch.load(weights_only=True)``: a file that
     would run code when unpickled is refused here, before anything is trained or logged."""
@@ -184,9 +191,7 @@ def _check_checkpoint(ckpt_path: Optional[str]) -> None:
     path = Path(str(ckpt_path))
     if not path.is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file (resume from e.g. <output dir>/checkpoints/last.ckpt)")
-    with open(path, "rb") as file:
-        head = file.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip, or a legacy pickle
+    if not written_by_torch_save(path):
         raise ConfigError(f"ckpt_path={ckpt_path}: not a PyTorch checkpoint (not a file torch.save or Lightning "
                           "writes); resume from e.g. <output dir>/checkpoints/last.ckpt")
     try:

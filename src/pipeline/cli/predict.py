@@ -1,7 +1,8 @@
 """``pipeline-predict <run id | checkpoint> --input new.csv --output predictions.csv``: predictions of a
 trained model on new raw inputs: table rows, texts, image files.
 
-With a run id (or a ``runs:/`` / ``models:/`` URI) the MLflow model logged with the run is loaded, so the
+With a run id (or a ``runs:/`` / ``models:/`` URI, or the folder of such a model downloaded) the MLflow model logged
+with the run is loaded, so the
 answers are exactly ``mlflow.pyfunc.load_model(...).predict(...)``'s. With a checkpoint file
 (``outputs/<date>/<time>/checkpoints/best-*.ckpt``) the network is rebuilt from the run folder's
 ``config.yaml`` and ``data/`` (the fitted preprocessing) and gives the same answers. The input is any table
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -33,7 +35,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
     uri, _ = default_store()
     parser = argparse.ArgumentParser(prog="pipeline-predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    parser.add_argument("model", help="an MLflow run id (or runs:/<id>/model, models:/...), or a checkpoint file")
+    parser.add_argument("model", help="an MLflow run id (or runs:/<id>/model, models:/...), a logged model's folder "
+                                      "(downloaded: it holds an MLmodel file), or a checkpoint file")
     parser.add_argument("--input", required=True, type=Path,
                         help="what to predict: a table (.csv .tsv .parquet .feather .jsonl .xlsx, the text ones also "
                              "compressed: .gz .bz2 .xz .zip); for a text model also a .txt "
@@ -113,12 +116,18 @@ def load_predictor(source: str, tracking_uri: str) -> Predictor:
     path = Path(source)
     if path.suffix == ".ckpt" or path.is_file():
         return _from_checkpoint(path)
+    if path.is_dir() and (path / "MLmodel").is_file():  # a logged model downloaded (mlflow.artifacts...)
+        return _from_mlflow(str(path.resolve()), tracking_uri)
+    bare_run = re.fullmatch(r"runs:/+([0-9a-fA-F]{%d})/*" % RUN_ID_LENGTH, source)
+    if bare_run:  # runs:/<id> names the run: its model
+        return _from_mlflow(f"runs:/{bare_run.group(1)}/model", tracking_uri)
     if source.startswith(("runs:/", "models:/")):
         return _from_mlflow(source, tracking_uri)
     if len(source) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in source.lower()):
         return _from_mlflow(f"runs:/{source}/model", tracking_uri)
-    raise PredictError(f"{source!r} is neither a checkpoint file nor an MLflow run id (32 hex digits) or "
-                       "runs:/<id>/model URI")
+    raise PredictError(f"{source!r} is neither a checkpoint file nor an MLflow run id (32 hex digits), a "
+                       "runs:/<id>/model URI, a registered model (models:/<name>/<version>) or a logged model's folder "
+                       "(one holding its MLmodel file)")
 
 
 def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
@@ -218,7 +227,7 @@ def _from_checkpoint(path: Path) -> Predictor:
     from omegaconf import OmegaConf
 
     from pipeline.data.base import DataSpec
-    from pipeline.config import ConfigError
+    from pipeline.config import ConfigError, written_by_torch_save
     from pipeline.models import build_model, weights_from_checkpoint
     from pipeline.tasks import build_task_module
     from pipeline.train import building
@@ -226,10 +235,18 @@ def _from_checkpoint(path: Path) -> Predictor:
 
     if not path.is_file():
         raise PredictError(f"{path}: no such checkpoint file")
+    if not written_by_torch_save(path):
+        raise PredictError(f"{path}: not a PyTorch checkpoint (not a file torch.save or Lightning writes); give a "
+                           "run's <output dir>/checkpoints/*.ckpt, its MLflow run id or a runs:/<id>/model URI")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     needed = {"config": run_dir / "config.yaml", "spec": run_dir / "data" / "model_spec.json",
               "adapter": run_dir / "data" / "preprocessing.json"}
     absent = [str(p) for p in needed.values() if not p.is_file()]
+    if absent == [str(needed["adapter"])]:  # the run ended (model_spec.json is written beside it), its data had none
+        raise PredictError(f"{path}: its run's data has no raw input adapter ({needed['adapter'].name} is written for "
+                           "tables, image files and texts; a data set such as scikit-learn's digits is read as "
+                           "tensors), so there are no files or rows to predict on; give tensors to the model itself: the run's logged "
+                           "model (mlflow.pytorch.load_model) or this checkpoint's state_dict")
     if absent:
         raise PredictError(f"{path}: the run folder {run_dir} lacks {', '.join(absent)} (a checkpoint is read with "
                            "its run's config.yaml and data/, written when the run ends; a run without them can be "
@@ -442,9 +459,11 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         if decimal != predictor.decimal:
             batch = _written_as_trained(batch, predictor, decimal)
         if predictor.reads == "images" and column in batch:
+            written = batch[column]
             batch = batch.copy()
             batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)
-                             for p in batch[column]]
+                             for p in written]
+            batch.attrs["as_written"] = {column: written}  # what --keep copies: the paths as the table gives them
         yield batch
 
 
@@ -504,6 +523,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
 
     writer = PredictionWriter(args.output)
     unseen = UnseenCategories(predictor.adapter)
+    skipped = BlankRows()
     progress = _progress_bar(args)
     success, header_only = False, None
     try:
@@ -521,8 +541,12 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             if clash:
                 raise PredictError(f"--keep {clash[0]}: the output has a column {clash[0]!r} of its own; keep it under "
                                    f"another name: --rename {clash[0]}=<name> --keep <name>")
-            kept = batch[args.keep].reset_index(drop=True)
-            writer.write(pd.concat([kept, predictions.reset_index(drop=True)], axis=1))
+            kept = batch[args.keep].copy()
+            for name, written in batch.attrs.get("as_written", {}).items():
+                if name in kept:
+                    kept[name] = written
+            skipped.count(batch)
+            writer.write(pd.concat([kept.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1))
             if progress is not None:
                 progress.update(len(batch))
         if writer.rows == 0 and header_only is not None:
@@ -536,12 +560,39 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
         elif writer.rows == 0:
             raise PredictError(f"--input {args.input}: no data rows")
         unseen.warn()
+        skipped.note(args.input, writer.rows)
         success = True
     finally:
         writer.close(success)
         if progress is not None:
             progress.close()
     return writer.rows
+
+
+class BlankRows:
+    """The rows of a table that reading it skipped (blank lines: a row with nothing in it), found as gaps in the
+    batches' row numbers; ``note`` says how many, and which, so that nobody pairs the output's rows with the
+    input's one by one unawares (a one-column file of image paths with an empty cell lost that row)."""
+
+    def __init__(self):
+        self.next, self.rows = 0, []
+
+    def count(self, batch) -> None:
+        import pandas as pd
+
+        if not isinstance(batch.index, pd.RangeIndex) and not pd.api.types.is_integer_dtype(batch.index):
+            return
+        present = set(int(i) for i in batch.index)
+        self.rows += [i for i in range(self.next, max(present) + 1) if i not in present]
+        self.next = max(present) + 1
+
+    def note(self, source: Path, written: int) -> None:
+        if not self.rows:
+            return
+        shown = ", ".join(map(str, self.rows[:5])) + (", ..." if len(self.rows) > 5 else "")
+        print(f"Note: {len(self.rows)} blank row{'s' if len(self.rows) > 1 else ''} of {source} skipped (row{'s' if len(self.rows) > 1 else ''} "
+              f"{shown}; 0 is the first data row): the output has {written} rows for {written + len(self.rows)}; "
+              "keep an id column (--keep) to pair them", file=sys.stderr, flush=True)
 
 
 class UnseenCategories:

@@ -320,17 +320,22 @@ def fresh_output_dir() -> Path:
 @contextlib.contextmanager
 def output_dir_removed_if_refused(output_dir: Path, named_by_user: bool) -> Iterator[None]:
     """A command refused (exit 2) before its run wrote anything leaves no ``outputs/<date>/<time>/`` folder it
-    named itself holding only the folder's claim, as ``pipeline-train`` leaves none; a folder given by
-    ``--output-dir`` is the user's and kept."""
+    named itself holding only the folder's claim, as ``pipeline-train`` leaves none, nor one ``--output-dir`` named
+    that it made; a folder given by ``--output-dir`` that was there before is the user's and kept, without the
+    refused command's claim on it."""
     from pipeline.errors import EXIT_USER_ERROR
 
+    there_before = output_dir.exists()
     try:
         yield
     except SystemExit as refused:
-        if refused.code == EXIT_USER_ERROR and not named_by_user:
-            from pipeline.cli.train import remove_untouched_output_dir
+        if refused.code == EXIT_USER_ERROR:
+            from pipeline.cli.train import release_claim, remove_untouched_output_dir
 
-            remove_untouched_output_dir(output_dir)
+            if named_by_user and there_before:
+                release_claim(output_dir)
+            else:
+                remove_untouched_output_dir(output_dir)
         raise
 
 

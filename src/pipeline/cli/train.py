@@ -49,13 +49,16 @@ UNTOUCHED_OUTPUT = {".hydra", "train.log", ".pipeline-run"}
 
 def remove_untouched_output_dir(folder: Path) -> None:
     """A command refused before its run wrote anything (a config, data or resume refusal: exit 2) leaves no
-    ``outputs/<date>/<time>/`` folder behind holding only Hydra's copy of the config and an empty log. A folder
-    with anything else in it (a config.yaml, checkpoints, a user's files), one named by hydra.run.dir or
+    ``outputs/<date>/<time>/`` folder behind holding only Hydra's copy of the config and an empty log, nor its
+    claim on the folder (a named folder's next run wrote to ``<folder>-2``). A folder with anything else in it (a
+    config.yaml, checkpoints, a user's files), one named by hydra.run.dir that was there before the command, one of
     hydra.sweep.dir, and the folder the command runs in are kept."""
     import shutil
 
-    if any(a.lstrip("+~").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in sys.argv[1:]):
-        return  # a folder the user named (it may be one they made, or the folder they work in): theirs to keep
+    release_claim(folder)  # the folder's next run writes there, not to <folder>-2
+    named = any(a.lstrip("+~").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for a in sys.argv[1:])
+    if named and _NAMED_FOLDERS_THERE_BEFORE.get(folder.absolute(), True):
+        return  # a folder the user named that was there before (one they made, or the folder they work in): theirs
     try:
         here = Path.cwd().resolve()
         if folder.resolve() == here or folder.resolve() in here.parents:
@@ -66,6 +69,23 @@ def remove_untouched_output_dir(folder: Path) -> None:
                 folder.parent.rmdir()  # the day's folder (outputs/<date>/) this run created
     except OSError:
         pass  # a folder that cannot be removed is left as it is
+
+
+# hydra.run.dir's folder (after free_run_dir) -> whether it was there before this command: one it made is removed
+# when the command is refused, as an outputs/<date>/<time>/ folder is
+_NAMED_FOLDERS_THERE_BEFORE: dict[Path, bool] = {}
+
+
+def release_claim(folder: Path) -> None:
+    """The folder's claim (``.pipeline-run``), where this process wrote it."""
+    import os
+
+    marker = folder / ".pipeline-run"
+    try:
+        if marker.read_text() == f"pid {os.getpid()} on {os.uname().nodename}\n":
+            marker.unlink()
+    except OSError:
+        pass
 
 
 def main() -> None:
@@ -107,6 +127,7 @@ def free_run_dir(argv: list[str]) -> None:
         if chosen != folder:
             print(f"Output folder {folder} belongs to another run; this run writes to {chosen}", flush=True)
             argv[index] = f"{key}={chosen}"
+        _NAMED_FOLDERS_THERE_BEFORE[chosen.absolute()] = chosen.exists()
 
 
 def _help_without_base_files() -> None:
