@@ -232,6 +232,29 @@ def test_a_checkpoint_of_the_same_rows_prepared_otherwise_is_refused(store, tmp_
     assert again.returncode == 0, again.stderr[-3000:]
 
 
+def test_a_checkpoint_is_not_read_with_another_target_transform(store, tmp_path):
+    """A model that learned the raw target, resumed (or evaluated) with task.target_transform=log, had its outputs
+    read as log1p of the target: the run FINISHED with a test r2 of 0.26 for 0.35, logging target_transform=log for
+    a model that never learned it."""
+    from conftest import eval_cli
+
+    training = ["task=regression", "trainer.max_epochs=2", "logger.mlflow.log_model=false",
+                "logger.mlflow.log_plots=false"]
+    first = run_cli_in_process(training, store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["output_settings"] == {"task.target_transform": "none"}
+    said = (f"ckpt_path={last} holds a model that learned with task.target_transform=none, and this run has "
+            "task.target_transform=log")
+    result = run_cli_in_process([*training, "trainer.max_epochs=3", "task.target_transform=log", f"ckpt_path={last}"],
+                                dict(store, outputs=tmp_path / "resumed"))
+    assert result.returncode == 2 and said in single_error_line(result.stderr), result.stderr[-2000:]
+    code, _, stderr = eval_cli([str(last), "task.target_transform=log", "--tracking-uri", store["uri"],
+                                "--output-dir", str(tmp_path / "evaluated")])
+    assert code == 2 and said in stderr, stderr[-2000:]
+    assert len(runs_in(store)) == 1  # refused before any run
+
+
 def test_a_resume_with_other_scheduler_settings_is_refused_naming_them(store, tmp_path):
     """Lightning loads the saved scheduler and optimizer state over the new ones: a run resumed under OneCycleLR
     with optimizer.lr=0.2 trained on at the saved 0.1, a StepLR checkpoint resumed with scheduler=cosine mixed the

@@ -575,8 +575,9 @@ def training_settings(cfg: DictConfig) -> dict[str, Any]:
 class RunIdInCheckpoint(Callback):
     """Writes the MLflow run id into every checkpoint, so a run resumed from it is linked to the run that
     wrote it (tag ``resumed_from_run``). ``run``: the tracking run, whose id is read when a checkpoint is saved.
-    Also the run's ``seed``, its ``training_settings`` and the digests of its training and validation rows (data
-    held in memory), which a resume must have too (``check_resume_checkpoint``)."""
+    Also the run's ``seed``, its ``training_settings``, what its model's outputs are (the task's
+    ``output_settings``) and the digests of its training and validation rows (data held in memory), which a resume
+    must have too (``check_resume_checkpoint``)."""
 
     def __init__(self, run: Any = None, seed: Optional[int] = None, settings: Optional[dict[str, Any]] = None):
         self.run, self.seed, self.settings = run, seed, settings
@@ -589,6 +590,9 @@ class RunIdInCheckpoint(Callback):
             checkpoint["seed"] = int(self.seed)
         if self.settings is not None:
             checkpoint["training_settings"] = self.settings
+        output_settings = getattr(pl_module, "output_settings", None)
+        if output_settings is not None:
+            checkpoint["output_settings"] = output_settings()
         digests = fitted_rows_digests(trainer.datamodule)
         if digests:
             from pipeline.tracking.run import PREPROCESSED, ROWS

@@ -538,6 +538,7 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
             details.append(f"{key} is {list(saved[key])} there but {list(expected[key])} here")
         raise ConfigError(f"ckpt_path={ckpt_path} was written by another model or data set ({'; '.join(details)}); "
                           "resume with the same model, data and task options as the run that wrote it")
+    _check_output_settings(ckpt_path, checkpoint, task_module)
     _check_resumed_optimizer(ckpt_path, checkpoint, task_module)
     if cfg is not None:
         _check_resumed_settings(ckpt_path, checkpoint, cfg)
@@ -550,6 +551,22 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
     if checkpoint.get("mlflow_run_id"):
         tags["resumed_from_run"] = str(checkpoint["mlflow_run_id"])
     return tags
+
+
+def _check_output_settings(ckpt_path: str, checkpoint: dict, task_module) -> None:
+    """A checkpoint's model learned to output what its task's ``output_settings`` say (the target or log1p of it):
+    read otherwise (a resume or an evaluation with another ``task.target_transform``), its outputs were tested in
+    the wrong units and the run logged the new setting for a model that never learned it. Refused, naming the key."""
+    saved = checkpoint.get("output_settings")
+    if not isinstance(saved, dict) or not hasattr(task_module, "output_settings"):
+        return  # a checkpoint written before they were kept
+    now = task_module.output_settings()
+    differ = [key for key in sorted(set(saved) & set(now)) if saved[key] != now[key]]
+    if differ:
+        key = differ[0]
+        raise ConfigError(f"ckpt_path={ckpt_path} holds a model that learned with {key}={saved[key]}, and this run has "
+                          f"{key}={now[key]}: its outputs would be read as what they are not; use {key}={saved[key]} "
+                          f"with it (a new run, without ckpt_path, learns with {key}={now[key]})")
 
 
 def _differing_splits(saved: dict, now: dict) -> list[str]:

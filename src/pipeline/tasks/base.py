@@ -100,6 +100,11 @@ class TaskModule(pl.LightningModule):
         """The model as it should be served: inputs in, predictions in the data's units out."""
         return self.model
 
+    def output_settings(self) -> dict[str, str]:
+        """The task keys that say what the model's outputs are (what it learns to output): a checkpoint keeps them,
+        and a run that resumes or evaluates it must read the outputs the same way (``train.check_resume_checkpoint``)."""
+        return {}
+
     @classmethod
     def metric_names(cls, spec) -> tuple[str, ...]:
         """The names (without ``val/``) of the metrics this kind computes for data described by ``spec``."""

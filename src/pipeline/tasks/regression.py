@@ -97,6 +97,9 @@ class RegressionModule(TaskModule):
     def predictor(self) -> nn.Module:
         return Rescaled(self.model, self.target_mean, self.target_std, log=self.log_target)
 
+    def output_settings(self) -> dict[str, str]:
+        return {"task.target_transform": "log" if self.log_target else "none"}
+
     def test_plots(self, y_true, outputs, folder: Path, spec) -> list[Path]:
         from pipeline import plots
 
