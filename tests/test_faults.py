@@ -97,6 +97,25 @@ def final_metrics(run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if "time" not in k and "per_s" not in k}
 
 
+def test_an_interrupt_after_the_run_ended_says_it_finished(store):
+    """A Ctrl-C in the moment after a run was recorded FINISHED (its summary printed) said that the run was marked
+    KILLED and to resume it: a second run for nothing."""
+    program = ("import sys, pipeline.train\n"
+               "recorded = pipeline.train.remember_run_ended\n"
+               "def ended(folder):\n    recorded(folder)\n    if folder is not None:\n        raise KeyboardInterrupt\n"
+               "pipeline.train.remember_run_ended = ended  # Ctrl-C right after the run is recorded as ended\n"
+               "from pipeline.cli.train import main\nsys.argv = ['pipeline-train', *sys.argv[1:]]\nmain()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run([sys.executable, "-c", program, *TRAINING[:-1], "trainer.max_epochs=1",
+                             "logger.mlflow.log_model=false", *store_overrides(store)],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130, result.stderr[-3000:]
+    line = single_error_line(result.stderr)
+    assert line == (f"Interrupted (Ctrl-C or SIGTERM) after the run ended: it is recorded as it finished (its MLflow "
+                    f"run, if any, FINISHED; its outputs in {store['outputs']}); nothing to resume"), line
+    assert [run.info.status for run in runs_in(store)] == ["FINISHED"]
+
+
 def test_an_interrupted_multirun_job_says_the_jobs_after_it_did_not_run(store):
     """A failing multirun job said that the jobs after it did not run; an interrupted one said nothing of them,
     and the multirun's last lines were its first job's, as if that had been the whole command."""

@@ -141,6 +141,20 @@ def remember_resume_point(find) -> None:
     _RESUME_POINT[:] = [find] if find is not None else []
 
 
+_RUN_ENDED: list = []  # the output folder of the run train() has just recorded as ended (FINISHED)
+
+
+def remember_run_ended(output_dir) -> None:
+    """``output_dir``: the run is recorded as ended, its outputs written; an interrupt from here on (while the
+    command tears down) is told so, not that the run is KILLED and to resume it. None: a run starts."""
+    _RUN_ENDED[:] = [output_dir] if output_dir is not None else []
+
+
+def run_ended():
+    """The output folder of the run that has ended (see :func:`remember_run_ended`), or None."""
+    return _RUN_ENDED[0] if _RUN_ENDED else None
+
+
 def resume_point() -> Optional["RunInterrupted"]:
     try:
         return _RESUME_POINT[0]() if _RESUME_POINT else None

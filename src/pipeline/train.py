@@ -21,7 +21,8 @@ from omegaconf import DictConfig, open_dict
 from pipeline import interpolation_cache
 from pipeline.config import (ConfigError, absolute_data_paths, collection, max_time, unfused_for_clipping, validate,
                              without_validation)
-from pipeline.errors import DataError, RunInterrupted, remember_resume_point, sigterm_as_interrupt
+from pipeline.errors import (DataError, RunInterrupted, remember_resume_point, remember_run_ended,
+                             sigterm_as_interrupt)
 from pipeline.ranks import is_rank_zero
 
 interpolation_cache.install()
@@ -71,6 +72,7 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     skip_gpu_probe_without_a_driver()
     remember_lightning_entry_points()
+    remember_run_ended(None)
     with sigterm_as_interrupt():
         output_dir = claim_output_dir(cfg)
         if isinstance(datamodule, PreparedData):
@@ -110,7 +112,8 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
                         metrics.update(scalar_metrics(results[0] if results else {}))
                 tracking.log_run_end(run, cfg, task_module, datamodule, trainer, checkpoint, metrics, output_dir,
                                      run_parts.history.history, tested=bool(cfg.get("test", True)))
-    remember_resume_point(None)
+            remember_resume_point(None)  # the run is recorded as ended: nothing to resume
+            remember_run_ended(output_dir)
     return metrics
 
 

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import base_file_chosen, config_options
 from pipeline.errors import (EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USER_ERROR, USER_ERRORS,  # noqa: F401
-                             RunInterrupted, resume_point)
+                             RunInterrupted, resume_point, run_ended)
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
@@ -116,6 +116,12 @@ def report_errors():
     try:
         yield
     except KeyboardInterrupt as interrupt:
+        ended = run_ended()
+        if ended is not None and not isinstance(interrupt, RunInterrupted):  # while the finished command tears down
+            print(f"Interrupted (Ctrl-C or SIGTERM) after the run ended: it is recorded as it finished (its MLflow "
+                  f"run, if any, FINISHED; its outputs in {ended}); nothing to resume{_multirun_stop_note()}",
+                  file=sys.stderr, flush=True)
+            _exit_at_once(EXIT_INTERRUPTED)
         if not isinstance(interrupt, RunInterrupted):  # not the run's own handler's: a second Ctrl-C, or after fit
             interrupt = resume_point() or interrupt
         detail = f"; {interrupt}" if isinstance(interrupt, RunInterrupted) else ""

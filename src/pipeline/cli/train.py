@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.cli.errors import (check_command_line, closed_stdout_ignored, hydra_errors_described,
                                  refuse_base_file_choice, report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
-from pipeline.errors import EXIT_USER_ERROR, forget_warnings, remember_resume_point
+from pipeline.errors import EXIT_USER_ERROR, forget_warnings, remember_resume_point, remember_run_ended
 from pipeline.ranks import is_rank_zero
 
 
@@ -92,6 +92,7 @@ def main() -> None:
     closed_stdout_ignored()  # pipeline-train | head: a closed stdout ends no run FAILED (before Hydra's logging takes it)
     forget_warnings()
     remember_resume_point(None)
+    remember_run_ended(None)
     free_run_dir(sys.argv)
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
         check_command_line(sys.argv[1:], CONFIG_DIR)
