@@ -77,6 +77,19 @@ def test_regression_on_two_processes_matches_one_process_and_resumes(store, tmp_
 
 
 @pytest.mark.slow
+def test_a_resumed_two_process_run_with_batch_norm_validates_as_the_uninterrupted_one(tmp_path):
+    """Each rank's BatchNorm statistics moved with its own rows, and checkpoints hold rank 0's: resumed, the run
+    validated rank 1's rows with other statistics than the uninterrupted run (val/loss 1.99186 for 1.99182)."""
+    common = ["task=image_classification", *TWO_PROCESSES, "data.limit_rows=600", "logger=none"]  # model=cnn: BatchNorm
+    uninterrupted = single_process([*common, "trainer.max_epochs=3"], tmp_path / "whole")
+    single_process([*common, "trainer.max_epochs=2"], tmp_path / "first")
+    resumed = single_process([*common, "trainer.max_epochs=3",
+                              f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
+    assert per_epoch(resumed, "val/loss") == {2: per_epoch(uninterrupted, "val/loss")[2]}
+    assert final(resumed) == final(uninterrupted)
+
+
+@pytest.mark.slow
 def test_classification_on_two_processes_matches_one_process(store, tmp_path):
     two = run_cli([*CLASSIFICATION, *TWO_PROCESSES, "data.batch_size=32"], store)
     assert_one_run_one_directory(two, store)

@@ -319,8 +319,8 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ProgressBar
 
-    from pipeline.callbacks import (AtomicCheckpointIO, NoProfiler, RunIdInCheckpoint, build_callbacks, find_checkpoint,
-                                     training_settings)
+    from pipeline.callbacks import (AtomicCheckpointIO, NoProfiler, RunIdInCheckpoint, SameBuffersOnEveryRank,
+                                     build_callbacks, find_checkpoint, training_settings)
     from pipeline.models import build_model
     from pipeline.tasks import build_task_module
     from pipeline.tracking import RunHistory
@@ -339,7 +339,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     with building("callbacks"):
         callbacks = build_callbacks(cfg, extra_callbacks)
     run_id_writer = RunIdInCheckpoint(seed=cfg.get("seed"), settings=training_settings(cfg))
-    callbacks.append(run_id_writer)
+    callbacks += [run_id_writer, SameBuffersOnEveryRank()]
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     history = RunHistory(output_dir / "metrics.jsonl" if is_rank_zero() else None)
