@@ -333,3 +333,28 @@ def test_batcher_shards_without_overlap_and_reshuffles_each_epoch(rows, world_si
     assert second != first  # a new order each epoch
     epoch[0] = 0
     assert shards() == first  # the order is a function of (seed, epoch): a resumed run sees the same
+
+
+def test_a_rank_that_died_is_said_with_the_checkpoint_to_resume_from(tmp_path, capsys):
+    """kill -9 of rank 1 mid-run: rank 0 ended with 'unexpected RuntimeError: [.../gloo/transport/tcp/pair.cc:545]
+    Read error ...: Connection reset by peer', nothing about the other rank nor last.ckpt. (The kill itself was
+    run by hand: tests/test_faults.py covers the interrupt paths; this pins the answer.)"""
+    from pipeline.cli.errors import report_errors
+    from pipeline.errors import RunInterrupted, remember_resume_point
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    remember_resume_point(lambda: RunInterrupted(last))
+    try:
+        with pytest.raises(SystemExit) as exited, report_errors():
+            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:33172: "
+                               "Connection reset by peer")
+    finally:
+        remember_resume_point(None)
+    line = capsys.readouterr().err.strip()
+    assert exited.value.code == 1
+    assert line.startswith("Error: another process of this DDP run stopped (Connection reset by peer): a rank was "
+                           "killed or failed"), line
+    assert line.endswith(f"the MLflow run, if any, is marked FAILED; {RunInterrupted(last)}"), line
+    with pytest.raises(SystemExit), report_errors():  # any other error stays an unexpected one
+        raise RuntimeError("Connection reset by peer")
+    assert "unexpected RuntimeError" in capsys.readouterr().err

@@ -148,7 +148,30 @@ def report_errors():
     except Exception as error:  # a bug or a case nobody foresaw: keep the traceback, answer in one line
         if _full_error_wanted():
             raise
+        lost = peer_lost(error)
+        if lost is not None:  # another rank of a DDP run died: said so, with the checkpoint to go on from
+            point = resume_point()
+            _fail(f"another process of this DDP run stopped ({lost}): a rank was killed or failed (its own lines, if "
+                  f"any, are above; this one's traceback in {_save_traceback()}); the MLflow run, if any, is marked "
+                  "FAILED"
+                  f"{f'; {point}' if point is not None else '; no epoch had ended, so start it again'}",
+                  EXIT_UNEXPECTED)
         _fail_unexpected(error)
+
+
+# what a collective says when the process at the other end of it has gone (gloo on CPUs, NCCL on GPUs)
+_PEER_LOST = re.compile(r"Connection reset by peer|Connection closed by peer|Broken pipe|NCCL communicator was aborted|"
+                        r"remote process exited|Socket closed")
+
+
+def peer_lost(error: BaseException) -> Optional[str]:
+    """The phrase of a distributed backend's error saying that another rank went away, or None."""
+    text = str(error)
+    if type(error).__name__ not in ("RuntimeError", "DistBackendError", "DistNetworkError", "DistError") or not \
+            re.search(r"gloo|nccl|ProcessGroup|c10d", text, re.IGNORECASE):
+        return None
+    found = _PEER_LOST.search(text)
+    return found.group(0) if found else None
 
 
 def _fail_unexpected(error: BaseException) -> None:
