@@ -851,6 +851,10 @@ def test_what_the_store_lacks_is_said_not_a_log_model_hint(tmp_path, migrated_st
                           ) in error_line(stderr), stderr[-2000:]
     code, _, stderr = eval_cli([str(checkpoint), "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "e")])
     assert code == 0, stderr[-2000:]
+    # linked to the run that wrote the checkpoint, as an evaluation by run id is (it was not linked to any)
+    evaluation = max(runs_in(store), key=lambda r: r.info.start_time)
+    assert evaluation.data.tags["run_kind"] == "evaluation"
+    assert evaluation.data.tags["evaluation_of"] == run.info.run_id
 
 
 def test_a_closed_stdout_leaves_the_run_finished_and_prints_no_traceback(tmp_path, migrated_store_db):

@@ -213,14 +213,14 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
             _warn_if_other_test_rows(datamodule, source_test_digest, source_digest_kind)
         with weights_from_checkpoint():
             run_parts = build(cfg, datamodule, (), output_dir)
-        check_resume_checkpoint(str(weights), run_parts.task_module)
+        written_by = check_resume_checkpoint(str(weights), run_parts.task_module).get("resumed_from_run")
         check_batch_limits(run_parts.trainer, datamodule, splits=())
         from pipeline.tasks.regression import check_log_test_targets
 
         check_log_test_targets(run_parts.task_module, datamodule)  # as training refuses them: before the run
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}
-        if source_run:
-            tags["evaluation_of"] = source_run
+        if source_run or written_by:  # a checkpoint file names the run that wrote it
+            tags["evaluation_of"] = source_run or written_by
         with tracking.start_run(cfg, run_parts.loggers, output_dir,
                                 extra_tags={**(tags or {}), **task_tags(run_parts.task_module)}) as run:
             tracking.log_run_start(run, cfg, datamodule, run_parts.trainer)
