@@ -89,7 +89,11 @@ def assert_killed_with_checkpoint(store: dict, result: subprocess.CompletedProce
     [run] = runs_in(store)
     assert run.info.status == "KILLED"
     assert run.data.tags["resume_from"] == str(last)
-    assert torch.load(last, weights_only=True)["epoch"] < 3  # a checkpoint of an unfinished run
+    saved_epoch = torch.load(last, weights_only=True)["epoch"]
+    assert saved_epoch < 3  # a checkpoint of an unfinished run
+    # the epochs it trained, for pipeline-compare's <trained>/<max> (it showed 4, as for a run that trained them)
+    assert run.data.tags["stopped_by"] == "interrupt"
+    assert saved_epoch + 1 <= int(run.data.tags["stopped_early_at_epoch"]) < 4
     return last
 
 

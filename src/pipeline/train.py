@@ -785,9 +785,13 @@ def interrupt_names_checkpoint(trainer, checkpoint, run):
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
         interrupted = newest_checkpoint(checkpoint)
-        if interrupted.resume_from is not None:
-            with contextlib.suppress(Exception):  # the interrupt matters more than the tag
-                run.set_tags({"resume_from": str(interrupted.resume_from)})
+        tags = {"resume_from": str(interrupted.resume_from)} if interrupted.resume_from is not None else {}
+        trained = trainer.current_epoch  # the epochs that ended (pipeline-compare's epochs: <trained>/<max>)
+        if getattr(trainer.state.fn, "value", None) == "fit" and trained < (trainer.max_epochs or 0):
+            tags.update({"stopped_early_at_epoch": str(trained), "stopped_by": "interrupt"})
+        if tags:
+            with contextlib.suppress(Exception):  # the interrupt matters more than the tags
+                run.set_tags(tags)
         raise interrupted from None
 
 
