@@ -358,3 +358,33 @@ def test_a_rank_that_died_is_said_with_the_checkpoint_to_resume_from(tmp_path, c
     with pytest.raises(SystemExit), report_errors():  # any other error stays an unexpected one
         raise RuntimeError("Connection reset by peer")
     assert "unexpected RuntimeError" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_two_process_run_is_said_once_and_names_the_checkpoint(store):
+    """Ctrl-C reaches every process of the terminal's group: each rank said 'Interrupted ... marked KILLED'."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import PROJECT_ROOT, store_overrides
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *CLASSIFICATION, *TWO_PROCESSES,
+                                "trainer.max_epochs=200", "logger.mlflow.log_model=false", *store_overrides(store)],
+                               cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: rank 0 and the rank it started
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if line.startswith("Interrupted")]
+    assert len(said) == 1 and f"ckpt_path={last.resolve()}" in said[0], stderr[-3000:]
+    [run] = runs_in(store)
+    assert run.info.status == "KILLED"

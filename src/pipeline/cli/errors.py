@@ -116,6 +116,10 @@ def report_errors():
     try:
         yield
     except KeyboardInterrupt as interrupt:
+        from pipeline.ranks import is_rank_zero
+
+        if not is_rank_zero():  # a DDP run's other ranks: rank 0 says it, once
+            _exit_at_once(EXIT_INTERRUPTED)
         ended = run_ended()
         if ended is not None and not isinstance(interrupt, RunInterrupted):  # while the finished command tears down
             print(f"Interrupted (Ctrl-C or SIGTERM) after the run ended: it is recorded as it finished (its MLflow "
