@@ -553,6 +553,20 @@ def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):
     assert torch.equal(adapter.to_tensor(frame), expected)
     with pytest.raises(ValueError, match="cut.png: cannot read the image"):
         adapter.to_tensor(pd.DataFrame({"path": [str(truncated_png(tmp_path / "cut.png"))]}))
+    # a PNG whose header chunk is damaged: said so, without torchvision's source path and "Internal error."
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (12, 12)).save(png, "PNG")
+    damaged = bytearray(png.getvalue())
+    damaged[12:16] = b"\x14is\x14"  # the IHDR chunk's type
+    (tmp_path / "damaged.png").write_bytes(bytes(damaged))
+    with pytest.raises(ValueError) as refused:
+        adapter.to_tensor(pd.DataFrame({"path": [str(tmp_path / "damaged.png")]}))
+    assert str(refused.value).endswith("damaged.png: cannot read the image (damaged PNG data: the PNG decoder "
+                                       "refused it)"), str(refused.value)
 
 
 def test_a_model_trained_on_fashion_mnist_arrays_predicts_png_files(tmp_path, migrated_store_db):

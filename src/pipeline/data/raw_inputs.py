@@ -15,6 +15,7 @@ from here, so a served image is decoded exactly as a training one.
 from __future__ import annotations
 
 import io
+import re
 from typing import Optional, Sequence
 
 import numpy as np
@@ -121,6 +122,12 @@ def _eight_bit(image):
 
 def reason(error: BaseException) -> str:
     text = " ".join(str(error).split())
+    # torchvision's decoders answer a damaged file with their source file's path: "decode_png, /__w/vision/.../
+    # decode_png.cpp:62, Internal error." (libpng's own reason goes to stderr as a line of its own)
+    decoder = re.fullmatch(r"decode_(\w+), \S+\.cpp:\d+, (.*)", text)
+    if decoder:
+        kind, said = decoder.group(1).upper(), decoder.group(2).rstrip(".")
+        text = f"damaged {kind} data: the {kind} decoder refused it" + ("" if said == "Internal error" else f" ({said})")
     if len(text) > 200:  # cut at a word, said to be cut
         text = text[:200].rsplit(" ", 1)[0] + " ..."
     return text or type(error).__name__
