@@ -245,8 +245,8 @@ def _from_checkpoint(path: Path) -> Predictor:
     if absent == [str(needed["adapter"])]:  # the run ended (model_spec.json is written beside it), its data had none
         raise PredictError(f"{path}: its run's data has no raw input adapter ({needed['adapter'].name} is written for "
                            "tables, image files and texts; a data set such as scikit-learn's digits is read as "
-                           "tensors), so there are no files or rows to predict on; give tensors to the model itself: the run's logged "
-                           "model (mlflow.pytorch.load_model) or this checkpoint's state_dict")
+                           "tensors), so there are no files or rows to predict on; give tensors to the model itself: "
+                           "the run's logged model (mlflow.pytorch.load_model) or this checkpoint's state_dict")
     if absent:
         raise PredictError(f"{path}: the run folder {run_dir} lacks {', '.join(absent)} (a checkpoint is read with "
                            "its run's config.yaml and data/, written when the run ends; a run without them can be "
@@ -590,9 +590,10 @@ class BlankRows:
         if not self.rows:
             return
         shown = ", ".join(map(str, self.rows[:5])) + (", ..." if len(self.rows) > 5 else "")
-        print(f"Note: {len(self.rows)} blank row{'s' if len(self.rows) > 1 else ''} of {source} skipped (row{'s' if len(self.rows) > 1 else ''} "
-              f"{shown}; 0 is the first data row): the output has {written} rows for {written + len(self.rows)}; "
-              "keep an id column (--keep) to pair them", file=sys.stderr, flush=True)
+        plural = "s" if len(self.rows) > 1 else ""
+        print(f"Note: {len(self.rows)} blank row{plural} of {source} skipped (row{plural} {shown}; 0 is the first data "
+              f"row): the output has {written} rows for {written + len(self.rows)}; keep an id column (--keep) to "
+              "pair them", file=sys.stderr, flush=True)
 
 
 class UnseenCategories:
