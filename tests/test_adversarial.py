@@ -198,7 +198,8 @@ def test_a_mistake_with_your_own_files_is_one_line_exit_2_and_no_run(store, file
 @pytest.mark.parametrize("source,fragments", [
     ("0123456789abcdef0123456789abcdef", ["0123456789abcdef0123456789abcdef", "has no run", "--tracking-uri or MLFLOW_TRACKING_URI"]),
     ("{d}/nothere.ckpt", ["nothere.ckpt", "no such checkpoint file"]),
-    ("{d}/not_weights.pth", ["config.yaml", "run folder"]),
+    # a file torch.save never wrote: said so first (it said the run folder lacked config.yaml, as for a checkpoint)
+    ("{d}/not_weights.pth", ["not_weights.pth", "not a PyTorch checkpoint"]),
 ])
 def test_pipeline_predict_on_what_is_not_a_model_is_one_line_exit_2(store, files, source, fragments):
     import subprocess
