@@ -289,6 +289,10 @@ def test_console_output_is_one_line_per_epoch_without_adverts_when_not_on_a_term
     assert all("train/loss" in line and "val/loss" in line and line.endswith(" s") for line in epoch_lines)
     for noise in ("litlogger", "Tip:", "GPU available", "TPU available", "v_num"):
         assert noise not in printed, noise
+    # and the run's folder keeps what it printed: train.log held Hydra's log records alone (nearly always none)
+    kept = (store["outputs"] / "train.log").read_text().splitlines()
+    assert [line for line in kept if line.startswith("epoch ")] == epoch_lines
+    assert kept[0].startswith("Data: breast_cancer") and any(line.startswith("Test metrics:") for line in kept), kept
 
 
 def test_max_time_stops_a_run_inside_its_first_epoch(store):

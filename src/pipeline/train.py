@@ -786,13 +786,27 @@ def interrupt_names_checkpoint(trainer, checkpoint, run):
             raise
         interrupted = newest_checkpoint(checkpoint)
         tags = {"resume_from": str(interrupted.resume_from)} if interrupted.resume_from is not None else {}
-        trained = trainer.current_epoch  # the epochs that ended (pipeline-compare's epochs: <trained>/<max>)
+        trained = max(trainer.current_epoch, _epochs_saved(interrupted.resume_from))  # pipeline-compare's epochs
         if getattr(trainer.state.fn, "value", None) == "fit" and trained < (trainer.max_epochs or 0):
             tags.update({"stopped_early_at_epoch": str(trained), "stopped_by": "interrupt"})
         if tags:
             with contextlib.suppress(Exception):  # the interrupt matters more than the tags
                 run.set_tags(tags)
         raise interrupted from None
+
+
+def _epochs_saved(path: Optional[Path]) -> int:
+    """The epochs that had ended when ``path`` (an end-of-epoch checkpoint) was written; 0 without one. An interrupt
+    between its writing and Lightning's count of the epoch finds the trainer's count one short."""
+    if path is None:
+        return 0
+    import torch
+
+    try:
+        epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # the tag matters less than the interrupt
+        return 0
+    return epoch + 1 if isinstance(epoch, int) else 0
 
 
 def newest_checkpoint(checkpoint) -> RunInterrupted:

@@ -2,6 +2,7 @@
 train, and answer with one line on a mistake (exit 2), an interrupt (exit 130) or a bug (exit 1)."""
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -33,14 +34,62 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
         from pipeline.tracking.remote import warm_for_model
 
         warm_for_model(raw_rows=OmegaConf.select(cfg, "data._target_") not in TENSOR_MODEL_DATA)
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        with report_errors():
+        with console_copied_to(output_dir / "train.log"), report_errors():
             metrics = train(cfg)
     except SystemExit as refused:
         if refused.code == EXIT_USER_ERROR:
-            remove_untouched_output_dir(Path(HydraConfig.get().runtime.output_dir))
+            remove_untouched_output_dir(output_dir)
         raise
     return metrics.get(cfg.task.monitor.replace("val/", "test/"))
+
+
+class _CopiedLines:
+    """A console stream whose finished lines are also appended to a file; of a line a progress bar redrew (``\r``)
+    only its last state."""
+
+    def __init__(self, stream, file):
+        self._stream, self._file, self._pending = stream, file, ""
+
+    def write(self, text: str) -> int:
+        try:
+            self._pending += text
+            if "\n" in self._pending:
+                *lines, self._pending = self._pending.split("\n")
+                self._file.write("".join(line.rsplit("\r", 1)[-1] + "\n" for line in lines))
+        except (OSError, ValueError):  # the copy matters less than the console
+            pass
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def console_copied_to(log: Path):
+    """What the run prints (its data line, epoch lines, test metrics and where things are, a refusal's or an
+    interrupt's line) is also appended to its folder's ``train.log``, beside the log records Hydra writes there (it
+    held those alone, so it was empty after nearly every run). Rank 0 only: the other ranks print nothing of their
+    own."""
+    if not is_rank_zero():
+        yield
+        return
+    try:
+        file = open(log, "a", buffering=1, encoding="utf-8")
+    except OSError:
+        yield
+        return
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _CopiedLines(sys.stdout, file), _CopiedLines(sys.stderr, file)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+        file.close()
 
 
 # what Hydra and the folder's claim put into a run's output folder before anything of the run is written
