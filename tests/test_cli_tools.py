@@ -106,7 +106,7 @@ def test_rerun_reproduces_the_test_metrics_and_names_its_source(two_seeds, tmp_p
     assert "torch threads" not in result.stderr  # the same environment, the same count: nothing to note
 
 
-def test_rerun_overrides_carry_linked_keys(two_seeds, capsys, tmp_path):
+def test_rerun_overrides_carry_linked_keys(two_seeds, capsys, tmp_path, monkeypatch):
     """``seed=7`` changes data.seed too, as on pipeline-train's command line (data.seed: ${seed})."""
     from pipeline.cli.rerun import main
 
@@ -122,6 +122,39 @@ def test_rerun_overrides_carry_linked_keys(two_seeds, capsys, tmp_path):
     assert rerun.data.tags["rerun_of"] == source.info.run_id and "seed=7" in rerun.data.params["overrides"]
     code, _, err = cli(main, [source.info.run_id, "optimizer=sgd", "--tracking-uri", two_seeds["uri"]], capsys)
     assert code == 2 and "optimizer.<key>" in err
+    # the store is --tracking-uri's: paths.mlruns_dir was logged as the rerun's while the run went to the old store
+    code, _, err = cli(main, [source.info.run_id, f"paths.mlruns_dir={tmp_path / 'other'}", "--tracking-uri",
+                              two_seeds["uri"]], capsys)
+    assert code == 2 and "a rerun writes to the store --tracking-uri names" in err, err
+    assert not (tmp_path / "other").exists()
+    # MLFLOW_EXPERIMENT_NAME names the experiment, as for pipeline-train (the rerun went to the run's own)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "reruns")
+    code, _, err = cli(main, [source.info.run_id, "trainer.max_epochs=1", "--tracking-uri", two_seeds["uri"],
+                              "--output-dir", str(tmp_path / "named")], capsys)
+    assert code == 0, err
+    [named] = runs_in(two_seeds, "reruns")
+    assert named.data.tags["rerun_of"] == source.info.run_id
+
+
+def test_a_rerun_override_carries_the_keys_made_of_it(tmp_path):
+    """``pipeline-rerun <id> paths.data_dir=<new folder>`` logged the new folder but read the old one: the logged
+    data.path (${.data_dir}/adult/adult.data, with data.data_dir: ${paths.data_dir}) was not made again."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose
+    from pipeline.cli.rerun import apply_overrides, linked_keys
+
+    composed = compose(["data=adult", f"paths.data_dir={tmp_path / 'old'}", f"paths.output_dir={tmp_path}"])
+    logged = OmegaConf.create(OmegaConf.to_container(composed, resolve=True))  # a logged config: values only
+    links = linked_keys({"data": "adult"})
+    moved = apply_overrides(logged, [f"paths.data_dir={tmp_path / 'new'}"], links)
+    assert moved.data.data_dir == str(tmp_path / "new")
+    assert (moved.data.path, moved.data.test_path) == (f"{tmp_path}/new/adult/adult.data", f"{tmp_path}/new/adult/adult.test")
+    # a key the run set itself (not what its template makes) stays as it was, and one given too wins
+    logged.data.test_path = "/elsewhere/test.csv"
+    moved = apply_overrides(logged, [f"paths.data_dir={tmp_path / 'new'}", "data.path=/mine.csv"], links)
+    assert (moved.data.path, moved.data.test_path) == ("/mine.csv", "/elsewhere/test.csv")
+    assert apply_overrides(logged, ["seed=7"], links).data.seed == 7  # data.seed: ${seed}, a number still
 
 
 def test_a_rerun_whose_overrides_are_refused_names_no_folder(two_seeds, capsys, tmp_path, monkeypatch):

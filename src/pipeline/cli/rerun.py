@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import re
 import sys
 import tempfile
 from datetime import datetime
@@ -271,10 +273,15 @@ def confine_written_folders(cfg: DictConfig, old_output_dir: Optional[str], outp
                                    f"{output_dir}. Refusing to run it")
 
 
-def linked_keys(choices: dict[str, str]) -> dict[str, list[str]]:
-    """Keys whose value the config files take from another key (``data.seed: ${seed}``), as
-    {source key: [keys that follow it]}, for the config options the run was composed from. The logged
-    config holds values only, so an override of ``seed`` must carry ``data.seed`` along itself."""
+_REFERENCE = re.compile(r"\$\{([^${}:]+)\}")  # an interpolation of another key, no resolver: ${seed}, ${.data_dir}
+
+
+def linked_keys(choices: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
+    """Keys whose value the config files make of other keys (``data.seed: ${seed}``, ``data.path:
+    ${.data_dir}/adult/adult.data``), as {source key: [(key that follows it, its template), ...]}, for the config
+    options the run was composed from; templates with a resolver (``${oc.env:...}``) are left out. The logged
+    config holds values only, so an override of ``seed`` or ``paths.data_dir`` must carry its followers along
+    itself."""
     from hydra import compose, initialize_config_dir
 
     from pipeline.config import CONFIG_DIR
@@ -284,14 +291,36 @@ def linked_keys(choices: dict[str, str]) -> dict[str, list[str]]:
             composed = compose("config", overrides=[f"{group}={name}" for group, name in choices.items()])
     except Exception:  # an option that no longer exists: no links known
         return {}
-    links: dict[str, list[str]] = {}
+    links: dict[str, list[tuple[str, str]]] = {}
     for key, value in _leaves(OmegaConf.to_container(composed, resolve=False)):
-        if isinstance(value, str) and value.startswith("${") and value.endswith("}") and ":" not in value:
-            links.setdefault(value[2:-1], []).append(key)
+        if not isinstance(value, str) or "${" not in value or _REFERENCE.sub("", value).count("${"):
+            continue  # not a template, or one with a resolver or a nested interpolation
+        node = key.rsplit(".", 1)[0] if "." in key else ""
+        template = _REFERENCE.sub(lambda m: "${" + _absolute(m.group(1), node) + "}", value)
+        for source in {_absolute(ref, node) for ref in _REFERENCE.findall(value)}:
+            links.setdefault(source, []).append((key, template))
     return links
 
 
-def apply_overrides(cfg: DictConfig, overrides: list[str], links: dict[str, list[str]]) -> DictConfig:
+def _absolute(reference: str, node: str) -> str:
+    """``.data_dir`` inside ``data`` is ``data.data_dir``; ``seed`` is ``seed``."""
+    if not reference.startswith("."):
+        return reference
+    parts = node.split(".") if node else []
+    dots = len(reference) - len(reference.lstrip("."))
+    return ".".join([*parts[:len(parts) - (dots - 1)], reference.lstrip(".")])
+
+
+def _rendered(template: str, value_of: Callable[[str], Any]) -> Any:
+    """The template with its references replaced by ``value_of`` theirs; a template that is one reference gives the
+    value itself (a number stays a number)."""
+    whole = _REFERENCE.fullmatch(template)
+    if whole:
+        return value_of(whole.group(1))
+    return _REFERENCE.sub(lambda m: str(value_of(m.group(1))), template)
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str], links: dict[str, list[tuple[str, str]]]) -> DictConfig:
     values = {}
     for override in overrides:
         key, equals, value = override.partition("=")
@@ -304,11 +333,22 @@ def apply_overrides(cfg: DictConfig, overrides: list[str], links: dict[str, list
             raise RerunRefused(f"'{override}' picks another {key} option; a rerun starts from the logged config, so change "
                                f"values inside it ({key}.<key>=...) or train anew: pipeline-train {override} ...")
         values[key] = value
-    for key in list(values):
-        for follower in links.get(key, []):  # data.seed follows seed, unless given too
-            if follower not in values and OmegaConf.select(cfg, follower) == OmegaConf.select(cfg, key):
-                values[follower] = values[key]
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in values.items()]))
+    merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in values.items()]))
+    # the keys that follow an overridden one (data.seed follows seed; data.path follows data.data_dir, which follows
+    # paths.data_dir), unless given too or the run had them set otherwise (its value is not its template's)
+    changed, queue = set(values), list(values)
+    while queue:
+        source = queue.pop()
+        for follower, template in links.get(source, []):
+            if follower in changed or OmegaConf.select(cfg, follower) is None:
+                continue
+            if _rendered(template, lambda ref: OmegaConf.select(cfg, ref)) != OmegaConf.select(cfg, follower):
+                continue
+            OmegaConf.update(merged, follower, _rendered(template, lambda ref: OmegaConf.select(merged, ref)),
+                             merge=False)
+            changed.add(follower)
+            queue.append(follower)
+    return merged
 
 
 # ----- running it --------------------------------------------------------------------------------
@@ -382,6 +422,16 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
         mlflow_node.register_as = None
     confine_written_folders(cfg, str(old_output_dir) if old_output_dir else None, output_dir,
                             f"the config logged with run {run.info.run_id}")
+    from pipeline.tracking.redact import redact_text
+
+    for override in overrides:
+        if override.lstrip("+").partition("=")[0] in ("paths.mlruns_dir", "paths.root_dir"):
+            raise RerunRefused(f"'{override}': a rerun writes to the store --tracking-uri names (default: the run's "
+                               f"own, {redact_text(tracking_uri)}), not where paths.mlruns_dir points; give "
+                               "--tracking-uri sqlite:///<folder>/mlflow.db for another")
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if experiment and not any(o.lstrip("+").startswith("logger.mlflow.experiment_name=") for o in overrides):
+        mlflow_node.experiment_name = experiment  # as pipeline-train takes it (the logged name is the run's)
     logged, cfg = cfg, apply_overrides(cfg, overrides, linked_keys(choices or {}) if overrides else {})
     if check is not None:
         check(logged, cfg)
