@@ -378,6 +378,11 @@ def test_two_runs_never_share_an_output_folder(store):
     # Hydra's record of the job went with it: the first run's .hydra/ still says what the first run was
     assert "trainer.max_epochs=1" in (store["outputs"] / ".hydra" / "overrides.yaml").read_text()
     assert "trainer.max_epochs=2" in (moved / ".hydra" / "overrides.yaml").read_text()
+    # --cfg job runs nothing: its YAML alone (a line about the taken folder came first and broke it as YAML)
+    import yaml
+
+    shown = run_cli(["--cfg", "job", "trainer.max_epochs=3"], store)
+    assert shown.returncode == 0 and yaml.safe_load(shown.stdout)["trainer"]["max_epochs"] == 3, shown.stdout[:500]
 
 
 class _BasicAuthHealth(BaseHTTPRequestHandler):

@@ -165,6 +165,8 @@ def free_run_dir(argv: list[str]) -> None:
     record of the job (``.hydra/*.yaml``, its log) goes there too and does not overwrite the other run's."""
     if not is_rank_zero() or any(a in ("-m", "--multirun") for a in argv[1:]):
         return  # other ranks write into rank 0's folder; a multirun's jobs have folders of their own
+    if any(a.startswith("-") for a in argv[1:]):
+        return  # --cfg job, --help ...: nothing runs (and a line before --cfg's YAML broke it as YAML)
     for index, argument in enumerate(argv[1:], start=1):
         key, _, value = argument.partition("=")
         if key.lstrip("+") != "hydra.run.dir" or not value or "${" in value:
