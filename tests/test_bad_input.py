@@ -123,6 +123,9 @@ def test_a_multirun_stopped_by_a_failing_job_says_the_jobs_after_it_did_not_run(
 # ----- wrong type or out of range (config.validate) ------------------------------------------------
 OUT_OF_RANGE = [
     (["optimizer.weight_decay=null"], ["optimizer.weight_decay=null: a number is needed here; allowed: >= 0"]),
+    # 'unexpected TypeError: unsupported operand type(s) for *: 'int' and 'NoneType'' (exit 1) before
+    (["data.val_fraction=null"], ["data.val_fraction=null: a number is needed here; allowed: in [0, 1)"]),
+    (["data.batch_size=null"], ["data.batch_size=null: a number is needed here; allowed: an integer >= 1"]),
     (["model.hidden_dims=[-3]"], ["model.hidden_dims=[-3] is out of range; allowed: a list of integers >= 1"]),
     (["model.hidden_dims=[8,0.5]"], ["model.hidden_dims=[8, 0.5] is out of range"]),
     (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),

@@ -560,7 +560,8 @@ INTEGER_MINIMUMS = {
 
 
 # keys that, where the config has them, must hold a number (null would reach torch as a TypeError)
-NOT_NULL = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "model.l1")
+NOT_NULL = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "model.l1", "data.val_fraction",
+            "data.test_fraction", "data.batch_size")
 
 
 # the keyword arguments of datetime.timedelta: the keys of a trainer.max_time mapping
@@ -597,7 +598,8 @@ def _check_ranges(cfg: DictConfig) -> None:
     max_time(OmegaConf.select(cfg, "trainer.max_time", default=None))
     for key in NOT_NULL:
         if OmegaConf.select(cfg, key, default=0) is None:
-            allowed = RANGES[key][1] if key in RANGES else "a number"
+            allowed = (RANGES[key][1] if key in RANGES else
+                       f"an integer >= {INTEGER_MINIMUMS[key]}" if key in INTEGER_MINIMUMS else "a number")
             raise ConfigError(f"{key}=null: a number is needed here; allowed: {allowed}")
     dims = OmegaConf.select(cfg, "model.hidden_dims", default=None)
     if OmegaConf.is_list(dims) or isinstance(dims, (list, tuple)):  # not a list: the type check says so
