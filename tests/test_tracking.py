@@ -237,6 +237,13 @@ def test_tags_say_where_the_run_came_from(logged_run):
     assert tags["torch_version"] == torch.__version__.split("+")[0] or tags["torch_version"] == torch.__version__
     assert tags["pytorch_lightning_version"] == pytorch_lightning.__version__
     assert tags["mlflow_version"] == mlflow.__version__
+    import numpy
+    import sklearn
+
+    # and what reads and splits the data, and the machine: what a rerun elsewhere needs to be exact
+    assert (tags["numpy_version"], tags["sklearn_version"]) == (numpy.__version__, sklearn.__version__)
+    assert {"pandas_version", "hydra_version", "omegaconf_version", "optuna_version", "torchvision_version"} <= set(tags)
+    assert tags["os"] and tags["cpu"]
     assert tags["seed"] == "42" and tags["task"] == "classification"
     contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(contexts) == {"training", "validation", "testing"}

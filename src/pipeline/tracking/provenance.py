@@ -2,6 +2,7 @@
 library versions. Enough to tell two runs apart and to rebuild the environment of either."""
 from __future__ import annotations
 
+import functools
 import getpass
 import platform
 import shlex
@@ -15,7 +16,11 @@ from typing import Optional
 
 from .redact import redact_diff, redact_override, redact_text
 
-LIBRARIES = {"torch": "torch", "pytorch_lightning": "pytorch-lightning", "mlflow": "mlflow"}
+# what the numbers depend on: the training stack, and what reads, splits and preprocesses the data (scikit-learn
+# ships the bundled tables and draws nothing here, but its version is what a rerun elsewhere must have to be exact)
+LIBRARIES = {"torch": "torch", "pytorch_lightning": "pytorch-lightning", "mlflow": "mlflow", "numpy": "numpy",
+             "pandas": "pandas", "sklearn": "scikit-learn", "torchvision": "torchvision", "tokenizers": "tokenizers",
+             "hydra": "hydra-core", "omegaconf": "omegaconf", "optuna": "optuna"}
 
 
 @dataclass
@@ -56,7 +61,9 @@ def command_line(argv: Optional[list[str]] = None) -> str:
     return redact_text(" ".join([program, *(shlex.quote(redact_override(arg)) for arg in argv[1:])]))
 
 
+@functools.cache
 def library_versions() -> dict[str, str]:
+    """{name: version} of Python and the libraries, read once per process (a sweep's trials ask each time)."""
     versions = {"python": platform.python_version()}
     for module, distribution in LIBRARIES.items():
         try:
@@ -64,6 +71,18 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[module] = "not installed"
     return versions
+
+
+@functools.cache
+def machine() -> dict[str, str]:
+    """The operating system and the CPU model (float results can differ in their last bits between CPUs)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"os": platform.platform(), "cpu": cpu}
 
 
 def provenance_tags(root: Path, git: Optional[GitState], command: Optional[str] = None) -> dict[str, str]:
@@ -81,6 +100,7 @@ def provenance_tags(root: Path, git: Optional[GitState], command: Optional[str] 
         "mlflow.source.type": "LOCAL",
     }
     tags.update({f"{name}_version": version for name, version in library_versions().items()})
+    tags.update(machine())
     if git is None:
         tags["git_commit"] = f"unknown ({root} is not a git checkout)"
     else:
