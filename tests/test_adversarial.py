@@ -196,7 +196,9 @@ def test_a_mistake_with_your_own_files_is_one_line_exit_2_and_no_run(store, file
 
 
 @pytest.mark.parametrize("source,fragments", [
-    ("0123456789abcdef0123456789abcdef", ["0123456789abcdef0123456789abcdef", "has no run", "--tracking-uri or MLFLOW_TRACKING_URI"]),
+    # a store that does not exist is said so, and not created (an empty mlruns/mlflow.db was left behind)
+    ("0123456789abcdef0123456789abcdef", ["0123456789abcdef0123456789abcdef", "no MLflow store at",
+                                          "--tracking-uri or MLFLOW_TRACKING_URI"]),
     ("{d}/nothere.ckpt", ["nothere.ckpt", "no such checkpoint file"]),
     # a file torch.save never wrote: said so first (it said the run folder lacked config.yaml, as for a checkpoint)
     ("{d}/not_weights.pth", ["not_weights.pth", "not a PyTorch checkpoint"]),
@@ -217,3 +219,4 @@ def test_pipeline_predict_on_what_is_not_a_model_is_one_line_exit_2(store, files
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     assert not (files / "out.csv").exists()
+    assert not Path(store["uri"].removeprefix("sqlite:///")).exists()  # no store made for a look-up

@@ -150,7 +150,7 @@ def training_file_as_test_warning(cfg) -> Optional[str]:
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import closed_stdout_ignored, report_errors
     from pipeline.tracking import launched_as
-    from pipeline.tracking.run import open_client
+    from pipeline.tracking.run import existing_client
     from pipeline.tracking.run import digest_kind
     from pipeline.train import evaluate
 
@@ -168,8 +168,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"Evaluating {source} into {output_dir}", flush=True)
             evaluate(cfg, source, source_data=source.resolve().parent.parent / "data")
             return 0
-        client = open_client(args.tracking_uri)
         try:
+            client = existing_client(args.tracking_uri, args.source)
             run = run_of(client, args.source, args.tracking_uri)
         except LookupError as error:
             print(f"Error: {error} (and no checkpoint file of that name)", file=sys.stderr)

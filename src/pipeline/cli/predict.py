@@ -140,10 +140,10 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
 
     if uri.startswith(("runs:/", "models:/")):
         from pipeline.cli.rerun import run_of
-        from pipeline.tracking.run import open_client
+        from pipeline.tracking.run import existing_client
 
         try:
-            run_of(open_client(tracking_uri), uri, tracking_uri)  # a registered version: the run that logged it
+            run_of(existing_client(tracking_uri, uri), uri, tracking_uri)  # a registered version: the run that logged it
         except LookupError as error:  # no such run, model or version, or a deleted run: what the store lacks
             raise PredictError(str(error)) from None
     try:

@@ -530,14 +530,14 @@ def trial_rerun_repeats(client, run, cfg) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import closed_stdout_ignored, report_errors
     from pipeline.tracking import launched_as
-    from pipeline.tracking.run import open_client
+    from pipeline.tracking.run import existing_client
 
     closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)
     output_dir = args.output_dir or fresh_output_dir()
     with output_dir_removed_if_refused(output_dir, args.output_dir is not None), report_errors():
-        client = open_client(args.tracking_uri)
         try:
+            client = existing_client(args.tracking_uri, args.run_id)
             run = run_of(client, args.run_id, args.tracking_uri)
         except LookupError as error:
             print(f"Error: {error}", file=sys.stderr)

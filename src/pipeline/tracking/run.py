@@ -144,6 +144,17 @@ def open_client(tracking_uri: str):
     return client
 
 
+def existing_client(tracking_uri: str, wanted: str = ""):
+    """``open_client`` for a command that looks runs up (pipeline-rerun, -eval, -predict): a local store that does not
+    exist is not created (an empty mlruns/mlflow.db was left where the command started) but said, as LookupError."""
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.exists():
+        raise LookupError(f"{wanted + ': ' if wanted else ''}no MLflow store at {database} (nothing was trained with "
+                          "it): give the store the run went to with --tracking-uri or MLFLOW_TRACKING_URI, or start "
+                          "the command in the folder pipeline-train ran in (its store is mlruns/mlflow.db there)")
+    return open_client(tracking_uri)
+
+
 def limit_http_retries() -> None:
     """MLflow retries a failed HTTP call 7 times with exponential backoff: minutes per call. A server that
     stops answering mid-run should cost seconds, after which training goes on without it. Values the user
