@@ -475,3 +475,17 @@ def test_bf16_mixed_test_metrics_are_those_of_the_predictions_it_writes(store):
                                                            abs=1e-6)
     assert run.data.metrics["test/ap"] == pytest.approx(
         average_precision_score(truth, tested[f"probability_{positive}"]), abs=1e-6)
+
+
+def test_the_best_validation_value_is_the_epochs_value_itself(store):
+    """val/rmse_best was the best val/rmse rounded to float32 (54.54946517944336 for 54.549463311835595): an epoch's
+    own value could come out below its 'best so far', and selecting the epoch by equality found none."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["task=regression", "trainer.max_epochs=4", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    values = [row for row in rows if "val/rmse" in row]
+    assert len(values) == 4
+    for index, row in enumerate(values):
+        assert row["val/rmse_best"] == min(r["val/rmse"] for r in values[:index + 1]), values

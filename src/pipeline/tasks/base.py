@@ -347,7 +347,8 @@ class TaskModule(pl.LightningModule):
                 if better:
                     self.best_value = current
             if self.best_value is not None:
-                values[f"{self.monitor}_best"] = torch.tensor(self.best_value)
+                # float64: the value itself (float32 rounded val/rmse 54.549463311835595 to 54.54946517944336)
+                values[f"{self.monitor}_best"] = torch.tensor(self.best_value, dtype=torch.float64)
         self._publish(values)
 
     #: why a metric can be undefined on a split (its value NaN), for the note that says it is not logged
