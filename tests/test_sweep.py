@@ -888,3 +888,22 @@ def test_a_sweep_over_data_sets_warns_that_their_validation_values_are_not_compa
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("data searched: the study compares val/loss_best across data sets, whose values do not measure the same "
             "thing") in result.stdout + result.stderr
+
+
+def test_a_search_over_an_experiment_says_which_of_its_keys_the_search_replaces(tmp_path):
+    """experiment=diabetes_linear_cv (200 epochs) with hparams_search=regression_optuna (20, composed after it):
+    the trials trained 20 epochs, and nothing said the experiment's 200 were dropped."""
+    from conftest import run_cli_in_process
+
+    common = ["hparams_search=regression_optuna", "experiment=diabetes_linear_cv", "hydra.sweeper.n_trials=1",
+              "hydra.sweeper.finalize_top_k=0", "logger=none", f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db"]
+    result = run_cli_in_process([*common, f"hydra.sweep.dir={tmp_path / 'a'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = ("experiment=diabetes_linear_cv sets trainer.max_epochs=200, and hparams_search=regression_optuna (composed "
+            "after it) sets trainer.max_epochs=20: the trials take 20; add trainer.max_epochs=200")
+    assert said in result.stdout + result.stderr
+    assert "sets optimizer.lr" not in result.stdout + result.stderr  # a searched key: the trial's value is meant to win
+    # the key given on the command line: nothing to say
+    again = run_cli_in_process([*common, "trainer.max_epochs=2", "hydra.sweeper.study_name=given",
+                                f"hydra.sweep.dir={tmp_path / 'b'}"])
+    assert again.returncode == 0 and "composed after it" not in again.stdout + again.stderr, again.stderr[-3000:]

@@ -323,6 +323,36 @@ def check_some_trial_completed(study, settings: SweepSettings) -> None:
           "(hydra.sweeper.study_name=<new name>) or add trials (a larger hydra.sweeper.n_trials)")
 
 
+def warn_search_over_experiment(settings, base_config: DictConfig) -> None:
+    """``experiment=X hparams_search=Y``: both set keys (``trainer.max_epochs``), and the search's file, composed
+    after the experiment's, wins; the experiment's value was dropped without a word (its 200 epochs trained 20).
+    Said once per key both files set otherwise, unless the command line sets it, with how to keep the
+    experiment's. Keys the search samples are left out (a trial's sampled value is meant to win)."""
+    from pipeline.cli.rerun import _leaves
+    from pipeline.config import CONFIG_DIR
+
+    try:
+        hydra_cfg = base_config.hydra  # the sweeper runs before any job: HydraConfig is not set yet
+        choices = hydra_cfg.runtime.choices
+        given = {str(o).lstrip("+~").partition("=")[0] for o in hydra_cfg.overrides.task}
+        experiment, search = choices.get("experiment"), choices.get("hparams_search")
+        if not experiment or not search:
+            return
+        files = [CONFIG_DIR / "experiment" / f"{experiment}.yaml", CONFIG_DIR / "hparams_search" / f"{search}.yaml"]
+        if not all(path.is_file() for path in files):
+            return  # options of a --config-dir of the user's: not read here
+        set_by = [dict(_leaves({k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items()
+                                if k not in ("defaults", "hydra")})) for path in files]
+    except Exception:  # a note, never a reason to fail
+        return
+    searched = {p.name for p in settings.space.params}
+    for key in sorted(set(set_by[0]) & set(set_by[1])):
+        if set_by[0][key] != set_by[1][key] and key not in given and key not in searched:
+            log.warning("experiment=%s sets %s=%s, and hparams_search=%s (composed after it) sets %s=%s: the trials "
+                        "take %s; add %s=%s to the command to keep the experiment's", experiment, key, set_by[0][key],
+                        search, key, set_by[1][key], set_by[1][key], key, set_by[0][key])
+
+
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
     from pipeline.tracking.sweeps import ParentRun
 
@@ -355,6 +385,7 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
                     "best trial is the one whose data gives the lowest (or highest) number, not the best model",
                     " and ".join(compared), ", ".join(settings.objectives),
                     "data sets" if "data" in compared else "tasks")
+    warn_search_over_experiment(settings, base_config)
     plots_drawn = tables = None
     try:
         run_workers(settings, hydra_context, base_config)
