@@ -67,6 +67,12 @@ def test_run_records_config_params_and_per_epoch_metrics(logged_run):
     assert {k: params[k] for k in ("task", "data", "model", "optimizer")} == {
         "task": "classification", "data": "breast_cancer", "model": "mlp", "optimizer": "adam"}
     assert "trainer.max_epochs=2" in params["overrides"] and params["effective_batch_size"] == "64"
+    import shlex
+
+    # quoted for a shell, as the command tag is: pasted back, each override is one argument again
+    assert shlex.split(params["overrides"])[:3] == [
+        "trainer.max_epochs=2", "+tags.storage=postgresql://user:***@localhost/db", "+tags.api_token=***"]
+    assert "'+tags.api_token=***'" in params["overrides"]  # a shell would expand the * unquoted
     assert params["torch_threads"] == str(torch.get_num_threads())  # the same environment: the same count
     for key in ("train/loss", "train/epoch_time_s", "val/loss", "val/acc", "val/f1", "val/auroc", "val/ap", "val/loss_best"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1], key

@@ -1,6 +1,7 @@
 """Flatten a resolved config into MLflow params: dotted keys, redacted, length-limited."""
 from __future__ import annotations
 
+import shlex
 from typing import Any, Iterator
 
 from .redact import redact_override, redact_tree
@@ -25,7 +26,8 @@ def config_params(resolved: dict, choices: dict[str, str], overrides: list[str])
     for group in ("task", "data", "model", "optimizer", "scheduler", "trainer"):
         if choices.get(group):
             params[group] = str(choices[group])
-    params["overrides"] = _text(" ".join(redact_override(o) for o in overrides))
+    # quoted for a shell, as the command tag is: pasted back, '+tags.note=a b' is one override again
+    params["overrides"] = _text(" ".join(shlex.quote(redact_override(o)) for o in overrides))
     return params
 
 
