@@ -35,6 +35,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
 
         warm_for_model(raw_rows=OmegaConf.select(cfg, "data._target_") not in TENSOR_MODEL_DATA)
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    remember_run_ended(None)  # a job of a multirun or a sweep's final runs: the previous job's run is not this one
     try:
         with console_copied_to(output_dir / "train.log"), report_errors():
             metrics = train(cfg)
