@@ -21,6 +21,7 @@ from omegaconf import DictConfig, open_dict
 from pipeline import interpolation_cache
 from pipeline.config import (ConfigError, absolute_data_paths, collection, max_time, unfused_for_clipping, validate,
                              without_validation)
+from pipeline.claims import CLAIM_FILE, claim_text
 from pipeline.errors import (DataError, RunInterrupted, remember_resume_point, remember_run_ended,
                              sigterm_as_interrupt)
 from pipeline.ranks import is_rank_zero
@@ -707,7 +708,7 @@ def claim_output_dir(cfg: DictConfig) -> Path:
     for attempt in range(2, 1000):
         try:
             chosen.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(chosen / ".pipeline-run", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            descriptor = os.open(chosen / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             chosen = output_dir.with_name(f"{output_dir.name}-{attempt}")
             continue
@@ -715,7 +716,7 @@ def claim_output_dir(cfg: DictConfig) -> Path:
             raise ConfigError(f"cannot write into the output folder {chosen} ({error.strerror}); choose a writable "
                               "one with hydra.run.dir=... (or paths.output_dir=... when calling train())") from None
         with os.fdopen(descriptor, "w") as marker:
-            marker.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+            marker.write(claim_text())
         break
     if chosen != output_dir:
         print(f"Output folder {output_dir} belongs to another run; this run writes to {chosen}", flush=True)

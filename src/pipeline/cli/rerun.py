@@ -370,7 +370,8 @@ def output_dir_removed_if_refused(output_dir: Path, named_by_user: bool) -> Iter
         yield
     except SystemExit as refused:
         if refused.code == EXIT_USER_ERROR:
-            from pipeline.cli.train import release_claim, remove_untouched_output_dir
+            from pipeline.claims import release_claim
+            from pipeline.cli.train import remove_untouched_output_dir
 
             if named_by_user and there_before:
                 release_claim(output_dir)

@@ -11,6 +11,7 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.claims import CLAIM_FILE, release_claim
 from pipeline.cli.errors import (check_command_line, closed_stdout_ignored, hydra_errors_described,
                                  refuse_base_file_choice, report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
@@ -94,7 +95,7 @@ def console_copied_to(log: Path):
 
 
 # what Hydra and the folder's claim put into a run's output folder before anything of the run is written
-UNTOUCHED_OUTPUT = {".hydra", "train.log", ".pipeline-run"}
+UNTOUCHED_OUTPUT = {".hydra", "train.log", CLAIM_FILE}
 
 
 def remove_untouched_output_dir(folder: Path) -> None:
@@ -124,18 +125,6 @@ def remove_untouched_output_dir(folder: Path) -> None:
 # hydra.run.dir's folder (after free_run_dir) -> whether it was there before this command: one it made is removed
 # when the command is refused, as an outputs/<date>/<time>/ folder is
 _NAMED_FOLDERS_THERE_BEFORE: dict[Path, bool] = {}
-
-
-def release_claim(folder: Path) -> None:
-    """The folder's claim (``.pipeline-run``), where this process wrote it."""
-    import os
-
-    marker = folder / ".pipeline-run"
-    try:
-        if marker.read_text() == f"pid {os.getpid()} on {os.uname().nodename}\n":
-            marker.unlink()
-    except OSError:
-        pass
 
 
 def main() -> None:
@@ -174,7 +163,7 @@ def free_run_dir(argv: list[str]) -> None:
             continue
         folder, chosen = Path(value), Path(value)
         for attempt in range(2, 1000):
-            if not (chosen / ".pipeline-run").exists():
+            if not (chosen / CLAIM_FILE).exists():
                 break
             chosen = folder.with_name(f"{folder.name}-{attempt}")
         if chosen != folder:

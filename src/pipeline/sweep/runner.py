@@ -328,8 +328,8 @@ def warn_search_over_experiment(settings, base_config: DictConfig) -> None:
     after the experiment's, wins; the experiment's value was dropped without a word (its 200 epochs trained 20).
     Said once per key both files set otherwise, unless the command line sets it, with how to keep the
     experiment's. Keys the search samples are left out (a trial's sampled value is meant to win)."""
-    from pipeline.cli.rerun import _leaves
     from pipeline.config import CONFIG_DIR
+    from pipeline.tracking.params import flatten
 
     try:
         hydra_cfg = base_config.hydra  # the sweeper runs before any job: HydraConfig is not set yet
@@ -341,7 +341,7 @@ def warn_search_over_experiment(settings, base_config: DictConfig) -> None:
         files = [CONFIG_DIR / "experiment" / f"{experiment}.yaml", CONFIG_DIR / "hparams_search" / f"{search}.yaml"]
         if not all(path.is_file() for path in files):
             return  # options of a --config-dir of the user's: not read here
-        set_by = [dict(_leaves({k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items()
+        set_by = [dict(flatten({k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items()
                                 if k not in ("defaults", "hydra")})) for path in files]
     except Exception:  # a note, never a reason to fail
         return
