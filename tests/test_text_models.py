@@ -444,7 +444,7 @@ def test_raw_input_adapter_tokenizes_a_text_column_as_training_did(tmp_path):
         adapter.to_tensor(pd.DataFrame({"review": texts}))
 
 
-def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(store, tmp_path):
+def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(store, tmp_path, capsys):
     """runs:/<id>/model is a pyfunc model on a ``text`` column; pipeline-predict on a .txt file (run id) and on
     a TSV (checkpoint) give the same answers, and on the test file they score the run's test/acc."""
     import pandas as pd
@@ -487,6 +487,19 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     assert by_run["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
     assert by_checkpoint["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
     assert by_checkpoint["probability_1"].to_numpy() == pytest.approx(by_mlflow["probability_1"].to_numpy(), abs=1e-6)
+
+    # empty lines keep their rows (answers pair with lines) and are named: their answer is the model's bias alone
+    gaps, out_gaps = tmp_path / "gaps.txt", tmp_path / "gaps.csv"
+    gaps.write_text(f"{test['sentence'][0]}\n\n   \n{test['sentence'][1]}\n")
+    capsys.readouterr()
+    try:
+        predict_main([run.info.run_id, "--input", str(gaps), "--output", str(out_gaps), "--tracking-uri", store["uri"]])
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    answered = pd.read_csv(out_gaps, keep_default_na=False)
+    assert len(answered) == 4 and answered["prediction"].astype(str).tolist()[::3] == by_mlflow["prediction"][:2].tolist()
+    assert (f"Note: 2 empty texts in {gaps} (rows 1, 2; 0 is the first line): the model answered them from no words, "
+            "with its bias alone") in capsys.readouterr().err
 
 
 def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(store, tmp_path):

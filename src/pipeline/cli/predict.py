@@ -524,6 +524,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
     writer = PredictionWriter(args.output)
     unseen = UnseenCategories(predictor.adapter)
     skipped = BlankRows()
+    empty = EmptyTexts(predictor.columns[0] if predictor.reads == "texts" else None)
     progress = _progress_bar(args)
     success, header_only = False, None
     try:
@@ -546,6 +547,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
                 if name in kept:
                     kept[name] = written
             skipped.count(batch)
+            empty.count(batch)
             writer.write(pd.concat([kept.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1))
             if progress is not None:
                 progress.update(len(batch))
@@ -561,6 +563,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             raise PredictError(f"--input {args.input}: no data rows")
         unseen.warn()
         skipped.note(args.input, writer.rows)
+        empty.note(args.input)
         success = True
     finally:
         writer.close(success)
@@ -594,6 +597,31 @@ class BlankRows:
         print(f"Note: {len(self.rows)} blank row{plural} of {source} skipped (row{plural} {shown}; 0 is the first data "
               f"row): the output has {written} rows for {written + len(self.rows)}; keep an id column (--keep) to "
               "pair them", file=sys.stderr, flush=True)
+
+
+class EmptyTexts:
+    """The rows whose text is empty or only spaces: the model answers them from no words at all (the same answer
+    for each, its bias), which is no reading of a text; ``note`` says how many, and which, so that nobody takes those
+    answers for judgements (an empty line of a .txt file keeps its row, so that lines and answers pair up)."""
+
+    def __init__(self, column: str | None):
+        self.column, self.rows = column, []
+
+    def count(self, batch) -> None:
+        if self.column is None or self.column not in batch:
+            return
+        self.rows += [int(i) for i, text in zip(batch.index, batch[self.column])
+                      if not isinstance(text, str) or not text.strip()]
+
+    def note(self, source: Path) -> None:
+        if not self.rows:
+            return
+        shown = ", ".join(map(str, self.rows[:5])) + (", ..." if len(self.rows) > 5 else "")
+        plural = "s" if len(self.rows) > 1 else ""
+        first = "line" if source.suffix.lower() == ".txt" else "data row"
+        print(f"Note: {len(self.rows)} empty text{plural} in {source} (row{plural} {shown}; 0 is the first {first}): "
+              f"the model answered {'them' if plural else 'it'} from no words, with its bias alone", file=sys.stderr,
+              flush=True)
 
 
 class UnseenCategories:
