@@ -192,7 +192,7 @@ def test_sampler_gives_the_in_memory_order_per_epoch_and_rank():
 
 # ----- the CLI on a folder of image files -------------------------------------------------------------------
 @pytest.mark.slow
-def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_as_test(tmp_path, store):
+def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_as_test(tmp_path, store, capsys):
     folder = tutorial_folder(tmp_path / "hymenoptera")
     (folder / "train" / "bees" / "notes.jpg").write_text("not an image")  # found when listed
     truncated_png(folder / "val" / "ants" / "cut.png")  # found when the test split is read
@@ -234,11 +234,21 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
         return 0
 
     output = tmp_path / "val_predictions.csv"
+    CUT = "cannot read the image (damaged PNG data: the PNG decoder refused it with 'Out of bound read in decode_png')"
+    capsys.readouterr()
     assert predict([run.info.run_id, "--input", str(folder / "val"), "--output", str(output)]) == 2  # cut.png
     assert not output.exists()
+    assert error_line(capsys.readouterr().err).endswith(
+        f"{folder}/val/ants/cut.png: {CUT}; --skip-bad-files leaves such files out"), "the refusal names the option"
+    skipping = tmp_path / "val_predictions_skipping.csv"
+    assert predict([run.info.run_id, "--input", str(folder / "val"), "--output", str(skipping), "--skip-bad-files",
+                    "--batch-size", "5"]) == 0
+    assert (f"Note: 1 unreadable image file of {folder / 'val'} left out (--skip-bad-files): {folder}/val/ants/cut.png: "
+            f"{CUT}; the output has 12 rows for 13") in capsys.readouterr().err
     (folder / "val" / "ants" / "cut.png").unlink()
     assert predict([run.info.run_id, "--input", str(folder / "val"), "--output", str(output)]) == 0
     predicted = pd.read_csv(output)
+    assert pd.read_csv(skipping).equals(predicted)  # the readable files answered as without the unreadable one
     assert len(predicted) == 12 and list(predicted.columns) == ["path", "prediction", "probability_ants", "probability_bees"]
     truth = [Path(p).parent.name for p in predicted["path"]]
     assert float((predicted["prediction"] == truth).mean()) == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)

@@ -67,6 +67,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--sheet", default=None, help="the sheet of an Excel (.xlsx) input (default: the first)")
     parser.add_argument("--skip-rows", type=int, default=0, metavar="N",
                         help="lines of a CSV/TSV input (rows of a sheet) above its header to leave out, e.g. a title")
+    parser.add_argument("--skip-bad-files", action="store_true",
+                        help="an image model: leave unreadable image files out of the output, naming them in a note, "
+                             "instead of stopping at the first (as data.skip_bad_files does in training)")
     parser.add_argument("--tracking-uri", default=uri, help=f"the store holding the run (default: {uri})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     args = parser.parse_args(argv)
@@ -524,6 +527,7 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
     writer = PredictionWriter(args.output)
     unseen = UnseenCategories(predictor.adapter)
     skipped = BlankRows()
+    unreadable = UnreadableFiles()
     empty = EmptyTexts(predictor.columns[0] if predictor.reads == "texts" else None)
     progress = _progress_bar(args)
     success, header_only = False, None
@@ -534,7 +538,10 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             if len(batch) == 0:
                 header_only = batch
                 continue
-            predictions = _predict(predictor, batch, args.input)
+            skipped.count(batch)  # the rows read, before any unreadable image is left out
+            predictions, batch = _predict_readable(predictor, batch, args, unreadable)
+            if predictions is None:
+                continue
             unseen.count(batch)
             if args.threshold is not None:
                 predictions = _cut_off(predictions, args.threshold, predictor.positive_class)
@@ -546,7 +553,6 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             for name, written in batch.attrs.get("as_written", {}).items():
                 if name in kept:
                     kept[name] = written
-            skipped.count(batch)
             empty.count(batch)
             writer.write(pd.concat([kept.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1))
             if progress is not None:
@@ -559,10 +565,14 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
                 predictions = _cut_off(predictions, args.threshold, predictor.positive_class)
             writer.write(pd.concat([header_only[args.keep].reset_index(drop=True),
                                     predictions.reset_index(drop=True)], axis=1))
+        elif writer.rows == 0 and unreadable.files:
+            raise PredictError(f"--input {args.input}: not one of its {len(unreadable.files)} image files could be "
+                               f"read (--skip-bad-files), e.g. {unreadable.files[0][1]}")
         elif writer.rows == 0:
             raise PredictError(f"--input {args.input}: no data rows")
         unseen.warn()
         skipped.note(args.input, writer.rows)
+        unreadable.note(args.input, writer.rows)
         empty.note(args.input)
         success = True
     finally:
@@ -597,6 +607,49 @@ class BlankRows:
         print(f"Note: {len(self.rows)} blank row{plural} of {source} skipped (row{plural} {shown}; 0 is the first data "
               f"row): the output has {written} rows for {written + len(self.rows)}; keep an id column (--keep) to "
               "pair them", file=sys.stderr, flush=True)
+
+
+def _predict_readable(predictor: Predictor, batch, args: argparse.Namespace, unreadable: "UnreadableFiles"):
+    """``batch``'s predictions and the rows they answer: all of them, or (--skip-bad-files, an image model) those
+    whose image could be read, the others counted in ``unreadable``; (None, None) when none could be."""
+    try:
+        return _predict(predictor, batch, args.input), batch
+    except PredictError:
+        if not (args.skip_bad_files and predictor.reads == "images"):
+            raise
+    import pandas as pd
+
+    answers, kept = [], []
+    for index in batch.index:  # a batch with an unreadable file: each file alone, to find which
+        row = batch.loc[[index]]
+        try:
+            answers.append(_predict(predictor, row, args.input))
+        except PredictError as error:
+            if not any(why in str(error) for why in UnreadableFiles.REASONS):
+                raise
+            unreadable.files.append((int(index), str(error).split("; --skip-bad-files")[0]))
+            continue
+        kept.append(index)
+    if not kept:
+        return None, None
+    return pd.concat(answers, ignore_index=True), batch.loc[kept]
+
+
+class UnreadableFiles:
+    """The image files left out as unreadable (--skip-bad-files), with why; ``note`` names them."""
+
+    REASONS = (": cannot read the image", " is empty at index ")
+
+    def __init__(self):
+        self.files: list[tuple[int, str]] = []  # (data row, the reason as the refusal would have said it)
+
+    def note(self, source: Path, written: int) -> None:
+        if not self.files:
+            return
+        plural = "s" if len(self.files) > 1 else ""
+        shown = "; ".join(reason for _, reason in self.files[:3]) + ("; ..." if len(self.files) > 3 else "")
+        print(f"Note: {len(self.files)} unreadable image file{plural} of {source} left out (--skip-bad-files): "
+              f"{shown}; the output has {written} rows for {written + len(self.files)}", file=sys.stderr, flush=True)
 
 
 class EmptyTexts:
@@ -699,7 +752,9 @@ def _predict(predictor: Predictor, batch, source: Path):
                     "." if "read with a decimal comma, as in training" in message else None)
             if predictor.reads != "rows":  # an image file or a text named by its message: no row index to explain
                 where = "" if message.startswith(str(source)) else f"{source}: "
-                raise PredictError(f"{where}{message[:400]}") from None
+                hint = ("; --skip-bad-files leaves such files out" if predictor.reads == "images" and
+                        any(why in message for why in UnreadableFiles.REASONS) else "")
+                raise PredictError(f"{where}{message[:400]}{hint}") from None
             raise PredictError(f"{source}: {message[:400]} (index: the data row, 0 for the first)"
                                + (f"; --decimal {mark} reads the file's numbers with {mark!r}" if mark else "")) from None
         raise

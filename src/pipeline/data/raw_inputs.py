@@ -124,10 +124,12 @@ def reason(error: BaseException) -> str:
     text = " ".join(str(error).split())
     # torchvision's decoders answer a damaged file with their source file's path: "decode_png, /__w/vision/.../
     # decode_png.cpp:62, Internal error." (libpng's own reason goes to stderr as a line of its own)
-    decoder = re.fullmatch(r"decode_(\w+), \S+\.cpp:\d+, (.*)", text)
+    # (or "operator(), .../decode_png.cpp:79, Out of bound read in decode_png. Probably, the input image is corrupted")
+    decoder = re.fullmatch(r"(?:decode_\w+|operator\(\)), \S*?decode_(\w+)\.cpp:\d+, (.*)", text)
     if decoder:
-        kind, said = decoder.group(1).upper(), decoder.group(2).rstrip(".")
-        text = f"damaged {kind} data: the {kind} decoder refused it" + ("" if said == "Internal error" else f" ({said})")
+        kind = decoder.group(1).upper()
+        said = decoder.group(2).replace("Probably, the input image is corrupted", "").strip().rstrip(".")
+        text = f"damaged {kind} data: the {kind} decoder refused it" + ("" if said == "Internal error" else f" with '{said}'")
     if len(text) > 200:  # cut at a word, said to be cut
         text = text[:200].rsplit(" ", 1)[0] + " ..."
     return text or type(error).__name__
