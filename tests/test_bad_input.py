@@ -141,6 +141,10 @@ OUT_OF_RANGE = [
     (["data.cv_folds=5", "data.fold=5"], ["data.fold=5", "0..4"]),
     (["data.fold=2"], ["data.fold=2", "data.cv_folds"]),
     (["seed=1.5"], ["seed", "integer", "1.5"]),
+    # an environment variable is text: "seed must be an integer, got '7'" did not say why or what reads it as one
+    (["seed=${oc.env:PIPELINE_TEST_UNSET,7}"], ["seed must be an integer, got '7' (text, not a number: ${oc.env:...} "
+                                                "gives text; seed='${oc.decode:${oc.env:NAME}}' reads the variable as a "
+                                                "number"]),
     (["task.test_intervals=20"], ["task.test_intervals=20", "0 (no intervals) or 100-100000 redraws"]),
     (["task.test_intervals=0.5"], ["task.test_intervals", "0.5"]),
     (["model.hidden_dims=abc"], ["model.hidden_dims='abc'", "Sequence[int]"]),
@@ -172,6 +176,13 @@ OUT_OF_RANGE = [
 @pytest.mark.parametrize("args,fragments", OUT_OF_RANGE, ids=[" ".join(a) for a, _ in OUT_OF_RANGE])
 def test_wrong_type_or_out_of_range_is_refused_before_anything_runs(store, args, fragments):
     assert_refused(run_cli_in_process(args, store), store, *fragments)
+
+
+def test_a_seed_from_an_environment_variable_read_as_the_refusal_says_is_used(store):
+    result = run_cli_in_process(["seed='${oc.decode:${oc.env:PIPELINE_TEST_UNSET,7}}'", "trainer.max_epochs=1"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    assert run.data.params["seed"] == "7"
 
 
 def test_a_url_as_a_data_path_is_refused_with_its_password_masked(store):

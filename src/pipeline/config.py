@@ -485,14 +485,27 @@ def accepted_parameters(target: Callable) -> Optional[set[str]]:
 
 def _number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+        raise ConfigError(f"{key} must be a number, got {value!r}{_text_hint(key, value)}")
     return float(value)
 
 
 def _integer(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+        raise ConfigError(f"{key} must be an integer, got {value!r}{_text_hint(key, value)}")
     return value
+
+
+def _text_hint(key: str, value: Any) -> str:
+    """For a number written as text: what reads it as a number. An environment variable (``${oc.env:SEED}``) is
+    always text, and so is a quoted value in YAML or on the command line."""
+    try:
+        float(value) if isinstance(value, str) else None
+    except ValueError:
+        return ""
+    if not isinstance(value, str):
+        return ""
+    return (f" (text, not a number: ${{oc.env:...}} gives text; {key}='${{oc.decode:${{oc.env:NAME}}}}' reads the "
+            f"variable as a number, and a value written in quotes is text too)")
 
 
 def _choice(key: str, value: Any, allowed) -> None:
