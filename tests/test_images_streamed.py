@@ -278,6 +278,26 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     assert code == 2 and "Error: data.normalization=imagenet (the run's: dataset): " in error_line(stderr), stderr[-2000:]
 
 
+def test_files_copied_without_their_times_are_said_to_count_as_changed(tmp_path, quick_store):
+    """A folder's digest covers each file's path, size and modification time (reading every image to hash it would
+    cost a pass over the data per run): an evaluation after a copy that did not keep the times warns that the test
+    rows differ, and now says why a copy counts as changed; the metrics are the run's."""
+    folder = tutorial_folder(tmp_path / "pets", per_class=4, test_per_class=2, modes=False)
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "trainer.max_epochs=1"],
+                                quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(quick_store)
+    for image in folder.rglob("*.png"):
+        os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # as a fresh copy's
+    code, stdout, stderr = eval_cli([run.info.run_id, "--tracking-uri", quick_store["uri"],
+                                     "--output-dir", str(tmp_path / "evaluation")])
+    assert code == 0, stderr[-2000:]
+    assert ("the files it read have changed since (a file's path, size and modification time: a copy that did not "
+            "keep the times, cp without -p, counts as changed)") in stderr, stderr[-2000:]
+    assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(run.data.metrics["test/acc"],
+                                                                                    abs=6e-5)
+
+
 def test_unreadable_file_is_named_in_one_line_before_any_run(tmp_path, quick_store):
     folder = tutorial_folder(tmp_path / "pets", per_class=3, test_per_class=1, modes=False)
     (folder / "train" / "bees" / "index.html.jpg").write_text("<html>a saved web page</html>")

@@ -154,8 +154,10 @@ def _warn_if_other_test_rows(datamodule, source_digest: str, kind: str) -> None:
 
     now = digests_now(datamodule, kind).get("testing")  # a digest of the kind the source run logged
     if now is not None and now != source_digest:
+        covers = getattr(datamodule, "digest_covers", "")
         print(f"Warning: the test rows differ from the source run's (digest {source_digest} -> {now}): the files it "
-              "read have changed since, or this version draws the split otherwise; some may be rows the model was "
+              f"read have changed since{f' ({covers})' if covers else ''}, or this version draws the split otherwise; "
+              "some may be rows the model was "
               "trained on, and the metrics are not the run's to compare", file=sys.stderr, flush=True)
 
 

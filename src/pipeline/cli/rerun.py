@@ -504,8 +504,10 @@ def data_change_check(source_digests: dict[str, str], run_name: str, data_overri
             changed = [context for context in ("training", "validation", "testing")
                        if context in now and context in source_digests and now[context] != source_digests[context]]
             if changed:
+                covers = getattr(trainer.datamodule, "digest_covers", "")
                 why = "the overrides change the data" if data_overridden else \
-                    "the files it read have changed since, or the data set's split did"
+                    "the files it read have changed since" + (f" ({covers})" if covers else "") + \
+                    ", or the data set's split did"
                 print(f"Note: the {', '.join(changed)} rows differ from {run_name}'s (split digests "
                       f"{', '.join(f'{source_digests[c]} -> {now[c]}' for c in changed)}): {why}, so its metrics "
                       "are not repeated here", file=sys.stderr, flush=True)

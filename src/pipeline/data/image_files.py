@@ -102,6 +102,10 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
     streamed, every training image gets the per-image ``transforms.v2`` pipeline.
     """
 
+    # what a split's digest covers, said where a digest differs from a run's (pipeline-rerun, pipeline-eval)
+    digest_covers = ("a file's path, size and modification time: a copy that did not keep the times, cp without -p, "
+                     "counts as changed")
+
     modality: ClassVar[str] = "image"
     task_kind: ClassVar[str] = "classification"
     item_noun: ClassVar[str] = "image"
