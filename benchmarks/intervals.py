@@ -2,7 +2,7 @@
 pipeline's weighted metrics over blocks of redraws (``pipeline.tasks.intervals``) against the loop a researcher
 would write by hand (draw row indices, index the predictions, compute the metrics, 1,000 times; with the
 pipeline's own one-pass metrics, themselves faster than torchmetrics'), on predictions shaped like the bundled
-test splits: breast_cancer (114 rows, binary), diabetes (89 rows, regression), MR (1,066 rows, binary), Adult
+test splits: breast_cancer (114 rows, binary), diabetes (89 rows, as its first CV folds; the default split tests 88; regression), MR (1,066 rows, binary), Adult
 (16,281 rows, binary, with ties), Fashion-MNIST (10,000 rows, 10 classes). The predictions are generated (no data
 set needed); the cost depends only on their shape. Both give the same intervals (the hand loop draws the same
 rows; asserted). Medians of ``--repeats``, the two alternating.

@@ -493,6 +493,22 @@ def test_compare_all_data_says_it_mixes_data_sets_and_ranks_runs_without_the_met
                                 "--by", "test/acc", "--output", str(tmp_path / "b")], capsys)
     assert "by test/acc (higher is better; ranked on a test metric, so the test rows choose the run)" in out, out
     assert "not ranked on" not in out
+    assert "f1 and ap are of different classes" not in out
+    # runs that score f1 and ap of another class (task.positive_class) are left out, and said to be when ranked
+    # together: their f1 shared one column without a word
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    for name, positive in (("benign", "1"), ("malignant", "0")):
+        client.set_tag(fake_run(name, {**base, "data": "breast_cancer"}, {"val/acc_best": 0.9, "test/f1": 0.93}),
+                       "positive_class", positive)
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "c")], capsys)
+    assert "(3 runs on other data left out: they differ in data, task.positive_class; --all-data" in out, out
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all-data",
+                                "--output", str(tmp_path / "d")], capsys)
+    assert ("(f1 and ap are of different classes here (task.positive_class): 0 in 1 run, 1 in 1 run; compare them "
+            "within a class)") in out, out
 
 
 def test_the_ui_on_a_store_that_does_not_exist_says_it_makes_an_empty_one(tmp_path, capsys):

@@ -481,6 +481,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"({len(without)} {'run' if len(without) == 1 else 'runs'} without {ranking.metric} ranked last"
               + (f", {len(other)} of another task ({', '.join(sorted({r.data.params.get('task', '?') for r in other}))})"
                  if other else "") + ")")
+    positives = Counter(run.data.tags["positive_class"] for run in ranking.runs if run.data.tags.get("positive_class"))
+    if len(positives) > 1:  # --all-data: f1 and ap of one class beside those of another, in one column
+        print(f"(f1 and ap are of different classes here (task.positive_class): "
+              f"{', '.join(f'{c} in {n} run' + ('s' if n > 1 else '') for c, n in sorted(positives.items()))}; "
+              "compare them within a class)")
     if left_out:
         runs_word, they, them = ("run", "it differs", "it") if left_out == 1 else ("runs", "they differ", "them")
         print(f"({left_out} {runs_word} on other data left out: {they} in {', '.join(differ)}; "
