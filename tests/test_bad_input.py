@@ -160,8 +160,8 @@ OUT_OF_RANGE = [
     (["scheduler=onecycle", "scheduler.max_lr=[0.1,-1]"], ["scheduler.max_lr=[0.1, -1] is out of range"]),
     (["scheduler=onecycle", "+scheduler.div_factor=-25"], ["scheduler.div_factor=-25 is out of range", "> 0"]),
     # torch's "optimizer must support momentum or beta1" alone did not say what to change
-    (["optimizer=lbfgs", "model=logistic", "data.batch_size=1000", "scheduler=onecycle"],
-     ["scheduler: cannot build it", "+scheduler.cycle_momentum=false"]),
+    (["optimizer=lbfgs", "model=logistic", "data.batch_size=1000", "scheduler=onecycle", "scheduler.cycle_momentum=true"],
+     ["scheduler: cannot build it", "set scheduler.cycle_momentum=false"]),
     (["scheduler=plateau", "scheduler.factor=-0.5"], ["scheduler.factor=-0.5 is out of range", "in (0, 1)"]),
     (["scheduler=plateau", "scheduler.factor=0"], ["scheduler.factor=0 is out of range", "in (0, 1)"]),
     (["scheduler=plateau", "scheduler.patience=-1"], ["scheduler.patience=-1 is out of range", ">= 0"]),

@@ -692,6 +692,23 @@ def test_torchvision_model_from_a_state_dict_file_through_the_cli(tmp_path, stor
     assert trained["model.network.fc.weight"].shape == (1, 512)
 
 
+def test_one_cycle_keeps_the_backbones_share_of_the_learning_rate_and_the_momentum_set(tmp_path, quick_store):
+    """scheduler=onecycle gave every parameter group the one peak ${optimizer.lr}, undoing model.backbone_lr_scale,
+    and cycled SGD's momentum between 0.85 and 0.95 where optimizer.momentum=0 was set and logged."""
+    folder = tutorial_folder(tmp_path / "pets", per_class=4, test_per_class=1, modes=False)
+    result = run_cli_in_process(["task=image_classification", "data=image_folder", f"data.path={folder}",
+                                 "data.image_size=16", "data.batch_size=4", "model=torchvision", "model.weights=none",
+                                 "model.backbone_lr_scale=0.1", "optimizer=sgd", "optimizer.lr=0.01",
+                                 "scheduler=onecycle", "trainer.max_epochs=1", "logger=none",
+                                 "callbacks=[model_checkpoint]"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(quick_store["outputs"] / "checkpoints" / "last.ckpt", weights_only=True)
+    backbone, head = checkpoint["optimizer_states"][0]["param_groups"]
+    assert backbone["max_lr"] == pytest.approx(0.001) and head["max_lr"] == pytest.approx(0.01)
+    assert backbone["lr"] == pytest.approx(0.1 * head["lr"])
+    assert backbone["momentum"] == head["momentum"] == 0.0
+
+
 def test_named_weights_load_from_torch_hub_cache_and_unfreeze_on_schedule(tmp_path, monkeypatch):
     from pipeline.fine_tuning import UnfreezeBackbone
     from pipeline.models.torchvision import TorchvisionClassifier, cache_path

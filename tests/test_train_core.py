@@ -183,6 +183,27 @@ def test_the_short_loop_trains_what_lightnings_automatic_loop_trains(store, tmp_
     assert short[2]["optimizer_states"][0]["param_groups"][0]["lr"] < 0.05  # the schedule did lower the rate
 
 
+def test_a_plateau_schedule_is_stepped_on_the_epochs_that_validate(store, tmp_path):
+    """With trainer.check_val_every_n_epoch=2 the run failed after its first epoch ("ReduceLROnPlateau conditioned on
+    metric val/loss which is not available"): the schedule is now stepped after each validation, in both loops."""
+    every_other = [*PLATEAU, "trainer.check_val_every_n_epoch=2"]
+    short = _loop_run(store, tmp_path / "short", every_other)
+    automatic = _loop_run(store, tmp_path / "automatic", [*every_other, *AUTOMATIC_LOOP])
+    assert short[0] == automatic[0] and short[1] == automatic[1]
+    # the second validation lowered the rate; the short loop's last.ckpt holds that step (Lightning's saves before it)
+    assert short[2]["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.025)
+    assert short[2]["lr_schedulers"][0]["last_epoch"] == automatic[2]["lr_schedulers"][0]["last_epoch"] + 1 == 2
+    # last.ckpt is written at the end of the epoch that validates (it was before the epoch's end: a run resumed from
+    # it logged train/loss 0 for that epoch again, and went on without the epoch's scheduler step)
+    _loop_run(store, tmp_path / "half", [*every_other, "trainer.max_epochs=2"])
+    half = torch.load(tmp_path / "half" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert half["lr_schedulers"][0]["last_epoch"] == 1  # the step after epoch 2's validation is in it
+    resumed = _loop_run(store, tmp_path / "resumed",
+                        [*every_other, f"ckpt_path={tmp_path / 'half' / 'checkpoints' / 'last.ckpt'}"])
+    assert resumed[0] == short[0] and resumed[1] == [row for row in short[1] if row["epoch"] >= 2]  # no row of 0s
+    assert resumed[2]["lr_schedulers"] == short[2]["lr_schedulers"]
+
+
 def test_a_run_resumed_under_a_plateau_schedule_matches_the_uninterrupted_run(store, tmp_path):
     """ReduceLROnPlateau lowers the rate after an epoch's validation; a run resumed from that epoch's last.ckpt
     goes on with the lowered rate (Lightning's automatic loop saved the checkpoint before stepping it and did not

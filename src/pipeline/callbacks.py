@@ -117,6 +117,16 @@ class ResumableCheckpoint(ModelCheckpoint):
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_last_every_epoch(trainer)
 
+    def _should_save_on_train_epoch_end(self, trainer) -> bool:
+        """Lightning saves after validation instead when trainer.check_val_every_n_epoch > 1, before the epoch's
+        end: a run resumed from that last.ckpt ran the epoch's end again with no batch (train/loss 0 logged for it)
+        and without its schedulers' step. Where validation comes only at epochs' ends, saving there instead judges the
+        same validation metrics, and the file holds the whole epoch."""
+        if self._save_on_train_epoch_end is None and trainer.check_val_every_n_epoch != 1 \
+                and trainer.val_check_interval == 1.0:
+            return True
+        return super()._should_save_on_train_epoch_end(trainer)
+
     def _save_last_every_epoch(self, trainer) -> None:
         # _should_skip_saving_checkpoint is also true when this step was just saved (best and last)
         if self.save_last and not self._should_skip_saving_checkpoint(trainer) and self._refresh_due(trainer):

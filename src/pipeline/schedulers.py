@@ -2,6 +2,8 @@
 ``steps_per_batch = True``: the objective steps them every optimizer step and passes ``total_steps``."""
 from __future__ import annotations
 
+from typing import Optional
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
@@ -11,6 +13,19 @@ def spans_the_run(target) -> bool:
     over the ``total_steps`` the objective passes: OneCycleLR, and ours that set ``steps_per_batch``."""
     target = getattr(target, "func", target)
     return target is OneCycleLR or bool(getattr(target, "steps_per_batch", False))
+
+
+def per_group_peaks(factory, optimizer) -> Optional[list[float]]:
+    """OneCycleLR's peak per parameter group where the groups' learning rates differ (a backbone at
+    model.backbone_lr_scale of optimizer.lr): the configured ``max_lr`` times each group's share of optimizer.lr.
+    One number for every group would set them all alike, undoing the scale. None: nothing to change."""
+    if getattr(factory, "func", factory) is not OneCycleLR:
+        return None
+    peak, base = getattr(factory, "keywords", {}).get("max_lr"), optimizer.defaults.get("lr")
+    rates = [group["lr"] for group in optimizer.param_groups]
+    if not isinstance(peak, (int, float)) or not base or len(set(rates)) < 2:
+        return None
+    return [float(peak) * rate / float(base) for rate in rates]
 
 
 class LinearWarmupDecay(LRScheduler):

@@ -448,7 +448,7 @@ def building(group: str):
         message = " ".join(str(cause).split())
         if isinstance(cause, ModuleNotFoundError):
             message += f" (install it: pip install {cause.name})" if cause.name else ""
-        hint = ("; this optimizer has no momentum for scheduler=onecycle to cycle: add +scheduler.cycle_momentum=false"
+        hint = ("; this optimizer has no momentum for scheduler=onecycle to cycle: set scheduler.cycle_momentum=false"
                 if "cycle_momentum" in message else "")
         raise ConfigError(f"{group}: cannot build it: {message[:400]}{hint}") from None
 

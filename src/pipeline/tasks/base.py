@@ -433,18 +433,23 @@ class TaskModule(pl.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
-        from pipeline.schedulers import spans_the_run
+        from pipeline.schedulers import per_group_peaks, spans_the_run
 
         factory = self.scheduler_factory
         if spans_the_run(factory):
             # schedules over the whole run, stepped every optimizer step (one-cycle, warm-up + decay)
             total = int(self.trainer.estimated_stepping_batches)
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": factory(optimizer=optimizer, total_steps=total), "interval": "step"}}
+            peaks = per_group_peaks(factory, optimizer)
+            scheduler = factory(optimizer=optimizer, total_steps=total, **({"max_lr": peaks} if peaks else {}))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = factory(optimizer=optimizer)
         config = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and self.automatic_optimization:
-            config["monitor"] = self.monitor  # the short loop steps it on self.monitor itself
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            # stepped after the epochs that validate, on their metric (every trainer.check_val_every_n_epoch epochs:
+            # its patience counts validations); stepped every epoch, it found no metric after the first
+            config["frequency"] = int(getattr(self.trainer, "check_val_every_n_epoch", None) or 1)
+            if self.automatic_optimization:
+                config["monitor"] = self.monitor  # the short loop steps it on self.monitor itself
         return {"optimizer": optimizer, "lr_scheduler": config}
 
 
