@@ -178,11 +178,12 @@ def test_a_downloaded_model_folder_and_a_bare_runs_uri_predict_as_the_run_id(peo
 
 
 def test_kept_columns_are_copied_as_written_and_never_clash_with_the_answers(people_run):
-    """An id written 000123 used to come out as 123; a kept column named like an output column gave a file with two
-    'prediction' columns (CSV) or a traceback (Parquet, JSON lines)."""
+    """An id written 000123 used to come out as 123, and one written NA or ? as an empty cell; a kept column named
+    like an output column gave a file with two 'prediction' columns (CSV) or a traceback (Parquet, JSON lines)."""
     store, run, folder = people_run["store"], people_run["run"], people_run["folder"]
     raw = pd.read_csv(people_run["test"], dtype=str)
     raw["id"] = [f"{i:06d}" for i in range(len(raw))]
+    raw.loc[2:5, "id"] = ["NA", "None", "?", "n/a"]  # codes, not missing values: 'NA' is Namibia's
     raw["prediction"] = "given"
     table = folder / "with_codes.csv"
     raw.to_csv(table, index=False)
@@ -200,7 +201,7 @@ def test_kept_columns_are_copied_as_written_and_never_clash_with_the_answers(peo
     assert code == 0, stderr[-3000:]
     kept = pd.read_parquet(output)
     assert list(kept.columns) == ["id", "given", "prediction", "probability_0", "probability_1"]
-    assert kept["id"].tolist() == raw["id"].tolist() and kept["id"].iloc[1] == "000001"
+    assert kept["id"].tolist() == raw["id"].tolist() and kept["id"].iloc[1] == "000001" and kept["id"].iloc[2] == "NA"
     assert set(kept["given"]) == {"given"}
 
 
@@ -413,9 +414,11 @@ def test_an_unseen_category_in_a_column_whose_every_training_value_is_frequent_m
         assert code == 0, stderr[-3000:]
         answers[case] = pd.read_csv(store["tmp"] / f"{case}_answers.csv")
         warned = [line for line in stderr.splitlines() if line.startswith("Warning: column 'shade'")]
-        assert warned == ([] if case != "unseen" else [  # said once, when most of a column's values are new
+        assert warned == {"known": [], "missing": [  # a column left empty is said to be, as a column of new values is
+            "Warning: column 'shade': 400 of its 400 cells are missing; the model reads them as one unseen/missing "
+            "category"], "unseen": [  # said once, when most of a column's values are new
             "Warning: column 'shade': 400 of its 400 values are categories the model's training rows did not have "
-            "(e.g. 'mauve'); it reads them as one unseen category"]), stderr[-3000:]
+            "(e.g. 'mauve'); it reads them as one unseen category"]}[case], stderr[-3000:]
     accuracy = {case: float((a["prediction"] == new["y"]).mean()) for case, a in answers.items()}
     assert accuracy["known"] > 0.95, accuracy
     assert accuracy["unseen"] >= accuracy["known"] - 0.02 and accuracy["missing"] >= accuracy["known"] - 0.02, accuracy
@@ -1420,6 +1423,18 @@ def test_few_valued_whole_numbers_read_as_categories_and_far_out_cells_are_said(
                                 "data.numeric=[hours]", "data.numeric_transform=quantile", "trainer.max_epochs=1",
                                 "logger=none"], store)
     assert quiet.returncode == 0 and "read as categories" not in quiet.stderr and "far from" not in quiet.stderr
+    assert "data.target:" not in output
+    # a typo in the target (a score of 1e6 among scores near 20): the loss and the RMSE were mostly that row's,
+    # without a word
+    scores = pd.read_csv(path)
+    scores.loc[0:5, "score"] = 1e6  # some in the training rows, whatever the split
+    scores.drop(columns="income").to_csv(path, index=False)
+    typo = run_cli_in_process(["task=regression", "data=csv", f"data.path={path}", "data.target=score",
+                               "trainer.max_epochs=1", "logger=none", "data.seed=1"], store)
+    assert typo.returncode == 0, typo.stderr[-3000:]
+    assert re.search(r"data\.target: the training rows' target holds values far from the rest \(e\.g\. 1e\+06\): its "
+                     r"standard deviation \S+ is \S+ times the spread of its middle half .*a unit or a typo\?",
+                     typo.stdout + typo.stderr), typo.stdout + typo.stderr
 
 
 def test_labels_that_differ_only_by_case_are_said_not_merged(store):
@@ -1448,6 +1463,75 @@ def test_an_integer_per_row_named_like_an_identifier_is_left_out(store):
     output = result.stdout + result.stderr
     assert "left out 'user_id' (a different integer per row, named like an identifier)" in output, output[-3000:]
     assert "'visits'" not in output.split("left out", 1)[1].split("\n", 1)[0]
+
+
+def test_record_numbers_named_otherwise_than_id_are_left_out(store):
+    """A file sorted by its label, numbered, shuffled, with the numbers kept in a column named ``record`` (or ``No``,
+    ``CaseNo``): they were a numeric input that gave test auroc 0.99 on labels of pure noise."""
+    rng = np.random.default_rng(1)
+    label = np.sort(rng.integers(0, 2, size=200))
+    frame = pd.DataFrame({"record": 1000 + np.arange(200), "No": np.arange(200) * 3, "CaseNo": 7 + np.arange(200),
+                          "x": rng.normal(size=200), "label": label}).sample(frac=0.8, random_state=0)
+    path = store["tmp"] / "records.csv"
+    frame.to_csv(path, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [line] = [line for line in (result.stdout + result.stderr).splitlines() if "left out" in line]
+    for name in ("record", "No", "CaseNo"):
+        assert f"'{name}' (a different integer per row, named like an identifier)" in line, line
+    assert "'x'" not in line
+
+
+def test_a_test_file_or_new_rows_unlike_the_training_rows_are_said_to_be(store):
+    """Said of a test file (data.test_path; pipeline-eval of one) as pipeline-predict says it of new rows: categories
+    spelled otherwise (test acc 0.73 for 0.95, without a word in training); numbers written with a decimal comma and
+    read as thousands, 1000 times the training values (r2 -14803673, without a word anywhere); a column left empty,
+    read as the training median. 'Zürich' written in decomposed Unicode (as macOS exports) is the same category."""
+    import unicodedata
+
+    rng = np.random.default_rng(0)
+
+    def rows(count: int) -> pd.DataFrame:
+        weight, colour = rng.uniform(50, 99, size=count).round(3), rng.choice(["Red", "Blue", "Zürich"], size=count)
+        return pd.DataFrame({"weight": weight, "colour": colour,
+                             "y": np.where((weight > 75) ^ (colour == "Red"), "yes", "no")})
+
+    train, test, new = store["tmp"] / "train.csv", store["tmp"] / "test.csv", rows(50).drop(columns="y")
+    rows(300).to_csv(train, index=False)
+    tested = rows(100)
+    tested.assign(colour=tested["colour"].str.upper(),
+                  weight=[f"{v:.3f}".replace(".", ",") for v in tested["weight"]]).to_csv(test, sep=";", index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={train}", f"data.test_path={test}", "data.target=y",
+                                 "trainer.max_epochs=2", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    said = [line.split(" - ", 1)[-1] for line in (result.stdout + result.stderr).splitlines() if "data.test_path: " in line]
+    assert len(said) == 2, result.stderr[-3000:]
+    assert said[0].startswith(f"data.test_path: {test}: column 'colour': 100 of its 100 values are categories the "
+                              "model's training rows did not have (e.g. '"), said
+    assert said[1].startswith(f"data.test_path: {test}: column 'weight': 100 of its 100 values lie more than 10 "
+                              "standard deviations from the training rows' mean, "), said
+    assert "written '" in said[1] and "another unit, another decimal mark or a typo?" in said[1], said
+    evaluated = run_cli([run.info.run_id, f"data.test_path={test}", "--tracking-uri", store["uri"],
+                         "--output-dir", str(store["tmp"] / "evaluation")], module="pipeline.cli.eval")
+    logged = evaluated.stdout + evaluated.stderr
+    assert evaluated.returncode == 0 and sum("data.test_path: " in line for line in logged.splitlines()) == 2, logged
+
+    def predict(frame: pd.DataFrame, name: str) -> tuple[pd.DataFrame, list[str]]:
+        frame.to_csv(store["tmp"] / f"{name}.csv", index=False)
+        code, _, stderr = predict_cli([run.info.run_id, "--input", str(store["tmp"] / f"{name}.csv"), "--output",
+                                       str(store["tmp"] / f"{name}_answers.csv"), "--tracking-uri", store["uri"]])
+        assert code == 0, stderr[-3000:]
+        return (pd.read_csv(store["tmp"] / f"{name}_answers.csv"),
+                [line for line in stderr.splitlines() if line.startswith("Warning: column")])
+
+    answers, warned = predict(new, "new")
+    assert warned == []
+    _, warned = predict(new.assign(weight=""), "empty")
+    assert warned == [f"Warning: column 'weight': 50 of its 50 cells are missing; the model reads them as the training "
+                      f"rows' median, {warned[0].rsplit(', ', 1)[1]}"] and re.search(r"median, [\d.]+$", warned[0])
+    decomposed, warned = predict(new.assign(colour=[unicodedata.normalize("NFD", c) for c in new["colour"]]), "nfd")
+    assert warned == [] and decomposed.equals(answers)
 
 
 def test_consecutive_years_are_an_input_and_a_row_index_is_left_out(store):

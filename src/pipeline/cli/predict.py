@@ -525,7 +525,9 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
     import pandas as pd
 
     writer = PredictionWriter(args.output)
-    unseen = UnseenCategories(predictor.adapter)
+    from pipeline.data.preprocessing import InputDrift
+
+    drift = InputDrift(predictor.adapter) if predictor.reads == "rows" else None
     skipped = BlankRows()
     unreadable = UnreadableFiles()
     empty = EmptyTexts(predictor.columns[0] if predictor.reads == "texts" else None)
@@ -542,7 +544,8 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
             predictions, batch = _predict_readable(predictor, batch, args, unreadable)
             if predictions is None:
                 continue
-            unseen.count(batch)
+            if drift is not None:
+                drift.count(batch)
             if args.threshold is not None:
                 predictions = _cut_off(predictions, args.threshold, predictor.positive_class)
             clash = [c for c in args.keep if c in predictions.columns]
@@ -570,7 +573,8 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
                                f"read (--skip-bad-files), e.g. {unreadable.files[0][1]}")
         elif writer.rows == 0:
             raise PredictError(f"--input {args.input}: no data rows")
-        unseen.warn()
+        for line in drift.messages() if drift is not None else ():
+            print(f"Warning: {line}", file=sys.stderr, flush=True)
         skipped.note(args.input, writer.rows)
         unreadable.note(args.input, writer.rows)
         empty.note(args.input)
@@ -675,43 +679,6 @@ class EmptyTexts:
         print(f"Note: {len(self.rows)} empty text{plural} in {source} (row{plural} {shown}; 0 is the first {first}): "
               f"the model answered {'them' if plural else 'it'} from no words, with its bias alone", file=sys.stderr,
               flush=True)
-
-
-class UnseenCategories:
-    """Counts, per categorical column of a table's model, the values its training rows did not have; ``warn``
-    names (one line each) the columns where they are most of the values given: the model reads them all as one
-    unseen/missing category, which a renamed or respelled category (a new export) would explain."""
-
-    def __init__(self, adapter):
-        self.categories = {name: set(values) for name, values in getattr(adapter, "categories", {}).items()
-                           if name in getattr(adapter, "columns", {})}  # raw columns (not date parts)
-        self.missing = frozenset(getattr(adapter, "missing_tokens", ()))
-        self.counts = {name: [0, 0, None] for name in self.categories}  # given, unseen, an unseen value
-
-    def count(self, batch) -> None:
-        if not self.categories:
-            return
-        import pandas as pd
-
-        from pipeline.data.preprocessing import canonical_values
-
-        for name, known in self.categories.items():
-            if name not in batch.columns:
-                continue
-            values = pd.Series(canonical_values(batch[name], self.missing), dtype=object).dropna()
-            new = values[~values.isin(known)]
-            counts = self.counts[name]
-            counts[0] += len(values)
-            counts[1] += len(new)
-            if counts[2] is None and len(new):
-                counts[2] = new.iloc[0]
-
-    def warn(self) -> None:
-        for name, (given, new, example) in self.counts.items():
-            if new and new > given / 2:
-                print(f"Warning: column {name!r}: {new} of its {given} values are categories the model's training rows "
-                      f"did not have (e.g. {example!r}); it reads them as one unseen category", file=sys.stderr,
-                      flush=True)
 
 
 def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> None:

@@ -79,7 +79,7 @@ def canonical_value(value: Any, missing: frozenset = frozenset(MISSING_TOKENS)) 
     """The one spelling of a category or class label; None for a missing value.
 
     ``1``, ``1.0``, ``" 1"`` and ``"1.0"`` are all ``"1"``; ``True``, ``"true"`` and ``"TRUE"`` are ``"True"``;
-    other strings lose surrounding white space."""
+    other strings lose surrounding white space and are in Unicode's composed form (NFC)."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -88,7 +88,7 @@ def canonical_value(value: Any, missing: frozenset = frozenset(MISSING_TOKENS)) 
         return str(int(value))
     if isinstance(value, (float, np.floating)):
         return None if math.isnan(value) else canonical_float(float(value))
-    text = str(value).strip()
+    text = _nfc(str(value).strip())  # one spelling of 'Zürich' whichever Unicode form the file wrote it in
     if text in missing:
         return None
     if text.lower() in ("true", "false"):
@@ -527,7 +527,7 @@ class TablePreprocessor:
                 indicators.append(absent.astype(np.float64))
         codes = []
         for name, categories in self.categories.items():
-            index = {c: i + 1 for i, c in enumerate(categories)}
+            index = {_nfc(c): i + 1 for i, c in enumerate(categories)}  # a model fitted before NFC spellings too
             spelled = self._categorical_values(frame, name, missing)
             found, uniques = pd.factorize(pd.Series(spelled, dtype=object), use_na_sentinel=True)
             code_of_unique = np.array([index.get(u, 0) for u in uniques] + [0], dtype=np.int64)
@@ -613,3 +613,95 @@ class TablePreprocessor:
         return (f"TablePreprocessor(numeric [{self.numeric_transform}]: {numeric or '-'}; categorical "
                 f"[{self.categorical_encoding}, codes incl. unseen/missing]: {categorical or '-'}; "
                 f"{self.num_features} model inputs)")
+
+
+# ----- new rows against the training rows --------------------------------------------------------------
+FAR_STDS = 10.0  # a number this many training standard deviations from the training mean is far out
+
+
+class InputDrift:
+    """Counts, over batches of raw rows read by a fitted :class:`TablePreprocessor`, the cells no training row
+    prepared the model for: categories the training rows did not have (a renamed or respelled category), numbers far
+    outside the training rows' (``FAR_STDS`` standard deviations from their mean: another unit, a decimal comma read
+    as a thousands separator, a typo) and missing cells. ``messages`` says, one line per column, where such cells are
+    most of those given: the model answers them all the same (the unseen category, the median) or from far outside
+    what it was fitted on, which no metric or prediction shows."""
+
+    def __init__(self, preprocessor: Optional["TablePreprocessor"]):
+        columns = getattr(preprocessor, "columns", {})
+        self.decimal = getattr(preprocessor, "decimal", ".")
+        self.missing = frozenset(getattr(preprocessor, "missing_tokens", ()))
+        # raw columns only (not date parts); the keys as canonical_values spells them
+        self.categories = {name: {_nfc(c) for c in values}
+                           for name, values in getattr(preprocessor, "categories", {}).items() if name in columns}
+        self.numeric = {name: (float(stats["mean"]), float(stats["std"]), float(stats["median"]))
+                        for name, stats in getattr(preprocessor, "numeric", {}).items()}
+        self.rows = 0
+        self.absent = dict.fromkeys([*self.numeric, *self.categories], 0)  # missing cells per column
+        self.unseen = {name: [0, 0, None] for name in self.categories}  # given, unseen, an unseen value
+        self.far = {name: [0, 0, None] for name in self.numeric}  # given, far out, (a far cell as written, its value)
+
+    def count(self, frame: pd.DataFrame) -> None:
+        self.rows += len(frame)
+        stripped = {str(c).strip(): c for c in frame.columns}
+        for name, known in self.categories.items():
+            if name not in stripped:
+                continue
+            values = pd.Series(canonical_values(frame[stripped[name]], self.missing), dtype=object)
+            present = values.dropna()
+            self.absent[name] += len(values) - len(present)
+            new = present[~present.isin(known)]
+            counts = self.unseen[name]
+            counts[0] += len(present)
+            counts[1] += len(new)
+            if counts[2] is None and len(new):
+                counts[2] = new.iloc[0]
+        for name, (mean, std, _) in self.numeric.items():
+            if name not in stripped:
+                continue
+            column = frame[stripped[name]]
+            values, _ = to_numbers(column, self.missing, self.decimal)
+            present = ~np.isnan(values)
+            self.absent[name] += int((~present).sum())
+            far = present & (np.abs(values - mean) > FAR_STDS * std)
+            counts = self.far[name]
+            counts[0] += int(present.sum())
+            counts[1] += int(far.sum())
+            if counts[2] is None and far.any():
+                first = int(np.flatnonzero(far)[0])
+                counts[2] = (_plain_value(column.iloc[first]), float(values[first]))
+
+    def messages(self) -> list[str]:
+        lines = []
+        for name, (given, new, example) in self.unseen.items():
+            if new and new > given / 2:
+                lines.append(f"column {name!r}: {new} of its {given} values are categories the model's training rows "
+                             f"did not have (e.g. {example!r}); it reads them as one unseen category")
+        for name, (given, far, example) in self.far.items():
+            if far and far > given / 2:
+                mean, std, _ = self.numeric[name]
+                written, value = example
+                as_written = f", written {written!r}" if isinstance(written, str) and written.strip() != repr(value) \
+                    and written.strip() != f"{value:g}" else ""
+                lines.append(f"column {name!r}: {far} of its {given} values lie more than {FAR_STDS:g} standard "
+                             f"deviations from the training rows' mean, {mean:.6g} (standard deviation {std:.3g}; e.g. "
+                             f"{value:.6g}{as_written}): another unit, another decimal mark or a typo? The model was "
+                             "fitted on nothing like them")
+        for name, count in self.absent.items():
+            if count and count > self.rows / 2:
+                instead = (f"the training rows' median, {self.numeric[name][2]:.6g}" if name in self.numeric
+                           else "one unseen/missing category")
+                lines.append(f"column {name!r}: {count} of its {self.rows} cells are missing; the model reads them as "
+                             f"{instead}")
+        return lines
+
+
+def _nfc(text: Any) -> Any:
+    """``text`` in Unicode's composed form (NFC): 'Zürich' typed on one machine, exported in decomposed form (NFD, as
+    macOS writes file names) on another, is one spelling."""
+    if isinstance(text, str) and not text.isascii():
+        import unicodedata
+
+        return unicodedata.normalize("NFC", text)
+    return text
+

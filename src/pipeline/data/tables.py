@@ -49,7 +49,13 @@ TYPO_SHARE = 0.05
 IDENTIFIER_SHARE = 0.5
 IDENTIFIER_MIN = 10
 # a column named like an identifier: "id", "user_id", "row id", "PassengerId", "customerID" (not "paid", "VALID")
-_IDENTIFIER_NAME = re.compile(r"(?:^|[_\s.\-])[iI][dD]$|[a-z](?:Id|ID)$|^(?:id|ID|Id)$")
+_IDENTIFIER_NAME = re.compile(
+    r"(?:^|[_\s.\-])[iI][dD]$|[a-z](?:Id|ID)$|^(?:id|ID|Id)$"
+    # names of record numbers (a different integer per row named so is one: a row number out of order, which leaks
+    # the label of a file sorted by it): No, Nr, record, serial, RowNumber, CaseNo, patient_number, ...
+    r"|^(?i:index|idx|no|nr|num|number|row|rownum|row_?number|record|record_?(?:no|nr|number)|serial|s\.?no|key|uid"
+    r"|uuid|sample|case|subject|patient|obs|observation|accession|entry)$"
+    r"|(?i:[_\s.\-](?:no|nr|num|number|idx|index|key))$|[a-z](?:No|Nr|Num|Number|Idx|Index|Key)$")
 # a column without a name in the header: the index pandas writes first (to_csv's default index=True), named
 # "Unnamed: 0" by pandas ("Unnamed: 0_level_0" under a header of two rows, "Unnamed: 0.1" beside a column named so
 # already), "__index_level_0__" by pyarrow, or left empty by a reader that keeps the header as written
@@ -369,8 +375,8 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     :func:`read_table` reads, without holding the whole file for CSV, TSV, JSON lines and Parquet. ``flags``:
     a hint in an error names pipeline-predict's options (``--sep``), not the config's keys. ``names`` (the
     training file's columns, when it had no header row) apply to a CSV/TSV file whose first row does not hold
-    every ``required`` column; other formats name their columns themselves. ``text_columns`` of a CSV/TSV file are
-    read as the text written (an id ``000123`` stays ``000123``), not as numbers. ``target``: the one of ``names`` a file
+    every ``required`` column; other formats name their columns themselves. ``text_columns`` are read as the text
+    written (an id ``000123`` stays ``000123``, a code ``NA`` stays ``NA``), not as numbers or missing values. ``target``: the one of ``names`` a file
     without a header row may lack (new rows have no label). ``literal_columns`` (a text model's texts) are read as
     written, as its training file was: ``NA``, ``None``, ``?`` and empty cells are texts, not missing values, and a
     TSV file has no quoting (a quote character is part of the text)."""
@@ -382,6 +388,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
     _check_skip(path, fmt, skip_rows, flags)
     _check_file(path, fmt)
     missing = [*MISSING_TOKENS, *map(str, na_values)]
+    as_written = [*literal_columns, *text_columns]  # columns whose cells are kept as written, codes for missing too
     skip_key = "--skip-rows" if flags else "data.skip_rows"
     if fmt in ("csv", "tsv"):
         encoding = encoding or _text_encoding(path, head_only=True, flags=flags)
@@ -393,12 +400,11 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
             if text_columns or literal_columns:
                 # the header as written ("id " is the column "id" once tidied)
                 written = {str(c).strip(): c for c in pd.read_csv(path, nrows=0, **options).columns}
-                options["dtype"] = {written[c]: str for c in text_columns if c in written}
-            if literal_columns:
-                literal = {written[c] for c in literal_columns if c in written}
+                # read as written: no missing-value codes (an id 'NA', a country code 'NA' copied by --keep)
+                literal = {written[c] for c in [*literal_columns, *text_columns] if c in written}
                 options.update(keep_default_na=False, na_values={c: missing for c in written.values() if c not in literal},
-                               dtype={**options.get("dtype", {}), **{c: str for c in literal}})
-                if fmt == "tsv":
+                               dtype={c: str for c in literal})
+                if literal_columns and fmt == "tsv":
                     options["quoting"] = csv.QUOTE_NONE
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -407,7 +413,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                         _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags, header_lines,
                                             skip_rows)
                         checked = True  # one pass over the file answers for every chunk
-                    yield _tidy(chunk, missing, literal_columns)
+                    yield _tidy(chunk, missing, as_written, copied=text_columns)
         except DataError:
             raise
         except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as error:
@@ -416,7 +422,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         encoding = encoding or _text_encoding(path, head_only=True, flags=flags)
         frame = _read_json_array(path, encoding)  # an array is read whole, then served in batches
         if frame is not None:
-            frame = _tidy(frame, missing, literal_columns)
+            frame = _tidy(frame, missing, as_written, copied=text_columns)
             for start in range(0, len(frame), batch_size):
                 yield frame.iloc[start:start + batch_size]
             return
@@ -425,7 +431,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                                       encoding=encoding):
                 if chunk.index[0] == 0:
                     _refuse_json_columns(path, chunk)
-                yield _tidy(chunk, missing, literal_columns)
+                yield _tidy(chunk, missing, as_written, copied=text_columns)
         except DataError:
             raise
         except ValueError as error:
@@ -441,14 +447,14 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                 chunk = batch.to_pandas()
                 chunk.index = pd.RangeIndex(start, start + len(chunk))
                 start += len(chunk)
-                yield _tidy(chunk, missing, literal_columns)
+                yield _tidy(chunk, missing, as_written, copied=text_columns)
         except DataError:
             raise
         except Exception as error:
             raise DataError(f"{path}: not a readable Parquet file ({_first_line(error)})") from None
     else:  # Feather/Arrow IPC files are memory-mapped: slicing them costs no copy of the whole file; a sheet is small
         frame = _tidy(_read_excel(path, sheet, skip_rows, skip_key)[0] if fmt == "excel" else _read_arrow(path, fmt),
-                      missing, literal_columns)
+                      missing, as_written, copied=text_columns)
         for start in range(0, len(frame), batch_size):
             yield frame.iloc[start:start + batch_size]
 
@@ -767,7 +773,7 @@ def _read_arrow(path: Path, fmt: str) -> pd.DataFrame:
 
 
 def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = (), target: Optional[str] = None,
-          target_keep: Sequence[str] = (), spelled: Optional[dict] = None) -> pd.DataFrame:
+          target_keep: Sequence[str] = (), spelled: Optional[dict] = None, copied: Sequence[str] = ()) -> pd.DataFrame:
     """Names and string cells without surrounding white space; missing-value codes as missing, except in the
     ``literal`` columns (texts) and, in the ``target`` column, the ``target_keep`` ones; rows with nothing in them
     (blank lines) dropped, keeping the file's row numbers as the index. ``spelled``: filled with the target's
@@ -788,7 +794,14 @@ def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = 
             frame[name] = stripped.mask(stripped.isin(tokens - set(map(str, target_keep))))
         else:
             frame[name] = stripped if name in literal else stripped.mask(stripped.isin(tokens))
-    frame = frame.dropna(how="all")
+    if any(name in frame.columns for name in copied):  # columns copied as written: an empty cell is still empty
+        empty = frame.isna()
+        for name in copied:
+            if name in frame.columns:
+                empty[name] |= frame[name].eq("")
+        frame = frame[~empty.all(axis=1)]
+    else:
+        frame = frame.dropna(how="all")
     if spelled is not None and target in frame.columns:
         absent = frame[target].isna()
         if absent.any():
@@ -924,6 +937,20 @@ def _written_example(column: pd.Series, missing: frozenset, decimal: str = ".") 
         if not np.isnan(value) and (decimal == "," or np.isnan(simple)):
             return text, float(value)
     return None
+
+
+_ONE_GROUP = re.compile(r"[-+]?\d{1,3},\d{3}")
+
+
+def comma_could_be_decimal(column: pd.Series) -> bool:
+    """Whether every cell of ``column`` written with a comma is one digit group after it (``92,375``): as thousands
+    separators 92375, as a decimal comma 92.375, and nothing in the cells tells which (``1,234,567`` or ``0,5``
+    would)."""
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return False
+    texts = column.dropna().astype(str).str.strip()
+    with_comma = texts[texts.str.contains(",", regex=False)].unique()
+    return bool(len(with_comma)) and all(_ONE_GROUP.fullmatch(text) for text in with_comma[:1000])
 
 
 def check_numeric_column(table: Table, name: str, na_values: Sequence[str] = (), decimal: str = ".") -> None:

@@ -73,6 +73,7 @@ class TabularDataModule(InMemoryDataModule):
         spec = super().describe(train, class_names)
         if self.task_kind == "regression":
             y = train.y.double()
+            _say_far_out_targets(y.numpy())
             spec.extra["target_min"] = float(y.min())  # task.target_transform=log needs y > -1
             if self.standardize_target:
                 spec.extra["target_mean"] = float(y.mean())
@@ -95,6 +96,22 @@ class TabularDataModule(InMemoryDataModule):
         standardized = self.standardize and self.feature_mean is not None
         return NumericColumns(names, self.feature_mean.tolist() if standardized else None,
                               self.feature_std.tolist() if standardized else None, self._example_rows)
+
+
+def _say_far_out_targets(y: np.ndarray) -> None:
+    """A regression target whose spread a few far-out training values set (a typo, 1e6 among values near 100): the
+    standardised loss and the RMSE are then mostly theirs, as the columns' far-out cells are said of inputs."""
+    from .preprocessing import FAR_OUT_RATIO
+
+    if len(y) < 4:
+        return
+    low, high = np.quantile(y, [0.25, 0.75])
+    std = float(y.std())
+    if high > low and std > FAR_OUT_RATIO * (high - low):
+        extreme = float(y[np.argmax(np.abs(y - np.median(y)))])
+        log.warning("data.target: the training rows' target holds values far from the rest (e.g. %.6g): its standard "
+                    "deviation %.3g is %.3g times the spread of its middle half (%.3g), so the loss and the RMSE are "
+                    "mostly those rows'. Check them (a unit or a typo?)", extreme, std, std / (high - low), high - low)
 
 
 def _regression_split(x: np.ndarray, y: np.ndarray) -> Split:
@@ -452,6 +469,8 @@ class CsvData(TabularDataModule):
                        "; spell them as the training file does, or leave those rows out of the test file"))
         frames = [t.frame.loc[keep, list(self.kinds)] for t, keep in zip(tables, present)]
         self.frame = pd.concat(frames, ignore_index=True)
+        if len(frames) > 1:  # the test file's rows: compared with the training rows once preprocessing is fitted
+            self.test_file_rows = (tables[1].path, len(frames[0]), len(frames[0]) + len(frames[1]))
         self.row_hashes = np.concatenate([_row_hashes(t.frame.loc[keep]) for t, keep in zip(tables, present)])
         if self.groups is not None:
             self.row_groups = np.concatenate([self._groups_of(t, keep, i) for i, (t, keep) in
@@ -479,6 +498,7 @@ class CsvData(TabularDataModule):
                 check_numeric_column(test, name, self.na_values, self.decimal)
         (targets,), class_names, (keep,) = self._targets([test])
         self.frame = test.frame.loc[keep, list(self.kinds)].reset_index(drop=True)
+        self.test_file_rows = (test.path, 0, len(self.frame))
         self.row_hashes = _row_hashes(test.frame.loc[keep])
         y = torch.as_tensor(targets[keep], dtype=torch.long if class_names is not None else REGRESSION_TARGET)
         self.timings["read_s"] = time.perf_counter() - started
@@ -630,7 +650,12 @@ class CsvData(TabularDataModule):
             log.warning("data: read as categories (whole numbers with at most data.max_integer_categories=%d distinct "
                         "values: one input per value, no slope): %s; read one as a number with data.numeric=[<name>]",
                         self.max_integer_categories, listed)
-        written = [f"{name!r} ({text!r} -> {value:g})" for name, (text, value) in plan.written.items()]
+        from .tables import comma_could_be_decimal
+
+        written = [f"{name!r} ({text!r} -> {value:g}" + (
+            f"; or {value / 1000:g}, if ',' is the decimal mark: 'data.decimal=\",\"')"
+            if self.decimal == "." and comma_could_be_decimal(train.frame[name]) else ")")
+            for name, (text, value) in plan.written.items()]
         if self.task_kind == "regression":  # the target's numbers are read the same way: named too
             from .preprocessing import MISSING_TOKENS
             from .tables import _written_example
@@ -683,6 +708,7 @@ class CsvData(TabularDataModule):
 
         if self.fitted is not None:  # a trained run's (use_fitted)
             self.preprocessor = self.fitted[0]
+            self._compare_test_file()
             return
         started = time.perf_counter()
         self.preprocessor = TablePreprocessor(
@@ -704,6 +730,22 @@ class CsvData(TabularDataModule):
                             self.min_category_count, len(self.preprocessor.categories[name]),
                             list_override("data.drop", [name]))
         self.timings["fit_s"] = time.perf_counter() - started
+        self._compare_test_file()
+
+    def _compare_test_file(self) -> None:
+        """Say where the test file's (data.test_path) cells are mostly of a kind the training rows were not: its
+        categories spelled otherwise, its numbers in another unit or read with another decimal mark, a column
+        empty. Its metrics measure the model on inputs it cannot read as meant, and pipeline-predict says as much
+        of new rows."""
+        from .preprocessing import InputDrift
+
+        if getattr(self, "test_file_rows", None) is None:
+            return
+        path, start, end = self.test_file_rows
+        drift = InputDrift(self.preprocessor)
+        drift.count(self.frame.iloc[start:end])
+        for line in drift.messages():
+            log.warning("data.test_path: %s: %s", path, line)
 
     def row_identity(self, split: Split) -> list:
         """Each row's cells as read, every column (not only the features chosen: runs that differ in data.drop or
