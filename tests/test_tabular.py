@@ -1465,6 +1465,24 @@ def test_an_integer_per_row_named_like_an_identifier_is_left_out(store):
     assert "'visits'" not in output.split("left out", 1)[1].split("\n", 1)[0]
 
 
+def test_numbers_written_with_a_unit_are_said_to_be_read_as_categories(store):
+    """``172cm`` became a categorical column of 50 values (22 kept) without a word, and ``72.3 kg`` was left out as
+    "identifier-like, free text or empty"."""
+    rng = np.random.default_rng(0)
+    height, weight = rng.integers(150, 200, 200), rng.normal(70, 10, 200).round(1)
+    path = store["tmp"] / "units.csv"
+    pd.DataFrame({"height": [f"{v}cm" for v in height], "weight": [f"{v} kg" for v in weight],
+                  "y": height * 0.5 + rng.normal(0, 1, 200)}).to_csv(path, index=False)
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={path}", "data.target=y",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert re.search(r"data: read as categories, one input per value with no order between them: 'height' \(e\.g\. "
+                     r"'\d+cm'\), numbers written with a unit; write the numbers alone", output), output[-3000:]
+    assert re.search(r"left out 'weight' \(\d+ distinct values in 200 rows: numbers written with a unit, e\.g\. "
+                     r"'[\d.]+ kg'; write the numbers alone to read them\)", output), output[-3000:]
+
+
 def test_record_numbers_named_otherwise_than_id_are_left_out(store):
     """A file sorted by its label, numbered, shuffled, with the numbers kept in a column named ``record`` (or ``No``,
     ``CaseNo``): they were a numeric input that gave test auroc 0.99 on labels of pure noise."""

@@ -840,6 +840,8 @@ class ColumnPlan:
     dates: dict[str, bool] = field(default_factory=dict)
     # the columns of whole numbers read as categories for having few distinct values: name -> how many
     few_integers: dict[str, int] = field(default_factory=dict)
+    # categorical columns of numbers written with a unit (172cm): name -> a cell
+    with_units: dict[str, str] = field(default_factory=dict)
 
 
 def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str] = (), numeric: Sequence[str] = (),
@@ -853,6 +855,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
     kinds: dict[str, str] = {}
     left_out: dict[str, str] = {}
     few_integers: dict[str, int] = {}
+    with_units: dict[str, str] = {}
     for name in columns:
         column = table.frame[name]
         present = int(column.notna().sum())
@@ -900,10 +903,14 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal)
         spelled = pd.Series(canonical_values(column, missing), dtype=object)
         distinct = spelled.nunique(dropna=True)
+        unit = _number_with_unit(spelled)
         if distinct > IDENTIFIER_MIN and distinct >= IDENTIFIER_SHARE * present:
-            left_out[name] = f"{distinct} distinct values in {present} rows"
+            left_out[name] = f"{distinct} distinct values in {present} rows" + (
+                f": numbers written with a unit, e.g. {unit!r}; write the numbers alone to read them" if unit else "")
         else:
             kinds[name] = "categorical"
+            if unit:
+                with_units[name] = unit
     written, dates = {}, {}
     for name, kind in kinds.items():
         example = _written_example(table.frame[name], missing, decimal) if kind == "numeric" else None
@@ -912,7 +919,26 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             timed = _date_column(table.frame[name], missing)
             if timed is not None:
                 dates[name] = timed
-    return ColumnPlan(kinds, left_out, written, dates, few_integers)
+    return ColumnPlan(kinds, left_out, written, dates, few_integers, with_units)
+
+
+_WITH_UNIT = re.compile(r"[-+]?\d+(?:[.,]\d+)?\s?([a-zA-Zµ°][a-zA-Z²³/]{0,5})")
+_ORDINALS = frozenset(["st", "nd", "rd", "th"])
+
+
+def _number_with_unit(spelled: pd.Series) -> Optional[str]:
+    """A cell of a text column whose distinct values are nearly all a number and one same unit (``172cm``,
+    ``72.3 kg``, ``5 mg/l``): read as categories, they are one input per value and no order; None for any other
+    column (codes such as ``1A``, ``2B`` differ in their letters; ``1st``, ``2nd`` are ordinals)."""
+    values = spelled.dropna().unique()[:1000]
+    if len(values) < 3:
+        return None
+    units = pd.Series([match.group(1) if match else None
+                       for match in (_WITH_UNIT.fullmatch(str(v)) for v in values)], dtype=object)
+    counted = units.value_counts()
+    if not len(counted) or counted.iloc[0] < 0.9 * len(values) or counted.index[0].lower() in _ORDINALS:
+        return None
+    return str(values[int(np.flatnonzero(units.to_numpy() == counted.index[0])[0])])
 
 
 def _date_column(column: pd.Series, missing: frozenset) -> Optional[bool]:

@@ -645,6 +645,11 @@ class CsvData(TabularDataModule):
             listed = ", ".join(f"{name!r} ({why})" for name, why in plan.left_out.items())
             log.warning("data: left out %s: identifier-like, free text or empty; bring one back with "
                         "data.categorical=[<name>] (or data.numeric=[<name>])", listed)
+        if plan.with_units:
+            listed = ", ".join(f"{name!r} (e.g. {cell!r})" for name, cell in plan.with_units.items())
+            log.warning("data: read as categories, one input per value with no order between them: %s, numbers "
+                        "written with a unit; write the numbers alone (the unit in the column's name) to read them "
+                        "as numbers", listed)
         if plan.few_integers:
             listed = ", ".join(f"{name!r} ({count} values)" for name, count in plan.few_integers.items())
             log.warning("data: read as categories (whole numbers with at most data.max_integer_categories=%d distinct "
