@@ -1069,6 +1069,11 @@ REFUSED = [
      [":2:", "column 'a' holds '0,00'", "decimal comma", """'data.decimal=","'""", "data.categorical=[a]"]),
     ("tab-separated in a .csv, a row long", table_text("a\tb\tlabel", [g.replace(",", "\t") for g in GOOD] + ["1\tx\t0\t9"]),
      ["column 'label' not in", "tab-separated", "data.format=tsv"]),
+    # a comma inside a name of a ;-separated header: read as ','-separated into two columns, without the hint
+    ("semicolon-separated, a comma in a name", table_text("weight, kg;b;label", [f"{60 + i},5;{'ab'[i % 2]};{i % 2}"
+                                                                                for i in range(40)]),
+     ["column 'label' not in", "columns are ['weight', 'kg;b;label']", "the file looks ';'-separated, with a ',' "
+      "inside a name", """set 'data.sep=";"'"""]),
 ]
 
 
@@ -2012,6 +2017,8 @@ def test_data_order_by_refusals_name_the_key_and_the_row(store, tmp_path):
     table.to_csv(path, index=False)
     table.loc[3, "date"] = None  # a number column may miss cells (imputed); a time column may not
     table.to_csv(tmp_path / "bad.csv", index=False)
+    table.assign(date=pd.to_datetime(table["date"].fillna("2024-01-01")).dt.strftime("%d/%m/%Y")).to_csv(
+        tmp_path / "european.csv", index=False)
     common = ["task=regression", "data=csv", f"data.path={path}", "data.target=sales", "logger=none"]
     for overrides, says in (
         (["data.order_by=when"], "data.order_by: column 'when' not in"),
@@ -2019,6 +2026,9 @@ def test_data_order_by_refusals_name_the_key_and_the_row(store, tmp_path):
         (["data.order_by=date", "data.groups=promo"], "data.groups and data.order_by both choose"),
         (["data.order_by=date", f"data.path={tmp_path / 'bad.csv'}"],
          f"{tmp_path / 'bad.csv'}:5: no time in column 'date' (data.order_by); every row needs one"),
+        (["data.order_by=date", f"data.path={tmp_path / 'european.csv'}"],  # a date written otherwise than ISO
+         "is neither a date nor a number (dates are read as ISO 8601, 2024-01-05 or 2024-01-05T10:30: a day/month "
+         "order cannot be told from month/day; write them so) in column 'date' (data.order_by)"),
     ):
         refused = run_cli_in_process([*common, *overrides], store)
         assert refused.returncode == 2 and says in error_line(refused.stderr), (overrides, refused.stderr[-2000:])

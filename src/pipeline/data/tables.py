@@ -353,7 +353,14 @@ def separator_hint(columns: Sequence[str], flags: bool = False) -> str:
     error about a missing column (a ``;``-separated export read with the default ``,``). ``flags``: named as
     pipeline-predict's options (``--sep``) instead of the config keys (``data.sep``)."""
     if len(columns) != 1:
-        return ""
+        # a ;-separated header with a comma inside a name ('Gewicht, kg;Alter;Klasse'): split at the comma only
+        found = [sep for sep in (";", "\t", "|") if any(sep in str(c) for c in columns)]
+        if not found or len(columns) > 4:
+            return ""
+        how = ("--format tsv" if flags else "data.format=tsv") if found[0] == "\t" else \
+            (f"--sep '{found[0]}'" if flags else f"'data.sep=\"{found[0]}\"'")
+        return (f" (the header's names hold {found[0]!r}: the file looks {found[0]!r}-separated, with a ',' inside a "
+                f"name; set {how})")
     header = str(columns[0])
     found = [sep for sep in (";", "\t", "|", ",") if sep in header]
     if not found:

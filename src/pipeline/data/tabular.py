@@ -582,7 +582,10 @@ class CsvData(TabularDataModule):
         if len(unreadable):
             cell = column.iloc[int(unreadable[0])]
             what = ("no time" if pd.isna(cell) or str(cell).strip() in missing
-                    else f"{str(cell)!r} is neither a date nor a number")
+                    else f"{str(cell)!r} is neither a date nor a number" + (
+                        " (dates are read as ISO 8601, 2024-01-05 or 2024-01-05T10:30: a day/month order cannot be "
+                        "told from month/day; write them so)"
+                        if re.fullmatch(r"\d{1,4}[/.]\d{1,2}[/.]\d{1,4}( .*)?", str(cell).strip()) else ""))
             raise DataError(f"{table.where(table.frame.index[int(unreadable[0])])}: {what} in column "
                             f"{self.order_by!r} (data.order_by); every row needs one")
         return values[keep], column.astype("string").to_numpy(dtype=object)[keep]
