@@ -1488,6 +1488,25 @@ def test_numbers_written_with_a_unit_are_said_to_be_read_as_categories(store):
                      r"'[\d.]+ kg'; write the numbers alone to read them\)", output), output[-3000:]
 
 
+def test_a_category_written_as_a_missing_value_code_is_said_to_be_read_as_missing(store):
+    """'NA' for North America (40 % of the rows) and 'None' for no pool became missing values without a word: they
+    share the unseen/missing code with every value new at prediction, which then gets North America's effect."""
+    rng = np.random.default_rng(0)
+    region = rng.choice(["NA", "EU", "AS"], size=300, p=[0.4, 0.3, 0.3])
+    pool = rng.choice(["None", "Gd"], size=300)
+    path = store["tmp"] / "regions.csv"
+    pd.DataFrame({"region": region, "pool": pool, "x": rng.normal(size=300),
+                  "y": (region == "NA") * 3.0 + rng.normal(size=300)}).to_csv(path, index=False)
+    result = run_cli_in_process(["task=regression", "data=csv", f"data.path={path}", "data.target=y",
+                                 "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    for name, word in (("region", "NA"), ("pool", "None")):
+        assert re.search(rf"data: column '{name}': \d+ of its 300 cells are written '{word}', read as a missing value "
+                         rf"\(the unseen/missing category, shared with new values at prediction\); if '{word}' is a "
+                         rf"value here", output), output[-3000:]
+
+
 def test_record_numbers_named_otherwise_than_id_are_left_out(store):
     """A file sorted by its label, numbered, shuffled, with the numbers kept in a column named ``record`` (or ``No``,
     ``CaseNo``): they were a numeric input that gave test auroc 0.99 on labels of pure noise."""

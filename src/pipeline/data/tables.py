@@ -84,6 +84,8 @@ class Table:
     skipped: int = 0  # lines (rows of a sheet) above the header left out: data.skip_rows
     # the target's cells read as missing, by their spelling ('' for empty): {'NA': 291}
     target_missing: dict = field(default_factory=dict)
+    # the other columns' cells read as missing that are written as a word: {'region': {'NA': 400}}
+    missing_words: dict = field(default_factory=dict)
 
     def sheet_hint(self) -> str:
         """For a workbook of several sheets: which one was read and how to choose another (for an error about a
@@ -234,13 +236,13 @@ def read_table(path: Path, format: Optional[str] = None, sep: Optional[str] = No
         frame, sheet_read, sheet_names = _read_excel(path, sheet, skip_rows)
     else:
         frame = _read_arrow(path, fmt)
-    spelled = {}
-    frame = _tidy(frame, missing, target=target, target_keep=target_keep, spelled=spelled)
+    spelled, words = {}, {}
+    frame = _tidy(frame, missing, target=target, target_keep=target_keep, spelled=spelled, words=words)
     if frame.shape[1] == 0:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)")
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows after the header")
-    return Table(frame, path, fmt, header_lines, sheet_read, tuple(sheet_names), skip_rows, spelled)
+    return Table(frame, path, fmt, header_lines, sheet_read, tuple(sheet_names), skip_rows, spelled, words)
 
 
 def _check_skip(path: Path, fmt: str, skip_rows, flags: bool = False) -> None:
@@ -569,8 +571,9 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
             if target is not None:  # the header as written ("label " is the column "label" once tidied)
                 written = [c for c in pd.read_csv(path, nrows=0, **options).columns]
                 if target in [str(c).strip() for c in written]:  # empty stays missing: a short row's cells too
-                    options.update(keep_default_na=False,
-                                   na_values={c: missing if str(c).strip() != target else [""] for c in written})
+                    # every missing-value code is read as written, and made missing by _tidy, which counts them by
+                    # spelling: the target's (rows left out, said), a category's ('NA' for North America, said)
+                    options.update(keep_default_na=False, na_values={c: [""] for c in written})
             frame = pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
@@ -780,11 +783,13 @@ def _read_arrow(path: Path, fmt: str) -> pd.DataFrame:
 
 
 def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = (), target: Optional[str] = None,
-          target_keep: Sequence[str] = (), spelled: Optional[dict] = None, copied: Sequence[str] = ()) -> pd.DataFrame:
+          target_keep: Sequence[str] = (), spelled: Optional[dict] = None, copied: Sequence[str] = (),
+          words: Optional[dict] = None) -> pd.DataFrame:
     """Names and string cells without surrounding white space; missing-value codes as missing, except in the
     ``literal`` columns (texts) and, in the ``target`` column, the ``target_keep`` ones; rows with nothing in them
     (blank lines) dropped, keeping the file's row numbers as the index. ``spelled``: filled with the target's
-    missing cells by their spelling as written ('' for empty)."""
+    missing cells by their spelling as written ('' for empty); ``words``: with the other columns' missing cells
+    written as a word (``NA``, ``None``), {column: {word: count}}."""
     frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)
     tokens = set(missing)
     written = None
@@ -799,8 +804,16 @@ def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = 
         if name == target:
             written = stripped
             frame[name] = stripped.mask(stripped.isin(tokens - set(map(str, target_keep))))
+        elif name in literal:
+            frame[name] = stripped
         else:
-            frame[name] = stripped if name in literal else stripped.mask(stripped.isin(tokens))
+            masked = stripped.isin(tokens)
+            if words is not None and masked.any():
+                counted = stripped[masked].value_counts()
+                said = {str(k): int(n) for k, n in counted.items() if any(c.isalpha() for c in str(k))}
+                if said:
+                    words[name] = said
+            frame[name] = stripped.mask(masked)
     if any(name in frame.columns for name in copied):  # columns copied as written: an empty cell is still empty
         empty = frame.isna()
         for name in copied:

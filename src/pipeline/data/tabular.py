@@ -648,6 +648,15 @@ class CsvData(TabularDataModule):
             listed = ", ".join(f"{name!r} ({why})" for name, why in plan.left_out.items())
             log.warning("data: left out %s: identifier-like, free text or empty; bring one back with "
                         "data.categorical=[<name>] (or data.numeric=[<name>])", listed)
+        for name, kind in plan.kinds.items():
+            if kind != "categorical":
+                continue
+            for word, count in train.missing_words.get(name, {}).items():
+                if count >= max(10, 0.05 * len(train.frame)):
+                    log.warning("data: column %r: %d of its %d cells are written %r, read as a missing value (the "
+                                "unseen/missing category, shared with new values at prediction); if %r is a value "
+                                "here (North America, 'None': none), write it otherwise in the file, e.g. %r",
+                                name, count, len(train.frame), word, word, f"{word}_")
         if plan.with_units:
             listed = ", ".join(f"{name!r} (e.g. {cell!r})" for name, cell in plan.with_units.items())
             log.warning("data: read as categories, one input per value with no order between them: %s, numbers "
