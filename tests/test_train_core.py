@@ -204,6 +204,30 @@ def test_a_plateau_schedule_is_stepped_on_the_epochs_that_validate(store, tmp_pa
     assert resumed[2]["lr_schedulers"] == short[2]["lr_schedulers"]
 
 
+def test_a_schedule_or_callback_of_ones_own_without_a_mode_follows_task_mode(store, tmp_path):
+    """A plateau schedule and early stopping of one's own config dir without ``mode``, watching val/acc (max): torch's
+    and Lightning's default, min, halved the rate after each better epoch and stopped the run while val/acc rose."""
+    from conftest import run_cli_in_process, runs_in
+
+    mine = tmp_path / "my_conf"
+    (mine / "scheduler").mkdir(parents=True)
+    (mine / "callbacks").mkdir()
+    (mine / "scheduler" / "myplateau.yaml").write_text(
+        "_target_: torch.optim.lr_scheduler.ReduceLROnPlateau\n_partial_: true\nfactor: 0.5\npatience: 0\n")
+    (mine / "callbacks" / "my_es.yaml").write_text(
+        "my_es:\n  _target_: pytorch_lightning.callbacks.EarlyStopping\n  monitor: ${task.monitor}\n  patience: 1\n")
+    common = ["--config-dir", str(mine), "scheduler=myplateau", "task.monitor=val/acc", "task.mode=max",
+              "trainer.max_epochs=3", "callbacks=[default,my_es]"]
+    result = run_cli_in_process(common, store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    assert run.data.params["scheduler.mode"] == "max" and run.data.params["callbacks.my_es.mode"] == "max"
+    # a direction set against task.mode is refused, for a callback as for the schedule
+    refused = run_cli_in_process([*common, "+callbacks.my_es.mode=min"], store)
+    assert refused.returncode == 2 and ("callbacks.my_es.mode=min: callbacks.my_es watches val/acc, whose better "
+                                        "direction is task.mode=max") in refused.stderr, refused.stderr[-2000:]
+
+
 def test_a_run_resumed_under_a_plateau_schedule_matches_the_uninterrupted_run(store, tmp_path):
     """ReduceLROnPlateau lowers the rate after an epoch's validation; a run resumed from that epoch's last.ckpt
     goes on with the lowered rate (Lightning's automatic loop saved the checkpoint before stepping it and did not

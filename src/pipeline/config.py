@@ -697,6 +697,33 @@ def _check_compatibility(cfg: DictConfig) -> None:
     scheduler_target = _get(cfg, "scheduler._target_") or ""
     if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
         raise ConfigError(f"scheduler.mode must match task.mode ({cfg.task.mode})")
+    for name, node in _collection(cfg, "callbacks").items():
+        if _watches_the_monitor(cfg, node) and node.get("mode") not in (None, cfg.task.mode):
+            raise ConfigError(f"callbacks.{name}.mode={node.get('mode')}: callbacks.{name} watches {cfg.task.monitor}, "
+                              f"whose better direction is task.mode={cfg.task.mode}; set it so, or leave mode out "
+                              "(then it is task.mode's)")
+
+
+# what watches a validation metric and has a direction: a plateau schedule, early stopping, a best checkpoint
+_DIRECTED = ("ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint", "ResumableCheckpoint")
+
+
+def _watches_the_monitor(cfg: DictConfig, node) -> bool:
+    target = str(node.get("_target_", "") if isinstance(node, DictConfig) else "")
+    monitor = node.get("monitor", cfg.task.monitor) if isinstance(node, DictConfig) else None
+    return target.rsplit(".", 1)[-1] in _DIRECTED and monitor == cfg.task.monitor
+
+
+def directions_of_the_monitor(cfg: DictConfig) -> None:
+    """A plateau schedule, early stopping or a checkpoint of one's own (a YAML of a config dir) that watches
+    task.monitor without a ``mode`` gets task.mode: torch's and Lightning's default, min, halved the rate, stopped
+    the run and kept the checkpoint of the worst epochs of a val/acc that rose. Recorded in ``cfg`` (the logged
+    config, pipeline-rerun)."""
+    nodes = [cfg.get("scheduler")] + list(_collection(cfg, "callbacks").values())
+    for node in nodes:
+        if isinstance(node, DictConfig) and _watches_the_monitor(cfg, node) and node.get("mode") is None:
+            with open_dict(node):
+                node.mode = cfg.task.mode
 
 
 def mixed_precision(cfg: DictConfig) -> bool:

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
-from pipeline.config import (ConfigError, absolute_data_paths, collection, max_time, unfused_for_clipping, validate,
-                             without_validation)
+from pipeline.config import (ConfigError, absolute_data_paths, collection, directions_of_the_monitor, max_time,
+                             unfused_for_clipping, validate, without_validation)
 from pipeline.claims import CLAIM_FILE, claim_text
 from pipeline.errors import (DataError, RunInterrupted, remember_resume_point, remember_run_ended,
                              sigterm_as_interrupt)
@@ -51,6 +51,7 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     worker reuses it for every trial). Returns the metrics at the end of fit (``val/*``, ``<monitor>_best``,
     ``train/*``) and, unless ``test=false``, the test metrics."""
     absolute_data_paths(cfg)
+    directions_of_the_monitor(cfg)
     unfused = unfused_for_clipping(cfg)
     validate(cfg)
     if is_rank_zero():
