@@ -282,7 +282,8 @@ def test_a_resume_with_other_scheduler_settings_is_refused_naming_them(store, tm
     """Lightning loads the saved scheduler and optimizer state over the new ones: a run resumed under OneCycleLR
     with optimizer.lr=0.2 trained on at the saved 0.1, a StepLR checkpoint resumed with scheduler=cosine mixed the
     two schedules, and each FINISHED with the new values logged as its params. A schedule spanning the run cannot
-    be stretched by trainer.max_epochs either. Settings the resumed epochs use as given (dropout) are allowed."""
+    be stretched by trainer.max_epochs either, nor the model changed. Settings the resumed epochs use as given
+    (dropout) are allowed."""
     training = ["task=classification", "scheduler=onecycle", "optimizer=sgd", "optimizer.lr=0.1", "trainer.max_epochs=2"]
     first = run_cli_in_process(training, store)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -313,6 +314,13 @@ def test_a_resume_with_other_scheduler_settings_is_refused_naming_them(store, tm
         result = run_cli_in_process(args, dict(store, outputs=tmp_path / "other"))
         assert result.returncode == 2, result.stderr[-3000:]
         assert said in single_error_line(result.stderr), result.stderr[-2000:]
+    # another activation keeps every weight's shape: the run went on, logged as a tanh model whose first epochs
+    # trained with relu
+    result = run_cli_in_process([*step, "model.activation=tanh", f"ckpt_path={step_last}"],
+                                dict(store, outputs=tmp_path / "tanh"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (f"ckpt_path={step_last} was written by a run of another model: model.activation='relu' there, 'tanh' "
+            "here. Its weights were trained as that model") in single_error_line(result.stderr), result.stderr[-2000:]
     assert len(runs_in(store)) == 2  # refused before any run
     # a step schedule does not span the run: more epochs with the same settings go on from the checkpoint, and a
     # setting the resumed epochs use as given may change

@@ -534,7 +534,10 @@ def find_checkpoint(callbacks: Iterable[Callback]) -> Optional[ModelCheckpoint]:
 
 
 # optimizer keys that say how it runs, not what it computes (they may differ between machines)
-_NOT_TRAINING = frozenset({"optimizer.fused", "optimizer.foreach", "optimizer.capturable", "optimizer.differentiable"})
+_NOT_TRAINING = frozenset({"optimizer.fused", "optimizer.foreach", "optimizer.capturable", "optimizer.differentiable",
+                           # the model's keys that the resumed epochs use as given, or that build no weight
+                           "model.dropout", "model.residual_dropout", "model.l1", "model.weights", "model.download",
+                           "model.freeze_backbone", "model.unfreeze_at_epoch", "model.channels_last", "model.bf16"})
 
 
 def training_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -544,8 +547,10 @@ def training_settings(cfg: DictConfig) -> dict[str, Any]:
     as the run's while the run went on with the saved ones) and, for a schedule that spans the whole run (OneCycleLR,
     a warm-up and decay by steps, whose saved state fixes the number of steps), what sets that number:
     ``trainer.max_epochs``, ``accumulate_grad_batches``, ``limit_train_batches`` and ``data.batch_size``. A checkpoint
-    keeps them and a run resumed from it must have the same (``train.check_resume_checkpoint``). Settings that the
-    resumed epochs do use as given (dropout, clipping ...) are not among them."""
+    keeps them and a run resumed from it must have the same (``train.check_resume_checkpoint``). So do the model's
+    keys: the saved weights were trained as that model (another activation keeps every shape, and the run would be
+    logged as a model it partly was not). Settings that the resumed epochs do use as given (dropout, l1, clipping
+    ...) are not among them."""
     from hydra.utils import get_object
     from omegaconf import OmegaConf
 
@@ -558,7 +563,7 @@ def training_settings(cfg: DictConfig) -> dict[str, Any]:
         elif prefix not in _NOT_TRAINING:
             settings[prefix] = list(node) if isinstance(node, tuple) else node
 
-    for group in ("optimizer", "scheduler"):
+    for group in ("optimizer", "scheduler", "model"):
         node = cfg.get(group)
         if node is not None:
             add(group, OmegaConf.to_container(node, resolve=True))

@@ -684,6 +684,13 @@ def _check_resumed_settings(ckpt_path: str, checkpoint: dict, cfg: DictConfig) -
             return ""
         return f" (set by {raw})" if isinstance(raw, str) and raw.startswith("${") else ""
 
+    models = [key for key in differ if key.startswith("model.")]
+    if models:
+        shown = "; ".join(f"{key}={saved.get(key)!r} there, {now.get(key)!r} here{source(key)}" for key in models[:3])
+        raise ConfigError(f"ckpt_path={ckpt_path} was written by a run of another model: {shown}. Its weights were "
+                          "trained as that model, and the resumed run would be logged as this one; resume with the "
+                          "run's own model keys (model.dropout and model.l1 may change), or start a new run (without "
+                          "ckpt_path) for another model")
     shown = "; ".join(f"{key}={saved.get(key)!r} there, {now.get(key)!r} here{source(key)}" for key in differ[:3])
     more = f" (and {len(differ) - 3} more: {', '.join(differ[3:6])}{' ...' if len(differ) > 6 else ''})" \
         if len(differ) > 3 else ""
