@@ -153,6 +153,39 @@ def test_rerun_refuses_crafted_configs_by_what_they_build(logged_run, tmp_path, 
     assert len(runs_in(store)) == before
 
 
+def test_an_evaluation_leaves_out_the_runs_own_callbacks_and_builds_none(logged_run, tmp_path):
+    """A run with a callback of one's own (a class from a --config-dir's module) could not be evaluated at all: the
+    whole config was refused. An evaluation trains nothing: such callbacks are left out, with a note, and never
+    built (a crafted one that would run a command runs nothing); a rerun, which trains, still refuses them."""
+    from omegaconf import OmegaConf
+
+    from pipeline.tracking import TrackedRun
+
+    store, source = logged_run
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    source_folder = Path(source.info.artifact_uri.removeprefix("file://"))
+    cfg = OmegaConf.load(source_folder / "config.yaml")
+    OmegaConf.update(cfg, "callbacks.mine", {"_target_": "mycallbacks.EpochCounter"}, force_add=True, merge=False)
+    OmegaConf.update(cfg, "callbacks.evil", {"_target_": "pipeline.tracking.provenance.subprocess.run",
+                                             "_args_": [["touch", str(victim)]]}, force_add=True, merge=False)
+    with TrackedRun(store["uri"], "own", run_name="own", artifact_location=store["artifacts"]) as run:
+        run.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+        for checkpoint in (source_folder / "checkpoints").glob("*.ckpt"):
+            run.log_artifact(str(checkpoint), "checkpoints")
+    evaluated = run_cli([run.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "evaluation")],
+                        module="pipeline.cli.eval")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert ("Note: the run's own callbacks (callbacks.mine, callbacks.evil) are left out of the evaluation, which "
+            "trains nothing") in evaluated.stdout, evaluated.stdout[-2000:]
+    assert victim.read_text() == "keep me"
+    rerun = run_cli([run.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "rerun")],
+                    module="pipeline.cli.rerun")
+    line = one_error_line(rerun)
+    assert "callbacks.mine._target_='mycallbacks.EpochCounter', which is not allowed" in line and \
+        "pipeline-rerun and pipeline-eval build only classes defined in" in line, line
+
+
 # ----- sweeps never mix two experiments ----------------------------------------------------------------------
 SWEEP = ["hparams_search=classification_optuna", "trainer.max_epochs=1", "data.limit_rows=200", "logger=none",
          "hydra.sweeper.n_trials=1"]

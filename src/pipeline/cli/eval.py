@@ -17,9 +17,11 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides, check_logged_config, check_targets,
-                                confine_written_folders, fresh_output_dir, linked_keys, logged_split_digests,
-                                note_thread_count, output_dir_removed_if_refused, rerun_config, run_of, unfinished_run)
+from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides,
+                                check_logged_config, check_targets, confine_written_folders, drop_own_callbacks,
+                                fresh_output_dir, linked_keys, logged_split_digests, note_thread_count,
+                                output_dir_removed_if_refused, rerun_config, run_of, say_dropped_callbacks,
+                                unfinished_run)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -42,6 +44,7 @@ def _from_checkpoint(path: Path, overrides: list[str], tracking_uri: str, output
         raise RerunRefused(f"{path}: no config.yaml in its run folder ({config_file.parent}); pass the run id instead, "
                            "or keep the checkpoint inside the folder its run wrote")
     cfg = OmegaConf.load(config_file)
+    say_dropped_callbacks(drop_own_callbacks(cfg))
     check_logged_config(cfg, str(config_file))
     cfg.pop("sweep", None)
     for node in (cfg.get("logger") or {}).values():
@@ -176,7 +179,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         cfg = rerun_config(client, run, args.tracking_uri, list(args.overrides), output_dir, choices,
-                           check=refuse_other_preprocessing)
+                           check=refuse_other_preprocessing, evaluation=True)
         cfg.tags.pop("rerun_of", None)
         _warn_if_any(training_file_as_test_warning(cfg))
         checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints") if a.path.endswith(".ckpt")]

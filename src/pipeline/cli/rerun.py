@@ -251,8 +251,27 @@ def check_targets(cfg: DictConfig, what: str) -> None:
         if key == "_target_" or key.endswith("._target_"):
             reason = target_refusal(key, str(value))
             if reason is not None:
-                raise RerunRefused(f"{what} sets {key}={value!r}, which is not allowed: {reason}. pipeline-rerun builds "
-                                   f"only classes defined in {allowed}. Refusing to run it")
+                raise RerunRefused(f"{what} sets {key}={value!r}, which is not allowed: {reason}. pipeline-rerun and "
+                                   f"pipeline-eval build only classes defined in {allowed} (a config from the store "
+                                   "runs no code of its own). Refusing to run it; pipeline-predict <run id> answers "
+                                   "with the run's logged model, and pipeline-train with your --config-dir trains anew")
+
+
+def drop_own_callbacks(cfg: DictConfig) -> list[str]:
+    """An evaluation trains nothing: the callbacks of one's own (classes outside :data:`ALLOWED_MODULES`, from a
+    config dir) are left out of it instead of refusing the whole evaluation. Returns their names."""
+    from omegaconf import open_dict
+
+    node = cfg.get("callbacks")
+    if not isinstance(node, DictConfig):
+        return []
+    dropped = [name for name in list(node.keys()) if isinstance(node.get(name), DictConfig)
+               and node.get(name).get("_target_")
+               and target_refusal(f"callbacks.{name}._target_", str(node.get(name)._target_)) is not None]
+    with open_dict(node):
+        for name in dropped:
+            node.pop(name)
+    return dropped
 
 
 def confine_written_folders(cfg: DictConfig, old_output_dir: Optional[str], output_dir: Path, what: str) -> None:
@@ -382,7 +401,8 @@ def output_dir_removed_if_refused(output_dir: Path, named_by_user: bool) -> Iter
 
 def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_dir: Path,
                  choices: Optional[dict[str, str]] = None, say_registration: bool = False,
-                 check: Optional[Callable[[DictConfig, DictConfig], None]] = None) -> DictConfig:
+                 check: Optional[Callable[[DictConfig, DictConfig], None]] = None,
+                 evaluation: bool = False) -> DictConfig:
     """The logged config of ``run``, checked, with the overrides, writing into ``output_dir`` and the same store.
     The run's ``logger.mlflow.register_as`` is not repeated (a rerun that checks a result made a new version of the
     registered model) unless the overrides set it; ``say_registration``: print a note when it is dropped.
@@ -401,6 +421,8 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
             raise RerunRefused(f"run {run.info.run_id} has no config.yaml artifact ({' '.join(str(error).split())[:200]}); "
                                "only runs logged by pipeline-train can be rerun") from None
         cfg = OmegaConf.load(path)
+    if evaluation:
+        say_dropped_callbacks(drop_own_callbacks(cfg))
     check_logged_config(cfg, run.info.run_id)
     mlflow_node = _mlflow_logger_node(cfg)
     if mlflow_node is None:  # the source was logged to MLflow, so its rerun is too
@@ -445,6 +467,12 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
         cfg.tags = {}
     cfg.tags.rerun_of = run.info.run_id
     return cfg
+
+
+def say_dropped_callbacks(names: list[str]) -> None:
+    if names:
+        print(f"Note: the run's own callbacks ({', '.join(f'callbacks.{n}' for n in names)}) are left out of the "
+              "evaluation, which trains nothing", flush=True)
 
 
 def _mlflow_logger_node(cfg: DictConfig) -> Optional[DictConfig]:
