@@ -228,6 +228,35 @@ def test_a_schedule_or_callback_of_ones_own_without_a_mode_follows_task_mode(sto
                                         "direction is task.mode=max") in refused.stderr, refused.stderr[-2000:]
 
 
+def test_a_model_or_callback_of_ones_own_that_cannot_serve_is_refused_before_any_run(store, tmp_path, monkeypatch):
+    """A model of one's own giving [rows, 3] on a binary task failed in the loss (exit 1, "Target size ([46]) must be
+    the same as input size ([46, 3])", the run FAILED); a class that is no callback failed mid-run ("'NotACallback'
+    object has no attribute 'on_exception'"). Both are now one line, exit 2, before any run."""
+    from conftest import run_cli_in_process, runs_in
+
+    (tmp_path / "mine_pkg.py").write_text(
+        "import torch.nn as nn\n"
+        "class WrongShape(nn.Module):\n"
+        "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
+        "        super().__init__()\n        self.l1 = l1\n        self.fc = nn.Linear(input_shape[0], 3)\n"
+        "    def forward(self, x):\n        return self.fc(x)\n"
+        "class NotACallback:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = tmp_path / "my_conf"
+    (mine / "model").mkdir(parents=True)
+    (mine / "callbacks").mkdir()
+    (mine / "model" / "wrong.yaml").write_text("_target_: mine_pkg.WrongShape\n")
+    (mine / "callbacks" / "odd.yaml").write_text("odd:\n  _target_: mine_pkg.NotACallback\n")
+    for args, says in (
+            (["model=wrong"], "Error: model._target_=mine_pkg.WrongShape: its forward gives outputs of shape [2, 3] "
+                              "for 2 rows; this task needs [2, 1] (one logit per row for two classes"),
+            (["callbacks=[default,odd]"], "Error: callbacks.odd: mine_pkg.NotACallback builds a NotACallback, not a "
+                                          "Lightning callback")):
+        refused = run_cli_in_process(["--config-dir", str(mine), *args, "trainer.max_epochs=1"], store)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr[-2000:]
+    assert runs_in(store) == []
+
+
 def test_a_run_resumed_under_a_plateau_schedule_matches_the_uninterrupted_run(store, tmp_path):
     """ReduceLROnPlateau lowers the rate after an epoch's validation; a run resumed from that epoch's last.ckpt
     goes on with the lowered rate (Lightning's automatic loop saved the checkpoint before stepping it and did not

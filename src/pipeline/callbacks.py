@@ -516,7 +516,15 @@ def build_callbacks(cfg: DictConfig, extra: Iterable[Callback] = ()) -> list[Cal
     config (e.g. rich_progress_bar) replaces the console output."""
     from hydra.utils import instantiate
 
-    built = [instantiate(node) for node in collection(cfg, "callbacks").values()]
+    built = []
+    for name, node in collection(cfg, "callbacks").items():
+        callback = instantiate(node)
+        if not isinstance(callback, Callback):  # it failed mid-run, on the first hook it lacked
+            from pipeline.config import ConfigError
+
+            raise ConfigError(f"callbacks.{name}: {node.get('_target_')} builds a {type(callback).__name__}, not a "
+                              "Lightning callback (a subclass of pytorch_lightning.Callback)")
+        built.append(callback)
     if cfg.model.get("unfreeze_at_epoch") is not None:  # a pretrained backbone trained from that epoch on
         from pipeline.fine_tuning import UnfreezeBackbone
 

@@ -339,6 +339,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     task_module = build_task_module(cfg.task, model, optimizer, scheduler, spec)
     task_module.automatic_optimization = not task_module.use_short_loop(cfg.trainer, optimizer)
     check_monitor(cfg, task_module, spec)
+    probe_outputs(cfg, task_module, datamodule, spec)
     probe_optimization(task_module)
     with building("callbacks"):
         callbacks = build_callbacks(cfg, extra_callbacks)
@@ -469,6 +470,38 @@ def check_monitor(cfg: DictConfig, task_module, spec) -> None:
                           f"but task.mode={mode} would keep (and test) the checkpoint of its "
                           f"{'lowest' if better == 'max' else 'highest'}, i.e. worst, epoch and stop early on it; "
                           f"add task.mode={better}")
+
+
+def probe_outputs(cfg: DictConfig, task_module, datamodule, spec) -> None:
+    """A model's forward on two training rows (data held in memory) must give ``(rows, num_outputs)`` (or ``(rows,)``
+    for one output): a model of one's own that gave another shape failed in the loss, after the run was created
+    (exit 1, "Target size ([46]) must be the same as input size ([46, 3])"). A forward that fails here is left to
+    fail where it runs."""
+    import torch
+
+    split = getattr(datamodule, "train_split", None)
+    x = getattr(split, "x", None)
+    if not isinstance(x, torch.Tensor) or len(x) == 0:
+        return
+    model = task_module.model
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = task_module(x[:2])
+    except Exception:
+        return
+    finally:
+        model.train(was_training)
+    rows, wanted = len(x[:2]), spec.num_outputs
+    shape = tuple(getattr(out, "shape", ()))
+    if shape not in ((rows, wanted), *([(rows,)] if wanted == 1 else [])):
+        what = {"regression": "a value per row", "classification": "a logit per class"}.get(spec.task_kind, "")
+        if spec.task_kind == "classification" and wanted == 1:
+            what = "one logit per row for two classes"
+        raise ConfigError(f"model._target_={cfg.model.get('_target_')}: its forward gives outputs of shape "
+                          f"{list(shape)} for {rows} rows; this task needs [{rows}, {wanted}] ({what}: the model is "
+                          "built with num_outputs, which its last layer must give)")
 
 
 def probe_optimization(task_module) -> None:
