@@ -141,6 +141,12 @@ OUT_OF_RANGE = [
     (["data.cv_folds=5", "data.fold=5"], ["data.fold=5", "0..4"]),
     (["data.fold=2"], ["data.fold=2", "data.cv_folds"]),
     (["seed=1.5"], ["seed", "integer", "1.5"]),
+    # a typo in a class path: "cannot import 'torch.optim.Adamw' (Error loading 'torch.optim.Adamw':)", the reason on
+    # lines of Hydra's log
+    (["optimizer._target_=torch.optim.Adamw"], ["optimizer._target_: cannot import 'torch.optim.Adamw': torch.optim "
+                                                "has no 'Adamw'; did you mean 'torch.optim.AdamW'?"]),
+    (["model._target_=nosuchmodule.Net"], ["model._target_: cannot import 'nosuchmodule.Net': no module named "
+                                           "'nosuchmodule'"]),
     # an environment variable is text: "seed must be an integer, got '7'" did not say why or what reads it as one
     (["seed=${oc.env:PIPELINE_TEST_UNSET,7}"], ["seed must be an integer, got '7' (text, not a number: ${oc.env:...} "
                                                 "gives text; seed='${oc.decode:${oc.env:NAME}}' reads the variable as a "

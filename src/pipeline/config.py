@@ -329,12 +329,40 @@ def _first_line(error: Exception) -> str:
 
 
 def resolve_target(group: str, path: str) -> Callable:
-    from hydra.utils import get_object
+    """The object ``path`` names, or a one-line error saying which part is missing (Hydra's own said "Error loading
+    'mymodels.Nett':" with the reason on lines of its log)."""
+    import difflib
+    import importlib
 
-    try:
-        return get_object(path)
-    except Exception as error:  # ImportError, AttributeError, ...
-        raise ConfigError(f"{group}._target_: cannot import '{path}' ({_first_line(error)})") from None
+    parts = str(path).split(".")
+    found, cut = None, 0
+    for cut in range(len(parts) - 1, 0, -1):  # the longest prefix that is a module
+        name = ".".join(parts[:cut])
+        try:
+            found = importlib.import_module(name)
+            break
+        except ModuleNotFoundError as error:
+            if error.name and (name == error.name or name.startswith(error.name + ".")):
+                continue  # this prefix is no module: try a shorter one
+            raise ConfigError(f"{group}._target_: cannot import '{path}': importing {name} failed "
+                              f"({_first_line(error)})") from None
+        except Exception as error:  # the module itself fails (a syntax error, its own import)
+            raise ConfigError(f"{group}._target_: cannot import '{path}': importing {name} failed "
+                              f"({type(error).__name__}: {_first_line(error)})") from None
+    if found is None:
+        raise ConfigError(f"{group}._target_: cannot import '{path}': no module named {parts[0]!r} (write "
+                          "module.Class, with the module's folder on PYTHONPATH or installed)")
+    obj = found
+    for position in range(cut, len(parts)):
+        if not hasattr(obj, parts[position]):
+            owner = ".".join(parts[:position])
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = [n for n in names if n.lower() == parts[position].lower()] or \
+                difflib.get_close_matches(parts[position], names, n=1)
+            raise ConfigError(f"{group}._target_: cannot import '{path}': {owner} has no {parts[position]!r}"
+                              + (f"; did you mean '{owner}.{close[0]}'?" if close else "")) from None
+        obj = getattr(obj, parts[position])
+    return obj
 
 
 # why a bundled data set takes no data.test_path, and what does
