@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,29 @@ def test_a_schedule_or_callback_of_ones_own_without_a_mode_follows_task_mode(sto
     refused = run_cli_in_process([*common, "+callbacks.my_es.mode=min"], store)
     assert refused.returncode == 2 and ("callbacks.my_es.mode=min: callbacks.my_es watches val/acc, whose better "
                                         "direction is task.mode=max") in refused.stderr, refused.stderr[-2000:]
+
+
+def test_a_run_records_the_code_of_its_own_callbacks_and_models(store, tmp_path, monkeypatch):
+    """git_commit covers the pipeline, not a --config-dir's module: a model or callback edited between two runs left
+    no trace in MLflow. Its code is now an artifact (code/<module>.py, secrets masked) and a tag (code.<module>: a
+    digest)."""
+    from conftest import run_cli_in_process, runs_in
+
+    (tmp_path / "my_callbacks.py").write_text(
+        "import pytorch_lightning as pl\n"
+        "API_TOKEN = 'hf_abcdefghijklmnopqrstuvwxyz123456'\n"
+        "class Counter(pl.Callback):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "my_conf" / "callbacks").mkdir(parents=True)
+    (tmp_path / "my_conf" / "callbacks" / "counter.yaml").write_text("counter:\n  _target_: my_callbacks.Counter\n")
+    result = run_cli_in_process(["--config-dir", str(tmp_path / "my_conf"), "callbacks=[default,counter]",
+                                 "trainer.max_epochs=1", "logger.mlflow.log_model=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    assert re.fullmatch(r"[0-9a-f]{12}", run.data.tags["code.my_callbacks"]), run.data.tags
+    assert not any(tag.startswith("code.pipeline") or tag.startswith("code.torch") for tag in run.data.tags)
+    logged = (Path(run.info.artifact_uri.removeprefix("file://")) / "code" / "my_callbacks.py").read_text()
+    assert "class Counter(pl.Callback)" in logged and "hf_abc" not in logged
 
 
 def test_a_model_or_callback_of_ones_own_that_cannot_serve_is_refused_before_any_run(store, tmp_path, monkeypatch):

@@ -163,6 +163,17 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     if is_rank_zero():  # every rank of a DDP run shares the output directory; rank 0 writes it
         (run.output_dir / "config.yaml").write_text(config_yaml)
     run.log_text(config_yaml, "config.yaml")
+    if run.active and is_rank_zero():  # a model or callback of one's own: its code, which git_commit does not cover
+        import hashlib
+
+        from .provenance import own_code
+
+        code = own_code(resolved)
+        for module, (_, text) in code.items():
+            run.log_text(text, f"code/{module}.py")
+        if code:
+            run.set_tags({f"code.{module}": hashlib.sha256(text.encode()).hexdigest()[:12]
+                          for module, (_, text) in code.items()})
     if run.active and hasattr(run, "send_provenance"):  # the store-writer process runs git and reads versions
         from pipeline.config import PROJECT_ROOT
 

@@ -115,3 +115,50 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:  # no user name in a container without /etc/passwd entry
         return "unknown"
+
+
+def own_code(tree) -> dict[str, tuple[Path, str]]:
+    """The modules of one's own that a run's config builds from (a ``_target_`` of a ``--config-dir`` model or
+    callback, whose code git_commit does not cover), as ``{module: (file, text with secrets masked)}``: neither this
+    package nor an installed library nor the standard library. Modules already imported (the run built them)."""
+    import sysconfig
+
+    import pipeline
+
+    paths = sysconfig.get_paths()
+    skipped = {Path(paths[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    skipped.add(Path(pipeline.__file__).resolve().parent)
+    found: dict[str, tuple[Path, str]] = {}
+
+    def visit(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "_target_" and isinstance(value, str):
+                    add(value)
+                else:
+                    visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    def add(target: str) -> None:
+        parts = target.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            name = ".".join(parts[:cut])
+            module = sys.modules.get(name)
+            if module is None:
+                continue
+            file = getattr(module, "__file__", None)
+            if not file or name in found:
+                return
+            resolved = Path(file).resolve()
+            if any(folder == resolved or folder in resolved.parents for folder in skipped):
+                return
+            try:
+                found[name] = (resolved, redact_diff(resolved.read_text(errors="replace")))
+            except OSError:
+                pass
+            return
+
+    visit(tree)
+    return found
