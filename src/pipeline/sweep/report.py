@@ -253,12 +253,20 @@ def train_command(settings: SweepSettings, base_config: DictConfig) -> str:
         searchpath = [str(p) for p in base_config.hydra.searchpath or ()] + [f"file://{sweep_dir}"]
         words.append(f"hydra.searchpath=[{','.join(searchpath)}]")
     words.append(f"experiment={best_config_name(settings)}")
-    return " ".join(shlex.quote(word) for word in words)
+    return " ".join(shlex.quote(word) for word in [*words, *deletions(base_config)])
+
+
+def deletions(base_config: DictConfig) -> list[str]:
+    """The sweep's ``~key`` overrides: a YAML file cannot delete a key, so the command that trains the best config
+    repeats them (without them the file trained with the key the trials did not have: not the trial's numbers)."""
+    return [str(o) for o in (OmegaConf.select(base_config, "hydra.overrides.task") or ()) if str(o).startswith("~")]
 
 
 def write_best_config(study: optuna.Study, trial, settings: SweepSettings, config_loader, base_config: DictConfig) -> Path:
     """``<sweep dir>/experiment/<study>_best.yaml``: the groups and values in which the best trial's
     config differs from the defaults, so ``experiment=<study>_best`` reproduces it exactly."""
+    import shlex
+
     from hydra.types import RunMode
 
     from .space import trial_overrides
@@ -286,7 +294,8 @@ def write_best_config(study: optuna.Study, trial, settings: SweepSettings, confi
         f"# (or copy this file into {user_config_dir(base_config) or 'conf'}/experiment/ and run: pipeline-train "
         + (f"--config-dir {user_config_dir(base_config)} " if user_config_dir(base_config) else "")
         + (f"--config-name {config_name} " if config_name != "config" else "")
-        + f"experiment={best_config_name(settings)})",
+        + f"experiment={best_config_name(settings)}"
+        + "".join(f" {shlex.quote(d)}" for d in deletions(base_config)) + ")",
     ]
     if secrets:  # this file is logged to the store: credentials stay on the command line
         lines.append(f"# Left out (credentials): {', '.join(secrets)}; give them on the command line as the sweep had them")
