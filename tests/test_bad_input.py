@@ -74,6 +74,14 @@ def test_an_unknown_option_in_a_config_files_defaults_names_the_file(store):
     (folder.parent / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nseed: 7\n")
     result = run_cli_in_process(["--config-dir", str(folder.parent), "--config-name", "mine", "optimizer.lrr=1"], store)
     assert_refused(result, store, "unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?")
+    # an option of one's own inside a list: the suggestion and the options offered include the config dir's
+    (folder.parent / "callbacks").mkdir()
+    (folder.parent / "callbacks" / "epoch_counter.yaml").write_text(
+        "epoch_counter:\n  _target_: pytorch_lightning.callbacks.Timer\n")
+    result = run_cli_in_process(["--config-dir", str(folder.parent), "callbacks=[default,epoch_countr]"], store)
+    line = assert_refused(result, store, "callbacks=epoch_countr: no such option in conf/callbacks/; did you mean "
+                                         "callbacks=epoch_counter?")
+    assert "epoch_counter" in line.split("Available: ", 1)[1], line
 
 
 def test_help_lists_the_options_without_the_base_files(store):

@@ -403,7 +403,8 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
     missing = re.search(r"Could not load '([\w/]+)/([^'/]+)'", str(error))
     if isinstance(error, MissingConfigException) and not error.options and missing:  # an option inside a list
         group, name = missing.groups()
-        error.options = config_options(config_dir, group)
+        error.options = sorted(set(config_options(config_dir, group))  # and those of a --config-dir of one's own
+                               | set(config_options(Path(user_dir), group) if user_dir else ()))
         error.missing_cfg_file = f"{group}/{name}"
     if isinstance(error, MissingConfigException) and error.options:
         group, _, name = (error.missing_cfg_file or "").rpartition("/")
