@@ -494,6 +494,15 @@ def test_compare_all_data_says_it_mixes_data_sets_and_ranks_runs_without_the_met
     assert "by test/acc (higher is better; ranked on a test metric, so the test rows choose the run)" in out, out
     assert "not ranked on" not in out
     assert "f1 and ap are of different classes" not in out
+    # a key that differs among the ranked runs and has no column (a model of one's own's width) is named with its values
+    fake_run("narrow", {**base, "data": "breast_cancer", "model.width": "8", "data.batch_size": "32"},
+             {"val/acc_best": 0.9})
+    fake_run("wide", {**base, "data": "breast_cancer", "model.width": "64", "data.batch_size": "32"},
+             {"val/acc_best": 0.91})
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "w")], capsys)
+    assert ("(also set otherwise among these runs, without a column: data.batch_size (-, 32); model.width (-, 64, 8))"
+            in out), out  # "-": a run without the key (another model)
     # runs that score f1 and ap of another class (task.positive_class) are left out, and said to be when ranked
     # together: their f1 shared one column without a word
     from mlflow import MlflowClient

@@ -154,6 +154,26 @@ DATA_KEYS = ("data", "data.path", "data.test_path", "data.sheet", "data.target",
              "data.fold", "data.groups", "data.order_by")
 
 
+# the groups whose keys say how a run trained (not where it wrote, nor what it was called)
+SETTING_GROUPS = ("model.", "optimizer.", "scheduler.", "task.", "data.", "trainer.")
+NOT_SETTINGS = ("._target_", "_dir", ".dirpath", "data.path", "data.test_path", "data.data_dir", "trainer.devices",
+                "trainer.enable_progress_bar", "data.num_workers")
+
+
+def params_without_a_column(runs: list) -> list[tuple[str, list[str]]]:
+    """The params of the groups that say how a run trained which differ among ``runs`` and have no column of the
+    table: [(key, its distinct values)], in key order."""
+    shown = {key for _, key in KEY_PARAMS}
+    keys = sorted({key for run in runs for key in run.data.params
+                   if key.startswith(SETTING_GROUPS) and key not in shown and not key.endswith(NOT_SETTINGS)})
+    found = []
+    for key in keys:
+        values = list(dict.fromkeys(run.data.params.get(key, "-") for run in runs))
+        if len(values) > 1:
+            found.append((key, values))
+    return found
+
+
 def data_key(run) -> tuple[str, ...]:
     """Which runs are ranked together: the data option, the whole paths of the data and test files (two folders
     named ``simple`` in different places are two data sets, though :func:`data_identity` shows both as ``simple``),
@@ -492,6 +512,11 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"--all-data ranks {them} too)")
     print()
     print(as_text(ranking))
+    unshown = params_without_a_column(ranking.runs)
+    if unshown:  # a model of one's own's width, a searched batch size: rows that look alike are not
+        print("\n(also set otherwise among these runs, without a column: " + "; ".join(
+            f"{key} ({', '.join(values[:4])}{', ...' if len(values) > 4 else ''})" for key, values in unshown[:6])
+              + (f"; and {len(unshown) - 6} more" if len(unshown) > 6 else "") + ")")
     (output / "compare.md").write_text(as_markdown(ranking))
     write_csv(ranking, output / "compare.csv")
     written = [output / "compare.md", output / "compare.csv"]
