@@ -503,6 +503,17 @@ def test_compare_all_data_says_it_mixes_data_sets_and_ranks_runs_without_the_met
                                 "--output", str(tmp_path / "w")], capsys)
     assert ("(also set otherwise among these runs, without a column: data.batch_size (-, 32); model.width (-, 64, 8))"
             in out), out  # "-": a run without the key (another model)
+    # a sweep's final run that a better trial replaced (best=false) is left out unless --all
+    from mlflow import MlflowClient
+
+    MlflowClient(store["uri"]).set_tag(fake_run("replaced", {**base, "data": "breast_cancer"}, {"val/acc_best": 0.99}),
+                                       "best", "false")
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "r")], capsys)
+    assert "replaced" not in out and "3 finished runs on breast_cancer" in out, out
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all",
+                                "--output", str(tmp_path / "r2")], capsys)
+    assert "replaced" in out, out
     # runs that score f1 and ap of another class (task.positive_class) are left out, and said to be when ranked
     # together: their f1 shared one column without a word
     from mlflow import MlflowClient

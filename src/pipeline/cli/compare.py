@@ -1,8 +1,8 @@
 """``pipeline-compare [--experiment X] [--by M] [--top N] [--all] [--all-data] [--plot] [--output DIR]``:
 the finished runs of one experiment on one data set as a table, best first by the best validation value of
 the task's monitored metric (``val/loss_best``; selection never looks at the test split), with their key
-params, data and test metrics (shown, not used to rank). Pruned, failed and evaluation runs are left out
-unless ``--all``; runs on other data are left out unless ``--all-data``. Printed, and written as Markdown and
+params, data and test metrics (shown, not used to rank). Pruned, failed and evaluation runs, and a sweep's final
+runs a better trial replaced, are left out unless ``--all``; runs on other data are left out unless ``--all-data``. Printed, and written as Markdown and
 CSV; ``--plot`` adds one figure that overlays the validation curves of the top runs."""
 from __future__ import annotations
 
@@ -107,7 +107,8 @@ def pick_experiment(client, name: Optional[str]):
 
 def finished_runs(client, experiment, include_all: bool = False) -> list:
     """Training runs that finished (a sweep's parent run has no ``task`` param and is left out); with
-    ``include_all`` also pruned trials, failed, killed and evaluation runs. Newest first."""
+    ``include_all`` also pruned trials, failed, killed and evaluation runs, and a sweep's final runs that a better
+    trial replaced (tag best=false). Newest first."""
     runs, token = [], None
     status = None if include_all else "attributes.status = 'FINISHED'"
     while True:
@@ -115,7 +116,9 @@ def finished_runs(client, experiment, include_all: bool = False) -> list:
                                   order_by=["attributes.start_time DESC"])
         for run in page:
             tags = run.data.tags
-            complete = tags.get("sweep.state", "COMPLETE") == "COMPLETE" and tags.get("run_kind") != "evaluation"
+            # a sweep's final run that a better trial replaced (best=false) is one of its trials again
+            complete = (tags.get("sweep.state", "COMPLETE") == "COMPLETE" and tags.get("run_kind") != "evaluation"
+                        and tags.get("best") != "false")
             if "task" in run.data.params and (include_all or complete):
                 runs.append(run)
         token = page.token
