@@ -1507,6 +1507,19 @@ def test_a_category_written_as_a_missing_value_code_is_said_to_be_read_as_missin
                          rf"value here", output), output[-3000:]
 
 
+def test_a_validation_split_of_a_few_rows_is_said_to_choose_the_checkpoint(store):
+    """15 rows gave 11 train / 1 validation / 3 test rows, and that one row chose the checkpoint tested, without a
+    word."""
+    rng = np.random.default_rng(0)
+    path = store["tmp"] / "tiny.csv"
+    pd.DataFrame({"x": rng.normal(size=15), "y": rng.integers(0, 2, 15)}).to_csv(path, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=y", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("11 train / 1 validation / 3 test rows; the checkpoint tested and early stopping are chosen on only 1 "
+            "validation row (one is 100 % of val/acc): hold out more with data.val_fraction") in result.stdout
+
+
 def test_record_numbers_named_otherwise_than_id_are_left_out(store):
     """A file sorted by its label, numbered, shuffled, with the numbers kept in a column named ``record`` (or ``No``,
     ``CaseNo``): they were a numeric input that gave test auroc 0.99 on labels of pure noise."""

@@ -489,6 +489,9 @@ def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return shuffled[np.argsort(labels[shuffled], kind="stable")]
 
 
+FEW_VALIDATION_ROWS = 10  # fewer validation rows than this choose the tested checkpoint by chance: said
+
+
 def announce_splits(module: InMemoryDataModule, how: str, sizes: Sequence[int], noun: str = "row",
                     notes: Sequence[str] = ()) -> None:
     """Print at the start of a run (rank 0 only) how the data is read and how many rows each split has."""
@@ -502,6 +505,11 @@ def announce_splits(module: InMemoryDataModule, how: str, sizes: Sequence[int], 
         notes.append("the source run's preprocessing; its training data is not read")
     elif getattr(module, "val_fraction", None) == 0:
         notes.append("no validation split (data.val_fraction=0): the last epoch is tested")
+    validated = sizes[1] if len(sizes) > 1 else 0
+    if 0 < validated < FEW_VALIDATION_ROWS and not getattr(module, "test_file_only", False):
+        plural = "s" if validated > 1 else ""
+        notes.append(f"the checkpoint tested and early stopping are chosen on only {validated} validation {noun}{plural} "
+                     f"(one is {100 / validated:.0f} % of val/acc): hold out more with data.val_fraction")
     if module.cv_folds:
         notes.insert(0, f"data.fold={module.fold} (counted from 0: fold {module.fold + 1} of {module.cv_folds}) of "
                         f"{module.cv_folds}-fold cross-validation is the test split")
