@@ -444,6 +444,20 @@ def test_raw_input_adapter_tokenizes_a_text_column_as_training_did(tmp_path):
         adapter.to_tensor(pd.DataFrame({"review": texts}))
 
 
+def test_texts_longer_than_max_length_are_counted_on_the_data_line(store, tmp_path):
+    """data.max_length (64 by default) cut every longer text to its first tokens without a word: reviews of 80 words
+    whose sentiment came last trained to chance."""
+    data = write_sentiment_tsv(tmp_path / "data", rows=200, dev=40)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={data}", "model=bow",
+                                 "data.max_length=3", "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"; [\d,]+ of [\d,]+ texts \(\d+ %\) are longer than data\.max_length=3 tokens: only their first 3 "
+                     r"are read \(raise data\.max_length to read more\)", result.stdout), result.stdout[-2000:]
+    default = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={data}", "model=bow",
+                                  "trainer.max_epochs=1", "logger=none"], store)
+    assert default.returncode == 0 and "longer than data.max_length" not in default.stdout
+
+
 def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(store, tmp_path, capsys):
     """runs:/<id>/model is a pyfunc model on a ``text`` column; pipeline-predict on a .txt file (run id) and on
     a TSV (checkpoint) give the same answers, and on the test file they score the run's test/acc."""
@@ -490,16 +504,20 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
 
     # empty lines keep their rows (answers pair with lines) and are named: their answer is the model's bias alone
     gaps, out_gaps = tmp_path / "gaps.txt", tmp_path / "gaps.csv"
-    gaps.write_text(f"{test['sentence'][0]}\n\n   \n{test['sentence'][1]}\n")
+    gaps.write_text(f"{test['sentence'][0]}\n\n   \n{test['sentence'][1]}\n" + "film " * 100 + "\n")
     capsys.readouterr()
     try:
         predict_main([run.info.run_id, "--input", str(gaps), "--output", str(out_gaps), "--tracking-uri", store["uri"]])
     except SystemExit as exit_:
         assert exit_.code in (0, None)
     answered = pd.read_csv(out_gaps, keep_default_na=False)
-    assert len(answered) == 4 and answered["prediction"].astype(str).tolist()[::3] == by_mlflow["prediction"][:2].tolist()
+    assert len(answered) == 5 and answered["prediction"].astype(str).tolist()[:4:3] == by_mlflow["prediction"][:2].tolist()
+    said = capsys.readouterr().err
     assert (f"Note: 2 empty texts in {gaps} (rows 1, 2; 0 is the first line): the model answered them from no words, "
-            "with its bias alone") in capsys.readouterr().err
+            "with its bias alone") in said
+    # a text longer than max_length tokens is read up to it: said (it was cut without a word)
+    assert (f"Note: 1 of the 5 texts of {gaps} is longer than the model's max_length (64 tokens, data.max_length in "
+            "training): it answered from their first 64") in said, said
 
 
 def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(store, tmp_path):

@@ -531,6 +531,8 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
     skipped = BlankRows()
     unreadable = UnreadableFiles()
     empty = EmptyTexts(predictor.columns[0] if predictor.reads == "texts" else None)
+    if predictor.reads == "texts" and predictor.adapter is not None:
+        predictor.adapter.texts_cut = 0  # counted by the adapter as it encodes (texts longer than max_length)
     progress = _progress_bar(args)
     success, header_only = False, None
     try:
@@ -578,6 +580,13 @@ def predict_file(predictor: Predictor, args: argparse.Namespace) -> int:
         skipped.note(args.input, writer.rows)
         unreadable.note(args.input, writer.rows)
         empty.note(args.input)
+        cut = getattr(predictor.adapter, "texts_cut", 0) if predictor.reads == "texts" else 0
+        if cut:
+            length = getattr(predictor.adapter, "max_length", "?")
+            print(f"Note: {cut} of the {writer.rows} texts of {args.input} {'is' if cut == 1 else 'are'} longer than the "
+                  f"model's max_length "
+                  f"({length} tokens, data.max_length in training): it answered from their first {length}",
+                  file=sys.stderr, flush=True)
         success = True
     finally:
         writer.close(success)

@@ -237,7 +237,7 @@ class TextInput:
         self._tokenizer = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_tokenizer": None}
+        return {**self.__dict__, "_tokenizer": None, "texts_cut": 0}
 
     def input_schema(self) -> list[tuple[str, str]]:
         return [(self.column, "text")]
@@ -257,8 +257,12 @@ class TextInput:
             self._tokenizer.no_padding()
             self._tokenizer.enable_truncation(max_length=self.max_length)
         ids = np.full((len(texts), self.max_length), self.pad_id, dtype=np.int64)
+        cut = 0
         for i, encoding in enumerate(self._tokenizer.encode_batch(texts)):
             ids[i, : len(encoding.ids)] = encoding.ids[: self.max_length]
+            cut += bool(encoding.overflowing)
+        # texts longer than max_length tokens, read up to it (pipeline-predict says how many)
+        self.texts_cut = getattr(self, "texts_cut", 0) + cut
         return torch.from_numpy(ids)
 
     to_tensor = transform

@@ -252,7 +252,18 @@ class TextDataModule(InMemoryDataModule):
 
     def how_split(self) -> list[str]:
         note = getattr(self, "_repeat_note", None)
-        return [note] if note else []
+        return ([note] if note else []) + self._cut_note()
+
+    def _cut_note(self) -> list[str]:
+        """How many texts are longer than data.max_length tokens: everything after is never read (an IMDB review
+        loses most of its words at the default 64), which nothing said."""
+        counts = getattr(self, "_cut_counts", [])
+        cut, total = sum(c for c, _ in counts), sum(n for _, n in counts)
+        if not cut:
+            return []
+        return [f"{cut:,} of {total:,} texts ({100 * cut / total:.0f} %) are longer than data.max_length="
+                f"{self.max_length} tokens: only their first {self.max_length} are read (raise data.max_length to "
+                "read more)"]
 
     def _test_file_splits(self, data: LoadedData) -> tuple[Split, Split, Split]:
         return self._index_rows(*super()._test_file_splits(data))
@@ -324,9 +335,12 @@ class TextDataModule(InMemoryDataModule):
         # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         ids = np.full((len(texts), self.max_length), self.pad_id, dtype=np.int64)
+        cut = 0
         for start in range(0, len(texts), 65536):  # bounded temporary memory for big corpora
             for i, encoding in enumerate(encode(list(texts[start : start + 65536])), start=start):
                 ids[i, : len(encoding.ids)] = encoding.ids
+                cut += bool(encoding.overflowing)
+        self.last_cut = cut  # texts longer than max_length tokens, of these (said on the data line)
         return torch.from_numpy(ids)
 
     def row_identity(self, split: Split) -> list:
@@ -340,7 +354,9 @@ class TextDataModule(InMemoryDataModule):
     def apply_preprocessing(self, split: Split) -> Split:
         if self.streaming:
             return split  # row numbers: texts are read and encoded per batch
-        return Split(self.encode(self.texts_of(split.x)), split.y)
+        encoded = Split(self.encode(self.texts_of(split.x)), split.y)
+        self._cut_counts = [*getattr(self, "_cut_counts", []), (self.last_cut, len(split))]  # train, val, test
+        return encoded
 
     def describe(self, train: Split, class_names) -> DataSpec:
         if self.fitted is not None:  # what the trained run's model was built for
