@@ -526,11 +526,11 @@ def _integer(key: str, value: Any) -> int:
 def _text_hint(key: str, value: Any) -> str:
     """For a number written as text: what reads it as a number. An environment variable (``${oc.env:SEED}``) is
     always text, and so is a quoted value in YAML or on the command line."""
-    try:
-        float(value) if isinstance(value, str) else None
-    except ValueError:
-        return ""
     if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
         return ""
     return (f" (text, not a number: ${{oc.env:...}} gives text; {key}='${{oc.decode:${{oc.env:NAME}}}}' reads the "
             f"variable as a number, and a value written in quotes is text too)")

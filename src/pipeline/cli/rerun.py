@@ -265,9 +265,9 @@ def drop_own_callbacks(cfg: DictConfig) -> list[str]:
     node = cfg.get("callbacks")
     if not isinstance(node, DictConfig):
         return []
-    dropped = [name for name in list(node.keys()) if isinstance(node.get(name), DictConfig)
-               and node.get(name).get("_target_")
-               and target_refusal(f"callbacks.{name}._target_", str(node.get(name)._target_)) is not None]
+    targets = {name: entry.get("_target_") for name, entry in node.items() if isinstance(entry, DictConfig)}
+    dropped = [name for name, target in targets.items()
+               if target and target_refusal(f"callbacks.{name}._target_", str(target)) is not None]
     with open_dict(node):
         for name in dropped:
             node.pop(name)

@@ -447,11 +447,9 @@ class TablePreprocessor:
                      "missing_indicator": bool(len(present) < len(values))}
             if not stats["std"] > 0:
                 stats["std"] = 1.0
-            if self.numeric_transform == "standard" and len(present):
-                low, high = np.quantile(present, [0.25, 0.75])
-                if high > low and stats["std"] > FAR_OUT_RATIO * (high - low):
-                    extreme = float(present[np.argmax(np.abs(present - median))])
-                    self.far_out[name] = (extreme, stats["std"], float(high - low))
+            found = far_out(present, stats["std"], median) if self.numeric_transform == "standard" else None
+            if found is not None:
+                self.far_out[name] = found
             if self.numeric_transform == "quantile" and len(filled):
                 count = min(QUANTILES, len(filled))
                 stats["quantiles"] = np.quantile(filled, np.linspace(0, 1, count)).tolist()
@@ -613,6 +611,18 @@ class TablePreprocessor:
         return (f"TablePreprocessor(numeric [{self.numeric_transform}]: {numeric or '-'}; categorical "
                 f"[{self.categorical_encoding}, codes incl. unseen/missing]: {categorical or '-'}; "
                 f"{self.num_features} model inputs)")
+
+
+def far_out(values: np.ndarray, std: float, median: float) -> Optional[tuple[float, float, float]]:
+    """(the value farthest from ``median``, ``std``, the spread of the middle half) when a few far-out values set
+    the standard deviation of ``values``: ``std`` is over FAR_OUT_RATIO times their interquartile range (a unit or
+    a typo: standardised, every other value is ~0); None otherwise, or for no values."""
+    if not len(values):
+        return None
+    low, high = np.quantile(values, [0.25, 0.75])
+    if high > low and std > FAR_OUT_RATIO * (high - low):
+        return float(values[np.argmax(np.abs(values - median))]), std, float(high - low)
+    return None
 
 
 # ----- new rows against the training rows --------------------------------------------------------------

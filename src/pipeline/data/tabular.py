@@ -101,17 +101,14 @@ class TabularDataModule(InMemoryDataModule):
 def _say_far_out_targets(y: np.ndarray) -> None:
     """A regression target whose spread a few far-out training values set (a typo, 1e6 among values near 100): the
     standardised loss and the RMSE are then mostly theirs, as the columns' far-out cells are said of inputs."""
-    from .preprocessing import FAR_OUT_RATIO
+    from .preprocessing import far_out
 
-    if len(y) < 4:
-        return
-    low, high = np.quantile(y, [0.25, 0.75])
-    std = float(y.std())
-    if high > low and std > FAR_OUT_RATIO * (high - low):
-        extreme = float(y[np.argmax(np.abs(y - np.median(y)))])
+    found = far_out(y, float(y.std()), float(np.median(y))) if len(y) >= 4 else None
+    if found is not None:
+        extreme, std, spread = found
         log.warning("data.target: the training rows' target holds values far from the rest (e.g. %.6g): its standard "
                     "deviation %.3g is %.3g times the spread of its middle half (%.3g), so the loss and the RMSE are "
-                    "mostly those rows'. Check them (a unit or a typo?)", extreme, std, std / (high - low), high - low)
+                    "mostly those rows'. Check them (a unit or a typo?)", extreme, std, std / spread, spread)
 
 
 def _regression_split(x: np.ndarray, y: np.ndarray) -> Split:
