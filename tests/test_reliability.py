@@ -411,6 +411,13 @@ def test_two_runs_never_share_an_output_folder(store):
     # Hydra's record of the job went with it: the first run's .hydra/ still says what the first run was
     assert "trainer.max_epochs=1" in (store["outputs"] / ".hydra" / "overrides.yaml").read_text()
     assert "trainer.max_epochs=2" in (moved / ".hydra" / "overrides.yaml").read_text()
+    # so with a config folder of one's own (--config-dir is an option, and options once skipped the move)
+    own = store["outputs"].parent / "own-configs"
+    own.mkdir()
+    third = run_cli(["--config-dir", str(own), "trainer.max_epochs=3", "logger=none"], store)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "trainer.max_epochs=3" in (Path(f"{store['outputs']}-3") / ".hydra" / "overrides.yaml").read_text()
+    assert "trainer.max_epochs=2" in (moved / ".hydra" / "overrides.yaml").read_text()
     # --cfg job runs nothing: its YAML alone (a line about the taken folder came first and broke it as YAML)
     import yaml
 

@@ -149,13 +149,17 @@ def main() -> None:
         exit_at_once()
 
 
+# Hydra's options after which no job runs; --config-dir, --config-name ... run one and are no reason to skip
+_NOTHING_RUNS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+
+
 def free_run_dir(argv: list[str]) -> None:
     """``hydra.run.dir=<folder>`` naming a folder another run claimed (the same command given twice): this run takes
     ``<folder>-2`` (``-3`` ...) before Hydra starts, as ``train.claim_output_dir`` would once it ran, so that Hydra's
     record of the job (``.hydra/*.yaml``, its log) goes there too and does not overwrite the other run's."""
     if not is_rank_zero() or any(a in ("-m", "--multirun") for a in argv[1:]):
         return  # other ranks write into rank 0's folder; a multirun's jobs have folders of their own
-    if any(a.startswith("-") for a in argv[1:]):
+    if any(a.partition("=")[0] in _NOTHING_RUNS for a in argv[1:]):
         return  # --cfg job, --help ...: nothing runs (and a line before --cfg's YAML broke it as YAML)
     for index, argument in enumerate(argv[1:], start=1):
         key, _, value = argument.partition("=")
