@@ -875,3 +875,88 @@ def test_a_class_folder_named_in_another_unicode_form_is_the_same_class(tmp_path
     data.setup()
     assert data.spec.class_names == [composed, "orge"]
     assert sorted(data.test_split.y.tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+# ----- folders as researchers have them: what is read, what is not, and in which class order -----------------
+def folder_module(path: Path, **options):
+    from pipeline.data.image_files import ImageFolder
+
+    return ImageFolder(path=str(path), image_size=16, num_workers=0, augment=False, **options)
+
+
+def test_files_of_other_extensions_are_counted_and_jpeg_by_its_other_names_is_read(tmp_path, quick_store):
+    """A class of .jfif files (JPEG) and one of .avif files were left out without a word: 60 images trained as 27,
+    the class balance changed, and pipeline-predict answered 9 rows for a folder of 20. JPEG's other names are read
+    now, and what is left out is counted by extension, in training and in pipeline-predict."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fruit"
+    write_class(folder / "apple", 6, BRIGHT, rng)
+    write_class(folder / "leaf", 6, DARK, rng)
+    for image in (folder / "apple").glob("*.jpg"):
+        image.rename(image.with_suffix(".jfif"))
+    (folder / "leaf" / "00.avif").write_bytes(b"\x00\x00\x00\x1cftypavif")
+    (folder / "leaf" / "notes.txt").write_text("taken on a cloudy day")
+    result = run_cli([*FAST, "data=image_folder", f"data.path={folder}", "trainer.max_epochs=1",
+                      "data.val_fraction=0", "data.test_fraction=0.5"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ": 6 train / 0 validation / 6 test images" in data_line(result.stdout), data_line(result.stdout)
+    assert f"data.path: {folder}: 2 file(s) left out, not of an image kind read here (1 .avif, 1 .txt); read are " \
+        ".jpg .jpeg .jfif" in result.stdout + result.stderr, result.stdout[-3000:]
+    checkpoint = quick_store["outputs"] / "checkpoints" / "last.ckpt"
+    predicted = run_cli([str(checkpoint), "--input", str(folder / "leaf"), "--output", str(tmp_path / "leaf.csv")],
+                        module="pipeline.cli.predict")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert f"--input {folder / 'leaf'}: 2 file(s) left out, not of an image kind read here (1 .avif, 1 .txt)" in \
+        predicted.stdout + predicted.stderr, predicted.stderr[-3000:]
+    assert len((tmp_path / "leaf.csv").read_text().splitlines()) == 1 + 6
+
+
+def test_split_folders_without_class_folders_are_refused_naming_them(tmp_path):
+    """train/ and test/ holding images directly were taken as two classes named "train" and "test": a model of
+    which folder an image came from, test/acc 0.73. A flat, unlabelled test/ beside train/<class>/ (Kaggle's layout)
+    ended in "the test split of 'image_folder' is empty; use more rows or other split fractions"."""
+    from pipeline.data.base import DataError
+
+    rng = np.random.default_rng(0)
+    flat = tmp_path / "flat"
+    write_class(flat / "train", 4, BRIGHT, rng)
+    write_class(flat / "test", 4, DARK, rng)
+    with pytest.raises(DataError, match=rf"data.path: {flat} holds the split folders train/, test/ but "
+                                        rf"{flat / 'train'} has no class sub-folders: they would be trained as classes"):
+        folder_module(flat).setup()
+    kaggle = tmp_path / "kaggle"
+    write_class(kaggle / "train" / "cat", 4, BRIGHT, rng)
+    write_class(kaggle / "train" / "dog", 4, DARK, rng)
+    write_class(kaggle / "test", 5, DARK, rng)
+    with pytest.raises(DataError, match=rf"data.path: {kaggle / 'test'} has no class sub-folders \(5 image\(s\) "
+                                        r"directly in it: unlabelled\); its images need one sub-folder per class"):
+        folder_module(kaggle).setup()
+
+
+def test_images_outside_class_folders_and_a_replaced_test_folder_are_said(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    root = tutorial_folder(tmp_path / "pets", per_class=4, test_per_class=2, modes=False)
+    write_class(root / "test" / "ants", 2, BRIGHT, rng)
+    write_class(root / "test" / "bees", 2, DARK, rng)
+    write_class(root / "unlabeled", 3, DARK, rng)
+    write_class(root / "train", 2, DARK, rng)  # two images beside train/'s class folders
+    other_test = tutorial_folder(tmp_path / "other", per_class=2, test_per_class=2, modes=False) / "val"
+    with caplog.at_level("WARNING"):
+        data = folder_module(root, test_path=str(other_test))
+        data.setup()
+    [line] = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert line == (f"data.path: not used: 2 image(s) directly in {root / 'train'} (not in a class folder); the "
+                    f"folder {root / 'unlabeled'}/ (not train/, val/ or test/); the folder {root / 'test'}/ "
+                    "(data.test_path gives the test images)"), line
+    assert len(data.test_split) == 4
+
+
+def test_numbered_class_folders_are_ordered_by_value_as_listings_are(tmp_path):
+    """Class folders 0, 1, 2, 10 were ordered as text (0, 1, 10, 2), an image listing of the same images by value
+    (0, 1, 2, 10): task.class_weights=[1,1,1,5] weighted class 2 in one and class 10 in the other."""
+    rng = np.random.default_rng(0)
+    for name in ("0", "1", "2", "10"):
+        write_class(tmp_path / "digits" / name, 3, BRIGHT, rng)
+    data = folder_module(tmp_path / "digits", val_fraction=0.0, test_fraction=0.25)
+    data.setup()
+    assert data.spec.class_names == ["0", "1", "2", "10"]

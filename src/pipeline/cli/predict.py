@@ -410,9 +410,13 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         if predictor.reads != "images":
             raise PredictError(f"--input {source} is a folder; this model reads the columns "
                                f"{', '.join(predictor.columns)}: give it a table")
-        from pipeline.data.image_files import _image_files
+        from collections import Counter
 
-        files = _image_files(source)
+        from pipeline.data.image_files import _image_files, say_other_files
+
+        others: Counter = Counter()
+        files = _image_files(source, others)
+        say_other_files(f"--input {source}", others)
         if not files:
             raise PredictError(f"--input {source}: no image files in this folder or below it")
         yield from _one_column(column, [str(source / f) for f in files], args)

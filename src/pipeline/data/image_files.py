@@ -23,6 +23,7 @@ import logging
 import os
 import unicodedata
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Callable, ClassVar, Optional, Sequence
 
@@ -37,8 +38,9 @@ from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
 
 log = logging.getLogger(__name__)
 
-#: what torchvision's ImageFolder reads, plus GIF
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+#: what torchvision's ImageFolder reads, plus GIF and JPEG's other names (.jfif, .jpe: images are decoded by their
+#: content, not their name)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 #: how many training images the "dataset" normalisation statistics are estimated from
 STATISTICS_SAMPLE = 1000
 #: split folder names, in any case (Kaggle's Training/ and Testing/, training_set/ and test_set/ too)
@@ -200,7 +202,8 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
             return parts
         if not self.skip_bad_files:
             first = bad[0]
-            more = f" ({len(bad)} unreadable files in all)" if len(bad) > 1 else ""
+            # a header is read for every file first; a file cut short after its header is found only as it is decoded
+            more = f" ({len(bad)} files in all whose header cannot be read)" if len(bad) > 1 else ""
             raise DataError(f"{self.row_name(first)}: cannot read the image ({problems[first]}){more}; remove or "
                             "replace it, or set data.skip_bad_files=true to leave such files out")
         for row in bad:
@@ -472,13 +475,16 @@ def _warn_if_splits_as_classes(root: Path) -> None:
 
 
 def _class_folders(folder: Path) -> list[str]:
-    """Sub-folders of ``folder``, sorted; hidden ones (.ipynb_checkpoints, .git) are not classes."""
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+    """Sub-folders of ``folder`` in the order of class names (numbers by value: ``2`` before ``10``, as in a listing
+    or a table; then names); hidden ones (.ipynb_checkpoints, .git) are not classes."""
+    return sorted((entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")),
+                  key=label_sort_key)
 
 
-def _image_files(folder: Path) -> list[str]:
+def _image_files(folder: Path, others: Optional[Counter] = None) -> list[str]:
     """Image files under ``folder`` (recursively, sorted), relative to it; hidden files and folders skipped, and a
-    folder reached again through a link (``ln -s . self``: a loop) read once, not without end or twice."""
+    folder reached again through a link (``ln -s . self``: a loop) read once, not without end or twice. ``others``
+    counts the files left out for their extension (``.avif``, ``.txt``, none), by extension."""
     found = []
     seen = {str(parent) for parent in Path(os.path.realpath(folder)).parents}  # a link up the tree is a loop too
     for directory, subfolders, names in os.walk(folder, followlinks=True):
@@ -487,9 +493,29 @@ def _image_files(folder: Path) -> list[str]:
                                and os.path.realpath(os.path.join(directory, d)) not in seen)
         relative = os.path.relpath(directory, folder)
         for name in sorted(names):
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMAGE_EXTENSIONS):
                 found.append(name if relative == "." else os.path.join(relative, name))
+            elif others is not None:
+                others[os.path.splitext(name)[1].lower() or "(no extension)"] += 1
     return found
+
+
+def say_other_files(where: str, others: Counter) -> None:
+    """One warning line for the files under a folder of images that were not read for their extension: a class
+    of ``.jfif`` or ``.avif`` files trained without them, and the class balance changed, without a word."""
+    if not others:
+        return
+    kinds = ", ".join(f"{count} {extension}" for extension, count in others.most_common(6))
+    log.warning("%s: %d file(s) left out, not of an image kind read here (%s%s); read are %s", where,
+                sum(others.values()), kinds, ", ..." if len(others) > 6 else "", " ".join(IMAGE_EXTENSIONS))
+
+
+def _loose_images(folder: Path) -> list[str]:
+    """Image files directly in ``folder`` (not in a class sub-folder): they have no label."""
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and not entry.name.startswith(".")
+                  and entry.name.lower().endswith(IMAGE_EXTENSIONS))
 
 
 class ImageFolder(ImageFiles):
@@ -518,10 +544,12 @@ class ImageFolder(ImageFiles):
         if self.test_file_only:  # the test folder alone, with the trained run's classes
             test = self._test_folder("the training folder")
             files, labels = [], []
+            others: Counter = Counter()
             for class_name in _class_folders(test):
-                images = _image_files(test / class_name)
+                images = _image_files(test / class_name, others)
                 files += [os.path.join(class_name, image) for image in images]
                 labels += [class_name] * len(images)
+            say_other_files(f"data.test_path: {test}", others)
             return self._test_files_alone(test, files, labels, f"{test} (data.test_path)")
         root = self._resolved_path("a folder with one sub-folder per class")
         if not root.is_dir():
@@ -537,11 +565,37 @@ class ImageFolder(ImageFiles):
             if found is not None:
                 folders[part] = found
         split_layout = folders["train"].is_dir() and bool(_class_folders(folders["train"]))
+        if not split_layout and folders["train"].is_dir() and len(folders) > 1:
+            named = ", ".join(f"{folder.name}/" for folder in folders.values())
+            raise DataError(f"data.path: {root} holds the split folders {named} but {folders['train']} has no class "
+                            f"sub-folders: they would be trained as classes named after the splits; put each "
+                            f"split's images in one sub-folder per class ({folders['train'].name}/cat/1.jpg, "
+                            f"{folders['train'].name}/dog/2.jpg)")
+        if split_layout:
+            for part, folder in list(folders.items())[1:]:
+                if not _class_folders(folder) and not (part == "test" and self.test_path is not None):
+                    loose = len(_loose_images(folder))
+                    raise DataError(f"data.path: {folder} has no class sub-folders"
+                                    + (f" ({loose} image(s) directly in it: unlabelled)" if loose else "")
+                                    + f"; its images need one sub-folder per class, as in {folders['train']}, "
+                                    f"or move the folder away (the {part} split is then held out of "
+                                    f"{folders['train'].name}/)")
+        not_used = [f"{len(_loose_images(folder))} image(s) directly in {folder} (not in a class folder)"
+                    for folder in ([root, *folders.values()] if split_layout else [root]) if _loose_images(folder)]
+        if split_layout:
+            used = {folder.name for folder in folders.values()}
+            not_used += [f"the folder {root / name}/ (not train/, val/ or test/)"
+                         for name in _class_folders(root) if name not in used]
         if not split_layout:
             folders = {"train": root}
             _warn_if_splits_as_classes(root)
         if self.test_path is not None:  # the test images, whatever the folder holds
+            if "test" in folders:
+                not_used.append(f"the folder {folders['test']}/ (data.test_path gives the test images)")
             folders["test"] = self._test_folder(str(folders["train"]))
+        if not_used:
+            log.warning("data.path: not used: %s", "; ".join(not_used))
+        others: Counter = Counter()
         classes = _class_folders(folders["train"])
         if not classes:
             raise DataError(f"data.path: no class sub-folders in {folders['train']}{self.class_hint()}")
@@ -555,7 +609,7 @@ class ImageFolder(ImageFiles):
                 raise DataError(f"{folder}: class folders {unknown} do not exist in {folders['train']}")
             rows = parts.setdefault(part, [])
             for class_name in part_classes:
-                images = _image_files(folder / class_name)
+                images = _image_files(folder / class_name, others)
                 if not images and part == "train":
                     raise DataError(f"data.path: no images in {folder / class_name} (looked for "
                                     f"{', '.join(IMAGE_EXTENSIONS)}); add its images or remove the folder")
@@ -564,6 +618,7 @@ class ImageFolder(ImageFiles):
                 for image in images:
                     rows.append((len(files), label))
                     files.append(os.path.join(prefix, image))
+        say_other_files(f"data.path: {root}", others)
         problems = self._set_table(root, files)
         parts = self._drop_unreadable(parts, problems)
         self._check_classes(parts["train"], classes, f"data.path: {folders['train']}",
