@@ -142,31 +142,38 @@ def test_sigterm_in_the_best_trials_final_training_says_so_and_a_rerun_finishes_
     assert "Trial 0 trained again and tested: test/loss=" in again.stdout
 
 
+def exact_sweep(tmp_path, name: str) -> tuple[list[str], str]:
+    """A 10-trial Hyperband sweep of 9 epochs a trial, in a store and storage of its own: (overrides, storage)."""
+    store = sweep_store(tmp_path / name)
+    storage = f"sqlite:///{tmp_path / name}/optuna.db"
+    return ["hparams_search=classification_optuna", "trainer.max_epochs=9", "data.limit_rows=240",
+            "data.batch_size=32", "hydra.sweeper.n_trials=10", "hydra.sweeper.finalize_top_k=0",
+            "hydra.sweeper.study_name=exact", f"hydra.sweeper.storage={storage}", "logger=none",
+            f"hydra.sweep.dir={store['outputs']}"], storage
+
+
+def outcomes(storage: str) -> dict[int, tuple]:
+    """Each trial's (state, value, params), a retry under the number of the trial it replaces."""
+    trials = study_trials(storage, "exact")
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return {t.system_attrs.get("retry_history", [t.number])[0]: (t.state, t.value, t.params)
+            for t in trials if t.number not in replaced}
+
+
 @pytest.mark.slow
 def test_a_trial_interrupted_mid_training_ends_as_in_the_uninterrupted_sweep_once_resumed(tmp_path, monkeypatch):
     """Ctrl-C in trial 1's third epoch, then the same command again: its retry was queued last (after every trial
     waiting), under another number (another Hyperband bracket), began past the rung its stopped attempt had recorded,
     and was compared with that attempt's own values; it could be pruned where the uninterrupted trial completed. The
-    retry now runs first and is pruned as the trial it replaces: every trial ends as in the uninterrupted sweep."""
+    retry now runs first and is pruned as the trial it replaces: every trial ends as in the uninterrupted sweep.
+    So after kill -9: the trial's heartbeats were still fresh when the command was given again at once, so the
+    trials queued after it ran first and its retry later (pruned after 3 epochs where it had completed); a worker
+    process that has ended on this machine is now known as such."""
     from conftest import run_cli_in_process
 
     from pipeline.sweep.pruning import PruningCallback
 
-    def sweep(name: str) -> tuple[list[str], str]:
-        store = sweep_store(tmp_path / name)
-        storage = f"sqlite:///{tmp_path / name}/optuna.db"
-        return ["hparams_search=classification_optuna", "trainer.max_epochs=9", "data.limit_rows=240",
-                "data.batch_size=32", "hydra.sweeper.n_trials=10", "hydra.sweeper.finalize_top_k=0",
-                "hydra.sweeper.study_name=exact", f"hydra.sweeper.storage={storage}", "logger=none",
-                f"hydra.sweep.dir={store['outputs']}"], storage
-
-    def outcomes(storage: str) -> dict[int, tuple]:
-        trials = study_trials(storage, "exact")
-        replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-        return {t.system_attrs.get("retry_history", [t.number])[0]: (t.state, t.value, t.params)
-                for t in trials if t.number not in replaced}
-
-    args, reference = sweep("uninterrupted")
+    args, reference = exact_sweep(tmp_path, "uninterrupted")
     assert run_cli_in_process(args).returncode == 0
     expected = outcomes(reference)
     assert {state for state, _, _ in expected.values()} == {TrialState.COMPLETE, TrialState.PRUNED}
@@ -178,7 +185,7 @@ def test_a_trial_interrupted_mid_training_ends_as_in_the_uninterrupted_sweep_onc
             raise KeyboardInterrupt
         real(self, trainer, pl_module)
 
-    args, storage = sweep("interrupted")
+    args, storage = exact_sweep(tmp_path, "interrupted")
     monkeypatch.setattr(PruningCallback, "on_validation_end", interrupted)
     assert run_cli_in_process(args).returncode == 130
     monkeypatch.setattr(PruningCallback, "on_validation_end", real)
@@ -186,6 +193,29 @@ def test_a_trial_interrupted_mid_training_ends_as_in_the_uninterrupted_sweep_onc
     assert trials[1].state == TrialState.FAIL and trials[1].intermediate_values  # stopped after reporting
     resumed = run_cli_in_process(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert outcomes(storage) == expected
+
+    # kill -9 of the whole command in the same place (its heartbeat, every 10 s, still fresh), then at once again
+    args, storage = exact_sweep(tmp_path, "killed")
+    killed = subprocess.run([sys.executable, "-c", """
+import os, signal, sys
+from pipeline.sweep.pruning import PruningCallback
+real = PruningCallback.on_validation_end
+def killed(self, trainer, pl_module):
+    if self.trial is not None and self.trial.number == 1 and trainer.current_epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(self, trainer, pl_module)
+PruningCallback.on_validation_end = killed
+from pipeline.cli.train import main
+sys.argv = ["pipeline-train", *sys.argv[1:]]
+main()
+""", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert study_trials(storage, "exact")[1].state == TrialState.RUNNING
+    resumed = run_cli(args, multirun=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "trial 1 was left RUNNING by a worker process that has ended on this machine" in \
+        resumed.stdout + resumed.stderr, resumed.stdout[-3000:]
     assert outcomes(storage) == expected
 
 

@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import math
+import os
 import threading
 import time
 import warnings
@@ -484,13 +485,63 @@ def queue_retry(study: optuna.Study, trial: FrozenTrial, max_retry: int = MAX_RE
                                         system_attrs=system_attrs))
 
 
-def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+def retry_stale_trial(study: optuna.Study, trial: FrozenTrial, why: str = "stopped sending heartbeats") -> None:
     """A trial whose worker died: run its parameters again (twice at most) and close its MLflow run."""
     queue_retry(study, trial)
-    log.warning("trial %d stopped sending heartbeats (its worker died or was interrupted): marked FAIL, parameters "
-                "re-queued", trial.number)
+    log.warning("trial %d %s (its worker died or was interrupted): marked FAIL, parameters re-queued", trial.number,
+                why)
     close_stale_run(trial.user_attrs.get("mlflow_tracking_uri"), trial.user_attrs.get("mlflow_run_id"),
-                    "the worker running this trial died (no heartbeat); the trial was retried")
+                    f"the worker running this trial died ({why}); the trial was retried")
+
+
+WORKER_PROCESS_ATTR = "worker_process"  # <boot id>:<pid>:<start time> of the process running a trial (Linux)
+
+
+def this_process() -> Optional[str]:
+    """This process as ``<boot id>:<pid>:<start time>``: a machine's boot and a process in it, told apart from a later
+    process given the same pid; None where /proc does not say (not Linux)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.getpid()}:{_start_time(os.getpid())}"
+    except (OSError, IndexError):
+        return None
+
+
+def _start_time(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]  # field 22, after the command's name
+
+
+def process_gone(identity: Optional[str]) -> bool:
+    """Whether the process ``identity`` (:func:`this_process`) names ran on this machine since its boot and has ended.
+    False where that cannot be told (another machine, another boot: the heartbeats decide there)."""
+    mine = this_process()
+    if not identity or not mine or identity.count(":") != 2 or identity.split(":")[0] != mine.split(":")[0]:
+        return False
+    _, pid, started = identity.split(":")
+    try:
+        return _start_time(int(pid)) != started
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def fail_trials_of_gone_workers(study: optuna.Study, settings: SweepSettings) -> None:
+    """RUNNING trials whose worker ran on this machine and has ended (``kill -9``): failed and queued again at once.
+    Their heartbeats were still fresh, so the rerun of the sweep ran the trials queued after them first and the retry
+    later, among other trials than the uninterrupted sweep's (pruned where it had completed)."""
+    with storage_lock(settings.storage), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for trial in progress(study).running:
+            if not process_gone(trial.user_attrs.get(WORKER_PROCESS_ATTR)):
+                continue
+            try:
+                if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            retry_stale_trial(study, copy.deepcopy(study._storage.get_trial(trial._trial_id)),
+                              "was left RUNNING by a worker process that has ended on this machine")
 
 
 def make_sampler(settings: SweepSettings, trial_number: int = 0) -> optuna.samplers.BaseSampler:

@@ -29,9 +29,10 @@ from pipeline.train import PreparedData, train
 from .job import run_trial_job
 from .pruning import PruningCallback
 from .space import SearchSpace, override_value, sample, trial_overrides
-from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, Heartbeat, SweepError, SweepSettings, claim_waiting_trial,
-                    fail_stale_trials, flush_writes, is_finite, load_study, make_sampler, open_storage, progress,
-                    queue_retry, storage_lock, tell, writes_together)
+from .study import (FINALIZED_ATTR, PARENT_RUN_ATTR, WORKER_PROCESS_ATTR, Heartbeat, SweepError, SweepSettings,
+                    claim_waiting_trial, fail_stale_trials, fail_trials_of_gone_workers, flush_writes, is_finite,
+                    load_study, make_sampler, open_storage, progress, queue_retry, storage_lock, tell, this_process,
+                    writes_together)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -134,6 +135,7 @@ def worker_process(payload: bytes, index: int, threads: int, started=None) -> No
 def run_trials(settings: SweepSettings, hydra_context, base_config: DictConfig, worker_index: int) -> None:
     study = load_study(settings)
     parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    fail_trials_of_gone_workers(study, settings)
     while True:
         fail_stale_trials(study, settings)
         if progress(study).waiting:  # a finished study is not "stopped", whatever its failures
@@ -210,6 +212,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings
     # config is composed from its values, and the best config from the command line's overrides and its params)
     trial.set_user_attr("overrides", [redact_override(override) for override in overrides])
     trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+    trial.set_user_attr(WORKER_PROCESS_ATTR, this_process())  # a rerun on this machine tells it ended (kill -9)
     flush_writes(study, trial._trial_id)
     # the trial in the run's config: recorded with it, and what other DDP ranks build their pruning callback from
     sweep_node = {"study_name": settings.study_name, "storage": settings.storage, "trial_number": trial.number,
