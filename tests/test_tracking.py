@@ -556,6 +556,9 @@ def test_pipeline_eval_interrupted_while_testing_is_killed_exit_130(store, tmp_p
     assert "Interrupted (Ctrl-C or SIGTERM)" in stderr
     [evaluation] = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == source.info.run_id]
     assert evaluation.info.status == "KILLED" and evaluation.data.tags["error"].startswith("interrupted")
+    # the checkpoint as the store keeps it (it named the temporary copy, deleted when the evaluation ended)
+    assert re.fullmatch(rf"runs:/{source.info.run_id}/checkpoints/best-epoch\d+\.ckpt",
+                        evaluation.data.tags["evaluated_checkpoint"]), evaluation.data.tags["evaluated_checkpoint"]
 
 
 def test_fast_epochs_are_written_together_and_none_is_lost(shared_store):

@@ -164,7 +164,7 @@ def _warn_if_other_test_rows(datamodule, source_digest: str, kind: str) -> None:
 
 def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
              source_data: Optional[Path] = None, source_test_digest: Optional[str] = None,
-             source_digest_kind: str = "rows") -> dict[str, float]:
+             source_digest_kind: str = "rows", checkpoint_name: Optional[str] = None) -> dict[str, float]:
     """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
     data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
 
@@ -222,7 +222,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
         from pipeline.tasks.regression import check_log_test_targets
 
         check_log_test_targets(run_parts.task_module, datamodule)  # as training refuses them: before the run
-        tags = {"run_kind": "evaluation", "evaluated_checkpoint": str(Path(weights).resolve())}
+        # where the checkpoint is kept (runs:/<id>/checkpoints/... for one from the store, not the temporary copy)
+        tags = {"run_kind": "evaluation", "evaluated_checkpoint": checkpoint_name or str(Path(weights).resolve())}
         if source_run or written_by:  # a checkpoint file names the run that wrote it
             tags["evaluation_of"] = source_run or written_by
         with tracking.start_run(cfg, run_parts.loggers, output_dir,

@@ -201,7 +201,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             with launched_as(choices, list(args.overrides)):
                 evaluate(cfg, weights, source_run=run.info.run_id, source_data=data,
                          source_test_digest=None if _other_test_rows_asked(args.overrides) else
-                         logged_split_digests(run).get("testing"), source_digest_kind=digest_kind(run))
+                         logged_split_digests(run).get("testing"), source_digest_kind=digest_kind(run),
+                         checkpoint_name=f"runs:/{run.info.run_id}/{checkpoints[0]}")
     return 0
 
 
