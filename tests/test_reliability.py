@@ -398,6 +398,34 @@ def test_a_secret_in_the_run_or_experiment_name_is_masked_everywhere(store):
     assert secret not in str(run.data.params) + str(run.data.tags)
 
 
+def test_a_rerun_of_a_run_with_masked_values_says_so_or_asks_for_them(store, tmp_path, monkeypatch):
+    """The logged config holds a secret's value as ***: pipeline-rerun used the three stars as the value without a
+    word (a run named run-*** tagged ***). Labels are kept so with a note; a setting is asked for again."""
+    from conftest import rerun_cli
+
+    secret = "s3cr3t-Value-5512"
+    folder = tmp_path / secret
+    folder.mkdir()
+    rows = ["x1,x2,y"] + [f"{i % 7},{(i * 3) % 5},{int(i % 7 > 3)}" for i in range(80)]
+    (folder / "table.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setenv("TEAM_API_TOKEN", secret)
+    result = run_cli(["task=classification", "data=csv", f"data.path={folder / 'table.csv'}", "data.target=y",
+                      "trainer.max_epochs=1", "+tags.note=${oc.env:TEAM_API_TOKEN}",
+                      "logger.mlflow.run_name=run-${oc.env:TEAM_API_TOKEN}", "logger.mlflow.log_model=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    assert run.data.params["data.path"] == str(tmp_path / "***" / "table.csv")
+    code, stdout, stderr = rerun_cli([run.info.run_id, "--tracking-uri", store["uri"]])
+    assert code == 2, stdout[-2000:] + stderr[-2000:]
+    assert (f"run {run.info.run_id} logged data.path masked as *** (a secret is never stored); give data.path=... "
+            "to set it again") in stderr, stderr[-2000:]
+    code, stdout, stderr = rerun_cli([run.info.run_id, "--tracking-uri", store["uri"],
+                                      f"data.path={folder / 'table.csv'}"])
+    assert code == 0, stdout[-2000:] + stderr[-2000:]
+    assert ("Note: tags.note, logger.mlflow.run_name logged masked as *** (a secret is never stored) and kept so; "
+            "give tags.note=... to set it again") in stdout, stdout[-2000:]
+
+
 def test_two_runs_never_share_an_output_folder(store):
     first = run_cli(["trainer.max_epochs=1", "logger=none"], store)
     second = run_cli(["trainer.max_epochs=2", "logger=none"], store)

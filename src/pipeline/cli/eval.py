@@ -35,7 +35,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run and receiving the evaluation (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None, help="where the evaluation writes (default: a fresh outputs/<date>/<time>)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides before, between or after the options
 
 
 def _from_checkpoint(path: Path, overrides: list[str], tracking_uri: str, output_dir: Path):

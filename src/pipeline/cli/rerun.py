@@ -178,7 +178,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run, and receiving the new one (default: {uri})")
     parser.add_argument("--output-dir", type=Path, default=None,
                         help="where the new run writes its config, checkpoints and plots (default: a fresh outputs/<date>/<time>)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides before, between or after the options
 
 
 # ----- checking a config ---------------------------------------------------------------------------
@@ -463,10 +463,34 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
               f"registers none (add logger.mlflow.register_as={registered} for a new version)", flush=True)
     check_targets(cfg, "the overrides")
     confine_written_folders(cfg, None, output_dir, "the overrides")
+    _refuse_or_say_masked_values(cfg, run.info.run_id)
     if "tags" not in cfg or cfg.tags is None:
         cfg.tags = {}
     cfg.tags.rerun_of = run.info.run_id
     return cfg
+
+
+# keys that only name or label a run: a value masked there is kept as written (***), with a note
+_LABEL_KEYS = ("tags.", "logger.mlflow.run_name", "logger.mlflow.experiment_name", "logger.mlflow.tracking_uri")
+
+
+def _refuse_or_say_masked_values(cfg: DictConfig, run_id: str) -> None:
+    """A value logged masked (a secret from ``${oc.env:...}``, a password in a URI) is ``***`` in the logged config: a
+    rerun used the three stars as the value without a word. Where it labels the run (a tag, the run's name) that is
+    said; anywhere else (a path, a model's or data's setting) the rerun is refused until the key is given again."""
+    from pipeline.tracking.redact import REDACTED
+
+    masked = [key for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False))
+              if isinstance(value, str) and REDACTED in value]
+    labels = [key for key in masked if key.startswith(_LABEL_KEYS)]
+    settings = [key for key in masked if key not in labels]
+    if settings:
+        raise RerunRefused(f"run {run_id} logged {', '.join(settings)} masked as *** (a secret is never stored); give "
+                           f"{' '.join(f'{key}=...' for key in settings)} to set {'it' if len(settings) == 1 else 'them'} "
+                           "again (e.g. '" + settings[0] + "=${oc.env:NAME}')")
+    if labels:
+        print(f"Note: {', '.join(labels)} logged masked as *** (a secret is never stored) and kept so; give "
+              f"{labels[0]}=... to set it again", flush=True)
 
 
 def say_dropped_callbacks(names: list[str]) -> None:
