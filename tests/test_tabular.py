@@ -2086,3 +2086,23 @@ def test_a_rare_class_gets_its_share_of_the_held_out_rows_whatever_its_name_sort
             counts.append(sum(int((split.y == rare_class).sum()) for split in (module.val_split, module.test_split)))
         held[rare] = float(np.mean(counts))
     assert 2.1 < held["aaa"] < 2.9 and 2.1 < held["zzz"] < 2.9, held
+
+
+def test_test_rows_without_a_class_are_said_with_what_the_macro_metrics_average(tmp_path, migrated_store_db):
+    """Three classes, a test file of two: test/f1 1.0 and auroc 1.0 over the two present, nothing said (macro f1 over
+    all three would be 0.667). The metrics keep scikit-learn's convention; the note says what they average over."""
+    store = new_store(tmp_path / "store", migrated_store_db)
+    rng = np.random.default_rng(0)
+
+    def rows(count: int, classes: list[str]) -> pd.DataFrame:
+        label = rng.choice(classes, size=count)
+        centre = {"low": -3.0, "mid": 0.0, "high": 3.0}
+        return pd.DataFrame({"x": [centre[c] + rng.normal(0, 0.3) for c in label], "label": label})
+
+    train = write_csv(rows(240, ["low", "mid", "high"]), tmp_path / "train.csv")
+    test = write_csv(rows(60, ["low", "high"]), tmp_path / "test.csv")
+    result = run_cli(["task=classification", "data=csv", f"data.path={train}", f"data.test_path={test}",
+                      "data.target=label", "trainer.max_epochs=3", "optimizer.lr=0.05", *SHORT_RUN], store)
+    finished_run(store, result)
+    assert ("Note: the test rows hold no example of 1 of the 3 classes (mid): test/f1 averages over the classes "
+            "predicted or present, test/auroc and test/ap over the 2 present") in result.stdout, result.stdout[-3000:]

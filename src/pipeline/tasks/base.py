@@ -289,6 +289,7 @@ class TaskModule(pl.LightningModule):
             # rmse) stays what it is
             may_lack = sorted(name for name in self.undefined_reasons if name in metrics)
             if prefix == "test":  # left out, and said: a 0 would read as the worst score
+                self.test_rows_note = self.note_on_test_rows(targets)
                 self.undefined_test_metrics = [name for name in may_lack if math.isnan(float(metrics[name]))]
                 for name in self.undefined_test_metrics:
                     del metrics[name]
@@ -353,6 +354,12 @@ class TaskModule(pl.LightningModule):
 
     #: why a metric can be undefined on a split (its value NaN), for the note that says it is not logged
     undefined_reasons: ClassVar[dict[str, str]] = {}
+    #: what the test metrics are over, where the test rows make it less than a reader assumes (see note_on_test_rows)
+    test_rows_note: Optional[str] = None
+
+    def note_on_test_rows(self, targets: Tensor) -> Optional[str]:
+        """A note on the test rows' targets that the metrics depend on (classes absent from them), or None."""
+        return None
 
     def on_test_epoch_end(self) -> None:
         # through Lightning's logging: trainer.test() returns what is logged here
@@ -361,6 +368,8 @@ class TaskModule(pl.LightningModule):
             reasons = sorted({self.undefined_reasons.get(name, "") for name in self.undefined_test_metrics} - {""})
             print(f"Note: {', '.join('test/' + name for name in self.undefined_test_metrics)} not logged: undefined on "
                   f"these test rows{' (' + '; '.join(reasons) + ')' if reasons else ''}", flush=True)
+        if self.test_rows_note and self.trainer.is_global_zero:
+            print(f"Note: {self.test_rows_note}", flush=True)
 
     # ----- checkpoints: a resumed run continues exactly where the saved one was ------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

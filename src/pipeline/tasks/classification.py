@@ -38,6 +38,7 @@ class ClassificationModule(TaskModule):
         # --threshold are of; the model's output stays P(class 1)
         self.positive_class = int(positive_class)
         self.positive_name = positive_name if self.binary else None
+        self.class_names: Optional[list[str]] = None  # the data's, for notes (from_spec)
         self.label_smoothing = float(label_smoothing)
         # one weight per class in the training loss (None: all 1); not saved in checkpoints, the config has it
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
@@ -57,9 +58,11 @@ class ClassificationModule(TaskModule):
             warning = majority_positive_warning(positive, spec, explicit=task_cfg.get("positive_class") is not None)
             if warning:
                 warn_once(log, warning)
-        return cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
-                   num_classes=spec.num_classes or 2, label_smoothing=task_cfg.get("label_smoothing", 0.0),
-                   class_weights=weights, positive_class=positive, positive_name=name)
+        module = cls(model, optimizer, scheduler, monitor=task_cfg.monitor, mode=task_cfg.mode,
+                     num_classes=spec.num_classes or 2, label_smoothing=task_cfg.get("label_smoothing", 0.0),
+                     class_weights=weights, positive_class=positive, positive_name=name)
+        module.class_names = [str(name) for name in spec.class_names] if spec.class_names else None
+        return module
 
     def run_tags(self) -> dict[str, str]:
         """``positive_class``: the class binary f1 and ap are of (none for more than two classes)."""
@@ -94,6 +97,21 @@ class ClassificationModule(TaskModule):
 
     def metric_inputs(self, output: Tensor) -> Tensor:
         return self.probabilities(output)
+
+    def note_on_test_rows(self, targets: Tensor) -> Optional[str]:
+        """More than two classes, some without a test row: macro f1, auroc and ap average over the others (as
+        scikit-learn's do over the labels present), so a test set lacking a hard class scores higher; said."""
+        if self.binary:
+            return None  # a binary split of one class: auroc and ap are undefined, and said so
+        present = set(torch.unique(targets.reshape(-1)).tolist())
+        absent = [index for index in range(self.num_classes) if index not in present]
+        if not absent:
+            return None
+        names = self.class_names or [str(index) for index in range(self.num_classes)]
+        shown = ", ".join(str(names[index]) for index in absent[:8]) + (", ..." if len(absent) > 8 else "")
+        return (f"the test rows hold no example of {len(absent)} of the {self.num_classes} classes ({shown}): test/f1 "
+                f"averages over the classes predicted or present, test/auroc and test/ap over the "
+                f"{self.num_classes - len(absent)} present")
 
     def compute_metrics(self, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         return binary(inputs, targets, self.positive_class) if self.binary else multiclass(inputs, targets,
