@@ -514,6 +514,10 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
     code, _, stderr = eval_cli([run.info.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "moved")])
     assert code == 0 and "Warning: the test rows differ from the source run's (digest " in stderr and \
         "the files it read have changed since, or this version draws the split otherwise" in stderr, stderr[-2000:]
+    [moved] = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id
+               and r.info.run_id not in {o.info.run_id for o in own}]
+    assert moved.data.tags["data_differs_from_source"].startswith("testing rows: digest "), moved.data.tags
+    assert not any("data_differs_from_source" in r.data.tags for r in own)
 
 
 # ----- regression on Parquet files -----------------------------------------------------------------------------

@@ -974,6 +974,10 @@ def test_a_relative_data_path_is_logged_absolute_and_reruns_from_another_folder(
     # the splits holding a changed row (the rows' digests: not every split's, as when standardisation spread a change)
     assert re.search(r"Note: the training(, validation)?, testing rows differ from \S+'s \(split digests \w+ -> \w+, "
                      r".*\): the files it read have changed since", rerun.stderr), rerun.stderr[-3000:]
+    # and the store says so with the rerun (the note was printed only: the rerun looked like a failed repeat)
+    changed = [r for r in runs_in(store) if r.data.tags.get("rerun_of") == run.info.run_id and r.info.run_id != again.info.run_id]
+    assert [r.data.tags.get("data_differs_from_source", "")[:9] for r in changed] == ["training,"]
+    assert "data_differs_from_source" not in again.data.tags
 
 
 def test_split_digests_name_the_rows_drawn_not_how_they_were_preprocessed(tmp_path):

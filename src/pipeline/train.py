@@ -150,7 +150,8 @@ def early_stop(trainer) -> Optional[tuple[int, str, dict[str, str]]]:
     return None
 
 
-def _warn_if_other_test_rows(datamodule, source_digest: str, kind: str) -> None:
+def _warn_if_other_test_rows(datamodule, source_digest: str, kind: str) -> dict[str, str]:
+    """A warning when the test rows are not the source run's; the tag that records it with the evaluation."""
     from pipeline.tracking.artifacts import digests_now
 
     now = digests_now(datamodule, kind).get("testing")  # a digest of the kind the source run logged
@@ -160,6 +161,8 @@ def _warn_if_other_test_rows(datamodule, source_digest: str, kind: str) -> None:
               f"read have changed since{f' ({covers})' if covers else ''}, or this version draws the split otherwise; "
               "some may be rows the model was "
               "trained on, and the metrics are not the run's to compare", file=sys.stderr, flush=True)
+        return {"data_differs_from_source": f"testing rows: digest {source_digest} -> {now}"}
+    return {}
 
 
 def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
@@ -213,8 +216,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
                 f"preprocessing would not be the source run's (it differs in {', '.join(differ[:4])}"
                 f"{' ...' if len(differ) > 4 else ''}). Keep the data keys as the run had them (other test rows: "
                 "data.test_path), or answer for new rows with pipeline-predict")
-        if source_test_digest:
-            _warn_if_other_test_rows(datamodule, source_test_digest, source_digest_kind)
+        differs = _warn_if_other_test_rows(datamodule, source_test_digest, source_digest_kind) \
+            if source_test_digest else {}
         with weights_from_checkpoint():
             run_parts = build(cfg, datamodule, (), output_dir)
         written_by = check_resume_checkpoint(str(weights), run_parts.task_module).get("resumed_from_run")
@@ -226,6 +229,7 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
         tags = {"run_kind": "evaluation", "evaluated_checkpoint": checkpoint_name or str(Path(weights).resolve())}
         if source_run or written_by:  # a checkpoint file names the run that wrote it
             tags["evaluation_of"] = source_run or written_by
+        tags.update(differs)
         with tracking.start_run(cfg, run_parts.loggers, output_dir,
                                 extra_tags={**(tags or {}), **task_tags(run_parts.task_module)}) as run:
             tracking.log_run_start(run, cfg, datamodule, run_parts.trainer)

@@ -563,6 +563,11 @@ def data_change_check(source_digests: dict[str, str], run_name: str, data_overri
                 print(f"Note: the {', '.join(changed)} rows differ from {run_name}'s (split digests "
                       f"{', '.join(f'{source_digests[c]} -> {now[c]}' for c in changed)}): {why}, so its metrics "
                       "are not repeated here", file=sys.stderr, flush=True)
+                # and in the store, where the rerun is looked at later beside its source (tag rerun_of)
+                tag = {"data_differs_from_source": f"{', '.join(changed)} rows: {why}"}
+                for logger in trainer.loggers:
+                    if getattr(logger, "run", None) is not None and logger.run.active:
+                        logger.run.set_tags(tag)
 
     return DataChangeCheck()
 
