@@ -445,6 +445,23 @@ def test_compare_keeps_apart_runs_split_by_groups_or_by_time(tmp_path, capsys, m
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all-data",
                                 "--output", str(tmp_path / "b")], capsys)
     assert "csv:cls4.csv->label order_by:date" in out and "csv:cls4.csv->label groups:grp" in out, out
+    assert "held other training rows" not in out, out
+    # the same keys, other rows: the file changed between two runs (one rerun said so); ranked together, now said
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    for name, digest in (("before", "aaaa1111"), ("after", "bbbb2222")):
+        run_id = fake_run(name, {**base, "data.groups": "grp"}, {"val/loss_best": 0.2})
+        client.set_tag(run_id, "data_digest", digest)
+    client.set_tag(run_id, "data_differs_from_source", "training rows: the files it read have changed since")
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "c")], capsys)
+    assert code == 0, err
+    assert re.search(r"\(the same data keys \(csv:cls4.csv->label groups:grp\) held other training rows across these "
+                     r"runs, the file changed between them: 2 training-row digests \(tag data_digest\) bbbb2222: "
+                     r"\w{8}; aaaa1111: \w{8}\)", out), out
+    assert f"(trained or tested on other rows than the run it repeats: {run_id[:8]}; tag data_differs_from_source)" \
+        in out, out
 
 
 def test_compare_names_the_newest_run_without_validation_rows_when_no_run_has_the_metric(tmp_path, capsys,

@@ -158,7 +158,7 @@ DATA_KEYS = ("data", "data.path", "data.test_path", "data.sheet", "data.target",
 
 
 # the groups whose keys say how a run trained (not where it wrote, nor what it was called)
-SETTING_GROUPS = ("model.", "optimizer.", "scheduler.", "task.", "data.", "trainer.")
+SETTING_GROUPS = ("model.", "optimizer.", "scheduler.", "task.", "data.", "trainer.", "callbacks.")
 NOT_SETTINGS = ("._target_", "_dir", ".dirpath", "data.path", "data.test_path", "data.data_dir", "trainer.devices",
                 "trainer.enable_progress_bar", "data.num_workers")
 
@@ -175,6 +175,32 @@ def params_without_a_column(runs: list) -> list[tuple[str, list[str]]]:
         if len(values) > 1:
             found.append((key, values))
     return found
+
+
+def other_contents(runs: list) -> list[str]:
+    """Lines that say where runs ranked together on the same data keys (the same file) were trained on other rows:
+    the file changed between them (their training rows' digests, tag ``data_digest``, differ), or a rerun or
+    evaluation said so (tag ``data_differs_from_source``). Such a row looked like the same data, scored otherwise."""
+    lines = []
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        groups.setdefault(data_key(run), []).append(run)
+    for group in groups.values():
+        by_digest: dict[str, list[str]] = {}
+        for run in group:
+            if run.data.tags.get("data_digest"):
+                by_digest.setdefault(run.data.tags["data_digest"], []).append(run.info.run_id[:8])
+        if len(by_digest) > 1:
+            shown = "; ".join(f"{digest[:8]}: {', '.join(ids[:4])}{', ...' if len(ids) > 4 else ''}"
+                              for digest, ids in list(by_digest.items())[:4])
+            lines.append(f"\n(the same data keys ({data_identity(group[0])}) held other training rows across these "
+                         f"runs, the file changed between them: {len(by_digest)} training-row digests (tag "
+                         f"data_digest) {shown}{'; ...' if len(by_digest) > 4 else ''})")
+    flagged = [run.info.run_id[:8] for run in runs if run.data.tags.get("data_differs_from_source")]
+    if flagged:
+        lines.append(f"\n(trained or tested on other rows than the run it repeats: {', '.join(flagged[:6])}"
+                     f"{', ...' if len(flagged) > 6 else ''}; tag data_differs_from_source)")
+    return lines
 
 
 def data_key(run) -> tuple[str, ...]:
@@ -520,6 +546,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\n(also set otherwise among these runs, without a column: " + "; ".join(
             f"{key} ({', '.join(values[:4])}{', ...' if len(values) > 4 else ''})" for key, values in unshown[:6])
               + (f"; and {len(unshown) - 6} more" if len(unshown) > 6 else "") + ")")
+    for line in other_contents(ranking.runs):
+        print(line)
     (output / "compare.md").write_text(as_markdown(ranking))
     write_csv(ranking, output / "compare.csv")
     written = [output / "compare.md", output / "compare.csv"]
