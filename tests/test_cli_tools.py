@@ -355,6 +355,12 @@ def test_compare_paired_tells_two_runs_on_the_same_test_rows_apart_only_where_th
     code, out, _ = cli(main, ["--tracking-uri", store["uri"], "--paired", near, far], capsys)
     rmse = next(line for line in out.splitlines() if line.startswith("rmse"))
     assert "0.1000    1.0000   -0.9000 [-0.9000, -0.9000]" in rmse and rmse.endswith("100.0%   better: A"), out
+    # errors in dollars squared (mse 3.0e9) ran together with their neighbours: "3001864798.28563048273109.0659"
+    dollars = logged("dollars", pd.DataFrame({"row": rows, "target": truth * 1e5, "prediction": truth * 1e5 + 54_000}))
+    cents = logged("cents", pd.DataFrame({"row": rows, "target": truth * 1e5, "prediction": truth * 1e5 + 55_000}))
+    code, out, _ = cli(main, ["--tracking-uri", store["uri"], "--paired", dollars, cents], capsys)
+    mse = next(line for line in out.splitlines() if line.startswith("mse")).split()
+    assert mse[:4] == ["mse", "2.916e+09", "3.025e+09", "-1.09e+08"], out
 
     other_rows = logged("other", pd.DataFrame({"row": rows[:50], "target": labels[:50], "prediction": labels[:50],
                                                "probability_no": 0.5, "probability_yes": 0.5}))

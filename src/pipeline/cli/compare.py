@@ -407,15 +407,24 @@ def paired_text(client, first: str, second: str, resamples: int = PAIRED_REDRAWS
     weighted = [_weighted(frame, names, positive) for frame, names, positive in zip(frames, columns, positives)]
     result = intervals.paired(*weighted, len(frames[0]), resamples)
     names = [run.info.run_name or run.info.run_id for run in runs]
+    def cell(value: float, sign: str = "") -> str:  # 4 decimals; an error in dollars squared (3.0e9) in 7 digits
+        return f"{value:{sign}.4f}" if abs(value) < 1e5 else f"{value:{sign}.7g}"
+
+    cells = {metric: (cell(a), cell(b), f"{cell(a - b, '+')} [{cell(low, '+')}, {cell(high, '+')}]")
+             for metric, (a, b, low, high, _, _) in result.items()}
+    width = max([10, *(len(c) + 2 for a, b, _ in cells.values() for c in (a, b))])
+    spread = max([34, *(len(d) + 3 for _, _, d in cells.values())])
     lines = [f"A = {names[0]} ({runs[0].info.run_id}), B = {names[1]} ({runs[1].info.run_id}): {len(frames[0])} test "
              f"rows, {resamples} paired redraws", "",
-             f"{'metric':<8}{'A':>10}{'B':>10}   {'A - B [95 % interval]':<34}{'redraws where A is better':>26}"]
+             f"{'metric':<8}{'A':>{width}}{'B':>{width}}   {'A - B [95 % interval]':<{spread}}"
+             f"{'redraws where A is better':>26}"]
     for metric, (a, b, low, high, higher, lower) in result.items():
         if metric in HIGHER_IS_BETTER:
             better, verdict = higher, "A" if low > 0 else "B" if high < 0 else "neither"
         else:  # an error: lower is better
             better, verdict = lower, "A" if high < 0 else "B" if low > 0 else "neither"
-        lines.append(f"{metric:<8}{a:>10.4f}{b:>10.4f}   {f'{a - b:+.4f} [{low:+.4f}, {high:+.4f}]':<34}"
+        shown_a, shown_b, difference = cells[metric]
+        lines.append(f"{metric:<8}{shown_a:>{width}}{shown_b:>{width}}   {difference:<{spread}}"
                      f"{better:>25.1%}   better: {verdict}")
     lines += ["", "better: the run whose difference interval excludes 0; 'neither': these test rows cannot tell the two "
               "apart (ties count for neither run)"]
