@@ -4,6 +4,7 @@ All through the real CLI (``python -m pipeline.cli.train``) as a user would see 
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -154,6 +155,18 @@ def test_ctrl_c_saves_a_checkpoint_marks_killed_and_resume_gives_the_uninterrupt
     assert (resumed_run.info.status, full_run.info.status) == ("FINISHED", "FINISHED")
     assert "test/acc" in final_metrics(full_run)
     assert final_metrics(resumed_run) == final_metrics(full_run)
+    # its history holds every epoch, those before the resume copied from the checkpoint (it held the later ones only,
+    # and its learning curves a dot each)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    for key in ("val/loss", "train/loss", "val/loss_best"):
+        history = {run: [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                                           key=lambda m: m.step)] for run in (resumed_run, full_run)}
+        assert history[resumed_run] == history[full_run] and len(history[full_run]) > 1, (key, history)
+    assert resumed_run.data.tags["epochs_from_checkpoint"].startswith("1-"), resumed_run.data.tags
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted({row["epoch"] for row in rows if "val/loss" in row})[0] == 0
 
 
 def test_an_interrupt_after_training_still_names_the_checkpoint_to_resume_from(store):

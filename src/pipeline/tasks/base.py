@@ -136,6 +136,7 @@ class TaskModule(pl.LightningModule):
             self.model.set_feature_counts(self.trainer.strategy.reduce(total, reduce_op="sum"))
 
     def on_train_start(self) -> None:
+        self._log_epochs_before_resume()
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
         batches = self.trainer.num_training_batches
         if isinstance(optimizer, torch.optim.LBFGS) and batches > 1 and self.trainer.is_global_zero:
@@ -375,8 +376,37 @@ class TaskModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["best_value"] = self.best_value
         checkpoint["rng_states"] = rng_states()
+        history = self._run_history()
+        if history is not None:  # the epochs so far, for the run that resumes from this checkpoint
+            checkpoint["run_history"] = [dict(entry) for entry in history.history]
+
+    def _run_history(self):
+        from pipeline.tracking.loggers import RunHistory
+
+        trainer = self._trainer  # None outside a Trainer (a checkpoint saved by hand)
+        return next((logger for logger in (trainer.loggers if trainer is not None else ())
+                     if isinstance(logger, RunHistory)), None)
+
+    def _log_epochs_before_resume(self) -> None:
+        """A resumed run's metrics of the epochs its checkpoint had trained, logged again into this run (every logger:
+        the MLflow run, metrics.jsonl, the learning curves): the resumed run held only the epochs after the resume,
+        its curves one dot each, and its history was in the killed run alone. Tagged ``epochs_from_checkpoint``."""
+        earlier, self._resumed_history = getattr(self, "_resumed_history", None), None
+        if not earlier or not self.trainer.is_global_zero:
+            return
+        start = int(self.trainer.current_epoch)  # a checkpoint written during an epoch: that epoch is trained again
+        copied = [entry for entry in earlier if int(entry.get("epoch", 0)) < start]
+        for entry in copied:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(dict(entry), step=int(entry.get("step", entry.get("epoch", 0))))
+        epochs = sorted({int(entry.get("epoch", 0)) for entry in copied})
+        for logger in self.trainer.loggers:
+            run = getattr(logger, "run", None)
+            if epochs and run is not None and getattr(run, "active", False):
+                run.set_tags({"epochs_from_checkpoint": f"{epochs[0] + 1}-{epochs[-1] + 1}"})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_history = checkpoint.get("run_history")
         self.best_value = checkpoint.get("best_value", self.best_value)
         _carry_step_count(checkpoint, self.automatic_optimization)
         if "rng_states" in checkpoint:  # dropout after a resume draws what it would have drawn
