@@ -960,3 +960,32 @@ def test_numbered_class_folders_are_ordered_by_value_as_listings_are(tmp_path):
     data = folder_module(tmp_path / "digits", val_fraction=0.0, test_fraction=0.25)
     data.setup()
     assert data.spec.class_names == ["0", "1", "2", "10"]
+
+
+def test_unreadable_files_are_said_in_words_not_in_library_internals(tmp_path):
+    """pipeline-predict --skip-bad-files named a junk file "cannot identify image file <_io.BytesIO object at
+    0x7ff...>" and an empty one "both buffer length (0) and count (-1) must not be 0" (training said "empty file")."""
+    from pipeline.data.raw_inputs import UnreadableImage, decode_image_file
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "junk.jpg").write_text("<html>a saved web page</html>")
+    for name, said in (("empty.png", "empty file"), ("junk.jpg", "not an image file PIL or torchvision can read")):
+        with pytest.raises(UnreadableImage) as error:
+            decode_image_file(str(tmp_path / name), 3)
+        assert str(error.value) == said, str(error.value)
+
+
+def test_a_weights_file_of_random_bytes_is_refused_without_torchs_advice_to_unpickle_it(tmp_path):
+    """model.weights=garbage.pth quoted torch's "Re-running torch.load with weights_only set to False will likely
+    succeed ...", cut mid-sentence ("if you got the file )"): advice this command does not take, for a file that is
+    no torch file."""
+    from pipeline.errors import ConfigError
+    from pipeline.models.torchvision import read_state_dict
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    with pytest.raises(ConfigError) as error:
+        read_state_dict(garbage, "model.weights")
+    assert str(error.value).startswith(f"model.weights={garbage}: not a readable PyTorch state dict (not a file "
+                                       "torch.save wrote"), str(error.value)
+    assert "weights_only" not in str(error.value) and str(error.value).endswith("torch.save(model.state_dict(), path)")

@@ -130,6 +130,12 @@ def reason(error: BaseException) -> str:
         kind = decoder.group(1).upper()
         said = decoder.group(2).replace("Probably, the input image is corrupted", "").strip().rstrip(".")
         text = f"damaged {kind} data: the {kind} decoder refused it" + ("" if said == "Internal error" else f" with '{said}'")
+    # PIL names the in-memory buffer it read: "cannot identify image file <_io.BytesIO object at 0x7f...>"
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", text)
+    if text == "cannot identify image file":
+        text = "not an image file PIL or torchvision can read"
+    if "buffer length (0)" in text:  # torch.frombuffer on no bytes: "both buffer length (0) and count (-1) must not be 0"
+        text = "empty file"
     if len(text) > 200:  # cut at a word, said to be cut
         text = text[:200].rsplit(" ", 1)[0] + " ..."
     return text or type(error).__name__

@@ -42,7 +42,15 @@ def classification_models() -> list[str]:
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:
-    return " ".join(str(error).split())[:limit] or type(error).__name__
+    text = " ".join(str(error).split())
+    if text.startswith("Weights only load failed"):
+        # torch's advice to load it with weights_only=False (no option of this command, and for a file of random
+        # bytes bad advice) came first and was cut mid-sentence; its reason is the unpickler's line at the end
+        unpickler = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+        text = f"not a file torch.save wrote: {unpickler.group(1).strip()}" if unpickler else "not a file torch.save wrote"
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text or type(error).__name__
 
 
 # ----- which weights, and where they are ------------------------------------------------------------------------
