@@ -283,6 +283,11 @@ def test_a_run_killed_with_sigkill_is_closed_by_the_next_run_and_linked_from_its
     runs = {run.info.run_id: run for run in runs_in(store)}
     closed = runs[killed.info.run_id]
     assert closed.info.status == "KILLED" and "ended without ending the run" in closed.data.tags["error"]
+    # the epochs it trained, as a run stopped by Ctrl-C says them (pipeline-compare showed 200)
+    from mlflow import MlflowClient
+
+    trained = len(MlflowClient(store["uri"]).get_metric_history(killed.info.run_id, "train/loss"))
+    assert 0 < trained < 200 and closed.data.tags["stopped_early_at_epoch"] == str(trained), closed.data.tags
     [new] = [run for run in runs.values() if run.info.run_id != killed.info.run_id]
     assert new.info.status == "FINISHED" and new.data.tags["resumed_from_run"] == killed.info.run_id
 

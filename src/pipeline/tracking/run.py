@@ -202,6 +202,19 @@ def _process_alive(pid: int, start: Optional[str]) -> bool:
     return start is None or _process_start(pid) in (None, start)
 
 
+def _tag_epochs_trained(client, run) -> None:
+    """``stopped_early_at_epoch`` of a run whose process died: the epochs whose training loss reached the store, as a
+    run stopped by Ctrl-C records them (pipeline-compare showed such a run's epochs as trainer.max_epochs)."""
+    if "stopped_early_at_epoch" in run.data.tags:
+        return
+    try:
+        epochs = {metric.step for metric in client.get_metric_history(run.info.run_id, "train/loss")}
+    except Exception:
+        return
+    if epochs and str(len(epochs)) != run.data.params.get("trainer.max_epochs"):
+        client.set_tag(run.info.run_id, "stopped_early_at_epoch", str(len(epochs)))
+
+
 def close_orphaned_runs(client) -> list[str]:
     """Runs left RUNNING by a process that died without ending them (kill -9, out of memory, a lost node)
     are marked KILLED with the reason, so the store never shows a run as running forever. Returns their ids.
@@ -229,6 +242,7 @@ def close_orphaned_runs(client) -> list[str]:
                 continue
             client.set_tag(run.info.run_id, "error", f"{why} (killed, out of memory or a lost node); "
                                                      "marked KILLED by the next run on this store")
+            _tag_epochs_trained(client, run)
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
             log.warning("MLflow run %s was left RUNNING by a process that died; marked KILLED", run.info.run_id)
