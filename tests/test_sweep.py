@@ -747,6 +747,8 @@ def test_a_sweep_whose_stores_cannot_be_reached_is_one_line_exit_2(tmp_path, set
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
+    # and no sweep folder of a lone multirun.yaml is left behind (a refused command leaves no output folder)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("multirun.yaml"))
 
 
 def test_a_search_file_with_empty_params_and_conditions_is_read(tmp_path):

@@ -362,15 +362,22 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     settings = build_settings(options, arguments, base_config)
     check_a_trial_config(settings, hydra_context, base_config)
     settings.sweep_dir = study_folder(base_config, settings.study_name)
+    made = not Path(settings.sweep_dir).exists()
     Path(settings.sweep_dir).mkdir(parents=True, exist_ok=True)
     record = Path(settings.sweep_dir) / "multirun.yaml"  # Hydra's record of the sweep, credentials masked
     from pipeline.tracking.redact import redact_yaml_text
 
     record.write_text(redact_yaml_text(OmegaConf.to_yaml(base_config)))
-    parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
-    parent.prepare()  # the experiment is looked up while the study's storage opens
-    study, created = create_or_resume(settings, lambda: parent.create(
-        f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
+    try:
+        parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
+        parent.prepare()  # the experiment is looked up while the study's storage opens
+        study, created = create_or_resume(settings, lambda: parent.create(
+            f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
+    except BaseException:  # a storage or store that cannot be opened: refused, and no folder left for nothing
+        if made and [path.name for path in Path(settings.sweep_dir).iterdir()] == ["multirun.yaml"]:
+            record.unlink()
+            Path(settings.sweep_dir).rmdir()
+        raise
     # the study's number of trials: a later command's smaller n_trials runs none and takes none away
     queued = max(int(study.user_attrs.get(SETUP_DONE_ATTR) or 0), len(progress(study).finished))
     parent.attach(study.user_attrs.get(PARENT_RUN_ATTR), {"sweep.n_trials": max(settings.n_trials, queued)})
