@@ -587,3 +587,22 @@ def test_the_best_validation_value_is_the_epochs_value_itself(store):
     assert len(values) == 4
     for index, row in enumerate(values):
         assert row["val/rmse_best"] == min(r["val/rmse"] for r in values[:index + 1]), values
+
+
+def test_a_best_value_reached_at_several_epochs_says_which_checkpoint_is_tested(store):
+    """val/acc 0.8 at every epoch while val/loss fell by half: the first epoch's checkpoint was tested (Lightning keeps
+    a value only when it is better), the least trained model, without a word."""
+    from conftest import run_cli
+
+    result = run_cli(["data=synthetic_binary", "trainer.max_epochs=4", "task.monitor=val/acc", "task.mode=max",
+                      "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = re.search(r"Best checkpoint: \S+best-epoch(\d+)\.ckpt\n  \(val/acc ([\d.]+) at epochs ([\d, ]+): the first of "
+                     r"them is the checkpoint tested; a finer measure breaks such ties, e\.g\. task\.monitor=val/loss",
+                     result.stdout)
+    assert best, result.stdout[-2000:]
+    epochs = [int(e) for e in best.group(3).split(", ")]
+    assert int(best.group(1)) + 1 == epochs[0] and len(epochs) > 1
+    rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
+    assert {row["epoch"] + 1 for row in rows if "val/acc" in row and f"{row['val/acc']:.6g}" == best.group(2)} == \
+        set(epochs)

@@ -252,7 +252,7 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
         registered, unregistered = _register_model(run, settings.register_as)
     run.flush()
     _print_summary(run, metrics, output_dir, checkpoint, tested, registered,
-                   getattr(task_module, "positive_name", None))
+                   getattr(task_module, "positive_name", None), tied_best_epochs(checkpoint, history))
     if unregistered is not None:  # the run ends FAILED with the reason: it did not do all it was asked
         from pipeline.errors import RegistrationFailed
 
@@ -321,8 +321,28 @@ def _log_test_outputs(run: TrackedRun, cfg: DictConfig, task_module, datamodule,
         run.log_artifacts(folder, "plots")
 
 
+def tied_best_epochs(checkpoint, history: list[dict]) -> Optional[str]:
+    """A line where the best value of the checkpoint's monitor was reached at several epochs: the first of them is
+    the checkpoint kept and tested (Lightning keeps a value only when it is better), which on a small validation
+    split of accuracies (0.8 at every epoch while val/loss fell by half) is the least trained model."""
+    monitor = getattr(checkpoint, "monitor", None) if checkpoint is not None else None
+    if not monitor or not getattr(checkpoint, "best_model_path", None):
+        return None
+    values = [(int(row["epoch"]), float(row[monitor])) for row in history if monitor in row and "epoch" in row]
+    if len(values) < 2:
+        return None
+    best = (min if getattr(checkpoint, "mode", "min") == "min" else max)(value for _, value in values)
+    tied = sorted({epoch + 1 for epoch, value in values if value == best})
+    if len(tied) < 2:
+        return None
+    shown = ", ".join(map(str, tied[:6])) + (", ..." if len(tied) > 6 else "")
+    return (f"  ({monitor} {best:.6g} at epochs {shown}: the first of them is the checkpoint tested; a finer "
+            "measure breaks such ties, e.g. task.monitor=val/loss task.mode=min)")
+
+
 def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint, tested: bool,
-                   registered: Optional[str] = None, positive: Optional[str] = None) -> None:
+                   registered: Optional[str] = None, positive: Optional[str] = None,
+                   tie: Optional[str] = None) -> None:
     if not is_rank_zero():
         return
     shown = {k: v for k, v in metrics.items() if k.startswith("test/")} if tested else {
@@ -345,6 +365,8 @@ def _print_summary(run: TrackedRun, metrics: dict, output_dir: Path, checkpoint,
         # without a validation split (data.val_fraction=0) the checkpoint callback monitors nothing: the last epoch
         kind = "Best checkpoint" if checkpoint.monitor else "Checkpoint of the last epoch (no validation split)"
         lines.append(f"{kind}: {checkpoint.best_model_path}")
+        if tie:
+            lines.append(tie)
     if run.run_id and run.failure is None:
         from .redact import redact_text
 
