@@ -456,16 +456,18 @@ def test_compare_keeps_apart_runs_split_by_groups_or_by_time(tmp_path, capsys, m
     from mlflow import MlflowClient
 
     client = MlflowClient(store["uri"])
-    for name, digest in (("before", "aaaa1111"), ("after", "bbbb2222")):
-        run_id = fake_run(name, {**base, "data.groups": "grp"}, {"val/loss_best": 0.2})
-        client.set_tag(run_id, "data_digest", digest)
+    for name, digest, seed in (("before", "aaaa1111", "1"), ("after", "bbbb2222", "1"), ("seed2", "cccc3333", "2")):
+        run_id = fake_run(name, {**base, "data.groups": "grp", "data.seed": seed}, {"val/loss_best": 0.2})
+        client.set_tag(run_id, "data_digest", digest)  # seed2: other rows drawn by another data.seed, not a change
+    run_id = [r.info.run_id for r in runs_in(store) if r.info.run_name == "after"][0]
     client.set_tag(run_id, "data_differs_from_source", "training rows: the files it read have changed since")
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
                                 "--output", str(tmp_path / "c")], capsys)
     assert code == 0, err
-    assert re.search(r"\(the same data keys \(csv:cls4.csv->label groups:grp\) held other training rows across these "
-                     r"runs, the file changed between them: 2 training-row digests \(tag data_digest\) bbbb2222: "
-                     r"\w{8}; aaaa1111: \w{8}\)", out), out
+    assert re.search(r"\(the same data keys \(csv:cls4.csv->label groups:grp\) and data.seed held other training rows "
+                     r"across these runs, the file changed between them: 2 training-row digests \(tag data_digest\) "
+                     r"bbbb2222: \w{8}; aaaa1111: \w{8}\)", out), out
+    assert "cccc3333" not in out, out
     assert f"(trained or tested on other rows than the run it repeats: {run_id[:8]}; tag data_differs_from_source)" \
         in out, out
 

@@ -183,8 +183,8 @@ def other_contents(runs: list) -> list[str]:
     evaluation said so (tag ``data_differs_from_source``). Such a row looked like the same data, scored otherwise."""
     lines = []
     groups: dict[tuple, list] = {}
-    for run in runs:
-        groups.setdefault(data_key(run), []).append(run)
+    for run in runs:  # data.seed (the seed's, by default) draws the split: other seeds, other training rows
+        groups.setdefault((*data_key(run), run.data.params.get("data.seed", "")), []).append(run)
     for group in groups.values():
         by_digest: dict[str, list[str]] = {}
         for run in group:
@@ -193,8 +193,8 @@ def other_contents(runs: list) -> list[str]:
         if len(by_digest) > 1:
             shown = "; ".join(f"{digest[:8]}: {', '.join(ids[:4])}{', ...' if len(ids) > 4 else ''}"
                               for digest, ids in list(by_digest.items())[:4])
-            lines.append(f"\n(the same data keys ({data_identity(group[0])}) held other training rows across these "
-                         f"runs, the file changed between them: {len(by_digest)} training-row digests (tag "
+            lines.append(f"\n(the same data keys ({data_identity(group[0])}) and data.seed held other training rows "
+                         f"across these runs, the file changed between them: {len(by_digest)} training-row digests (tag "
                          f"data_digest) {shown}{'; ...' if len(by_digest) > 4 else ''})")
     flagged = [run.info.run_id[:8] for run in runs if run.data.tags.get("data_differs_from_source")]
     if flagged:
