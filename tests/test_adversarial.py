@@ -53,6 +53,13 @@ CASES = [
     (["hparams_search=classification_optuna", "task.monitor=val/acc", "hydra.sweeper.objectives=[val/acc_best]",
       "hydra.sweeper.directions=[maximize]", "logger=none"],
      ["task.monitor=val/acc is better higher, but task.mode=min", "add task.mode=max"]),
+    # the checkpoint (or early stopping) set on a metric of its own kept task.mode's min: it tested the worst epoch
+    (["callbacks.model_checkpoint.monitor=val/acc"],
+     ["callbacks.model_checkpoint.monitor=val/acc is better higher, but callbacks.model_checkpoint.mode=min (from "
+      "task.mode) would keep (and test) the checkpoint of its worst epoch", "add callbacks.model_checkpoint.mode=max"]),
+    (["callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=val/auroc"],
+     ["callbacks.early_stopping.mode=min (from task.mode) would stop the run as it improves",
+      "add callbacks.early_stopping.mode=max"]),
     (["task.mode=up"], ["task.mode='up'", "min, max"]),
     (["data=wine", "data.val_fraction=1.5"], ["data.val_fraction=1.5", "[0, 1)"]),
     (["trainer.max_time=abc"], ["trainer", "DD:HH:MM:SS"]),

@@ -742,6 +742,15 @@ def _watches_the_monitor(cfg: DictConfig, node) -> bool:
     return target.rsplit(".", 1)[-1] in _DIRECTED and monitor == cfg.task.monitor
 
 
+def directed_nodes(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """(key, node) of the scheduler and callbacks that watch a metric in a direction (``mode``): plateau schedules,
+    early stopping, checkpoints."""
+    named = [("scheduler", cfg.get("scheduler"))] + [(f"callbacks.{name}", node)
+                                                    for name, node in _collection(cfg, "callbacks").items()]
+    return [(key, node) for key, node in named if isinstance(node, DictConfig)
+            and str(node.get("_target_", "")).rsplit(".", 1)[-1] in _DIRECTED]
+
+
 def directions_of_the_monitor(cfg: DictConfig) -> None:
     """A plateau schedule, early stopping or a checkpoint of one's own (a YAML of a config dir) that watches
     task.monitor without a ``mode`` gets task.mode: torch's and Lightning's default, min, halved the rate, stopped
