@@ -165,6 +165,11 @@ def test_ctrl_c_saves_a_checkpoint_marks_killed_and_resume_gives_the_uninterrupt
                                                            key=lambda m: m.step)] for run in (resumed_run, full_run)}
         assert history[resumed_run] == history[full_run] and len(history[full_run]) > 1, (key, history)
     assert resumed_run.data.tags["epochs_from_checkpoint"].startswith("1-"), resumed_run.data.tags
+    # which epoch's model the test metrics are of, in the store (only the artifact's file name said it)
+    tested = re.fullmatch(r"checkpoints/best-epoch(\d{3})\.ckpt", full_run.data.tags["tested_checkpoint"])
+    assert tested and full_run.data.tags["tested_epoch"] == str(int(tested.group(1)) + 1), full_run.data.tags
+    assert [a.path for a in client.list_artifacts(full_run.info.run_id, "checkpoints")] == \
+        [full_run.data.tags["tested_checkpoint"]]
     rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert sorted({row["epoch"] for row in rows if "val/loss" in row})[0] == 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Optional
@@ -233,6 +234,12 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
     run.log_metrics({k: v for k, v in metrics.items() if k not in already_logged}, step=trainer.current_epoch)
     if checkpoint is not None and checkpoint.best_model_path:
         run.log_artifact(Path(checkpoint.best_model_path), "checkpoints")
+        if tested and run.active and is_rank_zero():  # which epoch's model the test metrics are of
+            tags = {"tested_checkpoint": f"checkpoints/{Path(checkpoint.best_model_path).name}"}
+            epoch = re.search(r"epoch(\d+)", Path(checkpoint.best_model_path).name)
+            if epoch:
+                tags["tested_epoch"] = str(int(epoch.group(1)) + 1)
+            run.set_tags(tags)
     model_logged = None
     if run.active and settings is not None and settings.log_model and tested and log_model:
         # started first: the store-writer process exports the model while this process draws the plots
