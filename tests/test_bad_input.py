@@ -82,6 +82,12 @@ def test_an_unknown_option_in_a_config_files_defaults_names_the_file(store):
     line = assert_refused(result, store, "callbacks=epoch_countr: no such option in conf/callbacks/; did you mean "
                                          "callbacks=epoch_counter?")
     assert "epoch_counter" in line.split("Available: ", 1)[1], line
+    # an option of one's own named as a packaged one: the packaged file won (30 epochs, its lr) without a word
+    (folder / "textbook_mlp.yaml").write_text("# @package _global_\noptimizer:\n  lr: 0.123\n")
+    result = run_cli_in_process(["--config-dir", str(folder.parent), "experiment=textbook_mlp"], store)
+    assert_refused(result, store, f"experiment=textbook_mlp: {folder / 'textbook_mlp.yaml'} has the name of the "
+                                  "packaged pipeline/conf/experiment/textbook_mlp.yaml, which is read first and wins",
+                   "rename yours (e.g. experiment/textbook_mlp_mine.yaml, experiment=textbook_mlp_mine)")
 
 
 def test_help_lists_the_options_without_the_base_files(store):

@@ -319,6 +319,33 @@ def _sweep_over_hydra(overrides: Sequence[str]) -> Optional[str]:
     return None
 
 
+def refuse_hidden_own_options(argv: Sequence[str], config_dir: Path) -> None:
+    """An option of one's own ``--config-dir`` named as a packaged one (``experiment/textbook_mlp.yaml``) is read
+    after the packaged file, which wins: the packaged experiment trained (30 epochs, its lr) without a word. Chosen
+    on the command line, it is refused in one line (exit 2), naming both files."""
+    if _full_error_wanted():
+        return
+    try:
+        from hydra._internal.utils import get_args_parser
+
+        args = get_args_parser().parse_args(list(argv))
+    except BaseException:  # a malformed command line: Hydra reports it
+        return
+    if not args.config_dir or not os.path.isdir(args.config_dir):
+        return
+    for override in args.overrides or []:
+        key, equals, value = override.lstrip("+").partition("=")
+        if not equals or "." in key or key.startswith(("~", "hydra")):
+            continue
+        for option in value.strip("[]").split(","):
+            option = option.strip()
+            mine, packaged = Path(args.config_dir) / key / f"{option}.yaml", config_dir / key / f"{option}.yaml"
+            if option and mine.is_file() and packaged.is_file():
+                _fail(f"{key}={option}: {mine} has the name of the packaged {packaged.relative_to(config_dir.parent.parent)}, "
+                      f"which is read first and wins (--config-dir adds options, it does not replace them); rename "
+                      f"yours (e.g. {key}/{option}_mine.yaml, {key}={option}_mine)", EXIT_USER_ERROR)
+
+
 def several_jobs(argv: Sequence[str]) -> bool:
     """Whether the command line is a multirun over lists of values (``-m optimizer=sgd,adam``): several jobs,
     each composed when its turn comes, so they are checked together before the first one runs."""

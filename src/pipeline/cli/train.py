@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.claims import CLAIM_FILE, release_claim
 from pipeline.cli.errors import (check_command_line, closed_stdout_ignored, hydra_errors_described,
-                                 refuse_base_file_choice, report_errors, several_jobs)
+                                 refuse_base_file_choice, refuse_hidden_own_options, report_errors,
+                                 several_jobs)
 from pipeline.config import CONFIG_DIR
 from pipeline.errors import EXIT_USER_ERROR, forget_warnings, remember_resume_point, remember_run_ended
 from pipeline.ranks import is_rank_zero
@@ -133,6 +134,8 @@ def main() -> None:
     remember_resume_point(None)
     remember_run_ended(None)
     free_run_dir(sys.argv)
+    if any(a in ("--config-dir", "-cd") or a.startswith("--config-dir=") for a in sys.argv[1:]):
+        refuse_hidden_own_options(sys.argv[1:], CONFIG_DIR)
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
         check_command_line(sys.argv[1:], CONFIG_DIR)
     if tracks_to_mlflow(sys.argv[1:]):
