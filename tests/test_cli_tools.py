@@ -528,6 +528,9 @@ def test_compare_all_data_says_it_mixes_data_sets_and_ranks_runs_without_the_met
                                 "--output", str(tmp_path / "w")], capsys)
     assert ("(also set otherwise among these runs, without a column: data.batch_size (-, 32); model.width (-, 64, 8))"
             in out), out  # "-": a run without the key (another model)
+    # and in the file written, which had none of the printed notes
+    assert ("also set otherwise among these runs, without a column: data.batch_size (-, 32); model.width (-, 64, 8)"
+            in (tmp_path / "w" / "compare.md").read_text())
     # a sweep's final run that a better trial replaced (best=false) is left out unless --all
     from mlflow import MlflowClient
 

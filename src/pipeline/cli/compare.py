@@ -551,13 +551,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     print()
     print(as_text(ranking))
     unshown = params_without_a_column(ranking.runs)
+    notes = other_contents(ranking.runs)
     if unshown:  # a model of one's own's width, a searched batch size: rows that look alike are not
         print("\n(also set otherwise among these runs, without a column: " + "; ".join(
             f"{key} ({', '.join(values[:4])}{', ...' if len(values) > 4 else ''})" for key, values in unshown[:6])
-              + (f"; and {len(unshown) - 6} more" if len(unshown) > 6 else "") + ")")
-    for line in other_contents(ranking.runs):
+              + (f"; and {len(unshown) - 6} more, in compare.md" if len(unshown) > 6 else "") + ")")
+        notes.append("\n(also set otherwise among these runs, without a column: " + "; ".join(
+            f"{key} ({', '.join(values)})" for key, values in unshown) + ")")
+    for line in notes[: len(notes) - (1 if unshown else 0)]:
         print(line)
-    (output / "compare.md").write_text(as_markdown(ranking))
+    markdown = as_markdown(ranking)
+    if notes:  # the notes printed, with every setting that differs: the file stood alone without them
+        markdown += "\n" + "\n".join(line.strip().removeprefix("(").removesuffix(")") + "\n" for line in notes)
+    (output / "compare.md").write_text(markdown)
     write_csv(ranking, output / "compare.csv")
     written = [output / "compare.md", output / "compare.csv"]
     if args.plot:
