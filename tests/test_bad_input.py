@@ -352,3 +352,11 @@ def test_empty_split_is_refused(store):
     result = run_cli_in_process(["data=wine", "data.limit_rows=1"], store)
     assert_refused(result, store, "wine", "split would be empty")
 
+
+
+def test_cfg_with_a_multirun_is_one_line(store):
+    """``-m seed=1,2 --cfg job`` printed Hydra's traceback ("Only one of --run, --multirun, --cfg ...")."""
+    result = run_cli(["-m", "seed=1,2", "--cfg", "job"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip() == ("Error: --cfg shows one job's config and -m runs several: give --cfg without -m, "
+                                     "with one value of each swept key (e.g. seed=1 rather than seed=1,2)")
