@@ -360,3 +360,15 @@ def test_cfg_with_a_multirun_is_one_line(store):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip() == ("Error: --cfg shows one job's config and -m runs several: give --cfg without -m, "
                                      "with one value of each swept key (e.g. seed=1 rather than seed=1,2)")
+
+
+def test_an_experiments_values_for_its_own_choice_are_said_when_the_command_line_chooses_another(store):
+    """experiment=textbook_mlp optimizer=adam: Adam trained at the experiment's SGD rate (0.01 for Adam's 0.001)
+    without a word; an SGD-only key of an experiment was refused as unknown to Adam without naming the experiment."""
+    result = run_cli(["experiment=textbook_mlp", "optimizer=adam", "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("experiment=textbook_mlp sets optimizer.lr=0.01 for its optimizer=sgd; this run's optimizer=adam (the "
+            "command line) takes it too: give optimizer.lr=... for adam's own") in result.stdout + result.stderr
+    given = run_cli(["experiment=textbook_mlp", "optimizer=adam", "optimizer.lr=0.001", "trainer.max_epochs=1",
+                     "logger=none"], dict(store, outputs=store["outputs"].parent / "given"))
+    assert given.returncode == 0 and "experiment=textbook_mlp sets" not in given.stdout + given.stderr

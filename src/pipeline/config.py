@@ -742,6 +742,48 @@ def _watches_the_monitor(cfg: DictConfig, node) -> bool:
     return target.rsplit(".", 1)[-1] in _DIRECTED and monitor == cfg.task.monitor
 
 
+def experiment_values_for_another_choice(cfg: DictConfig) -> list[str]:
+    """``experiment=X optimizer=adam`` where X chooses ``optimizer: sgd`` and sets ``optimizer.lr``: the experiment's
+    values meant for its choice are merged into the command line's (Adam trained at SGD's rate, and an SGD-only key
+    was refused as unknown to Adam, without naming the experiment). One line per group, naming the keys and how to
+    set them; nothing for a sweep's trial (its search file's warning says this once) or without an experiment."""
+    if cfg.get("sweep") is not None:
+        return []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        choices = hydra_cfg.runtime.choices
+        experiment = choices.get("experiment")
+        if not experiment:
+            return []
+        folders = [CONFIG_DIR] + [Path(source.path.removeprefix("file://")) for source in hydra_cfg.runtime.config_sources
+                                  if str(source.path).startswith("file://")]
+        path = next((folder / "experiment" / f"{experiment}.yaml" for folder in folders
+                     if (folder / "experiment" / f"{experiment}.yaml").is_file()), None)
+        if path is None:
+            return []
+        loaded = OmegaConf.to_container(OmegaConf.load(path))
+        given = {str(o).lstrip("+~").partition("=")[0] for o in hydra_cfg.overrides.task}
+    except Exception:  # a note, never a reason to fail
+        return []
+    from pipeline.tracking.params import flatten
+
+    lines = []
+    for entry in loaded.get("defaults") or []:
+        for key, value in (entry.items() if isinstance(entry, dict) else ()):
+            group = str(key).replace("override", "").strip().lstrip("/")
+            if group not in given or str(choices.get(group)) == str(value) or not isinstance(loaded.get(group), dict):
+                continue
+            keys = [(f"{group}.{k}", v) for k, v in flatten(loaded[group]) if f"{group}.{k}" not in given]
+            if keys:
+                lines.append(f"experiment={experiment} sets {', '.join(f'{k}={v}' for k, v in keys)} for its {group}="
+                             f"{value}; this run's {group}={choices.get(group)} (the command line) takes "
+                             f"{'it' if len(keys) == 1 else 'them'} too: give {' '.join(f'{k}=...' for k, _ in keys)} "
+                             f"for {choices.get(group)}'s own")
+    return lines
+
+
 def directed_nodes(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     """(key, node) of the scheduler and callbacks that watch a metric in a direction (``mode``): plateau schedules,
     early stopping, checkpoints."""

@@ -19,8 +19,9 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline import interpolation_cache
-from pipeline.config import (ConfigError, absolute_data_paths, collection, directions_of_the_monitor, max_time,
-                             unfused_for_clipping, validate, without_validation)
+from pipeline.config import (ConfigError, absolute_data_paths, collection, directions_of_the_monitor,
+                             experiment_values_for_another_choice, max_time, unfused_for_clipping, validate,
+                             without_validation)
 from pipeline.claims import CLAIM_FILE, claim_text
 from pipeline.errors import (DataError, RunInterrupted, remember_resume_point, remember_run_ended,
                              sigterm_as_interrupt)
@@ -53,6 +54,9 @@ def train(cfg: DictConfig, callbacks: Iterable[Any] = (), parent_run: Optional[s
     absolute_data_paths(cfg)
     directions_of_the_monitor(cfg)
     unfused = unfused_for_clipping(cfg)
+    if is_rank_zero():  # before the checks: an SGD-only key of the experiment is refused under Adam
+        for line in experiment_values_for_another_choice(cfg):
+            log.warning(line)
     validate(cfg)
     if is_rank_zero():
         from pipeline.data.images import ignored_augmentation
