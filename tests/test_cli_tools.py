@@ -573,3 +573,37 @@ def test_the_ui_on_a_store_that_does_not_exist_says_it_makes_an_empty_one(tmp_pa
         code, _, err = cli(main, ["--tracking-uri", f"sqlite:///{missing}", "--port", str(port)], capsys)
     assert code == 2 and f"Note: no MLflow store at {missing} yet: a new, empty one is made there" in err, err
     assert not missing.exists()
+
+
+def test_compare_gives_mean_and_spread_over_seeds_and_folds(tmp_path, capsys, migrated_store_db):
+    """-m seed=1,2,3 and -m 'data.fold=range(0,5)' gave one row per run and no summary: a paper's table needs the
+    mean and spread of each setting over its seeds (or folds), which had to be worked out by hand."""
+    from pipeline.cli.compare import main
+
+    store, fake_run = _compare_store(tmp_path, migrated_store_db, "classification")
+    base = {"task": "classification", "data": "breast_cancer", "task.monitor": "val/acc", "task.mode": "max",
+            "model": "mlp", "optimizer": "adam", "optimizer.lr": "0.001"}
+    for seed, (val, test) in zip((1, 2, 3), ((0.95, 0.93), (0.97, 0.95), (0.96, 0.97))):
+        fake_run(f"adam-{seed}", {**base, "seed": str(seed), "data.seed": str(seed)},
+                 {"val/acc_best": val, "test/acc": test})
+    fake_run("sgd-1", {**base, "optimizer": "sgd", "optimizer.lr": "0.1", "seed": "1", "data.seed": "1"},
+             {"val/acc_best": 0.9, "test/acc": 0.9})
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    [line] = [l for l in out.splitlines() if l.startswith("  ranks ")]
+    assert line == "  ranks 1, 2, 3 (3 runs over seed 1, 2, 3): val/acc_best 0.96 ± 0.01; test/acc 0.95 ± 0.02", out
+    assert "mean ± sample std" in (tmp_path / "a" / "compare.md").read_text()
+
+    folds, fake_fold = _compare_store(tmp_path / "cv", migrated_store_db, "classification")
+    for fold in range(5):
+        fake_fold(f"fold-{fold}", {**base, "seed": "42", "data.cv_folds": "5", "data.fold": str(fold)},
+                  {"val/acc_best": 0.9 + fold / 100, "test/acc": 0.9 + fold / 100})
+    code, out, err = cli(main, ["--tracking-uri", folds["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "b")], capsys)
+    assert "the other folds of the cross-validation are left out as other test rows: --all-data" in out, out
+    code, out, err = cli(main, ["--tracking-uri", folds["uri"], "--experiment", "classification", "--all-data",
+                                "--output", str(tmp_path / "c")], capsys)
+    [line] = [l for l in out.splitlines() if l.startswith("  ranks ")]
+    assert line == ("  ranks 1, 2, 3, 4, 5 (5 runs over data.fold 0, 1, 2, 3, 4): val/acc_best 0.92 ± 0.01581; "
+                    "test/acc 0.92 ± 0.01581"), out

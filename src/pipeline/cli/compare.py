@@ -203,6 +203,61 @@ def other_contents(runs: list) -> list[str]:
     return lines
 
 
+# what one setting's repeats differ in: the seed (initial weights, batch order, the split through data.seed) and the
+# cross-validation fold; runs alike but for these are one row of a paper's table, as mean and spread
+REPEAT_KEYS = ("seed", "data.seed", "data.fold")
+
+
+def _setting_of(run) -> tuple:
+    """What a run trained with, less its seed and fold: its data (less the fold) and every setting of the groups
+    that say how it trained."""
+    params = run.data.params
+    data = tuple(value for key, value in zip(DATA_KEYS, data_key(run)) if key not in REPEAT_KEYS)
+    chosen = tuple(params.get(group, "") for group in ("task", "model", "optimizer", "scheduler"))
+    settings = tuple(sorted((key, value) for key, value in params.items() if key.startswith(SETTING_GROUPS)
+                            and not key.endswith(NOT_SETTINGS) and key not in REPEAT_KEYS))
+    return data, chosen, settings
+
+
+def repeats_summary(ranking: "Ranking") -> list[str]:
+    """Mean and sample standard deviation of the shown metrics over the ranked runs that differ only in seed,
+    data.seed or data.fold (``-m seed=1,2,3``, ``-m 'data.fold=range(0,5)'``), one line per such setting."""
+    import statistics
+
+    groups: dict[tuple, list[int]] = {}
+    for position, run in enumerate(ranking.runs):
+        groups.setdefault(_setting_of(run), []).append(position)
+    metrics = ranking.header[ranking.header.index("data") + 1:]
+    lines = []
+    for positions in groups.values():
+        if len(positions) < 2:
+            continue
+        runs = [ranking.runs[p] for p in positions]
+        varied = [key for key in REPEAT_KEYS if len({r.data.params.get(key) for r in runs}) > 1]
+        if not varied:
+            continue  # the same seed and fold again: reruns, not repeats
+        parts = []
+        for name in metrics:
+            values = [r.data.metrics[name] for r in runs if name in r.data.metrics and not math.isnan(r.data.metrics[name])]
+            if len(values) >= 2:
+                parts.append(f"{name} {_number(statistics.mean(values))} ± {_number(statistics.stdev(values))}"
+                             + (f" (of {len(values)})" if len(values) < len(runs) else ""))
+        over = "; ".join(f"{key} {', '.join(sorted({str(r.data.params.get(key)) for r in runs}, key=_numeric_first))}"
+                         for key in varied if key != "data.seed" or "seed" not in varied)
+        lines.append(f"  ranks {', '.join(str(p + 1) for p in positions)} ({len(runs)} runs over {over}): "
+                     + "; ".join(parts))
+    if lines:
+        lines.insert(0, "\nRepeats of one setting (runs that differ only in seed or data.fold): mean ± sample std")
+    return lines
+
+
+def _numeric_first(text: str):
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def data_key(run) -> tuple[str, ...]:
     """Which runs are ranked together: the data option, the whole paths of the data and test files (two folders
     named ``simple`` in different places are two data sets, though :func:`data_identity` shows both as ``simple``),
@@ -551,14 +606,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     print()
     print(as_text(ranking))
     unshown = params_without_a_column(ranking.runs)
-    notes = other_contents(ranking.runs)
+    repeats = repeats_summary(ranking)
+    for line in repeats:
+        print(line)
+    folds_left_out = differ == ["data.fold"]
+    if folds_left_out:
+        print("\n(the other folds of the cross-validation are left out as other test rows: --all-data ranks them "
+              "with these and gives their mean ± std)")
+    other_rows = other_contents(ranking.runs)
+    notes = [*repeats, *other_rows]
     if unshown:  # a model of one's own's width, a searched batch size: rows that look alike are not
         print("\n(also set otherwise among these runs, without a column: " + "; ".join(
             f"{key} ({', '.join(values[:4])}{', ...' if len(values) > 4 else ''})" for key, values in unshown[:6])
               + (f"; and {len(unshown) - 6} more, in compare.md" if len(unshown) > 6 else "") + ")")
         notes.append("\n(also set otherwise among these runs, without a column: " + "; ".join(
             f"{key} ({', '.join(values)})" for key, values in unshown) + ")")
-    for line in notes[: len(notes) - (1 if unshown else 0)]:
+    for line in other_rows:
         print(line)
     markdown = as_markdown(ranking)
     if notes:  # the notes printed, with every setting that differs: the file stood alone without them
