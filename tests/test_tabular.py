@@ -98,6 +98,25 @@ def test_strings_missing_values_and_label_spellings_train(people_run):
     assert inputs == ["score", "colour", "member", "visits", "noise"]  # raw names; no id, no target
     outputs = [c["name"] for c in model.metadata.get_output_schema().to_dict()]
     assert outputs == ["prediction", "probability_0", "probability_1"]  # '1', '1.0' and ' 1' are one class
+    # the serving example is strict JSON: raw rows with a missing value wrote a bare NaN, refused outside Python
+    import json
+
+    from mlflow.artifacts import download_artifacts
+
+    import mlflow
+
+    mlflow.set_tracking_uri(people_run["store"]["uri"])
+    try:
+        folder = download_artifacts(artifact_uri=f"runs:/{run.info.run_id}/model",
+                                    dst_path=str(people_run["folder"] / "model-copy"))
+    finally:
+        mlflow.set_tracking_uri(None)
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    example = json.loads((Path(folder) / "serving_input_example.json").read_text(), parse_constant=refuse)
+    assert example["dataframe_split"]["columns"] == inputs
 
 
 def test_pyfunc_on_raw_rows_equals_pipeline_predict_and_the_test_metrics(people_run):

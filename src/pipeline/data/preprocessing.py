@@ -470,7 +470,10 @@ class TablePreprocessor:
             self.unknown_seen[name] = bool(len(rare)) or len(spelled) < len(frame)
             # most frequent first, then by name: the order does not depend on the row order
             self.categories[name] = sorted(kept.index.tolist(), key=lambda c: (-int(kept[c]), c))
-        sample = frame.head(4).astype(object)
+        # rows without a missing value where there are such: a NaN in the example is a bare NaN in the model's
+        # serving_input_example.json, which strict JSON parsers (JavaScript's, jq) refuse
+        complete = frame.dropna()
+        sample = (complete if len(complete) >= min(4, len(frame)) else frame).head(4).astype(object)
         self.example_rows = [{k: _plain_value(v) for k, v in row.items()} for row in sample.to_dict(orient="records")]
         return self
 
