@@ -767,7 +767,9 @@ def experiment_values_for_another_choice(cfg: DictConfig) -> list[str]:
         given = {str(o).lstrip("+~").partition("=")[0] for o in hydra_cfg.overrides.task}
     except Exception:  # a note, never a reason to fail
         return []
-    from pipeline.tracking.params import flatten
+    def flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:  # (tracking.params' is a floor above)
+        return [item for key, value in tree.items() for item in
+                (flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)])]
 
     lines = []
     for entry in loaded.get("defaults") or []:

@@ -381,11 +381,12 @@ class TaskModule(pl.LightningModule):
             checkpoint["run_history"] = [dict(entry) for entry in history.history]
 
     def _run_history(self):
-        from pipeline.tracking.loggers import RunHistory
-
+        """The run's history logger (``tracking.loggers.RunHistory``, named "history"; not imported: the tracking
+        floor is above this one)."""
         trainer = self._trainer  # None outside a Trainer (a checkpoint saved by hand)
         return next((logger for logger in (trainer.loggers if trainer is not None else ())
-                     if isinstance(logger, RunHistory)), None)
+                     if getattr(logger, "name", None) == "history" and isinstance(getattr(logger, "history", None),
+                                                                                 list)), None)
 
     def _log_epochs_before_resume(self) -> None:
         """A resumed run's metrics of the epochs its checkpoint had trained, logged again into this run (every logger:
