@@ -989,3 +989,23 @@ def test_a_weights_file_of_random_bytes_is_refused_without_torchs_advice_to_unpi
     assert str(error.value).startswith(f"model.weights={garbage}: not a readable PyTorch state dict (not a file "
                                        "torch.save wrote"), str(error.value)
     assert "weights_only" not in str(error.value) and str(error.value).endswith("torch.save(model.state_dict(), path)")
+
+
+def test_a_run_trained_with_numbered_folders_in_text_order_is_still_evaluated_in_its_order(tmp_path):
+    """Numbered class folders are read in value order now (0, 1, 2, 10); a run trained before read them as text
+    (0, 1, 10, 2). Its evaluation on the same folders was refused ("the classes [...] are not the ones the model was
+    trained on"): the trained run's order is kept, for the labels and the files' order (so the split drawn is its)."""
+    rng = np.random.default_rng(0)
+    for name in ("0", "1", "2", "10"):
+        write_class(tmp_path / "digits" / name, 3, BRIGHT, rng)
+    fresh = folder_module(tmp_path / "digits", val_fraction=0.0, test_fraction=0.25, in_memory=False)
+    fresh.setup()
+    spec = fresh.spec.to_dict()
+    spec["class_names"] = ["0", "1", "10", "2"]  # as the run trained before this order was
+    old = folder_module(tmp_path / "digits", val_fraction=0.0, test_fraction=0.25, in_memory=False)  # rows: file ids
+    assert old.use_fitted(fresh.raw_input_adapter().to_dict(), spec)
+    old.setup()
+    assert old.spec.class_names == ["0", "1", "10", "2"]
+    for split in (old.rows["train"], old.rows["test"]):
+        for row, label in zip(split.x.tolist(), split.y.tolist()):
+            assert Path(old.row_name(int(row))).parent.name == spec["class_names"][label]

@@ -599,11 +599,17 @@ class ImageFolder(ImageFiles):
         classes = _class_folders(folders["train"])
         if not classes:
             raise DataError(f"data.path: no class sub-folders in {folders['train']}{self.class_hint()}")
+        trained = [_one_form(str(name)) for name in (self.fitted[1].class_names or [])] if self.fitted else []
+        if trained and sorted(trained) == sorted(_one_form(name) for name in classes):
+            # a trained run's classes in its own order (one trained before numbered folders were ordered by value:
+            # 0, 1, 10, 2), so that its evaluation reads each folder as the class the model learned
+            classes = sorted(classes, key=lambda name: trained.index(_one_form(name)))
         files: list[str] = []
         parts: dict[str, list[tuple[int, int]]] = {}
         index_of = {_one_form(name): index for index, name in enumerate(classes)}
         for part, folder in folders.items():
-            part_classes = _class_folders(folder)
+            # in the classes' order (a trained run's own): the files' order, and so the split drawn, is its
+            part_classes = sorted(_class_folders(folder), key=lambda name: index_of.get(_one_form(name), len(index_of)))
             unknown = sorted(name for name in part_classes if _one_form(name) not in index_of)
             if unknown:
                 raise DataError(f"{folder}: class folders {unknown} do not exist in {folders['train']}")
