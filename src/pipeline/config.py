@@ -331,7 +331,6 @@ def _first_line(error: Exception) -> str:
 def resolve_target(group: str, path: str) -> Callable:
     """The object ``path`` names, or a one-line error saying which part is missing (Hydra's own said "Error loading
     'mymodels.Nett':" with the reason on lines of its log)."""
-    import difflib
     import importlib
 
     parts = str(path).split(".")
@@ -725,11 +724,25 @@ def _check_compatibility(cfg: DictConfig) -> None:
     scheduler_target = _get(cfg, "scheduler._target_") or ""
     if scheduler_target.endswith("ReduceLROnPlateau") and cfg.scheduler.get("mode") not in (None, cfg.task.mode):
         raise ConfigError(f"scheduler.mode must match task.mode ({cfg.task.mode})")
-    for name, node in _collection(cfg, "callbacks").items():
-        if _watches_the_monitor(cfg, node) and node.get("mode") not in (None, cfg.task.mode):
-            raise ConfigError(f"callbacks.{name}.mode={node.get('mode')}: callbacks.{name} watches {cfg.task.monitor}, "
-                              f"whose better direction is task.mode={cfg.task.mode}; set it so, or leave mode out "
-                              "(then it is task.mode's)")
+    for path, node in directed_nodes(cfg):
+        if _watches_the_monitor(cfg, node):
+            if path != "scheduler" and node.get("mode") not in (None, cfg.task.mode):
+                raise ConfigError(f"{path}.mode={node.get('mode')}: {path} watches {cfg.task.monitor}, whose better "
+                                  f"direction is task.mode={cfg.task.mode}; set it so, or leave mode out (then it is "
+                                  "task.mode's)")
+            continue
+        # a metric of its own (callbacks.model_checkpoint.monitor=val/acc), its mode still task.mode's min: the
+        # checkpoint of the worst epoch was kept and tested, with exit 0
+        monitor, mode = node.get("monitor"), node.get("mode")
+        better = metric_direction(str(monitor)) if monitor else None
+        if better is not None and mode is not None and better != mode:
+            source = " (from task.mode)" if OmegaConf.is_interpolation(node, "mode") else ""
+            raise ConfigError(f"{path}.monitor={monitor} is better {'higher' if better == 'max' else 'lower'}, but "
+                              f"{path}.mode={mode}{source} would "
+                              + ("keep (and test) the checkpoint of its worst epoch" if "checkpoint" in path else
+                                 "stop the run as it improves" if "stopping" in path else
+                                 "lower the rate as it improves")
+                              + f"; add {path}.mode={better}")
 
 
 # what watches a validation metric and has a direction: a plateau schedule, early stopping, a best checkpoint
@@ -767,6 +780,7 @@ def experiment_values_for_another_choice(cfg: DictConfig) -> list[str]:
         given = {str(o).lstrip("+~").partition("=")[0] for o in hydra_cfg.overrides.task}
     except Exception:  # a note, never a reason to fail
         return []
+
     def flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:  # (tracking.params' is a floor above)
         return [item for key, value in tree.items() for item in
                 (flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)])]
@@ -800,9 +814,8 @@ def directions_of_the_monitor(cfg: DictConfig) -> None:
     task.monitor without a ``mode`` gets task.mode: torch's and Lightning's default, min, halved the rate, stopped
     the run and kept the checkpoint of the worst epochs of a val/acc that rose. Recorded in ``cfg`` (the logged
     config, pipeline-rerun)."""
-    nodes = [cfg.get("scheduler")] + list(_collection(cfg, "callbacks").values())
-    for node in nodes:
-        if isinstance(node, DictConfig) and _watches_the_monitor(cfg, node) and node.get("mode") is None:
+    for _, node in directed_nodes(cfg):
+        if _watches_the_monitor(cfg, node) and node.get("mode") is None:
             with open_dict(node):
                 node.mode = cfg.task.mode
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
 from pipeline.config import (ConfigError, absolute_data_paths, collection, directions_of_the_monitor,
@@ -479,19 +479,6 @@ def check_monitor(cfg: DictConfig, task_module, spec) -> None:
                           f"but task.mode={mode} would keep (and test) the checkpoint of its "
                           f"{'lowest' if better == 'max' else 'highest'}, i.e. worst, epoch and stop early on it; "
                           f"add task.mode={better}")
-    from pipeline.config import directed_nodes
-
-    for path, node in directed_nodes(cfg):  # a checkpoint, early stopping or plateau schedule on a metric of its own
-        monitor = node.get("monitor") or cfg.task.monitor
-        better, mode = metric_direction(str(monitor)), node.get("mode")
-        if better is not None and mode is not None and better != mode:
-            source = " (from task.mode)" if OmegaConf.is_interpolation(node, "mode") else ""
-            raise ConfigError(f"{path}.monitor={monitor} is better {'higher' if better == 'max' else 'lower'}, but "
-                              f"{path}.mode={mode}{source} would "
-                              + ("keep (and test) the checkpoint of its worst epoch" if "checkpoint" in path else
-                                 "stop the run as it improves" if "stopping" in path else
-                                 "lower the rate as it improves")
-                              + f"; add {path}.mode={better}")
 
 
 def probe_outputs(cfg: DictConfig, task_module, datamodule, spec) -> None:

@@ -319,6 +319,15 @@ def _sweep_over_hydra(overrides: Sequence[str]) -> Optional[str]:
     return None
 
 
+def refuse_show_with_multirun(arguments: Sequence[str]) -> None:
+    """``-m seed=1,2 --cfg job`` was Hydra's traceback ("Only one of --run, --multirun, --cfg, --info and
+    --shell_completion can be specified"): one line, exit 2."""
+    shown = [a.partition("=")[0] for a in arguments if a.partition("=")[0] in ("--cfg", "-c", "--info", "-i")]
+    if shown and any(a in ("-m", "--multirun") for a in arguments):
+        _fail(f"{shown[0]} shows one job's config and -m runs several: give {shown[0]} without -m, with one value of "
+              "each swept key (e.g. seed=1 rather than seed=1,2)", EXIT_USER_ERROR)
+
+
 def refuse_hidden_own_options(argv: Sequence[str], config_dir: Path) -> None:
     """An option of one's own ``--config-dir`` named as a packaged one (``experiment/textbook_mlp.yaml``) is read
     after the packaged file, which wins: the packaged experiment trained (30 epochs, its lr) without a word. Chosen

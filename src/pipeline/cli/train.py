@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.claims import CLAIM_FILE, release_claim
 from pipeline.cli.errors import (check_command_line, closed_stdout_ignored, hydra_errors_described,
-                                 refuse_base_file_choice, refuse_hidden_own_options, report_errors,
-                                 several_jobs)
+                                 refuse_base_file_choice, refuse_hidden_own_options, refuse_show_with_multirun,
+                                 report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
 from pipeline.errors import EXIT_USER_ERROR, forget_warnings, remember_resume_point, remember_run_ended
 from pipeline.ranks import is_rank_zero
@@ -135,8 +135,7 @@ def main() -> None:
     remember_run_ended(None)
     free_run_dir(sys.argv)
     refuse_show_with_multirun(sys.argv[1:])
-    if any(a in ("--config-dir", "-cd") or a.startswith("--config-dir=") for a in sys.argv[1:]):
-        refuse_hidden_own_options(sys.argv[1:], CONFIG_DIR)
+    refuse_hidden_own_options(sys.argv[1:], CONFIG_DIR)
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
         check_command_line(sys.argv[1:], CONFIG_DIR)
     if tracks_to_mlflow(sys.argv[1:]):
@@ -151,16 +150,6 @@ def main() -> None:
         _hydra_main()
     if launched_as_a_command():
         exit_at_once()
-
-
-def refuse_show_with_multirun(arguments: list[str]) -> None:
-    """``-m seed=1,2 --cfg job`` was Hydra's traceback ("Only one of --run, --multirun, --cfg, --info and
-    --shell_completion can be specified"): one line, exit 2."""
-    shown = [a.partition("=")[0] for a in arguments if a.partition("=")[0] in ("--cfg", "-c", "--info", "-i")]
-    if shown and any(a in ("-m", "--multirun") for a in arguments):
-        print(f"Error: {shown[0]} shows one job's config and -m runs several: give {shown[0]} without -m, with one "
-              "value of each swept key (e.g. seed=1 rather than seed=1,2)", file=sys.stderr, flush=True)
-        raise SystemExit(2)
 
 
 # Hydra's options after which no job runs; --config-dir, --config-name ... run one and are no reason to skip

@@ -580,8 +580,9 @@ class ImageFolder(ImageFiles):
                                     + f"; its images need one sub-folder per class, as in {folders['train']}, "
                                     f"or move the folder away (the {part} split is then held out of "
                                     f"{folders['train'].name}/)")
-        not_used = [f"{len(_loose_images(folder))} image(s) directly in {folder} (not in a class folder)"
-                    for folder in ([root, *folders.values()] if split_layout else [root]) if _loose_images(folder)]
+        loose = {folder: len(_loose_images(folder)) for folder in ([root, *folders.values()] if split_layout else [root])}
+        not_used = [f"{count} image(s) directly in {folder} (not in a class folder)"
+                    for folder, count in loose.items() if count]
         if split_layout:
             used = {folder.name for folder in folders.values()}
             not_used += [f"the folder {root / name}/ (not train/, val/ or test/)"
