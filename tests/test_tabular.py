@@ -610,6 +610,28 @@ def test_large_targets_that_vary_little_keep_their_digits_in_predictions_and_met
     assert run.data.metrics["test/r2"] > 0.99, run.data.metrics
 
 
+def test_predictions_name_each_test_rows_place_in_its_file(store):
+    """predictions/test.csv's ``row`` is the row's place in the test split; a table's rows also get ``file_row``, their
+    row in the file as pandas reads it, so that they can be joined with the file's other columns. Rows without a
+    target are left out of the splits, so split positions and file rows differ."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"x": np.round(rng.normal(size=400), 6), "tag": [f"r{i}" for i in range(400)]})
+    frame["y"] = (2 * frame["x"] + rng.normal(scale=0.1, size=400)).round(6)
+    frame.loc[rng.random(400) < 0.2, "y"] = np.nan  # rows without a target: not in any split
+    path = store["tmp"] / "rows.csv"
+    frame.to_csv(path, index=False)
+    result = run_cli(["task=regression", "data=csv", f"data.path={path}", "data.target=y", "data.drop=[tag]",
+                      "trainer.max_epochs=2", *SHORT_RUN], store)
+    finished_run(store, result)
+    tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv")
+    assert list(tested.columns[:2]) == ["row", "file_row"], list(tested.columns)
+    assert tested["row"].tolist() == list(range(len(tested)))
+    read = pd.read_csv(path).iloc[tested["file_row"].to_numpy()]
+    assert np.allclose(read["y"].to_numpy(), tested["target"].to_numpy())  # the file's row of each prediction
+    assert read["y"].notna().all() and tested["file_row"].is_unique
+    assert (tested["file_row"].to_numpy() != tested["row"].to_numpy()).any()
+
+
 def written_houses(rows: int, seed: int) -> pd.DataFrame:
     """:func:`houses` as a report writes it: the price in dollars with thousands separators, the area with
     thousands separators (some cells empty), a tax rate in percent, the day of the listing as an ISO date."""

@@ -337,6 +337,12 @@ class CsvData(TabularDataModule):
         self.kinds: dict[str, str] = {}
         self.frame = None  # the feature columns of every row read (train file, then test file), as read
         self.row_hashes = None  # a hash of each row of self.frame, all its columns as read (row_identity)
+        # where each row of self.frame is in its file: the file's row number as pandas reads it (0 = the first row
+        # under the header) and which file (0: data.path, 1: data.test_path); the test split's rows in self.frame
+        self.file_rows: Optional[np.ndarray] = None
+        self.file_of_rows: Optional[np.ndarray] = None
+        self.row_files: list[Path] = []
+        self.test_positions: Optional[np.ndarray] = None
         self.preprocessor: Optional[TablePreprocessor] = None
         self.timings: dict[str, float] = {}  # seconds spent reading, fitting and applying the preprocessing
 
@@ -465,6 +471,7 @@ class CsvData(TabularDataModule):
                     + (f" ({'; '.join(hints)}: write labels one way in both files)" if hints else
                        "; spell them as the training file does, or leave those rows out of the test file"))
         frames = [t.frame.loc[keep, list(self.kinds)] for t, keep in zip(tables, present)]
+        self._note_file_rows(tables, frames)
         self.frame = pd.concat(frames, ignore_index=True)
         if len(frames) > 1:  # the test file's rows: compared with the training rows once preprocessing is fitted
             self.test_file_rows = (tables[1].path, len(frames[0]), len(frames[0]) + len(frames[1]))
@@ -494,7 +501,9 @@ class CsvData(TabularDataModule):
             if kind == "numeric":
                 check_numeric_column(test, name, self.na_values, self.decimal)
         (targets,), class_names, (keep,) = self._targets([test])
-        self.frame = test.frame.loc[keep, list(self.kinds)].reset_index(drop=True)
+        frame = test.frame.loc[keep, list(self.kinds)]
+        self._note_file_rows([test], [frame])
+        self.frame = frame.reset_index(drop=True)
         self.test_file_rows = (test.path, 0, len(self.frame))
         self.row_hashes = _row_hashes(test.frame.loc[keep])
         y = torch.as_tensor(targets[keep], dtype=torch.long if class_names is not None else REGRESSION_TARGET)
@@ -595,8 +604,32 @@ class CsvData(TabularDataModule):
         # which would pool it, data.order_by is refused), and they come first in self.frame
         return None if self.row_order is None else self.row_order[split.x.numpy()]
 
+    def _note_file_rows(self, tables, frames) -> None:
+        self.row_files = [Path(t.path) for t in tables]
+        self.file_rows = np.concatenate([frame.index.to_numpy(dtype=np.int64) for frame in frames])
+        self.file_of_rows = np.concatenate([np.full(len(frame), i, dtype=np.int64) for i, frame in enumerate(frames)])
+
+    def _test_file_splits(self, data: LoadedData) -> tuple[Split, Split, Split]:
+        train, val, test = super()._test_file_splits(data)
+        self.test_positions = test.x.numpy().copy()
+        return train, val, test
+
+    def test_row_sources(self) -> Optional[tuple[str, list[str]]]:
+        """Where each test row is in its file (a ``file_row`` column of predictions/test.csv): its row number as
+        pandas reads the file (``pd.read_csv(path).iloc[file_row]``, 0 = the first row under the header), so that
+        rows can be joined with the file's other columns. Rows of a test split that pools two files (data.cv_folds
+        with data.test_path) are written ``<file name>:<row>``."""
+        if self.test_positions is None or self.file_rows is None:
+            return None
+        rows, files = self.file_rows[self.test_positions], self.file_of_rows[self.test_positions]
+        if len(np.unique(files)) <= 1:
+            return "file_row", [str(row) for row in rows.tolist()]
+        names = [path.name for path in self.row_files]
+        return "file_row", [f"{names[f]}:{row}" for f, row in zip(files.tolist(), rows.tolist())]
+
     def _split(self, data: LoadedData) -> tuple[Split, Split, Split]:
         train, val, test = super()._split(data)
+        self.test_positions = test.x.numpy().copy()
         self._order_notes = []
         if self.row_order is not None:
             for name, split, drawn in (("test", test, data.test is None), ("validation", val, True)):
