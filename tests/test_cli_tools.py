@@ -272,6 +272,43 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
         "good-test", "0.301", "0.45", "0.5678")
 
 
+def test_compare_names_the_study_of_each_sweep_run(tmp_path, capsys, migrated_store_db):
+    """Trials of two sweeps ranked together were told apart only by their run ids: a ``study`` column names each
+    run's sweep, in the table, compare.md and compare.csv; runs of no sweep leave it empty, and without any sweep
+    run there is no such column."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    from pipeline.cli.compare import main
+
+    store = new_store(tmp_path, migrated_store_db)
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment("tables")
+
+    def fake_run(name: str, val_loss: float, **tags) -> None:
+        run = client.create_run(experiment, run_name=name)
+        params = {"task": "classification", "data": "breast_cancer", "task.monitor": "val/loss", "task.mode": "min"}
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                         metrics=[Metric("val/loss_best", val_loss, 0, 0)], tags=[RunTag(k, v) for k, v in tags.items()])
+        client.set_terminated(run.info.run_id, "FINISHED")
+
+    fake_run("single", 0.30)
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "tables", "--output",
+                                str(tmp_path / "a")], capsys)
+    assert code == 0 and not re.search(r"\bstudy\b", out), out
+    fake_run("trial-a", 0.10, **{"sweep.study_name": "lr-search", "sweep.role": "trial", "sweep.trial_number": "0"})
+    fake_run("trial-b", 0.20, **{"sweep.study_name": "wd-search", "sweep.role": "trial", "sweep.trial_number": "0"})
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "tables", "--output",
+                                str(tmp_path / "b")], capsys)
+    assert code == 0, err
+    ranked = {line.split()[1]: line for line in out.splitlines() if line[:1].isdigit()}
+    assert set(ranked) == {"trial-a", "trial-b", "single"}, out
+    assert "lr-search" in ranked["trial-a"] and "wd-search" in ranked["trial-b"], out
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "b" / "compare.csv").open())}
+    assert (rows["trial-a"]["study"], rows["trial-b"]["study"], rows["single"]["study"]) == ("lr-search", "wd-search", "")
+    assert "| study |" in (tmp_path / "b" / "compare.md").read_text()
+
+
 def test_compare_all_ranks_the_training_runs_data_after_an_evaluation_on_other_data(tmp_path, capsys, migrated_store_db):
     """``pipeline-eval <run> data.test_path=test.csv`` and then ``pipeline-compare --all``: the newest run, the
     evaluation, was taken as the data set to rank, which no training run was on: "Error: no run of 'regression' has

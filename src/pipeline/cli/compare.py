@@ -352,8 +352,10 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
                            if k.startswith("test/") and not k.endswith(INTERVAL_SUFFIXES)} - {metric})
     shown_metrics = [metric] + test_metrics
     with_bounds = [name for name in shown_metrics if any(name + INTERVAL_SUFFIXES[0] in r.data.metrics for r in ordered)]
-    header = (["rank", "run", "run_id", "status"] + [column for column, _ in KEY_PARAMS if column != "data"]
-              + ["data"] + shown_metrics)
+    # runs of sweeps: the study each belongs to (trials of two sweeps, or a sweep's and single runs, ranked together)
+    studies = any("sweep.study_name" in r.data.tags for r in ordered)
+    lead = ["rank", "run", "run_id", "status"] + (["study"] if studies else [])
+    header = lead + [column for column, _ in KEY_PARAMS if column != "data"] + ["data"] + shown_metrics
     csv_header = header[: len(header) - len(shown_metrics)]
     csv_header.insert(csv_header.index("epochs") + 1, "max_epochs")
     for name in shown_metrics:
@@ -364,10 +366,11 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
         if run.data.tags.get("run_kind") == "evaluation":
             status = "EVALUATION"
         rows.append([str(position), run.info.run_name or "", run.info.run_id, status]
+                    + ([run.data.tags.get("sweep.study_name", "")] if studies else [])
                     + [_key_param(run, column, key) for column, key in KEY_PARAMS if column != "data"]
                     + [data_identity(run)])
         metrics = run.data.metrics
-        csv_row = rows[-1][:4] + _csv_key_params(run) + [data_identity(run)]
+        csv_row = rows[-1][:len(lead)] + _csv_key_params(run) + [data_identity(run)]
         csv_rows.append(csv_row + [_number(metrics.get(key)) for key in csv_header[len(csv_row):]])
         rows[-1] += [_with_interval(metrics, name) for name in shown_metrics]
     return Ranking(experiment_name, metric, mode, monitor, header, rows, ordered, csv_header, csv_rows)
@@ -581,7 +584,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     eligible = len(runs)  # --top shows the best of them
     what = ("run" if eligible == 1 else "runs") if args.all else ("finished run" if eligible == 1 else "finished runs")
     counted = f"{eligible} {what}" if len(ranking.rows) == eligible else f"the best {len(ranking.rows)} of {eligible} {what}"
-    data_sets = sorted({row[len(KEY_PARAMS) + 3] for row in ranking.rows})
+    data_sets = sorted({row[ranking.header.index("data")] for row in ranking.rows})
     on = data_sets[0] if len(data_sets) == 1 else f"{len(data_sets)} data sets (--all-data: ranked together)"
     test = ("ranked on a test metric, so the test rows choose the run" if ranking.metric.startswith("test/")
             else "test metrics are shown, not ranked on")
