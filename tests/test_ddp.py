@@ -107,6 +107,20 @@ def test_classification_on_two_processes_matches_one_process(store, tmp_path):
 
 
 @pytest.mark.slow
+def test_class_weighted_training_on_two_processes_matches_one_process(store, tmp_path):
+    """task.class_weights: each rank took the weighted mean over its own rows, so DDP's average of the ranks' gradients
+    was not the weighted mean over the global batch (a rank's rows counted by its share of weights): val/loss 0.650
+    against 0.683 for one process after the same epoch on a 1-in-10 table. The ranks now share their weight sums."""
+    weighted = [*CLASSIFICATION, "task.class_weights=[1,4]"]
+    two = run_cli([*weighted, *TWO_PROCESSES, "data.batch_size=32"], store)
+    assert_one_run_one_directory(two, store)
+    one = single_process([*weighted, "data.batch_size=64"], tmp_path / "one")
+    ddp = history(store["outputs"])
+    assert per_epoch(ddp, "train/loss") == pytest.approx(per_epoch(one, "train/loss"), rel=1e-4)
+    assert per_epoch(ddp, "val/loss") == pytest.approx(per_epoch(one, "val/loss"), rel=1e-4)
+
+
+@pytest.mark.slow
 def test_test_metrics_on_two_processes_count_each_test_row_once(store):
     """A test split of an odd number of rows: the second rank's shard is padded with a repeat of the first row (so
     that both ranks take as many), and that repeat was counted in test/acc and test/loss. They are now those of

@@ -68,12 +68,44 @@ class ClassificationModule(TaskModule):
         """``positive_class``: the class binary f1 and ap are of (none for more than two classes)."""
         return {"positive_class": self.positive_name} if self.positive_name is not None else {}
 
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.class_weight is not None and self.trainer.accumulate_grad_batches > 1:
+            warn_once(log, f"task.class_weights with trainer.accumulate_grad_batches={self.trainer.accumulate_grad_batches}: "
+                      "each accumulated batch takes the weighted mean over its own rows, so a step is not the weighted "
+                      "mean over all of them (as one batch of effective_batch_size rows, or several devices, take it)")
+
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return self._cross_entropy(output, target, self.label_smoothing, self.class_weight)
+        if self.class_weight is None:
+            return self._cross_entropy(output, target, self.label_smoothing, None)
+        total, weights = self._weighted_cross_entropy(output, target, self.label_smoothing, self.class_weight)
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.world_size > 1 and torch.is_grad_enabled():
+            # DDP averages the ranks' gradients: each rank's sum over the weight sum of every rank's rows (times the
+            # ranks) makes the step the weighted mean over all of them, as one process's batch of those rows takes
+            # it; each rank's own weighted mean would weigh a rank's rows by its share of weights instead
+            every_rank = trainer.strategy.reduce(weights.detach().clone(), reduce_op="sum")
+            return total * trainer.world_size / every_rank
+        return total / weights
 
     def evaluation_loss(self, output: Tensor, target: Tensor) -> Tensor:
         """Plain cross-entropy, without smoothing or class weights: val/loss and test/loss compare across runs."""
         return self._cross_entropy(output, target, 0.0, None)
+
+    def _weighted_cross_entropy(self, output: Tensor, target: Tensor, smoothing: float,
+                                weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(the sum of each row's loss times its class's weight, the sum of those weights): their ratio is
+        cross_entropy(weight=...)'s weighted mean, label smoothing included."""
+        if weight.dtype != output.dtype:  # float64 or bf16-true runs
+            weight = weight.to(output.dtype)
+        row_weights = weight[target.long()]
+        if self.binary:
+            labels = target.to(output.dtype)
+            if smoothing:
+                labels = labels * (1 - smoothing) + 0.5 * smoothing
+            losses = F.binary_cross_entropy_with_logits(output.squeeze(-1), labels, reduction="none")
+            return (losses * row_weights).sum(), row_weights.sum()
+        return F.cross_entropy(output, target, weight=weight, label_smoothing=smoothing, reduction="sum"), row_weights.sum()
 
     def _cross_entropy(self, output: Tensor, target: Tensor, smoothing: float, weight: Optional[Tensor]) -> Tensor:
         if weight is not None and weight.dtype != output.dtype:  # float64 or bf16-true runs
