@@ -378,6 +378,33 @@ def test_resume_from_checkpoint_continues_training(store, tmp_path):
                                     ["trainer.max_epochs=4", "logger=none", override, f"ckpt_path={last}"]))
 
 
+def test_a_resume_with_another_patience_or_dropout_stops_by_the_new_patience_and_says_what_changed(store):
+    """Lightning loaded the checkpoint's early-stopping patience over the config's: a run resumed with patience 3 logged
+    3 and stopped by the saved 8 (its rerun then stopped elsewhere). Settings a resume may change (dropout, l1, class
+    weights, patience) changed without a word, while the run's params named the new values for every epoch."""
+    from conftest import rerun_cli
+
+    # min_delta 10: no epoch after the first improves, so the count of epochs without improvement is the epoch count
+    stopping = ["callbacks=[default,early_stopping]", "callbacks.early_stopping.min_delta=10",
+                "logger.mlflow.log_plots=false", "trainer.enable_progress_bar=false"]
+    first = run_cli([*stopping, "callbacks.early_stopping.patience=8", "trainer.max_epochs=3"], store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    resumed = run_cli([*stopping, "callbacks.early_stopping.patience=3", "model.dropout=0.25", "trainer.max_epochs=10",
+                       f"ckpt_path={last}"], store)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Stopped early after epoch 4 of 10" in resumed.stdout, resumed.stdout[-2000:]
+    said = resumed.stdout + resumed.stderr
+    assert "callbacks.early_stopping.patience 8 -> 3; model.dropout 0.0 -> 0.25" in said, said[-3000:]
+    run = next(r for r in runs_in(store) if r.data.tags.get("resumed_from_checkpoint"))
+    assert run.data.tags["changed_on_resume"] == ("callbacks.early_stopping.patience 8 -> 3; model.dropout 0.0 -> 0.25 "
+                                                  "after the checkpoint of epoch 3")
+    assert run.data.params["callbacks.early_stopping.patience"] == "3"
+    code, stdout, stderr = rerun_cli([run.info.run_id, "--tracking-uri", store["uri"], "trainer.max_epochs=1"])
+    assert code == 0, stderr[-3000:]
+    assert "was resumed with other settings than it began with (callbacks.early_stopping.patience 8 -> 3" in stdout
+
+
 def test_console_output_is_one_line_per_epoch_without_adverts_when_not_on_a_terminal(store):
     result = run_cli(["trainer.max_epochs=3", "logger=none"], store)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping as _LightningEarlyStopping
 from pytorch_lightning.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.profilers import PassThroughProfiler
@@ -524,6 +525,8 @@ def build_callbacks(cfg: DictConfig, extra: Iterable[Callback] = ()) -> list[Cal
 
             raise ConfigError(f"callbacks.{name}: {node.get('_target_')} builds a {type(callback).__name__}, not a "
                               "Lightning callback (a subclass of pytorch_lightning.Callback)")
+        if type(callback) is _LightningEarlyStopping:
+            callback.__class__ = EarlyStopping  # the configured patience, also on resume
         built.append(callback)
     if cfg.model.get("unfreeze_at_epoch") is not None:  # a pretrained backbone trained from that epoch on
         from pipeline.fine_tuning import UnfreezeBackbone
@@ -534,6 +537,44 @@ def build_callbacks(cfg: DictConfig, extra: Iterable[Callback] = ()) -> list[Cal
     if len(bars) > 1:
         callbacks = [c for c in callbacks if not isinstance(c, ConsoleProgress)]
     return callbacks
+
+
+class EarlyStopping(_LightningEarlyStopping):
+    """Lightning's early stopping, whose patience on resume is the config's: Lightning loads the checkpoint's patience
+    over it, so a run resumed with another ``patience`` logged the new value and stopped by the old one (its rerun
+    then stopped elsewhere). The checkpoint's count of validations without improvement is kept."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
+
+
+# settings whose saved value a resume does not restore: the resumed epochs take them as given. A checkpoint keeps them
+# and a resume that changes them is said and tagged (changed_on_resume), as the run's params hold the new values only
+GIVEN_ON_RESUME = ("model.dropout", "model.residual_dropout", "model.l1", "task.class_weights", "task.label_smoothing",
+                   "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm")
+
+
+def given_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved values of :data:`GIVEN_ON_RESUME` and of every early stopping's ``patience`` and ``min_delta``
+    (``callbacks.<name>.patience``), as ``{dotted key: value}`` (keys the config lacks are left out)."""
+    from omegaconf import OmegaConf
+
+    def plain(value: Any) -> Any:
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    settings = {}
+    for key in GIVEN_ON_RESUME:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            settings[key] = plain(value)
+    for name, node in collection(cfg, "callbacks").items():
+        if str(node.get("_target_", "")).endswith("EarlyStopping"):
+            for key in ("patience", "min_delta"):
+                if node.get(key) is not None:
+                    settings[f"callbacks.{name}.{key}"] = plain(node.get(key))
+    return settings
 
 
 def find_checkpoint(callbacks: Iterable[Callback]) -> Optional[ModelCheckpoint]:
@@ -618,8 +659,9 @@ class RunIdInCheckpoint(Callback):
     ``output_settings``) and the digests of its training and validation rows (data held in memory), which a resume
     must have too (``check_resume_checkpoint``)."""
 
-    def __init__(self, run: Any = None, seed: Optional[int] = None, settings: Optional[dict[str, Any]] = None):
-        self.run, self.seed, self.settings = run, seed, settings
+    def __init__(self, run: Any = None, seed: Optional[int] = None, settings: Optional[dict[str, Any]] = None,
+                 given: Optional[dict[str, Any]] = None):
+        self.run, self.seed, self.settings, self.given = run, seed, settings, given
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         run_id = self.run.run_id if self.run is not None else None
@@ -629,6 +671,8 @@ class RunIdInCheckpoint(Callback):
             checkpoint["seed"] = int(self.seed)
         if self.settings is not None:
             checkpoint["training_settings"] = self.settings
+        if self.given is not None:
+            checkpoint["given_settings"] = self.given
         output_settings = getattr(pl_module, "output_settings", None)
         if output_settings is not None:
             checkpoint["output_settings"] = output_settings()

@@ -333,7 +333,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     from pytorch_lightning.callbacks import ProgressBar
 
     from pipeline.callbacks import (AtomicCheckpointIO, NoProfiler, RunIdInCheckpoint, SameBuffersOnEveryRank,
-                                     build_callbacks, find_checkpoint, training_settings)
+                                     build_callbacks, find_checkpoint, given_settings, training_settings)
     from pipeline.models import build_model
     from pipeline.tasks import build_task_module
     from pipeline.tracking import RunHistory
@@ -352,7 +352,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     probe_optimization(task_module)
     with building("callbacks"):
         callbacks = build_callbacks(cfg, extra_callbacks)
-    run_id_writer = RunIdInCheckpoint(seed=cfg.get("seed"), settings=training_settings(cfg))
+    run_id_writer = RunIdInCheckpoint(seed=cfg.get("seed"), settings=training_settings(cfg), given=given_settings(cfg))
     callbacks += [run_id_writer, SameBuffersOnEveryRank()]
     if cfg.trainer.get("enable_progress_bar") is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -599,7 +599,31 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
     tags = {"resumed_from_checkpoint": str(path.resolve())}
     if checkpoint.get("mlflow_run_id"):
         tags["resumed_from_run"] = str(checkpoint["mlflow_run_id"])
+    if cfg is not None:
+        tags.update(_changed_on_resume(ckpt_path, checkpoint, cfg))
     return tags
+
+
+def _changed_on_resume(ckpt_path: str, checkpoint: dict, cfg: DictConfig) -> dict[str, str]:
+    """Settings a resume may change (``callbacks.GIVEN_ON_RESUME``, early stopping's patience) that differ from those
+    of the run that wrote the checkpoint: its epochs so far trained with the saved values, and the run's params name
+    only the new ones. Said, and tagged ``changed_on_resume`` (``key saved -> new after the checkpoint of epoch N``)."""
+    from pipeline.callbacks import given_settings
+
+    saved = checkpoint.get("given_settings")
+    if not isinstance(saved, dict):
+        return {}
+    now = given_settings(cfg)
+    differ = [key for key in sorted(set(saved) | set(now)) if _as_plain(saved.get(key)) != _as_plain(now.get(key))]
+    if not differ:
+        return {}
+    epoch = checkpoint.get("epoch")
+    since = f" after the checkpoint of epoch {epoch + 1}" if isinstance(epoch, int) else ""
+    changes = "; ".join(f"{key} {saved.get(key)!r} -> {now.get(key)!r}" for key in differ)
+    log.warning("ckpt_path=%s was written by a run with other settings than this one's: %s. The epochs before the "
+                "resume trained with the saved values, this run goes on with the new ones%s; its params name only "
+                "the new ones (tag changed_on_resume)", ckpt_path, changes, since)
+    return {"changed_on_resume": changes + since}
 
 
 def _check_output_settings(ckpt_path: str, checkpoint: dict, task_module) -> None:

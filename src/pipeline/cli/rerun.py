@@ -461,6 +461,10 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
     if registered and say_registration and not _mlflow_logger_node(cfg).get("register_as"):
         print(f"Note: {run.info.run_name or run.info.run_id} registered its model as '{registered}'; this rerun "
               f"registers none (add logger.mlflow.register_as={registered} for a new version)", flush=True)
+    changed = run.data.tags.get("changed_on_resume")
+    if changed:
+        print(f"Note: {run.info.run_name or run.info.run_id} was resumed with other settings than it began with "
+              f"({changed}); this rerun trains every epoch with the values its params hold", flush=True)
     check_targets(cfg, "the overrides")
     confine_written_folders(cfg, None, output_dir, "the overrides")
     _refuse_or_say_masked_values(cfg, run.info.run_id)
