@@ -730,6 +730,28 @@ def test_a_sweep_puts_no_credential_into_the_study_the_store_or_its_files(tmp_pa
     assert "+tags.hf_token=***" in parent.data.params["fixed_overrides"]
 
 
+def test_the_best_config_names_a_relative_data_file_as_the_trials_read_it(tmp_path):
+    """A data file given relative to where the sweep ran was written so into the best config, whose command runs
+    from anywhere: from another folder it failed with 'file not found' in that folder."""
+    import numpy as np
+    import pandas as pd
+
+    store = sweep_store(tmp_path)
+    table = tmp_path / "rows.csv"
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    frame["y"] = frame["a"] - frame["b"] + rng.normal(scale=0.1, size=200)
+    frame.to_csv(table, index=False)
+    relative = os.path.relpath(table, PROJECT_ROOT)
+    result = run_cli(["hparams_search=regression_optuna", "data=csv", f"data.path={relative}", "data.target=y",
+                      "trainer.max_epochs=1", "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none",
+                      "hydra.sweeper.study_name=relative", f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
+                      "logger.mlflow.log_model=false"], store, multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load(next(store["outputs"].rglob("experiment/relative_best.yaml")).read_text())
+    assert best["data"]["path"] == str(table), best
+
+
 @pytest.mark.parametrize("setting,line", [
     ("hydra.sweeper.storage=sqlite:///{tmp}/a-folder",  # a folder where the database file would be
      "Error: hydra.sweeper.storage: cannot open the study's storage (OperationalError: "),

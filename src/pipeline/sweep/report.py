@@ -284,6 +284,11 @@ def write_best_config(study: optuna.Study, trial, settings: SweepSettings, confi
         defaults = config_loader.load_configuration(config_name, ["task=" + chosen["task"]], RunMode.RUN)
     ordered += [(g, c) for g, c in chosen.items() if g != "task" and defaults.hydra.runtime.choices.get(g) != c]
     plain = config_loader.load_configuration(config_name, [f"{g}={c}" for g, c in ordered], RunMode.RUN)
+    from pipeline.config import absolute_data_paths
+
+    # data files as the trials read them, from wherever the file is run (the sweep's folder may be elsewhere)
+    for config in (trial_config, plain):
+        absolute_data_paths(config)
     values = _difference(_without_hydra(trial_config), _without_hydra(plain))
     secrets = _take_out_secrets(values)
     lines = [
