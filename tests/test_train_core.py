@@ -420,6 +420,15 @@ def test_console_output_is_one_line_per_epoch_without_adverts_when_not_on_a_term
     assert kept[0].startswith("Data: breast_cancer") and any(line.startswith("Test metrics:") for line in kept), kept
 
 
+def test_an_epoch_without_validation_prints_no_validation_values(store):
+    """With trainer.check_val_every_n_epoch=2 the line of an epoch that did not validate repeated the last
+    validation's values as if measured that epoch."""
+    result = run_cli(["trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert ["val/loss" in line for line in lines] == [False, True, False, True], lines
+
+
 def test_max_time_stops_a_run_inside_its_first_epoch(store):
     """200,000 rows in steps of 4: a whole epoch would take minutes; max_time stops it after 2 s."""
     import json

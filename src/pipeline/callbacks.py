@@ -469,13 +469,23 @@ class ConsoleProgress(TQDMProgressBar):
         self._pending_epoch: Optional[int] = None
         self._epoch_started = 0.0
         self._epoch_seconds = 0.0
+        self._validated_epoch: Optional[int] = None  # the last epoch that validated (not the sanity check)
         if not self._on_terminal:
             self.disable()
 
-    def _shown(self, trainer) -> dict[str, float]:
+    def _shown(self, trainer, epoch: Optional[int] = None) -> dict[str, float]:
+        """The values shown; for ``epoch``'s line, its validation values only where it validated (with
+        trainer.check_val_every_n_epoch the others would repeat an earlier epoch's as if measured)."""
         wanted = ["train/loss", "val/loss"] + ([self.monitor] if self.monitor and self.monitor != "val/loss" else [])
+        if epoch is not None and self._validated_epoch != epoch:
+            wanted = [key for key in wanted if not key.startswith("val/")]
         metrics = trainer.callback_metrics
         return {key: float(metrics[key]) for key in wanted if key in metrics}
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
 
     def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
         return {key.split("/", 1)[-1] if key.endswith("/loss") else key: f"{value:.4g}"
@@ -507,7 +517,7 @@ class ConsoleProgress(TQDMProgressBar):
             return
         epoch, self._pending_epoch = self._pending_epoch, None
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
-        values = "  ".join(f"{key} {value:.4g}" for key, value in self._shown(trainer).items())
+        values = "  ".join(f"{key} {value:.4g}" for key, value in self._shown(trainer, epoch).items())
         print(f"epoch {epoch + 1}/{total}  {values}  {self._epoch_seconds:.1f} s", file=self.stream or sys.stdout,
               flush=True)
 
