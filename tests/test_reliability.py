@@ -214,9 +214,11 @@ def test_resuming_a_study_with_another_model_or_search_space_is_refused_with_the
     assert more.returncode == 0 and "Resuming Optuna study" in more.stdout and "2 of 2 trials" in more.stdout
 
 
-def test_resuming_a_study_on_a_file_whose_rows_changed_is_refused(tmp_path):
+@pytest.mark.parametrize("searched", [[], ["data.batch_size=choice(32,64)"]], ids=["", "a data key searched"])
+def test_resuming_a_study_on_a_file_whose_rows_changed_is_refused(tmp_path, searched):
     """The same data.path with other rows (a file cut down, fixed or regenerated in place): the study went on and
-    ranked trials of the two data sets together, its best trial's score from rows the later ones never saw."""
+    ranked trials of the two data sets together, its best trial's score from rows the later ones never saw. Also
+    where a data key is searched (the check was left out for any searched data.* key, data.batch_size too)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -228,7 +230,7 @@ def test_resuming_a_study_on_a_file_whose_rows_changed_is_refused(tmp_path):
         table.write_text("\n".join(lines) + "\n")
 
     write(300)
-    args = [*SWEEP, "data=csv", f"data.path={table}", "data.target=label"]
+    args = [*SWEEP, "data=csv", f"data.path={table}", "data.target=label", *searched]
     assert run_cli(sweep_args(tmp_path, *args[len(SWEEP):])).returncode == 0
     write(200)
     line = one_error_line(run_cli(sweep_args(tmp_path, *args[len(SWEEP):], "hydra.sweeper.n_trials=2")))

@@ -251,12 +251,12 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
                 build_model(OmegaConf.create(model), datamodule.spec)
         except ConfigError as error:
             raise SweepError(f"a trial of this search cannot run{_drawing(probe, before, str(error))}: {error}") from None
-    searched = any(p.name in ("seed", "data") or p.name.startswith("data.") for p in settings.space.params)
     # image files are told apart by path, size and modification time, not contents: a copy on another machine of
     # a study's workers, or a folder copied anew, would differ; only digests of the rows' contents are kept
-    if not searched and not hasattr(datamodule, "dataset_records"):
-        # every trial trains on these rows: a study resumed on a file whose rows changed (same path, other contents)
-        # would rank trials of two data sets together
+    if not hasattr(datamodule, "dataset_records"):
+        # the rows of the space's first corner (every trial's, unless a data key, the data set or the seed is
+        # searched; then one corner's, drawn alike by every command of the study): a study resumed on a file whose
+        # rows changed (same path, other contents) would rank trials of two data sets together
         from pipeline.tracking.artifacts import dataset_records
 
         settings.fingerprint[DATA_CONTENTS] = ", ".join(

@@ -49,7 +49,8 @@ PARENT_RUN_ATTR = "pipeline.mlflow_parent_run_id"
 PRUNER_ATTR = "pipeline.pruner"
 FINALIZED_ATTR = "pipeline.finalized"
 FINGERPRINT_ATTR = "pipeline.fingerprint"
-# the fingerprint's digests of the splits every trial trains, validates and tests on (where no data key is searched)
+# the fingerprint's digests of the splits the search's first corner trains, validates and tests on (every trial's
+# where no data key, data set or seed is searched)
 DATA_CONTENTS = "data contents (digest of each split's rows)"
 # the key studies recorded before the splits' digests identified the rows drawn (they digested the preprocessed
 # inputs): not compared with the rows' digests, which replace it
