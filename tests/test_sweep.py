@@ -917,6 +917,20 @@ def test_a_sweep_over_data_sets_warns_that_their_validation_values_are_not_compa
             "thing") in result.stdout + result.stderr
 
 
+def test_a_sweep_over_folds_warns_that_its_trials_validate_on_other_rows(tmp_path):
+    """data.fold=choice(0,1,2) picked its best trial partly by its fold's rows, with no word (as a search over data
+    sets is warned of)."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process(["-m", "task=regression", "data.cv_folds=3", "data.fold=choice(0,1,2)",
+                                 "hydra/sweeper=pipeline_optuna", "trainer.max_epochs=1", "hydra.sweeper.n_trials=2",
+                                 "hydra.sweeper.finalize_top_k=0", "logger=none",
+                                 f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
+                                 f"hydra.sweep.dir={tmp_path / 'out'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data.fold searched: each trial validates on other rows" in result.stdout + result.stderr
+
+
 def test_a_search_over_an_experiment_says_which_of_its_keys_the_search_replaces(tmp_path):
     """experiment=diabetes_linear_cv (200 epochs) with hparams_search=regression_optuna (20, composed after it):
     the trials trained 20 epochs, and nothing said the experiment's 200 were dropped."""

@@ -86,6 +86,9 @@ def mlflow_logger_node(base_config: DictConfig):
 
 
 # config parts that change what a trial trains and measures (not where it logs or how it prints)
+# keys that choose which rows a run trains and validates on (the top-level seed draws the splits too)
+ROW_KEYS = ("seed", "data.seed", "data.fold", "data.cv_folds", "data.val_fraction", "data.test_fraction",
+            "data.limit_rows", "data.path", "data.test_path")
 FINGERPRINT_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "callbacks", "seed")
 FINGERPRINT_IGNORED = ("trainer.enable_progress_bar",)
 
@@ -392,6 +395,12 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
                     "best trial is the one whose data gives the lowest (or highest) number, not the best model",
                     " and ".join(compared), ", ".join(settings.objectives),
                     "data sets" if "data" in compared else "tasks")
+    rows = [p.name for p in settings.space.params if p.name in ROW_KEYS]
+    if rows and all(o.startswith("val/") for o in settings.objectives):
+        log.warning("%s searched: each trial validates on other rows, so the study compares %s measured on different "
+                    "rows, and the best trial is partly the one whose rows were easiest; search the model and its "
+                    "training on fixed rows, then compare the best across folds or seeds with pipeline-compare",
+                    ", ".join(rows), ", ".join(settings.objectives))
     warn_search_over_experiment(settings, base_config)
     plots_drawn = tables = None
     try:
