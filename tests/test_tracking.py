@@ -683,6 +683,33 @@ def test_a_password_in_the_tracking_uri_is_not_printed(tracking_server):
 
 
 @pytest.mark.slow
+def test_a_sweep_keeps_the_tracking_servers_password_out_of_its_study_and_trials_table(tracking_server):
+    """Each trial recorded its tracking URI, password and all, in the Optuna database and so in trials.csv, locally
+    and as the parent run's artifact. It is recorded masked, and the sweep still tags its trials' runs."""
+    from mlflow import MlflowClient
+
+    password = "sweeppass" + "7373"
+    folder = tracking_server["tmp"] / "sweep-password"
+    url = tracking_server["url"].replace("http://", f"http://alice:{password}@")
+    result = run_cli(["hparams_search=classification_optuna", "trainer.max_epochs=2", "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=masked", "hydra.sweeper.finalize_top_k=0",
+                      f"hydra.sweeper.storage=sqlite:///{folder}/optuna.db", f"hydra.sweep.dir={folder / 'sweep'}",
+                      "logger.mlflow.experiment_name=sweep-with-password"], multirun=True,
+                     env={"MLFLOW_TRACKING_URI": url})
+    assert result.returncode == 0, result.stderr[-3000:]
+    leaks = [str(p) for p in folder.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert leaks == [], leaks  # the study's database, trials.csv
+    assert "alice:***@" in (folder / "sweep" / "trials.csv").read_text()
+    client = MlflowClient(tracking_server["url"])
+    runs = client.search_runs([client.get_experiment_by_name("sweep-with-password").experiment_id])
+    trials = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    assert sorted(r.data.tags["sweep.state"] for r in trials) == ["COMPLETE", "COMPLETE"]  # tagged through the URI
+    leaks = [path for path in (tracking_server["tmp"] / "server-artifacts").rglob("trials.csv")
+             if password.encode() in path.read_bytes()]
+    assert leaks == [], leaks
+
+
+@pytest.mark.slow
 def test_a_store_that_stops_mid_run_loses_nothing_and_says_where_results_are(tracking_server):
     out = tracking_server["tmp"] / "outputs-stopped"
     metrics_file = out / "metrics.jsonl"

@@ -21,6 +21,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 
 from pipeline.ranks import is_rank_zero
 from pipeline.tracking import find_mlflow_logger
+from pipeline.tracking.sweeps import recordable_uri
 
 from .study import PRUNER_ATTR, RunningTrialCache, flush_writes, make_pruner, open_storage
 
@@ -76,7 +77,7 @@ class PruningCallback(Callback):
         self._unrecorded_run = None
         if run_id:
             self.trial.set_user_attr("mlflow_run_id", run_id)
-            self.trial.set_user_attr("mlflow_tracking_uri", run.tracking_uri)
+            self.trial.set_user_attr("mlflow_tracking_uri", recordable_uri(run.tracking_uri))
             flush_writes(self.trial.study, self.trial._trial_id)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

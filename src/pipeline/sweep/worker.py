@@ -23,7 +23,7 @@ from pytorch_lightning import Callback
 from pipeline.errors import EXIT_INTERRUPTED, USER_ERRORS, NonFiniteLossError, sigterm_as_interrupt
 from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_override, redact_text
-from pipeline.tracking.sweeps import retire_best_runs, tag_run
+from pipeline.tracking.sweeps import remember_uri, retire_best_runs, tag_run
 from pipeline.train import PreparedData, train
 
 from .job import run_trial_job
@@ -135,6 +135,7 @@ def worker_process(payload: bytes, index: int, threads: int, started=None) -> No
 def run_trials(settings: SweepSettings, hydra_context, base_config: DictConfig, worker_index: int) -> None:
     study = load_study(settings)
     parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    remember_uri(_tracking_uri(base_config))  # to unmask the URIs trials record masked
     fail_trials_of_gone_workers(study, settings)
     while True:
         fail_stale_trials(study, settings)

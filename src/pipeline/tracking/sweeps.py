@@ -12,6 +12,34 @@ from .run import check_reachable, open_client, prepare_local_store
 
 log = logging.getLogger("pipeline.sweep")
 
+# tracking URIs this process uses, as given: a trial records its URI masked (a server's password is no thing for the
+# study's database and its trials.csv), and the URI it names is found again here or in MLFLOW_TRACKING_URI
+_USED_URIS: set[str] = set()
+
+
+def recordable_uri(tracking_uri: str) -> str:
+    """``tracking_uri`` as a study records it: its password masked. Remembered, to be unmasked by this process."""
+    _USED_URIS.add(tracking_uri)
+    return redact_text(tracking_uri)
+
+
+def remember_uri(tracking_uri: Optional[str]) -> None:
+    """A URI this process may be asked to unmask (the sweep's configured one)."""
+    if tracking_uri:
+        _USED_URIS.add(str(tracking_uri))
+
+
+def _unmasked(recorded: Optional[str]) -> Optional[str]:
+    """The URI a trial recorded masked, as this process uses it (another worker's process has its own copy)."""
+    import os
+
+    if not recorded:
+        return recorded
+    for uri in (*_USED_URIS, os.environ.get("MLFLOW_TRACKING_URI")):
+        if uri and redact_text(uri) == recorded:
+            return uri
+    return recorded
+
 
 def store_calls(tracking_uri: str, calls: list[tuple[str, tuple, dict]], wait: bool = True) -> Optional[list]:
     """MlflowClient calls ``(method, args, kwargs)``, made by the store-writer process (or here, with
@@ -108,6 +136,7 @@ def tag_run(tracking_uri: Optional[str], run_id: Optional[str], tags: Mapping[st
     """Tags on a trial's run; tracking is a side channel, so a store error is only logged (nobody waits)."""
     if not tracking_uri or not run_id:
         return
+    tracking_uri = _unmasked(tracking_uri)
     try:
         store_calls(tracking_uri, [("set_tag", (run_id, key, str(value)), {}) for key, value in tags.items()],
                     wait=False)
@@ -188,6 +217,7 @@ def close_stale_run(tracking_uri: Optional[str], run_id: Optional[str], reason: 
     """The run of a trial whose worker died is still RUNNING: mark it KILLED with the reason."""
     if not tracking_uri or not run_id:
         return
+    tracking_uri = _unmasked(tracking_uri)
     try:
         store_calls(tracking_uri, [("set_tag", (run_id, "sweep.state", "FAIL"), {}),
                                    ("set_tag", (run_id, "error", reason), {}),
