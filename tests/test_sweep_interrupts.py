@@ -62,6 +62,49 @@ def test_an_interrupt_right_after_a_trial_is_claimed_leaves_no_trial_running_for
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
 
+@pytest.mark.slow
+def test_a_tracking_store_that_stops_answering_queues_the_trial_again_and_stops_the_sweep(tmp_path, monkeypatch):
+    """A tracking server down for seconds failed each trial that started meanwhile (in 0.1 s each): they counted as
+    the trials' failures, the sweep then refused to go on (max_failure_rate) however often it was rerun, and the
+    lost trials were never run, so the study reported another best trial than the uninterrupted one. Now the trial
+    waits at the head of the queue, the sweep stops saying why, and the same command finishes it."""
+    from conftest import run_cli_in_process
+
+    from pipeline.errors import TrackingUnavailable
+    import pipeline.sweep.worker as worker
+
+    real, calls = worker.train, []
+
+    def store_down_in_the_second_trial(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TrackingUnavailable("MLflow tracking server http://127.0.0.1:5473 does not answer")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "train", store_down_in_the_second_trial)
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "trainer.max_epochs=1", "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=outage",
+            f"hydra.sweeper.storage={storage}", "logger.mlflow.tracking_uri=" + store["uri"],
+            "logger.mlflow.artifact_location=" + store["artifacts"], f"hydra.sweep.dir={store['outputs']}"]
+    first = run_cli_in_process(args)
+    assert first.returncode == 2, first.stderr[-3000:]
+    assert ("Error: trial 1: the MLflow tracking store stopped answering (MLflow tracking server http://127.0.0.1:5473 "
+            "does not answer); the trial is queued again: rerun the same command once the store answers") \
+        in first.stderr, first.stderr[-3000:]
+    assert len(calls) == 2, first.stderr  # no trial started after it
+    trials = study_trials(storage, "outage")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
+    monkeypatch.setattr(worker, "train", real)
+    second = run_cli_in_process(args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    trials = study_trials(storage, "outage")
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == trials[1].params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
 def two_worker_sweep(tmp_path, study: str):
     """An n_jobs=2 sweep of long trials (2,000 epochs: many seconds each; 150 could all end within the seconds a test
     waits on a quiet machine) started in a session of its own, its output read line by line: (process, lines so far,

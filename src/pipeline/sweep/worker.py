@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.trial import TrialState
 from pytorch_lightning import Callback
 
-from pipeline.errors import EXIT_INTERRUPTED, USER_ERRORS, NonFiniteLossError, sigterm_as_interrupt
+from pipeline.errors import (EXIT_INTERRUPTED, USER_ERRORS, NonFiniteLossError, TrackingUnavailable,
+                             sigterm_as_interrupt)
 from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_override, redact_text
 from pipeline.tracking.sweeps import remember_uri, retire_best_runs, tag_run
@@ -198,6 +199,16 @@ def run_trial(study: optuna.Study, frozen, settings: SweepSettings, hydra_contex
     except KeyboardInterrupt:
         requeue_interrupted(study, frozen)
         raise
+    except StoreDown as down:
+        # not the trial's failure: its parameters wait at the head of the queue, and this worker stops (the next
+        # trials would fail alike, each counted against hydra.sweeper.max_failure_rate)
+        requeue_interrupted(study, frozen, f"the tracking store stopped answering ({down})")
+        raise SweepError(f"trial {frozen.number}: the MLflow tracking store stopped answering ({down}); the trial is "
+                         "queued again: rerun the same command once the store answers") from None
+
+
+class StoreDown(Exception):
+    """A trial's run could not reach the MLflow store (:class:`TrackingUnavailable`, or the store failed during it)."""
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, hydra_context,
@@ -237,6 +248,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings
     except Exception as composing_error:  # e.g. a choice that names no config file
         log.error("trial %d: could not compose its config", trial.number, exc_info=True)
         error, metrics = composing_error, {}
+    if isinstance(error, TrackingUnavailable):  # the store, not the trial
+        raise StoreDown(" ".join(str(error).split())[:300])
     trial_seconds = time.perf_counter() - started
     trial.set_user_attr("train_seconds", task.seconds)
     trial.set_user_attr("trial_seconds", trial_seconds)
@@ -248,15 +261,15 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings
              f": {attrs.get('fail_reason')}" if attrs.get("fail_reason") else "")
 
 
-def requeue_interrupted(study: optuna.Study, frozen) -> None:
-    """Ctrl-C or SIGTERM between the claim of a trial and its end: it ends FAIL and its parameters (those it drew)
-    wait at the head of the queue, so rerunning the sweep continues with them (as for a worker that died). A trial
-    already told how it ended is left so."""
+def requeue_interrupted(study: optuna.Study, frozen, reason: str = "interrupted (Ctrl-C or SIGTERM)") -> None:
+    """Ctrl-C or SIGTERM (or the tracking store gone) between the claim of a trial and its end: it ends FAIL and its
+    parameters (those it drew) wait at the head of the queue, so rerunning the sweep continues with them (as for a
+    worker that died). A trial already told how it ended is left so."""
     storage = study._storage
     try:
         if storage.get_trial(frozen._trial_id).state.is_finished():
             return
-        storage.set_trial_user_attr(frozen._trial_id, "fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+        storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason)
         study.tell(frozen.number, state=TrialState.FAIL)
         queue_retry(study, storage.get_trial(frozen._trial_id))
         attrs = storage.get_trial(frozen._trial_id).user_attrs
