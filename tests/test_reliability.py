@@ -294,6 +294,38 @@ def test_a_run_killed_with_sigkill_is_closed_by_the_next_run_and_linked_from_its
     assert new.info.status == "FINISHED" and new.data.tags["resumed_from_run"] == killed.info.run_id
 
 
+def test_a_live_run_of_a_container_with_the_same_host_name_is_not_closed(tmp_path, migrated_store_db):
+    """A container of the same host name (docker --network host) has pids of its own: its live run's pid was not
+    found here, and the next run on the store marked it KILLED while it trained (its finished run then kept the error
+    and a wrong epoch count). A pid is looked up only in its own kernel boot and pid namespace; elsewhere the run's
+    heartbeat decides."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    from conftest import new_store
+    from pipeline.tracking.run import close_orphaned_runs, this_machine
+
+    store = new_store(tmp_path, migrated_store_db)
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment("team")
+    gone_pid = "4194303"  # above any pid this machine hands out by default (pid_max 4194304)
+    boot = this_machine().split("+")[0]
+
+    def running(machine):
+        tags = {"pipeline_host": socket.gethostname(), "pipeline_pid": gone_pid,
+                "pipeline_heartbeat": str(int(time.time()))}
+        if machine is not None:
+            tags["pipeline_machine"] = machine
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    in_a_container = running(f"{boot}+4026599999")  # the same kernel, another pid namespace
+    here, before = running(this_machine()), running(None)  # this namespace; a run recorded before machines were
+    closed = close_orphaned_runs(client)
+    assert sorted(closed) == sorted([here, before])
+    assert client.get_run(in_a_container).info.status == "RUNNING"
+
+
 # ----- checkpoints: atomic, and a full disk keeps the previous one --------------------------------------------
 @pytest.mark.unit
 def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):

@@ -495,15 +495,17 @@ def retry_stale_trial(study: optuna.Study, trial: FrozenTrial, why: str = "stopp
                     f"the worker running this trial died ({why}); the trial was retried")
 
 
-WORKER_PROCESS_ATTR = "worker_process"  # <boot id>:<pid>:<start time> of the process running a trial (Linux)
+WORKER_PROCESS_ATTR = "worker_process"  # <boot id>+<pid ns>:<pid>:<start time> of a trial's process (Linux)
 
 
 def this_process() -> Optional[str]:
-    """This process as ``<boot id>:<pid>:<start time>``: a machine's boot and a process in it, told apart from a later
-    process given the same pid; None where /proc does not say (not Linux)."""
+    """This process as ``<boot id>+<pid namespace>:<pid>:<start time>``: a machine's boot and a process in it, told
+    apart from a later process given the same pid; None where /proc does not say (not Linux)."""
+    from pipeline.tracking.run import this_machine
+
+    machine = this_machine()  # the boot and the pid namespace: a container of the same host has pids of its own
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}:{os.getpid()}:{_start_time(os.getpid())}"
+        return None if machine is None else f"{machine}:{os.getpid()}:{_start_time(os.getpid())}"
     except (OSError, IndexError):
         return None
 

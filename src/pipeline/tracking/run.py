@@ -166,6 +166,7 @@ def limit_http_retries() -> None:
 
 # ----- runs whose process died -------------------------------------------------------------------
 HOST_TAG, PID_TAG, PROCESS_START_TAG, HEARTBEAT_TAG = "pipeline_host", "pipeline_pid", "pipeline_process_start", "pipeline_heartbeat"
+MACHINE_TAG = "pipeline_machine"  # this_machine(): which kernel boot and pid namespace the pid is of
 HEARTBEAT_S = 60.0
 # a RUNNING run of another machine whose heartbeat is older than this is taken for dead
 STALE_AFTER_S = 15 * 60.0
@@ -181,6 +182,18 @@ def _process_start(pid: int) -> Optional[str]:
         return None
 
 
+def this_machine() -> Optional[str]:
+    """``<boot id>+<pid namespace>``: where a pid means one process. Two containers of one host share its name (with
+    ``--network host``) and its kernel's boot id, but not their pids: a pid is looked up only in its own namespace.
+    None where /proc does not say (not Linux)."""
+    try:
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+        namespace = "".join(ch for ch in os.readlink("/proc/self/ns/pid") if ch.isdigit())
+    except OSError:
+        return None
+    return f"{boot}+{namespace}"
+
+
 def liveness_tags() -> dict[str, str]:
     import socket
 
@@ -189,6 +202,9 @@ def liveness_tags() -> dict[str, str]:
     start = _process_start(pid)
     if start is not None:
         tags[PROCESS_START_TAG] = start
+    machine = this_machine()
+    if machine is not None:
+        tags[MACHINE_TAG] = machine
     return tags
 
 
@@ -221,7 +237,7 @@ def close_orphaned_runs(client) -> list[str]:
     A store that cannot be searched is left as it is: this is housekeeping, not the run's business."""
     import socket
 
-    host, now, closed = socket.gethostname(), time.time(), []
+    host, machine, now, closed = socket.gethostname(), this_machine(), time.time(), []
     try:
         experiments = [e.experiment_id for e in client.search_experiments()]
         runs = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000) if experiments else []
@@ -232,7 +248,10 @@ def close_orphaned_runs(client) -> list[str]:
         if HOST_TAG not in tags or run.data.tags.get("sweep.role") == "parent":
             continue
         try:
-            if tags[HOST_TAG] == host:
+            # its pid is looked up here only where it is of this machine's kernel and pid namespace (a run of a
+            # container of the same host name is alive though its pid is not found here); a run recorded before
+            # the machine was, by its host name alone
+            if tags[HOST_TAG] == host and tags.get(MACHINE_TAG, machine) == machine:
                 dead = not _process_alive(int(tags.get(PID_TAG, "0")), tags.get(PROCESS_START_TAG))
                 why = f"its process (pid {tags.get(PID_TAG)} on {host}) ended without ending the run"
             else:
