@@ -214,6 +214,27 @@ def test_resuming_a_study_with_another_model_or_search_space_is_refused_with_the
     assert more.returncode == 0 and "Resuming Optuna study" in more.stdout and "2 of 2 trials" in more.stdout
 
 
+def test_resuming_a_study_into_another_experiment_or_store_is_refused_before_any_trial_is_added(tmp_path):
+    """A resume with another logger.mlflow.experiment_name (or MLFLOW_EXPERIMENT_NAME in a worker's shell) put its
+    trials in that experiment under a parent run of the first: the UI's nesting and pipeline-compare of the study's
+    experiment missed them. A worker without the team's MLFLOW_TRACKING_URI failed on 'Run ... not found' after it had
+    added trials to the study."""
+    import optuna
+
+    tracked = [a for a in SWEEP if a != "logger=none"]
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = [*tracked, f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    first = run_cli([*args, f"paths.mlruns_dir={tmp_path / 'mlruns'}"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    line = one_error_line(run_cli([*args, f"paths.mlruns_dir={tmp_path / 'mlruns'}", "hydra.sweeper.n_trials=2",
+                                   "logger.mlflow.experiment_name='Other exp'"]))
+    assert ("study 'classification_optuna' logs its runs in the experiment 'classification', and this command in "
+            "'Other exp'") in line, line
+    line = one_error_line(run_cli([*args, f"paths.mlruns_dir={tmp_path / 'elsewhere'}", "hydra.sweeper.n_trials=2"]))
+    assert "logs its runs under the parent run" in line and "which the MLflow store" in line, line
+    assert len(optuna.load_study(study_name="classification_optuna", storage=storage).trials) == 1  # none added
+
+
 @pytest.mark.parametrize("searched", [[], ["data.batch_size=choice(32,64)"]], ids=["", "a data key searched"])
 def test_resuming_a_study_on_a_file_whose_rows_changed_is_refused(tmp_path, searched):
     """The same data.path with other rows (a file cut down, fixed or regenerated in place): the study went on and

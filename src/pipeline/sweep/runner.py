@@ -356,6 +356,33 @@ def warn_search_over_experiment(settings, base_config: DictConfig) -> None:
                         search, key, set_by[1][key], set_by[1][key], key, set_by[0][key])
 
 
+def check_parent_run(study, settings: SweepSettings, parent) -> None:
+    """A resumed study's trials' runs go under its parent run, in its experiment: a command logging to another store
+    (a worker without the team's MLFLOW_TRACKING_URI) or another experiment is refused before it adds any trial."""
+    from pipeline.tracking.redact import redact_text
+
+    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if not parent.enabled or not run_id:
+        return
+    try:
+        held_in = parent.other_experiment(run_id)
+    except Exception as error:
+        if "not found" not in str(error).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(error):
+            raise
+        recorded = next((t.user_attrs["mlflow_tracking_uri"] for t in study.get_trials(deepcopy=False)
+                         if t.user_attrs.get("mlflow_tracking_uri")), None)
+        raise SweepError(f"study '{settings.study_name}' logs its runs under the parent run {run_id}, which the MLflow "
+                         f"store {redact_text(str(parent.tracking_uri))} does not hold"
+                         + (f"; its trials were logged to {recorded}" if recorded else "")
+                         + ": resume it with that store (MLFLOW_TRACKING_URI or logger.mlflow.tracking_uri), or start a "
+                           "new study (hydra.sweeper.study_name=...)") from None
+    if held_in is not None:
+        raise SweepError(f"study '{settings.study_name}' logs its runs in the experiment '{held_in}', and this command "
+                         f"in '{parent.experiment_name}' (logger.mlflow.experiment_name or MLFLOW_EXPERIMENT_NAME): its "
+                         f"trials would be split between the two; resume it with logger.mlflow.experiment_name="
+                         f"'{held_in}', or start a new study (hydra.sweeper.study_name=...)")
+
+
 def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: DictConfig) -> dict:
     from pipeline.tracking.sweeps import ParentRun
 
@@ -375,7 +402,8 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
         parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
         parent.prepare()  # the experiment is looked up while the study's storage opens
         study, created = create_or_resume(settings, lambda: parent.create(
-            f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}))
+            f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}),
+            lambda study: check_parent_run(study, settings, parent))
     except BaseException:  # a storage or store that cannot be opened: refused, and no folder left for nothing
         if made and [path.name for path in Path(settings.sweep_dir).iterdir()] == ["multirun.yaml"]:
             record.unlink()

@@ -660,14 +660,17 @@ def load_study(settings: SweepSettings, trial_number: int = 0) -> optuna.Study:
 
 
 # ----- creating / resuming a study -----------------------------------------------------------------
-def create_or_resume(settings: SweepSettings, create_parent_run) -> tuple[optuna.Study, bool]:
-    """The study, created (with its parent run and WAITING trials) or loaded. Returns (study, created)."""
+def create_or_resume(settings: SweepSettings, create_parent_run,
+                     check_parent_run=None) -> tuple[optuna.Study, bool]:
+    """The study, created (with its parent run and WAITING trials) or loaded. Returns (study, created).
+    ``check_parent_run(study)``: on resume, before any trial is added, raises where its parent run cannot be used."""
     storage = open_storage(settings.storage, settings.heartbeat_interval)
     with storage_lock(settings.storage):
-        return _create_or_resume(settings, storage, create_parent_run)
+        return _create_or_resume(settings, storage, create_parent_run, check_parent_run)
 
 
-def _create_or_resume(settings: SweepSettings, storage, create_parent_run) -> tuple[optuna.Study, bool]:
+def _create_or_resume(settings: SweepSettings, storage, create_parent_run,
+                      check_parent_run=None) -> tuple[optuna.Study, bool]:
     try:
         study = optuna.create_study(study_name=settings.study_name, storage=storage,
                                     directions=settings.directions, load_if_exists=False)
@@ -681,6 +684,8 @@ def _create_or_resume(settings: SweepSettings, storage, create_parent_run) -> tu
                          f"not {settings.directions}; pick another hydra.sweeper.study_name")
     if not created:
         check_same_experiment(study, settings)
+        if check_parent_run is not None:
+            check_parent_run(study)
     if created:
         study.set_user_attr(FINGERPRINT_ATTR, settings.fingerprint)
         study.set_user_attr(PARENT_RUN_ATTR, create_parent_run())

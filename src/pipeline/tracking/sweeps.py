@@ -113,6 +113,16 @@ class ParentRun:
             store_calls(self.tracking_uri, [("update_run", (self.run_id,), {"status": "RUNNING"})]
                         + [("set_tag", (self.run_id, key, str(value)), {}) for key, value in tags.items()])
 
+    def other_experiment(self, run_id: Optional[str]) -> Optional[str]:
+        """The name of the experiment holding the study's parent run ``run_id`` where it is not the one this command
+        logs to (a resume with another logger.mlflow.experiment_name or MLFLOW_EXPERIMENT_NAME); else None."""
+        if not self.enabled or not run_id:
+            return None
+        self.prepare()
+        [mine] = self._experiment_id()
+        [(theirs, name)] = store_calls(self.tracking_uri, [("experiment_of_run", (run_id,), {})])
+        return None if str(theirs) == str(mine) else name
+
     def record(self, files: Mapping[str, list[Path]], metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
         """Files ({artifact folder: paths}), metrics and tags of the sweep's summary."""
         if not self.run_id:
