@@ -347,6 +347,34 @@ def test_a_live_run_of_a_container_with_the_same_host_name_is_not_closed(tmp_pat
     assert client.get_run(in_a_container).info.status == "RUNNING"
 
 
+def test_a_sweep_closes_trial_runs_whose_worker_died_before_its_study_knew_them(tmp_path):
+    """A worker killed just after its trial's run was created (before the run id reached the study) left that run
+    RUNNING (sweep.state RUNNING) after the sweep was rerun and finished: the study could not close a run it did not
+    know, and no other run started on the store. A sweep closes the store's runs whose process died as it starts."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    from pipeline.tracking.run import this_machine
+
+    tracked = [a for a in SWEEP if a != "logger=none"]
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    first = run_cli([*tracked, f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                     f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = MlflowClient(uri)
+    [experiment] = [e for e in client.search_experiments() if e.name == "classification"]
+    dead = client.create_run(experiment.experiment_id, run_name="trial-1-mlp-sgd", tags={
+        "pipeline_host": socket.gethostname(), "pipeline_pid": "4194303", "pipeline_machine": this_machine(),
+        "pipeline_heartbeat": str(int(time.time())), "sweep.role": "trial", "sweep.state": "RUNNING",
+        "sweep.study_name": "classification_optuna", "sweep.trial_number": "1"}).info.run_id
+    again = run_cli([*tracked, f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                     f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db"])  # its trials all ended: no run starts
+    assert again.returncode == 0, again.stderr[-3000:]
+    closed = client.get_run(dead)
+    assert closed.info.status == "KILLED" and closed.data.tags["sweep.state"] == "FAIL", closed.data.tags
+
+
 # ----- checkpoints: atomic, and a full disk keeps the previous one --------------------------------------------
 @pytest.mark.unit
 def test_an_interrupted_checkpoint_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):

@@ -261,6 +261,8 @@ def close_orphaned_runs(client) -> list[str]:
                 continue
             client.set_tag(run.info.run_id, "error", f"{why} (killed, out of memory or a lost node); "
                                                      "marked KILLED by the next run on this store")
+            if tags.get("sweep.role") == "trial" and tags.get("sweep.state") == "RUNNING":
+                client.set_tag(run.info.run_id, "sweep.state", "FAIL")  # as its study has it: failed, and retried
             _tag_epochs_trained(client, run)
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)

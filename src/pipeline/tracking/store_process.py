@@ -204,6 +204,10 @@ class StoreServer:
             kwargs["tags"] = [RunTag(*t) for t in kwargs.get("tags", ())]
         if method == "create_run":
             return client.create_run(*args, **kwargs).info.run_id
+        if method == "close_orphans":  # runs left RUNNING by processes that died (a sweep's start)
+            from .run import close_orphaned_runs
+
+            return close_orphaned_runs(client)
         if method == "experiment_of_run":  # (id, name) of the experiment holding a run
             experiment = client.get_experiment(client.get_run(*args).info.experiment_id)
             return experiment.experiment_id, experiment.name

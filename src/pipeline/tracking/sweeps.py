@@ -93,14 +93,17 @@ class ParentRun:
             return
         check_reachable(self.tracking_uri)
         prepare_local_store(self.tracking_uri)
+        # trials' runs of a worker killed before its study knew their ids are closed here, as the next run closes
+        # any run whose process died (the sweep may start no run: its trials all ended)
         self._experiment_id = start_store_calls(self.tracking_uri, [
+            ("close_orphans", (), {}),
             ("experiment_id", (self.tracking_uri, self.experiment_name, self.artifact_location), {})])
 
     def create(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Optional[str]:
         if not self.enabled:
             return None
         self.prepare()
-        [experiment_id] = self._experiment_id()
+        [_, experiment_id] = self._experiment_id()
         [run_id] = store_calls(self.tracking_uri, [
             ("create_run", (experiment_id,), {"run_name": name, "tags": {"sweep.role": "parent", **tags}})])
         store_calls(self.tracking_uri, [("log_batch", (run_id,), {
@@ -119,7 +122,7 @@ class ParentRun:
         if not self.enabled or not run_id:
             return None
         self.prepare()
-        [mine] = self._experiment_id()
+        [_, mine] = self._experiment_id()
         [(theirs, name)] = store_calls(self.tracking_uri, [("experiment_of_run", (run_id,), {})])
         return None if str(theirs) == str(mine) else name
 
