@@ -105,6 +105,55 @@ def test_a_tracking_store_that_stops_answering_queues_the_trial_again_and_stops_
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_commands_of_a_study_leaves_the_parent_run_to_the_other(tmp_path):
+    """Two commands work on one study (two shells, two machines); SIGTERM to one marked the shared parent run KILLED
+    while the other went on training its trials (the UI showed an active sweep as killed until it ended)."""
+    import threading
+    from pathlib import Path
+
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "trainer.max_epochs=3000", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=shared",
+            f"hydra.sweeper.storage={storage}", f"paths.mlruns_dir={Path(store['artifacts']).parent}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+    def start(folder: str):
+        process = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args, f"hydra.sweep.dir={tmp_path / folder}"],
+                                   cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True)
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+        return process, lines
+
+    def wait_for(lines, marker):
+        deadline = time.time() + 180
+        while time.time() < deadline and not any(marker in line for line in lines):
+            time.sleep(0.2)
+        assert any(marker in line for line in lines), "".join(lines)[-3000:]
+
+    first, first_lines = start("a")
+    try:
+        wait_for(first_lines, "trial 0 (worker 0)")
+        second, second_lines = start("b")
+        try:
+            wait_for(second_lines, "trial 1 (worker 0)")
+            time.sleep(1.0)
+            first.send_signal(signal.SIGTERM)
+            first.wait(timeout=120)
+            assert second.poll() is None  # the second command trains on
+            parents, _ = parent_and_children(store, "classification")
+            assert [p.info.status for p in parents] == ["RUNNING"], "".join(first_lines)[-3000:]
+        finally:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+
+
 def two_worker_sweep(tmp_path, study: str):
     """An n_jobs=2 sweep of long trials (2,000 epochs: many seconds each; 150 could all end within the seconds a test
     waits on a quiet machine) started in a session of its own, its output read line by line: (process, lines so far,

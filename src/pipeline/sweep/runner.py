@@ -356,6 +356,21 @@ def warn_search_over_experiment(settings, base_config: DictConfig) -> None:
                         search, key, set_by[1][key], set_by[1][key], key, set_by[0][key])
 
 
+def _others_train(settings: SweepSettings) -> bool:
+    """Whether workers of other commands (another shell, another machine) are training the study's trials: an
+    interrupted command leaves the shared parent run RUNNING for them to end."""
+    from .study import trained_elsewhere
+
+    try:
+        others = trained_elsewhere(load_study(settings))
+    except Exception:
+        return False
+    if others:
+        log.info("other workers are training trials of study '%s': its parent run stays RUNNING until they end",
+                 settings.study_name)
+    return others
+
+
 def check_parent_run(study, settings: SweepSettings, parent) -> None:
     """A resumed study's trials' runs go under its parent run, in its experiment: a command logging to another store
     (a worker without the team's MLFLOW_TRACKING_URI) or another experiment is refused before it adds any trial."""
@@ -440,7 +455,8 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
         tables = write_tables(study, settings, hydra_context.config_loader, base_config)
         finals = finalize(study, settings, hydra_context, base_config)
     except KeyboardInterrupt as interrupt:
-        parent.finish("KILLED")
+        if not _others_train(settings):  # else the parent run is theirs to end
+            parent.finish("KILLED")
         # every trial had ended: what stopped was the best trial(s) trained again (rerunning trains them again)
         interrupt.sweep_stage = "final training" if tables is not None else None
         if tables is None:

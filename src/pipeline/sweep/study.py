@@ -514,6 +514,35 @@ def _start_time(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]  # field 22, after the command's name
 
 
+def trained_elsewhere(study: optuna.Study) -> bool:
+    """Whether a trial of the study is RUNNING in a live process that is neither this one nor one it started: another
+    command's worker, on this machine (its process is looked up) or another (its heartbeats are not stale)."""
+    mine = this_process()
+    machine = mine.split(":")[0] if mine else None
+    storage = study._storage
+    backend = storage._backend if isinstance(storage, RunningTrialCache) else storage
+    try:
+        stale = set(backend._get_stale_trial_ids(study._study_id)) if hasattr(backend, "_get_stale_trial_ids") else set()
+    except Exception:
+        stale = set()
+    for trial in progress(study).running:
+        identity = trial.user_attrs.get(WORKER_PROCESS_ATTR)
+        if identity and machine and identity.count(":") == 2 and identity.split(":")[0] == machine:
+            pid = int(identity.split(":")[1])
+            if not (process_gone(identity) or pid == os.getpid() or _parent_of(pid) == os.getpid()):
+                return True
+        elif trial._trial_id not in stale and trial.datetime_start is not None:
+            return True  # another machine's worker that still beats
+    return False
+
+
+def _parent_of(pid: int) -> Optional[int]:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def process_gone(identity: Optional[str]) -> bool:
     """Whether the process ``identity`` (:func:`this_process`) names ran on this machine since its boot and has ended.
     False where that cannot be told (another machine, another boot: the heartbeats decide there)."""
