@@ -731,6 +731,9 @@ def test_a_store_that_stops_mid_run_loses_nothing_and_says_where_results_are(tra
     assert sum("train/loss" in line for line in lines) == 40  # training went on to the end
     assert any("test/acc" in line for line in lines)
     assert (out / "checkpoints" / "last.ckpt").is_file() and list((out / "checkpoints").glob("best-*.ckpt"))
+    # the run's own files are written as when the store answers (plots and test predictions were left out)
+    assert (out / "predictions" / "test.csv").is_file() and (out / "plots" / "learning_curves.png").is_file()
+    assert (out / "model_summary.txt").is_file()
 
 
 def test_other_loggers_sit_beside_mlflow(store):

@@ -245,14 +245,16 @@ def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, train
         # started first: the store-writer process exports the model while this process draws the plots
         model_logged = start_log_model(run, task_module.predictor(), datamodule.example_input(),
                                        datamodule.raw_input_adapter(), datamodule.spec)
+    # a store that failed mid-run takes nothing more, but the run's own files are still written in its folder
+    kept = run.active or getattr(run, "failure", None) is not None
     if is_rank_zero():
         log_data_artifacts(run, datamodule, output_dir)
-        if run.active and tested:
+        if kept and tested:
             summary, count = model_summary(task_module.model)
             (Path(output_dir) / "model_summary.txt").write_text(summary)
             run.log_text(summary, "model_summary.txt")
             run.set_tags({"model_parameters": str(count)})
-        if run.active and settings is not None:
+        if kept and settings is not None:
             _log_test_outputs(run, cfg, task_module, datamodule, history, output_dir, tested, settings)
     registered, unregistered = None, None
     if model_logged is not None and model_logged() is not None and getattr(settings, "register_as", None):

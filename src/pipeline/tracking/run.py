@@ -71,10 +71,11 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     except urllib.error.HTTPError:
         return  # the server answered, even if it has no /health route
     except Exception as error:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         raise TrackingUnavailable(
             f"MLflow tracking server {redact_text(tracking_uri)} does not answer ({error}). Start it "
-            "(mlflow server --host 127.0.0.1 --port 5000), fix logger.mlflow.tracking_uri / MLFLOW_TRACKING_URI, "
-            "or run without a server: unset MLFLOW_TRACKING_URI for the local store, or logger=none"
+            f"(mlflow server --host {parts.hostname or '127.0.0.1'} --port {port}), fix logger.mlflow.tracking_uri / "
+            "MLFLOW_TRACKING_URI, or run without a server: unset MLFLOW_TRACKING_URI for the local store, or logger=none"
         ) from None
 
 
@@ -452,11 +453,14 @@ class TrackedRun:
                     self.client.set_tag(self.run_id, "error", error)
                 self.client.set_terminated(self.run_id, status=status)
                 self.final_status = status
-        elif self.enabled and self.run_id is not None and not self.tracking_uri.startswith(("http://", "https://")):
+        elif self.enabled and self.run_id is not None:
             # the store failed on one part (an artifact, the model) and may still take the end: the run is marked
             # FAILED with what failed instead of staying RUNNING (which the next run would call KILLED); a database
-            # that is gone fails here again, quietly (a server is not asked: its retries would keep the run waiting)
+            # that is gone fails here again, quietly; a server is asked only if it answers at once (back after an
+            # outage), as its retries would keep the run waiting
             try:
+                if self.tracking_uri.startswith(("http://", "https://")):
+                    check_reachable(self.tracking_uri, timeout_s=2.0)
                 self.client.set_tag(self.run_id, "error", error or f"TrackingFailed: {self.failure}"[:5000])
                 self.client.set_terminated(self.run_id, status="FAILED" if status == "FINISHED" else status)
             except Exception:
@@ -467,8 +471,9 @@ class TrackedRun:
     def failure_message(self) -> str:
         where = f"in {self.output_dir}" if self.output_dir else "in the run's output directory"
         return (f"the MLflow store {redact_text(str(self.tracking_uri))} failed during the run ({self.failure}); "
-                f"training went on and nothing is lost: the config, checkpoints/ and metrics.jsonl (every epoch's "
-                f"and the test metrics) are {where}. MLflow run {self.run_id} is incomplete")
+                f"training went on and nothing is lost: the config, checkpoints/, metrics.jsonl (every epoch's "
+                f"and the test metrics), plots/ and predictions/ are {where} (pipeline-eval <best checkpoint> logs the "
+                f"model in a new run). MLflow run {self.run_id} is incomplete")
 
     @contextlib.contextmanager
     def recording(self, what: str):
