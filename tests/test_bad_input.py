@@ -227,7 +227,7 @@ def test_out_of_range_through_the_real_cli(store):
                                 cwd=here, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2, result.stderr[-2000:]
     assert here.is_dir() and (here / "theirs").is_dir() and not (here / "made").exists(), sorted(here.iterdir())
-    assert not list((here / "outputs").rglob("*"))
+    assert not (here / "outputs").exists(), list((here / "outputs").rglob("*"))  # not even an empty outputs/
     assert not list(here.rglob(".pipeline-run")), list(here.rglob(".pipeline-run"))
 
 

@@ -119,6 +119,9 @@ def remove_untouched_output_dir(folder: Path) -> None:
             shutil.rmtree(folder)
             if re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.parent.name) and not any(folder.parent.iterdir()):
                 folder.parent.rmdir()  # the day's folder (outputs/<date>/) this run created
+                outputs = folder.parent.parent
+                if outputs.name == "outputs" and outputs.resolve() != here and not any(outputs.iterdir()):
+                    outputs.rmdir()  # and outputs/ itself, left empty (a first command refused in a new folder)
     except OSError:
         pass  # a folder that cannot be removed is left as it is
 
