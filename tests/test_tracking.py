@@ -736,6 +736,26 @@ def test_a_store_that_stops_mid_run_loses_nothing_and_says_where_results_are(tra
     assert (out / "model_summary.txt").is_file()
 
 
+def test_a_deleted_experiment_is_not_restored_with_its_runs_by_the_next_run(tmp_path, migrated_store_db):
+    """A run into an experiment a teammate had deleted restored it without a word, and with it every run of it, those
+    deleted one by one before too. It is refused, naming the ways on."""
+    from mlflow import MlflowClient
+
+    from conftest import new_store, run_cli_in_process
+
+    store = new_store(tmp_path, migrated_store_db)
+    client = MlflowClient(store["uri"])
+    experiment = client.create_experiment("scratch")
+    bad = client.create_run(experiment).info.run_id
+    client.delete_run(bad)
+    client.delete_experiment(experiment)
+    result = run_cli_in_process(["trainer.max_epochs=1", "logger.mlflow.experiment_name=scratch"], store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"the MLflow experiment 'scratch' is deleted (in the trash of {store['uri']}, id {experiment})" in result.stderr
+    assert client.get_experiment(experiment).lifecycle_stage == "deleted"
+    assert client.get_run(bad).info.lifecycle_stage == "deleted"
+
+
 def test_other_loggers_sit_beside_mlflow(store):
     """logger=[mlflow,csv,tensorboard]: one YAML each; MLflow still gets the run, the others their files."""
     result = run_cli(["trainer.max_epochs=2", "logger=[mlflow,csv,tensorboard]", "logger.mlflow.log_model=false",

@@ -399,11 +399,14 @@ class TrackedRun:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
-                try:
-                    self.client.restore_experiment(experiment.experiment_id)
-                except Exception:  # restored at the same moment by another run: fine if it is active now
-                    if self.client.get_experiment(experiment.experiment_id).lifecycle_stage == "deleted":
-                        raise
+                # restoring it would bring back every run of it, those deleted one by one before too: a teammate's
+                # clean-up undone without a word; MLflow keeps the name until the experiment is deleted for good
+                uri, number = redact_text(self.tracking_uri), experiment.experiment_id
+                raise TrackingUnavailable(
+                    f"the MLflow experiment '{self.experiment_name}' is deleted (in the trash of {uri}, id {number}); "
+                    f"log to another one (logger.mlflow.experiment_name=...), restore it with its runs "
+                    f"(MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {number}), or delete it for "
+                    f"good to reuse its name (mlflow gc --backend-store-uri {uri} --experiment-ids {number})")
             if EXPERIMENT_KIND_TAG not in experiment.tags:
                 try:
                     self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
