@@ -49,7 +49,8 @@ def logged_run(tmp_path_factory, migrated_store_db):
     store = new_store(tmp_path_factory.mktemp("logged"), migrated_store_db)
     result = run_cli(
         ["trainer.max_epochs=2", f"+tags.storage=postgresql://user:{SECRET_PASSWORD}@localhost/db",
-         f"+tags.api_token={SECRET_TOKEN}", "+tags.note=${oc.env:PIPELINE_NOTE_TOKEN}"],
+         f"+tags.api_token={SECRET_TOKEN}", "+tags.note=${oc.env:PIPELINE_NOTE_TOKEN}",
+         "+tags.mlflow.note.content=baseline by alice"],
         store, env={"PIPELINE_NOTE_TOKEN": SECRET_FROM_ENV})
     assert result.returncode == 0, result.stderr[-3000:]
     runs = runs_in(store)
@@ -73,6 +74,8 @@ def test_run_records_config_params_and_per_epoch_metrics(logged_run):
     assert shlex.split(params["overrides"])[:3] == [
         "trainer.max_epochs=2", "+tags.storage=postgresql://user:***@localhost/db", "+tags.api_token=***"]
     assert "'+tags.api_token=***'" in params["overrides"]  # a shell would expand the * unquoted
+    # a dotted tag is that tag (mlflow.note.content: the run's description in the UI), not a dict's text under 'mlflow'
+    assert run.data.tags["mlflow.note.content"] == "baseline by alice" and "mlflow" not in run.data.tags
     assert params["torch_threads"] == str(torch.get_num_threads())  # the same environment: the same count
     for key in ("train/loss", "train/epoch_time_s", "val/loss", "val/acc", "val/f1", "val/auroc", "val/ap", "val/loss_best"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1], key

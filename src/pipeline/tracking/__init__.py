@@ -109,7 +109,7 @@ def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optiona
     if mlflow_logger is None:
         return TrackedRun(None, "", output_dir=output_dir)
     run_name = mlflow_logger.run_name or f"{choice_name(cfg, 'model')}-{choice_name(cfg, 'optimizer')}-{uuid.uuid4().hex[:6]}"
-    user_tags = {str(k): str(redact_value(str(k), v)) for k, v in (cfg.get("tags") or {}).items()}
+    user_tags = {k: str(redact_value(k, v)) for k, v in flat_tags(cfg.get("tags")).items()}
     from . import remote
 
     settings = dict(
@@ -221,6 +221,27 @@ def yaml_text(tree: Any) -> str:
     import yaml
 
     return yaml.dump(tree, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_yaml_dumper())
+
+
+def flat_tags(tags) -> dict[str, Any]:
+    """The ``tags`` node as MLflow tags: nested keys dotted (``+tags.mlflow.note.content=...`` is the tag
+    ``mlflow.note.content``, the run's description, not a tag ``mlflow`` holding a dict's text)."""
+    from omegaconf import OmegaConf
+
+    if tags is None:
+        return {}
+    plain = OmegaConf.to_container(tags, resolve=True) if OmegaConf.is_config(tags) else dict(tags)
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(plain, "")
+    return flat
 
 
 def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, trainer, checkpoint, metrics: dict,
