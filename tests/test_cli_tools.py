@@ -272,6 +272,23 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
         "good-test", "0.301", "0.45", "0.5678")
 
 
+def test_compare_names_settings_every_run_sets_before_those_some_lack():
+    """After a sweep with a searched data.batch_size, the trials' and final runs' differences (a checkpoint callback
+    the trials lack) came first in key order and pushed the searched key into "and 11 more"."""
+    from types import SimpleNamespace
+
+    from pipeline.cli.compare import params_without_a_column
+
+    def run(params):
+        return SimpleNamespace(data=SimpleNamespace(params=params))
+
+    final = {"callbacks.model_checkpoint.monitor": "val/loss", "callbacks.model_checkpoint.save_top_k": "1",
+             "data.batch_size": "32", "trainer.gradient_clip_val": "0"}
+    trial = {"data.batch_size": "128", "trainer.gradient_clip_val": "0"}
+    keys = [key for key, _ in params_without_a_column([run(final), run(trial)])]
+    assert keys == ["data.batch_size", "callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.save_top_k"]
+
+
 def test_compare_names_the_study_of_each_sweep_run(tmp_path, capsys, migrated_store_db):
     """Trials of two sweeps ranked together were told apart only by their run ids: a ``study`` column names each
     run's sweep, in the table, compare.md and compare.csv; runs of no sweep leave it empty, and without any sweep

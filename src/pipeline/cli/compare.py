@@ -165,7 +165,8 @@ NOT_SETTINGS = ("._target_", "_dir", ".dirpath", "data.path", "data.test_path", 
 
 def params_without_a_column(runs: list) -> list[tuple[str, list[str]]]:
     """The params of the groups that say how a run trained which differ among ``runs`` and have no column of the
-    table: [(key, its distinct values)], in key order."""
+    table: [(key, its distinct values)]. Keys every run sets come first (a searched batch size), then those some runs
+    lack (a sweep's trials have no checkpoint callback, its final runs do), callbacks last; each in key order."""
     shown = {key for _, key in KEY_PARAMS}
     keys = sorted({key for run in runs for key in run.data.params
                    if key.startswith(SETTING_GROUPS) and key not in shown and not key.endswith(NOT_SETTINGS)})
@@ -174,7 +175,7 @@ def params_without_a_column(runs: list) -> list[tuple[str, list[str]]]:
         values = list(dict.fromkeys(run.data.params.get(key, "-") for run in runs))
         if len(values) > 1:
             found.append((key, values))
-    return found
+    return sorted(found, key=lambda item: ("-" in item[1], item[0].startswith("callbacks."), item[0]))
 
 
 def other_contents(runs: list) -> list[str]:
