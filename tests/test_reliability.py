@@ -486,6 +486,21 @@ def test_a_secret_in_the_run_or_experiment_name_is_masked_everywhere(store):
     assert secret not in str(run.data.params) + str(run.data.tags)
 
 
+@pytest.mark.unit
+def test_personal_access_tokens_are_masked_by_name_and_by_shape(monkeypatch):
+    """GH_PAT=ghp_... was kept in clear: the variable's name says neither token nor secret. A *_PAT name is a
+    credential's, and GitHub's and Hugging Face's tokens are masked by their shape wherever they show up."""
+    from pipeline.tracking import redact
+
+    token = "ghp_" + "A1b2C3d4" * 5
+    hf = "hf_" + "Zy9Xw8Vu7" * 4
+    monkeypatch.setenv("GH_PAT", "team-pat-value-77")
+    assert redact.is_secret_key("GH_PAT") and redact.is_secret_key("tags.github_pat") and not redact.is_secret_key("data.path")
+    assert redact.redact_text("clone with team-pat-value-77") == "clone with ***"
+    assert redact.redact_text(f"https://x.org/?t={token} and {hf}") == "https://x.org/?t=*** and ***"
+    assert redact.redact_text("hf_hub_download and ghp_short stay") == "hf_hub_download and ghp_short stay"
+
+
 def test_a_rerun_of_a_run_with_masked_values_says_so_or_asks_for_them(store, tmp_path, monkeypatch):
     """The logged config holds a secret's value as ***: pipeline-rerun used the three stars as the value without a
     word (a run named run-*** tagged ***). Labels are kept so with a note; a setting is asked for again."""

@@ -8,7 +8,11 @@ import re
 from typing import Any
 
 REDACTED = "***"
-SECRET_KEY_PATTERN = re.compile(r"(password|passwd|token(?!i[sz]er)|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|(^|[._-])key$)", re.IGNORECASE)
+# ... and a personal access token kept as *_PAT (GH_PAT, GITHUB_PAT)
+SECRET_KEY_PATTERN = re.compile(r"(password|passwd|token(?!i[sz]er)|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|(^|[._-])key$|(^|[._-])pat$)", re.IGNORECASE)
+# tokens recognisable by their own shape, whatever they are kept under: GitHub's (ghp_..., github_pat_...) and Hugging
+# Face's (hf_...)
+TOKEN_VALUE_PATTERN = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|hf_[A-Za-z0-9]{30,})\b")
 # scheme://user:password@host -> scheme://user:***@host
 # (also scheme:/user:password@host: a URL given as a file path, whose // the path joined)
 URL_PASSWORD_PATTERN = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*:/{1,2}[^/:@\s]+:)(?P<password>[^@\s]+)(?P<at>@)")
@@ -38,6 +42,8 @@ def _secret_values(environment: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
 
 def redact_text(text: str) -> str:
     text = URL_PASSWORD_PATTERN.sub(lambda m: f"{m.group('prefix')}{REDACTED}{m.group('at')}", text)
+    if "_" in text:
+        text = TOKEN_VALUE_PATTERN.sub(REDACTED, text)
     for value in secret_environment_values():
         if value in text:
             text = text.replace(value, REDACTED)
