@@ -116,6 +116,30 @@ def test_a_time_objective_is_not_taken_for_a_result_that_was_not_reproduced(tmp_
 
 # ----- resume after SIGKILL --------------------------------------------------------------------------
 @pytest.mark.slow
+def test_a_deleted_final_run_is_trained_again_by_the_same_command(tmp_path):
+    """The best trial's final run deleted (in the trash): the same command again said nothing and trained nothing,
+    its summary dropped the final run's line, and the parent's best.run_id named the deleted run."""
+    from mlflow import MlflowClient
+
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd", "optimizer.lr=choice(0.01, 1e-6)",
+            *TINY, "hydra.sweeper.sampler=grid", "hydra.sweeper.study_name=gone", f"hydra.sweeper.storage={storage}",
+            "hydra.sweeper.n_trials=1"]
+    first = run_cli(args, store, multirun=True)
+    assert first.returncode == 0, first.stderr[-4000:]
+    [deleted] = final_runs(store, "regression")
+    MlflowClient(store["uri"]).delete_run(deleted.info.run_id)
+    again = run_cli(args, store, multirun=True)
+    assert again.returncode == 0, again.stderr[-4000:]
+    [retrained] = final_runs(store, "regression")  # the active ones
+    assert retrained.info.run_id != deleted.info.run_id and retrained.data.tags["best"] == "true"
+    assert retrained.info.status == "FINISHED" and retrained.data.tags["sweep.trial_number"] == "0"
+    [parent], _ = parent_and_children(store, "regression")
+    assert parent.data.tags["best.run_id"] == retrained.info.run_id
+
+
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_exactly_n_trials_and_retries_the_stale_trial(tmp_path):
     store = sweep_store(tmp_path)
     storage = f"sqlite:///{tmp_path}/optuna.db"

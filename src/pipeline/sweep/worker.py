@@ -24,7 +24,7 @@ from pipeline.errors import (EXIT_INTERRUPTED, USER_ERRORS, NonFiniteLossError, 
                              sigterm_as_interrupt)
 from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_override, redact_text
-from pipeline.tracking.sweeps import remember_uri, retire_best_runs, tag_run
+from pipeline.tracking.sweeps import remember_uri, retire_best_runs, tag_run, trials_with_final_runs
 from pipeline.train import PreparedData, train
 
 from .job import run_trial_job
@@ -377,6 +377,8 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
         if (isinstance(state, dict) and not _finalizer_gone(state)) or not complete or to_run:
             return []  # another process is training the best trials, or trials are still to run
         done = _finalized_trials(state)
+        if isinstance(state, list) and done:  # a final run deleted since (in the trash) is trained again
+            done = trials_with_final_runs(_tracking_uri(base_config), study.user_attrs.get(PARENT_RUN_ATTR), done)
         top = _top_trials(study, complete, settings.finalize_top_k)
         wanted = [t.number for t in top]
         kept = [number for number in done if number in wanted]

@@ -207,6 +207,28 @@ def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[i
     return retired
 
 
+def trials_with_final_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], trials: list[int]) -> list[int]:
+    """Those of ``trials`` whose final run (``best=true``, FINISHED) the store still holds: one deleted (in the trash)
+    is trained again by the sweep, as one that did not finish is. Where the store cannot be asked, ``trials``."""
+    if not tracking_uri or not parent_run_id or not trials:
+        return list(trials)
+    try:
+        return _by_the_writer("_trials_with_final_runs", tracking_uri, parent_run_id, [int(n) for n in trials])
+    except Exception as error:
+        log.warning("could not look up the sweep's final runs: %s", error)
+        return list(trials)
+
+
+def _trials_with_final_runs(tracking_uri: str, parent_run_id: str, trials: list[int]) -> list[int]:
+    client = open_client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.best = 'true'")  # active runs
+    held = {int(run.data.tags["sweep.trial_number"]) for run in runs if run.info.status == "FINISHED"
+            and run.data.tags.get("sweep.trial_number", "").isdigit()}
+    return [number for number in trials if number in held]
+
+
 def drop_stale_best_tags(tracking_uri: str, run_id: str, keep: list[str]) -> None:
     """The parent run's ``best.<key>`` tags that ``keep`` lacks are deleted: a key the earlier best trial had and the
     new one has not (``best.optimizer.momentum`` of an SGD trial beside ``best.optimizer=adam``). ``best.run_id`` is
