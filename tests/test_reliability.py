@@ -673,7 +673,8 @@ def test_a_data_set_write_that_lost_a_race_is_tried_again_and_a_broken_store_is_
 def test_runs_starting_at_once_in_an_experiment_made_elsewhere_both_start(tmp_path, migrated_store_db):
     """An experiment created outside the pipeline (the UI, ``mlflow experiments create``) gets the tag that opens it
     on its runs table when its first run starts; two runs starting at that moment (a sweep's first trials) both
-    inserted the tag, and the second run could not be created. The same for an experiment in the trash, restored."""
+    inserted the tag, and the second run could not be created. An experiment in the trash is refused to both (it is
+    not restored with its runs)."""
     from conftest import new_store
 
     from pipeline.tracking.run import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, TrackedRun, open_client
@@ -700,6 +701,10 @@ def test_runs_starting_at_once_in_an_experiment_made_elsewhere_both_start(tmp_pa
             thread.start()
         for thread in threads:
             thread.join()
+        if attempt % 3 == 2:
+            assert len(errors) == 2 and all(f"'{name}' is deleted" in str(error) for error in errors), errors
+            assert client.get_experiment(experiment_id).lifecycle_stage == "deleted"
+            continue
         assert errors == []
         assert all(run.run_id and run.experiment_id == experiment_id for run in runs)
         experiment = client.get_experiment(experiment_id)
