@@ -605,7 +605,12 @@ class CsvData(TabularDataModule):
         return None if self.row_order is None else self.row_order[split.x.numpy()]
 
     def _note_file_rows(self, tables, frames) -> None:
+        import pandas as pd
+
         self.row_files = [Path(t.path) for t in tables]
+        if not all(pd.api.types.is_integer_dtype(frame.index) for frame in frames):
+            self.file_rows = self.file_of_rows = None  # a table whose file kept an index of its own: not numbered
+            return
         self.file_rows = np.concatenate([frame.index.to_numpy(dtype=np.int64) for frame in frames])
         self.file_of_rows = np.concatenate([np.full(len(frame), i, dtype=np.int64) for i, frame in enumerate(frames)])
 
