@@ -85,10 +85,10 @@ def mlflow_logger_node(base_config: DictConfig):
     return None
 
 
-# config parts that change what a trial trains and measures (not where it logs or how it prints)
 # keys that choose which rows a run trains and validates on (the top-level seed draws the splits too)
 ROW_KEYS = ("seed", "data.seed", "data.fold", "data.cv_folds", "data.val_fraction", "data.test_fraction",
             "data.limit_rows", "data.path", "data.test_path")
+# config parts that change what a trial trains and measures (not where it logs or how it prints)
 FINGERPRINT_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "callbacks", "seed")
 FINGERPRINT_IGNORED = ("trainer.enable_progress_bar",)
 
