@@ -13,8 +13,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from pipeline.sqlite import sqlite_uri
 
 from .space import SearchSpaceError, parse_search_space
-from .study import (DATA_CONTENTS, OBJECTIVES, PARENT_RUN_ATTR, SETUP_DONE_ATTR, SweepError, SweepSettings,
-                    create_or_resume, load_study, progress)
+from .study import (DATA_CONTENTS, FINGERPRINT_IGNORED, OBJECTIVES, PARENT_RUN_ATTR, SETUP_DONE_ATTR, SweepError,
+                    SweepSettings, create_or_resume, load_study, progress)
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -90,7 +90,6 @@ ROW_KEYS = ("seed", "data.seed", "data.fold", "data.cv_folds", "data.val_fractio
             "data.limit_rows", "data.path", "data.test_path")
 # config parts that change what a trial trains and measures (not where it logs or how it prints)
 FINGERPRINT_GROUPS = ("task", "data", "model", "optimizer", "scheduler", "trainer", "callbacks", "seed")
-FINGERPRINT_IGNORED = ("trainer.enable_progress_bar",)
 
 
 def study_fingerprint(base_config: DictConfig, space) -> dict[str, str]:

@@ -751,6 +751,11 @@ def check_same_experiment(study: optuna.Study, settings: SweepSettings) -> None:
             f"a new study: hydra.sweeper.study_name={settings.study_name}_2")
 
 
+# fixed settings a study does not compare: how a run prints, and what only a test computes (the final runs'
+# intervals, not a trial's value); a study recorded before a key was ignored still holds it
+FINGERPRINT_IGNORED = ("trainer.enable_progress_bar", "task.test_intervals")
+
+
 def fingerprint_difference(before: dict, now: dict) -> list[str]:
     """``key: before -> now`` for each setting that differs. A key one side lacks and the other holds as null
     is not a difference: a key this code added since the study began (or one it dropped) whose null is "off",
@@ -758,7 +763,8 @@ def fingerprint_difference(before: dict, now: dict) -> list[str]:
     missing = "(not set)"
     return [f"{key}: {before.get(key, missing)} -> {now.get(key, missing)}"
             for key in sorted(set(before) | set(now), key=lambda k: (not k.startswith(("choice.", "search.")), k))
-            if before.get(key) != now.get(key) and {before.get(key, missing), now.get(key, missing)} != {missing, "None"}]
+            if before.get(key) != now.get(key) and {before.get(key, missing), now.get(key, missing)} != {missing, "None"}
+            and key not in FINGERPRINT_IGNORED]
 
 
 def directions_enum(direction: str) -> optuna.study.StudyDirection:
