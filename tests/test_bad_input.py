@@ -210,6 +210,9 @@ def test_a_url_as_a_data_path_is_refused_with_its_password_masked(store):
                                  "data.target=y"], store)
     assert_refused(result, store, "data.path=https://alice:***@example.com/x.csv is a URL", "download it first")
     assert "hunter2pass" not in result.stderr + result.stdout
+    # a file: URL is named as written (file:/// was shown as file://tmp/...) with the path to give instead
+    result = run_cli_in_process(["data=csv", "task=regression", "data.path=file:///tmp/x.csv", "data.target=y"], store)
+    assert_refused(result, store, "data.path=file:///tmp/x.csv is a URL", "give its path (/tmp/x.csv)")
 
 
 def test_out_of_range_through_the_real_cli(store):

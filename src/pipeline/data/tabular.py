@@ -367,8 +367,11 @@ class CsvData(TabularDataModule):
         if path is None:
             raise DataError(f"{key} is required for data=csv (e.g. data.path=/path/to/file.csv data.target=label)")
         if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]+:/", str(path)):  # https://..., s3://... (the path joined the //)
-            raise DataError(f"{key}={str(path).replace(':/', '://', 1)} is a URL; tables are read from local files: "
-                            "download it first and give its path")
+            scheme, rest = str(path).split(":/", 1)  # file:///tmp/x.csv was joined to file:/tmp/x.csv
+            written = f"{scheme}:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}"
+            raise DataError(f"{key}={written} is a URL; tables are read from local files: "
+                            + ("give its path (/" + rest + ")" if scheme.lower() == "file" else
+                               "download it first and give its path"))
         path = path if path.is_absolute() else Path.cwd() / path
         if not path.is_file():
             raise DataError(f"{key}: file not found: {path}{self._data_dir_hint(path)}")
