@@ -511,7 +511,9 @@ def this_process() -> Optional[str]:
 
 
 def _start_time(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]  # field 22, after the command's name
+    from pipeline.tracking.run import proc_stat_fields
+
+    return proc_stat_fields(pid)[19]
 
 
 def trained_elsewhere(study: optuna.Study) -> bool:
@@ -537,8 +539,10 @@ def trained_elsewhere(study: optuna.Study) -> bool:
 
 
 def _parent_of(pid: int) -> Optional[int]:
+    from pipeline.tracking.run import proc_stat_fields
+
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return int(proc_stat_fields(pid)[1])
     except (OSError, IndexError, ValueError):
         return None
 

@@ -225,23 +225,15 @@ def yaml_text(tree: Any) -> str:
 
 def flat_tags(tags) -> dict[str, Any]:
     """The ``tags`` node as MLflow tags: nested keys dotted (``+tags.mlflow.note.content=...`` is the tag
-    ``mlflow.note.content``, the run's description, not a tag ``mlflow`` holding a dict's text)."""
+    ``mlflow.note.content``, the run's description, not a tag ``mlflow`` holding a dict's text), as params are."""
     from omegaconf import OmegaConf
+
+    from .params import flatten
 
     if tags is None:
         return {}
     plain = OmegaConf.to_container(tags, resolve=True) if OmegaConf.is_config(tags) else dict(tags)
-    flat: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict) and value:
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[f"{prefix}{key}"] = value
-
-    walk(plain, "")
-    return flat
+    return {key: value for key, value in flatten(plain) if key}
 
 
 def log_run_end(run: TrackedRun, cfg: DictConfig, task_module, datamodule, trainer, checkpoint, metrics: dict,

@@ -173,12 +173,19 @@ HEARTBEAT_S = 60.0
 STALE_AFTER_S = 15 * 60.0
 
 
+def proc_stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (which may hold spaces and parentheses): [0] the
+    state, [1] the parent's pid, [19] the start time in clock ticks since boot. Raises OSError (FileNotFoundError:
+    no such process) where /proc does not have it."""
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()
+
+
 def _process_start(pid: int) -> Optional[str]:
     """When process ``pid`` started (clock ticks since boot, from /proc), to tell it from a later process
     that got the same pid; None where /proc is not available."""
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
+        return proc_stat_fields(pid)[19]
     except (OSError, IndexError):
         return None
 
