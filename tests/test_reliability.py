@@ -585,6 +585,8 @@ def test_a_tracking_uri_with_credentials_is_checked_with_them():
     with pytest.raises(TrackingUnavailable, match=r"does not answer") as refused:
         check_reachable(f"http://user:p%40ss@127.0.0.1:{port}")
     assert "p%40ss" not in str(refused.value) and "***" in str(refused.value)
+    # the hint starts a server where the URI points, not on MLflow's default port
+    assert f"mlflow server --host 127.0.0.1 --port {port})" in str(refused.value)
 
 
 # ----- two runs of one experiment logging the same data set at once ------------------------------------------

@@ -713,6 +713,28 @@ def test_a_sweep_keeps_the_tracking_servers_password_out_of_its_study_and_trials
 
 
 @pytest.mark.slow
+def test_a_run_whose_server_failed_mid_run_and_answers_again_is_marked_failed_with_why(tracking_server):
+    """A server that failed one request (an outage of seconds) and answers again by the run's end: the run is marked
+    FAILED with what failed, not left RUNNING for the next run to call KILLED, and not FINISHED either, as it lacks
+    what the failed request carried."""
+    from mlflow import MlflowClient
+
+    from pipeline.tracking.run import TrackedRun
+
+    run = TrackedRun(tracking_server["url"], "outage-then-back", run_name="outage", close_orphans=False)
+    run.create()
+    run.log_metrics({"val/loss": 0.5}, step=0)
+    with run.recording("logging the model"):
+        raise ConnectionError("Max retries exceeded with url: /api/2.0/mlflow-artifacts/artifacts/model")
+    assert not run.active  # the store is not written to again during the run
+    run.log_metrics({"val/loss": 0.4}, step=1)
+    run.end("FINISHED", None)
+    stored = MlflowClient(tracking_server["url"]).get_run(run.run_id)
+    assert stored.info.status == "FAILED"
+    assert stored.data.tags["error"].startswith("TrackingFailed: while logging the model: ConnectionError: Max retries")
+
+
+@pytest.mark.slow
 def test_a_store_that_stops_mid_run_loses_nothing_and_says_where_results_are(tracking_server):
     out = tracking_server["tmp"] / "outputs-stopped"
     metrics_file = out / "metrics.jsonl"
