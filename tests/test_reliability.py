@@ -347,6 +347,40 @@ def test_a_live_run_of_a_container_with_the_same_host_name_is_not_closed(tmp_pat
     assert client.get_run(in_a_container).info.status == "RUNNING"
 
 
+def test_a_run_marked_killed_while_it_trained_on_ends_finished_without_the_closers_error(tmp_path, migrated_store_db):
+    """A run whose heartbeat had not reached the store for 15 minutes (a long outage) was marked KILLED by another
+    machine's next run while it trained on; it then ended FINISHED but kept the closer's error tag and its count of
+    epochs, so pipeline-compare showed a finished run as stopped early with an error. Both go; the closer's text
+    stays in a tag of its own."""
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    from conftest import new_store
+    from pipeline.tracking.run import HEARTBEAT_TAG, HOST_TAG, STALE_AFTER_S, TrackedRun, close_orphaned_runs
+
+    store = new_store(tmp_path, migrated_store_db)
+    client = MlflowClient(store["uri"])
+    run = TrackedRun(store["uri"], "long", run_name="long", close_orphans=False)
+    run.create()
+    run.log_params({"trainer.max_epochs": 10})
+    for epoch in range(3):
+        run.log_metrics({"train/loss": 1.0 / (epoch + 1)}, step=epoch)
+    run.flush()
+    run._heartbeat.set()  # the heartbeat did not get through; the run looks like another machine's silent one
+    stale = str(int(time.time() - STALE_AFTER_S - 60))
+    client.log_batch(run.run_id, tags=[RunTag(HOST_TAG, "node-7"), RunTag(HEARTBEAT_TAG, stale)])
+    assert close_orphaned_runs(client) == [run.run_id]
+    closed = client.get_run(run.run_id)
+    assert closed.info.status == "KILLED" and closed.data.tags["stopped_early_at_epoch"] == "3"
+    run._created_at -= STALE_AFTER_S + 60  # it has trained for over 15 minutes
+    run.log_metrics({"train/loss": 0.1}, step=3)
+    run.end("FINISHED", None)
+    ended = client.get_run(run.run_id)
+    assert ended.info.status == "FINISHED"
+    assert "error" not in ended.data.tags and "stopped_early_at_epoch" not in ended.data.tags
+    assert ended.data.tags["pipeline_marked_killed_while_alive"].startswith("no heartbeat from node-7 for over 15 min")
+
+
 def test_a_sweep_closes_trial_runs_whose_worker_died_before_its_study_knew_them(tmp_path):
     """A worker killed just after its trial's run was created (before the run id reached the study) left that run
     RUNNING (sweep.state RUNNING) after the sweep was rerun and finished: the study could not close a run it did not

@@ -712,6 +712,130 @@ def test_a_sweep_keeps_the_tracking_servers_password_out_of_its_study_and_trials
     assert leaks == [], leaks
 
 
+class _Relay:
+    """A TCP relay to a server, to cut like a network blip or a server restart: while cut, its open connections
+    are closed and new ones are closed as soon as they are accepted."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.is_cut = False
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.is_cut:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.open += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for end in (source, target):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for end in self.open:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open = []
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+
+@pytest.mark.slow
+def test_a_server_that_stops_answering_for_a_while_loses_no_epoch_of_the_run(tracking_server):
+    """A tracking server that stopped answering for seconds (restarted, a network blip) failed the run's store for
+    good: no epoch after it reached the run, which ended FAILED. The epochs' metrics are held and sent when it answers
+    again, and the run ends FINISHED; one that still does not answer at the run's end fails it, saying so."""
+    from mlflow import MlflowClient
+
+    from pipeline.tracking.run import TrackedRun
+
+    client = MlflowClient(tracking_server["url"])
+    for comes_back in (True, False):
+        relay, notices = _Relay(int(tracking_server["url"].rsplit(":", 1)[1])), []
+        run = TrackedRun(relay.url, "blip", run_name=f"back-{comes_back}", close_orphans=False,
+                         on_notice=notices.append)
+        run.create()
+        run.log_metrics({"val/loss": 0.5}, step=0)
+        run.flush()
+        relay.cut()
+        run.log_metrics({"val/loss": 0.4}, step=1)
+        run.flush()
+        assert run.failure is None and run.outage_since is not None
+        assert len(notices) == 1 and f"MLflow tracking server {relay.url} does not answer" in notices[0]
+        run.log_metrics({"val/loss": 0.3}, step=2)  # within the retry interval: held, not tried
+        if comes_back:
+            relay.restore()
+        run.end("FINISHED", None)
+        stored = client.get_run(run.run_id)
+        steps = [m.step for m in client.get_metric_history(run.run_id, "val/loss")]
+        if comes_back:
+            assert stored.info.status == "FINISHED" and sorted(steps) == [0, 1, 2], (stored.info.status, steps)
+            assert "answers again after" in notices[-1]
+        else:
+            assert run.failure is not None and "has not answered for" in run.failure
+            assert steps == [0] and stored.info.status == "RUNNING"  # the server never heard the end either
+        relay.listener.close()
+
+
+@pytest.mark.slow
+def test_a_training_command_keeps_its_epochs_through_a_server_outage(tracking_server, tmp_path):
+    """The same through pipeline-train, whose store-writer process writes the run: the outage and the server's return
+    are said on the console, the run ends FINISHED with every epoch."""
+    from mlflow import MlflowClient
+
+    relay = _Relay(int(tracking_server["url"].rsplit(":", 1)[1]))
+    out = tmp_path / "outputs"
+    metrics_file = out / "metrics.jsonl"
+
+    def blip():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not metrics_file.exists():
+            time.sleep(0.02)
+        relay.cut()
+        time.sleep(8)  # longer than MLflow's own retries of a request (~3 s)
+        relay.restore()
+
+    blipper = threading.Thread(target=blip, daemon=True)
+    blipper.start()
+    result = run_cli(["trainer.max_epochs=600", "logger.mlflow.log_model=false",
+                      "logger.mlflow.experiment_name=blip-cli", f"hydra.run.dir={out}"],
+                     env={"MLFLOW_TRACKING_URI": relay.url})
+    blipper.join(timeout=5)
+    relay.listener.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert f"MLflow tracking server {relay.url} does not answer" in console
+    assert "answers again after" in console and "Retrying" not in console  # urllib3's retries are not news
+    client = MlflowClient(tracking_server["url"])
+    [run] = client.search_runs([client.get_experiment_by_name("blip-cli").experiment_id])
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/loss")) == list(range(600))
+
+
 @pytest.mark.slow
 def test_a_run_whose_server_failed_mid_run_and_answers_again_is_marked_failed_with_why(tracking_server):
     """A server that failed one request (an outage of seconds) and answers again by the run's end: the run is marked

@@ -48,6 +48,8 @@ def log_dataset_entities(run: TrackedRun, name: str, source: str, splits: list[d
             entity = dataset._to_mlflow_entity()
             entity._profile = json.dumps(split["profile"])  # the whole split's, not the first row's
             inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, split["context"])]))
+
+    def send() -> None:
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
                 with _inputs_lock:
@@ -57,3 +59,6 @@ def log_dataset_entities(run: TrackedRun, name: str, source: str, splits: list[d
                 if attempt == CONFLICT_RETRIES or not is_write_conflict(error):
                     raise
                 time.sleep(0.05 * (attempt + 1))
+
+    if run.active:  # a server that does not answer now gets them when it answers again
+        run.write("logging the data set inputs", send)

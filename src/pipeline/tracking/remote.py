@@ -121,6 +121,9 @@ class StoreWriter:
                 if run is not None:
                     run.note_failure(message)
                 continue
+            if request_id is None and ok == "notice":  # a server that stopped answering, or answers again
+                log.warning("%s", value[1])
+                continue
             future = self._waiting.pop(request_id, None)
             if future is not None:
                 future.set_result((ok, value))

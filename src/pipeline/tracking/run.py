@@ -171,6 +171,8 @@ MACHINE_TAG = "pipeline_machine"  # this_machine(): which kernel boot and pid na
 HEARTBEAT_S = 60.0
 # a RUNNING run of another machine whose heartbeat is older than this is taken for dead
 STALE_AFTER_S = 15 * 60.0
+MARKED_KILLED = "marked KILLED by the next run on this store"  # how the error tag of a run closed as orphaned ends
+WRONGLY_KILLED_TAG = "pipeline_marked_killed_while_alive"  # that tag's text, kept when the run lived on and ended
 
 
 def proc_stat_fields(pid: int) -> list[str]:
@@ -267,8 +269,7 @@ def close_orphaned_runs(client) -> list[str]:
                 why = f"no heartbeat from {tags[HOST_TAG]} for over {int(STALE_AFTER_S // 60)} min"
             if not dead:
                 continue
-            client.set_tag(run.info.run_id, "error", f"{why} (killed, out of memory or a lost node); "
-                                                     "marked KILLED by the next run on this store")
+            client.set_tag(run.info.run_id, "error", f"{why} (killed, out of memory or a lost node); {MARKED_KILLED}")
             if tags.get("sweep.role") == "trial" and tags.get("sweep.state") == "RUNNING":
                 client.set_tag(run.info.run_id, "sweep.state", "FAIL")  # as its study has it: failed, and retried
             _tag_epochs_trained(client, run)
@@ -326,6 +327,7 @@ class TrackedRun:
         output_dir: Optional[Path] = None,
         close_orphans: bool = True,
         on_failure=None,
+        on_notice=None,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -348,6 +350,16 @@ class TrackedRun:
         self.close_orphans = close_orphans  # the store-writer process does it once, not for every run
         self.closed_orphans: list[str] = []
         self.on_failure = on_failure  # told the failure message once, when the store fails
+        self.on_notice = on_notice or log.warning  # told when a server stops answering and when it answers again
+        # an http(s) server that does not answer: since when (monotonic), the last error, and the metrics held
+        # meanwhile (touched by the metrics thread only, and by end() once that thread is idle)
+        self.outage_since: Optional[float] = None
+        self._outage_error: Optional[BaseException] = None
+        self._held: list = []
+        self._held_calls: list[tuple[str, Any]] = []  # (what, call) of params, tags and files met by an outage
+        self._outage_lock = threading.RLock()
+        self._created_at = math.inf
+        self._own_tags: set[str] = set()  # tags this run set (not the orphan closer)
 
     @property
     def active(self) -> bool:
@@ -381,6 +393,7 @@ class TrackedRun:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
+        self._created_at = time.monotonic()
         self.run_name = run.info.run_name
         self._start_heartbeat()
 
@@ -457,8 +470,14 @@ class TrackedRun:
         if self._heartbeat is not None:
             self._heartbeat.set()
         self.flush()
+        if self.active and self.outage_since is not None:  # the server still does not answer: the run is incomplete
+            since = time.monotonic() - self.outage_since
+            what = self._held_calls[0][0] if self._held_calls else "logging metrics"
+            self._store_failed(f"{what} (the server has not answered for {since:.0f} s)", self._outage_error)
         if self.active:
             with self.recording("ending the run"):
+                if status == "FINISHED" and time.monotonic() - self._created_at > STALE_AFTER_S:
+                    self._undo_a_wrong_kill()
                 if error:
                     self.client.set_tag(self.run_id, "error", error)
                 self.client.set_terminated(self.run_id, status=status)
@@ -477,6 +496,19 @@ class TrackedRun:
                 pass
         if self._writer is not None:
             self._writer.shutdown(wait=False)
+
+    def _undo_a_wrong_kill(self) -> None:
+        """A run whose heartbeat did not reach the store for STALE_AFTER_S (a long outage, a machine's clock) was
+        marked KILLED by another machine's next run while it trained on. It ends FINISHED; the closer's error tag
+        (and the epochs it counted) would say otherwise, so they go, the closer's text kept in its own tag."""
+        run = self.client.get_run(self.run_id)
+        said = run.data.tags.get("error", "")
+        if run.info.status != "KILLED" or not said.endswith(MARKED_KILLED):
+            return
+        self.client.set_tag(self.run_id, WRONGLY_KILLED_TAG, said)
+        self.client.delete_tag(self.run_id, "error")
+        if "stopped_early_at_epoch" in run.data.tags and "stopped_early_at_epoch" not in self._own_tags:
+            self.client.delete_tag(self.run_id, "stopped_early_at_epoch")
 
     def failure_message(self) -> str:
         where = f"in {self.output_dir}" if self.output_dir else "in the run's output directory"
@@ -508,9 +540,11 @@ class TrackedRun:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)) for k, v in params.items()]
-        with self.recording("logging params"):
+        def call() -> None:
             for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
                 self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+        self.write("logging params", call)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not self.active or not tags:
@@ -518,13 +552,18 @@ class TrackedRun:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, redact_text(str(v))[:5000]) for k, v in tags.items()]
-        with self.recording("setting tags"):
-            self.client.log_batch(self.run_id, tags=items)
+        self._own_tags.update(tags)
+        self.write("setting tags", lambda: self.client.log_batch(self.run_id, tags=items))
 
     # A write of one epoch's metrics to a SQLite store takes ~5-10 ms of Python (SQLAlchemy), which holds
     # the GIL even on the background thread: on a tabular epoch of ~30 ms that was +15-30 %. Epochs that end
     # within this many seconds of the last write are sent together with the next one (or by flush()).
     METRICS_WRITE_INTERVAL_S = 1.0
+    # While an http(s) tracking server does not answer (restarted, a network blip), epochs' metrics are held and sent
+    # again this often; the store counts as failed only if it still does not answer when the run ends (or once this
+    # many metrics are held).
+    OUTAGE_RETRY_S = 15.0
+    OUTAGE_HELD_LIMIT = 1_000_000
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue one epoch's metrics; they are written from a background thread, batched, at most one write
@@ -537,7 +576,8 @@ class TrackedRun:
         now = int(time.time() * 1000)
         self._unsent.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
         self._pending = [future for future in self._pending if not future.done()]
-        if not self._pending and time.monotonic() - self._last_write >= self.METRICS_WRITE_INTERVAL_S:
+        interval = self.METRICS_WRITE_INTERVAL_S if self.outage_since is None else self.OUTAGE_RETRY_S
+        if not self._pending and time.monotonic() - self._last_write >= interval:
             self._write_unsent()
 
     def _write_unsent(self) -> None:
@@ -548,15 +588,75 @@ class TrackedRun:
         self._pending.append(self._writer.submit(self._send_metrics, items))
 
     def _send_metrics(self, items: list) -> None:
-        if self.failure is None:  # after a failure, queued epochs are not sent (each would wait for retries)
-            with self.recording("logging metrics"):
+        if self.failure is not None:  # after a failure, queued epochs are not sent (each would wait for retries)
+            return
+        with self._outage_lock:
+            items, self._held = self._held + items, []
+            start = 0
+            try:
+                if self.outage_since is not None:  # a server that does not answer yet costs 2 s, not MLflow's retries
+                    check_reachable(self.tracking_uri, timeout_s=2.0)
+                    while self._held_calls:  # in the order they were made
+                        self._held_calls[0][1]()
+                        self._held_calls.pop(0)
                 for start in range(0, len(items), 1000):  # MLflow's limit per batch
                     self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+            except Exception as error:
+                if len(items) - start <= self.OUTAGE_HELD_LIMIT and self._server_down(error):
+                    self._held = items[start:]  # the batches before it are in the store
+                    self._begin_outage(error)
+                    return
+                self._store_failed(self._held_calls[0][0] if self._held_calls else "logging metrics", error)
+                return
+            if self.outage_since is not None:
+                self.on_notice(f"MLflow tracking server {redact_text(str(self.tracking_uri))} answers again after "
+                               f"{time.monotonic() - self.outage_since:.0f} s; what the run logged meanwhile is in it")
+                self.outage_since, self._outage_error = None, None
+
+    def write(self, what: str, call) -> None:
+        """Make one write to the store (params, tags, a file); one that meets a server that does not answer is
+        held, and made again with the epochs' metrics once it answers (in the order the writes were made)."""
+        with self._outage_lock:
+            if self.outage_since is not None:
+                self._held_calls.append((what, call))
+                return
+            try:
+                call()
+            except Exception as error:
+                if self._server_down(error):
+                    self._held_calls.append((what, call))
+                    self._begin_outage(error)
+                else:
+                    self._store_failed(what, error)
+
+    def _begin_outage(self, error: BaseException) -> None:
+        self._outage_error = error
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            self.on_notice(
+                f"MLflow tracking server {redact_text(str(self.tracking_uri))} does not answer "
+                f"({type(error).__name__}: {redact_text(' '.join(str(error).split()))[:200]}); training goes on, and "
+                f"what the run logs is kept and sent when it answers again (tried every {self.OUTAGE_RETRY_S:.0f} s; "
+                "the run fails only if it still does not answer at its end)")
+
+    def _server_down(self, error: BaseException) -> bool:
+        """Whether a failed write met an http(s) server that does not answer at all (not one that refused it)."""
+        if not str(self.tracking_uri).startswith(("http://", "https://")):
+            return False
+        if isinstance(error, TrackingUnavailable):  # check_reachable's own answer
+            return True
+        try:
+            check_reachable(self.tracking_uri, timeout_s=2.0)
+        except TrackingUnavailable:
+            return True
+        except Exception:
+            return False
+        return False
 
     def flush(self, wait: bool = True) -> None:
         """Write every metric queued so far and wait until it is in the store (or the store has failed);
         ``wait=False``: start writing them and return."""
-        if self._unsent and self.active:
+        if (self._unsent or self._held or self.outage_since is not None) and self.active:
             self._write_unsent()
         if not wait:
             return
@@ -566,20 +666,18 @@ class TrackedRun:
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         if self.active:
-            with self.recording(f"logging {Path(path).name}"):
-                self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self.write(f"logging {Path(path).name}",
+                        lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_artifacts(self, directory: Path, artifact_path: Optional[str] = None) -> None:
         if self.active:
-            with self.recording(f"logging {artifact_path or Path(directory).name}"):
-                self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+            self.write(f"logging {artifact_path or Path(directory).name}",
+                        lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.active:
-            with self.recording(f"logging {artifact_file}"):
-                self.client.log_text(self.run_id, text, artifact_file)
+            self.write(f"logging {artifact_file}", lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
         if self.active:
-            with self.recording(f"logging {artifact_file}"):
-                self.client.log_dict(self.run_id, data, artifact_file)
+            self.write(f"logging {artifact_file}", lambda: self.client.log_dict(self.run_id, data, artifact_file))

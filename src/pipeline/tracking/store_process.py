@@ -100,7 +100,8 @@ class StoreServer:
             self.orphans_closed.add(tracking_uri)
         run = TrackedRun(tracking_uri, experiment_name, run_name=run_name, artifact_location=artifact_location,
                          tags=tags, parent_run_id=parent_run_id, output_dir=Path(output_dir) if output_dir else None,
-                         close_orphans=False, on_failure=lambda message: self.answer((None, "failure", (key, message))))
+                         close_orphans=False, on_failure=lambda message: self.answer((None, "failure", (key, message))),
+                         on_notice=lambda message: self.answer((None, "notice", (key, message))))
         run.experiment = self._cached_experiment(run)
         run.create(liveness)
         self.runs[key] = run
@@ -266,8 +267,8 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever a library prints goes to stderr, not into the answers
     requests = sys.stdin.buffer
-    for name in ("mlflow", "alembic", "pipeline.tracking.run"):
-        # the training process reports store failures (once); MLflow's notices are not news here
+    for name in ("mlflow", "alembic", "pipeline.tracking.run", "urllib3.connectionpool"):
+        # the training process reports store failures (once) and outages; MLflow's and urllib3's retries are not news here
         logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.basicConfig(level=logging.WARNING, format="[store writer] %(message)s")
     answer_lock = threading.Lock()
