@@ -581,6 +581,36 @@ def test_parquet_regression_predicts_in_the_targets_units(tmp_path, migrated_sto
                                                                                                        rel=1e-6)
 
 
+def test_a_parquet_files_decimal_and_duration_columns_are_numbers(tmp_path, migrated_store_db):
+    """A database export's NUMERIC(12,2) column (Decimal cells) made the run fail after training, while logging the
+    model (exit 1, and pipeline-eval failed the same way); a duration column was left out as identifier-like. Both
+    are numbers now (durations in seconds), and the logged model reads the same file's rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from decimal import Decimal
+
+    store = new_store(tmp_path, migrated_store_db)
+    frame = houses(400, 0)
+    minutes = np.random.default_rng(0).integers(0, 1000, len(frame))
+    table = pa.Table.from_pandas(frame.drop(columns="price"), preserve_index=False)
+    table = table.append_column("wait", pa.array(minutes * 60_000_000_000, type=pa.duration("ns")))
+    table = table.append_column("tax", pa.array([Decimal(f"{p / 100:.2f}") for p in frame["price"]],
+                                                type=pa.decimal128(12, 2)))
+    table = table.append_column("price", pa.array([Decimal(f"{p:.2f}") for p in frame["price"]],
+                                                  type=pa.decimal128(12, 2)))
+    pq.write_table(table, tmp_path / "houses.parquet")
+    result = run_cli(["task=regression", "data=csv", f"data.path={tmp_path / 'houses.parquet'}", "data.target=price",
+                      "trainer.max_epochs=3", *SHORT_RUN], store)
+    run = finished_run(store, result)
+    assert "read the durations of column 'wait' as seconds" in result.stdout + result.stderr
+    assert "left out" not in result.stdout + result.stderr
+    model = load_pyfunc(store, run.info.run_id)
+    assert {"wait", "tax"} <= set(model.metadata.get_input_schema().input_names())
+    rows = pd.read_parquet(tmp_path / "houses.parquet").head(20)
+    predicted = model.predict(rows)
+    assert np.isfinite(np.asarray(predicted, dtype=float)).all()
+
+
 def test_large_targets_that_vary_little_keep_their_digits_in_predictions_and_metrics(store):
     """Targets near 1e9 that vary by ~100: in float32 they were multiples of 64, so the 300 test predictions took 9
     values, predictions/test.csv's targets were off the file's by up to 60 and test/rmse was computed against them

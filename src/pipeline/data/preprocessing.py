@@ -250,6 +250,8 @@ def to_numbers(column: pd.Series, missing: frozenset = frozenset(MISSING_TOKENS)
         return values, np.zeros(len(values), dtype=bool)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(column), dtype=bool)
+    if pd.api.types.is_timedelta64_dtype(column.dtype):  # a duration: seconds, as a Parquet file's are read
+        return column.dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(column), dtype=bool)
     text = column.astype("string").str.strip()
     # each distinct text parsed once: a column of category names has few, and parsing them is the slow part
     codes, uniques = pd.factorize(text.mask(text.isin(missing)), use_na_sentinel=True)

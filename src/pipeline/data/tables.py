@@ -779,7 +779,30 @@ def _read_arrow(path: Path, fmt: str) -> pd.DataFrame:
     except Exception as error:
         raise DataError(f"{path}: not a readable {fmt.capitalize()} file ({_first_line(error)})") from None
     _refuse_duplicates(path, table.column_names)
-    return table.to_pandas()
+    return _arrow_numbers(table, path).to_pandas()
+
+
+# a duration's unit in seconds
+_DURATION_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+def _arrow_numbers(table, path: Path):
+    """Decimal columns (a database's NUMERIC(12,2)) as float64, and durations as seconds, so both are numeric
+    features: pandas holds the first as Decimal objects and the second as timedeltas, read before as text (a model
+    logged with Decimal examples failed to save, durations were left out as identifier-like)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.types as types
+
+    for position, field in enumerate(table.schema):
+        if types.is_decimal(field.type):
+            table = table.set_column(position, field.name, pc.cast(table.column(position), pa.float64()))
+        elif types.is_duration(field.type):
+            seconds = pc.divide(pc.cast(pc.cast(table.column(position), pa.int64()), pa.float64()),
+                                _DURATION_UNITS[field.type.unit])
+            table = table.set_column(position, field.name, seconds)
+            log.warning("%s: read the durations of column %r as seconds", path, field.name)
+    return table
 
 
 def _tidy(frame: pd.DataFrame, missing: Sequence[str], literal: Sequence[str] = (), target: Optional[str] = None,
