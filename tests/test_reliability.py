@@ -73,6 +73,25 @@ def test_a_bad_value_inside_a_built_object_is_one_line_and_no_run(store, args, f
     assert_no_run(store)
 
 
+def test_the_environments_mlflow_variables_empty_or_naming_a_folder(store, tmp_path):
+    """``MLFLOW_TRACKING_URI=`` (empty) made a run log nothing at all, exit 0, though MLflow and pipeline-compare
+    read it as unset; ``MLFLOW_EXPERIMENT_NAME=`` was refused as an empty logger.mlflow.experiment_name, a key the user
+    never set. Both mean unset. A folder as the URI (which the pipeline's own hint suggested) failed after the data was
+    read with MLflow's paragraph; it is one line before anything runs, naming the variable and the database to use."""
+    result = run_cli(["trainer.max_epochs=1", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"], store,
+                     env={"MLFLOW_TRACKING_URI": "", "MLFLOW_EXPERIMENT_NAME": " "})
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store, "classification")
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    folder = tmp_path / "folder-store"
+    result = run_cli(["trainer.max_epochs=1"], store, env={"MLFLOW_TRACKING_URI": str(folder)})
+    line = one_error_line(result)
+    assert line == (f"Error: MLFLOW_TRACKING_URI={folder}: a folder store, which MLflow 3 no longer opens by default; "
+                    f"use a database in it, sqlite:///{folder}/mlflow.db (or leave the variable unset for the local "
+                    "store, mlruns/mlflow.db), or set MLFLOW_ALLOW_FILE_STORE=true to use the folder as it is"), line
+    assert "data" not in result.stdout and not folder.exists()
+
+
 def test_a_checkpoint_of_another_model_or_not_lightning_is_refused_before_the_run(store, tmp_path):
     other = write_checkpoint_of_another_model(tmp_path / "other")
     line = one_error_line(run_cli_in_process([f"ckpt_path={other}"], store))

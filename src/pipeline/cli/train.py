@@ -3,6 +3,7 @@ train, and answer with one line on a mistake (exit 2), an interrupt (exit 130) o
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -137,6 +138,7 @@ def main() -> None:
     remember_resume_point(None)
     remember_run_ended(None)
     free_run_dir(sys.argv)
+    unset_empty_mlflow_variables()
     refuse_show_with_multirun(sys.argv[1:])
     refuse_hidden_own_options(sys.argv[1:], CONFIG_DIR)
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
@@ -153,6 +155,14 @@ def main() -> None:
         _hydra_main()
     if launched_as_a_command():
         exit_at_once()
+
+
+def unset_empty_mlflow_variables() -> None:
+    """``MLFLOW_TRACKING_URI=`` (set, empty) is unset to MLflow and to pipeline-compare/-predict; the config's
+    ``oc.env`` took it as the URI, and a run then logged nothing at all, exit 0. Empty means unset here too."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        if name in os.environ and not os.environ[name].strip():
+            del os.environ[name]
 
 
 # Hydra's options after which no job runs; --config-dir, --config-name ... run one and are no reason to skip

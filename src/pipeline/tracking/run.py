@@ -40,11 +40,19 @@ def check_tracking_uri(tracking_uri: str) -> None:
     scheme = match.group(1).lower().split("+", 1)[0] if match else "file"
     if len(scheme) == 1:  # a Windows drive letter, C://...
         scheme = "file"
+    given = (f"MLFLOW_TRACKING_URI={redact_text(tracking_uri)}" if os.environ.get("MLFLOW_TRACKING_URI") == tracking_uri
+             else f"logger.mlflow.tracking_uri={redact_text(tracking_uri)}")
     if scheme not in TRACKING_SCHEMES:
         raise TrackingUnavailable(
-            f"logger.mlflow.tracking_uri={redact_text(tracking_uri)}: MLflow cannot track to a {scheme}:// store; "
-            "use sqlite:///path/mlflow.db, a folder (file:///path), http(s)://host:port of an MLflow server, "
-            "or postgresql://user:password@host/db")
+            f"{given}: MLflow cannot track to a {scheme}:// store; use sqlite:///path/mlflow.db, "
+            "http(s)://host:port of an MLflow server, or postgresql://host/db")
+    if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("true", "1"):
+        # MLflow 3 refuses its folder store (in maintenance) unless asked: said here, before the data is read
+        folder = re.sub(r"^file:(//)?", "", tracking_uri).rstrip("/") or "."
+        raise TrackingUnavailable(
+            f"{given}: a folder store, which MLflow 3 no longer opens by default; use a database in it, "
+            f"sqlite:///{folder}/mlflow.db (or leave the variable unset for the local store, mlruns/mlflow.db), "
+            "or set MLFLOW_ALLOW_FILE_STORE=true to use the folder as it is")
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
