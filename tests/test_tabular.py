@@ -1730,6 +1730,7 @@ def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, st
     zipped = store["tmp"] / "new.zip"
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(plain, "new.csv")
+        archive.writestr("__MACOSX/._new.csv", b"\x00\x05\x16\x07 Finder's resource fork")  # every zip Finder makes
     answers = []
     # the predictions of the compressed inputs written compressed too, in small batches
     for source, suffix in ((plain, ".csv"), (gz, ".csv.gz"), (zipped, ".csv.xz")):
@@ -1746,6 +1747,11 @@ def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, st
     code, _, stderr = predict_cli([people_run["run"].info.run_id, "--input", str(plain), "--output",
                                    str(store["tmp"] / "out.parquet.gz"), "--tracking-uri", people_run["store"]["uri"]])
     assert code == 2 and "unknown extension" in stderr and ".gz, .bz2, .xz" in stderr, stderr[-2000:]
+    folder = store["tmp"] / "tables"  # the folder of the file given for the file: not "file not found"
+    folder.mkdir()
+    (folder / "people.csv.gz").write_bytes(gz.read_bytes())
+    assert_refused(run_cli_in_process(["data=csv", f"data.path={folder}", "data.target=label"], store), store,
+                   f"data.path={folder} is a folder; give the table's file (it holds people.csv.gz)")
 
 
 def test_files_without_a_header_row_are_named_by_data_columns(people_run, store):

@@ -160,7 +160,9 @@ def _open_bytes(path: Path):
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as error:
             raise DataError(f"{path}: not a readable zip file ({_first_line(error)})") from None
-        members = [m for m in archive.namelist() if not m.endswith("/")]
+        # without folders and what macOS's Finder adds to every zip it makes (__MACOSX/, ._<name> resource forks)
+        members = [m for m in archive.namelist() if not m.endswith("/") and not m.startswith("__MACOSX/")
+                   and not m.rsplit("/", 1)[-1].startswith("._")]
         if len(members) != 1:
             archive.close()
             raise DataError(f"{path}: a zip file must hold exactly one table, this one holds {len(members)} files"
@@ -168,6 +170,12 @@ def _open_bytes(path: Path):
                             "the table's file")
         return archive.open(members[0])
     return stream_opener(kind)(path, "rb")
+
+
+def _source(path: Path):
+    """What pandas reads: the path, or a zip's one table opened here (pandas refuses a zip of several files, and
+    every zip macOS's Finder makes holds a __MACOSX/ entry beside the table)."""
+    return _open_bytes(path) if compression(path) == "zip" else path
 
 
 def stream_opener(kind: Optional[str]):
@@ -408,7 +416,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
         try:
             if text_columns or literal_columns:
                 # the header as written ("id " is the column "id" once tidied)
-                written = {str(c).strip(): c for c in pd.read_csv(path, nrows=0, **options).columns}
+                written = {str(c).strip(): c for c in pd.read_csv(_source(path), nrows=0, **options).columns}
                 # read as written: no missing-value codes (an id 'NA', a country code 'NA' copied by --keep)
                 literal = {written[c] for c in [*literal_columns, *text_columns] if c in written}
                 options.update(keep_default_na=False, na_values={c: missing for c in written.values() if c not in literal},
@@ -417,7 +425,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                     options["quoting"] = csv.QUOTE_NONE
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
-                for chunk in pd.read_csv(path, chunksize=batch_size, **options):
+                for chunk in pd.read_csv(_source(path), chunksize=batch_size, **options):
                     if not checked and (caught or (chunk.shape[1] and chunk.iloc[:, -1].isna().any())):
                         _refuse_ragged_rows(path, sep or DEFAULT_SEPARATORS[fmt], encoding, header, flags, header_lines,
                                             skip_rows)
@@ -436,7 +444,7 @@ def iter_table(path: Path, batch_size: int, format: Optional[str] = None, sep: O
                 yield frame.iloc[start:start + batch_size]
             return
         try:
-            for chunk in pd.read_json(path, lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
+            for chunk in pd.read_json(_source(path), lines=True, chunksize=batch_size, dtype=False, convert_dates=False,
                                       encoding=encoding):
                 if chunk.index[0] == 0:
                     _refuse_json_columns(path, chunk)
@@ -569,12 +577,12 @@ def _read_delimited(path: Path, fmt: str, sep: Optional[str], missing: list[str]
             warnings.simplefilter("always", pd.errors.ParserWarning)
             options = _csv_options(fmt, sep, missing, encoding, decimal, names, skip_rows)
             if target is not None:  # the header as written ("label " is the column "label" once tidied)
-                written = [c for c in pd.read_csv(path, nrows=0, **options).columns]
+                written = [c for c in pd.read_csv(_source(path), nrows=0, **options).columns]
                 if target in [str(c).strip() for c in written]:  # empty stays missing: a short row's cells too
                     # every missing-value code is read as written, and made missing by _tidy, which counts them by
                     # spelling: the target's (rows left out, said), a category's ('NA' for North America, said)
                     options.update(keep_default_na=False, na_values={c: [""] for c in written})
-            frame = pd.read_csv(path, **options)
+            frame = pd.read_csv(_source(path), **options)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header row and data rows)") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError, LookupError) as error:
@@ -731,7 +739,7 @@ def _read_json_lines(path: Path, encoding: Optional[str]) -> pd.DataFrame:
     if frame is not None:
         return frame
     try:
-        frame = pd.read_json(path, lines=True, dtype=False, convert_dates=False, encoding=encoding)
+        frame = pd.read_json(_source(path), lines=True, dtype=False, convert_dates=False, encoding=encoding)
     except ValueError as error:
         raise _json_error(path, error) from None
     _refuse_json_columns(path, frame)
@@ -748,7 +756,7 @@ def _read_json_array(path: Path, encoding: str) -> Optional[pd.DataFrame]:
         raise DataError(f"{path}: a JSON array of {head[1:].lstrip()[:1]!r}..., not of objects (one per row); tables are "
                         f"read from {JSON_LAYOUTS}")
     try:
-        return pd.read_json(path, orient="records", dtype=False, convert_dates=False, encoding=encoding)
+        return pd.read_json(_source(path), orient="records", dtype=False, convert_dates=False, encoding=encoding)
     except ValueError as error:
         raise _json_error(path, error) from None
 

@@ -373,6 +373,13 @@ class CsvData(TabularDataModule):
                             + ("give its path (/" + rest + ")" if scheme.lower() == "file" else
                                "download it first and give its path"))
         path = path if path.is_absolute() else Path.cwd() / path
+        if path.is_dir():
+            from .tables import COMPRESSIONS, FORMATS
+
+            tables = sorted(p.name for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                            and (p.suffix.lower() in FORMATS or p.suffix.lower() in COMPRESSIONS))
+            held = f" (it holds {', '.join(tables[:5])}{', ...' if len(tables) > 5 else ''})" if tables else ""
+            raise DataError(f"{key}={path} is a folder; give the table's file{held}")
         if not path.is_file():
             raise DataError(f"{key}: file not found: {path}{self._data_dir_hint(path)}")
         return path
