@@ -1754,6 +1754,17 @@ def test_compressed_tables_train_and_predict_like_the_plain_files(people_run, st
                    f"data.path={folder} is a folder; give the table's file (it holds people.csv.gz)")
 
 
+def test_pipeline_predict_reads_and_writes_paths_in_the_home_folder(people_run, store, monkeypatch):
+    """``--input '~/rows.csv'`` (quoted, or --input=~/..., which the shell leaves as written) was 'no such file',
+    though data.path='~/...' trains."""
+    monkeypatch.setenv("HOME", str(store["tmp"]))
+    (store["tmp"] / "home_rows.csv").write_bytes(people_run["test"].read_bytes())
+    code, _, stderr = predict_cli([people_run["run"].info.run_id, "--input", "~/home_rows.csv",
+                                   "--output=~/home_predictions.csv", "--tracking-uri", people_run["store"]["uri"]])
+    assert code == 0, stderr[-3000:]
+    assert len(pd.read_csv(store["tmp"] / "home_predictions.csv")) == 300
+
+
 def test_files_without_a_header_row_are_named_by_data_columns(people_run, store):
     """UCI's files come without a header row: the first row is taken for names, so the target is 'not in' the
     file, with the hint; data.columns names the columns, a test file and pipeline-predict's input are read the

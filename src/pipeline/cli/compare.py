@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from pipeline.cli import user_path
+
 # (column, param key) of the params shown for every run
 KEY_PARAMS = [
     ("task", "task"), ("data", "data"), ("model", "model"), ("optimizer", "optimizer"),
@@ -78,7 +80,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="rank runs on different data sets together (default: only the data of the newest training run)")
     parser.add_argument("--top", type=int, default=None, help="show only the N best runs")
     parser.add_argument("--plot", action="store_true", help="also write val_curves.png: the validation curves of the top runs")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=user_path, default=None,
                         help="folder for compare.md, compare.csv and the plot (default: outputs/compare/<experiment>)")
     parser.add_argument("--paired", nargs=2, metavar=("RUN_A", "RUN_B"),
                         help="compare two runs tested on the same rows, row by row: each test metric's difference "

@@ -17,6 +17,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from pipeline.cli import user_path
 from pipeline.cli.rerun import (CHOICE_PARAMS, RerunRefused, apply_overrides,
                                 check_logged_config, check_targets, confine_written_folders, drop_own_callbacks,
                                 fresh_output_dir, linked_keys, logged_split_digests, note_thread_count,
@@ -34,7 +35,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", default=[],  # default: optional, not named as required
                         help="values to change, e.g. data.test_path=new.csv data.eval_batch_size=512")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run and receiving the evaluation (default: {uri})")
-    parser.add_argument("--output-dir", type=Path, default=None, help="where the evaluation writes (default: a fresh outputs/<date>/<time>)")
+    parser.add_argument("--output-dir", type=user_path, default=None, help="where the evaluation writes (default: a fresh outputs/<date>/<time>)")
     return parser.parse_intermixed_args(argv)  # overrides before, between or after the options
 
 

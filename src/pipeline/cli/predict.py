@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from pipeline.cli import user_path
+
 RUN_ID_LENGTH = 32
 
 
@@ -37,11 +39,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline-predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("model", help="an MLflow run id (or runs:/<id>/model, models:/...), a logged model's folder "
                                       "(downloaded: it holds an MLmodel file), or a checkpoint file")
-    parser.add_argument("--input", required=True, type=Path,
-                        help="what to predict: a table (.csv .tsv .parquet .feather .jsonl .xlsx, the text ones also "
-                             "compressed: .gz .bz2 .xz .zip); for a text model also a .txt "
+    parser.add_argument("--input", required=True, type=user_path,
+                        help="what to predict: a table (.csv .tsv .parquet .feather .jsonl .json .xlsx .xlsm, the text "
+                             "ones also compressed: .gz .bz2 .xz .zip .zst); for a text model also a .txt "
                              "file (a text per line), for an image model also a folder of images or one image")
-    parser.add_argument("--output", required=True, type=Path,
+    parser.add_argument("--output", required=True, type=user_path,
                         help="where to write the predictions (.csv .tsv .jsonl .parquet .xlsx; the text ones also "
                              "compressed: .csv.gz .csv.bz2 .csv.xz)")
     parser.add_argument("--keep", action="append", default=[], metavar="COLUMN",

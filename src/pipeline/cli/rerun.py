@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.cli import user_path
 from pipeline.config import ConfigError
 
 # Modules whose classes a rerun may build (a class's defining module must be one of these or below it)
@@ -176,7 +177,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", default=[],  # default: optional, not named as required
                         help="values to change, Hydra style: optimizer.lr=0.01 trainer.max_epochs=5")
     parser.add_argument("--tracking-uri", default=uri, help=f"store holding the run, and receiving the new one (default: {uri})")
-    parser.add_argument("--output-dir", type=Path, default=None,
+    parser.add_argument("--output-dir", type=user_path, default=None,
                         help="where the new run writes its config, checkpoints and plots (default: a fresh outputs/<date>/<time>)")
     return parser.parse_intermixed_args(argv)  # overrides before, between or after the options
 
