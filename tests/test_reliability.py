@@ -92,6 +92,18 @@ def test_the_environments_mlflow_variables_empty_or_naming_a_folder(store, tmp_p
     assert "data" not in result.stdout and not folder.exists()
 
 
+def test_a_failed_download_leaves_no_empty_folders_in_the_data_folder(store, tmp_path):
+    """data=mnist with no files and no network: the one-line refusal, as documented, but torchvision's download left
+    an empty MNIST/raw/ in the (shared, read-only in CI) data folder."""
+    data = tmp_path / "shared-data"
+    data.mkdir()
+    result = run_cli(["task=image_classification", "data=mnist", "trainer.max_epochs=1"], store,
+                     env={"PIPELINE_DATA_DIR": str(data)})
+    line = one_error_line(result)
+    assert "mnist: files not found" in line and "Download via torchvision failed" in line, line
+    assert list(data.iterdir()) == []
+
+
 def test_a_checkpoint_of_another_model_or_not_lightning_is_refused_before_the_run(store, tmp_path):
     other = write_checkpoint_of_another_model(tmp_path / "other")
     line = one_error_line(run_cli_in_process([f"ckpt_path={other}"], store))

@@ -369,6 +369,8 @@ class IdxImages(ImageDataModule):
                 return found
         download_error = None
         if self.download:
+            target = self.data_dir / self.torchvision_class / "raw"
+            made = [f for f in (self.data_dir, target.parent, target) if not f.exists()]  # outermost first
             try:
                 import torchvision.datasets
 
@@ -376,6 +378,11 @@ class IdxImages(ImageDataModule):
                     getattr(torchvision.datasets, self.torchvision_class)(root=str(self.data_dir), download=True)
             except Exception as error:  # offline, read-only data_dir, ...: report below
                 download_error = f"{type(error).__name__}: {error}"
+                for folder in reversed(made):  # a failed download leaves no empty folders in a shared data folder
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        pass
             else:
                 found = self._find_files(self.data_dir / self.torchvision_class / "raw")
                 if found is not None:
