@@ -1115,6 +1115,7 @@ def test_a_store_folder_with_url_characters_is_used_as_written(tmp_path):
     output = result.stdout + result.stderr
     assert "OperationalError" not in output and "sqlalche.me" not in output, output[-3000:]
     assert (folder / "mlflow.db").is_file() and not (tmp_path / "odd" / "q").exists()
+    assert sorted(p.name for p in (tmp_path / "odd").iterdir()) == [folder.name]  # no escaped twin (MLflow made one)
     uri = re.search(r"in experiment 'classification' at (sqlite:///.*)$", output, re.M).group(1)
     [run] = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("classification").experiment_id])
     assert run.info.status == "FINISHED" and (folder / "artifacts" / run.info.run_id).is_dir()

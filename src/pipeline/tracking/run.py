@@ -141,8 +141,18 @@ def open_client(tracking_uri: str):
         limit_http_retries()
     for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." is no news
         logging.getLogger(name).setLevel(logging.WARNING)
+    database = sqlite_path(tracking_uri)
+    # MLflow makes the database's folder from the URI as written, %-escapes and all: odd/q%3Fx beside odd/q?x
+    as_written = Path(tracking_uri.removeprefix("sqlite:///")).parent if database is not None else None
+    stray = [] if as_written is None or as_written == database.parent else \
+        [f for f in (as_written, *as_written.parents) if not f.exists()]
     with store_creation_lock(tracking_uri):
         client = MlflowClient(tracking_uri)  # creates (and migrates) the store's tables
+    for folder in stray:  # deepest first; only those MLflow made, while empty
+        try:
+            folder.rmdir()
+        except OSError:
+            break
     if sqlite_path(tracking_uri) is not None:
         from pipeline.sqlite import use_write_ahead_log
 
