@@ -270,6 +270,8 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     rows = list(csv.DictReader((tmp_path / "d" / "compare.csv").open()))
     assert [(r["run"], r["test/r2_ci_low"], r["test/r2"], r["test/r2_ci_high"]) for r in rows][0] == (
         "good-test", "0.301", "0.45", "0.5678")
+    header = next(csv.reader((tmp_path / "d" / "compare.csv").open()))
+    assert header.count("test/r2_ci_low") == 1, header  # the --by column was written again as test/r2's bound
 
 
 def test_compare_names_settings_every_run_sets_before_those_some_lack():

@@ -361,8 +361,9 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
     header = lead + [column for column, _ in KEY_PARAMS if column != "data"] + ["data"] + shown_metrics
     csv_header = header[: len(header) - len(shown_metrics)]
     csv_header.insert(csv_header.index("epochs") + 1, "max_epochs")
-    for name in shown_metrics:
-        csv_header += [name] + ([name + suffix for suffix in INTERVAL_SUFFIXES] if name in with_bounds else [])
+    for name in shown_metrics:  # each column once: --by test/acc_ci_low is also test/acc's bound
+        csv_header += [column for column in [name, *([name + s for s in INTERVAL_SUFFIXES] if name in with_bounds else [])]
+                       if column not in csv_header]
     rows, csv_rows = [], []
     for position, run in enumerate(ordered, start=1):
         status = run.data.tags.get("sweep.state") if run.data.tags.get("sweep.state") not in (None, "COMPLETE") else run.info.status
