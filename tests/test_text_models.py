@@ -381,6 +381,35 @@ def test_predicting_from_a_checkpoint_whose_model_folder_has_moved_is_one_error_
     assert not output.exists()
 
 
+def test_a_transformer_rebuilt_for_a_checkpoints_weights_reports_no_new_head(tmp_path):
+    """pipeline-predict <checkpoint> of a fine-tuned transformer printed transformers' LOAD REPORT, "classifier.weight
+    MISSING ... newly initialized", though the checkpoint's trained head replaces it at once. Training keeps the
+    report (its head is new); a model rebuilt for a checkpoint's weights does not print it."""
+    import logging
+
+    from pipeline.models import weights_from_checkpoint
+    from pipeline.models.transformer import PretrainedTransformer
+
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    said: list[str] = []
+
+    class Kept(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    handler = Kept(level=logging.WARNING)
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        PretrainedTransformer((16,), 3, vocab_size=40, name=str(folder), bf16=False)
+        assert any("LOAD REPORT" in line for line in said), said  # trained: its new head is news
+        said.clear()
+        with weights_from_checkpoint():
+            PretrainedTransformer((16,), 3, vocab_size=40, name=str(folder), bf16=False)
+        assert not any("LOAD REPORT" in line for line in said), said
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+
+
 def test_a_model_neither_cached_nor_downloadable_is_refused_before_any_run(store, tmp_path):
     result = run_cli(["experiment=finetune_transformer", "model.name=pipeline-tests/not-a-cached-model",
                       "data=text_tsv", f"data.path={write_sentiment_tsv(tmp_path / 'data', rows=20)}"], store,
@@ -502,7 +531,7 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     assert by_checkpoint["prediction"].astype(str).tolist() == by_mlflow["prediction"].tolist()
     assert by_checkpoint["probability_1"].to_numpy() == pytest.approx(by_mlflow["probability_1"].to_numpy(), abs=1e-6)
 
-    # empty lines keep their rows (answers pair with lines) and are named: their answer is the model's bias alone
+    # empty lines keep their rows (answers pair with lines) and are named: one answer for all, from no words
     gaps, out_gaps = tmp_path / "gaps.txt", tmp_path / "gaps.csv"
     gaps.write_text(f"{test['sentence'][0]}\n\n   \n{test['sentence'][1]}\n" + "film " * 100 + "\n")
     capsys.readouterr()
@@ -514,7 +543,7 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     assert len(answered) == 5 and answered["prediction"].astype(str).tolist()[:4:3] == by_mlflow["prediction"][:2].tolist()
     said = capsys.readouterr().err
     assert (f"Note: 2 empty texts in {gaps} (rows 1, 2; 0 is the first line): the model answered them from no words, "
-            "with its bias alone") in said
+            "the same answer for every empty text") in said
     # a text longer than max_length tokens is read up to it: said (it was cut without a word)
     assert (f"Note: 1 of the 5 texts of {gaps} is longer than the model's max_length (64 tokens, data.max_length in "
             "training): it answered from their first 64") in said, said

@@ -692,7 +692,8 @@ class EmptyTexts:
         plural = "s" if len(self.rows) > 1 else ""
         first = "line" if source.suffix.lower() == ".txt" else "data row"
         print(f"Note: {len(self.rows)} empty text{plural} in {source} (row{plural} {shown}; 0 is the first {first}): "
-              f"the model answered {'them' if plural else 'it'} from no words, with its bias alone", file=sys.stderr,
+              f"the model answered {'them' if plural else 'it'} from no words, the same answer for every empty text",
+              file=sys.stderr,
               flush=True)
 
 

@@ -7,6 +7,7 @@ num_outputs). Weights come from the Hugging Face cache (``HF_HOME``) or a local 
 """
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Optional, Sequence, Union
@@ -18,6 +19,22 @@ from torch import Tensor, nn
 HEAD_DROPOUT_KEYS = ("classifier_dropout", "seq_classif_dropout", "summary_first_dropout")
 # parameters fine-tuned without weight decay (BERT's recipe: biases and normalisation weights)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_")
+
+
+@contextlib.contextmanager
+def _load_report_quiet(quiet: bool):
+    """transformers' warnings (its load report among them) held back meanwhile, when ``quiet``."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as transformers_logging
+
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(level)
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -65,6 +82,7 @@ class PretrainedTransformer(nn.Module):
         super().__init__()
         from pipeline.config import ConfigError
         from pipeline.hub import unavailable
+        from pipeline.models import PRETRAINED_WEIGHTS
 
         if not name:
             raise ConfigError("model.name must be set: a Hugging Face model id (e.g. distilbert-base-uncased) "
@@ -90,9 +108,12 @@ class PretrainedTransformer(nn.Module):
                     if hasattr(config, key):
                         setattr(config, key, float(dropout))
             config.pad_token_id = pad_id
-            # a checkpoint fine-tuned for another number of classes gets a new head, as a base model does
-            self.network = AutoModelForSequenceClassification.from_pretrained(source, config=config,
-                                                                              ignore_mismatched_sizes=True)
+            # a checkpoint fine-tuned for another number of classes gets a new head, as a base model does; rebuilt
+            # for a checkpoint's weights (pipeline-predict, -eval), transformers' report of a head "newly initialized"
+            # is no news: the checkpoint's head replaces it
+            with _load_report_quiet(not PRETRAINED_WEIGHTS.get()):
+                self.network = AutoModelForSequenceClassification.from_pretrained(source, config=config,
+                                                                                  ignore_mismatched_sizes=True)
         except Exception as error:  # OSError: not cached / offline / no weights in the folder
             raise ConfigError(unavailable("model.name", name, error)) from None
         self.network.train()  # from_pretrained returns it in eval mode, and Lightning keeps submodules' modes
