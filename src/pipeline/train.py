@@ -595,7 +595,8 @@ def check_resume_checkpoint(ckpt_path: Optional[str], task_module, max_epochs: O
     epoch = checkpoint.get("epoch")  # from 0: the epoch the checkpoint was written in (at its end, or during it)
     if max_epochs is not None and max_epochs != -1 and isinstance(epoch, int) and epoch + 1 > max_epochs:
         raise ConfigError(f"ckpt_path={ckpt_path} was written in epoch {epoch + 1}, past trainer.max_epochs="
-                          f"{max_epochs}; resume with trainer.max_epochs>={epoch + 1} (the run's own value or more)")
+                          f"{max_epochs}; resume with trainer.max_epochs>={epoch + 1} (the epochs after it are trained up to "
+                          "that number; the run's own trainer.max_epochs goes on as planned)")
     tags = {"resumed_from_checkpoint": str(path.resolve())}
     if checkpoint.get("mlflow_run_id"):
         tags["resumed_from_run"] = str(checkpoint["mlflow_run_id"])
