@@ -479,6 +479,11 @@ def test_image_csv_lists_relative_paths_with_a_split_column(tmp_path):
     assert data.spec.class_names == ["ants", "bees"] and data.spec.input_shape == (3, 8, 8)
     assert [len(data.rows[name]) for name in ("train", "val", "test")] == [9, 1, 4]  # val rows are the test split
     assert sorted(data.rows["test"].y.tolist()) == [0, 0, 1, 1]
+    # a listing written on Windows (train\ants\0.png): the same images, not "cannot read" for every one
+    (folder / "windows.csv").write_text("\n".join(line.replace("/", "\\") for line in lines[:-1]) + "\n")
+    written = ImageCSV(path=str(folder / "windows.csv"), image_size=8, num_workers=0)
+    written.setup()
+    assert [len(written.rows[name]) for name in ("train", "val", "test")] == [9, 1, 4]
 
 
 def test_split_sizes_read_into_memory_leave_out_files_found_unreadable_while_read(tmp_path, capsys):

@@ -69,6 +69,18 @@ def decode_image_file(path: str, channels: int) -> Tensor:
 _reason = raw_inputs.reason
 
 
+
+def _posix_path(root: Path, image: str) -> str:
+    """A listing's path as written, or with its backslashes read as folder separators where it was written on Windows
+    (``train\\cats\\1.png``) and only that spelling names a file here."""
+    image = image.strip()
+    if "\\" in image and os.sep == "/" and not (root / image).exists():
+        written = image.replace("\\", "/")
+        if (root / written).exists():
+            return written
+    return image
+
+
 class ImageFileReader:
     """row -> uint8 image; the paths are one numpy string array (no Python object per file, so forked workers
     do not copy the list page by page as they touch reference counts)."""
@@ -203,7 +215,7 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         if not self.skip_bad_files:
             first = bad[0]
             # a header is read for every file first; a file cut short after its header is found only as it is decoded
-            more = f" ({len(bad)} files in all whose header cannot be read)" if len(bad) > 1 else ""
+            more = f" ({len(bad)} files in all that cannot be read)" if len(bad) > 1 else ""
             raise DataError(f"{self.row_name(first)}: cannot read the image ({problems[first]}){more}; remove or "
                             "replace it, or set data.skip_bad_files=true to leave such files out")
         for row in bad:
@@ -672,6 +684,7 @@ class ImageCSV(ImageFiles):
         for index, (image, label) in enumerate(zip(table[self.path_column], table[self.label_column])):
             if not image.strip() or not label.strip():
                 raise DataError(f"{csv}, line {index + 2}: empty {'path' if not image.strip() else 'label'}")
+        table[self.path_column] = [_posix_path(csv.parent, image) for image in table[self.path_column]]
         return table
 
     def load(self) -> LoadedData:
