@@ -124,6 +124,27 @@ def test_an_unwritable_output_folder_is_one_line(store, tmp_path):
     assert_no_run(store)
 
 
+def test_a_store_folder_that_cannot_be_written_is_one_line_before_the_data(tmp_path, monkeypatch):
+    """Started in a read-only folder, a run failed after reading its data with the store's OSError and no word of
+    the key to set; and the run folder's refusal suggested hydra.run.dir=outputs/my-run, in the same read-only
+    folder. Both name a writable place (here: the home folder, where the current one is not writable)."""
+    from pipeline.tracking import run as tracking_run
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli_in_process(["trainer.max_epochs=1", f"paths.mlruns_dir={blocker / 'mlruns'}",
+                                 f"hydra.run.dir={tmp_path / 'run'}"])
+    line = one_error_line(result)
+    assert line.startswith(f"Error: the MLflow store sqlite:///{blocker}/mlruns/mlflow.db (paths.mlruns_dir) cannot "
+                           f"be written there ({blocker} is a file); give it a writable folder, e.g. "
+                           "paths.mlruns_dir=mlruns, or log nothing with logger=none"), line
+    assert "data" not in result.stdout and not (tmp_path / "run").exists()
+    writable = os.access
+    monkeypatch.setattr(tracking_run.os, "access", lambda path, mode: Path(path) != Path.cwd() and writable(path, mode))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert tracking_run.writable_example("outputs/my-run") == f"{tmp_path}/outputs/my-run"
+
+
 # ----- crafted configs in the store cannot make pipeline-rerun run code or write elsewhere -------------------
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory):

@@ -296,8 +296,10 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
         return
     problem = _unwritable(folder)
     if problem:
+        from pipeline.tracking.run import writable_example
+
         _fail(f"{key}={folder}: cannot create the run's folder there ({problem}); choose a writable place, "
-              f"e.g. {key}=outputs/my-run", EXIT_USER_ERROR)
+              f"e.g. {key}={writable_example('outputs/my-run')}", EXIT_USER_ERROR)
 
 
 def _sweep_over_hydra(overrides: Sequence[str]) -> Optional[str]:

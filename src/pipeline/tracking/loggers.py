@@ -75,11 +75,12 @@ class MLflowLogger(Logger):
         experiment name."""
         from pipeline.errors import ConfigError
 
-        from .run import check_tracking_uri
+        from .run import check_store_folder, check_tracking_uri
 
         uri = node.get("tracking_uri")
         if uri:
             check_tracking_uri(str(uri))
+            check_store_folder(str(uri))
         name = node.get("experiment_name")
         if name is None or not str(name).strip():
             raise ConfigError("logger.mlflow.experiment_name is empty; name the experiment, e.g. "

@@ -55,6 +55,38 @@ def check_tracking_uri(tracking_uri: str) -> None:
             "or set MLFLOW_ALLOW_FILE_STORE=true to use the folder as it is")
 
 
+def writable_example(name: str) -> str:
+    """``name`` under a folder this process can write: the current one, else the home or temporary folder (a
+    read-only working directory made an example repeat the failing place)."""
+    import tempfile
+
+    for base in (Path.cwd(), Path.home(), Path(tempfile.gettempdir())):
+        if os.access(base, os.W_OK):
+            return name if base == Path.cwd() else str(base / name)
+    return name
+
+
+def check_store_folder(tracking_uri: str) -> None:
+    """A local store's folder can be made and written (started in a read-only folder, a run failed once its data was
+    read, with the store's OSError and no word of the key to set)."""
+    database = sqlite_path(tracking_uri)
+    if database is None:
+        return
+    existing = database.parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    problem = f"{existing} is a file" if not existing.is_dir() else (
+        None if os.access(existing, os.W_OK) else f"{existing} is not writable")
+    if problem is None:
+        return
+    if os.environ.get("MLFLOW_TRACKING_URI") == tracking_uri:
+        given, fix = "MLFLOW_TRACKING_URI", f"MLFLOW_TRACKING_URI=sqlite:///{writable_example('mlruns')}/mlflow.db"
+    else:
+        given, fix = "paths.mlruns_dir", f"paths.mlruns_dir={writable_example('mlruns')}"
+    raise TrackingUnavailable(f"the MLflow store {redact_text(tracking_uri)} ({given}) cannot be written there "
+                              f"({problem}); give it a writable folder, e.g. {fix}, or log nothing with logger=none")
+
+
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast when an http(s) tracking server does not answer (not after an hour of training).
     Credentials in the URI (http://user:password@host) are sent as HTTP basic auth, as MLflow does."""
