@@ -43,6 +43,10 @@ UNKNOWN_NAMES = [
     (["data=wine", "data.test_path=new.csv"], ["unknown key 'data.test_path': this data set reads its own files",
                                               "data=csv", "pipeline-predict"]),
     (["optimizer.lr=[0.1,"], ["cannot parse the override 'optimizer.lr=[0.1,'"]),
+    # a plain word with an umlaut is not "special characters" to a user: the quoting Hydra needs, written out
+    (["data=csv", "data.target=größe"], ["Hydra reads letters beyond ASCII (here ßö) only inside quotes: write "
+                                         "\"data.target='größe'\""]),
+    (["data=csv", "data.numeric=[größe,b]"], ["write \"data.numeric=['größe','b']\""]),
     # conf/data/_common.yaml is a base of the data options (Hydra's --help listed it beside them)
     (["data=_common"], ["data=_common: a base file that the data options build on", "Available: adult, breast_cancer"]),
     (["optimizer=SGD"], ["optimizer=SGD: no such option in conf/optimizer/; did you mean optimizer=sgd?"]),

@@ -455,7 +455,19 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
                     f"Available: {', '.join(options)}")
         return f"{group}={name}: no such option in conf/{group}/{suggestion} Available: {', '.join(options)}"
     if isinstance(error, OverrideParseException):
-        return (f"cannot parse the override '{error.override}': {one_line(error.message)}; "
+        override = str(error.override)
+        if not override.isascii():  # größe, dätä/ä.csv: letters Hydra's grammar takes only inside quotes
+            key, _, value = override.partition("=")
+            if value.startswith("[") and value.endswith("]"):  # a list: each item quoted, or it becomes one string
+                value = ",".join(item.strip() if item.strip()[:1] in ("'", '"') else f"'{item.strip()}'"
+                                 for item in value[1:-1].split(","))
+                value = f"[{value}]"
+            else:
+                value = f"'{value}'"
+            return (f"cannot parse the override '{override}': Hydra reads letters beyond ASCII (here "
+                    f"{''.join(sorted({c for c in override if not c.isascii()}))}) only inside quotes: write "
+                    f"\"{key}={value}\" (the double quotes keep the single ones from the shell)")
+        return (f"cannot parse the override '{override}': {one_line(error.message)}; "
                 "quote a value that holds special characters, e.g. key='a,b'")
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
