@@ -274,6 +274,23 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     assert header.count("test/r2_ci_low") == 1, header  # the --by column was written again as test/r2's bound
 
 
+def test_compare_says_data_sets_differ_only_in_keys_that_tell_them_apart():
+    """A run of data=csv beside one of data=diabetes: 'they differ in data, data.path, data.sheet, data.target_keep_values,
+    data.groups, ...', keys data=csv sets to nothing and diabetes lacks. Only keys with values that differ."""
+    from types import SimpleNamespace
+
+    from pipeline.cli.compare import keys_differing
+
+    def run(**params):
+        return SimpleNamespace(data=SimpleNamespace(params=params, tags={}))
+
+    bundled = run(**{"data": "diabetes", "data.val_fraction": "0.1"})
+    table = run(**{"data": "csv", "data.path": "/d/houses.csv", "data.sheet": "None", "data.groups": "null",
+                   "data.target_keep_values": "[]", "data.limit_rows": "None", "data.val_fraction": "0.1"})
+    assert keys_differing(table, bundled) == ["data", "data.path"]
+    assert keys_differing(run(**{**table.data.params, "data.groups": "town"}), table) == ["data.groups"]
+
+
 def test_compare_names_settings_every_run_sets_before_those_some_lack():
     """After a sweep with a searched data.batch_size, the trials' and final runs' differences (a checkpoint callback
     the trials lack) came first in key order and pushed the searched key into "and 11 more"."""

@@ -266,8 +266,12 @@ def data_key(run) -> tuple[str, ...]:
     named ``simple`` in different places are two data sets, though :func:`data_identity` shows both as ``simple``),
     the target column and what draws the splits (600 rows or 2,000 of MR validate on other rows)."""
     params = run.data.params
-    return tuple(params.get(key, "") for key in DATA_KEYS)
+    # a key a data option lacks is the same as one it sets to nothing (data.sheet of data=csv beside data=diabetes):
+    # neither tells the data sets apart
+    return tuple("" if params.get(key, "") in UNSET else params[key] for key in DATA_KEYS)
 
+
+UNSET = ("", "None", "null", "[]")
 
 # besides the data: the class binary f1 and ap are of (the run's tag, from task.positive_class or the second class
 # where it is null; a run logged before the tag existed is taken to agree), since one model scores another f1 of it
