@@ -387,7 +387,11 @@ class TextDataModule(InMemoryDataModule):
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         sampler = EpochBatchSampler(len(split), batch_size, shuffle=train, seed=self.seed, rank=rank,
                                     world_size=world_size, epoch_fn=self._epoch)
-        return DataLoader(
+        from .streaming import DeferredLoader
+
+        # deferred: Lightning creates the first epoch's iterator before it restores a resumed run's epoch, and a
+        # loader with workers prefetches (reads the epoch's order) at once: a resumed run replayed epoch 0's order
+        return DeferredLoader(DataLoader(
             TokenizedBatches(self.texts, split.x, split.y, self.tokenizer, self.pad_id),
             sampler=sampler,
             batch_size=None,  # an item is a whole batch: one encode_batch call per batch
@@ -395,7 +399,11 @@ class TextDataModule(InMemoryDataModule):
             persistent_workers=self.num_workers > 0 and train,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=quiet_worker,
-        )
+            # the loader's base seed would otherwise be drawn from the global RNG (dropout's) whenever an iterator
+            # starts: every epoch without workers, once with persistent ones, again after a resume, so a resumed run
+            # and runs with another data.num_workers trained otherwise
+            generator=torch.Generator().manual_seed(self.seed if self.seed is not None else 0),
+        ))
 
     def evaluation_batches(self, split: Split):
         """Every row of ``split`` once, in order, on one process (the run's test-set plots)."""
