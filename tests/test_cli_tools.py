@@ -155,6 +155,18 @@ def test_a_rerun_override_carries_the_keys_made_of_it(tmp_path):
     moved = apply_overrides(logged, [f"paths.data_dir={tmp_path / 'new'}", "data.path=/mine.csv"], links)
     assert (moved.data.path, moved.data.test_path) == ("/mine.csv", "/elsewhere/test.csv")
     assert apply_overrides(logged, ["seed=7"], links).data.seed == 7  # data.seed: ${seed}, a number still
+    # a run started with a relative PIPELINE_DATA_DIR (the README's ../shared/data): logged as data.data_dir is, so
+    # the override moves the data keys (data.data_dir, made absolute, was taken for a value the run set itself)
+    import os
+
+    from pipeline.config import absolute_data_paths
+
+    composed = compose(["data=adult", "paths.data_dir=../shared-data", f"paths.output_dir={tmp_path}"])
+    absolute_data_paths(composed)  # as train() does before the run is logged
+    logged = OmegaConf.create(OmegaConf.to_container(composed, resolve=True))
+    assert logged.paths.data_dir == os.path.normpath(os.path.join(os.getcwd(), "../shared-data"))
+    moved = apply_overrides(logged, [f"paths.data_dir={tmp_path / 'new'}"], links)
+    assert moved.data.path == f"{tmp_path}/new/adult/adult.data"
 
 
 def test_a_rerun_whose_overrides_are_refused_names_no_folder(two_seeds, capsys, tmp_path, monkeypatch):

@@ -52,10 +52,16 @@ def absolute_data_paths(cfg: DictConfig) -> None:
     started, before a run is built: the logged config (and ``pipeline-rerun``) then finds the files from any
     folder, and ``hydra.job.chdir=true`` (which moves the process into the run's folder) still finds them. URLs are
     left for the data module to refuse."""
+    started = Path(_working_dir())
+    paths = cfg.get("paths")
+    if isinstance(paths, DictConfig) and isinstance(paths.get("data_dir"), str) and paths.get("data_dir"):
+        # recorded as data.data_dir is (a relative PIPELINE_DATA_DIR=../shared/data was logged as written): else
+        # pipeline-rerun paths.data_dir=<new folder> took data.data_dir for one the run set itself, and read the old
+        with open_dict(paths):
+            paths.data_dir = os.path.normpath(started / Path(paths.data_dir).expanduser())
     data = cfg.get("data")
     if not isinstance(data, DictConfig):
         return
-    started = Path(_working_dir())
     for key in LOCAL_PATH_KEYS:
         if key not in data:
             continue
