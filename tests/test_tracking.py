@@ -302,6 +302,10 @@ def test_secrets_written_into_the_checkout_are_masked_in_git_diff(shared_store, 
     (checkout / "settings.py").write_text(
         'BATCH = 8\nHF_TOKEN = "hfsecrettoken5151"\nHEADERS = {"api_key": "jsonsecret3131", "name": "x"}\n'
         'CMD = "run --token=nestedsecret4 --fast"\n')
+    # a model of one's own not yet committed: its contents are in the diff (it was named only), a data file is named
+    (checkout / "extra_model.py").write_text('class Extra:\n    SCALE = 3.0\n    API_KEY = "untrackedsecret8181"\n')
+    (checkout / "rows.csv").write_text("a,b\n1,2\n")
+    secrets.append("untrackedsecret8181")
     monkeypatch.setattr(pipeline.config, "PROJECT_ROOT", checkout)
     monkeypatch.setenv("PIPELINE_STORE_WRITER", writer)
     store = in_store(shared_store, tmp_path)
@@ -320,7 +324,13 @@ def test_secrets_written_into_the_checkout_are_masked_in_git_diff(shared_store, 
                      "-tags: {}", "+# creds: password=***", "+args: --password=***", "+env: API_KEY=***",
                      '+CMD = "run --token=*** --fast"'):
             assert line in diff.splitlines(), (line, diff)
+        assert "+    SCALE = 3.0" in diff.splitlines() and '+    API_KEY = "***"' in diff.splitlines(), diff
+        assert "#   rows.csv" in diff.splitlines() and "+a,b" not in diff.splitlines(), diff
     assert not [secret for secret in secrets if secret in result.stdout + result.stderr]
+    again = tmp_path / "again"  # the commit and the logged diff make the checkout again, the untracked model too
+    subprocess.run(["git", "clone", "-q", str(checkout), str(again)], check=True)
+    subprocess.run(["git", "apply", str(store["outputs"] / "git.diff")], cwd=again, check=True)
+    assert "SCALE = 3.0" in (again / "extra_model.py").read_text()
 
 
 def test_the_store_file_alone_holds_the_run_once_the_command_returns(logged_run, tmp_path):

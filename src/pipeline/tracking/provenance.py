@@ -44,9 +44,43 @@ def git_state(root: Path) -> Optional[GitState]:
         untracked = git("ls-files", "--others", "--exclude-standard") if changed else ""
     except (OSError, subprocess.SubprocessError):
         return None
-    if untracked:
-        diff += "\n# untracked files (not in the diff):\n" + "".join(f"#   {name}\n" for name in untracked.splitlines())
+    added, named = _untracked_sources(root, untracked.splitlines())
+    diff += added
+    if named:
+        diff += "\n# untracked files (not in the diff):\n" + "".join(f"#   {name}\n" for name in named)
     return GitState(commit=commit, dirty=bool(changed.strip()), diff=redact_diff(diff))
+
+
+# untracked files whose contents go into git.diff (a model or config file of one's own, not yet committed), each up
+# to UNTRACKED_FILE_BYTES and UNTRACKED_TOTAL_BYTES in all; others (data, outputs) are named only
+SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".toml", ".json", ".cfg", ".ini", ".sh")
+UNTRACKED_FILE_BYTES, UNTRACKED_TOTAL_BYTES = 256 * 1024, 2 * 1024 * 1024
+
+
+def _untracked_sources(root: Path, names: list[str]) -> tuple[str, list[str]]:
+    """(a diff that creates the untracked source files, ``git apply`` of it included; the names of the others): a
+    model class in an untracked file was named in git.diff only, so its run could not be rebuilt from its record."""
+    added, named, total = [], [], 0
+    for name in names:
+        path = root / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        if path.suffix.lower() not in SOURCE_SUFFIXES or size > UNTRACKED_FILE_BYTES or total + size > UNTRACKED_TOTAL_BYTES:
+            named.append(name)
+            continue
+        try:  # exit 1: the files differ, as a new file does from /dev/null
+            patch = subprocess.run(["git", "diff", "--no-index", "--", "/dev/null", name], cwd=root,
+                                   capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+            patch = ""
+        if not patch:
+            named.append(name)
+            continue
+        added.append(patch)
+        total += size
+    return "".join(added), named
 
 
 def command_line(argv: Optional[list[str]] = None) -> str:
