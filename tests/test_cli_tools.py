@@ -104,6 +104,8 @@ def test_rerun_reproduces_the_test_metrics_and_names_its_source(two_seeds, tmp_p
     assert rerun.data.params["data"] == "breast_cancer"  # the option names, not class names
     assert (tmp_path / "rerun" / "checkpoints" / "last.ckpt").is_file()
     assert "torch threads" not in result.stderr  # the same environment, the same count: nothing to note
+    log = (tmp_path / "rerun" / "train.log").read_text()  # what it printed, as a pipeline-train run folder keeps it
+    assert log.startswith(f"Rerunning {source.info.run_name} ({source.info.run_id})") and "Test metrics:" in log
 
 
 def test_rerun_overrides_carry_linked_keys(two_seeds, capsys, tmp_path, monkeypatch):

@@ -617,18 +617,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         # (optimizer.lrr=1) printed "Rerunning ... into <folder>" for a folder that was then removed
         absolute_data_paths(cfg)
         validate(cfg)
-        print(f"Rerunning {run.info.run_name} ({run.info.run_id}) into {cfg.paths.output_dir}", flush=True)
-        if "sweep.state" in run.data.tags and not cfg.get("test", True):
-            print(f"Note: {run.info.run_name} is a trial of a sweep: a trial is not tested and keeps no checkpoint or "
-                  f"model, and neither does its rerun ({trial_rerun_repeats(client, run, cfg)}). A tested run with its "
-                  "checkpoint and model is the sweep's best run (tag best=true), or pipeline-train with the sweep's best "
-                  "config", flush=True)
-        note_thread_count(run.data.params.get("torch_threads"))
-        check = data_change_check(logged_split_digests(run), str(run.info.run_name or run.info.run_id),
-                                  any(o.lstrip("+~").startswith(("data.", "data=", "seed=")) for o in args.overrides),
-                                  digest_kind(run))
-        with launched_as(choices, list(args.overrides)):
-            train(cfg, callbacks=[check])
+        from pipeline.cli.train import console_copied_to
+
+        folder = Path(str(cfg.paths.output_dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        with console_copied_to(folder / "train.log"):  # what the rerun prints, kept as pipeline-train's run keeps it
+            print(f"Rerunning {run.info.run_name} ({run.info.run_id}) into {cfg.paths.output_dir}", flush=True)
+            if "sweep.state" in run.data.tags and not cfg.get("test", True):
+                print(f"Note: {run.info.run_name} is a trial of a sweep: a trial is not tested and keeps no checkpoint "
+                      f"or model, and neither does its rerun ({trial_rerun_repeats(client, run, cfg)}). A tested run "
+                      "with its checkpoint and model is the sweep's best run (tag best=true), or pipeline-train with "
+                      "the sweep's best config", flush=True)
+            note_thread_count(run.data.params.get("torch_threads"))
+            check = data_change_check(logged_split_digests(run), str(run.info.run_name or run.info.run_id),
+                                      any(o.lstrip("+~").startswith(("data.", "data=", "seed=")) for o in args.overrides),
+                                      digest_kind(run))
+            with launched_as(choices, list(args.overrides)):
+                train(cfg, callbacks=[check])
     return 0
 
 
