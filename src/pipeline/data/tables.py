@@ -802,14 +802,14 @@ def _arrow_numbers(table, path: Path):
     import pyarrow.compute as pc
     import pyarrow.types as types
 
-    for position, field in enumerate(table.schema):
-        if types.is_decimal(field.type):
-            table = table.set_column(position, field.name, pc.cast(table.column(position), pa.float64()))
-        elif types.is_duration(field.type):
+    for position, column in enumerate(table.schema):
+        if types.is_decimal(column.type):
+            table = table.set_column(position, column.name, pc.cast(table.column(position), pa.float64()))
+        elif types.is_duration(column.type):
             seconds = pc.divide(pc.cast(pc.cast(table.column(position), pa.int64()), pa.float64()),
-                                _DURATION_UNITS[field.type.unit])
-            table = table.set_column(position, field.name, seconds)
-            log.warning("%s: read the durations of column %r as seconds", path, field.name)
+                                _DURATION_UNITS[column.type.unit])
+            table = table.set_column(position, column.name, seconds)
+            log.warning("%s: read the durations of column %r as seconds", path, column.name)
     return table
 
 
