@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
@@ -68,13 +69,16 @@ def store(tmp_path) -> dict:
     }
 
 
-def store_overrides(store: dict, multirun: bool = False) -> list[str]:
+def store_overrides(store: dict, multirun: bool = False, args: Sequence[str] = ()) -> list[str]:
     """The store's folder as ``paths.mlruns_dir``: the MLflow logger's tracking URI and artifacts (and a
-    sweep's Optuna storage) follow it, whichever loggers a test picks."""
+    sweep's Optuna storage) follow it, whichever loggers a test picks. A sweep (``-m``, or an ``hparams_search=``,
+    which sweeps without it) gets the outputs folder as its sweep folder: it wrote ./multirun/ into the project."""
     out = store["outputs"]
+    sweeping = multirun or "-m" in args or "--multirun" in args or any(
+        str(a).startswith("hparams_search=") for a in args)
     return [
         f"paths.mlruns_dir={Path(store['artifacts']).parent}",
-        f"hydra.sweep.dir={out}" if multirun else f"hydra.run.dir={out}",
+        f"hydra.sweep.dir={out}" if sweeping else f"hydra.run.dir={out}",
     ]
 
 
@@ -86,7 +90,7 @@ def run_cli(args: list[str], store: dict | None = None, multirun: bool = False, 
         command.append("-m")
     command += list(args)
     if store is not None:
-        command += store_overrides(store, multirun)
+        command += store_overrides(store, multirun, args)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     full_env.update(env or {})
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
@@ -186,7 +190,7 @@ def run_cli_in_process(args: list[str], store: dict | None = None) -> subprocess
 
     from pipeline.cli.train import main
 
-    argv = ["pipeline-train", *args, *(store_overrides(store) if store is not None else [])]
+    argv = ["pipeline-train", *args, *(store_overrides(store, args=args) if store is not None else [])]
     stdout, stderr = io.StringIO(), io.StringIO()
     saved_argv, code = sys.argv, 0
     GlobalHydra.instance().clear()

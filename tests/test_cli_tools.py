@@ -243,7 +243,7 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
 
     store = new_store(tmp_path, migrated_store_db)
     client = MlflowClient(store["uri"])
-    experiment = client.create_experiment("houses")
+    experiment = client.create_experiment("houses", artifact_location=Path(store["artifacts"]).as_uri())  # not ./mlruns
 
     def fake_run(name: str, data: str, val_loss: float, test_loss: float, status: str = "FINISHED",
                  r2: tuple = (), **tags) -> str:
@@ -333,7 +333,7 @@ def test_compare_names_the_study_of_each_sweep_run(tmp_path, capsys, migrated_st
 
     store = new_store(tmp_path, migrated_store_db)
     client = MlflowClient(store["uri"])
-    experiment = client.create_experiment("tables")
+    experiment = client.create_experiment("tables", artifact_location=Path(store["artifacts"]).as_uri())  # not ./mlruns
 
     def fake_run(name: str, val_loss: float, **tags) -> None:
         run = client.create_run(experiment, run_name=name)
@@ -407,7 +407,7 @@ def test_compare_paired_tells_two_runs_on_the_same_test_rows_apart_only_where_th
 
     store = new_store(tmp_path, migrated_store_db)
     client = MlflowClient(store["uri"])
-    experiment = client.create_experiment("paired")
+    experiment = client.create_experiment("paired", artifact_location=Path(store["artifacts"]).as_uri())  # not ./mlruns
     rows = np.arange(200)
     labels = np.where(rows % 2 == 0, "no", "yes")
 
@@ -505,7 +505,7 @@ def _compare_store(tmp_path, migrated_store_db, name: str):
 
     store = new_store(tmp_path, migrated_store_db)
     client = MlflowClient(store["uri"])
-    experiment = client.create_experiment(name)
+    experiment = client.create_experiment(name, artifact_location=Path(store["artifacts"]).as_uri())  # not ./mlruns
 
     def fake_run(run_name: str, params: dict, metrics: dict) -> str:
         run = client.create_run(experiment, run_name=run_name)

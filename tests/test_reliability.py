@@ -608,8 +608,8 @@ def test_a_rerun_of_a_run_with_masked_values_says_so_or_asks_for_them(store, tmp
     assert code == 2, stdout[-2000:] + stderr[-2000:]
     assert (f"run {run.info.run_id} logged data.path masked as *** (a secret is never stored); give data.path=... "
             "to set it again") in stderr, stderr[-2000:]
-    code, stdout, stderr = rerun_cli([run.info.run_id, "--tracking-uri", store["uri"],
-                                      f"data.path={folder / 'table.csv'}"])
+    code, stdout, stderr = rerun_cli([run.info.run_id, "--tracking-uri", store["uri"], "--output-dir",
+                                      str(tmp_path / "rerun"), f"data.path={folder / 'table.csv'}"])
     assert code == 0, stdout[-2000:] + stderr[-2000:]
     assert ("Note: tags.note, logger.mlflow.run_name logged masked as *** (a secret is never stored) and kept so; "
             "give tags.note=... to set it again") in stdout, stdout[-2000:]
