@@ -127,7 +127,7 @@ def test_a_file_that_is_no_checkpoint_is_called_so(store, tmp_path):
 def test_a_run_folder_that_cannot_be_created_is_one_line(store, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = run_cli_in_process([f"hydra.run.dir={blocker}/run"])
+    result = run_cli_in_process([f"hydra.run.dir={blocker}/run", f"paths.mlruns_dir={tmp_path / 'mlruns'}"])
     refused(result, store, "hydra.run.dir", "cannot create the run's folder", "is a file")
 
 

@@ -400,7 +400,8 @@ def test_a_resume_with_another_patience_or_dropout_stops_by_the_new_patience_and
     assert run.data.tags["changed_on_resume"] == ("callbacks.early_stopping.patience 8 -> 3; model.dropout 0.0 -> 0.25 "
                                                   "after the checkpoint of epoch 3")
     assert run.data.params["callbacks.early_stopping.patience"] == "3"
-    code, stdout, stderr = rerun_cli([run.info.run_id, "--tracking-uri", store["uri"], "trainer.max_epochs=1"])
+    code, stdout, stderr = rerun_cli([run.info.run_id, "--tracking-uri", store["uri"], "trainer.max_epochs=1",
+                                      "--output-dir", str(store["tmp"] / "rerun")])
     assert code == 0, stderr[-3000:]
     assert "was resumed with other settings than it began with (callbacks.early_stopping.patience 8 -> 3" in stdout
 
