@@ -590,6 +590,7 @@ class TrackedRun:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)) for k, v in params.items()]
+
         def call() -> None:
             for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
                 self.client.log_batch(self.run_id, params=items[start : start + 100])
@@ -640,11 +641,13 @@ class TrackedRun:
     def _send_metrics(self, items: list) -> None:
         if self.failure is not None:  # after a failure, queued epochs are not sent (each would wait for retries)
             return
-        with self._outage_lock:
+        # the lock only while a server does not answer: it orders the held writes before the ones made after them
+        in_outage = self.outage_since is not None
+        with self._outage_lock if in_outage else contextlib.nullcontext():
             items, self._held = self._held + items, []
             start = 0
             try:
-                if self.outage_since is not None:  # a server that does not answer yet costs 2 s, not MLflow's retries
+                if in_outage:  # a server that does not answer yet costs 2 s, not MLflow's retries
                     check_reachable(self.tracking_uri, timeout_s=2.0)
                     while self._held_calls:  # in the order they were made
                         self._held_calls[0][1]()
@@ -653,12 +656,13 @@ class TrackedRun:
                     self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
             except Exception as error:
                 if len(items) - start <= self.OUTAGE_HELD_LIMIT and self._server_down(error):
-                    self._held = items[start:]  # the batches before it are in the store
-                    self._begin_outage(error)
+                    with self._outage_lock:
+                        self._held = items[start:]  # the batches before it are in the store
+                        self._begin_outage(error)
                     return
                 self._store_failed(self._held_calls[0][0] if self._held_calls else "logging metrics", error)
                 return
-            if self.outage_since is not None:
+            if in_outage:  # (an outage a write of another thread met meanwhile waits for the next try)
                 self.on_notice(f"MLflow tracking server {redact_text(str(self.tracking_uri))} answers again after "
                                f"{time.monotonic() - self.outage_since:.0f} s; what the run logged meanwhile is in it")
                 self.outage_since, self._outage_error = None, None
@@ -666,18 +670,20 @@ class TrackedRun:
     def write(self, what: str, call) -> None:
         """Make one write to the store (params, tags, a file); one that meets a server that does not answer is
         held, and made again with the epochs' metrics once it answers (in the order the writes were made)."""
-        with self._outage_lock:
-            if self.outage_since is not None:
-                self._held_calls.append((what, call))
-                return
-            try:
-                call()
-            except Exception as error:
-                if self._server_down(error):
+        if self.outage_since is not None:
+            with self._outage_lock:
+                if self.outage_since is not None:  # still: the metrics thread may have sent what was held meanwhile
+                    self._held_calls.append((what, call))
+                    return
+        try:  # without the lock: a write while the server answers does not wait for the metrics thread's
+            call()
+        except Exception as error:
+            if self._server_down(error):
+                with self._outage_lock:
                     self._held_calls.append((what, call))
                     self._begin_outage(error)
-                else:
-                    self._store_failed(what, error)
+            else:
+                self._store_failed(what, error)
 
     def _begin_outage(self, error: BaseException) -> None:
         self._outage_error = error
