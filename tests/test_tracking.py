@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -253,6 +254,16 @@ def test_tags_say_where_the_run_came_from(logged_run):
     assert (tags["numpy_version"], tags["sklearn_version"]) == (numpy.__version__, sklearn.__version__)
     assert {"pandas_version", "hydra_version", "omegaconf_version", "optuna_version", "torchvision_version"} <= set(tags)
     assert tags["os"] and tags["cpu"]
+    # and every installed package, as pip freeze lists them: an environment to rebuild with pip install -r
+    from importlib import metadata
+
+    environment = Path(logged_run["client"].download_artifacts(run.info.run_id, "environment.txt",
+                                                               str(logged_run["store"]["tmp"]))).read_text()
+    lines = environment.splitlines()
+    assert lines[0].startswith("# pip install -r environment.txt") and platform.python_version() in lines[0]
+    for name in ("torch", "pytorch-lightning", "mlflow", "optuna", "hydra-core", "numpy", "pyyaml"):
+        assert f"{name}=={metadata.version(name)}" in lines, name
+    assert len(lines) == len(set(lines)) > 100, len(lines)  # the whole interpreter, not the 11 libraries of the tags
     assert tags["seed"] == "42" and tags["task"] == "classification"
     contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(contexts) == {"training", "validation", "testing"}

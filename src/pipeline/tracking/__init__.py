@@ -4,8 +4,8 @@ logger of the config (``conf/logger/mlflow.yaml``, a :class:`MLflowLogger`) says
 A run records: params (the whole resolved config, flattened and redacted, plus the chosen config
 options and the overrides), per-epoch metrics, test metrics, tags (task, seed, git, command, host,
 versions), the data set digests as inputs, and artifacts: config.yaml, the best checkpoint, the model
-(``runs:/<id>/model``), the tokenizer of text tasks, plots and, when the checkout had uncommitted
-changes, git.diff.
+(``runs:/<id>/model``), the tokenizer of text tasks, plots, environment.txt (every installed package) and, when
+the checkout had uncommitted changes, git.diff.
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     from .artifacts import log_dataset_inputs
     from .run import DIGESTS_TAG, ROWS
     from .params import config_params
-    from .provenance import git_state, provenance_tags
+    from .provenance import git_state, installed_packages, provenance_tags
     from .redact import redact_tree
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -193,6 +193,7 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
         digests = log_dataset_inputs(run, datamodule, data_name)
         run.set_tags({**provenance_tags(PROJECT_ROOT, git), DIGESTS_TAG: ROWS,
                       **({"data_digest": digests["training"]} if "training" in digests else {})})
+        run.log_text(installed_packages(), "environment.txt")
         if git is not None and git.dirty:
             diff = run.output_dir / "git.diff"
             diff.write_text(git.diff)  # masked by git_state (redact_diff)

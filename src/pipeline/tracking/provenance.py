@@ -1,5 +1,5 @@
-"""Where a run came from: the code (git commit, uncommitted changes), the command, the machine and the
-library versions. Enough to tell two runs apart and to rebuild the environment of either."""
+"""Where a run came from: the code (git commit, uncommitted changes), the command, the machine, the library
+versions and every installed package (``environment.txt``). Enough to tell two runs apart and to rebuild the environment of either."""
 from __future__ import annotations
 
 import functools
@@ -105,6 +105,34 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[module] = "not installed"
     return versions
+
+
+@functools.cache
+def installed_packages() -> str:
+    """Every package this interpreter can import from, as ``pip freeze`` lists them (``name==version``, one a line,
+    sorted; where a package is installed twice on ``sys.path`` the first, the one imported), under a comment naming
+    Python and the platform. Read from the names of the ``*.dist-info`` folders (~1 ms; ``importlib.metadata``
+    reads every package's METADATA file: ~0.4 s). Names are normalised as pip compares them (``absl_py`` ->
+    ``absl-py``)."""
+    import os
+    import re
+
+    found: dict[str, str] = {}
+    for folder in sys.path:
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith(".dist-info"):
+                continue
+            project, _, version = name[:-len(".dist-info")].partition("-")
+            if project and version:
+                found.setdefault(re.sub(r"[-_.]+", "-", project).lower(), version)
+    lines = [f"# pip install -r environment.txt   (the packages of the run's interpreter: Python "
+             f"{platform.python_version()}, {platform.platform()})"]
+    lines += [f"{project}=={version}" for project, version in sorted(found.items())]
+    return "\n".join(lines) + "\n"
 
 
 @functools.cache

@@ -138,8 +138,9 @@ class StoreServer:
         log_dataset_entities(self._run(key), name, source, splits)
 
     def op_provenance(self, key: int, root: str, command: str, output_dir: Optional[str], rank_zero: bool) -> None:
-        """Git state, command, host, user and library versions as tags; git.diff when the checkout is dirty."""
-        from .provenance import git_state, provenance_tags
+        """Git state, command, host, user and library versions as tags; every installed package as environment.txt;
+        git.diff when the checkout is dirty."""
+        from .provenance import git_state, installed_packages, provenance_tags
 
         run = self._run(key)
         if not run.active:
@@ -149,6 +150,7 @@ class StoreServer:
             self.git_states[root] = git_state(Path(root))
         git = self.git_states[root]
         run.set_tags(provenance_tags(Path(root), git, command=command))
+        run.log_text(installed_packages(), "environment.txt")  # this process runs the training's interpreter
         if git is not None and git.dirty and output_dir:
             diff = Path(output_dir) / "git.diff"
             if rank_zero:
