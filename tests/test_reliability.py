@@ -556,6 +556,29 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so_in_one_line(store
     assert run.info.status == "FAILED"
 
 
+def test_a_file_size_limit_is_told_as_a_full_disk_not_as_a_bug(store, tmp_path):
+    """A write past the file-size limit (``ulimit -f``, or a FAT/exFAT disk's 4 GB) fails with EFBIG: it was an
+    "unexpected OSError" with a traceback file (exit 1), where a full disk is told in one line (exit 2)."""
+    import resource
+
+    limit = 1_000_000  # a checkpoint of this model is ~1.9 MB: the first one does not fit
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "pipeline.cli.train", "model.hidden_dims=[384,384]", "trainer.max_epochs=2",
+               "logger=none", f"hydra.run.dir={out}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                            preexec_fn=limited)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = one_error_line(result)
+    assert "file-size limit (ulimit -f)" in line and str(out / "checkpoints") in line, line
+    assert "kept there: no checkpoint" in line and "unexpected" not in result.stderr, line
+    assert not [p for p in (out / "checkpoints").iterdir() if ".tmp-" in p.name]
+
+
 # ----- secrets, shared folders, credentials in the tracking URI ------------------------------------------------
 def test_a_secret_in_the_run_or_experiment_name_is_masked_everywhere(store):
     secret = "s3cr3t-Value-8841"

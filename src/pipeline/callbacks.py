@@ -333,14 +333,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except OSError as error:
             with _ignore_missing():
                 temporary.unlink()
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            why = {errno.ENOSPC: "no space left on the device of", errno.EDQUOT: "the disk quota is used up on",
+                   errno.EFBIG: "the file is larger than the device or the file-size limit (ulimit -f) allows in",
+                   errno.EACCES: "no permission to write in", errno.EPERM: "the system does not allow writing in",
+                   errno.EROFS: "read-only file system:"}.get(error.errno)
+            if why is not None:
                 # a best-epochNNN file is new (the previous best has another name); last.ckpt is replaced
                 kept = sorted(p.name for p in target.parent.glob("*.ckpt"))
                 last = target.parent / "last.ckpt"
                 resume = f"; resume with ckpt_path={last}" if last.exists() else ""
-                raise StorageFull(f"no space left on the device of {target.parent} while writing {target.name}; "
+                raise StorageFull(f"{why} {target.parent} while writing {target.name} ({error.strerror}); "
                                   f"kept there: {', '.join(kept) or 'no checkpoint'}{resume}. Free space or set "
-                                  "hydra.run.dir to another disk") from None
+                                  "hydra.run.dir to another place") from None
             raise
         except BaseException:
             with _ignore_missing():

@@ -141,10 +141,12 @@ def report_errors():
     except OSError as error:
         if _full_error_wanted():
             raise
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is the user's to fix, not a bug
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # a full disk is the user's to fix, not a bug
             where = f" ({error.filename})" if error.filename else ""
-            _fail(f"no space left on the device{where}; free space or write elsewhere (hydra.run.dir=..., "
-                  "paths.mlruns_dir=...)", EXIT_USER_ERROR)
+            what = ("a file larger than the device or the file-size limit (ulimit -f) allows" if error.errno ==
+                    errno.EFBIG else "no space left on the device")
+            _fail(f"{what}{where}; free space or write elsewhere (hydra.run.dir=..., paths.mlruns_dir=...)",
+                  EXIT_USER_ERROR)
         if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and error.filename:
             _fail(f"cannot write {error.filename} ({error.strerror}); choose a writable place "
                   "(hydra.run.dir=..., paths.mlruns_dir=...)", EXIT_USER_ERROR)
