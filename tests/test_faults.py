@@ -222,6 +222,17 @@ def test_a_run_resumed_from_its_last_epoch_keeps_its_best_validation_value(store
     full, again = sorted(runs_in(store), key=lambda run: run.info.start_time)
     assert again.data.metrics["val/loss_best"] == full.data.metrics["val/loss_best"]
     assert again.data.metrics["test/acc"] == full.data.metrics["test/acc"]
+    # and its history: the saved run's epochs, copied as a resume mid-training copies them (it had none: no epoch
+    # starts, so the copy at the start of training never ran)
+    assert "nothing left to train" in resumed.stdout, resumed.stdout[-2000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    for key in ("train/loss", "val/loss", "val/acc"):
+        history = [(m.step, m.value) for m in client.get_metric_history(again.info.run_id, key)]
+        assert history == [(m.step, m.value) for m in client.get_metric_history(full.info.run_id, key)], key
+        assert len(history) == 4, (key, history)
+    assert again.data.tags["epochs_from_checkpoint"] == "1-4"
 
 
 def test_a_checkpoint_of_another_seed_or_other_rows_is_refused_and_a_multirun_job_is_told_to_resume_alone(store, tmp_path):

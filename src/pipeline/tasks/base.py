@@ -197,6 +197,16 @@ class TaskModule(pl.LightningModule):
     def on_train_end(self) -> None:
         self._send_to_loggers()  # a last validation without a training epoch end after it (a stop mid-epoch)
 
+    def on_fit_end(self) -> None:
+        # a checkpoint of a run that had trained every epoch (its Ctrl-C came while it tested or logged): Lightning
+        # trains nothing and skips on_train_start, and the resumed run had none of its epochs
+        if getattr(self, "_resumed_history", None):
+            if self.trainer.is_global_zero:
+                print(f"Note: the checkpoint had trained all {self.trainer.current_epoch} epochs "
+                      f"(trainer.max_epochs={self.trainer.max_epochs}): nothing left to train; its model is tested "
+                      "and logged, with the saved run's epochs", flush=True)
+            self._log_epochs_before_resume()
+
     # ----- epoch values: to the callbacks and the loggers --------------------------------------------------
     # Each `self.log` costs ~0.5 ms of Lightning's result bookkeeping, and every read of
     # `trainer.callback_metrics` recomputes all logged values; on a tabular epoch of ~10 ms that was a third of
