@@ -389,6 +389,45 @@ def test_checkpoint_with_a_pickled_object_is_refused(store):
         torch.load(evil, weights_only=True)
 
 
+def _flip_weight_bytes(path: Path) -> None:
+    """Flip bytes inside the first tensor's data of a checkpoint (a zip of stored, uncompressed parts), as a failing
+    disk would: the file still loads with torch.load, which checks no CRC."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 64)
+    with open(path, "r+b") as file:
+        file.seek(info.header_offset + 26)
+        name_length, extra_length = np.frombuffer(file.read(4), dtype="<u2")
+        start = info.header_offset + 30 + int(name_length) + int(extra_length)
+        file.seek(start)
+        data = bytearray(file.read(32))
+        file.seek(start)
+        file.write(bytes(b ^ 0x5A for b in data))
+
+
+def test_a_checkpoint_with_flipped_bits_is_refused_by_resume_and_evaluation(store, tmp_path):
+    """A checkpoint damaged on disk (flipped bits in its weights) resumed with rc 0 and no word: torch.load checks
+    no CRC, so the run went on from other weights than were saved."""
+    first = run_cli(TRAINING, store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = store["outputs"] / "checkpoints" / "last.ckpt"
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(last.read_bytes())
+    _flip_weight_bytes(damaged)
+    torch.load(damaged, weights_only=True)  # loads: the damage is silent there
+    resumed = run_cli([*TRAINING, f"ckpt_path={damaged}"], dict(store, outputs=tmp_path / "resumed"))
+    line = single_error_line(resumed.stderr)
+    assert resumed.returncode == 2 and f"ckpt_path={damaged} is damaged" in line and "checksum" in line, line
+    assert len(runs_in(store)) == 1  # refused before a run
+    # pipeline-eval of a checkpoint in a run folder reads it the same way
+    copy = store["outputs"] / "checkpoints" / "damaged.ckpt"
+    copy.write_bytes(damaged.read_bytes())
+    evaluated = run_cli([str(copy), "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "eval")],
+                        module="pipeline.cli.eval")
+    assert evaluated.returncode == 2 and "is damaged" in evaluated.stderr, evaluated.stderr[-3000:]
+
+
 def test_every_checkpoint_load_in_the_project_is_weights_only():
     """A guard for code added later: every torch.load, load_from_checkpoint and Trainer call given a
     ckpt_path passes weights_only=True."""
