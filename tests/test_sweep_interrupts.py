@@ -4,6 +4,7 @@ workers share the sweep tests' time)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from conftest import PROJECT_ROOT, run_cli
+from conftest import PROJECT_ROOT, run_cli, runs_in
 from test_sweep import parent_and_children, study_trials, sweep_store
 
 @pytest.mark.slow
@@ -368,3 +369,69 @@ def test_a_worker_still_starting_when_the_trials_end_is_not_waited_for(tmp_path)
     assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
     assert "the trials ended before sweep-worker-1 started: stopped" in output, output[-3000:]
     assert [t.state for t in study_trials(storage, "quick")] == [TrialState.COMPLETE]
+
+
+def _spawned_worker(parent: int) -> int | None:
+    """The pid of the sweep's spawned worker (``multiprocessing.spawn``'s child of ``parent``), or None."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in command:
+            return int(entry)
+    return None
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_leaves_a_whole_sweep_with_its_best_run(tmp_path):
+    """kill -9 of an n_jobs=2 sweep's second worker (the out-of-memory killer) while it trained: its trial was run
+    again and every trial ended, but the command failed (exit 2, "sweep-worker-1 stopped with an error (see the log
+    above)", with nothing above but the store-writer's BrokenPipeError traceback), its parent run FAILED and no best
+    run was trained. Now the sweep ends as a sweep does, saying which worker was killed."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hparams_search=classification_optuna", "trainer.max_epochs=1000", "data.limit_rows=240",
+            "data.batch_size=32", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none",
+            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.study_name=oom", f"hydra.sweeper.storage={storage}",
+            f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={store['outputs']}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    import threading
+
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
+    reader.start()
+    killed = None
+
+    def kill_worker_1() -> None:
+        nonlocal killed
+        assert sweep.poll() is None, "".join(lines)[-3000:]
+        time.sleep(2)  # worker 1 is training its trial, its run recorded
+        killed = _spawned_worker(sweep.pid)
+        assert killed is not None, "".join(lines)[-3000:]
+        os.kill(killed, signal.SIGKILL)
+        sweep.wait(timeout=300)
+
+    output = interrupted_once(sweep, lines, reader, "(worker 1)", 0.1, kill_worker_1)
+    assert sweep.returncode == 0, output[-4000:]
+    assert "sweep-worker-1 was killed (SIGKILL) while the sweep ran" in output, output[-4000:]
+    assert "Traceback" not in output and "BrokenPipeError" not in output, output[-4000:]
+    trials = study_trials(storage, "oom")
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4, [(t.number, t.state) for t in trials]
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1
+    runs = runs_in(store, "oom") or runs_in(store)
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"], [(r.info.run_name, r.info.status) for r in runs]
+    [parent] = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    assert parent.info.status == "FINISHED"
+    [best] = [r for r in runs if r.data.tags.get("best") == "true"]
+    assert best.info.status == "FINISHED" and "test/acc" in best.data.metrics
+    dead = [r for r in runs if r.info.status == "KILLED"]
+    assert len(dead) == 1 and dead[0].data.tags.get("sweep.state") == "FAIL", dead
+    assert re.search(r"the worker running this trial died|ended without ending the run", dead[0].data.tags["error"])

@@ -24,7 +24,8 @@ from pipeline.errors import (EXIT_INTERRUPTED, USER_ERRORS, NonFiniteLossError, 
                              sigterm_as_interrupt)
 from pipeline.tracking import find_mlflow_logger
 from pipeline.tracking.redact import redact_override, redact_text
-from pipeline.tracking.sweeps import remember_uri, retire_best_runs, tag_run, trials_with_final_runs
+from pipeline.tracking.sweeps import (close_runs_of_dead_processes, remember_uri, retire_best_runs, tag_run,
+                                      trials_with_final_runs)
 from pipeline.train import PreparedData, train
 
 from .job import run_trial_job
@@ -100,9 +101,27 @@ def run_workers(settings: SweepSettings, hydra_context, base_config: DictConfig)
     finally:
         for process in others:
             process.join()
-    crashed = [p.name for p in others if p.exitcode != 0 and p.name not in unstarted]
+    ended = [p for p in others if p.exitcode != 0 and p.name not in unstarted]
+    if any(p.exitcode < 0 for p in ended):
+        close_runs_of_dead_processes(_tracking_uri(base_config))
+    for process in ended:
+        if process.exitcode < 0 or process.exitcode == EXIT_INTERRUPTED:
+            # killed (the out-of-memory killer, kill -9) or stopped alone by a signal: its trial was failed and run
+            # again by the other workers (heartbeats), so the study is whole and the sweep goes on to its end
+            how = (f"was killed ({_signal_name(-process.exitcode)})" if process.exitcode < 0 else
+                   "was stopped (SIGTERM or Ctrl-C to it alone)")
+            log.warning("%s %s while the sweep ran; the trial it was training was run again by another worker",
+                        process.name, how)
+    crashed = [p.name for p in ended if p.exitcode > 0 and p.exitcode != EXIT_INTERRUPTED]
     if crashed:
         raise SweepError(f"{', '.join(crashed)} stopped with an error (see the log above)")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def worker_process(payload: bytes, index: int, threads: int, started=None) -> None:

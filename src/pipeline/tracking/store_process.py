@@ -294,7 +294,10 @@ def main() -> None:
     lanes.close()
     server.close()
     close_write_ahead_logs()
-    answers.close()
+    try:
+        answers.close()  # flushes what is left: a training process killed (kill -9) no longer reads it
+    except (BrokenPipeError, OSError, ValueError):
+        pass
     # everything is in the store (committed, files closed): skip the interpreter's teardown of MLflow, SQLAlchemy
     # and torch (and their exit handlers), 2-3 s the training command would otherwise wait for at its exit
     sys.stdout.flush()

@@ -157,6 +157,17 @@ def tag_run(tracking_uri: Optional[str], run_id: Optional[str], tags: Mapping[st
         log.warning("could not tag MLflow run %s: %s", run_id, error)
 
 
+def close_runs_of_dead_processes(tracking_uri: Optional[str]) -> None:
+    """Runs left RUNNING by processes that died are marked KILLED now (a sweep's worker killed before its study knew
+    its trial's run: the store-writer was still starting the run), rather than by the next command."""
+    if not tracking_uri:
+        return
+    try:
+        store_calls(_unmasked(tracking_uri), [("close_orphans", (), {})])
+    except Exception as error:
+        log.warning("could not close the runs of processes that died: %s", error)
+
+
 def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], keep_trials: list[int]) -> None:
     """Once a sweep has trained its best trials again: the runs under its parent run tagged ``best=true`` that are
     not the finished final run of a trial in ``keep_trials`` (a trial no longer among the best; a final run that
