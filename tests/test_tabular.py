@@ -2198,3 +2198,41 @@ def test_test_rows_without_a_class_are_said_with_what_the_macro_metrics_average(
     finished_run(store, result)
     assert ("Note: the test rows hold no example of 1 of the 3 classes (mid): test/f1 averages over the classes "
             "predicted or present, test/auroc and test/ap over the 2 present") in result.stdout, result.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def odd_names_run(tmp_path_factory, migrated_store_db):
+    """A checkpoint of a model that reads the columns ``my col`` and ``k=v``."""
+    folder = tmp_path_factory.mktemp("odd_names")
+    store = new_store(folder, migrated_store_db)
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"my col": np.round(rng.normal(size=120), 3), "k=v": np.round(rng.normal(size=120), 3)})
+    rows["label"] = np.where(rows["my col"] + rows["k=v"] > 0, "yes", "no")
+    train = folder / "train.csv"
+    rows.to_csv(train, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={train}", "data.target=label", "trainer.max_epochs=1",
+                                 "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = folder.glob("outputs*/checkpoints/best-*.ckpt")
+    return {"checkpoint": checkpoint, "rows": rows, "folder": folder}
+
+
+def test_a_column_the_model_reads_written_otherwise_gets_the_nearest_name_and_a_pasteable_rename(odd_names_run):
+    """The file's ``My Col`` for the model's ``my col``: the refusal said ``--rename COLUMN=my col``, which names no
+    column and cannot be pasted (the space splits it)."""
+    import shlex
+
+    folder, rows = odd_names_run["folder"], odd_names_run["rows"]
+    written = folder / "written_otherwise.csv"
+    rows.rename(columns={"my col": "My Col"}).to_csv(written, index=False)
+    output = folder / "predictions.csv"
+    common = [str(odd_names_run["checkpoint"]), "--input", str(written), "--output", str(output)]
+    code, _, stderr = predict_cli(common)
+    line = error_line(stderr)
+    assert code == 2 and "has no column 'my col'" in line and "did you mean 'My Col'?" in line, line
+    flag = shlex.quote("--rename=My Col=my col")
+    assert flag in line, line
+    assert not output.exists()
+    code, _, stderr = predict_cli([*common, *shlex.split(flag)])  # pasted as the refusal gives it
+    assert code == 0, stderr[-2000:]
+    assert len(pd.read_csv(output)) == len(rows)

@@ -715,13 +715,33 @@ def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> Non
 
         raise PredictError(f"--input {args.input} has no column {', '.join(map(repr, absent))}, which the model reads "
                            f"(it reads {', '.join(predictor.columns)})"
-                           + (separator_hint(columns, flags=True) or header_hint(columns, flags=True) or
+                           + (_nearest_renames(absent, columns, predictor) or
+                              separator_hint(columns, flags=True) or header_hint(columns, flags=True) or
                               f"; its columns{' after --rename' if args.rename else ''} are {columns}: --rename COLUMN={absent[0]} reads one of them as "
                               f"{absent[0]!r}" + ("; or add it: empty cells count as missing"
                                                   if predictor.accepts_missing and predictor.reads == "rows" else "")))
     unknown = [c for c in args.keep if c not in columns]
     if unknown:
         raise PredictError(f"--keep {', '.join(unknown)}: not a column of {args.input}; its columns are {columns}")
+
+
+def _nearest_renames(absent: list[str], columns: list[str], predictor: Predictor) -> str:
+    """``; did you mean 'My Col'? '--rename=My Col=my col' reads it as 'my col'`` for the columns the model reads
+    that the input writes otherwise (another case, a small typo), the flags quoted for a shell; else ``""``."""
+    import shlex
+
+    from pipeline.data.tabular import _nearest_name, nearest_column
+
+    others = [c for c in columns if c not in predictor.columns]  # a column the model reads is not renamed away
+    pairs = [(close, name) for name in absent if (close := nearest_column(name, others)) is not None]
+    if not pairs:
+        return ""
+    flags = " ".join(shlex.quote(f"--rename={column}={name}") for column, name in pairs)
+    if len(pairs) == 1:
+        [(column, name)] = pairs
+        return f"{_nearest_name(name, others)} {flags} reads it as {name!r}"
+    return (f"; did you mean {', '.join(f'{column!r} for {name!r}' for column, name in pairs)}? {flags} read them "
+            "under the model's names")
 
 
 def _predict(predictor: Predictor, batch, source: Path):

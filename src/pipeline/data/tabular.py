@@ -863,13 +863,19 @@ def _choice(key: str, value: str, allowed) -> None:
         raise DataError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
 
 
-def _nearest_name(name: str, columns: list[str]) -> str:
-    """``; did you mean 'Survived'?`` for a column name written with another case or a small typo; else ``""``."""
+def nearest_column(name: str, columns: list[str]) -> Optional[str]:
+    """The column of ``columns`` that ``name`` is written otherwise (another case or a small typo); else None."""
     import difflib
 
     by_case = [c for c in columns if str(c).casefold() == str(name).casefold()]
     close = by_case or difflib.get_close_matches(str(name), [str(c) for c in columns], n=1, cutoff=0.75)
-    return f"; did you mean {close[0]!r}?" if close and close[0] != name else ""
+    return close[0] if close and close[0] != name else None
+
+
+def _nearest_name(name: str, columns: list[str]) -> str:
+    """``; did you mean 'Survived'?`` for a column name written with another case or a small typo; else ``""``."""
+    close = nearest_column(name, columns)
+    return f"; did you mean {close!r}?" if close is not None else ""
 
 
 def _row_hashes(frame) -> np.ndarray:
