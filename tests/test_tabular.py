@@ -2236,3 +2236,34 @@ def test_a_column_the_model_reads_written_otherwise_gets_the_nearest_name_and_a_
     code, _, stderr = predict_cli([*common, *shlex.split(flag)])  # pasted as the refusal gives it
     assert code == 0, stderr[-2000:]
     assert len(pd.read_csv(output)) == len(rows)
+
+
+def test_rename_splits_a_name_holding_an_equals_sign_where_the_input_has_the_column(odd_names_run):
+    """The model's ``k=v`` written ``K=V`` in the file: ``--rename K=V=k=v`` split at its first ``=`` and said
+    ``'K' is not a column``; it splits where the left side is a column of the input (then where the right side is
+    one the model reads), and an item that still reads two ways is refused with the quoted way to write it."""
+    import shlex
+
+    folder, rows = odd_names_run["folder"], odd_names_run["rows"]
+    written = folder / "equals_otherwise.csv"
+    upper = rows.rename(columns={"k=v": "K=V"})
+    upper.to_csv(written, index=False)
+    output = folder / "equals_predictions.csv"
+    common = [str(odd_names_run["checkpoint"]), "--input", str(written), "--output", str(output)]
+    code, _, stderr = predict_cli([*common, "--rename", "K=V=k=v", "--keep", "K=V"])
+    assert code == 0, stderr[-2000:]
+    answered = pd.read_csv(output)
+    assert len(answered) == len(rows) and answered["k=v"].tolist() == rows["k=v"].tolist()
+    # a column 'K' as well: 'K' as 'V=k=v' or 'K=V' as 'k=v'; only 'k=v' is the model's
+    upper.assign(K=1.0, x=2.0, **{"x=y": 3.0}).to_csv(written, index=False)
+    code, _, stderr = predict_cli([*common, "--rename", "K=V=k=v"])
+    assert code == 0, stderr[-2000:]
+    code, _, stderr = predict_cli([*common, "--rename", "K=V=k=v", "--rename", "x=y=z"])
+    line = error_line(stderr)
+    assert code == 2 and "--rename x=y=z reads two ways, 'x' as 'y=z' or 'x=y' as 'z'" in line, line
+    flag = shlex.quote('--rename="x=y"=z')
+    assert line.endswith(flag), line
+    code, _, stderr = predict_cli([*common, "--rename", "K=V=k=v", *shlex.split(flag), "--keep", "z"])
+    assert code == 0 and pd.read_csv(output)["z"].eq(3.0).all(), stderr[-2000:]
+    code, _, stderr = predict_cli([*common, "--rename", "Q=R=k=v"])
+    assert code == 2 and "none of 'Q', 'Q=R', 'Q=R=k' is a column of" in error_line(stderr), stderr[-2000:]

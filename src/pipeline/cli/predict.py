@@ -51,7 +51,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--rename", action="append", default=[], metavar="COLUMN=NAME",
                         help="read a table input's COLUMN as the model's column NAME (e.g. comment=review when the "
                              "new file names its texts otherwise); repeat for more. A column the model reads, renamed "
-                             "to a --keep name, is kept as a copy under that name")
+                             "to a --keep name, is kept as a copy under that name. A name holding '=' (K=V=k=v) is "
+                             "split where COLUMN is a column of the input (then where NAME is one the model reads); "
+                             "when that leaves two ways, write COLUMN in double quotes: '--rename=\"K=V\"=k=v'")
     parser.add_argument("--threshold", type=float, default=None, metavar="P",
                         help="a binary model's cut-off: its positive class (task.positive_class; by default the "
                              "second in sorted order) when its probability is at least P (default: the more "
@@ -81,19 +83,82 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--skip-rows must be 0 or more")
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error(f"--threshold {args.threshold:g}: a probability strictly between 0 and 1")
-    renames = {}
+    renames, args.rename_pending = {}, []
     for item in args.rename:
-        column, _, name = (part.strip() for part in item.partition("="))
-        if not column or not name:
+        splits = _rename_splits(item)
+        if not splits:
             parser.error(f"--rename {item}: write it COLUMN=NAME (the input's column, then the model's)")
-        if column in renames or name in renames.values():
-            parser.error(f"--rename {item}: {column if column in renames else name} is renamed twice")
-        renames[column] = name
+        if len(splits) > 1:  # a name holding '=': split once the input's columns are known
+            args.rename_pending.append(item)
+            continue
+        try:
+            _add_rename(renames, item, *splits[0])
+        except ValueError as error:
+            parser.error(str(error))
     args.rename = renames
     # --keep may name a renamed column by either name; the output has it under the model's
     args.keep = list(dict.fromkeys(renames.get(c, c) for c in (c.strip() for item in args.keep for c in item.split(","))
                                    if c))  # a column named twice is kept once
     return args
+
+
+def _rename_splits(item: str) -> list[tuple[str, str]]:
+    """The ways ``--rename item`` reads as (the input's column, the model's name): one per ``=`` in it whose sides
+    are both names, or the one after a COLUMN written in double quotes (``"a=b"=c``)."""
+    text = item.strip()
+    if text.startswith('"') and '"=' in text[1:]:
+        column, name = text[1:].split('"=', 1)
+        name = name.strip()
+        if len(name) > 1 and name[0] == name[-1] == '"':
+            name = name[1:-1]
+        return [(column, name)] if column and name else []
+    splits = [(item[:i].strip(), item[i + 1:].strip()) for i, mark in enumerate(item) if mark == "="]
+    return [(column, name) for column, name in splits if column and name]
+
+
+def _add_rename(renames: dict, item: str, column: str, name: str) -> None:
+    if column in renames or name in renames.values():
+        raise ValueError(f"--rename {item}: {column if column in renames else name} is renamed twice")
+    renames[column] = name
+
+
+def _resolve_renames(predictor: "Predictor", args: argparse.Namespace, decimal: str) -> None:
+    """Splits each ``--rename`` item holding more than one ``=`` (``K=V=k=v``) where its left side is a column
+    of the input (and, when several are, where its right side is a column the model reads), reading the input's
+    header for its columns; refuses an item that splits no such way, or still more than one."""
+    import shlex
+
+    from pipeline.data.tables import iter_table
+
+    batches = iter_table(args.input, 1, args.format, args.sep, encoding=args.encoding, decimal=decimal, flags=True,
+                         names=predictor.file_columns, sheet=args.sheet, skip_rows=args.skip_rows,
+                         target=predictor.file_target)
+    try:
+        first = next(batches, None)
+    finally:
+        batches.close()
+    columns = [str(c) for c in first.columns] if first is not None else []
+    resolved = {}
+    for item in args.rename_pending:
+        splits = _rename_splits(item)
+        found = [(column, name) for column, name in splits if column in columns]
+        if len(found) > 1:
+            found = [(column, name) for column, name in found if name in predictor.columns] or found
+        if not found:
+            raise PredictError(f"--rename {item}: none of {', '.join(repr(c) for c, _ in splits)} is a column of "
+                               f"{args.input}; its columns are {columns}")
+        if len(found) > 1:
+            ways = " or ".join(f"{column!r} as {name!r}" for column, name in found)
+            flags = " or ".join(shlex.quote('--rename="%s"=%s' % split) for split in found)
+            raise PredictError(f"--rename {item} reads two ways, {ways}: write the input's column in double quotes "
+                               f"to say which: {flags}")
+        try:
+            _add_rename(args.rename, item, *found[0])
+        except ValueError as error:
+            raise PredictError(str(error)) from None
+        resolved[found[0][0]] = found[0][1]
+    args.rename_pending = []
+    args.keep = list(dict.fromkeys(resolved.get(c, c) for c in args.keep))
 
 
 # ----- loading the model -----------------------------------------------------------------------------
@@ -408,7 +473,8 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
 
     source = args.input
     [column] = predictor.columns if predictor.reads != "rows" else [None]
-    if args.rename and (source.is_dir() or (source.suffix.lower() == ".txt" and args.format is None)):
+    if (args.rename or args.rename_pending) and (source.is_dir() or (source.suffix.lower() == ".txt" and
+                                                                  args.format is None)):
         raise PredictError(f"--rename: --input {source} is a {'folder' if source.is_dir() else '.txt file'}, "
                            "which has no columns to rename; it renames the columns of a table")
     if source.is_dir():
@@ -450,9 +516,11 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             lines.pop()  # the newline that ends the last line
         yield from _one_column(column, lines, args)
         return
+    decimal = args.decimal or predictor.decimal
+    if args.rename_pending:
+        _resolve_renames(predictor, args, decimal)
     original = {name: column for column, name in args.rename.items()}
     required = [original.get(c, c) for c in predictor.columns]  # as the file names them
-    decimal = args.decimal or predictor.decimal
     # kept columns the model does not read are copied as written (ids with leading zeros, codes)
     text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns
                     and original.get(c, c) not in predictor.columns]
