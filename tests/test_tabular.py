@@ -1416,8 +1416,9 @@ def test_a_class_only_in_the_test_file_is_refused_not_added_to_the_model(store):
 
 
 def test_metrics_undefined_on_the_test_rows_are_left_out_and_said_not_logged_as_0(store):
-    """A test file of one class has no auroc (it needs both classes) nor ap (1 whatever the model); test targets that
-    do not vary have no r2. They used to be logged as 0.0, which reads as the worst model there is."""
+    """A test file of one class has no auroc (it needs both classes) nor ap (1 whatever the model), nor f1 when no
+    row is predicted positive (0/0); test targets that do not vary have no r2. They used to be logged as 0.0, which
+    reads as the worst model there is."""
     rng = np.random.default_rng(0)
     train, test = store["tmp"] / "two.csv", store["tmp"] / "only_no.csv"
     x = rng.normal(size=200)
@@ -1427,13 +1428,14 @@ def test_metrics_undefined_on_the_test_rows_are_left_out_and_said_not_logged_as_
                       "data.target=y", "trainer.max_epochs=3", "optimizer.lr=0.05", *SHORT_RUN], store)
     run = finished_run(store, result)
     metrics = run.data.metrics
-    assert metrics["test/acc"] > 0.8 and "test/acc_ci_low" in metrics and "test/f1" in metrics, metrics
-    assert not [k for k in metrics if k.startswith(("test/auroc", "test/ap"))], metrics
+    assert metrics["test/acc"] == 1.0 and "test/acc_ci_low" in metrics, metrics  # no row predicted positive
+    assert not [k for k in metrics if k.startswith(("test/auroc", "test/ap", "test/f1"))], metrics
     assert "val/auroc" in metrics  # the validation split holds both classes
     output = result.stdout + result.stderr
-    assert "Note: test/ap, test/auroc not logged: undefined on these test rows (ap needs rows of both classes, or " \
-        "of two classes at least: on rows of one class it is 1 whatever the model; auroc needs rows of both " \
-        "classes, or of two classes at least)" in output, output[-3000:]
+    assert "Note: test/ap, test/auroc, test/f1 not logged: undefined on these test rows (ap needs rows of both " \
+        "classes, or of two classes at least: on rows of one class it is 1 whatever the model; auroc needs rows of " \
+        "both classes, or of two classes at least; binary f1 needs a row of the positive class or a prediction of " \
+        "it: with neither it is 0/0)" in output, output[-3000:]
     assert "test/auroc=" not in output and "test/acc=" in output
     # every test row positive: ap was 1.0 [1.0, 1.0] whatever the model scored (a 3-class model's too)
     import torch
@@ -1457,6 +1459,53 @@ def test_metrics_undefined_on_the_test_rows_are_left_out_and_said_not_logged_as_
     output = result.stdout + result.stderr
     assert "Note: test/r2 not logged: undefined on these test rows (r2 needs targets that vary)" in output
     assert "test/r2=" not in output and "test/rmse=" in output, output[-2000:]
+
+
+def test_binary_f1_without_a_positive_row_or_prediction_is_left_out_and_said_not_logged_as_0(store):
+    """Test rows without a positive and a model predicting none: f1 is 0/0, and was logged and printed as
+    ``test/f1=0.0000 [0.0000, 0.0000]`` beside ap and auroc, said undefined; it is left out and said as they are,
+    and pipeline-eval and pipeline-compare take the run without it. f1 where it is defined is what it was."""
+    rng = np.random.default_rng(0)
+    rare = store["tmp"] / "rare.csv"
+    y = np.zeros(5000, dtype=int)
+    y[17] = 1
+    pd.DataFrame({"a": rng.normal(size=5000), "b": rng.normal(size=5000), "y": y}).to_csv(rare, index=False)
+    result = run_cli(["task=classification", "data=csv", f"data.path={rare}", "data.target=y", "trainer.max_epochs=2",
+                      *SHORT_RUN], store)
+    run = finished_run(store, result)
+    metrics = run.data.metrics
+    assert metrics["test/acc"] == 1.0 and not [k for k in metrics if k.startswith("test/f1")], metrics
+    assert "val/f1" in metrics  # validation counts an undefined metric as 0, as before
+    output = result.stdout + result.stderr
+    assert "Note: test/ap, test/auroc, test/f1 not logged: undefined on these test rows (" in output, output[-3000:]
+    assert "binary f1 needs a row of the positive class or a prediction of it: with neither it is 0/0" in output
+    assert "test/f1=" not in output and "test/acc=1.0000" in output, output[-3000:]
+    from pipeline.cli.compare import main as compare
+
+    code, stdout, stderr = eval_cli([run.info.run_id, "--tracking-uri", store["uri"], "--output-dir",
+                                     str(store["tmp"] / "evaluation")])
+    assert code == 0 and "test/f1=" not in stdout and "test/f1 not logged" in stdout, stdout[-2000:] + stderr[-2000:]
+    [evaluation] = [r for r in runs_in(store) if r.data.tags.get("evaluation_of") == run.info.run_id]
+    assert "test/acc" in evaluation.data.metrics and "test/f1" not in evaluation.data.metrics
+    code, stdout, stderr = _cli(compare, ["--tracking-uri", store["uri"], "--output", str(store["tmp"] / "cmp")])
+    assert code == 0, stderr[-2000:]
+    code, stdout, stderr = _cli(compare, ["--paired", run.info.run_id, run.info.run_id, "--tracking-uri", store["uri"]])
+    assert code == 0 and "acc" in stdout, stdout[-2000:] + stderr[-2000:]
+
+    # f1 where it is defined: 2 TP / (2 TP + FP + FN), as before and as scikit-learn's, also on the bootstrap's rows
+    import torch
+    from sklearn.metrics import f1_score
+
+    from pipeline.tasks.intervals import binary as weighted_binary
+    from pipeline.tasks.metrics import binary
+
+    scores, targets = rng.random(200), (rng.random(200) < 0.3).astype(np.int64)
+    expected = f1_score(targets, scores > 0.5)
+    assert float(binary(torch.tensor(scores), torch.tensor(targets))["f1"]) == pytest.approx(expected, abs=1e-6)
+    assert weighted_binary(scores, targets)(np.ones((1, 200)))["f1"][0] == pytest.approx(expected, abs=1e-12)
+    negatives = np.zeros(200, dtype=np.int64)
+    assert float(binary(torch.tensor(scores), torch.tensor(negatives))["f1"]) == 0.0  # false positives: defined, 0
+    assert np.isnan(float(binary(torch.tensor(scores * 0.4), torch.tensor(negatives))["f1"]))
 
 
 def test_a_monitored_metric_undefined_on_the_validation_rows_is_said_once(store):

@@ -26,7 +26,8 @@ class ClassificationModule(TaskModule):
     stratify: ClassVar[bool] = True
     undefined_reasons: ClassVar[dict[str, str]] = {
         "auroc": "auroc needs rows of both classes, or of two classes at least",
-        "ap": "ap needs rows of both classes, or of two classes at least: on rows of one class it is 1 whatever the model"}
+        "ap": "ap needs rows of both classes, or of two classes at least: on rows of one class it is 1 whatever the model",
+        "f1": "binary f1 needs a row of the positive class or a prediction of it: with neither it is 0/0"}
 
     def __init__(self, model: nn.Module, optimizer, scheduler=None, monitor: str = "val/acc", mode: str = "max",
                  num_classes: int = 2, label_smoothing: float = 0.0, class_weights: Optional[list[float]] = None,

@@ -99,8 +99,9 @@ def in_canonical_order(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndar
 
 
 def binary(probabilities: np.ndarray, targets: np.ndarray, positive_class: int = 1) -> Weighted:
-    """:func:`.metrics.binary` with row weights (redraws x rows): acc, f1 (class 1 above 0.5), auroc, ap; f1 and
-    ap of ``positive_class`` (0: class 0 where P(class 1) <= 0.5, ranked by -P(class 1)), as there."""
+    """:func:`.metrics.binary` with row weights (redraws x rows): acc, f1 (class 1 above 0.5; NaN on a redraw without
+    a positive row or prediction), auroc, ap; f1 and ap of ``positive_class`` (0: class 0 where P(class 1) <= 0.5,
+    ranked by -P(class 1)), as there."""
     values, positive = probabilities.reshape(-1).astype(np.float64), targets.reshape(-1).astype(bool)
     predicted = values > 0.5
     if positive_class == 0:
@@ -112,7 +113,9 @@ def binary(probabilities: np.ndarray, targets: np.ndarray, positive_class: int =
     def weighted(weights: np.ndarray) -> dict[str, np.ndarray]:
         true_positives, wrong = weights @ hit, weights @ miss
         area, precision = curves(weights)
-        return {"acc": 1 - _ratio(wrong, weights.sum(1)), "f1": _ratio(2 * true_positives, 2 * true_positives + wrong),
+        f1_denominator = 2 * true_positives + wrong
+        return {"acc": 1 - _ratio(wrong, weights.sum(1)),
+                "f1": np.where(f1_denominator > 0, _ratio(2 * true_positives, f1_denominator), np.nan),
                 "auroc": area, "ap": precision}
 
     return weighted

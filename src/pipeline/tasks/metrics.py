@@ -19,7 +19,8 @@ def binary(probabilities: Tensor, targets: Tensor, positive_class: int = 1) -> d
     """acc, f1 (class 1 above 0.5, as torchmetrics decides), auroc and ap (average precision) of P(class 1) per row;
     auroc with tied scores counted half (the area under the ROC curve of every distinct threshold), NaN (undefined)
     when a class is absent; ap NaN as well (without positive rows it has nothing to average, without negative
-    ones it is 1 whatever the scores).
+    ones it is 1 whatever the scores); f1 NaN when there is no positive row and none is predicted (0/0:
+    torchmetrics gives 0, which reads as the worst model for one that answered every row right).
 
     f1 and ap are those of ``positive_class`` (0 or 1, ``task.positive_class``): with 0, class 0 is predicted where
     class 1 is not (P(class 1) <= 0.5, the same predictions as acc counts) and ranked by -P(class 1); acc and auroc
@@ -30,7 +31,7 @@ def binary(probabilities: Tensor, targets: Tensor, positive_class: int = 1) -> d
         values, positive, predicted = -values, ~positive, ~predicted
     true_positives = int((predicted & positive).sum())
     wrong = int((predicted != positive).sum())  # false positives and false negatives
-    f1 = 2 * true_positives / (2 * true_positives + wrong) if true_positives + wrong else 0.0
+    f1 = 2 * true_positives / (2 * true_positives + wrong) if true_positives + wrong else None
     area, precision = _curves(values, positive)
     device = probabilities.device
     return {"acc": _value(1 - wrong / len(values) if len(values) else 0.0, device), "f1": _value(f1, device),
