@@ -489,7 +489,7 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
     unseen.loc[4, "label"] = "7"
     code, _, stderr = eval_cli([run.info.run_id, f"data.test_path={write_csv(unseen, tmp_path / 'unseen.csv')}",
                                 "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "refused")])
-    assert code == 2 and "label '7' in column 'label' is not a class the model was trained on ('0', '1')" in \
+    assert code == 2 and "label '7' (1 row) in column 'label' is not a class the model was trained on ('0', '1')" in \
         error_line(stderr), stderr[-2000:]
     assert f"{tmp_path / 'unseen.csv'}:6" in error_line(stderr)
     assert not (tmp_path / "refused").exists()  # --output-dir named a folder the refused command made: not left
@@ -537,6 +537,40 @@ def test_pipeline_eval_on_a_new_test_file_reads_it_as_the_model_was_trained(tmp_
                and r.info.run_id not in {o.info.run_id for o in own}]
     assert moved.data.tags["data_differs_from_source"].startswith("testing rows: digest "), moved.data.tags
     assert not any("data_differs_from_source" in r.data.tags for r in own)
+
+
+def test_pipeline_eval_refusing_an_unseen_label_names_no_folder_and_counts_its_rows(store, monkeypatch):
+    """pipeline-eval printed "Evaluating ... into outputs/<date>/<time>" and then refused a label the model was not
+    trained on, leaving no such folder; the label was named without its count. The folder is named once the
+    evaluation is under way, and the refusal counts the label's rows."""
+    import re
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    train = store["tmp"] / "yes_no.csv"
+    pd.DataFrame({"x": x, "y": np.where(x > 0, "yes", "no")}).to_csv(train, index=False)
+    run = finished_run(store, run_cli(["task=classification", "data=csv", f"data.path={train}", "data.target=y",
+                                       "trainer.max_epochs=2", *SHORT_RUN], store))
+    unseen = store["tmp"] / "unseen.csv"
+    labels = np.where(x[:20] > 0, "yes", "no").astype(object)
+    labels[[3, 7, 11]] = "maybe"
+    pd.DataFrame({"x": x[:20], "y": labels}).to_csv(unseen, index=False)
+    (store["tmp"] / "work").mkdir()
+    monkeypatch.chdir(store["tmp"] / "work")
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={unseen}", "--tracking-uri", store["uri"]])
+    line = error_line(stderr)
+    assert code == 2 and f"{unseen}:5: label 'maybe' (3 rows) in column 'y' is not a class the model was trained on " \
+        "('no', 'yes')" in line, line
+    assert "Evaluating" not in stdout and "into" not in stdout, stdout
+    assert not list((store["tmp"] / "work").rglob("*")), list((store["tmp"] / "work").rglob("*"))
+    # a test file it can take: the folder named is there
+    known = store["tmp"] / "known.csv"
+    pd.DataFrame({"x": x[:20], "y": np.where(x[:20] > 0, "yes", "no")}).to_csv(known, index=False)
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={known}", "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-2000:]
+    [named] = re.findall(r"^Evaluating .* into (.+)$", stdout, re.MULTILINE)
+    assert (store["tmp"] / "work" / named).is_dir() or Path(named).is_dir(), (named, stdout)
+    monkeypatch.undo()
 
 
 # ----- regression on Parquet files -----------------------------------------------------------------------------

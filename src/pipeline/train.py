@@ -171,7 +171,8 @@ def _warn_if_other_test_rows(datamodule, source_digest: str, kind: str) -> dict[
 
 def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
              source_data: Optional[Path] = None, source_test_digest: Optional[str] = None,
-             source_digest_kind: str = "rows", checkpoint_name: Optional[str] = None) -> dict[str, float]:
+             source_digest_kind: str = "rows", checkpoint_name: Optional[str] = None,
+             announce: Optional[str] = None) -> dict[str, float]:
     """Test the model saved in ``weights`` (a checkpoint written by a run of ``cfg``) on the test split of the
     data ``cfg`` describes, recorded as an evaluation run (tags ``run_kind=evaluation``, ``evaluation_of``).
 
@@ -182,7 +183,9 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
     does not come out as the source run's, the evaluation is refused before any run rather than tested on
     inputs the model was not trained on. ``source_test_digest``: the digest of the source run's test rows, where
     the overrides keep them; other rows now (the files changed, or the split is drawn otherwise) are warned of.
-    ``source_digest_kind``: what that digest covers (``tracking.artifacts.digest_kind``)."""
+    ``source_digest_kind``: what that digest covers (``tracking.artifacts.digest_kind``). ``announce``
+    (``Evaluating <what>``) is printed with the output folder once the data is read and nothing refused the
+    evaluation: a refused one leaves no folder behind, and names none."""
     absolute_data_paths(cfg)
     from pipeline.data.base import fitted_differences, saved_fitted_state
     from pipeline.hub import TOKENIZER_CHECKED
@@ -237,6 +240,8 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
         if source_run or written_by:  # a checkpoint file names the run that wrote it
             tags["evaluation_of"] = source_run or written_by
         tags.update(differs)
+        if announce:
+            print(f"{announce} into {output_dir}", flush=True)
         with tracking.start_run(cfg, run_parts.loggers, output_dir,
                                 extra_tags={**(tags or {}), **task_tags(run_parts.task_module)}) as run:
             tracking.log_run_start(run, cfg, datamodule, run_parts.trainer)

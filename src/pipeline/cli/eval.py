@@ -169,8 +169,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 raise RerunRefused(f"checkpoint {source} does not exist")
             cfg = _from_checkpoint(source, list(args.overrides), args.tracking_uri, output_dir)
             _warn_if_any(training_file_as_test_warning(cfg))
-            print(f"Evaluating {source} into {output_dir}", flush=True)
-            evaluate(cfg, source, source_data=source.resolve().parent.parent / "data")
+            evaluate(cfg, source, source_data=source.resolve().parent.parent / "data", announce=f"Evaluating {source}")
             return 0
         try:
             client = existing_client(args.tracking_uri, args.source)
@@ -197,13 +196,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             data = None  # the fitted preprocessing and model spec, where the run logged them
             if any(a.path == "data/model_spec.json" for a in client.list_artifacts(run.info.run_id, "data")):
                 data = Path(client.download_artifacts(run.info.run_id, "data", folder))
-            print(f"Evaluating {run.info.run_name} ({run.info.run_id}, {checkpoints[0]}) into {output_dir}", flush=True)
             note_thread_count(run.data.params.get("torch_threads"))
             with launched_as(choices, list(args.overrides)):
                 evaluate(cfg, weights, source_run=run.info.run_id, source_data=data,
                          source_test_digest=None if _other_test_rows_asked(args.overrides) else
                          logged_split_digests(run).get("testing"), source_digest_kind=digest_kind(run),
-                         checkpoint_name=f"runs:/{run.info.run_id}/{checkpoints[0]}")
+                         checkpoint_name=f"runs:/{run.info.run_id}/{checkpoints[0]}",
+                         announce=f"Evaluating {run.info.run_name} ({run.info.run_id}, {checkpoints[0]})")
     return 0
 
 

@@ -759,8 +759,9 @@ class CsvData(TabularDataModule):
             index = class_names.index(unseen)
             table, labels = next((t, y) for t, y in zip(tables, targets) if (y == index).any())
             where = table.where(table.frame.index[int(np.flatnonzero(labels == index)[0])])
-            raise DataError(f"{where}: label {unseen!r} in column {self.target!r} is not a class the model was "
-                            f"trained on ({', '.join(map(repr, trained))})")
+            count = sum(int((y == index).sum()) for y in targets)
+            raise DataError(f"{where}: label {unseen!r} ({count:,} row{'s' if count != 1 else ''}) in column "
+                            f"{self.target!r} is not a class the model was trained on ({', '.join(map(repr, trained))})")
         return [np.where(y >= 0, mapping[np.maximum(y, 0)], -1) for y in targets], trained
 
     # ----- preprocessing: fitted on the training rows only -------------------------------------------------
