@@ -966,6 +966,23 @@ def test_dates_give_month_and_weekday_inputs(store):
     assert code == 2 and "column 'day' holds '12/05/2023'" in stderr and "a date is read as ISO 8601" in stderr, stderr
 
 
+def test_a_date_column_with_invalid_dates_is_refused_as_dates_naming_them_and_their_lines(store):
+    """ISO dates but for '2021-02-30' (twice) and '01/05/2021': refused as "holds values that are not numbers ...
+    if the column is categorical add data.categorical=[d]", as if the dates were numbers, and the advice would
+    have made 500 dates 500 categories. It says the column reads as dates and names the cells that are not."""
+    rng = np.random.default_rng(0)
+    dates = pd.date_range("2021-01-01", periods=500).strftime("%Y-%m-%d").to_numpy(dtype=object)
+    dates[[10, 20]], dates[30] = "2021-02-30", "01/05/2021"
+    x = rng.normal(size=500)
+    path = store["tmp"] / "dated.csv"
+    pd.DataFrame({"d": dates, "x": x, "y": np.where(x > 0, "a", "b")}).to_csv(path, index=False)
+    result = run_cli_in_process(["data=csv", f"data.path={path}", "data.target=y"], store)
+    assert_refused(result, store, f"{path}:12: column 'd' reads as dates", "3 cells are not valid dates",
+                   "'2021-02-30' (2 rows: lines 12, 22)", "'01/05/2021' (1 row: line 32)", "data.na_values")
+    line = error_line(result.stderr)
+    assert "data.categorical" not in line and "not numbers" not in line, line
+
+
 def test_date_parts_a_column_already_holds_are_said_not_dropped_silently(store):
     days = pd.Timestamp("2022-01-01") + pd.to_timedelta(np.arange(80) * 3, unit="D")
     table = store["tmp"] / "clash.csv"

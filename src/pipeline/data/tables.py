@@ -921,7 +921,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             continue
         values, bad = to_numbers(column, missing, decimal)
         if name in numeric:
-            _refuse_bad_numbers(table, name, column, bad, forced=True, decimal=decimal)
+            _refuse_bad_numbers(table, name, column, bad, forced=True, decimal=decimal, missing=missing)
             _refuse_overflow(table, name, values)
             kinds[name] = "numeric"
             continue
@@ -951,7 +951,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
                             f"numbers written with {_other_mark(decimal)}, or keep the column as text with "
                             f"{list_override('data.categorical', [name])}")
         if bad.sum() < TYPO_SHARE * present:
-            _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal)
+            _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal, missing=missing)
         spelled = pd.Series(canonical_values(column, missing), dtype=object)
         distinct = spelled.nunique(dropna=True)
         unit = _number_with_unit(spelled)
@@ -1033,8 +1033,9 @@ def comma_could_be_decimal(column: pd.Series) -> bool:
 def check_numeric_column(table: Table, name: str, na_values: Sequence[str] = (), decimal: str = ".") -> None:
     """A column typed numeric in the training file holds numbers in ``table`` too (e.g. the test file)."""
     column = table.frame[name]
-    values, bad = to_numbers(column, frozenset([*MISSING_TOKENS, *map(str, na_values)]), decimal)
-    _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal)
+    missing = frozenset([*MISSING_TOKENS, *map(str, na_values)])
+    values, bad = to_numbers(column, missing, decimal)
+    _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal, missing=missing)
     _refuse_overflow(table, name, values)
 
 
@@ -1063,7 +1064,7 @@ def _decimal_hint(value: str, decimal: str) -> str:
 
 
 def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndarray, forced: bool,
-                        decimal: str = ".") -> None:
+                        decimal: str = ".", missing: frozenset = frozenset(MISSING_TOKENS)) -> None:
     if not bad.any():
         return
     first = int(np.flatnonzero(bad)[0])
@@ -1072,6 +1073,8 @@ def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndar
         every = "every cell" if bad.sum() == column.notna().sum() else f"{int(bad.sum())} cells"
         raise DataError(f"{table.where(column.index[first])}: column {name!r} holds {value!r}, not a number: {every} "
                         f"of it is written with {_other_mark(decimal)}")
+    if _date_column(column[~bad], missing) is not None:  # every other cell an ISO date: a column of dates
+        _refuse_bad_dates(table, name, column, bad, missing)
     how = "data.numeric lists it" if forced else f"the column is numbers but for {int(bad.sum())} cell(s)"
     present = int(column.notna().sum())
     if forced and bad.sum() > TYPO_SHARE * present:
@@ -1094,6 +1097,37 @@ def _refuse_bad_numbers(table: Table, name: str, column: pd.Series, bad: np.ndar
 
 
 SHOWN_VALUES = 5  # the distinct cells an error lists ("and N more" after them)
+
+
+def _refuse_bad_dates(table: Table, name: str, column: pd.Series, bad: np.ndarray, missing: frozenset) -> None:
+    """A column of ISO dates but for the cells at ``bad`` (``2021-02-30``, ``01/05/2021``): refused as dates, each
+    such cell named with its lines (not as "not numbers", nor with data.categorical, which would make every date a
+    category of its own)."""
+    example = next(t for t in column[~bad].dropna().astype(str).str.strip() if t not in missing)
+    positions = np.flatnonzero(bad)
+    rows: dict[str, list] = {}
+    for position, text in zip(positions, column.iloc[positions].astype(str).str.strip()):
+        rows.setdefault(text, []).append(column.index[position])
+    ordered = sorted(rows.items(), key=lambda item: -len(item[1]))  # most frequent first, then in file order
+    shown = [f"{text!r} ({len(at)} row{'s' if len(at) != 1 else ''}: {_line_numbers(table, at)})"
+             for text, at in ordered[:SHOWN_VALUES]]
+    more = f" and {len(ordered) - SHOWN_VALUES} more" if len(ordered) > SHOWN_VALUES else ""
+    values = [text for text, _ in ordered]
+    suggestion = (f"if they mean missing add {_shell_safe(f'data.na_values={values!r}')}" if len(values) <= SHOWN_VALUES
+                  else "if they mean missing list them in data.na_values")
+    count = len(positions)
+    raise DataError(f"{table.where(column.index[positions[0]])}: column {name!r} reads as dates (ISO 8601, e.g. "
+                    f"{example!r}), and {count} cell{'s are' if count != 1 else ' is'} not valid dates: "
+                    f"{', '.join(shown)}{more}; write them as dates that exist, in ISO 8601 (YYYY-MM-DD: other "
+                    f"spellings such as 01/05/2021 read as a different day in different countries), or {suggestion}")
+
+
+def _line_numbers(table: Table, indexes: Sequence) -> str:
+    """``lines 12, 22`` (``rows 3, 4`` of a workbook or a binary format) of the first few of a table's rows."""
+    marks = [table.where(index)[len(str(table.path)):].lstrip(":").strip() for index in indexes[:3]]
+    word = "line" if all(mark.isdigit() for mark in marks) else "row"
+    marks = [mark.removeprefix("row").strip() for mark in marks]
+    return f"{word}{'s' if len(indexes) > 1 else ''} {', '.join(marks)}{', ...' if len(indexes) > 3 else ''}"
 
 
 def _bad_cells(column: pd.Series, bad: np.ndarray) -> tuple[list[str], str]:
