@@ -823,6 +823,55 @@ def test_a_server_that_stops_answering_for_a_while_loses_no_epoch_of_the_run(tra
 
 
 @pytest.mark.slow
+def test_a_sqlite_store_locked_for_longer_than_sqlite_waits_loses_no_epoch(tmp_path):
+    """Another process holding the SQLite store locked past SQLite's 20 s wait (a backup, a long query in a notebook)
+    failed the run's store for good, its message the SQL statement with the run's values: the epochs after it never
+    reached the run, which ended FAILED though the store was free seconds later. Held and written once it is free, as
+    for a server that does not answer; the failure text carries no SQL."""
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    from pipeline.tracking.run import TrackedRun
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    notices = []
+    run = TrackedRun(uri, "locked", run_name="locked", close_orphans=False, on_notice=notices.append)
+    run.create()
+    run.log_metrics({"val/loss": 0.5}, step=0)
+    run.flush()
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        run.log_metrics({"val/loss": 0.4}, step=1)
+        run.flush()  # waits SQLite's 20 s, then holds the epoch
+        assert run.failure is None and run.outage_since is not None, run.failure
+        assert len(notices) == 1 and f"MLflow store {uri} is locked by another process" in notices[0], notices
+        assert "[SQL:" not in notices[0] and "parameters" not in notices[0], notices[0]
+        run.set_tags({"during": "lock"})  # a write of another kind is held too, and made in order
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    run.log_metrics({"val/loss": 0.3}, step=2)
+    run.end("FINISHED", None)
+    stored = MlflowClient(uri).get_run(run.run_id)
+    steps = sorted(m.step for m in MlflowClient(uri).get_metric_history(run.run_id, "val/loss"))
+    assert stored.info.status == "FINISHED" and steps == [0, 1, 2], (stored.info.status, steps, run.failure)
+    assert stored.data.tags["during"] == "lock" and "is free again after" in notices[-1], notices
+
+
+@pytest.mark.unit
+def test_a_store_error_is_told_without_sqlalchemy_s_statement_and_values():
+    from pipeline.tracking.run import error_text
+
+    error = Exception("(sqlite3.OperationalError) database is locked\n[SQL: INSERT INTO metrics (key, value, step) "
+                      "VALUES (?, ?, ?)]\n[parameters: ('val/loss', 0.4, 1)]\n(Background on this error at: "
+                      "https://sqlalche.me/e/20/e3q8)")
+    assert error_text(error) == "(sqlite3.OperationalError) database is locked"
+    assert error_text(Exception("a\n  plain   error")) == "a plain error"
+
+
+@pytest.mark.slow
 def test_a_training_command_keeps_its_epochs_through_a_server_outage(tracking_server, tmp_path):
     """The same through pipeline-train, whose store-writer process writes the run: the outage and the server's return
     are said on the console, the run ends FINISHED with every epoch."""

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -85,6 +86,15 @@ def check_store_folder(tracking_uri: str) -> None:
         given, fix = "paths.mlruns_dir", f"paths.mlruns_dir={writable_example('mlruns')}"
     raise TrackingUnavailable(f"the MLflow store {redact_text(tracking_uri)} ({given}) cannot be written there "
                               f"({problem}); give it a writable folder, e.g. {fix}, or log nothing with logger=none")
+
+
+def error_text(error: BaseException) -> str:
+    """An error's text on one line, without the SQL statement and parameters SQLAlchemy appends (they hold the
+    run's values and bury the reason)."""
+    text = " ".join(str(error).split())
+    text = re.sub(r"\s*\[SQL: .*?\](?=\s*(\[|\(Background|$))", "", text)
+    text = re.sub(r"\s*\[parameters: .*?\](?=\s*(\(Background|$))", "", text)
+    return re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -523,7 +533,8 @@ class TrackedRun:
         if self.active and self.outage_since is not None:  # the server still does not answer: the run is incomplete
             since = time.monotonic() - self.outage_since
             what = self._held_calls[0][0] if self._held_calls else "logging metrics"
-            self._store_failed(f"{what} (the server has not answered for {since:.0f} s)", self._outage_error)
+            noun = "store" if str(self.tracking_uri).startswith("sqlite:") else "server"
+            self._store_failed(f"{what} (the {noun} {self._outage_words()[4]} for {since:.0f} s)", self._outage_error)
         if self.active:
             with self.recording("ending the run"):
                 if status == "FINISHED" and time.monotonic() - self._created_at > STALE_AFTER_S:
@@ -577,7 +588,7 @@ class TrackedRun:
 
     def _store_failed(self, what: str, error: BaseException) -> None:
         if self.failure is None:
-            self.failure = f"while {what}: {type(error).__name__}: {redact_text(' '.join(str(error).split()))[:300]}"
+            self.failure = f"while {what}: {type(error).__name__}: {redact_text(error_text(error))[:300]}"
             log.error("MLflow store failed %s; training goes on without it, results are kept in %s",
                       self.failure, self.output_dir)
             if self.on_failure is not None:
@@ -663,8 +674,9 @@ class TrackedRun:
                 self._store_failed(self._held_calls[0][0] if self._held_calls else "logging metrics", error)
                 return
             if in_outage:  # (an outage a write of another thread met meanwhile waits for the next try)
-                self.on_notice(f"MLflow tracking server {redact_text(str(self.tracking_uri))} answers again after "
-                               f"{time.monotonic() - self.outage_since:.0f} s; what the run logged meanwhile is in it")
+                store, _, back, _, _ = self._outage_words()
+                self.on_notice(f"{store} {back} after {time.monotonic() - self.outage_since:.0f} s; what the run "
+                               "logged meanwhile is in it")
                 self.outage_since, self._outage_error = None, None
 
     def write(self, what: str, call) -> None:
@@ -689,14 +701,27 @@ class TrackedRun:
         self._outage_error = error
         if self.outage_since is None:
             self.outage_since = time.monotonic()
+            store, down, back, still, _ = self._outage_words()
             self.on_notice(
-                f"MLflow tracking server {redact_text(str(self.tracking_uri))} does not answer "
-                f"({type(error).__name__}: {redact_text(' '.join(str(error).split()))[:200]}); training goes on, and "
-                f"what the run logs is kept and sent when it answers again (tried every {self.OUTAGE_RETRY_S:.0f} s; "
-                "the run fails only if it still does not answer at its end)")
+                f"{store} {down} ({type(error).__name__}: {redact_text(error_text(error))[:200]}); training goes on, "
+                f"and what the run logs is kept and written when it {back} (tried every {self.OUTAGE_RETRY_S:.0f} s; "
+                f"the run fails only if it {still} at its end)")
+
+    def _outage_words(self) -> tuple[str, str, str, str, str]:
+        """How the console names the store, its outage, its return, the outage at the run's end and its length: a
+        server, or a SQLite file another process holds locked."""
+        uri = redact_text(str(self.tracking_uri))
+        if uri.startswith("sqlite:"):
+            return (f"MLflow store {uri}", "is locked by another process", "is free again", "is still locked",
+                    "has been locked")
+        return (f"MLflow tracking server {uri}", "does not answer", "answers again", "still does not answer",
+                "has not answered")
 
     def _server_down(self, error: BaseException) -> bool:
-        """Whether a failed write met an http(s) server that does not answer at all (not one that refused it)."""
+        """Whether a failed write met an http(s) server that does not answer at all (not one that refused it), or a
+        SQLite store that another process holds locked for longer than SQLite waits (a backup, a long query)."""
+        if str(self.tracking_uri).startswith("sqlite:"):
+            return "database is locked" in str(error)
         if not str(self.tracking_uri).startswith(("http://", "https://")):
             return False
         if isinstance(error, TrackingUnavailable):  # check_reachable's own answer
