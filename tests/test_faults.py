@@ -359,6 +359,24 @@ def test_a_resume_with_other_scheduler_settings_is_refused_naming_them(store, tm
     assert runs_in(store)[0].data.tags["resumed_from_checkpoint"] == str(step_last.resolve())
 
 
+def test_sigterm_while_the_command_starts_is_an_interrupt_in_one_line(store, tmp_path):
+    """SIGTERM in the seconds before the run starts (Hydra setting up the job, imports) ended the command silently
+    with 143; it is told as an interrupt in one line, exit 130, as Ctrl-C is."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", "trainer.max_epochs=1", "logger=none",
+                                f"hydra.run.dir={out}"], cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not out.is_dir():  # Hydra is setting up the job
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, (process.returncode, stderr[-3000:])
+    lines = [line for line in stderr.splitlines() if line.startswith("Interrupted (Ctrl-C or SIGTERM)")]
+    assert len(lines) == 1 and "Traceback" not in stderr and "Data:" not in stdout, (stdout, stderr)
+
+
 def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(store):
     result, exit_seconds = interrupt_after_first_epoch(store, signal.SIGTERM)
     assert_killed_with_checkpoint(store, result, exit_seconds)

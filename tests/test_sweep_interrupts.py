@@ -206,8 +206,8 @@ def test_sigterm_to_a_sweep_of_two_workers_ends_it_in_one_line(tmp_path):
     assert sweep.returncode == 130, output[-3000:]
     assert "Traceback" not in output and "RunInterrupted" not in output, output[-3000:]
     assert [l for l in output.splitlines() if l.startswith("Interrupted")] == [
-        "Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "
-        "interrupted one is queued again: rerun the same command to continue"]
+        "Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and those that "
+        "were training are queued again: rerun the same command to continue"]
     assert not [t.number for t in study_trials(storage, "par") if t.state == TrialState.RUNNING]
 
 

@@ -62,6 +62,6 @@ class PipelineOptunaSweeper(Sweeper):
                                                                    "command to write it")
                 print(f"Interrupted (Ctrl-C or SIGTERM) in {done}", file=sys.stderr, flush=True)
                 sys.exit(EXIT_INTERRUPTED)
-            print("Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and the "
-                  "interrupted one is queued again: rerun the same command to continue", file=sys.stderr, flush=True)
+            print("Interrupted (Ctrl-C or SIGTERM): the sweep stopped; finished trials are kept in the study and those "
+                  "that were training are queued again: rerun the same command to continue", file=sys.stderr, flush=True)
             sys.exit(EXIT_INTERRUPTED)

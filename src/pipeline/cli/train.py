@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,7 +18,8 @@ from pipeline.cli.errors import (check_command_line, closed_stdout_ignored, hydr
                                  refuse_base_file_choice, refuse_hidden_own_options, refuse_show_with_multirun,
                                  report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
-from pipeline.errors import EXIT_USER_ERROR, forget_warnings, remember_resume_point, remember_run_ended
+from pipeline.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, forget_warnings, remember_resume_point,
+                             remember_run_ended, run_ended)
 from pipeline.ranks import is_rank_zero
 
 
@@ -133,6 +135,47 @@ _NAMED_FOLDERS_THERE_BEFORE: dict[Path, bool] = {}
 
 
 def main() -> None:
+    # SIGTERM in the seconds before a run starts (imports, composing the config) ended the command silently with
+    # 143; it is an interrupt like Ctrl-C from the start (a run's and a sweep's own handlers take over inside them)
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _in_main_thread() else None
+    try:
+        _main()
+    except KeyboardInterrupt:
+        ended = run_ended()
+        if ended is None:
+            _remove_untouched_job_folder()
+        print(f"Interrupted (Ctrl-C or SIGTERM) after the run ended: it is recorded as it finished; its outputs in "
+              f"{ended}" if ended is not None else
+              "Interrupted (Ctrl-C or SIGTERM) before a run started: nothing was trained or recorded",
+              file=sys.stderr, flush=True)
+        if launched_as_a_command():
+            os._exit(EXIT_INTERRUPTED)
+        raise SystemExit(EXIT_INTERRUPTED)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _remove_untouched_job_folder() -> None:
+    """The job's folder Hydra made before the interrupt (only its .hydra/ and an empty log), as a refusal's."""
+    with contextlib.suppress(Exception):
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized() and HydraConfig.get().mode.name == "RUN":
+            remove_untouched_output_dir(Path(HydraConfig.get().runtime.output_dir))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _main() -> None:
     closed_stdout_ignored()  # pipeline-train | head: a closed stdout ends no run FAILED (before Hydra's logging takes it)
     forget_warnings()
     remember_resume_point(None)
