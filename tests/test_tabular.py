@@ -2367,3 +2367,28 @@ def test_rename_splits_a_name_holding_an_equals_sign_where_the_input_has_the_col
     assert code == 0 and pd.read_csv(output)["z"].eq(3.0).all(), stderr[-2000:]
     code, _, stderr = predict_cli([*common, "--rename", "Q=R=k=v"])
     assert code == 2 and "none of 'Q', 'Q=R', 'Q=R=k' is a column of" in error_line(stderr), stderr[-2000:]
+
+
+def test_macro_auroc_of_rare_classes_gets_no_interval_that_misses_its_own_value(store, tmp_path):
+    """With classes of a row or two in the test split, each redraw of the test rows left a third of them out, and the
+    interval of macro auroc and ap was that of the other classes: test/ap=0.0802 [0.0872, 0.0993], the interval above
+    the split's own value. Now such a metric has no interval, said in a Note; acc and f1 keep theirs."""
+    generator = np.random.default_rng(0)
+    common, rare = 12, 12
+    labels = np.concatenate([np.repeat(np.arange(common), 150), np.repeat(np.arange(common, common + rare), 5)])
+    features = labels[:, None] * 0.3 + generator.normal(size=(len(labels), 4))
+    frame = pd.DataFrame(features, columns=[f"f{i}" for i in range(4)])
+    frame["kind"] = [f"class {label}" for label in labels]
+    path = tmp_path / "rare.csv"
+    frame.sample(frac=1, random_state=0).to_csv(path, index=False)
+    result = run_cli(["task=classification", "data=csv", f"data.path={path}", "data.target=kind",
+                      "trainer.max_epochs=2", "logger.mlflow.log_model=false", "logger.mlflow.log_plots=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Note: no 95 % interval for test/ap, test/auroc: more than 10% of the redraws" in result.stdout, \
+        result.stdout[-3000:]
+    [run] = runs_in(store)
+    metrics = run.data.metrics
+    assert "test/auroc" in metrics and "test/ap" in metrics
+    assert not {"test/auroc_ci_low", "test/ap_ci_low", "test/auroc_ci_high"} & set(metrics)
+    for name in ("acc", "f1"):
+        assert metrics[f"test/{name}_ci_low"] <= metrics[f"test/{name}"] <= metrics[f"test/{name}_ci_high"]

@@ -317,6 +317,8 @@ class TaskModule(pl.LightningModule):
                 weighted = self.weighted_metrics(*in_canonical_order(inputs.cpu().numpy(), targets.cpu().numpy()))
                 intervals = {name: bounds for name, bounds in bootstrap(weighted, len(targets), resamples).items()
                              if name in metrics}
+                if prefix == "test":
+                    self.interval_note = self._note_on_intervals(sorted(set(metrics) - set(intervals)))
                 # in the metrics' precision (float64 for regression values in the data's units, as the metrics are)
                 dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
                 values.update({key: torch.tensor(value, dtype=dtype)
@@ -367,6 +369,7 @@ class TaskModule(pl.LightningModule):
     undefined_reasons: ClassVar[dict[str, str]] = {}
     #: what the test metrics are over, where the test rows make it less than a reader assumes (see note_on_test_rows)
     test_rows_note: Optional[str] = None
+    interval_note: Optional[str] = None  # test metrics left without an interval (intervals.MIN_DEFINED_SHARE)
 
     def note_on_test_rows(self, targets: Tensor) -> Optional[str]:
         """A note on the test rows' targets that the metrics depend on (classes absent from them), or None."""
@@ -381,6 +384,21 @@ class TaskModule(pl.LightningModule):
                   f"these test rows{' (' + '; '.join(reasons) + ')' if reasons else ''}", flush=True)
         if self.test_rows_note and self.trainer.is_global_zero:
             print(f"Note: {self.test_rows_note}", flush=True)
+        if self.interval_note and self.trainer.is_global_zero:
+            print(f"Note: {self.interval_note}", flush=True)
+
+    @staticmethod
+    def _note_on_intervals(without: list[str]) -> Optional[str]:
+        """The test metrics left without an interval (undefined on too many redraws), said: a missing interval is not
+        a narrow one."""
+        if not without:
+            return None
+        from .intervals import MIN_DEFINED_SHARE
+
+        return (f"no 95 % interval for {', '.join('test/' + name for name in without)}: more than "
+                f"{1 - MIN_DEFINED_SHARE:.0%} of the redraws of the test rows leave it undefined (a class with only a "
+                "few test rows is absent from many of them), and an interval over the others would describe other "
+                "rows than these")
 
     # ----- checkpoints: a resumed run continues exactly where the saved one was ------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -19,6 +19,10 @@ import numpy as np
 
 LEVEL = 0.95
 SEED = 0
+# a metric undefined on more redraws than this share (auroc where a class has a row or two in the test split, absent
+# from a third of the redraws or more) has no interval: over the redraws that define it, the interval describes other
+# rows than the test split's (macro auroc without its rare classes), and it could miss the split's own value
+MIN_DEFINED_SHARE = 0.9
 BLOCK_VALUES = 65_536  # weights held at once: 512 kB of float64, in cache (4 redraws of Adult's test rows)
 
 Weighted = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -28,7 +32,7 @@ def bootstrap(weighted: Weighted, rows: int, resamples: int, seed: int = SEED) -
     """{metric: (low, high)}: the central ``LEVEL`` share of ``weighted``'s values over ``resamples`` redraws of
     ``rows`` rows with replacement. ``weighted`` maps row weights (redraws x rows) to {metric: value per redraw}.
     A metric undefined on a redraw (NaN: auroc of a redraw without a positive row) is taken over the redraws where
-    it is defined; one undefined on every redraw has no interval."""
+    it is defined; one undefined on more than 1 - ``MIN_DEFINED_SHARE`` of them has no interval."""
     out = {}
     for name, values in redrawn(weighted, rows, resamples, seed).items():
         bounds = _central(values)
@@ -39,9 +43,10 @@ def bootstrap(weighted: Weighted, rows: int, resamples: int, seed: int = SEED) -
 
 def _central(values: np.ndarray) -> Optional[tuple[float, float]]:
     """The bounds of the central ``LEVEL`` share of the defined (non-NaN) ``values`` (their percentiles); None
-    where none is defined."""
+    where fewer than ``MIN_DEFINED_SHARE`` of them are defined."""
+    redraws = len(values)
     values = values[~np.isnan(values)]
-    if not len(values):
+    if not len(values) or len(values) < MIN_DEFINED_SHARE * redraws:
         return None
     tail = (1 - LEVEL) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
@@ -170,7 +175,9 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 def multiclass(probabilities: np.ndarray, targets: np.ndarray, num_classes: int) -> Weighted:
     """:func:`.metrics.multiclass` with row weights: acc (micro), f1 (macro over the classes among the redraw's
-    targets or predictions), auroc and ap (macro one versus rest over the classes among its targets)."""
+    targets or predictions), auroc and ap (macro one versus rest over the classes of the split; NaN on a redraw that
+    leaves one of them out: a mean over the others is the macro of other classes, and a rare class scored badly
+    made every such redraw score above the split's own value)."""
     values = probabilities.astype(np.float64)
     labels = targets.reshape(-1).astype(np.int64)
     predicted = values.argmax(-1)
@@ -188,17 +195,19 @@ def multiclass(probabilities: np.ndarray, targets: np.ndarray, num_classes: int)
         present = denominator > 0
         f1 = _ratio((_ratio(2 * true_positives, denominator) * present).sum(1), present.sum(1).astype(np.float64))
         areas, precisions = zip(*(curve(weights) for curve in curves))
-        return {"acc": _ratio(weights @ right, weights.sum(1)), "f1": f1, "auroc": _nan_mean(np.stack(areas, 1)),
-                "ap": _nan_mean(np.stack(precisions, 1))}
+        return {"acc": _ratio(weights @ right, weights.sum(1)), "f1": f1,
+                "auroc": _split_mean(np.stack(areas, 1), defined), "ap": _split_mean(np.stack(precisions, 1), defined)}
 
+    defined = is_target.any(0) & (~is_target).any(0)  # the classes with rows of the class and rows of others
     return weighted
 
 
-def _nan_mean(values: np.ndarray) -> np.ndarray:
-    """Mean per row over the defined (non-NaN) values; NaN where none is."""
-    defined = ~np.isnan(values)
-    counts = defined.sum(1)
-    return np.where(counts > 0, np.where(defined, values, 0.0).sum(1) / np.maximum(counts, 1), np.nan)
+def _split_mean(values: np.ndarray, defined: np.ndarray) -> np.ndarray:
+    """Mean per redraw (row of ``values``, redraws x classes) over the ``defined`` classes; NaN on a redraw where
+    one of them is undefined (absent from it), and where none is defined."""
+    if not defined.any():
+        return np.full(len(values), np.nan)
+    return values[:, defined].mean(1)
 
 
 def regression(predictions: np.ndarray, targets: np.ndarray) -> Weighted:
