@@ -16,6 +16,33 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
         os.environ.setdefault(_name, _threads)
 
 
+# what a test must not leave in the project folder: a user's own runs live there (the default store, Hydra's
+# outputs), and a test's stray store or run folder mixes with them (an empty mlruns/mlflow.db was found there)
+_PROJECT_FOLDER = Path(__file__).resolve().parents[1]
+_STRAY = ("mlruns/mlflow.db", "mlruns/artifacts", "outputs", "multirun")
+
+
+def _stray_state() -> dict[str, float]:
+    found = {}
+    for name in _STRAY:
+        try:
+            found[name] = (_PROJECT_FOLDER / name).stat().st_mtime
+        except OSError:
+            pass
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _writes_nothing_into_the_project_folder():
+    before = _stray_state()
+    yield
+    after = _stray_state()
+    new = sorted(name for name, mtime in after.items() if before.get(name) != mtime)
+    if new:
+        pytest.fail(f"this test wrote {', '.join(new)} into the project folder ({_PROJECT_FOLDER}); a test writes "
+                    "into its own tmp_path (conftest's store_overrides)", pytrace=False)
+
+
 @pytest.fixture
 def real_data_dir() -> Path:
     """``PIPELINE_DATA_DIR`` (the real data sets, e.g. ../shared/data).

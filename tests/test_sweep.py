@@ -765,7 +765,7 @@ def test_a_sweep_whose_stores_cannot_be_reached_is_one_line_exit_2(tmp_path, set
     (tmp_path / "a-folder").mkdir()
     result = run_cli_in_process(["hparams_search=classification_optuna", "hydra.sweeper.n_trials=1",
                                  f"hydra.sweep.dir={tmp_path / 'out'}", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db",
-                                 setting.replace("{tmp}", str(tmp_path))])
+                                 f"paths.mlruns_dir={tmp_path / 'mlruns'}", setting.replace("{tmp}", str(tmp_path))])
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
