@@ -808,6 +808,8 @@ def test_a_sweep_whose_trials_all_fail_exits_2_and_says_so_again_when_resumed(tm
     assert len(states) == 2 and TrialState.COMPLETE not in states, states  # a diverged trial is stored as pruned
     parents, _ = parent_and_children(store, "regression")
     assert [p.info.status for p in parents] == ["FAILED"]
+    # and says why, as a run's error tag does (it had none)
+    assert parents[0].data.tags["error"].startswith("SweepError: no trial of study 'unread' completed"), parents[0].data.tags
 
 
 def test_sweep_where_every_trial_fails_stops_at_the_failure_rate(tmp_path):

@@ -455,7 +455,8 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
         finals = finalize(study, settings, hydra_context, base_config)
     except KeyboardInterrupt as interrupt:
         if not _others_train(settings):  # else the parent run is theirs to end
-            parent.finish("KILLED")
+            parent.finish("KILLED", "interrupted (Ctrl-C or SIGTERM); finished trials are kept in the study: rerun "
+                                    "the same command to continue it")
         # every trial had ended: what stopped was the best trial(s) trained again (rerunning trains them again)
         interrupt.sweep_stage = "final training" if tables is not None else None
         if tables is None:
@@ -464,19 +465,20 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
                 if not state.waiting and not state.running:  # between the last trial's end and the final training
                     interrupt.sweep_stage = "after the trials"
         raise
-    except BaseException:
+    except BaseException as failure:
         # what finished so far is still worth a report; the error itself is what the user sees
         try:
             summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, tables=tables)
         except Exception as error:
             log.error("could not write the sweep report: %s", error)
-        parent.finish("FAILED")
+        parent.finish("FAILED", f"{type(failure).__name__}: {failure}")
         raise
     try:
         summary = summarize(load_study(settings), settings, parent, hydra_context.config_loader, base_config, finals,
                             plots_drawn, tables)
     except KeyboardInterrupt as interrupt:
-        parent.finish("KILLED")
+        parent.finish("KILLED", "interrupted (Ctrl-C or SIGTERM) while the sweep's report was written: rerun the same "
+                                "command to write it")
         interrupt.sweep_stage = "report"
         raise
     parent.finish("FINISHED")

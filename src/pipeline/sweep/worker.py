@@ -296,7 +296,8 @@ def requeue_interrupted(study: optuna.Study, frozen, reason: str = "interrupted 
         log.warning("could not queue interrupted trial %d again: %s", frozen.number, error)
         return
     # the trial's run (KILLED) says how its trial ended, as a trial that ends otherwise does
-    tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": TrialState.FAIL.name})
+    tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": TrialState.FAIL.name},
+            wait=True)  # the process ends next: a tag sent without waiting could be lost with it
 
 
 def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, metrics: dict,

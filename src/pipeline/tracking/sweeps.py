@@ -2,6 +2,7 @@
 (``pipeline.sweep``) decides what to record; this module is where it is sent."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -140,19 +141,27 @@ class ParentRun:
         if "best.trial_number" in tags:  # a new best described: what described an earlier one goes
             drop_stale_best_tags(self.tracking_uri, self.run_id, list(tags))
 
-    def finish(self, status: str) -> None:
-        if self.run_id:
-            store_calls(self.tracking_uri, [("set_terminated", (self.run_id,), {"status": status})])
+    def finish(self, status: str, error: Optional[str] = None) -> None:
+        """End the parent run ``status``; a KILLED or FAILED one says why in its ``error`` tag (as a run's does), and
+        a FINISHED one drops the tag an earlier, stopped command of the study left."""
+        if not self.run_id:
+            return
+        if status == "FINISHED":
+            with contextlib.suppress(Exception):  # no such tag: nothing to drop
+                store_calls(self.tracking_uri, [("delete_tag", (self.run_id, "error"), {})])
+        tags = [("set_tag", (self.run_id, "error", redact_text(" ".join(error.split()))[:5000]), {})] if error else []
+        store_calls(self.tracking_uri, tags + [("set_terminated", (self.run_id,), {"status": status})])
 
 
-def tag_run(tracking_uri: Optional[str], run_id: Optional[str], tags: Mapping[str, str]) -> None:
-    """Tags on a trial's run; tracking is a side channel, so a store error is only logged (nobody waits)."""
+def tag_run(tracking_uri: Optional[str], run_id: Optional[str], tags: Mapping[str, str], wait: bool = False) -> None:
+    """Tags on a trial's run; tracking is a side channel, so a store error is only logged (nobody waits, unless
+    ``wait``: the process is about to end, as after an interrupt)."""
     if not tracking_uri or not run_id:
         return
     tracking_uri = _unmasked(tracking_uri)
     try:
         store_calls(tracking_uri, [("set_tag", (run_id, key, str(value)), {}) for key, value in tags.items()],
-                    wait=False)
+                    wait=wait)
     except Exception as error:
         log.warning("could not tag MLflow run %s: %s", run_id, error)
 
