@@ -280,7 +280,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings
              f": {attrs.get('fail_reason')}" if attrs.get("fail_reason") else "")
 
 
-def requeue_interrupted(study: optuna.Study, frozen, reason: str = "interrupted (Ctrl-C or SIGTERM)") -> None:
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
+
+
+def requeue_interrupted(study: optuna.Study, frozen, reason: str = INTERRUPTED) -> None:
     """Ctrl-C or SIGTERM (or the tracking store gone) between the claim of a trial and its end: it ends FAIL and its
     parameters (those it drew) wait at the head of the queue, so rerunning the sweep continues with them (as for a
     worker that died). A trial already told how it ended is left so."""
@@ -296,8 +299,10 @@ def requeue_interrupted(study: optuna.Study, frozen, reason: str = "interrupted 
         log.warning("could not queue interrupted trial %d again: %s", frozen.number, error)
         return
     # the trial's run (KILLED) says how its trial ended, as a trial that ends otherwise does
+    # an interrupt ends the process next: a tag sent without waiting could be lost with it (not so a store that
+    # stopped answering, which would keep it waiting)
     tag_run(attrs.get("mlflow_tracking_uri"), attrs.get("mlflow_run_id"), {"sweep.state": TrialState.FAIL.name},
-            wait=True)  # the process ends next: a tag sent without waiting could be lost with it
+            wait=reason == INTERRUPTED)
 
 
 def settle(study: optuna.Study, trial: optuna.Trial, settings: SweepSettings, metrics: dict,
