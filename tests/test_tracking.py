@@ -1277,3 +1277,31 @@ def test_split_digests_name_the_rows_drawn_not_how_they_were_preprocessed(tmp_pa
     assert code == 0, err[-3000:]
     note = next(line for line in err.splitlines() if line.startswith("Note: the "))
     assert note.startswith("Note: the training rows differ from ") and "testing" not in note, note
+
+
+def test_opening_a_store_does_not_lower_the_level_the_store_writer_set_for_mlflow(tmp_path):
+    """The store-writer silences MLflow's loggers (the training process reports a store failure once, in one line);
+    opening a store set mlflow.store.db.utils back to WARNING, and a store on a full disk printed ~250 lines of
+    "ERROR mlflow.store.db.utils: SQLAlchemy database error" tracebacks before that line."""
+    import logging
+
+    import mlflow  # noqa: F401  (configures its loggers when first imported)
+
+    from pipeline.tracking.run import open_client
+
+    mlflow_logger, store_logger = logging.getLogger("mlflow"), logging.getLogger("mlflow.store.db.utils")
+    previous = mlflow_logger.level, store_logger.level
+    try:
+        mlflow_logger.setLevel(logging.CRITICAL)
+        store_logger.setLevel(logging.NOTSET)
+        open_client(f"sqlite:///{tmp_path}/mlflow.db")
+        assert store_logger.getEffectiveLevel() == logging.CRITICAL
+        mlflow_logger.setLevel(logging.INFO)  # elsewhere (pipeline-compare): "Creating initial tables..." stays quiet
+        open_client(f"sqlite:///{tmp_path}/other.db")
+        assert store_logger.getEffectiveLevel() == logging.CRITICAL  # already set: not lowered
+        store_logger.setLevel(logging.NOTSET)
+        open_client(f"sqlite:///{tmp_path}/third.db")
+        assert store_logger.getEffectiveLevel() == logging.WARNING
+    finally:
+        mlflow_logger.setLevel(previous[0])
+        store_logger.setLevel(previous[1])

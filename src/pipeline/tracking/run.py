@@ -182,7 +182,8 @@ def open_client(tracking_uri: str):
     if tracking_uri.startswith(("http://", "https://")):
         limit_http_retries()
     for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." is no news
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logger = logging.getLogger(name)  # (not below a level set for all of MLflow: the store-writer's)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     database = sqlite_path(tracking_uri)
     # MLflow makes the database's folder from the URI as written, %-escapes and all: odd/q%3Fx beside odd/q?x
     as_written = Path(tracking_uri.removeprefix("sqlite:///")).parent if database is not None else None

@@ -269,6 +269,9 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever a library prints goes to stderr, not into the answers
     requests = sys.stdin.buffer
+    # MLflow sets its loggers' levels itself when imported (a level set here before was undone): its own
+    # variable keeps its "SQLAlchemy database error" tracebacks (a full disk: ~200 lines) off the console
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
     for name in ("mlflow", "alembic", "pipeline.tracking.run", "urllib3.connectionpool"):
         # the training process reports store failures (once) and outages; MLflow's and urllib3's retries are not news here
         logging.getLogger(name).setLevel(logging.CRITICAL)
