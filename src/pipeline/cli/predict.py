@@ -236,9 +236,46 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
                            "input adapter, e.g. scikit-learn's digits); load it with "
                            "mlflow.pytorch.load_model")
     adapter = python_model.adapter
-    return Predictor(model.predict, adapter.input_schema(), uri, getattr(adapter, "accepts_missing", True),
+    return Predictor(_logged_predict(model, python_model), adapter.input_schema(), uri,
+                     getattr(adapter, "accepts_missing", True),
                      getattr(adapter, "decimal", "."), getattr(adapter, "file_columns", None),
                      getattr(adapter, "file_target", None), getattr(python_model, "positive_class", None), adapter)
+
+
+def _logged_predict(model, python_model) -> Callable:
+    """The logged model's own ``predict`` (its code and adapter, as stored with it) on a batch of raw rows, without
+    MLflow's check of the signature: every raw column is typed "any" there, so MLflow looks at each cell in Python
+    (~4 us a cell: most of a table model's time) to let it through unchanged. What that check does to a DataFrame
+    whose columns are the model's is done here in bulk: each column rebuilt from its values, as MLflow rebuilds it
+    (``pd.Series([cell for cell in column])``, e.g. a nullable integer column becomes an object one), so the model
+    reads what ``mlflow.pyfunc.load_model(...).predict`` hands it and answers alike. pipeline-predict has checked the
+    columns (:func:`_check_columns`) and passes those the model reads, in its order; anything else (another frame,
+    a signature of other types or with params) goes through MLflow's ``predict`` as before."""
+    import pandas as pd
+
+    meta = model.metadata
+    schema = meta.get_input_schema()
+    try:
+        from mlflow.types.schema import AnyType
+
+        # a signature of required raw columns typed "any", no params, as log_model_parts writes it
+        plain = (schema is not None and schema.has_input_names() and not schema.is_tensor_spec()
+                 and meta.get_params_schema() is None and not meta._is_signature_from_type_hint()
+                 and not meta._is_type_hint_from_example()
+                 and all(isinstance(spec.type, AnyType) and spec.required for spec in schema.inputs))
+    except Exception:  # another MLflow: its own check, as before
+        plain = False
+    names = schema.input_names() if plain else None
+    unchanged = ("float64", "int64", "bool")  # numpy columns rebuilt from their values are the same column
+
+    def predict(frame):
+        if names is None or not isinstance(frame, pd.DataFrame) or list(frame.columns) != names:
+            return model.predict(frame)
+        rebuilt = {name: frame[name] if str(frame[name].dtype) in unchanged else
+                   pd.Series(frame[name].tolist(), index=frame.index, name=name) for name in names}
+        return python_model.predict(None, pd.DataFrame(rebuilt))
+
+    return predict
 
 
 def _run_of_model_uri(uri: str, tracking_uri: str):
@@ -492,7 +529,7 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             raise PredictError(f"--input {source}: no image files in this folder or below it")
         yield from _one_column(column, [str(source / f) for f in files], args)
         return
-    from pipeline.data.image_files import IMAGE_EXTENSIONS
+    from pipeline.data.raw_inputs import IMAGE_EXTENSIONS  # not image_files': it imports Lightning
 
     if source.suffix.lower() in IMAGE_EXTENSIONS and args.format is None:  # one image file: one prediction
         if predictor.reads != "images":
@@ -875,7 +912,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     from pipeline.cli.errors import EXIT_USER_ERROR, closed_stdout_ignored, one_line
     from pipeline.config import ConfigError
-    from pipeline.data.base import DataError
+    from pipeline.errors import DataError  # pipeline.data.base's, without importing Lightning
 
     closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)

@@ -38,9 +38,7 @@ from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
 
 log = logging.getLogger(__name__)
 
-#: what torchvision's ImageFolder reads, plus GIF and JPEG's other names (.jfif, .jpe: images are decoded by their
-#: content, not their name)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = raw_inputs.IMAGE_EXTENSIONS  # what torchvision's ImageFolder reads, and more
 #: how many training images the "dataset" normalisation statistics are estimated from
 STATISTICS_SAMPLE = 1000
 #: split folder names, in any case (Kaggle's Training/ and Testing/, training_set/ and test_set/ too)

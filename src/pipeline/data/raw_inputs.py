@@ -24,6 +24,10 @@ import torch
 from torch import Tensor
 
 FORMAT_VERSION = 1
+#: what torchvision's ImageFolder reads, plus GIF and JPEG's other names (.jfif, .jpe: images are decoded by their
+#: content, not their name); here, not in image_files, so that pipeline-predict tells an image from a table without
+#: importing the training side (Lightning)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 class RawInputError(ValueError):

@@ -21,7 +21,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .base import DataError, label_sort_key, without_trailing_punctuation
+from pipeline.errors import DataError  # not from .base: that imports Lightning (~1 s), which pipeline-predict needs not
 from .preprocessing import (DECIMAL_MARKS, FLOAT32_MAX, MISSING_TOKENS, canonical_values, cell_number, date_number,
                             to_numbers)
 
@@ -1177,6 +1177,8 @@ def class_labels(tables: Sequence[Table], target: str, keep: Sequence[str] = ())
     Labels are spelled one way (``1``, ``1.0`` and `` 1`` are one class, see ``canonical_value``); labels that
     differ only by trailing punctuation or space (``>50K`` in a training file, ``>50K.`` in UCI's test file)
     are merged, with a notice; numbers with a fraction are refused (a regression target, most likely)."""
+    from .base import label_sort_key, without_trailing_punctuation
+
     missing = frozenset(MISSING_TOKENS) - set(map(str, keep))  # data.target_keep_values: labels, not missing
     spelled = [canonical_values(t.frame[target], missing) for t in tables]
     every = pd.Series(np.concatenate(spelled), dtype=object).dropna()
