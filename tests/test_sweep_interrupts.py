@@ -159,19 +159,25 @@ def two_worker_sweep(tmp_path, study: str):
     """An n_jobs=2 sweep of long trials (2,000 epochs: many seconds each; 150 could all end within the seconds a test
     waits on a quiet machine) started in a session of its own, its output read line by line: (process, lines so far,
     reader thread, storage)."""
-    import threading
-
     storage = f"sqlite:///{tmp_path}/optuna.db"
     args = ["hparams_search=classification_optuna", "logger=none", "trainer.max_epochs=2000", "hydra.sweeper.n_trials=4",
             "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0",
             f"hydra.sweeper.study_name={study}", f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    return (*started_sweep(args, PROJECT_ROOT), storage)
+
+
+def started_sweep(args: list[str], cwd):
+    """``pipeline-train <args>`` started in a session of its own, its output read line by line by a thread: (process,
+    lines so far, reader thread)."""
+    import threading
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=PROJECT_ROOT, env=env,
+    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=cwd, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
     reader.start()
-    return sweep, lines, reader, storage
+    return sweep, lines, reader
 
 
 def interrupted_once(sweep, lines: list[str], reader, marker: str, poll_s: float, interrupt) -> str:
@@ -400,14 +406,7 @@ def test_a_worker_killed_mid_trial_leaves_a_whole_sweep_with_its_best_run(tmp_pa
             "data.batch_size=32", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none",
             "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.study_name=oom", f"hydra.sweeper.storage={storage}",
             f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={store['outputs']}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli.train", *args], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    import threading
-
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(sweep.stdout), daemon=True)
-    reader.start()
+    sweep, lines, reader = started_sweep(args, tmp_path)
     killed = None
 
     def kill_worker_1() -> None:
