@@ -199,10 +199,15 @@ def damaged_part(path: Path) -> Optional[str]:
         return f"? ({_first_line(error)})"
 
 
-def damaged_message(path: Path, part: str) -> str:
-    return (f"{path} is damaged: its part {part} does not match its checksum (flipped bits: a failing disk or a copy "
-            "gone wrong), so its weights are not the ones saved; take another checkpoint of the run (the best-epoch "
-            "file beside last.ckpt, or its copy in the MLflow run) or copy the file again")
+def refuse_damaged(path: Path, error: Optional[type[Exception]] = None, named: str = "") -> None:
+    """Raise ``error`` (ConfigError by default) naming the checkpoint ``path`` (after ``named``, e.g. ``ckpt_path=``)
+    when a part of it fails its CRC (:func:`damaged_part`)."""
+    part = damaged_part(path)
+    if part is not None:
+        raise (error or ConfigError)(
+            f"{named}{path} is damaged: its part {part} does not match its checksum (flipped bits: a failing disk or a "
+            "copy gone wrong), so its weights are not the ones saved; take another checkpoint of the run (the "
+            "best-epoch file beside last.ckpt, or its copy in the MLflow run) or copy the file again")
 
 
 def _check_checkpoint(ckpt_path: Optional[str]) -> None:
@@ -237,9 +242,7 @@ def _check_checkpoint(ckpt_path: Optional[str]) -> None:
         ) from None
     except Exception as error:
         raise ConfigError(f"ckpt_path={ckpt_path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
-    part = damaged_part(path)
-    if part is not None:
-        raise ConfigError(f"ckpt_path={damaged_message(path, part)}")
+    refuse_damaged(path, named="ckpt_path=")
 
 
 def _collection(cfg: DictConfig, group: str) -> dict[str, DictConfig]:

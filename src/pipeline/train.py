@@ -19,9 +19,9 @@ from typing import Any, Iterable, Optional
 from omegaconf import DictConfig, open_dict
 
 from pipeline import interpolation_cache
-from pipeline.config import (ConfigError, absolute_data_paths, collection, damaged_message, damaged_part,
-                             directions_of_the_monitor, experiment_values_for_another_choice, max_time,
-                             unfused_for_clipping, validate, without_validation)
+from pipeline.config import (ConfigError, absolute_data_paths, collection, directions_of_the_monitor,
+                             experiment_values_for_another_choice, max_time, refuse_damaged, unfused_for_clipping,
+                             validate, without_validation)
 from pipeline.claims import CLAIM_FILE, claim_text
 from pipeline.errors import (DataError, RunInterrupted, remember_resume_point, remember_run_ended,
                              sigterm_as_interrupt)
@@ -227,9 +227,7 @@ def evaluate(cfg: DictConfig, weights: Path, source_run: Optional[str] = None,
             if source_test_digest else {}
         with weights_from_checkpoint():
             run_parts = build(cfg, datamodule, (), output_dir)
-        part = damaged_part(Path(weights))
-        if part is not None:
-            raise ConfigError(damaged_message(Path(weights), part))
+        refuse_damaged(Path(weights))
         written_by = check_resume_checkpoint(str(weights), run_parts.task_module).get("resumed_from_run")
         check_batch_limits(run_parts.trainer, datamodule, splits=())
         from pipeline.tasks.regression import check_log_test_targets

@@ -334,7 +334,7 @@ def _from_checkpoint(path: Path) -> Predictor:
     from omegaconf import OmegaConf
 
     from pipeline.data.base import DataSpec
-    from pipeline.config import ConfigError, damaged_message, damaged_part, written_by_torch_save
+    from pipeline.config import ConfigError, refuse_damaged, written_by_torch_save
     from pipeline.models import build_model, weights_from_checkpoint
     from pipeline.tasks import build_task_module
     from pipeline.train import building
@@ -383,9 +383,7 @@ def _from_checkpoint(path: Path) -> Predictor:
         raise PredictError(f"{path}: not a readable PyTorch checkpoint ({one_line(error)[:300]}); a file cut short "
                            "(a full disk, a copy that did not finish) cannot be read: take the run's other "
                            "checkpoint or its MLflow run id") from None
-    part = damaged_part(path)
-    if part is not None:
-        raise PredictError(damaged_message(path, part))
+    refuse_damaged(path, PredictError)
     try:
         # the checkpoint holds every weight: a pretrained model's own (model.weights) need not be at hand
         with weights_from_checkpoint(), building("model"):

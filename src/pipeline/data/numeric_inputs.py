@@ -28,6 +28,8 @@ class RawInputError(ValueError):
 class NumericColumns:
     """Numeric columns by name -> (N, columns) float32, standardised with ``mean``/``std`` when given."""
 
+    transforms_in_bulk = True  # a row is a few numbers, each its own: many rows per transform (pyfunc_model)
+
     accepts_missing = False  # pipeline-predict says so when a column is absent
 
     def __init__(self, columns: Sequence[str], mean: Optional[Sequence[float]] = None,

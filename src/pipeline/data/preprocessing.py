@@ -364,6 +364,8 @@ class TablePreprocessor:
     ``[numeric columns | missing indicators | one-hot blocks or category codes]``.
     """
 
+    transforms_in_bulk = True  # a row is a few numbers, each its own: many rows per transform (pyfunc_model)
+
     def __init__(self, columns: dict[str, str], numeric_transform: str = "standard",
                  categorical_encoding: str = "embedding", min_category_count: int = 1,
                  missing_tokens: Sequence[str] = MISSING_TOKENS, piecewise_bins: int = PIECEWISE_BINS,

@@ -1,5 +1,6 @@
 """Where a run came from: the code (git commit, uncommitted changes), the command, the machine, the library
-versions and every installed package (``environment.txt``). Enough to tell two runs apart and to rebuild the environment of either."""
+versions and every installed package (``environment.txt``). Enough to tell two runs apart and to rebuild the
+environment of either."""
 from __future__ import annotations
 
 import functools

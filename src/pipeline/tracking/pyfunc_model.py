@@ -29,11 +29,10 @@ from mlflow.pyfunc import PythonModel
 
 PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
-CHUNK_ROWS = 256  # rows predicted at once (and transformed at once, but for the adapters below)
-# adapters whose rows are a few numbers each, each row's independent of the others': transformed this many rows at once
-# (a multiple of CHUNK_ROWS), since a table's transform costs ~1 ms a call whatever its rows, in pandas' calls per
-# column; the network still answers CHUNK_ROWS at a time, so every number is the same
-BULK_ADAPTERS = ("TablePreprocessor", "NumericColumns")
+CHUNK_ROWS = 256  # rows predicted at once (and transformed at once, but by adapters that transform in bulk)
+# an adapter whose rows are a few numbers each, each row's independent of the others' (``transforms_in_bulk``), is
+# handed this many rows at once (a multiple of CHUNK_ROWS), since a table's transform costs ~1 ms a call whatever its
+# rows, in pandas' calls per column; the network still answers CHUNK_ROWS at a time, so every number is the same
 BULK_ROWS = 64 * CHUNK_ROWS
 
 
@@ -44,7 +43,7 @@ def predict_frame(adapter, predictor, task_kind: str, class_names: Optional[Sequ
     import torch
 
     outputs = []
-    step = BULK_ROWS if type(adapter).__name__ in BULK_ADAPTERS else CHUNK_ROWS
+    step = BULK_ROWS if getattr(adapter, "transforms_in_bulk", False) else CHUNK_ROWS
     for start in range(0, len(frame), step):  # bounded memory: images are decoded a chunk at a time
         rows = frame.iloc[start : start + step]
         try:

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from pipeline.errors import TrackingFailed, TrackingUnavailable
 from pipeline.ranks import is_rank_zero
@@ -95,6 +95,15 @@ def error_text(error: BaseException) -> str:
     text = re.sub(r"\s*\[SQL: .*?\](?=\s*(\[|\(Background|$))", "", text)
     text = re.sub(r"\s*\[parameters: .*?\](?=\s*(\(Background|$))", "", text)
     return re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
+
+
+class _OutageWords(NamedTuple):
+    store: str  # "MLflow store <uri>"
+    noun: str  # store, server
+    down: str  # is locked by another process
+    back: str  # is free again
+    still: str  # is still locked
+    lasted: str  # has been locked
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -534,8 +543,8 @@ class TrackedRun:
         if self.active and self.outage_since is not None:  # the server still does not answer: the run is incomplete
             since = time.monotonic() - self.outage_since
             what = self._held_calls[0][0] if self._held_calls else "logging metrics"
-            noun = "store" if str(self.tracking_uri).startswith("sqlite:") else "server"
-            self._store_failed(f"{what} (the {noun} {self._outage_words()[4]} for {since:.0f} s)", self._outage_error)
+            words = self._outage_words()
+            self._store_failed(f"{what} (the {words.noun} {words.lasted} for {since:.0f} s)", self._outage_error)
         if self.active:
             with self.recording("ending the run"):
                 if status == "FINISHED" and time.monotonic() - self._created_at > STALE_AFTER_S:
@@ -675,9 +684,9 @@ class TrackedRun:
                 self._store_failed(self._held_calls[0][0] if self._held_calls else "logging metrics", error)
                 return
             if in_outage:  # (an outage a write of another thread met meanwhile waits for the next try)
-                store, _, back, _, _ = self._outage_words()
-                self.on_notice(f"{store} {back} after {time.monotonic() - self.outage_since:.0f} s; what the run "
-                               "logged meanwhile is in it")
+                words = self._outage_words()
+                self.on_notice(f"{words.store} {words.back} after {time.monotonic() - self.outage_since:.0f} s; what "
+                               "the run logged meanwhile is in it")
                 self.outage_since, self._outage_error = None, None
 
     def write(self, what: str, call) -> None:
@@ -702,21 +711,21 @@ class TrackedRun:
         self._outage_error = error
         if self.outage_since is None:
             self.outage_since = time.monotonic()
-            store, down, back, still, _ = self._outage_words()
+            words = self._outage_words()
             self.on_notice(
-                f"{store} {down} ({type(error).__name__}: {redact_text(error_text(error))[:200]}); training goes on, "
-                f"and what the run logs is kept and written when it {back} (tried every {self.OUTAGE_RETRY_S:.0f} s; "
-                f"the run fails only if it {still} at its end)")
+                f"{words.store} {words.down} ({type(error).__name__}: {redact_text(error_text(error))[:200]}); "
+                f"training goes on, and what the run logs is kept and written when it {words.back} (tried every "
+                f"{self.OUTAGE_RETRY_S:.0f} s; the run fails only if it {words.still} at its end)")
 
-    def _outage_words(self) -> tuple[str, str, str, str, str]:
+    def _outage_words(self) -> "_OutageWords":
         """How the console names the store, its outage, its return, the outage at the run's end and its length: a
         server, or a SQLite file another process holds locked."""
         uri = redact_text(str(self.tracking_uri))
         if uri.startswith("sqlite:"):
-            return (f"MLflow store {uri}", "is locked by another process", "is free again", "is still locked",
-                    "has been locked")
-        return (f"MLflow tracking server {uri}", "does not answer", "answers again", "still does not answer",
-                "has not answered")
+            return _OutageWords(f"MLflow store {uri}", "store", "is locked by another process", "is free again",
+                                "is still locked", "has been locked")
+        return _OutageWords(f"MLflow tracking server {uri}", "server", "does not answer", "answers again",
+                            "still does not answer", "has not answered")
 
     def _server_down(self, error: BaseException) -> bool:
         """Whether a failed write met an http(s) server that does not answer at all (not one that refused it), or a
