@@ -298,6 +298,34 @@ def test_files_copied_without_their_times_are_said_to_count_as_changed(tmp_path,
                                                                                     abs=6e-5)
 
 
+def test_a_resume_on_other_images_or_images_prepared_otherwise_is_refused_and_a_copy_resumes(tmp_path, quick_store):
+    """A checkpoint of an image-folder run resumed with data.limit_rows or another data.val_fraction used to continue
+    on other rows without a word (its test rows could be the checkpoint's training images), and with another
+    data.normalization on inputs its weights never saw: refused, as for tables and texts. A copy of the folder that did
+    not keep the files' times is the same images and resumes."""
+    folder = tutorial_folder(tmp_path / "pets", per_class=6, test_per_class=2, modes=False)
+    training = [*FAST, "data=image_folder", f"data.path={folder}", "trainer.max_epochs=1"]
+    first = run_cli_in_process(training, quick_store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = quick_store["outputs"] / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert set(saved["data_digests"]) == set(saved["input_digests"]) == {"training", "validation"}
+    resume = [f"ckpt_path={last}", "trainer.max_epochs=2"]
+    for override, said in (("data.limit_rows=8", "was written on other training and validation rows than this run's"),
+                           ("data.val_fraction=0.4", "was written on other training and validation rows than this run's"),
+                           ("data.normalization=imagenet", "was written on the same rows prepared otherwise (digests of the "
+                                                  "training and validation inputs")):
+        result = run_cli_in_process([*training, *resume, override],
+                                    dict(quick_store, outputs=tmp_path / override.partition("=")[0]))
+        assert result.returncode == 2, (override, result.stderr[-3000:])
+        assert f"Error: ckpt_path={last} {said}" in single_error_line(result.stderr), result.stderr[-2000:]
+    assert len(runs_in(quick_store)) == 1  # refused before any run
+    for image in folder.rglob("*.png"):  # as a copy's, made without -p
+        os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    resumed = run_cli_in_process([*training, *resume], dict(quick_store, outputs=tmp_path / "resumed"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
 def test_unreadable_file_is_named_in_one_line_before_any_run(tmp_path, quick_store):
     folder = tutorial_folder(tmp_path / "pets", per_class=3, test_per_class=1, modes=False)
     (folder / "train" / "bees" / "index.html.jpg").write_text("<html>a saved web page</html>")

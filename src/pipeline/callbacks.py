@@ -702,12 +702,16 @@ class RunIdInCheckpoint(Callback):
 
 
 def fitted_rows_digests(datamodule, kind: Optional[str] = None) -> dict[str, str]:
-    """{training, validation: digest} of a data module held in memory (hashed once per run): of the rows drawn, or
-    of the preprocessed inputs (``kind``, see ``tracking.artifacts.split_digests``); {} for one streamed from files,
-    whose digests describe the files, not the rows."""
+    """{training, validation: digest} of a data module's fitted splits (hashed once per run): of the rows drawn, or
+    of the preprocessed inputs (``kind``, see ``tracking.artifacts.split_digests``). A module of files (image
+    folders, streamed or read into memory) says its own (``resume_digests``): the files drawn and their labels, and
+    how they are made into inputs (its logged data set digests cover modification times, which a copy changes)."""
+    from pipeline.tracking.run import PREPROCESSED, ROWS
+
+    if datamodule is not None and hasattr(datamodule, "resume_digests"):
+        return datamodule.resume_digests(prepared=kind == PREPROCESSED)
     if datamodule is None or hasattr(datamodule, "dataset_records") or getattr(datamodule, "train_split", None) is None:
         return {}
     from pipeline.tracking.artifacts import split_digests
-    from pipeline.tracking.run import ROWS
 
     return {k: v for k, v in split_digests(datamodule, kind or ROWS).items() if k in ("training", "validation")}

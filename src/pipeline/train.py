@@ -683,8 +683,8 @@ def _check_resumed_rows(ckpt_path: str, checkpoint: dict, seed: Optional[int], d
         raise ConfigError(f"ckpt_path={ckpt_path} was written on the same rows prepared otherwise (digests of the "
                           f"{' and '.join(differ)} inputs {', '.join(f'{saved_inputs[n]} -> {now[n]}' for n in differ)})"
                           ": a data.* setting of the preprocessing differs (numeric_transform, categorical_encoding, "
-                          "the tokenizer ...), and the saved weights learned the other inputs; resume with the data.* "
-                          "settings of the run that wrote it")
+                          "the tokenizer, image_size, normalization ...), and the saved weights learned the other "
+                          "inputs; resume with the data.* settings of the run that wrote it")
 
 
 # how an optimizer runs, not what it computes (they may differ between machines): not compared on resume

@@ -323,6 +323,17 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         identity = "\n".join(f"{f}\0{s}\0{m}" for f, s, m in zip(files.tolist(), sizes.tolist(), mtimes.tolist()))
         return files, identity.encode()
 
+    def resume_identity(self, rows: np.ndarray) -> bytes:
+        """Each file's path and size, not its modification time: a run resumed on a copy of its folder (another
+        machine, cp without -p) resumes on the same images."""
+        files, sizes = self.files[rows], self.file_sizes[rows]
+        return "\n".join(f"{f}\0{s}" for f, s in zip(files.tolist(), sizes.tolist())).encode()
+
+    def preparation(self) -> Optional[bytes]:
+        mean, std = self._statistics()
+        listed = lambda values: None if values is None else [round(float(v), 6) for v in values]  # noqa: E731
+        return repr((self.channels, self.image_size, self.resize_size, listed(mean), listed(std))).encode()
+
     def reader(self) -> ImageFileReader:
         return ImageFileReader(self.root, self.files, self.channels)
 

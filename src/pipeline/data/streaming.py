@@ -221,6 +221,40 @@ class StreamedDataModule(InMemoryDataModule):
         contents, e.g. path, size and modification time of each file)."""
         raise NotImplementedError
 
+    def resume_identity(self, rows: np.ndarray) -> bytes:
+        """Bytes that identify the items for a resume's check (:meth:`resume_digests`): by default those of
+        :meth:`row_records`."""
+        return self.row_records(rows)[1]
+
+    def preparation(self) -> Optional[bytes]:
+        """How items are made into model inputs (sizes, normalisation ...), for a resume's check of the inputs the
+        weights learned; None where a module does not say (then no such check)."""
+        return None
+
+    def resume_digests(self, prepared: bool = False) -> dict[str, str]:
+        """{training, validation: digest} a checkpoint keeps and a resume compares (``callbacks.fitted_rows_digests``):
+        of the items drawn into each split and their labels, and with ``prepared``, of how they are made into inputs
+        too ({} where :meth:`preparation` says nothing). Hashed once per set-up."""
+        how = self.preparation() if prepared else b""
+        if how is None or not self.rows:
+            return {}
+        key = (prepared, id(self.rows.get("train")), id(self.rows.get("val")))
+        cached = getattr(self, "_resume_digests", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        digests = {}
+        for context, name in (("training", "train"), ("validation", "val")):
+            rows = self.rows.get(name)
+            if rows is None or not len(rows):
+                continue
+            digest = hashlib.blake2b(digest_size=8)
+            digest.update(self.resume_identity(rows.x.numpy()))
+            digest.update(np.ascontiguousarray(rows.y.numpy(), dtype=np.int64).tobytes())
+            digest.update(how)
+            digests[context] = digest.hexdigest()
+        self._resume_digests = (key, digests)
+        return digests
+
     def fit_preprocessing_rows(self, train: Split) -> None:
         """Learn preprocessing statistics from the training rows (read here as needed)."""
 
