@@ -261,6 +261,7 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     fake_run("good-test", "diabetes", 0.20, 0.10, r2=(0.301, 0.45, 0.5678))
     fake_run("pruned", "diabetes", 0.01, 0.01, **{"sweep.state": "PRUNED"})
     fake_run("failed", "diabetes", 0.02, 0.02, status="FAILED")
+    fake_run("killed", "diabetes", 0.03, 0.03, status="KILLED", **{"sweep.state": "FAIL"})  # an interrupted trial
     fake_run("other-data", "wine", 0.001, 0.001)       # newest: its data set is the default
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--output", str(tmp_path / "a")],
                          capsys)
@@ -275,7 +276,9 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--all-data", "--all",
                                 "--output", str(tmp_path / "c")], capsys)
     listed = [line.split()[1] for line in out.splitlines() if line[:1].isdigit()]
-    assert listed[:3] == ["other-data", "pruned", "failed"] and "PRUNED" in out and "FAILED" in out
+    assert listed[:4] == ["other-data", "pruned", "failed", "killed"] and "PRUNED" in out and "FAILED" in out
+    killed = next(line for line in out.splitlines() if " killed " in line)
+    assert " KILLED " in killed and " FAIL " not in killed, out  # MLflow's status, not Optuna's FAIL
     # a test metric's 95 % bootstrap interval: in brackets in the table, its own columns in the CSV
     code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "houses", "--all-data",
                                 "--by", "test/r2_ci_low", "--output", str(tmp_path / "d")], capsys)
@@ -456,9 +459,15 @@ def test_compare_paired_tells_two_runs_on_the_same_test_rows_apart_only_where_th
     nothing = client.create_run(experiment, run_name="nothing").info.run_id
     client.set_terminated(nothing)  # finished without predictions (test=false)
     running = client.create_run(experiment, run_name="running").info.run_id  # still training, or killed -9
+    # a sweep's trial is not tested: pipeline-eval, which the message advised, refuses trials
+    trial = client.create_run(experiment, run_name="trial-3", tags={"sweep.role": "trial", "sweep.trial_number": "3",
+                                                                     "sweep.study_name": "s"}).info.run_id
+    client.set_terminated(trial)
     for pair, fragments in [((good, other_rows), ["different test rows", "same data, split and seed"]),
                             ((good, near), ["different test rows"]), ((good, three), ["predict different classes"]),
                             ((good, nothing), [f"run {nothing} logged no predictions/test.csv", f"pipeline-eval {nothing}"]),
+                            ((good, trial), [f"run {trial} is trial 3 of the sweep 's': a trial is not tested",
+                                             "compare the sweep's best run (tag best=true)"]),
                             ((good, running), [f"run {running} is still RUNNING (or its process was killed) before it "
                                                "logged its test predictions"]),
                             ((good, "0" * 32), ["no run '" + "0" * 32 + "'"])]:
@@ -644,6 +653,43 @@ def test_compare_all_data_says_it_mixes_data_sets_and_ranks_runs_without_the_met
                                 "--output", str(tmp_path / "d")], capsys)
     assert ("(f1 and ap are of different classes here (task.positive_class): 0 in 1 run, 1 in 1 run; compare them "
             "within a class)") in out, out
+
+
+def test_compare_does_not_name_other_optimizers_defaults_or_what_a_sweep_sets_in_its_trials(tmp_path, capsys,
+                                                                                           migrated_store_db):
+    """A sweep's trials and best runs ranked together: the note of keys without a column listed RMSprop's alpha
+    (absent from Adam's runs), Adam's fused, the trials' num_sanity_val_steps=0 and the best run's checkpoint
+    settings, before (and instead of) the key searched, model.l1."""
+    from mlflow import MlflowClient
+
+    from pipeline.cli.compare import main
+
+    store, fake_run = _compare_store(tmp_path, migrated_store_db, "classification")
+    client = MlflowClient(store["uri"])
+    base = {"task": "classification", "data": "breast_cancer", "task.monitor": "val/loss", "task.mode": "min"}
+    adam = {"optimizer": "adam", "optimizer.fused": "True"}
+    trial = {"trainer.num_sanity_val_steps": "0"}
+    for number, (name, params) in enumerate([("t0", {**adam, **trial, "model.l1": "1e-05"}),
+                                             ("t1", {**adam, **trial, "model.l1": "0.0001"}),
+                                             ("t2", {"optimizer": "rmsprop", "optimizer.alpha": "0.99", **trial,
+                                                     "model.l1": "1e-05"})]):
+        run_id = fake_run(name, {**base, **params}, {"val/loss_best": 0.3 + number / 10})
+        for key, value in {"sweep.role": "trial", "sweep.trial_number": str(number)}.items():
+            client.set_tag(run_id, key, value)
+    best = fake_run("best", {**base, **adam, "model.l1": "1e-05", "callbacks.model_checkpoint.monitor": "val/loss",
+                             "callbacks.model_checkpoint.save_last": "True"}, {"val/loss_best": 0.3})
+    client.set_tag(best, "sweep.role", "final")
+    client.set_tag(best, "best", "true")
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "c")], capsys)
+    assert code == 0, err
+    assert "(also set otherwise among these runs, without a column: model.l1 (1e-05, 0.0001))" in out, out
+    # one optimizer's runs setting its own key otherwise are still named
+    fake_run("t3", {**base, "optimizer": "rmsprop", "optimizer.alpha": "0.9", "model.l1": "1e-05"},
+             {"val/loss_best": 0.9})
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification",
+                                "--output", str(tmp_path / "d")], capsys)
+    assert "optimizer.alpha (-, 0.99, 0.9)" in out, out
 
 
 def test_the_ui_on_a_store_that_does_not_exist_says_it_makes_an_empty_one(tmp_path, capsys):

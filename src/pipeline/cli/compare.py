@@ -175,9 +175,30 @@ def params_without_a_column(runs: list) -> list[tuple[str, list[str]]]:
     found = []
     for key in keys:
         values = list(dict.fromkeys(run.data.params.get(key, "-") for run in runs))
-        if len(values) > 1:
+        if len(values) > 1 and not _told_by_another_column(key, runs):
             found.append((key, values))
     return sorted(found, key=lambda item: ("-" in item[1], item[0].startswith("callbacks."), item[0]))
+
+
+# what a sweep sets in its trials and not in its final runs (no checkpoints, no validation pass before training)
+_TRIAL_ONLY = ("trainer.num_sanity_val_steps", "callbacks.model_checkpoint")
+
+
+def _told_by_another_column(key: str, runs: list) -> bool:
+    """Whether ``key`` differs among ``runs`` only as something else in the table says: an optimizer's own setting
+    (RMSprop's alpha, Adam's fused: absent, or a default, in runs of another optimizer, which the optimizer column
+    shows) or what a sweep sets in its trials alone (tag ``sweep.role=trial``: no checkpoints, no validation pass
+    before training). A key that also differs within one optimizer's runs, or within the trials, is not."""
+    if key.startswith("optimizer."):
+        by = lambda run: run.data.params.get("optimizer", "")  # noqa: E731
+    elif key.startswith(_TRIAL_ONLY):
+        by = lambda run: getattr(run.data, "tags", {}).get("sweep.role") == "trial"  # noqa: E731
+    else:
+        return False
+    groups: dict = {}
+    for run in runs:
+        groups.setdefault(by(run), set()).add(run.data.params.get(key, "-"))
+    return len(groups) > 1 and all(len(values) == 1 for values in groups.values())
 
 
 def other_contents(runs: list) -> list[str]:
@@ -370,7 +391,8 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
                        if column not in csv_header]
     rows, csv_rows = [], []
     for position, run in enumerate(ordered, start=1):
-        status = run.data.tags.get("sweep.state") if run.data.tags.get("sweep.state") not in (None, "COMPLETE") else run.info.status
+        # a pruned trial ended FINISHED in MLflow: its state says more; an interrupted one is Optuna's FAIL, KILLED here
+        status = "PRUNED" if run.data.tags.get("sweep.state") == "PRUNED" else run.info.status
         if run.data.tags.get("run_kind") == "evaluation":
             status = "EVALUATION"
         rows.append([str(position), run.info.run_name or "", run.info.run_id, status]
@@ -531,6 +553,11 @@ def _predictions(client, run):
             unfinished = unfinished_run(run, "its test predictions (predictions/test.csv)")
             if unfinished:
                 raise CompareError(unfinished) from None
+            if run.data.tags.get("sweep.role") == "trial":
+                raise CompareError(f"run {run.info.run_id} is trial {run.data.tags.get('sweep.trial_number', '?')} of the "
+                                   f"sweep {run.data.tags.get('sweep.study_name', '?')!r}: a trial is not tested (the "
+                                   "sweep selects by validation) and logs no predictions/test.csv; compare the sweep's "
+                                   "best run (tag best=true) with another tested run") from None
             raise CompareError(f"run {run.info.run_id} logged no predictions/test.csv (a run with test=false or "
                                "logger.mlflow.log_predictions=false, or from before runs logged them); "
                                f"pipeline-eval {run.info.run_id} tests it again and logs them") from None
