@@ -464,7 +464,15 @@ def test_a_model_folder_without_its_tokenizer_or_too_short_for_max_length_is_ref
         PretrainedTransformer((256,), 1, vocab_size=40, name=str(folder), bf16=False)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         (folder / name).unlink(missing_ok=True)
-    with pytest.raises(DataError, match="the tokenizer has no words, only its special tokens"):
+    with pytest.raises(DataError, match="the tokenizer has no words, only its special tokens.*the folder holds no "
+                                        "tokenizer files"):
+        load_pretrained_tokenizer(str(folder), 64)
+    # a tokenizer.json made before its words were added was said to be no tokenizer file at all
+    from tokenizers import Tokenizer, models
+
+    specials = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
+    Tokenizer(models.WordLevel(specials, unk_token="[UNK]")).save(str(folder / "tokenizer.json"))
+    with pytest.raises(DataError, match="the folder's tokenizer.json holds no vocabulary"):
         load_pretrained_tokenizer(str(folder), 64)
 
 

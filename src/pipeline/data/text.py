@@ -478,10 +478,15 @@ def load_pretrained_tokenizer(name: str, max_length: int):
     if tokenizer.get_vocab_size(with_added_tokens=True) <= len(set(pretrained.all_special_ids)):
         # a folder saved with the model alone: transformers makes a tokenizer of special tokens only, and every
         # word would be [UNK] (a run that learns nothing, with exit 0)
+        folder = Path(str(name)).expanduser()
+        found = [f for f in ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer_config.json")
+                 if (folder / f).is_file()] if folder.is_dir() else []
+        where = (f"the folder's {', '.join(found)} hold{'s' if len(found) == 1 else ''} no vocabulary (a tokenizer made "
+                 "before its words were added, or without them)" if found else
+                 "the folder holds no tokenizer files (tokenizer.json, or vocab.txt with tokenizer_config.json)")
         raise DataError(f"data.tokenizer={name} (model.name, unless set apart): the tokenizer has no words, only its "
-                        f"special tokens ({', '.join(pretrained.all_special_tokens)}); the folder holds no tokenizer "
-                        "files (tokenizer.json, or vocab.txt with tokenizer_config.json): save the tokenizer beside the "
-                        "model (tokenizer.save_pretrained(folder))")
+                        f"special tokens ({', '.join(pretrained.all_special_tokens)}); {where}: save the trained "
+                        "tokenizer beside the model (tokenizer.save_pretrained(folder))")
     tokenizer.enable_truncation(max_length=max_length)
     return tokenizer, int(pad_id)
 
