@@ -111,6 +111,62 @@ def test_the_corners_checked_before_a_study_respect_conditions_and_a_fixed_paren
 
 
 @pytest.mark.unit
+def test_a_choice_narrowed_on_the_command_line_leaves_out_what_only_its_dropped_values_take():
+    """'optimizer=choice(adam,rmsprop)' on the command line of a search whose momentum is sampled for sgd only was
+    refused ("optimizer=sgd is not a value optimizer takes"), though the command line adds to or replaces entries of
+    the space: momentum is not searched, with a note. A condition the search file gets wrong is still refused; a null
+    condition is none; the grid's refusal of a conditional parameter advises overrides that work."""
+    from pipeline.sweep.space import SearchSpaceError, parse_search_space
+
+    params = {"optimizer": "choice(sgd, adam, rmsprop)", "optimizer.momentum": "choice(0.0, 0.9)"}
+    conditions = {"optimizer.momentum": "optimizer=sgd"}
+    for narrowed, written in (("optimizer=choice(adam,rmsprop)", "optimizer=choice(adam, rmsprop)"),
+                              ("optimizer=choice(adam)", "optimizer=choice(adam)"), ("optimizer=adam", "optimizer=adam")):
+        space = parse_search_space(params, [narrowed], conditions)
+        assert [p.name for p in space.params] == (["optimizer"] if "choice" in narrowed else [])
+        assert space.notes == (f"optimizer.momentum is not searched: optimizer no longer takes sgd ({written}), "
+                               "which its condition optimizer=sgd needs",)
+    space = parse_search_space(params, ["optimizer=choice(sgd,adam)"], {"optimizer.momentum": "optimizer=sgd,rmsprop"})
+    assert {p.name: p.condition for p in space.params}["optimizer.momentum"] == ("optimizer", ("sgd", "rmsprop"))
+    assert space.notes == ()
+    for narrowed in ("optimizer=choice(adam,rmsprop)", "optimizer=adam"):  # a typo of the file's: not a narrowing
+        with pytest.raises(SearchSpaceError, match=r"optimizer=sgdd is not a value optimizer takes "):
+            parse_search_space(params, [narrowed], {"optimizer.momentum": "optimizer=sgdd"})
+    # hydra.sweeper.conditions={optimizer.momentum:null}: the condition taken away
+    space = parse_search_space(params, [], {"optimizer.momentum": None})
+    assert {p.name: p.condition for p in space.params} == {"optimizer": None, "optimizer.momentum": None}
+    # sampler=grid advised "drop hydra.sweeper.conditions", which the command line cannot do
+    with pytest.raises(SearchSpaceError) as refused:
+        parse_search_space(params, [], conditions).grid()
+    assert str(refused.value) == (
+        "sampler=grid cannot search 'optimizer.momentum', which is sampled only where optimizer=sgd "
+        "(hydra.sweeper.conditions): search it in every trial with optimizer=sgd, leave it out with "
+        "'optimizer=choice(adam,rmsprop)', or pick another sampler (hydra.sweeper.sampler=random)")
+    assert parse_search_space(params, ["optimizer=sgd"], conditions).grid() == {"optimizer.momentum": [0.0, 0.9]}
+    assert parse_search_space(params, ["optimizer=choice(adam,rmsprop)"], conditions).grid() == {
+        "optimizer": ["adam", "rmsprop"]}
+
+
+def test_a_sweep_over_a_narrowed_optimizer_choice_runs_without_the_momentum_of_sgd(tmp_path):
+    """``-m hparams_search=classification_optuna 'optimizer=choice(adam,rmsprop)'`` exit 2: "condition for
+    'optimizer.momentum': optimizer=sgd is not a value optimizer takes". It runs, saying momentum is not searched."""
+    from conftest import run_cli_in_process
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli_in_process(["-m", "hparams_search=classification_optuna", "optimizer=choice(adam,rmsprop)",
+                                 "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "logger=none",
+                                 "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=narrowed",
+                                 f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    notes = [line for line in result.stdout.splitlines() if "is not searched" in line]
+    assert notes == ["Note: optimizer.momentum is not searched: optimizer no longer takes sgd (optimizer=choice(adam, "
+                     "rmsprop)), which its condition optimizer=sgd needs"], result.stdout[-3000:]
+    trials = study_trials(storage, "narrowed")
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.params["optimizer"] in ("adam", "rmsprop") and "optimizer.momentum" not in t.params for t in trials)
+
+
+@pytest.mark.unit
 def test_a_log_range_with_a_step_is_refused_not_searched_without_it():
     """tag(log, range(16, 129, 16)) drew 115, 37, 24: Optuna's log scale has no steps, and the step was dropped."""
     from pipeline.sweep.space import SearchSpaceError, parse_search_space

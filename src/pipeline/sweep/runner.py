@@ -405,6 +405,8 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
 
     settings = build_settings(options, arguments, base_config)
     check_a_trial_config(settings, hydra_context, base_config)
+    for note in settings.space.notes:  # optimizer.momentum where the command line's optimizer choice has no sgd
+        print(f"Note: {note}", flush=True)
     settings.sweep_dir = study_folder(base_config, settings.study_name)
     made = not Path(settings.sweep_dir).exists()
     Path(settings.sweep_dir).mkdir(parents=True, exist_ok=True)

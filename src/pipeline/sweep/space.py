@@ -41,6 +41,8 @@ class SearchParam:
 class SearchSpace:
     params: tuple[SearchParam, ...]
     fixed_overrides: tuple[str, ...]  # plain overrides every trial gets
+    # parameters left out because the command line took away the values their condition needs, one line each
+    notes: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, str]:
         described = {}
@@ -56,9 +58,16 @@ class SearchSpace:
         """The search space as lists of values, for the grid sampler."""
         grid = {}
         for param in self.params:
-            if param.condition:
-                raise SearchSpaceError(f"sampler=grid cannot search conditional parameter '{param.name}'; "
-                                       "drop hydra.sweeper.conditions or pick another sampler")
+            if param.condition:  # its condition decided on the command line: searched in every trial, or in none
+                parent, allowed = param.condition
+                others = [str(c) for c in getattr(next(p for p in self.params if p.name == parent).distribution,
+                                                  "choices", ()) if str(c) not in allowed]
+                left_out = f", leave it out with {parent}={others[0]}" if len(others) == 1 else (
+                    f", leave it out with '{parent}=choice({','.join(others)})'" if others else "")
+                raise SearchSpaceError(f"sampler=grid cannot search '{param.name}', which is sampled only where "
+                                       f"{parent}={','.join(allowed)} (hydra.sweeper.conditions): search it in every "
+                                       f"trial with {parent}={allowed[0]}{left_out}, or pick another sampler "
+                                       f"(hydra.sweeper.sampler=random)")
             distribution = param.distribution
             if isinstance(distribution, CategoricalDistribution):
                 grid[param.name] = list(distribution.choices)
@@ -88,7 +97,8 @@ def parse_search_space(params: Mapping[str, Any], arguments: Sequence[str],
     lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(arguments)
     searched: dict[str, SearchParam] = {}
     fixed: dict[str, str] = {}
-    for line in lines:
+    declared: dict[str, BaseDistribution] = {}  # the search file's own space, before the command line changed it
+    for index, line in enumerate(lines):
         try:
             override = parser.parse_overrides([line])[0]
         except Exception as error:
@@ -99,28 +109,47 @@ def parse_search_space(params: Mapping[str, Any], arguments: Sequence[str],
         fixed.pop(name, None)
         if override.is_sweep_override():
             searched[name] = SearchParam(key, to_distribution(name, override.value()))
+            if index < len(params or {}):
+                declared[name] = searched[name].distribution
         else:
             fixed[name] = line
-    conditions = dict(conditions or {})
+    conditions = {name: condition for name, condition in (conditions or {}).items()
+                  if condition is not None}  # {optimizer.momentum: null} on the command line: no condition
+    notes: list[str] = []
+
+    def left_out(name: str, condition: str, parent: str, allowed: Sequence[str], given: str) -> None:
+        del searched[name]  # its condition never holds: not searched (optimizer.momentum for adam)
+        notes.append(f"{name} is not searched: {parent} no longer takes {' or '.join(allowed)} ({given}), which its "
+                     f"condition {condition} needs")
+
     for name, condition in conditions.items():
         if name not in searched:
             raise SearchSpaceError(f"hydra.sweeper.conditions names '{name}', which is not in the search space "
                                    f"({', '.join(searched) or 'empty'})")
         parent = str(condition).partition("=")[0].strip()
         if parent in fixed and parent not in searched:  # optimizer=adam on the command line of a search over it
-            _, allowed = parse_condition(name, condition, {parent: SearchParam(parent, CategoricalDistribution([0]))})
+            stand_in = SearchParam(parent, declared.get(parent, CategoricalDistribution([0])))
+            _, allowed = parse_condition(name, condition, {parent: stand_in})
             given = _parsed_value(fixed[parent].split("=", 1)[1].strip())
             if not any(_same_value(_parsed_value(value), given) for value in allowed):
-                del searched[name]  # its condition never holds: not searched (optimizer.momentum for adam)
+                left_out(name, condition, parent, allowed, fixed[parent])
             continue  # or always holds: searched as any other parameter
-        searched[name] = SearchParam(searched[name].key, searched[name].distribution,
-                                     parse_condition(name, condition, searched))
+        parent, allowed = parse_condition(name, condition, searched, declared.get(parent))
+        choices = getattr(searched[parent].distribution, "choices", None)
+        if choices is not None and not {str(c) for c in choices} & set(allowed):  # optimizer=choice(adam,rmsprop)
+            narrowed = f"{parent}={describe_distribution(searched[parent].distribution)}"
+            left_out(name, condition, parent, allowed, narrowed)
+            continue
+        searched[name] = SearchParam(searched[name].key, searched[name].distribution, (parent, allowed))
     # parents before the parameters that depend on them
     ordered = sorted(searched.values(), key=lambda p: p.condition is not None)
-    return SearchSpace(tuple(ordered), tuple(fixed.values()))
+    return SearchSpace(tuple(ordered), tuple(fixed.values()), tuple(notes))
 
 
-def parse_condition(name: str, condition: str, searched: Mapping[str, SearchParam]) -> tuple[str, tuple[str, ...]]:
+def parse_condition(name: str, condition: str, searched: Mapping[str, SearchParam],
+                    declared: Optional[BaseDistribution] = None) -> tuple[str, tuple[str, ...]]:
+    """(parent, the values it is sampled for); ``declared``: the parent as the search file wrote it, whose
+    values a condition may name after the command line narrowed the parent's choice."""
     parent, separator, values = str(condition).partition("=")
     parent = parent.strip()
     if not separator or not values.strip():
@@ -129,10 +158,13 @@ def parse_condition(name: str, condition: str, searched: Mapping[str, SearchPara
         raise SearchSpaceError(f"condition for '{name}' depends on '{parent}', which must be an unconditional "
                                f"parameter of the search space")
     choices = getattr(searched[parent].distribution, "choices", None)
+    if choices is not None:  # and those of the search file (sgd where the command line gave choice(adam,rmsprop))
+        choices = list(choices) + [c for c in getattr(declared, "choices", ())
+                                   if not any(_same_value(taken, c) for taken in choices)]
     # a value as Hydra reads it (true: True, 1: 1), written as the choice it is: sample() compares str(value)
     allowed = tuple(next((str(c) for c in choices or () if _same_value(c, _parsed_value(v.strip()))), v.strip())
                     for v in values.split(","))
-    if choices is not None and len(choices) > 1:  # a value the parent never takes: the parameter never searched
+    if choices is not None and len(choices) > 1:  # a value the parent never took (a typo): refused, not left out
         unknown = [v for v in allowed if v not in {str(c) for c in choices}]
         if unknown:
             raise SearchSpaceError(f"condition for '{name}': {parent}={','.join(unknown)} is not a value {parent} takes "
