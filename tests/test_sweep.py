@@ -750,6 +750,13 @@ SWEEP_REFUSALS = [
      "Error: +hydra.sweeper.params.optimizer.lrr=interval(0.001,0.01): Hydra does not sweep over its own config "
      "(hydra.sweeper.params.optimizer.lrr); a search parameter is given on the command line as "
      "optimizer.lrr=<expression>, e.g. optimizer.lrr='interval(0.001,0.01)'"),
+    # a misspelt option in a narrowed choice: the condition on sgd, which the choice no longer took, was the error
+    (["hparams_search=classification_optuna", "optimizer=choice(adam,sgdd)"],
+     "Error: optimizer=sgdd: no such option in conf/optimizer/; did you mean optimizer=sgd? Available: adam, adamw, "
+     "lbfgs, rmsprop, sgd"),
+    (["hparams_search=classification_optuna", "optimizer=choice(adam,rmsproop)"],
+     "Error: optimizer=rmsproop: no such option in conf/optimizer/; did you mean optimizer=rmsprop? Available: adam, "
+     "adamw, lbfgs, rmsprop, sgd"),
 ]
 
 

@@ -436,6 +436,13 @@ def _jobs_to_check(overrides: list[str]) -> list[list[str]]:
     return [fixed + [f"{key}={values[i % len(values)]}" for key, values in sweeps] for i in range(count)]
 
 
+def no_such_option(group: str, name: str, options: Sequence[str]) -> str:
+    """What ``pipeline-train optimizer=sgdd`` says: the option, the nearest one, those there are."""
+    match = nearest(name, options)
+    suggestion = f"; did you mean {group}={match}?" if match else "."
+    return f"{group}={name}: no such option in conf/{group}/{suggestion} Available: {', '.join(options)}"
+
+
 def describe_composition_error(error: Exception, config_dir: Path, config_name: str = "config",
                                overrides: Sequence[str] = (), user_dir: Optional[str] = None) -> str:
     from hydra.errors import MissingConfigException, OverrideParseException
@@ -455,7 +462,7 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
         if chooser:  # a defaults list of a file the command line chose (an experiment's override /data: nosuch)
             return (f"{chooser}: its defaults choose {group}={name}: no such option in {group}/{suggestion} "
                     f"Available: {', '.join(options)}")
-        return f"{group}={name}: no such option in conf/{group}/{suggestion} Available: {', '.join(options)}"
+        return no_such_option(group, name, options)
     if isinstance(error, OverrideParseException):
         override = str(error.override)
         if not override.isascii():  # größe, dätä/ä.csv: letters Hydra's grammar takes only inside quotes

@@ -76,6 +76,30 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
     return settings
 
 
+def check_group_choices(options: dict, arguments: list[str], config_loader) -> None:
+    """A choice of config-group options that names one there is not (optimizer=choice(adam,sgdd), in the search
+    file or on the command line) is refused as ``pipeline-train optimizer=sgdd`` refuses it, before the space's
+    conditions are read: a condition on sgd, which the choice no longer took, was the error named instead."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from pipeline.cli.errors import no_such_option
+
+    parser = OverridesParser.create()
+    params = _plain(options.get("params")) or {}
+    for line in [f"{key}={value}" for key, value in params.items()] + list(arguments):
+        try:
+            override = parser.parse_overrides([line])[0]
+            if not override.is_discrete_sweep():
+                continue
+            group = override.key_or_group.lstrip("+~")
+            available = sorted(o for o in config_loader.get_group_options(group) if not o.startswith("_"))
+        except Exception:  # parse_search_space says what cannot be read
+            continue
+        for value in override.sweep_string_iterator() if available else ():
+            if value not in available:
+                raise SweepError(no_such_option(group, value, available))
+
+
 def mlflow_logger_node(base_config: DictConfig):
     """The config's MLflow logger (``logger.mlflow``), resolved; None when the sweep is not tracked."""
     loggers = base_config.get("logger") or {}
@@ -403,6 +427,7 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     from .report import parent_run_params, start_plots, summarize, warm_plots, write_tables
     from .worker import finalize, run_workers
 
+    check_group_choices(options, arguments, hydra_context.config_loader)
     settings = build_settings(options, arguments, base_config)
     check_a_trial_config(settings, hydra_context, base_config)
     for note in settings.space.notes:  # optimizer.momentum where the command line's optimizer choice has no sgd
