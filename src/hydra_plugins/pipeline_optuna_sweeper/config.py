@@ -41,8 +41,9 @@ class PipelineOptunaSweeperConf:
     heartbeat_interval: int = 10
     # the search space in Hydra's sweep grammar: key: choice(...) | interval(...) | range(...) | tag(log, ...)
     params: Optional[Dict[str, str]] = field(default_factory=dict)  # Optional: `params:` left empty in a YAML
-    # parameters sampled only under a condition on another one, e.g. optimizer.momentum: optimizer=sgd
-    conditions: Optional[Dict[str, str]] = field(default_factory=dict)
+    # parameters sampled only under a condition on another one, e.g. optimizer.momentum: optimizer=sgd; a null
+    # condition is none (hydra.sweeper.conditions={optimizer.momentum:null} on the command line)
+    conditions: Optional[Dict[str, Optional[str]]] = field(default_factory=dict)
     # what each trial records besides params, per-epoch metrics, status and pruning (selection is by validation:
     # by default a trial writes no checkpoint, is not tested and logs no model or plots)
     trial_checkpoints: bool = False
