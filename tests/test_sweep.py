@@ -757,6 +757,11 @@ SWEEP_REFUSALS = [
     (["hparams_search=classification_optuna", "optimizer=choice(adam,rmsproop)"],
      "Error: optimizer=rmsproop: no such option in conf/optimizer/; did you mean optimizer=rmsprop? Available: adam, "
      "adamw, lbfgs, rmsprop, sgd"),
+    # a condition taken away (docs/sweeps.md): was "Incompatible value 'None' for field of type 'str'"; momentum is
+    # then sampled for adam too, which takes none
+    (["hparams_search=classification_optuna", "hydra.sweeper.conditions={optimizer.momentum:null}"],
+     "Error: a trial of this search cannot run (one drawing optimizer=adam): unknown key 'optimizer.momentum' for "
+     "torch.optim.Adam"),
 ]
 
 
