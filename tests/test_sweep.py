@@ -166,6 +166,26 @@ def test_a_sweep_over_a_narrowed_optimizer_choice_runs_without_the_momentum_of_s
     assert all(t.params["optimizer"] in ("adam", "rmsprop") and "optimizer.momentum" not in t.params for t in trials)
 
 
+def test_a_command_line_choice_of_a_conditional_key_is_searched_under_its_condition_with_m(tmp_path):
+    """``-m hparams_search=classification_optuna 'optimizer.momentum=choice(0,0.9)'``: the check before Hydra
+    composed each value of the choice with the default optimizer (adam), and refused 'unknown key optimizer.momentum'
+    (without -m it ran). The choice replaces the search file's momentum, sampled where optimizer=sgd."""
+    from conftest import run_cli_in_process
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli_in_process(["-m", "hparams_search=classification_optuna",
+                                 "optimizer.momentum=choice(0,0.9)", "hydra.sweeper.n_trials=4",
+                                 "hydra.sweeper.pruner=none",
+                                 "trainer.max_epochs=1", "logger=none", "hydra.sweeper.finalize_top_k=0",
+                                 "hydra.sweeper.study_name=momentum", f"hydra.sweeper.storage={storage}",
+                                 f"hydra.sweep.dir={tmp_path / 'out'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = study_trials(storage, "momentum")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.params.get("optimizer.momentum", "-") in ((0, 0.9) if t.params["optimizer"] == "sgd" else ("-",))
+               for t in trials), [t.params for t in trials]
+
+
 @pytest.mark.unit
 def test_a_log_range_with_a_step_is_refused_not_searched_without_it():
     """tag(log, range(16, 129, 16)) drew 115, 37, 24: Optuna's log scale has no steps, and the step was dropped."""

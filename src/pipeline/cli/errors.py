@@ -281,6 +281,12 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     try:
         jobs = _jobs_to_check(overrides) if args.multirun else [overrides]
         with _hydra_for(config_dir, user_dir):
+            if len(jobs) > 1 or jobs[0] != overrides:
+                # a search's conditional key (optimizer.momentum=choice(0,0.9), sampled where optimizer=sgd) is not
+                # a key of the default optimizer's config: the sweep checks it under its condition
+                fixed = _jobs_to_check(overrides, sweeps=False)[0]
+                conditional = _conditional_keys(compose(config_name, overrides=fixed, return_hydra_config=True))
+                jobs = _jobs_to_check(overrides, leave_out=conditional)
             for job in jobs:
                 composed = compose(config_name, overrides=job, return_hydra_config=True)
                 base = base_file_chosen(OmegaConf.select(composed, "hydra.runtime.choices") or {}, config_dir)
@@ -426,12 +432,23 @@ def _unwritable(folder: Path) -> Optional[str]:
     return None
 
 
-def _jobs_to_check(overrides: list[str]) -> list[list[str]]:
+def _conditional_keys(composed) -> frozenset:
+    """The keys an Optuna search samples only under a condition (``hydra.sweeper.conditions``)."""
+    conditions = OmegaConf.select(composed, "hydra.sweeper.conditions", default=None) or {}
+    return frozenset(key for key, condition in conditions.items() if condition is not None)
+
+
+def _jobs_to_check(overrides: list[str], sweeps: bool = True, leave_out: frozenset = frozenset()) -> list[list[str]]:
+    """The jobs a multirun's discrete sweeps make (one per value of the longest; ``sweeps=False``: the fixed
+    overrides alone), without the swept keys in ``leave_out``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)  # a parse error is reported by the caller
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    sweeps = [(o.get_key_element(), list(o.sweep_string_iterator())) for o in parsed if o.is_discrete_sweep()]
+    if not sweeps:
+        return [fixed]
+    sweeps = [(o.get_key_element(), list(o.sweep_string_iterator())) for o in parsed
+              if o.is_discrete_sweep() and o.get_key_element().lstrip("+~") not in leave_out]
     count = max((len(values) for _, values in sweeps), default=1)
     return [fixed + [f"{key}={values[i % len(values)]}" for key, values in sweeps] for i in range(count)]
 
