@@ -118,7 +118,9 @@ def test_a_time_objective_is_not_taken_for_a_result_that_was_not_reproduced(tmp_
 @pytest.mark.slow
 def test_a_deleted_final_run_is_trained_again_by_the_same_command(tmp_path):
     """The best trial's final run deleted (in the trash): the same command again said nothing and trained nothing,
-    its summary dropped the final run's line, and the parent's best.run_id named the deleted run."""
+    its summary dropped the final run's line, and the parent's best.run_id named the deleted run. Then, trained
+    again, the deleted run kept best=true (a search of the store's active runs did not find it): restored, it was a
+    second best run of the study. It is tagged best=false, said as for a killed final run, and stays deleted."""
     from mlflow import MlflowClient
 
     store = sweep_store(tmp_path)
@@ -137,6 +139,13 @@ def test_a_deleted_final_run_is_trained_again_by_the_same_command(tmp_path):
     assert retrained.info.status == "FINISHED" and retrained.data.tags["sweep.trial_number"] == "0"
     [parent], _ = parent_and_children(store, "regression")
     assert parent.data.tags["best.run_id"] == retrained.info.run_id
+    assert f"tagged best=false (no longer a finished final run of the sweep's best trials): {deleted.info.run_id} (deleted)" \
+        in again.stdout + again.stderr, again.stdout[-4000:]
+    client = MlflowClient(store["uri"])
+    assert client.get_run(deleted.info.run_id).info.lifecycle_stage == "deleted"
+    client.restore_run(deleted.info.run_id)
+    assert [r.info.run_id for r in final_runs(store, "regression") if r.data.tags["best"] == "true"] == \
+        [retrained.info.run_id]
 
 
 @pytest.mark.slow

@@ -180,8 +180,9 @@ def close_runs_of_dead_processes(tracking_uri: Optional[str]) -> None:
 def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], keep_trials: list[int]) -> None:
     """Once a sweep has trained its best trials again: the runs under its parent run tagged ``best=true`` that are
     not the finished final run of a trial in ``keep_trials`` (a trial no longer among the best; a final run that
-    failed, or was killed while it trained) are tagged ``best=false``, so that ``tags.best = 'true'`` finds the
-    sweep's current best runs only. One still RUNNING (its process killed with SIGKILL) is marked KILLED, and the
+    failed, was killed while it trained, or was deleted since) are tagged ``best=false``, so that ``tags.best =
+    'true'`` finds the sweep's current best runs only, a deleted one restored included (it stays deleted: MLflow
+    tags an active run alone, so it is restored for the tag and deleted again). One still RUNNING (its process killed with SIGKILL) is marked KILLED, and the
     parent's ``best.run_id`` that named one of them is removed. Tracking is a side channel: a store error is logged."""
     if not tracking_uri or not parent_run_id:
         return
@@ -208,23 +209,35 @@ def _by_the_writer(function: str, *args):
 
 
 def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[int]) -> list[str]:
+    from mlflow.entities import ViewType
+
     client = open_client(tracking_uri)
     parent = client.get_run(parent_run_id)
+    # deleted runs too: one in the trash is trained again, and restored it would be a second best run
     runs = client.search_runs([parent.info.experiment_id],
-                              f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.best = 'true'")
-    retired = []
+                              f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.best = 'true'",
+                              run_view_type=ViewType.ALL)
+    retired, said = [], []
     for run in runs:
         trial = run.data.tags.get("sweep.trial_number", "")
-        if run.info.status == "FINISHED" and trial.isdigit() and int(trial) in keep_trials:
+        deleted = run.info.lifecycle_stage == "deleted"
+        if run.info.status == "FINISHED" and trial.isdigit() and int(trial) in keep_trials and not deleted:
             continue
-        if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "error", "its process was gone when the sweep trained its best trials")
-            client.set_terminated(run.info.run_id, status="KILLED")
-        client.set_tag(run.info.run_id, "best", "false")
+        if deleted:  # MLflow tags active runs only: restored for its tags, then deleted again
+            client.restore_run(run.info.run_id)
+        try:
+            if run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, "error", "its process was gone when the sweep trained its best trials")
+                client.set_terminated(run.info.run_id, status="KILLED")
+            client.set_tag(run.info.run_id, "best", "false")
+        finally:
+            if deleted:
+                client.delete_run(run.info.run_id)
         retired.append(run.info.run_id)
+        said.append(f"{run.info.run_id} (deleted)" if deleted else run.info.run_id)
     if parent.data.tags.get("best.run_id") in retired:
         client.delete_tag(parent_run_id, "best.run_id")
-    return retired
+    return said
 
 
 def trials_with_final_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], trials: list[int]) -> list[int]:
