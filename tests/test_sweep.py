@@ -765,6 +765,8 @@ SWEEP_REFUSALS = [
     (["hparams_search=classification_optuna", "optimizer.lrr=interval(0.001,0.01)"],
      "Error: a trial of this search cannot run (one drawing optimizer=sgd): unknown key 'optimizer.lrr' for "
      "torch.optim.SGD; did you mean 'lr'?"),
+    # the seed removed: refused as a single run refuses it (was a traceback, "Key 'seed' is not in struct", exit 1)
+    (["-m", "hparams_search=classification_optuna", "~seed"], "Error: seed must be an integer, got None"),
     # the space as the search files write it (hydra.sweeper.params): Hydra's own refusal, exit 1
     (["hparams_search=classification_optuna", "+hydra.sweeper.params.optimizer.lrr=interval(0.001,0.01)"],
      "Error: +hydra.sweeper.params.optimizer.lrr=interval(0.001,0.01): Hydra does not sweep over its own config "

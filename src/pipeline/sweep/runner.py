@@ -37,13 +37,22 @@ def build_settings(options: dict, arguments: list[str], base_config: DictConfig)
     directions = options.get("directions") or [{"min": "minimize", "max": "maximize"}[task.mode]] * len(objectives)
     study_name = options.get("study_name") or base_config.hydra.runtime.choices.get("hparams_search") or "sweep"
     storage = options.get("storage") or sqlite_uri(Path(base_config.paths.mlruns_dir).resolve() / "optuna" / "optuna.db")
+    seed = options.get("seed")
+    if seed is None:  # the config's seed (~seed removed it: refused as a single run refuses it, not a traceback)
+        from pipeline.config import _integer
+        from pipeline.errors import ConfigError
+
+        try:
+            seed = _integer("seed", base_config.get("seed"))
+        except ConfigError as error:
+            raise SweepError(str(error)) from None
     settings = SweepSettings(
         study_name=str(study_name), storage=str(storage), n_trials=int(options.get("n_trials", 20)),
         objectives=list(objectives), directions=[str(d) for d in directions], space=space,
         n_jobs=int(options.get("n_jobs", 1)), timeout=options.get("timeout"),
         sampler=str(options.get("sampler", "tpe")), sampler_options=dict(options.get("sampler_options") or {}),
         pruner=str(options.get("pruner", "hyperband")), pruner_options=dict(options.get("pruner_options") or {}),
-        seed=int(options["seed"] if options.get("seed") is not None else base_config.seed),
+        seed=int(seed),
         max_failure_rate=float(options.get("max_failure_rate", 0.5)),
         heartbeat_interval=int(options.get("heartbeat_interval", 10)),
         sweep_dir=str(base_config.hydra.sweep.dir),
