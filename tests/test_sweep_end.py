@@ -60,8 +60,11 @@ def test_one_best_run_after_a_killed_final_run_and_after_more_trials(tmp_path):
     assert parent.data.tags["best.run_id"] == best[0].info.run_id and parent.data.tags["best.trial_number"] == "1"
     assert study.user_attrs["pipeline.finalized"] == [1]
     # the two best: trial 0 trained again beside trial 1's run; then the best alone: trial 0's new run retires
-    both = run_cli([*args, "hydra.sweeper.n_trials=2", "hydra.sweeper.finalize_top_k=2"], store, multirun=True)
+    # (finalize_top_k=3 of 2 complete trials: both, said in a line, where it was silent)
+    both = run_cli([*args, "hydra.sweeper.n_trials=2", "hydra.sweeper.finalize_top_k=3"], store, multirun=True)
     assert both.returncode == 0, both.stderr[-4000:]
+    assert ("hydra.sweeper.finalize_top_k=3, and only 2 trial(s) of the study completed: 2 best run(s)"
+            in both.stdout + both.stderr)
     assert "Trial 0 trained again" in both.stdout and "Trial 1 trained again" not in both.stdout
     assert sorted(r.data.tags["sweep.trial_number"] for r in final_runs(store, "regression")
                   if r.data.tags["best"] == "true") == ["0", "1"]

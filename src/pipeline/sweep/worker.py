@@ -418,6 +418,9 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
         record = {"by": f"{os.uname().nodename}:{os.getpid()}", "at": time.time(), "done": kept}
         study.set_user_attr(FINALIZED_ATTR, record)
     parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if len(top) < settings.finalize_top_k:  # finalize_top_k=5 of 4 complete trials: each is a best run
+        log.info("hydra.sweeper.finalize_top_k=%d, and only %d trial(s) of the study completed: %d best run(s)",
+                 settings.finalize_top_k, len(top), len(top))
     finished = list(kept)
 
     def one_done(number: int) -> None:  # recorded at once: a killed finalizer's finished runs are kept
