@@ -182,8 +182,8 @@ def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], 
     not the finished final run of a trial in ``keep_trials`` (a trial no longer among the best; a final run that
     failed, was killed while it trained, or was deleted since) are tagged ``best=false``, so that ``tags.best =
     'true'`` finds the sweep's current best runs only, a deleted one restored included (it stays deleted: MLflow
-    tags an active run alone, so it is restored for the tag and deleted again). One still RUNNING (its process killed with SIGKILL) is marked KILLED, and the
-    parent's ``best.run_id`` that named one of them is removed. Tracking is a side channel: a store error is logged."""
+    tags an active run alone, so it is restored for the tag and deleted again). One still RUNNING (its process
+    killed with SIGKILL) is marked KILLED, and the parent's ``best.run_id`` that named one of them is removed. Tracking is a side channel: a store error is logged."""
     if not tracking_uri or not parent_run_id:
         return
     try:
