@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine, markdown_table, write_results
 
 MODELS = {  # name -> what it is
     "mlp": "the default MLP (30 → 64 → 64 → 1, ReLU), batch 64, Adam",
@@ -95,6 +94,9 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), int(args.child[2]))))
         return 0
+    # here, not at the top: common imports Lightning, which each measured process (--child) has no use for
+    from common import machine, markdown_table, write_results
+
     if args.smoke:
         args.repeats, args.output = 1, args.output + "_smoke"
     default_threads = os.cpu_count() or 1
