@@ -402,7 +402,7 @@ def test_a_worker_killed_mid_trial_leaves_a_whole_sweep_with_its_best_run(tmp_pa
     run was trained. Now the sweep ends as a sweep does, saying which worker was killed."""
     store = sweep_store(tmp_path)
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = ["hparams_search=classification_optuna", "trainer.max_epochs=1000", "data.limit_rows=240",
+    args = ["hparams_search=classification_optuna", "trainer.max_epochs=600", "data.limit_rows=240",
             "data.batch_size=32", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none",
             "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.study_name=oom", f"hydra.sweeper.storage={storage}",
             f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={store['outputs']}"]
