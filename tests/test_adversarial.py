@@ -210,7 +210,8 @@ def test_a_mistake_with_your_own_files_is_one_line_exit_2_and_no_run(store, file
     # a file torch.save never wrote: said so first (it said the run folder lacked config.yaml, as for a checkpoint)
     ("{d}/not_weights.pth", ["not_weights.pth", "not a PyTorch checkpoint"]),
 ])
-def test_pipeline_predict_on_what_is_not_a_model_is_one_line_exit_2(store, files, source, fragments):
+def test_pipeline_predict_on_what_is_not_a_model_is_one_line_exit_2(empty_store, files, source, fragments):
+    store = empty_store
     import subprocess
     import sys
 

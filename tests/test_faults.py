@@ -393,7 +393,8 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_checkpoint_with_a_pickled_object_is_refused(store):
+def test_checkpoint_with_a_pickled_object_is_refused(empty_store):
+    store = empty_store
     marker = store["tmp"] / "code-ran"
     evil = store["tmp"] / "evil.ckpt"
     torch.save({"state_dict": {}, "epoch": 0, "payload": RunsCode(marker)}, evil)

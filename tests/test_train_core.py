@@ -543,13 +543,13 @@ def test_without_a_validation_split_every_training_row_trains_and_the_last_epoch
     ("callbacks=[default,early_stopping]", "callbacks.early_stopping stops on val/loss"),
     ("scheduler=plateau", "scheduler=plateau steps on val/loss"),
 ])
-def test_without_a_validation_split_what_watches_validation_is_refused(store, override, named):
+def test_without_a_validation_split_what_watches_validation_is_refused(empty_store, override, named):
     from conftest import run_cli_in_process
 
-    result = run_cli_in_process(["data.val_fraction=0", override], store)
+    result = run_cli_in_process(["data.val_fraction=0", override], empty_store)
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"Error: data.val_fraction=0 leaves no validation split, and {named}" in result.stderr
-    assert not (Path(store["artifacts"]).parent / "mlflow.db").exists()  # no run, not even a store
+    assert not (Path(empty_store["artifacts"]).parent / "mlflow.db").exists()  # no run, not even a store
 
 
 def test_a_sweep_without_a_validation_split_is_refused_before_its_study_exists(store, tmp_path):
