@@ -16,6 +16,19 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
         os.environ.setdefault(_name, _threads)
 
 
+# The modules that take longest, longest first (minutes of one worker, `--durations=0` on 2026-12-06): pytest-xdist's
+# loadscope hands a module to whichever worker is free, in collection order, so with the long ones last one worker
+# ran test_sweep_end and test_sweep_interrupts alone for minutes after the other had finished.
+_LONGEST_MODULES = ("test_reliability", "test_tabular", "test_tracking", "test_sweep_interrupts", "test_benchmarks_smoke",
+                    "test_sweep_end", "test_sweep", "test_ddp", "test_tasks_cli", "test_images_streamed", "test_faults",
+                    "test_train_core", "test_text_models", "test_bad_input")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: index for index, name in enumerate(_LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a module's own order is kept
+
+
 # what a test must not leave in the project folder: a user's own runs live there (the default store, Hydra's
 # outputs), and a test's stray store or run folder mixes with them (an empty mlruns/mlflow.db was found there)
 _PROJECT_FOLDER = Path(__file__).resolve().parents[1]
