@@ -39,6 +39,16 @@ AUTO_IN_MEMORY_BYTES = 1 << 30
 READ_BATCH = 256
 
 
+def items_digest(identity: bytes, labels: np.ndarray, how: bytes = b"") -> str:
+    """The digest of a split's items (``identity``: bytes naming them), their labels and, for a resume's check of
+    the inputs, how they are prepared (``how``)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(identity)
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    digest.update(how)
+    return digest.hexdigest()
+
+
 class UnreadableItem(Exception):
     """Raised by a reader for an item it cannot read; the message says why (without the file name)."""
 
@@ -247,11 +257,7 @@ class StreamedDataModule(InMemoryDataModule):
             rows = self.rows.get(name)
             if rows is None or not len(rows):
                 continue
-            digest = hashlib.blake2b(digest_size=8)
-            digest.update(self.resume_identity(rows.x.numpy()))
-            digest.update(np.ascontiguousarray(rows.y.numpy(), dtype=np.int64).tobytes())
-            digest.update(how)
-            digests[context] = digest.hexdigest()
+            digests[context] = items_digest(self.resume_identity(rows.x.numpy()), rows.y.numpy(), how)
         self._resume_digests = (key, digests)
         return digests
 
@@ -462,8 +468,5 @@ class StreamedDataModule(InMemoryDataModule):
             if not len(rows):  # no validation rows (data.val_fraction=0): no data set input
                 continue
             features, identity = self.row_records(rows.x.numpy())
-            digest = hashlib.blake2b(digest_size=8)
-            digest.update(identity)
-            digest.update(np.ascontiguousarray(rows.y.numpy(), dtype=np.int64).tobytes())
-            records[context] = (digest.hexdigest(), features, rows.y.numpy())
+            records[context] = (items_digest(identity, rows.y.numpy()), features, rows.y.numpy())
         return records
