@@ -194,6 +194,10 @@ OUT_OF_RANGE = [
                                      "trainer.max_time={minutes: 30}", "a number of seconds"]),
     (["trainer.max_time={mins:5}"], ["trainer.max_time={'mins': 5} is not a time limit", "timedelta keys"]),
     (["trainer.max_time=0"], ["trainer.max_time=0 is not a time limit", "more than 0"]),
+    # removed or null, Lightning trained 1000 epochs without a word the user saw
+    (["~trainer.max_epochs"], ["trainer.max_epochs is not set (null or removed)", "1000 epochs",
+                               "an integer >= 1", "trainer.max_steps=N or trainer.max_time"]),
+    (["trainer.max_epochs=null"], ["trainer.max_epochs is not set (null or removed)"]),
 ]
 
 

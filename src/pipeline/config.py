@@ -668,7 +668,14 @@ def max_time(value: Any):
 
 
 def _check_ranges(cfg: DictConfig) -> None:
-    max_time(OmegaConf.select(cfg, "trainer.max_time", default=None))
+    limit = max_time(OmegaConf.select(cfg, "trainer.max_time", default=None))
+    trainer = cfg.get("trainer")
+    if (isinstance(trainer, DictConfig) and trainer.get("max_epochs") is None
+            and trainer.get("max_steps") in (None, -1) and limit is None):
+        # removed ('~trainer.max_epochs') or null: Lightning trains 1000 epochs then, a number nobody chose
+        raise ConfigError("trainer.max_epochs is not set (null or removed), and Lightning would then train 1000 "
+                          "epochs; allowed: an integer >= 1 (e.g. trainer.max_epochs=20), or keep it null with a "
+                          "limit of another kind: trainer.max_steps=N or trainer.max_time (" + MAX_TIME_FORMS + ")")
     for key in NOT_NULL:
         if OmegaConf.select(cfg, key, default=0) is None:
             allowed = (RANGES[key][1] if key in RANGES else
