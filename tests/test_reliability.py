@@ -595,6 +595,26 @@ def test_a_secret_in_the_run_or_experiment_name_is_masked_everywhere(store):
     assert secret not in str(run.data.params) + str(run.data.tags)
 
 
+def test_a_secret_in_a_data_files_name_is_masked_in_what_is_printed_and_in_the_runs_inputs(store):
+    """A table named after the value of a secret environment variable: the config's data.path was masked, but the
+    printed data line, a log record naming the file, train.log and MLflow's dataset records (the UI's inputs of the
+    run) held it."""
+    secret = "s3cr3t-Value-7719"
+    table = store["tmp"] / f"{secret}.csv"
+    rows = [f"{i % 7};{(i * 13) % 5};{'ab'[i % 2]}" for i in range(60)]
+    table.write_text("x;z;y\n" + "\n".join(rows) + "\n")  # ';': a log record names the file it read so
+    result = run_cli(["task=classification", "data=csv", f"data.path={table}", "data.target=y", "trainer.max_epochs=1",
+                      "logger.mlflow.log_model=false"], store, env={"TEAM_API_TOKEN": secret})
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout + result.stderr
+    assert "***.csv" in printed and "read as" in printed, printed[-3000:]
+    assert secret not in printed
+    assert secret not in (store["outputs"] / "train.log").read_text()
+    [run] = runs_in(store)
+    sources = [entry.dataset.source for entry in run.inputs.dataset_inputs]
+    assert sources and all("***.csv" in source and secret not in source for source in sources), sources
+
+
 @pytest.mark.unit
 def test_personal_access_tokens_are_masked_by_name_and_by_shape(monkeypatch):
     """GH_PAT=ghp_... was kept in clear: the variable's name says neither token nor secret. A *_PAT name is a

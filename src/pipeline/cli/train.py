@@ -3,6 +3,7 @@ train, and answer with one line on a mistake (exit 2), an interrupt (exit 130) o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -59,6 +60,7 @@ class _CopiedLines:
         self._stream, self._file, self._pending = stream, file, ""
 
     def write(self, text: str) -> int:
+        text = _redact(text)  # docs/tracking.md: secrets are masked in what is printed, and train.log is logged
         try:
             self._pending += text
             if "\n" in self._pending:
@@ -91,11 +93,35 @@ def console_copied_to(log: Path):
         return
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _CopiedLines(sys.stdout, file), _CopiedLines(sys.stderr, file)
+    # log records reach Hydra's console and train.log handlers, which hold the streams from before
+    handlers = [handler for handler in logging.getLogger().handlers if _MASKED not in handler.filters]
+    for handler in handlers:
+        handler.addFilter(_MASKED)
     try:
         yield
     finally:
+        for handler in handlers:
+            handler.removeFilter(_MASKED)
         sys.stdout, sys.stderr = streams
         file.close()
+
+
+def _redact(text: str) -> str:
+    from pipeline.tracking.redact import redact_text  # imported with the run (pipeline.tracking costs ~40 ms)
+
+    return redact_text(text)
+
+
+def _masked_record(record: logging.LogRecord) -> bool:
+    """A log record with the secrets of its message masked, as printed lines are."""
+    message = record.getMessage()
+    masked = _redact(message)
+    if masked != message:
+        record.msg, record.args = masked, None
+    return True
+
+
+_MASKED = _masked_record
 
 
 # what Hydra and the folder's claim put into a run's output folder before anything of the run is written

@@ -78,6 +78,7 @@ def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]
     so that two runs on different data (another data set, split, fold or row limit) are told apart.
     Returns the digests by split."""
     from .inputs import log_dataset_entities, split_description
+    from .redact import redact_text
 
     records = dataset_records(datamodule)
     digests = {context: digest for context, (digest, _, _) in records.items()}
@@ -86,7 +87,9 @@ def log_dataset_inputs(run: TrackedRun, datamodule, name: str) -> dict[str, str]
     described = [split_description(context, features, targets, digest)
                  for context, (digest, features, targets) in records.items()]
     path = getattr(datamodule, "test_path" if getattr(datamodule, "test_file_only", False) else "path", "")
-    source = str(path or datamodule.data_dir)
+    # masked as the config's data.path is: a file named after a secret (a token in its name, the value of a secret
+    # environment variable) reached MLflow's dataset records, which the UI shows as the run's inputs
+    source = redact_text(str(path or datamodule.data_dir))
     if hasattr(run, "send_dataset_inputs"):  # a run recorded by the store-writer process
         run.send_dataset_inputs(name, source, described)
     else:
