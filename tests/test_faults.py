@@ -225,6 +225,13 @@ def test_a_run_resumed_from_its_last_epoch_keeps_its_best_validation_value(store
     # and its history: the saved run's epochs, copied as a resume mid-training copies them (it had none: no epoch
     # starts, so the copy at the start of training never ran)
     assert "nothing left to train" in resumed.stdout, resumed.stdout[-2000:]
+    # its best checkpoint is in its own folder, beside the data/ and config.yaml that pipeline-predict reads with it:
+    # the printed one was the first run's file, in a folder without them (after an interrupt: the KILLED run's)
+    best = Path(re.search(r"Best checkpoint: (\S+)", resumed.stdout).group(1))
+    original = store["outputs"] / "checkpoints" / best.name
+    assert best.parent == tmp_path / "resumed" / "checkpoints", best
+    assert best.read_bytes() == original.read_bytes()  # a copy: the first run's file stays
+    assert {"model_spec.json"} <= {p.name for p in (tmp_path / "resumed" / "data").iterdir()}
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store["uri"])

@@ -41,6 +41,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         self._gathered: Optional[tuple[tuple, dict]] = None  # (epoch, step, weights only), the checkpoint
         self._saved_at = -math.inf  # when a checkpoint was last gathered and saved (time.perf_counter)
         self._save_seconds = 0.0  # what that took
+        self._copied: dict[str, str] = {}  # a resumed run's best file of the earlier folder -> its copy in this one
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         """As Lightning's, except that the best file and last.ckpt of one epoch share one gathering of the state
@@ -95,6 +96,49 @@ class ResumableCheckpoint(ModelCheckpoint):
         candidates["step"] = step.int() if isinstance(step, torch.Tensor) else torch.tensor(trainer.global_step)
         return candidates
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        super().on_fit_start(trainer, pl_module)
+        self._copy_best_of_resumed_run(trainer)
+
+    def _copy_best_of_resumed_run(self, trainer) -> None:
+        """A run resumed into a new folder whose best epoch came before the interruption: that epoch's file is copied
+        into this run's checkpoints/ and is the run's best from here on. It stayed in the interrupted run's folder,
+        which has no data/ (pipeline-predict refused the "Best checkpoint" the resumed run printed) and whose run in
+        the store is the KILLED one. The earlier file is kept; the copy is replaced, as any best file of this folder,
+        when a later epoch does better."""
+        import shutil
+
+        best, dirpath = self.best_model_path, self.dirpath
+        if not best or dirpath is None or "://" in str(dirpath) or "://" in str(best):
+            return
+        source, target = Path(best), Path(dirpath) / Path(best).name
+        if source.absolute().parent == target.absolute().parent:
+            return
+        if trainer.is_global_zero and source.is_file() and not target.exists():
+            partial = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, partial)
+                os.replace(partial, target)
+            except OSError as error:  # the run goes on with the earlier folder's file as its best
+                with contextlib.suppress(OSError):
+                    partial.unlink()
+                warnings.warn(f"could not copy the best checkpoint of the resumed run, {source}, into {target.parent} "
+                              f"({error.strerror or error}); the run's best checkpoint stays there")
+        trainer.strategy.barrier("ResumableCheckpoint.copy_best")
+        if not target.is_file():
+            return
+        self._copied[best] = str(target)
+        self._name_copies()
+
+    def _name_copies(self) -> None:
+        """The paths of copied files as their copies' (also after trainer.test loads a checkpoint's state again)."""
+        copies = self._copied
+        if copies:
+            self.best_k_models = {copies.get(path, path): score for path, score in self.best_k_models.items()}
+            self.kth_best_model_path = copies.get(self.kth_best_model_path, self.kth_best_model_path)
+            self.best_model_path = copies.get(self.best_model_path, self.best_model_path)
+
     def load_state_dict(self, state_dict: dict) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*dirpath has changed.*")
@@ -103,6 +147,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         self.best_k_models = state_dict.get("best_k_models", self.best_k_models)
         self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
         self.kth_value = state_dict.get("kth_value", self.kth_value)
+        self._name_copies()  # trainer.test(ckpt_path=<the copy>) loads the state it holds, which names the original
 
     # pytorch-lightning 2.6 writes last.ckpt only in an epoch that also wrote a best file, so after a
     # run of epochs without improvement "last" held the best epoch and a resume repeated the epochs after
