@@ -628,6 +628,9 @@ def test_personal_access_tokens_are_masked_by_name_and_by_shape(monkeypatch):
     assert redact.redact_text("clone with team-pat-value-77") == "clone with ***"
     assert redact.redact_text(f"https://x.org/?t={token} and {hf}") == "https://x.org/?t=*** and ***"
     assert redact.redact_text("hf_hub_download and ghp_short stay") == "hf_hub_download and ghp_short stay"
+    # glued to a word by an underscore (\b saw no boundary there: kept in the command tag, the params, config.yaml)
+    assert redact.redact_override(f"+tags.note=mytok_{token}") == "+tags.note=mytok_***"
+    assert redact.redact_yaml_text(f"note: mytok_{token}\n") == "note: mytok_***\n"
 
 
 def test_a_rerun_of_a_run_with_masked_values_says_so_or_asks_for_them(store, tmp_path, monkeypatch):

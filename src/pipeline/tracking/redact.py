@@ -12,7 +12,9 @@ REDACTED = "***"
 SECRET_KEY_PATTERN = re.compile(r"(password|passwd|token(?!i[sz]er)|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential|(^|[._-])key$|(^|[._-])pat$)", re.IGNORECASE)
 # tokens recognisable by their own shape, whatever they are kept under: GitHub's (ghp_..., github_pat_...) and Hugging
 # Face's (hf_...)
-TOKEN_VALUE_PATTERN = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}|hf_[A-Za-z0-9]{30,})\b")
+# (also after an underscore: mytok_ghp_... was kept, \b sees no word boundary there)
+TOKEN_VALUE_PATTERN = re.compile(r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}"
+                                 r"|hf_[A-Za-z0-9]{30,})(?![A-Za-z0-9])")
 # scheme://user:password@host -> scheme://user:***@host
 # (also scheme:/user:password@host: a URL given as a file path, whose // the path joined)
 URL_PASSWORD_PATTERN = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*:/{1,2}[^/:@\s]+:)(?P<password>[^@\s]+)(?P<at>@)")
