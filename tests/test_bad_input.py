@@ -194,10 +194,21 @@ OUT_OF_RANGE = [
                                      "trainer.max_time={minutes: 30}", "a number of seconds"]),
     (["trainer.max_time={mins:5}"], ["trainer.max_time={'mins': 5} is not a time limit", "timedelta keys"]),
     (["trainer.max_time=0"], ["trainer.max_time=0 is not a time limit", "more than 0"]),
-    # removed or null, Lightning trained 1000 epochs without a word the user saw
-    (["~trainer.max_epochs"], ["trainer.max_epochs is not set (null or removed)", "1000 epochs",
-                               "an integer >= 1", "trainer.max_steps=N or trainer.max_time"]),
-    (["trainer.max_epochs=null"], ["trainer.max_epochs is not set (null or removed)"]),
+    # null, Lightning trained 1000 epochs without a word the user saw
+    (["trainer.max_epochs=null"], ["trainer.max_epochs is not set (null or removed)", "1000 epochs",
+                                   "an integer >= 1", "trainer.max_steps=N or trainer.max_time"]),
+    # removed, the class's own default was used and not recorded: torch's SGD lr 0.001 where sgd.yaml says 0.01
+    (["optimizer=sgd", "~optimizer.lr"], ["~optimizer.lr: removing a setting of optimizer leaves its class to use "
+                                          "its own default for lr", "would not record", "optimizer.lr=<value>"]),
+    (["~trainer.max_epochs"], ["~trainer.max_epochs: removing a setting of trainer", "trainer.max_epochs=<value>"]),
+    # removed and set again: "unknown key 'trainer.max_epochs'; did you mean 'trainer.max_epochs'?"
+    (["~trainer.max_epochs", "trainer.max_epochs=3"], ["~trainer.max_epochs: removing a setting of trainer"]),
+    (["-m", "~model.dropout"], ["~model.dropout: removing a setting of model"]),
+    # a group set to null: Hydra's traceback ("Config group override must be a string or a list. Got NoneType")
+    (["optimizer=null"], ["optimizer=null: optimizer is a config group, set to one of its options (Available: adam, "
+                          "adamw, lbfgs, rmsprop, sgd)"]),
+    (["scheduler=null"], ["scheduler=null", "scheduler=none switches it off"]),
+    (["+experiment=null"], ["experiment=null", "textbook_mlp", "without experiment=<option> the group is left out"]),
 ]
 
 

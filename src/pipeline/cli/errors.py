@@ -274,6 +274,7 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     hydra_sweep = _sweep_over_hydra(overrides)
     if hydra_sweep:
         _fail(hydra_sweep, EXIT_USER_ERROR)
+    refuse_null_groups_and_removed_settings(argv, config_dir)
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -336,6 +337,23 @@ def refuse_show_with_multirun(arguments: Sequence[str]) -> None:
     if shown and any(a in ("-m", "--multirun") for a in arguments):
         _fail(f"{shown[0]} shows one job's config and -m runs several: give {shown[0]} without -m, with one value of "
               "each swept key (e.g. seed=1 rather than seed=1,2)", EXIT_USER_ERROR)
+
+
+def refuse_null_groups_and_removed_settings(argv: Sequence[str], config_dir: Path) -> None:
+    """``optimizer=null`` (:func:`_group_set_to_null`) and ``~optimizer.lr`` (:func:`_setting_removed`), refused
+    in one line (exit 2) before anything runs; a look at the command line's words only."""
+    if _full_error_wanted():
+        return
+    try:
+        from hydra._internal.utils import get_args_parser
+
+        args = get_args_parser().parse_args(list(argv))
+    except BaseException:  # a malformed command line: Hydra reports it
+        return
+    overrides = list(args.overrides or [])
+    refused = _group_set_to_null(overrides, config_dir, args.config_dir) or _setting_removed(overrides)
+    if refused:
+        _fail(refused, EXIT_USER_ERROR)
 
 
 def refuse_hidden_own_options(argv: Sequence[str], config_dir: Path) -> None:
@@ -436,6 +454,45 @@ def _conditional_keys(composed) -> frozenset:
     """The keys an Optuna search samples only under a condition (``hydra.sweeper.conditions``)."""
     conditions = OmegaConf.select(composed, "hydra.sweeper.conditions", default=None) or {}
     return frozenset(key for key, condition in conditions.items() if condition is not None)
+
+
+def _group_set_to_null(overrides: Sequence[str], config_dir: Path, user_dir: Optional[str]) -> Optional[str]:
+    """``optimizer=null``: Hydra's answer was a traceback ("Config group override must be a string or a list. Got
+    NoneType", exit 1). Said with the group's options instead; ``callbacks.early_stopping=null`` (a key) is not this."""
+    for override in overrides:
+        key, equals, value = override.lstrip("+").partition("=")
+        if not equals or value.strip() != "null" or override.startswith("~") or key.startswith("hydra"):
+            continue
+        options = sorted(set(config_options(config_dir, key)) | set(
+            config_options(Path(user_dir), key) if user_dir and os.path.isdir(user_dir) else ()))
+        if not options and not (config_dir / key).is_dir():
+            continue
+        off = f"; {key}=none switches it off" if "none" in options else (
+            f"; without {key}=<option> the group is left out, as by default" if key in _OPTIONAL_GROUPS else "")
+        return f"{key}=null: {key} is a config group, set to one of its options (Available: {', '.join(options)}){off}"
+    return None
+
+
+# the groups the primary config leaves out by default (``experiment: null``)
+_OPTIONAL_GROUPS = ("experiment", "hparams_search", "debug")
+# the groups whose node builds an object (pipeline.config.TARGET_GROUPS), whose settings are its arguments
+_BUILT_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
+
+
+def _setting_removed(overrides: Sequence[str]) -> Optional[str]:
+    """``~optimizer.lr``: the key left the config, the class then took its own default (torch's SGD: lr 0.001, where
+    conf/optimizer/sgd.yaml says 0.01; Lightning: 1000 epochs) and the run recorded no value for it. Refused, naming
+    how to set it; removing a whole entry (``~callbacks.early_stopping``, ``~logger.csv``) stays allowed."""
+    for override in overrides:
+        if not override.startswith("~") or override.startswith("~~"):
+            continue
+        key = override[1:].partition("=")[0]
+        group, dot, name = key.partition(".")
+        if group in _BUILT_GROUPS and dot and name:
+            return (f"{override}: removing a setting of {group} leaves its class to use its own default for "
+                    f"{name.rsplit('.', 1)[-1]}, which is not the config's and which the run would not record; "
+                    f"set it instead: {key}=<value> (or {key}=null where it may be unset)")
+    return None
 
 
 def _jobs_to_check(overrides: list[str], sweeps: bool = True, leave_out: frozenset = frozenset()) -> list[list[str]]:

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.claims import CLAIM_FILE, release_claim
 from pipeline.cli.errors import (check_command_line, closed_stdout_ignored, hydra_errors_described,
-                                 refuse_base_file_choice, refuse_hidden_own_options, refuse_show_with_multirun,
+                                 refuse_base_file_choice, refuse_hidden_own_options,
+                                 refuse_null_groups_and_removed_settings, refuse_show_with_multirun,
                                  report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
 from pipeline.errors import (EXIT_INTERRUPTED, EXIT_USER_ERROR, forget_warnings, remember_resume_point,
@@ -210,6 +211,7 @@ def _main() -> None:
     unset_empty_mlflow_variables()
     refuse_show_with_multirun(sys.argv[1:])
     refuse_hidden_own_options(sys.argv[1:], CONFIG_DIR)
+    refuse_null_groups_and_removed_settings(sys.argv[1:], CONFIG_DIR)
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
         check_command_line(sys.argv[1:], CONFIG_DIR)
     if tracks_to_mlflow(sys.argv[1:]):
