@@ -2369,6 +2369,19 @@ def test_rename_splits_a_name_holding_an_equals_sign_where_the_input_has_the_col
     assert code == 2 and "none of 'Q', 'Q=R', 'Q=R=k' is a column of" in error_line(stderr), stderr[-2000:]
 
 
+def test_a_regression_on_a_few_test_rows_says_why_r2_has_no_interval_without_naming_classes(store, tmp_path):
+    """Two test rows: a redraw that takes one row twice leaves r2 undefined. The note said "a class with only a few
+    test rows is absent", and a regression has no classes."""
+    path = tmp_path / "twelve.csv"
+    x = np.random.default_rng(0).normal(size=12).round(3)
+    pd.DataFrame({"x": x, "y": x * 2 + 1}).to_csv(path, index=False)
+    result = run_cli(["task=regression", "data=csv", f"data.path={path}", "data.target=y", "trainer.max_epochs=1",
+                      "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [note] = [line for line in result.stdout.splitlines() if line.startswith("Note: no 95 % interval")]
+    assert "test/r2" in note and "a redraw often holds one target value only" in note and "class" not in note, note
+
+
 def test_macro_auroc_of_rare_classes_gets_no_interval_that_misses_its_own_value(store, tmp_path):
     """With classes of a row or two in the test split, each redraw of the test rows left a third of them out, and the
     interval of macro auroc and ap was that of the other classes: test/ap=0.0802 [0.0872, 0.0993], the interval above
@@ -2386,6 +2399,7 @@ def test_macro_auroc_of_rare_classes_gets_no_interval_that_misses_its_own_value(
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Note: no 95 % interval for test/ap, test/auroc: more than 10% of the redraws" in result.stdout, \
         result.stdout[-3000:]
+    assert "(a class with only a few test rows is absent from many of them)" in result.stdout
     [run] = runs_in(store)
     metrics = run.data.metrics
     assert "test/auroc" in metrics and "test/ap" in metrics

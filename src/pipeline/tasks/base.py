@@ -387,8 +387,10 @@ class TaskModule(pl.LightningModule):
         if self.interval_note and self.trainer.is_global_zero:
             print(f"Note: {self.interval_note}", flush=True)
 
-    @staticmethod
-    def _note_on_intervals(without: list[str]) -> Optional[str]:
+    #: why a redraw of the test rows leaves a metric undefined, as the task's metrics are
+    undefined_on_redraws = "a class with only a few test rows is absent from many of them"
+
+    def _note_on_intervals(self, without: list[str]) -> Optional[str]:
         """The test metrics left without an interval (undefined on too many redraws), said: a missing interval is not
         a narrow one."""
         if not without:
@@ -396,9 +398,8 @@ class TaskModule(pl.LightningModule):
         from .intervals import MIN_DEFINED_SHARE
 
         return (f"no 95 % interval for {', '.join('test/' + name for name in without)}: more than "
-                f"{1 - MIN_DEFINED_SHARE:.0%} of the redraws of the test rows leave it undefined (a class with only a "
-                "few test rows is absent from many of them), and an interval over the others would describe other "
-                "rows than these")
+                f"{1 - MIN_DEFINED_SHARE:.0%} of the redraws of the test rows leave it undefined "
+                f"({self.undefined_on_redraws}), and an interval over the others would describe other rows than these")
 
     # ----- checkpoints: a resumed run continues exactly where the saved one was ------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

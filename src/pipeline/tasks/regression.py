@@ -46,6 +46,8 @@ class RegressionModule(TaskModule):
     learns log1p of the target (prices, counts: errors relative to the value), predictions are expm1 of it."""
 
     kind: ClassVar[str] = "regression"
+    # r2 is undefined where a redraw's targets are all one value (few test rows: one row drawn every time)
+    undefined_on_redraws: ClassVar[str] = "with few test rows, a redraw often holds one target value only"
     stratify: ClassVar[bool] = False
     undefined_reasons: ClassVar[dict[str, str]] = {"r2": "r2 needs targets that vary"}
 
