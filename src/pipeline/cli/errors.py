@@ -339,16 +339,24 @@ def refuse_show_with_multirun(arguments: Sequence[str]) -> None:
               "each swept key (e.g. seed=1 rather than seed=1,2)", EXIT_USER_ERROR)
 
 
-def refuse_null_groups_and_removed_settings(argv: Sequence[str], config_dir: Path) -> None:
-    """``optimizer=null`` (:func:`_group_set_to_null`) and ``~optimizer.lr`` (:func:`_setting_removed`), refused
-    in one line (exit 2) before anything runs; a look at the command line's words only."""
+def _parsed_command_line(argv: Sequence[str]):
+    """Hydra's reading of the command line (its overrides, --config-dir ...) for the checks before it runs; None with
+    HYDRA_FULL_ERROR=1 (Hydra's own errors wanted) or a malformed command line (Hydra reports it)."""
     if _full_error_wanted():
-        return
+        return None
     try:
         from hydra._internal.utils import get_args_parser
 
-        args = get_args_parser().parse_args(list(argv))
-    except BaseException:  # a malformed command line: Hydra reports it
+        return get_args_parser().parse_args(list(argv))
+    except BaseException:
+        return None
+
+
+def refuse_null_groups_and_removed_settings(argv: Sequence[str], config_dir: Path) -> None:
+    """``optimizer=null`` (:func:`_group_set_to_null`) and ``~optimizer.lr`` (:func:`_setting_removed`), refused
+    in one line (exit 2) before anything runs; a look at the command line's words only."""
+    args = _parsed_command_line(argv)
+    if args is None:
         return
     overrides = list(args.overrides or [])
     refused = _group_set_to_null(overrides, config_dir, args.config_dir) or _setting_removed(overrides)
@@ -360,15 +368,8 @@ def refuse_hidden_own_options(argv: Sequence[str], config_dir: Path) -> None:
     """An option of one's own ``--config-dir`` named as a packaged one (``experiment/textbook_mlp.yaml``) is read
     after the packaged file, which wins: the packaged experiment trained (30 epochs, its lr) without a word. Chosen
     on the command line, it is refused in one line (exit 2), naming both files."""
-    if _full_error_wanted():
-        return
-    try:
-        from hydra._internal.utils import get_args_parser
-
-        args = get_args_parser().parse_args(list(argv))
-    except BaseException:  # a malformed command line: Hydra reports it
-        return
-    if not args.config_dir or not os.path.isdir(args.config_dir):
+    args = _parsed_command_line(argv)
+    if args is None or not args.config_dir or not os.path.isdir(args.config_dir):
         return
     for override in args.overrides or []:
         key, equals, value = override.lstrip("+").partition("=")
