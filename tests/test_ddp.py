@@ -377,9 +377,10 @@ def test_a_rank_that_died_is_said_with_the_checkpoint_to_resume_from(tmp_path, c
     assert "unexpected RuntimeError" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_ctrl_c_to_a_two_process_run_is_said_once_and_names_the_checkpoint(store):
-    """Ctrl-C reaches every process of the terminal's group: each rank said 'Interrupted ... marked KILLED'."""
+def interrupt_two_process_run(store, interrupt) -> None:
+    """Start a 2-process run, ``interrupt(process)`` once its first epoch has ended, and check what the user gets:
+    'Interrupted ... marked KILLED' said once (by rank 0), last.ckpt named, exit 130, the run KILLED, no process left."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -393,15 +394,46 @@ def test_ctrl_c_to_a_two_process_run_is_said_once_and_names_the_checkpoint(store
                                 "trainer.max_epochs=200", "logger.mlflow.log_model=false", *store_overrides(store)],
                                cwd=PROJECT_ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)
-    last = store["outputs"] / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be interrupted"
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: rank 0 and the rank it started
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-3000:]
-    said = [line for line in stderr.splitlines() if line.startswith("Interrupted")]
-    assert len(said) == 1 and f"ckpt_path={last.resolve()}" in said[0], stderr[-3000:]
-    [run] = runs_in(store)
-    assert run.info.status == "KILLED"
+    try:
+        last = store["outputs"] / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 300
+        while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        interrupt(process)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, stderr[-3000:]
+        said = [line for line in stderr.splitlines() if line.startswith("Interrupted")]
+        assert len(said) == 1 and f"ckpt_path={last.resolve()}" in said[0], stderr[-3000:]
+        [run] = runs_in(store)
+        assert run.info.status == "KILLED"
+        deadline = time.monotonic() + 10  # the started rank and the store's writer have gone too
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("a process of the run is left")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # a run that hung is not left behind by the test
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_two_process_run_is_said_once_and_names_the_checkpoint(store):
+    """Ctrl-C reaches every process of the terminal's group: each rank said 'Interrupted ... marked KILLED'."""
+    import os
+    import signal
+
+    interrupt_two_process_run(store, lambda process: os.killpg(process.pid, signal.SIGINT))
+
+
+@pytest.mark.slow
+def test_sigterm_to_rank_zero_alone_ends_a_two_process_run_as_ctrl_c_does(store):
+    """``kill``, ``timeout``, a scheduler or ``docker stop`` signal rank 0 alone: Lightning's SIGTERM handler
+    broadcast from rank 0 while rank 1 was in its step's all-reduce, and every process hung (the run RUNNING)."""
+    import signal
+
+    interrupt_two_process_run(store, lambda process: process.send_signal(signal.SIGTERM))

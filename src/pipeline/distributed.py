@@ -232,7 +232,8 @@ def other_ranks_started(cfg: DictConfig) -> Iterator[None]:
             child.stdin.write(config_yaml)
             child.stdin.close()
         watcher.start()
-        yield
+        with _sigterm_forwarded(children):
+            yield
     except BaseException:
         watcher.stop()
         _stop(children)
@@ -247,6 +248,42 @@ def other_ranks_started(cfg: DictConfig) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def no_collective_on_sigterm(trainer) -> None:
+    """Lightning's SIGTERM handler broadcasts from rank 0 inside the handler, wherever the signal lands: the other
+    ranks are in another collective (their step's all-reduce) or in none, so a SIGTERM to rank 0 of a DDP run hung
+    every process, a second signal included (the handler never returned). SIGTERM is this package's interrupt, as
+    Ctrl-C is (``sigterm_as_interrupt``, composed after Lightning's handler; rank 0 passes it on to the ranks it
+    started): Lightning's part is left out. Its SLURM requeue handlers stay."""
+    trainer._signal_connector._sigterm_notifier_fn = lambda signum, frame: None
+
+
+@contextlib.contextmanager
+def _sigterm_forwarded(children: list[subprocess.Popen]) -> Iterator[None]:
+    """SIGTERM to rank 0 alone (``kill``, ``timeout``, a scheduler, ``docker stop``) reaches the ranks it started
+    too, as Ctrl-C reaches a terminal's whole group: each rank stops where it is, instead of waiting in its next
+    collective for a rank 0 that has stopped until ``_stop`` kills it. (One already in that collective when the
+    signal lands is killed there, as under Ctrl-C.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def forward(signum, frame):
+        for child in children:
+            with contextlib.suppress(OSError):
+                child.send_signal(signum)  # skips a child that has exited
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _start_rank(local_rank: int) -> subprocess.Popen:

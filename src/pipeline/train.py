@@ -338,6 +338,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ProgressBar
 
+    from pipeline import distributed
     from pipeline.callbacks import (AtomicCheckpointIO, NoProfiler, RunIdInCheckpoint, SameBuffersOnEveryRank,
                                      build_callbacks, find_checkpoint, given_settings, training_settings)
     from pipeline.models import build_model
@@ -396,6 +397,7 @@ def build(cfg: DictConfig, datamodule, extra_callbacks: Iterable[Any], output_di
             **time_limit,
             **extra_arguments,
         )
+        distributed.no_collective_on_sigterm(trainer)
     resume_tags = check_resume_checkpoint(cfg.get("ckpt_path"), task_module, trainer.max_epochs, seed=cfg.get("seed"),
                                           datamodule=datamodule, cfg=cfg)
     return RunParts(task_module, trainer, checkpoint, loggers, history, run_id_writer, resume_tags)
