@@ -147,7 +147,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         self.best_k_models = state_dict.get("best_k_models", self.best_k_models)
         self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
         self.kth_value = state_dict.get("kth_value", self.kth_value)
-        self._name_copies()  # trainer.test(ckpt_path=<the copy>) loads the state it holds, which names the original
+        self._name_copies()  # testing the copy loads the state it holds, which names the original file
 
     # pytorch-lightning 2.6 writes last.ckpt only in an epoch that also wrote a best file, so after a
     # run of epochs without improvement "last" held the best epoch and a resume repeated the epochs after
