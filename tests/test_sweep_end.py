@@ -117,6 +117,27 @@ def test_a_time_objective_is_not_taken_for_a_result_that_was_not_reproduced(tmp_
     assert "differs from the trial's" not in result.stdout and "not bit-identical" not in result.stderr
 
 
+@pytest.mark.slow
+def test_the_best_of_several_final_runs_is_the_latest_version_of_the_registered_model(tmp_path):
+    """finalize_top_k=2 with register_as: the best trial's run was trained and registered first, the runner-up's
+    last, so models:/<name>/latest (the README's reference) served the weaker model."""
+    from mlflow import MlflowClient
+
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd",
+                      "optimizer.lr=choice(0.01, 1e-6)", *TINY, "hydra.sweeper.sampler=grid",
+                      "hydra.sweeper.study_name=two_best", f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=2",
+                      "hydra.sweeper.finalize_top_k=2", "logger.mlflow.register_as=house-prices"], store, multirun=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    best = optuna.load_study(study_name="two_best", storage=storage).best_trial.number
+    client = MlflowClient(store["uri"])
+    versions = sorted(client.search_model_versions("name='house-prices'"), key=lambda v: int(v.version))
+    assert len(versions) == 2
+    latest = client.get_run(versions[-1].run_id)
+    assert latest.data.tags["sweep.trial_number"] == str(best) and latest.data.tags["best"] == "true"
+
+
 # ----- resume after SIGKILL --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_deleted_final_run_is_trained_again_by_the_same_command(tmp_path):

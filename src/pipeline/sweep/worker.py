@@ -428,8 +428,10 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
         study.set_user_attr(FINALIZED_ATTR, {**record, "done": sorted(finished)})
 
     try:
+        # the best last: each final run registers its model (logger.mlflow.register_as) as it ends, and
+        # models:/<name>/latest was the runner-up's of finalize_top_k=2
         finals = _train_best_trials(study, settings, hydra_context, base_config,
-                                    [t for t in top if t.number not in kept], parent_run_id, one_done)
+                                    [t for t in reversed(top) if t.number not in kept], parent_run_id, one_done)[::-1]
     except BaseException:
         study.set_user_attr(FINALIZED_ATTR, sorted(finished))  # the next run of the sweep trains the others again
         raise
