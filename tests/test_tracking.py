@@ -1033,6 +1033,10 @@ def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_p
         overrides = ["logger.mlflow.register_as=a/b"] if not extra else ["logger.mlflow.register_as=tumours", extra]
         refused = run_cli_in_process(overrides, store)
         assert refused.returncode == 2 and fragment in error_line(refused.stderr), refused.stderr[-2000:]
+    # '@': the printed models:/a@b/1 read as the alias b of a model named a, and pipeline-predict failed on it
+    refused = run_cli_in_process(["logger.mlflow.register_as=a@b"], store)
+    assert refused.returncode == 2 and "register_as='a@b': a registered model's name" in error_line(refused.stderr)
+    assert "no '/', ':' or '@'" in error_line(refused.stderr)
     assert len(runs_in(store)) == 3  # the two runs and the rerun
     # a registry that fails: the run did not do all it was asked, so it ends FAILED with the reason (its model
     # logged all the same), and the command with that one line

@@ -87,10 +87,12 @@ class MLflowLogger(Logger):
                               "logger.mlflow.experiment_name=my-study (the default is the task's name)")
         registered = node.get("register_as")
         if registered is not None:
-            if not isinstance(registered, str) or not registered.strip() or "/" in registered or ":" in registered \
+            # '@' too: models:/a@b/1 reads as the alias b of the model a, so the printed reference failed
+            if not isinstance(registered, str) or not registered.strip() or any(c in registered for c in "/:@") \
                     or registered == "." or registered.startswith(".."):
                 raise ConfigError(f"logger.mlflow.register_as={registered!r}: a registered model's name (e.g. "
-                                  "logger.mlflow.register_as=churn-classifier; no '/' or ':', not '.' or '..'), or null")
+                                  "logger.mlflow.register_as=churn-classifier; no '/', ':' or '@', not '.' or '..'), "
+                                  "or null")
             if not node.get("log_model", True):
                 raise ConfigError("logger.mlflow.register_as registers the run's logged model, and "
                                   "logger.mlflow.log_model=false logs none; set log_model=true or register_as=null")
