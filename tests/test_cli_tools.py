@@ -708,6 +708,40 @@ def test_the_ui_on_a_store_that_does_not_exist_says_it_makes_an_empty_one(tmp_pa
     assert not missing.exists()
 
 
+def test_a_folder_or_a_file_that_is_no_database_given_as_the_store_is_said_by_every_run_tool(tmp_path, capsys,
+                                                                                               monkeypatch):
+    """--tracking-uri <folder> gave MLflow's traceback ("The filesystem tracking backend ... is in maintenance mode",
+    exit 1), sqlite:///<folder> minutes of "unable to open database file ... will be retried", a file that is no
+    database sqlite's traceback, and pipeline-ui on a folder that cannot be made a FileNotFoundError."""
+    from conftest import eval_cli, predict_cli, rerun_cli
+    from pipeline.cli.compare import main as compare
+    from pipeline.cli.ui import main as ui
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    folder = tmp_path / "mlruns"
+    folder.mkdir()
+    (folder / "mlflow.db").write_bytes(b"")
+    not_a_database = tmp_path / "table.db"
+    not_a_database.write_text("a,b\n1,2\n")
+    cases = [(str(folder), f"--tracking-uri={folder}: a folder store, which MLflow 3 no longer opens by default; give "
+                           f"the database in it, --tracking-uri sqlite:///{folder}/mlflow.db (there is one)"),
+             (f"sqlite:///{folder}", f"--tracking-uri=sqlite:///{folder}: {folder} is a folder; the store is the "
+                                     f"database file in it, e.g. --tracking-uri sqlite:///{folder}/mlflow.db"),
+             (f"sqlite:///{not_a_database}", f"{not_a_database} is not an SQLite database")]
+    for uri, said in cases:
+        for name, run in (("compare", lambda a: cli(compare, [*a, "--output", str(tmp_path / "c")], capsys)),
+                          ("ui", lambda a: cli(ui, [*a, "--port", "1"], capsys)),
+                          ("eval", lambda a: eval_cli(["0123456789abcdef0123456789abcdef", *a])),
+                          ("predict", lambda a: predict_cli(["models:/m/1", "--input", str(not_a_database),
+                                                             "--output", str(tmp_path / "p.csv"), *a])),
+                          ("rerun", lambda a: rerun_cli(["0123456789abcdef0123456789abcdef", *a]))):
+            code, _, err = run(["--tracking-uri", uri])
+            assert code == 2 and said in error_line(err) and "Traceback" not in err, (name, uri, err[-2000:])
+            assert "checkpoint file" not in error_line(err), (name, err)
+    code, _, err = cli(ui, ["--tracking-uri", "sqlite:////proc/no-such-folder/mlflow.db", "--port", "0"], capsys)
+    assert code == 2 and "none can be made (No such file or directory: /proc/no-such-folder)" in error_line(err), err
+
+
 def test_compare_gives_mean_and_spread_over_seeds_and_folds(tmp_path, capsys, migrated_store_db):
     """-m seed=1,2,3 and -m 'data.fold=range(0,5)' gave one row per run and no summary: a paper's table needs the
     mean and spread of each setting over its seeds (or folds), which had to be worked out by hand."""

@@ -585,10 +585,15 @@ def _weighted(frame, probability_columns: list[str], positive: Optional[str] = N
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import closed_stdout_ignored
     from pipeline.sqlite import sqlite_path
-    from pipeline.tracking.run import open_client
+    from pipeline.tracking.run import StoreUnusable, check_store_to_read, open_client
 
     closed_stdout_ignored()  # pipeline-... | head: a closed stdout ends no run FAILED
     args = parse_args(argv)
+    try:
+        check_store_to_read(args.tracking_uri)
+    except StoreUnusable as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
     database = sqlite_path(args.tracking_uri)
     if database is not None and not database.exists():
         print(f"Error: no MLflow store at {database}; train a run first (pipeline-train)", file=sys.stderr)

@@ -175,7 +175,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             client = existing_client(args.tracking_uri, args.source)
             run = run_of(client, args.source, args.tracking_uri)
         except LookupError as error:
-            print(f"Error: {error} (and no checkpoint file of that name)", file=sys.stderr)
+            from pipeline.tracking.run import StoreUnusable
+
+            # a run id (or a name) that could have been a file; not a models:/ or runs:/ reference, nor an unusable store
+            file_too = not isinstance(error, StoreUnusable) and not args.source.startswith(("models:/", "runs:/"))
+            print(f"Error: {error}{' (and no checkpoint file of that name)' if file_too else ''}", file=sys.stderr)
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         cfg = rerun_config(client, run, args.tracking_uri, list(args.overrides), output_dir, choices,

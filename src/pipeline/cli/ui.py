@@ -72,7 +72,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"The store is the MLflow server at {shown_uri}: open that address in a browser.")
         return 0
     from pipeline.sqlite import sqlite_path
+    from pipeline.tracking.run import StoreUnusable, check_store_to_read
 
+    try:
+        check_store_to_read(args.tracking_uri)
+    except StoreUnusable as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
     database = sqlite_path(args.tracking_uri)
     if database is not None and not database.exists():  # a typo in --tracking-uri shows an empty UI: said
         print(f"Note: no MLflow store at {database} yet: a new, empty one is made there (runs are written to the "
@@ -88,8 +94,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from pipeline.tracking.run import open_client, prepare_local_store
 
-    prepare_local_store(args.tracking_uri)
-    open_client(args.tracking_uri)  # create the store's tables now, safely beside running trainings
+    try:
+        prepare_local_store(args.tracking_uri)
+        open_client(args.tracking_uri)  # create the store's tables now, safely beside running trainings
+    except OSError as error:  # sqlite:////proc/x/mlflow.db: a traceback (FileNotFoundError)
+        print(f"Error: --tracking-uri={shown_uri}: no store there, and none can be made ({error.strerror or error}: "
+              f"{error.filename})", file=sys.stderr)
+        return 2
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown_host}:{args.port}"
     print(f"Starting the MLflow UI on {shown_uri} ...", flush=True)

@@ -215,9 +215,55 @@ def open_client(tracking_uri: str):
     return client
 
 
+class StoreUnusable(LookupError):
+    """The store a run tool was given cannot be one: a folder, a file that is no database (the message says which)."""
+
+
+def check_store_to_read(tracking_uri: str) -> None:
+    """The store a run tool (pipeline-compare, -ui, -eval, -predict, -rerun) is given, checked before MLflow opens it:
+    a folder gave MLflow's traceback ("The filesystem tracking backend ... is in maintenance mode", exit 1),
+    ``sqlite:///<folder>`` its retries of "unable to open database file" for minutes, a file that is no database
+    sqlite's traceback."""
+    given = ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == tracking_uri else "--tracking-uri")
+    shown = f"{given}={redact_text(tracking_uri)}"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", tracking_uri) is None or tracking_uri.startswith("file:"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+            return
+        folder = Path(re.sub(r"^file:(//)?", "", tracking_uri).rstrip("/") or ".")
+        there = " (there is one)" if (folder / "mlflow.db").is_file() else ""
+        raise StoreUnusable(f"{shown}: a folder store, which MLflow 3 no longer opens by default; give the database "
+                            f"in it, --tracking-uri sqlite:///{folder.absolute()}/mlflow.db{there}, or set "
+                            "MLFLOW_ALLOW_FILE_STORE=true to use the folder as it is")
+    database = sqlite_path(tracking_uri)
+    if database is None:
+        return
+    if database.is_dir():
+        there = " (there is one)" if (database / "mlflow.db").is_file() else ""
+        raise StoreUnusable(f"{shown}: {database} is a folder; the store is the database file in it, e.g. "
+                            f"--tracking-uri sqlite:///{database}/mlflow.db{there}")
+    if database.is_file() and not _opens_as_sqlite(database):
+        raise StoreUnusable(f"{shown}: {database} is not an SQLite database (an MLflow store is one, e.g. "
+                            "mlruns/mlflow.db where pipeline-train ran)")
+
+
+def _opens_as_sqlite(database: Path) -> bool:
+    """Whether SQLite reads ``database`` as a database (an empty file is one, to be). Asked of SQLite itself: a file
+    opened and closed here beside this process's own connection to the store would drop that connection's POSIX
+    locks (close() releases every lock the process holds on the file), and a writer beside it could then damage it."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.absolute().as_uri()}?mode=ro", uri=True)) as connection:
+            connection.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as error:
+        return "not a database" not in str(error)
+    return True
+
+
 def existing_client(tracking_uri: str, wanted: str = ""):
     """``open_client`` for a command that looks runs up (pipeline-rerun, -eval, -predict): a local store that does not
     exist is not created (an empty mlruns/mlflow.db was left where the command started) but said, as LookupError."""
+    check_store_to_read(tracking_uri)
     database = sqlite_path(tracking_uri)
     if database is not None and not database.exists():
         raise LookupError(f"{wanted + ': ' if wanted else ''}no MLflow store at {database} (nothing was trained with "
