@@ -51,6 +51,8 @@ def test_nan_loss_stops_training_and_marks_the_run_failed_with_the_step(store):
     trained = [m.step for m in MlflowClient(store["uri"]).get_metric_history(run.info.run_id, "train/loss")]
     assert all(epoch < failed_epoch for epoch in trained), trained
     assert not any(key.startswith("test/") for key in run.data.metrics)
+    # the epochs that ended, as for an interrupt: pipeline-compare showed such a run as having trained all 3
+    assert (run.data.tags["stopped_early_at_epoch"], run.data.tags["stopped_by"]) == (str(failed_epoch), "error")
 
 
 # ----- interruption and exact resume ---------------------------------------------------------------------

@@ -864,9 +864,16 @@ def interrupt_names_checkpoint(trainer, checkpoint, run):
     """Ctrl-C / SIGTERM during fit or test ends as a :class:`RunInterrupted` naming the checkpoint of the
     newest saved epoch end (resuming from it is exact). Lightning answers an interrupt inside fit/test with
     its own cleanup and ``sys.exit(1)``; that exit is turned back into the interrupt it was, so the
-    MLflow run is marked KILLED, not FAILED."""
+    MLflow run is marked KILLED, not FAILED. A run that fails in training (a NaN loss, a full disk) is tagged with
+    the epochs that ended, as an interrupted one: pipeline-compare showed it as having trained every epoch."""
     try:
         yield
+    except Exception:
+        trained = trainer.current_epoch
+        if getattr(trainer.state.fn, "value", None) == "fit" and trained < (trainer.max_epochs or 0):
+            with contextlib.suppress(Exception):  # the failure matters more than the tags
+                run.set_tags({"stopped_early_at_epoch": str(trained), "stopped_by": "error"})
+        raise
     except (KeyboardInterrupt, SystemExit) as stop:
         if isinstance(stop, SystemExit) and not trainer.interrupted:
             raise
