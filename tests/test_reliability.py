@@ -90,6 +90,13 @@ def test_the_environments_mlflow_variables_empty_or_naming_a_folder(store, tmp_p
                     f"use a database in it, sqlite:///{folder}/mlflow.db (or leave the variable unset for the local "
                     "store, mlruns/mlflow.db), or set MLFLOW_ALLOW_FILE_STORE=true to use the folder as it is"), line
     assert "data" not in result.stdout and not folder.exists()
+    # a file that is no database: sqlite's error with its SQL statement, after the data was read
+    table = tmp_path / "table.db"
+    table.write_text("a,b\n1,2\n")
+    result = run_cli(["trainer.max_epochs=1"], store, env={"MLFLOW_TRACKING_URI": f"sqlite:///{table}"})
+    line = one_error_line(result)
+    assert f"{table} is not an SQLite database" in line and "[SQL" not in line, line
+    assert "data" not in result.stdout and table.read_text() == "a,b\n1,2\n"
 
 
 def test_a_failed_download_leaves_no_empty_folders_in_the_data_folder(store, tmp_path):

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 from pipeline.errors import TrackingUnavailable
 
 from .redact import redact_text
-from .run import TrackedRun, check_reachable, open_client
+from .run import TrackedRun, check_reachable, error_text, open_client
 
 log = logging.getLogger("pipeline.tracking.run")
 
@@ -301,7 +301,7 @@ class RemoteRun(TrackedRun):
         self.writer.runs.pop(self.key, None)
         self.writer = None
         self.start_error = TrackingUnavailable(
-            f"cannot create an MLflow run in {redact_text(str(self.tracking_uri))}: {value}")
+            f"cannot create an MLflow run in {redact_text(str(self.tracking_uri))}: {error_text(value)}")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self._starting is not None:

@@ -73,6 +73,10 @@ def check_store_folder(tracking_uri: str) -> None:
     database = sqlite_path(tracking_uri)
     if database is None:
         return
+    if database.is_file() and not _opens_as_sqlite(database):  # sqlite's error, with its SQL, once the data was read
+        raise TrackingUnavailable(f"the MLflow store {redact_text(tracking_uri)}: {database} is not an SQLite "
+                                  "database; give the store a database of its own (or a new file), or log nothing "
+                                  "with logger=none")
     existing = database.parent
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
