@@ -321,7 +321,7 @@ def six_trial_sweep(tmp_path_factory):
             "hydra.sweeper.pruner=successive_halving",
             "+hydra.sweeper.pruner_options={min_resource: 1, reduction_factor: 3, min_early_stopping_rate: 0}",
             "logger.mlflow.register_as=house-prices",  # the best run's model, not the trials'
-            "~logger.mlflow.run_name"]  # a deletion, which the best config's command repeats (a YAML cannot)
+            "~tags"]  # a deletion, which the best config's command repeats (a YAML cannot)
     result = run_cli(args, store, multirun=True)
     assert result.returncode == 0, result.stderr[-4000:]
     return {"store": store, "storage": storage, "result": result, "args": args}
@@ -443,13 +443,13 @@ def test_best_config_is_printed_and_pipeline_train_accepts_it_as_experiment(six_
     best_file = six_trial_sweep["store"]["outputs"] / "experiment" / "regression_optuna_best.yaml"
     assert f"Best config: {best_file}" in stdout
     command = (f"pipeline-train --config-dir {six_trial_sweep['store']['outputs'].resolve()} "
-               "experiment=regression_optuna_best '~logger.mlflow.run_name'")
+               "experiment=regression_optuna_best '~tags'")
     assert command in stdout and command in best_file.read_text()
     assert best_file.read_text().startswith("# @package _global_")
     trials = study_trials(six_trial_sweep["storage"], "regression_optuna")
     best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     shown = subprocess.run([sys.executable, "-m", "pipeline.cli.train", "--config-dir", str(best_file.parent.parent),
-                            "experiment=regression_optuna_best", "~logger.mlflow.run_name", "--cfg", "job"],
+                            "experiment=regression_optuna_best", "~tags", "--cfg", "job"],
                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-3000:]
     composed = yaml.safe_load(shown.stdout)
@@ -459,7 +459,7 @@ def test_best_config_is_printed_and_pipeline_train_accepts_it_as_experiment(six_
                          ("model", "dropout"), ("model", "l1"), ("data", "_target_"), ("data", "limit_rows"),
                          ("trainer", "max_epochs"), ("task", "name"), ("task", "monitor")]:
         assert composed[section][key] == trial_config[section][key], (section, key)
-    assert "run_name" not in composed["logger"]["mlflow"] and "run_name" not in trial_config["logger"]["mlflow"]
+    assert "tags" not in composed
     assert "sweep" not in composed
 
 
