@@ -28,7 +28,7 @@ from typing import Iterable, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from pipeline.config import base_file_chosen, config_options
+from pipeline.config import TARGET_GROUPS, base_file_chosen, config_options
 from pipeline.errors import (EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USER_ERROR, USER_ERRORS,  # noqa: F401
                              RunInterrupted, resume_point, run_ended)
 
@@ -274,7 +274,6 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     hydra_sweep = _sweep_over_hydra(overrides)
     if hydra_sweep:
         _fail(hydra_sweep, EXIT_USER_ERROR)
-    refuse_null_groups_and_removed_settings(argv, config_dir)
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -476,8 +475,6 @@ def _group_set_to_null(overrides: Sequence[str], config_dir: Path, user_dir: Opt
 
 # the groups the primary config leaves out by default (``experiment: null``)
 _OPTIONAL_GROUPS = ("experiment", "hparams_search", "debug")
-# the groups whose node builds an object (pipeline.config.TARGET_GROUPS), whose settings are its arguments
-_BUILT_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
 
 
 def _setting_removed(overrides: Sequence[str]) -> Optional[str]:
@@ -489,7 +486,7 @@ def _setting_removed(overrides: Sequence[str]) -> Optional[str]:
             continue
         key = override[1:].partition("=")[0]
         group, dot, name = key.partition(".")
-        if group in _BUILT_GROUPS and dot and name:
+        if group in TARGET_GROUPS and dot and name:  # the groups that build an object: their settings are its arguments
             return (f"{override}: removing a setting of {group} leaves its class to use its own default for "
                     f"{name.rsplit('.', 1)[-1]}, which is not the config's and which the run would not record; "
                     f"set it instead: {key}=<value> (or {key}=null where it may be unset)")

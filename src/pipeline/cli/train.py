@@ -95,14 +95,14 @@ def console_copied_to(log: Path):
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _CopiedLines(sys.stdout, file), _CopiedLines(sys.stderr, file)
     # log records reach Hydra's console and train.log handlers, which hold the streams from before
-    handlers = [handler for handler in logging.getLogger().handlers if _MASKED not in handler.filters]
+    handlers = [handler for handler in logging.getLogger().handlers if _masked_record not in handler.filters]
     for handler in handlers:
-        handler.addFilter(_MASKED)
+        handler.addFilter(_masked_record)
     try:
         yield
     finally:
         for handler in handlers:
-            handler.removeFilter(_MASKED)
+            handler.removeFilter(_masked_record)
         sys.stdout, sys.stderr = streams
         file.close()
 
@@ -120,9 +120,6 @@ def _masked_record(record: logging.LogRecord) -> bool:
     if masked != message:
         record.msg, record.args = masked, None
     return True
-
-
-_MASKED = _masked_record
 
 
 # what Hydra and the folder's claim put into a run's output folder before anything of the run is written

@@ -33,23 +33,33 @@ TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "m
                     "databricks-uc", "uc")
 
 
-def check_tracking_uri(tracking_uri: str) -> None:
-    """A tracking URI MLflow cannot use is refused with the key named, before anything runs."""
-    import re
-
+def _scheme(tracking_uri: str) -> str:
+    """A tracking URI's scheme as MLflow reads it: ``file`` for a plain path."""
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", tracking_uri)
     scheme = match.group(1).lower().split("+", 1)[0] if match else "file"
-    if len(scheme) == 1:  # a Windows drive letter, C://...
-        scheme = "file"
+    return "file" if len(scheme) == 1 else scheme  # a Windows drive letter, C://...
+
+
+def refused_folder_store(tracking_uri: str) -> Optional[str]:
+    """The folder of a folder store (a plain path, ``file:``), which MLflow 3 refuses (in maintenance) unless
+    MLFLOW_ALLOW_FILE_STORE is set; None for any other store, or where it is set."""
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1")
+    if _scheme(tracking_uri) != "file" or allowed:
+        return None
+    return re.sub(r"^file:(//)?", "", tracking_uri).rstrip("/") or "."
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """A tracking URI MLflow cannot use is refused with the key named, before anything runs."""
+    scheme = _scheme(tracking_uri)
     given = (f"MLFLOW_TRACKING_URI={redact_text(tracking_uri)}" if os.environ.get("MLFLOW_TRACKING_URI") == tracking_uri
              else f"logger.mlflow.tracking_uri={redact_text(tracking_uri)}")
     if scheme not in TRACKING_SCHEMES:
         raise TrackingUnavailable(
             f"{given}: MLflow cannot track to a {scheme}:// store; use sqlite:///path/mlflow.db, "
             "http(s)://host:port of an MLflow server, or postgresql://host/db")
-    if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("true", "1"):
-        # MLflow 3 refuses its folder store (in maintenance) unless asked: said here, before the data is read
-        folder = re.sub(r"^file:(//)?", "", tracking_uri).rstrip("/") or "."
+    folder = refused_folder_store(tracking_uri)
+    if folder is not None:  # said here, before the data is read
         raise TrackingUnavailable(
             f"{given}: a folder store, which MLflow 3 no longer opens by default; use a database in it, "
             f"sqlite:///{folder}/mlflow.db (or leave the variable unset for the local store, mlruns/mlflow.db), "
@@ -230,13 +240,11 @@ def check_store_to_read(tracking_uri: str) -> None:
     sqlite's traceback."""
     given = ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == tracking_uri else "--tracking-uri")
     shown = f"{given}={redact_text(tracking_uri)}"
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", tracking_uri) is None or tracking_uri.startswith("file:"):
-        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
-            return
-        folder = Path(re.sub(r"^file:(//)?", "", tracking_uri).rstrip("/") or ".")
-        there = " (there is one)" if (folder / "mlflow.db").is_file() else ""
+    folder = refused_folder_store(tracking_uri)
+    if folder is not None:
+        there = " (there is one)" if (Path(folder) / "mlflow.db").is_file() else ""
         raise StoreUnusable(f"{shown}: a folder store, which MLflow 3 no longer opens by default; give the database "
-                            f"in it, --tracking-uri sqlite:///{folder.absolute()}/mlflow.db{there}, or set "
+                            f"in it, --tracking-uri sqlite:///{Path(folder).absolute()}/mlflow.db{there}, or set "
                             "MLFLOW_ALLOW_FILE_STORE=true to use the folder as it is")
     database = sqlite_path(tracking_uri)
     if database is None:
