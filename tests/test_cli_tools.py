@@ -258,7 +258,7 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
         return run.info.run_id
 
     fake_run("good-val", "diabetes", 0.10, 0.90)       # best by validation, worse on test
-    fake_run("good-test", "diabetes", 0.20, 0.10, r2=(0.301, 0.45, 0.5678))
+    fake_run("good-test", "diabetes", 0.20, 0.10, r2=(0.301, 0.45, 0.5678123456789))
     fake_run("pruned", "diabetes", 0.01, 0.01, **{"sweep.state": "PRUNED"})
     fake_run("failed", "diabetes", 0.02, 0.02, status="FAILED")
     fake_run("killed", "diabetes", 0.03, 0.03, status="KILLED", **{"sweep.state": "FAIL"})  # an interrupted trial
@@ -285,8 +285,9 @@ def test_compare_keeps_one_data_set_and_complete_runs_unless_asked_and_rounds(tm
     assert code == 0 and "by test/r2_ci_low (higher is better" in out, err
     assert "0.45 [0.301, 0.5678]" in out and "0.45 [0.301, 0.5678]" in (tmp_path / "d" / "compare.md").read_text()
     rows = list(csv.DictReader((tmp_path / "d" / "compare.csv").open()))
-    assert [(r["run"], r["test/r2_ci_low"], r["test/r2"], r["test/r2_ci_high"]) for r in rows][0] == (
-        "good-test", "0.301", "0.45", "0.5678")
+    # the table rounds; the CSV holds what the run logged, every digit (a spreadsheet sorts and subtracts those)
+    assert [(r["run"], r["test/r2_ci_low"], r["test/r2"], r["test/r2_ci_high"], r["lr"]) for r in rows][0] == (
+        "good-test", "0.301", "0.45", "0.5678123456789", "0.00123456789")
     header = next(csv.reader((tmp_path / "d" / "compare.csv").open()))
     assert header.count("test/r2_ci_low") == 1, header  # the --by column was written again as test/r2's bound
 

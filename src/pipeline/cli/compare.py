@@ -41,7 +41,7 @@ def _csv_key_params(run) -> list[str]:
     for column, key in KEY_PARAMS:
         if column == "data":
             continue
-        value = _number(run.data.params.get(key, ""))
+        value = run.data.params.get(key, "")  # as logged: the table rounds, the CSV does not
         if column == "epochs":
             cells += [run.data.tags.get("stopped_early_at_epoch") or value, value]
         else:
@@ -401,7 +401,7 @@ def rank(runs: list, experiment_name: str, metric: Optional[str] = None, top: Op
                     + [data_identity(run)])
         metrics = run.data.metrics
         csv_row = rows[-1][:len(lead)] + _csv_key_params(run) + [data_identity(run)]
-        csv_rows.append(csv_row + [_number(metrics.get(key)) for key in csv_header[len(csv_row):]])
+        csv_rows.append(csv_row + [_exact(metrics.get(key)) for key in csv_header[len(csv_row):]])
         rows[-1] += [_with_interval(metrics, name) for name in shown_metrics]
     return Ranking(experiment_name, metric, mode, monitor, header, rows, ordered, csv_header, csv_rows)
 
@@ -427,6 +427,12 @@ def _number(value) -> str:
     if isinstance(value, str) and value.lstrip("-").isdigit():
         return value  # integers (epochs, seed) as written
     return f"{number:.{SIGNIFICANT_DIGITS}g}"
+
+
+def _exact(value) -> str:
+    """A metric as compare.csv holds it: every digit MLflow stored (the shortest text that reads back as the same
+    float), so a spreadsheet sorts and subtracts what the run logged, not the table's rounding."""
+    return "" if value is None else repr(float(value))
 
 
 def as_text(ranking: Ranking) -> str:
