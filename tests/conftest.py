@@ -130,8 +130,11 @@ def store_overrides(store: dict, multirun: bool = False, args: Sequence[str] = (
 
 
 def run_cli(args: list[str], store: dict | None = None, multirun: bool = False, timeout: float = 600,
-            env: dict | None = None, module: str = "pipeline.cli.train") -> subprocess.CompletedProcess:
-    """Run ``python -m pipeline.cli.train`` as a user would (a fresh process, no TTY)."""
+            env: dict | None = None, module: str = "pipeline.cli.train", fresh: bool = False
+            ) -> subprocess.CompletedProcess:
+    """Run ``python -m pipeline.cli.train`` as a user would (a process of its own, no TTY): forked from this worker's
+    :mod:`cli_forkserver`, which has imported torch, Lightning, Hydra and Optuna once, or with ``fresh=True`` (and
+    where the environment changes what torch reads at import) a new interpreter."""
     command = [sys.executable, "-m", module]
     if multirun:
         command.append("-m")
@@ -140,7 +143,76 @@ def run_cli(args: list[str], store: dict | None = None, multirun: bool = False, 
         command += store_overrides(store, multirun, args)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     full_env.update(env or {})
+    if not fresh and _forkable(env or {}):
+        return _forked_run(command, full_env, timeout)
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+# what torch and its libraries read when they are imported: a command that sets one needs a new interpreter
+_READ_AT_IMPORT = ("OMP_", "MKL_", "OPENBLAS_", "GOMP_", "KMP_", "CUDA_", "TORCH", "PYTORCH_", "PYTHON", "LD_",
+                   "PIPELINE_FULL_TORCHMETRICS")
+_FORK_SERVER: dict = {}
+
+
+def _forkable(env: dict) -> bool:
+    return os.environ.get("PIPELINE_TEST_FORK", "1") != "0" and not any(
+        name.startswith(_READ_AT_IMPORT) for name in env)
+
+
+def _fork_server():
+    """This worker's fork server (started on first use, again if it died): (socket, process)."""
+    import socket
+
+    server = _FORK_SERVER.get("server")
+    if server is not None and server[1].poll() is None:
+        return server
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cli_forkserver.py")),
+                                str(theirs.fileno())], pass_fds=(theirs.fileno(),), cwd=PROJECT_ROOT, env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    theirs.close()
+    ours.settimeout(300)
+    if ours.recv(1 << 16) != b'{"ready": true}':
+        raise RuntimeError("the test fork server did not start (tests/cli_forkserver.py)")
+    _FORK_SERVER["server"] = (ours, process)
+    return ours, process
+
+
+def _forked_run(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """:func:`run_cli`'s command (``python -m <module> <args>``) in a process forked from the fork server; its output
+    read as ``subprocess.run(..., text=True)`` reads it."""
+    import json
+    import locale
+    import signal
+    import socket
+    import tempfile
+
+    sock, _ = _fork_server()
+    module, args = command[2], command[3:]
+    request = json.dumps({"module": module, "args": args, "env": env, "cwd": str(PROJECT_ROOT)}).encode()
+    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        socket.send_fds(sock, [request], [stdin.fileno(), out.fileno(), err.fileno()])
+        sock.settimeout(60)
+        pid = json.loads(sock.recv(1 << 16))["pid"]
+        sock.settimeout(timeout)
+        timed_out = False
+        try:
+            answer = sock.recv(1 << 16)
+        except socket.timeout:
+            timed_out = True
+            os.kill(pid, signal.SIGKILL)
+            sock.settimeout(60)
+            answer = sock.recv(1 << 16)
+        code = json.loads(answer)["code"]
+        encoding = locale.getpreferredencoding(False)
+        texts = []
+        for handle in (out, err):
+            handle.seek(0)
+            texts.append(handle.read().decode(encoding).replace("\r\n", "\n").replace("\r", "\n"))
+    if timed_out:
+        raise subprocess.TimeoutExpired(command, timeout, output=texts[0], stderr=texts[1])
+    return subprocess.CompletedProcess(command, code, texts[0], texts[1])
 
 
 def runs_in(store: dict, experiment: str | None = None):
