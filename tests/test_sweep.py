@@ -863,6 +863,38 @@ def test_a_sweep_whose_stores_cannot_be_reached_is_one_line_exit_2(tmp_path, set
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("multirun.yaml"))
 
 
+def test_a_sampler_whose_package_is_missing_is_refused_before_the_study(tmp_path, monkeypatch):
+    """sampler=cmaes without the cmaes package: Optuna imports it when the second trial samples, so the study, the
+    parent run and trial 0 existed when the sweep crashed with ModuleNotFoundError (exit 1, the trial left RUNNING,
+    the parent run FAILED, the best config written anyway). Refused first, in one line, exit 2."""
+    from conftest import run_cli_in_process
+
+    monkeypatch.setitem(sys.modules, "cmaes", None)  # as on a machine without it
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli_in_process(["hparams_search=classification_optuna", "trainer.max_epochs=4",
+                                 "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler=cmaes",
+                                 "hydra.sweeper.pruner=successive_halving", "hydra.sweeper.study_name=cm",
+                                 f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}",
+                                 f"paths.mlruns_dir={tmp_path / 'mlruns'}"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert error_line(result.stderr) == ("Error: hydra.sweeper.sampler=cmaes needs the Python package cmaes "
+                                         "(pip install cmaes); or choose one of tpe, random, grid")
+    assert not (tmp_path / "optuna.db").exists() or "cm" not in optuna.get_all_study_names(storage)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def test_the_cmaes_sampler_the_docs_list_runs_a_sweep(tmp_path):
+    """docs/sweeps.md lists sampler=cmaes; its package was not a dependency, so the sweep crashed at trial 1."""
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli(["hparams_search=regression_optuna", *TINY, "hydra.sweeper.n_trials=3",
+                      "hydra.sweeper.sampler=cmaes", "hydra.sweeper.pruner=none", "hydra.sweeper.finalize_top_k=0",
+                      "hydra.sweeper.study_name=cm", f"hydra.sweeper.storage={storage}"], store, multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = study_trials(storage, "cm")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [(t.state, t.user_attrs.get("fail_reason")) for t in trials]
+
+
 def test_a_search_file_with_empty_params_and_conditions_is_read(tmp_path):
     """``conditions:`` (or ``params:``) left empty in a search file of one's own was Hydra's ValidationError "field
     'hydra.sweeper.conditions' is not Optional", exit 1; an empty node is no condition (no parameter)."""

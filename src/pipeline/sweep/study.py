@@ -40,6 +40,9 @@ from .space import SearchSpace
 log = logging.getLogger("pipeline.sweep")
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
+# samplers that need a Python package besides Optuna (Optuna imports it only when the first trial samples, which
+# crashed the sweep after its study, parent run and first trial existed): sampler -> (module, pip package)
+SAMPLER_PACKAGES = {"cmaes": ("cmaes", "cmaes")}
 PRUNERS = ("hyperband", "median", "successive_halving", "none")
 DIRECTIONS = ("minimize", "maximize")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -99,6 +102,11 @@ class SweepSettings:
             raise SweepError(f"hydra.sweeper.timeout={self.timeout}: must be > 0 seconds (null: no time limit)")
         if self.sampler not in SAMPLERS:
             raise SweepError(f"hydra.sweeper.sampler={self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        module, package = SAMPLER_PACKAGES.get(self.sampler, (None, None))
+        if module and not importable(module):
+            raise SweepError(f"hydra.sweeper.sampler={self.sampler} needs the Python package {package} "
+                             f"(pip install {package}); or choose one of "
+                             f"{', '.join(s for s in SAMPLERS if s not in SAMPLER_PACKAGES)}")
         if self.pruner not in PRUNERS:
             raise SweepError(f"hydra.sweeper.pruner={self.pruner!r}: choose one of {', '.join(PRUNERS)}")
         for direction in self.directions:
@@ -140,6 +148,16 @@ class SweepSettings:
 
 
 # ----- storage, sampler, pruner ------------------------------------------------------------------
+def importable(module: str) -> bool:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 @functools.lru_cache(maxsize=None)
 def open_storage(url: str, heartbeat_interval: int = 10) -> "RunningTrialCache":
     """One storage object per URL and process (the trial callback reuses the sweeper's)."""
