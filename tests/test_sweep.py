@@ -863,6 +863,26 @@ def test_a_sweep_whose_stores_cannot_be_reached_is_one_line_exit_2(tmp_path, set
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("multirun.yaml"))
 
 
+def test_a_storage_whose_database_driver_is_missing_is_one_line_exit_2(tmp_path, monkeypatch):
+    """mysql:// without its driver (mysqlclient) was Optuna's ImportError "Failed to import DB access module for the
+    specified storage URL", a traceback and exit 1; now one line naming the storage (password masked), the package
+    to install and the storages whose drivers are installed, before any study, run or folder exists."""
+    from conftest import run_cli_in_process
+
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)  # not installed, whatever this machine has
+    result = run_cli_in_process(["hparams_search=regression_optuna", "trainer.max_epochs=3",
+                                 "hydra.sweeper.storage=mysql://bob:hunter2@127.0.0.1:1/db", "hydra.sweeper.study_name=my",
+                                 f"hydra.sweep.dir={tmp_path / 'out'}", f"paths.mlruns_dir={tmp_path / 'mlruns'}"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = error_line(result.stderr)
+    assert line.startswith("Error: hydra.sweeper.storage=mysql://bob:***@127.0.0.1:1/db: its database driver (mysql) "
+                           "needs the Python package mysqlclient (module MySQLdb), which is not installed: "
+                           "pip install 'mysqlclient', or use a storage whose driver is: sqlite:///path.db"), line
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("multirun.yaml"))
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
 def test_a_sampler_whose_package_is_missing_is_refused_before_the_study(tmp_path, monkeypatch):
     """sampler=cmaes without the cmaes package: Optuna imports it when the second trial samples, so the study, the
     parent run and trial 0 existed when the sweep crashed with ModuleNotFoundError (exit 1, the trial left RUNNING,

@@ -43,6 +43,14 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes")
 # samplers that need a Python package besides Optuna (Optuna imports it only when the first trial samples, which
 # crashed the sweep after its study, parent run and first trial existed): sampler -> (module, pip package)
 SAMPLER_PACKAGES = {"cmaes": ("cmaes", "cmaes")}
+# the database driver a storage URL needs: SQLAlchemy's module name -> the pip package that provides it
+DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "pymysql": "pymysql", "psycopg2": "psycopg2-binary",
+                   "psycopg": "psycopg[binary]", "mysql": "mysql-connector-python", "asyncpg": "asyncpg",
+                   "pg8000": "pg8000", "mariadb": "mariadb"}
+# storages offered instead, each where its driver is installed
+KNOWN_STORAGES = (("sqlite:///path.db", "sqlite3"), ("postgresql+psycopg2://user:password@host/db", "psycopg2"),
+                  ("postgresql+psycopg://user:password@host/db", "psycopg"),
+                  ("mysql+pymysql://user:password@host/db", "pymysql"), ("mysql+mysqldb://user:password@host/db", "MySQLdb"))
 PRUNERS = ("hyperband", "median", "successive_halving", "none")
 DIRECTIONS = ("minimize", "maximize")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -121,7 +129,8 @@ class SweepSettings:
             raise SweepError(f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: must be in (0, 1]")
         if not self.storage.startswith(("sqlite:", "postgresql", "mysql")):
             raise SweepError(f"hydra.sweeper.storage={redact_text(self.storage)!r}: use an SQLAlchemy URL "
-                             "(sqlite:///path.db, postgresql://user:password@host/db, mysql://...)")
+                             "(sqlite:///path.db, postgresql+psycopg2://user:password@host/db, mysql://...)")
+        check_storage_driver(self.storage)
         # options the pruner or sampler does not take: refused now, before a study or a run exists
         for kind, build in (("pruner", lambda: make_pruner(self.pruner, self.pruner_options)),
                             ("sampler", lambda: make_sampler(self) if self.sampler_options else None)):
@@ -156,6 +165,30 @@ def importable(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def check_storage_driver(url: str) -> None:
+    """The storage URL's database driver, imported now: a missing one (mysql:// without mysqlclient, SQLAlchemy 2.1's
+    postgresql:// without psycopg 3) was Optuna's ImportError "Failed to import DB access module", a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = f"hydra.sweeper.storage={redact_text(url)}"
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        raise SweepError(f"{shown}: not an SQLAlchemy URL SQLAlchemy can open ({redact_text(str(error))}); use "
+                         f"{' or '.join(s for s, m in KNOWN_STORAGES if importable(m))}") from None
+    try:
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()
+    except ImportError as error:
+        module = (error.name or "").split(".")[0] or "?"
+        package = DRIVER_PACKAGES.get(module, module)
+        working = [s for s, m in KNOWN_STORAGES if importable(m)]
+        raise SweepError(f"{shown}: its database driver ({parsed.drivername}) needs the Python package {package} "
+                         f"(module {module}), which is not installed: pip install '{package}', or use a storage "
+                         f"whose driver is: {', '.join(working)}") from None
 
 
 @functools.lru_cache(maxsize=None)
