@@ -6,6 +6,7 @@ pipeline.train`` run. "No run" is checked on the store itself: its SQLite file i
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,35 @@ def test_an_unknown_option_in_a_config_files_defaults_names_the_file(store):
     assert_refused(result, store, f"experiment=textbook_mlp: {folder / 'textbook_mlp.yaml'} has the name of the "
                                   "packaged pipeline/conf/experiment/textbook_mlp.yaml, which is read first and wins",
                    "rename yours (e.g. experiment/textbook_mlp_mine.yaml, experiment=textbook_mlp_mine)")
+
+
+def test_a_sweeps_best_config_given_as_the_whole_config_names_the_command_that_trains_it(store):
+    """``--config-path <sweep>/experiment --config-name <study>_best`` (the file is an experiment: overrides under
+    ``# @package _global_``) was Hydra's "In 'regression_optuna_best': Could not override 'task'. No match in the
+    defaults list." and exit 1 (a relative --config-path: "Primary config module ... not found"); now one line, exit
+    2, with the command the sweep printed and wrote into the file."""
+    sweep = store["tmp"] / "multirun" / "regression_optuna"
+    (sweep / "experiment").mkdir(parents=True)
+    command = f"pipeline-train --config-dir {sweep} experiment=regression_optuna_best '~tags'"
+    best = sweep / "experiment" / "regression_optuna_best.yaml"
+    best.write_text("# @package _global_\n# Best trial 1 of Optuna study 'regression_optuna': val/rmse_best=63.5\n"
+                    f"# Run it: {command}\n# (or copy this file into conf/experiment/ and run: pipeline-train "
+                    "experiment=regression_optuna_best '~tags')\ndefaults:\n- override /task: regression\n"
+                    "- override /optimizer: rmsprop\noptimizer:\n  lr: 0.00024\ntrainer:\n  max_epochs: 2\n")
+    for how in (["--config-path", str(best.parent), "--config-name", "regression_optuna_best"],
+                [f"--config-path={os.path.relpath(best.parent)}", "--config-name=regression_optuna_best.yaml"],
+                ["--config-dir", str(best.parent), "--config-name", "regression_optuna_best"]):
+        result = run_cli_in_process([*how, "trainer.max_epochs=1"], store)
+        line = assert_refused(result, store, f"{best} is an experiment config", f"train it with {command} "
+                                             "trainer.max_epochs=1")
+        assert "HYDRA_FULL_ERROR" not in result.stderr, result.stderr
+        assert not store["outputs"].exists() or not any(store["outputs"].rglob(".hydra")), line
+    # a file without the sweep's line, in a folder named experiment: the folder above it is the --config-dir
+    mine = store["tmp"] / "mine" / "experiment" / "fast.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("# @package _global_\ntrainer:\n  max_epochs: 1\n")
+    result = run_cli_in_process(["--config-path", str(mine.parent), "--config-name", "fast"], store)
+    assert_refused(result, store, f"train it with pipeline-train --config-dir {mine.parent.parent} experiment=fast")
 
 
 def test_help_lists_the_options_without_the_base_files(store):

@@ -20,13 +20,14 @@ import errno
 import re
 import logging
 import os
+import shlex
 import sys
 import tempfile
 import traceback
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pipeline.config import TARGET_GROUPS, base_file_chosen, config_options
 from pipeline.errors import (EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USER_ERROR, USER_ERRORS,  # noqa: F401
@@ -381,6 +382,73 @@ def refuse_hidden_own_options(argv: Sequence[str], config_dir: Path) -> None:
                 _fail(f"{key}={option}: {mine} has the name of the packaged {packaged.relative_to(config_dir.parent.parent)}, "
                       f"which is read first and wins (--config-dir adds options, it does not replace them); rename "
                       f"yours (e.g. {key}/{option}_mine.yaml, {key}={option}_mine)", EXIT_USER_ERROR)
+
+
+def refuse_experiment_as_primary_config(argv: Sequence[str]) -> None:
+    """``--config-name`` naming an experiment file (a sweep's ``<study>_best.yaml``: ``# @package _global_`` and
+    ``override /task: ...`` in its defaults) as the whole config, with ``--config-path`` or ``--config-dir`` at its
+    folder: Hydra's "Could not override 'task'. No match in the defaults list" (or, for a relative --config-path,
+    "Primary config module ... not found") and exit 1. An experiment file is a set of overrides of the packaged
+    config: one line (exit 2) with the command that trains it, the one the sweep printed."""
+    args = _parsed_command_line(argv)
+    if args is None or not args.config_name:
+        return
+    name = str(args.config_name)
+    name = name[:-len(".yaml")] if name.endswith(".yaml") else name
+    for folder in (args.config_path, args.config_dir):
+        if not folder or str(folder).startswith(("pkg:", "file:")):
+            continue
+        path = Path(folder) / f"{name}.yaml"
+        if not path.is_file() or not _is_experiment_file(path):
+            continue
+        path = Path(os.path.abspath(path))
+        # a sweep's best config names the command that trains it (its --config-name, search path, ~deletions ...)
+        written = re.search(r"^#\s*Run it:\s*(pipeline-train\s.*\S)\s*$", path.read_text(errors="replace"), re.M)
+        if written and path.parent.name == "experiment" and _names_folder(written.group(1), path.parent.parent, path.stem):
+            command, where = written.group(1), ""
+        elif path.parent.name == "experiment":
+            command = f"pipeline-train --config-dir {shlex.quote(str(path.parent.parent))} experiment={path.stem}"
+            where = ""
+        else:  # an experiment option is a file in an experiment/ folder of the --config-dir
+            command = f"pipeline-train --config-dir <folder> experiment={path.stem}"
+            where = f" after moving it into <folder>/experiment/ (or copying it into conf/experiment/)"
+        rest = " ".join(shlex.quote(o) for o in args.overrides or [])
+        _fail(f"--config-name {args.config_name}: {path} is an experiment config (overrides of the packaged config, "
+              f"'# @package _global_'), not a whole config to compose alone; train it with "
+              f"{command}{' ' + rest if rest else ''}{where}", EXIT_USER_ERROR)
+
+
+def _names_folder(command: str, folder: Path, experiment: str) -> bool:
+    """Whether ``command`` chooses ``experiment=<experiment>`` from ``folder`` (its --config-dir, or a file:// entry of
+    its hydra.searchpath): a best config moved since its sweep wrote it names the folder it was written in."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    folders = [after for before, after in zip(words, words[1:]) if before in ("--config-dir", "-cd")]
+    for word in words:
+        if word.startswith("hydra.searchpath="):
+            folders += [item.strip().removeprefix("file://") for item in word.partition("=")[2].strip("[]").split(",")]
+    return f"experiment={experiment}" in words and any(
+        os.path.abspath(f) == str(folder) for f in folders if f)
+
+
+def _is_experiment_file(path: Path) -> bool:
+    """Whether a YAML file is an experiment (overrides under ``# @package _global_``) rather than a primary config:
+    one that composes the packaged ``config`` itself (``defaults: [config, _self_]``) is a whole config."""
+    try:
+        text = path.read_text(errors="replace")
+        loaded = OmegaConf.create(text)
+    except Exception:
+        return False
+    defaults = loaded.get("defaults") if isinstance(loaded, DictConfig) else None
+    entries = list(defaults) if isinstance(defaults, ListConfig) else []
+    if any(isinstance(entry, str) and entry.strip().lstrip("/") == "config" for entry in entries):
+        return False
+    overrides = any(isinstance(entry, DictConfig) and any(str(key).startswith("override ") for key in entry)
+                    for entry in entries)
+    packaged_global = re.search(r"^\s*#\s*@package\s+_global_\s*$", text, re.M) is not None
+    return overrides or packaged_global
 
 
 def several_jobs(argv: Sequence[str]) -> bool:

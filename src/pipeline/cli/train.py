@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.claims import CLAIM_FILE, release_claim
 from pipeline.cli.errors import (check_command_line, closed_stdout_ignored, hydra_errors_described,
-                                 refuse_base_file_choice, refuse_hidden_own_options,
+                                 refuse_base_file_choice, refuse_experiment_as_primary_config, refuse_hidden_own_options,
                                  refuse_null_groups_and_removed_settings, refuse_show_with_multirun,
                                  report_errors, several_jobs)
 from pipeline.config import CONFIG_DIR
@@ -207,6 +207,7 @@ def _main() -> None:
     free_run_dir(sys.argv)
     unset_empty_mlflow_variables()
     refuse_show_with_multirun(sys.argv[1:])
+    refuse_experiment_as_primary_config(sys.argv[1:])
     refuse_hidden_own_options(sys.argv[1:], CONFIG_DIR)
     refuse_null_groups_and_removed_settings(sys.argv[1:], CONFIG_DIR)
     if several_jobs(sys.argv[1:]):  # -m a=x,y: every job's config is checked before the first one trains
