@@ -748,6 +748,11 @@ SWEEP_REFUSALS = [
      "Error: a trial of this search cannot run: hydra.sweeper.objectives: 'val/acc_best' is not a metric of this "
      "search's runs; a classification run logs val/loss, val/acc, val/f1, val/auroc, val/ap, val/loss_best; a best "
      "value is kept of task.monitor (val/loss) alone: task.monitor=val/acc task.mode=max keeps it"),
+    # a task.monitor no run logs: named as a single run names it, before the objectives judged against it (was blamed
+    # on the search file's val/rmse_best, listing val/foo_best among the metrics the runs log)
+    (["hparams_search=regression_optuna", "task.monitor=val/foo"],
+     "Error: a trial of this search cannot run: task.monitor='val/foo' is not a metric of this run; a regression run "
+     "logs val/loss, val/mse, val/rmse, val/mae, val/r2"),
     # values only the optimizer checks: built at the corners (was: the trials that drew them FAILED one by one)
     (["hparams_search=classification_optuna", "optimizer=sgd", "optimizer.momentum=choice(0.0,0.9)",
       "optimizer.nesterov=choice(true,false)"],
@@ -798,6 +803,25 @@ def test_a_sweep_setting_no_trial_can_use_is_refused_before_the_study(tmp_path, 
     assert "Traceback" not in result.stderr
     assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
     assert not (tmp_path / "optuna.db").exists() or "refused" not in optuna.get_all_study_names(storage)
+
+
+def test_a_monitor_no_run_logs_as_the_objective_is_refused_before_the_study_or_any_run(tmp_path, store):
+    """task.monitor=val/foo with objectives=[val/foo_best] (the best value of the monitor, allowed as such): the
+    study was created, every trial FAILED, a FAILED parent run was left, and only then was task.monitor named.
+    Refused before any study or MLflow run exists, as docs/sweeps.md promises."""
+    from conftest import run_cli_in_process
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    result = run_cli_in_process(["hparams_search=regression_optuna", "trainer.max_epochs=1", "hydra.sweeper.n_trials=3",
+                                 "task.monitor=val/foo", "hydra.sweeper.objectives=[val/foo_best]",
+                                 "hydra.sweeper.study_name=mon2", f"hydra.sweeper.storage={storage}"], store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: a trial of this search cannot run: task.monitor='val/foo' is not a metric of this run; a "
+                      "regression run logs val/loss, val/mse, val/rmse, val/mae, val/r2"], result.stderr
+    assert not (tmp_path / "optuna.db").exists() or "mon2" not in optuna.get_all_study_names(storage)
+    assert not Path(store["uri"][len("sqlite:///"):]).exists() or runs_in(store) == [], "an MLflow run was created"
 
 
 def test_a_sweep_puts_no_credential_into_the_study_the_store_or_its_files(tmp_path):

@@ -208,6 +208,8 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
     of failing every trial."""
     from pipeline.config import absolute_data_paths, base_file_chosen, check_sweepable, validate
     from pipeline.errors import ConfigError
+    from pipeline.tasks import task_kind
+    from pipeline.train import check_monitor
 
     from .space import corners
     from .worker import trial_configs
@@ -255,6 +257,9 @@ def check_a_trial_config(settings: SweepSettings, hydra_context, base_config: Di
             absolute_data_paths(config)
             checked(config)
             check_sweepable(config)  # validate() checks it only for a trial's config, which names its sweep
+            # task.monitor before the objectives, which are judged against it (<task.monitor>_best): a monitor no run
+            # logs was blamed on the search file's objective, or, as the objective's own monitor, failed every trial
+            check_monitor(config, task_kind(str(config.task.kind)), None)
             check_objectives(settings, str(config.task.kind), str(config.task.monitor), str(config.task.mode))
         except ConfigError as error:
             raise SweepError(f"a trial of this search cannot run{_drawing(probe, first, str(error))}: {error}") from None
