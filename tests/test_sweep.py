@@ -789,6 +789,17 @@ SWEEP_REFUSALS = [
     (["hparams_search=classification_optuna", "hydra.sweeper.conditions={optimizer.momentum:null}"],
      "Error: a trial of this search cannot run (one drawing optimizer=adam): unknown key 'optimizer.momentum' for "
      "torch.optim.Adam"),
+    # the sweeper's settings are a structured config: Hydra's "PipelineOptunaSweeperConf (DictConfig) does not support
+    # deletion" (or, for one dotted entry, "Could not delete ... does not exist"), said as docs/sweeps.md says it
+    (["hparams_search=regression_optuna", "~hydra.sweeper.conditions"],
+     "Error: ~hydra.sweeper.conditions: the sweeper's settings cannot be deleted; hydra.sweeper.conditions=null takes "
+     "every condition away, 'hydra.sweeper.conditions={optimizer.momentum:null}' one of them"),
+    (["hparams_search=regression_optuna", "~hydra.sweeper.conditions.optimizer.momentum"],
+     "Error: ~hydra.sweeper.conditions.optimizer.momentum: the sweeper's settings cannot be deleted; take that "
+     "condition away with 'hydra.sweeper.conditions={optimizer.momentum:null}'"),
+    (["hparams_search=regression_optuna", "~hydra.sweeper.n_trials"],
+     "Error: ~hydra.sweeper.n_trials: the sweeper's settings cannot be deleted; set it instead: "
+     "hydra.sweeper.n_trials=<value>"),
 ]
 
 
@@ -803,6 +814,33 @@ def test_a_sweep_setting_no_trial_can_use_is_refused_before_the_study(tmp_path, 
     assert "Traceback" not in result.stderr
     assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
     assert not (tmp_path / "optuna.db").exists() or "refused" not in optuna.get_all_study_names(storage)
+
+
+@pytest.mark.parametrize("added", ['hydra.sweeper.conditions={model.dropout:"optimizer=sgd"}',
+                                   "hydra.sweeper.conditions.model.dropout='optimizer=sgd'"])
+def test_the_hint_for_a_new_sweep_condition_works_as_hinted(tmp_path, added):
+    """A condition the search file lacks, given without a '+', was hinted as +hydra.sweeper.conditions.model.dropout=...,
+    which Hydra reads as nested keys ("Cannot convert 'dict' to string"). The hinted override, run as the line
+    writes it (shell quoting included), is accepted and conditions model.dropout on sgd."""
+    import shlex
+
+    from conftest import run_cli_in_process
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    common = ["hparams_search=regression_optuna", "trainer.max_epochs=1", "hydra.sweeper.n_trials=1", "logger=none",
+              "hydra.sweeper.finalize_top_k=0", "hydra.sweeper.study_name=cond", f"hydra.sweeper.storage={storage}",
+              f"hydra.sweep.dir={tmp_path / 'out'}"]
+    refused = run_cli_in_process([*common, added])
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    line = error_line(refused.stderr)
+    assert line.startswith("Error: unknown key 'hydra.sweeper.conditions.model.dropout' "), line
+    hinted = shlex.split(line.rsplit(": ", 1)[1].rstrip(")"))
+    assert len(hinted) == 1 and hinted[0].startswith("+hydra.sweeper.conditions="), line
+    accepted = run_cli_in_process([*common, *hinted])
+    assert accepted.returncode == 0, (line, accepted.stderr[-3000:])
+    fingerprint = optuna.load_study(study_name="cond", storage=storage).user_attrs["pipeline.fingerprint"]
+    assert fingerprint["search.model.dropout"] == "interval(0.0, 0.5) if optimizer in ['sgd']"
+    assert fingerprint["search.optimizer.momentum"] == "interval(0.0, 0.95) if optimizer in ['sgd']"
 
 
 def test_a_monitor_no_run_logs_as_the_objective_is_refused_before_the_study_or_any_run(tmp_path, store):

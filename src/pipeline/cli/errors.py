@@ -553,12 +553,76 @@ def _setting_removed(overrides: Sequence[str]) -> Optional[str]:
         if not override.startswith("~") or override.startswith("~~"):
             continue
         key = override[1:].partition("=")[0]
+        if key == "hydra.sweeper" or key.startswith("hydra.sweeper."):
+            return _sweeper_setting_removed(override, key)
         group, dot, name = key.partition(".")
         if group in TARGET_GROUPS and dot and name:  # the groups that build an object: their settings are its arguments
             return (f"{override}: removing a setting of {group} leaves its class to use its own default for "
                     f"{name.rsplit('.', 1)[-1]}, which is not the config's and which the run would not record; "
                     f"set it instead: {key}=<value> (or {key}=null where it may be unset)")
     return None
+
+
+# the sweeper's mappings whose keys are dotted config keys (optimizer.momentum): an override cannot address one
+# entry by a dotted path (hydra.sweeper.conditions.optimizer.momentum is read as nested keys)
+_SWEEPER_MAPPINGS = ("hydra.sweeper.conditions", "hydra.sweeper.params")
+
+
+def _shell_quoted(text: str) -> str:
+    """``text`` quoted for a POSIX shell as a user would type it: in single quotes, or double ones where it holds a
+    single quote (Hydra's own quotes inside stay as they are)."""
+    import shlex
+
+    if "'" not in text:
+        return f"'{text}'"
+    if not any(c in text for c in '"$`\\!'):
+        return f'"{text}"'
+    return shlex.quote(text)
+
+
+def _sweeper_setting_removed(override: str, key: str) -> str:
+    """``~hydra.sweeper.conditions``: Hydra's answer was "PipelineOptunaSweeperConf (DictConfig) does not support
+    deletion" (a structured config), or, for one entry (``~hydra.sweeper.conditions.optimizer.momentum``), "Could not
+    delete from config ... does not exist" (a dotted key is not a path). Said as docs/sweeps.md says it, with the
+    override that does what was meant."""
+    conditions, params = _SWEEPER_MAPPINGS
+    if key == conditions:
+        instead = (f"hydra.sweeper.conditions=null takes every condition away, "
+                   f"'hydra.sweeper.conditions={{optimizer.momentum:null}}' one of them")
+    elif key.startswith(conditions + "."):
+        instead = f"take that condition away with {_shell_quoted(f'{conditions}={{{key[len(conditions) + 1:]}:null}}')}"
+    elif key.startswith(params + "."):
+        instead = (f"a searched key is fixed for every trial by a plain override: {key[len(params) + 1:]}=<value>")
+    elif key == "hydra.sweeper":
+        instead = "set the ones to change: hydra.sweeper.<key>=<value>"
+    else:
+        instead = f"set it instead: {key}=<value>"
+    return f"{override}: the sweeper's settings cannot be deleted; {instead}"
+
+
+def _sweeper_mapping_entry_added(full_key: str, mapping: str, overrides: Sequence[str]) -> str:
+    """A new entry of ``hydra.sweeper.conditions`` (or ``params``) given without a '+'
+    (``hydra.sweeper.conditions={model.dropout:"optimizer=sgd"}``): the '+' goes on the whole mapping, which merges it
+    into the search file's; ``+hydra.sweeper.conditions.model.dropout=...`` (the generic hint) reads the dotted key as
+    nested ones and fails in Hydra's merge ("Cannot convert 'dict' to string")."""
+    entry = full_key[len(mapping) + 1:]
+    given = next((o for o in overrides if o.lstrip("+").partition("=")[0] == mapping
+                  and o.partition("=")[2].strip().startswith("{")), None)
+    if given is not None:  # the user's own mapping, with the '+'
+        hinted = "+" + given.lstrip("+")
+    else:  # hydra.sweeper.conditions.model.dropout=...: OmegaConf names its first missing part (...conditions.model)
+        dotted = next((o.lstrip("+").partition("=") for o in overrides if "=" in o and (
+            o.lstrip("+").partition("=")[0] + ".").startswith(full_key + ".")), None)
+        entry = dotted[0][len(mapping) + 1:] if dotted else entry
+        value = dotted[2] if dotted else None
+        if value is None or not value.strip():
+            value = "'<parent>=<value>'" if mapping.endswith("conditions") else "'<expression>'"
+        elif value.strip()[:1] not in ("'", '"') and value.strip() != "null":
+            value = f"'{value.strip()}'"
+        hinted = f"+{mapping}={{{entry}:{value.strip()}}}"
+    what = "a condition" if mapping.endswith("conditions") else "a search parameter"
+    return (f"unknown key '{mapping}.{entry}' ({what} the search file does not have is added with a '+' on the whole "
+            f"mapping, which merges it into the file's: {_shell_quoted(hinted)})")
 
 
 def _jobs_to_check(overrides: list[str], sweeps: bool = True, leave_out: frozenset = frozenset()) -> list[list[str]]:
@@ -666,6 +730,9 @@ def _file_choosing(group: str, name: str, overrides: Sequence[str], folders: Seq
 
 def _unknown_key_message(full_key: str, config_dir: Path, config_name: str, overrides: Sequence[str],
                          user_dir: Optional[str] = None) -> str:
+    mapping = next((m for m in _SWEEPER_MAPPINGS if full_key.startswith(m + ".")), None)
+    if mapping is not None:
+        return _sweeper_mapping_entry_added(full_key, mapping, overrides)
     parent, _, key = full_key.rpartition(".")
     if full_key == "data.test_path":  # a bundled data set: data.test_fraction would not be what is meant
         from pipeline.config import NO_TEST_FILE
