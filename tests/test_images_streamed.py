@@ -575,6 +575,13 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     assert list(pd.read_csv(tmp_path / "kept.csv")["path"]) == [paths[0], paths[1], paths[0]]
     assert (f"Note: 1 blank row of {new.parent / 'paths.csv'} skipped (row 1; 0 is the first data row): the output "
             "has 3 rows for 4") in stderr, stderr[-2000:]
+    # the same listing written on Windows (photos\val\ants\00.jpg), which training reads: the same answers ("cannot
+    # read the image" before)
+    (new.parent / "windows.csv").write_text("\n".join(["path", *(p.replace("/", "\\") for p in paths)]) + "\n")
+    code, stdout, stderr = predict_cli([run.info.run_id, "--input", str(new.parent / "windows.csv"), "--output",
+                                        str(tmp_path / "windows.csv"), "--tracking-uri", quick_store["uri"]])
+    assert code == 0, stderr[-3000:]
+    assert pd.read_csv(tmp_path / "windows.csv").equals(pd.read_csv(tmp_path / "kept.csv").iloc[:2].drop(columns="path"))
     (folder / "labels.csv").rename(tmp_path / "elsewhere.csv")  # the training listing is not needed (nor read)
     code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new.parent / 'new_labels.csv'}",
                                      "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "eval")])

@@ -542,8 +542,9 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     assert accuracy == pytest.approx(metrics_of(run)["test/acc"], abs=1e-6)
     # predictions/test.csv names each test row's text, so a misclassified one can be read
     tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv", keep_default_na=False)
-    assert list(tested.columns[:3]) == ["row", "text", "target"]
-    assert tested["text"].tolist() == test["sentence"].tolist()
+    # the texts under the column the model reads (it was "text"): the file is an input pipeline-predict takes
+    assert list(tested.columns[:3]) == ["row", "sentence", "target"]
+    assert tested["sentence"].tolist() == test["sentence"].tolist()
     assert tested["target"].astype(str).tolist() == test["label"].astype(str).tolist()
     # a dict of lists (a serving request's form): one answer per text, not one for the list's printed form
     by_dict = model.predict({"sentence": test["sentence"][:5].tolist()})
@@ -581,6 +582,16 @@ def test_the_logged_text_model_takes_texts_and_answers_like_pipeline_predict(sto
     # a text longer than max_length tokens is read up to it: said (it was cut without a word)
     assert (f"Note: 1 of the 5 texts of {gaps} is longer than the model's max_length (64 tokens, data.max_length in "
             "training): it answered from their first 64") in said, said
+    # a .txt that is not UTF-8 is read as training reads it, with the notice a table gets (it had none)
+    latin, out_latin = tmp_path / "latin.txt", tmp_path / "latin.csv"
+    latin.write_bytes(f"{test['sentence'][0]}\ncaf\u00e9 cr\u00e8me\n".encode("cp1252"))
+    try:
+        predict_main([run.info.run_id, "--input", str(latin), "--output", str(out_latin), "--tracking-uri", store["uri"]])
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    said = capsys.readouterr().err
+    assert f"Note: {latin} is not UTF-8 (byte " in said and "read as Windows-1252" in said, said
+    assert pd.read_csv(out_latin)["sentence"].tolist() == [test["sentence"][0], "caf\u00e9 cr\u00e8me"]
 
 
 def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(store, tmp_path):

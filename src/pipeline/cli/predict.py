@@ -542,11 +542,13 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             raise PredictError(f"--input {source}: a .txt file is read as one text per line, and this model reads "
                                f"the columns {', '.join(predictor.columns)}: give it a table")
         from pipeline.data.text import text_lines
-        from pipeline.data.text_stream import read_text
+        from pipeline.data.text_stream import decode_text
 
         if not source.is_file():
             raise PredictError(f"--input {source}: no such file")
-        lines = text_lines(read_text(source))
+        data = source.read_bytes()
+        lines = text_lines(decode_text(source, data))
+        _say_if_not_utf8(source, data)
         if lines and lines[-1] == "":
             lines.pop()  # the newline that ends the last line
         yield from _one_column(column, lines, args)
@@ -574,12 +576,28 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         if decimal != predictor.decimal:
             batch = _written_as_trained(batch, predictor, decimal)
         if predictor.reads == "images" and column in batch:
+            from pipeline.data.image_files import listed_path
+
             written = batch[column]
             batch = batch.copy()
-            batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute() else str(source.parent / p)
-                             for p in written]
+            # relative paths from the table's folder, a Windows listing's backslashes read as training reads them
+            batch[column] = [p if not isinstance(p, str) or Path(p).is_absolute()
+                             else str(source.parent / listed_path(source.parent, p)) for p in written]
             batch.attrs["as_written"] = {column: written}  # what --keep copies: the paths as the table gives them
         yield batch
+
+
+def _say_if_not_utf8(source: Path, data: bytes) -> None:
+    """The notice a table that is not UTF-8 gets (tables.py), for a .txt file of texts: its lines that are not UTF-8
+    are read as training reads them, and a wrong guess would be answered without a word."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: read as such
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        print(f"Note: {source} is not UTF-8 (byte {error.start} is 0x{data[error.start]:02x}); its lines that are not "
+              "were read as Windows-1252 (Latin-1 where that fails), as training reads them. If a text looks wrong, "
+              "convert the file to UTF-8", file=sys.stderr, flush=True)
 
 
 def _written_as_trained(batch, predictor: Predictor, decimal: str):

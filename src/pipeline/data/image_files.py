@@ -68,7 +68,7 @@ _reason = raw_inputs.reason
 
 
 
-def _posix_path(root: Path, image: str) -> str:
+def listed_path(root: Path, image: str) -> str:
     """A listing's path as written, or with its backslashes read as folder separators where it was written on Windows
     (``train\\cats\\1.png``) and only that spelling names a file here."""
     image = image.strip()
@@ -693,7 +693,7 @@ class ImageCSV(ImageFiles):
         for index, (image, label) in enumerate(zip(table[self.path_column], table[self.label_column])):
             if not image.strip() or not label.strip():
                 raise DataError(f"{csv}, line {index + 2}: empty {'path' if not image.strip() else 'label'}")
-        table[self.path_column] = [_posix_path(csv.parent, image) for image in table[self.path_column]]
+        table[self.path_column] = [listed_path(csv.parent, image) for image in table[self.path_column]]
         return table
 
     def load(self) -> LoadedData:

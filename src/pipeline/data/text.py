@@ -628,6 +628,14 @@ class TextTSV(TextDataModule):
         """Texts in a column named as in the training files (``data.text_column``)."""
         return super().raw_input_adapter(column or self.text_column)
 
+    def test_row_sources(self) -> Optional[tuple[str, list[str]]]:
+        """The test rows' texts under ``data.text_column``, the column the logged model reads, so that
+        predictions/test.csv is an input pipeline-predict takes as it is (it was ``text``); ``text`` where that name
+        is one of the file's own columns."""
+        found = super().test_row_sources()
+        own = self.text_column in ("row", "target", "prediction") or self.text_column.startswith("probability_")
+        return None if found is None else ("text" if own else self.text_column, found[1])
+
     def how_split(self) -> list[str]:
         if self.test_path is None:
             return super().how_split()
