@@ -386,6 +386,9 @@ def test_only_the_best_trial_is_tested_and_it_reproduces_its_trial(six_trial_swe
     assert final.data.metrics["val/rmse_best"] == best.value  # the same training, bit for bit
     assert "test/rmse" in final.data.metrics
     assert (store["outputs"] / f"best-{best.number}" / "checkpoints" / "last.ckpt").is_file()
+    # its folder keeps what it printed, as a pipeline-train run's does (its train.log was empty)
+    kept = (store["outputs"] / f"best-{best.number}" / "train.log").read_text()
+    assert "Test metrics:" in kept and "test/rmse" in kept, kept
     assert parents[0].data.tags["best.run_id"] == final.info.run_id
     assert f"Trial {best.number} trained again and tested: " in six_trial_sweep["result"].stdout
     # logger.mlflow.register_as: the best run's model is the registered model's one version; no trial registered

@@ -12,6 +12,7 @@ import pickle
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import optuna
@@ -508,8 +509,7 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
                            "sweep.role": "final", "sweep.study_name": settings.study_name}
         log.info("best trial %d: training it again with test, checkpoint, model and plots", trial.number)
         remember = RememberRunId()
-        job = run_trial_job(lambda cfg: train(cfg, callbacks=[remember], parent_run=parent_run_id,
-                                              datamodule=PREPARED_DATA),
+        job = run_trial_job(lambda cfg: _final_run(cfg, remember, parent_run_id),
                             config, "hydra.sweep.dir", "hydra.job.id", hydra_context)
         configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
         if job.status != JobStatus.COMPLETED:
@@ -529,6 +529,17 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
                        "output_dir": remember.output_dir or str(job.hydra_cfg.hydra.runtime.output_dir),
                        "run_id": remember.run_id})
     return finals
+
+
+def _final_run(cfg: DictConfig, remember: "RememberRunId", parent_run_id: Optional[str]) -> dict:
+    """A best trial trained again, what it prints kept in its folder's ``train.log`` as a pipeline-train run keeps
+    it (the file held Hydra's log records alone: empty)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from pipeline.cli.train import console_copied_to
+
+    with console_copied_to(Path(HydraConfig.get().runtime.output_dir) / "train.log"):
+        return train(cfg, callbacks=[remember], parent_run=parent_run_id, datamodule=PREPARED_DATA)
 
 
 class RememberRunId(Callback):
