@@ -206,7 +206,9 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
     assert "streamed from the files (2 DataLoader workers; data.in_memory=auto" in line, line
     assert ": 23 train / 3 validation / 13 test images;" in line, line
     assert "val/ is the test split (reported as test/*)" in line, line
-    assert f"left out 1 unreadable file(s) (data.skip_bad_files=true), e.g. {folder}/train/bees/notes.jpg" in line
+    # each file left out is named in a line of its own, those found in set-up too (the data line named the first)
+    assert "left out 1 unreadable file(s) (data.skip_bad_files=true; each named in a 'Data: left out' line)" in line
+    assert f"left out unreadable image {folder}/train/bees/notes.jpg (" in result.stdout
     assert f"left out unreadable image {folder}/val/ants/cut.png" in result.stdout
     [run] = runs_in(store)
     assert run.info.status == "FINISHED"
@@ -388,7 +390,8 @@ def test_the_split_sizes_count_no_file_found_unreadable_in_set_up(tmp_path, quic
     assert result.returncode == 0, result.stderr[-3000:]
     line = data_line(result.stdout)
     assert ": 8 train / 0 validation / 4 test images;" in line, line
-    assert f"left out 1 unreadable file(s) (data.skip_bad_files=true), e.g. {cut}" in line, line
+    assert "left out 1 unreadable file(s) (data.skip_bad_files=true; each named in a 'Data: left out' line)" in line
+    assert f"Data: left out unreadable image {cut} (" in result.stdout, result.stdout
 
 
 @pytest.mark.slow

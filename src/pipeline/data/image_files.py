@@ -213,11 +213,14 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         if not self.skip_bad_files:
             first = bad[0]
             # a header is read for every file first; a file cut short after its header is found only as it is decoded
-            more = f" ({len(bad)} files in all that cannot be read)" if len(bad) > 1 else ""
+            more = (f" ({len(bad)} files in all are no image by their first bytes; one cut short further on is found "
+                    "only when it is read)") if len(bad) > 1 else ""
             raise DataError(f"{self.row_name(first)}: cannot read the image ({problems[first]}){more}; remove or "
                             "replace it, or set data.skip_bad_files=true to leave such files out")
         for row in bad:
             self.skipped[self.row_name(row)] = problems[row]
+            print(f"Data: left out unreadable {self.item_noun} {self.row_name(row)} ({problems[row]}; "
+                  "data.skip_bad_files=true)", flush=True)  # each named, as one found while streaming is
         bad_rows = set(bad)
         return {name: [(row, label) for row, label in rows if row not in bad_rows] for name, rows in parts.items()}
 

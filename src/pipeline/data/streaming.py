@@ -342,9 +342,8 @@ class StreamedDataModule(InMemoryDataModule):
     def _skip_note(self) -> list[str]:
         if not self.skipped:
             return []
-        first = next(iter(self.skipped))
-        return [f"left out {len(self.skipped)} unreadable file(s) (data.skip_bad_files=true), e.g. "
-                f"{first}: {self.skipped[first]}"]
+        return [f"left out {len(self.skipped)} unreadable file(s) (data.skip_bad_files=true; each named in a "
+                "'Data: left out' line)"]
 
     # ----- reading -------------------------------------------------------------------------------------------
     def dataset(self, rows: Split, train: bool) -> ItemDataset:
@@ -360,9 +359,9 @@ class StreamedDataModule(InMemoryDataModule):
             name = self.row_name(row)
             if name not in self.skipped:
                 self.skipped[name] = reason
-                if self.spec is not None:  # during training: say it once (those found in setup are announced)
-                    print(f"Data: left out unreadable {self.item_noun} {name} ({reason}; "
-                          "data.skip_bad_files=true)", flush=True)
+                # once, when found: in set-up (before the data line, which counts them) or while training
+                print(f"Data: left out unreadable {self.item_noun} {name} ({reason}; data.skip_bad_files=true)",
+                      flush=True)
 
     def _reading_loader(self, dataset: Dataset, batch_size: int = READ_BATCH) -> DataLoader:
         """A one-pass loader for setup-time reading (no shuffling, workers not kept)."""
