@@ -382,6 +382,18 @@ def test_test_images_that_are_training_images_are_counted(tmp_path, caplog):
     assert any(note.startswith("1 test image (33.3%) is also a training image (the same file)")
                for note in listed.split_notes), listed.split_notes
     assert "1 image file(s) listed with two labels, e.g. d/dog/001.png as 'dog' and 'cat'" in caplog.text
+    # a data.test_path labelling a file of the listing otherwise: said as that, not as the listing's own file with two
+    # labels that "the model is taught both" (the test file's label is only tested against)
+    (tmp_path / "clean.csv").write_text("path,label\n" + "".join(
+        f"d/{name}/{i:03d}.png,{name}\n" for name in ("cat", "dog") for i in range(6)))
+    (tmp_path / "test.csv").write_text("path,label\nd/cat/002.png,dog\nd/dog/003.png,dog\n")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        ImageCSV(path=str(tmp_path / "clean.csv"), test_path=str(tmp_path / "test.csv"), image_size=4,
+                 num_workers=0).setup()
+    assert "listed with two labels" not in caplog.text, caplog.text
+    assert (f"{tmp_path / 'test.csv'} (data.test_path): 1 image file(s) labelled otherwise than in "
+            f"{tmp_path / 'clean.csv'}, e.g. d/cat/002.png as 'cat' there and 'dog' here") in caplog.text, caplog.text
 
 
 def test_a_truncated_bmp_is_said_to_be_truncated(tmp_path):

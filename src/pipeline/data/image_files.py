@@ -476,6 +476,20 @@ def _warn_of_files_with_two_labels(csv: Path, files: list[str], labels: list[str
                     csv, len(twice), path, " and ".join(map(repr, named)))
 
 
+def _warn_of_files_labelled_otherwise(test_csv: Path, csv: Path, files: list[str], labels: list[str],
+                                      test_files: list[str], test_labels: list[str]) -> None:
+    """A warning when data.test_path labels an image file of the listing otherwise (it was said as a file of the
+    listing with two labels that "the model is taught both", though the test file's label is only tested)."""
+    listed = {os.path.normpath(path): label for path, label in zip(files, labels)}
+    other = {path: (listed[path], label) for path, label in
+             ((os.path.normpath(p), label) for p, label in zip(test_files, test_labels))
+             if path in listed and listed[path] != label}
+    if other:
+        path, (theirs, ours) = next(iter(other.items()))
+        log.warning("%s (data.test_path): %d image file(s) labelled otherwise than in %s, e.g. %s as %r there and %r "
+                    "here: tested against this label", test_csv, len(other), csv, path, theirs, ours)
+
+
 def _warn_if_splits_as_classes(root: Path) -> None:
     """A warning when the class folders of ``root`` hold no image of their own but the same sub-folders (e.g.
     ``seg_train/`` and ``seg_test/``, each with the real classes): they are then likely splits, and a model of
@@ -738,7 +752,11 @@ class ImageCSV(ImageFiles):
                       else p.strip() for p in test_table[self.path_column]]
             sources["test"] = f"{test_csv} (data.test_path" + (
                 f"; the {left_out} test rows of {csv.name} are left out)" if left_out else ")")
-        _warn_of_files_with_two_labels(csv, files, labels)
+        listed = len(table)  # the listing's own rows; those after it are data.test_path's
+        _warn_of_files_with_two_labels(csv, files[:listed], labels[:listed])
+        if listed < len(files):
+            _warn_of_files_labelled_otherwise(self.test_path, csv, files[:listed], labels[:listed], files[listed:],
+                                              labels[listed:])
         classes = sorted({labels[i] for i in rows_by_part["train"]}, key=label_sort_key)
         unknown = sorted(set(labels) - set(classes))
         if unknown:
