@@ -411,7 +411,7 @@ def refuse_experiment_as_primary_config(argv: Sequence[str]) -> None:
             where = ""
         else:  # an experiment option is a file in an experiment/ folder of the --config-dir
             command = f"pipeline-train --config-dir <folder> experiment={path.stem}"
-            where = f" after moving it into <folder>/experiment/ (or copying it into conf/experiment/)"
+            where = " after moving it into <folder>/experiment/ (or copying it into conf/experiment/)"
         rest = " ".join(shlex.quote(o) for o in args.overrides or [])
         _fail(f"--config-name {args.config_name}: {path} is an experiment config (overrides of the packaged config, "
               f"'# @package _global_'), not a whole config to compose alone; train it with "
@@ -587,7 +587,7 @@ def _sweeper_setting_removed(override: str, key: str) -> str:
     override that does what was meant."""
     conditions, params = _SWEEPER_MAPPINGS
     if key == conditions:
-        instead = (f"hydra.sweeper.conditions=null takes every condition away, "
+        instead = ("hydra.sweeper.conditions=null takes every condition away, "
                    f"'hydra.sweeper.conditions={{optimizer.momentum:null}}' one of them")
     elif key.startswith(conditions + "."):
         instead = f"take that condition away with {_shell_quoted(f'{conditions}={{{key[len(conditions) + 1:]}:null}}')}"
