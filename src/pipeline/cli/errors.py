@@ -588,7 +588,7 @@ def _sweeper_setting_removed(override: str, key: str) -> str:
     conditions, params = _SWEEPER_MAPPINGS
     if key == conditions:
         instead = ("hydra.sweeper.conditions=null takes every condition away, "
-                   f"'hydra.sweeper.conditions={{optimizer.momentum:null}}' one of them")
+                   "'hydra.sweeper.conditions={optimizer.momentum:null}' one of them")
     elif key.startswith(conditions + "."):
         instead = f"take that condition away with {_shell_quoted(f'{conditions}={{{key[len(conditions) + 1:]}:null}}')}"
     elif key.startswith(params + "."):
