@@ -643,3 +643,12 @@ def test_a_best_value_reached_at_several_epochs_says_which_checkpoint_is_tested(
     rows = [json.loads(line) for line in (store["outputs"] / "metrics.jsonl").read_text().splitlines()]
     assert {row["epoch"] + 1 for row in rows if "val/acc" in row and f"{row['val/acc']:.6g}" == best.group(2)} == \
         set(epochs)
+
+
+def test_a_schedule_that_counts_its_steps_prints_no_lightning_note(store):
+    """scheduler=onecycle (and linear_warmup) asks Lightning for the run's number of steps, which printed
+    "Loading `train_dataloader` to estimate number of stepping batches." to the console and train.log."""
+    result = run_cli(["scheduler=onecycle", "trainer.max_epochs=1", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stepping batches" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "stepping batches" not in (store["outputs"] / "train.log").read_text()

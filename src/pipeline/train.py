@@ -818,7 +818,8 @@ def scalar_metrics(metrics) -> dict[str, float]:
 _LIGHTNING_NOISE = ("Tip:", "GPU available", "TPU available", "HPU available", "IPU available",
                     "LOCAL_RANK:", "Restoring states from the checkpoint", "Loaded model weights from",
                     "Restored all states from the checkpoint", "Trainer already configured with model summary",
-                    "`Trainer.fit` stopped: `max_epochs=", "Using default `ModelCheckpoint`")
+                    "`Trainer.fit` stopped: `max_epochs=", "Using default `ModelCheckpoint`",
+                    "to estimate number of stepping batches")  # a schedule that counts the run's steps asked
 
 
 class _DropNoise(logging.Filter):
