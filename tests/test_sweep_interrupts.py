@@ -241,6 +241,34 @@ def test_sigterm_in_the_best_trials_final_training_says_so_and_a_rerun_finishes_
     assert "Trial 0 trained again and tested: test/loss=" in again.stdout
 
 
+@pytest.mark.slow
+def test_a_final_run_interrupted_is_no_longer_tagged_best(tmp_path, migrated_store_db):
+    """SIGTERM while the best trial was trained again left its KILLED run tagged best=true (what tags.best = 'true'
+    finds) until the sweep was run again; it is tagged best=false as it ends, and the rerun's final run is the one."""
+    import shutil
+
+    store = sweep_store(tmp_path)
+    shutil.copyfile(migrated_store_db, tmp_path / "mlruns" / "mlflow.db")
+    args = [sys.executable, "-u", "-m", "pipeline.cli.train", "-m", "hydra/sweeper=pipeline_optuna", "task=regression",
+            "optimizer.lr=choice(0.01)", "trainer.max_epochs=400", "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=term", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db",
+            f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={store['outputs']}"]
+    process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "training it again" in line:
+            time.sleep(2.0)
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stdout.read()
+    assert process.wait(timeout=120) == 130, rest[-3000:]
+    [killed] = [run for run in runs_in(store) if run.info.run_name.startswith("best-")]
+    assert killed.info.status == "KILLED" and killed.data.tags["best"] == "false", (killed.info, killed.data.tags)
+    again = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    best = [run for run in runs_in(store) if run.data.tags.get("best") == "true"]
+    assert [run.info.status for run in best] == ["FINISHED"], [(r.info.status, r.info.run_name) for r in best]
+
+
 def exact_sweep(tmp_path, name: str) -> tuple[list[str], str]:
     """A 10-trial Hyperband sweep of 9 epochs a trial, in a store and storage of its own: (overrides, storage)."""
     store = sweep_store(tmp_path / name)

@@ -509,8 +509,12 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
                            "sweep.role": "final", "sweep.study_name": settings.study_name}
         log.info("best trial %d: training it again with test, checkpoint, model and plots", trial.number)
         remember = RememberRunId()
-        job = run_trial_job(lambda cfg: _final_run(cfg, remember, parent_run_id),
-                            config, "hydra.sweep.dir", "hydra.job.id", hydra_context)
+        try:
+            job = run_trial_job(lambda cfg: _final_run(cfg, remember, parent_run_id),
+                                config, "hydra.sweep.dir", "hydra.job.id", hydra_context)
+        except BaseException:  # interrupted: tags.best = 'true' found the KILLED run until the sweep was run again
+            tag_run(_tracking_uri(base_config), remember.run_id, {"best": "false"}, wait=True)
+            raise
         configure_log(base_config.hydra.hydra_logging, base_config.hydra.verbose)
         if job.status != JobStatus.COMPLETED:
             log.error("the final run of trial %d failed: %s", trial.number, job._return_value)
