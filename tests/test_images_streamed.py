@@ -247,6 +247,14 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
                     "--batch-size", "5"]) == 0
     assert (f"Note: 1 unreadable image file of {folder / 'val'} left out (--skip-bad-files): {folder}/val/ants/cut.png: "
             f"{CUT}; the output has 12 rows for 13") in capsys.readouterr().err
+    # a table of paths: the row left out is said by its number, as the output holds no path to pair rows by
+    listed = tmp_path / "listed.csv"
+    readable = [p for p in sorted((folder / "val" / "ants").iterdir()) if p.name != "cut.png"][:3]
+    listed.write_text("path\n" + "\n".join(map(str, [*readable[:2], folder / "val" / "ants" / "cut.png",
+                                                      readable[2]])) + "\n")
+    assert predict([run.info.run_id, "--input", str(listed), "--output", str(tmp_path / "l.csv"), "--skip-bad-files"]) == 0
+    assert (f"Note: 1 unreadable image file of {listed} (row 2; 0 is the first data row) left out "
+            "(--skip-bad-files)") in capsys.readouterr().err
     (folder / "val" / "ants" / "cut.png").unlink()
     assert predict([run.info.run_id, "--input", str(folder / "val"), "--output", str(output)]) == 0
     predicted = pd.read_csv(output)

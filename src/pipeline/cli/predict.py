@@ -791,7 +791,10 @@ class UnreadableFiles:
             return
         plural = "s" if len(self.files) > 1 else ""
         shown = "; ".join(reason for _, reason in self.files[:3]) + ("; ..." if len(self.files) > 3 else "")
-        print(f"Note: {len(self.files)} unreadable image file{plural} of {source} left out (--skip-bad-files): "
+        # a table's output rows pair with its rows only where the left-out ones are known (a folder's keep their path)
+        rows = ", ".join(str(row) for row, _ in self.files[:10]) + (", ..." if len(self.files) > 10 else "")
+        where = f" (row{plural} {rows}; 0 is the first data row)" if source.is_file() else ""
+        print(f"Note: {len(self.files)} unreadable image file{plural} of {source}{where} left out (--skip-bad-files): "
               f"{shown}; the output has {written} rows for {written + len(self.files)}", file=sys.stderr, flush=True)
 
 
