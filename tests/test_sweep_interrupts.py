@@ -217,22 +217,29 @@ def test_sigterm_to_a_sweep_of_two_workers_ends_it_in_one_line(tmp_path):
     assert not [t.number for t in study_trials(storage, "par") if t.state == TrialState.RUNNING]
 
 
-@pytest.mark.slow
-def test_sigterm_in_the_best_trials_final_training_says_so_and_a_rerun_finishes_it(tmp_path):
-    """SIGTERM while the best trial was trained again said "the interrupted one is queued again", though every
-    trial had ended and none was queued."""
+def sigterm_in_final_training(tmp_path, extra: list[str], pause_s: float) -> tuple[list[str], str]:
+    """A one-trial sweep (``extra``: its store and folder) sent SIGTERM ``pause_s`` into its best trial's final
+    training; it must exit 130. (The command, what it printed after the final training began)."""
     args = [sys.executable, "-u", "-m", "pipeline.cli.train", "-m", "hydra/sweeper=pipeline_optuna", "task=regression",
-            "logger=none", "optimizer.lr=choice(0.01)", "trainer.max_epochs=400", "hydra.sweeper.n_trials=1",
+            "optimizer.lr=choice(0.01)", "trainer.max_epochs=400", "hydra.sweeper.n_trials=1",
             "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=term", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db",
-            f"hydra.sweep.dir={tmp_path / 'out'}"]
+            *extra]
     process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:
         if "training it again" in line:
-            time.sleep(1.0)
+            time.sleep(pause_s)
             process.send_signal(signal.SIGTERM)
             break
     rest = process.stdout.read()
     assert process.wait(timeout=120) == 130, rest[-3000:]
+    return args, rest
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_best_trials_final_training_says_so_and_a_rerun_finishes_it(tmp_path):
+    """SIGTERM while the best trial was trained again said "the interrupted one is queued again", though every
+    trial had ended and none was queued."""
+    args, rest = sigterm_in_final_training(tmp_path, ["logger=none", f"hydra.sweep.dir={tmp_path / 'out'}"], 1.0)
     assert ("Interrupted (Ctrl-C or SIGTERM) in the best trial's final training (every trial had ended and is kept in "
             "the study): rerun the same command to finish it") in rest, rest[-3000:]
     assert "queued again" not in rest
@@ -249,18 +256,8 @@ def test_a_final_run_interrupted_is_no_longer_tagged_best(tmp_path, migrated_sto
 
     store = sweep_store(tmp_path)
     shutil.copyfile(migrated_store_db, tmp_path / "mlruns" / "mlflow.db")
-    args = [sys.executable, "-u", "-m", "pipeline.cli.train", "-m", "hydra/sweeper=pipeline_optuna", "task=regression",
-            "optimizer.lr=choice(0.01)", "trainer.max_epochs=400", "hydra.sweeper.n_trials=1",
-            "hydra.sweeper.pruner=none", "hydra.sweeper.study_name=term", f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db",
-            f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={store['outputs']}"]
-    process = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout:
-        if "training it again" in line:
-            time.sleep(2.0)
-            process.send_signal(signal.SIGTERM)
-            break
-    rest = process.stdout.read()
-    assert process.wait(timeout=120) == 130, rest[-3000:]
+    args, _ = sigterm_in_final_training(tmp_path, [f"paths.mlruns_dir={tmp_path / 'mlruns'}",
+                                                   f"hydra.sweep.dir={store['outputs']}"], 2.0)
     [killed] = [run for run in runs_in(store) if run.info.run_name.startswith("best-")]
     assert killed.info.status == "KILLED" and killed.data.tags["best"] == "false", (killed.info, killed.data.tags)
     again = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)

@@ -571,8 +571,6 @@ _SWEEPER_MAPPINGS = ("hydra.sweeper.conditions", "hydra.sweeper.params")
 def _shell_quoted(text: str) -> str:
     """``text`` quoted for a POSIX shell as a user would type it: in single quotes, or double ones where it holds a
     single quote (Hydra's own quotes inside stay as they are)."""
-    import shlex
-
     if "'" not in text:
         return f"'{text}'"
     if not any(c in text for c in '"$`\\!'):

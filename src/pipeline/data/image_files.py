@@ -218,9 +218,7 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
             raise DataError(f"{self.row_name(first)}: cannot read the image ({problems[first]}){more}; remove or "
                             "replace it, or set data.skip_bad_files=true to leave such files out")
         for row in bad:
-            self.skipped[self.row_name(row)] = problems[row]
-            print(f"Data: left out unreadable {self.item_noun} {self.row_name(row)} ({problems[row]}; "
-                  "data.skip_bad_files=true)", flush=True)  # each named, as one found while streaming is
+            self.leave_out(self.row_name(row), problems[row])
         bad_rows = set(bad)
         return {name: [(row, label) for row, label in rows if row not in bad_rows] for name, rows in parts.items()}
 

@@ -356,12 +356,14 @@ class StreamedDataModule(InMemoryDataModule):
             if not self.skip_bad_files:
                 raise DataError(f"{self.row_name(row)}: cannot read the {self.item_noun} ({reason}); remove or "
                                 "replace the file, or set data.skip_bad_files=true to leave such files out")
-            name = self.row_name(row)
-            if name not in self.skipped:
-                self.skipped[name] = reason
-                # once, when found: in set-up (before the data line, which counts them) or while training
-                print(f"Data: left out unreadable {self.item_noun} {name} ({reason}; data.skip_bad_files=true)",
-                      flush=True)
+            self.leave_out(self.row_name(row), reason)
+
+    def leave_out(self, name: str, reason: str) -> None:
+        """An unreadable item left out (data.skip_bad_files), named once, when found: in set-up (before the data
+        line, which counts them) or while training."""
+        if name not in self.skipped:
+            self.skipped[name] = reason
+            print(f"Data: left out unreadable {self.item_noun} {name} ({reason}; data.skip_bad_files=true)", flush=True)
 
     def _reading_loader(self, dataset: Dataset, batch_size: int = READ_BATCH) -> DataLoader:
         """A one-pass loader for setup-time reading (no shuffling, workers not kept)."""
