@@ -1175,7 +1175,8 @@ GOOD = [f"{i * 0.37:.2f},{'ab'[i % 2]},{i % 2}" for i in range(40)]
 REFUSED = [
     ("duplicate column name", table_text("a,b,a,label", [f"{i},x,{i},{i % 2}" for i in range(40)]),
      ["duplicate column names: 'a' (columns 1, 3)"]),
-    ("one class", table_text("a,b,label", [f"{i},x,yes" for i in range(40)]), ["holds a single class ['yes']"]),
+    ("one class", table_text("a,b,label", [f"{i},{'xy'[i % 2]},yes" for i in range(40)]),  # b varies: not left out
+     ["holds a single class ['yes']"]),
     ("float32 overflow", table_text("a,b,label", [*GOOD, "1e39,a,1"]), [":42:", "column 'a'", "float32"]),
     ("infinite value", table_text("a,b,label", [*GOOD, "inf,a,1"]), [":42:", "column 'a'", "not a finite number"]),
     ("text in a numeric column", table_text("a,b,label", [*GOOD[:5], "seven,a,1", *GOOD[5:]]),
@@ -1643,6 +1644,37 @@ def test_an_integer_per_row_named_like_an_identifier_is_left_out(store):
     output = result.stdout + result.stderr
     assert "left out 'user_id' (a different integer per row, named like an identifier)" in output, output[-3000:]
     assert "'visits'" not in output.split("left out", 1)[1].split("\n", 1)[0]
+
+
+def test_a_column_with_one_value_is_left_out_unless_named_in_data_features(store):
+    """A column holding one value in every training row (a site code, a version, a flag never set) was kept: a
+    one-level categorical (an embedding) or a zero-variance number, and a required column of the model's signature.
+    It is left out with a notice naming it and the key that keeps it; data.features naming it keeps it, without one.
+    pipeline-predict and the logged model still take raw rows that hold it."""
+    rng = np.random.default_rng(0)
+    score = rng.normal(size=80).round(3)
+    path = store["tmp"] / "constant.csv"
+    path.write_text(table_text("score,site,version,flag,label", [
+        f"{s},A,2.5,{'true'},{int(s > 0)}" for s in score]))
+    common = ["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1"]
+    result = run_cli([*common, *SHORT_RUN], store)
+    run = finished_run(store, result)
+    notice = [line for line in (result.stdout + result.stderr).splitlines() if "one value throughout" in line]
+    assert len(notice) == 1 and "left out 'site' ('A' in every row), 'version' ('2.5' in every row), 'flag' " \
+        "('True' in every row): one value throughout, nothing to learn from; bring one back with " \
+        "data.categorical=[<name>] (or data.numeric=[<name>])" in notice[0], result.stderr[-3000:]
+    model = load_pyfunc(store, run.info.run_id)
+    assert [c["name"] for c in model.metadata.get_input_schema().to_dict()] == ["score"]
+    output = store["tmp"] / "predictions.csv"
+    code, _, stderr = predict_cli([run.info.run_id, "--input", str(path), "--output", str(output),
+                                   "--tracking-uri", store["uri"]])
+    assert code == 0, stderr[-3000:]
+    assert len(pd.read_csv(output)) == 80
+    assert len(model.predict(pd.read_csv(path))) == 80
+
+    named = run_cli_in_process([*common, "data.features=[score,site]", "logger=none"], store)
+    assert named.returncode == 0, named.stderr[-3000:]
+    assert "one value throughout" not in named.stdout + named.stderr
 
 
 def test_numbers_written_with_a_unit_are_said_to_be_read_as_categories(store):

@@ -893,20 +893,26 @@ class ColumnPlan:
     few_integers: dict[str, int] = field(default_factory=dict)
     # categorical columns of numbers written with a unit (172cm): name -> a cell
     with_units: dict[str, str] = field(default_factory=dict)
+    # the columns left out for holding one value in every row (an input that never changes teaches nothing, yet
+    # would cost an embedding and be a required column of the model's signature): name -> that value, as written
+    single_valued: dict[str, str] = field(default_factory=dict)
 
 
 def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str] = (), numeric: Sequence[str] = (),
-                 max_integer_categories: int = 10, na_values: Sequence[str] = (), decimal: str = ".") -> ColumnPlan:
+                 max_integer_categories: int = 10, na_values: Sequence[str] = (), decimal: str = ".",
+                 chosen: Sequence[str] = ()) -> ColumnPlan:
     """Numbers are numeric, except integer columns with at most ``max_integer_categories`` distinct values;
     strings and booleans are categorical; identifier-like or free-text columns (mostly distinct strings, or
     integers counting the rows), columns without a name in the header (an index pandas wrote) and empty columns
-    are left out. ``categorical`` / ``numeric`` override.
+    are left out, and so are columns holding one same value in every row (``single_valued``) unless ``chosen``
+    (data.features) names them. ``categorical`` / ``numeric`` override.
     A column of numbers written with a decimal comma, read with ``decimal="."``, is refused with the key to set."""
     missing = frozenset([*MISSING_TOKENS, *map(str, na_values)])
     kinds: dict[str, str] = {}
     left_out: dict[str, str] = {}
     few_integers: dict[str, int] = {}
     with_units: dict[str, str] = {}
+    single_valued: dict[str, str] = {}
     for name in columns:
         column = table.frame[name]
         present = int(column.notna().sum())
@@ -926,13 +932,19 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             kinds[name] = "numeric"
             continue
         if pd.api.types.is_bool_dtype(column.dtype):
-            kinds[name] = "categorical"
+            if name not in chosen and present == len(column) and column.nunique() == 1:
+                single_valued[name] = str(column.iloc[0])
+            else:
+                kinds[name] = "categorical"
             continue
         if not bad.any():
             _refuse_overflow(table, name, values)
             finite = values[~np.isnan(values)]
             integral = bool(np.all(finite == np.round(finite)))
             distinct = len(np.unique(finite))
+            if distinct == 1 and len(finite) == len(values) and name not in chosen:  # a missing cell would be news
+                single_valued[name] = f"{finite[0]:g}"
+                continue
             unique_integers = integral and distinct == len(values) == present and distinct > IDENTIFIER_MIN
             if integral and distinct <= max_integer_categories:
                 kinds[name] = "categorical"
@@ -954,6 +966,9 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             _refuse_bad_numbers(table, name, column, bad, forced=False, decimal=decimal, missing=missing)
         spelled = pd.Series(canonical_values(column, missing), dtype=object)
         distinct = spelled.nunique(dropna=True)
+        if distinct == 1 and not spelled.isna().any() and name not in chosen:
+            single_valued[name] = str(spelled.iloc[0])
+            continue
         unit = _number_with_unit(spelled)
         if distinct > IDENTIFIER_MIN and distinct >= IDENTIFIER_SHARE * present:
             left_out[name] = f"{distinct} distinct values in {present} rows" + (
@@ -970,7 +985,7 @@ def column_kinds(table: Table, columns: Sequence[str], categorical: Sequence[str
             timed = _date_column(table.frame[name], missing)
             if timed is not None:
                 dates[name] = timed
-    return ColumnPlan(kinds, left_out, written, dates, few_integers, with_units)
+    return ColumnPlan(kinds, left_out, written, dates, few_integers, with_units, single_valued)
 
 
 _WITH_UNIT = re.compile(r"[-+]?\d+(?:[.,]\d+)?\s?([a-zA-Zµ°][a-zA-Z²³/]{0,5})")

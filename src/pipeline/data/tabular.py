@@ -688,10 +688,14 @@ class CsvData(TabularDataModule):
         from .tables import column_kinds
 
         plan = column_kinds(train, features, self.categorical, self.numeric, self.max_integer_categories,
-                            self.na_values, self.decimal)
+                            self.na_values, self.decimal, chosen=self.features or ())
         if plan.left_out:
             listed = ", ".join(f"{name!r} ({why})" for name, why in plan.left_out.items())
             log.warning("data: left out %s: identifier-like, free text or empty; bring one back with "
+                        "data.categorical=[<name>] (or data.numeric=[<name>])", listed)
+        if plan.single_valued:
+            listed = ", ".join(f"{name!r} ({value!r} in every row)" for name, value in plan.single_valued.items())
+            log.warning("data: left out %s: one value throughout, nothing to learn from; bring one back with "
                         "data.categorical=[<name>] (or data.numeric=[<name>])", listed)
         for name, kind in plan.kinds.items():
             if kind != "categorical":
@@ -733,7 +737,8 @@ class CsvData(TabularDataModule):
                         "; keep one as text with data.categorical=[<name>]" if plan.written else "")
         if not plan.kinds:
             raise DataError(f"{train.path}: no feature columns left (target {self.target!r}; left out: "
-                            f"{', '.join(plan.left_out) or '-'}); choose them with data.features=[...]")
+                            f"{', '.join([*plan.left_out, *plan.single_valued]) or '-'}); choose them with "
+                            "data.features=[...]")
         self.kinds = plan.kinds
         if self.date_features:
             clashing = {name: [f"{name}.{part}" for part in ("month", "weekday", "hour") if f"{name}.{part}" in plan.kinds]
