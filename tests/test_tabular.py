@@ -1677,6 +1677,24 @@ def test_a_column_with_one_value_is_left_out_unless_named_in_data_features(store
     assert "one value throughout" not in named.stdout + named.stderr
 
 
+def test_reading_a_large_table_is_said_as_it_starts(store, monkeypatch):
+    """A 1M-row CSV printed nothing for ~11 s before the data line: a file over LARGE_TABLE_BYTES (50 MB; lowered
+    here) is named, with its size, as its reading starts, before the data line; a smaller one is not."""
+    import pipeline.data.tabular
+
+    path = store["tmp"] / "big.csv"
+    path.write_text(table_text("a,b,label", [f"{i * 0.37:.2f},{'ab'[i % 2]},{i % 2}" for i in range(200)]))
+    common = ["data=csv", f"data.path={path}", "data.target=label", "trainer.max_epochs=1", "logger=none"]
+    monkeypatch.setattr(pipeline.data.tabular, "LARGE_TABLE_BYTES", path.stat().st_size - 1)
+    result = run_cli_in_process(common, store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Data: ")]
+    assert lines[0] == "Data: reading big.csv (0 MB) ..." and lines[1].startswith("Data: csv big.csv "), lines
+    monkeypatch.setattr(pipeline.data.tabular, "LARGE_TABLE_BYTES", path.stat().st_size)
+    result = run_cli_in_process(common, store)
+    assert result.returncode == 0 and "Data: reading" not in result.stdout, result.stdout[-3000:]
+
+
 def test_numbers_written_with_a_unit_are_said_to_be_read_as_categories(store):
     """``172cm`` became a categorical column of 50 values (22 kept) without a word, and ``72.3 kg`` was left out as
     "identifier-like, free text or empty"."""
