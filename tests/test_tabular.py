@@ -696,6 +696,22 @@ def test_predictions_name_each_test_rows_place_in_its_file(store):
     assert (tested["file_row"].to_numpy() != tested["row"].to_numpy()).any()
 
 
+def test_predictions_of_a_bundled_data_set_name_each_test_rows_place_in_it_under_limit_rows(store):
+    """A bundled data set's predictions/test.csv had only ``row``, the place in the test split that data.limit_rows
+    and the hold-out draw: its rows could not be joined with the data set. ``data_row`` is each row's place in the
+    arrays its loader gives, as ``file_row`` is a table file's row."""
+    from sklearn.datasets import load_diabetes
+
+    result = run_cli(["task=regression", "data=diabetes", "data.limit_rows=200", "trainer.max_epochs=1", *SHORT_RUN],
+                     store)
+    finished_run(store, result)
+    tested = pd.read_csv(store["outputs"] / "predictions" / "test.csv")
+    assert list(tested.columns[:3]) == ["row", "data_row", "target"], list(tested.columns)
+    assert tested["row"].tolist() == list(range(len(tested)))
+    assert tested["data_row"].is_unique and tested["data_row"].max() >= 200  # the data set's 442 rows, not the 200
+    assert np.allclose(load_diabetes().target[tested["data_row"].to_numpy()], tested["target"].to_numpy())
+
+
 def written_houses(rows: int, seed: int) -> pd.DataFrame:
     """:func:`houses` as a report writes it: the price in dollars with thousands separators, the area with
     thousands separators (some cells empty), a tax rate in percent, the day of the listing as an ISO date."""

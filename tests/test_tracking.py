@@ -139,7 +139,8 @@ def test_logged_model_reads_the_named_feature_columns_and_scores_the_test_metric
     # predictions/test.csv: the same rows, targets, predictions and probabilities, in the artifacts and the outputs
     logged = pd.read_csv(client_of(store).download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)))
     assert logged.equals(pd.read_csv(store["outputs"] / "predictions" / "test.csv"))
-    assert list(logged.columns) == ["row", "target", "prediction", "probability_malignant", "probability_benign"]
+    assert list(logged.columns) == ["row", "data_row", "target", "prediction", "probability_malignant",
+                                    "probability_benign"]
     from pipeline.tracking import artifacts, pyfunc_model
 
     assert (artifacts.PREDICTION, artifacts.PROBABILITY_PREFIX) == (pyfunc_model.PREDICTION, pyfunc_model.PROBABILITY_PREFIX)
@@ -389,7 +390,7 @@ def test_regression_logs_predicted_vs_true_and_a_model_in_original_units(shared_
     rmse = float(np.sqrt(np.mean((predicted - data.test_split.y.double().numpy()) ** 2)))
     assert rmse == pytest.approx(metrics["test/rmse"], rel=1e-4)  # original units, as the test metric
     logged = pd.read_csv(store["outputs"] / "predictions" / "test.csv")
-    assert list(logged.columns) == ["row", "target", "prediction"] and "predictions/test.csv" in paths
+    assert list(logged.columns) == ["row", "data_row", "target", "prediction"] and "predictions/test.csv" in paths
     assert logged["target"].to_numpy() == pytest.approx(data.test_split.y.double().numpy(), rel=1e-6)
     assert logged["prediction"].to_numpy() == pytest.approx(predicted, rel=1e-5)
 

@@ -35,13 +35,16 @@ REGRESSION_TARGET = torch.float64
 class Split:
     x: Tensor
     y: Tensor
+    #: each row's place in the data set as its loader gave it, where the data module numbers them
+    #: (:attr:`InMemoryDataModule.numbers_rows`): kept through data.limit_rows and the splits, for predictions/test.csv
+    rows: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, index: np.ndarray | Tensor) -> "Split":
         index = torch.as_tensor(index, dtype=torch.long)
-        return Split(self.x[index], self.y[index])
+        return Split(self.x[index], self.y[index], None if self.rows is None else self.rows[index.numpy()])
 
 
 def rows_digest(parts) -> str:
@@ -171,6 +174,10 @@ class InMemoryDataModule(pl.LightningDataModule):
     #: run's preprocessing is used (``use_fitted``): ``pipeline-eval <run> data.test_path=new.csv`` then needs only
     #: the new file, not the files the run was trained on (see :meth:`test_file_alone`).
     reads_test_file_alone: ClassVar[bool] = False
+    #: Whether the rows of a data set loaded as one array are numbered (:attr:`Split.rows`) so that
+    #: predictions/test.csv names each test row's place in it (``data_row``): its ``row`` is the place in the test
+    #: split, which a random hold-out (and data.limit_rows) draws, so that rows could not be joined back to the data.
+    numbers_rows: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -374,11 +381,14 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self.train_split is not None:
             return
         data = self.load()
+        if self.numbers_rows and data.test is None and data.val is None:  # one array: its positions say the row
+            data.train.rows = np.arange(len(data.train))
         if self.limit_rows:
             data.train, data.val, data.test = (
                 None if split is None else split.subset(limited_rows(len(split), self.limit_rows, self.seed))
                 for split in (data.train, data.val, data.test))
         train, val, test = self._test_file_splits(data) if self.test_file_only else self._split(data)
+        self.test_rows = test.rows  # before preprocessing, which makes new splits
         # hashed here, before preprocessing fitted on the training rows (standardisation, a vocabulary) changes
         # the inputs: the digests say which rows were drawn, whatever the inputs were made of them
         self.rows_digests = {context: rows_digest(self.row_identity(split)) for context, split in
@@ -441,7 +451,8 @@ class InMemoryDataModule(pl.LightningDataModule):
 
 
 def _concat(a: Split, b: Split) -> Split:
-    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]))
+    rows = None if a.rows is None or b.rows is None else np.concatenate([a.rows, b.rows])
+    return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), rows)
 
 
 def _group_mask(groups: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator,

@@ -31,6 +31,7 @@ class TabularDataModule(InMemoryDataModule):
     """Feature matrix + target. Features are standardised with training-split statistics."""
 
     modality: ClassVar[str] = "tabular"
+    numbers_rows: ClassVar[bool] = True
 
     def __init__(self, standardize: bool = True, standardize_target: bool = True, **kwargs):
         super().__init__(**kwargs)
@@ -54,6 +55,13 @@ class TabularDataModule(InMemoryDataModule):
         """The names of the feature columns, in order: what the logged model reads from a DataFrame of raw rows.
         None: the data set has no names (its model then takes tensors)."""
         return None
+
+    def test_row_sources(self) -> Optional[tuple[str, list[str]]]:
+        """Where each test row is in the data set (a ``data_row`` column of predictions/test.csv): its place in the
+        arrays the loader gives (``load_diabetes().data[data_row]``, 0 = the first), whatever data.limit_rows and the
+        hold-out drew, so that predictions can be joined with the data set."""
+        rows = getattr(self, "test_rows", None)
+        return None if rows is None else ("data_row", [str(row) for row in rows.tolist()])
 
     def fit_preprocessing(self, train: Split) -> None:
         self._example_rows = train.x[:2].double().tolist()
@@ -279,6 +287,7 @@ class CsvData(TabularDataModule):
 
     name: ClassVar[str] = "csv"
     reads_test_file_alone: ClassVar[bool] = True
+    numbers_rows: ClassVar[bool] = False  # its splits hold rows of self.frame: file_row says where they are
 
     def __init__(self, path: str = "", target: str = "", task_kind: str = "regression",
                  features: Optional[list] = None, drop: Optional[list] = None,
