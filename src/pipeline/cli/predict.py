@@ -547,8 +547,12 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         if not source.is_file():
             raise PredictError(f"--input {source}: no such file")
         data = source.read_bytes()
-        lines = text_lines(decode_text(source, data))
-        _say_if_not_utf8(source, data)
+        try:  # decoded once: a UTF-8 file (nearly every one) was decoded a second time only to check that it is
+            text = data.decode("utf-8").removeprefix("\ufeff")  # as decode_text reads it, its BOM left out
+        except UnicodeDecodeError as error:
+            text = decode_text(source, data)
+            _say_not_utf8(source, data, error)
+        lines = text_lines(text)
         if lines and lines[-1] == "":
             lines.pop()  # the newline that ends the last line
         yield from _one_column(column, lines, args)
@@ -587,14 +591,11 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         yield batch
 
 
-def _say_if_not_utf8(source: Path, data: bytes) -> None:
-    """The notice a table that is not UTF-8 gets (tables.py), for a .txt file of texts: its lines that are not UTF-8
-    are read as training reads them, and a wrong guess would be answered without a word."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: read as such
-        return
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
+def _say_not_utf8(source: Path, data: bytes, error: UnicodeDecodeError) -> None:
+    """The notice a table that is not UTF-8 gets (tables.py), for a .txt file of texts that failed to decode as UTF-8
+    with ``error``: its lines that are not UTF-8 are read as training reads them, and a wrong guess would be answered
+    without a word."""
+    if not data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: read as such, no notice
         print(f"Note: {source} is not UTF-8 (byte {error.start} is 0x{data[error.start]:02x}); its lines that are not "
               "were read as Windows-1252 (Latin-1 where that fails), as training reads them. If a text looks wrong, "
               "convert the file to UTF-8", file=sys.stderr, flush=True)
