@@ -364,6 +364,9 @@ def write_tiny_bert(folder: Path) -> Path:
 
 
 def test_transformer_from_a_local_folder_fine_tunes_through_the_cli(store, tmp_path):
+    """A model folder fine-tunes through the CLI; its train.log holds transformers' load report as plain text: the
+    ANSI colour codes it prints to the console (``\\x1b[1m``) were copied into the file too, unreadable there and in
+    the logged artifact."""
     model_dir = write_tiny_bert(tmp_path / "tiny-bert")
     data = write_sentiment_tsv(tmp_path / "data", rows=300, dev=60)
     result = run_cli(["experiment=finetune_transformer", f"model.name={model_dir}", "data=text_tsv",
@@ -379,6 +382,9 @@ def test_transformer_from_a_local_folder_fine_tunes_through_the_cli(store, tmp_p
     # the logged tokenizer is the model's WordPiece one ([CLS] ... [SEP]), not a word-level one trained here
     saved = json.loads((store["outputs"] / "data" / "tokenizer.json").read_text())
     assert saved["model"]["type"] == "WordPiece" and "[CLS]" in saved["model"]["vocab"]
+    log = (store["outputs"] / "train.log").read_text()
+    assert "BertForSequenceClassification LOAD REPORT from:" in log and "\x1b" not in log, log[-3000:]
+    assert "\x1b[1mBertForSequenceClassification LOAD REPORT" in result.stderr  # the console keeps its colours
 
 
 def test_predicting_from_a_checkpoint_whose_model_folder_has_moved_is_one_error_line(store, tmp_path, monkeypatch):

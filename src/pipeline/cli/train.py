@@ -53,9 +53,14 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
     return metrics.get(cfg.task.monitor.replace("val/", "test/"))
 
 
+# a terminal's escape sequences: colours and styles (CSI, ``\x1b[1m``), titles and links (OSC), single-character ones
+_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
 class _CopiedLines:
     """A console stream whose finished lines are also appended to a file; of a line a progress bar redrew (``\r``)
-    only its last state."""
+    only its last state, and without the terminal's escape sequences (transformers' load report is printed in bold:
+    the file held its ``\x1b[1m`` codes, which a text view or the logged artifact shows as they are)."""
 
     def __init__(self, stream, file):
         self._stream, self._file, self._pending = stream, file, ""
@@ -66,7 +71,7 @@ class _CopiedLines:
             self._pending += text
             if "\n" in self._pending:
                 *lines, self._pending = self._pending.split("\n")
-                self._file.write("".join(line.rsplit("\r", 1)[-1] + "\n" for line in lines))
+                self._file.write(_ANSI_ESCAPE.sub("", "".join(line.rsplit("\r", 1)[-1] + "\n" for line in lines)))
         except (OSError, ValueError):  # the copy matters less than the console
             pass
         return self._stream.write(text)
