@@ -667,7 +667,10 @@ def test_large_targets_that_vary_little_keep_their_digits_in_predictions_and_met
     assert code == 0, stderr[-3000:]
     predicted = pd.read_csv(output)["prediction"].to_numpy()
     assert len(np.unique(predicted)) == len(truth)
-    assert np.abs(predicted - tested["prediction"].to_numpy()).max() < 1e-6  # the logged model = the run's test pass
+    # the logged model = the run's test pass, to the model's own float32 precision: its standardised outputs (~1)
+    # may differ in their last bit where torch sums in another order (two threads, other batch sizes: 1.2e-5 after
+    # scaling by the target's spread of ~100), far below the 64 that targets held in float32 were rounded to
+    assert np.abs(predicted - tested["prediction"].to_numpy()).max() < 1e-3
     error = predicted - truth
     assert math.sqrt(float(np.mean(error ** 2))) == pytest.approx(run.data.metrics["test/rmse"], rel=1e-6)
     assert float(np.mean(np.abs(error))) == pytest.approx(run.data.metrics["test/mae"], rel=1e-6)
