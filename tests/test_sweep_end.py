@@ -120,7 +120,9 @@ def test_a_time_objective_is_not_taken_for_a_result_that_was_not_reproduced(tmp_
 @pytest.mark.slow
 def test_the_best_of_several_final_runs_is_the_latest_version_of_the_registered_model(tmp_path):
     """finalize_top_k=2 with register_as: the best trial's run was trained and registered first, the runner-up's
-    last, so models:/<name>/latest (the README's reference) served the weaker model."""
+    last, so models:/<name>/latest (the README's reference) served the weaker model. And the two versions carried no
+    tag: in the registry nothing told the best trial's from the runner-up's; each has its run's rank, trial and
+    objective value now."""
     from mlflow import MlflowClient
 
     store = sweep_store(tmp_path)
@@ -136,6 +138,16 @@ def test_the_best_of_several_final_runs_is_the_latest_version_of_the_registered_
     assert len(versions) == 2
     latest = client.get_run(versions[-1].run_id)
     assert latest.data.tags["sweep.trial_number"] == str(best) and latest.data.tags["best"] == "true"
+    trials = {t.number: t for t in optuna.load_study(study_name="two_best", storage=storage).trials}
+    for version, rank in zip(reversed(versions), ("1", "2")):
+        tags = client.get_model_version("house-prices", version.version).tags
+        run_tags = client.get_run(version.run_id).data.tags
+        assert tags["sweep.rank"] == run_tags["sweep.rank"] == rank and tags["best"] == "true", tags
+        trial = trials[int(tags["sweep.trial_number"])]
+        assert tags["sweep.trial_number"] == run_tags["sweep.trial_number"] and tags["sweep.study_name"] == "two_best"
+        assert tags["sweep.objective"] == run_tags["sweep.objective"], tags
+        assert tags["sweep.objective"].endswith(f"={trial.values[0]:.6g}"), tags
+    assert client.get_model_version("house-prices", versions[-1].version).tags["sweep.trial_number"] == str(best)
 
 
 # ----- resume after SIGKILL --------------------------------------------------------------------------

@@ -373,12 +373,13 @@ def _retire_replaced_finals(study: optuna.Study, settings: SweepSettings, base_c
         if not isinstance(done, list) or not done:
             return
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        best = {t.number for t in _top_trials(study, complete, len(done))}
-        kept = [number for number in done if number in best]
+        top = _top_trials(study, complete, len(done))
+        kept = [number for number in done if number in {t.number for t in top}]
         if len(kept) == len(done):
             return
         study.set_user_attr(FINALIZED_ATTR, kept)
-    retire_best_runs(_tracking_uri(base_config), study.user_attrs.get(PARENT_RUN_ATTR), keep_trials=kept)
+    retire_best_runs(_tracking_uri(base_config), study.user_attrs.get(PARENT_RUN_ATTR), keep_trials=kept,
+                     ranks=_ranks(top))
 
 
 def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_config: DictConfig) -> list[dict]:
@@ -411,7 +412,8 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
         if isinstance(state, list) and len(kept) == len(wanted):
             if set(done) != set(wanted):  # fewer best trials asked for (a smaller finalize_top_k): the others retire
                 study.set_user_attr(FINALIZED_ATTR, sorted(kept))
-                retire_best_runs(_tracking_uri(base_config), study.user_attrs.get(PARENT_RUN_ATTR), keep_trials=kept)
+                retire_best_runs(_tracking_uri(base_config), study.user_attrs.get(PARENT_RUN_ATTR), keep_trials=kept,
+                                 ranks=_ranks(top))
             return []  # the best trials of this study have their final runs
         if isinstance(state, (dict, str)):
             log.info("the best runs of this study were being trained by a process that is gone (%s): training them "
@@ -432,13 +434,15 @@ def finalize(study: optuna.Study, settings: SweepSettings, hydra_context, base_c
         # the best last: each final run registers its model (logger.mlflow.register_as) as it ends, and
         # models:/<name>/latest was the runner-up's of finalize_top_k=2
         finals = _train_best_trials(study, settings, hydra_context, base_config,
-                                    [t for t in reversed(top) if t.number not in kept], parent_run_id, one_done)[::-1]
+                                    [t for t in reversed(top) if t.number not in kept], parent_run_id, one_done,
+                                    ranks=_ranks(top))[::-1]
     except BaseException:
         study.set_user_attr(FINALIZED_ATTR, sorted(finished))  # the next run of the sweep trains the others again
         raise
     study.set_user_attr(FINALIZED_ATTR, sorted(finished))
-    # after the new runs finished: the earlier ones they replace, and a final run that failed, are not the best
-    retire_best_runs(_tracking_uri(base_config), parent_run_id, keep_trials=finished)
+    # after the new runs finished: the earlier ones they replace, and a final run that failed, are not the best; a
+    # kept one whose trial moved down (a better trial since) is tagged its new rank
+    retire_best_runs(_tracking_uri(base_config), parent_run_id, keep_trials=finished, ranks=_ranks(top))
     return finals
 
 
@@ -468,6 +472,12 @@ def _top_trials(study: optuna.Study, complete: list, k: int) -> list:
     return ranked[:k]
 
 
+def _ranks(top: list) -> dict[int, int]:
+    """{trial number: its rank among the best trials, 1 for the best}: the final runs' (and their registered model
+    versions') ``sweep.rank`` tag."""
+    return {trial.number: rank for rank, trial in enumerate(top, start=1)}
+
+
 # a finalizer on another machine that has not finished after this long is taken for gone
 FINALIZER_STALE_S = 24 * 3600
 
@@ -493,7 +503,8 @@ def _finalizer_gone(state) -> bool:
 
 
 def _train_best_trials(study, settings: SweepSettings, hydra_context, base_config: DictConfig, trials: list,
-                       parent_run_id: Optional[str], one_done=lambda number: None) -> list[dict]:
+                       parent_run_id: Optional[str], one_done=lambda number: None,
+                       ranks: Optional[dict[int, int]] = None) -> list[dict]:
     from hydra.core.utils import JobStatus, configure_log
 
     finals = []
@@ -505,8 +516,12 @@ def _train_best_trials(study, settings: SweepSettings, hydra_context, base_confi
             config.hydra.job.id = f"best-{trial.number}"
             config.hydra.job.num = trial.number
             name_trial_run(config, trial.number, prefix="best")
-            config.tags = {**(config.get("tags") or {}), "best": "true", "sweep.trial_number": trial.number,
-                           "sweep.role": "final", "sweep.study_name": settings.study_name}
+            # mirrored onto the model version the run registers (logger.mlflow.register_as): which best trial it is
+            rank = {"sweep.rank": ranks[trial.number]} if ranks and trial.number in ranks else {}
+            objective = ", ".join(f"{name}={value:.6g}" for name, value in zip(settings.objectives, trial.values))
+            config.tags = {**(config.get("tags") or {}), "best": "true", "sweep.trial_number": trial.number, **rank,
+                           "sweep.objective": objective, "sweep.role": "final",
+                           "sweep.study_name": settings.study_name}
         log.info("best trial %d: training it again with test, checkpoint, model and plots", trial.number)
         remember = RememberRunId()
         try:

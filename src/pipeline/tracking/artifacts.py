@@ -263,9 +263,14 @@ def _log_pytorch_model(run: TrackedRun, predictor: nn.Module, example: Tensor, m
     )
 
 
+# run tags a registered version carries too: which of a sweep's final runs (finalize_top_k) it is, seen in the registry
+# without opening each version's run (all its versions looked alike, the best trial's among them)
+VERSION_TAGS = ("best", "sweep.rank", "sweep.trial_number", "sweep.objective", "sweep.study_name")
+
+
 def register_model(tracking_uri: str, run_id: str, name: str) -> str:
     """The model run ``run_id`` logged, as the next version of the registered model ``name`` (created if new) in
-    the store's Model Registry; returns the version number."""
+    the store's Model Registry, tagged with the run's :data:`VERSION_TAGS`; returns the version number."""
     from mlflow.exceptions import MlflowException
 
     from .run import open_client
@@ -276,7 +281,8 @@ def register_model(tracking_uri: str, run_id: str, name: str) -> str:
     except MlflowException as error:
         if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    experiment_id = client.get_run(run_id).info.experiment_id
+    run = client.get_run(run_id)
+    experiment_id = run.info.experiment_id
     logged = [m for m in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
               if m.name == MODEL_NAME]
     if not logged:
@@ -284,7 +290,8 @@ def register_model(tracking_uri: str, run_id: str, name: str) -> str:
     model = max(logged, key=lambda m: m.creation_timestamp)
     with _tracking_uri(tracking_uri):  # the registry looks the logged model up through MLflow's global URI
         version = client.create_model_version(name, source=f"models:/{model.model_id}", run_id=run_id,
-                                              model_id=model.model_id)
+                                              model_id=model.model_id,
+                                              tags={k: v for k, v in run.data.tags.items() if k in VERSION_TAGS})
     return str(version.version)
 
 

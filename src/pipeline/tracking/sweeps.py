@@ -177,17 +177,22 @@ def close_runs_of_dead_processes(tracking_uri: Optional[str]) -> None:
         log.warning("could not close the runs of processes that died: %s", error)
 
 
-def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], keep_trials: list[int]) -> None:
+def retire_best_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], keep_trials: list[int],
+                     ranks: Optional[Mapping[int, int]] = None) -> None:
     """Once a sweep has trained its best trials again: the runs under its parent run tagged ``best=true`` that are
     not the finished final run of a trial in ``keep_trials`` (a trial no longer among the best; a final run that
     failed, was killed while it trained, or was deleted since) are tagged ``best=false``, so that ``tags.best =
     'true'`` finds the sweep's current best runs only, a deleted one restored included (it stays deleted: MLflow
     tags an active run alone, so it is restored for the tag and deleted again). One still RUNNING (its process
-    killed with SIGKILL) is marked KILLED, and the parent's ``best.run_id`` that named one of them is removed. Tracking is a side channel: a store error is logged."""
+    killed with SIGKILL) is marked KILLED, and the parent's ``best.run_id`` that named one of them is removed. The
+    model versions these runs registered (``logger.mlflow.register_as``) are tagged alike, and a kept run whose trial
+    has another rank now (``ranks``: {trial number: rank}, a better trial since) gets it, on the run and its versions.
+    Tracking is a side channel: a store error is logged."""
     if not tracking_uri or not parent_run_id:
         return
     try:
-        retired = _by_the_writer("_retire_best_runs", tracking_uri, parent_run_id, [int(n) for n in keep_trials])
+        retired = _by_the_writer("_retire_best_runs", tracking_uri, parent_run_id, [int(n) for n in keep_trials],
+                                 {int(k): int(v) for k, v in (ranks or {}).items()})
     except Exception as error:
         log.warning("could not update the best=true tags of the sweep's earlier final runs: %s", error)
         return
@@ -208,7 +213,8 @@ def _by_the_writer(function: str, *args):
     return value
 
 
-def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[int]) -> list[str]:
+def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[int],
+                      ranks: Optional[Mapping[int, int]] = None) -> list[str]:
     from mlflow.entities import ViewType
 
     client = open_client(tracking_uri)
@@ -222,6 +228,10 @@ def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[i
         trial = run.data.tags.get("sweep.trial_number", "")
         deleted = run.info.lifecycle_stage == "deleted"
         if run.info.status == "FINISHED" and trial.isdigit() and int(trial) in keep_trials and not deleted:
+            rank = (ranks or {}).get(int(trial))
+            if rank is not None and run.data.tags.get("sweep.rank") != str(rank):
+                client.set_tag(run.info.run_id, "sweep.rank", str(rank))
+                _tag_versions_of(client, run.info.run_id, "sweep.rank", str(rank))
             continue
         if deleted:  # MLflow tags active runs only: restored for its tags, then deleted again
             client.restore_run(run.info.run_id)
@@ -230,6 +240,7 @@ def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[i
                 client.set_tag(run.info.run_id, "error", "its process was gone when the sweep trained its best trials")
                 client.set_terminated(run.info.run_id, status="KILLED")
             client.set_tag(run.info.run_id, "best", "false")
+            _tag_versions_of(client, run.info.run_id, "best", "false")
         finally:
             if deleted:
                 client.delete_run(run.info.run_id)
@@ -238,6 +249,14 @@ def _retire_best_runs(tracking_uri: str, parent_run_id: str, keep_trials: list[i
     if parent.data.tags.get("best.run_id") in retired:
         client.delete_tag(parent_run_id, "best.run_id")
     return said
+
+
+def _tag_versions_of(client, run_id: str, key: str, value: str) -> None:
+    """The tag ``key`` on the registered model versions of run ``run_id``'s model (a sweep's final run's, which carry
+    its ``best`` and ``sweep.rank``: ``artifacts.VERSION_TAGS``) that have it: they say what the run says."""
+    for version in client.search_model_versions(f"run_id = '{run_id}'"):
+        if key in (version.tags or {}):
+            client.set_model_version_tag(version.name, version.version, key, value)
 
 
 def trials_with_final_runs(tracking_uri: Optional[str], parent_run_id: Optional[str], trials: list[int]) -> list[int]:
