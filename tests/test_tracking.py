@@ -991,6 +991,32 @@ def test_other_loggers_sit_beside_mlflow(store):
     assert list((store["outputs"] / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_register_as_refuses_a_name_whose_versions_are_of_another_task(tmp_path, migrated_store_db):
+    """A regression run registered under a name holding a classifier's versions was taken without a word:
+    models:/<name>/latest then served the regression model, and pipeline-predict mixed tasks. Refused before the run
+    is created (exit 2, one line naming the registered model, both tasks and another name); the registry unchanged."""
+    store = new_store(tmp_path, migrated_store_db)
+    first = run_cli(["trainer.max_epochs=1", "logger.mlflow.register_as=tumours"], store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    refused = run_cli_in_process(["task=regression", "trainer.max_epochs=1", "logger.mlflow.register_as=tumours"], store)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    line = error_line(refused.stderr)
+    assert ("logger.mlflow.register_as=tumours: the registered model 'tumours' in " f"{store['uri']} holds versions of "
+            "task=classification (version 1), and this run is task=regression") in line, line
+    assert "logger.mlflow.register_as=tumours-regression" in line and "Test metrics" not in refused.stdout
+    assert [int(v.version) for v in client_of(store).search_model_versions("name='tumours'")] == [1]
+    assert len(runs_in(store)) == 1, line  # no run created for the refused one
+    # a sweep, whose best runs register at its end: refused before its first trial (it failed after all of them)
+    swept = run_cli_in_process(["-m", "hparams_search=regression_optuna", "trainer.max_epochs=1", "data.limit_rows=100",
+                                "hydra.sweeper.n_trials=1", "logger.mlflow.register_as=tumours",
+                                f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db"], store)
+    assert swept.returncode == 2, swept.stderr[-3000:]
+    line = error_line(swept.stderr)
+    assert "the registered model 'tumours'" in line and "task=classification (version 1), and this run is " \
+        "task=regression" in line and "(the sweep's best runs register their models)" in line, line
+    assert len(runs_in(store)) == 1 and "trial 0" not in swept.stdout + swept.stderr
+
+
 def test_register_as_makes_each_run_the_next_version_of_a_registered_model(tmp_path, migrated_store_db, monkeypatch):
     """logger.mlflow.register_as: the run's logged model is the registered model's next version (through the CLI,
     where the store-writer process records the run, and through train() in this process); pipeline-predict and

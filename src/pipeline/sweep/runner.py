@@ -456,6 +456,11 @@ def run_sweep(options: dict, arguments: list[str], hydra_context, base_config: D
     try:
         parent = ParentRun.from_logger_config(mlflow_logger_node(base_config))
         parent.prepare()  # the experiment is looked up while the study's storage opens
+        if "task" not in {p.name for p in settings.space.params}:  # the best runs register as the store allows
+            refusal = parent.registered_task_refusal(mlflow_logger_node(base_config).get("register_as")
+                                                     if parent.enabled else None, str(base_config.task.name))
+            if refusal:
+                raise SweepError(f"{refusal} (the sweep's best runs register their models)")
         study, created = create_or_resume(settings, lambda: parent.create(
             f"sweep-{settings.study_name}", parent_run_params(settings), {"sweep.study_name": settings.study_name}),
             lambda study: check_parent_run(study, settings, parent))

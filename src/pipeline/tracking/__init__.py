@@ -118,6 +118,7 @@ def start_run(cfg: DictConfig, loggers, output_dir: Path, parent_run_id: Optiona
         run_name=redact_text(str(run_name)),
         artifact_location=mlflow_logger.artifact_location,
         parent_run_id=parent_run_id,
+        register_as=getattr(mlflow_logger, "register_as", None),
         tags={"task": cfg.task.name, "seed": str(cfg.seed), **user_tags, **(extra_tags or {})},
         output_dir=output_dir,
     )

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from pipeline.errors import TrackingUnavailable
+from pipeline.errors import ConfigError, TrackingUnavailable
 
 from .redact import redact_text
 from .run import TrackedRun, check_reachable, error_text, open_client
@@ -223,7 +223,7 @@ class RemoteRun(TrackedRun):
 
     def __init__(self, *args, log_model_expected: bool = False, wait_for_store: bool = True, **kwargs):
         self._starting: Optional[Future] = None  # the writer's answer to start_run, while not yet read
-        self.start_error: Optional[TrackingUnavailable] = None
+        self.start_error: Optional[Exception] = None  # TrackingUnavailable, or a ConfigError the store's contents gave
         super().__init__(*args, **kwargs)
         self.key = next(_keys)
         self.writer: Optional[StoreWriter] = None
@@ -279,7 +279,7 @@ class RemoteRun(TrackedRun):
             "start_run", key=self.key, tracking_uri=self.tracking_uri, experiment_name=self.experiment_name,
             run_name=self.run_name, artifact_location=self.artifact_location, tags=self.tags,
             parent_run_id=self.parent_run_id, output_dir=str(self.output_dir) if self.output_dir else None,
-            liveness=liveness_tags())
+            liveness=liveness_tags(), register_as=self.register_as)
         if self.wait_for_store:
             try:
                 self._settle_start()
@@ -300,6 +300,9 @@ class RemoteRun(TrackedRun):
             return
         self.writer.runs.pop(self.key, None)
         self.writer = None
+        if str(value).startswith(f"{ConfigError.__name__}: "):  # the config refused by what the store holds: as is
+            self.start_error = ConfigError(str(value)[len(ConfigError.__name__) + 2:])
+            return
         self.start_error = TrackingUnavailable(
             f"cannot create an MLflow run in {redact_text(str(self.tracking_uri))}: {error_text(value)}")
 

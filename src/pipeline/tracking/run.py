@@ -152,6 +152,34 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def check_registered_task(client, name: str, task: Optional[str], tracking_uri: str) -> None:
+    """Refuse (before the run is created, so before it trains) to make a run of ``task`` a version of the registered
+    model ``name`` whose versions are of another task (their runs' ``task`` tag): ``models:/<name>/latest`` would
+    then serve a regression model where a classifier was, and ``pipeline-predict`` mix tasks without a word. Where
+    the registry cannot be asked, nothing is refused: registering at the run's end says what fails."""
+    if not task:
+        return
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        found = {}
+        for version in sorted(versions, key=lambda v: -int(v.version)):
+            if version.run_id:
+                other = client.get_run(version.run_id).data.tags.get("task")
+                if other and other != task:
+                    found.setdefault(other, version.version)
+    except Exception:
+        return
+    if found:
+        held = ", ".join(f"task={other} (version {number})" for other, number in sorted(found.items()))
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(
+            f"logger.mlflow.register_as={name}: the registered model '{name}' in {redact_text(tracking_uri)} holds "
+            f"versions of {held}, and this run is task={task}: models:/{name}/latest would serve another task's "
+            f"model; register it under another name (e.g. logger.mlflow.register_as={name}-{task}) or leave "
+            "register_as out")
+
+
 #: the tag that marks a run whose split digests (its MLflow dataset inputs, tag data_digest) identify the rows drawn
 #: (raw inputs and targets, before preprocessing); runs logged before it digested the preprocessed inputs, which change
 #: with preprocessing fitted on the training rows. Digests are compared only with digests of the same kind.
@@ -456,8 +484,10 @@ class TrackedRun:
         close_orphans: bool = True,
         on_failure=None,
         on_notice=None,
+        register_as: Optional[str] = None,
     ):
         self.tracking_uri = tracking_uri
+        self.register_as = register_as  # the registered model the run's model is to be a version of (its task checked)
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.artifact_location = artifact_location
@@ -516,6 +546,8 @@ class TrackedRun:
         if self.close_orphans:
             self.closed_orphans = close_orphaned_runs(self.client)
         self.experiment_id = self.experiment()
+        if self.register_as:
+            check_registered_task(self.client, self.register_as, self.tags.get("task"), self.tracking_uri)
         tags = {**self.tags, **(liveness or liveness_tags())}
         if self.parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id

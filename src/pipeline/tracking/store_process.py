@@ -92,7 +92,7 @@ class StoreServer:
 
     def op_start_run(self, key: int, tracking_uri: str, experiment_name: str, run_name: Optional[str],
                      artifact_location: Optional[str], tags: dict, parent_run_id: Optional[str],
-                     output_dir: Optional[str], liveness: dict) -> dict:
+                     output_dir: Optional[str], liveness: dict, register_as: Optional[str] = None) -> dict:
         from .run import TrackedRun, close_orphaned_runs, open_client
 
         if tracking_uri not in self.orphans_closed:
@@ -100,6 +100,7 @@ class StoreServer:
             self.orphans_closed.add(tracking_uri)
         run = TrackedRun(tracking_uri, experiment_name, run_name=run_name, artifact_location=artifact_location,
                          tags=tags, parent_run_id=parent_run_id, output_dir=Path(output_dir) if output_dir else None,
+                         register_as=register_as,
                          close_orphans=False, on_failure=lambda message: self.answer((None, "failure", (key, message))),
                          on_notice=lambda message: self.answer((None, "notice", (key, message))))
         run.experiment = self._cached_experiment(run)

@@ -127,6 +127,18 @@ class ParentRun:
         [(theirs, name)] = store_calls(self.tracking_uri, [("experiment_of_run", (run_id,), {})])
         return None if str(theirs) == str(mine) else name
 
+    def registered_task_refusal(self, name: Optional[str], task: str) -> Optional[str]:
+        """Why the best runs (of ``task``) cannot be registered as ``name``, whose versions are of another task
+        (``run.check_registered_task``), asked before any trial trains; None where they can, or where the store
+        cannot be asked (their runs' own check says it then)."""
+        if not self.enabled or not name:
+            return None
+        try:
+            return _by_the_writer("_registered_task_refusal", self.tracking_uri, str(name), task)
+        except Exception as error:
+            log.debug("could not look up the registered model %s: %s", name, error)
+            return None
+
     def record(self, files: Mapping[str, list[Path]], metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
         """Files ({artifact folder: paths}), metrics and tags of the sweep's summary."""
         if not self.run_id:
@@ -269,6 +281,18 @@ def trials_with_final_runs(tracking_uri: Optional[str], parent_run_id: Optional[
     except Exception as error:
         log.warning("could not look up the sweep's final runs: %s", error)
         return list(trials)
+
+
+def _registered_task_refusal(tracking_uri: str, name: str, task: str) -> Optional[str]:
+    from pipeline.errors import ConfigError
+
+    from .run import check_registered_task
+
+    try:
+        check_registered_task(open_client(tracking_uri), name, task, tracking_uri)
+    except ConfigError as refusal:
+        return str(refusal)
+    return None
 
 
 def _trials_with_final_runs(tracking_uri: str, parent_run_id: str, trials: list[int]) -> list[int]:
