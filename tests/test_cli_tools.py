@@ -592,6 +592,33 @@ def test_compare_names_the_newest_run_without_validation_rows_when_no_run_has_th
     assert code == 0 and "no-val" in out, err
 
 
+def test_compare_top_counts_the_data_sets_of_the_runs_ranked_not_of_the_rows_shown(tmp_path, capsys, migrated_store_db):
+    """--all-data --top 2 over runs on two data sets whose best two are on one: "the best 2 of 3 finished runs on
+    wine", where the 3 runs ranked were on two data sets and nothing said they were ranked together. The line counts
+    the data sets of the runs ranked; two data sets of one name (the same file name in two folders) are two."""
+    from pipeline.cli.compare import main
+
+    store, fake_run = _compare_store(tmp_path, migrated_store_db, "classification")
+    base = {"task": "classification", "task.monitor": "val/acc", "task.mode": "max"}
+    fake_run("cancer", {**base, "data": "breast_cancer"}, {"val/acc_best": 0.8})
+    fake_run("wine-a", {**base, "data": "wine"}, {"val/acc_best": 0.95})
+    fake_run("wine-b", {**base, "data": "wine"}, {"val/acc_best": 0.9})
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all-data",
+                                "--top", "2", "--output", str(tmp_path / "a")], capsys)
+    assert code == 0, err
+    assert "the best 2 of 3 finished runs on 2 data sets (--all-data: ranked together) by val/acc_best" in out, out
+    assert [line.split()[1] for line in out.splitlines() if line[:1].isdigit()] == ["wine-a", "wine-b"], out
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--top", "1",
+                                "--output", str(tmp_path / "b")], capsys)  # the newest run's data alone: one data set
+    assert code == 0 and "the best 1 of 2 finished runs on wine by val/acc_best" in out, out
+    folder = {**base, "data": "csv", "data.target": "y"}
+    fake_run("here", {**folder, "data.path": "/a/simple.csv"}, {"val/acc_best": 0.7})
+    fake_run("there", {**folder, "data.path": "/b/simple.csv"}, {"val/acc_best": 0.6})
+    code, out, err = cli(main, ["--tracking-uri", store["uri"], "--experiment", "classification", "--all-data",
+                                "--top", "5", "--by", "val/acc_best", "--output", str(tmp_path / "c")], capsys)
+    assert code == 0 and "5 finished runs on 4 data sets (--all-data: ranked together)" in out, out
+
+
 def test_compare_all_data_says_it_mixes_data_sets_and_ranks_runs_without_the_metric_last(tmp_path, capsys,
                                                                                          migrated_store_db):
     """--all-data printed "10 finished runs on wine" over a table of wine and breast_cancer runs; a regression run

@@ -630,8 +630,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     eligible = len(runs)  # --top shows the best of them
     what = ("run" if eligible == 1 else "runs") if args.all else ("finished run" if eligible == 1 else "finished runs")
     counted = f"{eligible} {what}" if len(ranking.rows) == eligible else f"the best {len(ranking.rows)} of {eligible} {what}"
-    data_sets = sorted({row[ranking.header.index("data")] for row in ranking.rows})
-    on = data_sets[0] if len(data_sets) == 1 else f"{len(data_sets)} data sets (--all-data: ranked together)"
+    # the data sets of the runs ranked, which the line counts ("the best 2 of 5 finished runs on ..."), not of the rows
+    # --top shows: the best two on one data set read "of 5 finished runs on wine" over runs on two; told apart as the
+    # ranking tells them (two files of one name in two folders are two data sets)
+    data_sets = {data_key(run): data_identity(run) for run in runs}
+    on = (next(iter(data_sets.values())) if len(data_sets) == 1
+          else f"{len(data_sets)} data sets (--all-data: ranked together)")
     test = ("ranked on a test metric, so the test rows choose the run" if ranking.metric.startswith("test/")
             else "test metrics are shown, not ranked on")
     print(f"Experiment '{ranking.experiment}': {counted} on {on} "
