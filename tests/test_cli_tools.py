@@ -171,6 +171,46 @@ def test_a_rerun_override_carries_the_keys_made_of_it(tmp_path):
     assert moved.data.path == f"{tmp_path}/new/adult/adult.data"
 
 
+def test_a_run_of_a_config_dir_logs_its_files_and_reruns_from_the_store(tmp_path, migrated_store_db):
+    """pipeline-train --config-dir DIR experiment=mine: the store held the resolved config.yaml, but none of DIR's files
+    the run was composed from, and `pipeline-rerun <id> seed=3` (DIR gone) kept data.seed at the run's seed: its
+    option of one's own (model=tiny_mlp) could not be composed, so no linked key followed. The files are logged under
+    user_config/ (secrets masked; not the project's own), the rerun composes with them and logs them again."""
+    from mlflow import MlflowClient
+
+    from conftest import rerun_cli
+
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "model").mkdir()
+    (conf / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: tiny_mlp\ntrainer:\n  max_epochs: 1\nseed: 7\n"
+        "tags:\n  api_token: s3cr3t-value\n")
+    (conf / "model" / "tiny_mlp.yaml").write_text((Path(__file__).parents[1] / "src/pipeline/conf/model/mlp.yaml")
+                                                  .read_text().replace("[64, 64]", "[8]"))
+    store = new_store(tmp_path, migrated_store_db)
+    result = run_cli(["--config-dir", str(conf), "experiment=mine"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    client = MlflowClient(store["uri"])
+    logged = client.download_artifacts(run.info.run_id, "user_config", str(tmp_path / "got"))
+    assert sorted(p.relative_to(logged).as_posix() for p in Path(logged).rglob("*.yaml")) == [
+        "experiment/mine.yaml", "model/tiny_mlp.yaml"]
+    mine = (Path(logged) / "experiment" / "mine.yaml").read_text()
+    assert "override /model: tiny_mlp" in mine and "s3cr3t-value" not in mine, mine
+    import shutil
+
+    shutil.rmtree(conf)  # the store alone reproduces the run
+    code, out, err = rerun_cli([run.info.run_id, "--tracking-uri", store["uri"], "--output-dir", str(tmp_path / "r"),
+                                "seed=3"])
+    assert code == 0, err[-3000:]
+    [rerun] = [r for r in runs_in(store) if r.data.tags.get("rerun_of") == run.info.run_id]
+    assert (rerun.data.params["seed"], rerun.data.params["data.seed"]) == ("3", "3"), rerun.data.params
+    assert rerun.data.params["model.hidden_dims"] == run.data.params["model.hidden_dims"]
+    assert [a.path for a in client.list_artifacts(rerun.info.run_id, "user_config/model")] == \
+        ["user_config/model/tiny_mlp.yaml"]
+
+
 def test_a_rerun_whose_overrides_are_refused_names_no_folder(two_seeds, capsys, tmp_path, monkeypatch):
     """``pipeline-rerun <id> optimizer.lrr=1`` printed "Rerunning ... into outputs/<date>/<time>" before the refusal,
     naming a folder that was never kept."""

@@ -296,19 +296,28 @@ def confine_written_folders(cfg: DictConfig, old_output_dir: Optional[str], outp
 _REFERENCE = re.compile(r"\$\{([^${}:]+)\}")  # an interpolation of another key, no resolver: ${seed}, ${.data_dir}
 
 
-def linked_keys(choices: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
+def linked_keys(choices: dict[str, str], user_config: Optional[dict[str, str]] = None
+                ) -> dict[str, list[tuple[str, str]]]:
     """Keys whose value the config files make of other keys (``data.seed: ${seed}``, ``data.path:
     ${.data_dir}/adult/adult.data``), as {source key: [(key that follows it, its template), ...]}, for the config
     options the run was composed from; templates with a resolver (``${oc.env:...}``) are left out. The logged
     config holds values only, so an override of ``seed`` or ``paths.data_dir`` must carry its followers along
-    itself."""
+    itself. ``user_config``: the files of the user's config folder the run was composed from (``--config-dir``; the
+    run's ``user_config/``), searched as that folder was: an option of one's own (``model=tiny``) gave no links, and
+    ``seed=3`` left ``data.seed`` at the run's seed."""
     from hydra import compose, initialize_config_dir
 
     from pipeline.config import CONFIG_DIR
 
+    overrides = [f"{group}={name}" for group, name in choices.items()]
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            composed = compose("config", overrides=[f"{group}={name}" for group, name in choices.items()])
+        with tempfile.TemporaryDirectory() as folder, \
+                initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            for relative, text in (user_config or {}).items():
+                (Path(folder) / relative).parent.mkdir(parents=True, exist_ok=True)
+                (Path(folder) / relative).write_text(text)
+            searched = [f"hydra.searchpath=[file://{folder}]"] if user_config else []
+            composed = compose("config", overrides=overrides + searched)
     except Exception:  # an option that no longer exists: no links known
         return {}
     links: dict[str, list[tuple[str, str]]] = {}
@@ -403,11 +412,12 @@ def output_dir_removed_if_refused(output_dir: Path, named_by_user: bool) -> Iter
 def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_dir: Path,
                  choices: Optional[dict[str, str]] = None, say_registration: bool = False,
                  check: Optional[Callable[[DictConfig, DictConfig], None]] = None,
-                 evaluation: bool = False) -> DictConfig:
+                 evaluation: bool = False, user_config: Optional[dict[str, str]] = None) -> DictConfig:
     """The logged config of ``run``, checked, with the overrides, writing into ``output_dir`` and the same store.
     The run's ``logger.mlflow.register_as`` is not repeated (a rerun that checks a result made a new version of the
     registered model) unless the overrides set it; ``say_registration``: print a note when it is dropped.
-    ``check(logged, overridden)``: called with the logged config and the one with the overrides, to refuse some."""
+    ``check(logged, overridden)``: called with the logged config and the one with the overrides, to refuse some.
+    ``user_config``: a dict filled with the files of a user's config folder the run logged (see :func:`user_config_of`)."""
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = client.download_artifacts(run.info.run_id, "config.yaml", folder)
@@ -422,6 +432,9 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
             raise RerunRefused(f"run {run.info.run_id} has no config.yaml artifact ({' '.join(str(error).split())[:200]}); "
                                "only runs logged by pipeline-train can be rerun") from None
         cfg = OmegaConf.load(path)
+    files = user_config_of(client, run)
+    if user_config is not None:
+        user_config.update(files)
     if evaluation:
         say_dropped_callbacks(drop_own_callbacks(cfg))
     check_logged_config(cfg, run.info.run_id)
@@ -456,7 +469,7 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if experiment and not any(o.lstrip("+").startswith("logger.mlflow.experiment_name=") for o in overrides):
         mlflow_node.experiment_name = experiment  # as pipeline-train takes it (the logged name is the run's)
-    logged, cfg = cfg, apply_overrides(cfg, overrides, linked_keys(choices or {}) if overrides else {})
+    logged, cfg = cfg, apply_overrides(cfg, overrides, linked_keys(choices or {}, files) if overrides else {})
     if check is not None:
         check(logged, cfg)
     if registered and say_registration and not _mlflow_logger_node(cfg).get("register_as"):
@@ -473,6 +486,25 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
         cfg.tags = {}
     cfg.tags.rerun_of = run.info.run_id
     return cfg
+
+
+def user_config_of(client, run) -> dict[str, str]:
+    """{path: text} of the files of a user's config folder (``--config-dir``) run ``run`` logged under
+    ``user_config/`` (none for a run without one, or logged before they were)."""
+    from pipeline.tracking.provenance import USER_CONFIG_FOLDER
+
+    try:
+        listed = client.list_artifacts(run.info.run_id, USER_CONFIG_FOLDER)
+    except Exception:
+        return {}
+    if not listed:
+        return {}
+    files = {}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(client.download_artifacts(run.info.run_id, USER_CONFIG_FOLDER, folder))
+        for path in sorted(root.rglob("*.yaml")):
+            files[path.relative_to(root).as_posix()] = path.read_text()
+    return files
 
 
 # keys that only name or label a run: a value masked there is kept as written (***), with a note
@@ -608,7 +640,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"Error: {error}", file=sys.stderr)
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
-        cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices, say_registration=True)
+        user_config: dict[str, str] = {}  # logged with the rerun too: a rerun of it recomposes as this one did
+        cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices, say_registration=True,
+                           user_config=user_config)
         from pipeline.config import absolute_data_paths, validate
         from pipeline.tracking.run import digest_kind
         from pipeline.train import train
@@ -632,7 +666,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             check = data_change_check(logged_split_digests(run), str(run.info.run_name or run.info.run_id),
                                       any(o.lstrip("+~").startswith(("data.", "data=", "seed=")) for o in args.overrides),
                                       digest_kind(run))
-            with launched_as(choices, list(args.overrides)):
+            with launched_as(choices, list(args.overrides), user_config):
                 train(cfg, callbacks=[check])
     return 0
 

@@ -3,7 +3,8 @@ logger of the config (``conf/logger/mlflow.yaml``, a :class:`MLflowLogger`) says
 
 A run records: params (the whole resolved config, flattened and redacted, plus the chosen config
 options and the overrides), per-epoch metrics, test metrics, tags (task, seed, git, command, host,
-versions), the data set digests as inputs, and artifacts: config.yaml, the best checkpoint, the model
+versions), the data set digests as inputs, and artifacts: config.yaml (and the YAML files of a --config-dir it came
+from, under user_config/), the best checkpoint, the model
 (``runs:/<id>/model``), the tokenizer of text tasks, plots, environment.txt (every installed package) and, when
 the checkout had uncommitted changes, git.diff.
 """
@@ -47,9 +48,10 @@ _launch: contextvars.ContextVar[Optional[tuple[dict, list]]] = contextvars.Conte
 
 
 @contextlib.contextmanager
-def launched_as(choices: dict[str, str], overrides: list[str]):
-    """Record ``choices`` (e.g. ``{"model": "mlp"}``) and ``overrides`` for runs started inside."""
-    token = _launch.set((dict(choices), list(overrides)))
+def launched_as(choices: dict[str, str], overrides: list[str], user_config: Optional[dict[str, str]] = None):
+    """Record ``choices`` (e.g. ``{"model": "mlp"}``) and ``overrides`` for runs started inside, and the files of a
+    user's config folder their config came from (a rerun's: its source run's ``user_config/``)."""
+    token = _launch.set((dict(choices), list(overrides), dict(user_config or {})))
     try:
         yield
     finally:
@@ -165,6 +167,15 @@ def log_run_start(run: TrackedRun, cfg: DictConfig, datamodule, trainer) -> None
     if is_rank_zero():  # every rank of a DDP run shares the output directory; rank 0 writes it
         (run.output_dir / "config.yaml").write_text(config_yaml)
     run.log_text(config_yaml, "config.yaml")
+    if run.active and is_rank_zero():  # the files of a --config-dir the config came from: the run recomposed from them
+        from pipeline.config import CONFIG_DIR
+
+        from .provenance import USER_CONFIG_FOLDER, user_config_files
+
+        launched = _launch.get()
+        files = launched[2] if launched is not None else user_config_files(_hydra_config(), CONFIG_DIR)
+        for relative, text in files.items():
+            run.log_text(text, f"{USER_CONFIG_FOLDER}/{relative}")
     if run.active and is_rank_zero():  # a model or callback of one's own: its code, which git_commit does not cover
         import hashlib
 

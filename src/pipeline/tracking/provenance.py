@@ -180,6 +180,39 @@ def _user() -> str:
         return "unknown"
 
 
+# the run's artifact folder of the YAML files its config came from in a user's config folder
+USER_CONFIG_FOLDER = "user_config"
+
+
+def user_config_files(hydra_cfg, project_config_dir: Path) -> dict[str, str]:
+    """{path in its config folder (``experiment/mine.yaml``): text, secrets masked} of the files of a user's config
+    folder (``--config-dir``, ``hydra.searchpath``) the run's config was composed from: the primary config and each
+    option chosen (``experiment=mine``, ``model=tiny``) that Hydra found there first. The project's own files are in
+    its git commit; these were nowhere in the store, so a run of ``experiment=mine`` could not be composed again."""
+    from .redact import redact_yaml_text
+
+    try:
+        folders = [Path(str(source.path)) for source in hydra_cfg.runtime.config_sources
+                   if source.schema == "file" and source.path]
+        wanted = [f"{hydra_cfg.job.config_name}.yaml"] if hydra_cfg.job.get("config_name") else []
+        for group, choice in hydra_cfg.runtime.choices.items():
+            if choice is None or group == "hydra" or group.startswith("hydra/"):
+                continue
+            names = [choice] if isinstance(choice, str) else list(choice)  # a list group: callbacks=[a,b]
+            wanted += [f"{group}/{name}.yaml" for name in names]
+    except Exception:  # no Hydra run (pipeline-rerun, an API call): nothing of a folder of one's own
+        return {}
+    project, files = project_config_dir.resolve(), {}
+    for relative in dict.fromkeys(wanted):
+        folder = next((folder for folder in folders if (folder / relative).is_file()), None)
+        if folder is not None and folder.resolve() != project:
+            try:
+                files[relative] = redact_yaml_text((folder / relative).read_text())
+            except (OSError, UnicodeDecodeError):
+                continue
+    return files
+
+
 def own_code(tree) -> dict[str, tuple[Path, str]]:
     """The modules of one's own that a run's config builds from (a ``_target_`` of a ``--config-dir`` model or
     callback, whose code git_commit does not cover), as ``{module: (file, text with secrets masked)}``: neither this
