@@ -45,7 +45,7 @@ CHOICE_PARAMS = ("task", "data", "model", "optimizer", "scheduler", "trainer")
 
 
 # tags a sweep gives its runs in their config (its best runs: best=true); a rerun or an evaluation does not copy them
-SWEEP_TAGS = ("best", "sweep.role", "sweep.trial_number", "sweep.study_name")
+SWEEP_TAGS = ("best", "sweep.role", "sweep.trial_number", "sweep.study_name", "sweep.rank", "sweep.objective")
 
 
 class RerunRefused(ConfigError):
