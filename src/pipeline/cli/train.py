@@ -103,13 +103,31 @@ def console_copied_to(log: Path):
     handlers = [handler for handler in logging.getLogger().handlers if _masked_record not in handler.filters]
     for handler in handlers:
         handler.addFilter(_masked_record)
+    # Hydra's file handler writes train.log itself: a record of a library that logs in colour (transformers' load
+    # report, which reaches the root logger where CI is set) went there with its escape codes
+    files = {handler: handler.formatter for handler in handlers if isinstance(handler, logging.FileHandler)}
+    for handler, formatter in files.items():
+        handler.setFormatter(_PlainFormatter(formatter))
     try:
         yield
     finally:
+        for handler, formatter in files.items():
+            handler.setFormatter(formatter)
         for handler in handlers:
             handler.removeFilter(_masked_record)
         sys.stdout, sys.stderr = streams
         file.close()
+
+
+class _PlainFormatter(logging.Formatter):
+    """A file handler's formatter whose lines are written without the terminal's escape sequences."""
+
+    def __init__(self, formatter: Optional[logging.Formatter]):
+        super().__init__()
+        self._formatter = formatter or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _ANSI_ESCAPE.sub("", self._formatter.format(record))
 
 
 def _redact(text: str) -> str:
