@@ -236,7 +236,7 @@ def test_streamed_tutorial_layout_trains_skips_unreadable_files_and_reports_val_
         return 0
 
     output = tmp_path / "val_predictions.csv"
-    CUT = "cannot read the image (damaged PNG data: the PNG decoder refused it with 'Out of bound read in decode_png')"
+    CUT = "cannot read the image (damaged PNG data: the file ends inside the IDAT chunk at byte 33 (cut short?))"
     capsys.readouterr()
     assert predict([run.info.run_id, "--input", str(folder / "val"), "--output", str(output)]) == 2  # cut.png
     assert not output.exists()
@@ -646,8 +646,8 @@ def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):
     (tmp_path / "damaged.png").write_bytes(bytes(damaged))
     with pytest.raises(ValueError) as refused:
         adapter.to_tensor(pd.DataFrame({"path": [str(tmp_path / "damaged.png")]}))
-    assert str(refused.value).endswith("damaged.png: cannot read the image (damaged PNG data: the PNG decoder "
-                                       "refused it)"), str(refused.value)
+    assert str(refused.value).endswith("damaged.png: cannot read the image (damaged PNG data: a chunk of no valid "
+                                       "type at byte 8)"), str(refused.value)
 
 
 def test_a_model_trained_on_fashion_mnist_arrays_predicts_png_files(tmp_path, migrated_store_db):
@@ -1060,3 +1060,52 @@ def test_a_run_trained_with_numbered_folders_in_text_order_is_still_evaluated_in
     for split in (old.rows["train"], old.rows["test"]):
         for row, label in zip(split.x.tolist(), split.y.tolist()):
             assert Path(old.row_name(int(row))).parent.name == spec["class_names"][label]
+
+
+def test_damaged_pngs_are_named_alike_by_training_and_predict_without_libpng_lines_or_a_crash(tmp_path, quick_store):
+    """torchvision's PNG decoder crashed the process on a PNG with a flipped byte in its pixel data (a segmentation
+    fault after libpng's "IDAT: incorrect data check": a DataLoader worker died, data.skip_bad_files or not, and
+    pipeline-predict died without a word), libpng wrote "libpng error: ..." lines to stderr for a damaged header,
+    and training (PIL's header check) called that file "not an image file PIL or torchvision can read" where
+    pipeline-predict called it damaged PNG data. Each damaged PNG is now refused before libpng sees it, with one
+    reason, the same in training's "left out" line and in pipeline-predict's note."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fruit"
+    write_class(folder / "apple", 6, BRIGHT, rng)
+    write_class(folder / "leaf", 6, DARK, rng)
+    good = (folder / "leaf" / "01.png").read_bytes()
+    flipped = bytearray(good)
+    middle = 41 + (len(good) - 41 - 24) // 2  # in the pixel data of the IDAT chunk at byte 33 (after IHDR)
+    flipped[middle:middle + 8] = bytes(b ^ 0xFF for b in flipped[middle:middle + 8])
+    header = bytearray(good)
+    header[12:16] = b"\x14is\x14"  # the IHDR chunk's type
+    damaged = {"leaf/flipped.png": (bytes(flipped), "the IDAT chunk at byte 33 fails its checksum (CRC)"),
+               "apple/header.png": (bytes(header), "a chunk of no valid type at byte 8"),
+               "leaf/cut.png": (good[:len(good) // 2], "the file ends inside the IDAT chunk at byte 33 (cut short?)")}
+    for name, (data, _) in damaged.items():
+        (folder / name).write_bytes(data)
+    result = run_cli([*FAST, "data=image_folder", f"data.path={folder}", "data.skip_bad_files=true",
+                      "trainer.max_epochs=1", "data.val_fraction=0", "data.test_fraction=0.5"], quick_store)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "libpng" not in result.stdout + result.stderr, result.stderr[-3000:]
+    for name, (_, why) in damaged.items():
+        assert f"Data: left out unreadable image {folder / name} (damaged PNG data: {why}; data.skip_bad_files=true)" \
+            in result.stdout, result.stdout[-3000:]
+    checkpoint = quick_store["outputs"] / "checkpoints" / "last.ckpt"
+    for name, (_, why) in damaged.items():  # one damaged file at a time: refused by name, with training's reason
+        only = tmp_path / "one" / name
+        only.parent.mkdir(parents=True, exist_ok=True)
+        only.write_bytes((folder / name).read_bytes())
+        predicted = run_cli([str(checkpoint), "--input", str(only.parent), "--output", str(tmp_path / "one.csv")],
+                            module="pipeline.cli.predict")
+        assert predicted.returncode == 2, (predicted.returncode, predicted.stderr[-3000:])
+        assert "libpng" not in predicted.stdout + predicted.stderr, predicted.stderr[-3000:]
+        assert error_line(predicted.stderr).endswith(f"{only}: cannot read the image (damaged PNG data: {why}); "
+                                                     "--skip-bad-files leaves such files out"), predicted.stderr
+        only.unlink()
+    predicted = run_cli([str(checkpoint), "--input", str(folder / "leaf"), "--output", str(tmp_path / "leaf.csv"),
+                         "--skip-bad-files"], module="pipeline.cli.predict")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "libpng" not in predicted.stdout + predicted.stderr, predicted.stderr[-3000:]
+    assert "2 unreadable image files" in predicted.stderr, predicted.stderr[-3000:]
+    assert len((tmp_path / "leaf.csv").read_text().splitlines()) == 1 + 6

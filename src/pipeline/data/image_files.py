@@ -93,16 +93,33 @@ class ImageFileReader:
 
 
 def header_problem(path: Path) -> Optional[str]:
-    """Why ``path`` is not an image, from its header alone (cheap: no pixels are decoded), or None."""
+    """Why ``path`` is not an image, from its header alone (cheap: no pixels are decoded), or None. A PNG whose header
+    PIL refuses is named as :func:`raw_inputs.decode_image_file` names it (pipeline-predict reads no header first):
+    "damaged PNG data: ..." in both, where training said "not an image file PIL or torchvision can read" or "Truncated
+    File Read" for a file pipeline-predict called damaged PNG data."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path):
             return None
-    except UnidentifiedImageError:
-        return "not an image file PIL or torchvision can read"
+    except UnidentifiedImageError as error:
+        refused: BaseException = error
     except Exception as error:
-        return _reason(error)
+        refused = error
+    damage = _png_damage(path)  # only for the files refused: the whole file is read
+    if damage is not None:
+        return f"damaged PNG data: {damage}"
+    if isinstance(refused, UnidentifiedImageError):
+        return "not an image file PIL or torchvision can read"
+    return _reason(refused)
+
+
+def _png_damage(path: Path) -> Optional[str]:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return raw_inputs._png_damage(data) if data[:8] == raw_inputs.PNG_SIGNATURE else None
 
 
 # ----- the data modules -------------------------------------------------------------------------------------------
