@@ -380,3 +380,43 @@ def test_the_summary_says_what_a_timeout_or_a_smaller_n_trials_left_unrun(tmp_pa
             "1, so this command ran no trial (a larger n_trials adds trials)") in fewer.stdout, fewer.stdout
     [parent], _ = parent_and_children(store, "regression")
     assert parent.data.tags["sweep.n_trials"] == "5"
+
+
+@pytest.mark.slow
+def test_a_resumed_sweep_retags_the_registered_versions_of_its_retired_and_reranked_final_runs(tmp_path):
+    """finalize_top_k=2 with register_as, then the study resumed with a third trial that beats both: the registry's
+    versions must follow their runs, the old runner-up's retired (best=false), the old best's re-ranked (sweep.rank 2),
+    the new best's rank 1 and the latest version of the model."""
+    from mlflow import MlflowClient
+
+    store = sweep_store(tmp_path)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = ["hydra/sweeper=pipeline_optuna", "task=regression", "optimizer=sgd",
+            "optimizer.lr=choice(1e-6, 1e-7, 0.01)", *TINY, "hydra.sweeper.sampler=grid",
+            "hydra.sweeper.study_name=resumed", f"hydra.sweeper.storage={storage}", "hydra.sweeper.finalize_top_k=2",
+            "logger.mlflow.register_as=house-prices"]
+    first = run_cli([*args, "hydra.sweeper.n_trials=2"], store, multirun=True)
+    assert first.returncode == 0, first.stderr[-4000:]
+    second = run_cli([*args, "hydra.sweeper.n_trials=3"], store, multirun=True)
+    assert second.returncode == 0, second.stderr[-4000:]
+    trials = optuna.load_study(study_name="resumed", storage=storage).trials
+    ranked = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.values[0])
+    # the grid, shuffled by the sampler's seed, tries 0.01 last: the resume's trial is the best, the first command's
+    # best the runner-up, its runner-up retired (a deterministic order, asserted so that the test checks what it says)
+    assert [t.number for t in ranked] == [2, 0, 1] and ranked[0].params["optimizer.lr"] == 0.01, \
+        [(t.number, t.params, t.values) for t in ranked]
+    client = MlflowClient(store["uri"])
+    versions = sorted(client.search_model_versions("name='house-prices'"), key=lambda v: int(v.version))
+    said = {}
+    for version in versions:
+        tags = client.get_model_version("house-prices", version.version).tags
+        run_tags = client.get_run(version.run_id).data.tags
+        said[version.version] = (tags.get("sweep.trial_number"), tags.get("best"), tags.get("sweep.rank"),
+                                 run_tags.get("best"), run_tags.get("sweep.rank"))
+    expected = {"2": ("true", "1"), "0": ("true", "2"), "1": ("false", None)}
+    for trial, best, rank, run_best, run_rank in said.values():
+        assert (best, run_best) == (expected[trial][0],) * 2, said
+        if expected[trial][1] is not None:
+            assert rank == run_rank == expected[trial][1], said
+    assert {trial for trial, *_ in said.values()} == {"0", "1", "2"}, said
+    assert said[versions[-1].version][0] == "2", said  # models:/house-prices/latest is the new best
