@@ -1159,3 +1159,34 @@ def test_a_search_over_an_experiment_says_which_of_its_keys_the_search_replaces(
     again = run_cli_in_process([*common, "trainer.max_epochs=2", "hydra.sweeper.study_name=given",
                                 f"hydra.sweep.dir={tmp_path / 'b'}"])
     assert again.returncode == 0 and "composed after it" not in again.stdout + again.stderr, again.stderr[-3000:]
+
+
+def test_a_searched_constructor_argument_the_model_yaml_lacks_is_refused_before_the_study(tmp_path):
+    """A model YAML of one's own without a key its class takes (MLP's activation), searched as
+    ``model.activation=choice(...)``: every trial set it on its config and trained, and then the sweep's end, which
+    composes the best trial with Hydra, failed on it ("Could not override 'model.activation'", exit 1, for a search
+    file's key; "Sweep parameters ... requires --multirun" for the command line's), the parent run FAILED, no best run
+    or config. It is refused before the study, as ``pipeline-train model.activation=tanh`` is,
+    saying to search it with a '+'."""
+    from conftest import run_cli_in_process
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("_target_: pipeline.models.mlp.MLP\ndropout: 0.0\nl1: 0.0\n")
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    common = ["--config-dir", str(tmp_path), "hparams_search=regression_optuna", "model=mine", *TINY,
+              "trainer.max_epochs=1", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=absent",
+              f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path / 'out'}",
+              f"paths.mlruns_dir={tmp_path / 'mlruns'}"]
+    result = run_cli_in_process([*common, "model.activation=choice(relu,tanh)"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert error_line(result.stderr) == (
+        "Error: a trial of this search cannot run: 'model.activation' is not in the config (pipeline.models.mlp.MLP "
+        "takes it); keys under 'model': _target_, dropout, l1; a key the config lacks is searched with a '+' "
+        "(+model.activation: ... in hydra.sweeper.params, '+model.activation=...' on the command line), or add it "
+        "to the option's YAML")
+    assert not (tmp_path / "optuna.db").exists() or "absent" not in optuna.get_all_study_names(storage)
+    # a key the class does not take is still named with the class and the nearest key
+    result = run_cli_in_process([*common, "model.activaton=choice(relu,tanh)"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "unknown key 'model.activaton' for pipeline.models.mlp.MLP; did you mean 'activation'?" in error_line(
+        result.stderr)

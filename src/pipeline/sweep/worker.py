@@ -595,6 +595,9 @@ class TrialConfigs:
             self._composed[group_overrides] = pickle.dumps(composed, protocol=pickle.HIGHEST_PROTOCOL)
         config = pickle.loads(self._composed[group_overrides])
         values = {n: v for n, v in params.items() if n not in group_names}
+        for name in values:
+            if not self.keys[name].startswith("+"):
+                refuse_absent_key(config, name)
         with open_dict(config):
             for name, value in values.items():
                 OmegaConf.update(config, name, value, merge=True, force_add=self.keys[name].startswith("+"))
@@ -606,6 +609,34 @@ class TrialConfigs:
             config.hydra.sweep.dir = str(self.base_config.hydra.sweep.dir)  # the study's folder, not a new ${now:}
             config.hydra.overrides.task.extend([f"{self.keys[n]}={override_value(v)}" for n, v in values.items()])
         return config
+
+
+_ABSENT = object()
+
+
+def refuse_absent_key(config: DictConfig, name: str) -> None:
+    """A searched key the composed config lacks, written without '+', is refused as ``pipeline-train key=value``
+    refuses it: set on the trial's config it trained every trial (a model's constructor argument its YAML does not
+    list), and then the sweep's end, which composes the best trial with Hydra, failed on it (exit 1, no best run)."""
+    from pipeline.config import accepted_parameters, resolve_target
+    from pipeline.errors import ConfigError
+
+    if OmegaConf.select(config, name, default=_ABSENT) is not _ABSENT:
+        return
+    parent, _, key = name.rpartition(".")
+    node = OmegaConf.select(config, parent, default=None) if parent else config
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    try:
+        accepted = accepted_parameters(resolve_target(parent, str(target))) if target else set()
+    except Exception:  # a class that cannot be imported is refused by the config's check, with the reason
+        return
+    if accepted is not None and key not in accepted:
+        return  # a key its class (or the config's schema) does not take: the config's check names the nearest key
+    siblings = sorted(str(k) for k in node.keys())
+    listed = f"; keys under '{parent}': {', '.join(siblings)}" if len(siblings) <= 30 else ""
+    raise ConfigError(f"'{name}' is not in the config ({target} takes it){listed}; a key the config lacks is "
+                      f"searched with a '+' (+{name}: ... in hydra.sweeper.params, '+{name}=...' on the command "
+                      "line), or add it to the option's YAML")
 
 
 _trial_configs: dict[int, TrialConfigs] = {}
