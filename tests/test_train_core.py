@@ -281,6 +281,39 @@ def test_a_model_or_callback_of_ones_own_that_cannot_serve_is_refused_before_any
     assert runs_in(store) == []
 
 
+def test_a_model_of_ones_own_that_is_no_module_or_gives_a_tuple_is_named_for_what_it_is(store, tmp_path, monkeypatch):
+    """A model class that does not subclass nn.Module was "unexpected AttributeError: 'NotAModule' object has no
+    attribute 'training'" (exit 1, a bug's, traceback in error.log); a forward returning (outputs, features) was
+    said to give "outputs of shape []". Both are one line naming what the class built or gave, exit 2, no run."""
+    from conftest import error_line, run_cli_in_process, runs_in
+
+    (tmp_path / "mine_odd.py").write_text(
+        "import torch.nn as nn\n"
+        "class NotAModule:\n"
+        "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n        self.l1 = l1\n"
+        "    def __call__(self, x):\n        return x[:, :1]\n"
+        "class Pair(nn.Module):\n"
+        "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
+        "        super().__init__()\n        self.l1 = l1\n        self.fc = nn.Linear(input_shape[0], num_outputs)\n"
+        "    def forward(self, x):\n        return self.fc(x), x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = tmp_path / "my_conf"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "plain.yaml").write_text("_target_: mine_odd.NotAModule\n")
+    (mine / "model" / "pair.yaml").write_text("_target_: mine_odd.Pair\n")
+    for choice, says in (
+            ("plain", "Error: model._target_=mine_odd.NotAModule built a mine_odd.NotAModule, not a torch.nn.Module: "
+                      "a model is a class of nn.Module (class Mine(nn.Module), calling super().__init__() first) or "
+                      "a function that returns one"),
+            ("pair", "Error: model._target_=mine_odd.Pair: its forward gives a tuple, not a tensor, for 2 rows; this "
+                     "task needs [2, 1] (one logit per row for two classes: the model is built with num_outputs, "
+                     "which its last layer must give)")):
+        refused = run_cli_in_process(["--config-dir", str(mine), f"model={choice}", "trainer.max_epochs=1"], store)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert error_line(refused.stderr) == says
+    assert runs_in(store) == []
+
+
 def test_a_run_resumed_under_a_plateau_schedule_matches_the_uninterrupted_run(store, tmp_path):
     """ReduceLROnPlateau lowers the rate after an epoch's validation; a run resumed from that epoch's last.ckpt
     goes on with the lowered rate (Lightning's automatic loop saved the checkpoint before stepping it and did not

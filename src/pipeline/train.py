@@ -516,9 +516,12 @@ def probe_outputs(cfg: DictConfig, task_module, datamodule, spec) -> None:
         what = {"regression": "a value per row", "classification": "a logit per class"}.get(spec.task_kind, "")
         if spec.task_kind == "classification" and wanted == 1:
             what = "one logit per row for two classes"
-        raise ConfigError(f"model._target_={cfg.model.get('_target_')}: its forward gives outputs of shape "
-                          f"{list(shape)} for {rows} rows; this task needs [{rows}, {wanted}] ({what}: the model is "
-                          "built with num_outputs, which its last layer must give)")
+        # a tuple (outputs and features) has no shape: "outputs of shape []" named none of what it gave
+        gave = (f"outputs of shape {list(shape)}" if isinstance(out, torch.Tensor) else
+                f"a {type(out).__name__}, not a tensor,")
+        raise ConfigError(f"model._target_={cfg.model.get('_target_')}: its forward gives {gave} for {rows} rows; "
+                          f"this task needs [{rows}, {wanted}] ({what}: the model is built with num_outputs, which its "
+                          "last layer must give)")
 
 
 def probe_optimization(task_module) -> None:

@@ -66,10 +66,21 @@ def weights_from_checkpoint():
 
 
 def build_model(model_cfg, spec):
-    """The ``nn.Module`` that ``model_cfg`` (a ``conf/model`` node) names, sized for the data ``spec``."""
+    """The ``nn.Module`` that ``model_cfg`` (a ``conf/model`` node) names, sized for the data ``spec``. What it builds
+    must be one: a class of one's own that does not subclass ``nn.Module`` failed later, in the forward probe, as
+    "unexpected AttributeError: 'Mine' object has no attribute 'training'" (exit 1, a bug's)."""
     from hydra.utils import get_object, instantiate
+    from torch import nn
 
-    return instantiate(model_cfg, **model_inputs(spec, get_object(model_cfg._target_)))
+    from pipeline.errors import ConfigError
+
+    model = instantiate(model_cfg, **model_inputs(spec, get_object(model_cfg._target_)))
+    if not isinstance(model, nn.Module):
+        kind = type(model)
+        raise ConfigError(f"model._target_={model_cfg._target_} built a {kind.__module__}.{kind.__qualname__}, not a "
+                          "torch.nn.Module: a model is a class of nn.Module (class Mine(nn.Module), calling "
+                          "super().__init__() first) or a function that returns one")
+    return model
 
 
 __all__ = [
