@@ -314,6 +314,31 @@ def test_a_model_of_ones_own_that_is_no_module_or_gives_a_tuple_is_named_for_wha
     assert runs_in(store) == []
 
 
+def test_a_model_of_ones_own_that_takes_l1_without_keeping_it_is_refused_a_penalty(store, tmp_path, monkeypatch):
+    """The training loss reads the L1 penalty from the model's ``l1`` attribute (docs/training.md: "store self.l1"). A
+    class taking ``l1`` without keeping it trained with no penalty while the run logged model.l1=0.01, exit 0, and a
+    sweep over model.l1 searched a value that changed nothing. Refused now, one line, exit 2, before any run."""
+    from conftest import error_line, run_cli_in_process, runs_in
+
+    (tmp_path / "mine_l1.py").write_text(
+        "import torch.nn as nn\n"
+        "class Forgets(nn.Module):\n"
+        "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
+        "        super().__init__()\n        self.fc = nn.Linear(input_shape[0], num_outputs)\n"
+        "    def forward(self, x):\n        return self.fc(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = tmp_path / "my_conf"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "forgets.yaml").write_text("_target_: mine_l1.Forgets\ndropout: 0.0\nl1: 0.0\n")
+    refused = run_cli_in_process(["--config-dir", str(mine), "model=forgets", "model.l1=0.01", "trainer.max_epochs=1",
+                                  "logger.mlflow.log_model=false"], store)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert error_line(refused.stderr) == (
+        "Error: model.l1=0.01: mine_l1.Forgets keeps no l1 (self.l1 = l1 in its __init__), which the training loss "
+        "reads: the penalty would not be applied; store it, or leave model.l1 at 0")
+    assert runs_in(store) == []
+
+
 def test_a_run_resumed_under_a_plateau_schedule_matches_the_uninterrupted_run(store, tmp_path):
     """ReduceLROnPlateau lowers the rate after an epoch's validation; a run resumed from that epoch's last.ckpt
     goes on with the lowered rate (Lightning's automatic loop saved the checkpoint before stepping it and did not

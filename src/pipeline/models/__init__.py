@@ -80,6 +80,12 @@ def build_model(model_cfg, spec):
         raise ConfigError(f"model._target_={model_cfg._target_} built a {kind.__module__}.{kind.__qualname__}, not a "
                           "torch.nn.Module: a model is a class of nn.Module (class Mine(nn.Module), calling "
                           "super().__init__() first) or a function that returns one")
+    l1 = model_cfg.get("l1")
+    if l1 and float(getattr(model, "l1", 0.0) or 0.0) != float(l1):
+        # the training loss reads the penalty from the model: one taking l1 without keeping it trained without it,
+        # while the run logged model.l1 (and a sweep searched it) as if it applied
+        raise ConfigError(f"model.l1={l1}: {model_cfg._target_} keeps no l1 (self.l1 = l1 in its __init__), which "
+                          "the training loss reads: the penalty would not be applied; store it, or leave model.l1 at 0")
     return model
 
 
