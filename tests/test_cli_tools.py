@@ -842,3 +842,38 @@ def test_compare_gives_mean_and_spread_over_seeds_and_folds(tmp_path, capsys, mi
     [line] = [l for l in out.splitlines() if l.startswith("  ranks ")]
     assert line == ("  ranks 1, 2, 3, 4, 5 (5 runs over data.fold 0, 1, 2, 3, 4): val/acc_best 0.92 ± 0.01581; "
                     "test/acc 0.92 ± 0.01581"), out
+
+
+def test_predict_from_a_checkpoint_of_a_model_of_ones_own_names_the_run_to_predict_with(tmp_path, migrated_store_db,
+                                                                                      monkeypatch):
+    """pipeline-predict <checkpoint> of a run of one's own model class said only "model._target_='mine_pkg.Tiny' is
+    not one of the pipeline's models; refusing it", though docs/training.md says such runs are predicted like any
+    other: the refusal now says why (a folder's config.yaml builds only the pipeline's classes) and names the command
+    that predicts, with the run id the checkpoint holds."""
+    from conftest import predict_cli
+
+    (tmp_path / "mine_pkg.py").write_text(
+        "import torch.nn as nn\n"
+        "class Tiny(nn.Module):\n"
+        "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
+        "        super().__init__()\n        self.l1 = l1\n        self.fc = nn.Linear(input_shape[0], num_outputs)\n"
+        "    def forward(self, x):\n        return self.fc(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "tiny.yaml").write_text("_target_: mine_pkg.Tiny\ndropout: 0.0\nl1: 0.0\n")
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame({"a": np.arange(60) * 0.3, "b": np.arange(60) % 9 * 1.5, "y": np.arange(60) % 2}).to_csv(rows, index=False)
+    store = new_store(tmp_path, migrated_store_db)
+    result = run_cli(["--config-dir", str(conf), "model=tiny", "task=classification", "data=csv", f"data.path={rows}",
+                      "data.target=y", "trainer.max_epochs=1", "logger.mlflow.log_model=false"], store,
+                     env={"PYTHONPATH": f"{tmp_path}:{Path(__file__).parents[1] / 'src'}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    code, out, err = predict_cli([str(checkpoint), "--input", str(rows), "--output", str(tmp_path / "p.csv")])
+    assert code == 2, err[-3000:]
+    assert error_line(err) == (
+        f"Error: {checkpoint}: its run's model is model._target_='mine_pkg.Tiny', not one of the pipeline's models "
+        "(pipeline.models.*), and a checkpoint's config.yaml builds no other class (a file in a folder runs no code "
+        f"of its own); predict with the run's logged model, which carries its code: pipeline-predict {run.info.run_id}")

@@ -361,7 +361,16 @@ def _from_checkpoint(path: Path) -> Predictor:
     cfg = OmegaConf.load(needed["config"])
     target = str(cfg.model.get("_target_", ""))
     if not target.startswith("pipeline.models."):
-        raise PredictError(f"{needed['config']}: model._target_={target!r} is not one of the pipeline's models; refusing it")
+        # a model of one's own (--config-dir): the folder's config.yaml is not trusted to import code, but the run's
+        # logged model carries its code; "not one of the pipeline's models; refusing it" said neither
+        try:
+            run_id = torch.load(path, map_location="cpu", weights_only=True).get("mlflow_run_id")
+        except Exception:  # damaged, or more than tensors: the run id is then not told
+            run_id = None
+        raise PredictError(f"{path}: its run's model is model._target_={target!r}, not one of the pipeline's models "
+                           "(pipeline.models.*), and a checkpoint's config.yaml builds no other class (a file in a "
+                           "folder runs no code of its own); predict with the run's logged model, which carries its "
+                           f"code: pipeline-predict {run_id or '<its MLflow run id>'}")
     spec = DataSpec.from_dict(json.loads(needed["spec"].read_text()))
     state = json.loads(needed["adapter"].read_text())
     if not str(state.get("module", "")).startswith("pipeline.data."):
