@@ -339,6 +339,39 @@ def test_a_model_of_ones_own_that_takes_l1_without_keeping_it_is_refused_a_penal
     assert runs_in(store) == []
 
 
+def test_a_model_of_ones_own_without_the_categorical_arguments_is_told_them_and_onehot(store, tmp_path, monkeypatch):
+    """A class of one's own taking only (input_shape, num_outputs, dropout, l1), on a table with a string column, was
+    "model: cannot build it: Plain.__init__() got an unexpected keyword argument 'categorical_cardinalities'": it
+    named neither the categorical column nor the two ways out docs/training.md gives. It names them now, exit 2, no
+    run; with data.categorical_encoding=onehot the same class trains."""
+    from conftest import error_line, run_cli_in_process, runs_in
+
+    (tmp_path / "mine_plain.py").write_text(
+        "import torch.nn as nn\n"
+        "class Plain(nn.Module):\n"
+        "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
+        "        super().__init__()\n        self.l1 = l1\n        self.fc = nn.Linear(input_shape[0], num_outputs)\n"
+        "    def forward(self, x):\n        return self.fc(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = tmp_path / "my_conf"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "plain.yaml").write_text("_target_: mine_plain.Plain\ndropout: 0.0\nl1: 0.0\n")
+    table = tmp_path / "rows.csv"
+    table.write_text("x,site,y\n" + "".join(f"{i * 0.5},{'abc'[i % 3]},{i % 2}\n" for i in range(90)))
+    common = ["--config-dir", str(mine), "model=plain", "task=classification", "data=csv", f"data.path={table}",
+              "data.target=y", "trainer.max_epochs=1", "logger.mlflow.log_model=false"]
+    refused = run_cli_in_process(common, store)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert error_line(refused.stderr) == (
+        "Error: model._target_=mine_plain.Plain takes no categorical_cardinalities or categorical_unknown_seen: the "
+        "table has 1 categorical column, given to the model as the category codes that close each row, with their cardinalities "
+        "(docs/training.md, 'A model of your own'); take categorical_cardinalities and categorical_unknown_seen, or "
+        "set data.categorical_encoding=onehot (one-hot columns, no argument)")
+    assert runs_in(store) == []
+    trained = run_cli_in_process([*common, "data.categorical_encoding=onehot"], store)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+
+
 def test_a_run_resumed_under_a_plateau_schedule_matches_the_uninterrupted_run(store, tmp_path):
     """ReduceLROnPlateau lowers the rate after an epoch's validation; a run resumed from that epoch's last.ckpt
     goes on with the lowered rate (Lightning's automatic loop saved the checkpoint before stepping it and did not

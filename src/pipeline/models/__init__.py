@@ -49,6 +49,28 @@ def model_inputs(spec, target=None) -> dict:
     return {**inputs, **offered}
 
 
+def refuse_inputs_not_taken(name: str, target, inputs: dict) -> None:
+    """A class of one's own that does not take what the data gives every model of it (a table's categorical columns
+    as ``categorical_cardinalities``; a text's ``vocab_size``) was "model: cannot build it: Mine.__init__() got an
+    unexpected keyword argument 'categorical_cardinalities'", which said neither what it is nor the way out."""
+    from pipeline.config import accepted_parameters
+    from pipeline.errors import ConfigError
+
+    accepted = accepted_parameters(target)
+    missing = [key for key in inputs if accepted is not None and key not in accepted]
+    if not missing:
+        return
+    if "categorical_cardinalities" in missing:
+        columns = len(inputs["categorical_cardinalities"])
+        raise ConfigError(f"model._target_={name} takes no {' or '.join(missing)}: the table has {columns} categorical "
+                          f"column{'s' if columns != 1 else ''}, given to the model as the category codes that close "
+                          "each row, with their cardinalities (docs/training.md, 'A model of your own'); take "
+                          "categorical_cardinalities and categorical_unknown_seen, or set "
+                          "data.categorical_encoding=onehot (one-hot columns, no argument)")
+    raise ConfigError(f"model._target_={name} takes no {', '.join(missing)}, which this data gives every model of it "
+                      "(docs/training.md, 'A model of your own'): add them to its __init__")
+
+
 # off while a model is built to take a checkpoint's weights (pipeline-predict <checkpoint>, pipeline-eval): the
 # checkpoint holds every weight, so a pretrained model's own (a torchvision model.weights file, torch hub's cache, a
 # download) are neither read nor needed; the architecture alone is built
@@ -74,7 +96,10 @@ def build_model(model_cfg, spec):
 
     from pipeline.errors import ConfigError
 
-    model = instantiate(model_cfg, **model_inputs(spec, get_object(model_cfg._target_)))
+    target = get_object(model_cfg._target_)
+    inputs = model_inputs(spec, target)
+    refuse_inputs_not_taken(model_cfg._target_, target, inputs)
+    model = instantiate(model_cfg, **inputs)
     if not isinstance(model, nn.Module):
         kind = type(model)
         raise ConfigError(f"model._target_={model_cfg._target_} built a {kind.__module__}.{kind.__qualname__}, not a "
