@@ -65,6 +65,24 @@ def test_unknown_option_or_key_names_it_and_the_nearest_valid_one(store, args, f
     assert_refused(run_cli_in_process(args, store), store, *fragments)
 
 
+def test_a_config_file_of_ones_own_that_is_not_yaml_names_the_file_and_line(store):
+    """A model YAML of one's own with a list left open (``width: [8``) was PyYAML's ParserError under ~90 lines of
+    Hydra's traceback, exit 1 (a bug's); it is one line naming the file, line and column, exit 2, no run. A real
+    command for one, an in-process one for a file a search chooses."""
+    folder = store["tmp"] / "cd"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "mine.yaml").write_text("_target_: pipeline.models.mlp.MLP\nhidden_dims: [8\n")
+    says = (f"{folder / 'model' / 'mine.yaml'}, line 3, column 1: not valid YAML: expected ',' or ']', but got "
+            "'<stream end>' (while parsing a flow sequence)")
+    assert_refused(run_cli(["--config-dir", str(folder), "model=mine"], store), store, says)
+    (folder / "hparams_search").mkdir()
+    (folder / "hparams_search" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: pipeline_optuna\n"
+        "hydra:\n  sweeper:\n    params:\n      optimizer.lr: interval(0.001, 0.01)\n     model.l1: 0\n")
+    result = run_cli_in_process(["--config-dir", str(folder), "hparams_search=mine"], store)
+    assert_refused(result, store, f"{folder / 'hparams_search' / 'mine.yaml'}, line 8, column 6: not valid YAML")
+
+
 def test_an_unknown_option_in_a_config_files_defaults_names_the_file(store):
     """An experiment of one's own ``--config-dir`` whose defaults name a missing option gave Hydra's multi-line
     report (``In 'task/classification': Could not find 'data/nosuch'``, the search path) and exit 1: the check of

@@ -295,7 +295,9 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
                     _fail(base, EXIT_USER_ERROR)  # SystemExit: neither handler below takes it
     except (HydraException, OmegaConfBaseException) as error:
         _fail(describe_composition_error(error, config_dir, config_name, overrides, user_dir), EXIT_USER_ERROR)
-    except Exception:
+    except Exception as error:
+        if _yaml_error(error):  # a config file of one's own that is not YAML: PyYAML's traceback, exit 1
+            _fail(_yaml_error(error), EXIT_USER_ERROR)
         return
     multirun = args.multirun or composed.hydra.get("mode") == "MULTIRUN"
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -643,6 +645,20 @@ def no_such_option(group: str, name: str, options: Sequence[str]) -> str:
     match = nearest(name, options)
     suggestion = f"; did you mean {group}={match}?" if match else "."
     return f"{group}={name}: no such option in conf/{group}/{suggestion} Available: {', '.join(options)}"
+
+
+def _yaml_error(error: BaseException) -> Optional[str]:
+    """One line for a config file that PyYAML cannot read (``width: [8`` left open), naming the file, the line and
+    column, and what PyYAML expected; None for any other error."""
+    import yaml
+
+    if not isinstance(error, yaml.YAMLError):
+        return None
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "a config file"
+    context = getattr(error, "context", None)
+    problem = getattr(error, "problem", None) or one_line(error)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def describe_composition_error(error: Exception, config_dir: Path, config_name: str = "config",
