@@ -83,6 +83,27 @@ def test_a_config_file_of_ones_own_that_is_not_yaml_names_the_file_and_line(stor
     assert_refused(result, store, f"{folder / 'hparams_search' / 'mine.yaml'}, line 8, column 6: not valid YAML")
 
 
+def test_a_model_file_without_target_or_naming_a_module_says_so(store, monkeypatch):
+    """A model YAML of one's own with 'target:' for '_target_' was "config group 'model' is missing; choose one with
+    model=<option>", though model=mine was chosen; a _target_ naming a module (mine_models.wide, the class left out)
+    was "mine_models has no 'wide'", though the file is there. Each now says what it is, exit 2, no run."""
+    package = store["tmp"] / "src" / "mine_models"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "wide.py").write_text("import torch.nn as nn\nclass Wide(nn.Linear):\n    pass\n")
+    monkeypatch.syspath_prepend(str(package.parent))
+    folder = store["tmp"] / "cd"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "untargeted.yaml").write_text("target: pipeline.models.mlp.MLP\nhidden_dims: [8]\n")
+    (folder / "model" / "module.yaml").write_text("_target_: mine_models.wide\n")
+    result = run_cli_in_process(["--config-dir", str(folder), "model=untargeted"], store)
+    assert_refused(result, store, "Error: model=untargeted has no _target_ (the class it builds, e.g. _target_: "
+                                  "mymodels.Net); its keys: target, hidden_dims; did you mean _target_ for 'target'?")
+    result = run_cli_in_process(["--config-dir", str(folder), "model=module"], store)
+    assert_refused(result, store, "Error: model._target_: 'mine_models.wide' is a module, not a class or function: "
+                                  "write mine_models.wide.<Class>; it defines Wide")
+
+
 def test_an_unknown_option_in_a_config_files_defaults_names_the_file(store):
     """An experiment of one's own ``--config-dir`` whose defaults name a missing option gave Hydra's multi-line
     report (``In 'task/classification': Could not find 'data/nosuch'``, the search path) and exit 1: the check of

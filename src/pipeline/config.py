@@ -12,6 +12,7 @@ Checked in this order by :func:`validate`:
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import os
@@ -274,6 +275,20 @@ def _check_required(cfg: DictConfig) -> None:
     """Every group that builds an object is there, and no value is left as ``???``."""
     for group in REQUIRED_TARGET_GROUPS:
         node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" not in node and len(node):
+            # an option chosen whose file lacks _target_ (a file of one's own with 'target:'): "the group is missing,
+            # choose one" sent the user to choose what they had chosen
+            choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+            if choice is None:  # a run's config, its hydra node left out: the choices of the Hydra that composed it
+                from hydra.core.hydra_config import HydraConfig
+
+                with contextlib.suppress(Exception):
+                    choice = HydraConfig.get().runtime.choices.get(group)
+            chosen = f"{group}={choice}" if choice else f"the config's {group}"
+            close = difflib.get_close_matches("_target_", [str(k) for k in node.keys()], n=1, cutoff=0.6)
+            raise ConfigError(f"{chosen} has no _target_ (the class it builds, e.g. _target_: mymodels.Net); its keys: "
+                              f"{', '.join(str(k) for k in node.keys())}"
+                              + (f"; did you mean _target_ for {close[0]!r}?" if close else ""))
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(f"config group '{group}' is missing; choose one with {group}=<option> "
                               f"(the options are the files in conf/{group}/)")
@@ -386,6 +401,11 @@ def resolve_target(group: str, path: str) -> Callable:
                           "module.Class, with the module's folder on PYTHONPATH or installed)")
     obj = found
     for position in range(cut, len(parts)):
+        if not hasattr(obj, parts[position]) and inspect.ismodule(obj):
+            # a submodule not imported by its package (mymodels.wide): "mymodels has no 'wide'" denied a file that is
+            # there; it is imported, and a _target_ that ends at a module is named as such below
+            with contextlib.suppress(ImportError):
+                importlib.import_module(".".join(parts[: position + 1]))
         if not hasattr(obj, parts[position]):
             owner = ".".join(parts[:position])
             names = [n for n in dir(obj) if not n.startswith("_")]
@@ -394,6 +414,10 @@ def resolve_target(group: str, path: str) -> Callable:
             raise ConfigError(f"{group}._target_: cannot import '{path}': {owner} has no {parts[position]!r}"
                               + (f"; did you mean '{owner}.{close[0]}'?" if close else "")) from None
         obj = getattr(obj, parts[position])
+    if inspect.ismodule(obj):
+        classes = sorted(n for n, v in vars(obj).items() if inspect.isclass(v) and v.__module__ == obj.__name__)
+        raise ConfigError(f"{group}._target_: '{path}' is a module, not a class or function: write "
+                          f"{path}.<Class>" + (f"; it defines {', '.join(classes)}" if classes else ""))
     return obj
 
 
