@@ -850,7 +850,7 @@ def test_predict_from_a_checkpoint_of_a_model_of_ones_own_names_the_run_to_predi
     not one of the pipeline's models; refusing it", though docs/training.md says such runs are predicted like any
     other: the refusal now says why (a folder's config.yaml builds only the pipeline's classes) and names the command
     that predicts, with the run id the checkpoint holds."""
-    from conftest import predict_cli
+    from conftest import eval_cli, predict_cli
 
     (tmp_path / "mine_pkg.py").write_text(
         "import torch.nn as nn\n"
@@ -877,3 +877,11 @@ def test_predict_from_a_checkpoint_of_a_model_of_ones_own_names_the_run_to_predi
         f"Error: {checkpoint}: its run's model is model._target_='mine_pkg.Tiny', not one of the pipeline's models "
         "(pipeline.models.*), and a checkpoint's config.yaml builds no other class (a file in a folder runs no code "
         f"of its own); predict with the run's logged model, which carries its code: pipeline-predict {run.info.run_id}")
+    # pipeline-eval <checkpoint> refuses it too (documented), naming the folder's config.yaml as such: it said "the
+    # config logged with run <path>" and "which is not allowed: it is mine_pkg.Tiny", the class named twice
+    code, out, err = eval_cli([str(checkpoint)])
+    assert code == 2, err[-3000:]
+    line = error_line(err)
+    assert line.startswith(f"Error: {store['outputs'] / 'config.yaml'}, the config of the checkpoint's run folder, "
+                           "sets model._target_='mine_pkg.Tiny', which is not allowed: it is outside the modules a "
+                           "rerun builds from. "), line

@@ -46,7 +46,7 @@ def _from_checkpoint(path: Path, overrides: list[str], tracking_uri: str, output
                            "or keep the checkpoint inside the folder its run wrote")
     cfg = OmegaConf.load(config_file)
     say_dropped_callbacks(drop_own_callbacks(cfg))
-    check_logged_config(cfg, str(config_file))
+    check_logged_config(cfg, f"{config_file}, the config of the checkpoint's run folder,")
     cfg.pop("sweep", None)
     for node in (cfg.get("logger") or {}).values():
         if "tracking_uri" in node:

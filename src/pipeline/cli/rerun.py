@@ -225,7 +225,9 @@ def target_refusal(key: str, target: str) -> Optional[str]:
         return "it is not a class (a rerun builds classes only)"
     module = getattr(obj, "__module__", "") or ""
     if not any(module == allowed or module.startswith(allowed + ".") for allowed in ALLOWED_MODULES):
-        return f"it is {module}.{obj.__qualname__}, outside the modules a rerun builds from"
+        named = f"{module}.{obj.__qualname__}"  # said once where the key's value names it so already
+        return ("it is outside the modules a rerun builds from" if named == str(target) else
+                f"it is {named}, outside the modules a rerun builds from")
     try:
         canonical = get_object(f"{module}.{obj.__qualname__}")
     except Exception:
@@ -237,13 +239,15 @@ def target_refusal(key: str, target: str) -> Optional[str]:
     return None
 
 
-def check_logged_config(cfg: DictConfig, run_id: str) -> None:
-    """Refuse interpolations (a logged config is resolved) and ``_target_`` outside the allow-list."""
+def check_logged_config(cfg: DictConfig, source: str) -> None:
+    """Refuse interpolations (a logged config is resolved) and ``_target_`` outside the allow-list; ``source`` names
+    the config in the refusal ("the config logged with run <id>", or a run folder's config.yaml: pipeline-eval
+    <checkpoint> said "logged with run <path>")."""
     for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
         if isinstance(value, str) and "${" in value:
-            raise RerunRefused(f"the config logged with run {run_id} has an interpolation at '{key}' ({value}); "
+            raise RerunRefused(f"{source} has an interpolation at '{key}' ({value}); "
                                "logged configs are resolved, so it was edited. Refusing to run it")
-    check_targets(cfg, f"the config logged with run {run_id}")
+    check_targets(cfg, source)
 
 
 def check_targets(cfg: DictConfig, what: str) -> None:
@@ -437,7 +441,7 @@ def rerun_config(client, run, tracking_uri: str, overrides: list[str], output_di
         user_config.update(files)
     if evaluation:
         say_dropped_callbacks(drop_own_callbacks(cfg))
-    check_logged_config(cfg, run.info.run_id)
+    check_logged_config(cfg, f"the config logged with run {run.info.run_id}")
     mlflow_node = _mlflow_logger_node(cfg)
     if mlflow_node is None:  # the source was logged to MLflow, so its rerun is too
         raise RerunRefused(f"the config logged with run {run.info.run_id} has no MLflow logger (logger.mlflow); "
