@@ -383,3 +383,16 @@ def fake_fashion(folder: Path, n_train=30, n_test=10) -> None:
     for part, n in (("train", n_train), ("t10k", n_test)):
         write_idx(folder / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(folder / f"{part}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+def model_of_ones_own(folder: Path, monkeypatch, module: str, source: str, yamls: dict[str, str]) -> Path:
+    """A model of one's own as docs/training.md has it written: ``<folder>/<module>.py`` holding ``source``, importable
+    (``folder`` on sys.path for this test), and a config folder ``<folder>/my_conf`` whose ``model/<name>.yaml`` hold
+    ``yamls``; returns the config folder, for ``--config-dir``."""
+    (folder / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+    conf = folder / "my_conf"
+    (conf / "model").mkdir(parents=True)
+    for name, text in yamls.items():
+        (conf / "model" / f"{name}.yaml").write_text(text)
+    return conf

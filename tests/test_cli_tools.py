@@ -850,18 +850,15 @@ def test_predict_from_a_checkpoint_of_a_model_of_ones_own_names_the_run_to_predi
     not one of the pipeline's models; refusing it", though docs/training.md says such runs are predicted like any
     other: the refusal now says why (a folder's config.yaml builds only the pipeline's classes) and names the command
     that predicts, with the run id the checkpoint holds."""
-    from conftest import eval_cli, predict_cli
+    from conftest import eval_cli, model_of_ones_own, predict_cli
 
-    (tmp_path / "mine_pkg.py").write_text(
+    conf = model_of_ones_own(tmp_path, monkeypatch, "mine_pkg", (
         "import torch.nn as nn\n"
         "class Tiny(nn.Module):\n"
         "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
         "        super().__init__()\n        self.l1 = l1\n        self.fc = nn.Linear(input_shape[0], num_outputs)\n"
-        "    def forward(self, x):\n        return self.fc(x)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    conf = tmp_path / "conf"
-    (conf / "model").mkdir(parents=True)
-    (conf / "model" / "tiny.yaml").write_text("_target_: mine_pkg.Tiny\ndropout: 0.0\nl1: 0.0\n")
+        "    def forward(self, x):\n        return self.fc(x)\n"),
+        {"tiny": "_target_: mine_pkg.Tiny\ndropout: 0.0\nl1: 0.0\n"})
     rows = tmp_path / "rows.csv"
     pd.DataFrame({"a": np.arange(60) * 0.3, "b": np.arange(60) % 9 * 1.5, "y": np.arange(60) % 2}).to_csv(rows, index=False)
     store = new_store(tmp_path, migrated_store_db)

@@ -285,9 +285,9 @@ def test_a_model_of_ones_own_that_is_no_module_or_gives_a_tuple_is_named_for_wha
     """A model class that does not subclass nn.Module was "unexpected AttributeError: 'NotAModule' object has no
     attribute 'training'" (exit 1, a bug's, traceback in error.log); a forward returning (outputs, features) was
     said to give "outputs of shape []". Both are one line naming what the class built or gave, exit 2, no run."""
-    from conftest import error_line, run_cli_in_process, runs_in
+    from conftest import error_line, model_of_ones_own, run_cli_in_process, runs_in
 
-    (tmp_path / "mine_odd.py").write_text(
+    mine = model_of_ones_own(tmp_path, monkeypatch, "mine_odd", (
         "import torch.nn as nn\n"
         "class NotAModule:\n"
         "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n        self.l1 = l1\n"
@@ -295,12 +295,8 @@ def test_a_model_of_ones_own_that_is_no_module_or_gives_a_tuple_is_named_for_wha
         "class Pair(nn.Module):\n"
         "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
         "        super().__init__()\n        self.l1 = l1\n        self.fc = nn.Linear(input_shape[0], num_outputs)\n"
-        "    def forward(self, x):\n        return self.fc(x), x\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    mine = tmp_path / "my_conf"
-    (mine / "model").mkdir(parents=True)
-    (mine / "model" / "plain.yaml").write_text("_target_: mine_odd.NotAModule\n")
-    (mine / "model" / "pair.yaml").write_text("_target_: mine_odd.Pair\n")
+        "    def forward(self, x):\n        return self.fc(x), x\n"),
+        {"plain": "_target_: mine_odd.NotAModule\n", "pair": "_target_: mine_odd.Pair\n"})
     for choice, says in (
             ("plain", "Error: model._target_=mine_odd.NotAModule built a mine_odd.NotAModule, not a torch.nn.Module: "
                       "a model is a class of nn.Module (class Mine(nn.Module), calling super().__init__() first) or "
@@ -318,18 +314,15 @@ def test_a_model_of_ones_own_that_takes_l1_without_keeping_it_is_refused_a_penal
     """The training loss reads the L1 penalty from the model's ``l1`` attribute (docs/training.md: "store self.l1"). A
     class taking ``l1`` without keeping it trained with no penalty while the run logged model.l1=0.01, exit 0, and a
     sweep over model.l1 searched a value that changed nothing. Refused now, one line, exit 2, before any run."""
-    from conftest import error_line, run_cli_in_process, runs_in
+    from conftest import error_line, model_of_ones_own, run_cli_in_process, runs_in
 
-    (tmp_path / "mine_l1.py").write_text(
+    mine = model_of_ones_own(tmp_path, monkeypatch, "mine_l1", (
         "import torch.nn as nn\n"
         "class Forgets(nn.Module):\n"
         "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
         "        super().__init__()\n        self.fc = nn.Linear(input_shape[0], num_outputs)\n"
-        "    def forward(self, x):\n        return self.fc(x)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    mine = tmp_path / "my_conf"
-    (mine / "model").mkdir(parents=True)
-    (mine / "model" / "forgets.yaml").write_text("_target_: mine_l1.Forgets\ndropout: 0.0\nl1: 0.0\n")
+        "    def forward(self, x):\n        return self.fc(x)\n"),
+        {"forgets": "_target_: mine_l1.Forgets\ndropout: 0.0\nl1: 0.0\n"})
     refused = run_cli_in_process(["--config-dir", str(mine), "model=forgets", "model.l1=0.01", "trainer.max_epochs=1",
                                   "logger.mlflow.log_model=false"], store)
     assert refused.returncode == 2, refused.stderr[-2000:]
@@ -344,18 +337,15 @@ def test_a_model_of_ones_own_without_the_categorical_arguments_is_told_them_and_
     "model: cannot build it: Plain.__init__() got an unexpected keyword argument 'categorical_cardinalities'": it
     named neither the categorical column nor the two ways out docs/training.md gives. It names them now, exit 2, no
     run; with data.categorical_encoding=onehot the same class trains."""
-    from conftest import error_line, run_cli_in_process, runs_in
+    from conftest import error_line, model_of_ones_own, run_cli_in_process, runs_in
 
-    (tmp_path / "mine_plain.py").write_text(
+    mine = model_of_ones_own(tmp_path, monkeypatch, "mine_plain", (
         "import torch.nn as nn\n"
         "class Plain(nn.Module):\n"
         "    def __init__(self, input_shape, num_outputs, dropout=0.0, l1=0.0):\n"
         "        super().__init__()\n        self.l1 = l1\n        self.fc = nn.Linear(input_shape[0], num_outputs)\n"
-        "    def forward(self, x):\n        return self.fc(x)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    mine = tmp_path / "my_conf"
-    (mine / "model").mkdir(parents=True)
-    (mine / "model" / "plain.yaml").write_text("_target_: mine_plain.Plain\ndropout: 0.0\nl1: 0.0\n")
+        "    def forward(self, x):\n        return self.fc(x)\n"),
+        {"plain": "_target_: mine_plain.Plain\ndropout: 0.0\nl1: 0.0\n"})
     table = tmp_path / "rows.csv"
     table.write_text("x,site,y\n" + "".join(f"{i * 0.5},{'abc'[i % 3]},{i % 2}\n" for i in range(90)))
     common = ["--config-dir", str(mine), "model=plain", "task=classification", "data=csv", f"data.path={table}",
