@@ -805,6 +805,14 @@ SWEEP_REFUSALS = [
     (["hparams_search=regression_optuna", "~hydra.sweeper.n_trials"],
      "Error: ~hydra.sweeper.n_trials: the sweeper's settings cannot be deleted; set it instead: "
      "hydra.sweeper.n_trials=<value>"),
+    # a searched key set to null, to take it out of the search as a condition is taken away: was Hydra's "Incompatible
+    # value 'None' for field of type 'str'", or, as a dotted path, "a search parameter the search file does not have"
+    (["hparams_search=classification_optuna", "hydra.sweeper.params={model.l1:null}"],
+     "Error: hydra.sweeper.params={model.l1:null}: a search parameter cannot be null; a searched key is fixed for "
+     "every trial by a plain override: model.l1=<value> (its range changed by model.l1=<expression>)"),
+    (["hparams_search=classification_optuna", "hydra.sweeper.params.model.l1=null"],
+     "Error: hydra.sweeper.params.model.l1=null: a search parameter cannot be null; a searched key is fixed for "
+     "every trial by a plain override: model.l1=<value>"),
 ]
 
 
@@ -819,6 +827,24 @@ def test_a_sweep_setting_no_trial_can_use_is_refused_before_the_study(tmp_path, 
     assert "Traceback" not in result.stderr
     assert [l for l in result.stderr.splitlines() if l.startswith("Error:")][0].startswith(line), result.stderr
     assert not (tmp_path / "optuna.db").exists() or "refused" not in optuna.get_all_study_names(storage)
+
+
+@pytest.mark.parametrize("override", ['hydra.sweeper.params={model.dropout:"interval(0,0.5)"}',
+                                      "hydra.sweeper.params.model.dropout=0.1"])
+def test_search_parameters_without_a_search_get_one_line(tmp_path, override):
+    """Without hparams_search the sweeper is Hydra's own, whose params is None: setting the mapping was OmegaConf's
+    traceback ("'NoneType' object has no attribute 'get'"), exit 1. Now one line that names the search files."""
+    from conftest import run_cli_in_process
+
+    result = run_cli_in_process([override, "logger=none", f"hydra.run.dir={tmp_path / 'out'}"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert error_line(result.stderr) == (
+        f"Error: {override}: no search is chosen, so there are no search parameters to change; an Optuna search "
+        "starts from a search file, hparams_search=<name> (classification_optuna, image_classification_optuna, "
+        "regression_optuna, sentiment_optuna), and its parameters are given as key=<expression>, e.g. "
+        "model.dropout='interval(0,0.5)'; a grid of values is a multirun: pipeline-train -m model.dropout=0.1,0.3")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("added", ['hydra.sweeper.conditions={model.dropout:"optimizer=sgd"}',

@@ -298,6 +298,9 @@ def check_command_line(argv: Sequence[str], config_dir: Path, config_name: str =
     except Exception as error:
         if _yaml_error(error):  # a config file of one's own that is not YAML: PyYAML's traceback, exit 1
             _fail(_yaml_error(error), EXIT_USER_ERROR)
+        misused = _search_parameters_misused(overrides, config_dir, config_name, user_dir)
+        if misused:  # hydra.sweeper.params set without a search: OmegaConf's AttributeError, exit 1
+            _fail(misused, EXIT_USER_ERROR)
         return
     multirun = args.multirun or composed.hydra.get("mode") == "MULTIRUN"
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -600,6 +603,42 @@ def _sweeper_setting_removed(override: str, key: str) -> str:
     return f"{override}: the sweeper's settings cannot be deleted; {instead}"
 
 
+def _search_parameters_misused(overrides: Sequence[str], config_dir: Path, config_name: str,
+                                user_dir: Optional[str] = None) -> Optional[str]:
+    """Why an override of ``hydra.sweeper.params`` cannot do what it asks, or None. Without a search chosen the
+    sweeper is Hydra's own, whose ``params`` is None: ``hydra.sweeper.params={model.dropout:...}`` was OmegaConf's
+    traceback ("'NoneType' object has no attribute 'get'"), exit 1. With a search, a parameter set to null (to take
+    it out of the search, as a condition is taken away) was "Incompatible value 'None' for field of type 'str'"."""
+    params = _SWEEPER_MAPPINGS[1]
+    touching = [o for o in overrides if (o.lstrip("+").partition("=")[0] + ".").startswith(params + ".")]
+    if not touching:
+        return None
+    try:
+        from hydra import compose
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        with _hydra_for(config_dir, user_dir):
+            composed = compose(config_name, overrides=[o for o in overrides if o not in touching],
+                               return_hydra_config=True)
+        parsed = OverridesParser.create().parse_overrides(touching)
+    except Exception:  # the other overrides fail by themselves, or a malformed one: said elsewhere
+        return None
+    if OmegaConf.select(composed, params, default=None) is None:
+        searches = ", ".join(config_options(config_dir, "hparams_search"))
+        return (f"{touching[0]}: no search is chosen, so there are no search parameters to change; an Optuna search "
+                f"starts from a search file, hparams_search=<name> ({searches}), and its parameters are given as "
+                "key=<expression>, e.g. model.dropout='interval(0,0.5)'; a grid of values is a multirun: "
+                "pipeline-train -m model.dropout=0.1,0.3")
+    for override, text in zip(parsed, touching):
+        key, value = override.key_or_group, override.value()
+        entries = value if key == params and isinstance(value, dict) else {key[len(params) + 1:]: value}
+        fixed = [entry for entry, expression in entries.items() if expression is None]
+        if fixed:
+            return (f"{text}: a search parameter cannot be null; a searched key is fixed for every trial by a plain "
+                    f"override: {fixed[0]}=<value> (its range changed by {fixed[0]}=<expression>)")
+    return None
+
+
 def _sweeper_mapping_entry_added(full_key: str, mapping: str, overrides: Sequence[str]) -> str:
     """A new entry of ``hydra.sweeper.conditions`` (or ``params``) given without a '+'
     (``hydra.sweeper.conditions={model.dropout:"optimizer=sgd"}``): the '+' goes on the whole mapping, which merges it
@@ -665,6 +704,9 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
                                overrides: Sequence[str] = (), user_dir: Optional[str] = None) -> str:
     from hydra.errors import MissingConfigException, OverrideParseException
 
+    misused = _search_parameters_misused(overrides, config_dir, config_name, user_dir)
+    if misused:
+        return misused
     missing = re.search(r"Could not load '([\w/]+)/([^'/]+)'", str(error))
     if isinstance(error, MissingConfigException) and not error.options and missing:  # an option inside a list
         group, name = missing.groups()
