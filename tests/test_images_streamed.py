@@ -347,6 +347,23 @@ def test_unreadable_file_is_named_in_one_line_before_any_run(tmp_path, quick_sto
     assert runs_in(quick_store) == []
 
 
+def test_auto_augment_none_turns_it_off_as_a_sweeps_choice_can_write_it(tmp_path, quick_store):
+    """Hydra's sweep grammar refuses null in choice(...), so 'data.auto_augment=choice(none,trivial)' is how a search
+    over it is written; 'none' was refused with "choose one of trivial, randaugment or null"."""
+    folder = tutorial_folder(tmp_path / "pets", per_class=3, test_per_class=1, modes=False)
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "data.auto_augment=none",
+                                 "trainer.max_epochs=1"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "auto_augment" not in data_line(result.stdout)  # no per-image auto-augment: read into memory
+    [run] = runs_in(quick_store)
+    assert run.info.status == "FINISHED"
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "data.auto_augment=trivia"],
+                                quick_store)
+    assert result.returncode == 2
+    assert single_error_line(result.stderr) == ("Error: data.auto_augment='trivia' is not allowed; choose one of "
+                                                "trivial, randaugment or none")
+
+
 def test_one_class_folder_is_refused_before_any_run(tmp_path, quick_store):
     write_class(tmp_path / "cats" / "cat", 4, BRIGHT, np.random.default_rng(0))
     result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={tmp_path / 'cats'}"], quick_store)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from . import raw_inputs
 from .base import DataError, DataSpec, LoadedData, Split, label_sort_key, one_spelling
-from .images import ImageDataModule, imagenet_statistics
+from .images import ImageDataModule, auto_augment_on, imagenet_statistics
 from .streaming import ItemDataset, StreamedDataModule, UnreadableItem
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,11 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         scale = tuple(float(v) for v in crop_scale)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
             raise DataError(f"data.crop_scale={list(crop_scale)} must be [min, max] with 0 < min <= max <= 1")
-        if auto_augment is not None and auto_augment not in AUTO_AUGMENTS:
+        if not auto_augment_on(auto_augment):
+            auto_augment = None
+        elif auto_augment not in AUTO_AUGMENTS:
             raise DataError(f"data.auto_augment={auto_augment!r} is not allowed; choose one of "
-                            f"{', '.join(AUTO_AUGMENTS)} or null")
+                            f"{', '.join(AUTO_AUGMENTS)} or none")
         self.path = Path(path) if path else None
         self.image_size = int(image_size)
         self.resize_size = int(resize_size) if resize_size is not None else self.image_size

@@ -61,6 +61,11 @@ def imagenet_statistics(channels: int) -> tuple[Tensor, Tensor]:
     return mean, std
 
 
+def auto_augment_on(value) -> bool:
+    """null, or 'none' as a sweep writes it (Hydra's choice(...) refuses null), is off."""
+    return value is not None and str(value).lower() != "none"
+
+
 #: the data keys of training-time augmentation, each with whether its value asks for any; only data.augment=true
 #: switches them on (the data options keep their recipe in them with augment off: fashion_mnist's hflip=true)
 AUGMENTATION_KEYS = {
@@ -68,7 +73,7 @@ AUGMENTATION_KEYS = {
     "hflip": lambda v: v is True,
     "erasing": lambda v: v is not None and v > 0,
     "random_resized_crop": lambda v: v is True,
-    "auto_augment": lambda v: v is not None,
+    "auto_augment": auto_augment_on,
 }
 # values that no data option sets: asked for wherever they come from (the others, when named on the command line)
 _NEVER_DEFAULTS = ("erasing", "auto_augment")
