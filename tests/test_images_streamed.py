@@ -760,6 +760,26 @@ def test_torchvision_model_from_a_state_dict_file_through_the_cli(tmp_path, stor
     assert trained["model.network.fc.weight"].shape == (1, 512)
 
 
+def test_a_last_training_batch_of_one_image_trains_where_the_feature_map_is_one_pixel(tmp_path, quick_store):
+    """resnet18 at 32 px ends on a 1x1 feature map; a training split one image over a multiple of data.batch_size
+    (here 6 images, batch size 5) ended the first epoch with 'Error: unexpected ValueError: Expected more than 1
+    value per channel when training', exit 1 and a FAILED run. That batch's batch norms now use their running
+    statistics (a batch's own are undefined on one value per channel), and the run trains."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pets"
+    for split, count in (("train", 3), ("val", 2), ("test", 2)):
+        write_class(folder / split / "ants", count, BRIGHT, rng)
+        write_class(folder / split / "bees", count, DARK, rng)
+    result = run_cli_in_process(["task=image_classification", "data=image_folder", f"data.path={folder}",
+                                 "data.image_size=32", "data.batch_size=5", "data.num_workers=0", "model=torchvision",
+                                 "model.name=resnet18", "model.weights=none", "trainer.max_epochs=2",
+                                 "logger.mlflow.log_plots=false", "logger.mlflow.log_model=false"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "6 train / 4 validation / 4 test images" in data_line(result.stdout)
+    [run] = runs_in(quick_store)
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+
+
 def test_one_cycle_keeps_the_backbones_share_of_the_learning_rate_and_the_momentum_set(tmp_path, quick_store):
     """scheduler=onecycle gave every parameter group the one peak ${optimizer.lr}, undoing model.backbone_lr_scale,
     and cycled SGD's momentum between 0.85 and 0.95 where optimizer.momentum=0 was set and logged."""

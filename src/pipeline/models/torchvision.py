@@ -258,6 +258,18 @@ def new_head(old: nn.Module, num_outputs: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Dropout(dropout), layer) if dropout > 0 else layer
 
 
+@contextlib.contextmanager
+def _running_batch_norm_statistics(network: nn.Module):
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for norm in norms:
+        norm.eval()
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.train()
+
+
 # ----- the model --------------------------------------------------------------------------------------------------
 class TorchvisionClassifier(nn.Module):
     """A torchvision classification network with a new head (``num_outputs`` logits). Grey images (1 channel)
@@ -344,7 +356,18 @@ class TorchvisionClassifier(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.network(x)
+        if not (self.training and len(x) == 1):
+            return self.network(x)
+        try:
+            return self.network(x)
+        except ValueError as error:
+            if "Expected more than 1 value per channel" not in str(error):
+                raise
+        # a last training batch of one image, at a size where a batch norm sees a 1x1 feature map (resnet at 32
+        # px): the batch's own statistics of one value are undefined, so that batch is normalised with the running
+        # statistics instead of stopping the run
+        with _running_batch_norm_statistics(self.network):
+            return self.network(x)
 
     # ----- checked when the config is validated, before any data is loaded or run created -----------------------
     @classmethod
