@@ -621,14 +621,17 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(accuracy, abs=6e-5)
     # a label the run never trained on is refused, naming it, before any evaluation run
     (new.parent / "new_labels.csv").write_text("\n".join([*listing(new, ("val",), new.parent),
-                                                          "photos/val/ants/00.jpg,wasps,test"]) + "\n")
+                                                          "photos/val/ants/00.jpg,wasps,test",
+                                                          "photos/val/bees/00.jpg,Bees,test"]) + "\n")
     runs = len(runs_in(quick_store))
     (tmp_path / "eval2").mkdir()
     (tmp_path / "eval2" / "notes.txt").write_text("mine")
     code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={new.parent / 'new_labels.csv'}",
                                      "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "eval2")])
-    assert code == 2 and "labels ['wasps'] are not classes the model was trained on ('ants', 'bees')" in \
-        single_error_line(stderr), stderr[-3000:]
+    # a class spelled in another case (a folder renamed Bees/) is said to be the trained one's spelling
+    assert code == 2 and single_error_line(stderr).endswith(
+        "labels ['Bees', 'wasps'] are not classes the model was trained on ('ants', 'bees'); 'Bees' is spelled 'bees' "
+        "in training"), stderr[-3000:]
     assert len(runs_in(quick_store)) == runs
     # the user's folder is kept, without the refused evaluation's claim on it (the next one there wrote to eval2-2)
     assert sorted(p.name for p in (tmp_path / "eval2").iterdir()) == ["notes.txt"]

@@ -280,8 +280,11 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         index_of = {_one_form(name): index for index, name in enumerate(trained)}
         unknown = sorted({label for label in labels if _one_form(label) not in index_of})
         if unknown:
+            by_case = {name.casefold(): name for name in trained}
+            respelled = "".join(f"; {label!r} is spelled {by_case[label.casefold()]!r} in training"
+                                for label in unknown[:5] if label.casefold() in by_case)
             raise DataError(f"{source}: labels {unknown[:5]} are not classes the model was trained on "
-                            f"({', '.join(map(repr, trained))})")
+                            f"({', '.join(map(repr, trained))}){respelled}")
         parts = self._drop_unreadable({"test": [(row, index_of[_one_form(label)]) for row, label in enumerate(labels)]},
                                       self._set_table(root, files))
         self.split_notes = [f"test split: {source}"]
