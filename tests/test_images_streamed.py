@@ -783,6 +783,32 @@ def test_a_last_training_batch_of_one_image_trains_where_the_feature_map_is_one_
     assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
 
 
+def test_a_checkpoint_of_a_run_is_a_weights_file_for_fine_tuning_on_other_classes(tmp_path, quick_store):
+    """model.weights=<a run's best-*.ckpt> (train on one folder, fine-tune on another) was refused with "not a state
+    dict of torchvision's resnet18 (unexpected keys: model.network.bn1.bias, ...; missing keys: bn1.bias, ...)": the
+    checkpoint holds the network under the run's 'model.network.' and a head of the first run's classes (here behind
+    model.dropout's Dropout). Its backbone is now loaded and the head is new."""
+    common = ["task=image_classification", "data=image_folder", "data.image_size=32", "data.num_workers=0",
+              "model=torchvision", "model.name=resnet18", "trainer.max_epochs=1", "logger=none",
+              "callbacks=[model_checkpoint]"]
+    first = tutorial_folder(tmp_path / "first", per_class=3, test_per_class=1, modes=False)
+    result = run_cli_in_process([*common, f"data.path={first}", "model.weights=none", "model.dropout=0.2"], quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = (quick_store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    pretrained = torch.load(checkpoint, weights_only=True)["state_dict"]
+    second = tmp_path / "second"
+    for name, levels in (("wasps", BRIGHT), ("flies", DARK), ("moths", (100, 150))):
+        write_class(second / name, 4, levels, np.random.default_rng(1))
+    store = {**quick_store, "outputs": tmp_path / "fine-tuned"}
+    result = run_cli_in_process([*common, f"data.path={second}", f"model.weights={checkpoint}",
+                                 "model.freeze_backbone=true"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [tuned] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+    tuned = torch.load(tuned, weights_only=True)["state_dict"]
+    assert torch.equal(tuned["model.network.layer4.1.conv2.weight"], pretrained["model.network.layer4.1.conv2.weight"])
+    assert tuned["model.network.fc.weight"].shape == (3, 512)
+
+
 def test_one_cycle_keeps_the_backbones_share_of_the_learning_rate_and_the_momentum_set(tmp_path, quick_store):
     """scheduler=onecycle gave every parameter group the one peak ${optimizer.lr}, undoing model.backbone_lr_scale,
     and cycled SGD's momentum between 0.85 and 0.95 where optimizer.momentum=0 was set and logged."""

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from pipeline.config import ConfigError, nearest
 
 NO_WEIGHTS = ("none", "null", "")
+#: where a checkpoint of a run of this model holds the torchvision network's weights
+RUN_CHECKPOINT_PREFIX = "model.network."
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
@@ -217,12 +219,15 @@ def _drop_auxiliary_heads(network: nn.Module) -> None:
 
 
 def _load_file(network: nn.Module, name: str, path: Path) -> None:
-    """A state dict of the same architecture; its head may have any number of classes (it is replaced)."""
+    """A state dict of the same architecture, or a checkpoint of a run of it (``model=torchvision``, its network
+    under ``model.network.``); its head, of any classes, is left out (it is replaced)."""
     state = read_state_dict(path, "model.weights")
+    if state and all(key.startswith(RUN_CHECKPOINT_PREFIX) for key in state):
+        state = {key[len(RUN_CHECKPOINT_PREFIX):]: value for key, value in state.items()}
     head_name, _ = find_head(network)
     expected = network.state_dict()
     head_keys = {key for key in expected if key.startswith(head_name + ".")}
-    state = {k: v for k, v in state.items() if not (k in head_keys and v.shape != expected[k].shape)}
+    state = {k: v for k, v in state.items() if not k.startswith(head_name + ".")}
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(set(expected) - set(state) - head_keys)
     wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
