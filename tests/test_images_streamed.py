@@ -1028,6 +1028,24 @@ def test_files_of_other_extensions_are_counted_and_jpeg_by_its_other_names_is_re
     assert len((tmp_path / "leaf.csv").read_text().splitlines()) == 1 + 6
 
 
+def test_a_file_for_a_folder_and_a_folder_for_a_listing_are_said_to_be_so(tmp_path, quick_store):
+    """data=image_folder data.path=photos.zip said 'image folder not found: .../photos.zip' and data=image_csv
+    data.path=<the folder> 'CSV file not found: <folder>', of paths that are there: the user looked for a typo."""
+    folder = tutorial_folder(tmp_path / "photos", per_class=2, test_per_class=1, modes=False)
+    (tmp_path / "photos.zip").write_bytes(b"PK\x03\x04")
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={tmp_path / 'photos.zip'}"], quick_store)
+    assert result.returncode == 2
+    assert single_error_line(result.stderr) == (
+        f"Error: data.path: {tmp_path / 'photos.zip'} is a file, not a folder (data=image_folder reads a folder with "
+        "one sub-folder per class; unpack an archive first; a CSV of path,label is data=image_csv)")
+    result = run_cli_in_process([*FAST, "data=image_csv", f"data.path={folder}"], quick_store)
+    assert result.returncode == 2
+    assert single_error_line(result.stderr) == (
+        f"Error: data.path: {folder} is a folder, not a CSV file (a folder with one sub-folder per class is "
+        "data=image_folder)")
+    assert runs_in(quick_store) == []
+
+
 def test_split_folders_without_class_folders_are_refused_naming_them(tmp_path):
     """train/ and test/ holding images directly were taken as two classes named "train" and "test": a model of
     which folder an image came from, test/acc 0.73. A flat, unlabelled test/ beside train/<class>/ (Kaggle's layout)

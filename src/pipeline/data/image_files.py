@@ -610,6 +610,9 @@ class ImageFolder(ImageFiles):
             say_other_files(f"data.test_path: {test}", others)
             return self._test_files_alone(test, files, labels, f"{test} (data.test_path)")
         root = self._resolved_path("a folder with one sub-folder per class")
+        if root.is_file():
+            raise DataError(f"data.path: {root} is a file, not a folder (data=image_folder reads a folder with one "
+                            "sub-folder per class; unpack an archive first; a CSV of path,label is data=image_csv)")
         if not root.is_dir():
             raise DataError(f"data.path: image folder not found: {root}")
         # split folders whatever their case (Train/ and Val/ of a Windows export are splits, not two classes)
@@ -718,6 +721,9 @@ class ImageCSV(ImageFiles):
         config key of the file in errors)."""
         import pandas as pd
 
+        if csv.is_dir():
+            raise DataError(f"data.{key}: {csv} is a folder, not a CSV file (a folder with one sub-folder per class is "
+                            "data=image_folder)")
         if not csv.is_file():
             raise DataError(f"data.{key}: CSV file not found: {csv}")
         try:
