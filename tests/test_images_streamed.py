@@ -637,6 +637,26 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     assert sorted(p.name for p in (tmp_path / "eval2").iterdir()) == ["notes.txt"]
 
 
+def test_eval_on_a_folder_of_split_folders_names_its_test_folder(tmp_path, quick_store):
+    """pipeline-eval <run> data.test_path=<a data set's root holding train/ and test/> was refused as "labels
+    ['test', 'train'] are not classes the model was trained on ('ants', 'bees')"; it now also says which folder to
+    name."""
+    folder = tutorial_folder(tmp_path / "photos", per_class=3, test_per_class=1, modes=False)
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "trainer.max_epochs=1"],
+                                quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(quick_store)
+    other = tmp_path / "other"
+    write_class(other / "Train" / "ants", 2, BRIGHT, np.random.default_rng(1))
+    write_class(other / "Test" / "ants", 2, BRIGHT, np.random.default_rng(2))
+    code, stdout, stderr = eval_cli([run.info.run_id, f"data.test_path={other}", "--tracking-uri", quick_store["uri"],
+                                     "--output-dir", str(tmp_path / "eval")])
+    assert code == 2 and single_error_line(stderr).endswith(
+        "labels ['Test', 'Train'] are not classes the model was trained on ('ants', 'bees'); Test/, Train/ are split "
+        f"folders: name the one to test, data.test_path={other / 'Test'}"), stderr[-3000:]
+    assert len(runs_in(quick_store)) == 1
+
+
 def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):
     import pickle
 

@@ -283,6 +283,11 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
             by_case = {name.casefold(): name for name in trained}
             respelled = "".join(f"; {label!r} is spelled {by_case[label.casefold()]!r} in training"
                                 for label in unknown[:5] if label.casefold() in by_case)
+            splits = [label for label in unknown if label.lower() in (*TRAIN_FOLDERS, *VAL_FOLDERS, *TEST_FOLDERS)]
+            test = next((label for label in splits if label.lower() in TEST_FOLDERS), None)
+            if splits and test is not None and self.test_path is not None and self.test_path.is_dir():
+                respelled += (f"; {', '.join(label + '/' for label in splits)} are split folders: name the one to test, "
+                              f"data.test_path={self.test_path / test}")
             raise DataError(f"{source}: labels {unknown[:5]} are not classes the model was trained on "
                             f"({', '.join(map(repr, trained))}){respelled}")
         parts = self._drop_unreadable({"test": [(row, index_of[_one_form(label)]) for row, label in enumerate(labels)]},
