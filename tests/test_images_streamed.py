@@ -639,7 +639,8 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
 
 def test_eval_on_a_folder_of_split_folders_names_its_test_folder(tmp_path, quick_store):
     """pipeline-eval <run> data.test_path=<a data set's root holding train/ and test/> was refused as "labels
-    ['test', 'train'] are not classes the model was trained on ('ants', 'bees')"; it now also says which folder to
+    ['test', 'train'] are not classes the model was trained on ('ants', 'bees')", and pipeline-train with it as
+    data.test_path "class folders ['test', 'train'] do not exist in <train folder>"; both now say which folder to
     name."""
     folder = tutorial_folder(tmp_path / "photos", per_class=3, test_per_class=1, modes=False)
     result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "trainer.max_epochs=1"],
@@ -654,6 +655,12 @@ def test_eval_on_a_folder_of_split_folders_names_its_test_folder(tmp_path, quick
     assert code == 2 and single_error_line(stderr).endswith(
         "labels ['Test', 'Train'] are not classes the model was trained on ('ants', 'bees'); Test/, Train/ are split "
         f"folders: name the one to test, data.test_path={other / 'Test'}"), stderr[-3000:]
+    assert len(runs_in(quick_store)) == 1
+    # training with it as its test folder: "class folders ['Test', 'Train'] do not exist in <train folder>" alone
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", f"data.test_path={other}"],
+                                quick_store)
+    assert result.returncode == 2 and single_error_line(result.stderr).endswith(
+        "; Test/, Train/ are split folders: name the one to test, data.test_path=" + str(other / "Test"))
     assert len(runs_in(quick_store)) == 1
 
 

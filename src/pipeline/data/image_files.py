@@ -283,11 +283,8 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
             by_case = {name.casefold(): name for name in trained}
             respelled = "".join(f"; {label!r} is spelled {by_case[label.casefold()]!r} in training"
                                 for label in unknown[:5] if label.casefold() in by_case)
-            splits = [label for label in unknown if label.lower() in (*TRAIN_FOLDERS, *VAL_FOLDERS, *TEST_FOLDERS)]
-            test = next((label for label in splits if label.lower() in TEST_FOLDERS), None)
-            if splits and test is not None and self.test_path is not None and self.test_path.is_dir():
-                respelled += (f"; {', '.join(label + '/' for label in splits)} are split folders: name the one to test, "
-                              f"data.test_path={self.test_path / test}")
+            if self.test_path is not None and self.test_path.is_dir():
+                respelled += _split_folders_hint(self.test_path, unknown)
             raise DataError(f"{source}: labels {unknown[:5]} are not classes the model was trained on "
                             f"({', '.join(map(repr, trained))}){respelled}")
         parts = self._drop_unreadable({"test": [(row, index_of[_one_form(label)]) for row, label in enumerate(labels)]},
@@ -537,6 +534,17 @@ def _warn_if_splits_as_classes(root: Path) -> None:
                     ", ".join(shared[:6]) + (", ..." if len(shared) > 6 else ""), classes)
 
 
+def _split_folders_hint(test_path: Path, labels: Sequence[str]) -> str:
+    """For a data.test_path whose sub-folders, taken for classes, are splits (a data set's root: train/, test/):
+    which folder to name instead; empty when none of them is a test split."""
+    splits = [label for label in labels if label.lower() in (*TRAIN_FOLDERS, *VAL_FOLDERS, *TEST_FOLDERS)]
+    test = next((label for label in splits if label.lower() in TEST_FOLDERS), None)
+    if test is None:
+        return ""
+    return (f"; {', '.join(label + '/' for label in splits)} are split folders: name the one to test, "
+            f"data.test_path={test_path / test}")
+
+
 def _class_folders(folder: Path) -> list[str]:
     """Sub-folders of ``folder`` in the order of class names (numbers by value: ``2`` before ``10``, as in a listing
     or a table; then names); hidden ones (.ipynb_checkpoints, .git) are not classes."""
@@ -679,7 +687,8 @@ class ImageFolder(ImageFiles):
             part_classes = sorted(_class_folders(folder), key=lambda name: index_of.get(_one_form(name), len(index_of)))
             unknown = sorted(name for name in part_classes if _one_form(name) not in index_of)
             if unknown:
-                raise DataError(f"{folder}: class folders {unknown} do not exist in {folders['train']}")
+                hint = _split_folders_hint(folder, unknown) if part == "test" and self.test_path is not None else ""
+                raise DataError(f"{folder}: class folders {unknown} do not exist in {folders['train']}{hint}")
             rows = parts.setdefault(part, [])
             for class_name in part_classes:
                 images = _image_files(folder / class_name, others)
