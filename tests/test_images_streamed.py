@@ -913,6 +913,19 @@ def test_a_checkpoint_is_predicted_and_evaluated_after_the_pretrained_weights_fi
     assert "test/acc=" in stdout
 
 
+def test_an_image_size_a_network_does_not_take_names_the_size_its_weights_were_trained_at():
+    """inception_v3 at 32 px was told "torchvision's pretrained weights were trained at 224": its weights were trained
+    at 299 (efficientnet_b7's at 600); the line names the model's own size."""
+    from pipeline.config import ConfigError
+    from pipeline.models.torchvision import TorchvisionClassifier
+
+    with pytest.raises(ConfigError) as refused:
+        TorchvisionClassifier((3, 32, 32), 2, name="inception_v3", weights="none", channels_last=False)
+    assert str(refused.value).startswith("model.name=inception_v3 does not take 32x32 images (")
+    assert str(refused.value).endswith("give it images of a size it takes (data.image_size for image files; "
+                                       "torchvision's pretrained weights of inception_v3 were trained at 299x299)")
+
+
 def test_weights_not_cached_are_refused_before_any_run_naming_url_and_path(tmp_path, quick_store):
     folder = tutorial_folder(tmp_path / "hymenoptera", per_class=3, test_per_class=1, modes=False)
     torch_home = tmp_path / "empty-torch-home"

@@ -186,6 +186,16 @@ def pretrained_weights(weights: Any) -> Any:
     return weights if PRETRAINED_WEIGHTS.get() else None
 
 
+def trained_size(name: str) -> str:
+    """The image size torchvision's default weights of ``name`` were trained (and are evaluated) at: 224x224 for most,
+    299x299 for inception_v3, 600x600 for efficientnet_b7."""
+    import torchvision.models
+
+    size = torchvision.models.get_model_weights(name).DEFAULT.transforms.keywords.get("crop_size", 224)
+    size = size if isinstance(size, int) else size[0]
+    return f"{size}x{size}"
+
+
 # ----- the architecture -------------------------------------------------------------------------------------------
 def build_network(name: str, weights: Any, download: bool = True) -> nn.Module:
     """torchvision's ``name`` with ``weights`` loaded (its original head still on)."""
@@ -331,7 +341,7 @@ class TorchvisionClassifier(nn.Module):
             raise ConfigError(
                 f"model.name={self.name} does not take {input_shape[1]}x{input_shape[2]} images ({_one_line(error, 160)}); "
                 "give it images of a size it takes (data.image_size for image files; torchvision's pretrained weights "
-                "were trained at 224)") from None
+                f"of {self.name} were trained at {trained_size(self.name)})") from None
         finally:
             self.train(was_training)
 
