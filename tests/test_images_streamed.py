@@ -618,6 +618,9 @@ def test_image_csv_run_is_evaluated_on_a_listing_of_its_own(tmp_path, quick_stor
     line = data_line(stdout)
     assert f"test split: {new.parent / 'new_labels.csv'} (data.test_path)" in line, line
     assert ": 0 train / 0 validation / 10 test images" in line, line
+    # nothing is trained: the run's random crops are not a reason to stream (it said "streamed from the files (...
+    # data.in_memory=auto: data.random_resized_crop=true is drawn per image)")
+    assert "read into memory (data.in_memory=auto: " in line, line
     assert float(re.search(r"test/acc=([\d.]+)", stdout).group(1)) == pytest.approx(accuracy, abs=6e-5)
     # a label the run never trained on is refused, naming it, before any evaluation run
     (new.parent / "new_labels.csv").write_text("\n".join([*listing(new, ("val",), new.parent),

@@ -366,7 +366,7 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         return self.channels, self.image_size, self.image_size
 
     def streamed_only_transforms(self) -> list[str]:
-        if not self.augment:
+        if not self.augment or self.test_file_only:  # a test file alone (pipeline-eval): nothing is trained
             return []
         named = [("data.random_resized_crop=true", self.random_resized_crop),
                  (f"data.auto_augment={self.auto_augment}", self.auto_augment is not None)]
