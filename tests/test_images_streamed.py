@@ -1169,6 +1169,21 @@ def test_a_weights_file_of_random_bytes_is_refused_without_torchs_advice_to_unpi
     assert "weights_only" not in str(error.value) and str(error.value).endswith("torch.save(model.state_dict(), path)")
 
 
+def test_a_checkpoint_of_torchvisions_reference_training_scripts_is_a_weights_file(tmp_path):
+    """torchvision's references/classification/train.py (and DeiT, ...) save {"model": state dict, "optimizer": ...,
+    "epoch": ..., "args": argparse.Namespace}: model.weights=checkpoint.pth was "holds a pickled argparse.Namespace
+    (a whole model saved with torch.save(model)?)", and without args "holds no state dict". Its "model" is read."""
+    import argparse
+
+    from pipeline.models.torchvision import build_network
+
+    state = resnet18_state_dict(tmp_path / "plain.pth")
+    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "epoch": 89,
+                "args": argparse.Namespace(lr=0.1, model="resnet18")}, tmp_path / "checkpoint.pth")
+    network = build_network("resnet18", str(tmp_path / "checkpoint.pth"))
+    assert torch.equal(network.conv1.weight, state["conv1.weight"])
+
+
 def test_a_run_trained_with_numbered_folders_in_text_order_is_still_evaluated_in_its_order(tmp_path):
     """Numbered class folders are read in value order now (0, 1, 2, 10); a run trained before read them as text
     (0, 1, 10, 2). Its evaluation on the same folders was refused ("the classes [...] are not the ones the model was

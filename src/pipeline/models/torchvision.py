@@ -16,6 +16,7 @@ epoch on (:class:`pipeline.fine_tuning.UnfreezeBackbone` calls :meth:`set_backbo
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -139,14 +140,23 @@ def read_state_dict(path: Path, what: str, cached_as: str = "") -> dict[str, Ten
                               "save its weights with torch.save(model.state_dict(), path)") from None
         raise ConfigError(f"{what}={path}: not a readable PyTorch state dict ({_one_line(error)}); save one with "
                           "torch.save(model.state_dict(), path)") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    # a training checkpoint: Lightning's and timm's {"state_dict": ...}, torchvision's reference scripts' {"model": ...}
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(f"{what}={path}: holds no state dict (a dict of tensor names to tensors)")
     return state
 
 
 def _load_tensors(path: Path):
+    # torchvision's reference scripts save their argparse arguments beside the weights: plain values
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return _load_state(path)
+
+
+def _load_state(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as error:
