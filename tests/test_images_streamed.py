@@ -1169,7 +1169,7 @@ def test_a_weights_file_of_random_bytes_is_refused_without_torchs_advice_to_unpi
     assert "weights_only" not in str(error.value) and str(error.value).endswith("torch.save(model.state_dict(), path)")
 
 
-def test_a_checkpoint_of_torchvisions_reference_training_scripts_is_a_weights_file(tmp_path):
+def test_a_checkpoint_of_torchvisions_reference_training_scripts_or_of_a_ddp_model_is_a_weights_file(tmp_path):
     """torchvision's references/classification/train.py (and DeiT, ...) save {"model": state dict, "optimizer": ...,
     "epoch": ..., "args": argparse.Namespace}: model.weights=checkpoint.pth was "holds a pickled argparse.Namespace
     (a whole model saved with torch.save(model)?)", and without args "holds no state dict". Its "model" is read."""
@@ -1181,6 +1181,11 @@ def test_a_checkpoint_of_torchvisions_reference_training_scripts_is_a_weights_fi
     torch.save({"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "epoch": 89,
                 "args": argparse.Namespace(lr=0.1, model="resnet18")}, tmp_path / "checkpoint.pth")
     network = build_network("resnet18", str(tmp_path / "checkpoint.pth"))
+    assert torch.equal(network.conv1.weight, state["conv1.weight"])
+    # the weights of a model wrapped in DataParallel or DistributedDataParallel, saved without unwrapping it
+    # ('module.conv1.weight'): "not a state dict of torchvision's resnet18 (unexpected keys: module.bn1.bias, ...)"
+    torch.save({f"module.{key}": value for key, value in state.items()}, tmp_path / "ddp.pth")
+    network = build_network("resnet18", str(tmp_path / "ddp.pth"))
     assert torch.equal(network.conv1.weight, state["conv1.weight"])
 
 

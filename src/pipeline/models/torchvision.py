@@ -33,8 +33,9 @@ from torch import Tensor, nn
 from pipeline.config import ConfigError, nearest
 
 NO_WEIGHTS = ("none", "null", "")
-#: where a checkpoint of a run of this model holds the torchvision network's weights
-RUN_CHECKPOINT_PREFIX = "model.network."
+#: where a state dict holds the torchvision network's weights: a checkpoint of a run of this model, and a network
+#: saved inside DataParallel or DistributedDataParallel
+WRAPPED_PREFIXES = ("model.network.", "module.")
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
@@ -239,11 +240,13 @@ def _drop_auxiliary_heads(network: nn.Module) -> None:
 
 
 def _load_file(network: nn.Module, name: str, path: Path) -> None:
-    """A state dict of the same architecture, or a checkpoint of a run of it (``model=torchvision``, its network
-    under ``model.network.``); its head, of any classes, is left out (it is replaced)."""
+    """A state dict of the same architecture, also with its keys under ``module.`` (saved inside DataParallel), or a
+    checkpoint of a run of it (``model=torchvision``: under ``model.network.``); its head, of any classes, is left out
+    (it is replaced)."""
     state = read_state_dict(path, "model.weights")
-    if state and all(key.startswith(RUN_CHECKPOINT_PREFIX) for key in state):
-        state = {key[len(RUN_CHECKPOINT_PREFIX):]: value for key, value in state.items()}
+    for prefix in WRAPPED_PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items()}
     head_name, _ = find_head(network)
     expected = network.state_dict()
     head_keys = {key for key in expected if key.startswith(head_name + ".")}
