@@ -667,6 +667,29 @@ def test_eval_on_a_folder_of_split_folders_names_its_test_folder(tmp_path, quick
     assert len(runs_in(quick_store)) == 1
 
 
+def test_predict_or_evaluate_with_an_evaluation_runs_id_names_the_run_it_evaluated(tmp_path, quick_store):
+    """The id of a pipeline-eval run (an easy pick in the UI: it sits beside its source with test metrics) given to
+    pipeline-predict was "cannot load the model ... (was the run logged with logger.mlflow.log_model=false? then pass
+    its checkpoint file instead)", and to pipeline-eval "logged no checkpoint ... cannot be evaluated from the store":
+    neither named the run that holds the model."""
+    folder = tutorial_folder(tmp_path / "photos", per_class=3, test_per_class=1, modes=False)
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}", "trainer.max_epochs=1"],
+                                quick_store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [trained] = runs_in(quick_store)
+    source = trained.info.run_id
+    code, stdout, stderr = eval_cli([source, "--tracking-uri", quick_store["uri"], "--output-dir", str(tmp_path / "e")])
+    assert code == 0, stderr[-3000:]
+    [evaluation] = [run.info.run_id for run in runs_in(quick_store) if run.info.run_id != source]
+    said = f"run {evaluation} is an evaluation of run {source} (pipeline-eval), which holds the model: "
+    code, stdout, stderr = predict_cli([evaluation, "--input", str(folder / "val"), "--output",
+                                        str(tmp_path / "p.csv"), "--tracking-uri", quick_store["uri"]])
+    assert code == 2 and single_error_line(stderr) == f"Error: {said}predict with {source}", stderr[-3000:]
+    code, stdout, stderr = eval_cli([evaluation, "--tracking-uri", quick_store["uri"], "--output-dir",
+                                     str(tmp_path / "e2")])
+    assert code == 2 and single_error_line(stderr) == f"Error: {said}evaluate with {source}", stderr[-3000:]
+
+
 def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):
     import pickle
 

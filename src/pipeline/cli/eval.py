@@ -188,9 +188,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         _warn_if_any(training_file_as_test_warning(cfg))
         checkpoints = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints") if a.path.endswith(".ckpt")]
         if not checkpoints:
-            from pipeline.cli.predict import sweep_trial_without_model
+            from pipeline.cli.predict import evaluation_without_model, sweep_trial_without_model
 
-            trial = sweep_trial_without_model(f"runs:/{run.info.run_id}/model", args.tracking_uri, verb="evaluate")
+            uri = f"runs:/{run.info.run_id}/model"
+            trial = (sweep_trial_without_model(uri, args.tracking_uri, verb="evaluate")
+                     or evaluation_without_model(uri, args.tracking_uri, verb="evaluate"))
             unfinished = unfinished_run(run, "a checkpoint (checkpoints/*.ckpt)")
             raise RerunRefused(trial or (f"{unfinished}{local_checkpoint_hint(run)}" if unfinished else
                                          f"run {run.info.run_id} logged no checkpoint (checkpoints/*.ckpt); it cannot "

@@ -222,7 +222,8 @@ def _from_mlflow(uri: str, tracking_uri: str) -> Predictor:
     except MlflowException as error:
         from pipeline.cli.errors import one_line
 
-        trial = sweep_trial_without_model(uri, tracking_uri) or unfinished_without_model(uri, tracking_uri)
+        trial = (sweep_trial_without_model(uri, tracking_uri) or evaluation_without_model(uri, tracking_uri)
+                 or unfinished_without_model(uri, tracking_uri))
         if trial is not None:
             raise PredictError(trial) from None
         raise PredictError(f"cannot load the model {uri} from {tracking_uri}: {one_line(error)[:300]} (was the run "
@@ -299,6 +300,17 @@ def unfinished_without_model(uri: str, tracking_uri: str) -> Optional[str]:
     found = _run_of_model_uri(uri, tracking_uri)
     unfinished = unfinished_run(found[1], "its model") if found else None
     return f"{unfinished}; or answer with a checkpoint file it wrote" if unfinished else None
+
+
+def evaluation_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
+    """Why ``runs:/<id>/model`` of a pipeline-eval run is absent (it logs metrics and predictions, not the model or
+    a checkpoint), naming the run it evaluated; None for other runs. pipeline-eval says it too."""
+    found = _run_of_model_uri(uri, tracking_uri)
+    tags = found[1].data.tags if found else {}
+    if tags.get("run_kind") != "evaluation" or not tags.get("evaluation_of"):
+        return None
+    return (f"run {found[1].info.run_id} is an evaluation of run {tags['evaluation_of']} (pipeline-eval), which holds "
+            f"the model: {verb} with {tags['evaluation_of']}")
 
 
 def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
