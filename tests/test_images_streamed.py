@@ -665,6 +665,12 @@ def test_eval_on_a_folder_of_split_folders_names_its_test_folder(tmp_path, quick
     assert result.returncode == 2 and single_error_line(result.stderr).endswith(
         "; Test/, Train/ are split folders: name the one to test, data.test_path=" + str(other / "Test"))
     assert len(runs_in(quick_store)) == 1
+    # a test folder whose class folder is the training one in another case (Ants/ for ants/)
+    write_class(tmp_path / "cased" / "Ants", 2, BRIGHT, np.random.default_rng(3))
+    result = run_cli_in_process([*FAST, "data=image_folder", f"data.path={folder}",
+                                 f"data.test_path={tmp_path / 'cased'}"], quick_store)
+    assert result.returncode == 2 and single_error_line(result.stderr).endswith(
+        "class folders ['Ants'] do not exist in " + f"{folder / 'train'}; 'Ants' is spelled 'ants' in training")
 
 
 def test_predict_or_evaluate_with_an_evaluation_runs_id_names_the_run_it_evaluated(tmp_path, quick_store):

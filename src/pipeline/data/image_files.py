@@ -280,9 +280,7 @@ class ImageFiles(StreamedDataModule, ImageDataModule):
         index_of = {_one_form(name): index for index, name in enumerate(trained)}
         unknown = sorted({label for label in labels if _one_form(label) not in index_of})
         if unknown:
-            by_case = {name.casefold(): name for name in trained}
-            respelled = "".join(f"; {label!r} is spelled {by_case[label.casefold()]!r} in training"
-                                for label in unknown[:5] if label.casefold() in by_case)
+            respelled = _spelled_in_training(unknown[:5], trained)
             if self.test_path is not None and self.test_path.is_dir():
                 respelled += _split_folders_hint(self.test_path, unknown)
             raise DataError(f"{source}: labels {unknown[:5]} are not classes the model was trained on "
@@ -534,6 +532,13 @@ def _warn_if_splits_as_classes(root: Path) -> None:
                     ", ".join(shared[:6]) + (", ..." if len(shared) > 6 else ""), classes)
 
 
+def _spelled_in_training(labels: Sequence[str], trained: Sequence[str]) -> str:
+    """'; 'Bees' is spelled 'bees' in training' for each of ``labels`` that is a trained class in another case."""
+    by_case = {name.casefold(): name for name in trained}
+    return "".join(f"; {label!r} is spelled {by_case[label.casefold()]!r} in training"
+                   for label in labels if label.casefold() in by_case)
+
+
 def _split_folders_hint(test_path: Path, labels: Sequence[str]) -> str:
     """For a data.test_path whose sub-folders, taken for classes, are splits (a data set's root: train/, test/):
     which folder to name instead; empty when none of them is a test split."""
@@ -687,7 +692,8 @@ class ImageFolder(ImageFiles):
             part_classes = sorted(_class_folders(folder), key=lambda name: index_of.get(_one_form(name), len(index_of)))
             unknown = sorted(name for name in part_classes if _one_form(name) not in index_of)
             if unknown:
-                hint = _split_folders_hint(folder, unknown) if part == "test" and self.test_path is not None else ""
+                hint = _spelled_in_training(unknown, classes)
+                hint += _split_folders_hint(folder, unknown) if part == "test" and self.test_path is not None else ""
                 raise DataError(f"{folder}: class folders {unknown} do not exist in {folders['train']}{hint}")
             rows = parts.setdefault(part, [])
             for class_name in part_classes:
