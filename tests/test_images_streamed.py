@@ -694,6 +694,16 @@ def test_predict_or_evaluate_with_an_evaluation_runs_id_names_the_run_it_evaluat
     code, stdout, stderr = eval_cli([evaluation, "--tracking-uri", quick_store["uri"], "--output-dir",
                                      str(tmp_path / "e2")])
     assert code == 2 and single_error_line(stderr) == f"Error: {said}evaluate with {source}", stderr[-3000:]
+    # pipeline-rerun of it trained a new model from the evaluated run's config with the evaluation's test data,
+    # saying nothing of the id being an evaluation's
+    from conftest import rerun_cli
+
+    code, stdout, stderr = rerun_cli([evaluation, "--tracking-uri", quick_store["uri"], "--output-dir",
+                                      str(tmp_path / "r")])
+    assert code == 2 and single_error_line(stderr) == (
+        f"Error: {said}rerun with {source} (pipeline-rerun {source}), or evaluate it again (pipeline-eval {source})"), \
+        stderr[-3000:]
+    assert len(runs_in(quick_store)) == 2 and not (tmp_path / "r").exists()
 
 
 def test_raw_input_adapter_reads_files_as_the_test_split_was_read(tmp_path):

@@ -643,6 +643,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         except LookupError as error:
             print(f"Error: {error}", file=sys.stderr)
             return 2
+        source = run.data.tags.get("evaluation_of") if run.data.tags.get("run_kind") == "evaluation" else None
+        if source:  # trained nothing: its rerun trained a new model from the source's config on the evaluation's data
+            print(f"Error: run {run.info.run_id} is an evaluation of run {source} (pipeline-eval), which holds the "
+                  f"model: rerun with {source} (pipeline-rerun {source}), or evaluate it again (pipeline-eval {source})",
+                  file=sys.stderr)
+            return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
         user_config: dict[str, str] = {}  # logged with the rerun too: a rerun of it recomposes as this one did
         cfg = rerun_config(client, run, args.tracking_uri, args.overrides, output_dir, choices, say_registration=True,
