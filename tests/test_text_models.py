@@ -903,3 +903,38 @@ def test_the_logged_model_takes_any_number_of_texts_after_an_rnn_run_and_a_one_r
                                     "--tracking-uri", store["uri"]])
         assert code == 0, (extra, err[-2000:])
         assert pd.read_csv(output)["prediction"].astype(str).tolist() == answers[5]["prediction"].tolist()
+
+
+def test_a_table_of_new_texts_with_one_line_not_utf8_is_read_as_training_reads_it(store, tmp_path):
+    """Training reads a file that is not all UTF-8 line by line: its UTF-8 lines stay UTF-8, the others are read as
+    Windows-1252. pipeline-predict read a CSV of new texts with one such line as Windows-1252 whole, so every accented
+    word of its UTF-8 lines became another word ("génial" -> "gÃ©nial", unknown to the vocabulary) and their answers
+    changed. Now the UTF-8 rows are answered as the same rows of an all-UTF-8 file are."""
+    import pandas as pd
+
+    generator = random.Random(5)
+    rows = [{"review": f"{' '.join(generator.sample(FILLER, 3))} {'génial' if i % 2 else 'médiocre'}",
+             "sentiment": "pos" if i % 2 else "neg"} for i in range(200)]
+    reviews = tmp_path / "reviews.csv"
+    pd.DataFrame(rows).to_csv(reviews, index=False)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={reviews}", "data.text_column=review",
+                                 "data.label_column=sentiment", "model=nbsvm", "logger=none"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = (store["outputs"] / "checkpoints").glob("best-*.ckpt")
+
+    new = "id,review\n1,un film génial\n2,un film médiocre\n3,\"génial, génial\"\n"
+    utf8, mixed = tmp_path / "new_utf8.csv", tmp_path / "new_mixed.csv"
+    utf8.write_text(new, encoding="utf-8")
+    mixed.write_bytes(new.encode("utf-8") + "4,un café\n".encode("cp1252"))
+    answers = {}
+    for source in (utf8, mixed):
+        output = tmp_path / f"predicted_{source.stem}.csv"
+        code, _, stderr = predict_cli([str(checkpoint), "--input", str(source), "--output", str(output),
+                                       "--keep", "id"])
+        assert code == 0, stderr[-2000:]
+        answers[source] = pd.read_csv(output)
+    assert answers[utf8]["prediction"].tolist() == ["pos", "neg", "pos"]
+    assert answers[mixed][:3].equals(answers[utf8]), answers[mixed]
+    assert len(answers[mixed]) == 4
+    # said as for a .txt file: which lines were read otherwise, and that training reads them so
+    assert f"Note: {mixed} is not UTF-8 (byte " in stderr and "were read as Windows-1252" in stderr, stderr

@@ -572,7 +572,8 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
             text = data.decode("utf-8").removeprefix("\ufeff")  # as decode_text reads it, its BOM left out
         except UnicodeDecodeError as error:
             text = decode_text(source, data)
-            _say_not_utf8(source, data, error)
+            if not data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: read as such, no notice
+                _say_not_utf8(source, error.start, data[error.start])
         lines = text_lines(text)
         if lines and lines[-1] == "":
             lines.pop()  # the newline that ends the last line
@@ -586,7 +587,8 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
     # kept columns the model does not read are copied as written (ids with leading zeros, codes)
     text_columns = [original.get(c, c) for c in args.keep if c not in predictor.columns
                     and original.get(c, c) not in predictor.columns]
-    for batch in iter_table(source, args.batch_size, args.format, args.sep, encoding=args.encoding, decimal=decimal,
+    encoding = args.encoding or (_texts_encoding(source, args.format) if predictor.reads == "texts" else None)
+    for batch in iter_table(source, args.batch_size, args.format, args.sep, encoding=encoding, decimal=decimal,
                             flags=True, names=predictor.file_columns, required=required, sheet=args.sheet,
                             skip_rows=args.skip_rows,
                             text_columns=text_columns, target=predictor.file_target,
@@ -612,14 +614,41 @@ def iter_inputs(predictor: Predictor, args: argparse.Namespace):
         yield batch
 
 
-def _say_not_utf8(source: Path, data: bytes, error: UnicodeDecodeError) -> None:
-    """The notice a table that is not UTF-8 gets (tables.py), for a .txt file of texts that failed to decode as UTF-8
-    with ``error``: its lines that are not UTF-8 are read as training reads them, and a wrong guess would be answered
+def _texts_encoding(source: Path, fmt: Optional[str]) -> Optional[str]:
+    """How to read a CSV/TSV of texts (no --encoding given) as training reads its files: None (the table's own
+    guess) when it is UTF-8 or UTF-16 with its BOM; else line by line, each line UTF-8 or else Windows-1252
+    (``BY_LINE_ENCODING``), with the notice. Read whole as Windows-1252, as a table is, one stray byte turned every
+    accented word of the UTF-8 lines into another word, and their answers changed."""
+    import codecs
+
+    from pipeline.data.text_stream import BY_LINE_ENCODING
+
+    if (fmt or source.suffix.lower().lstrip(".")) not in ("csv", "tsv") or not source.is_file():
+        return None
+    decoder, position = codecs.getincrementaldecoder("utf-8")(), 0
+    with open(source, "rb") as file:
+        if file.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            return None
+        file.seek(0)
+        while block := file.read(1 << 24):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                at = position + error.start - len(decoder.getstate()[0])  # bytes held from the previous block
+                file.seek(at)
+                _say_not_utf8(source, at, file.read(1)[0])
+                return BY_LINE_ENCODING
+            position += len(block)
+    return None
+
+
+def _say_not_utf8(source: Path, position: int, byte: int) -> None:
+    """The notice a table that is not UTF-8 gets (tables.py), for texts whose byte ``position`` (``byte``) is not
+    UTF-8: their lines that are not UTF-8 are read as training reads them, and a wrong guess would be answered
     without a word."""
-    if not data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its BOM: read as such, no notice
-        print(f"Note: {source} is not UTF-8 (byte {error.start} is 0x{data[error.start]:02x}); its lines that are not "
-              "were read as Windows-1252 (Latin-1 where that fails), as training reads them. If a text looks wrong, "
-              "convert the file to UTF-8", file=sys.stderr, flush=True)
+    print(f"Note: {source} is not UTF-8 (byte {position} is 0x{byte:02x}); its lines that are not "
+          "were read as Windows-1252 (Latin-1 where that fails), as training reads them. If a text looks wrong, "
+          "convert the file to UTF-8", file=sys.stderr, flush=True)
 
 
 def _written_as_trained(batch, predictor: Predictor, decimal: str):

@@ -10,6 +10,7 @@ which batch is decided in the main process by :class:`EpochBatchSampler` (shuffl
 from __future__ import annotations
 
 import bisect
+import codecs
 import logging
 import math
 from pathlib import Path
@@ -69,6 +70,52 @@ def decode_text(path: Path, data: bytes) -> str:
 
 def read_text(path: Path) -> str:
     return decode_text(path, path.read_bytes())
+
+
+#: the encoding (for ``open``, pandas) that reads a file as :func:`decode_text` does: each line UTF-8, else as
+#: :func:`decode_line` reads it; for a file that is not all UTF-8 (a table of new texts for pipeline-predict)
+BY_LINE_ENCODING = "utf_8_else_cp1252_by_line"
+
+
+class _ByLineDecoder(codecs.IncrementalDecoder):
+    """:func:`decode_text`, incrementally: whole lines are decoded as they arrive (the rest waits for its newline),
+    a leading UTF-8 BOM left out."""
+
+    def __init__(self, errors: str = "strict"):
+        super().__init__(errors)
+        self.pending, self.started = b"", False
+
+    def decode(self, data, final: bool = False) -> str:
+        data = self.pending + bytes(data)
+        if not self.started:
+            if len(data) < 3 and not final:
+                self.pending = data
+                return ""
+            data, self.started = data.removeprefix(b"\xef\xbb\xbf"), True
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        data, self.pending = data[:cut], data[cut:]
+        return "\n".join(decode_line(line) for line in data.split(b"\n")) if data else ""
+
+    def reset(self) -> None:
+        self.pending, self.started = b"", False
+
+    def getstate(self):
+        return self.pending, int(self.started)
+
+    def setstate(self, state) -> None:
+        self.pending, self.started = state[0], bool(state[1])
+
+
+def _by_line_codec(name: str) -> Optional[codecs.CodecInfo]:
+    if name != BY_LINE_ENCODING:
+        return None
+    utf8 = codecs.lookup("utf-8")
+    return codecs.CodecInfo(name=BY_LINE_ENCODING, encode=utf8.encode,
+                            decode=lambda data, errors="strict": (_ByLineDecoder().decode(data, final=True), len(data)),
+                            incrementalencoder=utf8.incrementalencoder, incrementaldecoder=_ByLineDecoder)
+
+
+codecs.register(_by_line_codec)
 
 
 class LineTexts(Sequence[str]):
