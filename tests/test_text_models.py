@@ -938,3 +938,27 @@ def test_a_table_of_new_texts_with_one_line_not_utf8_is_read_as_training_reads_i
     assert len(answers[mixed]) == 4
     # said as for a .txt file: which lines were read otherwise, and that training reads them so
     assert f"Note: {mixed} is not UTF-8 (byte " in stderr and "were read as Windows-1252" in stderr, stderr
+
+
+def test_a_tokenizer_without_a_pad_token_is_refused_rather_than_padding_with_its_unknown_token(store, tmp_path):
+    """A tokenizer saved without a pad (or end-of-sequence) token padded batches with its [UNK] id: every word it
+    does not know was then read as padding, left out of the attention and of the model's reading, with exit 0. Now
+    refused before any run, naming the token to set."""
+    from transformers import PreTrainedTokenizerFast
+
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    kept = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    PreTrainedTokenizerFast(tokenizer_object=kept.backend_tokenizer, unk_token="[UNK]", cls_token="[CLS]",
+                            sep_token="[SEP]", model_max_length=128).save_pretrained(folder)
+    data = write_sentiment_tsv(tmp_path / "data", rows=60, dev=20)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={data}", "model=transformer",
+                                 f"model.name={folder}", "data.max_length=16", "trainer.max_epochs=1"], store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert error_line(result.stderr) == (
+        f"Error: data.tokenizer={folder} has no pad token (nor an end-of-sequence one) to pad batches with, and its "
+        "unknown token [UNK] would pad them: every word it does not know would be read as padding and left out; set "
+        "one and save the tokenizer again (tokenizer.pad_token = '[PAD]'; tokenizer.save_pretrained(folder))"), \
+        result.stderr[-2000:]
+    assert runs_in(store) == []

@@ -466,10 +466,15 @@ def load_pretrained_tokenizer(name: str, max_length: int):
     if limit is not None and limit < 1_000_000 and max_length > limit:
         raise DataError(f"data.max_length={max_length} is longer than {name} takes ({limit} tokens); "
                         f"set data.max_length<={limit}")
-    pad_id = next((i for i in (pretrained.pad_token_id, pretrained.eos_token_id, pretrained.unk_token_id)
-                   if i is not None), None)
+    pad_id = next((i for i in (pretrained.pad_token_id, pretrained.eos_token_id) if i is not None), None)
     if pad_id is None:
-        raise DataError(f"data.tokenizer={name} has no pad, end-of-sequence or unknown token to pad batches with")
+        # not its unknown token: the attention mask and the batch trimming take the pad id for padding, so every
+        # word the tokenizer does not know would be left out
+        unknown = ("" if pretrained.unk_token is None else f", and its unknown token {pretrained.unk_token} would pad "
+                   "them: every word it does not know would be read as padding and left out")
+        raise DataError(f"data.tokenizer={name} has no pad token (nor an end-of-sequence one) to pad batches "
+                        f"with{unknown}; set one and save the tokenizer again (tokenizer.pad_token = '[PAD]'; "
+                        "tokenizer.save_pretrained(folder))")
     special = pretrained.num_special_tokens_to_add()
     if max_length <= special:  # the tokenizer cannot cut below its own markers: it would not truncate at all
         raise DataError(f"data.max_length={max_length} leaves no room for words: {name} adds {special} special "
