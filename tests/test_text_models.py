@@ -987,3 +987,26 @@ def test_a_large_max_length_does_not_hold_every_text_padded_by_the_tokenizer(tmp
     imported_mib, peak_mib = (int(line) for line in done.stdout.splitlines() if line.isdigit())
     # the ids: 100 x 300,000 int64s, 229 MiB; the padded encodings took 2.4 GiB more
     assert peak_mib - imported_mib < 700, (imported_mib, peak_mib)
+
+
+def test_a_pretrained_folder_of_a_model_without_a_text_classification_head_is_refused_as_such(store, tmp_path):
+    """A folder written by save_pretrained for a model transformers has no sequence-classification head for (a ViT
+    beside a tokenizer) was refused as "the folder cannot be loaded ...; it needs config.json, the weights and the
+    tokenizer files written by save_pretrained", which it holds. Now the line names the model type and what to
+    choose instead; exit 2, no run."""
+    from transformers import PreTrainedTokenizerFast, ViTConfig, ViTModel
+
+    bert = write_tiny_bert(tmp_path / "tiny-bert")
+    folder = tmp_path / "tiny-vit"
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8)).save_pretrained(folder)
+    PreTrainedTokenizerFast.from_pretrained(str(bert)).save_pretrained(folder)
+    data = write_sentiment_tsv(tmp_path / "data", rows=60, dev=20)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={data}", "model=transformer",
+                                 f"model.name={folder}", "data.max_length=16", "trainer.max_epochs=1"], store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = error_line(result.stderr)
+    assert line.startswith(f"Error: model.name={folder} is a vit model, which transformers has no "
+                           "sequence-classification head for (AutoModelForSequenceClassification takes "), line
+    assert "bert" in line and "save_pretrained" not in line, line
+    assert runs_in(store) == []

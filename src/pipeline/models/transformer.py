@@ -55,6 +55,23 @@ def _bf16_supported(device_type: str) -> bool:
     return False
 
 
+def _check_has_text_head(name: str, config) -> None:
+    """A model type transformers builds no sequence-classification head for (a ViT, a Whisper) is refused as such;
+    from_pretrained's error was reported as a folder lacking the files it holds."""
+    from pipeline.config import ConfigError
+
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES as heads
+    except ImportError:  # another layout of transformers: from_pretrained says it
+        return
+    model_type = getattr(config, "model_type", None)
+    if model_type and model_type not in heads:
+        known = [kind for kind in ("bert", "distilbert", "roberta", "deberta-v2", "electra", "gpt2") if kind in heads]
+        raise ConfigError(f"model.name={name} is a {model_type} model, which transformers has no sequence-"
+                          f"classification head for (AutoModelForSequenceClassification takes {', '.join(known)} and "
+                          f"{len(heads) - len(known)} other types); choose a text model")
+
+
 class PretrainedTransformer(nn.Module):
     """``AutoModelForSequenceClassification.from_pretrained(name, num_labels=num_outputs)``.
 
@@ -98,6 +115,7 @@ class PretrainedTransformer(nn.Module):
             config = AutoConfig.from_pretrained(source, num_labels=num_outputs)
         except Exception as error:  # OSError: not cached / offline / no config in the folder
             raise ConfigError(unavailable("model.name", name, error)) from None
+        _check_has_text_head(name, config)
         positions = getattr(config, "max_position_embeddings", None)
         if isinstance(positions, int) and input_shape and input_shape[0] > positions:  # failed mid-run otherwise
             raise ConfigError(f"data.max_length={input_shape[0]} is longer than model.name={name} takes ({positions} "
