@@ -652,12 +652,18 @@ def test_one_text_csv_is_split_into_train_validation_and_test_and_predicted(stor
         f"Error: {tmp_path / 'meh.csv'} (data.test_path): label 'meh' (1 row, the first is data row 4) is not a "
         "class the model was trained on"), stderr[-2000:]
 
-    # new texts in a column named otherwise: refused with the flag to use, then read with it
+    # new texts in a column named otherwise: refused with the flag to use, pasteable (it said "--rename COLUMN=review"
+    # though 'comment' is the texts' column as exports name it), then read with it
     comments, renamed = tmp_path / "comments.csv", tmp_path / "renamed.csv"
     pd.DataFrame(rows).rename(columns={"review": "comment"}).to_csv(comments, index=False)
     code, _, stderr = predict_cli([str(checkpoint), "--input", str(comments), "--output", str(renamed)])
     assert code == 2 and error_line(stderr).endswith(
-        "its columns are ['id', 'comment', 'sentiment']: --rename COLUMN=review reads one of them as 'review'"), stderr
+        "its columns are ['id', 'comment', 'sentiment']: --rename comment=review reads its texts as 'review'"), stderr
+    pd.DataFrame(rows).rename(columns={"review": "opinion"}).to_csv(comments, index=False)  # a name of one's own
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(comments), "--output", str(renamed)])
+    assert code == 2 and error_line(stderr).endswith(
+        "its columns are ['id', 'opinion', 'sentiment']: --rename COLUMN=review reads one of them as 'review'"), stderr
+    pd.DataFrame(rows).rename(columns={"review": "comment"}).to_csv(comments, index=False)
     code, _, stderr = predict_cli([str(checkpoint), "--input", str(comments), "--output", str(renamed),
                                    "--rename", "comment=review", "--keep", "id"])
     assert code == 0, stderr[-2000:]

@@ -892,12 +892,29 @@ def _check_columns(batch, predictor: Predictor, args: argparse.Namespace) -> Non
                            f"(it reads {', '.join(predictor.columns)})"
                            + (_nearest_renames(absent, columns, predictor) or
                               separator_hint(columns, flags=True) or header_hint(columns, flags=True) or
+                              _texts_column_rename(absent, columns, predictor, args) or
                               f"; its columns{' after --rename' if args.rename else ''} are {columns}: --rename COLUMN={absent[0]} reads one of them as "
                               f"{absent[0]!r}" + ("; or add it: empty cells count as missing"
                                                   if predictor.accepts_missing and predictor.reads == "rows" else "")))
     unknown = [c for c in args.keep if c not in columns]
     if unknown:
         raise PredictError(f"--keep {', '.join(unknown)}: not a column of {args.input}; its columns are {columns}")
+
+
+def _texts_column_rename(absent: list[str], columns: list[str], predictor: Predictor, args) -> str:
+    """For a text model, the ``--rename`` of the input's column named as exported tables name their texts (``comment``,
+    ``review``, ``text``: ``data.text``'s names), pasteable; else ``""``."""
+    import shlex
+
+    from pipeline.data.text import TEXT_COLUMN_NAMES
+
+    if predictor.reads != "texts":
+        return ""
+    likely = next((c for c in columns if c.lower() in TEXT_COLUMN_NAMES and c not in predictor.columns), None)
+    if likely is None:
+        return ""
+    return (f"; its columns{' after --rename' if args.rename else ''} are {columns}: --rename "
+            f"{shlex.quote(f'{likely}={absent[0]}')} reads its texts as {absent[0]!r}")
 
 
 def _nearest_renames(absent: list[str], columns: list[str], predictor: Predictor) -> str:
