@@ -1016,3 +1016,29 @@ def test_a_pretrained_folder_of_a_model_without_a_text_classification_head_is_re
                            "sequence-classification head for (AutoModelForSequenceClassification takes "), line
     assert "bert" in line and "save_pretrained" not in line, line
     assert runs_in(store) == []
+
+
+def test_a_model_folder_given_relative_is_logged_absolute_and_the_run_is_evaluated_from_elsewhere(store, tmp_path,
+                                                                                                  monkeypatch):
+    """model.name=tiny-bert (a folder beside the command) was logged as written, while data.path is logged absolute:
+    pipeline-eval and pipeline-rerun of the run from another folder then looked for a Hugging Face model 'tiny-bert'
+    and said to download it ('not in the Hugging Face cache ... hf download tiny-bert'). Now the folder is logged
+    absolute (model.name, and data.tokenizer with it), and the evaluation runs from anywhere."""
+    write_tiny_bert(tmp_path / "tiny-bert")
+    data = write_sentiment_tsv(tmp_path / "data", rows=60, dev=20)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli_in_process(["task=sentiment", "data=text_tsv", "data.path=data", "model=transformer",
+                                 "model.name=tiny-bert", "data.max_length=16", "trainer.max_epochs=1",
+                                 "logger.mlflow.log_plots=false", "logger.mlflow.log_model=false"], store)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = runs_in(store)
+    assert run.data.params["model.name"] == str(tmp_path / "tiny-bert")
+    assert run.data.params["data.tokenizer"] == str(tmp_path / "tiny-bert")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, stdout, stderr = eval_cli([run.info.run_id, "--tracking-uri", store["uri"], "--output-dir",
+                                     str(tmp_path / "evaluation")])
+    assert code == 0, stderr[-3000:]
+    assert "test/acc=" in stdout
+    assert str(data) == run.data.params["data.path"]

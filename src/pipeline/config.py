@@ -50,7 +50,7 @@ LOCAL_PATH_KEYS = ("data_dir", "path", "test_path")
 
 def absolute_data_paths(cfg: DictConfig) -> None:
     """Make ``data.path``, ``data.test_path`` and ``data.data_dir`` absolute, against where pipeline-train was
-    started, before a run is built: the logged config (and ``pipeline-rerun``) then finds the files from any
+    started, before a run is built (and ``model.name`` / ``data.tokenizer`` where they name a folder there): the logged config (and ``pipeline-rerun``) then finds the files from any
     folder, and ``hydra.job.chdir=true`` (which moves the process into the run's folder) still finds them. URLs are
     left for the data module to refuse."""
     started = Path(_working_dir())
@@ -60,6 +60,17 @@ def absolute_data_paths(cfg: DictConfig) -> None:
         # pipeline-rerun paths.data_dir=<new folder> took data.data_dir for one the run set itself, and read the old
         with open_dict(paths):
             paths.data_dir = os.path.normpath(started / Path(paths.data_dir).expanduser())
+    # a pretrained model or tokenizer folder given beside the command (model.name=my-bert): a name that is a folder
+    # there is read as that folder (transformers' own rule), so it is recorded as one; logged as written, the run's
+    # evaluation from another folder looked for a Hugging Face model of that name. data.tokenizer follows model.name
+    # by interpolation unless set apart
+    for node, key, marker in ((cfg.get("model"), "name", "config.json"), (cfg.get("data"), "tokenizer", None)):
+        value = node.get(key) if isinstance(node, DictConfig) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            folder = started / Path(value).expanduser()
+            if folder.is_dir() and (marker is None or (folder / marker).is_file()):
+                with open_dict(node):
+                    node[key] = os.path.normpath(folder)
     data = cfg.get("data")
     if not isinstance(data, DictConfig):
         return
