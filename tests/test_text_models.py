@@ -1042,3 +1042,19 @@ def test_a_model_folder_given_relative_is_logged_absolute_and_the_run_is_evaluat
     assert code == 0, stderr[-3000:]
     assert "test/acc=" in stdout
     assert str(data) == run.data.params["data.path"]
+
+
+def test_a_file_named_as_the_tokenizer_or_model_is_refused_as_a_file_naming_its_folder(store, tmp_path):
+    """data.tokenizer=<folder>/tokenizer.json (what the tokenizers library saves) or model.name=<the weights file> was
+    refused as "no such folder", though the file is there. Now the line says it is a file and names its folder."""
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    data = write_sentiment_tsv(tmp_path / "data", rows=60, dev=20)
+    for key, extra in (("data.tokenizer", ["model=bow"]), ("model.name", ["model=transformer"])):
+        named = folder / ("tokenizer.json" if key == "data.tokenizer" else "model.safetensors")
+        result = run_cli_in_process(["task=sentiment", "data=text_tsv", f"data.path={data}", *extra,
+                                     f"{key}={named}", "trainer.max_epochs=1"], store)
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert error_line(result.stderr) == (
+            f"Error: {key}={named}: a file, not a folder; name the folder that holds it ({key}={folder}): a model or "
+            "tokenizer folder is one written by save_pretrained"), result.stderr[-2000:]
+    assert runs_in(store) == []

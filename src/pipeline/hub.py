@@ -103,6 +103,9 @@ def unavailable(key: str, name: str, error: BaseException, reason: Optional[str]
     """One line: ``key=name`` could not be loaded, why, and how to get it."""
     if looks_like_path(name):
         folder = Path(name).expanduser()
+        if folder.is_file():  # tokenizer.json, the weights: the folder that holds them is what is read
+            return (f"{key}={name}: a file, not a folder; name the folder that holds it ({key}={folder.parent}): a "
+                    "model or tokenizer folder is one written by save_pretrained")
         if not folder.is_dir():
             return f"{key}={name}: no such folder (a local model folder is one written by save_pretrained)"
         return (f"{key}={name}: the folder cannot be loaded as a Hugging Face model/tokenizer "
