@@ -1058,3 +1058,17 @@ def test_a_file_named_as_the_tokenizer_or_model_is_refused_as_a_file_naming_its_
             f"Error: {key}={named}: a file, not a folder; name the folder that holds it ({key}={folder}): a model or "
             "tokenizer folder is one written by save_pretrained"), result.stderr[-2000:]
     assert runs_in(store) == []
+
+
+def test_a_model_that_does_not_read_texts_is_refused_naming_the_models_that_do(store, tmp_path):
+    """task=classification with data=text_tsv (the researcher's texts, the generic classification task) picks the
+    task's default model=mlp, and the refusal said only "model=mlp takes image/tabular inputs but data=text_tsv is
+    text data", a model the command never named. Now it names the models that read texts."""
+    data = write_sentiment_tsv(tmp_path / "data", rows=60, dev=20)
+    result = run_cli_in_process(["task=classification", "data=text_tsv", f"data.path={data}",
+                                 "trainer.max_epochs=1"], store)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert error_line(result.stderr) == (
+        "Error: model=mlp takes image/tabular inputs but data=text_tsv is text data; the models for text data: "
+        "model=bow, nbsvm, rnn, textcnn, transformer"), result.stderr[-2000:]
+    assert runs_in(store) == []

@@ -768,6 +768,22 @@ def data_parallel(trainer: Any) -> bool:
             or (isinstance(devices, int) and devices > 1))
 
 
+def _models_for(modality: Optional[str], task_kind: str) -> list[str]:
+    """The packaged model options whose class reads ``modality`` inputs for ``task_kind`` (a refusal names them: the
+    model refused may be a task's default, which the command never named)."""
+    found = []
+    for option in config_options(CONFIG_DIR, "model"):
+        try:
+            target = OmegaConf.load(CONFIG_DIR / "model" / f"{option}.yaml").get("_target_")
+            model_class = resolve_target("model", target) if target else None
+        except Exception:  # a model whose libraries are not installed is not one to suggest
+            continue
+        modalities, tasks = getattr(model_class, "modalities", None), getattr(model_class, "tasks", None)
+        if modalities is not None and modality in modalities and (tasks is None or task_kind in tasks):
+            found.append(option)
+    return found
+
+
 def _check_compatibility(cfg: DictConfig) -> None:
     if cfg.model.get("unfreeze_at_epoch") is not None and data_parallel(cfg.get("trainer")):
         raise ConfigError("model.unfreeze_at_epoch cannot be used with data-parallel training (DDP fixes "
@@ -787,8 +803,10 @@ def _check_compatibility(cfg: DictConfig) -> None:
         )
     modalities = getattr(model_class, "modalities", None)
     if modalities is not None and modality not in modalities:
+        fitting = _models_for(modality, objective)
         raise ConfigError(
             f"model={model_name} takes {'/'.join(sorted(modalities))} inputs but data={data_name} is {modality} data"
+            + (f"; the models for {modality} data: model={', '.join(fitting)}" if fitting else "")
         )
     tasks = getattr(model_class, "tasks", None)
     if tasks is not None and objective not in tasks:
