@@ -944,6 +944,13 @@ def test_a_table_of_new_texts_with_one_line_not_utf8_is_read_as_training_reads_i
     assert len(answers[mixed]) == 4
     # said as for a .txt file: which lines were read otherwise, and that training reads them so
     assert f"Note: {mixed} is not UTF-8 (byte " in stderr and "were read as Windows-1252" in stderr, stderr
+    # a UTF-8 sequence cut off at the very end of the file (a truncated copy) is found too
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(new.encode("utf-8") + "4,un café".encode("utf-8")[:-1])
+    code, _, stderr = predict_cli([str(checkpoint), "--input", str(cut), "--output", str(tmp_path / "cut_out.csv"),
+                                   "--keep", "id"])
+    assert code == 0 and f"Note: {cut} is not UTF-8 (byte {len(new.encode()) + 8} is 0xc3)" in stderr, stderr
+    assert pd.read_csv(tmp_path / "cut_out.csv")[:3].equals(answers[utf8])
 
 
 def test_a_tokenizer_without_a_pad_token_is_refused_rather_than_padding_with_its_unknown_token(store, tmp_path):

@@ -630,16 +630,18 @@ def _texts_encoding(source: Path, fmt: Optional[str]) -> Optional[str]:
         if file.read(2) in (b"\xff\xfe", b"\xfe\xff"):
             return None
         file.seek(0)
-        while block := file.read(1 << 24):
+        while True:
+            block = file.read(1 << 24)
             try:
-                decoder.decode(block)
+                decoder.decode(block, final=not block)  # the last call: a sequence cut off at the end is an error too
             except UnicodeDecodeError as error:
                 at = position + error.start - len(decoder.getstate()[0])  # bytes held from the previous block
                 file.seek(at)
                 _say_not_utf8(source, at, file.read(1)[0])
                 return BY_LINE_ENCODING
+            if not block:
+                return None
             position += len(block)
-    return None
 
 
 def _say_not_utf8(source: Path, position: int, byte: int) -> None:
