@@ -810,6 +810,12 @@ SWEEP_REFUSALS = [
     (["hparams_search=classification_optuna", "hydra.sweeper.params={model.l1:null}"],
      "Error: hydra.sweeper.params={model.l1:null}: a search parameter cannot be null; a searched key is fixed for "
      "every trial by a plain override: model.l1=<value> (its range changed by model.l1=<expression>)"),
+    # null inside choice(): Hydra's "TypeError while evaluating ... NoneType is incompatible with Union[...]", which
+    # did not say that data.auto_augment names its off value none
+    (["hparams_search=image_classification_optuna", "data.auto_augment=choice(null,trivial)"],
+     "Error: cannot parse the override 'data.auto_augment=choice(null,trivial)': Hydra's sweep functions take no null "
+     "as a value; where the key names its off value, write that (data.auto_augment and model.weights take none: "
+     "data.auto_augment='choice(none,trivial)')"),
     (["hparams_search=classification_optuna", "hydra.sweeper.params.model.l1=null"],
      "Error: hydra.sweeper.params.model.l1=null: a search parameter cannot be null; a searched key is fixed for "
      "every trial by a plain override: model.l1=<value>"),

@@ -736,6 +736,10 @@ def describe_composition_error(error: Exception, config_dir: Path, config_name: 
             return (f"cannot parse the override '{override}': Hydra reads letters beyond ASCII (here "
                     f"{''.join(sorted({c for c in override if not c.isascii()}))}) only inside quotes: write "
                     f"\"{key}={value}\" (the double quotes keep the single ones from the shell)")
+        if "NoneType is incompatible" in str(error.message):  # choice(null,trivial): Hydra's grammar takes no null
+            return (f"cannot parse the override '{override}': Hydra's sweep functions take no null as a value; where "
+                    "the key names its off value, write that (data.auto_augment and model.weights take none: "
+                    "data.auto_augment='choice(none,trivial)')")
         return (f"cannot parse the override '{override}': {one_line(error.message)}; "
                 "quote a value that holds special characters, e.g. key='a,b'")
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
