@@ -305,12 +305,10 @@ def unfinished_without_model(uri: str, tracking_uri: str) -> Optional[str]:
 def evaluation_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:
     """Why ``runs:/<id>/model`` of a pipeline-eval run is absent (it logs metrics and predictions, not the model or
     a checkpoint), naming the run it evaluated; None for other runs. pipeline-eval says it too."""
+    from pipeline.cli.rerun import evaluation_refused
+
     found = _run_of_model_uri(uri, tracking_uri)
-    tags = found[1].data.tags if found else {}
-    if tags.get("run_kind") != "evaluation" or not tags.get("evaluation_of"):
-        return None
-    return (f"run {found[1].info.run_id} is an evaluation of run {tags['evaluation_of']} (pipeline-eval), which holds "
-            f"the model: {verb} with {tags['evaluation_of']}")
+    return evaluation_refused(found[1], verb) if found else None
 
 
 def sweep_trial_without_model(uri: str, tracking_uri: str, verb: str = "predict") -> Optional[str]:

@@ -628,6 +628,16 @@ def trial_rerun_repeats(client, run, cfg) -> str:
             f"on to trainer.max_epochs={epochs}, which nothing prunes here")
 
 
+def evaluation_refused(run, verb: str) -> Optional[str]:
+    """For a pipeline-eval run (``run_kind=evaluation``): it holds no model, the run it evaluated does, which the line
+    names for ``verb``; None for other runs. pipeline-predict, pipeline-eval and pipeline-rerun say it."""
+    tags = run.data.tags
+    if tags.get("run_kind") != "evaluation" or not tags.get("evaluation_of"):
+        return None
+    return (f"run {run.info.run_id} is an evaluation of run {tags['evaluation_of']} (pipeline-eval), which holds "
+            f"the model: {verb} with {tags['evaluation_of']}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     from pipeline.cli.errors import closed_stdout_ignored, report_errors
     from pipeline.tracking import launched_as
@@ -643,10 +653,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         except LookupError as error:
             print(f"Error: {error}", file=sys.stderr)
             return 2
-        source = run.data.tags.get("evaluation_of") if run.data.tags.get("run_kind") == "evaluation" else None
-        if source:  # trained nothing: its rerun trained a new model from the source's config on the evaluation's data
-            print(f"Error: run {run.info.run_id} is an evaluation of run {source} (pipeline-eval), which holds the "
-                  f"model: rerun with {source} (pipeline-rerun {source}), or evaluate it again (pipeline-eval {source})",
+        source = run.data.tags.get("evaluation_of")
+        refused = evaluation_refused(run, "rerun")
+        if refused:  # trained nothing: its rerun trained a new model from the source's config on the evaluation's data
+            print(f"Error: {refused} (pipeline-rerun {source}), or evaluate it again (pipeline-eval {source})",
                   file=sys.stderr)
             return 2
         choices = {key: run.data.params[key] for key in CHOICE_PARAMS if key in run.data.params}
